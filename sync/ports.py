@@ -1,0 +1,60 @@
+"""What the sync layer needs from storage, as two small protocols.
+
+The relay and the puller never touch SQLite themselves: the daemon hands them
+objects that satisfy these protocols (posd.storage implements them), and the
+tests can hand them in-memory ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+EventStatus = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    seq: int  # the lane's gap-free counter, 1, 2, 3, ...
+    event_id: str
+    body: dict[str, Any]  # the event exactly as it goes on the wire (includes seq and event_id)
+    size: int  # len of the JSON-encoded body, for batch size limits
+
+
+@dataclass(frozen=True)
+class EventResult:
+    seq: int
+    status: EventStatus
+    code: str | None = None  # set on rejected
+    retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    oldest_pending_at: datetime | None
+    quarantined: int
+    last_acked_seq: int
+
+
+class OutboxPort(Protocol):
+    def pending_batch(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
+        """Pending events, lowest seq first, at most max_events and about max_bytes."""
+
+    def record_results(self, results: list[EventResult]) -> None:
+        """Mark accepted/duplicate as acked and non-retryable rejections as
+        quarantined, atomically. Retryable rejections stay pending."""
+
+    def stats(self) -> OutboxStats: ...
+
+
+class CachePort(Protocol):
+    def member_cursor(self) -> str | None: ...
+
+    def apply_member_changes(self, members: list[dict[str, Any]], next_cursor: str) -> None:
+        """Upsert the members and store the cursor in one transaction."""
+
+    def program_etag(self) -> str | None: ...
+
+    def store_program(self, program: dict[str, Any], etag: str) -> None: ...

@@ -1,0 +1,29 @@
+# posd: `make run` starts the demo lane, `make test` runs the tests.
+# Both set themselves up (Debian packages when missing, a venv, posd itself).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test test-all soak bench clean
+
+setup:
+	@scripts/bootstrap
+
+run: setup
+	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json
+
+test: setup
+	$(PY) -m pytest
+
+# Everything, including the long soak and fault runs.
+test-all: setup
+	$(PY) -m pytest -m ''
+
+soak: setup
+	$(PY) -m pytest -m slow
+
+bench: setup
+	$(PY) -m bench.run --out bench/report.json
+
+clean:
+	rm -rf var/ .pytest_cache bench/report.json

@@ -1,0 +1,3 @@
+from posd.cli import main
+
+raise SystemExit(main())

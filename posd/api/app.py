@@ -1,0 +1,161 @@
+"""The local HTTP API the POS software talks to (FastAPI, in the daemon's loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from posd import __version__
+from posd.api.models import MemberOut, Problem, ReprintOut, TransactionIn, TransactionOut
+from posd.api.security import LocalGuard, allowed_hosts, token_ok
+from posd.core.rules import BasketLine
+from posd.events import EventBus
+from posd.lane import Lane, LaneError, TransactionInput, request_hash
+from posd.printing import queue_reprint
+
+log = logging.getLogger("posd.api")
+
+KEEPALIVE_S = 15.0
+
+
+def _err(status: int, code: str, message: str, errors: list | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": Problem} for c in codes}
+
+
+def create_app(*, lane: Lane, bus: EventBus, token: str, host: str, port: int,
+               allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
+               metrics: Callable[[], str] | None = None, on_reprint: Callable[[], None] | None = None) -> FastAPI:
+    app = FastAPI(title="posd local API", version=__version__,
+                  description="The lane's loyalty daemon: identify members, record sales, stream events.",
+                  docs_url=None, redoc_url=None)
+
+    def require_token(authorization: str | None = Header(default=None, include_in_schema=False)) -> None:
+        if not token_ok(authorization, token):
+            raise LaneError(401, "unauthorized", "missing or wrong bearer token")
+
+    @app.exception_handler(LaneError)
+    async def lane_error(_: Request, exc: LaneError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        resp = _err(exc.status, exc.code, exc.message)
+        if headers:
+            resp.headers.update(headers)
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(x) for x in first["loc"] if x != "body")
+        return _err(422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _err(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in the API")
+        return _err(500, "internal_error", "posd hit an internal error; nothing was half-written")
+
+    auth = [Depends(require_token)]
+
+    @app.get("/v1/health", tags=["status"])
+    def get_health() -> dict[str, Any]:
+        return health()
+
+    @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut,
+             responses=_responses(401, 404, 422), tags=["members"])
+    def get_member(identifier: str) -> dict[str, Any]:
+        return lane.member_view(lane.find_member(identifier))
+
+    @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut,
+              responses=_responses(401, 404, 409, 422, 503), tags=["transactions"])
+    async def post_transaction(body: TransactionIn, response: Response) -> dict[str, Any]:
+        tx = TransactionInput(
+            transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
+            currency=body.currency, total=body.total,
+            lines=tuple(BasketLine(sku=ln.sku, category=ln.category, quantity=ln.quantity,
+                                   unit_price=ln.unit_price, discount=ln.discount) for ln in body.lines),
+            request_hash=request_hash(body.model_dump(mode="json")),
+        )
+        recorded = await lane.record_transaction(tx)
+        if recorded.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return recorded.response
+
+    @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
+              responses=_responses(401, 404, 409), tags=["slips"])
+    async def reprint(slip_id: str) -> dict[str, Any]:
+        if not lane.printer_enabled:
+            raise LaneError(409, "no_printer", "this lane has no printer configured")
+        job_id = await lane.ledger.awrite(lambda conn: queue_reprint(conn, slip_id))
+        if job_id is None:
+            raise LaneError(404, "unknown_slip", "no slip with that id on this lane")
+        if on_reprint:
+            on_reprint()
+        return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}
+
+    @app.get("/v1/events", dependencies=auth, tags=["events"], response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}, **_responses(401)})
+    async def events(request: Request, last_event_id: str | None = Header(default=None)) -> StreamingResponse:
+        last = request.query_params.get("last_event_id") or last_event_id
+        try:
+            last_id = int(last) if last else None
+        except ValueError as exc:
+            raise LaneError(422, "invalid_last_event_id", "Last-Event-ID must be an event id") from exc
+        return StreamingResponse(_stream(bus, request, last_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    if metrics is not None:
+        @app.get("/metrics", tags=["status"], response_class=Response)
+        def get_metrics() -> Response:
+            return Response(metrics(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
+    return app
+
+
+async def _stream(bus: EventBus, request: Request, last_id: int | None) -> AsyncIterator[bytes]:
+    queue = bus.subscribe()  # subscribe before replaying so nothing falls in between
+    try:
+        sent = last_id or 0
+        yield b": posd event stream\nretry: 1000\n\n"
+        if last_id is not None:
+            missed, covered = bus.replay_after(last_id)
+            if not covered:
+                sent = 0
+                yield b"event: stream.reset\ndata: {\"reason\":\"events were missed; refetch state\"}\n\n"
+            for event in missed:
+                sent = event.id
+                yield event.sse()
+        while bus.is_subscribed(queue):
+            try:
+                event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield b": keepalive\n\n"
+                continue
+            if event is None:
+                return
+            if event.id > sent:
+                sent = event.id
+                yield event.sse()
+    finally:
+        bus.unsubscribe(queue)

@@ -1,0 +1,130 @@
+"""The `posd` command: run the daemon, check a config, feed a scan, run central."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from posd import __version__
+
+DEFAULT_CONFIG = "/etc/posd/posd.toml"
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd, journald adds time and unit; keep lines short and PII-free.
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _load(path: str):
+    from posd.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"posd: {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from posd.daemon import Daemon
+    from posd.storage.db import StorageError
+
+    config = _load(args.config)
+    try:
+        return asyncio.run(Daemon(config).run())
+    except StorageError as exc:
+        logging.getLogger("posd").error("%s", exc)
+        print(f"posd: {exc}", file=sys.stderr)
+        return 3
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    print(f"{args.file}: ok (store {config.lane.store_id}, lane {config.lane.lane_id}, "
+          f"{len(config.scanner)} scanner(s), printer {config.printer.url})")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Type a code into a virtual (pty) scanner, exactly as a device would send it."""
+    from posd.drivers.scanner_serial import write_scan
+    from posd.drivers.url import parse_device_url
+
+    config = _load(args.config)
+    ptys = [(name, s) for name, s in config.scanners() if s.url.startswith("pty:")]
+    if args.scanner:
+        ptys = [(n, s) for n, s in ptys if n == args.scanner]
+    if not ptys:
+        print("posd scan: the config has no pty:// scanner to type into", file=sys.stderr)
+        return 2
+    url = parse_device_url(config.device_url(ptys[0][1].url))
+    link = Path(url.path)
+    suffix = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n", "TAB": b"\t", "NONE": b""}[
+        url.params.get("suffix", "CR").upper()]
+    try:
+        write_scan(str(link), args.code, suffix=suffix)
+    except OSError as exc:
+        print(f"posd scan: cannot write to {link}: {exc.strerror} (is posd running?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_central(args: argparse.Namespace) -> int:
+    from posd.sync.central import main as central_main
+
+    return central_main(args.rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from posd.demo import run_demo
+
+    return run_demo(Path(args.config), Path(args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="posd", description="The loyalty program at the till.")
+    p.add_argument("--version", action="version", version=f"posd {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("POSD_LOG_LEVEL", "info"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="work with config files")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file without starting anything")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    scan = sub.add_parser("scan", help="feed a code to the configured virtual (pty) scanner")
+    scan.add_argument("code")
+    scan.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    scan.add_argument("--scanner", help="scanner name when there are several")
+    scan.set_defaults(func=cmd_scan)
+
+    central = sub.add_parser("central", help="run the reference central receiver (development, demos, tests)",
+                             add_help=False)
+    central.add_argument("rest", nargs=argparse.REMAINDER)
+    central.set_defaults(func=cmd_central)
+
+    demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
+    demo.add_argument("--config", default="config/demo.toml")
+    demo.add_argument("--seed", default="config/demo-seed.json")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""posd.toml: load, validate, and explain mistakes by key and line.
+
+A lane PC is set up by store IT from a text file; a typo must stop the daemon
+with one sentence naming the key (and the line, when we can find it), never a
+traceback. Device URLs are checked against the driver registry here, so an
+unknown scheme is reported at `posd config check` time, not at the first scan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from posd.drivers import registry
+
+LOCALES = ("pl", "fa", "en")
+
+
+class ConfigError(Exception):
+    """A config file that cannot run, with a message for store IT."""
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None):
+        self.key, self.line = key, line
+        where = ""
+        if key:
+            where += f" at '{key}'"
+        if line:
+            where += f" (line {line})"
+        super().__init__(f"config error{where}: {message}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaneConfig(_Section):
+    store_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    lane_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    locale: Literal["pl", "fa", "en"] = "en"
+    currency: str = Field(default="PLN", pattern=r"^[A-Z]{3}$")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8765"
+    token_file: str = "api.token"  # relative paths are under storage.dir
+    allowed_origins: tuple[str, ...] = ()
+    allow_remote: bool = False  # binding beyond loopback must be asked for explicitly
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, port = split_listen(v)
+        if not 0 < port < 65536:
+            raise ValueError("port must be 1-65535")
+        ipaddress.ip_address(host)  # raises ValueError with the address in it
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"origin {origin!r} must be scheme://host[:port] with no path")
+        return v
+
+    @model_validator(mode="after")
+    def _loopback_unless_asked(self) -> ApiConfig:
+        if not ipaddress.ip_address(self.host).is_loopback and not self.allow_remote:
+            raise ValueError("listen must be a loopback address unless allow_remote = true")
+        return self
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+class StorageConfig(_Section):
+    dir: str = "/var/lib/posd"
+
+
+class CentralConfig(_Section):
+    url: str
+    store_secret: str | None = None
+    store_secret_file: str | None = None
+    verify_tls: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    member_token_public_key: str | None = None
+    push_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    pull_interval_s: float = Field(default=30.0, gt=0, le=86400)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
+            raise ValueError("must be an http(s) URL such as https://loyalty.example.com")
+        return v.rstrip("/")
+
+    def secret_bytes(self, base: Path) -> bytes:
+        if self.store_secret:
+            return self.store_secret.encode()
+        if self.store_secret_file:
+            path = resolve(base, self.store_secret_file)
+            try:
+                return path.read_text().strip().encode()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
+        raise ConfigError("set store_secret or store_secret_file", key="central")
+
+
+class DeviceConfig(_Section):
+    url: str
+    name: str | None = None
+
+
+class ScannerConfig(DeviceConfig):
+    @field_validator("url")
+    @classmethod
+    def _scanner_url(cls, v: str) -> str:
+        registry.validate("scanner", v)
+        return v
+
+
+class PrinterConfig(DeviceConfig):
+    url: str = "none"
+    profile: str = "default"
+    width_mm: Literal[58, 80] = 80
+
+    @field_validator("url")
+    @classmethod
+    def _printer_url(cls, v: str) -> str:
+        registry.validate("printer", v)
+        return v
+
+
+class Config(_Section):
+    lane: LaneConfig
+    api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
+    central: CentralConfig
+    scanner: tuple[ScannerConfig, ...] = ()
+    printer: PrinterConfig = PrinterConfig()
+    source: str = ""  # the file this came from, for messages
+
+    @property
+    def storage_dir(self) -> Path:
+        return resolve(Path(self.source).parent if self.source else Path.cwd(), self.storage.dir)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    def scanners(self) -> list[tuple[str, ScannerConfig]]:
+        return [(s.name or f"scanner{i}", s) for i, s in enumerate(self.scanner)]
+
+    def device_url(self, url: str) -> str:
+        """The URL with a relative device path made absolute against the config's folder."""
+        return absolutize_url(url, self.base_dir)
+
+
+def split_listen(v: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8765")
+    return host.strip("[]"), int(port)
+
+
+PATH_SCHEMES = ("pty", "serial", "file", "preview", "camera+file", "msr+serial")
+
+
+def absolutize_url(url: str, base: Path) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in PATH_SCHEMES or rest.startswith("/"):
+        return url
+    path, q, query = rest.partition("?")
+    return f"{scheme}://{(base / path).resolve()}{q}{query}"
+
+
+def resolve(base: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else (base / path)
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    return parse(text, source=str(path.resolve()))
+
+
+def parse(text: str, *, source: str = "") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        raise ConfigError(f"not valid TOML: {exc}", line=int(m.group(1)) if m else None) from None
+    data["source"] = source
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _dotted(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/posd.example.toml)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        raise ConfigError(msg, key=key, line=find_line(text, err["loc"])) from None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def find_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line of a key: walk [table] / [[array]] headers, then the key.
+
+    tomllib keeps no positions, so we scan the text. Good enough for the
+    shapes posd.toml uses (one level of tables, arrays of tables).
+    """
+    names = [x for x in loc if isinstance(x, str)]
+    index = next((x for x in loc if isinstance(x, int)), 0)
+    if not names:
+        return None
+    table, key = names[0], (names[1] if len(names) > 1 else None)
+    header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    current, seen, table_line = None, -1, None
+    for n, line in enumerate(text.splitlines(), start=1):
+        m = header.match(line)
+        if m:
+            current = m.group(1)
+            if current == table:
+                seen += 1
+                if seen == index:
+                    table_line = n
+            continue
+        if current == table and seen == index and key:
+            if re.match(rf"^\s*{re.escape(key)}\s*=", line):
+                return n
+        if current is None and key is None and re.match(rf"^\s*{re.escape(table)}\s*=", line):
+            return n
+    return table_line

@@ -1,0 +1,239 @@
+"""`posd run`: one process, one asyncio loop, device and sync threads around it.
+
+Start order: databases (a bad ledger stops us here), lane services, printer
+and print worker, sync, API listening, then READY=1 to systemd, then the
+scanners. Stop order is the reverse, so nothing is left half-done: the ledger
+closes last, after every thread that writes to it has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from posd import __version__
+from posd.api.app import create_app
+from posd.config import Config, resolve
+from posd.drivers import registry
+from posd.drivers.base import DeviceState, DeviceStatus, ScanData
+from posd.events import EventBus
+from posd.lane import Lane
+from posd.printing import PrintWorker
+from posd.sdnotify import Notifier
+from posd.storage.cache import Cache
+from posd.storage.db import parse_iso
+from posd.storage.ledger import LaneIdentity, Ledger
+from posd.storage.outbox import LedgerOutbox
+from posd.sync.client import CentralClient
+from posd.sync.relay import OutboxRelay, SyncPuller
+
+log = logging.getLogger("posd.daemon")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns shutdown."""
+
+    def capture_signals(self):  # type: ignore[override]
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def load_token(path: Path) -> str:
+    """The API's bearer token; created (0600) on first start when absent."""
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.started_mono = time.monotonic()
+        self.started_at = datetime.now(UTC)
+        self.devices: dict[str, DeviceStatus] = {}
+        self.scanners: list[Any] = []
+        self._stop = asyncio.Event()
+
+    # -- assembly -----------------------------------------------------------
+    def open(self) -> None:
+        cfg = self.config
+        storage = cfg.storage_dir
+        storage.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
+        self.cache = Cache(storage / "cache.db", cfg.lane.lane_id)
+        self.token = load_token(resolve(storage, cfg.api.token_file))
+        self.bus = EventBus(self.ledger.boot)
+        self.client = CentralClient(
+            cfg.central.url, cfg.lane.store_id, cfg.lane.lane_id, cfg.central.secret_bytes(cfg.base_dir),
+            verify=cfg.central.verify_tls,
+            cert=(cfg.central.client_cert, cfg.central.client_key) if cfg.central.client_cert else None,
+        )
+        self.relay = OutboxRelay(self.client, LedgerOutbox(self.ledger), idle_interval=cfg.central.push_interval_s,
+                                 on_status=lambda st: self.bus.publish("sync.status", st))
+        self.puller = SyncPuller(self.client, self.cache, member_interval=cfg.central.pull_interval_s,
+                                 program_interval=cfg.central.pull_interval_s)
+        self.ledger.on_outbox_write(self.relay.wake)
+        pcfg = cfg.printer
+        self.printer = registry.open_printer("printer", cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
+                                             on_status=self._device_status)
+        self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
+                         ledger=self.ledger, cache=self.cache, bus=self.bus,
+                         printer_enabled=pcfg.url != "none", is_offline=self._offline)
+        self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
+        self.lane.print_wakeups.append(self.print_worker.wake)
+
+    def _offline(self) -> bool:
+        return self.relay.status().get("consecutive_failures", 0) > 0
+
+    def _device_status(self, status: DeviceStatus) -> None:
+        self.devices[status.name] = status
+        self.bus.publish("device.status", {"device": status.name, "kind": status.kind,
+                                           "state": status.state.value, "reason": status.reason})
+
+    def _on_scan(self, scan: ScanData) -> None:
+        self.lane.on_scan(scan.device, scan.data, scan.symbology)
+
+    # -- health and metrics ---------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        out = self.ledger.counts()
+        oldest = out["oldest_pending_at"]
+        relay = self.relay.status()
+        program = self.cache.program_row()
+        synced = self.cache.state("members_synced_at")
+        cache_age = (now - parse_iso(synced)).total_seconds() if synced else None
+        devices = [{"name": d.name, "kind": d.kind, "url": d.url, "state": d.state.value, "reason": d.reason}
+                   for d in self.devices.values()]
+        problems = [f"{d['name']}: {d['reason'] or d['state']}" for d in devices if d["state"] == "error"]
+        if relay.get("state") == "auth_failed":
+            problems.append("central refused our credentials")
+        if program is None:
+            problems.append("no loyalty program yet")
+        degraded = (cache_age is None or cache_age > 86400 or out["quarantined"] > 0
+                    or (oldest is not None and (now - oldest).total_seconds() > 600))
+        return {
+            "status": "error" if problems else ("degraded" if degraded else "ok"),
+            "problems": problems,
+            "version": __version__,
+            "store_id": self.config.lane.store_id,
+            "lane_id": self.config.lane.lane_id,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "devices": devices,
+            "sync": {
+                "pending": out["pending"],
+                "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+                "quarantined": out["quarantined"],
+                "last_acked_seq": out["last_acked_seq"],
+                **relay,
+            },
+            "cache": {
+                "members": self.cache.member_count(),
+                "program_version": program["version"] if program else None,
+                "members_synced_at": synced,
+                "age_s": round(cache_age, 1) if cache_age is not None else None,
+                "stale": cache_age is None or cache_age > 86400,
+                "rebuilt": self.cache.rebuilt_from is not None,
+            },
+        }
+
+    def metrics(self) -> str:
+        h = self.health()
+        lines = [
+            "# TYPE posd_up gauge", "posd_up 1",
+            "# TYPE posd_outbox_pending gauge", f"posd_outbox_pending {h['sync']['pending']}",
+            "# TYPE posd_outbox_quarantined gauge", f"posd_outbox_quarantined {h['sync']['quarantined']}",
+            "# TYPE posd_outbox_oldest_pending_age_seconds gauge",
+            f"posd_outbox_oldest_pending_age_seconds {h['sync']['oldest_pending_age_s'] or 0}",
+            "# TYPE posd_events_published_total counter", f"posd_events_published_total {self.bus.published}",
+            "# TYPE posd_sse_clients gauge", f"posd_sse_clients {self.bus.subscribers}",
+            "# TYPE posd_slips_printed_total counter", f"posd_slips_printed_total {self.print_worker.printed}",
+            "# TYPE posd_members_cached gauge", f"posd_members_cached {h['cache']['members']}",
+            "# TYPE posd_device_up gauge",
+        ]
+        for d in h["devices"]:
+            lines.append(f'posd_device_up{{device="{d["name"]}",kind="{d["kind"]}"}} '
+                         f'{0 if d["state"] in ("error", "closed") else 1}')
+        return "\n".join(lines) + "\n"
+
+    # -- running --------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        notifier = Notifier()
+        self.open()
+        self.bus.bind(loop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        cfg = self.config
+        app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,
+                         allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics,
+                         on_reprint=self.print_worker.wake)
+        server = _Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, lifespan="off",
+                                        log_config=None, access_log=False, timeout_graceful_shutdown=2))
+        self.print_worker.start()
+        self.puller.start()
+        self.relay.start()
+        serve = asyncio.create_task(server.serve(), name="api")
+        while not server.started:
+            if serve.done():
+                await serve  # surfaces the bind error
+                log.error("the API could not listen on %s", cfg.api.listen)
+                return 1
+            await asyncio.sleep(0.01)
+        self._start_scanners()
+        notifier.ready(f"listening on {cfg.api.listen}")
+        log.info("posd %s ready: store %s lane %s, API on http://%s", __version__, cfg.lane.store_id,
+                 cfg.lane.lane_id, cfg.api.listen)
+        watchdog = asyncio.create_task(self._watchdog(notifier)) if notifier.watchdog_s else None
+        await self._stop.wait()
+        notifier.stopping()
+        log.info("stopping")
+        if watchdog:
+            watchdog.cancel()
+        for scanner in self.scanners:
+            scanner.stop()
+        server.should_exit = True
+        await serve
+        self.relay.stop()
+        self.puller.stop()
+        self.print_worker.stop()
+        await asyncio.to_thread(self.close)
+        return 0
+
+    def _start_scanners(self) -> None:
+        for name, scfg in self.config.scanners():
+            scanner = registry.open_scanner(name, self.config.device_url(scfg.url), on_data=self._on_scan, on_status=self._device_status)
+            scanner.start()
+            self.scanners.append(scanner)
+
+    async def _watchdog(self, notifier: Notifier) -> None:
+        # Pinged from the loop itself, so a stalled loop is what systemd detects.
+        while True:
+            notifier.watchdog()
+            await asyncio.sleep(notifier.watchdog_s / 2)
+
+    def close(self) -> None:
+        try:
+            self.printer.close()
+        except Exception:
+            log.exception("printer close failed")
+        self.cache.close()
+        self.ledger.close()

@@ -1,0 +1,104 @@
+"""The event stream the POS listens to (SSE), with replay.
+
+Ids are monotonic across restarts: the high bits are the ledger's boot
+counter, the low bits count events in this boot. A bounded ring keeps recent
+events so a client reconnecting with Last-Event-ID gets what it missed; if it
+missed more than the ring holds it is told so (`stream.reset`) instead of
+silently skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import itertools
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+BOOT_SHIFT = 32
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: dict[str, Any]
+    at: str
+
+    def sse(self) -> bytes:
+        payload = json.dumps({"type": self.type, "at": self.at, **self.data}, separators=(",", ":"), ensure_ascii=False)
+        return f"id: {self.id}\nevent: {self.type}\ndata: {payload}\n\n".encode()
+
+
+class EventBus:
+    def __init__(self, boot: int, *, ring_size: int = 10_000):
+        self._base = boot << BOOT_SHIFT
+        self._counter = itertools.count(1)
+        self._ring: collections.deque[Event] = collections.deque(maxlen=ring_size)
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.published = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish(self, type_: str, data: dict[str, Any]) -> Event:
+        """Thread-safe: device threads and the loop both publish."""
+        with self._lock:
+            event = Event(self._base + next(self._counter), type_, data,
+                          datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            self._ring.append(event)
+            self.published += 1
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                if _in_loop(loop):
+                    self._fan_out(event)
+                else:
+                    loop.call_soon_threadsafe(self._fan_out, event)
+            except RuntimeError:  # loop closing during shutdown
+                pass
+        return event
+
+    def _fan_out(self, event: Event) -> None:
+        for q in list(self._subscribers):
+            if q.full():  # a client that stopped reading loses its place, not our memory
+                self._subscribers.discard(q)
+                continue
+            q.put_nowait(event)
+
+    def replay_after(self, last_id: int) -> tuple[list[Event], bool]:
+        """Events after last_id, and whether the ring still covered that point."""
+        with self._lock:
+            events = [e for e in self._ring if e.id > last_id]
+            covered = not self._ring or self._ring[0].id <= last_id + 1 or last_id >= self._ring[-1].id
+            if last_id >> BOOT_SHIFT != self._base >> BOOT_SHIFT and self._ring:
+                covered = False  # the client's id is from another boot
+        return events, covered
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[Event | None]:
+        q: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
+        self._subscribers.discard(q)
+
+    def is_subscribed(self, q: asyncio.Queue[Event | None]) -> bool:
+        return q in self._subscribers
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+

@@ -1,0 +1,187 @@
+"""cache.db: members and the program as central last published them.
+
+Rebuildable by design: a corrupt cache.db is moved aside and a fresh one is
+pulled from central, while ledger.db (the precious file) is never touched.
+Lookups run on a per-thread read-only connection, so a scanner thread can
+identify a member without a hop through the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posd.core.program import parse_program
+from posd.storage.db import connect, quick_check, utcnow_iso
+from posd.storage.schema import cache_migrations
+
+log = logging.getLogger("posd.cache")
+
+
+@dataclass(frozen=True)
+class CachedMember:
+    member_id: str
+    display_name: str
+    locale: str | None
+    tier: str | None
+    qualifying: int
+    balances: dict[str, int]  # confirmed by central
+    applied_seq: int  # central has applied this lane's events up to this seq for the member
+    status: str
+    birth_date: str | None
+    offers: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: str = ""
+
+
+class Cache:
+    def __init__(self, path: Path, lane_id: str):
+        self.path = path
+        self.lane_id = lane_id
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.rebuilt_from: Path | None = None
+        self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = connect(self.path, durable=False)
+            problem = quick_check(conn)
+            if problem is None:
+                cache_migrations.apply(conn)
+                return conn
+            conn.close()
+            reason = problem
+        except sqlite3.DatabaseError as exc:
+            reason = str(exc)
+        # Rebuildable: move the bad file aside (kept for diagnosis) and start empty.
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{utcnow_iso().replace(':', '')}")
+        log.warning("cache.db unusable (%s); moved to %s and rebuilding from central", reason, aside.name)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.rename(f"{aside}{suffix}")
+        self.rebuilt_from = aside
+        conn = connect(self.path, durable=False)
+        cache_migrations.apply(conn)
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, durable=False, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._conn.close()
+
+    # -- lookups (any thread) --------------------------------------------
+    def find_member(self, identifier: str) -> CachedMember | None:
+        conn = self.reader()
+        row = conn.execute(
+            "SELECT m.* FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
+            "WHERE i.identifier = ?",
+            (identifier,),
+        ).fetchone()
+        if row is None:
+            row = conn.execute("SELECT * FROM members WHERE member_id = ?", (identifier,)).fetchone()
+        return _member(row) if row else None
+
+    def member_count(self) -> int:
+        return self.reader().execute("SELECT COUNT(*) FROM members").fetchone()[0]
+
+    def program_row(self) -> sqlite3.Row | None:
+        return self.reader().execute("SELECT * FROM program WHERE id = 1").fetchone()
+
+    def state(self, key: str) -> str | None:
+        row = self.reader().execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # -- CachePort (called by the sync puller thread) --------------------
+    def member_cursor(self) -> str | None:
+        return self.state("member_cursor")
+
+    def program_etag(self) -> str | None:
+        row = self.program_row()
+        return row["etag"] if row else None
+
+    def apply_member_changes(self, members: list[dict[str, Any]], next_cursor: str) -> None:
+        now = utcnow_iso()
+        rows, idents, ids = [], [], []
+        for m in members:
+            mid = str(m["member_id"])
+            ids.append((mid,))
+            applied = (m.get("applied_seq") or {}).get(self.lane_id, 0)
+            rows.append((
+                mid, m.get("display_name") or mid, m.get("locale"), m.get("tier"),
+                int(m.get("qualifying") or 0), json.dumps(m.get("balances") or {}), int(applied),
+                m.get("status") or "active", m.get("birth_date"), json.dumps(m.get("offers") or []), now,
+            ))
+            if (m.get("status") or "active") != "deleted":
+                idents.extend((str(i), mid) for i in m.get("identifiers") or [])
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", ids)
+                conn.executemany(
+                    "INSERT INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (member_id) DO UPDATE SET "
+                    "display_name=excluded.display_name, locale=excluded.locale, tier=excluded.tier, "
+                    "qualifying=excluded.qualifying, balances=excluded.balances, "
+                    "applied_seq=excluded.applied_seq, status=excluded.status, "
+                    "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at",
+                    rows,
+                )
+                conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", idents)
+                self._set_state(conn, "member_cursor", next_cursor)
+                self._set_state(conn, "members_synced_at", now)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def store_program(self, program: dict[str, Any], etag: str) -> None:
+        parse_program(program)  # a program we cannot evaluate never replaces the one in force
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO program (id, version, etag, body, fetched_at) VALUES (1, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version=excluded.version, etag=excluded.etag, "
+                "body=excluded.body, fetched_at=excluded.fetched_at",
+                (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
+            )
+
+    @staticmethod
+    def _set_state(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _member(row: sqlite3.Row) -> CachedMember:
+    return CachedMember(
+        member_id=row["member_id"],
+        display_name=row["display_name"],
+        locale=row["locale"],
+        tier=row["tier"],
+        qualifying=row["qualifying"],
+        balances={k: int(v) for k, v in json.loads(row["balances"]).items()},
+        applied_seq=row["applied_seq"],
+        status=row["status"],
+        birth_date=row["birth_date"],
+        offers=json.loads(row["offers"]),
+        updated_at=row["updated_at"],
+    )

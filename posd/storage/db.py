@@ -1,0 +1,117 @@
+"""SQLite connections and registered migrations.
+
+Two files: ledger.db is precious (WAL, synchronous=FULL: a commit survives a
+power cut), cache.db is rebuildable from central (synchronous=NORMAL). Each
+schema change is a registered function recorded in `_migrations`, applied in
+order inside one transaction, so a half-migrated file cannot exist.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+class StorageError(Exception):
+    """A database that posd must not touch further (corrupt, newer schema)."""
+
+
+class Migrations:
+    def __init__(self, name: str):
+        self.name = name
+        self._steps: list[tuple[str, Migration]] = []
+
+    def __call__(self, fn: Migration) -> Migration:
+        self._steps.append((fn.__name__, fn))
+        return fn
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self._steps]
+
+    def apply(self, conn: sqlite3.Connection) -> list[str]:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+        unknown = done - set(self.names)
+        if unknown:
+            raise StorageError(
+                f"{self.name} has migrations this posd does not know ({', '.join(sorted(unknown))}): "
+                "it was written by a newer version; refusing to touch it"
+            )
+        applied = []
+        for name, fn in self._steps:
+            if name in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utcnow_iso())
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            applied.append(name)
+        return applied
+
+
+def execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run several statements inside the caller's transaction.
+
+    sqlite3's executescript() COMMITs first, which would make a migration
+    non-atomic; this splits on complete statements (triggers included) instead.
+    """
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            conn.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement at the end of a script: {buf.strip()[:60]}")
+
+
+def connect(path: Path, *, durable: bool, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode: we issue BEGIN/COMMIT ourselves."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=5.0)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """None when the file is sound, else SQLite's first complaint."""
+    try:
+        row = conn.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if row and row[0] == "ok" else (row[0] if row else "no answer")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def utcnow_iso() -> str:
+    return iso(utcnow())
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

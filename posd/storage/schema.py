@@ -1,0 +1,128 @@
+"""Schemas of ledger.db and cache.db, as registered migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from posd.storage.db import Migrations, execute_script
+
+ledger_migrations = Migrations("ledger.db")
+cache_migrations = Migrations("cache.db")
+
+
+@ledger_migrations
+def m001_ledger_core(conn: sqlite3.Connection) -> None:
+    execute_script(
+        conn,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+        -- The lane's gap-free event counter: seq is max+1 under BEGIN IMMEDIATE
+        -- and rows are never deleted, so a rolled-back write leaves no hole.
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'acked', 'quarantined')),
+            result_code TEXT,
+            acked_at TEXT
+        );
+        CREATE INDEX outbox_pending ON outbox (seq) WHERE state = 'pending';
+
+        -- Idempotency records: the first answer to a transaction_id, kept forever.
+        CREATE TABLE transactions (
+            transaction_id TEXT PRIMARY KEY,
+            request_hash TEXT NOT NULL,
+            member_id TEXT,
+            occurred_at TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            total_minor INTEGER NOT NULL,
+            program_version TEXT,
+            seq INTEGER REFERENCES outbox (seq),
+            response TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+
+        -- Append-only: a correction is a new entry, never an edit.
+        CREATE TABLE ledger_entries (
+            entry_id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('earn', 'redeem', 'reversal', 'expire', 'adjust')),
+            member_id TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            points INTEGER NOT NULL,
+            transaction_id TEXT,
+            seq INTEGER NOT NULL REFERENCES outbox (seq),
+            occurred_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            program_version TEXT,
+            expires_at TEXT,
+            pending_until TEXT
+        );
+        CREATE INDEX ledger_member ON ledger_entries (member_id, seq);
+
+        CREATE TABLE print_jobs (
+            job_id TEXT PRIMARY KEY,
+            slip_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            slip TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued'
+                CHECK (state IN ('queued', 'printing', 'printed', 'failed', 'expired')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            printed_at TEXT,
+            last_error TEXT
+        );
+        CREATE INDEX print_jobs_open ON print_jobs (created_at) WHERE state IN ('queued', 'printing');
+        CREATE INDEX print_jobs_slip ON print_jobs (slip_id);
+
+        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger_entries
+            BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+        CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger_entries
+            BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+        CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions
+            BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END;
+        CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions
+            BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END;
+        CREATE TRIGGER outbox_no_delete BEFORE DELETE ON outbox
+            BEGIN SELECT RAISE(ABORT, 'outbox rows are kept: seq must stay gap-free'); END;
+        """
+    )
+
+
+@cache_migrations
+def m001_cache_core(conn: sqlite3.Connection) -> None:
+    execute_script(
+        conn,
+        """
+        CREATE TABLE members (
+            member_id TEXT PRIMARY KEY,
+            display_name TEXT NOT NULL,
+            locale TEXT,
+            tier TEXT,
+            qualifying INTEGER NOT NULL DEFAULT 0,
+            balances TEXT NOT NULL DEFAULT '{}',
+            applied_seq INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'active',
+            birth_date TEXT,
+            offers TEXT NOT NULL DEFAULT '[]',
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE member_identifiers (
+            identifier TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX member_identifiers_member ON member_identifiers (member_id);
+        CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE program (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version TEXT NOT NULL,
+            etag TEXT NOT NULL,
+            body TEXT NOT NULL,
+            fetched_at TEXT NOT NULL
+        );
+        """
+    )

@@ -1,0 +1,108 @@
+"""A bad config stops with a message naming the key and line, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from posd.config import ConfigError, absolutize_url, parse
+
+GOOD = """
+[lane]
+store_id = "S001"
+lane_id = "L01"
+locale = "pl"
+timezone = "Europe/Warsaw"
+
+[central]
+url = "http://127.0.0.1:8780"
+store_secret = "x"
+
+[[scanner]]
+url = "pty:///tmp/posd-test-scanner?suffix=CR"
+
+[printer]
+url = "preview:///tmp/slips"
+"""
+
+
+def test_good_config_parses():
+    cfg = parse(GOOD)
+    assert cfg.lane.locale == "pl"
+    assert cfg.api.listen == "127.0.0.1:8765"
+    assert cfg.scanners()[0][0] == "scanner0"
+    assert cfg.printer.width_mm == 80
+
+
+@pytest.mark.parametrize(
+    "change, key, line",
+    [
+        (('locale = "pl"', 'locale = "de"'), "lane.locale", 5),
+        (('timezone = "Europe/Warsaw"', 'timezone = "Mars/Base"'), "lane.timezone", 6),
+        (('url = "pty:///tmp/posd-test-scanner?suffix=CR"', 'url = "gopher://x"'), "scanner[0].url", 13),
+        (('url = "preview:///tmp/slips"', 'url = "laser://x"'), "printer.url", 16),
+        (('store_secret = "x"', 'store_secret = "x"\nsecret_typo = 1'), "central.secret_typo", 11),
+        (('lane_id = "L01"\n', ''), "lane.lane_id", 2),
+        (('url = "http://127.0.0.1:8780"', 'url = "ftp://central"'), "central.url", 9),
+    ],
+)
+def test_bad_values_name_key_and_line(change, key, line):
+    text = GOOD.replace(*change)
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert err.value.key == key
+    assert err.value.line == line
+    assert key in str(err.value)
+
+
+def test_unknown_scheme_lists_known_ones():
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('url = "preview:///tmp/slips"', 'url = "laser://x"'))
+    message = str(err.value)
+    for scheme in ("tcp", "file", "preview", "none"):
+        assert scheme in message
+
+
+def test_toml_syntax_error_has_line():
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('lane_id = "L01"', 'lane_id = "L01'))
+    assert err.value.line == 4
+
+
+def test_remote_listen_needs_explicit_permission():
+    text = GOOD + '\n[api]\nlisten = "0.0.0.0:8765"\n'
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert err.value.key == "api"
+    assert parse(text.replace('listen = "0.0.0.0:8765"', 'listen = "0.0.0.0:8765"\nallow_remote = true'))
+
+
+def test_relative_device_paths_resolve_against_config_folder(tmp_path):
+    assert absolutize_url("pty://../var/s0?suffix=CR", tmp_path / "etc") == f"pty://{tmp_path}/var/s0?suffix=CR"
+    assert absolutize_url("tcp://10.0.0.5:9100", tmp_path) == "tcp://10.0.0.5:9100"
+    assert absolutize_url("preview:///abs/slips", tmp_path) == "preview:///abs/slips"
+
+
+def test_config_check_cli(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('locale = "pl"', 'locale = "de"'))
+    ok = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+    no = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(bad)], capture_output=True, text=True)
+    assert no.returncode == 2
+    assert "lane.locale" in no.stderr and "line 5" in no.stderr
+    assert "Traceback" not in no.stderr
+
+
+def test_demo_config_is_valid():
+    from pathlib import Path
+
+    from posd.config import load
+
+    cfg = load(Path(__file__).parent.parent / "config" / "demo.toml")
+    assert cfg.lane.store_id == "S001"
+    example = load(Path(__file__).parent.parent / "config" / "posd.example.toml")
+    assert example.printer.url.startswith("tcp://")

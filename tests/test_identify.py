@@ -1,0 +1,46 @@
+"""Payment card data is recognised and dropped; product and member codes are not cards."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posd.core.identify import gtin_ok, identify_code, luhn_ok
+
+
+@pytest.mark.parametrize("raw", [
+    "4111111111111111",                      # Visa test PAN
+    "5555555555554444",                      # Mastercard test PAN
+    "378282246310005",                       # Amex test PAN
+    "%B4111111111111111^DOE/JOHN^2912101?",  # track 1
+    ";4111111111111111=29121010000000000?",  # track 2
+    "4111 1111 1111 1111",                   # typed with spaces
+])
+def test_payment_cards_are_recognised_and_carry_no_digits(raw):
+    found = identify_code(raw)
+    assert found.kind == "payment_card"
+    assert found.code is None
+
+
+def ean13(body: str) -> str:
+    return next(body + str(d) for d in range(10) if gtin_ok(body + str(d)))
+
+
+@given(st.from_regex(r"4[0-9]{11}", fullmatch=True))
+def test_ean13_product_codes_starting_with_4_are_never_cards(body):
+    code = ean13(body)
+    found = identify_code(code)
+    assert found.kind == "member_code"
+    assert found.code == code
+
+
+def test_some_ean13_codes_do_pass_luhn_which_is_why_luhn_is_not_enough():
+    passing = [c for c in (ean13(f"4{n:011d}") for n in range(0, 2000)) if luhn_ok(c)]
+    assert passing  # the pitfall is real
+    assert all(identify_code(c).kind == "member_code" for c in passing)
+
+
+def test_member_codes_and_garbage():
+    assert identify_code("2900000000018").code == "2900000000018"
+    assert identify_code("MBR-00042").kind == "member_code"
+    assert identify_code("").kind == "invalid"
+    assert identify_code("a b c; DROP TABLE").kind == "invalid"

@@ -1,0 +1,175 @@
+"""ledger.db and cache.db: one atomic write per sale, idempotency, gap-free seq, safe failure."""
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from posd.core.rules import BasketLine
+from posd.events import EventBus
+from posd.lane import Lane, LaneError, TransactionInput
+from posd.storage.cache import Cache
+from posd.storage.db import StorageError
+from posd.storage.ledger import LaneIdentity, Ledger
+from posd.storage.outbox import LedgerOutbox
+from posd.sync.ports import EventResult
+
+PROGRAM = {
+    "version": "t-1",
+    "earn": {"currency": "points", "rounding": "floor", "rates": {"PLN": {"spend_minor": 100, "points": 1}}},
+    "tiers": [{"id": "basic", "threshold": 0, "multiplier": "1"},
+              {"id": "gold", "threshold": 5000, "multiplier": "1.5"}],
+}
+MEMBER = {"member_id": "M1", "display_name": "Anna K.", "tier": "gold", "qualifying": 6000,
+          "identifiers": ["2900000000018"], "balances": {"points": 100}, "applied_seq": {"L01": 0}}
+
+
+@pytest.fixture
+def lane(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(PROGRAM, "e1")
+    cache.apply_member_changes([MEMBER], "1")
+    lane = Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
+                bus=EventBus(ledger.boot), printer_enabled=True)
+    yield lane
+    cache.close()
+    ledger.close()
+
+
+def tx(tid="T1", total=10000, member="2900000000018", lines=(), h=None):
+    return TransactionInput(transaction_id=tid, member=member, occurred_at=datetime(2026, 11, 24, 10, tzinfo=UTC),
+                            currency="PLN", total=total, lines=tuple(lines), request_hash=h or f"h-{tid}-{total}")
+
+
+def rows(lane, sql):
+    return lane.ledger.reader().execute(sql).fetchall()
+
+
+def test_sale_writes_entry_outbox_and_print_job_together(lane):
+    rec = asyncio.run(lane.record_transaction(tx()))
+    assert rec.response["accrual"]["points"] == {"points": 150}
+    assert rec.response["balance"]["points"] == {"confirmed": 100, "pending": 150, "total": 250}
+    assert rec.response["slip"] == {"slip_id": "T1", "state": "queued"}
+    (event,) = rows(lane, "SELECT seq, type, body FROM outbox")
+    body = json.loads(event["body"])
+    assert (event["seq"], body["type"], body["member_id"], body["points"]) == (1, "accrual", "M1", {"points": 150})
+    assert len(rows(lane, "SELECT * FROM ledger_entries")) == 1
+    assert len(rows(lane, "SELECT * FROM print_jobs")) == 1
+
+
+def test_retry_returns_first_answer_and_writes_nothing(lane):
+    first = asyncio.run(lane.record_transaction(tx()))
+    again = asyncio.run(lane.record_transaction(tx()))
+    assert again.replayed and again.response == first.response
+    assert len(rows(lane, "SELECT * FROM outbox")) == 1
+
+
+def test_same_id_different_sale_is_a_conflict(lane):
+    asyncio.run(lane.record_transaction(tx()))
+    with pytest.raises(LaneError) as err:
+        asyncio.run(lane.record_transaction(tx(total=5000)))
+    assert (err.value.status, err.value.code) == (409, "transaction_id_conflict")
+
+
+def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
+    async def burst():
+        sales = [tx(f"T{i % 50}") for i in range(200)]
+        return await asyncio.gather(*(lane.record_transaction(s) for s in sales))
+
+    asyncio.run(burst())
+    seqs = [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")]
+    assert seqs == list(range(1, 51))
+    assert rows(lane, "SELECT COUNT(*) FROM ledger_entries")[0][0] == 50
+
+
+def test_a_failed_write_leaves_nothing_half_written(lane):
+    lane.ledger.write(lambda c: c.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON print_jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+    with pytest.raises(sqlite3.IntegrityError):
+        asyncio.run(lane.record_transaction(tx()))
+    for table in ("outbox", "ledger_entries", "transactions", "print_jobs"):
+        assert rows(lane, f"SELECT COUNT(*) FROM {table}")[0][0] == 0
+    lane.ledger.write(lambda c: c.execute("DROP TRIGGER boom"))
+    assert asyncio.run(lane.record_transaction(tx())).response["seq"] == 1  # no hole left behind
+
+
+def test_unknown_member_and_bad_basket_write_nothing(lane):
+    with pytest.raises(LaneError) as err:
+        asyncio.run(lane.record_transaction(tx(member="2900000000995")))
+    assert err.value.code == "unknown_member"
+    bad = [BasketLine("A", None, Decimal(1), 100, 0)]
+    with pytest.raises(LaneError) as err:
+        asyncio.run(lane.record_transaction(tx(lines=bad)))
+    assert err.value.code == "total_mismatch"
+    assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 0
+
+
+def test_ledger_is_append_only(lane):
+    asyncio.run(lane.record_transaction(tx()))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        lane.ledger.write(lambda c: c.execute("UPDATE ledger_entries SET points = 1"))
+    with pytest.raises(sqlite3.IntegrityError):
+        lane.ledger.write(lambda c: c.execute("DELETE FROM outbox"))
+
+
+def test_balance_counts_only_entries_central_has_not_applied(lane):
+    asyncio.run(lane.record_transaction(tx("T1")))
+    asyncio.run(lane.record_transaction(tx("T2")))
+    LedgerOutbox(lane.ledger).record_results([EventResult(1, "accepted"), EventResult(2, "accepted")])
+    # central applied seq 1 only so far: its balance includes T1's 150
+    lane.cache.apply_member_changes([dict(MEMBER, balances={"points": 250}, applied_seq={"L01": 1})], "2")
+    view = lane.member_view(lane.find_member("2900000000018"))
+    assert view["balances"]["points"] == {"confirmed": 250, "pending": 150, "total": 400}
+
+
+def test_outbox_port_batches_and_quarantines(lane):
+    for i in range(5):
+        asyncio.run(lane.record_transaction(tx(f"T{i}")))
+    port = LedgerOutbox(lane.ledger)
+    batch = port.pending_batch(3, 10**6)
+    assert [e.seq for e in batch] == [1, 2, 3]
+    assert batch[0].body["seq"] == 1 and batch[0].body["event_id"] == batch[0].event_id
+    port.record_results([EventResult(1, "accepted"), EventResult(2, "duplicate"),
+                         EventResult(3, "rejected", "unknown_member"), EventResult(4, "rejected", "seq_gap", True)])
+    assert [e.seq for e in port.pending_batch(10, 10**6)] == [4, 5]
+    stats = port.stats()
+    assert (stats.pending, stats.quarantined) == (2, 1)
+    assert len(port.pending_batch(10, 1)) == 1  # always at least one event, even if over max_bytes
+
+
+def test_migrations_are_recorded_and_not_reapplied(tmp_path):
+    Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L")).close()
+    again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    names = [r[0] for r in again.reader().execute("SELECT name FROM _migrations")]
+    assert names == ["m001_ledger_core"]
+    assert again.boot == 2
+    again.close()
+
+
+def test_ledger_of_another_lane_is_refused(tmp_path):
+    Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L1")).close()
+    with pytest.raises(StorageError, match="refusing to mix"):
+        Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L2"))
+
+
+def test_corrupt_ledger_stops_and_is_left_untouched(tmp_path):
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StorageError, match="left untouched"):
+        Ledger(path, LaneIdentity("S", "L"))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path):
+    path = tmp_path / "cache.db"
+    path.write_bytes(b"not a database at all" * 100)
+    cache = Cache(path, "L01")
+    assert cache.rebuilt_from is not None and cache.rebuilt_from.exists()
+    assert cache.member_count() == 0 and cache.member_cursor() is None
+    cache.close()

@@ -74,12 +74,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_central(args: argparse.Namespace) -> int:
-    from posd.sync.central import main as central_main
-
-    return central_main(args.rest)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
@@ -108,10 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--scanner", help="scanner name when there are several")
     scan.set_defaults(func=cmd_scan)
 
-    central = sub.add_parser("central", help="run the reference central receiver (development, demos, tests)",
-                             add_help=False)
-    central.add_argument("rest", nargs=argparse.REMAINDER)
-    central.set_defaults(func=cmd_central)
+    # `posd central ...` is dispatched in main() to posd.sync.central; listed here for --help
+    sub.add_parser("central", help="run the reference central receiver (development, demos, tests)",
+                   add_help=False)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")
@@ -121,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["central"]:
+        # central has its own options; argparse's REMAINDER cannot pass leading --flags through
+        _setup_logging(os.environ.get("POSD_LOG_LEVEL", "info"))
+        from posd.sync.central import main as central_main
+
+        return central_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     return args.func(args)

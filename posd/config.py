@@ -155,11 +155,11 @@ class PrinterConfig(DeviceConfig):
 
 class Config(_Section):
     lane: LaneConfig
-    api: ApiConfig = ApiConfig()
-    storage: StorageConfig = StorageConfig()
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     central: CentralConfig
     scanner: tuple[ScannerConfig, ...] = ()
-    printer: PrinterConfig = PrinterConfig()
+    printer: PrinterConfig = Field(default_factory=PrinterConfig)
     source: str = ""  # the file this came from, for messages
 
     @property

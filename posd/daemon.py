@@ -71,6 +71,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.devices: dict[str, DeviceStatus] = {}
         self.scanners: list[Any] = []
+        self._last_sync_key: tuple[Any, ...] | None = None
         self._stop = asyncio.Event()
 
     # -- assembly -----------------------------------------------------------
@@ -88,7 +89,7 @@ class Daemon:
             cert=(cfg.central.client_cert, cfg.central.client_key) if cfg.central.client_cert else None,
         )
         self.relay = OutboxRelay(self.client, LedgerOutbox(self.ledger), idle_interval=cfg.central.push_interval_s,
-                                 on_status=lambda st: self.bus.publish("sync.status", st))
+                                 on_status=self._sync_status)
         self.puller = SyncPuller(self.client, self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s)
         self.ledger.on_outbox_write(self.relay.wake)
@@ -97,9 +98,17 @@ class Daemon:
                                              on_status=self._device_status)
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
-                         printer_enabled=pcfg.url != "none", is_offline=self._offline)
+                         printer_enabled=pcfg.url != "none", is_offline=self._offline,
+                         timezone=cfg.lane.timezone)
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
         self.lane.print_wakeups.append(self.print_worker.wake)
+
+    def _sync_status(self, status: dict[str, Any]) -> None:
+        # The POS cares whether the lane is online and why not, not about every batch sent.
+        key = ("online" if status.get("state") in ("ok", "idle") else status.get("state"), status.get("last_error"))
+        if key != self._last_sync_key:
+            self._last_sync_key = key
+            self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
     def _offline(self) -> bool:
         return self.relay.status().get("consecutive_failures", 0) > 0

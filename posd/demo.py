@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,6 +30,9 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> bool:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status < 500:
                     return True
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:  # it answers (central wants a signature): it is up
+                return True
         except OSError:
             pass
         time.sleep(0.1)
@@ -67,7 +71,7 @@ def run_demo(config_path: Path, seed: Path) -> int:
             print("posd demo: the daemon did not start", file=sys.stderr)
             return 1
         _wait_synced(health, 15)
-        token_file = resolve(storage, config.api.token_file)
+        token_file = resolve(storage, config.api.token_file).resolve()
         _print_try_this(config_path, config, token_file, seed)
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
@@ -99,7 +103,7 @@ def _print_try_this(config_path: Path, config, token_file: Path, seed: Path) -> 
                        "currency": config.lane.currency, "total": 12999,
                        "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1,
                                   "unit_price": 12999}]})
-    slips = config.device_url(config.printer.url).partition("://")[2]
+    slips = Path(config.device_url(config.printer.url).partition("://")[2]).resolve()
     print(f"""
 posd demo is running (Ctrl-C stops it).
   status:         {api}/v1/health

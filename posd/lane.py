@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from posd.core.identify import identify_code
 from posd.core.program import Program, ProgramError, parse_program
@@ -61,8 +62,9 @@ def request_hash(body: dict[str, Any]) -> str:
 
 class Lane:
     def __init__(self, *, store_id: str, lane_id: str, locale: str, ledger: Ledger, cache: Cache,
-                 bus: EventBus, printer_enabled: bool, is_offline=lambda: False):
+                 bus: EventBus, printer_enabled: bool, is_offline=lambda: False, timezone: str = "UTC"):
         self.store_id, self.lane_id, self.locale = store_id, lane_id, locale
+        self.tz = ZoneInfo(timezone)
         self.ledger, self.cache, self.bus = ledger, cache, bus
         self.printer_enabled = printer_enabled
         self.is_offline = is_offline
@@ -229,7 +231,8 @@ class Lane:
         nxt = program.next_tier(member.tier)
         slip = SlipData(
             slip_id=tx.transaction_id, store_id=self.store_id, lane_id=self.lane_id,
-            transaction_id=tx.transaction_id, occurred_at=occurred, member_name=member.display_name,
+            transaction_id=tx.transaction_id, member_name=member.display_name,
+            occurred_at=tx.occurred_at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M"),
             tier_name=tier.name(self.locale) if tier else None, earned=earned,
             balance={c: b["total"] for c, b in balance.items()},
             pending={c: b["pending"] for c, b in balance.items()},

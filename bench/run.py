@@ -1,0 +1,187 @@
+"""`make bench`: measure the lane against PRODUCT.md's targets, write a JSON report.
+
+Real parts on loopback: the reference central in this process, the daemon as
+a child process, a pty scanner, real HTTP and SSE. Figures go to the report,
+never into test assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from posd.storage.cache import Cache  # noqa: E402
+from tests.support.central_fixture import running_central  # noqa: E402
+from tests.support.lane import LaneProcess, free_port, lane_config  # noqa: E402
+
+TARGETS = {
+    "scan_to_member_identified_p99_ms": 2.0,
+    "post_transaction_p99_ms": 5.0,
+    "post_transaction_per_s": 1000,
+}
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
+            "max_ms": round(max(ms), 3), "mean_ms": round(statistics.fmean(ms), 3)}
+
+
+def fill_cache(state: Path, members: int) -> float:
+    """Pre-load cache.db with synthetic members, as a snapshot pull would."""
+    state.mkdir(parents=True, exist_ok=True)
+    cache = Cache(state / "cache.db", "L01")
+    t0 = time.perf_counter()
+    chunk = 50_000
+    for start in range(0, members, chunk):
+        batch = [{"member_id": f"B{i:08d}", "display_name": f"Member {i}", "tier": "basic",
+                  "identifiers": [f"B{i:08d}"], "balances": {"points": i % 5000}}
+                 for i in range(start, min(members, start + chunk))]
+        cache.apply_member_changes(batch, "")  # cursor left empty: the real snapshot still arrives
+    cache._conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+    cache.close()
+    return time.perf_counter() - t0
+
+
+def bench_scan(lane: LaneProcess, codes: list[str], rounds: int) -> dict[str, float]:
+    stream = lane.sse()
+    link = lane.config.parent / "scanner0"
+    fd = os.open(link, os.O_WRONLY | os.O_NOCTTY)
+    got: dict[str, float] = {}
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                ev = stream.events.get(timeout=0.5)
+            except Exception:
+                continue
+            if ev.get("event") in ("member.identified", "member.unknown"):
+                got[ev["data"]["identifier"]] = time.perf_counter()
+
+    threading.Thread(target=reader, daemon=True).start()
+    latencies = []
+    try:
+        for i in range(rounds):
+            code = codes[i % len(codes)] if i % 2 else f"B{(i * 7919) % 1_000_000:08d}"
+            got.pop(code, None)
+            sent = time.perf_counter()
+            os.write(fd, code.encode() + b"\r")
+            deadline = sent + 2.0
+            while code not in got and time.perf_counter() < deadline:
+                time.sleep(0.0002)
+            if code in got:
+                latencies.append((got[code] - sent) * 1000)
+            time.sleep(0.005)
+    finally:
+        done.set()
+        os.close(fd)
+        stream.close()
+    return summary(latencies) | {"lost": rounds - len(latencies)}
+
+
+def sale(tid: str, member: str) -> dict:
+    return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
+            "currency": "PLN", "total": 4599,
+            "lines": [{"sku": "590123", "category": "grocery", "quantity": 1, "unit_price": 4599}]}
+
+
+def bench_post(lane: LaneProcess, n: int, concurrency: int) -> dict[str, object]:
+    session = requests.Session()
+    session.headers.update(lane.headers())
+    url = lane.base + "/v1/transactions"
+    for i in range(50):  # warm up
+        session.post(url, json=sale(f"warm-{i}", "2900000000018"), timeout=10)
+    seq_ms = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = session.post(url, json=sale(f"seq-{i}", "2900000000018"), timeout=10)
+        seq_ms.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200, r.text
+    local = threading.local()
+
+    def one(i: int) -> float:
+        s = getattr(local, "s", None)
+        if s is None:
+            s = local.s = requests.Session()
+            s.headers.update(lane.headers())
+        t0 = time.perf_counter()
+        r = s.post(url, json=sale(f"par-{i}", "2900000000025"), timeout=10)
+        assert r.status_code == 200, r.text
+        return (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        par_ms = list(pool.map(one, range(n)))
+    elapsed = time.perf_counter() - t0
+    return {"sequential": summary(seq_ms), "concurrent": summary(par_ms) | {"clients": concurrency},
+            "throughput_per_s": round(n / elapsed, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/report.json")
+    ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument("--scans", type=int, default=2000)
+    ap.add_argument("--posts", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args(argv)
+    seed = json.loads((ROOT / "config" / "demo-seed.json").read_text())
+    report: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "machine": {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
+    with tempfile.TemporaryDirectory() as tmp, running_central(Path(tmp) / "central", seed) as central:
+        work = Path(tmp) / "lane"
+        work.mkdir()
+        report["cache_fill_s"] = round(fill_cache(work / "state", args.members), 2)
+        port = free_port()
+        cfg = lane_config(work, central_url=central.url, secret=seed["stores"]["S001"]["secret"],
+                          printer="none", port=port)
+        lane = LaneProcess(cfg, port)
+        t0 = time.perf_counter()
+        lane.start()
+        report["start_to_healthy_s"] = round(time.perf_counter() - t0, 3)
+        lane.wait_synced()
+        try:
+            members = [m["identifiers"][0] for m in seed["members"]]
+            report["scan_to_member_identified"] = bench_scan(lane, members, args.scans) | {
+                "members_cached": lane.health()["cache"]["members"]}
+            report["post_transaction"] = bench_post(lane, args.posts, args.concurrency)
+        finally:
+            lane.stop()
+    scan, post = report["scan_to_member_identified"], report["post_transaction"]
+    report["targets"] = {
+        "scan_to_member_identified_p99_ms": {"target": TARGETS["scan_to_member_identified_p99_ms"],
+                                             "measured": scan["p99_ms"]},
+        "post_transaction_p99_ms": {"target": TARGETS["post_transaction_p99_ms"],
+                                    "measured": post["sequential"]["p99_ms"]},
+        "post_transaction_per_s": {"target": TARGETS["post_transaction_per_s"],
+                                   "measured": post["throughput_per_s"]},
+    }
+    for name, v in report["targets"].items():
+        v["met"] = v["measured"] >= v["target"] if name.endswith("per_s") else v["measured"] <= v["target"]
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["targets"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,333 @@
+"""The driver base: UnifiedPOS states, status events, the scanner reader loop.
+
+A device is ``closed``, ``idle``, ``busy`` or ``error`` (with a reason such
+as ``offline``). Every change is reported once through ``on_status``. The
+base class owns state, the reader thread and reconnects; a driver fills in
+a few hooks (pyserial's ``SerialBase`` vs ``serialposix``):
+
+- scanners: ``_open()``, ``_read(timeout) -> bytes``, ``_close()``;
+- printers: ``render(doc) -> bytes`` and ``_send(data)``.
+
+Drivers translate foreign exceptions into ``DeviceError(reason)`` at their
+edge; the base turns those into states. Callbacks run in the device's own
+thread and never take it down: their exceptions are logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from posd.core.slip_doc import SlipDocument
+
+from .framing import ScanFramer
+from .url import DeviceURL
+
+__all__ = [
+    "DeviceState",
+    "DeviceStatus",
+    "ScanData",
+    "DeviceError",
+    "PrinterError",
+    "Device",
+    "Scanner",
+    "Printer",
+    "StatusCallback",
+    "DataCallback",
+]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceState(str, enum.Enum):
+    CLOSED = "closed"
+    IDLE = "idle"
+    BUSY = "busy"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    name: str
+    kind: str
+    url: str  # redacted
+    state: DeviceState
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanData:
+    device: str
+    data: str
+    symbology: str | None
+    received_mono: float
+
+    def __repr__(self) -> str:
+        # The data may be a payment card number: keep it out of reprs/logs.
+        return (
+            f"ScanData(device={self.device!r}, data=<{len(self.data)} chars>, "
+            f"symbology={self.symbology!r}, received_mono={self.received_mono!r})"
+        )
+
+
+StatusCallback = Callable[[DeviceStatus], None]
+DataCallback = Callable[[ScanData], None]
+
+
+class DeviceError(Exception):
+    """A device failure with a UnifiedPOS-style reason.
+
+    Reasons: ``offline`` (gone, unplugged, refused), ``io_error`` (anything
+    else at the transport), ``permission_denied``, and for printers
+    ``paper_out`` and ``cover_open``.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class PrinterError(DeviceError):
+    """A print job failed; ``reason`` is offline | paper_out | cover_open | io_error."""
+
+
+class Device:
+    kind: ClassVar[str] = "device"
+
+    def __init__(self, name: str, url: DeviceURL, on_status: StatusCallback | None = None) -> None:
+        self.name = name
+        self.url = url
+        self._on_status = on_status
+        self._state = DeviceState.CLOSED
+        self._reason: str | None = None
+        self._state_lock = threading.RLock()
+
+    @property
+    def state(self) -> DeviceState:
+        return self._state
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def status(self) -> DeviceStatus:
+        with self._state_lock:
+            return DeviceStatus(self.name, self.kind, self.url.redacted(), self._state, self._reason)
+
+    def _set_state(self, state: DeviceState, reason: str | None = None) -> None:
+        # The lock is held while emitting so observers see changes in order.
+        with self._state_lock:
+            if (state, reason) == (self._state, self._reason):
+                return
+            self._state, self._reason = state, reason
+            status = DeviceStatus(self.name, self.kind, self.url.redacted(), state, reason)
+            if state is DeviceState.ERROR:
+                log.warning("%s %s: %s (%s)", self.kind, self.name, state.value, reason)
+            else:
+                log.info("%s %s: %s", self.kind, self.name, state.value)
+            self._call(self._on_status, status)
+
+    def _call(self, callback: Callable | None, arg: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:
+            log.exception("%s %s: callback %r failed", self.kind, self.name, callback)
+
+
+class Scanner(Device):
+    """A scanner with its own daemon reader thread and reconnect loop.
+
+    ``start()`` returns at once; the thread opens the device, reads, frames
+    and calls ``on_data(ScanData)`` for each code. When the device goes away
+    the state becomes ``error`` (reason ``offline`` / ``io_error``) and the
+    thread keeps trying to reopen it with capped exponential backoff; once
+    reopened it is ``idle`` again, no daemon restart needed.
+    """
+
+    kind = "scanner"
+    symbology: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        url: DeviceURL,
+        on_data: DataCallback,
+        on_status: StatusCallback | None = None,
+        *,
+        framer: ScanFramer | None = None,
+        read_timeout: float = 0.25,
+        backoff_min: float = 0.1,
+        backoff_max: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name, url, on_status)
+        self._on_data = on_data
+        self.framer = framer or ScanFramer()
+        self.read_timeout = read_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- hooks -------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, timeout: float) -> bytes:
+        """Return the bytes available within ``timeout`` (b"" if none).
+
+        Raise ``DeviceError("offline")`` when the device is gone.
+        """
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"posd-scanner-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop the reader thread; True when it has ended within ``timeout``."""
+        self._stop.set()
+        thread = self._thread
+        if thread is None:
+            return True
+        if thread is threading.current_thread():
+            return False  # called from a callback: the loop ends on its own
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the loop ----------------------------------------------------------
+    def _run(self) -> None:
+        delay = self.backoff_min
+        try:
+            while not self._stop.is_set():
+                if self._open_once():
+                    delay = self.backoff_min
+                    self._pump_until_failure()
+                    self._close_quietly()
+                if self._stop.wait(delay):
+                    break
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            self._close_quietly()
+            self._set_state(DeviceState.CLOSED)
+
+    def _open_once(self) -> bool:
+        try:
+            self._open()
+        except DeviceError as exc:
+            self._set_state(DeviceState.ERROR, exc.reason)
+            return False
+        except Exception:
+            log.exception("scanner %s: unexpected error opening", self.name)
+            self._set_state(DeviceState.ERROR, "io_error")
+            return False
+        self.framer.reset()
+        self._log_drops()
+        self._set_state(DeviceState.IDLE)
+        return True
+
+    def _pump_until_failure(self) -> None:
+        while not self._stop.is_set():
+            timeout = self.read_timeout
+            if self.framer.pending and self.framer.idle_flush_s is not None:
+                timeout = min(timeout, self.framer.idle_flush_s)
+            try:
+                data = self._read(timeout)
+            except DeviceError as exc:
+                self._set_state(DeviceState.ERROR, exc.reason)
+                return
+            except Exception:
+                log.exception("scanner %s: unexpected error reading", self.name)
+                self._set_state(DeviceState.ERROR, "io_error")
+                return
+            now = self._clock()
+            codes = self.framer.feed(data, now) if data else self.framer.flush_if_idle(now)
+            self._log_drops()
+            for code in codes:
+                self._call(self._on_data, ScanData(self.name, code, self.symbology, now))
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            log.debug("scanner %s: error while closing", self.name, exc_info=True)
+
+    def _log_drops(self) -> None:
+        for reason in self.framer.take_drops():
+            log.warning("scanner %s: scan dropped: %s", self.name, reason)
+
+
+class Printer(Device):
+    """A slip printer: renders a ``SlipDocument`` and sends it, one job at a time.
+
+    ``print_document`` is blocking (call it from the print worker's thread):
+    state is ``busy`` while sending, ``idle`` after, ``error`` with the
+    reason when the job failed, and the ``PrinterError`` is raised.
+    """
+
+    kind = "printer"
+
+    def __init__(
+        self,
+        name: str,
+        url: DeviceURL,
+        *,
+        profile: str = "default",
+        width_mm: int = 80,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        super().__init__(name, url, on_status)
+        self.profile = profile
+        self.width_mm = width_mm
+        self._job_lock = threading.Lock()
+
+    def render(self, doc: SlipDocument) -> bytes:
+        raise NotImplementedError
+
+    def _send(self, data: bytes, doc: SlipDocument) -> None:
+        """Deliver ``data``; raise ``PrinterError(reason)`` on failure."""
+        raise NotImplementedError
+
+    def open(self) -> None:
+        """Get ready for jobs. Printers that connect per job just go idle."""
+        self._set_state(DeviceState.IDLE)
+
+    def print_document(self, doc: SlipDocument) -> bytes:
+        data = self.render(doc)
+        with self._job_lock:
+            self._set_state(DeviceState.BUSY)
+            try:
+                self._send(data, doc)
+            except PrinterError as exc:
+                self._set_state(DeviceState.ERROR, exc.reason)
+                raise
+            except Exception as exc:
+                self._set_state(DeviceState.ERROR, "io_error")
+                raise PrinterError("io_error", type(exc).__name__) from exc
+            self._set_state(DeviceState.IDLE)
+        return data
+
+    def close(self) -> None:
+        self._set_state(DeviceState.CLOSED)

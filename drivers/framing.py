@@ -1,0 +1,169 @@
+"""Scanner framing: a byte stream in, whole codes out. Pure; ``now`` passed in.
+
+Serial, pty and TCP scanners send each code followed by a suffix (CR by
+default). Reads split codes anywhere, and one read may hold several codes,
+so the framer buffers until a suffix. Scanners configured without a suffix
+are framed by silence: ``flush_if_idle`` emits what arrived once the line
+has been quiet for ``idle_flush_s``.
+
+Codes are ASCII. Bytes are read as latin-1 (never a decode error), the
+prefix is stripped, and non-printable bytes are dropped except GS (0x1D),
+the GS1 field separator that member and voucher codes may carry.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GS", "SUFFIXES", "ScanFramer", "clean_code", "make_framer", "parse_suffix"]
+
+GS = "\x1d"
+
+SUFFIXES: dict[str, bytes] = {
+    "CR": b"\r",
+    "LF": b"\n",
+    "CRLF": b"\r\n",
+    "TAB": b"\t",
+    "NONE": b"",
+}
+
+
+def parse_suffix(name: str) -> bytes:
+    """``"cr"`` -> ``b"\\r"``; raises ValueError naming the accepted names."""
+    try:
+        return SUFFIXES[name.strip().upper()]
+    except KeyError:
+        known = ", ".join(SUFFIXES)
+        raise ValueError(f"unknown suffix {name!r}; use one of {known}") from None
+
+
+def clean_code(frame: bytes) -> str:
+    """Printable ASCII plus GS; everything else (CR, LF, NUL, 8-bit noise) dropped."""
+    text = frame.decode("latin-1")
+    return "".join(c for c in text if " " <= c <= "~" or c == GS)
+
+
+class ScanFramer:
+    """Turns scanner bytes into codes.
+
+    ``feed`` returns the codes completed by ``data``; ``flush_if_idle``
+    returns a code ended by silence (suffix NONE) or drops a stale partial
+    code (with a suffix). Why a frame was dropped is kept for the caller to
+    log via ``take_drops`` (reasons only, never the data: it may be a card
+    number).
+    """
+
+    def __init__(
+        self,
+        prefix: bytes = b"",
+        suffix: bytes = b"\r",
+        max_len: int = 4096,
+        idle_flush_s: float | None = None,
+    ) -> None:
+        if max_len < 1:
+            raise ValueError("max_len must be positive")
+        if not suffix and idle_flush_s is None:
+            raise ValueError("a scanner without a suffix needs idle_flush_s")
+        self.prefix = prefix
+        self.suffix = suffix
+        self.max_len = max_len
+        self.idle_flush_s = idle_flush_s
+        self._buf = bytearray()
+        self._last_byte: float | None = None
+        self._discarding = False  # inside an over-long frame, until the next suffix
+        self._drops: list[str] = []
+
+    @property
+    def pending(self) -> bool:
+        """True while a partial frame is buffered."""
+        return bool(self._buf) or self._discarding
+
+    def reset(self) -> None:
+        """Forget any partial frame (after a reconnect it belongs to nobody)."""
+        if self._buf:
+            self._drops.append("partial code discarded on reconnect")
+        self._buf.clear()
+        self._discarding = False
+        self._last_byte = None
+
+    def take_drops(self) -> list[str]:
+        drops, self._drops = self._drops, []
+        return drops
+
+    def feed(self, data: bytes, now: float) -> list[str]:
+        if not data:
+            return []
+        self._last_byte = now
+        if not self.suffix:
+            self._buf += data
+            self._limit_unsuffixed()
+            return []
+        self._buf += data
+        codes: list[str] = []
+        while True:
+            idx = self._buf.find(self.suffix)
+            if idx < 0:
+                break
+            frame = bytes(self._buf[:idx])
+            del self._buf[: idx + len(self.suffix)]
+            if self._discarding:
+                self._discarding = False
+                continue
+            code = self._finish(frame)
+            if code:
+                codes.append(code)
+        if len(self._buf) > self.max_len:
+            if not self._discarding:
+                self._drop(f"code longer than {self.max_len} bytes without a suffix")
+            self._discarding = True
+            # Keep a tail that could be the start of a split suffix.
+            keep = len(self.suffix) - 1
+            self._buf = self._buf[-keep:] if keep else bytearray()
+        return codes
+
+    def flush_if_idle(self, now: float) -> list[str]:
+        if self.idle_flush_s is None or self._last_byte is None or not self.pending:
+            return []
+        if now - self._last_byte < self.idle_flush_s:
+            return []
+        frame = bytes(self._buf)
+        self._buf.clear()
+        self._last_byte = None
+        if self._discarding:
+            self._discarding = False
+            return []
+        if self.suffix:
+            if clean_code(frame):
+                self._drop("incomplete code (no suffix before the line went quiet)")
+            return []
+        code = self._finish(frame)
+        return [code] if code else []
+
+    def _limit_unsuffixed(self) -> None:
+        if len(self._buf) > self.max_len:
+            if not self._discarding:
+                self._drop(f"code longer than {self.max_len} bytes")
+            self._buf.clear()
+            self._discarding = True
+
+    def _finish(self, frame: bytes) -> str:
+        if len(frame) > self.max_len:
+            self._drop(f"code longer than {self.max_len} bytes")
+            return ""
+        code = clean_code(frame)
+        prefix = clean_code(self.prefix)
+        if prefix and code.startswith(prefix):
+            code = code[len(prefix) :]
+        return code
+
+    def _drop(self, reason: str) -> None:
+        self._drops.append(reason)
+
+
+def make_framer(
+    prefix: bytes = b"",
+    suffix: bytes = b"\r",
+    idle_ms: int = 50,
+    max_len: int = 4096,
+) -> ScanFramer:
+    """The framer for a scanner's URL options: silence frames only when there is no suffix."""
+    idle = idle_ms / 1000.0 if not suffix else None
+    return ScanFramer(prefix=prefix, suffix=suffix, max_len=max_len, idle_flush_s=idle)

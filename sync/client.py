@@ -1,0 +1,189 @@
+"""HTTP client for central: signed pushes, member changes, the program.
+
+The transport comes from outside: pass a ``requests.Session`` (with adapters
+mounted for TLS pinning, proxies or tests) and the client only adds the
+protocol on top. Every requests exception is translated into posd.sync.errors
+at this boundary.
+
+One client per worker thread (the relay and the puller each get their own):
+a requests Session is not meant to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+
+from posd.sync.errors import (
+    CentralAuthError,
+    CentralProtocolError,
+    CentralRequestRejected,
+    CentralUnavailable,
+    SyncError,
+)
+from posd.sync.ports import EventResult
+from posd.sync.protocol import encode_batch, parse_http_date, parse_results, parse_retry_after, program_etag, signed_headers
+
+log = logging.getLogger("posd.sync.client")
+
+Timeout = float | tuple[float, float]
+
+
+class CentralClient:
+    """Talks to one central for one lane. Methods raise only SyncError subclasses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        store_id: str,
+        lane_id: str,
+        secret: bytes,
+        session: requests.Session | None = None,
+        timeout: Timeout = (3.05, 10),
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"central url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        if not secret:
+            raise ValueError("central secret is empty")
+        self.base_url = base_url.rstrip("/")
+        self.store_id = store_id
+        self.lane_id = lane_id
+        self._secret = secret
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.timeout = timeout
+        self.verify = verify
+        self.cert = cert
+        self.clock = clock
+        # Central's Date minus our clock at the last answer; the signature
+        # window is 300 s, so health shows this before it becomes a 401.
+        self.last_clock_skew_s: float | None = None
+
+    # --- the three calls -----------------------------------------------------------
+
+    def push_batch(self, batch_id: str, events: list[dict[str, Any]]) -> list[EventResult]:
+        """Send one batch; central's answer per event, in central's order."""
+        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/batches"
+        body = encode_batch(batch_id, events)
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        resp = self._request("POST", path, body, headers)
+        return parse_results(self._json(resp), batch_id=batch_id)
+
+    def member_changes(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
+        """One page of members changed after ``cursor`` (None or '' = full snapshot)."""
+        query = urlencode({"cursor": cursor or "", "limit": int(limit)})
+        resp = self._request("GET", f"/v1/stores/{_seg(self.store_id)}/members/changes?{query}")
+        doc = self._json(resp)
+        members, next_cursor, has_more = doc.get("members"), doc.get("next_cursor"), doc.get("has_more")
+        if not isinstance(members, list) or not isinstance(next_cursor, str) or not isinstance(has_more, bool):
+            raise CentralProtocolError("member changes answer needs members, next_cursor, has_more")
+        for member in members:
+            if not isinstance(member, dict) or not isinstance(member.get("member_id"), str):
+                raise CentralProtocolError("every member needs a member_id")
+        return members, next_cursor, has_more
+
+    def program(self, etag: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """(program, etag), or (None, etag) when central says our copy is current (304)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = self._request("GET", "/v1/program", b"", headers, allow_304=True)
+        if resp.status_code == 304:
+            return None, resp.headers.get("ETag") or etag
+        doc = self._json(resp)
+        if not isinstance(doc, dict):
+            raise CentralProtocolError("program is not a JSON object")
+        return doc, resp.headers.get("ETag") or program_etag(doc)
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> CentralClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        allow_304: bool = False,
+    ) -> requests.Response:
+        url = self.base_url + path
+        try:
+            # Prepare first and sign the path exactly as it will go on the wire.
+            prepared = self.session.prepare_request(
+                requests.Request(method, url, data=body or None, headers=headers or {})
+            )
+            ts = int(self.clock())
+            prepared.headers.update(
+                signed_headers(self._secret, self.store_id, self.lane_id, ts, method, prepared.path_url, body)
+            )
+            settings = self.session.merge_environment_settings(prepared.url, {}, None, self.verify, self.cert)
+            resp = self.session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
+            resp.content  # read the body now so a reset mid-body is a transport error here
+        except requests.Timeout as exc:
+            raise CentralUnavailable(f"central timed out: {type(exc).__name__}") from exc
+        except requests.ConnectionError as exc:
+            raise CentralUnavailable(f"central unreachable: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:
+            raise CentralUnavailable(f"central request failed: {type(exc).__name__}") from exc
+        self._note_date(resp)
+        if resp.status_code == 200 or (allow_304 and resp.status_code == 304):
+            return resp
+        raise self._error_for(resp)
+
+    def _note_date(self, resp: requests.Response) -> None:
+        central_now = parse_http_date(resp.headers.get("Date"))
+        if central_now is not None:
+            self.last_clock_skew_s = round(central_now - self.clock(), 1)
+
+    def _error_for(self, resp: requests.Response) -> SyncError:
+        status, code = resp.status_code, _error_code(resp)
+        what = f"central answered HTTP {status}" + (f" ({code})" if code else "")
+        if status in (401, 403):
+            return CentralAuthError(what, status=status, code=code)
+        if status in (408, 429) or status >= 500:
+            # Measure Retry-After dates against central's own Date, not our clock.
+            now = parse_http_date(resp.headers.get("Date")) or self.clock()
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
+            return CentralUnavailable(what, retry_after=retry_after, status=status)
+        if 400 <= status < 500:
+            return CentralRequestRejected(what, status=status, code=code)
+        return CentralProtocolError(what)
+
+    @staticmethod
+    def _json(resp: requests.Response) -> Any:
+        try:
+            return json.loads(resp.content)
+        except (ValueError, RecursionError) as exc:
+            raise CentralProtocolError("central answered with invalid JSON") from exc
+
+
+def _seg(value: str) -> str:
+    """One URL path segment."""
+    return quote(value, safe="")
+
+
+def _error_code(resp: requests.Response) -> str | None:
+    try:
+        doc = json.loads(resp.content[:4096])
+    except (ValueError, RecursionError):
+        return None
+    code = doc.get("code") if isinstance(doc, dict) else None
+    return code[:64] if isinstance(code, str) else None

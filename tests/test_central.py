@@ -1,0 +1,489 @@
+"""The reference central and the client, over real HTTP on 127.0.0.1 and real SQLite."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from posd.sync.central import CentralServer, is_loopback, parse_listen
+from posd.sync.client import CentralClient
+from posd.sync.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
+from posd.sync.protocol import encode_batch, signed_headers, verify_request
+from tests.support.central_fixture import (
+    LANE_ID,
+    SECRET,
+    STORE_ID,
+    default_seed,
+    make_client,
+    make_event,
+    running_central,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def central(tmp_path):
+    with running_central(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def client(central):
+    with make_client(central) as c:
+        yield c
+
+
+def statuses(results):
+    return [(r.seq, r.status, r.code, r.retryable) for r in results]
+
+
+# --- push ---------------------------------------------------------------------------------
+
+
+def test_batch_is_applied_once_and_a_resend_is_duplicate(central, client):
+    events = [make_event(1, points={"points": 100}), make_event(2, member_id="M0002", points={"points": 7})]
+    assert statuses(client.push_batch("B-1", events)) == [(1, "accepted", None, False), (2, "accepted", None, False)]
+    assert statuses(client.push_batch("B-1-again", events)) == [(1, "duplicate", None, False),
+                                                                (2, "duplicate", None, False)]
+    assert [(e["seq"], e["status"], e["transaction_id"]) for e in central.store.events(STORE_ID, LANE_ID)] == [
+        (1, "accepted", "T-L01-1"), (2, "accepted", "T-L01-2")]
+    assert central.store.member("M0001")["balances"] == {"points": 1940}
+    assert central.store.member("M0002")["balances"] == {"points": 427}
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+
+
+def test_seq_gap_is_retryable_and_not_consumed(central, client):
+    client.push_batch("B-1", [make_event(1)])
+    answer = client.push_batch("B-2", [make_event(3), make_event(4)])
+    assert statuses(answer) == [(3, "rejected", "seq_gap", True), (4, "rejected", "seq_gap", True)]
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 1
+    answer = client.push_batch("B-3", [make_event(2), make_event(3), make_event(4)])
+    assert [r.status for r in answer] == ["accepted"] * 3
+
+
+def test_same_seq_with_another_event_id_is_a_conflict(central, client):
+    client.push_batch("B-1", [make_event(1)])
+    answer = client.push_batch("B-2", [make_event(1, event_id="E-other")])
+    assert statuses(answer) == [(1, "rejected", "seq_conflict", False)]
+    assert central.store.events(STORE_ID, LANE_ID)[0]["event_id"] == "E-L01-1"
+
+
+def test_a_rejected_event_consumes_its_seq_and_is_rejected_again_on_resend(central, client):
+    batch = [make_event(1, member_id="M9999"), make_event(2, points={"points": 1.5}), make_event(3)]
+    assert statuses(client.push_batch("B-1", batch)) == [
+        (1, "rejected", "unknown_member", False), (2, "rejected", "bad_points", False), (3, "accepted", None, False)]
+    assert statuses(client.push_batch("B-2", batch[:2])) == [
+        (1, "rejected", "unknown_member", False), (2, "rejected", "bad_points", False)]
+    stored = central.store.events(STORE_ID, LANE_ID)
+    assert [(e["seq"], e["status"], e["code"]) for e in stored] == [
+        (1, "rejected", "unknown_member"), (2, "rejected", "bad_points"), (3, "accepted", None)]
+
+
+def test_member_enrolled_creates_the_member(central, client):
+    event = make_event(1, member_id="M0100", type="member_enrolled", points={"points": 50}, transaction_id=None,
+                       display_name="New M.", locale="en", identifiers=["2900000001008"])
+    assert [r.status for r in client.push_batch("B-1", [event])] == ["accepted"]
+    member = central.store.member("M0100", STORE_ID)
+    assert member["display_name"] == "New M." and member["identifiers"] == ["2900000001008"]
+    assert member["balances"] == {"points": 50} and member["tier"] == "basic"
+    assert member["applied_seq"] == {LANE_ID: 1}
+
+
+def test_accrual_in_the_tier_currency_upgrades_the_tier_and_redemption_does_not_count(central, client):
+    assert central.store.member("M0002")["tier"] == "basic"  # qualifying 900
+    client.push_batch("B-1", [make_event(1, member_id="M0002", type="redemption", points={"points": -400})])
+    assert central.store.member("M0002")["qualifying"] == 900
+    client.push_batch("B-2", [make_event(2, member_id="M0002", points={"points": 150})])
+    member = central.store.member("M0002")
+    assert (member["tier"], member["qualifying"], member["balances"]) == ("silver", 1050, {"points": 170})
+    client.push_batch("B-3", [make_event(3, member_id="M0002", type="return", points={"points": -100})])
+    member = central.store.member("M0002")
+    assert (member["tier"], member["qualifying"]) == ("silver", 950)  # no downgrade on a return
+
+
+def test_batch_limits_and_malformed_bodies(central, client):
+    with pytest.raises(CentralRequestRejected) as err:
+        client.push_batch("B-big", [make_event(i) for i in range(1, 1002)])
+    assert (err.value.status, err.value.code) == (413, "batch_too_large")
+
+    def raw_push(body: bytes, encoding: str = "gzip") -> requests.Response:
+        path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+        headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+        headers["Content-Encoding"] = encoding
+        return requests.post(central.url + path, data=body, headers=headers, timeout=5)
+
+    resp = raw_push(gzip.compress(b"{not json"))
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_batch")
+    resp = raw_push(b'{"batch_id": "B", "events": []}', encoding="identity")
+    assert (resp.status_code, resp.json()["code"]) == (415, "unsupported_encoding")
+    resp = raw_push(b"x" * 2_000_000)
+    assert (resp.status_code, resp.json()["code"]) == (413, "batch_too_large")
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def test_wrong_secret_stale_clock_and_unknown_store_are_401(central):
+    with make_client(central, secret=b"wrong") as bad:
+        with pytest.raises(CentralAuthError) as err:
+            bad.push_batch("B", [make_event(1)])
+        assert (err.value.status, err.value.code) == (401, "bad_signature")
+    with make_client(central, clock=lambda: time.time() - 1000) as late:
+        with pytest.raises(CentralAuthError) as err:
+            late.program(None)
+        assert (err.value.status, err.value.code) == (401, "stale_timestamp")
+    with make_client(central, store_id="S404") as unknown:
+        with pytest.raises(CentralAuthError) as err:
+            unknown.member_changes(None, 10)
+        assert err.value.code == "unknown_store"
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+def test_tampered_body_is_refused(central):
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+    body = encode_batch("B", [make_event(1)])
+    headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+    headers["Content-Encoding"] = "gzip"
+    tampered = encode_batch("B", [make_event(1, points={"points": 100000})])
+    resp = requests.post(central.url + path, data=tampered, headers=headers, timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (401, "bad_signature")
+    resp = requests.post(central.url + path, data=body, headers={"Content-Encoding": "gzip"}, timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (401, "missing_signature")
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+def test_a_store_cannot_push_for_another_store(central):
+    other_secret = bytes.fromhex("ab" * 32)  # S002 in the default seed
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+    body = encode_batch("B", [make_event(1)])
+    headers = signed_headers(other_secret, "S002", LANE_ID, int(time.time()), "POST", path, body)
+    headers["Content-Encoding"] = "gzip"
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (403, "store_mismatch")
+    with make_client(central, store_id="S002", secret=other_secret) as s2:
+        assert [r.status for r in s2.push_batch("B", [make_event(1)])] == ["accepted"]
+    assert central.store.last_seq("S002", LANE_ID) == 1 and central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+# --- pulls ------------------------------------------------------------------------------------
+
+
+def test_member_changes_page_by_cursor(central, client):
+    seen, cursor, pages = [], None, 0
+    for _ in range(10):
+        members, cursor, has_more = client.member_changes(cursor, 2)
+        seen += [m["member_id"] for m in members]
+        pages += 1
+        if not has_more:
+            break
+    assert (seen, pages) == (["M0001", "M0002", "M0003"], 2)
+    assert client.member_changes(cursor, 2) == ([], cursor, False)
+
+    client.push_batch("B-1", [make_event(1, member_id="M0002")])
+    members, cursor2, has_more = client.member_changes(cursor, 2)
+    assert [m["member_id"] for m in members] == ["M0002"] and not has_more and int(cursor2) > int(cursor)
+    assert set(members[0]) == {"member_id", "display_name", "locale", "tier", "qualifying", "identifiers",
+                               "balances", "applied_seq", "status", "birth_date", "offers"}
+
+
+def test_member_changes_carry_the_applied_seq_watermark_of_the_store_lanes(central, client):
+    client.push_batch("B-1", [make_event(1), make_event(2, member_id="M0002"), make_event(3)])
+    with make_client(central, lane_id="L02") as lane2:
+        lane2.push_batch("B-2", [make_event(1, lane_id="L02")])
+    members, cursor, _ = client.member_changes(None, 100)
+    by_id = {m["member_id"]: m for m in members}
+    assert by_id["M0001"]["applied_seq"] == {"L01": 3, "L02": 1}
+    assert by_id["M0002"]["applied_seq"] == {"L01": 2}
+    assert by_id["M0001"]["balances"] == {"points": 1870}
+
+    client.push_batch("B-3", [make_event(4)])
+    members, _, _ = client.member_changes(cursor, 100)
+    assert [(m["member_id"], m["applied_seq"]) for m in members] == [("M0001", {"L01": 4, "L02": 1})]
+
+    with make_client(central, store_id="S002", secret=bytes.fromhex("ab" * 32)) as other_store:
+        members, _, _ = other_store.member_changes(None, 100)
+    assert {m["member_id"]: m["applied_seq"] for m in members}["M0001"] == {}
+
+
+def test_bad_cursor_and_limit_are_400(central, client):
+    with pytest.raises(CentralRequestRejected) as err:
+        client.member_changes("abc", 10)
+    assert err.value.code == "bad_cursor"
+    with pytest.raises(CentralRequestRejected) as err:
+        client.member_changes(None, 0)
+    assert err.value.code == "bad_limit"
+
+
+def test_program_etag_and_304(central, client):
+    program, etag = client.program(None)
+    assert program["version"] == "test-1" and etag.startswith('"')
+    assert client.program(etag) == (None, etag)
+    central.store.set_program({**program, "version": "test-2"})
+    program2, etag2 = client.program(etag)
+    assert program2["version"] == "test-2" and etag2 != etag
+
+
+def test_large_answers_are_gzipped_and_read_transparently(central, client):
+    for i in range(50):
+        central.store.upsert_member({"member_id": f"X{i:04}", "display_name": "x" * 40})
+    members, _, _ = client.member_changes(None, 1000)
+    assert len(members) == 53
+
+
+def test_clock_skew_is_measured_from_the_date_header(central):
+    with make_client(central, clock=lambda: time.time() - 100) as behind:
+        behind.program(None)
+        assert 98 <= behind.last_clock_skew_s <= 102
+
+
+# --- faults and error mapping ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault, retry_after", [("500", None), ("503", None), ("429", 1.0), ("reset", None)])
+def test_faults_are_central_unavailable(central, client, fault, retry_after):
+    central.inject("push", fault)
+    with pytest.raises(CentralUnavailable) as err:
+        client.push_batch("B", [make_event(1)])
+    assert err.value.retry_after == retry_after
+    assert [r.status for r in client.push_batch("B", [make_event(1)])] == ["accepted"]
+
+
+def test_timeout_fault_is_unavailable_and_stop_does_not_wait_for_it(tmp_path):
+    with running_central(tmp_path) as central:
+        central.inject("program", "timeout", delay=60)
+        with make_client(central, timeout=(1.0, 0.3)) as client:
+            with pytest.raises(CentralUnavailable, match="timed out"):
+                client.program(None)
+    assert not [t for t in threading.enumerate() if "process_request" in t.name]
+
+
+def test_applied_then_lost_then_resend_is_duplicate(central, client):
+    central.inject("push", "applied_then_lost")
+    with pytest.raises(CentralUnavailable):
+        client.push_batch("B-1", [make_event(1), make_event(2)])
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+    assert [r.status for r in client.push_batch("B-2", [make_event(1), make_event(2)])] == ["duplicate"] * 2
+    assert len(central.store.events(STORE_ID, LANE_ID)) == 2
+
+
+def test_slow_fault_still_answers(central, client):
+    central.inject("members", "slow", delay=0.2)
+    members, _, _ = client.member_changes(None, 10)
+    assert len(members) == 3
+
+
+def test_injected_401_is_an_auth_error_and_requests_are_counted(central, client):
+    central.inject("push", "401", count=2)
+    for _ in range(2):
+        with pytest.raises(CentralAuthError):
+            client.push_batch("B", [make_event(1)])
+    client.push_batch("B", [make_event(1)])
+    assert central.request_count("push") == 3 and central.request_count() == 3
+
+
+class CannedAdapter(HTTPAdapter):
+    """A transport that answers from a list instead of the network."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers, self.sent = list(answers), []
+
+    def send(self, request, **kwargs):
+        self.sent.append(request)
+        status, headers, body = self.answers.pop(0)
+        resp = requests.Response()
+        resp.status_code, resp._content, resp.url, resp.request = status, body, request.url, request
+        resp.headers.update(headers)
+        return resp
+
+
+def canned_client(*answers, **kwargs) -> tuple[CentralClient, CannedAdapter]:
+    adapter = CannedAdapter(answers)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    return CentralClient("https://central.example/api/", "S001", "L01", SECRET, session=session, **kwargs), adapter
+
+
+def test_client_signs_the_path_it_sends_including_a_base_path():
+    client, adapter = canned_client((200, {"Content-Type": "application/json"}, b'{"version": "1"}'))
+    program, etag = client.program(None)
+    sent = adapter.sent[0]
+    assert sent.url == "https://central.example/api/v1/program"
+    verify_request(SECRET, sent.headers, "GET", "/api/v1/program", b"", time.time())
+    assert program == {"version": "1"} and etag.startswith('"')
+
+
+def test_client_maps_statuses_and_retry_after_dates():
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    client, _ = canned_client(
+        (503, {"Date": date, "Retry-After": "Wed, 21 Oct 2015 07:28:45 GMT"}, b""),
+        (403, {}, b'{"code": "store_mismatch"}'),
+        (404, {}, b'{"code": "not_found"}'),
+        (302, {"Location": "https://elsewhere"}, b""),
+        (200, {}, b"not json"),
+        (200, {}, b'{"members": [], "next_cursor": 5, "has_more": false}'),
+    )
+    with pytest.raises(CentralUnavailable) as err:
+        client.program(None)
+    assert err.value.retry_after == 45.0 and err.value.status == 503
+    with pytest.raises(CentralAuthError) as auth:
+        client.program(None)
+    assert (auth.value.status, auth.value.code) == (403, "store_mismatch")
+    with pytest.raises(CentralRequestRejected):
+        client.program(None)
+    with pytest.raises(CentralProtocolError):
+        client.program(None)
+    with pytest.raises(CentralProtocolError):
+        client.program(None)
+    with pytest.raises(CentralProtocolError):
+        client.member_changes(None, 10)
+
+
+def test_unreachable_central_is_unavailable(tmp_path):
+    with running_central(tmp_path) as central:
+        url = central.url
+    with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(1, 1)) as client:
+        with pytest.raises(CentralUnavailable) as err:
+            client.push_batch("B", [make_event(1)])
+    assert isinstance(err.value.__cause__, requests.ConnectionError)
+
+
+# --- admin routes, seeding, listening -----------------------------------------------------------
+
+
+def test_admin_faults_and_events_over_http(central, client):
+    resp = requests.post(central.url + "/_admin/faults", json={"route": "push", "fault": "503", "count": 1}, timeout=5)
+    assert resp.status_code == 200
+    with pytest.raises(CentralUnavailable):
+        client.push_batch("B", [make_event(1)])
+    client.push_batch("B", [make_event(1)])
+    doc = requests.get(central.url + "/_admin/events", params={"store": STORE_ID, "lane": LANE_ID}, timeout=5).json()
+    assert doc["last_seq"] == 1 and [e["status"] for e in doc["events"]] == ["accepted"]
+    member = requests.get(central.url + "/_admin/members/M0001", params={"store": STORE_ID}, timeout=5).json()
+    assert member["applied_seq"] == {LANE_ID: 1}
+    stats = requests.get(central.url + "/_admin/stats", timeout=5).json()
+    assert stats["requests"]["push"] == 2
+    bad = requests.post(central.url + "/_admin/faults", json={"route": "push", "fault": "explode"}, timeout=5)
+    assert (bad.status_code, bad.json()["code"]) == (400, "bad_fault")
+    assert requests.get(central.url + "/nowhere", timeout=5).status_code == 404
+    assert requests.get(central.url + f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches", timeout=5).status_code == 405
+
+
+def test_reseeding_is_idempotent(tmp_path):
+    seed = default_seed()
+    with running_central(tmp_path, seed) as central:
+        with make_client(central) as client:
+            client.push_batch("B", [make_event(1, points={"points": 60})])
+    seed["program"]["version"] = "test-2"
+    seed["members"].append({"member_id": "M0009", "display_name": "Late"})
+    with running_central(tmp_path, seed) as central:
+        assert central.store.member("M0001")["balances"] == {"points": 1900}
+        assert central.store.member("M0009")["display_name"] == "Late"
+        assert central.store.program()[0]["version"] == "test-2"
+        assert central.store.last_seq(STORE_ID, LANE_ID) == 1
+        with make_client(central) as client:
+            members, _, _ = client.member_changes(None, 100)
+        assert sorted(m["member_id"] for m in members) == ["M0001", "M0002", "M0003", "M0009"]
+
+
+def test_listen_addresses():
+    assert parse_listen("127.0.0.1:8780") == ("127.0.0.1", 8780)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("localhost:1") == ("localhost", 1)
+    for bad in ("8780", "127.0.0.1", "127.0.0.1:99999", "a:b:c"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("example.com")
+
+
+def test_non_loopback_listen_is_refused_without_allow_remote(tmp_path):
+    with pytest.raises(ValueError, match="allow-remote"):
+        CentralServer(tmp_path / "c.db", host="0.0.0.0")
+
+
+def test_cli_serves_until_sigterm(tmp_path):
+    seed_file = tmp_path / "seed.json"
+    seed_file.write_text(json.dumps(default_seed()))
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
+           "--seed", str(seed_file), "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, proc.stderr.read() if proc.poll() is not None else line
+        url = line.split()[-1]
+        with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(2, 2)) as client:
+            assert [r.status for r in client.push_batch("B", [make_event(1)])] == ["accepted"]
+        events = requests.get(url + "/_admin/events", params={"store": STORE_ID, "lane": LANE_ID}, timeout=5).json()
+        assert events["last_seq"] == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_cli_refuses_a_public_listen_address(tmp_path):
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "c.db")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "allow-remote" in done.stderr
+
+
+# --- TLS and mutual TLS ---------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=posd test CA", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "lane"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+    return d
+
+
+def test_mutual_tls(tmp_path, pki):
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    with running_central(tmp_path, ssl_context=ctx) as central:
+        assert central.url.startswith("https://127.0.0.1:")
+        cert = (str(pki / "lane.pem"), str(pki / "lane.key"))
+        with make_client(central, verify=str(pki / "ca.pem"), cert=cert) as client:
+            assert [r.status for r in client.push_batch("B", [make_event(1)])] == ["accepted"]
+        with make_client(central, verify=str(pki / "ca.pem")) as no_cert:
+            with pytest.raises(CentralUnavailable):
+                no_cert.push_batch("B", [make_event(2)])
+        with make_client(central, cert=cert) as unverified_server:
+            with pytest.raises(CentralUnavailable):  # the system CAs don't know our test CA
+                unverified_server.program(None)

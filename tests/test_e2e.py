@@ -1,0 +1,182 @@
+"""End to end through real parts: pty scanner -> SSE, POST -> TCP printer, outbox -> central."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.support.central_fixture import running_central
+from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.printer_emulator import PrinterEmulator
+
+SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
+SECRET = SEED["stores"]["S001"]["secret"]
+ANNA = "2900000000018"  # gold, 1840 points
+ZAHRA = "2900000000032"  # basic
+
+
+def sale(tid: str, member: str | None = ANNA, total: int = 12999) -> dict:
+    return {"transaction_id": tid, "member": member, "occurred_at": "2026-11-24T10:15:00+01:00",
+            "currency": "PLN", "total": total,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": total}]}
+
+
+@pytest.fixture
+def central(tmp_path):
+    with running_central(tmp_path / "central", SEED) as server:
+        yield server
+
+
+@pytest.fixture
+def printer():
+    emulator = PrinterEmulator()
+    yield emulator
+    emulator.close()
+
+
+@pytest.fixture
+def lane(tmp_path, central, printer):
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET,
+                      printer=f"tcp://127.0.0.1:{printer.port}", port=port)
+    proc = LaneProcess(cfg, port).start()
+    proc.wait_synced()
+    yield proc
+    proc.stop()
+
+
+def central_events(central, lane_id="L01"):
+    return central.store.events("S001", lane_id)
+
+
+def test_scan_on_the_serial_line_reaches_sse_as_member_identified(lane):
+    stream = lane.sse()
+    try:
+        lane.scan(ANNA)
+        event = stream.next("member.identified")
+        member = event["data"]["member"]
+        assert member["member_id"] == "M0001"
+        assert member["tier"]["id"] == "gold"
+        assert member["balances"]["points"]["total"] == 1840
+        lane.scan("2900000000995")
+        assert stream.next("member.unknown")["data"]["identifier"] == "2900000000995"
+    finally:
+        stream.close()
+
+
+def test_payment_card_swiped_into_the_scanner_leaves_no_digits(lane):
+    stream = lane.sse()
+    try:
+        lane.scan("4111111111111111")
+        event = stream.next("card.rejected")
+        assert "4111" not in json.dumps(event)
+    finally:
+        stream.close()
+    lane.stop()
+    for db in ("ledger.db", "cache.db"):
+        dump = "\n".join(sqlite3.connect(lane.state / db).iterdump())
+        assert "4111111111111111" not in dump
+    assert "4111111111111111" not in lane.log.read_text()
+
+
+def test_sale_prints_a_slip_on_the_tcp_printer(lane, printer):
+    from posd.drivers.escpos_text import escpos_to_text
+
+    resp = lane.post("/v1/transactions", sale("T-print-1"))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["accrual"]["points"] == {"points": 194}  # 129.99 PLN x gold 1.5, floored once
+    assert body["slip"]["state"] == "queued"
+    jobs = printer.wait_for_jobs(1, timeout=10)
+    text = escpos_to_text(jobs[0], 48)
+    assert "Anna K." in text and "194" in text
+    assert "2034" in text  # balance 1840 + 194
+
+
+def test_retried_post_and_restarted_relay_give_central_exactly_one_accrual(lane, central):
+    first = lane.post("/v1/transactions", sale("T-once-1"))
+    retry = lane.post("/v1/transactions", sale("T-once-1"))
+    assert first.status_code == retry.status_code == 200
+    assert retry.json() == first.json()
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    lane.wait_drained()
+
+    # Central applies the next batch but the answer is lost; the lane is then
+    # killed mid-batch and restarted: the resend must be recognised as a duplicate.
+    central.inject("push", "applied_then_lost", count=1)
+    for i in range(5):
+        assert lane.post("/v1/transactions", sale(f"T-once-{i + 2}", total=1000 + i)).status_code == 200
+    lane.wait_for(lambda: len(central_events(central)) >= 6, what="central applied the batch")
+    lane.kill()
+    lane.start()
+    lane.wait_drained()
+
+    events = [e for e in central_events(central) if e["status"] == "accepted"]
+    assert sorted(e["seq"] for e in events) == list(range(1, 7))
+    assert sorted(json.loads(e["body"])["transaction_id"] if isinstance(e.get("body"), str)
+                  else e["transaction_id"] for e in events) == sorted(f"T-once-{i}" for i in range(1, 7))
+    member = central.store.member("M0001")
+    assert member["balances"]["points"] == 1840 + 194 + sum((1000 + i) * 3 // 200 for i in range(5))
+
+
+def test_bad_requests_get_clear_codes_and_write_nothing(lane):
+    cases = [
+        (sale("T-bad-1", member="2900000000995"), 404, "unknown_member"),
+        ({**sale("T-bad-2"), "total": "12999"}, 422, "invalid_request"),
+        ({**sale("T-bad-3"), "occurred_at": "2026-11-24T10:15:00"}, 422, "invalid_request"),
+        ({**sale("T-bad-4"), "total": 5}, 422, "total_mismatch"),
+        ({**sale("T-bad-5"), "currency": "USD"}, 422, "unsupported_currency"),
+        ({**sale("T-bad-6"), "transaction_id": "no spaces allowed"}, 422, "invalid_request"),
+        (sale("T-bad-7", member="2900000000056"), 422, "member_ineligible"),
+    ]
+    for body, status, code in cases:
+        resp = lane.post("/v1/transactions", body)
+        assert (resp.status_code, resp.json()["code"]) == (status, code), (body, resp.text)
+        assert resp.json()["message"]
+    resp = lane.post("/v1/transactions", data=b"{not json", headers=lane.headers(**{"Content-Type": "application/json"}))
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
+    assert lane.get(f"/v1/members/2900000000995").json()["code"] == "unknown_member"
+    assert lane.health()["sync"]["pending"] == 0
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    for table in ("transactions", "ledger_entries", "outbox", "print_jobs"):
+        assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_api_guards(lane):
+    assert lane.get("/v1/members/" + ANNA, headers={}).status_code == 401
+    assert lane.get("/v1/members/" + ANNA, headers={"Authorization": "Bearer wrong"}).json()["code"] == "unauthorized"
+    assert lane.get("/v1/members/" + ANNA).status_code == 200
+    rebound = lane.get("/v1/health", headers={"Host": "evil.example.com"})
+    assert (rebound.status_code, rebound.json()["code"]) == (421, "bad_host")
+    foreign = lane.post("/v1/transactions", sale("T-x"), headers=lane.headers(Origin="https://evil.example.com"))
+    assert (foreign.status_code, foreign.json()["code"]) == (403, "origin_not_allowed")
+    import requests
+
+    pre = requests.options(lane.base + "/v1/transactions", timeout=5, headers={
+        "Origin": "https://pos.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Private-Network": "true"})
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "https://pos.example.com"
+    assert pre.headers["Access-Control-Allow-Private-Network"] == "true"
+    spec = requests.get(lane.base + "/openapi.json", timeout=5).json()
+    for path in ("/v1/health", "/v1/events", "/v1/members/{identifier}", "/v1/transactions"):
+        assert path in spec["paths"]
+
+
+def test_sse_replays_what_a_client_missed(lane):
+    stream = lane.sse()
+    lane.scan(ANNA)
+    first = stream.next("member.identified")
+    stream.close()
+    lane.scan(ZAHRA)  # while the client is away
+    again = lane.sse(last_event_id=first["id"])
+    try:
+        missed = again.next("member.identified")
+        assert missed["data"]["member"]["member_id"] == "M0003"
+        assert missed["id"] > first["id"]
+    finally:
+        again.close()

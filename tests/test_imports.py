@@ -1,0 +1,76 @@
+"""Import boundaries (docs/architecture.md) and every module importing on its own."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PACKAGES = {"posd": ROOT / "posd", "posd.drivers": ROOT / "drivers", "posd.sync": ROOT / "sync"}
+
+# package prefix -> what it may import from posd.*
+ALLOWED = {
+    "posd.core": ("posd.core",),
+    "posd.storage": ("posd.core", "posd.storage", "posd.sync.ports"),
+    "posd.drivers": ("posd.core", "posd.drivers"),
+    "posd.sync": ("posd.core", "posd.sync"),
+}
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = []
+    for package, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            if package == "posd" and parts and parts[0] in ("drivers", "sync"):
+                continue
+            found.append((".".join([package, *parts]), path))
+    return found
+
+
+def posd_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {n for n in names if n == "posd" or n.startswith("posd.")}
+
+
+@pytest.mark.parametrize("module, path", modules(), ids=[m for m, _ in modules()])
+def test_import_boundaries(module, path):
+    for prefix, allowed in ALLOWED.items():
+        if module == prefix or module.startswith(prefix + "."):
+            bad = {i for i in posd_imports(path) if i != "posd" and not i.startswith(allowed)}
+            assert not bad, f"{module} may not import {sorted(bad)}"
+
+
+def test_core_imports_only_the_standard_library():
+    third_party = set()
+    for path in (ROOT / "posd" / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                third_party |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                third_party.add(node.module.split(".")[0])
+    assert third_party - {"posd"} <= set(sys.stdlib_module_names)
+
+
+def test_every_module_imports_alone():
+    """A fresh interpreter per module, so an import cycle hidden by import order shows."""
+    names = [m for m, _ in modules() if not m.endswith("__main__")]
+    procs = {n: subprocess.Popen([sys.executable, "-c", f"import {n}"], stderr=subprocess.PIPE, text=True)
+             for n in names}
+    failures = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            failures[name] = err[-1500:]
+    assert not failures, failures

@@ -1,0 +1,286 @@
+"""Real byte-stream scanners on loopback: a pty, a serial port on a pty, a TCP bridge."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import tty
+from pathlib import Path
+
+import pytest
+
+from posd.drivers import registry
+from posd.drivers.base import DeviceState, DeviceStatus, ScanData
+from posd.drivers.scanner_serial import write_scan
+
+WAIT = 10.0  # generous bound for every wait; tests never assert on timing
+
+
+class Recorder:
+    """Collects on_data / on_status calls from the reader thread."""
+
+    def __init__(self) -> None:
+        self.scans: queue.Queue[ScanData] = queue.Queue()
+        self.statuses: list[DeviceStatus] = []
+        self._cond = threading.Condition()
+
+    def on_data(self, scan: ScanData) -> None:
+        self.scans.put(scan)
+
+    def on_status(self, status: DeviceStatus) -> None:
+        with self._cond:
+            self.statuses.append(status)
+            self._cond.notify_all()
+
+    def next_scan(self) -> ScanData:
+        return self.scans.get(timeout=WAIT)
+
+    def wait_state(self, state: DeviceState, reason: str | None = None, after: int = 0) -> int:
+        """Wait for a status (from index ``after`` on); return the index after it."""
+        def find() -> int | None:
+            for i, s in enumerate(self.statuses[after:], start=after):
+                if s.state is state and (reason is None or s.reason == reason):
+                    return i + 1
+            return None
+
+        with self._cond:
+            assert self._cond.wait_for(lambda: find() is not None, timeout=WAIT), (
+                f"no {state.value} status; got {[(s.state.value, s.reason) for s in self.statuses]}")
+            return find()  # type: ignore[return-value]
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def scanners():
+    started = []
+    yield started
+    for s in started:
+        assert s.stop(timeout=WAIT)
+
+
+def start(scanners, rec, name, url, **kwargs):
+    scanner = registry.open_scanner(name, url, on_data=rec.on_data, on_status=rec.on_status,
+                                    backoff_min=0.02, backoff_max=0.2, **kwargs)
+    scanner.start()
+    scanners.append(scanner)
+    return scanner
+
+
+# -- pty:// ---------------------------------------------------------------------
+def test_pty_scanner_delivers_codes_written_to_the_link(tmp_path, rec, scanners):
+    link = tmp_path / "run" / "scanner0"
+    scanner = start(scanners, rec, "scanner0", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.IDLE)
+    assert link.is_symlink() and os.readlink(link) == scanner.slave_name
+
+    write_scan(str(link), "5901234123457")
+    scan = rec.next_scan()
+    assert (scan.device, scan.data, scan.symbology) == ("scanner0", "5901234123457", None)
+    assert scan.received_mono > 0
+
+    write_scan(str(link), "0109501101530003\x1d10ABC")
+    write_scan(str(link), "M0001")
+    assert rec.next_scan().data == "0109501101530003\x1d10ABC"
+    assert rec.next_scan().data == "M0001"
+
+
+def test_pty_is_raw_so_line_endings_arrive_untranslated(tmp_path, rec, scanners):
+    link = tmp_path / "s"
+    start(scanners, rec, "s", f"pty://{link}?suffix=LF")
+    rec.wait_state(DeviceState.IDLE)
+    write_scan(str(link), "ABC", suffix=b"\n")  # a cooked tty would send CR LF
+    write_scan(str(link), "DEF", suffix=b"\n")
+    assert [rec.next_scan().data, rec.next_scan().data] == ["ABC", "DEF"]
+
+
+def test_pty_scanner_without_suffix_frames_by_silence(tmp_path, rec, scanners):
+    link = tmp_path / "s"
+    start(scanners, rec, "s", f"pty://{link}?suffix=NONE&idle_ms=30")
+    rec.wait_state(DeviceState.IDLE)
+    write_scan(str(link), "5901234123457", suffix=b"")
+    assert rec.next_scan().data == "5901234123457"
+
+
+def test_stop_closes_and_removes_only_our_link(tmp_path, rec):
+    link = tmp_path / "scanner0"
+    scanner = registry.open_scanner("s", f"pty://{link}", on_data=rec.on_data, on_status=rec.on_status)
+    scanner.start()
+    rec.wait_state(DeviceState.IDLE)
+    assert scanner.stop(timeout=WAIT)
+    assert scanner.state is DeviceState.CLOSED
+    assert [s.state for s in rec.statuses][-1] is DeviceState.CLOSED
+    assert not link.exists() and not link.is_symlink()
+
+
+def test_link_repointed_by_someone_else_is_left_alone_on_close(tmp_path, rec):
+    link = tmp_path / "scanner0"
+    scanner = registry.open_scanner("s", f"pty://{link}", on_data=rec.on_data)
+    scanner.start()
+    wait_until(link.is_symlink)
+    other = tmp_path / "other"
+    other.write_text("")
+    os.unlink(link)
+    os.symlink(other, link)
+    assert scanner.stop(timeout=WAIT)
+    assert os.readlink(link) == str(other)
+
+
+def test_pty_link_removed_while_running_is_recreated(tmp_path, rec, scanners):
+    link = tmp_path / "scanner0"
+    scanner = start(scanners, rec, "s", f"pty://{link}")
+    scanner.RELINK_CHECK_S = 0.0
+    rec.wait_state(DeviceState.IDLE)
+    os.unlink(link)
+    wait_until(link.is_symlink)
+    write_scan(str(link), "AFTER")
+    assert rec.next_scan().data == "AFTER"
+
+
+def test_write_scan_refuses_a_regular_file(tmp_path):
+    target = tmp_path / "not-a-tty"
+    target.write_text("")
+    with pytest.raises(ValueError, match="not a terminal"):
+        write_scan(str(target), "123")
+    assert target.read_text() == ""
+
+
+def test_callback_errors_do_not_stop_the_reader(tmp_path, rec, scanners):
+    link = tmp_path / "s"
+    calls = []
+
+    def flaky(scan: ScanData) -> None:
+        calls.append(scan.data)
+        if len(calls) == 1:
+            raise RuntimeError("consumer bug")
+        rec.on_data(scan)
+
+    scanner = registry.open_scanner("s", f"pty://{link}", on_data=flaky, on_status=rec.on_status)
+    scanner.start()
+    scanners.append(scanner)
+    rec.wait_state(DeviceState.IDLE)
+    write_scan(str(link), "FIRST")
+    write_scan(str(link), "SECOND")
+    assert rec.next_scan().data == "SECOND"
+
+
+# -- serial:// on a pty that goes away and comes back ----------------------------------
+class FakeSerialDevice:
+    """A 'USB serial scanner': a pty pair whose slave is reachable at a by-id style link."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tmp = link.with_name(link.name + ".tmp")
+        os.symlink(os.ttyname(self.slave), tmp)
+        os.replace(tmp, link)
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def unplug(self) -> None:
+        os.unlink(self.link)  # udev removes the by-id link...
+        os.close(self.slave)
+        os.close(self.master)  # ...and the tty is gone: readers get EOF/EIO
+
+
+def test_serial_scanner_survives_unplug_and_replug(tmp_path, rec, scanners):
+    link = tmp_path / "usb-Honeywell_1900-if00"
+    device = FakeSerialDevice(link)
+    start(scanners, rec, "lane-scanner", f"serial://{link}?baudrate=9600&suffix=CR")
+    seen = rec.wait_state(DeviceState.IDLE)
+    device.send(b"5901234123457\r")
+    assert rec.next_scan().data == "5901234123457"
+
+    device.send(b"12")  # unplugged mid-code: the partial code must not survive
+    device.unplug()
+    seen = rec.wait_state(DeviceState.ERROR, "offline", after=seen)
+
+    device = FakeSerialDevice(link)
+    rec.wait_state(DeviceState.IDLE, after=seen)
+    device.send(b"M0001\r")
+    assert rec.next_scan().data == "M0001"
+    assert rec.scans.empty()
+    device.unplug()
+
+
+def test_serial_scanner_absent_at_start_reports_offline_then_comes_up(tmp_path, rec, scanners):
+    link = tmp_path / "usb-late"
+    start(scanners, rec, "s", f"serial://{link}")
+    seen = rec.wait_state(DeviceState.ERROR, "offline")
+    device = FakeSerialDevice(link)
+    rec.wait_state(DeviceState.IDLE, after=seen)
+    device.send(b"LATE\r")
+    assert rec.next_scan().data == "LATE"
+    device.unplug()
+
+
+def test_status_carries_name_kind_and_redacted_url(tmp_path, rec, scanners):
+    link = tmp_path / "s"
+    start(scanners, rec, "front", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.IDLE)
+    status = rec.statuses[-1]
+    assert (status.name, status.kind, status.reason) == ("front", "scanner", None)
+    assert status.url == f"pty://{link}?suffix=CR"
+
+
+# -- tcp:// -------------------------------------------------------------------------
+class Bridge:
+    """A scanner bridge: accepts one client at a time and sends it bytes."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(WAIT)
+        self.port = self.server.getsockname()[1]
+
+    def accept(self) -> socket.socket:
+        conn, _ = self.server.accept()
+        return conn
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_tcp_scanner_frames_the_stream_and_reconnects(rec, scanners):
+    bridge = Bridge()
+    try:
+        start(scanners, rec, "bridge", f"tcp://127.0.0.1:{bridge.port}")
+        conn = bridge.accept()
+        seen = rec.wait_state(DeviceState.IDLE)
+        conn.sendall(b"111\r22")
+        conn.sendall(b"2\r")
+        assert [rec.next_scan().data, rec.next_scan().data] == ["111", "222"]
+        conn.close()  # the bridge restarts
+        seen = rec.wait_state(DeviceState.ERROR, "offline", after=seen)
+        conn = bridge.accept()
+        rec.wait_state(DeviceState.IDLE, after=seen)
+        conn.sendall(b"333\r")
+        assert rec.next_scan().data == "333"
+        conn.close()
+    finally:
+        bridge.close()
+
+
+def test_tcp_scanner_to_a_closed_port_is_offline(rec, scanners):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    start(scanners, rec, "bridge", f"tcp://127.0.0.1:{port}")
+    rec.wait_state(DeviceState.ERROR, "offline")
+
+
+def wait_until(check) -> None:
+    """Poll ``check`` until true, bounded by WAIT."""
+    pause = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        if check():
+            return
+        pause.wait(0.01)
+    raise AssertionError("condition not met in time")

@@ -82,8 +82,8 @@ class DeviceError(Exception):
     """A device failure with a UnifiedPOS-style reason.
 
     Reasons: ``offline`` (gone, unplugged, refused), ``io_error`` (anything
-    else at the transport), ``permission_denied``, and for printers
-    ``paper_out`` and ``cover_open``.
+    else at the transport, permissions included: ``detail`` says which), and
+    for printers ``paper_out`` and ``cover_open``. ``detail`` goes to logs.
     """
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
@@ -120,7 +120,10 @@ class Device:
         with self._state_lock:
             return DeviceStatus(self.name, self.kind, self.url.redacted(), self._state, self._reason)
 
-    def _set_state(self, state: DeviceState, reason: str | None = None) -> None:
+    def _set_state(
+        self, state: DeviceState, reason: str | None = None, detail: str | None = None
+    ) -> None:
+        """Record and report a change; ``detail`` (errno text, never data) is only logged."""
         # The lock is held while emitting so observers see changes in order.
         with self._state_lock:
             if (state, reason) == (self._state, self._reason):
@@ -128,7 +131,7 @@ class Device:
             self._state, self._reason = state, reason
             status = DeviceStatus(self.name, self.kind, self.url.redacted(), state, reason)
             if state is DeviceState.ERROR:
-                log.warning("%s %s: %s (%s)", self.kind, self.name, state.value, reason)
+                log.warning("%s %s: error %s (%s)", self.kind, self.name, reason, detail or "-")
             else:
                 log.info("%s %s: %s", self.kind, self.name, state.value)
             self._call(self._on_status, status)
@@ -237,7 +240,7 @@ class Scanner(Device):
         try:
             self._open()
         except DeviceError as exc:
-            self._set_state(DeviceState.ERROR, exc.reason)
+            self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
             return False
         except Exception:
             log.exception("scanner %s: unexpected error opening", self.name)
@@ -256,7 +259,7 @@ class Scanner(Device):
             try:
                 data = self._read(timeout)
             except DeviceError as exc:
-                self._set_state(DeviceState.ERROR, exc.reason)
+                self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 return
             except Exception:
                 log.exception("scanner %s: unexpected error reading", self.name)
@@ -321,10 +324,11 @@ class Printer(Device):
             try:
                 self._send(data, doc)
             except PrinterError as exc:
-                self._set_state(DeviceState.ERROR, exc.reason)
+                self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 raise
             except Exception as exc:
-                self._set_state(DeviceState.ERROR, "io_error")
+                log.exception("printer %s: unexpected error sending", self.name)
+                self._set_state(DeviceState.ERROR, "io_error", type(exc).__name__)
                 raise PrinterError("io_error", type(exc).__name__) from exc
             self._set_state(DeviceState.IDLE)
         return data

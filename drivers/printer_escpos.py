@@ -77,10 +77,11 @@ def _capabilities_cache_dir() -> str:
     Without one it creates a new temp dir per process; and a pickle loaded
     from a directory others can write to would run their code.
     """
-    base = os.environ.get("CACHE_DIRECTORY") or os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base.split(":")[0], "posd", "escpos")
+    if os.environ.get("CACHE_DIRECTORY"):  # systemd CacheDirectory=
+        path = os.path.join(os.environ["CACHE_DIRECTORY"].split(":")[0], "escpos")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "posd", "escpos")
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)

@@ -16,6 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
+from .base import DataCallback, Printer, Scanner, StatusCallback
 from .framing import parse_suffix
 from .url import DeviceURL, DeviceURLError, parse_device_url
 
@@ -276,10 +277,10 @@ def _construct(spec: DriverSpec, *args: Any, **kwargs: Any) -> Any:
 def open_scanner(
     name: str,
     url_text: str,
-    on_data: Callable[..., None],
-    on_status: Callable[..., None] | None = None,
+    on_data: DataCallback,
+    on_status: StatusCallback | None = None,
     **kwargs: Any,
-) -> Any:
+) -> Scanner:
     """Build the scanner for ``url_text`` (not started: call ``.start()``).
 
     Extra keyword arguments go to the ``Scanner`` base (backoff, timeouts).
@@ -296,8 +297,8 @@ def open_printer(
     *,
     profile: str = "default",
     width_mm: int = 80,
-    on_status: Callable[..., None] | None = None,
-) -> Any:
+    on_status: StatusCallback | None = None,
+) -> Printer:
     """Build and open the printer for ``url_text``. Never blocks on the network."""
     url = parse_device_url(url_text)
     options = options_for("printer", url)

@@ -44,12 +44,12 @@ _UNPLUG_MESSAGES = ("returned no data", "device reports error", "device disconne
 
 
 def _translate(exc: BaseException, action: str) -> DeviceError:
-    """Map pyserial/OS errors to our reasons (offline, permission_denied, io_error)."""
+    """Map pyserial/OS errors to our reasons: offline or io_error (detail for the log)."""
     code = getattr(exc, "errno", None)
     if code is None and isinstance(exc.__context__, OSError):
         code = exc.__context__.errno
-    if code in _DENIED_ERRNOS:
-        return DeviceError("permission_denied", f"{action}: {os.strerror(code)}")
+    if code in _DENIED_ERRNOS:  # a udev rule / group problem: say so in the log
+        return DeviceError("io_error", f"{action}: {os.strerror(code)}")
     if code in _OFFLINE_ERRNOS or any(m in str(exc) for m in _UNPLUG_MESSAGES):
         detail = os.strerror(code) if code else "device disconnected"
         return DeviceError("offline", f"{action}: {detail}")

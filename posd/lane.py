@@ -21,6 +21,7 @@ from posd.core.program import Program, ProgramError, parse_program
 from posd.core.rules import Basket, BasketLine, RuleError, compute_accrual
 from posd.core.slip import SlipData
 from posd.events import EventBus
+from posd.faults import crash_point
 from posd.storage.cache import Cache, CachedMember
 from posd.storage.db import iso, parse_iso, utcnow_iso
 from posd.storage.ledger import Ledger
@@ -173,6 +174,7 @@ class Lane:
             raise LaneError(422, exc.code, str(exc)) from exc
         offline = self.is_offline()
         recorded = await self.ledger.awrite(lambda conn: self._write_sale(conn, tx, member, accrual, program, offline))
+        crash_point("after_commit_before_answer")
         if not recorded.replayed:
             self.ledger.outbox_written()
             if recorded.response["slip"]["state"] == "queued":

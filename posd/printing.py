@@ -16,6 +16,7 @@ from typing import Any
 
 from posd.core.slip import SlipData, build_slip
 from posd.events import EventBus
+from posd.faults import crash_point
 from posd.storage.db import utcnow_iso
 from posd.storage.ledger import Ledger
 
@@ -70,6 +71,7 @@ class PrintWorker:
         try:
             doc = build_slip(SlipData.from_json(json.loads(job["slip"])), self.locale)
             self.printer.print_document(doc)
+            crash_point("after_print_before_mark")
         except Exception as exc:
             reason = getattr(exc, "reason", None) or "io_error"
             self.ledger.write(lambda conn: conn.execute(

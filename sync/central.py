@@ -143,7 +143,7 @@ class CentralServer:
             httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.2,), name="central-http", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="central-http", daemon=True)
         self._thread.start()
         log.info("central listening", extra={"url": self.url})
         return self

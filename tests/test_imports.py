@@ -17,7 +17,7 @@ ALLOWED = {
     "posd.core": ("posd.core",),
     "posd.storage": ("posd.core", "posd.storage", "posd.sync.ports"),
     "posd.drivers": ("posd.core", "posd.drivers"),
-    "posd.sync": ("posd.core", "posd.sync"),
+    "posd.sync": ("posd.core", "posd.sync", "posd.faults"),
 }
 
 

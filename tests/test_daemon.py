@@ -1,0 +1,165 @@
+"""The daemon as systemd sees it: READY, watchdog, clean stop, refusing a bad ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from posd.sdnotify import Notifier
+from tests.support.central_fixture import running_central
+from tests.support.lane import LaneProcess, free_port, lane_config
+
+ROOT = Path(__file__).parent.parent
+SEED = json.loads((ROOT / "config" / "demo-seed.json").read_text())
+SECRET = SEED["stores"]["S001"]["secret"]
+
+
+@pytest.fixture
+def central(tmp_path):
+    with running_central(tmp_path / "central", SEED) as server:
+        yield server
+
+
+def test_notifier_speaks_sd_notify(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
+        assert n.watchdog_s == 2.0
+        assert n.ready("listening")
+        assert sock.recv(256) == b"READY=1\nSTATUS=listening"
+        assert n.watchdog()
+        assert sock.recv(256) == b"WATCHDOG=1"
+    assert not Notifier({}).ready()  # not under systemd: a quiet no-op
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_s is None  # meant for another pid
+
+
+def test_ready_after_api_listens_then_watchdog_then_clean_stop(tmp_path, central):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "--config", str(cfg)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        messages = []
+        while not any(m.startswith(b"READY=1") for m in messages):
+            messages.append(sock.recv(256))
+        # READY means the API answers now, not "soon"
+        assert requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200
+        watchdog = [sock.recv(256) for _ in range(3)]
+        assert all(m == b"WATCHDOG=1" for m in watchdog)
+        proc.terminate()
+        assert proc.wait(15) == 0
+        rest = []
+        sock.settimeout(0.5)
+        try:
+            while True:
+                rest.append(sock.recv(256))
+        except TimeoutError:
+            pass
+        assert b"STOPPING=1" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+
+
+def test_corrupt_ledger_stops_with_a_clear_error_and_is_not_overwritten(tmp_path, central):
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    state = cfg.parent / "state"
+    state.mkdir()
+    ledger = state / "ledger.db"
+    garbage = b"SQLite format 3\x00" + os.urandom(8192)
+    ledger.write_bytes(garbage)
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert "ledger.db" in proc.stderr and "left untouched" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ledger.read_bytes() == garbage
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path):
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text('[lane]\nstore_id = "S1"\nlane_id = "L1"\nlocale = "xx"\n[central]\nurl = "http://127.0.0.1:1"\n')
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "lane.locale" in proc.stderr and "line 4" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_cache_is_rebuilt_from_central(tmp_path, central):
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    state = cfg.parent / "state"
+    state.mkdir()
+    (state / "cache.db").write_bytes(b"garbage" * 1000)
+    lane = LaneProcess(cfg, port).start()
+    try:
+        lane.wait_synced()
+        assert lane.health()["cache"]["rebuilt"] is True
+        assert lane.get("/v1/members/2900000000018").json()["member_id"] == "M0001"
+    finally:
+        lane.stop()
+
+
+def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    proc = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "is posd running?" in proc.stderr
+
+
+def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
+    """`make run`'s code path, on free ports so it cannot collide with a real demo."""
+    demo = (ROOT / "config" / "demo.toml").read_text()
+    api, central_port = free_port(), free_port()
+    demo = demo.replace("127.0.0.1:8765", f"127.0.0.1:{api}").replace("127.0.0.1:8780", f"127.0.0.1:{central_port}")
+    demo = demo.replace("../var/demo", str(tmp_path / "var"))
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(demo)
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(cfg),
+                             "--seed", str(ROOT / "config" / "demo-seed.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("Demo cards:"):
+                break
+        out = "".join(lines)
+        assert "posd scan 2900000000018" in out and "/v1/transactions" in out
+        subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                       check=True, timeout=10)
+        token = (tmp_path / "var" / "api.token").read_text().strip()
+        resp = requests.post(f"http://127.0.0.1:{api}/v1/transactions", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"},
+                             json={"transaction_id": "demo-1", "member": "2900000000025",
+                                   "occurred_at": "2026-11-24T10:15:00+01:00", "currency": "PLN", "total": 5000})
+        assert resp.status_code == 200, resp.text
+        slip = tmp_path / "var" / "slips" / "demo-1.txt"
+        deadline = time.monotonic() + 10
+        while not slip.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "Żółkiewski" in slip.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(20)

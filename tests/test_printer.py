@@ -1,0 +1,320 @@
+"""ESC/POS rendering, the bytes -> text preview, and the printer transports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from posd.core.slip_doc import Barcode, Columns, Feed, QRCode, Rule, SlipDocument, Text
+from posd.drivers import registry
+from posd.drivers.base import DeviceState, PrinterError
+from posd.drivers.escpos_text import SCISSORS, escpos_to_text
+from posd.drivers.printer_escpos import (
+    PreviewPrinter,
+    columns_for,
+    profile_code_pages,
+    render_slip,
+)
+from tests.support.printer_emulator import PrinterEmulator, status_byte
+
+POLISH = "Zażółć gęślą jaźń"
+
+
+def slip(slip_id: str = "S-0001", **kwargs) -> SlipDocument:
+    blocks = (
+        Text("Sklep Nr 7", align="center", bold=True, double=True),
+        Text(POLISH),
+        Rule(),
+        Columns("Punkty", "194"),
+        Columns("Saldo", "2034", bold=True),
+        Barcode("5901234123457", "EAN13"),
+        Barcode("VOUCHER-{7}"),
+        QRCode("https://loyalty.example/m/M0001", size=5),
+        Feed(1),
+        Text("Dziękujemy!", align="right"),
+    )
+    return SlipDocument(slip_id=slip_id, locale="pl", blocks=blocks, **kwargs)
+
+
+class StatusLog:
+    def __init__(self) -> None:
+        self.items = []
+
+    def __call__(self, status) -> None:
+        self.items.append((status.state, status.reason))
+
+
+# -- rendering ---------------------------------------------------------------------
+def test_polish_text_selects_a_code_page_and_round_trips():
+    data = render_slip(slip())
+    assert data.startswith(b"\x1b@")
+    assert b"\x1bt\x12" in data  # ESC t 18: CP852, which has every Polish letter
+    assert POLISH.encode("utf-8") not in data
+    text = escpos_to_text(data, 48)
+    assert POLISH in text
+    assert "Dziękujemy!" in text
+
+
+def test_rendering_is_deterministic():
+    assert render_slip(slip()) == render_slip(slip())
+    assert render_slip(slip(), "TM-T88V", 58) == render_slip(slip(), "TM-T88V", 58)
+
+
+def test_preview_text_shows_layout_codes_and_cut():
+    lines = escpos_to_text(render_slip(slip()), 48).splitlines()
+    assert "-" * 48 in lines
+    assert "Punkty" + " " * 39 + "194" in lines
+    assert "Saldo" + " " * 39 + "2034" in lines
+    assert any(line.strip() == "[barcode EAN13: 5901234123457]" for line in lines)
+    assert any(line.strip() == "[barcode CODE128: VOUCHER-{7}]" for line in lines)
+    assert any(line.strip() == "[qr: https://loyalty.example/m/M0001]" for line in lines)
+    assert lines[-1].startswith(SCISSORS)
+    right = next(line for line in lines if "Dziękujemy!" in line)
+    assert right == "Dziękujemy!".rjust(48)
+
+
+def test_width_58mm_is_32_characters():
+    assert columns_for("default", 58) == 32
+    lines = escpos_to_text(render_slip(slip(), width_mm=58), 32).splitlines()
+    assert "-" * 32 in lines
+    assert all(len(line) <= 32 for line in lines if "[" not in line)  # markers may be longer
+
+
+def test_a_real_model_profile_caps_columns_at_its_font_a_width():
+    assert columns_for("default", 80) == 48
+    assert columns_for("TM-T88V", 80) == 42
+
+
+def test_long_text_wraps_to_the_paper_width():
+    doc = SlipDocument("S-2", "en", blocks=(Text("word " * 40), Text("BIG HEADING " * 5, double=True)))
+    lines = escpos_to_text(render_slip(doc), 48).splitlines()
+    assert all(len(line) <= 48 for line in lines)
+    assert sum("word" in line for line in lines) >= 4
+
+
+def test_native_codes_use_printer_commands():
+    data = render_slip(slip())
+    assert b"\x1dk\x02" + b"5901234123457" + b"\x00" in data  # GS k EAN13 (function A)
+    assert b"\x1dk\x49" + bytes([len("{BVOUCHER-{{7}")]) + b"{BVOUCHER-{{7}" in data
+    assert b"\x1d(k" in data  # native QR
+    assert b"\x1dv0" not in data  # no raster image needed
+
+
+def test_profile_without_native_qr_falls_back_to_an_image():
+    data = render_slip(SlipDocument("S-3", "en", blocks=(QRCode("HELLO"),)), "simple")
+    assert b"\x1d(k" not in data
+    assert "[image " in escpos_to_text(data, 48)
+
+
+def test_invalid_barcode_prints_as_text_not_a_crash():
+    data = render_slip(SlipDocument("S-4", "en", blocks=(Barcode("12AB", "EAN13"),)))
+    assert b"\x1dk" not in data
+    assert "12AB" in escpos_to_text(data, 48)
+
+
+def test_barcode_does_not_write_to_stdout():
+    code = (
+        "from posd.core.slip_doc import *; from posd.drivers.printer_escpos import render_slip;"
+        "render_slip(SlipDocument('S', 'en', blocks=(Barcode('5901234123457', 'EAN13'), QRCode('x'))));"
+        "render_slip(SlipDocument('S', 'en', blocks=(QRCode('x'),)), 'simple')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+
+
+def test_importing_the_printer_driver_leaves_the_root_logger_alone():
+    code = (
+        "import logging, posd.drivers.printer_escpos;"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_control_characters_in_text_cannot_inject_commands():
+    doc = SlipDocument("S-5", "en", blocks=(Text("Anna\x1bp\x00\x19\xfaK."), Columns("a\x1d", "b\x10")))
+    data = render_slip(doc)
+    assert b"\x1bp" not in data and b"\x10" not in data
+    assert "Anna p" in escpos_to_text(data, 48)
+
+
+def test_no_cut_when_the_document_says_so():
+    data = render_slip(SlipDocument("S-6", "en", blocks=(Text("x"),), cut=False))
+    assert b"\x1dV" not in data
+
+
+# -- escpos_to_text on hand-written bytes ----------------------------------------------------
+def test_escpos_to_text_fixtures():
+    data = (
+        b"\x1b@"
+        b"\x1ba\x01\x1bE\x01TITLE\n\x1bE\x00"
+        b"\x1ba\x00\x1bt\x12" + "ąę".encode("cp852") + b"\n"
+        b"\x1bt\x10" + "é".encode("cp1252") + b"\n"
+        b"\x1d!\x11WIDE\n\x1d!\x00"
+        b"\x1dv0\x00\x02\x00\x03\x00" + b"\xff" * 6 +
+        b"\x1d(k\x04\x001A2\x00"  # QR model
+        b"\x1d(k\x06\x001P0abc"  # store "abc"
+        b"\x1d(k\x03\x001Q0"  # print
+        b"\x1b\x99\x1d\x99"  # unknown commands
+        b"tail\x1dVA\x03"
+    )
+    assert escpos_to_text(data, 20).splitlines() == [
+        "       TITLE",
+        "ąę",
+        "é",
+        "WIDE",
+        "[image 16x3]",
+        "[qr: abc]",
+        "tail",
+        (SCISSORS + " - - - - - - - - -"),
+    ]
+
+
+def test_escpos_to_text_survives_truncated_and_random_bytes():
+    for data in (b"\x1b", b"\x1d(k\x10", b"\x1dv0\x00\xff\xff\xff\xff", b"\x1dk\x49\x20ab", os.urandom(4096)):
+        escpos_to_text(data, 48)
+
+
+def test_profile_code_pages_follow_the_profile():
+    assert profile_code_pages("TM-T88V")[18] == "cp852"
+    assert profile_code_pages("default")[0] == "cp437"
+
+
+# -- transports ----------------------------------------------------------------------
+def test_tcp_printer_sends_the_rendered_job():
+    statuses = StatusLog()
+    with PrinterEmulator() as emulator:
+        printer = registry.open_printer("printer", emulator.url, profile="TM-T88V", width_mm=80,
+                                        on_status=statuses)
+        sent = printer.print_document(slip())
+        jobs = emulator.wait_for_jobs(1, timeout=10)
+    assert jobs == [sent]
+    assert sent == render_slip(slip(), "TM-T88V", 80)
+    assert POLISH in escpos_to_text(jobs[0], 42, code_pages=profile_code_pages("TM-T88V"))
+    assert statuses.items == [(DeviceState.IDLE, None), (DeviceState.BUSY, None), (DeviceState.IDLE, None)]
+    assert printer.state is DeviceState.IDLE
+
+
+def test_each_job_is_its_own_connection():
+    with PrinterEmulator() as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        printer.print_document(slip("A"))
+        printer.print_document(slip("B"))
+        assert len(emulator.wait_for_jobs(2, timeout=10)) == 2
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_tcp_printer_to_a_closed_port_is_offline():
+    statuses = StatusLog()
+    printer = registry.open_printer("p", f"tcp://127.0.0.1:{closed_port()}?timeout=2", on_status=statuses)
+    with pytest.raises(PrinterError) as err:
+        printer.print_document(slip())
+    assert err.value.reason == "offline"
+    assert printer.state is DeviceState.ERROR and printer.reason == "offline"
+    assert statuses.items[-1] == (DeviceState.ERROR, "offline")
+    assert printer.probe() is DeviceState.ERROR
+
+
+def test_tcp_printer_recovers_when_the_printer_comes_back():
+    port = closed_port()
+    printer = registry.open_printer("p", f"tcp://127.0.0.1:{port}")
+    with pytest.raises(PrinterError):
+        printer.print_document(slip())
+    with PrinterEmulator(port=port) as emulator:
+        assert printer.probe() is DeviceState.IDLE
+        printer.print_document(slip())
+        assert len(emulator.wait_for_jobs(1, timeout=10)) == 1
+    assert printer.state is DeviceState.IDLE
+
+
+def test_file_printer_writes_the_bytes(tmp_path):
+    device = tmp_path / "lp0"
+    device.write_bytes(b"")
+    printer = registry.open_printer("p", f"file://{device}")
+    sent = printer.print_document(slip())
+    assert device.read_bytes() == sent
+
+
+def test_file_printer_missing_device_is_offline(tmp_path):
+    printer = registry.open_printer("p", f"file://{tmp_path}/gone/lp0")
+    with pytest.raises(PrinterError) as err:
+        printer.print_document(slip())
+    assert err.value.reason == "offline"
+
+
+def test_preview_printer_writes_bin_and_txt(tmp_path):
+    folder = tmp_path / "slips"
+    printer = registry.open_printer("p", f"preview://{folder}")
+    assert printer.state is DeviceState.IDLE and folder.is_dir()
+    sent = printer.print_document(slip("S-42"))
+    assert (folder / "S-42.bin").read_bytes() == sent
+    text = (folder / "S-42.txt").read_text(encoding="utf-8")
+    assert text == escpos_to_text(sent, 48)
+    assert POLISH in text
+    assert sorted(p.name for p in folder.iterdir()) == ["S-42.bin", "S-42.txt"]  # no temp files left
+
+
+def test_preview_reprint_replaces_atomically(tmp_path):
+    printer = registry.open_printer("p", f"preview://{tmp_path}")
+    printer.print_document(SlipDocument("S-1", "en", blocks=(Text("first"),)))
+    printer.print_document(SlipDocument("S-1", "en", blocks=(Text("second"),)))
+    assert "second" in (tmp_path / "S-1.txt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S-1.bin", "S-1.txt"]
+
+
+def test_preview_refuses_a_path_like_slip_id(tmp_path):
+    printer = registry.open_printer("p", f"preview://{tmp_path}/slips")
+    with pytest.raises(PrinterError):
+        printer.print_document(SlipDocument("../escape", "en"))
+    assert not (tmp_path / "escape.bin").exists()
+
+
+def test_relative_preview_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    printer = registry.open_printer("p", "preview://var/slips")
+    assert isinstance(printer, PreviewPrinter)
+    printer.print_document(slip("S-9"))
+    assert (tmp_path / "var" / "slips" / "S-9.txt").exists()
+
+
+def test_null_printer_accepts_and_stays_idle():
+    printer = registry.open_printer("p", "none")
+    assert printer.state is DeviceState.IDLE
+    assert printer.print_document(slip()) == render_slip(slip())
+    assert printer.state is DeviceState.IDLE
+    printer.close()
+    assert printer.state is DeviceState.CLOSED
+
+
+def test_unknown_profile_is_refused_at_open():
+    with pytest.raises(ValueError, match="unknown printer profile"):
+        registry.open_printer("p", "none", profile="TM-NOPE")
+
+
+# -- the emulator itself (later printer-status work builds on it) -------------------------
+def test_emulator_answers_dle_eot_with_epson_bits():
+    with PrinterEmulator(state="cover_open") as emulator:
+        with socket.create_connection((emulator.host, emulator.port), timeout=5) as conn:
+            conn.settimeout(5)
+            conn.sendall(b"\x10\x04\x01")
+            assert conn.recv(1) == bytes([0x12 | 0x08])  # offline
+            conn.sendall(b"\x10\x04\x02")
+            assert conn.recv(1) == bytes([0x12 | 0x04])  # cover open
+            emulator.state = "paper_out"
+            conn.sendall(b"\x10\x04")
+            conn.sendall(b"\x04")
+            assert conn.recv(1) == bytes([0x12 | 0x0C | 0x60])  # paper end
+        assert emulator.wait_for_jobs(1, timeout=10)[0] == b"\x10\x04\x01\x10\x04\x02\x10\x04\x04"
+    assert status_byte("online", 1) == 0x12 and status_byte("paper_near_end", 4) == 0x1E

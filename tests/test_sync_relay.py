@@ -1,0 +1,311 @@
+"""OutboxRelay and SyncPuller against the real reference central over HTTP.
+
+The outbox and cache are in-memory ports; central, sockets and SQLite are real.
+Every wait is bounded; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from posd.sync.errors import CentralRequestRejected
+from posd.sync.ports import EventResult
+from posd.sync.relay import MAX_RETRY_AFTER, OutboxRelay, SyncPuller, backoff_delay
+from tests.support.central_fixture import (
+    LANE_ID,
+    STORE_ID,
+    MemoryCache,
+    MemoryOutbox,
+    make_client,
+    running_central,
+)
+
+
+class TopRng(random.Random):
+    """uniform() at its upper bound, so backoff ceilings are visible."""
+
+    def uniform(self, a, b):
+        return b
+
+
+class BottomRng(random.Random):
+    def uniform(self, a, b):
+        return a
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def central(tmp_path):
+    with running_central(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def client(central):
+    with make_client(central, timeout=(1.0, 0.5)) as c:
+        yield c
+
+
+def accepted_seqs(central):
+    return [e["seq"] for e in central.store.events(STORE_ID, LANE_ID) if e["status"] == "accepted"]
+
+
+# --- backoff -----------------------------------------------------------------------------------
+
+
+def test_backoff_is_full_jitter_exponential_with_a_cap():
+    top = TopRng()
+    assert [backoff_delay(n, 0.5, 60.0, top) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert backoff_delay(10_000, 0.5, 60.0, top) == 60.0
+    assert backoff_delay(3, 0.5, 60.0, BottomRng()) == 0.0
+    delays = {backoff_delay(5, 0.5, 60.0, random.Random(seed)) for seed in range(50)}
+    assert len(delays) > 40 and all(0 <= d <= 8 for d in delays)
+
+
+def test_retry_after_is_a_floor_with_a_sane_maximum():
+    assert backoff_delay(1, 0.5, 60.0, BottomRng(), retry_after=7.0) == 7.0
+    assert backoff_delay(8, 0.5, 60.0, TopRng(), retry_after=7.0) == 60.0
+    assert backoff_delay(1, 0.5, 60.0, BottomRng(), retry_after=10**9) == MAX_RETRY_AFTER
+
+
+# --- relay, one step at a time ---------------------------------------------------------------------
+
+
+def test_sends_pending_events_in_batches_then_is_idle(central, client):
+    outbox = MemoryOutbox()
+    for _ in range(5):
+        outbox.add()
+    relay = OutboxRelay(client, outbox, max_events=2)
+    assert [relay.run_once() for _ in range(4)] == ["sent", "sent", "sent", "idle"]
+    assert outbox.count("acked") == 5 and accepted_seqs(central) == [1, 2, 3, 4, 5]
+    status = relay.status()
+    assert status["state"] == "idle" and status["consecutive_failures"] == 0 and status["last_success_at"]
+    assert status["sent_events"] == 5 and status["running"] is False
+    assert central.store.member("M0001")["balances"] == {"points": 1840 + 50}
+
+
+def test_applied_then_lost_is_retried_and_central_holds_each_event_once(central, client):
+    outbox = MemoryOutbox()
+    for _ in range(3):
+        outbox.add()
+    central.inject("push", "applied_then_lost")
+    relay = OutboxRelay(client, outbox, backoff_base=0.01)
+    assert relay.run_once() == "backoff"
+    assert outbox.count("pending") == 3 and accepted_seqs(central) == [1, 2, 3]
+    assert relay.run_once() == "sent"
+    assert outbox.recorded[-1] == [EventResult(s, "duplicate") for s in (1, 2, 3)]
+    assert outbox.count("acked") == 3 and accepted_seqs(central) == [1, 2, 3]
+    assert central.store.member("M0001")["balances"] == {"points": 1870}
+
+
+def test_503_backs_off_and_counts_failures_then_recovers(central, client):
+    outbox = MemoryOutbox()
+    outbox.add()
+    central.inject("push", "503", count=2)
+    relay = OutboxRelay(client, outbox, rng=TopRng(), backoff_base=0.5)
+    assert relay.run_once() == "backoff"
+    assert relay.run_once() == "backoff"
+    status = relay.status()
+    assert status["state"] == "backoff" and status["consecutive_failures"] == 2
+    assert "503" in status["last_error"] and 0 < status["next_attempt_in_s"] <= 1.0
+    assert relay.run_once() == "sent"
+    assert relay.status()["consecutive_failures"] == 0 and relay.status()["last_error"] is None
+
+
+def test_429_retry_after_is_the_floor_of_the_next_wait(central, client):
+    outbox = MemoryOutbox()
+    outbox.add()
+    central.inject("push", "429")
+    relay = OutboxRelay(client, outbox, rng=BottomRng())
+    assert relay.run_once() == "backoff"
+    assert 0.5 < relay.status()["next_attempt_in_s"] <= 1.0  # Retry-After: 1, jitter drew 0
+
+
+def test_seq_gap_stays_pending_and_backs_off(central, client):
+    outbox = MemoryOutbox()
+    for _ in range(4):
+        outbox.add()
+    outbox.state[1] = outbox.state[2] = "acked"  # as if central had lost seqs 1-2
+    relay = OutboxRelay(client, outbox)
+    assert relay.run_once() == "backoff"
+    assert outbox.count("pending") == 2 and "seq_gap" in relay.status()["last_error"]
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+def test_rejected_events_are_quarantined_and_the_rest_acked(central, client):
+    outbox = MemoryOutbox()
+    outbox.add()
+    outbox.add(member_id="M9999")
+    outbox.add()
+    relay = OutboxRelay(client, outbox)
+    assert relay.run_once() == "sent"
+    assert outbox.state == {1: "acked", 2: "quarantined", 3: "acked"} and outbox.codes[2] == "unknown_member"
+    assert relay.status()["quarantined_events"] == 1
+
+
+def test_auth_failure_stops_hammering(central, client):
+    outbox = MemoryOutbox()
+    outbox.add()
+    central.inject("push", "401", count=100)
+    statuses = []
+    relay = OutboxRelay(client, outbox, auth_retry_interval=300.0, backoff_base=0.001, on_status=statuses.append)
+    relay.start()
+    try:
+        wait_until(lambda: relay.status()["state"] == "auth_failed", what="auth_failed")
+        for _ in range(5):
+            relay.wake()  # a fresh sale must not bypass the auth wait
+            outbox.add()
+        time.sleep(0.3)  # room to misbehave
+        assert central.request_count("push") == 1
+        status = relay.status()
+        assert status["running"] and status["next_attempt_in_s"] > 250 and "401" in status["last_error"]
+        assert statuses and statuses[-1]["state"] == "auth_failed"
+    finally:
+        assert relay.stop(timeout=5)
+    assert not relay.status()["running"]
+
+
+def test_413_halves_the_batch_size():
+    class TooLarge:
+        store_id, lane_id, last_clock_skew_s = STORE_ID, LANE_ID, None
+
+        def __init__(self):
+            self.sizes = []
+
+        def push_batch(self, batch_id, events):
+            self.sizes.append(len(events))
+            if len(self.sizes) == 1:
+                raise CentralRequestRejected("too big", status=413, code="batch_too_large")
+            return [EventResult(e["seq"], "accepted") for e in events]
+
+    outbox = MemoryOutbox()
+    for _ in range(10):
+        outbox.add()
+    fake = TooLarge()
+    relay = OutboxRelay(fake, outbox, max_events=8)
+    assert [relay.run_once() for _ in range(3)] == ["backoff", "sent", "sent"]
+    assert fake.sizes == [8, 4, 6]
+
+
+def test_a_broken_outbox_is_a_backoff_not_a_crash(client):
+    class Broken(MemoryOutbox):
+        def pending_batch(self, max_events, max_bytes):
+            raise OSError("disk I/O error")
+
+    relay = OutboxRelay(client, Broken())
+    assert relay.run_once() == "backoff"
+    assert relay.status()["last_error"] == "outbox: OSError"
+
+
+# --- relay thread ---------------------------------------------------------------------------------
+
+
+def test_wake_sends_a_fresh_event_at_once(central, client):
+    outbox = MemoryOutbox()
+    relay = OutboxRelay(client, outbox, idle_interval=600.0)
+    relay.start()
+    try:
+        wait_until(lambda: relay.status()["state"] == "idle", what="idle")
+        outbox.add()
+        relay.wake()
+        wait_until(lambda: outbox.count("acked") == 1, timeout=10, what="woken send")
+    finally:
+        assert relay.stop()
+
+
+def test_drains_through_every_fault_exactly_once(central, client):
+    outbox = MemoryOutbox()
+    relay = OutboxRelay(client, outbox, max_events=7, backoff_base=0.01, backoff_cap=0.05, idle_interval=0.05)
+    for fault in ("500", "reset", "applied_then_lost", "503", "timeout", "applied_then_lost", "429"):
+        central.inject("push", fault, delay=1.0 if fault == "timeout" else None)
+    relay.start()
+    try:
+        for round_ in range(5):
+            for _ in range(10):
+                outbox.add(points={"points": 3})
+            relay.wake()
+        wait_until(lambda: outbox.count("acked") == 50, timeout=30, what="outbox drained")
+    finally:
+        assert relay.stop(timeout=5)
+    assert accepted_seqs(central) == list(range(1, 51))
+    assert len(central.store.events(STORE_ID, LANE_ID)) == 50
+    assert central.store.member("M0001")["balances"] == {"points": 1840 + 150}
+    assert central.request_count("push") >= 8
+
+
+def test_stop_interrupts_a_backoff_wait(central, client):
+    outbox = MemoryOutbox()
+    outbox.add()
+    central.inject("push", "503")
+    relay = OutboxRelay(client, outbox, backoff_base=1000.0, backoff_cap=1000.0, rng=TopRng())
+    relay.start()
+    wait_until(lambda: relay.status()["state"] == "backoff", what="backoff")
+    assert relay.stop(timeout=5)
+
+
+# --- puller ----------------------------------------------------------------------------------------
+
+
+def test_pulls_members_by_cursor_then_the_program_by_etag(central, client):
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache, page_limit=2)
+    assert puller.run_once() == "updated"
+    assert sorted(cache.members) == ["M0001", "M0002", "M0003"]
+    assert [n for n, _ in cache.pages] == [2, 1] and cache.cursor == cache.pages[-1][1]
+    assert cache.program["version"] == "test-1" and cache.etag.startswith('"')
+    assert central.request_count("members") == 2 and central.request_count("program") == 1
+
+    assert puller.run_once() == "unchanged"
+    assert cache.program_stores == 1 and len(cache.pages) == 2  # 304, nothing re-applied
+    assert puller.status()["members_applied"] == 3
+
+
+def test_pulled_members_carry_the_watermark_after_a_push(central, client):
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache)
+    puller.run_once()
+    outbox = MemoryOutbox()
+    outbox.add()
+    outbox.add(member_id="M0002")
+    outbox.add()
+    OutboxRelay(client, outbox).run_once()
+    assert puller.run_once() == "updated"
+    assert cache.members["M0001"]["applied_seq"] == {LANE_ID: 3}
+    assert cache.members["M0002"]["applied_seq"] == {LANE_ID: 2}
+    assert cache.members["M0001"]["balances"] == {"points": 1860}
+
+
+def test_puller_backs_off_and_keeps_its_cursor(central, client):
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache, page_limit=2)
+    central.inject("members", "503")
+    assert puller.run_once() == "backoff" and cache.cursor is None
+    central.inject("members", "reset")
+    assert puller.run_once() == "backoff" and puller.status()["consecutive_failures"] == 2
+    assert puller.run_once() == "updated" and len(cache.members) == 3
+    central.inject("program", "401")
+    assert puller.run_once() == "auth_failed" and puller.status()["state"] == "auth_failed"
+
+
+def test_puller_thread_fills_the_cache_and_stops(central, client):
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache, member_interval=0.05, program_interval=60.0)
+    puller.start()
+    try:
+        wait_until(lambda: len(cache.members) == 3 and cache.program is not None, what="cache filled")
+        central.store.upsert_member({"member_id": "M0042", "display_name": "Pulled Later"})
+        wait_until(lambda: "M0042" in cache.members, what="change pulled")
+    finally:
+        assert puller.stop()
+    assert puller.status()["state"] == "ok"

@@ -237,7 +237,7 @@ for _spec in (
                package="python-escpos", modules=("escpos",), description="raw TCP (port 9100)"),
     DriverSpec("printer", "file", f"{_D}.printer_escpos:FilePrinter", "path",
                package="python-escpos", modules=("escpos",), description="printer device file"),
-    DriverSpec("printer", "preview", f"{_D}.printer_escpos:PreviewPrinter", "path",
+    DriverSpec("printer", "preview", f"{_D}.printer_preview:PreviewPrinter", "path",
                package="python-escpos", modules=("escpos",), description="slip files in a directory"),
     DriverSpec("printer", "none", f"{_D}.printer_escpos:NullPrinter", "none",
                package="python-escpos", modules=("escpos",), description="no printer"),

@@ -52,6 +52,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Type a code into a virtual (pty) scanner, exactly as a device would send it."""
+    from posd.drivers.framing import parse_suffix
     from posd.drivers.scanner_serial import write_scan
     from posd.drivers.url import parse_device_url
 
@@ -63,9 +64,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print("posd scan: the config has no pty:// scanner to type into", file=sys.stderr)
         return 2
     url = parse_device_url(config.device_url(ptys[0][1].url))
-    link = Path(url.path)
-    suffix = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n", "TAB": b"\t", "NONE": b""}[
-        url.params.get("suffix", "CR").upper()]
+    link = Path(url.fs_path)
+    suffix = parse_suffix(url.params.get("suffix", "CR"))
     try:
         write_scan(str(link), args.code, suffix=suffix)
     except OSError as exc:

@@ -152,6 +152,11 @@ class PrinterConfig(DeviceConfig):
         registry.validate("printer", v)
         return v
 
+    @model_validator(mode="after")
+    def _profile(self) -> PrinterConfig:
+        registry.validate_printer_settings(self.profile, self.width_mm)  # "did you mean" on a typo
+        return self
+
 
 class Config(_Section):
     lane: LaneConfig

@@ -24,7 +24,7 @@ from posd import __version__
 from posd.api.app import create_app
 from posd.config import Config, resolve
 from posd.drivers import registry
-from posd.drivers.base import DeviceState, DeviceStatus, ScanData
+from posd.drivers.base import DeviceStatus, ScanData
 from posd.events import EventBus
 from posd.lane import Lane
 from posd.printing import PrintWorker

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from posd.faults import crash_point
 from posd.sync.errors import (
     CentralAuthError,
     CentralProtocolError,
@@ -266,6 +267,7 @@ class OutboxRelay(_Worker):
         if not events:
             self._wait("idle", self._idle_interval)
             return "idle"
+        crash_point("mid_batch")  # picked, not yet acknowledged
         try:
             results = self._client.push_batch(self._batch_id(events), [e.body for e in events])
         except CentralRequestRejected as exc:
@@ -277,6 +279,7 @@ class OutboxRelay(_Worker):
         return self._record(events, results)
 
     def _record(self, events: list[OutboxEvent], results: list[EventResult]) -> str:
+        crash_point("after_central_applied_before_ack")
         sent = {e.seq for e in events}
         results = [r for r in results if r.seq in sent]
         try:
@@ -292,7 +295,8 @@ class OutboxRelay(_Worker):
             self._quarantined += len(rejected)
         if rejected:
             codes = sorted({r.code or "" for r in rejected})
-            log.warning(
+            # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
+            (log.error if "seq_conflict" in codes else log.warning)(
                 "central rejected events; quarantined",
                 extra={"event": "sync-relay.quarantined", "count": len(rejected), "codes": codes,
                        "seqs": [r.seq for r in rejected][:20]},

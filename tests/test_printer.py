@@ -13,12 +13,8 @@ from posd.core.slip_doc import Barcode, Columns, Feed, QRCode, Rule, SlipDocumen
 from posd.drivers import registry
 from posd.drivers.base import DeviceState, PrinterError
 from posd.drivers.escpos_text import SCISSORS, escpos_to_text
-from posd.drivers.printer_escpos import (
-    PreviewPrinter,
-    columns_for,
-    profile_code_pages,
-    render_slip,
-)
+from posd.drivers.escpos_render import columns_for, profile_code_pages, render_slip
+from posd.drivers.printer_preview import PreviewPrinter
 from tests.support.printer_emulator import PrinterEmulator, status_byte
 
 POLISH = "Zażółć gęślą jaźń"
@@ -118,7 +114,7 @@ def test_invalid_barcode_prints_as_text_not_a_crash():
 
 def test_barcode_does_not_write_to_stdout():
     code = (
-        "from posd.core.slip_doc import *; from posd.drivers.printer_escpos import render_slip;"
+        "from posd.core.slip_doc import *; from posd.drivers.escpos_render import render_slip;"
         "render_slip(SlipDocument('S', 'en', blocks=(Barcode('5901234123457', 'EAN13'), QRCode('x'))));"
         "render_slip(SlipDocument('S', 'en', blocks=(QRCode('x'),)), 'simple')"
     )
@@ -129,7 +125,7 @@ def test_barcode_does_not_write_to_stdout():
 
 def test_importing_the_printer_driver_leaves_the_root_logger_alone():
     code = (
-        "import logging, posd.drivers.printer_escpos;"
+        "import logging, posd.drivers.escpos_render;"
         "assert logging.getLogger().handlers == [], logging.getLogger().handlers"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

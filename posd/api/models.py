@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 
 
 class _In(BaseModel):

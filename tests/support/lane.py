@@ -133,8 +133,13 @@ class LaneProcess:
         raise AssertionError(f"timed out waiting for {what}; log:\n{self.log.read_text()[-3000:]}")
 
     def wait_synced(self, timeout: float = 15.0) -> None:
-        self.wait_for(lambda: self.health()["cache"]["members"] > 0 and self.health()["cache"]["program_version"],
-                      timeout, "members and program from central")
+        def ready() -> bool:
+            h = self.health()
+            scanners = [d for d in h["devices"] if d["kind"] == "scanner"]
+            scanners_up = bool(scanners) and all(d["state"] == "idle" for d in scanners)
+            return bool(h["cache"]["members"] > 0 and h["cache"]["program_version"] and scanners_up)
+
+        self.wait_for(ready, timeout, "members, program and scanners ready")
 
     def wait_drained(self, timeout: float = 30.0) -> None:
         self.wait_for(lambda: self.health()["sync"]["pending"] == 0, timeout, "outbox drained")

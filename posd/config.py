@@ -117,12 +117,14 @@ class CentralConfig(_Section):
         return v.rstrip("/")
 
     def secret_bytes(self, base: Path) -> bytes:
+        from posd.sync.protocol import secret_from_text  # "hex:..." decodes as central decodes it
+
         if self.store_secret:
-            return self.store_secret.encode()
+            return secret_from_text(self.store_secret)
         if self.store_secret_file:
             path = resolve(base, self.store_secret_file)
             try:
-                return path.read_text().strip().encode()
+                return secret_from_text(path.read_text().strip())
             except OSError as exc:
                 raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
         raise ConfigError("set store_secret or store_secret_file", key="central")

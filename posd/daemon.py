@@ -83,14 +83,10 @@ class Daemon:
         self.cache = Cache(storage / "cache.db", cfg.lane.lane_id)
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self.bus = EventBus(self.ledger.boot)
-        self.client = CentralClient(
-            cfg.central.url, cfg.lane.store_id, cfg.lane.lane_id, cfg.central.secret_bytes(cfg.base_dir),
-            verify=cfg.central.verify_tls,
-            cert=(cfg.central.client_cert, cfg.central.client_key) if cfg.central.client_cert else None,
-        )
-        self.relay = OutboxRelay(self.client, LedgerOutbox(self.ledger), idle_interval=cfg.central.push_interval_s,
-                                 on_status=self._sync_status)
-        self.puller = SyncPuller(self.client, self.cache, member_interval=cfg.central.pull_interval_s,
+        self.relay = OutboxRelay(self._central_client(), LedgerOutbox(self.ledger),
+                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status)
+        # a client (and requests.Session) per thread: Session is not promised thread-safe
+        self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s)
         self.ledger.on_outbox_write(self.relay.wake)
         pcfg = cfg.printer
@@ -102,6 +98,13 @@ class Daemon:
                          timezone=cfg.lane.timezone)
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
         self.lane.print_wakeups.append(self.print_worker.wake)
+
+    def _central_client(self) -> CentralClient:
+        c = self.config.central
+        return CentralClient(
+            c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
+            verify=c.verify_tls, cert=(c.client_cert, c.client_key) if c.client_cert else None,
+        )
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.

@@ -124,8 +124,12 @@ class CentralServer:
         self.clock = clock
         self.ssl_context = ssl_context
         self.store = CentralStore(db_path)
-        if seed:
-            self.store.seed(seed)
+        try:
+            if seed:
+                self.store.seed(seed)
+        except BaseException:
+            self.store.close()
+            raise
         self.faults = FaultPlan()
         self.stopping = threading.Event()  # wakes handlers sleeping in a timeout/slow fault
         self._counts: collections.Counter[str] = collections.Counter()
@@ -145,7 +149,7 @@ class CentralServer:
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="central-http", daemon=True)
         self._thread.start()
-        log.info("central listening", extra={"url": self.url})
+        log.info("central listening on %s", self.url)
         return self
 
     @property

@@ -5,8 +5,8 @@ mounted for TLS pinning, proxies or tests) and the client only adds the
 protocol on top. Every requests exception is translated into posd.sync.errors
 at this boundary.
 
-One client per worker thread (the relay and the puller each get their own):
-a requests Session is not meant to be shared between threads.
+Give the relay and the puller a client each: requests does not promise that
+a Session is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class CentralClient:
             )
             settings = self.session.merge_environment_settings(prepared.url, {}, None, self.verify, self.cert)
             resp = self.session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
-            resp.content  # read the body now so a reset mid-body is a transport error here
+            _ = resp.content  # read the body now so a reset mid-body is a transport error here
         except requests.Timeout as exc:
             raise CentralUnavailable(f"central timed out: {type(exc).__name__}") from exc
         except requests.ConnectionError as exc:

@@ -193,7 +193,8 @@ def test_decode_and_validate_never_crash_on_random_json(doc):
         _, events = p.decode_batch(body)
     except BatchError:
         return
-    assert p.validate_event(events[0]) is not None or isinstance(events[0], dict)
+    code = p.validate_event(events[0])  # must answer with a code or None, never raise
+    assert code is None or isinstance(code, str)
 
 
 # --- events -------------------------------------------------------------------------------

@@ -19,11 +19,14 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -m ''
 
+# Includes the crash soak: 10,000 sales, 100 kills; its figures go to bench/soak-report.json.
 soak: setup
-	$(PY) -m pytest -m slow
+	POSD_SOAK_REPORT=bench/soak-report.json $(PY) -m pytest -m slow
 
 bench: setup
 	$(PY) -m bench.run --out bench/report.json
+	$(PY) -m bench.camera --out bench/camera.json
+	$(PY) -m bench.sync --out bench/sync-report.json
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json

@@ -5,8 +5,13 @@ as ``offline``). Every change is reported once through ``on_status``. The
 base class owns state, the reader thread and reconnects; a driver fills in
 a few hooks (pyserial's ``SerialBase`` vs ``serialposix``):
 
-- scanners: ``_open()``, ``_read(timeout) -> bytes``, ``_close()``;
-- printers: ``render(doc) -> bytes`` and ``_send(data)``.
+- scanners: ``_open()``, ``_read(timeout) -> bytes``, ``_close()`` (a
+  driver that yields whole codes, such as a camera, overrides
+  ``_read_scans(timeout)`` instead of ``_read``);
+- card readers: the same hooks; ``_deliver`` decides what may leave the
+  driver (a payment card becomes a ``CardRejected`` with no data in it);
+- printers: ``render(doc) -> bytes`` and ``_send(data)``; transports with a status
+  channel also ``_begin_job()`` / ``_end_job()`` (DLE EOT before and after).
 
 Drivers translate foreign exceptions into ``DeviceError(reason)`` at their
 edge; the base turns those into states. Callbacks run in the device's own
@@ -25,12 +30,15 @@ from typing import Callable, ClassVar
 from posd.core.slip_doc import SlipDocument
 
 from .framing import ScanFramer
+from .printer_status import PrinterStatus
+from .symbology import split_aim
 from .url import DeviceURL
 
 __all__ = [
     "DeviceState",
     "DeviceStatus",
     "ScanData",
+    "CardRejected",
     "DeviceError",
     "PrinterError",
     "Device",
@@ -38,6 +46,7 @@ __all__ = [
     "Printer",
     "StatusCallback",
     "DataCallback",
+    "RejectCallback",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,8 +83,17 @@ class ScanData:
         )
 
 
+@dataclass(frozen=True)
+class CardRejected:
+    """A card the driver refused to pass on; never carries any of its data."""
+
+    device: str
+    reason: str  # "payment_card"
+
+
 StatusCallback = Callable[[DeviceStatus], None]
 DataCallback = Callable[[ScanData], None]
+RejectCallback = Callable[[CardRejected], None]
 
 
 class DeviceError(Exception):
@@ -93,7 +111,26 @@ class DeviceError(Exception):
 
 
 class PrinterError(DeviceError):
-    """A print job failed; ``reason`` is offline | paper_out | cover_open | io_error."""
+    """A print job failed; ``reason`` is offline | paper_out | cover_open | printer_error | io_error.
+
+    ``sent`` says whether any byte of the job may have reached the printer
+    (False: refused by the status check or the connection, nothing left);
+    ``delivered`` that every byte did (the printer holds the whole job and
+    finishes it once the condition is cleared). The print worker decides
+    from these whether a job may be sent again.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None, *, sent: bool = False,
+                 delivered: bool = False) -> None:
+        super().__init__(reason, detail)
+        self.sent = sent or delivered
+        self.delivered = delivered
+
+
+class _BeforeSendFailed(Exception):
+    def __init__(self, original: Exception) -> None:
+        super().__init__(type(original).__name__)
+        self.original = original
 
 
 class Device:
@@ -157,6 +194,7 @@ class Scanner(Device):
 
     kind = "scanner"
     symbology: str | None = None
+    aim_ids = False  # codes start with an AIM identifier (]E0...): strip it, name the symbology
 
     def __init__(
         self,
@@ -179,11 +217,26 @@ class Scanner(Device):
         self.backoff_max = backoff_max
         self._clock = clock
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- hooks -------------------------------------------------------------
     def _open(self) -> None:
         raise NotImplementedError
+
+    def _read_scans(self, timeout: float) -> list[tuple[str, str | None]]:
+        """Whole codes with their symbology; by default framed from ``_read``'s bytes."""
+        data = self._read(timeout)
+        now = self._clock()
+        codes = self.framer.feed(data, now) if data else self.framer.flush_if_idle(now)
+        self._log_drops()
+        if not self.aim_ids:
+            return [(code, self.symbology) for code in codes]
+        return [(text, name or self.symbology) for name, text in map(split_aim, codes)]
+
+    def _deliver(self, code: str, symbology: str | None, now: float) -> None:
+        """Hand one code on. Card readers override this to drop payment cards."""
+        self._call(self._on_data, ScanData(self.name, code, symbology, now))
 
     def _read(self, timeout: float) -> bytes:
         """Return the bytes available within ``timeout`` (b"" if none).
@@ -208,6 +261,7 @@ class Scanner(Device):
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the reader thread; True when it has ended within ``timeout``."""
         self._stop.set()
+        self._kick.set()
         thread = self._thread
         if thread is None:
             return True
@@ -220,6 +274,10 @@ class Scanner(Device):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def kick(self) -> None:
+        """Retry opening now instead of after the backoff (hot-plug saw the device)."""
+        self._kick.set()
+
     # -- the loop ----------------------------------------------------------
     def _run(self) -> None:
         delay = self.backoff_min
@@ -229,12 +287,18 @@ class Scanner(Device):
                     delay = self.backoff_min
                     self._pump_until_failure()
                     self._close_quietly()
-                if self._stop.wait(delay):
+                if self._wait_backoff(delay):
                     break
                 delay = min(delay * 2, self.backoff_max)
         finally:
             self._close_quietly()
             self._set_state(DeviceState.CLOSED)
+
+    def _wait_backoff(self, delay: float) -> bool:
+        """Sleep ``delay`` unless kicked; True when stopping."""
+        if self._kick.wait(delay):
+            self._kick.clear()
+        return self._stop.is_set()
 
     def _open_once(self) -> bool:
         try:
@@ -257,7 +321,7 @@ class Scanner(Device):
             if self.framer.pending and self.framer.idle_flush_s is not None:
                 timeout = min(timeout, self.framer.idle_flush_s)
             try:
-                data = self._read(timeout)
+                scans = self._read_scans(timeout)
             except DeviceError as exc:
                 self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 return
@@ -266,10 +330,8 @@ class Scanner(Device):
                 self._set_state(DeviceState.ERROR, "io_error")
                 return
             now = self._clock()
-            codes = self.framer.feed(data, now) if data else self.framer.flush_if_idle(now)
-            self._log_drops()
-            for code in codes:
-                self._call(self._on_data, ScanData(self.name, code, self.symbology, now))
+            for code, symbology in scans:
+                self._deliver(code, symbology, now)
 
     def _close_quietly(self) -> None:
         try:
@@ -305,6 +367,7 @@ class Printer(Device):
         self.profile = profile
         self.width_mm = width_mm
         self._job_lock = threading.Lock()
+        self.last_status: PrinterStatus | None = None
 
     def render(self, doc: SlipDocument) -> bytes:
         raise NotImplementedError
@@ -317,21 +380,65 @@ class Printer(Device):
         """Get ready for jobs. Printers that connect per job just go idle."""
         self._set_state(DeviceState.IDLE)
 
-    def print_document(self, doc: SlipDocument) -> bytes:
+    # -- job hooks (a transport with a status channel fills them in) -----------
+    def _begin_job(self) -> PrinterStatus | None:
+        """Connect and read the status before a job; None when the printer has no status channel."""
+        return None
+
+    def _end_job(self) -> PrinterStatus | None:
+        """Read the status after the job and disconnect."""
+        return None
+
+    def _abort_job(self) -> None:
+        """Disconnect after a failure; must not raise."""
+
+    def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:
+        """Print ``doc``; ``before_send`` runs after the status check, just before the first byte."""
         data = self.render(doc)
         with self._job_lock:
             self._set_state(DeviceState.BUSY)
             try:
-                self._send(data, doc)
+                self._run_job(data, doc, before_send)
+            except _BeforeSendFailed as wrapped:
+                # The caller called the job off (e.g. it expired): nothing was sent.
+                self._abort_job()
+                self._set_state(DeviceState.IDLE)
+                raise wrapped.original from None
             except PrinterError as exc:
+                self._abort_job()
                 self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 raise
             except Exception as exc:
+                self._abort_job()
                 log.exception("printer %s: unexpected error sending", self.name)
                 self._set_state(DeviceState.ERROR, "io_error", type(exc).__name__)
-                raise PrinterError("io_error", type(exc).__name__) from exc
-            self._set_state(DeviceState.IDLE)
+                raise PrinterError("io_error", type(exc).__name__, sent=True) from exc
+            self._set_state(DeviceState.IDLE, self.last_status.warning if self.last_status else None)
         return data
+
+    def _run_job(self, data: bytes, doc: SlipDocument, before_send: Callable[[], None] | None) -> None:
+        before = self._begin_job()
+        self.last_status = before
+        if before is not None and before.reason:
+            raise PrinterError(before.reason, "status before the job")
+        if before_send is not None:
+            try:
+                before_send()
+            except Exception as exc:
+                raise _BeforeSendFailed(exc) from exc
+        try:
+            self._send(data, doc)
+        except PrinterError as exc:
+            exc.sent = True  # some bytes may have left before the failure
+            raise
+        after = self._end_job()
+        if before is not None and before.answered and not (after and after.answered):
+            # The printer answered before but not after: TCP and USB buffers accepted the
+            # bytes, yet nothing proves the printer got them all (it may have lost power).
+            raise PrinterError("offline", "no status answer after the job", sent=True)
+        self.last_status = after or before
+        if after is not None and after.reason:
+            raise PrinterError(after.reason, "status after the job", delivered=True)
 
     def close(self) -> None:
         self._set_state(DeviceState.CLOSED)

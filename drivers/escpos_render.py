@@ -2,6 +2,15 @@
 
 ``render_slip`` turns a ``SlipDocument`` into ESC/POS bytes with python-escpos'
 ``Dummy`` printer, the configured capability profile and the paper width.
+
+- Text prints as text through one code page chosen from the profile for the
+  whole slip (CP852, Mazovia, Windows-1250 or ISO 8859-2 for Polish); a block
+  that page cannot print, and every block of a right-to-left slip, is drawn
+  as a raster image (``raster_text``) instead.
+- Barcodes and QR codes use the printer's own commands when the profile has
+  them, an image drawn from the code's modules otherwise; either way sized
+  to fit the paper with a quiet zone, so they scan.
+
 Rendering is deterministic: a fresh ``Dummy`` per document, so the same
 document always gives the same bytes (previews, tests and reprints agree).
 Pure apart from python-escpos itself: no device I/O here.
@@ -15,84 +24,47 @@ import errno
 import functools
 import io
 import logging
-import os
 import re
-import stat
-import tempfile
 import textwrap
 import threading
-from typing import Iterator
+from typing import Iterator, Mapping
 
-from posd.core.slip_doc import Barcode, Block, Columns, Feed, QRCode, Rule, SlipDocument, Text
+from PIL import Image
+
+from posd.core.slip_doc import (
+    Barcode, Block, CodePageTable, Columns, Feed, Progress, QRCode, Rule, SlipDocument, Text,
+)
+
+from . import codes
+from .codepages import CodePage, choose_code_page, code_pages_for, encode
+from .escpos_lib import CAPABILITIES, Dummy, EscposError, get_profile
+from .escpos_lib import keep_root_logger as _keep_root_logger
+from .raster_text import CELL_W, RasterText, has_rtl
 
 __all__ = [
     "PAPER_CHARS",
+    "PAPER_DOTS",
     "render_slip",
     "columns_for",
+    "dots_for",
     "check_printer_settings",
     "known_profiles",
     "profile_code_pages",
+    "_keep_root_logger",
 ]
 
 log = logging.getLogger(__name__)
 
-
-
-@contextlib.contextmanager
-def _keep_root_logger() -> Iterator[None]:
-    """Undo handlers python-escpos adds to the root logger.
-
-    ``escpos.capabilities`` calls ``logging.basicConfig()`` at import, and the
-    printer classes log through module-level ``logging.info()``, which does
-    the same when the root logger has no handler yet. Logging setup is the
-    daemon's business, not a library's.
-    """
-    root = logging.getLogger()
-    before = list(root.handlers)
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            if handler not in before:
-                root.removeHandler(handler)
-
-
-def _capabilities_cache_dir() -> str:
-    """A private directory for python-escpos' pickled capabilities.
-
-    Without one it creates a new temp dir per process; and a pickle loaded
-    from a directory others can write to would run their code.
-    """
-    if os.environ.get("CACHE_DIRECTORY"):  # systemd CacheDirectory=
-        path = os.path.join(os.environ["CACHE_DIRECTORY"].split(":")[0], "escpos")
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "posd", "escpos")
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-        if st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return path
-    except OSError:
-        pass
-    return tempfile.mkdtemp(prefix="posd-escpos-")
-
-
-# Order matters: the variable is read when escpos.capabilities is first imported.
-if "ESCPOS_CAPABILITIES_PICKLE_DIR" not in os.environ:
-    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = _capabilities_cache_dir()
-
-with _keep_root_logger():
-    from escpos.capabilities import CAPABILITIES, get_profile
-    from escpos.exceptions import Error as EscposError
-    from escpos.printer import Dummy
-
 PAPER_CHARS: dict[int, int] = {58: 32, 80: 48}  # font A characters per line
+PAPER_DOTS: dict[int, int] = {58: 384, 80: 576}  # printable dots per line at 203 dpi
 
 _STDOUT_LOCK = threading.Lock()
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SLIP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OFFLINE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO, errno.EPIPE}
+_GS, _ESC = b"\x1d", b"\x1b"
+_RASTER_ROWS = 256  # rows per GS v 0 command: small enough for any printer's buffer
+_BAR_HEIGHT = 80
 
 
 # -- profiles --------------------------------------------------------------
@@ -127,25 +99,28 @@ def columns_for(profile: str, width_mm: int) -> int:
     return columns
 
 
+def dots_for(profile: str, width_mm: int) -> int:
+    """Printable dots per line: the model's own (512 on a TM-T88V) when the
+    profile knows it, else what the paper width gives at 203 dpi."""
+    check_printer_settings(profile, width_mm)
+    pixels = get_profile(profile).profile_data.get("media", {}).get("width", {}).get("pixels")
+    dots = PAPER_DOTS[width_mm]
+    if isinstance(pixels, int) and pixels > 0:
+        dots = min(dots, pixels)
+    return max(dots, columns_for(profile, width_mm) * CELL_W)
+
+
 @functools.lru_cache(maxsize=None)
 def profile_code_pages(profile: str) -> dict[int, str]:
     """``ESC t`` slot -> Python codec (or 128-char table) for ``escpos_to_text``."""
-    encodings = CAPABILITIES["encodings"]
-    pages: dict[int, str] = {}
-    for slot, name in get_profile(profile).codePages.items():
-        enc = encodings.get(name, {})
-        if "python_encode" in enc:
-            pages[int(slot)] = enc["python_encode"]
-        elif "data" in enc:
-            pages[int(slot)] = "".join(enc["data"])
-    return pages
+    return {slot: page.codec for slot, page in code_pages_for(profile).items()}
 
 
 # -- rendering -------------------------------------------------------------
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
-    # barcode() and image() print notes such as "Using hardware barcode
-    # renderer" to stdout; the lock keeps concurrent swaps from tangling.
+    # barcode() prints "Using hardware barcode renderer" to stdout; the lock
+    # keeps concurrent swaps from tangling.
     with _STDOUT_LOCK, contextlib.redirect_stdout(io.StringIO()):
         yield
 
@@ -164,11 +139,23 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 class _SlipRenderer:
-    def __init__(self, doc: SlipDocument, profile: str, columns: int) -> None:
+    def __init__(self, doc: SlipDocument, profile: str, columns: int, *,
+                 code_pages: Mapping[int, str] | None = None) -> None:
         self.doc = doc
         self.columns = columns
         self.p = Dummy(profile=profile)
-        self.code_page = self._preferred_code_page()
+        # Everything is laid out on the text columns' dots (504 of a TM-T88V's
+        # 512), so a printer driver and a preview give the very same bytes.
+        self.dots = columns * CELL_W
+        self.rtl = doc.direction == "rtl"
+        self.pages = code_pages_for(profile, code_pages)
+        # Right-to-left text is always drawn, so it must not pull the page
+        # towards CP864/CP1256 (a Persian name on a Polish slip).
+        texts = [t for t in _doc_texts(doc) if not has_rtl(t)]
+        self.page: CodePage | None = None if self.rtl else choose_code_page(texts, self.pages)
+        self.can_raster = bool(self.p.profile.supports("bitImageRaster"))
+        # Raster text spans the text columns, so it lines up with printed text.
+        self.raster = RasterText(columns * CELL_W, self.rtl)
 
     def render(self) -> bytes:
         self.p.hw("INIT")
@@ -185,13 +172,17 @@ class _SlipRenderer:
             self.columns_line(block)
         elif isinstance(block, Rule):
             self.style("left", False, False)
-            self.p.text(((_clean(block.char)[:1] or "-") * self.columns) + "\n")
+            self.p._raw(((_clean(block.char)[:1] or "-") * self.columns).encode("ascii", "replace") + b"\n")
         elif isinstance(block, Barcode):
             self.barcode(block)
         elif isinstance(block, QRCode):
             self.qr(block)
         elif isinstance(block, Feed):
             self.p.ln(max(0, min(block.lines, 255)))
+        elif isinstance(block, Progress):
+            self.progress(block)
+        elif isinstance(block, CodePageTable):
+            self.code_page_table(block)
         else:
             raise TypeError(f"unknown slip block {type(block).__name__}")
 
@@ -202,18 +193,35 @@ class _SlipRenderer:
         )
         # Re-select the code page after every style change: clone printers
         # forget it on a font/mode switch (and always after ESC @).
-        if self.code_page:
-            self.p.magic.encoding = None
-            self.p.magic.write_with_encoding(self.code_page, None)
+        if self.page is not None:
+            self.p._raw(_ESC + b"t" + bytes([self.page.slot]))
+
+    # -- text -------------------------------------------------------------
+    def _encoded(self, lines: list[str]) -> list[bytes] | None:
+        """The lines in the slip's code page, or None: draw them instead."""
+        if self.rtl or any(has_rtl(line) for line in lines):
+            return None
+        out = [encode(line, self.page) for line in lines]
+        return None if any(b is None for b in out) else out  # type: ignore[return-value]
+
+    def _send_lines(self, lines: list[str], encoded: list[bytes] | None) -> None:
+        if encoded is None:  # no raster on this model: the best text it has
+            codec = self.page.codec if self.page and len(self.page.codec) != 128 else "ascii"
+            encoded = [line.encode(codec, "replace") for line in lines]
+        for data in encoded:
+            self.p._raw(data + b"\n")
 
     def text(self, block: Text) -> None:
         width = self.columns // 2 if block.double else self.columns
+        lines = _wrap(block.text, width)
+        encoded = self._encoded(lines)
+        if encoded is None and self.can_raster:
+            self.style("left", False, False)
+            return self.image(self.raster.text(Text(_clean(block.text), block.align, block.bold, block.double)))
         self.style(block.align, block.bold, block.double)
-        for line in _wrap(block.text, width):
-            self.p.text(line + "\n")
+        self._send_lines(lines, encoded)
 
     def columns_line(self, block: Columns) -> None:
-        self.style("left", block.bold, False)
         left, right = _clean(block.left), _clean(block.right)[: self.columns]
         lines = _wrap(left, self.columns)
         last = lines[-1]
@@ -221,50 +229,98 @@ class _SlipRenderer:
             lines[-1] = last + " " * (self.columns - len(last) - len(right)) + right
         else:
             lines.append(right.rjust(self.columns))
-        for line in lines:
-            self.p.text(line + "\n")
+        encoded = self._encoded(lines)
+        if encoded is None and self.can_raster:
+            self.style("left", False, False)
+            return self.image(self.raster.columns(Columns(left, _clean(block.right), block.bold)))
+        self.style("left", block.bold, False)
+        self._send_lines(lines, encoded)
+
+    def progress(self, block: Progress) -> None:
+        self.style("left", False, False)
+        if self.can_raster:
+            return self.image(self.raster.progress(block.fraction))
+        inner = self.columns - 2
+        filled = int(round(inner * max(0.0, min(1.0, block.fraction))))
+        self.p._raw(b"[" + b"#" * filled + b"-" * (inner - filled) + b"]\n")
+
+    # -- images and codes -------------------------------------------------
+    def image(self, img: Image.Image, align: str = "left") -> None:
+        """``img`` as GS v 0 raster, placed on a line of the paper's width."""
+        img = img.convert("1")
+        line_w = self.dots if align == "center" else max(img.width, self.columns * CELL_W)
+        width = (min(max(line_w, img.width), self.dots) + 7) // 8 * 8
+        paper = Image.new("1", (width, img.height), 1)
+        x = (width - img.width) // 2 if align == "center" else 0
+        paper.paste(img, (max(0, x), 0))
+        self.p.set(align="left")
+        raw = bytes(b ^ 0xFF for b in paper.tobytes())  # mode 1 packs white as 1; ESC/POS prints 1s
+        row_bytes = width // 8
+        for top in range(0, paper.height, _RASTER_ROWS):
+            rows = min(_RASTER_ROWS, paper.height - top)
+            self.p._raw(_GS + b"v0\x00" + row_bytes.to_bytes(2, "little") + rows.to_bytes(2, "little")
+                        + raw[top * row_bytes : (top + rows) * row_bytes])
 
     def barcode(self, block: Barcode) -> None:
         self.style("center", False, False)
-        symbology = block.symbology
-        hw_feature = "barcodeB" if symbology == "CODE128" else "barcodeA"
-        native = bool(self.p.profile.supports(hw_feature))
+        try:
+            modules = codes.bar_modules(block.data, block.symbology)
+        except ValueError:
+            modules = None
+        module = self.dots // (len(modules) + 2 * codes.BAR_QUIET) if modules else 0
+        if modules and module < 2:  # too long for this paper as bars: a QR still scans
+            return self.qr(QRCode(block.data, size=4))
+        feature = "barcodeB" if block.symbology == "CODE128" else "barcodeA"
+        if modules and self.p.profile.supports(feature):
+            return self._native_barcode(block, min(module, 3))
+        if modules and self.can_raster:
+            bars = codes.barcode_image(modules, min(module, 3), _BAR_HEIGHT)
+            self.image(bars, align="center")
+            self.style("center", False, False)  # the code under the bars, as a printer's own HRI
+            return self._send_lines([_clean(block.data)[: self.columns]], None)
+        # Better a code the cashier can type than no slip at all.
+        log.warning("slip %s: %s barcode not printable; printing it as text", self.doc.slip_id, block.symbology)
+        self._send_lines([_clean(block.data)[: self.columns]], None)
+
+    def _native_barcode(self, block: Barcode, module: int) -> None:
         # Epson's CODE128 wants a code-set selector first; '{' itself is '{{'.
-        code = "{B" + block.data.replace("{", "{{") if native and symbology == "CODE128" else block.data
+        code = "{B" + block.data.replace("{", "{{") if block.symbology == "CODE128" else block.data
         try:
             with _quiet_stdout():
-                self.p.barcode(code, symbology, height=64, width=2, pos="BELOW", font="A",
-                               align_ct=True, force_software=not native)
+                self.p.barcode(code, block.symbology, height=_BAR_HEIGHT, width=max(2, module), pos="BELOW",
+                               font="A", align_ct=True)
         except EscposError as exc:
-            # Better a code the cashier can type than no slip at all.
             log.warning("slip %s: %s barcode not printable (%s); printing it as text",
-                        self.doc.slip_id, symbology, type(exc).__name__)
-            self.p.text(_clean(block.data)[: self.columns] + "\n")
+                        self.doc.slip_id, block.symbology, type(exc).__name__)
+            self._send_lines([_clean(block.data)[: self.columns]], None)
 
     def qr(self, block: QRCode) -> None:
-        size = max(1, min(block.size, 16))
         self.style("center", False, False)
+        side = len(codes.qr_matrix(block.data)) + 2 * codes.QR_QUIET
+        size = max(1, min(block.size, 16, self.dots // side))
         if self.p.profile.supports("qrCode"):
-            self.p.qr(block.data, size=size, native=True)
-        else:
-            with _quiet_stdout():
-                self.p.qr(block.data, size=size, native=False, center=False)
+            from escpos.constants import QR_ECLEVEL_M
 
-    def _preferred_code_page(self) -> str | None:
-        """The profile's code page covering most of the document's non-ASCII
-        characters (lowest ESC t slot on ties); MagicEncode switches for the rest."""
-        chars = {c for text in _doc_texts(self.doc) for c in text if ord(c) >= 0x80}
-        encoder = self.p.magic.encoder
-        best, best_score = None, -1
-        for name, slot in sorted(encoder.codepages.items(), key=lambda kv: int(kv[1])):
-            if not encoder.can_encode(name, "A"):
-                continue  # unknown / unimplemented page
-            score = sum(1 for c in chars if encoder.can_encode(name, c))
-            if score > best_score:
-                best, best_score = name, score
-            if score == len(chars):
-                break
-        return best
+            self.p.qr(block.data, size=size, ec=QR_ECLEVEL_M, native=True)
+        elif self.can_raster:
+            self.image(codes.qr_image(codes.qr_matrix(block.data), size), align="center")
+        else:
+            self._send_lines([_clean(block.data)[: self.columns]], None)
+
+    def code_page_table(self, block: CodePageTable) -> None:
+        """Bytes 0x80-0xFF under ``ESC t slot``, 16 to a row, for print-test."""
+        self.style("left", True, False)
+        label = _clean(block.label or f"ESC t {block.slot}")[: self.columns]
+        self.p._raw(label.encode("ascii", "replace") + b"\n")
+        self.style("left", False, False)
+        self.p._raw(_ESC + b"t" + bytes([block.slot & 0xFF]))
+        spaced = self.columns >= 36
+        for high in range(8, 16):
+            row = bytes(range(high * 16, high * 16 + 16))
+            body = b" ".join(bytes([c]) for c in row) if spaced else row
+            self.p._raw(f"{high:X}x  ".encode() + body + b"\n")
+        if self.page is not None:  # back to the slip's own page
+            self.p._raw(_ESC + b"t" + bytes([self.page.slot]))
 
 
 def _doc_texts(doc: SlipDocument) -> Iterator[str]:
@@ -278,6 +334,10 @@ def _doc_texts(doc: SlipDocument) -> Iterator[str]:
             yield b.char
 
 
-def render_slip(doc: SlipDocument, profile: str = "default", width_mm: int = 80) -> bytes:
-    """The ESC/POS bytes for ``doc`` on this profile and paper width."""
-    return _SlipRenderer(doc, profile, columns_for(profile, width_mm)).render()
+def render_slip(doc: SlipDocument, profile: str = "default", width_mm: int = 80, *,
+                code_pages: Mapping[int, str] | None = None) -> bytes:
+    """The ESC/POS bytes for ``doc`` on this profile and paper width.
+
+    ``code_pages`` (slot -> page name) replaces the profile's code-page table
+    for clone printers whose slots differ from their model's."""
+    return _SlipRenderer(doc, profile, columns_for(profile, width_mm), code_pages=code_pages).render()

@@ -1,4 +1,4 @@
-"""``preview://DIR``: keep each slip's exact ESC/POS bytes and a readable rendering."""
+"""``preview://DIR``: keep each slip's exact ESC/POS bytes, a readable text and a picture."""
 
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ from typing import Any
 from posd.core.slip_doc import SlipDocument
 
 from .base import DeviceState, PrinterError
-from .escpos_render import _SLIP_ID_RE
+from .escpos_png import escpos_to_png, png_bytes
+from .escpos_render import _SLIP_ID_RE, dots_for, profile_code_pages
 from .printer_escpos import EscposPrinter
 
-__all__ = ["PreviewPrinter"]
+__all__ = ["PreviewPrinter", "slip_png"]
 
 log = logging.getLogger(__name__)
 
 
 class PreviewPrinter(EscposPrinter):
-    """Writes DIR/<slip_id>.bin (the exact bytes) and DIR/<slip_id>.txt.
+    """Writes DIR/<slip_id>.bin (the exact bytes), .txt and .png.
 
-    The text is rendered from the bytes by ``escpos_to_text``, so the preview
-    shows what a printer would make of them. Both files appear atomically.
+    The text and the picture are rendered from the bytes (``escpos_to_text``,
+    ``escpos_to_png``), so the preview shows what a printer would make of
+    them, not what we meant to send. Each file appears atomically.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -45,13 +47,22 @@ class PreviewPrinter(EscposPrinter):
         base = os.path.join(self.directory, slip_id)
         return base + ".bin", base + ".txt"
 
+    def preview_png(self, data: bytes) -> bytes:
+        """The paper ``data`` would print on this printer, as a PNG."""
+        img = escpos_to_png(data, dots_for(self.profile, self.width_mm),
+                            code_pages=profile_code_pages(self.profile))
+        return png_bytes(img)
+
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         bin_path, txt_path = self.paths_for(doc.slip_id)
+        png_path = bin_path[: -len(".bin")] + ".png"
         text = self.preview_text(data)
+        png = self.preview_png(data)
         try:
             os.makedirs(self.directory, exist_ok=True)
             _atomic_write(bin_path, data)
             _atomic_write(txt_path, text.encode("utf-8"))
+            _atomic_write(png_path, png)
         except OSError as exc:
             raise PrinterError("io_error", f"{self.directory}: {exc.strerror}") from exc
 
@@ -72,3 +83,12 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise
 
 
+
+
+def slip_png(doc: SlipDocument, profile: str = "default", width_mm: int = 80) -> bytes:
+    """The PNG of ``doc`` as this printer would print it: rendered to the very
+    bytes a printer gets, then drawn from those bytes."""
+    from .escpos_render import render_slip
+
+    data = render_slip(doc, profile, width_mm)
+    return png_bytes(escpos_to_png(data, dots_for(profile, width_mm), code_pages=profile_code_pages(profile)))

@@ -6,8 +6,8 @@ library. ``open_scanner`` / ``open_printer`` import the driver module on
 first use; if its library is missing, the error names the package to
 install (unlike pyserial, an ImportError never becomes "unknown scheme").
 
-Adding a driver is one ``register(DriverSpec(...))`` call; hid, camera,
-card readers and more printer transports follow the same pattern.
+Adding a driver is one ``register(DriverSpec(...))`` call. Roles: scanners,
+card readers (magstripe, NFC) and printers.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-from .base import DataCallback, Printer, Scanner, StatusCallback
+from .base import DataCallback, Printer, RejectCallback, Scanner, StatusCallback
 from .framing import parse_suffix
+from .keymaps import layout_names
 from .url import DeviceURL, DeviceURLError, parse_device_url
 
 __all__ = [
@@ -33,11 +34,13 @@ __all__ = [
     "options_for",
     "open_scanner",
     "open_printer",
+    "open_card_reader",
     "validate_printer_settings",
 ]
 
-ROLES = ("scanner", "printer")
-Target = Literal["path", "hostport", "none"]
+ROLES = ("scanner", "card_reader", "printer")
+# What the URL must name: a path, host:port, USB VID:PID, a free-form name, or nothing.
+Target = Literal["path", "hostport", "usbid", "name", "none"]
 
 
 class DriverUnavailableError(RuntimeError):
@@ -141,6 +144,24 @@ def _check_target(spec: DriverSpec, url: DeviceURL) -> None:
             raise DeviceURLError(f"{where}: {exc}") from None
         if not url.host or port is None:
             raise DeviceURLError(f"{where} needs host:port, e.g. {spec.scheme}://127.0.0.1:9100")
+    elif spec.kind == "usbid":
+        try:
+            parse_usb_id(url.netloc)
+        except ValueError as exc:
+            raise DeviceURLError(f"{where}: {exc}, e.g. usb://04b8:0202") from None
+        if url.path not in ("", "/"):
+            raise DeviceURLError(f"{where} takes VID:PID only (add ?serial= to pick one of several)")
+
+
+def parse_usb_id(text: str) -> tuple[int, int]:
+    """``"04b8:0202"`` -> ``(0x04B8, 0x0202)``; raises ValueError."""
+    vid, sep, pid = text.partition(":")
+    if not sep or len(vid) != 4 or len(pid) != 4:
+        raise ValueError("needs the USB vendor and product id as VID:PID in hex")
+    try:
+        return int(vid, 16), int(pid, 16)
+    except ValueError:
+        raise ValueError("VID:PID must be hexadecimal") from None
 
 
 def _port_of(url: DeviceURL) -> int | None:
@@ -188,6 +209,32 @@ def _choice(*choices: str, upper: bool = True) -> Callable[[str], str]:
     return parse
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0 (true or false)")
+
+
+def _layout(text: str) -> str:
+    value = text.strip().lower()
+    if value not in layout_names():
+        raise ValueError(f"must be one of {', '.join(layout_names())}")
+    return value
+
+
+def _hex_byte(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError("must be an endpoint address such as 0x01 or 0x82") from None
+    if not 0 <= value <= 0xFF:
+        raise ValueError("must be between 0x00 and 0xff")
+    return value
+
+
 def _stopbits(text: str) -> float:
     if text.strip() not in ("1", "1.5", "2"):
         raise ValueError("must be 1, 1.5 or 2")
@@ -222,6 +269,31 @@ _SERIAL = {
     "stopbits": Param(_stopbits, 1),
 }
 _TIMEOUT = {"timeout": Param(_float_range(0.1, 120.0), 5.0, "seconds; never 0 (blocks forever)")}
+_STATUS = {"status": Param(_bool, True, "ask the printer for DLE EOT status before and after each job")}
+_KEYBOARD = {
+    "layout": Param(_layout, "us", "the keyboard layout the scanner is programmed for"),
+    "grab": Param(_bool, True, "take the device exclusively so scans never type elsewhere"),
+}
+_AIM_PARAM = {"aim": Param(_bool, False, "codes start with an AIM symbology identifier (]E0 ...)")}
+_CAMERA = {
+    "debounce_ms": Param(_int_range(0, 60_000), 1500, "the same code is reported once within this window"),
+    "width": Param(_int_range(160, 4096), 1280),
+    "height": Param(_int_range(120, 4096), 720),
+    "fps": Param(_int_range(1, 120), 30),
+}
+_CLIP = {
+    "debounce_ms": _CAMERA["debounce_ms"],
+    "speed": Param(_float_range(0.0, 16.0), 1.0,
+                   "1 plays at the clip's frame rate (frames skipped when decoding is slower); 0 decodes every frame"),
+    "loop": Param(_bool, False, "start the clip again at its end"),
+}
+_USB = {
+    "serial": Param(str, None, "the device's USB serial number, when several have the same VID:PID"),
+    "interface": Param(_int_range(0, 31), 0),
+    "out_ep": Param(_hex_byte, None, "bulk OUT endpoint (found from the descriptor when not given)"),
+    "in_ep": Param(_hex_byte, None, "bulk IN endpoint (status answers)"),
+    "timeout": Param(_float_range(0.1, 120.0), 5.0, "seconds; never 0 (blocks forever)"),
+}
 
 _D = "posd.drivers"
 for _spec in (
@@ -233,10 +305,33 @@ for _spec in (
     DriverSpec("scanner", "tcp", f"{_D}.scanner_serial:TcpScanner", "hostport",
                {**_FRAMING, "timeout": Param(_float_range(0.1, 60.0), 2.0, "connect timeout")},
                description="client of a scanner bridge"),
-    DriverSpec("printer", "tcp", f"{_D}.printer_escpos:TcpPrinter", "hostport", _TIMEOUT,
+    DriverSpec("scanner", "hid", f"{_D}.scanner_hid:HidScanner", "path",
+               {**_KEYBOARD, **_AIM_PARAM, **_FRAMING}, package="evdev", modules=("evdev",),
+               description="keyboard-wedge scanner (/dev/input/by-id/...-event-kbd)"),
+    DriverSpec("scanner", "camera", f"{_D}.scanner_camera:CameraScanner", "path", _CAMERA,
+               package="opencv-python-headless zxing-cpp", modules=("cv2", "zxingcpp", "numpy"),
+               description="camera (/dev/v4l/by-id/...-video-index0)"),
+    DriverSpec("scanner", "camera+file", f"{_D}.scanner_camera:ClipScanner", "path", _CLIP,
+               package="opencv-python-headless zxing-cpp", modules=("cv2", "zxingcpp", "numpy"),
+               description="a video clip played as a camera (tests, demos)"),
+    DriverSpec("card_reader", "msr+hid", f"{_D}.card_msr:MsrHidReader", "path",
+               {**_KEYBOARD, **_FRAMING}, package="evdev", modules=("evdev",),
+               description="magstripe reader, keyboard wedge"),
+    DriverSpec("card_reader", "msr+serial", f"{_D}.card_msr:MsrSerialReader", "path",
+               {**_SERIAL, **_FRAMING}, package="pyserial", modules=("serial",),
+               description="magstripe reader on a serial port"),
+    DriverSpec("card_reader", "nfc+pcsc", f"{_D}.card_nfc:NfcReader", "name", {},
+               package="pyscard", modules=("smartcard",),
+               description="NFC reader through pcscd (card UID)"),
+    DriverSpec("printer", "tcp", f"{_D}.printer_escpos:TcpPrinter", "hostport", {**_TIMEOUT, **_STATUS},
                package="python-escpos", modules=("escpos",), description="raw TCP (port 9100)"),
-    DriverSpec("printer", "file", f"{_D}.printer_escpos:FilePrinter", "path",
+    DriverSpec("printer", "file", f"{_D}.printer_escpos:FilePrinter", "path", {**_TIMEOUT, **_STATUS},
                package="python-escpos", modules=("escpos",), description="printer device file"),
+    DriverSpec("printer", "serial", f"{_D}.printer_serial:SerialPrinter", "path",
+               {**_SERIAL, **_TIMEOUT, **_STATUS}, package="pyserial", modules=("serial",),
+               description="printer on a serial port"),
+    DriverSpec("printer", "usb", f"{_D}.printer_usb:UsbPrinter", "usbid", {**_USB, **_STATUS},
+               package="pyusb", modules=("usb",), description="USB printer through libusb"),
     DriverSpec("printer", "preview", f"{_D}.printer_preview:PreviewPrinter", "path",
                package="python-escpos", modules=("escpos",), description="slip files in a directory"),
     DriverSpec("printer", "none", f"{_D}.printer_escpos:NullPrinter", "none",
@@ -289,6 +384,25 @@ def open_scanner(
     options = options_for("scanner", url)
     spec = spec_for("scanner", url.scheme)
     return _construct(spec, name, url, on_data, on_status, options=options, **kwargs)
+
+
+def open_card_reader(
+    name: str,
+    url_text: str,
+    on_data: DataCallback,
+    on_status: StatusCallback | None = None,
+    on_rejected: RejectCallback | None = None,
+    **kwargs: Any,
+) -> Scanner:
+    """Build the card reader for ``url_text`` (not started: call ``.start()``).
+
+    Member numbers arrive through ``on_data``; a payment card only as a
+    ``CardRejected`` through ``on_rejected``.
+    """
+    url = parse_device_url(url_text)
+    options = options_for("card_reader", url)
+    spec = spec_for("card_reader", url.scheme)
+    return _construct(spec, name, url, on_data, on_status, options=options, on_rejected=on_rejected, **kwargs)
 
 
 def open_printer(

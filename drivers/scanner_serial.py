@@ -28,7 +28,7 @@ from .base import DataCallback, DeviceError, Scanner, StatusCallback
 from .framing import make_framer
 from .url import DeviceURL
 
-__all__ = ["SerialScanner", "PtyScanner", "TcpScanner", "write_scan"]
+__all__ = ["StreamScanner", "SerialScanner", "PtyScanner", "TcpScanner", "write_scan", "translate_os_error"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
 _UNPLUG_MESSAGES = ("returned no data", "device reports error", "device disconnected")
 
 
-def _translate(exc: BaseException, action: str) -> DeviceError:
+def translate_os_error(exc: BaseException, action: str) -> DeviceError:
     """Map pyserial/OS errors to our reasons: offline or io_error (detail for the log)."""
     code = getattr(exc, "errno", None)
     if code is None and isinstance(exc.__context__, OSError):
@@ -58,7 +58,9 @@ def _translate(exc: BaseException, action: str) -> DeviceError:
     return DeviceError("io_error", f"{action}: {type(exc).__name__}")
 
 
-class _StreamScanner(Scanner):
+class StreamScanner(Scanner):
+    """A scanner whose bytes go through the framer built from its URL options."""
+
     def __init__(
         self,
         name: str,
@@ -77,9 +79,10 @@ class _StreamScanner(Scanner):
         )
         super().__init__(name, url, on_data, on_status, framer=framer, **kwargs)
         self.options = dict(options)
+        self.aim_ids = bool(options.get("aim", False))
 
 
-class SerialScanner(_StreamScanner):
+class SerialScanner(StreamScanner):
     """A scanner on a serial port (or any pyserial URL such as ``loop://``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -91,6 +94,7 @@ class SerialScanner(_StreamScanner):
         self._serial = serial
         self.port_name = self.url.fs_path
         self._port: Any = None
+        self._next_node_check = 0.0
 
     def _open(self) -> None:
         timeout = self.read_timeout
@@ -108,7 +112,7 @@ class SerialScanner(_StreamScanner):
             )
             port.open()
         except (self._serial.SerialException, OSError, ValueError) as exc:
-            raise _translate(exc, "open") from exc
+            raise translate_os_error(exc, "open") from exc
         self._port = port
 
     def _read(self, timeout: float) -> bytes:
@@ -121,9 +125,19 @@ class SerialScanner(_StreamScanner):
                 waiting = port.in_waiting  # raises EIO once the device is gone
                 if waiting:
                     data += port.read(min(waiting, _READ_CHUNK))
+            elif self._node_vanished():
+                raise DeviceError("offline", "read: device node vanished")
             return data
         except (self._serial.SerialException, OSError) as exc:
-            raise _translate(exc, "read") from exc
+            raise translate_os_error(exc, "read") from exc
+
+    def _node_vanished(self) -> bool:
+        """Some USB-serial drivers just go quiet on unplug: check the path once a second."""
+        now = self._clock()
+        if not self.port_name.startswith("/") or now < self._next_node_check:
+            return False
+        self._next_node_check = now + 1.0
+        return not os.path.exists(self.port_name)
 
     def _close(self) -> None:
         port, self._port = self._port, None
@@ -131,7 +145,7 @@ class SerialScanner(_StreamScanner):
             port.close()
 
 
-class PtyScanner(_StreamScanner):
+class PtyScanner(StreamScanner):
     """A pseudo-terminal whose slave is reachable through a symlink.
 
     The slave is put in raw mode (no CR/NL translation, no echo) and kept
@@ -160,7 +174,7 @@ class PtyScanner(_StreamScanner):
         except OSError as exc:
             os.close(master)
             os.close(slave)
-            raise _translate(exc, "create pty") from exc
+            raise translate_os_error(exc, "create pty") from exc
         self._master, self._slave, self.slave_name = master, slave, name
         self._warned_foreign_link = False
         log.info("scanner %s: pty %s linked at %s", self.name, name, self.link_path)
@@ -176,7 +190,7 @@ class PtyScanner(_StreamScanner):
                 return b""
             return os.read(master, _READ_CHUNK)
         except OSError as exc:
-            raise _translate(exc, "read") from exc
+            raise translate_os_error(exc, "read") from exc
 
     def _check_link(self) -> None:
         """Re-create our symlink if someone removed it (e.g. /run was cleaned)."""
@@ -230,7 +244,7 @@ def _point_symlink(link_path: str, target: str) -> None:
         raise
 
 
-class TcpScanner(_StreamScanner):
+class TcpScanner(StreamScanner):
     """A client of a scanner bridge: frames the byte stream, reconnects on close."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -244,7 +258,7 @@ class TcpScanner(_StreamScanner):
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as exc:
-            raise _translate(exc, "connect") from exc
+            raise translate_os_error(exc, "connect") from exc
         sock.setblocking(False)
         self._sock = sock
 
@@ -260,7 +274,7 @@ class TcpScanner(_StreamScanner):
         except BlockingIOError:
             return b""
         except OSError as exc:
-            raise _translate(exc, "read") from exc
+            raise translate_os_error(exc, "read") from exc
         if not data:
             raise DeviceError("offline", "connection closed by the bridge")
         return data

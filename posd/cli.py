@@ -74,6 +74,57 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_print_test(args: argparse.Namespace) -> int:
+    """Print a test slip and a code-page table on the configured printer."""
+    from posd.drivers import registry
+    from posd.drivers.base import PrinterError
+    from posd.drivers.print_test import print_test_documents
+
+    config = _load(args.config)
+    pcfg = config.printer
+    if pcfg.url == "none":
+        print("posd print-test: the config has no printer (printer.url = \"none\")", file=sys.stderr)
+        return 2
+    try:
+        printer = registry.open_printer("printer", config.device_url(pcfg.url), profile=pcfg.profile,
+                                        width_mm=pcfg.width_mm)
+    except (registry.DriverUnavailableError, ValueError) as exc:
+        print(f"posd print-test: {exc}", file=sys.stderr)
+        return 2
+    docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
+                                store_id=config.lane.store_id, lane_id=config.lane.lane_id)
+    try:
+        for doc in docs:
+            printer.print_document(doc)
+            print(f"printed {doc.slip_id} on {pcfg.url} ({pcfg.profile}, {pcfg.width_mm} mm)")
+    except PrinterError as exc:
+        print(f"posd print-test: the printer failed: {exc.reason}", file=sys.stderr)
+        return 1
+    finally:
+        printer.close()
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List attached scanners, card readers and printers with the URL for posd.toml."""
+    import json
+
+    from posd.drivers.discovery import access_hint, find_devices
+
+    found = find_devices(dev_root=args.dev, user=args.user)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in found], indent=2))
+        return 0
+    if not found:
+        print("no scanners, card readers or printers found")
+        return 0
+    for f in found:
+        hint = access_hint(f, args.user)
+        print(f"{f.role:<12} {f.access:<8} {f.url}")
+        print(f"{'':<12} {'':<8} {f.description}{' - ' + hint if hint else ''}")
+    return 1 if any(f.access == "denied" for f in found) else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
@@ -102,9 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--scanner", help="scanner name when there are several")
     scan.set_defaults(func=cmd_scan)
 
+    ptest = sub.add_parser("print-test", help="print a test slip and a code-page table on the configured printer")
+    ptest.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    ptest.set_defaults(func=cmd_print_test)
+
     # `posd central ...` is dispatched in main() to posd.sync.central; listed here for --help
     sub.add_parser("central", help="run the reference central receiver (development, demos, tests)",
                    add_help=False)
+
+    devices = sub.add_parser("devices", help="list attached scanners, card readers and printers with their URLs")
+    devices.add_argument("--user", default="posd", help="the user whose access is checked")
+    devices.add_argument("--dev", default="/dev", help=argparse.SUPPRESS)
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+    devices.set_defaults(func=cmd_devices)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")

@@ -130,6 +130,14 @@ class CentralConfig(_Section):
         raise ConfigError("set store_secret or store_secret_file", key="central")
 
 
+class OfflineConfig(_Section):
+    """Redemptions while central is unreachable, capped like a card terminal's floor limit."""
+
+    max_redeem_points_per_member: int = Field(default=1000, ge=0)
+    max_redeem_points_per_lane: int = Field(default=5000, ge=0)
+    max_hours: float = Field(default=24.0, ge=0)
+
+
 class DeviceConfig(_Section):
     url: str
     name: str | None = None
@@ -140,6 +148,14 @@ class ScannerConfig(DeviceConfig):
     @classmethod
     def _scanner_url(cls, v: str) -> str:
         registry.validate("scanner", v)
+        return v
+
+
+class CardReaderConfig(DeviceConfig):
+    @field_validator("url")
+    @classmethod
+    def _card_reader_url(cls, v: str) -> str:
+        registry.validate("card_reader", v)
         return v
 
 
@@ -165,7 +181,9 @@ class Config(_Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     central: CentralConfig
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
     scanner: tuple[ScannerConfig, ...] = ()
+    card_reader: tuple[CardReaderConfig, ...] = ()
     printer: PrinterConfig = Field(default_factory=PrinterConfig)
     source: str = ""  # the file this came from, for messages
 
@@ -179,6 +197,9 @@ class Config(_Section):
 
     def scanners(self) -> list[tuple[str, ScannerConfig]]:
         return [(s.name or f"scanner{i}", s) for i, s in enumerate(self.scanner)]
+
+    def card_readers(self) -> list[tuple[str, CardReaderConfig]]:
+        return [(c.name or f"card_reader{i}", c) for i, c in enumerate(self.card_reader)]
 
     def device_url(self, url: str) -> str:
         """The URL with a relative device path made absolute against the config's folder."""

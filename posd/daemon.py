@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +25,13 @@ from posd import __version__
 from posd.api.app import create_app
 from posd.config import Config, resolve
 from posd.drivers import registry
-from posd.drivers.base import DeviceStatus, ScanData
+from posd.drivers.base import CardRejected, DeviceStatus, ScanData
+from posd.drivers.hotplug import HotplugWatcher, udev_monitor
 from posd.events import EventBus
+from posd.checkout import Checkout
 from posd.lane import Lane
 from posd.printing import PrintWorker
+from posd.redeem import OfflineLimits, Redemptions, last_success
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
@@ -64,6 +68,13 @@ def load_token(path: Path) -> str:
     return token
 
 
+def device_path(url: Any) -> str | None:
+    """The /dev path a device URL names (watched for hot-plug), else None."""
+    if url.scheme in ("serial", "hid", "camera", "msr+hid", "msr+serial", "file") and url.fs_path.startswith("/dev/"):
+        return url.fs_path
+    return None
+
+
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
@@ -80,11 +91,13 @@ class Daemon:
         storage = cfg.storage_dir
         storage.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
-        self.cache = Cache(storage / "cache.db", cfg.lane.lane_id)
+        # The lane id this ledger syncs under: the configured one unless central held another history there.
+        self.cache = Cache(storage / "cache.db", LedgerOutbox(self.ledger).sync_lane_id() or cfg.lane.lane_id)
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self.bus = EventBus(self.ledger.boot)
         self.relay = OutboxRelay(self._central_client(), LedgerOutbox(self.ledger),
-                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status)
+                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
+                                 on_identity=lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s)
@@ -96,6 +109,11 @@ class Daemon:
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
                          printer_enabled=pcfg.url != "none", is_offline=self._offline,
                          timezone=cfg.lane.timezone)
+        self.checkout = Checkout(self.lane)
+        off = cfg.offline
+        self.redemptions = Redemptions(
+            self.lane, OfflineLimits(off.max_redeem_points_per_member, off.max_redeem_points_per_lane, off.max_hours),
+            last_sync=self._last_sync)
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
         self.lane.print_wakeups.append(self.print_worker.wake)
 
@@ -114,7 +132,12 @@ class Daemon:
             self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
     def _offline(self) -> bool:
-        return self.relay.status().get("consecutive_failures", 0) > 0
+        # either direction failing means central is out of reach right now
+        return any(w.status().get("consecutive_failures", 0) > 0 for w in (self.relay, self.puller))
+
+    def _last_sync(self):
+        times = [t for t in (last_success(self.relay.status()), last_success(self.puller.status())) if t]
+        return max(times) if times else None
 
     def _device_status(self, status: DeviceStatus) -> None:
         self.devices[status.name] = status
@@ -124,20 +147,28 @@ class Daemon:
     def _on_scan(self, scan: ScanData) -> None:
         self.lane.on_scan(scan.device, scan.data, scan.symbology)
 
+    def _on_card_rejected(self, card: CardRejected) -> None:
+        # A payment card: the driver kept its data; only the fact reaches the POS.
+        self.bus.publish("card.rejected", {"device": card.device, "reason": card.reason})
+
     # -- health and metrics ---------------------------------------------------
     def health(self) -> dict[str, Any]:
         now = datetime.now(UTC)
         out = self.ledger.counts()
         oldest = out["oldest_pending_at"]
-        relay = self.relay.status()
+        relay, pull = self.relay.status(), self.puller.status()
+        if relay.get("clock_skew_s") is None:  # nothing pushed yet: the pulls saw central's Date too
+            relay["clock_skew_s"] = pull.get("clock_skew_s")
         program = self.cache.program_row()
         synced = self.cache.state("members_synced_at")
         cache_age = (now - parse_iso(synced)).total_seconds() if synced else None
         devices = [{"name": d.name, "kind": d.kind, "url": d.url, "state": d.state.value, "reason": d.reason}
                    for d in self.devices.values()]
         problems = [f"{d['name']}: {d['reason'] or d['state']}" for d in devices if d["state"] == "error"]
-        if relay.get("state") == "auth_failed":
+        if "auth_failed" in (relay.get("state"), pull.get("state")):
             problems.append("central refused our credentials")
+        if relay.get("state") == "identity_conflict":
+            problems.append("central holds another history for this lane; sync stopped (ledger.db restored?)")
         if program is None:
             problems.append("no loyalty program yet")
         degraded = (cache_age is None or cache_age > 86400 or out["quarantined"] > 0
@@ -156,6 +187,8 @@ class Daemon:
                 "quarantined": out["quarantined"],
                 "last_acked_seq": out["last_acked_seq"],
                 **relay,
+                "online": not self._offline(),
+                "pull": self.puller.status(),
             },
             "cache": {
                 "members": self.cache.member_count(),
@@ -195,9 +228,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         cfg = self.config
-        app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,
-                         allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics,
+        app = create_app(lane=self.lane, checkout=self.checkout, redemptions=self.redemptions, bus=self.bus,
+                         token=self.token, host=cfg.api.host, port=cfg.api.port, allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics,
                          on_reprint=self.print_worker.wake)
+        app.state.printer = self.printer  # slip previews render with this printer's profile and paper
         server = _Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, lifespan="off",
                                         log_config=None, access_log=False, timeout_graceful_shutdown=2))
         self.print_worker.start()
@@ -220,6 +254,8 @@ class Daemon:
         log.info("stopping")
         if watchdog:
             watchdog.cancel()
+        if getattr(self, "hotplug", None):
+            self.hotplug.stop()
         for scanner in self.scanners:
             scanner.stop()
         server.should_exit = True
@@ -235,6 +271,27 @@ class Daemon:
             scanner = registry.open_scanner(name, self.config.device_url(scfg.url), on_data=self._on_scan, on_status=self._device_status)
             scanner.start()
             self.scanners.append(scanner)
+        for name, ccfg in self.config.card_readers():
+            reader = registry.open_card_reader(name, self.config.device_url(ccfg.url), on_data=self._on_scan,
+                                               on_status=self._device_status, on_rejected=self._on_card_rejected)
+            reader.start()
+            self.scanners.append(reader)
+        self._start_hotplug()
+
+    def _start_hotplug(self) -> None:
+        """Kick a device's reconnect when its path reappears; recheck the printer when its does."""
+        self.hotplug = HotplugWatcher(monitor=udev_monitor())
+        for device in self.scanners:
+            path = device_path(device.url)
+            if path:
+                self.hotplug.watch(path, lambda present, d=device: present and d.kick())
+        check = getattr(self.printer, "check_ready", None)
+        path = device_path(self.printer.url)
+        if check and path:
+            self.hotplug.watch(path, lambda present: (check(), self.print_worker.wake()))
+        if check:  # the printer's real status in health from the start, off the loop
+            threading.Thread(target=check, name="printer-status", daemon=True).start()
+        self.hotplug.start()
 
     async def _watchdog(self, notifier: Notifier) -> None:
         # Pinged from the loop itself, so a stalled loop is what systemd detects.

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -99,7 +100,8 @@ def _print_try_this(config_path: Path, config, token_file: Path, seed: Path) -> 
     card = members[0]["identifiers"][0]
     api = f"http://{config.api.listen}"
     cfg = shlex.quote(str(config_path))
-    body = json.dumps({"transaction_id": "demo-0001", "member": card, "occurred_at": "2026-11-24T10:15:00+01:00",
+    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    body = json.dumps({"transaction_id": "demo-0001", "member": card, "occurred_at": now,
                        "currency": config.lane.currency, "total": 12999,
                        "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1,
                                   "unit_price": 12999}]})

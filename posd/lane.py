@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 
 from posd.core.identify import identify_code
 from posd.core.program import Program, ProgramError, parse_program
-from posd.core.rules import Basket, BasketLine, RuleError, compute_accrual
+from posd.core.rules import BasketLine
 from posd.core.slip import SlipData
 from posd.events import EventBus
-from posd.faults import crash_point
+from posd.storage import lots
 from posd.storage.cache import Cache, CachedMember
-from posd.storage.db import iso, parse_iso, utcnow_iso
+from posd.storage.db import parse_iso, utcnow_iso
 from posd.storage.ledger import Ledger
 
 log = logging.getLogger("posd.lane")
@@ -63,12 +63,14 @@ def request_hash(body: dict[str, Any]) -> str:
 
 class Lane:
     def __init__(self, *, store_id: str, lane_id: str, locale: str, ledger: Ledger, cache: Cache,
-                 bus: EventBus, printer_enabled: bool, is_offline=lambda: False, timezone: str = "UTC"):
+                 bus: EventBus, printer_enabled: bool, is_offline=lambda: False, timezone: str = "UTC",
+                 clock=lambda: datetime.now(UTC)):
         self.store_id, self.lane_id, self.locale = store_id, lane_id, locale
         self.tz = ZoneInfo(timezone)
         self.ledger, self.cache, self.bus = ledger, cache, bus
         self.printer_enabled = printer_enabled
         self.is_offline = is_offline
+        self.clock = clock
         self._program: tuple[str, Program] | None = None
         self._program_lock = threading.Lock()
         self.print_wakeups: list = []
@@ -117,12 +119,8 @@ class Lane:
         return member
 
     def balances(self, member: CachedMember, conn: sqlite3.Connection | None = None) -> dict[str, dict[str, int]]:
-        local = self.ledger.local_points(member.member_id, member.applied_seq, conn)
-        out = {}
-        for cur in sorted(set(member.balances) | set(local)):
-            confirmed, pending = member.balances.get(cur, 0), local.get(cur, 0)
-            out[cur] = {"confirmed": confirmed, "pending": pending, "total": confirmed + pending}
-        return out
+        return lots.balance(conn or self.ledger.reader(), member.member_id, member.balances,
+                            member.applied_seq, self.clock())
 
     def member_view(self, member: CachedMember) -> dict[str, Any]:
         program = self.program()
@@ -143,117 +141,79 @@ class Lane:
                 "threshold": nxt.threshold,
                 "points_needed": max(0, nxt.threshold - member.qualifying),
             },
-            "balances": self.balances(member),
-            "rewards_available": [],
+            "balances": (balance := self.balances(member)),
+            "rewards_available": self.rewards_available(member, program, balance) if program else [],
             "offers": member.offers,
             "as_of": synced,
             "stale": stale,
         }
 
-    # -- checkout ---------------------------------------------------------
+    # -- shared by the services --------------------------------------------
+    def require_program(self) -> Program:
+        program = self.program()
+        if program is None:
+            raise LaneError(503, "program_unavailable", "no loyalty program yet: the lane has not synced once")
+        return program
+
+    def cache_member(self, member_id: str) -> CachedMember | None:
+        return self.cache.find_member(member_id)
+
     def replayed(self, tx: TransactionInput) -> Recorded | None:
         row = self.ledger.reader().execute(
             "SELECT request_hash, response FROM transactions WHERE transaction_id = ?", (tx.transaction_id,)
         ).fetchone()
-        return _replay(row, tx) if row else None
+        return replay_or_conflict(row, tx.request_hash) if row else None
 
-    async def record_transaction(self, tx: TransactionInput) -> Recorded:
-        earlier = self.replayed(tx)
-        if earlier:
-            return earlier
-        member = self.find_member(tx.member) if tx.member else None
-        if member is not None and member.status != "active":
-            raise LaneError(422, "member_ineligible", f"the member's account is {member.status}")
-        program = self.program()
-        if program is None:
-            raise LaneError(503, "program_unavailable", "no loyalty program yet: the lane has not synced once")
-        basket = Basket(currency=tx.currency, total=tx.total, lines=tx.lines)
-        try:
-            accrual = compute_accrual(program, basket, member.tier if member else None)
-        except RuleError as exc:
-            raise LaneError(422, exc.code, str(exc)) from exc
-        offline = self.is_offline()
-        recorded = await self.ledger.awrite(lambda conn: self._write_sale(conn, tx, member, accrual, program, offline))
-        crash_point("after_commit_before_answer")
-        if not recorded.replayed:
-            self.ledger.outbox_written()
-            if recorded.response["slip"]["state"] == "queued":
-                for wake in self.print_wakeups:
-                    wake()
-        return recorded
+    def after_write(self, slip_queued: bool) -> None:
+        """After a commit: wake the relay, and the printer if a slip was queued."""
+        self.ledger.outbox_written()
+        if slip_queued:
+            for wake in self.print_wakeups:
+                wake()
 
-    def _write_sale(self, conn, tx: TransactionInput, member, accrual, program: Program, offline: bool) -> Recorded:
-        row = conn.execute("SELECT request_hash, response FROM transactions WHERE transaction_id = ?",
-                           (tx.transaction_id,)).fetchone()
-        if row:  # a concurrent retry won the race: answer what it answered
-            return _replay(row, tx)
-        now = utcnow_iso()
-        occurred = iso(tx.occurred_at)
-        seq = None
-        points = {c: p for c, p in accrual.points.items() if p}
-        if member is not None:
-            seq = self.ledger.append_event(conn, "accrual", {
-                "transaction_id": tx.transaction_id, "member_id": member.member_id, "occurred_at": occurred,
-                "currency": tx.currency, "total": tx.total,
-                "lines": [_line_json(line) for line in tx.lines],
-                "points": accrual.points, "program_version": accrual.program_version, "offline": offline,
-            })
-            conn.executemany(
-                "INSERT INTO ledger_entries (kind, member_id, currency, points, transaction_id, seq, "
-                "occurred_at, recorded_at, program_version) VALUES ('earn', ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(member.member_id, cur, pts, tx.transaction_id, seq, occurred, now, accrual.program_version)
-                 for cur, pts in points.items()],
-            )
-        balance = self.balances(member, conn) if member else {}
-        slip_state = "none"
-        if member is not None and self.printer_enabled:
-            slip_state = "queued"
-            self._queue_slip(conn, tx, member, accrual.points, balance, program, occurred, now)
-        response = {
-            "transaction_id": tx.transaction_id,
-            "member_id": member.member_id if member else None,
-            "accrual": {"points": accrual.points, "trace": accrual.trace,
-                        "program_version": accrual.program_version},
-            "balance": balance,
-            "slip": {"slip_id": tx.transaction_id if slip_state == "queued" else None, "state": slip_state},
-            "seq": seq,
-            "offline": offline,
-            "recorded_at": now,
-        }
-        conn.execute(
-            "INSERT INTO transactions (transaction_id, request_hash, member_id, occurred_at, currency, "
-            "total_minor, program_version, seq, response, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (tx.transaction_id, tx.request_hash, member.member_id if member else None, occurred, tx.currency,
-             tx.total, accrual.program_version, seq, json.dumps(response), now),
-        )
-        return Recorded(response, replayed=False)
-
-    def _queue_slip(self, conn, tx, member: CachedMember, earned, balance, program: Program, occurred, now) -> None:
+    def queue_slip(self, conn: sqlite3.Connection, slip_id: str, member: CachedMember, program: Program, *,
+                   occurred_at: datetime, earned: dict[str, int], balance: dict[str, dict[str, int]],
+                   trace: list[dict[str, Any]] | None = None, vouchers: list[dict[str, Any]] | None = None,
+                   kind: str = "sale") -> None:
+        """The slip's data goes into ledger.db with the sale; names stay multilingual so the
+        slip prints in the member's own language when the catalogs have it."""
         tier = program.tier(member.tier)
         nxt = program.next_tier(member.tier)
         slip = SlipData(
-            slip_id=tx.transaction_id, store_id=self.store_id, lane_id=self.lane_id,
-            transaction_id=tx.transaction_id, member_name=member.display_name,
-            occurred_at=tx.occurred_at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M"),
-            tier_name=tier.name(self.locale) if tier else None, earned=earned,
+            slip_id=slip_id, store_id=self.store_id, lane_id=self.lane_id, transaction_id=slip_id,
+            member_name=member.display_name, kind=kind, locale=member.locale,
+            occurred_at=occurred_at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M"),
+            tier_name=(tier.names or tier.tier_id) if tier else None, earned=earned,
             balance={c: b["total"] for c, b in balance.items()},
             pending={c: b["pending"] for c, b in balance.items()},
-            next_tier=None if nxt is None else {"name": nxt.name(self.locale),
+            next_tier=None if nxt is None else {"name": nxt.names or nxt.tier_id, "threshold": nxt.threshold,
                                                 "points_needed": max(0, nxt.threshold - member.qualifying)},
+            breakdown=list(trace or []),
+            rewards_available=[{**r, "title": program.reward(r["reward_id"]).names or r["title"]}
+                               for r in self.rewards_available(member, program, balance)],
+            vouchers=vouchers or [],
+            offers=[o for o in member.offers if isinstance(o, dict)],
         )
         conn.execute(
-            "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
-            (tx.transaction_id, tx.transaction_id, json.dumps(slip.to_json()), now),
+            "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, ?, ?, ?)",
+            (slip_id, slip_id, "slip" if kind == "sale" else kind, json.dumps(slip.to_json()), utcnow_iso()),
         )
 
+    def rewards_available(self, member: CachedMember, program: Program,
+                          balance: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+        out = []
+        for reward in program.rewards:
+            price = reward.price_for(member.tier)
+            if price is None:
+                continue
+            if balance.get(reward.currency, {}).get("available", 0) >= price:
+                out.append({"reward_id": reward.reward_id, "title": reward.name(self.locale),
+                            "currency": reward.currency, "points": price, "kind": reward.kind})
+        return out
 
-def _replay(row, tx: TransactionInput) -> Recorded:
-    if row["request_hash"] != tx.request_hash:
-        raise LaneError(409, "transaction_id_conflict",
-                        "this transaction_id was already used for a different transaction")
+
+def replay_or_conflict(row, request_hash: str, what: str = "transaction_id") -> Recorded:
+    """The first answer for a retried id, or a conflict when the id was reused for something else."""
+    if row["request_hash"] != request_hash:
+        raise LaneError(409, f"{what}_conflict", f"this {what} was already used for a different request")
     return Recorded(json.loads(row["response"]), replayed=True)
-
-
-def _line_json(line: BasketLine) -> dict[str, Any]:
-    return {"sku": line.sku, "category": line.category, "quantity": str(line.quantity),
-            "unit_price": line.unit_price, "discount": line.discount}

@@ -1,7 +1,32 @@
-"""The print worker: takes slips from ledger.db's print queue to the printer.
+"""The print worker: takes jobs from ledger.db's print queue to the printer, once.
 
 Jobs are rows written in the same transaction as the sale, so a slip is never
-lost to a crash: a job still marked `printing` at start goes back to the queue.
+lost to a crash. Each job has a time to live (a slip printed for the next
+customer, or a cash drawer opening minutes late, is worse than none) and, when
+the POS sent one, its own idempotent job id (the same id twice is one job).
+
+Exactly once. The printer's status is read before and after every job
+(``Printer.print_document``). The row's ``send_state`` records how far a job
+got, committed before the first byte leaves:
+
+- nothing left (the printer said offline / cover open / paper out before
+  the job): held, sent normally once the printer is ready;
+- ``delivered`` (every byte accepted, then a paper-out or cover-open): the
+  printer holds the job and finishes it itself when the condition is
+  cleared, so the job is marked printed when the printer reports ready
+  again, without sending it a second time;
+- ``sending`` (the connection broke mid-job, e.g. the printer lost power):
+  the printer lost what it had; on its return we clear its buffers
+  (DLE DC4 8) and send the whole job again.
+
+After a crash of posd itself a job is back in the queue (``Ledger`` resets
+``printing``); its ``send_state`` decides as above. Residual risks, by
+design on the side of never twice: a crash between the last byte and the
+``delivered`` commit resends (the printer may print twice); a printer
+power-cycled while holding a ``delivered`` job is only noticed if we saw it
+unreachable (else the slip is lost: the POS can reprint); a job cut mid-way
+may leave a partial slip before the complete one.
+
 Printing blocks (sockets, USB), so the worker is a thread of its own.
 """
 
@@ -12,26 +37,46 @@ import logging
 import random
 import sqlite3
 import threading
+from datetime import timedelta
 from typing import Any
 
 from posd.core.slip import SlipData, build_slip
 from posd.events import EventBus
 from posd.faults import crash_point
-from posd.storage.db import utcnow_iso
+from posd.storage.db import iso, parse_iso, utcnow, utcnow_iso
 from posd.storage.ledger import Ledger
 
 log = logging.getLogger("posd.print")
 
+# Seconds a job may wait for the printer before it is dropped as expired.
+DEFAULT_TTL_S = {"slip": 900.0, "reprint": 300.0, "drawer": 10.0}
+FALLBACK_TTL_S = 300.0
+
+
+class JobExpired(Exception):
+    """The job's time ran out while it waited; nothing was sent."""
+
+
+def ttl_for(kind: str) -> float:
+    return DEFAULT_TTL_S.get(kind, FALLBACK_TTL_S)
+
+
+def expires_at(job: sqlite3.Row) -> str:
+    if job["expires_at"]:
+        return job["expires_at"]
+    return iso(parse_iso(job["created_at"]) + timedelta(seconds=ttl_for(job["kind"])))
+
 
 class PrintWorker:
     def __init__(self, ledger: Ledger, printer: Any, bus: EventBus, locale: str, *,
-                 retry_base: float = 0.5, retry_cap: float = 15.0):
+                 retry_base: float = 0.5, retry_cap: float = 5.0):
         self.ledger, self.printer, self.bus, self.locale = ledger, printer, bus, locale
         self.retry_base, self.retry_cap = retry_base, retry_cap
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self.printed = 0
 
     def start(self) -> None:
@@ -48,70 +93,181 @@ class PrintWorker:
         if self._thread:
             self._thread.join(timeout)
 
+    # -- the loop -------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                job = self.ledger.write(_claim_next)
+                expired, job = self.ledger.write(_claim_next)
             except Exception:
                 log.exception("print queue unreadable")
-                job = None
+                expired, job = [], None
+            for row in expired:
+                self._publish(row, "expired", "ttl")
             if job is None:
                 self._wake.wait(5.0)
                 self._wake.clear()
                 continue
-            if not self._print(job):
-                self._failures += 1
-                delay = random.uniform(0, min(self.retry_cap, self.retry_base * 2 ** min(self._failures, 10)))
-                self._stop.wait(delay)
-            else:
+            if self._print(job):
                 self._failures = 0
+                continue
+            self._failures += 1
+            cap = min(self.retry_cap, self.retry_base * 2 ** min(self._failures, 10))
+            self._stop.wait(random.uniform(cap / 2, cap))
 
     def _print(self, job: sqlite3.Row) -> bool:
-        job_id, slip_id = job["job_id"], job["slip_id"]
+        """One attempt; True when the job is done (printed or expired)."""
+        job_id = job["job_id"]
+        if job["send_state"] == "delivered":
+            return self._finish_delivered(job)
+        if job["send_state"] == "sending":
+            self._clear_printer_buffers()
         try:
-            doc = build_slip(SlipData.from_json(json.loads(job["slip"])), self.locale)
-            self.printer.print_document(doc)
-            crash_point("after_print_before_mark")
+            self._send(job)
+        except JobExpired:
+            self._set(job_id, state="expired", last_error="ttl")
+            self._publish(job, "expired", "ttl")
+            return True
         except Exception as exc:
-            reason = getattr(exc, "reason", None) or "io_error"
-            self.ledger.write(lambda conn: conn.execute(
-                "UPDATE print_jobs SET state = 'queued', last_error = ? WHERE job_id = ?", (reason, job_id)))
-            self.bus.publish("print.status", {"job_id": job_id, "slip_id": slip_id, "state": "held",
-                                              "reason": reason})
-            log.warning("slip %s held: %s", slip_id, reason)
-            return False
-        self.ledger.write(lambda conn: conn.execute(
-            "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE job_id = ?",
-            (utcnow_iso(), job_id)))
-        self.printed += 1
-        self.bus.publish("print.status", {"job_id": job_id, "slip_id": slip_id, "state": "printed"})
+            return self._failed(job, exc)
+        crash_point("after_print_before_mark")
+        self._mark_printed(job)
         return True
 
+    def _send(self, job: sqlite3.Row) -> None:
+        deadline = parse_iso(expires_at(job))
 
-def _claim_next(conn: sqlite3.Connection) -> sqlite3.Row | None:
-    job = conn.execute(
-        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id LIMIT 1"
-    ).fetchone()
-    if job is None:
-        return None
-    conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
-                 (job["job_id"],))
-    return job
+        def before_send() -> None:
+            # Checked again here: the job may have waited on a slow status read or reconnect.
+            if utcnow() >= deadline:
+                raise JobExpired(job["job_id"])
+            self._set(job["job_id"], send_state="sending")
+
+        if job["kind"] == "drawer":
+            kick = getattr(self.printer, "kick_drawer", None)
+            if kick is None:
+                raise JobExpired(job["job_id"])  # this printer has no drawer port: never fire later
+            kick(before_send=before_send)
+            return
+        doc = build_slip(SlipData.from_json(json.loads(job["slip"])), self.locale)
+        self.printer.print_document(doc, before_send=before_send)
+
+    def _failed(self, job: sqlite3.Row, exc: Exception) -> bool:
+        if isinstance(exc.__cause__, JobExpired) or isinstance(exc, JobExpired):
+            self._set(job["job_id"], state="expired", last_error="ttl")
+            self._publish(job, "expired", "ttl")
+            return True
+        reason = getattr(exc, "reason", None) or "io_error"
+        if getattr(exc, "delivered", False):
+            send_state = "delivered"  # the printer holds the whole job
+        elif getattr(exc, "sent", False):
+            send_state = "sending"  # part of it may have gone: clear and resend
+        else:
+            send_state = job["send_state"]
+        self._set(job["job_id"], state="queued", last_error=reason, send_state=send_state)
+        self._hold(job, reason)
+        return False
+
+    def _finish_delivered(self, job: sqlite3.Row) -> bool:
+        """The printer has the whole job: done once it says it is ready, never sent again."""
+        check = getattr(self.printer, "check_ready", None)
+        reason = check() if check else None
+        if reason is None:
+            self._mark_printed(job)
+            return True
+        if getattr(self.printer, "reachable", True) is False:
+            # Unreachable: most likely switched off, and its buffer went with it.
+            self._set(job["job_id"], state="queued", last_error=reason, send_state="sending")
+        else:
+            self._set(job["job_id"], state="queued", last_error=reason)
+        self._hold(job, reason)
+        return False
+
+    def _clear_printer_buffers(self) -> None:
+        clear = getattr(self.printer, "clear_buffers", None)
+        if clear is not None:
+            try:
+                clear()
+            except Exception as exc:  # the job attempt that follows reports the problem
+                log.debug("clearing printer buffers failed: %s", type(exc).__name__)
+
+    # -- bookkeeping ------------------------------------------------------------
+    def _mark_printed(self, job: sqlite3.Row) -> None:
+        self._set(job["job_id"], state="printed", printed_at=utcnow_iso(), last_error=None)
+        self.printed += 1
+        self._held.pop(job["job_id"], None)
+        self._publish(job, "printed", None)
+
+    def _hold(self, job: sqlite3.Row, reason: str) -> None:
+        if self._held.get(job["job_id"]) != reason:  # tell the POS once per reason, not per retry
+            self._held[job["job_id"]] = reason
+            self._publish(job, "held", reason)
+            log.warning("print job %s held: %s", job["job_id"], reason)
+
+    def _publish(self, job: sqlite3.Row, state: str, reason: str | None) -> None:
+        if state != "held":
+            self._held.pop(job["job_id"], None)
+        self.bus.publish("print.status", {
+            "job_id": job["job_id"], "slip_id": job["slip_id"], "kind": job["kind"],
+            "client_job_id": job["client_job_id"], "state": state, "reason": reason,
+        })
+
+    def _set(self, job_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{name} = ?" for name in fields)
+        self.ledger.write(lambda conn: conn.execute(
+            f"UPDATE print_jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id)))
 
 
-def queue_reprint(conn: sqlite3.Connection, slip_id: str) -> str | None:
+def _claim_next(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], sqlite3.Row | None]:
+    """Expire what waited too long, then take the oldest queued job."""
+    now = utcnow_iso()
+    expired, job = [], None
+    for row in conn.execute(
+        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id"
+    ).fetchall():
+        if expires_at(row) <= now:
+            conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
+                         (row["job_id"],))
+            expired.append(row)
+        elif job is None:
+            job = row
+    if job is not None:
+        conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
+                     (job["job_id"],))
+    return expired, job
+
+
+def queue_job(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, Any],
+              client_job_id: str | None = None, ttl_s: float | None = None) -> tuple[str, bool]:
+    """Queue a job inside the caller's write; ``(job_id, created)``.
+
+    The same ``client_job_id`` again returns the first job and queues nothing,
+    so a POS retrying a request never gets two slips (or two drawer kicks).
+    """
+    if client_job_id is not None:
+        row = conn.execute("SELECT job_id FROM print_jobs WHERE client_job_id = ?", (client_job_id,)).fetchone()
+        if row is not None:
+            return row["job_id"], False
+    created = utcnow()
+    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
+    job_id = slip_id if n == 0 and kind == "slip" else f"{slip_id}#{kind}{n}"
+    ttl = ttl_s if ttl_s is not None else ttl_for(kind)
+    conn.execute(
+        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (job_id, slip_id, kind, json.dumps(slip), iso(created), iso(created + timedelta(seconds=ttl)),
+         client_job_id),
+    )
+    return job_id, True
+
+
+def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | None = None) -> str | None:
     """A copy of a printed slip, as a new job; None when the slip is unknown."""
     row = conn.execute(
         "SELECT slip FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1", (slip_id,)
     ).fetchone()
     if row is None:
         return None
-    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
     data = json.loads(row[0])
     data["reprint"] = True
-    job_id = f"{slip_id}#copy{n}"
-    conn.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'reprint', ?, ?)",
-        (job_id, slip_id, json.dumps(data), utcnow_iso()),
-    )
+    job_id, _ = queue_job(conn, slip_id=slip_id, kind="reprint", slip=data, client_job_id=client_job_id)
     return job_id

@@ -46,7 +46,7 @@ from posd.sync.protocol import (
 
 log = logging.getLogger("posd.sync.central")
 
-ROUTES = ("push", "members", "program")
+ROUTES = ("push", "members", "program", "lane")
 FAULTS = ("500", "503", "timeout", "reset", "slow", "401", "429", "applied_then_lost")
 DEFAULT_FAULT_DELAY = {"timeout": 12.0, "slow": 1.0}  # timeout outlasts the client's 10 s read timeout
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
@@ -249,6 +249,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("central request: " + format, *args)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # Date comes from central's clock, so a test can give central a skewed one.
+        return super().date_time_string(self.server.central.clock() if timestamp is None else timestamp)
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -273,6 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]]:
         table = [
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
+            ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
             ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
             ("GET", r"/v1/program", self._program),
             ("POST", r"/_admin/faults", self._admin_faults),
@@ -312,6 +317,21 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "applied_then_lost":
             raise _Drop()
         self._send_json(200, {"batch_id": batch_id, "results": results})
+
+    def _lane(self, query: dict, store_id: str, lane_id: str) -> None:
+        """Where central's history of a lane ends, so a starting lane can tell whether it is its own."""
+        central = self.server.central
+        central._count("lane")
+        body = self._read_body(0)
+        fault = self._fault("lane")
+        self._authenticate(body, store_id, None)
+        if not _ID_RE.match(lane_id):
+            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        last_seq, last_event_id = central.store.lane_head(store_id, lane_id)
+        if fault == "applied_then_lost":
+            raise _Drop()
+        self._send_json(200, {"store_id": store_id, "lane_id": lane_id, "last_seq": last_seq,
+                              "last_event_id": last_event_id})
 
     def _members(self, query: dict, store_id: str) -> None:
         central = self.server.central

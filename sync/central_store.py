@@ -196,6 +196,16 @@ class CentralStore:
             ).fetchone()
         return 0 if row is None else row["last_seq"]
 
+    def lane_head(self, store_id: str, lane_id: str) -> tuple[int, str | None]:
+        """(last_seq, event_id at last_seq); (0, None) for a lane central has never heard from."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT l.last_seq, e.event_id FROM lanes l LEFT JOIN events e ON e.store_id = l.store_id "
+                "AND e.lane_id = l.lane_id AND e.seq = l.last_seq WHERE l.store_id = ? AND l.lane_id = ?",
+                (store_id, lane_id),
+            ).fetchone()
+        return (0, None) if row is None or row["last_seq"] == 0 else (row["last_seq"], row["event_id"])
+
     def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
         """Every seq central has consumed for a lane, with its outcome, in seq order."""
         with self._lock:

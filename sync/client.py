@@ -79,6 +79,17 @@ class CentralClient:
         resp = self._request("POST", path, body, headers)
         return parse_results(self._json(resp), batch_id=batch_id)
 
+    def lane_head(self, lane_id: str) -> tuple[int, str | None]:
+        """(last_seq, last_event_id) central holds for ``lane_id`` of our store; (0, None) if none."""
+        resp = self._request("GET", f"/v1/lanes/{_seg(self.store_id)}/{_seg(lane_id)}")
+        doc = self._json(resp)
+        if not isinstance(doc, dict):
+            raise CentralProtocolError("lane answer is not a JSON object")
+        last_seq, last_event_id = doc.get("last_seq"), doc.get("last_event_id")
+        if type(last_seq) is not int or last_seq < 0 or (last_seq > 0 and not isinstance(last_event_id, str)):
+            raise CentralProtocolError("lane answer needs last_seq and, past 0, last_event_id")
+        return last_seq, last_event_id if last_seq else None
+
     def member_changes(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
         """One page of members changed after ``cursor`` (None or '' = full snapshot)."""
         query = urlencode({"cursor": cursor or "", "limit": int(limit)})

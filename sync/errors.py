@@ -9,6 +9,8 @@ Foreign exceptions (requests, json, zlib) are translated at the boundary with
 - ``CentralRequestRejected``: central refused this request as malformed or too
   large; resending it unchanged will not help.
 - ``CentralProtocolError``: central answered something we cannot understand.
+- ``LaneIdentityConflict``: central's history of our lane id is partly ours,
+  partly not (a restored backup); the relay holds everything and alerts.
 - ``RequestRejected`` (``SignatureError``, ``BatchError``): raised by the pure
   protocol checks on the receiving side; central maps them to 4xx answers.
 """
@@ -49,6 +51,11 @@ class CentralRequestRejected(SyncError):
 
 class CentralProtocolError(SyncError):
     """Central's answer does not follow the protocol (bad JSON, wrong shape, 3xx)."""
+
+
+class LaneIdentityConflict(SyncError):
+    """Central's history of our lane id is not this ledger's, and this ledger has events central
+    acknowledged under it (a restored backup?): pushing would reuse (lane, seq). A person decides."""
 
 
 class RequestRejected(SyncError):

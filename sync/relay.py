@@ -25,6 +25,7 @@ from posd.sync.errors import (
     CentralProtocolError,
     CentralRequestRejected,
     CentralUnavailable,
+    LaneIdentityConflict,
     SyncError,
 )
 from posd.sync.ports import CachePort, EventResult, OutboxEvent, OutboxPort
@@ -34,6 +35,7 @@ log = logging.getLogger("posd.sync.relay")
 
 MAX_RETRY_AFTER = 3600.0  # a far-future Retry-After date must not park a lane for days
 _ENVELOPE_BYTES = 1024  # batch_id and the JSON around the events
+MAX_INCARNATIONS = 100  # lane ids tried when a ledger's history is not central's
 
 StatusCallback = Callable[[dict[str, Any]], None]
 
@@ -176,8 +178,23 @@ class _Worker:
         )
         return "auth_failed"
 
+    def _identity_conflict(self, exc: LaneIdentityConflict) -> str:
+        with self._lock:
+            first = self._state != "identity_conflict"
+            self._failures += 1
+            self._state, self._last_error = "identity_conflict", str(exc)
+            self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
+            self._next_at = time.monotonic() + self._auth_retry_interval
+        (log.error if first else log.warning)(
+            "not sending: %s; ledger.db may have been restored from an old backup", exc,
+            extra={"event": f"{self.thread_name}.identity_conflict", "alert": first},
+        )
+        return "identity_conflict"
+
     def _sync_error(self, exc: Exception) -> str:
         """Map an exception from the client to an outcome."""
+        if isinstance(exc, LaneIdentityConflict):
+            return self._identity_conflict(exc)
         if isinstance(exc, CentralAuthError):
             return self._auth_failed(exc)
         if isinstance(exc, CentralUnavailable):
@@ -243,6 +260,7 @@ class OutboxRelay(_Worker):
         auth_retry_interval: float = 300.0,
         rng: random.Random | None = None,
         on_status: StatusCallback | None = None,
+        on_identity: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
@@ -250,6 +268,9 @@ class OutboxRelay(_Worker):
             rng=rng, on_status=on_status, clock=clock,
         )
         self._outbox = outbox
+        self._on_identity = on_identity  # told when this ledger must sync under a new lane id
+        self._base_lane = getattr(client, "lane_id", "lane")
+        self._identity_settled = not hasattr(outbox, "sync_lane_id")  # ports without identities skip it
         self._max_events = max(1, min(max_events, MAX_BATCH_EVENTS))
         self._batch_events = self._max_events  # shrinks after a 413, grows back on success
         self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
@@ -258,7 +279,13 @@ class OutboxRelay(_Worker):
         self._quarantined = 0
 
     def run_once(self) -> str:
-        """One batch: pending -> push -> record. Returns sent | idle | backoff | auth_failed."""
+        """One batch: pending -> push -> record.
+        Returns sent | idle | backoff | auth_failed | identity_conflict."""
+        if not self._identity_settled:
+            try:
+                self._settle_identity()
+            except Exception as exc:
+                return self._sync_error(exc)
         try:
             events = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes), self._max_bytes)
         except Exception as exc:
@@ -309,16 +336,65 @@ class OutboxRelay(_Worker):
         self._succeeded("ok", 0.0)  # more may be pending: go again at once
         return "sent"
 
+    def _settle_identity(self) -> None:
+        """Once per process, before any push: is central's history of our lane id this ledger's?
+
+        Central's last (seq, event_id) for the lane must be in our outbox. If it
+        is not, ledger.db was lost or restored from an old backup, and sending
+        our seqs under that id would collide with events central already has;
+        the ledger moves to the next free incarnation (L01.2, L01.3, ...).
+        """
+        outbox: Any = self._outbox
+        claimed = outbox.sync_lane_id()
+        lane = claimed or self._base_lane
+        for _ in range(MAX_INCARNATIONS):
+            try:
+                last_seq, last_event_id = self._client.lane_head(lane)
+            except CentralRequestRejected as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("central cannot tell a lane's history; trusting lane id %s", lane,
+                            extra={"event": "sync-relay.no_lane_head"})
+                break
+            if last_seq == 0 or outbox.event_id_at(last_seq) == last_event_id:
+                break
+            if outbox.stats().last_acked_seq > 0:
+                # Part of this ledger is central's under that id, part is not (an old
+                # backup?): no id is right for it. Hold every event and ask for a person.
+                raise LaneIdentityConflict(
+                    f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
+            previous, lane = lane, _next_incarnation(lane, self._base_lane)
+            log.error(
+                "central holds another history under lane id %s (ledger.db lost or restored?); "
+                "this ledger syncs as %s", previous, lane,
+                extra={"event": "sync-relay.new_identity", "alert": True, "central_last_seq": last_seq},
+            )
+        else:
+            raise SyncError(f"no free lane identity after {MAX_INCARNATIONS} tries")
+        if lane != claimed:
+            outbox.claim_lane_id(lane)
+        self._client.lane_id = lane
+        self._identity_settled = True
+        if lane != (claimed or self._base_lane) and self._on_identity is not None:
+            self._on_identity(lane)
+
     def _batch_id(self, events: list[OutboxEvent]) -> str:
         store = getattr(self._client, "store_id", "store")
         lane = getattr(self._client, "lane_id", "lane")
         return f"{store}-{lane}-{events[0].seq}-{events[-1].seq}-{uuid.uuid4().hex[:8]}"[-128:]
 
     def _extra_status(self) -> dict[str, Any]:
-        return {"sent_events": self._sent_events, "quarantined_events": self._quarantined}
+        return {"sent_events": self._sent_events, "quarantined_events": self._quarantined,
+                "sync_lane_id": getattr(self._client, "lane_id", None)}
 
     def _progress_key(self) -> Any:
         return self._sent_events
+
+
+def _next_incarnation(lane: str, base: str) -> str:
+    """L01 -> L01.2 -> L01.3: a new lane id for a ledger whose history is not central's."""
+    number = lane[len(base) + 1:] if lane.startswith(base + ".") else ""
+    return f"{base}.{int(number) + 1 if number.isdigit() else 2}"
 
 
 def _fit(events: list[OutboxEvent], max_bytes: int) -> list[OutboxEvent]:

@@ -487,3 +487,34 @@ def test_mutual_tls(tmp_path, pki):
         with make_client(central, cert=cert) as unverified_server:
             with pytest.raises(CentralUnavailable):  # the system CAs don't know our test CA
                 unverified_server.program(None)
+
+
+# --- the OpenAPI file for central's side ------------------------------------------------------------
+
+
+def test_openapi_file_describes_every_protocol_route_and_limit():
+    from posd.sync.protocol import MAX_BATCH_EVENTS, RETRYABLE_CODES, validate_event
+
+    spec = json.loads((ROOT / "docs" / "sync-openapi.json").read_text())
+    assert spec["openapi"].startswith("3.")
+    assert set(spec["paths"]) == {"/v1/lanes/{store_id}/{lane_id}", "/v1/lanes/{store_id}/{lane_id}/batches",
+                                  "/v1/stores/{store_id}/members/changes", "/v1/program"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["Batch"]["properties"]["events"]["maxItems"] == MAX_BATCH_EVENTS
+    codes = set(schemas["Result"]["properties"]["code"]["enum"])
+    assert RETRYABLE_CODES <= codes and {"seq_conflict", "unknown_member", "member_deleted"} <= codes
+    assert validate_event({}) in codes
+    for path in spec["paths"].values():
+        for op in path.values():
+            names = {p["name"] for p in op["parameters"]}
+            assert {"X-Posd-Store", "X-Posd-Timestamp", "X-Posd-Signature"} <= names
+            assert {"401", "429", "5XX"} <= set(op["responses"])
+
+
+def test_lane_head_tells_where_a_lanes_history_ends(central, client):
+    assert client.lane_head(LANE_ID) == (0, None)
+    client.push_batch("B-1", [make_event(1), make_event(2)])
+    assert client.lane_head(LANE_ID) == (2, "E-L01-2")
+    assert client.lane_head("L09") == (0, None)
+    with pytest.raises(CentralRequestRejected):
+        client.lane_head("bad lane")

@@ -153,7 +153,7 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
         resp = requests.post(f"http://127.0.0.1:{api}/v1/transactions", timeout=10,
                              headers={"Authorization": f"Bearer {token}"},
                              json={"transaction_id": "demo-1", "member": "2900000000025",
-                                   "occurred_at": "2026-11-24T10:15:00+01:00", "currency": "PLN", "total": 5000})
+                                   "occurred_at": "2026-11-20T10:15:00+01:00", "currency": "PLN", "total": 5000})
         assert resp.status_code == 200, resp.text
         slip = tmp_path / "var" / "slips" / "demo-1.txt"
         deadline = time.monotonic() + 10

@@ -101,8 +101,9 @@ def test_parser_never_crashes_on_garbage(text):
 
 # -- registry ----------------------------------------------------------------
 def test_known_schemes_per_role():
-    assert registry.known_schemes("scanner") == ["pty", "serial", "tcp"]
-    assert registry.known_schemes("printer") == ["file", "none", "preview", "tcp"]
+    assert registry.known_schemes("scanner") == ["camera", "camera+file", "hid", "pty", "serial", "tcp"]
+    assert registry.known_schemes("card_reader") == ["msr+hid", "msr+serial", "nfc+pcsc"]
+    assert registry.known_schemes("printer") == ["file", "none", "preview", "serial", "tcp", "usb"]
 
 
 def test_unknown_scheme_lists_the_known_ones_for_that_role():

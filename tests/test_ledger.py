@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from posd.core.rules import BasketLine
+from posd.checkout import Checkout
 from posd.events import EventBus
 from posd.lane import Lane, LaneError, TransactionInput
 from posd.storage.cache import Cache
@@ -20,7 +21,9 @@ from posd.sync.ports import EventResult
 
 PROGRAM = {
     "version": "t-1",
-    "earn": {"currency": "points", "rounding": "floor", "rates": {"PLN": {"spend_minor": 100, "points": 1}}},
+    "currencies": [{"code": "points", "kind": "redeemable"}],
+    "rules": [{"id": "base", "type": "base_rate", "currency": "points",
+               "rates": {"PLN": {"spend_minor": 100, "points": 1}}}],
     "tiers": [{"id": "basic", "threshold": 0, "multiplier": "1"},
               {"id": "gold", "threshold": 5000, "multiplier": "1.5"}],
 }
@@ -36,13 +39,14 @@ def lane(tmp_path):
     cache.apply_member_changes([MEMBER], "1")
     lane = Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
                 bus=EventBus(ledger.boot), printer_enabled=True)
+    lane.checkout = Checkout(lane)
     yield lane
     cache.close()
     ledger.close()
 
 
 def tx(tid="T1", total=10000, member="2900000000018", lines=(), h=None):
-    return TransactionInput(transaction_id=tid, member=member, occurred_at=datetime(2026, 11, 24, 10, tzinfo=UTC),
+    return TransactionInput(transaction_id=tid, member=member, occurred_at=datetime(2026, 11, 20, 10, tzinfo=UTC),
                             currency="PLN", total=total, lines=tuple(lines), request_hash=h or f"h-{tid}-{total}")
 
 
@@ -51,9 +55,10 @@ def rows(lane, sql):
 
 
 def test_sale_writes_entry_outbox_and_print_job_together(lane):
-    rec = asyncio.run(lane.record_transaction(tx()))
+    rec = asyncio.run(lane.checkout.record_sale(tx()))
     assert rec.response["accrual"]["points"] == {"points": 150}
-    assert rec.response["balance"]["points"] == {"confirmed": 100, "pending": 150, "total": 250}
+    assert rec.response["balance"]["points"] == {"confirmed": 100, "pending": 150, "total": 250,
+                                                 "available": 250, "maturing": 0, "expired": 0}
     assert rec.response["slip"] == {"slip_id": "T1", "state": "queued"}
     (event,) = rows(lane, "SELECT seq, type, body FROM outbox")
     body = json.loads(event["body"])
@@ -63,23 +68,23 @@ def test_sale_writes_entry_outbox_and_print_job_together(lane):
 
 
 def test_retry_returns_first_answer_and_writes_nothing(lane):
-    first = asyncio.run(lane.record_transaction(tx()))
-    again = asyncio.run(lane.record_transaction(tx()))
+    first = asyncio.run(lane.checkout.record_sale(tx()))
+    again = asyncio.run(lane.checkout.record_sale(tx()))
     assert again.replayed and again.response == first.response
     assert len(rows(lane, "SELECT * FROM outbox")) == 1
 
 
 def test_same_id_different_sale_is_a_conflict(lane):
-    asyncio.run(lane.record_transaction(tx()))
+    asyncio.run(lane.checkout.record_sale(tx()))
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.record_transaction(tx(total=5000)))
+        asyncio.run(lane.checkout.record_sale(tx(total=5000)))
     assert (err.value.status, err.value.code) == (409, "transaction_id_conflict")
 
 
 def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
     async def burst():
         sales = [tx(f"T{i % 50}") for i in range(200)]
-        return await asyncio.gather(*(lane.record_transaction(s) for s in sales))
+        return await asyncio.gather(*(lane.checkout.record_sale(s) for s in sales))
 
     asyncio.run(burst())
     seqs = [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")]
@@ -91,26 +96,26 @@ def test_a_failed_write_leaves_nothing_half_written(lane):
     lane.ledger.write(lambda c: c.execute(
         "CREATE TRIGGER boom BEFORE INSERT ON print_jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
     with pytest.raises(sqlite3.IntegrityError):
-        asyncio.run(lane.record_transaction(tx()))
+        asyncio.run(lane.checkout.record_sale(tx()))
     for table in ("outbox", "ledger_entries", "transactions", "print_jobs"):
         assert rows(lane, f"SELECT COUNT(*) FROM {table}")[0][0] == 0
     lane.ledger.write(lambda c: c.execute("DROP TRIGGER boom"))
-    assert asyncio.run(lane.record_transaction(tx())).response["seq"] == 1  # no hole left behind
+    assert asyncio.run(lane.checkout.record_sale(tx())).response["seq"] == 1  # no hole left behind
 
 
 def test_unknown_member_and_bad_basket_write_nothing(lane):
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.record_transaction(tx(member="2900000000995")))
+        asyncio.run(lane.checkout.record_sale(tx(member="2900000000995")))
     assert err.value.code == "unknown_member"
     bad = [BasketLine("A", None, Decimal(1), 100, 0)]
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.record_transaction(tx(lines=bad)))
+        asyncio.run(lane.checkout.record_sale(tx(lines=bad)))
     assert err.value.code == "total_mismatch"
     assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 0
 
 
 def test_ledger_is_append_only(lane):
-    asyncio.run(lane.record_transaction(tx()))
+    asyncio.run(lane.checkout.record_sale(tx()))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         lane.ledger.write(lambda c: c.execute("UPDATE ledger_entries SET points = 1"))
     with pytest.raises(sqlite3.IntegrityError):
@@ -118,18 +123,20 @@ def test_ledger_is_append_only(lane):
 
 
 def test_balance_counts_only_entries_central_has_not_applied(lane):
-    asyncio.run(lane.record_transaction(tx("T1")))
-    asyncio.run(lane.record_transaction(tx("T2")))
+    asyncio.run(lane.checkout.record_sale(tx("T1")))
+    asyncio.run(lane.checkout.record_sale(tx("T2")))
     LedgerOutbox(lane.ledger).record_results([EventResult(1, "accepted"), EventResult(2, "accepted")])
     # central applied seq 1 only so far: its balance includes T1's 150
     lane.cache.apply_member_changes([dict(MEMBER, balances={"points": 250}, applied_seq={"L01": 1})], "2")
     view = lane.member_view(lane.find_member("2900000000018"))
-    assert view["balances"]["points"] == {"confirmed": 250, "pending": 150, "total": 400}
+    assert view["balances"]["points"]["confirmed"] == 250
+    assert view["balances"]["points"]["pending"] == 150
+    assert view["balances"]["points"]["total"] == 400
 
 
 def test_outbox_port_batches_and_quarantines(lane):
     for i in range(5):
-        asyncio.run(lane.record_transaction(tx(f"T{i}")))
+        asyncio.run(lane.checkout.record_sale(tx(f"T{i}")))
     port = LedgerOutbox(lane.ledger)
     batch = port.pending_batch(3, 10**6)
     assert [e.seq for e in batch] == [1, 2, 3]
@@ -146,7 +153,7 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L")).close()
     again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
     names = [r[0] for r in again.reader().execute("SELECT name FROM _migrations")]
-    assert names == ["m001_ledger_core"]
+    assert names[:2] == ["m001_ledger_core", "m002_loyalty"] and len(names) == len(set(names))
     assert again.boot == 2
     again.close()
 

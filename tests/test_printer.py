@@ -259,7 +259,7 @@ def test_preview_printer_writes_bin_and_txt(tmp_path):
     text = (folder / "S-42.txt").read_text(encoding="utf-8")
     assert text == escpos_to_text(sent, 48)
     assert POLISH in text
-    assert sorted(p.name for p in folder.iterdir()) == ["S-42.bin", "S-42.txt"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == ["S-42.bin", "S-42.png", "S-42.txt"]  # no temp files left
 
 
 def test_preview_reprint_replaces_atomically(tmp_path):
@@ -267,7 +267,7 @@ def test_preview_reprint_replaces_atomically(tmp_path):
     printer.print_document(SlipDocument("S-1", "en", blocks=(Text("first"),)))
     printer.print_document(SlipDocument("S-1", "en", blocks=(Text("second"),)))
     assert "second" in (tmp_path / "S-1.txt").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["S-1.bin", "S-1.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S-1.bin", "S-1.png", "S-1.txt"]
 
 
 def test_preview_refuses_a_path_like_slip_id(tmp_path):
@@ -312,5 +312,8 @@ def test_emulator_answers_dle_eot_with_epson_bits():
             conn.sendall(b"\x10\x04")
             conn.sendall(b"\x04")
             assert conn.recv(1) == bytes([0x12 | 0x0C | 0x60])  # paper end
-        assert emulator.wait_for_jobs(1, timeout=10)[0] == b"\x10\x04\x01\x10\x04\x02\x10\x04\x04"
+        emulator.wait_for_connections(1)
+    assert emulator.status_queries == [1, 2, 4]
+    assert emulator.raw == [b"\x10\x04\x01\x10\x04\x02\x10\x04\x04"]
+    assert emulator.jobs == []  # status questions are not a print job
     assert status_byte("online", 1) == 0x12 and status_byte("paper_near_end", 4) == 0x1E

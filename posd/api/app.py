@@ -13,16 +13,38 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from posd import __version__
-from posd.api.models import MemberOut, Problem, ReprintOut, TransactionIn, TransactionOut
+from posd.api.models import (
+    MemberOut,
+    Problem,
+    RedemptionIn,
+    RedemptionOut,
+    ReprintOut,
+    ReturnIn,
+    ReturnOut,
+    TransactionIn,
+    TransactionOut,
+    VoucherOut,
+    VoucherUseIn,
+    VoucherValidateIn,
+)
 from posd.api.security import LocalGuard, allowed_hosts, token_ok
 from posd.core.rules import BasketLine
 from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput, request_hash
+from posd.checkout import Checkout, ReturnInput
+from posd.lane import Lane, LaneError, Recorded, TransactionInput, request_hash
 from posd.printing import queue_reprint
+from posd.redeem import RedemptionInput, Redemptions
 
 log = logging.getLogger("posd.api")
 
 KEEPALIVE_S = 15.0
+
+
+def _answer(recorded: Recorded, response: Response) -> dict[str, Any]:
+    """The stored answer; a retry of the same id is flagged, never re-applied."""
+    if recorded.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return recorded.response
 
 
 def _err(status: int, code: str, message: str, errors: list | None = None) -> JSONResponse:
@@ -36,7 +58,8 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": Problem} for c in codes}
 
 
-def create_app(*, lane: Lane, bus: EventBus, token: str, host: str, port: int,
+def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Redemptions | None = None,
+               bus: EventBus, token: str, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
                metrics: Callable[[], str] | None = None, on_reprint: Callable[[], None] | None = None) -> FastAPI:
     app = FastAPI(title="posd local API", version=__version__,
@@ -94,10 +117,35 @@ def create_app(*, lane: Lane, bus: EventBus, token: str, host: str, port: int,
                                    unit_price=ln.unit_price, discount=ln.discount) for ln in body.lines),
             request_hash=request_hash(body.model_dump(mode="json")),
         )
-        recorded = await lane.record_transaction(tx)
-        if recorded.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
-        return recorded.response
+        return _answer(await checkout.record_sale(tx), response)
+
+    @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
+              responses=_responses(401, 404, 409, 422), tags=["transactions"])
+    async def post_return(transaction_id: str, body: ReturnIn, response: Response) -> dict[str, Any]:
+        ret = ReturnInput(
+            transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,
+            lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
+            request_hash=request_hash({"transaction_id": transaction_id, **body.model_dump(mode="json")}),
+        )
+        return _answer(await checkout.record_return(ret), response)
+
+    @app.post("/v1/redemptions", dependencies=auth, response_model=RedemptionOut,
+              responses=_responses(401, 404, 409, 422, 503), tags=["rewards"])
+    async def post_redemption(body: RedemptionIn, response: Response) -> dict[str, Any]:
+        req = RedemptionInput(redemption_id=body.redemption_id, member=body.member, reward_id=body.reward_id,
+                              points=body.points, transaction_id=body.transaction_id,
+                              request_hash=request_hash(body.model_dump(mode="json")))
+        return _answer(await redemptions.redeem(req), response)
+
+    @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut,
+              responses=_responses(401, 404, 409, 422), tags=["rewards"])
+    def validate_voucher(body: VoucherValidateIn) -> dict[str, Any]:
+        return redemptions.validate(body.code, body.member)
+
+    @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut,
+              responses=_responses(401, 404, 409, 422), tags=["rewards"])
+    async def use_voucher(code: str, body: VoucherUseIn, response: Response) -> dict[str, Any]:
+        return _answer(await redemptions.use(code, body.transaction_id, body.member), response)
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               responses=_responses(401, 404, 409), tags=["slips"])
@@ -110,6 +158,26 @@ def create_app(*, lane: Lane, bus: EventBus, token: str, host: str, port: int,
         if on_reprint:
             on_reprint()
         return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}
+
+    @app.get("/v1/slips/{slip_id}.png", dependencies=auth, response_class=Response, tags=["slips"],
+             responses={200: {"content": {"image/png": {}}}, **_responses(401, 404)})
+    def slip_preview(slip_id: str, request: Request) -> Response:
+        """The slip as the lane's printer prints it: the stored slip data rendered to the
+        printer's ESC/POS bytes, then drawn from those bytes (sync: runs in a worker thread)."""
+        import json
+
+        from posd.core.slip import SlipData, build_slip
+        from posd.drivers.printer_preview import slip_png
+
+        row = lane.ledger.reader().execute(
+            "SELECT slip FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1", (slip_id,)
+        ).fetchone()
+        if row is None:
+            raise LaneError(404, "unknown_slip", "no slip with that id on this lane")
+        printer = getattr(request.app.state, "printer", None)  # the daemon's printer: its profile and paper
+        doc = build_slip(SlipData.from_json(json.loads(row[0])), lane.locale)
+        png = slip_png(doc, getattr(printer, "profile", "default"), getattr(printer, "width_mm", 80))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/events", dependencies=auth, tags=["events"], response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}, **_responses(401)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 
@@ -38,9 +38,12 @@ class Problem(BaseModel):
 
 
 class Balance(BaseModel):
-    confirmed: int
-    pending: int
-    total: int
+    confirmed: int = Field(description="confirmed by central")
+    pending: int = Field(description="this lane's entries central has not applied yet (net)")
+    total: int = Field(description="confirmed + pending - expired")
+    available: int = Field(description="total less points still maturing (pending days): what can be redeemed")
+    maturing: int = 0
+    expired: int = 0
 
 
 class Accrual(BaseModel):
@@ -83,3 +86,89 @@ class ReprintOut(BaseModel):
     slip_id: str
     job_id: str
     state: str
+
+
+class ReturnLineIn(_In):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: Decimal = Field(gt=0, le=100_000, max_digits=12, decimal_places=3)
+
+
+class ReturnIn(_In):
+    return_id: str = Field(pattern=ID_PATTERN, description="the POS's id for this return; the idempotency key")
+    lines: list[ReturnLineIn] | None = Field(default=None, min_length=1, max_length=500,
+                                             description="what came back; or give amount")
+    amount: StrictInt | None = Field(default=None, gt=0, le=10**11, description="minor units; or give lines")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReturnIn:
+        if (self.lines is None) == (self.amount is None):
+            raise ValueError("give either lines or amount")
+        return self
+
+
+class ReturnOut(BaseModel):
+    transaction_id: str
+    return_id: str
+    reversed: dict[str, int] = Field(description="points taken back per currency (positive numbers)")
+    balance: dict[str, Balance]
+    seq: int | None
+    recorded_at: str
+
+
+class RedemptionIn(_In):
+    redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
+    member: str = Field(max_length=64)
+    reward_id: str | None = Field(default=None, max_length=64)
+    points: StrictInt | None = Field(default=None, gt=0, le=10**9)
+    transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+
+class Voucher(BaseModel):
+    code: str
+    title: str
+    symbology: str
+    expires_at: str | None
+    valid_until: str | None = Field(default=None, description="last day of validity, store-local date")
+    reward_id: str | None
+    kind: str | None
+    value_minor: int | None
+    percent: int | None
+    sku: str | None
+
+
+class RedemptionOut(BaseModel):
+    redemption_id: str
+    member_id: str
+    points: dict[str, int]
+    voucher: Voucher
+    balance: dict[str, Balance]
+    slip: SlipState
+    seq: int
+    offline: bool
+    recorded_at: str
+
+
+class VoucherValidateIn(_In):
+    code: str = Field(min_length=1, max_length=64)
+    member: str | None = Field(default=None, max_length=64)
+
+
+class VoucherUseIn(_In):
+    transaction_id: str = Field(pattern=ID_PATTERN)
+    member: str | None = Field(default=None, max_length=64)
+
+
+class VoucherOut(BaseModel):
+    code: str
+    valid: bool | None = None
+    used: bool | None = None
+    transaction_id: str | None = None
+    used_at: str | None = None
+    source: str | None
+    member_id: str | None
+    reward_id: str | None = None
+    description: str | None
+    value_minor: int | None
+    percent: int | None
+    sku: str | None
+    expires_at: str | None

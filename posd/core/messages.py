@@ -1,55 +1,217 @@
-"""Message catalogs for slips and the status page: pl, fa, en (the fallback)."""
+"""Message catalogs and number/date formatting for slips and the status page.
+
+pl, fa and en (the fallback). Pure: catalogs are data, formatting is
+arithmetic; no locale module (its output depends on the machine's locales).
+"""
 
 from __future__ import annotations
+
+import re
+from datetime import date
 
 CATALOGS: dict[str, dict[str, str]] = {
     "en": {
         "slip.title": "Loyalty",
+        "slip.kind.sale": "Purchase",
+        "slip.kind.redemption": "Points redeemed",
+        "slip.kind.return": "Return",
         "slip.member": "Member",
         "slip.tier": "Tier",
-        "slip.earned": "Points earned",
-        "slip.balance": "Balance",
-        "slip.pending": "of which pending",
         "slip.next_tier": "{points} points to {tier}",
+        "slip.top_tier": "You are in the top tier",
+        "slip.earned": "Points earned",
+        "slip.redeemed": "Points used",
+        "slip.returned": "Points reversed",
+        "slip.rule.base_rate": "Base points",
+        "slip.rule.tier_multiplier": "Tier bonus",
+        "slip.rule.tier_bonus": "Tier bonus",
+        "slip.rule.multiplier": "Promotion",
+        "slip.rule.per_unit": "Product bonus",
+        "slip.rule.threshold_bonus": "Basket bonus",
+        "slip.rule.birthday": "Birthday bonus",
+        "slip.rule.transaction_cap": "Transaction cap",
+        "slip.balance": "Balance",
+        "slip.confirmed": "confirmed",
+        "slip.pending": "of which pending",
+        "slip.rewards": "You can redeem now",
+        "slip.reward": "{title} for {points}",
+        "slip.voucher": "Your voucher",
+        "slip.valid_until": "Valid until {date}",
+        "slip.offer": "Just for you",
+        "slip.member_code": "Your member code",
         "slip.transaction": "Transaction",
         "slip.lane": "Store {store} / lane {lane}",
         "slip.thanks": "Thank you!",
         "slip.reprint": "COPY",
         "currency.points": "points",
+        "currency.points.one": "point",
+        "currency.stamps": "stamps",
+        "currency.stamps.one": "stamp",
     },
     "pl": {
         "slip.title": "Program lojalnościowy",
-        "slip.member": "Członek",
+        "slip.kind.sale": "Zakup",
+        "slip.kind.redemption": "Wymiana punktów",
+        "slip.kind.return": "Zwrot",
+        "slip.member": "Klient",
         "slip.tier": "Poziom",
-        "slip.earned": "Zdobyte punkty",
-        "slip.balance": "Saldo",
-        "slip.pending": "w tym oczekujące",
         "slip.next_tier": "{points} pkt do poziomu {tier}",
+        "slip.top_tier": "Masz najwyższy poziom",
+        "slip.earned": "Zdobyte punkty",
+        "slip.redeemed": "Wykorzystane punkty",
+        "slip.returned": "Cofnięte punkty",
+        "slip.rule.base_rate": "Punkty podstawowe",
+        "slip.rule.tier_multiplier": "Premia za poziom",
+        "slip.rule.tier_bonus": "Premia za poziom",
+        "slip.rule.multiplier": "Promocja",
+        "slip.rule.per_unit": "Premia za produkt",
+        "slip.rule.threshold_bonus": "Premia za koszyk",
+        "slip.rule.birthday": "Prezent urodzinowy",
+        "slip.rule.transaction_cap": "Limit transakcji",
+        "slip.balance": "Saldo",
+        "slip.confirmed": "potwierdzone",
+        "slip.pending": "w tym oczekujące",
+        "slip.rewards": "Możesz teraz wymienić",
+        "slip.reward": "{title} za {points}",
+        "slip.voucher": "Twój kupon",
+        "slip.valid_until": "Ważny do {date}",
+        "slip.offer": "Specjalnie dla Ciebie",
+        "slip.member_code": "Twój kod klienta",
         "slip.transaction": "Transakcja",
         "slip.lane": "Sklep {store} / kasa {lane}",
         "slip.thanks": "Dziękujemy za zakupy!",
         "slip.reprint": "KOPIA",
         "currency.points": "pkt",
+        "currency.stamps": "naklejek",
     },
     "fa": {
         "slip.title": "باشگاه مشتریان",
+        "slip.kind.sale": "خرید",
+        "slip.kind.redemption": "استفاده از امتیاز",
+        "slip.kind.return": "مرجوعی",
         "slip.member": "عضو",
         "slip.tier": "سطح",
+        "slip.next_tier": "{points} امتیاز تا سطح {tier}",
+        "slip.top_tier": "شما در بالاترین سطح هستید",
         "slip.earned": "امتیاز کسب‌شده",
+        "slip.redeemed": "امتیاز استفاده‌شده",
+        "slip.returned": "امتیاز کسرشده",
+        "slip.rule.base_rate": "امتیاز پایه",
+        "slip.rule.tier_multiplier": "پاداش سطح",
+        "slip.rule.tier_bonus": "پاداش سطح",
+        "slip.rule.multiplier": "طرح تشویقی",
+        "slip.rule.per_unit": "امتیاز ویژهٔ کالا",
+        "slip.rule.threshold_bonus": "پاداش سبد خرید",
+        "slip.rule.birthday": "هدیهٔ تولد",
+        "slip.rule.transaction_cap": "سقف تراکنش",
         "slip.balance": "موجودی",
+        "slip.confirmed": "تأییدشده",
         "slip.pending": "در انتظار",
-        "slip.next_tier": "{points} امتیاز تا {tier}",
+        "slip.rewards": "همین حالا می‌توانید بگیرید",
+        "slip.reward": "{title} با {points}",
+        "slip.voucher": "کوپن شما",
+        "slip.valid_until": "معتبر تا {date}",
+        "slip.offer": "پیشنهاد ویژهٔ شما",
+        "slip.member_code": "کد عضویت شما",
         "slip.transaction": "تراکنش",
         "slip.lane": "فروشگاه {store} / صندوق {lane}",
         "slip.thanks": "از خرید شما سپاسگزاریم!",
         "slip.reprint": "رونوشت",
         "currency.points": "امتیاز",
+        "currency.stamps": "مهر",
     },
 }
 
 RTL_LOCALES = frozenset({"fa", "ar", "he"})
+# Locales whose slips use Persian digits and may use the Jalali calendar.
+PERSIAN_DIGIT_LOCALES = frozenset({"fa"})
+
+_PERSIAN_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+_GROUP_SEP = {"en": ",", "pl": "\u00a0", "fa": "٬"}  # pl: a no-break space
+# CLDR's Persian signs: a left-to-right mark keeps the sign before the digits
+# in right-to-left text, where bidi would otherwise move it behind them.
+_MINUS = {"fa": "\u200e\u2212"}
+_PLUS = {"fa": "\u200e+"}
+_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}))?")
 
 
 def message(locale: str, key: str, **params: object) -> str:
     template = CATALOGS.get(locale, {}).get(key) or CATALOGS["en"].get(key) or key
     return template.format(**params) if params else template
+
+
+def has_message(locale: str, key: str) -> bool:
+    return key in CATALOGS.get(locale, {}) or key in CATALOGS["en"]
+
+
+def localize_digits(text: str, locale: str) -> str:
+    """ASCII digits as the locale writes them (Persian digits for fa)."""
+    return text.translate(_PERSIAN_DIGITS) if locale in PERSIAN_DIGIT_LOCALES else text
+
+
+def format_number(locale: str, n: int) -> str:
+    """Grouped thousands: 12,500 (en), 12 500 (pl, from five digits as Polish
+    typesetting does), ۱۲٬۵۰۰ (fa)."""
+    sign, digits = (_MINUS.get(locale, "-") if n < 0 else ""), str(abs(n))
+    if len(digits) > 4 or (len(digits) == 4 and locale != "pl"):
+        sep = _GROUP_SEP.get(locale, ",")
+        groups = []
+        while digits:
+            groups.insert(0, digits[-3:])
+            digits = digits[:-3]
+        digits = sep.join(groups)
+    return localize_digits(sign + digits, locale)
+
+
+def format_amount(locale: str, currency: str, n: int, *, signed: bool = False) -> str:
+    """``n`` points (or stamps, ...) with the currency's local name."""
+    key = f"currency.{currency}"
+    if abs(n) == 1 and key + ".one" in CATALOGS.get(locale, {}):
+        key += ".one"  # only en inflects; pl and fa use forms that need none
+    name = message(locale, key) if has_message(locale, key) else currency
+    number = format_number(locale, n)
+    if signed and n > 0:
+        number = _PLUS.get(locale, "+") + number
+    return f"{number} {name}"
+
+
+def gregorian_to_jalali(year: int, month: int, day: int) -> tuple[int, int, int]:
+    """The Solar Hijri (Jalali) date of a Gregorian date (the arithmetic
+    33-year-cycle algorithm; exact for 1800-2200, the years a slip sees)."""
+    g_d_m = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+    gy2 = year + 1 if month > 2 else year
+    days = (355666 + 365 * year + (gy2 + 3) // 4 - (gy2 + 99) // 100 + (gy2 + 399) // 400
+            + day + g_d_m[month - 1])
+    jy = -1595 + 33 * (days // 12053)
+    days %= 12053
+    jy += 4 * (days // 1461)
+    days %= 1461
+    if days > 365:
+        jy += (days - 1) // 365
+        days = (days - 1) % 365
+    if days < 186:
+        return jy, 1 + days // 31, 1 + days % 31
+    return jy, 7 + (days - 186) // 30, 1 + (days - 186) % 30
+
+
+def format_datetime(locale: str, text: str, *, calendar: str = "gregorian") -> str:
+    """A store-local ``YYYY-MM-DD[ HH:MM]`` as the locale writes it:
+    2026-11-24 10:15 (en), 24.11.2026 10:15 (pl), ۱۴۰۵/۰۹/۰۳ ۱۰:۱۵ (fa, Jalali).
+    Anything else is returned with its digits localized."""
+    m = _DATE_RE.match(text)
+    if not m:
+        return localize_digits(text, locale)
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    try:
+        date(y, mo, d)
+    except ValueError:
+        return localize_digits(text, locale)
+    clock = f" {m.group(4)}:{m.group(5)}" if m.group(4) else ""
+    if calendar == "jalali":
+        jy, jm, jd = gregorian_to_jalali(y, mo, d)
+        out = f"{jy:04d}/{jm:02d}/{jd:02d}{clock}"
+    elif locale == "pl":
+        out = f"{d:02d}.{mo:02d}.{y:04d}{clock}"
+    else:
+        out = f"{y:04d}-{mo:02d}-{d:02d}{clock}"
+    return localize_digits(out, locale)

@@ -2,27 +2,61 @@
 
 Pure: a dict in, frozen dataclasses out. Rates and multipliers are exact
 fractions (never floats), so evaluating the same basket against the same
-program version always gives the same points.
+program version always gives the same points. docs/program.md describes the
+JSON; a document posd cannot evaluate raises ProgramError naming the path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
+from posd.core.rules_json import (
+    ProgramError,
+    array,
+    choice,
+    fraction,
+    integer,
+    mapping,
+    names,
+    obj,
+    refuse_floats,
+    text,
+    unique_ids,
+)
+from posd.core.rules_spec import Rule, parse_rules
+
+__all__ = ["Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Tier", "parse_program"]
+
 Rounding = Literal["floor", "half_up"]
 ROUNDINGS: tuple[str, ...] = ("floor", "half_up")
+CURRENCY_KINDS = ("redeemable", "qualifying", "stamps")
+EXPIRY_POLICIES = ("never", "rolling_days", "end_of_month", "end_of_year")
+REWARD_KINDS = ("discount", "free_item", "fixed_value")
 
 
-class ProgramError(ValueError):
-    """A program document posd cannot evaluate; the previous program stays in force."""
+def _localised(names_: dict[str, str], locale: str, fallback: str) -> str:
+    return names_.get(locale) or names_.get("en") or fallback
 
 
 @dataclass(frozen=True)
-class EarnRate:
-    spend_minor: int  # this much spend, in minor units of the money currency...
-    points: int  # ...earns this many points
+class ExpiryPolicy:
+    policy: Literal["never", "rolling_days", "end_of_month", "end_of_year"]
+    days: int = 0  # rolling_days: lifetime in days
+    months: int = 0  # end_of_month / end_of_year: how far past the earning month the period ends
+
+
+@dataclass(frozen=True)
+class Currency:
+    code: str
+    kind: Literal["redeemable", "qualifying", "stamps"]
+    names: dict[str, str]
+    pending_days: int
+    expiry: ExpiryPolicy
+
+    def name(self, locale: str) -> str:
+        return _localised(self.names, locale, self.code)
 
 
 @dataclass(frozen=True)
@@ -33,24 +67,54 @@ class Tier:
     names: dict[str, str]
 
     def name(self, locale: str) -> str:
-        return self.names.get(locale) or self.names.get("en") or self.tier_id
+        return _localised(self.names, locale, self.tier_id)
+
+
+@dataclass(frozen=True)
+class Reward:
+    reward_id: str
+    names: dict[str, str]
+    kind: Literal["discount", "free_item", "fixed_value"]
+    currency: str
+    price: int
+    tier_prices: dict[str, int]
+    value_minor: int | None = None  # discount (amount off) / fixed_value, in `money`
+    percent: int | None = None  # discount (percent off)
+    sku: str | None = None  # free_item
+    valid_days: int = 30  # voucher validity
+    limit_per_member_per_day: int | None = None
+    min_tier: str | None = None
+    money: str | None = None  # ISO currency of value_minor
+    allowed_tiers: frozenset[str] | None = field(default=None, repr=False)  # from min_tier; None = everyone
+
+    def name(self, locale: str) -> str:
+        return _localised(self.names, locale, self.reward_id)
+
+    def price_for(self, tier_id: str | None) -> int | None:
+        """The price for a member of `tier_id`; None when that tier may not redeem it."""
+        if self.allowed_tiers is not None and tier_id not in self.allowed_tiers:
+            return None
+        return self.tier_prices.get(tier_id, self.price) if tier_id is not None else self.price
 
 
 @dataclass(frozen=True)
 class Program:
     version: str
-    earn_currency: str
-    rates: dict[str, EarnRate]  # money currency (ISO 4217) -> rate
-    rounding: Rounding
+    currencies: tuple[Currency, ...]
     tiers: tuple[Tier, ...]  # ascending threshold
     tier_currency: str
+    rounding: Rounding
+    rewards: tuple[Reward, ...]
+    rules: tuple[Rule, ...]
+    transaction_caps: dict[str, int]  # loyalty currency -> most points one transaction earns
+    earn_currency: str  # the main redeemable currency
     raw: dict[str, Any]
 
+    def currency(self, code: str) -> Currency | None:
+        return next((c for c in self.currencies if c.code == code), None)
+
     def tier(self, tier_id: str | None) -> Tier | None:
-        for t in self.tiers:
-            if t.tier_id == tier_id:
-                return t
-        return None
+        return next((t for t in self.tiers if t.tier_id == tier_id), None)
 
     def next_tier(self, tier_id: str | None) -> Tier | None:
         current = self.tier(tier_id)
@@ -59,66 +123,174 @@ class Program:
                 return t
         return None
 
-
-def parse_fraction(value: Any, where: str) -> Fraction:
-    """"1.5", "3/2", 2 -> Fraction; floats are refused (0.1 is not exact)."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ProgramError(f"{where}: write {value!r} as a string such as \"1.5\"")
-    try:
-        f = Fraction(str(value))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ProgramError(f"{where}: {value!r} is not a number") from exc
-    if f < 0:
-        raise ProgramError(f"{where}: must not be negative")
-    return f
+    def reward(self, reward_id: str) -> Reward | None:
+        return next((r for r in self.rewards if r.reward_id == reward_id), None)
 
 
-def _int(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProgramError(f"{where}: must be an integer >= {minimum}")
-    return value
+# -- parsing ----------------------------------------------------------------
+
+def _expiry(value: Any, path: str, pending_days: int) -> ExpiryPolicy:
+    raw = obj(value, path, required=("policy",), optional=("days", "months", "years"))
+    policy = choice(raw["policy"], f"{path}.policy", EXPIRY_POLICIES)
+    allowed = {"never": (), "rolling_days": ("days",), "end_of_month": ("months",), "end_of_year": ("years",)}[policy]
+    for key in ("days", "months", "years"):
+        if key in raw and key not in allowed:
+            raise ProgramError(f"{path}.{key}: not used by the {policy} policy")
+    if policy == "rolling_days":
+        days = integer(raw.get("days"), f"{path}.days", minimum=1)
+        if days <= pending_days:
+            raise ProgramError(f"{path}.days: must exceed pending_days ({pending_days}), "
+                               "or the points expire before they can be spent")
+        return ExpiryPolicy("rolling_days", days=days)
+    if policy == "end_of_month":
+        return ExpiryPolicy("end_of_month", months=integer(raw.get("months", 0), f"{path}.months"))
+    if policy == "end_of_year":
+        return ExpiryPolicy("end_of_year", months=12 * integer(raw.get("years", 0), f"{path}.years"))
+    return ExpiryPolicy("never")
+
+
+def _currency(raw: Any, path: str) -> Currency:
+    obj(raw, path, required=("code", "kind"), optional=("name", "pending_days", "expiry"))
+    pending = integer(raw.get("pending_days", 0), f"{path}.pending_days")
+    return Currency(
+        code=text(raw["code"], f"{path}.code"),
+        kind=choice(raw["kind"], f"{path}.kind", CURRENCY_KINDS),  # type: ignore[arg-type]
+        names=names(raw["name"], f"{path}.name") if "name" in raw else {},
+        pending_days=pending,
+        expiry=_expiry(raw.get("expiry", {"policy": "never"}), f"{path}.expiry", pending),
+    )
+
+
+def _tier(raw: Any, path: str) -> Tier:
+    obj(raw, path, required=("id",), optional=("threshold", "multiplier", "name"))
+    return Tier(
+        tier_id=text(raw["id"], f"{path}.id"),
+        threshold=integer(raw.get("threshold", 0), f"{path}.threshold"),
+        multiplier=fraction(raw.get("multiplier", "1"), f"{path}.multiplier", minimum=Fraction(1)),
+        names=names(raw["name"], f"{path}.name") if "name" in raw else {},
+    )
+
+
+def _parse_tiers(value: Any) -> tuple[Tier, ...]:
+    tiers = [_tier(raw, f"tiers[{i}]") for i, raw in enumerate(array(value, "tiers"))]
+    unique_ids(tiers, "tier_id", "tiers")
+    thresholds: set[int] = set()
+    for i, tier in enumerate(tiers):
+        if tier.threshold in thresholds:
+            raise ProgramError(f"tiers[{i}].threshold: another tier already starts at {tier.threshold}")
+        thresholds.add(tier.threshold)
+    return tuple(sorted(tiers, key=lambda t: t.threshold))
+
+
+def _parse_currencies(value: Any) -> tuple[Currency, ...]:
+    currencies = [_currency(raw, f"currencies[{i}]") for i, raw in enumerate(array(value, "currencies"))]
+    unique_ids(currencies, "code", "currencies", "code")
+    if not any(c.kind == "redeemable" for c in currencies):
+        raise ProgramError("currencies: at least one currency must be of kind redeemable")
+    return tuple(currencies)
+
+
+def _caps(value: Any, currencies: dict[str, str]) -> dict[str, int]:
+    caps = mapping(value, "transaction_caps", '{"points": 5000}')
+    for code in caps:
+        if code not in currencies:
+            raise ProgramError(f"transaction_caps.{code}: not in currencies ({', '.join(currencies)})")
+    return {code: integer(cap, f"transaction_caps.{code}") for code, cap in caps.items()}
+
+
+def _reward_value(raw: dict[str, Any], path: str, kind: str) -> dict[str, Any]:
+    """The kind-specific fields: what the voucher is worth or gives."""
+    needs = {"discount": ("value_minor", "percent"), "fixed_value": ("value_minor",), "free_item": ("sku",)}[kind]
+    for key in ("value_minor", "percent", "sku"):
+        if key in raw and key not in needs:
+            raise ProgramError(f"{path}.{key}: not used by a {kind} reward")
+    given = [key for key in needs if key in raw]
+    if len(given) != 1:
+        raise ProgramError(f"{path}: a {kind} reward needs exactly one of {', '.join(needs)}")
+    out: dict[str, Any] = {}
+    if "value_minor" in raw:
+        out["value_minor"] = integer(raw["value_minor"], f"{path}.value_minor", minimum=1)
+        out["money"] = text(raw.get("money"), f"{path}.money")
+    elif "money" in raw:
+        raise ProgramError(f"{path}.money: only used with value_minor")
+    if "percent" in raw:
+        out["percent"] = integer(raw["percent"], f"{path}.percent", minimum=1)
+        if out["percent"] > 100:
+            raise ProgramError(f"{path}.percent: at most 100")
+    if "sku" in raw:
+        out["sku"] = text(raw["sku"], f"{path}.sku")
+    return out
+
+
+def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...]) -> Reward:
+    obj(raw, path, required=("id", "kind", "currency", "price"),
+        optional=("name", "tier_prices", "value_minor", "money", "percent", "sku", "valid_days",
+                  "limit_per_member_per_day", "min_tier"))
+    kind = choice(raw["kind"], f"{path}.kind", REWARD_KINDS)
+    currency = text(raw["currency"], f"{path}.currency")
+    if kinds.get(currency) not in ("redeemable", "stamps"):
+        spendable = [code for code, k in kinds.items() if k != "qualifying"]
+        raise ProgramError(f"{path}.currency: {currency!r} cannot be spent; use one of {', '.join(spendable)}")
+    tier_ids = [t.tier_id for t in tiers]
+    prices = mapping(raw["tier_prices"], f"{path}.tier_prices", '{"gold": 400}') if "tier_prices" in raw else {}
+    for tier_id in prices:
+        if tier_id not in tier_ids:
+            raise ProgramError(f"{path}.tier_prices.{tier_id}: not a tier ({', '.join(tier_ids)})")
+    min_tier = raw.get("min_tier")
+    allowed = None
+    if min_tier is not None:
+        if min_tier not in tier_ids:
+            raise ProgramError(f"{path}.min_tier: {min_tier!r} is not a tier ({', '.join(tier_ids)})")
+        allowed = frozenset(tier_ids[tier_ids.index(min_tier):])  # tiers ascend by threshold
+    limit = raw.get("limit_per_member_per_day")
+    return Reward(
+        reward_id=text(raw["id"], f"{path}.id"),
+        names=names(raw["name"], f"{path}.name") if "name" in raw else {},
+        kind=kind,  # type: ignore[arg-type]
+        currency=currency,
+        price=integer(raw["price"], f"{path}.price", minimum=1),
+        tier_prices={t: integer(p, f"{path}.tier_prices.{t}", minimum=1) for t, p in prices.items()},
+        valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1),
+        limit_per_member_per_day=None if limit is None else integer(limit, f"{path}.limit_per_member_per_day",
+                                                                     minimum=1),
+        min_tier=min_tier,
+        allowed_tiers=allowed,
+        **_reward_value(raw, path, kind),
+    )
+
+
+def _parse_rewards(value: Any, kinds: dict[str, str], tiers: tuple[Tier, ...]) -> tuple[Reward, ...]:
+    rewards = [_reward(raw, f"rewards[{i}]", kinds, tiers) for i, raw in enumerate(array(value, "rewards"))]
+    unique_ids(rewards, "reward_id", "rewards")
+    return tuple(rewards)
 
 
 def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(doc, dict):
-        raise ProgramError("program must be a JSON object")
-    version = doc.get("version")
-    if not isinstance(version, str) or not version:
-        raise ProgramError("version: required")
-    earn = doc.get("earn")
-    if not isinstance(earn, dict):
-        raise ProgramError("earn: required")
-    rounding = earn.get("rounding", "floor")
-    if rounding not in ROUNDINGS:
-        raise ProgramError(f"earn.rounding: one of {', '.join(ROUNDINGS)}")
-    rates: dict[str, EarnRate] = {}
-    for money, rate in (earn.get("rates") or {}).items():
-        if not isinstance(rate, dict):
-            raise ProgramError(f"earn.rates.{money}: must be an object")
-        rates[money] = EarnRate(
-            spend_minor=_int(rate.get("spend_minor"), f"earn.rates.{money}.spend_minor", minimum=1),
-            points=_int(rate.get("points"), f"earn.rates.{money}.points"),
-        )
-    tiers = []
-    for i, t in enumerate(doc.get("tiers") or []):
-        if not isinstance(t, dict) or not isinstance(t.get("id"), str):
-            raise ProgramError(f"tiers[{i}].id: required")
-        tiers.append(
-            Tier(
-                tier_id=t["id"],
-                threshold=_int(t.get("threshold", 0), f"tiers[{i}].threshold"),
-                multiplier=parse_fraction(t.get("multiplier", "1"), f"tiers[{i}].multiplier"),
-                names=dict(t.get("name") or {}),
-            )
-        )
-    tiers.sort(key=lambda t: t.threshold)
-    earn_currency = earn.get("currency", "points")
+        raise ProgramError("program: must be a JSON object")
+    refuse_floats(doc, "")
+    if "earn" in doc:
+        raise ProgramError("earn: the \"earn\" object was replaced by \"currencies\" and a base_rate rule "
+                           "(docs/program.md)")
+    version = text(doc.get("version"), "version")
+    rounding = choice(doc.get("rounding", "floor"), "rounding", ROUNDINGS)
+    currencies = _parse_currencies(doc.get("currencies"))
+    kinds = {c.code: c.kind for c in currencies}
+    earn_currency = next(c.code for c in currencies if c.kind == "redeemable")
+    qualifying = [c.code for c in currencies if c.kind == "qualifying"]
+    tier_currency = doc.get("tier_currency", qualifying[0] if qualifying else earn_currency)
+    if not isinstance(tier_currency, str) or tier_currency not in kinds:
+        raise ProgramError(f"tier_currency: {tier_currency!r} is not in currencies ({', '.join(kinds)})")
+    tiers = _parse_tiers(doc.get("tiers", []))
     return Program(
         version=version,
+        currencies=currencies,
+        tiers=tiers,
+        tier_currency=tier_currency,
+        rounding=rounding,  # type: ignore[arg-type]
+        rewards=_parse_rewards(doc.get("rewards", []), kinds, tiers),
+        rules=parse_rules(doc.get("rules", []), kinds),
+        transaction_caps=_caps(doc["transaction_caps"], kinds) if "transaction_caps" in doc else {},
         earn_currency=earn_currency,
-        rates=rates,
-        rounding=rounding,
-        tiers=tuple(tiers),
-        tier_currency=doc.get("tier_currency", earn_currency),
         raw=doc,
     )

@@ -59,7 +59,24 @@ class Feed:
     lines: int = 1
 
 
-Block = Union[Text, Columns, Rule, Barcode, QRCode, Feed]
+@dataclass(frozen=True)
+class Progress:
+    """A bar filled to ``fraction`` (0..1): progress to the next tier.
+    It fills from the line's start, so from the right on a right-to-left slip."""
+
+    fraction: float
+
+
+@dataclass(frozen=True)
+class CodePageTable:
+    """Bytes 0x80-0xFF printed under ``ESC t slot`` (print-test): shows
+    which characters the printer really has in that slot."""
+
+    slot: int
+    label: str = ""
+
+
+Block = Union[Text, Columns, Rule, Barcode, QRCode, Feed, Progress, CodePageTable]
 
 
 @dataclass(frozen=True)
@@ -80,4 +97,8 @@ class SlipDocument:
                 out.append(f"{b.left}  {b.right}")
             elif isinstance(b, (Barcode, QRCode)):
                 out.append(f"[{type(b).__name__}:{b.data}]")
+            elif isinstance(b, Progress):
+                out.append(f"[Progress:{round(b.fraction * 100)}%]")
+            elif isinstance(b, CodePageTable):
+                out.append(f"[CodePageTable:{b.slot}]")
         return out

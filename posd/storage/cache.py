@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from posd.storage.db import connect, quick_check, utcnow_iso
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
+
+APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_UPSERT_MEMBER = (
+    "INSERT INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (member_id) DO UPDATE SET "
+    "display_name=excluded.display_name, locale=excluded.locale, tier=excluded.tier, "
+    "qualifying=excluded.qualifying, balances=excluded.balances, "
+    "applied_seq=excluded.applied_seq, status=excluded.status, "
+    "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class Cache:
         self.lane_id = lane_id
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # never the writer's lock: a lookup must not wait for a refresh
         self._lock = threading.Lock()
         self.rebuilt_from: Path | None = None
         self._conn = self._open()
@@ -76,15 +88,16 @@ class Cache:
         if conn is None:
             conn = connect(self.path, durable=False, readonly=True)
             self._local.conn = conn
-            with self._lock:
+            with self._readers_lock:
                 self._readers.append(conn)
         return conn
 
     def close(self) -> None:
-        with self._lock:
+        with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        with self._lock:
             self._conn.close()
 
     # -- lookups (any thread) --------------------------------------------
@@ -118,39 +131,80 @@ class Cache:
         return row["etag"] if row else None
 
     def apply_member_changes(self, members: list[dict[str, Any]], next_cursor: str) -> None:
+        """Upsert members; the cursor moves with the last chunk.
+
+        A snapshot of a million members arrives as many pages; each page (and
+        any longer list, cut in APPLY_CHUNK rows) is its own short write
+        transaction. Lookups read on their own WAL connections, so they never
+        wait for a refresh; the GIL is handed back between chunks so a scanner
+        thread is not held behind a long Python loop. A crash mid-list leaves
+        the old cursor, and the upserts are safe to repeat.
+        """
         now = utcnow_iso()
+        if not members:
+            self._write_chunk([], [], [], next_cursor, now)
+            return
+        for start in range(0, len(members), APPLY_CHUNK):
+            chunk = members[start : start + APPLY_CHUNK]
+            rows, idents, ids = self._rows(chunk, now)
+            last = start + APPLY_CHUNK >= len(members)
+            self._write_chunk(rows, idents, ids, next_cursor if last else None, now)
+            if not last:
+                time.sleep(0)  # let a waiting lookup thread take the GIL
+
+    def _rows(self, members: list[dict[str, Any]], now: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
         rows, idents, ids = [], [], []
+        lane = self.lane_id
         for m in members:
             mid = str(m["member_id"])
             ids.append((mid,))
-            applied = (m.get("applied_seq") or {}).get(self.lane_id, 0)
+            status = m.get("status") or "active"
+            applied = (m.get("applied_seq") or {}).get(lane, 0)
+            offers = m.get("offers")
             rows.append((
                 mid, m.get("display_name") or mid, m.get("locale"), m.get("tier"),
-                int(m.get("qualifying") or 0), json.dumps(m.get("balances") or {}), int(applied),
-                m.get("status") or "active", m.get("birth_date"), json.dumps(m.get("offers") or []), now,
+                int(m.get("qualifying") or 0), _encode(m.get("balances") or {}), int(applied),
+                status, m.get("birth_date"), _encode(offers) if offers else "[]", now,
             ))
-            if (m.get("status") or "active") != "deleted":
-                idents.extend((str(i), mid) for i in m.get("identifiers") or [])
+            if status != "deleted":
+                idents.extend((str(i), mid) for i in m.get("identifiers") or ())
+        return rows, idents, ids
+
+    def _write_chunk(self, rows: list[tuple], idents: list[tuple], ids: list[tuple],
+                     cursor: str | None, now: str) -> None:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", ids)
-                conn.executemany(
-                    "INSERT INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (member_id) DO UPDATE SET "
-                    "display_name=excluded.display_name, locale=excluded.locale, tier=excluded.tier, "
-                    "qualifying=excluded.qualifying, balances=excluded.balances, "
-                    "applied_seq=excluded.applied_seq, status=excluded.status, "
-                    "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at",
-                    rows,
-                )
+                conn.executemany(_UPSERT_MEMBER, rows)
                 conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", idents)
-                self._set_state(conn, "member_cursor", next_cursor)
-                self._set_state(conn, "members_synced_at", now)
+                if cursor is not None:
+                    self._set_state(conn, "member_cursor", cursor)
+                    self._set_state(conn, "members_synced_at", now)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def use_lane(self, lane_id: str) -> None:
+        """Sync as another lane id from now on (the ledger moved to a new identity).
+
+        Watermarks of the old id say nothing about the new one, and central
+        has applied none of the new id's events yet, so 0 is right until the
+        full re-pull this forces brings central's own.
+        """
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("UPDATE members SET applied_seq = 0")
+                conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.lane_id = lane_id
 
     def store_program(self, program: dict[str, Any], etag: str) -> None:
         parse_program(program)  # a program we cannot evaluate never replaces the one in force

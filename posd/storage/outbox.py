@@ -1,4 +1,10 @@
-"""The outbox as the sync relay sees it (posd.sync.ports.OutboxPort)."""
+"""The outbox as the sync relay sees it (posd.sync.ports.OutboxPort).
+
+Also the lane's sync identity: the lane id this ledger's seqs are sent under.
+It is the configured lane id unless central already holds another history
+under that id (ledger.db lost or restored from an old backup); then the relay
+claims ``<lane_id>.2``, ``.3``, ... so a (lane, seq) is never used twice.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import json
 import sqlite3
 
 from posd.storage.db import utcnow_iso
-from posd.storage.ledger import Ledger
+from posd.storage.ledger import Ledger, _read_meta, _write_meta
 from posd.sync.ports import EventResult, OutboxEvent, OutboxStats
 
 
@@ -52,3 +58,15 @@ class LedgerOutbox:
 
     def stats(self) -> OutboxStats:
         return OutboxStats(**self.ledger.counts())
+
+    # -- sync identity -----------------------------------------------------
+    def sync_lane_id(self) -> str | None:
+        """The lane id claimed for this ledger's history, None before the first claim."""
+        return _read_meta(self.ledger.reader(), "sync_lane_id")
+
+    def claim_lane_id(self, lane_id: str) -> None:
+        self.ledger.write(lambda conn: _write_meta(conn, "sync_lane_id", lane_id))
+
+    def event_id_at(self, seq: int) -> str | None:
+        row = self.ledger.reader().execute("SELECT event_id FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None

@@ -126,3 +126,111 @@ def m001_cache_core(conn: sqlite3.Connection) -> None:
         );
         """
     )
+
+
+@ledger_migrations
+def m002_loyalty(conn: sqlite3.Connection) -> None:
+    """Lots, returns, redemptions and vouchers.
+
+    A credit (earn) entry is a lot; every debit (redeem, reversal) records
+    which lots it drew from in lot_allocations, so expiry and returns stay
+    exact. source_seq 0 stands for central's confirmed pool, whose lots
+    central keeps.
+    """
+    execute_script(
+        conn,
+        """
+        ALTER TABLE transactions ADD COLUMN basket TEXT;
+        ALTER TABLE transactions ADD COLUMN earn_context TEXT;
+        ALTER TABLE ledger_entries ADD COLUMN ref_id TEXT;
+
+        -- Every program version an accrual used, so a return re-evaluates
+        -- against the very rules the sale earned under.
+        CREATE TABLE programs (
+            version TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            first_used_at TEXT NOT NULL
+        );
+
+        CREATE TABLE lot_allocations (
+            debit_entry_id INTEGER NOT NULL REFERENCES ledger_entries (entry_id),
+            lot_entry_id INTEGER REFERENCES ledger_entries (entry_id),  -- NULL: central's confirmed pool
+            points INTEGER NOT NULL CHECK (points > 0)
+        );
+        CREATE INDEX lot_allocations_lot ON lot_allocations (lot_entry_id);
+        CREATE INDEX lot_allocations_debit ON lot_allocations (debit_entry_id);
+
+        CREATE TABLE returns (
+            return_id TEXT PRIMARY KEY,
+            transaction_id TEXT NOT NULL REFERENCES transactions (transaction_id),
+            request_hash TEXT NOT NULL,
+            lines TEXT,
+            amount INTEGER,
+            points TEXT NOT NULL,
+            seq INTEGER REFERENCES outbox (seq),
+            response TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+        CREATE INDEX returns_transaction ON returns (transaction_id);
+
+        CREATE TABLE redemptions (
+            redemption_id TEXT PRIMARY KEY,
+            request_hash TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            reward_id TEXT,
+            currency TEXT NOT NULL,
+            points INTEGER NOT NULL,
+            voucher_code TEXT,
+            offline INTEGER NOT NULL,
+            seq INTEGER REFERENCES outbox (seq),
+            occurred_at TEXT NOT NULL,
+            response TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+        CREATE INDEX redemptions_member ON redemptions (member_id, occurred_at);
+
+        -- Vouchers issued here and coupon codes published by central, one row
+        -- per use: the primary key is what makes a second use impossible.
+        CREATE TABLE vouchers (
+            code TEXT PRIMARY KEY,
+            source TEXT NOT NULL CHECK (source IN ('redemption', 'coupon')),
+            member_id TEXT,
+            reward_id TEXT,
+            description TEXT NOT NULL,
+            value_minor INTEGER,
+            percent INTEGER,
+            sku TEXT,
+            issued_at TEXT NOT NULL,
+            expires_at TEXT
+        );
+        CREATE TABLE voucher_uses (
+            code TEXT NOT NULL,
+            member_id TEXT NOT NULL DEFAULT '',  -- campaign coupons: once per member
+            transaction_id TEXT NOT NULL,
+            seq INTEGER REFERENCES outbox (seq),
+            response TEXT NOT NULL,
+            used_at TEXT NOT NULL,
+            PRIMARY KEY (code, member_id)
+        );
+        """,
+    )
+
+
+
+@ledger_migrations
+def m101_print_job_delivery(conn: sqlite3.Connection) -> None:
+    """Print jobs: the POS's idempotent job id, and how far a job got towards the printer.
+
+    send_state: NULL (no byte left), 'sending' (some bytes may have reached the
+    printer), 'delivered' (the printer accepted every byte and holds the job).
+    The print worker reads it after a restart to print a job once, not twice.
+    """
+    execute_script(
+        conn,
+        """
+        ALTER TABLE print_jobs ADD COLUMN client_job_id TEXT;
+        ALTER TABLE print_jobs ADD COLUMN send_state TEXT
+            CHECK (send_state IS NULL OR send_state IN ('sending', 'delivered'));
+        CREATE UNIQUE INDEX print_jobs_client ON print_jobs (client_job_id) WHERE client_job_id IS NOT NULL;
+        """,
+    )

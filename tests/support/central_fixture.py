@@ -34,6 +34,9 @@ _SEED: dict[str, Any] = {
     "program": {
         "version": "test-1",
         "tier_currency": "points",
+        "currencies": [{"code": "points", "kind": "redeemable"}],
+        "rules": [{"id": "base", "type": "base_rate", "currency": "points",
+                   "rates": {"PLN": {"spend_minor": 100, "points": 1}}}],
         "tiers": [
             {"id": "basic", "threshold": 0},
             {"id": "silver", "threshold": 1000},

@@ -6,6 +6,17 @@ and answers ``DLE EOT n`` real-time status requests with Epson status bytes
 for its current ``state``: online, offline, paper_near_end, paper_out,
 cover_open. ``respond_to_status = False`` makes it silent, like printers
 that ignore DLE EOT. Everything is bounded: per-job size, waits, shutdown.
+
+``jobs`` holds what would be printed: each connection's bytes without the
+real-time commands (DLE EOT n, DLE DC4 8 "clear buffers"); a connection that
+only asked for status is no job (``raw`` keeps every byte). Faults for tests:
+
+- ``fail_after(n, state)``: after n more job bytes the printer turns to
+  ``state`` (paper_out, cover_open) and keeps the connection, answering
+  status, like a printer that holds the rest of the job in its buffer;
+- ``fail_after(n, "offline", drop=True)``: power lost after n bytes: the
+  connection is cut and the port refuses connections until ``power_on()``;
+- ``power_off()`` / ``power_on()``: the same, at once.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import time
 __all__ = ["PrinterEmulator", "STATES", "status_byte"]
 
 DLE_EOT = b"\x10\x04"
+CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8
 STATES = ("online", "offline", "paper_near_end", "paper_out", "cover_open")
 _FIXED = 0x12  # bits 1 and 4 are always set in Epson status bytes
 
@@ -58,16 +70,46 @@ class PrinterEmulator:
         self.max_job_bytes = max_job_bytes
         self.idle_timeout = idle_timeout  # a connection silent this long is closed
         self.jobs: list[bytes] = []
+        self.raw: list[bytes] = []
         self.status_queries: list[int] = []
+        self.buffer_clears = 0
         self.connections = 0
         self._current = bytearray()
+        self._fault: tuple[int, str, bool] | None = None
+        self._powered = threading.Event()
+        self._powered.set()
         self._lock = threading.Condition()
         self._stop = threading.Event()
-        self._server = socket.create_server((host, port))
+        self._server: socket.socket | None = socket.create_server((host, port))
         self._server.settimeout(0.1)
         self.host, self.port = self._server.getsockname()[:2]
         self._thread = threading.Thread(target=self._serve, name="printer-emulator", daemon=True)
         self._thread.start()
+
+    # -- faults ------------------------------------------------------------
+    def fail_after(self, n_bytes: int, state: str, *, drop: bool = False) -> None:
+        """After ``n_bytes`` more job bytes, turn to ``state`` (and cut the power if ``drop``)."""
+        if state not in STATES:
+            raise ValueError(f"unknown printer state {state!r}")
+        with self._lock:
+            self._fault = (len(self._current) + n_bytes, state, drop)
+
+    def power_off(self) -> None:
+        """Cut the connection and refuse new ones, as a printer switched off."""
+        with self._lock:
+            self.state = "offline"
+            self._powered.clear()
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def power_on(self, state: str = "online") -> None:
+        with self._lock:
+            if self._server is None:
+                self._server = socket.create_server((self.host, self.port))
+                self._server.settimeout(0.1)
+            self.state = state
+            self._powered.set()
 
     @property
     def url(self) -> str:
@@ -90,10 +132,17 @@ class PrinterEmulator:
                 self._lock.wait(left)
             return list(self.jobs[:n])
 
+    def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:
+        """Until ``n`` connections have ended (their bytes are then in ``raw`` and ``jobs``)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self.connections >= n, timeout):
+                raise TimeoutError(f"{self.connections} of {n} connections ended in {timeout}s")
+
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
 
     def __enter__(self) -> "PrinterEmulator":
         return self
@@ -104,22 +153,32 @@ class PrinterEmulator:
     # -- server thread -----------------------------------------------------
     def _serve(self) -> None:
         while not self._stop.is_set():
+            server = self._server
+            if server is None:
+                self._stop.wait(0.05)
+                continue
             try:
-                conn, _ = self._server.accept()
+                conn, _ = server.accept()
             except socket.timeout:
                 continue
             except OSError:
-                return
+                if self._server is server:
+                    return
+                continue  # powered off under us
             with conn:
                 self._handle(conn)
 
     def _handle(self, conn: socket.socket) -> None:
         """One job at a time, like the printer's single raw port."""
         conn.setblocking(False)
-        pending = b""  # an incomplete DLE EOT at the end of a read
+        pending = b""  # an incomplete real-time command at the end of a read
+        raw = bytearray()
         last = time.monotonic()
         try:
             while not self._stop.is_set() and time.monotonic() - last < self.idle_timeout:
+                if not self._powered.is_set():
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    break  # power cut: the connection dies with a reset
                 ready, _, _ = select.select([conn], [], [], 0.05)
                 if not ready:
                     continue
@@ -132,31 +191,70 @@ class PrinterEmulator:
                 if not chunk:
                     break
                 last = time.monotonic()
-                with self._lock:
-                    room = self.max_job_bytes - len(self._current)
-                    self._current += chunk[: max(0, room)]
-                pending = self._answer_status(conn, pending + chunk)
+                raw += chunk[: max(0, self.max_job_bytes - len(raw))]
+                data, pending = self._realtime(conn, pending + chunk)
+                if self._take(data):
+                    break
         finally:
             with self._lock:
                 self.connections += 1
-                if self._current:  # a bare connect (reachability probe) is no job
+                self.raw.append(bytes(raw))
+                if self._current:  # a bare connect or a status check is no job
                     self.jobs.append(bytes(self._current))
                 self._current.clear()
                 self._lock.notify_all()
 
-    def _answer_status(self, conn: socket.socket, data: bytes) -> bytes:
-        start = 0
-        while True:
-            idx = data.find(DLE_EOT, start)
-            if idx < 0:
-                return data[-1:] if data.endswith(b"\x10") else b""
-            if idx + 2 >= len(data):
-                return data[idx:]
-            n = data[idx + 2]
-            self.status_queries.append(n)
-            if self.respond_to_status and n in (1, 2, 3, 4):
-                try:
-                    conn.sendall(bytes([status_byte(self.state, n)]))
-                except OSError:
-                    return b""
-            start = idx + 3
+    def _take(self, data: bytes) -> bool:
+        """Keep job bytes, applying a pending fault; True when the power was cut."""
+        with self._lock:
+            fault = self._fault
+            if fault is not None and len(self._current) + len(data) >= fault[0]:
+                keep = max(0, fault[0] - len(self._current))
+                self._fault = None
+                at, state, drop = fault
+                if drop:
+                    self._current += data[:keep]
+                    self.state = "offline"
+                    self._powered.clear()
+                    server, self._server = self._server, None
+                    if server is not None:
+                        server.close()
+                    return True
+                self.state = state
+            room = self.max_job_bytes - len(self._current)
+            self._current += data[: max(0, room)]
+        return False
+
+    def _realtime(self, conn: socket.socket, data: bytes) -> tuple[bytes, bytes]:
+        """Answer and strip real-time commands; returns (job bytes, incomplete tail)."""
+        out = bytearray()
+        i = 0
+        while i < len(data):
+            if data[i] != 0x10:
+                j = data.find(b"\x10", i)
+                j = len(data) if j < 0 else j
+                out += data[i:j]
+                i = j
+                continue
+            rest = data[i:]
+            if rest.startswith(CLEAR_BUFFERS):
+                self.buffer_clears += 1
+                with self._lock:
+                    self._current.clear()
+                i += len(CLEAR_BUFFERS)
+            elif CLEAR_BUFFERS.startswith(rest) or DLE_EOT.startswith(rest) or (
+                    rest.startswith(DLE_EOT) and len(rest) == 2):
+                return bytes(out), bytes(rest)  # wait for the rest of the command
+            elif rest.startswith(DLE_EOT):
+                n = rest[2]
+                self.status_queries.append(n)
+                if self.respond_to_status and n in (1, 2, 3, 4):
+                    try:
+                        conn.sendall(bytes([status_byte(self.state, n)]))
+                    except OSError:
+                        pass
+                i += 3
+            else:
+                out.append(0x10)
+                i += 1
+        return bytes(out), b""

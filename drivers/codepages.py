@@ -1,0 +1,146 @@
+"""Printer code pages: which ``ESC t`` slot can print a slip's text, and how.
+
+A printer's capability profile (python-escpos' database) names the code page
+in each ``ESC t`` slot. Polish needs one of CP852, Mazovia, Windows-1250 or
+ISO 8859-2. Clone printers put pages in other slots than Epson does, so the
+table can be replaced per printer (what ``posd print-test`` shows on paper).
+Mazovia is not in python-escpos' database; it is defined here. Pure.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Mapping
+
+from .escpos_lib import CAPABILITIES, get_profile
+
+__all__ = [
+    "MAZOVIA",
+    "CodePage",
+    "code_pages_for",
+    "choose_code_page",
+    "encode",
+    "decode_byte",
+]
+
+# Mazovia: CP437 with the Polish letters in place of some accented ones.
+_MAZOVIA_POLISH = {
+    0x86: "ą", 0x8D: "ć", 0x8F: "Ą", 0x90: "Ę", 0x91: "ę", 0x92: "ł", 0x95: "Ć", 0x98: "Ś",
+    0x9C: "Ł", 0x9E: "ś", 0xA0: "Ź", 0xA1: "Ż", 0xA2: "ó", 0xA3: "Ó", 0xA4: "ń", 0xA5: "Ń",
+    0xA6: "ź", 0xA7: "ż",
+}
+MAZOVIA = "".join(_MAZOVIA_POLISH.get(b, bytes([b]).decode("cp437")) for b in range(0x80, 0x100))
+
+_CUSTOM = {"MAZOVIA": MAZOVIA}
+# Tie-break among pages that all cover a slip: the Polish pages in the order
+# their printers most often get them right, then the lowest slot.
+_PREFERRED = ("CP852", "MAZOVIA", "CP1250", "ISO_8859-2")
+
+
+class CodePage:
+    """One usable slot: its name and a codec (Python codec name or a 128-char table)."""
+
+    __slots__ = ("slot", "name", "codec", "_encode")
+
+    def __init__(self, slot: int, name: str, codec: str) -> None:
+        self.slot, self.name, self.codec = slot, name, codec
+        self._encode = {c: 0x80 + i for i, c in enumerate(codec)} if len(codec) == 128 else None
+
+    def can_encode(self, ch: str) -> bool:
+        return encode(ch, self) is not None
+
+    def __repr__(self) -> str:
+        return f"CodePage({self.slot}, {self.name!r})"
+
+
+def code_pages_for(profile: str, table: Mapping[int, str] | None = None) -> dict[int, CodePage]:
+    """The usable code pages of ``profile`` by slot; ``table`` (slot -> page
+    name, e.g. ``{0: "CP437", 25: "MAZOVIA"}``) replaces the profile's."""
+    key = tuple(sorted((int(k), str(v).upper()) for k, v in table.items())) if table else None
+    return _code_pages(profile, key)
+
+
+@functools.lru_cache(maxsize=64)
+def _code_pages(profile: str, table: tuple[tuple[int, str], ...] | None) -> dict[int, CodePage]:
+    names = dict(table) if table is not None else {int(k): v for k, v in get_profile(profile).codePages.items()}
+    encodings = CAPABILITIES["encodings"]
+    pages: dict[int, CodePage] = {}
+    for slot, name in sorted(names.items()):
+        enc = encodings.get(name, {})
+        codec = _CUSTOM.get(name) or enc.get("python_encode") or ("".join(enc["data"]) if "data" in enc else None)
+        if codec and _codec_works(codec):
+            pages[slot] = CodePage(slot, name, codec)
+    return pages
+
+
+def _codec_works(codec: str) -> bool:
+    """A single-byte codec Python knows (CJK pages such as CP932 are multi-byte:
+    their bytes would not mean what one ESC t slot of 128 characters means)."""
+    if len(codec) == 128:
+        return True
+    try:
+        "A".encode(codec)
+    except LookupError:
+        return False
+    try:
+        "\u3042".encode(codec)  # HIRAGANA A: only a multi-byte page has it
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def encode(text: str, page: CodePage | None) -> bytes | None:
+    """``text`` in ``page`` (ASCII needs none); None if a character is missing."""
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None or page is None:
+        return raw
+    if page._encode is not None:
+        out = bytearray()
+        for ch in text:
+            if ord(ch) < 0x80:
+                out.append(ord(ch))
+            elif ch in page._encode:
+                out.append(page._encode[ch])
+            else:
+                return None
+        return bytes(out)
+    try:
+        data = text.encode(page.codec)
+    except UnicodeEncodeError:
+        return None
+    # A multi-byte codec (CP932) would emit bytes the slot does not mean.
+    return data if len(data) == len(text) else None
+
+
+def decode_byte(byte: int, codec: str | None) -> str:
+    if byte < 0x80:
+        return chr(byte)
+    if not codec:
+        return "?"
+    if len(codec) == 128:
+        return codec[byte - 0x80]
+    try:
+        return bytes([byte]).decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return "?"
+
+
+def choose_code_page(texts: Iterable[str], pages: Mapping[int, CodePage]) -> CodePage | None:
+    """The page covering most of the non-ASCII characters of ``texts`` (ties:
+    the preferred Polish pages, then the lowest slot); None for plain ASCII."""
+    chars = {c for t in texts for c in t if ord(c) >= 0x80}
+    if not chars:
+        return None
+    best, best_key = None, None
+    for page in pages.values():
+        covered = sum(1 for c in chars if page.can_encode(c))
+        if covered == 0:
+            continue
+        rank = _PREFERRED.index(page.name) if page.name in _PREFERRED else len(_PREFERRED)
+        key = (-covered, rank, page.slot)
+        if best_key is None or key < best_key:
+            best, best_key = page, key
+    return best

@@ -1,0 +1,120 @@
+"""Reading the program JSON: small typed readers that name the JSON path.
+
+Every error a central author can make surfaces as a ProgramError whose message
+starts with the path of the offending value ("rules[3].multiplier: ..."), so
+the fix is obvious from a log line. Floats are refused everywhere: 0.1 is not
+exact, and points must not depend on binary rounding.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from fractions import Fraction
+from typing import Any
+
+
+class ProgramError(ValueError):
+    """A program document posd cannot evaluate; the previous program stays in force."""
+
+
+def refuse_floats(value: Any, path: str) -> None:
+    """Walk the whole document once; a float anywhere is an error naming its path."""
+    if isinstance(value, float):
+        raise ProgramError(f"{path}: {value!r} is a float; write exact numbers as strings such as \"1.5\"")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_floats(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_floats(item, f"{path}[{i}]")
+
+
+def obj(value: Any, path: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object with exactly the known keys: a typo such as "multipler" must not be ignored silently."""
+    if not isinstance(value, dict):
+        raise ProgramError(f"{path}: must be an object")
+    for key in required:
+        if key not in value:
+            raise ProgramError(f"{path}.{key}: required")
+    known = set(required) | set(optional) | {"description"}
+    for key in value:
+        if key not in known:
+            raise ProgramError(f"{path}.{key}: unknown key; known keys are {', '.join(sorted(known))}")
+    return value
+
+
+def mapping(value: Any, path: str, example: str) -> dict[str, Any]:
+    """A map with free keys (money currency -> amount); never empty."""
+    if not isinstance(value, dict) or not value:
+        raise ProgramError(f"{path}: must be a non-empty object such as {example}")
+    return value
+
+
+def array(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProgramError(f"{path}: must be an array")
+    return value
+
+
+def text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProgramError(f"{path}: must be a non-empty string")
+    return value
+
+
+def choice(value: Any, path: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ProgramError(f"{path}: {value!r} is not one of {', '.join(options)}")
+    return value
+
+
+def integer(value: Any, path: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProgramError(f"{path}: must be an integer >= {minimum}")
+    return value
+
+
+def fraction(value: Any, path: str, *, minimum: Fraction = Fraction(0)) -> Fraction:
+    """"1.5", "3/2" or 2 -> Fraction; JSON floats never reach here (refuse_floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ProgramError(f"{path}: write a number such as \"1.5\" or \"3/2\"")
+    try:
+        result = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ProgramError(f"{path}: {value!r} is not a number") from exc
+    if result < minimum:
+        raise ProgramError(f"{path}: must be at least {minimum}")
+    return result
+
+
+def names(value: Any, path: str) -> dict[str, str]:
+    """Localised names: {"en": "Gold", "pl": "Złoty", "fa": "طلایی"}."""
+    if not isinstance(value, dict) or not value:
+        raise ProgramError(f"{path}: must be an object of locale -> name, such as {{\"en\": \"Gold\"}}")
+    return {locale: text(name, f"{path}.{locale}") for locale, name in value.items()}
+
+
+def strings(value: Any, path: str) -> frozenset[str]:
+    return frozenset(text(item, f"{path}[{i}]") for i, item in enumerate(array(value, path)))
+
+
+def clock(value: Any, path: str) -> time | None:
+    """"HH:MM" in store time; "24:00" (end of day) reads as None."""
+    raw = text(value, path)
+    if raw == "24:00":
+        return None
+    try:
+        if len(raw) != 5:
+            raise ValueError(raw)
+        return time.fromisoformat(raw)
+    except ValueError as exc:
+        raise ProgramError(f"{path}: {raw!r} is not a time such as \"10:00\"") from exc
+
+
+def unique_ids(items: list[Any], attr: str, path: str, key: str = "id") -> None:
+    seen: set[Any] = set()
+    for i, item in enumerate(items):
+        ident = getattr(item, attr)
+        if ident in seen:
+            raise ProgramError(f"{path}[{i}].{key}: duplicate {key} {ident!r}")
+        seen.add(ident)

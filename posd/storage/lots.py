@@ -1,0 +1,140 @@
+"""Lots and balances, derived from ledger.db and central's confirmed balance.
+
+A member's balance is never one stored number. It is central's confirmed
+balance plus this lane's entries central has not applied yet (seq above the
+member's watermark, quarantined events excluded). Each local credit is a lot
+with its own available_at (pending days) and expires_at; each debit records
+the lots it drew from, so expiry and returns are exact.
+
+Spending order: central's confirmed points first, then local lots soonest-
+expiring first. Everything central has confirmed was earned before anything
+still local, and under one expiry policy older points never expire later, so
+this is soonest-expiring-first without knowing central's lot dates.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from posd.storage.db import iso
+
+
+@dataclass(frozen=True)
+class LocalLot:
+    entry_id: int
+    points: int
+    remaining: int
+    available_at: str | None
+    expires_at: str | None
+
+
+def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int) -> list[LocalLot]:
+    rows = conn.execute(
+        """
+        SELECT e.entry_id, e.points, e.pending_until, e.expires_at,
+               e.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a
+                                    WHERE a.lot_entry_id = e.entry_id), 0) AS remaining
+        FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+        WHERE e.member_id = ? AND e.currency = ? AND e.seq > ? AND e.points > 0
+          AND o.state != 'quarantined'
+        ORDER BY e.expires_at IS NULL, e.expires_at, e.entry_id
+        """,
+        (member_id, currency, watermark),
+    ).fetchall()
+    return [LocalLot(r[0], r[1], r[4], r[2], r[3]) for r in rows]
+
+
+def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int) -> int:
+    """Confirmed points already drawn by local debits central has not applied yet."""
+    return conn.execute(
+        """
+        SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
+        JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox o ON o.seq = d.seq
+        WHERE a.lot_entry_id IS NULL AND d.member_id = ? AND d.currency = ? AND d.seq > ?
+          AND o.state != 'quarantined'
+        """,
+        (member_id, currency, watermark),
+    ).fetchone()[0]
+
+
+def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
+            now: datetime) -> dict[str, dict[str, int]]:
+    """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired."""
+    stamp = iso(now)
+    local = dict(conn.execute(
+        """
+        SELECT e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+        WHERE e.member_id = ? AND e.seq > ? AND o.state != 'quarantined' GROUP BY e.currency
+        """,
+        (member_id, watermark),
+    ).fetchall())
+    out = {}
+    for cur in sorted(set(confirmed) | set(local)):
+        lots = _local_lots(conn, member_id, cur, watermark)
+        expired = sum(lot.remaining for lot in lots if lot.expires_at and lot.expires_at <= stamp)
+        maturing = sum(lot.remaining for lot in lots
+                       if lot.available_at and lot.available_at > stamp
+                       and not (lot.expires_at and lot.expires_at <= stamp))
+        conf, pending = confirmed.get(cur, 0), int(local.get(cur, 0))
+        total = conf + pending - expired
+        out[cur] = {"confirmed": conf, "pending": pending, "total": total,
+                    "available": total - maturing, "maturing": maturing, "expired": expired}
+    return out
+
+
+def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, confirmed: int,
+         watermark: int, now: datetime) -> list[tuple[int | None, int]]:
+    """Which lots pay for a debit of `points`: [(lot entry_id or None for central's pool, points)].
+
+    Only called after the caller checked the available balance covers it.
+    """
+    stamp = iso(now)
+    plan: list[tuple[int | None, int]] = []
+    left = points
+    pool = max(0, confirmed - _pool_drawn(conn, member_id, currency, watermark))
+    if pool and left:
+        take = min(pool, left)
+        plan.append((None, take))
+        left -= take
+    for lot in _local_lots(conn, member_id, currency, watermark):
+        if not left:
+            break
+        usable = lot.remaining > 0 and not (lot.expires_at and lot.expires_at <= stamp) \
+            and not (lot.available_at and lot.available_at > stamp)
+        if usable:
+            take = min(lot.remaining, left)
+            plan.append((lot.entry_id, take))
+            left -= take
+    if left:
+        raise ValueError("draw exceeds the available balance")  # a caller bug: checked before
+    return plan
+
+
+def reverse_from(conn: sqlite3.Connection, lot_entry_ids: list[int], points: int) -> list[tuple[int | None, int]]:
+    """A reversal takes back from the sale's own lots first; what was already
+    spent or synced comes out of the pool (the balance may then go negative:
+    the member spent points a return takes back)."""
+    plan: list[tuple[int | None, int]] = []
+    left = points
+    for entry_id in lot_entry_ids:
+        if not left:
+            break
+        remaining = conn.execute(
+            "SELECT e.points - COALESCE((SELECT SUM(points) FROM lot_allocations WHERE lot_entry_id = e.entry_id), 0) "
+            "FROM ledger_entries e WHERE e.entry_id = ?", (entry_id,)).fetchone()[0]
+        if remaining > 0:
+            take = min(remaining, left)
+            plan.append((entry_id, take))
+            left -= take
+    if left:
+        plan.append((None, left))
+    return plan
+
+
+def allocate(conn: sqlite3.Connection, debit_entry_id: int, plan: list[tuple[int | None, int]]) -> None:
+    conn.executemany(
+        "INSERT INTO lot_allocations (debit_entry_id, lot_entry_id, points) VALUES (?, ?, ?)",
+        [(debit_entry_id, lot, pts) for lot, pts in plan if pts > 0],
+    )

@@ -1,0 +1,116 @@
+"""`posd devices`: discovery over a fake /dev tree, pyserial's comports() faked, access per user."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import serial.tools.list_ports
+
+from posd.cli import main
+from posd.drivers import registry
+from posd.drivers.discovery import _allowed, find_devices
+
+
+@pytest.fixture
+def dev(tmp_path):
+    root = tmp_path / "dev"
+    for folder in ("serial/by-id", "input/by-id", "v4l/by-id", "usb", "bus/usb/001"):
+        (root / folder).mkdir(parents=True)
+    for name in ("ttyACM0", "ttyUSB0", "ttyS0", "event3", "event4", "event5", "video0", "usb/lp0"):
+        (root / name).write_bytes(b"")
+        os.chmod(root / name, 0o660)
+    (root / "bus/usb/001/004").write_bytes(b"")
+    links = {
+        "serial/by-id/usb-Honeywell_Imaging_1900-if00": "ttyACM0",
+        "serial/by-id/usb-EPSON_TM-T88V_J7S0012345-if00": "ttyUSB0",
+        "input/by-id/usb-Datalogic_QuickScan-event-kbd": "event3",
+        "input/by-id/usb-MagTek_USB_Swipe_Reader-event-kbd": "event4",
+        "input/by-id/usb-Logitech_Keyboard-event-kbd": "event5",
+        "v4l/by-id/usb-Webcam_C920-video-index0": "video0",
+    }
+    for link, target in links.items():
+        (root / link).symlink_to(root / target)
+    return root
+
+
+def comports(root):
+    return lambda: [
+        SimpleNamespace(device=str(root / "ttyACM0"), vid=0x0C2E, pid=0x0B61, manufacturer="Honeywell",
+                        product="Imaging 1900", description="1900"),
+        SimpleNamespace(device=str(root / "ttyUSB0"), vid=0x04B8, pid=0x0202, manufacturer="EPSON",
+                        product="TM-T88V", description="TM-T88V"),
+        SimpleNamespace(device=str(root / "ttyS0"), vid=None, pid=None, manufacturer=None, product=None,
+                        description="ttyS0"),
+    ]
+
+
+def usb():
+    return [SimpleNamespace(idVendor=0x04B8, idProduct=0x0E15, serial_number="X5KQ001234", bus=1, address=4,
+                            manufacturer="EPSON", product="TM-T20II", bDeviceClass=0),
+            SimpleNamespace(idVendor=0x046D, idProduct=0xC31C, serial_number=None, bus=1, address=2,
+                            manufacturer="Logitech", product="Keyboard", bDeviceClass=0)]
+
+
+def readers():
+    return ["ACS ACR122U PICC Interface 00 00"]
+
+
+def test_finds_every_kind_with_a_url_that_validates(dev):
+    found = find_devices(dev_root=str(dev), user="root", comports=comports(dev), usb_devices=usb,
+                         pcsc_readers=readers)
+    by_url = {f.url: f for f in found}
+    expected = {
+        f"serial://{dev}/serial/by-id/usb-Honeywell_Imaging_1900-if00?baudrate=9600&suffix=CR": "scanner",
+        f"serial://{dev}/serial/by-id/usb-EPSON_TM-T88V_J7S0012345-if00?baudrate=38400": "printer",
+        f"serial://{dev}/ttyS0?baudrate=9600&suffix=CR": "scanner",
+        f"hid://{dev}/input/by-id/usb-Datalogic_QuickScan-event-kbd?layout=us": "scanner",
+        f"msr+hid://{dev}/input/by-id/usb-MagTek_USB_Swipe_Reader-event-kbd": "card_reader",
+        f"hid://{dev}/input/by-id/usb-Logitech_Keyboard-event-kbd?layout=us": "scanner",
+        f"camera://{dev}/v4l/by-id/usb-Webcam_C920-video-index0": "scanner",
+        "usb://04b8:0e15?serial=X5KQ001234": "printer",
+        f"file://{dev}/usb/lp0": "printer",
+        "nfc+pcsc://ACS%20ACR122U%20PICC%20Interface": "card_reader",
+    }
+    assert {u: f.role for u, f in by_url.items()} == expected
+    for url, role in expected.items():
+        registry.validate(role, url)  # what we print is what the config accepts
+    assert all(f.access == "ok" for f in found)  # root may open anything
+    assert "by-id" in by_url[f"serial://{dev}/ttyS0?baudrate=9600&suffix=CR"].note
+    assert "keyboard" in by_url[f"hid://{dev}/input/by-id/usb-Logitech_Keyboard-event-kbd?layout=us"].note
+
+
+def test_access_follows_owner_group_and_mode():
+    st = SimpleNamespace(st_mode=0o100660, st_uid=0, st_gid=990)
+    assert _allowed(st, 1000, {990, 1000})  # in the device's group
+    assert not _allowed(st, 1000, {1000})
+    assert _allowed(SimpleNamespace(st_mode=0o100666, st_uid=0, st_gid=0), 1000, {1000})
+    assert not _allowed(SimpleNamespace(st_mode=0o100600, st_uid=0, st_gid=990), 1000, {990})
+    assert _allowed(SimpleNamespace(st_mode=0o100600, st_uid=1000, st_gid=0), 1000, set())
+
+
+def test_unknown_user_and_missing_pcscd(dev):
+    def no_pcscd():
+        raise RuntimeError("Service not available")
+
+    found = find_devices(dev_root=str(dev), user="no-such-user-here", comports=lambda: [], usb_devices=list,
+                         pcsc_readers=no_pcscd)
+    assert {f.access for f in found} == {"unknown"}
+    assert any("pcscd" in f.note for f in found)
+
+
+def test_cli_lists_devices_with_faked_comports(dev, monkeypatch, capsys):
+    monkeypatch.setattr(serial.tools.list_ports, "comports", comports(dev))
+    monkeypatch.setattr("posd.drivers.discovery._default_usb", usb)
+    monkeypatch.setattr("posd.drivers.discovery._default_readers", readers)
+    # main() points the root logger at stderr; under pytest that stream closes after the test.
+    monkeypatch.setattr("posd.cli._setup_logging", lambda level: None)
+    assert main(["devices", "--dev", str(dev), "--user", "root", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"role": "printer", "url": "usb://04b8:0e15?serial=X5KQ001234", "description": "EPSON TM-T20II",
+            "access": "ok", "note": ""} in listed
+    assert main(["devices", "--dev", str(dev), "--user", "root"]) == 0
+    text = capsys.readouterr().out
+    assert "msr+hid://" in text and "nfc+pcsc://" in text

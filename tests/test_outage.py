@@ -1,0 +1,240 @@
+"""Central misbehaving, then recovering: the real relay, a real ledger.db, the real central.
+
+Each fault the reference central can act out goes through OutboxRelay ->
+CentralClient -> HTTP -> central -> SQLite and back into ledger.db; after
+recovery central holds every event once and the lane's outbox is all acked.
+The last tests run the daemon itself: quarantine and clock skew in health and
+metrics, and a central that is down for a while and comes back on its port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from posd.storage.ledger import LaneIdentity, Ledger
+from posd.storage.outbox import LedgerOutbox
+from posd.sync.central import FAULTS, CentralServer
+from posd.sync.relay import OutboxRelay, SyncPuller
+from tests.support.central_fixture import (
+    LANE_ID,
+    STORE_ID,
+    MemoryCache,
+    default_seed,
+    make_client,
+    running_central,
+)
+from tests.support.lane import LaneProcess, free_port, lane_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SEED = json.loads((ROOT / "config" / "demo-seed.json").read_text())
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+    yield ledger
+    ledger.close()
+
+
+def add_accruals(ledger: Ledger, n: int, member: str = "M0001", points: int = 10) -> None:
+    def write(conn):
+        for _ in range(n):
+            ledger.append_event(conn, "accrual", {
+                "transaction_id": f"T-{random.getrandbits(48):x}", "member_id": member,
+                "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": points},
+                "program_version": "test-1", "offline": False})
+
+    ledger.write(write)
+
+
+def outbox_rows(ledger: Ledger) -> list:
+    return ledger.reader().execute("SELECT seq, event_id, state FROM outbox ORDER BY seq").fetchall()
+
+
+def drive(relay: OutboxRelay, ledger: Ledger, limit: int = 60) -> list[str]:
+    """run_once until the outbox is empty and the relay idle; the outcomes seen."""
+    outcomes = []
+    for _ in range(limit):
+        outcomes.append(relay.run_once())
+        if outcomes[-1] == "idle":
+            return outcomes
+    raise AssertionError(f"not drained after {limit} steps: {outcomes[-10:]}")
+
+
+def assert_delivered_once(central, ledger: Ledger, points_each: int = 10) -> None:
+    rows = outbox_rows(ledger)
+    events = central.store.events(STORE_ID, LANE_ID)
+    assert [r["state"] for r in rows] == ["acked"] * len(rows)
+    assert [(e["seq"], e["event_id"], e["status"]) for e in events] == [
+        (r["seq"], r["event_id"], "accepted") for r in rows]
+    assert central.store.member("M0001")["balances"] == {"points": 1840 + points_each * len(rows)}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_push_fault_then_recovery_loses_and_duplicates_nothing(tmp_path, ledger, fault, caplog):
+    with running_central(tmp_path / "central") as central:
+        client = make_client(central, timeout=(1.0, 0.5))
+        relay = OutboxRelay(client, LedgerOutbox(ledger), max_events=3, backoff_base=0.01)
+        add_accruals(ledger, 4)
+        assert relay.run_once() == "sent"  # seqs 1-3
+        central.inject("push", fault, count=2, delay={"timeout": 1.0, "slow": 0.1}.get(fault))
+        add_accruals(ledger, 5)
+        with caplog.at_level(logging.WARNING, logger="posd.sync.relay"):
+            first = relay.run_once()
+        expected = {"slow": "sent", "401": "auth_failed"}.get(fault, "backoff")
+        assert first == expected
+        if fault == "401":
+            status = relay.status()
+            assert status["state"] == "auth_failed" and "401" in status["last_error"]
+            assert [r for r in caplog.records if getattr(r, "alert", False)], "401 must raise an alert"
+        add_accruals(ledger, 2)
+        drive(relay, ledger)
+        client.close()
+        assert_delivered_once(central, ledger)
+        assert relay.status()["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f not in ("slow",)])
+def test_each_member_pull_fault_keeps_the_cursor_and_recovers(tmp_path, fault):
+    with running_central(tmp_path / "central") as central:
+        cache = MemoryCache()
+        with make_client(central, timeout=(1.0, 0.5)) as client:
+            puller = SyncPuller(client, cache, page_limit=2)
+            assert puller.run_once() == "updated"
+            cursor = cache.cursor
+            central.store.upsert_member({"member_id": "M0042", "display_name": "New"})
+            central.inject("members", fault, delay=1.0 if fault == "timeout" else None)
+            assert puller.run_once() in ("backoff", "auth_failed")
+            assert cache.cursor == cursor and "M0042" not in cache.members
+            assert puller.run_once() == "updated" and "M0042" in cache.members
+
+
+def test_a_long_outage_queues_then_drains_in_order(tmp_path, ledger):
+    """Central is gone (its port closed) for a while, then comes back on the same port and db."""
+    with running_central(tmp_path / "central") as central:
+        port, db = central.port, central.store.path
+        client = make_client(central, timeout=(0.5, 0.5))
+    relay = OutboxRelay(client, LedgerOutbox(ledger), max_events=50, backoff_base=0.01)
+    for _ in range(5):
+        add_accruals(ledger, 40)
+        assert relay.run_once() == "backoff"
+    assert relay.status()["consecutive_failures"] == 5 and "unreachable" in relay.status()["last_error"]
+    central = CentralServer(db, default_seed(), port=port).start()
+    try:
+        drive(relay, ledger)
+        client.close()
+        assert_delivered_once(central, ledger)
+    finally:
+        central.stop()
+
+
+# --- the daemon: health, metrics, clock skew ----------------------------------------------------------
+
+
+def start_lane(tmp_path: Path, central) -> LaneProcess:
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=DEMO_SEED["stores"]["S001"]["secret"],
+                      printer="none", port=port)
+    lane = LaneProcess(cfg, port).start()
+    lane.wait_synced(timeout=30)
+    return lane
+
+
+def sale(tid: str, member: str) -> dict:
+    return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
+            "currency": "PLN", "total": 5000,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 5000}]}
+
+
+def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_not_block(tmp_path):
+    with running_central(tmp_path / "central", DEMO_SEED) as central:
+        lane = start_lane(tmp_path, central)
+        try:
+            # The lane can't refresh members, so it still sells to a member central has erased.
+            central.inject("members", "503", count=10_000)
+            central.store.upsert_member({**DEMO_SEED["members"][1], "status": "deleted"})
+            assert lane.post("/v1/transactions", sale("T-q1", "2900000000025")).status_code == 200
+            assert lane.post("/v1/transactions", sale("T-q2", "2900000000018")).status_code == 200
+            lane.wait_drained()
+            health = lane.health()
+            assert health["sync"]["quarantined"] == 1 and health["status"] in ("degraded", "error")
+            assert "posd_outbox_quarantined 1" in lane.get("/metrics").text
+            events = central.store.events("S001", "L01")
+            assert [(e["transaction_id"], e["status"], e["code"]) for e in events] == [
+                ("T-q1", "rejected", "member_deleted"), ("T-q2", "accepted", None)]
+        finally:
+            lane.stop()
+
+
+def test_clock_skew_against_centrals_date_is_in_health(tmp_path):
+    import time
+
+    with running_central(tmp_path / "central", DEMO_SEED, clock=lambda: time.time() + 120) as central:
+        lane = start_lane(tmp_path, central)
+        try:
+            skew = lane.wait_for(lambda: lane.health()["sync"]["clock_skew_s"], what="clock skew measured")
+            assert 110 <= skew <= 130
+            assert lane.health()["sync"]["pull"]["state"] == "ok"
+        finally:
+            lane.stop()
+
+
+# --- a lost or restored ledger.db: never the same (lane, seq) twice ---------------------------------------
+
+
+def test_a_lost_ledger_syncs_under_a_new_lane_id_and_nothing_collides(tmp_path):
+    (tmp_path / "first").mkdir()
+    (tmp_path / "fresh").mkdir()
+    with running_central(tmp_path / "central") as central, make_client(central) as client:
+        first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(first, 3)
+        drive(OutboxRelay(client, LedgerOutbox(first)), first)
+        first.close()  # ... and the disk dies: a new ledger.db starts at seq 1 again
+
+        fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(fresh, 2)
+        told = []
+        relay = OutboxRelay(client, LedgerOutbox(fresh), on_identity=told.append)
+        drive(relay, fresh)
+        assert told == ["L01.2"] and relay.status()["sync_lane_id"] == "L01.2"
+        assert [e["status"] for e in central.store.events(STORE_ID, "L01")] == ["accepted"] * 3
+        assert [e["status"] for e in central.store.events(STORE_ID, "L01.2")] == ["accepted"] * 2
+        assert central.store.member("M0001")["balances"] == {"points": 1840 + 50}
+
+        add_accruals(fresh, 1)  # the next start keeps the claimed id
+        again = OutboxRelay(make_client(central), LedgerOutbox(fresh), on_identity=told.append)
+        drive(again, fresh)
+        assert told == ["L01.2"] and len(central.store.events(STORE_ID, "L01.2")) == 3
+        assert LedgerOutbox(fresh).sync_lane_id() == "L01.2"
+        fresh.close()
+
+
+def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_path):
+    import shutil
+
+    (tmp_path / "lane").mkdir()
+    with running_central(tmp_path / "central") as central, make_client(central) as client:
+        ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(ledger, 2)
+        drive(OutboxRelay(client, LedgerOutbox(ledger)), ledger)
+        ledger.close()
+        shutil.copytree(tmp_path / "lane", tmp_path / "backup")
+        ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(ledger, 3)
+        drive(OutboxRelay(client, LedgerOutbox(ledger)), ledger)
+        ledger.close()
+
+        restored = Ledger(tmp_path / "backup" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(restored, 1)  # seq 3 again, another event
+        relay = OutboxRelay(client, LedgerOutbox(restored))
+        assert relay.run_once() == "identity_conflict"
+        assert relay.status()["state"] == "identity_conflict" and relay.status()["next_attempt_in_s"] > 250
+        assert [r["state"] for r in outbox_rows(restored)] == ["acked", "acked", "pending"]
+        assert central.store.last_seq(STORE_ID, LANE_ID) == 5  # nothing overwritten, nothing quarantined
+        restored.close()

@@ -1,0 +1,213 @@
+"""The print worker against a TCP printer emulator: held, printed once, expired, idempotent.
+
+Real ledger.db, real TCP on loopback; "printed" means the slip's complete
+bytes arrived at the emulator, and each test counts complete copies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from posd.core.slip import SlipData, build_slip
+from posd.drivers import registry
+from posd.events import EventBus
+from posd.printing import PrintWorker, queue_job, queue_reprint
+from posd.storage.ledger import LaneIdentity, Ledger
+from tests.support.printer_emulator import PrinterEmulator
+
+WAIT = 15.0
+
+
+def slip_json(slip_id: str) -> dict:
+    return {"slip_id": slip_id, "store_id": "S001", "lane_id": "L01", "transaction_id": slip_id,
+            "occurred_at": "2026-11-24 10:15", "member_name": "Anna K.", "tier_name": "Gold",
+            "earned": {"points": 194}, "balance": {"points": 2034}}
+
+
+class Lane:
+    def __init__(self, path, emulator: PrinterEmulator) -> None:
+        self.path, self.emulator = path, emulator
+        self.ledger = Ledger(path / "ledger.db", LaneIdentity("S001", "L01"))
+        self.bus = EventBus(self.ledger.boot)
+        self.printer = registry.open_printer("printer", emulator.url + "?timeout=2")
+        self.worker = PrintWorker(self.ledger, self.printer, self.bus, "en", retry_base=0.05, retry_cap=0.2)
+
+    def queue(self, slip_id: str, **kw) -> str:
+        job = self.ledger.write(lambda c: queue_job(c, slip_id=slip_id, kind=kw.pop("kind", "slip"),
+                                                    slip=slip_json(slip_id), **kw))[0]
+        self.worker.wake()  # as the lane does after a sale
+        return job
+
+    def rendered(self, slip_id: str) -> bytes:
+        return self.printer.render(build_slip(SlipData.from_json(slip_json(slip_id)), "en"))
+
+    def copies(self, slip_id: str) -> int:
+        expected = self.rendered(slip_id)
+        return sum(job.count(expected) for job in self.emulator.jobs)
+
+    def statuses(self, job_id: str) -> list[tuple[str, str | None]]:
+        events, _ = self.bus.replay_after(0)
+        return [(e.data["state"], e.data["reason"]) for e in events
+                if e.type == "print.status" and e.data["job_id"] == job_id]
+
+    def wait_status(self, job_id: str, state: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if any(s == state for s, _ in self.statuses(job_id)):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no {state} for {job_id}: {self.statuses(job_id)}")
+
+    def row(self, job_id: str):
+        return self.ledger.reader().execute("SELECT * FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.ledger.close()
+
+
+@pytest.fixture
+def emulator():
+    with PrinterEmulator(idle_timeout=3.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def lane(tmp_path, emulator):
+    lane = Lane(tmp_path, emulator)
+    yield lane
+    lane.close()
+
+
+def test_a_job_prints_once_with_status_before_and_after(lane, emulator):
+    job = lane.queue("T-1")
+    lane.worker.start()
+    lane.wait_status(job, "printed")
+    assert lane.copies("T-1") == 1
+    assert emulator.status_queries[:3] == [1, 2, 4] and len(emulator.status_queries) == 6
+    assert lane.row(job)["state"] == "printed"
+
+
+@pytest.mark.parametrize("state", ["paper_out", "cover_open", "offline"])
+def test_printer_not_ready_holds_the_job_then_prints_it_once(lane, emulator, state):
+    emulator.state = state
+    job = lane.queue("T-2")
+    lane.worker.start()
+    lane.wait_status(job, "held")
+    assert lane.statuses(job) == [("held", state)]
+    assert lane.copies("T-2") == 0
+    emulator.state = "online"
+    lane.wait_status(job, "printed")
+    assert lane.copies("T-2") == 1
+    assert lane.statuses(job) == [("held", state), ("printed", None)]
+
+
+@pytest.mark.parametrize("state", ["paper_out", "cover_open"])
+def test_paper_out_mid_job_is_finished_by_the_printer_not_resent(lane, emulator, state):
+    emulator.fail_after(300, state)
+    job = lane.queue("T-3")
+    lane.worker.start()
+    lane.wait_status(job, "held")
+    assert lane.row(job)["send_state"] == "delivered"
+    time.sleep(0.3)  # several retries while the printer still reports the problem
+    emulator.state = "online"
+    lane.wait_status(job, "printed")
+    emulator.wait_for_connections(emulator.connections)
+    assert lane.copies("T-3") == 1
+    assert len(emulator.jobs) == 1  # the rest were status checks, never the slip again
+
+
+def test_power_loss_mid_job_prints_the_slip_once_when_the_printer_is_back(lane, emulator):
+    emulator.fail_after(300, "offline", drop=True)
+    job = lane.queue("T-4")
+    lane.worker.start()
+    lane.wait_status(job, "held")
+    assert lane.row(job)["send_state"] == "sending"
+    assert lane.copies("T-4") == 0  # only a partial slip came out
+    emulator.power_on()
+    lane.wait_status(job, "printed")
+    assert lane.copies("T-4") == 1
+    assert emulator.buffer_clears >= 1  # leftovers cleared before the resend
+
+
+def test_the_same_client_job_id_twice_prints_once(lane):
+    first = lane.queue("T-5", kind="reprint", client_job_id="pos-42")
+    again = lane.queue("T-5", kind="reprint", client_job_id="pos-42")
+    assert first == again
+    lane.worker.start()
+    lane.wait_status(first, "printed")
+    lane.queue("T-6")
+    lane.wait_status("T-6", "printed")
+    assert lane.copies("T-5") == 1
+    count = lane.ledger.reader().execute("SELECT COUNT(*) FROM print_jobs WHERE client_job_id = 'pos-42'")
+    assert count.fetchone()[0] == 1
+
+
+def test_reprint_of_a_known_slip_is_a_new_job(lane):
+    lane.queue("T-7")
+    job = lane.ledger.write(lambda c: queue_reprint(c, "T-7", client_job_id="copy-1"))
+    assert job != "T-7" and lane.ledger.write(lambda c: queue_reprint(c, "T-7", client_job_id="copy-1")) == job
+    assert lane.ledger.write(lambda c: queue_reprint(c, "nope")) is None
+    lane.worker.start()
+    lane.wait_status(job, "printed")
+    slip = json.loads(lane.row(job)["slip"])
+    assert slip["reprint"] is True
+
+
+def test_a_job_that_waited_past_its_ttl_expires_and_never_prints(lane, emulator):
+    emulator.state = "paper_out"
+    job = lane.queue("T-8", ttl_s=0.4)
+    lane.worker.start()
+    lane.wait_status(job, "expired")
+    emulator.state = "online"
+    lane.queue("T-9")
+    lane.wait_status("T-9", "printed")
+    assert lane.copies("T-8") == 0
+    assert lane.row(job)["state"] == "expired"
+    assert ("expired", "ttl") in lane.statuses(job)
+
+
+def test_a_drawer_kick_never_fires_late(lane, emulator):
+    emulator.power_off()
+    job = lane.queue("T-10", kind="drawer", ttl_s=0.3)
+    lane.worker.start()
+    lane.wait_status(job, "expired")
+    emulator.power_on()
+    ok = lane.queue("T-11", kind="drawer")
+    lane.wait_status(ok, "printed")
+    emulator.wait_for_connections(emulator.connections)
+    kicks = sum(job.count(b"\x1bp\x00") for job in emulator.jobs)
+    assert kicks == 1  # the fresh one only
+
+
+def test_after_a_crash_a_delivered_job_is_not_sent_again(tmp_path, emulator):
+    lane = Lane(tmp_path, emulator)
+    job = lane.queue("T-12")
+    lane.ledger.write(lambda c: c.execute(
+        "UPDATE print_jobs SET state = 'printing', send_state = 'delivered' WHERE job_id = ?", (job,)))
+    lane.ledger.close()
+    lane = Lane(tmp_path, emulator)  # the restart: the ledger puts 'printing' back in the queue
+    try:
+        lane.worker.start()
+        lane.wait_status(job, "printed")
+        assert lane.copies("T-12") == 0 and emulator.jobs == []
+    finally:
+        lane.close()
+
+
+def test_after_a_crash_mid_send_the_job_is_cleared_and_sent_once(tmp_path, emulator):
+    lane = Lane(tmp_path, emulator)
+    job = lane.queue("T-13")
+    lane.ledger.write(lambda c: c.execute(
+        "UPDATE print_jobs SET state = 'printing', send_state = 'sending' WHERE job_id = ?", (job,)))
+    lane.ledger.close()
+    lane = Lane(tmp_path, emulator)
+    try:
+        lane.worker.start()
+        lane.wait_status(job, "printed")
+        assert lane.copies("T-13") == 1 and emulator.buffer_clears == 1
+    finally:
+        lane.close()

@@ -1,0 +1,75 @@
+"""`posd print-test`: a test slip and a code-page table on the configured printer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import zxingcpp
+from PIL import Image
+
+from posd.cli import main
+from posd.drivers.escpos_render import profile_code_pages
+from posd.drivers.escpos_text import escpos_to_text
+from tests.support.printer_emulator import PrinterEmulator
+
+CONFIG = """
+[lane]
+store_id = "S001"
+lane_id = "L01"
+locale = "{locale}"
+
+[central]
+url = "http://127.0.0.1:8780"
+store_secret = "x"
+
+[printer]
+url = "{url}"
+profile = "{profile}"
+width_mm = {width}
+"""
+
+
+def config(tmp_path, url, locale="pl", profile="TM-T88V", width=80):
+    path = tmp_path / "posd.toml"
+    path.write_text(CONFIG.format(url=url, locale=locale, profile=profile, width=width))
+    return str(path)
+
+
+def test_print_test_on_a_preview_printer(tmp_path, capsys):
+    assert main(["print-test", "--config", config(tmp_path, "preview://slips")]) == 0
+    files = sorted(p.name for p in (tmp_path / "slips").iterdir())
+    assert len(files) == 6 and sum(f.endswith(".png") for f in files) == 2
+    slip = next(p for p in (tmp_path / "slips").glob("print-test-2*.txt")).read_text()
+    assert "TM-T88V" in slip and "ESC t 18 CP852" in slip and "Zażółć gęślą jaźń" in slip
+    table = next((tmp_path / "slips").glob("print-test-codepages-*.txt")).read_text()
+    assert "ESC t 18: CP852" in table and "ESC t 45: CP1250" in table
+    png = next(p for p in (tmp_path / "slips").glob("print-test-2*.png"))
+    codes = {r.text for r in zxingcpp.read_barcodes(Image.open(png).convert("L"))}
+    assert codes == {"TEST-CODE128", "TEST-QR-0001"}
+    assert "printed print-test-codepages-" in capsys.readouterr().out
+
+
+def test_code_page_table_sends_every_slot_with_bytes_0x80_to_0xff(tmp_path):
+    with PrinterEmulator() as emulator:
+        assert main(["print-test", "--config", config(tmp_path, emulator.url, locale="fa",
+                                                      profile="TSP600", width=58)]) == 0
+        jobs = emulator.wait_for_jobs(2, timeout=10)
+    table = jobs[-1]
+    for slot in (0, 5, 33):  # Star: CP437, CP852, CP1250
+        assert b"\x1bt" + bytes([slot]) + b"8x  " + bytes(range(0x80, 0x90)) in table
+    text = escpos_to_text(table, 32, code_pages=profile_code_pages("TSP600"))
+    assert "ESC t 5: CP852" in text and "ą" in text  # 0xA5 under CP852
+
+
+def test_print_test_without_a_printer_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "posd", "print-test", "--config", config(tmp_path, "none")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no printer" in proc.stderr
+
+
+def test_print_test_to_an_offline_printer_fails_cleanly(tmp_path, capsys):
+    with PrinterEmulator() as emulator:
+        url = emulator.url
+    assert main(["print-test", "--config", config(tmp_path, url)]) == 1
+    assert "the printer failed: offline" in capsys.readouterr().err

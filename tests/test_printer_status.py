@@ -1,0 +1,140 @@
+"""DLE EOT status: the pure parser on Epson bytes, and the transports reading it before/after a job."""
+
+from __future__ import annotations
+
+import pytest
+
+from posd.core.slip_doc import SlipDocument, Text
+from posd.drivers import registry
+from posd.drivers.base import DeviceState, PrinterError
+from posd.drivers.printer_status import PrinterStatus, parse_status, query_status
+from tests.support.printer_emulator import STATES, PrinterEmulator, status_byte
+
+
+def answers(state: str) -> dict[int, int]:
+    return {n: status_byte(state, n) for n in (1, 2, 4)}
+
+
+@pytest.mark.parametrize("state, reason, warning", [
+    ("online", None, None),
+    ("paper_near_end", None, "paper_near_end"),
+    ("paper_out", "paper_out", None),
+    ("cover_open", "cover_open", None),
+    ("offline", "offline", None),
+])
+def test_epson_bits_map_to_reasons(state, reason, warning):
+    status = parse_status(answers(state))
+    assert status.answered and status.reason == reason and status.warning == warning
+    assert status.ok is (reason is None)
+
+
+def test_hand_written_bytes():
+    assert parse_status({1: 0x12, 2: 0x12 | 0x40, 4: 0x12}).reason == "printer_error"
+    assert parse_status({1: 0x12, 2: 0x12, 4: 0x12 | 0x60}).reason == "paper_out"  # paper end sensor alone
+    assert parse_status({1: 0x12 | 0x08, 2: None, 4: None}).reason == "offline"  # only n=1 answered
+
+
+@pytest.mark.parametrize("byte", [None, 0x00, 0xFF, 0x13, 0x92, ord("A")])
+def test_invalid_or_missing_answers_mean_unknown_not_ok(byte):
+    status = parse_status({1: byte, 2: 0x12, 4: 0x12})
+    assert status == PrinterStatus(answered=False)
+    assert status.reason is None  # unknown: the transport has the last word
+
+
+def test_query_stops_at_the_first_silence():
+    asked = []
+
+    def exchange(query: bytes):
+        asked.append(query)
+        return None
+
+    assert query_status(exchange) == PrinterStatus(answered=False)
+    assert asked == [b"\x10\x04\x01"]
+
+
+def doc(slip_id: str = "S-1") -> SlipDocument:
+    return SlipDocument(slip_id=slip_id, locale="en", blocks=(Text("hello " * 50),))
+
+
+@pytest.mark.parametrize("state", [s for s in STATES if s not in ("online", "paper_near_end")])
+def test_tcp_printer_refuses_a_job_when_the_status_says_so(state):
+    with PrinterEmulator(state=state) as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        with pytest.raises(PrinterError) as err:
+            printer.print_document(doc())
+        assert err.value.reason == state and not err.value.sent
+        assert (printer.state, printer.reason) == (DeviceState.ERROR, state)
+        emulator.wait_for_connections(1)
+        assert emulator.jobs == []  # not one byte of the slip went out
+        emulator.state = "online"
+        assert printer.check_ready() is None and printer.state is DeviceState.IDLE
+
+
+def test_paper_near_end_prints_and_warns():
+    with PrinterEmulator(state="paper_near_end") as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        sent = printer.print_document(doc())
+        assert emulator.wait_for_jobs(1) == [sent]
+        assert (printer.state, printer.reason) == (DeviceState.IDLE, "paper_near_end")
+
+
+def test_paper_out_during_the_job_is_reported_as_delivered():
+    with PrinterEmulator() as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        emulator.fail_after(100, "paper_out")
+        with pytest.raises(PrinterError) as err:
+            printer.print_document(doc())
+        assert err.value.reason == "paper_out" and err.value.delivered
+
+
+def test_a_printer_that_ignores_dle_eot_still_prints():
+    with PrinterEmulator() as emulator:
+        emulator.respond_to_status = False
+        printer = registry.open_printer("p", emulator.url)
+        sent = printer.print_document(doc())
+        assert emulator.wait_for_jobs(1) == [sent]
+        assert printer.state is DeviceState.IDLE
+
+
+def test_status_can_be_switched_off_per_url():
+    with PrinterEmulator(state="paper_out") as emulator:
+        printer = registry.open_printer("p", emulator.url + "?status=0")
+        printer.print_document(doc())
+        emulator.wait_for_jobs(1)
+        assert emulator.status_queries == []
+
+
+def test_serial_printer_on_a_pty_reads_status_and_prints():
+    import os
+    import threading
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    received = bytearray()
+    stop = threading.Event()
+
+    def printer_side() -> None:  # answers DLE EOT n like an Epson with paper near its end
+        import select
+
+        while not stop.is_set():
+            if not select.select([master], [], [], 0.05)[0]:
+                continue
+            data = os.read(master, 4096)
+            received.extend(data)
+            for i in range(len(data) - 2):
+                if data[i:i + 2] == b"\x10\x04":
+                    os.write(master, bytes([status_byte("paper_near_end", data[i + 2])]))
+
+    thread = threading.Thread(target=printer_side, daemon=True)
+    thread.start()
+    try:
+        printer = registry.open_printer("p", f"serial://{os.ttyname(slave)}?baudrate=38400&timeout=2")
+        sent = printer.print_document(doc())
+        assert (printer.state, printer.reason) == (DeviceState.IDLE, "paper_near_end")
+        assert sent in bytes(received)
+    finally:
+        stop.set()
+        thread.join(5)
+        os.close(master)
+        os.close(slave)

@@ -1,0 +1,175 @@
+"""The slip as a document (pure): sections, kinds, languages, numbers and dates."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from posd.core.messages import (
+    CATALOGS, format_amount, format_datetime, format_number, gregorian_to_jalali, message,
+)
+from posd.core.slip import SlipData, build_slip, localized
+from posd.core.slip_doc import Barcode, Columns, Progress, QRCode, Text
+from tests.support.slip_samples import sample
+
+
+def lines(data: SlipData, locale: str) -> list[str]:
+    return build_slip(data, locale).plain_lines()
+
+
+def test_every_catalog_has_every_slip_message():
+    english = {k for k in CATALOGS["en"] if not k.endswith(".one")}
+    for locale in ("pl", "fa"):
+        assert english - set(CATALOGS[locale]) == set(), locale
+
+
+def test_old_callers_and_stored_jobs_still_work():
+    minimal = SlipData("S1", "S001", "L01", "S1", "2026-11-24 10:15", "Anna K.", "Gold",
+                       {"points": 194}, {"points": 2034})
+    text = "\n".join(lines(minimal, "en"))
+    assert "Anna K." in text and "+194 points" in text and "2,034 points" in text
+    stored = {**minimal.to_json(), "field_from_a_newer_posd": 1}
+    assert SlipData.from_json(json.loads(json.dumps(stored))) == minimal
+
+
+def test_sale_slip_has_every_section_in_order():
+    text = lines(sample(), "en")
+    order = ["Loyalty", "Purchase", "Member  Łukasz Żółkiewski", "Tier  Silver", "[Progress:29%]",
+             "3,550 points to Gold", "Points earned  +194 points", "  Base points  129", "  Tier bonus ×1.5  64",
+             "Balance  2,034 points", "  confirmed  1,840 points", "  of which pending  194 points",
+             "You can redeem now", "- Free coffee for 500 points", "Your voucher", "10% off your next visit",
+             "[Barcode:V7K3M9Q2X]", "Valid until 2026-12-31", "Just for you", "Double points on Fridays",
+             "Transaction  T-sale-1", "Store S001 / lane L01", "2026-11-24 10:15", "Thank you!"]
+    positions = [text.index(line) for line in order]
+    assert positions == sorted(positions)
+    assert not any("rounding" in line.lower() for line in text)  # arithmetic, not a reward
+
+
+@pytest.mark.parametrize("kind, label, amount", [("redemption", "Points used", "-500 points"),
+                                                 ("return", "Points reversed", "-97 points")])
+def test_redemption_and_return_slips(kind, label, amount):
+    text = lines(sample(kind), "en")
+    assert f"{label}  {amount}" in text
+    assert {"redemption": "Points redeemed", "return": "Return"}[kind] in text
+    assert not any(line.startswith("  of which pending") for line in text)
+
+
+def test_vouchers_print_as_their_own_codes():
+    doc = build_slip(sample("redemption"), "pl")
+    codes = [b for b in doc.blocks if isinstance(b, (Barcode, QRCode))]
+    assert codes == [QRCode("QV-55XR-2231"), Barcode("C128-0042", "CODE128")]
+    assert Text("QV-55XR-2231", align="center") in doc.blocks  # a QR has no printed digits of its own
+
+
+def test_polish_slip():
+    text = lines(sample(), "pl")
+    assert "Zdobyte punkty  +194 pkt" in text
+    assert "Saldo  2034 pkt" in text
+    assert "3550 pkt do poziomu Złoty" in text
+    assert "- Kawa gratis za 500 pkt" in text
+    assert "Ważny do 31.12.2026" in text and "24.11.2026 10:15" in text
+
+
+def test_persian_slip_is_rtl_with_persian_digits_and_jalali_dates():
+    doc = build_slip(sample(), "fa")
+    assert doc.direction == "rtl" and doc.locale == "fa"
+    text = "\n".join(doc.plain_lines())
+    assert "۱۹۴ امتیاز" in text and "۲٬۰۳۴ امتیاز" in text and "پاداش سطح ×۱٫۵  ۶۴" in text
+    assert "۱۴۰۵/۰۹/۰۳ ۱۰:۱۵" in text  # 24 Nov 2026 is 3 Azar 1405
+    assert "معتبر تا ۱۴۰۵/۱۰/۱۰" in text
+    # Only codes the member may type or scan keep Latin digits.
+    latin_digits = {m for line in doc.plain_lines() if not line.startswith("[Progress")
+                    for m in re.findall(r"\S*[0-9]\S*", line)}
+    assert latin_digits == {"T-sale-1", "S001", "L01", "[Barcode:V7K3M9Q2X]"}
+
+
+def test_gregorian_calendar_on_request():
+    assert "2026-11-24 10:15" not in lines(sample(calendar="gregorian"), "fa")
+    assert "۲۰۲۶-۱۱-۲۴ ۱۰:۱۵" in lines(sample(calendar="gregorian"), "fa")
+
+
+def test_the_members_language_wins_over_the_lanes():
+    assert build_slip(sample(locale="fa"), "pl").direction == "rtl"
+    assert build_slip(sample(locale="de"), "pl").locale == "pl"  # no catalog: the lane's
+
+
+def test_progress_bar_and_top_tier():
+    blocks = build_slip(sample(), "en").blocks
+    assert Progress((5000 - 3550) / 5000) in blocks
+    top = build_slip(sample(next_tier=None, tier_name="Gold"), "en").plain_lines()
+    assert "You are in the top tier" in top
+
+
+def test_unknown_rules_without_a_label_are_not_printed_and_labels_win():
+    data = sample(breakdown=[{"rule": "mystery", "points": 5},
+                             {"rule": "promotion", "label": {"en": "Black Friday x2"}, "points": 60}])
+    text = lines(data, "en")
+    assert "  Black Friday x2  60" in text and not any("mystery" in t for t in text)
+
+
+def test_localized_falls_back_to_english_then_anything():
+    assert localized({"en": "Gold", "pl": "Złoty"}, "pl") == "Złoty"
+    assert localized({"en": "Gold"}, "fa") == "Gold"
+    assert localized({"de": "Gold"}, "fa") == "Gold"
+    assert localized(None, "fa") == "" and localized("x", "fa") == "x"
+
+
+@pytest.mark.parametrize("greg, jalali", [((2024, 3, 20), (1403, 1, 1)), ((2023, 3, 21), (1402, 1, 1)),
+                                          ((2026, 11, 24), (1405, 9, 3)), ((2000, 1, 1), (1378, 10, 11)),
+                                          ((2025, 3, 20), (1403, 12, 30))])
+def test_jalali_dates(greg, jalali):
+    assert gregorian_to_jalali(*greg) == jalali
+
+
+def test_numbers_per_locale():
+    assert [format_number("en", n) for n in (7, 1250, 12500, -1250)] == ["7", "1,250", "12,500", "-1,250"]
+    assert [format_number("pl", n) for n in (1250, 12500, 1250000)] == ["1250", "12\u00a0500", "1\u00a0250\u00a0000"]
+    assert format_number("fa", 12500) == "۱۲٬۵۰۰"
+    assert format_number("fa", -500) == "\u200e−۵۰۰"  # CLDR: LRM keeps the sign in front in RTL text
+    assert format_amount("en", "points", 1) == "1 point"
+    assert format_amount("pl", "points", 1) == "1 pkt"
+    assert format_amount("en", "miles", 3) == "3 miles"  # an unknown currency keeps its name
+
+
+def test_dates_that_do_not_parse_pass_through():
+    assert format_datetime("fa", "soon 12") == "soon ۱۲"
+    assert format_datetime("pl", "2026-02-30 10:00") == "2026-02-30 10:00"
+
+
+def test_message_falls_back_to_english_then_the_key():
+    assert message("de", "slip.thanks") == "Thank you!"
+    assert message("pl", "no.such.key") == "no.such.key"
+
+
+def test_member_qr_and_columns():
+    doc = build_slip(sample(member_qr="https://loyalty.example/app"), "en")
+    assert QRCode("https://loyalty.example/app", size=5) in doc.blocks
+    assert Columns("Transaction", "T-sale-1") in doc.blocks
+
+
+def test_breakdown_from_the_engines_trace_shape():
+    trace = [{"rule": "base-points", "type": "base_rate", "currency": "points", "status": "applied",
+              "points": "129.99"},
+             {"rule": "base-qualifying", "type": "base_rate", "currency": "qualifying", "status": "applied",
+              "points": "129.99"},
+             {"rule": "fri-x2", "type": "promotion", "currency": "points", "status": "skipped", "points": "130"},
+             {"type": "rounding", "currency": "points", "status": "applied", "points": 129}]
+    data = sample(earned={"points": 129, "qualifying": 129, "coffee": 0}, balance={"points": 249, "qualifying": 129},
+                  pending={"points": 129, "qualifying": 129}, breakdown=trace)
+    text = lines(data, "en")
+    assert [t for t in text if t.startswith("  Base")] == ["  Base points  129"]
+    assert not any("qualifying" in t or t.endswith(" coffee") or "Promotion" in t for t in text)
+    assert "Balance  249 points" in text
+
+
+def test_tier_bonus_shows_its_points_and_zero_balances_stay_off_the_slip():
+    trace = [{"type": "base_rate", "currency": "points", "status": "applied", "points": "129.99"},
+             {"type": "tier_bonus", "currency": "points", "status": "applied", "multiplier": "1.25",
+              "points": "32.4975"}]
+    data = sample(earned={"points": 162, "coffee": 0}, balance={"coffee": 0, "points": 744}, pending={},
+                  breakdown=trace)
+    text = lines(data, "pl")
+    assert "  Premia za poziom ×1.25  32" in text and "  Punkty podstawowe  129" in text
+    assert [t for t in text if t.startswith("Saldo")] == ["Saldo  744 pkt"]

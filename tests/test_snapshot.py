@@ -1,0 +1,125 @@
+"""Member snapshot and deltas into a real cache.db, and lookups while it is refreshed.
+
+A new (or rebuilt) cache pulls the whole member feed from an empty cursor,
+page by page; later pulls get only what changed. A refresh is short write
+transactions on the writer connection; lookups read on their own WAL
+connections and are answered even while a refresh holds the write lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from posd.storage import cache as cache_module
+from posd.storage.cache import Cache
+from posd.sync.relay import SyncPuller
+from tests.support.central_fixture import LANE_ID, default_seed, make_client, running_central
+
+
+def member(i: int, **extra) -> dict:
+    return {"member_id": f"S{i:06d}", "display_name": f"Member {i}", "tier": "basic",
+            "identifiers": [f"27{i:011d}"], "balances": {"points": i % 500}, "applied_seq": {LANE_ID: 0}, **extra}
+
+
+@pytest.fixture
+def cache(tmp_path):
+    cache = Cache(tmp_path / "cache.db", LANE_ID)
+    yield cache
+    cache.close()
+
+
+def test_a_new_cache_takes_the_snapshot_then_only_deltas(tmp_path, cache):
+    seed = default_seed()
+    seed["members"] += [member(i) for i in range(2500)]
+    with running_central(tmp_path / "central", seed) as central, make_client(central) as client:
+        puller = SyncPuller(client, cache, page_limit=1000)
+        assert puller.run_once() == "updated"
+        assert cache.member_count() == 2503 and central.request_count("members") == 3
+        assert cache.find_member("2900000000018").member_id == "M0001"
+        assert cache.find_member("2700000002499").balances == {"points": 2499 % 500}
+
+        central.store.upsert_member(member(7, balances={"points": 9999}))
+        central.store.upsert_member(member(8, status="deleted"))
+        before = puller.status()["members_applied"]
+        assert puller.run_once() == "updated"
+        assert puller.status()["members_applied"] - before == 2  # the delta, not the snapshot again
+        assert cache.find_member("2700000000007").balances == {"points": 9999}
+        assert cache.find_member("2700000000008") is None  # a deleted member's identifiers are dropped
+        assert puller.run_once() == "unchanged"
+
+
+def test_a_rebuilt_cache_starts_from_an_empty_cursor(tmp_path):
+    with running_central(tmp_path / "central") as central, make_client(central) as client:
+        first = Cache(tmp_path / "cache.db", LANE_ID)
+        SyncPuller(client, first).run_once()
+        assert first.member_cursor()
+        first.close()
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"cache.db{suffix}").unlink(missing_ok=True)
+        rebuilt = Cache(tmp_path / "cache.db", LANE_ID)
+        try:
+            assert rebuilt.member_cursor() is None and rebuilt.member_count() == 0
+            SyncPuller(client, rebuilt).run_once()
+            assert rebuilt.member_count() == 3
+        finally:
+            rebuilt.close()
+
+
+def test_a_long_list_is_applied_in_chunks_and_the_cursor_moves_last(cache, monkeypatch):
+    monkeypatch.setattr(cache_module, "APPLY_CHUNK", 100)
+    cache.apply_member_changes([member(i) for i in range(10)], "10")
+    bad = [member(i) for i in range(250)]
+    bad[230]["qualifying"] = "not a number"  # fails while building the third chunk
+    with pytest.raises(ValueError):
+        cache.apply_member_changes(bad, "250")
+    assert cache.member_cursor() == "10"  # not moved: the page is pulled again
+    assert cache.member_count() == 200  # the first two chunks landed; applying again is safe
+    cache.apply_member_changes([member(i) for i in range(250)], "250")
+    assert cache.member_cursor() == "250" and cache.member_count() == 250
+
+
+def test_lookups_are_answered_while_a_refresh_holds_the_write_lock(cache):
+    cache.apply_member_changes([member(1)], "1")
+    found = []
+    with cache._lock:  # what a refresh holds for the length of one chunk
+        cache._conn.execute("BEGIN IMMEDIATE")
+        cache._conn.execute("UPDATE members SET display_name = 'changing'")
+        reader = threading.Thread(target=lambda: found.append(cache.find_member("2700000000001")))
+        reader.start()
+        reader.join(30)
+        cache._conn.execute("ROLLBACK")
+    assert found and found[0].display_name == "Member 1"  # the last committed state, not blocked
+
+
+def test_lookups_keep_working_through_a_large_refresh(cache):
+    cache.apply_member_changes([member(0)], "0")
+    stop, seen, errors = threading.Event(), [], []
+
+    def identify() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(cache.find_member("2700000000000") is not None)
+            except Exception as exc:  # a lookup must never fail because of a refresh
+                errors.append(exc)
+
+    reader = threading.Thread(target=identify)
+    reader.start()
+    try:
+        for page in range(20):
+            cache.apply_member_changes([member(i) for i in range(page * 1000, page * 1000 + 1000)], str(page))
+    finally:
+        stop.set()
+        reader.join(30)
+    assert errors == [] and seen and all(seen)
+    assert cache.member_count() == 20_000
+
+
+def test_moving_to_a_new_lane_id_forgets_the_old_watermarks_and_pulls_again(cache):
+    cache.apply_member_changes([member(1, applied_seq={LANE_ID: 41, "L01.2": 0})], "5")
+    assert cache.find_member("2700000000001").applied_seq == 41
+    cache.use_lane("L01.2")
+    assert cache.find_member("2700000000001").applied_seq == 0 and cache.member_cursor() is None
+    cache.apply_member_changes([member(1, applied_seq={LANE_ID: 41, "L01.2": 3})], "6")
+    assert cache.find_member("2700000000001").applied_seq == 3

@@ -180,3 +180,17 @@ def test_sse_replays_what_a_client_missed(lane):
         assert missed["id"] > first["id"]
     finally:
         again.close()
+
+
+def test_reprint_with_the_same_key_prints_one_copy(lane, printer):
+    assert lane.post("/v1/transactions", sale("T-copy-1")).status_code == 200
+    printer.wait_for_jobs(1, timeout=10)
+    key = {"Idempotency-Key": "pos-copy-1"}
+    first = lane.post("/v1/slips/T-copy-1/reprint", headers=lane.headers(**key))
+    again = lane.post("/v1/slips/T-copy-1/reprint", headers=lane.headers(**key))
+    assert first.status_code == again.status_code == 202
+    assert first.json()["job_id"] == again.json()["job_id"]
+    printer.wait_for_jobs(2, timeout=10)
+    assert lane.post("/v1/slips/unknown/reprint").json()["code"] == "unknown_slip"
+    lane.wait_for(lambda: lane.get("/v1/slips/T-copy-1.png").status_code == 200, what="preview")
+    assert lane.get("/v1/slips/T-copy-1.png").content.startswith(b"\x89PNG")

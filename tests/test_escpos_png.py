@@ -48,7 +48,7 @@ def test_esc_bang_underline_and_reverse():
 
 def test_code_page_selection_decodes_bytes():
     cell = render(b"\x1bt\x12\xa5\n", W).crop((0, 0, 12, 24))  # 0xA5 is ą in CP852
-    assert list(cell.getdata()) == list(_glyph("ą", False, False, 1, 1, False, False).getdata())
+    assert cell.tobytes() == _glyph("ą", False, False, 1, 1, False, False).tobytes()
 
 
 def test_raster_image_is_placed_bit_for_bit():

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -220,5 +220,7 @@ def _basket_line(d: dict):
                       int(d.get("discount", 0)))
 
 
-LoyaltyLedger.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+# deadline off and the speed health check off: CI shares two cores with other test processes
+LoyaltyLedger.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+                                           suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyLedger = LoyaltyLedger.TestCase

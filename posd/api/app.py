@@ -54,8 +54,36 @@ def _err(status: int, code: str, message: str, errors: list | None = None) -> JS
     return JSONResponse(body, status_code=status)
 
 
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": Problem} for c in codes}
+# The stable `code`s each status can carry, per route: the POS branches on these.
+ERROR_CODES: dict[str, dict[int, tuple[str, ...]]] = {
+    "member": {404: ("unknown_member",), 422: ("payment_card",)},
+    "transaction": {404: ("unknown_member",), 409: ("transaction_id_conflict",),
+                    422: ("invalid_request", "member_ineligible", "occurred_in_future", "negative_total",
+                          "negative_line", "total_mismatch", "unsupported_currency", "payment_card"),
+                    503: ("program_unavailable",)},
+    "return": {404: ("unknown_transaction",), 409: ("return_id_conflict", "program_version_unknown"),
+               422: ("invalid_request", "return_exceeds_sale", "mixed_return", "return_by_amount")},
+    "redemption": {404: ("unknown_member", "unknown_reward"), 409: ("redemption_id_conflict",),
+                   422: ("invalid_request", "member_ineligible", "reward_required", "reward_not_eligible",
+                         "insufficient_balance", "reward_limit_reached", "offline_cap_member",
+                         "offline_cap_lane", "offline_too_long"),
+                   503: ("program_unavailable",)},
+    "voucher": {404: ("unknown_voucher", "unknown_member"), 409: ("voucher_used",),
+                422: ("invalid_request", "voucher_expired", "voucher_not_yet_valid", "voucher_other_member",
+                      "member_required")},
+    "reprint": {404: ("unknown_slip",), 409: ("no_printer",)},
+    "slip": {404: ("unknown_slip",)},
+    "events": {422: ("invalid_last_event_id",)},
+}
+
+
+def _responses(*codes: int, route: str | None = None) -> dict[int | str, dict[str, Any]]:
+    known = ERROR_CODES.get(route or "", {})
+    out: dict[int | str, dict[str, Any]] = {}
+    for c in codes:
+        names = {401: ("unauthorized",)}.get(c, known.get(c, ()))
+        out[c] = {"model": Problem, "description": "code: " + ", ".join(names) if names else "error"}
+    return out
 
 
 def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Redemptions | None = None,
@@ -103,12 +131,12 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return health()
 
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut,
-             responses=_responses(401, 404, 422), tags=["members"])
+             responses=_responses(401, 404, 422, route="member"), tags=["members"])
     def get_member(identifier: str) -> dict[str, Any]:
         return lane.member_view(lane.find_member(identifier))
 
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut,
-              responses=_responses(401, 404, 409, 422, 503), tags=["transactions"])
+              responses=_responses(401, 404, 409, 422, 503, route="transaction"), tags=["transactions"])
     async def post_transaction(body: TransactionIn, response: Response) -> dict[str, Any]:
         tx = TransactionInput(
             transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
@@ -120,7 +148,7 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return _answer(await checkout.record_sale(tx), response)
 
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
-              responses=_responses(401, 404, 409, 422), tags=["transactions"])
+              responses=_responses(401, 404, 409, 422, route="return"), tags=["transactions"])
     async def post_return(transaction_id: str, body: ReturnIn, response: Response) -> dict[str, Any]:
         ret = ReturnInput(
             transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,
@@ -130,7 +158,7 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return _answer(await checkout.record_return(ret), response)
 
     @app.post("/v1/redemptions", dependencies=auth, response_model=RedemptionOut,
-              responses=_responses(401, 404, 409, 422, 503), tags=["rewards"])
+              responses=_responses(401, 404, 409, 422, 503, route="redemption"), tags=["rewards"])
     async def post_redemption(body: RedemptionIn, response: Response) -> dict[str, Any]:
         req = RedemptionInput(redemption_id=body.redemption_id, member=body.member, reward_id=body.reward_id,
                               points=body.points, transaction_id=body.transaction_id,
@@ -138,21 +166,23 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return _answer(await redemptions.redeem(req), response)
 
     @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut,
-              responses=_responses(401, 404, 409, 422), tags=["rewards"])
+              responses=_responses(401, 404, 409, 422, route="voucher"), tags=["rewards"])
     def validate_voucher(body: VoucherValidateIn) -> dict[str, Any]:
         return redemptions.validate(body.code, body.member)
 
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut,
-              responses=_responses(401, 404, 409, 422), tags=["rewards"])
+              responses=_responses(401, 404, 409, 422, route="voucher"), tags=["rewards"])
     async def use_voucher(code: str, body: VoucherUseIn, response: Response) -> dict[str, Any]:
         return _answer(await redemptions.use(code, body.transaction_id, body.member), response)
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
-              responses=_responses(401, 404, 409), tags=["slips"])
-    async def reprint(slip_id: str) -> dict[str, Any]:
+              responses=_responses(401, 404, 409, route="reprint"), tags=["slips"])
+    async def reprint(slip_id: str, idempotency_key: str | None = Header(
+            default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            description="the POS's job id: the same key twice prints one copy")) -> dict[str, Any]:
         if not lane.printer_enabled:
             raise LaneError(409, "no_printer", "this lane has no printer configured")
-        job_id = await lane.ledger.awrite(lambda conn: queue_reprint(conn, slip_id))
+        job_id = await lane.ledger.awrite(lambda conn: queue_reprint(conn, slip_id, idempotency_key))
         if job_id is None:
             raise LaneError(404, "unknown_slip", "no slip with that id on this lane")
         if on_reprint:
@@ -160,7 +190,7 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}
 
     @app.get("/v1/slips/{slip_id}.png", dependencies=auth, response_class=Response, tags=["slips"],
-             responses={200: {"content": {"image/png": {}}}, **_responses(401, 404)})
+             responses={200: {"content": {"image/png": {}}}, **_responses(401, 404, route="slip")})
     def slip_preview(slip_id: str, request: Request) -> Response:
         """The slip as the lane's printer prints it: the stored slip data rendered to the
         printer's ESC/POS bytes, then drawn from those bytes (sync: runs in a worker thread)."""
@@ -180,7 +210,7 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/events", dependencies=auth, tags=["events"], response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}, **_responses(401)})
+             responses={200: {"content": {"text/event-stream": {}}}, **_responses(401, 422, route="events")})
     async def events(request: Request, last_event_id: str | None = Header(default=None)) -> StreamingResponse:
         last = request.query_params.get("last_event_id") or last_event_id
         try:

@@ -194,3 +194,11 @@ def test_reprint_with_the_same_key_prints_one_copy(lane, printer):
     assert lane.post("/v1/slips/unknown/reprint").json()["code"] == "unknown_slip"
     lane.wait_for(lambda: lane.get("/v1/slips/T-copy-1.png").status_code == 200, what="preview")
     assert lane.get("/v1/slips/T-copy-1.png").content.startswith(b"\x89PNG")
+
+
+def test_status_page_in_the_lanes_language(lane):
+    import requests
+
+    page = requests.get(lane.base + "/", timeout=5)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'lang="pl"' in page.text and "Urządzenia" in page.text and "front" in page.text

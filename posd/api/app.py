@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from posd import __version__
@@ -28,6 +28,7 @@ from posd.api.models import (
     VoucherValidateIn,
 )
 from posd.api.security import LocalGuard, allowed_hosts, token_ok
+from posd.api.status_page import render_status
 from posd.core.rules import BasketLine
 from posd.events import EventBus
 from posd.checkout import Checkout, ReturnInput
@@ -125,6 +126,10 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return _err(500, "internal_error", "posd hit an internal error; nothing was half-written")
 
     auth = [Depends(require_token)]
+
+    @app.get("/", tags=["status"], response_class=HTMLResponse)
+    def status_page() -> HTMLResponse:
+        return HTMLResponse(render_status(health(), lane.locale if lane else "en"))
 
     @app.get("/v1/health", tags=["status"])
     def get_health() -> dict[str, Any]:

@@ -54,6 +54,7 @@ class Checkout:
     def __init__(self, lane: Lane):
         self.lane = lane
         self.ledger = lane.ledger
+        self._stored_programs: set[str] = set()
 
     # -- sales ----------------------------------------------------------------
     def earn_context(self, member: CachedMember | None, occurred_at: datetime) -> EarnContext:
@@ -89,6 +90,7 @@ class Checkout:
             lambda conn: self._write_sale(conn, tx, member, ctx, accrual, program, offline))
         crash_point("after_commit_before_answer")
         if not recorded.replayed:
+            self._stored_programs.add(program.version)  # committed: later sales need not write it again
             self.lane.after_write(recorded.response["slip"]["state"] == "queued")
         return recorded
 
@@ -103,8 +105,9 @@ class Checkout:
         seq = None
         points = {c: p for c, p in accrual.points.items() if p}
         if member is not None:
-            conn.execute("INSERT OR IGNORE INTO programs (version, body, first_used_at) VALUES (?, ?, ?)",
-                         (program.version, json.dumps(program.raw, sort_keys=True), iso(now)))
+            if program.version not in self._stored_programs:  # serialise a program once, not per sale
+                conn.execute("INSERT OR IGNORE INTO programs (version, body, first_used_at) VALUES (?, ?, ?)",
+                             (program.version, json.dumps(program.raw, sort_keys=True), iso(now)))
             lot_info = {}
             for cur in points:
                 currency = program.currency(cur)

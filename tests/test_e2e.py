@@ -138,7 +138,7 @@ def test_bad_requests_get_clear_codes_and_write_nothing(lane):
         assert resp.json()["message"]
     resp = lane.post("/v1/transactions", data=b"{not json", headers=lane.headers(**{"Content-Type": "application/json"}))
     assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
-    assert lane.get(f"/v1/members/2900000000995").json()["code"] == "unknown_member"
+    assert lane.get("/v1/members/2900000000995").json()["code"] == "unknown_member"
     assert lane.health()["sync"]["pending"] == 0
     lane.stop()
     db = sqlite3.connect(lane.state / "ledger.db")

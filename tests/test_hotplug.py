@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 

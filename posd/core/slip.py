@@ -8,7 +8,7 @@ and chooses text or raster per block.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, Mapping
 
@@ -94,7 +94,8 @@ class SlipData:
     calendar: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # shallow on purpose: asdict() deep-copies every trace entry, and this runs in each sale's write
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SlipData:

@@ -61,26 +61,46 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
 
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
             now: datetime) -> dict[str, dict[str, int]]:
-    """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired."""
+    """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
+
+    One query: this runs inside every sale's write transaction.
+    """
     stamp = iso(now)
-    local = dict(conn.execute(
+    rows = conn.execute(
         """
-        SELECT e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-        WHERE e.member_id = ? AND e.seq > ? AND o.state != 'quarantined' GROUP BY e.currency
+        WITH local AS (
+            SELECT e.entry_id, e.currency, e.points, e.pending_until, e.expires_at
+            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+            WHERE e.member_id = ?1 AND e.seq > ?2 AND o.state != 'quarantined'
+        ), lots AS (
+            SELECT l.currency, l.pending_until, l.expires_at,
+                   l.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a
+                                        WHERE a.lot_entry_id = l.entry_id), 0) AS remaining
+            FROM local l WHERE l.points > 0
+        )
+        SELECT currency, SUM(points), 0, 0 FROM local GROUP BY currency
+        UNION ALL
+        SELECT currency, 0,
+               SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
+               SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
+                         AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
+        FROM lots GROUP BY currency
         """,
-        (member_id, watermark),
-    ).fetchall())
+        (member_id, watermark, stamp),
+    ).fetchall()
+    pending: dict[str, int] = {}
+    expired: dict[str, int] = {}
+    maturing: dict[str, int] = {}
+    for cur, net, gone, later in rows:
+        pending[cur] = pending.get(cur, 0) + int(net or 0)
+        expired[cur] = expired.get(cur, 0) + int(gone or 0)
+        maturing[cur] = maturing.get(cur, 0) + int(later or 0)
     out = {}
-    for cur in sorted(set(confirmed) | set(local)):
-        lots = _local_lots(conn, member_id, cur, watermark)
-        expired = sum(lot.remaining for lot in lots if lot.expires_at and lot.expires_at <= stamp)
-        maturing = sum(lot.remaining for lot in lots
-                       if lot.available_at and lot.available_at > stamp
-                       and not (lot.expires_at and lot.expires_at <= stamp))
-        conf, pending = confirmed.get(cur, 0), int(local.get(cur, 0))
-        total = conf + pending - expired
-        out[cur] = {"confirmed": conf, "pending": pending, "total": total,
-                    "available": total - maturing, "maturing": maturing, "expired": expired}
+    for cur in sorted(set(confirmed) | set(pending)):
+        conf, pend, gone, later = confirmed.get(cur, 0), pending.get(cur, 0), expired.get(cur, 0), maturing.get(cur, 0)
+        total = conf + pend - gone
+        out[cur] = {"confirmed": conf, "pending": pend, "total": total,
+                    "available": total - later, "maturing": later, "expired": gone}
     return out
 
 

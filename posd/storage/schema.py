@@ -234,3 +234,15 @@ def m101_print_job_delivery(conn: sqlite3.Connection) -> None:
         CREATE UNIQUE INDEX print_jobs_client ON print_jobs (client_job_id) WHERE client_job_id IS NOT NULL;
         """,
     )
+
+
+@ledger_migrations
+def m003_member_indexes(conn: sqlite3.Connection) -> None:
+    """The birthday-once-a-year check and daily reward limits look up a member's history per sale."""
+    execute_script(
+        conn,
+        """
+        CREATE INDEX IF NOT EXISTS transactions_member ON transactions (member_id, occurred_at);
+        CREATE INDEX IF NOT EXISTS ledger_transaction ON ledger_entries (transaction_id, kind, currency);
+        """,
+    )

@@ -15,12 +15,9 @@ compares the POS's answers, ledger.db and central's events.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -45,28 +42,8 @@ class CrashLane(LaneProcess):
 
     def start(self, timeout: float = 60.0, crash_at: str | None = None) -> bool:  # type: ignore[override]
         """Spawn; True once healthy, False if it died first (a crash point fired at boot)."""
-        env = dict(os.environ, POSD_LOG_LEVEL="warning")
-        env.pop("POSD_CRASH_AT", None)
-        if crash_at:
-            env["POSD_CRASH_AT"] = crash_at
-        self._log_file = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "--config", str(self.config)],
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._log_file.close()
-                if self.proc.returncode != -signal.SIGKILL:
-                    raise RuntimeError(f"posd exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-                return False
-            try:
-                if requests.get(f"{self.base}/v1/health", timeout=2).status_code == 200:
-                    self.token = (self.state / "api.token").read_text().strip()
-                    return True
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"posd did not become healthy:\n{self.log.read_text()[-3000:]}")
+        self.spawn(POSD_LOG_LEVEL="warning", **({"POSD_CRASH_AT": crash_at} if crash_at else {}))
+        return self.wait_healthy(timeout, sigkill_ok=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

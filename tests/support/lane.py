@@ -73,23 +73,37 @@ class LaneProcess:
         self.log = config.parent / "posd.log"
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> LaneProcess:
-        env = dict(os.environ, POSD_LOG_LEVEL="info")
+    def spawn(self, **env: str) -> None:
+        """Start `posd run` with extra environment (e.g. a crash point); do not wait."""
+        full = {**os.environ, "POSD_LOG_LEVEL": "info"}
+        full.pop("POSD_CRASH_AT", None)
+        full.update(env)
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "--config", str(self.config)],
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=full)
+
+    def wait_healthy(self, timeout: float, *, sigkill_ok: bool = False) -> bool:
+        """True once /v1/health answers; False if it SIGKILLed itself first and that was allowed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"posd exited {self.proc.returncode}:\n{self.log.read_text()}")
+                self._log_file.close()
+                if sigkill_ok and self.proc.returncode == -signal.SIGKILL:
+                    return False
+                raise RuntimeError(f"posd exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.base}/v1/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.base}/v1/health", timeout=2).status_code == 200:
                     self.token = (self.state / "api.token").read_text().strip()
-                    return self
-            except requests.ConnectionError:
+                    return True
+            except requests.RequestException:
                 pass
-            time.sleep(0.05)
-        raise RuntimeError(f"posd did not become healthy:\n{self.log.read_text()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"posd did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def start(self, timeout: float = 20.0) -> LaneProcess:
+        self.spawn()
+        self.wait_healthy(timeout)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as a power cut or OOM kill."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -29,6 +29,8 @@ from posd.storage.db import iso, utcnow
 
 # A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
 FUTURE_TOLERANCE = timedelta(minutes=10)
+# A POS that was offline may upload old sales; a year back is the most a lane accepts.
+PAST_TOLERANCE = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,19 @@ class Checkout:
     def earn_context(self, member: CachedMember | None, occurred_at: datetime) -> EarnContext:
         local = occurred_at.astimezone(self.lane.tz)
         birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
-        used = False
-        if member is not None and birth is not None:
-            year_start = iso(datetime(local.year, 1, 1, tzinfo=self.lane.tz))
-            used = self.ledger.reader().execute(
-                "SELECT 1 FROM transactions WHERE member_id = ? AND occurred_at >= ? "
-                "AND json_extract(earn_context, '$.birthday_awarded') = 1 LIMIT 1",
-                (member.member_id, year_start)).fetchone() is not None
-        return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
-                           birth_date=birth, birthday_bonus_used=used)
+        ctx = EarnContext(tier_id=member.tier if member else None, occurred_local=local,
+                          birth_date=birth, birthday_bonus_used=False)
+        if member is not None and birth is not None and self._birthday_given(self.ledger.reader(), member, ctx):
+            ctx = replace(ctx, birthday_bonus_used=True)
+        return ctx
+
+    def _birthday_given(self, conn: sqlite3.Connection, member: CachedMember, ctx: EarnContext) -> bool:
+        """Has this member had this (store-local) year's birthday bonus on this lane?"""
+        year_start = iso(datetime(ctx.occurred_local.year, 1, 1, tzinfo=self.lane.tz))
+        return conn.execute(
+            "SELECT 1 FROM transactions WHERE member_id = ? AND occurred_at >= ? "
+            "AND json_extract(earn_context, '$.birthday_awarded') = 1 LIMIT 1",
+            (member.member_id, year_start)).fetchone() is not None
 
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         earlier = self.lane.replayed(tx)
@@ -76,6 +82,9 @@ class Checkout:
             return earlier
         if tx.occurred_at - self.lane.clock() > FUTURE_TOLERANCE:
             raise LaneError(422, "occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
+        if self.lane.clock() - tx.occurred_at > PAST_TOLERANCE:
+            raise LaneError(422, "occurred_too_old",
+                            f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
         member = self.lane.find_member(tx.member) if tx.member else None
         if member is not None and member.status != "active":
             raise LaneError(422, "member_ineligible", f"the member's account is {member.status}")
@@ -104,10 +113,16 @@ class Checkout:
         occurred = iso(tx.occurred_at)
         seq = None
         points = {c: p for c, p in accrual.points.items() if p}
+        if program.version not in self._stored_programs:  # serialise a program once, not per sale
+            conn.execute("INSERT OR IGNORE INTO programs (version, body, first_used_at) VALUES (?, ?, ?)",
+                         (program.version, json.dumps(program.raw, sort_keys=True), iso(now)))
+        if member is not None and not ctx.birthday_bonus_used and accrual.birthday_bonus \
+                and self._birthday_given(conn, member, ctx):
+            # a concurrent sale got this year's bonus first: evaluate again without it
+            ctx = replace(ctx, birthday_bonus_used=True)
+            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), ctx)
+            points = {c: p for c, p in accrual.points.items() if p}
         if member is not None:
-            if program.version not in self._stored_programs:  # serialise a program once, not per sale
-                conn.execute("INSERT OR IGNORE INTO programs (version, body, first_used_at) VALUES (?, ?, ?)",
-                             (program.version, json.dumps(program.raw, sort_keys=True), iso(now)))
             lot_info = {}
             for cur in points:
                 currency = program.currency(cur)
@@ -169,7 +184,12 @@ class Checkout:
                                             (ret.transaction_id,)).fetchone()
         if sale is None:
             raise LaneError(404, "unknown_transaction", "no sale with that transaction_id on this lane")
-        member = self.lane.cache_member(sale["member_id"]) if sale["member_id"] else None
+        member = None
+        if sale["member_id"]:
+            member = self.lane.cache.member_by_id(sale["member_id"])
+            if member is None:  # never record a reversal we could not write to the member's ledger
+                raise LaneError(503, "member_unavailable",
+                                "the sale's member is not in this lane's cache yet; try again after sync")
         recorded = await self.ledger.awrite(lambda conn: self._write_return(conn, ret, member))
         if not recorded.replayed:
             self.lane.after_write(False)

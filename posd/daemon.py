@@ -172,6 +172,8 @@ class Daemon:
             problems.append("central holds another history for this lane; sync stopped (ledger.db restored?)")
         if program is None:
             problems.append("no loyalty program yet")
+        if not self.print_worker.alive and self.lane.printer_enabled:
+            problems.append("print worker stopped")
         degraded = (cache_age is None or cache_age > 86400 or out["quarantined"] > 0
                     or (oldest is not None and (now - oldest).total_seconds() > 600))
         return {

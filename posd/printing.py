@@ -107,12 +107,37 @@ class PrintWorker:
                 self._wake.wait(5.0)
                 self._wake.clear()
                 continue
-            if self._print(job):
+            try:
+                printed = self._print(job)
+            except Exception:  # a bug or a broken disk must not end the thread: later slips still print
+                log.exception("slip %s: unexpected error while printing", job["slip_id"])
+                self._set_aside_or_retry(job)
+                printed = False
+            if printed:
                 self._failures = 0
                 continue
             self._failures += 1
             cap = min(self.retry_cap, self.retry_base * 2 ** min(self._failures, 10))
             self._stop.wait(random.uniform(cap / 2, cap))
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _set_aside_or_retry(self, job: sqlite3.Row, max_attempts: int = 3) -> None:
+        """A job that fails for its own reasons is retried a few times, then set aside as failed,
+        so it cannot hold every later slip behind it (the POS can still reprint it)."""
+        give_up = job["attempts"] >= max_attempts
+        try:
+            self.ledger.write(lambda conn: conn.execute(
+                "UPDATE print_jobs SET state = ?, last_error = 'internal' WHERE job_id = ?",
+                ("failed" if give_up else "queued", job["job_id"])))
+        except Exception:
+            log.exception("print queue unwritable")
+            return
+        if give_up:
+            self.bus.publish("print.status", {"job_id": job["job_id"], "slip_id": job["slip_id"],
+                                              "state": "failed", "reason": "internal"})
 
     def _print(self, job: sqlite3.Row) -> bool:
         """One attempt; True when the job is done (printed or expired)."""
@@ -156,6 +181,11 @@ class PrintWorker:
             self._set(job["job_id"], state="expired", last_error="ttl")
             self._publish(job, "expired", "ttl")
             return True
+        if getattr(exc, "reason", None) is None and not isinstance(exc, OSError):
+            # not the printer's doing (a slip that cannot be built): retry a little, then set it aside
+            log.error("slip %s cannot be printed: %s", job["slip_id"], type(exc).__name__)
+            self._set_aside_or_retry(job)
+            return False
         reason = getattr(exc, "reason", None) or "io_error"
         if getattr(exc, "delivered", False):
             send_state = "delivered"  # the printer holds the whole job

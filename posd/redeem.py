@@ -128,7 +128,7 @@ class Redemptions:
                    "reward_id": reward.reward_id if reward else None, "kind": reward.kind if reward else None,
                    "value_minor": reward.value_minor if reward else None,
                    "percent": reward.percent if reward else None, "sku": reward.sku if reward else None}
-        slip_id = f"rdm-{req.redemption_id}"
+        slip_id = f"{req.redemption_id}~r"  # "~" is never in a POS id: no sale's slip can collide
         slip_state = "none"
         if self.lane.printer_enabled:
             slip_state = "queued"
@@ -159,8 +159,10 @@ class Redemptions:
         if last is None or (now - last).total_seconds() > self.limits.max_hours * 3600:
             raise LaneError(422, "offline_too_long",
                             "the lane has been out of touch with central too long to redeem offline")
+        # every redemption central has not confirmed counts, whatever the lane believed when it was made:
+        # the link may have dropped before the lane noticed
         unsynced = ("SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
-                    "WHERE r.offline = 1 AND o.state = 'pending'")
+                    "WHERE o.state = 'pending'")
         by_member = conn.execute(unsynced + " AND r.member_id = ?", (member.member_id,)).fetchone()[0]
         if by_member + price > self.limits.member_points:
             raise LaneError(422, "offline_cap_member",
@@ -181,6 +183,8 @@ class Redemptions:
             if v is None:
                 raise LaneError(404, "unknown_voucher", "no voucher or coupon with that code")
         now = iso(utcnow())
+        if v.get("voided_at"):
+            raise LaneError(422, "voucher_void", "central refused the redemption behind this voucher")
         if v.get("valid_from") and v["valid_from"] > now:
             raise LaneError(422, "voucher_not_yet_valid", "this coupon is not valid yet")
         if v.get("expires_at") and v["expires_at"] <= now:
@@ -223,6 +227,10 @@ class Redemptions:
         return recorded
 
     def _write_use(self, conn: sqlite3.Connection, code: str, transaction_id: str, member_id: str | None) -> Recorded:
+        earlier = conn.execute("SELECT response FROM voucher_uses WHERE code = ? AND transaction_id = ?",
+                               (code, transaction_id)).fetchone()
+        if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
+            return Recorded(json.loads(earlier["response"]), replayed=True)
         v = self._voucher(conn, code, member_id)
         key = self._use_key(v, member_id)
         used = conn.execute("SELECT transaction_id, response FROM voucher_uses WHERE code = ? AND member_id = ?",
@@ -243,11 +251,6 @@ class Redemptions:
         conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (code, key, transaction_id, seq, json.dumps(response), now))
         return Recorded(response, replayed=False)
-
-    def offline_redeemed(self) -> int:
-        return self.ledger.reader().execute(
-            "SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
-            "WHERE r.offline = 1 AND o.state = 'pending'").fetchone()[0]
 
 
 class _NoProgram:

@@ -123,7 +123,8 @@ class CentralServer:
         self.host, self.port = host, port
         self.clock = clock
         self.ssl_context = ssl_context
-        self.store = CentralStore(db_path)
+        # Late-bound, so a test that swaps server.clock moves lot expiry too.
+        self.store = CentralStore(db_path, clock=lambda: self.clock())
         try:
             if seed:
                 self.store.seed(seed)

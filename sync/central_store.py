@@ -4,6 +4,14 @@ One connection behind a lock: the reference central is for development,
 demos and tests, so simple and obviously correct beats concurrent. A batch is
 applied in ONE transaction, which is what makes "applied then the answer was
 lost" safe: the retry finds every seq already stored and answers duplicate.
+
+Balances are kept as lots, per member and currency: every credit is a lot with
+the expiry its event carried (``lots[currency].expires_at``, none = never),
+debits draw from them soonest-expiring first, and the published balance is
+the sum of what remains in unexpired lots (minus any debt: points taken back
+after they were spent). A lot expiring changes a balance without any event,
+so an expiry sweep bumps those members' versions and the lanes pull the new
+balance through the ordinary change feed.
 """
 
 from __future__ import annotations
@@ -11,12 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from posd.sync.protocol import program_etag, result_wire, secret_from_text, validate_event
+from posd.sync.protocol import parse_utc, program_etag, result_wire, secret_from_text, validate_event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +48,25 @@ CREATE TABLE IF NOT EXISTS member_lanes (
     member_id TEXT NOT NULL, store_id TEXT NOT NULL, lane_id TEXT NOT NULL,
     applied_seq INTEGER NOT NULL,
     PRIMARY KEY (member_id, store_id, lane_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lots (
+    lot_id INTEGER PRIMARY KEY, member_id TEXT NOT NULL, currency TEXT NOT NULL,
+    transaction_id TEXT, points INTEGER NOT NULL, remaining INTEGER NOT NULL,
+    available_at TEXT, expires_at TEXT, expires_ts REAL,
+    swept INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS lots_by_member ON lots (member_id, currency, expires_ts);
+CREATE INDEX IF NOT EXISTS lots_by_transaction ON lots (member_id, transaction_id)
+    WHERE transaction_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AND expires_ts IS NOT NULL;
+CREATE TABLE IF NOT EXISTS lot_debts (
+    member_id TEXT NOT NULL, currency TEXT NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (member_id, currency)) WITHOUT ROWID;
 """
+
+# lots.expires_ts is unix seconds (None = never), the comparable form of expires_at.
+# swept = 1 once a lot can no longer change a balance by expiring (expired and
+# reported, or nothing left in it), so the sweep reads only the partial index.
+# lot_debts holds a debit larger than every lot left (a return of points
+# already spent): a negative remainder, repaid by the member's next credits.
 
 MEMBER_STATUSES = ("active", "blocked", "deleted")
 _JSON_COLUMNS = ("identifiers", "balances", "offers")
@@ -48,8 +75,9 @@ _JSON_COLUMNS = ("identifiers", "balances", "offers")
 class CentralStore:
     """Central's database. Every method is safe to call from any thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Any = time.time) -> None:
         self.path = Path(path)
+        self._clock = clock  # unix seconds; expiry is judged by central's clock
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
@@ -58,7 +86,20 @@ class CentralStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             self._conn.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
+            self._migrate_to_lots()
         self._program, self._etag = self._load_program()
+
+    def _migrate_to_lots(self) -> None:
+        """A db from before lots: each member's balance becomes one never-expiring
+        lot (or a debt when negative). Central kept no expiry then, so there is
+        none to recover; runs once, marked in meta."""
+        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'lots_v1'").fetchone():
+            return
+        with self._write() as conn:
+            for row in conn.execute("SELECT member_id, balances FROM members").fetchall():
+                if not conn.execute("SELECT 1 FROM lots WHERE member_id = ? LIMIT 1", (row["member_id"],)).fetchone():
+                    _reset_lots(conn, row["member_id"], json.loads(row["balances"]), "migrated")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('lots_v1', '1')")
 
     def close(self) -> None:
         with self._lock:
@@ -102,7 +143,8 @@ class CentralStore:
             for member in members:
                 row = _member_row(member, self._program or {})
                 if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (row["member_id"],)).fetchone():
-                    continue
+                    continue  # existing members keep their lots: seeding again is a no-op for them
+                _reset_lots(conn, row["member_id"], row["balances"], "seed")
                 self._write_member(conn, row)
 
     def store_secret(self, store_id: str) -> bytes | None:
@@ -138,6 +180,7 @@ class CentralStore:
     def member(self, member_id: str, store_id: str | None = None) -> dict[str, Any] | None:
         """A member in wire shape. applied_seq lists the lanes of ``store_id``, or
         every lane as "store/lane" when no store is given."""
+        self.sweep_expired()
         with self._lock:
             row = self._conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
             if row is None:
@@ -146,12 +189,61 @@ class CentralStore:
         return _member_wire(row, marks.get(member_id, {}))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
-        """Create or replace a member's profile (not its lane watermarks); bumps its version."""
+        """Create or replace a member's profile (not its lane watermarks); bumps its version.
+        Its balances replace its lots: one never-expiring lot per currency."""
         with self._write() as conn:
-            self._write_member(conn, _member_row(member, self._program or {}))
+            row = _member_row(member, self._program or {})
+            _reset_lots(conn, row["member_id"], row["balances"], "upsert")
+            self._write_member(conn, row)
+
+    def lots(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's lots, oldest first (inspection and tests)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT lot_id, currency, transaction_id, points, remaining, available_at, expires_at, swept, source "
+                "FROM lots WHERE member_id = ? ORDER BY lot_id", (member_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def debts(self, member_id: str) -> dict[str, int]:
+        """The negative remainder per currency (points taken back after they were spent)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?",
+                                      (member_id,)).fetchall()
+        return {r["currency"]: r["points"] for r in rows}
+
+    def sweep_expired(self) -> int:
+        """Bump the version of every member whose balance fell because lots expired
+        since the last sweep; the number of members bumped. Cheap when nothing
+        expired: one probe of the lots_to_sweep index, no write transaction."""
+        now = self._clock()
+        with self._lock:
+            if not self._conn.execute(_DUE_LOT, (now,)).fetchone():
+                return 0
+            with self._write() as conn:
+                return self._sweep(conn, now)
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> int:
+        due = conn.execute(
+            "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+            (now,)).fetchall()
+        conn.execute("UPDATE lots SET swept = 1 WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+                     (now,))
+        bumped = 0
+        for r in due:
+            member = _load_member(conn, r["member_id"])
+            if member is None or member["status"] == "deleted":
+                continue  # nothing to show to lanes any more
+            balances = _lot_balances(conn, member["member_id"], member["balances"], now)
+            if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
+                member["balances"] = balances
+                self._write_member(conn, member)
+                bumped += 1
+        return bumped
 
     def member_changes(self, store_id: str, cursor: int, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
-        """Members with version > cursor, oldest change first."""
+        """Members with version > cursor, oldest change first (after an expiry sweep,
+        so a balance that fell by expiry is in the feed)."""
+        self.sweep_expired()
         with self._lock:
             rows = self._conn.execute(
                 "SELECT * FROM members WHERE version > ? ORDER BY version LIMIT ?", (cursor, limit + 1)
@@ -233,12 +325,15 @@ class CentralStore:
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
     ) -> list[dict[str, Any]]:
         """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
+        now = self._clock()
         with self._write() as conn:
+            if conn.execute(_DUE_LOT, (now,)).fetchone():
+                self._sweep(conn, now)  # balances this batch loads are current
             row = conn.execute(
                 "SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)
             ).fetchone()
             last = 0 if row is None else row["last_seq"]
-            work = _BatchWork(conn, self._program or {})
+            work = _BatchWork(conn, self._program or {}, now, f"{store_id}/{lane_id}")
             results = []
             for event in events:
                 seq, event_id = event["seq"], event["event_id"]
@@ -281,16 +376,22 @@ class CentralStore:
 
 
 class _BatchWork:
-    """Members touched by one batch, changed in memory and written once at the end."""
+    """Members touched by one batch, changed in memory and written once at the end.
+    Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
-    def __init__(self, conn: sqlite3.Connection, program: dict[str, Any]) -> None:
+    def __init__(self, conn: sqlite3.Connection, program: dict[str, Any], now: float, lane_key: str) -> None:
         self.conn = conn
         self.program = program
+        self.now = now
+        self.lane_key = lane_key  # "store/lane", recorded as each lot's source
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
+        dates = _lot_dates(event)
+        if dates is None:
+            return "malformed_event"  # checked before anything changes: a rejected event applies nothing
         member_id = event["member_id"]
         member = self._load(member_id)
         if member is None:
@@ -301,8 +402,21 @@ class _BatchWork:
         if member["status"] == "deleted":
             return "member_deleted"
         tier_currency = self.program.get("tier_currency")
+        # A debit takes the lots that were unexpired when the till spent them: an
+        # offline redemption on the last day of the month, synced later, spends
+        # the points that were about to expire, not the member's later ones.
+        occurred = parse_utc(event["occurred_at"])
+        as_of = min(self.now, occurred.timestamp()) if occurred is not None else self.now
+        source = f"{self.lane_key}/{seq}"
         for currency, delta in event["points"].items():
-            member["balances"][currency] = member["balances"].get(currency, 0) + delta
+            member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
+            if delta > 0:
+                available_at, expires_at = dates.get(currency, (None, None))
+                _credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
+                        expires_at, source, self.now)
+            elif delta < 0:
+                own = event.get("transaction_id") if event["type"] == "return" else None
+                _debit(self.conn, member_id, currency, -delta, own, as_of)
             if currency == tier_currency and event["type"] in ("accrual", "return"):
                 member["qualifying"] = max(0, member["qualifying"] + delta)
         member["tier"] = _upgraded_tier(member["tier"], member["qualifying"], self.program)
@@ -311,23 +425,146 @@ class _BatchWork:
 
     def _load(self, member_id: str) -> dict[str, Any] | None:
         if member_id not in self.members:
-            row = self.conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
-            if row is None:
+            member = _load_member(self.conn, member_id)
+            if member is None:
                 return None
-            member = {k: row[k] for k in row.keys() if k != "version"}
-            for column in _JSON_COLUMNS:
-                member[column] = json.loads(member[column])
             self.members[member_id] = member
         return self.members[member_id]
 
     def flush(self, store_id: str, lane_id: str, write_member: Any) -> None:
         for member_id, seq in self.marks.items():
-            write_member(self.conn, self.members[member_id])
+            member = self.members[member_id]
+            member["balances"] = _lot_balances(self.conn, member_id, member["balances"], self.now)
+            write_member(self.conn, member)
             self.conn.execute(
                 "INSERT INTO member_lanes VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
                 (member_id, store_id, lane_id, seq),
             )
+
+
+# --- lots -------------------------------------------------------------------------------
+
+_DUE_LOT = "SELECT 1 FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ? LIMIT 1"
+
+
+def _lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]] | None:
+    """{currency: (available_at, expires_at)} from the event's optional ``lots``;
+    None when the field is there but malformed (its expiry is authoritative,
+    so a date central cannot read is refused, not guessed)."""
+    lots = event.get("lots")
+    if lots is None:
+        return {}
+    if not isinstance(lots, dict):
+        return None
+    dates = {}
+    for currency, entry in lots.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            return None
+        available_at, expires_at = entry.get("available_at"), entry.get("expires_at")
+        for value in (available_at, expires_at):
+            if value is not None and parse_utc(value) is None:
+                return None
+        dates[currency] = (available_at, expires_at)
+    return dates
+
+
+def _credit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, transaction_id: str | None,
+            available_at: str | None, expires_at: str | None, source: str, now: float) -> None:
+    """A new lot; it first repays any debt, since the member owes those points."""
+    debt_row = conn.execute("SELECT points FROM lot_debts WHERE member_id = ? AND currency = ?",
+                            (member_id, currency)).fetchone()
+    repay = min(points, debt_row["points"]) if debt_row else 0
+    if repay:
+        conn.execute("UPDATE lot_debts SET points = points - ? WHERE member_id = ? AND currency = ?",
+                     (repay, member_id, currency))
+        conn.execute("DELETE FROM lot_debts WHERE member_id = ? AND currency = ? AND points = 0",
+                     (member_id, currency))
+    parsed = parse_utc(expires_at)
+    expires_ts = parsed.timestamp() if parsed is not None else None
+    remaining = points - repay
+    # Already expired (a sale synced after its lot's end) or already empty: nothing for the sweep to report.
+    swept = int(remaining == 0 or (expires_ts is not None and expires_ts <= now))
+    conn.execute(
+        "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, expires_at, "
+        "expires_ts, swept, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, swept,
+         source),
+    )
+
+
+def _debit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, own_transaction: str | None,
+           as_of: float) -> None:
+    """Take ``points``: a return first from its own sale's lots (expired or not,
+    as the lane does: taking back expired points costs the member nothing more),
+    then unexpired lots soonest-expiring first, never-expiring last; what no
+    lot covers becomes debt."""
+    left = points
+    candidates: list[sqlite3.Row] = []
+    if own_transaction is not None:
+        candidates += conn.execute(
+            "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
+            "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
+            (member_id, own_transaction, currency)).fetchall()
+    candidates += conn.execute(
+        "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
+        "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY expires_ts IS NULL, expires_ts, lot_id",
+        (member_id, currency, as_of)).fetchall()
+    taken: dict[int, int] = {}
+    for lot in candidates:
+        if not left:
+            break
+        usable = lot["remaining"] - taken.get(lot["lot_id"], 0)  # a return's own lot is listed twice
+        take = min(usable, left)
+        if take > 0:
+            taken[lot["lot_id"]] = taken.get(lot["lot_id"], 0) + take
+            left -= take
+    for lot_id, take in taken.items():
+        conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
+                     "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
+    if left:
+        conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?) ON CONFLICT (member_id, currency) "
+                     "DO UPDATE SET points = points + excluded.points", (member_id, currency, left))
+
+
+def _lot_balances(conn: sqlite3.Connection, member_id: str, current: dict[str, int], now: float) -> dict[str, int]:
+    """The published balances: per currency, unexpired lots' remaining minus debt.
+    Currencies already listed stay listed (at 0 when nothing is left)."""
+    out = {currency: 0 for currency in current}
+    for r in conn.execute(
+        "SELECT currency, SUM(remaining) AS total FROM lots WHERE member_id = ? AND remaining > 0 "
+        "AND (expires_ts IS NULL OR expires_ts > ?) GROUP BY currency", (member_id, now)):
+        out[r["currency"]] = r["total"]
+    for r in conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?", (member_id,)):
+        out[r["currency"]] = out.get(r["currency"], 0) - r["points"]
+    return out
+
+
+def _reset_lots(conn: sqlite3.Connection, member_id: str, balances: dict[str, int], source: str) -> None:
+    """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
+    conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))
+    conn.execute("DELETE FROM lot_debts WHERE member_id = ?", (member_id,))
+    for currency, points in balances.items():
+        if points > 0:
+            conn.execute(
+                "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, "
+                "expires_at, expires_ts, swept, source) VALUES (?, ?, NULL, ?, ?, NULL, NULL, NULL, 0, ?)",
+                (member_id, currency, points, points, source))
+        elif points < 0:
+            conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?)", (member_id, currency, -points))
+
+
+def _load_member(conn: sqlite3.Connection, member_id: str) -> dict[str, Any] | None:
+    """A member as stored (JSON columns decoded, no version), or None."""
+    row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+    if row is None:
+        return None
+    member = {k: row[k] for k in row.keys() if k != "version"}
+    for column in _JSON_COLUMNS:
+        member[column] = json.loads(member[column])
+    return member
 
 
 def _member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:

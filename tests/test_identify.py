@@ -44,3 +44,20 @@ def test_member_codes_and_garbage():
     assert identify_code("MBR-00042").kind == "member_code"
     assert identify_code("").kind == "invalid"
     assert identify_code("a b c; DROP TABLE").kind == "invalid"
+
+
+@pytest.mark.parametrize("raw", ["4111.1111.1111.1111", "4111/1111/1111/1111", "5555-5555-5555-4444"])
+def test_separators_do_not_hide_a_card_number(raw):
+    assert identify_code(raw).kind == "payment_card"
+
+
+def test_a_14_digit_diners_number_is_a_card_even_if_it_looks_like_a_gtin14():
+    from posd.core.identify import gtin_ok
+
+    for n in range(0, 100000):
+        pan = f"3600{n:09d}"
+        pan = next((pan + str(d) for d in range(10) if luhn_ok(pan + str(d))), None)
+        if pan and gtin_ok(pan):
+            break
+    assert gtin_ok(pan) and luhn_ok(pan)
+    assert identify_code(pan).kind == "payment_card"

@@ -77,6 +77,7 @@ MEMBERS = [
     member("bday1", birth_date=f"1990-{WEDNESDAY.month:02d}-{WEDNESDAY.day:02d}"),
     member("stamps1"), member("rich1", "silver", 5000), member("rich2", "gold", 5000),
     member("exp1"), member("limit1", "gold", 5000), member("ret1"), member("ret2"), member("round1"), member("offline1", "silver", 5000),
+    member("exp2"),
 ]
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM, "members": MEMBERS}
 
@@ -279,6 +280,27 @@ def test_points_expire_at_month_end(lane):
     assert answer["balance"]["points"]["total"] == 0
     refused = lane.post("/v1/redemptions", {"redemption_id": "exp-r", "member": "CARD-exp1", "reward_id": "free-coffee"})
     assert refused.json()["code"] == "insufficient_balance"
+
+
+def test_expired_points_stay_expired_once_central_holds_the_sale(lane):
+    # Central, not the lane, owns the lot once it applied the accrual: its balance
+    # must leave the expired lot out, or the synced view would show the points again.
+    today = datetime.now(WARSAW).date()
+    two_months_ago = (date(today.year, today.month, 1) - timedelta(days=40)).replace(day=10)
+    at = datetime(two_months_ago.year, two_months_ago.month, 10, 12, tzinfo=WARSAW)
+    answer = earn(lane, sale("exp-2", "exp2", [line("A", 10000)], at=at))
+    assert answer["balance"]["points"]["total"] == 0
+    lane.wait_drained()
+
+    def pulled_after_push() -> dict | None:
+        # pending drops to 0 only once a pulled page carries central's watermark past the sale
+        view = lane.get("/v1/members/CARD-exp2").json()
+        return view if view["balances"]["points"]["pending"] == 0 else None
+
+    view = lane.wait_for(pulled_after_push, timeout=30, what="the member pulled after central applied the sale")
+    assert view["as_of"] is not None
+    assert view["balances"]["points"]["total"] == 0
+    assert view["balances"]["points"]["confirmed"] == 0
 
 
 # -- offline caps ----------------------------------------------------------------------

@@ -211,3 +211,42 @@ def test_after_a_crash_mid_send_the_job_is_cleared_and_sent_once(tmp_path, emula
         assert lane.copies("T-13") == 1 and emulator.buffer_clears == 1
     finally:
         lane.close()
+
+
+def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(tmp_path):
+    """A bug in one job must not kill the worker or hold every later slip behind it."""
+    import json as _json
+    import time as _time
+
+    from posd.events import EventBus
+    from posd.printing import PrintWorker, queue_job
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    printed = []
+
+    class Paper:
+        def print_document(self, doc, before_send=None):
+            if before_send:
+                before_send()
+            printed.append(doc.slip_id)
+
+    good = {"slip_id": "good", "store_id": "S", "lane_id": "L", "transaction_id": "good",
+            "occurred_at": "2026-11-24 10:00", "member_name": "A", "tier_name": None, "earned": {}, "balance": {}}
+    ledger.write(lambda c: c.execute(
+        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
+        ("bad", "bad", _json.dumps({"not": "a slip"}), "2000-01-01T00:00:00.000Z")))
+    ledger.write(lambda c: c.execute("UPDATE print_jobs SET expires_at = '2999-01-01T00:00:00.000Z'"))
+    ledger.write(lambda c: queue_job(c, slip_id="good", kind="slip", slip=good))
+    bus = EventBus(1)
+    worker = PrintWorker(ledger, Paper(), bus, "en", retry_base=0.01, retry_cap=0.02)
+    worker.start()
+    deadline = _time.monotonic() + 20
+    while "good" not in printed and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    worker.stop()
+    assert printed == ["good"] and worker.alive is False
+    state = ledger.reader().execute("SELECT state FROM print_jobs WHERE job_id = 'bad'").fetchone()[0]
+    assert state == "failed"
+    assert any(e.type == "print.status" and e.data.get("state") == "failed" for e in bus._ring)
+    ledger.close()

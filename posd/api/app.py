@@ -59,11 +59,12 @@ def _err(status: int, code: str, message: str, errors: list | None = None) -> JS
 ERROR_CODES: dict[str, dict[int, tuple[str, ...]]] = {
     "member": {404: ("unknown_member",), 422: ("payment_card",)},
     "transaction": {404: ("unknown_member",), 409: ("transaction_id_conflict",),
-                    422: ("invalid_request", "member_ineligible", "occurred_in_future", "negative_total",
+                    422: ("invalid_request", "member_ineligible", "occurred_in_future", "occurred_too_old", "negative_total",
                           "negative_line", "total_mismatch", "unsupported_currency", "payment_card"),
                     503: ("program_unavailable",)},
     "return": {404: ("unknown_transaction",), 409: ("return_id_conflict", "program_version_unknown"),
-               422: ("invalid_request", "return_exceeds_sale", "mixed_return", "return_by_amount")},
+               422: ("invalid_request", "return_exceeds_sale", "mixed_return", "return_by_amount"),
+               503: ("member_unavailable",)},
     "redemption": {404: ("unknown_member", "unknown_reward"), 409: ("redemption_id_conflict",),
                    422: ("invalid_request", "member_ineligible", "reward_required", "reward_not_eligible",
                          "insufficient_balance", "reward_limit_reached", "offline_cap_member",
@@ -71,7 +72,7 @@ ERROR_CODES: dict[str, dict[int, tuple[str, ...]]] = {
                    503: ("program_unavailable",)},
     "voucher": {404: ("unknown_voucher", "unknown_member"), 409: ("voucher_used",),
                 422: ("invalid_request", "voucher_expired", "voucher_not_yet_valid", "voucher_other_member",
-                      "member_required")},
+                      "voucher_void", "member_required")},
     "reprint": {404: ("unknown_slip",), 409: ("no_printer",)},
     "slip": {404: ("unknown_slip",)},
     "events": {422: ("invalid_last_event_id",)},
@@ -153,7 +154,7 @@ def create_app(*, lane: Lane, checkout: Checkout | None = None, redemptions: Red
         return _answer(await checkout.record_sale(tx), response)
 
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
-              responses=_responses(401, 404, 409, 422, route="return"), tags=["transactions"])
+              responses=_responses(401, 404, 409, 422, 503, route="return"), tags=["transactions"])
     async def post_return(transaction_id: str, body: ReturnIn, response: Response) -> dict[str, Any]:
         ret = ReturnInput(
             transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key"
+EXPOSE_HEADERS = "Idempotent-Replayed"  # so browser code can tell a replayed answer
 ALLOW_METHODS = "GET, POST, OPTIONS"
 
 
@@ -50,7 +51,8 @@ class LocalGuard:
             return await self.app(scope, receive, send)
         if origin not in self.origins:
             return await _problem(send, 403, "origin_not_allowed", "this origin is not in api.allowed_origins")
-        cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
+        cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin"),
+                (b"access-control-expose-headers", EXPOSE_HEADERS.encode())]
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             extra = [(b"access-control-allow-methods", ALLOW_METHODS.encode()),
                      (b"access-control-allow-headers", ALLOW_HEADERS.encode()),

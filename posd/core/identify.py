@@ -56,8 +56,8 @@ def gtin_ok(digits: str) -> bool:
 def looks_like_pan(digits: str) -> bool:
     if not 13 <= len(digits) <= 19 or not _BRAND.match(digits):
         return False
-    if len(digits) in (13, 14) and gtin_ok(digits):
-        return False  # a product or member barcode, not a card
+    if len(digits) == 13 and gtin_ok(digits):
+        return False  # an EAN-13 product or member barcode, not a card (14 digits: Diners-length, no exemption)
     return luhn_ok(digits)
 
 
@@ -65,7 +65,7 @@ def identify_code(raw: str) -> Identified:
     text = raw.strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return Identified("payment_card", None)
-    compact = text.replace(" ", "").replace("-", "")
+    compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
     if compact.isdigit() and looks_like_pan(compact):
         return Identified("payment_card", None)
     # a PAN embedded in a longer string (e.g. a typed "card: 4111...")

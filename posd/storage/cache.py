@@ -112,6 +112,11 @@ class Cache:
             row = conn.execute("SELECT * FROM members WHERE member_id = ?", (identifier,)).fetchone()
         return _member(row) if row else None
 
+    def member_by_id(self, member_id: str) -> CachedMember | None:
+        """By central's member_id only (never by a card identifier that might equal it)."""
+        row = self.reader().execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+        return _member(row) if row else None
+
     def member_count(self) -> int:
         return self.reader().execute("SELECT COUNT(*) FROM members").fetchone()[0]
 

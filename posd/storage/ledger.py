@@ -174,11 +174,15 @@ class Ledger:
 
     def counts(self) -> dict[str, Any]:
         conn = self.reader()
-        pending, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
-        ).fetchone()
+        # each of these reads the (state, seq) index, not the whole outbox: health is polled often
+        pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        first = conn.execute(
+            "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
+        oldest = first[0] if first else None
         quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
-        acked = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state != 'pending'").fetchone()[0]
+        acked = conn.execute(
+            "SELECT COALESCE(MAX(m), 0) FROM (SELECT MAX(seq) AS m FROM outbox WHERE state = 'acked' "
+            "UNION ALL SELECT MAX(seq) FROM outbox WHERE state = 'quarantined')").fetchone()[0]
         return {
             "pending": pending,
             "oldest_pending_at": parse_iso(oldest) if oldest else None,

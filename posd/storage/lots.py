@@ -21,6 +21,10 @@ from datetime import datetime
 from posd.storage.db import iso
 
 
+# Allocations drawn by debits central refused (quarantined) no longer hold their lots.
+LIVE_ALLOCATIONS = "(SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = {lot} AND od.state != 'quarantined')"
+
+
 @dataclass(frozen=True)
 class LocalLot:
     entry_id: int
@@ -34,8 +38,7 @@ def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, waterma
     rows = conn.execute(
         """
         SELECT e.entry_id, e.points, e.pending_until, e.expires_at,
-               e.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a
-                                    WHERE a.lot_entry_id = e.entry_id), 0) AS remaining
+               e.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = e.entry_id AND od.state != 'quarantined'), 0) AS remaining
         FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
         WHERE e.member_id = ? AND e.currency = ? AND e.seq > ? AND e.points > 0
           AND o.state != 'quarantined'
@@ -74,8 +77,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
             WHERE e.member_id = ?1 AND e.seq > ?2 AND o.state != 'quarantined'
         ), lots AS (
             SELECT l.currency, l.pending_until, l.expires_at,
-                   l.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a
-                                        WHERE a.lot_entry_id = l.entry_id), 0) AS remaining
+                   l.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = l.entry_id AND od.state != 'quarantined'), 0) AS remaining
             FROM local l WHERE l.points > 0
         )
         SELECT currency, SUM(points), 0, 0 FROM local GROUP BY currency
@@ -142,7 +144,7 @@ def reverse_from(conn: sqlite3.Connection, lot_entry_ids: list[int], points: int
         if not left:
             break
         remaining = conn.execute(
-            "SELECT e.points - COALESCE((SELECT SUM(points) FROM lot_allocations WHERE lot_entry_id = e.entry_id), 0) "
+            "SELECT e.points - COALESCE(" + LIVE_ALLOCATIONS.format(lot="e.entry_id") + ", 0) "
             "FROM ledger_entries e WHERE e.entry_id = ?", (entry_id,)).fetchone()[0]
         if remaining > 0:
             take = min(remaining, left)

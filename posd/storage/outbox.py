@@ -53,6 +53,12 @@ class LedgerOutbox:
                         "WHERE seq = ? AND state = 'pending'",
                         (r.code or "rejected", now, r.seq),
                     )
+                    # central refused the redemption: its points are back, so its voucher must go
+                    conn.execute(
+                        "UPDATE vouchers SET voided_at = ? WHERE voided_at IS NULL AND code = "
+                        "(SELECT json_extract(body, '$.voucher_code') FROM outbox WHERE seq = ? AND type = 'redemption')",
+                        (now, r.seq),
+                    )
 
         self.ledger.write(mark)
 

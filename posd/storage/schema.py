@@ -246,3 +246,15 @@ def m003_member_indexes(conn: sqlite3.Connection) -> None:
         CREATE INDEX IF NOT EXISTS ledger_transaction ON ledger_entries (transaction_id, kind, currency);
         """,
     )
+
+
+@ledger_migrations
+def m004_voucher_void_and_outbox_state(conn: sqlite3.Connection) -> None:
+    """Void a voucher whose redemption central refused; health's outbox counts use an index."""
+    execute_script(
+        conn,
+        """
+        ALTER TABLE vouchers ADD COLUMN voided_at TEXT;
+        CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, seq);
+        """,
+    )

@@ -1,0 +1,221 @@
+"""Central's lots: expiry, debit order, returns and debts, over real HTTP on 127.0.0.1 and real SQLite.
+
+Central's clock is a FakeClock shared with the client (requests are signed
+with the sender's clock and checked against central's), so a test moves time
+by hours or months without waiting.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from posd.sync.central_store import CentralStore
+from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def accrual(seq: int, points: int, expires_ts: float | None, member_id: str = "M0002", **kw) -> dict:
+    """An accrual as the lane sends it: its lot's dates under "lots"."""
+    lot = {"available_at": None, "expires_at": None if expires_ts is None else iso(expires_ts)}
+    return make_event(seq, member_id=member_id, points={"points": points}, lots={"points": lot}, **kw)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def central(tmp_path, clock):
+    with running_central(tmp_path, clock=clock) as server:
+        yield server
+
+
+@pytest.fixture
+def client(central, clock):
+    with make_client(central, clock=clock) as c:
+        yield c
+
+
+def push(client, *events) -> list[str]:
+    return [r.status for r in client.push_batch(f"B-{events[0]['seq']}", list(events))]
+
+
+def remaining(central, member_id: str = "M0002") -> dict:
+    """{transaction_id or source: remaining} of a member's lots."""
+    return {lot["transaction_id"] or lot["source"]: lot["remaining"] for lot in central.store.lots(member_id)}
+
+
+def test_seed_balances_are_one_never_expiring_lot_and_reseeding_adds_none(tmp_path):
+    with running_central(tmp_path) as central:
+        lots = central.store.lots("M0002")
+        assert [(lot["points"], lot["remaining"], lot["expires_at"], lot["source"]) for lot in lots] == [
+            (420, 420, None, "seed")]
+        assert central.store.lots("M0003") == []  # no balance, no lot
+    with running_central(tmp_path, default_seed()) as central:
+        assert len(central.store.lots("M0002")) == 1
+        assert central.store.member("M0002")["balances"] == {"points": 420}
+
+
+def test_each_accrual_becomes_a_lot_with_the_expiry_it_carried(central, client, clock):
+    expires = clock.now + 30 * DAY
+    assert push(client, accrual(1, 100, expires), make_event(2, member_id="M0002", points={"points": 5}),
+                make_event(3, member_id="M0100", type="member_enrolled", points={"points": 50},
+                           transaction_id=None)) == ["accepted"] * 3
+    lots = {lot["transaction_id"]: lot for lot in central.store.lots("M0002")}
+    assert (lots["T-L01-1"]["points"], lots["T-L01-1"]["expires_at"]) == (100, iso(expires))
+    assert lots["T-L01-1"]["source"] == f"{STORE_ID}/{LANE_ID}/1"
+    assert lots["T-L01-2"]["expires_at"] is None  # no "lots" field: never expires
+    assert [(lot["points"], lot["expires_at"]) for lot in central.store.lots("M0100")] == [(50, None)]
+    assert central.store.member("M0002")["balances"] == {"points": 525}
+
+
+def test_debits_take_the_soonest_expiring_lots_first_and_never_expiring_last(central, client, clock):
+    push(client, accrual(1, 100, clock.now + 30 * DAY), accrual(2, 100, clock.now + 10 * DAY))
+    push(client, make_event(3, member_id="M0002", type="redemption", points={"points": -150}))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 50, "T-L01-2": 0}
+    push(client, make_event(4, member_id="M0002", type="redemption", points={"points": -100}))
+    assert remaining(central) == {"seed": 370, "T-L01-1": 0, "T-L01-2": 0}
+    assert central.store.member("M0002")["balances"] == {"points": 370}
+
+
+def test_a_return_takes_back_its_own_sales_lot_first(central, client, clock):
+    push(client, accrual(1, 100, clock.now + 10 * DAY), accrual(2, 100, clock.now + 60 * DAY))
+    push(client, make_event(3, member_id="M0002", type="return", transaction_id="T-L01-2", points={"points": -60}))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 100, "T-L01-2": 40}  # not the sooner-expiring lot
+    # more than is left of its own lot: the rest as a redemption would take it
+    push(client, make_event(4, member_id="M0002", type="return", transaction_id="T-L01-2", points={"points": -70}))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 70, "T-L01-2": 0}
+    assert central.store.member("M0002")["balances"] == {"points": 490}
+
+
+def test_returning_an_expired_sale_takes_its_expired_points_not_the_members_others(central, client, clock):
+    push(client, accrual(1, 100, clock.now + HOUR))
+    clock.advance(2 * HOUR)
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    push(client, make_event(2, member_id="M0002", type="return", transaction_id="T-L01-1", points={"points": -100}))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 0}
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+
+
+def test_expiry_sweep_bumps_the_member_and_the_feed_shows_the_lower_balance(central, client, clock):
+    push(client, accrual(1, 100, clock.now + HOUR))
+    members, cursor, _ = client.member_changes(None, 100)
+    assert {m["member_id"]: m["balances"] for m in members}["M0002"] == {"points": 520}
+    assert client.member_changes(cursor, 100)[0] == []
+
+    clock.advance(HOUR - 1)
+    assert client.member_changes(cursor, 100)[0] == []  # not yet
+
+    clock.advance(2)
+    members, cursor2, _ = client.member_changes(cursor, 100)
+    assert [(m["member_id"], m["balances"], m["applied_seq"]) for m in members] == [
+        ("M0002", {"points": 420}, {LANE_ID: 1})]
+    assert int(cursor2) > int(cursor)
+    assert client.member_changes(cursor2, 100)[0] == []  # swept once: no bump on every poll
+    assert central.store.sweep_expired() == 0
+
+
+def test_a_batch_sweeps_too_and_a_lot_spent_before_it_expired_bumps_nobody(central, client, clock):
+    push(client, accrual(1, 100, clock.now + HOUR), accrual(2, 30, clock.now + HOUR, member_id="M0001"))
+    push(client, make_event(3, member_id="M0001", type="redemption", points={"points": -30}))
+    _, cursor, _ = client.member_changes(None, 100)
+    clock.advance(2 * HOUR)
+    push(client, make_event(4, member_id="M0003", points={"points": 1}))  # another member's sale
+    members, _, _ = client.member_changes(cursor, 100)
+    # M0002 before M0003: the batch swept before applying its events (a feed sweep would order it after)
+    assert [(m["member_id"], m["balances"]) for m in members] == [("M0002", {"points": 420}),
+                                                                  ("M0003", {"points": 1})]
+
+
+def test_a_sale_synced_after_its_lot_expired_never_counts(central, client, clock):
+    push(client, accrual(1, 100, clock.now - DAY))
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    _, cursor, _ = client.member_changes(None, 100)
+    clock.advance(DAY)
+    assert client.member_changes(cursor, 100)[0] == []
+
+
+def test_a_debit_takes_the_lots_that_were_unexpired_when_it_happened(central, client, clock):
+    # Spent at an offline till half an hour before the lot's end, synced after it:
+    # those points were spent, not lost, and the member keeps the rest.
+    start = clock.now
+    push(client, accrual(1, 100, start + HOUR))
+    clock.advance(2 * HOUR)
+    push(client, make_event(2, member_id="M0002", type="redemption", points={"points": -100},
+                            occurred_at=iso(start + HOUR / 2)))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 0}
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+
+
+def test_a_debit_beyond_every_lot_is_a_debt_that_later_credits_repay(central, client, clock):
+    push(client, accrual(1, 100, None))
+    push(client, make_event(2, member_id="M0002", type="redemption", points={"points": -520}))
+    push(client, make_event(3, member_id="M0002", type="return", transaction_id="T-L01-1", points={"points": -100}))
+    assert central.store.member("M0002")["balances"] == {"points": -100}
+    assert central.store.debts("M0002") == {"points": 100}
+
+    push(client, accrual(4, 30, None))
+    assert (central.store.member("M0002")["balances"], central.store.debts("M0002")) == ({"points": -70},
+                                                                                          {"points": 70})
+    push(client, accrual(5, 100, clock.now + HOUR))
+    assert (central.store.member("M0002")["balances"], central.store.debts("M0002")) == ({"points": 30}, {})
+    clock.advance(2 * HOUR)
+    # the debt was paid out of that lot before it expired: nothing is owed twice
+    assert central.store.member("M0002")["balances"] == {"points": 0}
+
+
+def test_lots_with_an_unreadable_expiry_are_refused_and_apply_nothing(central, client):
+    bad = make_event(1, member_id="M0002", points={"points": 100},
+                     lots={"points": {"available_at": None, "expires_at": "next month"}})
+    answer = client.push_batch("B-1", [bad, accrual(2, 5, None)])
+    assert [(r.status, r.code) for r in answer] == [("rejected", "malformed_event"), ("accepted", None)]
+    assert remaining(central) == {"seed": 420, "T-L01-2": 5}
+    assert central.store.member("M0002")["balances"] == {"points": 425}
+
+
+def test_upsert_member_replaces_its_lots(central, client, clock):
+    push(client, accrual(1, 100, clock.now + HOUR))
+    central.store.upsert_member({"member_id": "M0002", "display_name": "Reza K.", "balances": {"points": -7}})
+    assert central.store.lots("M0002") == [] and central.store.debts("M0002") == {"points": 7}
+    assert central.store.member("M0002")["balances"] == {"points": -7}
+
+
+def test_a_central_db_from_before_lots_is_migrated_once(tmp_path):
+    db = tmp_path / "central.db"
+    store = CentralStore(db)
+    store.seed(default_seed())
+    store.close()
+    conn = sqlite3.connect(db)  # back to the old schema: balances only, no lots
+    conn.executescript("DROP TABLE lots; DROP TABLE lot_debts; DELETE FROM meta WHERE key = 'lots_v1';"
+                       "UPDATE members SET balances = '{\"points\": -5}' WHERE member_id = 'M0002';")
+    conn.close()
+
+    for _ in range(2):  # opening again changes nothing
+        with running_central(tmp_path, default_seed(), db_path=db) as central:
+            assert [(lot["remaining"], lot["expires_at"], lot["source"]) for lot in central.store.lots("M0001")] == [
+                (1840, None, "migrated")]
+            assert central.store.lots("M0002") == [] and central.store.debts("M0002") == {"points": 5}
+            assert central.store.member("M0001")["balances"] == {"points": 1840}
+            assert central.store.member("M0002")["balances"] == {"points": -5}

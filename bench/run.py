@@ -1,6 +1,8 @@
 """`make bench`: measure the lane against PRODUCT.md's targets, write a JSON report.
 
-Real parts on loopback: the reference central in this process, the daemon as
+Real parts on loopback: the reference central and the daemon each in its own
+process (a central in the client's process would steal the client's GIL and
+inflate every latency measured), as
 a child process, a pty scanner, real HTTP and SSE. Figures go to the report,
 never into test assertions.
 """
@@ -8,10 +10,12 @@ never into test assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from posd.storage.cache import Cache  # noqa: E402
-from tests.support.central_fixture import running_central  # noqa: E402
 from tests.support.lane import LaneProcess, free_port, lane_config  # noqa: E402
 
 TARGETS = {
@@ -34,6 +37,34 @@ TARGETS = {
     "post_transaction_p99_ms": 5.0,
     "post_transaction_per_s": 1000,
 }
+
+
+class _Central:
+    def __init__(self, url: str):
+        self.url = url
+
+
+@contextlib.contextmanager
+def central_process(tmp: Path, seed: dict):
+    """`posd central` as a child process on a free loopback port."""
+    seed_file = tmp / "seed.json"
+    seed_file.write_text(json.dumps(seed))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "central", "--listen", f"127.0.0.1:{port}",
+                             "--db", str(tmp / "central.db"), "--seed", str(seed_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/v1/program", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        yield _Central(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -148,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = json.loads((ROOT / "config" / "demo-seed.json").read_text())
     report: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
-    with tempfile.TemporaryDirectory() as tmp, running_central(Path(tmp) / "central", seed) as central:
+    with tempfile.TemporaryDirectory() as tmp, central_process(Path(tmp), seed) as central:
         work = Path(tmp) / "lane"
         work.mkdir()
         report["cache_fill_s"] = round(fill_cache(work / "state", args.members), 2)

@@ -70,11 +70,8 @@ class Checkout:
 
     def _birthday_given(self, conn: sqlite3.Connection, member: CachedMember, ctx: EarnContext) -> bool:
         """Has this member had this (store-local) year's birthday bonus on this lane?"""
-        year_start = iso(datetime(ctx.occurred_local.year, 1, 1, tzinfo=self.lane.tz))
-        return conn.execute(
-            "SELECT 1 FROM transactions WHERE member_id = ? AND occurred_at >= ? "
-            "AND json_extract(earn_context, '$.birthday_awarded') = 1 LIMIT 1",
-            (member.member_id, year_start)).fetchone() is not None
+        return conn.execute("SELECT 1 FROM birthday_awards WHERE member_id = ? AND year = ?",
+                            (member.member_id, ctx.occurred_local.year)).fetchone() is not None
 
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         earlier = self.lane.replayed(tx)
@@ -161,6 +158,9 @@ class Checkout:
             "recorded_at": iso(now),
         }
         birthday = accrual.birthday_bonus
+        if birthday and member is not None:
+            conn.execute("INSERT INTO birthday_awards (member_id, year, transaction_id) VALUES (?, ?, ?)",
+                         (member.member_id, ctx.occurred_local.year, tx.transaction_id))
         context = {"tier_id": ctx.tier_id, "occurred_local": ctx.occurred_local.isoformat(),
                    "birth_date": ctx.birth_date.isoformat() if ctx.birth_date else None,
                    "birthday_bonus_used": ctx.birthday_bonus_used, "birthday_awarded": birthday}

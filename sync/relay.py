@@ -133,11 +133,11 @@ class _Worker:
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def _succeeded(self, state: str, delay: float) -> None:
+    def _succeeded(self, state: str, delay: float, *, wake_cuts: bool = True) -> None:
         with self._lock:
             self._state, self._failures, self._last_error = state, 0, None
             self._last_success_at = self._clock()
-            self._delay, self._wake_cuts_delay = delay, True
+            self._delay, self._wake_cuts_delay = delay, wake_cuts
             self._next_at = time.monotonic() + delay
 
     def _wait(self, state: str, delay: float) -> None:
@@ -262,6 +262,7 @@ class OutboxRelay(_Worker):
         on_status: StatusCallback | None = None,
         on_identity: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        linger: float = 0.2,
     ) -> None:
         super().__init__(
             client, backoff_base=backoff_base, backoff_cap=backoff_cap, auth_retry_interval=auth_retry_interval,
@@ -275,6 +276,7 @@ class OutboxRelay(_Worker):
         self._batch_events = self._max_events  # shrinks after a 413, grows back on success
         self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
         self._idle_interval = idle_interval
+        self._linger = linger
         self._sent_events = 0
         self._quarantined = 0
 
@@ -332,8 +334,12 @@ class OutboxRelay(_Worker):
             return self._failed(f"central asked to resend from seq {retry[0].seq} ({retry[0].code})", None)
         if len(results) < len(events):
             return self._failed("central answered only part of the batch", None)
+        full = len(events) >= self._batch_events
         self._batch_events = min(self._max_events, self._batch_events * 2)
-        self._succeeded("ok", 0.0)  # more may be pending: go again at once
+        # A full batch: more is likely pending, go again at once. A small one: let the next sales
+        # gather for a moment (a producer's linger) rather than one signed, gzipped round trip per
+        # sale while the till is busy; a wake() does not cut this short.
+        self._succeeded("ok", 0.0 if full else self._linger, wake_cuts=full)
         return "sent"
 
     def _settle_identity(self) -> None:

@@ -258,3 +258,23 @@ def m004_voucher_void_and_outbox_state(conn: sqlite3.Connection) -> None:
         CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, seq);
         """,
     )
+
+
+@ledger_migrations
+def m005_birthday_awards(conn: sqlite3.Connection) -> None:
+    """Once-a-year birthday bonus as a keyed row: an O(1) check per sale, not a scan of the year."""
+    execute_script(
+        conn,
+        """
+        CREATE TABLE birthday_awards (
+            member_id TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            transaction_id TEXT NOT NULL,
+            PRIMARY KEY (member_id, year)
+        ) WITHOUT ROWID;
+        INSERT OR IGNORE INTO birthday_awards (member_id, year, transaction_id)
+            SELECT member_id, CAST(substr(json_extract(earn_context, '$.occurred_local'), 1, 4) AS INTEGER),
+                   transaction_id
+            FROM transactions WHERE json_extract(earn_context, '$.birthday_awarded') = 1;
+        """,
+    )

@@ -1,3 +1,3 @@
 """posd: the loyalty program at the till."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -242,7 +242,8 @@ class Redemptions:
         now = iso(utcnow())
         seq = self.ledger.append_event(conn, "voucher_use", {
             "transaction_id": transaction_id, "member_id": v.get("member_id") or member_id, "occurred_at": now,
-            "voucher_code": code, "points": {}, "program_version": (self.lane.program() or _NoProgram).version,
+            "voucher_code": code, "voucher_once_per": "member" if v.get("campaign") else "code",
+            "points": {}, "program_version": (self.lane.program() or _NoProgram).version,
             "offline": self.lane.is_offline(),
         })
         response = {"code": code, "used": True, "transaction_id": transaction_id, "used_at": now, "seq": seq,

@@ -60,6 +60,9 @@ CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AN
 CREATE TABLE IF NOT EXISTS lot_debts (
     member_id TEXT NOT NULL, currency TEXT NOT NULL, points INTEGER NOT NULL,
     PRIMARY KEY (member_id, currency)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS voucher_uses (
+    code TEXT NOT NULL, member_key TEXT NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (code, member_key)) WITHOUT ROWID;
 """
 
 # lots.expires_ts is unix seconds (None = never), the comparable form of expires_at.
@@ -401,6 +404,10 @@ class _BatchWork:
             self.members[member_id] = member
         if member["status"] == "deleted":
             return "member_deleted"
+        if event["type"] == "voucher_use":
+            refused = self._use_voucher(event, member_id, seq)
+            if refused:
+                return refused
         tier_currency = self.program.get("tier_currency")
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
@@ -421,6 +428,19 @@ class _BatchWork:
                 member["qualifying"] = max(0, member["qualifying"] + delta)
         member["tier"] = _upgraded_tier(member["tier"], member["qualifying"], self.program)
         self.marks[member_id] = seq
+        return None
+
+    def _use_voucher(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
+        """One use per voucher (per member for campaign coupons), across every lane: a second use,
+        made on another lane while both were offline, is refused here and quarantined there."""
+        code = event.get("voucher_code")
+        if not isinstance(code, str) or not code:
+            return "malformed_event"
+        key = member_id if event.get("voucher_once_per") == "member" else ""
+        if self.conn.execute("SELECT 1 FROM voucher_uses WHERE code = ? AND member_key = ?", (code, key)).fetchone():
+            return "voucher_used"
+        self.conn.execute("INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?)",
+                          (code, key, f"{self.lane_key}/{seq}"))
         return None
 
     def _load(self, member_id: str) -> dict[str, Any] | None:

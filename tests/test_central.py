@@ -518,3 +518,21 @@ def test_lane_head_tells_where_a_lanes_history_ends(central, client):
     assert client.lane_head("L09") == (0, None)
     with pytest.raises(CentralRequestRejected):
         client.lane_head("bad lane")
+
+
+def test_a_voucher_used_on_two_lanes_is_refused_the_second_time(tmp_path):
+    """Two lanes, both offline, honour the same coupon; central refuses the second use."""
+    from tests.support.central_fixture import make_client, make_event, running_central
+
+    with running_central(tmp_path) as central:
+        lane1, lane2 = make_client(central, lane_id="L01"), make_client(central, lane_id="L02")
+        use = dict(type="voucher_use", points={}, voucher_code="VABCDEF123456", voucher_once_per="code")
+        first = lane1.push_batch("b1", [make_event(1, lane_id="L01", **use)])
+        second = lane2.push_batch("b2", [make_event(1, lane_id="L02", **use)])
+        assert first[0].status == "accepted"
+        assert (second[0].status, second[0].code) == ("rejected", "voucher_used")
+        campaign = dict(type="voucher_use", points={}, voucher_code="WELCOME10", voucher_once_per="member")
+        a = lane1.push_batch("b3", [make_event(2, member_id="M0001", lane_id="L01", **campaign)])
+        b = lane2.push_batch("b4", [make_event(2, member_id="M0002", lane_id="L02", **campaign)])
+        c = lane2.push_batch("b5", [make_event(3, member_id="M0001", lane_id="L02", **campaign)])
+        assert [a[0].status, b[0].status, c[0].status] == ["accepted", "accepted", "rejected"]

@@ -24,7 +24,7 @@ from posd.faults import crash_point
 from posd.lane import Lane, LaneError, Recorded, TransactionInput, replay_or_conflict
 from posd.storage import lots
 from posd.storage.cache import CachedMember
-from posd.storage.db import iso, utcnow
+from posd.storage.db import iso
 
 
 # A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
@@ -106,7 +106,7 @@ class Checkout:
                            (tx.transaction_id,)).fetchone()
         if row:  # a concurrent retry won the race: answer what it answered
             return replay_or_conflict(row, tx.request_hash)
-        now = utcnow()
+        now = self.lane.clock()  # one clock for expiry decisions: the lane's
         occurred = iso(tx.occurred_at)
         seq = None
         points = {c: p for c, p in accrual.points.items() if p}
@@ -212,7 +212,7 @@ class Checkout:
         reversal = {cur: max(0, min(earned.get(cur, 0) - kept_points.get(cur, 0) - reversed_before.get(cur, 0),
                                     earned.get(cur, 0) - reversed_before.get(cur, 0)))
                     for cur in earned}
-        now = utcnow()
+        now = self.lane.clock()  # one clock for expiry decisions: the lane's
         seq = None
         if member is not None and any(reversal.values()):
             seq = self.ledger.append_event(conn, "return", {

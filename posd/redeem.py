@@ -20,7 +20,7 @@ from posd.core.program import Program, Reward
 from posd.lane import Lane, LaneError, Recorded, replay_or_conflict
 from posd.storage import lots
 from posd.storage.cache import CachedMember
-from posd.storage.db import iso, parse_iso, utcnow
+from posd.storage.db import iso, parse_iso
 
 # Crockford base32 without I, L, O, U: unambiguous when read aloud or typed.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -89,7 +89,7 @@ class Redemptions:
                            (req.redemption_id,)).fetchone()
         if row:
             return replay_or_conflict(row, req.request_hash, what="redemption_id")
-        now = utcnow()
+        now = self.lane.clock()  # one clock for expiry decisions: the lane's
         balance = self.lane.balances(member, conn)
         available = balance.get(currency, {}).get("available", 0)
         if available < price:
@@ -182,7 +182,7 @@ class Redemptions:
             v = self._coupon(code)
             if v is None:
                 raise LaneError(404, "unknown_voucher", "no voucher or coupon with that code")
-        now = iso(utcnow())
+        now = iso(self.lane.clock())
         if v.get("voided_at"):
             raise LaneError(422, "voucher_void", "central refused the redemption behind this voucher")
         if v.get("valid_from") and v["valid_from"] > now:
@@ -239,7 +239,7 @@ class Redemptions:
             if used["transaction_id"] == transaction_id:  # the POS retried the same use
                 return Recorded(json.loads(used["response"]), replayed=True)
             raise LaneError(409, "voucher_used", "this voucher was already used")
-        now = iso(utcnow())
+        now = iso(self.lane.clock())
         seq = self.ledger.append_event(conn, "voucher_use", {
             "transaction_id": transaction_id, "member_id": v.get("member_id") or member_id, "occurred_at": now,
             "voucher_code": code, "voucher_once_per": "member" if v.get("campaign") else "code",

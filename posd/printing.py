@@ -37,6 +37,7 @@ import logging
 import random
 import sqlite3
 import threading
+from time import monotonic
 from datetime import timedelta
 from typing import Any
 
@@ -75,6 +76,7 @@ class PrintWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_housekeeping = float("-inf")
         self._failures = 0
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self.printed = 0
@@ -104,6 +106,7 @@ class PrintWorker:
             for row in expired:
                 self._publish(row, "expired", "ttl")
             if job is None:
+                self._housekeeping()
                 self._wake.wait(5.0)
                 self._wake.clear()
                 continue
@@ -119,6 +122,25 @@ class PrintWorker:
             self._failures += 1
             cap = min(self.retry_cap, self.retry_base * 2 ** min(self._failures, 10))
             self._stop.wait(random.uniform(cap / 2, cap))
+
+    def _housekeeping(self) -> None:
+        """When idle, at most hourly: forget finished jobs older than JOB_RETENTION.
+
+        A slip's data is about 40% of what ledger.db grows by per sale; once it is long
+        printed it serves only reprints and previews. The ledger, the outbox and the
+        idempotency records are never pruned here.
+        """
+        now = monotonic()
+        if now - self._last_housekeeping < 3600:
+            return
+        self._last_housekeeping = now
+        try:
+            removed = self.ledger.write(lambda conn: forget_finished_jobs(conn, utcnow() - JOB_RETENTION))
+        except Exception:
+            log.exception("print job housekeeping failed")
+            return
+        if removed:
+            log.info("forgot %d finished print jobs older than %d days", removed, JOB_RETENTION.days)
 
     @property
     def alive(self) -> bool:
@@ -264,6 +286,18 @@ def _claim_next(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], sqlite3.Ro
         conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
                      (job["job_id"],))
     return expired, job
+
+
+# Reprints and previews of a slip are possible for this long after it printed.
+JOB_RETENTION = timedelta(days=30)
+
+
+def forget_finished_jobs(conn: sqlite3.Connection, before) -> int:
+    """Delete printed, expired and failed jobs created before `before`; queued ones stay."""
+    return conn.execute(
+        "DELETE FROM print_jobs WHERE state IN ('printed', 'expired', 'failed') "
+        "AND COALESCE(printed_at, created_at) < ?",
+        (iso(before),)).rowcount
 
 
 def queue_job(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, Any],

@@ -217,6 +217,10 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
     """A bug in one job must not kill the worker or hold every later slip behind it."""
     import json as _json
     import time as _time
+    from datetime import timedelta as _td
+
+    from posd.storage.db import iso as _iso
+    from posd.storage.db import utcnow as _utcnow
 
     from posd.events import EventBus
     from posd.printing import PrintWorker, queue_job
@@ -235,7 +239,7 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
             "occurred_at": "2026-11-24 10:00", "member_name": "A", "tier_name": None, "earned": {}, "balance": {}}
     ledger.write(lambda c: c.execute(
         "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
-        ("bad", "bad", _json.dumps({"not": "a slip"}), "2000-01-01T00:00:00.000Z")))
+        ("bad", "bad", _json.dumps({"not": "a slip"}), _iso(_utcnow() - _td(hours=1)))))
     ledger.write(lambda c: c.execute("UPDATE print_jobs SET expires_at = '2999-01-01T00:00:00.000Z'"))
     ledger.write(lambda c: queue_job(c, slip_id="good", kind="slip", slip=good))
     bus = EventBus(1)
@@ -249,4 +253,25 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
     state = ledger.reader().execute("SELECT state FROM print_jobs WHERE job_id = 'bad'").fetchone()[0]
     assert state == "failed"
     assert any(e.type == "print.status" and e.data.get("state") == "failed" for e in bus._ring)
+    ledger.close()
+
+
+def test_finished_jobs_are_forgotten_after_the_retention_period(tmp_path):
+    from datetime import timedelta as _td
+
+    from posd.printing import JOB_RETENTION, forget_finished_jobs
+    from posd.storage.db import iso as _iso
+    from posd.storage.db import utcnow as _utcnow
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    old = _iso(_utcnow() - JOB_RETENTION - _td(days=1))
+    rows = [("old-printed", "printed", old), ("old-expired", "expired", old), ("old-queued", "queued", old),
+            ("new-printed", "printed", _iso(_utcnow()))]
+    ledger.write(lambda c: c.executemany(
+        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, state, created_at) VALUES (?, ?, 'slip', '{}', ?, ?)",
+        [(job, job, state, at) for job, state, at in rows]))
+    removed = ledger.write(lambda c: forget_finished_jobs(c, _utcnow() - JOB_RETENTION))
+    left = {r[0] for r in ledger.reader().execute("SELECT job_id FROM print_jobs")}
+    assert removed == 2 and left == {"old-queued", "new-printed"}
     ledger.close()

@@ -155,9 +155,6 @@ class Lane:
             raise LaneError(503, "program_unavailable", "no loyalty program yet: the lane has not synced once")
         return program
 
-    def cache_member(self, member_id: str) -> CachedMember | None:
-        return self.cache.find_member(member_id)
-
     def replayed(self, tx: TransactionInput) -> Recorded | None:
         row = self.ledger.reader().execute(
             "SELECT request_hash, response FROM transactions WHERE transaction_id = ?", (tx.transaction_id,)

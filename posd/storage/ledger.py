@@ -158,20 +158,6 @@ class Ledger:
         )
         return seq
 
-    def local_points(self, member_id: str, after_seq: int, conn: sqlite3.Connection | None = None) -> dict[str, int]:
-        """Points per currency of this lane's entries central has not yet applied.
-
-        Quarantined events were refused by central and will never be part of
-        its balance, so they do not count here either.
-        """
-        conn = conn or self.reader()
-        rows = conn.execute(
-            "SELECT e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq "
-            "WHERE e.member_id = ? AND e.seq > ? AND o.state != 'quarantined' GROUP BY e.currency",
-            (member_id, after_seq),
-        ).fetchall()
-        return {cur: int(total) for cur, total in rows}
-
     def counts(self) -> dict[str, Any]:
         conn = self.reader()
         # each of these reads the (state, seq) index, not the whole outbox: health is polled often

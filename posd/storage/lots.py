@@ -100,10 +100,30 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     out = {}
     for cur in sorted(set(confirmed) | set(pending)):
         conf, pend, gone, later = confirmed.get(cur, 0), pending.get(cur, 0), expired.get(cur, 0), maturing.get(cur, 0)
+        if conf < 0 and gone:
+            gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf)
         total = conf + pend - gone
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
     return out
+
+
+def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
+                        stamp: str, debt: int) -> int:
+    """Expired local points when central reports a debt (a negative balance).
+
+    Central repays a debt from each new credit as it arrives, before the credit
+    becomes a lot that can expire; the lane's own lots, in the order central
+    will receive them, do the same here. Rare (a return of points already spent),
+    so it may read lot by lot.
+    """
+    gone = 0
+    for lot in sorted(_local_lots(conn, member_id, currency, watermark), key=lambda lot: lot.entry_id):
+        repay = min(debt, lot.points)
+        debt -= repay
+        if lot.expires_at and lot.expires_at <= stamp:
+            gone += max(0, lot.remaining - repay)
+    return gone
 
 
 def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, confirmed: int,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from posd.core.program import parse_program
-from posd.storage.db import connect, quick_check, utcnow_iso
+from posd.storage.db import ThreadReaders, connect, quick_check, utcnow_iso
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -53,9 +53,7 @@ class Cache:
     def __init__(self, path: Path, lane_id: str):
         self.path = path
         self.lane_id = lane_id
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()  # never the writer's lock: a lookup must not wait for a refresh
+        self._readers = ThreadReaders(path, durable=False)
         self._lock = threading.Lock()
         self.rebuilt_from: Path | None = None
         self._conn = self._open()
@@ -84,19 +82,10 @@ class Cache:
         return conn
 
     def reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, durable=False, readonly=True)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         with self._lock:
             self._conn.close()
 

@@ -9,6 +9,7 @@ order inside one transaction, so a half-migrated file cannot exist.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +91,34 @@ def connect(path: Path, *, durable: bool, readonly: bool = False) -> sqlite3.Con
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+class ThreadReaders:
+    """A read-only connection per thread (WAL lets readers run beside the writer).
+
+    Its own lock, never the writer's: a lookup must not wait for a refresh.
+    """
+
+    def __init__(self, path: Path, *, durable: bool):
+        self.path, self.durable = path, durable
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, durable=self.durable, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
 
 
 def quick_check(conn: sqlite3.Connection) -> str | None:

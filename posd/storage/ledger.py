@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from posd.storage.db import StorageError, connect, parse_iso, quick_check, utcnow_iso
+from posd.storage.db import StorageError, ThreadReaders, connect, parse_iso, quick_check, utcnow_iso
 from posd.storage.schema import ledger_migrations
 
 log = logging.getLogger("posd.ledger")
@@ -52,9 +51,7 @@ class Ledger:
     def __init__(self, path: Path, lane: LaneIdentity):
         self.path = path
         self.lane = lane
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = ThreadReaders(path, durable=True)
         self._on_outbox: list[Callable[[], None]] = []
         existed = path.exists()
         try:
@@ -130,20 +127,11 @@ class Ledger:
 
     # -- reading ----------------------------------------------------------
     def reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, durable=True, readonly=True)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         self._conn.close()
 
     # -- the outbox -------------------------------------------------------

@@ -22,7 +22,12 @@ from posd.storage.db import iso
 
 
 # Allocations drawn by debits central refused (quarantined) no longer hold their lots.
-LIVE_ALLOCATIONS = "(SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = {lot} AND od.state != 'quarantined')"
+LIVE_ALLOCATIONS = (
+    "(SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id "
+    "JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = {lot} AND od.state != 'quarantined')"
+)
+_LIVE_E = LIVE_ALLOCATIONS.format(lot="e.entry_id")
+_LIVE_L = LIVE_ALLOCATIONS.format(lot="l.entry_id")
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,9 @@ class LocalLot:
 
 def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int) -> list[LocalLot]:
     rows = conn.execute(
-        """
+        f"""
         SELECT e.entry_id, e.points, e.pending_until, e.expires_at,
-               e.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = e.entry_id AND od.state != 'quarantined'), 0) AS remaining
+               e.points - COALESCE({_LIVE_E}, 0) AS remaining
         FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
         WHERE e.member_id = ? AND e.currency = ? AND e.seq > ? AND e.points > 0
           AND o.state != 'quarantined'
@@ -70,14 +75,14 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     """
     stamp = iso(now)
     rows = conn.execute(
-        """
+        f"""
         WITH local AS (
             SELECT e.entry_id, e.currency, e.points, e.pending_until, e.expires_at
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
             WHERE e.member_id = ?1 AND e.seq > ?2 AND o.state != 'quarantined'
         ), lots AS (
             SELECT l.currency, l.pending_until, l.expires_at,
-                   l.points - COALESCE((SELECT SUM(a.points) FROM lot_allocations a JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = l.entry_id AND od.state != 'quarantined'), 0) AS remaining
+                   l.points - COALESCE({_LIVE_L}, 0) AS remaining
             FROM local l WHERE l.points > 0
         )
         SELECT currency, SUM(points), 0, 0 FROM local GROUP BY currency
@@ -164,7 +169,7 @@ def reverse_from(conn: sqlite3.Connection, lot_entry_ids: list[int], points: int
         if not left:
             break
         remaining = conn.execute(
-            "SELECT e.points - COALESCE(" + LIVE_ALLOCATIONS.format(lot="e.entry_id") + ", 0) "
+            f"SELECT e.points - COALESCE({_LIVE_E}, 0) "
             "FROM ledger_entries e WHERE e.entry_id = ?", (entry_id,)).fetchone()[0]
         if remaining > 0:
             take = min(remaining, left)

@@ -12,7 +12,7 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -139,36 +139,30 @@ class OfflineConfig(_Section):
 
 
 class DeviceConfig(_Section):
+    role: ClassVar[str]  # the driver registry's role: its schemes are the valid ones
     url: str
     name: str | None = None
 
-
-class ScannerConfig(DeviceConfig):
     @field_validator("url")
     @classmethod
-    def _scanner_url(cls, v: str) -> str:
-        registry.validate("scanner", v)
+    def _known_url(cls, v: str) -> str:
+        registry.validate(cls.role, v)
         return v
+
+
+class ScannerConfig(DeviceConfig):
+    role = "scanner"
 
 
 class CardReaderConfig(DeviceConfig):
-    @field_validator("url")
-    @classmethod
-    def _card_reader_url(cls, v: str) -> str:
-        registry.validate("card_reader", v)
-        return v
+    role = "card_reader"
 
 
 class PrinterConfig(DeviceConfig):
+    role = "printer"
     url: str = "none"
     profile: str = "default"
     width_mm: Literal[58, 80] = 80
-
-    @field_validator("url")
-    @classmethod
-    def _printer_url(cls, v: str) -> str:
-        registry.validate("printer", v)
-        return v
 
     @model_validator(mode="after")
     def _profile(self) -> PrinterConfig:

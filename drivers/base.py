@@ -270,10 +270,6 @@ class Scanner(Device):
         thread.join(timeout)
         return not thread.is_alive()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def kick(self) -> None:
         """Retry opening now instead of after the backoff (hot-plug saw the device)."""
         self._kick.set()
@@ -394,13 +390,12 @@ class Printer(Device):
 
     def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:
         """Print ``doc``; ``before_send`` runs after the status check, just before the first byte."""
-        data = self.render(doc)
         with self._job_lock:
             self._set_state(DeviceState.BUSY)
             try:
-                self._run_job(data, doc, before_send)
+                data = self._run_job(doc, before_send)
             except _BeforeSendFailed as wrapped:
-                # The caller called the job off (e.g. it expired): nothing was sent.
+                # The job was called off (it expired) or could not be rendered: nothing was sent.
                 self._abort_job()
                 self._set_state(DeviceState.IDLE)
                 raise wrapped.original from None
@@ -416,16 +411,19 @@ class Printer(Device):
             self._set_state(DeviceState.IDLE, self.last_status.warning if self.last_status else None)
         return data
 
-    def _run_job(self, data: bytes, doc: SlipDocument, before_send: Callable[[], None] | None) -> None:
+    def _run_job(self, doc: SlipDocument, before_send: Callable[[], None] | None) -> bytes:
         before = self._begin_job()
         self.last_status = before
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")
-        if before_send is not None:
-            try:
+        try:
+            # Rendered only once the printer can take it: a job held by paper out costs
+            # no raster work per retry. Nothing has been sent if this fails.
+            data = self.render(doc)
+            if before_send is not None:
                 before_send()
-            except Exception as exc:
-                raise _BeforeSendFailed(exc) from exc
+        except Exception as exc:
+            raise _BeforeSendFailed(exc) from exc
         try:
             self._send(data, doc)
         except PrinterError as exc:
@@ -439,6 +437,7 @@ class Printer(Device):
         self.last_status = after or before
         if after is not None and after.reason:
             raise PrinterError(after.reason, "status after the job", delivered=True)
+        return data
 
     def close(self) -> None:
         self._set_state(DeviceState.CLOSED)

@@ -28,7 +28,6 @@ class _SwipeDecision:
     kind = "card_reader"
     symbology = "MSR"
     _on_rejected: RejectCallback | None = None
-    swipes_rejected = 0
 
     def _init_swipes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._on_rejected = kwargs.pop("on_rejected", None)
@@ -36,9 +35,7 @@ class _SwipeDecision:
 
     def _deliver(self, code: str, symbology: str | None, now: float) -> None:
         swipe = classify_swipe(code)
-        del code  # the raw swipe goes no further than this frame
         if swipe.kind == "payment_card":
-            self.swipes_rejected += 1
             log.info("%s %s: payment card swiped; its data was dropped", self.kind, self.name)  # type: ignore[attr-defined]
             self._call(self._on_rejected, CardRejected(self.name, "payment_card"))  # type: ignore[attr-defined]
         elif swipe.kind == "member" and swipe.code:

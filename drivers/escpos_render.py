@@ -38,7 +38,6 @@ from posd.core.slip_doc import (
 from . import codes
 from .codepages import CodePage, choose_code_page, code_pages_for, encode
 from .escpos_lib import CAPABILITIES, Dummy, EscposError, get_profile
-from .escpos_lib import keep_root_logger as _keep_root_logger
 from .raster_text import CELL_W, RasterText, has_rtl
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "check_printer_settings",
     "known_profiles",
     "profile_code_pages",
-    "_keep_root_logger",
 ]
 
 log = logging.getLogger(__name__)

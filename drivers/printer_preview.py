@@ -49,9 +49,7 @@ class PreviewPrinter(EscposPrinter):
 
     def preview_png(self, data: bytes) -> bytes:
         """The paper ``data`` would print on this printer, as a PNG."""
-        img = escpos_to_png(data, dots_for(self.profile, self.width_mm),
-                            code_pages=profile_code_pages(self.profile))
-        return png_bytes(img)
+        return bytes_png(data, self.profile, self.width_mm)
 
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         bin_path, txt_path = self.paths_for(doc.slip_id)
@@ -85,10 +83,14 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 
+def bytes_png(data: bytes, profile: str = "default", width_mm: int = 80) -> bytes:
+    """The paper ESC/POS ``data`` would print on this printer model and paper, as a PNG."""
+    return png_bytes(escpos_to_png(data, dots_for(profile, width_mm), code_pages=profile_code_pages(profile)))
+
+
 def slip_png(doc: SlipDocument, profile: str = "default", width_mm: int = 80) -> bytes:
     """The PNG of ``doc`` as this printer would print it: rendered to the very
     bytes a printer gets, then drawn from those bytes."""
     from .escpos_render import render_slip
 
-    data = render_slip(doc, profile, width_mm)
-    return png_bytes(escpos_to_png(data, dots_for(profile, width_mm), code_pages=profile_code_pages(profile)))
+    return bytes_png(render_slip(doc, profile, width_mm), profile, width_mm)

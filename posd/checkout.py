@@ -108,6 +108,7 @@ class Checkout:
             return replay_or_conflict(row, tx.request_hash)
         now = self.lane.clock()  # one clock for expiry decisions: the lane's
         occurred = iso(tx.occurred_at)
+        lines = [_line_json(ln) for ln in tx.lines]  # for the event and the idempotency record
         seq = None
         points = {c: p for c, p in accrual.points.items() if p}
         if program.version not in self._stored_programs:  # serialise a program once, not per sale
@@ -129,7 +130,7 @@ class Checkout:
                                      iso(expires_at) if expires_at else None)
             seq = self.ledger.append_event(conn, "accrual", {
                 "transaction_id": tx.transaction_id, "member_id": member.member_id, "occurred_at": occurred,
-                "currency": tx.currency, "total": tx.total, "lines": [_line_json(ln) for ln in tx.lines],
+                "currency": tx.currency, "total": tx.total, "lines": lines,
                 "points": accrual.points, "program_version": accrual.program_version, "offline": offline,
                 "lots": {c: {"available_at": a, "expires_at": e} for c, (a, e) in lot_info.items()},
             })
@@ -170,7 +171,7 @@ class Checkout:
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (tx.transaction_id, tx.request_hash, member.member_id if member else None, occurred, tx.currency,
              tx.total, accrual.program_version, seq, json.dumps(response), iso(now),
-             json.dumps([_line_json(ln) for ln in tx.lines]), json.dumps(context)),
+             json.dumps(lines), json.dumps(context)),
         )
         return Recorded(response, replayed=False)
 

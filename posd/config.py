@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from posd.drivers import registry
 
-LOCALES = ("pl", "fa", "en")
-
 
 class ConfigError(Exception):
     """A config file that cannot run, with a message for store IT."""

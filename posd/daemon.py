@@ -30,7 +30,7 @@ from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
 from posd.events import EventBus
 from posd.checkout import Checkout
-from posd.lane import Lane
+from posd.lane import STALE_AFTER, Lane
 from posd.printing import PrintWorker
 from posd.redeem import OfflineLimits, Redemptions, last_success
 from posd.sdnotify import Notifier
@@ -132,9 +132,10 @@ class Daemon:
             self._last_sync_key = key
             self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
-    def _offline(self) -> bool:
+    def _offline(self, *statuses: dict[str, Any]) -> bool:
         # either direction failing means central is out of reach right now
-        return any(w.status().get("consecutive_failures", 0) > 0 for w in (self.relay, self.puller))
+        statuses = statuses or (self.relay.status(), self.puller.status())
+        return any(st.get("consecutive_failures", 0) > 0 for st in statuses)
 
     def _last_sync(self):
         times = [t for t in (last_success(self.relay.status()), last_success(self.puller.status())) if t]
@@ -160,7 +161,7 @@ class Daemon:
         relay, pull = self.relay.status(), self.puller.status()
         if relay.get("clock_skew_s") is None:  # nothing pushed yet: the pulls saw central's Date too
             relay["clock_skew_s"] = pull.get("clock_skew_s")
-        program = self.cache.program_row()
+        program_version = self.cache.program_version()
         synced = self.cache.state("members_synced_at")
         cache_age = (now - parse_iso(synced)).total_seconds() if synced else None
         devices = [{"name": d.name, "kind": d.kind, "url": d.url, "state": d.state.value, "reason": d.reason}
@@ -170,11 +171,12 @@ class Daemon:
             problems.append("central refused our credentials")
         if relay.get("state") == "identity_conflict":
             problems.append("central holds another history for this lane; sync stopped (ledger.db restored?)")
-        if program is None:
+        if program_version is None:
             problems.append("no loyalty program yet")
         if not self.print_worker.alive and self.lane.printer_enabled:
             problems.append("print worker stopped")
-        degraded = (cache_age is None or cache_age > 86400 or out["quarantined"] > 0
+        stale = cache_age is None or cache_age > STALE_AFTER.total_seconds()
+        degraded = (stale or out["quarantined"] > 0
                     or (oldest is not None and (now - oldest).total_seconds() > 600))
         return {
             "status": "error" if problems else ("degraded" if degraded else "ok"),
@@ -190,15 +192,15 @@ class Daemon:
                 "quarantined": out["quarantined"],
                 "last_acked_seq": out["last_acked_seq"],
                 **relay,
-                "online": not self._offline(),
-                "pull": self.puller.status(),
+                "online": not self._offline(relay, pull),
+                "pull": pull,
             },
             "cache": {
                 "members": self.cache.member_count(),
-                "program_version": program["version"] if program else None,
+                "program_version": program_version,
                 "members_synced_at": synced,
                 "age_s": round(cache_age, 1) if cache_age is not None else None,
-                "stale": cache_age is None or cache_age > 86400,
+                "stale": stale,
                 "rebuilt": self.cache.rebuilt_from is not None,
             },
         }

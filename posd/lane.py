@@ -77,11 +77,12 @@ class Lane:
 
     # -- program ----------------------------------------------------------
     def program(self) -> Program | None:
-        row = self.cache.program_row()
-        if row is None:
+        etag = self.cache.program_etag()  # the body is read and parsed only when it changed
+        if etag is None:
             return None
         with self._program_lock:
-            if self._program is None or self._program[0] != row["etag"]:
+            if self._program is None or self._program[0] != etag:
+                row = self.cache.program_row()
                 try:
                     self._program = (row["etag"], parse_program(json.loads(row["body"])))
                 except (ProgramError, ValueError) as exc:
@@ -101,8 +102,8 @@ class Lane:
             return
         code = found.code or ""
         self.bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        member = self.cache.find_member(code)
-        if member is None or member.status == "deleted":
+        member = self._lookup(code)
+        if member is None:
             self.bus.publish("member.unknown", {"device": device, "identifier": code})
         else:
             self.bus.publish("member.identified", {"device": device, "identifier": code,
@@ -113,10 +114,15 @@ class Lane:
         found = identify_code(identifier)
         if found.kind == "payment_card":
             raise LaneError(422, "payment_card", "that is a payment card number; it was not stored")
-        member = self.cache.find_member(identifier) if found.kind == "member_code" else None
-        if member is None or member.status == "deleted":
+        member = self._lookup(found.code) if found.kind == "member_code" else None
+        if member is None:
             raise LaneError(404, "unknown_member", "not a member")
         return member
+
+    def _lookup(self, code: str | None) -> CachedMember | None:
+        """The one lookup behind a scan and an API call: the normalised code, deleted = unknown."""
+        member = self.cache.find_member(code) if code else None
+        return None if member is None or member.status == "deleted" else member
 
     def balances(self, member: CachedMember, conn: sqlite3.Connection | None = None) -> dict[str, dict[str, int]]:
         return lots.balance(conn or self.ledger.reader(), member.member_id, member.balances,

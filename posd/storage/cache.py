@@ -120,9 +120,14 @@ class Cache:
     def member_cursor(self) -> str | None:
         return self.state("member_cursor")
 
+    def program_version(self) -> str | None:
+        row = self.reader().execute("SELECT version FROM program WHERE id = 1").fetchone()
+        return row[0] if row else None
+
     def program_etag(self) -> str | None:
-        row = self.program_row()
-        return row["etag"] if row else None
+        """Just the etag: asked on every scan and sale, so the program body is not read."""
+        row = self.reader().execute("SELECT etag FROM program WHERE id = 1").fetchone()
+        return row[0] if row else None
 
     def apply_member_changes(self, members: list[dict[str, Any]], next_cursor: str) -> None:
         """Upsert members; the cursor moves with the last chunk.

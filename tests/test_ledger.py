@@ -150,10 +150,15 @@ def test_outbox_port_batches_and_quarantines(lane):
 
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
-    Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L")).close()
+    first = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    applied_first = [r[0] for r in first.reader().execute("SELECT applied_at FROM _migrations ORDER BY rowid")]
+    first.close()
     again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
-    names = [r[0] for r in again.reader().execute("SELECT name FROM _migrations")]
-    assert names[:2] == ["m001_ledger_core", "m002_loyalty"] and len(names) == len(set(names))
+    from posd.storage.schema import ledger_migrations
+
+    rows = again.reader().execute("SELECT name, applied_at FROM _migrations ORDER BY rowid").fetchall()
+    assert [r[0] for r in rows] == ledger_migrations.names  # each once, in registration order
+    assert [r[1] for r in rows] == applied_first  # the second open re-applied nothing
     assert again.boot == 2
     again.close()
 

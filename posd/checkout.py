@@ -21,7 +21,7 @@ from posd.core.expiry import lot_dates
 from posd.core.program import Program, parse_program
 from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError, compute_accrual
 from posd.faults import crash_point
-from posd.lane import Lane, LaneError, Recorded, TransactionInput, replay_or_conflict
+from posd.lane import Lane, LaneError, Recorded, TransactionInput, earlier_answer
 from posd.storage import lots
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
@@ -102,10 +102,9 @@ class Checkout:
 
     def _write_sale(self, conn: sqlite3.Connection, tx: TransactionInput, member: CachedMember | None,
                     ctx: EarnContext, accrual: Accrual, program: Program, offline: bool) -> Recorded:
-        row = conn.execute("SELECT request_hash, response FROM transactions WHERE transaction_id = ?",
-                           (tx.transaction_id,)).fetchone()
-        if row:  # a concurrent retry won the race: answer what it answered
-            return replay_or_conflict(row, tx.request_hash)
+        earlier = earlier_answer(conn, "transaction_id", tx.transaction_id, tx.request_hash)
+        if earlier:  # a concurrent retry won the race: answer what it answered
+            return earlier
         now = self.lane.clock()  # one clock for expiry decisions: the lane's
         occurred = iso(tx.occurred_at)
         lines = [_line_json(ln) for ln in tx.lines]  # for the event and the idempotency record
@@ -177,10 +176,9 @@ class Checkout:
 
     # -- returns --------------------------------------------------------------
     async def record_return(self, ret: ReturnInput) -> Recorded:
-        row = self.ledger.reader().execute("SELECT request_hash, response FROM returns WHERE return_id = ?",
-                                           (ret.return_id,)).fetchone()
-        if row:
-            return replay_or_conflict(row, ret.request_hash, what="return_id")
+        earlier = earlier_answer(self.ledger.reader(), "return_id", ret.return_id, ret.request_hash)
+        if earlier:
+            return earlier
         sale = self.ledger.reader().execute("SELECT * FROM transactions WHERE transaction_id = ?",
                                             (ret.transaction_id,)).fetchone()
         if sale is None:
@@ -197,10 +195,9 @@ class Checkout:
         return recorded
 
     def _write_return(self, conn: sqlite3.Connection, ret: ReturnInput, member: CachedMember | None) -> Recorded:
-        row = conn.execute("SELECT request_hash, response FROM returns WHERE return_id = ?",
-                           (ret.return_id,)).fetchone()
-        if row:
-            return replay_or_conflict(row, ret.request_hash, what="return_id")
+        earlier = earlier_answer(conn, "return_id", ret.return_id, ret.request_hash)
+        if earlier:
+            return earlier
         sale = conn.execute("SELECT * FROM transactions WHERE transaction_id = ?", (ret.transaction_id,)).fetchone()
         earned = json.loads(sale["response"])["accrual"]["points"]
         earlier = conn.execute("SELECT lines, amount, points FROM returns WHERE transaction_id = ?",

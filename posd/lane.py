@@ -162,10 +162,7 @@ class Lane:
         return program
 
     def replayed(self, tx: TransactionInput) -> Recorded | None:
-        row = self.ledger.reader().execute(
-            "SELECT request_hash, response FROM transactions WHERE transaction_id = ?", (tx.transaction_id,)
-        ).fetchone()
-        return replay_or_conflict(row, tx.request_hash) if row else None
+        return earlier_answer(self.ledger.reader(), "transaction_id", tx.transaction_id, tx.request_hash)
 
     def after_write(self, slip_queued: bool) -> None:
         """After a commit: wake the relay, and the printer if a slip was queued."""
@@ -215,8 +212,18 @@ class Lane:
         return out
 
 
-def replay_or_conflict(row, request_hash: str, what: str = "transaction_id") -> Recorded:
-    """The first answer for a retried id, or a conflict when the id was reused for something else."""
+# The idempotency record of each kind of request: its table and the POS's id column.
+IDEMPOTENT = {"transaction_id": "transactions", "return_id": "returns", "redemption_id": "redemptions"}
+
+
+def earlier_answer(conn: sqlite3.Connection, what: str, key: str, request_hash: str) -> Recorded | None:
+    """The first answer to a retried request id; a conflict when the id was reused for
+    something else; None when the id is new. Called before the write (fast answer) and
+    again inside it (a concurrent retry may have won)."""
+    row = conn.execute(f"SELECT request_hash, response FROM {IDEMPOTENT[what]} WHERE {what} = ?",
+                       (key,)).fetchone()
+    if row is None:
+        return None
     if row["request_hash"] != request_hash:
         raise LaneError(409, f"{what}_conflict", f"this {what} was already used for a different request")
     return Recorded(json.loads(row["response"]), replayed=True)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from posd.core.program import Program, Reward
-from posd.lane import Lane, LaneError, Recorded, replay_or_conflict
+from posd.lane import Lane, LaneError, Recorded, earlier_answer
 from posd.storage import lots
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso, parse_iso
@@ -55,10 +55,9 @@ class Redemptions:
 
     # -- redeem -----------------------------------------------------------------
     async def redeem(self, req: RedemptionInput) -> Recorded:
-        row = self.ledger.reader().execute("SELECT request_hash, response FROM redemptions WHERE redemption_id = ?",
-                                           (req.redemption_id,)).fetchone()
-        if row:
-            return replay_or_conflict(row, req.request_hash, what="redemption_id")
+        earlier = earlier_answer(self.ledger.reader(), "redemption_id", req.redemption_id, req.request_hash)
+        if earlier:
+            return earlier
         member = self.lane.find_member(req.member)
         if member.status != "active":
             raise LaneError(422, "member_ineligible", f"the member's account is {member.status}")
@@ -85,10 +84,9 @@ class Redemptions:
 
     def _write(self, conn: sqlite3.Connection, req: RedemptionInput, member: CachedMember, program: Program,
                reward: Reward | None, currency: str, price: int, offline: bool) -> Recorded:
-        row = conn.execute("SELECT request_hash, response FROM redemptions WHERE redemption_id = ?",
-                           (req.redemption_id,)).fetchone()
-        if row:
-            return replay_or_conflict(row, req.request_hash, what="redemption_id")
+        earlier = earlier_answer(conn, "redemption_id", req.redemption_id, req.request_hash)
+        if earlier:
+            return earlier
         now = self.lane.clock()  # one clock for expiry decisions: the lane's
         balance = self.lane.balances(member, conn)
         available = balance.get(currency, {}).get("available", 0)

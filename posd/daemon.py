@@ -32,7 +32,7 @@ from posd.events import EventBus
 from posd.checkout import Checkout
 from posd.lane import STALE_AFTER, Lane
 from posd.printing import PrintWorker
-from posd.redeem import OfflineLimits, Redemptions, last_success
+from posd.redeem import OfflineLimits, Redemptions
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
@@ -138,8 +138,8 @@ class Daemon:
         return any(st.get("consecutive_failures", 0) > 0 for st in statuses)
 
     def _last_sync(self):
-        times = [t for t in (last_success(self.relay.status()), last_success(self.puller.status())) if t]
-        return max(times) if times else None
+        times = [t for t in (self.relay.last_success_at(), self.puller.last_success_at()) if t is not None]
+        return datetime.fromtimestamp(max(times), UTC) if times else None
 
     def _device_status(self, status: DeviceStatus) -> None:
         self.devices[status.name] = status

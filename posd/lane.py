@@ -133,7 +133,7 @@ class Lane:
         tier = program.tier(member.tier) if program else None
         nxt = program.next_tier(member.tier) if program else None
         synced = self.cache.state("members_synced_at") or member.updated_at
-        stale = not synced or datetime.now(UTC) - parse_iso(synced) > STALE_AFTER
+        stale = not synced or self.clock() - parse_iso(synced) > STALE_AFTER
         return {
             "member_id": member.member_id,
             "display_name": member.display_name,

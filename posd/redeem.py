@@ -20,7 +20,7 @@ from posd.core.program import Program, Reward
 from posd.lane import Lane, LaneError, Recorded, earlier_answer
 from posd.storage import lots
 from posd.storage.cache import CachedMember
-from posd.storage.db import iso, parse_iso
+from posd.storage.db import iso
 
 # Crockford base32 without I, L, O, U: unambiguous when read aloud or typed.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -259,8 +259,3 @@ class _NoProgram:
 def _public(v: dict[str, Any]) -> dict[str, Any]:
     keys = ("source", "member_id", "reward_id", "description", "value_minor", "percent", "sku", "expires_at")
     return {k: v.get(k) for k in keys}
-
-
-def last_success(status: dict[str, Any]) -> datetime | None:
-    value = status.get("last_success_at")
-    return parse_iso(value) if value else None

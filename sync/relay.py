@@ -206,6 +206,11 @@ class _Worker:
 
     # --- health --------------------------------------------------------------------------
 
+    def last_success_at(self) -> float | None:
+        """Unix seconds of the last successful contact with central (None: not yet)."""
+        with self._lock:
+            return self._last_success_at
+
     def status(self) -> dict[str, Any]:
         """For /v1/health and the sync.status event. No PII."""
         with self._lock:

@@ -36,7 +36,7 @@ from posd.checkout import Checkout, ReturnInput
 from posd.core.rules import BasketLine
 from posd.events import EventBus
 from posd.lane import Lane, LaneError, TransactionInput
-from posd.redeem import OfflineLimits, RedemptionInput, Redemptions, last_success
+from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
@@ -85,7 +85,7 @@ class LaneAndCentral(RuleBasedStateMachine):
                          bus=EventBus(self.ledger.boot), printer_enabled=False,
                          is_offline=lambda: self.relay.status()["consecutive_failures"] > 0)
         self.checkout = Checkout(self.lane)
-        self.redemptions = Redemptions(self.lane, LIMITS, last_sync=lambda: last_success(self.relay.status()))
+        self.redemptions = Redemptions(self.lane, LIMITS, last_sync=self._last_sync)
 
     def _close(self) -> None:
         self.relay._client.close()
@@ -122,6 +122,10 @@ class LaneAndCentral(RuleBasedStateMachine):
             again = run(call())
             assert again.replayed and again.response == first.response
         self.answers[key] = first.response
+
+    def _last_sync(self) -> datetime | None:
+        at = self.relay.last_success_at()
+        return None if at is None else datetime.fromtimestamp(at, UTC)
 
     @rule(member=st.sampled_from(MEMBERS), amount=st.integers(0, 60_000), lose_answer=st.booleans())
     def sell(self, member, amount, lose_answer) -> None:

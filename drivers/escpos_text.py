@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .codepages import decode_byte
+
 __all__ = ["escpos_to_text", "EPSON_CODE_PAGES", "SCISSORS"]
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
@@ -65,7 +67,7 @@ class _Page:
     line_align: str | None = None
     align: str = "left"
     double_width: bool = False
-    codec: str = "cp437"
+    codec: str | None = "cp437"  # None: a slot this profile does not define
     qr_data: str = ""
     image_size: tuple[int, int] = (0, 0)
 
@@ -105,15 +107,8 @@ class _Page:
         self.buf, self.cols, self.line_align = [], 0, None
 
     def decode(self, byte: int) -> str:
-        if byte < 0x80:
-            return chr(byte)
-        codec = self.codec
-        if len(codec) == 128:  # a decode table, not a codec name
-            return codec[byte - 0x80]
-        try:
-            return bytes([byte]).decode(codec)
-        except (UnicodeDecodeError, LookupError):
-            return "?"
+        # the PNG preview decodes with the same function: .txt and .png never disagree
+        return decode_byte(byte, self.codec)
 
 
 def escpos_to_text(
@@ -160,7 +155,7 @@ def _esc(page: _Page, data: bytes, i: int) -> int:
         page.flush()
         page.reset()
     elif cmd == ord("t"):
-        page.codec = page.code_pages.get(p, "cp437")
+        page.codec = page.code_pages.get(p)  # unknown slot: "?", as the PNG preview shows it
     elif cmd == ord("!"):
         page.double_width = bool(p & 0x20)
     elif cmd == ord("a"):

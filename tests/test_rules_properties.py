@@ -211,3 +211,10 @@ def test_end_of_year_is_new_years_eve_last_instant(years, earned):
     local = expires.astimezone(WARSAW)
     assert (local.year, local.month, local.day) == (earned.year + years, 12, 31)
     assert (local.hour, local.minute, local.second, local.microsecond) == (23, 59, 59, 999999)
+
+
+def test_points_earned_in_the_second_hour_of_a_dst_fold_are_not_available_before_the_sale():
+    earned = datetime(2021, 10, 31, 2, 0, fold=1, tzinfo=WARSAW)  # 01:00 UTC, the repeated hour
+    for pending in (0, 1):
+        available, _ = lot_dates(Currency("p", "redeemable", {}, pending, ExpiryPolicy("never")), earned)
+        assert available >= earned

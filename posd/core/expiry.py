@@ -19,7 +19,9 @@ _INSTANT = timedelta(microseconds=1)
 
 def _add_days(local: datetime, days: int) -> datetime:
     # Wall-clock arithmetic: aware + timedelta keeps the local time and re-reads the offset.
-    return local + timedelta(days=days)
+    # It also resets `fold`, so the second 02:30 of a DST fall-back day would move back an
+    # hour: zero days is the instant itself.
+    return local if days == 0 else local + timedelta(days=days)
 
 
 def _first_of_month(local: datetime, months_ahead: int) -> datetime:
@@ -52,7 +54,8 @@ def lot_dates(currency: Currency, earned_local: datetime) -> tuple[datetime, dat
     if earned_local.tzinfo is None or earned_local.utcoffset() is None:
         raise ValueError("earned_local must be aware, in the store's timezone")
     available_local = _add_days(earned_local, currency.pending_days)
-    available = available_local.astimezone(UTC)
+    # never before the sale itself (a wall-clock day count can land in a DST fold)
+    available = max(available_local.astimezone(UTC), earned_local.astimezone(UTC))
     expires = _period_end(currency.expiry, earned_local)
     if expires is not None and expires < available:
         expires = _period_end(currency.expiry, available_local)

@@ -5,8 +5,8 @@ it shows what the paper will show: text in the selected code page with its
 styles (bold, underline, double size, font B, reverse, alignment, wrapping
 at the paper edge), raster images (``GS v 0``, ``GS ( L``/``GS 8 L``,
 ``ESC *``), native barcodes (``GS k``, with the human-readable line) and QR
-codes (``GS ( k``) drawn from their data, and cuts. Unknown commands are
-skipped like ``escpos_to_text`` skips them.
+codes (``GS ( k``) drawn from their data, and cuts. The bytes are read by
+``escpos_tokens.tokenize``, as for the text preview.
 
 Text uses DejaVu Sans Mono in the printer's 12 x 24 (font A) and 9 x 17
 (font B) cells; dots are on or off, as on thermal paper.
@@ -24,17 +24,22 @@ import unicodedata
 from PIL import Image, ImageDraw, ImageFont
 
 from . import codes
-from .codepages import decode_byte
-from .escpos_text import _BARCODE_NAMES, _ESC_PARAMS, _GS_PARAMS, EPSON_CODE_PAGES, _dle, _fs
+from .codepages import EPSON_CODE_PAGES, decode_byte
+from .escpos_tokens import (
+    QR, Align, Barcode, BarcodeHeight, BarcodeWidth, CharSize, Code2DErrorLevel, Code2DPrint, Code2DSize,
+    Code2DStore, ColumnImage, Cut, Emphasis, FeedDots, FeedLines, GraphicsPrint, GraphicsStore, HriFont,
+    HriPosition, Init, LineFeed, LineSpacing, PrintMode, Raster, Reverse, SelectCodePage, SelectFont, Text,
+    Underline, tokenize,
+)
 from .raster_text import FONT_DIR
 
 __all__ = ["escpos_to_png", "png_bytes"]
 
-ESC, GS, FS, DLE, LF = 0x1B, 0x1D, 0x1C, 0x10, 0x0A
 _CELLS = {False: (12, 24, 20, 19), True: (9, 17, 15, 14)}  # font B? -> w, h, font px, baseline
 _MAX_HEIGHT = 40_000  # dots; a runaway job stops being drawn, not the daemon
 _MARGIN = 16
 _CUT_H = 24
+_SPACING = 30  # the default line spacing (ESC 2), in dots
 
 
 @dataclass
@@ -56,7 +61,7 @@ class _Printer:
     line_dots: int = 0
     style: _Style = field(default_factory=_Style)
     align: str = "left"
-    spacing: int = 30
+    spacing: int = _SPACING
     codec: str | None = "cp437"
     bar: dict = field(default_factory=lambda: {"h": 162, "w": 3, "hri": 0, "font_b": False})
     qr: dict = field(default_factory=lambda: {"size": 3, "ec": "L", "data": ""})
@@ -68,7 +73,7 @@ class _Printer:
         return sum(s.height for s in self.strips)
 
     def reset(self) -> None:
-        self.style, self.align, self.spacing = _Style(), "left", 30
+        self.style, self.align, self.spacing = _Style(), "left", _SPACING
         self.codec = self.code_pages.get(0, "cp437")
 
     # -- output ------------------------------------------------------------
@@ -178,26 +183,10 @@ def escpos_to_png(data: bytes, width_dots: int, *, code_pages: Mapping[int, str]
     """The paper ``data`` prints on a printer ``width_dots`` wide, as a 1-bit image."""
     pr = _Printer(width=max(8, width_dots), code_pages=code_pages or EPSON_CODE_PAGES)
     pr.reset()
-    i, n = 0, len(data)
-    while i < n and pr.height < _MAX_HEIGHT:
-        b = data[i]
-        if b == ESC:
-            i = _esc(pr, data, i)
-        elif b == GS:
-            i = _gs(pr, data, i)
-        elif b == FS:
-            i = _fs(data, i)
-        elif b == DLE:
-            i = _dle(data, i)
-        elif b == LF:
-            pr.print_line()
-            i += 1
-        elif b < 0x20 or b == 0x7F:
-            i += 1
-        else:
-            pr.after_column_image = False
-            pr.put(decode_byte(b, pr.codec))
-            i += 1
+    for command in tokenize(data):
+        if pr.height >= _MAX_HEIGHT:
+            break
+        _draw(pr, command)
     if pr.line:
         pr.print_line()
     body = pr.strips or [Image.new("1", (pr.width, pr.spacing), 1)]
@@ -215,54 +204,101 @@ def png_bytes(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _arg(data: bytes, i: int) -> int:
-    return data[i] if i < len(data) else 0
-
-
-def _esc(pr: _Printer, data: bytes, i: int) -> int:
-    cmd, p = _arg(data, i + 1), _arg(data, i + 2)
+def _draw(pr: _Printer, command: object) -> None:
     s = pr.style
-    if cmd == ord("@"):
-        if pr.line:
+    match command:
+        case Text(data):
+            for b in data:
+                if pr.height >= _MAX_HEIGHT:
+                    return
+                pr.after_column_image = False
+                pr.put(decode_byte(b, pr.codec))
+        case LineFeed():
             pr.print_line()
-        pr.reset()
-    elif cmd == ord("t"):
-        pr.codec = pr.code_pages.get(p)
-    elif cmd == ord("!"):
-        s.font_b, s.bold, s.underline = bool(p & 1), bool(p & 8), bool(p & 0x80)
-        s.height, s.width = (2 if p & 0x10 else 1), (2 if p & 0x20 else 1)
-    elif cmd == ord("E"):
-        s.bold = bool(p & 1)
-    elif cmd == ord("-"):
-        s.underline = p in (1, 2, 49, 50)
-    elif cmd == ord("M"):
-        s.font_b = p in (1, 49)
-    elif cmd == ord("a"):
-        pr.align = {0: "left", 1: "center", 2: "right", 48: "left", 49: "center", 50: "right"}.get(p, "left")
-    elif cmd == ord("2"):
-        pr.spacing = 30
-    elif cmd == ord("3"):
-        pr.spacing = p
-    elif cmd == ord("d"):
-        pr.print_line()
-        pr.feed(pr.spacing * max(0, p - 1))
-    elif cmd == ord("J"):
-        if pr.line:
+        case Init():
+            if pr.line:
+                pr.print_line()
+            pr.reset()
+        case SelectCodePage(slot):
+            pr.codec = pr.code_pages.get(slot)
+        case PrintMode():
+            s.font_b, s.bold, s.underline = command.font_b, command.bold, command.underline
+            s.height, s.width = (2 if command.double_height else 1), (2 if command.double_width else 1)
+        case Emphasis(on):
+            s.bold = on
+        case Underline(on):
+            s.underline = on
+        case SelectFont(font_b):
+            s.font_b = font_b
+        case CharSize(width, height):
+            s.width, s.height = width, height
+        case Reverse(on):
+            s.reverse = on
+        case Align(align):
+            pr.align = align
+        case LineSpacing(dots):
+            pr.spacing = _SPACING if dots is None else dots
+        case FeedLines(lines):
             pr.print_line()
-        pr.feed(p)
-    elif cmd == ord("*"):
-        return _column_image(pr, data, i)
-    elif cmd == ord("D"):
-        end = data.find(b"\x00", i + 2)
-        return len(data) if end < 0 else end + 1
-    return i + 2 + _ESC_PARAMS.get(cmd, 0)
+            pr.feed(pr.spacing * max(0, lines - 1))
+        case FeedDots(dots):
+            if pr.line:
+                pr.print_line()
+            pr.feed(dots)
+        case Cut(feed):
+            if pr.line:
+                pr.print_line()
+            pr.feed(feed)
+            pr.cut()
+        case _:
+            _draw_graphics(pr, command)
 
 
-def _column_image(pr: _Printer, data: bytes, i: int) -> int:
+def _draw_graphics(pr: _Printer, command: object) -> None:
+    """Images and codes: each starts on a line of its own."""
+    match command:
+        case BarcodeHeight(dots):
+            pr.bar["h"] = dots
+        case BarcodeWidth(dots):
+            pr.bar["w"] = dots
+        case HriPosition(position):
+            pr.bar["hri"] = position
+        case HriFont(font_b):
+            pr.bar["font_b"] = font_b
+        case Barcode():
+            if pr.line:
+                pr.print_line()
+            if command.symbology:
+                pr.barcode("CODE128" if command.symbology == "GS1-128" else command.symbology, command.text())
+        case Raster(width_bytes, rows, data):
+            if pr.line:
+                pr.print_line()
+            img = _bitmap(data, width_bytes, rows, pr.width)
+            if img is not None:
+                pr.add(img)
+        case ColumnImage():
+            _column_image(pr, command)
+        case GraphicsStore(width, rows, data):
+            pr.graphic = _bitmap(data, (width + 7) // 8, rows, pr.width)
+        case GraphicsPrint() if pr.graphic is not None:
+            if pr.line:
+                pr.print_line()
+            pr.add(pr.graphic)
+        case Code2DSize(symbol, size) if symbol == QR:
+            pr.qr["size"] = max(1, min(size, 16))
+        case Code2DErrorLevel(symbol, level) if symbol == QR:
+            pr.qr["ec"] = {48: "L", 49: "M", 50: "Q", 51: "H"}.get(level, "L")
+        case Code2DStore(symbol, data) if symbol == QR:
+            pr.qr["data"] = data.decode("utf-8", "replace")
+        case Code2DPrint(symbol) if symbol == QR:
+            if pr.line:
+                pr.print_line()
+            pr.print_qr()
+
+
+def _column_image(pr: _Printer, image: ColumnImage) -> None:
     """ESC * m nL nH d...: one stripe of 8 or 24 dots, column by column."""
-    m, width = _arg(data, i + 2), _arg(data, i + 3) + 256 * _arg(data, i + 4)
-    rows_bytes = 3 if m >= 32 else 1
-    body = data[i + 5 : i + 5 + width * rows_bytes]
+    rows_bytes, width, body = image.column_bytes, image.width, image.data
     img = Image.new("1", (max(1, width), 8 * rows_bytes), 1)
     px = img.load()
     for col in range(min(width, len(body) // rows_bytes, pr.width)):
@@ -273,41 +309,6 @@ def _column_image(pr: _Printer, data: bytes, i: int) -> int:
                     px[col, k * 8 + bit] = 0
     pr.add(img)
     pr.after_column_image = True  # its LF moves to the next stripe, not a blank line
-    return i + 5 + width * rows_bytes
-
-
-def _gs(pr: _Printer, data: bytes, i: int) -> int:
-    cmd, p = _arg(data, i + 1), _arg(data, i + 2)
-    if cmd == ord("!"):
-        pr.style.width, pr.style.height = ((p >> 4) & 7) + 1, (p & 7) + 1
-    elif cmd == ord("B"):
-        pr.style.reverse = bool(p & 1)
-    elif cmd == ord("V"):
-        if pr.line:
-            pr.print_line()
-        if p in (65, 66, 97, 98, 103, 104):  # feed n dots, then cut
-            pr.feed(_arg(data, i + 3))
-        pr.cut()
-        return i + 3 + (1 if p in (65, 66, 97, 98, 103, 104) else 0)
-    elif cmd == ord("h"):
-        pr.bar["h"] = p
-    elif cmd == ord("w"):
-        pr.bar["w"] = p
-    elif cmd == ord("H"):
-        pr.bar["hri"] = p & 3 if p < 48 else (p - 48) & 3
-    elif cmd == ord("f"):
-        pr.bar["font_b"] = p in (1, 49)
-    elif cmd == ord("k"):
-        return _barcode(pr, data, i)
-    elif cmd == ord("v") and p == ord("0"):
-        return _raster(pr, data, i)
-    elif cmd == ord("(") and i + 4 < len(data):
-        return _gs_paren(pr, data, i)
-    elif cmd == ord("8") and p == ord("L"):
-        size = int.from_bytes(data[i + 3 : i + 7], "little")
-        _graphics(pr, data[i + 7 : i + 7 + size])
-        return i + 7 + size
-    return i + 2 + _GS_PARAMS.get(cmd, 0)
 
 
 def _bitmap(raw: bytes, xbytes: int, rows: int, max_width: int) -> Image.Image | None:
@@ -318,82 +319,3 @@ def _bitmap(raw: bytes, xbytes: int, rows: int, max_width: int) -> Image.Image |
     keep = min(xbytes, (max_width + 7) // 8)
     packed = b"".join(raw[r * xbytes : r * xbytes + keep] for r in range(rows))
     return Image.frombytes("1", (keep * 8, rows), bytes(b ^ 0xFF for b in packed))
-
-
-def _raster(pr: _Printer, data: bytes, i: int) -> int:
-    """GS v 0 m xL xH yL yH d..."""
-    xbytes = _arg(data, i + 4) + 256 * _arg(data, i + 5)
-    rows = _arg(data, i + 6) + 256 * _arg(data, i + 7)
-    end = i + 8 + xbytes * rows
-    if pr.line:
-        pr.print_line()
-    img = _bitmap(data[i + 8 : end], xbytes, rows, pr.width)
-    if img is not None:
-        pr.add(img)
-    return end
-
-
-def _gs_paren(pr: _Printer, data: bytes, i: int) -> int:
-    fn_class = data[i + 2]
-    size = data[i + 3] + 256 * data[i + 4]
-    body = data[i + 5 : i + 5 + size]
-    if fn_class == ord("k") and len(body) >= 2 and body[0] == 0x31:  # QR
-        fn = body[1]
-        if fn == 67 and len(body) >= 3:
-            pr.qr["size"] = max(1, min(body[2], 16))
-        elif fn == 69 and len(body) >= 3:
-            pr.qr["ec"] = {48: "L", 49: "M", 50: "Q", 51: "H"}.get(body[2], "L")
-        elif fn == 80:
-            pr.qr["data"] = body[3:].decode("utf-8", "replace")
-        elif fn == 81:
-            if pr.line:
-                pr.print_line()
-            pr.print_qr()
-    elif fn_class == ord("L"):
-        _graphics(pr, body)
-    return i + 5 + size
-
-
-def _graphics(pr: _Printer, body: bytes) -> None:
-    """GS ( L / GS 8 L: store (fn 112) then print (fn 50) a raster image."""
-    if len(body) >= 10 and body[1] == 112:  # m fn a bx by c xL xH yL yH d...
-        width, rows = body[6] + 256 * body[7], body[8] + 256 * body[9]
-        pr.graphic = _bitmap(body[10:], (width + 7) // 8, rows, pr.width)
-    elif len(body) >= 2 and body[1] == 50 and pr.graphic is not None:
-        if pr.line:
-            pr.print_line()
-        pr.add(pr.graphic)
-
-
-def _barcode(pr: _Printer, data: bytes, i: int) -> int:
-    m = _arg(data, i + 2)
-    if m <= 6:  # function A: NUL-terminated
-        end = data.find(b"\x00", i + 3)
-        end = len(data) if end < 0 else end
-        payload, nxt = data[i + 3 : end], end + 1
-    else:  # function B: length byte
-        length = _arg(data, i + 3)
-        payload, nxt = data[i + 4 : i + 4 + length], i + 4 + length
-    name = _BARCODE_NAMES.get(m, "")
-    text = payload.decode("latin-1")
-    if name in ("CODE128", "GS1-128"):
-        text = _strip_code_sets(text)
-    if pr.line:
-        pr.print_line()
-    if name:
-        pr.barcode("CODE128" if name == "GS1-128" else name, text)
-    return nxt
-
-
-def _strip_code_sets(text: str) -> str:
-    """Epson's CODE128 data: drop the {A {B {C selectors, '{{' is '{'."""
-    out, j = [], 0
-    while j < len(text):
-        if text[j] == "{" and j + 1 < len(text):
-            if text[j + 1] == "{":
-                out.append("{")
-            j += 2
-            continue
-        out.append(text[j])
-        j += 1
-    return "".join(out)

@@ -7,15 +7,22 @@ a few hooks (pyserial's ``SerialBase`` vs ``serialposix``):
 
 - scanners: ``_open()``, ``_read(timeout) -> bytes``, ``_close()`` (a
   driver that yields whole codes, such as a camera, overrides
-  ``_read_scans(timeout)`` instead of ``_read``);
+  ``_read_scans(timeout)`` instead of ``_read``); one reached through a
+  link (``link_*``) only says how to open it: ``LinkScanner._connect()``;
 - card readers: the same hooks; ``_deliver`` decides what may leave the
   driver (a payment card becomes a ``CardRejected`` with no data in it);
-- printers: ``render(doc) -> bytes`` and ``_send(data)``; transports with a status
-  channel also ``_begin_job()`` / ``_end_job()`` (DLE EOT before and after).
+- printers: ``_configure()``, ``render(doc) -> bytes`` and ``_send(data)``;
+  transports with a status channel also ``_begin_job()`` / ``_end_job()``
+  (DLE EOT before and after), all of which ``LinkPrinter`` does over a link
+  from its ``_connect()``.
 
-Drivers translate foreign exceptions into ``DeviceError(reason)`` at their
-edge; the base turns those into states. Callbacks run in the device's own
-thread and never take it down: their exceptions are logged.
+The base also owns validation: the registry hands every driver its URL
+options already parsed (``options``), a scanner's framer is built from them
+here, and a printer checks its settings in ``_configure()``. Links
+translate foreign exceptions into ``DeviceError(reason)`` at their edge
+(``errors``); the base turns those into states, and in a print job into
+``PrinterError``s that say how far the job got. Callbacks run in the
+device's own thread and never take it down: their exceptions are logged.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from posd.core.slip_doc import SlipDocument
 
-from .framing import ScanFramer
+from .errors import DeviceError, PrinterError, printer_errors
+from .framing import ScanFramer, make_framer
 from .printer_status import PrinterStatus
 from .symbology import split_aim
 from .url import DeviceURL
@@ -50,6 +58,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_FRAMING = ("prefix", "suffix", "idle_ms", "max_len")  # the URL options a framer is made of
 
 
 class DeviceState(str, enum.Enum):
@@ -94,37 +104,6 @@ class CardRejected:
 StatusCallback = Callable[[DeviceStatus], None]
 DataCallback = Callable[[ScanData], None]
 RejectCallback = Callable[[CardRejected], None]
-
-
-class DeviceError(Exception):
-    """A device failure with a UnifiedPOS-style reason.
-
-    Reasons: ``offline`` (gone, unplugged, refused), ``io_error`` (anything
-    else at the transport, permissions included: ``detail`` says which), and
-    for printers ``paper_out`` and ``cover_open``. ``detail`` goes to logs.
-    """
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-class PrinterError(DeviceError):
-    """A print job failed; ``reason`` is offline | paper_out | cover_open | printer_error | io_error.
-
-    ``sent`` says whether any byte of the job may have reached the printer
-    (False: refused by the status check or the connection, nothing left);
-    ``delivered`` that every byte did (the printer holds the whole job and
-    finishes it once the condition is cleared). The print worker decides
-    from these whether a job may be sent again.
-    """
-
-    def __init__(self, reason: str, detail: str | None = None, *, sent: bool = False,
-                 delivered: bool = False) -> None:
-        super().__init__(reason, detail)
-        self.sent = sent or delivered
-        self.delivered = delivered
 
 
 class _BeforeSendFailed(Exception):
@@ -203,7 +182,7 @@ class Scanner(Device):
         on_data: DataCallback,
         on_status: StatusCallback | None = None,
         *,
-        framer: ScanFramer | None = None,
+        options: Mapping[str, Any] | None = None,
         read_timeout: float = 0.25,
         backoff_min: float = 0.1,
         backoff_max: float = 2.0,
@@ -211,7 +190,9 @@ class Scanner(Device):
     ) -> None:
         super().__init__(name, url, on_status)
         self._on_data = on_data
-        self.framer = framer or ScanFramer()
+        self.options = dict(options or {})
+        self.framer: ScanFramer = make_framer(**{k: v for k, v in self.options.items() if k in _FRAMING})
+        self.aim_ids = bool(self.options.get("aim", self.aim_ids))
         self.read_timeout = read_timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -358,18 +339,25 @@ class Printer(Device):
         profile: str = "default",
         width_mm: int = 80,
         on_status: StatusCallback | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(name, url, on_status)
         self.profile = profile
         self.width_mm = width_mm
+        self.options = dict(options or {})
         self._job_lock = threading.Lock()
         self.last_status: PrinterStatus | None = None
+        self._configure()
+
+    # -- hooks ---------------------------------------------------------------
+    def _configure(self) -> None:
+        """Check the settings and derive what the driver needs; raise ValueError naming a bad one."""
 
     def render(self, doc: SlipDocument) -> bytes:
         raise NotImplementedError
 
     def _send(self, data: bytes, doc: SlipDocument) -> None:
-        """Deliver ``data``; raise ``PrinterError(reason)`` on failure."""
+        """Deliver ``data``; raise ``DeviceError(reason)`` on failure."""
         raise NotImplementedError
 
     def open(self) -> None:
@@ -412,7 +400,8 @@ class Printer(Device):
         return data
 
     def _run_job(self, doc: SlipDocument, before_send: Callable[[], None] | None) -> bytes:
-        before = self._begin_job()
+        with printer_errors(sent=False):
+            before = self._begin_job()
         self.last_status = before
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")
@@ -424,11 +413,8 @@ class Printer(Device):
                 before_send()
         except Exception as exc:
             raise _BeforeSendFailed(exc) from exc
-        try:
+        with printer_errors(sent=True):  # some bytes may have left before a failure
             self._send(data, doc)
-        except PrinterError as exc:
-            exc.sent = True  # some bytes may have left before the failure
-            raise
         after = self._end_job()
         if before is not None and before.answered and not (after and after.answered):
             # The printer answered before but not after: TCP and USB buffers accepted the

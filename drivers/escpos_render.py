@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import functools
 import io
 import logging
@@ -58,8 +57,6 @@ PAPER_DOTS: dict[int, int] = {58: 384, 80: 576}  # printable dots per line at 20
 
 _STDOUT_LOCK = threading.Lock()
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SLIP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")  # "~" marks lane-made slips (never in a POS id)
-_OFFLINE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO, errno.EPIPE}
 _GS, _ESC = b"\x1d", b"\x1b"
 _RASTER_ROWS = 256  # rows per GS v 0 command: small enough for any printer's buffer
 _BAR_HEIGHT = 80

@@ -1,67 +1,54 @@
-"""ESC/POS slip printers: one link class per transport under one printer base.
+"""ESC/POS slip printers: one small class per transport under one printer base.
 
-- ``tcp://host:port?timeout=``  ``TcpPrinter``, raw port 9100, connect per job
+- ``tcp://host:port?timeout=``  ``TcpPrinter``, raw port 9100
 - ``file:///dev/usb/lp0``       ``FilePrinter``, a printer device file
-- ``serial://`` and ``usb://``  ``printer_serial`` and ``printer_usb``
+- ``serial:///dev/...``         ``SerialPrinter``, pyserial with real read and write timeouts
+- ``usb://VID:PID?serial=``     ``UsbPrinter``, pyusb (libusb1)
 - ``none``                      ``NullPrinter``, accepts and discards
 
-Every job reads the printer's real-time status (DLE EOT, ``printer_status``)
-before the first byte and after the last, on the same connection: a job is
-never sent to a printer that says it is offline, and a condition that
-appears during the job is reported. The transports are our own small links
-rather than python-escpos' printer classes, whose status calls trust no
-answer as "paper OK" and whose USB class resets the device on every open.
-Rendering lives in ``escpos_render``; ``preview://`` in ``printer_preview``.
+A transport is only how a job's link is opened (``link_tcp``, ``link_file``,
+``link_serial``, ``link_usb``); everything else is ``LinkPrinter``'s. A link
+is opened per job, so a printer restarted between slips just works. Every
+job reads the printer's real-time status (DLE EOT, ``printer_status``)
+before the first byte and after the last, on the same link: a job is never
+sent to a printer that says it is offline, and a condition that appears
+during the job is reported. The links are our own rather than
+python-escpos' printer classes, whose status calls trust no answer as
+"paper OK" and whose USB class resets the device on every open. Rendering
+lives in ``escpos_render``; ``preview://`` in ``printer_preview``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import socket
-import stat
-import time
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 from posd.core.slip_doc import SlipDocument
 
-from .base import DeviceState, Printer, PrinterError, StatusCallback
-from .escpos_render import (
-    _OFFLINE_ERRNOS,
-    _SlipRenderer,
-    check_printer_settings,
-    columns_for,
-    profile_code_pages,
-)
+from . import link_file, link_serial, link_tcp, link_usb
+from .base import DeviceState, Printer
+from .errors import DeviceError, PrinterError, printer_errors
+from .escpos_render import _SlipRenderer, check_printer_settings, columns_for, profile_code_pages
 from .escpos_text import escpos_to_text
+from .link import Link
 from .printer_status import PrinterStatus, query_status
-from .url import DeviceURL
+from .registry import parse_usb_id
 
-__all__ = ["EscposPrinter", "Link", "LinkPrinter", "TcpPrinter", "FilePrinter", "NullPrinter"]
+__all__ = ["EscposPrinter", "LinkPrinter", "TcpPrinter", "FilePrinter", "SerialPrinter", "UsbPrinter",
+           "NullPrinter"]
 
 log = logging.getLogger(__name__)
 
+CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8
+DRAWER_KICK = b"\x1bp\x00\x19\xfa"  # ESC p: pin 2, 50 ms on, 500 ms off
 
-# -- printers --------------------------------------------------------------
+
 class EscposPrinter(Printer):
     """Base for ESC/POS printers: renders with the profile and paper width."""
 
-    def __init__(
-        self,
-        name: str,
-        url: DeviceURL,
-        *,
-        profile: str = "default",
-        width_mm: int = 80,
-        on_status: StatusCallback | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_printer_settings(profile, width_mm)
-        super().__init__(name, url, profile=profile, width_mm=width_mm, on_status=on_status)
-        self.columns = columns_for(profile, width_mm)
-        self.options = dict(options or {})
+    def _configure(self) -> None:
+        check_printer_settings(self.profile, self.width_mm)
+        self.columns = columns_for(self.profile, self.width_mm)
 
     def render(self, doc: SlipDocument) -> bytes:
         return _SlipRenderer(doc, self.profile, self.columns).render()
@@ -71,48 +58,34 @@ class EscposPrinter(Printer):
         return escpos_to_text(data, self.columns, code_pages=profile_code_pages(self.profile))
 
 
-CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8
-DRAWER_KICK = b"\x1bp\x00\x19\xfa"  # ESC p: pin 2, 50 ms on, 500 ms off
+class NullPrinter(EscposPrinter):
+    """``none``: renders (so a bad document fails the same way) and discards.
 
+    ``print_document`` returns the bytes a printer would have been sent.
+    """
 
-class Link:
-    """One open connection to a printer: write bytes, read status bytes."""
-
-    readable = True  # False: a write-only channel, so status is never asked
-
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def read_byte(self, timeout: float) -> int | None:
-        raise NotImplementedError
-
-    def drain(self) -> None:
-        """Discard unread input (late answers, automatic status) before asking anew."""
-        while self.read_byte(0.0) is not None:
-            pass
-
-    def close(self) -> None:
-        raise NotImplementedError
+    def _send(self, data: bytes, doc: SlipDocument) -> None:
+        return None
 
 
 class LinkPrinter(EscposPrinter):
     """A printer reached through a ``Link`` per job, with DLE EOT before and after.
 
-    Subclasses implement ``_connect()`` and translate their errors into
-    ``PrinterError`` there and in the link. ``status=0`` in the URL skips
-    the status reads for printers that misbehave on them.
+    Subclasses implement ``_connect()``. ``status=0`` in the URL skips the
+    status reads for printers that misbehave on them.
     """
 
     STATUS_TIMEOUT_S = 0.5  # per answer; a printer that answers at all does so in milliseconds
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _configure(self) -> None:
+        super()._configure()
         self.timeout = float(self.options.get("timeout", 5.0))  # never 0: that blocks forever
         self.ask_status = bool(self.options.get("status", True))
         self.reachable: bool | None = None
         self._link: Link | None = None
 
     def _connect(self) -> Link:
+        """Open this job's link; raise ``DeviceError`` when the printer cannot be reached."""
         raise NotImplementedError
 
     def _query(self, link: Link) -> PrinterStatus | None:
@@ -121,8 +94,12 @@ class LinkPrinter(EscposPrinter):
         link.drain()
 
         def exchange(query: bytes) -> int | None:
-            link.write(query)
-            return link.read_byte(self.STATUS_TIMEOUT_S)
+            with printer_errors(sent=True):  # as with any write, part of it may have reached the printer
+                link.write(query)
+            try:
+                return link.read_byte(self.STATUS_TIMEOUT_S)
+            except DeviceError:
+                return None  # no answer: the status says so, the transport has the last word
 
         return query_status(exchange)
 
@@ -132,7 +109,7 @@ class LinkPrinter(EscposPrinter):
 
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         if self._link is None:
-            raise PrinterError("offline", "not connected")
+            raise DeviceError("offline", "not connected")
         self._link.write(data)
 
     def _end_job(self) -> PrinterStatus | None:
@@ -141,7 +118,7 @@ class LinkPrinter(EscposPrinter):
             return None
         try:
             return self._query(link)
-        except PrinterError:
+        except DeviceError:
             return PrinterStatus(answered=False)  # unconfirmed: the base decides
         finally:
             link.close()
@@ -149,8 +126,7 @@ class LinkPrinter(EscposPrinter):
     def _abort_job(self) -> None:
         link, self._link = self._link, None
         if link is not None:
-            with contextlib.suppress(Exception):
-                link.close()
+            link.close()
 
     def check_ready(self) -> str | None:
         """Blocking: connect, read the status, disconnect. The reason it cannot print, or None.
@@ -160,14 +136,14 @@ class LinkPrinter(EscposPrinter):
         with self._job_lock:
             try:
                 link = self._connect()
-            except PrinterError as exc:
+            except DeviceError as exc:
                 self.reachable = False
                 self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 return exc.reason
             self.reachable = True
             try:
                 status = self._query(link)
-            except PrinterError as exc:
+            except DeviceError as exc:
                 self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 return exc.reason
             finally:
@@ -191,14 +167,16 @@ class LinkPrinter(EscposPrinter):
     def kick_drawer(self, *, before_send: Callable[[], None] | None = None) -> None:
         """Open the cash drawer (ESC p 0): only when the status says the printer is ready."""
         with self._job_lock:
-            link = self._connect()
+            with printer_errors(sent=False):
+                link = self._connect()
             try:
                 status = self._query(link)
                 if status is not None and status.reason:
                     raise PrinterError(status.reason, "status before the drawer kick")
                 if before_send is not None:
                     before_send()
-                link.write(DRAWER_KICK)
+                with printer_errors(sent=True):
+                    link.write(DRAWER_KICK)
             finally:
                 link.close()
 
@@ -208,108 +186,11 @@ class LinkPrinter(EscposPrinter):
         return self.state
 
 
-class _SocketLink(Link):
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
-        self.sock, self.timeout = sock, timeout
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(data)
-        except OSError as exc:  # timeouts included: a printer whose buffer stays full
-            raise PrinterError("offline", f"send failed: {type(exc).__name__}", sent=True) from exc
-
-    def read_byte(self, timeout: float) -> int | None:
-        try:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
-                return None
-            data = self.sock.recv(1)
-        except OSError:
-            return None
-        return data[0] if data else None
-
-    def drain(self) -> None:
-        for _ in range(4096):  # bounded: a chatty printer cannot keep us here
-            if self.read_byte(0.0) is None:
-                return
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
 class TcpPrinter(LinkPrinter):
-    """A network printer's raw port (9100), one connection per job.
-
-    Connecting per job means a printer restarted between slips just works;
-    every socket error (refused, unreachable, reset, timed out) is ``offline``.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.host = self.url.host or ""
-        self.port = self.url.port or 9100
+    """A network printer's raw port (9100); every socket error is ``offline``."""
 
     def _connect(self) -> Link:
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except OSError as exc:
-            raise PrinterError("offline", f"connect to {self.host}:{self.port} failed") from exc
-        return _SocketLink(sock, self.timeout)
-
-
-class _FdLink(Link):
-    """A device file (``/dev/usb/lp0``): non-blocking writes bounded by ``timeout``."""
-
-    def __init__(self, fd: int, path: str, timeout: float, readable: bool) -> None:
-        self.fd, self.path, self.timeout, self.readable = fd, path, timeout, readable
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + self.timeout
-        try:
-            while view:
-                left = deadline - time.monotonic()
-                _, ready, _ = select.select([], [self.fd], [], max(0.0, left))
-                if not ready:
-                    raise PrinterError("offline", f"{self.path}: write timed out", sent=True)
-                try:
-                    view = view[os.write(self.fd, view):]
-                except BlockingIOError:
-                    continue
-        except OSError as exc:
-            raise _file_error(exc, self.path) from exc
-
-    def read_byte(self, timeout: float) -> int | None:
-        if not self.readable:
-            return None
-        try:
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            if not ready:
-                return None
-            data = os.read(self.fd, 1)
-        except OSError:
-            return None
-        return data[0] if data else None
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-def _file_error(exc: OSError, path: str) -> PrinterError:
-    code = _errno_of(exc)
-    reason = "offline" if code in _OFFLINE_ERRNOS else "io_error"
-    detail = os.strerror(code) if code else type(exc).__name__
-    return PrinterError(reason, f"{path}: {detail}", sent=True)
-
-
-def _errno_of(exc: BaseException) -> int | None:
-    for e in (exc, exc.__cause__, exc.__context__):
-        if isinstance(e, OSError) and e.errno is not None:
-            return e.errno
-    return None
+        return link_tcp.connect(self.url.host or "", self.url.port or 9100, timeout=self.timeout)
 
 
 class FilePrinter(LinkPrinter):
@@ -318,34 +199,24 @@ class FilePrinter(LinkPrinter):
     A regular file (tests, a spool) is truncated per job and has no status.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.path = self.url.fs_path
+    def _connect(self) -> Link:
+        return link_file.open_file(self.url.fs_path, timeout=self.timeout)
+
+
+class SerialPrinter(LinkPrinter):
+    """A printer on a serial port; a printer holding CTS low (cover open) meets the write timeout."""
 
     def _connect(self) -> Link:
-        try:
-            is_device = os.path.exists(self.path) and stat.S_ISCHR(os.stat(self.path).st_mode)
-            if not is_device:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-                return _FdLink(fd, self.path, self.timeout, readable=False)
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-                readable = True
-            except PermissionError:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-                readable = False
-        except OSError as exc:
-            error = _file_error(exc, self.path)
-            error.sent = False
-            raise error from exc
-        return _FdLink(fd, self.path, self.timeout, readable)
+        return link_serial.open_port(self.url.fs_path, self.options, timeout=self.STATUS_TIMEOUT_S,
+                                     write_timeout=self.timeout)
 
 
-class NullPrinter(EscposPrinter):
-    """``none``: renders (so a bad document fails the same way) and discards.
+class UsbPrinter(LinkPrinter):
+    """A USB printer, found by VID:PID (and ``serial=`` when a lane has two of a kind)."""
 
-    ``print_document`` returns the bytes a printer would have been sent.
-    """
-
-    def _send(self, data: bytes, doc: SlipDocument) -> None:
-        return None
+    def _connect(self) -> Link:
+        vid, pid = parse_usb_id(self.url.netloc)
+        return link_usb.open_usb(vid, pid, serial=self.options.get("serial"),
+                                 interface=int(self.options.get("interface", 0)),
+                                 out_ep=self.options.get("out_ep"), in_ep=self.options.get("in_ep"),
+                                 timeout=self.timeout)

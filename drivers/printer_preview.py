@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
-from typing import Any
 
 from posd.core.slip_doc import SlipDocument
 
-from .base import DeviceState, PrinterError
+from .base import DeviceState
+from .errors import PrinterError
 from .escpos_png import escpos_to_png, png_bytes
-from .escpos_render import _SLIP_ID_RE, dots_for, profile_code_pages
+from .escpos_render import dots_for, profile_code_pages, render_slip
 from .printer_escpos import EscposPrinter
 
-__all__ = ["PreviewPrinter", "slip_png"]
+__all__ = ["PreviewPrinter", "slip_png", "bytes_png"]
 
 log = logging.getLogger(__name__)
+
+_SLIP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")  # "~" marks lane-made slips (never in a POS id)
 
 
 class PreviewPrinter(EscposPrinter):
@@ -28,8 +31,8 @@ class PreviewPrinter(EscposPrinter):
     them, not what we meant to send. Each file appears atomically.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _configure(self) -> None:
+        super()._configure()
         self.directory = self.url.fs_path
 
     def open(self) -> None:
@@ -81,8 +84,6 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-
-
 def bytes_png(data: bytes, profile: str = "default", width_mm: int = 80) -> bytes:
     """The paper ESC/POS ``data`` would print on this printer model and paper, as a PNG."""
     return png_bytes(escpos_to_png(data, dots_for(profile, width_mm), code_pages=profile_code_pages(profile)))
@@ -91,6 +92,4 @@ def bytes_png(data: bytes, profile: str = "default", width_mm: int = 80) -> byte
 def slip_png(doc: SlipDocument, profile: str = "default", width_mm: int = 80) -> bytes:
     """The PNG of ``doc`` as this printer would print it: rendered to the very
     bytes a printer gets, then drawn from those bytes."""
-    from .escpos_render import render_slip
-
     return bytes_png(render_slip(doc, profile, width_mm), profile, width_mm)

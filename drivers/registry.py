@@ -327,10 +327,10 @@ for _spec in (
                package="python-escpos", modules=("escpos",), description="raw TCP (port 9100)"),
     DriverSpec("printer", "file", f"{_D}.printer_escpos:FilePrinter", "path", {**_TIMEOUT, **_STATUS},
                package="python-escpos", modules=("escpos",), description="printer device file"),
-    DriverSpec("printer", "serial", f"{_D}.printer_serial:SerialPrinter", "path",
+    DriverSpec("printer", "serial", f"{_D}.printer_escpos:SerialPrinter", "path",
                {**_SERIAL, **_TIMEOUT, **_STATUS}, package="pyserial", modules=("serial",),
                description="printer on a serial port"),
-    DriverSpec("printer", "usb", f"{_D}.printer_usb:UsbPrinter", "usbid", {**_USB, **_STATUS},
+    DriverSpec("printer", "usb", f"{_D}.printer_escpos:UsbPrinter", "usbid", {**_USB, **_STATUS},
                package="pyusb", modules=("usb",), description="USB printer through libusb"),
     DriverSpec("printer", "preview", f"{_D}.printer_preview:PreviewPrinter", "path",
                package="python-escpos", modules=("escpos",), description="slip files in a directory"),
@@ -360,11 +360,17 @@ def _raise_if_missing_library(spec: DriverSpec, exc: ModuleNotFoundError) -> Non
         ) from exc
 
 
-def _construct(spec: DriverSpec, *args: Any, **kwargs: Any) -> Any:
+def _open(role: str, name: str, url_text: str, *args: Any, **kwargs: Any) -> Any:
+    """The driver for ``url_text`` in ``role``, built with its parsed options."""
+    url = parse_device_url(url_text)
+    options = options_for(role, url)
+    spec = spec_for(role, url.scheme)
     cls = _driver_class(spec)
     try:
-        return cls(*args, **kwargs)
-    except ModuleNotFoundError as exc:  # drivers may import their library lazily
+        for module in spec.modules:  # the driver's library, checked before anything is opened
+            __import__(module)
+        return cls(name, url, *args, options=options, **kwargs)
+    except ModuleNotFoundError as exc:  # drivers may import parts of their library lazily
         _raise_if_missing_library(spec, exc)
         raise
 
@@ -380,10 +386,7 @@ def open_scanner(
 
     Extra keyword arguments go to the ``Scanner`` base (backoff, timeouts).
     """
-    url = parse_device_url(url_text)
-    options = options_for("scanner", url)
-    spec = spec_for("scanner", url.scheme)
-    return _construct(spec, name, url, on_data, on_status, options=options, **kwargs)
+    return _open("scanner", name, url_text, on_data, on_status, **kwargs)
 
 
 def open_card_reader(
@@ -399,27 +402,16 @@ def open_card_reader(
     Member numbers arrive through ``on_data``; a payment card only as a
     ``CardRejected`` through ``on_rejected``.
     """
-    url = parse_device_url(url_text)
-    options = options_for("card_reader", url)
-    spec = spec_for("card_reader", url.scheme)
-    return _construct(spec, name, url, on_data, on_status, options=options, on_rejected=on_rejected, **kwargs)
+    return _open("card_reader", name, url_text, on_data, on_status, on_rejected=on_rejected, **kwargs)
 
 
-def open_printer(
-    name: str,
-    url_text: str,
-    *,
-    profile: str = "default",
-    width_mm: int = 80,
-    on_status: StatusCallback | None = None,
-) -> Printer:
-    """Build and open the printer for ``url_text``. Never blocks on the network."""
-    url = parse_device_url(url_text)
-    options = options_for("printer", url)
-    spec = spec_for("printer", url.scheme)
-    printer = _construct(
-        spec, name, url, profile=profile, width_mm=width_mm, on_status=on_status, options=options
-    )
+def open_printer(name: str, url_text: str, **settings: Any) -> Printer:
+    """Build and open the printer for ``url_text``. Never blocks on the network.
+
+    ``settings`` go to the ``Printer`` base: ``profile`` (python-escpos'
+    capability profile, "default"), ``width_mm`` (80 or 58), ``on_status``.
+    """
+    printer = _open("printer", name, url_text, **settings)
     printer.open()
     return printer
 

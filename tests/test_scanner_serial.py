@@ -134,7 +134,7 @@ def test_link_repointed_by_someone_else_is_left_alone_on_close(tmp_path, rec):
 def test_pty_link_removed_while_running_is_recreated(tmp_path, rec, scanners):
     link = tmp_path / "scanner0"
     scanner = start(scanners, rec, "s", f"pty://{link}")
-    scanner.RELINK_CHECK_S = 0.0
+    scanner.LINK_CHECK_S = 0.0
     rec.wait_state(DeviceState.IDLE)
     os.unlink(link)
     wait_until(link.is_symlink)

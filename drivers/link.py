@@ -1,0 +1,55 @@
+"""A link: one open connection to a device over one medium, bytes in and out.
+
+Each medium has one module, used by scanners and printers alike:
+``link_serial`` (pyserial), ``link_tcp``, ``link_pty`` (the virtual
+scanner), ``link_usb`` (pyusb), ``link_file`` (a printer device file) and
+``link_input`` (evdev, keyboard wedges). A link raises only ``DeviceError``
+(its medium's ``ErrorMap`` translates the library's errors at the call);
+what the bytes mean is the driver's business.
+"""
+
+from __future__ import annotations
+
+from .errors import DeviceError
+
+__all__ = ["Link", "READ_CHUNK"]
+
+READ_CHUNK = 4096
+
+
+class Link:
+    """One open connection; a driver opens one per session (scanner) or per job (printer)."""
+
+    readable = True  # False: a write-only channel (a spool file), so status is never asked
+
+    def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
+        """Up to ``size`` bytes that arrive within ``timeout`` seconds; b"" if none.
+
+        Raise ``DeviceError("offline")`` when the device is gone.
+        """
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """Send all of ``data`` within the link's write timeout, or raise ``DeviceError``."""
+        raise NotImplementedError
+
+    def read_byte(self, timeout: float) -> int | None:
+        """One answer byte (a DLE EOT status), or None."""
+        data = self.read(timeout, 1)
+        return data[0] if data else None
+
+    def drain(self) -> None:
+        """Discard unread input (late answers, automatic status) before asking anew."""
+        try:
+            for _ in range(READ_CHUNK):  # bounded: a chatty device cannot keep us here
+                if not self.read(0.0):
+                    return
+        except DeviceError:
+            return
+
+    def check(self) -> None:
+        """Called while reads are quiet: raise ``DeviceError`` if the device vanished without an error."""
+
+    def close(self) -> None:
+        """Release the connection; never raises."""
+        raise NotImplementedError

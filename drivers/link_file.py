@@ -1,0 +1,72 @@
+"""File links: a printer device file (``/dev/usb/lp0``) or, for tests and spools, a plain file.
+
+A character device is opened read-write and non-blocking, so status answers
+can be read back; write-only when the posd user may only write to it. A
+regular file is truncated and written (one job per open), with no status.
+Writes are bounded by the link's timeout: a printer that stops taking data
+(cover open) must not hang the print worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import stat
+import time
+
+from .errors import DeviceError, ErrorMap
+from .link import READ_CHUNK, Link
+
+__all__ = ["FdLink", "open_file"]
+
+ERRORS = ErrorMap()
+
+
+def open_file(path: str, *, timeout: float) -> FdLink:
+    with ERRORS(path):
+        is_device = os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode)
+        if not is_device:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            return FdLink(fd, path, timeout, readable=False)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            readable = True
+        except PermissionError:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            readable = False
+    return FdLink(fd, path, timeout, readable)
+
+
+class FdLink(Link):
+    def __init__(self, fd: int, path: str, timeout: float, readable: bool) -> None:
+        self.fd, self.path, self.timeout, self.readable = fd, path, timeout, readable
+
+    def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
+        if not self.readable:
+            return b""
+        with ERRORS(f"{self.path}: read"):
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return b""
+            try:
+                return os.read(self.fd, size)
+            except BlockingIOError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        with ERRORS(self.path):
+            while view:
+                _, ready, _ = select.select([], [self.fd], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise DeviceError("offline", f"{self.path}: write timed out")
+                try:
+                    view = view[os.write(self.fd, view):]
+                except BlockingIOError:
+                    continue
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

@@ -1,0 +1,91 @@
+"""Pseudo-terminal links: the virtual scanner of ``pty://PATH``.
+
+posd creates a pseudo-terminal and points ``PATH`` (a symlink) at its slave,
+so anything can play the scanner by writing codes into that tty (``posd
+scan`` does). The slave is put in raw mode (no CR/NL translation, no echo)
+and kept open by us, so the master never sees EIO when writers come and go.
+``check()`` puts the symlink back if someone removed it (``/run`` cleaned).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import tty
+
+from .errors import ErrorMap
+from .link import READ_CHUNK, Link
+
+__all__ = ["PtyLink", "open_pty"]
+
+log = logging.getLogger(__name__)
+
+ERRORS = ErrorMap()
+
+
+def open_pty(link_path: str) -> PtyLink:
+    """A new pseudo-terminal whose slave ``link_path`` points at."""
+    with ERRORS("create pty"):
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)
+            name = os.ttyname(slave)
+            os.makedirs(os.path.dirname(os.path.abspath(link_path)), exist_ok=True)
+            _point_symlink(link_path, name)
+        except OSError:
+            os.close(master)
+            os.close(slave)
+            raise
+    log.info("pty %s linked at %s", name, link_path)
+    return PtyLink(master, slave, name, link_path)
+
+
+class PtyLink(Link):
+    def __init__(self, master: int, slave: int, slave_name: str, link_path: str) -> None:
+        self.master, self.slave, self.slave_name, self.link_path = master, slave, slave_name, link_path
+        self._warned_foreign_link = False
+
+    def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
+        with ERRORS("read"):
+            ready, _, _ = select.select([self.master], [], [], timeout)
+            return os.read(self.master, size) if ready else b""
+
+    def check(self) -> None:
+        """Re-create our symlink if someone removed it; leave it alone if it points elsewhere now."""
+        try:
+            target = os.readlink(self.link_path)
+        except FileNotFoundError:
+            log.warning("%s vanished, re-creating it", self.link_path)
+            with ERRORS("re-create the link"):
+                _point_symlink(self.link_path, self.slave_name)
+            return
+        except OSError:
+            return
+        if target != self.slave_name and not self._warned_foreign_link:
+            self._warned_foreign_link = True
+            log.warning("%s now points elsewhere; leaving it", self.link_path)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.readlink(self.link_path) == self.slave_name:
+                os.unlink(self.link_path)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _point_symlink(link_path: str, target: str) -> None:
+    """Atomically make ``link_path`` a symlink to ``target`` (temp link + rename)."""
+    directory, base = os.path.split(os.path.abspath(link_path))
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link_path)
+    except OSError:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,54 @@
+"""TCP links: a printer's raw port (9100) or a scanner bridge, ``tcp://HOST:PORT``.
+
+Any socket error means the peer cannot be reached (``offline``): refused,
+reset, unreachable, timed out. Writes are bounded by the link's timeout (a
+printer whose buffer stays full must not hang the print worker); reads wait
+with ``select`` and never block beyond the timeout they are given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+
+from .errors import DeviceError, ErrorMap
+from .link import READ_CHUNK, Link
+
+__all__ = ["TcpLink", "connect"]
+
+ERRORS = ErrorMap(default="offline", denied="permission denied")
+
+
+def connect(host: str, port: int, *, timeout: float) -> TcpLink:
+    """Connect within ``timeout`` seconds; later writes get the same bound."""
+    with ERRORS(f"connect to {host}:{port}"):
+        sock = socket.create_connection((host, port), timeout=timeout)
+    return TcpLink(sock, timeout)
+
+
+class TcpLink(Link):
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock, self.timeout = sock, timeout
+
+    def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
+        with ERRORS("read"):
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return b""
+            try:
+                data = self.sock.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return b""
+        if not data:
+            raise DeviceError("offline", "connection closed by the peer")
+        return data
+
+    def write(self, data: bytes) -> None:
+        with ERRORS("send"):
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -74,3 +74,40 @@ def test_every_module_imports_alone():
         if proc.returncode:
             failures[name] = err[-1500:]
     assert not failures, failures
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (drivers import their libraries lazily)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+# How bytes reach a device. Only the link modules (one per medium) open one; discovery only lists them.
+DEVICE_IO = {"socket", "select", "tty", "termios", "serial", "usb", "evdev"}
+LINK_USERS = {"discovery"}
+# Byte-level protocols: pure functions from bytes or events to values (ENGINEERING.md habit 4).
+PURE_PROTOCOLS = ["escpos_tokens", "escpos_text", "printer_status", "framing", "track", "keymaps", "symbology"]
+
+
+def test_only_the_link_modules_reach_devices():
+    for path in sorted((ROOT / "drivers").glob("*.py")):
+        if path.stem.startswith("link") or path.stem in LINK_USERS:
+            continue
+        io = {n for n in imported_names(path) if n.split(".")[0] in DEVICE_IO}
+        assert not io, f"drivers/{path.name} imports {sorted(io)}: open devices through a drivers/link_*.py module"
+
+
+@pytest.mark.parametrize("stem", PURE_PROTOCOLS)
+def test_byte_protocols_do_no_io(stem):
+    names = imported_names(ROOT / "drivers" / f"{stem}.py")
+    io = {n for n in names if n.split(".")[0] in DEVICE_IO | {"os", "threading", "subprocess", "time"}}
+    drivers = {n for n in names if n.startswith("posd.drivers")}
+    assert not io and not drivers, f"{stem} is a pure protocol but imports {sorted(io | drivers)}"
+    relative = [node.module for node in ast.walk(ast.parse((ROOT / "drivers" / f"{stem}.py").read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level == 1]
+    assert set(relative) <= {"codepages", "escpos_tokens", "framing", "symbology"}, (stem, relative)

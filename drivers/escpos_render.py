@@ -26,6 +26,7 @@ import logging
 import re
 import textwrap
 import threading
+import unicodedata
 from typing import Iterator, Mapping
 
 from PIL import Image
@@ -34,7 +35,7 @@ from posd.core.slip_doc import (
     Barcode, Block, CodePageTable, Columns, Feed, Progress, QRCode, Rule, SlipDocument, Text,
 )
 
-from . import codes
+from . import codes, escpos_raster
 from .codepages import CodePage, choose_code_page, code_pages_for, encode
 from .escpos_lib import CAPABILITIES, Dummy, EscposError, get_profile
 from .raster_text import CELL_W, RasterText, has_rtl
@@ -57,8 +58,7 @@ PAPER_DOTS: dict[int, int] = {58: 384, 80: 576}  # printable dots per line at 20
 
 _STDOUT_LOCK = threading.Lock()
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_GS, _ESC = b"\x1d", b"\x1b"
-_RASTER_ROWS = 256  # rows per GS v 0 command: small enough for any printer's buffer
+_ESC = b"\x1b"
 _BAR_HEIGHT = 80
 
 
@@ -134,28 +134,34 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 class _SlipRenderer:
-    def __init__(self, doc: SlipDocument, profile: str, columns: int, *,
+    def __init__(self, doc: SlipDocument, profile: str, width_mm: int, *,
                  code_pages: Mapping[int, str] | None = None) -> None:
         self.doc = doc
-        self.columns = columns
+        self.columns = columns_for(profile, width_mm)
         self.p = Dummy(profile=profile)
         # Everything is laid out on the text columns' dots (504 of a TM-T88V's
-        # 512), so a printer driver and a preview give the very same bytes.
-        self.dots = columns * CELL_W
+        # 512) from the left edge, so a printer driver and a preview give the
+        # very same bytes; ``paper`` is the print area that ESC a justifies in.
+        self.dots = self.columns * CELL_W
+        self.paper = dots_for(profile, width_mm)
         self.rtl = doc.direction == "rtl"
         self.pages = code_pages_for(profile, code_pages)
         # Right-to-left text is always drawn, so it must not pull the page
         # towards CP864/CP1256 (a Persian name on a Polish slip).
         texts = [t for t in _doc_texts(doc) if not has_rtl(t)]
-        self.page: CodePage | None = None if self.rtl else choose_code_page(texts, self.pages)
+        self.page: CodePage | None = choose_code_page(texts, self.pages)
         self.can_raster = bool(self.p.profile.supports("bitImageRaster"))
         # Raster text spans the text columns, so it lines up with printed text.
-        self.raster = RasterText(columns * CELL_W, self.rtl)
+        self.raster = RasterText(self.dots, self.rtl)
+        # What the printer is set to, so a line sends only what changes.
+        self.bold, self.double, self.align = False, False, "left"  # as ESC @ leaves it
+        self.blank = 0  # white rows owed to the paper before the next thing printed
 
     def render(self) -> bytes:
         self.p.hw("INIT")
         for block in self.doc.blocks:
             self.block(block)
+        self.flush_blank()
         if self.doc.cut:
             self.p.cut()
         return self.p.output
@@ -173,6 +179,7 @@ class _SlipRenderer:
         elif isinstance(block, QRCode):
             self.qr(block)
         elif isinstance(block, Feed):
+            self.flush_blank()
             self.p.ln(max(0, min(block.lines, 255)))
         elif isinstance(block, Progress):
             self.progress(block)
@@ -182,19 +189,42 @@ class _SlipRenderer:
             raise TypeError(f"unknown slip block {type(block).__name__}")
 
     def style(self, align: str, bold: bool, double: bool) -> None:
-        self.p.set(
-            align=align, bold=bold, double_width=double, double_height=double,
-            normal_textsize=not double,
-        )
-        # Re-select the code page after every style change: clone printers
-        # forget it on a font/mode switch (and always after ESC @).
+        """Set up a text line: only what differs from the printer's state is sent."""
+        self.flush_blank()
+        if self.double != double:  # ESC ! also ends emphasis
+            self.p._raw(_ESC + b"!" + (b"\x30" if double else b"\x00"))
+            self.double, self.bold = double, False
+        if self.bold != bold:
+            self.p._raw(_ESC + b"E" + (b"\x01" if bold else b"\x00"))
+            self.bold = bold
+        self.justify(align)
+        # Re-select the code page before every text line: clone printers
+        # forget it on a font/mode switch, after images, and after ESC @.
         if self.page is not None:
             self.p._raw(_ESC + b"t" + bytes([self.page.slot]))
 
+    def justify(self, align: str) -> None:
+        """ESC a: text lines, and images too, are placed by the printer."""
+        if self.align != align:
+            self.p._raw(_ESC + b"a" + {"left": b"\x00", "center": b"\x01", "right": b"\x02"}[align])
+            self.align = align
+
+    def flush_blank(self) -> None:
+        """Feed the white rows images left below them, before anything else prints."""
+        if self.blank:
+            self.p._raw(escpos_raster.blank_feed(self.blank))
+            self.blank = 0
+
     # -- text -------------------------------------------------------------
     def _encoded(self, lines: list[str]) -> list[bytes] | None:
-        """The lines in the slip's code page, or None: draw them instead."""
-        if self.rtl or any(has_rtl(line) for line in lines):
+        """The lines in the slip's code page, or None: draw them instead.
+
+        On a right-to-left slip only lines that read the same in either
+        direction print as text (Latin from a letter to a letter or digit: a
+        voucher code, a Latin name); anything else is drawn with bidi."""
+        if any(has_rtl(line) for line in lines):
+            return None
+        if self.rtl and not all(_reads_the_same_rtl(line) for line in lines):
             return None
         out = [encode(line, self.page) for line in lines]
         return None if any(b is None for b in out) else out  # type: ignore[return-value]
@@ -211,9 +241,9 @@ class _SlipRenderer:
         lines = _wrap(block.text, width)
         encoded = self._encoded(lines)
         if encoded is None and self.can_raster:
-            self.style("left", False, False)
-            return self.image(self.raster.text(Text(_clean(block.text), block.align, block.bold, block.double)))
-        self.style(block.align, block.bold, block.double)
+            return self.image(self.raster.text(Text(_clean(block.text), block.align, block.bold, block.double)),
+                              prefer=self.raster.side(block.align))
+        self.style(self.raster.side(block.align), block.bold, block.double)
         self._send_lines(lines, encoded)
 
     def columns_line(self, block: Columns) -> None:
@@ -224,37 +254,34 @@ class _SlipRenderer:
             lines[-1] = last + " " * (self.columns - len(last) - len(right)) + right
         else:
             lines.append(right.rjust(self.columns))
-        encoded = self._encoded(lines)
+        encoded = None if self.rtl else self._encoded(lines)  # an RTL line's label is on the right
         if encoded is None and self.can_raster:
-            self.style("left", False, False)
             return self.image(self.raster.columns(Columns(left, _clean(block.right), block.bold)))
         self.style("left", block.bold, False)
         self._send_lines(lines, encoded)
 
     def progress(self, block: Progress) -> None:
-        self.style("left", False, False)
         if self.can_raster:
-            return self.image(self.raster.progress(block.fraction))
+            return self.image(self.raster.progress(block.fraction), prefer="center")
+        self.style("left", False, False)
         inner = self.columns - 2
         filled = int(round(inner * max(0.0, min(1.0, block.fraction))))
         self.p._raw(b"[" + b"#" * filled + b"-" * (inner - filled) + b"]\n")
 
     # -- images and codes -------------------------------------------------
-    def image(self, img: Image.Image, align: str = "left") -> None:
-        """``img`` as GS v 0 raster, placed on a line of the paper's width."""
-        img = img.convert("1")
-        line_w = self.dots if align == "center" else max(img.width, self.columns * CELL_W)
-        width = (min(max(line_w, img.width), self.dots) + 7) // 8 * 8
-        paper = Image.new("1", (width, img.height), 1)
-        x = (width - img.width) // 2 if align == "center" else 0
-        paper.paste(img, (max(0, x), 0))
-        self.p.set(align="left")
-        raw = bytes(b ^ 0xFF for b in paper.tobytes())  # mode 1 packs white as 1; ESC/POS prints 1s
-        row_bytes = width // 8
-        for top in range(0, paper.height, _RASTER_ROWS):
-            rows = min(_RASTER_ROWS, paper.height - top)
-            self.p._raw(_GS + b"v0\x00" + row_bytes.to_bytes(2, "little") + rows.to_bytes(2, "little")
-                        + raw[top * row_bytes : (top + rows) * row_bytes])
+    def image(self, img: Image.Image, align: str = "left", prefer: str | None = None) -> None:
+        """``img`` on the text columns (from their left edge, or centred on
+        them), sent as its inked bands only (``escpos_raster``)."""
+        if img.width > self.dots:
+            img = img.crop((0, 0, self.dots, img.height))
+        x = (self.dots - img.width) // 2 if align == "center" else 0
+        bands, after = escpos_raster.ink_bands(img, x, self.paper, prefer or align)
+        for band in bands:
+            self.blank += band.feed
+            self.flush_blank()
+            self.justify(band.align)
+            self.p._raw(escpos_raster.raster_bytes(band))
+        self.blank += after
 
     def barcode(self, block: Barcode) -> None:
         self.style("center", False, False)
@@ -284,6 +311,7 @@ class _SlipRenderer:
             with _quiet_stdout():
                 self.p.barcode(code, block.symbology, height=_BAR_HEIGHT, width=max(2, module), pos="BELOW",
                                font="A", align_ct=True)
+            self.align = "center"  # align_ct sends ESC a 1
         except EscposError as exc:
             log.warning("slip %s: %s barcode not printable (%s); printing it as text",
                         self.doc.slip_id, block.symbology, type(exc).__name__)
@@ -318,6 +346,17 @@ class _SlipRenderer:
             self.p._raw(_ESC + b"t" + bytes([self.page.slot]))
 
 
+def _reads_the_same_rtl(line: str) -> bool:
+    """Whether ``line`` looks the same laid out right to left (Unicode bidi):
+    no right-to-left or Arabic-number characters, and it starts with a
+    left-to-right letter and ends with one or a digit, so the neutrals
+    between them stay in place (``V7K3-M9`` yes; ``10% off`` or ``Thanks!`` no)."""
+    text = line.strip()
+    if not text or any(unicodedata.bidirectional(c) in ("R", "AL", "AN") for c in text):
+        return False
+    return unicodedata.bidirectional(text[0]) == "L" and unicodedata.bidirectional(text[-1]) in ("L", "EN")
+
+
 def _doc_texts(doc: SlipDocument) -> Iterator[str]:
     for b in doc.blocks:
         if isinstance(b, Text):
@@ -335,4 +374,4 @@ def render_slip(doc: SlipDocument, profile: str = "default", width_mm: int = 80,
 
     ``code_pages`` (slot -> page name) replaces the profile's code-page table
     for clone printers whose slots differ from their model's."""
-    return _SlipRenderer(doc, profile, columns_for(profile, width_mm), code_pages=code_pages).render()
+    return _SlipRenderer(doc, profile, width_mm, code_pages=code_pages).render()

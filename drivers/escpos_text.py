@@ -108,8 +108,9 @@ def _show(page: _Page, command: object) -> None:
             page.codec = page.code_pages.get(slot)  # unknown slot: "?", as the PNG preview shows it
         case CharSize(width):
             page.double_width = width > 1
-        case Raster(width_bytes, rows):
-            page.block(f"[image {width_bytes * 8}x{rows}]")
+        case Raster(width_bytes, rows, data):
+            if data.strip(b"\x00"):  # a raster without ink is white paper fed, nothing to show
+                page.block(f"[image {width_bytes * 8}x{rows}]")
         case Tab():
             page.put(" " * (8 - page.cols % 8))
         case Init():

@@ -28,7 +28,7 @@ from posd.core.slip_doc import SlipDocument
 from . import link_file, link_serial, link_tcp, link_usb
 from .base import DeviceState, Printer
 from .errors import DeviceError, PrinterError, printer_errors
-from .escpos_render import _SlipRenderer, check_printer_settings, columns_for, profile_code_pages
+from .escpos_render import check_printer_settings, columns_for, profile_code_pages, render_slip
 from .escpos_text import escpos_to_text
 from .link import Link
 from .printer_status import PrinterStatus, query_status
@@ -51,7 +51,7 @@ class EscposPrinter(Printer):
         self.columns = columns_for(self.profile, self.width_mm)
 
     def render(self, doc: SlipDocument) -> bytes:
-        return _SlipRenderer(doc, self.profile, self.columns).render()
+        return render_slip(doc, self.profile, self.width_mm)
 
     def preview_text(self, data: bytes) -> str:
         """A readable rendering of ESC/POS ``data`` as this printer would print it."""

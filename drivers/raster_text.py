@@ -76,12 +76,12 @@ class RasterText:
         for paragraph in block.text.split("\n"):
             run = _Run(paragraph, block.bold, scale, self.rtl)
             lines += [(run, line) for line in self._wrap(run, paragraph)]
-        align = self._side(block.align)
+        align = self.side(block.align)
         return self._draw([[(run, line, align)] for run, line in lines], scale)
 
     def columns(self, block: Columns) -> Image.Image:
         left, right = _Run(block.left, block.bold, 1, self.rtl), _Run(block.right, block.bold, 1, self.rtl)
-        start, end = self._side("left"), self._side("right")
+        start, end = self.side("left"), self.side("right")
         if left.width() + 2 * CELL_W + right.width() <= self.width:
             return self._draw([[(left, block.left, start), (right, block.right, end)]], 1)
         rows = [[(left, line, start)] for line in self._wrap(left, block.left)]
@@ -104,7 +104,7 @@ class RasterText:
         return img
 
     # -- layout -----------------------------------------------------------
-    def _side(self, align: str) -> str:
+    def side(self, align: str) -> str:
         """Slip alignment in the document's direction: "left" means the start."""
         if self.rtl and align in ("left", "right"):
             return "right" if align == "left" else "left"

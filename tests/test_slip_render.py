@@ -22,6 +22,8 @@ from posd.core.slip_doc import SlipDocument, Text
 from posd.drivers.escpos_png import escpos_to_png
 from posd.drivers.escpos_render import dots_for, profile_code_pages, render_slip
 from posd.drivers.escpos_text import escpos_to_text
+from posd.drivers.escpos_tokens import Align, tokenize
+from posd.drivers.escpos_tokens import Text as TextBytes
 from posd.drivers.printer_preview import slip_png
 from posd.drivers.raster_text import RasterText
 from tests.support.slip_samples import sample
@@ -168,3 +170,34 @@ def test_rendering_a_document_twice_gives_the_same_bytes_and_picture():
     assert slip_png(doc) == slip_png(doc)
     empty = slip_png(SlipDocument("E", "en"))
     assert empty.startswith(b"\x89PNG")
+
+
+def test_latin_lines_on_a_persian_slip_print_as_text_and_the_rest_is_drawn():
+    data, img = paper("redemption", "fa", 80)
+    texts = [c.data for c in tokenize(data) if isinstance(c, TextBytes)]
+    assert b"QV-55XR-2231" in texts  # the voucher code under its QR, in the printer's font
+    assert all(set(t) <= set(b"-") or t in (b"QV-55XR-2231",) for t in texts), texts
+    # a Latin line whose ends would move in a right-to-left paragraph is drawn, as bidi lays it out
+    for line in ("Thanks!", "10% off", "(L01)"):
+        doc = SlipDocument("S", "fa", "rtl", blocks=(Text(line),))
+        assert line.encode() not in render_slip(doc, "TM-T88V", 80), line
+    doc = SlipDocument("S", "fa", "rtl", blocks=(Text("S001 / L01"), Text("V7K3-M9", align="right")))
+    sent = list(tokenize(render_slip(doc, "TM-T88V", 80)))
+    assert TextBytes(b"S001 / L01") in sent and TextBytes(b"V7K3-M9") in sent
+    # start-aligned on a right-to-left slip is the right edge; its end the left one
+    assert sent[sent.index(TextBytes(b"S001 / L01")) - 1] == Align("right")
+    assert sent[sent.index(TextBytes(b"V7K3-M9")) - 1] == Align("left")
+
+
+def test_no_printer_profile_has_a_code_page_that_prints_persian():
+    """Why Persian is drawn on every printer: CP864 lacks پ چ ژ گ ک ی and Persian
+    digits, CP720 and CP1256 hold letters unshaped and in logical order (the printer
+    would print them apart, left to right) and lack Persian digits; Iran System is in
+    no profile. Should a profile gain such a page, this test says to look again."""
+    from posd.drivers.codepages import code_pages_for
+    from posd.drivers.escpos_render import known_profiles
+
+    persian = "پچژگکی۰۱۲۳۴۵۶۷۸۹"
+    for profile in known_profiles():
+        for page in code_pages_for(profile).values():
+            assert not all(page.can_encode(c) for c in persian), (profile, page.name)

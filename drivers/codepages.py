@@ -19,6 +19,7 @@ __all__ = [
     "CodePage",
     "code_pages_for",
     "choose_code_page",
+    "rank_code_pages",
     "encode",
     "decode_byte",
     "EPSON_CODE_PAGES",
@@ -140,19 +141,21 @@ def decode_byte(byte: int, codec: str | None) -> str:
         return "?"
 
 
-def choose_code_page(texts: Iterable[str], pages: Mapping[int, CodePage]) -> CodePage | None:
-    """The page covering most of the non-ASCII characters of ``texts`` (ties:
-    the preferred Polish pages, then the lowest slot); None for plain ASCII."""
+def rank_code_pages(texts: Iterable[str], pages: Mapping[int, CodePage]) -> list[CodePage]:
+    """The pages that print any of the non-ASCII characters of ``texts``, best
+    first: most characters covered, then the preferred Polish pages, then the
+    lowest slot. Empty for plain ASCII."""
     chars = {c for t in texts for c in t if ord(c) >= 0x80}
-    if not chars:
-        return None
-    best, best_key = None, None
+    ranked = []
     for page in pages.values():
         covered = sum(1 for c in chars if page.can_encode(c))
-        if covered == 0:
-            continue
-        rank = _PREFERRED.index(page.name) if page.name in _PREFERRED else len(_PREFERRED)
-        key = (-covered, rank, page.slot)
-        if best_key is None or key < best_key:
-            best, best_key = page, key
-    return best
+        if covered:
+            rank = _PREFERRED.index(page.name) if page.name in _PREFERRED else len(_PREFERRED)
+            ranked.append(((-covered, rank, page.slot), page))
+    return [page for _, page in sorted(ranked, key=lambda kp: kp[0])]
+
+
+def choose_code_page(texts: Iterable[str], pages: Mapping[int, CodePage]) -> CodePage | None:
+    """The page a slip with ``texts`` is printed in (``rank_code_pages``' first); None for plain ASCII."""
+    ranked = rank_code_pages(texts, pages)
+    return ranked[0] if ranked else None

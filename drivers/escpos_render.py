@@ -331,17 +331,22 @@ class _SlipRenderer:
             self._send_lines([_clean(block.data)[: self.columns]], None)
 
     def code_page_table(self, block: CodePageTable) -> None:
-        """Bytes 0x80-0xFF under ``ESC t slot``, 16 to a row, for print-test."""
+        """Bytes 0x80-0xFF under ``ESC t slot``, 16 to a row, or the sample in that slot's page."""
         self.style("left", True, False)
         label = _clean(block.label or f"ESC t {block.slot}")[: self.columns]
         self.p._raw(label.encode("ascii", "replace") + b"\n")
         self.style("left", False, False)
         self.p._raw(_ESC + b"t" + bytes([block.slot & 0xFF]))
-        spaced = self.columns >= 36
-        for high in range(8, 16):
-            row = bytes(range(high * 16, high * 16 + 16))
-            body = b" ".join(bytes([c]) for c in row) if spaced else row
-            self.p._raw(f"{high:X}x  ".encode() + body + b"\n")
+        page = self.pages.get(block.slot)
+        sample = encode(_clean(block.sample), page) if block.sample else None
+        if sample is not None:
+            self.p._raw(sample + b"\n")
+        else:
+            spaced = self.columns >= 36
+            for high in range(8, 16):
+                row = bytes(range(high * 16, high * 16 + 16))
+                body = b" ".join(bytes([c]) for c in row) if spaced else row
+                self.p._raw(f"{high:X}x  ".encode() + body + b"\n")
         if self.page is not None:  # back to the slip's own page
             self.p._raw(_ESC + b"t" + bytes([self.page.slot]))
 

@@ -3,11 +3,17 @@
 Store IT runs it after plugging a printer in. The sample slip shows the
 profile, paper and code page posd chose, Polish diacritics through that code
 page, Persian as raster, a voucher barcode and a QR (native or image, as the
-profile says). The table prints bytes 0x80-0xFF under every ``ESC t`` slot
-the profile lists, so a clone whose slots differ from its model's shows it
-on paper.
-"""
+profile says). The code-page table shows on paper what the printer really
+has in its ``ESC t`` slots, so a clone whose slots differ from its model's
+shows it. It prints, by ``--code-pages``:
 
+- ``chosen`` (the default, a hand's length of paper): bytes 0x80-0xFF under
+  the slot posd prints Polish in and under slot 0 (the page after power-on),
+  then the Polish letters under each other slot posd would fall back to;
+- ``all``: bytes 0x80-0xFF under every slot the profile lists (metres of
+  paper on a clone listing 60 slots);
+- ``N`` or ``N,M``: bytes 0x80-0xFF under those slots, listed or not.
+"""
 from __future__ import annotations
 
 from datetime import datetime
@@ -15,13 +21,15 @@ from datetime import datetime
 from posd.core.slip import SlipData, build_slip
 from posd.core.slip_doc import CodePageTable, Columns, Feed, Rule, SlipDocument, Text
 
-from .codepages import choose_code_page, code_pages_for
+from .codepages import choose_code_page, code_pages_for, rank_code_pages
 from .escpos_lib import get_profile
 from .escpos_render import columns_for
 
-__all__ = ["print_test_documents", "POLISH_SAMPLE", "PERSIAN_SAMPLE"]
+__all__ = ["print_test_documents", "code_page_table", "parse_code_pages", "POLISH_SAMPLE", "PERSIAN_SAMPLE",
+           "POLISH_LETTERS"]
 
 POLISH_SAMPLE = "Zażółć gęślą jaźń ZAŻÓŁĆ GĘŚLĄ JAŹŃ"
+POLISH_LETTERS = "ąćęłńóśźż ĄĆĘŁŃÓŚŹŻ"
 PERSIAN_SAMPLE = "آزمایش چاپگر: گچ پژو ی ۰۱۲۳۴۵۶۷۸۹"
 
 
@@ -39,8 +47,24 @@ def _sample_slip(slip_id: str, locale: str, store_id: str, lane_id: str, now: da
     )
 
 
+def parse_code_pages(text: str) -> str | tuple[int, ...]:
+    """``--code-pages``: "chosen", "all", or slots "N" / "N,M" (0-255); ValueError otherwise."""
+    value = text.strip().lower()
+    if value in ("chosen", "all"):
+        return value
+    try:
+        slots = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(f"expected chosen, all or ESC t slot numbers such as 18,45; got {text!r}") from None
+    bad = [n for n in slots if not 0 <= n <= 255]
+    if bad:
+        raise ValueError(f"an ESC t slot is 0-255; got {bad[0]}")
+    return slots
+
+
 def print_test_documents(profile: str, width_mm: int, locale: str, *, store_id: str = "", lane_id: str = "",
-                   now: datetime | None = None) -> list[SlipDocument]:
+                         now: datetime | None = None,
+                         code_pages: str | tuple[int, ...] = "chosen") -> list[SlipDocument]:
     """The test slip, then the code-page table, for this printer."""
     now = now or datetime.now()
     stamp = now.strftime("%Y%m%d-%H%M%S")
@@ -57,14 +81,37 @@ def print_test_documents(profile: str, width_mm: int, locale: str, *, store_id: 
     info.append(Columns("Polish", f"ESC t {page.slot} {page.name}" if page else "raster (no code page)"))
     info += [Text(POLISH_SAMPLE), Text(PERSIAN_SAMPLE), Rule(), Feed(1)]
     test_slip = SlipDocument(slip.slip_id, slip.locale, slip.direction, tuple(info) + slip.blocks)
-    return [test_slip, code_page_table(profile, f"print-test-codepages-{stamp}")]
+    return [test_slip, code_page_table(profile, f"print-test-codepages-{stamp}", code_pages)]
 
 
-def code_page_table(profile: str, slip_id: str) -> SlipDocument:
-    slots = {int(k): v for k, v in get_profile(profile).codePages.items()}
-    blocks: list = [Text("Code pages", align="center", bold=True, double=True),
-                    Text(f"{profile}: bytes 0x80-0xFF per ESC t slot", align="center"), Rule()]
-    for slot, name in sorted(slots.items()):
-        blocks += [CodePageTable(slot, f"ESC t {slot}: {name}"), Feed(1)]
+def code_page_table(profile: str, slip_id: str, which: str | tuple[int, ...] = "chosen") -> SlipDocument:
+    """The code-page table ``--code-pages`` asks for (module docstring)."""
+    listed = {int(k): str(v) for k, v in get_profile(profile).codePages.items()}
+    blocks: list = [Text("Code pages", align="center", bold=True, double=True)]
+    if which == "chosen":
+        blocks += _chosen_tables(profile, listed)
+    else:
+        slots = sorted(listed) if which == "all" else list(which)
+        blocks += [Text(f"{profile}: bytes 0x80-0xFF per ESC t slot", align="center"), Rule()]
+        for slot in slots:
+            blocks += [CodePageTable(slot, f"ESC t {slot}: {listed.get(slot, 'not in the profile')}"), Feed(1)]
     return SlipDocument(slip_id, "en", "ltr", tuple(blocks))
 
+
+def _chosen_tables(profile: str, listed: dict[int, str]) -> list:
+    polish = [p for p in rank_code_pages([POLISH_LETTERS], code_pages_for(profile))
+              if all(p.can_encode(c) for c in POLISH_LETTERS)]
+    blocks: list = [Text(f"{profile}: the slots posd uses", align="center"), Rule()]
+    if polish:
+        chosen = polish[0]
+        blocks += [CodePageTable(chosen.slot, f"ESC t {chosen.slot}: {chosen.name} (Polish)"), Feed(1)]
+    else:
+        blocks += [Text("No Polish code page: Polish prints as raster."), Feed(1)]
+    if 0 not in [p.slot for p in polish[:1]]:
+        blocks += [CodePageTable(0, f"ESC t 0: {listed.get(0, 'not in the profile')} (power-on)"), Feed(1)]
+    if polish[1:]:
+        blocks += [Text("Fallbacks, each should print:"), Text(POLISH_LETTERS)]
+        blocks += [CodePageTable(p.slot, f"ESC t {p.slot}: {p.name}", sample=POLISH_LETTERS) for p in polish[1:]]
+        blocks.append(Feed(1))
+    blocks += [Text("Persian: drawn, no page has it"), Text("Every slot: --code-pages all")]
+    return blocks

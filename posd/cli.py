@@ -92,7 +92,8 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         print(f"posd print-test: {exc}", file=sys.stderr)
         return 2
     docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
-                                store_id=config.lane.store_id, lane_id=config.lane.lane_id)
+                                store_id=config.lane.store_id, lane_id=config.lane.lane_id,
+                                code_pages=args.code_pages)
     try:
         for doc in docs:
             printer.print_document(doc)
@@ -103,6 +104,15 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     finally:
         printer.close()
     return 0
+
+
+def _code_pages_option(text: str) -> str | tuple[int, ...]:
+    from posd.drivers.print_test import parse_code_pages
+
+    try:
+        return parse_code_pages(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -155,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ptest = sub.add_parser("print-test", help="print a test slip and a code-page table on the configured printer")
     ptest.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    ptest.add_argument("--code-pages", default="chosen", type=_code_pages_option, metavar="chosen|all|N[,N]",
+                       help="code-page table: the slots posd uses (default), every slot of the profile, "
+                            "or the given ESC t slots")
     ptest.set_defaults(func=cmd_print_test)
 
     # `posd central ...` is dispatched in main() to posd.sync.central; listed here for --help

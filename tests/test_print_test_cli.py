@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import zxingcpp
 from PIL import Image
 
 from posd.cli import main
-from posd.drivers.escpos_render import profile_code_pages
+from posd.drivers.escpos_lib import get_profile
+from posd.drivers.escpos_png import escpos_to_png
+from posd.drivers.escpos_render import dots_for, profile_code_pages, render_slip
+from posd.drivers.print_test import POLISH_LETTERS, code_page_table, parse_code_pages
 from posd.drivers.escpos_text import escpos_to_text
 from tests.support.printer_emulator import PrinterEmulator
 
@@ -52,14 +56,53 @@ def test_print_test_on_a_preview_printer(tmp_path, capsys):
 
 def test_code_page_table_sends_every_slot_with_bytes_0x80_to_0xff(tmp_path):
     with PrinterEmulator() as emulator:
-        assert main(["print-test", "--config", config(tmp_path, emulator.url, locale="fa",
-                                                      profile="TSP600", width=58)]) == 0
+        assert main(["print-test", "--code-pages", "all", "--config",
+                     config(tmp_path, emulator.url, locale="fa", profile="TSP600", width=58)]) == 0
         jobs = emulator.wait_for_jobs(2, timeout=10)
     table = jobs[-1]
     for slot in (0, 5, 33):  # Star: CP437, CP852, CP1250
         assert b"\x1bt" + bytes([slot]) + b"8x  " + bytes(range(0x80, 0x90)) in table
     text = escpos_to_text(table, 32, code_pages=profile_code_pages("TSP600"))
     assert "ESC t 5: CP852" in text and "ą" in text  # 0xA5 under CP852
+    for slot, name in get_profile("TSP600").codePages.items():
+        assert f"ESC t {slot}: {name}" in text
+        assert b"\x1bt" + bytes([int(slot)]) + b"8x  " + bytes(range(0x80, 0x90)) in table
+
+
+def test_the_default_table_shows_the_slots_posd_uses_on_a_hands_length_of_paper():
+    """A clone listing 68 slots: the chosen page and slot 0 in full, each Polish
+    fallback as one line of Polish letters, in well under 25 cm."""
+    profile, width = "NT-5890K", 58
+    chosen = render_slip(code_page_table(profile, "cp"), profile, width)
+    every = render_slip(code_page_table(profile, "cp", "all"), profile, width)
+    pages = profile_code_pages(profile)
+    text = escpos_to_text(chosen, 32, code_pages=pages)
+    assert "ESC t 18: CP852 (Polish)" in text and "ESC t 0: CP437 (power-on)" in text
+    assert b"\x1bt\x12" + b"8x  " + bytes(range(0x80, 0x90)) in chosen
+    lines = text.splitlines()
+    fallbacks = [(i, line) for i, line in enumerate(lines) if line.startswith("ESC t ")][2:]
+    assert [line for _, line in fallbacks] == [
+        "ESC t 54: CP852", "ESC t 72: CP1250", "ESC t 25: CP1257", "ESC t 95: CP775"]
+    for i, _ in fallbacks:  # each prints the letters through its own slot
+        assert lines[i + 1] == POLISH_LETTERS
+    assert b"\x1bt\x48" + POLISH_LETTERS.encode("cp1250") + b"\n" in chosen
+    dots_per_cm = 203 / 2.54
+    chosen_cm = escpos_to_png(chosen, dots_for(profile, width), code_pages=pages).height / dots_per_cm
+    every_cm = escpos_to_png(every, dots_for(profile, width), code_pages=pages).height / dots_per_cm
+    assert chosen_cm < 25 < 200 < every_cm
+
+
+def test_code_pages_option_prints_the_slots_asked_for(tmp_path, capsys):
+    assert main(["print-test", "--code-pages", "18,45", "--config", config(tmp_path, "preview://slips")]) == 0
+    table = next((tmp_path / "slips").glob("print-test-codepages-*.txt")).read_text()
+    labels = [line for line in table.splitlines() if line.startswith("ESC t ")]
+    assert labels == ["ESC t 18: CP852", "ESC t 45: CP1250"]
+    with pytest.raises(SystemExit) as exc:
+        main(["print-test", "--code-pages", "300", "--config", config(tmp_path, "preview://slips")])
+    assert exc.value.code == 2 and "an ESC t slot is 0-255; got 300" in capsys.readouterr().err
+    assert parse_code_pages(" All ") == "all" and parse_code_pages("7") == (7,)
+    with pytest.raises(ValueError, match="expected chosen, all or ESC t slot numbers"):
+        parse_code_pages("cp852")
 
 
 def test_print_test_without_a_printer_says_so(tmp_path):

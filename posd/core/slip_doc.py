@@ -70,10 +70,13 @@ class Progress:
 @dataclass(frozen=True)
 class CodePageTable:
     """Bytes 0x80-0xFF printed under ``ESC t slot`` (print-test): shows
-    which characters the printer really has in that slot."""
+    which characters the printer really has in that slot. With ``sample``,
+    only that text is printed, in the page the profile names for the slot:
+    a one-line check that the slot holds that page."""
 
     slot: int
     label: str = ""
+    sample: str = ""
 
 
 Block = Union[Text, Columns, Rule, Barcode, QRCode, Feed, Progress, CodePageTable]

@@ -38,8 +38,8 @@ from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.client import CentralClient
-from posd.sync.relay import OutboxRelay, SyncPuller
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.relay import OutboxRelay, SyncPuller
 
 log = logging.getLogger("posd.daemon")
 

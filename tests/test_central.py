@@ -16,9 +16,9 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from posd.sync.central import CentralServer, is_loopback, parse_listen
-from posd.sync.client import CentralClient
-from posd.sync.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
+from posd.sync.central.server import CentralServer, is_loopback, parse_listen
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import encode_batch, signed_headers, verify_request
 from tests.support.central_fixture import (
     LANE_ID,
@@ -418,7 +418,7 @@ def test_non_loopback_listen_is_refused_without_allow_remote(tmp_path):
 def test_cli_serves_until_sigterm(tmp_path):
     seed_file = tmp_path / "seed.json"
     seed_file.write_text(json.dumps(default_seed()))
-    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
+    cmd = [sys.executable, "-m", "posd.sync.central.server", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
            "--seed", str(seed_file), "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -440,7 +440,7 @@ def test_cli_serves_until_sigterm(tmp_path):
 
 
 def test_cli_refuses_a_public_listen_address(tmp_path):
-    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "c.db")]
+    cmd = [sys.executable, "-m", "posd.sync.central.server", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "c.db")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "allow-remote" in done.stderr
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from posd.sync.central_store import CentralStore
+from posd.sync.central.store_sqlite import CentralStore
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
 
 HOUR = 3600.0

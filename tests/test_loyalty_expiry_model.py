@@ -29,8 +29,8 @@ from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central_store import CentralStore
-from posd.sync.ports import EventResult
+from posd.sync.central.store_sqlite import CentralStore
+from posd.sync.lane.ports import EventResult
 
 MEMBERS = ("m1", "m2")
 PROGRAM = {

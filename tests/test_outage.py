@@ -19,8 +19,8 @@ import pytest
 
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central import FAULTS, CentralServer
-from posd.sync.relay import OutboxRelay, SyncPuller
+from posd.sync.central.server import FAULTS, CentralServer
+from posd.sync.lane.relay import OutboxRelay, SyncPuller
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posd.sync import protocol as p
-from posd.sync.errors import BatchError, CentralProtocolError, SignatureError
-from posd.sync.ports import EventResult
+from posd.sync.protocol import BatchError, CentralProtocolError, SignatureError
+from posd.sync.protocol import EventResult
 from tests.support.central_fixture import make_event
 
 SECRET = b"store-secret"

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from posd.sync.errors import CentralRequestRejected
-from posd.sync.ports import EventResult
-from posd.sync.relay import MAX_RETRY_AFTER, OutboxRelay, SyncPuller, backoff_delay
+from posd.sync.lane.errors import CentralRequestRejected
+from posd.sync.lane.ports import EventResult
+from posd.sync.lane.relay import MAX_RETRY_AFTER, OutboxRelay, SyncPuller, backoff_delay
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from posd.sync.central import CentralServer
-from posd.sync.client import CentralClient
-from posd.sync.ports import EventResult, OutboxEvent, OutboxStats
+from posd.sync.central.server import CentralServer
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
 
 STORE_ID = "S001"
 LANE_ID = "L01"

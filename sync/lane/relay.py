@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from posd.faults import crash_point
-from posd.sync.errors import (
+from posd.sync.lane.errors import (
     CentralAuthError,
     CentralProtocolError,
     CentralRequestRejected,
@@ -28,7 +28,7 @@ from posd.sync.errors import (
     LaneIdentityConflict,
     SyncError,
 )
-from posd.sync.ports import CachePort, EventResult, OutboxEvent, OutboxPort
+from posd.sync.lane.ports import CachePort, EventResult, OutboxEvent, OutboxPort
 from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 
 log = logging.getLogger("posd.sync.relay")

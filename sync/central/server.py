@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from posd.sync.central_store import CentralStore
-from posd.sync.errors import BatchError, SignatureError
+from posd.sync.central.store_sqlite import CentralStore
 from posd.sync.protocol import (
+    BatchError,
+    SignatureError,
     HEADER_LANE,
     HEADER_STORE,
     MAX_BATCH_BYTES,

@@ -39,7 +39,8 @@ from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.client import CentralClient
-from posd.sync.lane.relay import OutboxRelay, SyncPuller
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 
 log = logging.getLogger("posd.daemon")
 

@@ -20,7 +20,8 @@ import pytest
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.central.server import FAULTS, CentralServer
-from posd.sync.lane.relay import OutboxRelay, SyncPuller
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,

@@ -43,7 +43,8 @@ from posd.storage.outbox import LedgerOutbox
 from posd.sync.central.server import CentralServer
 from posd.sync.lane.client import CentralClient
 from posd.sync.protocol import secret_from_text
-from posd.sync.lane.relay import OutboxRelay, SyncPuller
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 
 SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
 STORE, LANE = "S001", "L01"

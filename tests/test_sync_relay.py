@@ -13,7 +13,9 @@ import pytest
 
 from posd.sync.lane.errors import CentralRequestRejected
 from posd.sync.lane.ports import EventResult
-from posd.sync.lane.relay import MAX_RETRY_AFTER, OutboxRelay, SyncPuller, backoff_delay
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
+from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,

@@ -19,7 +19,8 @@ import pytest
 
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central.server import FAULTS, CentralServer
+from posd.sync.central.faults import FAULTS
+from posd.sync.central.server import CentralServer
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from tests.support.central_fixture import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,18 @@ def test_every_module_imports_alone():
         if proc.returncode:
             failures[name] = err[-1500:]
     assert not failures, failures
+
+
+def test_every_folder_of_the_tree_is_an_installed_package():
+    """A folder missing from pyproject's package list works in the editable checkout and is
+    absent from the wheel (and setuptools warns about it): list every folder that holds files."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {name: str(folder.relative_to(ROOT)) for name, folder in PACKAGES.items()}
+    folders = set()
+    for package, root in PACKAGES.items():
+        for path in root.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                rel = path.parent.relative_to(root).parts
+                if not (package == "posd" and rel[:1] in (("drivers",), ("sync",))):
+                    folders.add(".".join([package, *rel]))
+    assert folders == set(setuptools["packages"])

@@ -35,18 +35,6 @@ from tests.support.central_fixture import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def central(tmp_path):
-    with running_central(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def client(central):
-    with make_client(central) as c:
-        yield c
-
-
 def statuses(results):
     return [(r.seq, r.status, r.code, r.retryable) for r in results]
 

@@ -59,6 +59,14 @@ def default_seed() -> dict[str, Any]:
     return copy.deepcopy(_SEED)
 
 
+DEMO_SEED_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "demo-seed.json"
+
+
+def demo_seed() -> dict[str, Any]:
+    """A fresh copy of the demo's seed (config/demo-seed.json): the demo program and members."""
+    return json.loads(DEMO_SEED_FILE.read_text(encoding="utf-8"))
+
+
 @contextmanager
 def running_central(tmp_path: Path, seed: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[CentralServer]:
     """A started CentralServer on 127.0.0.1:0 with its db in ``tmp_path`` (created if

@@ -63,8 +63,7 @@ class CrashLane(LaneProcess):
     def reap(self) -> int:
         """Wait for the (killed) process; its return code."""
         code = self.proc.wait(30)
-        if not self._log_file.closed:
-            self._log_file.close()
+        self._ended()
         return code
 
 

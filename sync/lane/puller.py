@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from posd.sync.lane.errors import CentralProtocolError
 from posd.sync.lane.ports import CachePort
-from posd.sync.lane.worker import StatusCallback, Worker
+from posd.sync.lane.worker import Worker
 
 log = logging.getLogger("posd.sync.relay")
 
@@ -28,17 +26,10 @@ class SyncPuller(Worker):
         program_interval: float = 60.0,
         page_limit: int = 1000,
         max_pages: int = 10_000,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 60.0,
-        auth_retry_interval: float = 300.0,
-        rng: random.Random | None = None,
-        on_status: StatusCallback | None = None,
-        clock: Callable[[], float] = time.time,
+        **worker: Any,
     ) -> None:
-        super().__init__(
-            client, backoff_base=backoff_base, backoff_cap=backoff_cap, auth_retry_interval=auth_retry_interval,
-            rng=rng, on_status=on_status, clock=clock,
-        )
+        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        super().__init__(client, **worker)
         self._cache = cache
         self._member_interval, self._program_interval = member_interval, program_interval
         self._page_limit = page_limit

@@ -8,8 +8,6 @@ incarnation (docs/sync-protocol.md, lane identity).
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 from posd.faults import crash_point
 from posd.sync.lane.errors import CentralRequestRejected, LaneIdentityConflict, SyncError
 from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxPort
-from posd.sync.lane.worker import StatusCallback, Worker
+from posd.sync.lane.worker import Worker
 from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 
 log = logging.getLogger("posd.sync.relay")
@@ -37,20 +35,13 @@ class OutboxRelay(Worker):
         *,
         max_events: int = 500,
         max_bytes: int = 1_000_000,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 60.0,
         idle_interval: float = 1.0,
-        auth_retry_interval: float = 300.0,
-        rng: random.Random | None = None,
-        on_status: StatusCallback | None = None,
         on_identity: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.time,
         linger: float = 0.2,
+        **worker: Any,
     ) -> None:
-        super().__init__(
-            client, backoff_base=backoff_base, backoff_cap=backoff_cap, auth_retry_interval=auth_retry_interval,
-            rng=rng, on_status=on_status, clock=clock,
-        )
+        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        super().__init__(client, **worker)
         self._outbox = outbox
         self._on_identity = on_identity  # told when this ledger must sync under a new lane id
         self._base_lane = getattr(client, "lane_id", "lane")

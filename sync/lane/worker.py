@@ -48,13 +48,14 @@ class Worker:
         self,
         client: Any,
         *,
-        backoff_base: float,
-        backoff_cap: float,
-        auth_retry_interval: float,
-        rng: random.Random | None,
-        on_status: StatusCallback | None,
-        clock: Callable[[], float],
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        auth_retry_interval: float = 300.0,
+        rng: random.Random | None = None,
+        on_status: StatusCallback | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """The keyword arguments are every worker's; the relay and the puller pass them through."""
         self._client = client
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._auth_retry_interval = auth_retry_interval

@@ -435,6 +435,16 @@ def test_cli_refuses_a_public_listen_address(tmp_path):
     assert done.returncode == 2 and "allow-remote" in done.stderr
 
 
+@pytest.mark.parametrize("text, says", [("[]", "seed must be a JSON object"), ("[1", "line 1 column 3"),
+                                        ('{"stores": {"S001": {}}}', "'S001' needs a 'secret'")])
+def test_cli_names_what_is_wrong_with_a_seed_file(tmp_path, text, says):
+    (tmp_path / "seed.json").write_text(text)
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
+           "--seed", str(tmp_path / "seed.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
 # --- TLS and mutual TLS ---------------------------------------------------------------------------
 
 

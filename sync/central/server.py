@@ -85,7 +85,7 @@ class CentralServer:
         # Late-bound, so a test that swaps server.clock moves lot expiry too.
         self.store: CentralStore = open_store(db_path, clock=lambda: self.clock())
         try:
-            if seed:
+            if seed is not None:
                 self.store.seed(seed)
         except BaseException:
             self.store.close()

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
         _setup_logging(os.environ.get("POSD_LOG_LEVEL", "info"))
-        from posd.sync.central import main as central_main
+        from posd.sync.central.cli import main as central_main
 
         return central_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -38,8 +38,9 @@ from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.client import CentralClient
-from posd.sync.relay import OutboxRelay, SyncPuller
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 
 log = logging.getLogger("posd.daemon")
 
@@ -253,7 +254,7 @@ class Daemon:
                 log.error("the API could not listen on %s", cfg.api.listen)
                 return 1
             await asyncio.sleep(0.01)
-        self._start_scanners()
+        await asyncio.to_thread(self._start_scanners)  # opening devices and udev may block: off the loop
         notifier.ready(f"listening on {cfg.api.listen}")
         log.info("posd %s ready: store %s lane %s, API on http://%s", __version__, cfg.lane.store_id,
                  cfg.lane.lane_id, cfg.api.listen)
@@ -263,17 +264,23 @@ class Daemon:
         log.info("stopping")
         if watchdog:
             watchdog.cancel()
+        await asyncio.to_thread(self._stop_devices)  # joins their threads: off the loop, which still serves
+        server.should_exit = True
+        await serve
+        await asyncio.to_thread(self._stop_workers_and_close)
+        return 0
+
+    def _stop_devices(self) -> None:
         if getattr(self, "hotplug", None):
             self.hotplug.stop()
         for scanner in self.scanners:
             scanner.stop()
-        server.should_exit = True
-        await serve
+
+    def _stop_workers_and_close(self) -> None:
         self.relay.stop()
         self.puller.stop()
         self.print_worker.stop()
-        await asyncio.to_thread(self.close)
-        return 0
+        self.close()
 
     def _start_scanners(self) -> None:
         for name, scfg in self.config.scanners():

@@ -9,45 +9,37 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tty
-from pathlib import Path
 
 import pytest
 
-from tests.support.central_fixture import running_central
-from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.central_fixture import demo_seed
 
-SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
-SECRET = SEED["stores"]["S001"]["secret"]
 PAN = "4111111111111111"
 SWIPE = f"%B{PAN}^DOE/JOHN^2512101000000000000000000?;{PAN}=25121010000000000000?\r".encode()
 
 
 @pytest.fixture
-def msr_pty(tmp_path):
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    link = tmp_path / "lane" / "msr0"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.ttyname(slave))
-    yield master, link
-    os.close(master)
-    os.close(slave)
+def central_seed():
+    return demo_seed()
 
 
 @pytest.fixture
-def lane(tmp_path, msr_pty):
+def msr_pty(tmp_path, pty_pair):
+    master, slave = pty_pair()
+    link = tmp_path / "lane" / "msr0"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.ttyname(slave))
+    return master, link
+
+
+@pytest.fixture
+def lane(tmp_path, msr_pty, start_lane):
     _, link = msr_pty
-    with running_central(tmp_path / "central", SEED) as central:
-        port = free_port()
-        cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
-        cfg.write_text(cfg.read_text() + f'\n[[card_reader]]\nname = "msr"\nurl = "msr+serial://{link}?suffix=CR"\n')
-        proc = LaneProcess(cfg, port).start()
-        proc.wait_synced()
-        proc.wait_for(lambda: any(d["name"] == "msr" and d["state"] == "idle" for d in proc.health()["devices"]),
-                      what="card reader idle")
-        yield proc
-        proc.stop()
+    proc = start_lane(tmp_path / "lane",
+                      extra_config=f'\n[[card_reader]]\nname = "msr"\nurl = "msr+serial://{link}?suffix=CR"\n')
+    proc.wait_for(lambda: any(d["name"] == "msr" and d["state"] == "idle" for d in proc.health()["devices"]),
+                  what="card reader idle")
+    return proc
 
 
 def test_swiped_payment_card_leaves_no_digits_anywhere(lane, msr_pty):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import shutil
@@ -16,9 +17,10 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from posd.sync.central import CentralServer, is_loopback, parse_listen
-from posd.sync.client import CentralClient
-from posd.sync.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
+from posd.sync.central.cli import parse_listen
+from posd.sync.central.server import CentralServer, is_loopback
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import encode_batch, signed_headers, verify_request
 from tests.support.central_fixture import (
     LANE_ID,
@@ -31,18 +33,6 @@ from tests.support.central_fixture import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def central(tmp_path):
-    with running_central(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def client(central):
-    with make_client(central) as c:
-        yield c
 
 
 def statuses(results):
@@ -445,6 +435,16 @@ def test_cli_refuses_a_public_listen_address(tmp_path):
     assert done.returncode == 2 and "allow-remote" in done.stderr
 
 
+@pytest.mark.parametrize("text, says", [("[]", "seed must be a JSON object"), ("[1", "line 1 column 3"),
+                                        ('{"stores": {"S001": {}}}', "'S001' needs a 'secret'")])
+def test_cli_names_what_is_wrong_with_a_seed_file(tmp_path, text, says):
+    (tmp_path / "seed.json").write_text(text)
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
+           "--seed", str(tmp_path / "seed.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
 # --- TLS and mutual TLS ---------------------------------------------------------------------------
 
 
@@ -493,7 +493,7 @@ def test_mutual_tls(tmp_path, pki):
 
 
 def test_openapi_file_describes_every_protocol_route_and_limit():
-    from posd.sync.protocol import MAX_BATCH_EVENTS, RETRYABLE_CODES, validate_event
+    from posd.sync.protocol import MAX_BATCH_EVENTS, REJECTION_CODES, RETRYABLE_CODES, validate_event
 
     spec = json.loads((ROOT / "docs" / "sync-openapi.json").read_text())
     assert spec["openapi"].startswith("3.")
@@ -503,6 +503,7 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
     assert schemas["Batch"]["properties"]["events"]["maxItems"] == MAX_BATCH_EVENTS
     codes = set(schemas["Result"]["properties"]["code"]["enum"])
     assert RETRYABLE_CODES <= codes and {"seq_conflict", "unknown_member", "member_deleted"} <= codes
+    assert codes == set(REJECTION_CODES)
     assert validate_event({}) in codes
     for path in spec["paths"].values():
         for op in path.values():
@@ -536,3 +537,39 @@ def test_a_voucher_used_on_two_lanes_is_refused_the_second_time(tmp_path):
         b = lane2.push_batch("b4", [make_event(2, member_id="M0002", lane_id="L02", **campaign)])
         c = lane2.push_batch("b5", [make_event(3, member_id="M0001", lane_id="L02", **campaign)])
         assert [a[0].status, b[0].status, c[0].status] == ["accepted", "accepted", "rejected"]
+
+
+# --- the store interface is the server's only way to its data --------------------------------------------
+
+
+def test_the_sqlite_store_implements_the_store_interface(central):
+    from posd.sync.central.store import CentralStore
+
+    assert isinstance(central.store, CentralStore)
+
+
+def test_the_server_calls_only_what_the_store_interface_declares():
+    """A second engine implements CentralStore and nothing else: the server must not reach past it."""
+    from posd.sync.central.store import CentralStore
+
+    declared = {name for name in vars(CentralStore) if not name.startswith("_")}
+    source = ast.parse((ROOT / "sync" / "central" / "server.py").read_text())
+    used = {node.attr for node in ast.walk(source)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "store"}
+    assert used and used <= declared, sorted(used - declared)
+
+
+def test_every_protocol_code_the_server_answers_has_the_protocols_status():
+    from posd.sync.protocol import REQUEST_ERRORS
+
+    central_only = {"injected_fault", "admin_loopback_only", "bad_fault", "unknown_member"}  # faults and admin
+    source = ast.parse((ROOT / "sync" / "central" / "server.py").read_text())
+    answered = {}
+    for node in ast.walk(source):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "HttpError" and len(node.args) >= 2:
+            status, code = node.args[:2]
+            if isinstance(code, ast.Constant) and isinstance(status, ast.Constant):
+                answered[code.value] = status.value
+    assert len(answered) > 10
+    assert {c: s for c, s in answered.items() if c not in central_only} == {
+        c: REQUEST_ERRORS[c] for c in answered if c not in central_only}

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from posd.sync.central_store import CentralStore
+from posd.sync.central.store_sqlite import SqliteStore
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
 
 HOUR = 3600.0
@@ -204,7 +204,7 @@ def test_upsert_member_replaces_its_lots(central, client, clock):
 
 def test_a_central_db_from_before_lots_is_migrated_once(tmp_path):
     db = tmp_path / "central.db"
-    store = CentralStore(db)
+    store = SqliteStore(db)
     store.seed(default_seed())
     store.close()
     conn = sqlite3.connect(db)  # back to the old schema: balances only, no lots

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.central_fixture import running_central
+from tests.support.central_fixture import demo_seed, running_central
 from tests.support.crash import NAMED_POINTS, CrashRun
 
-SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
+SEED = demo_seed()
 
 
 def crash_run(tmp_path: Path, transactions: int, kills: int, rng_seed: int) -> dict:

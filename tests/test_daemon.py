@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -14,18 +13,16 @@ import pytest
 import requests
 
 from posd.sdnotify import Notifier
-from tests.support.central_fixture import running_central
+from tests.support.central_fixture import demo_seed
 from tests.support.lane import LaneProcess, free_port, lane_config
 
 ROOT = Path(__file__).parent.parent
-SEED = json.loads((ROOT / "config" / "demo-seed.json").read_text())
-SECRET = SEED["stores"]["S001"]["secret"]
+SECRET = demo_seed()["stores"]["S001"]["secret"]
 
 
 @pytest.fixture
-def central(tmp_path):
-    with running_central(tmp_path / "central", SEED) as server:
-        yield server
+def central_seed():
+    return demo_seed()
 
 
 def test_notifier_speaks_sd_notify(tmp_path):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 
-from tests.support.central_fixture import running_central
-from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.central_fixture import demo_seed
 from tests.support.printer_emulator import PrinterEmulator
 
-SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
-SECRET = SEED["stores"]["S001"]["secret"]
 ANNA = "2900000000018"  # gold, 1840 points
 ZAHRA = "2900000000032"  # basic
 
@@ -25,9 +21,8 @@ def sale(tid: str, member: str | None = ANNA, total: int = 12999) -> dict:
 
 
 @pytest.fixture
-def central(tmp_path):
-    with running_central(tmp_path / "central", SEED) as server:
-        yield server
+def central_seed():
+    return demo_seed()
 
 
 @pytest.fixture
@@ -38,14 +33,8 @@ def printer():
 
 
 @pytest.fixture
-def lane(tmp_path, central, printer):
-    port = free_port()
-    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET,
-                      printer=f"tcp://127.0.0.1:{printer.port}", port=port)
-    proc = LaneProcess(cfg, port).start()
-    proc.wait_synced()
-    yield proc
-    proc.stop()
+def lane(tmp_path, printer, start_lane):
+    return start_lane(tmp_path / "lane", printer=f"tcp://127.0.0.1:{printer.port}")
 
 
 def central_events(central, lane_id="L01"):

@@ -3,9 +3,7 @@ and a real daemon whose serial scanner is unplugged and replugged mid-stream."""
 
 from __future__ import annotations
 
-import json
 import queue
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,11 +11,8 @@ import pytest
 from posd.drivers import registry
 from posd.drivers.base import DeviceState
 from posd.drivers.hotplug import HotplugWatcher
-from tests.support.central_fixture import running_central
-from tests.support.lane import LaneProcess, free_port, lane_config
-from tests.test_scanner_serial import FakeSerialDevice, Recorder
-
-WAIT = 10.0
+from tests.support.central_fixture import demo_seed
+from tests.support.devices import WAIT, FakeSerialDevice, Recorder
 
 
 def test_gone_only_after_several_missed_polls_back_at_once():
@@ -56,12 +51,20 @@ class FakeUdevMonitor:
 
     def __init__(self) -> None:
         self.events: queue.Queue = queue.Queue()
+        self.closed = False
 
     def poll(self, timeout=None):
+        if self.closed:
+            return None
         try:
             return self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
         except queue.Empty:
             return None
+
+    def close(self) -> None:
+        """As closing pyudev's monitor: a poll in progress returns, later ones at once."""
+        self.closed = True
+        self.events.put(None)
 
     def emit(self, action: str, node: str, links: tuple[str, ...]) -> None:
         self.events.put(SimpleNamespace(action=action, device_node=node, device_links=links))
@@ -91,30 +94,24 @@ def test_udev_add_event_reopens_a_replugged_scanner_at_once(tmp_path):
         device.send(b"2900000000018\r")
         assert rec.next_scan().data == "2900000000018"
     finally:
+        monitor.close()  # the watcher's poll_s is a minute: wake it so it sees stop()
         watcher.stop()
         assert scanner.stop(timeout=WAIT)
         device.unplug()
 
 
 # -- through the daemon ----------------------------------------------------------------
-SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
+@pytest.fixture
+def central_seed():
+    return demo_seed()
 
 
 @pytest.fixture
-def lane_with_serial_scanner(tmp_path):
+def lane_with_serial_scanner(tmp_path, start_lane):
     link = tmp_path / "lane" / "usb-Honeywell-if00"
     link.parent.mkdir(parents=True)
-    device = FakeSerialDevice(link)
-    with running_central(tmp_path / "central", SEED) as central:
-        port = free_port()
-        cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SEED["stores"]["S001"]["secret"],
-                          printer="none", port=port)
-        text = cfg.read_text().replace('url = "pty://scanner0?suffix=CR"', f'url = "serial://{link}?suffix=CR"')
-        cfg.write_text(text)
-        proc = LaneProcess(cfg, port).start()
-        proc.wait_synced()
-        yield proc, link, device
-        proc.stop()
+    device = FakeSerialDevice(link)  # the test unplugs it
+    return start_lane(tmp_path / "lane", scanner=f"serial://{link}?suffix=CR"), link, device
 
 
 def test_daemon_reports_unplug_then_idle_and_identifies_the_next_scan(lane_with_serial_scanner):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,17 @@ PACKAGES = {"posd": ROOT / "posd", "posd.drivers": ROOT / "drivers", "posd.sync"
 # package prefix -> what it may import from posd.*
 ALLOWED = {
     "posd.core": ("posd.core",),
-    "posd.storage": ("posd.core", "posd.storage", "posd.sync.ports"),
+    "posd.storage": ("posd.core", "posd.storage", "posd.sync.lane.ports"),
     "posd.drivers": ("posd.core", "posd.drivers"),
-    "posd.sync": ("posd.core", "posd.sync", "posd.faults"),
+    # the wire protocol imports neither side
+    "posd.sync.protocol": ("posd.sync.protocol",),
+    # the lane's side never imports the reference central
+    "posd.sync.lane": ("posd.core", "posd.sync.protocol", "posd.sync.lane", "posd.faults"),
+    # the reference central is a service of its own: nothing of the lane, the API or the daemon
+    "posd.sync.central": ("posd.sync.protocol", "posd.sync.central"),
 }
+# Who may import the reference central besides itself: the `posd central` command.
+CENTRAL_USERS = ("posd.cli",)
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -52,9 +60,17 @@ def test_import_boundaries(module, path):
             assert not bad, f"{module} may not import {sorted(bad)}"
 
 
-def test_core_imports_only_the_standard_library():
+def test_only_the_cli_imports_the_reference_central():
+    users = {module for module, path in modules()
+             if not module.startswith("posd.sync.central")
+             and any(i.startswith("posd.sync.central") for i in posd_imports(path))}
+    assert users <= set(CENTRAL_USERS), f"{sorted(users - set(CENTRAL_USERS))} import the reference central"
+
+
+@pytest.mark.parametrize("folder", [ROOT / "posd" / "core", ROOT / "sync" / "protocol"], ids=["core", "protocol"])
+def test_imports_only_the_standard_library(folder):
     third_party = set()
-    for path in (ROOT / "posd" / "core").rglob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 third_party |= {a.name.split(".")[0] for a in node.names}
@@ -111,3 +127,18 @@ def test_byte_protocols_do_no_io(stem):
     relative = [node.module for node in ast.walk(ast.parse((ROOT / "drivers" / f"{stem}.py").read_text()))
                 if isinstance(node, ast.ImportFrom) and node.level == 1]
     assert set(relative) <= {"codepages", "escpos_tokens", "framing", "symbology"}, (stem, relative)
+
+
+def test_every_folder_of_the_tree_is_an_installed_package():
+    """A folder missing from pyproject's package list works in the editable checkout and is
+    absent from the wheel (and setuptools warns about it): list every folder that holds files."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {name: str(folder.relative_to(ROOT)) for name, folder in PACKAGES.items()}
+    folders = set()
+    for package, root in PACKAGES.items():
+        for path in root.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                rel = path.parent.relative_to(root).parts
+                if not (package == "posd" and rel[:1] in (("drivers",), ("sync",))):
+                    folders.add(".".join([package, *rel]))
+    assert folders == set(setuptools["packages"])

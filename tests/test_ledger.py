@@ -17,7 +17,7 @@ from posd.storage.cache import Cache
 from posd.storage.db import StorageError
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.ports import EventResult
+from posd.sync.lane.ports import EventResult
 
 PROGRAM = {
     "version": "t-1",

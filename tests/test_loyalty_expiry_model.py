@@ -1,7 +1,7 @@
 """Hypothesis stateful test with time: earn, redeem, return, sync, and the clock moving on.
 
 The lane services run in process against real ledger.db / cache.db files; the
-central side is the reference CentralStore itself (its lots and expiry sweep),
+central side is the reference central's SQLite store itself (its lots and expiry sweep),
 on the same moving clock. Points expire 30 days after they are earned.
 Invariants: time alone never raises a balance; once everything is synced, the
 lane shows exactly central's balance; central accepts every event the lane
@@ -29,8 +29,8 @@ from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central_store import CentralStore
-from posd.sync.ports import EventResult
+from posd.sync.central.store_sqlite import SqliteStore
+from posd.sync.lane.ports import EventResult
 
 MEMBERS = ("m1", "m2")
 PROGRAM = {
@@ -47,7 +47,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="posd-expiry-"))
         self.now = datetime(2026, 11, 18, 12, tzinfo=UTC)
-        self.central = CentralStore(self.dir / "central.db", clock=lambda: self.now.timestamp())
+        self.central = SqliteStore(self.dir / "central.db", clock=lambda: self.now.timestamp())
         self.central.seed({"stores": {"S001": {"secret": "s"}}, "program": PROGRAM, "members": [
             {"member_id": m, "display_name": m, "identifiers": [f"CARD-{m}"], "balances": {"points": 0}}
             for m in MEMBERS]})

@@ -30,7 +30,7 @@ from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.ports import EventResult
+from posd.sync.lane.ports import EventResult
 from tests.test_loyalty_scenarios import PROGRAM, line
 
 MEMBERS = ["m1", "m2"]

@@ -17,7 +17,7 @@ from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.ports import EventResult
+from posd.sync.lane.ports import EventResult
 from tests.test_loyalty_scenarios import PROGRAM
 
 NOW = datetime(2026, 11, 18, 14, tzinfo=UTC)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.support.central_fixture import running_central
-from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.lane import LaneProcess, launch_lane
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 SECRET = "scenario-secret"
@@ -92,22 +92,11 @@ def sale(tid: str, who: str, lines: list[dict], at: datetime = WEDNESDAY) -> dic
             "total": total, "lines": lines}
 
 
-def start_lane(tmp_path, central, *, offline: str = "") -> LaneProcess:
-    port = free_port()
-    cfg = lane_config(tmp_path, central_url=central.url, secret=SECRET, printer="none", port=port,
-                      locale="en")
-    if offline:
-        cfg.write_text(cfg.read_text() + offline)
-    lane = LaneProcess(cfg, port).start()
-    lane.wait_synced()
-    return lane
-
-
 @pytest.fixture(scope="module")
 def lane(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scenarios")
     with running_central(tmp / "central", copy.deepcopy(SEED)) as central:
-        proc = start_lane(tmp / "lane", central)
+        proc = launch_lane(tmp / "lane", central, locale="en")
         yield proc
         proc.stop()
 
@@ -304,27 +293,27 @@ def test_expired_points_stay_expired_once_central_holds_the_sale(lane):
 
 
 # -- offline caps ----------------------------------------------------------------------
-def test_redemptions_offline_are_capped(tmp_path):
-    seed = copy.deepcopy(SEED)
-    with running_central(tmp_path / "central", seed) as central:
-        lane = start_lane(tmp_path / "lane", central, offline=(
-            "\n[offline]\nmax_redeem_points_per_member = 600\nmax_redeem_points_per_lane = 900\nmax_hours = 24\n"))
-        try:
-            for route in ("push", "members", "program"):
-                central.inject(route, "503", count=100_000)
-            lane.wait_for(lambda: lane.health()["sync"]["online"] is False, timeout=30, what="the lane offline")
-            first = lane.post("/v1/redemptions", {"redemption_id": "off-1", "member": "CARD-offline1",
-                                                  "reward_id": "free-coffee"})
-            assert first.status_code == 200, first.text
-            assert first.json()["offline"] is True
-            second = lane.post("/v1/redemptions", {"redemption_id": "off-2", "member": "CARD-offline1",
-                                                   "reward_id": "free-coffee"})
-            assert (second.status_code, second.json()["code"]) == (422, "offline_cap_member")
-            other = lane.post("/v1/redemptions", {"redemption_id": "off-3", "member": "CARD-rich1",
-                                                  "reward_id": "free-coffee"})
-            assert (other.status_code, other.json()["code"]) == (422, "offline_cap_lane")
-            # accruals are never refused offline
-            assert lane.post("/v1/transactions", sale("off-sale", "offline1", [line("A", 1000)])).status_code == 200
-        finally:
-            lane.stop()
+@pytest.fixture
+def central_seed():
+    return copy.deepcopy(SEED)
+
+
+def test_redemptions_offline_are_capped(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane", locale="en", extra_config=(
+        "\n[offline]\nmax_redeem_points_per_member = 600\nmax_redeem_points_per_lane = 900\nmax_hours = 24\n"))
+    for route in ("push", "members", "program"):
+        central.inject(route, "503", count=100_000)
+    lane.wait_for(lambda: lane.health()["sync"]["online"] is False, timeout=30, what="the lane offline")
+    first = lane.post("/v1/redemptions", {"redemption_id": "off-1", "member": "CARD-offline1",
+                                          "reward_id": "free-coffee"})
+    assert first.status_code == 200, first.text
+    assert first.json()["offline"] is True
+    second = lane.post("/v1/redemptions", {"redemption_id": "off-2", "member": "CARD-offline1",
+                                           "reward_id": "free-coffee"})
+    assert (second.status_code, second.json()["code"]) == (422, "offline_cap_member")
+    other = lane.post("/v1/redemptions", {"redemption_id": "off-3", "member": "CARD-rich1",
+                                          "reward_id": "free-coffee"})
+    assert (other.status_code, other.json()["code"]) == (422, "offline_cap_lane")
+    # accruals are never refused offline
+    assert lane.post("/v1/transactions", sale("off-sale", "offline1", [line("A", 1000)])).status_code == 200
 

@@ -9,30 +9,30 @@ metrics, and a central that is down for a while and comes back on its port.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central import FAULTS, CentralServer
-from posd.sync.relay import OutboxRelay, SyncPuller
+from posd.sync.central.faults import FAULTS
+from posd.sync.central.server import CentralServer
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,
     MemoryCache,
     default_seed,
+    demo_seed,
     make_client,
     running_central,
 )
-from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.lane import launch_lane
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SEED = json.loads((ROOT / "config" / "demo-seed.json").read_text())
+DEMO_SEED = demo_seed()
 
 
 @pytest.fixture
@@ -137,15 +137,6 @@ def test_a_long_outage_queues_then_drains_in_order(tmp_path, ledger):
 # --- the daemon: health, metrics, clock skew ----------------------------------------------------------
 
 
-def start_lane(tmp_path: Path, central) -> LaneProcess:
-    port = free_port()
-    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=DEMO_SEED["stores"]["S001"]["secret"],
-                      printer="none", port=port)
-    lane = LaneProcess(cfg, port).start()
-    lane.wait_synced(timeout=30)
-    return lane
-
-
 def sale(tid: str, member: str) -> dict:
     return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
             "currency": "PLN", "total": 5000,
@@ -154,7 +145,7 @@ def sale(tid: str, member: str) -> dict:
 
 def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_not_block(tmp_path):
     with running_central(tmp_path / "central", DEMO_SEED) as central:
-        lane = start_lane(tmp_path, central)
+        lane = launch_lane(tmp_path / "lane", central)
         try:
             # The lane can't refresh members, so it still sells to a member central has erased.
             central.inject("members", "503", count=10_000)
@@ -176,7 +167,7 @@ def test_clock_skew_against_centrals_date_is_in_health(tmp_path):
     import time
 
     with running_central(tmp_path / "central", DEMO_SEED, clock=lambda: time.time() + 120) as central:
-        lane = start_lane(tmp_path, central)
+        lane = launch_lane(tmp_path / "lane", central)
         try:
             skew = lane.wait_for(lambda: lane.health()["sync"]["clock_skew_s"], what="clock skew measured")
             assert 110 <= skew <= 130

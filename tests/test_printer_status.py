@@ -104,13 +104,11 @@ def test_status_can_be_switched_off_per_url():
         assert emulator.status_queries == []
 
 
-def test_serial_printer_on_a_pty_reads_status_and_prints():
+def test_serial_printer_on_a_pty_reads_status_and_prints(pty_pair):
     import os
     import threading
-    import tty
 
-    master, slave = os.openpty()
-    tty.setraw(slave)
+    master, slave = pty_pair()
     received = bytearray()
     stop = threading.Event()
 
@@ -136,5 +134,3 @@ def test_serial_printer_on_a_pty_reads_status_and_prints():
     finally:
         stop.set()
         thread.join(5)
-        os.close(master)
-        os.close(slave)

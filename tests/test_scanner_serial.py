@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
-import threading
-import tty
-from pathlib import Path
 
 import pytest
 
 from posd.drivers import registry
-from posd.drivers.base import DeviceState, DeviceStatus, ScanData
+from posd.drivers.base import DeviceState, ScanData
 from posd.drivers.scanner_serial import write_scan
-
-WAIT = 10.0  # generous bound for every wait; tests never assert on timing
-
-
-class Recorder:
-    """Collects on_data / on_status calls from the reader thread."""
-
-    def __init__(self) -> None:
-        self.scans: queue.Queue[ScanData] = queue.Queue()
-        self.statuses: list[DeviceStatus] = []
-        self._cond = threading.Condition()
-
-    def on_data(self, scan: ScanData) -> None:
-        self.scans.put(scan)
-
-    def on_status(self, status: DeviceStatus) -> None:
-        with self._cond:
-            self.statuses.append(status)
-            self._cond.notify_all()
-
-    def next_scan(self) -> ScanData:
-        return self.scans.get(timeout=WAIT)
-
-    def wait_state(self, state: DeviceState, reason: str | None = None, after: int = 0) -> int:
-        """Wait for a status (from index ``after`` on); return the index after it."""
-        def find() -> int | None:
-            for i, s in enumerate(self.statuses[after:], start=after):
-                if s.state is state and (reason is None or s.reason == reason):
-                    return i + 1
-            return None
-
-        with self._cond:
-            assert self._cond.wait_for(lambda: find() is not None, timeout=WAIT), (
-                f"no {state.value} status; got {[(s.state.value, s.reason) for s in self.statuses]}")
-            return find()  # type: ignore[return-value]
+from tests.support.devices import WAIT, FakeSerialDevice, Recorder
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -170,26 +133,6 @@ def test_callback_errors_do_not_stop_the_reader(tmp_path, rec, scanners):
 
 
 # -- serial:// on a pty that goes away and comes back ----------------------------------
-class FakeSerialDevice:
-    """A 'USB serial scanner': a pty pair whose slave is reachable at a by-id style link."""
-
-    def __init__(self, link: Path) -> None:
-        self.link = link
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        tmp = link.with_name(link.name + ".tmp")
-        os.symlink(os.ttyname(self.slave), tmp)
-        os.replace(tmp, link)
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def unplug(self) -> None:
-        os.unlink(self.link)  # udev removes the by-id link...
-        os.close(self.slave)
-        os.close(self.master)  # ...and the tty is gone: readers get EOF/EIO
-
-
 def test_serial_scanner_survives_unplug_and_replug(tmp_path, rec, scanners):
     link = tmp_path / "usb-Honeywell_1900-if00"
     device = FakeSerialDevice(link)
@@ -274,13 +217,3 @@ def test_tcp_scanner_to_a_closed_port_is_offline(rec, scanners):
     sock.close()
     start(scanners, rec, "bridge", f"tcp://127.0.0.1:{port}")
     rec.wait_state(DeviceState.ERROR, "offline")
-
-
-def wait_until(check) -> None:
-    """Poll ``check`` until true, bounded by WAIT."""
-    pause = threading.Event()
-    for _ in range(int(WAIT / 0.01)):
-        if check():
-            return
-        pause.wait(0.01)
-    raise AssertionError("condition not met in time")

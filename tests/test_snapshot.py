@@ -14,7 +14,7 @@ import pytest
 
 from posd.storage import cache as cache_module
 from posd.storage.cache import Cache
-from posd.sync.relay import SyncPuller
+from posd.sync.lane.puller import SyncPuller
 from tests.support.central_fixture import LANE_ID, default_seed, make_client, running_central
 
 

@@ -40,12 +40,14 @@ from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.sync.central import CentralServer
-from posd.sync.client import CentralClient
+from posd.sync.central.server import CentralServer
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
 from posd.sync.protocol import secret_from_text
-from posd.sync.relay import OutboxRelay, SyncPuller
+from tests.support.central_fixture import demo_seed
 
-SEED = json.loads((Path(__file__).parent.parent / "config" / "demo-seed.json").read_text())
+SEED = demo_seed()
 STORE, LANE = "S001", "L01"
 SECRET = secret_from_text(SEED["stores"][STORE]["secret"])
 MEMBERS = [m for m in SEED["members"] if m.get("status", "active") == "active"]

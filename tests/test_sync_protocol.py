@@ -6,15 +6,16 @@ import gzip
 import hashlib
 import hmac
 import json
+import re
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posd.sync import protocol as p
-from posd.sync.errors import BatchError, CentralProtocolError, SignatureError
-from posd.sync.ports import EventResult
+from posd.sync.protocol import BatchError, CentralProtocolError, EventResult, SignatureError
 from tests.support.central_fixture import make_event
 
 SECRET = b"store-secret"
@@ -303,3 +304,41 @@ def test_http_date():
     assert p.parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT") == 1_445_412_480.0
     assert p.parse_http_date("garbage") is None
     assert p.parse_http_date(None) is None
+
+
+# --- the error vocabulary is the document's ------------------------------------------------------
+
+DOC = (Path(__file__).parent.parent / "docs" / "sync-protocol.md").read_text()
+
+
+def _doc_table(header: str) -> list[list[str]]:
+    lines = DOC[DOC.index(header):].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_request_error_codes_and_statuses_are_the_documents():
+    documented = {}
+    for status, codes, _ in _doc_table("| status | codes | lane behaviour |"):
+        if status.isdigit():
+            documented.update({code: int(status) for code in re.findall(r"`([a-z_]+)`", codes)})
+    assert documented == p.REQUEST_ERRORS
+
+
+def test_rejection_codes_and_retryability_are_the_documents():
+    documented = {re.findall(r"`([a-z_]+)`", code)[0]: retryable == "yes"
+                  for code, _, retryable in _doc_table("| code | meaning | retryable |")}
+    assert documented == p.REJECTION_CODES
+    assert p.RETRYABLE_CODES == {"seq_gap"}
+
+
+def test_every_code_the_checks_raise_is_in_the_vocabulary():
+    bad = [{}, {"type": "accrual"}, make_event(1, occurred_at="yesterday"), make_event(1, points={"p": 1.5})]
+    assert {p.validate_event(event) for event in bad} == {"unknown_type", "malformed_event", "bad_timestamp",
+                                                          "bad_points"}
+    assert set(p.REJECTION_CODES) >= {p.validate_event(event) for event in bad}
+    assert (SignatureError("bad_signature").status, BatchError("batch_too_large").status) == (401, 413)

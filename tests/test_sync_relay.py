@@ -11,17 +11,13 @@ import time
 
 import pytest
 
-from posd.sync.errors import CentralRequestRejected
-from posd.sync.ports import EventResult
-from posd.sync.relay import MAX_RETRY_AFTER, OutboxRelay, SyncPuller, backoff_delay
-from tests.support.central_fixture import (
-    LANE_ID,
-    STORE_ID,
-    MemoryCache,
-    MemoryOutbox,
-    make_client,
-    running_central,
-)
+from posd.sync.lane.errors import CentralRequestRejected
+from posd.sync.lane.ports import EventResult
+from posd.sync.lane.puller import SyncPuller
+from posd.sync.lane.relay import OutboxRelay
+from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
+from tests.support.central_fixture import LANE_ID, STORE_ID, MemoryCache, MemoryOutbox, make_client
+from tests.support.wait import wait_until
 
 
 class TopRng(random.Random):
@@ -34,21 +30,6 @@ class TopRng(random.Random):
 class BottomRng(random.Random):
     def uniform(self, a, b):
         return a
-
-
-def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def central(tmp_path):
-    with running_central(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sqlite3
 
 from posd.storage.db import utcnow_iso
 from posd.storage.ledger import Ledger, _read_meta, _write_meta
-from posd.sync.ports import EventResult, OutboxEvent, OutboxStats
+from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
 
 
 class LedgerOutbox:

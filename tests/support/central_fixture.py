@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from posd.sync.central import CentralServer
-from posd.sync.client import CentralClient
-from posd.sync.ports import EventResult, OutboxEvent, OutboxStats
+from posd.sync.central.server import CentralServer
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
 
 STORE_ID = "S001"
 LANE_ID = "L01"
@@ -57,6 +57,14 @@ _SEED: dict[str, Any] = {
 def default_seed() -> dict[str, Any]:
     """A fresh copy of the default seed: stores S001 (text secret) and S002 (hex), three members."""
     return copy.deepcopy(_SEED)
+
+
+DEMO_SEED_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "demo-seed.json"
+
+
+def demo_seed() -> dict[str, Any]:
+    """A fresh copy of the demo's seed (config/demo-seed.json): the demo program and members."""
+    return json.loads(DEMO_SEED_FILE.read_text(encoding="utf-8"))
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from posd.faults import KNOWN as KNOWN_CRASH_POINTS
-from posd.sync.central import CentralServer
+from posd.sync.central.server import CentralServer
 from tests.support.lane import LaneProcess, free_port, lane_config
 
 STORE_ID, LANE_ID = "S001", "L01"
@@ -63,8 +63,7 @@ class CrashLane(LaneProcess):
     def reap(self) -> int:
         """Wait for the (killed) process; its return code."""
         code = self.proc.wait(30)
-        if not self._log_file.closed:
-            self._log_file.close()
+        self._ended()
         return code
 
 

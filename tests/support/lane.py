@@ -1,7 +1,9 @@
 """A real posd daemon in a child process, for end-to-end tests.
 
 It gets its own config, storage folder, pty scanner and API port; tests talk
-to it over real HTTP and read its SSE stream over a real socket.
+to it over real HTTP and read its SSE stream over a real socket. It runs with
+the loop guard (tests.support.guarded_posd): a blocking call on the daemon's
+event loop fails the test, when the daemon stops or when the test ends.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.support import loop_guard
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port() -> int:
@@ -29,7 +36,8 @@ def free_port() -> int:
 
 
 def lane_config(tmp: Path, *, central_url: str, secret: str, printer: str, port: int,
-                locale: str = "pl", store_id: str = "S001", lane_id: str = "L01") -> Path:
+                locale: str = "pl", store_id: str = "S001", lane_id: str = "L01",
+                scanner: str = "pty://scanner0?suffix=CR") -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "posd.toml"
     path.write_text(f"""
@@ -55,7 +63,7 @@ pull_interval_s = 0.5
 
 [[scanner]]
 name = "front"
-url = "pty://scanner0?suffix=CR"
+url = "{scanner}"
 
 [printer]
 url = "{printer}"
@@ -64,13 +72,39 @@ profile = "TM-T88V"
     return path
 
 
+def launch_lane(folder: Path, central: Any, *, printer: str = "none", extra_config: str = "",
+                **kwargs: Any) -> LaneProcess:
+    """A daemon on a free port, configured for ``central`` (store S001's secret), started and synced."""
+    port = free_port()
+    secret = kwargs.pop("secret", None) or _store_secret(central, kwargs.get("store_id", "S001"))
+    cfg = lane_config(folder, central_url=central.url, secret=secret, printer=printer, port=port, **kwargs)
+    if extra_config:
+        cfg.write_text(cfg.read_text() + extra_config)
+    lane = LaneProcess(cfg, port).start()
+    try:
+        lane.wait_synced(timeout=30)
+    except BaseException:
+        lane.stop()
+        raise
+    return lane
+
+
+def _store_secret(central: Any, store_id: str) -> str:
+    secret = central.store.store_secret(store_id)
+    assert secret is not None, f"central has no store {store_id}"
+    return "hex:" + secret.hex()
+
+
 class LaneProcess:
+    running: weakref.WeakSet[LaneProcess] = weakref.WeakSet()  # for the conftest's loop guard
+
     def __init__(self, config: Path, port: int):
         self.config, self.port = config, port
         self.base = f"http://127.0.0.1:{port}"
         self.state = config.parent / "state"
         self.proc: subprocess.Popen | None = None
         self.log = config.parent / "posd.log"
+        self._log_read = 0  # how far the log was searched for LOOP_GUARD lines
 
     # -- lifecycle ----------------------------------------------------------
     def spawn(self, **env: str) -> None:
@@ -78,9 +112,13 @@ class LaneProcess:
         full = {**os.environ, "POSD_LOG_LEVEL": "info"}
         full.pop("POSD_CRASH_AT", None)
         full.update(env)
+        full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full.get("PYTHONPATH")]))
         self._log_file = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "--config", str(self.config)],
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=full)
+        self._log_read = self.log.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.guarded_posd", "run", "--config", str(self.config)],
+            stdout=self._log_file, stderr=subprocess.STDOUT, env=full)
+        LaneProcess.running.add(self)
 
     def wait_healthy(self, timeout: float, *, sigkill_ok: bool = False) -> bool:
         """True once /v1/health answers; False if it SIGKILLed itself first and that was allowed."""
@@ -110,7 +148,7 @@ class LaneProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        self._log_file.close()
+        self._ended()
 
     def stop(self) -> int:
         if self.proc and self.proc.poll() is None:
@@ -120,8 +158,26 @@ class LaneProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._log_file.close()
+        self._ended()
         return self.proc.returncode if self.proc else 0
+
+    def _ended(self) -> None:
+        """The process is gone: close its log; a blocking call its loop made fails the test
+        (the conftest's guard, or the session's end for a lane that outlived its tests)."""
+        self._log_file.close()
+        LaneProcess.running.discard(self)
+        for line in self.loop_guard_violations():
+            loop_guard.record(line)
+
+    def loop_guard_violations(self) -> list[str]:
+        """LOOP_GUARD lines the daemon wrote since the last look."""
+        with open(self.log, "rb") as f:
+            f.seek(self._log_read)
+            text = f.read()
+        complete = text.rfind(b"\n") + 1  # a line still being written is read next time
+        self._log_read += complete
+        lines = text[:complete].decode("utf-8", "replace").splitlines()
+        return [line for line in lines if line.startswith(loop_guard.MARKER)]
 
     # -- API ------------------------------------------------------------------
     def headers(self, **extra: str) -> dict[str, str]:

@@ -1,29 +1,24 @@
-"""The reference central receiver: development, demos and tests.
+"""The reference central's HTTP server: the protocol's routes, admin routes, faults.
 
-A stdlib ThreadingHTTPServer on loopback over a SQLite file (central_store).
-It implements docs/sync-protocol.md strictly and can be told to misbehave
-(5xx, timeouts, resets, 401, 429, applied-then-lost) so the lane's recovery is
-tested against real sockets. Real platforms implement the protocol document,
-not this module.
-
-    posd central --listen 127.0.0.1:8780 --db central.db --seed seed.json
+A stdlib ThreadingHTTPServer on loopback over a central store (store.py; the
+SQLite one here). It implements docs/sync-protocol.md strictly and can be told
+to misbehave (5xx, timeouts, resets, 401, 429, applied-then-lost; faults.py)
+so the lane's recovery is tested against real sockets. Real platforms
+implement the protocol document, not this module.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import gzip
 import ipaddress
 import json
 import logging
 import re
-import signal
 import socket
 import socketserver
 import ssl
 import struct
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -32,12 +27,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from posd.sync.central_store import CentralStore
-from posd.sync.errors import BatchError, SignatureError
+from posd.sync.central.faults import ROUTES, FaultPlan
+from posd.sync.central.store import CentralStore, open_store
 from posd.sync.protocol import (
     HEADER_LANE,
     HEADER_STORE,
+    LANE_ID_RE,
     MAX_BATCH_BYTES,
+    MAX_MEMBER_PAGE,
+    BatchError,
+    SignatureError,
     decode_batch,
     etag_matches,
     header,
@@ -46,12 +45,7 @@ from posd.sync.protocol import (
 
 log = logging.getLogger("posd.sync.central")
 
-ROUTES = ("push", "members", "program", "lane")
-FAULTS = ("500", "503", "timeout", "reset", "slow", "401", "429", "applied_then_lost")
-DEFAULT_FAULT_DELAY = {"timeout": 12.0, "slow": 1.0}  # timeout outlasts the client's 10 s read timeout
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
-MAX_PAGE = 1000
-_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class HttpError(Exception):
@@ -67,41 +61,6 @@ class HttpError(Exception):
 
 class _Drop(Exception):
     """Close the connection without answering (reset, timeout, applied_then_lost)."""
-
-
-class FaultPlan:
-    """Queued faults per route, consumed one request at a time, first in first out."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[str, collections.deque[list[Any]]] = {r: collections.deque() for r in ROUTES}
-
-    def add(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
-        if route not in ROUTES:
-            raise ValueError(f"route must be one of {ROUTES}")
-        if fault not in FAULTS:
-            raise ValueError(f"fault must be one of {FAULTS}")
-        if not isinstance(count, int) or count < 1:
-            raise ValueError("count must be a positive integer")
-        delay = DEFAULT_FAULT_DELAY.get(fault, 0.0) if delay is None else float(delay)
-        with self._lock:
-            self._queues[route].append([fault, count, delay])
-
-    def take(self, route: str) -> tuple[str, float] | None:
-        with self._lock:
-            queue = self._queues[route]
-            if not queue:
-                return None
-            entry = queue[0]
-            entry[1] -= 1
-            if entry[1] == 0:
-                queue.popleft()
-            return entry[0], entry[2]
-
-    def clear(self) -> None:
-        with self._lock:
-            for queue in self._queues.values():
-                queue.clear()
 
 
 class CentralServer:
@@ -124,9 +83,9 @@ class CentralServer:
         self.clock = clock
         self.ssl_context = ssl_context
         # Late-bound, so a test that swaps server.clock moves lot expiry too.
-        self.store = CentralStore(db_path, clock=lambda: self.clock())
+        self.store: CentralStore = open_store(db_path, clock=lambda: self.clock())
         try:
-            if seed:
+            if seed is not None:
                 self.store.seed(seed)
         except BaseException:
             self.store.close()
@@ -305,14 +264,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body(MAX_BODY)
         fault = self._fault("push")
         self._authenticate(body, store_id, lane_id)
-        if not _ID_RE.match(lane_id):
+        if not LANE_ID_RE.match(lane_id):
             raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
         if (self.headers.get("Content-Encoding") or "").strip().lower() != "gzip":
             raise HttpError(415, "unsupported_encoding", "push bodies must be Content-Encoding: gzip")
         try:
             batch_id, events = decode_batch(body)
         except BatchError as err:
-            raise HttpError(413 if err.code == "batch_too_large" else 400, err.code, str(err)) from err
+            raise HttpError(err.status, err.code, str(err)) from err
         received_at = datetime.fromtimestamp(central.clock(), timezone.utc).isoformat()
         results = central.store.apply_batch(store_id, lane_id, batch_id, events, received_at)
         if fault == "applied_then_lost":
@@ -326,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body(0)
         fault = self._fault("lane")
         self._authenticate(body, store_id, None)
-        if not _ID_RE.match(lane_id):
+        if not LANE_ID_RE.match(lane_id):
             raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
         last_seq, last_event_id = central.store.lane_head(store_id, lane_id)
         if fault == "applied_then_lost":
@@ -341,12 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self._fault("members")
         self._authenticate(body, store_id, None)
         cursor_text = _one(query, "cursor", "")
-        limit_text = _one(query, "limit", str(MAX_PAGE))
+        limit_text = _one(query, "limit", str(MAX_MEMBER_PAGE))
         if not re.fullmatch(r"[0-9]{0,18}", cursor_text):
             raise HttpError(400, "bad_cursor", "cursor must be one from a previous answer, or empty")
         if not re.fullmatch(r"[0-9]{1,6}", limit_text) or int(limit_text) < 1:
             raise HttpError(400, "bad_limit", "limit must be a positive integer")
-        limit = min(int(limit_text), MAX_PAGE)
+        limit = min(int(limit_text), MAX_MEMBER_PAGE)
         members, next_cursor, has_more = central.store.member_changes(store_id, int(cursor_text or 0), limit)
         if fault == "applied_then_lost":
             raise _Drop()
@@ -379,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             verify_request(secret, self.headers, self.command, self.path, body, central.clock())
         except SignatureError as err:
-            raise HttpError(401, err.code, str(err)) from err
+            raise HttpError(err.status, err.code, str(err)) from err
         if store_in_url is not None and store_in_url != store_id:
             raise HttpError(403, "store_mismatch", "the URL names another store than X-Posd-Store")
         lane_header = header(self.headers, HEADER_LANE)
@@ -516,75 +475,3 @@ def is_loopback(host: str) -> bool:
     return addr.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """'127.0.0.1:8780', '[::1]:8780' or 'localhost:0' -> (host, port)."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", value.strip())
-    if not match:
-        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if port > 65535:
-        raise ValueError(f"port out of range in {value!r}")
-    return host, port
-
-
-def _ssl_context(cert: str, key: str | None, client_ca: str | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    if client_ca:
-        ctx.load_verify_locations(client_ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # mTLS: only lanes with a client certificate
-    return ctx
-
-
-def main(argv: list[str]) -> int:
-    """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments."""
-    parser = argparse.ArgumentParser(prog="posd central", description="Reference central receiver (loopback).")
-    parser.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (port 0 picks a free one)")
-    parser.add_argument("--db", required=True, help="central's SQLite file (created if missing)")
-    parser.add_argument("--seed", help="seed JSON: stores, program, members (loaded idempotently)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
-    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--tls-key", help="private key for --tls-cert, if not in the same file")
-    parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    try:
-        host, port = parse_listen(args.listen)
-        seed = json.loads(Path(args.seed).read_text(encoding="utf-8")) if args.seed else None
-        ctx = _ssl_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-        server = CentralServer(args.db, seed, host=host, port=port, allow_remote=args.allow_remote, ssl_context=ctx)
-    except (ValueError, OSError, ssl.SSLError) as exc:
-        print(f"posd central: {exc}", file=sys.stderr)
-        return 2
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
-        server.store.close()
-        return 1
-    print(f"posd central listening on {server.url}", flush=True)
-    return _serve_until_signalled(server)
-
-
-def _serve_until_signalled(server: CentralServer) -> int:
-    done = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: done.set())
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

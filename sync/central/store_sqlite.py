@@ -1,17 +1,11 @@
-"""SQLite state of the reference central: stores, lanes, events, members, program.
+"""The reference central's store on SQLite: stores, lanes, events, members, program.
 
 One connection behind a lock: the reference central is for development,
 demos and tests, so simple and obviously correct beats concurrent. A batch is
 applied in ONE transaction, which is what makes "applied then the answer was
 lost" safe: the retry finds every seq already stored and answers duplicate.
-
-Balances are kept as lots, per member and currency: every credit is a lot with
-the expiry its event carried (``lots[currency].expires_at``, none = never),
-debits draw from them soonest-expiring first, and the published balance is
-the sum of what remains in unexpired lots (minus any debt: points taken back
-after they were spent). A lot expiring changes a balance without any event,
-so an expiry sweep bumps those members' versions and the lanes pull the new
-balance through the ordinary change feed.
+Its public methods are the store interface (store.py); balances are lots
+(lots.py), the schema is migrations.py.
 """
 
 from __future__ import annotations
@@ -25,58 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from posd.sync.protocol import parse_utc, program_etag, result_wire, secret_from_text, validate_event
+from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
+from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
+from posd.sync.central.migrations import migrate
+from posd.sync.central.seed import parse_seed
+from posd.sync.protocol import parse_utc, program_etag, result_wire, validate_event
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS stores (store_id TEXT PRIMARY KEY, secret BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS lanes (
-    store_id TEXT NOT NULL, lane_id TEXT NOT NULL, last_seq INTEGER NOT NULL,
-    PRIMARY KEY (store_id, lane_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    store_id TEXT NOT NULL, lane_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    event_id TEXT NOT NULL, status TEXT NOT NULL, code TEXT, type TEXT, member_id TEXT,
-    body TEXT NOT NULL, batch_id TEXT NOT NULL, received_at TEXT NOT NULL,
-    PRIMARY KEY (store_id, lane_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS members (
-    member_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, locale TEXT, tier TEXT,
-    qualifying INTEGER NOT NULL, identifiers TEXT NOT NULL, balances TEXT NOT NULL,
-    status TEXT NOT NULL, birth_date TEXT, offers TEXT NOT NULL,
-    version INTEGER NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS members_by_version ON members (version);
-CREATE TABLE IF NOT EXISTS member_lanes (
-    member_id TEXT NOT NULL, store_id TEXT NOT NULL, lane_id TEXT NOT NULL,
-    applied_seq INTEGER NOT NULL,
-    PRIMARY KEY (member_id, store_id, lane_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lots (
-    lot_id INTEGER PRIMARY KEY, member_id TEXT NOT NULL, currency TEXT NOT NULL,
-    transaction_id TEXT, points INTEGER NOT NULL, remaining INTEGER NOT NULL,
-    available_at TEXT, expires_at TEXT, expires_ts REAL,
-    swept INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS lots_by_member ON lots (member_id, currency, expires_ts);
-CREATE INDEX IF NOT EXISTS lots_by_transaction ON lots (member_id, transaction_id)
-    WHERE transaction_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AND expires_ts IS NOT NULL;
-CREATE TABLE IF NOT EXISTS lot_debts (
-    member_id TEXT NOT NULL, currency TEXT NOT NULL, points INTEGER NOT NULL,
-    PRIMARY KEY (member_id, currency)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS voucher_uses (
-    code TEXT NOT NULL, member_key TEXT NOT NULL, source TEXT NOT NULL,
-    PRIMARY KEY (code, member_key)) WITHOUT ROWID;
-"""
-
-# lots.expires_ts is unix seconds (None = never), the comparable form of expires_at.
-# swept = 1 once a lot can no longer change a balance by expiring (expired and
-# reported, or nothing left in it), so the sweep reads only the partial index.
-# lot_debts holds a debit larger than every lot left (a return of points
-# already spent): a negative remainder, repaid by the member's next credits.
-
-MEMBER_STATUSES = ("active", "blocked", "deleted")
 _JSON_COLUMNS = ("identifiers", "balances", "offers")
 
 
-class CentralStore:
-    """Central's database. Every method is safe to call from any thread."""
+class SqliteStore:
+    """Central's database in one SQLite file. Every method is safe to call from any thread."""
 
     def __init__(self, path: str | Path, clock: Any = time.time) -> None:
         self.path = Path(path)
@@ -88,21 +41,8 @@ class CentralStore:
         self._conn.execute("PRAGMA synchronous=FULL")  # an acked batch must survive a crash
         self._conn.execute("PRAGMA busy_timeout=5000")
         with self._lock:
-            self._conn.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
-            self._migrate_to_lots()
+            migrate(self._conn)
         self._program, self._etag = self._load_program()
-
-    def _migrate_to_lots(self) -> None:
-        """A db from before lots: each member's balance becomes one never-expiring
-        lot (or a debt when negative). Central kept no expiry then, so there is
-        none to recover; runs once, marked in meta."""
-        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'lots_v1'").fetchone():
-            return
-        with self._write() as conn:
-            for row in conn.execute("SELECT member_id, balances FROM members").fetchall():
-                if not conn.execute("SELECT 1 FROM lots WHERE member_id = ? LIMIT 1", (row["member_id"],)).fetchone():
-                    _reset_lots(conn, row["member_id"], json.loads(row["balances"]), "migrated")
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('lots_v1', '1')")
 
     def close(self) -> None:
         with self._lock:
@@ -124,30 +64,20 @@ class CentralStore:
     def seed(self, seed: dict[str, Any]) -> None:
         """Load a seed file's content. Safe to repeat: existing members keep their
         balances; store secrets and the program are replaced (they are config)."""
-        stores, members = seed.get("stores", {}), seed.get("members", [])
-        if not isinstance(stores, dict) or not isinstance(members, list):
-            raise ValueError("seed needs 'stores' as an object and 'members' as a list")
-        secrets = {}
-        for store_id, entry in stores.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("secret"), str):
-                raise ValueError(f"seed store {store_id!r} needs a 'secret' string")
-            secrets[store_id] = secret_from_text(entry["secret"])
-        program = seed.get("program")
-        if program is not None and not isinstance(program, dict):
-            raise ValueError("seed 'program' must be an object")
+        parsed = parse_seed(seed)
         with self._write() as conn:
-            for store_id, secret in secrets.items():
+            for store_id, secret in parsed.secrets.items():
                 conn.execute(
                     "INSERT INTO stores VALUES (?, ?) ON CONFLICT (store_id) DO UPDATE SET secret = excluded.secret",
                     (store_id, secret),
                 )
-            if program is not None:
-                self._save_program(conn, program)
-            for member in members:
-                row = _member_row(member, self._program or {})
+            if parsed.program is not None:
+                self._save_program(conn, parsed.program)
+            for member in parsed.members:
+                row = member_row(member, self._program or {})
                 if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (row["member_id"],)).fetchone():
                     continue  # existing members keep their lots: seeding again is a no-op for them
-                _reset_lots(conn, row["member_id"], row["balances"], "seed")
+                reset_lots(conn, row["member_id"], row["balances"], "seed")
                 self._write_member(conn, row)
 
     def store_secret(self, store_id: str) -> bytes | None:
@@ -189,14 +119,14 @@ class CentralStore:
             if row is None:
                 return None
             marks = self._applied_seqs([member_id], store_id)
-        return _member_wire(row, marks.get(member_id, {}))
+        return member_wire(_decoded(row), marks.get(member_id, {}))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
         Its balances replace its lots: one never-expiring lot per currency."""
         with self._write() as conn:
-            row = _member_row(member, self._program or {})
-            _reset_lots(conn, row["member_id"], row["balances"], "upsert")
+            row = member_row(member, self._program or {})
+            reset_lots(conn, row["member_id"], row["balances"], "upsert")
             self._write_member(conn, row)
 
     def lots(self, member_id: str) -> list[dict[str, Any]]:
@@ -220,7 +150,7 @@ class CentralStore:
         expired: one probe of the lots_to_sweep index, no write transaction."""
         now = self._clock()
         with self._lock:
-            if not self._conn.execute(_DUE_LOT, (now,)).fetchone():
+            if not self._conn.execute(DUE_LOT, (now,)).fetchone():
                 return 0
             with self._write() as conn:
                 return self._sweep(conn, now)
@@ -236,7 +166,7 @@ class CentralStore:
             member = _load_member(conn, r["member_id"])
             if member is None or member["status"] == "deleted":
                 continue  # nothing to show to lanes any more
-            balances = _lot_balances(conn, member["member_id"], member["balances"], now)
+            balances = lot_balances(conn, member["member_id"], member["balances"], now)
             if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
                 member["balances"] = balances
                 self._write_member(conn, member)
@@ -254,7 +184,7 @@ class CentralStore:
             has_more = len(rows) > limit
             rows = rows[:limit]
             marks = self._applied_seqs([r["member_id"] for r in rows], store_id)
-        members = [_member_wire(r, marks.get(r["member_id"], {})) for r in rows]
+        members = [member_wire(_decoded(r), marks.get(r["member_id"], {})) for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
 
@@ -330,7 +260,7 @@ class CentralStore:
         """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
         now = self._clock()
         with self._write() as conn:
-            if conn.execute(_DUE_LOT, (now,)).fetchone():
+            if conn.execute(DUE_LOT, (now,)).fetchone():
                 self._sweep(conn, now)  # balances this batch loads are current
             row = conn.execute(
                 "SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)
@@ -392,7 +322,7 @@ class _BatchWork:
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
-        dates = _lot_dates(event)
+        dates = lot_dates(event)
         if dates is None:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
         member_id = event["member_id"]
@@ -400,7 +330,7 @@ class _BatchWork:
         if member is None:
             if event["type"] != "member_enrolled":
                 return "unknown_member"
-            member = _member_row({"member_id": member_id, **_enrolment_profile(event)}, self.program)
+            member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
             self.members[member_id] = member
         if member["status"] == "deleted":
             return "member_deleted"
@@ -419,14 +349,14 @@ class _BatchWork:
             member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
             if delta > 0:
                 available_at, expires_at = dates.get(currency, (None, None))
-                _credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
+                credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
                         expires_at, source, self.now)
             elif delta < 0:
                 own = event.get("transaction_id") if event["type"] == "return" else None
-                _debit(self.conn, member_id, currency, -delta, own, as_of)
+                debit(self.conn, member_id, currency, -delta, own, as_of)
             if currency == tier_currency and event["type"] in ("accrual", "return"):
                 member["qualifying"] = max(0, member["qualifying"] + delta)
-        member["tier"] = _upgraded_tier(member["tier"], member["qualifying"], self.program)
+        member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
         self.marks[member_id] = seq
         return None
 
@@ -454,7 +384,7 @@ class _BatchWork:
     def flush(self, store_id: str, lane_id: str, write_member: Any) -> None:
         for member_id, seq in self.marks.items():
             member = self.members[member_id]
-            member["balances"] = _lot_balances(self.conn, member_id, member["balances"], self.now)
+            member["balances"] = lot_balances(self.conn, member_id, member["balances"], self.now)
             write_member(self.conn, member)
             self.conn.execute(
                 "INSERT INTO member_lanes VALUES (?, ?, ?, ?) "
@@ -463,194 +393,17 @@ class _BatchWork:
             )
 
 
-# --- lots -------------------------------------------------------------------------------
-
-_DUE_LOT = "SELECT 1 FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ? LIMIT 1"
-
-
-def _lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]] | None:
-    """{currency: (available_at, expires_at)} from the event's optional ``lots``;
-    None when the field is there but malformed (its expiry is authoritative,
-    so a date central cannot read is refused, not guessed)."""
-    lots = event.get("lots")
-    if lots is None:
-        return {}
-    if not isinstance(lots, dict):
-        return None
-    dates = {}
-    for currency, entry in lots.items():
-        if entry is None:
-            continue
-        if not isinstance(entry, dict):
-            return None
-        available_at, expires_at = entry.get("available_at"), entry.get("expires_at")
-        for value in (available_at, expires_at):
-            if value is not None and parse_utc(value) is None:
-                return None
-        dates[currency] = (available_at, expires_at)
-    return dates
-
-
-def _credit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, transaction_id: str | None,
-            available_at: str | None, expires_at: str | None, source: str, now: float) -> None:
-    """A new lot; it first repays any debt, since the member owes those points."""
-    debt_row = conn.execute("SELECT points FROM lot_debts WHERE member_id = ? AND currency = ?",
-                            (member_id, currency)).fetchone()
-    repay = min(points, debt_row["points"]) if debt_row else 0
-    if repay:
-        conn.execute("UPDATE lot_debts SET points = points - ? WHERE member_id = ? AND currency = ?",
-                     (repay, member_id, currency))
-        conn.execute("DELETE FROM lot_debts WHERE member_id = ? AND currency = ? AND points = 0",
-                     (member_id, currency))
-    parsed = parse_utc(expires_at)
-    expires_ts = parsed.timestamp() if parsed is not None else None
-    remaining = points - repay
-    # Already expired (a sale synced after its lot's end) or already empty: nothing for the sweep to report.
-    swept = int(remaining == 0 or (expires_ts is not None and expires_ts <= now))
-    conn.execute(
-        "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, expires_at, "
-        "expires_ts, swept, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, swept,
-         source),
-    )
-
-
-def _debit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, own_transaction: str | None,
-           as_of: float) -> None:
-    """Take ``points``: a return first from its own sale's lots (expired or not,
-    as the lane does: taking back expired points costs the member nothing more),
-    then unexpired lots soonest-expiring first, never-expiring last; what no
-    lot covers becomes debt."""
-    left = points
-    candidates: list[sqlite3.Row] = []
-    if own_transaction is not None:
-        candidates += conn.execute(
-            "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
-            "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-            (member_id, own_transaction, currency)).fetchall()
-    candidates += conn.execute(
-        "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
-        "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-        (member_id, currency, as_of)).fetchall()
-    taken: dict[int, int] = {}
-    for lot in candidates:
-        if not left:
-            break
-        usable = lot["remaining"] - taken.get(lot["lot_id"], 0)  # a return's own lot is listed twice
-        take = min(usable, left)
-        if take > 0:
-            taken[lot["lot_id"]] = taken.get(lot["lot_id"], 0) + take
-            left -= take
-    for lot_id, take in taken.items():
-        conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
-                     "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
-    if left:
-        conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?) ON CONFLICT (member_id, currency) "
-                     "DO UPDATE SET points = points + excluded.points", (member_id, currency, left))
-
-
-def _lot_balances(conn: sqlite3.Connection, member_id: str, current: dict[str, int], now: float) -> dict[str, int]:
-    """The published balances: per currency, unexpired lots' remaining minus debt.
-    Currencies already listed stay listed (at 0 when nothing is left)."""
-    out = {currency: 0 for currency in current}
-    for r in conn.execute(
-        "SELECT currency, SUM(remaining) AS total FROM lots WHERE member_id = ? AND remaining > 0 "
-        "AND (expires_ts IS NULL OR expires_ts > ?) GROUP BY currency", (member_id, now)):
-        out[r["currency"]] = r["total"]
-    for r in conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?", (member_id,)):
-        out[r["currency"]] = out.get(r["currency"], 0) - r["points"]
-    return out
-
-
-def _reset_lots(conn: sqlite3.Connection, member_id: str, balances: dict[str, int], source: str) -> None:
-    """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
-    conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))
-    conn.execute("DELETE FROM lot_debts WHERE member_id = ?", (member_id,))
-    for currency, points in balances.items():
-        if points > 0:
-            conn.execute(
-                "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, "
-                "expires_at, expires_ts, swept, source) VALUES (?, ?, NULL, ?, ?, NULL, NULL, NULL, 0, ?)",
-                (member_id, currency, points, points, source))
-        elif points < 0:
-            conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?)", (member_id, currency, -points))
-
-
 def _load_member(conn: sqlite3.Connection, member_id: str) -> dict[str, Any] | None:
     """A member as stored (JSON columns decoded, no version), or None."""
     row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _decoded(row)
+
+
+def _decoded(row: sqlite3.Row) -> dict[str, Any]:
     member = {k: row[k] for k in row.keys() if k != "version"}
     for column in _JSON_COLUMNS:
         member[column] = json.loads(member[column])
     return member
-
-
-def _member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
-    """A member as stored, defaults filled in, or ValueError naming the bad field."""
-    if not isinstance(member, dict) or not isinstance(member.get("member_id"), str) or not member["member_id"]:
-        raise ValueError("every member needs a 'member_id' string")
-    qualifying = member.get("qualifying", 0)
-    balances = member.get("balances", {})
-    if not isinstance(qualifying, int) or not isinstance(balances, dict):
-        raise ValueError(f"member {member['member_id']!r}: bad 'qualifying' or 'balances'")
-    if any(not isinstance(v, int) for v in balances.values()):
-        raise ValueError(f"member {member['member_id']!r}: balances must be integers")
-    status = member.get("status", "active")
-    if status not in MEMBER_STATUSES:
-        raise ValueError(f"member {member['member_id']!r}: status must be one of {MEMBER_STATUSES}")
-    return {
-        "member_id": member["member_id"],
-        "display_name": str(member.get("display_name", "")),
-        "locale": member.get("locale"),
-        "tier": member.get("tier") or _upgraded_tier(None, qualifying, program),
-        "qualifying": qualifying,
-        "identifiers": [str(i) for i in member.get("identifiers", [])],
-        "balances": dict(balances),
-        "status": status,
-        "birth_date": member.get("birth_date"),
-        "offers": list(member.get("offers", [])),
-    }
-
-
-def _enrolment_profile(event: dict[str, Any]) -> dict[str, Any]:
-    """The few profile fields a till may send with member_enrolled."""
-    profile = {}
-    for key in ("display_name", "locale", "identifiers", "birth_date"):
-        if event.get(key) is not None:
-            profile[key] = event[key]
-    if not isinstance(profile.get("identifiers", []), list):
-        profile.pop("identifiers")
-    return profile
-
-
-def _upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any]) -> str | None:
-    """The highest tier reached by ``qualifying``; never lower than ``current``
-    (downgrades are a periodic platform job, not a side effect of a return)."""
-    tiers = [t for t in program.get("tiers", []) if isinstance(t, dict) and isinstance(t.get("threshold"), int)]
-    thresholds = {t.get("id"): t["threshold"] for t in tiers}
-    best = current
-    for tier in sorted(tiers, key=lambda t: t["threshold"]):
-        if tier["threshold"] <= qualifying and tier["threshold"] > thresholds.get(best, -1):
-            best = tier.get("id")
-    return best
-
-
-def _member_wire(row: sqlite3.Row, applied_seq: dict[str, int]) -> dict[str, Any]:
-    return {
-        "member_id": row["member_id"],
-        "display_name": row["display_name"],
-        "locale": row["locale"],
-        "tier": row["tier"],
-        "qualifying": row["qualifying"],
-        "identifiers": json.loads(row["identifiers"]),
-        "balances": json.loads(row["balances"]),
-        "applied_seq": applied_seq,
-        "status": row["status"],
-        "birth_date": row["birth_date"],
-        "offers": json.loads(row["offers"]),
-    }
 
 
 def _str_or_none(value: Any) -> str | None:

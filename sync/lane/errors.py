@@ -1,4 +1,4 @@
-"""The sync layer's own small exception hierarchy.
+"""What the lane's side raises when talking to central.
 
 Foreign exceptions (requests, json, zlib) are translated at the boundary with
 ``raise ... from exc`` so callers handle a handful of meaningful cases:
@@ -8,18 +8,20 @@ Foreign exceptions (requests, json, zlib) are translated at the boundary with
   pointless and looks like an attack, so the relay stops and alerts.
 - ``CentralRequestRejected``: central refused this request as malformed or too
   large; resending it unchanged will not help.
-- ``CentralProtocolError``: central answered something we cannot understand.
+- ``CentralProtocolError`` (from the protocol): central answered something we
+  cannot understand.
 - ``LaneIdentityConflict``: central's history of our lane id is partly ours,
   partly not (a restored backup); the relay holds everything and alerts.
-- ``RequestRejected`` (``SignatureError``, ``BatchError``): raised by the pure
-  protocol checks on the receiving side; central maps them to 4xx answers.
+
+All are ``posd.sync.protocol.SyncError``s.
 """
 
 from __future__ import annotations
 
+from posd.sync.protocol.errors import CentralProtocolError, SyncError
 
-class SyncError(Exception):
-    """Base of every error raised by posd.sync."""
+__all__ = ["CentralAuthError", "CentralProtocolError", "CentralRequestRejected", "CentralUnavailable",
+           "LaneIdentityConflict", "SyncError"]
 
 
 class CentralUnavailable(SyncError):
@@ -49,26 +51,6 @@ class CentralRequestRejected(SyncError):
         self.code = code
 
 
-class CentralProtocolError(SyncError):
-    """Central's answer does not follow the protocol (bad JSON, wrong shape, 3xx)."""
-
-
 class LaneIdentityConflict(SyncError):
     """Central's history of our lane id is not this ledger's, and this ledger has events central
     acknowledged under it (a restored backup?): pushing would reuse (lane, seq). A person decides."""
-
-
-class RequestRejected(SyncError):
-    """A request that fails the protocol's checks; ``code`` is the stable answer code."""
-
-    def __init__(self, code: str, message: str = ""):
-        super().__init__(message or code)
-        self.code = code
-
-
-class SignatureError(RequestRejected):
-    """missing_signature | bad_signature | stale_timestamp."""
-
-
-class BatchError(RequestRejected):
-    """malformed_batch | batch_too_large."""

@@ -2,16 +2,20 @@
 
 The relay and the puller never touch SQLite themselves: the daemon hands them
 objects that satisfy these protocols (posd.storage implements them), and the
-tests can hand them in-memory ones.
+tests can hand them in-memory ones. ``EventResult`` is the protocol's answer
+per event (``posd.sync.protocol.shapes``), named here too because the outbox
+records it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-EventStatus = Literal["accepted", "duplicate", "rejected"]
+from posd.sync.protocol.shapes import EventResult
+
+__all__ = ["CachePort", "EventResult", "OutboxEvent", "OutboxPort", "OutboxStats"]
 
 
 @dataclass(frozen=True)
@@ -20,14 +24,6 @@ class OutboxEvent:
     event_id: str
     body: dict[str, Any]  # the event exactly as it goes on the wire (includes seq and event_id)
     size: int  # len of the JSON-encoded body, for batch size limits
-
-
-@dataclass(frozen=True)
-class EventResult:
-    seq: int
-    status: EventStatus
-    code: str | None = None  # set on rejected
-    retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
 
 
 @dataclass(frozen=True)

@@ -1,127 +1,21 @@
-"""The posd <-> central wire protocol as pure functions.
+"""Pushes on the wire: the gzip batch codec, the checks on each event, central's answers.
 
-No I/O and no clock: ``now`` is always passed in. Both sides use this module,
-the lane's client to sign and encode, the reference central to verify and
-decode, so the two can never drift apart. docs/sync-protocol.md is the prose
-version of this file.
+Pure functions, no I/O. The lane's client encodes and reads answers with
+them, the reference central decodes and answers with them, so the two can
+never drift apart.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import hmac
 import json
-import math
-import re
 import zlib
-from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from posd.sync.errors import BatchError, CentralProtocolError, SignatureError
-from posd.sync.ports import EventResult
-
-HEADER_STORE = "X-Posd-Store"
-HEADER_LANE = "X-Posd-Lane"
-HEADER_TIMESTAMP = "X-Posd-Timestamp"
-HEADER_SIGNATURE = "X-Posd-Signature"
-SIGNATURE_SCHEME = "v1"
-TIMESTAMP_TOLERANCE_S = 300
-
-MAX_BATCH_EVENTS = 1000
-MAX_BATCH_BYTES = 1_000_000  # uncompressed JSON of the whole batch
-MAX_ID_LEN = 128
-MAX_POINTS = 10**12  # far above any real delta, far below SQLite's int64
-MAX_SEQ = 2**62
-
-EVENT_TYPES = frozenset({"accrual", "return", "redemption", "voucher_use", "member_enrolled"})
-RESULT_STATUSES = frozenset({"accepted", "duplicate", "rejected"})
-RETRYABLE_CODES = frozenset({"seq_gap"})
-
-_TS_RE = re.compile(r"^[0-9]{1,12}$")
-
-
-def secret_from_text(text: str) -> bytes:
-    """The HMAC key for a configured secret: ``hex:<hex digits>`` or plain text (UTF-8).
-
-    Both the lane's config and central's seed use this, so one written form
-    always means the same key bytes.
-    """
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError as exc:
-            raise ValueError("secret after 'hex:' is not valid hex") from exc
-    if not text:
-        raise ValueError("secret is empty")
-    return text.encode("utf-8")
-
-
-# --- signing -----------------------------------------------------------------
-
-
-def signing_payload(ts: int, method: str, path_qs: str, body: bytes) -> bytes:
-    """The exact bytes that are signed: ts, METHOD and path?query on lines, then the raw body."""
-    return f"{ts}\n{method.upper()}\n{path_qs}\n".encode("utf-8") + body
-
-
-def sign_request(secret: bytes, ts: int, method: str, path_qs: str, body: bytes) -> str:
-    """The ``X-Posd-Signature`` value, ``v1=<hex HMAC-SHA256>``."""
-    mac = hmac.new(secret, signing_payload(ts, method, path_qs, body), hashlib.sha256)
-    return f"{SIGNATURE_SCHEME}={mac.hexdigest()}"
-
-
-def signed_headers(
-    secret: bytes, store_id: str, lane_id: str | None, ts: int, method: str, path_qs: str, body: bytes
-) -> dict[str, str]:
-    """All the protocol headers for one request."""
-    headers = {
-        HEADER_STORE: store_id,
-        HEADER_TIMESTAMP: str(ts),
-        HEADER_SIGNATURE: sign_request(secret, ts, method, path_qs, body),
-    }
-    if lane_id is not None:
-        headers[HEADER_LANE] = lane_id
-    return headers
-
-
-def header(headers: Mapping[str, str] | Any, name: str) -> str | None:
-    """Case-insensitive header lookup over a dict, email.message.Message or CaseInsensitiveDict."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lname = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lname:
-            return val
-    return None
-
-
-def verify_request(
-    secret: bytes, headers: Mapping[str, str] | Any, method: str, path_qs: str, body: bytes, now: float
-) -> None:
-    """Raise SignatureError unless the request is signed with ``secret`` within the tolerance.
-
-    The signature is checked before the clock, so ``stale_timestamp`` tells an
-    authentic lane that its clock is off rather than telling anyone anything.
-    """
-    ts_text = header(headers, HEADER_TIMESTAMP)
-    sig = header(headers, HEADER_SIGNATURE)
-    if not ts_text or not sig:
-        raise SignatureError("missing_signature", "X-Posd-Timestamp and X-Posd-Signature are required")
-    ts_text = ts_text.strip()
-    if not _TS_RE.match(ts_text):
-        raise SignatureError("bad_signature", "X-Posd-Timestamp is not unix seconds")
-    expected = sign_request(secret, int(ts_text), method, path_qs, body)
-    if not hmac.compare_digest(expected.encode("ascii"), sig.strip().encode("utf-8", "replace")):
-        raise SignatureError("bad_signature", "signature does not match")
-    if abs(now - int(ts_text)) > TIMESTAMP_TOLERANCE_S:
-        raise SignatureError("stale_timestamp", f"timestamp is more than {TIMESTAMP_TOLERANCE_S} s off")
-
-
-# --- batches -------------------------------------------------------------------
+from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
+from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_ID_LEN, MAX_POINTS, MAX_SEQ
+from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, EventResult
 
 
 def batch_json(batch_id: str, events: list[dict[str, Any]]) -> bytes:
@@ -258,58 +152,6 @@ def result_wire(seq: int, event_id: str, status: str, code: str | None = None) -
         item["code"] = code
         item["retryable"] = code in RETRYABLE_CODES
     return item
-
-
-# --- program ETag, Retry-After, Date ----------------------------------------------
-
-
-def program_etag(program: dict[str, Any]) -> str:
-    """A strong ETag over the canonical JSON of the program."""
-    canonical = json.dumps(program, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
-
-
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison of an If-None-Match list against our ETag."""
-    if not if_none_match:
-        return False
-    bare = etag.removeprefix("W/")
-    for candidate in _split_list(if_none_match):
-        if candidate == "*" or candidate.removeprefix("W/") == bare:
-            return True
-    return False
-
-
-def _split_list(value: str) -> Iterable[str]:
-    return (part.strip() for part in value.split(",") if part.strip())
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After value (delay-seconds or HTTP-date), None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    when = parse_http_date(value)
-    return None if when is None else max(0.0, when - now)
-
-
-def parse_http_date(value: str | None) -> float | None:
-    """Unix seconds from an HTTP-date (Date, Retry-After), None if absent or unparseable."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def _is_int(value: Any) -> bool:

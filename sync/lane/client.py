@@ -2,7 +2,7 @@
 
 The transport comes from outside: pass a ``requests.Session`` (with adapters
 mounted for TLS pinning, proxies or tests) and the client only adds the
-protocol on top. Every requests exception is translated into posd.sync.errors
+protocol on top. Every requests exception is translated into posd.sync.lane.errors
 at this boundary.
 
 Give the relay and the puller a client each: requests does not promise that
@@ -20,15 +20,22 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from posd.sync.errors import (
+from posd.sync.lane.errors import (
     CentralAuthError,
     CentralProtocolError,
     CentralRequestRejected,
     CentralUnavailable,
     SyncError,
 )
-from posd.sync.ports import EventResult
-from posd.sync.protocol import encode_batch, parse_http_date, parse_results, parse_retry_after, program_etag, signed_headers
+from posd.sync.protocol import (
+    EventResult,
+    encode_batch,
+    parse_http_date,
+    parse_results,
+    parse_retry_after,
+    program_etag,
+    signed_headers,
+)
 
 log = logging.getLogger("posd.sync.client")
 

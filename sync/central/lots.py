@@ -1,0 +1,135 @@
+"""Central's lot engine: every credit is a lot with its expiry; debits draw from lots.
+
+Balances are kept as lots, per member and currency: every credit is a lot with
+the expiry its event carried (``lots[currency].expires_at``, none = never),
+debits draw from them soonest-expiring first, and the published balance is
+the sum of what remains in unexpired lots (minus any debt: points taken back
+after they were spent). A lot expiring changes a balance without any event,
+so the store's expiry sweep bumps those members' versions and the lanes pull
+the new balance through the ordinary change feed.
+
+SQL over the SQLite store's connection, always inside the caller's write
+transaction (store_sqlite.py). lots.expires_ts is unix seconds (None = never),
+the comparable form of expires_at. swept = 1 once a lot can no longer change
+a balance by expiring (expired and reported, or nothing left in it), so the
+sweep reads only the partial index. lot_debts holds a debit larger than every
+lot left (a return of points already spent): a negative remainder, repaid by
+the member's next credits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from posd.sync.protocol import parse_utc
+
+DUE_LOT = "SELECT 1 FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ? LIMIT 1"
+
+
+def lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]] | None:
+    """{currency: (available_at, expires_at)} from the event's optional ``lots``;
+    None when the field is there but malformed (its expiry is authoritative,
+    so a date central cannot read is refused, not guessed)."""
+    lots = event.get("lots")
+    if lots is None:
+        return {}
+    if not isinstance(lots, dict):
+        return None
+    dates = {}
+    for currency, entry in lots.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            return None
+        available_at, expires_at = entry.get("available_at"), entry.get("expires_at")
+        for value in (available_at, expires_at):
+            if value is not None and parse_utc(value) is None:
+                return None
+        dates[currency] = (available_at, expires_at)
+    return dates
+
+
+def credit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, transaction_id: str | None,
+            available_at: str | None, expires_at: str | None, source: str, now: float) -> None:
+    """A new lot; it first repays any debt, since the member owes those points."""
+    debt_row = conn.execute("SELECT points FROM lot_debts WHERE member_id = ? AND currency = ?",
+                            (member_id, currency)).fetchone()
+    repay = min(points, debt_row["points"]) if debt_row else 0
+    if repay:
+        conn.execute("UPDATE lot_debts SET points = points - ? WHERE member_id = ? AND currency = ?",
+                     (repay, member_id, currency))
+        conn.execute("DELETE FROM lot_debts WHERE member_id = ? AND currency = ? AND points = 0",
+                     (member_id, currency))
+    parsed = parse_utc(expires_at)
+    expires_ts = parsed.timestamp() if parsed is not None else None
+    remaining = points - repay
+    # Already expired (a sale synced after its lot's end) or already empty: nothing for the sweep to report.
+    swept = int(remaining == 0 or (expires_ts is not None and expires_ts <= now))
+    conn.execute(
+        "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, expires_at, "
+        "expires_ts, swept, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, swept,
+         source),
+    )
+
+
+def debit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, own_transaction: str | None,
+           as_of: float) -> None:
+    """Take ``points``: a return first from its own sale's lots (expired or not,
+    as the lane does: taking back expired points costs the member nothing more),
+    then unexpired lots soonest-expiring first, never-expiring last; what no
+    lot covers becomes debt."""
+    left = points
+    candidates: list[sqlite3.Row] = []
+    if own_transaction is not None:
+        candidates += conn.execute(
+            "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
+            "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
+            (member_id, own_transaction, currency)).fetchall()
+    candidates += conn.execute(
+        "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
+        "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY expires_ts IS NULL, expires_ts, lot_id",
+        (member_id, currency, as_of)).fetchall()
+    taken: dict[int, int] = {}
+    for lot in candidates:
+        if not left:
+            break
+        usable = lot["remaining"] - taken.get(lot["lot_id"], 0)  # a return's own lot is listed twice
+        take = min(usable, left)
+        if take > 0:
+            taken[lot["lot_id"]] = taken.get(lot["lot_id"], 0) + take
+            left -= take
+    for lot_id, take in taken.items():
+        conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
+                     "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
+    if left:
+        conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?) ON CONFLICT (member_id, currency) "
+                     "DO UPDATE SET points = points + excluded.points", (member_id, currency, left))
+
+
+def lot_balances(conn: sqlite3.Connection, member_id: str, current: dict[str, int], now: float) -> dict[str, int]:
+    """The published balances: per currency, unexpired lots' remaining minus debt.
+    Currencies already listed stay listed (at 0 when nothing is left)."""
+    out = {currency: 0 for currency in current}
+    for r in conn.execute(
+        "SELECT currency, SUM(remaining) AS total FROM lots WHERE member_id = ? AND remaining > 0 "
+        "AND (expires_ts IS NULL OR expires_ts > ?) GROUP BY currency", (member_id, now)):
+        out[r["currency"]] = r["total"]
+    for r in conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?", (member_id,)):
+        out[r["currency"]] = out.get(r["currency"], 0) - r["points"]
+    return out
+
+
+def reset_lots(conn: sqlite3.Connection, member_id: str, balances: dict[str, int], source: str) -> None:
+    """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
+    conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))
+    conn.execute("DELETE FROM lot_debts WHERE member_id = ?", (member_id,))
+    for currency, points in balances.items():
+        if points > 0:
+            conn.execute(
+                "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, "
+                "expires_at, expires_ts, swept, source) VALUES (?, ?, NULL, ?, ?, NULL, NULL, NULL, 0, ?)",
+                (member_id, currency, points, points, source))
+        elif points < 0:
+            conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?)", (member_id, currency, -points))

@@ -1,0 +1,77 @@
+"""Members as central keeps them: the stored shape, its checks, tiers, the wire shape.
+
+Pure functions over plain dicts; the store decides how a member is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MEMBER_STATUSES = ("active", "blocked", "deleted")
+
+
+def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
+    """A member as stored, defaults filled in, or ValueError naming the bad field."""
+    if not isinstance(member, dict) or not isinstance(member.get("member_id"), str) or not member["member_id"]:
+        raise ValueError("every member needs a 'member_id' string")
+    qualifying = member.get("qualifying", 0)
+    balances = member.get("balances", {})
+    if not isinstance(qualifying, int) or not isinstance(balances, dict):
+        raise ValueError(f"member {member['member_id']!r}: bad 'qualifying' or 'balances'")
+    if any(not isinstance(v, int) for v in balances.values()):
+        raise ValueError(f"member {member['member_id']!r}: balances must be integers")
+    status = member.get("status", "active")
+    if status not in MEMBER_STATUSES:
+        raise ValueError(f"member {member['member_id']!r}: status must be one of {MEMBER_STATUSES}")
+    return {
+        "member_id": member["member_id"],
+        "display_name": str(member.get("display_name", "")),
+        "locale": member.get("locale"),
+        "tier": member.get("tier") or upgraded_tier(None, qualifying, program),
+        "qualifying": qualifying,
+        "identifiers": [str(i) for i in member.get("identifiers", [])],
+        "balances": dict(balances),
+        "status": status,
+        "birth_date": member.get("birth_date"),
+        "offers": list(member.get("offers", [])),
+    }
+
+
+def enrolment_profile(event: dict[str, Any]) -> dict[str, Any]:
+    """The few profile fields a till may send with member_enrolled."""
+    profile = {}
+    for key in ("display_name", "locale", "identifiers", "birth_date"):
+        if event.get(key) is not None:
+            profile[key] = event[key]
+    if not isinstance(profile.get("identifiers", []), list):
+        profile.pop("identifiers")
+    return profile
+
+
+def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any]) -> str | None:
+    """The highest tier reached by ``qualifying``; never lower than ``current``
+    (downgrades are a periodic platform job, not a side effect of a return)."""
+    tiers = [t for t in program.get("tiers", []) if isinstance(t, dict) and isinstance(t.get("threshold"), int)]
+    thresholds = {t.get("id"): t["threshold"] for t in tiers}
+    best = current
+    for tier in sorted(tiers, key=lambda t: t["threshold"]):
+        if tier["threshold"] <= qualifying and tier["threshold"] > thresholds.get(best, -1):
+            best = tier.get("id")
+    return best
+
+
+def member_wire(member: dict[str, Any], applied_seq: dict[str, int]) -> dict[str, Any]:
+    """A stored member (JSON fields decoded) as the change feed and admin routes send it."""
+    return {
+        "member_id": member["member_id"],
+        "display_name": member["display_name"],
+        "locale": member["locale"],
+        "tier": member["tier"],
+        "qualifying": member["qualifying"],
+        "identifiers": member["identifiers"],
+        "balances": member["balances"],
+        "applied_seq": applied_seq,
+        "status": member["status"],
+        "birth_date": member["birth_date"],
+        "offers": member["offers"],
+    }

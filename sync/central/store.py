@@ -1,0 +1,76 @@
+"""What central keeps, as one interface: the seam a second storage engine implements.
+
+The server (server.py) talks to its store only through these methods; the
+SQLite store (store_sqlite.py) is the one the reference central ships with.
+Each method is safe to call from any thread. Members, events and answers go in
+and out in wire shape (docs/sync-protocol.md), so an engine decides how it keeps
+them, not what they look like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class CentralStore(Protocol):
+    # --- configuration: stores, program, seed -------------------------------------------
+    def seed(self, seed: dict[str, Any]) -> None:
+        """Load a seed document (seed.py) in one transaction. Safe to repeat: existing
+        members keep their balances; store secrets and the program are replaced."""
+
+    def store_secret(self, store_id: str) -> bytes | None:
+        """The store's HMAC key, None for an unknown store."""
+
+    def program(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(program, etag); (None, None) before a program is seeded."""
+
+    def set_program(self, program: dict[str, Any]) -> str:
+        """Publish a program; its ETag."""
+
+    # --- members ---------------------------------------------------------------------
+    def member(self, member_id: str, store_id: str | None = None) -> dict[str, Any] | None:
+        """A member in wire shape; applied_seq lists the lanes of ``store_id``, or every
+        lane as "store/lane" when no store is given."""
+
+    def upsert_member(self, member: dict[str, Any]) -> None:
+        """Create or replace a member's profile; its balances replace its lots."""
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
+        """(members changed after ``cursor``, oldest first; next_cursor; has_more),
+        after sweeping expired lots so a balance that fell by expiry is in the feed."""
+
+    def lots(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's lots, oldest first (inspection and tests)."""
+
+    def debts(self, member_id: str) -> dict[str, int]:
+        """Points taken back after they were spent, per currency."""
+
+    def sweep_expired(self) -> int:
+        """Bump the version of every member whose balance fell because lots expired;
+        the number of members bumped."""
+
+    # --- lanes and events ------------------------------------------------------------
+    def apply_batch(
+        self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
+    ) -> list[dict[str, Any]]:
+        """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
+
+    def lane_head(self, store_id: str, lane_id: str) -> tuple[int, str | None]:
+        """(last_seq, event_id at last_seq); (0, None) for a lane never heard from."""
+
+    def last_seq(self, store_id: str, lane_id: str) -> int: ...
+
+    def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
+        """Every seq consumed for a lane, with its outcome, in seq order."""
+
+    def close(self) -> None: ...
+
+
+def open_store(db: str | Path, *, clock: Callable[[], float]) -> CentralStore:
+    """The store for ``db``: a SQLite file (the reference central's engine)."""
+    from posd.sync.central.store_sqlite import SqliteStore
+
+    return SqliteStore(db, clock=clock)

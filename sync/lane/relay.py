@@ -1,0 +1,187 @@
+"""The outbox relay: sends the outbox to central one batch at a time, lowest seq first.
+
+Before its first push it settles the lane's sync identity: central's history
+of the lane id must be this ledger's, or the ledger moves to a new
+incarnation (docs/sync-protocol.md, lane identity).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from posd.faults import crash_point
+from posd.sync.lane.errors import CentralRequestRejected, LaneIdentityConflict, SyncError
+from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxPort
+from posd.sync.lane.worker import Worker
+from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+
+log = logging.getLogger("posd.sync.relay")
+
+_ENVELOPE_BYTES = 1024  # batch_id and the JSON around the events
+MAX_INCARNATIONS = 100  # lane ids tried when a ledger's history is not central's
+
+class OutboxRelay(Worker):
+    """Sends the outbox to central one batch at a time, lowest seq first."""
+
+    thread_name = "sync-relay"
+
+    def __init__(
+        self,
+        client: Any,
+        outbox: OutboxPort,
+        *,
+        max_events: int = 500,
+        max_bytes: int = 1_000_000,
+        idle_interval: float = 1.0,
+        on_identity: Callable[[str], None] | None = None,
+        linger: float = 0.2,
+        **worker: Any,
+    ) -> None:
+        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        super().__init__(client, **worker)
+        self._outbox = outbox
+        self._on_identity = on_identity  # told when this ledger must sync under a new lane id
+        self._base_lane = getattr(client, "lane_id", "lane")
+        self._identity_settled = not hasattr(outbox, "sync_lane_id")  # ports without identities skip it
+        self._max_events = max(1, min(max_events, MAX_BATCH_EVENTS))
+        self._batch_events = self._max_events  # shrinks after a 413, grows back on success
+        self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
+        self._idle_interval = idle_interval
+        self._linger = linger
+        self._sent_events = 0
+        self._quarantined = 0
+
+    def run_once(self) -> str:
+        """One batch: pending -> push -> record.
+        Returns sent | idle | backoff | auth_failed | identity_conflict."""
+        if not self._identity_settled:
+            try:
+                self._settle_identity()
+            except Exception as exc:
+                return self._sync_error(exc)
+        try:
+            events = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes), self._max_bytes)
+        except Exception as exc:
+            log.exception("outbox read failed", extra={"event": "sync-relay.outbox_error"})
+            return self._failed(f"outbox: {type(exc).__name__}", None)
+        if not events:
+            self._wait("idle", self._idle_interval)
+            return "idle"
+        crash_point("mid_batch")  # picked, not yet acknowledged
+        try:
+            results = self._client.push_batch(self._batch_id(events), [e.body for e in events])
+        except CentralRequestRejected as exc:
+            if exc.status == 413:
+                self._batch_events = max(1, len(events) // 2)
+            return self._sync_error(exc)
+        except Exception as exc:
+            return self._sync_error(exc)
+        return self._record(events, results)
+
+    def _record(self, events: list[OutboxEvent], results: list[EventResult]) -> str:
+        crash_point("after_central_applied_before_ack")
+        sent = {e.seq for e in events}
+        results = [r for r in results if r.seq in sent]
+        try:
+            self._outbox.record_results(results)
+        except Exception as exc:
+            # Central has them; the next attempt is answered "duplicate" and acks them.
+            log.exception("outbox write failed", extra={"event": "sync-relay.outbox_error"})
+            return self._failed(f"outbox: {type(exc).__name__}", None)
+        rejected = [r for r in results if r.status == "rejected" and not r.retryable]
+        retry = [r for r in results if r.status == "rejected" and r.retryable]
+        with self._lock:
+            self._sent_events += sum(1 for r in results if r.status != "rejected")
+            self._quarantined += len(rejected)
+        if rejected:
+            codes = sorted({r.code or "" for r in rejected})
+            # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
+            (log.error if "seq_conflict" in codes else log.warning)(
+                "central rejected events; quarantined",
+                extra={"event": "sync-relay.quarantined", "count": len(rejected), "codes": codes,
+                       "seqs": [r.seq for r in rejected][:20]},
+            )
+        if retry:
+            return self._failed(f"central asked to resend from seq {retry[0].seq} ({retry[0].code})", None)
+        if len(results) < len(events):
+            return self._failed("central answered only part of the batch", None)
+        full = len(events) >= self._batch_events
+        self._batch_events = min(self._max_events, self._batch_events * 2)
+        # A full batch: more is likely pending, go again at once. A small one: let the next sales
+        # gather for a moment (a producer's linger) rather than one signed, gzipped round trip per
+        # sale while the till is busy; a wake() does not cut this short.
+        self._succeeded("ok", 0.0 if full else self._linger, wake_cuts=full)
+        return "sent"
+
+    def _settle_identity(self) -> None:
+        """Once per process, before any push: is central's history of our lane id this ledger's?
+
+        Central's last (seq, event_id) for the lane must be in our outbox. If it
+        is not, ledger.db was lost or restored from an old backup, and sending
+        our seqs under that id would collide with events central already has;
+        the ledger moves to the next free incarnation (L01.2, L01.3, ...).
+        """
+        outbox: Any = self._outbox
+        claimed = outbox.sync_lane_id()
+        lane = claimed or self._base_lane
+        for _ in range(MAX_INCARNATIONS):
+            try:
+                last_seq, last_event_id = self._client.lane_head(lane)
+            except CentralRequestRejected as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("central cannot tell a lane's history; trusting lane id %s", lane,
+                            extra={"event": "sync-relay.no_lane_head"})
+                break
+            if last_seq == 0 or outbox.event_id_at(last_seq) == last_event_id:
+                break
+            if outbox.stats().last_acked_seq > 0:
+                # Part of this ledger is central's under that id, part is not (an old
+                # backup?): no id is right for it. Hold every event and ask for a person.
+                raise LaneIdentityConflict(
+                    f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
+            previous, lane = lane, _next_incarnation(lane, self._base_lane)
+            log.error(
+                "central holds another history under lane id %s (ledger.db lost or restored?); "
+                "this ledger syncs as %s", previous, lane,
+                extra={"event": "sync-relay.new_identity", "alert": True, "central_last_seq": last_seq},
+            )
+        else:
+            raise SyncError(f"no free lane identity after {MAX_INCARNATIONS} tries")
+        if lane != claimed:
+            outbox.claim_lane_id(lane)
+        self._client.lane_id = lane
+        self._identity_settled = True
+        if lane != (claimed or self._base_lane) and self._on_identity is not None:
+            self._on_identity(lane)
+
+    def _batch_id(self, events: list[OutboxEvent]) -> str:
+        store = getattr(self._client, "store_id", "store")
+        lane = getattr(self._client, "lane_id", "lane")
+        return f"{store}-{lane}-{events[0].seq}-{events[-1].seq}-{uuid.uuid4().hex[:8]}"[-128:]
+
+    def _extra_status(self) -> dict[str, Any]:
+        return {"sent_events": self._sent_events, "quarantined_events": self._quarantined,
+                "sync_lane_id": getattr(self._client, "lane_id", None)}
+
+    def _progress_key(self) -> Any:
+        return self._sent_events
+
+
+def _next_incarnation(lane: str, base: str) -> str:
+    """L01 -> L01.2 -> L01.3: a new lane id for a ledger whose history is not central's."""
+    number = lane[len(base) + 1:] if lane.startswith(base + ".") else ""
+    return f"{base}.{int(number) + 1 if number.isdigit() else 2}"
+
+
+def _fit(events: list[OutboxEvent], max_bytes: int) -> list[OutboxEvent]:
+    """Trim a batch to the protocol's size limit (always keep the first event)."""
+    total = 0
+    for index, event in enumerate(events):
+        total += event.size + 1
+        if total > max_bytes and index > 0:
+            return events[:index]
+    return events

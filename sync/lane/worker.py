@@ -1,0 +1,240 @@
+"""What the sync workers share: a thread, wake-ups, full-jitter backoff, health.
+
+The outbox relay (push) and the member/program puller each do one unit of
+work in ``run_once()`` (tests call it directly); ``start()`` runs it in a
+daemon thread that never raises. Failures back off with full jitter
+(sleep = uniform(0, min(cap, base * 2**n))) so thousands of lanes coming back
+after an outage don't arrive together; Retry-After is a floor; 401/403 park
+the worker for ``auth_retry_interval`` and alert, because hammering central
+with bad credentials helps nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from posd.sync.lane.errors import CentralAuthError, CentralUnavailable, LaneIdentityConflict, SyncError
+
+log = logging.getLogger("posd.sync.relay")  # one logger for the sync workers, as store IT knows it
+
+MAX_RETRY_AFTER = 3600.0  # a far-future Retry-After date must not park a lane for days
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+def backoff_delay(
+    failures: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
+) -> float:
+    """Full-jitter exponential backoff for the ``failures``-th consecutive failure (1-based)."""
+    ceiling = min(cap, base * 2 ** min(max(failures - 1, 0), 32))
+    delay = rng.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+class Worker:
+    """Thread, wake-up, backoff and health bookkeeping shared by the relay and the puller."""
+
+    thread_name = "sync-worker"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        auth_retry_interval: float = 300.0,
+        rng: random.Random | None = None,
+        on_status: StatusCallback | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """The keyword arguments are every worker's; the relay and the puller pass them through."""
+        self._client = client
+        self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
+        self._auth_retry_interval = auth_retry_interval
+        self._rng = rng if rng is not None else random.Random()
+        self._on_status = on_status
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = "starting"
+        self._last_success_at: float | None = None
+        self._last_error: str | None = None
+        self._failures = 0
+        self._delay = 0.0  # how long the loop waits before the next step
+        self._wake_cuts_delay = True  # idle waits end on wake(); backoff waits do not
+        self._next_at: float | None = None  # monotonic time of the next attempt, for status()
+        self._reported: tuple[Any, ...] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to finish and join it; False if it is still busy after ``timeout``."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        self._thread = None
+        return True
+
+    def wake(self) -> None:
+        """Work now instead of at the end of an idle wait (a backoff or auth wait still holds)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before the step: a wake() during the step is not lost
+            try:
+                self._step()
+            except Exception as exc:  # a bug, not a sync failure: keep the lane syncing anyway
+                log.exception("sync worker step failed", extra={"event": f"{self.thread_name}.crash"})
+                self._failed(f"internal: {type(exc).__name__}", None)
+            self._report()
+            with self._lock:
+                delay, cut = self._delay, self._wake_cuts_delay
+            if delay > 0:
+                (self._wake if cut else self._stop).wait(delay)
+
+    def _step(self) -> None:
+        self.run_once()
+
+    def run_once(self) -> str:
+        raise NotImplementedError
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _succeeded(self, state: str, delay: float, *, wake_cuts: bool = True) -> None:
+        with self._lock:
+            self._state, self._failures, self._last_error = state, 0, None
+            self._last_success_at = self._clock()
+            self._delay, self._wake_cuts_delay = delay, wake_cuts
+            self._next_at = time.monotonic() + delay
+
+    def _wait(self, state: str, delay: float) -> None:
+        """Nothing to do: not a contact with central, so last_success_at stays."""
+        with self._lock:
+            self._state, self._failures, self._last_error = state, 0, None
+            self._delay, self._wake_cuts_delay = delay, True
+            self._next_at = time.monotonic() + delay
+
+    def _failed(self, error: str, retry_after: float | None) -> str:
+        with self._lock:
+            self._failures += 1
+            self._state, self._last_error = "backoff", error
+            delay = backoff_delay(self._failures, self._backoff_base, self._backoff_cap, self._rng, retry_after)
+            self._delay, self._wake_cuts_delay = delay, False
+            self._next_at = time.monotonic() + delay
+            failures = self._failures
+        log.warning(
+            "sync attempt failed",
+            extra={"event": f"{self.thread_name}.failed", "error": error, "failures": failures,
+                   "retry_in_s": round(delay, 3)},
+        )
+        return "backoff"
+
+    def _auth_failed(self, exc: CentralAuthError) -> str:
+        with self._lock:
+            first = self._state != "auth_failed"
+            self._failures += 1
+            self._state, self._last_error = "auth_failed", f"auth: HTTP {exc.status} {exc.code or ''}".strip()
+            self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
+            self._next_at = time.monotonic() + self._auth_retry_interval
+        # An alert, once per episode: credentials, store id or the clock need a person.
+        (log.error if first else log.warning)(
+            "central refused our credentials; retrying only every %.0f s",
+            self._auth_retry_interval,
+            extra={"event": f"{self.thread_name}.auth_failed", "alert": first, "status": exc.status,
+                   "code": exc.code},
+        )
+        return "auth_failed"
+
+    def _identity_conflict(self, exc: LaneIdentityConflict) -> str:
+        with self._lock:
+            first = self._state != "identity_conflict"
+            self._failures += 1
+            self._state, self._last_error = "identity_conflict", str(exc)
+            self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
+            self._next_at = time.monotonic() + self._auth_retry_interval
+        (log.error if first else log.warning)(
+            "not sending: %s; ledger.db may have been restored from an old backup", exc,
+            extra={"event": f"{self.thread_name}.identity_conflict", "alert": first},
+        )
+        return "identity_conflict"
+
+    def _sync_error(self, exc: Exception) -> str:
+        """Map an exception from the client to an outcome."""
+        if isinstance(exc, LaneIdentityConflict):
+            return self._identity_conflict(exc)
+        if isinstance(exc, CentralAuthError):
+            return self._auth_failed(exc)
+        if isinstance(exc, CentralUnavailable):
+            return self._failed(str(exc), exc.retry_after)
+        if isinstance(exc, SyncError):
+            return self._failed(str(exc), None)
+        log.exception("unexpected error in sync", extra={"event": f"{self.thread_name}.error"})
+        return self._failed(f"internal: {type(exc).__name__}", None)
+
+    # --- health --------------------------------------------------------------------------
+
+    def last_success_at(self) -> float | None:
+        """Unix seconds of the last successful contact with central (None: not yet)."""
+        with self._lock:
+            return self._last_success_at
+
+    def status(self) -> dict[str, Any]:
+        """For /v1/health and the sync.status event. No PII."""
+        with self._lock:
+            next_in = None if self._next_at is None else max(0.0, round(self._next_at - time.monotonic(), 3))
+            return {
+                "state": self._state,
+                "running": self._thread is not None and self._thread.is_alive(),
+                "last_success_at": _iso(self._last_success_at),
+                "last_error": self._last_error,
+                "consecutive_failures": self._failures,
+                "next_attempt_in_s": next_in,
+                "clock_skew_s": getattr(self._client, "last_clock_skew_s", None),
+                **self._extra_status(),
+            }
+
+    def _extra_status(self) -> dict[str, Any]:
+        return {}
+
+    def _report(self) -> None:
+        """Tell on_status when something a person would care about changed."""
+        if self._on_status is None:
+            return
+        status = self.status()
+        key = (status["state"], status["last_error"], status["consecutive_failures"], self._progress_key())
+        if key == self._reported:
+            return
+        self._reported = key
+        try:
+            self._on_status(status)
+        except Exception:
+            log.exception("sync status callback failed", extra={"event": f"{self.thread_name}.callback"})
+
+    def _progress_key(self) -> Any:
+        return None
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,142 @@
+"""Fixtures shared by the test files, and two guards that run for every test.
+
+The guards, as python-zeroconf's tests/conftest.py has them:
+
+- ``no_thread_left_running``: a thread started during a test and still alive
+  after it (and after a short bounded grace for threads that are finishing)
+  fails the test, naming it: a worker nobody stops is a lane that does not
+  shut down cleanly.
+- ``no_blocking_call_on_the_loop``: a blocking call (sleep, a wait on another
+  thread, a blocking socket, a child process) made on a running asyncio event
+  loop fails the test, naming the call and where it was made; in this process
+  and in every daemon the tests start (tests.support.loop_guard).
+
+The shared fixtures: the reference central (``central``, its seed
+``central_seed`` that a module may override, ``client``), lanes in child
+processes (``start_lane``), and pty helpers (``pty_pair``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from posd.sync.central.server import CentralServer
+from posd.sync.lane.client import CentralClient
+from tests.support import loop_guard
+from tests.support.central_fixture import default_seed, make_client, running_central
+from tests.support.lane import LaneProcess, launch_lane
+
+pytest_plugins = ["pytester"]  # tests/test_guards.py runs planted test files with this conftest
+
+THREAD_GRACE_S = 5.0  # a thread that is finishing gets this long; none is waited on longer
+
+loop_guard.install()
+
+
+# --- the guards -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    started = [t for t in threading.enumerate() if t not in before]
+    deadline = time.monotonic() + THREAD_GRACE_S
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    leaked = sorted(t.name for t in started if t.is_alive())
+    if leaked:
+        pytest.fail(f"threads left running after the test: {', '.join(leaked)}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_call_on_the_loop() -> Iterator[None]:
+    loop_guard.take()  # anything from before this test is not this test's
+    yield
+    found = loop_guard.take()
+    for lane in list(LaneProcess.running):  # lanes of a longer-lived fixture; the others checked when stopped
+        found += lane.loop_guard_violations()
+    if found:
+        pytest.fail("blocking calls on the event loop:\n" + "\n".join(found), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """What a lane of a module- or session-scoped fixture did on its loop while stopping."""
+    found = loop_guard.take()
+    if found:
+        print("\nblocking calls on the event loop after the last test that could own them:\n" + "\n".join(found))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- the reference central ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def central_seed() -> dict[str, Any]:
+    """The seed of the ``central`` fixture; a module overrides this to seed another one."""
+    return default_seed()
+
+
+@pytest.fixture
+def central(tmp_path: Path, central_seed: dict[str, Any]) -> Iterator[CentralServer]:
+    """The reference central on 127.0.0.1, its db in tmp_path/central; stopped (every
+    handler thread joined) after the test."""
+    with running_central(tmp_path / "central", central_seed) as server:
+        yield server
+
+
+@pytest.fixture
+def client(central: CentralServer) -> Iterator[CentralClient]:
+    """A lane's client (store S001, lane L01) for ``central``."""
+    with make_client(central) as c:
+        yield c
+
+
+# --- lanes in child processes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_lane(central: CentralServer) -> Iterator[Callable[..., LaneProcess]]:
+    """start_lane(folder, printer="none", extra_config="", **lane_config kwargs): a daemon
+    started and synced with ``central``; every lane started is stopped after the test,
+    before central."""
+    started: list[LaneProcess] = []
+
+    def start(folder: Path, **kwargs: Any) -> LaneProcess:
+        lane = launch_lane(folder, central, **kwargs)
+        started.append(lane)
+        return lane
+
+    yield start
+    for lane in started:
+        lane.stop()
+
+
+# --- pseudo-terminals -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[Callable[[], tuple[int, int]]]:
+    """pty_pair() -> (master, slave) file descriptors, the slave in raw mode; closed after the test."""
+    fds: list[int] = []
+
+    def open_pair() -> tuple[int, int]:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        fds.extend((master, slave))
+        return master, slave
+
+    yield open_pair
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the test closed it (an unplug)

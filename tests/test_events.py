@@ -1,6 +1,6 @@
 """Event ids are monotonic across restarts; replay covers what a client missed."""
 
-from posd.events import BOOT_SHIFT, EventBus
+from posd.lane.events import BOOT_SHIFT, EventBus
 
 
 def test_ids_monotonic_within_and_across_boots():

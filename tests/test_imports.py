@@ -18,7 +18,11 @@ ALLOWED = {
     "posd.storage": ("posd.core", "posd.storage", "posd.sync.ports"),
     "posd.drivers": ("posd.core", "posd.drivers"),
     "posd.sync": ("posd.core", "posd.sync", "posd.faults"),
+    "posd.lane": ("posd.core", "posd.storage", "posd.lane", "posd.faults"),
+    "posd.api": ("posd.core", "posd.lane", "posd.api"),
 }
+# The reference central keeps its own database (docs/sync-protocol.md); it is not the lane's.
+REFERENCE_CENTRAL = ("posd.sync.central",)
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -74,3 +78,37 @@ def test_every_module_imports_alone():
         if proc.returncode:
             failures[name] = err[-1500:]
     assert not failures, failures
+
+
+def _sql_calls(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ("execute", "executemany", "executescript"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(n == "sqlite3" or n.startswith(("sqlite3.", "sqlite_utils")) for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {names[0]}")
+    return found
+
+
+def test_only_storage_runs_sql():
+    """Every statement against the lane's databases is in posd/storage, one module per table group."""
+    outside = []
+    for module, path in modules():
+        if module.startswith("posd.storage") or module.startswith(REFERENCE_CENTRAL):
+            continue
+        outside += _sql_calls(path)
+    assert not outside, f"SQL outside posd/storage: {outside}"
+    in_tx = [c for c in _sql_calls(ROOT / "posd" / "storage" / "tx.py") if "imports" not in c]
+    assert in_tx == []  # the unit of work names verbs; each table group's module holds their SQL
+
+
+def test_the_lane_speaks_no_http():
+    """No status codes, no FastAPI, no pydantic in the lane's services: the API translates."""
+    for path in (ROOT / "posd" / "lane").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"fastapi", "starlette", "pydantic", "uvicorn", "http"}, path

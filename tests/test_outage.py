@@ -198,18 +198,23 @@ def test_clock_skew_against_centrals_date_is_in_health(tmp_path):
 # --- a lost or restored ledger.db: never the same (lane, seq) twice ---------------------------------------
 
 
+def lose_a_ledger(tmp_path: Path, central) -> Ledger:
+    """A ledger whose 3 events central has, lost with its disk; the fresh one that replaces it, with 2."""
+    first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+    add_accruals(first, 3)
+    with ledger_client(central, first) as client:
+        drive(ledger_relay(client, first), first)
+    first.close()  # ... and the disk dies: a new ledger.db starts at seq 1 again
+    fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+    add_accruals(fresh, 2)
+    return fresh
+
+
 def test_a_lost_ledger_syncs_under_a_new_lane_id_and_nothing_collides(tmp_path):
     (tmp_path / "first").mkdir()
     (tmp_path / "fresh").mkdir()
     with running_central(tmp_path / "central") as central:
-        first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(first, 3)
-        with ledger_client(central, first) as client:
-            drive(ledger_relay(client, first), first)
-        first.close()  # ... and the disk dies: a new ledger.db starts at seq 1 again
-
-        fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(fresh, 2)
+        fresh = lose_a_ledger(tmp_path, central)
         told = []
         fresh.sync_identity.subscribe(told.append)
         with ledger_client(central, fresh) as client:
@@ -236,13 +241,7 @@ def test_a_client_that_does_not_follow_the_ledgers_identity_sends_nothing(tmp_pa
     (tmp_path / "first").mkdir()
     (tmp_path / "fresh").mkdir()
     with running_central(tmp_path / "central") as central:
-        first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(first, 3)
-        with ledger_client(central, first) as client:
-            drive(ledger_relay(client, first), first)
-        first.close()
-        fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(fresh, 2)
+        fresh = lose_a_ledger(tmp_path, central)
         with make_client(central) as fixed:
             relay = ledger_relay(fixed, fresh)
             assert relay.run_once() == "backoff"

@@ -53,10 +53,10 @@ def queue_backlog(state: Path, events: int, members: list[str]) -> None:
     step = timedelta(days=7) / max(1, events)
     try:
         for first in range(0, events, 5000):
-            def write(conn, first=first):
+            def write(tx, first=first):
                 for i in range(first, min(events, first + 5000)):
                     price = rng.randint(100, 40_000)
-                    ledger.append_event(conn, "accrual", {
+                    tx.append_event("accrual", {
                         "transaction_id": f"T-{uuid.uuid4().hex[:16]}", "member_id": rng.choice(members),
                         "occurred_at": (start + step * i).isoformat().replace("+00:00", "Z"),
                         "currency": "PLN", "total": price,

@@ -28,16 +28,17 @@ from posd.config import Config, resolve
 from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
-from posd.events import EventBus
-from posd.checkout import Checkout
-from posd.lane import STALE_AFTER, Lane
-from posd.printing import PrintWorker
-from posd.redeem import OfflineLimits, Redemptions
+from posd.lane import Lane
+from posd.lane.events import EventBus
+from posd.lane.members import STALE_AFTER
+from posd.lane.print_worker import PrintWorker
+from posd.lane.rewards import OfflineLimits
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
+from posd.storage.tx import OUTBOX
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
@@ -93,38 +94,44 @@ class Daemon:
         storage = cfg.storage_dir
         storage.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
-        # The lane id this ledger syncs under: the configured one unless central held another history there.
-        self.cache = Cache(storage / "cache.db", LedgerOutbox(self.ledger).sync_lane_id() or cfg.lane.lane_id)
+        identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
+        self.cache = Cache(storage / "cache.db", identity.lane_id)
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self.bus = EventBus(self.ledger.boot)
-        self.relay = OutboxRelay(self._central_client(), LedgerOutbox(self.ledger),
-                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
-                                 on_identity=lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
+        self.outbox = LedgerOutbox(self.ledger)
+        self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
+                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s)
-        self.ledger.on_outbox_write(self.relay.wake)
+        identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
+        self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
         self.printer = registry.open_printer("printer", cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
                                              on_status=self._device_status)
+        off = cfg.offline
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
                          printer_enabled=pcfg.url != "none", is_offline=self._offline,
-                         timezone=cfg.lane.timezone)
-        self.checkout = Checkout(self.lane)
-        off = cfg.offline
-        self.redemptions = Redemptions(
-            self.lane, OfflineLimits(off.max_redeem_points_per_member, off.max_redeem_points_per_lane, off.max_hours),
-            last_sync=self._last_sync)
+                         timezone=cfg.lane.timezone,
+                         offline_limits=OfflineLimits(off.max_redeem_points_per_member,
+                                                      off.max_redeem_points_per_lane, off.max_hours),
+                         last_sync=self._last_sync, render_png=self._slip_png)
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
-        self.lane.print_wakeups.append(self.print_worker.wake)
 
     def _central_client(self) -> CentralClient:
         c = self.config.central
         return CentralClient(
             c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
             verify=c.verify_tls, cert=(c.client_cert, c.client_key) if c.client_cert else None,
+            identity=self.ledger.sync_identity,
         )
+
+    def _slip_png(self, doc: Any) -> bytes:
+        """A slip preview with this printer's profile and paper (Pillow loads on the first preview)."""
+        from posd.drivers.printer_preview import slip_png
+
+        return slip_png(doc, getattr(self.printer, "profile", "default"), getattr(self.printer, "width_mm", 80))
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.
@@ -148,7 +155,7 @@ class Daemon:
                                            "state": status.state.value, "reason": status.reason})
 
     def _on_scan(self, scan: ScanData) -> None:
-        self.lane.on_scan(scan.device, scan.data, scan.symbology)
+        self.lane.members.on_scan(scan.device, scan.data, scan.symbology)
 
     def _on_card_rejected(self, card: CardRejected) -> None:
         # A payment card: the driver kept its data; only the fact reaches the POS.
@@ -157,8 +164,8 @@ class Daemon:
     # -- health and metrics ---------------------------------------------------
     def health(self) -> dict[str, Any]:
         now = datetime.now(UTC)
-        out = self.ledger.counts()
-        oldest = out["oldest_pending_at"]
+        out = self.outbox.stats()
+        oldest = out.oldest_pending_at
         relay, pull = self.relay.status(), self.puller.status()
         if relay.get("clock_skew_s") is None:  # nothing pushed yet: the pulls saw central's Date too
             relay["clock_skew_s"] = pull.get("clock_skew_s")
@@ -174,10 +181,10 @@ class Daemon:
             problems.append("central holds another history for this lane; sync stopped (ledger.db restored?)")
         if program_version is None:
             problems.append("no loyalty program yet")
-        if not self.print_worker.alive and self.lane.printer_enabled:
+        if not self.print_worker.alive and self.lane.context.printer_enabled:
             problems.append("print worker stopped")
         stale = cache_age is None or cache_age > STALE_AFTER.total_seconds()
-        degraded = (stale or out["quarantined"] > 0
+        degraded = (stale or out.quarantined > 0
                     or (oldest is not None and (now - oldest).total_seconds() > 600))
         return {
             "status": "error" if problems else ("degraded" if degraded else "ok"),
@@ -188,10 +195,10 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "devices": devices,
             "sync": {
-                "pending": out["pending"],
+                "pending": out.pending,
                 "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
-                "quarantined": out["quarantined"],
-                "last_acked_seq": out["last_acked_seq"],
+                "quarantined": out.quarantined,
+                "last_acked_seq": out.last_acked_seq,
                 **relay,
                 "online": not self._offline(relay, pull),
                 "pull": pull,
@@ -238,10 +245,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         cfg = self.config
-        app = create_app(lane=self.lane, checkout=self.checkout, redemptions=self.redemptions, bus=self.bus,
-                         token=self.token, host=cfg.api.host, port=cfg.api.port, allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics,
-                         on_reprint=self.print_worker.wake)
-        app.state.printer = self.printer  # slip previews render with this printer's profile and paper
+        app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,
+                         allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics)
         server = _Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, lifespan="off",
                                         log_config=None, access_log=False, timeout_graceful_shutdown=2))
         self.print_worker.start()

@@ -1,6 +1,8 @@
 """Event ids are monotonic across restarts; replay covers what a client missed."""
 
-from posd.events import BOOT_SHIFT, EventBus
+import pytest
+
+from posd.lane.events import BOOT_SHIFT, EventBus
 
 
 def test_ids_monotonic_within_and_across_boots():
@@ -34,3 +36,23 @@ def test_sse_framing():
     frame = bus.publish("member.unknown", {"identifier": "X"}).sse().decode()
     assert frame.startswith(f"id: {(1 << BOOT_SHIFT) + 1}\nevent: member.unknown\ndata: {{")
     assert frame.endswith("\n\n")
+
+
+def test_every_event_type_has_its_data_schema_in_the_openapi():
+    from typing import get_args
+
+    from posd.api.app import create_app
+    from posd.api.models import StreamEvent
+    from posd.lane.events import EVENT_TYPES
+
+    modelled = {get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(StreamEvent)[0])}
+    assert modelled == set(EVENT_TYPES)
+    app = create_app(lane=None, bus=None, token="t", host="127.0.0.1", port=1, health=dict)
+    stream = app.openapi()["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    item = stream["itemSchema"]["properties"]
+    assert item["event"]["enum"] == list(EVENT_TYPES)
+    refs = {one["$ref"].rsplit("/", 1)[1] for one in item["data"]["contentSchema"]["oneOf"]}
+    assert refs == {m.__name__ for m in get_args(get_args(StreamEvent)[0])}
+    assert refs <= set(app.openapi()["components"]["schemas"])
+    with pytest.raises(ValueError, match="unknown event type"):
+        EventBus(1).publish("member.found", {})

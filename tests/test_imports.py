@@ -24,9 +24,13 @@ ALLOWED = {
     "posd.sync.lane": ("posd.core", "posd.sync.protocol", "posd.sync.lane", "posd.faults"),
     # the reference central is a service of its own: nothing of the lane, the API or the daemon
     "posd.sync.central": ("posd.sync.protocol", "posd.sync.central"),
+    "posd.lane": ("posd.core", "posd.storage", "posd.lane", "posd.faults"),
+    "posd.api": ("posd.core", "posd.lane", "posd.api"),
 }
 # Who may import the reference central besides itself: the `posd central` command.
 CENTRAL_USERS = ("posd.cli",)
+# The reference central keeps its own database (docs/sync-protocol.md); it is not the lane's.
+REFERENCE_CENTRAL = ("posd.sync.central",)
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -142,3 +146,37 @@ def test_every_folder_of_the_tree_is_an_installed_package():
                 if not (package == "posd" and rel[:1] in (("drivers",), ("sync",))):
                     folders.add(".".join([package, *rel]))
     assert folders == set(setuptools["packages"])
+
+
+def _sql_calls(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ("execute", "executemany", "executescript"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(n == "sqlite3" or n.startswith(("sqlite3.", "sqlite_utils")) for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {names[0]}")
+    return found
+
+
+def test_only_storage_runs_sql():
+    """Every statement against the lane's databases is in posd/storage, one module per table group."""
+    outside = []
+    for module, path in modules():
+        if module.startswith("posd.storage") or module.startswith(REFERENCE_CENTRAL):
+            continue
+        outside += _sql_calls(path)
+    assert not outside, f"SQL outside posd/storage: {outside}"
+    in_tx = [c for c in _sql_calls(ROOT / "posd" / "storage" / "tx.py") if "imports" not in c]
+    assert in_tx == []  # the unit of work names verbs; each table group's module holds their SQL
+
+
+def test_the_lane_speaks_no_http():
+    """No status codes, no FastAPI, no pydantic in the lane's services: the API translates."""
+    for path in (ROOT / "posd" / "lane").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"fastapi", "starlette", "pydantic", "uvicorn", "http"}, path

@@ -9,15 +9,18 @@ from decimal import Decimal
 
 import pytest
 
-from posd.core.rules import BasketLine
-from posd.checkout import Checkout
-from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput
+from posd.api.errors import STATUS
+from posd.core.rules import BasketLine, EarnContext
+from posd.lane import Lane
+from posd.lane.errors import LaneError
+from posd.lane.events import EventBus
+from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.db import StorageError
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.ports import EventResult
+from tests.support.ledger_sql import execute, reader
 
 PROGRAM = {
     "version": "t-1",
@@ -39,7 +42,6 @@ def lane(tmp_path):
     cache.apply_member_changes([MEMBER], "1")
     lane = Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
                 bus=EventBus(ledger.boot), printer_enabled=True)
-    lane.checkout = Checkout(lane)
     yield lane
     cache.close()
     ledger.close()
@@ -51,11 +53,11 @@ def tx(tid="T1", total=10000, member="2900000000018", lines=(), h=None):
 
 
 def rows(lane, sql):
-    return lane.ledger.reader().execute(sql).fetchall()
+    return reader(lane.context.ledger).execute(sql).fetchall()
 
 
 def test_sale_writes_entry_outbox_and_print_job_together(lane):
-    rec = asyncio.run(lane.checkout.record_sale(tx()))
+    rec = asyncio.run(lane.sales.record_sale(tx()))
     assert rec.response["accrual"]["points"] == {"points": 150}
     assert rec.response["balance"]["points"] == {"confirmed": 100, "pending": 150, "total": 250,
                                                  "available": 250, "maturing": 0, "expired": 0}
@@ -68,23 +70,23 @@ def test_sale_writes_entry_outbox_and_print_job_together(lane):
 
 
 def test_retry_returns_first_answer_and_writes_nothing(lane):
-    first = asyncio.run(lane.checkout.record_sale(tx()))
-    again = asyncio.run(lane.checkout.record_sale(tx()))
+    first = asyncio.run(lane.sales.record_sale(tx()))
+    again = asyncio.run(lane.sales.record_sale(tx()))
     assert again.replayed and again.response == first.response
     assert len(rows(lane, "SELECT * FROM outbox")) == 1
 
 
 def test_same_id_different_sale_is_a_conflict(lane):
-    asyncio.run(lane.checkout.record_sale(tx()))
+    asyncio.run(lane.sales.record_sale(tx()))
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.checkout.record_sale(tx(total=5000)))
-    assert (err.value.status, err.value.code) == (409, "transaction_id_conflict")
+        asyncio.run(lane.sales.record_sale(tx(total=5000)))
+    assert (STATUS[err.value.code], err.value.code) == (409, "transaction_id_conflict")
 
 
 def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
     async def burst():
         sales = [tx(f"T{i % 50}") for i in range(200)]
-        return await asyncio.gather(*(lane.checkout.record_sale(s) for s in sales))
+        return await asyncio.gather(*(lane.sales.record_sale(s) for s in sales))
 
     asyncio.run(burst())
     seqs = [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")]
@@ -93,42 +95,41 @@ def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
 
 
 def test_a_failed_write_leaves_nothing_half_written(lane):
-    lane.ledger.write(lambda c: c.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON print_jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+    execute(lane.context.ledger, "CREATE TRIGGER boom BEFORE INSERT ON print_jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     with pytest.raises(sqlite3.IntegrityError):
-        asyncio.run(lane.checkout.record_sale(tx()))
+        asyncio.run(lane.sales.record_sale(tx()))
     for table in ("outbox", "ledger_entries", "transactions", "print_jobs"):
         assert rows(lane, f"SELECT COUNT(*) FROM {table}")[0][0] == 0
-    lane.ledger.write(lambda c: c.execute("DROP TRIGGER boom"))
-    assert asyncio.run(lane.checkout.record_sale(tx())).response["seq"] == 1  # no hole left behind
+    execute(lane.context.ledger, "DROP TRIGGER boom")
+    assert asyncio.run(lane.sales.record_sale(tx())).response["seq"] == 1  # no hole left behind
 
 
 def test_unknown_member_and_bad_basket_write_nothing(lane):
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.checkout.record_sale(tx(member="2900000000995")))
+        asyncio.run(lane.sales.record_sale(tx(member="2900000000995")))
     assert err.value.code == "unknown_member"
     bad = [BasketLine("A", None, Decimal(1), 100, 0)]
     with pytest.raises(LaneError) as err:
-        asyncio.run(lane.checkout.record_sale(tx(lines=bad)))
+        asyncio.run(lane.sales.record_sale(tx(lines=bad)))
     assert err.value.code == "total_mismatch"
     assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 0
 
 
 def test_ledger_is_append_only(lane):
-    asyncio.run(lane.checkout.record_sale(tx()))
+    asyncio.run(lane.sales.record_sale(tx()))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        lane.ledger.write(lambda c: c.execute("UPDATE ledger_entries SET points = 1"))
+        execute(lane.context.ledger, "UPDATE ledger_entries SET points = 1")
     with pytest.raises(sqlite3.IntegrityError):
-        lane.ledger.write(lambda c: c.execute("DELETE FROM outbox"))
+        execute(lane.context.ledger, "DELETE FROM outbox")
 
 
 def test_balance_counts_only_entries_central_has_not_applied(lane):
-    asyncio.run(lane.checkout.record_sale(tx("T1")))
-    asyncio.run(lane.checkout.record_sale(tx("T2")))
-    LedgerOutbox(lane.ledger).record_results([EventResult(1, "accepted"), EventResult(2, "accepted")])
+    asyncio.run(lane.sales.record_sale(tx("T1")))
+    asyncio.run(lane.sales.record_sale(tx("T2")))
+    LedgerOutbox(lane.context.ledger).record_results([EventResult(1, "accepted"), EventResult(2, "accepted")])
     # central applied seq 1 only so far: its balance includes T1's 150
-    lane.cache.apply_member_changes([dict(MEMBER, balances={"points": 250}, applied_seq={"L01": 1})], "2")
-    view = lane.member_view(lane.find_member("2900000000018"))
+    lane.context.cache.apply_member_changes([dict(MEMBER, balances={"points": 250}, applied_seq={"L01": 1})], "2")
+    view = lane.members.member_view(lane.members.identify("2900000000018"))
     assert view["balances"]["points"]["confirmed"] == 250
     assert view["balances"]["points"]["pending"] == 150
     assert view["balances"]["points"]["total"] == 400
@@ -136,8 +137,8 @@ def test_balance_counts_only_entries_central_has_not_applied(lane):
 
 def test_outbox_port_batches_and_quarantines(lane):
     for i in range(5):
-        asyncio.run(lane.checkout.record_sale(tx(f"T{i}")))
-    port = LedgerOutbox(lane.ledger)
+        asyncio.run(lane.sales.record_sale(tx(f"T{i}")))
+    port = LedgerOutbox(lane.context.ledger)
     batch = port.pending_batch(3, 10**6)
     assert [e.seq for e in batch] == [1, 2, 3]
     assert batch[0].body["seq"] == 1 and batch[0].body["event_id"] == batch[0].event_id
@@ -151,12 +152,12 @@ def test_outbox_port_batches_and_quarantines(lane):
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     first = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
-    applied_first = [r[0] for r in first.reader().execute("SELECT applied_at FROM _migrations ORDER BY rowid")]
+    applied_first = [r[0] for r in reader(first).execute("SELECT applied_at FROM _migrations ORDER BY rowid")]
     first.close()
     again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
     from posd.storage.schema import ledger_migrations
 
-    rows = again.reader().execute("SELECT name, applied_at FROM _migrations ORDER BY rowid").fetchall()
+    rows = reader(again).execute("SELECT name, applied_at FROM _migrations ORDER BY rowid").fetchall()
     assert [r[0] for r in rows] == ledger_migrations.names  # each once, in registration order
     assert [r[1] for r in rows] == applied_first  # the second open re-applied nothing
     assert again.boot == 2
@@ -185,3 +186,71 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path):
     assert cache.rebuilt_from is not None and cache.rebuilt_from.exists()
     assert cache.member_count() == 0 and cache.member_cursor() is None
     cache.close()
+
+
+def test_the_ledger_announces_what_a_unit_did_after_its_commit(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    heard: list[tuple[str, int]] = []
+
+    def outbox_listener():
+        # called after the COMMIT: a reader already sees what the unit wrote
+        heard.append(("outbox", reader(ledger).execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
+
+    ledger.subscribe("outbox", outbox_listener)
+    ledger.subscribe("print", lambda: heard.append(("print", 0)))
+    ledger.subscribe("print", lambda: 1 / 0)  # a broken listener fails nothing
+    try:
+        ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+        assert heard == [("outbox", 1)]
+        ledger.write(lambda tx: tx.queue_print_job(slip_id="S1", kind="slip", slip={}))
+        assert heard[1:] == [("print", 0)]
+        ledger.write(lambda tx: tx.queue_print_job(slip_id="S1", kind="reprint", slip={}, client_job_id="k"))
+        ledger.write(lambda tx: tx.queue_print_job(slip_id="S1", kind="reprint", slip={}, client_job_id="k"))
+        assert heard[2:] == [("print", 0)]  # the same job again queued nothing: nothing to wake for
+
+        def fails(tx):
+            tx.append_event("accrual", {"member_id": "M1", "points": {}})
+            raise RuntimeError("after the append, before the commit")
+
+        with pytest.raises(RuntimeError):
+            ledger.write(fails)
+        assert len(heard) == 3  # rolled back: nothing happened, nobody is told
+        with pytest.raises(ValueError, match="unknown ledger topic"):
+            ledger.subscribe("outbx", lambda: None)
+    finally:
+        ledger.close()
+
+
+def test_a_return_reads_what_the_sale_earned_from_its_record_not_its_answer(lane):
+    asyncio.run(lane.sales.record_sale(tx(lines=[BasketLine("A", None, Decimal(1), 10000, 0)])))
+    # the answer the POS was given is not where the lane looks
+    execute(lane.context.ledger, "DROP TRIGGER transactions_no_update")
+    execute(lane.context.ledger, "UPDATE transactions SET response = json_set(response, '$.accrual.points.points', 9)")
+
+    back = asyncio.run(lane.sales.record_return(ReturnInput("T1", "R1", (("A", Decimal(1)),), None, "hr1")))
+    assert back.response["reversed"] == {"points": 150}
+
+
+def test_an_older_ledger_keeps_what_its_sales_earned_across_the_upgrade(tmp_path):
+    """m006 adds the sale's points column; sales recorded before it take theirs from their answer, once."""
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path, LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: tx.store_sale(
+        transaction_id="T-old", request_hash="h", member_id="M1", occurred_at="2026-11-20T10:00:00.000Z",
+        currency="PLN", total=100, program_version="t-1", seq=None, points={"points": 7, "coffee": 0}, basket=(),
+        context=EarnContext(None, datetime(2026, 11, 20, 11, tzinfo=UTC)), birthday_awarded=False,
+        response={"accrual": {"points": {"points": 7, "coffee": 0}}}, recorded_at="2026-11-20T10:00:00.000Z"))
+    ledger.close()
+    # as a ledger written before m006 was: no points column, m006 not recorded
+    execute(ledger, "DROP TRIGGER transactions_no_update")
+    execute(ledger, "ALTER TABLE transactions DROP COLUMN points")
+    execute(ledger, "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions "
+                    "BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END")
+    execute(ledger, "DELETE FROM _migrations WHERE name = 'm006_sale_points'")
+    upgraded = Ledger(path, LaneIdentity("S001", "L01"))
+    try:
+        assert upgraded.view().sale("T-old").points == {"points": 7, "coffee": 0}
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            execute(upgraded, "UPDATE transactions SET total_minor = 1")
+    finally:
+        upgraded.close()

@@ -21,16 +21,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from posd.checkout import Checkout, ReturnInput
 from posd.core.rules import BasketLine
-from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput
-from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
+from posd.lane import Lane
+from posd.lane.errors import LaneError
+from posd.lane.events import EventBus
+from posd.lane.rewards import OfflineLimits, RedemptionInput
+from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.central.store_sqlite import SqliteStore
 from posd.sync.lane.ports import EventResult
+from tests.support.ledger_sql import reader
 
 MEMBERS = ("m1", "m2")
 PROGRAM = {
@@ -58,9 +60,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
         self._pull()
         self.lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=self.ledger, cache=self.cache,
                          bus=EventBus(self.ledger.boot), printer_enabled=False, timezone="Europe/Warsaw",
-                         clock=lambda: self.now)
-        self.checkout = Checkout(self.lane)
-        self.redemptions = Redemptions(self.lane, OfflineLimits())
+                         clock=lambda: self.now, offline_limits=OfflineLimits())
         self.net = {m: 0 for m in MEMBERS}  # what the lane answered: earned - reversed - redeemed
         self.sales: list[tuple[str, str, int]] = []  # (tid, member, total)
         self.returned: set[str] = set()
@@ -79,7 +79,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
         self.cursor = cursor
 
     def _view(self, who: str) -> dict[str, int]:
-        return self.lane.member_view(self.cache.find_member(f"CARD-{who}"))["balances"].get(
+        return self.lane.members.member_view(self.cache.find_member(f"CARD-{who}"))["balances"].get(
             "points", {"total": 0, "available": 0})
 
     @rule(who=st.sampled_from(MEMBERS), amount=st.integers(500, 20000))
@@ -88,7 +88,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
         tid = f"T{self.n}"
         tx = TransactionInput(tid, f"CARD-{who}", self.now - timedelta(minutes=1), "PLN", amount,
                               (BasketLine("A", "grocery", Decimal(1), amount, 0),), f"h{tid}")
-        answer = asyncio.run(self.checkout.record_sale(tx)).response
+        answer = asyncio.run(self.lane.sales.record_sale(tx)).response
         self.net[who] += answer["accrual"]["points"]["points"]
         self.sales.append((tid, who, amount))
 
@@ -97,7 +97,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
         self.n += 1
         available = self._view(who)["available"]
         try:
-            answer = asyncio.run(self.redemptions.redeem(
+            answer = asyncio.run(self.lane.rewards.redeem(
                 RedemptionInput(f"D{self.n}", f"CARD-{who}", "coffee", None, None, f"hd{self.n}"))).response
         except LaneError as exc:
             assert exc.code == "insufficient_balance" and available < 50
@@ -111,7 +111,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
     @rule(data=st.data())
     def full_return(self, data):
         tid, who, amount = data.draw(st.sampled_from([s for s in self.sales if s[0] not in self.returned]))
-        answer = asyncio.run(self.checkout.record_return(ReturnInput(tid, f"R{tid}", None, amount, f"hr{tid}")))
+        answer = asyncio.run(self.lane.sales.record_return(ReturnInput(tid, f"R{tid}", None, amount, f"hr{tid}")))
         self.returned.add(tid)
         self.net[who] -= answer.response["reversed"].get("points", 0)
         self.debits_since_sync = True
@@ -152,7 +152,7 @@ class LoyaltyWithTime(RuleBasedStateMachine):
     @invariant()
     def the_ledger_holds_what_the_lane_answered(self):
         for m in MEMBERS:
-            got = self.ledger.reader().execute(
+            got = reader(self.ledger).execute(
                 "SELECT COALESCE(SUM(points), 0) FROM ledger_entries WHERE member_id = ?", (m,)).fetchone()[0]
             assert got == self.net[m]
 

@@ -21,16 +21,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from posd.checkout import Checkout, ReturnInput
 from posd.core.program import parse_program
 from posd.core.rules import Basket, EarnContext, compute_accrual
-from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput
-from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
+from posd.lane import Lane
+from posd.lane.errors import LaneError
+from posd.lane.events import EventBus
+from posd.lane.rewards import OfflineLimits, RedemptionInput
+from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.ports import EventResult
+from tests.support.ledger_sql import reader
 from tests.test_loyalty_scenarios import PROGRAM, line
 
 MEMBERS = ["m1", "m2"]
@@ -56,9 +58,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
         self.now = datetime(2026, 11, 18, 12, tzinfo=UTC)
         self.lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=self.ledger, cache=self.cache,
                          bus=EventBus(self.ledger.boot), printer_enabled=False, timezone="Europe/Warsaw",
-                         clock=lambda: self.now)
-        self.checkout = Checkout(self.lane)
-        self.redemptions = Redemptions(self.lane, OfflineLimits())
+                         clock=lambda: self.now, offline_limits=OfflineLimits())
         self.expected = {m: {"points": 3000, "coffee": 0} for m in MEMBERS}
         self.sales: dict[str, dict] = {}  # tid -> {"member", "earned", "reversed", "lines"}
         self.vouchers: dict[str, int] = {}  # code -> successful uses
@@ -91,7 +91,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
         total = sum(ln["quantity"] * ln["unit_price"] for ln in lines)
         tx = TransactionInput(tid, f"CARD-{who}", self.now - timedelta(hours=1), "PLN", total,
                               tuple(_basket_line(ln) for ln in lines), f"h-{tid}")
-        answer = run(self.checkout.record_sale(tx)).response
+        answer = run(self.lane.sales.record_sale(tx)).response
         earned = {c: p for c, p in answer["accrual"]["points"].items() if p}
         self._credit(who, earned)
         self.sales[tid] = {"member": who, "earned": earned, "reversed": {}, "lines": {ln["sku"]: ln["quantity"] for ln in lines},
@@ -107,7 +107,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
         ret = ReturnInput(tid, self._id("R"), ((sku, Decimal(qty)),), None, f"h-r-{self.n}")
         left = sale["lines"][sku] - sale["returned"].get(sku, 0)
         try:
-            answer = run(self.checkout.record_return(ret)).response
+            answer = run(self.lane.sales.record_return(ret)).response
         except LaneError as exc:
             assert exc.code == "return_exceeds_sale" and qty > left
             return
@@ -120,11 +120,11 @@ class LoyaltyLedger(RuleBasedStateMachine):
     @rule(who=st.sampled_from(MEMBERS), reward=st.sampled_from(["free-coffee", "tenth-coffee"]))
     def redeem(self, who, reward):
         price_cur = "points" if reward == "free-coffee" else "coffee"
-        available = self.lane.member_view(self.cache.find_member(f"CARD-{who}"))["balances"].get(
+        available = self.lane.members.member_view(self.cache.find_member(f"CARD-{who}"))["balances"].get(
             price_cur, {}).get("available", 0)
         req = RedemptionInput(self._id("D"), f"CARD-{who}", reward, None, None, f"h-d-{self.n}")
         try:
-            answer = run(self.redemptions.redeem(req)).response
+            answer = run(self.lane.rewards.redeem(req)).response
         except LaneError as exc:
             assert exc.code in ("insufficient_balance", "reward_limit_reached"), exc.code
             if exc.code == "insufficient_balance":
@@ -138,7 +138,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
     def use_voucher(self, data):
         code = data.draw(st.sampled_from(sorted(self.vouchers)))
         try:
-            run(self.redemptions.use(code, self._id("U"), None))
+            run(self.lane.rewards.use(code, self._id("U"), None))
             self.vouchers[code] += 1
         except LaneError as exc:
             assert exc.code == "voucher_used"
@@ -162,7 +162,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
     @invariant()
     def balances_match_the_model_and_the_ledger(self):
         for who in MEMBERS:
-            view = self.lane.member_view(self.cache.find_member(f"CARD-{who}"))["balances"]
+            view = self.lane.members.member_view(self.cache.find_member(f"CARD-{who}"))["balances"]
             for cur, want in self.expected[who].items():
                 got = view.get(cur, {"total": 0})
                 assert got["total"] == want, (who, cur, got, want)
@@ -170,7 +170,7 @@ class LoyaltyLedger(RuleBasedStateMachine):
                 spent_then_returned = any(v > 0 for s in self.sales.values() if s["member"] == who
                                           for v in s["reversed"].values())
                 assert got["available"] >= 0 or spent_then_returned
-            ledger_sum = dict(self.ledger.reader().execute(
+            ledger_sum = dict(reader(self.ledger).execute(
                 "SELECT currency, SUM(points) FROM ledger_entries WHERE member_id = ? GROUP BY currency", (who,)))
             for cur, want in self.expected[who].items():
                 start = 3000 if cur == "points" else 0
@@ -205,10 +205,10 @@ class LoyaltyLedger(RuleBasedStateMachine):
         assert again.points == json.loads(row["response"])["accrual"]["points"]
 
     def _row(self, tid: str):
-        return self.ledger.reader().execute("SELECT * FROM transactions WHERE transaction_id = ?", (tid,)).fetchone()
+        return reader(self.ledger).execute("SELECT * FROM transactions WHERE transaction_id = ?", (tid,)).fetchone()
 
     def _replay(self, row, lines):
-        program = parse_program(json.loads(self.ledger.reader().execute(
+        program = parse_program(json.loads(reader(self.ledger).execute(
             "SELECT body FROM programs WHERE version = ?", (row["program_version"],)).fetchone()[0]))
         ctx = json.loads(row["earn_context"])
         return compute_accrual(program, Basket("PLN", sum(ln.amount for ln in lines), lines), EarnContext(

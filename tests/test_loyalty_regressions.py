@@ -9,15 +9,18 @@ from decimal import Decimal
 
 import pytest
 
-from posd.checkout import Checkout, ReturnInput
+from posd.api.errors import STATUS
 from posd.core.rules import BasketLine
-from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput
-from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
+from posd.lane import Lane
+from posd.lane.errors import LaneError
+from posd.lane.events import EventBus
+from posd.lane.rewards import RedemptionInput
+from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.ports import EventResult
+from tests.support.ledger_sql import execute, reader
 from tests.test_loyalty_scenarios import PROGRAM
 
 NOW = datetime(2026, 11, 18, 14, tzinfo=UTC)
@@ -40,8 +43,6 @@ def lane(tmp_path):
     ], "1")
     lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
                 printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
-    lane.checkout = Checkout(lane)
-    lane.redemptions = Redemptions(lane, OfflineLimits())
     yield lane
     cache.close()
     ledger.close()
@@ -57,19 +58,19 @@ def run(coro):
 
 
 def test_a_first_sale_without_a_member_does_not_break_later_returns(lane):
-    run(lane.checkout.record_sale(sale("anon", None, 1000)))
-    run(lane.checkout.record_sale(sale("T1", "CARD-m1", 10000, 5000)))
-    back = run(lane.checkout.record_return(ReturnInput("T1", "R1", (("S1", Decimal(1)),), None, "hr1")))
+    run(lane.sales.record_sale(sale("anon", None, 1000)))
+    run(lane.sales.record_sale(sale("T1", "CARD-m1", 10000, 5000)))
+    back = run(lane.sales.record_return(ReturnInput("T1", "R1", (("S1", Decimal(1)),), None, "hr1")))
     assert back.response["reversed"]["points"] == 50
     # and the anonymous sale itself can be returned by lines
-    assert run(lane.checkout.record_return(ReturnInput("anon", "R0", (("S0", Decimal(1)),), None, "hr0"))).response
+    assert run(lane.sales.record_return(ReturnInput("anon", "R0", (("S0", Decimal(1)),), None, "hr0"))).response
 
 
 def test_concurrent_birthday_sales_get_the_bonus_once(lane):
     at = datetime(2026, 11, 18, 10, tzinfo=UTC)
 
     async def burst():
-        return await asyncio.gather(*(lane.checkout.record_sale(sale(f"B{i}", "CARD-bday", 2000, at=at))
+        return await asyncio.gather(*(lane.sales.record_sale(sale(f"B{i}", "CARD-bday", 2000, at=at))
                                       for i in range(4)))
 
     points = sorted(r.response["accrual"]["points"]["points"] for r in run(burst()))
@@ -77,39 +78,39 @@ def test_concurrent_birthday_sales_get_the_bonus_once(lane):
 
 
 def test_a_return_is_refused_not_faked_when_the_member_is_not_cached(lane):
-    run(lane.checkout.record_sale(sale("T2", "CARD-m1", 10000)))
-    lane.cache._conn.execute("DELETE FROM members WHERE member_id = 'm1'")
+    run(lane.sales.record_sale(sale("T2", "CARD-m1", 10000)))
+    lane.context.cache._conn.execute("DELETE FROM members WHERE member_id = 'm1'")
     with pytest.raises(LaneError) as err:
-        run(lane.checkout.record_return(ReturnInput("T2", "R2", None, 10000, "hr2")))
-    assert (err.value.status, err.value.code) == (503, "member_unavailable")
-    assert lane.ledger.reader().execute("SELECT COUNT(*) FROM returns").fetchone()[0] == 0
+        run(lane.sales.record_return(ReturnInput("T2", "R2", None, 10000, "hr2")))
+    assert (STATUS[err.value.code], err.value.code) == (503, "member_unavailable")
+    assert reader(lane.context.ledger).execute("SELECT COUNT(*) FROM returns").fetchone()[0] == 0
 
 
 def test_member_id_lookups_never_match_a_card_number(lane):
-    assert lane.cache.member_by_id("CARD-m1x").display_name == "X"
-    assert lane.cache.member_by_id("CARD-m1") is None
+    assert lane.context.cache.member_by_id("CARD-m1x").display_name == "X"
+    assert lane.context.cache.member_by_id("CARD-m1") is None
 
 
 def test_a_redemption_central_refused_gives_back_its_points_and_voids_its_voucher(lane):
-    run(lane.checkout.record_sale(sale("T3", "CARD-m1", 60000)))
-    rdm = run(lane.redemptions.redeem(RedemptionInput("D1", "CARD-m1", "free-coffee", None, None, "hd1"))).response
-    LedgerOutbox(lane.ledger).record_results([EventResult(rdm["seq"], "rejected", "member_blocked")])
-    view = lane.member_view(lane.cache.find_member("CARD-m1"))["balances"]["points"]
+    run(lane.sales.record_sale(sale("T3", "CARD-m1", 60000)))
+    rdm = run(lane.rewards.redeem(RedemptionInput("D1", "CARD-m1", "free-coffee", None, None, "hd1"))).response
+    LedgerOutbox(lane.context.ledger).record_results([EventResult(rdm["seq"], "rejected", "member_blocked")])
+    view = lane.members.member_view(lane.context.cache.find_member("CARD-m1"))["balances"]["points"]
     assert view["available"] == 700  # 600 + the 200 PLN threshold bonus 100: the refused 500 came back
-    again = run(lane.redemptions.redeem(RedemptionInput("D2", "CARD-m1", "free-coffee", None, None, "hd2")))
+    again = run(lane.rewards.redeem(RedemptionInput("D2", "CARD-m1", "free-coffee", None, None, "hd2")))
     assert again.response["points"] == {"points": -500}  # no 500: the lots the refused debit held are free
     with pytest.raises(LaneError) as err:
-        run(lane.redemptions.use(rdm["voucher"]["code"], "pos-1", None))
+        run(lane.rewards.use(rdm["voucher"]["code"], "pos-1", None))
     assert err.value.code == "voucher_void"
 
 
 def test_a_retried_voucher_use_gets_its_first_answer(lane):
-    run(lane.checkout.record_sale(sale("T4", "CARD-m1", 60000)))
-    code = run(lane.redemptions.redeem(RedemptionInput("D3", "CARD-m1", "free-coffee", None, None, "hd3"))
+    run(lane.sales.record_sale(sale("T4", "CARD-m1", 60000)))
+    code = run(lane.rewards.redeem(RedemptionInput("D3", "CARD-m1", "free-coffee", None, None, "hd3"))
                ).response["voucher"]["code"]
-    first = run(lane.redemptions.use(code, "pos-9", None))
-    lane.ledger.write(lambda c: c.execute("UPDATE vouchers SET expires_at = '2000-01-01T00:00:00.000Z'"))
-    again = run(lane.redemptions.use(code, "pos-9", None))
+    first = run(lane.rewards.use(code, "pos-9", None))
+    execute(lane.context.ledger, "UPDATE vouchers SET expires_at = '2000-01-01T00:00:00.000Z'")
+    again = run(lane.rewards.use(code, "pos-9", None))
     assert again.replayed and again.response == first.response
 
 
@@ -120,11 +121,11 @@ def test_a_retried_voucher_use_gets_its_first_answer(lane):
 ])
 def test_sales_outside_the_accepted_window_are_refused(lane, at, code):
     with pytest.raises(LaneError) as err:
-        run(lane.checkout.record_sale(sale("T5", "CARD-m1", 1000, at=at)))
+        run(lane.sales.record_sale(sale("T5", "CARD-m1", 1000, at=at)))
     assert err.value.code == code
 
 
 def test_a_redemption_slip_never_collides_with_a_sale_slip(lane):
-    run(lane.checkout.record_sale(sale("D9", "CARD-m1", 60000)))  # the same id as the redemption below
-    rdm = run(lane.redemptions.redeem(RedemptionInput("D9", "CARD-m1", "free-coffee", None, None, "hd9")))
+    run(lane.sales.record_sale(sale("D9", "CARD-m1", 60000)))  # the same id as the redemption below
+    rdm = run(lane.rewards.redeem(RedemptionInput("D9", "CARD-m1", "free-coffee", None, None, "hd9")))
     assert rdm.response["slip"]["slip_id"] == "D9~r"

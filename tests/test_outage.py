@@ -31,6 +31,7 @@ from tests.support.central_fixture import (
     running_central,
 )
 from tests.support.lane import launch_lane
+from tests.support.ledger_sql import reader
 
 DEMO_SEED = demo_seed()
 
@@ -43,9 +44,9 @@ def ledger(tmp_path):
 
 
 def add_accruals(ledger: Ledger, n: int, member: str = "M0001", points: int = 10) -> None:
-    def write(conn):
+    def write(tx):
         for _ in range(n):
-            ledger.append_event(conn, "accrual", {
+            tx.append_event("accrual", {
                 "transaction_id": f"T-{random.getrandbits(48):x}", "member_id": member,
                 "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": points},
                 "program_version": "test-1", "offline": False})
@@ -54,7 +55,16 @@ def add_accruals(ledger: Ledger, n: int, member: str = "M0001", points: int = 10
 
 
 def outbox_rows(ledger: Ledger) -> list:
-    return ledger.reader().execute("SELECT seq, event_id, state FROM outbox ORDER BY seq").fetchall()
+    return reader(ledger).execute("SELECT seq, event_id, state FROM outbox ORDER BY seq").fetchall()
+
+
+def ledger_client(central, ledger: Ledger, **kwargs):
+    """A central client that sends under the ledger's sync identity, as the daemon's do."""
+    return make_client(central, identity=ledger.sync_identity, **kwargs)
+
+
+def ledger_relay(client, ledger: Ledger, **kwargs) -> OutboxRelay:
+    return OutboxRelay(client, LedgerOutbox(ledger), identity=ledger.sync_identity, **kwargs)
 
 
 def drive(relay: OutboxRelay, ledger: Ledger, limit: int = 60) -> list[str]:
@@ -79,8 +89,8 @@ def assert_delivered_once(central, ledger: Ledger, points_each: int = 10) -> Non
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_push_fault_then_recovery_loses_and_duplicates_nothing(tmp_path, ledger, fault, caplog):
     with running_central(tmp_path / "central") as central:
-        client = make_client(central, timeout=(1.0, 0.5))
-        relay = OutboxRelay(client, LedgerOutbox(ledger), max_events=3, backoff_base=0.01)
+        client = ledger_client(central, ledger, timeout=(1.0, 0.5))
+        relay = ledger_relay(client, ledger, max_events=3, backoff_base=0.01)
         add_accruals(ledger, 4)
         assert relay.run_once() == "sent"  # seqs 1-3
         central.inject("push", fault, count=2, delay={"timeout": 1.0, "slow": 0.1}.get(fault))
@@ -119,8 +129,8 @@ def test_a_long_outage_queues_then_drains_in_order(tmp_path, ledger):
     """Central is gone (its port closed) for a while, then comes back on the same port and db."""
     with running_central(tmp_path / "central") as central:
         port, db = central.port, central.store.path
-        client = make_client(central, timeout=(0.5, 0.5))
-    relay = OutboxRelay(client, LedgerOutbox(ledger), max_events=50, backoff_base=0.01)
+        client = ledger_client(central, ledger, timeout=(0.5, 0.5))
+    relay = ledger_relay(client, ledger, max_events=50, backoff_base=0.01)
     for _ in range(5):
         add_accruals(ledger, 40)
         assert relay.run_once() == "backoff"
@@ -179,30 +189,57 @@ def test_clock_skew_against_centrals_date_is_in_health(tmp_path):
 # --- a lost or restored ledger.db: never the same (lane, seq) twice ---------------------------------------
 
 
+def lose_a_ledger(tmp_path: Path, central) -> Ledger:
+    """A ledger whose 3 events central has, lost with its disk; the fresh one that replaces it, with 2."""
+    first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+    add_accruals(first, 3)
+    with ledger_client(central, first) as client:
+        drive(ledger_relay(client, first), first)
+    first.close()  # ... and the disk dies: a new ledger.db starts at seq 1 again
+    fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+    add_accruals(fresh, 2)
+    return fresh
+
+
 def test_a_lost_ledger_syncs_under_a_new_lane_id_and_nothing_collides(tmp_path):
     (tmp_path / "first").mkdir()
     (tmp_path / "fresh").mkdir()
-    with running_central(tmp_path / "central") as central, make_client(central) as client:
-        first = Ledger(tmp_path / "first" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(first, 3)
-        drive(OutboxRelay(client, LedgerOutbox(first)), first)
-        first.close()  # ... and the disk dies: a new ledger.db starts at seq 1 again
-
-        fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(fresh, 2)
+    with running_central(tmp_path / "central") as central:
+        fresh = lose_a_ledger(tmp_path, central)
         told = []
-        relay = OutboxRelay(client, LedgerOutbox(fresh), on_identity=told.append)
-        drive(relay, fresh)
+        fresh.sync_identity.subscribe(told.append)
+        with ledger_client(central, fresh) as client:
+            relay = ledger_relay(client, fresh)
+            drive(relay, fresh)
         assert told == ["L01.2"] and relay.status()["sync_lane_id"] == "L01.2"
         assert [e["status"] for e in central.store.events(STORE_ID, "L01")] == ["accepted"] * 3
         assert [e["status"] for e in central.store.events(STORE_ID, "L01.2")] == ["accepted"] * 2
         assert central.store.member("M0001")["balances"] == {"points": 1840 + 50}
+        fresh.close()
 
-        add_accruals(fresh, 1)  # the next start keeps the claimed id
-        again = OutboxRelay(make_client(central), LedgerOutbox(fresh), on_identity=told.append)
-        drive(again, fresh)
+        fresh = Ledger(tmp_path / "fresh" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))  # the next start
+        fresh.sync_identity.subscribe(told.append)
+        add_accruals(fresh, 1)  # keeps the claimed id
+        with ledger_client(central, fresh) as client:
+            drive(ledger_relay(client, fresh), fresh)
         assert told == ["L01.2"] and len(central.store.events(STORE_ID, "L01.2")) == 3
-        assert LedgerOutbox(fresh).sync_lane_id() == "L01.2"
+        assert fresh.sync_identity.lane_id == "L01.2"
+        fresh.close()
+
+
+def test_a_client_that_does_not_follow_the_ledgers_identity_sends_nothing(tmp_path):
+    """Wiring the relay to the identity but the client to a fixed lane id would send seqs that collide."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "fresh").mkdir()
+    with running_central(tmp_path / "central") as central:
+        fresh = lose_a_ledger(tmp_path, central)
+        with make_client(central) as fixed:
+            relay = ledger_relay(fixed, fresh)
+            assert relay.run_once() == "backoff"
+        assert "claimed lane id" in relay.status()["last_error"]
+        assert fresh.sync_identity.lane_id == "L01.2"  # claimed: a client that follows it sends there
+        assert len(central.store.events(STORE_ID, LANE_ID)) == 3 and central.store.events(STORE_ID, "L01.2") == []
+        assert [r["state"] for r in outbox_rows(fresh)] == ["pending", "pending"]
         fresh.close()
 
 
@@ -210,22 +247,26 @@ def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_
     import shutil
 
     (tmp_path / "lane").mkdir()
-    with running_central(tmp_path / "central") as central, make_client(central) as client:
+    with running_central(tmp_path / "central") as central:
         ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
         add_accruals(ledger, 2)
-        drive(OutboxRelay(client, LedgerOutbox(ledger)), ledger)
+        with ledger_client(central, ledger) as client:
+            drive(ledger_relay(client, ledger), ledger)
         ledger.close()
         shutil.copytree(tmp_path / "lane", tmp_path / "backup")
         ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
         add_accruals(ledger, 3)
-        drive(OutboxRelay(client, LedgerOutbox(ledger)), ledger)
+        with ledger_client(central, ledger) as client:
+            drive(ledger_relay(client, ledger), ledger)
         ledger.close()
 
         restored = Ledger(tmp_path / "backup" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
         add_accruals(restored, 1)  # seq 3 again, another event
-        relay = OutboxRelay(client, LedgerOutbox(restored))
+        client = ledger_client(central, restored)
+        relay = ledger_relay(client, restored)
         assert relay.run_once() == "identity_conflict"
         assert relay.status()["state"] == "identity_conflict" and relay.status()["next_attempt_in_s"] > 250
         assert [r["state"] for r in outbox_rows(restored)] == ["acked", "acked", "pending"]
         assert central.store.last_seq(STORE_ID, LANE_ID) == 5  # nothing overwritten, nothing quarantined
+        client.close()
         restored.close()

@@ -13,9 +13,10 @@ import pytest
 
 from posd.core.slip import SlipData, build_slip
 from posd.drivers import registry
-from posd.events import EventBus
-from posd.printing import PrintWorker, queue_job, queue_reprint
+from posd.lane.events import EventBus
+from posd.lane.print_worker import PrintWorker
 from posd.storage.ledger import LaneIdentity, Ledger
+from tests.support.ledger_sql import execute, reader
 from tests.support.printer_emulator import PrinterEmulator
 
 WAIT = 15.0
@@ -36,10 +37,9 @@ class Lane:
         self.worker = PrintWorker(self.ledger, self.printer, self.bus, "en", retry_base=0.05, retry_cap=0.2)
 
     def queue(self, slip_id: str, **kw) -> str:
-        job = self.ledger.write(lambda c: queue_job(c, slip_id=slip_id, kind=kw.pop("kind", "slip"),
-                                                    slip=slip_json(slip_id), **kw))[0]
-        self.worker.wake()  # as the lane does after a sale
-        return job
+        job, _ = self.ledger.write(lambda tx: tx.queue_print_job(slip_id=slip_id, kind=kw.pop("kind", "slip"),
+                                                                 slip=slip_json(slip_id), **kw))
+        return job  # the ledger wakes the worker once the job is committed
 
     def rendered(self, slip_id: str) -> bytes:
         return self.printer.render(build_slip(SlipData.from_json(slip_json(slip_id)), "en"))
@@ -62,7 +62,7 @@ class Lane:
         raise AssertionError(f"no {state} for {job_id}: {self.statuses(job_id)}")
 
     def row(self, job_id: str):
-        return self.ledger.reader().execute("SELECT * FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return reader(self.ledger).execute("SELECT * FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
 
     def close(self) -> None:
         self.worker.stop()
@@ -142,15 +142,15 @@ def test_the_same_client_job_id_twice_prints_once(lane):
     lane.queue("T-6")
     lane.wait_status("T-6", "printed")
     assert lane.copies("T-5") == 1
-    count = lane.ledger.reader().execute("SELECT COUNT(*) FROM print_jobs WHERE client_job_id = 'pos-42'")
+    count = reader(lane.ledger).execute("SELECT COUNT(*) FROM print_jobs WHERE client_job_id = 'pos-42'")
     assert count.fetchone()[0] == 1
 
 
 def test_reprint_of_a_known_slip_is_a_new_job(lane):
     lane.queue("T-7")
-    job = lane.ledger.write(lambda c: queue_reprint(c, "T-7", client_job_id="copy-1"))
-    assert job != "T-7" and lane.ledger.write(lambda c: queue_reprint(c, "T-7", client_job_id="copy-1")) == job
-    assert lane.ledger.write(lambda c: queue_reprint(c, "nope")) is None
+    job = lane.ledger.write(lambda tx: tx.queue_reprint("T-7", client_job_id="copy-1"))
+    assert job != "T-7" and lane.ledger.write(lambda tx: tx.queue_reprint("T-7", client_job_id="copy-1")) == job
+    assert lane.ledger.write(lambda tx: tx.queue_reprint("nope")) is None
     lane.worker.start()
     lane.wait_status(job, "printed")
     slip = json.loads(lane.row(job)["slip"])
@@ -186,8 +186,7 @@ def test_a_drawer_kick_never_fires_late(lane, emulator):
 def test_after_a_crash_a_delivered_job_is_not_sent_again(tmp_path, emulator):
     lane = Lane(tmp_path, emulator)
     job = lane.queue("T-12")
-    lane.ledger.write(lambda c: c.execute(
-        "UPDATE print_jobs SET state = 'printing', send_state = 'delivered' WHERE job_id = ?", (job,)))
+    lane.ledger.write(lambda tx: tx.update_print_job(job, state="printing", send_state="delivered"))
     lane.ledger.close()
     lane = Lane(tmp_path, emulator)  # the restart: the ledger puts 'printing' back in the queue
     try:
@@ -201,8 +200,7 @@ def test_after_a_crash_a_delivered_job_is_not_sent_again(tmp_path, emulator):
 def test_after_a_crash_mid_send_the_job_is_cleared_and_sent_once(tmp_path, emulator):
     lane = Lane(tmp_path, emulator)
     job = lane.queue("T-13")
-    lane.ledger.write(lambda c: c.execute(
-        "UPDATE print_jobs SET state = 'printing', send_state = 'sending' WHERE job_id = ?", (job,)))
+    lane.ledger.write(lambda tx: tx.update_print_job(job, state="printing", send_state="sending"))
     lane.ledger.close()
     lane = Lane(tmp_path, emulator)
     try:
@@ -222,10 +220,6 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
     from posd.storage.db import iso as _iso
     from posd.storage.db import utcnow as _utcnow
 
-    from posd.events import EventBus
-    from posd.printing import PrintWorker, queue_job
-    from posd.storage.ledger import LaneIdentity, Ledger
-
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
     printed = []
 
@@ -237,11 +231,10 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
 
     good = {"slip_id": "good", "store_id": "S", "lane_id": "L", "transaction_id": "good",
             "occurred_at": "2026-11-24 10:00", "member_name": "A", "tier_name": None, "earned": {}, "balance": {}}
-    ledger.write(lambda c: c.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
-        ("bad", "bad", _json.dumps({"not": "a slip"}), _iso(_utcnow() - _td(hours=1)))))
-    ledger.write(lambda c: c.execute("UPDATE print_jobs SET expires_at = '2999-01-01T00:00:00.000Z'"))
-    ledger.write(lambda c: queue_job(c, slip_id="good", kind="slip", slip=good))
+    execute(ledger, "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
+            ("bad", "bad", _json.dumps({"not": "a slip"}), _iso(_utcnow() - _td(hours=1))))
+    execute(ledger, "UPDATE print_jobs SET expires_at = '2999-01-01T00:00:00.000Z'")
+    ledger.write(lambda tx: tx.queue_print_job(slip_id="good", kind="slip", slip=good))
     bus = EventBus(1)
     worker = PrintWorker(ledger, Paper(), bus, "en", retry_base=0.01, retry_cap=0.02)
     worker.start()
@@ -250,7 +243,7 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
         _time.sleep(0.05)
     worker.stop()
     assert printed == ["good"] and worker.alive is False
-    state = ledger.reader().execute("SELECT state FROM print_jobs WHERE job_id = 'bad'").fetchone()[0]
+    state = reader(ledger).execute("SELECT state FROM print_jobs WHERE job_id = 'bad'").fetchone()[0]
     assert state == "failed"
     assert any(e.type == "print.status" and e.data.get("state") == "failed" for e in bus._ring)
     ledger.close()
@@ -259,7 +252,7 @@ def test_a_job_that_cannot_be_rendered_is_set_aside_and_later_slips_still_print(
 def test_finished_jobs_are_forgotten_after_the_retention_period(tmp_path):
     from datetime import timedelta as _td
 
-    from posd.printing import JOB_RETENTION, forget_finished_jobs
+    from posd.lane.print_worker import JOB_RETENTION
     from posd.storage.db import iso as _iso
     from posd.storage.db import utcnow as _utcnow
     from posd.storage.ledger import LaneIdentity, Ledger
@@ -268,10 +261,9 @@ def test_finished_jobs_are_forgotten_after_the_retention_period(tmp_path):
     old = _iso(_utcnow() - JOB_RETENTION - _td(days=1))
     rows = [("old-printed", "printed", old), ("old-expired", "expired", old), ("old-queued", "queued", old),
             ("new-printed", "printed", _iso(_utcnow()))]
-    ledger.write(lambda c: c.executemany(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, state, created_at) VALUES (?, ?, 'slip', '{}', ?, ?)",
-        [(job, job, state, at) for job, state, at in rows]))
-    removed = ledger.write(lambda c: forget_finished_jobs(c, _utcnow() - JOB_RETENTION))
-    left = {r[0] for r in ledger.reader().execute("SELECT job_id FROM print_jobs")}
+    execute(ledger, "INSERT INTO print_jobs (job_id, slip_id, kind, slip, state, created_at) "
+            "VALUES (?, ?, 'slip', '{}', ?, ?)", [(job, job, state, at) for job, state, at in rows], many=True)
+    removed = ledger.write(lambda tx: tx.forget_finished_jobs(_utcnow() - JOB_RETENTION))
+    left = {r[0] for r in reader(ledger).execute("SELECT job_id FROM print_jobs")}
     assert removed == 2 and left == {"old-queued", "new-printed"}
     ledger.close()

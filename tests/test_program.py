@@ -66,6 +66,12 @@ FULL = {
          "price": 1000, "tier_prices": {"gold": 800}},
     ],
     "offers": [{"id": "not ours to check"}],
+    "coupons": [
+        {"code": "WELCOME10", "title": "10% off", "percent": 10,
+         "valid_from": "2026-11-01T00:00:00Z", "valid_to": "2026-12-31T23:59:59+01:00"},
+        {"code": "ANNA-BDAY", "kind": "personal", "member_id": "M0001", "title": "Birthday cake", "sku": "5900"},
+        {"code": "TENNER", "kind": "campaign", "value_minor": 1000, "money": "PLN"},
+    ],
 }
 
 
@@ -119,6 +125,26 @@ def test_rewards_prices_per_tier():
     assert voucher.value_minor == 1000 and voucher.money == "PLN"
     assert voucher.price_for("gold") == 800 and voucher.price_for("basic") == 1000 and voucher.price_for(None) == 1000
     assert prog.reward("w1") is discount and prog.reward("nope") is None
+
+
+def test_coupons_are_part_of_the_program():
+    prog = parse_program(full())
+    welcome, cake, tenner = prog.coupons
+    assert welcome.campaign and welcome.kind == "campaign" and welcome.percent == 10 and welcome.member_id is None
+    assert welcome.valid_from == datetime(2026, 11, 1, tzinfo=UTC)
+    assert welcome.valid_to == datetime(2026, 12, 31, 22, 59, 59, tzinfo=UTC)  # the same instant, in UTC
+    assert not cake.campaign and cake.member_id == "M0001" and cake.sku == "5900" and cake.title == "Birthday cake"
+    assert tenner.title == "TENNER" and (tenner.value_minor, tenner.money) == (1000, "PLN")  # the code by default
+    assert prog.coupon("ANNA-BDAY") is cake and prog.coupon("nope") is None
+    assert parse_program({k: v for k, v in full().items() if k != "coupons"}).coupons == ()
+
+
+def test_rewards_a_member_can_afford_now():
+    prog = parse_program(full())
+    assert [(r.reward_id, price) for r, price in prog.affordable_rewards("gold", {"points": 900, "coffee": 9})] == [
+        ("w0", 9), ("w1", 300), ("w2", 800)]
+    assert [(r.reward_id, price) for r, price in prog.affordable_rewards("basic", {"points": 900})] == []
+    assert [r.reward_id for r, _ in prog.affordable_rewards(None, {"points": 1000, "coffee": 8})] == ["w2"]
 
 
 def test_the_demo_program_parses_and_shows_the_product():
@@ -205,6 +231,20 @@ ERRORS = [
     (("rewards", 2, "tier_prices"), {"platinum": 5}, "rewards[2].tier_prices.platinum: "),
     (("rewards", 2, "valid_days"), 0, "rewards[2].valid_days: "),
     (("rewards", 2, "id"), "w0", "rewards[2].id: duplicate"),
+    (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
+    (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
+    (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),
+    (("coupons", 0, "percent"), 101, "coupons[0].percent: at most 100"),
+    (("coupons", 0, "sku"), "X", "coupons[0]: a coupon needs exactly one of value_minor, percent, sku"),
+    (("coupons", 0, "percent"), _DELETE, "coupons[0]: a coupon needs exactly one of"),
+    (("coupons", 0, "member_id"), "M1", "coupons[0].member_id: a campaign coupon is for every member"),
+    (("coupons", 0, "valid_to"), "2026-12-31", "coupons[0].valid_to: '2026-12-31' needs an offset"),
+    (("coupons", 0, "valid_to"), "soon", "coupons[0].valid_to: 'soon' is not an instant"),
+    (("coupons", 0, "valid_to"), "2026-10-01T00:00:00Z", "coupons[0].valid_to: must be after valid_from"),
+    (("coupons", 0, "percnt"), 5, "coupons[0].percnt: unknown key"),
+    (("coupons", 1, "member_id"), _DELETE, "coupons[1].member_id: required for a personal coupon"),
+    (("coupons", 1, "money"), "PLN", "coupons[1].money: only used with value_minor"),
+    (("coupons", 2, "code"), "WELCOME10", "coupons[2].code: duplicate"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The rules engine: exact arithmetic, one named rounding, a trace that explains."""
 
 import copy
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -292,3 +293,29 @@ def test_same_basket_same_program_same_points(total, tier):
     b = compute_accrual(program(), Basket("PLN", total), ctx(tier))
     assert a == b
     assert 0 <= a.points["points"] <= total  # at most 1.5 points per 100 minor units
+
+
+@given(sku=st.text(min_size=1, max_size=8), category=st.none() | st.text(max_size=8),
+       quantity=st.decimals(min_value=Decimal("0.001"), max_value=Decimal(100_000), places=3),
+       unit_price=st.integers(0, 10**9), discount=st.integers(0, 10**6))
+def test_a_basket_line_comes_back_from_its_json_exactly(sku, category, quantity, unit_price, discount):
+    stored = BasketLine(sku, category, quantity, unit_price, discount)
+    again = BasketLine.from_json(json.loads(json.dumps(stored.to_json())))
+    assert again == stored and again.amount == stored.amount
+    assert isinstance(stored.to_json()["quantity"], str)  # an exact decimal, never a float
+
+
+@pytest.mark.parametrize("earn", [
+    EarnContext("gold", TUESDAY_1015, date(1990, 11, 24), True),
+    EarnContext(None, datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=WARSAW)),  # the repeated hour
+])
+def test_an_earn_context_comes_back_from_its_json_to_the_same_instant(earn):
+    again = EarnContext.from_json(json.loads(json.dumps({**earn.to_json(), "birthday_awarded": True})))
+    assert (again.tier_id, again.birth_date, again.birthday_bonus_used) == (
+        earn.tier_id, earn.birth_date, earn.birthday_bonus_used)
+    # the same instant and wall clock (an inter-zone == is never true for a fold=1 time: PEP 495)
+    assert again.occurred_local.timestamp() == earn.occurred_local.timestamp()
+    assert again.occurred_local.utcoffset() == earn.occurred_local.utcoffset()
+    assert again.occurred_local.replace(tzinfo=None) == earn.occurred_local.replace(tzinfo=None)
+    assert compute_accrual(program(), basket(line("A", "grocery", 1, 1000)), again).points == \
+        compute_accrual(program(), basket(line("A", "grocery", 1, 1000)), earn).points

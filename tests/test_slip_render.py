@@ -8,10 +8,8 @@ regenerate them with POSD_UPDATE_GOLDENS=1, look at every one, then commit.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import zxingcpp
@@ -140,16 +138,19 @@ def test_slip_png_route(tmp_path):
     from fastapi.testclient import TestClient
 
     from posd.api.app import create_app
+    from posd.lane import Lane
+    from posd.lane.events import EventBus
+    from posd.storage.cache import Cache
     from posd.storage.ledger import Ledger, LaneIdentity
 
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
     stored = sample("sale", locale="fa").to_json()
-    ledger.write(lambda conn: conn.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at) VALUES (?, ?, 'slip', ?, ?)",
-        ("T-sale-1", "T-sale-1", json.dumps(stored), "2026-11-24T09:15:00Z")))
-    lane = SimpleNamespace(ledger=ledger, locale="pl", printer_enabled=True)
+    ledger.write(lambda tx: tx.queue_print_job(slip_id="T-sale-1", kind="slip", slip=stored))
+    # the daemon's renderer: its printer's profile and paper
+    lane = Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache, bus=EventBus(1),
+                printer_enabled=True, render_png=lambda doc: slip_png(doc, "TM-T88V", 80))
     app = create_app(lane=lane, bus=None, token="secret", host="127.0.0.1", port=8765, health=dict)
-    app.state.printer = SimpleNamespace(profile="TM-T88V", width_mm=80)
     try:
         with TestClient(app, base_url="http://127.0.0.1:8765") as client:
             auth = {"Authorization": "Bearer secret"}
@@ -161,6 +162,7 @@ def test_slip_png_route(tmp_path):
             assert missing.status_code == 404 and missing.json()["code"] == "unknown_slip"
             assert client.get("/v1/slips/T-sale-1.png").status_code == 401
     finally:
+        cache.close()
         ledger.close()
 
 

@@ -32,11 +32,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from posd.checkout import Checkout, ReturnInput
+from posd.api.errors import STATUS
 from posd.core.rules import BasketLine
-from posd.events import EventBus
-from posd.lane import Lane, LaneError, TransactionInput
-from posd.redeem import OfflineLimits, RedemptionInput, Redemptions
+from posd.lane import Lane
+from posd.lane.errors import LaneError
+from posd.lane.events import EventBus
+from posd.lane.rewards import OfflineLimits, RedemptionInput
+from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
@@ -46,6 +48,7 @@ from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from posd.sync.protocol import secret_from_text
 from tests.support.central_fixture import demo_seed
+from tests.support.ledger_sql import reader
 
 SEED = demo_seed()
 STORE, LANE = "S001", "L01"
@@ -75,19 +78,19 @@ class LaneAndCentral(RuleBasedStateMachine):
 
     def _client(self) -> CentralClient:
         return CentralClient(self.central.url, STORE, LANE, SECRET, timeout=(1.0, 0.3),
-                             clock=lambda: time.time() + self.clock_offset)
+                             clock=lambda: time.time() + self.clock_offset, identity=self.ledger.sync_identity)
 
     def _open(self) -> None:
         self.ledger = Ledger(self.dir / "ledger.db", LaneIdentity(STORE, LANE))
         self.cache = Cache(self.dir / "cache.db", LANE)
         self.outbox = LedgerOutbox(self.ledger)
-        self.relay = OutboxRelay(self._client(), self.outbox, max_events=3, backoff_base=0.01)
+        self.relay = OutboxRelay(self._client(), self.outbox, max_events=3, backoff_base=0.01,
+                                 identity=self.ledger.sync_identity)
         self.puller = SyncPuller(self._client(), self.cache)
         self.lane = Lane(store_id=STORE, lane_id=LANE, locale="en", ledger=self.ledger, cache=self.cache,
                          bus=EventBus(self.ledger.boot), printer_enabled=False,
-                         is_offline=lambda: self.relay.status()["consecutive_failures"] > 0)
-        self.checkout = Checkout(self.lane)
-        self.redemptions = Redemptions(self.lane, LIMITS, last_sync=self._last_sync)
+                         is_offline=lambda: self.relay.status()["consecutive_failures"] > 0,
+                         offline_limits=LIMITS, last_sync=self._last_sync)
 
     def _close(self) -> None:
         self.relay._client.close()
@@ -118,7 +121,7 @@ class LaneAndCentral(RuleBasedStateMachine):
         try:
             first = run(call())
         except LaneError as exc:
-            assert 400 <= exc.status < 500 and exc.status != 409, (exc.status, exc.code)
+            assert 400 <= STATUS[exc.code] < 500 and STATUS[exc.code] != 409, (STATUS[exc.code], exc.code)
             return
         if lose_answer:
             again = run(call())
@@ -137,7 +140,7 @@ class LaneAndCentral(RuleBasedStateMachine):
                               lines=(BasketLine(sku="5901234123457", category="grocery", quantity=Decimal(1),
                                                 unit_price=amount, discount=0),),
                               request_hash=f"h-{tid}")
-        self._once(tid, lambda: self.checkout.record_sale(tx), lose_answer)
+        self._once(tid, lambda: self.lane.sales.record_sale(tx), lose_answer)
         if tid in self.answers:
             self.sales.append(tid)
 
@@ -147,11 +150,11 @@ class LaneAndCentral(RuleBasedStateMachine):
             return
         tid = data.draw(st.sampled_from(self.sales))
         rid = self._id("R")
-        total = self.ledger.reader().execute(
+        total = reader(self.ledger).execute(
             "SELECT total_minor FROM transactions WHERE transaction_id = ?", (tid,)).fetchone()[0]
         ret = ReturnInput(transaction_id=tid, return_id=rid, lines=None, amount=total // share,
                           request_hash=f"h-{rid}")
-        self._once(rid, lambda: self.checkout.record_return(ret), lose_answer)
+        self._once(rid, lambda: self.lane.sales.record_return(ret), lose_answer)
 
     @rule(member=st.sampled_from(MEMBERS), reward=st.sampled_from(REWARDS or [None]), lose_answer=st.booleans())
     def redeem(self, member, reward, lose_answer) -> None:
@@ -160,7 +163,7 @@ class LaneAndCentral(RuleBasedStateMachine):
         rid = self._id("D")
         req = RedemptionInput(redemption_id=rid, member=member["identifiers"][0], reward_id=reward, points=None,
                               transaction_id=None, request_hash=f"h-{rid}")
-        self._once(rid, lambda: self.redemptions.redeem(req), lose_answer)
+        self._once(rid, lambda: self.lane.rewards.redeem(req), lose_answer)
 
     # --- the network, the clock, crashes -------------------------------------------------------------
 
@@ -205,7 +208,7 @@ class LaneAndCentral(RuleBasedStateMachine):
         return self.central.store.events(STORE, LANE)
 
     def _outbox(self) -> list:
-        return self.ledger.reader().execute("SELECT seq, event_id, state, body FROM outbox ORDER BY seq").fetchall()
+        return reader(self.ledger).execute("SELECT seq, event_id, state, body FROM outbox ORDER BY seq").fetchall()
 
     @invariant()
     def central_holds_a_prefix_of_the_outbox(self) -> None:
@@ -222,7 +225,7 @@ class LaneAndCentral(RuleBasedStateMachine):
 
     @invariant()
     def every_answered_request_is_in_the_ledger_once(self) -> None:
-        conn = self.ledger.reader()
+        conn = reader(self.ledger)
         for table, key in (("transactions", "transaction_id"), ("returns", "return_id"),
                            ("redemptions", "redemption_id")):
             ids = [row[0] for row in conn.execute(f"SELECT {key} FROM {table}")]
@@ -234,7 +237,7 @@ class LaneAndCentral(RuleBasedStateMachine):
 
     @invariant()
     def balances_agree_with_the_ledger(self) -> None:
-        conn = self.ledger.reader()
+        conn = reader(self.ledger)
         applied = {e["seq"] for e in self._central_events()}
         for member in MEMBERS:
             mid, seed = member["member_id"], member.get("balances", {})
@@ -242,7 +245,7 @@ class LaneAndCentral(RuleBasedStateMachine):
                                    (mid,)).fetchall()
             at_central = self.central.store.member(mid)["balances"]
             cached = self.cache.find_member(mid)
-            view = self.lane.balances(cached)
+            view = self.lane.members.balances(cached)
             for cur in {"points"} | {r["currency"] for r in entries}:
                 ledger_sum = sum(r["points"] for r in entries if r["currency"] == cur)
                 central_part = sum(r["points"] for r in entries if r["currency"] == cur and r["seq"] in applied)
@@ -252,7 +255,7 @@ class LaneAndCentral(RuleBasedStateMachine):
 
     @invariant()
     def offline_redemption_caps_hold(self) -> None:
-        rows = self.ledger.reader().execute(
+        rows = reader(self.ledger).execute(
             "SELECT r.member_id, SUM(r.points) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
             "WHERE r.offline = 1 AND o.state = 'pending' GROUP BY r.member_id").fetchall()
         assert all(total <= LIMITS.member_points for _, total in rows)

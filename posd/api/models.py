@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from posd.api.errors import ErrorCode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 
@@ -32,7 +34,7 @@ class TransactionIn(_In):
 
 
 class Problem(BaseModel):
-    code: str = Field(description="stable, machine-readable")
+    code: ErrorCode = Field(description="stable, machine-readable")
     message: str = Field(description="for people")
     errors: list[dict[str, Any]] | None = None
 
@@ -68,16 +70,42 @@ class TransactionOut(BaseModel):
     recorded_at: str
 
 
+class TierOut(BaseModel):
+    id: str | None
+    name: str | None
+    multiplier: str = Field(description="exact decimal, e.g. \"1.5\"")
+
+
+class NextTier(BaseModel):
+    id: str
+    name: str
+
+
+class Progress(BaseModel):
+    next_tier: NextTier
+    qualifying: int
+    threshold: int
+    points_needed: int
+
+
+class RewardAvailable(BaseModel):
+    reward_id: str
+    title: str
+    currency: str
+    points: int
+    kind: str = Field(description="discount | free_item | fixed_value")
+
+
 class MemberOut(BaseModel):
     member_id: str
     display_name: str
     locale: str | None
     status: str
-    tier: dict[str, Any]
-    progress: dict[str, Any] | None
+    tier: TierOut
+    progress: Progress | None = Field(description="to the next tier; null in the top tier")
     balances: dict[str, Balance]
-    rewards_available: list[dict[str, Any]]
-    offers: list[dict[str, Any]]
+    rewards_available: list[RewardAvailable]
+    offers: list[dict[str, Any]] = Field(description="personal offers as central publishes them")
     as_of: str | None
     stale: bool
 
@@ -164,6 +192,7 @@ class VoucherOut(BaseModel):
     used: bool | None = None
     transaction_id: str | None = None
     used_at: str | None = None
+    seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
     source: str | None
     member_id: str | None
     reward_id: str | None = None
@@ -172,3 +201,135 @@ class VoucherOut(BaseModel):
     percent: int | None
     sku: str | None
     expires_at: str | None
+
+
+# -- health ---------------------------------------------------------------------------
+
+class DeviceOut(BaseModel):
+    name: str
+    kind: str
+    url: str = Field(description="credentials redacted")
+    state: Literal["closed", "idle", "busy", "error"]
+    reason: str | None
+
+
+class WorkerStatus(BaseModel):
+    """A sync worker (relay or puller) as health and sync.status show it."""
+
+    state: str
+    running: bool
+    last_success_at: str | None
+    last_error: str | None
+    consecutive_failures: int
+    next_attempt_in_s: float | None
+    clock_skew_s: float | None = Field(description="central's Date minus the lane's clock")
+
+
+class PullStatus(WorkerStatus):
+    members_applied: int
+    program_updates: int
+
+
+class RelayStatus(WorkerStatus):
+    sent_events: int
+    quarantined_events: int
+    sync_lane_id: str | None = Field(description="the lane id this ledger syncs under")
+
+
+class SyncHealth(RelayStatus):
+    pending: int
+    oldest_pending_age_s: float | None
+    quarantined: int
+    last_acked_seq: int
+    online: bool
+    pull: PullStatus
+
+
+class CacheHealth(BaseModel):
+    members: int
+    program_version: str | None
+    members_synced_at: str | None
+    age_s: float | None
+    stale: bool
+    rebuilt: bool = Field(description="cache.db was corrupt and is being rebuilt from central")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "error"]
+    problems: list[str]
+    version: str
+    store_id: str
+    lane_id: str
+    uptime_s: float
+    devices: list[DeviceOut]
+    sync: SyncHealth
+    cache: CacheHealth
+
+
+# -- the event stream (GET /v1/events): `event:` is the type, `data:` one of these as JSON ---------
+
+class _Event(BaseModel):
+    at: str = Field(description="when posd published it, UTC")
+
+
+class ScanEvent(_Event):
+    type: Literal["scan"]
+    device: str
+    symbology: str | None
+    kind: Literal["code", "invalid"]
+    data: str | None = Field(default=None, description="the code read; absent when invalid")
+
+
+class MemberIdentifiedEvent(_Event):
+    type: Literal["member.identified"]
+    device: str
+    identifier: str
+    member: MemberOut
+
+
+class MemberUnknownEvent(_Event):
+    type: Literal["member.unknown"]
+    device: str
+    identifier: str
+
+
+class CardRejectedEvent(_Event):
+    type: Literal["card.rejected"]
+    device: str
+    reason: Literal["payment_card"]
+
+
+class DeviceStatusEvent(_Event):
+    type: Literal["device.status"]
+    device: str
+    kind: str
+    state: Literal["closed", "idle", "busy", "error"]
+    reason: str | None
+
+
+class PrintStatusEvent(_Event):
+    type: Literal["print.status"]
+    job_id: str
+    slip_id: str
+    kind: str = Field(description="slip | redemption | reprint | drawer")
+    client_job_id: str | None = Field(description="the POS's Idempotency-Key, when it gave one")
+    state: Literal["held", "printed", "expired", "failed"]
+    reason: str | None = Field(description="held: paper_out, cover_open, offline, io_error; expired: ttl; "
+                                            "failed: internal")
+
+
+class SyncStatusEvent(_Event, RelayStatus):
+    type: Literal["sync.status"]
+    online: bool
+
+
+class StreamResetEvent(_Event):
+    type: Literal["stream.reset"]
+    reason: str
+
+
+StreamEvent = Annotated[
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, CardRejectedEvent, DeviceStatusEvent,
+          PrintStatusEvent, SyncStatusEvent, StreamResetEvent],
+    Field(discriminator="type"),
+]

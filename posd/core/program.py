@@ -9,6 +9,7 @@ JSON; a document posd cannot evaluate raises ProgramError naming the path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from posd.core.rules_json import (
     array,
     choice,
     fraction,
+    instant,
     integer,
     mapping,
     names,
@@ -27,13 +29,14 @@ from posd.core.rules_json import (
 )
 from posd.core.rules_spec import Rule, parse_rules
 
-__all__ = ["Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Tier", "parse_program"]
+__all__ = ["Coupon", "Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Tier", "parse_program"]
 
 Rounding = Literal["floor", "half_up"]
 ROUNDINGS: tuple[str, ...] = ("floor", "half_up")
 CURRENCY_KINDS = ("redeemable", "qualifying", "stamps")
 EXPIRY_POLICIES = ("never", "rolling_days", "end_of_month", "end_of_year")
 REWARD_KINDS = ("discount", "free_item", "fixed_value")
+COUPON_KINDS = ("campaign", "personal")
 
 
 def _localised(names_: dict[str, str], locale: str, fallback: str) -> str:
@@ -98,6 +101,26 @@ class Reward:
 
 
 @dataclass(frozen=True)
+class Coupon:
+    """A code central publishes with the program: a campaign's (once per member) or one member's (once)."""
+
+    code: str
+    kind: Literal["campaign", "personal"]
+    title: str
+    member_id: str | None = None  # personal coupons: whose it is
+    value_minor: int | None = None
+    money: str | None = None  # ISO currency of value_minor
+    percent: int | None = None
+    sku: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+    @property
+    def campaign(self) -> bool:
+        return self.kind == "campaign"
+
+
+@dataclass(frozen=True)
 class Program:
     version: str
     currencies: tuple[Currency, ...]
@@ -109,6 +132,7 @@ class Program:
     transaction_caps: dict[str, int]  # loyalty currency -> most points one transaction earns
     earn_currency: str  # the main redeemable currency
     raw: dict[str, Any]
+    coupons: tuple[Coupon, ...] = ()
 
     def currency(self, code: str) -> Currency | None:
         return next((c for c in self.currencies if c.code == code), None)
@@ -125,6 +149,18 @@ class Program:
 
     def reward(self, reward_id: str) -> Reward | None:
         return next((r for r in self.rewards if r.reward_id == reward_id), None)
+
+    def coupon(self, code: str) -> Coupon | None:
+        return next((c for c in self.coupons if c.code == code), None)
+
+    def affordable_rewards(self, tier_id: str | None, available: dict[str, int]) -> list[tuple[Reward, int]]:
+        """The rewards a member of `tier_id` can redeem now with `available` points, and their price."""
+        out = []
+        for reward in self.rewards:
+            price = reward.price_for(tier_id)
+            if price is not None and available.get(reward.currency, 0) >= price:
+                out.append((reward, price))
+        return out
 
 
 # -- parsing ----------------------------------------------------------------
@@ -265,6 +301,44 @@ def _parse_rewards(value: Any, kinds: dict[str, str], tiers: tuple[Tier, ...]) -
     return tuple(rewards)
 
 
+def _coupon(raw: Any, path: str) -> Coupon:
+    obj(raw, path, required=("code",),
+        optional=("kind", "title", "member_id", "value_minor", "money", "percent", "sku", "valid_from", "valid_to"))
+    code = text(raw["code"], f"{path}.code")
+    kind = choice(raw.get("kind", "campaign"), f"{path}.kind", COUPON_KINDS)
+    member_id = text(raw["member_id"], f"{path}.member_id") if "member_id" in raw else None
+    if kind == "personal" and member_id is None:
+        raise ProgramError(f"{path}.member_id: required for a personal coupon")
+    if kind == "campaign" and member_id is not None:
+        raise ProgramError(f"{path}.member_id: a campaign coupon is for every member; make it personal")
+    worth = [key for key in ("value_minor", "percent", "sku") if key in raw]
+    if len(worth) != 1:
+        raise ProgramError(f"{path}: a coupon needs exactly one of value_minor, percent, sku")
+    if "money" in raw and "value_minor" not in raw:
+        raise ProgramError(f"{path}.money: only used with value_minor")
+    percent = integer(raw["percent"], f"{path}.percent", minimum=1) if "percent" in raw else None
+    if percent is not None and percent > 100:
+        raise ProgramError(f"{path}.percent: at most 100")
+    valid_from = instant(raw["valid_from"], f"{path}.valid_from") if "valid_from" in raw else None
+    valid_to = instant(raw["valid_to"], f"{path}.valid_to") if "valid_to" in raw else None
+    if valid_from and valid_to and valid_to <= valid_from:
+        raise ProgramError(f"{path}.valid_to: must be after valid_from")
+    return Coupon(
+        code=code, kind=kind,  # type: ignore[arg-type]
+        title=text(raw["title"], f"{path}.title") if "title" in raw else code, member_id=member_id,
+        value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1) if "value_minor" in raw else None,
+        money=text(raw["money"], f"{path}.money") if "money" in raw else None,
+        percent=percent, sku=text(raw["sku"], f"{path}.sku") if "sku" in raw else None,
+        valid_from=valid_from, valid_to=valid_to,
+    )
+
+
+def _parse_coupons(value: Any) -> tuple[Coupon, ...]:
+    coupons = [_coupon(raw, f"coupons[{i}]") for i, raw in enumerate(array(value, "coupons"))]
+    unique_ids(coupons, "code", "coupons", "code")
+    return tuple(coupons)
+
+
 def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(doc, dict):
         raise ProgramError("program: must be a JSON object")
@@ -293,4 +367,5 @@ def parse_program(doc: dict[str, Any]) -> Program:
         transaction_caps=_caps(doc["transaction_caps"], kinds) if "transaction_caps" in doc else {},
         earn_currency=earn_currency,
         raw=doc,
+        coupons=_parse_coupons(doc.get("coupons", [])),
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, Mapping
 
 from posd.core.program import Program, Rounding
 from posd.core.rules_eval import (
@@ -30,11 +30,16 @@ from posd.core.rules_eval import (
 )
 from posd.core.rules_spec import BaseRate
 
-__all__ = ["Accrual", "Basket", "BasketLine", "EarnContext", "RuleError", "compute_accrual", "round_points"]
+__all__ = ["RULE_ERROR_CODES", "Accrual", "Basket", "BasketLine", "EarnContext", "RuleError", "compute_accrual",
+           "round_points"]
+
+# Every code a RuleError carries: the lane passes them on to the POS as they are.
+RULE_ERROR_CODES = ("negative_total", "negative_line", "total_mismatch", "unsupported_currency",
+                    "invalid_occurred_at")
 
 
 class RuleError(ValueError):
-    """A basket the program cannot evaluate; `code` is the API's error code."""
+    """A basket the program cannot evaluate; `code` (one of RULE_ERROR_CODES) is the API's error code."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -55,6 +60,16 @@ class BasketLine:
         gross = (self.quantity * self.unit_price).quantize(Decimal(1), rounding=ROUND_HALF_UP)
         return int(gross) - self.discount
 
+    def to_json(self) -> dict[str, Any]:
+        """As stored with the sale and sent in its event; the quantity as an exact decimal string."""
+        return {"sku": self.sku, "category": self.category, "quantity": str(self.quantity),
+                "unit_price": self.unit_price, "discount": self.discount}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BasketLine:
+        return cls(sku=data["sku"], category=data.get("category"), quantity=Decimal(data["quantity"]),
+                   unit_price=int(data["unit_price"]), discount=int(data.get("discount", 0)))
+
 
 @dataclass(frozen=True)
 class Basket:
@@ -70,6 +85,20 @@ class EarnContext:
     birth_date: date | None = None
     birthday_bonus_used: bool = False  # the lane knows whether this year's bonus was given
 
+    def to_json(self) -> dict[str, Any]:
+        """As stored with the sale, so a return evaluates the very same moment and member."""
+        return {"tier_id": self.tier_id, "occurred_local": self.occurred_local.isoformat(),
+                "birth_date": self.birth_date.isoformat() if self.birth_date else None,
+                "birthday_bonus_used": self.birthday_bonus_used}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EarnContext:
+        # Unknown keys are ignored: the sale's record keeps a little more than the context.
+        birth = data.get("birth_date")
+        return cls(tier_id=data.get("tier_id"), occurred_local=datetime.fromisoformat(data["occurred_local"]),
+                   birth_date=date.fromisoformat(birth) if birth else None,
+                   birthday_bonus_used=bool(data.get("birthday_bonus_used")))
+
 
 @dataclass(frozen=True)
 class Accrual:
@@ -77,6 +106,10 @@ class Accrual:
     trace: list[dict[str, Any]] = field(default_factory=list)
     program_version: str = ""
     birthday_bonus: bool = False  # this accrual includes the birthday bonus: the lane records it as used
+
+    def to_json(self) -> dict[str, Any]:
+        """What the POS is told: points per currency, the rule trace, the program version."""
+        return {"points": self.points, "trace": self.trace, "program_version": self.program_version}
 
 
 def round_points(value: Fraction, mode: Rounding) -> int:

@@ -8,7 +8,7 @@ exact, and points must not depend on binary rounding.
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from fractions import Fraction
 from typing import Any
 
@@ -109,6 +109,18 @@ def clock(value: Any, path: str) -> time | None:
         return time.fromisoformat(raw)
     except ValueError as exc:
         raise ProgramError(f"{path}: {raw!r} is not a time such as \"10:00\"") from exc
+
+
+def instant(value: Any, path: str) -> datetime:
+    """An ISO 8601 instant with its offset ("2026-12-31T23:59:59Z"); a wall-clock time is ambiguous."""
+    raw = text(value, path)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ProgramError(f"{path}: {raw!r} is not an instant such as \"2026-12-31T23:59:59Z\"") from exc
+    if moment.utcoffset() is None:
+        raise ProgramError(f"{path}: {raw!r} needs an offset (Z for UTC)")
+    return moment
 
 
 def unique_ids(items: list[Any], attr: str, path: str, key: str = "id") -> None:

@@ -1,78 +1,96 @@
-"""The outbox as the sync relay sees it (posd.sync.ports.OutboxPort).
+"""The outbox: every event central must receive, with the lane's gap-free seq.
 
-Also the lane's sync identity: the lane id this ledger's seqs are sent under.
-It is the configured lane id unless central already holds another history
-under that id (ledger.db lost or restored from an old backup); then the relay
-claims ``<lane_id>.2``, ``.3``, ... so a (lane, seq) is never used twice.
+The SQL on the outbox table, and the outbox as the sync relay sees it
+(posd.sync.lane.ports.OutboxPort). seq is max + 1 under BEGIN IMMEDIATE and rows
+are never deleted, so a rolled-back write leaves no hole.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
+from typing import TYPE_CHECKING, Any
 
-from posd.storage.db import utcnow_iso
-from posd.storage.ledger import Ledger, _read_meta, _write_meta
+from posd.storage import vouchers
+from posd.storage.db import parse_iso, utcnow_iso
 from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
+
+if TYPE_CHECKING:
+    from posd.storage.ledger import Ledger
+
+
+def append(conn: sqlite3.Connection, event_type: str, fields: dict[str, Any]) -> int:
+    """Append one event; its seq."""
+    seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+    event_id = uuid.uuid4().hex
+    body = {"seq": seq, "event_id": event_id, "type": event_type, **fields}
+    conn.execute(
+        "INSERT INTO outbox (seq, event_id, type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+        (seq, event_id, event_type, json.dumps(body, separators=(",", ":"), sort_keys=True), utcnow_iso()),
+    )
+    return seq
+
+
+def stats(conn: sqlite3.Connection) -> OutboxStats:
+    # each of these reads the (state, seq) index, not the whole outbox: health is polled often
+    pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
+    quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
+    acked = conn.execute(
+        "SELECT COALESCE(MAX(m), 0) FROM (SELECT MAX(seq) AS m FROM outbox WHERE state = 'acked' "
+        "UNION ALL SELECT MAX(seq) FROM outbox WHERE state = 'quarantined')").fetchone()[0]
+    return OutboxStats(pending=pending, oldest_pending_at=parse_iso(first[0]) if first else None,
+                       quarantined=quarantined, last_acked_seq=acked)
+
+
+def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int) -> list[OutboxEvent]:
+    """Pending events, lowest seq first; at least one, then as many as fit in max_bytes."""
+    rows = conn.execute("SELECT seq, event_id, body FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                        (max_events,))
+    batch: list[OutboxEvent] = []
+    size = 0
+    for seq, event_id, body in rows:
+        if batch and size + len(body) > max_bytes:
+            break
+        size += len(body)
+        batch.append(OutboxEvent(seq=seq, event_id=event_id, body=json.loads(body), size=len(body)))
+    return batch
+
+
+def record_results(conn: sqlite3.Connection, results: list[EventResult]) -> None:
+    """Central's answers: accepted and duplicate are acked, a final rejection is quarantined."""
+    now = utcnow_iso()
+    for r in results:
+        if r.status in ("accepted", "duplicate"):
+            conn.execute("UPDATE outbox SET state = 'acked', result_code = ?, acked_at = ? "
+                         "WHERE seq = ? AND state = 'pending'", (r.status, now, r.seq))
+        elif r.status == "rejected" and not r.retryable:
+            conn.execute("UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
+                         "WHERE seq = ? AND state = 'pending'", (r.code or "rejected", now, r.seq))
+            vouchers.void_redeemed_by(conn, r.seq, now)
+
+
+def event_id_at(conn: sqlite3.Connection, seq: int) -> str | None:
+    row = conn.execute("SELECT event_id FROM outbox WHERE seq = ?", (seq,)).fetchone()
+    return row[0] if row else None
 
 
 class LedgerOutbox:
+    """posd.sync.lane.ports.OutboxPort over ledger.db."""
+
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
     def pending_batch(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
-        rows = self.ledger.reader().execute(
-            "SELECT seq, event_id, body FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
-            (max_events,),
-        )
-        batch: list[OutboxEvent] = []
-        size = 0
-        for seq, event_id, body in rows:
-            if batch and size + len(body) > max_bytes:
-                break
-            size += len(body)
-            batch.append(OutboxEvent(seq=seq, event_id=event_id, body=json.loads(body), size=len(body)))
-        return batch
+        return self.ledger.view().pending_events(max_events, max_bytes)
 
     def record_results(self, results: list[EventResult]) -> None:
-        if not results:
-            return
-        now = utcnow_iso()
-
-        def mark(conn: sqlite3.Connection) -> None:
-            for r in results:
-                if r.status in ("accepted", "duplicate"):
-                    conn.execute(
-                        "UPDATE outbox SET state = 'acked', result_code = ?, acked_at = ? "
-                        "WHERE seq = ? AND state = 'pending'",
-                        (r.status, now, r.seq),
-                    )
-                elif r.status == "rejected" and not r.retryable:
-                    conn.execute(
-                        "UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
-                        "WHERE seq = ? AND state = 'pending'",
-                        (r.code or "rejected", now, r.seq),
-                    )
-                    # central refused the redemption: its points are back, so its voucher must go
-                    conn.execute(
-                        "UPDATE vouchers SET voided_at = ? WHERE voided_at IS NULL AND code = "
-                        "(SELECT json_extract(body, '$.voucher_code') FROM outbox WHERE seq = ? AND type = 'redemption')",
-                        (now, r.seq),
-                    )
-
-        self.ledger.write(mark)
+        if results:
+            self.ledger.write(lambda tx: tx.record_results(results))
 
     def stats(self) -> OutboxStats:
-        return OutboxStats(**self.ledger.counts())
-
-    # -- sync identity -----------------------------------------------------
-    def sync_lane_id(self) -> str | None:
-        """The lane id claimed for this ledger's history, None before the first claim."""
-        return _read_meta(self.ledger.reader(), "sync_lane_id")
-
-    def claim_lane_id(self, lane_id: str) -> None:
-        self.ledger.write(lambda conn: _write_meta(conn, "sync_lane_id", lane_id))
+        return self.ledger.view().outbox_stats()
 
     def event_id_at(self, seq: int) -> str | None:
-        row = self.ledger.reader().execute("SELECT event_id FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        return row[0] if row else None
+        return self.ledger.view().event_id_at(seq)

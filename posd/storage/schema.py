@@ -278,3 +278,19 @@ def m005_birthday_awards(conn: sqlite3.Connection) -> None:
             FROM transactions WHERE json_extract(earn_context, '$.birthday_awarded') = 1;
         """,
     )
+
+
+@ledger_migrations
+def m006_sale_points(conn: sqlite3.Connection) -> None:
+    """What each sale earned, as its own column: a return reads it from the sale's record, not from the
+    answer the POS was given. Earlier sales take it from that answer, once, here."""
+    execute_script(
+        conn,
+        """
+        ALTER TABLE transactions ADD COLUMN points TEXT NOT NULL DEFAULT '{}';
+        DROP TRIGGER transactions_no_update;
+        UPDATE transactions SET points = json_extract(response, '$.accrual.points');
+        CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions
+            BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END;
+        """,
+    )

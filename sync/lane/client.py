@@ -27,6 +27,7 @@ from posd.sync.lane.errors import (
     CentralUnavailable,
     SyncError,
 )
+from posd.sync.lane.ports import IdentityPort
 from posd.sync.protocol import (
     EventResult,
     encode_batch,
@@ -56,6 +57,7 @@ class CentralClient:
         verify: bool | str = True,
         cert: str | tuple[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        identity: IdentityPort | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -64,7 +66,8 @@ class CentralClient:
             raise ValueError("central secret is empty")
         self.base_url = base_url.rstrip("/")
         self.store_id = store_id
-        self.lane_id = lane_id
+        self._lane_id = lane_id
+        self._identity = identity  # when given, the lane id comes from it (it may change once)
         self._secret = secret
         self._owns_session = session is None
         self.session = session if session is not None else requests.Session()
@@ -75,6 +78,10 @@ class CentralClient:
         # Central's Date minus our clock at the last answer; the signature
         # window is 300 s, so health shows this before it becomes a 401.
         self.last_clock_skew_s: float | None = None
+
+    @property
+    def lane_id(self) -> str:
+        return self._identity.lane_id if self._identity is not None else self._lane_id
 
     # --- the three calls -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""What the sync layer needs from storage, as two small protocols.
+"""What the sync layer needs from storage, as three small protocols.
 
 The relay and the puller never touch SQLite themselves: the daemon hands them
 objects that satisfy these protocols (posd.storage implements them), and the
@@ -54,3 +54,15 @@ class CachePort(Protocol):
     def program_etag(self) -> str | None: ...
 
     def store_program(self, program: dict[str, Any], etag: str) -> None: ...
+
+
+class IdentityPort(Protocol):
+    """The lane id this lane's history syncs under, owned by one object on the lane's side."""
+
+    base_lane_id: str  # the configured lane id
+
+    @property
+    def lane_id(self) -> str: ...
+
+    def claim(self, lane_id: str) -> None:
+        """Record `lane_id` as the ledger's, durably, and tell whoever keeps per-lane state."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from posd.faults import crash_point
 from posd.sync.lane.errors import CentralRequestRejected, LaneIdentityConflict, SyncError
-from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxPort
+from posd.sync.lane.ports import EventResult, IdentityPort, OutboxEvent, OutboxPort
 from posd.sync.lane.worker import Worker
 from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 
@@ -36,16 +35,15 @@ class OutboxRelay(Worker):
         max_events: int = 500,
         max_bytes: int = 1_000_000,
         idle_interval: float = 1.0,
-        on_identity: Callable[[str], None] | None = None,
+        identity: IdentityPort | None = None,
         linger: float = 0.2,
         **worker: Any,
     ) -> None:
         """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
         super().__init__(client, **worker)
         self._outbox = outbox
-        self._on_identity = on_identity  # told when this ledger must sync under a new lane id
-        self._base_lane = getattr(client, "lane_id", "lane")
-        self._identity_settled = not hasattr(outbox, "sync_lane_id")  # ports without identities skip it
+        self._identity = identity  # the lane id's owner; the client reads it from there too
+        self._identity_settled = identity is None  # a relay without one sends under the client's id
         self._max_events = max(1, min(max_events, MAX_BATCH_EVENTS))
         self._batch_events = self._max_events  # shrinks after a 413, grows back on success
         self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
@@ -125,8 +123,8 @@ class OutboxRelay(Worker):
         the ledger moves to the next free incarnation (L01.2, L01.3, ...).
         """
         outbox: Any = self._outbox
-        claimed = outbox.sync_lane_id()
-        lane = claimed or self._base_lane
+        identity: Any = self._identity
+        lane = identity.lane_id
         for _ in range(MAX_INCARNATIONS):
             try:
                 last_seq, last_event_id = self._client.lane_head(lane)
@@ -143,7 +141,7 @@ class OutboxRelay(Worker):
                 # backup?): no id is right for it. Hold every event and ask for a person.
                 raise LaneIdentityConflict(
                     f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
-            previous, lane = lane, _next_incarnation(lane, self._base_lane)
+            previous, lane = lane, _next_incarnation(lane, identity.base_lane_id)
             log.error(
                 "central holds another history under lane id %s (ledger.db lost or restored?); "
                 "this ledger syncs as %s", previous, lane,
@@ -151,12 +149,10 @@ class OutboxRelay(Worker):
             )
         else:
             raise SyncError(f"no free lane identity after {MAX_INCARNATIONS} tries")
-        if lane != claimed:
-            outbox.claim_lane_id(lane)
-        self._client.lane_id = lane
+        identity.claim(lane)  # durable first; then the clients and the cache follow it
+        if getattr(self._client, "lane_id", lane) != lane:
+            raise SyncError("the central client does not send under the claimed lane id (give it the identity)")
         self._identity_settled = True
-        if lane != (claimed or self._base_lane) and self._on_identity is not None:
-            self._on_identity(lane)
 
     def _batch_id(self, events: list[OutboxEvent]) -> str:
         store = getattr(self._client, "store_id", "store")

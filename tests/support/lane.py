@@ -27,6 +27,7 @@ import requests
 from tests.support import loop_guard
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.support.contract import check_answer, check_event
 
 
 def free_port() -> int:
@@ -184,14 +185,14 @@ class LaneProcess:
         return {"Authorization": f"Bearer {self.token}", **extra}
 
     def get(self, path: str, **kw: Any) -> requests.Response:
-        return requests.get(self.base + path, headers=kw.pop("headers", self.headers()), timeout=10, **kw)
+        return _checked(requests.get(self.base + path, headers=kw.pop("headers", self.headers()), timeout=10, **kw))
 
     def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
-        return requests.post(self.base + path, json=body, headers=kw.pop("headers", self.headers()),
-                             timeout=10, **kw)
+        return _checked(requests.post(self.base + path, json=body, headers=kw.pop("headers", self.headers()),
+                                      timeout=10, **kw))
 
     def health(self) -> dict[str, Any]:
-        return requests.get(f"{self.base}/v1/health", timeout=5).json()
+        return _checked(requests.get(f"{self.base}/v1/health", timeout=5)).json()
 
     def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
@@ -223,11 +224,19 @@ class LaneProcess:
         return SSEClient(self.port, self.token, last_event_id)
 
 
+def _checked(resp: requests.Response) -> requests.Response:
+    """Every answer a test gets is checked against the API's declared shapes (tests/support/contract.py)."""
+    check_answer(resp.request.method or "GET", resp.url, resp.status_code, resp.headers.get("content-type", ""),
+                 resp.text)
+    return resp
+
+
 class SSEClient:
-    """Reads text/event-stream over a raw HTTP connection in a thread."""
+    """Reads text/event-stream over a raw HTTP connection in a thread; checks each event's shape."""
 
     def __init__(self, port: int, token: str, last_event_id: int | None = None):
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.malformed: list[str] = []  # events whose data did not match their type's schema
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -248,6 +257,10 @@ class SSEClient:
                 line = line.decode().rstrip("\n")
                 if not line:
                     if "data" in event:
+                        try:
+                            check_event(event.get("event", ""), json.dumps(event["data"]))
+                        except AssertionError as exc:
+                            self.malformed.append(str(exc))
                         self.events.put(event)
                     event = {}
                 elif line.startswith(":"):
@@ -267,11 +280,13 @@ class SSEClient:
         """The next event of that type (others are skipped and kept in .seen)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            assert not self.malformed, self.malformed
             try:
                 event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if event.get("event") == type_:
+                assert not self.malformed, self.malformed
                 return event
         raise AssertionError(f"no {type_} event within {timeout}s")
 

@@ -20,6 +20,18 @@ from typing import Any
 
 BOOT_SHIFT = 32
 
+# Every event type on the stream, and what it tells the POS (their data: posd/api/models.py).
+EVENT_TYPES: dict[str, str] = {
+    "scan": "a scanner or card reader read a code (kind invalid: unreadable or not a code we know)",
+    "member.identified": "the scanned code is a member's: the member view",
+    "member.unknown": "the scanned code is no member's",
+    "card.rejected": "a payment card was read; its data was dropped at once",
+    "device.status": "a device changed state (closed, idle, busy, error and why)",
+    "print.status": "a print job was held, printed, expired or set aside",
+    "sync.status": "the link to central went up or down, or its error changed",
+    "stream.reset": "events were missed (the ring no longer holds them, or posd restarted): refetch state",
+}
+
 
 @dataclass(frozen=True)
 class Event:
@@ -48,6 +60,8 @@ class EventBus:
 
     def publish(self, type_: str, data: dict[str, Any]) -> Event:
         """Thread-safe: device threads and the loop both publish."""
+        if type_ not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type_!r}")
         with self._lock:
             event = Event(self._base + next(self._counter), type_, data,
                           datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))

@@ -1,4 +1,7 @@
-"""Lots and balances, derived from ledger.db and central's confirmed balance.
+"""Ledger entries, lots and balances, derived from ledger.db and central's confirmed balance.
+
+Entries are append-only (a trigger refuses updates and deletes): an earn, a
+redemption's debit, a return's reversal.
 
 A member's balance is never one stored number. It is central's confirmed
 balance plus this lane's entries central has not applied yet (seq above the
@@ -19,6 +22,47 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from posd.storage.db import iso
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # earn | redeem | reversal
+    member_id: str
+    currency: str
+    points: int  # credits positive, debits negative
+    transaction_id: str | None
+    seq: int  # the outbox event that carries it to central
+    occurred_at: str
+    recorded_at: str
+    program_version: str | None
+    ref_id: str | None  # the request it answers: transaction, return or redemption id
+    pending_until: str | None = None  # a lot: not spendable before
+    expires_at: str | None = None  # a lot: gone after
+
+
+_INSERT = ("INSERT INTO ledger_entries (kind, member_id, currency, points, transaction_id, seq, occurred_at, "
+           "recorded_at, program_version, pending_until, expires_at, ref_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def _row(e: Entry) -> tuple:
+    return (e.kind, e.member_id, e.currency, e.points, e.transaction_id, e.seq, e.occurred_at, e.recorded_at,
+            e.program_version, e.pending_until, e.expires_at, e.ref_id)
+
+
+def add(conn: sqlite3.Connection, entries: list[Entry]) -> None:
+    conn.executemany(_INSERT, [_row(e) for e in entries])
+
+
+def add_one(conn: sqlite3.Connection, entry: Entry) -> int:
+    """One entry; its id, for the lot allocations of a debit."""
+    return conn.execute(_INSERT, _row(entry)).lastrowid
+
+
+def earned_lots(conn: sqlite3.Connection, transaction_id: str, currency: str, above_seq: int) -> list[int]:
+    """A sale's own earn entries (lots) of one currency that central has not applied yet."""
+    return [r[0] for r in conn.execute(
+        "SELECT entry_id FROM ledger_entries WHERE transaction_id = ? AND kind = 'earn' AND currency = ? "
+        "AND seq > ?", (transaction_id, currency, above_seq))]
 
 
 # Allocations drawn by debits central refused (quarantined) no longer hold their lots.

@@ -35,37 +35,27 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sqlite3
 import threading
 from time import monotonic
 from datetime import timedelta
 from typing import Any
 
 from posd.core.slip import SlipData, build_slip
-from posd.events import EventBus
 from posd.faults import crash_point
-from posd.storage.db import iso, parse_iso, utcnow, utcnow_iso
+from posd.lane.events import EventBus
+from posd.storage.db import parse_iso, utcnow, utcnow_iso
 from posd.storage.ledger import Ledger
+from posd.storage.print_queue import PrintJob
+from posd.storage.tx import PRINT
 
 log = logging.getLogger("posd.print")
 
-# Seconds a job may wait for the printer before it is dropped as expired.
-DEFAULT_TTL_S = {"slip": 900.0, "reprint": 300.0, "drawer": 10.0}
-FALLBACK_TTL_S = 300.0
+# Reprints and previews of a slip are possible for this long after it printed.
+JOB_RETENTION = timedelta(days=30)
 
 
 class JobExpired(Exception):
     """The job's time ran out while it waited; nothing was sent."""
-
-
-def ttl_for(kind: str) -> float:
-    return DEFAULT_TTL_S.get(kind, FALLBACK_TTL_S)
-
-
-def expires_at(job: sqlite3.Row) -> str:
-    if job["expires_at"]:
-        return job["expires_at"]
-    return iso(parse_iso(job["created_at"]) + timedelta(seconds=ttl_for(job["kind"])))
 
 
 class PrintWorker:
@@ -80,6 +70,7 @@ class PrintWorker:
         self._failures = 0
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self.printed = 0
+        ledger.subscribe(PRINT, self.wake)  # the ledger says when a committed unit queued a job
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="print-worker", daemon=True)
@@ -99,7 +90,7 @@ class PrintWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                expired, job = self.ledger.write(_claim_next)
+                expired, job = self.ledger.write(lambda tx: tx.claim_print_job())
             except Exception:
                 log.exception("print queue unreadable")
                 expired, job = [], None
@@ -113,7 +104,7 @@ class PrintWorker:
             try:
                 printed = self._print(job)
             except Exception:  # a bug or a broken disk must not end the thread: later slips still print
-                log.exception("slip %s: unexpected error while printing", job["slip_id"])
+                log.exception("slip %s: unexpected error while printing", job.slip_id)
                 self._set_aside_or_retry(job)
                 printed = False
             if printed:
@@ -135,7 +126,7 @@ class PrintWorker:
             return
         self._last_housekeeping = now
         try:
-            removed = self.ledger.write(lambda conn: forget_finished_jobs(conn, utcnow() - JOB_RETENTION))
+            removed = self.ledger.write(lambda tx: tx.forget_finished_jobs(utcnow() - JOB_RETENTION))
         except Exception:
             log.exception("print job housekeeping failed")
             return
@@ -146,27 +137,24 @@ class PrintWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _set_aside_or_retry(self, job: sqlite3.Row, max_attempts: int = 3) -> None:
+    def _set_aside_or_retry(self, job: PrintJob, max_attempts: int = 3) -> None:
         """A job that fails for its own reasons is retried a few times, then set aside as failed,
         so it cannot hold every later slip behind it (the POS can still reprint it)."""
-        give_up = job["attempts"] >= max_attempts
+        give_up = job.attempts >= max_attempts
         try:
-            self.ledger.write(lambda conn: conn.execute(
-                "UPDATE print_jobs SET state = ?, last_error = 'internal' WHERE job_id = ?",
-                ("failed" if give_up else "queued", job["job_id"])))
+            self._set(job.job_id, state="failed" if give_up else "queued", last_error="internal")
         except Exception:
             log.exception("print queue unwritable")
             return
         if give_up:
-            self.bus.publish("print.status", {"job_id": job["job_id"], "slip_id": job["slip_id"],
-                                              "state": "failed", "reason": "internal"})
+            self._publish(job, "failed", "internal")
 
-    def _print(self, job: sqlite3.Row) -> bool:
+    def _print(self, job: PrintJob) -> bool:
         """One attempt; True when the job is done (printed or expired)."""
-        job_id = job["job_id"]
-        if job["send_state"] == "delivered":
+        job_id = job.job_id
+        if job.send_state == "delivered":
             return self._finish_delivered(job)
-        if job["send_state"] == "sending":
+        if job.send_state == "sending":
             self._clear_printer_buffers()
         try:
             self._send(job)
@@ -180,32 +168,32 @@ class PrintWorker:
         self._mark_printed(job)
         return True
 
-    def _send(self, job: sqlite3.Row) -> None:
-        deadline = parse_iso(expires_at(job))
+    def _send(self, job: PrintJob) -> None:
+        deadline = parse_iso(job.expires_at)
 
         def before_send() -> None:
             # Checked again here: the job may have waited on a slow status read or reconnect.
             if utcnow() >= deadline:
-                raise JobExpired(job["job_id"])
-            self._set(job["job_id"], send_state="sending")
+                raise JobExpired(job.job_id)
+            self._set(job.job_id, send_state="sending")
 
-        if job["kind"] == "drawer":
+        if job.kind == "drawer":
             kick = getattr(self.printer, "kick_drawer", None)
             if kick is None:
-                raise JobExpired(job["job_id"])  # this printer has no drawer port: never fire later
+                raise JobExpired(job.job_id)  # this printer has no drawer port: never fire later
             kick(before_send=before_send)
             return
-        doc = build_slip(SlipData.from_json(json.loads(job["slip"])), self.locale)
+        doc = build_slip(SlipData.from_json(json.loads(job.slip)), self.locale)
         self.printer.print_document(doc, before_send=before_send)
 
-    def _failed(self, job: sqlite3.Row, exc: Exception) -> bool:
+    def _failed(self, job: PrintJob, exc: Exception) -> bool:
         if isinstance(exc.__cause__, JobExpired) or isinstance(exc, JobExpired):
-            self._set(job["job_id"], state="expired", last_error="ttl")
+            self._set(job.job_id, state="expired", last_error="ttl")
             self._publish(job, "expired", "ttl")
             return True
         if getattr(exc, "reason", None) is None and not isinstance(exc, OSError):
             # not the printer's doing (a slip that cannot be built): retry a little, then set it aside
-            log.error("slip %s cannot be printed: %s", job["slip_id"], type(exc).__name__)
+            log.error("slip %s cannot be printed: %s", job.slip_id, type(exc).__name__)
             self._set_aside_or_retry(job)
             return False
         reason = getattr(exc, "reason", None) or "io_error"
@@ -214,12 +202,12 @@ class PrintWorker:
         elif getattr(exc, "sent", False):
             send_state = "sending"  # part of it may have gone: clear and resend
         else:
-            send_state = job["send_state"]
-        self._set(job["job_id"], state="queued", last_error=reason, send_state=send_state)
+            send_state = job.send_state
+        self._set(job.job_id, state="queued", last_error=reason, send_state=send_state)
         self._hold(job, reason)
         return False
 
-    def _finish_delivered(self, job: sqlite3.Row) -> bool:
+    def _finish_delivered(self, job: PrintJob) -> bool:
         """The printer has the whole job: done once it says it is ready, never sent again."""
         check = getattr(self.printer, "check_ready", None)
         reason = check() if check else None
@@ -228,9 +216,9 @@ class PrintWorker:
             return True
         if getattr(self.printer, "reachable", True) is False:
             # Unreachable: most likely switched off, and its buffer went with it.
-            self._set(job["job_id"], state="queued", last_error=reason, send_state="sending")
+            self._set(job.job_id, state="queued", last_error=reason, send_state="sending")
         else:
-            self._set(job["job_id"], state="queued", last_error=reason)
+            self._set(job.job_id, state="queued", last_error=reason)
         self._hold(job, reason)
         return False
 
@@ -243,95 +231,25 @@ class PrintWorker:
                 log.debug("clearing printer buffers failed: %s", type(exc).__name__)
 
     # -- bookkeeping ------------------------------------------------------------
-    def _mark_printed(self, job: sqlite3.Row) -> None:
-        self._set(job["job_id"], state="printed", printed_at=utcnow_iso(), last_error=None)
+    def _mark_printed(self, job: PrintJob) -> None:
+        self._set(job.job_id, state="printed", printed_at=utcnow_iso(), last_error=None)
         self.printed += 1
-        self._held.pop(job["job_id"], None)
+        self._held.pop(job.job_id, None)
         self._publish(job, "printed", None)
 
-    def _hold(self, job: sqlite3.Row, reason: str) -> None:
-        if self._held.get(job["job_id"]) != reason:  # tell the POS once per reason, not per retry
-            self._held[job["job_id"]] = reason
+    def _hold(self, job: PrintJob, reason: str) -> None:
+        if self._held.get(job.job_id) != reason:  # tell the POS once per reason, not per retry
+            self._held[job.job_id] = reason
             self._publish(job, "held", reason)
-            log.warning("print job %s held: %s", job["job_id"], reason)
+            log.warning("print job %s held: %s", job.job_id, reason)
 
-    def _publish(self, job: sqlite3.Row, state: str, reason: str | None) -> None:
+    def _publish(self, job: PrintJob, state: str, reason: str | None) -> None:
         if state != "held":
-            self._held.pop(job["job_id"], None)
+            self._held.pop(job.job_id, None)
         self.bus.publish("print.status", {
-            "job_id": job["job_id"], "slip_id": job["slip_id"], "kind": job["kind"],
-            "client_job_id": job["client_job_id"], "state": state, "reason": reason,
+            "job_id": job.job_id, "slip_id": job.slip_id, "kind": job.kind,
+            "client_job_id": job.client_job_id, "state": state, "reason": reason,
         })
 
     def _set(self, job_id: str, **fields: Any) -> None:
-        cols = ", ".join(f"{name} = ?" for name in fields)
-        self.ledger.write(lambda conn: conn.execute(
-            f"UPDATE print_jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id)))
-
-
-def _claim_next(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], sqlite3.Row | None]:
-    """Expire what waited too long, then take the oldest queued job."""
-    now = utcnow_iso()
-    expired, job = [], None
-    for row in conn.execute(
-        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id"
-    ).fetchall():
-        if expires_at(row) <= now:
-            conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
-                         (row["job_id"],))
-            expired.append(row)
-        elif job is None:
-            job = row
-    if job is not None:
-        conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
-                     (job["job_id"],))
-    return expired, job
-
-
-# Reprints and previews of a slip are possible for this long after it printed.
-JOB_RETENTION = timedelta(days=30)
-
-
-def forget_finished_jobs(conn: sqlite3.Connection, before) -> int:
-    """Delete printed, expired and failed jobs created before `before`; queued ones stay."""
-    return conn.execute(
-        "DELETE FROM print_jobs WHERE state IN ('printed', 'expired', 'failed') "
-        "AND COALESCE(printed_at, created_at) < ?",
-        (iso(before),)).rowcount
-
-
-def queue_job(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, Any],
-              client_job_id: str | None = None, ttl_s: float | None = None) -> tuple[str, bool]:
-    """Queue a job inside the caller's write; ``(job_id, created)``.
-
-    The same ``client_job_id`` again returns the first job and queues nothing,
-    so a POS retrying a request never gets two slips (or two drawer kicks).
-    """
-    if client_job_id is not None:
-        row = conn.execute("SELECT job_id FROM print_jobs WHERE client_job_id = ?", (client_job_id,)).fetchone()
-        if row is not None:
-            return row["job_id"], False
-    created = utcnow()
-    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
-    job_id = slip_id if n == 0 and kind == "slip" else f"{slip_id}#{kind}{n}"
-    ttl = ttl_s if ttl_s is not None else ttl_for(kind)
-    conn.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (job_id, slip_id, kind, json.dumps(slip), iso(created), iso(created + timedelta(seconds=ttl)),
-         client_job_id),
-    )
-    return job_id, True
-
-
-def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | None = None) -> str | None:
-    """A copy of a printed slip, as a new job; None when the slip is unknown."""
-    row = conn.execute(
-        "SELECT slip FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1", (slip_id,)
-    ).fetchone()
-    if row is None:
-        return None
-    data = json.loads(row[0])
-    data["reprint"] = True
-    job_id, _ = queue_job(conn, slip_id=slip_id, kind="reprint", slip=data, client_job_id=client_job_id)
-    return job_id
+        self.ledger.write(lambda tx: tx.update_print_job(job_id, **fields))

@@ -1,0 +1,42 @@
+"""The lane's services: what a checkout lane does with loyalty, one module each.
+
+context (ids, clock, time zone, program), members (find, view, scans),
+sales (sales and returns), rewards (redemptions, vouchers, coupons), slips
+(composition, reprint, preview), print_worker, events (the stream the POS
+reads), errors (the codes the POS can get). ``Lane`` puts them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from posd.lane.context import LaneContext
+from posd.lane.events import EventBus
+from posd.lane.members import Members
+from posd.lane.rewards import OfflineLimits, Rewards
+from posd.lane.sales import Sales
+from posd.lane.slips import PngRenderer, Slips
+from posd.storage.cache import Cache
+from posd.storage.ledger import Ledger
+
+
+class Lane:
+    """The services of one lane over its ledger, cache and event stream."""
+
+    def __init__(self, *, store_id: str, lane_id: str, locale: str, ledger: Ledger, cache: Cache, bus: EventBus,
+                 printer_enabled: bool, is_offline: Callable[[], bool] = lambda: False, timezone: str = "UTC",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 offline_limits: OfflineLimits = OfflineLimits(),
+                 last_sync: Callable[[], datetime | None] = lambda: None, render_png: PngRenderer | None = None):
+        self.context = LaneContext(store_id=store_id, lane_id=lane_id, locale=locale, ledger=ledger, cache=cache,
+                                   bus=bus, printer_enabled=printer_enabled, is_offline=is_offline,
+                                   timezone=timezone, clock=clock)
+        self.members = Members(self.context)
+        self.slips = Slips(self.context, self.members, render_png)
+        self.sales = Sales(self.context, self.members, self.slips)
+        self.rewards = Rewards(self.context, self.members, self.slips, offline_limits, last_sync)
+
+    @property
+    def locale(self) -> str:
+        return self.context.locale

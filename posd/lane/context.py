@@ -1,0 +1,95 @@
+"""What every lane service shares: the lane's ids, clock, time zone, language, its program
+(parsed once per version from cache.db), its stores, and the idempotency of requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from posd.core.program import Program, ProgramError, parse_program
+from posd.lane.errors import LaneError, raises
+from posd.lane.events import EventBus
+from posd.storage.cache import Cache
+from posd.storage.ledger import Ledger
+from posd.storage.tx import LedgerView
+
+log = logging.getLogger("posd.lane")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An answer, and whether it is the first answer to an earlier request with the same id."""
+
+    response: dict[str, Any]
+    replayed: bool
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ProgramCache:
+    """The program in force, parsed only when cache.db's copy changed."""
+
+    def __init__(self, cache: Cache):
+        self._cache = cache
+        self._program: tuple[str, Program] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Program | None:
+        etag = self._cache.program_etag()  # the body is read and parsed only when it changed
+        if etag is None:
+            return None
+        with self._lock:
+            if self._program is None or self._program[0] != etag:
+                row = self._cache.program_row()
+                try:
+                    self._program = (row["etag"], parse_program(json.loads(row["body"])))
+                except (ProgramError, ValueError) as exc:
+                    log.error("cached program unusable: %s", exc)
+                    return self._program[1] if self._program else None
+            return self._program[1]
+
+
+class LaneContext:
+    def __init__(self, *, store_id: str, lane_id: str, locale: str, ledger: Ledger, cache: Cache, bus: EventBus,
+                 printer_enabled: bool, is_offline: Callable[[], bool] = lambda: False, timezone: str = "UTC",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.store_id, self.lane_id, self.locale = store_id, lane_id, locale
+        self.tz = ZoneInfo(timezone)
+        self.ledger, self.cache, self.bus = ledger, cache, bus
+        self.printer_enabled = printer_enabled
+        self.is_offline = is_offline
+        self.clock = clock
+        self._programs = ProgramCache(cache)
+
+    def program(self) -> Program | None:
+        return self._programs.get()
+
+    @raises("program_unavailable")
+    def require_program(self) -> Program:
+        program = self.program()
+        if program is None:
+            raise LaneError("program_unavailable", "no loyalty program yet: the lane has not synced once")
+        return program
+
+
+@raises("transaction_id_conflict", "return_id_conflict", "redemption_id_conflict")
+def earlier_answer(view: LedgerView, what: str, key: str, request_hash: str) -> Recorded | None:
+    """The first answer to a retried request id; a conflict when the id was reused for
+    something else; None when the id is new. Called before the write (fast answer) and
+    again inside it (a concurrent retry may have won)."""
+    earlier = view.earlier(what, key, request_hash)
+    if earlier is None:
+        return None
+    if earlier.conflict:
+        raise LaneError(f"{what}_conflict", f"this {what} was already used for a different request")
+    return Recorded(earlier.response, replayed=True)

@@ -1,0 +1,112 @@
+"""What the POS can cause or act on: one catalogue of stable codes, and the error that carries one.
+
+A LaneError is a code and a message for people; it knows nothing of HTTP (the
+API maps each code to a status in one table, posd/api/errors.py). Every lane
+function that can raise one says which codes with ``@raises``, counting the
+codes of what it calls; tests/test_error_codes.py checks each declaration
+against the function's body, and the API builds each route's OpenAPI
+responses from the declarations of what the route calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from posd.core.rules import RULE_ERROR_CODES, RuleError
+
+F = TypeVar("F", bound=Callable)
+
+CODES: dict[str, str] = {
+    # identifying a member
+    "payment_card": "the identifier is a payment card number; it was dropped, not stored",
+    "unknown_member": "no member has that identifier",
+    "member_ineligible": "the member's account is not active (blocked or suspended)",
+    "member_unavailable": "the sale's member is not in this lane's cache yet; try again after sync",
+    "program_unavailable": "the lane has no loyalty program yet: it has not synced with central once",
+    # sales (and RuleError's codes, passed on as they are)
+    "occurred_in_future": "occurred_at is ahead of the lane's clock; check the POS clock",
+    "occurred_too_old": "the sale is older than the lane accepts; central can adjust",
+    "negative_total": "the total is negative; use a return instead",
+    "negative_line": "a line has a negative quantity, price or discount, or a discount above its amount",
+    "total_mismatch": "the lines do not add up to the total",
+    "unsupported_currency": "the program does not earn on that money currency",
+    "invalid_occurred_at": "the moment of sale is not an aware time in the store's timezone",
+    "transaction_id_conflict": "this transaction_id was already used for a different sale",
+    # returns
+    "return_id_conflict": "this return_id was already used for a different return",
+    "unknown_transaction": "no sale with that transaction_id on this lane",
+    "program_version_unknown": "the program version the sale earned under is not on this lane",
+    "mixed_return": "the sale was returned by lines (or by amount) before; return the rest the same way",
+    "return_exceeds_sale": "more would be returned than was sold",
+    "return_by_amount": "the sale had no lines: return it by amount",
+    # redemptions
+    "redemption_id_conflict": "this redemption_id was already used for a different redemption",
+    "unknown_reward": "no such reward in the current program",
+    "reward_required": "redeem a reward from the catalog (reward_id); free-form point amounts are not offered",
+    "reward_not_eligible": "the reward is not offered to the member's tier",
+    "insufficient_balance": "the member's available balance does not cover the reward",
+    "reward_limit_reached": "the member has had this reward as often as allowed today",
+    "offline_cap_member": "offline redemptions for this member reached the lane's cap",
+    "offline_cap_lane": "offline redemptions on this lane reached the cap",
+    "offline_too_long": "the lane has been out of touch with central too long to redeem offline",
+    # vouchers and coupons
+    "unknown_voucher": "no voucher or coupon with that code",
+    "voucher_void": "central refused the redemption behind this voucher",
+    "voucher_not_yet_valid": "the coupon is not valid yet",
+    "voucher_expired": "the voucher or coupon has expired",
+    "voucher_other_member": "the voucher belongs to another member",
+    "member_required": "identify the member to use this coupon",
+    "voucher_used": "the voucher or coupon was already used",
+    # slips
+    "unknown_slip": "no slip with that id on this lane",
+    "no_printer": "this lane has no printer configured",
+}
+
+
+class CodedError(Exception):
+    """An error with a stable code from its class's catalogue and a message for people."""
+
+    catalogue: Mapping[str, str] = {}
+
+    def __init__(self, code: str, message: str):
+        if code not in self.catalogue:
+            raise ValueError(f"{code!r} is not a code of {type(self).__name__}")
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class LaneError(CodedError):
+    catalogue = CODES
+
+
+def declaration(known: Mapping[str, str]) -> Callable[..., Callable[[F], F]]:
+    """A decorator that records on a function the codes (from `known`) it can raise, as ``fn.raises``."""
+
+    def declare(*codes: str) -> Callable[[F], F]:
+        unknown = set(codes) - set(known)
+        if unknown:
+            raise ValueError(f"not error codes: {', '.join(sorted(unknown))}")
+
+        def mark(fn: F) -> F:
+            fn.raises = frozenset(codes)  # type: ignore[attr-defined]
+            return fn
+
+        return mark
+
+    return declare
+
+
+# Declare the LaneError codes a function can raise, itself or through what it calls.
+raises = declaration(CODES)
+
+
+def codes_of(*functions: Callable) -> frozenset[str]:
+    """The codes the given (declared) functions can raise."""
+    return frozenset().union(*(getattr(fn, "raises", frozenset()) for fn in functions))
+
+
+@raises(*RULE_ERROR_CODES)
+def rule_error(exc: RuleError) -> LaneError:
+    """The rules engine's refusal, for the POS: its code as it is."""
+    return LaneError(exc.code, str(exc))

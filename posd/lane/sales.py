@@ -1,0 +1,291 @@
+"""Sales and returns: accrue points, and take back exactly what a return undoes.
+
+A return never computes "points per returned line" on its own: it re-runs
+the rules engine on what the member kept, against the very program version
+the sale earned under, and reverses the difference. So basket bonuses,
+thresholds, caps and rounding all unwind correctly, a return can never take
+back more than the sale earned, and buy-return-keep-the-bonus does not work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from posd.core.expiry import lot_dates
+from posd.core.program import Program, parse_program
+from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError, compute_accrual
+from posd.faults import crash_point
+from posd.lane.context import LaneContext, Recorded, earlier_answer
+from posd.lane.errors import LaneError, raises, rule_error
+from posd.lane.members import Members
+from posd.lane.slips import Slips
+from posd.storage.cache import CachedMember
+from posd.storage.db import iso
+from posd.storage.entries import Entry
+from posd.storage.records import ReturnRecord, SaleRecord
+from posd.storage.tx import LedgerTx, LedgerView
+
+# A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+# A POS that was offline may upload old sales; a year back is the most a lane accepts.
+PAST_TOLERANCE = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class TransactionInput:
+    transaction_id: str
+    member: str | None
+    occurred_at: datetime
+    currency: str
+    total: int
+    lines: tuple[BasketLine, ...]
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class ReturnInput:
+    transaction_id: str
+    return_id: str
+    lines: tuple[tuple[str, Decimal], ...] | None  # (sku, quantity returned)
+    amount: int | None
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class _Sale:
+    """A sale evaluated before its write: who, under which rules, earning what."""
+
+    tx: TransactionInput
+    member: CachedMember | None
+    ctx: EarnContext
+    accrual: Accrual
+    program: Program
+    offline: bool
+
+
+class Sales:
+    def __init__(self, ctx: LaneContext, members: Members, slips: Slips):
+        self.ctx, self.members, self.slips = ctx, members, slips
+
+    # -- sales ----------------------------------------------------------------
+    def earn_context(self, member: CachedMember | None, occurred_at: datetime,
+                     view: LedgerView | None = None) -> EarnContext:
+        local = occurred_at.astimezone(self.ctx.tz)
+        birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
+        used = member is not None and birth is not None and \
+            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year)
+        return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
+                           birth_date=birth, birthday_bonus_used=used)
+
+    @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
+            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "invalid_occurred_at")
+    async def record_sale(self, tx: TransactionInput) -> Recorded:
+        ctx = self.ctx
+        earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
+        if earlier:
+            return earlier
+        if tx.occurred_at - ctx.clock() > FUTURE_TOLERANCE:
+            raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
+        if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
+            raise LaneError("occurred_too_old",
+                            f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
+        member = self.members.identify_active(tx.member) if tx.member else None
+        program = ctx.require_program()
+        earn = self.earn_context(member, tx.occurred_at)
+        try:
+            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
+        except RuleError as exc:
+            raise rule_error(exc) from exc
+        sale = _Sale(tx, member, earn, accrual, program, ctx.is_offline())
+        recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
+        crash_point("after_commit_before_answer")
+        return recorded
+
+    @raises("transaction_id_conflict")
+    def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
+        tx, member, program = sale.tx, sale.member, sale.program
+        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash)
+        if earlier:  # a concurrent retry won the race: answer what it answered
+            return earlier
+        now = self.ctx.clock()  # one clock for expiry decisions: the lane's
+        unit.store_program(program, iso(now))
+        earn, accrual = sale.ctx, sale.accrual
+        if member is not None and not earn.birthday_bonus_used and accrual.birthday_bonus \
+                and unit.birthday_awarded(member.member_id, earn.occurred_local.year):
+            # a concurrent sale got this year's bonus first: evaluate again without it
+            earn = replace(earn, birthday_bonus_used=True)
+            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
+        seq = self._earn(unit, sale, earn, accrual, now) if member is not None else None
+        balance = self.members.balances(member, unit) if member else {}
+        slip = {"slip_id": None, "state": "none"}
+        if member is not None:
+            slip = self.slips.queue(unit, self.slips.compose(
+                tx.transaction_id, member, program, occurred_at=tx.occurred_at, earned=accrual.points,
+                balance=balance, trace=accrual.trace))
+        response = {
+            "transaction_id": tx.transaction_id,
+            "member_id": member.member_id if member else None,
+            "accrual": accrual.to_json(),
+            "balance": balance,
+            "slip": slip,
+            "seq": seq,
+            "offline": sale.offline,
+            "recorded_at": iso(now),
+        }
+        birthday = accrual.birthday_bonus and member is not None
+        if birthday:
+            unit.award_birthday(member.member_id, earn.occurred_local.year, tx.transaction_id)
+        unit.store_sale(
+            transaction_id=tx.transaction_id, request_hash=tx.request_hash,
+            member_id=member.member_id if member else None, occurred_at=iso(tx.occurred_at),
+            currency=tx.currency, total=tx.total, program_version=accrual.program_version, seq=seq,
+            points=accrual.points, basket=tx.lines, context=earn, birthday_awarded=birthday,
+            response=response, recorded_at=iso(now))
+        return Recorded(response, replayed=False)
+
+    def _earn(self, unit: LedgerTx, sale: _Sale, earn: EarnContext, accrual: Accrual, now: datetime) -> int:
+        """The accrual event and its lots (each with its own maturity and expiry); the event's seq."""
+        tx, member, occurred = sale.tx, sale.member, iso(sale.tx.occurred_at)
+        points = {c: p for c, p in accrual.points.items() if p}
+        lots = {}
+        for cur in points:
+            currency = sale.program.currency(cur)
+            if currency is not None:
+                available_at, expires_at = lot_dates(currency, earn.occurred_local)
+                lots[cur] = (iso(available_at) if currency.pending_days else None,
+                             iso(expires_at) if expires_at else None)
+        seq = unit.append_event("accrual", {
+            "transaction_id": tx.transaction_id, "member_id": member.member_id, "occurred_at": occurred,
+            "currency": tx.currency, "total": tx.total, "lines": [line.to_json() for line in tx.lines],
+            "points": accrual.points, "program_version": accrual.program_version, "offline": sale.offline,
+            "lots": {c: {"available_at": a, "expires_at": e} for c, (a, e) in lots.items()},
+        })
+        unit.add_entries([
+            Entry("earn", member.member_id, cur, pts, tx.transaction_id, seq, occurred, iso(now),
+                  accrual.program_version, tx.transaction_id, *lots.get(cur, (None, None)))
+            for cur, pts in points.items()])
+        return seq
+
+    # -- returns --------------------------------------------------------------
+    @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return",
+            "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
+            "negative_line", "total_mismatch", "unsupported_currency", "invalid_occurred_at")
+    async def record_return(self, ret: ReturnInput) -> Recorded:
+        ctx = self.ctx
+        view = ctx.ledger.view()
+        earlier = earlier_answer(view, "return_id", ret.return_id, ret.request_hash)
+        if earlier:
+            return earlier
+        sale = view.sale(ret.transaction_id)
+        if sale is None:
+            raise LaneError("unknown_transaction", "no sale with that transaction_id on this lane")
+        member = None
+        if sale.member_id:
+            member = ctx.cache.member_by_id(sale.member_id)
+            if member is None:  # never record a reversal we could not write to the member's ledger
+                raise LaneError("member_unavailable",
+                                "the sale's member is not in this lane's cache yet; try again after sync")
+        return await ctx.ledger.awrite(lambda unit: self._write_return(unit, ret, member))
+
+    @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
+            "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
+            "invalid_occurred_at")
+    def _write_return(self, unit: LedgerTx, ret: ReturnInput, member: CachedMember | None) -> Recorded:
+        earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash)
+        if earlier:
+            return earlier
+        sale = unit.sale(ret.transaction_id)
+        earned = sale.points
+        before = unit.returns_of(ret.transaction_id)
+        reversed_before: dict[str, int] = {}
+        for r in before:
+            for cur, pts in r.points.items():
+                reversed_before[cur] = reversed_before.get(cur, 0) + pts
+        kept_points = self._points_kept(unit, sale, ret, before)
+        reversal = {cur: max(0, min(earned.get(cur, 0) - kept_points.get(cur, 0) - reversed_before.get(cur, 0),
+                                    earned.get(cur, 0) - reversed_before.get(cur, 0)))
+                    for cur in earned}
+        now = self.ctx.clock()  # one clock for expiry decisions: the lane's
+        seq = None
+        if member is not None and any(reversal.values()):
+            seq = unit.append_event("return", {
+                "transaction_id": ret.transaction_id, "return_id": ret.return_id, "member_id": member.member_id,
+                "occurred_at": iso(now), "points": {c: -p for c, p in reversal.items() if p},
+                "program_version": sale.program_version, "offline": self.ctx.is_offline(),
+            })
+            for cur, pts in reversal.items():
+                if pts:
+                    unit.reverse(Entry("reversal", member.member_id, cur, -pts, sale.transaction_id, seq, iso(now),
+                                       iso(now), sale.program_version, ret.return_id),
+                                 sale.transaction_id, member.applied_seq)
+        balance = self.members.balances(member, unit) if member else {}
+        response = {"transaction_id": ret.transaction_id, "return_id": ret.return_id, "reversed": dict(reversal),
+                    "balance": balance, "seq": seq, "recorded_at": iso(now)}
+        unit.store_return(
+            return_id=ret.return_id, transaction_id=ret.transaction_id, request_hash=ret.request_hash,
+            lines=None if ret.lines is None else tuple((s, str(q)) for s, q in ret.lines), amount=ret.amount,
+            points=reversal, seq=seq, response=response, recorded_at=iso(now))
+        return Recorded(response, replayed=False)
+
+    @raises("mixed_return", "return_exceeds_sale", "return_by_amount", "program_version_unknown",
+            "negative_total", "negative_line", "total_mismatch", "unsupported_currency", "invalid_occurred_at")
+    def _points_kept(self, view: LedgerView, sale: SaleRecord, ret: ReturnInput,
+                     before: list[ReturnRecord]) -> dict[str, int]:
+        """What the sale would have earned on what the member still keeps after this return."""
+        if ret.lines is None:
+            returned = sum(r.amount or 0 for r in before) + (ret.amount or 0)
+            if any(r.lines is not None for r in before):
+                raise LaneError("mixed_return", "this sale was returned by lines; return the rest by lines too")
+            if returned > sale.total:
+                raise LaneError("return_exceeds_sale", "the returns would exceed the sale's total")
+            kept = Fraction(sale.total - returned, sale.total or 1)
+            # proportional, half-up once on the cumulative figure so repeated returns never drift
+            return {cur: int(pts * kept + Fraction(1, 2)) for cur, pts in sale.points.items()}
+        if any(r.amount is not None for r in before):
+            raise LaneError("mixed_return", "this sale was returned by amount; return the rest by amount too")
+        if not sale.basket:
+            raise LaneError("return_by_amount", "the sale had no lines: return it by amount")
+        kept_lines = _kept_lines(sale.basket, before, ret.lines)
+        program = self._program_of(view, sale.program_version)
+        total = sum(line.amount for line in kept_lines)
+        try:
+            return compute_accrual(program, Basket(sale.currency, total, kept_lines), sale.context).points
+        except RuleError as exc:
+            raise rule_error(exc) from exc
+
+    @staticmethod
+    @raises("program_version_unknown")
+    def _program_of(view: LedgerView, version: str | None) -> Program:
+        body = view.program_body(version) if version else None
+        if body is None:
+            raise LaneError("program_version_unknown",
+                            f"program {version} that the sale earned under is not on this lane")
+        return parse_program(body)
+
+
+@raises("return_exceeds_sale")
+def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
+                now_returned: tuple[tuple[str, Decimal], ...]) -> tuple[BasketLine, ...]:
+    """The sale's lines less everything returned so far, discounts in proportion."""
+    returned: dict[str, Decimal] = {}
+    for r in before:
+        for sku, qty in r.lines or ():
+            returned[sku] = returned.get(sku, Decimal(0)) + Decimal(qty)
+    for sku, qty in now_returned:
+        returned[sku] = returned.get(sku, Decimal(0)) + qty
+    kept = []
+    for line in sold:
+        back = min(returned.get(line.sku, Decimal(0)), line.quantity)
+        returned[line.sku] = returned.get(line.sku, Decimal(0)) - back
+        if line.quantity - back > 0:
+            share = (line.quantity - back) / line.quantity
+            kept.append(BasketLine(line.sku, line.category, line.quantity - back, line.unit_price,
+                                   int((line.discount * share).to_integral_value())))
+    over = {sku: q for sku, q in returned.items() if q > 0}
+    if over:
+        raise LaneError("return_exceeds_sale", f"more returned than sold for {', '.join(sorted(over))}")
+    return tuple(kept)

@@ -1,0 +1,89 @@
+"""Slips: what a sale's or a redemption's slip says, reprints, and previews.
+
+A slip's data is composed here and queued with the write it belongs to
+(the sale, the redemption), so it is printed after a crash too; its layout
+is pure (posd.core.slip) and its bytes are the printer's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from posd.core.program import Program
+from posd.core.slip import SlipData, build_slip
+from posd.core.slip_doc import SlipDocument
+from posd.lane.context import LaneContext
+from posd.lane.errors import LaneError, raises
+from posd.lane.members import Members
+from posd.storage.cache import CachedMember
+from posd.storage.tx import LedgerTx
+
+# A slip drawn as the lane's printer would print it, as PNG bytes (the daemon renders with its printer).
+PngRenderer = Callable[[SlipDocument], bytes]
+
+
+class Slips:
+    def __init__(self, ctx: LaneContext, members: Members, render_png: PngRenderer | None = None):
+        self.ctx, self.members = ctx, members
+        self.render_png = render_png
+
+    def compose(self, slip_id: str, member: CachedMember, program: Program, *, occurred_at: datetime,
+                earned: dict[str, int], balance: dict[str, dict[str, int]],
+                trace: list[dict[str, Any]] | None = None, vouchers: list[dict[str, Any]] | None = None,
+                kind: str = "sale") -> SlipData:
+        """Names stay multilingual, so the slip prints in the member's own language when the
+        catalogs have it."""
+        ctx = self.ctx
+        tier = program.tier(member.tier)
+        nxt = program.next_tier(member.tier)
+        return SlipData(
+            slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id, transaction_id=slip_id,
+            member_name=member.display_name, kind=kind, locale=member.locale,
+            occurred_at=occurred_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"),
+            tier_name=(tier.names or tier.tier_id) if tier else None, earned=earned,
+            balance={c: b["total"] for c, b in balance.items()},
+            pending={c: b["pending"] for c, b in balance.items()},
+            next_tier=None if nxt is None else {"name": nxt.names or nxt.tier_id, "threshold": nxt.threshold,
+                                                "points_needed": max(0, nxt.threshold - member.qualifying)},
+            breakdown=list(trace or []),
+            rewards_available=[{**r, "title": program.reward(r["reward_id"]).names or r["title"]}
+                               for r in self.members.rewards_available(member, program, balance)],
+            vouchers=vouchers or [],
+            offers=[o for o in member.offers if isinstance(o, dict)],
+        )
+
+    def queue(self, tx: LedgerTx, slip: SlipData) -> dict[str, Any]:
+        """Queue the slip inside the caller's unit when the lane prints; the answer's slip state."""
+        if not self.ctx.printer_enabled:
+            return {"slip_id": None, "state": "none"}
+        tx.queue_print_job(slip_id=slip.slip_id, kind="slip" if slip.kind == "sale" else slip.kind,
+                           slip=slip.to_json())
+        return {"slip_id": slip.slip_id, "state": "queued"}
+
+    @raises("no_printer", "unknown_slip")
+    async def reprint(self, slip_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A copy of a slip as a new job; the same key twice queues one copy."""
+        if not self.ctx.printer_enabled:
+            raise LaneError("no_printer", "this lane has no printer configured")
+        job_id = await self.ctx.ledger.awrite(lambda tx: tx.queue_reprint(slip_id, idempotency_key))
+        if job_id is None:
+            raise LaneError("unknown_slip", "no slip with that id on this lane")
+        return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}
+
+    @raises("unknown_slip")
+    def document(self, slip_id: str) -> SlipDocument:
+        """The slip as it prints, from its stored data (until its job is forgotten)."""
+        data = self.ctx.ledger.view().slip(slip_id)
+        if data is None:
+            raise LaneError("unknown_slip", "no slip with that id on this lane")
+        return build_slip(SlipData.from_json(data), self.ctx.locale)
+
+    @raises("unknown_slip")
+    def preview_png(self, slip_id: str) -> bytes:
+        """The slip as the lane's printer prints it, drawn from the bytes it would be sent."""
+        doc = self.document(slip_id)
+        if self.render_png is None:
+            raise RuntimeError("no slip renderer configured")
+        return self.render_png(doc)

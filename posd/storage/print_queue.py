@@ -1,0 +1,130 @@
+"""ledger.db's print queue: jobs written with the sale, claimed by the print worker, kept for reprints.
+
+Each job has a time to live (a slip printed for the next customer, or a cash
+drawer opening minutes late, is worse than none) and, when the POS sent one,
+its own idempotent job id (the same id twice is one job). ``send_state``
+records how far a job got towards the printer (posd/lane/print_worker.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from posd.storage.db import iso, parse_iso, utcnow, utcnow_iso
+
+# Seconds a job may wait for the printer before it is dropped as expired.
+DEFAULT_TTL_S = {"slip": 900.0, "reprint": 300.0, "drawer": 10.0}
+FALLBACK_TTL_S = 300.0
+# What the worker may change on a job.
+_FIELDS = frozenset({"state", "send_state", "last_error", "printed_at"})
+
+
+def ttl_for(kind: str) -> float:
+    return DEFAULT_TTL_S.get(kind, FALLBACK_TTL_S)
+
+
+@dataclass(frozen=True)
+class PrintJob:
+    job_id: str
+    slip_id: str
+    kind: str  # slip | redemption | reprint | drawer
+    slip: str  # the slip's data as stored (JSON): parsed by the worker, so a bad one is set aside, not fatal
+    attempts: int
+    created_at: str
+    expires_at: str  # after this it is never printed
+    send_state: str | None  # None, sending, delivered
+    client_job_id: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PrintJob:
+        expires = row["expires_at"] or iso(parse_iso(row["created_at"]) + timedelta(seconds=ttl_for(row["kind"])))
+        return cls(job_id=row["job_id"], slip_id=row["slip_id"], kind=row["kind"], slip=row["slip"],
+                   attempts=row["attempts"], created_at=row["created_at"], expires_at=expires,
+                   send_state=row["send_state"], client_job_id=row["client_job_id"])
+
+
+def queue(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, Any],
+          client_job_id: str | None = None, ttl_s: float | None = None) -> tuple[str, bool]:
+    """Queue a job; ``(job_id, created)``.
+
+    The same ``client_job_id`` again returns the first job and queues nothing,
+    so a POS retrying a request never gets two slips (or two drawer kicks).
+    """
+    if client_job_id is not None:
+        row = conn.execute("SELECT job_id FROM print_jobs WHERE client_job_id = ?", (client_job_id,)).fetchone()
+        if row is not None:
+            return row["job_id"], False
+    created = utcnow()
+    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
+    job_id = slip_id if n == 0 else f"{slip_id}#{kind}{n}"  # a slip's first job is named after it
+    ttl = ttl_s if ttl_s is not None else ttl_for(kind)
+    conn.execute(
+        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (job_id, slip_id, kind, json.dumps(slip), iso(created), iso(created + timedelta(seconds=ttl)),
+         client_job_id),
+    )
+    return job_id, True
+
+
+def slip_of(conn: sqlite3.Connection, slip_id: str) -> dict[str, Any] | None:
+    """The slip's data as first queued (a reprint repeats it); None when unknown or forgotten."""
+    row = conn.execute(
+        "SELECT slip FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1", (slip_id,)
+    ).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | None = None) -> tuple[str, bool] | None:
+    """A copy of a slip, as a new job; ``(job_id, created)``, None when the slip is unknown."""
+    data = slip_of(conn, slip_id)
+    if data is None:
+        return None
+    data["reprint"] = True
+    return queue(conn, slip_id=slip_id, kind="reprint", slip=data, client_job_id=client_job_id)
+
+
+def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:
+    """Expire what waited too long, then take the oldest queued job (marked printing)."""
+    now = utcnow_iso()
+    expired: list[PrintJob] = []
+    job: PrintJob | None = None
+    for row in conn.execute(
+        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id"
+    ).fetchall():
+        queued = PrintJob.from_row(row)
+        if queued.expires_at <= now:
+            conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
+                         (queued.job_id,))
+            expired.append(queued)
+        elif job is None:
+            job = queued
+    if job is not None:
+        conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
+                     (job.job_id,))
+    return expired, job
+
+
+def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise ValueError(f"print jobs have no field {', '.join(sorted(unknown))} to set")
+    cols = ", ".join(f"{name} = ?" for name in fields)
+    conn.execute(f"UPDATE print_jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id))
+
+
+def requeue_interrupted(conn: sqlite3.Connection) -> None:
+    """After a restart: a job that was being sent when the process died goes back in the queue."""
+    conn.execute("UPDATE print_jobs SET state = 'queued' WHERE state = 'printing'")
+
+
+def forget_finished(conn: sqlite3.Connection, before: datetime) -> int:
+    """Delete printed, expired and failed jobs created before `before`; queued ones stay."""
+    return conn.execute(
+        "DELETE FROM print_jobs WHERE state IN ('printed', 'expired', 'failed') "
+        "AND COALESCE(printed_at, created_at) < ?",
+        (iso(before),)).rowcount

@@ -1,0 +1,152 @@
+"""Idempotency records: the first answer to every sale, return and redemption, kept forever.
+
+A record is written in the same unit as what it answers for, so a retry finds
+either nothing (the write never happened) or the answer (it did). Each record
+also keeps what later requests need from it: a sale its basket, earn context
+and points (returns re-run the rules on them), a redemption its points and
+offline flag (offline caps), a sale with a birthday bonus its year's award.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from posd.core.rules import BasketLine, EarnContext
+
+# The idempotency record of each kind of request: its table and the POS's id column.
+IDEMPOTENT = {"transaction_id": "transactions", "return_id": "returns", "redemption_id": "redemptions"}
+_EARLIER = {what: f"SELECT request_hash, response FROM {table} WHERE {what} = ?" for what, table in IDEMPOTENT.items()}
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What was answered the first time a request id was used."""
+
+    response: dict[str, Any]
+    conflict: bool  # the id was used for a different request
+
+
+def earlier(conn: sqlite3.Connection, what: str, key: str, request_hash: str) -> Earlier | None:
+    row = conn.execute(_EARLIER[what], (key,)).fetchone()
+    if row is None:
+        return None
+    return Earlier(json.loads(row["response"]), conflict=row["request_hash"] != request_hash)
+
+
+# -- sales ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SaleRecord:
+    transaction_id: str
+    member_id: str | None
+    occurred_at: str
+    currency: str
+    total: int
+    program_version: str | None
+    seq: int | None
+    points: dict[str, int]  # what the accrual computed, every currency of its program
+    basket: tuple[BasketLine, ...]
+    context: EarnContext | None
+
+
+def record_sale(conn: sqlite3.Connection, *, transaction_id: str, request_hash: str, member_id: str | None,
+                occurred_at: str, currency: str, total: int, program_version: str, seq: int | None,
+                points: dict[str, int], basket: tuple[BasketLine, ...], context: EarnContext,
+                birthday_awarded: bool, response: dict[str, Any], recorded_at: str) -> None:
+    conn.execute(
+        "INSERT INTO transactions (transaction_id, request_hash, member_id, occurred_at, currency, "
+        "total_minor, program_version, seq, response, recorded_at, basket, earn_context, points) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (transaction_id, request_hash, member_id, occurred_at, currency, total, program_version, seq,
+         json.dumps(response), recorded_at, json.dumps([line.to_json() for line in basket]),
+         json.dumps({**context.to_json(), "birthday_awarded": birthday_awarded}), json.dumps(points)),
+    )
+
+
+def sale(conn: sqlite3.Connection, transaction_id: str) -> SaleRecord | None:
+    row = conn.execute(
+        "SELECT transaction_id, member_id, occurred_at, currency, total_minor, program_version, seq, points, "
+        "basket, earn_context FROM transactions WHERE transaction_id = ?", (transaction_id,)).fetchone()
+    if row is None:
+        return None
+    context = json.loads(row["earn_context"] or "{}")
+    return SaleRecord(
+        transaction_id=row["transaction_id"], member_id=row["member_id"], occurred_at=row["occurred_at"],
+        currency=row["currency"], total=row["total_minor"], program_version=row["program_version"],
+        seq=row["seq"], points={c: int(p) for c, p in json.loads(row["points"]).items()},
+        basket=tuple(BasketLine.from_json(d) for d in json.loads(row["basket"] or "[]")),
+        context=EarnContext.from_json(context) if context.get("occurred_local") else None,
+    )
+
+
+def birthday_awarded(conn: sqlite3.Connection, member_id: str, year: int) -> bool:
+    """Has this member had this (store-local) year's birthday bonus on this lane?"""
+    return conn.execute("SELECT 1 FROM birthday_awards WHERE member_id = ? AND year = ?",
+                        (member_id, year)).fetchone() is not None
+
+
+def award_birthday(conn: sqlite3.Connection, member_id: str, year: int, transaction_id: str) -> None:
+    conn.execute("INSERT INTO birthday_awards (member_id, year, transaction_id) VALUES (?, ?, ?)",
+                 (member_id, year, transaction_id))
+
+
+# -- returns ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReturnRecord:
+    lines: tuple[tuple[str, str], ...] | None  # (sku, quantity as a decimal string)
+    amount: int | None
+    points: dict[str, int]  # what it reversed
+
+
+def returns_of(conn: sqlite3.Connection, transaction_id: str) -> list[ReturnRecord]:
+    rows = conn.execute("SELECT lines, amount, points FROM returns WHERE transaction_id = ?", (transaction_id,))
+    return [ReturnRecord(lines=None if r["lines"] is None else tuple((s, q) for s, q in json.loads(r["lines"])),
+                         amount=r["amount"], points=json.loads(r["points"])) for r in rows]
+
+
+def record_return(conn: sqlite3.Connection, *, return_id: str, transaction_id: str, request_hash: str,
+                  lines: tuple[tuple[str, str], ...] | None, amount: int | None, points: dict[str, int],
+                  seq: int | None, response: dict[str, Any], recorded_at: str) -> None:
+    conn.execute(
+        "INSERT INTO returns (return_id, transaction_id, request_hash, lines, amount, points, seq, response, "
+        "recorded_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (return_id, transaction_id, request_hash, json.dumps([list(x) for x in lines]) if lines is not None else None,
+         amount, json.dumps(points), seq, json.dumps(response), recorded_at),
+    )
+
+
+# -- redemptions ------------------------------------------------------------------
+
+def record_redemption(conn: sqlite3.Connection, *, redemption_id: str, request_hash: str, member_id: str,
+                      reward_id: str | None, currency: str, points: int, voucher_code: str, offline: bool,
+                      seq: int, occurred_at: str, response: dict[str, Any], recorded_at: str) -> None:
+    conn.execute(
+        "INSERT INTO redemptions (redemption_id, request_hash, member_id, reward_id, currency, points, "
+        "voucher_code, offline, seq, occurred_at, response, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (redemption_id, request_hash, member_id, reward_id, currency, points, voucher_code, int(offline), seq,
+         occurred_at, json.dumps(response), recorded_at))
+
+
+def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, since: str) -> int:
+    return conn.execute(
+        "SELECT COUNT(*) FROM redemptions WHERE member_id = ? AND reward_id = ? AND occurred_at >= ?",
+        (member_id, reward_id, since)).fetchone()[0]
+
+
+_UNSYNCED = ("SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
+             "WHERE o.state = 'pending'")
+
+
+def unsynced_redeemed(conn: sqlite3.Connection, member_id: str | None = None) -> int:
+    """Points redeemed here that central has not confirmed yet: one member's, or the whole lane's.
+
+    Every such redemption counts, whatever the lane believed when it was made:
+    the link may have dropped before the lane noticed.
+    """
+    if member_id is None:
+        return conn.execute(_UNSYNCED).fetchone()[0]
+    return conn.execute(_UNSYNCED + " AND r.member_id = ?", (member_id,)).fetchone()[0]

@@ -1,0 +1,187 @@
+"""The unit of work over ledger.db: what a lane service may read and write, as verbs.
+
+A service never holds a connection. It reads through a ``LedgerView`` (a
+reader's connection, or the writer's inside a unit) and writes inside one
+unit of work, a function the ledger's writer runs under BEGIN IMMEDIATE with
+a ``LedgerTx``: the view's reads plus the writes. The SQL behind each verb
+lives once, in the module of its tables (entries, outbox, print_queue,
+records, vouchers, meta). The unit also notes what happened, so after the
+COMMIT the ledger tells whoever subscribed (the relay, the print worker).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from posd.core.program import Program
+from posd.storage import entries, meta, outbox, print_queue, records, vouchers
+from posd.storage.entries import Entry
+from posd.storage.print_queue import PrintJob
+from posd.storage.records import Earlier, ReturnRecord, SaleRecord
+from posd.storage.vouchers import Use
+from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
+
+# What a unit can announce after its commit.
+OUTBOX = "outbox"  # an event for central was appended
+PRINT = "print"  # a print job was queued
+TOPICS = (OUTBOX, PRINT)
+
+
+class LedgerView:
+    """Reads over one connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    # -- idempotency records --------------------------------------------------
+    def earlier(self, what: str, key: str, request_hash: str) -> Earlier | None:
+        """The first answer to a request id (`what` is transaction_id, return_id or redemption_id)."""
+        return records.earlier(self._conn, what, key, request_hash)
+
+    def sale(self, transaction_id: str) -> SaleRecord | None:
+        return records.sale(self._conn, transaction_id)
+
+    def returns_of(self, transaction_id: str) -> list[ReturnRecord]:
+        return records.returns_of(self._conn, transaction_id)
+
+    def birthday_awarded(self, member_id: str, year: int) -> bool:
+        return records.birthday_awarded(self._conn, member_id, year)
+
+    def redemptions_since(self, member_id: str, reward_id: str, since: str) -> int:
+        return records.redemptions_since(self._conn, member_id, reward_id, since)
+
+    def unsynced_redeemed(self, member_id: str | None = None) -> int:
+        return records.unsynced_redeemed(self._conn, member_id)
+
+    def program_body(self, version: str) -> dict[str, Any] | None:
+        return meta.program_body(self._conn, version)
+
+    def meta(self, key: str) -> str | None:
+        return meta.read(self._conn, key)
+
+    # -- balances -------------------------------------------------------------
+    def balance(self, member_id: str, confirmed: dict[str, int], watermark: int,
+                now: datetime) -> dict[str, dict[str, int]]:
+        return entries.balance(self._conn, member_id, confirmed, watermark, now)
+
+    # -- vouchers -------------------------------------------------------------
+    def voucher(self, code: str) -> dict[str, Any] | None:
+        return vouchers.find(self._conn, code)
+
+    def voucher_use(self, code: str, key: str) -> Use | None:
+        return vouchers.use_of(self._conn, code, key)
+
+    def voucher_use_in(self, code: str, transaction_id: str) -> Use | None:
+        return vouchers.use_in(self._conn, code, transaction_id)
+
+    # -- print queue and outbox -----------------------------------------------
+    def slip(self, slip_id: str) -> dict[str, Any] | None:
+        return print_queue.slip_of(self._conn, slip_id)
+
+    def outbox_stats(self) -> OutboxStats:
+        return outbox.stats(self._conn)
+
+    def pending_events(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
+        return outbox.pending(self._conn, max_events, max_bytes)
+
+    def event_id_at(self, seq: int) -> str | None:
+        return outbox.event_id_at(self._conn, seq)
+
+
+class LedgerTx(LedgerView):
+    """One unit of work: the reads of a view plus the writes, inside the writer's transaction."""
+
+    __slots__ = ("happened", "programs", "_known_programs")
+
+    def __init__(self, conn: sqlite3.Connection, known_programs: frozenset[str] | set[str] = frozenset()):
+        super().__init__(conn)
+        self.happened: set[str] = set()  # topics to announce after the commit
+        self.programs: set[str] = set()  # program versions this unit stored
+        self._known_programs = known_programs
+
+    # -- outbox ---------------------------------------------------------------
+    def append_event(self, event_type: str, fields: dict[str, Any]) -> int:
+        """An event for central; its seq."""
+        self.happened.add(OUTBOX)
+        return outbox.append(self._conn, event_type, fields)
+
+    def record_results(self, results: list[EventResult]) -> None:
+        outbox.record_results(self._conn, results)
+
+    # -- entries and lots -----------------------------------------------------
+    def add_entries(self, new: list[Entry]) -> None:
+        entries.add(self._conn, new)
+
+    def debit(self, entry: Entry, confirmed: int, watermark: int, now: datetime) -> None:
+        """A debit drawn from central's confirmed points first, then local lots soonest-expiring first."""
+        entry_id = entries.add_one(self._conn, entry)
+        plan = entries.draw(self._conn, entry.member_id, entry.currency, -entry.points, confirmed, watermark, now)
+        entries.allocate(self._conn, entry_id, plan)
+
+    def reverse(self, entry: Entry, transaction_id: str, watermark: int) -> None:
+        """A reversal taken from the sale's own lots first, the rest from the pool."""
+        lots = entries.earned_lots(self._conn, transaction_id, entry.currency, watermark)
+        entry_id = entries.add_one(self._conn, entry)
+        entries.allocate(self._conn, entry_id, entries.reverse_from(self._conn, lots, -entry.points))
+
+    # -- idempotency records --------------------------------------------------
+    def store_sale(self, **fields: Any) -> None:
+        """The sale's idempotency record (posd.storage.records.record_sale names the fields)."""
+        records.record_sale(self._conn, **fields)
+
+    def award_birthday(self, member_id: str, year: int, transaction_id: str) -> None:
+        records.award_birthday(self._conn, member_id, year, transaction_id)
+
+    def store_return(self, **fields: Any) -> None:
+        records.record_return(self._conn, **fields)
+
+    def store_redemption(self, **fields: Any) -> None:
+        records.record_redemption(self._conn, **fields)
+
+    def store_program(self, program: Program, at: str) -> None:
+        """Keep the program version a sale earned under (once: later sales skip the serialisation)."""
+        if program.version not in self._known_programs:
+            meta.store_program(self._conn, program.version, program.raw, at)
+            self.programs.add(program.version)
+
+    def set_meta(self, key: str, value: str) -> None:
+        meta.write(self._conn, key, value)
+
+    # -- vouchers -------------------------------------------------------------
+    def issue_voucher(self, **fields: Any) -> None:
+        vouchers.issue(self._conn, **fields)
+
+    def record_voucher_use(self, *, code: str, key: str, transaction_id: str, seq: int,
+                           response: dict[str, Any], used_at: str) -> None:
+        vouchers.record_use(self._conn, code=code, key=key, transaction_id=transaction_id, seq=seq,
+                            response=response, used_at=used_at)
+
+    # -- print queue ----------------------------------------------------------
+    def queue_print_job(self, *, slip_id: str, kind: str, slip: dict[str, Any], client_job_id: str | None = None,
+                        ttl_s: float | None = None) -> tuple[str, bool]:
+        job_id, created = print_queue.queue(self._conn, slip_id=slip_id, kind=kind, slip=slip,
+                                            client_job_id=client_job_id, ttl_s=ttl_s)
+        if created:
+            self.happened.add(PRINT)
+        return job_id, created
+
+    def queue_reprint(self, slip_id: str, client_job_id: str | None = None) -> str | None:
+        queued = print_queue.queue_reprint(self._conn, slip_id, client_job_id)
+        if queued is None:
+            return None
+        if queued[1]:
+            self.happened.add(PRINT)
+        return queued[0]
+
+    def claim_print_job(self) -> tuple[list[PrintJob], PrintJob | None]:
+        return print_queue.claim_next(self._conn)
+
+    def update_print_job(self, job_id: str, **fields: Any) -> None:
+        print_queue.update(self._conn, job_id, fields)
+
+    def forget_finished_jobs(self, before: datetime) -> int:
+        return print_queue.forget_finished(self._conn, before)

@@ -1,0 +1,63 @@
+"""Vouchers issued on this lane and every use of a voucher or coupon code.
+
+One row per use, keyed (code, member): the primary key is what makes a
+second use impossible, also when two requests race (campaign coupons key on
+the member, so each member may use one once; everything else keys on '').
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+
+def find(conn: sqlite3.Connection, code: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM vouchers WHERE code = ?", (code,)).fetchone()
+    return dict(row) if row is not None else None
+
+
+def issue(conn: sqlite3.Connection, *, code: str, member_id: str, reward_id: str | None, description: str,
+          value_minor: int | None, percent: int | None, sku: str | None, issued_at: str, expires_at: str) -> None:
+    conn.execute(
+        "INSERT INTO vouchers (code, source, member_id, reward_id, description, value_minor, percent, sku, "
+        "issued_at, expires_at) VALUES (?, 'redemption', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (code, member_id, reward_id, description, value_minor, percent, sku, issued_at, expires_at))
+
+
+def void_redeemed_by(conn: sqlite3.Connection, seq: int, at: str) -> None:
+    """Central refused the redemption event `seq`: its points are back, so its voucher must go."""
+    conn.execute(
+        "UPDATE vouchers SET voided_at = ? WHERE voided_at IS NULL AND code = "
+        "(SELECT json_extract(body, '$.voucher_code') FROM outbox WHERE seq = ? AND type = 'redemption')",
+        (at, seq))
+
+
+@dataclass(frozen=True)
+class Use:
+    transaction_id: str
+    used_at: str
+    response: dict[str, Any]
+
+
+def _use(row: sqlite3.Row | None) -> Use | None:
+    return None if row is None else Use(row["transaction_id"], row["used_at"], json.loads(row["response"]))
+
+
+def use_of(conn: sqlite3.Connection, code: str, key: str) -> Use | None:
+    """The use of `code` under `key` (a member for campaign coupons, else '')."""
+    return _use(conn.execute("SELECT transaction_id, used_at, response FROM voucher_uses "
+                             "WHERE code = ? AND member_id = ?", (code, key)).fetchone())
+
+
+def use_in(conn: sqlite3.Connection, code: str, transaction_id: str) -> Use | None:
+    """The use of `code` by this transaction, whoever's it was (a retry of the same use)."""
+    return _use(conn.execute("SELECT transaction_id, used_at, response FROM voucher_uses "
+                             "WHERE code = ? AND transaction_id = ?", (code, transaction_id)).fetchone())
+
+
+def record_use(conn: sqlite3.Connection, *, code: str, key: str, transaction_id: str, seq: int,
+               response: dict[str, Any], used_at: str) -> None:
+    conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (code, key, transaction_id, seq, json.dumps(response), used_at))

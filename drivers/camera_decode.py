@@ -23,6 +23,7 @@ several frames. Figures: ``make bench`` (``bench/camera.json``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, Callable, Iterable
 
@@ -50,7 +51,7 @@ _ZBAR_SYMBOLS = {
 _CROP_REACH = 0.85
 _FRAGMENT_REACH = 1.5
 _FRAGMENT_PRONE = ("UPCE", "EAN8")
-_MAX_LOCATED = 1  # the detector's likeliest place; a second doubles the cost for little
+_LOCATED_VARIANTS = 2  # per decoder on a located crop: the likeliest; more cost more than they read
 
 
 def zxing_formats(zxingcpp: Any, symbologies: Iterable[str]) -> list[Any]:
@@ -167,32 +168,31 @@ class FrameDecoder:
 
     def decode(self, gray: Any) -> list[Read]:
         reads = self._zx(gray)
-        if not reads and self._detector is not None:
-            reads = self._located(gray)
         if not reads:
-            reads = self._zb(gray)
+            located = self._located(gray) if self._detector is not None else None
+            # zbar on the whole frame when no bars were located: the detector misses some codes.
+            reads = self._zb(gray) if located is None else located
         if len(self.decoders) == 2:
             reads += self._verify(gray, reads)
         return reads
 
-    def _located(self, gray: Any) -> list[Read]:
-        """Reads in the (at most two) places the detector sees bars, on cleaned-up crops."""
+    def _located(self, gray: Any) -> list[Read] | None:
+        """Reads in the place the detector sees bars, on cleaned-up crops; None: no bars seen."""
         cv2, np = self._cv2, self._np
         ok, quads = self._detector.detect(gray)
-        if not ok or quads is None:
-            return []
-        reads: list[Read] = []
-        for quad in list(quads)[:_MAX_LOCATED]:
-            (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quad, np.float32))
-            crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
-            if crop is None:
-                continue
-            for decode in (self._zx, self._zb):
-                found = next((f for image, scale in self._variants(crop) if (f := decode(image, origin, scale))), [])
+        if not ok or quads is None or not len(quads):
+            return None
+        (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quads[0], np.float32))
+        crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
+        if crop is None:
+            return None
+        # zxing-cpp has seen this place as it is, on the whole frame; zbar has not.
+        for decode, variants in ((self._zx, self._variants(crop, plain=False)), (self._zb, self._variants(crop))):
+            for image, scale in itertools.islice(variants, _LOCATED_VARIANTS):
+                found = decode(image, origin, scale)
                 if found:
-                    reads += found
-                    break
-        return reads
+                    return found
+        return []
 
     def _crop(self, gray: Any, cx: float, cy: float, reach: float) -> tuple[Any, tuple[int, int]]:
         h, w = gray.shape[:2]
@@ -227,10 +227,11 @@ class FrameDecoder:
                 break  # agreement; a different answer goes on looking (it may be the whole of a fragment)
         return found
 
-    def _variants(self, crop: Any):
+    def _variants(self, crop: Any, *, plain: bool = True):
         """The crop as it is, then cleaned up for a second look, likeliest first."""
         cv2 = self._cv2
-        yield crop, 1.0
+        if plain:
+            yield crop, 1.0
         yield self._rectified(crop, along=0.1, amount=2.0), 1.0
         yield self._rectified(crop, along=0.25, amount=1.0), 1.0
         if max(crop.shape) < 600:  # small modules: more pixels per module

@@ -40,8 +40,13 @@ def blank(n: int) -> list[np.ndarray]:
 
 def play(tmp_path, frames, *, fps=10.0, params="speed=0&debounce_ms=1500"):
     clip = write_clip(tmp_path / "clip.avi", frames, fps)
+    return play_url(f"camera+file://{clip}?{params}")
+
+
+def play_url(url):
+    """Play a camera+file:// URL to its end; the scanner and the scans it delivered."""
     scans: queue.Queue = queue.Queue()
-    scanner = registry.open_scanner("cam", f"camera+file://{clip}?{params}", on_data=scans.put)
+    scanner = registry.open_scanner("cam", url, on_data=scans.put)
     scanner.start()
     try:
         assert scanner.done.wait(WAIT), "the clip was not played to the end"

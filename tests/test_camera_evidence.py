@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import random
 
 import cv2
@@ -17,9 +16,9 @@ from posd.drivers.camera_evidence import Confirmer, Read, parse_symbologies, res
 from posd.drivers.url import DeviceURLError
 from tests.support.camera_sets import DEV_SEEDS, ean13_with_upce_half, make_clip
 from tests.support.clips import code_image, scene, write_clip
+from tests.test_camera import play_url
 from tests.test_config import GOOD
 
-WAIT = 60.0
 RETAIL = {"ean13", "ean8", "upce", "code128", "qr", "datamatrix"}
 
 
@@ -144,24 +143,10 @@ def test_an_ean13_under_a_thumb_never_reads_as_the_upce_inside(seed):
 
 
 # -- through the capture path: camera+file:// ---------------------------------------------
-def _play(url):
-    scans: queue.Queue = queue.Queue()
-    scanner = registry.open_scanner("cam", url, on_data=scans.put)
-    scanner.start()
-    try:
-        assert scanner.done.wait(WAIT), "the clip was not played to the end"
-    finally:
-        assert scanner.stop(timeout=WAIT)
-    out = []
-    while not scans.empty():
-        out.append(scans.get())
-    return out
-
-
 def test_a_still_photo_of_a_card_is_one_frame_read_by_both_decoders(tmp_path):
     photo = tmp_path / "card.png"
     cv2.imwrite(str(photo), scene(code_image("EAN13", "2900000000025", 3), (1280, 720), at=(200, 200)))
-    scans = _play(f"camera+file://{photo}?speed=0")
+    _, scans = play_url(f"camera+file://{photo}?speed=0")
     assert [(s.data, s.symbology) for s in scans] == [("2900000000025", "EAN13")]
 
 
@@ -170,5 +155,5 @@ def test_a_trap_clip_emits_only_the_code_in_view(tmp_path):
                 if any(r.symbology == "UPCE" for f in c.frames for r in
                        zxing_decode(f, zxingcpp, zxing_formats(zxingcpp, RETAIL))))
     path = write_clip(tmp_path / "trap.avi", clip.frames, 30.0)
-    scans = _play(f"camera+file://{path}?speed=0&symbologies=" + ",".join(sorted(RETAIL)))
+    _, scans = play_url(f"camera+file://{path}?speed=0&symbologies=" + ",".join(sorted(RETAIL)))
     assert {s.data for s in scans} <= {text for _, text in clip.codes}

@@ -1,106 +1,256 @@
-"""Decoding barcodes in camera frames: zxing-cpp first, pyzbar second; debouncing.
+"""Decoding barcodes in camera frames: two decoders, each checking the other.
 
-``FrameDecoder.decode(gray)`` runs zxing-cpp on the grayscale frame; only
-when it finds nothing does pyzbar (zbar) get the same frame, so the common
-case costs one decoder and the union of both is read. zbar has no
-DataMatrix, zxing-cpp covers it. pyzbar is optional: without libzbar0 the
-pipeline is zxing-cpp alone (logged once).
+``FrameDecoder.decode(gray)`` returns every read found in one grayscale
+frame, each with where it is (``camera_evidence.Read``):
 
-``Debouncer`` is pure (``now`` passed in): a code held in front of the camera
-is reported once; it is reported again only after it was out of sight for
-the whole window.
+1. zxing-cpp reads the whole frame (only the lane's symbologies);
+2. when it finds nothing, OpenCV's 1D barcode detector says where bars are
+   and both decoders read a cleaned-up crop of that place (as it is, bars
+   turned upright and smoothed along their length, enlarged, contrast
+   equalised): this reads codes neither decoder reads on the whole frame;
+   when that finds nothing either, zbar reads the whole frame;
+3. every 1D read that only one decoder made is handed to the other decoder
+   on a crop around it, cleaned up the same ways until it answers: a second,
+   independent opinion costs a crop, not a frame. The crop reaches well past
+   the symbol's ends, so a fragment (a UPC-E inside an EAN-13) shows the
+   other decoder its parent symbol.
+
+What these reads are allowed to mean is ``camera_evidence``'s business. zbar
+has no DataMatrix, zxing-cpp covers it. pyzbar is optional: without libzbar0
+the pipeline is zxing-cpp alone (logged once), and 1D codes then need
+several frames. Figures: ``make bench`` (``bench/camera.json``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
+from .camera_evidence import DEFAULT_SYMBOLOGIES, MATRIX_SYMBOLOGIES, Read
 from .symbology import from_zbar, from_zxing, normalize
 
-__all__ = ["Decoded", "FrameDecoder", "Debouncer", "zxing_decode", "zbar_decode"]
+__all__ = ["FrameDecoder", "zxing_decode", "zbar_decode", "zxing_formats", "zbar_symbols"]
 
 log = logging.getLogger(__name__)
 
+# Our config names -> each library's names for the formats behind them.
+_ZXING_FORMATS = {
+    "ean13": ("EAN13", "UPCA"), "ean8": ("EAN8",), "upce": ("UPCE",), "code128": ("Code128",),
+    "code39": ("Code39",), "code93": ("Code93",), "itf": ("ITF",), "codabar": ("Codabar",),
+    "databar": ("DataBar", "DataBarExpanded", "DataBarLimited"), "qr": ("QRCode", "MicroQRCode"),
+    "datamatrix": ("DataMatrix",), "pdf417": ("PDF417",), "aztec": ("Aztec",),
+}
+_ZBAR_SYMBOLS = {
+    "ean13": ("EAN13", "UPCA"), "ean8": ("EAN8",), "upce": ("UPCE",), "code128": ("CODE128",),
+    "code39": ("CODE39",), "code93": ("CODE93",), "itf": ("I25",), "codabar": ("CODABAR",),
+    "databar": ("DATABAR", "DATABAR_EXP"), "qr": ("QRCODE",),
+}
+# How far past a 1D read's centre its verification crop reaches, in read lengths: past the
+# symbol's ends (0.5) and quiet zones; further for the symbologies that fit inside an EAN-13.
+_CROP_REACH = 0.85
+_FRAGMENT_REACH = 1.5
+_FRAGMENT_PRONE = ("UPCE", "EAN8")
+_LOCATED_VARIANTS = 2  # per decoder on a located crop: the likeliest; more cost more than they read
 
-@dataclass(frozen=True)
-class Decoded:
-    text: str
-    symbology: str
-    decoder: str  # "zxing-cpp" or "zbar"
+
+def zxing_formats(zxingcpp: Any, symbologies: Iterable[str]) -> list[Any]:
+    return [getattr(zxingcpp.BarcodeFormat, f) for s in sorted(symbologies) for f in _ZXING_FORMATS[s]]
 
 
-def zxing_decode(gray: Any, zxingcpp: Any) -> list[Decoded]:
-    found = zxingcpp.read_barcodes(gray, text_mode=zxingcpp.TextMode.Plain)
+def zbar_symbols(pyzbar: Any, symbologies: Iterable[str]) -> list[Any]:
+    return [getattr(pyzbar.ZBarSymbol, z) for s in sorted(symbologies) for z in _ZBAR_SYMBOLS.get(s, ())]
+
+
+def _place(points: list[tuple[float, float]], linear: bool) -> tuple[float, float, float]:
+    """Centre and length of a zxing-cpp quad (tl, tr, br, bl)."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
+    cx, cy = (x0 + x1 + x2 + x3) / 4, (y0 + y1 + y2 + y3) / 4
+    top = ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
+    bottom = ((x2 - x3) ** 2 + (y2 - y3) ** 2) ** 0.5
+    if linear:
+        return cx, cy, max(top, bottom)
+    left = ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5
+    right = ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5
+    return cx, cy, max(top, bottom, left, right)
+
+
+def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
+                 offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, **options: Any) -> list[Read]:
+    """zxing-cpp's reads of ``gray``; positions mapped back by ``offset`` and ``scale``."""
+    if formats:
+        options["formats"] = formats
+    found = zxingcpp.read_barcodes(gray, text_mode=zxingcpp.TextMode.Plain, **options)
     out = []
     for barcode in found:
         if not barcode.valid or not barcode.text:
             continue
         name, text = normalize(from_zxing(str(barcode.format), barcode.symbology_identifier), barcode.text)
-        out.append(Decoded(text, name, "zxing-cpp"))
+        p = barcode.position
+        points = [(offset[0] + q.x / scale, offset[1] + q.y / scale)
+                  for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+        cx, cy, length = _place(points, linear=name not in _MATRIX_NAMES)
+        out.append(Read(text, name, "zxing-cpp", cx, cy, length))
     return out
 
 
-def zbar_decode(gray: Any, pyzbar: Any) -> list[Decoded]:
+_MATRIX_NAMES = frozenset({"QR", "GS1_QR", "DATAMATRIX", "GS1_DATAMATRIX", "PDF417", "AZTEC"})
+
+
+def zbar_decode(gray: Any, pyzbar: Any, symbols: list[Any] | None = None, *,
+                offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
+    """zbar's reads of ``gray`` (zbar gives text as UTF-8), positions mapped back."""
+    import cv2
+    import numpy as np
+
     out = []
-    for symbol in pyzbar.decode(gray):
-        text = symbol.data.decode("latin-1")
-        if text:
-            name, text = normalize(from_zbar(symbol.type), text)
-            out.append(Decoded(text, name, "zbar"))
+    for symbol in pyzbar.decode(gray, symbols=symbols or None):
+        try:
+            text = symbol.data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = symbol.data.decode("latin-1")
+        if not text:
+            continue
+        name, text = normalize(from_zbar(symbol.type), text)
+        (cx, cy), (w, h), _ = cv2.minAreaRect(np.array([(q.x, q.y) for q in symbol.polygon], np.float32))
+        out.append(Read(text, name, "zbar", offset[0] + cx / scale, offset[1] + cy / scale, max(w, h) / scale))
     return out
 
 
 class FrameDecoder:
     """The two decoders behind one call. Use ``zxing=False`` / ``zbar=False`` to measure one alone."""
 
-    def __init__(self, *, zxing: bool = True, zbar: bool = True) -> None:
+    def __init__(self, *, zxing: bool = True, zbar: bool = True,
+                 symbologies: Iterable[str] = DEFAULT_SYMBOLOGIES, locate: bool = True) -> None:
+        import cv2
+
+        import numpy as np
+
+        self._cv2, self._np = cv2, np
+        self.symbologies = frozenset(symbologies)
         self._zxing = self._zbar = None
         if zxing:
             import zxingcpp
 
             self._zxing = zxingcpp
-        if zbar:
+            self._formats = zxing_formats(zxingcpp, self.symbologies)
+        if zbar and any(s in _ZBAR_SYMBOLS for s in self.symbologies):
             try:
                 from pyzbar import pyzbar
 
                 self._zbar = pyzbar
+                self._symbols = zbar_symbols(pyzbar, self.symbologies)
             except (ImportError, OSError) as exc:  # pyzbar raises ImportError without libzbar0
-                log.warning("pyzbar unavailable (%s): decoding with zxing-cpp alone", exc)
+                log.warning("pyzbar unavailable (%s): decoding with zxing-cpp alone; "
+                            "1D codes need several frames to be confirmed", exc)
         if self._zxing is None and self._zbar is None:
             raise RuntimeError("no barcode decoder available (install zxing-cpp, or pyzbar and libzbar0)")
+        self._clahe = cv2.createCLAHE(clipLimit=2.5, tileGridSize=(4, 4))
+        # Beyond what both decoders read on the whole frame: OpenCV's 1D barcode detector finds
+        # where bars are even when neither decoder can read them there, for a cleaned-up crop.
+        linear = any(s not in MATRIX_SYMBOLOGIES for s in self.symbologies)
+        self._detector = cv2.barcode.BarcodeDetector() if locate and linear else None
 
     @property
     def decoders(self) -> list[str]:
         return [n for n, lib in (("zxing-cpp", self._zxing), ("zbar", self._zbar)) if lib is not None]
 
-    def decode(self, gray: Any) -> list[Decoded]:
-        if self._zxing is not None:
-            found = zxing_decode(gray, self._zxing)
-            if found:
-                return found
-        if self._zbar is not None:
-            return zbar_decode(gray, self._zbar)
+    # -- the decoders, whole frame or a crop ---------------------------------------------
+    def _zx(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
+        if self._zxing is None:
+            return []
+        # Light-on-dark codes are not tried: it costs a third of zxing-cpp's time on every
+        # frame, and member cards, vouchers and wallet passes are printed dark on light.
+        return zxing_decode(gray, self._zxing, self._formats, offset=offset, scale=scale, try_invert=False)
+
+    def _zb(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
+        return zbar_decode(gray, self._zbar, self._symbols, offset=offset, scale=scale) if self._zbar else []
+
+    def decode(self, gray: Any) -> list[Read]:
+        reads = self._zx(gray)
+        if not reads:
+            located = self._located(gray) if self._detector is not None else None
+            # zbar on the whole frame when no bars were located: the detector misses some codes.
+            reads = self._zb(gray) if located is None else located
+        if len(self.decoders) == 2:
+            reads += self._verify(gray, reads)
+        return reads
+
+    def _located(self, gray: Any) -> list[Read] | None:
+        """Reads in the place the detector sees bars, on cleaned-up crops; None: no bars seen."""
+        cv2, np = self._cv2, self._np
+        ok, quads = self._detector.detect(gray)
+        if not ok or quads is None or not len(quads):
+            return None
+        (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quads[0], np.float32))
+        crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
+        if crop is None:
+            return None
+        # zxing-cpp has seen this place as it is, on the whole frame; zbar has not.
+        for decode, variants in ((self._zx, self._variants(crop, plain=False)), (self._zb, self._variants(crop))):
+            for image, scale in itertools.islice(variants, _LOCATED_VARIANTS):
+                found = decode(image, origin, scale)
+                if found:
+                    return found
         return []
 
+    def _crop(self, gray: Any, cx: float, cy: float, reach: float) -> tuple[Any, tuple[int, int]]:
+        h, w = gray.shape[:2]
+        x0, y0 = max(0, int(cx - reach)), max(0, int(cy - reach))
+        x1, y1 = min(w, int(cx + reach) + 1), min(h, int(cy + reach) + 1)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return None, (x0, y0)
+        return gray[y0:y1, x0:x1], (x0, y0)
 
-class Debouncer:
-    """Suppresses a code seen again within ``window_s`` of its last sighting."""
+    # -- second opinions -------------------------------------------------------------------
+    def _verify(self, gray: Any, reads: list[Read]) -> list[Read]:
+        """The other decoder's reads on a crop around each 1D read only one decoder made."""
+        extra: list[Read] = []
+        for r in reads:
+            if r.matrix or any(o.decoder != r.decoder and o.key == r.key for o in reads + extra):
+                continue
+            other = self._zb if r.decoder == "zxing-cpp" else self._zx
+            extra += self._second_opinion(gray, r, other)
+        return extra
 
-    def __init__(self, window_s: float, max_codes: int = 256) -> None:
-        self.window_s = window_s
-        self.max_codes = max_codes
-        self._last_seen: dict[str, float] = {}
+    def _second_opinion(self, gray: Any, read: Read, decode: Callable[..., list[Read]]) -> list[Read]:
+        reach = read.length * (_FRAGMENT_REACH if read.symbology in _FRAGMENT_PRONE else _CROP_REACH)
+        if read.decoder == "zbar":
+            reach *= 2  # zbar places a 1D symbol by the scan lines it decoded: maybe one end of it
+        crop, origin = self._crop(gray, read.cx, read.cy, reach)
+        if crop is None:
+            return []
+        found: list[Read] = []
+        for image, scale in self._variants(crop):
+            found += decode(image, origin, scale)
+            if any(f.key == read.key for f in found):
+                break  # agreement; a different answer goes on looking (it may be the whole of a fragment)
+        return found
 
-    def accept(self, code: str, now: float) -> bool:
-        last = self._last_seen.get(code)
-        self._last_seen[code] = now  # still in view: the window starts again
-        if len(self._last_seen) > self.max_codes:
-            self._forget(now)
-        return last is None or now - last >= self.window_s
+    def _variants(self, crop: Any, *, plain: bool = True):
+        """The crop as it is, then cleaned up for a second look, likeliest first."""
+        cv2 = self._cv2
+        if plain:
+            yield crop, 1.0
+        yield self._rectified(crop, along=0.1, amount=2.0), 1.0
+        yield self._rectified(crop, along=0.25, amount=1.0), 1.0
+        if max(crop.shape) < 600:  # small modules: more pixels per module
+            yield cv2.resize(crop, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC), 2.0
+        yield self._clahe.apply(cv2.GaussianBlur(crop, (0, 0), 1.0)), 1.0
 
-    def _forget(self, now: float) -> None:
-        for code, seen in list(self._last_seen.items()):
-            if now - seen >= self.window_s:
-                del self._last_seen[code]
+    def _rectified(self, crop: Any, *, along: float, amount: float) -> Any:
+        """Bars turned upright, smoothed along their length (noise and partial damage average
+        out), stretched to full contrast and sharpened across: what a 1D decoder reads best.
+        Positions stay those of the crop: the turn is about its centre, so a read's centre moves
+        little and its length not at all."""
+        cv2, np = self._cv2, self._np
+        f = crop.astype(np.float32)
+        gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
+        angle = 0.5 * float(np.degrees(np.arctan2(2 * float((gx * gy).sum()), float((gx * gx - gy * gy).sum()))))
+        h, w = crop.shape[:2]
+        turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        upright = cv2.warpAffine(crop, turn, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        smooth = cv2.normalize(cv2.blur(upright, (1, max(3, int(h * along)))), None, 0, 255, cv2.NORM_MINMAX)
+        across = cv2.GaussianBlur(smooth, (0, 0), sigmaX=2.0, sigmaY=0.1)
+        return cv2.addWeighted(smooth, 1.0 + amount, across, -amount, 0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 from .base import DataCallback, Printer, RejectCallback, Scanner, StatusCallback
+from .camera_evidence import DEFAULT_SYMBOLOGIES, parse_symbologies
 from .framing import parse_suffix
 from .keymaps import layout_names
 from .url import DeviceURL, DeviceURLError, parse_device_url
@@ -275,14 +276,18 @@ _KEYBOARD = {
     "grab": Param(_bool, True, "take the device exclusively so scans never type elsewhere"),
 }
 _AIM_PARAM = {"aim": Param(_bool, False, "codes start with an AIM symbology identifier (]E0 ...)")}
+_SYMBOLOGIES = Param(parse_symbologies, DEFAULT_SYMBOLOGIES,
+                     "comma-separated: the only symbologies decoded (default ean13,code128,qr)")
 _CAMERA = {
     "debounce_ms": Param(_int_range(0, 60_000), 1500, "the same code is reported once within this window"),
+    "symbologies": _SYMBOLOGIES,
     "width": Param(_int_range(160, 4096), 1280),
     "height": Param(_int_range(120, 4096), 720),
     "fps": Param(_int_range(1, 120), 30),
 }
 _CLIP = {
     "debounce_ms": _CAMERA["debounce_ms"],
+    "symbologies": _SYMBOLOGIES,
     "speed": Param(_float_range(0.0, 16.0), 1.0,
                    "1 plays at the clip's frame rate (frames skipped when decoding is slower); 0 decodes every frame"),
     "loop": Param(_bool, False, "start the clip again at its end"),

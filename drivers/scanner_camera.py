@@ -12,6 +12,12 @@ benchmarks). Clip time, not wall time, drives the debounce, so a clip gives
 the same scans however fast it is played. At the end of a clip the scanner
 stays idle (``finished`` is set) unless ``loop=1``.
 
+Nothing reaches ``on_data`` unconfirmed: each frame's reads go through
+``camera_evidence`` (fragments and contested places dropped, 1D codes read by
+both decoders, matrix codes by their error correction), then the debounce.
+A still image (``camera+file://card.png``) is a one-frame clip: what it shows
+must be confirmed within that frame; looping it adds no evidence.
+
 A camera that stops delivering frames (unplugged) is ``error``/``offline``
 until it opens again.
 """
@@ -24,7 +30,8 @@ import time
 from typing import Any
 
 from .base import DeviceError, Scanner
-from .camera_decode import Debouncer, FrameDecoder
+from .camera_decode import FrameDecoder
+from .camera_evidence import DEFAULT_SYMBOLOGIES, Confirmer, Debouncer, resolve_frame
 
 __all__ = ["CameraScanner", "ClipScanner", "FrameSlot"]
 
@@ -75,8 +82,10 @@ class CameraScanner(Scanner):
         self._cv2 = cv2
         self.options = dict(options)
         self.path = url.fs_path
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(symbologies=self.options.get("symbologies", DEFAULT_SYMBOLOGIES))
+        self.confirmer = Confirmer(len(self.decoder.decoders))
         self.debouncer = Debouncer(self.options.get("debounce_ms", 1500) / 1000.0)
+        self._previous: Any = None  # the last decoded frame: a repeat of it is no new evidence
         self.frames_decoded = 0
         self.finished = threading.Event()  # the clip's last frame was read
         self.done = threading.Event()  # ... and decoded, its scans delivered
@@ -136,9 +145,13 @@ class CameraScanner(Scanner):
             return []
         frame, when = item
         gray = frame if frame.ndim == 2 else self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2GRAY)
-        found = self.decoder.decode(gray)
+        fresh = self._previous is None or self._previous.shape != gray.shape or \
+            self._cv2.norm(self._previous, gray, self._cv2.NORM_INF) != 0
+        self._previous = gray
+        reads = resolve_frame(self.decoder.decode(gray))
         self.frames_decoded += 1
-        return [(d.text, d.symbology) for d in found if self.debouncer.accept(d.text, when)]
+        confirmed = self.confirmer.feed(reads, when, fresh=fresh)
+        return [(r.text, r.symbology) for r in confirmed if self.debouncer.accept(r.text, when)]
 
     def _close(self) -> None:
         self._grab_stop.set()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from posd.drivers import registry
-from posd.drivers.camera_decode import Debouncer, FrameDecoder
+from posd.drivers.camera_decode import FrameDecoder
+from posd.drivers.camera_evidence import Debouncer
 from posd.drivers.symbology import normalize, split_aim
 from tests.support.clips import code_image, perturb, scene, write_clip
 
@@ -39,8 +40,13 @@ def blank(n: int) -> list[np.ndarray]:
 
 def play(tmp_path, frames, *, fps=10.0, params="speed=0&debounce_ms=1500"):
     clip = write_clip(tmp_path / "clip.avi", frames, fps)
+    return play_url(f"camera+file://{clip}?{params}")
+
+
+def play_url(url):
+    """Play a camera+file:// URL to its end; the scanner and the scans it delivered."""
     scans: queue.Queue = queue.Queue()
-    scanner = registry.open_scanner("cam", f"camera+file://{clip}?{params}", on_data=scans.put)
+    scanner = registry.open_scanner("cam", url, on_data=scans.put)
     scanner.start()
     try:
         assert scanner.done.wait(WAIT), "the clip was not played to the end"
@@ -54,7 +60,8 @@ def play(tmp_path, frames, *, fps=10.0, params="speed=0&debounce_ms=1500"):
 
 @pytest.mark.parametrize("symbology, text, kind", CASES, ids=[f"{s}-{k}" for s, _, k in CASES])
 def test_perturbed_codes_decode_through_the_capture_path(tmp_path, symbology, text, kind):
-    scanner, scans = play(tmp_path, frames_for(symbology, text, kind, 6))
+    params = "speed=0&debounce_ms=1500&symbologies=ean13,code128,qr,datamatrix"  # DataMatrix is off by default
+    scanner, scans = play(tmp_path, frames_for(symbology, text, kind, 6), params=params)
     assert [(s.data, s.symbology) for s in scans] == [(text, symbology)]  # held in view: one scan
     assert scanner.frames_decoded == 6 and scanner.frames_skipped == 0
 

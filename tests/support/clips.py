@@ -1,4 +1,4 @@
-"""Generated barcode images and video clips for the camera tests and the bench.
+"""Generated barcode images and video clips for the camera tests (seeded sets: ``camera_sets``).
 
 Codes are drawn by zxing-cpp's writer, placed on a grey 1280x720 (or smaller)
 scene and perturbed: blur, rotation, perspective, low contrast, noise. Clips
@@ -9,14 +9,13 @@ back through the real ``cv2.VideoCapture`` path by ``camera+file://``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import zxingcpp
 
-__all__ = ["Sample", "code_image", "scene", "perturb", "write_clip", "sample_set", "PERTURBATIONS"]
+__all__ = ["code_image", "scene", "perturb", "write_clip"]
 
 FORMATS = {
     "QR": zxingcpp.BarcodeFormat.QRCode,
@@ -24,15 +23,6 @@ FORMATS = {
     "CODE128": zxingcpp.BarcodeFormat.Code128,
     "DATAMATRIX": zxingcpp.BarcodeFormat.DataMatrix,
 }
-PERTURBATIONS = ("clean", "blur", "rotate", "perspective", "low_contrast", "noise", "combined")
-
-
-@dataclass(frozen=True)
-class Sample:
-    symbology: str
-    text: str
-    perturbation: str
-    image: np.ndarray
 
 
 def code_image(symbology: str, text: str, scale: int) -> np.ndarray:
@@ -92,37 +82,6 @@ def perturb(image: np.ndarray, kind: str, rng: random.Random, strength: float = 
         out = perturb(out, "low_contrast", rng, strength * 0.6)
         return perturb(out, "blur", rng, strength * 0.5)
     raise ValueError(f"unknown perturbation {kind!r}")
-
-
-def sample_text(symbology: str, i: int) -> str:
-    if symbology == "EAN13":
-        body = f"290{i:09d}"
-        total = sum(int(c) * (3 if n % 2 else 1) for n, c in enumerate(body))
-        return body + str((10 - total % 10) % 10)
-    if symbology == "QR":
-        return f"posd:m:{i:06d}:sig{i * 7919 % 100000:05d}"
-    if symbology == "DATAMATRIX":
-        return f"\x1d01{i:014d}"[:17] if i % 2 else f"DM-{i:08d}"
-    return f"M{i:07d}"
-
-
-def sample_set(n_per_case: int = 3, size: tuple[int, int] = (1280, 720), seed: int = 7,
-               strengths: tuple[float, ...] = (0.5, 1.0)) -> list[Sample]:
-    """Every symbology x perturbation x strength, ``n_per_case`` times, deterministic."""
-    rng = random.Random(seed)
-    samples = []
-    scales = {"QR": (3, 6), "EAN13": (2, 4), "CODE128": (2, 3), "DATAMATRIX": (4, 8)}
-    i = 0
-    for symbology in FORMATS:
-        for kind in PERTURBATIONS:
-            for strength in strengths:
-                for _ in range(n_per_case):
-                    i += 1
-                    text = sample_text(symbology, i)
-                    code = code_image(symbology, text, rng.randint(*scales[symbology]))
-                    image = perturb(scene(code, size, rng=rng), kind, rng, strength)
-                    samples.append(Sample(symbology, text, f"{kind}@{strength}", image))
-    return samples
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-all soak bench clean
+.PHONY: setup run test test-all soak bench lock clean
 
 setup:
 	@scripts/bootstrap
@@ -27,6 +27,13 @@ bench: setup
 	$(PY) -m bench.run --out bench/report.json
 	$(PY) -m bench.camera --out bench/camera.json
 	$(PY) -m bench.sync --out bench/sync-report.json
+
+# Pin the runtime dependencies the package ships to the versions the tests run with.
+lock: setup
+	$(PY) -m pip install -q uv
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/freeze.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml --generate-hashes --python-version 3.11 \
+		--constraint $(VENV)/freeze.txt --custom-compile-command 'make lock' -o packaging/requirements.txt
 
 clean:
 	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json

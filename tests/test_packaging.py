@@ -1,5 +1,7 @@
-"""The lock agrees with the project: it pins every runtime dependency (and nothing
-for tests), and the tests run what it pins."""
+"""The Debian package's inputs agree with the project: the lock pins every runtime
+dependency (and nothing for tests), the tests run what the lock pins, the package
+version is posd's. The package itself is built and installed in test_install.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+import posd
 
 ROOT = Path(__file__).parent.parent
 LOCK = (ROOT / "packaging" / "requirements.txt").read_text()
@@ -49,3 +53,8 @@ def test_the_tests_run_the_versions_the_package_ships():
               if installed.get(name) != version}
     assert not differ, f"lock vs installed: {differ}: run scripts/bootstrap"
 
+
+def test_package_version_is_posds_version():
+    changelog = (ROOT / "debian" / "changelog").read_text().split("\n", 1)[0]
+    version = re.match(r"posd \(([^)]+)\)", changelog).group(1)
+    assert version.split("-")[0].split("+")[0] == posd.__version__ == PYPROJECT["project"]["version"]

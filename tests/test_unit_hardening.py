@@ -91,10 +91,14 @@ def test_every_service_setting_is_explained_in_install_md():
     assert not missing, f"docs/install.md does not explain: {missing}"
 
 
-def test_groups_agree_between_unit_and_sysusers():
+def test_groups_agree_between_unit_sysusers_and_postinst():
     unit_groups = set(values("SupplementaryGroups")[0].split())
     sysusers = (ROOT / "systemd" / "posd.sysusers.conf").read_text()
     assert set(re.findall(r"^m posd (\S+)", sysusers, re.M)) == unit_groups
+    # postinst's adduser fallback, for systems without systemd-sysusers
+    postinst = (ROOT / "debian" / "posd.postinst").read_text()
+    fallback = re.search(r"for group in ([\w ]+); do", postinst)
+    assert fallback and set(fallback.group(1).split()) == unit_groups
     assert "input" not in unit_groups  # would open every keyboard, the cashier's too
 
 
@@ -111,7 +115,11 @@ def test_directories_agree_between_unit_tmpfiles_sysusers_and_config():
 
     config = load(ROOT / "config" / "posd.example.toml")
     assert config.storage_dir == Path("/var/lib/posd")
+    postinst = (ROOT / "debian" / "posd.postinst").read_text()
     assert resolve(config.storage_dir, config.api.token_file) == Path("/var/lib/posd/api.token")
+    assert 'create_api_token' in postinst and 'STATE=/var/lib/posd' in postinst
+    assert config.central.store_secret_file == "/etc/posd/store.secret"
+    assert "SECRET=/etc/posd/store.secret" in postinst
 
 
 # Device classes whose driver is a loadable module: /proc/devices lists them only
@@ -129,6 +137,9 @@ def test_device_classes_cover_every_device_kind_and_their_modules_load_at_boot()
     modules = (ROOT / "systemd" / "posd-modules.conf").read_text().split("\n")
     modules = {m.strip() for m in modules if m.strip() and not m.startswith("#")}
     assert {MODULE_OF_CLASS[c] for c in allowed if c in MODULE_OF_CLASS} == modules
+    # postinst loads them at once, so the first start after installing has them too
+    loaded = re.search(r"modprobe -q -a ([a-z_ ]+)", (ROOT / "debian" / "posd.postinst").read_text())
+    assert loaded and set(loaded.group(1).split()) == modules
 
 
 # Runs in a child process after prctl(PR_SET_MDWE): the kernel then refuses, for

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-all soak bench clean
+.PHONY: setup run test test-all soak bench deb lock test-install clean
 
 setup:
 	@scripts/bootstrap
@@ -21,12 +21,28 @@ test-all: setup
 
 # Includes the crash soak: 10,000 sales, 100 kills; its figures go to bench/soak-report.json.
 soak: setup
-	POSD_SOAK_REPORT=bench/soak-report.json $(PY) -m pytest -m slow
+	POSD_SOAK_REPORT=bench/soak-report.json $(PY) -m pytest -m 'slow and not install'
 
 bench: setup
 	$(PY) -m bench.run --out bench/report.json
 	$(PY) -m bench.camera --out bench/camera.json
 	$(PY) -m bench.sync --out bench/sync-report.json
 
+# The Debian package: dist/posd_<version>_<arch>.deb (docs/install.md).
+deb:
+	scripts/build-deb
+
+# Pin the runtime dependencies the package ships to the versions the tests run with.
+lock: setup
+	$(PY) -m pip install -q uv
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/freeze.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml --generate-hashes --python-version 3.11 \
+		--constraint $(VENV)/freeze.txt --custom-compile-command 'make lock' -o packaging/requirements.txt
+
+# Builds the package and installs it in a clean Debian root booted with systemd (slow).
+test-install: deb
+	scripts/bootstrap install-test
+	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
+
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json build/deb dist/

@@ -25,9 +25,10 @@ from typing import Any
 import requests
 
 from tests.support import loop_guard
+from tests.support.contract import check_answer, check_event
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-from tests.support.contract import check_answer, check_event
 
 
 def free_port() -> int:
@@ -195,13 +196,7 @@ class LaneProcess:
         return _checked(requests.get(f"{self.base}/v1/health", timeout=5)).json()
 
     def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log.read_text()[-3000:]}")
+        return wait_until(predicate, timeout, what, detail=lambda: f"; log:\n{self.log.read_text()[-3000:]}")
 
     def wait_synced(self, timeout: float = 15.0) -> None:
         def ready() -> bool:

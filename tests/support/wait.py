@@ -8,12 +8,13 @@ from typing import Any
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
-               interval: float = 0.01) -> Any:
-    """The first truthy value of ``predicate()``; AssertionError naming ``what`` after ``timeout`` s."""
+               interval: float = 0.01, *, detail: Callable[[], str] = str) -> Any:
+    """The first truthy value of ``predicate()``; AssertionError naming ``what`` (and
+    ``detail()``, e.g. the other process's log) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}{detail()}")

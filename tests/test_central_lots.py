@@ -1,4 +1,4 @@
-"""Central's lots: expiry, debit order, returns and debts, over real HTTP on 127.0.0.1 and real SQLite.
+"""Central's lots: expiry, debit order, returns and debts, over real HTTP on 127.0.0.1, on both engines.
 
 Central's clock is a FakeClock shared with the client (requests are signed
 with the sender's clock and checked against central's), so a test moves time
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from posd.sync.central.store_sqlite import SqliteStore
+from tests.conftest import ENGINES
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
 
 HOUR = 3600.0
@@ -46,9 +47,15 @@ def clock():
     return FakeClock()
 
 
+@pytest.fixture(params=ENGINES)
+def central_db(request, make_central_db):
+    """Central's database: each test runs on SQLite and on PostgreSQL."""
+    return make_central_db(request.param)
+
+
 @pytest.fixture
-def central(tmp_path, clock):
-    with running_central(tmp_path, clock=clock) as server:
+def central(tmp_path, clock, central_db):
+    with running_central(tmp_path, clock=clock, db_path=central_db) as server:
         yield server
 
 
@@ -67,13 +74,13 @@ def remaining(central, member_id: str = "M0002") -> dict:
     return {lot["transaction_id"] or lot["source"]: lot["remaining"] for lot in central.store.lots(member_id)}
 
 
-def test_seed_balances_are_one_never_expiring_lot_and_reseeding_adds_none(tmp_path):
-    with running_central(tmp_path) as central:
+def test_seed_balances_are_one_never_expiring_lot_and_reseeding_adds_none(tmp_path, central_db):
+    with running_central(tmp_path, db_path=central_db) as central:
         lots = central.store.lots("M0002")
         assert [(lot["points"], lot["remaining"], lot["expires_at"], lot["source"]) for lot in lots] == [
             (420, 420, None, "seed")]
         assert central.store.lots("M0003") == []  # no balance, no lot
-    with running_central(tmp_path, default_seed()) as central:
+    with running_central(tmp_path, default_seed(), db_path=central_db) as central:
         assert len(central.store.lots("M0002")) == 1
         assert central.store.member("M0002")["balances"] == {"points": 420}
 

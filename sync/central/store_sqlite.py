@@ -1,16 +1,15 @@
-"""The reference central's store on SQLite: stores, lanes, events, members, program.
+"""The reference central's store on SQLite: the embedded default (``make run``, most tests).
 
-One connection behind a lock: the reference central is for development,
-demos and tests, so simple and obviously correct beats concurrent. A batch is
-applied in ONE transaction, which is what makes "applied then the answer was
-lost" safe: the retry finds every seq already stored and answers duplicate.
-Its public methods are the store interface (store.py); balances are lots
-(lots.py), the schema is migrations.py.
+One connection behind a lock: simple and obviously correct beats concurrent
+for development, demos and tests. Every method is the shared SQL store's
+(store_sql.py); what is SQLite's own is here: the connection (WAL,
+synchronous=FULL, since an acked batch must survive a crash), one writer at a
+time (``BEGIN IMMEDIATE``), a member's version as one more than the highest,
+and the schema (migrations.py).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -19,16 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
-from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.migrations import migrate
-from posd.sync.central.seed import parse_seed
-from posd.sync.protocol import parse_utc, program_etag, result_wire, validate_event
-
-_JSON_COLUMNS = ("identifiers", "balances", "offers")
+from posd.sync.central.store_sql import SqlStore
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """Central's database in one SQLite file. Every method is safe to call from any thread."""
 
     def __init__(self, path: str | Path, clock: Any = time.time) -> None:
@@ -42,7 +36,6 @@ class SqliteStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             migrate(self._conn)
-        self._program, self._etag = self._load_program()
 
     def close(self) -> None:
         with self._lock:
@@ -59,352 +52,15 @@ class SqliteStore:
                 raise
             self._conn.execute("COMMIT")
 
-    # --- seed, stores, program -------------------------------------------------------
-
-    def seed(self, seed: dict[str, Any]) -> None:
-        """Load a seed file's content. Safe to repeat: existing members keep their
-        balances; store secrets and the program are replaced (they are config)."""
-        parsed = parse_seed(seed)
-        with self._write() as conn:
-            for store_id, secret in parsed.secrets.items():
-                conn.execute(
-                    "INSERT INTO stores VALUES (?, ?) ON CONFLICT (store_id) DO UPDATE SET secret = excluded.secret",
-                    (store_id, secret),
-                )
-            if parsed.program is not None:
-                self._save_program(conn, parsed.program)
-            for member in parsed.members:
-                row = member_row(member, self._program or {})
-                if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (row["member_id"],)).fetchone():
-                    continue  # existing members keep their lots: seeding again is a no-op for them
-                reset_lots(conn, row["member_id"], row["balances"], "seed")
-                self._write_member(conn, row)
-
-    def store_secret(self, store_id: str) -> bytes | None:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            row = self._conn.execute("SELECT secret FROM stores WHERE store_id = ?", (store_id,)).fetchone()
-        return None if row is None else bytes(row["secret"])
+            yield self._conn
 
-    def program(self) -> tuple[dict[str, Any] | None, str | None]:
-        """(program, etag); (None, None) before a program is seeded."""
-        with self._lock:
-            return self._program, self._etag
+    def _next_version(self, conn: sqlite3.Connection) -> int:
+        # One writer at a time: the next number is also the next commit.
+        return conn.execute("SELECT coalesce(max(version), 0) + 1 AS v FROM members").fetchone()["v"]
 
-    def set_program(self, program: dict[str, Any]) -> str:
-        with self._write() as conn:
-            self._save_program(conn, program)
-        return self._etag or ""
-
-    def _save_program(self, conn: sqlite3.Connection, program: dict[str, Any]) -> None:
-        text = json.dumps(program, sort_keys=True, ensure_ascii=False)
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('program', ?)", (text,))
-        self._program, self._etag = json.loads(text), program_etag(program)
-
-    def _load_program(self) -> tuple[dict[str, Any] | None, str | None]:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
-        if row is None:
-            return None, None
-        program = json.loads(row["value"])
-        return program, program_etag(program)
-
-    # --- members -------------------------------------------------------------------
-
-    def member(self, member_id: str, store_id: str | None = None) -> dict[str, Any] | None:
-        """A member in wire shape. applied_seq lists the lanes of ``store_id``, or
-        every lane as "store/lane" when no store is given."""
-        self.sweep_expired()
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
-            if row is None:
-                return None
-            marks = self._applied_seqs([member_id], store_id)
-        return member_wire(_decoded(row), marks.get(member_id, {}))
-
-    def upsert_member(self, member: dict[str, Any]) -> None:
-        """Create or replace a member's profile (not its lane watermarks); bumps its version.
-        Its balances replace its lots: one never-expiring lot per currency."""
-        with self._write() as conn:
-            row = member_row(member, self._program or {})
-            reset_lots(conn, row["member_id"], row["balances"], "upsert")
-            self._write_member(conn, row)
-
-    def lots(self, member_id: str) -> list[dict[str, Any]]:
-        """A member's lots, oldest first (inspection and tests)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT lot_id, currency, transaction_id, points, remaining, available_at, expires_at, swept, source "
-                "FROM lots WHERE member_id = ? ORDER BY lot_id", (member_id,)).fetchall()
-        return [dict(r) for r in rows]
-
-    def debts(self, member_id: str) -> dict[str, int]:
-        """The negative remainder per currency (points taken back after they were spent)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?",
-                                      (member_id,)).fetchall()
-        return {r["currency"]: r["points"] for r in rows}
-
-    def sweep_expired(self) -> int:
-        """Bump the version of every member whose balance fell because lots expired
-        since the last sweep; the number of members bumped. Cheap when nothing
-        expired: one probe of the lots_to_sweep index, no write transaction."""
-        now = self._clock()
-        with self._lock:
-            if not self._conn.execute(DUE_LOT, (now,)).fetchone():
-                return 0
-            with self._write() as conn:
-                return self._sweep(conn, now)
-
-    def _sweep(self, conn: sqlite3.Connection, now: float) -> int:
-        due = conn.execute(
-            "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
-            (now,)).fetchall()
-        conn.execute("UPDATE lots SET swept = 1 WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
-                     (now,))
-        bumped = 0
-        for r in due:
-            member = _load_member(conn, r["member_id"])
-            if member is None or member["status"] == "deleted":
-                continue  # nothing to show to lanes any more
-            balances = lot_balances(conn, member["member_id"], member["balances"], now)
-            if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
-                member["balances"] = balances
-                self._write_member(conn, member)
-                bumped += 1
-        return bumped
-
-    def member_changes(self, store_id: str, cursor: int, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
-        """Members with version > cursor, oldest change first (after an expiry sweep,
-        so a balance that fell by expiry is in the feed)."""
-        self.sweep_expired()
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM members WHERE version > ? ORDER BY version LIMIT ?", (cursor, limit + 1)
-            ).fetchall()
-            has_more = len(rows) > limit
-            rows = rows[:limit]
-            marks = self._applied_seqs([r["member_id"] for r in rows], store_id)
-        members = [member_wire(_decoded(r), marks.get(r["member_id"], {})) for r in rows]
-        next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
-        return members, next_cursor, has_more
-
-    def _applied_seqs(self, member_ids: list[str], store_id: str | None) -> dict[str, dict[str, int]]:
-        marks: dict[str, dict[str, int]] = {}
-        for start in range(0, len(member_ids), 500):
-            chunk = member_ids[start : start + 500]
-            marks_sql = ",".join("?" * len(chunk))
-            where, args = f"member_id IN ({marks_sql})", list(chunk)
-            if store_id is not None:
-                where, args = where + " AND store_id = ?", args + [store_id]
-            for r in self._conn.execute(f"SELECT * FROM member_lanes WHERE {where}", args):
-                key = r["lane_id"] if store_id is not None else f"{r['store_id']}/{r['lane_id']}"
-                marks.setdefault(r["member_id"], {})[key] = r["applied_seq"]
-        return marks
-
-    def _write_member(self, conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-        version = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM members").fetchone()[0]
-        values = dict(row, version=version)
-        for column in _JSON_COLUMNS:
-            values[column] = json.dumps(values[column], ensure_ascii=False)
-        columns = ", ".join(values)
-        conn.execute(
-            f"INSERT OR REPLACE INTO members ({columns}) VALUES ({', '.join('?' * len(values))})",
-            list(values.values()),
-        )
-
-    # --- lanes and events ------------------------------------------------------------
-
-    def last_seq(self, store_id: str, lane_id: str) -> int:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)
-            ).fetchone()
-        return 0 if row is None else row["last_seq"]
-
-    def lane_head(self, store_id: str, lane_id: str) -> tuple[int, str | None]:
-        """(last_seq, event_id at last_seq); (0, None) for a lane central has never heard from."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT l.last_seq, e.event_id FROM lanes l LEFT JOIN events e ON e.store_id = l.store_id "
-                "AND e.lane_id = l.lane_id AND e.seq = l.last_seq WHERE l.store_id = ? AND l.lane_id = ?",
-                (store_id, lane_id),
-            ).fetchone()
-        return (0, None) if row is None or row["last_seq"] == 0 else (row["last_seq"], row["event_id"])
-
-    def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
-        """Every seq central has consumed for a lane, with its outcome, in seq order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM events WHERE store_id = ? AND lane_id = ? ORDER BY seq", (store_id, lane_id)
-            ).fetchall()
-        listed = []
-        for r in rows:
-            body = json.loads(r["body"])
-            listed.append({
-                "seq": r["seq"],
-                "event_id": r["event_id"],
-                "status": r["status"],
-                "code": r["code"],
-                "type": r["type"],
-                "member_id": r["member_id"],
-                "transaction_id": body.get("transaction_id"),
-                "batch_id": r["batch_id"],
-                "received_at": r["received_at"],
-                "event": body,
-            })
-        return listed
-
-    def apply_batch(
-        self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
-    ) -> list[dict[str, Any]]:
-        """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
-        now = self._clock()
-        with self._write() as conn:
-            if conn.execute(DUE_LOT, (now,)).fetchone():
-                self._sweep(conn, now)  # balances this batch loads are current
-            row = conn.execute(
-                "SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)
-            ).fetchone()
-            last = 0 if row is None else row["last_seq"]
-            work = _BatchWork(conn, self._program or {}, now, f"{store_id}/{lane_id}")
-            results = []
-            for event in events:
-                seq, event_id = event["seq"], event["event_id"]
-                if seq <= last:
-                    results.append(self._answer_again(conn, store_id, lane_id, seq, event_id))
-                    continue
-                if seq > last + 1:
-                    # Not consumed: the lane must first deliver the seqs in between.
-                    results.append(result_wire(seq, event_id, "rejected", "seq_gap"))
-                    continue
-                code = validate_event(event) or work.apply(event, seq)
-                status = "rejected" if code else "accepted"
-                conn.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (store_id, lane_id, seq, event_id, status, code, _str_or_none(event.get("type")),
-                     _str_or_none(event.get("member_id")), json.dumps(event, ensure_ascii=False),
-                     batch_id, received_at),
-                )
-                last = seq
-                results.append(result_wire(seq, event_id, status, code))
-            work.flush(store_id, lane_id, self._write_member)
-            conn.execute(
-                "INSERT INTO lanes VALUES (?, ?, ?) ON CONFLICT (store_id, lane_id) DO UPDATE SET last_seq = ?",
-                (store_id, lane_id, last, last),
-            )
-        return results
-
-    @staticmethod
-    def _answer_again(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event_id: str) -> dict:
-        """A seq central already consumed: same event -> same outcome, else a conflict."""
-        stored = conn.execute(
-            "SELECT event_id, status, code FROM events WHERE store_id = ? AND lane_id = ? AND seq = ?",
-            (store_id, lane_id, seq),
-        ).fetchone()
-        if stored is None or stored["event_id"] != event_id:
-            return result_wire(seq, event_id, "rejected", "seq_conflict")
-        if stored["status"] == "accepted":
-            return result_wire(seq, event_id, "duplicate")
-        return result_wire(seq, event_id, "rejected", stored["code"])
-
-
-class _BatchWork:
-    """Members touched by one batch, changed in memory and written once at the end.
-    Lots are changed in place (same transaction); balances are recomputed from them at flush."""
-
-    def __init__(self, conn: sqlite3.Connection, program: dict[str, Any], now: float, lane_key: str) -> None:
-        self.conn = conn
-        self.program = program
-        self.now = now
-        self.lane_key = lane_key  # "store/lane", recorded as each lot's source
-        self.members: dict[str, dict[str, Any]] = {}
-        self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
-
-    def apply(self, event: dict[str, Any], seq: int) -> str | None:
-        """Apply one valid event; a rejection code when central's own facts forbid it."""
-        dates = lot_dates(event)
-        if dates is None:
-            return "malformed_event"  # checked before anything changes: a rejected event applies nothing
-        member_id = event["member_id"]
-        member = self._load(member_id)
-        if member is None:
-            if event["type"] != "member_enrolled":
-                return "unknown_member"
-            member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
-            self.members[member_id] = member
-        if member["status"] == "deleted":
-            return "member_deleted"
-        if event["type"] == "voucher_use":
-            refused = self._use_voucher(event, member_id, seq)
-            if refused:
-                return refused
-        tier_currency = self.program.get("tier_currency")
-        # A debit takes the lots that were unexpired when the till spent them: an
-        # offline redemption on the last day of the month, synced later, spends
-        # the points that were about to expire, not the member's later ones.
-        occurred = parse_utc(event["occurred_at"])
-        as_of = min(self.now, occurred.timestamp()) if occurred is not None else self.now
-        source = f"{self.lane_key}/{seq}"
-        for currency, delta in event["points"].items():
-            member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
-            if delta > 0:
-                available_at, expires_at = dates.get(currency, (None, None))
-                credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
-                        expires_at, source, self.now)
-            elif delta < 0:
-                own = event.get("transaction_id") if event["type"] == "return" else None
-                debit(self.conn, member_id, currency, -delta, own, as_of)
-            if currency == tier_currency and event["type"] in ("accrual", "return"):
-                member["qualifying"] = max(0, member["qualifying"] + delta)
-        member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
-        self.marks[member_id] = seq
-        return None
-
-    def _use_voucher(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
-        """One use per voucher (per member for campaign coupons), across every lane: a second use,
-        made on another lane while both were offline, is refused here and quarantined there."""
-        code = event.get("voucher_code")
-        if not isinstance(code, str) or not code:
-            return "malformed_event"
-        key = member_id if event.get("voucher_once_per") == "member" else ""
-        if self.conn.execute("SELECT 1 FROM voucher_uses WHERE code = ? AND member_key = ?", (code, key)).fetchone():
-            return "voucher_used"
-        self.conn.execute("INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?)",
-                          (code, key, f"{self.lane_key}/{seq}"))
-        return None
-
-    def _load(self, member_id: str) -> dict[str, Any] | None:
-        if member_id not in self.members:
-            member = _load_member(self.conn, member_id)
-            if member is None:
-                return None
-            self.members[member_id] = member
-        return self.members[member_id]
-
-    def flush(self, store_id: str, lane_id: str, write_member: Any) -> None:
-        for member_id, seq in self.marks.items():
-            member = self.members[member_id]
-            member["balances"] = lot_balances(self.conn, member_id, member["balances"], self.now)
-            write_member(self.conn, member)
-            self.conn.execute(
-                "INSERT INTO member_lanes VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
-                (member_id, store_id, lane_id, seq),
-            )
-
-
-def _load_member(conn: sqlite3.Connection, member_id: str) -> dict[str, Any] | None:
-    """A member as stored (JSON columns decoded, no version), or None."""
-    row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
-    return None if row is None else _decoded(row)
-
-
-def _decoded(row: sqlite3.Row) -> dict[str, Any]:
-    member = {k: row[k] for k in row.keys() if k != "version"}
-    for column in _JSON_COLUMNS:
-        member[column] = json.loads(member[column])
-    return member
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    def _feed_rows(self, conn: sqlite3.Connection, cursor: int, limit: int) -> list[Any]:
+        return conn.execute("SELECT * FROM members WHERE version > ? ORDER BY version LIMIT ?",
+                            (cursor, limit)).fetchall()

@@ -1,0 +1,509 @@
+"""What both of central's SQL engines do, written once: the store interface over plain SQL.
+
+``SqlStore`` implements every method of the store interface (store.py) with
+statements that SQLite and PostgreSQL both run (``?`` placeholders; the
+PostgreSQL store's connection turns them into ``%s``). An engine subclass
+says only what differs: how a connection and a write transaction are had,
+how a lane's head and a batch's members are locked, how a member's change
+version is drawn and how the change feed is read (store_sqlite.py,
+store_pg.py). So the two engines cannot drift apart: the same batch
+algorithm, lot engine (lots.py) and answers run on both, and one test suite
+runs against both.
+
+A batch is applied in ONE transaction: lock the lane's head, answer seqs it
+already consumed from what is stored, insert the contiguous run after the
+head with ``INSERT ... ON CONFLICT DO NOTHING RETURNING seq`` (an answer is
+computed from what was inserted: a row that was not is answered as stored),
+then apply the inserted events' effects in seq order under the batch's member
+locks, and move the head. Accepted events and member changes also go into
+the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import AbstractContextManager
+from typing import Any
+
+from posd.sync.central.faults import ROUTES, check_fault
+from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
+from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
+from posd.sync.central.seed import parse_seed
+from posd.sync.protocol import parse_utc, program_etag, result_wire, validate_event
+
+JSON_COLUMNS = ("identifiers", "balances", "offers")
+EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
+                 "batch_id", "received_at")
+MEMBER_COLUMNS = ("member_id", "display_name", "locale", "tier", "qualifying", "identifiers", "balances",
+                  "status", "birth_date", "offers", "version")
+
+
+class SqlStore:
+    """The store interface in SQL both engines run; subclasses fill in the hooks below."""
+
+    FOR_UPDATE = ""  # the row-lock suffix of a SELECT (" FOR UPDATE" where the engine has one)
+
+    _clock: Any
+
+    # --- engine hooks ----------------------------------------------------------------------
+
+    def _write(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields a connection whose execute() takes ``?`` placeholders."""
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[Any]:
+        """A connection for reads (autocommit where the engine has it)."""
+        raise NotImplementedError
+
+    def _next_version(self, conn: Any) -> int:
+        """A member change's position in the change feed."""
+        raise NotImplementedError
+
+    def _feed_rows(self, conn: Any, cursor: int, limit: int) -> list[Any]:
+        """Up to ``limit`` member rows changed after ``cursor``, in feed order, none of
+        which a transaction still running could sort before."""
+        raise NotImplementedError
+
+    def _lock_members(self, conn: Any, member_ids: list[str]) -> None:
+        """Lock the members a write is about to change, always in one order (no deadlocks)."""
+
+    def _sweep_guard(self, conn: Any) -> bool:
+        """False when another writer is sweeping right now (it will do the work)."""
+        return True
+
+    # --- seed, stores, program -------------------------------------------------------------
+
+    def seed(self, seed: dict[str, Any]) -> None:
+        """Load a seed file's content. Safe to repeat: existing members keep their
+        balances; store secrets and the program are replaced (they are config)."""
+        parsed = parse_seed(seed)
+        program = parsed.program if parsed.program is not None else (self.program()[0] or {})
+        rows = [member_row(m, program) for m in parsed.members]  # every member checked before anything is written
+        with self._write() as conn:
+            for store_id, secret in parsed.secrets.items():
+                conn.execute("INSERT INTO stores (store_id, secret) VALUES (?, ?) "
+                             "ON CONFLICT (store_id) DO UPDATE SET secret = excluded.secret", (store_id, secret))
+            if parsed.program is not None:
+                self._save_program(conn, parsed.program)
+            self._seed_members(conn, rows[:self.SEED_CHUNK])
+        for start in range(self.SEED_CHUNK, len(rows), self.SEED_CHUNK):
+            with self._write() as conn:
+                self._seed_members(conn, rows[start:start + self.SEED_CHUNK])
+
+    # Members per transaction: a member's row and its lots always land together, and a
+    # chain-sized seed does not hold one transaction (and the change feed's horizon) for long.
+    SEED_CHUNK = 100_000
+
+    def _seed_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        self._lock_members(conn, sorted({r["member_id"] for r in rows}))
+        for row in rows:
+            if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (row["member_id"],)).fetchone():
+                continue  # existing members keep their lots: seeding again is a no-op for them
+            reset_lots(conn, row["member_id"], row["balances"], "seed")
+            self._write_member(conn, row)
+
+    def store_secret(self, store_id: str) -> bytes | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT secret FROM stores WHERE store_id = ?", (store_id,)).fetchone()
+        return None if row is None else bytes(row["secret"])
+
+    def program(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(program, etag); (None, None) before a program is seeded."""
+        with self._read() as conn:
+            return self._program_in(conn)
+
+    def set_program(self, program: dict[str, Any]) -> str:
+        with self._write() as conn:
+            return self._save_program(conn, program)
+
+    def _save_program(self, conn: Any, program: dict[str, Any]) -> str:
+        text = json.dumps(program, sort_keys=True, ensure_ascii=False)
+        etag = program_etag(json.loads(text))
+        for key, value in (("program", text), ("program_etag", etag)):
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+        return etag
+
+    @staticmethod
+    def _program_in(conn: Any) -> tuple[dict[str, Any] | None, str | None]:
+        rows = {r["key"]: r["value"] for r in conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('program', 'program_etag')").fetchall()}
+        if "program" not in rows:
+            return None, None
+        program = json.loads(rows["program"])
+        return program, rows.get("program_etag") or program_etag(program)
+
+    # --- members ---------------------------------------------------------------------------
+
+    def member(self, member_id: str, store_id: str | None = None) -> dict[str, Any] | None:
+        """A member in wire shape. applied_seq lists the lanes of ``store_id``, or
+        every lane as "store/lane" when no store is given."""
+        self.sweep_expired()
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+            if row is None:
+                return None
+            marks = self._applied_seqs(conn, [member_id], store_id)
+        return member_wire(decoded_member(row), marks.get(member_id, {}))
+
+    def upsert_member(self, member: dict[str, Any]) -> None:
+        """Create or replace a member's profile (not its lane watermarks); bumps its version.
+        Its balances replace its lots: one never-expiring lot per currency."""
+        program = self.program()[0] or {}
+        row = member_row(member, program)
+        with self._write() as conn:
+            self._lock_members(conn, [row["member_id"]])
+            reset_lots(conn, row["member_id"], row["balances"], "upsert")
+            self._write_member(conn, row)
+
+    def lots(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's lots, oldest first (inspection and tests)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT lot_id, currency, transaction_id, points, remaining, available_at, expires_at, swept, source "
+                "FROM lots WHERE member_id = ? ORDER BY lot_id", (member_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def debts(self, member_id: str) -> dict[str, int]:
+        """The negative remainder per currency (points taken back after they were spent)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?",
+                                (member_id,)).fetchall()
+        return {r["currency"]: r["points"] for r in rows}
+
+    def sweep_expired(self) -> int:
+        """Bump the version of every member whose balance fell because lots expired
+        since the last sweep; the number of members bumped. Cheap when nothing
+        expired: one probe of the lots_to_sweep index, no write transaction."""
+        now = self._clock()
+        with self._read() as conn:
+            if not conn.execute(DUE_LOT, (now,)).fetchone():
+                return 0
+        with self._write() as conn:
+            return self._sweep(conn, now) if self._sweep_guard(conn) else 0
+
+    def _sweep(self, conn: Any, now: float) -> int:
+        due = sorted(r["member_id"] for r in conn.execute(
+            "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+            (now,)).fetchall())
+        self._lock_members(conn, due)  # members first, then their lots: the order every writer keeps
+        bumped = 0
+        for member_id in due:
+            conn.execute("UPDATE lots SET swept = 1 WHERE member_id = ? AND swept = 0 AND expires_ts IS NOT NULL "
+                         "AND expires_ts <= ?", (member_id, now))
+            member = _load_member(conn, member_id)
+            if member is None or member["status"] == "deleted":
+                continue  # nothing to show to lanes any more
+            balances = lot_balances(conn, member_id, member["balances"], now)
+            if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
+                member["balances"] = balances
+                self._write_member(conn, member)
+                bumped += 1
+        return bumped
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
+        """Members changed after ``cursor``, oldest change first (after an expiry sweep,
+        so a balance that fell by expiry is in the feed)."""
+        self.sweep_expired()
+        with self._read() as conn:
+            rows = self._feed_rows(conn, cursor, limit + 1)
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            marks = self._applied_seqs(conn, [r["member_id"] for r in rows], store_id)
+        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {})) for r in rows]
+        next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
+        return members, next_cursor, has_more
+
+    @staticmethod
+    def _applied_seqs(conn: Any, member_ids: list[str], store_id: str | None) -> dict[str, dict[str, int]]:
+        marks: dict[str, dict[str, int]] = {}
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start : start + 500]
+            where, args = f"member_id IN ({_marks(chunk)})", list(chunk)
+            if store_id is not None:
+                where, args = where + " AND store_id = ?", args + [store_id]
+            for r in conn.execute(f"SELECT * FROM member_lanes WHERE {where}", args).fetchall():
+                key = r["lane_id"] if store_id is not None else f"{r['store_id']}/{r['lane_id']}"
+                marks.setdefault(r["member_id"], {})[key] = r["applied_seq"]
+        return marks
+
+    def _write_member(self, conn: Any, row: dict[str, Any]) -> None:
+        """Insert or replace a member at a new version; its change also goes to the outbox."""
+        values = {column: row.get(column) for column in MEMBER_COLUMNS}
+        values["version"] = self._next_version(conn)
+        for column in JSON_COLUMNS:
+            values[column] = json.dumps(values[column], ensure_ascii=False)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in MEMBER_COLUMNS if c != "member_id")
+        conn.execute(
+            f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_marks(MEMBER_COLUMNS)}) "
+            f"ON CONFLICT (member_id) DO UPDATE SET {updates}", list(values.values()))
+        wire = member_wire({**row, **{c: row.get(c) for c in JSON_COLUMNS}}, {})
+        wire.pop("applied_seq")
+        _outbox(conn, "member", row["member_id"], "member.changed", wire)
+
+    # --- lanes and events ------------------------------------------------------------------
+
+    def last_seq(self, store_id: str, lane_id: str) -> int:
+        with self._read() as conn:
+            row = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?",
+                               (store_id, lane_id)).fetchone()
+        return 0 if row is None else row["last_seq"]
+
+    def lane_head(self, store_id: str, lane_id: str) -> tuple[int, str | None]:
+        """(last_seq, event_id at last_seq); (0, None) for a lane central has never heard from."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT l.last_seq, e.event_id FROM lanes l LEFT JOIN events e ON e.store_id = l.store_id "
+                "AND e.lane_id = l.lane_id AND e.seq = l.last_seq WHERE l.store_id = ? AND l.lane_id = ?",
+                (store_id, lane_id)).fetchone()
+        return (0, None) if row is None or row["last_seq"] == 0 else (row["last_seq"], row["event_id"])
+
+    def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
+        """Every seq central has consumed for a lane, with its outcome, in seq order."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM events WHERE store_id = ? AND lane_id = ? ORDER BY seq",
+                                (store_id, lane_id)).fetchall()
+        listed = []
+        for r in rows:
+            body = json_value(r["body"])
+            listed.append({"seq": r["seq"], "event_id": r["event_id"], "status": r["status"], "code": r["code"],
+                           "type": r["type"], "member_id": r["member_id"],
+                           "transaction_id": body.get("transaction_id"), "batch_id": r["batch_id"],
+                           "received_at": r["received_at"], "event": body})
+        return listed
+
+    def outbox(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox rows after ``after_id`` in insert order (inspection and tests; Debezium reads the WAL)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT position, id, aggregatetype, aggregateid, type, payload FROM central_outbox "
+                "WHERE position > ? ORDER BY position LIMIT ?", (after_id, limit)).fetchall()
+        return [{**dict(r), "id": str(r["id"]), "payload": json_value(r["payload"])} for r in rows]
+
+    def apply_batch(
+        self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
+    ) -> list[dict[str, Any]]:
+        """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
+        self.sweep_expired()  # balances this batch loads are current (its own transaction: locks stay ordered)
+        now = self._clock()
+        with self._write() as conn:
+            conn.execute("INSERT INTO lanes (store_id, lane_id, last_seq) VALUES (?, ?, 0) "
+                         "ON CONFLICT (store_id, lane_id) DO NOTHING", (store_id, lane_id))
+            last = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?" + self.FOR_UPDATE,
+                                (store_id, lane_id)).fetchone()["last_seq"]
+            answers: dict[int, dict[str, Any]] = {}
+            run = []  # the contiguous run of new seqs after the head
+            for event in events:
+                if event["seq"] == last + 1 + len(run):
+                    run.append(event)
+                elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
+                    answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
+            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
+            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, f"{store_id}/{lane_id}")
+            self._lock_members(conn, sorted({e["member_id"] for e in run if e["seq"] in inserted
+                                             and isinstance(e.get("member_id"), str)}))
+            for event in run:
+                seq = event["seq"]
+                if seq not in inserted:
+                    continue  # answered as stored, below
+                code = inserted[seq] or work.apply(event, seq)
+                if code and not inserted[seq]:  # central's own facts refused it: stored, not applied
+                    conn.execute("UPDATE events SET status = 'rejected', code = ? WHERE store_id = ? "
+                                 "AND lane_id = ? AND seq = ?", (code, store_id, lane_id, seq))
+                answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code)
+                if not code:
+                    _outbox(conn, "lane", f"{store_id}/{lane_id}", str(event["type"]),
+                            {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event})
+            again = [e for e in events if e["seq"] not in answers]
+            answers.update(_answers_again(conn, store_id, lane_id, again))
+            work.flush(store_id, lane_id, self._write_member)
+            head = last + sum(1 for e in run if e["seq"] in inserted)
+            conn.execute("UPDATE lanes SET last_seq = ? WHERE store_id = ? AND lane_id = ?", (head, store_id, lane_id))
+        return [answers[e["seq"]] for e in events]
+
+    @staticmethod
+    def _insert_run(conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
+                    received_at: str) -> dict[int, str | None]:
+        """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
+        for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
+        inserted: dict[int, str | None] = {}
+        codes = {e["seq"]: validate_event(e) for e in run}
+        for start in range(0, len(run), 500):
+            chunk = run[start:start + 500]
+            rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
+                     codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
+                     json.dumps(e, ensure_ascii=False), batch_id, received_at) for e in chunk]
+            values = ", ".join(f"({_marks(EVENT_COLUMNS)})" for _ in rows)
+            for r in conn.execute(
+                    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES {values} "
+                    "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq",
+                    [v for row in rows for v in row]).fetchall():
+                inserted[r["seq"]] = codes[r["seq"]]
+        return inserted
+
+    # --- the fault plan (shared by every worker, so it lives in the database) -------------------
+
+    def add_fault(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
+        route, fault, count, delay = check_fault(route, fault, count, delay)
+        with self._write() as conn:
+            conn.execute("INSERT INTO central_faults (route, fault, remaining, delay) VALUES (?, ?, ?, ?)",
+                         (route, fault, count, delay))
+
+    def take_fault(self, route: str) -> tuple[str, float] | None:
+        """The next queued fault of ``route``, consumed; None (one indexed probe) when there is none."""
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}")
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM central_faults WHERE route = ? LIMIT 1", (route,)).fetchone() is None:
+                return None
+        with self._write() as conn:
+            row = conn.execute("SELECT id, fault, remaining, delay FROM central_faults WHERE route = ? "
+                               "ORDER BY id LIMIT 1" + self.FOR_UPDATE, (route,)).fetchone()
+            if row is None:
+                return None
+            if row["remaining"] <= 1:
+                conn.execute("DELETE FROM central_faults WHERE id = ?", (row["id"],))
+            else:
+                conn.execute("UPDATE central_faults SET remaining = remaining - 1 WHERE id = ?", (row["id"],))
+            return row["fault"], float(row["delay"])
+
+    def clear_faults(self) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM central_faults")
+
+
+def _answers_again(conn: Any, store_id: str, lane_id: str, events: list[dict[str, Any]]) -> dict[int, Any]:
+    """Seqs central already consumed: same event -> same outcome, else a conflict."""
+    if not events:
+        return {}
+    seqs = [e["seq"] for e in events]
+    stored = {r["seq"]: r for r in conn.execute(
+        f"SELECT seq, event_id, status, code FROM events WHERE store_id = ? AND lane_id = ? AND seq IN ({_marks(seqs)})",
+        [store_id, lane_id, *seqs]).fetchall()}
+    answers = {}
+    for event in events:
+        seq, event_id, row = event["seq"], event["event_id"], stored.get(event["seq"])
+        if row is None or row["event_id"] != event_id:
+            answers[seq] = result_wire(seq, event_id, "rejected", "seq_conflict")
+        elif row["status"] == "accepted":
+            answers[seq] = result_wire(seq, event_id, "duplicate")
+        else:
+            answers[seq] = result_wire(seq, event_id, "rejected", row["code"])
+    return answers
+
+
+class _BatchWork:
+    """Members touched by one batch, changed in memory and written once at the end.
+    Lots are changed in place (same transaction); balances are recomputed from them at flush."""
+
+    def __init__(self, conn: Any, program: dict[str, Any], now: float, lane_key: str) -> None:
+        self.conn = conn
+        self.program = program
+        self.now = now
+        self.lane_key = lane_key  # "store/lane", recorded as each lot's source
+        self.members: dict[str, dict[str, Any]] = {}
+        self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
+
+    def apply(self, event: dict[str, Any], seq: int) -> str | None:
+        """Apply one valid event; a rejection code when central's own facts forbid it."""
+        dates = lot_dates(event)
+        if dates is None:
+            return "malformed_event"  # checked before anything changes: a rejected event applies nothing
+        member_id = event["member_id"]
+        member = self._load(member_id)
+        if member is None:
+            if event["type"] != "member_enrolled":
+                return "unknown_member"
+            member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
+            self.members[member_id] = member
+        if member["status"] == "deleted":
+            return "member_deleted"
+        if event["type"] == "voucher_use":
+            refused = self._use_voucher(event, member_id, seq)
+            if refused:
+                return refused
+        tier_currency = self.program.get("tier_currency")
+        # A debit takes the lots that were unexpired when the till spent them: an
+        # offline redemption on the last day of the month, synced later, spends
+        # the points that were about to expire, not the member's later ones.
+        occurred = parse_utc(event["occurred_at"])
+        as_of = min(self.now, occurred.timestamp()) if occurred is not None else self.now
+        source = f"{self.lane_key}/{seq}"
+        for currency, delta in event["points"].items():
+            member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
+            if delta > 0:
+                available_at, expires_at = dates.get(currency, (None, None))
+                credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
+                        expires_at, source, self.now)
+            elif delta < 0:
+                own = event.get("transaction_id") if event["type"] == "return" else None
+                debit(self.conn, member_id, currency, -delta, own, as_of)
+            if currency == tier_currency and event["type"] in ("accrual", "return"):
+                member["qualifying"] = max(0, member["qualifying"] + delta)
+        member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
+        self.marks[member_id] = seq
+        return None
+
+    def _use_voucher(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
+        """One use per voucher (per member for campaign coupons), across every lane: a second use,
+        made on another lane while both were offline, is refused here and quarantined there.
+        The primary key decides, so two lanes racing on one code get one use."""
+        code = event.get("voucher_code")
+        if not isinstance(code, str) or not code:
+            return "malformed_event"
+        key = member_id if event.get("voucher_once_per") == "member" else ""
+        first = self.conn.execute(
+            "INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?) "
+            "ON CONFLICT (code, member_key) DO NOTHING RETURNING code", (code, key, f"{self.lane_key}/{seq}")
+        ).fetchone()
+        return None if first is not None else "voucher_used"
+
+    def _load(self, member_id: str) -> dict[str, Any] | None:
+        if member_id not in self.members:
+            member = _load_member(self.conn, member_id)
+            if member is None:
+                return None
+            self.members[member_id] = member
+        return self.members[member_id]
+
+    def flush(self, store_id: str, lane_id: str, write_member: Any) -> None:
+        for member_id in self.marks:
+            member = self.members[member_id]
+            member["balances"] = lot_balances(self.conn, member_id, member["balances"], self.now)
+            write_member(self.conn, member)
+            self.conn.execute(
+                "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
+                (member_id, store_id, lane_id, self.marks[member_id]))
+
+
+def _outbox(conn: Any, aggregatetype: str, aggregateid: str, type_: str, payload: dict[str, Any]) -> None:
+    conn.execute("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
+                 (str(uuid.uuid4()), aggregatetype, aggregateid, type_, json.dumps(payload, ensure_ascii=False)))
+
+
+def _load_member(conn: Any, member_id: str) -> dict[str, Any] | None:
+    """A member as stored (JSON columns decoded, no version), or None."""
+    row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+    return None if row is None else decoded_member(row)
+
+
+def decoded_member(row: Any) -> dict[str, Any]:
+    member = {k: row[k] for k in row.keys() if k != "version"}
+    for column in JSON_COLUMNS:
+        member[column] = json_value(member[column])
+    return member
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value: SQLite keeps the text, PostgreSQL's jsonb arrives decoded."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _marks(items: Any) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

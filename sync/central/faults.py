@@ -30,3 +30,19 @@ def check_fault(route: Any, fault: Any, count: Any = 1, delay: Any = None) -> tu
     elif isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 3600:
         raise ValueError("delay must be seconds between 0 and 3600")
     return route, fault, count, float(delay)
+
+
+class FaultPlan:
+    """A central's fault queue, as tests hold it (``central.faults``): a view of its store's."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def add(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
+        self._store.add_fault(route, fault, count, delay)
+
+    def take(self, route: str) -> tuple[str, float] | None:
+        return self._store.take_fault(route)
+
+    def clear(self) -> None:
+        self._store.clear_faults()

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from posd.sync.central.app import ENV_DB, ENV_POOL, CentralApp, is_loopback
+from posd.sync.central.faults import FaultPlan
 from posd.sync.central.store import CentralStore, open_store
 
 log = logging.getLogger("posd.sync.central")
@@ -109,6 +110,7 @@ class CentralServer:
         except BaseException:
             self.store.close()
             raise
+        self.faults = FaultPlan(self.store)
         self._started = threading.Event()
         self.app = CentralApp(self.store, clock=lambda: self.clock(), threads=pool_size,
                               on_started=self._started.set)
@@ -171,7 +173,7 @@ class CentralServer:
 
     def inject(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
         """Make the next ``count`` requests on ``route`` fail with ``fault``."""
-        self.store.add_fault(route, fault, count, delay)
+        self.faults.add(route, fault, count, delay)
 
     def request_count(self, route: str | None = None) -> int:
         """Requests seen on a route (push|members|program|lane), or on all of them."""

@@ -39,8 +39,11 @@ def backoff_delay(
 ) -> float:
     """Full-jitter exponential backoff for the ``failures``-th consecutive failure (1-based);
     ``retry_after`` is a floor."""
-    ceiling = min(cap, base * 2 ** min(max(failures - 1, 0), 32))
-    delay = rng.uniform(0, ceiling)
+    ceiling = base * 2 ** min(max(failures - 1, 0), 32)
+    # Below the cap: full jitter, quick retries after a blip. At the cap the lane is in an outage:
+    # uniform(cap/2, cap) spreads a fleet's first contact after it evenly over the cap, where a
+    # draw from 0 would bring a third more lanes in its first seconds (bench/fleet.py).
+    delay = rng.uniform(0, ceiling) if ceiling < cap else rng.uniform(cap / 2, cap)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay

@@ -212,10 +212,11 @@ def test_clients_that_go_away_leave_no_traceback(tmp_path, pg_db):
                        f"Content-Length: {len(body) + (0 if n % 2 else 100)}\r\n\r\n").encode() + body
             with socket.create_connection((host, int(port)), timeout=10) as sock:
                 sock.sendall(request)  # odd: a whole push; even: a body cut short. Then gone, unread.
-        requests.post(url + "/_admin/faults", json={"route": "push", "fault": "reset"}, timeout=10)
+        # a reset of its own (on another route: the pushes above may still be in flight)
+        requests.post(url + "/_admin/faults", json={"route": "program", "fault": "reset"}, timeout=10)
         with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(5, 10)) as client:
             with pytest.raises(CentralUnavailable):
-                client.push_batch("B", [make_event(99)])
+                client.program(None)
             wait_until(lambda: client.lane_head(LANE_ID)[0] >= 1, 30, "the whole pushes to be applied")
     finally:
         err = stop_cli(proc)

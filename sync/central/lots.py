@@ -50,10 +50,12 @@ def lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]
 
 
 def credit(conn: Any, member_id: str, currency: str, points: int, transaction_id: str | None,
-            available_at: str | None, expires_at: str | None, source: str, now: float) -> None:
-    """A new lot; it first repays any debt, since the member owes those points."""
+            available_at: str | None, expires_at: str | None, source: str, now: float,
+            in_debt: bool = True) -> None:
+    """A new lot; it first repays any debt, since the member owes those points.
+    ``in_debt=False``: the caller knows the member owes nothing in any currency (no lookup)."""
     debt_row = conn.execute("SELECT points FROM lot_debts WHERE member_id = ? AND currency = ?",
-                            (member_id, currency)).fetchone()
+                            (member_id, currency)).fetchone() if in_debt else None
     repay = min(points, debt_row["points"]) if debt_row else 0
     if repay:
         conn.execute("UPDATE lot_debts SET points = points - ? WHERE member_id = ? AND currency = ?",
@@ -108,16 +110,23 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
                      (member_id, currency, left))
 
 
-def lot_balances(conn: Any, member_id: str, current: dict[str, int], now: float) -> dict[str, int]:
-    """The published balances: per currency, unexpired lots' remaining minus debt.
-    Currencies already listed stay listed (at 0 when nothing is left)."""
-    out = {currency: 0 for currency in current}
-    for r in conn.execute(
-        "SELECT currency, CAST(SUM(remaining) AS BIGINT) AS total FROM lots WHERE member_id = ? AND remaining > 0 "
-        "AND (expires_ts IS NULL OR expires_ts > ?) GROUP BY currency", (member_id, now)):
-        out[r["currency"]] = r["total"]
-    for r in conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?", (member_id,)):
-        out[r["currency"]] = out.get(r["currency"], 0) - r["points"]
+def lot_balances(conn: Any, current: dict[str, dict[str, int]], now: float) -> dict[str, dict[str, int]]:
+    """The published balances of members {member_id: their current balances}: per currency,
+    unexpired lots' remaining minus debt, two grouped queries per 500 members. Currencies
+    already listed stay listed (at 0 when nothing is left)."""
+    out = {member_id: {currency: 0 for currency in balances} for member_id, balances in current.items()}
+    ids = list(current)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(
+                "SELECT member_id, currency, CAST(SUM(remaining) AS BIGINT) AS total FROM lots "
+                f"WHERE member_id IN ({marks}) AND remaining > 0 AND (expires_ts IS NULL OR expires_ts > ?) "
+                "GROUP BY member_id, currency", [*chunk, now]).fetchall():
+            out[r["member_id"]][r["currency"]] = r["total"]
+        for r in conn.execute(f"SELECT member_id, currency, points FROM lot_debts WHERE member_id IN ({marks})",
+                              chunk).fetchall():
+            out[r["member_id"]][r["currency"]] = out[r["member_id"]].get(r["currency"], 0) - r["points"]
     return out
 
 

@@ -36,7 +36,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from posd.sync.central.schema_pg import migrate
-from posd.sync.central.store_sql import SqlStore
+from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
 
 CHANGE_BITS = 20  # changes one transaction may make: seeds write at most SEED_CHUNK members per transaction
 SWEEP_LOCK = (0x706F7364, 1)  # ("posd", 1): one expiry sweep at a time, the others skip it
@@ -58,6 +58,10 @@ class _Conn:
 
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         return self.raw.execute(_pg_sql(sql), params)
+
+    def executemany(self, sql: str, params: list[Any]) -> None:
+        if params:
+            self.raw.cursor().executemany(_pg_sql(sql), params)
 
 
 class PgStore(SqlStore):
@@ -85,21 +89,32 @@ class PgStore(SqlStore):
 
     @contextmanager
     def _write(self) -> Iterator[_Conn]:
-        with self._pool.connection() as conn, conn.transaction():
+        # Pipeline mode: statements whose results nobody reads (a lot, an outbox row) go out
+        # without waiting for the one before; a read waits for what is queued before it.
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             yield _Conn(conn)
+
+    def _insert_events(self, conn: _Conn, rows: list[tuple[Any, ...]]) -> list[int]:
+        # One statement of eleven arrays: psycopg need not parse thousands of placeholders.
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
+        types = ["text", "text", "bigint", "text", "text", "text", "text", "text", "jsonb", "text", "text"]
+        arrays = ", ".join(f"?::{t}[]" for t in types)
+        return [r["seq"] for r in conn.execute(
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq", [list(c) for c in columns]).fetchall()]
 
     @contextmanager
     def _read(self) -> Iterator[_Conn]:
         with self._pool.connection() as conn:
             yield _Conn(conn)
 
-    def _next_version(self, conn: _Conn) -> int:
+    def _next_versions(self, conn: _Conn, count: int) -> list[int]:
         if conn.xid is None:
             conn.xid = conn.execute("SELECT pg_current_xact_id()::text::bigint AS x").fetchone()["x"]
-        conn.changes += 1
+        first, conn.changes = conn.changes + 1, conn.changes + count
         if conn.changes >= 2**CHANGE_BITS:
             raise RuntimeError(f"more than {2**CHANGE_BITS - 1} member changes in one transaction")
-        return (conn.xid << CHANGE_BITS) | conn.changes
+        return [(conn.xid << CHANGE_BITS) | n for n in range(first, conn.changes + 1)]
 
     def _feed_rows(self, conn: _Conn, cursor: int, limit: int) -> list[Any]:
         return conn.execute(

@@ -56,8 +56,8 @@ class SqlStore:
         """A connection for reads (autocommit where the engine has it)."""
         raise NotImplementedError
 
-    def _next_version(self, conn: Any) -> int:
-        """A member change's position in the change feed."""
+    def _next_versions(self, conn: Any, count: int) -> list[int]:
+        """The positions in the change feed of the next ``count`` member changes, in order."""
         raise NotImplementedError
 
     def _feed_rows(self, conn: Any, cursor: int, limit: int) -> list[Any]:
@@ -195,7 +195,7 @@ class SqlStore:
             member = _load_member(conn, member_id)
             if member is None or member["status"] == "deleted":
                 continue  # nothing to show to lanes any more
-            balances = lot_balances(conn, member_id, member["balances"], now)
+            balances = lot_balances(conn, {member_id: member["balances"]}, now)[member_id]
             if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
                 member["balances"] = balances
                 self._write_member(conn, member)
@@ -229,18 +229,22 @@ class SqlStore:
         return marks
 
     def _write_member(self, conn: Any, row: dict[str, Any]) -> None:
-        """Insert or replace a member at a new version; its change also goes to the outbox."""
-        values = {column: row.get(column) for column in MEMBER_COLUMNS}
-        values["version"] = self._next_version(conn)
-        for column in JSON_COLUMNS:
-            values[column] = json.dumps(values[column], ensure_ascii=False)
+        self._write_members(conn, [row])
+
+    def _write_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert or replace members at new versions; each change also goes to the outbox."""
         updates = ", ".join(f"{c} = excluded.{c}" for c in MEMBER_COLUMNS if c != "member_id")
-        conn.execute(
-            f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_marks(MEMBER_COLUMNS)}) "
-            f"ON CONFLICT (member_id) DO UPDATE SET {updates}", list(values.values()))
-        wire = member_wire({**row, **{c: row.get(c) for c in JSON_COLUMNS}}, {})
-        wire.pop("applied_seq")
-        _outbox(conn, "member", row["member_id"], "member.changed", wire)
+        values = [[json.dumps(row.get(c), ensure_ascii=False) if c in JSON_COLUMNS
+                   else version if c == "version" else row.get(c) for c in MEMBER_COLUMNS]
+                  for row, version in zip(rows, self._next_versions(conn, len(rows)), strict=True)]
+        conn.executemany(f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_marks(MEMBER_COLUMNS)}) "
+                         f"ON CONFLICT (member_id) DO UPDATE SET {updates}", values)
+        outbox = []
+        for row in rows:
+            wire = member_wire(row, {})
+            wire.pop("applied_seq")
+            outbox.append(("member", row["member_id"], "member.changed", wire))
+        _outbox(conn, outbox)
 
     # --- lanes and events ------------------------------------------------------------------
 
@@ -301,8 +305,11 @@ class SqlStore:
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, f"{store_id}/{lane_id}")
-            self._lock_members(conn, sorted({e["member_id"] for e in run if e["seq"] in inserted
-                                             and isinstance(e.get("member_id"), str)}))
+            touched = sorted({e["member_id"] for e in run
+                              if e["seq"] in inserted and isinstance(e.get("member_id"), str)})
+            self._lock_members(conn, touched)
+            work.preload(touched)
+            streamed = []
             for event in run:
                 seq = event["seq"]
                 if seq not in inserted:
@@ -313,33 +320,36 @@ class SqlStore:
                                  "AND lane_id = ? AND seq = ?", (code, store_id, lane_id, seq))
                 answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code)
                 if not code:
-                    _outbox(conn, "lane", f"{store_id}/{lane_id}", str(event["type"]),
-                            {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event})
+                    streamed.append(("lane", f"{store_id}/{lane_id}", str(event["type"]),
+                                     {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event}))
+            _outbox(conn, streamed)
             again = [e for e in events if e["seq"] not in answers]
             answers.update(_answers_again(conn, store_id, lane_id, again))
-            work.flush(store_id, lane_id, self._write_member)
+            work.flush(store_id, lane_id, self._write_members)
             head = last + sum(1 for e in run if e["seq"] in inserted)
             conn.execute("UPDATE lanes SET last_seq = ? WHERE store_id = ? AND lane_id = ?", (head, store_id, lane_id))
         return [answers[e["seq"]] for e in events]
 
-    @staticmethod
-    def _insert_run(conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
+    def _insert_run(self, conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
                     received_at: str) -> dict[int, str | None]:
         """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
         for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
-        inserted: dict[int, str | None] = {}
         codes = {e["seq"]: validate_event(e) for e in run}
-        for start in range(0, len(run), 500):
-            chunk = run[start:start + 500]
-            rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
-                     codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
-                     json.dumps(e, ensure_ascii=False), batch_id, received_at) for e in chunk]
-            values = ", ".join(f"({_marks(EVENT_COLUMNS)})" for _ in rows)
-            for r in conn.execute(
-                    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES {values} "
-                    "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq",
-                    [v for row in rows for v in row]).fetchall():
-                inserted[r["seq"]] = codes[r["seq"]]
+        rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
+                 codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
+                 json.dumps(e, ensure_ascii=False), batch_id, received_at) for e in run]
+        return {seq: codes[seq] for seq in self._insert_events(conn, rows)}
+
+    def _insert_events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING seq: the seqs of the rows inserted."""
+        inserted = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            values = ", ".join(f"({_marks(EVENT_COLUMNS)})" for _ in chunk)
+            inserted += [r["seq"] for r in conn.execute(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES {values} "
+                "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq",
+                [v for row in chunk for v in row]).fetchall()]
         return inserted
 
     # --- the fault plan (shared by every worker, so it lives in the database) -------------------
@@ -404,6 +414,7 @@ class _BatchWork:
         self.lane_key = lane_key  # "store/lane", recorded as each lot's source
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
+        self.debtors: set[str] = set()  # members who may owe points: their credits repay first
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
@@ -435,10 +446,11 @@ class _BatchWork:
             if delta > 0:
                 available_at, expires_at = dates.get(currency, (None, None))
                 credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
-                        expires_at, source, self.now)
+                        expires_at, source, self.now, in_debt=member_id in self.debtors)
             elif delta < 0:
                 own = event.get("transaction_id") if event["type"] == "return" else None
                 debit(self.conn, member_id, currency, -delta, own, as_of)
+                self.debtors.add(member_id)  # it may have gone into debt
             if currency == tier_currency and event["type"] in ("accrual", "return"):
                 member["qualifying"] = max(0, member["qualifying"] + delta)
         member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
@@ -459,28 +471,39 @@ class _BatchWork:
         ).fetchone()
         return None if first is not None else "voucher_used"
 
+    def preload(self, member_ids: list[str]) -> None:
+        """Read the batch's members in one query per 500 (they are locked already)."""
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start:start + 500]
+            for row in self.conn.execute(f"SELECT * FROM members WHERE member_id IN ({_marks(chunk)})",
+                                         chunk).fetchall():
+                self.members[row["member_id"]] = decoded_member(row)
+            self.debtors |= {r["member_id"] for r in self.conn.execute(
+                f"SELECT DISTINCT member_id FROM lot_debts WHERE member_id IN ({_marks(chunk)})", chunk).fetchall()}
+
     def _load(self, member_id: str) -> dict[str, Any] | None:
-        if member_id not in self.members:
-            member = _load_member(self.conn, member_id)
-            if member is None:
-                return None
-            self.members[member_id] = member
-        return self.members[member_id]
+        return self.members.get(member_id)  # preloaded; a member it lacks does not exist (yet)
 
-    def flush(self, store_id: str, lane_id: str, write_member: Any) -> None:
-        for member_id in self.marks:
-            member = self.members[member_id]
-            member["balances"] = lot_balances(self.conn, member_id, member["balances"], self.now)
-            write_member(self.conn, member)
-            self.conn.execute(
-                "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
-                (member_id, store_id, lane_id, self.marks[member_id]))
+    def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
+        """Balances from the lots, then every changed member and its watermark, a few statements in all."""
+        if not self.marks:
+            return
+        changed = [self.members[m] for m in self.marks]
+        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed}, self.now)
+        for member in changed:
+            member["balances"] = balances[member["member_id"]]
+        write_members(self.conn, changed)
+        self.conn.executemany(
+            "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
+            [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
 
 
-def _outbox(conn: Any, aggregatetype: str, aggregateid: str, type_: str, payload: dict[str, Any]) -> None:
-    conn.execute("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
-                 (str(uuid.uuid4()), aggregatetype, aggregateid, type_, json.dumps(payload, ensure_ascii=False)))
+def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Outbox rows (aggregatetype, aggregateid, type, payload), in order."""
+    conn.executemany("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
+                     [(str(uuid.uuid4()), agg_type, agg_id, type_, json.dumps(payload, ensure_ascii=False))
+                      for agg_type, agg_id, type_, payload in rows])
 
 
 def _load_member(conn: Any, member_id: str) -> dict[str, Any] | None:

@@ -57,9 +57,10 @@ class SqliteStore(SqlStore):
         with self._lock:
             yield self._conn
 
-    def _next_version(self, conn: sqlite3.Connection) -> int:
-        # One writer at a time: the next number is also the next commit.
-        return conn.execute("SELECT coalesce(max(version), 0) + 1 AS v FROM members").fetchone()["v"]
+    def _next_versions(self, conn: sqlite3.Connection, count: int) -> list[int]:
+        # One writer at a time: the next numbers are also the next commit's.
+        top = conn.execute("SELECT coalesce(max(version), 0) AS v FROM members").fetchone()["v"]
+        return list(range(top + 1, top + 1 + count))
 
     def _feed_rows(self, conn: sqlite3.Connection, cursor: int, limit: int) -> list[Any]:
         return conn.execute("SELECT * FROM members WHERE version > ? ORDER BY version LIMIT ?",

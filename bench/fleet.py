@@ -69,6 +69,7 @@ class Fleet:
     headroom: float = 0.25  # share of central's capacity its slots leave to lanes without one
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 300.0
+    lane_policy_now: bool = True  # False: the lanes' policy before (full jitter to the cap, 429 as a floor)
     rate_window_s: float = 10.0  # request rates are counted per window of this length
     after_s: float = 3600.0  # simulated time after recovery at most
     seed: int = 1
@@ -109,7 +110,8 @@ class Result:
 def simulate(fleet: Fleet) -> Result:
     rng = random.Random(fleet.seed)
     policy_rng = random.Random(fleet.seed + 1)
-    lanes = [_Lane(RetryPolicy(fleet.backoff_base_s, fleet.backoff_cap_s, rng=policy_rng))
+    lanes = [_Lane(RetryPolicy(fleet.backoff_base_s, fleet.backoff_cap_s, rng=policy_rng,
+                               spread_at_cap=fleet.lane_policy_now, paced_429=fleet.lane_policy_now))
              for _ in range(fleet.lanes)]
     head = [0] * fleet.lanes  # central's last applied seq per lane
     sale_rate = fleet.events_per_lane_hour / 3600.0
@@ -233,14 +235,17 @@ def _result(fleet: Fleet, lanes: list[_Lane], windows: dict[int, int], stats: di
 
 
 def before_and_after(lanes: int, capacity: float, seed: int = 1, **overrides: Any) -> dict[str, Result]:
-    """Today's policy before this change (60 s cap, central without admission control), each
-    change alone, and both together (the policy the lanes now run)."""
+    """The policy before this change (full jitter to a 60 s cap, Retry-After a floor; central
+    without admission control), the lanes' new policy alone, central-paced admission alone,
+    and both (what lanes now run, with a central that paces)."""
     base = dict(lanes=lanes, capacity_events_s=capacity, seed=seed, **overrides)
     return {
-        "before: cap 60 s, no admission control": simulate(Fleet(backoff_cap_s=60.0, paced=False, **base)),
-        "cap 300 s only": simulate(Fleet(backoff_cap_s=300.0, paced=False, **base)),
-        "paced admission only (cap 60 s)": simulate(Fleet(backoff_cap_s=60.0, paced=True, **base)),
-        "after: cap 300 s + central-paced admission": simulate(Fleet(backoff_cap_s=300.0, paced=True, **base)),
+        "before: lanes' old policy, no admission": simulate(
+            Fleet(backoff_cap_s=60.0, lane_policy_now=False, paced=False, **base)),
+        "lanes' new policy only": simulate(Fleet(paced=False, **base)),
+        "central-paced admission only": simulate(
+            Fleet(backoff_cap_s=60.0, lane_policy_now=False, paced=True, **base)),
+        "after: new policy + central-paced admission": simulate(Fleet(**base)),
     }
 
 

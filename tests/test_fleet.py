@@ -39,7 +39,7 @@ def test_the_simulated_lanes_run_the_relays_own_retry_policy(monkeypatch):
 
 
 def test_after_an_hours_outage_every_backlog_drains_within_ten_minutes_without_a_herd(runs):
-    after = runs["after: cap 300 s + central-paced admission"]
+    after = runs["after: new policy + central-paced admission"]
     assert after.starved_lanes == 0 and after.drained_s is not None and after.drained_s <= 600
     assert after.peak_over_steady <= 2.0  # requests reaching central, against trading's steady state
     assert after.timed_out == 0 and after.resent_events == 0  # nothing applied twice, nothing lost in a queue
@@ -47,8 +47,8 @@ def test_after_an_hours_outage_every_backlog_drains_within_ten_minutes_without_a
 
 
 def test_before_the_change_the_same_outage_ends_in_congestion_collapse(runs):
-    before = runs["before: cap 60 s, no admission control"]
-    after = runs["after: cap 300 s + central-paced admission"]
+    before = runs["before: lanes' old policy, no admission"]
+    after = runs["after: new policy + central-paced admission"]
     assert before.drained_s is None and before.starved_lanes > LANES // 2
     assert before.timed_out > 0 and before.resent_events > before.backlog_events  # work done again and again
     assert before.peak_over_steady > after.peak_over_steady

@@ -77,6 +77,16 @@ def test_a_429_with_retry_after_is_a_slot_kept_whatever_the_failure_count():
     assert policy.parked() == 300.0
 
 
+def test_at_the_cap_the_wait_is_drawn_from_its_upper_half():
+    """An outage: a fleet's first contact after it is spread evenly over the cap."""
+    assert backoff_delay(9, 0.5, 60.0, BottomRng()) == 30.0 and backoff_delay(9, 0.5, 60.0, TopRng()) == 60.0
+    assert backoff_delay(7, 0.5, 60.0, BottomRng()) == 0.0  # ceiling 32 < cap: full jitter
+    assert backoff_delay(9, 0.5, 60.0, BottomRng(), spread_at_cap=False) == 0.0  # the policy before
+    # before: a 429's Retry-After was a floor under the backoff draw; now it is the slot, plus jitter
+    assert RetryPolicy(0.5, 60.0, rng=TopRng(), paced_429=False).failed(7.0, status=429) == 7.0
+    assert RetryPolicy(0.5, 60.0, rng=TopRng()).failed(7.0, status=429) == 7.7
+
+
 def test_the_relay_runs_the_retry_policy_object():
     relay = OutboxRelay(None, MemoryOutbox(), backoff_base=2.0, backoff_cap=9.0, rng=TopRng())
     assert isinstance(relay._policy, RetryPolicy)

@@ -35,7 +35,8 @@ DEFAULT_AUTH_RETRY_S = 300.0
 
 
 def backoff_delay(
-    failures: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
+    failures: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None,
+    *, spread_at_cap: bool = True,
 ) -> float:
     """Full-jitter exponential backoff for the ``failures``-th consecutive failure (1-based);
     ``retry_after`` is a floor."""
@@ -43,7 +44,11 @@ def backoff_delay(
     # Below the cap: full jitter, quick retries after a blip. At the cap the lane is in an outage:
     # uniform(cap/2, cap) spreads a fleet's first contact after it evenly over the cap, where a
     # draw from 0 would bring a third more lanes in its first seconds (bench/fleet.py).
-    delay = rng.uniform(0, ceiling) if ceiling < cap else rng.uniform(cap / 2, cap)
+    # spread_at_cap=False is the policy before that change (the simulation's "before").
+    if ceiling < cap or not spread_at_cap:
+        delay = rng.uniform(0, min(cap, ceiling))
+    else:
+        delay = rng.uniform(cap / 2, cap)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
@@ -59,9 +64,13 @@ class RetryPolicy:
     """One worker's retry state: consecutive failures, and the wait each outcome earns."""
 
     def __init__(self, base: float = DEFAULT_BASE_S, cap: float = DEFAULT_CAP_S,
-                 auth_retry_interval: float = DEFAULT_AUTH_RETRY_S, rng: random.Random | None = None) -> None:
+                 auth_retry_interval: float = DEFAULT_AUTH_RETRY_S, rng: random.Random | None = None,
+                 *, spread_at_cap: bool = True, paced_429: bool = True) -> None:
+        """``spread_at_cap`` and ``paced_429`` False: the policy lanes ran before central-paced
+        admission (bench/fleet.py simulates both with this one object)."""
         self.base, self.cap, self.auth_retry_interval = base, cap, auth_retry_interval
         self.rng = rng if rng is not None else random.Random()
+        self.spread_at_cap, self.paced_429 = spread_at_cap, paced_429
         self.failures = 0
 
     def succeeded(self) -> None:
@@ -70,9 +79,10 @@ class RetryPolicy:
     def failed(self, retry_after: float | None = None, *, status: int | None = None) -> float:
         """The wait after a failed attempt (``status`` None: no answer at all)."""
         self.failures += 1
-        if status == 429 and retry_after is not None:
+        if status == 429 and retry_after is not None and self.paced_429:
             return paced_delay(retry_after, self.rng)
-        return backoff_delay(self.failures, self.base, self.cap, self.rng, retry_after)
+        return backoff_delay(self.failures, self.base, self.cap, self.rng, retry_after,
+                             spread_at_cap=self.spread_at_cap)
 
     def parked(self) -> float:
         """The wait after 401/403 or an identity conflict: a person must act."""

@@ -20,14 +20,11 @@ wait short. Central: down during the outage (a refused connection); then a
 FIFO server of ``capacity`` events/s plus a per-request cost, answering
 after its queue; an answer later than the client's 10 s read timeout is a
 timeout to the lane (central applied it all the same: the resend is a
-duplicate). With ``paced`` admission central keeps a line: its queue plus
-the slots it has handed out. A push from a lane holding a slot is admitted;
-any other is admitted while the queue is shorter than ``window`` s, else
-answered 429 at once with a Retry-After slot at the end of the line, and
-the line grows by that push's cost over (1 - ``headroom``): slots fill
-three quarters of central's capacity, the rest serves the lanes that are
-already up to date (one sale, one small push) without a 429
-(docs/sync-protocol.md, central-paced admission).
+duplicate). Central's model is the reference central's own admission
+object (posd.sync.central.admission.Admission): with ``paced`` it answers
+429 with a Retry-After slot when its queue is longer than ``window`` s
+(docs/sync-protocol.md, central-paced admission); without, it queues
+everything, as central did before.
 
     python -m bench.fleet --out bench/fleet.json [--lanes 20000] [--capacity 3000]
 """
@@ -47,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from posd.sync.central.admission import Admission  # noqa: E402
 from posd.sync.lane.retry import RetryPolicy  # noqa: E402
 
 EVENTS_PER_LANE_HOUR = 36.0  # 40 customers an hour x 90 % members (module docstring)
@@ -129,8 +127,8 @@ def simulate(fleet: Fleet) -> Result:
     for i in range(fleet.lanes):
         at(rng.expovariate(sale_rate), SALE, i)
 
-    free_at = line = 0.0  # central's queue ends at free_at; its queue and its booked slots at line
-    bookings: dict[int, float] = {}  # lane -> the slot central handed it
+    central = Admission(fleet.capacity_events_s, window_s=fleet.window_s, headroom=fleet.headroom,
+                        request_cost_s=fleet.request_cost_s, paced=fleet.paced)
     windows: dict[int, int] = {}
     stats = {"requests": 0, "refused": 0, "rate_limited": 0, "timed_out": 0, "resent_events": 0}
     undrained = fleet.lanes
@@ -161,26 +159,19 @@ def simulate(fleet: Fleet) -> Result:
                 stats["refused"] += 1
                 at(t, ANSWER, i, -1)
                 continue
-            cost = fleet.request_cost_s + n / fleet.capacity_events_s
-            free_at = max(free_at, t)
-            line = max(line, t)
-            if fleet.paced and bookings.pop(i, None) is None and free_at - t > fleet.window_s:
-                # Not booked and central's queue is long: a slot at the end of the line.
-                line = max(line, free_at)
-                bookings[i] = line
+            retry_after, done_at = central.arrive(i, n, t)
+            if retry_after is not None:
                 stats["rate_limited"] += 1
-                at(t, ANSWER, i, -(10**9 + math.ceil(line - t)))  # 429, Retry-After: its slot
-                line += cost / (1 - fleet.headroom)
+                at(t, ANSWER, i, -(10**9 + int(retry_after)))  # 429 with Retry-After: its slot
                 continue
-            free_at += cost
             sent_to = lane.acked + n
             stats["resent_events"] += max(0, min(head[i], sent_to) - lane.acked)
             head[i] = max(head[i], sent_to)
-            if free_at - t > fleet.client_timeout_s:
+            if done_at - t > fleet.client_timeout_s:
                 stats["timed_out"] += 1
                 at(t + fleet.client_timeout_s, ANSWER, i, -1)
             else:
-                at(free_at, ANSWER, i, sent_to)
+                at(done_at, ANSWER, i, sent_to)
             continue
         # ANSWER: arg >= 0 acked up to arg; -1 a failure without answer; <= -1e9 a 429 with a slot
         if arg >= 0:

@@ -281,6 +281,27 @@ def test_applied_then_lost_then_resend_is_duplicate(central, client):
     assert len(central.store.events(STORE_ID, LANE_ID)) == 2
 
 
+def test_central_paced_admission_hands_out_slots_instead_of_a_queue(tmp_path, central_db):
+    """Past its rate, central answers a push 429 with the lane's slot; the lane is admitted there."""
+    now = [time.time()]
+    with running_central(tmp_path, db_path=central_db, clock=lambda: now[0], admission=100.0) as central:
+        clients = {lane: make_client(central, lane_id=lane, clock=lambda: now[0]) for lane in ("L01", "L02", "L03")}
+        backlog = [make_event(seq, lane_id="L01") for seq in range(1, 401)]  # 4 s of work at 100 events/s
+        assert {r.status for r in clients["L01"].push_batch("B-1", backlog)} == {"accepted"}
+        with pytest.raises(CentralUnavailable) as busy:
+            clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])
+        assert (busy.value.status, busy.value.retry_after) == (429, 5.0)  # its slot: after L01's 4.0005 s
+        with pytest.raises(CentralUnavailable) as early:
+            clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])
+        assert early.value.retry_after == 5.0  # back too early: the same slot, nothing booked twice
+        now[0] += 5.0
+        assert [r.status for r in clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])] == ["accepted"]
+        assert [r.status for r in clients["L03"].push_batch("B-3", [make_event(1, lane_id="L03")])] == ["accepted"]
+        for c in clients.values():
+            c.close()
+        assert central.store.last_seq(STORE_ID, "L02") == 1
+
+
 def test_slow_fault_still_answers(central, client):
     central.inject("members", "slow", delay=0.2)
     members, _, _ = client.member_changes(None, 10)

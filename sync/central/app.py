@@ -33,6 +33,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from posd.sync.central.admission import Admission
 from posd.sync.central.faults import ROUTES
 from posd.sync.central.store import CentralStore, open_store
 from posd.sync.protocol import (
@@ -52,7 +53,8 @@ log = logging.getLogger("posd.sync.central")
 
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
 MAX_CURSOR = 2**63 - 1
-ENV_DB, ENV_POOL = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL"  # what create_app() reads in a worker process
+# what create_app() reads in a worker process
+ENV_DB, ENV_POOL, ENV_ADMISSION = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL", "POSD_CENTRAL_ADMISSION"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -78,8 +80,9 @@ class CentralApp:
     """The ASGI app over one store. ``stop_waiting()`` ends fault delays at shutdown."""
 
     def __init__(self, store: CentralStore, *, clock: Callable[[], float], threads: int = 8,
-                 on_started: Callable[[], None] | None = None) -> None:
+                 on_started: Callable[[], None] | None = None, admission: Admission | None = None) -> None:
         self.store = store
+        self.admission = admission  # central-paced admission of pushes (admission.py), None: admit all
         self.clock = clock
         self.threads = threads
         self.on_started = on_started
@@ -133,14 +136,17 @@ class CentralApp:
 
 def create_app() -> CentralApp:
     """The app factory uvicorn's workers call (``--workers N``): the store named by the
-    environment (POSD_CENTRAL_DB, POSD_CENTRAL_POOL), which the parent has already seeded."""
+    environment (POSD_CENTRAL_DB, POSD_CENTRAL_POOL), which the parent has already seeded,
+    and this worker's share of the admission rate (POSD_CENTRAL_ADMISSION, events/s)."""
     import time
 
     db = os.environ.get(ENV_DB)
     if not db:
         raise RuntimeError(f"{ENV_DB} is not set")
     pool = int(os.environ.get(ENV_POOL, "8"))
-    return CentralApp(open_store(db, clock=time.time, pool_size=pool), clock=time.time, threads=pool)
+    rate = float(os.environ.get(ENV_ADMISSION, "0"))
+    return CentralApp(open_store(db, clock=time.time, pool_size=pool), clock=time.time, threads=pool,
+                      admission=Admission(rate) if rate > 0 else None)
 
 
 class _Request:
@@ -215,6 +221,11 @@ class _Request:
             batch_id, events = decode_batch(body)
         except BatchError as err:
             raise HttpError(err.status, err.code, str(err)) from err
+        if app.admission is not None:
+            retry_after, _ = app.admission.arrive(f"{store_id}/{lane_id}", len(events), app.clock())
+            if retry_after is not None:
+                raise HttpError(429, "rate_limited", "central is busy: come back at the slot in Retry-After",
+                                headers={"Retry-After": str(int(retry_after))})
         received_at = _iso(app.clock())
         results = await app.call(app.store.apply_batch, store_id, lane_id, batch_id, events, received_at)
         if fault == "applied_then_lost":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import ssl
 import sys
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes sharing the socket (more than 1 needs PostgreSQL)")
     parser.add_argument("--pool-size", type=int, default=8,
                         help="database connections (and request threads) per worker")
+    parser.add_argument("--admission", type=float, default=0.0, metavar="EVENTS_PER_S",
+                        help="central-paced admission: past this rate a push gets 429 and a Retry-After slot "
+                             "(0, the default: admit every push)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key for --tls-cert, if not in the same file")
@@ -75,6 +79,8 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"refusing to listen on non-loopback address {host!r} without --allow-remote")
         if args.workers < 1 or args.pool_size < 1:
             raise ValueError("--workers and --pool-size must be at least 1")
+        if not math.isfinite(args.admission) or args.admission < 0:
+            raise ValueError("--admission must be events per second, 0 to admit every push")
         if args.workers > 1 and not is_postgres(args.db):
             raise ValueError("--workers above 1 needs a PostgreSQL --db (a SQLite file has one writer)")
         seed = load_seed(args.seed) if args.seed else None
@@ -94,7 +100,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
-              tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True))
+              tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
+              admission=args.admission)
     except OSError as exc:
         print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1

@@ -32,7 +32,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
-from posd.sync.central.app import ENV_DB, ENV_POOL, CentralApp, is_loopback
+from posd.sync.central.admission import Admission
+from posd.sync.central.app import ENV_ADMISSION, ENV_DB, ENV_POOL, CentralApp, is_loopback
 from posd.sync.central.faults import FaultPlan
 from posd.sync.central.store import CentralStore, open_store
 
@@ -95,7 +96,9 @@ class CentralServer:
         ssl_context: ssl.SSLContext | None = None,
         clock: Any = time.time,
         pool_size: int = 8,
+        admission: float = 0.0,
     ) -> None:
+        """``admission``: central-paced admission at this many events/s (0: admit every push)."""
         if not allow_remote and not is_loopback(host):
             raise ValueError(f"refusing to listen on non-loopback address {host!r} without --allow-remote")
         self.host, self.port = host, port
@@ -113,7 +116,8 @@ class CentralServer:
         self.faults = FaultPlan(self.store)
         self._started = threading.Event()
         self.app = CentralApp(self.store, clock=lambda: self.clock(), threads=pool_size,
-                              on_started=self._started.set)
+                              on_started=self._started.set,
+                              admission=Admission(admission) if admission > 0 else None)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
@@ -182,10 +186,12 @@ class CentralServer:
 
 
 def serve(db: str, host: str, port: int, *, workers: int, pool_size: int, log_level: str,
-          tls: dict[str, Any], started: Any) -> None:
+          tls: dict[str, Any], started: Any, admission: float = 0.0) -> None:
     """Serve until SIGINT/SIGTERM: bind, then the app in this process or ``workers`` processes.
-    ``started(url)`` is called once the socket listens. The store is already seeded."""
+    ``started(url)`` is called once the socket listens. The store is already seeded.
+    ``admission``: central's events/s for central-paced admission, shared out among the workers."""
     os.environ[ENV_DB], os.environ[ENV_POOL] = db, str(pool_size)
+    os.environ[ENV_ADMISSION] = str(admission / workers)
     config = _config("posd.sync.central.app:create_app", host, port, factory=True, workers=workers,
                      log_level=log_level.lower(), **tls)
     sock = bind(host, port)

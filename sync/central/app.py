@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -106,6 +107,9 @@ class CentralApp:
                 self._loop = asyncio.get_running_loop()
                 self._stopping = asyncio.Event()
                 self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="central-store")
+                # Every thread of the pool now, not one by one under load: a central is its threads
+                # from start to stop (and the tests' guard sees no thread appear mid-test).
+                await asyncio.get_running_loop().run_in_executor(None, _start_all, self._executor, self.threads)
                 await send({"type": "lifespan.startup.complete"})
                 if self.on_started is not None:
                     self.on_started()
@@ -132,6 +136,14 @@ class CentralApp:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
+
+
+def _start_all(executor: ThreadPoolExecutor, threads: int) -> None:
+    """Make ``executor`` start all its threads: ``threads`` tasks that wait for each other."""
+    barrier = threading.Barrier(threads + 1)
+    for _ in range(threads):
+        executor.submit(barrier.wait, 10)
+    barrier.wait(10)
 
 
 def create_app() -> CentralApp:

@@ -35,9 +35,7 @@ def accepted(ctx: Context) -> str:
     members = [f"conf-{ctx.run_id}-m{n}" for n in range(ENROLLED)]
     events = [ctx.event(first + n, member, "member_enrolled", points=0, transaction_id=None,
                         display_name="Conformance kit") for n, member in enumerate(members)]
-    results = ctx.push(events)
-    if statuses(results) != [("accepted", None)] * len(events):
-        raise Failed(f"expected every event accepted, got {statuses(results)}")
+    _expect(ctx, events, [("accepted", None)] * len(events))
     ctx.members = members
     head = ctx.client.lane_head().json() or {}
     if head.get("last_seq") != events[-1]["seq"] or head.get("last_event_id") != events[-1]["event_id"]:
@@ -48,14 +46,11 @@ def accepted(ctx: Context) -> str:
 @check("push", "answers.per_event")
 def per_event_answers(ctx: Context) -> str:
     """Each event gets its own answer; a rejected one consumes its seq and never blocks the next."""
-    member = _member(ctx)
-    seq = ctx.seq()
+    member, seq = _member(ctx), ctx.seq()
     events = [ctx.event(seq, member, points=3), ctx.event(seq + 1, f"conf-{ctx.run_id}-unknown"),
               ctx.event(seq + 2, member, points="three"), ctx.event(seq + 3, member, points=2)]
-    got = statuses(ctx.push(events))
-    want = [("accepted", None), ("rejected", "unknown_member"), ("rejected", "bad_points"), ("accepted", None)]
-    if got != want:
-        raise Failed(f"expected {want}, got {got}")
+    _expect(ctx, events, [("accepted", None), ("rejected", "unknown_member"), ("rejected", "bad_points"),
+                          ("accepted", None)], retryable=False)
     ctx.next_seq = seq + 4
     return "accepted, unknown_member, bad_points, accepted"
 
@@ -82,23 +77,16 @@ def conflict(ctx: Context) -> str:
         raise Failed("nothing was accepted earlier in the run to collide with")
     original = ctx.accepted[-1]
     other = dict(original, event_id=original["event_id"] + "-other", points={ctx.currency: 500})
-    results = ctx.push([other])
-    if statuses(results) != [("rejected", "seq_conflict")] or results[0].get("retryable") is not False:
-        raise Failed(f"expected rejected seq_conflict, retryable false; got {results}")
+    _expect(ctx, [other], [("rejected", "seq_conflict")], retryable=False)
     return f"seq {original['seq']} with another event_id: seq_conflict"
 
 
 @check("push", "seq.gap")
 def seq_gap(ctx: Context) -> str:
     """A seq past the head is rejected seq_gap (retryable) and not consumed; filling the gap works."""
-    member = _member(ctx)
-    seq = ctx.seq()
-    results = ctx.push([ctx.event(seq + 1, member)])
-    if statuses(results) != [("rejected", "seq_gap")] or results[0].get("retryable") is not True:
-        raise Failed(f"expected rejected seq_gap with retryable true, got {results}")
-    results = ctx.push([ctx.event(seq, member), ctx.event(seq + 1, member)])
-    if statuses(results) != [("accepted", None)] * 2:
-        raise Failed(f"after the gap was filled both should be accepted, got {statuses(results)}")
+    member, seq = _member(ctx), ctx.seq()
+    _expect(ctx, [ctx.event(seq + 1, member)], [("rejected", "seq_gap")], retryable=True)
+    _expect(ctx, [ctx.event(seq, member), ctx.event(seq + 1, member)], [("accepted", None)] * 2)
     return f"seq {seq + 1} before {seq}: seq_gap; then both accepted"
 
 
@@ -135,6 +123,18 @@ def malformed(ctx: Context) -> str:
                             {"Content-Type": "application/json", "Content-Encoding": "identity"})
     expect_status(answer, 415, "a body that is not gzip-encoded", "unsupported_encoding")
     return "400 malformed_batch, 415 unsupported_encoding"
+
+
+def _expect(ctx: Context, events: list[dict], want: list[tuple[str, str | None]],
+            retryable: bool | None = None) -> None:
+    """Push ``events``; Failed unless central answers ``want`` ((status, code) per event) and
+    every rejection says ``retryable`` as asked."""
+    results = ctx.push(events)
+    got = statuses(results)
+    flags = {r.get("retryable") for r in results if r.get("status") == "rejected"}
+    if got != want or (retryable is not None and flags and flags != {retryable}):
+        raise Failed(f"expected {want}" + (f" (retryable {retryable})" if retryable is not None else "")
+                     + f", got {got}" + (f" (retryable {sorted(map(str, flags))})" if flags else ""))
 
 
 def _member(ctx: Context) -> str:

@@ -34,7 +34,8 @@ from posd.core.rules_json import ProgramError, array, choice, instant, integer, 
 
 __all__ = [
     "QR_PREFIX", "SIGNING_CONTEXT", "Accepted", "PublishedKey", "QrToken", "Rejected", "TokenSettings",
-    "WalletScheme", "check_totp", "decode_qr_token", "looks_like_qr_token", "parse_member_tokens",
+    "KeySpec", "WalletScheme", "check_totp", "decode_qr_token", "looks_like_qr_token", "parse_key_entry",
+    "parse_member_tokens",
     "public_key_bytes", "totp_code", "totp_token_id", "verify_qr_token",
 ]
 
@@ -283,3 +284,10 @@ def parse_member_tokens(raw: Any, path: str = "member_tokens") -> TokenSettings:
         wallet = WalletScheme(integer(w.get("period_s", 30), f"{where}.period_s", minimum=5), digits, pattern,
                               window)
     return TokenSettings(tuple(keys), wallet)
+
+
+def parse_key_entry(entry: str) -> KeySpec | None:
+    """A key written as ``kid:public_key`` (the config's override); None when it is not one."""
+    kid, sep, key = entry.strip().partition(":")
+    raw = public_key_bytes(key) if sep else None
+    return KeySpec(kid, raw) if raw is not None and KID_RE.match(kid) else None

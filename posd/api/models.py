@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, mod
 from posd.api.errors import ErrorCode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
+MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
 
 
 class _In(BaseModel):
@@ -27,7 +28,8 @@ class LineIn(_In):
 
 class TransactionIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
-    member: str | None = Field(default=None, max_length=64, description="a member identifier, if identified")
+    member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
+                               "card code, phone number, member id, or a member token (used by this sale)")
     occurred_at: AwareDatetime
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
@@ -173,7 +175,7 @@ class ReturnOut(BaseModel):
 
 class RedemptionIn(_In):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
-    member: str = Field(max_length=64)
+    member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
     points: StrictInt | None = Field(default=None, gt=0, le=10**9)
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -206,12 +208,12 @@ class RedemptionOut(BaseModel):
 
 class VoucherValidateIn(_In):
     code: str = Field(min_length=1, max_length=64)
-    member: str | None = Field(default=None, max_length=64)
+    member: str | None = Field(default=None, max_length=MEMBER_MAX)
 
 
 class VoucherUseIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN)
-    member: str | None = Field(default=None, max_length=64)
+    member: str | None = Field(default=None, max_length=MEMBER_MAX)
 
 
 class VoucherOut(BaseModel):

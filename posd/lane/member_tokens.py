@@ -44,7 +44,7 @@ class MemberTokens:
     def __init__(self, ctx: LaneContext, *, override: tuple[KeySpec, ...] = (), skew_s: float = DEFAULT_SKEW_S):
         self.ctx, self.skew_s = ctx, skew_s
         self._override = published(override) if override else None
-        self._keys: tuple[str, dict[str, PublishedKey]] | None = None  # (program version, its keys)
+        self._keys: tuple[object, dict[str, PublishedKey]] | None = None  # (the program, its keys)
         self._lock = threading.Lock()
 
     def keys(self) -> Mapping[str, PublishedKey]:
@@ -53,9 +53,9 @@ class MemberTokens:
         program = self.ctx.program()
         if program is None:
             return {}
-        with self._lock:
-            if self._keys is None or self._keys[0] != program.version:
-                self._keys = (program.version, published(program.member_tokens.keys))
+        with self._lock:  # a new program object (a new ETag: keys rotate without a new version) -> new keys
+            if self._keys is None or self._keys[0] is not program:
+                self._keys = (program, published(program.member_tokens.keys))
             return self._keys[1]
 
     def verify_qr(self, value: str) -> Accepted | Rejected:

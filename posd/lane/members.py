@@ -160,8 +160,8 @@ class Members:
         return None if member.status == "deleted" else member
 
     def _provisional(self, enrolment: dict[str, Any] | None) -> CachedMember | None:
-        if enrolment is None or not enrolment["response"].get("provisional"):
-            return None
+        if enrolment is None or enrolment["response"].get("erased"):
+            return None  # erased: central deleted the member it became
         program = self.ctx.program()
         first_tier = program.tiers[0].tier_id if program and program.tiers else None
         return CachedMember(

@@ -48,6 +48,7 @@ def forget(conn: sqlite3.Connection, member_ids: list[str]) -> int:
         conn.execute("DELETE FROM enrolment_identifiers WHERE member_id = ?", (member_id,))
         done += conn.execute(
             "UPDATE enrolments SET display_name = NULL, birth_date = NULL, locale = NULL, "
-            "response = json_set(response, '$.identifiers', json('[]'), '$.member.display_name', '') "
+            "response = json_set(response, '$.identifiers', json('[]'), '$.member.display_name', '', "
+            "'$.erased', json('true')) "
             "WHERE member_id = ?", (member_id,)).rowcount
     return done

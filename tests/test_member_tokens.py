@@ -243,3 +243,20 @@ def test_the_format_document_carries_the_vectors_the_code_generates():
 
 def test_keys_central_makes_are_distinct():
     assert new_signing_key() != new_signing_key()
+
+
+def test_the_config_override_is_checked_and_named_by_key_and_line():
+    from posd.config import ConfigError, parse
+
+    base = '[lane]\nstore_id = "S001"\nlane_id = "L01"\n\n[central]\nurl = "http://127.0.0.1:1"\n'
+    good = parse(base + f'member_token_public_key = "k1:{public_key_text(K1)}"\n')
+    assert [k.kid for k in good.central.token_keys()] == ["k1"]
+    assert parse(base).central.token_keys() == ()
+    for bad in ('member_token_public_key = ["k1:short"]\n',
+                f'member_token_public_key = ["k1:{public_key_text(K1)}", "k1:{public_key_text(K2)}"]\n',
+                'member_token_clock_skew_s = -1\n'):
+        with pytest.raises(ConfigError) as err:
+            parse(base + bad)
+        assert "central.member_token_" in str(err.value) and "line 7" in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match="lane.country"):
+        parse(base.replace('lane_id = "L01"\n', 'lane_id = "L01"\ncountry = "Poland"\n'))

@@ -58,6 +58,7 @@ def test_a_phone_token_at_the_scanner_identifies_the_member_once(tmp_path, centr
     stream = lane.sse()
     try:
         lane.scan(token)
+        assert stream.next("scan")["data"]["kind"] == "token"  # the token itself is not repeated
         event = stream.next("member.identified")["data"]
         assert (event["identified_by"], event["identifier"], event["member"]["member_id"]) == (
             "qr_token", "M0001", "M0001")
@@ -247,3 +248,17 @@ def test_wallet_codes_inside_the_window_only_and_the_secret_never_leaves(tmp_pat
 
 def test_the_event_stream_lists_the_new_event_type():
     assert "member.token_rejected" in EVENT_TYPES
+
+
+def test_keys_pinned_in_the_config_replace_the_programs(tmp_path, central, start_lane):
+    from posd.sync.central.tokens import new_signing_key, public_key_text
+
+    pinned = new_signing_key()
+    lane = start_lane(tmp_path / "lane")
+    lane.stop()
+    lane.config.write_text(lane.config.read_text().replace(
+        "[central]\n", f'[central]\nmember_token_public_key = ["pin1:{public_key_text(pinned)}"]\n'))
+    lane.start()
+    assert lane.get(f"/v1/members/{fresh_token(central)}").json()["code"] == "member_token_invalid"
+    mine = issue_qr_token(pinned, "pin1", "M0002", int(time.time()))
+    assert lane.get(f"/v1/members/{mine}").json()["member_id"] == "M0002"

@@ -306,8 +306,9 @@ class ScanEvent(_Event):
     type: Literal["scan"]
     device: str
     symbology: str | None
-    kind: Literal["code", "invalid"]
-    data: str | None = Field(default=None, description="the code read; absent when invalid")
+    kind: Literal["code", "token", "invalid"] = Field(description="token: a member token (phone QR, wallet pass), "
+                                                               "not repeated here; member.identified follows")
+    data: str | None = Field(default=None, description="the code read; absent when invalid or a token")
 
 
 IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "typed"]

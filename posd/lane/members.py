@@ -82,12 +82,6 @@ class Members:
             raise LaneError("member_ineligible", f"the member's account is {ident.member.status}")
         return ident
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_ineligible")
-    def identify_active(self, identifier: str) -> CachedMember:
-        """A member who may earn and burn, for a read that writes nothing (a token is checked only)."""
-        return self.find_active(identifier).member
-
     @raises("member_token_replayed")
     def accept(self, unit: LedgerTx, ident: Identification) -> int | None:
         """Accept the identification's token inside ``unit``: recorded once, with its token_use event
@@ -223,7 +217,12 @@ class Members:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "invalid"})
             return
         code = found.code or ""
-        bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
+        scheme = self.tokens.wallet()
+        if found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
+            # a member token is not repeated on the stream: another till could still replay it
+            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
+        else:
+            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
         resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"))
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread

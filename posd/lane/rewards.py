@@ -240,11 +240,14 @@ class Rewards:
             "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     def validate(self, code: str, member: str | None) -> dict[str, Any]:
         view = self.ctx.ledger.view()
-        member_id = self.members.identify(member).member_id if member else None
+        ident = self.members.find(member) if member else None
+        member_id = ident.member.member_id if ident else None
         v = self._usable(view, code, member_id)
         used = view.voucher_use(code, self._use_key(v, member_id))
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
+        if ident is not None:
+            self.members.accept_now(ident)  # a token is used once the answer is yes (a sync route: not the loop)
         return {"code": code, "valid": True, **v.public()}
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",

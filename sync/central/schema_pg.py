@@ -44,7 +44,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS members (
         member_id text PRIMARY KEY, display_name text NOT NULL, locale text, tier text,
         qualifying bigint NOT NULL, identifiers jsonb NOT NULL, balances jsonb NOT NULL,
-        status text NOT NULL, birth_date text, offers jsonb NOT NULL, version bigint NOT NULL)""",
+        status text NOT NULL, birth_date text, offers jsonb NOT NULL, totp_secret text, version bigint NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS members_by_version ON members (version)",
     """CREATE TABLE IF NOT EXISTS member_lanes (
         member_id text NOT NULL, store_id text NOT NULL, lane_id text NOT NULL, applied_seq bigint NOT NULL,
@@ -61,6 +61,15 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS lot_debts (
         member_id text NOT NULL, currency text NOT NULL, points bigint NOT NULL,
         PRIMARY KEY (member_id, currency))""",
+    """CREATE TABLE IF NOT EXISTS member_aliases (
+        alias text PRIMARY KEY, member_id text NOT NULL, source text NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS member_aliases_member ON member_aliases (member_id)",
+    "CREATE INDEX IF NOT EXISTS members_identifiers ON members USING gin (identifiers jsonb_path_ops)",
+    """CREATE TABLE IF NOT EXISTS member_token_keys (
+        kid text PRIMARY KEY, private_key bytea NOT NULL, public_key text NOT NULL,
+        created_at double precision NOT NULL, retired_at double precision)""",
+    """CREATE TABLE IF NOT EXISTS token_uses (
+        token_id text PRIMARY KEY, lane_key text NOT NULL, source text NOT NULL, member_id text NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS voucher_uses (
         code text NOT NULL, member_key text NOT NULL, source text NOT NULL, PRIMARY KEY (code, member_key))""",
     """CREATE TABLE IF NOT EXISTS central_outbox (

@@ -35,7 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from posd.sync.central.schema_pg import migrate
+from posd.sync.central.schema_pg import MIGRATE_LOCK, migrate
 from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
 
 CHANGE_BITS = 20  # changes one transaction may make: seeds write at most SEED_CHUNK members per transaction
@@ -80,6 +80,7 @@ class PgStore(SqlStore):
             self._pool.open(wait=True, timeout=30)
             with self._pool.connection() as conn:
                 migrate(conn)
+            self._ensure_signing_key()
         except BaseException:
             self._pool.close()
             raise
@@ -129,6 +130,12 @@ class PgStore(SqlStore):
                      "FROM unnest(?::text[]) AS m ORDER BY h OFFSET 0) AS ordered", (list(member_ids),))
         conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE",
                      (list(member_ids),))
+
+    HOLDER_SQL = ("SELECT member_id FROM members WHERE identifiers @> jsonb_build_array(?::text) "
+                  "AND status != 'deleted' LIMIT 1")
+
+    def _one_at_a_time(self, conn: _Conn) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(?, ?)", MIGRATE_LOCK)
 
     def _sweep_guard(self, conn: _Conn) -> bool:
         return conn.execute("SELECT pg_try_advisory_xact_lock(?, ?) AS got", SWEEP_LOCK).fetchone()["got"]

@@ -30,13 +30,14 @@ from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.seed import parse_seed
-from posd.sync.protocol import parse_utc, program_etag, result_wire, validate_event
+from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
+from posd.sync.protocol import TOKEN_SCHEMES, parse_utc, program_etag, result_wire, validate_event
 
 JSON_COLUMNS = ("identifiers", "balances", "offers")
 EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
                  "batch_id", "received_at")
 MEMBER_COLUMNS = ("member_id", "display_name", "locale", "tier", "qualifying", "identifiers", "balances",
-                  "status", "birth_date", "offers", "version")
+                  "status", "birth_date", "offers", "totp_secret", "version")
 
 
 class SqlStore:
@@ -71,6 +72,19 @@ class SqlStore:
     def _sweep_guard(self, conn: Any) -> bool:
         """False when another writer is sweeping right now (it will do the work)."""
         return True
+
+    def _one_at_a_time(self, conn: Any) -> None:
+        """Hold, until the transaction ends, the lock that makes central-wide steps one at a time."""
+
+    # The member (not erased) holding an identifier: SQL with one ``?``, the identifier as text.
+    HOLDER_SQL = ""
+
+    def _ensure_signing_key(self) -> None:
+        """A central that can sign member tokens from the start: one key when it has none."""
+        with self._write() as conn:
+            self._one_at_a_time(conn)  # workers starting together add one key, not one each
+            if conn.execute("SELECT 1 FROM member_token_keys LIMIT 1").fetchone() is None:
+                self._add_key(conn, new_kid(), new_signing_key())
 
     # --- seed, stores, program -------------------------------------------------------------
 
@@ -119,20 +133,57 @@ class SqlStore:
 
     def _save_program(self, conn: Any, program: dict[str, Any]) -> str:
         text = json.dumps(program, sort_keys=True, ensure_ascii=False)
-        etag = program_etag(json.loads(text))
-        for key, value in (("program", text), ("program_etag", etag)):
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
-        return etag
+        conn.execute("INSERT INTO meta (key, value) VALUES ('program', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (text,))
+        return self._program_in(conn)[1] or ""
+
+    def _program_in(self, conn: Any) -> tuple[dict[str, Any] | None, str | None]:
+        """The program lanes get: as seeded, with central's member-token keys that are not
+        retired (a key rotation changes the ETag, not the version); its ETag."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
+        if row is None:
+            return None, None
+        program = published_program(json.loads(row["value"]), self._keys_in(conn))
+        return program, program_etag(program)
+
+    # --- member tokens: signing keys, wallet secrets ------------------------------------------
+
+    def member_token_keys(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return self._keys_in(conn)
 
     @staticmethod
-    def _program_in(conn: Any) -> tuple[dict[str, Any] | None, str | None]:
-        rows = {r["key"]: r["value"] for r in conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('program', 'program_etag')").fetchall()}
-        if "program" not in rows:
-            return None, None
-        program = json.loads(rows["program"])
-        return program, rows.get("program_etag") or program_etag(program)
+    def _keys_in(conn: Any) -> list[dict[str, Any]]:
+        rows = conn.execute("SELECT * FROM member_token_keys ORDER BY created_at, kid").fetchall()
+        return [{"kid": r["kid"], "private_key": bytes(r["private_key"]), "public_key": r["public_key"],
+                 "created_at": r["created_at"], "retired_at": r["retired_at"]} for r in rows]
+
+    def add_member_token_key(self, kid: str, private_key: bytes) -> None:
+        with self._write() as conn:
+            self._add_key(conn, kid, private_key)
+
+    def _add_key(self, conn: Any, kid: str, private_key: bytes) -> None:
+        conn.execute("INSERT INTO member_token_keys (kid, private_key, public_key, created_at, retired_at) "
+                     "VALUES (?, ?, ?, ?, NULL)", (kid, private_key, public_key_text(private_key), self._clock()))
+
+    def retire_member_token_key(self, kid: str) -> bool:
+        with self._write() as conn:
+            return bool(conn.execute("UPDATE member_token_keys SET retired_at = ? WHERE kid = ? "
+                                     "AND retired_at IS NULL", (self._clock(), kid)).rowcount)
+
+    def wallet_secret(self, member_id: str, secret: bytes) -> bytes | None:
+        """The member's wallet-pass secret; ``secret`` becomes it when the member has none
+        (the member's new version carries it to the lanes). None for an unknown or erased member."""
+        with self._write() as conn:
+            member_id = resolve_alias(conn, member_id)
+            self._lock_members(conn, [member_id])
+            member = _load_member(conn, member_id)
+            if member is None or member["status"] == "deleted":
+                return None
+            if not member.get("totp_secret"):
+                member["totp_secret"] = secret.hex()
+                self._write_member(conn, member)
+            return bytes.fromhex(member["totp_secret"])
 
     # --- members ---------------------------------------------------------------------------
 
@@ -141,11 +192,13 @@ class SqlStore:
         every lane as "store/lane" when no store is given."""
         self.sweep_expired()
         with self._read() as conn:
+            member_id = resolve_alias(conn, member_id)  # a lane may still name it by its provisional id
             row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
             if row is None:
                 return None
             marks = self._applied_seqs(conn, [member_id], store_id)
-        return member_wire(decoded_member(row), marks.get(member_id, {}))
+            aliases = _aliases(conn, [member_id])
+        return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
@@ -210,8 +263,10 @@ class SqlStore:
             rows = self._feed_rows(conn, cursor, limit + 1)
             has_more = len(rows) > limit
             rows = rows[:limit]
-            marks = self._applied_seqs(conn, [r["member_id"] for r in rows], store_id)
-        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {})) for r in rows]
+            ids = [r["member_id"] for r in rows]
+            marks, aliases = self._applied_seqs(conn, ids, store_id), _aliases(conn, ids)
+        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]))
+                   for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
 
@@ -243,6 +298,7 @@ class SqlStore:
         for row in rows:
             wire = member_wire(row, {})
             wire.pop("applied_seq")
+            wire.pop("totp_secret", None)  # a wallet pass's secret goes to lanes only, never onward
             outbox.append(("member", row["member_id"], "member.changed", wire))
         _outbox(conn, outbox)
 
@@ -304,9 +360,9 @@ class SqlStore:
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
-            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, f"{store_id}/{lane_id}")
-            touched = sorted({e["member_id"] for e in run
-                              if e["seq"] in inserted and isinstance(e.get("member_id"), str)})
+            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, f"{store_id}/{lane_id}",
+                              holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
+            touched = work.members_of([e for e in run if e["seq"] in inserted])
             self._lock_members(conn, touched)
             work.preload(touched)
             streamed = []
@@ -318,7 +374,8 @@ class SqlStore:
                 if code and not inserted[seq]:  # central's own facts refused it: stored, not applied
                     conn.execute("UPDATE events SET status = 'rejected', code = ? WHERE store_id = ? "
                                  "AND lane_id = ? AND seq = ?", (code, store_id, lane_id, seq))
-                answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code)
+                answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code,
+                                           member_id=None if code else work.enrolled.get(seq))
                 if not code:
                     streamed.append(("lane", f"{store_id}/{lane_id}", str(event["type"]),
                                      {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event}))
@@ -407,8 +464,13 @@ class _BatchWork:
     """Members touched by one batch, changed in memory and written once at the end.
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
-    def __init__(self, conn: Any, program: dict[str, Any], now: float, lane_key: str) -> None:
+    def __init__(self, conn: Any, program: dict[str, Any], now: float, lane_key: str, *,
+                 holder_sql: str, lock: Any) -> None:
         self.conn = conn
+        self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
+        self.lock = lock  # lock one more member (one an enrolment found by its identifier)
+        self.locked: set[str] = set()
+        self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
         self.program = program
         self.now = now
         self.lane_key = lane_key  # "store/lane", recorded as each lot's source
@@ -421,7 +483,10 @@ class _BatchWork:
         dates = lot_dates(event)
         if dates is None:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
-        member_id = event["member_id"]
+        if event["type"] == "member_enrolled" and event.get("provisional") is True:
+            member_id = self._enrol(event, seq)
+        else:
+            member_id = resolve_alias(self.conn, event["member_id"])  # a provisional id once mapped
         member = self._load(member_id)
         if member is None:
             if event["type"] != "member_enrolled":
@@ -432,6 +497,10 @@ class _BatchWork:
             return "member_deleted"
         if event["type"] == "voucher_use":
             refused = self._use_voucher(event, member_id, seq)
+            if refused:
+                return refused
+        if event["type"] == "token_use":
+            refused = self._use_token(event, member_id, seq)
             if refused:
                 return refused
         tier_currency = self.program.get("tier_currency")
@@ -471,6 +540,19 @@ class _BatchWork:
         ).fetchone()
         return None if first is not None else "voucher_used"
 
+    def members_of(self, events: list[dict[str, Any]]) -> list[str]:
+        """Every member the events may change, sorted: the ids they name, those ids' members when
+        they are aliases, and the holders of a provisional enrolment's identifiers."""
+        named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
+        ids = set(named) | set(_resolve_many(self.conn, sorted(named)).values())
+        for event in events:
+            if event.get("type") == "member_enrolled" and event.get("provisional") is True:
+                holder = self._holder(event.get("identifiers"))
+                if holder is not None:
+                    ids.add(holder)
+        self.locked = ids
+        return sorted(ids)
+
     def preload(self, member_ids: list[str]) -> None:
         """Read the batch's members in one query per 500 (they are locked already)."""
         for start in range(0, len(member_ids), 500):
@@ -482,7 +564,72 @@ class _BatchWork:
                 f"SELECT DISTINCT member_id FROM lot_debts WHERE member_id IN ({_marks(chunk)})", chunk).fetchall()}
 
     def _load(self, member_id: str) -> dict[str, Any] | None:
-        return self.members.get(member_id)  # preloaded; a member it lacks does not exist (yet)
+        if member_id not in self.members:  # not among those preloaded: found since (an enrolment's holder)
+            if member_id not in self.locked:
+                # Locked now, out of the sorted order: a rare deadlock with another batch is
+                # detected by the database and that push retried by its lane.
+                self.lock(member_id)
+                self.locked.add(member_id)
+            member = _load_member(self.conn, member_id)
+            if member is None:
+                return None
+            self.members[member_id] = member
+        return self.members[member_id]
+
+    def _enrol(self, event: dict[str, Any], seq: int) -> str:
+        """A member a lane enrolled under a provisional id: the member who already holds one of its
+        identifiers (enrolled twice while offline), else a new member with central's next id.
+        The provisional id becomes an alias, so later events naming it reach the same member."""
+        provisional = event["member_id"]
+        known = resolve_alias(self.conn, provisional)
+        if known != provisional:
+            member_id = known
+        else:
+            member_id = self._holder(event.get("identifiers")) or self._new_member_id()
+            if self._load(member_id) is None:
+                self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
+                                                     self.program)
+            self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
+                              (provisional, member_id, f"{self.lane_key}/{seq}"))
+        self.enrolled[seq] = member_id
+        return member_id
+
+    def _holder(self, identifiers: Any) -> str | None:
+        """The member holding any of these identifiers (the reference central scans; a platform indexes)."""
+        for identifier in identifiers if isinstance(identifiers, list) else []:
+            row = self.conn.execute(self.holder_sql, (str(identifier),)).fetchone()
+            if row is not None:
+                return row["member_id"]
+        return None
+
+    def _new_member_id(self) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
+        number = int(row["value"]) if row else 1
+        while True:
+            member_id = f"M{number:07d}"
+            number += 1
+            if member_id not in self.members and self._load(member_id) is None:
+                break
+        self.conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number),))
+        return member_id
+
+    def _use_token(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
+        """A member token accepted at a lane: every lane refuses it a second time itself, so the
+        same token_id from another lane is a replay (a screenshot shown at two tills) and is flagged.
+        The primary key decides, so two lanes racing on one token get one first use."""
+        token_id = event.get("token_id")
+        if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
+                or event.get("identified_by") not in TOKEN_SCHEMES:
+            return "malformed_event"
+        first = self.conn.execute(
+            "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key",
+            (token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)).fetchone()
+        if first is not None:
+            return None
+        row = self.conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
+        return None if row["lane_key"] == self.lane_key else "token_replayed"
 
     def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
         """Balances from the lots, then every changed member and its watermark, a few statements in all."""
@@ -504,6 +651,34 @@ def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None
     conn.executemany("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
                      [(str(uuid.uuid4()), agg_type, agg_id, type_, json.dumps(payload, ensure_ascii=False))
                       for agg_type, agg_id, type_, payload in rows])
+
+
+def resolve_alias(conn: Any, member_id: str) -> str:
+    """Central's id for a member a lane may still name by its provisional id."""
+    row = conn.execute("SELECT member_id FROM member_aliases WHERE alias = ?", (member_id,)).fetchone()
+    return member_id if row is None else row["member_id"]
+
+
+def _resolve_many(conn: Any, ids: list[str]) -> dict[str, str]:
+    """{alias: member_id} for those of ``ids`` that are aliases."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in conn.execute(f"SELECT alias, member_id FROM member_aliases WHERE alias IN ({_marks(chunk)})",
+                              chunk).fetchall():
+            found[r["alias"]] = r["member_id"]
+    return found
+
+
+def _aliases(conn: Any, member_ids: list[str]) -> dict[str, list[str]]:
+    """{member_id: its aliases, sorted} for the members that have any."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start:start + 500]
+        for r in conn.execute(f"SELECT alias, member_id FROM member_aliases WHERE member_id IN ({_marks(chunk)}) "
+                              "ORDER BY alias", chunk).fetchall():
+            found.setdefault(r["member_id"], []).append(r["alias"])
+    return found
 
 
 def _load_member(conn: Any, member_id: str) -> dict[str, Any] | None:

@@ -36,6 +36,10 @@ class SqliteStore(SqlStore):
         self._conn.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             migrate(self._conn)
+        self._ensure_signing_key()
+
+    HOLDER_SQL = ("SELECT m.member_id FROM members m, json_each(m.identifiers) i WHERE i.value = ? "
+                  "AND m.status != 'deleted' LIMIT 1")
 
     def close(self) -> None:
         with self._lock:

@@ -18,8 +18,8 @@ The shared fixtures: the reference central (``central``, its seed
 (``make_central_db``), lanes in child processes (``start_lane``), and pty
 helpers (``pty_pair``).
 
-A module whose tests must hold on both of central's engines overrides
-``central_db`` with ``params=ENGINES`` (tests/test_central.py does).
+A module whose tests must hold on both of central's engines sets
+``CENTRAL_ENGINES = ENGINES`` (tests/test_central.py does).
 """
 
 from __future__ import annotations
@@ -130,10 +130,18 @@ def make_central_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[
 
 
 @pytest.fixture
-def central_db(make_central_db: Callable[[str], str | Path]) -> str | Path:
-    """The ``central`` fixture's database: SQLite, the embedded default, unless a module
-    parametrizes this over ENGINES."""
-    return make_central_db("sqlite")
+def central_db(request: pytest.FixtureRequest, make_central_db: Callable[[str], str | Path]) -> str | Path:
+    """The ``central`` fixture's database: SQLite, the embedded default, or each engine in turn
+    for a module that sets ``CENTRAL_ENGINES = ENGINES``."""
+    return make_central_db(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``CENTRAL_ENGINES = ENGINES`` runs every test that uses central's
+    database once per engine."""
+    engines = getattr(metafunc.module, "CENTRAL_ENGINES", None)
+    if engines and "central_db" in metafunc.fixturenames:
+        metafunc.parametrize("central_db", engines, indirect=True)
 
 
 @pytest.fixture

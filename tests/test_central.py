@@ -41,10 +41,7 @@ from tests.support.central_fixture import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=ENGINES)
-def central_db(request, make_central_db):
-    """Central's database: each test runs on SQLite and on PostgreSQL."""
-    return make_central_db(request.param)
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 def statuses(results):

@@ -47,10 +47,7 @@ def clock():
     return FakeClock()
 
 
-@pytest.fixture(params=ENGINES)
-def central_db(request, make_central_db):
-    """Central's database: each test runs on SQLite and on PostgreSQL."""
-    return make_central_db(request.param)
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 @pytest.fixture

@@ -21,9 +21,7 @@ from tests.support.central_fixture import SECRET_TEXT, STORE_ID
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=ENGINES)
-def central_db(request, make_central_db):
-    return make_central_db(request.param)
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 def kit(central, tmp_path: Path, *extra: str, lane: str = "CONF1") -> tuple[int, dict[str, Any]]:

@@ -27,10 +27,7 @@ def points(answer) -> int:
     return answer.json()["balance"]["points"]["total"]
 
 
-@pytest.fixture(params=ENGINES)
-def central_db(request, make_central_db):
-    """Central's side of this runs on SQLite and on PostgreSQL."""
-    return make_central_db(request.param)
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 @pytest.fixture

@@ -26,10 +26,7 @@ SECRET = bytes.fromhex("3132333435363738393031323334353637383930")  # the wallet
 WALLET = {"algorithm": "TOTP_SHA1", "period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}", "window": 1}
 
 
-@pytest.fixture(params=ENGINES)
-def central_db(request, make_central_db):
-    """Central's side of this runs on SQLite and on PostgreSQL."""
-    return make_central_db(request.param)
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ log = logging.getLogger("posd.sync.central")
 
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
 MAX_CURSOR = 2**63 - 1
+DISCARD_LIMIT = 16 * 2**20  # a body over the limit but under this is read away before the 413
 # what create_app() reads in a worker process
 ENV_DB, ENV_POOL, ENV_ADMISSION = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL", "POSD_CENTRAL_ADMISSION"
 
@@ -476,6 +477,11 @@ class _Request:
             raise HttpError(400, "bad_content_length", close=True)
         length = int(length_text)
         if length > limit:
+            if length <= DISCARD_LIMIT:
+                # Read it away first: closing on unread bytes makes the kernel reset the
+                # connection, and the client may lose the 413 it was sent.
+                while (await self._receive()).get("more_body", False):
+                    pass
             raise HttpError(413, "batch_too_large", f"body over {limit} bytes", close=True)
         chunks, size = [], 0
         while size < length:

@@ -60,9 +60,11 @@ def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any])
     return best
 
 
-def member_wire(member: dict[str, Any], applied_seq: dict[str, int]) -> dict[str, Any]:
-    """A stored member (JSON fields decoded) as the change feed and admin routes send it."""
-    return {
+def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
+                vouchers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A stored member (JSON fields decoded) as the change feed and admin routes send it; ``vouchers``,
+    the member's open vouchers (registered, unexpired, neither used nor held), only when there are any."""
+    wire = {
         "member_id": member["member_id"],
         "display_name": member["display_name"],
         "locale": member["locale"],
@@ -75,3 +77,6 @@ def member_wire(member: dict[str, Any], applied_seq: dict[str, int]) -> dict[str
         "birth_date": member["birth_date"],
         "offers": member["offers"],
     }
+    if vouchers:
+        wire["vouchers"] = list(vouchers)
+    return wire

@@ -106,6 +106,17 @@ class Cache:
         row = self.reader().execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
         return _member(row) if row else None
 
+    def member_voucher(self, code: str) -> dict[str, Any] | None:
+        """An open voucher from central's member feed (issued at any lane), or None."""
+        row = self.reader().execute("SELECT member_id, body FROM member_vouchers WHERE code = ?", (code,)).fetchone()
+        return None if row is None else {**json.loads(row["body"]), "member_id": row["member_id"]}
+
+    def member_vouchers(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's open vouchers, as central's feed last listed them."""
+        rows = self.reader().execute("SELECT member_id, body FROM member_vouchers WHERE member_id = ? ORDER BY code",
+                                     (member_id,))
+        return [{**json.loads(r["body"]), "member_id": r["member_id"]} for r in rows]
+
     def member_count(self) -> int:
         return self.reader().execute("SELECT COUNT(*) FROM members").fetchone()[0]
 
@@ -141,18 +152,18 @@ class Cache:
         """
         now = utcnow_iso()
         if not members:
-            self._write_chunk([], [], [], next_cursor, now)
+            self._write_chunk(([], [], [], []), next_cursor, now)
             return
         for start in range(0, len(members), APPLY_CHUNK):
             chunk = members[start : start + APPLY_CHUNK]
-            rows, idents, ids = self._rows(chunk, now)
             last = start + APPLY_CHUNK >= len(members)
-            self._write_chunk(rows, idents, ids, next_cursor if last else None, now)
+            self._write_chunk(self._rows(chunk, now), next_cursor if last else None, now)
             if not last:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
 
-    def _rows(self, members: list[dict[str, Any]], now: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
-        rows, idents, ids = [], [], []
+    def _rows(self, members: list[dict[str, Any]], now: str) -> tuple[list[tuple], ...]:
+        """(member rows, identifier rows, ids, voucher rows) for one chunk of the feed."""
+        rows, idents, ids, vouchers = [], [], [], []
         lane = self.lane_id
         for m in members:
             mid = str(m["member_id"])
@@ -167,17 +178,21 @@ class Cache:
             ))
             if status != "deleted":
                 idents.extend((str(i), mid) for i in m.get("identifiers") or ())
-        return rows, idents, ids
+                vouchers.extend((str(v["code"]), mid, _encode(v)) for v in m.get("vouchers") or ()
+                                if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+        return rows, idents, ids, vouchers
 
-    def _write_chunk(self, rows: list[tuple], idents: list[tuple], ids: list[tuple],
-                     cursor: str | None, now: str) -> None:
+    def _write_chunk(self, chunk: tuple[list[tuple], ...], cursor: str | None, now: str) -> None:
+        rows, idents, ids, vouchers = chunk
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", ids)
+                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", ids)
                 conn.executemany(_UPSERT_MEMBER, rows)
                 conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", idents)
+                conn.executemany("INSERT OR REPLACE INTO member_vouchers VALUES (?, ?, ?)", vouchers)
                 if cursor is not None:
                     self._set_state(conn, "member_cursor", cursor)
                     self._set_state(conn, "members_synced_at", now)

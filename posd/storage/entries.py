@@ -229,3 +229,29 @@ def allocate(conn: sqlite3.Connection, debit_entry_id: int, plan: list[tuple[int
         "INSERT INTO lot_allocations (debit_entry_id, lot_entry_id, points) VALUES (?, ?, ?)",
         [(debit_entry_id, lot, pts) for lot, pts in plan if pts > 0],
     )
+
+
+def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: datetime,
+             limit: int) -> list[dict[str, object]]:
+    """A member's entries central may not have applied yet, per event, newest first: what central
+    adds to the balance it knows when it authorises a burn (docs/sync-protocol.md, authorisations).
+
+    Left out: quarantined events, lots already expired (central would add nothing for them), and
+    redemptions central reserved itself (its reservation already holds their points).
+    """
+    rows = conn.execute(
+        """
+        SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+        WHERE e.member_id = ? AND e.seq > ? AND o.state != 'quarantined'
+          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?)
+          AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.seq = e.seq AND r.reservation_id IS NOT NULL)
+        GROUP BY e.seq, e.currency ORDER BY e.seq DESC
+        """,
+        (member_id, watermark, iso(now)),
+    ).fetchall()
+    events: dict[int, dict[str, int]] = {}
+    for seq, currency, points in rows:
+        if seq not in events and len(events) >= limit:
+            break
+        events.setdefault(seq, {})[currency] = int(points)
+    return [{"seq": seq, "points": points} for seq, points in events.items()]

@@ -57,6 +57,9 @@ class LedgerView:
     def unsynced_redeemed(self, member_id: str | None = None) -> int:
         return records.unsynced_redeemed(self._conn, member_id)
 
+    def unsynced_offline_uses(self, member_id: str | None = None) -> int:
+        return vouchers.unsynced_offline_uses(self._conn, member_id)
+
     def program_body(self, version: str) -> dict[str, Any] | None:
         return meta.program_body(self._conn, version)
 
@@ -68,9 +71,16 @@ class LedgerView:
                 now: datetime) -> dict[str, dict[str, int]]:
         return entries.balance(self._conn, member_id, confirmed, watermark, now)
 
+    def unsynced_entries(self, member_id: str, watermark: int, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """The member's entries above central's watermark that central's own balance may lack, per event."""
+        return entries.unsynced(self._conn, member_id, watermark, now, limit)
+
     # -- vouchers -------------------------------------------------------------
     def voucher(self, code: str) -> dict[str, Any] | None:
         return vouchers.find(self._conn, code)
+
+    def vouchers_of(self, member_id: str) -> list[dict[str, Any]]:
+        return vouchers.of_member(self._conn, member_id)
 
     def voucher_use(self, code: str, key: str) -> Use | None:
         return vouchers.use_of(self._conn, code, key)
@@ -156,9 +166,10 @@ class LedgerTx(LedgerView):
         vouchers.issue(self._conn, **fields)
 
     def record_voucher_use(self, *, code: str, key: str, transaction_id: str, seq: int,
-                           response: dict[str, Any], used_at: str) -> None:
+                           response: dict[str, Any], used_at: str, holder: str | None = None,
+                           offline: bool = False) -> None:
         vouchers.record_use(self._conn, code=code, key=key, transaction_id=transaction_id, seq=seq,
-                            response=response, used_at=used_at)
+                            response=response, used_at=used_at, holder=holder, offline=offline)
 
     # -- print queue ----------------------------------------------------------
     def queue_print_job(self, *, slip_id: str, kind: str, slip: dict[str, Any], client_job_id: str | None = None,

@@ -36,6 +36,7 @@ import json
 import logging
 import random
 import threading
+from dataclasses import replace
 from time import monotonic
 from datetime import timedelta
 from typing import Any
@@ -184,6 +185,10 @@ class PrintWorker:
             kick(before_send=before_send)
             return
         doc = build_slip(SlipData.from_json(json.loads(job.slip)), self.locale)
+        if job.job_id != job.slip_id:
+            # a copy is a document of its own (slip#reprint1 -> slip~reprint1): a preview
+            # keeps the original's files and adds the copy's beside them
+            doc = replace(doc, slip_id=job.job_id.replace("#", "~"))
         self.printer.print_document(doc, before_send=before_send)
 
     def _failed(self, job: PrintJob, exc: Exception) -> bool:

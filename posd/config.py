@@ -106,6 +106,8 @@ class CentralConfig(_Section):
     member_token_public_key: str | None = None
     push_interval_s: float = Field(default=1.0, gt=0, le=3600)
     pull_interval_s: float = Field(default=30.0, gt=0, le=86400)
+    # how long a redemption or voucher use waits for central's authorisation before the offline path
+    authorise_timeout_ms: int = Field(default=800, ge=50, le=10_000)
 
     @field_validator("url")
     @classmethod
@@ -129,10 +131,12 @@ class CentralConfig(_Section):
 
 
 class OfflineConfig(_Section):
-    """Redemptions while central is unreachable, capped like a card terminal's floor limit."""
+    """Burns central did not authorise (it did not answer in time), capped like a card terminal's floor limit."""
 
     max_redeem_points_per_member: int = Field(default=1000, ge=0)
     max_redeem_points_per_lane: int = Field(default=5000, ge=0)
+    max_voucher_uses_per_member: int = Field(default=3, ge=0)
+    max_voucher_uses_per_lane: int = Field(default=20, ge=0)
     max_hours: float = Field(default=24.0, ge=0)
 
 

@@ -29,6 +29,7 @@ from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
 from posd.lane import Lane
+from posd.lane.authority import CentralAuthority
 from posd.lane.events import EventBus
 from posd.lane.members import STALE_AFTER
 from posd.lane.print_worker import PrintWorker
@@ -39,6 +40,7 @@ from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.storage.tx import OUTBOX
+from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
@@ -104,6 +106,8 @@ class Daemon:
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s)
+        # burns asked of central in real time, within the budget, from threads of their own
+        self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000)
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
@@ -115,8 +119,12 @@ class Daemon:
                          printer_enabled=pcfg.url != "none", is_offline=self._offline,
                          timezone=cfg.lane.timezone,
                          offline_limits=OfflineLimits(off.max_redeem_points_per_member,
-                                                      off.max_redeem_points_per_lane, off.max_hours),
-                         last_sync=self._last_sync, render_png=self._slip_png)
+                                                      off.max_redeem_points_per_lane, off.max_hours,
+                                                      off.max_voucher_uses_per_member,
+                                                      off.max_voucher_uses_per_lane),
+                         last_sync=self._last_sync, render_png=self._slip_png,
+                         authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
+                                                    self.authoriser.budget_s))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
 
     def _central_client(self) -> CentralClient:
@@ -284,6 +292,7 @@ class Daemon:
     def _stop_workers_and_close(self) -> None:
         self.relay.stop()
         self.puller.stop()
+        self.authoriser.close()
         self.print_worker.stop()
         self.close()
 

@@ -28,9 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
 from posd.api.models import (
+    BasketIn,
     HealthOut,
+    LineIn,
     MemberOut,
     Problem,
+    QuoteIn,
+    QuoteOut,
     RedemptionIn,
     RedemptionOut,
     ReprintOut,
@@ -45,12 +49,14 @@ from posd.api.models import (
 )
 from posd.api.security import LocalGuard, allowed_hosts
 from posd.api.status_page import render_status
-from posd.core.rules import BasketLine
+from posd.core.identify import find_card_data
+from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, request_hash
-from posd.lane.errors import CodedError, codes_of
+from posd.lane.errors import CodedError, LaneError, codes_of
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
+from posd.lane.quotes import Quotes
 from posd.lane.rewards import RedemptionInput, Rewards
 from posd.lane.sales import ReturnInput, Sales, TransactionInput
 from posd.lane.slips import Slips
@@ -69,6 +75,42 @@ def _answer(recorded: Recorded) -> JSONResponse:
     """
     headers = {"Idempotent-Replayed": "true"} if recorded.replayed else None
     return JSONResponse(recorded.response, headers=headers)
+
+
+# The request headers the API reads: checked for card data like every other field.
+_READ_HEADERS = ("idempotency-key", "last-event-id")
+
+
+async def refuse_card_data(request: Request) -> None:
+    """Payment card data in any field of any request (body, path, query, the headers the API reads) is
+    refused before anything reads it further: 422 payment_card, nothing stored, logged or sent on.
+    Ordinary product codes are not card numbers (posd.core.identify: a valid EAN-13 never is one)."""
+    found = find_card_data(dict(request.path_params)) or find_card_data(list(request.query_params.values())) \
+        or find_card_data([request.headers.get(name) or "" for name in _READ_HEADERS])
+    if not found and request.method in ("POST", "PUT", "PATCH"):
+        try:
+            found = find_card_data(await request.json())  # parsed once: FastAPI's own read is cached
+        except ValueError:  # not JSON: the route's validation answers it; its text is checked here anyway
+            found = find_card_data((await request.body()).decode("utf-8", "replace"))
+    if found:
+        raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
+
+
+def _lines(lines: list[LineIn]) -> tuple[BasketLine, ...]:
+    return tuple(BasketLine(sku=ln.sku, category=ln.category, quantity=ln.quantity, unit_price=ln.unit_price,
+                            discount=ln.discount) for ln in lines)
+
+
+def _basket(body: BasketIn | None) -> Basket | None:
+    return None if body is None else Basket(body.currency, body.total, _lines(body.lines))
+
+
+def _sale(body: TransactionIn) -> TransactionInput:
+    return TransactionInput(
+        transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
+        currency=body.currency, total=body.total, lines=_lines(body.lines),
+        request_hash=request_hash(body.model_dump(mode="json", include=set(TransactionIn.model_fields))),
+    )
 
 
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
@@ -116,8 +158,9 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         log.exception("unhandled error in the API")
         return _err("internal_error", "posd hit an internal error; nothing was half-written")
 
-    auth = [Depends(require_token)]
+    auth = [Depends(require_token), Depends(refuse_card_data)]
     members: Members = lane.members if lane else None  # type: ignore[assignment]
+    quotes: Quotes = lane.quotes if lane else None  # type: ignore[assignment]
     sales: Sales = lane.sales if lane else None  # type: ignore[assignment]
     rewards: Rewards = lane.rewards if lane else None  # type: ignore[assignment]
     slips: Slips = lane.slips if lane else None  # type: ignore[assignment]
@@ -138,14 +181,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))
     async def post_transaction(body: TransactionIn) -> JSONResponse:
-        tx = TransactionInput(
-            transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
-            currency=body.currency, total=body.total,
-            lines=tuple(BasketLine(sku=ln.sku, category=ln.category, quantity=ln.quantity,
-                                   unit_price=ln.unit_price, discount=ln.discount) for ln in body.lines),
-            request_hash=request_hash(body.model_dump(mode="json")),
-        )
-        return _answer(await sales.record_sale(tx))
+        return _answer(await sales.record_sale(_sale(body)))
+
+    @app.post("/v1/quotes", dependencies=auth, response_model=QuoteOut, tags=["transactions"])
+    @declares(*codes_of(Quotes.quote))
+    async def post_quote(body: QuoteIn) -> JSONResponse:
+        """What the sale of this basket would earn (the rule trace), the rewards and vouchers the member
+        could use on it and their effect, and how the given codes stack: nothing is written or printed."""
+        return JSONResponse(await quotes.quote(_sale(body), tuple(body.codes)))
 
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
               tags=["transactions"])
@@ -168,13 +211,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.validate))
-    def validate_voucher(body: VoucherValidateIn) -> dict[str, Any]:
-        return rewards.validate(body.code, body.member)
+    async def validate_voucher(body: VoucherValidateIn) -> JSONResponse:
+        return JSONResponse(await rewards.validate(body.code, body.member, _basket(body.basket), tuple(body.applied)))
 
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: str, body: VoucherUseIn) -> JSONResponse:
-        return _answer(await rewards.use(code, body.transaction_id, body.member))
+        return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
+                                         tuple(body.applied)))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])
@@ -222,10 +266,13 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
 def route_codes(route: APIRoute, require_token: Callable) -> frozenset[str]:
     """Every code a route can answer with: what it declares, unauthorized behind the token,
-    invalid_request when it has a body, query or header to validate."""
+    payment_card behind the card-data guard, invalid_request when it has a body, query or header
+    to validate."""
     codes = set(getattr(route.endpoint, "raises", ()))
     if any(d.dependency is require_token for d in route.dependencies):
         codes.add("unauthorized")
+    if any(d.dependency is refuse_card_data for d in route.dependencies):
+        codes.add("payment_card")
     if _validates(route.dependant):
         codes.add("invalid_request")
     return frozenset(codes)

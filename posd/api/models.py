@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from posd.api.errors import ErrorCode
+from posd.core.quantity import parse_quantity
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 
@@ -16,10 +17,19 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# One quantity parser for sales, returns, quotes and baskets (posd.core.quantity): a JSON number or a
+# string of ASCII digits, more than 0, at most 100000, at most 3 decimals.
+Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), Field(
+    gt=0, le=100_000, max_digits=12, decimal_places=3,
+    description="a JSON number (2, 0.25) or a string of ASCII digits (\"0.250\"): more than 0, at most 100000, "
+                "at most 3 decimals; no spaces, signs, exponents or other digits")]
+CODES_MAX = 20  # vouchers and coupons on one basket
+
+
 class LineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
     category: str | None = Field(default=None, max_length=64)
-    quantity: Decimal = Field(gt=0, le=100_000, max_digits=12, decimal_places=3)
+    quantity: Quantity
     unit_price: StrictInt = Field(ge=0, le=10**9, description="minor units")
     discount: StrictInt = Field(default=0, ge=0, le=10**9, description="minor units, whole line")
 
@@ -27,7 +37,20 @@ class LineIn(_In):
 class TransactionIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str | None = Field(default=None, max_length=64, description="a member identifier, if identified")
-    occurred_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(description="with its UTC offset; a time without one is invalid_request")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    lines: list[LineIn] = Field(default_factory=list, max_length=500)
+    total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
+
+
+class QuoteIn(TransactionIn):
+    codes: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                             description="vouchers and coupons scanned for this basket, in the order to apply them")
+
+
+class BasketIn(_In):
+    """The basket a voucher or coupon would apply to: as in a sale."""
+
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
@@ -118,7 +141,7 @@ class ReprintOut(BaseModel):
 
 class ReturnLineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
-    quantity: Decimal = Field(gt=0, le=100_000, max_digits=12, decimal_places=3)
+    quantity: Quantity
 
 
 class ReturnIn(_In):
@@ -151,6 +174,49 @@ class RedemptionIn(_In):
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
+class Target(BaseModel):
+    skus: list[str]
+    categories: list[str]
+
+
+class Benefit(BaseModel):
+    """What a reward, voucher or coupon takes off a basket (docs/program.md, basket effects)."""
+
+    kind: Literal["amount_off", "percent_off", "free_item"]
+    value_minor: int | None = Field(description="amount_off, minor units")
+    money: str | None = Field(description="the money currency of value_minor; null: the basket's")
+    percent: int | None
+    sku: str | None = Field(description="free_item")
+    applies_to: Target = Field(description="the lines it applies to (by SKU or category); both empty: the basket")
+    category: str | None = Field(description="its stacking category")
+
+
+class LineOff(BaseModel):
+    index: int = Field(description="position in the basket's lines")
+    sku: str
+    amount_off_minor: int
+
+
+class FreeItem(BaseModel):
+    sku: str
+    quantity: str
+
+
+class Effect(BaseModel):
+    """What one benefit takes off this basket: the total and per line (they add up), or why nothing."""
+
+    applicable: bool
+    amount_off_minor: int
+    lines: list[LineOff]
+    free_item: FreeItem | None
+    reason: str | None = Field(description="not applicable, or not applied: no_matching_lines, item_not_in_basket, "
+                                           "nothing_left, other_currency, max_per_basket, exclusive_category")
+
+
+class AppliedEffect(Effect):
+    applied: bool = Field(description="applied after the codes already on the basket, under the program's stacking")
+
+
 class Voucher(BaseModel):
     code: str
     title: str
@@ -162,6 +228,10 @@ class Voucher(BaseModel):
     value_minor: int | None
     percent: int | None
     sku: str | None
+    benefit: Benefit | None = None
+
+
+Authorised = Literal["online", "offline"]
 
 
 class RedemptionOut(BaseModel):
@@ -172,18 +242,26 @@ class RedemptionOut(BaseModel):
     balance: dict[str, Balance]
     slip: SlipState
     seq: int
-    offline: bool
+    offline: bool = Field(description="true when central did not authorise it (authorised: offline)")
+    authorised: Authorised | None = Field(default=None, description="online: central checked and reserved it; "
+                                                                    "offline: the lane decided within its offline caps")
     recorded_at: str
 
 
 class VoucherValidateIn(_In):
     code: str = Field(min_length=1, max_length=64)
     member: str | None = Field(default=None, max_length=64)
+    basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
+    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                               description="codes already applied to the basket, in order (stacking)")
 
 
 class VoucherUseIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN)
     member: str | None = Field(default=None, max_length=64)
+    basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
+    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                               description="codes already applied to the basket, in order (stacking)")
 
 
 class VoucherOut(BaseModel):
@@ -193,7 +271,8 @@ class VoucherOut(BaseModel):
     transaction_id: str | None = None
     used_at: str | None = None
     seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
-    source: str | None
+    source: str | None = Field(description="redemption (issued here), coupon (the program), feed (issued at "
+                                           "another lane, from central's member feed), central (asked just now)")
     member_id: str | None
     reward_id: str | None = None
     description: str | None
@@ -201,6 +280,64 @@ class VoucherOut(BaseModel):
     percent: int | None
     sku: str | None
     expires_at: str | None
+    benefit: Benefit | None = None
+    issued_by: str | None = Field(default=None, description="store/lane that issued a voucher from elsewhere")
+    authorised: Authorised | None = Field(default=None, description="use: online when central authorised it, "
+                                                                    "offline when the lane did within its caps; "
+                                                                    "validate: whether central was asked")
+    effect: AppliedEffect | None = None
+
+
+class QuoteReward(BaseModel):
+    reward_id: str
+    title: str
+    currency: str
+    points: int
+    kind: str
+    affordable: bool = Field(description="the member's available balance covers it now")
+    benefit: Benefit
+    effect: Effect = Field(description="its voucher's effect on this basket, alone")
+
+
+class QuoteVoucher(BaseModel):
+    code: str
+    description: str
+    source: str
+    expires_at: str | None
+    benefit: Benefit
+    effect: Effect = Field(description="its effect on this basket, alone")
+
+
+class Stacked(BaseModel):
+    id: str
+    applied: bool
+    reason: str | None
+    effect: Effect
+
+
+class NotUsable(BaseModel):
+    id: str
+    reason: str = Field(description="an error code: unknown_voucher, voucher_used, voucher_expired, ...")
+
+
+class Discounts(BaseModel):
+    amount_off_minor: int
+    applied: list[Stacked]
+    not_applied: list[Stacked]
+    not_usable: list[NotUsable]
+
+
+class QuoteOut(BaseModel):
+    transaction_id: str
+    member_id: str | None
+    accrual: Accrual = Field(description="what the sale of this basket earns: a sale right after earns exactly this")
+    balance: dict[str, Balance]
+    rewards: list[QuoteReward] = Field(description="catalog rewards the member's tier may redeem, with their effect")
+    vouchers: list[QuoteVoucher] = Field(description="vouchers and coupons the member holds, with their effect")
+    discounts: Discounts | None = Field(description="the codes given, applied in order under the program's stacking")
+    accrual_with_discounts: Accrual | None = Field(
+        description="what the sale earns if the POS takes the discounts off its lines (each line's discount grows "
+                    "by its amount_off_minor)")
 
 
 # -- health ---------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The lane's services: what a checkout lane does with loyalty, one module each.
 
 context (ids, clock, time zone, program), members (find, view, scans),
-sales (sales and returns), rewards (redemptions, vouchers, coupons), slips
+sales (sales and returns), quotes (what a basket would earn and take off,
+before payment), rewards (redemptions, voucher and coupon uses), vouchers
+(where a code comes from and what it is worth), burn and authority (asking
+central before a burn, the offline caps when it does not answer), slips
 (composition, reprint, preview), print_worker, events (the stream the POS
 reads), errors (the codes the POS can get). ``Lane`` puts them together.
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from posd.lane.authority import Authority
 from posd.lane.context import LaneContext
 from posd.lane.events import EventBus
 from posd.lane.members import Members
+from posd.lane.quotes import Quotes
 from posd.lane.rewards import OfflineLimits, Rewards
 from posd.lane.sales import Sales
 from posd.lane.slips import PngRenderer, Slips
@@ -28,14 +33,18 @@ class Lane:
                  printer_enabled: bool, is_offline: Callable[[], bool] = lambda: False, timezone: str = "UTC",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  offline_limits: OfflineLimits = OfflineLimits(),
-                 last_sync: Callable[[], datetime | None] = lambda: None, render_png: PngRenderer | None = None):
+                 last_sync: Callable[[], datetime | None] = lambda: None, render_png: PngRenderer | None = None,
+                 authority: Authority | None = None):
+        """``authority``: who authorises burns (posd.lane.authority.CentralAuthority in the daemon);
+        without one the lane's own checks are the only ones (tests, tools)."""
         self.context = LaneContext(store_id=store_id, lane_id=lane_id, locale=locale, ledger=ledger, cache=cache,
                                    bus=bus, printer_enabled=printer_enabled, is_offline=is_offline,
                                    timezone=timezone, clock=clock)
         self.members = Members(self.context)
         self.slips = Slips(self.context, self.members, render_png)
         self.sales = Sales(self.context, self.members, self.slips)
-        self.rewards = Rewards(self.context, self.members, self.slips, offline_limits, last_sync)
+        self.rewards = Rewards(self.context, self.members, self.slips, offline_limits, last_sync, authority)
+        self.quotes = Quotes(self.context, self.members, self.sales, self.rewards)
 
     @property
     def locale(self) -> str:

@@ -10,7 +10,7 @@ setup:
 	@scripts/bootstrap
 
 run: setup
-	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json
+	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json --second-lane config/demo-lane2.toml
 
 test: setup
 	$(PY) -m pytest

@@ -138,7 +138,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
-    return run_demo(Path(args.config), Path(args.seed))
+    return run_demo(Path(args.config), Path(args.seed), Path(args.second_lane) if args.second_lane else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")
     demo.add_argument("--seed", default="config/demo-seed.json")
+    demo.add_argument("--second-lane", metavar="CONFIG",
+                      help="also run this lane of the same store (config/demo-lane2.toml): vouchers across lanes")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -160,3 +160,46 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_path):
+    """README's "try this": a voucher issued at lane L01 is used at lane L02 of the demo."""
+    api, api2, central_port = free_port(), free_port(), free_port()
+    configs = []
+    for name, port, default in (("demo.toml", api, "127.0.0.1:8765"), ("demo-lane2.toml", api2, "127.0.0.1:8766")):
+        text = (ROOT / "config" / name).read_text().replace(default, f"127.0.0.1:{port}")
+        text = text.replace("127.0.0.1:8780", f"127.0.0.1:{central_port}").replace("../var/", str(tmp_path) + "/")
+        (tmp_path / name).write_text(text)
+        configs.append(tmp_path / name)
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(configs[0]),
+                             "--seed", str(ROOT / "config" / "demo-seed.json"), "--second-lane", str(configs[1])],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("Second lane ready.") or not line:
+                break
+        out = "".join(lines)
+        assert f"127.0.0.1:{api2}/v1/vouchers/CODE/use" in out and "/v1/redemptions" in out
+        tokens = [(tmp_path / d / "api.token").read_text().strip() for d in ("demo", "demo-lane2")]
+        issued = requests.post(f"http://127.0.0.1:{api}/v1/redemptions", timeout=10,
+                               headers={"Authorization": f"Bearer {tokens[0]}"},
+                               json={"redemption_id": "demo-r1", "member": "2900000000018", "reward_id": "free-coffee"})
+        assert issued.status_code == 200 and issued.json()["authorised"] == "online", issued.text
+        code = issued.json()["voucher"]["code"]
+        used = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until lane L01 has pushed the redemption to central
+            used = requests.post(f"http://127.0.0.1:{api2}/v1/vouchers/{code}/use", timeout=10,
+                                 headers={"Authorization": f"Bearer {tokens[1]}"},
+                                 json={"transaction_id": "demo-0002", "member": "2900000000018"})
+            if used.status_code != 404:
+                break
+            time.sleep(0.2)
+        assert used.status_code == 200 and used.json()["issued_by"] == "S001/L01", used.text
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -123,6 +123,18 @@ def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     assert "is posd running?" in proc.stderr
 
 
+def demo_output(proc: subprocess.Popen, last: str, timeout: float) -> str:
+    """What `posd demo` printed up to the line starting with ``last`` (or its end, or the timeout)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith(last) or not line:
+            break
+    return "".join(lines)
+
+
 def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     """`make run`'s code path, on free ports so it cannot collide with a real demo."""
     demo = (ROOT / "config" / "demo.toml").read_text()
@@ -135,14 +147,7 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
                              "--seed", str(ROOT / "config" / "demo-seed.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("Demo cards:"):
-                break
-        out = "".join(lines)
+        out = demo_output(proc, "Demo cards:", 60)
         assert "posd scan 2900000000018" in out and "/v1/transactions" in out
         subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
                        check=True, timeout=10)
@@ -175,14 +180,7 @@ def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_p
                              "--seed", str(ROOT / "config" / "demo-seed.json"), "--second-lane", str(configs[1])],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("Second lane ready.") or not line:
-                break
-        out = "".join(lines)
+        out = demo_output(proc, "Second lane ready.", 90)
         assert f"127.0.0.1:{api2}/v1/vouchers/CODE/use" in out and "/v1/redemptions" in out
         tokens = [(tmp_path / d / "api.token").read_text().strip() for d in ("demo", "demo-lane2")]
         issued = requests.post(f"http://127.0.0.1:{api}/v1/redemptions", timeout=10,

@@ -43,6 +43,17 @@ def authorised(decision: Decision) -> str:
     return "online" if decision.status == "approved" else "offline"
 
 
+@raises("unknown_member", "member_ineligible")
+def member_declined(decision: Decision) -> LaneError | None:
+    """Central's refusal because of the member, for the POS; None when it was for another reason."""
+    code = _DECLINED_AS.get(decision.code or "")
+    if code == "unknown_member":
+        return LaneError("unknown_member", "not a member (central)")
+    if code == "member_ineligible":
+        return LaneError("member_ineligible", f"central declined: {decision.message or 'account not active'}")
+    return None
+
+
 @raises("redemption_id_conflict", "insufficient_balance", "reward_limit_reached", "unknown_member",
         "member_ineligible")
 def redemption_declined(decision: Decision) -> LaneError:
@@ -52,11 +63,8 @@ def redemption_declined(decision: Decision) -> LaneError:
         return LaneError("insufficient_balance", f"central declined: {decision.message or 'balance too low'}")
     if code == "reward_limit_reached":
         return LaneError("reward_limit_reached", "the member had this reward as often as allowed today (all lanes)")
-    if code == "unknown_member":
-        return LaneError("unknown_member", "not a member (central)")
-    if code == "member_ineligible":
-        return LaneError("member_ineligible", f"central declined: {decision.message or 'account not active'}")
-    return LaneError("redemption_id_conflict", "this redemption_id was already used for a different redemption")
+    return member_declined(decision) or LaneError(
+        "redemption_id_conflict", "this redemption_id was already used for a different redemption")
 
 
 @raises("voucher_used", "voucher_expired", "voucher_other_member", "unknown_member", "member_ineligible")
@@ -67,11 +75,8 @@ def use_declined(decision: Decision) -> LaneError:
         return LaneError("voucher_expired", "this voucher has expired (central)")
     if code == "voucher_other_member":
         return LaneError("voucher_other_member", "this voucher belongs to another member (central)")
-    if code == "unknown_member":
-        return LaneError("unknown_member", "not a member (central)")
-    if code == "member_ineligible":
-        return LaneError("member_ineligible", f"central declined: {decision.message or 'account not active'}")
-    return LaneError("voucher_used", "this voucher was already used, or is being used at another lane")
+    return member_declined(decision) or LaneError(
+        "voucher_used", "this voucher was already used, or is being used at another lane")
 
 
 @raises("offline_too_long")

@@ -110,10 +110,14 @@ class Rewards:
         decision = await self._ask_central(view, member, reward, req, now)
         if decision.status == "declined":
             raise redemption_declined(decision)
-        if decision.reservation_id:
-            crash_point("after_authorised_before_commit")
         redemption = _Redemption(req, member, program, reward, decision)
-        return await ctx.ledger.awrite(lambda unit: self._write_redemption(unit, redemption))
+        return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
+
+    async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
+        """Record a burn central approved or the lane decided alone, in one unit of work."""
+        if decision.reservation_id:  # approved and reserved at central, not yet recorded here
+            crash_point("after_authorised_before_commit")
+        return await self.ctx.ledger.awrite(write)
 
     @staticmethod
     @raises("unknown_reward", "reward_not_eligible", "reward_required")
@@ -295,10 +299,8 @@ class Rewards:
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
         if decision.status == "declined":
             raise use_declined(decision)
-        if decision.reservation_id:
-            crash_point("after_authorised_before_commit")
         use = _Use(v, transaction_id, member_id, decision, effect)
-        return await ctx.ledger.awrite(lambda unit: self._write_use(unit, use))
+        return await self._record(decision, lambda unit: self._write_use(unit, use))
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
             "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane")

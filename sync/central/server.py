@@ -269,14 +269,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- protocol routes -------------------------------------------------------------
 
-    def _push(self, query: dict, store_id: str, lane_id: str) -> None:
+    def _begin(self, route: str, limit: int, store_in_url: str | None, lane_in_url: str | None = None,
+               *, lane: str | None = None) -> tuple[CentralServer, bytes, str | None]:
+        """What every protocol route does first: count it, read the body, act out a queued fault,
+        check the signature (and the lane id in the URL, ``lane``); (central, body, the fault to finish)."""
         central = self.server.central
-        central._count("push")
-        body = self._read_body(MAX_BODY)
-        fault = self._fault("push")
-        self._authenticate(body, store_id, lane_id)
-        if not LANE_ID_RE.match(lane_id):
+        central._count(route)
+        body = self._read_body(limit)
+        fault = self._fault(route)
+        self._authenticate(body, store_in_url, lane_in_url)
+        if lane is not None and not LANE_ID_RE.match(lane):
             raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        return central, body, fault
+
+    def _push(self, query: dict, store_id: str, lane_id: str) -> None:
+        central, body, fault = self._begin("push", MAX_BODY, store_id, lane_id, lane=lane_id)
         if (self.headers.get("Content-Encoding") or "").strip().lower() != "gzip":
             raise HttpError(415, "unsupported_encoding", "push bodies must be Content-Encoding: gzip")
         try:
@@ -291,13 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorise(self, query: dict, store_id: str, lane_id: str) -> None:
         """A burn asked for in real time: check and reserve in one transaction, answer approved or declined."""
-        central = self.server.central
-        central._count("authorise")
-        body = self._read_body(MAX_AUTHORISATION_BYTES)
-        fault = self._fault("authorise")
-        self._authenticate(body, store_id, lane_id)
-        if not LANE_ID_RE.match(lane_id):
-            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        central, body, fault = self._begin("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id, lane=lane_id)
         try:
             request = parse_authorisation(body)
         except RequestRejected as err:
@@ -309,11 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _voucher(self, query: dict, store_id: str, code: str) -> None:
         """A lane asking about a code it does not know, or whether a use is still free."""
-        central = self.server.central
-        central._count("vouchers")
-        body = self._read_body(0)
-        fault = self._fault("vouchers")
-        self._authenticate(body, store_id, None)
+        central, _, fault = self._begin("vouchers", 0, store_id)
         found = central.store.voucher(store_id, code, _one(query, "member_id", "") or None)
         if found is None:
             raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
@@ -323,13 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _lane(self, query: dict, store_id: str, lane_id: str) -> None:
         """Where central's history of a lane ends, so a starting lane can tell whether it is its own."""
-        central = self.server.central
-        central._count("lane")
-        body = self._read_body(0)
-        fault = self._fault("lane")
-        self._authenticate(body, store_id, None)
-        if not LANE_ID_RE.match(lane_id):
-            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        central, _, fault = self._begin("lane", 0, store_id, lane=lane_id)
         last_seq, last_event_id = central.store.lane_head(store_id, lane_id)
         if fault == "applied_then_lost":
             raise _Drop()
@@ -337,11 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
                               "last_event_id": last_event_id})
 
     def _members(self, query: dict, store_id: str) -> None:
-        central = self.server.central
-        central._count("members")
-        body = self._read_body(0)
-        fault = self._fault("members")
-        self._authenticate(body, store_id, None)
+        central, _, fault = self._begin("members", 0, store_id)
         cursor_text = _one(query, "cursor", "")
         limit_text = _one(query, "limit", str(MAX_MEMBER_PAGE))
         if not re.fullmatch(r"[0-9]{0,18}", cursor_text):
@@ -355,11 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"members": members, "next_cursor": next_cursor, "has_more": has_more})
 
     def _program(self, query: dict) -> None:
-        central = self.server.central
-        central._count("program")
-        body = self._read_body(0)
-        fault = self._fault("program")
-        self._authenticate(body, None, None)
+        central, _, fault = self._begin("program", 0, None)
         program, etag = central.store.program()
         if program is None or etag is None:
             raise HttpError(404, "no_program", "central has no program yet")

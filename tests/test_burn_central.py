@@ -107,13 +107,20 @@ def test_the_lanes_own_events_central_has_not_received_count_once(central, lanes
     assert one.authorise(redemption("redemption:R2", 2800, unsynced=unsynced))["status"] == "approved"
 
 
-def test_members_central_refuses(central, lanes):
+def test_members_central_refuses_and_members_it_does_not_know_yet(central, lanes):
     one, _ = lanes
-    assert one.authorise(redemption("redemption:R1", 1, member="M0404"))["code"] == "unknown_member"
     assert one.authorise(redemption("redemption:R2", 1, member="M0003"))["code"] == "member_ineligible"
     central.store.upsert_member({"member_id": "M0002", "status": "deleted"})
     assert one.authorise(redemption("redemption:R3", 1, member="M0002"))["code"] == "member_deleted"
     assert set(DECLINE_CODES) >= {"unknown_member", "member_ineligible", "member_deleted"}
+    # enrolled at the lane, its events on their way: what they give, and nothing more
+    assert one.authorise(redemption("redemption:R1", 1, member="M0404"))["code"] == "insufficient_balance"
+    new = [{"seq": 7, "points": {"points": 250}}]
+    assert one.authorise(redemption("redemption:R4", 251, member="M0404", unsynced=new))["code"] == \
+        "insufficient_balance"
+    assert one.authorise(redemption("redemption:R5", 250, member="M0404", unsynced=new))["status"] == "approved"
+    # a voucher use does not look at the member: a use is keyed by the code
+    assert one.authorise(use("voucher_use:C1:T", "C1", member="M0003"))["status"] == "approved"
 
 
 def test_a_rewards_daily_limit_counts_every_lane_and_offline_burns(central, lanes):

@@ -6,8 +6,10 @@ authorisation", is what this implements:
 
 - an authorisation checks and reserves in one transaction: the member's
   balance (unexpired lots, less every open reservation, plus the asking lane's
-  events central has not received yet), the reward's per-member limit across
-  lanes, a voucher's single use (held for the reservation);
+  events central has not received yet; a member central does not know yet has
+  only the latter), the reward's per-member limit across lanes, a voucher's
+  single use (held for the reservation); a voucher use does not look at the
+  member (a use is keyed by code, or code and member for campaign coupons);
 - a reservation is ``open`` until the lane's event naming its
   ``authorisation_id`` confirms it (``confirmed``), or until it expires
   (``expired``: its points and its voucher hold are free again);
@@ -142,16 +144,17 @@ def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id:
     if existing is not None and existing["state"] in ("open", "confirmed"):
         return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
     member_id = request.get("member_id")
-    if member_id is not None or request["kind"] == "redemption":
-        if member is None:
-            return declined(auth_id, "unknown_member", "central has no such member"), False
+    if member is not None and request["kind"] == "redemption":
         if member["status"] == "deleted":
             return declined(auth_id, "member_deleted", "the member was erased"), False
         if member["status"] != "active":
             return declined(auth_id, "member_ineligible", f"the member's account is {member['status']}"), False
     available: dict[str, int] = {}
     if request["kind"] == "redemption":
-        balances = lot_balances(conn, member_id, member["balances"], now)  # type: ignore[index, arg-type]
+        # A member central does not know yet (enrolled at a lane, the event on its way) has what
+        # the lane's unsynced events give it, and nothing more.
+        known = member["balances"] if member is not None else {}
+        balances = lot_balances(conn, member_id, known, now)  # type: ignore[arg-type]
         held = _held(conn, member_id, now, rid)  # type: ignore[arg-type]
         extra = _unreceived(conn, store_id, lane_id, request.get("unsynced", []))
         for currency, points in request["points"].items():

@@ -28,7 +28,8 @@ DECLINE_CODES: dict[str, str] = {
     "insufficient_balance": "central's balance for the member, less what open reservations hold, plus the "
                             "lane's events central has not applied yet, does not cover the points",
     "reward_limit_reached": "the member had this reward as often as the limit allows in the window, at any lane",
-    "unknown_member": "central has no such member",
+    "unknown_member": "central has no such member (the reference central does not send it: a member it does "
+                      "not know yet, enrolled at a lane, has what the lane's unsynced events give it)",
     "member_ineligible": "the member's account is blocked",
     "member_deleted": "the member was erased",
     "voucher_used": "the voucher or coupon was used, or is held for a use, at another lane",

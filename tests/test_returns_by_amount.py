@@ -30,9 +30,9 @@ NOW = datetime(2026, 11, 18, 14, tzinfo=UTC)
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def lane(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("returns")
+@pytest.fixture
+def lane(tmp_path):
+    tmp = tmp_path
     ledger = Ledger(tmp / "ledger.db", LaneIdentity("S001", "L01"))
     cache = Cache(tmp / "cache.db", "L01")
     cache.store_program(copy.deepcopy(PROGRAM), "e1")

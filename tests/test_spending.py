@@ -233,6 +233,13 @@ def test_a_card_number_in_any_field_is_refused_and_never_stored(lane, method, pa
         assert not path_.exists() or PAN.encode() not in path_.read_bytes()
 
 
+def test_a_body_that_breaks_its_schema_is_invalid_whatever_it_carries(lane):
+    body = {**sale("T-pan-bad", "anna"), "note": PAN}  # no such field
+    resp = lane.post("/v1/transactions", body)
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request") and PAN not in resp.text
+    assert PAN.encode() not in (lane.state / "ledger.db").read_bytes()
+
+
 def test_product_codes_that_pass_luhn_are_not_card_numbers(lane):
     from posd.core.identify import gtin_ok, luhn_ok
 

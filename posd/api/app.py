@@ -29,6 +29,8 @@ from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
 from posd.api.models import (
     BasketIn,
+    EnrolmentIn,
+    EnrolmentOut,
     HealthOut,
     LineIn,
     MemberOut,
@@ -53,6 +55,7 @@ from posd.core.identify import find_card_data
 from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, request_hash
+from posd.lane.enrolment import EnrolmentInput, Enrolments
 from posd.lane.errors import CodedError, LaneError, codes_of
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
@@ -82,17 +85,12 @@ _READ_HEADERS = ("idempotency-key", "last-event-id")
 
 
 async def refuse_card_data(request: Request) -> None:
-    """Payment card data in any field of any request (body, path, query, the headers the API reads) is
-    refused before anything reads it further: 422 payment_card, nothing stored, logged or sent on.
-    Ordinary product codes are not card numbers (posd.core.identify: a valid EAN-13 never is one)."""
-    found = find_card_data(dict(request.path_params)) or find_card_data(list(request.query_params.values())) \
-        or find_card_data([request.headers.get(name) or "" for name in _READ_HEADERS])
-    if not found and request.method in ("POST", "PUT", "PATCH"):
-        try:
-            found = find_card_data(await request.json())  # parsed once: FastAPI's own read is cached
-        except ValueError:  # not JSON: the route's validation answers it; its text is checked here anyway
-            found = find_card_data((await request.body()).decode("utf-8", "replace"))
-    if found:
+    """Payment card data in the path, the query or the headers the API reads refuses the request
+    before anything reads it further: 422 payment_card, nothing stored, logged or sent on. A body's
+    fields are checked by its model once it is valid (posd.api.models._Request). Ordinary product
+    codes are not card numbers (posd.core.identify: a valid EAN-13 never is one)."""
+    if find_card_data(dict(request.path_params)) or find_card_data(list(request.query_params.values())) \
+            or find_card_data([request.headers.get(name) or "" for name in _READ_HEADERS]):
         raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
 
 
@@ -164,6 +162,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     sales: Sales = lane.sales if lane else None  # type: ignore[assignment]
     rewards: Rewards = lane.rewards if lane else None  # type: ignore[assignment]
     slips: Slips = lane.slips if lane else None  # type: ignore[assignment]
+    enrolments: Enrolments = lane.enrolments if lane else None  # type: ignore[assignment]
 
     @app.get("/", tags=["status"], response_class=HTMLResponse)
     def status_page() -> HTMLResponse:
@@ -176,7 +175,18 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
     def get_member(identifier: str) -> dict[str, Any]:
+        """A member by card code, phone number, member id or member token (a token is accepted
+        once: use the answer's member_id afterwards)."""
         return members.member_view(members.identify(identifier))
+
+    @app.post("/v1/members", dependencies=auth, response_model=EnrolmentOut, tags=["members"])
+    @declares(*codes_of(Enrolments.enrol))
+    async def post_member(body: EnrolmentIn) -> JSONResponse:
+        """Enrol a new member at the till, offline-first: a provisional id now, central's later."""
+        req = EnrolmentInput(card=body.card, phone=body.phone, display_name=body.display_name, locale=body.locale,
+                             birth_date=body.birth_date.isoformat() if body.birth_date else None,
+                             request_hash=request_hash(body.model_dump(mode="json")))
+        return _answer(await enrolments.enrol(req))
 
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))

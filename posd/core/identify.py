@@ -13,7 +13,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["member_code", "payment_card", "invalid"]
+from posd.core.member_tokens import looks_like_qr_token
+
+Kind = Literal["member_code", "qr_token", "payment_card", "invalid"]
 
 # ISO 7813 track 1 (%B...^...^) and track 2 (;PAN=...) as a reader emits them.
 _TRACK1 = re.compile(r"%?B\d{12,19}\^")
@@ -25,6 +27,11 @@ _BRAND = re.compile(
     r"^(4|5[1-5]|2(2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50|5[6-9]|6[0-9])"
 )
 _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
+# A phone number in E.164 form: card readers never put "+" before a card number, and a phone
+# number of 13-15 digits can pass a brand prefix and Luhn as often as any other number.
+_PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+# A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
+_TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ def is_card_data(raw: str) -> bool:
     text = _ascii_digits(raw).strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return True
+    if _TYPED_PHONE.match(text):  # a phone number (enrolment): no card is written with a leading "+"
+        return False
     compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
     if compact.isascii() and compact.isdigit() and looks_like_pan(compact):
         return True
@@ -116,6 +125,10 @@ def identify_code(raw: str) -> Identified:
     text = raw.strip().replace("\x1d", "")
     if is_card_data(text):
         return Identified("payment_card", None)
+    if _PHONE.match(text):
+        return Identified("member_code", text)
+    if looks_like_qr_token(text):
+        return Identified("qr_token", text)  # a signed phone token (posd.core.member_tokens)
     if not _MEMBER_CODE.match(text):
         return Identified("invalid", None)
     return Identified("member_code", text)

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from posd.core.benefit import Benefit, Stacking
+from posd.core.member_tokens import TokenSettings, parse_member_tokens
 from posd.core.rules_json import (
     ProgramError,
     array,
@@ -168,6 +169,7 @@ class Program:
     coupons: tuple[Coupon, ...] = ()
     stacking: Stacking = Stacking()
     discount_rounding: Rounding = "half_up"  # percent discounts, once per effect
+    member_tokens: TokenSettings = TokenSettings()  # keys for phone QR tokens, wallet pass TOTP
 
     def currency(self, code: str) -> Currency | None:
         return next((c for c in self.currencies if c.code == code), None)
@@ -441,4 +443,5 @@ def parse_program(doc: dict[str, Any]) -> Program:
         stacking=_stacking(doc.get("stacking")),
         discount_rounding=choice(doc.get("discount_rounding", "half_up"), "discount_rounding",  # type: ignore[arg-type]
                                  ROUNDINGS),
+        member_tokens=parse_member_tokens(doc["member_tokens"]) if "member_tokens" in doc else TokenSettings(),
     )

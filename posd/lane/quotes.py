@@ -2,7 +2,8 @@
 
 A quote runs the very evaluation a sale runs (Sales.evaluate: the same
 checks, program, moment, tier and birthday state) and nothing else: no
-write, no event, no slip. A sale of the same basket right after earns what
+write, no event, no slip; a member token is checked, not accepted (the sale
+that follows accepts it). A sale of the same basket right after earns what
 the quote said. It also lists the rewards the member could redeem and the
 vouchers and coupons they hold, each with its effect on this basket, and,
 for the codes the cashier scanned, how they stack.
@@ -30,7 +31,8 @@ class Quotes:
         self.ctx, self.members, self.sales, self.rewards = ctx, members, sales, rewards
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
-            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
+            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()

@@ -33,7 +33,7 @@ from posd.lane.burn import (
 )
 from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, basket_error, raises
-from posd.lane.members import Members
+from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
 from posd.lane.vouchers import Usable, VoucherBook, voucher_wire
 from posd.storage.cache import CachedMember
@@ -68,6 +68,7 @@ class _Redemption:
 
     req: RedemptionInput
     member: CachedMember
+    ident: Identification
     program: Program
     reward: Reward
     decision: Decision
@@ -79,9 +80,13 @@ class _Use:
 
     usable: Usable
     transaction_id: str
-    member_id: str | None
+    ident: Identification | None  # the member, and a token accepted with the use
     decision: Decision
     effect: dict[str, Any] | None
+
+    @property
+    def member_id(self) -> str | None:
+        return self.ident.member.member_id if self.ident else None
 
 
 class Rewards:
@@ -95,14 +100,16 @@ class Rewards:
     # -- redeem -----------------------------------------------------------------
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
             "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
-            "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane")
+            "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
         earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash)
         if earlier:
             return earlier
-        member = self.members.identify_active(req.member)
+        ident = self.members.find_active(req.member)
+        member = ident.member
         program = ctx.require_program()
         reward = self._reward(program, member, req)
         now = ctx.clock()
@@ -110,7 +117,7 @@ class Rewards:
         decision = await self._ask_central(view, member, reward, req, now)
         if decision.status == "declined":
             raise redemption_declined(decision)
-        redemption = _Redemption(req, member, program, reward, decision)
+        redemption = _Redemption(req, member, ident, program, reward, decision)
         return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
 
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
@@ -157,15 +164,17 @@ class Rewards:
             "redemption", f"redemption:{req.redemption_id}", member.member_id, iso(now),
             points={reward.currency: reward.price_for(member.tier) or 0}, reward_id=reward.reward_id,
             limit={"per_member": limit, "since": iso(self._day_start(now))} if limit else None,
-            unsynced=view.unsynced_entries(member.member_id, member.applied_seq, now, MAX_UNSYNCED_EVENTS)))
+            unsynced=view.unsynced_entries(member.member_id, member.applied_seq, now, MAX_UNSYNCED_EVENTS,
+                                           member.aliases)))
 
     @raises("redemption_id_conflict", "insufficient_balance", "reward_limit_reached", "offline_too_long",
-            "offline_cap_member", "offline_cap_lane")
+            "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_redemption(self, unit: LedgerTx, r: _Redemption) -> Recorded:
         req, member, reward = r.req, r.member, r.reward
         earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash)
         if earlier:
             return earlier
+        self.members.accept(unit, r.ident)
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         currency, price = reward.currency, reward.price_for(member.tier) or 0
         self._check_redemption(unit, member, reward, now)  # again: another till of this lane may have spent
@@ -184,7 +193,7 @@ class Rewards:
         })
         unit.debit(Entry("redeem", member.member_id, currency, -price, req.transaction_id, seq, iso(now), iso(now),
                          r.program.version, req.redemption_id),
-                   member.balances.get(currency, 0), member.applied_seq, now)
+                   member.balances.get(currency, 0), member.applied_seq, now, member.aliases)
         title = reward.name(self.ctx.locale)
         unit.issue_voucher(code=code, member_id=member.member_id, reward_id=reward.reward_id,
                            description=title, value_minor=reward.value_minor, percent=reward.percent,
@@ -198,7 +207,7 @@ class Rewards:
         slip = self.slips.queue(unit, self.slips.compose(
             f"{req.redemption_id}~r", member, r.program, occurred_at=now, earned={}, balance=balance,
             vouchers=[{**voucher, "title": wire["title"]}], kind="redemption",  # the slip picks the member's language
-            transaction_id=req.transaction_id or "", redemption_id=req.redemption_id))
+            transaction_id=req.transaction_id or "", redemption_id=req.redemption_id), member.member_id)
         response = {"redemption_id": req.redemption_id, "member_id": member.member_id,
                     "points": {currency: -price}, "voucher": voucher, "balance": balance, "slip": slip,
                     "seq": seq, "offline": offline, "authorised": authorised(r.decision), "recorded_at": iso(now)}
@@ -230,14 +239,17 @@ class Rewards:
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "negative_total",
-            "negative_line", "total_mismatch")
+            "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
-        and, given the basket and the codes already applied to it, what it takes off."""
+        and, given the basket and the codes already applied to it, what it takes off. A member token
+        is accepted once the answer is yes."""
         ctx = self.ctx
         view = ctx.ledger.view()
-        member_id = self.members.identify(member).member_id if member else None
+        ident = self.members.find(member) if member else None
+        member_id = ident.member.member_id if ident else None
         asked = VoucherLookup("unavailable") if ctx.is_offline() else await self.authority.lookup(code, member_id)
         v = self.book.local(view, code, ctx.program())
         if v is None and asked.status == "found" and asked.voucher is not None:
@@ -254,6 +266,8 @@ class Rewards:
                "authorised": "online" if asked.status != "unavailable" else "offline"}
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
+        if ident is not None and ident.token is not None:
+            await ctx.ledger.awrite(lambda unit: self.members.accept(unit, ident))
         return out
 
     @raises("unknown_voucher", "negative_total", "negative_line", "total_mismatch")
@@ -275,13 +289,15 @@ class Rewards:
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_ineligible",
             "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total", "negative_line",
-            "total_mismatch")
+            "total_mismatch", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "member_token_replayed")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = ()) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
-        requests and across lanes while central answers."""
+        requests and across lanes while central answers; a member token is accepted with the use."""
         ctx = self.ctx
-        member_id = self.members.identify(member).member_id if member else None
+        ident = self.members.find(member) if member else None
+        member_id = ident.member.member_id if ident else None
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
@@ -299,16 +315,18 @@ class Rewards:
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
         if decision.status == "declined":
             raise use_declined(decision)
-        use = _Use(v, transaction_id, member_id, decision, effect)
+        use = _Use(v, transaction_id, ident, decision, effect)
         return await self._record(decision, lambda unit: self._write_use(unit, use))
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
-            "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane")
+            "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_use(self, unit: LedgerTx, u: _Use) -> Recorded:
         v, code = u.usable, u.usable.code
         earlier = unit.voucher_use_in(code, u.transaction_id)
         if earlier:
             return Recorded(earlier.response, replayed=True)
+        if u.ident is not None:
+            self.members.accept(unit, u.ident)
         now = self.ctx.clock()
         self.book.check_usable(v, u.member_id, now)
         key = self._use_key(v, u.member_id)

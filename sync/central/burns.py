@@ -202,10 +202,11 @@ def _reservation_for(conn: sqlite3.Connection, store_id: str, lane_id: str, even
                         (reservation_id(store_id, lane_id, auth_id),)).fetchone()
 
 
-def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any]
-                      ) -> str | None:
-    """A redemption event: confirm its reservation (whatever its state: the burn happened) or keep it
-    as an offline burn; register the voucher it issued. A rejection code when its voucher is malformed."""
+def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
+                      member_id: str) -> str | None:
+    """A redemption event of ``member_id`` (central's id for the event's member): confirm its
+    reservation (whatever its state: the burn happened) or keep it as an offline burn; register the
+    voucher it issued. A rejection code when its voucher is malformed."""
     voucher = event.get("voucher")
     if voucher is not None and not check_voucher(voucher):
         return "malformed_event"
@@ -219,12 +220,13 @@ def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq
                      "request_hash, kind, member_id, points, reward_id, occurred_at, created_ts, expires_ts, state) "
                      "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline')",
                      (reservation_id(store_id, lane_id, f"event:{seq}"), store_id, lane_id, f"event:{seq}",
-                      event["member_id"], json.dumps(points), event.get("reward_id"), event["occurred_at"]))
+                      member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
     if voucher is not None:
-        body = {**{k: voucher.get(k) for k in ("code", "member_id", "reward_id", "title", "benefit", "issued_at",
-                                               "expires_at")}, "issued_by": f"{store_id}/{lane_id}"}
+        body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at",
+                                               "expires_at")}, "member_id": member_id,
+                "issued_by": f"{store_id}/{lane_id}"}
         conn.execute("INSERT OR IGNORE INTO vouchers (code, member_id, body, expires_ts, registered_by) "
-                     "VALUES (?, ?, ?, ?, ?)", (voucher["code"], voucher.get("member_id") or event["member_id"],
+                     "VALUES (?, ?, ?, ?, ?)", (voucher["code"], member_id,
                                                 json.dumps(body, ensure_ascii=False), _ts(voucher.get("expires_at")),
                                                 f"{store_id}/{lane_id}/{seq}"))
     return None

@@ -20,23 +20,28 @@ def _setup_logging(level: str) -> None:
                         format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
-def _load(path: str):
+def _load(path: str, *, check_files: bool = False):
+    """The config, or exit 2 with one line naming the (first) mistake."""
     from posd.config import ConfigError, load
 
     try:
-        return load(path)
+        return load(path, check_files=check_files)
     except ConfigError as exc:
         print(f"posd: {path}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from posd.config import ConfigError
     from posd.daemon import Daemon
     from posd.storage.db import StorageError
 
-    config = _load(args.config)
+    config = _load(args.config, check_files=True)
     try:
         return asyncio.run(Daemon(config).run())
+    except ConfigError as exc:  # a file named by the config changed under us since the check
+        print(f"posd: {args.config}: {exc}", file=sys.stderr)
+        return 2
     except StorageError as exc:
         logging.getLogger("posd").error("%s", exc)
         print(f"posd: {exc}", file=sys.stderr)
@@ -44,7 +49,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    """Every mistake at once, one per line: the config's own, then the files it names."""
+    from posd.config import ConfigError, load
+
+    try:
+        config = load(args.file, check_files=True)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"posd: {args.file}: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"posd: {args.file}: {len(exc.problems)} problems", file=sys.stderr)
+        return 2
     print(f"{args.file}: ok (store {config.lane.store_id}, lane {config.lane.lane_id}, "
           f"{len(config.scanner)} scanner(s), printer {config.printer.url})")
     return 0

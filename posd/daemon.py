@@ -123,7 +123,7 @@ class Daemon:
         c = self.config.central
         return CentralClient(
             c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
-            verify=c.verify_tls, cert=(c.client_cert, c.client_key) if c.client_cert else None,
+            verify=c.verify_tls, cert=c.cert(self.config.base_dir),
             identity=self.ledger.sync_identity,
         )
 

@@ -15,9 +15,9 @@ DEFAULT_CONFIG = "/etc/posd/posd.toml"
 
 
 def _setup_logging(level: str) -> None:
-    # Under systemd, journald adds time and unit; keep lines short and PII-free.
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    from posd.logs import setup_logging  # journald priorities under systemd (posd/logs.py)
+
+    setup_logging(level)
 
 
 def _load(path: str, *, check_files: bool = False):

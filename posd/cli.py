@@ -86,6 +86,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"posd scan: cannot write to {link}: {exc.strerror} (is posd running?)", file=sys.stderr)
         return 1
+    ending = url.params.get("suffix", "CR").upper()
+    print(f"typed {args.code}{'' if ending == 'NONE' else ' + ' + ending} into scanner {ptys[0][0]} ({link})")
     return 0
 
 
@@ -150,6 +152,43 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 1 if any(f.access == "denied" for f in found) else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything store IT would, say what is wrong in the lane's language; 1 when anything failed."""
+    from posd.doctor import render_json, render_table, run
+
+    ctx, findings = run(Path(args.config), user=args.user, locale=args.lang, unit=args.unit,
+                        central=not args.no_central)
+    print(render_json(ctx, findings) if args.json else render_table(ctx, findings))
+    return 1 if any(f.result == "fail" for f in findings) else 0
+
+
+def cmd_ledger_backup(args: argparse.Namespace) -> int:
+    """Copy ledger.db while posd runs (SQLite's online backup API), checked, then renamed into place."""
+    from datetime import datetime
+
+    from posd.storage.db import StorageError
+    from posd.storage.inspect import backup_ledger
+
+    config = _load(args.config)
+    source = config.storage_dir / "ledger.db"
+    dest = Path(args.dest)
+    if dest.is_dir():
+        dest = dest / f"ledger-{config.lane.store_id}-{config.lane.lane_id}-{datetime.now():%Y%m%d-%H%M%S}.db"
+    if dest.resolve() == source.resolve():
+        print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
+        return 2
+    try:
+        done = backup_ledger(source, dest)
+    except FileNotFoundError:
+        print(f"posd ledger backup: {source} does not exist (has posd run here?)", file=sys.stderr)
+        return 1
+    except (OSError, StorageError) as exc:
+        print(f"posd ledger backup: {source} -> {dest}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 1
+    print(f"{done.path}: {done.size} bytes, events up to seq {done.last_seq}, integrity ok")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
@@ -194,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--dev", default="/dev", help=argparse.SUPPRESS)
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(func=cmd_devices)
+
+    doctor = sub.add_parser("doctor", help="check config, files, storage, devices, central, sync and the running "
+                                           "daemon; say what is wrong (exit 1)")
+    doctor.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    doctor.add_argument("--user", default="posd", help="the user whose access to files and devices is checked")
+    doctor.add_argument("--lang", choices=("pl", "fa", "en"), help="language (default: the lane's)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output for fleet tools")
+    doctor.add_argument("--unit", help="score this unit file instead of the installed posd.service")
+    doctor.add_argument("--no-central", action="store_true", help="do not contact central")
+    doctor.set_defaults(func=cmd_doctor)
+
+    ledger = sub.add_parser("ledger", help="work with ledger.db")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    backup = ledger_sub.add_parser("backup", help="copy ledger.db while posd runs (SQLite online backup)")
+    backup.add_argument("dest", help="the copy's file name, or a folder for a dated name")
+    backup.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    backup.set_defaults(func=cmd_ledger_backup)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")

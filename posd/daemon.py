@@ -24,7 +24,7 @@ import uvicorn
 
 from posd import __version__
 from posd.api.app import create_app, create_status_app
-from posd.config import Config, resolve
+from posd.config import Config, ConfigError, resolve
 from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
@@ -217,7 +217,11 @@ class Daemon:
         sys.setswitchinterval(0.001)
         loop = asyncio.get_running_loop()
         notifier = Notifier()
-        self.open()
+        try:
+            self.open()
+        except OSError as exc:  # the storage folder or the token file is not usable: store IT must act
+            raise ConfigError(f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}",
+                              key="storage.dir") from exc
         self.bus.bind(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

@@ -167,3 +167,14 @@ def test_run_with_a_missing_secret_file_exits_2_with_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "central.store_secret_file" in proc.stderr and "and 1 more" in proc.stderr
     assert not (tmp_path / "state").exists()  # nothing was created before giving up
+
+
+def test_run_with_a_storage_folder_it_cannot_use_exits_2_with_one_line(tmp_path):
+    cfg = tmp_path / "posd.toml"
+    (tmp_path / "disk").write_text("a file where a folder should be")
+    cfg.write_text(GOOD + '\n[storage]\ndir = "disk/state"\n')  # found only when posd creates it
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "disk/state" in proc.stderr and "Not a directory" in proc.stderr

@@ -146,8 +146,12 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
                 break
         out = "".join(lines)
         assert "posd scan 2900000000018" in out and "/v1/transactions" in out
-        subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
-                       check=True, timeout=10)
+        # in the order that works: the stream open before the scan; the status page's address given
+        assert out.index("/v1/events") < out.index("posd scan") < out.index("/v1/transactions")
+        assert f"status page:    http://127.0.0.1:{api}/" in out
+        scan = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                              check=True, timeout=10, capture_output=True, text=True)
+        assert scan.stdout.strip() == f"typed 2900000000018 + CR into scanner scanner0 ({tmp_path / 'var' / 'scanner0'})"
         token = (tmp_path / "var" / "api.token").read_text().strip()
         resp = requests.post(f"http://127.0.0.1:{api}/v1/transactions", timeout=10,
                              headers={"Authorization": f"Bearer {token}"},

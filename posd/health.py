@@ -29,7 +29,6 @@ from posd import __version__
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
-STALE_S = 24 * 3600.0  # members older than this: the cache is out of date (posd.lane.members.STALE_AFTER)
 PAPER = {"paper_out": "out", "paper_near_end": "near_end"}
 
 

@@ -19,7 +19,6 @@ import pytest
 
 from tests.support.central_fixture import demo_seed, running_central
 from tests.support.lane import free_port, lane_config
-from tests.support.printer_emulator import PrinterEmulator
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "posd.service"
@@ -29,12 +28,6 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 @pytest.fixture
 def central_seed():
     return demo_seed()
-
-
-@pytest.fixture
-def printer():
-    with PrinterEmulator(idle_timeout=3.0) as emulator:
-        yield emulator
 
 
 def doctor(cfg: Path, *args: str, user: str = ME) -> tuple[int, dict]:
@@ -77,7 +70,7 @@ def test_a_healthy_lane_passes_with_every_area_checked(tmp_path, central, printe
     daemon = one(report, "daemon.running")
     assert daemon["details"]["version"] and daemon["details"]["uptime_s"] > 0
     assert one(report, "unit.security")["details"]["score"] <= 1.5
-    assert one(report, "central.clock")["details"]["skew"] == 0
+    assert abs(one(report, "central.clock")["details"]["skew"]) <= 1  # Date has whole seconds
 
 
 def test_a_missing_secret_file_is_named(tmp_path):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.central_fixture import demo_seed
+from tests.support.lane import sale_body
 
-ANNA = "2900000000018"
 
 
 @pytest.fixture
@@ -28,10 +28,6 @@ def central_seed():
     return demo_seed()
 
 
-def sale(tid: str) -> dict:
-    return {"transaction_id": tid, "member": ANNA, "occurred_at": "2026-11-17T10:15:00+01:00", "currency": "PLN",
-            "total": 5000, "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1,
-                                      "unit_price": 5000}]}
 
 
 def backup(config: Path, dest: Path) -> subprocess.CompletedProcess[str]:
@@ -43,7 +39,7 @@ def test_backup_while_selling_then_restore_after_the_disk_died(tmp_path, central
     lane = start_lane(tmp_path / "lane")
     central.inject("push", "503", count=1_000_000)  # central refuses batches: sales stay on the lane only
     for n in range(20):
-        assert lane.post("/v1/transactions", sale(f"T-{n:03d}")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code == 200
     stop = threading.Event()
     sold: list[str] = []
     refused: list[int] = []
@@ -51,7 +47,7 @@ def test_backup_while_selling_then_restore_after_the_disk_died(tmp_path, central
     def keep_selling() -> None:
         n = 100
         while not stop.is_set() and n < 400:  # bounded
-            status = lane.post("/v1/transactions", sale(f"T-{n:03d}")).status_code
+            status = lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code
             (sold.append(f"T-{n:03d}") if status == 200 else refused.append(status))
             n += 1
 
@@ -91,7 +87,7 @@ def test_backup_while_selling_then_restore_after_the_disk_died(tmp_path, central
     at_central = central.store.events("S001", "L01")
     assert [e["seq"] for e in at_central] == seqs and all(e["status"] == "accepted" for e in at_central)
     assert {e["transaction_id"] for e in at_central} == sales
-    replay = lane.post("/v1/transactions", sale("T-000"))
+    replay = lane.post("/v1/transactions", sale_body("T-000"))
     assert replay.headers.get("Idempotent-Replayed") == "true"  # the copy still answers retries
 
 

@@ -17,29 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from posd.logs import JournalFormatter, journal_stream, priority
 from tests.support.central_fixture import demo_seed
-from tests.support.lane import LaneProcess, free_port, lane_config
-from tests.support.printer_emulator import PrinterEmulator
-from tests.support.wait import wait_until
+from tests.support.lane import ANNA, LaneProcess, free_port, lane_config, sale_body
 
-ANNA = "2900000000018"
 ODD_NAME = 'front "A"\\1'  # a quote and a backslash: both must be escaped in /metrics
 
 
-def sale(tid: str, member: str | None = ANNA, total: int = 5000) -> dict:
-    return {"transaction_id": tid, "member": member, "occurred_at": "2026-11-17T10:15:00+01:00",
-            "currency": "PLN", "total": total,
-            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": total}]}
 
 
 @pytest.fixture
 def central_seed():
     return demo_seed()
-
-
-@pytest.fixture
-def printer():
-    with PrinterEmulator(idle_timeout=3.0) as emulator:
-        yield emulator
 
 
 def start(folder: Path, central, printer_url: str = "none", *, extra: str = "", env: dict | None = None,
@@ -74,9 +61,9 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
     lane = start(tmp_path / "lane", central, printer.url)
     try:
         lane.wait_for(lambda: lane.health()["cache"]["members"] > 0, what="members")
-        assert lane.post("/v1/transactions", sale("T-m1")).status_code == 200
-        assert lane.post("/v1/transactions", sale("T-m1")).status_code == 200  # a retry: replayed
-        assert lane.post("/v1/transactions", sale("T-m2", total=-5)).status_code == 422
+        assert lane.post("/v1/transactions", sale_body("T-m1")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-m1")).status_code == 200  # a retry: replayed
+        assert lane.post("/v1/transactions", sale_body("T-m2", total=-5)).status_code == 422
         redeem = {"redemption_id": "R-m1", "member": ANNA, "reward_id": "free-coffee"}
         assert lane.post("/v1/redemptions", redeem).status_code == 200
         lane.wait_drained()
@@ -114,15 +101,15 @@ def test_the_log_has_a_line_per_sale_sync_attempt_and_device_change_and_no_pii(t
     lane = start(tmp_path / "lane", central, printer.url)
     try:
         lane.wait_for(lambda: lane.health()["cache"]["members"] > 0, what="members")
-        assert lane.post("/v1/transactions", sale("T-l1")).status_code == 200
-        assert lane.post("/v1/transactions", sale("T-l2", member=None)).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-l1")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-l2", member=None)).status_code == 200
         lane.wait_drained()
         lane.wait_for(lambda: "print job T-l1 printed" in lane.log.read_text(), what="T-l1 printed")
         printer.state = "paper_out"
-        assert lane.post("/v1/transactions", sale("T-l3")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-l3")).status_code == 200
         lane.wait_for(lambda: "printer: error paper_out" in lane.log.read_text(), what="paper out logged")
         central.stop()
-        assert lane.post("/v1/transactions", sale("T-l4")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-l4")).status_code == 200
         lane.wait_for(lambda: re.search(r"push failed: central unreachable: \w+", lane.log.read_text()),
                       what="a failed push with its reason")
     finally:
@@ -213,7 +200,7 @@ def test_sd_notify_status_carries_the_lanes_state(tmp_path, central):
 
         assert status_with("ok: central online, 0 waiting")
         central.stop()
-        assert lane.post("/v1/transactions", sale("T-s1")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-s1")).status_code == 200
         line = status_with("degraded", "central unreachable")
         assert line and "1 waiting" in line, line
     finally:

@@ -17,11 +17,10 @@ import pytest
 
 from tests.support.browser import Chromium, available
 from tests.support.central_fixture import demo_seed
-from tests.support.printer_emulator import PrinterEmulator
+from tests.support.lane import sale_body
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs playwright and /usr/bin/chromium (scripts/bootstrap)")
 
-ANNA = "2900000000018"
 GREEN, AMBER, RED = "rgb(27, 127, 59)", "rgb(183, 121, 31)", "rgb(197, 48, 48)"
 SEEN_BY_A_PERSON = """() => {
   const cells = tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
@@ -64,12 +63,6 @@ def chromium():
     browser.close()
 
 
-@pytest.fixture
-def printer():
-    with PrinterEmulator(idle_timeout=3.0) as emulator:
-        yield emulator
-
-
 async def open_page(browser, url: str):
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     await page.goto(url)
@@ -95,10 +88,6 @@ def wait_for_page(chromium: Chromium, page, predicate, what: str, timeout: float
     raise AssertionError(f"the page never showed {what}; last seen: {seen}")
 
 
-def sale(tid: str) -> dict:
-    return {"transaction_id": tid, "member": ANNA, "occurred_at": "2026-11-17T10:15:00+01:00",
-            "currency": "PLN", "total": 5000,
-            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 5000}]}
 
 
 @pytest.mark.parametrize("locale", ["pl", "fa"])
@@ -113,7 +102,7 @@ def test_the_page_tells_the_truth_through_an_outage_and_paper_out(tmp_path: Path
         assert seen["direction"] == ("rtl" if locale == "fa" else "ltr")
         assert seen["rows"]["members"] == w["members"]
         assert seen["devices"]["printer"][1] == w["printer"] and seen["devices"]["printer"][3] == w["ready"]
-        assert lane.post("/v1/transactions", sale("T-b1")).status_code == 200
+        assert lane.post("/v1/transactions", sale_body("T-b1")).status_code == 200
         seen = wait_for_page(chromium, page, lambda s: s["devices"]["printer"][7] == w["paper_ok"]
                              and re.fullmatch(w["time"], s["rows"]["last_sale"]), "the sale and paper")
 
@@ -125,7 +114,7 @@ def test_the_page_tells_the_truth_through_an_outage_and_paper_out(tmp_path: Path
         assert re.fullmatch(w["time"], seen["rows"]["last_success"]), seen["rows"]
 
         printer.state = "paper_out"
-        assert lane.post("/v1/transactions", sale("T-b2")).status_code == 200  # offline, its slip held
+        assert lane.post("/v1/transactions", sale_body("T-b2")).status_code == 200  # offline, its slip held
         seen = wait_for_page(chromium, page, lambda s: s["status"] == "error", "red")
         assert (seen["badge"], seen["colour"]) == (w["error"], RED)
         name, kind, url, state, reason, since, last_error, paper = seen["devices"]["printer"]

@@ -131,6 +131,41 @@ def bench_scan(lane: LaneProcess, codes: list[str], rounds: int) -> dict[str, fl
     return summary(latencies) | {"lost": rounds - len(latencies)}
 
 
+def bench_token_scan(lane: LaneProcess, central_url: str, members: list[str], rounds: int) -> dict[str, object]:
+    """A phone QR token at the scanner -> member.identified: the card scan's path plus the Ed25519
+    check and the durable write that records the token (and its token_use event). Card scans in
+    the same run are its floor."""
+    stream = lane.sse()
+    fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
+    token_ms: list[float] = []
+    card_ms: list[float] = []
+    try:
+        for i in range(rounds):
+            member_id = members[i % len(members)]
+            token = requests.post(f"{central_url}/_admin/members/{member_id}/token", json={}, timeout=5).json()["token"]
+            for code, out in ((token, token_ms), (member_id, card_ms)):
+                sent = time.perf_counter()
+                os.write(fd, code.encode() + b"\r")
+                deadline = sent + 2.0
+                while time.perf_counter() < deadline:
+                    try:
+                        ev = stream.events.get(timeout=0.5)
+                    except Exception:
+                        continue
+                    if ev.get("event") in ("member.identified", "member.unknown", "member.token_rejected"):
+                        if ev.get("event") == "member.identified":
+                            out.append((time.perf_counter() - sent) * 1000)
+                        break
+            time.sleep(0.005)
+    finally:
+        os.close(fd)
+        stream.close()
+    token, card = summary(token_ms), summary(card_ms)
+    return {"qr_token": token | {"lost": rounds - len(token_ms)}, "floor_member_id": card,
+            "p50_ratio": round(token["p50_ms"] / card["p50_ms"], 2) if card["p50_ms"] else None,
+            "p99_ratio": round(token["p99_ms"] / card["p99_ms"], 2) if card["p99_ms"] else None}
+
+
 def sale(tid: str, member: str) -> dict:
     return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
             "currency": "PLN", "total": 4599,
@@ -205,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             members = [m["identifiers"][0] for m in seed["members"]]
             report["scan_to_member_identified"] = bench_scan(lane, members, args.scans) | {
                 "members_cached": lane.health()["cache"]["members"]}
+            report["token_scan_to_member_identified"] = bench_token_scan(
+                lane, central.url, [m["member_id"] for m in seed["members"] if m.get("status", "active") == "active"],
+                max(50, args.scans // 4))
             report["post_transaction"] = bench_post(lane, args.posts, args.clients)
         finally:
             lane.stop()

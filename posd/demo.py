@@ -116,6 +116,9 @@ Try this, in order, in other terminals:
      curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
   2. a member card at the scanner (member.identified appears on the stream):
      .venv/bin/posd scan {card} --config {cfg}
+     and the same member's phone QR (signed by central) and wallet pass (TOTP):
+     .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}
+     .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}
   3. a sale for that member (points, balance; the slip prints):
      curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
           -d '{body}' {api}/v1/transactions

@@ -20,7 +20,7 @@ from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError,
 from posd.faults import crash_point
 from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, raises, rule_error
-from posd.lane.members import Members
+from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
@@ -60,6 +60,7 @@ class _Sale:
 
     tx: TransactionInput
     member: CachedMember | None
+    ident: Identification | None  # how the member was identified; a token is accepted with the sale
     ctx: EarnContext
     accrual: Accrual
     program: Program
@@ -82,7 +83,8 @@ class Sales:
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "invalid_occurred_at")
+            "unsupported_currency", "invalid_occurred_at", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
@@ -93,24 +95,27 @@ class Sales:
         if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
-        member = self.members.identify_active(tx.member) if tx.member else None
+        ident = self.members.find_active(tx.member) if tx.member else None
+        member = ident.member if ident else None
         program = ctx.require_program()
         earn = self.earn_context(member, tx.occurred_at)
         try:
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
         except RuleError as exc:
             raise rule_error(exc) from exc
-        sale = _Sale(tx, member, earn, accrual, program, ctx.is_offline())
+        sale = _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
         recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
 
-    @raises("transaction_id_conflict")
+    @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
         tx, member, program = sale.tx, sale.member, sale.program
         earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash)
         if earlier:  # a concurrent retry won the race: answer what it answered
             return earlier
+        if sale.ident is not None:
+            self.members.accept(unit, sale.ident)  # a token named in the sale is used by it, or not at all
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         unit.store_program(program, iso(now))
         earn, accrual = sale.ctx, sale.accrual
@@ -125,7 +130,7 @@ class Sales:
         if member is not None:
             slip = self.slips.queue(unit, self.slips.compose(
                 tx.transaction_id, member, program, occurred_at=tx.occurred_at, earned=accrual.points,
-                balance=balance, trace=accrual.trace))
+                balance=balance, trace=accrual.trace), member.member_id)
         response = {
             "transaction_id": tx.transaction_id,
             "member_id": member.member_id if member else None,
@@ -185,7 +190,7 @@ class Sales:
             raise LaneError("unknown_transaction", "no sale with that transaction_id on this lane")
         member = None
         if sale.member_id:
-            member = ctx.cache.member_by_id(sale.member_id)
+            member = self.members.by_id(sale.member_id)
             if member is None:  # never record a reversal we could not write to the member's ledger
                 raise LaneError("member_unavailable",
                                 "the sale's member is not in this lane's cache yet; try again after sync")

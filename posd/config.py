@@ -202,8 +202,9 @@ class CentralConfig(_Section):
 
     @model_validator(mode="after")
     def _one_secret(self) -> CentralConfig:
-        if (self.store_secret is None) == (self.store_secret_file is None):
-            raise ValueError("set one of store_secret_file (a file, mode 0600) or store_secret (inline)")
+        # Neither is found with the files (referenced_file_problems): `config check` and `posd run` name it.
+        if self.store_secret is not None and self.store_secret_file is not None:
+            raise ValueError("set one of store_secret_file (a file, mode 0600) or store_secret (inline), not both")
         if self.client_key and not self.client_cert:
             raise ValueError("client_key needs client_cert")
         return self
@@ -381,6 +382,9 @@ def referenced_file_problems(config: Config, text: str = "") -> list[ConfigProbl
     def problem(key: str, message: str) -> None:
         problems.append(ConfigProblem(message, key, find_line(text, tuple(key.split("."))) if text else None))
 
+    if config.central.store_secret is None and config.central.store_secret_file is None:
+        problems.append(ConfigProblem("set store_secret_file (a file, mode 0600) or store_secret (inline)",
+                                      "central", find_line(text, ("central",)) if text else None))
     for key, what, path in referenced_files(config):
         if not path.exists():
             problem(key, f"{what} {path} does not exist")

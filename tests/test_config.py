@@ -118,10 +118,14 @@ def test_every_mistake_is_reported_at_once():
     assert "and 2 more" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_secret_must_be_given_once():
+def test_a_secret_must_be_given_once(tmp_path):
+    from posd.config import load
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('store_secret = "x"', ''))
     with pytest.raises(ConfigError) as err:
-        parse(GOOD.replace('store_secret = "x"', ''))
-    assert err.value.key == "central" and "store_secret_file" in str(err.value)
+        load(cfg, check_files=True)  # what `config check` and `posd run` do
+    assert (err.value.key, err.value.line) == ("central", 8) and "store_secret_file" in str(err.value)
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nstore_secret_file = "s"'))
     assert err.value.key == "central"

@@ -234,8 +234,7 @@ class LaneHealth:
 def status_line(health: dict[str, Any]) -> str:
     """systemd's STATUS=: the lane's state in one short line (``systemctl status posd``)."""
     sync = health["sync"]
-    central = "central online" if sync["online"] else "central unreachable"
-    parts = [health["status"], f"{central}, {sync['pending']} waiting"]
+    line = f"{health['status']}: central {'online' if sync['online'] else 'unreachable'}, {sync['pending']} waiting"
     if health["problems"]:
-        parts.append("; ".join(health["problems"][:3]))
-    return ": ".join(parts[:1]) + ": " + " - ".join(parts[1:])
+        line += " - " + "; ".join(health["problems"][:3])
+    return line

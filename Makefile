@@ -32,6 +32,7 @@ bench: setup
 	$(PY) -m bench.camera --out bench/camera.json
 	$(PY) -m bench.sync --out bench/sync-report.json
 	$(PY) -m bench.burn --out bench/burn-report.json
+	$(PY) -m bench.observe --out bench/observe.json
 
 # The Debian package: dist/posd_<version>_<arch>.deb (docs/install.md).
 deb:
@@ -50,5 +51,4 @@ test-install: deb
 	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/burn-report.json \
-		build/deb dist/
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/observe.json bench/burn-report.json build/deb dist/

@@ -117,17 +117,22 @@ def _print_try_this(config_path: Path, config, token_file: Path, seed: Path) -> 
     slips = Path(config.device_url(config.printer.url).partition("://")[2]).resolve()
     print(f"""
 posd demo is running (Ctrl-C stops it).
-  status:         {api}/v1/health
-  event stream:   curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
+  status page:    {api}/   (health as JSON: {api}/v1/health, metrics: {api}/metrics)
   central:        {config.central.url}/_admin/events?store={config.lane.store_id}&lane={config.lane.lane_id}
 
-Try this, in another terminal:
-  .venv/bin/posd scan {card} --config {cfg}        # a member card at the scanner
-  .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}   # the member's phone QR, signed by central
-  .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}    # the member's wallet pass (TOTP)
-  curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
-       -d '{body}' {api}/v1/transactions
-  ls {slips}                                     # the slip: .bin (ESC/POS bytes) and .txt
+Try this, in order, in other terminals:
+  1. the event stream, left open (the POS's view):
+     curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
+  2. a member card at the scanner (member.identified appears on the stream):
+     .venv/bin/posd scan {card} --config {cfg}
+     and the same member's phone QR (signed by central) and wallet pass (TOTP):
+     .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}
+     .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}
+  3. a sale for that member (points, balance; the slip prints):
+     curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
+          -d '{body}' {api}/v1/transactions
+  4. the slip:  ls {slips}        (.bin ESC/POS bytes, .txt, .png)
+  5. what store IT runs when something is off:  .venv/bin/posd doctor --config {cfg}
 Demo cards: {", ".join(m["identifiers"][0] + " (" + m["display_name"] + ")" for m in members)}
 """, flush=True)
 

@@ -55,8 +55,10 @@ def test_ready_after_api_listens_then_watchdog_then_clean_stop(tmp_path, central
             messages.append(sock.recv(256))
         # READY means the API answers now, not "soon"
         assert requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200
-        watchdog = [sock.recv(256) for _ in range(3)]
-        assert all(m == b"WATCHDOG=1" for m in watchdog)
+        # between the watchdog pings, STATUS= follows the lane's state (test_sd_status_follows_the_lane)
+        after = [sock.recv(256) for _ in range(6)]
+        assert [m for m in after if not m.startswith(b"STATUS=")].count(b"WATCHDOG=1") >= 3, after
+        assert all(m in (b"WATCHDOG=1",) or m.startswith(b"STATUS=") for m in after), after
         proc.terminate()
         assert proc.wait(15) == 0
         rest = []
@@ -149,8 +151,12 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     try:
         out = demo_output(proc, "Demo cards:", 60)
         assert "posd scan 2900000000018" in out and "/v1/transactions" in out
-        subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
-                       check=True, timeout=10)
+        # in the order that works: the stream open before the scan; the status page's address given
+        assert out.index("/v1/events") < out.index("posd scan") < out.index("/v1/transactions")
+        assert f"status page:    http://127.0.0.1:{api}/" in out
+        scan = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                              check=True, timeout=10, capture_output=True, text=True)
+        assert scan.stdout.strip() == f"typed 2900000000018 + CR into scanner scanner0 ({tmp_path / 'var' / 'scanner0'})"
         token = (tmp_path / "var" / "api.token").read_text().strip()
         resp = requests.post(f"http://127.0.0.1:{api}/v1/transactions", timeout=10,
                              headers={"Authorization": f"Bearer {token}"},

@@ -49,6 +49,7 @@ from posd.api.models import (
     VoucherUseIn,
     VoucherValidateIn,
 )
+from posd.api.observe import ApiObserver, RequestTimer, refused, told
 from posd.api.security import LocalGuard, allowed_hosts
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
@@ -118,9 +119,25 @@ def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=STATUS[code])
 
 
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
+
+
+async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any) -> JSONResponse:
+    """Await a sale, return or redemption; count and log what became of it."""
+    try:
+        recorded = await call
+    except CodedError as exc:
+        refused(observer, kind, key, exc.code)
+        raise
+    told(observer, kind, key, recorded)
+    return _answer(recorded)
+
+
 def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
-               metrics: Callable[[], str] | None = None) -> FastAPI:
+               metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
+    """The local API. ``metrics`` renders /metrics; ``observer`` is told each request's time and
+    each sale's, return's and redemption's outcome (posd.metrics.LaneMetrics)."""
     app = FastAPI(title="posd local API", version=__version__,
                   description="The lane's loyalty daemon: identify members, record sales, stream events.",
                   docs_url=None, redoc_url=None)
@@ -164,13 +181,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     slips: Slips = lane.slips if lane else None  # type: ignore[assignment]
     enrolments: Enrolments = lane.enrolments if lane else None  # type: ignore[assignment]
 
-    @app.get("/", tags=["status"], response_class=HTMLResponse)
-    def status_page() -> HTMLResponse:
-        return HTMLResponse(render_status(health(), lane.locale if lane else "en"))
-
-    @app.get("/v1/health", tags=["status"], response_model=HealthOut)
-    def get_health() -> dict[str, Any]:
-        return health()
+    _status_routes(app, health)
 
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
@@ -191,7 +202,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))
     async def post_transaction(body: TransactionIn) -> JSONResponse:
-        return _answer(await sales.record_sale(_sale(body)))
+        return await _outcome(observer, "sale", body.transaction_id, sales.record_sale(_sale(body)))
 
     @app.post("/v1/quotes", dependencies=auth, response_model=QuoteOut, tags=["transactions"])
     @declares(*codes_of(Quotes.quote))
@@ -209,7 +220,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
             lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
             request_hash=request_hash({"transaction_id": transaction_id, **body.model_dump(mode="json")}),
         )
-        return _answer(await sales.record_return(ret))
+        return await _outcome(observer, "return", body.return_id, sales.record_return(ret))
 
     @app.post("/v1/redemptions", dependencies=auth, response_model=RedemptionOut, tags=["rewards"])
     @declares(*codes_of(Rewards.redeem))
@@ -217,7 +228,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         req = RedemptionInput(redemption_id=body.redemption_id, member=body.member, reward_id=body.reward_id,
                               points=body.points, transaction_id=body.transaction_id,
                               request_hash=request_hash(body.model_dump(mode="json")))
-        return _answer(await rewards.redeem(req))
+        return await _outcome(observer, "redemption", body.redemption_id, rewards.redeem(req))
 
     @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.validate))
@@ -262,7 +273,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     if metrics is not None:
         @app.get("/metrics", tags=["status"], response_class=Response)
         def get_metrics() -> Response:
-            return Response(metrics(), media_type="text/plain; version=0.0.4")
+            return Response(metrics(), media_type=METRICS_TYPE)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -271,6 +282,34 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
+    if observer is not None:
+        app.add_middleware(RequestTimer, observer=observer)
+    return app
+
+
+def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:
+    """The status page and health: no token, no PII; on the API and on the status listener."""
+
+    @app.get("/", tags=["status"], response_class=HTMLResponse)
+    def status_page() -> HTMLResponse:
+        return HTMLResponse(render_status(health()), headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/health", tags=["status"], response_model=HealthOut)
+    def get_health() -> dict[str, Any]:
+        return health()
+
+
+def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
+    """The read-only listener for the store network (``[status] listen``): the page and health, nothing
+    else. No API route exists here, so none can be reached, whatever the token or the Host."""
+    app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    _status_routes(app, health)
     return app
 
 

@@ -388,12 +388,21 @@ class QuoteOut(BaseModel):
 
 # -- health ---------------------------------------------------------------------------
 
+class DeviceError(BaseModel):
+    reason: str
+    at: str = Field(description="UTC")
+
+
 class DeviceOut(BaseModel):
     name: str
     kind: str
     url: str = Field(description="credentials redacted")
     state: Literal["closed", "idle", "busy", "error"]
     reason: str | None
+    since: str | None = Field(default=None, description="when the device entered this state, UTC")
+    last_error: DeviceError | None = Field(default=None, description="the device's latest error, even if it recovered")
+    paper: Literal["ok", "near_end", "out"] | None = Field(
+        default=None, description="a printer's paper as its last status (DLE EOT) said; null when unknown")
 
 
 class WorkerStatus(BaseModel):
@@ -425,6 +434,7 @@ class SyncHealth(RelayStatus):
     quarantined: int
     last_acked_seq: int
     online: bool
+    last_sync_at: str | None = Field(default=None, description="the last successful push or pull, UTC")
     pull: PullStatus
 
 
@@ -437,16 +447,44 @@ class CacheHealth(BaseModel):
     rebuilt: bool = Field(description="cache.db was corrupt and is being rebuilt from central")
 
 
+class Issue(BaseModel):
+    """One finding behind the status, with a stable code the status page translates."""
+
+    code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
+                  "central_unreachable", "central_auth_failed", "identity_conflict", "quarantined", "sync_backlog",
+                  "cache_stale", "disk_low"]
+    severity: Literal["error", "warning"] = Field(
+        description="error: sales cannot be recorded or slips cannot print; warning: the lane works, look soon")
+    subject: str | None = Field(description="the device it is about")
+    reason: str | None = Field(description="the device's reason (paper_out, offline, ...)")
+    detail: str | None = Field(description="technical detail, English")
+    values: dict[str, Any] = Field(description="figures the message uses (count, age_s, free_mb, ...)")
+
+
+class StorageHealth(BaseModel):
+    free_mb: int | None = Field(description="free space on the storage file system")
+    min_free_mb: int = Field(description="storage.min_free_mb: below it, a disk_low warning")
+    ledger_mb: float | None
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded", "error"]
-    problems: list[str]
+    status: Literal["ok", "degraded", "error"] = Field(
+        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable, a "
+                    "device in error or another warning; ok otherwise")
+    problems: list[str] = Field(description="the issues in English")
+    issues: list[Issue] = []
     version: str
     store_id: str
     lane_id: str
+    locale: str | None = None
+    timezone: str | None = None
+    started_at: str | None = None
     uptime_s: float
+    last_sale_at: str | None = Field(default=None, description="when the latest sale was recorded, UTC")
     devices: list[DeviceOut]
     sync: SyncHealth
     cache: CacheHealth
+    storage: StorageHealth | None = None
 
 
 # -- the event stream (GET /v1/events): `event:` is the type, `data:` one of these as JSON ---------

@@ -82,6 +82,11 @@ def sale(conn: sqlite3.Connection, transaction_id: str) -> SaleRecord | None:
     )
 
 
+def last_sale_at(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
 def birthday_awarded(conn: sqlite3.Connection, member_id: str, year: int) -> bool:
     """Has this member had this (store-local) year's birthday bonus on this lane?"""
     return conn.execute("SELECT 1 FROM birthday_awards WHERE member_id = ? AND year = ?",

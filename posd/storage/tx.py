@@ -63,6 +63,10 @@ class LedgerView:
     def program_body(self, version: str) -> dict[str, Any] | None:
         return meta.program_body(self._conn, version)
 
+    def last_sale_at(self) -> str | None:
+        """When the latest sale was recorded (UTC ISO), for health; None before the first."""
+        return records.last_sale_at(self._conn)
+
     def meta(self, key: str) -> str | None:
         return meta.read(self._conn, key)
 
@@ -110,6 +114,10 @@ class LedgerView:
 
     def event_id_at(self, seq: int) -> str | None:
         return outbox.event_id_at(self._conn, seq)
+
+    def queued_print_jobs(self) -> list[PrintJob]:
+        """Jobs waiting for the printer, oldest first."""
+        return print_queue.queued(self._conn)
 
 
 class LedgerTx(LedgerView):

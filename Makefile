@@ -10,7 +10,7 @@ setup:
 	@scripts/bootstrap
 
 run: setup
-	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json
+	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json --second-lane config/demo-lane2.toml
 
 test: setup
 	$(PY) -m pytest
@@ -33,6 +33,8 @@ bench: setup
 	$(PY) -m bench.sync --out bench/sync-report.json
 	$(PY) -m bench.central --out bench/central.json
 	$(PY) -m bench.fleet --out bench/fleet.json --central-report bench/central.json
+	$(PY) -m bench.burn --out bench/burn-report.json
+	$(PY) -m bench.observe --out bench/observe.json
 
 # The Debian package: dist/posd_<version>_<arch>.deb (docs/install.md).
 deb:
@@ -51,4 +53,4 @@ test-install: deb
 	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/central.json bench/fleet.json build/deb dist/
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/central.json bench/fleet.json bench/observe.json bench/burn-report.json build/deb dist/

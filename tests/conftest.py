@@ -15,8 +15,8 @@ The shared fixtures: the reference central (``central``, its seed
 ``central_seed`` that a module may override, its database ``central_db``,
 ``client``), a throwaway PostgreSQL cluster for the session
 (``postgres_cluster``) and fresh databases on either engine
-(``make_central_db``), lanes in child processes (``start_lane``), and pty
-helpers (``pty_pair``).
+(``make_central_db``), lanes in child processes (``start_lane``), a TCP printer
+(``printer``), and pty helpers (``pty_pair``).
 
 A module whose tests must hold on both of central's engines sets
 ``CENTRAL_ENGINES = ENGINES`` (tests/test_central.py does).
@@ -40,6 +40,7 @@ from tests.support import loop_guard
 from tests.support.central_fixture import default_seed, make_client, running_central
 from tests.support.lane import LaneProcess, launch_lane
 from tests.support.postgres import PostgresCluster
+from tests.support.printer_emulator import PrinterEmulator
 
 ENGINES = ("sqlite", "postgresql")  # central's two store engines
 
@@ -177,6 +178,14 @@ def start_lane(central: CentralServer) -> Iterator[Callable[..., LaneProcess]]:
     yield start
     for lane in started:
         lane.stop()
+
+
+@pytest.fixture
+def printer() -> Iterator[PrinterEmulator]:
+    """A network receipt printer on 127.0.0.1 (tests/support/printer_emulator.py), closed after the test;
+    ``printer.url`` is its tcp:// URL, ``printer.state`` what it answers to DLE EOT."""
+    with PrinterEmulator(idle_timeout=3.0) as emulator:
+        yield emulator
 
 
 # --- pseudo-terminals -----------------------------------------------------------------------------

@@ -46,6 +46,9 @@ class Ledger:
         self._readers = ThreadReaders(path, durable=True)
         self._subscribers: dict[str, list[Callable[[], None]]] = {topic: [] for topic in TOPICS}
         self._programs: set[str] = set()  # program versions known to be stored
+        # Why the last write failed in SQLite itself (disk full, I/O error), None once one succeeds:
+        # health turns red on it, since sales cannot be recorded.
+        self.write_failure: str | None = None
         existed = path.exists()
         try:
             self._conn = connect(path, durable=True)
@@ -96,10 +99,14 @@ class Ledger:
         try:
             result = fn(tx)
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                self.write_failure = str(exc)
             raise
+        if self.write_failure is not None:
+            self.write_failure = None
         self._programs |= tx.programs
         self._announce(tx.happened)
         return result

@@ -51,12 +51,15 @@ from posd.sync.protocol import (
     HEADER_LANE,
     HEADER_STORE,
     LANE_ID_RE,
+    MAX_AUTHORISATION_BYTES,
     MAX_BATCH_BYTES,
     MAX_MEMBER_PAGE,
     BatchError,
+    RequestRejected,
     SignatureError,
     decode_batch,
     etag_matches,
+    parse_authorisation,
     verify_request,
 )
 
@@ -64,9 +67,11 @@ log = logging.getLogger("posd.sync.central")
 
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
 MAX_CURSOR = 2**63 - 1
+RESERVATION_TTL_S = 900.0  # an approved burn the lane never confirms frees its points after this
 DISCARD_LIMIT = 16 * 2**20  # a body over the limit but under this is read away before the 413
 # what create_app() reads in a worker process
 ENV_DB, ENV_POOL, ENV_ADMISSION = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL", "POSD_CENTRAL_ADMISSION"
+ENV_RESERVATION_TTL = "POSD_CENTRAL_RESERVATION_TTL"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -92,7 +97,11 @@ class CentralApp:
     """The ASGI app over one store. ``stop_waiting()`` ends fault delays at shutdown."""
 
     def __init__(self, store: CentralStore, *, clock: Callable[[], float], threads: int = 8,
-                 on_started: Callable[[], None] | None = None, admission: Admission | None = None) -> None:
+                 on_started: Callable[[], None] | None = None, admission: Admission | None = None,
+                 reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
+        if not reservation_ttl_s > 0:
+            raise ValueError("the reservation time to live must be more than 0 seconds")
+        self.reservation_ttl_s = float(reservation_ttl_s)
         self.store = store
         self.admission = admission  # central-paced admission of pushes (admission.py), None: admit all
         self.clock = clock
@@ -168,8 +177,9 @@ def create_app() -> CentralApp:
         raise RuntimeError(f"{ENV_DB} is not set")
     pool = int(os.environ.get(ENV_POOL, "8"))
     rate = float(os.environ.get(ENV_ADMISSION, "0"))
+    ttl = float(os.environ.get(ENV_RESERVATION_TTL, str(RESERVATION_TTL_S)))
     return CentralApp(open_store(db, clock=time.time, pool_size=pool), clock=time.time, threads=pool,
-                      admission=Admission(rate) if rate > 0 else None)
+                      admission=Admission(rate) if rate > 0 else None, reservation_ttl_s=ttl)
 
 
 class _Request:
@@ -208,12 +218,15 @@ class _Request:
     def _route(self) -> tuple[Callable[..., Awaitable[None]], tuple[str, ...]]:
         table = [
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
+            ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
             ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
             ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
             ("GET", r"/v1/program", self._program),
             ("POST", r"/_admin/faults", self._admin_faults),
             ("GET", r"/_admin/events", self._admin_events),
             ("GET", r"/_admin/members/([^/]+)", self._admin_member),
+            ("GET", r"/_admin/reservations", self._admin_reservations),
             ("POST", r"/_admin/members/([^/]+)/token", self._admin_member_token),
             ("POST", r"/_admin/members/([^/]+)/wallet-pass", self._admin_wallet_pass),
             ("GET", r"/_admin/member-token-keys", self._admin_token_keys),
@@ -234,14 +247,21 @@ class _Request:
 
     # --- protocol routes ---------------------------------------------------------------------
 
+    async def _begin(self, route: str, limit: int, store_in_url: str | None, lane_in_url: str | None = None,
+                     *, lane: str | None = None) -> tuple[bytes, str | None]:
+        """What every protocol route does first: count it, read the body, act out a queued fault,
+        check the signature (and the lane id in the URL, ``lane``); (body, the fault to finish)."""
+        self.app.counts[route] += 1
+        body = await self._body(limit)
+        fault = await self._fault(route)
+        await self._authenticate(body, store_in_url, lane_in_url)
+        if lane is not None and not LANE_ID_RE.match(lane):
+            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        return body, fault
+
     async def _push(self, store_id: str, lane_id: str) -> None:
         app = self.app
-        app.counts["push"] += 1
-        body = await self._body(MAX_BODY)
-        fault = await self._fault("push")
-        await self._authenticate(body, store_id, lane_id)
-        if not LANE_ID_RE.match(lane_id):
-            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        body, fault = await self._begin("push", MAX_BODY, store_id, lane_id, lane=lane_id)
         if (self.header("Content-Encoding") or "").strip().lower() != "gzip":
             raise HttpError(415, "unsupported_encoding", "push bodies must be Content-Encoding: gzip")
         try:
@@ -259,15 +279,34 @@ class _Request:
             raise _Drop()
         await self._json(200, {"batch_id": batch_id, "results": results})
 
+    async def _authorise(self, store_id: str, lane_id: str) -> None:
+        """A burn asked for in real time: check and reserve in one transaction, answer approved or declined."""
+        app = self.app
+        body, fault = await self._begin("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id, lane=lane_id)
+        try:
+            request = parse_authorisation(body)
+        except RequestRejected as err:
+            raise HttpError(err.status, err.code, str(err)) from err
+        answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+        if fault == "applied_then_lost":
+            raise _Drop()
+        await self._json(200, answer)
+
+    async def _voucher(self, store_id: str, code: str) -> None:
+        """A lane asking about a code it does not know, or whether a use is still free."""
+        app = self.app
+        _, fault = await self._begin("vouchers", 0, store_id)
+        found = await app.call(app.store.voucher, store_id, code, self._one("member_id", "") or None)
+        if found is None:
+            raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
+        if fault == "applied_then_lost":
+            raise _Drop()
+        await self._json(200, found)
+
     async def _lane(self, store_id: str, lane_id: str) -> None:
         """Where central's history of a lane ends, so a starting lane can tell whether it is its own."""
         app = self.app
-        app.counts["lane"] += 1
-        body = await self._body(0)
-        fault = await self._fault("lane")
-        await self._authenticate(body, store_id, None)
-        if not LANE_ID_RE.match(lane_id):
-            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        _, fault = await self._begin("lane", 0, store_id, lane=lane_id)
         last_seq, last_event_id = await app.call(app.store.lane_head, store_id, lane_id)
         if fault == "applied_then_lost":
             raise _Drop()
@@ -276,10 +315,7 @@ class _Request:
 
     async def _members(self, store_id: str) -> None:
         app = self.app
-        app.counts["members"] += 1
-        body = await self._body(0)
-        fault = await self._fault("members")
-        await self._authenticate(body, store_id, None)
+        _, fault = await self._begin("members", 0, store_id)
         cursor_text = self._one("cursor", "")
         limit_text = self._one("limit", str(MAX_MEMBER_PAGE))
         if not re.fullmatch(r"[0-9]{0,19}", cursor_text) or int(cursor_text or 0) > MAX_CURSOR:
@@ -295,10 +331,7 @@ class _Request:
 
     async def _program(self) -> None:
         app = self.app
-        app.counts["program"] += 1
-        body = await self._body(0)
-        fault = await self._fault("program")
-        await self._authenticate(body, None, None)
+        _, fault = await self._begin("program", 0, None)
         program, etag = await app.call(app.store.program)
         if program is None or etag is None:
             raise HttpError(404, "no_program", "central has no program yet")
@@ -389,6 +422,12 @@ class _Request:
         if member is None:
             raise HttpError(404, "unknown_member", "no such member")
         await self._json(200, member)
+
+    async def _admin_reservations(self) -> None:
+        self._admin_guard()
+        member_id = self._one("member", "")
+        reservations = await self.app.call(self.app.store.reservations, member_id)
+        await self._json(200, {"member_id": member_id, "reservations": reservations})
 
     async def _admin_member_token(self, member_id: str) -> None:
         """A fresh QR token for the member, as central's app backend would hand the member's phone."""

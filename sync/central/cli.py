@@ -17,7 +17,7 @@ import time
 
 from posd.sync.central.app import is_loopback
 from posd.sync.central.seed import load_seed
-from posd.sync.central.server import serve
+from posd.sync.central.server import RESERVATION_TTL_S, serve
 from posd.sync.central.store import is_postgres, open_store
 
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key for --tls-cert, if not in the same file")
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    parser.add_argument("--reservation-ttl", type=float, default=RESERVATION_TTL_S, metavar="SECONDS",
+                        help="how long an approved burn's reservation waits for the lane's event "
+                             f"before its points are free again (default {RESERVATION_TTL_S:.0f})")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -81,6 +84,8 @@ def main(argv: list[str]) -> int:
             raise ValueError("--workers and --pool-size must be at least 1")
         if not math.isfinite(args.admission) or args.admission < 0:
             raise ValueError("--admission must be events per second, 0 to admit every push")
+        if not math.isfinite(args.reservation_ttl) or not args.reservation_ttl > 0:
+            raise ValueError("the reservation time to live must be more than 0 seconds")
         if args.workers > 1 and not is_postgres(args.db):
             raise ValueError("--workers above 1 needs a PostgreSQL --db (a SQLite file has one writer)")
         seed = load_seed(args.seed) if args.seed else None
@@ -101,7 +106,7 @@ def main(argv: list[str]) -> int:
     try:
         serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
               tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
-              admission=args.admission)
+              admission=args.admission, reservation_ttl_s=args.reservation_ttl)
     except OSError as exc:
         print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1

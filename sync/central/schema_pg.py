@@ -71,7 +71,22 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS token_uses (
         token_id text PRIMARY KEY, lane_key text NOT NULL, source text NOT NULL, member_id text NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS voucher_uses (
-        code text NOT NULL, member_key text NOT NULL, source text NOT NULL, PRIMARY KEY (code, member_key))""",
+        code text NOT NULL, member_key text NOT NULL, source text NOT NULL,
+        state text NOT NULL DEFAULT 'used', reservation_id text, expires_ts double precision,
+        PRIMARY KEY (code, member_key))""",
+    "CREATE INDEX IF NOT EXISTS voucher_holds_due ON voucher_uses (expires_ts) WHERE state = 'held'",
+    """CREATE TABLE IF NOT EXISTS reservations (
+        reservation_id text PRIMARY KEY, store_id text NOT NULL, lane_id text NOT NULL,
+        authorisation_id text NOT NULL, request_hash text NOT NULL, kind text NOT NULL, member_id text,
+        points text NOT NULL, reward_id text, voucher_code text, voucher_key text,
+        occurred_at text NOT NULL, created_ts double precision NOT NULL, expires_ts double precision,
+        state text NOT NULL, UNIQUE (store_id, lane_id, authorisation_id))""",
+    "CREATE INDEX IF NOT EXISTS reservations_member ON reservations (member_id, state)",
+    "CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_ts) WHERE state = 'open'",
+    """CREATE TABLE IF NOT EXISTS vouchers (
+        code text PRIMARY KEY, member_id text, body text NOT NULL, expires_ts double precision,
+        registered_by text NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS vouchers_member ON vouchers (member_id)",
     """CREATE TABLE IF NOT EXISTS central_outbox (
         id uuid PRIMARY KEY, aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL,
         type varchar(255) NOT NULL, payload jsonb NOT NULL,

@@ -33,7 +33,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from posd.sync.central.admission import Admission
-from posd.sync.central.app import ENV_ADMISSION, ENV_DB, ENV_POOL, CentralApp, is_loopback
+from posd.sync.central.app import (
+    ENV_ADMISSION,
+    ENV_DB,
+    ENV_POOL,
+    ENV_RESERVATION_TTL,
+    RESERVATION_TTL_S,
+    CentralApp,
+    is_loopback,
+)
 from posd.sync.central.faults import FaultPlan
 from posd.sync.central.store import CentralStore, open_store
 
@@ -41,7 +49,7 @@ log = logging.getLogger("posd.sync.central")
 
 GRACE_S = 1.0  # in-flight requests get this long at stop (fault delays end at once)
 
-__all__ = ["CentralProtocol", "CentralServer", "is_loopback", "serve"]
+__all__ = ["RESERVATION_TTL_S", "CentralProtocol", "CentralServer", "is_loopback", "serve"]
 
 
 class CentralProtocol(HttpToolsProtocol):
@@ -97,8 +105,12 @@ class CentralServer:
         clock: Any = time.time,
         pool_size: int = 8,
         admission: float = 0.0,
+        reservation_ttl_s: float = RESERVATION_TTL_S,
     ) -> None:
-        """``admission``: central-paced admission at this many events/s (0: admit every push)."""
+        """``admission``: central-paced admission at this many events/s (0: admit every push);
+        ``reservation_ttl_s``: how long an approved burn waits for the lane's event."""
+        if not reservation_ttl_s > 0:
+            raise ValueError("the reservation time to live must be more than 0 seconds")
         if not allow_remote and not is_loopback(host):
             raise ValueError(f"refusing to listen on non-loopback address {host!r} without --allow-remote")
         self.host, self.port = host, port
@@ -117,7 +129,9 @@ class CentralServer:
         self._started = threading.Event()
         self.app = CentralApp(self.store, clock=lambda: self.clock(), threads=pool_size,
                               on_started=self._started.set,
-                              admission=Admission(admission) if admission > 0 else None)
+                              admission=Admission(admission) if admission > 0 else None,
+                              reservation_ttl_s=reservation_ttl_s)
+        self.reservation_ttl_s = self.app.reservation_ttl_s
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
@@ -180,18 +194,20 @@ class CentralServer:
         self.faults.add(route, fault, count, delay)
 
     def request_count(self, route: str | None = None) -> int:
-        """Requests seen on a route (push|members|program|lane), or on all of them."""
+        """Requests seen on a route (push|members|program|lane|authorise|vouchers), or on all of them."""
         counts = dict(self.app.counts)
         return sum(counts.values()) if route is None else counts.get(route, 0)
 
 
 def serve(db: str, host: str, port: int, *, workers: int, pool_size: int, log_level: str,
-          tls: dict[str, Any], started: Any, admission: float = 0.0) -> None:
+          tls: dict[str, Any], started: Any, admission: float = 0.0,
+          reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
     """Serve until SIGINT/SIGTERM: bind, then the app in this process or ``workers`` processes.
     ``started(url)`` is called once the socket listens. The store is already seeded.
     ``admission``: central's events/s for central-paced admission, shared out among the workers."""
     os.environ[ENV_DB], os.environ[ENV_POOL] = db, str(pool_size)
     os.environ[ENV_ADMISSION] = str(admission / workers)
+    os.environ[ENV_RESERVATION_TTL] = str(reservation_ttl_s)
     config = _config("posd.sync.central.app:create_app", host, port, factory=True, workers=workers,
                      log_level=log_level.lower(), **tls)
     sock = bind(host, port)

@@ -26,6 +26,7 @@ import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
+from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
@@ -198,7 +199,9 @@ class SqlStore:
                 return None
             marks = self._applied_seqs(conn, [member_id], store_id)
             aliases = _aliases(conn, [member_id])
-        return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id))
+            vouchers = burns.open_vouchers(conn, [member_id], self._clock())
+        return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id),
+                           vouchers.get(member_id, []))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
@@ -227,14 +230,68 @@ class SqlStore:
 
     def sweep_expired(self) -> int:
         """Bump the version of every member whose balance fell because lots expired
-        since the last sweep; the number of members bumped. Cheap when nothing
-        expired: one probe of the lots_to_sweep index, no write transaction."""
+        since the last sweep, and of every member whose voucher a reservation that
+        expired held; the number of members bumped. Cheap when nothing expired: one
+        probe of each partial index, no write transaction."""
         now = self._clock()
         with self._read() as conn:
-            if not conn.execute(DUE_LOT, (now,)).fetchone():
+            if not (conn.execute(DUE_LOT, (now,)).fetchone() or conn.execute(burns.DUE, (now,)).fetchone()):
                 return 0
         with self._write() as conn:
-            return self._sweep(conn, now) if self._sweep_guard(conn) else 0
+            if not self._sweep_guard(conn):
+                return 0
+            # Every member either step changes, locked at once in the one order, then the steps.
+            due = {r["member_id"] for r in conn.execute(
+                "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+                (now,)).fetchall()}
+            due |= {r["member_id"] for r in conn.execute(
+                "SELECT member_id FROM reservations WHERE state = 'open' AND expires_ts <= ? AND member_id IS NOT NULL",
+                (now,)).fetchall()}
+            self._lock_members(conn, sorted(due))
+            return self._sweep(conn, now) + self._release(conn, now)
+
+    def _release(self, conn: Any, now: float) -> int:
+        """Expire reservations past their time; members whose open vouchers changed get a new version."""
+        released = sorted(burns.release_expired(conn, now))
+        self._lock_members(conn, released)
+        changed = [m for m in (_load_member(conn, member_id) for member_id in released) if m is not None]
+        self._write_members(conn, changed)
+        return len(changed)
+
+    # --- burns: authorisations, reservations, vouchers ----------------------------------------
+
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
+        self.sweep_expired()  # reservations past their time free their points first
+        now = self._clock()
+        with self._write() as conn:
+            if request.get("member_id"):  # a provisional id a lane still uses names central's member
+                request = {**request, "member_id": resolve_alias(conn, request["member_id"])}
+            member_id, code = request.get("member_id"), request.get("voucher_code")
+            owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?", (code,)).fetchone() \
+                if code else None
+            owner_id = owner["member_id"] if owner else None
+            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
+            member = _load_member(conn, member_id) if member_id else None
+            answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s)
+            if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
+                changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
+                self._write_members(conn, [m for m in changed if m is not None])
+        return answer
+
+    def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
+        """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
+        coupons = {c.get("code"): c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
+                   if isinstance(c, dict)}
+        self.sweep_expired()
+        with self._read() as conn:
+            member_id = resolve_alias(conn, member_id) if member_id else None
+            return burns.lookup(conn, code, member_id, coupons.get(code), self._clock())
+
+    def reservations(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's reservations, newest first, with their state now (inspection and tests)."""
+        with self._read() as conn:
+            return burns.reservations_of(conn, member_id, self._clock())
 
     def _sweep(self, conn: Any, now: float) -> int:
         due = sorted(r["member_id"] for r in conn.execute(
@@ -265,8 +322,9 @@ class SqlStore:
             rows = rows[:limit]
             ids = [r["member_id"] for r in rows]
             marks, aliases = self._applied_seqs(conn, ids, store_id), _aliases(conn, ids)
-        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]))
-                   for r in rows]
+            vouchers = burns.open_vouchers(conn, ids, self._clock())
+        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]),
+                               vouchers.get(r["member_id"], [])) for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
 
@@ -360,7 +418,7 @@ class SqlStore:
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
-            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, f"{store_id}/{lane_id}",
+            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
                               holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
             touched = work.members_of([e for e in run if e["seq"] in inserted])
             self._lock_members(conn, touched)
@@ -464,7 +522,7 @@ class _BatchWork:
     """Members touched by one batch, changed in memory and written once at the end.
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
-    def __init__(self, conn: Any, program: dict[str, Any], now: float, lane_key: str, *,
+    def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
                  holder_sql: str, lock: Any) -> None:
         self.conn = conn
         self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
@@ -473,7 +531,8 @@ class _BatchWork:
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
         self.program = program
         self.now = now
-        self.lane_key = lane_key  # "store/lane", recorded as each lot's source
+        self.store_id, self.lane_id = store_id, lane_id
+        self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
@@ -495,14 +554,16 @@ class _BatchWork:
             self.members[member_id] = member
         if member["status"] == "deleted":
             return "member_deleted"
+        refused = None
         if event["type"] == "voucher_use":
-            refused = self._use_voucher(event, member_id, seq)
-            if refused:
-                return refused
-        if event["type"] == "token_use":
+            refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
+                                               self.now)
+        elif event["type"] == "redemption":
+            refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id)
+        elif event["type"] == "token_use":
             refused = self._use_token(event, member_id, seq)
-            if refused:
-                return refused
+        if refused:
+            return refused
         tier_currency = self.program.get("tier_currency")
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
@@ -526,23 +587,9 @@ class _BatchWork:
         self.marks[member_id] = seq
         return None
 
-    def _use_voucher(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
-        """One use per voucher (per member for campaign coupons), across every lane: a second use,
-        made on another lane while both were offline, is refused here and quarantined there.
-        The primary key decides, so two lanes racing on one code get one use."""
-        code = event.get("voucher_code")
-        if not isinstance(code, str) or not code:
-            return "malformed_event"
-        key = member_id if event.get("voucher_once_per") == "member" else ""
-        first = self.conn.execute(
-            "INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?) "
-            "ON CONFLICT (code, member_key) DO NOTHING RETURNING code", (code, key, f"{self.lane_key}/{seq}")
-        ).fetchone()
-        return None if first is not None else "voucher_used"
-
     def members_of(self, events: list[dict[str, Any]]) -> list[str]:
-        """Every member the events may change, sorted: the ids they name, those ids' members when
-        they are aliases, and the holders of a provisional enrolment's identifiers."""
+        """Every lock key the events need, sorted: the members they name, those ids' members when
+        they are aliases, the holders of a provisional enrolment's identifiers, the voucher codes."""
         named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
         ids = set(named) | set(_resolve_many(self.conn, sorted(named)).values())
         for event in events:
@@ -550,6 +597,8 @@ class _BatchWork:
                 holder = self._holder(event.get("identifiers"))
                 if holder is not None:
                     ids.add(holder)
+            if event.get("type") == "voucher_use" and isinstance(event.get("voucher_code"), str):
+                ids.add(voucher_lock(event["voucher_code"]))  # two lanes' uses of one code: one at a time
         self.locked = ids
         return sorted(ids)
 
@@ -651,6 +700,12 @@ def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None
     conn.executemany("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
                      [(str(uuid.uuid4()), agg_type, agg_id, type_, json.dumps(payload, ensure_ascii=False))
                       for agg_type, agg_id, type_, payload in rows])
+
+
+def voucher_lock(code: str | None) -> str | None:
+    """The lock key of a voucher code, taken beside member ids in their one order (a member whose id
+    happened to be the same would only be locked once more than needed)."""
+    return None if not code else f"voucher:{code}"
 
 
 def resolve_alias(conn: Any, member_id: str) -> str:

@@ -37,7 +37,7 @@ import pytest
 from posd.sync.central.server import CentralServer
 from posd.sync.lane.client import CentralClient
 from tests.support import loop_guard
-from tests.support.central_fixture import default_seed, make_client, running_central
+from tests.support.central_fixture import FakeClock, default_seed, make_client, running_central
 from tests.support.lane import LaneProcess, launch_lane
 from tests.support.postgres import PostgresCluster
 from tests.support.printer_emulator import PrinterEmulator
@@ -146,17 +146,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def central(tmp_path: Path, central_seed: dict[str, Any], central_db: str | Path) -> Iterator[CentralServer]:
+def clock() -> FakeClock:
+    """A clock the test moves by hand (``clock.advance(s)``), for a central and its clients."""
+    return FakeClock()
+
+
+def _on_fake_clock(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A module with ``CENTRAL_ON_FAKE_CLOCK = True`` runs central and its client on ``clock``."""
+    if not getattr(request.module, "CENTRAL_ON_FAKE_CLOCK", False):
+        return {}
+    return {"clock": request.getfixturevalue("clock")}
+
+
+@pytest.fixture
+def central(request: pytest.FixtureRequest, tmp_path: Path, central_seed: dict[str, Any],
+            central_db: str | Path) -> Iterator[CentralServer]:
     """The reference central on 127.0.0.1 over ``central_db``; stopped (every handler
-    thread joined) after the test."""
-    with running_central(tmp_path / "central", central_seed, db_path=central_db) as server:
+    thread joined) after the test. On the ``clock`` fixture, with burn reservations living
+    60 s, in a module that sets ``CENTRAL_ON_FAKE_CLOCK = True``."""
+    options = _on_fake_clock(request)
+    if options:
+        options["reservation_ttl_s"] = 60
+    with running_central(tmp_path / "central", central_seed, db_path=central_db, **options) as server:
         yield server
 
 
 @pytest.fixture
-def client(central: CentralServer) -> Iterator[CentralClient]:
-    """A lane's client (store S001, lane L01) for ``central``."""
-    with make_client(central) as c:
+def client(request: pytest.FixtureRequest, central: CentralServer) -> Iterator[CentralClient]:
+    """A lane's client (store S001, lane L01) for ``central`` (on its clock, as central is)."""
+    with make_client(central, **_on_fake_clock(request)) as c:
         yield c
 
 

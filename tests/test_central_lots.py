@@ -8,7 +8,6 @@ by hours or months without waiting.
 from __future__ import annotations
 
 import sqlite3
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -21,17 +20,6 @@ HOUR = 3600.0
 DAY = 24 * HOUR
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -42,24 +30,9 @@ def accrual(seq: int, points: int, expires_ts: float | None, member_id: str = "M
     return make_event(seq, member_id=member_id, points={"points": points}, lots={"points": lot}, **kw)
 
 
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
 CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
+CENTRAL_ON_FAKE_CLOCK = True  # central and its clients run on the ``clock`` fixture, moved by hand
 
-
-@pytest.fixture
-def central(tmp_path, clock, central_db):
-    with running_central(tmp_path, clock=clock, db_path=central_db) as server:
-        yield server
-
-
-@pytest.fixture
-def client(central, clock):
-    with make_client(central, clock=clock) as c:
-        yield c
 
 
 def push(client, *events) -> list[str]:

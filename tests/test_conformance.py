@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ENGINES
-from tests.support.central_fixture import SECRET_TEXT, STORE_ID
+from tests.support.central_fixture import SECRET_TEXT, STORE_ID, running_central
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,9 +44,17 @@ def test_the_reference_central_passes_on_both_engines_and_again_on_the_same_lane
         statuses = by_name(report)
         assert code == 0 and report["conformant"], report
         assert statuses.pop("rate_limit/429.retry_after") == "not observed"  # honest: nothing provoked one
-        assert set(statuses.values()) == {"pass"} and len(statuses) >= 17, statuses
+        assert statuses.pop("burn/expiry") == "not observed"  # reservations live 900 s: the kit waits 30
+        assert set(statuses.values()) == {"pass"} and len(statuses) >= 22, statuses
     assert {"push/dedupe.duplicate", "push/seq.gap", "members/cursor.loses_nothing", "program/etag.304",
             "auth/timestamp.stale", "push/limits.events"} <= set(by_name(report))
+
+
+def test_a_burn_reservation_central_lets_expire_frees_its_points(tmp_path, central_db):
+    with running_central(tmp_path / "c", db_path=central_db, reservation_ttl_s=3) as central:
+        code, report = kit(central, tmp_path, "--group", "push", "--group", "burn", "--wait-expiry", "20")
+    statuses = by_name(report)
+    assert code == 0 and statuses["burn/expiry"] == "pass" and statuses["burn/hold"] == "pass", report
 
 
 def test_a_429_met_during_the_run_is_checked_for_its_retry_after(central, tmp_path):
@@ -85,14 +93,33 @@ class NewEtagEveryTime:
         return program, f'"read-{self._reads}"'
 
 
-@pytest.mark.parametrize("broken, failing", [(AcceptsTwice, "push/dedupe.duplicate"),
-                                             (NewEtagEveryTime, "program/etag.304")])
+class ApprovesEverything:
+    """A central store that approves every burn: no balance check, no holds."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        answer = self._store.authorise(store_id, lane_id, request, ttl_s)
+        if answer["status"] == "declined" and answer["code"] != "authorisation_conflict":
+            return {"authorisation_id": request["authorisation_id"], "status": "approved",
+                    "reservation_id": "R-any", "expires_at": "2099-01-01T00:00:00.000Z", "available": {}}
+        return answer
+
+
+@pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (NewEtagEveryTime, {"program/etag.304"}),
+                                             (ApprovesEverything, {"burn/decline.insufficient",
+                                                                   "burn/voucher.hold"})])
 def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
     central.app.store = broken(central.store)
     code, report = kit(central, tmp_path)
     assert code == 1 and not report["conformant"]
     failed = {name for name, status in by_name(report).items() if status == "FAIL"}
-    assert failed == {failing}, report
+    assert failed == failing, report
 
 
 def test_bad_arguments_are_named_not_a_traceback(tmp_path):

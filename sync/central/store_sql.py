@@ -529,6 +529,7 @@ class _BatchWork:
         self.lock = lock  # lock one more member (one an enrolment found by its identifier)
         self.locked: set[str] = set()
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
+        self.aliases: dict[str, str] = {}  # provisional id -> central's member id, for this batch's ids
         self.program = program
         self.now = now
         self.store_id, self.lane_id = store_id, lane_id
@@ -545,7 +546,7 @@ class _BatchWork:
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
             member_id = self._enrol(event, seq)
         else:
-            member_id = resolve_alias(self.conn, event["member_id"])  # a provisional id once mapped
+            member_id = self.aliases.get(event["member_id"], event["member_id"])  # a provisional id once mapped
         member = self._load(member_id)
         if member is None:
             if event["type"] != "member_enrolled":
@@ -591,7 +592,8 @@ class _BatchWork:
         """Every lock key the events need, sorted: the members they name, those ids' members when
         they are aliases, the holders of a provisional enrolment's identifiers, the voucher codes."""
         named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
-        ids = set(named) | set(_resolve_many(self.conn, sorted(named)).values())
+        self.aliases = _resolve_many(self.conn, sorted(named))
+        ids = set(named) | set(self.aliases.values())
         for event in events:
             if event.get("type") == "member_enrolled" and event.get("provisional") is True:
                 holder = self._holder(event.get("identifiers"))
@@ -630,7 +632,7 @@ class _BatchWork:
         identifiers (enrolled twice while offline), else a new member with central's next id.
         The provisional id becomes an alias, so later events naming it reach the same member."""
         provisional = event["member_id"]
-        known = resolve_alias(self.conn, provisional)
+        known = self.aliases.get(provisional, provisional)
         if known != provisional:
             member_id = known
         else:
@@ -640,6 +642,7 @@ class _BatchWork:
                                                      self.program)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
+            self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
         self.enrolled[seq] = member_id
         return member_id
 

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group", action="append", choices=GROUPS, help="only these groups (repeatable)")
     parser.add_argument("--max-pages", type=int, default=10_000, help="pages of 1000 members read to reach the "
                                                                      "feed's end")
+    parser.add_argument("--wait-expiry", type=float, default=30.0, metavar="SECONDS",
+                        help="wait this long at most for a burn reservation to expire (else: not observed)")
     parser.add_argument("--ca-file", help="CA bundle for central's certificate (default: the system's)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="the results as JSON")
@@ -45,7 +47,8 @@ def main(argv: list[str]) -> int:
         print(f"posd conformance: {exc}", file=sys.stderr)
         return 2
     try:
-        ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages)
+        ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
+                      wait_expiry=args.wait_expiry)
         outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
     finally:
         client.close()

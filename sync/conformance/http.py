@@ -113,3 +113,7 @@ class KitClient:
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
+
+
+def authorise_path(client: KitClient) -> str:
+    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(client.lane_id)}/authorisations"

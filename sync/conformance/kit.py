@@ -22,7 +22,7 @@ from posd.sync.conformance.http import Answer, KitClient
 PASS, FAIL, NOT_OBSERVED, SKIPPED = "pass", "FAIL", "not observed", "skipped"
 
 # The check groups, in the order they run: a module each (sync/conformance/checks_<group>.py).
-GROUPS = ("auth", "push", "members", "program", "rate_limit")
+GROUPS = ("auth", "push", "members", "program", "burn", "rate_limit")
 
 
 class Failed(Exception):
@@ -72,6 +72,7 @@ class Context:
     client: KitClient
     currency: str = "points"
     max_pages: int = 10_000
+    wait_expiry: float = 30.0  # seconds the burn group may wait for a reservation to expire
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     next_seq: int | None = None  # the lane's next seq at central, once known
     members: list[str] = field(default_factory=list)  # members this run enrolled

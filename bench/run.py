@@ -1,81 +1,60 @@
-"""`make bench`: measure the lane against PRODUCT.md's targets, write a JSON report.
+"""`make bench`: the lane against PRODUCT.md's targets, each figure beside its floor.
 
 Real parts on loopback: the reference central and the daemon each in its own
-process (a central in the client's process would steal the client's GIL and
-inflate every latency measured), as
-a child process, a pty scanner, real HTTP and SSE. Figures go to the report,
-never into test assertions.
+process (a central in the client's process would steal the client's GIL), a
+pty scanner, real HTTP and SSE, 1M members in cache.db. The floors
+(bench/floors.py) are measured in the same run, right after, on the same
+files: a figure without its floor is noise on a shared 2-core machine.
+
+    python -m bench.run --out bench/report.json [--members 1000000] [--posts 3000] [--idle-s 60]
+
+Report keys: ``start`` (spawn to READY=1 and to a healthy API), ``idle`` (CPU %
+and RSS over --idle-s with the members cached), ``scan_to_member_identified``,
+``post_transaction`` (sequential and concurrent, CPU per sale), ``floors``,
+``ratios``, ``targets``, ``slips``.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
-import contextlib
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from posd.storage.cache import Cache  # noqa: E402
-from tests.support.lane import LaneProcess, free_port, lane_config  # noqa: E402
+from bench import floors
+from bench.common import (
+    BenchLane,
+    bench_config,
+    central_process,
+    concurrent_posts,
+    free_port,
+    machine,
+    now_iso,
+    post_loop,
+    proc_cpu_s,
+    proc_mem_kb,
+    ratio,
+    summary,
+)
+from bench.common import ROOT
+from posd.storage.cache import Cache
+from tests.support.wait import wait_until
 
 TARGETS = {
     "scan_to_member_identified_p99_ms": 2.0,
     "post_transaction_p99_ms": 5.0,
     "post_transaction_per_s": 1000,
+    "post_p50_over_floor": 2.0,  # sequential p50 <= 2x (bare route + durable commit)
+    "post_rate_over_floor": 0.5,  # throughput >= half of the two floors combined
+    "cpu_ms_per_sale": 0.5,
+    "idle_cpu_percent": 0.5,
+    "idle_rss_mb": 100.0,
+    "start_to_ready_s": 1.5,
 }
-
-
-class _Central:
-    def __init__(self, url: str):
-        self.url = url
-
-
-@contextlib.contextmanager
-def central_process(tmp: Path, seed: dict):
-    """`posd central` as a child process on a free loopback port."""
-    seed_file = tmp / "seed.json"
-    seed_file.write_text(json.dumps(seed))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "posd", "central", "--listen", f"127.0.0.1:{port}",
-                             "--db", str(tmp / "central.db"), "--seed", str(seed_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v1/program", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        yield _Central(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
-def summary(ms: list[float]) -> dict[str, float]:
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
-            "max_ms": round(max(ms), 3), "mean_ms": round(statistics.fmean(ms), 3)}
 
 
 def fill_cache(state: Path, members: int) -> float:
@@ -88,16 +67,29 @@ def fill_cache(state: Path, members: int) -> float:
         batch = [{"member_id": f"B{i:08d}", "display_name": f"Member {i}", "tier": "basic",
                   "identifiers": [f"B{i:08d}"], "balances": {"points": i % 5000}}
                  for i in range(start, min(members, start + chunk))]
-        cache.apply_member_changes(batch, "")  # cursor left empty: the real snapshot still arrives
-    cache._conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+        cache.apply_member_changes(batch, "")  # the cursor is dropped below: the real snapshot still arrives
     cache.close()
+    forget_cursor(state / "cache.db")
     return time.perf_counter() - t0
 
 
-def bench_scan(lane: LaneProcess, codes: list[str], rounds: int) -> dict[str, float]:
+def forget_cursor(path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+    conn.commit()
+    conn.close()
+
+
+def scan_codes(seed_codes: list[str], members: int, i: int) -> str:
+    """Every other scan a seed member, the others one of the million (found or not)."""
+    return seed_codes[i % len(seed_codes)] if i % 2 else f"B{(i * 7919) % max(1, members):08d}"
+
+
+def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> dict[str, Any]:
     stream = lane.sse()
-    link = lane.config.parent / "scanner0"
-    fd = os.open(link, os.O_WRONLY | os.O_NOCTTY)
+    fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
     got: dict[str, float] = {}
     done = threading.Event()
 
@@ -110,11 +102,12 @@ def bench_scan(lane: LaneProcess, codes: list[str], rounds: int) -> dict[str, fl
             if ev.get("event") in ("member.identified", "member.unknown"):
                 got[ev["data"]["identifier"]] = time.perf_counter()
 
-    threading.Thread(target=reader, daemon=True).start()
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
     latencies = []
     try:
         for i in range(rounds):
-            code = codes[i % len(codes)] if i % 2 else f"B{(i * 7919) % 1_000_000:08d}"
+            code = scan_codes(codes, members, i)
             got.pop(code, None)
             sent = time.perf_counter()
             os.write(fd, code.encode() + b"\r")
@@ -128,104 +121,138 @@ def bench_scan(lane: LaneProcess, codes: list[str], rounds: int) -> dict[str, fl
         done.set()
         os.close(fd)
         stream.close()
+        thread.join(2)
     return summary(latencies) | {"lost": rounds - len(latencies)}
 
 
-def sale(tid: str, member: str) -> dict:
-    return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
-            "currency": "PLN", "total": 4599,
-            "lines": [{"sku": "590123", "category": "grocery", "quantity": 1, "unit_price": 4599}]}
+def bench_idle(lane: BenchLane, seconds: float) -> dict[str, Any]:
+    """CPU and RSS of the daemon doing nothing (its pulls and pushes on their own timers)."""
+    pid = lane.proc.pid
+    rss = []
+    cpu0, t0 = proc_cpu_s(pid), time.perf_counter()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rss.append(proc_mem_kb(pid)["VmRSS"])
+        time.sleep(1.0)
+    cpu = proc_cpu_s(pid) - cpu0
+    wall = time.perf_counter() - t0
+    return {"seconds": round(wall, 1), "cpu_percent": round(100 * cpu / wall, 3),
+            "rss_mb_mean": round(sum(rss) / len(rss) / 1024, 1), "rss_mb_max": round(max(rss) / 1024, 1)}
 
 
-def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None) -> list[float]:
-    """A POS on one keep-alive connection: n sales one after another, latency of each in ms.
-
-    http.client rather than requests: on 2 cores the client shares the CPU with
-    the daemon, and requests' own per-call overhead would be measured as posd's.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    bodies = [json.dumps(sale(f"{prefix}-{i}", member)).encode() for i in range(n)]
-    ms = []
-    for body in bodies:
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/transactions", body=body, headers=headers)
-        resp = conn.getresponse()
-        payload = resp.read()
-        ms.append((time.perf_counter() - t0) * 1000)
-        assert resp.status == 200, payload[:200]
-    conn.close()
-    if out is not None:
-        out.put(ms)
-    return ms
-
-
-def bench_post(lane: LaneProcess, n: int, clients: int) -> dict[str, object]:
-    post_loop(lane.port, lane.token, "warm", "2900000000018", 50)
+def bench_post(lane: BenchLane, n: int, clients: int) -> dict[str, Any]:
+    pid = lane.proc.pid
+    post_loop(lane.port, lane.token, "warm", "2900000000018", 100)
+    answer = lane.post("/v1/transactions", post_body("answer-size")).content
+    lane.wait_drained(timeout=120)
+    cpu0 = proc_cpu_s(pid)
     seq_ms = post_loop(lane.port, lane.token, "seq", "2900000000018", n)
-    # concurrent tills: one process each, so the clients do not queue behind one GIL
-    queue: multiprocessing.Queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=post_loop, args=(lane.port, lane.token, f"par{k}", "2900000000025",
-                                                             n // clients, queue)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for proc in procs:
-        proc.start()
-    par_ms = [x for _ in procs for x in queue.get(timeout=600)]
-    elapsed = time.perf_counter() - t0
-    for proc in procs:
-        proc.join(30)
+    par_ms, elapsed = concurrent_posts(lane.port, lane.token, "par", "2900000000025", n, clients)
+    wait_until(lambda: lane.health()["sync"]["pending"] == 0, 300, "sales pushed", interval=0.5)
+    cpu = proc_cpu_s(pid) - cpu0
+    sales = len(seq_ms) + len(par_ms)
     return {"sequential": summary(seq_ms), "concurrent": summary(par_ms) | {"clients": clients},
-            "throughput_per_s": round(len(par_ms) / elapsed, 1)}
+            "throughput_per_s": round(len(par_ms) / elapsed, 1), "answer_bytes": len(answer),
+            "cpu_ms_per_sale": round(1000 * cpu / sales, 3),
+            "cpu_note": "daemon CPU from the first sale until every sale was pushed to central, / sales"}
+
+
+def post_body(tid: str) -> dict[str, Any]:
+    from bench.common import sale
+
+    return sale(tid, "2900000000018")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/report.json")
     ap.add_argument("--members", type=int, default=1_000_000)
     ap.add_argument("--scans", type=int, default=2000)
     ap.add_argument("--posts", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=2, help="concurrent POS processes for the throughput run")
+    ap.add_argument("--idle-s", type=float, default=60.0)
+    ap.add_argument("--no-slips", action="store_true", help="skip the slip render bench")
     args = ap.parse_args(argv)
     seed = json.loads((ROOT / "config" / "demo-seed.json").read_text())
-    report: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "machine": {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
+    report: dict[str, Any] = {"when": now_iso(), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp, central_process(Path(tmp), seed) as central:
         work = Path(tmp) / "lane"
-        work.mkdir()
-        report["cache_fill_s"] = round(fill_cache(work / "state", args.members), 2)
+        state = work / "state"
+        report["cache_fill_s"] = round(fill_cache(state, args.members), 2)
         port = free_port()
-        cfg = lane_config(work, central_url=central.url, secret=seed["stores"]["S001"]["secret"],
-                          printer="none", port=port)
-        lane = LaneProcess(cfg, port)
+        cfg = bench_config(work, central_url=central.url, secret=seed["stores"]["S001"]["secret"], port=port)
+        lane = BenchLane(cfg, port)
         t0 = time.perf_counter()
         lane.start()
-        report["start_to_healthy_s"] = round(time.perf_counter() - t0, 3)
-        lane.wait_synced()
+        report["start"] = {"to_ready_s": round(lane.ready_s, 3), "to_healthy_s": round(time.perf_counter() - t0, 3),
+                           "members_cached": args.members}
+        lane.wait_synced(timeout=120)
+        seed_codes = [m["identifiers"][0] for m in seed["members"]]
         try:
-            members = [m["identifiers"][0] for m in seed["members"]]
-            report["scan_to_member_identified"] = bench_scan(lane, members, args.scans) | {
-                "members_cached": lane.health()["cache"]["members"]}
+            report["idle"] = bench_idle(lane, args.idle_s) | {"members_cached": lane.health()["cache"]["members"]}
+            report["scan_to_member_identified"] = bench_scan(lane, seed_codes, args.members, args.scans)
             report["post_transaction"] = bench_post(lane, args.posts, args.clients)
+            sizes = floors.sale_row_sizes(state / "ledger.db", "seq-")
         finally:
             lane.stop()
-    scan, post = report["scan_to_member_identified"], report["post_transaction"]
-    report["targets"] = {
-        "scan_to_member_identified_p99_ms": {"target": TARGETS["scan_to_member_identified_p99_ms"],
-                                             "measured": scan["p99_ms"]},
-        "post_transaction_p99_ms": {"target": TARGETS["post_transaction_p99_ms"],
-                                    "measured": post["sequential"]["p99_ms"]},
-        "post_transaction_per_s": {"target": TARGETS["post_transaction_per_s"],
-                                   "measured": post["throughput_per_s"]},
-    }
-    from bench.slips import run as bench_slips  # slip render times (PRODUCT.md: slip render)
+        # The floors, right after, on the same machine and files, with the daemon stopped.
+        cache = Cache(state / "cache.db", "L01")
+        codes = [scan_codes(seed_codes, args.members, i) for i in range(args.scans)]
+        try:
+            lookup = floors.lookups(cache.find_member, codes, seconds=5.0)
+        finally:
+            cache.close()
+        route = floors.bare_route(report["post_transaction"]["answer_bytes"], args.posts, args.clients)
+        commits = floors.durable_commits(Path(tmp), args.posts, sizes)
+        report["floors"] = {"pty_round_trip": floors.pty_round_trip(args.scans), "lookup_1m": lookup,
+                            "bare_route": route, "durable_commit": commits,
+                            "sale": floors.post_floor(route, commits)}
+    report["ratios"] = ratios(report)
+    report["targets"] = targets(report)
+    if not args.no_slips:
+        from bench.slips import run as bench_slips  # slip render times (PRODUCT.md: slip render)
 
-    report["slips"] = bench_slips()
-    report["targets"].update(report["slips"].pop("targets"))
+        report["slips"] = bench_slips()
+        report["targets"].update(report["slips"].pop("targets"))
     for name, v in report["targets"].items():
-        v["met"] = v["measured"] >= v["target"] if name.endswith("per_s") else v["measured"] <= v["target"]
+        higher = name.endswith("per_s") or name == "post_rate_over_floor"
+        v["met"] = v["measured"] >= v["target"] if higher else v["measured"] <= v["target"]
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["targets"], indent=2))
+    print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
     return 0
+
+
+def ratios(r: dict[str, Any]) -> dict[str, Any]:
+    f, post, scan = r["floors"], r["post_transaction"], r["scan_to_member_identified"]
+    scan_floor = {p: f["pty_round_trip"][p] + f["lookup_1m"][p] for p in ("p50_ms", "p99_ms")}
+    return {
+        "scan_p50_over_floor": ratio(scan["p50_ms"], scan_floor["p50_ms"]),
+        "scan_p99_over_floor": ratio(scan["p99_ms"], scan_floor["p99_ms"]),
+        "scan_floor_note": "floor = pty round trip + lookup in 1M members, each alone",
+        "post_p50_over_floor": ratio(post["sequential"]["p50_ms"], f["sale"]["p50_ms"]),
+        "post_p99_over_floor": ratio(post["sequential"]["p99_ms"], f["sale"]["p99_ms"]),
+        "post_rate_over_floor": ratio(post["throughput_per_s"], f["sale"]["per_s"]),
+        "post_rate_over_bare_route": ratio(post["throughput_per_s"], f["bare_route"]["throughput_per_s"]),
+        "post_rate_over_durable_commits": ratio(post["throughput_per_s"], f["durable_commit"]["commits_per_s"]),
+        "post_floor_note": "floor = bare route (same stack, same body) + durable commit (same row sizes); "
+                           "rate floor = the two in series, 1 / (1/route + 1/commit)",
+    }
+
+
+def targets(r: dict[str, Any]) -> dict[str, Any]:
+    post = r["post_transaction"]
+    measured = {
+        "scan_to_member_identified_p99_ms": r["scan_to_member_identified"]["p99_ms"],
+        "post_transaction_p99_ms": post["sequential"]["p99_ms"],
+        "post_transaction_per_s": post["throughput_per_s"],
+        "post_p50_over_floor": r["ratios"]["post_p50_over_floor"],
+        "post_rate_over_floor": r["ratios"]["post_rate_over_floor"],
+        "cpu_ms_per_sale": post["cpu_ms_per_sale"],
+        "idle_cpu_percent": r["idle"]["cpu_percent"],
+        "idle_rss_mb": r["idle"]["rss_mb_max"],
+        "start_to_ready_s": r["start"]["to_ready_s"],
+    }
+    return {name: {"target": TARGETS[name], "measured": value} for name, value in measured.items()}
 
 
 if __name__ == "__main__":

@@ -202,8 +202,10 @@ def sale(tid: str, member: str) -> dict:
             "lines": [{"sku": "590123", "category": "grocery", "quantity": 1, "unit_price": 4599}]}
 
 
-def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None, start_at: float = 0.0) -> list[float]:
+def post_loop(port: int, token: str, prefix: str, member: str | list[str], n: int, out=None,
+              start_at: float = 0.0) -> list[float]:
     """A POS on one keep-alive connection: n sales one after another, latency of each in ms.
+    Sale i is member[i % len(member)]'s when given a list (a till serves many members).
 
     http.client rather than requests: on 2 cores the client shares the CPU with
     the daemon, and requests' own per-call overhead would be measured as posd's.
@@ -211,7 +213,8 @@ def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None,
     """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    bodies = [json.dumps(sale(f"{prefix}-{i}", member)).encode() for i in range(n)]
+    members = [member] if isinstance(member, str) else member
+    bodies = [json.dumps(sale(f"{prefix}-{i}", members[i % len(members)])).encode() for i in range(n)]
     while time.perf_counter() < start_at:
         time.sleep(0.001)
     ms = []
@@ -228,15 +231,17 @@ def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None,
     return ms
 
 
-def concurrent_posts(port: int, token: str, prefix: str, member: str, n: int, clients: int) -> tuple[list[float], float]:
+def concurrent_posts(port: int, token: str, prefix: str, member: str | list[str], n: int,
+                     clients: int) -> tuple[list[float], float]:
     """``clients`` POS processes (so they do not queue behind one GIL) posting n sales between them;
     (latencies, seconds from the common start to the last answer)."""
     import multiprocessing
 
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.perf_counter() + 1.0  # every process started and its bodies built by then
-    procs = [multiprocessing.Process(target=post_loop, args=(port, token, f"{prefix}{k}", member, n // clients,
-                                                             queue, start_at)) for k in range(clients)]
+    procs = [multiprocessing.Process(target=post_loop, args=(port, token, f"{prefix}{k}", member[k::clients]
+                                                             if isinstance(member, list) else member,
+                                                             n // clients, queue, start_at)) for k in range(clients)]
     for proc in procs:
         proc.start()
     ms = [x for _ in procs for x in queue.get(timeout=900)]

@@ -33,7 +33,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, combined_rate, free_port, post_loop, summary, concurrent_posts
+from bench.common import ROOT, combined_rate, concurrent_posts, free_port, post_loop, proc_cpu_s, summary
 
 
 # --- a bare route on the daemon's server stack ---------------------------------------------------
@@ -78,14 +78,17 @@ def bare_route(answer_bytes: int, n: int, clients: int) -> dict[str, Any]:
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)
-        post_loop(port, "-", "warm", "2900000000018", 200)
-        seq = post_loop(port, "-", "seq", "2900000000018", n)
-        par, elapsed = concurrent_posts(port, "-", "par", "2900000000025", n, clients)
+        members = [f"B{i:08d}" for i in range(n)]  # the same bodies the daemon got
+        post_loop(port, "-", "warm", members, 200)
+        cpu0 = proc_cpu_s(proc.pid)
+        seq = post_loop(port, "-", "seq", members, n)
+        par, elapsed = concurrent_posts(port, "-", "par", members, n, clients)
+        cpu = proc_cpu_s(proc.pid) - cpu0
     finally:
         proc.terminate()
         proc.wait(10)
     return {"sequential": summary(seq), "concurrent": summary(par) | {"clients": clients},
-            "throughput_per_s": round(len(par) / elapsed, 1)}
+            "throughput_per_s": round(len(par) / elapsed, 1), "cpu_ms_per_request": round(1000 * cpu / (2 * n), 3)}
 
 
 # --- durable commits of a sale's rows ------------------------------------------------------------

@@ -140,14 +140,19 @@ def bench_idle(lane: BenchLane, seconds: float) -> dict[str, Any]:
             "rss_mb_mean": round(sum(rss) / len(rss) / 1024, 1), "rss_mb_max": round(max(rss) / 1024, 1)}
 
 
-def bench_post(lane: BenchLane, n: int, clients: int) -> dict[str, Any]:
+def sale_members(members: int, start: int, n: int) -> list[str]:
+    """Members of the million, a different one for each sale, spread over the file."""
+    return [f"B{(start + i * 7919) % max(1, members):08d}" for i in range(n)]
+
+
+def bench_post(lane: BenchLane, n: int, clients: int, members: int) -> dict[str, Any]:
     pid = lane.proc.pid
-    post_loop(lane.port, lane.token, "warm", "2900000000018", 100)
+    post_loop(lane.port, lane.token, "warm", sale_members(members, 1, 100), 100)
     answer = lane.post("/v1/transactions", post_body("answer-size")).content
     lane.wait_drained(timeout=120)
     cpu0 = proc_cpu_s(pid)
-    seq_ms = post_loop(lane.port, lane.token, "seq", "2900000000018", n)
-    par_ms, elapsed = concurrent_posts(lane.port, lane.token, "par", "2900000000025", n, clients)
+    seq_ms = post_loop(lane.port, lane.token, "seq", sale_members(members, 2, n), n)
+    par_ms, elapsed = concurrent_posts(lane.port, lane.token, "par", sale_members(members, 3, n), n, clients)
     wait_until(lambda: lane.health()["sync"]["pending"] == 0, 300, "sales pushed", interval=0.5)
     cpu = proc_cpu_s(pid) - cpu0
     sales = len(seq_ms) + len(par_ms)
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report["idle"] = bench_idle(lane, args.idle_s) | {"members_cached": lane.health()["cache"]["members"]}
             report["scan_to_member_identified"] = bench_scan(lane, seed_codes, args.members, args.scans)
-            report["post_transaction"] = bench_post(lane, args.posts, args.clients)
+            report["post_transaction"] = bench_post(lane, args.posts, args.clients, args.members)
             sizes = floors.sale_row_sizes(state / "ledger.db", "seq-")
         finally:
             lane.stop()

@@ -33,6 +33,7 @@ from posd.lane.events import EventBus
 from posd.lane.members import STALE_AFTER
 from posd.lane.print_worker import PrintWorker
 from posd.lane.rewards import OfflineLimits
+from posd.member_pull import ProcessMemberPull
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache
 from posd.storage.db import parse_iso
@@ -102,8 +103,11 @@ class Daemon:
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
                                  idle_interval=cfg.central.push_interval_s, on_status=self._sync_status)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
-        self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
-                                 program_interval=cfg.central.pull_interval_s)
+        pull_client = self._central_client()
+        # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
+        self.puller = SyncPuller(pull_client, self.cache, member_interval=cfg.central.pull_interval_s,
+                                 program_interval=cfg.central.pull_interval_s,
+                                 members=ProcessMemberPull(pull_client, storage / "cache.db"))
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer

@@ -49,14 +49,27 @@ class CachedMember:
     updated_at: str = ""
 
 
+class LaneChanged(Exception):
+    """cache.db now follows another lane id than this writer's: its pages would carry the wrong watermarks."""
+
+
 class Cache:
-    def __init__(self, path: Path, lane_id: str):
+    def __init__(self, path: Path, lane_id: str, *, checked: bool = False):
+        """``checked``: the file was already checked and migrated by the daemon, which owns it; this
+        is a second writer for the member feed (posd.member_pull), so it opens it as it is."""
         self.path = path
         self.lane_id = lane_id
         self._readers = ThreadReaders(path, durable=False)
         self._lock = threading.Lock()
         self.rebuilt_from: Path | None = None
-        self._conn = self._open()
+        self._conn = connect(path, durable=False) if checked else self._open()
+        if not checked:
+            recorded = self._recorded_lane()
+            if recorded is None:  # a new file, or one from before lanes were recorded: it is this lane's
+                with self._lock:
+                    self._set_state(self._conn, "lane_id", lane_id)
+            elif recorded != lane_id:
+                self.use_lane(lane_id)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -175,6 +188,8 @@ class Cache:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._recorded_lane() != self.lane_id:
+                    raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
                 conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", ids)
                 conn.executemany(_UPSERT_MEMBER, rows)
                 conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", idents)
@@ -199,6 +214,7 @@ class Cache:
             try:
                 conn.execute("UPDATE members SET applied_seq = 0")
                 conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+                self._set_state(conn, "lane_id", lane_id)  # a member pull still writing for the old id stops
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -214,6 +230,10 @@ class Cache:
                 "body=excluded.body, fetched_at=excluded.fetched_at",
                 (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
             )
+
+    def _recorded_lane(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM sync_state WHERE key = 'lane_id'").fetchone()
+        return row[0] if row else None
 
     @staticmethod
     def _set_state(conn: sqlite3.Connection, key: str, value: str) -> None:

@@ -139,13 +139,13 @@ class Sales:
         birthday = accrual.birthday_bonus and member is not None
         if birthday:
             unit.award_birthday(member.member_id, earn.occurred_local.year, tx.transaction_id)
-        unit.store_sale(
+        body = unit.store_sale(
             transaction_id=tx.transaction_id, request_hash=tx.request_hash,
             member_id=member.member_id if member else None, occurred_at=iso(tx.occurred_at),
             currency=tx.currency, total=tx.total, program_version=accrual.program_version, seq=seq,
             points=accrual.points, basket=tx.lines, context=earn, birthday_awarded=birthday,
             response=response, recorded_at=iso(now))
-        return Recorded(response, replayed=False)
+        return Recorded(response, replayed=False, body=body)
 
     def _earn(self, unit: LedgerTx, sale: _Sale, earn: EarnContext, accrual: Accrual, now: datetime) -> int:
         """The accrual event and its lots (each with its own maturity and expiry); the event's seq."""

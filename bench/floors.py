@@ -63,45 +63,58 @@ def serve_bare_route(port: int, answer_bytes: int) -> None:
                                   access_log=False)).run()
 
 
-def bare_route(answer_bytes: int, n: int, clients: int) -> dict[str, Any]:
-    import requests
+class BareRoute:
+    """The bare route server as a child process, started once and driven between posd's rounds."""
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.floors", "route", str(port), str(answer_bytes)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    def __init__(self, answer_bytes: int):
+        import requests
+
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.floors", "route", str(self.port), str(answer_bytes)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+                requests.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)
-        members = [f"B{i:08d}" for i in range(n)]  # the same bodies the daemon got
-        post_loop(port, "-", "warm", members, 200)
-        cpu0 = proc_cpu_s(proc.pid)
-        seq = post_loop(port, "-", "seq", members, n)
-        par, elapsed = concurrent_posts(port, "-", "par", members, n, clients)
-        cpu = proc_cpu_s(proc.pid) - cpu0
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    return {"sequential": summary(seq), "concurrent": summary(par) | {"clients": clients},
-            "throughput_per_s": round(len(par) / elapsed, 1), "cpu_ms_per_request": round(1000 * cpu / (2 * n), 3)}
+        self.cpu_s = 0.0
+        self.requests = 0
+
+    def sequential(self, members: list[str], prefix: str, n: int) -> list[float]:
+        cpu0 = proc_cpu_s(self.proc.pid)
+        ms = post_loop(self.port, "-", prefix, members, n)
+        self.cpu_s += proc_cpu_s(self.proc.pid) - cpu0
+        self.requests += n
+        return ms
+
+    def concurrent(self, members: list[str], prefix: str, n: int, clients: int) -> tuple[list[float], float]:
+        cpu0 = proc_cpu_s(self.proc.pid)
+        ms, elapsed = concurrent_posts(self.port, "-", prefix, members, n, clients)
+        self.cpu_s += proc_cpu_s(self.proc.pid) - cpu0
+        self.requests += len(ms)
+        return ms, elapsed
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 # --- durable commits of a sale's rows ------------------------------------------------------------
 
 
 def run_commits(db: Path, n: int, sizes: dict[str, list[int]]) -> dict[str, Any]:
-    """One writer: per commit, one row of each measured size into its table."""
+    """One writer: per commit, one row of each measured size into its table; latencies in ms, seconds,
+    and the process's CPU seconds (the kernel's share of a sync included)."""
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     for table in sizes:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, k TEXT UNIQUE, body TEXT)")
-    rng = random.Random(3)
+    rng = random.Random()
+    cpu0 = time.process_time()
     payloads = {t: ["x" * s for s in rows] for t, rows in sizes.items()}
     ms = []
     started = time.perf_counter()
@@ -115,16 +128,14 @@ def run_commits(db: Path, n: int, sizes: dict[str, list[int]]) -> dict[str, Any]
         ms.append((time.perf_counter() - t0) * 1000)
     elapsed = time.perf_counter() - started
     conn.close()
-    return {"sequential": summary(ms), "commits_per_s": round(n / elapsed, 1)}
+    return {"ms": ms, "seconds": elapsed, "cpu_s": time.process_time() - cpu0}
 
 
-def durable_commits(folder: Path, n: int, sizes: dict[str, list[int]]) -> dict[str, Any]:
-    db = folder / "floor-commits.db"
+def durable_commits(db: Path, n: int, sizes: dict[str, list[int]]) -> dict[str, Any]:
+    """``run_commits`` in a child process, on ``db`` (kept between rounds, as a ledger grows)."""
     out = subprocess.run([sys.executable, "-m", "bench.floors", "commits", str(db), str(n), json.dumps(sizes)],
                          capture_output=True, text=True, timeout=900, cwd=ROOT, check=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return json.loads(out.stdout) | {"rows": {t: {"count": len(r), "bytes": r} for t, r in sizes.items()}}
+    return json.loads(out.stdout)
 
 
 def sale_row_sizes(ledger: Path, prefix: str) -> dict[str, list[int]]:
@@ -155,7 +166,7 @@ def sale_row_sizes(ledger: Path, prefix: str) -> dict[str, list[int]]:
 # --- the pty under a scanner, and a lookup with nothing else running ------------------------------
 
 
-def pty_round_trip(n: int, line: bytes = b"2900000000018\r") -> dict[str, Any]:
+def pty_round_trip(n: int, line: bytes = b"2900000000018\r") -> list[float]:
     """A scanner's line written at one end of a pty until a reader thread has it at the other."""
     master, slave = pty.openpty()
     tty.setraw(slave)
@@ -187,10 +198,10 @@ def pty_round_trip(n: int, line: bytes = b"2900000000018\r") -> dict[str, Any]:
         thread.join(2)
         os.close(master)
         os.close(slave)
-    return summary(ms)
+    return ms
 
 
-def lookups(find, codes: list[str], seconds: float, pace_s: float = 0.001) -> dict[str, Any]:
+def lookups(find, codes: list[str], seconds: float, pace_s: float = 0.001) -> list[float]:
     """``find(code)`` once per ``pace_s`` for ``seconds`` (a scanner thread's pace), each timed."""
     ms = []
     deadline = time.monotonic() + seconds
@@ -202,7 +213,7 @@ def lookups(find, codes: list[str], seconds: float, pace_s: float = 0.001) -> di
         find(code)
         ms.append((time.perf_counter() - t) * 1000)
         time.sleep(pace_s)
-    return summary(ms)
+    return ms
 
 
 # --- a bare push of the same batches ---------------------------------------------------------------

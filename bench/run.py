@@ -44,6 +44,7 @@ from bench.common import ROOT
 from posd.storage.cache import Cache
 from tests.support.wait import wait_until
 
+ROUNDS = 5  # each figure and its floor measured in turns, so both meet the same neighbours
 TARGETS = {
     "scan_to_member_identified_p99_ms": 2.0,
     "post_transaction_p99_ms": 5.0,
@@ -87,7 +88,9 @@ def scan_codes(seed_codes: list[str], members: int, i: int) -> str:
     return seed_codes[i % len(seed_codes)] if i % 2 else f"B{(i * 7919) % max(1, members):08d}"
 
 
-def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> dict[str, Any]:
+def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scans through the daemon's pty, and in between, the floors: a bare pty round trip and the
+    same lookups in cache.db from this process (the daemon idle meanwhile)."""
     stream = lane.sse()
     fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
     got: dict[str, float] = {}
@@ -104,25 +107,38 @@ def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> 
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    latencies = []
+    latencies: list[float] = []
+    pty_ms: list[float] = []
+    lookup_ms: list[float] = []
     try:
-        for i in range(rounds):
-            code = scan_codes(codes, members, i)
-            got.pop(code, None)
-            sent = time.perf_counter()
-            os.write(fd, code.encode() + b"\r")
-            deadline = sent + 2.0
-            while code not in got and time.perf_counter() < deadline:
-                time.sleep(0.0002)
-            if code in got:
-                latencies.append((got[code] - sent) * 1000)
-            time.sleep(0.005)
+        cache = Cache(lane.state / "cache.db", "L01", checked=True)  # a reader beside the daemon's
+    except TypeError:  # an older posd (the "before" runs): its Cache checks the file first
+        cache = Cache(lane.state / "cache.db", "L01")
+    per = max(1, rounds // ROUNDS)
+    try:
+        for r in range(ROUNDS):
+            for i in range(r * per, (r + 1) * per):
+                code = scan_codes(codes, members, i)
+                got.pop(code, None)
+                sent = time.perf_counter()
+                os.write(fd, code.encode() + b"\r")
+                deadline = sent + 2.0
+                while code not in got and time.perf_counter() < deadline:
+                    time.sleep(0.0002)
+                if code in got:
+                    latencies.append((got[code] - sent) * 1000)
+                time.sleep(0.005)
+            pty_ms += floors.pty_round_trip(per)
+            lookup_ms += floors.lookups(cache.find_member, [scan_codes(codes, members, i) for i in range(per)],
+                                        seconds=1.0)
     finally:
         done.set()
         os.close(fd)
         stream.close()
         thread.join(2)
-    return summary(latencies) | {"lost": rounds - len(latencies)}
+        cache.close()
+    return summary(latencies) | {"lost": per * ROUNDS - len(latencies)}, {
+        "pty_round_trip": summary(pty_ms), "lookup_1m": summary(lookup_ms) | {"members": members}}
 
 
 def bench_idle(lane: BenchLane, seconds: float) -> dict[str, Any]:
@@ -145,21 +161,63 @@ def sale_members(members: int, start: int, n: int) -> list[str]:
     return [f"B{(start + i * 7919) % max(1, members):08d}" for i in range(n)]
 
 
-def bench_post(lane: BenchLane, n: int, clients: int, members: int) -> dict[str, Any]:
+def bench_post(lane: BenchLane, n: int, clients: int, members: int, folder: Path) -> tuple[dict, dict]:
+    """Sales through the daemon and, round by round in between, the floors: the same bodies to a bare
+    route on the same server stack, and durable commits of the rows a sale writes. Interleaved so
+    that a figure and its floor see the same neighbours on this shared machine."""
     pid = lane.proc.pid
     post_loop(lane.port, lane.token, "warm", sale_members(members, 1, 100), 100)
     answer = lane.post("/v1/transactions", post_body("answer-size")).content
-    lane.wait_drained(timeout=120)
-    cpu0 = proc_cpu_s(pid)
-    seq_ms = post_loop(lane.port, lane.token, "seq", sale_members(members, 2, n), n)
-    par_ms, elapsed = concurrent_posts(lane.port, lane.token, "par", sale_members(members, 3, n), n, clients)
-    wait_until(lambda: lane.health()["sync"]["pending"] == 0, 300, "sales pushed", interval=0.5)
-    cpu = proc_cpu_s(pid) - cpu0
-    sales = len(seq_ms) + len(par_ms)
-    return {"sequential": summary(seq_ms), "concurrent": summary(par_ms) | {"clients": clients},
-            "throughput_per_s": round(len(par_ms) / elapsed, 1), "answer_bytes": len(answer),
-            "cpu_ms_per_sale": round(1000 * cpu / sales, 3),
-            "cpu_note": "daemon CPU from the first sale until every sale was pushed to central, / sales"}
+    sizes = floors.sale_row_sizes(lane.state / "ledger.db", "warm-")
+    wait_until(lambda: lane.health()["sync"]["pending"] == 0, 300, "warm-up pushed", interval=0.5)
+    route = floors.BareRoute(len(answer))
+    db = folder / "floor-commits.db"
+    seq, par, r_seq, r_par, c_seq = [], [], [], [], []
+    par_s = r_par_s = c_s = c_cpu = cpu = 0.0
+    per = n // ROUNDS
+    try:
+        route.sequential(sale_members(members, 1, 200), "warm", 200)
+        for r in range(ROUNDS):
+            bodies = sale_members(members, 10 * r + 2, per)
+            cpu0 = proc_cpu_s(pid)
+            seq += post_loop(lane.port, lane.token, f"seq{r}", bodies, per)
+            ms, elapsed = concurrent_posts(lane.port, lane.token, f"par{r}", bodies, per, clients)
+            par, par_s = par + ms, par_s + elapsed
+            wait_until(lambda: lane.health()["sync"]["pending"] == 0, 300, "sales pushed", interval=0.2)
+            cpu += proc_cpu_s(pid) - cpu0
+            r_seq += route.sequential(bodies, f"seq{r}", per)
+            ms, elapsed = route.concurrent(bodies, f"par{r}", per, clients)
+            r_par, r_par_s = r_par + ms, r_par_s + elapsed
+            commits = floors.durable_commits(db, per, sizes)
+            c_seq, c_s, c_cpu = c_seq + commits["ms"], c_s + commits["seconds"], c_cpu + commits["cpu_s"]
+    finally:
+        route.close()
+    sales = len(seq) + len(par)
+    post = {"sequential": summary(seq), "concurrent": summary(par) | {"clients": clients},
+            "throughput_per_s": round(len(par) / par_s, 1), "answer_bytes": len(answer),
+            "cpu_ms_per_sale": round(1000 * cpu / sales, 3), "rounds": ROUNDS,
+            "cpu_note": "daemon CPU from a round's first sale until its sales were pushed to central, / sales",
+            "ledger": ledger_metrics(lane)}
+    bare = {"sequential": summary(r_seq), "concurrent": summary(r_par) | {"clients": clients},
+            "throughput_per_s": round(len(r_par) / r_par_s, 1),
+            "cpu_ms_per_request": round(1000 * route.cpu_s / max(1, route.requests), 3)}
+    commit = {"sequential": summary(c_seq), "commits_per_s": round(len(c_seq) / c_s, 1),
+              "cpu_ms_per_commit": round(1000 * c_cpu / len(c_seq), 3),
+              "rows": {t: {"count": len(r), "bytes": r} for t, r in sizes.items()}}
+    return post, {"bare_route": bare, "durable_commit": commit, "sale": floors.post_floor(bare, commit) | {
+        "cpu_ms": round(bare["cpu_ms_per_request"] + commit["cpu_ms_per_commit"], 3)}}
+
+
+def ledger_metrics(lane: BenchLane) -> dict[str, float]:
+    """Group commit at work: the ledger's commits and the units they made durable (GET /metrics)."""
+    found = {}
+    for line in lane.get("/metrics").text.splitlines():
+        for name in ("posd_ledger_commits_total", "posd_ledger_units_total"):
+            if line.startswith(name + " "):
+                found[name.removeprefix("posd_ledger_").removesuffix("_total")] = float(line.split()[1])
+    if found.get("commits"):
+        found["units_per_commit"] = round(found["units"] / found["commits"], 2)
+    return found
 
 
 def post_body(tid: str) -> dict[str, Any]:
@@ -195,23 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         seed_codes = [m["identifiers"][0] for m in seed["members"]]
         try:
             report["idle"] = bench_idle(lane, args.idle_s) | {"members_cached": lane.health()["cache"]["members"]}
-            report["scan_to_member_identified"] = bench_scan(lane, seed_codes, args.members, args.scans)
-            report["post_transaction"] = bench_post(lane, args.posts, args.clients, args.members)
-            sizes = floors.sale_row_sizes(state / "ledger.db", "seq-")
+            report["scan_to_member_identified"], scan_floors = bench_scan(lane, seed_codes, args.members, args.scans)
+            report["post_transaction"], post_floors = bench_post(lane, args.posts, args.clients, args.members,
+                                                                 Path(tmp))
         finally:
             lane.stop()
-        # The floors, right after, on the same machine and files, with the daemon stopped.
-        cache = Cache(state / "cache.db", "L01")
-        codes = [scan_codes(seed_codes, args.members, i) for i in range(args.scans)]
-        try:
-            lookup = floors.lookups(cache.find_member, codes, seconds=5.0)
-        finally:
-            cache.close()
-        route = floors.bare_route(report["post_transaction"]["answer_bytes"], args.posts, args.clients)
-        commits = floors.durable_commits(Path(tmp), args.posts, sizes)
-        report["floors"] = {"pty_round_trip": floors.pty_round_trip(args.scans), "lookup_1m": lookup,
-                            "bare_route": route, "durable_commit": commits,
-                            "sale": floors.post_floor(route, commits)}
+        report["floors"] = scan_floors | post_floors
     report["ratios"] = ratios(report)
     report["targets"] = targets(report)
     if not args.no_slips:
@@ -239,8 +286,10 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         "post_rate_over_floor": ratio(post["throughput_per_s"], f["sale"]["per_s"]),
         "post_rate_over_bare_route": ratio(post["throughput_per_s"], f["bare_route"]["throughput_per_s"]),
         "post_rate_over_durable_commits": ratio(post["throughput_per_s"], f["durable_commit"]["commits_per_s"]),
+        "cpu_per_sale_over_floor": ratio(post["cpu_ms_per_sale"], f["sale"]["cpu_ms"]),
         "post_floor_note": "floor = bare route (same stack, same body) + durable commit (same row sizes); "
-                           "rate floor = the two in series, 1 / (1/route + 1/commit)",
+                           "rate floor = the two in series, 1 / (1/route + 1/commit); "
+                           "CPU floor = the bare route's CPU per request + a durable commit's",
     }
 
 

@@ -243,7 +243,7 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
         stop.set()
         reader.join(10)
         count = cache.member_count()
-        floor = floors.lookups(cache.find_member, codes, floor_s)  # the same file, nothing applying
+        floor = summary(floors.lookups(cache.find_member, codes, floor_s))  # the same file, nothing applying
     finally:
         puller.stop()
         cache.close()

@@ -229,6 +229,10 @@ class Daemon:
             "# TYPE posd_sse_clients gauge", f"posd_sse_clients {self.bus.subscribers}",
             "# TYPE posd_slips_printed_total counter", f"posd_slips_printed_total {self.print_worker.printed}",
             "# TYPE posd_members_cached gauge", f"posd_members_cached {h['cache']['members']}",
+            "# HELP posd_ledger_commits_total ledger.db transactions committed (a group of units counts once)",
+            "# TYPE posd_ledger_commits_total counter", f"posd_ledger_commits_total {self.ledger.commits}",
+            "# HELP posd_ledger_units_total units of work those commits made durable",
+            "# TYPE posd_ledger_units_total counter", f"posd_ledger_units_total {self.ledger.units}",
             "# TYPE posd_device_up gauge",
         ]
         for d in h["devices"]:

@@ -120,9 +120,13 @@ def bench_drain(tmp: Path, events: int) -> dict[str, Any]:
         for e in central.lane_events():
             statuses[e["status"]] = statuses.get(e["status"], 0) + 1
     # The floor: the same events, in the relay's batch size, to a fresh central, by the client alone.
+    try:
+        from posd.sync.lane.relay import BATCH_EVENTS  # the relay's batch size
+    except ImportError:  # an older posd (the "before" runs) sent 500 at a time
+        BATCH_EVENTS = 500
     secret_bytes = secret.encode()
     with central_process(tmp / "floor-central", seed) as fresh:
-        floor = floors.bare_push(fresh.url, secret_bytes, outbox_batches(work / "state" / "ledger.db", 500))
+        floor = floors.bare_push(fresh.url, secret_bytes, outbox_batches(work / "state" / "ledger.db", BATCH_EVENTS))
     return {"events": events, "queue_backlog_s": round(queued_s, 2), "start_to_healthy_s": round(healthy_s, 2),
             "drain_s_from_start": round(drained_s, 2), "drained": pending == 0, "central": statuses,
             "events_per_s": round(events / drained_s, 1), "peak_rss_mb": round(peak / 1024, 1),

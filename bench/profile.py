@@ -91,9 +91,46 @@ def main(argv: list[str] | None = None) -> int:
     sales = len(seq) + len(par)
     print(f"{sales} sales; daemon CPU under the profiler {1000 * cpu / sales:.3f} ms per sale")
     stats = pstats.Stats(out)
+    print("\nOwn time per sale by part (waits left out; profiled, so read the shares):")
+    for part, seconds in breakdown(stats):
+        print(f"  {1000 * seconds / sales:7.3f} ms  {part}")
     stats.sort_stats("tottime").print_stats(args.top)
     stats.sort_stats("cumulative").print_stats(args.top)
     return 0
+
+
+# Waiting, not working: a thread blocked on a lock, a queue, a poll or a sleep.
+WAITS = ("acquire' of '_thread.lock", "get' of '_queue.SimpleQueue", "select.select", "poll' of 'select",
+         "epoll", "time.sleep", "posix.waitpid")
+WRITER = ("_run_alone", "_run_group", "_run_write")  # the ledger writer's BEGIN/COMMIT: the sync
+
+
+def breakdown(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Own time by part: the ledger's BEGIN/COMMIT (the sync), other SQL by module, each library,
+    each posd package, the standard library by module."""
+    parts: dict[str, float] = {}
+
+    def add(part: str, seconds: float) -> None:
+        parts[part] = parts.get(part, 0.0) + seconds
+
+    for (path, _, name), (_, _, own, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        label = f"{path}:{name}"
+        if any(w in label for w in WAITS):
+            continue
+        if "sqlite3" in label:
+            for (cpath, _, cname), call in callers.items():
+                add("SQLite BEGIN/COMMIT (the sync)" if cname in WRITER else
+                    f"SQLite statements in {Path(cpath).name}", call[2])
+        elif "site-packages/" in path:
+            add(f"library {path.split('site-packages/')[1].split('/')[0]}", own)
+        elif "/posd/" in path or "/sync/" in path or "/drivers/" in path:
+            tail = path.replace("\\", "/").split("/")
+            add(f"posd {'/'.join(tail[-2:-1])}", own)
+        elif "python3." in path:
+            add(f"stdlib {path.split('/lib/python3.')[1].split('/', 1)[1].split('/')[0].removesuffix('.py')}", own)
+        else:
+            add(f"builtin {name[:50]}", own)
+    return sorted(parts.items(), key=lambda kv: -kv[1])[:30]
 
 
 if __name__ == "__main__":

@@ -341,3 +341,17 @@ def test_concurrent_sales_share_commits_and_keep_their_own_answers(lane):
     assert ledger.commits - commits < 20  # sales that arrived together were synced together
     stored = {t: json.loads(r) for t, r in rows(lane, "SELECT transaction_id, response FROM transactions")}
     assert all(stored[a.response["transaction_id"]] == a.response for a in answers)
+
+
+def test_a_retry_gets_its_first_answer_even_when_todays_checks_would_refuse_it(lane):
+    first = asyncio.run(lane.sales.record_sale(tx("T-blocked")))
+    lane.context.cache.apply_member_changes([{**MEMBER, "status": "blocked"}], "2")  # blocked since
+    again = asyncio.run(lane.sales.record_sale(tx("T-blocked")))
+    assert again.replayed and again.response == first.response and again.body == first.body
+    with pytest.raises(LaneError) as refused:
+        asyncio.run(lane.sales.record_sale(tx("T-new")))
+    assert refused.value.code == "member_ineligible"
+    with pytest.raises(LaneError) as reused:  # the same id for another basket: the conflict comes first
+        asyncio.run(lane.sales.record_sale(tx("T-blocked", total=20000)))
+    assert reused.value.code == "transaction_id_conflict"
+    assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 1

@@ -85,9 +85,27 @@ class Sales:
             "unsupported_currency", "invalid_occurred_at")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
-        earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
-        if earlier:
-            return earlier
+        try:
+            sale = self._evaluate(tx)
+        except LaneError:
+            # A retry gets its first answer even when today's checks would refuse it (the member
+            # blocked since, the sale now too old); a new id gets the refusal. Checked only here:
+            # a sale that passes learns inside its write whether it is a retry, and the hot path
+            # saves a read on a connection every commit has made cold.
+            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
+            if earlier:
+                return earlier
+            raise
+        recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
+        crash_point("after_commit_before_answer")
+        return recorded
+
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
+            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
+            "invalid_occurred_at")
+    def _evaluate(self, tx: TransactionInput) -> _Sale:
+        """Who, under which rules, earning what: everything a sale needs before its write."""
+        ctx = self.ctx
         if tx.occurred_at - ctx.clock() > FUTURE_TOLERANCE:
             raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
         if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
@@ -100,10 +118,7 @@ class Sales:
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
         except RuleError as exc:
             raise rule_error(exc) from exc
-        sale = _Sale(tx, member, earn, accrual, program, ctx.is_offline())
-        recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
-        crash_point("after_commit_before_answer")
-        return recorded
+        return _Sale(tx, member, earn, accrual, program, ctx.is_offline())
 
     @raises("transaction_id_conflict")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:

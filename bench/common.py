@@ -27,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.lane import LaneProcess, free_port  # noqa: E402
+from tests.support.lane import LaneProcess, free_port, lane_config  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -105,13 +105,7 @@ def central_process(tmp: Path, seed: dict, name: str = "central") -> Iterator[Ce
                              "--db", str(tmp / f"{name}.db"), "--seed", str(seed_file)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v1/program", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        wait_listening(f"http://127.0.0.1:{port}/v1/program")
         yield Central(f"http://127.0.0.1:{port}", proc)
     finally:
         proc.terminate()
@@ -161,36 +155,19 @@ class BenchLane(LaneProcess):
 
 
 def bench_config(folder: Path, *, central_url: str, secret: str, port: int, printer: str = "none") -> Path:
-    """A lane as shipped (config/posd.example.toml's intervals), a pty scanner, no printer."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "posd.toml"
-    path.write_text(f"""
-[lane]
-store_id = "S001"
-lane_id = "L01"
-locale = "pl"
-currency = "PLN"
-timezone = "Europe/Warsaw"
+    """A lane as shipped (config/posd.example.toml's push and pull intervals), a pty scanner."""
+    return lane_config(folder, central_url=central_url, secret=secret, printer=printer, port=port, intervals=None)
 
-[api]
-listen = "127.0.0.1:{port}"
 
-[storage]
-dir = "state"
-
-[central]
-url = "{central_url}"
-store_secret = "{secret}"
-
-[[scanner]]
-name = "front"
-url = "pty://scanner0?suffix=CR"
-
-[printer]
-url = "{printer}"
-profile = "TM-T88V"
-""")
-    return path
+def wait_listening(url: str, timeout: float = 60.0) -> None:
+    """Until an HTTP server answers at ``url`` (any status), or ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
 
 
 # --- a POS ------------------------------------------------------------------------------------------

@@ -33,7 +33,15 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, combined_rate, concurrent_posts, free_port, post_loop, proc_cpu_s, summary
+from bench.common import (
+    ROOT,
+    combined_rate,
+    concurrent_posts,
+    free_port,
+    post_loop,
+    proc_cpu_s,
+    wait_listening,
+)
 
 
 # --- a bare route on the daemon's server stack ---------------------------------------------------
@@ -67,19 +75,11 @@ class BareRoute:
     """The bare route server as a child process, started once and driven between posd's rounds."""
 
     def __init__(self, answer_bytes: int):
-        import requests
-
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.floors", "route", str(self.port), str(answer_bytes)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        wait_listening(f"http://127.0.0.1:{self.port}/v1/health", 30)
         self.cpu_s = 0.0
         self.requests = 0
 

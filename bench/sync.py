@@ -46,6 +46,7 @@ from bench.common import (
     proc_mem_kb,
     ratio,
     summary,
+    wait_listening,
 )
 from posd.storage.cache import Cache
 from posd.storage.ledger import LaneIdentity, Ledger
@@ -205,15 +206,7 @@ def bench_snapshot(tmp: Path, members: int, floor_s: float = 10.0) -> dict[str, 
     port = free_port()
     feed = subprocess.Popen([sys.executable, "-m", "bench.sync", "feed", str(port), str(members)], cwd=ROOT)
     try:
-        import requests
-
-        deadline = time.monotonic() + 300  # the feed renders its pages first
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v1/program", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        wait_listening(f"http://127.0.0.1:{port}/v1/program", 300)  # the feed renders its pages first
         return _bench_snapshot(tmp, f"http://127.0.0.1:{port}", members, floor_s)
     finally:
         feed.terminate()

@@ -41,7 +41,10 @@ from bench.common import (
     summary,
 )
 from bench.common import ROOT
+import requests
+
 from posd.storage.cache import Cache
+from tests.support.lane import LaneProcess
 from tests.support.wait import wait_until
 
 ROUNDS = 5  # each figure and its floor measured in turns, so both meet the same neighbours
@@ -139,6 +142,70 @@ def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> 
         cache.close()
     return summary(latencies) | {"lost": per * ROUNDS - len(latencies)}, {
         "pty_round_trip": summary(pty_ms), "lookup_1m": summary(lookup_ms) | {"members": members}}
+
+
+def bench_token_scan(lane: LaneProcess, central_url: str, members: list[str], rounds: int) -> dict[str, object]:
+    """A phone QR token at the scanner -> member.identified: the card scan's path plus the Ed25519
+    check and the durable write that records the token (and its token_use event). Card scans in
+    the same run are its floor."""
+    stream = lane.sse()
+    fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
+    token_ms: list[float] = []
+    card_ms: list[float] = []
+    try:
+        for i in range(rounds):
+            member_id = members[i % len(members)]
+            token = requests.post(f"{central_url}/_admin/members/{member_id}/token", json={}, timeout=5).json()["token"]
+            for code, out in ((token, token_ms), (member_id, card_ms)):
+                sent = time.perf_counter()
+                os.write(fd, code.encode() + b"\r")
+                deadline = sent + 2.0
+                while time.perf_counter() < deadline:
+                    try:
+                        ev = stream.events.get(timeout=0.5)
+                    except Exception:
+                        continue
+                    if ev.get("event") in ("member.identified", "member.unknown", "member.token_rejected"):
+                        if ev.get("event") == "member.identified":
+                            out.append((time.perf_counter() - sent) * 1000)
+                        break
+            time.sleep(0.005)
+    finally:
+        os.close(fd)
+        stream.close()
+    token, card = summary(token_ms), summary(card_ms)
+    return {"qr_token": token | {"lost": rounds - len(token_ms)}, "floor_member_id": card,
+            "p50_ratio": round(token["p50_ms"] / card["p50_ms"], 2) if card["p50_ms"] else None,
+            "p99_ratio": round(token["p99_ms"] / card["p99_ms"], 2) if card["p99_ms"] else None}
+
+
+def sale(tid: str, member: str) -> dict:
+    return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
+            "currency": "PLN", "total": 4599,
+            "lines": [{"sku": "590123", "category": "grocery", "quantity": 1, "unit_price": 4599}]}
+
+
+def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None) -> list[float]:
+    """A POS on one keep-alive connection: n sales one after another, latency of each in ms.
+
+    http.client rather than requests: on 2 cores the client shares the CPU with
+    the daemon, and requests' own per-call overhead would be measured as posd's.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    bodies = [json.dumps(sale(f"{prefix}-{i}", member)).encode() for i in range(n)]
+    ms = []
+    for body in bodies:
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/transactions", body=body, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+        ms.append((time.perf_counter() - t0) * 1000)
+        assert resp.status == 200, payload[:200]
+    conn.close()
+    if out is not None:
+        out.put(ms)
+    return ms
 
 
 def bench_idle(lane: BenchLane, seconds: float) -> dict[str, Any]:
@@ -254,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report["idle"] = bench_idle(lane, args.idle_s) | {"members_cached": lane.health()["cache"]["members"]}
             report["scan_to_member_identified"], scan_floors = bench_scan(lane, seed_codes, args.members, args.scans)
+            report["token_scan_to_member_identified"] = bench_token_scan(
+                lane, central.url, [m["member_id"] for m in seed["members"] if m.get("status", "active") == "active"],
+                max(50, args.scans // 4))
             report["post_transaction"], post_floors = bench_post(lane, args.posts, args.clients, args.members,
                                                                  Path(tmp))
         finally:

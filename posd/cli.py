@@ -50,6 +50,38 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _phone_code(config, args: argparse.Namespace) -> str:
+    """What the member's phone would show now: a fresh QR token, or the wallet pass's current value,
+    from the reference central's issuing routes (docs/member-tokens.md)."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    from posd.core.member_tokens import totp_code
+
+    member = args.member_token or args.wallet_pass
+    route = "token" if args.member_token else "wallet-pass"
+    url = f"{config.central.url}/_admin/members/{quote(member, safe='')}/{route}"
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            answer = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"posd scan: central refused: {exc.code} {exc.read().decode(errors='replace')[:200]}")
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"posd scan: cannot reach central at {config.central.url}: {exc}")
+    if args.member_token:
+        return answer["token"]
+    barcode = answer["rotatingBarcode"]
+    totp = barcode["totpDetails"]
+    parameter = totp["parameters"][0]
+    code = totp_code(bytes.fromhex(parameter["key"]), int(time.time() * 1000) // totp["periodMillis"],
+                     parameter["valueLength"])
+    return barcode["valuePattern"].replace("{totp_value_0}", code)
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Type a code into a virtual (pty) scanner, exactly as a device would send it."""
     from posd.drivers.framing import parse_suffix
@@ -57,6 +89,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from posd.drivers.url import parse_device_url
 
     config = _load(args.config)
+    if sum(bool(x) for x in (args.code, args.member_token, args.wallet_pass)) != 1:
+        print("posd scan: give a CODE, --member-token MEMBER_ID or --wallet-pass MEMBER_ID", file=sys.stderr)
+        return 2
     ptys = [(name, s) for name, s in config.scanners() if s.url.startswith("pty:")]
     if args.scanner:
         ptys = [(n, s) for n, s in ptys if n == args.scanner]
@@ -66,8 +101,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     url = parse_device_url(config.device_url(ptys[0][1].url))
     link = Path(url.fs_path)
     suffix = parse_suffix(url.params.get("suffix", "CR"))
+    code = args.code or _phone_code(config, args)
     try:
-        write_scan(str(link), args.code, suffix=suffix)
+        write_scan(str(link), code, suffix=suffix)
     except OSError as exc:
         print(f"posd scan: cannot write to {link}: {exc.strerror} (is posd running?)", file=sys.stderr)
         return 1
@@ -158,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
 
     scan = sub.add_parser("scan", help="feed a code to the configured virtual (pty) scanner")
-    scan.add_argument("code")
+    scan.add_argument("code", nargs="?")
+    scan.add_argument("--member-token", metavar="MEMBER_ID",
+                      help="a fresh signed phone QR token for the member, from the (reference) central")
+    scan.add_argument("--wallet-pass", metavar="MEMBER_ID",
+                      help="the member's wallet pass barcode as it shows now (TOTP), from the (reference) central")
     scan.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
     scan.add_argument("--scanner", help="scanner name when there are several")
     scan.set_defaults(func=cmd_scan)

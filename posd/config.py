@@ -43,6 +43,7 @@ class LaneConfig(_Section):
     locale: Literal["pl", "fa", "en"] = "en"
     currency: str = Field(default="PLN", pattern=r"^[A-Z]{3}$")
     timezone: str = "UTC"
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # phone numbers without +country
 
     @field_validator("timezone")
     @classmethod
@@ -103,7 +104,9 @@ class CentralConfig(_Section):
     verify_tls: bool = True
     client_cert: str | None = None
     client_key: str | None = None
-    member_token_public_key: str | None = None
+    # Replaces the member-token keys central publishes in the program: "kid:base64url" entries.
+    member_token_public_key: tuple[str, ...] = ()
+    member_token_clock_skew_s: float = Field(default=30.0, ge=0, le=600)
     push_interval_s: float = Field(default=1.0, gt=0, le=3600)
     pull_interval_s: float = Field(default=30.0, gt=0, le=86400)
 
@@ -113,6 +116,33 @@ class CentralConfig(_Section):
         if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
             raise ValueError("must be an http(s) URL such as https://loyalty.example.com")
         return v.rstrip("/")
+
+    @field_validator("member_token_public_key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v  # one key may be written as a plain string
+
+    @field_validator("member_token_public_key")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from posd.core.member_tokens import parse_key_entry
+
+        kids = set()
+        for entry in v:
+            spec = parse_key_entry(entry)
+            if spec is None:
+                raise ValueError(f"{entry!r} is not kid:key (kid 1-16 of A-Z a-z 0-9 . _ -, key a raw Ed25519 "
+                                 "public key in base64url, 43 characters)")
+            if spec.kid in kids:
+                raise ValueError(f"key id {spec.kid!r} is listed twice")
+            kids.add(spec.kid)
+        return v
+
+    def token_keys(self) -> tuple[Any, ...]:
+        """The override keys, parsed (posd.core.member_tokens.KeySpec)."""
+        from posd.core.member_tokens import parse_key_entry
+
+        return tuple(spec for spec in map(parse_key_entry, self.member_token_public_key) if spec is not None)
 
     def secret_bytes(self, base: Path) -> bytes:
         from posd.sync.protocol import secret_from_text  # "hex:..." decodes as central decodes it

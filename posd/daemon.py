@@ -35,7 +35,7 @@ from posd.lane.print_worker import PrintWorker
 from posd.lane.rewards import OfflineLimits
 from posd.member_pull import ProcessMemberPull
 from posd.sdnotify import Notifier
-from posd.storage.cache import Cache
+from posd.storage.cache import Cache, seal_key_from
 from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
@@ -96,7 +96,8 @@ class Daemon:
         storage.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
         identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
-        self.cache = Cache(storage / "cache.db", identity.lane_id)
+        seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
+        self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self.bus = EventBus(self.ledger.boot)
         self.outbox = LedgerOutbox(self.ledger)
@@ -107,7 +108,8 @@ class Daemon:
         # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
         self.puller = SyncPuller(pull_client, self.cache, member_interval=cfg.central.pull_interval_s,
                                  program_interval=cfg.central.pull_interval_s,
-                                 members=ProcessMemberPull(pull_client, storage / "cache.db"))
+                                 members=ProcessMemberPull(pull_client, storage / "cache.db", seal_key=seal_key,
+                                                           on_erased=self._erase))
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
@@ -120,8 +122,17 @@ class Daemon:
                          timezone=cfg.lane.timezone,
                          offline_limits=OfflineLimits(off.max_redeem_points_per_member,
                                                       off.max_redeem_points_per_lane, off.max_hours),
-                         last_sync=self._last_sync, render_png=self._slip_png)
+                         last_sync=self._last_sync, render_png=self._slip_png,
+                         token_keys=cfg.central.token_keys(), token_skew_s=cfg.central.member_token_clock_skew_s,
+                         country=cfg.lane.country)
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
+
+    def _erase(self, member_ids: list[str]) -> None:
+        """Central deleted these members: scrub what ledger.db keeps of them (slips, enrolments), durably,
+        before cache.db forgets them (the puller's thread)."""
+        scrubbed = self.ledger.write(lambda tx: tx.forget_members(member_ids))
+        log.info("erased members central deleted", extra={"event": "members.erased", "members": len(member_ids),
+                                                          "rows": scrubbed})
 
     def _central_client(self) -> CentralClient:
         c = self.config.central

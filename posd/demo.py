@@ -114,6 +114,8 @@ posd demo is running (Ctrl-C stops it).
 
 Try this, in another terminal:
   .venv/bin/posd scan {card} --config {cfg}        # a member card at the scanner
+  .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}   # the member's phone QR, signed by central
+  .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}    # the member's wallet pass (TOTP)
   curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
        -d '{body}' {api}/v1/transactions
   ls {slips}                                     # the slip: .bin (ESC/POS bytes) and .txt

@@ -15,8 +15,13 @@ cursor semantics stay exact across a crash of either process: the next pull
 starts at the last committed cursor, and a page is never half applied. The
 child stops at the next page when the daemon is gone, when it is told to
 (SIGTERM), or when cache.db was moved to another lane id meanwhile. The
-client settings, secret included, go over the child's stdin, never its
-command line or environment.
+client settings and the key that seals wallet secrets go over the child's
+stdin, never its command line or environment.
+
+Members central deleted are scrubbed from ledger.db before they leave
+cache.db, and ledger.db has one writer, the daemon's: so the child asks
+(``{"erase": [...]}`` on its stdout) and waits for the daemon's ``ok`` on its
+stdin, which comes once the scrub is durable, before it writes that page.
 """
 
 from __future__ import annotations
@@ -49,15 +54,18 @@ log = logging.getLogger("posd.member_pull")
 class ProcessMemberPull:
     """posd.sync.lane.puller.BulkMemberPull in a child process."""
 
-    def __init__(self, client: CentralClient, cache_path: Path, page_limit: int = 1000):
+    def __init__(self, client: CentralClient, cache_path: Path, page_limit: int = 1000, *,
+                 seal_key: bytes | None = None, on_erased: Callable[[list[str]], None] | None = None):
+        """``seal_key`` and ``on_erased`` as the daemon's Cache has them (posd.storage.cache.Cache)."""
         self._client, self._cache_path, self._page_limit = client, cache_path, page_limit
+        self._seal_key, self._on_erased = seal_key, on_erased
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._cancelled = False
 
     def pull(self, max_pages: int, stopped: Callable[[], bool], applied_page: Callable[[int], None]) -> tuple[int, bool]:
         spec = {"client": self._client.settings(), "cache": str(self._cache_path), "limit": self._page_limit,
-                "max_pages": max_pages}
+                "max_pages": max_pages, "seal_key": self._seal_key.hex() if self._seal_key else None}
         with self._lock:
             if self._cancelled or stopped():
                 return 0, False
@@ -66,15 +74,21 @@ class ProcessMemberPull:
                 env={**os.environ, "POSD_MEMBER_PULL_PARENT": str(os.getpid())})
         try:
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
-            proc.stdin.close()
+            proc.stdin.flush()
             applied, outcome = 0, None
             for line in proc.stdout:
                 message = json.loads(line)
                 if "page" in message:
                     applied += message["page"]
                     applied_page(message["page"])
+                elif "erase" in message:
+                    if self._on_erased is not None:
+                        self._on_erased(message["erase"])  # durable in ledger.db before the child goes on
+                    proc.stdin.write(b"ok\n")
+                    proc.stdin.flush()
                 else:
                     outcome = message
+            proc.stdin.close()
             code = proc.wait()
         finally:
             with self._lock:
@@ -189,9 +203,15 @@ def main() -> int:
     def orphaned() -> bool:  # the daemon died (kill -9): stop at the next page, which is safe anywhere
         return bool(parent) and os.getppid() != parent
 
+    def erased(member_ids: list[str]) -> None:  # the daemon scrubs ledger.db, then says ok
+        report({"erase": member_ids})
+        if sys.stdin.readline().strip() != "ok":
+            raise SyncError("the daemon did not confirm the erasure; the page was not written")
+
     settings = spec["client"]
     client = CentralClient.from_settings(settings)
-    cache = Cache(Path(spec["cache"]), settings["lane_id"], checked=True)
+    seal_key = bytes.fromhex(spec["seal_key"]) if spec.get("seal_key") else None
+    cache = Cache(Path(spec["cache"]), settings["lane_id"], seal_key=seal_key, on_erased=erased, checked=True)
     try:
         applied, complete = pull_member_pages(client, cache, int(spec["limit"]), int(spec["max_pages"]), orphaned,
                                               lambda n: report({"page": n}), pages=Prefetched)

@@ -562,7 +562,8 @@ def test_the_server_calls_only_what_the_store_interface_declares():
 def test_every_protocol_code_the_server_answers_has_the_protocols_status():
     from posd.sync.protocol import REQUEST_ERRORS
 
-    central_only = {"injected_fault", "admin_loopback_only", "bad_fault", "unknown_member"}  # faults and admin
+    central_only = {"injected_fault", "admin_loopback_only", "bad_fault", "unknown_member",  # faults and admin
+                    "bad_admin_request", "member_not_active", "no_signing_key", "unknown_key"}  # member tokens
     source = ast.parse((ROOT / "sync" / "central" / "server.py").read_text())
     answered = {}
     for node in ast.walk(source):

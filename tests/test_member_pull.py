@@ -133,3 +133,31 @@ def test_a_daemon_takes_a_snapshot_longer_than_its_first_page(tmp_path, start_la
     lane.wait_for(lambda: lane.health()["cache"]["members"] == MEMBERS + 3, 60, "the whole snapshot")
     answer = lane.get("/v1/members/2700000002400").json()
     assert answer["member_id"] == "S002400" and answer["balances"]["points"]["confirmed"] == 2400 % 500
+
+
+def test_members_central_deleted_are_erased_through_the_daemon_before_they_leave(tmp_path, central, client):
+    erased: list[str] = []
+
+    def erase(member_ids):  # the daemon's ledger scrub: before cache.db forgets them, in the daemon's process
+        still_there = [m for m in member_ids if cache.member_by_id(m) is not None]
+        assert still_there == member_ids
+        erased.extend(member_ids)
+
+    cache = Cache(tmp_path / "erasing.db", LANE_ID, on_erased=erase)
+    try:
+        first = SyncPuller(client, cache, members=ProcessMemberPull(client, cache.path, on_erased=erase))
+        assert first.run_once() == "updated"
+        first.stop()
+        gone = [member(i, status="deleted") for i in range(1000, 1250)]  # more than the first small page
+        for m in gone:
+            central.store.upsert_member(m)
+        puller = SyncPuller(client, cache, members=ProcessMemberPull(client, cache.path, on_erased=erase))
+        try:
+            assert puller.run_once() == "updated"
+        finally:
+            puller.stop()
+        assert sorted(erased) == sorted(m["member_id"] for m in gone)
+        assert cache.member_count() == MEMBERS + 3 - len(gone)
+        assert cache.find_member("2700000001100") is None
+    finally:
+        cache.close()

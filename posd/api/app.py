@@ -28,6 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
 from posd.api.models import (
+    EnrolmentIn,
+    EnrolmentOut,
     HealthOut,
     MemberOut,
     Problem,
@@ -48,6 +50,7 @@ from posd.api.status_page import render_status
 from posd.core.rules import BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, request_hash
+from posd.lane.enrolment import EnrolmentInput, Enrolments
 from posd.lane.errors import CodedError, codes_of
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
@@ -123,6 +126,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     sales: Sales = lane.sales if lane else None  # type: ignore[assignment]
     rewards: Rewards = lane.rewards if lane else None  # type: ignore[assignment]
     slips: Slips = lane.slips if lane else None  # type: ignore[assignment]
+    enrolments: Enrolments = lane.enrolments if lane else None  # type: ignore[assignment]
 
     @app.get("/", tags=["status"], response_class=HTMLResponse)
     def status_page() -> HTMLResponse:
@@ -135,7 +139,18 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
     def get_member(identifier: str) -> dict[str, Any]:
+        """A member by card code, phone number, member id or member token (a token is accepted
+        once: use the answer's member_id afterwards)."""
         return members.member_view(members.identify(identifier))
+
+    @app.post("/v1/members", dependencies=auth, response_model=EnrolmentOut, tags=["members"])
+    @declares(*codes_of(Enrolments.enrol))
+    async def post_member(body: EnrolmentIn) -> JSONResponse:
+        """Enrol a new member at the till, offline-first: a provisional id now, central's later."""
+        req = EnrolmentInput(card=body.card, phone=body.phone, display_name=body.display_name, locale=body.locale,
+                             birth_date=body.birth_date.isoformat() if body.birth_date else None,
+                             request_hash=request_hash(body.model_dump(mode="json")))
+        return _answer(await enrolments.enrol(req))
 
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -10,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, mod
 from posd.api.errors import ErrorCode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
+MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
 
 
 class _In(BaseModel):
@@ -26,7 +28,8 @@ class LineIn(_In):
 
 class TransactionIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
-    member: str | None = Field(default=None, max_length=64, description="a member identifier, if identified")
+    member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
+                               "card code, phone number, member id, or a member token (used by this sale)")
     occurred_at: AwareDatetime
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
@@ -108,6 +111,33 @@ class MemberOut(BaseModel):
     offers: list[dict[str, Any]] = Field(description="personal offers as central publishes them")
     as_of: str | None
     stale: bool
+    provisional: bool = Field(default=False, description="enrolled at this lane; central has not named the member "
+                                                         "yet (member_id is the provisional id)")
+
+
+class EnrolmentIn(_In):
+    card: str | None = Field(default=None, min_length=1, max_length=64,
+                             description="the code of the pre-printed member card handed over")
+    phone: str | None = Field(default=None, min_length=3, max_length=32,
+                              description="a phone number; without +country it is read in the lane's country")
+    display_name: str | None = Field(default=None, min_length=1, max_length=64)
+    locale: Literal["pl", "fa", "en"] | None = None
+    birth_date: date | None = None
+
+    @model_validator(mode="after")
+    def _an_identifier(self) -> EnrolmentIn:
+        if not self.card and not self.phone:
+            raise ValueError("give a card or a phone number (or both)")
+        return self
+
+
+class EnrolmentOut(BaseModel):
+    member_id: str = Field(description="provisional (P-...): use it, or the card, for this member's sales")
+    provisional: bool
+    identifiers: list[str] = Field(description="the card code and the phone number in E.164, as stored")
+    seq: int = Field(description="the lane's outbox seq of the member_enrolled event")
+    member: MemberOut
+    recorded_at: str
 
 
 class ReprintOut(BaseModel):
@@ -145,7 +175,7 @@ class ReturnOut(BaseModel):
 
 class RedemptionIn(_In):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
-    member: str = Field(max_length=64)
+    member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
     points: StrictInt | None = Field(default=None, gt=0, le=10**9)
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -178,12 +208,12 @@ class RedemptionOut(BaseModel):
 
 class VoucherValidateIn(_In):
     code: str = Field(min_length=1, max_length=64)
-    member: str | None = Field(default=None, max_length=64)
+    member: str | None = Field(default=None, max_length=MEMBER_MAX)
 
 
 class VoucherUseIn(_In):
     transaction_id: str = Field(pattern=ID_PATTERN)
-    member: str | None = Field(default=None, max_length=64)
+    member: str | None = Field(default=None, max_length=MEMBER_MAX)
 
 
 class VoucherOut(BaseModel):
@@ -276,15 +306,30 @@ class ScanEvent(_Event):
     type: Literal["scan"]
     device: str
     symbology: str | None
-    kind: Literal["code", "invalid"]
-    data: str | None = Field(default=None, description="the code read; absent when invalid")
+    kind: Literal["code", "token", "invalid"] = Field(description="token: a member token (phone QR, wallet pass), "
+                                                               "not repeated here; member.identified follows")
+    data: str | None = Field(default=None, description="the code read; absent when invalid or a token")
+
+
+IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "typed"]
 
 
 class MemberIdentifiedEvent(_Event):
     type: Literal["member.identified"]
     device: str
-    identifier: str
+    identifier: str = Field(description="the code read; for a member token the member's id (the token is used up)")
+    identified_by: IdentifiedBy = Field(description="card (a barcode), qr_token (the phone's signed QR), wallet_totp "
+                                                    "(a wallet pass), msr, nfc, typed")
+    token_id: str | None = Field(default=None, description="the accepted token's id (qr_token, wallet_totp)")
     member: MemberOut
+
+
+class MemberTokenRejectedEvent(_Event):
+    type: Literal["member.token_rejected"]
+    device: str
+    scheme: Literal["qr_token", "wallet_totp"]
+    reason: Literal["malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid", "bad_code", "replayed"]
+    code: ErrorCode = Field(description="the error code the API answers the same token with")
 
 
 class MemberUnknownEvent(_Event):
@@ -329,7 +374,8 @@ class StreamResetEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, CardRejectedEvent, DeviceStatusEvent,
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberTokenRejectedEvent, CardRejectedEvent,
+          DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],
     Field(discriminator="type"),
 ]

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["member_code", "payment_card", "invalid"]
+from posd.core.member_tokens import looks_like_qr_token
+
+Kind = Literal["member_code", "qr_token", "payment_card", "invalid"]
 
 # ISO 7813 track 1 (%B...^...^) and track 2 (;PAN=...) as a reader emits them.
 _TRACK1 = re.compile(r"%?B\d{12,19}\^")
@@ -23,6 +25,9 @@ _BRAND = re.compile(
     r"^(4|5[1-5]|2(2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50|5[6-9]|6[0-9])"
 )
 _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
+# A phone number in E.164 form: card readers never put "+" before a card number, and a phone
+# number of 13-15 digits can pass a brand prefix and Luhn as often as any other number.
+_PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def identify_code(raw: str) -> Identified:
     text = raw.strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return Identified("payment_card", None)
+    if _PHONE.match(text):
+        return Identified("member_code", text)
     compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
     if compact.isdigit() and looks_like_pan(compact):
         return Identified("payment_card", None)
@@ -72,6 +79,8 @@ def identify_code(raw: str) -> Identified:
     for run in _DIGITS.findall(text):
         if len(run) >= 13 and looks_like_pan(run):
             return Identified("payment_card", None)
+    if looks_like_qr_token(text):
+        return Identified("qr_token", text)  # a signed phone token (posd.core.member_tokens)
     if not _MEMBER_CODE.match(text):
         return Identified("invalid", None)
     return Identified("member_code", text)

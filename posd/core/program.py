@@ -13,6 +13,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any, Literal
 
+from posd.core.member_tokens import TokenSettings, parse_member_tokens
 from posd.core.rules_json import (
     ProgramError,
     array,
@@ -133,6 +134,7 @@ class Program:
     earn_currency: str  # the main redeemable currency
     raw: dict[str, Any]
     coupons: tuple[Coupon, ...] = ()
+    member_tokens: TokenSettings = TokenSettings()  # keys for phone QR tokens, wallet pass TOTP
 
     def currency(self, code: str) -> Currency | None:
         return next((c for c in self.currencies if c.code == code), None)
@@ -368,4 +370,5 @@ def parse_program(doc: dict[str, Any]) -> Program:
         earn_currency=earn_currency,
         raw=doc,
         coupons=_parse_coupons(doc.get("coupons", [])),
+        member_tokens=parse_member_tokens(doc["member_tokens"]) if "member_tokens" in doc else TokenSettings(),
     )

@@ -1,6 +1,7 @@
 """The lane's services: what a checkout lane does with loyalty, one module each.
 
 context (ids, clock, time zone, program), members (find, view, scans),
+member_tokens (phone QR and wallet pass checks), enrolment (new members at the till),
 sales (sales and returns), rewards (redemptions, vouchers, coupons), slips
 (composition, reprint, preview), print_worker, events (the stream the POS
 reads), errors (the codes the POS can get). ``Lane`` puts them together.
@@ -11,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from posd.core.member_tokens import KeySpec
 from posd.lane.context import LaneContext
+from posd.lane.enrolment import Enrolments
 from posd.lane.events import EventBus
+from posd.lane.member_tokens import DEFAULT_SKEW_S, MemberTokens
 from posd.lane.members import Members
 from posd.lane.rewards import OfflineLimits, Rewards
 from posd.lane.sales import Sales
@@ -28,11 +32,16 @@ class Lane:
                  printer_enabled: bool, is_offline: Callable[[], bool] = lambda: False, timezone: str = "UTC",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  offline_limits: OfflineLimits = OfflineLimits(),
-                 last_sync: Callable[[], datetime | None] = lambda: None, render_png: PngRenderer | None = None):
+                 last_sync: Callable[[], datetime | None] = lambda: None, render_png: PngRenderer | None = None,
+                 token_keys: tuple[KeySpec, ...] = (), token_skew_s: float = DEFAULT_SKEW_S,
+                 country: str | None = None):
+        """``token_keys``: the config's member-token keys, replacing the program's when given;
+        ``country``: where phone numbers given without a country code are from."""
         self.context = LaneContext(store_id=store_id, lane_id=lane_id, locale=locale, ledger=ledger, cache=cache,
                                    bus=bus, printer_enabled=printer_enabled, is_offline=is_offline,
                                    timezone=timezone, clock=clock)
-        self.members = Members(self.context)
+        self.members = Members(self.context, MemberTokens(self.context, override=token_keys, skew_s=token_skew_s))
+        self.enrolments = Enrolments(self.context, self.members, country)
         self.slips = Slips(self.context, self.members, render_png)
         self.sales = Sales(self.context, self.members, self.slips)
         self.rewards = Rewards(self.context, self.members, self.slips, offline_limits, last_sync)

@@ -24,6 +24,16 @@ CODES: dict[str, str] = {
     "member_ineligible": "the member's account is not active (blocked or suspended)",
     "member_unavailable": "the sale's member is not in this lane's cache yet; try again after sync",
     "program_unavailable": "the lane has no loyalty program yet: it has not synced with central once",
+    # member tokens (phone QR, wallet pass): docs/member-tokens.md
+    "member_token_invalid": "the member token is not one a published key signed (malformed, tampered, unknown key), "
+                            "or the wallet code is wrong",
+    "member_token_expired": "the member token has expired: the member shows a fresh one",
+    "member_token_not_yet_valid": "the member token was issued in the future: check the lane's clock",
+    "member_token_replayed": "this member token was accepted before: a token is accepted once",
+    # enrolment at the till
+    "invalid_card": "the card code is not a member card's (check digit, characters)",
+    "invalid_phone": "the phone number is not a valid number (give it with its country code, +48...)",
+    "identifier_in_use": "the card or phone number already belongs to a member",
     # sales (and RuleError's codes, passed on as they are)
     "occurred_in_future": "occurred_at is ahead of the lane's clock; check the POS clock",
     "occurred_too_old": "the sale is older than the lane accepts; central can adjust",

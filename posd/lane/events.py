@@ -23,8 +23,9 @@ BOOT_SHIFT = 32
 # Every event type on the stream, and what it tells the POS (their data: posd/api/models.py).
 EVENT_TYPES: dict[str, str] = {
     "scan": "a scanner or card reader read a code (kind invalid: unreadable or not a code we know)",
-    "member.identified": "the scanned code is a member's: the member view",
+    "member.identified": "the scanned code is a member's: the member view, and how they were identified",
     "member.unknown": "the scanned code is no member's",
+    "member.token_rejected": "a member token (phone QR, wallet pass) was refused: expired, replayed, not signed...",
     "card.rejected": "a payment card was read; its data was dropped at once",
     "device.status": "a device changed state (closed, idle, busy, error and why)",
     "print.status": "a print job was held, printed, expired or set aside",

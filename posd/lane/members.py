@@ -2,55 +2,171 @@
 
 Scans run in the device's reader thread: identification (posd.core.identify)
 and the cache lookup are quick and read-only, and a payment card stops here.
+
+A member token (a phone's signed QR, a wallet pass's TOTP code) is checked
+first (posd.lane.member_tokens) and then *accepted* in the unit of work of
+whatever accepts it: the sale, the redemption, the scan's own write. Accepting
+records it (a second time is a replay) and queues a token_use event, so central
+sees a token used at two lanes. Members enrolled here and not yet named by
+central are found in ledger.db (posd.lane.enrolment).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from posd.core.identify import identify_code
+from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
+from posd.lane.member_tokens import MemberTokens
 from posd.storage.cache import CachedMember
-from posd.storage.db import parse_iso
-from posd.storage.tx import LedgerView
+from posd.storage.db import iso, parse_iso
+from posd.storage.tx import LedgerTx, LedgerView
 
 STALE_AFTER = timedelta(hours=24)
+# How a member was identified (member.identified's identified_by): a scanner's barcode is a card.
+IDENTIFIED_BY = ("card", "qr_token", "wallet_totp", "msr", "nfc", "typed")
+_BY_SYMBOLOGY = {"MSR": "msr", "NFC_UID": "nfc"}
+
+
+@dataclass(frozen=True)
+class Identification:
+    member: CachedMember
+    how: str  # one of IDENTIFIED_BY
+    token: Accepted | None = None  # a checked token, accepted only in the unit that uses it
+
+
+@dataclass(frozen=True)
+class _Refused:
+    code: str  # unknown_member | member_token_*
+    identifier: str  # what member.unknown names: the code, or a token's member id
+    reason: str | None = None  # a token's: posd.core.member_tokens.REASONS
+    scheme: str | None = None
 
 
 class Members:
-    def __init__(self, ctx: LaneContext):
+    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None):
         self.ctx = ctx
+        self.tokens = tokens or MemberTokens(ctx)
 
-    @raises("payment_card", "unknown_member")
-    def identify(self, identifier: str) -> CachedMember:
+    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid")
+    def find(self, identifier: str, how: str = "typed") -> Identification:
+        """Who ``identifier`` is, and how they were identified; a token is checked, not yet accepted."""
         found = identify_code(identifier)
         if found.kind == "payment_card":
             raise LaneError("payment_card", "that is a payment card number; it was not stored")
-        member = self.lookup(found.code) if found.kind == "member_code" else None
-        if member is None:
-            raise LaneError("unknown_member", "not a member")
-        return member
+        resolved = self._resolve(found.kind, found.code, how)
+        if isinstance(resolved, _Refused):
+            raise refusal(resolved)
+        return resolved
 
-    @raises("payment_card", "unknown_member", "member_ineligible")
-    def identify_active(self, identifier: str) -> CachedMember:
-        """A member who may earn and burn now."""
-        member = self.identify(identifier)
-        if member.status != "active":
-            raise LaneError("member_ineligible", f"the member's account is {member.status}")
-        return member
+    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
+    def identify(self, identifier: str) -> CachedMember:
+        """Find the member and accept their token now (a write: never call this on the event loop)."""
+        ident = self.find(identifier)
+        self.accept_now(ident)
+        return ident.member
+
+    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_ineligible")
+    def find_active(self, identifier: str) -> Identification:
+        """A member who may earn and burn now; their token is accepted in the caller's unit."""
+        ident = self.find(identifier)
+        if ident.member.status != "active":
+            raise LaneError("member_ineligible", f"the member's account is {ident.member.status}")
+        return ident
+
+    @raises("member_token_replayed")
+    def accept(self, unit: LedgerTx, ident: Identification) -> int | None:
+        """Accept the identification's token inside ``unit``: recorded once, with its token_use event
+        for central (its seq). A token this lane accepted before is a replay."""
+        if ident.token is None:
+            return None
+        seq = self._record_token(unit, ident)
+        if seq is None:
+            raise LaneError("member_token_replayed", "this member token was accepted before; ask for a fresh one")
+        return seq
+
+    def _record_token(self, unit: LedgerTx, ident: Identification) -> int | None:
+        """The token_use event's seq; None for a token accepted here before (nothing written)."""
+        token, member_id, ctx = ident.token, ident.member.member_id, self.ctx
+        assert token is not None
+        now = iso(ctx.clock())
+        program = ctx.program()
+        return unit.record_token_use(
+            token_id=token.token_id, scheme=token.scheme, member_id=member_id,
+            valid_until=iso(datetime.fromtimestamp(token.valid_until, UTC)), used_at=now,
+            event={"transaction_id": None, "member_id": member_id, "occurred_at": now,
+                   "identified_by": token.scheme, "token_id": token.token_id, "key_id": token.kid, "points": {},
+                   "program_version": program.version if program else "", "offline": ctx.is_offline()})
+
+    @raises("member_token_replayed")
+    def accept_now(self, ident: Identification) -> None:
+        """Accept a token in a write of its own (from a thread other than the event loop's)."""
+        if ident.token is not None:
+            self.ctx.ledger.write(lambda unit: self.accept(unit, ident))
+
+    def _resolve(self, kind: str, code: str | None, how: str) -> Identification | _Refused:
+        if kind == "qr_token" and code:
+            return self._checked(self.tokens.verify_qr(code))
+        if kind != "member_code" or not code:
+            return _Refused("unknown_member", code or "")
+        scheme = self.tokens.wallet()
+        shown = scheme.match(code) if scheme else None
+        if scheme is not None and shown is not None:
+            holder = self.lookup(shown[0])
+            if holder is not None:  # else a plain code that happens to look like a wallet value
+                return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
+        member = self.lookup(code)
+        return _Refused("unknown_member", code) if member is None else Identification(member, how)
+
+    def _checked(self, verdict: Accepted | Rejected,
+                 member: CachedMember | None = None) -> Identification | _Refused:
+        if isinstance(verdict, Rejected):
+            return _Refused(_TOKEN_CODES.get(verdict.reason, "member_token_invalid"), "", verdict.reason,
+                            verdict.scheme)
+        member = member or self.by_id(verdict.member)
+        if member is None:
+            return _Refused("unknown_member", verdict.member)
+        return Identification(member, verdict.scheme, verdict)
 
     def lookup(self, code: str | None) -> CachedMember | None:
-        """The one lookup behind a scan and an API call: the normalised code, deleted = unknown."""
-        member = self.ctx.cache.find_member(code) if code else None
-        return None if member is None or member.status == "deleted" else member
+        """The one lookup behind a scan and an API call: the normalised code, deleted = unknown;
+        then the members enrolled here that central has not named yet."""
+        if not code:
+            return None
+        member = self.ctx.cache.find_member(code)
+        if member is None:
+            return self._provisional(self.ctx.ledger.view().enrolment(code))
+        return None if member.status == "deleted" else member
+
+    def by_id(self, member_id: str) -> CachedMember | None:
+        """By central's member id (or a provisional id it mapped, or one enrolled here)."""
+        member = self.ctx.cache.member_by_id(member_id)
+        if member is None:
+            return self._provisional(self.ctx.ledger.view().enrolment(member_id))
+        return None if member.status == "deleted" else member
+
+    def _provisional(self, enrolment: dict[str, Any] | None) -> CachedMember | None:
+        if enrolment is None or enrolment["response"].get("erased"):
+            return None  # erased: central deleted the member it became
+        program = self.ctx.program()
+        first_tier = program.tiers[0].tier_id if program and program.tiers else None
+        return CachedMember(
+            member_id=enrolment["member_id"], display_name=enrolment["display_name"] or "", locale=enrolment["locale"],
+            tier=first_tier, qualifying=0, balances={}, applied_seq=0, status="active",
+            birth_date=enrolment["birth_date"], updated_at=enrolment["recorded_at"], provisional=True)
 
     def balances(self, member: CachedMember, view: LedgerView | None = None) -> dict[str, dict[str, int]]:
         """Central's confirmed balance plus this lane's entries central has not applied yet."""
         view = view or self.ctx.ledger.view()
-        return view.balance(member.member_id, member.balances, member.applied_seq, self.ctx.clock())
+        return view.balance(member.member_id, member.balances, member.applied_seq, self.ctx.clock(), member.aliases)
 
     def rewards_available(self, member: CachedMember, program: Program,
                           balance: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -59,7 +175,7 @@ class Members:
                  "points": price, "kind": reward.kind}
                 for reward, price in program.affordable_rewards(member.tier, available)]
 
-    def member_view(self, member: CachedMember) -> dict[str, Any]:
+    def member_view(self, member: CachedMember, view: LedgerView | None = None) -> dict[str, Any]:
         """What the POS shows (GET /v1/members/{identifier}, member.identified)."""
         ctx = self.ctx
         program = ctx.program()
@@ -67,7 +183,7 @@ class Members:
         nxt = program.next_tier(member.tier) if program else None
         synced = ctx.cache.state("members_synced_at") or member.updated_at
         stale = not synced or ctx.clock() - parse_iso(synced) > STALE_AFTER
-        balance = self.balances(member)
+        balance = self.balances(member, view)
         return {
             "member_id": member.member_id,
             "display_name": member.display_name,
@@ -84,8 +200,9 @@ class Members:
             "balances": balance,
             "rewards_available": self.rewards_available(member, program, balance) if program else [],
             "offers": member.offers,
-            "as_of": synced,
-            "stale": stale,
+            "as_of": None if member.provisional else synced,
+            "stale": False if member.provisional else stale,
+            "provisional": member.provisional,
         }
 
     # -- identify (runs in the device's reader thread) --------------------
@@ -100,10 +217,42 @@ class Members:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "invalid"})
             return
         code = found.code or ""
-        bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        member = self.lookup(code)
-        if member is None:
-            bus.publish("member.unknown", {"device": device, "identifier": code})
+        scheme = self.tokens.wallet()
+        if found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
+            # a member token is not repeated on the stream: another till could still replay it
+            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
         else:
-            bus.publish("member.identified", {"device": device, "identifier": code,
-                                              "member": self.member_view(member)})
+            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
+        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"))
+        if isinstance(resolved, Identification) and resolved.token is not None:
+            ident = resolved  # accepted in a write of its own, from this device thread
+            if self.ctx.ledger.write(lambda unit: self._record_token(unit, ident)) is None:
+                resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
+        if isinstance(resolved, _Refused):
+            if resolved.code == "unknown_member":
+                bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})
+            else:
+                bus.publish("member.token_rejected", {"device": device, "scheme": resolved.scheme,
+                                                      "reason": resolved.reason, "code": resolved.code})
+            return
+        member, token = resolved.member, resolved.token
+        bus.publish("member.identified", {
+            "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
+            "token_id": token.token_id if token else None, "member": self.member_view(member)})
+
+
+# A refused token's reason -> the code the POS gets.
+_TOKEN_CODES = {"expired": "member_token_expired", "not_yet_valid": "member_token_not_yet_valid"}
+
+
+@raises("unknown_member", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+def refusal(refused: _Refused) -> LaneError:
+    """The error a refused identification is, for the POS."""
+    if refused.code == "unknown_member":
+        return LaneError("unknown_member", "not a member")
+    if refused.code == "member_token_expired":
+        return LaneError("member_token_expired", "the member token has expired; ask the member to show a fresh one")
+    if refused.code == "member_token_not_yet_valid":
+        return LaneError("member_token_not_yet_valid",
+                         "the member token was issued in the future; check the lane's clock")
+    return LaneError("member_token_invalid", f"the member token was refused ({refused.reason})")

@@ -18,7 +18,7 @@ from typing import Any
 from posd.core.program import Coupon, Program, Reward
 from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, raises
-from posd.lane.members import Members
+from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso, parse_iso
@@ -57,6 +57,7 @@ class _Redemption:
 
     req: RedemptionInput
     member: CachedMember
+    ident: Identification
     program: Program
     reward: Reward
     offline: bool
@@ -108,15 +109,18 @@ class Rewards:
     # -- redeem -----------------------------------------------------------------
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
             "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
-            "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane")
+            "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         earlier = earlier_answer(ctx.ledger.view(), "redemption_id", req.redemption_id, req.request_hash)
         if earlier:
             return earlier
-        member = self.members.identify_active(req.member)
+        ident = self.members.find_active(req.member)
+        member = ident.member
         program = ctx.require_program()
-        redemption = _Redemption(req, member, program, self._reward(program, member, req), ctx.is_offline())
+        redemption = _Redemption(req, member, ident, program, self._reward(program, member, req),
+                                 ctx.is_offline())
         return await ctx.ledger.awrite(lambda unit: self._write_redemption(unit, redemption))
 
     @staticmethod
@@ -133,12 +137,13 @@ class Rewards:
         return reward
 
     @raises("redemption_id_conflict", "insufficient_balance", "reward_limit_reached", "offline_too_long",
-            "offline_cap_member", "offline_cap_lane")
+            "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_redemption(self, unit: LedgerTx, r: _Redemption) -> Recorded:
         req, member, reward = r.req, r.member, r.reward
         earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash)
         if earlier:
             return earlier
+        self.members.accept(unit, r.ident)
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         currency, price = reward.currency, reward.price_for(member.tier) or 0
         available = self.members.balances(member, unit).get(currency, {}).get("available", 0)
@@ -159,7 +164,7 @@ class Rewards:
         })
         unit.debit(Entry("redeem", member.member_id, currency, -price, req.transaction_id, seq, iso(now), iso(now),
                          r.program.version, req.redemption_id),
-                   member.balances.get(currency, 0), member.applied_seq, now)
+                   member.balances.get(currency, 0), member.applied_seq, now, member.aliases)
         unit.issue_voucher(code=code, member_id=member.member_id, reward_id=reward.reward_id,
                            description=description, value_minor=reward.value_minor, percent=reward.percent,
                            sku=reward.sku, issued_at=iso(now), expires_at=iso(expires))
@@ -171,7 +176,7 @@ class Rewards:
         slip_id = f"{req.redemption_id}~r"  # "~" is never in a POS id: no sale's slip can collide
         slip = self.slips.queue(unit, self.slips.compose(
             slip_id, member, r.program, occurred_at=now, earned={}, balance=balance, vouchers=[voucher],
-            kind="redemption"))
+            kind="redemption"), member.member_id)
         response = {"redemption_id": req.redemption_id, "member_id": member.member_id,
                     "points": {currency: -price}, "voucher": voucher, "balance": balance, "slip": slip,
                     "seq": seq, "offline": r.offline, "recorded_at": iso(now)}
@@ -231,28 +236,36 @@ class Rewards:
         return member_id or "" if v.campaign else ""
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used")
+            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     def validate(self, code: str, member: str | None) -> dict[str, Any]:
         view = self.ctx.ledger.view()
-        member_id = self.members.identify(member).member_id if member else None
+        ident = self.members.find(member) if member else None
+        member_id = ident.member.member_id if ident else None
         v = self._usable(view, code, member_id)
         used = view.voucher_use(code, self._use_key(v, member_id))
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
+        if ident is not None:
+            self.members.accept_now(ident)  # a token is used once the answer is yes (a sync route: not the loop)
         return {"code": code, "valid": True, **v.public()}
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used")
+            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     async def use(self, code: str, transaction_id: str, member: str | None) -> Recorded:
-        member_id = self.members.identify(member).member_id if member else None
-        return await self.ctx.ledger.awrite(lambda unit: self._write_use(unit, code, transaction_id, member_id))
+        ident = self.members.find(member) if member else None
+        return await self.ctx.ledger.awrite(lambda unit: self._write_use(unit, code, transaction_id, ident))
 
     @raises("unknown_voucher", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",
-            "member_required", "voucher_used")
-    def _write_use(self, unit: LedgerTx, code: str, transaction_id: str, member_id: str | None) -> Recorded:
+            "member_required", "voucher_used", "member_token_replayed")
+    def _write_use(self, unit: LedgerTx, code: str, transaction_id: str, ident: Identification | None) -> Recorded:
         earlier = unit.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
             return Recorded(earlier.response, replayed=True)
+        member_id = ident.member.member_id if ident else None
+        if ident is not None:
+            self.members.accept(unit, ident)
         v = self._usable(unit, code, member_id)
         key = self._use_key(v, member_id)
         used = unit.voucher_use(code, key)

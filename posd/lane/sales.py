@@ -20,7 +20,7 @@ from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError,
 from posd.faults import crash_point
 from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, raises, rule_error
-from posd.lane.members import Members
+from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
@@ -60,6 +60,7 @@ class _Sale:
 
     tx: TransactionInput
     member: CachedMember | None
+    ident: Identification | None  # how the member was identified; a token is accepted with the sale
     ctx: EarnContext
     accrual: Accrual
     program: Program
@@ -82,16 +83,17 @@ class Sales:
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "invalid_occurred_at")
+            "unsupported_currency", "invalid_occurred_at", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
             sale = self._evaluate(tx)
         except LaneError:
             # A retry gets its first answer even when today's checks would refuse it (the member
-            # blocked since, the sale now too old); a new id gets the refusal. Checked only here:
-            # a sale that passes learns inside its write whether it is a retry, and the hot path
-            # saves a read on a connection every commit has made cold.
+            # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
+            # Checked only here: a sale that passes learns inside its write whether it is a retry,
+            # and the hot path saves a read on a connection every commit has made cold.
             earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
             if earlier:
                 return earlier
@@ -102,7 +104,7 @@ class Sales:
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
             "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "invalid_occurred_at")
+            "invalid_occurred_at", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
     def _evaluate(self, tx: TransactionInput) -> _Sale:
         """Who, under which rules, earning what: everything a sale needs before its write."""
         ctx = self.ctx
@@ -111,21 +113,24 @@ class Sales:
         if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
-        member = self.members.identify_active(tx.member) if tx.member else None
+        ident = self.members.find_active(tx.member) if tx.member else None
+        member = ident.member if ident else None
         program = ctx.require_program()
         earn = self.earn_context(member, tx.occurred_at)
         try:
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
         except RuleError as exc:
             raise rule_error(exc) from exc
-        return _Sale(tx, member, earn, accrual, program, ctx.is_offline())
+        return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
 
-    @raises("transaction_id_conflict")
+    @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
         tx, member, program = sale.tx, sale.member, sale.program
         earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash)
         if earlier:  # a concurrent retry won the race: answer what it answered
             return earlier
+        if sale.ident is not None:
+            self.members.accept(unit, sale.ident)  # a token named in the sale is used by it, or not at all
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         unit.store_program(program, iso(now))
         earn, accrual = sale.ctx, sale.accrual
@@ -140,7 +145,7 @@ class Sales:
         if member is not None:
             slip = self.slips.queue(unit, self.slips.compose(
                 tx.transaction_id, member, program, occurred_at=tx.occurred_at, earned=accrual.points,
-                balance=balance, trace=accrual.trace))
+                balance=balance, trace=accrual.trace), member.member_id)
         response = {
             "transaction_id": tx.transaction_id,
             "member_id": member.member_id if member else None,
@@ -200,7 +205,7 @@ class Sales:
             raise LaneError("unknown_transaction", "no sale with that transaction_id on this lane")
         member = None
         if sale.member_id:
-            member = ctx.cache.member_by_id(sale.member_id)
+            member = self.members.by_id(sale.member_id)
             if member is None:  # never record a reversal we could not write to the member's ledger
                 raise LaneError("member_unavailable",
                                 "the sale's member is not in this lane's cache yet; try again after sync")

@@ -54,12 +54,13 @@ class Slips:
             offers=[o for o in member.offers if isinstance(o, dict)],
         )
 
-    def queue(self, tx: LedgerTx, slip: SlipData) -> dict[str, Any]:
-        """Queue the slip inside the caller's unit when the lane prints; the answer's slip state."""
+    def queue(self, tx: LedgerTx, slip: SlipData, member_id: str | None = None) -> dict[str, Any]:
+        """Queue the slip inside the caller's unit when the lane prints; the answer's slip state.
+        ``member_id``: whose slip it is, so erasure finds it."""
         if not self.ctx.printer_enabled:
             return {"slip_id": None, "state": "none"}
         tx.queue_print_job(slip_id=slip.slip_id, kind="slip" if slip.kind == "sale" else slip.kind,
-                           slip=slip.to_json())
+                           slip=slip.to_json(), member_id=member_id)
         return {"slip_id": slip.slip_id, "state": "queued"}
 
     @raises("no_printer", "unknown_slip")

@@ -4,18 +4,36 @@ Rebuildable by design: a corrupt cache.db is moved aside and a fresh one is
 pulled from central, while ledger.db (the precious file) is never touched.
 Lookups run on a per-thread read-only connection, so a scanner thread can
 identify a member without a hop through the event loop.
+
+Wallet-pass TOTP secrets from the member feed are sealed (AES-GCM, the member
+id as associated data) under a key derived from the store secret, which
+cache.db does not hold: a copy of the file alone (a backup, a corrupt cache
+moved aside, a support bundle) reveals no secret (docs/member-tokens.md). When
+that key changes the sealed secrets are dropped and the feed pulled again.
+
+A member central deleted is removed from cache.db, after ``on_erased`` (the
+daemon scrubs ledger.db's slips) has run for it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
 from posd.storage.db import ThreadReaders, connect, quick_check, utcnow_iso
@@ -26,12 +44,22 @@ log = logging.getLogger("posd.cache")
 APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _UPSERT_MEMBER = (
-    "INSERT INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (member_id) DO UPDATE SET "
+    "INSERT INTO members (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, "
+    "birth_date, offers, updated_at, totp_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (member_id) DO UPDATE SET "
     "display_name=excluded.display_name, locale=excluded.locale, tier=excluded.tier, "
     "qualifying=excluded.qualifying, balances=excluded.balances, "
     "applied_seq=excluded.applied_seq, status=excluded.status, "
-    "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at"
+    "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at, "
+    "totp_secret=excluded.totp_secret"
 )
+_SEAL_CHECK = b"posd cache.db seal check"
+
+
+def seal_key_from(store_secret: bytes) -> bytes:
+    """The key sealing wallet secrets in cache.db, derived from the store secret (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"posd cache.db",
+                info=b"wallet totp secrets v1").derive(store_secret)
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,8 @@ class CachedMember:
     birth_date: str | None
     offers: list[dict[str, Any]] = field(default_factory=list)
     updated_at: str = ""
+    aliases: tuple[str, ...] = ()  # provisional ids central mapped to this member
+    provisional: bool = False  # enrolled at this lane; central has not named the member yet
 
 
 class LaneChanged(Exception):
@@ -54,22 +84,33 @@ class LaneChanged(Exception):
 
 
 class Cache:
-    def __init__(self, path: Path, lane_id: str, *, checked: bool = False):
-        """``checked``: the file was already checked and migrated by the daemon, which owns it; this
-        is a second writer for the member feed (posd.member_pull), so it opens it as it is."""
+    def __init__(self, path: Path, lane_id: str, *, seal_key: bytes | None = None,
+                 on_erased: Callable[[list[str]], None] | None = None, checked: bool = False):
+        """``seal_key``: seals wallet secrets (seal_key_from(store secret)); without one they are
+        not kept and wallet passes cannot be checked. ``on_erased(member_ids)``: called before
+        members central deleted leave cache.db (their ids and aliases); it must be durable.
+        ``checked``: the file was already checked and migrated (and its seal and lane id settled)
+        by the daemon, which owns it; this is a second writer for the member feed
+        (posd.member_pull), so it opens the file as it is."""
         self.path = path
         self.lane_id = lane_id
         self._readers = ThreadReaders(path, durable=False)
         self._lock = threading.Lock()
         self.rebuilt_from: Path | None = None
-        self._conn = connect(path, durable=False) if checked else self._open()
-        if not checked:
-            recorded = self._recorded_lane()
-            if recorded is None:  # a new file, or one from before lanes were recorded: it is this lane's
-                with self._lock:
-                    self._set_state(self._conn, "lane_id", lane_id)
-            elif recorded != lane_id:
-                self.use_lane(lane_id)
+        self._aead = AESGCM(seal_key) if seal_key else None
+        self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
+        self.on_erased = on_erased
+        if checked:
+            self._conn = connect(path, durable=False)
+            return
+        self._conn = self._open()
+        self._check_seal()
+        recorded = self._recorded_lane()
+        if recorded is None:  # a new file, or one from before lanes were recorded: it is this lane's
+            with self._lock:
+                self._set_state(self._conn, "lane_id", lane_id)
+        elif recorded != lane_id:
+            self.use_lane(lane_id)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -94,6 +135,48 @@ class Cache:
         cache_migrations.apply(conn)
         return conn
 
+    def _check_seal(self) -> None:
+        """Secrets sealed under another key (the store secret changed) cannot be opened: drop
+        them and pull the whole feed again, which brings them under the current key."""
+        with self._lock:
+            conn = self._conn
+            if self.state_on(conn, "seal_check") == self._seal_check:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM members WHERE totp_secret IS NOT NULL LIMIT 1").fetchone():
+                    conn.execute("UPDATE members SET totp_secret = NULL")
+                    conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+                self._set_state(conn, "seal_check", self._seal_check)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _seal(self, member_id: str, secret_hex: Any) -> bytes | None:
+        if self._aead is None or not isinstance(secret_hex, str):
+            return None
+        try:
+            secret = bytes.fromhex(secret_hex)
+        except ValueError:
+            log.warning("a member's wallet secret from central is not hex; ignored")
+            return None
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret, member_id.encode())
+
+    def wallet_secret(self, member_id: str) -> bytes | None:
+        """The member's wallet-pass TOTP secret, unsealed; None when there is none (or no key)."""
+        if self._aead is None:
+            return None
+        row = self.reader().execute("SELECT totp_secret FROM members WHERE member_id = ?", (member_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        sealed = bytes(row[0])
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], member_id.encode())
+        except InvalidTag:
+            return None  # sealed under another key or for another member: not this member's secret
+
     def reader(self) -> sqlite3.Connection:
         return self._readers.get()
 
@@ -111,13 +194,22 @@ class Cache:
             (identifier,),
         ).fetchone()
         if row is None:
-            row = conn.execute("SELECT * FROM members WHERE member_id = ?", (identifier,)).fetchone()
-        return _member(row) if row else None
+            return self.member_by_id(identifier)
+        return _member(row, self._aliases(conn, row["member_id"]))
 
     def member_by_id(self, member_id: str) -> CachedMember | None:
-        """By central's member_id only (never by a card identifier that might equal it)."""
-        row = self.reader().execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
-        return _member(row) if row else None
+        """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
+        conn = self.reader()
+        row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+        if row is None:
+            row = conn.execute("SELECT m.* FROM member_aliases a JOIN members m ON m.member_id = a.member_id "
+                               "WHERE a.alias = ?", (member_id,)).fetchone()
+        return _member(row, self._aliases(conn, row["member_id"])) if row else None
+
+    @staticmethod
+    def _aliases(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
+        return tuple(r[0] for r in conn.execute(
+            "SELECT alias FROM member_aliases WHERE member_id = ? ORDER BY alias", (member_id,)))
 
     def member_count(self) -> int:
         return self.reader().execute("SELECT COUNT(*) FROM members").fetchone()[0]
@@ -126,7 +218,11 @@ class Cache:
         return self.reader().execute("SELECT * FROM program WHERE id = 1").fetchone()
 
     def state(self, key: str) -> str | None:
-        row = self.reader().execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+        return self.state_on(self.reader(), key)
+
+    @staticmethod
+    def state_on(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     # -- CachePort (called by the sync puller thread) --------------------
@@ -154,45 +250,55 @@ class Cache:
         """
         now = utcnow_iso()
         if not members:
-            self._write_chunk([], [], [], next_cursor, now)
+            self._write_chunk(_Chunk(), next_cursor, now)
             return
         for start in range(0, len(members), APPLY_CHUNK):
-            chunk = members[start : start + APPLY_CHUNK]
-            rows, idents, ids = self._rows(chunk, now)
+            chunk = self._rows(members[start : start + APPLY_CHUNK], now)
             last = start + APPLY_CHUNK >= len(members)
-            self._write_chunk(rows, idents, ids, next_cursor if last else None, now)
+            if chunk.erased and self.on_erased is not None:
+                self.on_erased(chunk.erased)  # durable before the members leave: a crash here repeats it
+            self._write_chunk(chunk, next_cursor if last else None, now)
             if not last:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
 
-    def _rows(self, members: list[dict[str, Any]], now: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
-        rows, idents, ids = [], [], []
+    def _rows(self, members: list[dict[str, Any]], now: str) -> _Chunk:
+        chunk = _Chunk()
         lane = self.lane_id
         for m in members:
             mid = str(m["member_id"])
-            ids.append((mid,))
+            chunk.ids.append((mid,))
+            aliases = [str(a) for a in m.get("aliases") or ()]
             status = m.get("status") or "active"
+            if status == "deleted":  # erased at central: forgotten here, aliases included
+                chunk.erased.extend([mid, *aliases])
+                chunk.gone.extend((a,) for a in [mid, *aliases])
+                continue
             applied = (m.get("applied_seq") or {}).get(lane, 0)
             offers = m.get("offers")
-            rows.append((
+            chunk.rows.append((
                 mid, m.get("display_name") or mid, m.get("locale"), m.get("tier"),
                 int(m.get("qualifying") or 0), _encode(m.get("balances") or {}), int(applied),
                 status, m.get("birth_date"), _encode(offers) if offers else "[]", now,
+                self._seal(mid, m.get("totp_secret")),
             ))
-            if status != "deleted":
-                idents.extend((str(i), mid) for i in m.get("identifiers") or ())
-        return rows, idents, ids
+            chunk.idents.extend((str(i), mid) for i in m.get("identifiers") or ())
+            chunk.aliases.extend((alias, mid) for alias in aliases)
+        return chunk
 
-    def _write_chunk(self, rows: list[tuple], idents: list[tuple], ids: list[tuple],
-                     cursor: str | None, now: str) -> None:
+    def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if self._recorded_lane() != self.lane_id:
                     raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
-                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", ids)
-                conn.executemany(_UPSERT_MEMBER, rows)
-                conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", idents)
+                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", chunk.ids)
+                conn.executemany("DELETE FROM members WHERE member_id = ?", chunk.gone)
+                conn.executemany("DELETE FROM member_aliases WHERE alias = ? OR member_id = ?",
+                                 [(a[0], a[0]) for a in chunk.gone])
+                conn.executemany(_UPSERT_MEMBER, chunk.rows)
+                conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", chunk.idents)
+                conn.executemany("INSERT OR REPLACE INTO member_aliases VALUES (?, ?)", chunk.aliases)
                 if cursor is not None:
                     self._set_state(conn, "member_cursor", cursor)
                     self._set_state(conn, "members_synced_at", now)
@@ -232,8 +338,7 @@ class Cache:
             )
 
     def _recorded_lane(self) -> str | None:
-        row = self._conn.execute("SELECT value FROM sync_state WHERE key = 'lane_id'").fetchone()
-        return row[0] if row else None
+        return self.state_on(self._conn, "lane_id")
 
     @staticmethod
     def _set_state(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -244,7 +349,19 @@ class Cache:
         )
 
 
-def _member(row: sqlite3.Row) -> CachedMember:
+@dataclass
+class _Chunk:
+    """One write's worth of a member page: rows to upsert, identifiers, aliases, members erased."""
+
+    rows: list[tuple] = field(default_factory=list)
+    idents: list[tuple] = field(default_factory=list)
+    ids: list[tuple] = field(default_factory=list)
+    aliases: list[tuple] = field(default_factory=list)
+    gone: list[tuple] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)
+
+
+def _member(row: sqlite3.Row, aliases: tuple[str, ...] = ()) -> CachedMember:
     return CachedMember(
         member_id=row["member_id"],
         display_name=row["display_name"],
@@ -257,4 +374,5 @@ def _member(row: sqlite3.Row) -> CachedMember:
         birth_date=row["birth_date"],
         offers=json.loads(row["offers"]),
         updated_at=row["updated_at"],
+        aliases=aliases,
     )

@@ -17,6 +17,7 @@ this is soonest-expiring-first without knowing central's lot dates.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +75,14 @@ _LIVE_E = LIVE_ALLOCATIONS.format(lot="e.entry_id")
 _LIVE_L = LIVE_ALLOCATIONS.format(lot="l.entry_id")
 
 
+def _who(column: str, member_id: str, aliases: tuple[str, ...], param: str = "?") -> tuple[str, str]:
+    """The member's entries: its own id, and the provisional ids central mapped to it (rare, so
+    the common case keeps the plain indexed equality)."""
+    if not aliases:
+        return f"{column} = {param}", member_id
+    return f"{column} IN (SELECT value FROM json_each({param}))", json.dumps([member_id, *aliases])
+
+
 @dataclass(frozen=True)
 class LocalLot:
     entry_id: int
@@ -83,47 +92,53 @@ class LocalLot:
     expires_at: str | None
 
 
-def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int) -> list[LocalLot]:
+def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
+                aliases: tuple[str, ...] = ()) -> list[LocalLot]:
+    who, ids = _who("e.member_id", member_id, aliases)
     rows = conn.execute(
         f"""
         SELECT e.entry_id, e.points, e.pending_until, e.expires_at,
                e.points - COALESCE({_LIVE_E}, 0) AS remaining
         FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-        WHERE e.member_id = ? AND e.currency = ? AND e.seq > ? AND e.points > 0
+        WHERE {who} AND e.currency = ? AND e.seq > ? AND e.points > 0
           AND o.state != 'quarantined'
         ORDER BY e.expires_at IS NULL, e.expires_at, e.entry_id
         """,
-        (member_id, currency, watermark),
+        (ids, currency, watermark),
     ).fetchall()
     return [LocalLot(r[0], r[1], r[4], r[2], r[3]) for r in rows]
 
 
-def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int) -> int:
+def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
+                aliases: tuple[str, ...] = ()) -> int:
     """Confirmed points already drawn by local debits central has not applied yet."""
+    who, ids = _who("d.member_id", member_id, aliases)
     return conn.execute(
-        """
+        f"""
         SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
         JOIN ledger_entries d ON d.entry_id = a.debit_entry_id JOIN outbox o ON o.seq = d.seq
-        WHERE a.lot_entry_id IS NULL AND d.member_id = ? AND d.currency = ? AND d.seq > ?
+        WHERE a.lot_entry_id IS NULL AND {who} AND d.currency = ? AND d.seq > ?
           AND o.state != 'quarantined'
         """,
-        (member_id, currency, watermark),
+        (ids, currency, watermark),
     ).fetchone()[0]
 
 
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
-            now: datetime) -> dict[str, dict[str, int]]:
+            now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
-    One query: this runs inside every sale's write transaction.
+    One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
+    central mapped to the member (their entries are the member's, under the same watermark).
     """
     stamp = iso(now)
+    who, ids = _who("e.member_id", member_id, aliases, "?1")
     rows = conn.execute(
         f"""
         WITH local AS (
             SELECT e.entry_id, e.currency, e.points, e.pending_until, e.expires_at
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE e.member_id = ?1 AND e.seq > ?2 AND o.state != 'quarantined'
+            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
         ), lots AS (
             SELECT l.currency, l.pending_until, l.expires_at,
                    l.points - COALESCE({_LIVE_L}, 0) AS remaining
@@ -137,7 +152,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
         FROM lots GROUP BY currency
         """,
-        (member_id, watermark, stamp),
+        (ids, watermark, stamp),
     ).fetchall()
     pending: dict[str, int] = {}
     expired: dict[str, int] = {}
@@ -150,7 +165,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     for cur in sorted(set(confirmed) | set(pending)):
         conf, pend, gone, later = confirmed.get(cur, 0), pending.get(cur, 0), expired.get(cur, 0), maturing.get(cur, 0)
         if conf < 0 and gone:
-            gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf)
+            gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf, aliases)
         total = conf + pend - gone
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
@@ -158,7 +173,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
 
 
 def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
-                        stamp: str, debt: int) -> int:
+                        stamp: str, debt: int, aliases: tuple[str, ...] = ()) -> int:
     """Expired local points when central reports a debt (a negative balance).
 
     Central repays a debt from each new credit as it arrives, before the credit
@@ -167,7 +182,7 @@ def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str,
     so it may read lot by lot.
     """
     gone = 0
-    for lot in sorted(_local_lots(conn, member_id, currency, watermark), key=lambda lot: lot.entry_id):
+    for lot in sorted(_local_lots(conn, member_id, currency, watermark, aliases), key=lambda lot: lot.entry_id):
         repay = min(debt, lot.points)
         debt -= repay
         if lot.expires_at and lot.expires_at <= stamp:
@@ -176,7 +191,7 @@ def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str,
 
 
 def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, confirmed: int,
-         watermark: int, now: datetime) -> list[tuple[int | None, int]]:
+         watermark: int, now: datetime, aliases: tuple[str, ...] = ()) -> list[tuple[int | None, int]]:
     """Which lots pay for a debit of `points`: [(lot entry_id or None for central's pool, points)].
 
     Only called after the caller checked the available balance covers it.
@@ -184,12 +199,12 @@ def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, c
     stamp = iso(now)
     plan: list[tuple[int | None, int]] = []
     left = points
-    pool = max(0, confirmed - _pool_drawn(conn, member_id, currency, watermark))
+    pool = max(0, confirmed - _pool_drawn(conn, member_id, currency, watermark, aliases))
     if pool and left:
         take = min(pool, left)
         plan.append((None, take))
         left -= take
-    for lot in _local_lots(conn, member_id, currency, watermark):
+    for lot in _local_lots(conn, member_id, currency, watermark, aliases):
         if not left:
             break
         usable = lot.remaining > 0 and not (lot.expires_at and lot.expires_at <= stamp) \

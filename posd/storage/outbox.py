@@ -72,6 +72,18 @@ def record_results(conn: sqlite3.Connection, results: list[EventResult]) -> None
             vouchers.void_redeemed_by(conn, r.seq, now)
 
 
+def scrub_enrolments(conn: sqlite3.Connection, member_ids: list[str]) -> int:
+    """Erasure: the personal fields of member_enrolled events central already answered (the
+    outbox keeps every row; a pending one still has to reach central whole)."""
+    done = 0
+    for member_id in member_ids:
+        done += conn.execute(
+            "UPDATE outbox SET body = json_remove(body, '$.display_name', '$.identifiers', '$.birth_date', "
+            "'$.locale') WHERE type = 'member_enrolled' AND state != 'pending' "
+            "AND json_extract(body, '$.member_id') = ?", (member_id,)).rowcount
+    return done
+
+
 def event_id_at(conn: sqlite3.Connection, seq: int) -> str | None:
     row = conn.execute("SELECT event_id FROM outbox WHERE seq = ?", (seq,)).fetchone()
     return row[0] if row else None

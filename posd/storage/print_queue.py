@@ -48,7 +48,8 @@ class PrintJob:
 
 
 def queue(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, Any],
-          client_job_id: str | None = None, ttl_s: float | None = None) -> tuple[str, bool]:
+          client_job_id: str | None = None, ttl_s: float | None = None,
+          member_id: str | None = None) -> tuple[str, bool]:
     """Queue a job; ``(job_id, created)``.
 
     The same ``client_job_id`` again returns the first job and queues nothing,
@@ -63,12 +64,32 @@ def queue(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, 
     job_id = slip_id if n == 0 else f"{slip_id}#{kind}{n}"  # a slip's first job is named after it
     ttl = ttl_s if ttl_s is not None else ttl_for(kind)
     conn.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id, member_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (job_id, slip_id, kind, json.dumps(slip), iso(created), iso(created + timedelta(seconds=ttl)),
-         client_job_id),
+         client_job_id, member_id),
     )
     return job_id, True
+
+
+def member_of(conn: sqlite3.Connection, slip_id: str) -> str | None:
+    row = conn.execute("SELECT member_id FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1",
+                       (slip_id,)).fetchone()
+    return row[0] if row else None
+
+
+# What a slip says about the member personally: erasure blanks these and keeps the rest (points, ids).
+PERSONAL_FIELDS = ("member_name", "offers")
+
+
+def scrub_member(conn: sqlite3.Connection, member_ids: list[str]) -> int:
+    """Erasure: the member's name and personal offers leave every slip kept for them."""
+    done = 0
+    for member_id in member_ids:
+        done += conn.execute(
+            "UPDATE print_jobs SET slip = json_set(slip, '$.member_name', '', '$.offers', json('[]')) "
+            "WHERE member_id = ?", (member_id,)).rowcount
+    return done
 
 
 def slip_of(conn: sqlite3.Connection, slip_id: str) -> dict[str, Any] | None:
@@ -85,7 +106,8 @@ def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | N
     if data is None:
         return None
     data["reprint"] = True
-    return queue(conn, slip_id=slip_id, kind="reprint", slip=data, client_job_id=client_job_id)
+    return queue(conn, slip_id=slip_id, kind="reprint", slip=data, client_job_id=client_job_id,
+                 member_id=member_of(conn, slip_id))
 
 
 def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:

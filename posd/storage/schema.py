@@ -294,3 +294,61 @@ def m006_sale_points(conn: sqlite3.Connection) -> None:
             BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END;
         """,
     )
+
+
+@ledger_migrations
+def m007_members_at_the_till(conn: sqlite3.Connection) -> None:
+    """Member tokens accepted here (a replay is refused, also after a restart), members enrolled
+    here under a provisional id, and whose slip each print job holds (erasure scrubs it)."""
+    execute_script(
+        conn,
+        """
+        CREATE TABLE member_token_uses (
+            token_id TEXT PRIMARY KEY,
+            scheme TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            valid_until TEXT NOT NULL,  -- after this the token is refused as expired anyway: forgettable
+            used_at TEXT NOT NULL,
+            seq INTEGER REFERENCES outbox (seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX member_token_uses_until ON member_token_uses (valid_until);
+
+        CREATE TABLE enrolments (
+            member_id TEXT PRIMARY KEY,  -- provisional, until central's member feed names the member
+            request_hash TEXT NOT NULL,
+            display_name TEXT,
+            locale TEXT,
+            birth_date TEXT,
+            seq INTEGER NOT NULL REFERENCES outbox (seq),
+            response TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+        CREATE TABLE enrolment_identifiers (
+            identifier TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL REFERENCES enrolments (member_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX enrolment_identifiers_member ON enrolment_identifiers (member_id);
+
+        ALTER TABLE print_jobs ADD COLUMN member_id TEXT;
+        UPDATE print_jobs SET member_id = COALESCE(
+            (SELECT t.member_id FROM transactions t WHERE t.transaction_id = print_jobs.slip_id),
+            (SELECT r.member_id FROM redemptions r WHERE r.redemption_id || '~r' = print_jobs.slip_id));
+        CREATE INDEX print_jobs_member ON print_jobs (member_id) WHERE member_id IS NOT NULL;
+        """,
+    )
+
+
+@cache_migrations
+def m002_cache_wallet_and_aliases(conn: sqlite3.Connection) -> None:
+    """Wallet-pass secrets (sealed: posd.storage.cache) and the provisional ids central mapped."""
+    execute_script(
+        conn,
+        """
+        ALTER TABLE members ADD COLUMN totp_secret BLOB;
+        CREATE TABLE member_aliases (
+            alias TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX member_aliases_member ON member_aliases (member_id);
+        """,
+    )

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from posd.core.program import Program
-from posd.storage import entries, meta, outbox, print_queue, records, vouchers
+from posd.storage import enrolments, entries, member_tokens, meta, outbox, print_queue, records, vouchers
 from posd.storage.entries import Entry
 from posd.storage.print_queue import PrintJob
 from posd.storage.records import Earlier, ReturnRecord, SaleRecord
@@ -63,10 +63,19 @@ class LedgerView:
     def meta(self, key: str) -> str | None:
         return meta.read(self._conn, key)
 
+    # -- members at the till ---------------------------------------------------
+    def enrolment(self, identifier: str) -> dict[str, Any] | None:
+        """A member enrolled here under a provisional id, by identifier or by that id."""
+        return enrolments.find(self._conn, identifier)
+
+    def token_used(self, token_id: str) -> bool:
+        return member_tokens.used(self._conn, token_id)
+
     # -- balances -------------------------------------------------------------
     def balance(self, member_id: str, confirmed: dict[str, int], watermark: int,
-                now: datetime) -> dict[str, dict[str, int]]:
-        return entries.balance(self._conn, member_id, confirmed, watermark, now)
+                now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+        """``aliases``: provisional ids central mapped to this member; their entries are the member's."""
+        return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases)
 
     # -- vouchers -------------------------------------------------------------
     def voucher(self, code: str) -> dict[str, Any] | None:
@@ -116,10 +125,12 @@ class LedgerTx(LedgerView):
     def add_entries(self, new: list[Entry]) -> None:
         entries.add(self._conn, new)
 
-    def debit(self, entry: Entry, confirmed: int, watermark: int, now: datetime) -> None:
+    def debit(self, entry: Entry, confirmed: int, watermark: int, now: datetime,
+              aliases: tuple[str, ...] = ()) -> None:
         """A debit drawn from central's confirmed points first, then local lots soonest-expiring first."""
         entry_id = entries.add_one(self._conn, entry)
-        plan = entries.draw(self._conn, entry.member_id, entry.currency, -entry.points, confirmed, watermark, now)
+        plan = entries.draw(self._conn, entry.member_id, entry.currency, -entry.points, confirmed, watermark, now,
+                            aliases)
         entries.allocate(self._conn, entry_id, plan)
 
     def reverse(self, entry: Entry, transaction_id: str, watermark: int) -> None:
@@ -127,6 +138,29 @@ class LedgerTx(LedgerView):
         lots = entries.earned_lots(self._conn, transaction_id, entry.currency, watermark)
         entry_id = entries.add_one(self._conn, entry)
         entries.allocate(self._conn, entry_id, entries.reverse_from(self._conn, lots, -entry.points))
+
+    # -- members at the till ---------------------------------------------------
+    def record_token_use(self, *, token_id: str, scheme: str, member_id: str, valid_until: str, used_at: str,
+                         event: dict[str, Any]) -> int | None:
+        """A member token accepted here, with its token_use event for central; the event's seq,
+        or None when this lane accepted the token before (a replay: nothing is written)."""
+        if member_tokens.used(self._conn, token_id):
+            return None
+        seq = self.append_event("token_use", event)
+        member_tokens.record(self._conn, token_id=token_id, scheme=scheme, member_id=member_id,
+                             valid_until=valid_until, used_at=used_at, seq=seq)
+        return seq
+
+    def store_enrolment(self, **fields: Any) -> None:
+        """A member enrolled here (posd.storage.enrolments.store names the fields)."""
+        enrolments.store(self._conn, **fields)
+
+    def forget_members(self, member_ids: list[str]) -> int:
+        """Erasure of members central deleted: their names and offers leave the slips kept here,
+        their enrolment data and the enrolment events central already has. Ledger entries keep
+        the member id only. The number of rows scrubbed."""
+        return (print_queue.scrub_member(self._conn, member_ids) + enrolments.forget(self._conn, member_ids)
+                + outbox.scrub_enrolments(self._conn, member_ids))
 
     # -- idempotency records --------------------------------------------------
     def store_sale(self, **fields: Any) -> str:
@@ -163,9 +197,9 @@ class LedgerTx(LedgerView):
 
     # -- print queue ----------------------------------------------------------
     def queue_print_job(self, *, slip_id: str, kind: str, slip: dict[str, Any], client_job_id: str | None = None,
-                        ttl_s: float | None = None) -> tuple[str, bool]:
+                        ttl_s: float | None = None, member_id: str | None = None) -> tuple[str, bool]:
         job_id, created = print_queue.queue(self._conn, slip_id=slip_id, kind=kind, slip=slip,
-                                            client_job_id=client_job_id, ttl_s=ttl_s)
+                                            client_job_id=client_job_id, ttl_s=ttl_s, member_id=member_id)
         if created:
             self.happened.add(PRINT)
         return job_id, created

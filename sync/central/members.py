@@ -5,6 +5,7 @@ Pure functions over plain dicts; the store decides how a member is kept.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MEMBER_STATUSES = ("active", "blocked", "deleted")
@@ -21,6 +22,9 @@ def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
     if any(not isinstance(v, int) for v in balances.values()):
         raise ValueError(f"member {member['member_id']!r}: balances must be integers")
     status = member.get("status", "active")
+    secret = member.get("totp_secret")
+    if secret is not None and (not isinstance(secret, str) or not re.fullmatch(r"(?:[0-9a-f]{2}){10,64}", secret)):
+        raise ValueError(f"member {member['member_id']!r}: totp_secret must be 10-64 bytes in lowercase hex")
     if status not in MEMBER_STATUSES:
         raise ValueError(f"member {member['member_id']!r}: status must be one of {MEMBER_STATUSES}")
     return {
@@ -34,6 +38,7 @@ def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
         "status": status,
         "birth_date": member.get("birth_date"),
         "offers": list(member.get("offers", [])),
+        "totp_secret": secret,
     }
 
 
@@ -60,9 +65,17 @@ def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any])
     return best
 
 
-def member_wire(member: dict[str, Any], applied_seq: dict[str, int]) -> dict[str, Any]:
-    """A stored member (JSON fields decoded) as the change feed and admin routes send it."""
-    return {
+def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
+                aliases: list[str] | None = None) -> dict[str, Any]:
+    """A stored member (JSON fields decoded) as the change feed and admin routes send it.
+
+    ``aliases``: the provisional ids lanes enrolled this member under (docs/sync-protocol.md,
+    enrolment); ``totp_secret``: the wallet pass's secret, when the member has one. Both are
+    left out when empty, so a million members without them cost nothing on the wire."""
+    if member["status"] == "deleted":  # erased: lanes learn only that, and forget the member
+        member = {**member, "display_name": "", "locale": None, "identifiers": [], "birth_date": None,
+                  "offers": [], "totp_secret": None}
+    wire = {
         "member_id": member["member_id"],
         "display_name": member["display_name"],
         "locale": member["locale"],
@@ -75,3 +88,8 @@ def member_wire(member: dict[str, Any], applied_seq: dict[str, int]) -> dict[str
         "birth_date": member["birth_date"],
         "offers": member["offers"],
     }
+    if aliases:
+        wire["aliases"] = aliases
+    if member.get("totp_secret"):
+        wire["totp_secret"] = member["totp_secret"]
+    return wire

@@ -77,6 +77,15 @@ CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AN
 CREATE TABLE IF NOT EXISTS lot_debts (
     member_id TEXT NOT NULL, currency TEXT NOT NULL, points INTEGER NOT NULL,
     PRIMARY KEY (member_id, currency)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS member_aliases (
+    alias TEXT PRIMARY KEY, member_id TEXT NOT NULL, source TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS member_aliases_member ON member_aliases (member_id);
+CREATE TABLE IF NOT EXISTS member_token_keys (
+    kid TEXT PRIMARY KEY, private_key BLOB NOT NULL, public_key TEXT NOT NULL,
+    created_at REAL NOT NULL, retired_at REAL);
+CREATE TABLE IF NOT EXISTS token_uses (
+    token_id TEXT PRIMARY KEY, lane_key TEXT NOT NULL, source TEXT NOT NULL, member_id TEXT NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS voucher_uses (
     code TEXT NOT NULL, member_key TEXT NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (code, member_key)) WITHOUT ROWID;
@@ -91,3 +100,11 @@ def members_to_lots(conn: sqlite3.Connection) -> None:
     for row in conn.execute("SELECT member_id, balances FROM members").fetchall():
         if not conn.execute("SELECT 1 FROM lots WHERE member_id = ? LIMIT 1", (row[0],)).fetchone():
             reset_lots(conn, row[0], json.loads(row[1]), "migrated")
+
+
+@migration("members_totp_secret_v1")
+def members_totp_secret(conn: sqlite3.Connection) -> None:
+    """Wallet passes: a member's TOTP secret travels in the member feed (hex, or NULL)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(members)")}
+    if "totp_secret" not in columns:
+        conn.execute("ALTER TABLE members ADD COLUMN totp_secret TEXT")

@@ -29,6 +29,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from posd.sync.central.faults import ROUTES, FaultPlan
 from posd.sync.central.store import CentralStore, open_store
+from posd.sync.central.tokens import (
+    DEFAULT_VALIDITY_S,
+    MAX_VALIDITY_S,
+    iso_seconds,
+    issue_qr_token,
+    new_kid,
+    new_signing_key,
+    new_wallet_secret,
+    wallet_pass,
+)
 from posd.sync.protocol import (
     HEADER_LANE,
     HEADER_STORE,
@@ -243,6 +253,10 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/_admin/faults", self._admin_faults),
             ("GET", r"/_admin/events", self._admin_events),
             ("GET", r"/_admin/members/([^/]+)", self._admin_member),
+            ("POST", r"/_admin/members/([^/]+)/token", self._admin_member_token),
+            ("POST", r"/_admin/members/([^/]+)/wallet-pass", self._admin_wallet_pass),
+            ("GET", r"/_admin/member-token-keys", self._admin_token_keys),
+            ("POST", r"/_admin/member-token-keys", self._admin_token_keys),
             ("GET", r"/_admin/stats", self._admin_stats),
         ]
         path_known = False
@@ -406,6 +420,69 @@ class _Handler(BaseHTTPRequestHandler):
         if member is None:
             raise HttpError(404, "unknown_member", "no such member")
         self._send_json(200, member)
+
+    def _admin_member_token(self, query: dict, member_id: str) -> None:
+        """A fresh QR token for the member, as central's app backend would hand the member's phone."""
+        self._admin_guard()
+        doc = self._admin_body()
+        validity = doc.get("validity_s", DEFAULT_VALIDITY_S)
+        if not isinstance(validity, int) or isinstance(validity, bool) or not 1 <= validity <= MAX_VALIDITY_S:
+            raise HttpError(400, "bad_admin_request", f"validity_s must be an integer 1-{MAX_VALIDITY_S}")
+        central = self.server.central
+        member = self._active_member(member_id)
+        key = next((k for k in reversed(central.store.member_token_keys()) if k["retired_at"] is None), None)
+        if key is None:
+            raise HttpError(409, "no_signing_key", "every member-token key is retired; add one")
+        issued_at = int(central.clock())
+        token = issue_qr_token(key["private_key"], key["kid"], member["member_id"], issued_at, validity)
+        self._send_json(200, {"token": token, "member_id": member["member_id"], "kid": key["kid"],
+                              "issued_at": iso_seconds(issued_at), "expires_at": iso_seconds(issued_at + validity)})
+
+    def _admin_wallet_pass(self, query: dict, member_id: str) -> None:
+        """The member's wallet pass rotating barcode (Google Wallet's totpDetails), its secret created once."""
+        self._admin_guard()
+        self._admin_body()
+        central = self.server.central
+        member = self._active_member(member_id)
+        secret = central.store.wallet_secret(member["member_id"], new_wallet_secret())
+        if secret is None:
+            raise HttpError(404, "unknown_member", "no such member")
+        self._send_json(200, wallet_pass(member["member_id"], secret, central.store.program()[0]))
+
+    def _admin_token_keys(self, query: dict) -> None:
+        """List the signing keys (public halves); POST {"rotate": true} adds one, {"retire": kid} retires one."""
+        self._admin_guard()
+        store = self.server.central.store
+        if self.command == "POST":
+            doc = self._admin_body()
+            if doc.get("rotate") is True:
+                store.add_member_token_key(new_kid(), new_signing_key())
+            elif isinstance(doc.get("retire"), str):
+                if not store.retire_member_token_key(doc["retire"]):
+                    raise HttpError(404, "unknown_key", "no such key, or it is retired already")
+            else:
+                raise HttpError(400, "bad_admin_request", 'expected {"rotate": true} or {"retire": "<kid>"}')
+        keys = [{"kid": k["kid"], "public_key": k["public_key"], "created_at": iso_seconds(k["created_at"]),
+                 "retired_at": iso_seconds(k["retired_at"]) if k["retired_at"] is not None else None}
+                for k in store.member_token_keys()]
+        self._send_json(200, {"keys": keys})
+
+    def _admin_body(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self._read_body(65536) or b"{}")
+        except ValueError as err:
+            raise HttpError(400, "bad_admin_request", "the body must be JSON") from err
+        if not isinstance(doc, dict):
+            raise HttpError(400, "bad_admin_request", "the body must be a JSON object")
+        return doc
+
+    def _active_member(self, member_id: str) -> dict[str, Any]:
+        member = self.server.central.store.member(member_id)
+        if member is None or member["status"] == "deleted":
+            raise HttpError(404, "unknown_member", "no such member")
+        if member["status"] != "active":
+            raise HttpError(409, "member_not_active", f"the member's account is {member['status']}")
+        return member
 
     def _admin_stats(self, query: dict) -> None:
         self._admin_guard()

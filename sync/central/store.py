@@ -52,6 +52,21 @@ class CentralStore(Protocol):
         """Bump the version of every member whose balance fell because lots expired;
         the number of members bumped."""
 
+    # --- member tokens (sync/central/tokens.py signs; the store keeps keys and secrets) ----------
+    def member_token_keys(self) -> list[dict[str, Any]]:
+        """Every signing key, oldest first: kid, private_key (raw bytes), public_key (base64url),
+        created_at, retired_at (unix seconds or None). The program publishes those not retired."""
+
+    def add_member_token_key(self, kid: str, private_key: bytes) -> None:
+        """A new signing key; published at once, and the one new tokens are signed with."""
+
+    def retire_member_token_key(self, kid: str) -> bool:
+        """Stop publishing a key: lanes refuse its tokens once they pulled the program."""
+
+    def wallet_secret(self, member_id: str, secret: bytes) -> bytes | None:
+        """The member's wallet-pass TOTP secret, ``secret`` becoming it when there is none (the
+        member's next version in the feed carries it). None for an unknown or erased member."""
+
     # --- lanes and events ------------------------------------------------------------
     def apply_batch(
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str

@@ -23,7 +23,8 @@ from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dat
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.migrations import migrate
 from posd.sync.central.seed import parse_seed
-from posd.sync.protocol import parse_utc, program_etag, result_wire, validate_event
+from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
+from posd.sync.protocol import TOKEN_SCHEMES, parse_utc, program_etag, result_wire, validate_event
 
 _JSON_COLUMNS = ("identifiers", "balances", "offers")
 
@@ -42,7 +43,13 @@ class SqliteStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             migrate(self._conn)
-        self._program, self._etag = self._load_program()
+        self._raw_program: dict[str, Any] | None = None
+        self._program: dict[str, Any] | None = None
+        self._etag: str | None = None
+        if not self.member_token_keys():
+            self.add_member_token_key(new_kid(), new_signing_key())  # a central that can sign from the start
+        self._raw_program = self._load_program()
+        self._publish()
 
     def close(self) -> None:
         with self._lock:
@@ -98,15 +105,68 @@ class SqliteStore:
     def _save_program(self, conn: sqlite3.Connection, program: dict[str, Any]) -> None:
         text = json.dumps(program, sort_keys=True, ensure_ascii=False)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('program', ?)", (text,))
-        self._program, self._etag = json.loads(text), program_etag(program)
+        self._raw_program = json.loads(text)
+        self._publish()
 
-    def _load_program(self) -> tuple[dict[str, Any] | None, str | None]:
+    def _load_program(self) -> dict[str, Any] | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
-        if row is None:
-            return None, None
-        program = json.loads(row["value"])
-        return program, program_etag(program)
+        return None if row is None else json.loads(row["value"])
+
+    def _publish(self) -> None:
+        """The program lanes get: as seeded, with central's member-token keys that are not retired."""
+        with self._lock:
+            self._program = published_program(self._raw_program, self.member_token_keys())
+            self._etag = None if self._program is None else program_etag(self._program)
+
+    # --- member tokens: signing keys, wallet secrets -------------------------------------
+
+    def member_token_keys(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM member_token_keys ORDER BY created_at, kid").fetchall()
+        return [{"kid": r["kid"], "private_key": bytes(r["private_key"]), "public_key": r["public_key"],
+                 "created_at": r["created_at"], "retired_at": r["retired_at"]} for r in rows]
+
+    def add_member_token_key(self, kid: str, private_key: bytes) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT INTO member_token_keys VALUES (?, ?, ?, ?, NULL)",
+                         (kid, private_key, public_key_text(private_key), self._clock()))
+        self._publish()
+
+    def retire_member_token_key(self, kid: str) -> bool:
+        with self._write() as conn:
+            done = conn.execute("UPDATE member_token_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL",
+                                (self._clock(), kid)).rowcount
+        self._publish()
+        return bool(done)
+
+    def wallet_secret(self, member_id: str, secret: bytes) -> bytes | None:
+        """The member's wallet-pass secret; ``secret`` becomes it when the member has none
+        (the member's new version carries it to the lanes). None for an unknown or erased member."""
+        with self._write() as conn:
+            member = _load_member(conn, self._resolve(conn, member_id))
+            if member is None or member["status"] == "deleted":
+                return None
+            if not member.get("totp_secret"):
+                member["totp_secret"] = secret.hex()
+                self._write_member(conn, member)
+            return bytes.fromhex(member["totp_secret"])
+
+    @staticmethod
+    def _resolve(conn: sqlite3.Connection, member_id: str) -> str:
+        """Central's id for a member a lane may still name by its provisional id."""
+        row = conn.execute("SELECT member_id FROM member_aliases WHERE alias = ?", (member_id,)).fetchone()
+        return member_id if row is None else row["member_id"]
+
+    def _aliases(self, member_ids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start : start + 500]
+            for r in self._conn.execute(
+                    f"SELECT alias, member_id FROM member_aliases WHERE member_id IN ({','.join('?' * len(chunk))}) "
+                    "ORDER BY alias", chunk):
+                found.setdefault(r["member_id"], []).append(r["alias"])
+        return found
 
     # --- members -------------------------------------------------------------------
 
@@ -115,11 +175,13 @@ class SqliteStore:
         every lane as "store/lane" when no store is given."""
         self.sweep_expired()
         with self._lock:
+            member_id = self._resolve(self._conn, member_id)
             row = self._conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
             if row is None:
                 return None
             marks = self._applied_seqs([member_id], store_id)
-        return member_wire(_decoded(row), marks.get(member_id, {}))
+            aliases = self._aliases([member_id])
+        return member_wire(_decoded(row), marks.get(member_id, {}), aliases.get(member_id))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
@@ -183,8 +245,10 @@ class SqliteStore:
             ).fetchall()
             has_more = len(rows) > limit
             rows = rows[:limit]
-            marks = self._applied_seqs([r["member_id"] for r in rows], store_id)
-        members = [member_wire(_decoded(r), marks.get(r["member_id"], {})) for r in rows]
+            ids = [r["member_id"] for r in rows]
+            marks, aliases = self._applied_seqs(ids, store_id), self._aliases(ids)
+        members = [member_wire(_decoded(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]))
+                   for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
 
@@ -279,6 +343,7 @@ class SqliteStore:
                     continue
                 code = validate_event(event) or work.apply(event, seq)
                 status = "rejected" if code else "accepted"
+                mapped = work.enrolled.get(seq) if not code else None
                 conn.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (store_id, lane_id, seq, event_id, status, code, _str_or_none(event.get("type")),
@@ -286,7 +351,7 @@ class SqliteStore:
                      batch_id, received_at),
                 )
                 last = seq
-                results.append(result_wire(seq, event_id, status, code))
+                results.append(result_wire(seq, event_id, status, code, member_id=mapped))
             work.flush(store_id, lane_id, self._write_member)
             conn.execute(
                 "INSERT INTO lanes VALUES (?, ?, ?) ON CONFLICT (store_id, lane_id) DO UPDATE SET last_seq = ?",
@@ -319,13 +384,17 @@ class _BatchWork:
         self.lane_key = lane_key  # "store/lane", recorded as each lot's source
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
+        self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
         dates = lot_dates(event)
         if dates is None:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
-        member_id = event["member_id"]
+        if event["type"] == "member_enrolled" and event.get("provisional") is True:
+            member_id = self._enrol(event, seq)
+        else:
+            member_id = SqliteStore._resolve(self.conn, event["member_id"])  # a provisional id once mapped
         member = self._load(member_id)
         if member is None:
             if event["type"] != "member_enrolled":
@@ -336,6 +405,10 @@ class _BatchWork:
             return "member_deleted"
         if event["type"] == "voucher_use":
             refused = self._use_voucher(event, member_id, seq)
+            if refused:
+                return refused
+        if event["type"] == "token_use":
+            refused = self._use_token(event, member_id, seq)
             if refused:
                 return refused
         tier_currency = self.program.get("tier_currency")
@@ -371,6 +444,59 @@ class _BatchWork:
             return "voucher_used"
         self.conn.execute("INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?)",
                           (code, key, f"{self.lane_key}/{seq}"))
+        return None
+
+    def _enrol(self, event: dict[str, Any], seq: int) -> str:
+        """A member a lane enrolled under a provisional id: the member who already holds one of its
+        identifiers (enrolled twice while offline), else a new member with central's next id.
+        The provisional id becomes an alias, so later events naming it reach the same member."""
+        provisional = event["member_id"]
+        known = SqliteStore._resolve(self.conn, provisional)
+        if known != provisional:
+            member_id = known
+        else:
+            member_id = self._holder(event.get("identifiers")) or self._new_member_id()
+            if self._load(member_id) is None:
+                self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
+                                                     self.program)
+            self.conn.execute("INSERT INTO member_aliases VALUES (?, ?, ?)",
+                              (provisional, member_id, f"{self.lane_key}/{seq}"))
+        self.enrolled[seq] = member_id
+        return member_id
+
+    def _holder(self, identifiers: Any) -> str | None:
+        """The member holding any of these identifiers (the reference central scans; a platform indexes)."""
+        for identifier in identifiers if isinstance(identifiers, list) else []:
+            row = self.conn.execute(
+                "SELECT m.member_id FROM members m, json_each(m.identifiers) i WHERE i.value = ? "
+                "AND m.status != 'deleted' LIMIT 1", (str(identifier),)).fetchone()
+            if row is not None:
+                return row["member_id"]
+        return None
+
+    def _new_member_id(self) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
+        number = int(row["value"]) if row else 1
+        while True:
+            member_id = f"M{number:07d}"
+            number += 1
+            if member_id not in self.members and self._load(member_id) is None:
+                break
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_member_no', ?)", (str(number),))
+        return member_id
+
+    def _use_token(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
+        """A member token accepted at a lane: every lane refuses it a second time itself, so the
+        same token_id from another lane is a replay (a screenshot shown at two tills) and is flagged."""
+        token_id = event.get("token_id")
+        if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
+                or event.get("identified_by") not in TOKEN_SCHEMES:
+            return "malformed_event"
+        first = self.conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
+        if first is not None:
+            return None if first["lane_key"] == self.lane_key else "token_replayed"
+        self.conn.execute("INSERT INTO token_uses VALUES (?, ?, ?, ?)",
+                          (token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id))
         return None
 
     def _load(self, member_id: str) -> dict[str, Any] | None:

@@ -47,7 +47,7 @@ from posd.sync.protocol.limits import (
     MAX_SEQ,
     TIMESTAMP_TOLERANCE_S,
 )
-from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, EventResult, EventStatus
+from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, TOKEN_SCHEMES, EventResult, EventStatus
 from posd.sync.protocol.signing import (
     HEADER_LANE,
     HEADER_SIGNATURE,
@@ -66,7 +66,7 @@ __all__ = [
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",
     "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_ID_LEN", "MAX_MEMBER_PAGE", "MAX_POINTS", "MAX_SEQ",
     "REJECTION_CODES", "REQUEST_ERRORS", "RESULT_STATUSES", "RETRYABLE_CODES", "SIGNATURE_SCHEME",
-    "TIMESTAMP_TOLERANCE_S", "BatchError", "CentralProtocolError", "EventResult", "EventStatus",
+    "TIMESTAMP_TOLERANCE_S", "TOKEN_SCHEMES", "BatchError", "CentralProtocolError", "EventResult", "EventStatus",
     "RequestRejected", "SignatureError", "SyncError", "batch_json", "decode_batch", "encode_batch",
     "etag_matches", "header", "parse_http_date", "parse_results", "parse_retry_after", "parse_utc",
     "program_etag", "result_wire", "secret_from_text", "sign_request", "signed_headers", "signing_payload",

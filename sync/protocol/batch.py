@@ -145,12 +145,16 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
     return results
 
 
-def result_wire(seq: int, event_id: str, status: str, code: str | None = None) -> dict[str, Any]:
-    """One entry of a push answer as central writes it."""
+def result_wire(seq: int, event_id: str, status: str, code: str | None = None,
+                member_id: str | None = None) -> dict[str, Any]:
+    """One entry of a push answer as central writes it; ``member_id``: central's id for a member a
+    provisional enrolment mapped to."""
     item: dict[str, Any] = {"seq": seq, "event_id": event_id, "status": status}
     if code is not None:
         item["code"] = code
         item["retryable"] = code in RETRYABLE_CODES
+    if member_id is not None:
+        item["member_id"] = member_id
     return item
 
 

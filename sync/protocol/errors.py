@@ -42,6 +42,7 @@ REJECTION_CODES: dict[str, bool] = {
     "bad_timestamp": False,
     "bad_points": False,
     "voucher_used": False,
+    "token_replayed": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

@@ -7,7 +7,9 @@ from typing import Literal
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
 
-EVENT_TYPES = frozenset({"accrual", "return", "redemption", "voucher_use", "member_enrolled"})
+EVENT_TYPES = frozenset({"accrual", "return", "redemption", "voucher_use", "member_enrolled", "token_use"})
+# How a token_use event says the member was identified (docs/member-tokens.md).
+TOKEN_SCHEMES = frozenset({"qr_token", "wallet_totp"})
 RESULT_STATUSES = frozenset({"accepted", "duplicate", "rejected"})
 
 

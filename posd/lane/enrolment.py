@@ -1,0 +1,127 @@
+"""Enrolment at the till: a new member from a pre-printed card or a phone number, offline-first.
+
+The member gets a provisional id (``P-`` and 16 hex digits) at once and can
+earn on the same sale; a ``member_enrolled`` event (``provisional: true``)
+takes them to central, which answers with a member of its own and lists the
+provisional id among that member's aliases in the member feed. ledger.db keeps
+the enrolment (cache.db is rebuildable), so the card works here whatever
+happens, and the entries recorded under the provisional id stay the member's
+once central named them (posd.storage.entries: aliases).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+import phonenumbers
+
+from posd.core.identify import gtin_ok, identify_code
+from posd.lane.context import LaneContext, Recorded
+from posd.lane.errors import LaneError, raises
+from posd.lane.members import Members
+from posd.storage.cache import CachedMember
+from posd.storage.db import iso
+from posd.storage.tx import LedgerTx
+
+PROVISIONAL_PREFIX = "P-"
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class EnrolmentInput:
+    card: str | None
+    phone: str | None
+    display_name: str | None
+    locale: str | None
+    birth_date: str | None  # YYYY-MM-DD
+    request_hash: str
+
+
+class Enrolments:
+    def __init__(self, ctx: LaneContext, members: Members, country: str | None = None):
+        """``country``: ISO 3166 code phone numbers without +country are read in (config lane.country)."""
+        self.ctx, self.members, self.country = ctx, members, country
+
+    @raises("payment_card", "invalid_card", "invalid_phone", "identifier_in_use")
+    async def enrol(self, req: EnrolmentInput) -> Recorded:
+        identifiers = self.normalised_identifiers(req)
+        earlier = self._earlier(self.ctx.ledger.view(), req, identifiers)
+        if earlier:
+            return earlier
+        return await self.ctx.ledger.awrite(lambda unit: self._write(unit, req, identifiers))
+
+    @raises("payment_card", "invalid_card", "invalid_phone")
+    def normalised_identifiers(self, req: EnrolmentInput) -> list[str]:
+        """The card code and the phone number in E.164, checked; a payment card is dropped here."""
+        found = []
+        if req.card:
+            found.append(self._card(req.card))
+        if req.phone:
+            found.append(self._phone(req.phone))
+        return found
+
+    @staticmethod
+    @raises("payment_card", "invalid_card")
+    def _card(card: str) -> str:
+        found = identify_code(card)
+        if found.kind == "payment_card":
+            raise LaneError("payment_card", "that is a payment card number; it was not stored")
+        code = found.code or ""
+        if found.kind != "member_code" or code.startswith("+"):
+            raise LaneError("invalid_card", "a member card's code is 4-64 letters, digits or . _ : / + -")
+        if code.isdigit() and len(code) in (8, 12, 13, 14) and not gtin_ok(code):
+            raise LaneError("invalid_card", "the card number's check digit is wrong: scan it, or type it again")
+        return code
+
+    @raises("payment_card", "invalid_phone")
+    def _phone(self, phone: str) -> str:
+        written = phone.strip()
+        if not written.startswith(("+", "00")) and identify_code(written).kind == "payment_card":
+            raise LaneError("payment_card", "that is a payment card number; it was not stored")
+        try:
+            number = phonenumbers.parse(written, self.country)
+        except phonenumbers.NumberParseException as exc:
+            raise LaneError("invalid_phone", "not a phone number; give it with its country code, such as "
+                                             "+48 600 123 456") from exc
+        if not phonenumbers.is_valid_number(number):
+            raise LaneError("invalid_phone", "that phone number does not exist in its country's numbering plan")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    @raises("identifier_in_use")
+    def _earlier(self, view, req: EnrolmentInput, identifiers: list[str]) -> Recorded | None:
+        """The first answer when the POS repeats an enrolment; a card or phone that is a member's already."""
+        for identifier in identifiers:
+            enrolled = view.enrolment(identifier)
+            if enrolled is not None and enrolled["request_hash"] == req.request_hash:
+                return Recorded(enrolled["response"], replayed=True)
+            if enrolled is not None or self.ctx.cache.find_member(identifier) is not None:
+                raise LaneError("identifier_in_use", "that card or phone number already belongs to a member")
+        return None
+
+    @raises("identifier_in_use")
+    def _write(self, unit: LedgerTx, req: EnrolmentInput, identifiers: list[str]) -> Recorded:
+        earlier = self._earlier(unit, req, identifiers)  # a concurrent request may have enrolled them
+        if earlier:
+            return earlier
+        ctx = self.ctx
+        now = ctx.clock()
+        program = ctx.program()
+        member_id = PROVISIONAL_PREFIX + secrets.token_hex(8)
+        event = {"transaction_id": None, "member_id": member_id, "occurred_at": iso(now), "provisional": True,
+                 "identifiers": identifiers, "points": {}, "program_version": program.version if program else "",
+                 "offline": ctx.is_offline()}
+        event.update({k: v for k, v in (("display_name", req.display_name), ("locale", req.locale),
+                                        ("birth_date", req.birth_date)) if v is not None})
+        seq = unit.append_event("member_enrolled", event)
+        member = CachedMember(
+            member_id=member_id, display_name=req.display_name or "", locale=req.locale,
+            tier=program.tiers[0].tier_id if program and program.tiers else None, qualifying=0, balances={},
+            applied_seq=0, status="active", birth_date=req.birth_date, updated_at=iso(now), provisional=True)
+        response = {"member_id": member_id, "provisional": True, "identifiers": identifiers, "seq": seq,
+                    "member": self.members.member_view(member, unit), "recorded_at": iso(now)}
+        unit.store_enrolment(member_id=member_id, request_hash=req.request_hash, identifiers=identifiers,
+                             display_name=req.display_name, locale=req.locale, birth_date=req.birth_date, seq=seq,
+                             response=response, recorded_at=iso(now))
+        return Recorded(response, replayed=False)

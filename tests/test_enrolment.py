@@ -1,0 +1,155 @@
+"""Enrolment at the till (offline, then mapped by central, no point lost) and erasure of deleted members."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+
+from posd.core.slip import SlipData, build_slip
+from posd.drivers.escpos_render import render_slip
+from posd.drivers.escpos_text import escpos_to_text
+from tests.support.central_fixture import default_seed
+from tests.support.printer_emulator import PrinterEmulator
+
+CARD = "2900000001008"
+
+
+def sale(tid: str, member: str, total: int) -> dict[str, Any]:
+    return {"transaction_id": tid, "member": member, "occurred_at": "2026-11-17T10:15:00+01:00", "currency": "PLN",
+            "total": total, "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": total}]}
+
+
+def points(answer) -> int:
+    return answer.json()["balance"]["points"]["total"]
+
+
+@pytest.fixture
+def central_seed() -> dict[str, Any]:
+    seed = default_seed()
+    seed["members"].append({"member_id": "M0100", "display_name": "Erin Forgotten", "locale": "en",
+                            "identifiers": ["2900000001015"], "balances": {"points": 300},
+                            "offers": [{"title": "Erin's own offer"}]})
+    return seed
+
+
+def test_enrolled_offline_then_mapped_by_central_without_losing_a_point(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "one")
+    for route in ("push", "members", "program"):
+        central.inject(route, "503", count=10_000)  # central is out of reach
+
+    enrolled = lane.post("/v1/members", {"card": CARD, "phone": "+48 600 123 456", "display_name": "Ola N.",
+                                         "locale": "pl"})
+    assert enrolled.status_code == 200, enrolled.text
+    body = enrolled.json()
+    provisional = body["member_id"]
+    assert provisional.startswith("P-") and body["provisional"] and body["member"]["provisional"]
+    assert body["identifiers"] == [CARD, "+48600123456"]
+    again = lane.post("/v1/members", {"card": CARD, "phone": "+48 600 123 456", "display_name": "Ola N.",
+                                      "locale": "pl"})
+    assert again.json() == body and again.headers["Idempotent-Replayed"] == "true"
+
+    first = lane.post("/v1/transactions", sale("T-new-1", CARD, 12000))  # the sale names the new card
+    assert first.status_code == 200, first.text
+    assert (first.json()["member_id"], points(first)) == (provisional, 120)
+    second = lane.post("/v1/transactions", sale("T-new-2", provisional, 5000))  # or the provisional id
+    assert points(second) == 170
+    assert lane.get("/v1/members/+48600123456").json()["balances"]["points"]["total"] == 170
+    assert lane.health()["sync"]["pending"] == 3
+
+    central.faults.clear()  # central answers again: it maps the member and the lane pulls it
+    lane.wait_drained()
+    real = central.store.member(provisional, "S001")
+    assert real["member_id"] != provisional and real["aliases"] == [provisional]
+    assert real["balances"] == {"points": 170} and real["identifiers"] == [CARD, "+48600123456"]
+    [answer] = [e for e in central.store.events("S001", "L01") if e["type"] == "member_enrolled"]
+    assert answer["status"] == "accepted"
+
+    def mapped():
+        view = lane.get(f"/v1/members/{CARD}").json()
+        return view if view["member_id"] == real["member_id"] else None
+
+    view = lane.wait_for(mapped, 20, "the lane to pull the member central made")
+    assert view["provisional"] is False
+    assert view["balances"]["points"] == {**view["balances"]["points"], "confirmed": 170, "pending": 0, "total": 170}
+    later = lane.post("/v1/transactions", sale("T-new-3", provisional, 1000))  # the POS kept the provisional id
+    assert (later.json()["member_id"], points(later)) == (real["member_id"], 180)
+    back = lane.post("/v1/transactions/T-new-1/returns", {"return_id": "R-new-1", "amount": 12000})
+    assert back.status_code == 200 and back.json()["reversed"] == {"points": 120}
+    assert points(back) == 60
+    lane.wait_drained()
+    assert central.store.member(real["member_id"])["balances"] == {"points": 60}
+
+    other = start_lane(tmp_path / "two", lane_id="L02")  # the member's next visit, at another lane
+    assert other.get(f"/v1/members/{CARD}").json()["balances"]["points"]["total"] == 60
+    elsewhere = other.post("/v1/transactions", sale("T-two-1", CARD, 2000))
+    assert (elsewhere.json()["member_id"], points(elsewhere)) == (real["member_id"], 80)
+
+
+def test_enrolment_checks_what_it_is_given(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    cases = [
+        ({"card": "2900000001009"}, 422, "invalid_card"),  # check digit
+        ({"card": "a b"}, 422, "invalid_card"),
+        ({"card": "4111111111111111"}, 422, "payment_card"),
+        ({"phone": "4111111111111111"}, 422, "payment_card"),
+        ({"phone": "+48 12"}, 422, "invalid_phone"),
+        ({"phone": "600 123 456"}, 422, "invalid_phone"),  # no country configured: needs +48
+        ({"card": "2900000000018"}, 409, "identifier_in_use"),  # Anna's
+        ({}, 422, "invalid_request"),
+        ({"card": CARD, "pan": "4111111111111111"}, 422, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        answer = lane.post("/v1/members", body)
+        assert (answer.status_code, answer.json()["code"]) == (status, code), body
+    assert lane.post("/v1/members", {"phone": "+44 20 7946 0958"}).status_code == 200
+    assert lane.post("/v1/members", {"card": CARD, "phone": "+44 20 7946 0958"}).json()["code"] == \
+        "identifier_in_use"
+    lane.stop()
+    for db in ("ledger.db", "cache.db"):
+        assert "4111111111111111" not in "\n".join(sqlite3.connect(lane.state / db).iterdump())
+    assert "4111111111111111" not in lane.log.read_text()
+
+
+def test_a_deleted_member_leaves_the_cache_and_the_slip_data(tmp_path, central, start_lane):
+    printer = PrinterEmulator()
+    try:
+        lane = start_lane(tmp_path / "lane", printer=f"tcp://127.0.0.1:{printer.port}")
+        assert lane.post("/v1/transactions", sale("T-erin-1", "2900000001015", 4000)).status_code == 200
+        enrolled = lane.post("/v1/members", {"card": CARD, "phone": "+48 600 123 457", "display_name": "Zed Gone"})
+        provisional = enrolled.json()["member_id"]
+        assert lane.post("/v1/transactions", sale("T-zed-1", CARD, 1000)).status_code == 200
+        printer.wait_for_jobs(2, timeout=15)
+        lane.wait_drained()
+        zed = lane.wait_for(lambda: central.store.member(provisional), 10, "central to map the enrolment")
+        lane.wait_for(lambda: lane.get(f"/v1/members/{CARD}").json()["member_id"] == zed["member_id"], 20,
+                      "the lane to pull the mapped member")
+        before = lane.get("/v1/slips/T-erin-1.png").content
+
+        for member_id in ("M0100", zed["member_id"]):  # central erases both
+            member = central.store.member(member_id)
+            central.store.upsert_member({**member, "status": "deleted", "display_name": "", "identifiers": [],
+                                         "offers": [], "balances": {}})
+        lane.wait_for(lambda: lane.get("/v1/members/2900000001015").status_code == 404, 20, "Erin forgotten")
+        lane.wait_for(lambda: lane.get(f"/v1/members/{CARD}").status_code == 404, 20, "Zed forgotten")
+        for gone in ("M0100", zed["member_id"], provisional, "+48600123457"):
+            assert lane.get(f"/v1/members/{gone}").json()["code"] == "unknown_member", gone
+        after = lane.get("/v1/slips/T-erin-1.png")
+        assert after.status_code == 200 and after.content != before  # the preview no longer shows the name
+        assert lane.get("/v1/slips/T-zed-1.png").status_code == 200
+        lane.stop()
+        ledger = "\n".join(sqlite3.connect(lane.state / "ledger.db").iterdump())
+        cache = "\n".join(sqlite3.connect(lane.state / "cache.db").iterdump())
+        for personal in ("Erin Forgotten", "Erin's own offer", "Zed Gone", "+48600123457"):
+            assert personal not in ledger and personal not in cache, personal
+        for identifier in ("2900000001015", CARD):
+            assert identifier not in cache
+        assert "M0100" in ledger  # the entries keep the member id as central knows it
+        row = sqlite3.connect(lane.state / "ledger.db").execute(
+            "SELECT slip FROM print_jobs WHERE slip_id = 'T-erin-1'").fetchone()
+        printed = escpos_to_text(render_slip(build_slip(SlipData.from_json(json.loads(row[0])), "pl"), "TM-T88V"), 48)
+        assert "M0100" not in printed and "Erin" not in printed and "T-erin-1" in printed
+    finally:
+        printer.close()

@@ -1,0 +1,264 @@
+"""Members beyond the plastic card, through real daemons: phone QR tokens and wallet passes at the
+scanner and the camera, replays on one lane and across lanes, key rotation, and secrets that never leave."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from posd.core.member_tokens import totp_code
+from posd.lane.events import EVENT_TYPES
+from posd.sync.central.tokens import issue_qr_token
+from tests.support.central_fixture import default_seed
+from tests.support.clips import code_image, scene, write_clip
+
+SECRET = bytes.fromhex("3132333435363738393031323334353637383930")  # the wallet pass of M0002
+WALLET = {"algorithm": "TOTP_SHA1", "period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}", "window": 1}
+
+
+@pytest.fixture
+def central_seed() -> dict[str, Any]:
+    seed = default_seed()
+    seed["program"]["member_tokens"] = {"wallet": WALLET}
+    seed["members"][1]["totp_secret"] = SECRET.hex()
+    return seed
+
+
+def fresh_token(central, member: str = "M0001", validity: int = 600) -> str:
+    answer = requests.post(f"{central.url}/_admin/members/{member}/token", json={"validity_s": validity}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["token"]
+
+
+def signed_now_with(central, kid: str, *, issued_at: int, validity: int = 60, member: str = "M0001") -> str:
+    key = next(k for k in central.store.member_token_keys() if k["kid"] == kid)
+    return issue_qr_token(key["private_key"], kid, member, issued_at, validity)
+
+
+def token_uses(central, lane_id: str = "L01") -> list[dict[str, Any]]:
+    return [e for e in central.store.events("S001", lane_id) if e["type"] == "token_use"]
+
+
+def wallet_code(step_offset: int = 0) -> str:
+    return "M0002:" + totp_code(SECRET, int(time.time()) // 30 + step_offset, 6)
+
+
+def test_a_phone_token_at_the_scanner_identifies_the_member_once(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    token = fresh_token(central)
+    stream = lane.sse()
+    try:
+        lane.scan(token)
+        assert stream.next("scan")["data"]["kind"] == "token"  # the token itself is not repeated
+        event = stream.next("member.identified")["data"]
+        assert (event["identified_by"], event["identifier"], event["member"]["member_id"]) == (
+            "qr_token", "M0001", "M0001")
+        assert len(event["token_id"]) == 16
+        lane.scan(token)  # the same QR again: a screenshot, or the cashier twice
+        rejected = stream.next("member.token_rejected")["data"]
+        assert (rejected["scheme"], rejected["reason"], rejected["code"]) == (
+            "qr_token", "replayed", "member_token_replayed")
+        lane.scan("2900000000018")  # the plastic card still says how
+        assert stream.next("member.identified")["data"]["identified_by"] == "card"
+    finally:
+        stream.close()
+    answer = lane.get(f"/v1/members/{token}")
+    assert (answer.status_code, answer.json()["code"]) == (409, "member_token_replayed")
+    lane.wait_drained()
+    uses = token_uses(central)
+    assert [(u["status"], u["event"]["token_id"], u["event"]["identified_by"]) for u in uses] == [
+        ("accepted", event["token_id"], "qr_token")]
+    assert token.split(".")[1][-40:] not in json.dumps(uses)  # no signature material travels
+
+    lane.stop()  # a restart does not let the token in again
+    lane.start()
+    assert lane.get(f"/v1/members/{token}").json()["code"] == "member_token_replayed"
+
+
+def test_expired_future_tampered_and_unknown_tokens_are_refused_with_a_reason(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    kid = central.store.member_token_keys()[0]["kid"]
+    now = int(time.time())
+    cases = [
+        (signed_now_with(central, kid, issued_at=now - 3600), 422, "member_token_expired"),
+        (signed_now_with(central, kid, issued_at=now + 3600), 422, "member_token_not_yet_valid"),
+        (issue_qr_token(bytes(32), kid, "M0001", now), 422, "member_token_invalid"),  # another key, same kid
+        (issue_qr_token(bytes(32), "kstranger", "M0001", now), 422, "member_token_invalid"),
+        (fresh_token(central)[:-3] + "AAA", 422, "member_token_invalid"),
+    ]
+    for token, status, code in cases:
+        answer = lane.get(f"/v1/members/{token}")
+        assert (answer.status_code, answer.json()["code"]) == (status, code), token
+    sale = {"transaction_id": "T-tok-1", "member": cases[0][0], "occurred_at": "2026-11-17T10:15:00+01:00",
+            "currency": "PLN", "total": 1000, "lines": [{"sku": "1", "quantity": 1, "unit_price": 1000}]}
+    assert lane.post("/v1/transactions", sale).json()["code"] == "member_token_expired"
+    stream = lane.sse()
+    try:
+        lane.scan(cases[0][0])
+        assert stream.next("member.token_rejected")["data"]["reason"] == "expired"
+        lane.scan(cases[3][0])
+        assert stream.next("member.token_rejected")["data"]["reason"] == "unknown_key"
+    finally:
+        stream.close()
+    assert token_uses(central) == []
+
+
+def test_a_sale_naming_a_token_uses_it_in_the_same_write(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    token = fresh_token(central)
+    sale = {"transaction_id": "T-tok-2", "member": token, "occurred_at": "2026-11-17T10:15:00+01:00",
+            "currency": "PLN", "total": 999, "lines": [{"sku": "1", "quantity": 1, "unit_price": 1000}]}
+    refused = lane.post("/v1/transactions", sale)  # total_mismatch: nothing written, the token not spent
+    assert refused.json()["code"] == "total_mismatch"
+    sale["total"] = 1000
+    first = lane.post("/v1/transactions", sale)
+    assert first.status_code == 200 and first.json()["member_id"] == "M0001"
+    retry = lane.post("/v1/transactions", sale)  # the POS retries: the first answer, not a replay refusal
+    assert retry.json() == first.json() and retry.headers["Idempotent-Replayed"] == "true"
+    other = lane.post("/v1/transactions", {**sale, "transaction_id": "T-tok-3"})
+    assert other.json()["code"] == "member_token_replayed"
+    lane.wait_drained()
+    assert len(token_uses(central)) == 1
+
+
+def test_a_token_replayed_at_another_lane_is_flagged_by_central(tmp_path, central, start_lane):
+    one = start_lane(tmp_path / "one")
+    two = start_lane(tmp_path / "two", lane_id="L02")
+    token = fresh_token(central)
+    assert one.get(f"/v1/members/{token}").status_code == 200
+    one.wait_drained()
+    assert two.get(f"/v1/members/{token}").status_code == 200  # lane two cannot know; central can
+    two.wait_for(lambda: two.health()["sync"]["quarantined"] == 1, what="the replay quarantined at lane two")
+    [flagged] = token_uses(central, "L02")
+    assert (flagged["status"], flagged["code"]) == ("rejected", "token_replayed")
+    assert [u["status"] for u in token_uses(central, "L01")] == ["accepted"]
+    assert two.health()["status"] == "degraded"
+
+
+def test_key_rotation_keeps_both_keys_valid_then_retires_the_old(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    old_kid = central.store.member_token_keys()[0]["kid"]
+    old_token = fresh_token(central)
+    keys = requests.post(f"{central.url}/_admin/member-token-keys", json={"rotate": True}, timeout=5).json()["keys"]
+    assert [k["kid"] for k in keys][0] == old_kid and len(keys) == 2
+    new_kid = keys[1]["kid"]
+    lane.wait_for(lambda: lane.get(f"/v1/members/{fresh_token(central)}").status_code == 200, 30,
+                  "a token signed with the new key accepted")
+    assert lane.get(f"/v1/members/{old_token}").status_code == 200  # both valid meanwhile
+    still_old = signed_now_with(central, old_kid, issued_at=int(time.time()))
+    requests.post(f"{central.url}/_admin/member-token-keys", json={"retire": old_kid}, timeout=5)
+    lane.wait_for(lambda: lane.get(f"/v1/members/{signed_now_with(central, old_kid, issued_at=int(time.time()))}")
+                  .json().get("code") == "member_token_invalid", 30, "the retired key refused")
+    assert lane.get(f"/v1/members/{still_old}").json()["code"] == "member_token_invalid"
+    assert json.loads(requests.post(f"{central.url}/_admin/members/M0001/token", json={}, timeout=5).text)[
+        "kid"] == new_kid
+
+
+def test_a_token_read_by_the_camera_identifies_the_member(tmp_path, central, start_lane):
+    """The phone held to the camera for a second: a clip of the QR for several frames."""
+    lane = start_lane(tmp_path / "lane")  # synced once: cache.db has the members and the keys
+    lane.stop()
+    token = fresh_token(central)
+    rng = random.Random(5)
+    qr = scene(code_image("QR", token, 4), (640, 360), at=(60, 40), rng=rng)
+    blank = np.full((360, 640), 150, np.uint8)
+    clip = write_clip(tmp_path / "phone.avi", [blank] * 3 + [qr] * 8 + [blank] * 3, fps=10.0)
+    lane.config.write_text(lane.config.read_text() + f"""
+[[scanner]]
+name = "camera"
+url = "camera+file://{clip}?speed=0&debounce_ms=1500"
+""")
+    lane.start()
+    stream = lane.sse(last_event_id=0)  # from the start of this boot: the clip may have played already
+    try:
+        event = stream.next("member.identified", timeout=60)["data"]
+        assert (event["device"], event["identified_by"], event["member"]["member_id"]) == (
+            "camera", "qr_token", "M0001")
+    finally:
+        stream.close()
+
+
+def test_posd_scan_types_a_phone_token_and_a_wallet_code(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    stream = lane.sse()
+    try:
+        for flag, member, how in (("--member-token", "M0001", "qr_token"), ("--wallet-pass", "M0002", "wallet_totp")):
+            subprocess.run([sys.executable, "-m", "posd", "scan", flag, member, "--config", str(lane.config)],
+                           check=True, timeout=30)
+            event = stream.next("member.identified", timeout=20)["data"]
+            assert (event["identified_by"], event["member"]["member_id"]) == (how, member)
+    finally:
+        stream.close()
+
+
+def test_wallet_codes_inside_the_window_only_and_the_secret_never_leaves(tmp_path, central, start_lane):
+    from tests.support.printer_emulator import PrinterEmulator
+
+    printer = PrinterEmulator()
+    try:
+        lane = start_lane(tmp_path / "lane", printer=f"tcp://127.0.0.1:{printer.port}")
+        stream = lane.sse()
+        seen: list[str] = []
+        try:
+            code = wallet_code()
+            lane.scan(code)
+            event = stream.next("member.identified")
+            seen.append(json.dumps(event))
+            assert (event["data"]["identified_by"], event["data"]["member"]["member_id"]) == ("wallet_totp", "M0002")
+            lane.scan(code)
+            assert stream.next("member.token_rejected")["data"]["reason"] == "replayed"
+            lane.scan(wallet_code(-4))
+            assert stream.next("member.token_rejected")["data"]["reason"] == "expired"
+            now = wallet_code()
+            lane.scan(now[:-1] + str((int(now[-1]) + 5) % 10))  # one digit off
+            rejected = stream.next("member.token_rejected")["data"]
+            assert rejected["scheme"] == "wallet_totp" and rejected["code"].startswith("member_token_")
+            sale = {"transaction_id": "T-w-1", "member": wallet_code(1), "occurred_at": "2026-11-17T10:15:00+01:00",
+                    "currency": "PLN", "total": 5000, "lines": [{"sku": "1", "quantity": 1, "unit_price": 5000}]}
+            answers = [lane.post("/v1/transactions", sale), lane.get("/v1/members/2900000000025"),
+                       lane.get("/v1/health"), requests.get(f"{lane.base}/openapi.json", timeout=10)]
+            assert answers[0].status_code == 200, answers[0].text
+            printer.wait_for_jobs(1, timeout=15)
+            lane.wait_drained()
+            seen += [a.text for a in answers]
+        finally:
+            stream.close()
+        lane.stop()
+        outputs = seen + [lane.log.read_text(), json.dumps(central.store.events("S001", "L01"))]
+        outputs += [job.decode("latin-1") for job in printer.wait_for_jobs(1)]
+        for db in ("ledger.db", "cache.db"):
+            outputs.append("\n".join(sqlite3.connect(lane.state / db).iterdump()))
+        for text in outputs:
+            assert SECRET.hex() not in text and SECRET.hex().upper() not in text
+            assert SECRET.decode() not in text  # the raw bytes (printable here), sealed in cache.db
+        cache = sqlite3.connect(lane.state / "cache.db")
+        assert cache.execute("SELECT totp_secret IS NOT NULL FROM members WHERE member_id = 'M0002'").fetchone()[0]
+    finally:
+        printer.close()
+
+
+def test_the_event_stream_lists_the_new_event_type():
+    assert "member.token_rejected" in EVENT_TYPES
+
+
+def test_keys_pinned_in_the_config_replace_the_programs(tmp_path, central, start_lane):
+    from posd.sync.central.tokens import new_signing_key, public_key_text
+
+    pinned = new_signing_key()
+    lane = start_lane(tmp_path / "lane")
+    lane.stop()
+    lane.config.write_text(lane.config.read_text().replace(
+        "[central]\n", f'[central]\nmember_token_public_key = ["pin1:{public_key_text(pinned)}"]\n'))
+    lane.start()
+    assert lane.get(f"/v1/members/{fresh_token(central)}").json()["code"] == "member_token_invalid"
+    mine = issue_qr_token(pinned, "pin1", "M0002", int(time.time()))
+    assert lane.get(f"/v1/members/{mine}").json()["member_id"] == "M0002"

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from bench import floors
 from bench.common import (
     BenchLane,
@@ -41,8 +43,6 @@ from bench.common import (
     summary,
 )
 from bench.common import ROOT
-import requests
-
 from posd.storage.cache import Cache
 from tests.support.lane import LaneProcess
 from tests.support.wait import wait_until
@@ -177,35 +177,6 @@ def bench_token_scan(lane: LaneProcess, central_url: str, members: list[str], ro
     return {"qr_token": token | {"lost": rounds - len(token_ms)}, "floor_member_id": card,
             "p50_ratio": round(token["p50_ms"] / card["p50_ms"], 2) if card["p50_ms"] else None,
             "p99_ratio": round(token["p99_ms"] / card["p99_ms"], 2) if card["p99_ms"] else None}
-
-
-def sale(tid: str, member: str) -> dict:
-    return {"transaction_id": tid, "member": member, "occurred_at": datetime.now(UTC).isoformat(),
-            "currency": "PLN", "total": 4599,
-            "lines": [{"sku": "590123", "category": "grocery", "quantity": 1, "unit_price": 4599}]}
-
-
-def post_loop(port: int, token: str, prefix: str, member: str, n: int, out=None) -> list[float]:
-    """A POS on one keep-alive connection: n sales one after another, latency of each in ms.
-
-    http.client rather than requests: on 2 cores the client shares the CPU with
-    the daemon, and requests' own per-call overhead would be measured as posd's.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    bodies = [json.dumps(sale(f"{prefix}-{i}", member)).encode() for i in range(n)]
-    ms = []
-    for body in bodies:
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/transactions", body=body, headers=headers)
-        resp = conn.getresponse()
-        payload = resp.read()
-        ms.append((time.perf_counter() - t0) * 1000)
-        assert resp.status == 200, payload[:200]
-    conn.close()
-    if out is not None:
-        out.put(ms)
-    return ms
 
 
 def bench_idle(lane: BenchLane, seconds: float) -> dict[str, Any]:

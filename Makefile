@@ -10,7 +10,7 @@ setup:
 	@scripts/bootstrap
 
 run: setup
-	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json
+	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json --second-lane config/demo-lane2.toml
 
 test: setup
 	$(PY) -m pytest
@@ -31,6 +31,8 @@ bench: setup
 	$(PY) -m bench.run --out bench/report.json
 	$(PY) -m bench.camera --out bench/camera.json
 	$(PY) -m bench.sync --out bench/sync-report.json
+	$(PY) -m bench.burn --out bench/burn-report.json
+	$(PY) -m bench.observe --out bench/observe.json
 
 # The Debian package: dist/posd_<version>_<arch>.deb (docs/install.md).
 deb:
@@ -49,4 +51,4 @@ test-install: deb
 	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json build/deb dist/
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/observe.json bench/burn-report.json build/deb dist/

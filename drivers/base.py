@@ -124,6 +124,11 @@ class Device:
         self._state_lock = threading.RLock()
 
     @property
+    def label(self) -> str:
+        """How log lines name the device: ``scanner front``, but ``printer`` (not ``printer printer``)."""
+        return self.name if self.name == self.kind else f"{self.kind} {self.name}"
+
+    @property
     def state(self) -> DeviceState:
         return self._state
 
@@ -144,12 +149,16 @@ class Device:
         with self._state_lock:
             if (state, reason) == (self._state, self._reason):
                 return
+            was = self._state
             self._state, self._reason = state, reason
             status = DeviceStatus(self.name, self.kind, self.url.redacted(), state, reason)
             if state is DeviceState.ERROR:
-                log.warning("%s %s: error %s (%s)", self.kind, self.name, reason, detail or "-")
+                log.warning("%s: error %s (%s)", self.label, reason, detail or "-")
             else:
-                log.info("%s %s: %s", self.kind, self.name, state.value)
+                # busy and back to idle happen with every slip: only the others are worth a line
+                routine = state is DeviceState.BUSY or (was is DeviceState.BUSY and state is DeviceState.IDLE)
+                (log.debug if routine else log.info)("%s: %s%s", self.label, state.value,
+                                                     f" ({reason})" if reason else "")
             self._call(self._on_status, status)
 
     def _call(self, callback: Callable | None, arg: object) -> None:
@@ -158,7 +167,7 @@ class Device:
         try:
             callback(arg)
         except Exception:
-            log.exception("%s %s: callback %r failed", self.kind, self.name, callback)
+            log.exception("%s: callback %r failed", self.label, callback)
 
 
 class Scanner(Device):
@@ -284,7 +293,7 @@ class Scanner(Device):
             self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
             return False
         except Exception:
-            log.exception("scanner %s: unexpected error opening", self.name)
+            log.exception("%s: unexpected error opening", self.label)
             self._set_state(DeviceState.ERROR, "io_error")
             return False
         self.framer.reset()
@@ -303,7 +312,7 @@ class Scanner(Device):
                 self._set_state(DeviceState.ERROR, exc.reason, exc.detail)
                 return
             except Exception:
-                log.exception("scanner %s: unexpected error reading", self.name)
+                log.exception("%s: unexpected error reading", self.label)
                 self._set_state(DeviceState.ERROR, "io_error")
                 return
             now = self._clock()
@@ -314,11 +323,11 @@ class Scanner(Device):
         try:
             self._close()
         except Exception:
-            log.debug("scanner %s: error while closing", self.name, exc_info=True)
+            log.debug("%s: error while closing", self.label, exc_info=True)
 
     def _log_drops(self) -> None:
         for reason in self.framer.take_drops():
-            log.warning("scanner %s: scan dropped: %s", self.name, reason)
+            log.warning("%s: scan dropped: %s", self.label, reason)
 
 
 class Printer(Device):
@@ -393,7 +402,7 @@ class Printer(Device):
                 raise
             except Exception as exc:
                 self._abort_job()
-                log.exception("printer %s: unexpected error sending", self.name)
+                log.exception("%s: unexpected error sending", self.label)
                 self._set_state(DeviceState.ERROR, "io_error", type(exc).__name__)
                 raise PrinterError("io_error", type(exc).__name__, sent=True) from exc
             self._set_state(DeviceState.IDLE, self.last_status.warning if self.last_status else None)

@@ -36,13 +36,13 @@ class _SwipeDecision:
     def _deliver(self, code: str, symbology: str | None, now: float) -> None:
         swipe = classify_swipe(code)
         if swipe.kind == "payment_card":
-            log.info("%s %s: payment card swiped; its data was dropped", self.kind, self.name)  # type: ignore[attr-defined]
+            log.info("%s: payment card swiped; its data was dropped", self.label)  # type: ignore[attr-defined]
             self._call(self._on_rejected, CardRejected(self.name, "payment_card"))  # type: ignore[attr-defined]
         elif swipe.kind == "member" and swipe.code:
             super()._deliver(swipe.code, "MSR", now)  # type: ignore[misc]
         else:
-            log.warning("%s %s: unreadable swipe (%d track(s)); ask for another swipe",
-                        self.kind, self.name, len(swipe.tracks))  # type: ignore[attr-defined]
+            log.warning("%s: unreadable swipe (%d track(s)); ask for another swipe",
+                        self.label, len(swipe.tracks))  # type: ignore[attr-defined]
 
 
 class MsrHidReader(_SwipeDecision, HidScanner):

@@ -110,7 +110,7 @@ class NfcReader(Scanner):
         ours = [c for c in cards if str(getattr(c, "reader", self.reader_name)) == self.reader_name]
         if not ours:
             if self._card_present:
-                log.debug("card_reader %s: card removed", self.name)
+                log.debug("%s: card removed", self.label)
             self._card_present = False
             return []
         if self._card_present:
@@ -139,7 +139,7 @@ class NfcReader(Scanner):
             data, sw1, sw2 = connection.transmit(UID_APDU)
         except self._sc_errors as exc:
             # Taken away too fast, or a card the reader cannot talk to: wait for the next one.
-            log.info("card_reader %s: card not read (%s)", self.name, type(exc).__name__)
+            log.info("%s: card not read (%s)", self.label, type(exc).__name__)
             self._card_present = False
             return None
         finally:
@@ -149,7 +149,7 @@ class NfcReader(Scanner):
                 pass
         uid = uid_from_response(list(data), sw1, sw2)
         if uid is None:
-            log.info("card_reader %s: reader refused the UID request (SW %02X%02X)", self.name, sw1, sw2)
+            log.info("%s: reader refused the UID request (SW %02X%02X)", self.label, sw1, sw2)
         return uid
 
     def _close(self) -> None:

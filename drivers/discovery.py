@@ -195,3 +195,58 @@ def access_hint(found: Found, user: str = "posd") -> str:
     if found.access == "unknown":
         return f"no {user} user here (systemd/posd.sysusers.conf creates it)" if not found.note else found.note
     return found.note
+
+
+UDEV_RULE_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d")
+
+
+def usb_ids(path: str, sys_root: str = "/sys") -> tuple[str, str] | None:
+    """(idVendor, idProduct) in hex of the USB device behind a device node, from sysfs; None when it
+    is no USB device (a pty, a board's serial port) or sysfs does not say."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return None
+    kind = "char" if stat.S_ISCHR(st.st_mode) else "block"
+    node = Path(sys_root) / "dev" / kind / f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    try:
+        folder = node.resolve(strict=True)
+    except OSError:
+        return None
+    for parent in [folder, *folder.parents]:
+        try:
+            vid = (parent / "idVendor").read_text().strip().lower()
+            pid = (parent / "idProduct").read_text().strip().lower()
+        except OSError:
+            continue
+        return vid, pid
+    return None
+
+
+def udev_rule_for(path: str, rule_dirs: Iterable[str] = UDEV_RULE_DIRS, sys_root: str = "/sys") -> str | None:
+    """``file:line`` of the udev rule that names this device's USB vendor (and product) and sets its
+    GROUP, the way store IT would look for it; None when none does."""
+    ids = usb_ids(path, sys_root)
+    if ids is None:
+        return None
+    vid, pid = ids
+    seen: set[str] = set()
+    for folder in rule_dirs:
+        for rules in sorted(Path(folder).glob("*.rules")) if Path(folder).is_dir() else []:
+            if rules.name in seen:  # a file of the same name earlier in the list overrides this one
+                continue
+            seen.add(rules.name)
+            try:
+                lines = rules.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for number, line in enumerate(lines, start=1):
+                text = line.strip().lower()
+                if text.startswith("#") or "group" not in text or f'idvendor}}=="{vid}"' not in text:
+                    continue
+                product = re.search(r'idproduct}=="([0-9a-f*?]+)"', text)
+                if product is None or product.group(1) in (pid, "*"):
+                    return f"{rules}:{number}"
+    return None

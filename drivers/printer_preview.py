@@ -39,7 +39,7 @@ class PreviewPrinter(EscposPrinter):
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
-            log.warning("printer %s: cannot create %s: %s", self.name, self.directory, exc.strerror)
+            log.warning("%s: cannot create %s: %s", self.label, self.directory, exc.strerror)
             self._set_state(DeviceState.ERROR, "io_error")
             return
         self._set_state(DeviceState.IDLE)

@@ -15,28 +15,33 @@ DEFAULT_CONFIG = "/etc/posd/posd.toml"
 
 
 def _setup_logging(level: str) -> None:
-    # Under systemd, journald adds time and unit; keep lines short and PII-free.
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    from posd.logs import setup_logging  # journald priorities under systemd (posd/logs.py)
+
+    setup_logging(level)
 
 
-def _load(path: str):
+def _load(path: str, *, check_files: bool = False):
+    """The config, or exit 2 with one line naming the (first) mistake."""
     from posd.config import ConfigError, load
 
     try:
-        return load(path)
+        return load(path, check_files=check_files)
     except ConfigError as exc:
         print(f"posd: {path}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from posd.config import ConfigError
     from posd.daemon import Daemon
     from posd.storage.db import StorageError
 
-    config = _load(args.config)
+    config = _load(args.config, check_files=True)
     try:
         return asyncio.run(Daemon(config).run())
+    except ConfigError as exc:  # a file named by the config changed under us since the check
+        print(f"posd: {args.config}: {exc}", file=sys.stderr)
+        return 2
     except StorageError as exc:
         logging.getLogger("posd").error("%s", exc)
         print(f"posd: {exc}", file=sys.stderr)
@@ -44,7 +49,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    """Every mistake at once, one per line: the config's own, then the files it names."""
+    from posd.config import ConfigError, load
+
+    try:
+        config = load(args.file, check_files=True)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"posd: {args.file}: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"posd: {args.file}: {len(exc.problems)} problems", file=sys.stderr)
+        return 2
     print(f"{args.file}: ok (store {config.lane.store_id}, lane {config.lane.lane_id}, "
           f"{len(config.scanner)} scanner(s), printer {config.printer.url})")
     return 0
@@ -107,6 +122,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"posd scan: cannot write to {link}: {exc.strerror} (is posd running?)", file=sys.stderr)
         return 1
+    ending = url.params.get("suffix", "CR").upper()
+    what = args.code or (f"{args.member_token}'s phone QR token ({len(code)} characters)" if args.member_token
+                         else f"{args.wallet_pass}'s wallet pass code {code}")
+    print(f"typed {what}{'' if ending == 'NONE' else ' + ' + ending} into scanner {ptys[0][0]} ({link})")
     return 0
 
 
@@ -171,10 +190,47 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 1 if any(f.access == "denied" for f in found) else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything store IT would, say what is wrong in the lane's language; 1 when anything failed."""
+    from posd.doctor import render_json, render_table, run
+
+    ctx, findings = run(Path(args.config), user=args.user, locale=args.lang, unit=args.unit,
+                        central=not args.no_central)
+    print(render_json(ctx, findings) if args.json else render_table(ctx, findings))
+    return 1 if any(f.result == "fail" for f in findings) else 0
+
+
+def cmd_ledger_backup(args: argparse.Namespace) -> int:
+    """Copy ledger.db while posd runs (SQLite's online backup API), checked, then renamed into place."""
+    from datetime import datetime
+
+    from posd.storage.db import StorageError
+    from posd.storage.inspect import backup_ledger
+
+    config = _load(args.config)
+    source = config.storage_dir / "ledger.db"
+    dest = Path(args.dest)
+    if dest.is_dir():
+        dest = dest / f"ledger-{config.lane.store_id}-{config.lane.lane_id}-{datetime.now():%Y%m%d-%H%M%S}.db"
+    if dest.resolve() == source.resolve():
+        print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
+        return 2
+    try:
+        done = backup_ledger(source, dest)
+    except FileNotFoundError:
+        print(f"posd ledger backup: {source} does not exist (has posd run here?)", file=sys.stderr)
+        return 1
+    except (OSError, StorageError) as exc:
+        print(f"posd ledger backup: {source} -> {dest}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 1
+    print(f"{done.path}: {done.size} bytes, events up to seq {done.last_seq}, integrity ok")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
-    return run_demo(Path(args.config), Path(args.seed))
+    return run_demo(Path(args.config), Path(args.seed), Path(args.second_lane) if args.second_lane else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,9 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(func=cmd_devices)
 
+    doctor = sub.add_parser("doctor", help="check config, files, storage, devices, central, sync and the running "
+                                           "daemon; say what is wrong (exit 1)")
+    doctor.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    doctor.add_argument("--user", default="posd", help="the user whose access to files and devices is checked")
+    doctor.add_argument("--lang", choices=("pl", "fa", "en"), help="language (default: the lane's)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output for fleet tools")
+    doctor.add_argument("--unit", help="score this unit file instead of the installed posd.service")
+    doctor.add_argument("--no-central", action="store_true", help="do not contact central")
+    doctor.set_defaults(func=cmd_doctor)
+
+    ledger = sub.add_parser("ledger", help="work with ledger.db")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    backup = ledger_sub.add_parser("backup", help="copy ledger.db while posd runs (SQLite online backup)")
+    backup.add_argument("dest", help="the copy's file name, or a folder for a dated name")
+    backup.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    backup.set_defaults(func=cmd_ledger_backup)
+
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")
     demo.add_argument("--seed", default="config/demo-seed.json")
+    demo.add_argument("--second-lane", metavar="CONFIG",
+                      help="also run this lane of the same store (config/demo-lane2.toml): vouchers across lanes")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -9,8 +9,10 @@ unknown scheme is reported at `posd config check` time, not at the first scan.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,17 +22,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from posd.drivers import registry
 
 
-class ConfigError(Exception):
-    """A config file that cannot run, with a message for store IT."""
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a config file: what is wrong, and where."""
 
-    def __init__(self, message: str, *, key: str | None = None, line: int | None = None):
-        self.key, self.line = key, line
+    message: str
+    key: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
         where = ""
-        if key:
-            where += f" at '{key}'"
-        if line:
-            where += f" (line {line})"
-        super().__init__(f"config error{where}: {message}")
+        if self.key:
+            where += f" at '{self.key}'"
+        if self.line:
+            where += f" (line {self.line})"
+        return f"config error{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot run, with a message for store IT.
+
+    ``problems`` lists every mistake found (``posd config check`` prints them
+    all); the message is the first, with a count of the others, on one line.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None,
+                 problems: list[ConfigProblem] | None = None):
+        self.problems = problems or [ConfigProblem(message, key, line)]
+        first = self.problems[0]
+        self.key, self.line = first.key, first.line
+        more = len(self.problems) - 1
+        super().__init__(str(first) + (f" (and {more} more: `posd config check` lists them)" if more else ""))
 
 
 class _Section(BaseModel):
@@ -95,6 +117,33 @@ class ApiConfig(_Section):
 
 class StorageConfig(_Section):
     dir: str = "/var/lib/posd"
+    # Below this much free space on the storage file system, health warns and `posd doctor` fails:
+    # ledger.db must always be able to take the next sale.
+    min_free_mb: int = Field(default=200, ge=0)
+
+
+class StatusConfig(_Section):
+    """An optional read-only listener for the store network: the status page and health, never the API."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, port = split_listen(v)
+            if not 0 < port < 65536:
+                raise ValueError("port must be 1-65535")
+            ipaddress.ip_address(host)
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen or "")[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen or "")[1]
 
 
 class CentralConfig(_Section):
@@ -109,6 +158,8 @@ class CentralConfig(_Section):
     member_token_clock_skew_s: float = Field(default=30.0, ge=0, le=600)
     push_interval_s: float = Field(default=1.0, gt=0, le=3600)
     pull_interval_s: float = Field(default=30.0, gt=0, le=86400)
+    # how long a redemption or voucher use waits for central's authorisation before the offline path
+    authorise_timeout_ms: int = Field(default=800, ge=50, le=10_000)
 
     @field_validator("url")
     @classmethod
@@ -116,6 +167,13 @@ class CentralConfig(_Section):
         if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
             raise ValueError("must be an http(s) URL such as https://loyalty.example.com")
         return v.rstrip("/")
+
+    @field_validator("store_secret")
+    @classmethod
+    def _secret_text(cls, v: str | None) -> str | None:
+        if v is not None:
+            _decode_secret(v)
+        return v
 
     @field_validator("member_token_public_key", mode="before")
     @classmethod
@@ -144,25 +202,49 @@ class CentralConfig(_Section):
 
         return tuple(spec for spec in map(parse_key_entry, self.member_token_public_key) if spec is not None)
 
-    def secret_bytes(self, base: Path) -> bytes:
-        from posd.sync.protocol import secret_from_text  # "hex:..." decodes as central decodes it
+    @model_validator(mode="after")
+    def _one_secret(self) -> CentralConfig:
+        # Neither is found with the files (referenced_file_problems): `config check` and `posd run` name it.
+        if self.store_secret is not None and self.store_secret_file is not None:
+            raise ValueError("set one of store_secret_file (a file, mode 0600) or store_secret (inline), not both")
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key needs client_cert")
+        return self
 
-        if self.store_secret:
-            return secret_from_text(self.store_secret)
-        if self.store_secret_file:
-            path = resolve(base, self.store_secret_file)
-            try:
-                return secret_from_text(path.read_text().strip())
-            except OSError as exc:
-                raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
-        raise ConfigError("set store_secret or store_secret_file", key="central")
+    def secret_bytes(self, base: Path) -> bytes:
+        if self.store_secret is not None:
+            return _decode_secret(self.store_secret)
+        path = resolve(base, self.store_secret_file or "")
+        try:
+            return _decode_secret(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text", key="central.store_secret_file") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}", key="central.store_secret_file") from exc
+
+    def cert(self, base: Path) -> tuple[str, str] | str | None:
+        """The mTLS client certificate (and key) as requests takes it, resolved against the config's folder."""
+        if not self.client_cert:
+            return None
+        cert = str(resolve(base, self.client_cert))
+        return (cert, str(resolve(base, self.client_key))) if self.client_key else cert
+
+
+def _decode_secret(text: str) -> bytes:
+    from posd.sync.protocol import secret_from_text  # "hex:..." decodes as central decodes it
+
+    return secret_from_text(text)
 
 
 class OfflineConfig(_Section):
-    """Redemptions while central is unreachable, capped like a card terminal's floor limit."""
+    """Burns central did not authorise (it did not answer in time), capped like a card terminal's floor limit."""
 
     max_redeem_points_per_member: int = Field(default=1000, ge=0)
     max_redeem_points_per_lane: int = Field(default=5000, ge=0)
+    max_voucher_uses_per_member: int = Field(default=3, ge=0)
+    max_voucher_uses_per_lane: int = Field(default=20, ge=0)
     max_hours: float = Field(default=24.0, ge=0)
 
 
@@ -207,7 +289,16 @@ class Config(_Section):
     scanner: tuple[ScannerConfig, ...] = ()
     card_reader: tuple[CardReaderConfig, ...] = ()
     printer: PrinterConfig = Field(default_factory=PrinterConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
     source: str = ""  # the file this came from, for messages
+
+    @model_validator(mode="after")
+    def _status_apart_from_api(self) -> Config:
+        if self.status.listen and self.status.port == self.api.port and (
+                self.status.host == self.api.host or "0.0.0.0" in (self.status.host, self.api.host)
+                or "::" in (self.status.host, self.api.host)):
+            raise ValueError("status.listen must not share the API's port")
+        return self
 
     @property
     def storage_dir(self) -> Path:
@@ -251,7 +342,9 @@ def resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, *, check_files: bool = False) -> Config:
+    """The config in ``path``; with ``check_files`` the files it names are checked too
+    (``check_files``), and every problem found is in the ConfigError."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -259,7 +352,62 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text") from exc
-    return parse(text, source=str(path.resolve()))
+    config = parse(text, source=str(path.resolve()))
+    if check_files:
+        problems = referenced_file_problems(config, text)
+        if problems:
+            raise ConfigError(problems[0].message, problems=problems)
+    return config
+
+
+# Files a config names that must exist and be readable when posd starts: key -> what it is.
+REFERENCED_FILES = {
+    "central.store_secret_file": "the store secret",
+    "central.client_cert": "the client certificate",
+    "central.client_key": "the client key",
+}
+
+
+def referenced_files(config: Config) -> list[tuple[str, str, Path]]:
+    """(key, what, path) of every file the config names that posd reads at start."""
+    central = config.central
+    out = []
+    for key, what in REFERENCED_FILES.items():
+        value = getattr(central, key.split(".", 1)[1])
+        if value:
+            out.append((key, what, resolve(config.base_dir, value)))
+    return out
+
+
+def referenced_file_problems(config: Config, text: str = "") -> list[ConfigProblem]:
+    """Every named file that is missing, unreadable (by this user) or unusable, by key and line."""
+    problems = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(ConfigProblem(message, key, find_line(text, tuple(key.split("."))) if text else None))
+
+    if config.central.store_secret is None and config.central.store_secret_file is None:
+        problems.append(ConfigProblem("set store_secret_file (a file, mode 0600) or store_secret (inline)",
+                                      "central", find_line(text, ("central",)) if text else None))
+    for key, what, path in referenced_files(config):
+        if not path.exists():
+            problem(key, f"{what} {path} does not exist")
+        elif not path.is_file():
+            problem(key, f"{what} {path} is not a file")
+        elif not os.access(path, os.R_OK):
+            problem(key, f"{what} {path} is not readable by this user (uid {os.getuid()})")
+        elif key == "central.store_secret_file":
+            try:
+                config.central.secret_bytes(config.base_dir)
+            except ConfigError as exc:
+                problem(key, exc.problems[0].message)
+    token = resolve(config.storage_dir, config.api.token_file)
+    if token.exists() and not os.access(token, os.R_OK):
+        problem("api.token_file", f"the API token {token} is not readable by this user (uid {os.getuid()})")
+    storage = config.storage_dir
+    if storage.exists() and not storage.is_dir():
+        problem("storage.dir", f"{storage} is not a directory")
+    return problems
 
 
 def parse(text: str, *, source: str = "") -> Config:
@@ -272,14 +420,17 @@ def parse(text: str, *, source: str = "") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = _dotted(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see config/posd.example.toml)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        raise ConfigError(msg, key=key, line=find_line(text, err["loc"])) from None
+        problems = [_problem(text, err) for err in exc.errors()]
+        raise ConfigError(problems[0].message, problems=problems) from None
+
+
+def _problem(text: str, err: Any) -> ConfigProblem:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see config/posd.example.toml)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return ConfigProblem(msg, _dotted(err["loc"]), find_line(text, err["loc"]))
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

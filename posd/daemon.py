@@ -23,28 +23,34 @@ from typing import Any
 import uvicorn
 
 from posd import __version__
-from posd.api.app import create_app
-from posd.config import Config, resolve
+from posd.api.app import create_app, create_status_app
+from posd.config import Config, ConfigError, resolve
 from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
+from posd.health import DeviceBoard, LaneHealth, status_line
 from posd.lane import Lane
+from posd.lane.authority import CentralAuthority
 from posd.lane.events import EventBus
 from posd.lane.members import STALE_AFTER
 from posd.lane.print_worker import PrintWorker
 from posd.lane.rewards import OfflineLimits
 from posd.member_pull import ProcessMemberPull
+from posd.metrics import LaneMetrics
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache, seal_key_from
 from posd.storage.db import parse_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.storage.tx import OUTBOX
+from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 
 log = logging.getLogger("posd.daemon")
+
+STATUS_EVERY_S = 2.0  # how often systemd's STATUS= is brought up to date (sent only when it changed)
 
 
 class _Server(uvicorn.Server):
@@ -54,6 +60,21 @@ class _Server(uvicorn.Server):
         import contextlib
 
         return contextlib.nullcontext()
+
+
+async def _serve(server: _Server) -> bool:
+    """Serve until told to stop; False when it could not start (uvicorn logged why, e.g. the address is in
+    use, and raises SystemExit, which would otherwise end the whole process with a traceback)."""
+    try:
+        await server.serve()
+    except SystemExit:
+        return False
+    return True
+
+
+def _server(app: Any, host: str, port: int) -> _Server:
+    return _Server(uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None, access_log=False,
+                                  timeout_graceful_shutdown=2))
 
 
 def load_token(path: Path) -> str:
@@ -82,12 +103,12 @@ def device_path(url: Any) -> str | None:
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
-        self.started_mono = time.monotonic()
-        self.started_at = datetime.now(UTC)
-        self.devices: dict[str, DeviceStatus] = {}
+        self.devices = DeviceBoard()
         self.scanners: list[Any] = []
         self._last_sync_key: tuple[Any, ...] | None = None
+        self._members = 0  # members in cache.db, counted by the puller's thread after it applied changes
         self._stop = asyncio.Event()
+        self._health = LaneHealth(self)
 
     # -- assembly -----------------------------------------------------------
     def open(self) -> None:
@@ -99,17 +120,22 @@ class Daemon:
         seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
         self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self.token = load_token(resolve(storage, cfg.api.token_file))
+        self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
+        self.metrics = LaneMetrics(self.health, self.bus, ledger=self.ledger)
         self.outbox = LedgerOutbox(self.ledger)
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
-                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status)
+                                 idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
+                                 on_push=self.metrics.pushed)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         pull_client = self._central_client()
         # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
         self.puller = SyncPuller(pull_client, self.cache, member_interval=cfg.central.pull_interval_s,
-                                 program_interval=cfg.central.pull_interval_s,
+                                 program_interval=cfg.central.pull_interval_s, on_status=self._pull_status,
                                  members=ProcessMemberPull(pull_client, storage / "cache.db", seal_key=seal_key,
                                                            on_erased=self._erase))
+        # burns asked of central in real time, within the budget, from threads of their own
+        self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000)
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
@@ -121,24 +147,29 @@ class Daemon:
                          printer_enabled=pcfg.url != "none", is_offline=self._offline,
                          timezone=cfg.lane.timezone,
                          offline_limits=OfflineLimits(off.max_redeem_points_per_member,
-                                                      off.max_redeem_points_per_lane, off.max_hours),
+                                                      off.max_redeem_points_per_lane, off.max_hours,
+                                                      off.max_voucher_uses_per_member,
+                                                      off.max_voucher_uses_per_lane),
                          last_sync=self._last_sync, render_png=self._slip_png,
                          token_keys=cfg.central.token_keys(), token_skew_s=cfg.central.member_token_clock_skew_s,
-                         country=cfg.lane.country)
-        self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale)
+                         country=cfg.lane.country,
+                         authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
+                                                    self.authoriser.budget_s))
+        self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
+                                        on_outcome=self.metrics.print_job)
 
     def _erase(self, member_ids: list[str]) -> None:
         """Central deleted these members: scrub what ledger.db keeps of them (slips, enrolments), durably,
         before cache.db forgets them (the puller's thread)."""
         scrubbed = self.ledger.write(lambda tx: tx.forget_members(member_ids))
-        log.info("erased members central deleted", extra={"event": "members.erased", "members": len(member_ids),
-                                                          "rows": scrubbed})
+        log.info("erased %d member(s) central deleted (%s rows scrubbed)", len(member_ids), scrubbed,
+                 extra={"event": "members.erased", "members": len(member_ids), "rows": scrubbed})
 
     def _central_client(self) -> CentralClient:
         c = self.config.central
         return CentralClient(
             c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
-            verify=c.verify_tls, cert=(c.client_cert, c.client_key) if c.client_cert else None,
+            verify=c.verify_tls, cert=c.cert(self.config.base_dir),
             identity=self.ledger.sync_identity,
         )
 
@@ -147,6 +178,12 @@ class Daemon:
         from posd.drivers.printer_preview import slip_png
 
         return slip_png(doc, getattr(self.printer, "profile", "default"), getattr(self.printer, "width_mm", 80))
+
+    def _pull_status(self, status: dict[str, Any]) -> None:
+        """On the puller's thread after a pull changed something: count the members there, once,
+        so neither health nor a metrics scrape runs a COUNT(*) over a million rows."""
+        self._members = self.cache.member_count()
+        self._sync_status(status)
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.
@@ -165,7 +202,9 @@ class Daemon:
         return datetime.fromtimestamp(max(times), UTC) if times else None
 
     def _device_status(self, status: DeviceStatus) -> None:
-        self.devices[status.name] = status
+        if not self.devices.update(status.name, status.kind, status.url, status.state.value, status.reason):
+            return
+        self.metrics.device_changed(status.name, status.kind, status.state.value)
         self.bus.publish("device.status", {"device": status.name, "kind": status.kind,
                                            "state": status.state.value, "reason": status.reason})
 
@@ -176,80 +215,22 @@ class Daemon:
         # A payment card: the driver kept its data; only the fact reaches the POS.
         self.bus.publish("card.rejected", {"device": card.device, "reason": card.reason})
 
-    # -- health and metrics ---------------------------------------------------
+    # -- health ---------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        out = self.outbox.stats()
-        oldest = out.oldest_pending_at
-        relay, pull = self.relay.status(), self.puller.status()
-        if relay.get("clock_skew_s") is None:  # nothing pushed yet: the pulls saw central's Date too
-            relay["clock_skew_s"] = pull.get("clock_skew_s")
-        program_version = self.cache.program_version()
+        """/v1/health, the status page, /metrics and STATUS= (posd/health.py)."""
+        return self._health.snapshot()
+
+    def cache_health(self, now: datetime) -> dict[str, Any]:
         synced = self.cache.state("members_synced_at")
         cache_age = (now - parse_iso(synced)).total_seconds() if synced else None
-        devices = [{"name": d.name, "kind": d.kind, "url": d.url, "state": d.state.value, "reason": d.reason}
-                   for d in self.devices.values()]
-        problems = [f"{d['name']}: {d['reason'] or d['state']}" for d in devices if d["state"] == "error"]
-        if "auth_failed" in (relay.get("state"), pull.get("state")):
-            problems.append("central refused our credentials")
-        if relay.get("state") == "identity_conflict":
-            problems.append("central holds another history for this lane; sync stopped (ledger.db restored?)")
-        if program_version is None:
-            problems.append("no loyalty program yet")
-        if not self.print_worker.alive and self.lane.context.printer_enabled:
-            problems.append("print worker stopped")
-        stale = cache_age is None or cache_age > STALE_AFTER.total_seconds()
-        degraded = (stale or out.quarantined > 0
-                    or (oldest is not None and (now - oldest).total_seconds() > 600))
         return {
-            "status": "error" if problems else ("degraded" if degraded else "ok"),
-            "problems": problems,
-            "version": __version__,
-            "store_id": self.config.lane.store_id,
-            "lane_id": self.config.lane.lane_id,
-            "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "devices": devices,
-            "sync": {
-                "pending": out.pending,
-                "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
-                "quarantined": out.quarantined,
-                "last_acked_seq": out.last_acked_seq,
-                **relay,
-                "online": not self._offline(relay, pull),
-                "pull": pull,
-            },
-            "cache": {
-                "members": self.cache.member_count(),
-                "program_version": program_version,
-                "members_synced_at": synced,
-                "age_s": round(cache_age, 1) if cache_age is not None else None,
-                "stale": stale,
-                "rebuilt": self.cache.rebuilt_from is not None,
-            },
+            "members": self._members,
+            "program_version": self.cache.program_version(),
+            "members_synced_at": synced,
+            "age_s": round(cache_age, 1) if cache_age is not None else None,
+            "stale": cache_age is None or cache_age > STALE_AFTER.total_seconds(),
+            "rebuilt": self.cache.rebuilt_from is not None,
         }
-
-    def metrics(self) -> str:
-        h = self.health()
-        lines = [
-            "# TYPE posd_up gauge", "posd_up 1",
-            "# TYPE posd_outbox_pending gauge", f"posd_outbox_pending {h['sync']['pending']}",
-            "# TYPE posd_outbox_quarantined gauge", f"posd_outbox_quarantined {h['sync']['quarantined']}",
-            "# TYPE posd_outbox_oldest_pending_age_seconds gauge",
-            f"posd_outbox_oldest_pending_age_seconds {h['sync']['oldest_pending_age_s'] or 0}",
-            "# TYPE posd_events_published_total counter", f"posd_events_published_total {self.bus.published}",
-            "# TYPE posd_sse_clients gauge", f"posd_sse_clients {self.bus.subscribers}",
-            "# TYPE posd_slips_printed_total counter", f"posd_slips_printed_total {self.print_worker.printed}",
-            "# TYPE posd_members_cached gauge", f"posd_members_cached {h['cache']['members']}",
-            "# HELP posd_ledger_commits_total ledger.db transactions committed (a group of units counts once)",
-            "# TYPE posd_ledger_commits_total counter", f"posd_ledger_commits_total {self.ledger.commits}",
-            "# HELP posd_ledger_units_total units of work those commits made durable",
-            "# TYPE posd_ledger_units_total counter", f"posd_ledger_units_total {self.ledger.units}",
-            "# TYPE posd_device_up gauge",
-        ]
-        for d in h["devices"]:
-            lines.append(f'posd_device_up{{device="{d["name"]}",kind="{d["kind"]}"}} '
-                         f'{0 if d["state"] in ("error", "closed") else 1}')
-        return "\n".join(lines) + "\n"
 
     # -- running --------------------------------------------------------------
     async def run(self) -> int:
@@ -259,40 +240,72 @@ class Daemon:
         sys.setswitchinterval(0.001)
         loop = asyncio.get_running_loop()
         notifier = Notifier()
-        self.open()
+        try:
+            self.open()
+        except OSError as exc:  # the storage folder or the token file is not usable: store IT must act
+            raise ConfigError(f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}",
+                              key="storage.dir") from exc
         self.bus.bind(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         cfg = self.config
         app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,
-                         allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics)
-        server = _Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, lifespan="off",
-                                        log_config=None, access_log=False, timeout_graceful_shutdown=2))
+                         allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics.render,
+                         observer=self.metrics)
+        servers = {f"the API on {cfg.api.listen}": _server(app, cfg.api.host, cfg.api.port)}
+        if cfg.status.listen:  # read-only, for the store network: the page and health, never the API
+            servers[f"the status page on {cfg.status.listen}"] = _server(
+                create_status_app(health=self.health), cfg.status.host, cfg.status.port)
         self.print_worker.start()
         self.puller.start()
         self.relay.start()
-        serve = asyncio.create_task(server.serve(), name="api")
-        while not server.started:
-            if serve.done():
-                await serve  # surfaces the bind error
-                log.error("the API could not listen on %s", cfg.api.listen)
-                return 1
-            await asyncio.sleep(0.01)
+        serving = {name: asyncio.create_task(_serve(server), name=name) for name, server in servers.items()}
+        for name, server in servers.items():
+            while not server.started:
+                if serving[name].done():  # uvicorn logged why (address in use) and exited its task
+                    log.error("could not listen: %s", name)
+                    await self._shut_down(servers, serving)
+                    await asyncio.to_thread(self._stop_workers_and_close)
+                    return 1
+                await asyncio.sleep(0.01)
         await asyncio.to_thread(self._start_scanners)  # opening devices and udev may block: off the loop
         notifier.ready(f"listening on {cfg.api.listen}")
-        log.info("posd %s ready: store %s lane %s, API on http://%s", __version__, cfg.lane.store_id,
-                 cfg.lane.lane_id, cfg.api.listen)
-        watchdog = asyncio.create_task(self._watchdog(notifier)) if notifier.watchdog_s else None
+        log.info("posd %s ready: store %s lane %s, API on http://%s/%s", __version__, cfg.lane.store_id,
+                 cfg.lane.lane_id, cfg.api.listen, f", status page on http://{cfg.status.listen}/"
+                 if cfg.status.listen else "")
+        tasks = [asyncio.create_task(self._report_status(notifier), name="sd-status")]
+        if notifier.watchdog_s:
+            tasks.append(asyncio.create_task(self._watchdog(notifier), name="watchdog"))
         await self._stop.wait()
         notifier.stopping()
         log.info("stopping")
-        if watchdog:
-            watchdog.cancel()
+        for task in tasks:
+            task.cancel()
         await asyncio.to_thread(self._stop_devices)  # joins their threads: off the loop, which still serves
-        server.should_exit = True
-        await serve
+        await self._shut_down(servers, serving)
         await asyncio.to_thread(self._stop_workers_and_close)
         return 0
+
+    async def _shut_down(self, servers: dict[str, Any], serving: dict[str, asyncio.Task]) -> None:
+        self.bus.close()  # event streams end cleanly instead of being cut by the server's shutdown
+        for server in servers.values():
+            server.should_exit = True
+        for task in serving.values():
+            await task
+
+    async def _report_status(self, notifier: Notifier) -> None:
+        """systemd's STATUS= follows the lane's state (`systemctl status posd` shows it)."""
+        last = None
+        while True:
+            try:
+                line = status_line(self.health())
+            except Exception:  # health must never take the loop down; the next round tries again
+                log.exception("health could not be computed")
+                line = None
+            if line and line != last:
+                notifier.status(line)
+                last = line
+            await asyncio.sleep(STATUS_EVERY_S)
 
     def _stop_devices(self) -> None:
         if getattr(self, "hotplug", None):
@@ -303,6 +316,7 @@ class Daemon:
     def _stop_workers_and_close(self) -> None:
         self.relay.stop()
         self.puller.stop()
+        self.authoriser.close()
         self.print_worker.stop()
         self.close()
 

@@ -1,8 +1,9 @@
-"""`posd demo` (`make run`): the reference central and a lane, on loopback.
+"""`posd demo` (`make run`): the reference central and a lane (or two), on loopback.
 
-Both run as child processes, exactly as they would on their own; this only
-starts them, waits until the lane is healthy, says what to try, and stops
-both on Ctrl-C.
+They run as child processes, exactly as they would on their own; this only
+starts them, waits until the lanes are healthy, says what to try, and stops
+them all on Ctrl-C. A second lane of the same store (``--second-lane``) shows
+a voucher issued at one lane used at the other.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> bool:
     return False
 
 
-def run_demo(config_path: Path, seed: Path) -> int:
+def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> int:
     config = load(config_path)
+    second = load(second_lane) if second_lane else None
+    if second is not None and (second.central.url, second.lane.store_id) != (config.central.url, config.lane.store_id):
+        print("posd demo: the second lane must name the first lane's central and store", file=sys.stderr)
+        return 2
     central = urlsplit(config.central.url)
     storage = config.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
@@ -66,14 +71,18 @@ def run_demo(config_path: Path, seed: Path) -> int:
         if not _wait_http(f"{config.central.url}/v1/program", 15, children[0]):
             print("posd demo: the reference central did not start", file=sys.stderr)
             return 1
-        children.append(subprocess.Popen([py, "-m", "posd", "run", "--config", str(config_path)]))
-        health = f"http://{config.api.listen}/v1/health"
-        if not _wait_http(health, 20, children[1]):
-            print("posd demo: the daemon did not start", file=sys.stderr)
-            return 1
-        _wait_synced(health, 15)
+        lanes = [(config_path, config)] + ([(second_lane, second)] if second is not None else [])
+        for path, cfg in lanes:
+            children.append(subprocess.Popen([py, "-m", "posd", "run", "--config", str(path)]))
+            health = f"http://{cfg.api.listen}/v1/health"
+            if not _wait_http(health, 20, children[-1]):
+                print(f"posd demo: the daemon of {path} did not start", file=sys.stderr)
+                return 1
+            _wait_synced(health, 15)
         token_file = resolve(storage, config.api.token_file).resolve()
         _print_try_this(config_path, config, token_file, seed)
+        if second is not None:
+            _print_second_lane(second_lane, second, config, token_file, seed)  # type: ignore[arg-type]
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
         return 1
@@ -108,16 +117,39 @@ def _print_try_this(config_path: Path, config, token_file: Path, seed: Path) -> 
     slips = Path(config.device_url(config.printer.url).partition("://")[2]).resolve()
     print(f"""
 posd demo is running (Ctrl-C stops it).
-  status:         {api}/v1/health
-  event stream:   curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
+  status page:    {api}/   (health as JSON: {api}/v1/health, metrics: {api}/metrics)
   central:        {config.central.url}/_admin/events?store={config.lane.store_id}&lane={config.lane.lane_id}
 
-Try this, in another terminal:
-  .venv/bin/posd scan {card} --config {cfg}        # a member card at the scanner
-  .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}   # the member's phone QR, signed by central
-  .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}    # the member's wallet pass (TOTP)
-  curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
-       -d '{body}' {api}/v1/transactions
-  ls {slips}                                     # the slip: .bin (ESC/POS bytes) and .txt
+Try this, in order, in other terminals:
+  1. the event stream, left open (the POS's view):
+     curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
+  2. a member card at the scanner (member.identified appears on the stream):
+     .venv/bin/posd scan {card} --config {cfg}
+     and the same member's phone QR (signed by central) and wallet pass (TOTP):
+     .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}
+     .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}
+  3. a sale for that member (points, balance; the slip prints):
+     curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\
+          -d '{body}' {api}/v1/transactions
+  4. the slip:  ls {slips}        (.bin ESC/POS bytes, .txt, .png)
+  5. what store IT runs when something is off:  .venv/bin/posd doctor --config {cfg}
 Demo cards: {", ".join(m["identifiers"][0] + " (" + m["display_name"] + ")" for m in members)}
+""", flush=True)
+
+
+def _print_second_lane(path: Path, config, first, first_token: Path, seed: Path) -> None:
+    """A voucher issued at the first lane, used at the second: central authorises both burns."""
+    card = json.loads(seed.read_text())["members"][0]["identifiers"][0]
+    token = resolve(config.storage_dir, config.api.token_file).resolve()
+    redeem = json.dumps({"redemption_id": "demo-r1", "member": card, "reward_id": "free-coffee"})
+    use = json.dumps({"transaction_id": "demo-0002", "member": card})
+    print(f"""A second lane, {config.lane.lane_id}, is running on http://{config.api.listen} (config {path}).
+A voucher issued at lane {first.lane.lane_id} is good at lane {config.lane.lane_id}:
+  curl -s -H "Authorization: Bearer $(cat {first_token})" -H 'Content-Type: application/json' \\
+       -d '{redeem}' http://{first.api.listen}/v1/redemptions
+  # the answer's voucher.code (V + 12 characters) and "authorised": "online"; then, at the other lane:
+  curl -s -H "Authorization: Bearer $(cat {token})" -H 'Content-Type: application/json' \\
+       -d '{use}' http://{config.api.listen}/v1/vouchers/CODE/use
+  # once: the same code again, at either lane, is 409 voucher_used
+Second lane ready.
 """, flush=True)

@@ -24,6 +24,7 @@ KNOWN = (
     "after_central_applied_before_ack",  # central has the batch, the lane has not marked it
     "mid_batch",  # the batch is on the wire
     "after_print_before_mark",  # the slip left for the printer, the job is not marked printed
+    "after_authorised_before_commit",  # central approved (and reserved) a burn, the lane has not recorded it
 )
 
 

@@ -25,7 +25,9 @@ class Notifier:
         if not self.address:
             return False
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            # Non-blocking: it is sent from the event loop, which must never wait on systemd. A datagram
+            # that does not fit in the socket's queue right now is dropped (and False returned).
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
                 s.connect(self.address)
                 s.sendall("\n".join(fields).encode())
             return True

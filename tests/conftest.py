@@ -13,7 +13,7 @@ The guards, as python-zeroconf's tests/conftest.py has them:
 
 The shared fixtures: the reference central (``central``, its seed
 ``central_seed`` that a module may override, ``client``), lanes in child
-processes (``start_lane``), and pty helpers (``pty_pair``).
+processes (``start_lane``), a TCP printer (``printer``), and pty helpers (``pty_pair``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from posd.sync.lane.client import CentralClient
 from tests.support import loop_guard
 from tests.support.central_fixture import default_seed, make_client, running_central
 from tests.support.lane import LaneProcess, launch_lane
+from tests.support.printer_emulator import PrinterEmulator
 
 pytest_plugins = ["pytester"]  # tests/test_guards.py runs planted test files with this conftest
 
@@ -118,6 +119,14 @@ def start_lane(central: CentralServer) -> Iterator[Callable[..., LaneProcess]]:
     yield start
     for lane in started:
         lane.stop()
+
+
+@pytest.fixture
+def printer() -> Iterator[PrinterEmulator]:
+    """A network receipt printer on 127.0.0.1 (tests/support/printer_emulator.py), closed after the test;
+    ``printer.url`` is its tcp:// URL, ``printer.state`` what it answers to DLE EOT."""
+    with PrinterEmulator(idle_timeout=3.0) as emulator:
+        yield emulator
 
 
 # --- pseudo-terminals -----------------------------------------------------------------------------

@@ -498,7 +498,9 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
     spec = json.loads((ROOT / "docs" / "sync-openapi.json").read_text())
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/v1/lanes/{store_id}/{lane_id}", "/v1/lanes/{store_id}/{lane_id}/batches",
-                                  "/v1/stores/{store_id}/members/changes", "/v1/program"}
+                                  "/v1/stores/{store_id}/members/changes", "/v1/program",
+                                  "/v1/lanes/{store_id}/{lane_id}/authorisations",
+                                  "/v1/stores/{store_id}/vouchers/{code}"}
     schemas = spec["components"]["schemas"]
     assert schemas["Batch"]["properties"]["events"]["maxItems"] == MAX_BATCH_EVENTS
     codes = set(schemas["Result"]["properties"]["code"]["enum"])
@@ -510,6 +512,23 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
             names = {p["name"] for p in op["parameters"]}
             assert {"X-Posd-Store", "X-Posd-Timestamp", "X-Posd-Signature"} <= names
             assert {"401", "429", "5XX"} <= set(op["responses"])
+
+
+def test_openapi_file_describes_burn_authorisation():
+    from posd.sync.protocol import DECLINE_CODES, MAX_AUTHORISATION_BYTES, MAX_UNSYNCED_EVENTS
+
+    spec = json.loads((ROOT / "docs" / "sync-openapi.json").read_text())
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["AuthorisationAnswer"]["properties"]["code"]["enum"]) == set(DECLINE_CODES)
+    assert schemas["AuthorisationRequest"]["properties"]["unsynced"]["maxItems"] == MAX_UNSYNCED_EVENTS
+    post = spec["paths"]["/v1/lanes/{store_id}/{lane_id}/authorisations"]["post"]
+    assert {p["schema"].get("maximum") for p in post["parameters"] if p["name"] == "Content-Length"} == \
+        {MAX_AUTHORISATION_BYTES}
+    assert "malformed_authorisation" in post["responses"]["400"]["description"]
+    lookup = spec["paths"]["/v1/stores/{store_id}/vouchers/{code}"]["get"]
+    assert "unknown_voucher" in lookup["responses"]["404"]["description"]
+    assert schemas["Member"]["properties"]["vouchers"]["items"] == {"$ref": "#/components/schemas/Voucher"}
+    assert {"authorisation_id", "reservation_id", "voucher"} <= set(schemas["Event"]["properties"])
 
 
 def test_lane_head_tells_where_a_lanes_history_ends(central, client):

@@ -106,3 +106,79 @@ def test_demo_config_is_valid():
     assert cfg.lane.store_id == "S001"
     example = load(Path(__file__).parent.parent / "config" / "posd.example.toml")
     assert example.printer.url.startswith("tcp://")
+
+
+def test_every_mistake_is_reported_at_once():
+    text = GOOD.replace('locale = "pl"', 'locale = "de"').replace('timezone = "Europe/Warsaw"', 'timezone = "Mars/Base"')
+    text = text.replace('url = "preview:///tmp/slips"', 'url = "laser://x"')
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    found = [(p.key, p.line) for p in err.value.problems]
+    assert found == [("lane.locale", 5), ("lane.timezone", 6), ("printer.url", 16)]
+    assert "and 2 more" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_secret_must_be_given_once(tmp_path):
+    from posd.config import load
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('store_secret = "x"', ''))
+    with pytest.raises(ConfigError) as err:
+        load(cfg, check_files=True)  # what `config check` and `posd run` do
+    assert (err.value.key, err.value.line) == ("central", 8) and "store_secret_file" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nstore_secret_file = "s"'))
+    assert err.value.key == "central"
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('store_secret = "x"', 'store_secret = "hex:zz"'))
+    assert err.value.key == "central.store_secret" and "hex" in str(err.value)
+
+
+def files_config(tmp_path, secret_line):
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('store_secret = "x"', secret_line + '\nclient_cert = "certs/lane.pem"')
+                   + '\n[storage]\ndir = "state"\n')
+    return cfg
+
+
+def test_config_check_names_every_missing_or_unusable_file(tmp_path):
+    cfg = files_config(tmp_path, 'store_secret_file = "store.secret"')
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert any("central.store_secret_file" in ln and "store.secret does not exist" in ln and "line 10" in ln
+               for ln in lines), proc.stderr
+    assert any("central.client_cert" in ln and "lane.pem does not exist" in ln for ln in lines), proc.stderr
+    assert "2 problems" in lines[-1] and "Traceback" not in proc.stderr
+    (tmp_path / "store.secret").write_text("hex:nothex\n")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "lane.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "not valid hex" in proc.stderr and "client_cert" not in proc.stderr
+    (tmp_path / "store.secret").write_text("hex:00ff\n")
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_run_with_a_missing_secret_file_exits_2_with_one_line(tmp_path):
+    cfg = files_config(tmp_path, 'store_secret_file = "store.secret"')
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "central.store_secret_file" in proc.stderr and "and 1 more" in proc.stderr
+    assert not (tmp_path / "state").exists()  # nothing was created before giving up
+
+
+def test_run_with_a_storage_folder_it_cannot_use_exits_2_with_one_line(tmp_path):
+    cfg = tmp_path / "posd.toml"
+    (tmp_path / "disk").write_text("a file where a folder should be")
+    cfg.write_text(GOOD + '\n[storage]\ndir = "disk/state"\n')  # found only when posd creates it
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "disk/state" in proc.stderr and "Not a directory" in proc.stderr

@@ -55,8 +55,10 @@ def test_ready_after_api_listens_then_watchdog_then_clean_stop(tmp_path, central
             messages.append(sock.recv(256))
         # READY means the API answers now, not "soon"
         assert requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200
-        watchdog = [sock.recv(256) for _ in range(3)]
-        assert all(m == b"WATCHDOG=1" for m in watchdog)
+        # between the watchdog pings, STATUS= follows the lane's state (test_sd_status_follows_the_lane)
+        after = [sock.recv(256) for _ in range(6)]
+        assert [m for m in after if not m.startswith(b"STATUS=")].count(b"WATCHDOG=1") >= 3, after
+        assert all(m in (b"WATCHDOG=1",) or m.startswith(b"STATUS=") for m in after), after
         proc.terminate()
         assert proc.wait(15) == 0
         rest = []
@@ -123,6 +125,18 @@ def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     assert "is posd running?" in proc.stderr
 
 
+def demo_output(proc: subprocess.Popen, last: str, timeout: float) -> str:
+    """What `posd demo` printed up to the line starting with ``last`` (or its end, or the timeout)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith(last) or not line:
+            break
+    return "".join(lines)
+
+
 def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     """`make run`'s code path, on free ports so it cannot collide with a real demo."""
     demo = (ROOT / "config" / "demo.toml").read_text()
@@ -135,17 +149,14 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
                              "--seed", str(ROOT / "config" / "demo-seed.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("Demo cards:"):
-                break
-        out = "".join(lines)
+        out = demo_output(proc, "Demo cards:", 60)
         assert "posd scan 2900000000018" in out and "/v1/transactions" in out
-        subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
-                       check=True, timeout=10)
+        # in the order that works: the stream open before the scan; the status page's address given
+        assert out.index("/v1/events") < out.index("posd scan") < out.index("/v1/transactions")
+        assert f"status page:    http://127.0.0.1:{api}/" in out
+        scan = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                              check=True, timeout=10, capture_output=True, text=True)
+        assert scan.stdout.strip() == f"typed 2900000000018 + CR into scanner scanner0 ({tmp_path / 'var' / 'scanner0'})"
         token = (tmp_path / "var" / "api.token").read_text().strip()
         resp = requests.post(f"http://127.0.0.1:{api}/v1/transactions", timeout=10,
                              headers={"Authorization": f"Bearer {token}"},
@@ -160,3 +171,39 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_path):
+    """README's "try this": a voucher issued at lane L01 is used at lane L02 of the demo."""
+    api, api2, central_port = free_port(), free_port(), free_port()
+    configs = []
+    for name, port, default in (("demo.toml", api, "127.0.0.1:8765"), ("demo-lane2.toml", api2, "127.0.0.1:8766")):
+        text = (ROOT / "config" / name).read_text().replace(default, f"127.0.0.1:{port}")
+        text = text.replace("127.0.0.1:8780", f"127.0.0.1:{central_port}").replace("../var/", str(tmp_path) + "/")
+        (tmp_path / name).write_text(text)
+        configs.append(tmp_path / name)
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(configs[0]),
+                             "--seed", str(ROOT / "config" / "demo-seed.json"), "--second-lane", str(configs[1])],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        out = demo_output(proc, "Second lane ready.", 90)
+        assert f"127.0.0.1:{api2}/v1/vouchers/CODE/use" in out and "/v1/redemptions" in out
+        tokens = [(tmp_path / d / "api.token").read_text().strip() for d in ("demo", "demo-lane2")]
+        issued = requests.post(f"http://127.0.0.1:{api}/v1/redemptions", timeout=10,
+                               headers={"Authorization": f"Bearer {tokens[0]}"},
+                               json={"redemption_id": "demo-r1", "member": "2900000000018", "reward_id": "free-coffee"})
+        assert issued.status_code == 200 and issued.json()["authorised"] == "online", issued.text
+        code = issued.json()["voucher"]["code"]
+        used = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until lane L01 has pushed the redemption to central
+            used = requests.post(f"http://127.0.0.1:{api2}/v1/vouchers/{code}/use", timeout=10,
+                                 headers={"Authorization": f"Bearer {tokens[1]}"},
+                                 json={"transaction_id": "demo-0002", "member": "2900000000018"})
+            if used.status_code != 404:
+                break
+            time.sleep(0.2)
+        assert used.status_code == 200 and used.json()["issued_by"] == "S001/L01", used.text
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -114,3 +114,29 @@ def test_cli_lists_devices_with_faked_comports(dev, monkeypatch, capsys):
     assert main(["devices", "--dev", str(dev), "--user", "root"]) == 0
     text = capsys.readouterr().out
     assert "msr+hid://" in text and "nfc+pcsc://" in text
+
+
+def test_the_udev_rule_naming_a_devices_usb_vendor_is_found(tmp_path):
+    """sysfs as the kernel lays it out (/sys/dev/char/MAJ:MIN -> the device, idVendor up the tree)."""
+    from posd.drivers.discovery import udev_rule_for, usb_ids
+
+    st = os.stat("/dev/null")  # a real character device; its sysfs is faked below
+    sys_root = tmp_path / "sys"
+    usb = sys_root / "devices/pci0000:00/usb1/1-2"
+    node = usb / "1-2:1.0/ttyUSB0/tty/ttyUSB0"
+    node.mkdir(parents=True)
+    (usb / "idVendor").write_text("04b8\n")
+    (usb / "idProduct").write_text("0202\n")
+    (sys_root / "dev/char").mkdir(parents=True)
+    (sys_root / "dev/char" / f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}").symlink_to(node)
+    assert usb_ids("/dev/null", str(sys_root)) == ("04b8", "0202")
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    (rules / "60-other.rules").write_text('SUBSYSTEM=="usb", ATTRS{idVendor}=="0519", GROUP="posd"\n')
+    (rules / "70-posd-devices.rules").write_text(
+        '# Epson\nSUBSYSTEM=="usb", ATTRS{idVendor}=="04b8", ATTRS{idProduct}=="0e15", GROUP="posd"\n'
+        'SUBSYSTEM=="usb", ATTRS{idVendor}=="04b8", MODE="0660", GROUP="posd"\n')
+    assert udev_rule_for("/dev/null", [str(rules)], str(sys_root)) == f"{rules}/70-posd-devices.rules:3"
+    assert udev_rule_for("/dev/null", [str(tmp_path / "none")], str(sys_root)) is None
+    assert udev_rule_for(str(tmp_path / "rules.d"), [str(rules)], str(sys_root)) is None  # not a device node
+    assert usb_ids("/dev/null") is None  # the real sysfs: /dev/null is no USB device

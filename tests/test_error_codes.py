@@ -171,3 +171,19 @@ def test_error_codes_are_an_enum_and_the_token_a_security_scheme(app):
             assert (op.get("security") == [{"bearer": []}]) == needs_token, f"{method} {path}"
             assert needs_token == (path not in ("/", "/v1/health", "/metrics")), f"{method} {path}"
     json.dumps(spec)  # serialisable as it is served
+
+
+def test_the_sale_route_lists_invalid_request_for_its_moment_not_invalid_occurred_at(app):
+    """docs/program.md: a time without an offset is the API's invalid_request; the engine's
+    invalid_occurred_at never reaches the POS, so no route lists it."""
+    for path in ("/v1/transactions", "/v1/quotes", "/v1/transactions/{transaction_id}/returns"):
+        listed = spec_codes(app.openapi()["paths"][path]["post"])
+        assert "invalid_occurred_at" not in listed and listed["invalid_request"] == 422, path
+
+
+def test_every_route_with_input_refuses_card_data(app):
+    spec = app.openapi()["paths"]
+    for path, ops in spec.items():
+        for method, op in ops.items():
+            takes_input = bool(op.get("parameters") or op.get("requestBody"))
+            assert ("payment_card" in spec_codes(op)) == takes_input, f"{method} {path}"

@@ -61,3 +61,35 @@ def test_a_14_digit_diners_number_is_a_card_even_if_it_looks_like_a_gtin14():
             break
     assert gtin_ok(pan) and luhn_ok(pan)
     assert identify_code(pan).kind == "payment_card"
+
+
+# --- card data in any field of a request ------------------------------------------------------------------
+
+from posd.core.identify import find_card_data, is_card_data  # noqa: E402
+
+
+@pytest.mark.parametrize("value", [
+    {"sku": "4111111111111111"},
+    {"lines": [{"sku": "A"}, {"category": "x 5555 5555 5555 4444"}]},
+    {"transaction_id": "T-4111111111111111"},
+    {"code": "%B4111111111111111^DOE/JOHN^2912101?"},
+    {"member": "４１１１１１１１１１１１１１１１"},          # fullwidth digits are still digits
+    {"member": "۴۱۱۱۱۱۱۱۱۱۱۱۱۱۱۱"},                      # so are Persian ones
+    {"total": 4111111111111111},                            # a number, not a string
+    {"4111111111111111": 1},                                # a key
+    ["378282246310005"],
+])
+def test_card_numbers_are_found_anywhere_in_a_request(value):
+    assert find_card_data(value)
+
+
+@given(st.from_regex(r"4[0-9]{11}", fullmatch=True))
+def test_ean13_codes_in_any_field_are_never_card_data(body):
+    code = ean13(body)
+    assert not find_card_data({"lines": [{"sku": code, "category": f"cat-{code}"}], "transaction_id": f"T-{code}"})
+
+
+def test_ordinary_fields_are_not_card_data():
+    assert not find_card_data({"transaction_id": "T-2026-11-24-0001", "total": 12999, "quantity": "0.250",
+                               "occurred_at": "2026-11-24T10:15:00+01:00", "sku": "5901234123457"})
+    assert not is_card_data("2900000000018") and is_card_data("4111-1111-1111-1111")

@@ -26,6 +26,9 @@ ALLOWED = {
     "posd.sync.central": ("posd.sync.protocol", "posd.sync.central"),
     "posd.lane": ("posd.core", "posd.storage", "posd.lane", "posd.faults"),
     "posd.api": ("posd.core", "posd.lane", "posd.api"),
+    # store IT's checks read what the daemon uses, never the lane's services or the API
+    "posd.doctor": ("posd.core", "posd.config", "posd.storage", "posd.drivers", "posd.sync.lane",
+                    "posd.sync.protocol", "posd.doctor"),
 }
 # Who may import the reference central besides itself: the `posd central` command.
 CENTRAL_USERS = ("posd.cli",)

@@ -105,6 +105,24 @@ def test_printer_not_ready_holds_the_job_then_prints_it_once(lane, emulator, sta
     assert lane.statuses(job) == [("held", state), ("printed", None)]
 
 
+@pytest.mark.parametrize("state", ["paper_out", "cover_open", "offline"])
+def test_every_slip_waiting_for_the_printer_is_told_held_and_then_printed(lane, emulator, state):
+    """Not only the first waiting slip: the POS hears about each one, also one queued while held."""
+    emulator.state = state
+    jobs = [lane.queue(f"T-h{i}") for i in range(3)]
+    lane.worker.start()
+    for job in jobs:
+        lane.wait_status(job, "held")
+    late = lane.queue("T-h3")  # queued while the printer is still not ready
+    lane.wait_status(late, "held")
+    assert emulator.jobs == []
+    emulator.state = "online"
+    for job in [*jobs, late]:
+        lane.wait_status(job, "printed")
+        assert lane.statuses(job) == [("held", state), ("printed", None)], job
+    assert [lane.copies(f"T-h{i}") for i in range(4)] == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize("state", ["paper_out", "cover_open"])
 def test_paper_out_mid_job_is_finished_by_the_printer_not_resent(lane, emulator, state):
     emulator.fail_after(300, state)

@@ -218,3 +218,28 @@ def test_points_earned_in_the_second_hour_of_a_dst_fold_are_not_available_before
     for pending in (0, 1):
         available, _ = lot_dates(Currency("p", "redeemable", {}, pending, ExpiryPolicy("never")), earned)
         assert available >= earned
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=programs, basket=baskets, ctx=contexts)
+def test_the_slips_breakdown_adds_up_to_what_the_sale_earned(doc, basket, ctx):
+    """Each trace entry is exact; the slip prints whole points per line, and they sum to the total."""
+    from posd.core.slip import SlipData, build_slip
+    from posd.core.slip_doc import Columns
+
+    program = parse_program(doc)
+    acc = compute_accrual(program, basket, ctx)
+    for currency in ("points", "coffee"):
+        if not acc.points[currency]:
+            continue
+        only = {currency: acc.points[currency]}
+        data = SlipData("S1", "S001", "L01", "T1", "2026-11-24 10:15", "M", None, only, only,
+                        breakdown=[e for e in acc.trace if e.get("currency") in (currency, None)])
+        doc_ = build_slip(data, "en")
+        start = next(i for i, b in enumerate(doc_.blocks) if isinstance(b, Columns) and b.left == "Points earned")
+        printed = []
+        for block in doc_.blocks[start + 1:]:
+            if not (isinstance(block, Columns) and block.left.startswith("  ")):
+                break
+            printed.append(int(block.right.replace(",", "")))
+        assert sum(printed) == acc.points[currency], (currency, printed, acc.trace)

@@ -37,7 +37,7 @@ def test_old_callers_and_stored_jobs_still_work():
 def test_sale_slip_has_every_section_in_order():
     text = lines(sample(), "en")
     order = ["Loyalty", "Purchase", "Member  Łukasz Żółkiewski", "Tier  Silver", "[Progress:29%]",
-             "3,550 points to Gold", "Points earned  +194 points", "  Base points  129", "  Tier bonus ×1.5  64",
+             "3,550 points to Gold", "Points earned  +194 points", "  Base points  129", "  Tier bonus ×1.5  65",
              "Balance  2,034 points", "  confirmed  1,840 points", "  of which pending  194 points",
              "You can redeem now", "- Free coffee for 500 points", "Your voucher", "10% off your next visit",
              "[Barcode:V7K3M9Q2X]", "Valid until 2026-12-31", "Just for you", "Double points on Fridays",
@@ -76,7 +76,7 @@ def test_persian_slip_is_rtl_with_persian_digits_and_jalali_dates():
     doc = build_slip(sample(), "fa")
     assert doc.direction == "rtl" and doc.locale == "fa"
     text = "\n".join(doc.plain_lines())
-    assert "۱۹۴ امتیاز" in text and "۲٬۰۳۴ امتیاز" in text and "پاداش سطح ×۱٫۵  ۶۴" in text
+    assert "۱۹۴ امتیاز" in text and "۲٬۰۳۴ امتیاز" in text and "پاداش سطح ×۱٫۵  ۶۵" in text
     assert "۱۴۰۵/۰۹/۰۳ ۱۰:۱۵" in text  # 24 Nov 2026 is 3 Azar 1405
     assert "معتبر تا ۱۴۰۵/۱۰/۱۰" in text
     # Only codes the member may type or scan keep Latin digits.
@@ -171,5 +171,46 @@ def test_tier_bonus_shows_its_points_and_zero_balances_stay_off_the_slip():
     data = sample(earned={"points": 162, "coffee": 0}, balance={"coffee": 0, "points": 744}, pending={},
                   breakdown=trace)
     text = lines(data, "pl")
-    assert "  Premia za poziom ×1.25  32" in text and "  Punkty podstawowe  129" in text
+    assert "  Premia za poziom ×1.25  32" in text and "  Punkty podstawowe  130" in text  # 130 + 32 = 162
     assert [t for t in text if t.startswith("Saldo")] == ["Saldo  744 pkt"]
+
+
+def test_breakdown_lines_add_up_to_the_points_earned():
+    """129.99 base + 64.995 tier bonus earn 194: the lines print 129 + 65, never 129 + 64."""
+    text = lines(sample(), "en")
+    shown = [int(t.rsplit(" ", 1)[1]) for t in text if t.startswith("  Base points") or t.startswith("  Tier bonus")]
+    assert shown == [129, 65] and sum(shown) == 194
+
+
+def test_a_transaction_cap_prints_what_it_took_off():
+    trace = [{"type": "base_rate", "currency": "points", "status": "applied", "points": "2000"},
+             {"type": "threshold_bonus", "currency": "points", "status": "applied", "points": "100"},
+             {"type": "rounding", "currency": "points", "status": "applied", "points": 2100},
+             {"type": "transaction_cap", "currency": "points", "status": "applied", "cap": 1000, "before": 2100,
+              "points": 1000}]
+    text = lines(sample(earned={"points": 1000}, breakdown=trace), "en")
+    assert ["  Base points  2,000", "  Basket bonus  100", "  Transaction cap  -1,100"] == \
+        [t for t in text if t.startswith("  ") and t.strip()[0].isalpha() and "confirmed" not in t
+         and "pending" not in t]
+
+
+def test_titles_fall_back_to_the_lanes_language_before_english():
+    assert localized({"en": "Gold", "pl": "Złoty"}, "fa", "pl") == "Złoty"
+    assert localized({"en": "Gold", "pl": "Złoty"}, "fa") == "Gold"
+    title = {"pl": "Kawa gratis", "en": "Free coffee"}
+    voucher = [{"code": "V1", "title": title, "symbology": "CODE128"}]
+    persian = lines(sample("redemption", locale="fa", vouchers=voucher), "pl")
+    assert "Kawa gratis" in persian  # no Persian title: the lane's Polish, not English
+    assert "Free coffee" in lines(sample("redemption", locale="fa", vouchers=voucher), "en")
+    title["fa"] = "قهوهٔ رایگان"
+    assert "قهوهٔ رایگان" in lines(sample("redemption", locale="fa", vouchers=voucher), "pl")
+
+
+def test_a_redemption_slip_names_the_redemption_and_never_the_lanes_slip_id():
+    text = lines(sample("redemption", slip_id="red-0001~r", transaction_id="", redemption_id="red-0001"), "en")
+    assert "Redemption  red-0001" in text
+    assert not any("~r" in t for t in text) and not any(t.startswith("Transaction") for t in text)
+    for_a_sale = lines(sample("redemption", slip_id="red-2~r", transaction_id="T-77", redemption_id="red-2"), "en")
+    assert "Redemption  red-2" in for_a_sale and "Transaction  T-77" in for_a_sale
+    stored_before = lines(sample("redemption", slip_id="red-3~r", transaction_id="red-3~r"), "en")
+    assert "Redemption  red-3" in stored_before and not any("~r" in t for t in stored_before)

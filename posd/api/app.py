@@ -28,11 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
 from posd.api.models import (
+    BasketIn,
     EnrolmentIn,
     EnrolmentOut,
     HealthOut,
+    LineIn,
     MemberOut,
     Problem,
+    QuoteIn,
+    QuoteOut,
     RedemptionIn,
     RedemptionOut,
     ReprintOut,
@@ -45,15 +49,18 @@ from posd.api.models import (
     VoucherUseIn,
     VoucherValidateIn,
 )
+from posd.api.observe import ApiObserver, RequestTimer, refused, told
 from posd.api.security import LocalGuard, allowed_hosts
 from posd.api.status_page import render_status
-from posd.core.rules import BasketLine
+from posd.core.identify import find_card_data
+from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, request_hash
 from posd.lane.enrolment import EnrolmentInput, Enrolments
-from posd.lane.errors import CodedError, codes_of
+from posd.lane.errors import CodedError, LaneError, codes_of
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
+from posd.lane.quotes import Quotes
 from posd.lane.rewards import RedemptionInput, Rewards
 from posd.lane.sales import ReturnInput, Sales, TransactionInput
 from posd.lane.slips import Slips
@@ -76,6 +83,37 @@ def _answer(recorded: Recorded) -> JSONResponse:
     return JSONResponse(recorded.response, headers=headers)
 
 
+# The request headers the API reads: checked for card data like every other field.
+_READ_HEADERS = ("idempotency-key", "last-event-id")
+
+
+async def refuse_card_data(request: Request) -> None:
+    """Payment card data in the path, the query or the headers the API reads refuses the request
+    before anything reads it further: 422 payment_card, nothing stored, logged or sent on. A body's
+    fields are checked by its model once it is valid (posd.api.models._Request). Ordinary product
+    codes are not card numbers (posd.core.identify: a valid EAN-13 never is one)."""
+    if find_card_data(dict(request.path_params)) or find_card_data(list(request.query_params.values())) \
+            or find_card_data([request.headers.get(name) or "" for name in _READ_HEADERS]):
+        raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
+
+
+def _lines(lines: list[LineIn]) -> tuple[BasketLine, ...]:
+    return tuple(BasketLine(sku=ln.sku, category=ln.category, quantity=ln.quantity, unit_price=ln.unit_price,
+                            discount=ln.discount) for ln in lines)
+
+
+def _basket(body: BasketIn | None) -> Basket | None:
+    return None if body is None else Basket(body.currency, body.total, _lines(body.lines))
+
+
+def _sale(body: TransactionIn) -> TransactionInput:
+    return TransactionInput(
+        transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
+        currency=body.currency, total=body.total, lines=_lines(body.lines),
+        request_hash=request_hash(body.model_dump(mode="json", include=set(TransactionIn.model_fields))),
+    )
+
+
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if errors is not None:
@@ -83,9 +121,25 @@ def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=STATUS[code])
 
 
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
+
+
+async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any) -> JSONResponse:
+    """Await a sale, return or redemption; count and log what became of it."""
+    try:
+        recorded = await call
+    except CodedError as exc:
+        refused(observer, kind, key, exc.code)
+        raise
+    told(observer, kind, key, recorded)
+    return _answer(recorded)
+
+
 def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
-               metrics: Callable[[], str] | None = None) -> FastAPI:
+               metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
+    """The local API. ``metrics`` renders /metrics; ``observer`` is told each request's time and
+    each sale's, return's and redemption's outcome (posd.metrics.LaneMetrics)."""
     app = FastAPI(title="posd local API", version=__version__,
                   description="The lane's loyalty daemon: identify members, record sales, stream events.",
                   docs_url=None, redoc_url=None)
@@ -121,20 +175,15 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         log.exception("unhandled error in the API")
         return _err("internal_error", "posd hit an internal error; nothing was half-written")
 
-    auth = [Depends(require_token)]
+    auth = [Depends(require_token), Depends(refuse_card_data)]
     members: Members = lane.members if lane else None  # type: ignore[assignment]
+    quotes: Quotes = lane.quotes if lane else None  # type: ignore[assignment]
     sales: Sales = lane.sales if lane else None  # type: ignore[assignment]
     rewards: Rewards = lane.rewards if lane else None  # type: ignore[assignment]
     slips: Slips = lane.slips if lane else None  # type: ignore[assignment]
     enrolments: Enrolments = lane.enrolments if lane else None  # type: ignore[assignment]
 
-    @app.get("/", tags=["status"], response_class=HTMLResponse)
-    def status_page() -> HTMLResponse:
-        return HTMLResponse(render_status(health(), lane.locale if lane else "en"))
-
-    @app.get("/v1/health", tags=["status"], response_model=HealthOut)
-    def get_health() -> dict[str, Any]:
-        return health()
+    _status_routes(app, health)
 
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
@@ -155,14 +204,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))
     async def post_transaction(body: TransactionIn) -> JSONResponse:
-        tx = TransactionInput(
-            transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
-            currency=body.currency, total=body.total,
-            lines=tuple(BasketLine(sku=ln.sku, category=ln.category, quantity=ln.quantity,
-                                   unit_price=ln.unit_price, discount=ln.discount) for ln in body.lines),
-            request_hash=request_hash(body.model_dump(mode="json")),
-        )
-        return _answer(await sales.record_sale(tx))
+        return await _outcome(observer, "sale", body.transaction_id, sales.record_sale(_sale(body)))
+
+    @app.post("/v1/quotes", dependencies=auth, response_model=QuoteOut, tags=["transactions"])
+    @declares(*codes_of(Quotes.quote))
+    async def post_quote(body: QuoteIn) -> JSONResponse:
+        """What the sale of this basket would earn (the rule trace), the rewards and vouchers the member
+        could use on it and their effect, and how the given codes stack: nothing is written or printed."""
+        return JSONResponse(await quotes.quote(_sale(body), tuple(body.codes)))
 
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
               tags=["transactions"])
@@ -173,7 +222,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
             lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
             request_hash=request_hash({"transaction_id": transaction_id, **body.model_dump(mode="json")}),
         )
-        return _answer(await sales.record_return(ret))
+        return await _outcome(observer, "return", body.return_id, sales.record_return(ret))
 
     @app.post("/v1/redemptions", dependencies=auth, response_model=RedemptionOut, tags=["rewards"])
     @declares(*codes_of(Rewards.redeem))
@@ -181,17 +230,18 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         req = RedemptionInput(redemption_id=body.redemption_id, member=body.member, reward_id=body.reward_id,
                               points=body.points, transaction_id=body.transaction_id,
                               request_hash=request_hash(body.model_dump(mode="json")))
-        return _answer(await rewards.redeem(req))
+        return await _outcome(observer, "redemption", body.redemption_id, rewards.redeem(req))
 
     @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.validate))
-    def validate_voucher(body: VoucherValidateIn) -> dict[str, Any]:
-        return rewards.validate(body.code, body.member)
+    async def validate_voucher(body: VoucherValidateIn) -> JSONResponse:
+        return JSONResponse(await rewards.validate(body.code, body.member, _basket(body.basket), tuple(body.applied)))
 
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: str, body: VoucherUseIn) -> JSONResponse:
-        return _answer(await rewards.use(code, body.transaction_id, body.member))
+        return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
+                                         tuple(body.applied)))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])
@@ -225,7 +275,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     if metrics is not None:
         @app.get("/metrics", tags=["status"], response_class=Response)
         def get_metrics() -> Response:
-            return Response(metrics(), media_type="text/plain; version=0.0.4")
+            return Response(metrics(), media_type=METRICS_TYPE)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -234,15 +284,46 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
+    if observer is not None:
+        app.add_middleware(RequestTimer, observer=observer)
+    return app
+
+
+def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:
+    """The status page and health: no token, no PII; on the API and on the status listener."""
+
+    @app.get("/", tags=["status"], response_class=HTMLResponse)
+    def status_page() -> HTMLResponse:
+        return HTMLResponse(render_status(health()), headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/health", tags=["status"], response_model=HealthOut)
+    def get_health() -> dict[str, Any]:
+        return health()
+
+
+def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
+    """The read-only listener for the store network (``[status] listen``): the page and health, nothing
+    else. No API route exists here, so none can be reached, whatever the token or the Host."""
+    app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    _status_routes(app, health)
     return app
 
 
 def route_codes(route: APIRoute, require_token: Callable) -> frozenset[str]:
     """Every code a route can answer with: what it declares, unauthorized behind the token,
-    invalid_request when it has a body, query or header to validate."""
+    payment_card behind the card-data guard, invalid_request when it has a body, query or header
+    to validate."""
     codes = set(getattr(route.endpoint, "raises", ()))
     if any(d.dependency is require_token for d in route.dependencies):
         codes.add("unauthorized")
+    if any(d.dependency is refuse_card_data for d in route.dependencies):
+        codes.add("payment_card")
     if _validates(route.dependant):
         codes.add("invalid_request")
     return frozenset(codes)

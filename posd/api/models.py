@@ -6,9 +6,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from posd.api.errors import ErrorCode
+from posd.core.identify import find_card_data
+from posd.core.quantity import parse_quantity
+from posd.lane.errors import LaneError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
@@ -18,19 +21,55 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class _Request(_In):
+    """A request body. Once it is valid, payment card data in any of its fields (a card number as a
+    line's sku, in a category, an id...) refuses it whole: 422 payment_card, before anything reads it
+    further. A body invalid by its schema is invalid_request, whatever it carries; neither answer
+    repeats what was sent."""
+
+    @model_validator(mode="after")
+    def _no_card_data(self) -> _Request:
+        if find_card_data(self.model_dump()):
+            # not a ValueError: pydantic lets it through, and the API answers its code
+            raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
+        return self
+
+
+# One quantity parser for sales, returns, quotes and baskets (posd.core.quantity): a JSON number or a
+# string of ASCII digits, more than 0, at most 100000, at most 3 decimals.
+Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), Field(
+    gt=0, le=100_000, max_digits=12, decimal_places=3,
+    description="a JSON number (2, 0.25) or a string of ASCII digits (\"0.250\"): more than 0, at most 100000, "
+                "at most 3 decimals; no spaces, signs, exponents or other digits")]
+CODES_MAX = 20  # vouchers and coupons on one basket
+
+
 class LineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
     category: str | None = Field(default=None, max_length=64)
-    quantity: Decimal = Field(gt=0, le=100_000, max_digits=12, decimal_places=3)
+    quantity: Quantity
     unit_price: StrictInt = Field(ge=0, le=10**9, description="minor units")
     discount: StrictInt = Field(default=0, ge=0, le=10**9, description="minor units, whole line")
 
 
-class TransactionIn(_In):
+class TransactionIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
                                "card code, phone number, member id, or a member token (used by this sale)")
-    occurred_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(description="with its UTC offset; a time without one is invalid_request")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    lines: list[LineIn] = Field(default_factory=list, max_length=500)
+    total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
+
+
+class QuoteIn(TransactionIn):
+    codes: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                             description="vouchers and coupons scanned for this basket, in the order to apply them")
+
+
+class BasketIn(_In):
+    """The basket a voucher or coupon would apply to: as in a sale."""
+
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
@@ -115,7 +154,7 @@ class MemberOut(BaseModel):
                                                          "yet (member_id is the provisional id)")
 
 
-class EnrolmentIn(_In):
+class EnrolmentIn(_Request):
     card: str | None = Field(default=None, min_length=1, max_length=64,
                              description="the code of the pre-printed member card handed over")
     phone: str | None = Field(default=None, min_length=3, max_length=32,
@@ -148,10 +187,10 @@ class ReprintOut(BaseModel):
 
 class ReturnLineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
-    quantity: Decimal = Field(gt=0, le=100_000, max_digits=12, decimal_places=3)
+    quantity: Quantity
 
 
-class ReturnIn(_In):
+class ReturnIn(_Request):
     return_id: str = Field(pattern=ID_PATTERN, description="the POS's id for this return; the idempotency key")
     lines: list[ReturnLineIn] | None = Field(default=None, min_length=1, max_length=500,
                                              description="what came back; or give amount")
@@ -173,12 +212,55 @@ class ReturnOut(BaseModel):
     recorded_at: str
 
 
-class RedemptionIn(_In):
+class RedemptionIn(_Request):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
     points: StrictInt | None = Field(default=None, gt=0, le=10**9)
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+
+class Target(BaseModel):
+    skus: list[str]
+    categories: list[str]
+
+
+class Benefit(BaseModel):
+    """What a reward, voucher or coupon takes off a basket (docs/program.md, basket effects)."""
+
+    kind: Literal["amount_off", "percent_off", "free_item"]
+    value_minor: int | None = Field(description="amount_off, minor units")
+    money: str | None = Field(description="the money currency of value_minor; null: the basket's")
+    percent: int | None
+    sku: str | None = Field(description="free_item")
+    applies_to: Target = Field(description="the lines it applies to (by SKU or category); both empty: the basket")
+    category: str | None = Field(description="its stacking category")
+
+
+class LineOff(BaseModel):
+    index: int = Field(description="position in the basket's lines")
+    sku: str
+    amount_off_minor: int
+
+
+class FreeItem(BaseModel):
+    sku: str
+    quantity: str
+
+
+class Effect(BaseModel):
+    """What one benefit takes off this basket: the total and per line (they add up), or why nothing."""
+
+    applicable: bool
+    amount_off_minor: int
+    lines: list[LineOff]
+    free_item: FreeItem | None
+    reason: str | None = Field(description="not applicable, or not applied: no_matching_lines, item_not_in_basket, "
+                                           "nothing_left, other_currency, max_per_basket, exclusive_category")
+
+
+class AppliedEffect(Effect):
+    applied: bool = Field(description="applied after the codes already on the basket, under the program's stacking")
 
 
 class Voucher(BaseModel):
@@ -192,6 +274,10 @@ class Voucher(BaseModel):
     value_minor: int | None
     percent: int | None
     sku: str | None
+    benefit: Benefit | None = None
+
+
+Authorised = Literal["online", "offline"]
 
 
 class RedemptionOut(BaseModel):
@@ -202,18 +288,26 @@ class RedemptionOut(BaseModel):
     balance: dict[str, Balance]
     slip: SlipState
     seq: int
-    offline: bool
+    offline: bool = Field(description="true when central did not authorise it (authorised: offline)")
+    authorised: Authorised | None = Field(default=None, description="online: central checked and reserved it; "
+                                                                    "offline: the lane decided within its offline caps")
     recorded_at: str
 
 
-class VoucherValidateIn(_In):
+class VoucherValidateIn(_Request):
     code: str = Field(min_length=1, max_length=64)
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
+    basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
+    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                               description="codes already applied to the basket, in order (stacking)")
 
 
-class VoucherUseIn(_In):
+class VoucherUseIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN)
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
+    basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
+    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+                               description="codes already applied to the basket, in order (stacking)")
 
 
 class VoucherOut(BaseModel):
@@ -223,7 +317,8 @@ class VoucherOut(BaseModel):
     transaction_id: str | None = None
     used_at: str | None = None
     seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
-    source: str | None
+    source: str | None = Field(description="redemption (issued here), coupon (the program), feed (issued at "
+                                           "another lane, from central's member feed), central (asked just now)")
     member_id: str | None
     reward_id: str | None = None
     description: str | None
@@ -231,9 +326,72 @@ class VoucherOut(BaseModel):
     percent: int | None
     sku: str | None
     expires_at: str | None
+    benefit: Benefit | None = None
+    issued_by: str | None = Field(default=None, description="store/lane that issued a voucher from elsewhere")
+    authorised: Authorised | None = Field(default=None, description="use: online when central authorised it, "
+                                                                    "offline when the lane did within its caps; "
+                                                                    "validate: whether central was asked")
+    effect: AppliedEffect | None = None
+
+
+class QuoteReward(BaseModel):
+    reward_id: str
+    title: str
+    currency: str
+    points: int
+    kind: str
+    affordable: bool = Field(description="the member's available balance covers it now")
+    benefit: Benefit
+    effect: Effect = Field(description="its voucher's effect on this basket, alone")
+
+
+class QuoteVoucher(BaseModel):
+    code: str
+    description: str
+    source: str
+    expires_at: str | None
+    benefit: Benefit
+    effect: Effect = Field(description="its effect on this basket, alone")
+
+
+class Stacked(BaseModel):
+    id: str
+    applied: bool
+    reason: str | None
+    effect: Effect
+
+
+class NotUsable(BaseModel):
+    id: str
+    reason: str = Field(description="an error code: unknown_voucher, voucher_used, voucher_expired, ...")
+
+
+class Discounts(BaseModel):
+    amount_off_minor: int
+    applied: list[Stacked]
+    not_applied: list[Stacked]
+    not_usable: list[NotUsable]
+
+
+class QuoteOut(BaseModel):
+    transaction_id: str
+    member_id: str | None
+    accrual: Accrual = Field(description="what the sale of this basket earns: a sale right after earns exactly this")
+    balance: dict[str, Balance]
+    rewards: list[QuoteReward] = Field(description="catalog rewards the member's tier may redeem, with their effect")
+    vouchers: list[QuoteVoucher] = Field(description="vouchers and coupons the member holds, with their effect")
+    discounts: Discounts | None = Field(description="the codes given, applied in order under the program's stacking")
+    accrual_with_discounts: Accrual | None = Field(
+        description="what the sale earns if the POS takes the discounts off its lines (each line's discount grows "
+                    "by its amount_off_minor)")
 
 
 # -- health ---------------------------------------------------------------------------
+
+class DeviceError(BaseModel):
+    reason: str
+    at: str = Field(description="UTC")
+
 
 class DeviceOut(BaseModel):
     name: str
@@ -241,6 +399,10 @@ class DeviceOut(BaseModel):
     url: str = Field(description="credentials redacted")
     state: Literal["closed", "idle", "busy", "error"]
     reason: str | None
+    since: str | None = Field(default=None, description="when the device entered this state, UTC")
+    last_error: DeviceError | None = Field(default=None, description="the device's latest error, even if it recovered")
+    paper: Literal["ok", "near_end", "out"] | None = Field(
+        default=None, description="a printer's paper as its last status (DLE EOT) said; null when unknown")
 
 
 class WorkerStatus(BaseModel):
@@ -272,6 +434,7 @@ class SyncHealth(RelayStatus):
     quarantined: int
     last_acked_seq: int
     online: bool
+    last_sync_at: str | None = Field(default=None, description="the last successful push or pull, UTC")
     pull: PullStatus
 
 
@@ -284,16 +447,44 @@ class CacheHealth(BaseModel):
     rebuilt: bool = Field(description="cache.db was corrupt and is being rebuilt from central")
 
 
+class Issue(BaseModel):
+    """One finding behind the status, with a stable code the status page translates."""
+
+    code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
+                  "central_unreachable", "central_auth_failed", "identity_conflict", "quarantined", "sync_backlog",
+                  "cache_stale", "disk_low"]
+    severity: Literal["error", "warning"] = Field(
+        description="error: sales cannot be recorded or slips cannot print; warning: the lane works, look soon")
+    subject: str | None = Field(description="the device it is about")
+    reason: str | None = Field(description="the device's reason (paper_out, offline, ...)")
+    detail: str | None = Field(description="technical detail, English")
+    values: dict[str, Any] = Field(description="figures the message uses (count, age_s, free_mb, ...)")
+
+
+class StorageHealth(BaseModel):
+    free_mb: int | None = Field(description="free space on the storage file system")
+    min_free_mb: int = Field(description="storage.min_free_mb: below it, a disk_low warning")
+    ledger_mb: float | None
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded", "error"]
-    problems: list[str]
+    status: Literal["ok", "degraded", "error"] = Field(
+        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable, a "
+                    "device in error or another warning; ok otherwise")
+    problems: list[str] = Field(description="the issues in English")
+    issues: list[Issue] = []
     version: str
     store_id: str
     lane_id: str
+    locale: str | None = None
+    timezone: str | None = None
+    started_at: str | None = None
     uptime_s: float
+    last_sale_at: str | None = Field(default=None, description="when the latest sale was recorded, UTC")
     devices: list[DeviceOut]
     sync: SyncHealth
     cache: CacheHealth
+    storage: StorageHealth | None = None
 
 
 # -- the event stream (GET /v1/events): `event:` is the type, `data:` one of these as JSON ---------

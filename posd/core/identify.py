@@ -9,8 +9,9 @@ pass it, so a code that is a valid EAN-13 is never taken for a card number.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from posd.core.member_tokens import looks_like_qr_token
 
@@ -19,7 +20,8 @@ Kind = Literal["member_code", "qr_token", "payment_card", "invalid"]
 # ISO 7813 track 1 (%B...^...^) and track 2 (;PAN=...) as a reader emits them.
 _TRACK1 = re.compile(r"%?B\d{12,19}\^")
 _TRACK2 = re.compile(r";?\d{12,19}=\d{4}")
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"[0-9]+")
+_SEPARATED = re.compile(r"[0-9]+(?:[ ./-][0-9]+)+")  # 4111 1111 1111 1111 inside a longer text
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
 _BRAND = re.compile(
     r"^(4|5[1-5]|2(2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50|5[6-9]|6[0-9])"
@@ -28,6 +30,8 @@ _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 # A phone number in E.164 form: card readers never put "+" before a card number, and a phone
 # number of 13-15 digits can pass a brand prefix and Luhn as often as any other number.
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+# A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
+_TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
 
 
 @dataclass(frozen=True)
@@ -66,19 +70,63 @@ def looks_like_pan(digits: str) -> bool:
     return luhn_ok(digits)
 
 
+def _ascii_digits(text: str) -> str:
+    """Fullwidth, Persian, Arabic-Indic... digits as 0-9: a card number typed in any script is still one."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
+
+
+def is_card_data(raw: str) -> bool:
+    """Track data, a card number typed with or without separators, or one inside a longer string
+    (a typed "card: 4111..."); never a valid EAN-13 (posd.core.identify.looks_like_pan)."""
+    text = _ascii_digits(raw).strip().replace("\x1d", "")
+    if _TRACK1.search(text) or _TRACK2.search(text):
+        return True
+    if _TYPED_PHONE.match(text):  # a phone number (enrolment): no card is written with a leading "+"
+        return False
+    compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
+    if compact.isascii() and compact.isdigit() and looks_like_pan(compact):
+        return True
+    if any(len(run) >= 13 and looks_like_pan(run) for run in _DIGITS.findall(text)):
+        return True
+    for match in _SEPARATED.finditer(text):  # groups joined, wherever a card number could start
+        groups = re.split(r"[ ./-]", match.group())
+        for start in range(len(groups)):
+            joined = ""
+            for group in groups[start:]:
+                joined += group
+                if len(joined) > 19:
+                    break
+                if len(joined) >= 13 and looks_like_pan(joined):
+                    return True
+    return False
+
+
+def find_card_data(value: Any, _depth: int = 0) -> bool:
+    """Is there payment card data anywhere in a request: any string or whole number, at any depth, keys too."""
+    if isinstance(value, str):
+        return len(value) >= 12 and is_card_data(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 10**12 and is_card_data(str(value))
+    if _depth > 32:  # deeper than any request posd takes: refused as a whole elsewhere
+        return False
+    if isinstance(value, dict):
+        return any(find_card_data(k, _depth + 1) or find_card_data(v, _depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(find_card_data(item, _depth + 1) for item in value)
+    return False
+
+
 def identify_code(raw: str) -> Identified:
     text = raw.strip().replace("\x1d", "")
-    if _TRACK1.search(text) or _TRACK2.search(text):
+    if is_card_data(text):
         return Identified("payment_card", None)
     if _PHONE.match(text):
         return Identified("member_code", text)
-    compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
-    if compact.isdigit() and looks_like_pan(compact):
-        return Identified("payment_card", None)
-    # a PAN embedded in a longer string (e.g. a typed "card: 4111...")
-    for run in _DIGITS.findall(text):
-        if len(run) >= 13 and looks_like_pan(run):
-            return Identified("payment_card", None)
     if looks_like_qr_token(text):
         return Identified("qr_token", text)  # a signed phone token (posd.core.member_tokens)
     if not _MEMBER_CODE.match(text):

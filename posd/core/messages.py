@@ -7,7 +7,11 @@ arithmetic; no locale module (its output depends on the machine's locales).
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from posd.core.messages_ops import OPS
 
 CATALOGS: dict[str, dict[str, str]] = {
     "en": {
@@ -40,6 +44,7 @@ CATALOGS: dict[str, dict[str, str]] = {
         "slip.offer": "Just for you",
         "slip.member_code": "Your member code",
         "slip.transaction": "Transaction",
+        "slip.redemption": "Redemption",
         "slip.lane": "Store {store} / lane {lane}",
         "slip.thanks": "Thank you!",
         "slip.reprint": "COPY",
@@ -78,6 +83,7 @@ CATALOGS: dict[str, dict[str, str]] = {
         "slip.offer": "Specjalnie dla Ciebie",
         "slip.member_code": "Twój kod klienta",
         "slip.transaction": "Transakcja",
+        "slip.redemption": "Wymiana",
         "slip.lane": "Sklep {store} / kasa {lane}",
         "slip.thanks": "Dziękujemy za zakupy!",
         "slip.reprint": "KOPIA",
@@ -114,6 +120,7 @@ CATALOGS: dict[str, dict[str, str]] = {
         "slip.offer": "پیشنهاد ویژهٔ شما",
         "slip.member_code": "کد عضویت شما",
         "slip.transaction": "تراکنش",
+        "slip.redemption": "استفاده از امتیاز",
         "slip.lane": "فروشگاه {store} / صندوق {lane}",
         "slip.thanks": "از خرید شما سپاسگزاریم!",
         "slip.reprint": "رونوشت",
@@ -217,6 +224,76 @@ def format_datetime(locale: str, text: str, *, calendar: str = "gregorian") -> s
     return localize_digits(out, locale)
 
 
-# The status page for store IT (GET /), in the lane's language.
-for _locale, _entries in {'en': {'status.title': 'posd: lane status', 'status.ok': 'Everything works', 'status.degraded': 'Working, with warnings', 'status.error': 'Needs attention', 'status.problems': 'What is wrong', 'status.devices': 'Devices', 'status.sync': 'Sync with central', 'status.online': 'online', 'status.offline': 'offline', 'status.pending': 'events waiting', 'status.oldest': 'oldest waiting (s)', 'status.quarantined': 'refused by central', 'status.last_success': 'last success', 'status.cache': 'Members and program', 'status.members': 'members cached', 'status.program': 'program version', 'status.synced': 'members synced', 'status.stale': 'out of date', 'status.device': 'device', 'status.state': 'state', 'status.reason': 'reason', 'status.none': 'none', 'status.lane': 'Store {store}, lane {lane}', 'status.version': 'posd {version}, up {uptime}s'}, 'pl': {'status.title': 'posd: stan kasy', 'status.ok': 'Wszystko działa', 'status.degraded': 'Działa, z ostrzeżeniami', 'status.error': 'Wymaga uwagi', 'status.problems': 'Co jest nie tak', 'status.devices': 'Urządzenia', 'status.sync': 'Synchronizacja z centralą', 'status.online': 'połączona', 'status.offline': 'brak połączenia', 'status.pending': 'zdarzeń w kolejce', 'status.oldest': 'najstarsze w kolejce (s)', 'status.quarantined': 'odrzucone przez centralę', 'status.last_success': 'ostatnia udana', 'status.cache': 'Członkowie i program', 'status.members': 'członków w pamięci', 'status.program': 'wersja programu', 'status.synced': 'członkowie zsynchronizowani', 'status.stale': 'nieaktualne', 'status.device': 'urządzenie', 'status.state': 'stan', 'status.reason': 'przyczyna', 'status.none': 'brak', 'status.lane': 'Sklep {store}, kasa {lane}', 'status.version': 'posd {version}, działa {uptime} s'}, 'fa': {'status.title': 'posd: وضعیت صندوق', 'status.ok': 'همه چیز کار می\u200cکند', 'status.degraded': 'کار می\u200cکند، با هشدار', 'status.error': 'نیاز به رسیدگی', 'status.problems': 'مشکلات', 'status.devices': 'دستگاه\u200cها', 'status.sync': 'همگام\u200cسازی با مرکز', 'status.online': 'متصل', 'status.offline': 'قطع', 'status.pending': 'رویداد در صف', 'status.oldest': 'قدیمی\u200cترین در صف (ثانیه)', 'status.quarantined': 'ردشده توسط مرکز', 'status.last_success': 'آخرین موفقیت', 'status.cache': 'اعضا و برنامه', 'status.members': 'اعضای ذخیره\u200cشده', 'status.program': 'نسخهٔ برنامه', 'status.synced': 'همگام\u200cسازی اعضا', 'status.stale': 'قدیمی', 'status.device': 'دستگاه', 'status.state': 'وضعیت', 'status.reason': 'علت', 'status.none': 'هیچ', 'status.lane': 'فروشگاه {store}، صندوق {lane}', 'status.version': 'posd {version}، {uptime} ثانیه'}}.items():
+def calendar_of(locale: str) -> str:
+    return "jalali" if locale in PERSIAN_DIGIT_LOCALES else "gregorian"
+
+
+def format_local_time(locale: str, when: str | None, timezone: str = "UTC") -> str | None:
+    """A UTC ISO time as the lane's clock shows it, in the locale's calendar and digits:
+    24.11.2026 10:15 (pl, Europe/Warsaw), ۱۴۰۵/۰۹/۰۳ ۱۲:۴۵ (fa, Asia/Tehran). None for None."""
+    if not when:
+        return None
+    try:
+        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return localize_digits(when, locale)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return format_datetime(locale, local, calendar=calendar_of(locale))
+
+
+def format_duration(locale: str, seconds: float | None) -> str | None:
+    """42 s, 5 min, 3 h, 2 d: the largest whole unit, in the locale's words and digits."""
+    if seconds is None:
+        return None
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return message(locale, f"unit.{unit}", n=format_number(locale, s // size))
+    return message(locale, "unit.s", n=format_number(locale, s))
+
+
+def format_size(locale: str, n_bytes: float | None) -> str | None:
+    """1.5 GB, 230 MB, 12 KB (decimal point as the locale writes it)."""
+    if n_bytes is None:
+        return None
+    value, unit = float(n_bytes), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    text = f"{value:.1f}" if value < 10 and unit != "B" else f"{value:.0f}"
+    if locale == "pl":
+        text = text.replace(".", ",")
+    elif locale == "fa":
+        text = text.replace(".", "٫")
+    return localize_digits(f"{text} {unit}", locale)
+
+
+def describe_issue(locale: str, issue: dict[str, Any]) -> str:
+    """A health issue (posd.health) in the lane's language: its device, kind and reason translated too."""
+    values = dict(issue.get("values") or {})
+    reason = issue.get("reason")
+    params = {
+        "subject": issue.get("subject") or "",
+        "reason": message(locale, f"reason.{reason}") if reason and has_message(locale, f"reason.{reason}")
+        else (reason or ""),
+        "count": format_number(locale, int(values.get("count") or 0)),
+        "age": format_duration(locale, values.get("age_s")) or "",
+        "free": format_size(locale, (values.get("free_mb") or 0) * 2**20) or "",
+        "min": format_size(locale, (values.get("min_free_mb") or 0) * 2**20) or "",
+    }
+    key = f"issue.{issue.get('code')}"
+    if not has_message(locale, key):
+        return str(issue.get("code"))
+    return message(locale, key, **params)
+
+
+# What store IT reads (the status page, posd doctor): posd/core/messages_ops.py.
+for _locale, _entries in OPS.items():
     CATALOGS.setdefault(_locale, {}).update(_entries)

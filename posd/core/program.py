@@ -13,6 +13,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any, Literal
 
+from posd.core.benefit import Benefit, Stacking
 from posd.core.member_tokens import TokenSettings, parse_member_tokens
 from posd.core.rules_json import (
     ProgramError,
@@ -25,12 +26,14 @@ from posd.core.rules_json import (
     names,
     obj,
     refuse_floats,
+    strings,
     text,
     unique_ids,
 )
-from posd.core.rules_spec import Rule, parse_rules
+from posd.core.rules_spec import Match, Rule, parse_rules
 
-__all__ = ["Coupon", "Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Tier", "parse_program"]
+__all__ = ["Benefit", "Coupon", "Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Stacking", "Tier",
+           "parse_program"]
 
 Rounding = Literal["floor", "half_up"]
 ROUNDINGS: tuple[str, ...] = ("floor", "half_up")
@@ -42,6 +45,16 @@ COUPON_KINDS = ("campaign", "personal")
 
 def _localised(names_: dict[str, str], locale: str, fallback: str) -> str:
     return names_.get(locale) or names_.get("en") or fallback
+
+
+def _benefit(kind: str, value_minor: int | None, money: str | None, percent: int | None, sku: str | None,
+             applies_to: Match, category: str | None) -> Benefit:
+    """A catalog kind (discount, free_item, fixed_value) as the effect it has on a basket."""
+    if kind == "free_item" or (sku is not None and value_minor is None and percent is None):
+        return Benefit("free_item", sku=sku, category=category)
+    if percent is not None:
+        return Benefit("percent_off", percent=percent, applies_to=applies_to, category=category)
+    return Benefit("amount_off", value_minor=value_minor, money=money, applies_to=applies_to, category=category)
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,17 @@ class Reward:
     min_tier: str | None = None
     money: str | None = None  # ISO currency of value_minor
     allowed_tiers: frozenset[str] | None = field(default=None, repr=False)  # from min_tier; None = everyone
+    applies_to: Match = field(default_factory=Match)  # discount / fixed_value: which lines; none = the basket
+    category: str | None = None  # stacking category (Program.stacking)
 
     def name(self, locale: str) -> str:
         return _localised(self.names, locale, self.reward_id)
+
+    @property
+    def benefit(self) -> Benefit:
+        """What its voucher takes off a basket."""
+        return _benefit(self.kind, self.value_minor, self.money, self.percent, self.sku, self.applies_to,
+                        self.category)
 
     def price_for(self, tier_id: str | None) -> int | None:
         """The price for a member of `tier_id`; None when that tier may not redeem it."""
@@ -115,10 +136,22 @@ class Coupon:
     sku: str | None = None
     valid_from: datetime | None = None
     valid_to: datetime | None = None
+    names: dict[str, str] = field(default_factory=dict)  # the title per language, when given as an object
+    applies_to: Match = field(default_factory=Match)
+    category: str | None = None  # stacking category (Program.stacking)
 
     @property
     def campaign(self) -> bool:
         return self.kind == "campaign"
+
+    def name(self, locale: str) -> str:
+        return _localised(self.names, locale, self.title)
+
+    @property
+    def benefit(self) -> Benefit:
+        """What the coupon takes off a basket."""
+        return _benefit("coupon", self.value_minor, self.money, self.percent, self.sku, self.applies_to,
+                        self.category)
 
 
 @dataclass(frozen=True)
@@ -134,6 +167,8 @@ class Program:
     earn_currency: str  # the main redeemable currency
     raw: dict[str, Any]
     coupons: tuple[Coupon, ...] = ()
+    stacking: Stacking = Stacking()
+    discount_rounding: Rounding = "half_up"  # percent discounts, once per effect
     member_tokens: TokenSettings = TokenSettings()  # keys for phone QR tokens, wallet pass TOTP
 
     def currency(self, code: str) -> Currency | None:
@@ -263,8 +298,10 @@ def _reward_value(raw: dict[str, Any], path: str, kind: str) -> dict[str, Any]:
 def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...]) -> Reward:
     obj(raw, path, required=("id", "kind", "currency", "price"),
         optional=("name", "tier_prices", "value_minor", "money", "percent", "sku", "valid_days",
-                  "limit_per_member_per_day", "min_tier"))
+                  "limit_per_member_per_day", "min_tier", "applies_to", "category"))
     kind = choice(raw["kind"], f"{path}.kind", REWARD_KINDS)
+    if kind == "free_item" and "applies_to" in raw:
+        raise ProgramError(f"{path}.applies_to: a free_item reward names its item with sku")
     currency = text(raw["currency"], f"{path}.currency")
     if kinds.get(currency) not in ("redeemable", "stamps"):
         spendable = [code for code, k in kinds.items() if k != "qualifying"]
@@ -293,8 +330,22 @@ def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...])
                                                                      minimum=1),
         min_tier=min_tier,
         allowed_tiers=allowed,
+        applies_to=_applies_to(raw.get("applies_to"), f"{path}.applies_to"),
+        category=text(raw["category"], f"{path}.category") if "category" in raw else None,
         **_reward_value(raw, path, kind),
     )
+
+
+def _applies_to(value: Any, path: str) -> Match:
+    """Which lines a discount applies to: {"skus": [...], "categories": [...]}; absent: the whole basket."""
+    if value is None:
+        return Match()
+    raw = obj(value, path, optional=("skus", "categories"))
+    match = Match(skus=strings(raw["skus"], f"{path}.skus") if "skus" in raw else frozenset(),
+                  categories=strings(raw["categories"], f"{path}.categories") if "categories" in raw else frozenset())
+    if match.everything:
+        raise ProgramError(f"{path}: name the lines with \"skus\" or \"categories\" (or leave applies_to out)")
+    return match
 
 
 def _parse_rewards(value: Any, kinds: dict[str, str], tiers: tuple[Tier, ...]) -> tuple[Reward, ...]:
@@ -305,7 +356,8 @@ def _parse_rewards(value: Any, kinds: dict[str, str], tiers: tuple[Tier, ...]) -
 
 def _coupon(raw: Any, path: str) -> Coupon:
     obj(raw, path, required=("code",),
-        optional=("kind", "title", "member_id", "value_minor", "money", "percent", "sku", "valid_from", "valid_to"))
+        optional=("kind", "title", "member_id", "value_minor", "money", "percent", "sku", "valid_from", "valid_to",
+                  "applies_to", "category"))
     code = text(raw["code"], f"{path}.code")
     kind = choice(raw.get("kind", "campaign"), f"{path}.kind", COUPON_KINDS)
     member_id = text(raw["member_id"], f"{path}.member_id") if "member_id" in raw else None
@@ -325,13 +377,19 @@ def _coupon(raw: Any, path: str) -> Coupon:
     valid_to = instant(raw["valid_to"], f"{path}.valid_to") if "valid_to" in raw else None
     if valid_from and valid_to and valid_to <= valid_from:
         raise ProgramError(f"{path}.valid_to: must be after valid_from")
+    if "sku" in raw and "applies_to" in raw:
+        raise ProgramError(f"{path}.applies_to: a free-item coupon names its item with sku")
+    title = raw.get("title", code)
+    titles = names(title, f"{path}.title") if isinstance(title, dict) else {}
     return Coupon(
         code=code, kind=kind,  # type: ignore[arg-type]
-        title=text(raw["title"], f"{path}.title") if "title" in raw else code, member_id=member_id,
+        title=_localised(titles, "en", code) if titles else text(title, f"{path}.title"), member_id=member_id,
         value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1) if "value_minor" in raw else None,
         money=text(raw["money"], f"{path}.money") if "money" in raw else None,
         percent=percent, sku=text(raw["sku"], f"{path}.sku") if "sku" in raw else None,
-        valid_from=valid_from, valid_to=valid_to,
+        valid_from=valid_from, valid_to=valid_to, names=titles,
+        applies_to=_applies_to(raw.get("applies_to"), f"{path}.applies_to"),
+        category=text(raw["category"], f"{path}.category") if "category" in raw else None,
     )
 
 
@@ -339,6 +397,18 @@ def _parse_coupons(value: Any) -> tuple[Coupon, ...]:
     coupons = [_coupon(raw, f"coupons[{i}]") for i, raw in enumerate(array(value, "coupons"))]
     unique_ids(coupons, "code", "coupons", "code")
     return tuple(coupons)
+
+
+def _stacking(value: Any) -> Stacking:
+    if value is None:
+        return Stacking()
+    raw = obj(value, "stacking", optional=("max_per_basket", "exclusive_categories"))
+    most = raw.get("max_per_basket")
+    return Stacking(
+        max_per_basket=None if most is None else integer(most, "stacking.max_per_basket", minimum=1),
+        exclusive_categories=strings(raw["exclusive_categories"], "stacking.exclusive_categories")
+        if "exclusive_categories" in raw else frozenset(),
+    )
 
 
 def parse_program(doc: dict[str, Any]) -> Program:
@@ -370,5 +440,8 @@ def parse_program(doc: dict[str, Any]) -> Program:
         earn_currency=earn_currency,
         raw=doc,
         coupons=_parse_coupons(doc.get("coupons", [])),
+        stacking=_stacking(doc.get("stacking")),
+        discount_rounding=choice(doc.get("discount_rounding", "half_up"), "discount_rounding",  # type: ignore[arg-type]
+                                 ROUNDINGS),
         member_tokens=parse_member_tokens(doc["member_tokens"]) if "member_tokens" in doc else TokenSettings(),
     )

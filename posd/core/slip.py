@@ -66,7 +66,11 @@ class SlipData:
     - ``offers``: ``[{"title": Localized, "text"?: Localized}]`` personal offers.
     - ``member_qr``: data for a member QR (app link, enrolment), or None.
     - ``locale``: the member's language; when the catalogs have it the slip
-      is printed in it instead of the lane's.
+      is printed in it instead of the lane's. Multilingual titles fall back to
+      the lane's language, then English, then any.
+    - ``redemption_id``: a redemption slip's id as the POS knows it (the
+      footer prints it, and ``transaction_id`` when the redemption belonged
+      to a sale; never the lane's internal slip id).
     - ``calendar``: ``"jalali"`` or ``"gregorian"`` for the date; empty means
       Jalali for Persian slips, Gregorian otherwise.
     """
@@ -92,6 +96,7 @@ class SlipData:
     member_qr: str | None = None
     locale: str | None = None
     calendar: str = ""
+    redemption_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         # shallow on purpose: asdict() deep-copies every trace entry, and this runs in each sale's write
@@ -104,12 +109,13 @@ class SlipData:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def localized(value: Any, locale: str) -> str:
-    """A plain string as is; a ``{locale: text}`` mapping in ``locale``, en, or any."""
+def localized(value: Any, locale: str, fallback: str | None = None) -> str:
+    """A plain string as is; a ``{locale: text}`` mapping in ``locale``, then ``fallback`` (the lane's
+    language), en, or any."""
     if value is None:
         return ""
     if isinstance(value, Mapping):
-        for key in (locale, "en"):
+        for key in (locale, fallback, "en"):
             if value.get(key):
                 return str(value[key])
         return next((str(v) for v in value.values() if v), "")
@@ -123,7 +129,7 @@ def slip_locale(data: SlipData, lane_locale: str) -> str:
 def build_slip(data: SlipData, locale: str) -> SlipDocument:
     """The slip as a document, in the member's language when known, else ``locale``."""
     loc = slip_locale(data, locale)
-    b = _Builder(loc, data.calendar)
+    b = _Builder(loc, data.calendar, lane_locale=locale)
     b.header(data)
     b.member(data)
     b.points(data)
@@ -140,8 +146,9 @@ def build_slip(data: SlipData, locale: str) -> SlipDocument:
 
 
 class _Builder:
-    def __init__(self, locale: str, calendar: str = "") -> None:
+    def __init__(self, locale: str, calendar: str = "", lane_locale: str | None = None) -> None:
         self.locale = locale
+        self.lane_locale = lane_locale
         self.blocks: list[Block] = []
         if calendar not in ("jalali", "gregorian"):
             calendar = "jalali" if locale in PERSIAN_DIGIT_LOCALES else "gregorian"
@@ -158,6 +165,10 @@ class _Builder:
     def amount(self, currency: str, n: int, signed: bool = False) -> str:
         return format_amount(self.locale, currency, n, signed=signed)
 
+    def text(self, value: Any) -> str:
+        """Text central gave in several languages: the slip's, else the lane's, en, any."""
+        return localized(value, self.locale, self.lane_locale)
+
     # -- sections ---------------------------------------------------------
     def header(self, d: SlipData) -> None:
         self.add(Text(d.store_name or self.m("slip.title"), align="center", bold=True, double=True))
@@ -168,7 +179,7 @@ class _Builder:
 
     def member(self, d: SlipData) -> None:
         self.add(Rule(), Columns(self.m("slip.member"), d.member_name))
-        tier = localized(d.tier_name, self.locale)
+        tier = self.text(d.tier_name)
         if tier:
             self.add(Columns(self.m("slip.tier"), tier))
         nxt = d.next_tier
@@ -178,7 +189,7 @@ class _Builder:
             if threshold > 0:
                 self.add(Progress(max(0.0, min(1.0, (threshold - needed) / threshold))))
             self.add(Text(self.m("slip.next_tier", points=format_number(self.locale, needed),
-                                 tier=localized(nxt.get("name"), self.locale)), align="center"))
+                                 tier=self.text(nxt.get("name"))), align="center"))
         elif tier and nxt is None:
             self.add(Text(self.m("slip.top_tier"), align="center"))
 
@@ -188,10 +199,16 @@ class _Builder:
         shown = _shown(d.earned)
         for cur, pts in shown:
             self.add(Columns(self.m(label), self.amount(cur, pts, signed=d.kind == "sale"), bold=True))
-        for item in d.breakdown:
-            line = self.breakdown_line(item, {cur for cur, _ in shown})
-            if line:
-                self.add(line)
+        printed = [(item, line) for item in d.breakdown
+                   if (line := self.breakdown_label(item, {cur for cur, _ in shown})) is not None]
+        summed = [item for item, _ in printed if item.get("type") != "tier_multiplier"]
+        whole = iter(breakdown_points(summed, dict(shown)))
+        for item, label in printed:
+            if item.get("type") == "tier_multiplier":  # a stored job's running total: its factor, not points
+                self.add(Columns("  " + label.rsplit(" ×", 1)[0], "×" + _decimal(str(item["multiplier"]),
+                                                                                self.locale)))
+                continue
+            self.add(Columns("  " + label, format_number(self.locale, next(whole))))
         earned = {cur for cur, _ in shown}
         balances = [(c, n) for c, n in _shown(d.balance, keep_zero=True) if n or c in earned]
         for cur, total in balances or _shown(d.balance, keep_zero=True):
@@ -201,26 +218,22 @@ class _Builder:
                 self.add(Columns("  " + self.m("slip.confirmed"), self.amount(cur, total - pending)),
                          Columns("  " + self.m("slip.pending"), self.amount(cur, pending)))
 
-    def breakdown_line(self, item: Mapping[str, Any], currencies: set[str]) -> Columns | None:
+    def breakdown_label(self, item: Mapping[str, Any], currencies: set[str]) -> str | None:
+        """The label of a trace entry the slip prints (with its multiplier), None for one it does not."""
         rule = str(item.get("type") or item.get("rule") or "")  # the rule's kind; "rule" may be its id
         if rule in _HIDDEN_RULES or item.get("status", "applied") != "applied":
             return None
         if item.get("currency") and item["currency"] not in currencies:
             return None
-        label = localized(item.get("label"), self.locale)
+        label = self.text(item.get("label"))
         if not label and has_message(self.locale, f"slip.rule.{rule}"):
             label = self.m(f"slip.rule.{rule}")
-        if not label:
+        if not label or (_exact_points(item) is None and rule != "tier_multiplier"):
             return None
         multiplier = item.get("multiplier")
-        if multiplier is not None and rule == "tier_multiplier":  # its points are the running total
-            return Columns("  " + label, "×" + _decimal(str(multiplier), self.locale))
         if multiplier is not None:
             label += " ×" + _decimal(str(multiplier), self.locale)
-        points = _whole_points(item.get("points"))
-        if points is None:
-            return None
-        return Columns("  " + label, format_number(self.locale, points))
+        return label
 
     def rewards(self, d: SlipData) -> None:
         if not d.rewards_available:
@@ -228,8 +241,7 @@ class _Builder:
         self.add(Rule(), Text(self.m("slip.rewards"), bold=True))
         for r in d.rewards_available:
             price = self.amount(str(r.get("currency") or "points"), int(r.get("points") or 0))
-            self.add(Text(self.bullet + self.m("slip.reward", title=localized(r.get("title"), self.locale),
-                                         points=price)))
+            self.add(Text(self.bullet + self.m("slip.reward", title=self.text(r.get("title")), points=price)))
 
     def vouchers(self, d: SlipData) -> None:
         for v in d.vouchers:
@@ -237,7 +249,7 @@ class _Builder:
             if not code:
                 continue
             self.add(Rule(), Text(self.m("slip.voucher"), align="center", bold=True))
-            title = localized(v.get("title"), self.locale)
+            title = self.text(v.get("title"))
             if title:
                 self.add(Text(title, align="center"))
             if str(v.get("symbology", "CODE128")).upper() == "QR":
@@ -250,8 +262,8 @@ class _Builder:
 
     def offers(self, d: SlipData) -> None:
         for o in d.offers:
-            title = localized(o.get("title") or o.get("name"), self.locale)
-            text = localized(o.get("text") or o.get("description"), self.locale)
+            title = self.text(o.get("title") or o.get("name"))
+            text = self.text(o.get("text") or o.get("description"))
             if not (title or text):
                 continue
             self.add(Rule(), Text(self.m("slip.offer"), align="center", bold=True))
@@ -263,9 +275,17 @@ class _Builder:
     def footer(self, d: SlipData) -> None:
         if d.member_qr:
             self.add(Rule(), Text(self.m("slip.member_code"), align="center"), QRCode(d.member_qr, size=5))
+        self.add(Rule())
+        redemption_id = d.redemption_id
+        transaction_id = d.transaction_id
+        if d.kind == "redemption" and not redemption_id and transaction_id.endswith("~r"):
+            # a job stored before redemption slips named their redemption: never print the lane's slip id
+            redemption_id, transaction_id = transaction_id[:-2], ""
+        if redemption_id:
+            self.add(Columns(self.m("slip.redemption"), redemption_id))
+        if transaction_id:
+            self.add(Columns(self.m("slip.transaction"), transaction_id))
         self.add(
-            Rule(),
-            Columns(self.m("slip.transaction"), d.transaction_id),
             Text(self.m("slip.lane", store=d.store_id, lane=d.lane_id), align="center"),
             Text(format_datetime(self.locale, d.occurred_at, calendar=self.calendar), align="center"),
             Feed(1),
@@ -284,13 +304,42 @@ def _decimal(text: str, locale: str) -> str:
     return localize_digits(text, locale)
 
 
-def _whole_points(value: Any) -> int | None:
-    """Points of a trace entry: an int, or an exact fraction shown floored."""
+def _exact_points(item: Mapping[str, Any]) -> Fraction | None:
+    """What a trace entry adds, exactly: its points (an int, or an exact decimal or fraction as a string);
+    a transaction cap, what it took off (cap - before)."""
+    value = item.get("points")
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        return value
     try:
-        return int(Fraction(str(value)))  # trunc toward zero, as the ledger never rounds up
+        points = Fraction(str(value))
+        if item.get("type") == "transaction_cap" and item.get("before") is not None:
+            return points - Fraction(str(item["before"]))
+        return points
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def breakdown_points(items: list[Mapping[str, Any]], earned: Mapping[str, int]) -> list[int]:
+    """Whole points per printed trace entry that add up, per currency, to what was earned.
+
+    Each entry is exact (129.99 base + 64.995 tier bonus); the sale earned their sum rounded once
+    (194). Flooring each alone would print 129 + 64 under a total of 194, so the total is shared
+    out by largest remainder: 129 + 65. A cap's line is what it took off, so the lines still add
+    up. Entries of a currency whose total is unknown are floored as they are.
+    """
+    exact = [_exact_points(item) or Fraction(0) for item in items]
+    out = [value.numerator // value.denominator for value in exact]
+    by_currency: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_currency.setdefault(str(item.get("currency") or ""), []).append(i)
+    for currency, positions in by_currency.items():
+        if currency not in earned:
+            continue
+        left = earned[currency] - sum(out[i] for i in positions)
+        ranked = sorted(positions, key=lambda i: (-(exact[i] - out[i]), i))  # largest remainder first
+        if left < 0:
+            ranked = [i for i in reversed(ranked) if out[i] > 0] or ranked[::-1]
+        step = 1 if left > 0 else -1
+        for n in range(abs(left)):
+            out[ranked[n % len(ranked)]] += step
+    return out

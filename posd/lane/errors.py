@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from posd.core.rules import RULE_ERROR_CODES, RuleError
+from posd.core.rules import RuleError
 
 F = TypeVar("F", bound=Callable)
 
@@ -41,7 +41,8 @@ CODES: dict[str, str] = {
     "negative_line": "a line has a negative quantity, price or discount, or a discount above its amount",
     "total_mismatch": "the lines do not add up to the total",
     "unsupported_currency": "the program does not earn on that money currency",
-    "invalid_occurred_at": "the moment of sale is not an aware time in the store's timezone",
+    "invalid_occurred_at": "the rules engine was given a moment without a timezone (in-process callers; the API "
+                           "answers invalid_request for an occurred_at without a UTC offset)",
     "transaction_id_conflict": "this transaction_id was already used for a different sale",
     # returns
     "return_id_conflict": "this return_id was already used for a different return",
@@ -55,11 +56,14 @@ CODES: dict[str, str] = {
     "unknown_reward": "no such reward in the current program",
     "reward_required": "redeem a reward from the catalog (reward_id); free-form point amounts are not offered",
     "reward_not_eligible": "the reward is not offered to the member's tier",
-    "insufficient_balance": "the member's available balance does not cover the reward",
-    "reward_limit_reached": "the member has had this reward as often as allowed today",
-    "offline_cap_member": "offline redemptions for this member reached the lane's cap",
-    "offline_cap_lane": "offline redemptions on this lane reached the cap",
-    "offline_too_long": "the lane has been out of touch with central too long to redeem offline",
+    "insufficient_balance": "the member's available balance does not cover the reward (on this lane, or at "
+                            "central net of what other lanes hold reserved)",
+    "reward_limit_reached": "the member has had this reward as often as allowed today (at any lane, while "
+                            "central answers)",
+    "offline_cap_member": "burns without central's authorisation (redemptions, voucher uses) for this member "
+                          "reached the lane's offline cap",
+    "offline_cap_lane": "burns without central's authorisation on this lane reached the offline cap",
+    "offline_too_long": "the lane has been out of touch with central too long to burn without its authorisation",
     # vouchers and coupons
     "unknown_voucher": "no voucher or coupon with that code",
     "voucher_void": "central refused the redemption behind this voucher",
@@ -67,7 +71,7 @@ CODES: dict[str, str] = {
     "voucher_expired": "the voucher or coupon has expired",
     "voucher_other_member": "the voucher belongs to another member",
     "member_required": "identify the member to use this coupon",
-    "voucher_used": "the voucher or coupon was already used",
+    "voucher_used": "the voucher or coupon was already used (here, or at another lane once central knows)",
     # slips
     "unknown_slip": "no slip with that id on this lane",
     "no_printer": "this lane has no printer configured",
@@ -116,7 +120,25 @@ def codes_of(*functions: Callable) -> frozenset[str]:
     return frozenset().union(*(getattr(fn, "raises", frozenset()) for fn in functions))
 
 
-@raises(*RULE_ERROR_CODES)
+@raises("negative_total", "negative_line", "total_mismatch")
+def basket_error(exc: RuleError) -> LaneError:
+    """A basket that does not add up (posd.core.rules.check_basket), for the POS."""
+    if exc.code == "negative_total":
+        return LaneError("negative_total", str(exc))
+    if exc.code == "negative_line":
+        return LaneError("negative_line", str(exc))
+    return LaneError("total_mismatch", str(exc))
+
+
+@raises("negative_total", "negative_line", "total_mismatch", "unsupported_currency")
 def rule_error(exc: RuleError) -> LaneError:
-    """The rules engine's refusal, for the POS: its code as it is."""
-    return LaneError(exc.code, str(exc))
+    """The rules engine's refusal of a basket, for the POS: its code as it is.
+
+    Not invalid_occurred_at: the lane always hands the engine the sale's moment in the store's
+    timezone (an occurred_at without an offset is the API's invalid_request), so the engine saying
+    otherwise is a lane bug, raised as one."""
+    if exc.code == "invalid_occurred_at":
+        raise RuntimeError(f"the rules engine was given a moment without a timezone: {exc}") from exc
+    if exc.code == "unsupported_currency":
+        return LaneError("unsupported_currency", str(exc))
+    return basket_error(exc)

@@ -86,6 +86,15 @@ class EventBus:
                 continue
             q.put_nowait(event)
 
+    def close(self) -> None:
+        """End every stream (on the loop's thread): each client's queue gets the end marker."""
+        for q in list(self._subscribers):
+            self._subscribers.discard(q)
+            try:
+                q.put_nowait(None)
+            except asyncio.QueueFull:
+                pass  # that stream ends when it sees it is no longer subscribed
+
     def replay_after(self, last_id: int) -> tuple[list[Event], bool]:
         """Events after last_id, and whether the ring still covered that point."""
         with self._lock:

@@ -36,8 +36,10 @@ import json
 import logging
 import random
 import threading
-from time import monotonic
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
+from time import monotonic
 from typing import Any
 
 from posd.core.slip import SlipData, build_slip
@@ -60,8 +62,11 @@ class JobExpired(Exception):
 
 class PrintWorker:
     def __init__(self, ledger: Ledger, printer: Any, bus: EventBus, locale: str, *,
-                 retry_base: float = 0.5, retry_cap: float = 5.0):
+                 retry_base: float = 0.5, retry_cap: float = 5.0,
+                 on_outcome: Callable[[str], None] | None = None):
+        """``on_outcome(state)`` for every print.status told (printed, held, expired, failed): metrics."""
         self.ledger, self.printer, self.bus, self.locale = ledger, printer, bus, locale
+        self.on_outcome = on_outcome
         self.retry_base, self.retry_cap = retry_base, retry_cap
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -112,7 +117,10 @@ class PrintWorker:
                 continue
             self._failures += 1
             cap = min(self.retry_cap, self.retry_base * 2 ** min(self._failures, 10))
-            self._stop.wait(random.uniform(cap / 2, cap))
+            # A job queued meanwhile ends the wait: the printer is asked again and the new slip,
+            # still held, is told so at once rather than at the next retry.
+            if self._wake.wait(random.uniform(cap / 2, cap)):
+                self._wake.clear()
 
     def _housekeeping(self) -> None:
         """When idle, at most hourly: forget finished jobs older than JOB_RETENTION.
@@ -184,6 +192,10 @@ class PrintWorker:
             kick(before_send=before_send)
             return
         doc = build_slip(SlipData.from_json(json.loads(job.slip)), self.locale)
+        if job.job_id != job.slip_id:
+            # a copy is a document of its own (slip#reprint1 -> slip~reprint1): a preview
+            # keeps the original's files and adds the copy's beside them
+            doc = replace(doc, slip_id=job.job_id.replace("#", "~"))
         self.printer.print_document(doc, before_send=before_send)
 
     def _failed(self, job: PrintJob, exc: Exception) -> bool:
@@ -238,7 +250,20 @@ class PrintWorker:
         self._publish(job, "printed", None)
 
     def _hold(self, job: PrintJob, reason: str) -> None:
-        if self._held.get(job.job_id) != reason:  # tell the POS once per reason, not per retry
+        """The job waits for the printer, and so does every slip queued behind it: the POS hears
+        about each of them (once per reason, not per retry), and again when each prints."""
+        self._tell_held(job, reason)
+        try:
+            waiting = self.ledger.view().queued_print_jobs()
+        except Exception:
+            log.exception("print queue unreadable")
+            return
+        for other in waiting:
+            if other.job_id != job.job_id:
+                self._tell_held(other, reason)
+
+    def _tell_held(self, job: PrintJob, reason: str) -> None:
+        if self._held.get(job.job_id) != reason:
             self._held[job.job_id] = reason
             self._publish(job, "held", reason)
             log.warning("print job %s held: %s", job.job_id, reason)
@@ -250,6 +275,13 @@ class PrintWorker:
             "job_id": job.job_id, "slip_id": job.slip_id, "kind": job.kind,
             "client_job_id": job.client_job_id, "state": state, "reason": reason,
         })
+        if state != "held":
+            log.info("print job %s %s%s", job.job_id, state, f": {reason}" if reason else "")
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(state)
+            except Exception:
+                log.exception("print outcome callback failed")
 
     def _set(self, job_id: str, **fields: Any) -> None:
         self.ledger.write(lambda tx: tx.update_print_job(job_id, **fields))

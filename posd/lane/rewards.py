@@ -1,10 +1,11 @@
-"""Burning points: rewards to vouchers, voucher and coupon use, offline caps.
+"""Burning points: rewards to vouchers, voucher and coupon use, and what they take off a basket.
 
-Eligibility is checked again at every burn, inside the same unit of work
-that debits the points, so two tills cannot both spend the same balance here
-and a voucher is consumed by exactly one INSERT. Offline, the lane caps what
-can be redeemed, like a card terminal's floor limit: per member, per lane,
-and not at all once it has been out of touch too long.
+Every burn is asked of central first (posd.lane.burn, posd.lane.authority):
+central checks and reserves across every lane and answers in time, or the
+lane decides alone within its offline caps. Either way the lane's own checks
+run again inside the unit of work that records the burn, so two tills of
+this lane cannot both spend the same balance and a voucher is consumed by
+exactly one INSERT here; central's reservation makes that true across lanes.
 """
 
 from __future__ import annotations
@@ -15,15 +16,32 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from posd.core.program import Coupon, Program, Reward
+from posd.core.benefit import Stacking
+from posd.core.effects import apply_stack
+from posd.core.program import Program, Reward
+from posd.core.rules import Basket, RuleError, check_basket
+from posd.faults import crash_point
+from posd.lane.authority import Authority, Decision, LocalAuthority, VoucherLookup
+from posd.lane.burn import (
+    MAX_UNSYNCED_EVENTS,
+    OfflineLimits,
+    authorisation_request,
+    authorised,
+    check_in_touch,
+    redemption_declined,
+    use_declined,
+)
 from posd.lane.context import LaneContext, Recorded, earlier_answer
-from posd.lane.errors import LaneError, raises
+from posd.lane.errors import LaneError, basket_error, raises
 from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
+from posd.lane.vouchers import Usable, VoucherBook, voucher_wire
 from posd.storage.cache import CachedMember
-from posd.storage.db import iso, parse_iso
+from posd.storage.db import iso
 from posd.storage.entries import Entry
 from posd.storage.tx import LedgerTx, LedgerView
+
+__all__ = ["OfflineLimits", "RedemptionInput", "Rewards", "Usable", "new_voucher_code"]
 
 # Crockford base32 without I, L, O, U: unambiguous when read aloud or typed.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -32,13 +50,6 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 def new_voucher_code() -> str:
     """12 random characters (60 bits) behind a fixed 'V': unguessable and Code 128-friendly."""
     return "V" + "".join(secrets.choice(_ALPHABET) for _ in range(12))
-
-
-@dataclass(frozen=True)
-class OfflineLimits:
-    member_points: int = 1000  # per member, redeemed while offline and not yet synced
-    lane_points: int = 5000  # all members on this lane, same window
-    max_hours: float = 24.0  # out of touch longer than this: no redemptions at all
 
 
 @dataclass(frozen=True)
@@ -53,58 +64,38 @@ class RedemptionInput:
 
 @dataclass(frozen=True)
 class _Redemption:
-    """A redemption priced before its write."""
+    """A redemption priced and authorised before its write."""
 
     req: RedemptionInput
     member: CachedMember
     ident: Identification
     program: Program
     reward: Reward
-    offline: bool
+    decision: Decision
 
 
 @dataclass(frozen=True)
-class Usable:
-    """A voucher issued here or a coupon from the program, as the till sees it."""
+class _Use:
+    """A voucher or coupon use checked and authorised before its write."""
 
-    code: str
-    source: str  # redemption | coupon
-    description: str
-    member_id: str | None = None
-    reward_id: str | None = None
-    value_minor: int | None = None
-    percent: int | None = None
-    sku: str | None = None
-    valid_from: datetime | None = None
-    expires_at: datetime | None = None
-    voided: bool = False
-    campaign: bool = False  # once per member rather than once
+    usable: Usable
+    transaction_id: str
+    ident: Identification | None  # the member, and a token accepted with the use
+    decision: Decision
+    effect: dict[str, Any] | None
 
-    @classmethod
-    def from_voucher(cls, row: dict[str, Any]) -> Usable:
-        return cls(code=row["code"], source=row["source"], description=row["description"],
-                   member_id=row["member_id"], reward_id=row["reward_id"], value_minor=row["value_minor"],
-                   percent=row["percent"], sku=row["sku"],
-                   expires_at=parse_iso(row["expires_at"]) if row["expires_at"] else None,
-                   voided=bool(row.get("voided_at")))
-
-    @classmethod
-    def from_coupon(cls, coupon: Coupon) -> Usable:
-        return cls(code=coupon.code, source="coupon", description=coupon.title, member_id=coupon.member_id,
-                   value_minor=coupon.value_minor, percent=coupon.percent, sku=coupon.sku,
-                   valid_from=coupon.valid_from, expires_at=coupon.valid_to, campaign=coupon.campaign)
-
-    def public(self) -> dict[str, Any]:
-        return {"source": self.source, "member_id": self.member_id, "reward_id": self.reward_id,
-                "description": self.description, "value_minor": self.value_minor, "percent": self.percent,
-                "sku": self.sku, "expires_at": iso(self.expires_at) if self.expires_at else None}
+    @property
+    def member_id(self) -> str | None:
+        return self.ident.member.member_id if self.ident else None
 
 
 class Rewards:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, limits: OfflineLimits = OfflineLimits(),
-                 last_sync: Callable[[], datetime | None] = lambda: None):
+                 last_sync: Callable[[], datetime | None] = lambda: None, authority: Authority | None = None):
         self.ctx, self.members, self.slips = ctx, members, slips
         self.limits, self.last_sync = limits, last_sync
+        self.authority: Authority = authority or LocalAuthority()
+        self.book = VoucherBook(ctx, self.authority)
 
     # -- redeem -----------------------------------------------------------------
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
@@ -113,15 +104,27 @@ class Rewards:
             "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
-        earlier = earlier_answer(ctx.ledger.view(), "redemption_id", req.redemption_id, req.request_hash)
+        view = ctx.ledger.view()
+        earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash)
         if earlier:
             return earlier
         ident = self.members.find_active(req.member)
         member = ident.member
         program = ctx.require_program()
-        redemption = _Redemption(req, member, ident, program, self._reward(program, member, req),
-                                 ctx.is_offline())
-        return await ctx.ledger.awrite(lambda unit: self._write_redemption(unit, redemption))
+        reward = self._reward(program, member, req)
+        now = ctx.clock()
+        self._check_redemption(view, member, reward, now)  # what the lane can refuse alone, before asking
+        decision = await self._ask_central(view, member, reward, req, now)
+        if decision.status == "declined":
+            raise redemption_declined(decision)
+        redemption = _Redemption(req, member, ident, program, reward, decision)
+        return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
+
+    async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
+        """Record a burn central approved or the lane decided alone, in one unit of work."""
+        if decision.reservation_id:  # approved and reserved at central, not yet recorded here
+            crash_point("after_authorised_before_commit")
+        return await self.ctx.ledger.awrite(write)
 
     @staticmethod
     @raises("unknown_reward", "reward_not_eligible", "reward_required")
@@ -136,6 +139,34 @@ class Rewards:
             raise LaneError("reward_not_eligible", "this reward is not offered to the member's tier")
         return reward
 
+    @raises("insufficient_balance", "reward_limit_reached")
+    def _check_redemption(self, view: LedgerView, member: CachedMember, reward: Reward, now: datetime) -> None:
+        """The member's balance on this lane covers the price, and today's limit is not reached."""
+        currency, price = reward.currency, reward.price_for(member.tier) or 0
+        available = self.members.balances(member, view).get(currency, {}).get("available", 0)
+        if available < price:
+            raise LaneError("insufficient_balance", f"the reward costs {price} {currency}; {available} available")
+        if reward.limit_per_member_per_day:
+            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)))
+            if used >= reward.limit_per_member_per_day:
+                raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
+
+    def _day_start(self, now: datetime) -> datetime:
+        return now.astimezone(self.ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def _ask_central(self, view: LedgerView, member: CachedMember, reward: Reward, req: RedemptionInput,
+                           now: datetime) -> Decision:
+        """Central's decision; unavailable at once when the lane knows central is out of reach."""
+        if self.ctx.is_offline():
+            return Decision("unavailable")
+        limit = reward.limit_per_member_per_day
+        return await self.authority.authorise(authorisation_request(
+            "redemption", f"redemption:{req.redemption_id}", member.member_id, iso(now),
+            points={reward.currency: reward.price_for(member.tier) or 0}, reward_id=reward.reward_id,
+            limit={"per_member": limit, "since": iso(self._day_start(now))} if limit else None,
+            unsynced=view.unsynced_entries(member.member_id, member.applied_seq, now, MAX_UNSYNCED_EVENTS,
+                                           member.aliases)))
+
     @raises("redemption_id_conflict", "insufficient_balance", "reward_limit_reached", "offline_too_long",
             "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_redemption(self, unit: LedgerTx, r: _Redemption) -> Recorded:
@@ -146,59 +177,50 @@ class Rewards:
         self.members.accept(unit, r.ident)
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         currency, price = reward.currency, reward.price_for(member.tier) or 0
-        available = self.members.balances(member, unit).get(currency, {}).get("available", 0)
-        if available < price:
-            raise LaneError("insufficient_balance", f"the reward costs {price} {currency}; {available} available")
-        if reward.limit_per_member_per_day:
-            self._check_daily_limit(unit, member, reward, now)
-        if r.offline:
+        self._check_redemption(unit, member, reward, now)  # again: another till of this lane may have spent
+        offline = r.decision.status != "approved"
+        if offline:
             self._check_offline_caps(unit, member, price, now)
         code = new_voucher_code()
         expires = now + timedelta(days=reward.valid_days)
-        description = reward.name(self.ctx.locale)
+        wire = voucher_wire(code, member.member_id, reward, now, expires)
         seq = unit.append_event("redemption", {
             "transaction_id": req.transaction_id, "redemption_id": req.redemption_id,
             "member_id": member.member_id, "occurred_at": iso(now), "points": {currency: -price},
-            "reward_id": reward.reward_id, "voucher_code": code,
-            "program_version": r.program.version, "offline": r.offline,
+            "reward_id": reward.reward_id, "voucher_code": code, "voucher": wire,
+            "program_version": r.program.version, "offline": offline,
+            "authorisation_id": f"redemption:{req.redemption_id}", "reservation_id": r.decision.reservation_id,
         })
         unit.debit(Entry("redeem", member.member_id, currency, -price, req.transaction_id, seq, iso(now), iso(now),
                          r.program.version, req.redemption_id),
                    member.balances.get(currency, 0), member.applied_seq, now, member.aliases)
+        title = reward.name(self.ctx.locale)
         unit.issue_voucher(code=code, member_id=member.member_id, reward_id=reward.reward_id,
-                           description=description, value_minor=reward.value_minor, percent=reward.percent,
-                           sku=reward.sku, issued_at=iso(now), expires_at=iso(expires))
+                           description=title, value_minor=reward.value_minor, percent=reward.percent,
+                           sku=reward.sku, issued_at=iso(now), expires_at=iso(expires),
+                           details={"benefit": wire["benefit"], "title": wire["title"]})
         balance = self.members.balances(member, unit)
-        voucher = {"code": code, "title": description, "symbology": "CODE128", "expires_at": iso(expires),
+        voucher = {"code": code, "title": title, "symbology": "CODE128", "expires_at": iso(expires),
                    "valid_until": expires.astimezone(self.ctx.tz).date().isoformat(),
                    "reward_id": reward.reward_id, "kind": reward.kind, "value_minor": reward.value_minor,
-                   "percent": reward.percent, "sku": reward.sku}
-        slip_id = f"{req.redemption_id}~r"  # "~" is never in a POS id: no sale's slip can collide
+                   "percent": reward.percent, "sku": reward.sku, "benefit": wire["benefit"]}
         slip = self.slips.queue(unit, self.slips.compose(
-            slip_id, member, r.program, occurred_at=now, earned={}, balance=balance, vouchers=[voucher],
-            kind="redemption"), member.member_id)
+            f"{req.redemption_id}~r", member, r.program, occurred_at=now, earned={}, balance=balance,
+            vouchers=[{**voucher, "title": wire["title"]}], kind="redemption",  # the slip picks the member's language
+            transaction_id=req.transaction_id or "", redemption_id=req.redemption_id), member.member_id)
         response = {"redemption_id": req.redemption_id, "member_id": member.member_id,
                     "points": {currency: -price}, "voucher": voucher, "balance": balance, "slip": slip,
-                    "seq": seq, "offline": r.offline, "recorded_at": iso(now)}
+                    "seq": seq, "offline": offline, "authorised": authorised(r.decision), "recorded_at": iso(now)}
         unit.store_redemption(
             redemption_id=req.redemption_id, request_hash=req.request_hash, member_id=member.member_id,
-            reward_id=reward.reward_id, currency=currency, points=price, voucher_code=code, offline=r.offline,
-            seq=seq, occurred_at=iso(now), response=response, recorded_at=iso(now))
+            reward_id=reward.reward_id, currency=currency, points=price, voucher_code=code, offline=offline,
+            seq=seq, occurred_at=iso(now), response=response, recorded_at=iso(now),
+            authorisation_id=f"redemption:{req.redemption_id}", reservation_id=r.decision.reservation_id)
         return Recorded(response, replayed=False)
-
-    @raises("reward_limit_reached")
-    def _check_daily_limit(self, view: LedgerView, member: CachedMember, reward: Reward, now: datetime) -> None:
-        day_start = now.astimezone(self.ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = view.redemptions_since(member.member_id, reward.reward_id, iso(day_start))
-        if used >= (reward.limit_per_member_per_day or 0):
-            raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
 
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_caps(self, view: LedgerView, member: CachedMember, price: int, now: datetime) -> None:
-        last = self.last_sync()
-        if last is None or (now - last).total_seconds() > self.limits.max_hours * 3600:
-            raise LaneError("offline_too_long",
-                            "the lane has been out of touch with central too long to redeem offline")
+        check_in_touch(self.limits, self.last_sync, now)
         if view.unsynced_redeemed(member.member_id) + price > self.limits.member_points:
             raise LaneError("offline_cap_member",
                             f"offline redemptions for this member are capped at {self.limits.member_points} points")
@@ -207,26 +229,6 @@ class Rewards:
                             f"offline redemptions on this lane are capped at {self.limits.lane_points} points")
 
     # -- vouchers and coupons ---------------------------------------------------
-    @raises("unknown_voucher", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member")
-    def _usable(self, view: LedgerView, code: str, member_id: str | None) -> Usable:
-        """The voucher or coupon behind a code, or a LaneError saying why it can't be used."""
-        row = view.voucher(code)
-        program = self.ctx.program()
-        coupon = program.coupon(code) if program and row is None else None
-        if row is None and coupon is None:
-            raise LaneError("unknown_voucher", "no voucher or coupon with that code")
-        v = Usable.from_voucher(row) if row is not None else Usable.from_coupon(coupon)  # type: ignore[arg-type]
-        now = self.ctx.clock()
-        if v.voided:
-            raise LaneError("voucher_void", "central refused the redemption behind this voucher")
-        if v.valid_from and v.valid_from > now:
-            raise LaneError("voucher_not_yet_valid", "this coupon is not valid yet")
-        if v.expires_at and v.expires_at <= now:
-            raise LaneError("voucher_expired", "this voucher has expired")
-        if v.member_id and member_id and v.member_id != member_id:
-            raise LaneError("voucher_other_member", "this voucher belongs to another member")
-        return v
-
     @staticmethod
     @raises("member_required")
     def _use_key(v: Usable, member_id: str | None) -> str:
@@ -236,54 +238,128 @@ class Rewards:
         return member_id or "" if v.campaign else ""
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_token_invalid",
-            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
-    def validate(self, code: str, member: str | None) -> dict[str, Any]:
-        view = self.ctx.ledger.view()
+            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "negative_total",
+            "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
+    async def validate(self, code: str, member: str | None, basket: Basket | None = None,
+                       applied: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Is this voucher or coupon usable now (asking central whether it was used at another lane),
+        and, given the basket and the codes already applied to it, what it takes off. A member token
+        is accepted once the answer is yes."""
+        ctx = self.ctx
+        view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
         member_id = ident.member.member_id if ident else None
-        v = self._usable(view, code, member_id)
+        asked = VoucherLookup("unavailable") if ctx.is_offline() else await self.authority.lookup(code, member_id)
+        v = self.book.local(view, code, ctx.program())
+        if v is None and asked.status == "found" and asked.voucher is not None:
+            v = Usable.from_wire(asked.voucher, "central", ctx.locale)
+        if v is None:
+            raise LaneError("unknown_voucher", "no voucher or coupon with that code")
+        self.book.check_usable(v, member_id, ctx.clock())
         used = view.voucher_use(code, self._use_key(v, member_id))
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
-        if ident is not None:
-            self.members.accept_now(ident)  # a token is used once the answer is yes (a sync route: not the loop)
-        return {"code": code, "valid": True, **v.public()}
+        if asked.status == "found" and asked.used:
+            raise LaneError("voucher_used", "already used, or being used, at another lane")
+        out = {"code": code, "valid": True, **v.public(),
+               "authorised": "online" if asked.status != "unavailable" else "offline"}
+        if basket is not None:
+            out["effect"] = await self._effect(view, v, basket, applied, member_id)
+        if ident is not None and ident.token is not None:
+            await ctx.ledger.awrite(lambda unit: self.members.accept(unit, ident))
+        return out
+
+    @raises("unknown_voucher", "negative_total", "negative_line", "total_mismatch")
+    async def _effect(self, view: LedgerView, v: Usable, basket: Basket, applied: tuple[str, ...],
+                      member_id: str | None) -> dict[str, Any]:
+        """What ``v`` takes off ``basket`` after the codes already applied to it, under the program's stacking."""
+        try:
+            check_basket(basket)
+        except RuleError as exc:
+            raise basket_error(exc) from exc
+        program = self.ctx.program()
+        offers = [(code, (await self.book.find_usable(view, code, member_id, ask=not self.ctx.is_offline())).benefit)
+                  for code in applied if code != v.code]
+        stack = apply_stack(program.stacking if program else Stacking(), [*offers, (v.code, v.benefit)], basket,
+                            rounding=program.discount_rounding if program else "half_up")
+        mine = stack.entries[-1]
+        return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason}
 
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_token_invalid",
-            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
-    async def use(self, code: str, transaction_id: str, member: str | None) -> Recorded:
+            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_ineligible",
+            "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total", "negative_line",
+            "total_mismatch", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "member_token_replayed")
+    async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
+                  applied: tuple[str, ...] = ()) -> Recorded:
+        """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
+        requests and across lanes while central answers; a member token is accepted with the use."""
+        ctx = self.ctx
         ident = self.members.find(member) if member else None
-        return await self.ctx.ledger.awrite(lambda unit: self._write_use(unit, code, transaction_id, ident))
-
-    @raises("unknown_voucher", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",
-            "member_required", "voucher_used", "member_token_replayed")
-    def _write_use(self, unit: LedgerTx, code: str, transaction_id: str, ident: Identification | None) -> Recorded:
-        earlier = unit.voucher_use_in(code, transaction_id)
+        member_id = ident.member.member_id if ident else None
+        view = ctx.ledger.view()
+        earlier = view.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
             return Recorded(earlier.response, replayed=True)
-        member_id = ident.member.member_id if ident else None
-        if ident is not None:
-            self.members.accept(unit, ident)
-        v = self._usable(unit, code, member_id)
-        key = self._use_key(v, member_id)
+        offline = ctx.is_offline()
+        v = await self.book.find_usable(view, code, member_id, ask=not offline)
+        now = ctx.clock()
+        self.book.check_usable(v, member_id, now)
+        used = view.voucher_use(code, self._use_key(v, member_id))
+        if used and used.transaction_id != transaction_id:
+            raise LaneError("voucher_used", "this voucher was already used")
+        effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
+        decision = Decision("unavailable") if offline else await self.authority.authorise(authorisation_request(
+            "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
+            voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
+        if decision.status == "declined":
+            raise use_declined(decision)
+        use = _Use(v, transaction_id, ident, decision, effect)
+        return await self._record(decision, lambda unit: self._write_use(unit, use))
+
+    @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
+            "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane", "member_token_replayed")
+    def _write_use(self, unit: LedgerTx, u: _Use) -> Recorded:
+        v, code = u.usable, u.usable.code
+        earlier = unit.voucher_use_in(code, u.transaction_id)
+        if earlier:
+            return Recorded(earlier.response, replayed=True)
+        if u.ident is not None:
+            self.members.accept(unit, u.ident)
+        now = self.ctx.clock()
+        self.book.check_usable(v, u.member_id, now)
+        key = self._use_key(v, u.member_id)
         used = unit.voucher_use(code, key)
         if used:
-            if used.transaction_id == transaction_id:  # the POS retried the same use
+            if used.transaction_id == u.transaction_id:  # the POS retried the same use
                 return Recorded(used.response, replayed=True)
             raise LaneError("voucher_used", "this voucher was already used")
-        now = iso(self.ctx.clock())
+        holder = v.member_id or u.member_id
+        offline = u.decision.status != "approved"
+        if offline:
+            self._check_offline_uses(unit, holder, now)
         program = self.ctx.program()
         seq = unit.append_event("voucher_use", {
-            "transaction_id": transaction_id, "member_id": v.member_id or member_id, "occurred_at": now,
+            "transaction_id": u.transaction_id, "member_id": holder, "occurred_at": iso(now),
             "voucher_code": code, "voucher_once_per": "member" if v.campaign else "code",
-            "points": {}, "program_version": program.version if program else "",
-            "offline": self.ctx.is_offline(),
+            "points": {}, "program_version": program.version if program else "", "offline": offline,
+            "authorisation_id": f"voucher_use:{code}:{u.transaction_id}", "reservation_id": u.decision.reservation_id,
         })
-        response = {"code": code, "used": True, "transaction_id": transaction_id, "used_at": now, "seq": seq,
-                    **v.public()}
+        response = {"code": code, "used": True, "transaction_id": u.transaction_id, "used_at": iso(now), "seq": seq,
+                    **v.public(), "authorised": authorised(u.decision)}
+        if u.effect is not None:
+            response["effect"] = u.effect
         # The primary key (code, member) makes a second use fail even if two requests race here.
-        unit.record_voucher_use(code=code, key=key, transaction_id=transaction_id, seq=seq, response=response,
-                                used_at=now)
+        unit.record_voucher_use(code=code, key=key, transaction_id=u.transaction_id, seq=seq, response=response,
+                                used_at=iso(now), holder=holder, offline=offline)
         return Recorded(response, replayed=False)
+
+    @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
+    def _check_offline_uses(self, view: LedgerView, holder: str | None, now: datetime) -> None:
+        check_in_touch(self.limits, self.last_sync, now)
+        if holder and view.unsynced_offline_uses(holder) + 1 > self.limits.member_uses:
+            raise LaneError("offline_cap_member",
+                            f"offline voucher uses for this member are capped at {self.limits.member_uses}")
+        if view.unsynced_offline_uses() + 1 > self.limits.lane_uses:
+            raise LaneError("offline_cap_lane", f"offline voucher uses on this lane are capped at {self.limits.lane_uses}")

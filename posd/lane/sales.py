@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 from posd.core.expiry import lot_dates
@@ -81,14 +81,36 @@ class Sales:
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
+            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+    def evaluate(self, tx: TransactionInput, view: LedgerView | None = None) -> _Sale:
+        """What the sale earns, checked and computed, nothing written (a member's token is checked,
+        not accepted): the sale and its quote share this."""
+        ctx = self.ctx
+        if tx.occurred_at - ctx.clock() > FUTURE_TOLERANCE:
+            raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
+        if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
+            raise LaneError("occurred_too_old",
+                            f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
+        ident = self.members.find_active(tx.member) if tx.member else None
+        member = ident.member if ident else None
+        program = ctx.require_program()
+        earn = self.earn_context(member, tx.occurred_at, view)
+        try:
+            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
+        except RuleError as exc:
+            raise rule_error(exc) from exc
+        return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
+
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "invalid_occurred_at", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed")
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "member_token_replayed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
-            sale = self._evaluate(tx)
+            sale = self.evaluate(tx)
         except LaneError:
             # A retry gets its first answer even when today's checks would refuse it (the member
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
@@ -101,27 +123,6 @@ class Sales:
         recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
-
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
-            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "invalid_occurred_at", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
-    def _evaluate(self, tx: TransactionInput) -> _Sale:
-        """Who, under which rules, earning what: everything a sale needs before its write."""
-        ctx = self.ctx
-        if tx.occurred_at - ctx.clock() > FUTURE_TOLERANCE:
-            raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
-        if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
-            raise LaneError("occurred_too_old",
-                            f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
-        ident = self.members.find_active(tx.member) if tx.member else None
-        member = ident.member if ident else None
-        program = ctx.require_program()
-        earn = self.earn_context(member, tx.occurred_at)
-        try:
-            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
-        except RuleError as exc:
-            raise rule_error(exc) from exc
-        return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
 
     @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
@@ -193,7 +194,7 @@ class Sales:
     # -- returns --------------------------------------------------------------
     @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return",
             "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency", "invalid_occurred_at")
+            "negative_line", "total_mismatch", "unsupported_currency")
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -212,8 +213,7 @@ class Sales:
         return await ctx.ledger.awrite(lambda unit: self._write_return(unit, ret, member))
 
     @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
-            "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "invalid_occurred_at")
+            "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
     def _write_return(self, unit: LedgerTx, ret: ReturnInput, member: CachedMember | None) -> Recorded:
         earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash)
         if earlier:
@@ -252,7 +252,7 @@ class Sales:
         return Recorded(response, replayed=False)
 
     @raises("mixed_return", "return_exceeds_sale", "return_by_amount", "program_version_unknown",
-            "negative_total", "negative_line", "total_mismatch", "unsupported_currency", "invalid_occurred_at")
+            "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
     def _points_kept(self, view: LedgerView, sale: SaleRecord, ret: ReturnInput,
                      before: list[ReturnRecord]) -> dict[str, int]:
         """What the sale would have earned on what the member still keeps after this return."""
@@ -262,9 +262,7 @@ class Sales:
                 raise LaneError("mixed_return", "this sale was returned by lines; return the rest by lines too")
             if returned > sale.total:
                 raise LaneError("return_exceeds_sale", "the returns would exceed the sale's total")
-            kept = Fraction(sale.total - returned, sale.total or 1)
-            # proportional, half-up once on the cumulative figure so repeated returns never drift
-            return {cur: int(pts * kept + Fraction(1, 2)) for cur, pts in sale.points.items()}
+            return self._kept_by_amount(view, sale, returned)
         if any(r.amount is not None for r in before):
             raise LaneError("mixed_return", "this sale was returned by amount; return the rest by amount too")
         if not sale.basket:
@@ -278,6 +276,28 @@ class Sales:
             raise rule_error(exc) from exc
 
     @staticmethod
+    def _kept_by_amount(view: LedgerView, sale: SaleRecord, returned: int) -> dict[str, int]:
+        """What the member keeps after returns of ``returned`` (all amount returns so far, this one too).
+
+        Pro rata, floored: the returns take back floor(earned x returned / total), computed on the
+        cumulative amount so no sequence of returns drifts from one return of the same total. And
+        never more than re-running the rules would: the kept basket is the sale's lines scaled to
+        what was kept, evaluated against the sale's own program and moment, and the member keeps
+        at least what it earns (a capped sale, or a flat bonus the kept basket still reaches).
+        """
+        share = Fraction(returned, sale.total or 1)
+        kept = {cur: pts - (pts * share).__floor__() for cur, pts in sale.points.items()}
+        body = view.program_body(sale.program_version) if sale.program_version else None
+        if body is None or sale.context is None or returned >= sale.total:
+            return kept
+        scaled = _scaled(sale, 1 - share)
+        try:
+            by_rules = compute_accrual(parse_program(body), scaled, sale.context).points
+        except RuleError:  # a basket the sale's program evaluated once evaluates again; kept as a guard
+            return kept
+        return {cur: min(pts, max(kept[cur], by_rules.get(cur, 0))) for cur, pts in sale.points.items()}
+
+    @staticmethod
     @raises("program_version_unknown")
     def _program_of(view: LedgerView, version: str | None) -> Program:
         body = view.program_body(version) if version else None
@@ -285,6 +305,20 @@ class Sales:
             raise LaneError("program_version_unknown",
                             f"program {version} that the sale earned under is not on this lane")
         return parse_program(body)
+
+
+def _scaled(sale: SaleRecord, share: Fraction) -> Basket:
+    """The sale's basket with every line's quantity and discount scaled by ``share`` (what was kept)."""
+    if not sale.basket:
+        return Basket(sale.currency, (sale.total * share).__floor__())
+    factor = Decimal(share.numerator) / Decimal(share.denominator)
+    lines = []
+    for line in sale.basket:
+        quantity = line.quantity * factor
+        gross = int((quantity * line.unit_price).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        lines.append(BasketLine(line.sku, line.category, quantity, line.unit_price,
+                                min(gross, (line.discount * share).__floor__())))
+    return Basket(sale.currency, sum(line.amount for line in lines), tuple(lines))
 
 
 @raises("return_exceeds_sale")

@@ -32,14 +32,16 @@ class Slips:
     def compose(self, slip_id: str, member: CachedMember, program: Program, *, occurred_at: datetime,
                 earned: dict[str, int], balance: dict[str, dict[str, int]],
                 trace: list[dict[str, Any]] | None = None, vouchers: list[dict[str, Any]] | None = None,
-                kind: str = "sale") -> SlipData:
+                kind: str = "sale", transaction_id: str | None = None, redemption_id: str | None = None) -> SlipData:
         """Names stay multilingual, so the slip prints in the member's own language when the
-        catalogs have it."""
+        catalogs have it (the lane's language next). A slip says the ids the POS knows: the sale's
+        ``transaction_id`` (by default the slip's id), a redemption's ``redemption_id``."""
         ctx = self.ctx
         tier = program.tier(member.tier)
         nxt = program.next_tier(member.tier)
         return SlipData(
-            slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id, transaction_id=slip_id,
+            slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id,
+            transaction_id=slip_id if transaction_id is None else transaction_id, redemption_id=redemption_id,
             member_name=member.display_name, kind=kind, locale=member.locale,
             occurred_at=occurred_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"),
             tier_name=(tier.names or tier.tier_id) if tier else None, earned=earned,

@@ -211,6 +211,17 @@ class Cache:
         return tuple(r[0] for r in conn.execute(
             "SELECT alias FROM member_aliases WHERE member_id = ? ORDER BY alias", (member_id,)))
 
+    def member_voucher(self, code: str) -> dict[str, Any] | None:
+        """An open voucher from central's member feed (issued at any lane), or None."""
+        row = self.reader().execute("SELECT member_id, body FROM member_vouchers WHERE code = ?", (code,)).fetchone()
+        return None if row is None else {**json.loads(row["body"]), "member_id": row["member_id"]}
+
+    def member_vouchers(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's open vouchers, as central's feed last listed them."""
+        rows = self.reader().execute("SELECT member_id, body FROM member_vouchers WHERE member_id = ? ORDER BY code",
+                                     (member_id,))
+        return [{**json.loads(r["body"]), "member_id": r["member_id"]} for r in rows]
+
     def member_count(self) -> int:
         return self.reader().execute("SELECT COUNT(*) FROM members").fetchone()[0]
 
@@ -283,6 +294,8 @@ class Cache:
             ))
             chunk.idents.extend((str(i), mid) for i in m.get("identifiers") or ())
             chunk.aliases.extend((alias, mid) for alias in aliases)
+            chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in m.get("vouchers") or ()
+                                  if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
         return chunk
 
     def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
@@ -293,12 +306,14 @@ class Cache:
                 if self._recorded_lane() != self.lane_id:
                     raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
                 conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", chunk.ids)
+                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", chunk.ids)
                 conn.executemany("DELETE FROM members WHERE member_id = ?", chunk.gone)
                 conn.executemany("DELETE FROM member_aliases WHERE alias = ? OR member_id = ?",
                                  [(a[0], a[0]) for a in chunk.gone])
                 conn.executemany(_UPSERT_MEMBER, chunk.rows)
                 conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", chunk.idents)
                 conn.executemany("INSERT OR REPLACE INTO member_aliases VALUES (?, ?)", chunk.aliases)
+                conn.executemany("INSERT OR REPLACE INTO member_vouchers VALUES (?, ?, ?)", chunk.vouchers)
                 if cursor is not None:
                     self._set_state(conn, "member_cursor", cursor)
                     self._set_state(conn, "members_synced_at", now)
@@ -351,7 +366,8 @@ class Cache:
 
 @dataclass
 class _Chunk:
-    """One write's worth of a member page: rows to upsert, identifiers, aliases, members erased."""
+    """One write's worth of a member page: rows to upsert, identifiers, aliases, open vouchers,
+    members erased."""
 
     rows: list[tuple] = field(default_factory=list)
     idents: list[tuple] = field(default_factory=list)
@@ -359,6 +375,7 @@ class _Chunk:
     aliases: list[tuple] = field(default_factory=list)
     gone: list[tuple] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)
+    vouchers: list[tuple] = field(default_factory=list)  # (code, member_id, voucher): the feed's open vouchers
 
 
 def _member(row: sqlite3.Row, aliases: tuple[str, ...] = ()) -> CachedMember:

@@ -244,3 +244,31 @@ def allocate(conn: sqlite3.Connection, debit_entry_id: int, plan: list[tuple[int
         "INSERT INTO lot_allocations (debit_entry_id, lot_entry_id, points) VALUES (?, ?, ?)",
         [(debit_entry_id, lot, pts) for lot, pts in plan if pts > 0],
     )
+
+
+def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: datetime,
+             limit: int, aliases: tuple[str, ...] = ()) -> list[dict[str, object]]:
+    """A member's entries central may not have applied yet, per event, newest first: what central
+    adds to the balance it knows when it authorises a burn (docs/sync-protocol.md, authorisations).
+
+    Left out: quarantined events, lots already expired (central would add nothing for them), and
+    redemptions central reserved itself (its reservation already holds their points). ``aliases``:
+    the provisional ids central mapped to the member, whose entries are the member's.
+    """
+    who, ids = _who("e.member_id", member_id, aliases)
+    rows = conn.execute(
+        f"""
+        SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+        WHERE {who} AND e.seq > ? AND o.state != 'quarantined'
+          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?)
+          AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.seq = e.seq AND r.reservation_id IS NOT NULL)
+        GROUP BY e.seq, e.currency ORDER BY e.seq DESC
+        """,
+        (ids, watermark, iso(now)),
+    ).fetchall()
+    events: dict[int, dict[str, int]] = {}
+    for seq, currency, points in rows:
+        if seq not in events and len(events) >= limit:
+            break
+        events.setdefault(seq, {})[currency] = int(points)
+    return [{"seq": seq, "points": points} for seq, points in events.items()]

@@ -59,6 +59,9 @@ class Ledger:
         self._readers = ThreadReaders(path, durable=True)
         self._subscribers: dict[str, list[Callable[[], None]]] = {topic: [] for topic in TOPICS}
         self._programs: set[str] = set()  # program versions known to be stored
+        # Why the last write failed in SQLite itself (disk full, I/O error), None once one succeeds:
+        # health turns red on it, since sales cannot be recorded.
+        self.write_failure: str | None = None
         existed = path.exists()
         try:
             self._conn = connect(path, durable=True)
@@ -139,8 +142,10 @@ class Ledger:
                     conn.execute("ROLLBACK")
                 raise
         except BaseException as exc:
+            self._note_failure(exc)
             future.set_exception(exc)
             return
+        self.write_failure = None
         self.commits, self.units = self.commits + 1, self.units + 1
         self._programs |= tx.programs
         self._announce(tx.happened)
@@ -175,10 +180,15 @@ class Ledger:
                     conn.execute("ROLLBACK")
                 raise
         except BaseException as exc:  # nothing of the group is durable: every caller hears so
+            self._note_failure(exc)
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.write_failure = None
+        for _, ok, value in outcomes:
+            if not ok:
+                self._note_failure(value)
         self.commits += 1
         self.units += sum(1 for _, ok, _ in outcomes if ok)
         self._programs |= programs
@@ -188,6 +198,10 @@ class Ledger:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _note_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, sqlite3.OperationalError):  # SQLite itself (disk full, I/O error): health goes red
+            self.write_failure = str(exc)
 
     def submit(self, fn: Callable[[LedgerTx], T]) -> Future[T]:
         future: Future[T] = Future()

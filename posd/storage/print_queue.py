@@ -131,6 +131,11 @@ def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | Non
     return expired, job
 
 
+def queued(conn: sqlite3.Connection) -> list[PrintJob]:
+    return [PrintJob.from_row(row) for row in conn.execute(
+        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id").fetchall()]
+
+
 def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:
     unknown = set(fields) - _FIELDS
     if unknown:

@@ -94,6 +94,11 @@ def sale(conn: sqlite3.Connection, transaction_id: str) -> SaleRecord | None:
     )
 
 
+def last_sale_at(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
 def birthday_awarded(conn: sqlite3.Connection, member_id: str, year: int) -> bool:
     """Has this member had this (store-local) year's birthday bonus on this lane?"""
     return conn.execute("SELECT 1 FROM birthday_awards WHERE member_id = ? AND year = ?",
@@ -135,12 +140,17 @@ def record_return(conn: sqlite3.Connection, *, return_id: str, transaction_id: s
 
 def record_redemption(conn: sqlite3.Connection, *, redemption_id: str, request_hash: str, member_id: str,
                       reward_id: str | None, currency: str, points: int, voucher_code: str, offline: bool,
-                      seq: int, occurred_at: str, response: dict[str, Any], recorded_at: str) -> None:
+                      seq: int, occurred_at: str, response: dict[str, Any], recorded_at: str,
+                      authorisation_id: str | None = None, reservation_id: str | None = None) -> None:
+    """``offline``: not authorised by central (its offline caps applied); ``reservation_id``: central's
+    reservation when it was."""
     conn.execute(
         "INSERT INTO redemptions (redemption_id, request_hash, member_id, reward_id, currency, points, "
-        "voucher_code, offline, seq, occurred_at, response, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "voucher_code, offline, seq, occurred_at, response, recorded_at, authorised, authorisation_id, "
+        "reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (redemption_id, request_hash, member_id, reward_id, currency, points, voucher_code, int(offline), seq,
-         occurred_at, json.dumps(response), recorded_at))
+         occurred_at, json.dumps(response), recorded_at, "offline" if offline else "online", authorisation_id,
+         reservation_id))
 
 
 def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, since: str) -> int:
@@ -150,14 +160,15 @@ def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, 
 
 
 _UNSYNCED = ("SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
-             "WHERE o.state = 'pending'")
+             "WHERE o.state = 'pending' AND r.authorised = 'offline'")
 
 
 def unsynced_redeemed(conn: sqlite3.Connection, member_id: str | None = None) -> int:
-    """Points redeemed here that central has not confirmed yet: one member's, or the whole lane's.
+    """Points redeemed here without central's authorisation that central has not received yet:
+    one member's, or the whole lane's (the offline caps).
 
-    Every such redemption counts, whatever the lane believed when it was made:
-    the link may have dropped before the lane noticed.
+    Every redemption central did not authorise counts, whatever the lane believed
+    about the link when it was made; one central approved and reserved does not.
     """
     if member_id is None:
         return conn.execute(_UNSYNCED).fetchone()[0]

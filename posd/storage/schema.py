@@ -352,3 +352,43 @@ def m002_cache_wallet_and_aliases(conn: sqlite3.Connection) -> None:
         CREATE INDEX member_aliases_member ON member_aliases (member_id);
         """,
     )
+
+
+@ledger_migrations
+def m008_burn_authorisation(conn: sqlite3.Connection) -> None:
+    """Burns authorised by central: how each redemption and voucher use was authorised (online by
+    central, with its reservation; or offline, within the caps), and what a voucher is worth as a
+    basket effect (``details``: its benefit and its title in every language, as it travels to central)."""
+    execute_script(
+        conn,
+        """
+        ALTER TABLE redemptions ADD COLUMN authorised TEXT NOT NULL DEFAULT 'offline'
+            CHECK (authorised IN ('online', 'offline'));
+        ALTER TABLE redemptions ADD COLUMN authorisation_id TEXT;
+        ALTER TABLE redemptions ADD COLUMN reservation_id TEXT;
+        UPDATE redemptions SET authorised = CASE WHEN offline THEN 'offline' ELSE 'online' END;
+        CREATE INDEX IF NOT EXISTS redemptions_seq ON redemptions (seq);
+        ALTER TABLE voucher_uses ADD COLUMN authorised TEXT NOT NULL DEFAULT 'offline'
+            CHECK (authorised IN ('online', 'offline'));
+        ALTER TABLE voucher_uses ADD COLUMN holder TEXT;
+        CREATE INDEX IF NOT EXISTS voucher_uses_seq ON voucher_uses (seq);
+        ALTER TABLE vouchers ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+        """,
+    )
+
+
+@cache_migrations
+def m003_member_vouchers(conn: sqlite3.Connection) -> None:
+    """Each member's open vouchers, from central's member feed: a lane that is offline can still
+    honour a voucher issued at another lane (within its offline caps)."""
+    execute_script(
+        conn,
+        """
+        CREATE TABLE member_vouchers (
+            code TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE INDEX member_vouchers_member ON member_vouchers (member_id);
+        """,
+    )

@@ -57,8 +57,15 @@ class LedgerView:
     def unsynced_redeemed(self, member_id: str | None = None) -> int:
         return records.unsynced_redeemed(self._conn, member_id)
 
+    def unsynced_offline_uses(self, member_id: str | None = None) -> int:
+        return vouchers.unsynced_offline_uses(self._conn, member_id)
+
     def program_body(self, version: str) -> dict[str, Any] | None:
         return meta.program_body(self._conn, version)
+
+    def last_sale_at(self) -> str | None:
+        """When the latest sale was recorded (UTC ISO), for health; None before the first."""
+        return records.last_sale_at(self._conn)
 
     def meta(self, key: str) -> str | None:
         return meta.read(self._conn, key)
@@ -77,9 +84,17 @@ class LedgerView:
         """``aliases``: provisional ids central mapped to this member; their entries are the member's."""
         return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases)
 
+    def unsynced_entries(self, member_id: str, watermark: int, now: datetime, limit: int,
+                         aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The member's entries above central's watermark that central's own balance may lack, per event."""
+        return entries.unsynced(self._conn, member_id, watermark, now, limit, aliases)
+
     # -- vouchers -------------------------------------------------------------
     def voucher(self, code: str) -> dict[str, Any] | None:
         return vouchers.find(self._conn, code)
+
+    def vouchers_of(self, member_id: str) -> list[dict[str, Any]]:
+        return vouchers.of_member(self._conn, member_id)
 
     def voucher_use(self, code: str, key: str) -> Use | None:
         return vouchers.use_of(self._conn, code, key)
@@ -99,6 +114,10 @@ class LedgerView:
 
     def event_id_at(self, seq: int) -> str | None:
         return outbox.event_id_at(self._conn, seq)
+
+    def queued_print_jobs(self) -> list[PrintJob]:
+        """Jobs waiting for the printer, oldest first."""
+        return print_queue.queued(self._conn)
 
 
 class LedgerTx(LedgerView):
@@ -191,9 +210,10 @@ class LedgerTx(LedgerView):
         vouchers.issue(self._conn, **fields)
 
     def record_voucher_use(self, *, code: str, key: str, transaction_id: str, seq: int,
-                           response: dict[str, Any], used_at: str) -> None:
+                           response: dict[str, Any], used_at: str, holder: str | None = None,
+                           offline: bool = False) -> None:
         vouchers.record_use(self._conn, code=code, key=key, transaction_id=transaction_id, seq=seq,
-                            response=response, used_at=used_at)
+                            response=response, used_at=used_at, holder=holder, offline=offline)
 
     # -- print queue ----------------------------------------------------------
     def queue_print_job(self, *, slip_id: str, kind: str, slip: dict[str, Any], client_job_id: str | None = None,

@@ -13,17 +13,35 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    voucher = dict(row)
+    voucher["details"] = json.loads(voucher.get("details") or "{}")
+    return voucher
+
+
 def find(conn: sqlite3.Connection, code: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT * FROM vouchers WHERE code = ?", (code,)).fetchone()
-    return dict(row) if row is not None else None
+    """A voucher issued here (``details``: its benefit and titles, decoded)."""
+    return _row(conn.execute("SELECT * FROM vouchers WHERE code = ?", (code,)).fetchone())
+
+
+def of_member(conn: sqlite3.Connection, member_id: str) -> list[dict[str, Any]]:
+    """Vouchers issued here to a member that are not void and have no use on this lane."""
+    rows = conn.execute(
+        "SELECT v.* FROM vouchers v WHERE v.member_id = ? AND v.voided_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM voucher_uses u WHERE u.code = v.code) ORDER BY v.issued_at", (member_id,))
+    return [_row(r) for r in rows]  # type: ignore[misc]
 
 
 def issue(conn: sqlite3.Connection, *, code: str, member_id: str, reward_id: str | None, description: str,
-          value_minor: int | None, percent: int | None, sku: str | None, issued_at: str, expires_at: str) -> None:
+          value_minor: int | None, percent: int | None, sku: str | None, issued_at: str, expires_at: str,
+          details: dict[str, Any] | None = None) -> None:
     conn.execute(
         "INSERT INTO vouchers (code, source, member_id, reward_id, description, value_minor, percent, sku, "
-        "issued_at, expires_at) VALUES (?, 'redemption', ?, ?, ?, ?, ?, ?, ?, ?)",
-        (code, member_id, reward_id, description, value_minor, percent, sku, issued_at, expires_at))
+        "issued_at, expires_at, details) VALUES (?, 'redemption', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (code, member_id, reward_id, description, value_minor, percent, sku, issued_at, expires_at,
+         json.dumps(details or {}, ensure_ascii=False, sort_keys=True)))
 
 
 def void_redeemed_by(conn: sqlite3.Connection, seq: int, at: str) -> None:
@@ -58,6 +76,21 @@ def use_in(conn: sqlite3.Connection, code: str, transaction_id: str) -> Use | No
 
 
 def record_use(conn: sqlite3.Connection, *, code: str, key: str, transaction_id: str, seq: int,
-               response: dict[str, Any], used_at: str) -> None:
-    conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (code, key, transaction_id, seq, json.dumps(response), used_at))
+               response: dict[str, Any], used_at: str, holder: str | None = None, offline: bool = False) -> None:
+    """``holder``: the member the use is for; ``offline``: not authorised by central (its caps applied)."""
+    conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at, holder, "
+                 "authorised) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (code, key, transaction_id, seq, json.dumps(response), used_at, holder,
+                  "offline" if offline else "online"))
+
+
+_OFFLINE_USES = ("SELECT COUNT(*) FROM voucher_uses u JOIN outbox o ON o.seq = u.seq "
+                 "WHERE o.state = 'pending' AND u.authorised = 'offline'")
+
+
+def unsynced_offline_uses(conn: sqlite3.Connection, member_id: str | None = None) -> int:
+    """Voucher and coupon uses made without central's authorisation that central has not received
+    yet: one member's, or the whole lane's (the offline caps)."""
+    if member_id is None:
+        return conn.execute(_OFFLINE_USES).fetchone()[0]
+    return conn.execute(_OFFLINE_USES + " AND u.holder = ?", (member_id,)).fetchone()[0]

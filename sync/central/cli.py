@@ -15,7 +15,7 @@ import sys
 import threading
 
 from posd.sync.central.seed import load_seed
-from posd.sync.central.server import CentralServer
+from posd.sync.central.server import RESERVATION_TTL_S, CentralServer
 
 def parse_listen(value: str) -> tuple[str, int]:
     """'127.0.0.1:8780', '[::1]:8780' or 'localhost:0' -> (host, port)."""
@@ -48,6 +48,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key for --tls-cert, if not in the same file")
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    parser.add_argument("--reservation-ttl", type=float, default=RESERVATION_TTL_S, metavar="SECONDS",
+                        help="how long an approved burn's reservation waits for the lane's event "
+                             f"before its points are free again (default {RESERVATION_TTL_S:.0f})")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
@@ -55,7 +58,8 @@ def main(argv: list[str]) -> int:
         host, port = parse_listen(args.listen)
         seed = load_seed(args.seed) if args.seed else None
         ctx = _ssl_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-        server = CentralServer(args.db, seed, host=host, port=port, allow_remote=args.allow_remote, ssl_context=ctx)
+        server = CentralServer(args.db, seed, host=host, port=port, allow_remote=args.allow_remote, ssl_context=ctx,
+                               reservation_ttl_s=args.reservation_ttl)
     except (ValueError, OSError, ssl.SSLError) as exc:
         print(f"posd central: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import collections
 import threading
 from typing import Any
 
-ROUTES = ("push", "members", "program", "lane")
+ROUTES = ("push", "members", "program", "lane", "authorise", "vouchers")
 FAULTS = ("500", "503", "timeout", "reset", "slow", "401", "429", "applied_then_lost")
 DEFAULT_FAULT_DELAY = {"timeout": 12.0, "slow": 1.0}  # timeout outlasts the client's 10 s read timeout
 

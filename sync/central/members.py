@@ -66,15 +66,17 @@ def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any])
 
 
 def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
-                aliases: list[str] | None = None) -> dict[str, Any]:
+                aliases: list[str] | None = None, vouchers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A stored member (JSON fields decoded) as the change feed and admin routes send it.
 
     ``aliases``: the provisional ids lanes enrolled this member under (docs/sync-protocol.md,
-    enrolment); ``totp_secret``: the wallet pass's secret, when the member has one. Both are
-    left out when empty, so a million members without them cost nothing on the wire."""
+    enrolment); ``totp_secret``: the wallet pass's secret, when the member has one; ``vouchers``:
+    the member's open vouchers (registered, unexpired, neither used nor held). All are left out
+    when empty, so a million members without them cost nothing on the wire."""
     if member["status"] == "deleted":  # erased: lanes learn only that, and forget the member
         member = {**member, "display_name": "", "locale": None, "identifiers": [], "birth_date": None,
                   "offers": [], "totp_secret": None}
+        vouchers = None
     wire = {
         "member_id": member["member_id"],
         "display_name": member["display_name"],
@@ -92,4 +94,6 @@ def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
         wire["aliases"] = aliases
     if member.get("totp_secret"):
         wire["totp_secret"] = member["totp_secret"]
+    if vouchers:
+        wire["vouchers"] = list(vouchers)
     return wire

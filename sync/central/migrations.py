@@ -89,6 +89,18 @@ CREATE TABLE IF NOT EXISTS token_uses (
 CREATE TABLE IF NOT EXISTS voucher_uses (
     code TEXT NOT NULL, member_key TEXT NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (code, member_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, lane_id TEXT NOT NULL,
+    authorisation_id TEXT NOT NULL, request_hash TEXT NOT NULL, kind TEXT NOT NULL, member_id TEXT,
+    points TEXT NOT NULL, reward_id TEXT, voucher_code TEXT, voucher_key TEXT,
+    occurred_at TEXT NOT NULL, created_ts REAL NOT NULL, expires_ts REAL, state TEXT NOT NULL,
+    UNIQUE (store_id, lane_id, authorisation_id));
+CREATE INDEX IF NOT EXISTS reservations_member ON reservations (member_id, state);
+CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_ts) WHERE state = 'open';
+CREATE TABLE IF NOT EXISTS vouchers (
+    code TEXT PRIMARY KEY, member_id TEXT, body TEXT NOT NULL, expires_ts REAL,
+    registered_by TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vouchers_member ON vouchers (member_id);
 """
 
 
@@ -108,3 +120,13 @@ def members_totp_secret(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(members)")}
     if "totp_secret" not in columns:
         conn.execute("ALTER TABLE members ADD COLUMN totp_secret TEXT")
+
+
+@migration("voucher_holds_v1")
+def voucher_holds(conn: sqlite3.Connection) -> None:
+    """A voucher use is held by an open reservation (state 'held', freed when it expires) until the
+    lane's event confirms it ('used'); every use recorded before reservations is 'used'."""
+    conn.execute("ALTER TABLE voucher_uses ADD COLUMN state TEXT NOT NULL DEFAULT 'used'")
+    conn.execute("ALTER TABLE voucher_uses ADD COLUMN reservation_id TEXT")
+    conn.execute("ALTER TABLE voucher_uses ADD COLUMN expires_ts REAL")
+    conn.execute("CREATE INDEX IF NOT EXISTS voucher_holds_due ON voucher_uses (expires_ts) WHERE state = 'held'")

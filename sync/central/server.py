@@ -44,18 +44,22 @@ from posd.sync.protocol import (
     HEADER_STORE,
     LANE_ID_RE,
     MAX_BATCH_BYTES,
+    MAX_AUTHORISATION_BYTES,
     MAX_MEMBER_PAGE,
     BatchError,
+    RequestRejected,
     SignatureError,
     decode_batch,
     etag_matches,
     header,
+    parse_authorisation,
     verify_request,
 )
 
 log = logging.getLogger("posd.sync.central")
 
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
+RESERVATION_TTL_S = 900.0  # an approved burn the lane never confirms frees its points after this
 
 
 class HttpError(Exception):
@@ -86,11 +90,15 @@ class CentralServer:
         allow_remote: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         clock: Any = time.time,
+        reservation_ttl_s: float = RESERVATION_TTL_S,
     ) -> None:
         if not allow_remote and not is_loopback(host):
             raise ValueError(f"refusing to listen on non-loopback address {host!r} without --allow-remote")
         self.host, self.port = host, port
         self.clock = clock
+        if not reservation_ttl_s > 0:
+            raise ValueError("the reservation time to live must be more than 0 seconds")
+        self.reservation_ttl_s = float(reservation_ttl_s)
         self.ssl_context = ssl_context
         # Late-bound, so a test that swaps server.clock moves lot expiry too.
         self.store: CentralStore = open_store(db_path, clock=lambda: self.clock())
@@ -160,7 +168,7 @@ class CentralServer:
         self.faults.add(route, fault, count, delay)
 
     def request_count(self, route: str | None = None) -> int:
-        """Requests seen on a route (push|members|program), or on all of them."""
+        """Requests seen on a route (push|members|program|lane|authorise|vouchers), or on all of them."""
         with self._lock:
             return sum(self._counts.values()) if route is None else self._counts[route]
 
@@ -247,12 +255,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]]:
         table = [
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
+            ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
             ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
             ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
             ("GET", r"/v1/program", self._program),
             ("POST", r"/_admin/faults", self._admin_faults),
             ("GET", r"/_admin/events", self._admin_events),
             ("GET", r"/_admin/members/([^/]+)", self._admin_member),
+            ("GET", r"/_admin/reservations", self._admin_reservations),
             ("POST", r"/_admin/members/([^/]+)/token", self._admin_member_token),
             ("POST", r"/_admin/members/([^/]+)/wallet-pass", self._admin_wallet_pass),
             ("GET", r"/_admin/member-token-keys", self._admin_token_keys),
@@ -272,14 +283,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- protocol routes -------------------------------------------------------------
 
-    def _push(self, query: dict, store_id: str, lane_id: str) -> None:
+    def _begin(self, route: str, limit: int, store_in_url: str | None, lane_in_url: str | None = None,
+               *, lane: str | None = None) -> tuple[CentralServer, bytes, str | None]:
+        """What every protocol route does first: count it, read the body, act out a queued fault,
+        check the signature (and the lane id in the URL, ``lane``); (central, body, the fault to finish)."""
         central = self.server.central
-        central._count("push")
-        body = self._read_body(MAX_BODY)
-        fault = self._fault("push")
-        self._authenticate(body, store_id, lane_id)
-        if not LANE_ID_RE.match(lane_id):
+        central._count(route)
+        body = self._read_body(limit)
+        fault = self._fault(route)
+        self._authenticate(body, store_in_url, lane_in_url)
+        if lane is not None and not LANE_ID_RE.match(lane):
             raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        return central, body, fault
+
+    def _push(self, query: dict, store_id: str, lane_id: str) -> None:
+        central, body, fault = self._begin("push", MAX_BODY, store_id, lane_id, lane=lane_id)
         if (self.headers.get("Content-Encoding") or "").strip().lower() != "gzip":
             raise HttpError(415, "unsupported_encoding", "push bodies must be Content-Encoding: gzip")
         try:
@@ -292,15 +310,31 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Drop()
         self._send_json(200, {"batch_id": batch_id, "results": results})
 
+    def _authorise(self, query: dict, store_id: str, lane_id: str) -> None:
+        """A burn asked for in real time: check and reserve in one transaction, answer approved or declined."""
+        central, body, fault = self._begin("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id, lane=lane_id)
+        try:
+            request = parse_authorisation(body)
+        except RequestRejected as err:
+            raise HttpError(err.status, err.code, str(err)) from err
+        answer = central.store.authorise(store_id, lane_id, request, central.reservation_ttl_s)
+        if fault == "applied_then_lost":
+            raise _Drop()
+        self._send_json(200, answer)
+
+    def _voucher(self, query: dict, store_id: str, code: str) -> None:
+        """A lane asking about a code it does not know, or whether a use is still free."""
+        central, _, fault = self._begin("vouchers", 0, store_id)
+        found = central.store.voucher(store_id, code, _one(query, "member_id", "") or None)
+        if found is None:
+            raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
+        if fault == "applied_then_lost":
+            raise _Drop()
+        self._send_json(200, found)
+
     def _lane(self, query: dict, store_id: str, lane_id: str) -> None:
         """Where central's history of a lane ends, so a starting lane can tell whether it is its own."""
-        central = self.server.central
-        central._count("lane")
-        body = self._read_body(0)
-        fault = self._fault("lane")
-        self._authenticate(body, store_id, None)
-        if not LANE_ID_RE.match(lane_id):
-            raise HttpError(400, "bad_lane_id", "lane ids are 1-64 of A-Z a-z 0-9 . _ -")
+        central, _, fault = self._begin("lane", 0, store_id, lane=lane_id)
         last_seq, last_event_id = central.store.lane_head(store_id, lane_id)
         if fault == "applied_then_lost":
             raise _Drop()
@@ -308,11 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
                               "last_event_id": last_event_id})
 
     def _members(self, query: dict, store_id: str) -> None:
-        central = self.server.central
-        central._count("members")
-        body = self._read_body(0)
-        fault = self._fault("members")
-        self._authenticate(body, store_id, None)
+        central, _, fault = self._begin("members", 0, store_id)
         cursor_text = _one(query, "cursor", "")
         limit_text = _one(query, "limit", str(MAX_MEMBER_PAGE))
         if not re.fullmatch(r"[0-9]{0,18}", cursor_text):
@@ -326,11 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"members": members, "next_cursor": next_cursor, "has_more": has_more})
 
     def _program(self, query: dict) -> None:
-        central = self.server.central
-        central._count("program")
-        body = self._read_body(0)
-        fault = self._fault("program")
-        self._authenticate(body, None, None)
+        central, _, fault = self._begin("program", 0, None)
         program, etag = central.store.program()
         if program is None or etag is None:
             raise HttpError(404, "no_program", "central has no program yet")
@@ -420,6 +446,12 @@ class _Handler(BaseHTTPRequestHandler):
         if member is None:
             raise HttpError(404, "unknown_member", "no such member")
         self._send_json(200, member)
+
+    def _admin_reservations(self, query: dict) -> None:
+        self._admin_guard()
+        member_id = _one(query, "member", "")
+        self._send_json(200, {"member_id": member_id,
+                              "reservations": self.server.central.store.reservations(member_id)})
 
     def _admin_member_token(self, query: dict, member_id: str) -> None:
         """A fresh QR token for the member, as central's app backend would hand the member's phone."""
@@ -527,7 +559,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if status != 304:
             self.send_header("Content-Length", str(len(body)))
-        if close:
+        if close or self.close_connection:  # asked for, or the client said it will close
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()

@@ -67,6 +67,20 @@ class CentralStore(Protocol):
         """The member's wallet-pass TOTP secret, ``secret`` becoming it when there is none (the
         member's next version in the feed carries it). None for an unknown or erased member."""
 
+    # --- burns: authorisations, reservations, vouchers ----------------------------------------
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        """Check a checked authorisation request (posd.sync.protocol.parse_authorisation) and reserve
+        what it burns, in one transaction; the answer in wire shape (approved with a reservation that
+        expires ``ttl_s`` from now, or declined with a code). The same authorisation_id again gets the
+        same reservation."""
+
+    def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
+        """{code, voucher (the registered voucher in wire shape, or null), used} for a lane asking
+        about a code; None when central knows nothing of it."""
+
+    def reservations(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's reservations, newest first, with their state now (inspection and tests)."""
+
     # --- lanes and events ------------------------------------------------------------
     def apply_batch(
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str

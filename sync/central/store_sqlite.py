@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from posd.sync.central import burns
 from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.migrations import migrate
@@ -181,7 +182,9 @@ class SqliteStore:
                 return None
             marks = self._applied_seqs([member_id], store_id)
             aliases = self._aliases([member_id])
-        return member_wire(_decoded(row), marks.get(member_id, {}), aliases.get(member_id))
+            vouchers = burns.open_vouchers(self._conn, [member_id], self._clock())
+        return member_wire(_decoded(row), marks.get(member_id, {}), aliases.get(member_id),
+                           vouchers.get(member_id, []))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
@@ -208,14 +211,25 @@ class SqliteStore:
 
     def sweep_expired(self) -> int:
         """Bump the version of every member whose balance fell because lots expired
-        since the last sweep; the number of members bumped. Cheap when nothing
-        expired: one probe of the lots_to_sweep index, no write transaction."""
+        since the last sweep, and of every member whose voucher a reservation that
+        expired held; the number of members bumped. Cheap when nothing expired: one
+        probe of each partial index, no write transaction."""
         now = self._clock()
         with self._lock:
-            if not self._conn.execute(DUE_LOT, (now,)).fetchone():
+            if not (self._conn.execute(DUE_LOT, (now,)).fetchone() or self._conn.execute(burns.DUE, (now,)).fetchone()):
                 return 0
             with self._write() as conn:
-                return self._sweep(conn, now)
+                return self._sweep(conn, now) + self._release(conn, now)
+
+    def _release(self, conn: sqlite3.Connection, now: float) -> int:
+        """Expire reservations past their time; members whose open vouchers changed get a new version."""
+        bumped = 0
+        for member_id in sorted(burns.release_expired(conn, now)):
+            member = _load_member(conn, member_id)
+            if member is not None:
+                self._write_member(conn, member)
+                bumped += 1
+        return bumped
 
     def _sweep(self, conn: sqlite3.Connection, now: float) -> int:
         due = conn.execute(
@@ -247,7 +261,9 @@ class SqliteStore:
             rows = rows[:limit]
             ids = [r["member_id"] for r in rows]
             marks, aliases = self._applied_seqs(ids, store_id), self._aliases(ids)
-        members = [member_wire(_decoded(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]))
+            vouchers = burns.open_vouchers(self._conn, ids, self._clock())
+        members = [member_wire(_decoded(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]),
+                               vouchers.get(r["member_id"], []))
                    for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
@@ -275,6 +291,41 @@ class SqliteStore:
             f"INSERT OR REPLACE INTO members ({columns}) VALUES ({', '.join('?' * len(values))})",
             list(values.values()),
         )
+
+    # --- burns: authorisations, reservations, vouchers ----------------------------------------
+
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
+        now = self._clock()
+        with self._write() as conn:
+            self._release(conn, now)
+            if request.get("member_id"):  # a provisional id a lane still uses names central's member
+                request = {**request, "member_id": self._resolve(conn, request["member_id"])}
+            member_id = request.get("member_id")
+            member = _load_member(conn, member_id) if member_id else None
+            answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s)
+            if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
+                owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?",
+                                     (request["voucher_code"],)).fetchone()
+                for mid in {member_id, owner["member_id"] if owner else None} - {None}:
+                    changed = _load_member(conn, mid)
+                    if changed is not None:
+                        self._write_member(conn, changed)
+        return answer
+
+    def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
+        """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
+        coupons = {c.get("code"): c.get("kind", "campaign") for c in (self._program or {}).get("coupons", [])
+                   if isinstance(c, dict)}
+        self.sweep_expired()
+        with self._lock:
+            member_id = self._resolve(self._conn, member_id) if member_id else None
+            return burns.lookup(self._conn, code, member_id, coupons.get(code), self._clock())
+
+    def reservations(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's reservations, newest first, with their state now (inspection and tests)."""
+        with self._lock:
+            return burns.reservations_of(self._conn, member_id, self._clock())
 
     # --- lanes and events ------------------------------------------------------------
 
@@ -326,11 +377,13 @@ class SqliteStore:
         with self._write() as conn:
             if conn.execute(DUE_LOT, (now,)).fetchone():
                 self._sweep(conn, now)  # balances this batch loads are current
+            if conn.execute(burns.DUE, (now,)).fetchone():
+                self._release(conn, now)
             row = conn.execute(
                 "SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)
             ).fetchone()
             last = 0 if row is None else row["last_seq"]
-            work = _BatchWork(conn, self._program or {}, now, f"{store_id}/{lane_id}")
+            work = _BatchWork(conn, self._program or {}, now, store_id, lane_id)
             results = []
             for event in events:
                 seq, event_id = event["seq"], event["event_id"]
@@ -377,11 +430,13 @@ class _BatchWork:
     """Members touched by one batch, changed in memory and written once at the end.
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
-    def __init__(self, conn: sqlite3.Connection, program: dict[str, Any], now: float, lane_key: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, program: dict[str, Any], now: float, store_id: str,
+                 lane_id: str) -> None:
         self.conn = conn
         self.program = program
         self.now = now
-        self.lane_key = lane_key  # "store/lane", recorded as each lot's source
+        self.store_id, self.lane_id = store_id, lane_id
+        self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
@@ -403,14 +458,15 @@ class _BatchWork:
             self.members[member_id] = member
         if member["status"] == "deleted":
             return "member_deleted"
+        refused = None
         if event["type"] == "voucher_use":
-            refused = self._use_voucher(event, member_id, seq)
-            if refused:
-                return refused
-        if event["type"] == "token_use":
+            refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id, self.now)
+        elif event["type"] == "redemption":
+            refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id)
+        elif event["type"] == "token_use":
             refused = self._use_token(event, member_id, seq)
-            if refused:
-                return refused
+        if refused:
+            return refused
         tier_currency = self.program.get("tier_currency")
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
@@ -431,19 +487,6 @@ class _BatchWork:
                 member["qualifying"] = max(0, member["qualifying"] + delta)
         member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
         self.marks[member_id] = seq
-        return None
-
-    def _use_voucher(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
-        """One use per voucher (per member for campaign coupons), across every lane: a second use,
-        made on another lane while both were offline, is refused here and quarantined there."""
-        code = event.get("voucher_code")
-        if not isinstance(code, str) or not code:
-            return "malformed_event"
-        key = member_id if event.get("voucher_once_per") == "member" else ""
-        if self.conn.execute("SELECT 1 FROM voucher_uses WHERE code = ? AND member_key = ?", (code, key)).fetchone():
-            return "voucher_used"
-        self.conn.execute("INSERT INTO voucher_uses (code, member_key, source) VALUES (?, ?, ?)",
-                          (code, key, f"{self.lane_key}/{seq}"))
         return None
 
     def _enrol(self, event: dict[str, Any], seq: int) -> str:

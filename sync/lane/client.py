@@ -30,10 +30,13 @@ from posd.sync.lane.errors import (
 from posd.sync.lane.ports import IdentityPort
 from posd.sync.protocol import (
     EventResult,
+    authorisation_json,
     encode_batch,
     parse_http_date,
     parse_results,
+    parse_authorisation_answer,
     parse_retry_after,
+    parse_voucher_answer,
     program_etag,
     signed_headers,
 )
@@ -41,6 +44,9 @@ from posd.sync.protocol import (
 log = logging.getLogger("posd.sync.client")
 
 Timeout = float | tuple[float, float]
+# Burns are rare next to sales: each asks on a connection of its own, so the tight budget is never spent
+# on a pooled connection central or a proxy has cut while it sat idle.
+_ONE_SHOT = {"Connection": "close"}
 
 
 class CentralClient:
@@ -142,6 +148,35 @@ class CentralClient:
             raise CentralProtocolError("program is not a JSON object")
         return doc, resp.headers.get("ETag") or program_etag(doc)
 
+    def authorise(self, request: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
+        """Ask central to authorise a burn; its answer (approved with a reservation, or declined)."""
+        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/authorisations"
+        try:
+            resp = self._request("POST", path, authorisation_json(request),
+                                 {"Content-Type": "application/json", **_ONE_SHOT}, timeout=timeout)
+        finally:
+            self._forget_connections()
+        return parse_authorisation_answer(self._json(resp), request["authorisation_id"])
+
+    def voucher(self, code: str, member_id: str | None, timeout: Timeout | None = None) -> dict[str, Any] | None:
+        """What central knows of a voucher or coupon code ({code, voucher, used}); None: nothing."""
+        query = f"?{urlencode({'member_id': member_id})}" if member_id else ""
+        try:
+            resp = self._request("GET", f"/v1/stores/{_seg(self.store_id)}/vouchers/{_seg(code)}{query}",
+                                 headers=dict(_ONE_SHOT), timeout=timeout)
+        except CentralRequestRejected as exc:
+            if exc.status == 404 and exc.code == "unknown_voucher":
+                return None
+            raise
+        finally:
+            self._forget_connections()
+        return parse_voucher_answer(self._json(resp), code)
+
+    def _forget_connections(self) -> None:
+        """After a one-shot request: drop pooled connections (a central that did not say it closes)."""
+        if self._owns_session:
+            self.session.close()
+
     def close(self) -> None:
         if self._owns_session:
             self.session.close()
@@ -162,6 +197,7 @@ class CentralClient:
         headers: dict[str, str] | None = None,
         *,
         allow_304: bool = False,
+        timeout: Timeout | None = None,
     ) -> requests.Response:
         url = self.base_url + path
         try:
@@ -174,7 +210,7 @@ class CentralClient:
                 signed_headers(self._secret, self.store_id, self.lane_id, ts, method, prepared.path_url, body)
             )
             settings = self.session.merge_environment_settings(prepared.url, {}, None, self.verify, self.cert)
-            resp = self.session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
+            resp = self.session.send(prepared, timeout=timeout or self.timeout, allow_redirects=False, **settings)
             _ = resp.content  # read the body now so a reset mid-body is a transport error here
         except requests.Timeout as exc:
             raise CentralUnavailable(f"central timed out: {type(exc).__name__}") from exc

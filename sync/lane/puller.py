@@ -75,6 +75,7 @@ class SyncPuller(Worker):
     """Keeps cache.db current: member changes by cursor, then the program by ETag."""
 
     thread_name = "sync-puller"
+    activity = "pull"
 
     def __init__(
         self,
@@ -123,20 +124,24 @@ class SyncPuller(Worker):
                 self._next_at = time.monotonic() + self._delay
 
     def _pull(self, *, members: bool, program: bool) -> str:
-        changed = False
+        applied, version = 0, None
         try:
             if members:
                 applied, complete = self._pull_members()
-                changed |= applied > 0
                 with self._lock:
                     self._members_due = time.monotonic() + (self._member_interval if complete else 0.0)
             if program:
-                changed |= self._pull_program()
+                version = self._pull_program()
                 with self._lock:
                     self._program_due = time.monotonic() + self._program_interval
         except Exception as exc:
             return self._sync_error(exc)
         self._succeeded("ok", self._until_due())
+        changed = applied > 0 or version is not None
+        # One line per attempt; an unchanged one (most: every pull_interval_s) only at debug level.
+        (log.info if changed else log.debug)(
+            "pull: %d member change(s)%s", applied, f", program {version} stored" if version is not None else "",
+            extra={"event": "sync-puller.ok"})
         return "updated" if changed else "unchanged"
 
     def _pull_members(self) -> tuple[int, bool]:
@@ -161,15 +166,15 @@ class SyncPuller(Worker):
             self._bulk.cancel()
         return super().stop(timeout)
 
-    def _pull_program(self) -> bool:
+    def _pull_program(self) -> str | None:
+        """The version of a new program, stored; None when central's is the one we have."""
         program, etag = self._client.program(self._cache.program_etag())
         if program is None:
-            return False
+            return None
         self._cache.store_program(program, etag or "")
         with self._lock:
             self._program_updates += 1
-        log.info("program updated", extra={"event": "sync-puller.program", "version": program.get("version")})
-        return True
+        return str(program.get("version"))
 
     def _until_due(self) -> float:
         with self._lock:

@@ -8,7 +8,9 @@ incarnation (docs/sync-protocol.md, lane identity).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from posd.faults import crash_point
@@ -29,6 +31,7 @@ class OutboxRelay(Worker):
     """Sends the outbox to central one batch at a time, lowest seq first."""
 
     thread_name = "sync-relay"
+    activity = "push"
 
     def __init__(
         self,
@@ -40,10 +43,13 @@ class OutboxRelay(Worker):
         idle_interval: float = 1.0,
         identity: IdentityPort | None = None,
         linger: float = 0.2,
+        on_push: Callable[[float | None, int, bool], None] | None = None,
         **worker: Any,
     ) -> None:
-        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        """``on_push(seconds, events, ok)`` after every push attempt (metrics); ``worker``: backoff_base,
+        backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
         super().__init__(client, **worker)
+        self._on_push = on_push
         self._outbox = outbox
         self._identity = identity  # the lane id's owner; the client reads it from there too
         self._identity_settled = identity is None  # a relay without one sends under the client's id
@@ -72,15 +78,33 @@ class OutboxRelay(Worker):
             self._wait("idle", self._idle_interval)
             return "idle"
         crash_point("mid_batch")  # picked, not yet acknowledged
+        started = time.monotonic()
         try:
             results = self._client.push_batch(self._batch_id(events), [e.body for e in events])
         except CentralRequestRejected as exc:
+            self._pushed(None, len(events), False)
             if exc.status == 413:
                 self._batch_events = max(1, len(events) // 2)
             return self._sync_error(exc)
         except Exception as exc:
+            self._pushed(None, len(events), False)
             return self._sync_error(exc)
-        return self._record(events, results)
+        seconds = time.monotonic() - started
+        self._pushed(seconds, len(events), True)
+        outcome = self._record(events, results)
+        if outcome == "sent":
+            counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
+            log.info("push: %d event(s), seq %d-%d, in %.0f ms: %d accepted, %d duplicate, %d rejected",
+                     len(events), events[0].seq, events[-1].seq, seconds * 1000, counts["accepted"],
+                     counts["duplicate"], counts["rejected"], extra={"event": "sync-relay.sent"})
+        return outcome
+
+    def _pushed(self, seconds: float | None, events: int, ok: bool) -> None:
+        if self._on_push is not None:
+            try:
+                self._on_push(seconds, events, ok)
+            except Exception:
+                log.exception("push callback failed")
 
     def _record(self, events: list[OutboxEvent], results: list[EventResult]) -> str:
         crash_point("after_central_applied_before_ack")
@@ -101,7 +125,8 @@ class OutboxRelay(Worker):
             codes = sorted({r.code or "" for r in rejected})
             # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
             (log.error if "seq_conflict" in codes else log.warning)(
-                "central rejected events; quarantined",
+                "push: central refused %d event(s) for good (%s); quarantined, shown in health",
+                len(rejected), ", ".join(codes),
                 extra={"event": "sync-relay.quarantined", "count": len(rejected), "codes": codes,
                        "seqs": [r.seq for r in rejected][:20]},
             )

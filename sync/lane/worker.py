@@ -43,6 +43,7 @@ class Worker:
     """Thread, wake-up, backoff and health bookkeeping shared by the relay and the puller."""
 
     thread_name = "sync-worker"
+    activity = "sync"  # what one attempt is called in the log: push, pull
 
     def __init__(
         self,
@@ -145,7 +146,8 @@ class Worker:
             self._next_at = time.monotonic() + delay
             failures = self._failures
         log.warning(
-            "sync attempt failed",
+            "%s failed: %s; next try in %.1f s (%d failure%s in a row)", self.activity, error, delay, failures,
+            "" if failures == 1 else "s",
             extra={"event": f"{self.thread_name}.failed", "error": error, "failures": failures,
                    "retry_in_s": round(delay, 3)},
         )
@@ -160,7 +162,8 @@ class Worker:
             self._next_at = time.monotonic() + self._auth_retry_interval
         # An alert, once per episode: credentials, store id or the clock need a person.
         (log.error if first else log.warning)(
-            "central refused our credentials; retrying only every %.0f s",
+            "%s failed: central refused our credentials (HTTP %s%s): check the store secret, store id and "
+            "the clock; retrying only every %.0f s", self.activity, exc.status, f" {exc.code}" if exc.code else "",
             self._auth_retry_interval,
             extra={"event": f"{self.thread_name}.auth_failed", "alert": first, "status": exc.status,
                    "code": exc.code},
@@ -175,7 +178,7 @@ class Worker:
             self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
             self._next_at = time.monotonic() + self._auth_retry_interval
         (log.error if first else log.warning)(
-            "not sending: %s; ledger.db may have been restored from an old backup", exc,
+            "%s stopped: %s; ledger.db may have been restored from an old backup", self.activity, exc,
             extra={"event": f"{self.thread_name}.identity_conflict", "alert": first},
         )
         return "identity_conflict"
@@ -190,7 +193,7 @@ class Worker:
             return self._failed(str(exc), exc.retry_after)
         if isinstance(exc, SyncError):
             return self._failed(str(exc), None)
-        log.exception("unexpected error in sync", extra={"event": f"{self.thread_name}.error"})
+        log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
         return self._failed(f"internal: {type(exc).__name__}", None)
 
     # --- health --------------------------------------------------------------------------

@@ -10,7 +10,8 @@ version of this package.
 - ``shapes``: event types and the per-event answer (``EventResult``);
 - ``signing``: the HMAC headers, signing and verifying;
 - ``batch``: the gzip batch codec, event checks, push answers;
-- ``http``: the program's ETag, Retry-After and Date.
+- ``http``: the program's ETag, Retry-After and Date;
+- ``burn``: burn authorisations and their answers, vouchers as central registers them.
 
 The names below are the package's public surface; import them from here.
 """
@@ -25,6 +26,20 @@ from posd.sync.protocol.batch import (
     parse_utc,
     result_wire,
     validate_event,
+)
+from posd.sync.protocol.burn import (
+    AUTHORISATION_KINDS,
+    DECLINE_CODES,
+    MAX_AUTHORISATION_BYTES,
+    MAX_UNSYNCED_EVENTS,
+    VOUCHER_ONCE_PER,
+    approved,
+    authorisation_json,
+    check_voucher,
+    declined,
+    parse_authorisation,
+    parse_authorisation_answer,
+    parse_voucher_answer,
 )
 from posd.sync.protocol.errors import (
     REJECTION_CODES,
@@ -63,6 +78,9 @@ from posd.sync.protocol.signing import (
 )
 
 __all__ = [
+    "AUTHORISATION_KINDS", "DECLINE_CODES", "MAX_AUTHORISATION_BYTES", "MAX_UNSYNCED_EVENTS", "VOUCHER_ONCE_PER",
+    "approved", "authorisation_json", "check_voucher", "declined", "parse_authorisation",
+    "parse_authorisation_answer", "parse_voucher_answer",
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",
     "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_ID_LEN", "MAX_MEMBER_PAGE", "MAX_POINTS", "MAX_SEQ",
     "REJECTION_CODES", "REQUEST_ERRORS", "RESULT_STATUSES", "RETRYABLE_CODES", "SIGNATURE_SCHEME",

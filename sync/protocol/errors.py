@@ -11,6 +11,7 @@ from __future__ import annotations
 # code -> HTTP status of an error answer to a request.
 REQUEST_ERRORS: dict[str, int] = {
     "malformed_batch": 400,
+    "malformed_authorisation": 400,
     "bad_cursor": 400,
     "bad_limit": 400,
     "bad_lane_id": 400,
@@ -22,6 +23,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "store_mismatch": 403,
     "lane_mismatch": 403,
     "not_found": 404,
+    "unknown_voucher": 404,
     "no_program": 404,
     "method_not_allowed": 405,
     "length_required": 411,

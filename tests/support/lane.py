@@ -31,6 +31,16 @@ from tests.support.wait import wait_until
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+ANNA = "2900000000018"  # the demo seed's gold member (config/demo-seed.json)
+
+
+def sale_body(transaction_id: str, member: str | None = ANNA, total: int = 5000) -> dict[str, Any]:
+    """A POST /v1/transactions body: one grocery line worth ``total``."""
+    return {"transaction_id": transaction_id, "member": member, "occurred_at": "2026-11-17T10:15:00+01:00",
+            "currency": "PLN", "total": total,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": total}]}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

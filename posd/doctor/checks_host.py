@@ -1,0 +1,173 @@
+"""posd doctor: the config, the files it names, storage, and the unit's hardening."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+from posd.doctor import Context, Finding
+from posd.doctor.access import describe, may, may_reach, nearest_existing
+from posd.storage.inspect import check_db, ledger_stats
+
+EXPOSURE_LIMIT = 1.5  # systemd-analyze security: the score the shipped unit keeps (docs/install.md)
+GROWTH_WARN_DAYS = 30  # the disk fills within this many days at the ledger's recent pace: a warning
+UNIT_PLACES = ("/etc/systemd/system/posd.service", "/lib/systemd/system/posd.service",
+               "/usr/lib/systemd/system/posd.service")
+SECRETS = ("central.store_secret_file", "central.client_key", "api.token_file")
+
+
+def config(ctx: Context) -> list[Finding]:
+    from posd.config import ConfigError, load
+
+    path = ctx.config_path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Finding("config", "config", "fail", "unreadable",
+                        {"path": str(path), "message": getattr(exc, "strerror", None) or str(exc)})]
+    try:
+        ctx.config = load(path)  # the files it names are checked below, for the posd user
+    except ConfigError as exc:
+        ctx.fallback_locale = _locale_of(text)
+        return [Finding("config", "config", "fail", "error",
+                        {"where": _where(p.key, p.line), "message": p.message, "config_key": p.key, "line": p.line})
+                for p in exc.problems]
+    cfg = ctx.config
+    return [Finding("config", "config", "ok", "ok", {"path": str(path), "store": cfg.lane.store_id,
+                                                    "lane": cfg.lane.lane_id})]
+
+
+def _where(key: str | None, line: int | None) -> str:
+    return " ".join(x for x in (key or "", f"(line {line})" if line else "") if x) or "-"
+
+
+def _locale_of(text: str) -> str | None:
+    """The lane's language from a config that does not validate, when its [lane] locale is readable."""
+    try:
+        locale = tomllib.loads(text).get("lane", {}).get("locale")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return locale if locale in ("pl", "fa", "en") else None
+
+
+def files(ctx: Context) -> list[Finding]:
+    from posd.config import ConfigError, referenced_files, resolve
+
+    cfg = ctx.config
+    out = []
+    named = [(key, path) for key, _, path in referenced_files(cfg)]
+    named.append(("api.token_file", resolve(cfg.storage_dir, cfg.api.token_file)))
+    for key, path in named:
+        what = ctx.tr(f"doctor.what.{key.split('.', 1)[1]}")
+        params = {"what": what, "path": str(path), "user": ctx.user, "config_key": key, **describe(path)}
+        if not path.exists():
+            if key == "api.token_file":
+                out.append(Finding("files", f"files.{key}", "ok", "not_yet", params))
+            else:
+                out.append(Finding("files", f"files.{key}", "fail", "missing", params))
+            continue
+        st = path.stat()
+        if not (stat.S_ISREG(st.st_mode) and may(st, ctx.uid, ctx.gids, "r") and may_reach(path, ctx.uid, ctx.gids)):
+            out.append(Finding("files", f"files.{key}", "fail", "unreadable", params))
+            continue
+        if key == "central.store_secret_file":
+            try:
+                cfg.central.secret_bytes(cfg.base_dir)
+            except ConfigError as exc:
+                out.append(Finding("files", f"files.{key}", "fail", "invalid",
+                                   {**params, "message": exc.problems[0].message}))
+                continue
+        if key in SECRETS and st.st_mode & 0o007:
+            out.append(Finding("files", f"files.{key}", "warn", "mode", params))
+            continue
+        out.append(Finding("files", f"files.{key}", "ok", "ok", params))
+    return out
+
+
+def storage(ctx: Context) -> list[Finding]:
+    cfg = ctx.config
+    folder = cfg.storage_dir
+    out = []
+    if folder.is_dir():
+        writable = may(folder.stat(), ctx.uid, ctx.gids, "wx") and may_reach(folder, ctx.uid, ctx.gids)
+        out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
+                           "dir_ok" if writable else "dir_unwritable",
+                           {"path": str(folder), "user": ctx.user, **describe(folder)}))
+    else:
+        out.append(Finding("storage", "storage.dir", "warn", "dir_missing", {"path": str(folder)}))
+    usage = shutil.disk_usage(nearest_existing(folder))
+    minimum = cfg.storage.min_free_mb * 2**20
+    sizes = {"free": _size(ctx, usage.free), "total": _size(ctx, usage.total), "min": _size(ctx, minimum),
+             "free_bytes": usage.free, "total_bytes": usage.total, "min_bytes": minimum}
+    out.append(Finding("storage", "storage.disk", "fail" if usage.free < minimum else "ok",
+                       "disk_low" if usage.free < minimum else "disk_ok", sizes))
+    ctx.ledger = check_db(folder / "ledger.db")
+    ctx.cache = check_db(folder / "cache.db")
+    for db, corrupt in ((ctx.ledger, "ledger_corrupt"), (ctx.cache, "cache_corrupt")):
+        check = f"storage.{db.path.stem}"
+        if not db.exists:
+            out.append(Finding("storage", check, "warn", "db_missing", {"file": db.path.name}))
+        elif db.problem:
+            out.append(Finding("storage", check, "fail", corrupt, {"file": db.path.name, "problem": db.problem}))
+        else:
+            out.append(Finding("storage", check, "ok", "db_ok", {"file": db.path.name, "size": _size(ctx, db.size),
+                                                                 "bytes": db.size}))
+    if ctx.ledger.exists and not ctx.ledger.problem:
+        out += _growth(ctx, usage.free)
+    return out
+
+
+def _growth(ctx: Context, free: int) -> list[Finding]:
+    """How fast the ledger grows, from the events of the last days and the bytes each costs so far."""
+    try:
+        stats = ledger_stats(ctx.ledger.path)
+    except Exception:  # an old or foreign schema: quick_check passed, the figures are just unknown
+        return []
+    ctx.ledger_stats = stats
+    if not stats.events or not stats.events_recent:
+        return []
+    per_day = ctx.ledger.size / stats.events * stats.events_recent / stats.days
+    days_left = int(free / per_day) if per_day else None
+    params = {"rate": _size(ctx, per_day), "events": stats.events_recent, "bytes_per_day": int(per_day)}
+    if days_left is not None and days_left < GROWTH_WARN_DAYS:
+        return [Finding("storage", "storage.growth", "warn", "growth_full", {**params, "days": days_left})]
+    return [Finding("storage", "storage.growth", "ok", "growth", {**params, "days": stats.days})]
+
+
+def _size(ctx: Context, n: float) -> str:
+    from posd.core.messages import format_size
+
+    return format_size(ctx.locale, n) or "-"
+
+
+def unit(ctx: Context) -> list[Finding]:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        return [Finding("unit", "unit.security", "skip", "absent")]
+    if ctx.unit:
+        target, args = ctx.unit, ["--offline=yes", ctx.unit]
+    elif Path("/run/systemd/system").is_dir():
+        target, args = "posd.service", ["posd.service"]
+    else:
+        found = next((p for p in UNIT_PLACES if Path(p).is_file()), None)
+        if found is None:
+            return [Finding("unit", "unit.security", "skip", "no_unit")]
+        target, args = found, ["--offline=yes", found]
+    try:
+        run = subprocess.run([tool, "security", "--no-pager", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding("unit", "unit.security", "warn", "unknown", {"unit": target, "message": str(exc)})]
+    score = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", run.stdout)
+    if not score:
+        message = (run.stderr or run.stdout).strip().splitlines()
+        return [Finding("unit", "unit.security", "warn", "unknown",
+                        {"unit": target, "message": message[-1] if message else f"exit {run.returncode}"})]
+    value = float(score.group(1))
+    params = {"unit": target, "score": value, "limit": EXPOSURE_LIMIT}
+    if value > EXPOSURE_LIMIT:
+        return [Finding("unit", "unit.security", "warn", "exposed", params)]
+    return [Finding("unit", "unit.security", "ok", "ok", params)]

@@ -1,0 +1,100 @@
+"""Who authorises a burn: central, in real time, within a time budget; or nobody, and the lane's caps.
+
+The lane's services ask an ``Authority`` before they record a redemption or a
+voucher/coupon use. ``CentralAuthority`` wraps the sync side's authoriser
+(posd.sync.lane.authoriser, handed in by the daemon as two callables that
+return futures): it waits for central's answer off the event loop and no
+longer than the budget, and turns every failure to answer (timeout, refused
+connection, 5xx, 429, a credential problem, an answer it cannot read) into
+``unavailable``, which sends the service down its offline path. A lane built
+without one (tests, tools) uses ``LocalAuthority``: the lane's own checks are
+the only ones, as before burns were authorised online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger("posd.lane.authority")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Central's answer to one authorisation, or ``unavailable`` when it gave none in time."""
+
+    status: Literal["approved", "declined", "unavailable"]
+    code: str | None = None  # declined: central's code (posd.sync.protocol.DECLINE_CODES)
+    message: str = ""
+    reservation_id: str | None = None
+    expires_at: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.status != "unavailable"
+
+
+@dataclass(frozen=True)
+class VoucherLookup:
+    """What central knows of a code: ``found`` (``voucher``: registered, or None for a coupon; ``used``),
+    ``unknown``, or ``unavailable``."""
+
+    status: Literal["found", "unknown", "unavailable"]
+    voucher: dict[str, Any] | None = None
+    used: bool = False
+
+
+class Authority(Protocol):
+    async def authorise(self, request: dict[str, Any]) -> Decision: ...
+
+    async def lookup(self, code: str, member_id: str | None) -> VoucherLookup: ...
+
+
+class LocalAuthority:
+    """No central to ask: every burn the lane's own checks allow is approved here, without a reservation."""
+
+    async def authorise(self, request: dict[str, Any]) -> Decision:
+        return Decision("approved")
+
+    async def lookup(self, code: str, member_id: str | None) -> VoucherLookup:
+        return VoucherLookup("unknown")
+
+
+class CentralAuthority:
+    """Central's answers through futures (the sync side's threads), awaited within ``budget_s``."""
+
+    def __init__(self, authorise: Callable[[dict[str, Any]], Future], lookup: Callable[[str, str | None], Future],
+                 budget_s: float):
+        self._authorise, self._lookup, self.budget_s = authorise, lookup, budget_s
+
+    async def _answer(self, future: Future) -> tuple[bool, Any]:
+        """(answered, the answer); False when central gave none within the budget."""
+        try:
+            return True, await asyncio.wait_for(asyncio.wrap_future(future), self.budget_s)
+        except TimeoutError:
+            future.cancel()  # not started yet: never sent; running: its own timeout ends it soon
+            log.info("central gave no answer within %.0f ms", self.budget_s * 1000,
+                     extra={"event": "authorise.timeout"})
+        except Exception as exc:  # the sync side's SyncError: unreachable, refused, unreadable
+            log.info("central could not answer: %s", exc, extra={"event": "authorise.unavailable"})
+        return False, None
+
+    async def authorise(self, request: dict[str, Any]) -> Decision:
+        answered, answer = await self._answer(self._authorise(request))
+        if not answered:
+            return Decision("unavailable")
+        if answer["status"] == "approved":
+            return Decision("approved", reservation_id=answer["reservation_id"], expires_at=answer["expires_at"])
+        return Decision("declined", code=answer["code"], message=str(answer.get("message") or ""))
+
+    async def lookup(self, code: str, member_id: str | None) -> VoucherLookup:
+        answered, answer = await self._answer(self._lookup(code, member_id))
+        if not answered:
+            return VoucherLookup("unavailable")
+        if answer is None:
+            return VoucherLookup("unknown")
+        return VoucherLookup("found", voucher=answer.get("voucher"), used=bool(answer.get("used")))

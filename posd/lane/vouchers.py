@@ -1,0 +1,178 @@
+"""Vouchers and coupons as the till sees them: where a code comes from, whose it is, what it is worth.
+
+A code is looked up, in order: a voucher this lane issued (ledger.db), a
+coupon in the program, an open voucher from central's member feed (issued at
+any lane, cache.db), then central itself (a voucher the feed has not brought
+yet). What it is worth is a benefit (posd.core.benefit): its effect on a
+basket is computed by posd.core.effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from posd.core.benefit import Benefit
+from posd.core.program import Coupon, Program, Reward
+from posd.lane.authority import Authority
+from posd.lane.context import LaneContext
+from posd.lane.errors import LaneError, raises
+from posd.storage.db import iso, parse_iso
+from posd.storage.tx import LedgerView
+
+
+def _benefit_of_row(row: dict[str, Any]) -> Benefit:
+    """A voucher issued here; one issued before vouchers kept their benefit reads its columns."""
+    stored = (row.get("details") or {}).get("benefit")
+    if stored:
+        return Benefit.from_json(stored)
+    if row.get("sku") and row.get("value_minor") is None and row.get("percent") is None:
+        return Benefit("free_item", sku=row["sku"])
+    if row.get("percent") is not None:
+        return Benefit("percent_off", percent=row["percent"])
+    return Benefit("amount_off", value_minor=row.get("value_minor"))
+
+
+@dataclass(frozen=True)
+class Usable:
+    """A voucher or coupon: who may use it, until when, and what it takes off a basket."""
+
+    code: str
+    source: str  # redemption (issued here) | coupon (the program) | feed (issued at another lane) | central
+    description: str  # its title in the lane's language
+    benefit: Benefit
+    title: Any = None  # every language central or the program gave
+    member_id: str | None = None
+    reward_id: str | None = None
+    valid_from: datetime | None = None
+    expires_at: datetime | None = None
+    voided: bool = False
+    campaign: bool = False  # once per member rather than once
+    issued_by: str | None = None  # "store/lane" of a voucher issued elsewhere
+    wire: dict[str, Any] = field(default_factory=dict, compare=False)  # as it travels to central
+
+    @classmethod
+    def from_voucher(cls, row: dict[str, Any], locale: str) -> Usable:
+        title = (row.get("details") or {}).get("title") or row["description"]
+        return cls(code=row["code"], source=row["source"], description=_text(title, locale, row["description"]),
+                   benefit=_benefit_of_row(row), title=title, member_id=row["member_id"],
+                   reward_id=row["reward_id"],
+                   expires_at=parse_iso(row["expires_at"]) if row["expires_at"] else None,
+                   voided=bool(row.get("voided_at")))
+
+    @classmethod
+    def from_coupon(cls, coupon: Coupon, locale: str) -> Usable:
+        return cls(code=coupon.code, source="coupon", description=coupon.name(locale), benefit=coupon.benefit,
+                   title=coupon.names or coupon.title, member_id=coupon.member_id, valid_from=coupon.valid_from,
+                   expires_at=coupon.valid_to, campaign=coupon.campaign)
+
+    @classmethod
+    def from_wire(cls, voucher: dict[str, Any], source: str, locale: str) -> Usable:
+        """A voucher as central registers it (the member feed, a lookup)."""
+        expires = voucher.get("expires_at")
+        return cls(code=voucher["code"], source=source,
+                   description=_text(voucher.get("title"), locale, voucher["code"]),
+                   benefit=Benefit.from_json(voucher["benefit"]), title=voucher.get("title"),
+                   member_id=voucher.get("member_id"), reward_id=voucher.get("reward_id"),
+                   expires_at=parse_iso(expires) if expires else None, issued_by=voucher.get("issued_by"))
+
+    def public(self) -> dict[str, Any]:
+        """What the POS is told about it (VoucherOut's fields)."""
+        b = self.benefit
+        return {"source": self.source, "member_id": self.member_id, "reward_id": self.reward_id,
+                "description": self.description, "value_minor": b.value_minor, "percent": b.percent,
+                "sku": b.sku, "expires_at": iso(self.expires_at) if self.expires_at else None,
+                "benefit": b.to_json(), "issued_by": self.issued_by}
+
+
+def _text(title: Any, locale: str, fallback: str) -> str:
+    if isinstance(title, dict):
+        return title.get(locale) or title.get("en") or next(iter(title.values()), fallback)
+    return str(title) if title else fallback
+
+
+def voucher_wire(code: str, member_id: str, reward: Reward, issued_at: datetime, expires_at: datetime
+                 ) -> dict[str, Any]:
+    """A voucher issued for a reward, as it is stored here and travels to central (a redemption's event)."""
+    return {"code": code, "member_id": member_id, "reward_id": reward.reward_id,
+            "title": reward.names or reward.reward_id, "benefit": reward.benefit.to_json(),
+            "issued_at": iso(issued_at), "expires_at": iso(expires_at)}
+
+
+class VoucherBook:
+    """Finds codes and checks they may be used now; lists what a member holds."""
+
+    def __init__(self, ctx: LaneContext, authority: Authority):
+        self.ctx, self.authority = ctx, authority
+
+    def local(self, view: LedgerView, code: str, program: Program | None) -> Usable | None:
+        """A code this lane knows without asking central: issued here, a coupon, or from the feed."""
+        locale = self.ctx.locale
+        row = view.voucher(code)
+        if row is not None:
+            return Usable.from_voucher(row, locale)
+        coupon = program.coupon(code) if program else None
+        if coupon is not None:
+            return Usable.from_coupon(coupon, locale)
+        fed = self.ctx.cache.member_voucher(code)
+        return Usable.from_wire(fed, "feed", locale) if fed is not None else None
+
+    async def resolve(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool) -> Usable | None:
+        """The code's voucher or coupon, or None; central is asked (``ask``) only for a code the lane
+        does not know."""
+        found = self.local(view, code, self.ctx.program())
+        if found is None and ask:
+            answer = await self.authority.lookup(code, member_id)
+            if answer.status == "found" and answer.voucher is not None:
+                found = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
+        return found
+
+    @raises("unknown_voucher")
+    async def find_usable(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool) -> Usable:
+        """The code's voucher or coupon, or unknown_voucher."""
+        found = await self.resolve(view, code, member_id, ask=ask)
+        if found is None:
+            raise LaneError("unknown_voucher", "no voucher or coupon with that code")
+        return found
+
+    @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member")
+    def check_usable(self, v: Usable, member_id: str | None, now: datetime) -> None:
+        """Can it be used now, by this member? A LaneError saying why not."""
+        why = why_not(v, member_id, now)
+        if why == "voucher_void":
+            raise LaneError("voucher_void", "central refused the redemption behind this voucher")
+        if why == "voucher_not_yet_valid":
+            raise LaneError("voucher_not_yet_valid", "this coupon is not valid yet")
+        if why == "voucher_expired":
+            raise LaneError("voucher_expired", "this voucher has expired")
+        if why == "voucher_other_member":
+            raise LaneError("voucher_other_member", "this voucher belongs to another member")
+
+    def held_by(self, view: LedgerView, member_id: str, program: Program | None, now: datetime) -> list[Usable]:
+        """What a member could use now: vouchers issued here or anywhere (the feed), personal and
+        campaign coupons not used by them on this lane."""
+        locale = self.ctx.locale
+        found: dict[str, Usable] = {}
+        for row in view.vouchers_of(member_id):
+            found[row["code"]] = Usable.from_voucher(row, locale)
+        for fed in self.ctx.cache.member_vouchers(member_id):
+            found.setdefault(fed["code"], Usable.from_wire(fed, "feed", locale))
+        for coupon in program.coupons if program else ():
+            if coupon.member_id in (None, member_id):
+                found.setdefault(coupon.code, Usable.from_coupon(coupon, locale))
+        return [v for v in found.values() if why_not(v, member_id, now) is None
+                and view.voucher_use(v.code, member_id if v.campaign else "") is None]
+
+
+def why_not(v: Usable, member_id: str | None, now: datetime) -> str | None:
+    """The code of the reason it cannot be used now by this member, or None."""
+    if v.voided:
+        return "voucher_void"
+    if v.valid_from and v.valid_from > now:
+        return "voucher_not_yet_valid"
+    if v.expires_at and v.expires_at <= now:
+        return "voucher_expired"
+    if v.member_id and member_id and v.member_id != member_id:
+        return "voucher_other_member"
+    return None

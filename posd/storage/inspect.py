@@ -1,0 +1,155 @@
+"""Looking at ledger.db and cache.db from outside the daemon, and copying the ledger while it runs.
+
+`posd doctor` opens both files read-only (never a write, never a migration: a
+damaged ledger must stay exactly as it is) and `posd ledger backup` copies
+ledger.db through SQLite's online backup API, which takes a consistent
+snapshot while the daemon keeps writing (WAL readers never block the writer).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from posd.storage.db import StorageError, parse_iso, quick_check, utcnow
+
+
+@dataclass(frozen=True)
+class DbCheck:
+    path: Path
+    exists: bool
+    size: int = 0  # the file and its WAL, bytes
+    problem: str | None = None  # quick_check's complaint, or why it could not be opened
+
+
+@dataclass(frozen=True)
+class LedgerStats:
+    events: int
+    events_recent: int  # appended in the last `days` days
+    days: int
+    pending: int
+    oldest_pending_at: datetime | None
+    quarantined: int
+    last_sale_at: str | None
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    members: int
+    members_synced_at: str | None
+    program_version: str | None
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def check_db(path: Path) -> DbCheck:
+    """Exists? How big (with its WAL)? Does PRAGMA quick_check pass? Read-only throughout."""
+    if not path.exists():
+        return DbCheck(path, False)
+    size = path.stat().st_size + sum(p.stat().st_size for p in (Path(f"{path}-wal"),) if p.exists())
+    try:
+        conn = open_readonly(path)
+    except sqlite3.Error as exc:
+        return DbCheck(path, True, size, str(exc))
+    try:
+        return DbCheck(path, True, size, quick_check(conn))
+    finally:
+        conn.close()
+
+
+def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
+    since = (utcnow() - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    conn = open_readonly(path)
+    try:
+        events = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        recent = conn.execute("SELECT COUNT(*) FROM outbox WHERE created_at >= ?", (since,)).fetchone()[0]
+        pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
+        quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
+        sale = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return LedgerStats(events=events, events_recent=recent, days=days, pending=pending,
+                       oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
+                       last_sale_at=sale[0] if sale else None)
+
+
+def cache_stats(path: Path) -> CacheStats:
+    conn = open_readonly(path)
+    try:
+        members = conn.execute("SELECT COUNT(*) FROM members").fetchone()[0]
+        synced = conn.execute("SELECT value FROM sync_state WHERE key = 'members_synced_at'").fetchone()
+        program = conn.execute("SELECT version FROM program WHERE id = 1").fetchone()
+    finally:
+        conn.close()
+    return CacheStats(members, synced[0] if synced else None, program[0] if program else None)
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    size: int
+    last_seq: int
+    pages: int
+
+
+def backup_ledger(source: Path, dest: Path) -> Backup:
+    """A consistent copy of ``source`` at ``dest``, taken while the daemon may be writing.
+
+    SQLite's online backup copies every page in one step, inside one read
+    transaction: in WAL mode the daemon's writer is never held, and the copy is
+    the ledger as it was when that transaction began, one committed state
+    (copying in steps would start over whenever a sale is written between
+    them, and a busy lane could starve it). It is written beside ``dest``, checked
+    (``quick_check``), synced to disk and only then renamed into place: a
+    failed or interrupted backup never leaves a half-copied file under the name.
+    """
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    try:
+        return _backup(source, dest)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{source}: {exc}") from exc
+
+
+def _backup(source: Path, dest: Path) -> Backup:
+    partial = dest.with_name(f".{dest.name}.partial")
+    partial.unlink(missing_ok=True)
+    src = open_readonly(source)
+    try:
+        out = sqlite3.connect(partial, isolation_level=None)
+        try:
+            src.backup(out)  # all pages in one step: one read transaction, the writer is never held
+            out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            problem = quick_check(out)
+            if problem is not None:
+                raise StorageError(f"the copy failed its integrity check: {problem}")
+            last_seq = out.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+            pages = out.execute("PRAGMA page_count").fetchone()[0]
+        finally:
+            out.close()
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    return Backup(dest, dest.stat().st_size, last_seq, pages)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,301 @@
+"""Central's side of burns: authorisations and their reservations, voucher uses, the voucher registry.
+
+SQL over the SQLite store's connection, always inside the caller's write
+transaction (store_sqlite.py), as lots.py is. docs/sync-protocol.md, "Burn
+authorisation", is what this implements:
+
+- an authorisation checks and reserves in one transaction: the member's
+  balance (unexpired lots, less every open reservation, plus the asking lane's
+  events central has not received yet; a member central does not know yet has
+  only the latter), the reward's per-member limit across lanes, a voucher's
+  single use (held for the reservation); a voucher use does not look at the
+  member (a use is keyed by code, or code and member for campaign coupons);
+- a reservation is ``open`` until the lane's event naming its
+  ``authorisation_id`` confirms it (``confirmed``), or until it expires
+  (``expired``: its points and its voucher hold are free again);
+- a burn central learns of only from an event (made offline) is kept as an
+  ``offline`` row, so per-member limits count it too;
+- vouchers are registered from redemption events and listed, while open, in
+  their member's feed entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from typing import Any
+
+from posd.sync.central.lots import lot_balances
+from posd.sync.protocol import approved, check_voucher, declined, parse_utc
+
+DUE = "SELECT 1 FROM reservations WHERE state = 'open' AND expires_ts <= ? LIMIT 1"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ts(text: Any) -> float | None:
+    parsed = parse_utc(text)
+    return parsed.timestamp() if parsed is not None else None
+
+
+def reservation_id(store_id: str, lane_id: str, authorisation_id: str) -> str:
+    """Central's id for a lane's authorisation: the same request always names the same reservation."""
+    digest = hashlib.sha256(f"{store_id}/{lane_id}/{authorisation_id}".encode()).hexdigest()
+    return "R" + digest[:24]
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    """What makes two requests with one authorisation_id the same burn (not when or what the lane knew)."""
+    burn = {k: request.get(k) for k in ("kind", "member_id", "points", "reward_id", "voucher_code",
+                                        "voucher_once_per")}
+    return hashlib.sha256(json.dumps(burn, sort_keys=True).encode()).hexdigest()
+
+
+def voucher_key(request: dict[str, Any]) -> str:
+    return request.get("member_id") or "" if request.get("voucher_once_per") == "member" else ""
+
+
+# --- expiry -------------------------------------------------------------------------------------
+
+
+def release_expired(conn: sqlite3.Connection, now: float) -> set[str]:
+    """Expire open reservations past their time and free their voucher holds; the members whose open
+    vouchers changed (their feed entry must be sent again)."""
+    members = {r["member_id"] for r in conn.execute(
+        "SELECT member_id FROM reservations WHERE state = 'open' AND expires_ts <= ? AND voucher_code IS NOT NULL",
+        (now,)) if r["member_id"]}
+    conn.execute("UPDATE reservations SET state = 'expired' WHERE state = 'open' AND expires_ts <= ?", (now,))
+    conn.execute("DELETE FROM voucher_uses WHERE state = 'held' AND expires_ts <= ?", (now,))
+    return members
+
+
+# --- authorising --------------------------------------------------------------------------------
+
+
+def _held(conn: sqlite3.Connection, member_id: str, now: float, but: str) -> dict[str, int]:
+    """Points open reservations hold for a member (every lane), except reservation ``but``."""
+    held: dict[str, int] = {}
+    for r in conn.execute("SELECT points FROM reservations WHERE member_id = ? AND state = 'open' "
+                          "AND expires_ts > ? AND reservation_id != ?", (member_id, now, but)):
+        for currency, points in json.loads(r["points"]).items():
+            held[currency] = held.get(currency, 0) + points
+    return held
+
+
+def _unreceived(conn: sqlite3.Connection, store_id: str, lane_id: str, unsynced: list[dict[str, Any]]
+                ) -> dict[str, int]:
+    """The asking lane's events for the member that central has not consumed yet (seq above the
+    lane's last_seq: everything at or below it is in the balance already, or was rejected)."""
+    row = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)).fetchone()
+    last = row["last_seq"] if row else 0
+    extra: dict[str, int] = {}
+    for event in unsynced:
+        if event["seq"] > last:
+            for currency, points in event["points"].items():
+                extra[currency] = extra.get(currency, 0) + points
+    return extra
+
+
+def _limit_reached(conn: sqlite3.Connection, member_id: str, request: dict[str, Any], rid: str) -> bool:
+    limit = request.get("limit")
+    if not limit:
+        return False
+    since = _ts(limit["since"]) or 0.0
+    count = 0
+    for r in conn.execute("SELECT occurred_at FROM reservations WHERE member_id = ? AND reward_id = ? "
+                          "AND state IN ('open', 'confirmed', 'offline') AND reservation_id != ?",
+                          (member_id, request["reward_id"], rid)):
+        if (_ts(r["occurred_at"]) or 0.0) >= since:
+            count += 1
+    return count >= limit["per_member"]
+
+
+def _check_voucher(conn: sqlite3.Connection, request: dict[str, Any], rid: str, now: float) -> str | None:
+    """Why this voucher use cannot be reserved, or None (its hold is taken here)."""
+    code, key = request["voucher_code"], voucher_key(request)
+    registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?", (code,)).fetchone()
+    if registered is not None:
+        if registered["expires_ts"] is not None and registered["expires_ts"] <= now:
+            return "voucher_expired"
+        if registered["member_id"] and request.get("member_id") and registered["member_id"] != request["member_id"]:
+            return "voucher_other_member"
+    use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",
+                       (code, key)).fetchone()
+    if use is not None and use["reservation_id"] != rid:
+        if use["state"] == "used" or (use["expires_ts"] or 0) > now:
+            return "voucher_used"
+    return None
+
+
+def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id: str, lane_id: str,
+              request: dict[str, Any], now: float, ttl_s: float) -> tuple[dict[str, Any], bool]:
+    """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed)."""
+    auth_id = request["authorisation_id"]
+    rid = reservation_id(store_id, lane_id, auth_id)
+    digest = request_hash(request)
+    existing = conn.execute("SELECT request_hash, state, expires_ts FROM reservations WHERE reservation_id = ?",
+                            (rid,)).fetchone()
+    if existing is not None and existing["request_hash"] != digest:
+        return declined(auth_id, "authorisation_conflict", "this authorisation_id was used for another burn"), False
+    if existing is not None and existing["state"] in ("open", "confirmed"):
+        return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
+    member_id = request.get("member_id")
+    if member is not None and request["kind"] == "redemption":
+        if member["status"] == "deleted":
+            return declined(auth_id, "member_deleted", "the member was erased"), False
+        if member["status"] != "active":
+            return declined(auth_id, "member_ineligible", f"the member's account is {member['status']}"), False
+    available: dict[str, int] = {}
+    if request["kind"] == "redemption":
+        # A member central does not know yet (enrolled at a lane, the event on its way) has what
+        # the lane's unsynced events give it, and nothing more.
+        known = member["balances"] if member is not None else {}
+        balances = lot_balances(conn, member_id, known, now)  # type: ignore[arg-type]
+        held = _held(conn, member_id, now, rid)  # type: ignore[arg-type]
+        extra = _unreceived(conn, store_id, lane_id, request.get("unsynced", []))
+        for currency, points in request["points"].items():
+            available[currency] = balances.get(currency, 0) - held.get(currency, 0) + extra.get(currency, 0)
+            if available[currency] < points:
+                return declined(auth_id, "insufficient_balance",
+                                f"{available[currency]} {currency} available at central; {points} asked",
+                                available), False
+        if _limit_reached(conn, member_id, request, rid):  # type: ignore[arg-type]
+            return declined(auth_id, "reward_limit_reached",
+                            "the member had this reward as often as allowed in the window"), False
+    else:
+        refused = _check_voucher(conn, request, rid, now)
+        if refused:
+            return declined(auth_id, refused, "the voucher cannot be used"), False
+    expires = now + ttl_s
+    values = (store_id, lane_id, auth_id, digest, request["kind"], member_id, json.dumps(request.get("points") or {}),
+              request.get("reward_id"), request.get("voucher_code"),
+              voucher_key(request) if request["kind"] == "voucher_use" else None,
+              request["occurred_at"], now, expires, "open", rid)
+    if existing is None:
+        conn.execute("INSERT INTO reservations (store_id, lane_id, authorisation_id, request_hash, kind, member_id, "
+                     "points, reward_id, voucher_code, voucher_key, occurred_at, created_ts, expires_ts, state, "
+                     "reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+    else:  # expired before the lane committed: the retry reserves again under the same id
+        conn.execute("UPDATE reservations SET store_id=?, lane_id=?, authorisation_id=?, request_hash=?, kind=?, "
+                     "member_id=?, points=?, reward_id=?, voucher_code=?, voucher_key=?, occurred_at=?, "
+                     "created_ts=?, expires_ts=?, state=? WHERE reservation_id = ?", values)
+    if request["kind"] == "voucher_use":
+        conn.execute("INSERT OR REPLACE INTO voucher_uses (code, member_key, source, state, reservation_id, "
+                     "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)",
+                     (request["voucher_code"], voucher_key(request), f"{store_id}/{lane_id}/{auth_id}", rid, expires))
+    return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
+
+
+# --- events that confirm (or record) a burn -------------------------------------------------------
+
+
+def _reservation_for(conn: sqlite3.Connection, store_id: str, lane_id: str, event: dict[str, Any]
+                     ) -> sqlite3.Row | None:
+    auth_id = event.get("authorisation_id")
+    if not isinstance(auth_id, str) or not auth_id:
+        return None
+    return conn.execute("SELECT reservation_id, state FROM reservations WHERE reservation_id = ?",
+                        (reservation_id(store_id, lane_id, auth_id),)).fetchone()
+
+
+def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
+                      member_id: str) -> str | None:
+    """A redemption event of ``member_id`` (central's id for the event's member): confirm its
+    reservation (whatever its state: the burn happened) or keep it as an offline burn; register the
+    voucher it issued. A rejection code when its voucher is malformed."""
+    voucher = event.get("voucher")
+    if voucher is not None and not check_voucher(voucher):
+        return "malformed_event"
+    found = _reservation_for(conn, store_id, lane_id, event)
+    if found is not None:
+        conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",
+                     (found["reservation_id"],))
+    else:
+        points = {c: -p for c, p in event["points"].items() if p < 0}
+        conn.execute("INSERT OR IGNORE INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
+                     "request_hash, kind, member_id, points, reward_id, occurred_at, created_ts, expires_ts, state) "
+                     "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline')",
+                     (reservation_id(store_id, lane_id, f"event:{seq}"), store_id, lane_id, f"event:{seq}",
+                      member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
+    if voucher is not None:
+        body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at",
+                                               "expires_at")}, "member_id": member_id,
+                "issued_by": f"{store_id}/{lane_id}"}
+        conn.execute("INSERT OR IGNORE INTO vouchers (code, member_id, body, expires_ts, registered_by) "
+                     "VALUES (?, ?, ?, ?, ?)", (voucher["code"], member_id,
+                                                json.dumps(body, ensure_ascii=False), _ts(voucher.get("expires_at")),
+                                                f"{store_id}/{lane_id}/{seq}"))
+    return None
+
+
+def record_voucher_use(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
+                       member_id: str, now: float) -> str | None:
+    """One use per voucher (per member for campaign coupons), across every lane: the use its own
+    reservation holds is confirmed; a use another lane made or holds is refused (quarantined there)."""
+    code = event.get("voucher_code")
+    if not isinstance(code, str) or not code:
+        return "malformed_event"
+    key = member_id if event.get("voucher_once_per") == "member" else ""
+    found = _reservation_for(conn, store_id, lane_id, event)
+    rid = found["reservation_id"] if found is not None else None
+    use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",
+                       (code, key)).fetchone()
+    if use is not None and not (rid is not None and use["reservation_id"] == rid):
+        if use["state"] == "used" or (use["expires_ts"] or 0) > now:
+            return "voucher_used"
+    conn.execute("INSERT OR REPLACE INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
+                 "VALUES (?, ?, ?, 'used', ?, NULL)", (code, key, f"{store_id}/{lane_id}/{seq}", rid))
+    if rid is not None:
+        conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?", (rid,))
+    return None
+
+
+# --- the registry, as lanes see it --------------------------------------------------------------------
+
+
+def open_vouchers(conn: sqlite3.Connection, member_ids: list[str], now: float) -> dict[str, list[dict[str, Any]]]:
+    """Each member's vouchers that are registered, unexpired, and neither used nor held."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT v.member_id, v.body FROM vouchers v WHERE v.member_id IN ({marks}) "
+            "AND (v.expires_ts IS NULL OR v.expires_ts > ?) AND NOT EXISTS (SELECT 1 FROM voucher_uses u "
+            "WHERE u.code = v.code AND (u.state = 'used' OR u.expires_ts > ?)) ORDER BY v.code",
+            (*chunk, now, now))
+        for r in rows:
+            found.setdefault(r["member_id"], []).append(json.loads(r["body"]))
+    return found
+
+
+def lookup(conn: sqlite3.Connection, code: str, member_id: str | None, coupon_kind: str | None, now: float
+           ) -> dict[str, Any] | None:
+    """A lane asking about a code: the registered voucher (if any) and whether this use is taken;
+    None when central knows nothing of the code."""
+    row = conn.execute("SELECT body FROM vouchers WHERE code = ?", (code,)).fetchone()
+    key = member_id or "" if coupon_kind == "campaign" and row is None else ""
+    use = conn.execute("SELECT state, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",
+                       (code, key)).fetchone()
+    used = use is not None and (use["state"] == "used" or (use["expires_ts"] or 0) > now)
+    if row is None and coupon_kind is None and use is None:
+        return None
+    return {"code": code, "voucher": json.loads(row["body"]) if row else None, "used": used}
+
+
+def reservations_of(conn: sqlite3.Connection, member_id: str, now: float) -> list[dict[str, Any]]:
+    """A member's reservations, newest first, with their state as of ``now`` (inspection and tests)."""
+    out = []
+    for r in conn.execute("SELECT * FROM reservations WHERE member_id = ? ORDER BY created_ts DESC", (member_id,)):
+        state = r["state"]
+        if state == "open" and (r["expires_ts"] or 0) <= now:
+            state = "expired"
+        out.append({"reservation_id": r["reservation_id"], "store_id": r["store_id"], "lane_id": r["lane_id"],
+                    "authorisation_id": r["authorisation_id"], "kind": r["kind"],
+                    "points": json.loads(r["points"]), "reward_id": r["reward_id"], "voucher_code": r["voucher_code"],
+                    "state": state, "expires_at": _iso(r["expires_ts"]) if r["expires_ts"] else None})
+    return out

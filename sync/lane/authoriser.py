@@ -1,0 +1,66 @@
+"""Burn authorisation, the lane's side: ask central in real time, in threads of its own.
+
+A redemption or a voucher use waits for central's answer only as long as the
+lane's budget (``[central] authorise_timeout_ms``); the lane's services await
+the futures this hands out with that budget, off the event loop, and fall back
+to their offline path when no answer comes in time. Each worker thread has a
+client of its own (requests does not promise a Session is thread-safe), and
+every request carries the budget as its own connect and read timeout, so a
+question the lane stopped waiting for ends soon after.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from posd.sync.lane.client import CentralClient
+
+log = logging.getLogger("posd.sync.authorise")
+
+
+class BurnAuthoriser:
+    """Hands out futures of central's answers; ``close()`` stops its threads and clients."""
+
+    def __init__(self, make_client: Callable[[], CentralClient], budget_s: float, *, workers: int = 2) -> None:
+        if budget_s <= 0:
+            raise ValueError("the authorisation budget must be more than 0")
+        self.budget_s = budget_s
+        self._make_client = make_client
+        self._local = threading.local()
+        self._clients: list[CentralClient] = []
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync-authorise")
+
+    def _client(self) -> CentralClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._make_client()
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def authorise(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Central's answer to an authorisation request (posd.sync.protocol.burn), or its SyncError."""
+        return self._executor.submit(self._ask, request)
+
+    def lookup(self, code: str, member_id: str | None) -> Future[dict[str, Any] | None]:
+        """What central knows of a voucher or coupon code, or its SyncError."""
+        return self._executor.submit(lambda: self._client().voucher(code, member_id, timeout=self.budget_s))
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer = self._client().authorise(request, timeout=self.budget_s)
+        log.info("burn %s by central", answer["status"],
+                 extra={"event": "sync-authorise.answer", "kind": request.get("kind"), "code": answer.get("code")})
+        return answer
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

@@ -1,0 +1,319 @@
+"""Burn authorisation at the reference central: check and reserve atomically, confirm by the outbox
+event, expire what is never confirmed; vouchers registered from redemptions and valid at every lane.
+
+Real HTTP on loopback to the reference central, real SQLite, the lane's real client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from posd.sync.lane.authoriser import BurnAuthoriser
+from posd.sync.lane.errors import CentralUnavailable
+from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, signed_headers
+from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
+from tests.support.central_fixture import SECRET, make_client, make_event, running_central
+
+AT = "2026-11-24T09:15:00Z"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def redemption(auth: str, points: int, member: str = "M0001", **extra: Any) -> dict[str, Any]:
+    return {"authorisation_id": auth, "kind": "redemption", "member_id": member, "occurred_at": AT,
+            "points": {"points": points}, "reward_id": "free-coffee", **extra}
+
+
+def use(auth: str, code: str, member: str | None = "M0001", once_per: str = "code") -> dict[str, Any]:
+    return {"authorisation_id": auth, "kind": "voucher_use", "member_id": member, "occurred_at": AT,
+            "voucher_code": code, "voucher_once_per": once_per}
+
+
+def voucher(code: str, member: str = "M0001", expires: str = "2099-01-01T00:00:00Z") -> dict[str, Any]:
+    return {"code": code, "member_id": member, "reward_id": "free-coffee",
+            "title": {"en": "Free coffee", "pl": "Kawa gratis"},
+            "benefit": {"kind": "free_item", "value_minor": None, "money": None, "percent": None, "sku": "COFFEE",
+                        "applies_to": {"skus": [], "categories": []}, "category": None},
+            "issued_at": AT, "expires_at": expires}
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def central(tmp_path, clock):
+    with running_central(tmp_path, clock=clock, reservation_ttl_s=60) as server:
+        yield server
+
+
+@pytest.fixture
+def lanes(central, clock):
+    one, two = make_client(central, lane_id="L01", clock=clock), make_client(central, lane_id="L02", clock=clock)
+    yield one, two
+    one.close()
+    two.close()
+
+
+def states(central, member: str = "M0001") -> list[tuple[str, str]]:
+    return sorted((r["authorisation_id"], r["state"]) for r in central.store.reservations(member))
+
+
+# --- checking and reserving ------------------------------------------------------------------------------
+
+
+def test_an_approval_reserves_and_a_retry_gets_the_same_reservation(central, lanes):
+    one, _ = lanes
+    first = one.authorise(redemption("redemption:R1", 1000))
+    assert first["status"] == "approved" and first["available"] == {"points": 1840}
+    again = one.authorise(redemption("redemption:R1", 1000))
+    assert (again["status"], again["reservation_id"], again["expires_at"]) == \
+        ("approved", first["reservation_id"], first["expires_at"])
+    assert states(central) == [("redemption:R1", "open")]
+    clash = one.authorise(redemption("redemption:R1", 900))
+    assert (clash["status"], clash["code"]) == ("declined", "authorisation_conflict")
+
+
+def test_the_balance_is_net_of_every_lanes_open_reservations(central, lanes):
+    one, two = lanes
+    assert one.authorise(redemption("redemption:R1", 1000))["status"] == "approved"
+    declined = two.authorise(redemption("redemption:R1", 1000))  # the same POS id on another lane: its own
+    assert (declined["status"], declined["code"], declined["available"]) == \
+        ("declined", "insufficient_balance", {"points": 840})
+    assert two.authorise(redemption("redemption:R2", 840))["status"] == "approved"
+    assert one.authorise(redemption("redemption:R3", 1))["code"] == "insufficient_balance"
+
+
+def test_the_lanes_own_events_central_has_not_received_count_once(central, lanes):
+    one, _ = lanes
+    one.push_batch("b1", [make_event(1, points={"points": 160}), make_event(2, points={"points": 500})])
+    # 1840 + 160 + 500 = 2500 known; seq 2 is listed again by a lane that has not heard the ack: not twice
+    unsynced = [{"seq": 3, "points": {"points": 300}}, {"seq": 2, "points": {"points": 500}}]
+    assert one.authorise(redemption("redemption:R1", 2801, unsynced=unsynced))["available"] == {"points": 2800}
+    assert one.authorise(redemption("redemption:R2", 2800, unsynced=unsynced))["status"] == "approved"
+
+
+def test_members_central_refuses_and_members_it_does_not_know_yet(central, lanes):
+    one, _ = lanes
+    assert one.authorise(redemption("redemption:R2", 1, member="M0003"))["code"] == "member_ineligible"
+    central.store.upsert_member({"member_id": "M0002", "status": "deleted"})
+    assert one.authorise(redemption("redemption:R3", 1, member="M0002"))["code"] == "member_deleted"
+    assert set(DECLINE_CODES) >= {"unknown_member", "member_ineligible", "member_deleted"}
+    # enrolled at the lane, its events on their way: what they give, and nothing more
+    assert one.authorise(redemption("redemption:R1", 1, member="M0404"))["code"] == "insufficient_balance"
+    new = [{"seq": 7, "points": {"points": 250}}]
+    assert one.authorise(redemption("redemption:R4", 251, member="M0404", unsynced=new))["code"] == \
+        "insufficient_balance"
+    assert one.authorise(redemption("redemption:R5", 250, member="M0404", unsynced=new))["status"] == "approved"
+    # a voucher use does not look at the member: a use is keyed by the code
+    assert one.authorise(use("voucher_use:C1:T", "C1", member="M0003"))["status"] == "approved"
+
+
+def test_a_rewards_daily_limit_counts_every_lane_and_offline_burns(central, lanes):
+    one, two = lanes
+    limit = {"per_member": 2, "since": "2026-11-23T23:00:00Z"}
+    assert one.authorise(redemption("redemption:R1", 10, limit=limit))["status"] == "approved"
+    # an offline redemption at lane 2 reaches central through the outbox: it counts too
+    two.push_batch("b", [make_event(1, lane_id="L02", type="redemption", points={"points": -10},
+                                    reward_id="free-coffee", authorisation_id="redemption:OFF")])
+    assert one.authorise(redemption("redemption:R2", 10, limit=limit))["code"] == "reward_limit_reached"
+    later = {"per_member": 2, "since": "2026-11-24T10:00:00Z"}  # a new day: nothing counted before it
+    assert one.authorise(redemption("redemption:R3", 10, limit=later))["status"] == "approved"
+
+
+def test_concurrent_authorisations_never_promise_more_than_the_balance(central, clock):
+    clients = [make_client(central, lane_id=f"L{n:02d}", clock=clock) for n in range(1, 5)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: clients[n % 4].authorise(redemption(f"redemption:C{n}", 300)),
+                                    range(16)))
+    finally:
+        for c in clients:
+            c.close()
+    approved = [a for a in answers if a["status"] == "approved"]
+    assert len(approved) == 1840 // 300  # 6 of 16: never a seventh
+    assert all(a["code"] == "insufficient_balance" for a in answers if a["status"] == "declined")
+
+
+# --- confirming and expiring ---------------------------------------------------------------------------------
+
+
+def test_the_outbox_event_confirms_its_reservation_and_its_points_are_debited_once(central, lanes):
+    one, two = lanes
+    one.authorise(redemption("redemption:R1", 1000))
+    event = make_event(1, type="redemption", points={"points": -1000}, reward_id="free-coffee",
+                       authorisation_id="redemption:R1", reservation_id="ignored-by-central",
+                       voucher=voucher("VCONFIRM0001"))
+    assert one.push_batch("b", [event])[0].status == "accepted"
+    assert states(central) == [("redemption:R1", "confirmed")]
+    assert central.store.member("M0001")["balances"] == {"points": 840}
+    assert two.authorise(redemption("redemption:R9", 840))["status"] == "approved"  # not held twice
+
+
+def test_an_unconfirmed_reservation_expires_and_frees_its_points(central, lanes, clock):
+    one, two = lanes
+    one.authorise(redemption("redemption:R1", 1800))
+    assert two.authorise(redemption("redemption:R2", 100))["code"] == "insufficient_balance"
+    clock.now += 61  # past the 60 s time to live: the lane never confirmed
+    assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"
+    assert ("redemption:R1", "expired") in states(central)
+    # the lane comes back and retries the same redemption: reserved again under the same id
+    again = one.authorise(redemption("redemption:R1", 1740))
+    assert (again["status"], again["code"] if "code" in again else None) == ("declined", "authorisation_conflict")
+    assert one.authorise(redemption("redemption:R1", 1800))["code"] == "insufficient_balance"  # 100 held by L02
+    assert one.authorise(redemption("redemption:R3", 1740))["status"] == "approved"
+
+
+def test_an_event_after_its_reservation_expired_still_applies_once(central, lanes, clock):
+    one, _ = lanes
+    one.authorise(redemption("redemption:R1", 500))
+    clock.now += 61
+    event = make_event(1, type="redemption", points={"points": -500}, authorisation_id="redemption:R1")
+    assert one.push_batch("b", [event])[0].status == "accepted"  # the burn happened: central takes it
+    assert states(central) == [("redemption:R1", "confirmed")]
+    assert central.store.member("M0001")["balances"] == {"points": 1340}
+
+
+# --- vouchers at every lane ---------------------------------------------------------------------------------
+
+
+def issue(lane, seq: int, code: str, member: str = "M0001", **kw: Any) -> None:
+    event = make_event(seq, lane_id=lane.lane_id, member_id=member, type="redemption", points={"points": -10},
+                       reward_id="free-coffee", voucher=voucher(code, member, **kw))
+    assert lane.push_batch(f"b{seq}", [event])[0].status == "accepted"
+
+
+def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, lanes):
+    one, two = lanes
+    issue(one, 1, "VANYLANE0001")
+    found = two.voucher("VANYLANE0001", None)
+    assert found["used"] is False and found["voucher"]["issued_by"] == "S001/L01"
+    assert found["voucher"]["benefit"]["sku"] == "COFFEE"
+    feed = {m["member_id"]: m for m in two.member_changes(None, 1000)[0]}
+    assert [v["code"] for v in feed["M0001"]["vouchers"]] == ["VANYLANE0001"]
+    assert "vouchers" not in feed["M0002"]  # only members who hold one carry the field
+    # lane 2 uses it (held), lane 1 is refused while the hold lasts and once it is used
+    assert two.authorise(use("voucher_use:VANYLANE0001:T2", "VANYLANE0001"))["status"] == "approved"
+    assert one.authorise(use("voucher_use:VANYLANE0001:T1", "VANYLANE0001"))["code"] == "voucher_used"
+    assert two.voucher("VANYLANE0001", None)["used"] is True
+    used = make_event(1, lane_id="L02", type="voucher_use", points={}, voucher_code="VANYLANE0001",
+                      voucher_once_per="code", authorisation_id="voucher_use:VANYLANE0001:T2")
+    assert two.push_batch("u", [used])[0].status == "accepted"
+    cursor = two.member_changes(None, 1000)[1]
+    assert "vouchers" not in central.store.member("M0001")
+    offline_use = make_event(2, type="voucher_use", points={}, voucher_code="VANYLANE0001", voucher_once_per="code")
+    assert (one.push_batch("x", [offline_use])[0].code) == "voucher_used"  # quarantined at lane 1
+    assert two.member_changes(cursor, 1000)[0] == []  # nothing changed since
+
+
+def test_a_voucher_hold_that_expires_is_free_again_and_back_in_the_feed(central, lanes, clock):
+    one, two = lanes
+    issue(one, 1, "VHOLD0000001")
+    assert two.authorise(use("voucher_use:VHOLD0000001:T2", "VHOLD0000001"))["status"] == "approved"
+    _, cursor, _ = one.member_changes(None, 1000)
+    assert "vouchers" not in central.store.member("M0001")
+    clock.now += 61
+    changed, _, _ = one.member_changes(cursor, 1000)
+    assert [v["code"] for m in changed if m["member_id"] == "M0001" for v in m.get("vouchers", [])] == \
+        ["VHOLD0000001"]
+    assert one.authorise(use("voucher_use:VHOLD0000001:T1", "VHOLD0000001"))["status"] == "approved"
+    late = make_event(1, lane_id="L02", type="voucher_use", points={}, voucher_code="VHOLD0000001",
+                      voucher_once_per="code", authorisation_id="voucher_use:VHOLD0000001:T2")
+    assert two.push_batch("late", [late])[0].code == "voucher_used"  # lane 1 holds it now
+
+
+def test_registry_refusals_and_campaign_coupons(central, lanes):
+    one, two = lanes
+    issue(one, 1, "VOLD00000001", expires="2000-01-01T00:00:00Z")
+    issue(one, 2, "VANNA0000001")
+    assert two.authorise(use("voucher_use:VOLD00000001:T", "VOLD00000001"))["code"] == "voucher_expired"
+    assert two.authorise(use("voucher_use:VANNA0000001:T", "VANNA0000001", member="M0002"))["code"] == \
+        "voucher_other_member"
+    # a campaign coupon central never registered: once per member, at any lane
+    assert one.authorise(use("voucher_use:WELCOME:T1", "WELCOME", "M0001", "member"))["status"] == "approved"
+    assert two.authorise(use("voucher_use:WELCOME:T2", "WELCOME", "M0002", "member"))["status"] == "approved"
+    assert two.authorise(use("voucher_use:WELCOME:T3", "WELCOME", "M0001", "member"))["code"] == "voucher_used"
+    assert two.voucher("NEVERSEEN", None) is None
+
+
+# --- the wire ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"[]", b'{"kind": "redemption"}',
+    json.dumps(redemption("a", -5)).encode(), json.dumps(redemption("a", 5, member=None)).encode(),
+    json.dumps({**redemption("a", 5), "kind": "refund"}).encode(),
+    json.dumps({**redemption("a", 5), "occurred_at": "yesterday"}).encode(),
+    json.dumps({**redemption("a", 5), "limit": {"per_member": 0, "since": AT}}).encode(),
+    json.dumps(use("a", "X" * 65)).encode(), json.dumps(use("a", "C", None, "member")).encode(),
+    json.dumps({**redemption("a", 5), "unsynced": [{"seq": 0, "points": {}}]}).encode(),
+    json.dumps({**redemption("a", 5), "unsynced": [{"seq": n + 1, "points": {}}
+                                                   for n in range(MAX_UNSYNCED_EVENTS + 1)]}).encode(),
+])
+def test_a_malformed_authorisation_is_a_400_and_reserves_nothing(central, body):
+    with pytest.raises(RequestRejected) as err:
+        parse_authorisation(body)
+    assert err.value.code == "malformed_authorisation"
+    path = "/v1/lanes/S001/L01/authorisations"
+    headers = signed_headers(SECRET, "S001", "L01", int(central.clock()), "POST", path, body)
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation")
+    assert central.store.reservations("M0001") == []
+
+
+def test_an_unsigned_authorisation_is_refused(central):
+    resp = requests.post(central.url + "/v1/lanes/S001/L01/authorisations", json=redemption("a", 1), timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (401, "missing_signature")
+
+
+def test_faults_delay_refuse_and_lose_the_answer(central, clock):
+    with make_client(central, clock=clock, timeout=(1.0, 0.5)) as lane:
+        central.inject("authorise", "slow", delay=1.5)
+        with pytest.raises(CentralUnavailable):  # no answer within the client's budget
+            lane.authorise(redemption("redemption:R1", 100), timeout=0.5)
+        central.inject("authorise", "503")
+        with pytest.raises(CentralUnavailable):
+            lane.authorise(redemption("redemption:R2", 100))
+        central.inject("authorise", "applied_then_lost")
+        with pytest.raises(CentralUnavailable):
+            lane.authorise(redemption("redemption:R3", 100))
+        assert ("redemption:R3", "open") in states(central)  # reserved, the answer lost on the way
+        again = lane.authorise(redemption("redemption:R3", 100))  # the retry finds the same reservation
+        assert again["status"] == "approved" and len([s for s in states(central) if s[0] == "redemption:R3"]) == 1
+        central.inject("vouchers", "reset")
+        with pytest.raises(CentralUnavailable):
+            lane.voucher("ANY", None)
+        assert central.request_count("authorise") >= 4 and central.request_count("vouchers") == 1
+
+
+def test_an_answer_that_is_not_the_protocol_is_a_protocol_error(central, clock):
+    with make_client(central, clock=clock) as lane:
+        with pytest.raises(CentralProtocolError):
+            from posd.sync.protocol import parse_authorisation_answer
+            parse_authorisation_answer({"authorisation_id": "x", "status": "maybe"}, "x")
+        assert lane.authorise(redemption("redemption:OK", 1))["status"] == "approved"
+
+
+def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, clock):
+    authoriser = BurnAuthoriser(lambda: make_client(central, clock=clock), budget_s=2.0)
+    try:
+        futures = [authoriser.authorise(redemption(f"redemption:F{n}", 100)) for n in range(3)]
+        assert [f.result(10)["status"] for f in futures] == ["approved"] * 3
+        assert authoriser.lookup("NOPE", None).result(10) is None
+    finally:
+        authoriser.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sync-authorise")]

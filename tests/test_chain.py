@@ -1,0 +1,174 @@
+"""Two lanes of a store and one central, real processes: spending that is safe across the chain.
+
+A voucher issued at one lane is used at the other; the same voucher at both at once is used once;
+the same member redeeming at both at once never goes below zero at central; with central stopped
+both lanes fall back to their caps and say so; a lane killed between central's approval and its own
+commit leaves nothing reserved once the reservation expires.
+"""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.central_fixture import running_central
+from tests.support.lane import LaneProcess, free_port, lane_config, launch_lane
+
+SECRET = "chain-secret"
+TTL_S = 4.0  # reservations the lanes never confirm expire this fast here (900 s by default)
+
+PROGRAM = {
+    "version": "chain-1",
+    "currencies": [{"code": "points", "kind": "redeemable"}],
+    "rules": [{"id": "base", "type": "base_rate", "currency": "points",
+               "rates": {"PLN": {"spend_minor": 100, "points": 1}}}],
+    "rewards": [{"id": "coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 300,
+                 "name": {"en": "Free coffee", "pl": "Kawa gratis"}}],
+}
+MEMBERS = ["voucher", "race", "duo", "cut", "crash"]
+SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
+        "members": [{"member_id": m, "display_name": m.title(), "locale": "pl", "identifiers": [f"CARD-{m}"],
+                     "balances": {"points": 1000}} for m in MEMBERS]}
+CAPS = ("\n[offline]\nmax_redeem_points_per_member = 300\nmax_redeem_points_per_lane = 600\n"
+        "max_voucher_uses_per_member = 1\nmax_voucher_uses_per_lane = 5\nmax_hours = 24\n")
+
+
+def redeem(lane: LaneProcess, rid: str, who: str) -> requests.Response:
+    return lane.post("/v1/redemptions", {"redemption_id": rid, "member": f"CARD-{who}", "reward_id": "coffee"})
+
+
+def use(lane: LaneProcess, code: str, tid: str, who: str | None = None) -> requests.Response:
+    return lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": tid, **({"member": f"CARD-{who}"} if who else {})})
+
+
+def central_points(central, who: str) -> int:
+    return central.store.member(who)["balances"]["points"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    with running_central(tmp / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:
+        one = launch_lane(tmp / "L01", central, lane_id="L01", extra_config=CAPS)
+        two = launch_lane(tmp / "L02", central, lane_id="L02", extra_config=CAPS)
+        yield central, one, two
+        one.stop()
+        two.stop()
+
+
+def test_a_voucher_issued_at_one_lane_is_used_at_the_other(chain):
+    central, one, two = chain
+    issued = redeem(one, "RDM-V1", "voucher")
+    assert issued.status_code == 200 and issued.json()["authorised"] == "online"
+    code = issued.json()["voucher"]["code"]
+    one.wait_drained()  # central has the redemption, and with it the voucher
+    used = use(two, code, "T-L02-1")
+    assert used.status_code == 200, used.text
+    assert (used.json()["authorised"], used.json()["issued_by"]) == ("online", "S001/L01")
+    assert used.json()["source"] in ("central", "feed") and used.json()["benefit"]["sku"] == "COFFEE"
+    again_there = use(two, code, "T-L02-2")
+    again_here = use(one, code, "T-L01-1")
+    assert [(r.status_code, r.json()["code"]) for r in (again_there, again_here)] == [(409, "voucher_used")] * 2
+    assert one.post("/v1/vouchers/validate", {"code": code}).json()["code"] == "voucher_used"
+
+
+def test_the_same_voucher_at_both_lanes_at_once_is_used_exactly_once(chain):
+    central, one, two = chain
+    code = redeem(one, "RDM-V2", "race").json()["voucher"]["code"]
+    one.wait_drained()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: use((one, two)[n % 2], code, f"T-race-{n}"), range(8)))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7, [a.text for a in answers]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"voucher_used"}
+    for lane in (one, two):
+        lane.wait_drained()
+    accepted = [e for lane_id in ("L01", "L02") for e in central.store.events("S001", lane_id)
+                if e["type"] == "voucher_use" and e["event"]["voucher_code"] == code]
+    assert [e["status"] for e in accepted] == ["accepted"]  # one use reached central, and it was the one
+
+
+def test_the_same_member_redeeming_at_both_lanes_at_once_never_goes_below_zero_at_central(chain):
+    central, one, two = chain
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: redeem((one, two)[n % 2], f"RDM-duo-{n}", "duo"), range(8)))
+    approved = [a for a in answers if a.status_code == 200]
+    assert len(approved) == 3  # 1000 points, 300 each: never a fourth, whichever lane asked
+    assert all(a.json()["authorised"] == "online" for a in approved)
+    assert {a.json()["code"] for a in answers if a.status_code != 200} == {"insufficient_balance"}
+    for lane in (one, two):
+        lane.wait_drained()
+    assert central_points(central, "duo") == 100
+    assert [r["state"] for r in central.store.reservations("duo")] == ["confirmed"] * 3
+
+
+def test_with_central_stopped_both_lanes_fall_back_to_their_caps_and_say_offline(tmp_path):
+    with running_central(tmp_path / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:
+        one = launch_lane(tmp_path / "L01", central, lane_id="L01", extra_config=CAPS)
+        two = launch_lane(tmp_path / "L02", central, lane_id="L02", extra_config=CAPS)
+        try:
+            codes = [redeem(one, f"RDM-cut-{n}", "cut").json()["voucher"]["code"] for n in range(2)]
+            one.wait_drained()
+            # lane 2 learns lane 1's vouchers from the member feed: it can honour them offline
+            two.wait_for(lambda: {v["code"] for v in two.post("/v1/quotes", {
+                "transaction_id": "Q", "member": "CARD-cut", "occurred_at": "2026-11-24T10:00:00+01:00",
+                "currency": "PLN", "total": 0}).json()["vouchers"]} >= set(codes), what="the feed's vouchers")
+            central.stop()
+            for lane in (one, two):
+                lane.wait_for(lambda lane=lane: lane.health()["sync"]["online"] is False, what="offline")
+            first = [redeem(lane, f"RDM-off-{lane.port}", "duo") for lane in (one, two)]
+            assert [(r.status_code, r.json()["offline"], r.json()["authorised"]) for r in first] == \
+                [(200, True, "offline")] * 2
+            capped = [redeem(lane, f"RDM-off2-{lane.port}", "duo") for lane in (one, two)]
+            assert [(r.status_code, r.json()["code"]) for r in capped] == [(422, "offline_cap_member")] * 2
+            honoured = use(two, codes[0], "T-off-1")
+            assert honoured.status_code == 200, honoured.text
+            assert (honoured.json()["authorised"], honoured.json()["source"]) == ("offline", "feed")
+            assert use(two, codes[1], "T-off-2").json()["code"] == "offline_cap_member"
+            assert use(two, "VUNKNOWN00000", "T-off-3", "cut").json()["code"] == "unknown_voucher"
+        finally:
+            one.stop()
+            two.stop()
+
+
+def test_a_lane_killed_between_approval_and_commit_leaves_nothing_reserved(tmp_path):
+    with running_central(tmp_path / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:
+        port = free_port()
+        cfg = lane_config(tmp_path / "L01", central_url=central.url, secret=SECRET, printer="none", port=port)
+        lane = LaneProcess(cfg, port)
+        lane.spawn(POSD_CRASH_AT="after_authorised_before_commit")
+        try:
+            lane.wait_healthy(30)
+            lane.wait_synced(30)
+            with pytest.raises(requests.ConnectionError):  # the lane dies after central's approval
+                redeem(lane, "RDM-crash", "crash")
+            lane.proc.wait(15)
+            lane.stop()
+            assert [r["state"] for r in central.store.reservations("crash")] == ["open"]  # held for now
+            held = _authorise(central, "crash", 1000)
+            assert (held["status"], held["code"]) == ("declined", "insufficient_balance")
+            lane.wait_for(lambda: [r["state"] for r in central.store.reservations("crash")] == ["expired"],
+                          timeout=TTL_S + 10, what="the reservation expired")
+            assert central_points(central, "crash") == 1000  # nothing was spent
+            assert _authorise(central, "crash", 1000, "probe")["status"] == "approved"  # and nothing is held
+            # the lane comes back; the POS retries the same redemption: recorded once, confirmed once
+            lane.start()  # its cache.db (members, program) survived the kill
+            again = redeem(lane, "RDM-crash", "crash")
+            assert again.status_code == 200 and again.json()["authorised"] == "online", again.text
+            assert redeem(lane, "RDM-crash", "crash").json() == again.json()
+            lane.wait_drained()
+            states = {r["authorisation_id"]: r["state"] for r in central.store.reservations("crash")}
+            assert states["redemption:RDM-crash"] == "confirmed"
+            assert central_points(central, "crash") == 700
+        finally:
+            lane.stop()
+
+
+def _authorise(central, who: str, points: int, auth: str = "probe-held") -> dict[str, Any]:
+    """Another lane asking central for the member's whole balance; its reservation (if any) lapses at once."""
+    return central.store.authorise("S001", "L09", {"authorisation_id": auth, "kind": "redemption", "member_id": who,
+                                                   "occurred_at": "2026-11-24T09:00:00Z",
+                                                   "points": {"points": points}}, 0.001)

@@ -1,0 +1,107 @@
+"""`posd ledger backup` while the daemon records sales, and the documented restore (docs/install.md).
+
+The case a backup is for: the lane was cut off from central, its sales exist only in ledger.db, and
+the disk dies. The copy, taken while sales kept coming, is one committed state (seqs gap-free, every
+sale with its outbox event); restored, the lane sends what it holds to central once it is back,
+each event exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.central_fixture import demo_seed
+from tests.support.lane import sale_body
+
+
+
+@pytest.fixture
+def central_seed():
+    return demo_seed()
+
+
+
+
+def backup(config: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(dest), "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_backup_while_selling_then_restore_after_the_disk_died(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    central.inject("push", "503", count=1_000_000)  # central refuses batches: sales stay on the lane only
+    for n in range(20):
+        assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code == 200
+    stop = threading.Event()
+    sold: list[str] = []
+    refused: list[int] = []
+
+    def keep_selling() -> None:
+        n = 100
+        while not stop.is_set() and n < 400:  # bounded
+            status = lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code
+            (sold.append(f"T-{n:03d}") if status == 200 else refused.append(status))
+            n += 1
+
+    seller = threading.Thread(target=keep_selling)
+    seller.start()
+    try:
+        copies = tmp_path / "backups"
+        copies.mkdir()
+        run = backup(lane.config, copies)
+    finally:
+        stop.set()
+        seller.join(60)
+    assert run.returncode == 0, run.stderr
+    assert "integrity ok" in run.stdout and sold and not refused, (run.stdout, sold, refused)
+    [copy] = list(copies.iterdir())  # a dated name in the folder, no partial file beside it
+    assert copy.name.startswith("ledger-S001-L01-") and copy.suffix == ".db"
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
+        seqs = [r[0] for r in db.execute("SELECT seq FROM outbox ORDER BY seq")]
+        sales = {r[0] for r in db.execute("SELECT transaction_id FROM transactions")}
+        events = {r[0] for r in db.execute("SELECT json_extract(body, '$.transaction_id') FROM outbox")}
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 20  # one committed state, no gap
+    assert sales == events and {f"T-{n:03d}" for n in range(20)} <= sales
+    assert f"seq {len(seqs)}" in run.stdout
+
+    # The disk dies; store IT restores the copy as docs/install.md says, then central is back.
+    lane.kill()
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+        (lane.state / name).unlink(missing_ok=True)
+    shutil.copy2(copy, lane.state / "ledger.db")
+    os.chmod(lane.state / "ledger.db", 0o600)
+    central.faults.clear()
+    lane.start()
+    lane.wait_drained(timeout=60)
+    assert lane.health()["sync"]["sync_lane_id"] == "L01"  # the same history: no new identity needed
+    at_central = central.store.events("S001", "L01")
+    assert [e["seq"] for e in at_central] == seqs and all(e["status"] == "accepted" for e in at_central)
+    assert {e["transaction_id"] for e in at_central} == sales
+    replay = lane.post("/v1/transactions", sale_body("T-000"))
+    assert replay.headers.get("Idempotent-Replayed") == "true"  # the copy still answers retries
+
+
+def test_backup_refuses_to_overwrite_the_ledger_and_says_when_there_is_none(tmp_path):
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    run = backup(cfg, tmp_path / "copy.db")
+    assert run.returncode == 1 and "does not exist" in run.stderr and "Traceback" not in run.stderr
+    (cfg.parent / "state").mkdir()
+    (cfg.parent / "state" / "ledger.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 8192)
+    run = backup(cfg, cfg.parent / "state" / "ledger.db")
+    assert run.returncode == 2 and "cannot replace ledger.db" in run.stderr
+    run = backup(cfg, tmp_path / "copy.db")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert not (tmp_path / "copy.db").exists() and not list(tmp_path.glob(".copy.db.partial"))

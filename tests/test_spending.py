@@ -1,0 +1,344 @@
+"""Spending at one lane through the real daemon: quotes before payment, basket effects, burns authorised
+by central, card data refused in any field, quantities read one way, amount returns bounded by the
+rules, and the slips of it all.
+
+One daemon process with a preview printer, the reference central on loopback; a program of our own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from posd.core.slip import SlipData, build_slip
+from tests.support.central_fixture import running_central
+from tests.support.lane import LaneProcess, launch_lane
+
+SECRET = "spending-secret"
+NOW = datetime.now(UTC) - timedelta(hours=1)
+ROOT = Path(__file__).parent.parent
+
+PROGRAM = {
+    "version": "spend-1",
+    "currencies": [{"code": "points", "kind": "redeemable", "name": {"en": "points", "pl": "punkty"}}],
+    "tiers": [{"id": "basic", "threshold": 0}, {"id": "gold", "threshold": 5000, "multiplier": "1.5"}],
+    "rules": [{"id": "base", "type": "base_rate", "currency": "points",
+               "rates": {"PLN": {"spend_minor": 100, "points": 1}}},
+              {"id": "visit", "type": "threshold_bonus", "currency": "points", "points": 50,
+               "min_spend_minor": {"PLN": 1}}],
+    "transaction_caps": {"points": 300},
+    "stacking": {"max_per_basket": 2, "exclusive_categories": ["staff"]},
+    "rewards": [
+        {"id": "free-coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 100,
+         "name": {"en": "Free coffee", "pl": "Kawa gratis", "fa": "قهوه رایگان"}},
+        {"id": "ten-off", "kind": "fixed_value", "value_minor": 1000, "money": "PLN", "currency": "points",
+         "price": 200, "name": {"en": "10 PLN off", "pl": "10 zł rabatu"}},
+        {"id": "bakery-5", "kind": "discount", "percent": 5, "currency": "points", "price": 50,
+         "applies_to": {"categories": ["bakery"]}, "name": {"en": "5% off bakery"}},
+    ],
+    "coupons": [
+        {"code": "WELCOME10", "kind": "campaign", "title": {"en": "Welcome 10%", "pl": "Witaj 10%"}, "percent": 10},
+        {"code": "STAFF20", "kind": "campaign", "title": "Staff 20%", "percent": 20, "category": "staff"},
+    ],
+}
+
+
+def member(mid: str, card: str, locale: str = "pl", tier: str = "basic", points: int = 5000) -> dict:
+    return {"member_id": mid, "display_name": mid.title(), "locale": locale, "tier": tier, "qualifying": 0,
+            "identifiers": [card], "balances": {"points": points}, "status": "active"}
+
+
+SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
+        "members": [member("anna", "CARD-anna", tier="gold"), member("zahra", "CARD-zahra", locale="fa"),
+                    member("quote", "CARD-quote"), member("ret", "CARD-ret"), member("use", "CARD-use"),
+                    member("slips", "CARD-slips", locale="fa")]}
+
+BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
+                {"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": 2000},
+                {"sku": "5901234123457", "category": "grocery", "quantity": "0.500", "unit_price": 3000}]
+
+
+def sale(tid: str, who: str, lines: list[dict] | None = None, **extra) -> dict:
+    lines = copy.deepcopy(BASKET_LINES if lines is None else lines)
+    total = sum(round(float(ln["quantity"]) * ln["unit_price"]) - ln.get("discount", 0) for ln in lines)
+    return {"transaction_id": tid, "member": f"CARD-{who}", "occurred_at": NOW.isoformat(), "currency": "PLN",
+            "total": total, "lines": lines, **extra}
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory):
+    with running_central(tmp_path_factory.mktemp("central"), copy.deepcopy(SEED)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory, central):
+    slips = tmp_path_factory.mktemp("slips")
+    proc = launch_lane(tmp_path_factory.mktemp("lane"), central, printer=f"preview://{slips}", locale="pl")
+    proc.slips = slips
+    yield proc
+    proc.stop()
+
+
+def ledger_bytes(lane: LaneProcess) -> str:
+    digest = hashlib.sha256()
+    for name in ("ledger.db", "ledger.db-wal"):
+        path = lane.state / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()
+
+
+# --- the quote ----------------------------------------------------------------------------------------
+
+
+def test_a_quote_writes_nothing_and_the_sale_earns_what_it_said(lane):
+    lane.wait_drained()
+    before, slips_before = ledger_bytes(lane), sorted(p.name for p in lane.slips.iterdir())
+    body = sale("Q-1", "anna")
+    quote = lane.post("/v1/quotes", body)
+    assert quote.status_code == 200, quote.text
+    again = lane.post("/v1/quotes", body)
+    assert ledger_bytes(lane) == before  # byte-identical: no write, no event, no print job
+    assert sorted(p.name for p in lane.slips.iterdir()) == slips_before
+    assert again.json() == quote.json()
+    sold = lane.post("/v1/transactions", body)
+    assert sold.status_code == 200
+    assert sold.json()["accrual"] == quote.json()["accrual"]
+    # 53.00 PLN (18.00 + 20.00 + half of 30.00): 53 base + 26.5 gold bonus + 50 visit bonus = 129.5 -> 129
+    assert quote.json()["accrual"]["points"] == {"points": 129}
+
+
+def test_a_quote_lists_what_the_member_could_take_off_the_basket(lane):
+    answer = lane.post("/v1/quotes", sale("Q-2", "quote")).json()
+    rewards = {r["reward_id"]: r for r in answer["rewards"]}
+    # one coffee of two goes free: 900; 10 PLN off the basket; 5% off the bakery line: 100
+    assert rewards["free-coffee"]["effect"]["amount_off_minor"] == 900
+    assert rewards["free-coffee"]["effect"]["lines"] == [{"index": 0, "sku": "COFFEE", "amount_off_minor": 900}]
+    assert rewards["ten-off"]["effect"]["amount_off_minor"] == 1000
+    assert sum(ln["amount_off_minor"] for ln in rewards["ten-off"]["effect"]["lines"]) == 1000
+    assert rewards["bakery-5"]["effect"]["lines"] == [{"index": 1, "sku": "BREAD", "amount_off_minor": 100}]
+    assert all(r["affordable"] for r in rewards.values())
+    coupons = {v["code"]: v for v in answer["vouchers"]}
+    assert coupons["WELCOME10"]["effect"]["amount_off_minor"] == 530  # 10% of 53.00 PLN
+    assert answer["discounts"] is None and answer["accrual_with_discounts"] is None
+
+
+def test_codes_on_a_quote_stack_and_the_discounted_sale_earns_what_the_quote_said(lane):
+    body = sale("Q-3", "quote", codes=["WELCOME10", "STAFF20", "NOPE"])
+    answer = lane.post("/v1/quotes", body).json()
+    discounts = answer["discounts"]
+    assert [e["id"] for e in discounts["applied"]] == ["WELCOME10"]
+    assert [(e["id"], e["reason"]) for e in discounts["not_applied"]] == [("STAFF20", "exclusive_category")]
+    assert discounts["not_usable"] == [{"id": "NOPE", "reason": "unknown_voucher"}]
+    assert discounts["amount_off_minor"] == 530
+    lines = copy.deepcopy(BASKET_LINES)
+    for effect in discounts["applied"][0]["effect"]["lines"]:
+        lines[effect["index"]]["discount"] = effect["amount_off_minor"]
+    discounted = sale("Q-3", "quote", lines=lines)
+    assert discounted["total"] == 5300 - 530
+    sold = lane.post("/v1/transactions", discounted).json()
+    assert sold["accrual"] == answer["accrual_with_discounts"]  # 47.70 PLN: 47.7 + 50 visit bonus = 97.7
+    assert sold["accrual"]["points"] == {"points": 97}
+
+
+def test_quotes_are_checked_as_sales_are(lane):
+    future = {**sale("Q-4", "quote"), "occurred_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}
+    assert lane.post("/v1/quotes", future).json()["code"] == "occurred_in_future"
+    assert lane.post("/v1/quotes", {**sale("Q-5", "quote"), "total": 1}).json()["code"] == "total_mismatch"
+    assert lane.post("/v1/quotes", sale("Q-6", "nobody")).json()["code"] == "unknown_member"
+
+
+# --- vouchers with a basket ------------------------------------------------------------------------------
+
+
+def test_validation_answers_the_effect_for_this_basket_and_the_stack(lane):
+    basket = {k: v for k, v in sale("x", "use").items() if k in ("currency", "total", "lines")}
+    ok = lane.post("/v1/vouchers/validate", {"code": "WELCOME10", "member": "CARD-use", "basket": basket}).json()
+    assert ok["valid"] and ok["effect"]["applied"] and ok["effect"]["amount_off_minor"] == 530
+    assert ok["benefit"]["kind"] == "percent_off" and ok["description"] == "Witaj 10%"  # the lane's language
+    after = lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-use", "basket": basket,
+                                                "applied": ["WELCOME10"]}).json()
+    assert (after["effect"]["applied"], after["effect"]["reason"]) == (False, "exclusive_category")
+    used = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-1", "member": "CARD-use", "basket": basket})
+    assert used.status_code == 200 and used.json()["effect"]["amount_off_minor"] == 530
+    assert used.json()["authorised"] == "online"
+    bad = lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-use",
+                                              "basket": {**basket, "total": 1}})
+    assert bad.json()["code"] == "total_mismatch"
+
+
+# --- burns authorised by central ----------------------------------------------------------------------------
+
+
+def test_a_redemption_is_authorised_by_central_and_its_event_confirms_the_reservation(lane, central):
+    r = lane.post("/v1/redemptions", {"redemption_id": "RDM-1", "member": "CARD-zahra", "reward_id": "free-coffee"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["authorised"], r.json()["offline"]) == ("online", False)
+    code = r.json()["voucher"]["code"]
+    reservations = central.store.reservations("zahra")
+    assert [(x["authorisation_id"], x["state"]) for x in reservations] == [("redemption:RDM-1", "open")]
+    lane.wait_drained()
+    assert [x["state"] for x in central.store.reservations("zahra")] == ["confirmed"]
+    event = next(e["event"] for e in central.store.events("S001", "L01") if e["type"] == "redemption")
+    assert event["reservation_id"] == reservations[0]["reservation_id"] and event["voucher"]["code"] == code
+    assert central.store.voucher("S001", code, None)["voucher"]["issued_by"] == "S001/L01"
+    assert central.store.member("zahra")["balances"]["points"] == 4900
+
+
+def test_central_declines_what_other_lanes_hold(lane, central):
+    from tests.support.central_fixture import make_client
+
+    with make_client(central, lane_id="L09", secret=SECRET.encode()) as other:
+        held = other.authorise({"authorisation_id": "redemption:X", "kind": "redemption", "member_id": "use",
+                                "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": 4950}})
+    assert held["status"] == "approved"
+    refused = lane.post("/v1/redemptions", {"redemption_id": "RDM-2", "member": "CARD-use", "reward_id": "free-coffee"})
+    assert (refused.status_code, refused.json()["code"]) == (422, "insufficient_balance")
+    assert "central" in refused.json()["message"]
+
+
+# --- card data in any field ------------------------------------------------------------------------------------
+
+PAN = "4111111111111111"
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/v1/transactions", sale("T-pan-1", "anna", lines=[{"sku": PAN, "quantity": 1, "unit_price": 100}])),
+    ("post", "/v1/transactions", sale("T-pan-2", "anna", lines=[{"sku": "A", "category": f"card {PAN[:4]} {PAN[4:8]} "
+                                                                  f"{PAN[8:12]} {PAN[12:]}", "quantity": 1,
+                                                                  "unit_price": 100}])),
+    ("post", "/v1/transactions", {**sale("T-pan-3", "anna"), "transaction_id": PAN}),
+    ("post", "/v1/quotes", {**sale("T-pan-4", "anna"), "codes": [PAN]}),
+    ("post", "/v1/redemptions", {"redemption_id": "RDM-PAN", "member": "CARD-anna", "reward_id": PAN}),
+    ("post", "/v1/vouchers/validate", {"code": f"{PAN}"}),
+    ("post", f"/v1/vouchers/{PAN}/use", {"transaction_id": "T-pan-5"}),
+    ("post", "/v1/transactions/T-any/returns", {"return_id": "R-pan", "lines": [{"sku": PAN, "quantity": 1}]}),
+    ("post", f"/v1/transactions/{PAN}/returns", {"return_id": "R-pan-2", "amount": 1}),
+    ("post", "/v1/slips/T-any/reprint", None),
+])
+def test_a_card_number_in_any_field_is_refused_and_never_stored(lane, method, path, body):
+    headers = lane.headers(**{"Idempotency-Key": PAN}) if path.endswith("/reprint") else lane.headers()
+    resp = getattr(lane, method)(path, body, headers=headers)
+    assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
+    assert PAN not in resp.text
+    for name in ("ledger.db", "ledger.db-wal"):
+        path_ = lane.state / name
+        assert not path_.exists() or PAN.encode() not in path_.read_bytes()
+
+
+def test_a_body_that_breaks_its_schema_is_invalid_whatever_it_carries(lane):
+    body = {**sale("T-pan-bad", "anna"), "note": PAN}  # no such field
+    resp = lane.post("/v1/transactions", body)
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request") and PAN not in resp.text
+    assert PAN.encode() not in (lane.state / "ledger.db").read_bytes()
+
+
+def test_product_codes_that_pass_luhn_are_not_card_numbers(lane):
+    from posd.core.identify import gtin_ok, luhn_ok
+
+    bodies = (f"4{n:011d}" for n in range(5000))
+    code = next(c for c in (b + str(d) for b in bodies for d in range(10)) if gtin_ok(c) and luhn_ok(c))
+    ok = lane.post("/v1/transactions", sale("T-ean", "anna", lines=[{"sku": code, "quantity": 1, "unit_price": 100}]))
+    assert ok.status_code == 200, ok.text
+
+
+# --- quantities and returns ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, quantity", list(enumerate(["１", " 1 ", "1e0", "+1", 1.23456])))
+def test_sales_and_returns_refuse_the_same_quantities(lane, n, quantity):
+    body = sale(f"T-q-{n}", "ret", lines=[{"sku": "A", "quantity": 1, "unit_price": 100}])
+    body["lines"][0]["quantity"] = quantity
+    refused = lane.post("/v1/transactions", body)
+    assert (refused.status_code, refused.json()["code"]) == (422, "invalid_request")
+    assert "quantity" in refused.json()["message"]
+    back = lane.post("/v1/transactions/T-any/returns", {"return_id": "R-q", "lines": [{"sku": "A", "quantity": quantity}]})
+    assert (back.status_code, back.json()["code"]) == (422, "invalid_request")
+
+
+def test_amount_returns_never_take_back_more_than_the_rules_on_what_is_kept(lane):
+    # 400.00 PLN earns 400 + 50 visit bonus = 450, capped at 300
+    first = lane.post("/v1/transactions", sale("T-cap", "ret", lines=[{"sku": "TV", "quantity": 1,
+                                                                       "unit_price": 40000}])).json()
+    assert first["accrual"]["points"] == {"points": 300}
+    # pro rata a tenth back would be 30; the kept 360.00 PLN still earns the cap: nothing comes back
+    tenth = lane.post("/v1/transactions/T-cap/returns", {"return_id": "R-cap-1", "amount": 4000}).json()
+    assert tenth["reversed"] == {"points": 0}
+    # half back: pro rata 150; the kept 200.00 PLN earns 250, capped at 300 -> at most 50 back
+    half = lane.post("/v1/transactions/T-cap/returns", {"return_id": "R-cap-2", "amount": 16000}).json()
+    assert half["reversed"] == {"points": 50}
+    rest = lane.post("/v1/transactions/T-cap/returns", {"return_id": "R-cap-3", "amount": 20000}).json()
+    assert rest["reversed"] == {"points": 250}  # all of it, in the end
+
+
+# --- slips ----------------------------------------------------------------------------------------------------
+
+
+def stored_slip(lane: LaneProcess, slip_id: str) -> SlipData:
+    with sqlite3.connect(f"file:{lane.state / 'ledger.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT slip FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1",
+                         (slip_id,)).fetchone()
+    return SlipData.from_json(json.loads(row[0]))
+
+
+def wait_file(lane: LaneProcess, name: str) -> Path:
+    path = lane.slips / name
+    lane.wait_for(lambda: path.exists(), what=f"the slip preview {name}")
+    return path
+
+
+def test_a_redemption_slip_names_the_redemption_in_the_members_language(lane):
+    r = lane.post("/v1/redemptions", {"redemption_id": "RDM-SLIP", "member": "CARD-slips", "reward_id": "free-coffee",
+                                      "transaction_id": "T-slip-sale"}).json()
+    wait_file(lane, "RDM-SLIP~r.txt")  # printed (a Persian slip is drawn: its text preview shows images)
+    assert r["voucher"]["title"] == "Kawa gratis"  # the POS reads the lane's language
+    lines = build_slip(stored_slip(lane, "RDM-SLIP~r"), "pl").plain_lines()
+    assert "قهوه رایگان" in lines  # the member's Persian, on paper
+    assert "استفاده از امتیاز  RDM-SLIP" in lines and "تراکنش  T-slip-sale" in lines
+    assert not any("~r" in line for line in lines)
+
+
+def test_a_voucher_title_with_no_translation_prints_in_the_lanes_language(lane):
+    doc = lane.get("/v1/slips/RDM-SLIP~r.png")
+    assert doc.status_code == 200 and doc.content.startswith(b"\x89PNG")
+    lane.post("/v1/redemptions", {"redemption_id": "RDM-TEN", "member": "CARD-slips", "reward_id": "ten-off"})
+    wait_file(lane, "RDM-TEN~r.txt")
+    lines = build_slip(stored_slip(lane, "RDM-TEN~r"), "pl").plain_lines()
+    assert "10 zł rabatu" in lines and "10 PLN off" not in lines  # no Persian title: the lane's Polish
+
+
+def test_a_reprint_keeps_the_originals_preview(lane):
+    assert lane.post("/v1/transactions", sale("T-copy", "anna")).status_code == 200
+    png = wait_file(lane, "T-copy.png").read_bytes()  # .bin, .txt, then .png: the last one written
+    original = (lane.slips / "T-copy.bin").read_bytes()
+    assert lane.post("/v1/slips/T-copy/reprint").status_code == 202
+    wait_file(lane, "T-copy~reprint1.png")
+    copy_bin = lane.slips / "T-copy~reprint1.bin"
+    assert (lane.slips / "T-copy.bin").read_bytes() == original and (lane.slips / "T-copy.png").read_bytes() == png
+    assert copy_bin.read_bytes() != original  # the copy says it is one
+
+
+def test_the_sale_slip_breakdown_adds_up(lane):
+    assert lane.post("/v1/transactions", sale("T-sum", "anna", lines=[{"sku": "A", "quantity": 1,
+                                                                       "unit_price": 12999}])).status_code == 200
+    text = wait_file(lane, "T-sum.txt").read_text()
+    # 129.99 + 64.995 + 50 = 244.985 -> 244: 129 + 65 + 50, never 129 + 64 + 50
+    assert re.search(r"Punkty podstawowe +129\b", text) and re.search(r"Premia za poziom .*1\.5 +65\b", text)
+    assert re.search(r"Premia za koszyk +50\b", text) and "+244" in text
+
+
+def test_program_docs_name_the_code_the_api_answers_for_a_time_without_offset(lane):
+    naive = {**sale("T-naive", "anna"), "occurred_at": "2026-11-24T10:15:00"}
+    assert lane.post("/v1/transactions", naive).json()["code"] == "invalid_request"
+    assert lane.post("/v1/quotes", naive).json()["code"] == "invalid_request"
+    doc = (ROOT / "docs" / "program.md").read_text()
+    assert "`occurred_at` without a UTC offset" in doc and "`invalid_request`" in doc
+    with sqlite3.connect(f"file:{lane.state / 'ledger.db'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM transactions WHERE transaction_id = 'T-naive'").fetchone()[0] == 0

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from posd.sync.central.admission import Admission  # noqa: E402
+from posd.sync.lane.relay import BATCH_EVENTS  # noqa: E402
 from posd.sync.lane.retry import RetryPolicy  # noqa: E402
 
 EVENTS_PER_LANE_HOUR = 36.0  # 40 customers an hour x 90 % members (module docstring)
@@ -60,7 +61,7 @@ class Fleet:
     capacity_events_s: float = 3000.0  # central's measured ingestion rate
     request_cost_s: float = 0.0005  # central's time per request on top of its events
     client_timeout_s: float = 10.0  # the lane's read timeout
-    max_events: int = 500
+    max_events: int = BATCH_EVENTS  # the relay's events per push
     linger_s: float = 0.2
     paced: bool = True  # central-paced admission
     window_s: float = 2.0  # queue a paced central lets a push wait before it answers 429

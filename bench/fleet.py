@@ -65,7 +65,7 @@ class Fleet:
     linger_s: float = 0.2
     paced: bool = True  # central-paced admission
     window_s: float = 2.0  # queue a paced central lets a push wait before it answers 429
-    headroom: float = 0.25  # share of central's capacity its slots leave to lanes without one
+    headroom: float = 0.25  # share of central's capacity its slots leave to lanes without one (admission.py)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 300.0
     lane_policy_now: bool = True  # False: the lanes' policy before (full jitter to the cap, 429 as a floor)

@@ -8,11 +8,13 @@ measured is what the reference central does.
 Central keeps two times. ``queue_end``: when the work it admitted will be
 done, at its rated capacity. ``line_end``: the queue plus the slots it has
 handed out. A push from a lane holding a slot is admitted. Any other is
-admitted while the queue is shorter than ``window_s``; else it is answered
-429 at once with ``Retry-After`` = its slot at the end of the line, and the
-line grows by the push's cost over (1 - ``headroom``): slots fill three
-quarters of capacity, the rest serves lanes that are up to date (a sale, a
-small push) without a 429. Slots are handed out at the rate central works,
+admitted while the queue is shorter than ``window_s``, or when the headroom
+has saved up its cost (a quarter of central's time, at most ``window_s`` of
+it); else it is answered 429 at once with ``Retry-After`` = its slot at the
+end of the line, and the line grows by the push's cost over (1 -
+``headroom``). So slots fill three quarters of capacity and the last quarter
+serves lanes that are up to date (a sale, a small push) without a 429: a
+busy central does not double every small push with a 429. Slots are handed out at the rate central works,
 so lanes coming back at them keep it busy without a queue, and no answer
 waits past a lane's read timeout. A lane keeps its slot (sync/lane/retry.py).
 
@@ -37,6 +39,7 @@ class Admission:
         self.request_cost_s, self.paced = request_cost_s, paced
         self.queue_end = self.line_end = 0.0
         self.slots: dict[str, float] = {}
+        self.spare, self.spare_at = 0.0, None  # seconds of work the headroom has saved up, and when
 
     def cost(self, events: int) -> float:
         """Seconds of central's work a push of ``events`` takes, at its rated capacity."""
@@ -53,7 +56,7 @@ class Admission:
         if slot is not None and now < slot - EARLY_S:
             return max(1.0, math.ceil(slot - now)), now  # early: the same slot, nothing new booked
         booked = self.slots.pop(lane, None) is not None
-        if self.paced and not booked and self.queue_end - now > self.window_s:
+        if self.paced and not booked and self.queue_end - now > self.window_s and not self._spare(cost, now):
             slot = self.line_end = max(self.line_end, self.queue_end)
             self.line_end += cost / (1 - self.headroom)
             if len(self.slots) >= MAX_SLOTS:
@@ -62,3 +65,14 @@ class Admission:
             return max(1.0, math.ceil(slot - now)), now
         self.queue_end += cost
         return None, self.queue_end
+
+    def _spare(self, cost: float, now: float) -> bool:
+        """Take ``cost`` from the headroom the slots leave (saved up to ``window_s``), if it is there:
+        a lane that is up to date pushes a sale or two and is served without a 429."""
+        if self.spare_at is not None:
+            self.spare = min(self.window_s, self.spare + max(0.0, now - self.spare_at) * self.headroom)
+        self.spare_at = now
+        if self.spare < cost:
+            return False
+        self.spare -= cost
+        return True

@@ -27,7 +27,7 @@ import itertools
 import logging
 from typing import Any, Callable, Iterable
 
-from .camera_evidence import DEFAULT_SYMBOLOGIES, MATRIX_SYMBOLOGIES, Read
+from .camera_evidence import DEFAULT_SYMBOLOGIES, MATRIX_SYMBOLOGIES, Read, same_place
 from .symbology import from_zbar, from_zxing, normalize
 
 __all__ = ["FrameDecoder", "zxing_decode", "zbar_decode", "zxing_formats", "zbar_symbols"]
@@ -166,14 +166,16 @@ class FrameDecoder:
     def _zb(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
         return zbar_decode(gray, self._zbar, self._symbols, offset=offset, scale=scale) if self._zbar else []
 
-    def decode(self, gray: Any) -> list[Read]:
+    def decode(self, gray: Any, confirmed: Iterable[Read] = ()) -> list[Read]:
+        """Every read in ``gray``. ``confirmed``: codes already confirmed and still in view
+        (``Confirmer.in_view``); a read of one at the same place gets no second opinion."""
         reads = self._zx(gray)
         if not reads:
             located = self._located(gray) if self._detector is not None else None
             # zbar on the whole frame when no bars were located: the detector misses some codes.
             reads = self._zb(gray) if located is None else located
         if len(self.decoders) == 2:
-            reads += self._verify(gray, reads)
+            reads += self._verify(gray, reads, list(confirmed))
         return reads
 
     def _located(self, gray: Any) -> list[Read] | None:
@@ -203,12 +205,14 @@ class FrameDecoder:
         return gray[y0:y1, x0:x1], (x0, y0)
 
     # -- second opinions -------------------------------------------------------------------
-    def _verify(self, gray: Any, reads: list[Read]) -> list[Read]:
+    def _verify(self, gray: Any, reads: list[Read], confirmed: list[Read]) -> list[Read]:
         """The other decoder's reads on a crop around each 1D read only one decoder made."""
         extra: list[Read] = []
         for r in reads:
             if r.matrix or any(o.decoder != r.decoder and o.key == r.key for o in reads + extra):
                 continue
+            if any(c.key == r.key and same_place(c, r) for c in confirmed):
+                continue  # confirmed in an earlier frame, still there: debounced, not decoded again
             other = self._zb if r.decoder == "zxing-cpp" else self._zx
             extra += self._second_opinion(gray, r, other)
         return extra

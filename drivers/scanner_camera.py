@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def confirm_frame(decoder: FrameDecoder, confirmer: Confirmer, gray: Any, now: float, *,
                   fresh: bool = True) -> list[Read]:
     """One grey frame through the decoders and the evidence rules: the codes confirmed in it."""
-    return confirmer.feed(resolve_frame(decoder.decode(gray)), now, fresh=fresh)
+    return confirmer.feed(resolve_frame(decoder.decode(gray, confirmer.in_view(now))), now, fresh=fresh)
 
 
 class FrameSlot:

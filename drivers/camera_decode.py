@@ -51,6 +51,9 @@ _ZBAR_SYMBOLS = {
 _CROP_REACH = 0.85
 _FRAGMENT_REACH = 1.5
 _FRAGMENT_PRONE = ("UPCE", "EAN8")
+# zbar on a crop whose bars were turned upright and smoothed along their length: every few
+# rows, no columns (the rows are all alike; columns run along the bars and read nothing).
+_UPRIGHT_ROWS = 3
 _LOCATED_VARIANTS = 2  # per decoder on a located crop: the likeliest; more cost more than they read
 
 
@@ -97,14 +100,45 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
 _MATRIX_NAMES = frozenset({"QR", "GS1_QR", "DATAMATRIX", "GS1_DATAMATRIX", "PDF417", "AZTEC"})
 
 
+def _zbar_scan(gray: Any, pyzbar: Any, symbols: list[Any] | None, rows_only: int) -> list[Any]:
+    """``pyzbar.decode``; with ``rows_only=k``, zbar scans every k-th row and no column.
+
+    pyzbar does not pass zbar's scan densities on, so this is its ``decode`` with the two
+    settings added (the same calls, pyzbar 0.1.9). For an image whose bars stand upright
+    and are smoothed along their length, rows are all alike: one in k reads as well.
+    """
+    if not rows_only:
+        return pyzbar.decode(gray, symbols=symbols or None)
+    from ctypes import c_void_p, cast
+
+    z, config = pyzbar, pyzbar.ZBarConfig
+    pixels = gray.tobytes()
+    height, width = gray.shape[:2]
+    with z._image_scanner() as scanner:
+        if symbols:
+            for symbol in set(z.ZBarSymbol).difference(symbols):
+                z.zbar_image_scanner_set_config(scanner, symbol, config.CFG_ENABLE, 0)
+            for symbol in symbols:
+                z.zbar_image_scanner_set_config(scanner, symbol, config.CFG_ENABLE, 1)
+        z.zbar_image_scanner_set_config(scanner, z.ZBarSymbol.NONE, config.CFG_X_DENSITY, 0)
+        z.zbar_image_scanner_set_config(scanner, z.ZBarSymbol.NONE, config.CFG_Y_DENSITY, rows_only)
+        with z._image() as img:
+            z.zbar_image_set_format(img, z._FOURCC["L800"])
+            z.zbar_image_set_size(img, width, height)
+            z.zbar_image_set_data(img, cast(pixels, c_void_p), len(pixels), None)
+            if z.zbar_scan_image(scanner, img) < 0:
+                return []
+            return list(z._decode_symbols(z._symbols_for_image(img)))
+
+
 def zbar_decode(gray: Any, pyzbar: Any, symbols: list[Any] | None = None, *,
-                offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
+                offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, rows_only: int = 0) -> list[Read]:
     """zbar's reads of ``gray`` (zbar gives text as UTF-8), positions mapped back."""
     import cv2
     import numpy as np
 
     out = []
-    for symbol in pyzbar.decode(gray, symbols=symbols or None):
+    for symbol in _zbar_scan(gray, pyzbar, symbols, rows_only):
         try:
             text = symbol.data.decode("utf-8")
         except UnicodeDecodeError:
@@ -156,15 +190,20 @@ class FrameDecoder:
         return [n for n, lib in (("zxing-cpp", self._zxing), ("zbar", self._zbar)) if lib is not None]
 
     # -- the decoders, whole frame or a crop ---------------------------------------------
-    def _zx(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
+    def _zx(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, *,
+            upright: bool = False) -> list[Read]:
         if self._zxing is None:
             return []
         # Light-on-dark codes are not tried: it costs a third of zxing-cpp's time on every
         # frame, and member cards, vouchers and wallet passes are printed dark on light.
         return zxing_decode(gray, self._zxing, self._formats, offset=offset, scale=scale, try_invert=False)
 
-    def _zb(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[Read]:
-        return zbar_decode(gray, self._zbar, self._symbols, offset=offset, scale=scale) if self._zbar else []
+    def _zb(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, *,
+            upright: bool = False) -> list[Read]:
+        if self._zbar is None:
+            return []
+        rows_only = _UPRIGHT_ROWS if upright else 0
+        return zbar_decode(gray, self._zbar, self._symbols, offset=offset, scale=scale, rows_only=rows_only)
 
     def decode(self, gray: Any, confirmed: Iterable[Read] = ()) -> list[Read]:
         """Every read in ``gray``. ``confirmed``: codes already confirmed and still in view
@@ -189,9 +228,10 @@ class FrameDecoder:
         if crop is None:
             return None
         # zxing-cpp has seen this place as it is, on the whole frame; zbar has not.
-        for decode, variants in ((self._zx, self._variants(crop, plain=False)), (self._zb, self._variants(crop))):
-            for image, scale in itertools.islice(variants, _LOCATED_VARIANTS):
-                found = decode(image, origin, scale)
+        views = _Views(self, crop)
+        for decode, variants in ((self._zx, self._variants(views, plain=False)), (self._zb, self._variants(views))):
+            for image, scale, upright in itertools.islice(variants, _LOCATED_VARIANTS):
+                found = decode(image, origin, scale, upright=upright)
                 if found:
                     return found
         return []
@@ -225,36 +265,72 @@ class FrameDecoder:
         if crop is None:
             return []
         found: list[Read] = []
-        for image, scale in self._variants(crop):
-            found += decode(image, origin, scale)
+        for image, scale, upright in self._variants(_Views(self, crop)):
+            found += decode(image, origin, scale, upright=upright)
             if any(f.key == read.key for f in found):
                 break  # agreement; a different answer goes on looking (it may be the whole of a fragment)
         return found
 
-    def _variants(self, crop: Any, *, plain: bool = True):
+    def _variants(self, views: "_Views", *, plain: bool = True):
         """The crop as it is, then cleaned up for a second look, likeliest first."""
-        cv2 = self._cv2
-        if plain:
-            yield crop, 1.0
-        yield self._rectified(crop, along=0.1, amount=2.0), 1.0
-        yield self._rectified(crop, along=0.25, amount=1.0), 1.0
-        if max(crop.shape) < 600:  # small modules: more pixels per module
-            yield cv2.resize(crop, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC), 2.0
-        yield self._clahe.apply(cv2.GaussianBlur(crop, (0, 0), 1.0)), 1.0
+        names = ("plain",) if plain else ()
+        names += ("upright_fine", "upright_coarse")
+        if max(views.crop.shape) < 600:  # small modules: more pixels per module
+            names += ("enlarged",)
+        for name in names + ("equalised",):
+            yield views.get(name)
 
-    def _rectified(self, crop: Any, *, along: float, amount: float) -> Any:
+
+class _Views:
+    """A crop and its cleaned-up versions, each made at most once: ``get(name)`` ->
+    (image, scale, upright). Upright images have their bars turned vertical."""
+
+    def __init__(self, decoder: FrameDecoder, crop: Any) -> None:
+        self.crop = crop
+        self._cv2, self._np, self._clahe = decoder._cv2, decoder._np, decoder._clahe
+        self._made: dict[str, tuple[Any, float, bool]] = {}
+        self._upright: Any = None
+
+    def get(self, name: str) -> tuple[Any, float, bool]:
+        if name not in self._made:
+            self._made[name] = self._make(name)
+        return self._made[name]
+
+    def _make(self, name: str) -> tuple[Any, float, bool]:
+        cv2, crop = self._cv2, self.crop
+        if name == "plain":
+            return crop, 1.0, False
+        if name == "upright_fine":
+            return self._rectified(along=0.1, amount=2.0), 1.0, True
+        if name == "upright_coarse":
+            return self._rectified(along=0.25, amount=1.0), 1.0, True
+        if name == "enlarged":
+            return cv2.resize(crop, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC), 2.0, False
+        return self._clahe.apply(cv2.GaussianBlur(crop, (0, 0), 1.0)), 1.0, False
+
+    def _turned(self) -> Any:
+        """The crop turned about its centre so that its bars stand upright (made once)."""
+        if self._upright is None:
+            cv2, np, crop = self._cv2, self._np, self.crop
+            f = crop.astype(np.float32)
+            gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
+            gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
+            angle = 0.5 * float(np.degrees(np.arctan2(2 * float((gx * gy).sum()),
+                                                      float((gx * gx - gy * gy).sum()))))
+            h, w = crop.shape[:2]
+            turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+            self._upright = cv2.warpAffine(crop, turn, (w, h), flags=cv2.INTER_CUBIC,
+                                           borderMode=cv2.BORDER_REPLICATE)
+        return self._upright
+
+    def _rectified(self, *, along: float, amount: float) -> Any:
         """Bars turned upright, smoothed along their length (noise and partial damage average
         out), stretched to full contrast and sharpened across: what a 1D decoder reads best.
         Positions stay those of the crop: the turn is about its centre, so a read's centre moves
         little and its length not at all."""
-        cv2, np = self._cv2, self._np
-        f = crop.astype(np.float32)
-        gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
-        angle = 0.5 * float(np.degrees(np.arctan2(2 * float((gx * gy).sum()), float((gx * gx - gy * gy).sum()))))
-        h, w = crop.shape[:2]
-        turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-        upright = cv2.warpAffine(crop, turn, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        cv2 = self._cv2
+        upright = self._turned()
+        h = upright.shape[0]
         smooth = cv2.normalize(cv2.blur(upright, (1, max(3, int(h * along)))), None, 0, 255, cv2.NORM_MINMAX)
         across = cv2.GaussianBlur(smooth, (0, 0), sigmaX=2.0, sigmaY=0.1)
         return cv2.addWeighted(smooth, 1.0 + amount, across, -amount, 0)

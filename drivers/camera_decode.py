@@ -191,12 +191,15 @@ class FrameDecoder:
 
     # -- the decoders, whole frame or a crop ---------------------------------------------
     def _zx(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, *,
-            upright: bool = False) -> list[Read]:
+            upright: bool = False, whole: bool = False) -> list[Read]:
         if self._zxing is None:
             return []
         # Light-on-dark codes are not tried: it costs a third of zxing-cpp's time on every
         # frame, and member cards, vouchers and wallet passes are printed dark on light.
-        return zxing_decode(gray, self._zxing, self._formats, offset=offset, scale=scale, try_invert=False)
+        # Nor columns (try_rotate) on the whole frame, half its cost: a 1D code held across
+        # is found by the detector and read turned upright; matrix codes read at any angle.
+        return zxing_decode(gray, self._zxing, self._formats, offset=offset, scale=scale, try_invert=False,
+                            try_rotate=not (upright or whole))
 
     def _zb(self, gray: Any, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0, *,
             upright: bool = False) -> list[Read]:
@@ -208,7 +211,7 @@ class FrameDecoder:
     def decode(self, gray: Any, confirmed: Iterable[Read] = ()) -> list[Read]:
         """Every read in ``gray``. ``confirmed``: codes already confirmed and still in view
         (``Confirmer.in_view``); a read of one at the same place gets no second opinion."""
-        reads = self._zx(gray)
+        reads = self._zx(gray, whole=True)
         if not reads:
             located = self._located(gray) if self._detector is not None else None
             # zbar on the whole frame when no bars were located: the detector misses some codes.

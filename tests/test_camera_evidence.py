@@ -174,3 +174,14 @@ def test_a_confirmed_code_still_in_view_is_not_decoded_again():
     assert [r.decoder for r in decoder.decode(image, [zxing_read])] == ["zxing-cpp"]
     elsewhere = Read(zxing_read.text, "EAN13", "zxing-cpp", zxing_read.cx + 600, zxing_read.cy, zxing_read.length)
     assert {r.decoder for r in decoder.decode(image, [elsewhere])} == {"zxing-cpp", "zbar"}
+
+
+@pytest.mark.parametrize("symbology, text", [("EAN13", "2900000000049"), ("CODE128", "M765432101")])
+def test_a_1d_code_held_across_is_confirmed_in_one_frame(symbology, text):
+    # The whole frame is read along rows only; a code standing on its end is found by the
+    # detector and read turned upright, and both decoders still agree on it.
+    upright = scene(code_image(symbology, text, 3), (720, 1280), at=(150, 300))
+    frame = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)
+    reads = FrameDecoder(symbologies={"ean13", "code128", "qr"}).decode(frame)
+    assert {r.decoder for r in reads if r.text == text} == {"zxing-cpp", "zbar"}
+    assert [r.text for r in Confirmer(2).feed(resolve_frame(reads), 0.0)] == [text]

@@ -160,11 +160,18 @@ class LedgerTx(LedgerView):
 
     # -- members at the till ---------------------------------------------------
     def record_token_use(self, *, token_id: str, scheme: str, member_id: str, valid_until: str, used_at: str,
-                         event: dict[str, Any]) -> int | None:
+                         event: dict[str, Any], step_start: int | None = None) -> int | None:
         """A member token accepted here, with its token_use event for central; the event's seq,
-        or None when this lane accepted the token before (a replay: nothing is written)."""
+        or None when this lane accepted the token before (a replay: nothing is written).
+        ``step_start`` (wallet codes): when the code's time step began; a step not later than
+        the member's last accepted one is a replay too."""
         if member_tokens.used(self._conn, token_id):
             return None
+        if step_start is not None:
+            last = member_tokens.last_wallet_step(self._conn, member_id)
+            if last is not None and step_start <= last:
+                return None
+            member_tokens.record_wallet_step(self._conn, member_id, step_start, used_at)
         seq = self.append_event("token_use", event)
         member_tokens.record(self._conn, token_id=token_id, scheme=scheme, member_id=member_id,
                              valid_until=valid_until, used_at=used_at, seq=seq)

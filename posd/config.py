@@ -330,11 +330,17 @@ PATH_SCHEMES = ("pty", "serial", "file", "preview", "camera+file", "msr+serial")
 
 
 def absolutize_url(url: str, base: Path) -> str:
+    """A relative device path made absolute against ``base``. Its folder is resolved, the device's
+    own name is not: that name is often a symlink (a /dev/serial/by-id link, the link a pty://
+    scanner makes, left behind by a daemon killed with SIGKILL), and what it pointed to when the
+    config was read is not the device."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in PATH_SCHEMES or rest.startswith("/"):
         return url
     path, q, query = rest.partition("?")
-    return f"{scheme}://{(base / path).resolve()}{q}{query}"
+    full = base / path
+    full = full.resolve() if full.name in ("", "..") else full.parent.resolve() / full.name
+    return f"{scheme}://{full}{q}{query}"
 
 
 def resolve(base: Path, p: str) -> Path:

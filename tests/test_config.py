@@ -83,6 +83,19 @@ def test_relative_device_paths_resolve_against_config_folder(tmp_path):
     assert absolutize_url("preview:///abs/slips", tmp_path) == "preview:///abs/slips"
 
 
+def test_a_relative_device_path_is_not_followed_through_its_symlink(tmp_path):
+    """The link a pty:// scanner made (left behind by a daemon killed with SIGKILL, pointing at a
+    pseudo-terminal that died with it) or a by-id link is the device's name, not its target."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scanner0").symlink_to("/dev/pts/4242")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "here").symlink_to(run, target_is_directory=True)
+    assert absolutize_url("pty://../run/scanner0?suffix=CR", tmp_path / "etc") == f"pty://{run}/scanner0?suffix=CR"
+    assert absolutize_url("pty://here/scanner0", tmp_path / "etc") == f"pty://{run}/scanner0"  # folders resolve
+    assert absolutize_url("serial://here/..", tmp_path / "etc") == f"serial://{tmp_path}"  # as the kernel walks it
+
+
 def test_config_check_cli(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(GOOD)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -14,10 +15,11 @@ from posd import __version__
 DEFAULT_CONFIG = "/etc/posd/posd.toml"
 
 
-def _setup_logging(level: str) -> None:
-    from posd.logs import setup_logging  # journald priorities under systemd (posd/logs.py)
+def _logging(level: str) -> contextlib.AbstractContextManager[None]:
+    """Log lines for the command's duration (journald priorities under systemd: posd/logs.py)."""
+    from posd.logs import command_logging
 
-    setup_logging(level)
+    return command_logging(level)
 
 
 def _load(path: str, *, check_files: bool = False):
@@ -306,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
-        _setup_logging(os.environ.get("POSD_LOG_LEVEL", "info"))
         from posd.sync.central.cli import main as central_main
 
-        return central_main(argv[1:])
+        with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
+            return central_main(argv[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    return args.func(args)
+    with _logging(args.log_level):
+        return args.func(args)
 
 
 if __name__ == "__main__":

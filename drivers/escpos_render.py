@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import io
 import logging
 import re
@@ -105,10 +104,10 @@ def dots_for(profile: str, width_mm: int) -> int:
     return max(dots, columns_for(profile, width_mm) * CELL_W)
 
 
-@functools.lru_cache(maxsize=None)
-def profile_code_pages(profile: str) -> dict[int, str]:
-    """``ESC t`` slot -> Python codec (or 128-char table) for ``escpos_to_text``."""
-    return {slot: page.codec for slot, page in code_pages_for(profile).items()}
+def profile_code_pages(profile: str, table: Mapping[int, str] | None = None) -> dict[int, str]:
+    """``ESC t`` slot -> Python codec (or 128-char table) for ``escpos_to_text`` and
+    ``escpos_to_png``: the profile's slots, or ``table``'s (the printer's own, from the config)."""
+    return {slot: page.codec for slot, page in code_pages_for(profile, table).items()}
 
 
 # -- rendering -------------------------------------------------------------

@@ -144,13 +144,13 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         return 2
     try:
         printer = registry.open_printer("printer", config.device_url(pcfg.url), profile=pcfg.profile,
-                                        width_mm=pcfg.width_mm)
+                                        width_mm=pcfg.width_mm, code_pages=pcfg.code_pages)
     except (registry.DriverUnavailableError, ValueError) as exc:
         print(f"posd print-test: {exc}", file=sys.stderr)
         return 2
     docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
                                 store_id=config.lane.store_id, lane_id=config.lane.lane_id,
-                                code_pages=args.code_pages)
+                                code_pages=args.code_pages, table=pcfg.code_pages)
     try:
         for doc in docs:
             printer.print_document(doc)

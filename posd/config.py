@@ -273,6 +273,14 @@ class PrinterConfig(DeviceConfig):
     url: str = "none"
     profile: str = "default"
     width_mm: Literal[58, 80] = 80
+    # The printer's own ESC t slots when they are not its profile's (a clone: `posd print-test` shows
+    # them): slot -> code page, replacing the profile's table for printing and previews.
+    code_pages: dict[int, str] | None = None
+
+    @field_validator("code_pages", mode="before")
+    @classmethod
+    def _code_pages(cls, v: Any) -> Any:
+        return None if v is None else registry.validate_code_pages(v)
 
     @model_validator(mode="after")
     def _profile(self) -> PrinterConfig:
@@ -465,6 +473,8 @@ def find_line(text: str, loc: tuple[Any, ...]) -> int | None:
     for n, line in enumerate(text.splitlines(), start=1):
         m = header.match(line)
         if m:
+            if key and m.group(1) == f"{table}.{key}" and current == table and seen == index:
+                return n  # the key written as a sub-table: [printer.code_pages]
             current = m.group(1)
             if current == table:
                 seen += 1

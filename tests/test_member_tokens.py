@@ -339,7 +339,8 @@ def test_a_wallet_code_not_later_than_the_last_accepted_step_is_a_replay(tmp_pat
         assert lane.show("M1", step + 2) == "accepted"  # a later step is a fresh code
         assert lane.show("M1", step + 1) == "member_token_replayed"
         with closing(reader(lane.ledger)) as conn:
-            uses = [json.loads(r[0]) for r in conn.execute("SELECT body FROM outbox WHERE type = 'token_use' ORDER BY seq")]
+            rows = conn.execute("SELECT body FROM outbox WHERE type = 'token_use' ORDER BY seq").fetchall()
+        uses = [json.loads(r[0]) for r in rows]
     finally:
         lane.close()
     assert [(u["member_id"], u["identified_by"]) for u in uses] == [

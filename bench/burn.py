@@ -37,7 +37,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import central_process, post_loop, summary  # noqa: E402
+from bench.common import central_process, post_loop, summary  # noqa: E402
 from posd.config import load  # noqa: E402
 from posd.sync.lane.client import CentralClient  # noqa: E402
 from posd.sync.protocol import secret_from_text  # noqa: E402

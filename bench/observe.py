@@ -121,7 +121,7 @@ def bench_sale(posts: int) -> dict[str, float]:
     import requests
 
     from tests.support.central_fixture import demo_seed
-    from bench.run import central_process
+    from bench.common import central_process
     from tests.support.lane import LaneProcess, free_port, lane_config
 
     seed = demo_seed()

@@ -35,6 +35,7 @@ from posd.lane.events import EventBus
 from posd.lane.members import STALE_AFTER
 from posd.lane.print_worker import PrintWorker
 from posd.lane.rewards import OfflineLimits
+from posd.member_pull import ProcessMemberPull
 from posd.metrics import LaneMetrics
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache, seal_key_from
@@ -116,19 +117,23 @@ class Daemon:
         storage.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
         identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
-        self.cache = Cache(storage / "cache.db", identity.lane_id,
-                           seal_key=seal_key_from(cfg.central.secret_bytes(cfg.base_dir)), on_erased=self._erase)
+        seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
+        self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
-        self.metrics = LaneMetrics(self.health, self.bus)
+        self.metrics = LaneMetrics(self.health, self.bus, ledger=self.ledger)
         self.outbox = LedgerOutbox(self.ledger)
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
                                  idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
                                  on_push=self.metrics.pushed)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
-        self.puller = SyncPuller(self._central_client(), self.cache, member_interval=cfg.central.pull_interval_s,
-                                 program_interval=cfg.central.pull_interval_s, on_status=self._pull_status)
+        pull_client = self._central_client()
+        # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
+        self.puller = SyncPuller(pull_client, self.cache, member_interval=cfg.central.pull_interval_s,
+                                 program_interval=cfg.central.pull_interval_s, on_status=self._pull_status,
+                                 members=ProcessMemberPull(pull_client, storage / "cache.db", seal_key=seal_key,
+                                                           on_erased=self._erase))
         # burns asked of central in real time, within the budget, from threads of their own
         self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000)
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))

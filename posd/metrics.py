@@ -45,7 +45,7 @@ UNTIMED_ROUTES = frozenset({"/v1/events"})  # a stream lasts as long as the POS 
 class LaneMetrics:
     """The daemon's registry and the counters its parts feed."""
 
-    def __init__(self, health: Callable[[], dict[str, Any]], bus: Any = None):
+    def __init__(self, health: Callable[[], dict[str, Any]], bus: Any = None, ledger: Any = None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
@@ -70,7 +70,7 @@ class LaneMetrics:
                                      buckets=BATCH_BUCKETS, registry=r)
         self.device_changes = Counter("posd_device_state_changes", "Device state changes, by device and the "
                                       "state entered", ["device", "kind", "state"], registry=r)
-        r.register(LaneCollector(health, bus))
+        r.register(LaneCollector(health, bus, ledger))
         self._outcomes = {"sale": self.sales, "return": self.returns, "redemption": self.redemptions}
         self._timers: dict[tuple[str, str], Any] = {}
         self._children: dict[tuple[str, str], Any] = {}
@@ -111,8 +111,8 @@ class LaneMetrics:
 class LaneCollector(Collector):
     """Gauges read at scrape time from the health snapshot."""
 
-    def __init__(self, health: Callable[[], dict[str, Any]], bus: Any = None):
-        self.health, self.bus = health, bus
+    def __init__(self, health: Callable[[], dict[str, Any]], bus: Any = None, ledger: Any = None):
+        self.health, self.bus, self.ledger = health, bus, ledger
 
     def describe(self) -> list[Metric]:
         return []  # the families depend on the lane's devices: not described ahead of a scrape
@@ -156,6 +156,11 @@ class LaneCollector(Collector):
             yield CounterMetricFamily("posd_events_published", "Events published on the stream",
                                       value=self.bus.published)
             yield _gauge("posd_sse_clients", "Event stream clients connected", self.bus.subscribers)
+        if self.ledger is not None:  # group commit at work: units per commit
+            yield CounterMetricFamily("posd_ledger_commits", "ledger.db transactions committed (a group of "
+                                      "units counts once)", value=self.ledger.commits)
+            yield CounterMetricFamily("posd_ledger_units", "Units of work those commits made durable",
+                                      value=self.ledger.units)
 
 
 def _devices(devices: list[dict[str, Any]]) -> Iterator[Metric]:

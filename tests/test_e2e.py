@@ -90,6 +90,7 @@ def test_retried_post_and_restarted_relay_give_central_exactly_one_accrual(lane,
     retry = lane.post("/v1/transactions", sale("T-once-1"))
     assert first.status_code == retry.status_code == 200
     assert retry.json() == first.json()
+    assert retry.content == first.content  # the stored answer's very bytes
     assert retry.headers.get("Idempotent-Replayed") == "true"
     lane.wait_drained()
 

@@ -254,3 +254,104 @@ def test_an_older_ledger_keeps_what_its_sales_earned_across_the_upgrade(tmp_path
             execute(upgraded, "UPDATE transactions SET total_minor = 1")
     finally:
         upgraded.close()
+
+
+def _held_writer(ledger):
+    """Occupy the writer until the returned event is set, so what is submitted meanwhile queues up."""
+    import threading
+
+    busy, release = threading.Event(), threading.Event()
+    blocker = ledger.submit(lambda tx: (busy.set(), release.wait(10)))
+    assert busy.wait(10)
+    return blocker, release
+
+
+def test_units_that_queue_up_commit_together_and_a_failing_one_rolls_back_alone(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    seen_at_commit: list[tuple[int, list[bool]]] = []
+    futures = []
+
+    def heard():  # after the group's COMMIT, before any caller is answered
+        count = reader(ledger).execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        seen_at_commit.append((count, [f.done() for f in futures]))
+
+    ledger.subscribe("outbox", heard)
+
+    def fails(tx):
+        tx.append_event("accrual", {"member_id": "M-bad", "points": {}})
+        raise LaneError("unknown_member", "not a member")
+
+    try:
+        blocker, release = _held_writer(ledger)
+        commits = ledger.commits
+        futures += [ledger.submit(lambda tx, i=i: tx.append_event("accrual", {"member_id": f"M{i}", "points": {}}))
+                    for i in range(3)]
+        futures.append(ledger.submit(fails))
+        futures += [ledger.submit(lambda tx, i=i: tx.append_event("accrual", {"member_id": f"M{i}", "points": {}}))
+                    for i in range(3, 5)]
+        release.set()
+        blocker.result(10)
+        assert [f.result(10) for f in futures[:3]] + [f.result(10) for f in futures[4:]] == [1, 2, 3, 4, 5]
+        with pytest.raises(LaneError):
+            futures[3].result(10)
+        assert ledger.commits == commits + 2  # the blocker alone, then the six queued behind it in one
+        assert seen_at_commit == [(5, [False] * 6)]  # one announcement, after the commit, nobody answered yet
+        members = [json.loads(b)["member_id"] for (b,) in reader(ledger).execute("SELECT body FROM outbox ORDER BY seq")]
+        assert members == ["M0", "M1", "M2", "M3", "M4"]  # the failed unit left nothing, and no seq hole
+    finally:
+        ledger.close()
+
+
+def test_a_group_that_cannot_commit_answers_every_unit_with_the_error(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    try:
+        blocker, release = _held_writer(ledger)
+        first = ledger.submit(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+
+        class ProcessStopping(BaseException):  # not a unit's own failure: the whole group is abandoned
+            pass
+
+        def stops(tx):
+            raise ProcessStopping()
+
+        breaks = ledger.submit(stops)
+        release.set()
+        blocker.result(10)
+        with pytest.raises(ProcessStopping):
+            first.result(10)
+        with pytest.raises(ProcessStopping):
+            breaks.result(10)
+        assert reader(ledger).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+        assert ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}})) == 1
+    finally:
+        ledger.close()
+
+
+def test_concurrent_sales_share_commits_and_keep_their_own_answers(lane):
+    async def sell():
+        return await asyncio.gather(*(lane.sales.record_sale(tx(f"G{i}", total=1000 * (i + 1)))
+                                      for i in range(20)))
+
+    ledger = lane.context.ledger
+    commits = ledger.commits
+    answers = asyncio.run(sell())
+    assert [a.response["transaction_id"] for a in answers] == [f"G{i}" for i in range(20)]
+    assert [a.response["accrual"]["points"]["points"] for a in answers] == [15 * (i + 1) for i in range(20)]
+    assert sorted(a.response["seq"] for a in answers) == list(range(1, 21))
+    assert ledger.commits - commits < 20  # sales that arrived together were synced together
+    stored = {t: json.loads(r) for t, r in rows(lane, "SELECT transaction_id, response FROM transactions")}
+    assert all(stored[a.response["transaction_id"]] == a.response for a in answers)
+
+
+def test_a_retry_gets_its_first_answer_even_when_todays_checks_would_refuse_it(lane):
+    first = asyncio.run(lane.sales.record_sale(tx("T-blocked")))
+    lane.context.cache.apply_member_changes([{**MEMBER, "status": "blocked"}], "2")  # blocked since
+    again = asyncio.run(lane.sales.record_sale(tx("T-blocked")))
+    assert again.replayed and again.response == first.response and again.body == first.body
+    with pytest.raises(LaneError) as refused:
+        asyncio.run(lane.sales.record_sale(tx("T-new")))
+    assert refused.value.code == "member_ineligible"
+    with pytest.raises(LaneError) as reused:  # the same id for another basket: the conflict comes first
+        asyncio.run(lane.sales.record_sale(tx("T-blocked", total=20000)))
+    assert reused.value.code == "transaction_id_conflict"
+    assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 1

@@ -29,6 +29,7 @@ class Recorded:
 
     response: dict[str, Any]
     replayed: bool
+    body: str | None = None  # the answer's JSON exactly as stored, when the store gave it back
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -92,4 +93,4 @@ def earlier_answer(view: LedgerView, what: str, key: str, request_hash: str) -> 
         return None
     if earlier.conflict:
         raise LaneError(f"{what}_conflict", f"this {what} was already used for a different request")
-    return Recorded(earlier.response, replayed=True)
+    return Recorded(earlier.response, replayed=True, body=earlier.text or None)

@@ -109,10 +109,17 @@ class Sales:
             "member_token_replayed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
-        earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
-        if earlier:
-            return earlier
-        sale = self.evaluate(tx)
+        try:
+            sale = self.evaluate(tx)
+        except LaneError:
+            # A retry gets its first answer even when today's checks would refuse it (the member
+            # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
+            # Checked only here: a sale that passes learns inside its write whether it is a retry,
+            # and the hot path saves a read on a connection every commit has made cold.
+            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
+            if earlier:
+                return earlier
+            raise
         recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
@@ -153,13 +160,13 @@ class Sales:
         birthday = accrual.birthday_bonus and member is not None
         if birthday:
             unit.award_birthday(member.member_id, earn.occurred_local.year, tx.transaction_id)
-        unit.store_sale(
+        body = unit.store_sale(
             transaction_id=tx.transaction_id, request_hash=tx.request_hash,
             member_id=member.member_id if member else None, occurred_at=iso(tx.occurred_at),
             currency=tx.currency, total=tx.total, program_version=accrual.program_version, seq=seq,
             points=accrual.points, basket=tx.lines, context=earn, birthday_awarded=birthday,
             response=response, recorded_at=iso(now))
-        return Recorded(response, replayed=False)
+        return Recorded(response, replayed=False, body=body)
 
     def _earn(self, unit: LedgerTx, sale: _Sale, earn: EarnContext, accrual: Accrual, now: datetime) -> int:
         """The accrual event and its lots (each with its own maturity and expiry); the event's seq."""

@@ -79,12 +79,19 @@ class CachedMember:
     provisional: bool = False  # enrolled at this lane; central has not named the member yet
 
 
+class LaneChanged(Exception):
+    """cache.db now follows another lane id than this writer's: its pages would carry the wrong watermarks."""
+
+
 class Cache:
     def __init__(self, path: Path, lane_id: str, *, seal_key: bytes | None = None,
-                 on_erased: Callable[[list[str]], None] | None = None):
+                 on_erased: Callable[[list[str]], None] | None = None, checked: bool = False):
         """``seal_key``: seals wallet secrets (seal_key_from(store secret)); without one they are
         not kept and wallet passes cannot be checked. ``on_erased(member_ids)``: called before
-        members central deleted leave cache.db (their ids and aliases); it must be durable."""
+        members central deleted leave cache.db (their ids and aliases); it must be durable.
+        ``checked``: the file was already checked and migrated (and its seal and lane id settled)
+        by the daemon, which owns it; this is a second writer for the member feed
+        (posd.member_pull), so it opens the file as it is."""
         self.path = path
         self.lane_id = lane_id
         self._readers = ThreadReaders(path, durable=False)
@@ -93,8 +100,17 @@ class Cache:
         self._aead = AESGCM(seal_key) if seal_key else None
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
+        if checked:
+            self._conn = connect(path, durable=False)
+            return
         self._conn = self._open()
         self._check_seal()
+        recorded = self._recorded_lane()
+        if recorded is None:  # a new file, or one from before lanes were recorded: it is this lane's
+            with self._lock:
+                self._set_state(self._conn, "lane_id", lane_id)
+        elif recorded != lane_id:
+            self.use_lane(lane_id)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -287,6 +303,8 @@ class Cache:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._recorded_lane() != self.lane_id:
+                    raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
                 conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", chunk.ids)
                 conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", chunk.ids)
                 conn.executemany("DELETE FROM members WHERE member_id = ?", chunk.gone)
@@ -317,6 +335,7 @@ class Cache:
             try:
                 conn.execute("UPDATE members SET applied_seq = 0")
                 conn.execute("DELETE FROM sync_state WHERE key = 'member_cursor'")
+                self._set_state(conn, "lane_id", lane_id)  # a member pull still writing for the old id stops
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -332,6 +351,9 @@ class Cache:
                 "body=excluded.body, fetched_at=excluded.fetched_at",
                 (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
             )
+
+    def _recorded_lane(self) -> str | None:
+        return self.state_on(self._conn, "lane_id")
 
     @staticmethod
     def _set_state(conn: sqlite3.Connection, key: str, value: str) -> None:

@@ -28,13 +28,22 @@ class Earlier:
 
     response: dict[str, Any]
     conflict: bool  # the id was used for a different request
+    text: str = ""  # the answer as stored: a retry gets these very bytes
+
+
+def encode_answer(response: dict[str, Any]) -> str:
+    """An answer as stored and as sent, once: compact UTF-8 JSON, as the API's JSON responses are."""
+    return _encode_answer(response)
+
+
+_encode_answer = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def earlier(conn: sqlite3.Connection, what: str, key: str, request_hash: str) -> Earlier | None:
     row = conn.execute(_EARLIER[what], (key,)).fetchone()
     if row is None:
         return None
-    return Earlier(json.loads(row["response"]), conflict=row["request_hash"] != request_hash)
+    return Earlier(json.loads(row["response"]), conflict=row["request_hash"] != request_hash, text=row["response"])
 
 
 # -- sales ------------------------------------------------------------------------
@@ -56,15 +65,18 @@ class SaleRecord:
 def record_sale(conn: sqlite3.Connection, *, transaction_id: str, request_hash: str, member_id: str | None,
                 occurred_at: str, currency: str, total: int, program_version: str, seq: int | None,
                 points: dict[str, int], basket: tuple[BasketLine, ...], context: EarnContext,
-                birthday_awarded: bool, response: dict[str, Any], recorded_at: str) -> None:
+                birthday_awarded: bool, response: dict[str, Any], recorded_at: str) -> str:
+    """The sale's record; the answer's JSON as stored (the API sends the same bytes)."""
+    answer = encode_answer(response)
     conn.execute(
         "INSERT INTO transactions (transaction_id, request_hash, member_id, occurred_at, currency, "
         "total_minor, program_version, seq, response, recorded_at, basket, earn_context, points) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (transaction_id, request_hash, member_id, occurred_at, currency, total, program_version, seq,
-         json.dumps(response), recorded_at, json.dumps([line.to_json() for line in basket]),
+         answer, recorded_at, json.dumps([line.to_json() for line in basket]),
          json.dumps({**context.to_json(), "birthday_awarded": birthday_awarded}), json.dumps(points)),
     )
+    return answer
 
 
 def sale(conn: sqlite3.Connection, transaction_id: str) -> SaleRecord | None:

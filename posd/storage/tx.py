@@ -191,9 +191,10 @@ class LedgerTx(LedgerView):
                 + outbox.scrub_enrolments(self._conn, member_ids))
 
     # -- idempotency records --------------------------------------------------
-    def store_sale(self, **fields: Any) -> None:
-        """The sale's idempotency record (posd.storage.records.record_sale names the fields)."""
-        records.record_sale(self._conn, **fields)
+    def store_sale(self, **fields: Any) -> str:
+        """The sale's idempotency record (posd.storage.records.record_sale names the fields); the
+        answer's JSON as stored, to be sent as it is."""
+        return records.record_sale(self._conn, **fields)
 
     def award_birthday(self, member_id: str, year: int, transaction_id: str) -> None:
         records.award_birthday(self._conn, member_id, year, transaction_id)

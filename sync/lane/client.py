@@ -89,6 +89,20 @@ class CentralClient:
     def lane_id(self) -> str:
         return self._identity.lane_id if self._identity is not None else self._lane_id
 
+    def settings(self) -> dict[str, Any]:
+        """What a client in another process needs to speak to the same central as the same lane, now
+        (posd.member_pull). It holds the store secret: hand it over a pipe, never on a command line,
+        in the environment or a log. The session's mounted adapters do not travel."""
+        return {"base_url": self.base_url, "store_id": self.store_id, "lane_id": self.lane_id,
+                "secret": self._secret.hex(), "timeout": self.timeout, "verify": self.verify, "cert": self.cert}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> CentralClient:
+        timeout, cert = settings["timeout"], settings["cert"]
+        return cls(settings["base_url"], settings["store_id"], settings["lane_id"], bytes.fromhex(settings["secret"]),
+                   timeout=tuple(timeout) if isinstance(timeout, list) else timeout, verify=settings["verify"],
+                   cert=tuple(cert) if isinstance(cert, list) else cert)
+
     # --- the three calls -----------------------------------------------------------
 
     def push_batch(self, batch_id: str, events: list[dict[str, Any]]) -> list[EventResult]:

@@ -1,16 +1,75 @@
-"""The puller: keeps cache.db current with central's member changes and program."""
+"""The puller: keeps cache.db current with central's member changes and program.
+
+Member changes are usually a handful per pull and are applied right here. A
+snapshot (a new or rebuilt cache, a lane moved to a new identity) or any
+feed longer than one small page is handed to ``members``, a ``BulkMemberPull``
+that runs the same page loop elsewhere: the daemon gives it a process of its
+own (posd.member_pull), so a million members are decoded and written without
+taking the GIL from the scanner threads that look members up meanwhile.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from posd.sync.lane.errors import CentralProtocolError
 from posd.sync.lane.ports import CachePort
 from posd.sync.lane.worker import Worker
 
 log = logging.getLogger("posd.sync.relay")
+
+PROBE_LIMIT = 100  # members asked for in the puller's own thread when a bulk pull can take the rest
+
+
+def member_pages(client: Any, cursor: str | None, limit: int) -> Iterator[tuple[list[dict[str, Any]], str, bool]]:
+    """central's member changes after ``cursor``, page by page: (members, next_cursor, has_more)."""
+    while True:
+        members, next_cursor, has_more = client.member_changes(cursor, limit)
+        yield members, next_cursor, has_more
+        if not has_more:
+            return
+        if next_cursor == cursor:
+            raise CentralProtocolError("member changes: has_more but the cursor did not advance")
+        cursor = next_cursor
+
+
+def pull_member_pages(client: Any, cache: CachePort, limit: int, max_pages: int, stopped: Callable[[], bool],
+                      applied_page: Callable[[int], None],
+                      pages: Callable[[Iterator[Any]], Iterator[Any]] = lambda it: it) -> tuple[int, bool]:
+    """Apply pages from the cache's cursor until central says there is no more, at most ``max_pages``;
+    (members applied, finished). Each page lands with its cursor in one transaction, so a crash
+    between pages loses nothing and applies nothing twice: the next pull starts at the cursor.
+    ``pages`` may wrap the page iterator (posd.member_pull fetches the next page while this one lands)."""
+    cursor = cache.member_cursor()
+    applied = 0
+    feed = pages(member_pages(client, cursor, limit))
+    try:
+        for count, (members, next_cursor, has_more) in enumerate(feed, start=1):
+            if members or next_cursor != cursor:
+                cache.apply_member_changes(members, next_cursor)
+                applied += len(members)
+                applied_page(len(members))
+            cursor = next_cursor
+            if not has_more:
+                return applied, True
+            if count >= max_pages or stopped():
+                break
+    finally:
+        close = getattr(feed, "close", None)
+        if close is not None:
+            close()
+    return applied, False
+
+
+class BulkMemberPull(Protocol):
+    def pull(self, max_pages: int, stopped: Callable[[], bool], applied_page: Callable[[int], None]) -> tuple[int, bool]:
+        """``pull_member_pages`` from the cache's cursor, somewhere else; raises SyncError like the client."""
+
+    def cancel(self) -> None:
+        """Stop a pull under way (the worker is stopping); what was applied stays, with its cursor."""
 
 class SyncPuller(Worker):
     """Keeps cache.db current: member changes by cursor, then the program by ETag."""
@@ -27,11 +86,14 @@ class SyncPuller(Worker):
         program_interval: float = 60.0,
         page_limit: int = 1000,
         max_pages: int = 10_000,
+        members: BulkMemberPull | None = None,
         **worker: Any,
     ) -> None:
-        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        """``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker).
+        ``members``: where feeds longer than one small page are pulled (None: in this thread)."""
         super().__init__(client, **worker)
         self._cache = cache
+        self._bulk = members
         self._member_interval, self._program_interval = member_interval, program_interval
         self._page_limit = page_limit
         self._max_pages = max_pages  # bounds one run; the rest comes on the next
@@ -84,23 +146,25 @@ class SyncPuller(Worker):
 
     def _pull_members(self) -> tuple[int, bool]:
         """Apply pages until central says there is no more; (members applied, finished)."""
-        cursor = self._cache.member_cursor()
-        applied = 0
-        for _ in range(self._max_pages):
-            members, next_cursor, has_more = self._client.member_changes(cursor, self._page_limit)
-            if members or next_cursor != cursor:
-                self._cache.apply_member_changes(members, next_cursor)
-                applied += len(members)
-                with self._lock:
-                    self._members_applied += len(members)
-            if not has_more:
-                return applied, True
-            if next_cursor == cursor:
-                raise CentralProtocolError("member changes: has_more but the cursor did not advance")
-            if self._stop.is_set():
-                break
-            cursor = next_cursor
-        return applied, False
+        if self._bulk is None:
+            return pull_member_pages(self._client, self._cache, self._page_limit, self._max_pages,
+                                     self._stop.is_set, self._applied_page)
+        applied, complete = pull_member_pages(self._client, self._cache, min(PROBE_LIMIT, self._page_limit), 1,
+                                              self._stop.is_set, self._applied_page)
+        if complete or self._stop.is_set():
+            return applied, complete
+        more, complete = self._bulk.pull(self._max_pages, self._stop.is_set, self._applied_page)
+        return applied + more, complete
+
+    def _applied_page(self, count: int) -> None:
+        with self._lock:
+            self._members_applied += count
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        self._stop.set()
+        if self._bulk is not None:
+            self._bulk.cancel()
+        return super().stop(timeout)
 
     def _pull_program(self) -> str | None:
         """The version of a new program, stored; None when central's is the one we have."""

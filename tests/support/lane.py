@@ -49,8 +49,11 @@ def free_port() -> int:
 
 def lane_config(tmp: Path, *, central_url: str, secret: str, printer: str, port: int,
                 locale: str = "pl", store_id: str = "S001", lane_id: str = "L01",
-                scanner: str = "pty://scanner0?suffix=CR") -> Path:
+                scanner: str = "pty://scanner0?suffix=CR", intervals: tuple[float, float] | None = (0.2, 0.5)) -> Path:
+    """``intervals``: the relay's push and the puller's pull interval, short for tests; None keeps
+    the shipped defaults (the bench measures the lane as it ships)."""
     tmp.mkdir(parents=True, exist_ok=True)
+    sync = "" if intervals is None else f"push_interval_s = {intervals[0]}\npull_interval_s = {intervals[1]}\n"
     path = tmp / "posd.toml"
     path.write_text(f"""
 [lane]
@@ -70,9 +73,7 @@ dir = "state"
 [central]
 url = "{central_url}"
 store_secret = "{secret}"
-push_interval_s = 0.2
-pull_interval_s = 0.5
-
+{sync}
 [[scanner]]
 name = "front"
 url = "{scanner}"

@@ -1,0 +1,228 @@
+"""The member feed pulled in a process of its own, so lookups never wait for a snapshot.
+
+A scanner thread identifies a member in microseconds, on its own read
+connection to cache.db. Applying a million members means decoding a million
+JSON objects and building their rows: Python work that holds the GIL, and
+would keep every lookup of the daemon waiting behind it. So the daemon's
+puller applies a small page itself and hands anything longer (a snapshot, a
+big delta) to ``ProcessMemberPull``: a child ``python -m posd.member_pull``
+runs the very same page loop (posd.sync.lane.puller.pull_member_pages) with a
+client of the same settings and a second writer on the same cache.db, and
+reports each page on its stdout. The daemon's thread only waits on that pipe.
+
+Each page lands with its cursor in one transaction, as in the daemon, so the
+cursor semantics stay exact across a crash of either process: the next pull
+starts at the last committed cursor, and a page is never half applied. The
+child stops at the next page when the daemon is gone, when it is told to
+(SIGTERM), or when cache.db was moved to another lane id meanwhile. The
+client settings and the key that seals wallet secrets go over the child's
+stdin, never its command line or environment.
+
+Members central deleted are scrubbed from ledger.db before they leave
+cache.db, and ledger.db has one writer, the daemon's: so the child asks
+(``{"erase": [...]}`` on its stdout) and waits for the daemon's ``ok`` on its
+stdin, which comes once the scrub is durable, before it writes that page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from posd.storage.cache import Cache, LaneChanged
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import (
+    CentralAuthError,
+    CentralProtocolError,
+    CentralRequestRejected,
+    CentralUnavailable,
+    SyncError,
+)
+from posd.sync.lane.puller import pull_member_pages
+
+log = logging.getLogger("posd.member_pull")
+
+
+class ProcessMemberPull:
+    """posd.sync.lane.puller.BulkMemberPull in a child process."""
+
+    def __init__(self, client: CentralClient, cache_path: Path, page_limit: int = 1000, *,
+                 seal_key: bytes | None = None, on_erased: Callable[[list[str]], None] | None = None):
+        """``seal_key`` and ``on_erased`` as the daemon's Cache has them (posd.storage.cache.Cache)."""
+        self._client, self._cache_path, self._page_limit = client, cache_path, page_limit
+        self._seal_key, self._on_erased = seal_key, on_erased
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def pull(self, max_pages: int, stopped: Callable[[], bool], applied_page: Callable[[int], None]) -> tuple[int, bool]:
+        spec = {"client": self._client.settings(), "cache": str(self._cache_path), "limit": self._page_limit,
+                "max_pages": max_pages, "seal_key": self._seal_key.hex() if self._seal_key else None}
+        with self._lock:
+            if self._cancelled or stopped():
+                return 0, False
+            self._proc = proc = subprocess.Popen(
+                [sys.executable, "-m", "posd.member_pull"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env={**os.environ, "POSD_MEMBER_PULL_PARENT": str(os.getpid())})
+        try:
+            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.flush()
+            applied, outcome = 0, None
+            for line in proc.stdout:
+                message = json.loads(line)
+                if "page" in message:
+                    applied += message["page"]
+                    applied_page(message["page"])
+                elif "erase" in message:
+                    if self._on_erased is not None:
+                        self._on_erased(message["erase"])  # durable in ledger.db before the child goes on
+                    proc.stdin.write(b"ok\n")
+                    proc.stdin.flush()
+                else:
+                    outcome = message
+            proc.stdin.close()
+            code = proc.wait()
+        finally:
+            with self._lock:
+                self._proc = None
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if outcome is None:
+            raise SyncError(f"the member pull process ended without an answer (exit {code})")
+        if "error" in outcome:
+            raise _error(outcome["error"])
+        return applied, bool(outcome["complete"])
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # a page in flight rolls back; the cursor stays where the last one put it
+
+
+def _error(doc: dict[str, Any]) -> SyncError:
+    """The child's error as the client would have raised it here: the puller backs off the same way."""
+    kind, message = doc.get("kind"), doc.get("message", "member pull failed")
+    if kind == "auth":
+        return CentralAuthError(message, status=doc.get("status") or 401, code=doc.get("code"))
+    if kind == "unavailable":
+        return CentralUnavailable(message, retry_after=doc.get("retry_after"), status=doc.get("status"))
+    if kind == "rejected":
+        return CentralRequestRejected(message, status=doc.get("status") or 400, code=doc.get("code"))
+    if kind == "protocol":
+        return CentralProtocolError(message)
+    return SyncError(message)
+
+
+def _describe(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, CentralAuthError):
+        return {"kind": "auth", "message": str(exc), "status": exc.status, "code": exc.code}
+    if isinstance(exc, CentralUnavailable):
+        return {"kind": "unavailable", "message": str(exc), "retry_after": exc.retry_after,
+                "status": getattr(exc, "status", None)}
+    if isinstance(exc, CentralRequestRejected):
+        return {"kind": "rejected", "message": str(exc), "status": exc.status, "code": exc.code}
+    if isinstance(exc, CentralProtocolError):
+        return {"kind": "protocol", "message": str(exc)}
+    if isinstance(exc, LaneChanged):
+        return {"kind": "sync", "message": f"member pull stopped: {exc}"}
+    return {"kind": "sync", "message": f"member pull failed: {type(exc).__name__}: {exc}"}
+
+
+class Prefetched:
+    """An iterator's next item fetched in a thread while the caller works on this one: the next page
+    is on its way from central (network, decoding) while this one is written. The cursor is still
+    stored with each page as it lands, so a page fetched ahead and never written is simply asked
+    for again next time."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[Any]):
+        self._source = source
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="member-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put((True, item)):
+                    return
+            self._put((True, self._END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put((False, exc))
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetched:
+        return self
+
+    def __next__(self) -> Any:
+        ok, item = self._queue.get()
+        if not ok:
+            raise item
+        if item is self._END:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(15)
+
+
+def main() -> int:
+    """The child: read the spec from stdin, pull pages into cache.db, one JSON line per page on stdout."""
+    logging.basicConfig(level=os.environ.get("POSD_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parent = int(os.environ.get("POSD_MEMBER_PULL_PARENT", "0"))
+    spec = json.loads(sys.stdin.readline())
+    out = sys.stdout
+
+    def report(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    def orphaned() -> bool:  # the daemon died (kill -9): stop at the next page, which is safe anywhere
+        return bool(parent) and os.getppid() != parent
+
+    def erased(member_ids: list[str]) -> None:  # the daemon scrubs ledger.db, then says ok
+        report({"erase": member_ids})
+        if sys.stdin.readline().strip() != "ok":
+            raise SyncError("the daemon did not confirm the erasure; the page was not written")
+
+    settings = spec["client"]
+    client = CentralClient.from_settings(settings)
+    seal_key = bytes.fromhex(spec["seal_key"]) if spec.get("seal_key") else None
+    cache = Cache(Path(spec["cache"]), settings["lane_id"], seal_key=seal_key, on_erased=erased, checked=True)
+    try:
+        applied, complete = pull_member_pages(client, cache, int(spec["limit"]), int(spec["max_pages"]), orphaned,
+                                              lambda n: report({"page": n}), pages=Prefetched)
+        report({"complete": complete, "applied": applied})
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon, which decides
+        report({"error": _describe(exc)})
+    finally:
+        cache.close()
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

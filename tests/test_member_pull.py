@@ -1,0 +1,163 @@
+"""The member feed pulled in a child process (posd.member_pull): the same pages, the same cursor.
+
+A snapshot longer than the puller's small first page is decoded and written by
+a child process, so lookups in the daemon never wait on its GIL. These tests
+drive it against the reference central over real HTTP into a real cache.db:
+what lands is exactly the feed, a child killed mid-snapshot leaves the cursor
+on a page boundary with exactly the members before it, and the next pull
+applies the rest once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from posd.member_pull import ProcessMemberPull
+from posd.storage.cache import Cache, LaneChanged
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import CentralAuthError
+from posd.sync.lane.puller import PROBE_LIMIT, SyncPuller
+from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, running_central
+from tests.support.wait import wait_until
+
+MEMBERS = 2500
+
+
+def member(i: int, **extra) -> dict:
+    return {"member_id": f"S{i:06d}", "display_name": f"Member {i}", "tier": "basic",
+            "identifiers": [f"27{i:011d}"], "balances": {"points": i % 500}, "applied_seq": {LANE_ID: 0}, **extra}
+
+
+@pytest.fixture
+def central_seed():
+    seed = default_seed()
+    seed["members"] += [member(i) for i in range(MEMBERS)]
+    return seed
+
+
+@pytest.fixture
+def cache(tmp_path):
+    cache = Cache(tmp_path / "cache.db", LANE_ID)
+    yield cache
+    cache.close()
+
+
+def puller_for(client, cache, **kwargs):
+    return SyncPuller(client, cache, members=ProcessMemberPull(client, cache.path, page_limit=500), **kwargs)
+
+
+def test_a_snapshot_is_applied_by_the_child_exactly_as_central_sent_it(central, client, cache):
+    puller = puller_for(client, cache)
+    try:
+        assert puller.run_once() == "updated"
+    finally:
+        puller.stop()
+    total = MEMBERS + 3
+    assert cache.member_count() == total
+    assert puller.status()["members_applied"] == total
+    # the small first page here, the rest in 500-member pages by the child
+    assert central.request_count("members") == 1 + -(-(total - PROBE_LIMIT) // 500)
+    assert cache.find_member("2700000002499").balances == {"points": 2499 % 500}
+    assert cache.find_member("2900000000018").member_id == "M0001"
+    central.store.upsert_member(member(7, balances={"points": 9999}))
+    assert puller.run_once() == "updated"  # a small delta stays in the daemon's own thread
+    assert cache.find_member("2700000000007").balances == {"points": 9999}
+    assert central.request_count("members") == 1 + -(-(total - PROBE_LIMIT) // 500) + 1
+
+
+def test_a_child_killed_mid_snapshot_loses_nothing_and_applies_nothing_twice(central, client, cache):
+    central.inject("members", "slow", count=100, delay=0.15)  # every page takes a while: time to kill
+    bulk = ProcessMemberPull(client, cache.path, page_limit=200)
+    puller = SyncPuller(client, cache, members=bulk)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(puller.run_once()))
+    thread.start()
+    try:
+        wait_until(lambda: int(cache.member_cursor() or 0) > PROBE_LIMIT + 200, 60, "the child's pages landing")
+        with bulk._lock:
+            proc = bulk._proc
+        proc.kill()  # as a power cut or the OOM killer would
+        thread.join(60)
+    finally:
+        puller.stop()
+    assert outcome == ["backoff"]
+    cursor, landed = int(cache.member_cursor()), cache.member_count()
+    # members carry central's change number as the cursor: what landed is exactly what precedes it
+    assert landed == cursor and (landed - PROBE_LIMIT) % 200 == 0
+    central.faults.clear()
+    restarted = puller_for(client, cache)  # as the daemon after a restart
+    try:
+        assert restarted.run_once() == "updated"
+    finally:
+        restarted.stop()
+    assert cache.member_count() == MEMBERS + 3
+    assert restarted.status()["members_applied"] == MEMBERS + 3 - landed  # the rest, once
+
+
+def test_a_pull_for_a_lane_id_the_cache_no_longer_follows_writes_nothing(tmp_path, cache):
+    cache.apply_member_changes([member(1)], "1")
+    second = Cache(cache.path, LANE_ID, checked=True)  # the child's writer
+    try:
+        cache.use_lane(f"{LANE_ID}.2")  # the ledger moved to a new identity meanwhile
+        with pytest.raises(LaneChanged):
+            second.apply_member_changes([member(2)], "2")
+    finally:
+        second.close()
+    assert cache.member_count() == 1 and cache.member_cursor() is None
+
+
+def test_the_childs_errors_reach_the_puller_as_the_clients_would(central, cache):
+    wrong = CentralClient(central.url, STORE_ID, LANE_ID, b"not-the-store-secret")
+    try:
+        with pytest.raises(CentralAuthError):
+            ProcessMemberPull(wrong, cache.path).pull(10, lambda: False, lambda n: None)
+    finally:
+        wrong.close()
+    assert cache.member_count() == 0
+
+
+def test_the_settings_handed_to_the_child_make_the_same_client(central):
+    with make_client(central) as client:
+        again = CentralClient.from_settings(client.settings())
+        try:
+            assert (again.base_url, again.store_id, again.lane_id) == (client.base_url, STORE_ID, LANE_ID)
+            assert again.member_changes(None, 5)[0] == client.member_changes(None, 5)[0]
+        finally:
+            again.close()
+
+
+def test_a_daemon_takes_a_snapshot_longer_than_its_first_page(tmp_path, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    lane.wait_for(lambda: lane.health()["cache"]["members"] == MEMBERS + 3, 60, "the whole snapshot")
+    answer = lane.get("/v1/members/2700000002400").json()
+    assert answer["member_id"] == "S002400" and answer["balances"]["points"]["confirmed"] == 2400 % 500
+
+
+def test_members_central_deleted_are_erased_through_the_daemon_before_they_leave(tmp_path, central, client):
+    erased: list[str] = []
+
+    def erase(member_ids):  # the daemon's ledger scrub: before cache.db forgets them, in the daemon's process
+        still_there = [m for m in member_ids if cache.member_by_id(m) is not None]
+        assert still_there == member_ids
+        erased.extend(member_ids)
+
+    cache = Cache(tmp_path / "erasing.db", LANE_ID, on_erased=erase)
+    try:
+        first = SyncPuller(client, cache, members=ProcessMemberPull(client, cache.path, on_erased=erase))
+        assert first.run_once() == "updated"
+        first.stop()
+        gone = [member(i, status="deleted") for i in range(1000, 1250)]  # more than the first small page
+        for m in gone:
+            central.store.upsert_member(m)
+        puller = SyncPuller(client, cache, members=ProcessMemberPull(client, cache.path, on_erased=erase))
+        try:
+            assert puller.run_once() == "updated"
+        finally:
+            puller.stop()
+        assert sorted(erased) == sorted(m["member_id"] for m in gone)
+        assert cache.member_count() == MEMBERS + 3 - len(gone)
+        assert cache.find_member("2700000001100") is None
+    finally:
+        cache.close()

@@ -31,6 +31,8 @@ bench: setup
 	$(PY) -m bench.run --out bench/report.json
 	$(PY) -m bench.camera --out bench/camera.json
 	$(PY) -m bench.sync --out bench/sync-report.json
+	$(PY) -m bench.central --out bench/central.json
+	$(PY) -m bench.fleet --out bench/fleet.json --central-report bench/central.json
 	$(PY) -m bench.burn --out bench/burn-report.json
 	$(PY) -m bench.observe --out bench/observe.json
 
@@ -51,4 +53,4 @@ test-install: deb
 	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/observe.json bench/burn-report.json build/deb dist/
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/central.json bench/fleet.json bench/observe.json bench/burn-report.json build/deb dist/

@@ -1,4 +1,4 @@
-"""The `posd` command: run the daemon, check a config, feed a scan, run central."""
+"""The `posd` command: run the daemon, check a config, feed a scan, run central, check a central."""
 
 from __future__ import annotations
 
@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("central", help="run the reference central receiver (development, demos, tests)",
                    add_help=False)
 
+    # `posd conformance ...` likewise, to posd.sync.conformance
+    sub.add_parser("conformance", help="check a central against the sync protocol (pass/fail table, exit 0/1)",
+                   add_help=False)
+
     devices = sub.add_parser("devices", help="list attached scanners, card readers and printers with their URLs")
     devices.add_argument("--user", default="posd", help="the user whose access is checked")
     devices.add_argument("--dev", default="/dev", help=argparse.SUPPRESS)
@@ -312,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
 
         with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
             return central_main(argv[1:])
+    if argv[:1] == ["conformance"]:
+        from posd.sync.conformance.cli import main as conformance_main
+
+        with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
+            return conformance_main(argv[1:])
     args = build_parser().parse_args(argv)
     with _logging(args.log_level):
         return args.func(args)

@@ -12,8 +12,14 @@ The guards, as python-zeroconf's tests/conftest.py has them:
   and in every daemon the tests start (tests.support.loop_guard).
 
 The shared fixtures: the reference central (``central``, its seed
-``central_seed`` that a module may override, ``client``), lanes in child
-processes (``start_lane``), a TCP printer (``printer``), and pty helpers (``pty_pair``).
+``central_seed`` that a module may override, its database ``central_db``,
+``client``), a throwaway PostgreSQL cluster for the session
+(``postgres_cluster``) and fresh databases on either engine
+(``make_central_db``), lanes in child processes (``start_lane``), a TCP printer
+(``printer``), and pty helpers (``pty_pair``).
+
+A module whose tests must hold on both of central's engines sets
+``CENTRAL_ENGINES = ENGINES`` (tests/test_central.py does).
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import pytest
 from posd.sync.central.server import CentralServer
 from posd.sync.lane.client import CentralClient
 from tests.support import loop_guard
-from tests.support.central_fixture import default_seed, make_client, running_central
+from tests.support.central_fixture import FakeClock, default_seed, make_client, running_central
 from tests.support.lane import LaneProcess, launch_lane
+from tests.support.postgres import PostgresCluster
 from tests.support.printer_emulator import PrinterEmulator
+
+ENGINES = ("sqlite", "postgresql")  # central's two store engines
 
 pytest_plugins = ["pytester"]  # tests/test_guards.py runs planted test files with this conftest
 
@@ -86,18 +95,86 @@ def central_seed() -> dict[str, Any]:
     return default_seed()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster from Debian's binaries (tests.support.postgres), started once
+    per session on a free 127.0.0.1 port; removed at the end."""
+    cluster = PostgresCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def central(tmp_path: Path, central_seed: dict[str, Any]) -> Iterator[CentralServer]:
-    """The reference central on 127.0.0.1, its db in tmp_path/central; stopped (every
-    handler thread joined) after the test."""
-    with running_central(tmp_path / "central", central_seed) as server:
+def make_central_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str | Path]:
+    """make_central_db("sqlite" | "postgresql"): a fresh, empty central database on that engine
+    (a file in tmp_path, or a database of the session's cluster dropped after the test)."""
+    made = 0
+
+    def make(engine: str) -> str | Path:
+        nonlocal made
+        made += 1
+        if engine == "sqlite":
+            folder = tmp_path / f"central-db-{made}"
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder / "central.db"
+        if engine != "postgresql":
+            raise ValueError(engine)
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        name = f"t_{os.getpid()}_{threading.get_ident() % 10**6}_{time.monotonic_ns()}"
+        dsn = cluster.create_database(name, template=True)
+        request.addfinalizer(lambda: cluster.drop_database(name))
+        return dsn
+
+    return make
+
+
+@pytest.fixture
+def central_db(request: pytest.FixtureRequest, make_central_db: Callable[[str], str | Path]) -> str | Path:
+    """The ``central`` fixture's database: SQLite, the embedded default, or each engine in turn
+    for a module that sets ``CENTRAL_ENGINES = ENGINES``."""
+    return make_central_db(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``CENTRAL_ENGINES = ENGINES`` runs every test that uses central's
+    database once per engine."""
+    engines = getattr(metafunc.module, "CENTRAL_ENGINES", None)
+    if engines and "central_db" in metafunc.fixturenames:
+        metafunc.parametrize("central_db", engines, indirect=True)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand (``clock.advance(s)``), for a central and its clients."""
+    return FakeClock()
+
+
+def _on_fake_clock(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A module with ``CENTRAL_ON_FAKE_CLOCK = True`` runs central and its client on ``clock``."""
+    if not getattr(request.module, "CENTRAL_ON_FAKE_CLOCK", False):
+        return {}
+    return {"clock": request.getfixturevalue("clock")}
+
+
+@pytest.fixture
+def central(request: pytest.FixtureRequest, tmp_path: Path, central_seed: dict[str, Any],
+            central_db: str | Path) -> Iterator[CentralServer]:
+    """The reference central on 127.0.0.1 over ``central_db``; stopped (every handler
+    thread joined) after the test. On the ``clock`` fixture, with burn reservations living
+    60 s, in a module that sets ``CENTRAL_ON_FAKE_CLOCK = True``."""
+    options = _on_fake_clock(request)
+    if options:
+        options["reservation_ttl_s"] = 60
+    with running_central(tmp_path / "central", central_seed, db_path=central_db, **options) as server:
         yield server
 
 
 @pytest.fixture
-def client(central: CentralServer) -> Iterator[CentralClient]:
-    """A lane's client (store S001, lane L01) for ``central``."""
-    with make_client(central) as c:
+def client(request: pytest.FixtureRequest, central: CentralServer) -> Iterator[CentralClient]:
+    """A lane's client (store S001, lane L01) for ``central`` (on its clock, as central is)."""
+    with make_client(central, **_on_fake_clock(request)) as c:
         yield c
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,17 +18,10 @@ from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.errors import CentralUnavailable
 from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, signed_headers
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from tests.support.central_fixture import SECRET, make_client, make_event, running_central
+from tests.conftest import ENGINES
+from tests.support.central_fixture import SECRET, make_client, make_event
 
 AT = "2026-11-24T09:15:00Z"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def redemption(auth: str, points: int, member: str = "M0001", **extra: Any) -> dict[str, Any]:
@@ -50,15 +42,8 @@ def voucher(code: str, member: str = "M0001", expires: str = "2099-01-01T00:00:0
             "issued_at": AT, "expires_at": expires}
 
 
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def central(tmp_path, clock):
-    with running_central(tmp_path, clock=clock, reservation_ttl_s=60) as server:
-        yield server
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
+CENTRAL_ON_FAKE_CLOCK = True  # central and its clients run on the ``clock`` fixture, moved by hand
 
 
 @pytest.fixture

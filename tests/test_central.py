@@ -1,4 +1,9 @@
-"""The reference central and the client, over real HTTP on 127.0.0.1 and real SQLite."""
+"""The reference central and the client, over real HTTP on 127.0.0.1, on both store engines.
+
+Every test that touches central's data runs twice: on SQLite (a file in
+tmp_path) and on PostgreSQL (a database of the session's throwaway cluster),
+through the ``central_db`` fixture below.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from posd.sync.central.server import CentralServer, is_loopback
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import encode_batch, signed_headers, verify_request
+from tests.conftest import ENGINES
 from tests.support.central_fixture import (
     LANE_ID,
     SECRET,
@@ -33,6 +39,9 @@ from tests.support.central_fixture import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 def statuses(results):
@@ -251,8 +260,8 @@ def test_faults_are_central_unavailable(central, client, fault, retry_after):
     assert [r.status for r in client.push_batch("B", [make_event(1)])] == ["accepted"]
 
 
-def test_timeout_fault_is_unavailable_and_stop_does_not_wait_for_it(tmp_path):
-    with running_central(tmp_path) as central:
+def test_timeout_fault_is_unavailable_and_stop_does_not_wait_for_it(tmp_path, central_db):
+    with running_central(tmp_path, db_path=central_db) as central:
         central.inject("program", "timeout", delay=60)
         with make_client(central, timeout=(1.0, 0.3)) as client:
             with pytest.raises(CentralUnavailable, match="timed out"):
@@ -267,6 +276,29 @@ def test_applied_then_lost_then_resend_is_duplicate(central, client):
     assert central.store.last_seq(STORE_ID, LANE_ID) == 2
     assert [r.status for r in client.push_batch("B-2", [make_event(1), make_event(2)])] == ["duplicate"] * 2
     assert len(central.store.events(STORE_ID, LANE_ID)) == 2
+
+
+def test_central_paced_admission_hands_out_slots_instead_of_a_queue(tmp_path, central_db):
+    """Past its rate, central answers a push 429 with the lane's slot; the lane is admitted there."""
+    now = [time.time()]
+    with running_central(tmp_path, db_path=central_db, clock=lambda: now[0], admission=100.0) as central:
+        clients = {lane: make_client(central, lane_id=lane, clock=lambda: now[0]) for lane in ("L01", "L02", "L03")}
+        backlog = [make_event(seq, lane_id="L01") for seq in range(1, 401)]  # 4 s of work at 100 events/s
+        assert {r.status for r in clients["L01"].push_batch("B-1", backlog)} == {"accepted"}
+        with pytest.raises(CentralUnavailable) as busy:
+            clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])
+        assert (busy.value.status, busy.value.retry_after) == (429, 5.0)  # its slot: after L01's 4.0005 s
+        with pytest.raises(CentralUnavailable) as early:
+            clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])
+        assert early.value.retry_after == 5.0  # back too early: the same slot, nothing booked twice
+        now[0] += 1.0  # the queue is still 3 s long, but a quarter of that second is saved for small pushes
+        assert [r.status for r in clients["L03"].push_batch("B-3", [make_event(1, lane_id="L03")])] == ["accepted"]
+        now[0] += 4.0
+        assert [r.status for r in clients["L02"].push_batch("B-2", [make_event(1, lane_id="L02")])] == ["accepted"]
+        assert [r.status for r in clients["L03"].push_batch("B-4", [make_event(2, lane_id="L03")])] == ["accepted"]
+        for c in clients.values():
+            c.close()
+        assert central.store.last_seq(STORE_ID, "L02") == 1
 
 
 def test_slow_fault_still_answers(central, client):
@@ -342,8 +374,8 @@ def test_client_maps_statuses_and_retry_after_dates():
         client.member_changes(None, 10)
 
 
-def test_unreachable_central_is_unavailable(tmp_path):
-    with running_central(tmp_path) as central:
+def test_unreachable_central_is_unavailable(tmp_path, central_db):
+    with running_central(tmp_path, db_path=central_db) as central:
         url = central.url
     with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(1, 1)) as client:
         with pytest.raises(CentralUnavailable) as err:
@@ -372,14 +404,14 @@ def test_admin_faults_and_events_over_http(central, client):
     assert requests.get(central.url + f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches", timeout=5).status_code == 405
 
 
-def test_reseeding_is_idempotent(tmp_path):
+def test_reseeding_is_idempotent(tmp_path, central_db):
     seed = default_seed()
-    with running_central(tmp_path, seed) as central:
+    with running_central(tmp_path, seed, db_path=central_db) as central:
         with make_client(central) as client:
             client.push_batch("B", [make_event(1, points={"points": 60})])
     seed["program"]["version"] = "test-2"
     seed["members"].append({"member_id": "M0009", "display_name": "Late"})
-    with running_central(tmp_path, seed) as central:
+    with running_central(tmp_path, seed, db_path=central_db) as central:
         assert central.store.member("M0001")["balances"] == {"points": 1900}
         assert central.store.member("M0009")["display_name"] == "Late"
         assert central.store.program()[0]["version"] == "test-2"
@@ -469,14 +501,14 @@ def pki(tmp_path):
     return d
 
 
-def test_mutual_tls(tmp_path, pki):
+def test_mutual_tls(tmp_path, pki, central_db):
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
     ctx.load_verify_locations(pki / "ca.pem")
     ctx.verify_mode = ssl.CERT_REQUIRED
-    with running_central(tmp_path, ssl_context=ctx) as central:
+    with running_central(tmp_path, ssl_context=ctx, db_path=central_db) as central:
         assert central.url.startswith("https://127.0.0.1:")
         cert = (str(pki / "lane.pem"), str(pki / "lane.key"))
         with make_client(central, verify=str(pki / "ca.pem"), cert=cert) as client:
@@ -540,11 +572,9 @@ def test_lane_head_tells_where_a_lanes_history_ends(central, client):
         client.lane_head("bad lane")
 
 
-def test_a_voucher_used_on_two_lanes_is_refused_the_second_time(tmp_path):
+def test_a_voucher_used_on_two_lanes_is_refused_the_second_time(tmp_path, central_db):
     """Two lanes, both offline, honour the same coupon; central refuses the second use."""
-    from tests.support.central_fixture import make_client, make_event, running_central
-
-    with running_central(tmp_path) as central:
+    with running_central(tmp_path, db_path=central_db) as central:
         lane1, lane2 = make_client(central, lane_id="L01"), make_client(central, lane_id="L02")
         use = dict(type="voucher_use", points={}, voucher_code="VABCDEF123456", voucher_once_per="code")
         first = lane1.push_batch("b1", [make_event(1, lane_id="L01", **use)])
@@ -572,9 +602,12 @@ def test_the_server_calls_only_what_the_store_interface_declares():
     from posd.sync.central.store import CentralStore
 
     declared = {name for name in vars(CentralStore) if not name.startswith("_")}
-    source = ast.parse((ROOT / "sync" / "central" / "server.py").read_text())
-    used = {node.attr for node in ast.walk(source)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "store"}
+    used = set()
+    for module in ("app.py", "server.py"):
+        source = ast.parse((ROOT / "sync" / "central" / module).read_text())
+        used |= {node.attr for node in ast.walk(source)
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                 and node.value.attr == "store"}
     assert used and used <= declared, sorted(used - declared)
 
 
@@ -583,7 +616,7 @@ def test_every_protocol_code_the_server_answers_has_the_protocols_status():
 
     central_only = {"injected_fault", "admin_loopback_only", "bad_fault", "unknown_member",  # faults and admin
                     "bad_admin_request", "member_not_active", "no_signing_key", "unknown_key"}  # member tokens
-    source = ast.parse((ROOT / "sync" / "central" / "server.py").read_text())
+    source = ast.parse((ROOT / "sync" / "central" / "app.py").read_text())  # the server's routes
     answered = {}
     for node in ast.walk(source):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "HttpError" and len(node.args) >= 2:

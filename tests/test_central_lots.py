@@ -1,4 +1,4 @@
-"""Central's lots: expiry, debit order, returns and debts, over real HTTP on 127.0.0.1 and real SQLite.
+"""Central's lots: expiry, debit order, returns and debts, over real HTTP on 127.0.0.1, on both engines.
 
 Central's clock is a FakeClock shared with the client (requests are signed
 with the sender's clock and checked against central's), so a test moves time
@@ -8,27 +8,16 @@ by hours or months without waiting.
 from __future__ import annotations
 
 import sqlite3
-import time
 from datetime import UTC, datetime
 
 import pytest
 
 from posd.sync.central.store_sqlite import SqliteStore
+from tests.conftest import ENGINES
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
 
 HOUR = 3600.0
 DAY = 24 * HOUR
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def iso(ts: float) -> str:
@@ -41,21 +30,9 @@ def accrual(seq: int, points: int, expires_ts: float | None, member_id: str = "M
     return make_event(seq, member_id=member_id, points={"points": points}, lots={"points": lot}, **kw)
 
 
-@pytest.fixture
-def clock():
-    return FakeClock()
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
+CENTRAL_ON_FAKE_CLOCK = True  # central and its clients run on the ``clock`` fixture, moved by hand
 
-
-@pytest.fixture
-def central(tmp_path, clock):
-    with running_central(tmp_path, clock=clock) as server:
-        yield server
-
-
-@pytest.fixture
-def client(central, clock):
-    with make_client(central, clock=clock) as c:
-        yield c
 
 
 def push(client, *events) -> list[str]:
@@ -67,13 +44,13 @@ def remaining(central, member_id: str = "M0002") -> dict:
     return {lot["transaction_id"] or lot["source"]: lot["remaining"] for lot in central.store.lots(member_id)}
 
 
-def test_seed_balances_are_one_never_expiring_lot_and_reseeding_adds_none(tmp_path):
-    with running_central(tmp_path) as central:
+def test_seed_balances_are_one_never_expiring_lot_and_reseeding_adds_none(tmp_path, central_db):
+    with running_central(tmp_path, db_path=central_db) as central:
         lots = central.store.lots("M0002")
         assert [(lot["points"], lot["remaining"], lot["expires_at"], lot["source"]) for lot in lots] == [
             (420, 420, None, "seed")]
         assert central.store.lots("M0003") == []  # no balance, no lot
-    with running_central(tmp_path, default_seed()) as central:
+    with running_central(tmp_path, default_seed(), db_path=central_db) as central:
         assert len(central.store.lots("M0002")) == 1
         assert central.store.member("M0002")["balances"] == {"points": 420}
 

@@ -11,6 +11,7 @@ import pytest
 from posd.core.slip import SlipData, build_slip
 from posd.drivers.escpos_render import render_slip
 from posd.drivers.escpos_text import escpos_to_text
+from tests.conftest import ENGINES
 from tests.support.central_fixture import default_seed
 from tests.support.printer_emulator import PrinterEmulator
 
@@ -24,6 +25,9 @@ def sale(tid: str, member: str, total: int) -> dict[str, Any]:
 
 def points(answer) -> int:
     return answer.json()["balance"]["points"]["total"]
+
+
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ ALLOWED = {
     "posd.sync.lane": ("posd.core", "posd.sync.protocol", "posd.sync.lane", "posd.faults"),
     # the reference central is a service of its own: nothing of the lane, the API or the daemon
     "posd.sync.central": ("posd.sync.protocol", "posd.sync.central"),
+    # the conformance kit speaks the protocol only: it checks any central, the reference one included
+    "posd.sync.conformance": ("posd.sync.protocol", "posd.sync.conformance"),
     "posd.lane": ("posd.core", "posd.storage", "posd.lane", "posd.faults"),
     "posd.api": ("posd.core", "posd.lane", "posd.api"),
     # store IT's checks read what the daemon uses, never the lane's services or the API

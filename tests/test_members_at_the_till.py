@@ -18,11 +18,15 @@ import requests
 from posd.core.member_tokens import totp_code
 from posd.lane.events import EVENT_TYPES
 from posd.sync.central.tokens import issue_qr_token
+from tests.conftest import ENGINES
 from tests.support.central_fixture import default_seed
 from tests.support.clips import code_image, scene, write_clip
 
 SECRET = bytes.fromhex("3132333435363738393031323334353637383930")  # the wallet pass of M0002
 WALLET = {"algorithm": "TOTP_SHA1", "period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}", "window": 1}
+
+
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
 
 
 @pytest.fixture

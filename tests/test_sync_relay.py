@@ -15,6 +15,7 @@ from posd.sync.lane.errors import CentralRequestRejected
 from posd.sync.lane.ports import EventResult
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
+from posd.sync.lane.retry import RetryPolicy
 from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
 from tests.support.central_fixture import LANE_ID, STORE_ID, MemoryCache, MemoryOutbox, make_client
 from tests.support.wait import wait_until
@@ -58,6 +59,38 @@ def test_retry_after_is_a_floor_with_a_sane_maximum():
     assert backoff_delay(1, 0.5, 60.0, BottomRng(), retry_after=7.0) == 7.0
     assert backoff_delay(8, 0.5, 60.0, TopRng(), retry_after=7.0) == 60.0
     assert backoff_delay(1, 0.5, 60.0, BottomRng(), retry_after=10**9) == MAX_RETRY_AFTER
+
+
+def test_a_429_with_retry_after_is_a_slot_kept_whatever_the_failure_count():
+    """Central-paced admission: a lane deep in backoff still comes back at its slot, not later."""
+    policy = RetryPolicy(0.5, 300.0, rng=TopRng())
+    waits = [policy.failed(None) for _ in range(20)]
+    assert waits[:3] == [0.5, 1.0, 2.0] and waits[-1] == 300.0  # deep in an outage: the cap
+    assert policy.failed(40.0, status=429) == 42.0  # the slot, jitter at most 10 % of it, at most 2 s
+    assert policy.failed(4.0, status=429) == 4.4
+    assert RetryPolicy(rng=BottomRng()).failed(7.0, status=429) == 7.0
+    assert policy.failed(40.0, status=503) == 300.0  # a 503's Retry-After stays a floor
+    assert policy.failures == 23  # health still counts paced answers as failures
+    policy.succeeded()
+    assert policy.failures == 0 and policy.failed(None) == 0.5
+    assert RetryPolicy(rng=TopRng()).failed(10**9, status=429) == MAX_RETRY_AFTER + 2.0
+    assert policy.parked() == 300.0
+
+
+def test_at_the_cap_the_wait_is_drawn_from_its_upper_half():
+    """An outage: a fleet's first contact after it is spread evenly over the cap."""
+    assert backoff_delay(9, 0.5, 60.0, BottomRng()) == 30.0 and backoff_delay(9, 0.5, 60.0, TopRng()) == 60.0
+    assert backoff_delay(7, 0.5, 60.0, BottomRng()) == 0.0  # ceiling 32 < cap: full jitter
+    assert backoff_delay(9, 0.5, 60.0, BottomRng(), spread_at_cap=False) == 0.0  # the policy before
+    # before: a 429's Retry-After was a floor under the backoff draw; now it is the slot, plus jitter
+    assert RetryPolicy(0.5, 60.0, rng=TopRng(), paced_429=False).failed(7.0, status=429) == 7.0
+    assert RetryPolicy(0.5, 60.0, rng=TopRng()).failed(7.0, status=429) == 7.7
+
+
+def test_the_relay_runs_the_retry_policy_object():
+    relay = OutboxRelay(None, MemoryOutbox(), backoff_base=2.0, backoff_cap=9.0, rng=TopRng())
+    assert isinstance(relay._policy, RetryPolicy)
+    assert (relay._policy.base, relay._policy.cap, relay._policy.rng.__class__) == (2.0, 9.0, TopRng)
 
 
 # --- relay, one step at a time ---------------------------------------------------------------------

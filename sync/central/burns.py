@@ -1,7 +1,9 @@
 """Central's side of burns: authorisations and their reservations, voucher uses, the voucher registry.
 
-SQL over the SQLite store's connection, always inside the caller's write
-transaction (store_sqlite.py), as lots.py is. docs/sync-protocol.md, "Burn
+SQL both central engines run (``?`` placeholders), always inside the caller's
+write transaction (store_sql.py), as lots.py is; the caller has locked the
+member and the voucher code (store_sql: members and ``voucher:<code>`` keys,
+in one order), so two lanes racing on one voucher get one use. docs/sync-protocol.md, "Burn
 authorisation", is what this implements:
 
 - an authorisation checks and reserves in one transaction: the member's
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,6 +32,8 @@ from posd.sync.central.lots import lot_balances
 from posd.sync.protocol import approved, check_voucher, declined, parse_utc
 
 DUE = "SELECT 1 FROM reservations WHERE state = 'open' AND expires_ts <= ? LIMIT 1"
+_REPLACE_USE = (" ON CONFLICT (code, member_key) DO UPDATE SET source = excluded.source, state = excluded.state, "
+                "reservation_id = excluded.reservation_id, expires_ts = excluded.expires_ts")
 
 
 def _iso(ts: float) -> str:
@@ -62,7 +65,7 @@ def voucher_key(request: dict[str, Any]) -> str:
 # --- expiry -------------------------------------------------------------------------------------
 
 
-def release_expired(conn: sqlite3.Connection, now: float) -> set[str]:
+def release_expired(conn: Any, now: float) -> set[str]:
     """Expire open reservations past their time and free their voucher holds; the members whose open
     vouchers changed (their feed entry must be sent again)."""
     members = {r["member_id"] for r in conn.execute(
@@ -76,7 +79,7 @@ def release_expired(conn: sqlite3.Connection, now: float) -> set[str]:
 # --- authorising --------------------------------------------------------------------------------
 
 
-def _held(conn: sqlite3.Connection, member_id: str, now: float, but: str) -> dict[str, int]:
+def _held(conn: Any, member_id: str, now: float, but: str) -> dict[str, int]:
     """Points open reservations hold for a member (every lane), except reservation ``but``."""
     held: dict[str, int] = {}
     for r in conn.execute("SELECT points FROM reservations WHERE member_id = ? AND state = 'open' "
@@ -86,7 +89,7 @@ def _held(conn: sqlite3.Connection, member_id: str, now: float, but: str) -> dic
     return held
 
 
-def _unreceived(conn: sqlite3.Connection, store_id: str, lane_id: str, unsynced: list[dict[str, Any]]
+def _unreceived(conn: Any, store_id: str, lane_id: str, unsynced: list[dict[str, Any]]
                 ) -> dict[str, int]:
     """The asking lane's events for the member that central has not consumed yet (seq above the
     lane's last_seq: everything at or below it is in the balance already, or was rejected)."""
@@ -100,7 +103,7 @@ def _unreceived(conn: sqlite3.Connection, store_id: str, lane_id: str, unsynced:
     return extra
 
 
-def _limit_reached(conn: sqlite3.Connection, member_id: str, request: dict[str, Any], rid: str) -> bool:
+def _limit_reached(conn: Any, member_id: str, request: dict[str, Any], rid: str) -> bool:
     limit = request.get("limit")
     if not limit:
         return False
@@ -114,7 +117,7 @@ def _limit_reached(conn: sqlite3.Connection, member_id: str, request: dict[str, 
     return count >= limit["per_member"]
 
 
-def _check_voucher(conn: sqlite3.Connection, request: dict[str, Any], rid: str, now: float) -> str | None:
+def _check_voucher(conn: Any, request: dict[str, Any], rid: str, now: float) -> str | None:
     """Why this voucher use cannot be reserved, or None (its hold is taken here)."""
     code, key = request["voucher_code"], voucher_key(request)
     registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?", (code,)).fetchone()
@@ -131,7 +134,7 @@ def _check_voucher(conn: sqlite3.Connection, request: dict[str, Any], rid: str, 
     return None
 
 
-def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id: str, lane_id: str,
+def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: str,
               request: dict[str, Any], now: float, ttl_s: float) -> tuple[dict[str, Any], bool]:
     """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed)."""
     auth_id = request["authorisation_id"]
@@ -154,7 +157,7 @@ def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id:
         # A member central does not know yet (enrolled at a lane, the event on its way) has what
         # the lane's unsynced events give it, and nothing more.
         known = member["balances"] if member is not None else {}
-        balances = lot_balances(conn, member_id, known, now)  # type: ignore[arg-type]
+        balances = lot_balances(conn, {member_id: known}, now)[member_id]  # type: ignore[dict-item]
         held = _held(conn, member_id, now, rid)  # type: ignore[arg-type]
         extra = _unreceived(conn, store_id, lane_id, request.get("unsynced", []))
         for currency, points in request["points"].items():
@@ -184,8 +187,8 @@ def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id:
                      "member_id=?, points=?, reward_id=?, voucher_code=?, voucher_key=?, occurred_at=?, "
                      "created_ts=?, expires_ts=?, state=? WHERE reservation_id = ?", values)
     if request["kind"] == "voucher_use":
-        conn.execute("INSERT OR REPLACE INTO voucher_uses (code, member_key, source, state, reservation_id, "
-                     "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)",
+        conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, "
+                     "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)" + _REPLACE_USE,
                      (request["voucher_code"], voucher_key(request), f"{store_id}/{lane_id}/{auth_id}", rid, expires))
     return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
 
@@ -193,8 +196,8 @@ def authorise(conn: sqlite3.Connection, member: dict[str, Any] | None, store_id:
 # --- events that confirm (or record) a burn -------------------------------------------------------
 
 
-def _reservation_for(conn: sqlite3.Connection, store_id: str, lane_id: str, event: dict[str, Any]
-                     ) -> sqlite3.Row | None:
+def _reservation_for(conn: Any, store_id: str, lane_id: str, event: dict[str, Any]
+                     ) -> Any:
     auth_id = event.get("authorisation_id")
     if not isinstance(auth_id, str) or not auth_id:
         return None
@@ -202,7 +205,7 @@ def _reservation_for(conn: sqlite3.Connection, store_id: str, lane_id: str, even
                         (reservation_id(store_id, lane_id, auth_id),)).fetchone()
 
 
-def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
+def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
                       member_id: str) -> str | None:
     """A redemption event of ``member_id`` (central's id for the event's member): confirm its
     reservation (whatever its state: the burn happened) or keep it as an offline burn; register the
@@ -216,23 +219,24 @@ def record_redemption(conn: sqlite3.Connection, store_id: str, lane_id: str, seq
                      (found["reservation_id"],))
     else:
         points = {c: -p for c, p in event["points"].items() if p < 0}
-        conn.execute("INSERT OR IGNORE INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
+        conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
                      "request_hash, kind, member_id, points, reward_id, occurred_at, created_ts, expires_ts, state) "
-                     "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline')",
+                     "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline') "
+                     "ON CONFLICT (reservation_id) DO NOTHING",
                      (reservation_id(store_id, lane_id, f"event:{seq}"), store_id, lane_id, f"event:{seq}",
                       member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
     if voucher is not None:
         body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at",
                                                "expires_at")}, "member_id": member_id,
                 "issued_by": f"{store_id}/{lane_id}"}
-        conn.execute("INSERT OR IGNORE INTO vouchers (code, member_id, body, expires_ts, registered_by) "
-                     "VALUES (?, ?, ?, ?, ?)", (voucher["code"], member_id,
+        conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (code) DO NOTHING", (voucher["code"], member_id,
                                                 json.dumps(body, ensure_ascii=False), _ts(voucher.get("expires_at")),
                                                 f"{store_id}/{lane_id}/{seq}"))
     return None
 
 
-def record_voucher_use(conn: sqlite3.Connection, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
+def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
                        member_id: str, now: float) -> str | None:
     """One use per voucher (per member for campaign coupons), across every lane: the use its own
     reservation holds is confirmed; a use another lane made or holds is refused (quarantined there)."""
@@ -247,8 +251,8 @@ def record_voucher_use(conn: sqlite3.Connection, store_id: str, lane_id: str, se
     if use is not None and not (rid is not None and use["reservation_id"] == rid):
         if use["state"] == "used" or (use["expires_ts"] or 0) > now:
             return "voucher_used"
-    conn.execute("INSERT OR REPLACE INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
-                 "VALUES (?, ?, ?, 'used', ?, NULL)", (code, key, f"{store_id}/{lane_id}/{seq}", rid))
+    conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
+                 "VALUES (?, ?, ?, 'used', ?, NULL)" + _REPLACE_USE, (code, key, f"{store_id}/{lane_id}/{seq}", rid))
     if rid is not None:
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?", (rid,))
     return None
@@ -257,7 +261,7 @@ def record_voucher_use(conn: sqlite3.Connection, store_id: str, lane_id: str, se
 # --- the registry, as lanes see it --------------------------------------------------------------------
 
 
-def open_vouchers(conn: sqlite3.Connection, member_ids: list[str], now: float) -> dict[str, list[dict[str, Any]]]:
+def open_vouchers(conn: Any, member_ids: list[str], now: float) -> dict[str, list[dict[str, Any]]]:
     """Each member's vouchers that are registered, unexpired, and neither used nor held."""
     found: dict[str, list[dict[str, Any]]] = {}
     for start in range(0, len(member_ids), 500):
@@ -273,7 +277,7 @@ def open_vouchers(conn: sqlite3.Connection, member_ids: list[str], now: float) -
     return found
 
 
-def lookup(conn: sqlite3.Connection, code: str, member_id: str | None, coupon_kind: str | None, now: float
+def lookup(conn: Any, code: str, member_id: str | None, coupon_kind: str | None, now: float
            ) -> dict[str, Any] | None:
     """A lane asking about a code: the registered voucher (if any) and whether this use is taken;
     None when central knows nothing of the code."""
@@ -287,7 +291,7 @@ def lookup(conn: sqlite3.Connection, code: str, member_id: str | None, coupon_ki
     return {"code": code, "voucher": json.loads(row["body"]) if row else None, "used": used}
 
 
-def reservations_of(conn: sqlite3.Connection, member_id: str, now: float) -> list[dict[str, Any]]:
+def reservations_of(conn: Any, member_id: str, now: float) -> list[dict[str, Any]]:
     """A member's reservations, newest first, with their state as of ``now`` (inspection and tests)."""
     out = []
     for r in conn.execute("SELECT * FROM reservations WHERE member_id = ? ORDER BY created_ts DESC", (member_id,)):

@@ -1,6 +1,7 @@
 """``posd central``: run the reference central until SIGINT/SIGTERM.
 
     posd central --listen 127.0.0.1:8780 --db central.db --seed seed.json
+    posd central --listen 10.0.0.5:8780 --allow-remote --db postgresql://central@db/central --workers 4
     python -m posd.sync.central ...   # the same
 """
 
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
-import signal
 import ssl
 import sys
-import threading
+import time
 
+from posd.sync.central.app import is_loopback
 from posd.sync.central.seed import load_seed
-from posd.sync.central.server import RESERVATION_TTL_S, CentralServer
+from posd.sync.central.server import RESERVATION_TTL_S, serve
+from posd.sync.central.store import is_postgres, open_store
+
 
 def parse_listen(value: str) -> tuple[str, int]:
     """'127.0.0.1:8780', '[::1]:8780' or 'localhost:0' -> (host, port)."""
@@ -29,21 +33,34 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
-def _ssl_context(cert: str, key: str | None, client_ca: str | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    if client_ca:
-        ctx.load_verify_locations(client_ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # mTLS: only lanes with a client certificate
-    return ctx
+def _tls(args: argparse.Namespace) -> dict[str, object]:
+    if not args.tls_cert:
+        if args.tls_key or args.tls_client_ca:
+            raise ValueError("--tls-key and --tls-client-ca need --tls-cert")
+        return {}
+    tls: dict[str, object] = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    if args.tls_client_ca:  # mTLS: only lanes with a client certificate
+        tls.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # fail here, with a message, not in a worker
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca:
+        ctx.load_verify_locations(args.tls_client_ca)
+    return tls
 
 
-def main(argv: list[str]) -> int:
-    """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments."""
-    parser = argparse.ArgumentParser(prog="posd central", description="Reference central receiver (loopback).")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posd central", description="Reference central receiver.")
     parser.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (port 0 picks a free one)")
-    parser.add_argument("--db", required=True, help="central's SQLite file (created if missing)")
+    parser.add_argument("--db", required=True,
+                        help="a SQLite file (created if missing) or postgresql://user@host/dbname")
     parser.add_argument("--seed", help="seed JSON: stores, program, members (loaded idempotently)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the socket (more than 1 needs PostgreSQL)")
+    parser.add_argument("--pool-size", type=int, default=8,
+                        help="database connections (and request threads) per worker")
+    parser.add_argument("--admission", type=float, default=0.0, metavar="EVENTS_PER_S",
+                        help="central-paced admission: past this rate a push gets 429 and a Retry-After slot "
+                             "(0, the default: admit every push)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key for --tls-cert, if not in the same file")
@@ -52,40 +69,50 @@ def main(argv: list[str]) -> int:
                         help="how long an approved burn's reservation waits for the lane's event "
                              f"before its points are free again (default {RESERVATION_TTL_S:.0f})")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     try:
         host, port = parse_listen(args.listen)
+        if not args.allow_remote and not is_loopback(host):
+            raise ValueError(f"refusing to listen on non-loopback address {host!r} without --allow-remote")
+        if args.workers < 1 or args.pool_size < 1:
+            raise ValueError("--workers and --pool-size must be at least 1")
+        if not math.isfinite(args.admission) or args.admission < 0:
+            raise ValueError("--admission must be events per second, 0 to admit every push")
+        if not math.isfinite(args.reservation_ttl) or not args.reservation_ttl > 0:
+            raise ValueError("the reservation time to live must be more than 0 seconds")
+        if args.workers > 1 and not is_postgres(args.db):
+            raise ValueError("--workers above 1 needs a PostgreSQL --db (a SQLite file has one writer)")
         seed = load_seed(args.seed) if args.seed else None
-        ctx = _ssl_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-        server = CentralServer(args.db, seed, host=host, port=port, allow_remote=args.allow_remote, ssl_context=ctx,
-                               reservation_ttl_s=args.reservation_ttl)
+        tls = _tls(args)
+        store = open_store(args.db, clock=time.time, pool_size=1)
+        try:
+            store.clear_faults()  # a fault plan is for one run of central
+            if seed is not None:
+                store.seed(seed)
+        finally:
+            store.close()
     except (ValueError, OSError, ssl.SSLError) as exc:
         print(f"posd central: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the database refused (psycopg.OperationalError, ...): say so, no traceback
+        print(f"posd central: cannot open {_shown(args.db)}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     try:
-        server.start()
+        serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
+              tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
+              admission=args.admission, reservation_ttl_s=args.reservation_ttl)
     except OSError as exc:
         print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
-        server.store.close()
         return 1
-    print(f"posd central listening on {server.url}", flush=True)
-    return _serve_until_signalled(server)
-
-
-def _serve_until_signalled(server: CentralServer) -> int:
-    done = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: done.set())
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
+
+
+def _shown(db: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", db)

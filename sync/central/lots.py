@@ -8,8 +8,8 @@ after they were spent). A lot expiring changes a balance without any event,
 so the store's expiry sweep bumps those members' versions and the lanes pull
 the new balance through the ordinary change feed.
 
-SQL over the SQLite store's connection, always inside the caller's write
-transaction (store_sqlite.py). lots.expires_ts is unix seconds (None = never),
+SQL both engines run (store_sql.py; ``?`` placeholders), always inside the caller's write
+transaction. lots.expires_ts is unix seconds (None = never),
 the comparable form of expires_at. swept = 1 once a lot can no longer change
 a balance by expiring (expired and reported, or nothing left in it), so the
 sweep reads only the partial index. lot_debts holds a debit larger than every
@@ -19,7 +19,6 @@ the member's next credits.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from posd.sync.protocol import parse_utc
@@ -50,11 +49,13 @@ def lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]
     return dates
 
 
-def credit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, transaction_id: str | None,
-            available_at: str | None, expires_at: str | None, source: str, now: float) -> None:
-    """A new lot; it first repays any debt, since the member owes those points."""
+def credit(conn: Any, member_id: str, currency: str, points: int, transaction_id: str | None,
+            available_at: str | None, expires_at: str | None, source: str, now: float,
+            in_debt: bool = True) -> None:
+    """A new lot; it first repays any debt, since the member owes those points.
+    ``in_debt=False``: the caller knows the member owes nothing in any currency (no lookup)."""
     debt_row = conn.execute("SELECT points FROM lot_debts WHERE member_id = ? AND currency = ?",
-                            (member_id, currency)).fetchone()
+                            (member_id, currency)).fetchone() if in_debt else None
     repay = min(points, debt_row["points"]) if debt_row else 0
     if repay:
         conn.execute("UPDATE lot_debts SET points = points - ? WHERE member_id = ? AND currency = ?",
@@ -74,14 +75,14 @@ def credit(conn: sqlite3.Connection, member_id: str, currency: str, points: int,
     )
 
 
-def debit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, own_transaction: str | None,
+def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,
            as_of: float) -> None:
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more),
     then unexpired lots soonest-expiring first, never-expiring last; what no
     lot covers becomes debt."""
     left = points
-    candidates: list[sqlite3.Row] = []
+    candidates: list[Any] = []
     if own_transaction is not None:
         candidates += conn.execute(
             "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
@@ -104,24 +105,32 @@ def debit(conn: sqlite3.Connection, member_id: str, currency: str, points: int, 
         conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
                      "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
     if left:
-        conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?) ON CONFLICT (member_id, currency) "
-                     "DO UPDATE SET points = points + excluded.points", (member_id, currency, left))
+        conn.execute("INSERT INTO lot_debts (member_id, currency, points) VALUES (?, ?, ?) "
+                     "ON CONFLICT (member_id, currency) DO UPDATE SET points = lot_debts.points + excluded.points",
+                     (member_id, currency, left))
 
 
-def lot_balances(conn: sqlite3.Connection, member_id: str, current: dict[str, int], now: float) -> dict[str, int]:
-    """The published balances: per currency, unexpired lots' remaining minus debt.
-    Currencies already listed stay listed (at 0 when nothing is left)."""
-    out = {currency: 0 for currency in current}
-    for r in conn.execute(
-        "SELECT currency, SUM(remaining) AS total FROM lots WHERE member_id = ? AND remaining > 0 "
-        "AND (expires_ts IS NULL OR expires_ts > ?) GROUP BY currency", (member_id, now)):
-        out[r["currency"]] = r["total"]
-    for r in conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?", (member_id,)):
-        out[r["currency"]] = out.get(r["currency"], 0) - r["points"]
+def lot_balances(conn: Any, current: dict[str, dict[str, int]], now: float) -> dict[str, dict[str, int]]:
+    """The published balances of members {member_id: their current balances}: per currency,
+    unexpired lots' remaining minus debt, two grouped queries per 500 members. Currencies
+    already listed stay listed (at 0 when nothing is left)."""
+    out = {member_id: {currency: 0 for currency in balances} for member_id, balances in current.items()}
+    ids = list(current)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(
+                "SELECT member_id, currency, CAST(SUM(remaining) AS BIGINT) AS total FROM lots "
+                f"WHERE member_id IN ({marks}) AND remaining > 0 AND (expires_ts IS NULL OR expires_ts > ?) "
+                "GROUP BY member_id, currency", [*chunk, now]).fetchall():
+            out[r["member_id"]][r["currency"]] = r["total"]
+        for r in conn.execute(f"SELECT member_id, currency, points FROM lot_debts WHERE member_id IN ({marks})",
+                              chunk).fetchall():
+            out[r["member_id"]][r["currency"]] = out[r["member_id"]].get(r["currency"], 0) - r["points"]
     return out
 
 
-def reset_lots(conn: sqlite3.Connection, member_id: str, balances: dict[str, int], source: str) -> None:
+def reset_lots(conn: Any, member_id: str, balances: dict[str, int], source: str) -> None:
     """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
     conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))
     conn.execute("DELETE FROM lot_debts WHERE member_id = ?", (member_id,))
@@ -132,4 +141,5 @@ def reset_lots(conn: sqlite3.Connection, member_id: str, balances: dict[str, int
                 "expires_at, expires_ts, swept, source) VALUES (?, ?, NULL, ?, ?, NULL, NULL, NULL, 0, ?)",
                 (member_id, currency, points, points, source))
         elif points < 0:
-            conn.execute("INSERT INTO lot_debts VALUES (?, ?, ?)", (member_id, currency, -points))
+            conn.execute("INSERT INTO lot_debts (member_id, currency, points) VALUES (?, ?, ?)",
+                         (member_id, currency, -points))

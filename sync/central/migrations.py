@@ -77,6 +77,13 @@ CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AN
 CREATE TABLE IF NOT EXISTS lot_debts (
     member_id TEXT NOT NULL, currency TEXT NOT NULL, points INTEGER NOT NULL,
     PRIMARY KEY (member_id, currency)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS central_outbox (
+    position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, aggregatetype TEXT NOT NULL,
+    aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS central_faults (
+    id INTEGER PRIMARY KEY, route TEXT NOT NULL, fault TEXT NOT NULL, remaining INTEGER NOT NULL,
+    delay REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS central_faults_by_route ON central_faults (route, id);
 CREATE TABLE IF NOT EXISTS member_aliases (
     alias TEXT PRIMARY KEY, member_id TEXT NOT NULL, source TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS member_aliases_member ON member_aliases (member_id);

@@ -1,8 +1,9 @@
 """What central keeps, as one interface: the seam a second storage engine implements.
 
-The server (server.py) talks to its store only through these methods; the
-SQLite store (store_sqlite.py) is the one the reference central ships with.
-Each method is safe to call from any thread. Members, events and answers go in
+The server (app.py) talks to its store only through these methods (a test
+checks it). Two engines implement them with one body of SQL (store_sql.py):
+SQLite (store_sqlite.py), the embedded default, and PostgreSQL (store_pg.py)
+for real use by several workers. Each method is safe to call from any thread. Members, events and answers go in
 and out in wire shape (docs/sync-protocol.md), so an engine decides how it keeps
 them, not what they look like.
 """
@@ -95,11 +96,34 @@ class CentralStore(Protocol):
     def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
         """Every seq consumed for a lane, with its outcome, in seq order."""
 
+    def outbox(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The central outbox after position ``after_id`` (Debezium's outbox event router shape):
+        one row per accepted event (aggregatetype "lane") and per member change ("member")."""
+
+    # --- the fault plan: one for every worker, so it lives in the database ------------------
+    def add_fault(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
+        """Queue ``count`` requests' worth of ``fault`` on ``route`` (faults.py); ValueError if bad."""
+
+    def take_fault(self, route: str) -> tuple[str, float] | None:
+        """The route's next queued fault and its delay, consumed; None when none is queued."""
+
+    def clear_faults(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-def open_store(db: str | Path, *, clock: Callable[[], float]) -> CentralStore:
-    """The store for ``db``: a SQLite file (the reference central's engine)."""
+def is_postgres(db: str | Path) -> bool:
+    """Is ``db`` a PostgreSQL URL (else a SQLite file)?"""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str | Path, *, clock: Callable[[], float], pool_size: int = 8) -> CentralStore:
+    """The store for ``db``: ``postgresql://...`` is a PostgreSQL database (its pool at most
+    ``pool_size`` connections), anything else a SQLite file."""
+    if is_postgres(db):
+        from posd.sync.central.store_pg import PgStore
+
+        return PgStore(str(db), clock=clock, pool_size=pool_size)
     from posd.sync.central.store_sqlite import SqliteStore
 
     return SqliteStore(db, clock=clock)

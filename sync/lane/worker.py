@@ -1,12 +1,12 @@
-"""What the sync workers share: a thread, wake-ups, full-jitter backoff, health.
+"""What the sync workers share: a thread, wake-ups, the retry policy, health.
 
 The outbox relay (push) and the member/program puller each do one unit of
 work in ``run_once()`` (tests call it directly); ``start()`` runs it in a
-daemon thread that never raises. Failures back off with full jitter
-(sleep = uniform(0, min(cap, base * 2**n))) so thousands of lanes coming back
-after an outage don't arrive together; Retry-After is a floor; 401/403 park
-the worker for ``auth_retry_interval`` and alert, because hammering central
-with bad credentials helps nobody.
+daemon thread that never raises. How long to wait after each outcome is the
+retry policy's (retry.py: full-jitter backoff with a cap, Retry-After as a
+floor, a 429's Retry-After as central's slot, 401/403 parked for
+``auth_retry_interval`` with an alert): a pure object the fleet simulation
+runs too.
 """
 
 from __future__ import annotations
@@ -20,23 +20,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from posd.sync.lane.errors import CentralAuthError, CentralUnavailable, LaneIdentityConflict, SyncError
+from posd.sync.lane.retry import DEFAULT_AUTH_RETRY_S, DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_RETRY_AFTER, RetryPolicy
+from posd.sync.lane.retry import backoff_delay as backoff_delay
 
 log = logging.getLogger("posd.sync.relay")  # one logger for the sync workers, as store IT knows it
 
-MAX_RETRY_AFTER = 3600.0  # a far-future Retry-After date must not park a lane for days
-
 StatusCallback = Callable[[dict[str, Any]], None]
 
-
-def backoff_delay(
-    failures: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """Full-jitter exponential backoff for the ``failures``-th consecutive failure (1-based)."""
-    ceiling = min(cap, base * 2 ** min(max(failures - 1, 0), 32))
-    delay = rng.uniform(0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay
+__all__ = ["MAX_RETRY_AFTER", "StatusCallback", "Worker", "backoff_delay"]
 
 
 class Worker:
@@ -49,18 +40,16 @@ class Worker:
         self,
         client: Any,
         *,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 60.0,
-        auth_retry_interval: float = 300.0,
+        backoff_base: float = DEFAULT_BASE_S,
+        backoff_cap: float = DEFAULT_CAP_S,
+        auth_retry_interval: float = DEFAULT_AUTH_RETRY_S,
         rng: random.Random | None = None,
         on_status: StatusCallback | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """The keyword arguments are every worker's; the relay and the puller pass them through."""
         self._client = client
-        self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
-        self._auth_retry_interval = auth_retry_interval
-        self._rng = rng if rng is not None else random.Random()
+        self._policy = RetryPolicy(backoff_base, backoff_cap, auth_retry_interval, rng)
         self._on_status = on_status
         self._clock = clock
         self._lock = threading.Lock()
@@ -70,7 +59,6 @@ class Worker:
         self._state = "starting"
         self._last_success_at: float | None = None
         self._last_error: str | None = None
-        self._failures = 0
         self._delay = 0.0  # how long the loop waits before the next step
         self._wake_cuts_delay = True  # idle waits end on wake(); backoff waits do not
         self._next_at: float | None = None  # monotonic time of the next attempt, for status()
@@ -123,9 +111,14 @@ class Worker:
 
     # --- outcomes ------------------------------------------------------------------------
 
+    @property
+    def _failures(self) -> int:
+        return self._policy.failures
+
     def _succeeded(self, state: str, delay: float, *, wake_cuts: bool = True) -> None:
         with self._lock:
-            self._state, self._failures, self._last_error = state, 0, None
+            self._policy.succeeded()
+            self._state, self._last_error = state, None
             self._last_success_at = self._clock()
             self._delay, self._wake_cuts_delay = delay, wake_cuts
             self._next_at = time.monotonic() + delay
@@ -133,15 +126,15 @@ class Worker:
     def _wait(self, state: str, delay: float) -> None:
         """Nothing to do: not a contact with central, so last_success_at stays."""
         with self._lock:
-            self._state, self._failures, self._last_error = state, 0, None
+            self._policy.succeeded()
+            self._state, self._last_error = state, None
             self._delay, self._wake_cuts_delay = delay, True
             self._next_at = time.monotonic() + delay
 
-    def _failed(self, error: str, retry_after: float | None) -> str:
+    def _failed(self, error: str, retry_after: float | None, status: int | None = None) -> str:
         with self._lock:
-            self._failures += 1
             self._state, self._last_error = "backoff", error
-            delay = backoff_delay(self._failures, self._backoff_base, self._backoff_cap, self._rng, retry_after)
+            delay = self._policy.failed(retry_after, status=status)
             self._delay, self._wake_cuts_delay = delay, False
             self._next_at = time.monotonic() + delay
             failures = self._failures
@@ -156,15 +149,14 @@ class Worker:
     def _auth_failed(self, exc: CentralAuthError) -> str:
         with self._lock:
             first = self._state != "auth_failed"
-            self._failures += 1
             self._state, self._last_error = "auth_failed", f"auth: HTTP {exc.status} {exc.code or ''}".strip()
-            self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
-            self._next_at = time.monotonic() + self._auth_retry_interval
+            self._delay, self._wake_cuts_delay = self._policy.parked(), False
+            self._next_at = time.monotonic() + self._delay
         # An alert, once per episode: credentials, store id or the clock need a person.
         (log.error if first else log.warning)(
             "%s failed: central refused our credentials (HTTP %s%s): check the store secret, store id and "
             "the clock; retrying only every %.0f s", self.activity, exc.status, f" {exc.code}" if exc.code else "",
-            self._auth_retry_interval,
+            self._policy.auth_retry_interval,
             extra={"event": f"{self.thread_name}.auth_failed", "alert": first, "status": exc.status,
                    "code": exc.code},
         )
@@ -173,10 +165,9 @@ class Worker:
     def _identity_conflict(self, exc: LaneIdentityConflict) -> str:
         with self._lock:
             first = self._state != "identity_conflict"
-            self._failures += 1
             self._state, self._last_error = "identity_conflict", str(exc)
-            self._delay, self._wake_cuts_delay = self._auth_retry_interval, False
-            self._next_at = time.monotonic() + self._auth_retry_interval
+            self._delay, self._wake_cuts_delay = self._policy.parked(), False
+            self._next_at = time.monotonic() + self._delay
         (log.error if first else log.warning)(
             "%s stopped: %s; ledger.db may have been restored from an old backup", self.activity, exc,
             extra={"event": f"{self.thread_name}.identity_conflict", "alert": first},
@@ -190,7 +181,7 @@ class Worker:
         if isinstance(exc, CentralAuthError):
             return self._auth_failed(exc)
         if isinstance(exc, CentralUnavailable):
-            return self._failed(str(exc), exc.retry_after)
+            return self._failed(str(exc), exc.retry_after, exc.status)
         if isinstance(exc, SyncError):
             return self._failed(str(exc), None)
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})

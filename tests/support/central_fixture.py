@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -81,6 +82,20 @@ def running_central(tmp_path: Path, seed: dict[str, Any] | None = None, **kwargs
         yield server
     finally:
         server.stop()
+
+
+class FakeClock:
+    """A clock a test moves by hand, shared by central and its clients (requests are signed with
+    the sender's clock and checked against central's)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def make_client(central: CentralServer, store_id: str = STORE_ID, lane_id: str = LANE_ID,

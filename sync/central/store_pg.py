@@ -1,0 +1,141 @@
+"""The reference central's store on PostgreSQL: several stateless workers, one database.
+
+Every method is the shared SQL store's (store_sql.py); what is PostgreSQL's
+own is here:
+
+- connections from a psycopg_pool pool (autocommit; a write is an explicit
+  transaction), the ``?`` of the shared SQL turned into psycopg's ``%s``;
+- a lane's head is locked with ``SELECT ... FOR UPDATE`` (two pushes of one
+  lane apply one after the other; lanes never wait for each other);
+- a batch's members are locked before anything of theirs changes, always in
+  one order, by every writer (batches, the expiry sweep, upserts, seeds):
+  first an advisory transaction lock per member in ascending hash order (it
+  also covers a member a ``member_enrolled`` is about to create, which has no
+  row to lock yet), then the rows that exist, ``FOR UPDATE`` in member_id
+  order (so an UPDATE from outside this code waits or is waited for). Two
+  lanes of one member never deadlock and never lose an update;
+- the member change feed: a change's version is ``xid << 20 | n`` (the
+  writing transaction's id, then the n-th change in it), and a page only
+  lists versions below the oldest transaction still running
+  (``pg_snapshot_xmin``). Transaction ids are handed out at start, not at
+  commit; cutting at that horizon is what makes the feed ordered by commit:
+  nothing can later appear behind a cursor already handed out;
+- the schema (schema_pg.py): events hash-partitioned by lane.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from posd.sync.central.schema_pg import MIGRATE_LOCK, migrate
+from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
+
+CHANGE_BITS = 20  # changes one transaction may make: seeds write at most SEED_CHUNK members per transaction
+SWEEP_LOCK = (0x706F7364, 1)  # ("posd", 1): one expiry sweep at a time, the others skip it
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (no statement holds a literal ? or %)."""
+    return sql.replace("?", "%s")
+
+
+class _Conn:
+    """A psycopg connection that runs the shared SQL; counts the changes of its transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+        self.xid: int | None = None
+        self.changes = 0
+
+    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
+        return self.raw.execute(_pg_sql(sql), params)
+
+    def executemany(self, sql: str, params: list[Any]) -> None:
+        if params:
+            self.raw.cursor().executemany(_pg_sql(sql), params)
+
+
+class PgStore(SqlStore):
+    """Central's database on a PostgreSQL server. Every method is safe to call from any thread."""
+
+    FOR_UPDATE = " FOR UPDATE"
+    SEED_CHUNK = 100_000
+    assert SEED_CHUNK < 2**CHANGE_BITS
+
+    def __init__(self, url: str, clock: Any = time.time, pool_size: int = 8) -> None:
+        self.url = url
+        self._clock = clock
+        self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False, name="posd-central",
+                                    kwargs={"autocommit": True, "row_factory": dict_row})
+        try:
+            self._pool.open(wait=True, timeout=30)
+            with self._pool.connection() as conn:
+                migrate(conn)
+            self._ensure_signing_key()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[_Conn]:
+        # Pipeline mode: statements whose results nobody reads (a lot, an outbox row) go out
+        # without waiting for the one before; a read waits for what is queued before it.
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            yield _Conn(conn)
+
+    def _insert_events(self, conn: _Conn, rows: list[tuple[Any, ...]]) -> list[int]:
+        # One statement of eleven arrays: psycopg need not parse thousands of placeholders.
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
+        types = ["text", "text", "bigint", "text", "text", "text", "text", "text", "jsonb", "text", "text"]
+        arrays = ", ".join(f"?::{t}[]" for t in types)
+        return [r["seq"] for r in conn.execute(
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq", [list(c) for c in columns]).fetchall()]
+
+    @contextmanager
+    def _read(self) -> Iterator[_Conn]:
+        with self._pool.connection() as conn:
+            yield _Conn(conn)
+
+    def _next_versions(self, conn: _Conn, count: int) -> list[int]:
+        if conn.xid is None:
+            conn.xid = conn.execute("SELECT pg_current_xact_id()::text::bigint AS x").fetchone()["x"]
+        first, conn.changes = conn.changes + 1, conn.changes + count
+        if conn.changes >= 2**CHANGE_BITS:
+            raise RuntimeError(f"more than {2**CHANGE_BITS - 1} member changes in one transaction")
+        return [(conn.xid << CHANGE_BITS) | n for n in range(first, conn.changes + 1)]
+
+    def _feed_rows(self, conn: _Conn, cursor: int, limit: int) -> list[Any]:
+        return conn.execute(
+            f"SELECT * FROM members WHERE version > ? AND version < "
+            f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {CHANGE_BITS}) ORDER BY version LIMIT ?",
+            (cursor, limit)).fetchall()
+
+    def _lock_members(self, conn: _Conn, member_ids: list[str]) -> None:
+        if not member_ids:
+            return
+        conn.execute("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(m, 0) AS h "
+                     "FROM unnest(?::text[]) AS m ORDER BY h OFFSET 0) AS ordered", (list(member_ids),))
+        conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE",
+                     (list(member_ids),))
+
+    HOLDER_SQL = ("SELECT member_id FROM members WHERE identifiers @> jsonb_build_array(?::text) "
+                  "AND status != 'deleted' LIMIT 1")
+
+    def _one_at_a_time(self, conn: _Conn) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(?, ?)", MIGRATE_LOCK)
+
+    def _sweep_guard(self, conn: _Conn) -> bool:
+        return conn.execute("SELECT pg_try_advisory_xact_lock(?, ?) AS got", SWEEP_LOCK).fetchone()["got"]

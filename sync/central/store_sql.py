@@ -1,0 +1,765 @@
+"""What both of central's SQL engines do, written once: the store interface over plain SQL.
+
+``SqlStore`` implements every method of the store interface (store.py) with
+statements that SQLite and PostgreSQL both run (``?`` placeholders; the
+PostgreSQL store's connection turns them into ``%s``). An engine subclass
+says only what differs: how a connection and a write transaction are had,
+how a lane's head and a batch's members are locked, how a member's change
+version is drawn and how the change feed is read (store_sqlite.py,
+store_pg.py). So the two engines cannot drift apart: the same batch
+algorithm, lot engine (lots.py) and answers run on both, and one test suite
+runs against both.
+
+A batch is applied in ONE transaction: lock the lane's head, answer seqs it
+already consumed from what is stored, insert the contiguous run after the
+head with ``INSERT ... ON CONFLICT DO NOTHING RETURNING seq`` (an answer is
+computed from what was inserted: a row that was not is answered as stored),
+then apply the inserted events' effects in seq order under the batch's member
+locks, and move the head. Accepted events and member changes also go into
+the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import AbstractContextManager
+from typing import Any
+
+from posd.sync.central import burns
+from posd.sync.central.faults import ROUTES, check_fault
+from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
+from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
+from posd.sync.central.seed import parse_seed
+from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
+from posd.sync.protocol import TOKEN_SCHEMES, parse_utc, program_etag, result_wire, validate_event
+
+JSON_COLUMNS = ("identifiers", "balances", "offers")
+EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
+                 "batch_id", "received_at")
+MEMBER_COLUMNS = ("member_id", "display_name", "locale", "tier", "qualifying", "identifiers", "balances",
+                  "status", "birth_date", "offers", "totp_secret", "version")
+
+
+class SqlStore:
+    """The store interface in SQL both engines run; subclasses fill in the hooks below."""
+
+    FOR_UPDATE = ""  # the row-lock suffix of a SELECT (" FOR UPDATE" where the engine has one)
+
+    _clock: Any
+
+    # --- engine hooks ----------------------------------------------------------------------
+
+    def _write(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields a connection whose execute() takes ``?`` placeholders."""
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[Any]:
+        """A connection for reads (autocommit where the engine has it)."""
+        raise NotImplementedError
+
+    def _next_versions(self, conn: Any, count: int) -> list[int]:
+        """The positions in the change feed of the next ``count`` member changes, in order."""
+        raise NotImplementedError
+
+    def _feed_rows(self, conn: Any, cursor: int, limit: int) -> list[Any]:
+        """Up to ``limit`` member rows changed after ``cursor``, in feed order, none of
+        which a transaction still running could sort before."""
+        raise NotImplementedError
+
+    def _lock_members(self, conn: Any, member_ids: list[str]) -> None:
+        """Lock the members a write is about to change, always in one order (no deadlocks)."""
+
+    def _sweep_guard(self, conn: Any) -> bool:
+        """False when another writer is sweeping right now (it will do the work)."""
+        return True
+
+    def _one_at_a_time(self, conn: Any) -> None:
+        """Hold, until the transaction ends, the lock that makes central-wide steps one at a time."""
+
+    # The member (not erased) holding an identifier: SQL with one ``?``, the identifier as text.
+    HOLDER_SQL = ""
+
+    def _ensure_signing_key(self) -> None:
+        """A central that can sign member tokens from the start: one key when it has none."""
+        with self._write() as conn:
+            self._one_at_a_time(conn)  # workers starting together add one key, not one each
+            if conn.execute("SELECT 1 FROM member_token_keys LIMIT 1").fetchone() is None:
+                self._add_key(conn, new_kid(), new_signing_key())
+
+    # --- seed, stores, program -------------------------------------------------------------
+
+    def seed(self, seed: dict[str, Any]) -> None:
+        """Load a seed file's content. Safe to repeat: existing members keep their
+        balances; store secrets and the program are replaced (they are config)."""
+        parsed = parse_seed(seed)
+        program = parsed.program if parsed.program is not None else (self.program()[0] or {})
+        rows = [member_row(m, program) for m in parsed.members]  # every member checked before anything is written
+        with self._write() as conn:
+            for store_id, secret in parsed.secrets.items():
+                conn.execute("INSERT INTO stores (store_id, secret) VALUES (?, ?) "
+                             "ON CONFLICT (store_id) DO UPDATE SET secret = excluded.secret", (store_id, secret))
+            if parsed.program is not None:
+                self._save_program(conn, parsed.program)
+            self._seed_members(conn, rows[:self.SEED_CHUNK])
+        for start in range(self.SEED_CHUNK, len(rows), self.SEED_CHUNK):
+            with self._write() as conn:
+                self._seed_members(conn, rows[start:start + self.SEED_CHUNK])
+
+    # Members per transaction: a member's row and its lots always land together, and a
+    # chain-sized seed does not hold one transaction (and the change feed's horizon) for long.
+    SEED_CHUNK = 100_000
+
+    def _seed_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        self._lock_members(conn, sorted({r["member_id"] for r in rows}))
+        for row in rows:
+            if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (row["member_id"],)).fetchone():
+                continue  # existing members keep their lots: seeding again is a no-op for them
+            reset_lots(conn, row["member_id"], row["balances"], "seed")
+            self._write_member(conn, row)
+
+    def store_secret(self, store_id: str) -> bytes | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT secret FROM stores WHERE store_id = ?", (store_id,)).fetchone()
+        return None if row is None else bytes(row["secret"])
+
+    def program(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(program, etag); (None, None) before a program is seeded."""
+        with self._read() as conn:
+            return self._program_in(conn)
+
+    def set_program(self, program: dict[str, Any]) -> str:
+        with self._write() as conn:
+            return self._save_program(conn, program)
+
+    def _save_program(self, conn: Any, program: dict[str, Any]) -> str:
+        text = json.dumps(program, sort_keys=True, ensure_ascii=False)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('program', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (text,))
+        return self._program_in(conn)[1] or ""
+
+    def _program_in(self, conn: Any) -> tuple[dict[str, Any] | None, str | None]:
+        """The program lanes get: as seeded, with central's member-token keys that are not
+        retired (a key rotation changes the ETag, not the version); its ETag."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
+        if row is None:
+            return None, None
+        program = published_program(json.loads(row["value"]), self._keys_in(conn))
+        return program, program_etag(program)
+
+    # --- member tokens: signing keys, wallet secrets ------------------------------------------
+
+    def member_token_keys(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return self._keys_in(conn)
+
+    @staticmethod
+    def _keys_in(conn: Any) -> list[dict[str, Any]]:
+        rows = conn.execute("SELECT * FROM member_token_keys ORDER BY created_at, kid").fetchall()
+        return [{"kid": r["kid"], "private_key": bytes(r["private_key"]), "public_key": r["public_key"],
+                 "created_at": r["created_at"], "retired_at": r["retired_at"]} for r in rows]
+
+    def add_member_token_key(self, kid: str, private_key: bytes) -> None:
+        with self._write() as conn:
+            self._add_key(conn, kid, private_key)
+
+    def _add_key(self, conn: Any, kid: str, private_key: bytes) -> None:
+        conn.execute("INSERT INTO member_token_keys (kid, private_key, public_key, created_at, retired_at) "
+                     "VALUES (?, ?, ?, ?, NULL)", (kid, private_key, public_key_text(private_key), self._clock()))
+
+    def retire_member_token_key(self, kid: str) -> bool:
+        with self._write() as conn:
+            return bool(conn.execute("UPDATE member_token_keys SET retired_at = ? WHERE kid = ? "
+                                     "AND retired_at IS NULL", (self._clock(), kid)).rowcount)
+
+    def wallet_secret(self, member_id: str, secret: bytes) -> bytes | None:
+        """The member's wallet-pass secret; ``secret`` becomes it when the member has none
+        (the member's new version carries it to the lanes). None for an unknown or erased member."""
+        with self._write() as conn:
+            member_id = resolve_alias(conn, member_id)
+            self._lock_members(conn, [member_id])
+            member = _load_member(conn, member_id)
+            if member is None or member["status"] == "deleted":
+                return None
+            if not member.get("totp_secret"):
+                member["totp_secret"] = secret.hex()
+                self._write_member(conn, member)
+            return bytes.fromhex(member["totp_secret"])
+
+    # --- members ---------------------------------------------------------------------------
+
+    def member(self, member_id: str, store_id: str | None = None) -> dict[str, Any] | None:
+        """A member in wire shape. applied_seq lists the lanes of ``store_id``, or
+        every lane as "store/lane" when no store is given."""
+        self.sweep_expired()
+        with self._read() as conn:
+            member_id = resolve_alias(conn, member_id)  # a lane may still name it by its provisional id
+            row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+            if row is None:
+                return None
+            marks = self._applied_seqs(conn, [member_id], store_id)
+            aliases = _aliases(conn, [member_id])
+            vouchers = burns.open_vouchers(conn, [member_id], self._clock())
+        return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id),
+                           vouchers.get(member_id, []))
+
+    def upsert_member(self, member: dict[str, Any]) -> None:
+        """Create or replace a member's profile (not its lane watermarks); bumps its version.
+        Its balances replace its lots: one never-expiring lot per currency."""
+        program = self.program()[0] or {}
+        row = member_row(member, program)
+        with self._write() as conn:
+            self._lock_members(conn, [row["member_id"]])
+            reset_lots(conn, row["member_id"], row["balances"], "upsert")
+            self._write_member(conn, row)
+
+    def lots(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's lots, oldest first (inspection and tests)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT lot_id, currency, transaction_id, points, remaining, available_at, expires_at, swept, source "
+                "FROM lots WHERE member_id = ? ORDER BY lot_id", (member_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def debts(self, member_id: str) -> dict[str, int]:
+        """The negative remainder per currency (points taken back after they were spent)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT currency, points FROM lot_debts WHERE member_id = ?",
+                                (member_id,)).fetchall()
+        return {r["currency"]: r["points"] for r in rows}
+
+    def sweep_expired(self) -> int:
+        """Bump the version of every member whose balance fell because lots expired
+        since the last sweep, and of every member whose voucher a reservation that
+        expired held; the number of members bumped. Cheap when nothing expired: one
+        probe of each partial index, no write transaction."""
+        now = self._clock()
+        with self._read() as conn:
+            if not (conn.execute(DUE_LOT, (now,)).fetchone() or conn.execute(burns.DUE, (now,)).fetchone()):
+                return 0
+        with self._write() as conn:
+            if not self._sweep_guard(conn):
+                return 0
+            # Every member either step changes, locked at once in the one order, then the steps.
+            due = {r["member_id"] for r in conn.execute(
+                "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+                (now,)).fetchall()}
+            due |= {r["member_id"] for r in conn.execute(
+                "SELECT member_id FROM reservations WHERE state = 'open' AND expires_ts <= ? AND member_id IS NOT NULL",
+                (now,)).fetchall()}
+            self._lock_members(conn, sorted(due))
+            return self._sweep(conn, now) + self._release(conn, now)
+
+    def _release(self, conn: Any, now: float) -> int:
+        """Expire reservations past their time; members whose open vouchers changed get a new version."""
+        released = sorted(burns.release_expired(conn, now))
+        self._lock_members(conn, released)
+        changed = [m for m in (_load_member(conn, member_id) for member_id in released) if m is not None]
+        self._write_members(conn, changed)
+        return len(changed)
+
+    # --- burns: authorisations, reservations, vouchers ----------------------------------------
+
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
+        self.sweep_expired()  # reservations past their time free their points first
+        now = self._clock()
+        with self._write() as conn:
+            if request.get("member_id"):  # a provisional id a lane still uses names central's member
+                request = {**request, "member_id": resolve_alias(conn, request["member_id"])}
+            member_id, code = request.get("member_id"), request.get("voucher_code")
+            owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?", (code,)).fetchone() \
+                if code else None
+            owner_id = owner["member_id"] if owner else None
+            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
+            member = _load_member(conn, member_id) if member_id else None
+            answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s)
+            if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
+                changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
+                self._write_members(conn, [m for m in changed if m is not None])
+        return answer
+
+    def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
+        """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
+        coupons = {c.get("code"): c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
+                   if isinstance(c, dict)}
+        self.sweep_expired()
+        with self._read() as conn:
+            member_id = resolve_alias(conn, member_id) if member_id else None
+            return burns.lookup(conn, code, member_id, coupons.get(code), self._clock())
+
+    def reservations(self, member_id: str) -> list[dict[str, Any]]:
+        """A member's reservations, newest first, with their state now (inspection and tests)."""
+        with self._read() as conn:
+            return burns.reservations_of(conn, member_id, self._clock())
+
+    def _sweep(self, conn: Any, now: float) -> int:
+        due = sorted(r["member_id"] for r in conn.execute(
+            "SELECT DISTINCT member_id FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ?",
+            (now,)).fetchall())
+        self._lock_members(conn, due)  # members first, then their lots: the order every writer keeps
+        bumped = 0
+        for member_id in due:
+            conn.execute("UPDATE lots SET swept = 1 WHERE member_id = ? AND swept = 0 AND expires_ts IS NOT NULL "
+                         "AND expires_ts <= ?", (member_id, now))
+            member = _load_member(conn, member_id)
+            if member is None or member["status"] == "deleted":
+                continue  # nothing to show to lanes any more
+            balances = lot_balances(conn, {member_id: member["balances"]}, now)[member_id]
+            if balances != member["balances"]:  # a lot spent to 0 before it expired changes nothing
+                member["balances"] = balances
+                self._write_member(conn, member)
+                bumped += 1
+        return bumped
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> tuple[list[dict[str, Any]], str, bool]:
+        """Members changed after ``cursor``, oldest change first (after an expiry sweep,
+        so a balance that fell by expiry is in the feed)."""
+        self.sweep_expired()
+        with self._read() as conn:
+            rows = self._feed_rows(conn, cursor, limit + 1)
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            ids = [r["member_id"] for r in rows]
+            marks, aliases = self._applied_seqs(conn, ids, store_id), _aliases(conn, ids)
+            vouchers = burns.open_vouchers(conn, ids, self._clock())
+        members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]),
+                               vouchers.get(r["member_id"], [])) for r in rows]
+        next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
+        return members, next_cursor, has_more
+
+    @staticmethod
+    def _applied_seqs(conn: Any, member_ids: list[str], store_id: str | None) -> dict[str, dict[str, int]]:
+        marks: dict[str, dict[str, int]] = {}
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start : start + 500]
+            where, args = f"member_id IN ({_marks(chunk)})", list(chunk)
+            if store_id is not None:
+                where, args = where + " AND store_id = ?", args + [store_id]
+            for r in conn.execute(f"SELECT * FROM member_lanes WHERE {where}", args).fetchall():
+                key = r["lane_id"] if store_id is not None else f"{r['store_id']}/{r['lane_id']}"
+                marks.setdefault(r["member_id"], {})[key] = r["applied_seq"]
+        return marks
+
+    def _write_member(self, conn: Any, row: dict[str, Any]) -> None:
+        self._write_members(conn, [row])
+
+    def _write_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert or replace members at new versions; each change also goes to the outbox."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in MEMBER_COLUMNS if c != "member_id")
+        values = [[json.dumps(row.get(c), ensure_ascii=False) if c in JSON_COLUMNS
+                   else version if c == "version" else row.get(c) for c in MEMBER_COLUMNS]
+                  for row, version in zip(rows, self._next_versions(conn, len(rows)), strict=True)]
+        conn.executemany(f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_marks(MEMBER_COLUMNS)}) "
+                         f"ON CONFLICT (member_id) DO UPDATE SET {updates}", values)
+        outbox = []
+        for row in rows:
+            wire = member_wire(row, {})
+            wire.pop("applied_seq")
+            wire.pop("totp_secret", None)  # a wallet pass's secret goes to lanes only, never onward
+            outbox.append(("member", row["member_id"], "member.changed", wire))
+        _outbox(conn, outbox)
+
+    # --- lanes and events ------------------------------------------------------------------
+
+    def last_seq(self, store_id: str, lane_id: str) -> int:
+        with self._read() as conn:
+            row = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?",
+                               (store_id, lane_id)).fetchone()
+        return 0 if row is None else row["last_seq"]
+
+    def lane_head(self, store_id: str, lane_id: str) -> tuple[int, str | None]:
+        """(last_seq, event_id at last_seq); (0, None) for a lane central has never heard from."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT l.last_seq, e.event_id FROM lanes l LEFT JOIN events e ON e.store_id = l.store_id "
+                "AND e.lane_id = l.lane_id AND e.seq = l.last_seq WHERE l.store_id = ? AND l.lane_id = ?",
+                (store_id, lane_id)).fetchone()
+        return (0, None) if row is None or row["last_seq"] == 0 else (row["last_seq"], row["event_id"])
+
+    def events(self, store_id: str, lane_id: str) -> list[dict[str, Any]]:
+        """Every seq central has consumed for a lane, with its outcome, in seq order."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM events WHERE store_id = ? AND lane_id = ? ORDER BY seq",
+                                (store_id, lane_id)).fetchall()
+        listed = []
+        for r in rows:
+            body = json_value(r["body"])
+            listed.append({"seq": r["seq"], "event_id": r["event_id"], "status": r["status"], "code": r["code"],
+                           "type": r["type"], "member_id": r["member_id"],
+                           "transaction_id": body.get("transaction_id"), "batch_id": r["batch_id"],
+                           "received_at": r["received_at"], "event": body})
+        return listed
+
+    def outbox(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox rows after ``after_id`` in insert order (inspection and tests; Debezium reads the WAL)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT position, id, aggregatetype, aggregateid, type, payload FROM central_outbox "
+                "WHERE position > ? ORDER BY position LIMIT ?", (after_id, limit)).fetchall()
+        return [{**dict(r), "id": str(r["id"]), "payload": json_value(r["payload"])} for r in rows]
+
+    def apply_batch(
+        self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
+    ) -> list[dict[str, Any]]:
+        """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
+        self.sweep_expired()  # balances this batch loads are current (its own transaction: locks stay ordered)
+        now = self._clock()
+        with self._write() as conn:
+            conn.execute("INSERT INTO lanes (store_id, lane_id, last_seq) VALUES (?, ?, 0) "
+                         "ON CONFLICT (store_id, lane_id) DO NOTHING", (store_id, lane_id))
+            last = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?" + self.FOR_UPDATE,
+                                (store_id, lane_id)).fetchone()["last_seq"]
+            answers: dict[int, dict[str, Any]] = {}
+            run = []  # the contiguous run of new seqs after the head
+            for event in events:
+                if event["seq"] == last + 1 + len(run):
+                    run.append(event)
+                elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
+                    answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
+            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
+            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
+                              holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
+            touched = work.members_of([e for e in run if e["seq"] in inserted])
+            self._lock_members(conn, touched)
+            work.preload(touched)
+            streamed = []
+            for event in run:
+                seq = event["seq"]
+                if seq not in inserted:
+                    continue  # answered as stored, below
+                code = inserted[seq] or work.apply(event, seq)
+                if code and not inserted[seq]:  # central's own facts refused it: stored, not applied
+                    conn.execute("UPDATE events SET status = 'rejected', code = ? WHERE store_id = ? "
+                                 "AND lane_id = ? AND seq = ?", (code, store_id, lane_id, seq))
+                answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code,
+                                           member_id=None if code else work.enrolled.get(seq))
+                if not code:
+                    streamed.append(("lane", f"{store_id}/{lane_id}", str(event["type"]),
+                                     {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event}))
+            _outbox(conn, streamed)
+            again = [e for e in events if e["seq"] not in answers]
+            answers.update(_answers_again(conn, store_id, lane_id, again))
+            work.flush(store_id, lane_id, self._write_members)
+            head = last + sum(1 for e in run if e["seq"] in inserted)
+            conn.execute("UPDATE lanes SET last_seq = ? WHERE store_id = ? AND lane_id = ?", (head, store_id, lane_id))
+        return [answers[e["seq"]] for e in events]
+
+    def _insert_run(self, conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
+                    received_at: str) -> dict[int, str | None]:
+        """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
+        for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
+        codes = {e["seq"]: validate_event(e) for e in run}
+        rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
+                 codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
+                 json.dumps(e, ensure_ascii=False), batch_id, received_at) for e in run]
+        return {seq: codes[seq] for seq in self._insert_events(conn, rows)}
+
+    def _insert_events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING seq: the seqs of the rows inserted."""
+        inserted = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            values = ", ".join(f"({_marks(EVENT_COLUMNS)})" for _ in chunk)
+            inserted += [r["seq"] for r in conn.execute(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES {values} "
+                "ON CONFLICT (store_id, lane_id, seq) DO NOTHING RETURNING seq",
+                [v for row in chunk for v in row]).fetchall()]
+        return inserted
+
+    # --- the fault plan (shared by every worker, so it lives in the database) -------------------
+
+    def add_fault(self, route: str, fault: str, count: int = 1, delay: float | None = None) -> None:
+        route, fault, count, delay = check_fault(route, fault, count, delay)
+        with self._write() as conn:
+            conn.execute("INSERT INTO central_faults (route, fault, remaining, delay) VALUES (?, ?, ?, ?)",
+                         (route, fault, count, delay))
+
+    def take_fault(self, route: str) -> tuple[str, float] | None:
+        """The next queued fault of ``route``, consumed; None (one indexed probe) when there is none."""
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}")
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM central_faults WHERE route = ? LIMIT 1", (route,)).fetchone() is None:
+                return None
+        with self._write() as conn:
+            row = conn.execute("SELECT id, fault, remaining, delay FROM central_faults WHERE route = ? "
+                               "ORDER BY id LIMIT 1" + self.FOR_UPDATE, (route,)).fetchone()
+            if row is None:
+                return None
+            if row["remaining"] <= 1:
+                conn.execute("DELETE FROM central_faults WHERE id = ?", (row["id"],))
+            else:
+                conn.execute("UPDATE central_faults SET remaining = remaining - 1 WHERE id = ?", (row["id"],))
+            return row["fault"], float(row["delay"])
+
+    def clear_faults(self) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM central_faults")
+
+
+def _answers_again(conn: Any, store_id: str, lane_id: str, events: list[dict[str, Any]]) -> dict[int, Any]:
+    """Seqs central already consumed: same event -> same outcome, else a conflict."""
+    if not events:
+        return {}
+    seqs = [e["seq"] for e in events]
+    stored = {r["seq"]: r for r in conn.execute(
+        f"SELECT seq, event_id, status, code FROM events WHERE store_id = ? AND lane_id = ? AND seq IN ({_marks(seqs)})",
+        [store_id, lane_id, *seqs]).fetchall()}
+    answers = {}
+    for event in events:
+        seq, event_id, row = event["seq"], event["event_id"], stored.get(event["seq"])
+        if row is None or row["event_id"] != event_id:
+            answers[seq] = result_wire(seq, event_id, "rejected", "seq_conflict")
+        elif row["status"] == "accepted":
+            answers[seq] = result_wire(seq, event_id, "duplicate")
+        else:
+            answers[seq] = result_wire(seq, event_id, "rejected", row["code"])
+    return answers
+
+
+class _BatchWork:
+    """Members touched by one batch, changed in memory and written once at the end.
+    Lots are changed in place (same transaction); balances are recomputed from them at flush."""
+
+    def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
+                 holder_sql: str, lock: Any) -> None:
+        self.conn = conn
+        self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
+        self.lock = lock  # lock one more member (one an enrolment found by its identifier)
+        self.locked: set[str] = set()
+        self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
+        self.aliases: dict[str, str] = {}  # provisional id -> central's member id, for this batch's ids
+        self.program = program
+        self.now = now
+        self.store_id, self.lane_id = store_id, lane_id
+        self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
+        self.members: dict[str, dict[str, Any]] = {}
+        self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
+        self.debtors: set[str] = set()  # members who may owe points: their credits repay first
+
+    def apply(self, event: dict[str, Any], seq: int) -> str | None:
+        """Apply one valid event; a rejection code when central's own facts forbid it."""
+        dates = lot_dates(event)
+        if dates is None:
+            return "malformed_event"  # checked before anything changes: a rejected event applies nothing
+        if event["type"] == "member_enrolled" and event.get("provisional") is True:
+            member_id = self._enrol(event, seq)
+        else:
+            member_id = self.aliases.get(event["member_id"], event["member_id"])  # a provisional id once mapped
+        member = self._load(member_id)
+        if member is None:
+            if event["type"] != "member_enrolled":
+                return "unknown_member"
+            member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
+            self.members[member_id] = member
+        if member["status"] == "deleted":
+            return "member_deleted"
+        refused = None
+        if event["type"] == "voucher_use":
+            refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
+                                               self.now)
+        elif event["type"] == "redemption":
+            refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id)
+        elif event["type"] == "token_use":
+            refused = self._use_token(event, member_id, seq)
+        if refused:
+            return refused
+        tier_currency = self.program.get("tier_currency")
+        # A debit takes the lots that were unexpired when the till spent them: an
+        # offline redemption on the last day of the month, synced later, spends
+        # the points that were about to expire, not the member's later ones.
+        occurred = parse_utc(event["occurred_at"])
+        as_of = min(self.now, occurred.timestamp()) if occurred is not None else self.now
+        source = f"{self.lane_key}/{seq}"
+        for currency, delta in event["points"].items():
+            member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
+            if delta > 0:
+                available_at, expires_at = dates.get(currency, (None, None))
+                credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
+                        expires_at, source, self.now, in_debt=member_id in self.debtors)
+            elif delta < 0:
+                own = event.get("transaction_id") if event["type"] == "return" else None
+                debit(self.conn, member_id, currency, -delta, own, as_of)
+                self.debtors.add(member_id)  # it may have gone into debt
+            if currency == tier_currency and event["type"] in ("accrual", "return"):
+                member["qualifying"] = max(0, member["qualifying"] + delta)
+        member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
+        self.marks[member_id] = seq
+        return None
+
+    def members_of(self, events: list[dict[str, Any]]) -> list[str]:
+        """Every lock key the events need, sorted: the members they name, those ids' members when
+        they are aliases, the holders of a provisional enrolment's identifiers, the voucher codes."""
+        named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
+        self.aliases = _resolve_many(self.conn, sorted(named))
+        ids = set(named) | set(self.aliases.values())
+        for event in events:
+            if event.get("type") == "member_enrolled" and event.get("provisional") is True:
+                holder = self._holder(event.get("identifiers"))
+                if holder is not None:
+                    ids.add(holder)
+            if event.get("type") == "voucher_use" and isinstance(event.get("voucher_code"), str):
+                ids.add(voucher_lock(event["voucher_code"]))  # two lanes' uses of one code: one at a time
+        self.locked = ids
+        return sorted(ids)
+
+    def preload(self, member_ids: list[str]) -> None:
+        """Read the batch's members in one query per 500 (they are locked already)."""
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start:start + 500]
+            for row in self.conn.execute(f"SELECT * FROM members WHERE member_id IN ({_marks(chunk)})",
+                                         chunk).fetchall():
+                self.members[row["member_id"]] = decoded_member(row)
+            self.debtors |= {r["member_id"] for r in self.conn.execute(
+                f"SELECT DISTINCT member_id FROM lot_debts WHERE member_id IN ({_marks(chunk)})", chunk).fetchall()}
+
+    def _load(self, member_id: str) -> dict[str, Any] | None:
+        if member_id not in self.members:  # not among those preloaded: found since (an enrolment's holder)
+            if member_id not in self.locked:
+                # Locked now, out of the sorted order: a rare deadlock with another batch is
+                # detected by the database and that push retried by its lane.
+                self.lock(member_id)
+                self.locked.add(member_id)
+            member = _load_member(self.conn, member_id)
+            if member is None:
+                return None
+            self.members[member_id] = member
+        return self.members[member_id]
+
+    def _enrol(self, event: dict[str, Any], seq: int) -> str:
+        """A member a lane enrolled under a provisional id: the member who already holds one of its
+        identifiers (enrolled twice while offline), else a new member with central's next id.
+        The provisional id becomes an alias, so later events naming it reach the same member."""
+        provisional = event["member_id"]
+        known = self.aliases.get(provisional, provisional)
+        if known != provisional:
+            member_id = known
+        else:
+            member_id = self._holder(event.get("identifiers")) or self._new_member_id()
+            if self._load(member_id) is None:
+                self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
+                                                     self.program)
+            self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
+                              (provisional, member_id, f"{self.lane_key}/{seq}"))
+            self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
+        self.enrolled[seq] = member_id
+        return member_id
+
+    def _holder(self, identifiers: Any) -> str | None:
+        """The member holding any of these identifiers (the reference central scans; a platform indexes)."""
+        for identifier in identifiers if isinstance(identifiers, list) else []:
+            row = self.conn.execute(self.holder_sql, (str(identifier),)).fetchone()
+            if row is not None:
+                return row["member_id"]
+        return None
+
+    def _new_member_id(self) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
+        number = int(row["value"]) if row else 1
+        while True:
+            member_id = f"M{number:07d}"
+            number += 1
+            if member_id not in self.members and self._load(member_id) is None:
+                break
+        self.conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number),))
+        return member_id
+
+    def _use_token(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
+        """A member token accepted at a lane: every lane refuses it a second time itself, so the
+        same token_id from another lane is a replay (a screenshot shown at two tills) and is flagged.
+        The primary key decides, so two lanes racing on one token get one first use."""
+        token_id = event.get("token_id")
+        if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
+                or event.get("identified_by") not in TOKEN_SCHEMES:
+            return "malformed_event"
+        first = self.conn.execute(
+            "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key",
+            (token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)).fetchone()
+        if first is not None:
+            return None
+        row = self.conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
+        return None if row["lane_key"] == self.lane_key else "token_replayed"
+
+    def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
+        """Balances from the lots, then every changed member and its watermark, a few statements in all."""
+        if not self.marks:
+            return
+        changed = [self.members[m] for m in self.marks]
+        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed}, self.now)
+        for member in changed:
+            member["balances"] = balances[member["member_id"]]
+        write_members(self.conn, changed)
+        self.conn.executemany(
+            "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
+            [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
+
+
+def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Outbox rows (aggregatetype, aggregateid, type, payload), in order."""
+    conn.executemany("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
+                     [(str(uuid.uuid4()), agg_type, agg_id, type_, json.dumps(payload, ensure_ascii=False))
+                      for agg_type, agg_id, type_, payload in rows])
+
+
+def voucher_lock(code: str | None) -> str | None:
+    """The lock key of a voucher code, taken beside member ids in their one order (a member whose id
+    happened to be the same would only be locked once more than needed)."""
+    return None if not code else f"voucher:{code}"
+
+
+def resolve_alias(conn: Any, member_id: str) -> str:
+    """Central's id for a member a lane may still name by its provisional id."""
+    row = conn.execute("SELECT member_id FROM member_aliases WHERE alias = ?", (member_id,)).fetchone()
+    return member_id if row is None else row["member_id"]
+
+
+def _resolve_many(conn: Any, ids: list[str]) -> dict[str, str]:
+    """{alias: member_id} for those of ``ids`` that are aliases."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in conn.execute(f"SELECT alias, member_id FROM member_aliases WHERE alias IN ({_marks(chunk)})",
+                              chunk).fetchall():
+            found[r["alias"]] = r["member_id"]
+    return found
+
+
+def _aliases(conn: Any, member_ids: list[str]) -> dict[str, list[str]]:
+    """{member_id: its aliases, sorted} for the members that have any."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start:start + 500]
+        for r in conn.execute(f"SELECT alias, member_id FROM member_aliases WHERE member_id IN ({_marks(chunk)}) "
+                              "ORDER BY alias", chunk).fetchall():
+            found.setdefault(r["member_id"], []).append(r["alias"])
+    return found
+
+
+def _load_member(conn: Any, member_id: str) -> dict[str, Any] | None:
+    """A member as stored (JSON columns decoded, no version), or None."""
+    row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+    return None if row is None else decoded_member(row)
+
+
+def decoded_member(row: Any) -> dict[str, Any]:
+    member = {k: row[k] for k in row.keys() if k != "version"}
+    for column in JSON_COLUMNS:
+        member[column] = json_value(member[column])
+    return member
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value: SQLite keeps the text, PostgreSQL's jsonb arrives decoded."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _marks(items: Any) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,115 @@
+"""Member changes: cursors that lose nothing while members change during paging.
+
+On a foreign central the kit can only change members through the protocol:
+it pushes accruals for the members it enrolled, which move their balances
+and watermarks, between pages of the feed. Every change must reach the feed
+at its latest state: a member already paged past comes again after the
+cursor, one not yet reached comes once, changed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status
+
+PAGE = 2  # small pages, so changes land between them
+SETTLE_POLLS = 20  # polls at the feed's end for changes still committing elsewhere (bounded)
+
+
+def _page(ctx: Context, cursor: str, limit: int) -> tuple[list[dict], str, bool]:
+    answer = ctx.client.member_changes(cursor, limit)
+    expect_status(answer, 200, "a member page")
+    doc = answer.json()
+    if not isinstance(doc, dict) or not isinstance(doc.get("members"), list) \
+            or not isinstance(doc.get("next_cursor"), str) or not isinstance(doc.get("has_more"), bool):
+        raise Failed(f"a member page needs members, next_cursor (string) and has_more: {answer.body[:200]!r}")
+    return doc["members"], doc["next_cursor"], doc["has_more"]
+
+
+def _tail(ctx: Context) -> str:
+    """The cursor at the feed's end, paged to from the start (a lane's first snapshot)."""
+    if "tail" in ctx.notes:
+        return ctx.notes["tail"]
+    cursor, offsets = "", {}
+    for _ in range(ctx.max_pages):
+        members, cursor, has_more = _page(ctx, cursor, 1000)
+        for m in members:  # a platform may give an enrolment bonus: measure from what it shows
+            if isinstance(m, dict) and m.get("member_id") in ctx.expected:
+                balance = (m.get("balances") or {}).get(ctx.currency, 0)
+                offsets[m["member_id"]] = balance - ctx.expected[m["member_id"]][0]
+        if not has_more:
+            ctx.notes["tail"], ctx.notes["offsets"] = cursor, offsets
+            return cursor
+    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
+
+
+@check("members", "cursor.bad")
+def bad_cursor(ctx: Context) -> str:
+    """A cursor central never handed out is 400 bad_cursor; a limit of 0 is 400 bad_limit."""
+    expect_status(ctx.client.member_changes("not a cursor!", 10), 400, "a made-up cursor", "bad_cursor")
+    expect_status(ctx.client.member_changes("", 0), 400, "limit 0", "bad_limit")
+    return "400 bad_cursor, 400 bad_limit"
+
+
+@check("members", "cursor.loses_nothing")
+def loses_nothing(ctx: Context) -> str:
+    """Paging while members change: every change arrives, at its latest state, after the cursor."""
+    if len(ctx.members) < 2 or ctx.next_seq is None:
+        raise Skipped("the kit's members were not enrolled (check push.accepted)")
+    cursor = _tail(ctx)
+    seen: dict[str, dict] = {}
+    pushed = 0
+    for round_ in range(len(ctx.members) * 2):  # bounded: a change before every page
+        member = ctx.members[round_ % len(ctx.members)]
+        results = ctx.push([ctx.event(ctx.seq(), member, points=1 + round_)])
+        if results[0].get("status") != "accepted":
+            raise Failed(f"an accrual for the kit's member was answered {results[0]}")
+        pushed += 1
+        members, cursor, _ = _page(ctx, cursor, PAGE)
+        seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
+    for _ in range(SETTLE_POLLS):
+        for _ in range(ctx.max_pages):
+            members, cursor, has_more = _page(ctx, cursor, 1000)
+            seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
+            if not has_more:
+                break
+        if not _behind(ctx, seen):
+            return f"{pushed} changes made between pages of {PAGE}; each arrived at its latest state"
+        time.sleep(0.5)
+    raise Failed("the feed never brought these members' latest state: " + "; ".join(_behind(ctx, seen)[:3]))
+
+
+def _behind(ctx: Context, seen: dict[str, dict]) -> list[str]:
+    """The kit's members whose last state in the feed is not what the kit pushed."""
+    lane = ctx.client.lane_id
+    out = []
+    for member in ctx.members:
+        points, last_seq = ctx.expected[member]
+        got = seen.get(member)
+        if got is None:
+            out.append(f"{member} never came")
+            continue
+        balance = (got.get("balances") or {}).get(ctx.currency)
+        watermark = (got.get("applied_seq") or {}).get(lane)
+        points += ctx.notes.get("offsets", {}).get(member, 0)
+        if balance != points or watermark != last_seq:
+            out.append(f"{member}: balance {balance} (pushed {points}), applied_seq {watermark} (last {last_seq})")
+    return out
+
+
+@check("members", "watermark")
+def watermark(ctx: Context) -> str:
+    """A member's applied_seq names this lane's last event applied to it (only this store's lanes)."""
+    if not ctx.members:
+        raise Skipped("the kit's members were not enrolled (check push.accepted)")
+    members, _, _ = _page(ctx, _tail_before(ctx), 1000)
+    for m in members:
+        marks = m.get("applied_seq")
+        if not isinstance(marks, dict) or any("/" in key for key in marks):
+            raise Failed(f"applied_seq must map this store's lane ids to seqs, got {marks!r}")
+    return "applied_seq keyed by this store's lane ids"
+
+
+def _tail_before(ctx: Context) -> str:
+    return ctx.notes.get("tail", "")

@@ -1,0 +1,70 @@
+"""``posd conformance``: run the protocol's checks against a central; a table (or JSON), exit 0/1.
+
+    posd conformance --central https://central.example/api --store S900 --lane CONF1 --secret-file s.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from posd.sync.conformance.http import KitClient
+from posd.sync.conformance.kit import GROUPS, Context, as_json, passed, run, table
+from posd.sync.protocol import LANE_ID_RE, secret_from_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posd conformance",
+                                     description="Check a central against the posd sync protocol. It pushes events "
+                                                 "and enrols members: use a test store and lane.")
+    parser.add_argument("--central", required=True, help="the central's base URL, http(s)://host[:port][/prefix]")
+    parser.add_argument("--store", required=True, help="a store central knows, and whose secret you hold")
+    parser.add_argument("--lane", required=True, help="a lane id for the kit's events (its history is continued)")
+    parser.add_argument("--secret-file", required=True, help="the store secret, as in a lane's config (hex:... or text)")
+    parser.add_argument("--currency", default=None, help="currency of the kit's points (default: the program's "
+                                                         "tier_currency, else 'points')")
+    parser.add_argument("--group", action="append", choices=GROUPS, help="only these groups (repeatable)")
+    parser.add_argument("--max-pages", type=int, default=10_000, help="pages of 1000 members read to reach the "
+                                                                     "feed's end")
+    parser.add_argument("--wait-expiry", type=float, default=30.0, metavar="SECONDS",
+                        help="wait this long at most for a burn reservation to expire (else: not observed)")
+    parser.add_argument("--ca-file", help="CA bundle for central's certificate (default: the system's)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--json", action="store_true", help="the results as JSON")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not LANE_ID_RE.match(args.lane):
+            raise ValueError("--lane must be 1-64 of A-Z a-z 0-9 . _ -")
+        secret = secret_from_text(Path(args.secret_file).read_text(encoding="utf-8").strip())
+        client = KitClient(args.central, args.store, args.lane, secret, timeout=args.timeout,
+                           verify=args.ca_file or True)
+    except (OSError, ValueError) as exc:
+        print(f"posd conformance: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
+                      wait_expiry=args.wait_expiry)
+        outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
+    finally:
+        client.close()
+    print(as_json(outcomes, args.central) if args.json else table(outcomes, args.central))
+    return 0 if passed(outcomes) else 1
+
+
+def _program_currency(client: KitClient) -> str:
+    try:
+        program = client.program().json()
+    except Exception:  # the program check reports what is wrong with it
+        return "points"
+    if isinstance(program, dict):
+        if isinstance(program.get("tier_currency"), str):
+            return program["tier_currency"]
+        for currency in program.get("currencies") or []:
+            if isinstance(currency, dict) and isinstance(currency.get("code"), str):
+                return currency["code"]
+    return "points"

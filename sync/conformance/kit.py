@@ -1,0 +1,179 @@
+"""The kit's frame: checks register themselves by group; a run gives each one the shared
+context and records its outcome; the report is a table or JSON.
+
+A check is a function ``(ctx) -> str`` (a short note on what it saw) that
+raises ``Failed`` (the central broke the protocol), ``NotObserved`` (the kit
+could not provoke what it checks; honest, not a pass) or ``Skipped`` (a
+prerequisite failed). Checks of a group run in the order they are defined;
+an exception of any other kind is a failure too, reported with its type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from posd.sync.conformance.http import Answer, KitClient
+
+PASS, FAIL, NOT_OBSERVED, SKIPPED = "pass", "FAIL", "not observed", "skipped"
+
+# The check groups, in the order they run: a module each (sync/conformance/checks_<group>.py).
+GROUPS = ("auth", "push", "members", "program", "burn", "rate_limit")
+
+
+class Failed(Exception):
+    """The central answered against the protocol."""
+
+
+class NotObserved(Exception):
+    """What the check is about did not happen during the run."""
+
+
+class Skipped(Exception):
+    """A prerequisite of the check is missing (an earlier step failed)."""
+
+
+@dataclass
+class Check:
+    group: str
+    name: str
+    doc: str
+    fn: Callable[[Context], str]
+
+
+REGISTRY: list[Check] = []
+
+
+def check(group: str, name: str) -> Callable[[Callable[[Context], str]], Callable[[Context], str]]:
+    """Register a check: ``@check("push", "dedupe.duplicate")``; its docstring's first line is its title."""
+    def register(fn: Callable[[Context], str]) -> Callable[[Context], str]:
+        REGISTRY.append(Check(group, name, (fn.__doc__ or name).strip().splitlines()[0], fn))
+        return fn
+    return register
+
+
+@dataclass
+class Outcome:
+    group: str
+    name: str
+    title: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Context:
+    """What the checks share: the client, the lane's next seq, the kit's own members."""
+
+    client: KitClient
+    currency: str = "points"
+    max_pages: int = 10_000
+    wait_expiry: float = 30.0  # seconds the burn group may wait for a reservation to expire
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    next_seq: int | None = None  # the lane's next seq at central, once known
+    members: list[str] = field(default_factory=list)  # members this run enrolled
+    expected: dict[str, tuple[int, int]] = field(default_factory=dict)  # member -> (points pushed, last seq)
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # events central accepted, in seq order
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def seq(self) -> int:
+        if self.next_seq is None:
+            raise Skipped("the lane's head is unknown (check push.lane_head)")
+        return self.next_seq
+
+    def event(self, seq: int, member_id: str, type_: str = "accrual", points: int = 1, **extra: Any) -> dict:
+        """An event in wire shape, its ids unique to this run."""
+        event = {"seq": seq, "event_id": f"conf-{self.run_id}-{seq}", "type": type_,
+                 "transaction_id": f"conf-{self.run_id}-T{seq}", "member_id": member_id,
+                 "occurred_at": "2026-11-24T09:15:00Z", "points": {self.currency: points},
+                 "program_version": "conformance", "offline": False}
+        event.update(extra)
+        return event
+
+    def push(self, events: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+        """Push; the per-event answers (Failed unless central answers 200 with a result per event)."""
+        batch_id = f"conf-{self.run_id}-{events[0]['seq']}-{uuid.uuid4().hex[:6]}"
+        answer = self.client.push(batch_id, events, **kwargs)
+        expect_status(answer, 200, "a push")
+        doc = answer.json()
+        if not isinstance(doc, dict) or doc.get("batch_id") != batch_id or not isinstance(doc.get("results"), list):
+            raise Failed(f"a push answer needs batch_id {batch_id!r} and results: {answer.body[:200]!r}")
+        results = doc["results"]
+        by_seq = {r.get("seq"): r for r in results if isinstance(r, dict)}
+        missing = [e["seq"] for e in events if e["seq"] not in by_seq]
+        if missing:
+            raise Failed(f"no answer for seqs {missing}")
+        answers = [by_seq[e["seq"]] for e in events]
+        for event, result in zip(events, answers, strict=True):
+            if result.get("event_id") not in (None, event["event_id"]):
+                raise Failed(f"seq {event['seq']} answered with another event_id {result.get('event_id')!r}")
+            if result.get("status") == "accepted":
+                self.note_accepted(event)
+        return answers
+
+    def note_accepted(self, event: dict[str, Any]) -> None:
+        self.accepted.append(event)
+        points, _ = self.expected.get(event["member_id"], (0, 0))
+        if event["member_id"] in self.expected or event["type"] == "member_enrolled":
+            self.expected[event["member_id"]] = (points + sum(event["points"].values()), event["seq"])
+        self.next_seq = max(self.next_seq or 0, event["seq"] + 1)
+
+
+def expect_status(answer: Answer, status: int, what: str, code: str | None = None) -> None:
+    if answer.status != status or (code is not None and answer.code != code):
+        want = f"{status}" + (f" {code}" if code else "")
+        raise Failed(f"{what}: expected {want}, got {answer.status} {answer.code or answer.body[:120]!r}")
+
+
+def statuses(results: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(r.get("status"), r.get("code")) for r in results]
+
+
+def load_groups(groups: tuple[str, ...] = GROUPS) -> list[Check]:
+    for group in groups:
+        importlib.import_module(f"posd.sync.conformance.checks_{group}")
+    return [c for g in groups for c in REGISTRY if c.group == g]
+
+
+def run(ctx: Context, groups: tuple[str, ...] = GROUPS) -> list[Outcome]:
+    outcomes = []
+    for item in load_groups(groups):
+        try:
+            status, detail = PASS, item.fn(ctx) or ""
+        except Failed as exc:
+            status, detail = FAIL, str(exc)
+        except NotObserved as exc:
+            status, detail = NOT_OBSERVED, str(exc)
+        except Skipped as exc:
+            status, detail = SKIPPED, str(exc)
+        except Exception as exc:  # a transport error, a bad answer we could not even read
+            status, detail = FAIL, f"{type(exc).__name__}: {exc}"
+        outcomes.append(Outcome(item.group, item.name, item.doc, status, detail[:300]))
+    return outcomes
+
+
+def passed(outcomes: list[Outcome]) -> bool:
+    """Exit 0 only when nothing failed or was skipped (not observed is reported, not failed)."""
+    return all(o.status in (PASS, NOT_OBSERVED) for o in outcomes)
+
+
+def table(outcomes: list[Outcome], central: str) -> str:
+    width = max(len(o.name) for o in outcomes) + 2
+    lines = [f"posd conformance: {central}", ""]
+    for o in outcomes:
+        lines.append(f"{o.status:<13}{o.group + '/' + o.name:<{width + 12}}{o.title}")
+        if o.status != PASS and o.detail:
+            lines.append(f"{'':<13}  {o.detail}")
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in (PASS, FAIL, NOT_OBSERVED, SKIPPED)}
+    lines += ["", ", ".join(f"{n} {s}" for s, n in counts.items()) + (" -> conformant" if passed(outcomes)
+                                                                      else " -> NOT conformant")]
+    return "\n".join(lines)
+
+
+def as_json(outcomes: list[Outcome], central: str) -> str:
+    return json.dumps({"central": central, "conformant": passed(outcomes),
+                       "checks": [o.__dict__ for o in outcomes]}, indent=2)

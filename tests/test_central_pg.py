@@ -1,0 +1,223 @@
+"""What the PostgreSQL engine promises beyond the shared suite: concurrent lanes, a feed
+ordered by commit, partitions, the outbox, and `posd central --workers N`.
+
+Real concurrent transactions on the session's throwaway cluster, real worker
+processes, real sockets; no test here measures time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from posd.sync.central.store_pg import PgStore
+from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import CentralUnavailable
+from posd.sync.protocol import encode_batch, signed_headers
+from tests.support.central_fixture import LANE_ID, SECRET, STORE_ID, default_seed, make_event
+from tests.support.wait import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pg_db(make_central_db):
+    return make_central_db("postgresql")
+
+
+@pytest.fixture
+def store(pg_db):
+    s = PgStore(pg_db, pool_size=8)
+    s.seed(default_seed())
+    yield s
+    s.close()
+
+
+def test_lanes_of_one_member_pushing_at_once_never_deadlock_or_lose_an_update(store):
+    """Four lanes push batches touching the same two members in opposite orders, at once:
+    every batch is answered, and the balances are the seed plus every delta."""
+    lanes, batches, errors = ["L1", "L2", "L3", "L4"], 12, []
+
+    def lane(name: str, index: int) -> None:
+        seq = 0
+        try:
+            for b in range(batches):
+                members = ["M0001", "M0002"] if (index + b) % 2 else ["M0002", "M0001"]
+                events = []
+                for member in members * 3:
+                    seq += 1
+                    delta = -3 if seq % 4 == 0 else 5  # redemptions draw lots while others credit them
+                    kind = "redemption" if delta < 0 else "accrual"
+                    events.append(make_event(seq, member_id=member, lane_id=name, type=kind,
+                                             points={"points": delta}))
+                results = store.apply_batch(STORE_ID, name, f"{name}-{b}", events, "2026-11-24T09:15:00Z")
+                assert [r["status"] for r in results] == ["accepted"] * len(events)
+        except Exception as exc:  # reported below, with the lane
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=lane, args=(name, i), name=f"lane-{name}") for i, name in enumerate(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    per_lane, last_of_m1 = {"M0001": 0, "M0002": 0}, {}
+    for name in lanes:
+        for event in store.events(STORE_ID, name):
+            per_lane[event["member_id"]] += event["event"]["points"]["points"]
+            if event["member_id"] == "M0001":
+                last_of_m1[name] = event["seq"]
+        assert store.last_seq(STORE_ID, name) == batches * 6
+    assert store.member("M0001")["balances"] == {"points": 1840 + per_lane["M0001"]}
+    assert store.member("M0002")["balances"] == {"points": 420 + per_lane["M0002"]}
+    lots = sum(lot["remaining"] for lot in store.lots("M0001"))
+    assert lots == 1840 + per_lane["M0001"] and store.debts("M0001") == {}
+    assert store.member("M0001", STORE_ID)["applied_seq"] == last_of_m1
+
+
+def test_the_change_feed_never_hands_out_a_cursor_past_a_change_still_committing(store, pg_db):
+    """Transaction ids are handed out at start: a transaction that started first and commits
+    last must not land behind a cursor the feed already gave out."""
+    _, cursor, _ = store.member_changes(STORE_ID, 0, 1000)
+    with psycopg.connect(pg_db, autocommit=True) as slow:
+        with slow.transaction():
+            xid = slow.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]  # starts first
+            store.upsert_member({"member_id": "M0002", "display_name": "Reza K.", "balances": {"points": 5}})
+            members, cursor_during, has_more = store.member_changes(STORE_ID, int(cursor), 1000)
+            assert (members, cursor_during, has_more) == ([], cursor, False)  # M0002 waits behind the horizon
+            slow.execute("UPDATE members SET version = %s, display_name = 'Anna (changed first)' "
+                         "WHERE member_id = 'M0001'", ((xid << 20) | 1,))
+        members, _, _ = store.member_changes(STORE_ID, int(cursor), 1000)
+    assert [m["member_id"] for m in members] == ["M0001", "M0002"]  # nothing lost, commit order kept
+
+
+def test_events_are_hash_partitioned_by_lane(store, pg_db):
+    for lane in ("L01", "L02", "L03", "L04"):
+        store.apply_batch(STORE_ID, lane, "B", [make_event(1, lane_id=lane)], "2026-11-24T09:15:00Z")
+    with psycopg.connect(pg_db) as conn:
+        strategy, = conn.execute("SELECT partstrat FROM pg_partitioned_table "
+                                 "WHERE partrelid = 'events'::regclass").fetchone()
+        keys = conn.execute("SELECT a.attname FROM pg_partitioned_table p JOIN pg_attribute a "
+                            "ON a.attrelid = p.partrelid AND a.attnum = ANY(p.partattrs) "
+                            "WHERE p.partrelid = 'events'::regclass ORDER BY a.attnum").fetchall()
+        placed = conn.execute("SELECT lane_id, tableoid::regclass::text FROM events ORDER BY lane_id").fetchall()
+    assert strategy == "h" and [k[0] for k in keys] == ["store_id", "lane_id"]
+    assert all(part.startswith("events_p") for _, part in placed) and len(placed) == 4
+
+
+def test_the_outbox_is_shaped_for_debeziums_outbox_event_router(store, pg_db):
+    results = store.apply_batch(STORE_ID, LANE_ID, "B", [make_event(1, points={"points": 30}),
+                                                         make_event(2, member_id="M9999")],
+                                "2026-11-24T09:15:00Z")
+    assert [r["status"] for r in results] == ["accepted", "rejected"]
+    with psycopg.connect(pg_db) as conn:
+        columns = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                    "WHERE table_name = 'central_outbox'").fetchall())
+    assert {k: columns[k] for k in ("id", "aggregatetype", "aggregateid", "type", "payload")} == {
+        "id": "uuid", "aggregatetype": "character varying", "aggregateid": "character varying",
+        "type": "character varying", "payload": "jsonb"}
+    rows = [r for r in store.outbox() if r["aggregatetype"] == "lane"]
+    assert [(r["aggregateid"], r["type"], r["payload"]["seq"]) for r in rows] == [(f"{STORE_ID}/{LANE_ID}",
+                                                                                   "accrual", 1)]
+    assert rows[0]["payload"]["event"]["points"] == {"points": 30}  # the rejected seq 2 is not streamed
+    member = [r for r in store.outbox() if r["aggregatetype"] == "member" and r["aggregateid"] == "M0001"][-1]
+    assert member["type"] == "member.changed" and member["payload"]["balances"] == {"points": 1870}
+
+
+# --- posd central --workers N ---------------------------------------------------------------------
+
+
+def start_cli(tmp_path: Path, db: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    seed_file = tmp_path / "seed.json"
+    seed_file.write_text(json.dumps(default_seed()))
+    cmd = [sys.executable, "-m", "posd", "central", "--listen", "127.0.0.1:0", "--db", db,
+           "--seed", str(seed_file), "--log-level", "WARNING", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if "listening on http://127.0.0.1:" not in line:
+        proc.kill()
+        raise AssertionError(proc.communicate(timeout=30)[1])
+    return proc, line.split()[-1]
+
+
+def stop_cli(proc: subprocess.Popen) -> str:
+    """SIGTERM; the exit code must be 0; central's stderr."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_several_workers_share_the_database_and_one_fault_plan(tmp_path, pg_db):
+    proc, url = start_cli(tmp_path, pg_db, "--workers", "3", "--pool-size", "2")
+    try:
+        pids: set[int] = set()
+
+        def stats() -> None:  # a fresh connection each time, so any worker may take it
+            pids.add(requests.get(url + "/_admin/stats", timeout=10, headers={"Connection": "close"}).json()["pid"])
+
+        def burst() -> bool:  # workers start one by one: ask until a second one has answered
+            threads = [threading.Thread(target=stats) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            return len(pids) > 1
+
+        wait_until(burst, 90, "a second worker to answer", interval=0.2)
+
+        resp = requests.post(url + "/_admin/faults", json={"route": "push", "fault": "503", "count": 4}, timeout=10)
+        assert resp.status_code == 200
+        failures = 0
+        for seq in (1, 1, 1, 1, 1):
+            with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(5, 10)) as client:  # a new connection
+                try:
+                    assert [r.status for r in client.push_batch("B", [make_event(seq)])] == ["accepted"]
+                except CentralUnavailable:
+                    failures += 1
+        assert failures == 4  # four 503s, whichever worker served them, then the push went through
+        events = requests.get(url + "/_admin/events", params={"store": STORE_ID, "lane": LANE_ID}, timeout=10)
+        assert events.json()["last_seq"] == 1
+    finally:
+        err = stop_cli(proc)
+    assert "Traceback" not in err
+
+
+def test_clients_that_go_away_leave_no_traceback(tmp_path, pg_db):
+    """After an outage lanes drop connections mid-request; central says nothing about it."""
+    proc, url = start_cli(tmp_path, pg_db)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+        for n in range(1, 21):
+            body = encode_batch(f"B{n}", [make_event(n)])
+            headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Encoding: gzip\r\n{head}"
+                       f"Content-Length: {len(body) + (0 if n % 2 else 100)}\r\n\r\n").encode() + body
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(request)  # odd: a whole push; even: a body cut short. Then gone, unread.
+        # a reset of its own (on another route: the pushes above may still be in flight)
+        requests.post(url + "/_admin/faults", json={"route": "program", "fault": "reset"}, timeout=10)
+        with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(5, 10)) as client:
+            with pytest.raises(CentralUnavailable):
+                client.program(None)
+            wait_until(lambda: client.lane_head(LANE_ID)[0] >= 1, 30, "the whole pushes to be applied")
+    finally:
+        err = stop_cli(proc)
+    assert "Traceback" not in err and "Error" not in err, err

@@ -1,0 +1,129 @@
+"""`posd conformance` against the reference central on both engines, and against broken ones.
+
+The kit runs as a user runs it: `python -m posd conformance ...` in a child
+process, over real HTTP, printing JSON. The broken centrals are the reference
+one with its store wrapped to answer against the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ENGINES
+from tests.support.central_fixture import SECRET_TEXT, STORE_ID, running_central
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs on both engines
+
+
+def kit(central, tmp_path: Path, *extra: str, lane: str = "CONF1") -> tuple[int, dict[str, Any]]:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT + "\n")
+    cmd = [sys.executable, "-m", "posd", "conformance", "--central", central.url, "--store", STORE_ID,
+           "--lane", lane, "--secret-file", str(secret), "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def by_name(report: dict[str, Any]) -> dict[str, str]:
+    return {f"{c['group']}/{c['name']}": c["status"] for c in report["checks"]}
+
+
+def test_the_reference_central_passes_on_both_engines_and_again_on_the_same_lane(central, tmp_path):
+    for _ in range(2):  # the second run continues the lane's history where central says it ends
+        code, report = kit(central, tmp_path)
+        statuses = by_name(report)
+        assert code == 0 and report["conformant"], report
+        assert statuses.pop("rate_limit/429.retry_after") == "not observed"  # honest: nothing provoked one
+        assert statuses.pop("burn/expiry") == "not observed"  # reservations live 900 s: the kit waits 30
+        assert set(statuses.values()) == {"pass"} and len(statuses) >= 22, statuses
+    assert {"push/dedupe.duplicate", "push/seq.gap", "members/cursor.loses_nothing", "program/etag.304",
+            "auth/timestamp.stale", "push/limits.events"} <= set(by_name(report))
+
+
+def test_a_burn_reservation_central_lets_expire_frees_its_points(tmp_path, central_db):
+    with running_central(tmp_path / "c", db_path=central_db, reservation_ttl_s=3) as central:
+        code, report = kit(central, tmp_path, "--group", "push", "--group", "burn", "--wait-expiry", "20")
+    statuses = by_name(report)
+    assert code == 0 and statuses["burn/expiry"] == "pass" and statuses["burn/hold"] == "pass", report
+
+
+def test_a_429_met_during_the_run_is_checked_for_its_retry_after(central, tmp_path):
+    central.inject("push", "429", count=1)  # the kit's first push meets it, waits 1 s, goes on
+    code, report = kit(central, tmp_path, "--group", "push", "--group", "rate_limit")
+    assert code == 0 and by_name(report)["rate_limit/429.retry_after"] == "pass", report
+
+
+class AcceptsTwice:
+    """A central store that answers a resent event `accepted` instead of `duplicate`."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def apply_batch(self, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r, status="accepted") if r["status"] == "duplicate" else r
+                for r in self._store.apply_batch(*args)]
+
+
+class NewEtagEveryTime:
+    """A central store whose program's ETag changes on every read: no 304 ever."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def program(self) -> tuple[Any, str]:
+        self._reads += 1
+        program, _ = self._store.program()
+        return program, f'"read-{self._reads}"'
+
+
+class ApprovesEverything:
+    """A central store that approves every burn: no balance check, no holds."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+        answer = self._store.authorise(store_id, lane_id, request, ttl_s)
+        if answer["status"] == "declined" and answer["code"] != "authorisation_conflict":
+            return {"authorisation_id": request["authorisation_id"], "status": "approved",
+                    "reservation_id": "R-any", "expires_at": "2099-01-01T00:00:00.000Z", "available": {}}
+        return answer
+
+
+@pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (NewEtagEveryTime, {"program/etag.304"}),
+                                             (ApprovesEverything, {"burn/decline.insufficient",
+                                                                   "burn/voucher.hold"})])
+def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
+    central.app.store = broken(central.store)
+    code, report = kit(central, tmp_path)
+    assert code == 1 and not report["conformant"]
+    failed = {name for name, status in by_name(report).items() if status == "FAIL"}
+    assert failed == failing, report
+
+
+def test_bad_arguments_are_named_not_a_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "posd", "conformance", "--central", "ftp://x", "--store", "S", "--lane", "L",
+           "--secret-file", str(tmp_path / "missing.txt")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "posd conformance:" in done.stderr and "Traceback" not in done.stderr

@@ -113,7 +113,7 @@ def _zbar_scan(gray: Any, pyzbar: Any, symbols: list[Any] | None, rows_only: int
     settings added (the same calls, pyzbar 0.1.9). For an image whose bars stand upright
     and are smoothed along their length, rows are all alike: one in k reads as well.
     """
-    if not rows_only:
+    if not rows_only or not hasattr(pyzbar, "_image_scanner"):  # another pyzbar: all rows and columns
         return pyzbar.decode(gray, symbols=symbols or None)
     from ctypes import c_void_p, cast
 

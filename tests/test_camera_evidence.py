@@ -185,3 +185,12 @@ def test_a_1d_code_held_across_is_confirmed_in_one_frame(symbology, text):
     reads = FrameDecoder(symbologies={"ean13", "code128", "qr"}).decode(frame)
     assert {r.decoder for r in reads if r.text == text} == {"zxing-cpp", "zbar"}
     assert [r.text for r in Confirmer(2).feed(resolve_frame(reads), 0.0)] == [text]
+
+
+def test_zbar_reads_an_upright_view_along_rows_only():
+    symbols = zbar_symbols(pyzbar, {"ean13"})
+    upright = scene(code_image("EAN13", "2900000000056", 3), (640, 360), at=(40, 40))
+    across = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)
+    assert [r.text for r in zbar_decode(upright, pyzbar, symbols, rows_only=3)] == ["2900000000056"]
+    assert zbar_decode(across, pyzbar, symbols, rows_only=3) == []  # no column is scanned
+    assert [r.text for r in zbar_decode(across, pyzbar, symbols)] == ["2900000000056"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,7 +43,13 @@ from posd.storage.schema import cache_migrations
 log = logging.getLogger("posd.cache")
 
 APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON, UTF-8 as is (orjson: a snapshot encodes a million balances)."""
+    return orjson.dumps(value).decode()
+
+
 _UPSERT_MEMBER = (
     "INSERT INTO members (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, "
     "birth_date, offers, updated_at, totp_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "

@@ -107,8 +107,8 @@ class CentralClient:
 
     # --- the three calls -----------------------------------------------------------
 
-    def push_batch(self, batch_id: str, events: list[dict[str, Any]]) -> list[EventResult]:
-        """Send one batch; central's answer per event, in central's order."""
+    def push_batch(self, batch_id: str, events: list[dict[str, Any] | str]) -> list[EventResult]:
+        """Send one batch (each event a dict or its JSON text); central's answer per event, in central's order."""
         path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/batches"
         body = encode_batch(batch_id, events)
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}

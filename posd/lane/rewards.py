@@ -88,6 +88,11 @@ class _Use:
     def member_id(self) -> str | None:
         return self.ident.member.member_id if self.ident else None
 
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The provisional ids central mapped to the member: their uses are the member's."""
+        return self.ident.member.aliases if self.ident else ()
+
 
 class Rewards:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, limits: OfflineLimits = OfflineLimits(),
@@ -101,7 +106,7 @@ class Rewards:
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
             "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
             "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -120,11 +125,12 @@ class Rewards:
         redemption = _Redemption(req, member, ident, program, reward, decision)
         return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
 
+    @raises("storage_failed", "storage_full")
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
         """Record a burn central approved or the lane decided alone, in one unit of work."""
         if decision.reservation_id:  # approved and reserved at central, not yet recorded here
             crash_point("after_authorised_before_commit")
-        return await self.ctx.ledger.awrite(write)
+        return await self.ctx.acommit(write)
 
     @staticmethod
     @raises("unknown_reward", "reward_not_eligible", "reward_required")
@@ -147,7 +153,8 @@ class Rewards:
         if available < price:
             raise LaneError("insufficient_balance", f"the reward costs {price} {currency}; {available} available")
         if reward.limit_per_member_per_day:
-            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)))
+            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)),
+                                          member.aliases)
             if used >= reward.limit_per_member_per_day:
                 raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
 
@@ -221,7 +228,7 @@ class Rewards:
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_caps(self, view: LedgerView, member: CachedMember, price: int, now: datetime) -> None:
         check_in_touch(self.limits, self.last_sync, now)
-        if view.unsynced_redeemed(member.member_id) + price > self.limits.member_points:
+        if view.unsynced_redeemed(member.member_id, member.aliases) + price > self.limits.member_points:
             raise LaneError("offline_cap_member",
                             f"offline redemptions for this member are capped at {self.limits.member_points} points")
         if view.unsynced_redeemed() + price > self.limits.lane_points:
@@ -240,7 +247,7 @@ class Rewards:
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "negative_total",
             "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed")
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
@@ -249,15 +256,15 @@ class Rewards:
         ctx = self.ctx
         view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
-        member_id = ident.member.member_id if ident else None
+        member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         asked = VoucherLookup("unavailable") if ctx.is_offline() else await self.authority.lookup(code, member_id)
         v = self.book.local(view, code, ctx.program())
         if v is None and asked.status == "found" and asked.voucher is not None:
             v = Usable.from_wire(asked.voucher, "central", ctx.locale)
         if v is None:
             raise LaneError("unknown_voucher", "no voucher or coupon with that code")
-        self.book.check_usable(v, member_id, ctx.clock())
-        used = view.voucher_use(code, self._use_key(v, member_id))
+        self.book.check_usable(v, member_id, ctx.clock(), aliases)
+        used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
         if asked.status == "found" and asked.used:
@@ -267,7 +274,7 @@ class Rewards:
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
         if ident is not None and ident.token is not None:
-            await ctx.ledger.awrite(lambda unit: self.members.accept(unit, ident))
+            await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
     @raises("unknown_voucher", "negative_total", "negative_line", "total_mismatch")
@@ -290,14 +297,14 @@ class Rewards:
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_ineligible",
             "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total", "negative_line",
             "total_mismatch", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+            "member_token_replayed", "storage_full", "storage_failed")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = ()) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
         requests and across lanes while central answers; a member token is accepted with the use."""
         ctx = self.ctx
         ident = self.members.find(member) if member else None
-        member_id = ident.member.member_id if ident else None
+        member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
@@ -305,8 +312,8 @@ class Rewards:
         offline = ctx.is_offline()
         v = await self.book.find_usable(view, code, member_id, ask=not offline)
         now = ctx.clock()
-        self.book.check_usable(v, member_id, now)
-        used = view.voucher_use(code, self._use_key(v, member_id))
+        self.book.check_usable(v, member_id, now, aliases)
+        used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
         effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
@@ -328,9 +335,9 @@ class Rewards:
         if u.ident is not None:
             self.members.accept(unit, u.ident)
         now = self.ctx.clock()
-        self.book.check_usable(v, u.member_id, now)
+        self.book.check_usable(v, u.member_id, now, u.aliases)
         key = self._use_key(v, u.member_id)
-        used = unit.voucher_use(code, key)
+        used = unit.voucher_use(code, key, u.aliases)
         if used:
             if used.transaction_id == u.transaction_id:  # the POS retried the same use
                 return Recorded(used.response, replayed=True)
@@ -358,8 +365,14 @@ class Rewards:
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_uses(self, view: LedgerView, holder: str | None, now: datetime) -> None:
         check_in_touch(self.limits, self.last_sync, now)
-        if holder and view.unsynced_offline_uses(holder) + 1 > self.limits.member_uses:
+        if holder and view.unsynced_offline_uses(*self._member_and_aliases(holder)) + 1 > self.limits.member_uses:
             raise LaneError("offline_cap_member",
                             f"offline voucher uses for this member are capped at {self.limits.member_uses}")
         if view.unsynced_offline_uses() + 1 > self.limits.lane_uses:
             raise LaneError("offline_cap_lane", f"offline voucher uses on this lane are capped at {self.limits.lane_uses}")
+
+    def _member_and_aliases(self, member_id: str) -> tuple[str, tuple[str, ...]]:
+        """A voucher holder's id as central names them, with the provisional ids it mapped to them:
+        a voucher issued to a provisional id is the member's once central named them."""
+        member = self.ctx.cache.member_by_id(member_id)
+        return (member.member_id, member.aliases) if member is not None else (member_id, ())

@@ -77,7 +77,7 @@ class Sales:
         local = occurred_at.astimezone(self.ctx.tz)
         birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
         used = member is not None and birth is not None and \
-            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year)
+            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year, member.aliases)
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
@@ -106,7 +106,7 @@ class Sales:
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
             "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+            "member_token_replayed", "storage_full", "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
@@ -120,7 +120,7 @@ class Sales:
             if earlier:
                 return earlier
             raise
-        recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
+        recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
 
@@ -136,7 +136,7 @@ class Sales:
         unit.store_program(program, iso(now))
         earn, accrual = sale.ctx, sale.accrual
         if member is not None and not earn.birthday_bonus_used and accrual.birthday_bonus \
-                and unit.birthday_awarded(member.member_id, earn.occurred_local.year):
+                and unit.birthday_awarded(member.member_id, earn.occurred_local.year, member.aliases):
             # a concurrent sale got this year's bonus first: evaluate again without it
             earn = replace(earn, birthday_bonus_used=True)
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
@@ -194,7 +194,7 @@ class Sales:
     # -- returns --------------------------------------------------------------
     @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return",
             "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency")
+            "negative_line", "total_mismatch", "unsupported_currency", "storage_full", "storage_failed")
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -210,7 +210,7 @@ class Sales:
             if member is None:  # never record a reversal we could not write to the member's ledger
                 raise LaneError("member_unavailable",
                                 "the sale's member is not in this lane's cache yet; try again after sync")
-        return await ctx.ledger.awrite(lambda unit: self._write_return(unit, ret, member))
+        return await ctx.acommit(lambda unit: self._write_return(unit, ret, member))
 
     @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
             "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")

@@ -539,6 +539,12 @@ class _BatchWork:
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
         self.new_lots: list[tuple[Any, ...]] = []  # credits of members who owe nothing, inserted together
+        # A member whose lots only gained credits this batch (no debit, no debt, not new) publishes its
+        # balance as stored plus the credits still unexpired now: the same figure lot_balances would sum
+        # from every live lot (the expiry sweep at the start of the batch made the stored one current),
+        # without reading them all. Everyone else's balances are summed from the lots (``exact``).
+        self.live_credits: dict[str, dict[str, int]] = {}
+        self.exact: set[str] = set()
         self.tiered: set[str] = set()  # members whose tier was settled at their current qualifying
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
@@ -556,6 +562,7 @@ class _BatchWork:
                 return "unknown_member"
             member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
             self.members[member_id] = member
+            self.exact.add(member_id)
         if member["status"] == "deleted":
             return "member_deleted"
         refused = None
@@ -583,10 +590,16 @@ class _BatchWork:
                     self.insert_lots()
                     credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
                            expires_at, source, self.now)
+                    self.exact.add(member_id)
                 else:
-                    self.new_lots.append(lot_row(member_id, currency, delta, delta, event.get("transaction_id"),
-                                                 available_at, expires_at, source, self.now))
+                    lot = lot_row(member_id, currency, delta, delta, event.get("transaction_id"), available_at,
+                                  expires_at, source, self.now)
+                    self.new_lots.append(lot)
+                    if not lot[8]:  # not swept: unexpired now, so it counts in the balance
+                        live = self.live_credits.setdefault(member_id, {})
+                        live[currency] = live.get(currency, 0) + delta
             elif delta < 0:
+                self.exact.add(member_id)
                 self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
                 debit(self.conn, member_id, currency, -delta, own, as_of)
@@ -657,6 +670,7 @@ class _BatchWork:
             if self._load(member_id) is None:
                 self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
                                                      self.program)
+                self.exact.add(member_id)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
@@ -706,9 +720,14 @@ class _BatchWork:
         if not self.marks:
             return
         changed = [self.members[m] for m in self.marks]
-        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed}, self.now)
+        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed
+                                            if m["member_id"] in self.exact}, self.now)
         for member in changed:
-            member["balances"] = balances[member["member_id"]]
+            if member["member_id"] in balances:
+                member["balances"] = balances[member["member_id"]]
+            else:
+                for currency, points in self.live_credits.get(member["member_id"], {}).items():
+                    member["balances"][currency] = member["balances"].get(currency, 0) + points
         write_members(self.conn, changed)
         self.conn.executemany(
             "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "

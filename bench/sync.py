@@ -85,11 +85,15 @@ def queue_backlog(state: Path, events: int, members: list[str]) -> None:
         ledger.close()
 
 
-def outbox_batches(ledger: Path, per_batch: int) -> list[list[str]]:
-    """The outbox's events as stored (JSON text), which is what the relay pushes."""
+def outbox_batches(ledger: Path, per_batch: int) -> list[list[Any]]:
+    """The outbox's events as the relay pushes them: their stored JSON text (decoded, for an older
+    posd whose relay encoded each batch again)."""
+    from posd.sync.lane.ports import OutboxEvent
+
+    as_text = "text" in OutboxEvent.__dataclass_fields__
     conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
-        bodies = [b for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]
+        bodies = [b if as_text else json.loads(b) for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]
     finally:
         conn.close()
     return [bodies[i:i + per_batch] for i in range(0, len(bodies), per_batch)]

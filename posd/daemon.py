@@ -170,8 +170,15 @@ class Daemon:
         return CentralClient(
             c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
             verify=c.verify_tls, cert=c.cert(self.config.base_dir),
-            identity=self.ledger.sync_identity,
+            identity=self.ledger.sync_identity, on_answer=self._central_answered,
         )
+
+    def _central_answered(self) -> None:
+        """Any of the lane's clients had an answer from central: the other workers stop backing off
+        (health clears "unreachable" at once, the next pull or push comes now)."""
+        for worker in (getattr(self, "relay", None), getattr(self, "puller", None)):
+            if worker is not None:
+                worker.central_reached()
 
     def _slip_png(self, doc: Any) -> bytes:
         """A slip preview with this printer's profile, paper and code pages (Pillow loads on the first preview)."""

@@ -64,7 +64,11 @@ class CentralClient:
         cert: str | tuple[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         identity: IdentityPort | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
+        """``on_answer``: called (on the calling thread) whenever central answers a signed request and
+        accepts our credentials, whatever it thinks of the request itself: central is reachable. The
+        daemon uses it so that one part of the lane reaching central again ends the others' backoff."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"central url must be http(s)://host[:port][/prefix], got {base_url!r}")
@@ -81,6 +85,7 @@ class CentralClient:
         self.verify = verify
         self.cert = cert
         self.clock = clock
+        self._on_answer = on_answer
         # Central's Date minus our clock at the last answer; the signature
         # window is 300 s, so health shows this before it becomes a 401.
         self.last_clock_skew_s: float | None = None
@@ -219,6 +224,11 @@ class CentralClient:
         except requests.RequestException as exc:
             raise CentralUnavailable(f"central request failed: {type(exc).__name__}") from exc
         self._note_date(resp)
+        if self._on_answer is not None and resp.status_code < 500 and resp.status_code not in (401, 403, 408, 429):
+            try:
+                self._on_answer()
+            except Exception:  # a listener's bug must not turn an answer into a failure
+                log.exception("on_answer callback failed", extra={"event": "sync-client.callback"})
         if resp.status_code == 200 or (allow_304 and resp.status_code == 304):
             return resp
         raise self._error_for(resp)

@@ -110,7 +110,22 @@ class ApprovesEverything:
         return answer
 
 
+class AcceptsEveryToken:
+    """A central store that answers every member token claim accepted, whichever lane claimed it first."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
+        self._store.claim_token(store_id, lane_id, token_id, member_id)
+        return True
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (AcceptsEveryToken, {"tokens/claim.other_lane"}),
                                              (NewEtagEveryTime, {"program/etag.304"}),
                                              (ApprovesEverything, {"burn/decline.insufficient",
                                                                    "burn/voucher.hold"})])

@@ -36,9 +36,11 @@ from posd.sync.protocol import (
     parse_results,
     parse_authorisation_answer,
     parse_retry_after,
+    parse_token_claim_answer,
     parse_voucher_answer,
     program_etag,
     signed_headers,
+    token_claim_json,
 )
 
 log = logging.getLogger("posd.sync.client")
@@ -155,13 +157,22 @@ class CentralClient:
 
     def authorise(self, request: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         """Ask central to authorise a burn; its answer (approved with a reservation, or declined)."""
-        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/authorisations"
+        answer = self._ask("authorisations", authorisation_json(request), timeout)
+        return parse_authorisation_answer(answer, request["authorisation_id"])
+
+    def claim_token(self, claim: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
+        """Ask central whether a member token is unused chain-wide before accepting it: accepted | replayed."""
+        return parse_token_claim_answer(self._ask("token-uses", token_claim_json(claim), timeout), claim["token_id"])
+
+    def _ask(self, route: str, body: bytes, timeout: Timeout | None) -> Any:
+        """A question to central in real time (a burn, a token): POSTed on a connection of its own."""
+        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/{route}"
         try:
-            resp = self._request("POST", path, authorisation_json(request),
-                                 {"Content-Type": "application/json", **_ONE_SHOT}, timeout=timeout)
+            resp = self._request("POST", path, body, {"Content-Type": "application/json", **_ONE_SHOT},
+                                 timeout=timeout)
         finally:
             self._forget_connections()
-        return parse_authorisation_answer(self._json(resp), request["authorisation_id"])
+        return self._json(resp)
 
     def voucher(self, code: str, member_id: str | None, timeout: Timeout | None = None) -> dict[str, Any] | None:
         """What central knows of a voucher or coupon code ({code, voucher, used}); None: nothing."""

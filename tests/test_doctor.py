@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.central_fixture import demo_seed, running_central
+from tests.support.disk import fill, small_tmpfs
 from tests.support.lane import free_port, lane_config
 
 ROOT = Path(__file__).parent.parent
@@ -157,19 +158,8 @@ def test_a_wrong_secret_is_a_refused_signature(tmp_path, central):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MB tmpfs: a real file system that really fills."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root); the threshold test covers the check")
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount)],
-                         capture_output=True, text=True, timeout=30)
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
 
 
 def test_a_full_disk_is_named(tmp_path, small_disk):
@@ -178,13 +168,7 @@ def test_a_full_disk_is_named(tmp_path, small_disk):
     (small_disk / "state").mkdir()
     code, report = doctor(cfg, "--no-central")
     assert one(report, "storage.disk")["result"] == "ok"
-    with open(small_disk / "filler", "wb") as f:  # fill it as a runaway log would
-        try:
-            for _ in range(64):
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fill(small_disk / "filler")  # as a runaway log would
     code, report = doctor(cfg, "--no-central")
     assert code == 1
     disk = one(report, "storage.disk")

@@ -519,7 +519,10 @@ class MemberTokenRejectedEvent(_Event):
     type: Literal["member.token_rejected"]
     device: str
     scheme: Literal["qr_token", "wallet_totp"]
-    reason: Literal["malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid", "bad_code", "replayed"]
+    reason: Literal["malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid", "bad_code", "replayed",
+                    "not_recorded"] = Field(description="not_recorded: the lane's disk refused the write "
+                                                        "(code storage_full or storage_failed); the token is "
+                                                        "not used up")
     code: ErrorCode = Field(description="the error code the API answers the same token with")
 
 

@@ -10,17 +10,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from posd.core.program import Program, ProgramError, parse_program
-from posd.lane.errors import LaneError, raises
+from posd.lane.errors import LaneError, raises, storage_error
 from posd.lane.events import EventBus
 from posd.storage.cache import Cache
+from posd.storage.db import WriteRefused
 from posd.storage.ledger import Ledger
-from posd.storage.tx import LedgerView
+from posd.storage.tx import LedgerTx, LedgerView
 
 log = logging.getLogger("posd.lane")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,23 @@ class LaneContext:
 
     def program(self) -> Program | None:
         return self._programs.get()
+
+    @raises("storage_full", "storage_failed")
+    def commit(self, fn: Callable[[LedgerTx], T]) -> T:
+        """Run a unit of work on the ledger (from a thread other than the event loop's); a full or
+        failing disk is the POS's storage_full / storage_failed, with nothing of the unit kept."""
+        try:
+            return self.ledger.write(fn)
+        except WriteRefused as exc:
+            raise storage_error(exc) from None
+
+    @raises("storage_full", "storage_failed")
+    async def acommit(self, fn: Callable[[LedgerTx], T]) -> T:
+        """commit, awaited on the event loop."""
+        try:
+            return await self.ledger.awrite(fn)
+        except WriteRefused as exc:
+            raise storage_error(exc) from None
 
     @raises("program_unavailable")
     def require_program(self) -> Program:

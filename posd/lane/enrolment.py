@@ -44,13 +44,13 @@ class Enrolments:
         """``country``: ISO 3166 code phone numbers without +country are read in (config lane.country)."""
         self.ctx, self.members, self.country = ctx, members, country
 
-    @raises("payment_card", "invalid_card", "invalid_phone", "identifier_in_use")
+    @raises("payment_card", "invalid_card", "invalid_phone", "identifier_in_use", "storage_failed", "storage_full")
     async def enrol(self, req: EnrolmentInput) -> Recorded:
         identifiers = self.normalised_identifiers(req)
         earlier = self._earlier(self.ctx.ledger.view(), req, identifiers)
         if earlier:
             return earlier
-        return await self.ctx.ledger.awrite(lambda unit: self._write(unit, req, identifiers))
+        return await self.ctx.acommit(lambda unit: self._write(unit, req, identifiers))
 
     @raises("payment_card", "invalid_card", "invalid_phone")
     def normalised_identifiers(self, req: EnrolmentInput) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from posd.core.rules import RuleError
+from posd.storage.db import WriteRefused
 
 F = TypeVar("F", bound=Callable)
 
@@ -72,6 +73,11 @@ CODES: dict[str, str] = {
     "voucher_other_member": "the voucher belongs to another member",
     "member_required": "identify the member to use this coupon",
     "voucher_used": "the voucher or coupon was already used (here, or at another lane once central knows)",
+    # the lane's own disk
+    "storage_full": "the lane's disk is full: nothing was recorded; retry the same request once store IT "
+                    "frees space (posd doctor says where)",
+    "storage_failed": "the lane's disk failed a write: nothing was recorded; retry the same request, and "
+                      "call store IT if it persists",
     # slips
     "unknown_slip": "no slip with that id on this lane",
     "no_printer": "this lane has no printer configured",
@@ -118,6 +124,14 @@ raises = declaration(CODES)
 def codes_of(*functions: Callable) -> frozenset[str]:
     """The codes the given (declared) functions can raise."""
     return frozenset().union(*(getattr(fn, "raises", frozenset()) for fn in functions))
+
+
+@raises("storage_full", "storage_failed")
+def storage_error(exc: WriteRefused) -> LaneError:
+    """The ledger's refusal to write (posd.storage.db.WriteRefused), for the POS."""
+    if exc.full:
+        return LaneError("storage_full", f"the lane's disk is full; nothing was recorded: {exc.detail}")
+    return LaneError("storage_failed", f"the lane's disk failed a write; nothing was recorded: {exc.detail}")
 
 
 @raises("negative_total", "negative_line", "total_mismatch")

@@ -66,7 +66,7 @@ class Members:
         return resolved
 
     @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed")
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
         ident = self.find(identifier)
@@ -106,11 +106,11 @@ class Members:
                    "identified_by": token.scheme, "token_id": token.token_id, "key_id": token.kid, "points": {},
                    "program_version": program.version if program else "", "offline": ctx.is_offline()})
 
-    @raises("member_token_replayed")
+    @raises("member_token_replayed", "storage_failed", "storage_full")
     def accept_now(self, ident: Identification) -> None:
         """Accept a token in a write of its own (from a thread other than the event loop's)."""
         if ident.token is not None:
-            self.ctx.ledger.write(lambda unit: self.accept(unit, ident))
+            self.ctx.commit(lambda unit: self.accept(unit, ident))
 
     def _resolve(self, kind: str, code: str | None, how: str) -> Identification | _Refused:
         if kind == "qr_token" and code:
@@ -206,6 +206,7 @@ class Members:
         }
 
     # -- identify (runs in the device's reader thread) --------------------
+    @raises("storage_failed", "storage_full")
     def on_scan(self, device: str, data: str, symbology: str | None = None) -> None:
         bus = self.ctx.bus
         found = identify_code(data)
@@ -226,8 +227,11 @@ class Members:
         resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"))
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
-            if self.ctx.ledger.write(lambda unit: self._record_token(unit, ident)) is None:
-                resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
+            try:
+                if self.ctx.commit(lambda unit: self._record_token(unit, ident)) is None:
+                    resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
+            except LaneError as exc:  # the disk: the token is not used up, the member shows it again later
+                resolved = _Refused(exc.code, "", "not_recorded", resolved.token.scheme)
         if isinstance(resolved, _Refused):
             if resolved.code == "unknown_member":
                 bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})

@@ -45,7 +45,7 @@ from typing import Any
 from posd.core.slip import SlipData, build_slip
 from posd.faults import crash_point
 from posd.lane.events import EventBus
-from posd.storage.db import parse_iso, utcnow, utcnow_iso
+from posd.storage.db import WriteRefused, parse_iso, utcnow, utcnow_iso
 from posd.storage.ledger import Ledger
 from posd.storage.print_queue import PrintJob
 from posd.storage.tx import PRINT
@@ -96,6 +96,8 @@ class PrintWorker:
         while not self._stop.is_set():
             try:
                 expired, job = self.ledger.write(lambda tx: tx.claim_print_job())
+            except WriteRefused:  # the disk (the ledger logged it): the queue waits, the jobs stay queued
+                expired, job = [], None
             except Exception:
                 log.exception("print queue unreadable")
                 expired, job = [], None
@@ -135,6 +137,8 @@ class PrintWorker:
         self._last_housekeeping = now
         try:
             removed = self.ledger.write(lambda tx: tx.forget_finished_jobs(utcnow() - JOB_RETENTION))
+        except WriteRefused:  # the ledger logged it; the next idle hour tries again
+            return
         except Exception:
             log.exception("print job housekeeping failed")
             return

@@ -101,7 +101,7 @@ class Rewards:
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
             "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
             "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -120,11 +120,12 @@ class Rewards:
         redemption = _Redemption(req, member, ident, program, reward, decision)
         return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
 
+    @raises("storage_failed", "storage_full")
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
         """Record a burn central approved or the lane decided alone, in one unit of work."""
         if decision.reservation_id:  # approved and reserved at central, not yet recorded here
             crash_point("after_authorised_before_commit")
-        return await self.ctx.ledger.awrite(write)
+        return await self.ctx.acommit(write)
 
     @staticmethod
     @raises("unknown_reward", "reward_not_eligible", "reward_required")
@@ -240,7 +241,7 @@ class Rewards:
     @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "negative_total",
             "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed")
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
@@ -267,7 +268,7 @@ class Rewards:
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
         if ident is not None and ident.token is not None:
-            await ctx.ledger.awrite(lambda unit: self.members.accept(unit, ident))
+            await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
     @raises("unknown_voucher", "negative_total", "negative_line", "total_mismatch")
@@ -290,7 +291,7 @@ class Rewards:
             "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_ineligible",
             "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total", "negative_line",
             "total_mismatch", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+            "member_token_replayed", "storage_full", "storage_failed")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = ()) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent

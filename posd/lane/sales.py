@@ -106,7 +106,7 @@ class Sales:
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
             "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+            "member_token_replayed", "storage_full", "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
@@ -120,7 +120,7 @@ class Sales:
             if earlier:
                 return earlier
             raise
-        recorded = await ctx.ledger.awrite(lambda unit: self._write_sale(unit, sale))
+        recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
 
@@ -194,7 +194,7 @@ class Sales:
     # -- returns --------------------------------------------------------------
     @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return",
             "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency")
+            "negative_line", "total_mismatch", "unsupported_currency", "storage_full", "storage_failed")
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -210,7 +210,7 @@ class Sales:
             if member is None:  # never record a reversal we could not write to the member's ledger
                 raise LaneError("member_unavailable",
                                 "the sale's member is not in this lane's cache yet; try again after sync")
-        return await ctx.ledger.awrite(lambda unit: self._write_return(unit, ret, member))
+        return await ctx.acommit(lambda unit: self._write_return(unit, ret, member))
 
     @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
             "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")

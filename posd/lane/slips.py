@@ -65,12 +65,12 @@ class Slips:
                            slip=slip.to_json(), member_id=member_id)
         return {"slip_id": slip.slip_id, "state": "queued"}
 
-    @raises("no_printer", "unknown_slip")
+    @raises("no_printer", "unknown_slip", "storage_failed", "storage_full")
     async def reprint(self, slip_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """A copy of a slip as a new job; the same key twice queues one copy."""
         if not self.ctx.printer_enabled:
             raise LaneError("no_printer", "this lane has no printer configured")
-        job_id = await self.ctx.ledger.awrite(lambda tx: tx.queue_reprint(slip_id, idempotency_key))
+        job_id = await self.ctx.acommit(lambda tx: tx.queue_reprint(slip_id, idempotency_key))
         if job_id is None:
             raise LaneError("unknown_slip", "no slip with that id on this lane")
         return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}

@@ -8,6 +8,7 @@ order inside one transaction, so a half-migrated file cannot exist.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -19,6 +20,35 @@ Migration = Callable[[sqlite3.Connection], None]
 
 class StorageError(Exception):
     """A database that posd must not touch further (corrupt, newer schema)."""
+
+
+class WriteRefused(OSError):
+    """SQLite could not write (the disk is full, or it failed an I/O): the unit rolled back whole.
+
+    ``full`` says which: a full disk recovers by itself once space is freed; an I/O error wants
+    store IT. Nothing of the unit is durable, so the caller may retry the same request. An
+    OSError (ENOSPC, EIO), so code that knows nothing of SQLite can tell a disk from a bug."""
+
+    def __init__(self, full: bool, detail: str):
+        super().__init__(errno.ENOSPC if full else errno.EIO, detail)
+        self.full, self.detail = full, detail
+
+
+SQLITE_IOERR, SQLITE_FULL = 10, 13
+
+
+def write_refused(exc: BaseException) -> WriteRefused | None:
+    """The WriteRefused an exception from SQLite stands for, or None when it is something else
+    (a constraint, a bug: those stay what they are)."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    text = str(exc)
+    if code == SQLITE_FULL or "database or disk is full" in text:
+        return WriteRefused(True, f"the disk is full ({text})")
+    if code == SQLITE_IOERR or "disk I/O error" in text:
+        return WriteRefused(False, f"the disk failed a write ({text})")
+    return None
 
 
 class Migrations:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.db import StorageError, ThreadReaders, connect, quick_check
+from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, write_refused
 from posd.storage.identity import SyncIdentity
 from posd.storage.schema import ledger_migrations
 from posd.storage.tx import TOPICS, LedgerTx, LedgerView
@@ -143,7 +143,7 @@ class Ledger:
                 raise
         except BaseException as exc:
             self._note_failure(exc)
-            future.set_exception(exc)
+            future.set_exception(self._refused(exc))
             return
         self.write_failure = None
         self.commits, self.units = self.commits + 1, self.units + 1
@@ -181,9 +181,10 @@ class Ledger:
                 raise
         except BaseException as exc:  # nothing of the group is durable: every caller hears so
             self._note_failure(exc)
+            refused = self._refused(exc)
             for _, future in group:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(refused)
             return
         self.write_failure = None
         for _, ok, value in outcomes:
@@ -197,11 +198,22 @@ class Ledger:
             if ok:
                 future.set_result(value)
             else:
-                future.set_exception(value)
+                future.set_exception(self._refused(value))
 
     def _note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, sqlite3.OperationalError):  # SQLite itself (disk full, I/O error): health goes red
             self.write_failure = str(exc)
+
+    @staticmethod
+    def _refused(exc: BaseException) -> BaseException:
+        """What the caller hears: a full disk or a failed write as a WriteRefused (one line in the
+        log, a 503 at the API), anything else as it was raised."""
+        refused = write_refused(exc)
+        if refused is None:
+            return exc
+        log.error("ledger write refused, nothing of it kept: %s", refused.detail)
+        refused.__cause__ = exc
+        return refused
 
     def submit(self, fn: Callable[[LedgerTx], T]) -> Future[T]:
         future: Future[T] = Future()

@@ -112,6 +112,9 @@ class OutboxRelay(Worker):
         results = [r for r in results if r.seq in sent]
         try:
             self._outbox.record_results(results)
+        except OSError as exc:  # the lane's disk (full, failing): one line; central answers "duplicate" next time
+            log.error("outbox write failed: %s", exc, extra={"event": "sync-relay.outbox_error"})
+            return self._failed(f"outbox: {exc.strerror or exc}", None)
         except Exception as exc:
             # Central has them; the next attempt is answered "duplicate" and acks them.
             log.exception("outbox write failed", extra={"event": "sync-relay.outbox_error"})

@@ -49,9 +49,11 @@ def free_port() -> int:
 
 def lane_config(tmp: Path, *, central_url: str, secret: str, printer: str, port: int,
                 locale: str = "pl", store_id: str = "S001", lane_id: str = "L01",
-                scanner: str = "pty://scanner0?suffix=CR", intervals: tuple[float, float] | None = (0.2, 0.5)) -> Path:
+                scanner: str = "pty://scanner0?suffix=CR", intervals: tuple[float, float] | None = (0.2, 0.5),
+                storage_dir: str = "state") -> Path:
     """``intervals``: the relay's push and the puller's pull interval, short for tests; None keeps
-    the shipped defaults (the bench measures the lane as it ships)."""
+    the shipped defaults (the bench measures the lane as it ships). ``storage_dir``: storage.dir,
+    under the config's folder when relative."""
     tmp.mkdir(parents=True, exist_ok=True)
     sync = "" if intervals is None else f"push_interval_s = {intervals[0]}\npull_interval_s = {intervals[1]}\n"
     path = tmp / "posd.toml"
@@ -68,7 +70,7 @@ listen = "127.0.0.1:{port}"
 allowed_origins = ["https://pos.example.com"]
 
 [storage]
-dir = "state"
+dir = "{storage_dir}"
 
 [central]
 url = "{central_url}"
@@ -93,7 +95,7 @@ def launch_lane(folder: Path, central: Any, *, printer: str = "none", extra_conf
     cfg = lane_config(folder, central_url=central.url, secret=secret, printer=printer, port=port, **kwargs)
     if extra_config:
         cfg.write_text(cfg.read_text() + extra_config)
-    lane = LaneProcess(cfg, port).start()
+    lane = LaneProcess(cfg, port, state=folder / kwargs.get("storage_dir", "state")).start()
     try:
         lane.wait_synced(timeout=30)
     except BaseException:
@@ -111,10 +113,10 @@ def _store_secret(central: Any, store_id: str) -> str:
 class LaneProcess:
     running: weakref.WeakSet[LaneProcess] = weakref.WeakSet()  # for the conftest's loop guard
 
-    def __init__(self, config: Path, port: int):
+    def __init__(self, config: Path, port: int, state: Path | None = None):
         self.config, self.port = config, port
         self.base = f"http://127.0.0.1:{port}"
-        self.state = config.parent / "state"
+        self.state = state or config.parent / "state"
         self.proc: subprocess.Popen | None = None
         self.log = config.parent / "posd.log"
         self._log_read = 0  # how far the log was searched for LOOP_GUARD lines

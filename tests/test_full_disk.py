@@ -1,0 +1,61 @@
+"""A lane whose disk fills up: each write it cannot make is a clear 503, nothing half-written, one
+log line, and the lane carries on by itself once space comes back (a real tmpfs, really full)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+from tests.support.disk import fill, small_tmpfs
+from tests.support.lane import launch_lane, sale_body
+
+
+def recorded(state, transaction_id: str) -> tuple[int, int]:
+    """(transactions rows, outbox events) the ledger has for this sale."""
+    with closing(sqlite3.connect(f"file:{state / 'ledger.db'}?mode=ro", uri=True)) as conn:
+        tx = conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ?", (transaction_id,)).fetchone()
+        events = conn.execute("SELECT count(*) FROM outbox WHERE body LIKE ?", (f'%"{transaction_id}"%',)).fetchone()
+    return tx[0], events[0]
+
+
+def test_a_sale_on_a_full_disk_is_a_503_that_recovers_once_space_is_freed(tmp_path, central):
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        lane = launch_lane(tmp_path / "lane", central, storage_dir=str(disk / "state"))
+        try:
+            assert lane.post("/v1/transactions", sale_body("before-full")).status_code == 200
+            log_mark = lane.log.stat().st_size
+            fill(disk / "runaway.log")
+
+            # The WAL may still have room from earlier commits: sales go on until a write needs more.
+            refused = None
+            for n in range(400):
+                r = lane.post("/v1/transactions", sale_body(f"full-{n}"))
+                assert r.status_code in (200, 503), r.text
+                if r.status_code == 503:
+                    refused = f"full-{n}"
+                    break
+            assert refused is not None, "400 sales fit on a full disk"
+            problem = r.json()
+            assert problem["code"] == "storage_full"
+            assert "full" in problem["message"]
+            assert recorded(lane.state, refused) == (0, 0)  # nothing of it was kept
+
+            again = lane.post("/v1/transactions", sale_body(refused))  # the POS retries: the same clear answer
+            assert again.status_code == 503 and again.json()["code"] == "storage_full"
+            health = lane.wait_for(lambda: (h := lane.health())["status"] == "error" and h,
+                                   what="health red for the full disk")
+            assert "ledger_unwritable" in {i["code"] for i in health["issues"]}
+
+            (disk / "runaway.log").unlink()  # store IT frees space
+            retried = lane.post("/v1/transactions", sale_body(refused))
+            assert retried.status_code == 200, retried.text
+            assert lane.post("/v1/transactions", sale_body(refused)).json() == retried.json()  # once, not twice
+            assert recorded(lane.state, refused) == (1, 1)
+            lane.wait_for(lambda: "ledger_unwritable" not in {i["code"] for i in lane.health()["issues"]},
+                          what="health no longer names the ledger")
+
+            log = lane.log.read_bytes()[log_mark:].decode(errors="replace")
+            assert "Traceback" not in log, log[-3000:]
+            assert "ledger write refused, nothing of it kept: the disk is full" in log
+        finally:
+            lane.stop()

@@ -100,6 +100,10 @@ class Cache:
         self._aead = AESGCM(seal_key) if seal_key else None
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
+        # Bumped by every store_program: the lane's program cache asks cache.db for the program's
+        # etag only after a change, not on every sale and scan. The program row has one writer,
+        # this object (the puller); the member feed's second writer (posd.member_pull) never writes it.
+        self.program_changes = 0
         if checked:
             self._conn = connect(path, durable=False)
             return
@@ -351,6 +355,7 @@ class Cache:
                 "body=excluded.body, fetched_at=excluded.fetched_at",
                 (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
             )
+            self.program_changes += 1
 
     def _recorded_lane(self) -> str | None:
         return self.state_on(self._conn, "lane_id")

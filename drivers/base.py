@@ -347,12 +347,15 @@ class Printer(Device):
         *,
         profile: str = "default",
         width_mm: int = 80,
+        code_pages: Mapping[int, str] | None = None,
         on_status: StatusCallback | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(name, url, on_status)
         self.profile = profile
         self.width_mm = width_mm
+        # The printer's own ESC t table (slot -> page name) when it is not the profile's: a clone's
+        self.code_pages = dict(code_pages) if code_pages is not None else None
         self.options = dict(options or {})
         self._job_lock = threading.Lock()
         self.last_status: PrinterStatus | None = None

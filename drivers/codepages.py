@@ -3,14 +3,17 @@
 A printer's capability profile (python-escpos' database) names the code page
 in each ``ESC t`` slot. Polish needs one of CP852, Mazovia, Windows-1250 or
 ISO 8859-2. Clone printers put pages in other slots than Epson does, so the
-table can be replaced per printer (what ``posd print-test`` shows on paper).
-Mazovia is not in python-escpos' database; it is defined here. Pure.
+table can be replaced per printer (``[printer] code_pages``, checked by
+``check_code_page_table``; ``posd print-test`` shows on paper what the
+printer really has). Mazovia is not in python-escpos' database; it is
+defined here. Pure.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .escpos_lib import CAPABILITIES, get_profile
 
@@ -18,6 +21,8 @@ __all__ = [
     "MAZOVIA",
     "CodePage",
     "code_pages_for",
+    "check_code_page_table",
+    "printable_code_pages",
     "choose_code_page",
     "rank_code_pages",
     "encode",
@@ -68,22 +73,68 @@ class CodePage:
 
 def code_pages_for(profile: str, table: Mapping[int, str] | None = None) -> dict[int, CodePage]:
     """The usable code pages of ``profile`` by slot; ``table`` (slot -> page
-    name, e.g. ``{0: "CP437", 25: "MAZOVIA"}``) replaces the profile's."""
-    key = tuple(sorted((int(k), str(v).upper()) for k, v in table.items())) if table else None
+    name, e.g. ``{0: "CP437", 25: "MAZOVIA"}``) replaces the profile's (an empty
+    one leaves no page: every non-ASCII text is drawn as raster)."""
+    key = tuple(sorted((int(k), str(v).upper()) for k, v in table.items())) if table is not None else None
     return _code_pages(profile, key)
 
 
 @functools.lru_cache(maxsize=64)
 def _code_pages(profile: str, table: tuple[tuple[int, str], ...] | None) -> dict[int, CodePage]:
     names = dict(table) if table is not None else {int(k): v for k, v in get_profile(profile).codePages.items()}
-    encodings = CAPABILITIES["encodings"]
     pages: dict[int, CodePage] = {}
     for slot, name in sorted(names.items()):
-        enc = encodings.get(name, {})
-        codec = _CUSTOM.get(name) or enc.get("python_encode") or ("".join(enc["data"]) if "data" in enc else None)
-        if codec and _codec_works(codec):
+        codec = _codec_of(name)
+        if codec:
             pages[slot] = CodePage(slot, name, codec)
     return pages
+
+
+def _codec_of(name: str) -> str | None:
+    """A page's Python codec or 128-character table, when posd can print text in it."""
+    enc = CAPABILITIES["encodings"].get(name, {})
+    codec = _CUSTOM.get(name) or enc.get("python_encode") or ("".join(enc["data"]) if "data" in enc else None)
+    return codec if codec and _codec_works(codec) else None
+
+
+@functools.lru_cache(maxsize=1)
+def printable_code_pages() -> tuple[str, ...]:
+    """The names of the single-byte code pages posd prints text in (python-escpos' names, and MAZOVIA)."""
+    return tuple(sorted(n for n in (*CAPABILITIES["encodings"], *_CUSTOM) if _codec_of(n)))
+
+
+def check_code_page_table(table: Mapping[Any, Any]) -> dict[int, str]:
+    """A printer's own ``ESC t`` table as store IT writes it in the config, ``{18 = "cp852"}``:
+    slots 0-255 (TOML keys are text), each naming a page posd can print text in, in any case
+    (``CP852``, ``mazovia``) or by a Python codec name for one (``iso8859-2``). The table with
+    the pages' canonical names; ValueError naming the slot otherwise."""
+    if not isinstance(table, Mapping):
+        raise ValueError('a table of ESC t slot = code page, such as { 18 = "CP852", 45 = "CP1250" }')
+    out: dict[int, str] = {}
+    for key, value in table.items():
+        slot = int(key) if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()) else None
+        if slot is None or not 0 <= slot <= 255:
+            raise ValueError(f"slot {key!r}: an ESC t slot is a number 0-255")
+        if not isinstance(value, str):
+            raise ValueError(f'slot {slot}: name the code page as text, such as "CP852"')
+        name = _page_name(value)
+        if name is None:
+            raise ValueError(f"slot {slot}: {value!r} is not a code page posd can print text in (for Polish: "
+                             f"{', '.join(_PREFERRED)}; all: {', '.join(printable_code_pages())})")
+        out[slot] = name
+    return dict(sorted(out.items()))
+
+
+def _page_name(value: str) -> str | None:
+    wanted = value.strip().upper()
+    if wanted in printable_code_pages():
+        return wanted
+    try:
+        codec = codecs.lookup(value.strip()).name
+    except LookupError:
+        return None
+    return next((n for n in printable_code_pages() if not _CUSTOM.get(n) and len(_codec_of(n) or "") != 128
+                 and codecs.lookup(_codec_of(n) or "").name == codec), None)
 
 
 def _codec_works(codec: str) -> bool:

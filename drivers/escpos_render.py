@@ -105,10 +105,16 @@ def dots_for(profile: str, width_mm: int) -> int:
     return max(dots, columns_for(profile, width_mm) * CELL_W)
 
 
-@functools.lru_cache(maxsize=None)
-def profile_code_pages(profile: str) -> dict[int, str]:
-    """``ESC t`` slot -> Python codec (or 128-char table) for ``escpos_to_text``."""
-    return {slot: page.codec for slot, page in code_pages_for(profile).items()}
+def profile_code_pages(profile: str, table: Mapping[int, str] | None = None) -> dict[int, str]:
+    """``ESC t`` slot -> Python codec (or 128-char table) for ``escpos_to_text`` and
+    ``escpos_to_png``: the profile's slots, or ``table``'s (the printer's own, from the config)."""
+    return _page_codecs(profile, tuple(sorted(table.items())) if table is not None else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _page_codecs(profile: str, table: tuple[tuple[int, str], ...] | None) -> dict[int, str]:
+    pages = code_pages_for(profile, dict(table) if table is not None else None)
+    return {slot: page.codec for slot, page in pages.items()}
 
 
 # -- rendering -------------------------------------------------------------

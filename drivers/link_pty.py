@@ -5,6 +5,12 @@ so anything can play the scanner by writing codes into that tty (``posd
 scan`` does). The slave is put in raw mode (no CR/NL translation, no echo)
 and kept open by us, so the master never sees EIO when writers come and go.
 ``check()`` puts the symlink back if someone removed it (``/run`` cleaned).
+
+A symlink already at ``PATH`` is replaced: it is the link of a posd that was
+killed (SIGKILL, a power cut) and points at a pseudo-terminal that died with
+it, or one somebody left there. Anything else at ``PATH`` (a file, a folder,
+a device node) is not posd's to overwrite: the scanner stays in error, and
+the log says what is in the way.
 """
 
 from __future__ import annotations
@@ -13,21 +19,25 @@ import contextlib
 import logging
 import os
 import select
+import stat
 import threading
 import tty
 
-from .errors import ErrorMap
+from .errors import DeviceError, ErrorMap
 from .link import READ_CHUNK, Link
 
 __all__ = ["PtyLink", "open_pty"]
 
 log = logging.getLogger(__name__)
 
-ERRORS = ErrorMap()
+# The link is a file posd makes in a folder store IT chose, not a device node behind a udev rule.
+ERRORS = ErrorMap(denied="permission denied (posd must be able to write the link's folder; in a sticky "
+                         "folder such as /tmp, a link another user left there cannot be replaced)")
 
 
 def open_pty(link_path: str) -> PtyLink:
-    """A new pseudo-terminal whose slave ``link_path`` points at."""
+    """A new pseudo-terminal whose slave ``link_path`` points at (a symlink there is replaced)."""
+    _check_link_path(link_path)
     with ERRORS("create pty"):
         master, slave = os.openpty()
         try:
@@ -75,6 +85,31 @@ class PtyLink(Link):
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+_KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device node"),
+          (stat.S_ISBLK, "a device node"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_link_path(link_path: str) -> None:
+    """Refuse a path that holds something other than a symlink; say what a replaced link pointed at."""
+    try:
+        mode = os.lstat(link_path).st_mode
+    except OSError:
+        return  # nothing there (or its folder is unreadable: creating the link says so)
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            target = os.readlink(link_path)
+            if os.path.exists(link_path):
+                log.warning("%s points at %s, which exists (its number used again, or another posd "
+                            "running on this config): replacing it", link_path, target)
+            else:
+                log.info("%s points at %s, which is gone (posd was not stopped cleanly): replacing it",
+                         link_path, target)
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "something else")
+    raise DeviceError("io_error", f"create pty: {link_path} is {kind}, not a link posd made; posd does not "
+                                  "replace it: move it away or name another path in the config")
 
 
 def _point_symlink(link_path: str, target: str) -> None:

@@ -13,10 +13,17 @@ shows it. It prints, by ``--code-pages``:
 - ``all``: bytes 0x80-0xFF under every slot the profile lists (metres of
   paper on a clone listing 60 slots);
 - ``N`` or ``N,M``: bytes 0x80-0xFF under those slots, listed or not.
+
+With ``[printer] code_pages`` in the config (the printer's own table, for a
+clone whose slots differ from its model's), posd prints through that table:
+the sample slip and ``chosen`` show the slots the table gives, ``all`` and
+``N`` label each slot with the table's page and mark the profile's slots the
+table leaves out, which posd does not use.
 """
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Mapping
 
 from posd.core.slip import SlipData, build_slip
 from posd.core.slip_doc import CodePageTable, Columns, Feed, Rule, SlipDocument, Text
@@ -63,9 +70,10 @@ def parse_code_pages(text: str) -> str | tuple[int, ...]:
 
 
 def print_test_documents(profile: str, width_mm: int, locale: str, *, store_id: str = "", lane_id: str = "",
-                         now: datetime | None = None,
-                         code_pages: str | tuple[int, ...] = "chosen") -> list[SlipDocument]:
-    """The test slip, then the code-page table, for this printer."""
+                         now: datetime | None = None, code_pages: str | tuple[int, ...] = "chosen",
+                         table: Mapping[int, str] | None = None) -> list[SlipDocument]:
+    """The test slip, then the code-page table, for this printer; ``table``: the printer's own
+    ESC t table from the config, replacing the profile's."""
     now = now or datetime.now()
     stamp = now.strftime("%Y%m%d-%H%M%S")
     slip = build_slip(_sample_slip(f"print-test-{stamp}", locale, store_id, lane_id, now), locale)
@@ -77,38 +85,51 @@ def print_test_documents(profile: str, width_mm: int, locale: str, *, store_id: 
         Columns("Paper", f"{width_mm} mm, {columns_for(profile, width_mm)} columns"),
         Columns("Native", ", ".join(features) or "none"),
     ]
-    page = choose_code_page([POLISH_SAMPLE], code_pages_for(profile))
+    info.append(Columns("Code pages", "[printer] code_pages" if table is not None else "the profile's"))
+    page = choose_code_page([POLISH_SAMPLE], code_pages_for(profile, table))
     info.append(Columns("Polish", f"ESC t {page.slot} {page.name}" if page else "raster (no code page)"))
     info += [Text(POLISH_SAMPLE), Text(PERSIAN_SAMPLE), Rule(), Feed(1)]
     test_slip = SlipDocument(slip.slip_id, slip.locale, slip.direction, tuple(info) + slip.blocks)
-    return [test_slip, code_page_table(profile, f"print-test-codepages-{stamp}", code_pages)]
+    return [test_slip, code_page_table(profile, f"print-test-codepages-{stamp}", code_pages, table)]
 
 
-def code_page_table(profile: str, slip_id: str, which: str | tuple[int, ...] = "chosen") -> SlipDocument:
+def code_page_table(profile: str, slip_id: str, which: str | tuple[int, ...] = "chosen",
+                    table: Mapping[int, str] | None = None) -> SlipDocument:
     """The code-page table ``--code-pages`` asks for (module docstring)."""
     listed = {int(k): str(v) for k, v in get_profile(profile).codePages.items()}
     blocks: list = [Text("Code pages", align="center", bold=True, double=True)]
     if which == "chosen":
-        blocks += _chosen_tables(profile, listed)
+        blocks += _chosen_tables(profile, listed, table)
     else:
-        slots = sorted(listed) if which == "all" else list(which)
+        slots = sorted(set(listed) | set(table or ())) if which == "all" else list(which)
         blocks += [Text(f"{profile}: bytes 0x80-0xFF per ESC t slot", align="center"), Rule()]
         for slot in slots:
-            blocks += [CodePageTable(slot, f"ESC t {slot}: {listed.get(slot, 'not in the profile')}"), Feed(1)]
+            blocks += [CodePageTable(slot, f"ESC t {slot}: {_page_at(slot, listed, table)}"), Feed(1)]
     return SlipDocument(slip_id, "en", "ltr", tuple(blocks))
 
 
-def _chosen_tables(profile: str, listed: dict[int, str]) -> list:
-    polish = [p for p in rank_code_pages([POLISH_LETTERS], code_pages_for(profile))
+def _page_at(slot: int, listed: dict[int, str], table: Mapping[int, str] | None) -> str:
+    """What posd takes slot ``slot`` to hold: the config's table when there is one, else the profile."""
+    if table is None:
+        return listed.get(slot, "not in the profile")
+    if slot in table:
+        return table[slot]
+    return f"{listed[slot]} (profile only)" if slot in listed else "not in the table"
+
+
+def _chosen_tables(profile: str, listed: dict[int, str], table: Mapping[int, str] | None) -> list:
+    polish = [p for p in rank_code_pages([POLISH_LETTERS], code_pages_for(profile, table))
               if all(p.can_encode(c) for c in POLISH_LETTERS)]
     blocks: list = [Text(f"{profile}: the slots posd uses", align="center"), Rule()]
+    if table is not None:
+        blocks.append(Text("as [printer] code_pages says"))
     if polish:
         chosen = polish[0]
         blocks += [CodePageTable(chosen.slot, f"ESC t {chosen.slot}: {chosen.name} (Polish)"), Feed(1)]
     else:
         blocks += [Text("No Polish code page: Polish prints as raster."), Feed(1)]
     if 0 not in [p.slot for p in polish[:1]]:
-        blocks += [CodePageTable(0, f"ESC t 0: {listed.get(0, 'not in the profile')} (power-on)"), Feed(1)]
+        blocks += [CodePageTable(0, f"ESC t 0: {_page_at(0, listed, table)} (power-on)"), Feed(1)]
     if polish[1:]:
         blocks += [Text("Fallbacks, each should print:"), Text(POLISH_LETTERS)]
         blocks += [CodePageTable(p.slot, f"ESC t {p.slot}: {p.name}", sample=POLISH_LETTERS) for p in polish[1:]]

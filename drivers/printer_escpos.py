@@ -51,11 +51,11 @@ class EscposPrinter(Printer):
         self.columns = columns_for(self.profile, self.width_mm)
 
     def render(self, doc: SlipDocument) -> bytes:
-        return render_slip(doc, self.profile, self.width_mm)
+        return render_slip(doc, self.profile, self.width_mm, code_pages=self.code_pages)
 
     def preview_text(self, data: bytes) -> str:
         """A readable rendering of ESC/POS ``data`` as this printer would print it."""
-        return escpos_to_text(data, self.columns, code_pages=profile_code_pages(self.profile))
+        return escpos_to_text(data, self.columns, code_pages=profile_code_pages(self.profile, self.code_pages))
 
 
 class NullPrinter(EscposPrinter):

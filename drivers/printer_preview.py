@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import tempfile
+from typing import Mapping
 
 from posd.core.slip_doc import SlipDocument
 
@@ -52,7 +53,7 @@ class PreviewPrinter(EscposPrinter):
 
     def preview_png(self, data: bytes) -> bytes:
         """The paper ``data`` would print on this printer, as a PNG."""
-        return bytes_png(data, self.profile, self.width_mm)
+        return bytes_png(data, self.profile, self.width_mm, self.code_pages)
 
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         bin_path, txt_path = self.paths_for(doc.slip_id)
@@ -84,12 +85,16 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-def bytes_png(data: bytes, profile: str = "default", width_mm: int = 80) -> bytes:
-    """The paper ESC/POS ``data`` would print on this printer model and paper, as a PNG."""
-    return png_bytes(escpos_to_png(data, dots_for(profile, width_mm), code_pages=profile_code_pages(profile)))
+def bytes_png(data: bytes, profile: str = "default", width_mm: int = 80,
+              code_pages: Mapping[int, str] | None = None) -> bytes:
+    """The paper ESC/POS ``data`` would print on this printer model and paper, as a PNG;
+    ``code_pages``: the printer's own ESC t table, when the config gives one."""
+    return png_bytes(escpos_to_png(data, dots_for(profile, width_mm),
+                                   code_pages=profile_code_pages(profile, code_pages)))
 
 
-def slip_png(doc: SlipDocument, profile: str = "default", width_mm: int = 80) -> bytes:
+def slip_png(doc: SlipDocument, profile: str = "default", width_mm: int = 80,
+             code_pages: Mapping[int, str] | None = None) -> bytes:
     """The PNG of ``doc`` as this printer would print it: rendered to the very
     bytes a printer gets, then drawn from those bytes."""
-    return bytes_png(render_slip(doc, profile, width_mm), profile, width_mm)
+    return bytes_png(render_slip(doc, profile, width_mm, code_pages=code_pages), profile, width_mm, code_pages)

@@ -414,7 +414,8 @@ def open_printer(name: str, url_text: str, **settings: Any) -> Printer:
     """Build and open the printer for ``url_text``. Never blocks on the network.
 
     ``settings`` go to the ``Printer`` base: ``profile`` (python-escpos'
-    capability profile, "default"), ``width_mm`` (80 or 58), ``on_status``.
+    capability profile, "default"), ``width_mm`` (80 or 58), ``code_pages``
+    (the printer's own ESC t table, replacing the profile's), ``on_status``.
     """
     printer = _open("printer", name, url_text, **settings)
     printer.open()
@@ -426,3 +427,13 @@ def validate_printer_settings(profile: str, width_mm: int) -> None:
     spec = spec_for("printer", "none")
     module = importlib.import_module(_driver_class(spec).__module__)
     module.check_printer_settings(profile, width_mm)
+
+
+def validate_code_pages(table: Any) -> dict[int, str]:
+    """A printer's own ESC t table (``[printer] code_pages``) with canonical page names; ValueError
+    naming the slot that is wrong (posd.drivers.codepages.check_code_page_table)."""
+    spec = spec_for("printer", "none")
+    _driver_class(spec)  # python-escpos present, or the error that says which package to install
+    from .codepages import check_code_page_table
+
+    return check_code_page_table(table)

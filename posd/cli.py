@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -14,10 +15,11 @@ from posd import __version__
 DEFAULT_CONFIG = "/etc/posd/posd.toml"
 
 
-def _setup_logging(level: str) -> None:
-    from posd.logs import setup_logging  # journald priorities under systemd (posd/logs.py)
+def _logging(level: str) -> contextlib.AbstractContextManager[None]:
+    """Log lines for the command's duration (journald priorities under systemd: posd/logs.py)."""
+    from posd.logs import command_logging
 
-    setup_logging(level)
+    return command_logging(level)
 
 
 def _load(path: str, *, check_files: bool = False):
@@ -142,13 +144,13 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         return 2
     try:
         printer = registry.open_printer("printer", config.device_url(pcfg.url), profile=pcfg.profile,
-                                        width_mm=pcfg.width_mm)
+                                        width_mm=pcfg.width_mm, code_pages=pcfg.code_pages)
     except (registry.DriverUnavailableError, ValueError) as exc:
         print(f"posd print-test: {exc}", file=sys.stderr)
         return 2
     docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
                                 store_id=config.lane.store_id, lane_id=config.lane.lane_id,
-                                code_pages=args.code_pages)
+                                code_pages=args.code_pages, table=pcfg.code_pages)
     try:
         for doc in docs:
             printer.print_document(doc)
@@ -310,17 +312,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
-        _setup_logging(os.environ.get("POSD_LOG_LEVEL", "info"))
         from posd.sync.central.cli import main as central_main
 
-        return central_main(argv[1:])
+        with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
+            return central_main(argv[1:])
     if argv[:1] == ["conformance"]:
         from posd.sync.conformance.cli import main as conformance_main
 
-        return conformance_main(argv[1:])
+        with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
+            return conformance_main(argv[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    return args.func(args)
+    with _logging(args.log_level):
+        return args.func(args)
 
 
 if __name__ == "__main__":

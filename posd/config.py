@@ -273,6 +273,14 @@ class PrinterConfig(DeviceConfig):
     url: str = "none"
     profile: str = "default"
     width_mm: Literal[58, 80] = 80
+    # The printer's own ESC t slots when they are not its profile's (a clone: `posd print-test` shows
+    # them): slot -> code page, replacing the profile's table for printing and previews.
+    code_pages: dict[int, str] | None = None
+
+    @field_validator("code_pages", mode="before")
+    @classmethod
+    def _code_pages(cls, v: Any) -> Any:
+        return None if v is None else registry.validate_code_pages(v)
 
     @model_validator(mode="after")
     def _profile(self) -> PrinterConfig:
@@ -330,11 +338,17 @@ PATH_SCHEMES = ("pty", "serial", "file", "preview", "camera+file", "msr+serial")
 
 
 def absolutize_url(url: str, base: Path) -> str:
+    """A relative device path made absolute against ``base``. Its folder is resolved, the device's
+    own name is not: that name is often a symlink (a /dev/serial/by-id link, the link a pty://
+    scanner makes, left behind by a daemon killed with SIGKILL), and what it pointed to when the
+    config was read is not the device."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in PATH_SCHEMES or rest.startswith("/"):
         return url
     path, q, query = rest.partition("?")
-    return f"{scheme}://{(base / path).resolve()}{q}{query}"
+    full = base / path
+    full = full.resolve() if full.name in ("", "..") else full.parent.resolve() / full.name
+    return f"{scheme}://{full}{q}{query}"
 
 
 def resolve(base: Path, p: str) -> Path:
@@ -459,6 +473,8 @@ def find_line(text: str, loc: tuple[Any, ...]) -> int | None:
     for n, line in enumerate(text.splitlines(), start=1):
         m = header.match(line)
         if m:
+            if key and m.group(1) == f"{table}.{key}" and current == table and seen == index:
+                return n  # the key written as a sub-table: [printer.code_pages]
             current = m.group(1)
             if current == table:
                 seen += 1

@@ -140,7 +140,7 @@ class Daemon:
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
         self.printer = registry.open_printer("printer", cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
-                                             on_status=self._device_status)
+                                             code_pages=pcfg.code_pages, on_status=self._device_status)
         off = cfg.offline
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
@@ -174,10 +174,11 @@ class Daemon:
         )
 
     def _slip_png(self, doc: Any) -> bytes:
-        """A slip preview with this printer's profile and paper (Pillow loads on the first preview)."""
+        """A slip preview with this printer's profile, paper and code pages (Pillow loads on the first preview)."""
         from posd.drivers.printer_preview import slip_png
 
-        return slip_png(doc, getattr(self.printer, "profile", "default"), getattr(self.printer, "width_mm", 80))
+        pcfg = self.config.printer
+        return slip_png(doc, pcfg.profile, pcfg.width_mm, pcfg.code_pages)
 
     def _pull_status(self, status: dict[str, Any]) -> None:
         """On the puller's thread after a pull changed something: count the members there, once,

@@ -14,9 +14,11 @@ posd's lines are short and carry no member data and never card data.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 # sd-daemon(3): SD_ERR, SD_WARNING, SD_NOTICE, SD_INFO, SD_DEBUG
@@ -56,8 +58,29 @@ def journal_stream(stream: TextIO, env: dict[str, str] | None = None) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
+@contextlib.contextmanager
+def command_logging(level: str, stream: TextIO | None = None) -> Iterator[None]:
+    """The root logger for one ``posd`` command: its lines go to ``stream`` (stderr, as it is now) at
+    ``level`` while the command runs, and the logger is as it was when the command returns.
+
+    ``posd.cli.main`` also runs inside other programs (the tests call it): a handler left behind
+    would keep the stream it was given, and the next line some thread logs, after that program
+    closed the stream, would end in "--- Logging error ---" instead of anywhere useful."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JournalFormatter() if journal_stream(stream) else logging.Formatter(PLAIN_FORMAT))
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
+    root = logging.getLogger()
+    before, level_before = root.handlers[:], root.level
+    for old in before:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    try:
+        yield
+    finally:
+        for added in root.handlers[:]:  # ours, and any a library added meanwhile
+            root.removeHandler(added)
+        handler.close()  # the handler only: the stream is not ours to close
+        for old in before:
+            root.addHandler(old)
+        root.setLevel(level_before)

@@ -55,6 +55,35 @@ def test_bad_values_name_key_and_line(change, key, line):
     assert key in str(err.value)
 
 
+def test_the_printers_own_code_page_table():
+    """[printer] code_pages: a clone's ESC t slots, by any spelling of a page posd can print text in."""
+    text = GOOD + 'code_pages = { 0 = "cp437", 45 = "Cp852", 39 = "iso8859-2", 25 = "mazovia" }\n'
+    assert parse(text).printer.code_pages == {0: "CP437", 25: "MAZOVIA", 39: "ISO_8859-2", 45: "CP852"}
+    assert parse(GOOD).printer.code_pages is None  # the profile's table
+    assert parse(GOOD + "code_pages = {}\n").printer.code_pages == {}  # no page: Polish is drawn
+    table = parse(GOOD + '\n[printer.code_pages]\n18 = "CP852"\n').printer.code_pages
+    assert table == {18: "CP852"}
+
+
+@pytest.mark.parametrize("value, message", [
+    ('{ 256 = "cp852" }', "slot '256': an ESC t slot is a number 0-255"),
+    ('{ x = "cp852" }', "slot 'x': an ESC t slot is a number 0-255"),
+    ('{ 18 = "cp8520" }', "slot 18: 'cp8520' is not a code page posd can print text in (for Polish: CP852"),
+    ('{ 1 = "CP932" }', "slot 1: 'CP932' is not a code page posd can print text in"),  # multi-byte
+    ('{ 18 = 852 }', 'slot 18: name the code page as text, such as "CP852"'),
+    ('"cp852"', "a table of ESC t slot = code page"),
+])
+def test_a_wrong_code_page_table_names_the_key_the_line_and_the_slot(value, message):
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + f"code_pages = {value}\n")
+    assert (err.value.key, err.value.line) == ("printer.code_pages", 17)
+    assert message in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + '\n[printer.code_pages]\n0 = "CP437"\n45 = "klingon"\n')
+    assert (err.value.key, err.value.line) == ("printer.code_pages", 18)  # the sub-table's header
+    assert "slot 45: 'klingon'" in str(err.value)
+
+
 def test_unknown_scheme_lists_known_ones():
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace('url = "preview:///tmp/slips"', 'url = "laser://x"'))
@@ -81,6 +110,19 @@ def test_relative_device_paths_resolve_against_config_folder(tmp_path):
     assert absolutize_url("pty://../var/s0?suffix=CR", tmp_path / "etc") == f"pty://{tmp_path}/var/s0?suffix=CR"
     assert absolutize_url("tcp://10.0.0.5:9100", tmp_path) == "tcp://10.0.0.5:9100"
     assert absolutize_url("preview:///abs/slips", tmp_path) == "preview:///abs/slips"
+
+
+def test_a_relative_device_path_is_not_followed_through_its_symlink(tmp_path):
+    """The link a pty:// scanner made (left behind by a daemon killed with SIGKILL, pointing at a
+    pseudo-terminal that died with it) or a by-id link is the device's name, not its target."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scanner0").symlink_to("/dev/pts/4242")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "here").symlink_to(run, target_is_directory=True)
+    assert absolutize_url("pty://../run/scanner0?suffix=CR", tmp_path / "etc") == f"pty://{run}/scanner0?suffix=CR"
+    assert absolutize_url("pty://here/scanner0", tmp_path / "etc") == f"pty://{run}/scanner0"  # folders resolve
+    assert absolutize_url("serial://here/..", tmp_path / "etc") == f"serial://{tmp_path}"  # as the kernel walks it
 
 
 def test_config_check_cli(tmp_path):

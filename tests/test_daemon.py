@@ -207,3 +207,23 @@ def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_p
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_pty_scanner_takes_its_link_back_after_a_kill_9(tmp_path, start_lane):
+    """kill -9 leaves the daemon's pty link behind, pointing at a pseudo-terminal that died with it;
+    the restarted daemon replaces it with its own and the scanner works."""
+    from tests.support.lane import ANNA
+
+    lane = start_lane(tmp_path / "lane")  # the config names its scanner relative to the config: pty://scanner0
+    link = lane.config.parent / "scanner0"
+    lane.kill()
+    assert link.is_symlink()  # no chance to clean up
+    lane.start()
+    lane.wait_synced()  # every scanner idle again
+    assert link.is_symlink() and os.path.realpath(link).startswith("/dev/pts/")
+    stream = lane.sse()
+    try:
+        lane.scan(ANNA)
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0001"
+    finally:
+        stream.close()

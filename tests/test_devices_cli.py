@@ -105,8 +105,6 @@ def test_cli_lists_devices_with_faked_comports(dev, monkeypatch, capsys):
     monkeypatch.setattr(serial.tools.list_ports, "comports", comports(dev))
     monkeypatch.setattr("posd.drivers.discovery._default_usb", usb)
     monkeypatch.setattr("posd.drivers.discovery._default_readers", readers)
-    # main() points the root logger at stderr; under pytest that stream closes after the test.
-    monkeypatch.setattr("posd.cli._setup_logging", lambda level: None)
     assert main(["devices", "--dev", str(dev), "--user", "root", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {"role": "printer", "url": "usb://04b8:0e15?serial=X5KQ001234", "description": "EPSON TM-T20II",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from posd.core.member_tokens import (
 from posd.core.program import ProgramError
 from posd.lane.member_tokens import published
 from posd.sync.central.tokens import issue_qr_token, new_signing_key, public_key_text
+from tests.support.ledger_sql import reader
 
 ROOT = Path(__file__).parent.parent
 NOW = 1_796_000_000  # 2026-11-30
@@ -260,3 +263,85 @@ def test_the_config_override_is_checked_and_named_by_key_and_line():
         assert "central.member_token_" in str(err.value) and "line 7" in str(err.value), str(err.value)
     with pytest.raises(ConfigError, match="lane.country"):
         parse(base.replace('lane_id = "L01"\n', 'lane_id = "L01"\ncountry = "Poland"\n'))
+
+
+# --- wallet codes at a lane: RFC 6238 section 5.2 ---------------------------------------------------
+
+WALLET_SECRET = b"12345678901234567890"
+WALLET_PROGRAM = {
+    "version": "w-1", "currencies": [{"code": "points", "kind": "redeemable"}],
+    "rules": [{"id": "base", "type": "base_rate", "currency": "points",
+               "rates": {"PLN": {"spend_minor": 100, "points": 1}}}],
+    "tiers": [{"id": "basic", "threshold": 0, "multiplier": "1"}],
+    "member_tokens": {"wallet": {"period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}", "window": 1}},
+}
+
+
+class WalletLane:
+    """A lane on real ledger.db and cache.db files with a clock the test sets; ``reopen`` restarts it."""
+
+    def __init__(self, folder: Path, now: float):
+        from posd.storage.cache import seal_key_from
+
+        self.folder, self.now = folder, now
+        self.seal = seal_key_from(b"store secret")
+        self.open()
+        self.cache.store_program(WALLET_PROGRAM, "e1")
+        self.cache.apply_member_changes(
+            [{"member_id": m, "display_name": m, "identifiers": [], "balances": {}, "totp_secret": WALLET_SECRET.hex()}
+             for m in ("M1", "M2")], "1")
+
+    def open(self) -> None:
+        from posd.lane import Lane
+        from posd.lane.events import EventBus
+        from posd.storage.cache import Cache
+        from posd.storage.ledger import LaneIdentity, Ledger
+
+        self.ledger = Ledger(self.folder / "ledger.db", LaneIdentity("S001", "L01"))
+        self.cache = Cache(self.folder / "cache.db", "L01", seal_key=self.seal)
+        self.lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=self.ledger, cache=self.cache,
+                         bus=EventBus(self.ledger.boot), printer_enabled=False,
+                         clock=lambda: datetime.fromtimestamp(self.now, UTC))
+
+    def close(self) -> None:
+        self.cache.close()
+        self.ledger.close()
+
+    def reopen(self) -> None:
+        self.close()
+        self.open()
+
+    def show(self, member: str, step: int) -> str:
+        """What the lane makes of the member's wallet code of ``step``: accepted, or the refusal's code."""
+        from posd.lane.errors import LaneError
+
+        try:
+            self.lane.members.identify(f"{member}:{totp_code(WALLET_SECRET, step, 6)}")
+        except LaneError as exc:
+            return exc.code
+        return "accepted"
+
+
+def test_a_wallet_code_not_later_than_the_last_accepted_step_is_a_replay(tmp_path):
+    """RFC 6238 section 5.2: once a code of step s was accepted for a member, a code of step s or
+    earlier is refused, even inside the window, also after a restart; other members are their own."""
+    step = NOW // 30
+    lane = WalletLane(tmp_path, NOW)
+    try:
+        assert lane.show("M1", step + 1) == "accepted"  # the pass's clock runs a step ahead of the lane's
+        assert lane.show("M1", step) == "member_token_replayed"  # an older code, seen after a newer one
+        assert lane.show("M1", step - 1) == "member_token_replayed"
+        assert lane.show("M1", step + 1) == "member_token_replayed"  # the same code again
+        assert lane.show("M2", step) == "accepted"  # another member's pass has its own last step
+        lane.reopen()
+        assert lane.show("M1", step) == "member_token_replayed"  # kept in ledger.db, not in memory
+        lane.now = NOW + 30
+        assert lane.show("M1", step + 2) == "accepted"  # a later step is a fresh code
+        assert lane.show("M1", step + 1) == "member_token_replayed"
+        with closing(reader(lane.ledger)) as conn:
+            rows = conn.execute("SELECT body FROM outbox WHERE type = 'token_use' ORDER BY seq").fetchall()
+        uses = [json.loads(r[0]) for r in rows]
+    finally:
+        lane.close()
+    assert [(u["member_id"], u["identified_by"]) for u in uses] == [
+        ("M1", "wallet_totp"), ("M2", "wallet_totp"), ("M1", "wallet_totp")]  # refusals send nothing

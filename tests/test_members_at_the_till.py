@@ -250,6 +250,30 @@ def test_wallet_codes_inside_the_window_only_and_the_secret_never_leaves(tmp_pat
         printer.close()
 
 
+def test_an_older_wallet_code_after_a_newer_one_is_a_replay(tmp_path, central, start_lane):
+    """RFC 6238 section 5.2: the lane keeps the last step it accepted per member, and refuses a code
+    of that step or before it, even inside the window (the code read off a photo taken earlier)."""
+    lane = start_lane(tmp_path / "lane")
+    stream = lane.sse()
+    try:
+        newer, older = wallet_code(1), wallet_code(0)  # both inside the window for the next 30 s
+        lane.scan(newer)
+        assert stream.next("member.identified")["data"]["identified_by"] == "wallet_totp"
+        lane.scan(older)
+        rejected = stream.next("member.token_rejected")["data"]
+        assert (rejected["scheme"], rejected["reason"], rejected["code"]) == (
+            "wallet_totp", "replayed", "member_token_replayed")
+    finally:
+        stream.close()
+    answer = lane.get(f"/v1/members/{older}")
+    assert (answer.status_code, answer.json()["code"]) == (409, "member_token_replayed")
+    sale = {"transaction_id": "T-w-old", "member": older, "occurred_at": "2026-11-17T10:15:00+01:00",
+            "currency": "PLN", "total": 1000, "lines": [{"sku": "1", "quantity": 1, "unit_price": 1000}]}
+    assert lane.post("/v1/transactions", sale).json()["code"] == "member_token_replayed"
+    lane.wait_drained()
+    assert [u["event"]["identified_by"] for u in token_uses(central)] == ["wallet_totp"]
+
+
 def test_the_event_stream_lists_the_new_event_type():
     assert "member.token_rejected" in EVENT_TYPES
 

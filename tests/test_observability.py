@@ -154,6 +154,34 @@ def test_journal_formatter_prefixes_every_line_and_needs_the_named_stream(tmp_pa
         assert not journal_stream(a, {}) and not journal_stream(a, {"JOURNAL_STREAM": "x"})
 
 
+def test_a_command_run_in_process_leaves_the_root_logger_as_it_found_it(tmp_path, capsys):
+    """posd.cli.main inside another program (the tests call it): the handler it logged through
+    must not outlive the command, or a device thread's next line, written after that program
+    closed the stream, ends in "--- Logging error ---" (it did, around the serial tests)."""
+    import contextlib
+    import io
+    import logging
+    import threading
+
+    from posd.cli import main
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        assert main(["scan", "2900000000018", "--config", str(cfg)]) == 1  # no daemon: says so and returns
+    assert "is posd running?" in stream.getvalue()
+    stream.close()  # as pytest closes a test's captured stream
+    assert (root.handlers, root.level) == before
+    scanner = threading.Thread(target=logging.getLogger("posd.drivers.base").warning,
+                               args=("scanner front: error offline",))
+    scanner.start()
+    scanner.join()
+    assert "Logging error" not in capsys.readouterr().err
+
+
 def test_stopping_with_a_stream_client_and_clients_that_hang_up_leave_no_traceback(tmp_path, central):
     lane = start(tmp_path / "lane", central)
     stream = lane.sse()

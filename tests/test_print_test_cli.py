@@ -105,6 +105,25 @@ def test_code_pages_option_prints_the_slots_asked_for(tmp_path, capsys):
         parse_code_pages("cp852")
 
 
+def test_print_test_prints_through_the_code_pages_of_the_config(tmp_path):
+    """Store IT wrote down what the clone's paper showed: posd prints Polish through that slot, and
+    the table says which slots come from the config and which the profile lists but posd leaves alone."""
+    path = config(tmp_path, "preview://slips")
+    with open(path, "a") as f:
+        f.write('code_pages = { 0 = "CP437", 45 = "cp852" }\n')
+    assert main(["print-test", "--config", path]) == 0
+    slip = next((tmp_path / "slips").glob("print-test-2*.txt")).read_text()
+    assert "ESC t 45 CP852" in slip and "[printer] code_pages" in slip and "Zażółć gęślą jaźń" in slip
+    table = next((tmp_path / "slips").glob("print-test-codepages-*.txt")).read_text()
+    labels = [line for line in table.splitlines() if line.startswith("ESC t ")]
+    assert labels == ["ESC t 45: CP852 (Polish)", "ESC t 0: CP437 (power-on)"]  # no fallback: none listed
+    assert all(c in table for c in "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")  # bytes 0x80-0xFF under slot 45, read as CP852
+    every = code_page_table("TM-T88V", "cp", "all", {0: "CP437", 45: "CP852"})
+    text = escpos_to_text(render_slip(every, "TM-T88V", 80, code_pages={0: "CP437", 45: "CP852"}), 48,
+                          code_pages=profile_code_pages("TM-T88V", {0: "CP437", 45: "CP852"}))
+    assert "ESC t 45: CP852\n" in text and "ESC t 18: CP852 (profile only)" in text
+
+
 def test_print_test_without_a_printer_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "posd", "print-test", "--config", config(tmp_path, "none")],
                           capture_output=True, text=True, timeout=60)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import select
 import socket
 
 import pytest
@@ -103,6 +105,52 @@ def test_pty_link_removed_while_running_is_recreated(tmp_path, rec, scanners):
     wait_until(link.is_symlink)
     write_scan(str(link), "AFTER")
     assert rec.next_scan().data == "AFTER"
+
+
+def test_a_link_left_by_a_killed_run_is_replaced(tmp_path, rec, scanners, caplog):
+    """kill -9 leaves the link pointing at a pseudo-terminal that died with the process."""
+    caplog.set_level(logging.INFO, logger="posd.drivers.link_pty")
+    master, slave = os.openpty()
+    dead = os.ttyname(slave)
+    os.close(slave)
+    os.close(master)
+    link = tmp_path / "scanner0"
+    link.symlink_to(dead)
+    assert not link.exists()  # dangling: the node went with the last descriptor
+    scanner = start(scanners, rec, "s", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.IDLE)
+    assert os.readlink(link) == scanner.slave_name
+    assert f"{link} points at {dead}, which is gone" in caplog.text
+    write_scan(str(link), "AFTER-KILL")
+    assert rec.next_scan().data == "AFTER-KILL"
+
+
+def test_a_link_to_a_terminal_in_use_is_taken_back_without_touching_that_terminal(tmp_path, rec, scanners,
+                                                                                   pty_pair):
+    master, slave = pty_pair()  # the number the dead daemon had, handed to another terminal since
+    link = tmp_path / "scanner0"
+    link.symlink_to(os.ttyname(slave))
+    scanner = start(scanners, rec, "s", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.IDLE)
+    assert os.readlink(link) == scanner.slave_name != os.ttyname(slave)
+    write_scan(str(link), "MINE")
+    assert rec.next_scan().data == "MINE"
+    assert select.select([master], [], [], 0)[0] == []  # nothing reached the other terminal
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_what_posd_did_not_make_is_not_overwritten(tmp_path, rec, scanners, caplog, kind):
+    link = tmp_path / "scanner0"
+    if kind == "file":
+        link.write_text("store IT's notes\n")
+    else:
+        link.mkdir()
+        (link / "keep").write_text("x")
+    start(scanners, rec, "s", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.ERROR, "io_error")
+    assert f"{link} is a {kind}, not a link posd made" in caplog.text
+    assert not link.is_symlink()
+    assert (link.read_text() if kind == "file" else (link / "keep").read_text()) in ("store IT's notes\n", "x")
 
 
 def test_write_scan_refuses_a_regular_file(tmp_path):

@@ -20,7 +20,7 @@ from posd.core.slip_doc import SlipDocument, Text
 from posd.drivers.escpos_png import escpos_to_png
 from posd.drivers.escpos_render import dots_for, profile_code_pages, render_slip
 from posd.drivers.escpos_text import escpos_to_text
-from posd.drivers.escpos_tokens import Align, tokenize
+from posd.drivers.escpos_tokens import Align, SelectCodePage, tokenize
 from posd.drivers.escpos_tokens import Text as TextBytes
 from posd.drivers.printer_preview import slip_png
 from posd.drivers.raster_text import RasterText
@@ -203,3 +203,39 @@ def test_no_printer_profile_has_a_code_page_that_prints_persian():
     for profile in known_profiles():
         for page in code_pages_for(profile).values():
             assert not all(page.can_encode(c) for c in persian), (profile, page.name)
+
+
+# A clone sold as a TM-T88V whose CP852 sits in slot 45, where Epson has CP1250 (print-test shows it).
+CLONE_PAGES = {0: "CP437", 45: "CP852"}
+
+
+def test_the_printers_own_code_page_table_replaces_the_profiles():
+    doc = build_slip(sample("sale"), "pl")
+    data = render_slip(doc, "TM-T88V", 80, code_pages=CLONE_PAGES)
+    assert 45 in slots_selected(data) and 18 not in slots_selected(data)  # never the profile's CP852 slot
+    assert "Łukasz Żółkiewski".encode("cp852") in data
+    assert "Łukasz Żółkiewski" in escpos_to_text(data, 48, code_pages=profile_code_pages("TM-T88V", CLONE_PAGES))
+    # read with the profile's table, slot 45 would be CP1250: the previews must take the printer's
+    assert "Łukasz Żółkiewski" not in escpos_to_text(data, 48, code_pages=profile_code_pages("TM-T88V"))
+    nothing = render_slip(doc, "TM-T88V", 80, code_pages={})  # no page to trust: Polish is drawn
+    assert slots_selected(nothing) <= {0}
+    assert "Łukasz" not in escpos_to_text(nothing, 48, code_pages=profile_code_pages("TM-T88V"))
+
+
+def slots_selected(data: bytes) -> set[int]:
+    return {t.slot for t in tokenize(data) if isinstance(t, SelectCodePage)}
+
+
+def test_a_lane_prints_and_previews_through_the_code_pages_of_its_config(tmp_path, start_lane):
+    from tests.support.lane import sale_body
+
+    slips = tmp_path / "slips"
+    lane = start_lane(tmp_path / "lane", printer=f"preview://{slips}",
+                      extra_config='code_pages = { 0 = "CP437", 45 = "cp852" }\n')
+    assert lane.post("/v1/transactions", sale_body("T-clone-1")).status_code == 200  # Anna, Polish slip
+    lane.wait_for(lambda: (slips / "T-clone-1.png").exists(), what="the slip's preview")
+    slots = slots_selected((slips / "T-clone-1.bin").read_bytes())
+    assert 45 in slots and 18 not in slots
+    assert "Program lojalnościowy" in (slips / "T-clone-1.txt").read_text()  # decoded through slot 45 = CP852
+    route = lane.get("/v1/slips/T-clone-1.png")
+    assert route.status_code == 200 and route.content == (slips / "T-clone-1.png").read_bytes()

@@ -83,6 +83,9 @@ class Accepted:
     token_id: str  # hex: a replay is the same token_id again
     kid: str | None
     valid_until: float  # unix seconds: after this no replay check is needed
+    # wallet codes: unix time their time step began. RFC 6238 §5.2: a code whose step is not later
+    # than the last one accepted for the member is a replay, even within the window.
+    step_start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ class WalletScheme:
         if isinstance(step, str):
             return Rejected("wallet_totp", step)
         return Accepted("wallet_totp", member_id, totp_token_id(member_id, step), None,
-                        (step + self.window + 1) * self.period_s)
+                        (step + self.window + 1) * self.period_s, step * self.period_s)
 
 
 _PATTERNS: dict[tuple[str, int], re.Pattern[str]] = {}

@@ -102,6 +102,7 @@ class Members:
         return unit.record_token_use(
             token_id=token.token_id, scheme=token.scheme, member_id=member_id,
             valid_until=iso(datetime.fromtimestamp(token.valid_until, UTC)), used_at=now,
+            step_start=token.step_start,
             event={"transaction_id": None, "member_id": member_id, "occurred_at": now,
                    "identified_by": token.scheme, "token_id": token.token_id, "key_id": token.kid, "points": {},
                    "program_version": program.version if program else "", "offline": ctx.is_offline()})

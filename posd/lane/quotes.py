@@ -58,7 +58,8 @@ class Quotes:
             answer["vouchers"] = [{"code": v.code, "description": v.description, "source": v.source,
                                    "expires_at": v.public()["expires_at"], "benefit": v.benefit.to_json(),
                                    "effect": basket_effect(v.benefit, basket, rounding=rounding).to_json()}
-                                  for v in self.rewards.book.held_by(view, member.member_id, program, now)]
+                                  for v in self.rewards.book.held_by(view, member.member_id, program, now,
+                                                                     member.aliases)]
         if codes:
             found = await self._usable(view, codes, member)
             offers = [(code, v.benefit) for code, v, why in found if v is not None and why is None]
@@ -76,12 +77,13 @@ class Quotes:
     async def _usable(self, view: LedgerView, codes: tuple[str, ...], member: CachedMember | None
                       ) -> list[tuple[str, Usable | None, str | None]]:
         """(code, its voucher or coupon, why it cannot be used now) for each code, in order."""
-        member_id = member.member_id if member else None
+        member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
         now, out = self.ctx.clock(), []
         for code in dict.fromkeys(codes):  # a code scanned twice is one code
             v = await self.rewards.book.resolve(view, code, member_id, ask=not self.ctx.is_offline())
-            why = "unknown_voucher" if v is None else why_not(v, member_id, now)
-            if v is not None and why is None and view.voucher_use(code, member_id or "" if v.campaign else ""):
+            why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
+            if v is not None and why is None and view.voucher_use(code, member_id or "" if v.campaign else "",
+                                                                  aliases):
                 why = "voucher_used"
             out.append((code, v, why))
         return out

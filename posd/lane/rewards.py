@@ -88,6 +88,11 @@ class _Use:
     def member_id(self) -> str | None:
         return self.ident.member.member_id if self.ident else None
 
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The provisional ids central mapped to the member: their uses are the member's."""
+        return self.ident.member.aliases if self.ident else ()
+
 
 class Rewards:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, limits: OfflineLimits = OfflineLimits(),
@@ -148,7 +153,8 @@ class Rewards:
         if available < price:
             raise LaneError("insufficient_balance", f"the reward costs {price} {currency}; {available} available")
         if reward.limit_per_member_per_day:
-            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)))
+            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)),
+                                          member.aliases)
             if used >= reward.limit_per_member_per_day:
                 raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
 
@@ -222,7 +228,7 @@ class Rewards:
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_caps(self, view: LedgerView, member: CachedMember, price: int, now: datetime) -> None:
         check_in_touch(self.limits, self.last_sync, now)
-        if view.unsynced_redeemed(member.member_id) + price > self.limits.member_points:
+        if view.unsynced_redeemed(member.member_id, member.aliases) + price > self.limits.member_points:
             raise LaneError("offline_cap_member",
                             f"offline redemptions for this member are capped at {self.limits.member_points} points")
         if view.unsynced_redeemed() + price > self.limits.lane_points:
@@ -250,15 +256,15 @@ class Rewards:
         ctx = self.ctx
         view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
-        member_id = ident.member.member_id if ident else None
+        member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         asked = VoucherLookup("unavailable") if ctx.is_offline() else await self.authority.lookup(code, member_id)
         v = self.book.local(view, code, ctx.program())
         if v is None and asked.status == "found" and asked.voucher is not None:
             v = Usable.from_wire(asked.voucher, "central", ctx.locale)
         if v is None:
             raise LaneError("unknown_voucher", "no voucher or coupon with that code")
-        self.book.check_usable(v, member_id, ctx.clock())
-        used = view.voucher_use(code, self._use_key(v, member_id))
+        self.book.check_usable(v, member_id, ctx.clock(), aliases)
+        used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
         if asked.status == "found" and asked.used:
@@ -298,7 +304,7 @@ class Rewards:
         requests and across lanes while central answers; a member token is accepted with the use."""
         ctx = self.ctx
         ident = self.members.find(member) if member else None
-        member_id = ident.member.member_id if ident else None
+        member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
@@ -306,8 +312,8 @@ class Rewards:
         offline = ctx.is_offline()
         v = await self.book.find_usable(view, code, member_id, ask=not offline)
         now = ctx.clock()
-        self.book.check_usable(v, member_id, now)
-        used = view.voucher_use(code, self._use_key(v, member_id))
+        self.book.check_usable(v, member_id, now, aliases)
+        used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
         effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
@@ -329,9 +335,9 @@ class Rewards:
         if u.ident is not None:
             self.members.accept(unit, u.ident)
         now = self.ctx.clock()
-        self.book.check_usable(v, u.member_id, now)
+        self.book.check_usable(v, u.member_id, now, u.aliases)
         key = self._use_key(v, u.member_id)
-        used = unit.voucher_use(code, key)
+        used = unit.voucher_use(code, key, u.aliases)
         if used:
             if used.transaction_id == u.transaction_id:  # the POS retried the same use
                 return Recorded(used.response, replayed=True)
@@ -359,8 +365,14 @@ class Rewards:
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_uses(self, view: LedgerView, holder: str | None, now: datetime) -> None:
         check_in_touch(self.limits, self.last_sync, now)
-        if holder and view.unsynced_offline_uses(holder) + 1 > self.limits.member_uses:
+        if holder and view.unsynced_offline_uses(*self._member_and_aliases(holder)) + 1 > self.limits.member_uses:
             raise LaneError("offline_cap_member",
                             f"offline voucher uses for this member are capped at {self.limits.member_uses}")
         if view.unsynced_offline_uses() + 1 > self.limits.lane_uses:
             raise LaneError("offline_cap_lane", f"offline voucher uses on this lane are capped at {self.limits.lane_uses}")
+
+    def _member_and_aliases(self, member_id: str) -> tuple[str, tuple[str, ...]]:
+        """A voucher holder's id as central names them, with the provisional ids it mapped to them:
+        a voucher issued to a provisional id is the member's once central named them."""
+        member = self.ctx.cache.member_by_id(member_id)
+        return (member.member_id, member.aliases) if member is not None else (member_id, ())

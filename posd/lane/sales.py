@@ -77,7 +77,7 @@ class Sales:
         local = occurred_at.astimezone(self.ctx.tz)
         birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
         used = member is not None and birth is not None and \
-            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year)
+            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year, member.aliases)
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
@@ -136,7 +136,7 @@ class Sales:
         unit.store_program(program, iso(now))
         earn, accrual = sale.ctx, sale.accrual
         if member is not None and not earn.birthday_bonus_used and accrual.birthday_bonus \
-                and unit.birthday_awarded(member.member_id, earn.occurred_local.year):
+                and unit.birthday_awarded(member.member_id, earn.occurred_local.year, member.aliases):
             # a concurrent sale got this year's bonus first: evaluate again without it
             earn = replace(earn, birthday_bonus_used=True)
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)

@@ -137,9 +137,10 @@ class VoucherBook:
         return found
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member")
-    def check_usable(self, v: Usable, member_id: str | None, now: datetime) -> None:
-        """Can it be used now, by this member? A LaneError saying why not."""
-        why = why_not(v, member_id, now)
+    def check_usable(self, v: Usable, member_id: str | None, now: datetime, aliases: tuple[str, ...] = ()) -> None:
+        """Can it be used now, by this member (``aliases``: the provisional ids central mapped to
+        them)? A LaneError saying why not."""
+        why = why_not(v, member_id, now, aliases)
         if why == "voucher_void":
             raise LaneError("voucher_void", "central refused the redemption behind this voucher")
         if why == "voucher_not_yet_valid":
@@ -149,30 +150,32 @@ class VoucherBook:
         if why == "voucher_other_member":
             raise LaneError("voucher_other_member", "this voucher belongs to another member")
 
-    def held_by(self, view: LedgerView, member_id: str, program: Program | None, now: datetime) -> list[Usable]:
-        """What a member could use now: vouchers issued here or anywhere (the feed), personal and
-        campaign coupons not used by them on this lane."""
+    def held_by(self, view: LedgerView, member_id: str, program: Program | None, now: datetime,
+                aliases: tuple[str, ...] = ()) -> list[Usable]:
+        """What a member could use now: vouchers issued here (to them, or to a provisional id central
+        mapped to them) or anywhere (the feed), personal and campaign coupons not used by them on this lane."""
         locale = self.ctx.locale
         found: dict[str, Usable] = {}
-        for row in view.vouchers_of(member_id):
+        for row in view.vouchers_of(member_id, aliases):
             found[row["code"]] = Usable.from_voucher(row, locale)
         for fed in self.ctx.cache.member_vouchers(member_id):
             found.setdefault(fed["code"], Usable.from_wire(fed, "feed", locale))
         for coupon in program.coupons if program else ():
-            if coupon.member_id in (None, member_id):
+            if coupon.member_id in (None, member_id, *aliases):
                 found.setdefault(coupon.code, Usable.from_coupon(coupon, locale))
-        return [v for v in found.values() if why_not(v, member_id, now) is None
-                and view.voucher_use(v.code, member_id if v.campaign else "") is None]
+        return [v for v in found.values() if why_not(v, member_id, now, aliases) is None
+                and view.voucher_use(v.code, member_id if v.campaign else "", aliases) is None]
 
 
-def why_not(v: Usable, member_id: str | None, now: datetime) -> str | None:
-    """The code of the reason it cannot be used now by this member, or None."""
+def why_not(v: Usable, member_id: str | None, now: datetime, aliases: tuple[str, ...] = ()) -> str | None:
+    """The code of the reason it cannot be used now by this member (``aliases``: the provisional
+    ids central mapped to them), or None."""
     if v.voided:
         return "voucher_void"
     if v.valid_from and v.valid_from > now:
         return "voucher_not_yet_valid"
     if v.expires_at and v.expires_at <= now:
         return "voucher_expired"
-    if v.member_id and member_id and v.member_id != member_id:
+    if v.member_id and member_id and v.member_id != member_id and v.member_id not in aliases:
         return "voucher_other_member"
     return None

@@ -9,6 +9,7 @@ order inside one transaction, so a half-migrated file cannot exist.
 from __future__ import annotations
 
 import errno
+import json
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -149,6 +150,15 @@ class ThreadReaders:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def member_is(column: str, member_id: str, aliases: tuple[str, ...] = (), param: str = "?") -> tuple[str, str]:
+    """(SQL condition, its parameter) for rows of a member: its own id, and the provisional ids central
+    mapped to it (enrolled at a lane, then named by central). Rare, so the common case keeps the
+    plain indexed equality."""
+    if not aliases:
+        return f"{column} = {param}", member_id
+    return f"{column} IN (SELECT value FROM json_each({param}))", json.dumps([member_id, *aliases])
 
 
 def quick_check(conn: sqlite3.Connection) -> str | None:

@@ -17,12 +17,11 @@ this is soonest-expiring-first without knowing central's lot dates.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from posd.storage.db import iso
+from posd.storage.db import iso, member_is
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,6 @@ _LIVE_E = LIVE_ALLOCATIONS.format(lot="e.entry_id")
 _LIVE_L = LIVE_ALLOCATIONS.format(lot="l.entry_id")
 
 
-def _who(column: str, member_id: str, aliases: tuple[str, ...], param: str = "?") -> tuple[str, str]:
-    """The member's entries: its own id, and the provisional ids central mapped to it (rare, so
-    the common case keeps the plain indexed equality)."""
-    if not aliases:
-        return f"{column} = {param}", member_id
-    return f"{column} IN (SELECT value FROM json_each({param}))", json.dumps([member_id, *aliases])
-
-
 @dataclass(frozen=True)
 class LocalLot:
     entry_id: int
@@ -94,7 +85,7 @@ class LocalLot:
 
 def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
                 aliases: tuple[str, ...] = ()) -> list[LocalLot]:
-    who, ids = _who("e.member_id", member_id, aliases)
+    who, ids = member_is("e.member_id", member_id, aliases)
     rows = conn.execute(
         f"""
         SELECT e.entry_id, e.points, e.pending_until, e.expires_at,
@@ -112,7 +103,7 @@ def _local_lots(conn: sqlite3.Connection, member_id: str, currency: str, waterma
 def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
                 aliases: tuple[str, ...] = ()) -> int:
     """Confirmed points already drawn by local debits central has not applied yet."""
-    who, ids = _who("d.member_id", member_id, aliases)
+    who, ids = member_is("d.member_id", member_id, aliases)
     return conn.execute(
         f"""
         SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
@@ -132,7 +123,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     central mapped to the member (their entries are the member's, under the same watermark).
     """
     stamp = iso(now)
-    who, ids = _who("e.member_id", member_id, aliases, "?1")
+    who, ids = member_is("e.member_id", member_id, aliases, "?1")
     rows = conn.execute(
         f"""
         WITH local AS (
@@ -255,7 +246,7 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
     redemptions central reserved itself (its reservation already holds their points). ``aliases``:
     the provisional ids central mapped to the member, whose entries are the member's.
     """
-    who, ids = _who("e.member_id", member_id, aliases)
+    who, ids = member_is("e.member_id", member_id, aliases)
     rows = conn.execute(
         f"""
         SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq

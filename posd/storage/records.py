@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from posd.core.rules import BasketLine, EarnContext
+from posd.storage.db import member_is
 
 # The idempotency record of each kind of request: its table and the POS's id column.
 IDEMPOTENT = {"transaction_id": "transactions", "return_id": "returns", "redemption_id": "redemptions"}
@@ -99,10 +100,11 @@ def last_sale_at(conn: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
-def birthday_awarded(conn: sqlite3.Connection, member_id: str, year: int) -> bool:
-    """Has this member had this (store-local) year's birthday bonus on this lane?"""
-    return conn.execute("SELECT 1 FROM birthday_awards WHERE member_id = ? AND year = ?",
-                        (member_id, year)).fetchone() is not None
+def birthday_awarded(conn: sqlite3.Connection, member_id: str, year: int, aliases: tuple[str, ...] = ()) -> bool:
+    """Has this member had this (store-local) year's birthday bonus on this lane, under its own id
+    or a provisional one central mapped to it (``aliases``)?"""
+    who, ids = member_is("member_id", member_id, aliases)
+    return conn.execute(f"SELECT 1 FROM birthday_awards WHERE {who} AND year = ?", (ids, year)).fetchone() is not None
 
 
 def award_birthday(conn: sqlite3.Connection, member_id: str, year: int, transaction_id: str) -> None:
@@ -153,23 +155,27 @@ def record_redemption(conn: sqlite3.Connection, *, redemption_id: str, request_h
          reservation_id))
 
 
-def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, since: str) -> int:
+def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, since: str,
+                      aliases: tuple[str, ...] = ()) -> int:
+    """The member's redemptions of a reward since ``since``, its provisional ids' included."""
+    who, ids = member_is("member_id", member_id, aliases)
     return conn.execute(
-        "SELECT COUNT(*) FROM redemptions WHERE member_id = ? AND reward_id = ? AND occurred_at >= ?",
-        (member_id, reward_id, since)).fetchone()[0]
+        f"SELECT COUNT(*) FROM redemptions WHERE {who} AND reward_id = ? AND occurred_at >= ?",
+        (ids, reward_id, since)).fetchone()[0]
 
 
 _UNSYNCED = ("SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
              "WHERE o.state = 'pending' AND r.authorised = 'offline'")
 
 
-def unsynced_redeemed(conn: sqlite3.Connection, member_id: str | None = None) -> int:
+def unsynced_redeemed(conn: sqlite3.Connection, member_id: str | None = None, aliases: tuple[str, ...] = ()) -> int:
     """Points redeemed here without central's authorisation that central has not received yet:
-    one member's, or the whole lane's (the offline caps).
+    one member's (its provisional ids' included), or the whole lane's (the offline caps).
 
     Every redemption central did not authorise counts, whatever the lane believed
     about the link when it was made; one central approved and reserved does not.
     """
     if member_id is None:
         return conn.execute(_UNSYNCED).fetchone()[0]
-    return conn.execute(_UNSYNCED + " AND r.member_id = ?", (member_id,)).fetchone()[0]
+    who, ids = member_is("r.member_id", member_id, aliases)
+    return conn.execute(f"{_UNSYNCED} AND {who}", (ids,)).fetchone()[0]

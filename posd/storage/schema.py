@@ -392,3 +392,19 @@ def m003_member_vouchers(conn: sqlite3.Connection) -> None:
         CREATE INDEX member_vouchers_member ON member_vouchers (member_id);
         """,
     )
+
+
+@ledger_migrations
+def m009_wallet_steps(conn: sqlite3.Connection) -> None:
+    """Per member, when the time step of the last wallet-pass code accepted here began: a code of
+    that step or an earlier one is refused (RFC 6238 section 5.2), also after a restart."""
+    execute_script(
+        conn,
+        """
+        CREATE TABLE wallet_steps (
+            member_id TEXT PRIMARY KEY,
+            step_start INTEGER NOT NULL,  -- unix seconds
+            used_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    )

@@ -48,17 +48,19 @@ class LedgerView:
     def returns_of(self, transaction_id: str) -> list[ReturnRecord]:
         return records.returns_of(self._conn, transaction_id)
 
-    def birthday_awarded(self, member_id: str, year: int) -> bool:
-        return records.birthday_awarded(self._conn, member_id, year)
+    # ``aliases`` (here and below): the provisional ids central mapped to the member; what the lane
+    # recorded under them is the member's (a birthday, a daily limit, an offline cap, a coupon).
+    def birthday_awarded(self, member_id: str, year: int, aliases: tuple[str, ...] = ()) -> bool:
+        return records.birthday_awarded(self._conn, member_id, year, aliases)
 
-    def redemptions_since(self, member_id: str, reward_id: str, since: str) -> int:
-        return records.redemptions_since(self._conn, member_id, reward_id, since)
+    def redemptions_since(self, member_id: str, reward_id: str, since: str, aliases: tuple[str, ...] = ()) -> int:
+        return records.redemptions_since(self._conn, member_id, reward_id, since, aliases)
 
-    def unsynced_redeemed(self, member_id: str | None = None) -> int:
-        return records.unsynced_redeemed(self._conn, member_id)
+    def unsynced_redeemed(self, member_id: str | None = None, aliases: tuple[str, ...] = ()) -> int:
+        return records.unsynced_redeemed(self._conn, member_id, aliases)
 
-    def unsynced_offline_uses(self, member_id: str | None = None) -> int:
-        return vouchers.unsynced_offline_uses(self._conn, member_id)
+    def unsynced_offline_uses(self, member_id: str | None = None, aliases: tuple[str, ...] = ()) -> int:
+        return vouchers.unsynced_offline_uses(self._conn, member_id, aliases)
 
     def program_body(self, version: str) -> dict[str, Any] | None:
         return meta.program_body(self._conn, version)
@@ -93,11 +95,11 @@ class LedgerView:
     def voucher(self, code: str) -> dict[str, Any] | None:
         return vouchers.find(self._conn, code)
 
-    def vouchers_of(self, member_id: str) -> list[dict[str, Any]]:
-        return vouchers.of_member(self._conn, member_id)
+    def vouchers_of(self, member_id: str, aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        return vouchers.of_member(self._conn, member_id, aliases)
 
-    def voucher_use(self, code: str, key: str) -> Use | None:
-        return vouchers.use_of(self._conn, code, key)
+    def voucher_use(self, code: str, key: str, aliases: tuple[str, ...] = ()) -> Use | None:
+        return vouchers.use_of(self._conn, code, key, aliases)
 
     def voucher_use_in(self, code: str, transaction_id: str) -> Use | None:
         return vouchers.use_in(self._conn, code, transaction_id)
@@ -160,11 +162,18 @@ class LedgerTx(LedgerView):
 
     # -- members at the till ---------------------------------------------------
     def record_token_use(self, *, token_id: str, scheme: str, member_id: str, valid_until: str, used_at: str,
-                         event: dict[str, Any]) -> int | None:
+                         event: dict[str, Any], step_start: int | None = None) -> int | None:
         """A member token accepted here, with its token_use event for central; the event's seq,
-        or None when this lane accepted the token before (a replay: nothing is written)."""
+        or None when this lane accepted the token before (a replay: nothing is written).
+        ``step_start`` (wallet codes): when the code's time step began; a step not later than
+        the member's last accepted one is a replay too."""
         if member_tokens.used(self._conn, token_id):
             return None
+        if step_start is not None:
+            last = member_tokens.last_wallet_step(self._conn, member_id)
+            if last is not None and step_start <= last:
+                return None
+            member_tokens.record_wallet_step(self._conn, member_id, step_start, used_at)
         seq = self.append_event("token_use", event)
         member_tokens.record(self._conn, token_id=token_id, scheme=scheme, member_id=member_id,
                              valid_until=valid_until, used_at=used_at, seq=seq)

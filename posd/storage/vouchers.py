@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from posd.storage.db import member_is
+
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     if row is None:
@@ -26,11 +28,13 @@ def find(conn: sqlite3.Connection, code: str) -> dict[str, Any] | None:
     return _row(conn.execute("SELECT * FROM vouchers WHERE code = ?", (code,)).fetchone())
 
 
-def of_member(conn: sqlite3.Connection, member_id: str) -> list[dict[str, Any]]:
-    """Vouchers issued here to a member that are not void and have no use on this lane."""
+def of_member(conn: sqlite3.Connection, member_id: str, aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Vouchers issued here to a member (or to a provisional id central mapped to it) that are not
+    void and have no use on this lane."""
+    who, ids = member_is("v.member_id", member_id, aliases)
     rows = conn.execute(
-        "SELECT v.* FROM vouchers v WHERE v.member_id = ? AND v.voided_at IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM voucher_uses u WHERE u.code = v.code) ORDER BY v.issued_at", (member_id,))
+        f"SELECT v.* FROM vouchers v WHERE {who} AND v.voided_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM voucher_uses u WHERE u.code = v.code) ORDER BY v.issued_at", (ids,))
     return [_row(r) for r in rows]  # type: ignore[misc]
 
 
@@ -63,10 +67,12 @@ def _use(row: sqlite3.Row | None) -> Use | None:
     return None if row is None else Use(row["transaction_id"], row["used_at"], json.loads(row["response"]))
 
 
-def use_of(conn: sqlite3.Connection, code: str, key: str) -> Use | None:
-    """The use of `code` under `key` (a member for campaign coupons, else '')."""
-    return _use(conn.execute("SELECT transaction_id, used_at, response FROM voucher_uses "
-                             "WHERE code = ? AND member_id = ?", (code, key)).fetchone())
+def use_of(conn: sqlite3.Connection, code: str, key: str, aliases: tuple[str, ...] = ()) -> Use | None:
+    """The use of `code` under `key` (a member for campaign coupons, its provisional ids
+    ``aliases`` included; else '')."""
+    who, ids = member_is("member_id", key, aliases if key else ())
+    return _use(conn.execute(f"SELECT transaction_id, used_at, response FROM voucher_uses WHERE code = ? AND {who}",
+                             (code, ids)).fetchone())
 
 
 def use_in(conn: sqlite3.Connection, code: str, transaction_id: str) -> Use | None:
@@ -88,9 +94,11 @@ _OFFLINE_USES = ("SELECT COUNT(*) FROM voucher_uses u JOIN outbox o ON o.seq = u
                  "WHERE o.state = 'pending' AND u.authorised = 'offline'")
 
 
-def unsynced_offline_uses(conn: sqlite3.Connection, member_id: str | None = None) -> int:
+def unsynced_offline_uses(conn: sqlite3.Connection, member_id: str | None = None,
+                          aliases: tuple[str, ...] = ()) -> int:
     """Voucher and coupon uses made without central's authorisation that central has not received
-    yet: one member's, or the whole lane's (the offline caps)."""
+    yet: one member's (its provisional ids' included), or the whole lane's (the offline caps)."""
     if member_id is None:
         return conn.execute(_OFFLINE_USES).fetchone()[0]
-    return conn.execute(_OFFLINE_USES + " AND u.holder = ?", (member_id,)).fetchone()[0]
+    who, ids = member_is("u.holder", member_id, aliases)
+    return conn.execute(f"{_OFFLINE_USES} AND {who}", (ids,)).fetchone()[0]

@@ -355,3 +355,41 @@ def test_a_retry_gets_its_first_answer_even_when_todays_checks_would_refuse_it(l
         asyncio.run(lane.sales.record_sale(tx("T-blocked", total=20000)))
     assert reused.value.code == "transaction_id_conflict"
     assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 1
+
+
+def test_a_token_replay_central_flagged_is_acked_not_quarantined_also_in_a_ledger_from_before(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    for token in ("t1", "t2"):
+        ledger.write(lambda tx, token=token: tx.append_event("token_use", {
+            "member_id": "M1", "token_id": token, "identified_by": "qr_token", "points": {}}))
+    outbox = LedgerOutbox(ledger)
+    outbox.record_results([EventResult(1, "rejected", "token_replayed"), EventResult(2, "rejected", "unknown_member")])
+    states = "SELECT seq, state, result_code FROM outbox ORDER BY seq"
+    assert [tuple(r) for r in reader(ledger).execute(states)] == [
+        (1, "acked", "token_replayed"), (2, "quarantined", "unknown_member")]
+    assert outbox.stats().quarantined == 1
+    # a ledger.db that quarantined a flag before this release: the upgrade acks it
+    execute(ledger, "UPDATE outbox SET state = 'quarantined' WHERE seq = 1")
+    execute(ledger, "DELETE FROM _migrations WHERE name = 'm010_token_replays_are_flags'")
+    ledger.close()
+    again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    assert [tuple(r) for r in reader(again).execute(states)] == [
+        (1, "acked", "token_replayed"), (2, "quarantined", "unknown_member")]
+    again.close()
+
+
+def test_a_program_stored_between_sales_is_the_next_sales_program(lane):
+    """The program is re-read only after cache.db's copy changed (Cache.program_changes), never
+    from a stale copy: the sale right after a new program was stored earns under it."""
+    cache = lane.context.cache
+    first = asyncio.run(lane.sales.record_sale(tx("P1")))
+    assert first.response["accrual"]["program_version"] == "t-1"
+    richer = json.loads(json.dumps(PROGRAM))
+    richer["version"] = "t-2"
+    richer["rules"][0]["rates"]["PLN"]["points"] = 3
+    cache.store_program(richer, "e2")
+    second = asyncio.run(lane.sales.record_sale(tx("P2")))
+    assert second.response["accrual"]["program_version"] == "t-2"
+    assert second.response["accrual"]["points"] == {"points": 3 * first.response["accrual"]["points"]["points"]}
+    cache.store_program(PROGRAM, "e3")  # back to the first body under a new etag: read again too
+    assert asyncio.run(lane.sales.record_sale(tx("P3"))).response["accrual"]["program_version"] == "t-1"

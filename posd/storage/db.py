@@ -52,6 +52,14 @@ def write_refused(exc: BaseException) -> WriteRefused | None:
     return None
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a transaction after a failure. SQLite may already have rolled it
+    back itself (a COMMIT that failed on a full disk or an I/O error): a second ROLLBACK would
+    raise "no transaction is active" and hide the error that matters."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class Migrations:
     def __init__(self, name: str):
         self.name = name
@@ -88,7 +96,7 @@ class Migrations:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             applied.append(name)
         return applied

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -219,6 +220,8 @@ class Worker:
             return self._failed(str(exc), exc.retry_after, exc.status)
         if isinstance(exc, SyncError):
             return self._failed(str(exc), None)
+        if isinstance(exc, (OSError, sqlite3.OperationalError)):  # the lane's own disk (full, failing): one line
+            return self._failed(f"local storage: {exc}", None)
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
         return self._failed(f"internal: {type(exc).__name__}", None)
 

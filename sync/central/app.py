@@ -54,6 +54,7 @@ from posd.sync.protocol import (
     MAX_AUTHORISATION_BYTES,
     MAX_BATCH_BYTES,
     MAX_MEMBER_PAGE,
+    UNSTORABLE,
     BatchError,
     RequestRejected,
     SignatureError,
@@ -240,7 +241,10 @@ class _Request:
             if match:
                 path_known = True
                 if want == self.method:
-                    return handler, tuple(unquote(g) for g in match.groups())
+                    args = tuple(unquote(g) for g in match.groups())
+                    if any(UNSTORABLE.search(a) for a in args):  # no store, lane, member or code holds one
+                        raise HttpError(404, "not_found", "no such store, lane, member or code")
+                    return handler, args
         if path_known:
             raise HttpError(405, "method_not_allowed", close=True)
         raise HttpError(404, "not_found", f"no route for {self.path}", close=self.method != "GET")
@@ -502,6 +506,8 @@ class _Request:
 
     def _one(self, name: str, default: str) -> str:
         values = self.query.get(name)
+        if values and UNSTORABLE.search(values[0]):  # nothing central keeps holds one: as if not given
+            return default
         return values[0] if values else default
 
     async def _body(self, limit: int) -> bytes:

@@ -89,6 +89,8 @@ def test_a_lone_surrogate_or_a_nul_anywhere_is_refused_without_an_error_answer(c
 
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
     resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")
+    resp = requests.get(central.url + f"/v1/lanes/{STORE_ID}/L%00", timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "not_found")
     path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
     for request in ({"authorisation_id": "redemption:\u0000", "kind": "redemption", "member_id": "M0001",

@@ -243,7 +243,9 @@ class _Request:
                 if want == self.method:
                     args = tuple(unquote(g) for g in match.groups())
                     if any(UNSTORABLE.search(a) for a in args):  # no store, lane, member or code holds one
-                        raise HttpError(404, "not_found", "no such store, lane, member or code")
+                        if handler == self._voucher:  # what a lane asking about a code understands
+                            raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
+                        raise HttpError(404, "not_found", "no such store, lane or member")
                     return handler, args
         if path_known:
             raise HttpError(405, "method_not_allowed", close=True)

@@ -68,6 +68,9 @@ class LaneMetrics:
                                       "to central's answer", buckets=PUSH_BUCKETS, registry=r)
         self.push_events = Histogram("posd_sync_push_batch_events", "Events per pushed batch",
                                      buckets=BATCH_BUCKETS, registry=r)
+        self.token_replays = Counter("posd_member_token_replays_flagged", "token_use events central flagged: a "
+                                     "member token accepted here (offline) had been used at another lane first",
+                                     registry=r)
         self.device_changes = Counter("posd_device_state_changes", "Device state changes, by device and the "
                                       "state entered", ["device", "kind", "state"], registry=r)
         r.register(LaneCollector(health, bus, ledger))
@@ -100,6 +103,9 @@ class LaneMetrics:
         if ok and seconds is not None:
             self.push_seconds.observe(seconds)
             self.push_events.observe(events)
+
+    def token_replays_flagged(self, count: int) -> None:
+        self.token_replays.inc(count)
 
     def device_changed(self, device: str, kind: str, state: str) -> None:
         self.device_changes.labels(device, kind, state).inc()

@@ -464,6 +464,10 @@ class PullStatus(WorkerStatus):
 class RelayStatus(WorkerStatus):
     sent_events: int
     quarantined_events: int
+    token_replays_flagged: int = Field(
+        default=0, description="token_use events central flagged since start: a member token this lane accepted "
+                               "offline had been used at another lane (information: central has them, nothing "
+                               "to repair here)")
     sync_lane_id: str | None = Field(description="the lane id this ledger syncs under")
 
 
@@ -567,6 +571,15 @@ class MemberTokenRejectedEvent(_Event):
     code: ErrorCode = Field(description="the error code the API answers the same token with")
 
 
+class MemberTokenFlaggedEvent(_Event):
+    type: Literal["member.token_flagged"]
+    member_id: str
+    token_id: str = Field(description="the token (or wallet code's replay id) central says another lane used first")
+    identified_by: Literal["qr_token", "wallet_totp"]
+    seq: int = Field(description="the token_use event's seq on this lane")
+    code: Literal["token_replayed"] = Field(description="central's rejection code")
+
+
 class MemberUnknownEvent(_Event):
     type: Literal["member.unknown"]
     device: str
@@ -609,7 +622,8 @@ class StreamResetEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberTokenRejectedEvent, CardRejectedEvent,
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberTokenRejectedEvent, MemberTokenFlaggedEvent,
+          CardRejectedEvent,
           DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],
     Field(discriminator="type"),

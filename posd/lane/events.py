@@ -26,6 +26,8 @@ EVENT_TYPES: dict[str, str] = {
     "member.identified": "the scanned code is a member's: the member view, and how they were identified",
     "member.unknown": "the scanned code is no member's",
     "member.token_rejected": "a member token (phone QR, wallet pass) was refused: expired, replayed, not signed...",
+    "member.token_flagged": "central flagged a member token this lane accepted offline as used at another lane "
+                            "first (a fraud signal; the sale stands, central has the event)",
     "card.rejected": "a payment card was read; its data was dropped at once",
     "device.status": "a device changed state (closed, idle, busy, error and why)",
     "print.status": "a print job was held, printed, expired or set aside",

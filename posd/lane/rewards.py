@@ -119,6 +119,7 @@ class Rewards:
         reward = self._reward(program, member, req)
         now = ctx.clock()
         self._check_redemption(view, member, reward, now)  # what the lane can refuse alone, before asking
+        await self.members.aclaim_at_central(ident)
         decision = await self._ask_central(view, member, reward, req, now)
         if decision.status == "declined":
             raise redemption_declined(decision)
@@ -274,6 +275,7 @@ class Rewards:
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
         if ident is not None and ident.token is not None:
+            await self.members.aclaim_at_central(ident)
             await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
@@ -317,6 +319,7 @@ class Rewards:
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
         effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
+        await self.members.aclaim_at_central(ident)
         decision = Decision("unavailable") if offline else await self.authority.authorise(authorisation_request(
             "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))

@@ -280,6 +280,13 @@ class SqlStore:
                 self._write_members(conn, [m for m in changed if m is not None])
         return answer
 
+    def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
+        """A lane asking before it accepts a member token: True when the token is unused or this
+        lane's already (its claim, or its token_use event), False when another lane has it."""
+        lane_key = f"{store_id}/{lane_id}"
+        with self._write() as conn:
+            return first_token_use(conn, token_id, lane_key, f"{lane_key}/claim", member_id)
+
     def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
         """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
         coupons = {c.get("code"): c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
@@ -725,14 +732,8 @@ class _BatchWork:
         if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
                 or event.get("identified_by") not in TOKEN_SCHEMES:
             return "malformed_event"
-        first = self.conn.execute(
-            "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key",
-            (token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)).fetchone()
-        if first is not None:
-            return None
-        row = self.conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
-        return None if row["lane_key"] == self.lane_key else "token_replayed"
+        mine = first_token_use(self.conn, token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)
+        return None if mine else "token_replayed"
 
     def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
         """Balances from the lots, then every changed member and its watermark, a few statements in all."""
@@ -860,3 +861,15 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list):
         return [_storable(v) for v in value]
     return value
+
+
+def first_token_use(conn: Any, token_id: str, lane_key: str, source: str, member_id: str) -> bool:
+    """Record ``lane_key``'s use of a member token unless another lane used it first; True when the
+    token is this lane's. The primary key decides, so two lanes racing on one token get one first use."""
+    first = conn.execute(
+        "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key", (token_id, lane_key, source, member_id)).fetchone()
+    if first is not None:
+        return True
+    row = conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
+    return row["lane_key"] == lane_key

@@ -64,6 +64,10 @@ class Worker:
         self._wake_cuts_delay = True  # idle waits end on wake(); backoff waits do not
         self._next_at: float | None = None  # monotonic time of the next attempt, for status()
         self._reported: tuple[Any, ...] | None = None
+        self._interrupt = threading.Event()  # ends a backoff wait: stop(), or central reached by another part
+        self._failed_status: int | None = None  # the HTTP status of the last failure (None: no answer)
+        self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
+        self._in_step = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -78,6 +82,8 @@ class Worker:
         """Ask the thread to finish and join it; False if it is still busy after ``timeout``."""
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            self._interrupt.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -90,19 +96,47 @@ class Worker:
         """Work now instead of at the end of an idle wait (a backoff or auth wait still holds)."""
         self._wake.set()
 
+    def central_reached(self) -> None:
+        """Another part of the lane just had an answer from central (a push, a pull, a burn's question):
+        central is back, so this worker's failures are no longer news. Clears them at once (health stops
+        saying "unreachable") and brings the next attempt forward, once per outage: a central that
+        answers others while failing this worker's route is not asked again on every answer. A slot
+        central handed out (429 with Retry-After) and a parked worker (401/403, identity conflict: a
+        person must act) keep their wait."""
+        if threading.current_thread() is self._thread:
+            return  # this worker's own call: its outcome is recorded by its step
+        with self._lock:
+            if (self._in_step or self._state != "backoff" or self._brought_forward
+                    or self._failed_status == 429):
+                return  # in a step: that attempt is itself the news
+            self._brought_forward = True
+            self._policy.succeeded()
+            self._state, self._last_error = "reconnecting", None
+            self._delay, self._next_at = 0.0, time.monotonic()
+            self._interrupt.set()
+        log.info("%s brought forward: central answered the lane again", self.activity,
+                 extra={"event": f"{self.thread_name}.brought_forward"})
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()  # before the step: a wake() during the step is not lost
+            with self._lock:
+                self._in_step = True
+                if not self._stop.is_set():
+                    self._interrupt.clear()
             try:
                 self._step()
             except Exception as exc:  # a bug, not a sync failure: keep the lane syncing anyway
                 log.exception("sync worker step failed", extra={"event": f"{self.thread_name}.crash"})
                 self._failed(f"internal: {type(exc).__name__}", None)
+            finally:
+                with self._lock:
+                    self._in_step = False
             self._report()
             with self._lock:
                 delay, cut = self._delay, self._wake_cuts_delay
             if delay > 0:
-                (self._wake if cut else self._stop).wait(delay)
+                (self._wake if cut else self._interrupt).wait(delay)
 
     def _step(self) -> None:
         self.run_once()
@@ -120,6 +154,7 @@ class Worker:
         with self._lock:
             self._policy.succeeded()
             self._state, self._last_error = state, None
+            self._brought_forward = False
             self._last_success_at = self._clock()
             self._delay, self._wake_cuts_delay = delay, wake_cuts
             self._next_at = time.monotonic() + delay
@@ -135,7 +170,8 @@ class Worker:
     def _failed(self, error: str, retry_after: float | None, status: int | None = None, *,
                 answered: bool = False) -> str:
         with self._lock:
-            self._state, self._last_error, self._central_answered = "backoff", error, answered
+            self._state, self._last_error = "backoff", error
+            self._central_answered, self._failed_status = answered, status
             delay = self._policy.failed(retry_after, status=status)
             self._delay, self._wake_cuts_delay = delay, False
             self._next_at = time.monotonic() + delay

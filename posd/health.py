@@ -114,7 +114,9 @@ def assess_sync(relay: dict[str, Any], pull: dict[str, Any], pending: int, oldes
     else:
         failing = [w for w in (relay, pull) if w.get("consecutive_failures", 0) > 0]
         if failing:
-            found.append(issue("central_unreachable", WARNING, detail=failing[0].get("last_error")))
+            # Central answering 500s is not a network to check: say which one it is.
+            code = "central_error" if failing[0].get("central_answered") else "central_unreachable"
+            found.append(issue(code, WARNING, detail=failing[0].get("last_error")))
     if quarantined:
         found.append(issue("quarantined", WARNING, count=quarantined))
     if oldest_s is not None and oldest_s > BACKLOG_WARN_S:
@@ -134,6 +136,7 @@ def problem_text(i: dict[str, Any]) -> str:
         "ledger_unwritable": f"ledger.db cannot be written ({i['detail']}): sales cannot be recorded",
         "print_worker_stopped": "print worker stopped: slips cannot print",
         "central_unreachable": f"central unreachable ({i['detail']})",
+        "central_error": f"central answers with an error ({i['detail']}); sales are kept and sent later",
         "central_auth_failed": "central refused our credentials",
         "identity_conflict": "central holds another history for this lane; sync stopped (ledger.db restored?)",
         "quarantined": f"{v.get('count')} event(s) refused by central (quarantined)",

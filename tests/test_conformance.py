@@ -110,6 +110,22 @@ class ApprovesEverything:
         return answer
 
 
+class FailsOnNul:
+    """A central store that fails a batch holding U+0000 anywhere, as PostgreSQL's text does: a 500."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def apply_batch(self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]],
+                    received_at: str) -> list[dict[str, Any]]:
+        if "\\u0000" in json.dumps(events):
+            raise ValueError("text fields cannot contain NUL (0x00) bytes")
+        return self._store.apply_batch(store_id, lane_id, batch_id, events, received_at)
+
+
 class AcceptsEveryToken:
     """A central store that answers every member token claim accepted, whichever lane claimed it first."""
 
@@ -125,6 +141,7 @@ class AcceptsEveryToken:
 
 
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (FailsOnNul, {"push/answers.malformed"}),
                                              (AcceptsEveryToken, {"tokens/claim.other_lane"}),
                                              (NewEtagEveryTime, {"program/etag.304"}),
                                              (ApprovesEverything, {"burn/decline.insufficient",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
@@ -19,8 +20,21 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
 
 
+# Control characters (C0, DEL, C1) and unpaired surrogates: no text a till sends carries them, and
+# central refuses an event holding one (docs/sync-protocol.md), so they are refused at the door.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="after")
+    def _no_control_characters(self) -> Any:
+        for name, value in self:
+            if any(isinstance(text, str) and CONTROL_CHARACTERS.search(text)
+                   for text in (value if isinstance(value, list) else [value])):
+                raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+        return self
 
 
 class _Request(_In):
@@ -436,6 +450,8 @@ class WorkerStatus(BaseModel):
     last_success_at: str | None
     last_error: str | None
     consecutive_failures: int
+    central_answered: bool = Field(default=False, description="the failures are central's answers (an HTTP "
+                                   "5xx or 429, an answer the protocol does not allow), not silence")
     next_attempt_in_s: float | None
     clock_skew_s: float | None = Field(description="central's Date minus the lane's clock")
 
@@ -478,7 +494,8 @@ class Issue(BaseModel):
     """One finding behind the status, with a stable code the status page translates."""
 
     code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
-                  "central_unreachable", "central_auth_failed", "identity_conflict", "quarantined", "sync_backlog",
+                  "central_unreachable", "central_error", "central_auth_failed", "identity_conflict", "quarantined",
+                  "sync_backlog",
                   "cache_stale", "disk_low"]
     severity: Literal["error", "warning"] = Field(
         description="error: sales cannot be recorded or slips cannot print; warning: the lane works, look soon")
@@ -496,7 +513,8 @@ class StorageHealth(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "error"] = Field(
-        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable, a "
+        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable or "
+                    "answering errors, a "
                     "device in error or another warning; ok otherwise")
     problems: list[str] = Field(description="the issues in English")
     issues: list[Issue] = []

@@ -69,6 +69,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.ledger_unwritable": "ledger.db cannot be written: sales cannot be recorded",
         "issue.print_worker_stopped": "The print worker stopped: slips cannot print",
         "issue.central_unreachable": "Central is unreachable; sales are kept and sent later",
+        "issue.central_error": "Central answers with an error; sales are kept and sent later",
         "issue.central_auth_failed": "Central refused the lane's credentials: check the store secret",
         "issue.identity_conflict": "Central holds another history for this lane; sync stopped (ledger.db restored?)",
         "issue.quarantined": "{count} event(s) refused by central for good",
@@ -253,6 +254,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.ledger_unwritable": "Nie można zapisać ledger.db: sprzedaży nie można zapisać",
         "issue.print_worker_stopped": "Kolejka wydruku zatrzymana: paragony lojalnościowe się nie drukują",
         "issue.central_unreachable": "Brak połączenia z centralą; sprzedaże są zapisane i zostaną wysłane później",
+        "issue.central_error": "Centrala odpowiada błędem; sprzedaże są zapisane i zostaną wysłane później",
         "issue.central_auth_failed": "Centrala odrzuciła dane uwierzytelniające kasy: sprawdź sekret sklepu",
         "issue.identity_conflict": "Centrala ma inną historię tej kasy; synchronizacja wstrzymana "
                                    "(przywrócono ledger.db?)",
@@ -443,6 +445,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.ledger_unwritable": "ledger.db نوشته نمی‌شود: فروش ثبت نمی‌شود",
         "issue.print_worker_stopped": "صف چاپ متوقف شده: رسیدها چاپ نمی‌شوند",
         "issue.central_unreachable": "مرکز در دسترس نیست؛ فروش‌ها نگه داشته و بعداً فرستاده می‌شوند",
+        "issue.central_error": "مرکز با خطا پاسخ می‌دهد؛ فروش‌ها نگه داشته و بعداً فرستاده می‌شوند",
         "issue.central_auth_failed": "مرکز اعتبارنامهٔ صندوق را نپذیرفت: رمز فروشگاه را بررسی کنید",
         "issue.identity_conflict": "مرکز سابقهٔ دیگری از این صندوق دارد؛ همگام‌سازی متوقف شد "
                                    "(ledger.db بازگردانی شده؟)",

@@ -55,6 +55,7 @@ from posd.sync.protocol import (
     MAX_BATCH_BYTES,
     MAX_MEMBER_PAGE,
     MAX_TOKEN_CLAIM_BYTES,
+    UNSTORABLE,
     BatchError,
     RequestRejected,
     SignatureError,
@@ -244,7 +245,12 @@ class _Request:
             if match:
                 path_known = True
                 if want == self.method:
-                    return handler, tuple(unquote(g) for g in match.groups())
+                    args = tuple(unquote(g) for g in match.groups())
+                    if any(UNSTORABLE.search(a) for a in args):  # no store, lane, member or code holds one
+                        if handler == self._voucher:  # what a lane asking about a code understands
+                            raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
+                        raise HttpError(404, "not_found", "no such store, lane or member")
+                    return handler, args
         if path_known:
             raise HttpError(405, "method_not_allowed", close=True)
         raise HttpError(404, "not_found", f"no route for {self.path}", close=self.method != "GET")
@@ -522,6 +528,8 @@ class _Request:
 
     def _one(self, name: str, default: str) -> str:
         values = self.query.get(name)
+        if values and UNSTORABLE.search(values[0]):  # nothing central keeps holds one: as if not given
+            return default
         return values[0] if values else default
 
     async def _body(self, limit: int) -> bytes:

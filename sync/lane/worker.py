@@ -60,6 +60,7 @@ class Worker:
         self._state = "starting"
         self._last_success_at: float | None = None
         self._last_error: str | None = None
+        self._central_answered = False  # the last failure was central's answer (a 5xx, garbage), not silence
         self._delay = 0.0  # how long the loop waits before the next step
         self._wake_cuts_delay = True  # idle waits end on wake(); backoff waits do not
         self._next_at: float | None = None  # monotonic time of the next attempt, for status()
@@ -167,9 +168,11 @@ class Worker:
             self._delay, self._wake_cuts_delay = delay, True
             self._next_at = time.monotonic() + delay
 
-    def _failed(self, error: str, retry_after: float | None, status: int | None = None) -> str:
+    def _failed(self, error: str, retry_after: float | None, status: int | None = None, *,
+                answered: bool = False) -> str:
         with self._lock:
-            self._state, self._last_error, self._failed_status = "backoff", error, status
+            self._state, self._last_error = "backoff", error
+            self._central_answered, self._failed_status = answered, status
             delay = self._policy.failed(retry_after, status=status)
             self._delay, self._wake_cuts_delay = delay, False
             self._next_at = time.monotonic() + delay
@@ -216,10 +219,10 @@ class Worker:
             return self._identity_conflict(exc)
         if isinstance(exc, CentralAuthError):
             return self._auth_failed(exc)
-        if isinstance(exc, CentralUnavailable):
-            return self._failed(str(exc), exc.retry_after, exc.status)
-        if isinstance(exc, SyncError):
-            return self._failed(str(exc), None)
+        if isinstance(exc, CentralUnavailable):  # a status: central answered (5xx, 429), else no answer
+            return self._failed(str(exc), exc.retry_after, exc.status, answered=exc.status is not None)
+        if isinstance(exc, SyncError):  # central answered, with something the protocol does not allow
+            return self._failed(str(exc), None, answered=True)
         if isinstance(exc, (OSError, sqlite3.OperationalError)):  # the lane's own disk (full, failing): one line
             return self._failed(f"local storage: {exc}", None)
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
@@ -247,6 +250,7 @@ class Worker:
                 "last_success_at": _iso(self._last_success_at),
                 "last_error": self._last_error,
                 "consecutive_failures": self._failures,
+                "central_answered": self._failures > 0 and self._central_answered,
                 "next_attempt_in_s": next_in,
                 "clock_skew_s": getattr(self._client, "last_clock_skew_s", None),
                 **self._extra_status(),

@@ -20,6 +20,7 @@ The names below are the package's public surface; import them from here.
 from __future__ import annotations
 
 from posd.sync.protocol.batch import (
+    UNSTORABLE,
     batch_json,
     decode_batch,
     encode_batch,
@@ -94,7 +95,8 @@ __all__ = [
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",
     "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_ID_LEN", "MAX_MEMBER_PAGE", "MAX_POINTS", "MAX_SEQ",
     "REJECTION_CODES", "REQUEST_ERRORS", "RESULT_STATUSES", "RETRYABLE_CODES", "SIGNATURE_SCHEME",
-    "TIMESTAMP_TOLERANCE_S", "TOKEN_SCHEMES", "BatchError", "CentralProtocolError", "EventResult", "EventStatus",
+    "TIMESTAMP_TOLERANCE_S", "TOKEN_SCHEMES", "UNSTORABLE", "BatchError", "CentralProtocolError", "EventResult",
+    "EventStatus",
     "RequestRejected", "SignatureError", "SyncError", "batch_json", "decode_batch", "encode_batch",
     "etag_matches", "header", "parse_http_date", "parse_results", "parse_retry_after", "parse_utc",
     "program_etag", "result_wire", "secret_from_text", "sign_request", "signed_headers", "signing_payload",

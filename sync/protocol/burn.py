@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from posd.sync.protocol.batch import parse_utc
+from posd.sync.protocol.batch import CONTROL, parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
 from posd.sync.protocol.limits import MAX_ID_LEN, MAX_POINTS
 from posd.sync.protocol.shapes import compact_json, json_object
@@ -48,7 +48,7 @@ def _malformed(message: str) -> RequestRejected:
 
 
 def _is_id(value: Any, limit: int = MAX_ID_LEN) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit
+    return isinstance(value, str) and 0 < len(value) <= limit and not CONTROL.search(value)
 
 
 def _is_int(value: Any) -> bool:

@@ -46,6 +46,7 @@ REJECTION_CODES: dict[str, bool] = {
     "bad_points": False,
     "voucher_used": False,
     "token_replayed": False,
+    "identifier_taken": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import ThreadReaders, connect, quick_check, rollback, utcnow_iso
+from posd.storage.db import ThreadReaders, connect, quick_check, rollback, utcnow_iso, write_refused
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -334,8 +334,11 @@ class Cache:
                     self._set_state(conn, "member_cursor", cursor)
                     self._set_state(conn, "members_synced_at", now)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 rollback(conn)
+                refused = write_refused(exc)  # a full or failing disk: an OSError the puller logs in a line
+                if refused is not None:
+                    raise refused from exc
                 raise
 
     def use_lane(self, lane_id: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -223,7 +222,7 @@ class Worker:
             return self._failed(str(exc), exc.retry_after, exc.status, answered=exc.status is not None)
         if isinstance(exc, SyncError):  # central answered, with something the protocol does not allow
             return self._failed(str(exc), None, answered=True)
-        if isinstance(exc, (OSError, sqlite3.OperationalError)):  # the lane's own disk (full, failing): one line
+        if isinstance(exc, OSError):  # the lane's own disk (full, failing: posd.storage's WriteRefused): one line
             return self._failed(f"local storage: {exc}", None)
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
         return self._failed(f"internal: {type(exc).__name__}", None)

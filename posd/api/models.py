@@ -464,7 +464,9 @@ class Issue(BaseModel):
 class StorageHealth(BaseModel):
     free_mb: int | None = Field(description="free space on the storage file system")
     min_free_mb: int = Field(description="storage.min_free_mb: below it, a disk_low warning")
-    ledger_mb: float | None
+    ledger_bytes: int | None = Field(description="ledger.db with its -wal and -shm files (recent commits live "
+                                                 "in the -wal until a checkpoint), as /metrics and doctor count it")
+    ledger_mb: float | None = Field(description="ledger_bytes in MiB, to 3 decimals")
 
 
 class HealthOut(BaseModel):

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from posd.storage.db import StorageError, parse_iso, quick_check, utcnow
+from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
 
 
 @dataclass(frozen=True)
 class DbCheck:
     path: Path
     exists: bool
-    size: int = 0  # the file and its WAL, bytes
+    size: int = 0  # the file with its -wal and -shm, bytes (database_size)
     problem: str | None = None  # quick_check's complaint, or why it could not be opened
 
 
@@ -50,10 +50,10 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 def check_db(path: Path) -> DbCheck:
-    """Exists? How big (with its WAL)? Does PRAGMA quick_check pass? Read-only throughout."""
-    if not path.exists():
+    """Exists? How big (with its -wal and -shm)? Does PRAGMA quick_check pass? Read-only throughout."""
+    size = database_size(path)
+    if size is None:
         return DbCheck(path, False)
-    size = path.stat().st_size + sum(p.stat().st_size for p in (Path(f"{path}-wal"),) if p.exists())
     try:
         conn = open_readonly(path)
     except sqlite3.Error as exc:

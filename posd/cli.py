@@ -323,7 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``posd``; output read by a pipe that closes early (``posd doctor --json | head``) ends quietly."""
+    try:
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit
+    except BrokenPipeError:
+        # The reader left: nothing more can be said to it. Point stdout at /dev/null so the exit's
+        # own flush does not fail again, and exit as a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
         from posd.sync.central.cli import main as central_main

@@ -319,7 +319,8 @@ class VoucherOut(BaseModel):
     seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
     source: str | None = Field(description="redemption (issued here), coupon (the program), feed (issued at "
                                            "another lane, from central's member feed), central (asked just now)")
-    member_id: str | None
+    member_id: str | None = Field(description="whose it is: the voucher's holder, or for a coupon anyone may "
+                                              "use, the member named in the request (null when none was)")
     reward_id: str | None = None
     description: str | None
     value_minor: int | None

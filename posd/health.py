@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posd import __version__
+from posd.storage.db import database_size
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
@@ -227,11 +228,9 @@ class LaneHealth:
             free_mb: int | None = shutil.disk_usage(cfg.storage_dir).free // 2**20
         except OSError:
             free_mb = None
-        try:
-            ledger_mb = round(self.d.ledger.path.stat().st_size / 2**20, 1)
-        except OSError:
-            ledger_mb = None
-        return {"free_mb": free_mb, "min_free_mb": cfg.storage.min_free_mb, "ledger_mb": ledger_mb}
+        ledger = database_size(self.d.ledger.path)
+        return {"free_mb": free_mb, "min_free_mb": cfg.storage.min_free_mb, "ledger_bytes": ledger,
+                "ledger_mb": None if ledger is None else round(ledger / 2**20, 3)}
 
 
 def status_line(health: dict[str, Any]) -> str:

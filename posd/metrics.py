@@ -155,8 +155,9 @@ class LaneCollector(Collector):
         if storage.get("free_mb") is not None:
             yield _gauge("posd_storage_free_bytes", "Free space on the storage file system",
                          storage["free_mb"] * 2**20)
-        if storage.get("ledger_mb") is not None:
-            yield _gauge("posd_ledger_size_bytes", "Size of ledger.db", int(storage["ledger_mb"] * 2**20))
+        if storage.get("ledger_bytes") is not None:
+            yield _gauge("posd_ledger_size_bytes", "Size of ledger.db with its -wal and -shm files",
+                         storage["ledger_bytes"])
         yield from _devices(h["devices"])
         if self.bus is not None:
             yield CounterMetricFamily("posd_events_published", "Events published on the stream",

@@ -356,7 +356,8 @@ class VoucherOut(BaseModel):
     seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
     source: str | None = Field(description="redemption (issued here), coupon (the program), feed (issued at "
                                            "another lane, from central's member feed), central (asked just now)")
-    member_id: str | None
+    member_id: str | None = Field(description="whose it is: the voucher's holder, or for a coupon anyone may "
+                                              "use, the member named in the request (null when none was)")
     reward_id: str | None = None
     description: str | None
     value_minor: int | None
@@ -508,7 +509,9 @@ class Issue(BaseModel):
 class StorageHealth(BaseModel):
     free_mb: int | None = Field(description="free space on the storage file system")
     min_free_mb: int = Field(description="storage.min_free_mb: below it, a disk_low warning")
-    ledger_mb: float | None
+    ledger_bytes: int | None = Field(description="ledger.db with its -wal and -shm files (recent commits live "
+                                                 "in the -wal until a checkpoint), as /metrics and doctor count it")
+    ledger_mb: float | None = Field(description="ledger_bytes in MiB, to 3 decimals")
 
 
 class HealthOut(BaseModel):

@@ -270,7 +270,8 @@ class Rewards:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
         if asked.status == "found" and asked.used:
             raise LaneError("voucher_used", "already used, or being used, at another lane")
-        out = {"code": code, "valid": True, **v.public(),
+        # a coupon anyone may use is the named member's use of it
+        out = {"code": code, "valid": True, **v.public(), "member_id": v.member_id or member_id,
                "authorised": "online" if asked.status != "unavailable" else "offline"}
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
@@ -357,7 +358,7 @@ class Rewards:
             "authorisation_id": f"voucher_use:{code}:{u.transaction_id}", "reservation_id": u.decision.reservation_id,
         })
         response = {"code": code, "used": True, "transaction_id": u.transaction_id, "used_at": iso(now), "seq": seq,
-                    **v.public(), "authorised": authorised(u.decision)}
+                    **v.public(), "member_id": holder, "authorised": authorised(u.decision)}
         if u.effect is not None:
             response["effect"] = u.effect
         # The primary key (code, member) makes a second use fail even if two requests race here.

@@ -178,6 +178,25 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
     return None if row and row[0] == "ok" else (row[0] if row else "no answer")
 
 
+# In WAL mode the newest commits live in -wal until a checkpoint copies them into the file itself.
+SIDE_FILES = ("-wal", "-shm")
+
+
+def database_size(path: Path) -> int | None:
+    """Bytes a database takes: the file with its -wal and -shm (health, /metrics and doctor all
+    count it so). None when the file does not exist."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for suffix in SIDE_FILES:
+        try:
+            size += Path(f"{path}{suffix}").stat().st_size
+        except OSError:
+            pass  # none yet, or checkpointed away
+    return size
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

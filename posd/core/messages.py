@@ -170,12 +170,35 @@ def format_number(locale: str, n: int) -> str:
     return localize_digits(sign + digits, locale)
 
 
-def format_amount(locale: str, currency: str, n: int, *, signed: bool = False) -> str:
-    """``n`` points (or stamps, ...) with the currency's local name."""
+def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
+                  fallback: str | None = None) -> str:
+    """What a currency is called in ``locale``: the program's own name for it (``names``, a
+    ``{locale: name}`` mapping or one string) in that language; else the catalog's word
+    (``currency.points``: pkt, امتیاز; en inflects one point); else the program's name in
+    ``fallback`` (the lane's language), en or any; else the catalog's English; else the code."""
+    if isinstance(names, str) and names:
+        return names
+    names = names if isinstance(names, dict) else {}
+    if names.get(locale):
+        return str(names[locale])
     key = f"currency.{currency}"
-    if abs(n) == 1 and key + ".one" in CATALOGS.get(locale, {}):
-        key += ".one"  # only en inflects; pl and fa use forms that need none
-    name = message(locale, key) if has_message(locale, key) else currency
+    own = CATALOGS.get(locale, {})
+    if abs(n) == 1 and key + ".one" in own:
+        return own[key + ".one"]  # only en inflects; pl and fa use forms that need none
+    if key in own:
+        return own[key]
+    for other in (fallback, "en"):
+        if other and names.get(other):
+            return str(names[other])
+    if names:
+        return str(next(iter(names.values())))
+    return message(locale, key) if has_message(locale, key) else currency
+
+
+def format_amount(locale: str, currency: str, n: int, *, signed: bool = False, names: Any = None,
+                  fallback: str | None = None) -> str:
+    """``n`` points (or stamps, ...) with the currency's name (``currency_name``)."""
+    name = currency_name(locale, currency, n, names, fallback)
     number = format_number(locale, n)
     if signed and n > 0:
         number = _PLUS.get(locale, "+") + number

@@ -54,6 +54,7 @@ class Slips:
                                for r in self.members.rewards_available(member, program, balance)],
             vouchers=vouchers or [],
             offers=[o for o in member.offers if isinstance(o, dict)],
+            currencies={c.code: dict(c.names) for c in program.currencies},
         )
 
     def queue(self, tx: LedgerTx, slip: SlipData, member_id: str | None = None) -> dict[str, Any]:

@@ -227,3 +227,15 @@ def test_currency_names_come_from_the_program_then_the_catalog_then_the_lanes_la
     assert currency_name("en", "points", 1, {}) == "point"
     assert currency_name("fa", "miles", 3, {}) == "miles"  # nothing names it: the code
     assert format_amount("pl", "coffee", 1, signed=True, names=names) == "+1 pieczątki"
+
+
+def test_persian_figures_on_a_slip_are_grouped_with_the_arabic_thousands_separator():
+    data = sample(balance={"points": 12601}, pending={"points": 2601}, earned={"points": 2601},
+                  breakdown=[{"type": "base_rate", "currency": "points", "status": "applied", "points": "2601"}])
+    doc = build_slip(data, "fa")
+    figures = [part for b in doc.blocks if isinstance(b, (Columns, Text))
+               for part in ((b.left, b.right) if isinstance(b, Columns) else (b.text,))
+               if re.search(r"[۰-۹]{2}", part)]
+    assert any("۱۲٬۶۰۱" in f for f in figures) and any("۲٬۶۰۱" in f for f in figures), figures
+    assert not any(re.search(r"[0-9,]", f.replace("T-sale-1", "").replace("S001", "").replace("L01", ""))
+                   for f in figures), figures

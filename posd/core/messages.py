@@ -134,7 +134,8 @@ RTL_LOCALES = frozenset({"fa", "ar", "he"})
 PERSIAN_DIGIT_LOCALES = frozenset({"fa"})
 
 _PERSIAN_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
-_GROUP_SEP = {"en": ",", "pl": "\u00a0", "fa": "٬"}  # pl: a no-break space
+_GROUP_SEP = {"en": ",", "pl": "\u00a0", "fa": "\u066c"}  # pl: a no-break space; fa: ARABIC THOUSANDS SEPARATOR
+_DECIMAL_SIGN = {"pl": ",", "fa": "\u066b"}  # fa: ARABIC DECIMAL SEPARATOR (CLDR)
 # CLDR's Persian signs: a left-to-right mark keeps the sign before the digits
 # in right-to-left text, where bidi would otherwise move it behind them.
 _MINUS = {"fa": "\u200e\u2212"}
@@ -193,6 +194,13 @@ def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
     if names:
         return str(next(iter(names.values())))
     return message(locale, key) if has_message(locale, key) else currency
+
+
+def format_decimal(locale: str, text: str) -> str:
+    """An exact decimal written in ASCII ("1.25") with the locale's decimal sign and digits:
+    1.25 (en), 1,25 (pl), ۱٫۲۵ (fa)."""
+    sign = _DECIMAL_SIGN.get(locale)
+    return localize_digits(text.replace(".", sign) if sign else text, locale)
 
 
 def format_amount(locale: str, currency: str, n: int, *, signed: bool = False, names: Any = None,
@@ -291,11 +299,7 @@ def format_size(locale: str, n_bytes: float | None) -> str | None:
             break
         value /= 1024
     text = f"{value:.1f}" if value < 10 and unit != "B" else f"{value:.0f}"
-    if locale == "pl":
-        text = text.replace(".", ",")
-    elif locale == "fa":
-        text = text.replace(".", "٫")
-    return localize_digits(f"{text} {unit}", locale)
+    return f"{format_decimal(locale, text)} {unit}"
 
 
 def describe_issue(locale: str, issue: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ from posd.core.messages import (
     RTL_LOCALES,
     format_amount,
     format_datetime,
+    format_decimal,
     format_number,
     has_message,
-    localize_digits,
     message,
 )
 from posd.core.slip_doc import Barcode, Block, Columns, Feed, Progress, QRCode, Rule, SlipDocument, Text
@@ -320,9 +320,8 @@ def _shown(amounts: Mapping[str, int], keep_zero: bool = False) -> list[tuple[st
 
 
 def _decimal(text: str, locale: str) -> str:
-    if locale in PERSIAN_DIGIT_LOCALES:
-        text = text.replace(".", "٫")  # the Persian decimal separator
-    return localize_digits(text, locale)
+    """A multiplier: Persian digits and decimal sign on Persian slips, as written elsewhere."""
+    return format_decimal(locale, text) if locale in PERSIAN_DIGIT_LOCALES else text
 
 
 def _exact_points(item: Mapping[str, Any]) -> Fraction | None:

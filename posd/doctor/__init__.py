@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posd.core.messages import message
+from posd.core.messages import format_decimal, format_number, message
 
 RESULTS = ("ok", "warn", "fail", "skip")
 
@@ -38,7 +38,7 @@ class Finding:
 
     def text(self, locale: str) -> str:
         key = "doctor.skipped" if self.code == "skipped" else f"doctor.{self.area}.{self.code}"
-        params = {k: _show(v) for k, v in self.params.items()}
+        params = {k: _show(v, locale, k) for k, v in self.params.items()}
         try:
             return message(locale, key, **params)
         except (KeyError, IndexError):  # a placeholder the caller did not fill: say it raw, never crash
@@ -50,8 +50,22 @@ class Finding:
                                                           if isinstance(v, (str, int, float, bool, type(None)))}}
 
 
-def _show(value: Any) -> Any:
-    return value if value is not None else "-"
+# Numbers that are part of an address, not quantities: as written (127.0.0.1:8765 in every language).
+_VERBATIM = frozenset({"port"})
+
+
+def _show(value: Any, locale: str, key: str) -> Any:
+    """A figure as the locale writes it (grouped, Persian digits and separators for fa); "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, int):
+        return str(value) if key in _VERBATIM else format_number(locale, value)
+    whole = int(value)
+    if value == whole:
+        return format_number(locale, whole)
+    return format_decimal(locale, f"{value:.2f}".rstrip("0").rstrip("."))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,7 +43,13 @@ from posd.storage.schema import cache_migrations
 log = logging.getLogger("posd.cache")
 
 APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON, UTF-8 as is (orjson: a snapshot encodes a million balances)."""
+    return orjson.dumps(value).decode()
+
+
 _UPSERT_MEMBER = (
     "INSERT INTO members (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, "
     "birth_date, offers, updated_at, totp_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -100,6 +107,10 @@ class Cache:
         self._aead = AESGCM(seal_key) if seal_key else None
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
+        # Bumped by every store_program: the lane's program cache asks cache.db for the program's
+        # etag only after a change, not on every sale and scan. The program row has one writer,
+        # this object (the puller); the member feed's second writer (posd.member_pull) never writes it.
+        self.program_changes = 0
         if checked:
             self._conn = connect(path, durable=False)
             return
@@ -187,29 +198,23 @@ class Cache:
 
     # -- lookups (any thread) --------------------------------------------
     def find_member(self, identifier: str) -> CachedMember | None:
-        conn = self.reader()
-        row = conn.execute(
-            "SELECT m.* FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
+        row = self.reader().execute(
+            f"SELECT m.*, {_ALIASES} FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
             "WHERE i.identifier = ?",
             (identifier,),
         ).fetchone()
         if row is None:
             return self.member_by_id(identifier)
-        return _member(row, self._aliases(conn, row["member_id"]))
+        return _member(row)
 
     def member_by_id(self, member_id: str) -> CachedMember | None:
         """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
         conn = self.reader()
-        row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+        row = conn.execute(f"SELECT m.*, {_ALIASES} FROM members m WHERE m.member_id = ?", (member_id,)).fetchone()
         if row is None:
-            row = conn.execute("SELECT m.* FROM member_aliases a JOIN members m ON m.member_id = a.member_id "
-                               "WHERE a.alias = ?", (member_id,)).fetchone()
-        return _member(row, self._aliases(conn, row["member_id"])) if row else None
-
-    @staticmethod
-    def _aliases(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
-        return tuple(r[0] for r in conn.execute(
-            "SELECT alias FROM member_aliases WHERE member_id = ? ORDER BY alias", (member_id,)))
+            row = conn.execute(f"SELECT m.*, {_ALIASES} FROM member_aliases x JOIN members m "
+                               "ON m.member_id = x.member_id WHERE x.alias = ?", (member_id,)).fetchone()
+        return _member(row) if row else None
 
     def member_voucher(self, code: str) -> dict[str, Any] | None:
         """An open voucher from central's member feed (issued at any lane), or None."""
@@ -273,29 +278,39 @@ class Cache:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
 
     def _rows(self, members: list[dict[str, Any]], now: str) -> _Chunk:
+        """A page's rows, built in one pass: this loop runs a million times for a snapshot, so it
+        reads each field once and encodes only what is there (an empty balance or offer list is
+        written as the column's literal)."""
         chunk = _Chunk()
-        lane = self.lane_id
+        lane, seal = self.lane_id, self._seal
+        ids, rows, idents = chunk.ids.append, chunk.rows.append, chunk.idents.extend
         for m in members:
+            get = m.get
             mid = str(m["member_id"])
-            chunk.ids.append((mid,))
-            aliases = [str(a) for a in m.get("aliases") or ()]
-            status = m.get("status") or "active"
+            ids((mid,))
+            aliases = get("aliases")
+            status = get("status") or "active"
             if status == "deleted":  # erased at central: forgotten here, aliases included
-                chunk.erased.extend([mid, *aliases])
-                chunk.gone.extend((a,) for a in [mid, *aliases])
+                gone = [mid, *(str(a) for a in aliases or ())]
+                chunk.erased.extend(gone)
+                chunk.gone.extend((a,) for a in gone)
                 continue
-            applied = (m.get("applied_seq") or {}).get(lane, 0)
-            offers = m.get("offers")
-            chunk.rows.append((
-                mid, m.get("display_name") or mid, m.get("locale"), m.get("tier"),
-                int(m.get("qualifying") or 0), _encode(m.get("balances") or {}), int(applied),
-                status, m.get("birth_date"), _encode(offers) if offers else "[]", now,
-                self._seal(mid, m.get("totp_secret")),
+            applied, balances, offers, secret = get("applied_seq"), get("balances"), get("offers"), get("totp_secret")
+            rows((
+                mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
+                _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
+                status, get("birth_date"), _encode(offers) if offers else "[]", now,
+                seal(mid, secret) if secret is not None else None,
             ))
-            chunk.idents.extend((str(i), mid) for i in m.get("identifiers") or ())
-            chunk.aliases.extend((alias, mid) for alias in aliases)
-            chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in m.get("vouchers") or ()
-                                  if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+            identifiers = get("identifiers")
+            if identifiers:
+                idents((str(i), mid) for i in identifiers)
+            if aliases:
+                chunk.aliases.extend((str(alias), mid) for alias in aliases)
+            vouchers = get("vouchers")
+            if vouchers:
+                chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
+                                      if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
         return chunk
 
     def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
@@ -305,8 +320,9 @@ class Cache:
             try:
                 if self._recorded_lane() != self.lane_id:
                     raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
-                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", chunk.ids)
-                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", chunk.ids)
+                known = _known(conn, chunk.ids)  # a snapshot into a fresh cache has none to clear
+                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", known)
+                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", known)
                 conn.executemany("DELETE FROM members WHERE member_id = ?", chunk.gone)
                 conn.executemany("DELETE FROM member_aliases WHERE alias = ? OR member_id = ?",
                                  [(a[0], a[0]) for a in chunk.gone])
@@ -351,6 +367,7 @@ class Cache:
                 "body=excluded.body, fetched_at=excluded.fetched_at",
                 (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
             )
+            self.program_changes += 1
 
     def _recorded_lane(self) -> str | None:
         return self.state_on(self._conn, "lane_id")
@@ -378,7 +395,24 @@ class _Chunk:
     vouchers: list[tuple] = field(default_factory=list)  # (code, member_id, voucher): the feed's open vouchers
 
 
-def _member(row: sqlite3.Row, aliases: tuple[str, ...] = ()) -> CachedMember:
+def _known(conn: sqlite3.Connection, ids: list[tuple[str]]) -> list[tuple[str]]:
+    """Those of ``ids`` already in cache.db: only their identifiers and vouchers can be stale.
+    One probe of the members' key per id, in statements of 500."""
+    known: list[tuple[str]] = []
+    for start in range(0, len(ids), 500):
+        part = [i[0] for i in ids[start:start + 500]]
+        known += conn.execute(f"SELECT member_id FROM members WHERE member_id IN ({','.join('?' * len(part))})",
+                              part).fetchall()
+    return [tuple(r) for r in known]
+
+
+# A member's aliases (the provisional ids central mapped to it) in the row that finds the member:
+# one statement per lookup, and the two read in one snapshot.
+_ALIASES = "(SELECT json_group_array(a.alias) FROM member_aliases a WHERE a.member_id = m.member_id) AS aliases"
+
+
+def _member(row: sqlite3.Row) -> CachedMember:
+    aliases = tuple(sorted(json.loads(row["aliases"])))
     return CachedMember(
         member_id=row["member_id"],
         display_name=row["display_name"],

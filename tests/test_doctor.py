@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -276,3 +277,17 @@ def test_persian_findings_write_every_figure_in_persian_digits(tmp_path, central
     line = mistake["details"]["line"]
     digits = str(line).translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
     assert code == 1 and f"lane.colour (خط {digits})" in mistake["message"], mistake["message"]
+
+
+def test_persian_figures_use_persian_digits_and_separators(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane", locale="fa")
+    code, report = doctor(lane.config, "--lang", "fa")
+    assert code == 0, report
+    tcp = one(report, "central.tcp")
+    host_port = f"{tcp['details']['host']}:{tcp['details']['port']}"
+    assert host_port in tcp["message"]  # an address stays as written
+    figures = tcp["message"].replace(host_port, "")
+    assert not re.search(r"[0-9]", figures) and re.search(r"[۰-۹]", figures), tcp["message"]
+    from posd.doctor import Finding  # a count in the thousands: grouped as CLDR's fa writes it
+    finding = Finding("sync", "sync", "ok", "backlog", {"pending": 2601, "age": "-"})
+    assert "۲٬۶۰۱" in finding.text("fa") and "2,601" in finding.text("en")

@@ -243,3 +243,37 @@ def test_the_slips_breakdown_adds_up_to_what_the_sale_earned(doc, basket, ctx):
                 break
             printed.append(int(block.right.replace(",", "")))
         assert sum(printed) == acc.points[currency], (currency, printed, acc.trace)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=programs, basket=baskets, ctx=contexts)
+def test_every_currency_on_one_slip_has_its_own_breakdown_that_adds_up(doc, basket, ctx):
+    """All the sale's currencies on one slip, in the program's order: under each one's header,
+    only its own lines, and they sum to it (a stamp rule is never counted among the points)."""
+    from posd.core.slip import SlipData, build_slip
+    from posd.core.slip_doc import Columns
+
+    program = parse_program(doc)
+    acc = compute_accrual(program, basket, ctx)
+    names = {c.code: {"en": f"{c.code} units"} for c in program.currencies}
+    data = SlipData("S1", "S001", "L01", "T1", "2026-11-24 10:15", "M", None, dict(acc.points),
+                    dict(acc.points), breakdown=list(acc.trace), currencies=names)
+    sums: dict[str, list[int]] = {}
+    current = None
+    for block in build_slip(data, "en").blocks:
+        if isinstance(block, Columns) and block.left == "Points earned":
+            number, _, name = block.right.partition(" ")
+            current = name.removesuffix(" units")
+            assert name == f"{current} units", block.right  # the program's name, never the bare code
+            assert int(number.replace(",", "")) == acc.points[current]
+            sums[current] = []
+        elif isinstance(block, Columns) and block.left.startswith("  ") and current is not None:
+            sums[current].append(int(block.right.replace(",", "")))
+        else:
+            current = None
+    shown = {c: n for c, n in acc.points.items() if n and c != "qualifying"}
+    assert set(sums) == set(shown)
+    assert list(sums) == [c.code for c in program.currencies if c.code in shown]
+    for currency, lines in sums.items():
+        if lines:
+            assert sum(lines) == shown[currency], (currency, lines, acc.trace)

@@ -214,3 +214,28 @@ def test_a_redemption_slip_names_the_redemption_and_never_the_lanes_slip_id():
     assert "Redemption  red-2" in for_a_sale and "Transaction  T-77" in for_a_sale
     stored_before = lines(sample("redemption", slip_id="red-3~r", transaction_id="red-3~r"), "en")
     assert "Redemption  red-3" in stored_before and not any("~r" in t for t in stored_before)
+
+
+def test_currency_names_come_from_the_program_then_the_catalog_then_the_lanes_language():
+    from posd.core.messages import currency_name
+
+    names = {"en": "coffee stamps", "pl": "pieczątki"}
+    assert currency_name("pl", "coffee", 1, names) == "pieczątki"  # the program's, in the slip's language
+    assert currency_name("fa", "coffee", 1, names, fallback="pl") == "pieczątki"  # then the lane's
+    assert currency_name("fa", "coffee", 1, {"en": "coffee stamps"}) == "coffee stamps"
+    assert currency_name("pl", "points", 5, {"en": "points"}) == "pkt"  # posd's word beats another language
+    assert currency_name("en", "points", 1, {}) == "point"
+    assert currency_name("fa", "miles", 3, {}) == "miles"  # nothing names it: the code
+    assert format_amount("pl", "coffee", 1, signed=True, names=names) == "+1 pieczątki"
+
+
+def test_persian_figures_on_a_slip_are_grouped_with_the_arabic_thousands_separator():
+    data = sample(balance={"points": 12601}, pending={"points": 2601}, earned={"points": 2601},
+                  breakdown=[{"type": "base_rate", "currency": "points", "status": "applied", "points": "2601"}])
+    doc = build_slip(data, "fa")
+    figures = [part for b in doc.blocks if isinstance(b, (Columns, Text))
+               for part in ((b.left, b.right) if isinstance(b, Columns) else (b.text,))
+               if re.search(r"[۰-۹]{2}", part)]
+    assert any("۱۲٬۶۰۱" in f for f in figures) and any("۲٬۶۰۱" in f for f in figures), figures
+    assert not any(re.search(r"[0-9,]", f.replace("T-sale-1", "").replace("S001", "").replace("L01", ""))
+                   for f in figures), figures

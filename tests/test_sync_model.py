@@ -240,7 +240,9 @@ class LaneAndCentral(RuleBasedStateMachine):
         conn = reader(self.ledger)
         applied = {e["seq"] for e in self._central_events()}
         for member in MEMBERS:
-            mid, seed = member["member_id"], member.get("balances", {})
+            # the demo's tier currency is a qualifying one: the seeded tier points are its opening
+            # balance (docs/sync-protocol.md, member wire shape)
+            mid, seed = member["member_id"], {**member.get("balances", {}), "qualifying": member.get("qualifying", 0)}
             entries = conn.execute("SELECT currency, points, seq FROM ledger_entries WHERE member_id = ?",
                                    (mid,)).fetchall()
             at_central = self.central.store.member(mid)["balances"]

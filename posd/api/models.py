@@ -162,9 +162,12 @@ class NextTier(BaseModel):
 
 class Progress(BaseModel):
     next_tier: NextTier
-    qualifying: int
-    threshold: int
-    points_needed: int
+    qualifying: int = Field(description="the member's points toward the tier: with a qualifying tier currency, "
+                                        "the same figure as balances[tier_currency].total (central's plus this "
+                                        "lane's unsynced); with a spendable one, central's figure, which "
+                                        "spending does not lower")
+    threshold: int = Field(description="the next tier's threshold")
+    points_needed: int = Field(description="threshold - qualifying, at least 0")
 
 
 class RewardAvailable(BaseModel):

@@ -21,7 +21,6 @@ from posd.core.messages import (
     format_number,
     format_size,
     has_message,
-    localize_digits,
     message,
 )
 
@@ -71,7 +70,7 @@ def render_status(health: dict[str, Any], locale: str | None = None) -> str:
     ])
     direction = "rtl" if locale in RTL_LOCALES else "ltr"
     started = when(health.get("started_at")) if health.get("started_at") else \
-        escape(localize_digits(str(int(health.get("uptime_s", 0))), locale))
+        escape(format_number(locale, int(health.get("uptime_s", 0))))
     header = "".join(f"<th>{m('status.' + k)}</th>" for k in
                      ("device", "kind", "url", "state", "reason", "since", "last_error", "paper"))
     return f"""<!doctype html>

@@ -134,7 +134,8 @@ RTL_LOCALES = frozenset({"fa", "ar", "he"})
 PERSIAN_DIGIT_LOCALES = frozenset({"fa"})
 
 _PERSIAN_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
-_GROUP_SEP = {"en": ",", "pl": "\u00a0", "fa": "٬"}  # pl: a no-break space
+_GROUP_SEP = {"en": ",", "pl": "\u00a0", "fa": "\u066c"}  # pl: a no-break space; fa: ARABIC THOUSANDS SEPARATOR
+_DECIMAL_SIGN = {"pl": ",", "fa": "\u066b"}  # fa: ARABIC DECIMAL SEPARATOR (CLDR)
 # CLDR's Persian signs: a left-to-right mark keeps the sign before the digits
 # in right-to-left text, where bidi would otherwise move it behind them.
 _MINUS = {"fa": "\u200e\u2212"}
@@ -170,12 +171,43 @@ def format_number(locale: str, n: int) -> str:
     return localize_digits(sign + digits, locale)
 
 
-def format_amount(locale: str, currency: str, n: int, *, signed: bool = False) -> str:
-    """``n`` points (or stamps, ...) with the currency's local name."""
+def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
+                  fallback: str | None = None) -> str:
+    """What a currency is called in ``locale``: the program's own name for it (``names``, a
+    ``{locale: name}`` mapping or one string) in that language; else the catalog's word
+    (``currency.points``: pkt, امتیاز; en inflects one point); else the program's name in
+    ``fallback`` (the lane's language), en or any; else the catalog's English; else the code."""
+    if isinstance(names, str) and names:
+        return names
+    names = names if isinstance(names, dict) else {}
+    if names.get(locale):
+        return str(names[locale])
     key = f"currency.{currency}"
-    if abs(n) == 1 and key + ".one" in CATALOGS.get(locale, {}):
-        key += ".one"  # only en inflects; pl and fa use forms that need none
-    name = message(locale, key) if has_message(locale, key) else currency
+    own = CATALOGS.get(locale, {})
+    if abs(n) == 1 and key + ".one" in own:
+        return own[key + ".one"]  # only en inflects; pl and fa use forms that need none
+    if key in own:
+        return own[key]
+    for other in (fallback, "en"):
+        if other and names.get(other):
+            return str(names[other])
+    if names:
+        return str(next(iter(names.values())))
+    return message(locale, key) if has_message(locale, key) else currency
+
+
+def format_decimal(locale: str, value: float | str) -> str:
+    """A decimal number, or its exact ASCII text already rounded ("1.25"), with the locale's decimal
+    sign and digits: 1.25 (en), 1,25 (pl), ۱٫۲۵ (fa)."""
+    text = value if isinstance(value, str) else f"{value:g}"
+    sign = _DECIMAL_SIGN.get(locale)
+    return localize_digits(text.replace(".", sign) if sign else text, locale)
+
+
+def format_amount(locale: str, currency: str, n: int, *, signed: bool = False, names: Any = None,
+                  fallback: str | None = None) -> str:
+    """``n`` points (or stamps, ...) with the currency's name (``currency_name``)."""
+    name = currency_name(locale, currency, n, names, fallback)
     number = format_number(locale, n)
     if signed and n > 0:
         number = _PLUS.get(locale, "+") + number
@@ -269,16 +301,6 @@ def format_size(locale: str, n_bytes: float | None) -> str | None:
         value /= 1024
     text = f"{value:.1f}" if value < 10 and unit != "B" else f"{value:.0f}"
     return f"{format_decimal(locale, text)} {unit}"
-
-
-_DECIMAL_SEP = {"pl": ",", "fa": "٫"}
-
-
-def format_decimal(locale: str, value: float | str) -> str:
-    """A decimal number (or its ASCII text, already rounded) with the locale's separator and digits:
-    1.5 (en), 1,5 (pl), ۱٫۵ (fa)."""
-    text = value if isinstance(value, str) else f"{value:g}"
-    return localize_digits(text.replace(".", _DECIMAL_SEP.get(locale, ".")), locale)
 
 
 def describe_issue(locale: str, issue: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ from posd.core.messages import (
     RTL_LOCALES,
     format_amount,
     format_datetime,
+    format_decimal,
     format_number,
     has_message,
-    localize_digits,
     message,
 )
 from posd.core.slip_doc import Barcode, Block, Columns, Feed, Progress, QRCode, Rule, SlipDocument, Text
@@ -73,6 +73,11 @@ class SlipData:
       to a sale; never the lane's internal slip id).
     - ``calendar``: ``"jalali"`` or ``"gregorian"`` for the date; empty means
       Jalali for Persian slips, Gregorian otherwise.
+    - ``currencies``: ``{code: Localized}``, the program's names of its currencies
+      (``currencies[].name``), in the program's order. An amount prints with the name
+      in the slip's language, else the catalog's word, else the name in the lane's
+      language, en or any, else the code. Each earned currency prints with its own
+      breakdown lines under it, in this order (then the rest by code).
     """
 
     slip_id: str
@@ -97,6 +102,7 @@ class SlipData:
     locale: str | None = None
     calendar: str = ""
     redemption_id: str | None = None
+    currencies: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         # shallow on purpose: asdict() deep-copies every trace entry, and this runs in each sale's write
@@ -130,6 +136,7 @@ def build_slip(data: SlipData, locale: str) -> SlipDocument:
     """The slip as a document, in the member's language when known, else ``locale``."""
     loc = slip_locale(data, locale)
     b = _Builder(loc, data.calendar, lane_locale=locale)
+    b.currencies = data.currencies if isinstance(data.currencies, Mapping) else {}
     b.header(data)
     b.member(data)
     b.points(data)
@@ -155,6 +162,7 @@ class _Builder:
         self.calendar = calendar
         # A bullet every Polish code page has; raster (RTL) slips can use the real one.
         self.bullet = "• " if locale in RTL_LOCALES else "- "
+        self.currencies: Mapping[str, Any] = {}
 
     def m(self, key: str, **params: object) -> str:
         return message(self.locale, key, **params)
@@ -163,7 +171,8 @@ class _Builder:
         self.blocks.extend(blocks)
 
     def amount(self, currency: str, n: int, signed: bool = False) -> str:
-        return format_amount(self.locale, currency, n, signed=signed)
+        return format_amount(self.locale, currency, n, signed=signed, names=self.currencies.get(currency),
+                             fallback=self.lane_locale)
 
     def text(self, value: Any) -> str:
         """Text central gave in several languages: the slip's, else the lane's, en, any."""
@@ -194,29 +203,41 @@ class _Builder:
             self.add(Text(self.m("slip.top_tier"), align="center"))
 
     def points(self, d: SlipData) -> None:
+        """Per earned currency: what the slip's kind did to it, then its own breakdown lines,
+        which add up to it; then the balances."""
         self.add(Rule())
         label = {"redemption": "slip.redeemed", "return": "slip.returned"}.get(d.kind, "slip.earned")
-        shown = _shown(d.earned)
+        shown = self.ordered(_shown(d.earned))
+        earned = dict(shown)
+        main = shown[0][0] if shown else ""
+        # a trace entry names its currency; one without (a label from elsewhere) prints under the main
+        # one, as it is, outside the sum that is shared out
+        printed = [(item, line, item.get("currency") or main) for item in d.breakdown
+                   if (line := self.breakdown_label(item, set(earned))) is not None]
+        summed = [item for item, _, _ in printed if item.get("type") != "tier_multiplier"]
+        whole = dict(zip(map(id, summed), breakdown_points(summed, earned)))
         for cur, pts in shown:
             self.add(Columns(self.m(label), self.amount(cur, pts, signed=d.kind == "sale"), bold=True))
-        printed = [(item, line) for item in d.breakdown
-                   if (line := self.breakdown_label(item, {cur for cur, _ in shown})) is not None]
-        summed = [item for item, _ in printed if item.get("type") != "tier_multiplier"]
-        whole = iter(breakdown_points(summed, dict(shown)))
-        for item, label in printed:
-            if item.get("type") == "tier_multiplier":  # a stored job's running total: its factor, not points
-                self.add(Columns("  " + label.rsplit(" ×", 1)[0], "×" + _decimal(str(item["multiplier"]),
-                                                                                self.locale)))
-                continue
-            self.add(Columns("  " + label, format_number(self.locale, next(whole))))
-        earned = {cur for cur, _ in shown}
-        balances = [(c, n) for c, n in _shown(d.balance, keep_zero=True) if n or c in earned]
-        for cur, total in balances or _shown(d.balance, keep_zero=True):
+            for item, line, under in printed:
+                if under != cur:
+                    continue
+                if item.get("type") == "tier_multiplier":  # a stored job's running total: its factor, not points
+                    self.add(Columns("  " + line.rsplit(" ×", 1)[0],
+                                     "×" + _decimal(str(item["multiplier"]), self.locale)))
+                    continue
+                self.add(Columns("  " + line, format_number(self.locale, whole[id(item)])))
+        balances = [(c, n) for c, n in self.ordered(_shown(d.balance, keep_zero=True)) if n or c in earned]
+        for cur, total in balances or self.ordered(_shown(d.balance, keep_zero=True)):
             self.add(Columns(self.m("slip.balance"), self.amount(cur, total), bold=True))
             pending = d.pending.get(cur, 0)
             if pending:
                 self.add(Columns("  " + self.m("slip.confirmed"), self.amount(cur, total - pending)),
                          Columns("  " + self.m("slip.pending"), self.amount(cur, pending)))
+
+    def ordered(self, amounts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The program's order of its currencies (its main one first), then the rest by code."""
+        order = {code: i for i, code in enumerate(self.currencies)}
+        return sorted(amounts, key=lambda pair: (order.get(pair[0], len(order)), pair[0]))
 
     def breakdown_label(self, item: Mapping[str, Any], currencies: set[str]) -> str | None:
         """The label of a trace entry the slip prints (with its multiplier), None for one it does not."""
@@ -299,9 +320,8 @@ def _shown(amounts: Mapping[str, int], keep_zero: bool = False) -> list[tuple[st
 
 
 def _decimal(text: str, locale: str) -> str:
-    if locale in PERSIAN_DIGIT_LOCALES:
-        text = text.replace(".", "٫")  # the Persian decimal separator
-    return localize_digits(text, locale)
+    """A multiplier: Persian digits and decimal sign on Persian slips, as written elsewhere."""
+    return format_decimal(locale, text) if locale in PERSIAN_DIGIT_LOCALES else text
 
 
 def _exact_points(item: Mapping[str, Any]) -> Fraction | None:

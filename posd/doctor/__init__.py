@@ -69,7 +69,10 @@ def _show(locale: str, key: str, value: Any) -> Any:
     if isinstance(value, int):
         return format_number(locale, value)
     if isinstance(value, float):
-        return format_decimal(locale, value)
+        whole = int(value)
+        if value == whole:
+            return format_number(locale, whole)
+        return format_decimal(locale, f"{value:.2f}".rstrip("0").rstrip("."))
     if key in DATES and isinstance(value, str):
         return format_datetime(locale, value, calendar=calendar_of(locale))
     return value

@@ -196,9 +196,27 @@ class Members:
             birth_date=enrolment["birth_date"], updated_at=enrolment["recorded_at"], provisional=True)
 
     def balances(self, member: CachedMember, view: LedgerView | None = None) -> dict[str, dict[str, int]]:
-        """Central's confirmed balance plus this lane's entries central has not applied yet."""
+        """Central's confirmed balance plus this lane's entries central has not applied yet.
+
+        Tier points (a ``qualifying`` tier currency) are confirmed as central's ``qualifying``:
+        the figure central decides the tier from, so the balance and the progress to the next
+        tier are one number (docs/sync-protocol.md, member wire shape)."""
         view = view or self.ctx.ledger.view()
-        return view.balance(member.member_id, member.balances, member.applied_seq, self.ctx.clock(), member.aliases)
+        confirmed = member.balances
+        tier_points = _tier_points_currency(self.ctx.program())
+        if tier_points is not None and confirmed.get(tier_points, 0) != member.qualifying:
+            confirmed = {**confirmed, tier_points: member.qualifying}
+        return view.balance(member.member_id, confirmed, member.applied_seq, self.ctx.clock(), member.aliases)
+
+    @staticmethod
+    def tier_progress(member: CachedMember, program: Program, balance: dict[str, dict[str, int]]) -> int:
+        """The points toward the next tier, as the member view and the slip show them: tier points'
+        balance (central's figure plus this lane's unsynced entries); for a spendable tier currency,
+        central's ``qualifying`` (spending does not lower it)."""
+        tier_points = _tier_points_currency(program)
+        if tier_points is None:
+            return member.qualifying
+        return max(0, balance.get(tier_points, {}).get("total", member.qualifying))
 
     def rewards_available(self, member: CachedMember, program: Program,
                           balance: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -225,9 +243,9 @@ class Members:
                      "multiplier": str(tier.multiplier) if tier else "1"},
             "progress": None if nxt is None else {
                 "next_tier": {"id": nxt.tier_id, "name": nxt.name(ctx.locale)},
-                "qualifying": member.qualifying,
+                "qualifying": (progress := self.tier_progress(member, program, balance)),
                 "threshold": nxt.threshold,
-                "points_needed": max(0, nxt.threshold - member.qualifying),
+                "points_needed": max(0, nxt.threshold - progress),
             },
             "balances": balance,
             "rewards_available": self.rewards_available(member, program, balance) if program else [],
@@ -299,3 +317,11 @@ def refusal(refused: _Refused) -> LaneError:
         return LaneError("member_token_not_yet_valid",
                          "the member token was issued in the future; check the lane's clock")
     return LaneError("member_token_invalid", f"the member token was refused ({refused.reason})")
+
+
+def _tier_points_currency(program: Program | None) -> str | None:
+    """The program's tier currency when it is a ``qualifying`` one (never spent), else None."""
+    if program is None:
+        return None
+    currency = program.currency(program.tier_currency)
+    return currency.code if currency is not None and currency.kind == "qualifying" else None

@@ -39,6 +39,7 @@ class Slips:
         ctx = self.ctx
         tier = program.tier(member.tier)
         nxt = program.next_tier(member.tier)
+        progress = self.members.tier_progress(member, program, balance)  # this sale's tier points counted
         return SlipData(
             slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id,
             transaction_id=slip_id if transaction_id is None else transaction_id, redemption_id=redemption_id,
@@ -48,12 +49,13 @@ class Slips:
             balance={c: b["total"] for c, b in balance.items()},
             pending={c: b["pending"] for c, b in balance.items()},
             next_tier=None if nxt is None else {"name": nxt.names or nxt.tier_id, "threshold": nxt.threshold,
-                                                "points_needed": max(0, nxt.threshold - member.qualifying)},
+                                                "points_needed": max(0, nxt.threshold - progress)},
             breakdown=list(trace or []),
             rewards_available=[{**r, "title": program.reward(r["reward_id"]).names or r["title"]}
                                for r in self.members.rewards_available(member, program, balance)],
             vouchers=vouchers or [],
             offers=[o for o in member.offers if isinstance(o, dict)],
+            currencies={c.code: dict(c.names) for c in program.currencies},
         )
 
     def queue(self, tx: LedgerTx, slip: SlipData, member_id: str | None = None) -> dict[str, Any]:

@@ -17,10 +17,22 @@ def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("every member needs a 'member_id' string")
     qualifying = member.get("qualifying", 0)
     balances = member.get("balances", {})
-    if not isinstance(qualifying, int) or not isinstance(balances, dict):
+    if not isinstance(qualifying, int) or isinstance(qualifying, bool) or not isinstance(balances, dict):
         raise ValueError(f"member {member['member_id']!r}: bad 'qualifying' or 'balances'")
     if any(not isinstance(v, int) for v in balances.values()):
         raise ValueError(f"member {member['member_id']!r}: balances must be integers")
+    balances = dict(balances)
+    tier_points = tier_currency(program)
+    if tier_points is not None and currency_kind(program, tier_points) == "qualifying":
+        # Tier points are never spent: their balance is the member's standing toward the
+        # tier, one figure. Either field gives it; both must agree.
+        if "qualifying" in member and tier_points in balances and balances[tier_points] != qualifying:
+            raise ValueError(f"member {member['member_id']!r}: 'qualifying' ({qualifying}) and "
+                             f"balances.{tier_points} ({balances[tier_points]}) must be the same figure")
+        if tier_points in balances:
+            qualifying = balances[tier_points]
+        elif qualifying:
+            balances[tier_points] = qualifying
     status = member.get("status", "active")
     secret = member.get("totp_secret")
     if secret is not None and (not isinstance(secret, str) or not re.fullmatch(r"(?:[0-9a-f]{2}){10,64}", secret)):
@@ -34,7 +46,7 @@ def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
         "tier": member.get("tier") or upgraded_tier(None, qualifying, program),
         "qualifying": qualifying,
         "identifiers": [str(i) for i in member.get("identifiers", [])],
-        "balances": dict(balances),
+        "balances": balances,
         "status": status,
         "birth_date": member.get("birth_date"),
         "offers": list(member.get("offers", [])),
@@ -51,6 +63,24 @@ def enrolment_profile(event: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(profile.get("identifiers", []), list):
         profile.pop("identifiers")
     return profile
+
+
+def tier_currency(program: dict[str, Any]) -> str | None:
+    """The currency whose points decide the tier: the program's ``tier_currency``, else its
+    first ``qualifying`` currency, else its first ``redeemable`` one (docs/program.md)."""
+    if isinstance(program.get("tier_currency"), str):
+        return program["tier_currency"]
+    currencies = [c for c in program.get("currencies") or [] if isinstance(c, dict)]
+    for kind in ("qualifying", "redeemable"):
+        code = next((c.get("code") for c in currencies if c.get("kind") == kind), None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def currency_kind(program: dict[str, Any], code: str) -> str | None:
+    return next((c.get("kind") for c in program.get("currencies") or []
+                 if isinstance(c, dict) and c.get("code") == code), None)
 
 
 def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any]) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row, reset_lots
-from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
+from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
@@ -591,7 +591,7 @@ class _BatchWork:
             refused = self._use_token(event, member_id, seq)
         if refused:
             return refused
-        tier_currency = self.program.get("tier_currency")
+        tier_points = tier_currency(self.program)
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
         # the points that were about to expire, not the member's later ones.
@@ -620,7 +620,7 @@ class _BatchWork:
                 own = event.get("transaction_id") if event["type"] == "return" else None
                 debit(self.conn, member_id, currency, -delta, own, as_of)
                 self.debtors.add(member_id)  # it may have gone into debt
-            if currency == tier_currency and event["type"] in ("accrual", "return") and delta:
+            if currency == tier_points and event["type"] in ("accrual", "return") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)
                 self.tiered.discard(member_id)
         if member_id not in self.tiered:  # the same tier at the same qualifying: asked once

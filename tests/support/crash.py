@@ -298,10 +298,17 @@ def _check_balances(run: CrashRun, entries: list[sqlite3.Row], problems: list[st
     earned: Counter = Counter()
     for row in entries:
         earned[(row["member_id"], row["currency"])] += row["points"]
+    program = run.seed.get("program") or {}
+    tier = program.get("tier_currency")
+    tier_points = tier if any(c.get("code") == tier and c.get("kind") == "qualifying"
+                              for c in program.get("currencies", [])) else None
     for member in run.members:
         mid = member["member_id"]
+        seeded = dict(member.get("balances", {}))
+        if tier_points is not None and "qualifying" in member:
+            seeded[tier_points] = member["qualifying"]  # seeded tier points open that balance (sync-protocol.md)
         at_central = run.central.store.member(mid)["balances"]
         for currency in set(at_central) | {c for m, c in earned if m == mid}:
-            want = member.get("balances", {}).get(currency, 0) + earned[(mid, currency)]
+            want = seeded.get(currency, 0) + earned[(mid, currency)]
             if at_central.get(currency, 0) != want:
                 problems.append(f"{mid} {currency}: central has {at_central.get(currency, 0)}, ledger says {want}")

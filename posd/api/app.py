@@ -248,7 +248,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @declares(*codes_of(Slips.reprint))
     async def reprint(slip_id: str, idempotency_key: str | None = Header(
             default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-            description="the POS's job id: the same key twice prints one copy")) -> dict[str, Any]:
+            description="the POS's job id: the same key twice prints one copy; the key of another slip's "
+                        "job is 409 idempotency_key_conflict")) -> dict[str, Any]:
         return await slips.reprint(slip_id, idempotency_key)
 
     @app.get("/v1/slips/{slip_id}.png", dependencies=auth, response_class=Response, tags=["slips"],

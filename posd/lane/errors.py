@@ -81,6 +81,8 @@ CODES: dict[str, str] = {
     # slips
     "unknown_slip": "no slip with that id on this lane",
     "no_printer": "this lane has no printer configured",
+    "idempotency_key_conflict": "the Idempotency-Key was already used for another slip's job: a key names one "
+                                "job; send a new key for another slip",
 }
 
 

@@ -1,0 +1,40 @@
+"""What the POS sends is read as it means it: a redemption names a reward or points, never both;
+a reprint's Idempotency-Key names one job; a lane that never loaded its members does not tell a
+real member they are not one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import requests
+
+from tests.support.central_fixture import demo_seed
+from tests.support.lane import ANNA, LaneProcess, free_port, lane_config, sale_body
+
+
+@pytest.fixture
+def central_seed():
+    return demo_seed()
+
+
+def test_a_reprint_key_already_used_for_another_slip_is_a_conflict(tmp_path, central, start_lane, printer):
+    lane = start_lane(tmp_path / "lane", printer=printer.url)
+    for tid in ("rv-P1", "rv-A1"):
+        assert lane.post("/v1/transactions", sale_body(tid)).status_code == 200
+    printer.wait_for_jobs(2, timeout=15)
+    key = lane.headers(**{"Idempotency-Key": "k-1"})
+    first = lane.post("/v1/slips/rv-P1/reprint", headers=key)
+    assert first.status_code == 202, first.text
+    other = lane.post("/v1/slips/rv-A1/reprint", headers=key)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_conflict"), other.text
+    again = lane.post("/v1/slips/rv-P1/reprint", headers=key)  # the real retry still answers its job
+    assert (again.status_code, again.json()["job_id"]) == (202, first.json()["job_id"])
+    fresh = lane.post("/v1/slips/rv-A1/reprint", headers=lane.headers(**{"Idempotency-Key": "k-2"}))
+    assert fresh.status_code == 202 and fresh.json()["slip_id"] == "rv-A1"
+    printer.wait_for_jobs(4, timeout=15)  # the two sales' slips, one copy of each
+    # (tests/support/contract.py checks every answer above against the route's OpenAPI responses)
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    jobs = db.execute("SELECT slip_id, client_job_id FROM print_jobs WHERE kind = 'reprint' ORDER BY created_at")
+    assert jobs.fetchall() == [("rv-P1", "k-1"), ("rv-A1", "k-2")]

@@ -18,6 +18,22 @@ def central_seed():
     return demo_seed()
 
 
+def test_a_redemption_naming_a_reward_and_points_is_refused_naming_points(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    before = lane.get(f"/v1/members/{ANNA}").json()["balances"]["points"]["total"]
+    for points in (200, 500, 1):
+        resp = lane.post("/v1/redemptions", {"redemption_id": f"RDM-both-{points}", "member": ANNA,
+                                             "reward_id": "free-coffee", "points": points})
+        assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), resp.text
+        assert resp.json()["message"].startswith("points:"), resp.text
+    assert lane.get(f"/v1/members/{ANNA}").json()["balances"]["points"]["total"] == before
+    alone = lane.post("/v1/redemptions", {"redemption_id": "RDM-alone", "member": ANNA, "reward_id": "free-coffee"})
+    assert alone.status_code == 200, alone.text
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert [r[0] for r in db.execute("SELECT redemption_id FROM redemptions")] == ["RDM-alone"]
+
+
 def test_a_reprint_key_already_used_for_another_slip_is_a_conflict(tmp_path, central, start_lane, printer):
     lane = start_lane(tmp_path / "lane", printer=printer.url)
     for tid in ("rv-P1", "rv-A1"):

@@ -6,7 +6,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationInfo,
+                      field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
 from posd.core.identify import find_card_data
@@ -216,8 +217,18 @@ class RedemptionIn(_Request):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
-    points: StrictInt | None = Field(default=None, gt=0, le=10**9)
+    points: StrictInt | None = Field(default=None, gt=0, le=10**9,
+                                     description="never with reward_id (the reward sets its price): invalid_request")
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+    @field_validator("points")
+    @classmethod
+    def _not_with_a_reward(cls, points: int | None, info: ValidationInfo) -> int | None:
+        # reward_id is validated first: a redemption names a reward or points, and a reward's price
+        # is the reward's, so points beside it would be silently ignored
+        if points is not None and info.data.get("reward_id"):
+            raise ValueError("give reward_id or points, not both: the reward sets its own price")
+        return points
 
 
 class Target(BaseModel):

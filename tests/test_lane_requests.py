@@ -54,3 +54,28 @@ def test_a_reprint_key_already_used_for_another_slip_is_a_conflict(tmp_path, cen
     db = sqlite3.connect(lane.state / "ledger.db")
     jobs = db.execute("SELECT slip_id, client_job_id FROM print_jobs WHERE kind = 'reprint' ORDER BY created_at")
     assert jobs.fetchall() == [("rv-P1", "k-1"), ("rv-A1", "k-2")]
+
+
+def test_a_lane_whose_members_never_loaded_answers_member_unavailable(tmp_path, central):
+    folder = tmp_path / "lane"
+    port = free_port()
+    cfg = lane_config(folder, central_url=central.url, secret="hex:" + "00" * 32, printer="none", port=port)
+    lane = LaneProcess(cfg, port, state=folder / "state").start()
+    try:
+        lane.wait_for(lambda: "members never loaded from central" in lane.health()["problems"], what="401 seen")
+        resp = lane.get(f"/v1/members/{ANNA}")
+        assert (resp.status_code, resp.json()["code"]) == (503, "member_unavailable"), resp.text
+        assert "not a member" not in resp.json()["message"]
+        sale = lane.post("/v1/transactions", sale_body("T-unloaded"))
+        assert (sale.status_code, sale.json()["code"]) == (503, "member_unavailable"), sale.text
+        stream = lane.sse()
+        try:
+            lane.scan(ANNA)
+            event = stream.next("member.unavailable")
+            assert event["data"]["identifier"] == ANNA and event["data"]["code"] == "member_unavailable"
+        finally:
+            stream.close()
+        spec = requests.get(f"{lane.base}/openapi.json", timeout=10).json()
+        assert "member.unavailable" in str(spec["paths"]["/v1/events"])  # the event's schema is documented
+    finally:
+        lane.stop()

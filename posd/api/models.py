@@ -543,6 +543,13 @@ class MemberUnknownEvent(_Event):
     identifier: str
 
 
+class MemberUnavailableEvent(_Event):
+    type: Literal["member.unavailable"]
+    device: str
+    identifier: str = Field(description="the code read (never a token's text: a token names its member id)")
+    code: Literal["member_unavailable"] = Field(description="the error code the API answers the same code with")
+
+
 class CardRejectedEvent(_Event):
     type: Literal["card.rejected"]
     device: str
@@ -579,7 +586,8 @@ class StreamResetEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberTokenRejectedEvent, CardRejectedEvent,
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberUnavailableEvent, MemberTokenRejectedEvent,
+          CardRejectedEvent,
           DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],
     Field(discriminator="type"),

@@ -42,7 +42,7 @@ class Identification:
 
 @dataclass(frozen=True)
 class _Refused:
-    code: str  # unknown_member | member_token_*
+    code: str  # unknown_member | member_unavailable | member_token_*
     identifier: str  # what member.unknown names: the code, or a token's member id
     reason: str | None = None  # a token's: posd.core.member_tokens.REASONS
     scheme: str | None = None
@@ -53,7 +53,7 @@ class Members:
         self.ctx = ctx
         self.tokens = tokens or MemberTokens(ctx)
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid")
     def find(self, identifier: str, how: str = "typed") -> Identification:
         """Who ``identifier`` is, and how they were identified; a token is checked, not yet accepted."""
@@ -65,7 +65,7 @@ class Members:
             raise refusal(resolved)
         return resolved
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
@@ -73,7 +73,7 @@ class Members:
         self.accept_now(ident)
         return ident.member
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_ineligible")
     def find_active(self, identifier: str) -> Identification:
         """A member who may earn and burn now; their token is accepted in the caller's unit."""
@@ -125,7 +125,7 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
-        return _Refused("unknown_member", code) if member is None else Identification(member, how)
+        return self._not_found(code) if member is None else Identification(member, how)
 
     def _checked(self, verdict: Accepted | Rejected,
                  member: CachedMember | None = None) -> Identification | _Refused:
@@ -134,8 +134,16 @@ class Members:
                             verdict.scheme)
         member = member or self.by_id(verdict.member)
         if member is None:
-            return _Refused("unknown_member", verdict.member)
+            return self._not_found(verdict.member)
         return Identification(member, verdict.scheme, verdict)
+
+    def _not_found(self, identifier: str) -> _Refused:
+        """No member here: "not a member" only once the member cache has loaded from central; before
+        that (central refused our credentials, was never reached, cache.db was rebuilt) nobody can
+        tell, and a real member must not hear they are not one."""
+        if self.ctx.cache.state("members_synced_at") is None:
+            return _Refused("member_unavailable", identifier)
+        return _Refused("unknown_member", identifier)
 
     def lookup(self, code: str | None) -> CachedMember | None:
         """The one lookup behind a scan and an API call: the normalised code, deleted = unknown;
@@ -236,6 +244,9 @@ class Members:
         if isinstance(resolved, _Refused):
             if resolved.code == "unknown_member":
                 bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})
+            elif resolved.code == "member_unavailable":
+                bus.publish("member.unavailable", {"device": device, "identifier": resolved.identifier,
+                                                   "code": "member_unavailable"})
             else:
                 bus.publish("member.token_rejected", {"device": device, "scheme": resolved.scheme,
                                                       "reason": resolved.reason, "code": resolved.code})
@@ -250,11 +261,15 @@ class Members:
 _TOKEN_CODES = {"expired": "member_token_expired", "not_yet_valid": "member_token_not_yet_valid"}
 
 
-@raises("unknown_member", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+@raises("unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
+        "member_token_not_yet_valid")
 def refusal(refused: _Refused) -> LaneError:
     """The error a refused identification is, for the POS."""
     if refused.code == "unknown_member":
         return LaneError("unknown_member", "not a member")
+    if refused.code == "member_unavailable":
+        return LaneError("member_unavailable", "members have not loaded from central yet, so the lane cannot tell "
+                         "whether this is a member; try again after sync (health says why)")
     if refused.code == "member_token_expired":
         return LaneError("member_token_expired", "the member token has expired; ask the member to show a fresh one")
     if refused.code == "member_token_not_yet_valid":

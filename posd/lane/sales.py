@@ -81,9 +81,9 @@ class Sales:
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
-            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
+            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
     def evaluate(self, tx: TransactionInput, view: LedgerView | None = None) -> _Sale:
         """What the sale earns, checked and computed, nothing written (a member's token is checked,
         not accepted): the sale and its quote share this."""
@@ -104,9 +104,9 @@ class Sales:
         return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
-            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed", "storage_full", "storage_failed")
+            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:

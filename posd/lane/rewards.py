@@ -60,6 +60,7 @@ class RedemptionInput:
     points: int | None
     transaction_id: str | None
     request_hash: str
+    legacy_hash: str | None = None  # posd.lane.context.legacy_request_hash
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class Rewards:
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
-        earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash)
+        earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash,
+                                 req.legacy_hash)
         if earlier:
             return earlier
         ident = self.members.find_active(req.member)
@@ -179,7 +181,8 @@ class Rewards:
             "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_redemption(self, unit: LedgerTx, r: _Redemption) -> Recorded:
         req, member, reward = r.req, r.member, r.reward
-        earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash)
+        earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash,
+                                 req.legacy_hash)
         if earlier:
             return earlier
         self.members.accept(unit, r.ident)

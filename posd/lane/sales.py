@@ -43,6 +43,7 @@ class TransactionInput:
     total: int
     lines: tuple[BasketLine, ...]
     request_hash: str
+    legacy_hash: str | None = None  # posd.lane.context.legacy_request_hash
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ReturnInput:
     lines: tuple[tuple[str, Decimal], ...] | None  # (sku, quantity returned)
     amount: int | None
     request_hash: str
+    legacy_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class Sales:
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
             # Checked only here: a sale that passes learns inside its write whether it is a retry,
             # and the hot path saves a read on a connection every commit has made cold.
-            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
+            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash,
+                                     tx.legacy_hash)
             if earlier:
                 return earlier
             raise
@@ -127,7 +130,8 @@ class Sales:
     @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
         tx, member, program = sale.tx, sale.member, sale.program
-        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash)
+        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash,
+                                 tx.legacy_hash)
         if earlier:  # a concurrent retry won the race: answer what it answered
             return earlier
         if sale.ident is not None:
@@ -198,7 +202,7 @@ class Sales:
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
-        earlier = earlier_answer(view, "return_id", ret.return_id, ret.request_hash)
+        earlier = earlier_answer(view, "return_id", ret.return_id, ret.request_hash, ret.legacy_hash)
         if earlier:
             return earlier
         sale = view.sale(ret.transaction_id)
@@ -215,7 +219,7 @@ class Sales:
     @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
             "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
     def _write_return(self, unit: LedgerTx, ret: ReturnInput, member: CachedMember | None) -> Recorded:
-        earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash)
+        earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash, ret.legacy_hash)
         if earlier:
             return earlier
         sale = unit.sale(ret.transaction_id)

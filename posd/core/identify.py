@@ -41,6 +41,22 @@ _TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
 E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no phone number
 
 
+# The lane's own voucher codes: "V" and 12 Crockford base32 characters (no I, L, O, U), as issued.
+VOUCHER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+VOUCHER_LENGTH = 13
+_CROCKFORD_READS = str.maketrans("OIL", "011")  # what a person types for 0 and 1
+
+
+def voucher_code(text: str) -> str | None:
+    """A lane voucher's code as issued, from however it was typed or read: any case, O for 0, I and L
+    for 1, hyphens and spaces ignored (Crockford's decoding rules); None when it is not one."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != VOUCHER_LENGTH or compact[0] != "V":
+        return None
+    body = compact[1:].translate(_CROCKFORD_READS)
+    return "V" + body if all(ch in VOUCHER_ALPHABET for ch in body) else None
+
+
 @dataclass(frozen=True)
 class Identified:
     kind: Kind

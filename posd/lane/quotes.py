@@ -79,7 +79,7 @@ class Quotes:
         """(code, its voucher or coupon, why it cannot be used now) for each code, in order."""
         member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
         now, out = self.ctx.clock(), []
-        for code in dict.fromkeys(codes):  # a code scanned twice is one code
+        for code in dict.fromkeys(self.rewards.book.canonical(c) for c in codes):  # scanned twice: one code
             v = await self.rewards.book.resolve(view, code, member_id, ask=not self.ctx.is_offline())
             why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
             if v is not None and why is None and view.voucher_use(code, member_id or "" if v.campaign else "",

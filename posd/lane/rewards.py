@@ -18,6 +18,7 @@ from typing import Any
 
 from posd.core.benefit import Stacking
 from posd.core.effects import apply_stack
+from posd.core.identify import VOUCHER_ALPHABET, VOUCHER_LENGTH
 from posd.core.program import Program, Reward
 from posd.core.rules import Basket, RuleError, check_basket
 from posd.faults import crash_point
@@ -43,13 +44,11 @@ from posd.storage.tx import LedgerTx, LedgerView
 
 __all__ = ["OfflineLimits", "RedemptionInput", "Rewards", "Usable", "new_voucher_code"]
 
-# Crockford base32 without I, L, O, U: unambiguous when read aloud or typed.
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
 def new_voucher_code() -> str:
-    """12 random characters (60 bits) behind a fixed 'V': unguessable and Code 128-friendly."""
-    return "V" + "".join(secrets.choice(_ALPHABET) for _ in range(12))
+    """12 random characters (60 bits) behind a fixed 'V': unguessable and Code 128-friendly. Crockford
+    base32 without I, L, O, U: unambiguous when read aloud or typed, and read back in any case
+    (posd.core.identify.voucher_code)."""
+    return "V" + "".join(secrets.choice(VOUCHER_ALPHABET) for _ in range(VOUCHER_LENGTH - 1))
 
 
 @dataclass(frozen=True)
@@ -258,6 +257,7 @@ class Rewards:
         and, given the basket and the codes already applied to it, what it takes off. A member token
         is accepted once the answer is yes."""
         ctx = self.ctx
+        code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
@@ -307,6 +307,7 @@ class Rewards:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
         requests and across lanes while central answers; a member token is accepted with the use."""
         ctx = self.ctx
+        code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         ident = self.members.find(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()

@@ -93,9 +93,10 @@ def looks_like_pan(digits: str) -> bool:
     return luhn_ok(digits)
 
 
-def _ascii_digits(text: str) -> str:
-    """Fullwidth, Persian, Arabic-Indic... digits as 0-9: a card number typed in any script is still one.
-    Character by character (NFKC of the text would turn one separator into several: "…" into "...")."""
+def fold_ascii(text: str) -> str:
+    """Fullwidth, Persian, Arabic-Indic... digits as 0-9 (and fullwidth letters and signs as ASCII): a card
+    or member number typed in any script is still one. Character by character (NFKC of the text would
+    turn one separator into several: "…" into "...")."""
     if text.isascii():
         return text
     return "".join(_ascii_char(ch) for ch in text)
@@ -113,7 +114,7 @@ def _ascii_char(ch: str) -> str:
 def is_card_data(raw: str) -> bool:
     """Track data, a card number typed with or without separators, or one inside a longer string
     (a typed "card: 4111..."); never a valid EAN-13 (posd.core.identify.looks_like_pan)."""
-    text = _ascii_digits(raw).strip().replace("\x1d", "")
+    text = fold_ascii(raw).strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return True
     if _TYPED_PHONE.match(text) and len(_NOT_ALNUM.sub("", text)) <= E164_MAX_DIGITS:
@@ -154,7 +155,8 @@ def find_card_data(value: Any, _depth: int = 0) -> bool:
 
 
 def identify_code(raw: str) -> Identified:
-    text = raw.strip().replace("\x1d", "")
+    """What ``raw`` is; a member code comes back with its digits in ASCII (typed in Persian digits too)."""
+    text = fold_ascii(raw).strip().replace("\x1d", "")
     if is_card_data(text):
         return Identified("payment_card", None)
     if _PHONE.match(text):

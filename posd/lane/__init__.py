@@ -47,7 +47,8 @@ class Lane:
         self.context = LaneContext(store_id=store_id, lane_id=lane_id, locale=locale, ledger=ledger, cache=cache,
                                    bus=bus, printer_enabled=printer_enabled, is_offline=is_offline,
                                    timezone=timezone, clock=clock)
-        self.members = Members(self.context, MemberTokens(self.context, override=token_keys, skew_s=token_skew_s))
+        self.members = Members(self.context, MemberTokens(self.context, override=token_keys, skew_s=token_skew_s),
+                               country)
         self.enrolments = Enrolments(self.context, self.members, country)
         self.slips = Slips(self.context, self.members, render_png)
         self.sales = Sales(self.context, self.members, self.slips)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from posd.core.identify import identify_code
+import phonenumbers
+
+from posd.core.identify import fold_ascii, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
 from posd.lane.context import LaneContext
@@ -49,9 +51,11 @@ class _Refused:
 
 
 class Members:
-    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None):
+    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None, country: str | None = None):
+        """``country``: where a phone number given without its country code is from (config lane.country)."""
         self.ctx = ctx
         self.tokens = tokens or MemberTokens(ctx)
+        self.country = country
 
     @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid")
@@ -60,7 +64,7 @@ class Members:
         found = identify_code(identifier)
         if found.kind == "payment_card":
             raise LaneError("payment_card", "that is a payment card number; it was not stored")
-        resolved = self._resolve(found.kind, found.code, how)
+        resolved = self._resolve(found.kind, found.code, how, identifier)
         if isinstance(resolved, _Refused):
             raise refusal(resolved)
         return resolved
@@ -113,11 +117,15 @@ class Members:
         if ident.token is not None:
             self.ctx.commit(lambda unit: self.accept(unit, ident))
 
-    def _resolve(self, kind: str, code: str | None, how: str) -> Identification | _Refused:
+    def _resolve(self, kind: str, code: str | None, how: str, raw: str) -> Identification | _Refused:
         if kind == "qr_token" and code:
             return self._checked(self.tokens.verify_qr(code))
         if kind != "member_code" or not code:
-            return _Refused("unknown_member", code or "")
+            phone = phone_e164(raw, self.country) if kind == "invalid" else None
+            if phone is None:
+                return _Refused("unknown_member", code or "")
+            member = self.lookup(phone)  # typed with spaces or brackets: 600 123 456, +48 (600) 123-456
+            return self._not_found(phone) if member is None else Identification(member, how)
         scheme = self.tokens.wallet()
         shown = scheme.match(code) if scheme else None
         if scheme is not None and shown is not None:
@@ -125,6 +133,9 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
+        if member is None:  # a phone number without its +country, or without its +: asked only now
+            phone = phone_e164(code, self.country)
+            member = self.lookup(phone) if phone is not None and phone != code else None
         return self._not_found(code) if member is None else Identification(member, how)
 
     def _checked(self, verdict: Accepted | Rejected,
@@ -233,7 +244,7 @@ class Members:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
         else:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"))
+        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"), data)
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
             try:
@@ -255,6 +266,25 @@ class Members:
         bus.publish("member.identified", {
             "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
             "token_id": token.token_id if token else None, "member": self.member_view(member)})
+
+
+def phone_e164(text: str, country: str | None) -> str | None:
+    """``text`` as the E.164 number enrolment stores (posd.lane.enrolment), when it reads as a valid phone
+    number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
+    digits of any script; None otherwise."""
+    written = fold_ascii(text).strip()
+    digits = sum(ch.isdigit() for ch in written)
+    if not 6 <= digits <= 17:  # E.164 has at most 15 digits, a trunk or international prefix adds two
+        return None
+    tries = [written] if written.startswith("+") else [written, "+" + written]
+    for attempt in tries:
+        try:
+            number = phonenumbers.parse(attempt, country)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
 # A refused token's reason -> the code the POS gets.

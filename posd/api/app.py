@@ -114,12 +114,12 @@ def _sale(body: TransactionIn) -> TransactionInput:
     )
 
 
-def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None) -> dict[str, str]:
-    """A request's idempotency hashes: the canonical one it is recorded under, and the one an
-    older posd recorded it under (posd.lane.context)."""
+def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None) -> dict[str, Any]:
+    """A request's idempotency hashes: the canonical one it is recorded under, and (computed only
+    when a retry does not match it) the one an older posd recorded it under (posd.lane.context)."""
     extra = extra or {}
     return {"request_hash": request_hash({**extra, **body.model_dump(include=include)}),
-            "legacy_hash": legacy_request_hash({**extra, **body.model_dump(mode="json", include=include)})}
+            "legacy_hash": lambda: legacy_request_hash({**extra, **body.model_dump(mode="json", include=include)})}
 
 
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:

@@ -59,7 +59,7 @@ class RedemptionInput:
     points: int | None
     transaction_id: str | None
     request_hash: str
-    legacy_hash: str | None = None  # posd.lane.context.legacy_request_hash
+    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
 
 
 @dataclass(frozen=True)

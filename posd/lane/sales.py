@@ -9,6 +9,7 @@ back more than the sale earned, and buy-return-keep-the-bonus does not work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,7 +44,7 @@ class TransactionInput:
     total: int
     lines: tuple[BasketLine, ...]
     request_hash: str
-    legacy_hash: str | None = None  # posd.lane.context.legacy_request_hash
+    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ReturnInput:
     lines: tuple[tuple[str, Decimal], ...] | None  # (sku, quantity returned)
     amount: int | None
     request_hash: str
-    legacy_hash: str | None = None
+    legacy_hash: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)

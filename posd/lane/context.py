@@ -54,11 +54,13 @@ def _sha256(value: Any) -> str:
 
 
 def _canonical(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int)):  # most of a body (bool is an int): as JSON has them
+        return value
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
-    if isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+    if isinstance(value, (Decimal, float)):
         number = Decimal(str(value)) if isinstance(value, float) else value
         if number == number.to_integral_value():
             return str(int(number))
@@ -69,7 +71,7 @@ def _canonical(value: Any) -> Any:
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
-    return value  # str, int, bool, None: as JSON has them
+    return value
 
 
 class ProgramCache:

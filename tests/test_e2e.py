@@ -157,6 +157,51 @@ def test_api_guards(lane):
         assert path in spec["paths"]
 
 
+def test_a_body_is_read_only_with_the_token_and_only_up_to_1_mib(lane):
+    import requests
+
+    url = lane.base + "/v1/transactions"
+    json_type = {"Content-Type": "application/json"}
+    anonymous = requests.post(url, data=b"{not json", headers=json_type, timeout=10)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "unauthorized")  # not parsed first
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    big = b'{"transaction_id": "T-big", "pad": "' + b"x" * (2 << 20) + b'"}'
+    assert requests.post(url, data=big, headers=json_type, timeout=30).status_code == 401
+    too_large = requests.post(url, data=big, headers=lane.headers(**json_type), timeout=30)
+    assert (too_large.status_code, too_large.json()["code"]) == (413, "payload_too_large")
+
+    def chunks():  # no Content-Length: chunked, counted as it comes
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = requests.post(url, data=chunks(), headers=lane.headers(**json_type), timeout=30)
+    assert (chunked.status_code, chunked.json()["code"]) == (413, "payload_too_large")
+    not_utf8 = requests.post(url, data=b'{"transaction_id": "\xff"}', headers=lane.headers(**json_type), timeout=10)
+    assert (not_utf8.status_code, not_utf8.json()["code"]) == (422, "invalid_request")
+    wrong_method = requests.put(url, json={}, headers=lane.headers(), timeout=10)
+    assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["Allow"] == "POST"
+    assert lane.health()["status"] != "error"  # and nothing of it was recorded:
+    assert lane.post("/v1/transactions", sale("T-after")).status_code == 200
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert [r[0] for r in db.execute("SELECT transaction_id FROM transactions")] == ["T-after"]
+
+
+def test_a_whole_number_is_an_integer_however_json_writes_it(lane):
+    """JSON has one number type: 12999.0 is the integer 12999, and a retry written either way is the same sale."""
+    first = lane.post("/v1/transactions", {**sale("T-float"), "total": 12999.0,
+                                           "lines": [{**sale("T-float")["lines"][0], "unit_price": 12999.0}]})
+    assert first.status_code == 200, first.text
+    again = lane.post("/v1/transactions", sale("T-float"))
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    half = lane.post("/v1/transactions", {**sale("T-half"), "total": 12999.5})
+    assert (half.status_code, half.json()["code"]) == (422, "invalid_request")
+    flag = lane.post("/v1/transactions", {**sale("T-bool"), "total": True})
+    assert (flag.status_code, flag.json()["code"]) == (422, "invalid_request")
+
+
 def test_sse_replays_what_a_client_missed(lane):
     stream = lane.sse()
     lane.scan(ANNA)

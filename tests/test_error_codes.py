@@ -187,3 +187,42 @@ def test_every_route_with_input_refuses_card_data(app):
         for method, op in ops.items():
             takes_input = bool(op.get("parameters") or op.get("requestBody"))
             assert ("payment_card" in spec_codes(op)) == takes_input, f"{method} {path}"
+
+
+def test_every_route_lists_the_guards_answers(app):
+    """The local guard answers any route (Host, Origin); a method with a body can be too large."""
+    for path, ops in app.openapi()["paths"].items():
+        for method, op in ops.items():
+            listed = spec_codes(op)
+            assert listed["bad_host"] == 421 and listed["origin_not_allowed"] == 403, f"{method} {path}"
+            assert ("payload_too_large" in listed) == (method == "post"), f"{method} {path}"
+
+
+STANDARD = {"type", "anyOf", "allOf", "oneOf", "enum", "const", "format", "pattern", "minLength", "maxLength",
+            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems",
+            "items", "properties", "required", "additionalProperties", "$ref", "description", "title", "default",
+            "examples", "uniqueItems", "discriminator", "readOnly", "writeOnly", "nullable", "prefixItems"}
+
+
+def test_request_schemas_use_only_json_schema_keywords(app):
+    """A client generated from the OpenAPI must see every limit the lane checks: none hidden in
+    keywords a validator ignores (pydantic's decimal_places, max_digits, gt...)."""
+    schemas = app.openapi()["components"]["schemas"]
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            unknown = set(node) - STANDARD
+            if "properties" in where.rsplit(".", 1)[-1:]:
+                unknown = set()  # property names, not keywords
+            assert not unknown, f"{where}: {sorted(unknown)}"
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    for name in ("TransactionIn", "QuoteIn", "ReturnIn", "LineIn", "ReturnLineIn", "RedemptionIn", "EnrolmentIn"):
+        if name in schemas:
+            walk(schemas[name], name)
+    quantity = schemas["LineIn"]["properties"]["quantity"]
+    assert quantity["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "maximum": 100000, "multipleOf": 0.001}

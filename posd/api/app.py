@@ -50,7 +50,7 @@ from posd.api.models import (
     VoucherValidateIn,
 )
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
-from posd.api.security import LocalGuard, allowed_hosts
+from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, allowed_hosts
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
 from posd.core.rules import Basket, BasketLine
@@ -175,8 +175,11 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
+            return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)  # a 405's Allow
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -291,6 +294,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    behind_token = [r.path_regex for r in routes_behind(app, require_token)]
+    app.add_middleware(BodyGuard, token=token, protected=lambda path: any(p.match(path) for p in behind_token))
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
     if observer is not None:
         app.add_middleware(RequestTimer, observer=observer)
@@ -316,20 +321,32 @@ def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
+            return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)  # a 405's Allow
 
     _status_routes(app, health)
     return app
 
 
+def routes_behind(app: FastAPI, require_token: Callable) -> list[APIRoute]:
+    """The routes that need the bearer token."""
+    return [r for r in app.routes if isinstance(r, APIRoute) and any(d.dependency is require_token
+                                                                     for d in r.dependencies)]
+
+
 def route_codes(route: APIRoute, require_token: Callable) -> frozenset[str]:
-    """Every code a route can answer with: what it declares, unauthorized behind the token,
-    payment_card behind the card-data guard, invalid_request when it has a body, query or header
-    to validate."""
-    codes = set(getattr(route.endpoint, "raises", ()))
+    """Every code a route can answer with: what it declares; bad_host and origin_not_allowed from
+    the local guard (every route); unauthorized behind the token; payment_card behind the card-data
+    guard; invalid_request when it has a body, query or header to validate; payload_too_large for
+    a method that carries a body."""
+    codes = set(getattr(route.endpoint, "raises", ())) | {"bad_host", "origin_not_allowed"}
     if any(d.dependency is require_token for d in route.dependencies):
         codes.add("unauthorized")
+    if route.methods & BODY_METHODS:
+        codes.add("payload_too_large")
     if any(d.dependency is refuse_card_data for d in route.dependencies):
         codes.add("payment_card")
     if _validates(route.dependant):

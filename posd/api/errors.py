@@ -20,6 +20,7 @@ API_CODES: dict[str, str] = {
     "http_error": "another HTTP-level error",
     "bad_host": "the Host header does not name this lane's API (DNS rebinding guard)",
     "origin_not_allowed": "the browser's Origin is not in api.allowed_origins",
+    "payload_too_large": "the request body is over 1 MiB (a sale of 500 lines is about 100 KB)",
     "internal_error": "posd hit an internal error; nothing was half-written",
 }
 
@@ -45,6 +46,7 @@ STATUS: dict[str, int] = {
     "unknown_slip": 404, "no_printer": 409, "idempotency_key_conflict": 409,
     "unauthorized": 401, "invalid_request": 422, "invalid_last_event_id": 422, "not_found": 404,
     "method_not_allowed": 405, "http_error": 400, "bad_host": 421, "origin_not_allowed": 403, "internal_error": 500,
+    "payload_too_large": 413,
 }
 
 # For generated POS clients: `code` is one of these.

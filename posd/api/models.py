@@ -6,8 +6,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
+from annotated_types import Ge, Gt, Le
 from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationInfo,
-                      field_validator, model_validator)
+                      WithJsonSchema, field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
 from posd.core.identify import find_card_data
@@ -37,11 +38,32 @@ class _Request(_In):
 
 
 # One quantity parser for sales, returns, quotes and baskets (posd.core.quantity): a JSON number or a
-# string of ASCII digits, more than 0, at most 100000, at most 3 decimals.
+# string of ASCII digits, more than 0, at most 100000, at most 3 decimals. Its JSON Schema says exactly
+# that in standard keywords, so a client generated from the OpenAPI sends only what is taken.
+_QUANTITY_TEXT = r"^(100000(\.0{1,3})?|(?=[^1-9]*[1-9])(0[0-9]{5}|[0-9]{1,5})(\.[0-9]{1,3})?)$"
+_QUANTITY_HELP = ("a JSON number (2, 0.25) or a string of ASCII digits (\"0.250\"): more than 0, at most 100000, "
+                  "at most 3 decimals; no spaces, signs, exponents or other digits")
 Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), Field(
-    gt=0, le=100_000, max_digits=12, decimal_places=3,
-    description="a JSON number (2, 0.25) or a string of ASCII digits (\"0.250\"): more than 0, at most 100000, "
-                "at most 3 decimals; no spaces, signs, exponents or other digits")]
+    gt=0, le=100_000, max_digits=12, decimal_places=3), WithJsonSchema({
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 100_000, "multipleOf": 0.001},
+                  {"type": "string", "pattern": _QUANTITY_TEXT}],
+        "description": _QUANTITY_HELP})]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 5000 and 5000.0 are the same integer (JSON Schema's "integer").
+    A string or a boolean is still not one, and 5000.5 is still refused (StrictInt)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number in minor units or points: no strings, no booleans, but 5000.0 is 5000. The limits sit
+# inside, before the float is read, so the OpenAPI shows them as JSON Schema's own minimum/maximum.
+Price = Annotated[StrictInt, Ge(0), Le(10**9), BeforeValidator(_whole_number)]  # a line's price or discount
+Total = Annotated[StrictInt, Ge(0), Le(10**11), BeforeValidator(_whole_number)]  # a basket's total
+Amount = Annotated[StrictInt, Gt(0), Le(10**11), BeforeValidator(_whole_number)]  # an amount returned
+Points = Annotated[StrictInt, Gt(0), Le(10**9), BeforeValidator(_whole_number)]
 CODES_MAX = 20  # vouchers and coupons on one basket
 
 
@@ -49,8 +71,8 @@ class LineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
     category: str | None = Field(default=None, max_length=64)
     quantity: Quantity
-    unit_price: StrictInt = Field(ge=0, le=10**9, description="minor units")
-    discount: StrictInt = Field(default=0, ge=0, le=10**9, description="minor units, whole line")
+    unit_price: Price = Field(description="minor units")
+    discount: Price = Field(default=0, description="minor units, whole line")
 
 
 class TransactionIn(_Request):
@@ -60,7 +82,7 @@ class TransactionIn(_Request):
     occurred_at: AwareDatetime = Field(description="with its UTC offset; a time without one is invalid_request")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
-    total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
+    total: Total = Field(description="minor units; equals the lines' sum when lines are given")
 
 
 class QuoteIn(TransactionIn):
@@ -73,7 +95,7 @@ class BasketIn(_In):
 
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
-    total: StrictInt = Field(ge=0, le=10**11, description="minor units; equals the lines' sum when lines are given")
+    total: Total = Field(description="minor units; equals the lines' sum when lines are given")
 
 
 class Problem(BaseModel):
@@ -195,7 +217,7 @@ class ReturnIn(_Request):
     return_id: str = Field(pattern=ID_PATTERN, description="the POS's id for this return; the idempotency key")
     lines: list[ReturnLineIn] | None = Field(default=None, min_length=1, max_length=500,
                                              description="what came back; or give amount")
-    amount: StrictInt | None = Field(default=None, gt=0, le=10**11, description="minor units; or give lines")
+    amount: Amount | None = Field(default=None, description="minor units; or give lines")
 
     @model_validator(mode="after")
     def _one_of(self) -> ReturnIn:
@@ -217,8 +239,8 @@ class RedemptionIn(_Request):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
-    points: StrictInt | None = Field(default=None, gt=0, le=10**9,
-                                     description="never with reward_id (the reward sets its price): invalid_request")
+    points: Points | None = Field(default=None, description="never with reward_id (the reward sets its price): "
+                                                            "invalid_request")
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
 
     @field_validator("points")

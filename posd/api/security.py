@@ -9,8 +9,9 @@ route but health needs the bearer token (posd/api/app.py, compared in constant t
 
 from __future__ import annotations
 
+import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,8 +66,83 @@ class LocalGuard:
         await self.app(scope, receive, send_with_cors)
 
 
-async def _problem(send: Send, code: str, message: str) -> None:
+MAX_BODY = 1 << 20  # bytes: a sale of 500 lines is about 100 KB
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyGuard:
+    """ASGI middleware for requests with a body: the bearer token first (a body is not read, let
+    alone parsed, for a caller without it), then at most ``max_body`` bytes of it (413
+    payload_too_large, whether or not it says its length). The routes' own token check stays: this
+    one only keeps an unauthenticated or oversized body out of memory."""
+
+    def __init__(self, app: ASGIApp, *, token: str, protected: Callable[[str], bool], max_body: int = MAX_BODY):
+        self.app = app
+        self.token = f"Bearer {token}".encode()
+        self.protected, self.max_body = protected, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.protected(scope["path"]) and not hmac.compare_digest(headers.get(b"authorization", b""), self.token):
+            await _drain(receive)
+            return await _problem(send, "unauthorized", "missing or wrong bearer token",
+                                  [(b"www-authenticate", b"Bearer")])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await _drain(receive)
+            return await _problem(send, "payload_too_large", self._too_large())
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                if message.get("more_body", False):
+                    await _drain(receive)
+                return await _problem(send, "payload_too_large", self._too_large())
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: a disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"the request body is over {self.max_body // 1024} KiB"
+
+
+DRAIN_MAX = 64 << 20  # bytes of a refused body read away (and dropped) so the client hears the answer
+
+
+async def _drain(receive: Receive) -> None:
+    """Read a refused body away, keeping none of it: a client still sending when the answer comes
+    may see its connection reset and lose the answer. Past DRAIN_MAX the connection is left to close."""
+    seen = 0
+    while seen <= DRAIN_MAX:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+async def _problem(send: Send, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"code": code, "message": message}).encode()
     await send({"type": "http.response.start", "status": STATUS[code],
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})

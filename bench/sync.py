@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from bench.common import (
     free_port,
     machine,
     now_iso,
+    proc_cpu_s,
     proc_mem_kb,
     ratio,
     summary,
@@ -83,10 +85,15 @@ def queue_backlog(state: Path, events: int, members: list[str]) -> None:
         ledger.close()
 
 
-def outbox_batches(ledger: Path, per_batch: int) -> list[list[dict[str, Any]]]:
+def outbox_batches(ledger: Path, per_batch: int) -> list[list[Any]]:
+    """The outbox's events as the relay pushes them: their stored JSON text (decoded, for an older
+    posd whose relay encoded each batch again)."""
+    from posd.sync.lane.ports import OutboxEvent
+
+    as_text = "text" in OutboxEvent.__dataclass_fields__
     conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
-        bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]
+        bodies = [b if as_text else json.loads(b) for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]
     finally:
         conn.close()
     return [bodies[i:i + per_batch] for i in range(0, len(bodies), per_batch)]
@@ -103,6 +110,7 @@ def bench_drain(tmp: Path, events: int) -> dict[str, Any]:
     with central_process(tmp / "central", seed) as central:
         port = free_port()
         lane = BenchLane(bench_config(work, central_url=central.url, secret=secret, port=port), port)
+        central_cpu0 = proc_cpu_s(central.proc.pid)
         t0 = time.perf_counter()
         lane.start()
         healthy_s = time.perf_counter() - t0
@@ -115,6 +123,7 @@ def bench_drain(tmp: Path, events: int) -> dict[str, Any]:
                 time.sleep(0.25)  # health counts the outbox: asked often, it would slow what it measures
             drained_s = time.perf_counter() - t0
             peak = proc_mem_kb(lane.proc.pid)["VmHWM"]
+            lane_cpu, central_cpu = proc_cpu_s(lane.proc.pid), proc_cpu_s(central.proc.pid) - central_cpu0
         finally:
             lane.stop()
         statuses: dict[str, int] = {}
@@ -127,10 +136,14 @@ def bench_drain(tmp: Path, events: int) -> dict[str, Any]:
         BATCH_EVENTS = 500
     secret_bytes = secret.encode()
     with central_process(tmp / "floor-central", seed) as fresh:
+        floor_cpu0 = proc_cpu_s(fresh.proc.pid)
         floor = floors.bare_push(fresh.url, secret_bytes, outbox_batches(work / "state" / "ledger.db", BATCH_EVENTS))
+        floor["central_cpu_s"] = round(proc_cpu_s(fresh.proc.pid) - floor_cpu0, 2)
     return {"events": events, "queue_backlog_s": round(queued_s, 2), "start_to_healthy_s": round(healthy_s, 2),
             "drain_s_from_start": round(drained_s, 2), "drained": pending == 0, "central": statuses,
             "events_per_s": round(events / drained_s, 1), "peak_rss_mb": round(peak / 1024, 1),
+            "cpu_s": {"lane": round(lane_cpu, 2), "central": round(central_cpu, 2),
+                      "note": "the machine is shared: CPU seconds are steadier than wall time"},
             "rss_mb_along_the_drain": [round(r / 1024, 1) for r in rss[:: max(1, len(rss) // 12)]],
             "floor_bare_push": floor, "drain_over_floor": ratio(drained_s, floor["seconds"])}
 
@@ -234,9 +247,11 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
     try:
         reader = threading.Thread(target=identify, daemon=True)
         reader.start()
+        children0, own0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
         t0 = time.perf_counter()
         outcome = puller.run_once()
         apply_s = time.perf_counter() - t0
+        children1, own = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time() - own0
         stop.set()
         reader.join(10)
         count = cache.member_count()
@@ -244,10 +259,18 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
     finally:
         puller.stop()
         cache.close()
+    # The apply's floor: the same rows written by SQLite alone into a fresh file.
+    insert = floors.bulk_insert(tmp / "floor-cache.db", (member(i) for i in range(members)))
     during = summary(latencies)
     return {"members": count, "pull": outcome, "apply_s": round(apply_s, 2),
             "apply_note": "the whole pull: fetch, decode and write of every page",
+            "apply_cpu_s": {"pull_process": round(children1.ru_utime + children1.ru_stime
+                                                  - children0.ru_utime - children0.ru_stime, 2),
+                            "this_process": round(own, 2),
+                            "note": "the pull process is reaped when the pull ends; this process also runs "
+                                    "the lookups. The machine is shared: CPU seconds are steadier than wall time"},
             "lookups_during_apply": during, "floor_lookups_nothing_applying": floor,
+            "floor_bulk_insert": insert, "apply_over_bulk_insert": ratio(apply_s, insert["seconds"]),
             "p99_over_floor": ratio(during["p99_ms"], floor["p99_ms"]),
             "p50_over_floor": ratio(during["p50_ms"], floor["p50_ms"])}
 

@@ -134,6 +134,38 @@ def test_a_sale_synced_after_its_lot_expired_never_counts(central, client, clock
     assert client.member_changes(cursor, 100)[0] == []
 
 
+def live_balances(central, member_id: str, now: float) -> dict:
+    """What the lots say a member has now: unexpired remainders per currency, less debts."""
+    out: dict = {}
+    for lot in central.store.lots(member_id):
+        expires = lot["expires_at"] and datetime.fromisoformat(lot["expires_at"].replace("Z", "+00:00")).timestamp()
+        out.setdefault(lot["currency"], 0)
+        if lot["remaining"] > 0 and (not expires or expires > now):
+            out[lot["currency"]] += lot["remaining"]
+    for currency, points in central.store.debts(member_id).items():
+        out[currency] = out.get(currency, 0) - points
+    return out
+
+
+def test_a_batch_of_credits_publishes_what_the_lots_sum_to(central, client, clock):
+    """A member who only gains credits in a batch is published as its stored balance plus the credits
+    still unexpired: the same figure as summing every live lot, also after earlier lots expired."""
+    push(client, accrual(1, 100, clock.now + HOUR), accrual(2, 7, None, member_id="M0001"))
+    clock.advance(2 * HOUR)  # lot 1 expired: the next batch sweeps it first
+    stamps = {"available_at": None, "expires_at": None}
+    push(client, accrual(3, 40, clock.now - DAY), accrual(4, 25, None), accrual(5, 10, clock.now + DAY),
+         make_event(6, member_id="M0002", points={"stamps": 3}, lots={"stamps": stamps}),
+         accrual(7, 5, clock.now + HOUR, member_id="M0001"))
+    for member_id in ("M0001", "M0002"):
+        assert central.store.member(member_id)["balances"] == live_balances(central, member_id, clock.now)
+    assert central.store.member("M0002")["balances"] == {"points": 420 + 25 + 10, "stamps": 3}
+    before = central.store.member("M0001")["balances"]["points"]
+    clock.advance(2 * HOUR)  # M0001's 5 expire; the batch's sweep takes them off before its credits
+    push(client, accrual(8, 1, None, member_id="M0001"))
+    assert central.store.member("M0001")["balances"] == {"points": before - 5 + 1} \
+        == live_balances(central, "M0001", clock.now)
+
+
 def test_a_debit_takes_the_lots_that_were_unexpired_when_it_happened(central, client, clock):
     # Spent at an offline till half an hour before the lot's end, synced after it:
     # those points were spent, not lost, and the member keeps the rest.

@@ -127,6 +127,15 @@ def test_batch_round_trip_is_compact_gzip_and_reproducible():
     assert p.decode_batch(body) == ("B-1", events)
 
 
+def test_events_given_as_their_json_text_go_in_as_they_are():
+    """The lane's outbox keeps each event encoded; a push places that text in the batch as is."""
+    events = [make_event(1, display_name="زهرا"), make_event(2, member_id="M0002")]
+    texts = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
+    assert p.batch_json("B-1", [texts[0], events[1]]) == p.batch_json("B-1", events)
+    escaped = json.dumps(events[0], separators=(",", ":"), sort_keys=True)  # as outbox.append stores it
+    assert p.decode_batch(p.encode_batch("B-1", [escaped, texts[1]])) == ("B-1", events)
+
+
 def test_non_ascii_is_utf8():
     event = make_event(1, display_name="زهرا احمدی")
     batch_id, events = p.decode_batch(p.encode_batch("B", [event]))

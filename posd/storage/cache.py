@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,7 +43,13 @@ from posd.storage.schema import cache_migrations
 log = logging.getLogger("posd.cache")
 
 APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON, UTF-8 as is (orjson: a snapshot encodes a million balances)."""
+    return orjson.dumps(value).decode()
+
+
 _UPSERT_MEMBER = (
     "INSERT INTO members (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, "
     "birth_date, offers, updated_at, totp_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -273,29 +280,39 @@ class Cache:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
 
     def _rows(self, members: list[dict[str, Any]], now: str) -> _Chunk:
+        """A page's rows, built in one pass: this loop runs a million times for a snapshot, so it
+        reads each field once and encodes only what is there (an empty balance or offer list is
+        written as the column's literal)."""
         chunk = _Chunk()
-        lane = self.lane_id
+        lane, seal = self.lane_id, self._seal
+        ids, rows, idents = chunk.ids.append, chunk.rows.append, chunk.idents.extend
         for m in members:
+            get = m.get
             mid = str(m["member_id"])
-            chunk.ids.append((mid,))
-            aliases = [str(a) for a in m.get("aliases") or ()]
-            status = m.get("status") or "active"
+            ids((mid,))
+            aliases = get("aliases")
+            status = get("status") or "active"
             if status == "deleted":  # erased at central: forgotten here, aliases included
-                chunk.erased.extend([mid, *aliases])
-                chunk.gone.extend((a,) for a in [mid, *aliases])
+                gone = [mid, *(str(a) for a in aliases or ())]
+                chunk.erased.extend(gone)
+                chunk.gone.extend((a,) for a in gone)
                 continue
-            applied = (m.get("applied_seq") or {}).get(lane, 0)
-            offers = m.get("offers")
-            chunk.rows.append((
-                mid, m.get("display_name") or mid, m.get("locale"), m.get("tier"),
-                int(m.get("qualifying") or 0), _encode(m.get("balances") or {}), int(applied),
-                status, m.get("birth_date"), _encode(offers) if offers else "[]", now,
-                self._seal(mid, m.get("totp_secret")),
+            applied, balances, offers, secret = get("applied_seq"), get("balances"), get("offers"), get("totp_secret")
+            rows((
+                mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
+                _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
+                status, get("birth_date"), _encode(offers) if offers else "[]", now,
+                seal(mid, secret) if secret is not None else None,
             ))
-            chunk.idents.extend((str(i), mid) for i in m.get("identifiers") or ())
-            chunk.aliases.extend((alias, mid) for alias in aliases)
-            chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in m.get("vouchers") or ()
-                                  if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+            identifiers = get("identifiers")
+            if identifiers:
+                idents((str(i), mid) for i in identifiers)
+            if aliases:
+                chunk.aliases.extend((str(alias), mid) for alias in aliases)
+            vouchers = get("vouchers")
+            if vouchers:
+                chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
+                                      if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
         return chunk
 
     def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
@@ -305,8 +322,9 @@ class Cache:
             try:
                 if self._recorded_lane() != self.lane_id:
                     raise LaneChanged(f"cache.db follows lane {self._recorded_lane()}, this writer {self.lane_id}")
-                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", chunk.ids)
-                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", chunk.ids)
+                known = _known(conn, chunk.ids)  # a snapshot into a fresh cache has none to clear
+                conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", known)
+                conn.executemany("DELETE FROM member_vouchers WHERE member_id = ?", known)
                 conn.executemany("DELETE FROM members WHERE member_id = ?", chunk.gone)
                 conn.executemany("DELETE FROM member_aliases WHERE alias = ? OR member_id = ?",
                                  [(a[0], a[0]) for a in chunk.gone])
@@ -376,6 +394,17 @@ class _Chunk:
     gone: list[tuple] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)
     vouchers: list[tuple] = field(default_factory=list)  # (code, member_id, voucher): the feed's open vouchers
+
+
+def _known(conn: sqlite3.Connection, ids: list[tuple[str]]) -> list[tuple[str]]:
+    """Those of ``ids`` already in cache.db: only their identifiers and vouchers can be stale.
+    One probe of the members' key per id, in statements of 500."""
+    known: list[tuple[str]] = []
+    for start in range(0, len(ids), 500):
+        part = [i[0] for i in ids[start:start + 500]]
+        known += conn.execute(f"SELECT member_id FROM members WHERE member_id IN ({','.join('?' * len(part))})",
+                              part).fetchall()
+    return [tuple(r) for r in known]
 
 
 def _member(row: sqlite3.Row, aliases: tuple[str, ...] = ()) -> CachedMember:

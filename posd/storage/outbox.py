@@ -54,7 +54,7 @@ def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int) -> list[O
         if batch and size + len(body) > max_bytes:
             break
         size += len(body)
-        batch.append(OutboxEvent(seq=seq, event_id=event_id, body=json.loads(body), size=len(body)))
+        batch.append(OutboxEvent(seq=seq, event_id=event_id, body=json.loads(body), size=len(body), text=body))
     return batch
 
 

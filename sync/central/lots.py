@@ -62,17 +62,29 @@ def credit(conn: Any, member_id: str, currency: str, points: int, transaction_id
                      (repay, member_id, currency))
         conn.execute("DELETE FROM lot_debts WHERE member_id = ? AND currency = ? AND points = 0",
                      (member_id, currency))
+    insert_lots(conn, [lot_row(member_id, currency, points - repay, points, transaction_id, available_at, expires_at,
+                               source, now)])
+
+
+LOT_COLUMNS = ("member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, "
+               "swept, source")
+
+
+def lot_row(member_id: str, currency: str, remaining: int, points: int, transaction_id: str | None,
+            available_at: str | None, expires_at: str | None, source: str, now: float) -> tuple[Any, ...]:
+    """A new lot's row (LOT_COLUMNS) holding ``remaining`` of the ``points`` credited."""
     parsed = parse_utc(expires_at)
     expires_ts = parsed.timestamp() if parsed is not None else None
-    remaining = points - repay
     # Already expired (a sale synced after its lot's end) or already empty: nothing for the sweep to report.
     swept = int(remaining == 0 or (expires_ts is not None and expires_ts <= now))
-    conn.execute(
-        "INSERT INTO lots (member_id, currency, transaction_id, points, remaining, available_at, expires_at, "
-        "expires_ts, swept, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, swept,
-         source),
-    )
+    return (member_id, currency, transaction_id, points, remaining, available_at, expires_at, expires_ts, swept,
+            source)
+
+
+def insert_lots(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """New lots, in order (lot_id follows it: a debit draws the oldest of equal expiry first)."""
+    if rows:
+        conn.executemany(f"INSERT INTO lots ({LOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,

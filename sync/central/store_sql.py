@@ -28,7 +28,7 @@ from typing import Any
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
-from posd.sync.central.lots import DUE_LOT, credit, debit, lot_balances, lot_dates, reset_lots
+from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
@@ -425,13 +425,14 @@ class SqlStore:
                     run.append(event)
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
-            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, received_at)
+            bodies = {e["seq"]: json.dumps(e, ensure_ascii=False) for e in run}  # stored, and streamed as is
+            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
                               holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
             touched = work.members_of([e for e in run if e["seq"] in inserted])
             self._lock_members(conn, touched)
             work.preload(touched)
-            streamed = []
+            streamed, prefix = [], lane_payload_prefix(store_id, lane_id)
             for event in run:
                 seq = event["seq"]
                 if seq not in inserted:
@@ -444,7 +445,7 @@ class SqlStore:
                                            member_id=None if code else work.enrolled.get(seq))
                 if not code:
                     streamed.append(("lane", f"{store_id}/{lane_id}", str(event["type"]),
-                                     {"store_id": store_id, "lane_id": lane_id, "seq": seq, "event": event}))
+                                     f'{prefix}"seq": {seq}, "event": {bodies[seq]}}}'))
             _outbox(conn, streamed)
             again = [e for e in events if e["seq"] not in answers]
             answers.update(_answers_again(conn, store_id, lane_id, again))
@@ -454,13 +455,13 @@ class SqlStore:
         return [answers[e["seq"]] for e in events]
 
     def _insert_run(self, conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
-                    received_at: str) -> dict[int, str | None]:
+                    bodies: dict[int, str], received_at: str) -> dict[int, str | None]:
         """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
         for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
         codes = {e["seq"]: validate_event(e) for e in run}
         rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
                  codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
-                 json.dumps(e, ensure_ascii=False), batch_id, received_at) for e in run]
+                 bodies[e["seq"]], batch_id, received_at) for e in run]
         return {seq: codes[seq] for seq in self._insert_events(conn, rows)}
 
     def _insert_events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -545,6 +546,14 @@ class _BatchWork:
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
+        self.new_lots: list[tuple[Any, ...]] = []  # credits of members who owe nothing, inserted together
+        # A member whose lots only gained credits this batch (no debit, no debt, not new) publishes its
+        # balance as stored plus the credits still unexpired now: the same figure lot_balances would sum
+        # from every live lot (the expiry sweep at the start of the batch made the stored one current),
+        # without reading them all. Everyone else's balances are summed from the lots (``exact``).
+        self.live_credits: dict[str, dict[str, int]] = {}
+        self.exact: set[str] = set()
+        self.tiered: set[str] = set()  # members whose tier was settled at their current qualifying
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
@@ -561,6 +570,7 @@ class _BatchWork:
                 return "unknown_member"
             member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
             self.members[member_id] = member
+            self.exact.add(member_id)
         if member["status"] == "deleted":
             return "member_deleted"
         refused = None
@@ -584,17 +594,37 @@ class _BatchWork:
             member["balances"].setdefault(currency, 0)  # the real figure comes from the lots at flush
             if delta > 0:
                 available_at, expires_at = dates.get(currency, (None, None))
-                credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
-                        expires_at, source, self.now, in_debt=member_id in self.debtors)
+                if member_id in self.debtors:  # it repays first: in order with the lots before it
+                    self.insert_lots()
+                    credit(self.conn, member_id, currency, delta, event.get("transaction_id"), available_at,
+                           expires_at, source, self.now)
+                    self.exact.add(member_id)
+                else:
+                    lot = lot_row(member_id, currency, delta, delta, event.get("transaction_id"), available_at,
+                                  expires_at, source, self.now)
+                    self.new_lots.append(lot)
+                    if not lot[8]:  # not swept: unexpired now, so it counts in the balance
+                        live = self.live_credits.setdefault(member_id, {})
+                        live[currency] = live.get(currency, 0) + delta
             elif delta < 0:
+                self.exact.add(member_id)
+                self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
                 debit(self.conn, member_id, currency, -delta, own, as_of)
                 self.debtors.add(member_id)  # it may have gone into debt
-            if currency == tier_currency and event["type"] in ("accrual", "return"):
+            if currency == tier_currency and event["type"] in ("accrual", "return") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)
-        member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
+                self.tiered.discard(member_id)
+        if member_id not in self.tiered:  # the same tier at the same qualifying: asked once
+            member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
+            self.tiered.add(member_id)
         self.marks[member_id] = seq
         return None
+
+    def insert_lots(self) -> None:
+        """The credits held back so far, in one statement, before anything reads or draws lots."""
+        insert_lots(self.conn, self.new_lots)
+        self.new_lots = []
 
     def members_of(self, events: list[dict[str, Any]]) -> list[str]:
         """Every lock key the events need, sorted: the members they name, those ids' members when
@@ -648,6 +678,7 @@ class _BatchWork:
             if self._load(member_id) is None:
                 self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
                                                      self.program)
+                self.exact.add(member_id)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
@@ -693,12 +724,18 @@ class _BatchWork:
 
     def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
         """Balances from the lots, then every changed member and its watermark, a few statements in all."""
+        self.insert_lots()
         if not self.marks:
             return
         changed = [self.members[m] for m in self.marks]
-        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed}, self.now)
+        balances = lot_balances(self.conn, {m["member_id"]: m["balances"] for m in changed
+                                            if m["member_id"] in self.exact}, self.now)
         for member in changed:
-            member["balances"] = balances[member["member_id"]]
+            if member["member_id"] in balances:
+                member["balances"] = balances[member["member_id"]]
+            else:
+                for currency, points in self.live_credits.get(member["member_id"], {}).items():
+                    member["balances"][currency] = member["balances"].get(currency, 0) + points
         write_members(self.conn, changed)
         self.conn.executemany(
             "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
@@ -706,11 +743,20 @@ class _BatchWork:
             [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
 
 
-def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
-    """Outbox rows (aggregatetype, aggregateid, type, payload), in order."""
+def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any] | str]]) -> None:
+    """Outbox rows (aggregatetype, aggregateid, type, payload: a dict, or its JSON text), in order."""
     conn.executemany("INSERT INTO central_outbox (id, aggregatetype, aggregateid, type, payload) VALUES (?, ?, ?, ?, ?)",
-                     [(str(uuid.uuid4()), agg_type, agg_id, type_, json.dumps(payload, ensure_ascii=False))
+                     [(str(uuid.uuid4()), agg_type, agg_id, type_,
+                       payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False))
                       for agg_type, agg_id, type_, payload in rows])
+
+
+def lane_payload_prefix(store_id: str, lane_id: str) -> str:
+    """The start of a lane event's outbox payload, ``{store_id, lane_id, seq, event}`` as json.dumps
+    writes it: the payload is this, the seq, and the event's text as the events table stores it
+    (each event is encoded once, not twice)."""
+    return (f'{{"store_id": {json.dumps(store_id, ensure_ascii=False)}, '
+            f'"lane_id": {json.dumps(lane_id, ensure_ascii=False)}, ')
 
 
 def voucher_lock(code: str | None) -> str | None:

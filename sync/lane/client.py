@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+import orjson
 import requests
 
 from posd.sync.lane.errors import (
@@ -84,6 +85,7 @@ class CentralClient:
         # Central's Date minus our clock at the last answer; the signature
         # window is 300 s, so health shows this before it becomes a 401.
         self.last_clock_skew_s: float | None = None
+        self._settings: dict[tuple[str, str], dict[str, Any]] = {}  # per host: see _send_settings
 
     @property
     def lane_id(self) -> str:
@@ -105,8 +107,8 @@ class CentralClient:
 
     # --- the three calls -----------------------------------------------------------
 
-    def push_batch(self, batch_id: str, events: list[dict[str, Any]]) -> list[EventResult]:
-        """Send one batch; central's answer per event, in central's order."""
+    def push_batch(self, batch_id: str, events: list[dict[str, Any] | str]) -> list[EventResult]:
+        """Send one batch (each event a dict or its JSON text); central's answer per event, in central's order."""
         path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/batches"
         body = encode_batch(batch_id, events)
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -209,7 +211,7 @@ class CentralClient:
             prepared.headers.update(
                 signed_headers(self._secret, self.store_id, self.lane_id, ts, method, prepared.path_url, body)
             )
-            settings = self.session.merge_environment_settings(prepared.url, {}, None, self.verify, self.cert)
+            settings = self._send_settings(prepared.url)
             resp = self.session.send(prepared, timeout=timeout or self.timeout, allow_redirects=False, **settings)
             _ = resp.content  # read the body now so a reset mid-body is a transport error here
         except requests.Timeout as exc:
@@ -222,6 +224,18 @@ class CentralClient:
         if resp.status_code == 200 or (allow_304 and resp.status_code == 304):
             return resp
         raise self._error_for(resp)
+
+    def _send_settings(self, url: str) -> dict[str, Any]:
+        """requests' proxy, TLS and certificate settings for ``url``, from the environment: read once
+        per host and kept (requests reads every environment variable again on each request, about a
+        millisecond; a snapshot asks a thousand pages, a drain pushes a hundred batches)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        cached = self._settings.get(key)
+        if cached is None:
+            cached = self._settings[key] = self.session.merge_environment_settings(url, {}, None, self.verify,
+                                                                                    self.cert)
+        return cached
 
     def _note_date(self, resp: requests.Response) -> None:
         central_now = parse_http_date(resp.headers.get("Date"))
@@ -245,7 +259,8 @@ class CentralClient:
     @staticmethod
     def _json(resp: requests.Response) -> Any:
         try:
-            return json.loads(resp.content)
+            # orjson: a snapshot page of 1,000 members decodes in about half the time of json's
+            return orjson.loads(resp.content)
         except (ValueError, RecursionError) as exc:
             raise CentralProtocolError("central answered with invalid JSON") from exc
 

@@ -24,6 +24,12 @@ class OutboxEvent:
     event_id: str
     body: dict[str, Any]  # the event exactly as it goes on the wire (includes seq and event_id)
     size: int  # len of the JSON-encoded body, for batch size limits
+    text: str | None = None  # the body's JSON text as stored: pushed as is, not encoded again
+
+    @property
+    def wire(self) -> dict[str, Any] | str:
+        """What goes in a push: the stored text when there is one, else the body."""
+        return self.body if self.text is None else self.text
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class OutboxRelay(Worker):
         crash_point("mid_batch")  # picked, not yet acknowledged
         started = time.monotonic()
         try:
-            results = self._client.push_batch(self._batch_id(events), [e.body for e in events])
+            results = self._client.push_batch(self._batch_id(events), [e.wire for e in events])
         except CentralRequestRejected as exc:
             self._pushed(None, len(events), False)
             if exc.status == 413:

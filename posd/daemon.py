@@ -193,10 +193,9 @@ class Daemon:
             self._last_sync_key = key
             self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
-    def _offline(self, *statuses: dict[str, Any]) -> bool:
-        # either direction failing means central is out of reach right now
-        statuses = statuses or (self.relay.status(), self.puller.status())
-        return any(st.get("consecutive_failures", 0) > 0 for st in statuses)
+    def _offline(self) -> bool:
+        # either direction failing means central is out of reach right now (asked on every sale)
+        return self.relay.failing() or self.puller.failing()
 
     def _last_sync(self):
         times = [t for t in (self.relay.last_success_at(), self.puller.last_success_at()) if t is not None]

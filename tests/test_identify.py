@@ -93,3 +93,26 @@ def test_ordinary_fields_are_not_card_data():
     assert not find_card_data({"transaction_id": "T-2026-11-24-0001", "total": 12999, "quantity": "0.250",
                                "occurred_at": "2026-11-24T10:15:00+01:00", "sku": "5901234123457"})
     assert not is_card_data("2900000000018") and is_card_data("4111-1111-1111-1111")
+
+
+# ASCII text as requests carry it: digits (runs long enough to be card numbers), separators, track
+# sentinels, a phone's "+", letters and spaces.
+_ascii_fields = st.lists(st.one_of(st.from_regex(r"[0-9]{1,19}", fullmatch=True),
+                                   st.sampled_from(list(" ./-+%B^=;?\x1dA:x"))), max_size=12).map("".join)
+
+
+@given(st.one_of(_ascii_fields, st.from_regex(r"[0-9]{1,20}", fullmatch=True), st.text(max_size=30)))
+def test_the_quick_answer_for_ascii_text_is_the_general_one(text):
+    """is_card_data answers plain ASCII (every SKU, id and code a till sends) without the general
+    path: it must answer exactly what the general path does."""
+    from posd.core.identify import _card_data_anywhere
+
+    assert is_card_data(text) == _card_data_anywhere(text)
+
+
+@pytest.mark.parametrize("text", ["4111111111111111", "5901234123457", "41111111111", "B4111111111111111^X^",
+                                  ";4111111111111111=2912", "+48 4111111111111111", " 4111111111111111 "])
+def test_the_quick_answer_agrees_on_the_edges(text):
+    from posd.core.identify import _card_data_anywhere
+
+    assert is_card_data(text) == _card_data_anywhere(text)

@@ -355,3 +355,20 @@ def test_a_retry_gets_its_first_answer_even_when_todays_checks_would_refuse_it(l
         asyncio.run(lane.sales.record_sale(tx("T-blocked", total=20000)))
     assert reused.value.code == "transaction_id_conflict"
     assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 1
+
+
+def test_a_program_stored_between_sales_is_the_next_sales_program(lane):
+    """The program is re-read only after cache.db's copy changed (Cache.program_changes), never
+    from a stale copy: the sale right after a new program was stored earns under it."""
+    cache = lane.context.cache
+    first = asyncio.run(lane.sales.record_sale(tx("P1")))
+    assert first.response["accrual"]["program_version"] == "t-1"
+    richer = json.loads(json.dumps(PROGRAM))
+    richer["version"] = "t-2"
+    richer["rules"][0]["rates"]["PLN"]["points"] = 3
+    cache.store_program(richer, "e2")
+    second = asyncio.run(lane.sales.record_sale(tx("P2")))
+    assert second.response["accrual"]["program_version"] == "t-2"
+    assert second.response["accrual"]["points"] == {"points": 3 * first.response["accrual"]["points"]["points"]}
+    cache.store_program(PROGRAM, "e3")  # back to the first body under a new etag: read again too
+    assert asyncio.run(lane.sales.record_sale(tx("P3"))).response["accrual"]["program_version"] == "t-1"

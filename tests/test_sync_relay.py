@@ -133,8 +133,10 @@ def test_503_backs_off_and_counts_failures_then_recovers(central, client):
     status = relay.status()
     assert status["state"] == "backoff" and status["consecutive_failures"] == 2
     assert "503" in status["last_error"] and 0 < status["next_attempt_in_s"] <= 1.0
+    assert relay.failing()  # what every sale asks (its offline flag)
     assert relay.run_once() == "sent"
     assert relay.status()["consecutive_failures"] == 0 and relay.status()["last_error"] is None
+    assert not relay.failing()
 
 
 def test_429_retry_after_is_the_floor_of_the_next_wait(central, client):

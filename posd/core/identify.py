@@ -21,6 +21,7 @@ Kind = Literal["member_code", "qr_token", "payment_card", "invalid"]
 _TRACK1 = re.compile(r"%?B\d{12,19}\^")
 _TRACK2 = re.compile(r";?\d{12,19}=\d{4}")
 _DIGITS = re.compile(r"[0-9]+")
+_ASCII_DIGIT = re.compile(r"[0-9]")
 # What a person or a POS puts between a card number's digit groups: anything that is neither a
 # letter nor a digit, in any script: spaces of every width, tabs, every Unicode dash, underscores,
 # dots, slashes, commas, bullets, invisible format characters (a zero-width space, a soft hyphen,
@@ -114,6 +115,16 @@ def _ascii_char(ch: str) -> str:
 def is_card_data(raw: str) -> bool:
     """Track data, a card number typed with or without separators, or one inside a longer string
     (a typed "card: 4111..."); never a valid EAN-13 (posd.core.identify.looks_like_pan)."""
+    if raw.isascii():  # the common case, answered without the general path below (same answer)
+        if raw.isdigit():  # a SKU, a card code: no separators, no track sentinels, no "+"
+            return looks_like_pan(raw)
+        if len(_ASCII_DIGIT.findall(raw)) < 12:  # track data needs 12 digits, a card number 13
+            return False
+    return _card_data_anywhere(raw)
+
+
+def _card_data_anywhere(raw: str) -> bool:
+    """is_card_data's general path: any script, any separators, track sentinels, a number in a text."""
     text = fold_ascii(raw).strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return True

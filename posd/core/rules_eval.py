@@ -38,9 +38,9 @@ def show(value: Fraction) -> str:
     if den != 1:
         return f"{value.numerator}/{value.denominator}"
     places = max(twos, fives)
-    scaled = value * 10**places
+    scaled = value.numerator * (10**places // value.denominator)  # exact: the denominator divides 10**places
     sign = "-" if scaled < 0 else ""
-    digits = str(abs(scaled.numerator)).rjust(places + 1, "0")
+    digits = str(abs(scaled)).rjust(places + 1, "0")
     return sign + (f"{digits[:-places]}.{digits[-places:]}" if places else digits)
 
 
@@ -150,7 +150,8 @@ def eval_base_rate(ev: Evaluation, rule: BaseRate) -> None:
     if rate is None:
         ev.skip(rule, rule.currency, "no_rate_for_money", money=ev.money)
         return
-    points = sum(ev.base[rule.currency].values(), Fraction(0))
+    # the sum of the lines' base points (compute_base), added over their one denominator
+    points = Fraction(ev.spend * rate.points, rate.spend_minor)
     ev.credit(rule, rule.currency, points, money=ev.money, rate=f"{rate.points} per {rate.spend_minor}",
               eligible_spend_minor=ev.spend)
     if ev.program.currency(rule.currency).kind == "redeemable":  # type: ignore[union-attr]

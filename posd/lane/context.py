@@ -80,13 +80,19 @@ class ProgramCache:
     def __init__(self, cache: Cache):
         self._cache = cache
         self._program: tuple[str, Program] | None = None
+        self._seen = -1  # cache.program_changes when the etag was last read
         self._lock = threading.Lock()
 
     def get(self) -> Program | None:
+        changes = self._cache.program_changes  # read first: a program stored meanwhile is read next time
+        current = self._program
+        if current is not None and changes == self._seen:
+            return current[1]  # nothing stored since: no query on the sale's path
         etag = self._cache.program_etag()  # the body is read and parsed only when it changed
         if etag is None:
             return None
         with self._lock:
+            self._seen = changes
             if self._program is None or self._program[0] != etag:
                 row = self._cache.program_row()
                 try:

@@ -148,7 +148,7 @@ class Sales:
         seq = self._earn(unit, sale, earn, accrual, now) if member is not None else None
         balance = self.members.balances(member, unit) if member else {}
         slip = {"slip_id": None, "state": "none"}
-        if member is not None:
+        if member is not None and self.ctx.printer_enabled:  # a lane without a printer composes no slip
             slip = self.slips.queue(unit, self.slips.compose(
                 tx.transaction_id, member, program, occurred_at=tx.occurred_at, earned=accrual.points,
                 balance=balance, trace=accrual.trace), member.member_id)

@@ -107,6 +107,10 @@ class Cache:
         self._aead = AESGCM(seal_key) if seal_key else None
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
+        # Bumped by every store_program: the lane's program cache asks cache.db for the program's
+        # etag only after a change, not on every sale and scan. The program row has one writer,
+        # this object (the puller); the member feed's second writer (posd.member_pull) never writes it.
+        self.program_changes = 0
         if checked:
             self._conn = connect(path, durable=False)
             return
@@ -194,29 +198,23 @@ class Cache:
 
     # -- lookups (any thread) --------------------------------------------
     def find_member(self, identifier: str) -> CachedMember | None:
-        conn = self.reader()
-        row = conn.execute(
-            "SELECT m.* FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
+        row = self.reader().execute(
+            f"SELECT m.*, {_ALIASES} FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
             "WHERE i.identifier = ?",
             (identifier,),
         ).fetchone()
         if row is None:
             return self.member_by_id(identifier)
-        return _member(row, self._aliases(conn, row["member_id"]))
+        return _member(row)
 
     def member_by_id(self, member_id: str) -> CachedMember | None:
         """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
         conn = self.reader()
-        row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+        row = conn.execute(f"SELECT m.*, {_ALIASES} FROM members m WHERE m.member_id = ?", (member_id,)).fetchone()
         if row is None:
-            row = conn.execute("SELECT m.* FROM member_aliases a JOIN members m ON m.member_id = a.member_id "
-                               "WHERE a.alias = ?", (member_id,)).fetchone()
-        return _member(row, self._aliases(conn, row["member_id"])) if row else None
-
-    @staticmethod
-    def _aliases(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
-        return tuple(r[0] for r in conn.execute(
-            "SELECT alias FROM member_aliases WHERE member_id = ? ORDER BY alias", (member_id,)))
+            row = conn.execute(f"SELECT m.*, {_ALIASES} FROM member_aliases x JOIN members m "
+                               "ON m.member_id = x.member_id WHERE x.alias = ?", (member_id,)).fetchone()
+        return _member(row) if row else None
 
     def member_voucher(self, code: str) -> dict[str, Any] | None:
         """An open voucher from central's member feed (issued at any lane), or None."""
@@ -369,6 +367,7 @@ class Cache:
                 "body=excluded.body, fetched_at=excluded.fetched_at",
                 (str(program.get("version", "")), etag, json.dumps(program), utcnow_iso()),
             )
+            self.program_changes += 1
 
     def _recorded_lane(self) -> str | None:
         return self.state_on(self._conn, "lane_id")
@@ -407,7 +406,13 @@ def _known(conn: sqlite3.Connection, ids: list[tuple[str]]) -> list[tuple[str]]:
     return [tuple(r) for r in known]
 
 
-def _member(row: sqlite3.Row, aliases: tuple[str, ...] = ()) -> CachedMember:
+# A member's aliases (the provisional ids central mapped to it) in the row that finds the member:
+# one statement per lookup, and the two read in one snapshot.
+_ALIASES = "(SELECT json_group_array(a.alias) FROM member_aliases a WHERE a.member_id = m.member_id) AS aliases"
+
+
+def _member(row: sqlite3.Row) -> CachedMember:
+    aliases = tuple(sorted(json.loads(row["aliases"])))
     return CachedMember(
         member_id=row["member_id"],
         display_name=row["display_name"],

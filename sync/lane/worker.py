@@ -194,6 +194,11 @@ class Worker:
         with self._lock:
             return self._last_success_at
 
+    def failing(self) -> bool:
+        """Did the last contact with central fail? (Asked on every sale: the offline flag.)"""
+        with self._lock:
+            return self._failures > 0
+
     def status(self) -> dict[str, Any]:
         """For /v1/health and the sync.status event. No PII."""
         with self._lock:

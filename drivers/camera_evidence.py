@@ -41,6 +41,7 @@ __all__ = [
     "parse_symbologies",
     "Read",
     "resolve_frame",
+    "same_place",
     "Confirmer",
     "Debouncer",
 ]
@@ -119,7 +120,7 @@ def well_formed(read: Read) -> bool:
     return True
 
 
-def _same_place(a: Read, b: Read) -> bool:
+def same_place(a: Read, b: Read) -> bool:
     return math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.6 * max(a.length, b.length, 1.0)
 
 
@@ -146,7 +147,7 @@ def resolve_frame(reads: list[Read]) -> list[Read]:
 
     for i, a in enumerate(reads):
         for j in range(i):
-            if _same_place(a, reads[j]):
+            if same_place(a, reads[j]):
                 place[root(i)] = root(j)
     keys: dict[int, set[tuple[str, str]]] = {}
     for i, r in enumerate(reads):
@@ -197,6 +198,14 @@ class Confirmer:
                 ev.confirmed = True
                 out.append(ev.best)
         return out
+
+    def in_view(self, now: float) -> list[Read]:
+        """The confirmed codes seen within the window, each where it was last read.
+
+        A frame that shows one of them again at that place adds nothing a second opinion
+        could change: the code stays confirmed while it is seen (the decoder skips it).
+        """
+        return [ev.best for ev in self._codes.values() if ev.confirmed and now - ev.last_seen <= self.window_s]
 
     def _enough(self, ev: _Evidence, read: Read) -> bool:
         if read.matrix:

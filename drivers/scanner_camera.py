@@ -31,11 +31,17 @@ from typing import Any
 
 from .base import DeviceError, Scanner
 from .camera_decode import FrameDecoder
-from .camera_evidence import DEFAULT_SYMBOLOGIES, Confirmer, Debouncer, resolve_frame
+from .camera_evidence import DEFAULT_SYMBOLOGIES, Confirmer, Debouncer, Read, resolve_frame
 
-__all__ = ["CameraScanner", "ClipScanner", "FrameSlot"]
+__all__ = ["CameraScanner", "ClipScanner", "FrameSlot", "confirm_frame"]
 
 log = logging.getLogger(__name__)
+
+
+def confirm_frame(decoder: FrameDecoder, confirmer: Confirmer, gray: Any, now: float, *,
+                  fresh: bool = True) -> list[Read]:
+    """One grey frame through the decoders and the evidence rules: the codes confirmed in it."""
+    return confirmer.feed(resolve_frame(decoder.decode(gray, confirmer.in_view(now))), now, fresh=fresh)
 
 
 class FrameSlot:
@@ -148,9 +154,8 @@ class CameraScanner(Scanner):
         fresh = self._previous is None or self._previous.shape != gray.shape or \
             self._cv2.norm(self._previous, gray, self._cv2.NORM_INF) != 0
         self._previous = gray
-        reads = resolve_frame(self.decoder.decode(gray))
+        confirmed = confirm_frame(self.decoder, self.confirmer, gray, when, fresh=fresh)
         self.frames_decoded += 1
-        confirmed = self.confirmer.feed(reads, when, fresh=fresh)
         return [(r.text, r.symbology) for r in confirmed if self.debouncer.accept(r.text, when)]
 
     def _close(self) -> None:

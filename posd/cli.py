@@ -214,16 +214,29 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     dest = Path(args.dest)
     if dest.is_dir():
         dest = dest / f"ledger-{config.lane.store_id}-{config.lane.lane_id}-{datetime.now():%Y%m%d-%H%M%S}.db"
+    elif args.dest.endswith("/") or not dest.parent.is_dir():
+        folder = dest if args.dest.endswith("/") else dest.parent
+        print(f"posd ledger backup: {folder}: no such folder (create it first)", file=sys.stderr)
+        return 2
     if dest.resolve() == source.resolve():
         print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
         return 2
+    if dest.exists() and not args.force:
+        print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
+        return 2
     try:
-        done = backup_ledger(source, dest)
-    except FileNotFoundError:
-        print(f"posd ledger backup: {source} does not exist (has posd run here?)", file=sys.stderr)
+        done = backup_ledger(source, dest, replace=args.force)
+    except FileExistsError:  # it appeared while the copy was taken
+        print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename == str(source) or not source.exists():
+            print(f"posd ledger backup: {source} does not exist (has posd run here?)", file=sys.stderr)
+        else:
+            print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except (OSError, StorageError) as exc:
-        print(f"posd ledger backup: {source} -> {dest}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"posd ledger backup: {exc}", file=sys.stderr)
         return 1
     print(f"{done.path}: {done.size} bytes, events up to seq {done.last_seq}, integrity ok")
     return 0
@@ -297,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup = ledger_sub.add_parser("backup", help="copy ledger.db while posd runs (SQLite online backup)")
     backup.add_argument("dest", help="the copy's file name, or a folder for a dated name")
     backup.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    backup.add_argument("--force", action="store_true", help="replace DEST when it exists")
     backup.set_defaults(func=cmd_ledger_backup)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
@@ -309,7 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``posd``; output read by a pipe that closes early (``posd doctor --json | head``) ends quietly."""
+    try:
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit
+    except BrokenPipeError:
+        # The reader left: nothing more can be said to it. Point stdout at /dev/null so the exit's
+        # own flush does not fail again, and exit as a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
         from posd.sync.central.cli import main as central_main

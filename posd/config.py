@@ -56,16 +56,27 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a TOML string is not a bool or a number (allow_remote = "yes" must not open a listener, nor
+    # verify_tls = "no" turn TLS checking off); an integer is still a number where a float is asked for.
+    # Arrays are tuples here, so tuple fields say strict=False (their items stay strict).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LaneConfig(_Section):
     store_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     lane_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     locale: Literal["pl", "fa", "en"] = "en"
-    currency: str = Field(default="PLN", pattern=r"^[A-Z]{3}$")
+    currency: str = "PLN"  # an ISO 4217 currency in circulation: _iso_currency
     timezone: str = "UTC"
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # phone numbers without +country
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, v: str) -> str:
+        if not is_money_currency(v):
+            raise ValueError(f"{v!r} is not an ISO 4217 currency code in use, such as PLN, EUR or IRR "
+                             "(upper case)")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -80,7 +91,7 @@ class LaneConfig(_Section):
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8765"
     token_file: str = "api.token"  # relative paths are under storage.dir
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = Field(default=(), strict=False)
     allow_remote: bool = False  # binding beyond loopback must be asked for explicitly
 
     @field_validator("listen")
@@ -154,7 +165,7 @@ class CentralConfig(_Section):
     client_cert: str | None = None
     client_key: str | None = None
     # Replaces the member-token keys central publishes in the program: "kid:base64url" entries.
-    member_token_public_key: tuple[str, ...] = ()
+    member_token_public_key: tuple[str, ...] = Field(default=(), strict=False)
     member_token_clock_skew_s: float = Field(default=30.0, ge=0, le=600)
     push_interval_s: float = Field(default=1.0, gt=0, le=3600)
     pull_interval_s: float = Field(default=30.0, gt=0, le=86400)
@@ -214,15 +225,7 @@ class CentralConfig(_Section):
     def secret_bytes(self, base: Path) -> bytes:
         if self.store_secret is not None:
             return _decode_secret(self.store_secret)
-        path = resolve(base, self.store_secret_file or "")
-        try:
-            return _decode_secret(path.read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path} is not UTF-8 text", key="central.store_secret_file") from exc
-        except ValueError as exc:
-            raise ConfigError(f"{path}: {exc}", key="central.store_secret_file") from exc
+        return read_secret_file(resolve(base, self.store_secret_file or ""))
 
     def cert(self, base: Path) -> tuple[str, str] | str | None:
         """The mTLS client certificate (and key) as requests takes it, resolved against the config's folder."""
@@ -230,6 +233,18 @@ class CentralConfig(_Section):
             return None
         cert = str(resolve(base, self.client_cert))
         return (cert, str(resolve(base, self.client_key))) if self.client_key else cert
+
+
+def is_money_currency(code: str) -> bool:
+    """An ISO 4217 code, exactly as written there, of a currency in use: not the codes without minor
+    units (gold XAU, SDR XDR, the test code XTS, "no currency" XXX). The table is the iso4217
+    package's, which follows ISO's amendments."""
+    import iso4217
+
+    try:
+        return iso4217.Currency(code).exponent is not None
+    except ValueError:
+        return False
 
 
 def _decode_secret(text: str) -> bytes:
@@ -275,7 +290,7 @@ class PrinterConfig(DeviceConfig):
     width_mm: Literal[58, 80] = 80
     # The printer's own ESC t slots when they are not its profile's (a clone: `posd print-test` shows
     # them): slot -> code page, replacing the profile's table for printing and previews.
-    code_pages: dict[int, str] | None = None
+    code_pages: dict[int, str] | None = Field(default=None, strict=False)  # TOML keys are text: "18" is slot 18
 
     @field_validator("code_pages", mode="before")
     @classmethod
@@ -294,8 +309,8 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     central: CentralConfig
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
-    scanner: tuple[ScannerConfig, ...] = ()
-    card_reader: tuple[CardReaderConfig, ...] = ()
+    scanner: tuple[ScannerConfig, ...] = Field(default=(), strict=False)
+    card_reader: tuple[CardReaderConfig, ...] = Field(default=(), strict=False)
     printer: PrinterConfig = Field(default_factory=PrinterConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     source: str = ""  # the file this came from, for messages
@@ -366,12 +381,7 @@ def load(path: str | Path, *, check_files: bool = False) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text") from exc
-    config = parse(text, source=str(path.resolve()))
-    if check_files:
-        problems = referenced_file_problems(config, text)
-        if problems:
-            raise ConfigError(problems[0].message, problems=problems)
-    return config
+    return parse(text, source=str(path.resolve()), check_files=check_files)
 
 
 # Files a config names that must exist and be readable when posd starts: key -> what it is.
@@ -393,17 +403,46 @@ def referenced_files(config: Config) -> list[tuple[str, str, Path]]:
     return out
 
 
-def referenced_file_problems(config: Config, text: str = "") -> list[ConfigProblem]:
-    """Every named file that is missing, unreadable (by this user) or unusable, by key and line."""
+def read_secret_file(path: Path) -> bytes:
+    """The store secret in ``path``; a ConfigError naming central.store_secret_file when it is unusable."""
+    try:
+        return _decode_secret(path.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", key="central.store_secret_file") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}", key="central.store_secret_file") from exc
+
+
+def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
+                             refused: frozenset[tuple[str, str]] = frozenset()) -> list[ConfigProblem]:
+    """Every named file that is missing, unreadable (by this user) or unusable, by key and line.
+
+    Works on the TOML as read, so the files are checked even when other keys are wrong: a key is
+    checked when its value is text and validation did not refuse it (``refused``: (table, key) pairs).
+    """
     problems = []
 
     def problem(key: str, message: str) -> None:
         problems.append(ConfigProblem(message, key, find_line(text, tuple(key.split("."))) if text else None))
 
-    if config.central.store_secret is None and config.central.store_secret_file is None:
+    def value(table: str, key: str, default: str | None = None) -> str | None:
+        section = data.get(table, {})
+        if not isinstance(section, dict) or (table, key) in refused:
+            return None
+        found = section.get(key, default)
+        return found if isinstance(found, str) and found else None
+
+    central = data.get("central")
+    if isinstance(central, dict) and "store_secret" not in central and "store_secret_file" not in central:
         problems.append(ConfigProblem("set store_secret_file (a file, mode 0600) or store_secret (inline)",
                                       "central", find_line(text, ("central",)) if text else None))
-    for key, what, path in referenced_files(config):
+    for key, what in REFERENCED_FILES.items():
+        named = value(*key.split("."))
+        if named is None:
+            continue
+        path = resolve(base, named)
         if not path.exists():
             problem(key, f"{what} {path} does not exist")
         elif not path.is_file():
@@ -412,30 +451,93 @@ def referenced_file_problems(config: Config, text: str = "") -> list[ConfigProbl
             problem(key, f"{what} {path} is not readable by this user (uid {os.getuid()})")
         elif key == "central.store_secret_file":
             try:
-                config.central.secret_bytes(config.base_dir)
+                read_secret_file(path)
             except ConfigError as exc:
                 problem(key, exc.problems[0].message)
-    token = resolve(config.storage_dir, config.api.token_file)
-    if token.exists() and not os.access(token, os.R_OK):
+    storage_dir = value("storage", "dir", StorageConfig.model_fields["dir"].default)
+    if storage_dir is None:
+        return problems
+    storage = resolve(base, storage_dir)
+    token_file = value("api", "token_file", ApiConfig.model_fields["token_file"].default)
+    token = resolve(storage, token_file) if token_file else None
+    if token is not None and token.exists() and not os.access(token, os.R_OK):
         problem("api.token_file", f"the API token {token} is not readable by this user (uid {os.getuid()})")
-    storage = config.storage_dir
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
     return problems
 
 
-def parse(text: str, *, source: str = "") -> Config:
+DEVICE_TABLES = ("scanner", "card_reader")
+PRINTER_NAME = "printer"  # the printer's name in health, events and doctor
+
+
+def device_name_problems(data: dict[str, Any], text: str) -> list[ConfigProblem]:
+    """Every device name used twice (written, or the default scanner0, card_reader0, ...): health,
+    events and `posd scan --scanner` tell devices apart by name. Each repeat names the first use."""
+    first: dict[str, tuple[str, int | None]] = {PRINTER_NAME: ("printer", find_line(text, ("printer",)))}
+    problems = []
+    for table in DEVICE_TABLES:
+        entries = data.get(table)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            name = entry.get("name", f"{table}{i}")
+            if not isinstance(name, str):
+                continue  # the type check says so
+            written = "name" in entry
+            key = f"{table}[{i}]" + (".name" if written else "")
+            line = find_line(text, (table, i, "name") if written else (table, i))
+            if name in first:
+                other, other_line = first[name]
+                where = f"{other} (line {other_line})" if other_line else other
+                default = "" if written else f" (the default name of an unnamed {table})"
+                problems.append(ConfigProblem(f"device name {name!r}{default} is already used by {where}: "
+                                              "give each device its own name", key, line))
+            else:
+                first[name] = (key, line)
+    return problems
+
+
+def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
+    """The config in ``text``, or a ConfigError listing every mistake; with ``check_files`` the
+    files it names are checked too, also when other keys are wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         raise ConfigError(f"not valid TOML: {exc}", line=int(m.group(1)) if m else None) from None
     data["source"] = source
+    config, problems, refused = None, [], set()
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(text, err) for err in exc.errors()]
-        raise ConfigError(problems[0].message, problems=problems) from None
+        for err in exc.errors():
+            problems.append(_problem(text, err))
+            names = [x for x in err["loc"] if isinstance(x, str)]
+            refused.add((names[0], names[1] if len(names) > 1 else "") if names else ("", ""))
+    problems += device_name_problems(data, text)
+    problems.sort(key=lambda p: p.line or 1 << 30)  # as store IT reads the file; the files follow
+    if check_files:
+        base = Path(source).parent if source else Path.cwd()
+        problems += referenced_file_problems(data, base, text, frozenset(refused))
+    if problems or config is None:
+        raise ConfigError(problems[0].message, problems=problems)
+    return config
+
+
+# What a TOML value of the wrong type should have been (strict types: "yes" is not true, "1.5" not 1.5).
+TYPE_MESSAGES = {
+    "bool_type": "must be true or false, without quotes",
+    "int_type": "must be a whole number, without quotes",
+    "float_type": "must be a number, without quotes",
+    "string_type": "must be text in quotes",
+    "tuple_type": "must be a list in brackets, such as [\"...\"]",
+    "model_type": "must be a table of keys",
+    "model_attributes_type": "must be a table of keys",
+    "dict_type": "must be a table of keys",
+}
 
 
 def _problem(text: str, err: Any) -> ConfigProblem:
@@ -444,6 +546,13 @@ def _problem(text: str, err: Any) -> ConfigProblem:
         msg = "unknown key (check the spelling; see config/posd.example.toml)"
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif err["type"] in TYPE_MESSAGES:
+        given = type(err["input"]).__name__
+        given = {"str": "text", "int": "a number", "float": "a number", "bool": "true/false", "list": "a list",
+                 "dict": "a table"}.get(given, given)
+        msg = f"{TYPE_MESSAGES[err['type']]} (got {given})"
+    elif err["type"] == "literal_error" and isinstance(err["input"], str) and err["input"].isdigit():
+        msg += ", a number without quotes"
     return ConfigProblem(msg, _dotted(err["loc"]), find_line(text, err["loc"]))
 
 

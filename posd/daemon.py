@@ -126,7 +126,7 @@ class Daemon:
         self.outbox = LedgerOutbox(self.ledger)
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
                                  idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
-                                 on_push=self.metrics.pushed)
+                                 on_push=self.metrics.pushed, on_flagged=self._tokens_flagged)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         pull_client = self._central_client()
         # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
@@ -154,7 +154,7 @@ class Daemon:
                          token_keys=cfg.central.token_keys(), token_skew_s=cfg.central.member_token_clock_skew_s,
                          country=cfg.lane.country,
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
-                                                    self.authoriser.budget_s))
+                                                    self.authoriser.budget_s, claim=self.authoriser.claim_token))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
 
@@ -170,8 +170,23 @@ class Daemon:
         return CentralClient(
             c.url, self.config.lane.store_id, self.config.lane.lane_id, c.secret_bytes(self.config.base_dir),
             verify=c.verify_tls, cert=c.cert(self.config.base_dir),
-            identity=self.ledger.sync_identity,
+            identity=self.ledger.sync_identity, on_answer=self._central_answered,
         )
+
+    def _tokens_flagged(self, events: list[dict[str, Any]]) -> None:
+        """Central flagged token uses as replays (the relay's thread): counted and told, not quarantined."""
+        self.metrics.token_replays_flagged(len(events))
+        for e in events:
+            self.bus.publish("member.token_flagged", {
+                "member_id": e.get("member_id"), "token_id": e.get("token_id"),
+                "identified_by": e.get("identified_by"), "seq": e.get("seq"), "code": e.get("code")})
+
+    def _central_answered(self) -> None:
+        """Any of the lane's clients had an answer from central: the other workers stop backing off
+        (health clears "unreachable" at once, the next pull or push comes now)."""
+        for worker in (getattr(self, "relay", None), getattr(self, "puller", None)):
+            if worker is not None:
+                worker.central_reached()
 
     def _slip_png(self, doc: Any) -> bytes:
         """A slip preview with this printer's profile, paper and code pages (Pillow loads on the first preview)."""

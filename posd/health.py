@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posd import __version__
+from posd.storage.db import database_size
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
@@ -114,7 +115,9 @@ def assess_sync(relay: dict[str, Any], pull: dict[str, Any], pending: int, oldes
     else:
         failing = [w for w in (relay, pull) if w.get("consecutive_failures", 0) > 0]
         if failing:
-            found.append(issue("central_unreachable", WARNING, detail=failing[0].get("last_error")))
+            # Central answering 500s is not a network to check: say which one it is.
+            code = "central_error" if failing[0].get("central_answered") else "central_unreachable"
+            found.append(issue(code, WARNING, detail=failing[0].get("last_error")))
     if quarantined:
         found.append(issue("quarantined", WARNING, count=quarantined))
     if oldest_s is not None and oldest_s > BACKLOG_WARN_S:
@@ -134,6 +137,7 @@ def problem_text(i: dict[str, Any]) -> str:
         "ledger_unwritable": f"ledger.db cannot be written ({i['detail']}): sales cannot be recorded",
         "print_worker_stopped": "print worker stopped: slips cannot print",
         "central_unreachable": f"central unreachable ({i['detail']})",
+        "central_error": f"central answers with an error ({i['detail']}); sales are kept and sent later",
         "central_auth_failed": "central refused our credentials",
         "identity_conflict": "central holds another history for this lane; sync stopped (ledger.db restored?)",
         "quarantined": f"{v.get('count')} event(s) refused by central (quarantined)",
@@ -224,11 +228,9 @@ class LaneHealth:
             free_mb: int | None = shutil.disk_usage(cfg.storage_dir).free // 2**20
         except OSError:
             free_mb = None
-        try:
-            ledger_mb = round(self.d.ledger.path.stat().st_size / 2**20, 1)
-        except OSError:
-            ledger_mb = None
-        return {"free_mb": free_mb, "min_free_mb": cfg.storage.min_free_mb, "ledger_mb": ledger_mb}
+        ledger = database_size(self.d.ledger.path)
+        return {"free_mb": free_mb, "min_free_mb": cfg.storage.min_free_mb, "ledger_bytes": ledger,
+                "ledger_mb": None if ledger is None else round(ledger / 2**20, 3)}
 
 
 def status_line(health: dict[str, Any]) -> str:

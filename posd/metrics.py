@@ -68,6 +68,9 @@ class LaneMetrics:
                                       "to central's answer", buckets=PUSH_BUCKETS, registry=r)
         self.push_events = Histogram("posd_sync_push_batch_events", "Events per pushed batch",
                                      buckets=BATCH_BUCKETS, registry=r)
+        self.token_replays = Counter("posd_member_token_replays_flagged", "token_use events central flagged: a "
+                                     "member token accepted here (offline) had been used at another lane first",
+                                     registry=r)
         self.device_changes = Counter("posd_device_state_changes", "Device state changes, by device and the "
                                       "state entered", ["device", "kind", "state"], registry=r)
         r.register(LaneCollector(health, bus, ledger))
@@ -100,6 +103,9 @@ class LaneMetrics:
         if ok and seconds is not None:
             self.push_seconds.observe(seconds)
             self.push_events.observe(events)
+
+    def token_replays_flagged(self, count: int) -> None:
+        self.token_replays.inc(count)
 
     def device_changed(self, device: str, kind: str, state: str) -> None:
         self.device_changes.labels(device, kind, state).inc()
@@ -149,8 +155,9 @@ class LaneCollector(Collector):
         if storage.get("free_mb") is not None:
             yield _gauge("posd_storage_free_bytes", "Free space on the storage file system",
                          storage["free_mb"] * 2**20)
-        if storage.get("ledger_mb") is not None:
-            yield _gauge("posd_ledger_size_bytes", "Size of ledger.db", int(storage["ledger_mb"] * 2**20))
+        if storage.get("ledger_bytes") is not None:
+            yield _gauge("posd_ledger_size_bytes", "Size of ledger.db with its -wal and -shm files",
+                         storage["ledger_bytes"])
         yield from _devices(h["devices"])
         if self.bus is not None:
             yield CounterMetricFamily("posd_events_published", "Events published on the stream",

@@ -157,3 +157,40 @@ def test_a_trap_clip_emits_only_the_code_in_view(tmp_path):
     path = write_clip(tmp_path / "trap.avi", clip.frames, 30.0)
     _, scans = play_url(f"camera+file://{path}?speed=0&symbologies=" + ",".join(sorted(RETAIL)))
     assert {s.data for s in scans} <= {text for _, text in clip.codes}
+
+
+def test_a_confirmed_code_still_in_view_is_not_decoded_again():
+    c = Confirmer(2, window_s=0.5)
+    c.feed([read("2900000000018"), read("2900000000018", decoder="zbar")], 0.0)
+    c.feed([read("2900000000025")], 0.0)  # one decoder only: not confirmed
+    assert [r.text for r in c.in_view(0.4)] == ["2900000000018"]
+    assert c.in_view(0.6) == []  # out of view for the window: its evidence starts again
+
+    image = scene(code_image("EAN13", "2900000000032", 3), (1280, 720), at=(300, 200))
+    decoder = FrameDecoder()
+    first = decoder.decode(image)
+    assert {r.decoder for r in first} == {"zxing-cpp", "zbar"}  # a second opinion, on a crop
+    zxing_read = next(r for r in first if r.decoder == "zxing-cpp")
+    assert [r.decoder for r in decoder.decode(image, [zxing_read])] == ["zxing-cpp"]
+    elsewhere = Read(zxing_read.text, "EAN13", "zxing-cpp", zxing_read.cx + 600, zxing_read.cy, zxing_read.length)
+    assert {r.decoder for r in decoder.decode(image, [elsewhere])} == {"zxing-cpp", "zbar"}
+
+
+@pytest.mark.parametrize("symbology, text", [("EAN13", "2900000000049"), ("CODE128", "M765432101")])
+def test_a_1d_code_held_across_is_confirmed_in_one_frame(symbology, text):
+    # The whole frame is read along rows only; a code standing on its end is found by the
+    # detector and read turned upright, and both decoders still agree on it.
+    upright = scene(code_image(symbology, text, 3), (720, 1280), at=(150, 300))
+    frame = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)
+    reads = FrameDecoder(symbologies={"ean13", "code128", "qr"}).decode(frame)
+    assert {r.decoder for r in reads if r.text == text} == {"zxing-cpp", "zbar"}
+    assert [r.text for r in Confirmer(2).feed(resolve_frame(reads), 0.0)] == [text]
+
+
+def test_zbar_reads_an_upright_view_along_rows_only():
+    symbols = zbar_symbols(pyzbar, {"ean13"})
+    upright = scene(code_image("EAN13", "2900000000056", 3), (640, 360), at=(40, 40))
+    across = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)
+    assert [r.text for r in zbar_decode(upright, pyzbar, symbols, rows_only=3)] == ["2900000000056"]
+    assert zbar_decode(across, pyzbar, symbols, rows_only=3) == []  # no column is scanned
+    assert [r.text for r in zbar_decode(across, pyzbar, symbols)] == ["2900000000056"]

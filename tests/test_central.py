@@ -532,6 +532,7 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
     assert set(spec["paths"]) == {"/v1/lanes/{store_id}/{lane_id}", "/v1/lanes/{store_id}/{lane_id}/batches",
                                   "/v1/stores/{store_id}/members/changes", "/v1/program",
                                   "/v1/lanes/{store_id}/{lane_id}/authorisations",
+                                  "/v1/lanes/{store_id}/{lane_id}/token-uses",
                                   "/v1/stores/{store_id}/vouchers/{code}"}
     schemas = spec["components"]["schemas"]
     assert schemas["Batch"]["properties"]["events"]["maxItems"] == MAX_BATCH_EVENTS
@@ -626,3 +627,30 @@ def test_every_protocol_code_the_server_answers_has_the_protocols_status():
     assert len(answered) > 10
     assert {c: s for c, s in answered.items() if c not in central_only} == {
         c: REQUEST_ERRORS[c] for c in answered if c not in central_only}
+
+
+# --- member token claims: the first lane owns a token, on both engines ----------------------------------------
+
+
+def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, client):
+    claim = {"token_id": "00aa11bb22cc33dd", "member_id": "M0001", "identified_by": "qr_token"}
+    with make_client(central, lane_id="L02") as other:
+        assert client.claim_token(claim)["status"] == "accepted"
+        assert client.claim_token(claim)["status"] == "accepted"  # the same lane again: a retry
+        answer = other.claim_token(claim)
+        assert (answer["status"], answer["code"]) == ("replayed", "token_replayed")
+        # the claiming lane's token_use is its own; the other lane's is flagged
+        use = dict(type="token_use", points={}, token_id=claim["token_id"], identified_by="qr_token", key_id="k1")
+        assert [r.status for r in client.push_batch("t1", [make_event(1, **use)])] == ["accepted"]
+        [flag] = other.push_batch("t2", [make_event(1, lane_id="L02", **use)])
+        assert (flag.status, flag.code, flag.flagged) == ("rejected", "token_replayed", True)
+        # a token first pushed (accepted offline) is that lane's too: a later claim elsewhere is a replay
+        offline = {**use, "token_id": "feedfacecafebeef", "identified_by": "wallet_totp"}
+        assert [r.status for r in other.push_batch("t3", [make_event(2, lane_id="L02", **offline)])] == ["accepted"]
+        assert client.claim_token({**claim, "token_id": "feedfacecafebeef"})["status"] == "replayed"
+        assert other.claim_token({**claim, "token_id": "feedfacecafebeef"})["status"] == "accepted"
+        for bad in ({**claim, "token_id": ""}, {**claim, "identified_by": "pin"}, {**claim, "member_id": 7},
+                    {"token_id": "x" * 129, "member_id": "M0001", "identified_by": "qr_token"}):
+            with pytest.raises(CentralRequestRejected) as refused:
+                client.claim_token(bad)
+            assert (refused.value.status, refused.value.code) == (400, "malformed_token_use")

@@ -24,6 +24,15 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@pytest.fixture
+def central_seed() -> dict:
+    """The default seed with a stamps currency beside points: central refuses points in a currency
+    its program does not have (bad_points)."""
+    seed = default_seed()
+    seed["program"]["currencies"].append({"code": "stamps", "kind": "stamps"})
+    return seed
+
+
 def accrual(seq: int, points: int, expires_ts: float | None, member_id: str = "M0002", **kw) -> dict:
     """An accrual as the lane sends it: its lot's dates under "lots"."""
     lot = {"available_at": None, "expires_at": None if expires_ts is None else iso(expires_ts)}

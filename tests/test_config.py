@@ -224,3 +224,141 @@ def test_run_with_a_storage_folder_it_cannot_use_exits_2_with_one_line(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "disk/state" in proc.stderr and "Not a directory" in proc.stderr
+
+
+def config_check(path):
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_config_check_lists_every_mistake_and_every_missing_file_at_once(tmp_path):
+    """The files a config names are checked even when other keys are wrong, each with key and line."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('locale = "pl"', 'locale = "de"')
+                   .replace('store_secret = "x"', 'store_secret_file = "gone.secret"\nclient_cert = "gone.pem"\n'
+                            'client_key = "gone.key"\nverify_tls = "no"'))
+    proc = config_check(cfg)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    expected = [("lane.locale", 5), ("central.verify_tls", 13), ("central.store_secret_file", 10),
+                ("central.client_cert", 11), ("central.client_key", 12)]
+    for key, line in expected:
+        assert any(f"'{key}' (line {line})" in ln for ln in lines), (key, proc.stderr)
+    assert "gone.secret does not exist" in proc.stderr and "gone.key does not exist" in proc.stderr
+    assert lines[-1].endswith("5 problems")
+    # one mistake besides the missing files is enough to have hidden them before
+    cfg.write_text(GOOD.replace('locale = "pl"', 'locale = "de"').replace('store_secret = "x"',
+                                                                          'store_secret_file = "gone.secret"'))
+    proc = config_check(cfg)
+    assert "lane.locale" in proc.stderr and "central.store_secret_file" in proc.stderr, proc.stderr
+    # a file key that is itself wrong is named once, for its type, and not looked for
+    cfg.write_text(GOOD.replace('store_secret = "x"', 'store_secret_file = 7'))
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "central.store_secret_file' (line 10): must be text in quotes" in proc.stderr
+    assert "problems" not in proc.stderr and "does not exist" not in proc.stderr
+
+
+def _typed_fields():
+    """Every bool and number key of every section, with a valid value of it."""
+    from typing import get_args
+
+    from posd.config import Config
+
+    out = []
+    for section, field in Config.model_fields.items():
+        model = next((a for a in (field.annotation, *get_args(field.annotation)) if hasattr(a, "model_fields")),
+                     None)
+        if model is None:
+            continue
+        for key, f in model.model_fields.items():
+            kinds = {f.annotation, *get_args(f.annotation)} & {bool, int, float}
+            if kinds:
+                value = f.default if f.default is not None and type(f.default) in kinds else None
+                value = value if value is not None else (1 if int in kinds or float in kinds else True)
+                out.append((section, key, value))
+    return out
+
+
+@pytest.mark.parametrize("section, key, value", _typed_fields())
+def test_a_quoted_value_is_not_a_bool_or_a_number(section, key, value):
+    """Strict types for every bool and number: "yes" does not open a listener, "no" does not turn TLS
+    checking off, "1.5" is not 1.5. The unquoted value is taken (an integer where a number is asked too)."""
+    literal = str(value).lower() if isinstance(value, bool) else str(value)
+    header = f"[{section}]\n"
+    good = GOOD.replace(header, f"{header}{key} = {literal}\n", 1) if header in GOOD else (
+        GOOD + f"\n{header}{key} = {literal}\n")
+    assert parse(good)
+    bad = good.replace(f"{key} = {literal}\n", f'{key} = "{literal}"\n')
+    with pytest.raises(ConfigError) as err:
+        parse(bad)
+    assert err.value.key.endswith(key) and "without quotes" in str(err.value), str(err.value)
+
+
+def test_the_listener_and_tls_are_not_opened_by_a_quoted_word():
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + '\n[api]\nlisten = "0.0.0.0:8765"\nallow_remote = "yes"\n')
+    assert err.value.key == "api.allow_remote" and err.value.line == 20
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = "no"'))
+    assert err.value.key == "central.verify_tls" and "true or false" in str(err.value)
+    assert parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\npush_interval_s = 2')).central.push_interval_s == 2.0
+    assert parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = false')).central.verify_tls is False
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('url = "preview:///tmp/slips"', 'url = "preview:///tmp/slips"\nwidth_mm = "58"'))
+    assert err.value.key == "printer.width_mm" and "without quotes" in str(err.value)
+
+
+DUPLICATES = GOOD + """
+[[scanner]]
+name = "front"
+url = "tcp://127.0.0.1:7001"
+
+[[scanner]]
+name = "front"
+url = "tcp://127.0.0.1:7002"
+
+[[card_reader]]
+name = "scanner0"
+url = "msr+serial:///dev/ttyS9"
+"""
+
+
+def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse(DUPLICATES)
+    found = [(p.key, p.line, p.message) for p in err.value.problems]
+    assert [(k, n) for k, n, _ in found] == [("scanner[2].name", 23), ("card_reader[0].name", 27)]
+    assert "'front' is already used by scanner[1].name (line 19)" in found[0][2]
+    assert "'scanner0' is already used by scanner[0] (line 12)" in found[1][2]  # the first scanner's default name
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + '\n[[card_reader]]\nname = "printer"\nurl = "msr+serial:///dev/ttyS9"\n')
+    assert err.value.key == "card_reader[0].name" and "used by printer (line 15)" in str(err.value)
+    # two unnamed devices of different kinds have different default names
+    assert parse(GOOD + '\n[[card_reader]]\nurl = "msr+serial:///dev/ttyS9"\n').card_readers()[0][0] == "card_reader0"
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(DUPLICATES)
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "scanner[2].name' (line 23)" in proc.stderr and "line 19" in proc.stderr
+    doctor = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--json", "--no-central"],
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr
+    import json
+
+    report = json.loads(doctor.stdout)
+    named = [(c["details"]["config_key"], c["details"]["line"]) for c in report["checks"] if c["check"] == "config"]
+    assert named == [("scanner[2].name", 23), ("card_reader[0].name", 27)]
+
+
+@pytest.mark.parametrize("code, ok", [("PLN", True), ("EUR", True), ("IRR", True), ("USD", True), ("XOF", True),
+                                      ("XYZ", False), ("pln", False), ("PL", False), ("XAU", False),
+                                      ("XTS", False), ("XXX", False), ("ZZZ", False)])
+def test_the_currency_is_an_iso_4217_currency_in_use(code, ok):
+    text = GOOD.replace('locale = "pl"', f'locale = "pl"\ncurrency = "{code}"')
+    if ok:
+        assert parse(text).lane.currency == code
+        return
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert (err.value.key, err.value.line) == ("lane.currency", 6) and "ISO 4217" in str(err.value)

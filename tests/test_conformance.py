@@ -110,7 +110,39 @@ class ApprovesEverything:
         return answer
 
 
+class FailsOnNul:
+    """A central store that fails a batch holding U+0000 anywhere, as PostgreSQL's text does: a 500."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def apply_batch(self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]],
+                    received_at: str) -> list[dict[str, Any]]:
+        if "\\u0000" in json.dumps(events):
+            raise ValueError("text fields cannot contain NUL (0x00) bytes")
+        return self._store.apply_batch(store_id, lane_id, batch_id, events, received_at)
+
+
+class AcceptsEveryToken:
+    """A central store that answers every member token claim accepted, whichever lane claimed it first."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
+        self._store.claim_token(store_id, lane_id, token_id, member_id)
+        return True
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (FailsOnNul, {"push/answers.malformed"}),
+                                             (AcceptsEveryToken, {"tokens/claim.other_lane"}),
                                              (NewEtagEveryTime, {"program/etag.304"}),
                                              (ApprovesEverything, {"burn/decline.insufficient",
                                                                    "burn/voucher.hold"})])
@@ -127,3 +159,51 @@ def test_bad_arguments_are_named_not_a_traceback(tmp_path):
            "--secret-file", str(tmp_path / "missing.txt")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2 and "posd conformance:" in done.stderr and "Traceback" not in done.stderr
+
+
+def run_kit(central_url: str, tmp_path: Path, secret_text: str, *extra: str) -> subprocess.CompletedProcess:
+    secret = tmp_path / "kit-secret.txt"
+    secret.write_text(secret_text + "\n")
+    cmd = [sys.executable, "-m", "posd", "conformance", "--central", central_url, "--store", STORE_ID,
+           "--lane", "CONF1", "--secret-file", str(secret), "--timeout", "10", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "Traceback" not in done.stderr and "urllib3" not in done.stderr, done.stderr
+    return done
+
+
+def test_a_secret_central_refuses_is_one_setup_message_exit_2_and_nothing_pushed(central, tmp_path):
+    done = run_kit(central.url, tmp_path, "hex:" + "00" * 32)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refused the kit's credentials" in done.stderr and "bad_signature" in done.stderr
+    assert "--secret-file" in done.stderr and "FAIL" not in done.stdout + done.stderr
+    assert central.store.events(STORE_ID, "CONF1") == []
+    done = run_kit(central.url, tmp_path, "hex:" + "00" * 32, "--json")
+    report = json.loads(done.stdout)
+    assert done.returncode == 2 and report["conformant"] is None and report["checks"] == []
+    assert report["setup_error"]["what"].startswith("central refused the kit's credentials: HTTP 401 bad_signature")
+
+
+def test_a_central_that_does_not_answer_is_one_setup_message_exit_2(tmp_path):
+    from tests.support.lane import free_port
+
+    done = run_kit(f"http://127.0.0.1:{free_port()}", tmp_path, SECRET_TEXT)
+    assert done.returncode == 2 and done.stderr.count("could not be reached") == 1, done.stderr
+    assert "ConnectionRefusedError" in done.stderr and "FAIL" not in done.stdout + done.stderr
+
+
+def test_a_wrong_url_prefix_or_a_failing_central_is_a_setup_error_not_a_table_of_failures(central, tmp_path):
+    done = run_kit(central.url + "/wrong-prefix", tmp_path, SECRET_TEXT)
+    assert done.returncode == 2 and "404" in done.stderr and "base URL" in done.stderr, done.stderr
+    central.inject("lane", "503")
+    done = run_kit(central.url, tmp_path, SECRET_TEXT, "--group", "auth")
+    assert done.returncode == 2 and "not serving: HTTP 503" in done.stderr, done.stderr
+    code, report = kit(central, tmp_path, "--group", "auth")  # once central serves again, the checks run
+    assert code == 0 and report["conformant"] is True, report
+
+
+def test_a_kit_clock_far_off_centrals_is_named_as_the_clock(tmp_path):
+    import time
+
+    with running_central(tmp_path / "c", clock=lambda: time.time() + 1000) as central:
+        done = run_kit(central.url, tmp_path, SECRET_TEXT)
+    assert done.returncode == 2 and "stale_timestamp" in done.stderr and "clock" in done.stderr, done.stderr

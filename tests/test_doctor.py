@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.central_fixture import demo_seed, running_central
 from tests.support.disk import fill, small_tmpfs
-from tests.support.lane import free_port, lane_config
+from tests.support.lane import free_port, lane_config, sale_body
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "posd.service"
@@ -244,3 +244,35 @@ def test_the_table_speaks_the_lanes_language(tmp_path, central, start_lane):
     assert proc.returncode == 0, proc.stdout
     assert "posd doctor:" in proc.stdout and "مرکز درخواست امضاشدهٔ صندوق را پذیرفت" in proc.stdout
     assert "مشکلی پیدا نشد" in proc.stdout.splitlines()[-1]
+
+
+def test_persian_findings_write_every_figure_in_persian_digits(tmp_path, central, start_lane):
+    """Counts, days, seconds, sizes, line numbers and the summary: Persian digits for fa, never a mix
+    (identifiers such as a port, a version or a path keep theirs)."""
+    lane = start_lane(tmp_path / "lane", locale="fa")
+    for n in range(5):
+        assert lane.post("/v1/transactions", sale_body(f"T-fa{n}")).status_code == 200
+    proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(lane.config), "--user", ME,
+                           "--unit", str(UNIT)], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    code, report = doctor(lane.config)
+    assert report["locale"] == "fa"
+    checked = ["sync.outbox", "storage.ledger", "storage.growth", "central.clock"]
+    for check in checked:
+        message = one(report, check)["message"]
+        assert not any(c in "0123456789" for c in message), (check, message)
+        assert any(c in "۰۱۲۳۴۵۶۷۸۹" for c in message), (check, message)
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert not any(c in "0123456789" for c in summary) and any(c in "۰۱۲۳۴۵۶۷۸۹" for c in summary), summary
+    assert "۵ رویداد" in one(report, "storage.growth")["message"]  # the five sales of the last 7 days
+    tcp = one(report, "central.tcp")["message"]
+    assert f":{central.url.rsplit(':', 1)[1]}" in tcp  # the port as typed, beside the time in Persian digits
+
+    lane.stop()
+    cfg = lane.config
+    cfg.write_text(cfg.read_text().replace('locale = "fa"', 'locale = "fa"\ncolour = "red"'))
+    code, report = doctor(cfg)
+    [mistake] = found(report, "config")
+    line = mistake["details"]["line"]
+    digits = str(line).translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+    assert code == 1 and f"lane.colour (خط {digits})" in mistake["message"], mistake["message"]

@@ -357,6 +357,27 @@ def test_a_retry_gets_its_first_answer_even_when_todays_checks_would_refuse_it(l
     assert rows(lane, "SELECT COUNT(*) FROM transactions")[0][0] == 1
 
 
+def test_a_token_replay_central_flagged_is_acked_not_quarantined_also_in_a_ledger_from_before(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    for token in ("t1", "t2"):
+        ledger.write(lambda tx, token=token: tx.append_event("token_use", {
+            "member_id": "M1", "token_id": token, "identified_by": "qr_token", "points": {}}))
+    outbox = LedgerOutbox(ledger)
+    outbox.record_results([EventResult(1, "rejected", "token_replayed"), EventResult(2, "rejected", "unknown_member")])
+    states = "SELECT seq, state, result_code FROM outbox ORDER BY seq"
+    assert [tuple(r) for r in reader(ledger).execute(states)] == [
+        (1, "acked", "token_replayed"), (2, "quarantined", "unknown_member")]
+    assert outbox.stats().quarantined == 1
+    # a ledger.db that quarantined a flag before this release: the upgrade acks it
+    execute(ledger, "UPDATE outbox SET state = 'quarantined' WHERE seq = 1")
+    execute(ledger, "DELETE FROM _migrations WHERE name = 'm010_token_replays_are_flags'")
+    ledger.close()
+    again = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    assert [tuple(r) for r in reader(again).execute(states)] == [
+        (1, "acked", "token_replayed"), (2, "quarantined", "unknown_member")]
+    again.close()
+
+
 def test_a_program_stored_between_sales_is_the_next_sales_program(lane):
     """The program is re-read only after cache.db's copy changed (Cache.program_changes), never
     from a stale copy: the sale right after a new program was stored earns under it."""

@@ -30,7 +30,7 @@ def central_seed():
 
 
 
-def backup(config: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+def backup(config: Path, dest: Path | str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(dest), "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
 
@@ -105,3 +105,51 @@ def test_backup_refuses_to_overwrite_the_ledger_and_says_when_there_is_none(tmp_
     run = backup(cfg, tmp_path / "copy.db")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert not (tmp_path / "copy.db").exists() and not list(tmp_path.glob(".copy.db.partial"))
+
+
+def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_folder_it_lacks(tmp_path):
+    """The copy holds member names: 0600 whatever the umask. An existing file is kept unless --force.
+    A destination folder that does not exist is named, not the ledger."""
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    state = cfg.parent / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "ledger.db") as db:  # a ledger as the daemon leaves it: WAL, rows in the -wal
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body TEXT)")
+        db.execute("INSERT INTO outbox (body) VALUES ('{\"member\": \"Anna K.\"}')")
+    old = os.umask(0o022)
+    try:
+        run = backup(cfg, tmp_path / "copy.db")
+    finally:
+        os.umask(old)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(f"file:{tmp_path / 'copy.db'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+
+    (tmp_path / "kept.db").write_bytes(b"someone's file")
+    run = backup(cfg, tmp_path / "kept.db")
+    assert run.returncode == 2 and "kept.db exists" in run.stderr and "--force" in run.stderr
+    assert (tmp_path / "kept.db").read_bytes() == b"someone's file"
+    assert not list(tmp_path.glob(".*.partial"))
+    run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(tmp_path / "kept.db"), "--force",
+                          "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "kept.db").stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(f"file:{tmp_path / 'kept.db'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+
+    for dest in (tmp_path / "nonexistent" / "dir" / "x.db", f"{tmp_path}/nonexistent/"):  # a folder, by its slash
+        run = backup(cfg, dest)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert f"{tmp_path / 'nonexistent'}" in run.stderr and "no such folder" in run.stderr
+        assert "ledger.db" not in run.stderr  # the ledger is fine: the destination is wrong
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        return  # root writes anywhere: the permission case cannot be planted here
+    run = backup(cfg, locked / "x.db")
+    assert run.returncode == 1 and f"{locked / 'x.db'}: Permission denied" in run.stderr, run.stderr

@@ -134,18 +134,57 @@ def test_a_sale_naming_a_token_uses_it_in_the_same_write(tmp_path, central, star
     assert len(token_uses(central)) == 1
 
 
-def test_a_token_replayed_at_another_lane_is_flagged_by_central(tmp_path, central, start_lane):
+def test_a_token_replayed_at_another_lane_is_refused_while_central_answers(tmp_path, central, start_lane):
+    one = start_lane(tmp_path / "one")
+    two = start_lane(tmp_path / "two", lane_id="L02")
+    token = fresh_token(central)
+    assert one.get(f"/v1/members/{token}").status_code == 200
+    answer = two.get(f"/v1/members/{token}")  # lane two asks central before it accepts the token
+    assert (answer.status_code, answer.json()["code"]) == (409, "member_token_replayed")
+    sale = {"transaction_id": "T-tok-L02", "member": token, "occurred_at": "2026-11-17T10:15:00+01:00",
+            "currency": "PLN", "total": 1000, "lines": [{"sku": "1", "quantity": 1, "unit_price": 1000}]}
+    assert two.post("/v1/transactions", sale).json()["code"] == "member_token_replayed"
+    stream = two.sse()
+    try:
+        two.scan(token)  # at the scanner too
+        rejected = stream.next("member.token_rejected")["data"]
+        assert (rejected["reason"], rejected["code"]) == ("replayed", "member_token_replayed")
+    finally:
+        stream.close()
+    one.wait_drained()
+    two.wait_drained()
+    assert token_uses(central, "L02") == []  # nothing accepted, nothing to flag
+    assert [u["status"] for u in token_uses(central, "L01")] == ["accepted"]
+    health = two.health()
+    assert health["status"] == "ok" and health["sync"]["quarantined"] == 0, health["problems"]
+
+
+def test_a_replay_accepted_offline_is_flagged_by_central_as_information_not_a_fault(tmp_path, central, start_lane):
     one = start_lane(tmp_path / "one")
     two = start_lane(tmp_path / "two", lane_id="L02")
     token = fresh_token(central)
     assert one.get(f"/v1/members/{token}").status_code == 200
     one.wait_drained()
-    assert two.get(f"/v1/members/{token}").status_code == 200  # lane two cannot know; central can
-    two.wait_for(lambda: two.health()["sync"]["quarantined"] == 1, what="the replay quarantined at lane two")
-    [flagged] = token_uses(central, "L02")
-    assert (flagged["status"], flagged["code"]) == ("rejected", "token_replayed")
-    assert [u["status"] for u in token_uses(central, "L01")] == ["accepted"]
-    assert two.health()["status"] == "degraded"
+    central.inject("token_uses", "timeout", delay=3.0)  # central does not answer lane two's claim in time
+    stream = two.sse()
+    try:
+        assert two.get(f"/v1/members/{token}").status_code == 200  # accepted offline, as before
+        flagged = stream.next("member.token_flagged", timeout=30)["data"]
+    finally:
+        stream.close()
+    assert (flagged["member_id"], flagged["identified_by"], flagged["code"]) == ("M0001", "qr_token", "token_replayed")
+    [use] = token_uses(central, "L02")
+    assert (use["status"], use["code"], use["event"]["token_id"]) == ("rejected", "token_replayed", flagged["token_id"])
+    two.wait_drained()
+    health = two.health()
+    assert health["sync"]["quarantined"] == 0 and health["sync"]["token_replays_flagged"] == 1
+    assert health["status"] == "ok", health["problems"]  # a fraud signal for central, not an amber lane
+    assert "posd_member_token_replays_flagged_total 1.0" in two.get("/metrics").text
+    page = two.get("/").text
+    assert 'id="row-token_replays"' in page
+    two.stop()  # still green after a restart: the event is acked, not quarantined
+    two.start()
+    assert two.health()["sync"]["quarantined"] == 0 and two.health()["status"] == "ok"
 
 
 def test_key_rotation_keeps_both_keys_valid_then_retires_the_old(tmp_path, central, start_lane):

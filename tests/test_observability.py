@@ -271,3 +271,31 @@ def test_run_without_a_usable_status_listener_stops_cleanly(tmp_path, central):
     assert proc.returncode == 1
     assert f"could not listen: the status page on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_ledger_size_counts_its_wal_the_same_in_health_metrics_and_doctor(tmp_path, central):
+    """Between checkpoints the newest sales live in ledger.db-wal: health, /metrics and doctor all
+    count the file with its -wal and -shm, to the byte (health's ledger_mb to 3 decimals)."""
+    import json
+
+    central.inject("push", "503", count=1_000_000)  # nothing is acknowledged: the ledger stays as the sales left it
+    lane = start(tmp_path / "lane", central)
+    try:
+        lane.wait_for(lambda: lane.health()["cache"]["members"] > 0, what="members")
+        for n in range(20):
+            assert lane.post("/v1/transactions", sale_body(f"T-s{n}")).status_code == 200
+        files = [lane.state / f"ledger.db{suffix}" for suffix in ("", "-wal", "-shm")]
+        assert files[1].stat().st_size > 0  # the sales are in the WAL: what read as 0 MB before
+        on_disk = sum(f.stat().st_size for f in files)
+        storage = lane.health()["storage"]
+        fams = families(requests.get(f"{lane.base}/metrics", timeout=10).text)
+        proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(lane.config), "--json",
+                               "--no-central"], capture_output=True, text=True, timeout=120)
+        [ledger] = [c for c in json.loads(proc.stdout)["checks"] if c["check"] == "storage.ledger"]
+        assert sum(f.stat().st_size for f in files) == on_disk  # nothing was written meanwhile
+    finally:
+        lane.stop()
+    assert storage["ledger_bytes"] == on_disk
+    assert storage["ledger_mb"] == round(on_disk / 2**20, 3) > 0
+    assert sample(fams, "posd_ledger_size_bytes") == on_disk
+    assert ledger["details"]["bytes"] == on_disk

@@ -270,3 +270,63 @@ def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_
         assert central.store.last_seq(STORE_ID, LANE_ID) == 5  # nothing overwritten, nothing quarantined
         client.close()
         restored.close()
+
+
+# --- central back: one part of the lane reaching it ends the others' backoff -------------------------------
+
+
+def test_an_answer_to_the_relay_ends_the_pullers_backoff_once_and_keeps_a_429_slot(tmp_path, ledger):
+    with running_central(tmp_path / "central") as central:
+        add_accruals(ledger, 1)
+        answered = []
+        with make_client(central) as pull_client, \
+                ledger_client(central, ledger, on_answer=lambda: answered.append(1)) as push_client:
+            puller = SyncPuller(pull_client, MemoryCache(), backoff_base=60.0)
+            relay = ledger_relay(push_client, ledger)
+            central.inject("members", "503", count=2)
+            assert puller.run_once() == "backoff"
+            assert relay.run_once() == "sent" and answered and set(answered) == {1}  # news for the others
+            puller.central_reached()
+            status = puller.status()
+            assert (status["state"], status["consecutive_failures"], status["last_error"]) == ("reconnecting", 0, None)
+            assert status["next_attempt_in_s"] == 0
+            # its own route still fails: back off again, and further answers elsewhere do not cut it (once per outage)
+            assert puller.run_once() == "backoff"
+            puller.central_reached()
+            assert puller.status()["state"] == "backoff" and puller.status()["consecutive_failures"] == 1
+            assert puller.run_once() == "updated"
+            # a slot central handed out (429 with Retry-After) is kept
+            central.inject("members", "429")
+            assert puller.run_once() == "backoff"
+            puller.central_reached()
+            assert puller.status()["state"] == "backoff" and puller.status()["consecutive_failures"] == 1
+        # refusals of our credentials are not news that central is reachable
+        with ledger_client(central, ledger, secret=b"wrong", on_answer=lambda: answered.append(2)) as bad:
+            add_accruals(ledger, 1)
+            assert ledger_relay(bad, ledger).run_once() == "auth_failed"
+        assert set(answered) == {1}
+
+
+def test_a_push_that_reaches_central_clears_unreachable_at_once_and_brings_the_pull_forward(tmp_path):
+    with running_central(tmp_path / "central", DEMO_SEED) as central:
+        lane = launch_lane(tmp_path / "lane", central)
+        try:
+            central.inject("members", "503", count=10_000)
+
+            def pull_backing_off() -> bool:
+                pull = lane.health()["sync"]["pull"]
+                return pull["state"] == "backoff" and (pull["next_attempt_in_s"] or 0) >= 4
+
+            lane.wait_for(pull_backing_off, timeout=120, what="the puller in a long backoff")
+            assert "central_unreachable" in [i["code"] for i in lane.health()["issues"]]
+            central.faults.clear()
+            assert lane.post("/v1/transactions", sale("T-back", "2900000000018")).status_code == 200
+            lane.wait_drained()
+            health = lane.health()
+            assert "central_unreachable" not in [i["code"] for i in health["issues"]], health["problems"]
+            assert health["sync"]["online"] is True and health["sync"]["pull"]["consecutive_failures"] == 0
+            assert health["sync"]["pull"]["state"] in ("reconnecting", "ok")  # not left in its backoff
+            lane.wait_for(lambda: lane.health()["sync"]["pull"]["state"] == "ok", what="the pull brought forward")
+            assert lane.health()["status"] == "ok"
+        finally:
+            lane.stop()

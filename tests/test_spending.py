@@ -58,6 +58,7 @@ def member(mid: str, card: str, locale: str = "pl", tier: str = "basic", points:
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [member("anna", "CARD-anna", tier="gold"), member("zahra", "CARD-zahra", locale="fa"),
                     member("quote", "CARD-quote"), member("ret", "CARD-ret"), member("use", "CARD-use"),
+                    member("coupon", "CARD-coupon"),
                     member("slips", "CARD-slips", locale="fa")]}
 
 BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
@@ -172,6 +173,17 @@ def test_validation_answers_the_effect_for_this_basket_and_the_stack(lane):
     bad = lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-use",
                                               "basket": {**basket, "total": 1}})
     assert bad.json()["code"] == "total_mismatch"
+
+
+def test_a_coupon_validated_and_used_for_a_named_member_answers_that_members_id(lane):
+    """A campaign coupon belongs to no one until used: validate and use answer the member identified
+    with the request (by card here), and a retry the same."""
+    ok = lane.post("/v1/vouchers/validate", {"code": "WELCOME10", "member": "CARD-coupon"}).json()
+    assert ok["valid"] and ok["member_id"] == "coupon"
+    used = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-coupon", "member": "CARD-coupon"})
+    assert used.status_code == 200 and used.json()["member_id"] == "coupon"
+    again = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-coupon", "member": "CARD-coupon"})
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["member_id"] == "coupon"
 
 
 # --- burns authorised by central ----------------------------------------------------------------------------

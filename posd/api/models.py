@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
@@ -19,8 +20,21 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
 
 
+# Control characters (C0, DEL, C1) and unpaired surrogates: no text a till sends carries them, and
+# central refuses an event holding one (docs/sync-protocol.md), so they are refused at the door.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="after")
+    def _no_control_characters(self) -> Any:
+        for name, value in self:
+            if any(isinstance(text, str) and CONTROL_CHARACTERS.search(text)
+                   for text in (value if isinstance(value, list) else [value])):
+                raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+        return self
 
 
 class _Request(_In):
@@ -352,7 +366,8 @@ class VoucherOut(BaseModel):
     seq: int | None = Field(default=None, description="use: the lane's outbox seq of the voucher_use event")
     source: str | None = Field(description="redemption (issued here), coupon (the program), feed (issued at "
                                            "another lane, from central's member feed), central (asked just now)")
-    member_id: str | None
+    member_id: str | None = Field(description="whose it is: the voucher's holder, or for a coupon anyone may "
+                                              "use, the member named in the request (null when none was)")
     reward_id: str | None = None
     description: str | None
     value_minor: int | None
@@ -446,6 +461,8 @@ class WorkerStatus(BaseModel):
     last_success_at: str | None
     last_error: str | None
     consecutive_failures: int
+    central_answered: bool = Field(default=False, description="the failures are central's answers (an HTTP "
+                                   "5xx or 429, an answer the protocol does not allow), not silence")
     next_attempt_in_s: float | None
     clock_skew_s: float | None = Field(description="central's Date minus the lane's clock")
 
@@ -458,6 +475,10 @@ class PullStatus(WorkerStatus):
 class RelayStatus(WorkerStatus):
     sent_events: int
     quarantined_events: int
+    token_replays_flagged: int = Field(
+        default=0, description="token_use events central flagged since start: a member token this lane accepted "
+                               "offline had been used at another lane (information: central has them, nothing "
+                               "to repair here)")
     sync_lane_id: str | None = Field(description="the lane id this ledger syncs under")
 
 
@@ -484,7 +505,8 @@ class Issue(BaseModel):
     """One finding behind the status, with a stable code the status page translates."""
 
     code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
-                  "central_unreachable", "central_auth_failed", "identity_conflict", "quarantined", "sync_backlog",
+                  "central_unreachable", "central_error", "central_auth_failed", "identity_conflict", "quarantined",
+                  "sync_backlog",
                   "cache_stale", "disk_low"]
     severity: Literal["error", "warning"] = Field(
         description="error: sales cannot be recorded or slips cannot print; warning: the lane works, look soon")
@@ -497,12 +519,15 @@ class Issue(BaseModel):
 class StorageHealth(BaseModel):
     free_mb: int | None = Field(description="free space on the storage file system")
     min_free_mb: int = Field(description="storage.min_free_mb: below it, a disk_low warning")
-    ledger_mb: float | None
+    ledger_bytes: int | None = Field(description="ledger.db with its -wal and -shm files (recent commits live "
+                                                 "in the -wal until a checkpoint), as /metrics and doctor count it")
+    ledger_mb: float | None = Field(description="ledger_bytes in MiB, to 3 decimals")
 
 
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "error"] = Field(
-        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable, a "
+        description="error: sales cannot be recorded or slips cannot print; degraded: central unreachable or "
+                    "answering errors, a "
                     "device in error or another warning; ok otherwise")
     problems: list[str] = Field(description="the issues in English")
     issues: list[Issue] = []
@@ -559,6 +584,15 @@ class MemberTokenRejectedEvent(_Event):
     code: ErrorCode = Field(description="the error code the API answers the same token with")
 
 
+class MemberTokenFlaggedEvent(_Event):
+    type: Literal["member.token_flagged"]
+    member_id: str
+    token_id: str = Field(description="the token (or wallet code's replay id) central says another lane used first")
+    identified_by: Literal["qr_token", "wallet_totp"]
+    seq: int = Field(description="the token_use event's seq on this lane")
+    code: Literal["token_replayed"] = Field(description="central's rejection code")
+
+
 class MemberUnknownEvent(_Event):
     type: Literal["member.unknown"]
     device: str
@@ -608,7 +642,7 @@ class StreamResetEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberUnavailableEvent, MemberTokenRejectedEvent,
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberUnavailableEvent, MemberTokenRejectedEvent, MemberTokenFlaggedEvent,
           CardRejectedEvent,
           DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],

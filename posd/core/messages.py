@@ -268,11 +268,17 @@ def format_size(locale: str, n_bytes: float | None) -> str | None:
             break
         value /= 1024
     text = f"{value:.1f}" if value < 10 and unit != "B" else f"{value:.0f}"
-    if locale == "pl":
-        text = text.replace(".", ",")
-    elif locale == "fa":
-        text = text.replace(".", "٫")
-    return localize_digits(f"{text} {unit}", locale)
+    return f"{format_decimal(locale, text)} {unit}"
+
+
+_DECIMAL_SEP = {"pl": ",", "fa": "٫"}
+
+
+def format_decimal(locale: str, value: float | str) -> str:
+    """A decimal number (or its ASCII text, already rounded) with the locale's separator and digits:
+    1.5 (en), 1,5 (pl), ۱٫۵ (fa)."""
+    text = value if isinstance(value, str) else f"{value:g}"
+    return localize_digits(text.replace(".", _DECIMAL_SEP.get(locale, ".")), locale)
 
 
 def describe_issue(locale: str, issue: dict[str, Any]) -> str:

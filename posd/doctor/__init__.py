@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posd.core.messages import message
+from posd.core.messages import calendar_of, format_datetime, format_decimal, format_number, message
 
 RESULTS = ("ok", "warn", "fail", "skip")
 
@@ -38,7 +38,11 @@ class Finding:
 
     def text(self, locale: str) -> str:
         key = "doctor.skipped" if self.code == "skipped" else f"doctor.{self.area}.{self.code}"
-        params = {k: _show(v) for k, v in self.params.items()}
+        params = {k: _show(locale, k, v) for k, v in self.params.items()}
+        if self.area == "config" and "config_key" in self.params:  # the line, as the locale writes figures
+            line = self.params.get("line")
+            params["where"] = " ".join(x for x in (self.params["config_key"] or "", message(
+                locale, "doctor.config.line", line=format_number(locale, line)) if line else "") if x) or "-"
         try:
             return message(locale, key, **params)
         except (KeyError, IndexError):  # a placeholder the caller did not fill: say it raw, never crash
@@ -50,8 +54,25 @@ class Finding:
                                                           if isinstance(v, (str, int, float, bool, type(None)))}}
 
 
-def _show(value: Any) -> Any:
-    return value if value is not None else "-"
+# Figures that are names rather than amounts keep their ASCII digits in every language: what store IT
+# types or looks up as written (a port, an HTTP status, a file mode, a version).
+VERBATIM = frozenset({"port", "status", "mode", "version", "running", "installed", "code"})
+DATES = frozenset({"until"})  # YYYY-MM-DD: the locale's calendar and digits (Jalali for fa)
+
+
+def _show(locale: str, key: str, value: Any) -> Any:
+    """A parameter as the message shows it: every amount in the locale's digits (Persian for fa)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or key in VERBATIM:
+        return value
+    if isinstance(value, int):
+        return format_number(locale, value)
+    if isinstance(value, float):
+        return format_decimal(locale, value)
+    if key in DATES and isinstance(value, str):
+        return format_datetime(locale, value, calendar=calendar_of(locale))
+    return value
 
 
 @dataclass
@@ -121,7 +142,7 @@ def render_table(ctx: Context, findings: list[Finding]) -> str:
         lines.append(f"{area:<{widths[0]}}  {result:<{widths[1]}}  {text}")
     failures, warnings = _counts(findings)
     lines += ["", ctx.tr("doctor.summary.fail" if failures else "doctor.summary.ok",
-                         failures=failures, warnings=warnings)]
+                         failures=format_number(ctx.locale, failures), warnings=format_number(ctx.locale, warnings))]
     return "\n".join(lines)
 
 

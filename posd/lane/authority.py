@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -48,10 +49,19 @@ class VoucherLookup:
     used: bool = False
 
 
+# A member token claim's outcome: central says the token is this lane's (accepted) or another lane's
+# (replayed), or gave no answer in time (unavailable: the lane accepts it offline, central flags a replay later).
+TokenClaim = Literal["accepted", "replayed", "unavailable"]
+
+
 class Authority(Protocol):
     async def authorise(self, request: dict[str, Any]) -> Decision: ...
 
     async def lookup(self, code: str, member_id: str | None) -> VoucherLookup: ...
+
+    async def claim_token(self, claim: dict[str, Any]) -> TokenClaim: ...
+
+    def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim: ...
 
 
 class LocalAuthority:
@@ -63,13 +73,21 @@ class LocalAuthority:
     async def lookup(self, code: str, member_id: str | None) -> VoucherLookup:
         return VoucherLookup("unknown")
 
+    async def claim_token(self, claim: dict[str, Any]) -> TokenClaim:
+        return "unavailable"
+
+    def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:
+        return "unavailable"
+
 
 class CentralAuthority:
     """Central's answers through futures (the sync side's threads), awaited within ``budget_s``."""
 
     def __init__(self, authorise: Callable[[dict[str, Any]], Future], lookup: Callable[[str, str | None], Future],
-                 budget_s: float):
+                 budget_s: float, claim: Callable[[dict[str, Any]], Future] | None = None):
+        """``claim``: asks central whether a member token is unused chain-wide (None: never asked)."""
         self._authorise, self._lookup, self.budget_s = authorise, lookup, budget_s
+        self._claim = claim
 
     async def _answer(self, future: Future) -> tuple[bool, Any]:
         """(answered, the answer); False when central gave none within the budget."""
@@ -91,6 +109,27 @@ class CentralAuthority:
             return Decision("approved", reservation_id=answer["reservation_id"], expires_at=answer["expires_at"])
         return Decision("declined", code=answer["code"], message=str(answer.get("message") or ""))
 
+    async def claim_token(self, claim: dict[str, Any]) -> TokenClaim:
+        if self._claim is None:
+            return "unavailable"
+        answered, answer = await self._answer(self._claim(claim))
+        return _claimed(answer) if answered else "unavailable"
+
+    def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:
+        """claim_token for a thread that may wait (a scanner's, the API's worker threads), never the loop."""
+        if self._claim is None:
+            return "unavailable"
+        future = self._claim(claim)
+        try:
+            return _claimed(future.result(timeout=self.budget_s))
+        except FutureTimeout:
+            future.cancel()
+            log.info("central gave no answer within %.0f ms", self.budget_s * 1000,
+                     extra={"event": "authorise.timeout"})
+        except Exception as exc:  # the sync side's SyncError
+            log.info("central could not answer: %s", exc, extra={"event": "authorise.unavailable"})
+        return "unavailable"
+
     async def lookup(self, code: str, member_id: str | None) -> VoucherLookup:
         answered, answer = await self._answer(self._lookup(code, member_id))
         if not answered:
@@ -98,3 +137,7 @@ class CentralAuthority:
         if answer is None:
             return VoucherLookup("unknown")
         return VoucherLookup("found", voucher=answer.get("voucher"), used=bool(answer.get("used")))
+
+
+def _claimed(answer: dict[str, Any]) -> TokenClaim:
+    return "replayed" if answer.get("status") == "replayed" else "accepted"

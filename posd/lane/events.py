@@ -28,6 +28,8 @@ EVENT_TYPES: dict[str, str] = {
     "member.unavailable": "the lane cannot tell whose the scanned code is: members have not loaded from central "
                           "yet (never say 'not a member' on this)",
     "member.token_rejected": "a member token (phone QR, wallet pass) was refused: expired, replayed, not signed...",
+    "member.token_flagged": "central flagged a member token this lane accepted offline as used at another lane "
+                            "first (a fraud signal; the sale stands, central has the event)",
     "card.rejected": "a payment card was read; its data was dropped at once",
     "device.status": "a device changed state (closed, idle, busy, error and why)",
     "print.status": "a print job was held, printed, expired or set aside",

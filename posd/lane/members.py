@@ -7,8 +7,12 @@ A member token (a phone's signed QR, a wallet pass's TOTP code) is checked
 first (posd.lane.member_tokens) and then *accepted* in the unit of work of
 whatever accepts it: the sale, the redemption, the scan's own write. Accepting
 records it (a second time is a replay) and queues a token_use event, so central
-sees a token used at two lanes. Members enrolled here and not yet named by
-central are found in ledger.db (posd.lane.enrolment).
+sees a token used at two lanes. Before that, while central answers, the lane
+claims the token at central (``claim_at_central``, within the burn budget): a
+token another lane used is refused at once; without an answer in time it is
+accepted offline and central flags a replay from the token_use event. Members
+enrolled here and not yet named by central are found in ledger.db
+(posd.lane.enrolment).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import phonenumbers
 from posd.core.identify import fold_ascii, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
+from posd.lane.authority import Authority, LocalAuthority
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
 from posd.lane.member_tokens import MemberTokens
@@ -51,10 +56,13 @@ class _Refused:
 
 
 class Members:
-    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None, country: str | None = None):
-        """``country``: where a phone number given without its country code is from (config lane.country)."""
+    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None, authority: Authority | None = None,
+                 country: str | None = None):
+        """``authority``: asks central whether a token is unused at every lane (None: never asked);
+        ``country``: where a phone number given without its country code is from (config lane.country)."""
         self.ctx = ctx
         self.tokens = tokens or MemberTokens(ctx)
+        self.authority: Authority = authority or LocalAuthority()
         self.country = country
 
     @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
@@ -74,8 +82,32 @@ class Members:
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
         ident = self.find(identifier)
+        self.claim_at_central(ident)
         self.accept_now(ident)
         return ident.member
+
+    @raises("member_token_replayed")
+    def claim_at_central(self, ident: Identification | None) -> None:
+        """Before accepting a token, while central answers: is it unused at every other lane? From a
+        thread that may wait (never the event loop's), at most the burn budget."""
+        claim = self._claim_request(ident)
+        if claim is not None and self.authority.claim_token_waiting(claim) == "replayed":
+            raise _replayed_elsewhere()
+
+    @raises("member_token_replayed")
+    async def aclaim_at_central(self, ident: Identification | None) -> None:
+        """``claim_at_central`` for the event loop: the question is awaited off the loop, within the budget."""
+        claim = self._claim_request(ident)
+        if claim is not None and await self.authority.claim_token(claim) == "replayed":
+            raise _replayed_elsewhere()
+
+    def _claim_request(self, ident: Identification | None) -> dict[str, Any] | None:
+        """What central is asked; None when there is no token, or central is known to be out of reach
+        (the lane does not spend the budget on a question nobody answers: it accepts offline)."""
+        if ident is None or ident.token is None or self.ctx.is_offline():
+            return None
+        return {"token_id": ident.token.token_id, "member_id": ident.member.member_id,
+                "identified_by": ident.token.scheme}
 
     @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_ineligible")
@@ -226,7 +258,7 @@ class Members:
         }
 
     # -- identify (runs in the device's reader thread) --------------------
-    @raises("storage_failed", "storage_full")
+    @raises("storage_failed", "storage_full", "member_token_replayed")
     def on_scan(self, device: str, data: str, symbology: str | None = None) -> None:
         bus = self.ctx.bus
         found = identify_code(data)
@@ -248,10 +280,12 @@ class Members:
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
             try:
+                self.claim_at_central(ident)
                 if self.ctx.commit(lambda unit: self._record_token(unit, ident)) is None:
                     resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
             except LaneError as exc:  # the disk: the token is not used up, the member shows it again later
-                resolved = _Refused(exc.code, "", "not_recorded", resolved.token.scheme)
+                replayed = exc.code == "member_token_replayed"  # central: another lane used it
+                resolved = _Refused(exc.code, "", "replayed" if replayed else "not_recorded", resolved.token.scheme)
         if isinstance(resolved, _Refused):
             if resolved.code == "unknown_member":
                 bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})
@@ -285,6 +319,11 @@ def phone_e164(text: str, country: str | None) -> str | None:
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
+
+
+@raises("member_token_replayed")
+def _replayed_elsewhere() -> LaneError:
+    return LaneError("member_token_replayed", "this member token was used at another lane; ask for a fresh one")
 
 
 # A refused token's reason -> the code the POS gets.

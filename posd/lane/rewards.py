@@ -121,6 +121,7 @@ class Rewards:
         reward = self._reward(program, member, req)
         now = ctx.clock()
         self._check_redemption(view, member, reward, now)  # what the lane can refuse alone, before asking
+        await self.members.aclaim_at_central(ident)
         decision = await self._ask_central(view, member, reward, req, now)
         if decision.status == "declined":
             raise redemption_declined(decision)
@@ -273,11 +274,13 @@ class Rewards:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
         if asked.status == "found" and asked.used:
             raise LaneError("voucher_used", "already used, or being used, at another lane")
-        out = {"code": code, "valid": True, **v.public(),
+        # a coupon anyone may use is the named member's use of it
+        out = {"code": code, "valid": True, **v.public(), "member_id": v.member_id or member_id,
                "authorised": "online" if asked.status != "unavailable" else "offline"}
         if basket is not None:
             out["effect"] = await self._effect(view, v, basket, applied, member_id)
         if ident is not None and ident.token is not None:
+            await self.members.aclaim_at_central(ident)
             await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
@@ -322,6 +325,7 @@ class Rewards:
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
         effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
+        await self.members.aclaim_at_central(ident)
         decision = Decision("unavailable") if offline else await self.authority.authorise(authorisation_request(
             "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
@@ -359,7 +363,7 @@ class Rewards:
             "authorisation_id": f"voucher_use:{code}:{u.transaction_id}", "reservation_id": u.decision.reservation_id,
         })
         response = {"code": code, "used": True, "transaction_id": u.transaction_id, "used_at": iso(now), "seq": seq,
-                    **v.public(), "authorised": authorised(u.decision)}
+                    **v.public(), "member_id": holder, "authorised": authorised(u.decision)}
         if u.effect is not None:
             response["effect"] = u.effect
         # The primary key (code, member) makes a second use fail even if two requests race here.

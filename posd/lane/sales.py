@@ -114,6 +114,7 @@ class Sales:
         ctx = self.ctx
         try:
             sale = self.evaluate(tx)
+            await self.members.aclaim_at_central(sale.ident)  # a token another lane used (central asked)
         except LaneError:
             # A retry gets its first answer even when today's checks would refuse it (the member
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.

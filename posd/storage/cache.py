@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import ThreadReaders, connect, quick_check, utcnow_iso
+from posd.storage.db import ThreadReaders, connect, quick_check, rollback, utcnow_iso, write_refused
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -161,7 +161,7 @@ class Cache:
                 self._set_state(conn, "seal_check", self._seal_check)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
 
     def _seal(self, member_id: str, secret_hex: Any) -> bytes | None:
@@ -334,8 +334,11 @@ class Cache:
                     self._set_state(conn, "member_cursor", cursor)
                     self._set_state(conn, "members_synced_at", now)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                rollback(conn)
+                refused = write_refused(exc)  # a full or failing disk: an OSError the puller logs in a line
+                if refused is not None:
+                    raise refused from exc
                 raise
 
     def use_lane(self, lane_id: str) -> None:
@@ -354,7 +357,7 @@ class Cache:
                 self._set_state(conn, "lane_id", lane_id)  # a member pull still writing for the old id stops
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             self.lane_id = lane_id
 

@@ -52,6 +52,14 @@ def write_refused(exc: BaseException) -> WriteRefused | None:
     return None
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a transaction after a failure. SQLite may already have rolled it
+    back itself (a COMMIT that failed on a full disk or an I/O error): a second ROLLBACK would
+    raise "no transaction is active" and hide the error that matters."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class Migrations:
     def __init__(self, name: str):
         self.name = name
@@ -88,7 +96,7 @@ class Migrations:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             applied.append(name)
         return applied
@@ -168,6 +176,25 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if row and row[0] == "ok" else (row[0] if row else "no answer")
+
+
+# In WAL mode the newest commits live in -wal until a checkpoint copies them into the file itself.
+SIDE_FILES = ("-wal", "-shm")
+
+
+def database_size(path: Path) -> int | None:
+    """Bytes a database takes: the file with its -wal and -shm (health, /metrics and doctor all
+    count it so). None when the file does not exist."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for suffix in SIDE_FILES:
+        try:
+            size += Path(f"{path}{suffix}").stat().st_size
+        except OSError:
+            pass  # none yet, or checkpointed away
+    return size
 
 
 def utcnow() -> datetime:

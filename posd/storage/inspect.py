@@ -8,20 +8,21 @@ snapshot while the daemon keeps writing (WAL readers never block the writer).
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from posd.storage.db import StorageError, parse_iso, quick_check, utcnow
+from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
 
 
 @dataclass(frozen=True)
 class DbCheck:
     path: Path
     exists: bool
-    size: int = 0  # the file and its WAL, bytes
+    size: int = 0  # the file with its -wal and -shm, bytes (database_size)
     problem: str | None = None  # quick_check's complaint, or why it could not be opened
 
 
@@ -50,10 +51,10 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 def check_db(path: Path) -> DbCheck:
-    """Exists? How big (with its WAL)? Does PRAGMA quick_check pass? Read-only throughout."""
-    if not path.exists():
+    """Exists? How big (with its -wal and -shm)? Does PRAGMA quick_check pass? Read-only throughout."""
+    size = database_size(path)
+    if size is None:
         return DbCheck(path, False)
-    size = path.stat().st_size + sum(p.stat().st_size for p in (Path(f"{path}-wal"),) if p.exists())
     try:
         conn = open_readonly(path)
     except sqlite3.Error as exc:
@@ -100,29 +101,50 @@ class Backup:
     pages: int
 
 
-def backup_ledger(source: Path, dest: Path) -> Backup:
+def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
     """A consistent copy of ``source`` at ``dest``, taken while the daemon may be writing.
 
     SQLite's online backup copies every page in one step, inside one read
     transaction: in WAL mode the daemon's writer is never held, and the copy is
     the ledger as it was when that transaction began, one committed state
     (copying in steps would start over whenever a sale is written between
-    them, and a busy lane could starve it). It is written beside ``dest``, checked
-    (``quick_check``), synced to disk and only then renamed into place: a
-    failed or interrupted backup never leaves a half-copied file under the name.
+    them, and a busy lane could starve it). It is written beside ``dest``, created
+    0600 (the ledger holds member names: owner only, whatever the umask), checked
+    (``quick_check``), synced to disk and only then put in place: a failed or
+    interrupted backup never leaves a half-copied file under the name. An existing
+    ``dest`` is replaced only with ``replace`` (FileExistsError otherwise, also when
+    it appears during the copy). Errors name the file they are about: OSError
+    carries it, a StorageError's message starts with it.
     """
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
-    try:
-        return _backup(source, dest)
-    except sqlite3.Error as exc:
-        raise StorageError(f"{source}: {exc}") from exc
-
-
-def _backup(source: Path, dest: Path) -> Backup:
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(dest.parent))
+    if not replace and dest.exists():
+        raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
     partial = dest.with_name(f".{dest.name}.partial")
     partial.unlink(missing_ok=True)
-    src = open_readonly(source)
+    try:  # an empty file is an empty database; SQLite gives its journal the file's mode
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:  # named as the user wrote it, not as the hidden partial file
+        raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+    try:
+        done = _backup(source, partial, dest)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        _put_in_place(partial, dest, replace)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return Backup(dest, dest.stat().st_size, done.last_seq, done.pages)
+
+
+def _backup(source: Path, partial: Path, dest: Path) -> Backup:
+    try:
+        src = open_readonly(source)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{source}: {exc}") from exc
     try:
         out = sqlite3.connect(partial, isolation_level=None)
         try:
@@ -130,21 +152,32 @@ def _backup(source: Path, dest: Path) -> Backup:
             out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
             problem = quick_check(out)
             if problem is not None:
-                raise StorageError(f"the copy failed its integrity check: {problem}")
+                raise StorageError(f"{dest}: the copy failed its integrity check: {problem}")
             last_seq = out.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
             pages = out.execute("PRAGMA page_count").fetchone()[0]
         finally:
             out.close()
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, dest)
-        _fsync_dir(dest.parent)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    except sqlite3.Error as exc:  # reading the ledger or writing the copy: both named
+        raise StorageError(f"{source} -> {dest}: {exc}") from exc
     finally:
         src.close()
-    return Backup(dest, dest.stat().st_size, last_seq, pages)
+    return Backup(partial, 0, last_seq, pages)
+
+
+def _put_in_place(partial: Path, dest: Path, replace: bool) -> None:
+    if replace:
+        os.replace(partial, dest)
+        return
+    try:
+        os.link(partial, dest)  # fails if dest exists: never replaces one that appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest)) from None
+    except OSError:  # a file system without hard links
+        if dest.exists():
+            raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest)) from None
+        os.replace(partial, dest)
+        return
+    partial.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, write_refused
+from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, rollback, write_refused
 from posd.storage.identity import SyncIdentity
 from posd.storage.schema import ledger_migrations
 from posd.storage.tx import TOPICS, LedgerTx, LedgerView
@@ -103,7 +103,7 @@ class Ledger:
             claimed = meta.read(conn, SyncIdentity.META_KEY)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         return boot, claimed
 
@@ -138,8 +138,7 @@ class Ledger:
                 result = fn(tx)
                 conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
         except BaseException as exc:
             self._note_failure(exc)
@@ -176,8 +175,7 @@ class Ledger:
                     programs |= tx.programs
                 conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
         except BaseException as exc:  # nothing of the group is durable: every caller hears so
             self._note_failure(exc)

@@ -59,14 +59,16 @@ def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int) -> list[O
 
 
 def record_results(conn: sqlite3.Connection, results: list[EventResult]) -> None:
-    """Central's answers: accepted and duplicate are acked, a final rejection is quarantined."""
+    """Central's answers: accepted and duplicate are acked, and so is a rejection that is central's flag
+    (result_code names it: central has the event); any other final rejection is quarantined."""
     now = utcnow_iso()
     # a batch's acks in one statement: a drain records a thousand of them per push
     conn.executemany("UPDATE outbox SET state = 'acked', result_code = ?, acked_at = ? "
                      "WHERE seq = ? AND state = 'pending'",
-                     [(r.status, now, r.seq) for r in results if r.status in ("accepted", "duplicate")])
+                     [(r.code if r.flagged else r.status, now, r.seq) for r in results
+                      if r.status in ("accepted", "duplicate") or r.flagged])
     for r in results:
-        if r.status == "rejected" and not r.retryable:
+        if r.status == "rejected" and not r.retryable and not r.flagged:
             conn.execute("UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
                          "WHERE seq = ? AND state = 'pending'", (r.code or "rejected", now, r.seq))
             vouchers.void_redeemed_by(conn, r.seq, now)

@@ -408,3 +408,10 @@ def m009_wallet_steps(conn: sqlite3.Connection) -> None:
         ) WITHOUT ROWID;
         """,
     )
+
+
+@ledger_migrations
+def m010_token_replays_are_flags(conn: sqlite3.Connection) -> None:
+    """A token_use central rejected as token_replayed is central's flag, not a fault the lane can repair:
+    such events are acked (result_code keeps the code), so a lane upgraded with them is not amber for good."""
+    conn.execute("UPDATE outbox SET state = 'acked' WHERE state = 'quarantined' AND result_code = 'token_replayed'")

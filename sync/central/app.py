@@ -54,12 +54,16 @@ from posd.sync.protocol import (
     MAX_AUTHORISATION_BYTES,
     MAX_BATCH_BYTES,
     MAX_MEMBER_PAGE,
+    MAX_TOKEN_CLAIM_BYTES,
+    UNSTORABLE,
     BatchError,
     RequestRejected,
     SignatureError,
     decode_batch,
     etag_matches,
     parse_authorisation,
+    parse_token_claim,
+    token_claim_answer,
     verify_request,
 )
 
@@ -219,6 +223,7 @@ class _Request:
         table = [
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/token-uses", self._token_use),
             ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
             ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
             ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
@@ -240,7 +245,12 @@ class _Request:
             if match:
                 path_known = True
                 if want == self.method:
-                    return handler, tuple(unquote(g) for g in match.groups())
+                    args = tuple(unquote(g) for g in match.groups())
+                    if any(UNSTORABLE.search(a) for a in args):  # no store, lane, member or code holds one
+                        if handler == self._voucher:  # what a lane asking about a code understands
+                            raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
+                        raise HttpError(404, "not_found", "no such store, lane or member")
+                    return handler, args
         if path_known:
             raise HttpError(405, "method_not_allowed", close=True)
         raise HttpError(404, "not_found", f"no route for {self.path}", close=self.method != "GET")
@@ -282,12 +292,28 @@ class _Request:
     async def _authorise(self, store_id: str, lane_id: str) -> None:
         """A burn asked for in real time: check and reserve in one transaction, answer approved or declined."""
         app = self.app
-        body, fault = await self._begin("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id, lane=lane_id)
+        request, fault = await self._question("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id,
+                                              parse_authorisation)
+        answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+        await self._reply(fault, answer)
+
+    async def _token_use(self, store_id: str, lane_id: str) -> None:
+        """A lane asking before it accepts a member token: is it unused, chain-wide? The first lane owns it."""
+        app = self.app
+        claim, fault = await self._question("token_uses", MAX_TOKEN_CLAIM_BYTES, store_id, lane_id, parse_token_claim)
+        mine = await app.call(app.store.claim_token, store_id, lane_id, claim["token_id"], claim["member_id"])
+        await self._reply(fault, token_claim_answer(claim["token_id"], mine))
+
+    async def _question(self, route: str, limit: int, store_id: str, lane_id: str,
+                        parse: Callable[[bytes], dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+        """A lane's real-time question (a burn, a token claim): its body checked by ``parse``."""
+        body, fault = await self._begin(route, limit, store_id, lane_id, lane=lane_id)
         try:
-            request = parse_authorisation(body)
+            return parse(body), fault
         except RequestRejected as err:
             raise HttpError(err.status, err.code, str(err)) from err
-        answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+
+    async def _reply(self, fault: str | None, answer: dict[str, Any]) -> None:
         if fault == "applied_then_lost":
             raise _Drop()
         await self._json(200, answer)
@@ -502,6 +528,8 @@ class _Request:
 
     def _one(self, name: str, default: str) -> str:
         values = self.query.get(name)
+        if values and UNSTORABLE.search(values[0]):  # nothing central keeps holds one: as if not given
+            return default
         return values[0] if values else default
 
     async def _body(self, limit: int) -> bytes:

@@ -68,6 +68,10 @@ class CentralStore(Protocol):
         """The member's wallet-pass TOTP secret, ``secret`` becoming it when there is none (the
         member's next version in the feed carries it). None for an unknown or erased member."""
 
+    def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
+        """A lane asking before it accepts a member token: True when the token is unused (now this
+        lane's) or this lane's already, False when another lane used it first (a replay)."""
+
     # --- burns: authorisations, reservations, vouchers ----------------------------------------
     def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
         """Check a checked authorisation request (posd.sync.protocol.parse_authorisation) and reserve

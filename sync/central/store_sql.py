@@ -32,7 +32,7 @@ from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_bala
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, upgraded_tier
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
-from posd.sync.protocol import TOKEN_SCHEMES, parse_utc, program_etag, result_wire, validate_event
+from posd.sync.protocol import TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
 from posd.sync.protocol.burn import canonical_code
 
 JSON_COLUMNS = ("identifiers", "balances", "offers")
@@ -276,11 +276,19 @@ class SqlStore:
             owner_id = owner["member_id"] if owner else None
             self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
             member = _load_member(conn, member_id) if member_id else None
-            answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s)
+            answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
+                                                        self._program_in(conn)[0] or {})
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])
         return answer
+
+    def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
+        """A lane asking before it accepts a member token: True when the token is unused or this
+        lane's already (its claim, or its token_use event), False when another lane has it."""
+        lane_key = f"{store_id}/{lane_id}"
+        with self._write() as conn:
+            return first_token_use(conn, token_id, lane_key, f"{lane_key}/claim", member_id)
 
     def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
         """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
@@ -429,7 +437,7 @@ class SqlStore:
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
                               holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
-            touched = work.members_of([e for e in run if e["seq"] in inserted])
+            touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
             work.preload(touched)
             streamed, prefix = [], lane_payload_prefix(store_id, lane_id)
@@ -460,8 +468,10 @@ class SqlStore:
         for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
         codes = {e["seq"]: validate_event(e) for e in run}
         rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
-                 codes[e["seq"]], _str_or_none(e.get("type")), _str_or_none(e.get("member_id")),
-                 bodies[e["seq"]], batch_id, received_at) for e in run]
+                 codes[e["seq"]], _storable(_str_or_none(e.get("type"))),
+                 _storable(_str_or_none(e.get("member_id"))),
+                 _rejected_body(e) if codes[e["seq"]] else bodies[e["seq"]], batch_id, received_at)
+                for e in run]
         return {seq: codes[seq] for seq in self._insert_events(conn, rows)}
 
     def _insert_events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -546,6 +556,9 @@ class _BatchWork:
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
+        self.claimed: dict[str, str] = {}  # identifier -> member created by this batch (not in the table yet)
+        codes = [c.get("code") for c in program.get("currencies", []) if isinstance(c, dict)]
+        self.currencies = set(codes) if codes else None  # None: no program to check against
         self.new_lots: list[tuple[Any, ...]] = []  # credits of members who owe nothing, inserted together
         # A member whose lots only gained credits this batch (no debit, no debt, not new) publishes its
         # balance as stored plus the credits still unexpired now: the same figure lot_balances would sum
@@ -560,6 +573,8 @@ class _BatchWork:
         dates = lot_dates(event)
         if dates is None:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
+        if self.currencies is not None and any(c not in self.currencies for c in event["points"]):
+            return "bad_points"  # a currency the program does not have: no balance may hold it
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
             member_id = self._enrol(event, seq)
         else:
@@ -568,9 +583,10 @@ class _BatchWork:
         if member is None:
             if event["type"] != "member_enrolled":
                 return "unknown_member"
-            member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
-            self.members[member_id] = member
-            self.exact.add(member_id)
+            holder = self._holder(event.get("identifiers"))
+            if holder is not None:
+                return "identifier_taken"  # another member holds its card or phone: never two holders
+            member = self._create(member_id, event)
         if member["status"] == "deleted":
             return "member_deleted"
         refused = None
@@ -633,7 +649,9 @@ class _BatchWork:
         self.aliases = _resolve_many(self.conn, sorted(named))
         ids = set(named) | set(self.aliases.values())
         for event in events:
-            if event.get("type") == "member_enrolled" and event.get("provisional") is True:
+            if event.get("type") == "member_enrolled":
+                # Two batches enrolling one card at once: one at a time, so the second sees the first.
+                ids.update(identifier_lock(i) for i in _identifiers(event))
                 holder = self._holder(event.get("identifiers"))
                 if holder is not None:
                     ids.add(holder)
@@ -676,19 +694,28 @@ class _BatchWork:
         else:
             member_id = self._holder(event.get("identifiers")) or self._new_member_id()
             if self._load(member_id) is None:
-                self.members[member_id] = member_row({"member_id": member_id, **enrolment_profile(event)},
-                                                     self.program)
-                self.exact.add(member_id)
+                self._create(member_id, event)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
         self.enrolled[seq] = member_id
         return member_id
 
+    def _create(self, member_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        """A member a member_enrolled event creates; its identifiers are its own from now on."""
+        member = member_row({"member_id": member_id, **enrolment_profile(event)}, self.program)
+        self.members[member_id] = member
+        self.exact.add(member_id)  # a new member's balance is summed from its lots
+        self.claimed.update((i, member_id) for i in member["identifiers"])
+        return member
+
     def _holder(self, identifiers: Any) -> str | None:
-        """The member holding any of these identifiers (the reference central scans; a platform indexes)."""
-        for identifier in identifiers if isinstance(identifiers, list) else []:
-            row = self.conn.execute(self.holder_sql, (str(identifier),)).fetchone()
+        """The member holding any of these identifiers, this batch's new members included (the
+        reference central scans; a platform indexes)."""
+        for identifier in _identifiers({"identifiers": identifiers}):
+            if identifier in self.claimed:
+                return self.claimed[identifier]
+            row = self.conn.execute(self.holder_sql, (identifier,)).fetchone()
             if row is not None:
                 return row["member_id"]
         return None
@@ -713,14 +740,8 @@ class _BatchWork:
         if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
                 or event.get("identified_by") not in TOKEN_SCHEMES:
             return "malformed_event"
-        first = self.conn.execute(
-            "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key",
-            (token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)).fetchone()
-        if first is not None:
-            return None
-        row = self.conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
-        return None if row["lane_key"] == self.lane_key else "token_replayed"
+        mine = first_token_use(self.conn, token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)
+        return None if mine else "token_replayed"
 
     def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
         """Balances from the lots, then every changed member and its watermark, a few statements in all."""
@@ -749,6 +770,17 @@ def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any] | str]]) -
                      [(str(uuid.uuid4()), agg_type, agg_id, type_,
                        payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False))
                       for agg_type, agg_id, type_, payload in rows])
+
+
+def _identifiers(event: dict[str, Any]) -> list[str]:
+    """An enrolment's identifiers (validate_event refused any that is not a string)."""
+    identifiers = event.get("identifiers")
+    return [i for i in identifiers if isinstance(i, str)] if isinstance(identifiers, list) else []
+
+
+def identifier_lock(identifier: str) -> str:
+    """The lock key of a card code or phone number an enrolment claims."""
+    return f"identifier:{identifier}"
 
 
 def lane_payload_prefix(store_id: str, lane_id: str) -> str:
@@ -817,3 +849,35 @@ def _marks(items: Any) -> str:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _rejected_body(event: dict[str, Any]) -> str:
+    """A rejected event as stored. It may carry what no engine stores (NUL, a lone surrogate): those are
+    kept as their escape text, so the record of what the lane sent stays readable. (An accepted event
+    is stored as sent: validate_event let nothing unstorable through.)"""
+    try:
+        return json.dumps(_storable(event), ensure_ascii=False)
+    except RecursionError:  # nested deeper than this stack allows: its envelope is what is kept
+        return json.dumps(_storable({k: event.get(k) for k in ("seq", "event_id") if k in event}))
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def first_token_use(conn: Any, token_id: str, lane_key: str, source: str, member_id: str) -> bool:
+    """Record ``lane_key``'s use of a member token unless another lane used it first; True when the
+    token is this lane's. The primary key decides, so two lanes racing on one token get one first use."""
+    first = conn.execute(
+        "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key", (token_id, lane_key, source, member_id)).fetchone()
+    if first is not None:
+        return True
+    row = conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
+    return row["lane_key"] == lane_key

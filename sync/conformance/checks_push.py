@@ -55,6 +55,36 @@ def per_event_answers(ctx: Context) -> str:
     return "accepted, unknown_member, bad_points, accepted"
 
 
+@check("push", "answers.malformed")
+def malformed_events(ctx: Context) -> str:
+    """Events central cannot take (U+0000 in a name, a sku, a currency or an identifier; identifiers
+    that are not strings; a currency the program lacks) are each rejected with their code, their seqs
+    consumed, never a 500 for the batch; a member_enrolled naming another member's card is
+    identifier_taken."""
+    member, seq, run = _member(ctx), ctx.seq(), ctx.run_id
+    card = f"conf-{run}-card"
+    events = [
+        ctx.event(seq, f"conf-{run}-nul", "member_enrolled", points=0, transaction_id=None,
+                  display_name="a\u0000b", identifiers=[f"conf-{run}-nul-card"]),
+        ctx.event(seq + 1, member, points=1, lines=[{"sku": "59\u0000", "category": "gr\u0000", "quantity": 1,
+                                                     "unit_price": 100}]),
+        {**ctx.event(seq + 2, member), "points": {ctx.currency + "\u0000": 1}},
+        ctx.event(seq + 3, f"conf-{run}-ids", "member_enrolled", points=0, transaction_id=None,
+                  identifiers=[None, 2900000000179]),
+        {**ctx.event(seq + 4, member), "points": {f"conf-{run}-c0": 1}},
+        ctx.event(seq + 5, f"conf-{run}-holder", "member_enrolled", points=0, transaction_id=None,
+                  identifiers=[card]),
+        ctx.event(seq + 6, f"conf-{run}-second", "member_enrolled", points=0, transaction_id=None,
+                  identifiers=[card]),
+        ctx.event(seq + 7, member, points=2),
+    ]
+    _expect(ctx, events, [("rejected", "malformed_event")] * 4 + [("rejected", "bad_points"), ("accepted", None),
+                                                                  ("rejected", "identifier_taken"), ("accepted", None)],
+            retryable=False)
+    ctx.next_seq = seq + 8
+    return "malformed_event x4, bad_points, accepted, identifier_taken, accepted"
+
+
 @check("push", "dedupe.duplicate")
 def duplicate(ctx: Context) -> str:
     """The same seq sent again with the same event is answered duplicate and applied once."""

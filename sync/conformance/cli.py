@@ -1,4 +1,7 @@
-"""``posd conformance``: run the protocol's checks against a central; a table (or JSON), exit 0/1.
+"""``posd conformance``: run the protocol's checks against a central; a table (or JSON).
+
+Exit 0: conformant; 1: not conformant (a check failed or was skipped); 2: the kit could not judge the
+central (bad arguments, central unreachable, the kit's credentials refused: preflight.py).
 
     posd conformance --central https://central.example/api --store S900 --lane CONF1 --secret-file s.txt
 """
@@ -6,11 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from posd.sync.conformance.http import KitClient
 from posd.sync.conformance.kit import GROUPS, Context, as_json, passed, run, table
+from posd.sync.conformance.preflight import SetupError, preflight
 from posd.sync.protocol import LANE_ID_RE, secret_from_text
 
 
@@ -47,6 +52,11 @@ def main(argv: list[str]) -> int:
         print(f"posd conformance: {exc}", file=sys.stderr)
         return 2
     try:
+        preflight(client)
+    except SetupError as exc:
+        client.close()
+        return _setup_failed(exc, args)
+    try:
         ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
                       wait_expiry=args.wait_expiry)
         outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
@@ -54,6 +64,19 @@ def main(argv: list[str]) -> int:
         client.close()
     print(as_json(outcomes, args.central) if args.json else table(outcomes, args.central))
     return 0 if passed(outcomes) else 1
+
+
+def _setup_failed(exc: SetupError, args: argparse.Namespace) -> int:
+    """One clear message instead of a table of failures the central did not cause; exit 2."""
+    print(f"posd conformance: {exc.what}", file=sys.stderr)
+    print(f"  -> {exc.check}", file=sys.stderr)
+    if exc.detail:
+        print(f"  ({exc.detail})", file=sys.stderr)
+    print("  no check was run: this is the kit's setup, not the central's conformance", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"central": args.central, "conformant": None, "checks": [],
+                          "setup_error": {"what": exc.what, "check": exc.check, "detail": exc.detail}}, indent=2))
+    return 2
 
 
 def _program_currency(client: KitClient) -> str:

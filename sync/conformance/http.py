@@ -117,3 +117,7 @@ def _seg(value: str) -> str:
 
 def authorise_path(client: KitClient) -> str:
     return f"/v1/lanes/{_seg(client.store_id)}/{_seg(client.lane_id)}/authorisations"
+
+
+def token_uses_path(client: KitClient, lane_id: str | None = None) -> str:
+    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/token-uses"

@@ -1,5 +1,8 @@
 """Burn authorisation, the lane's side: ask central in real time, in threads of its own.
 
+Member token claims (is this phone's QR token unused at every lane?) are asked
+the same way, within the same budget.
+
 A redemption or a voucher use waits for central's answer only as long as the
 lane's budget (``[central] authorise_timeout_ms``); the lane's services await
 the futures this hands out with that budget, off the event loop, and fall back
@@ -51,6 +54,10 @@ class BurnAuthoriser:
     def lookup(self, code: str, member_id: str | None) -> Future[dict[str, Any] | None]:
         """What central knows of a voucher or coupon code, or its SyncError."""
         return self._executor.submit(lambda: self._client().voucher(code, member_id, timeout=self.budget_s))
+
+    def claim_token(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Central's answer to a member token claim (posd.sync.protocol.tokens), or its SyncError."""
+        return self._executor.submit(lambda: self._client().claim_token(claim, timeout=self.budget_s))
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         answer = self._client().authorise(request, timeout=self.budget_s)

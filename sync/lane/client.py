@@ -37,9 +37,11 @@ from posd.sync.protocol import (
     parse_results,
     parse_authorisation_answer,
     parse_retry_after,
+    parse_token_claim_answer,
     parse_voucher_answer,
     program_etag,
     signed_headers,
+    token_claim_json,
 )
 
 log = logging.getLogger("posd.sync.client")
@@ -65,7 +67,11 @@ class CentralClient:
         cert: str | tuple[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         identity: IdentityPort | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
+        """``on_answer``: called (on the calling thread) whenever central answers a signed request and
+        accepts our credentials, whatever it thinks of the request itself: central is reachable. The
+        daemon uses it so that one part of the lane reaching central again ends the others' backoff."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"central url must be http(s)://host[:port][/prefix], got {base_url!r}")
@@ -82,6 +88,7 @@ class CentralClient:
         self.verify = verify
         self.cert = cert
         self.clock = clock
+        self._on_answer = on_answer
         # Central's Date minus our clock at the last answer; the signature
         # window is 300 s, so health shows this before it becomes a 401.
         self.last_clock_skew_s: float | None = None
@@ -152,13 +159,22 @@ class CentralClient:
 
     def authorise(self, request: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         """Ask central to authorise a burn; its answer (approved with a reservation, or declined)."""
-        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/authorisations"
+        answer = self._ask("authorisations", authorisation_json(request), timeout)
+        return parse_authorisation_answer(answer, request["authorisation_id"])
+
+    def claim_token(self, claim: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
+        """Ask central whether a member token is unused chain-wide before accepting it: accepted | replayed."""
+        return parse_token_claim_answer(self._ask("token-uses", token_claim_json(claim), timeout), claim["token_id"])
+
+    def _ask(self, route: str, body: bytes, timeout: Timeout | None) -> Any:
+        """A question to central in real time (a burn, a token): POSTed on a connection of its own."""
+        path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/{route}"
         try:
-            resp = self._request("POST", path, authorisation_json(request),
-                                 {"Content-Type": "application/json", **_ONE_SHOT}, timeout=timeout)
+            resp = self._request("POST", path, body, {"Content-Type": "application/json", **_ONE_SHOT},
+                                 timeout=timeout)
         finally:
             self._forget_connections()
-        return parse_authorisation_answer(self._json(resp), request["authorisation_id"])
+        return self._json(resp)
 
     def voucher(self, code: str, member_id: str | None, timeout: Timeout | None = None) -> dict[str, Any] | None:
         """What central knows of a voucher or coupon code ({code, voucher, used}); None: nothing."""
@@ -221,6 +237,11 @@ class CentralClient:
         except requests.RequestException as exc:
             raise CentralUnavailable(f"central request failed: {type(exc).__name__}") from exc
         self._note_date(resp)
+        if self._on_answer is not None and resp.status_code < 500 and resp.status_code not in (401, 403, 408, 429):
+            try:
+                self._on_answer()
+            except Exception:  # a listener's bug must not turn an answer into a failure
+                log.exception("on_answer callback failed", extra={"event": "sync-client.callback"})
         if resp.status_code == 200 or (allow_304 and resp.status_code == 304):
             return resp
         raise self._error_for(resp)

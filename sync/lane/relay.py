@@ -44,12 +44,15 @@ class OutboxRelay(Worker):
         identity: IdentityPort | None = None,
         linger: float = 0.2,
         on_push: Callable[[float | None, int, bool], None] | None = None,
+        on_flagged: Callable[[list[dict[str, Any]]], None] | None = None,
         **worker: Any,
     ) -> None:
-        """``on_push(seconds, events, ok)`` after every push attempt (metrics); ``worker``: backoff_base,
-        backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
+        """``on_push(seconds, events, ok)`` after every push attempt (metrics); ``on_flagged(events)`` with
+        the events central flagged (a member token used at another lane: their bodies, as pushed);
+        ``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
         super().__init__(client, **worker)
         self._on_push = on_push
+        self._on_flagged = on_flagged
         self._outbox = outbox
         self._identity = identity  # the lane id's owner; the client reads it from there too
         self._identity_settled = identity is None  # a relay without one sends under the client's id
@@ -60,6 +63,7 @@ class OutboxRelay(Worker):
         self._linger = linger
         self._sent_events = 0
         self._quarantined = 0
+        self._token_replays = 0
 
     def run_once(self) -> str:
         """One batch: pending -> push -> record.
@@ -119,11 +123,15 @@ class OutboxRelay(Worker):
             # Central has them; the next attempt is answered "duplicate" and acks them.
             log.exception("outbox write failed", extra={"event": "sync-relay.outbox_error"})
             return self._failed(f"outbox: {type(exc).__name__}", None)
-        rejected = [r for r in results if r.status == "rejected" and not r.retryable]
+        rejected = [r for r in results if r.status == "rejected" and not r.retryable and not r.flagged]
         retry = [r for r in results if r.status == "rejected" and r.retryable]
+        flagged = [r for r in results if r.flagged]
         with self._lock:
-            self._sent_events += sum(1 for r in results if r.status != "rejected")
+            self._sent_events += sum(1 for r in results if r.status != "rejected" or r.flagged)
             self._quarantined += len(rejected)
+            self._token_replays += len(flagged)
+        if flagged:
+            self._flagged(events, flagged)
         if rejected:
             codes = sorted({r.code or "" for r in rejected})
             # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
@@ -190,8 +198,22 @@ class OutboxRelay(Worker):
         lane = getattr(self._client, "lane_id", "lane")
         return f"{store}-{lane}-{events[0].seq}-{events[-1].seq}-{uuid.uuid4().hex[:8]}"[-128:]
 
+    def _flagged(self, events: list[OutboxEvent], flagged: list[EventResult]) -> None:
+        """Central flagged these (token_replayed): a fraud signal for central's side, not a lane fault."""
+        codes = {r.seq: r.code for r in flagged}
+        bodies = [{**e.body, "code": codes[e.seq]} for e in events if e.seq in codes]
+        log.warning("push: central flagged %d member token use(s) as used at another lane (%s); recorded there, "
+                    "nothing to repair here", len(bodies), ", ".join(sorted({str(c) for c in codes.values()})),
+                    extra={"event": "sync-relay.flagged", "count": len(bodies), "seqs": sorted(codes)[:20]})
+        if self._on_flagged is not None:
+            try:
+                self._on_flagged(bodies)
+            except Exception:
+                log.exception("flagged callback failed")
+
     def _extra_status(self) -> dict[str, Any]:
         return {"sent_events": self._sent_events, "quarantined_events": self._quarantined,
+                "token_replays_flagged": self._token_replays,
                 "sync_lane_id": getattr(self._client, "lane_id", None)}
 
     def _progress_key(self) -> Any:

@@ -59,10 +59,15 @@ class Worker:
         self._state = "starting"
         self._last_success_at: float | None = None
         self._last_error: str | None = None
+        self._central_answered = False  # the last failure was central's answer (a 5xx, garbage), not silence
         self._delay = 0.0  # how long the loop waits before the next step
         self._wake_cuts_delay = True  # idle waits end on wake(); backoff waits do not
         self._next_at: float | None = None  # monotonic time of the next attempt, for status()
         self._reported: tuple[Any, ...] | None = None
+        self._interrupt = threading.Event()  # ends a backoff wait: stop(), or central reached by another part
+        self._failed_status: int | None = None  # the HTTP status of the last failure (None: no answer)
+        self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
+        self._in_step = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -77,6 +82,8 @@ class Worker:
         """Ask the thread to finish and join it; False if it is still busy after ``timeout``."""
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            self._interrupt.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -89,19 +96,47 @@ class Worker:
         """Work now instead of at the end of an idle wait (a backoff or auth wait still holds)."""
         self._wake.set()
 
+    def central_reached(self) -> None:
+        """Another part of the lane just had an answer from central (a push, a pull, a burn's question):
+        central is back, so this worker's failures are no longer news. Clears them at once (health stops
+        saying "unreachable") and brings the next attempt forward, once per outage: a central that
+        answers others while failing this worker's route is not asked again on every answer. A slot
+        central handed out (429 with Retry-After) and a parked worker (401/403, identity conflict: a
+        person must act) keep their wait."""
+        if threading.current_thread() is self._thread:
+            return  # this worker's own call: its outcome is recorded by its step
+        with self._lock:
+            if (self._in_step or self._state != "backoff" or self._brought_forward
+                    or self._failed_status == 429):
+                return  # in a step: that attempt is itself the news
+            self._brought_forward = True
+            self._policy.succeeded()
+            self._state, self._last_error = "reconnecting", None
+            self._delay, self._next_at = 0.0, time.monotonic()
+            self._interrupt.set()
+        log.info("%s brought forward: central answered the lane again", self.activity,
+                 extra={"event": f"{self.thread_name}.brought_forward"})
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()  # before the step: a wake() during the step is not lost
+            with self._lock:
+                self._in_step = True
+                if not self._stop.is_set():
+                    self._interrupt.clear()
             try:
                 self._step()
             except Exception as exc:  # a bug, not a sync failure: keep the lane syncing anyway
                 log.exception("sync worker step failed", extra={"event": f"{self.thread_name}.crash"})
                 self._failed(f"internal: {type(exc).__name__}", None)
+            finally:
+                with self._lock:
+                    self._in_step = False
             self._report()
             with self._lock:
                 delay, cut = self._delay, self._wake_cuts_delay
             if delay > 0:
-                (self._wake if cut else self._stop).wait(delay)
+                (self._wake if cut else self._interrupt).wait(delay)
 
     def _step(self) -> None:
         self.run_once()
@@ -119,6 +154,7 @@ class Worker:
         with self._lock:
             self._policy.succeeded()
             self._state, self._last_error = state, None
+            self._brought_forward = False
             self._last_success_at = self._clock()
             self._delay, self._wake_cuts_delay = delay, wake_cuts
             self._next_at = time.monotonic() + delay
@@ -131,9 +167,11 @@ class Worker:
             self._delay, self._wake_cuts_delay = delay, True
             self._next_at = time.monotonic() + delay
 
-    def _failed(self, error: str, retry_after: float | None, status: int | None = None) -> str:
+    def _failed(self, error: str, retry_after: float | None, status: int | None = None, *,
+                answered: bool = False) -> str:
         with self._lock:
             self._state, self._last_error = "backoff", error
+            self._central_answered, self._failed_status = answered, status
             delay = self._policy.failed(retry_after, status=status)
             self._delay, self._wake_cuts_delay = delay, False
             self._next_at = time.monotonic() + delay
@@ -180,10 +218,12 @@ class Worker:
             return self._identity_conflict(exc)
         if isinstance(exc, CentralAuthError):
             return self._auth_failed(exc)
-        if isinstance(exc, CentralUnavailable):
-            return self._failed(str(exc), exc.retry_after, exc.status)
-        if isinstance(exc, SyncError):
-            return self._failed(str(exc), None)
+        if isinstance(exc, CentralUnavailable):  # a status: central answered (5xx, 429), else no answer
+            return self._failed(str(exc), exc.retry_after, exc.status, answered=exc.status is not None)
+        if isinstance(exc, SyncError):  # central answered, with something the protocol does not allow
+            return self._failed(str(exc), None, answered=True)
+        if isinstance(exc, OSError):  # the lane's own disk (full, failing: posd.storage's WriteRefused): one line
+            return self._failed(f"local storage: {exc}", None)
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
         return self._failed(f"internal: {type(exc).__name__}", None)
 
@@ -209,6 +249,7 @@ class Worker:
                 "last_success_at": _iso(self._last_success_at),
                 "last_error": self._last_error,
                 "consecutive_failures": self._failures,
+                "central_answered": self._failures > 0 and self._central_answered,
                 "next_attempt_in_s": next_in,
                 "clock_skew_s": getattr(self._client, "last_clock_skew_s", None),
                 **self._extra_status(),

@@ -11,7 +11,8 @@ version of this package.
 - ``signing``: the HMAC headers, signing and verifying;
 - ``batch``: the gzip batch codec, event checks, push answers;
 - ``http``: the program's ETag, Retry-After and Date;
-- ``burn``: burn authorisations and their answers, vouchers as central registers them.
+- ``burn``: burn authorisations and their answers, vouchers as central registers them;
+- ``tokens``: member token claims (is this token still unused, chain-wide?) and their answers.
 
 The names below are the package's public surface; import them from here.
 """
@@ -19,6 +20,7 @@ The names below are the package's public surface; import them from here.
 from __future__ import annotations
 
 from posd.sync.protocol.batch import (
+    UNSTORABLE,
     batch_json,
     decode_batch,
     encode_batch,
@@ -42,6 +44,7 @@ from posd.sync.protocol.burn import (
     parse_voucher_answer,
 )
 from posd.sync.protocol.errors import (
+    FLAG_CODES,
     REJECTION_CODES,
     REQUEST_ERRORS,
     RETRYABLE_CODES,
@@ -63,6 +66,14 @@ from posd.sync.protocol.limits import (
     TIMESTAMP_TOLERANCE_S,
 )
 from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, TOKEN_SCHEMES, EventResult, EventStatus
+from posd.sync.protocol.tokens import (
+    MAX_TOKEN_CLAIM_BYTES,
+    TOKEN_CLAIM_STATUSES,
+    parse_token_claim,
+    parse_token_claim_answer,
+    token_claim_answer,
+    token_claim_json,
+)
 from posd.sync.protocol.signing import (
     HEADER_LANE,
     HEADER_SIGNATURE,
@@ -84,9 +95,12 @@ __all__ = [
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",
     "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_ID_LEN", "MAX_MEMBER_PAGE", "MAX_POINTS", "MAX_SEQ",
     "REJECTION_CODES", "REQUEST_ERRORS", "RESULT_STATUSES", "RETRYABLE_CODES", "SIGNATURE_SCHEME",
-    "TIMESTAMP_TOLERANCE_S", "TOKEN_SCHEMES", "BatchError", "CentralProtocolError", "EventResult", "EventStatus",
+    "TIMESTAMP_TOLERANCE_S", "TOKEN_SCHEMES", "UNSTORABLE", "BatchError", "CentralProtocolError", "EventResult",
+    "EventStatus",
     "RequestRejected", "SignatureError", "SyncError", "batch_json", "decode_batch", "encode_batch",
     "etag_matches", "header", "parse_http_date", "parse_results", "parse_retry_after", "parse_utc",
     "program_etag", "result_wire", "secret_from_text", "sign_request", "signed_headers", "signing_payload",
     "validate_event", "verify_request",
+    "MAX_TOKEN_CLAIM_BYTES", "TOKEN_CLAIM_STATUSES", "parse_token_claim", "parse_token_claim_answer",
+    "token_claim_answer", "token_claim_json", "FLAG_CODES",
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import zlib
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
@@ -93,14 +94,17 @@ def validate_event(event: dict[str, Any]) -> str | None:
     """
     if event.get("type") not in EVENT_TYPES:
         return "unknown_type"
-    if not _is_id(event.get("member_id")):
+    if not _is_id(event.get("member_id")) or not clean_text(event):
+        return "malformed_event"
+    if event["type"] == "member_enrolled" and not _enrolment_fields(event):
         return "malformed_event"
     txn = event.get("transaction_id")
     if txn is not None and not _is_id(txn):
         return "malformed_event"
     if not isinstance(event.get("program_version"), str) or not isinstance(event.get("offline"), bool):
         return "malformed_event"
-    if event.get("lines") is not None and not isinstance(event["lines"], list):
+    lines = event.get("lines")
+    if lines is not None and not (isinstance(lines, list) and all(_line(line) for line in lines)):
         return "malformed_event"
     if parse_utc(event.get("occurred_at")) is None:
         return "bad_timestamp"
@@ -111,6 +115,57 @@ def validate_event(event: dict[str, Any]) -> str | None:
         if not currency or len(currency) > 32 or not _is_int(delta) or abs(delta) > MAX_POINTS:
             return "bad_points"
     return None
+
+
+# Characters no event may carry in any string, key or value: NUL and unpaired surrogates (no
+# engine stores them alike: PostgreSQL's text and jsonb refuse NUL, UTF-8 has no lone surrogate).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Control characters (C0, DEL, C1): refused everywhere but inside a redemption's ``voucher``, whose
+# title is program text and may break lines.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_text(event: dict[str, Any]) -> bool:
+    """No string of the event (keys included, at any depth) carries a control character or an
+    unpaired surrogate; inside ``voucher`` only the unstorable ones count."""
+    stack: list[tuple[Any, re.Pattern[str]]] = [(event, CONTROL)]
+    while stack:
+        value, pattern = stack.pop()
+        if isinstance(value, str):
+            if pattern.search(value):
+                return False
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if CONTROL.search(key):
+                    return False
+                stack.append((item, UNSTORABLE if key == "voucher" and value is event else pattern))
+        elif isinstance(value, list):
+            stack.extend((item, pattern) for item in value)
+    return True
+
+
+def _line(line: Any) -> bool:
+    """A basket line: an object whose sku and category are strings or null."""
+    return isinstance(line, dict) and all(line.get(k) is None or isinstance(line[k], str) for k in ("sku", "category"))
+
+
+def _enrolment_fields(event: dict[str, Any]) -> bool:
+    """member_enrolled's profile: identifiers a list of ids, display_name and locale strings,
+    birth_date a calendar date (YYYY-MM-DD); each may be left out or null."""
+    identifiers = event.get("identifiers")
+    if identifiers is not None and not (isinstance(identifiers, list) and all(_is_id(i) for i in identifiers)):
+        return False
+    for key, limit in (("display_name", 256), ("locale", 16)):
+        value = event.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit):
+            return False
+    birth = event.get("birth_date")
+    if birth is None:
+        return True
+    try:
+        return isinstance(birth, str) and len(birth) == 10 and date.fromisoformat(birth) is not None
+    except ValueError:
+        return False
 
 
 def parse_utc(value: Any) -> datetime | None:
@@ -169,4 +224,4 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN and not CONTROL.search(value)

@@ -9,13 +9,13 @@ authorisation", is the prose version.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from posd.sync.protocol.batch import parse_utc
+from posd.sync.protocol.batch import CONTROL, parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
 from posd.sync.protocol.limits import MAX_ID_LEN, MAX_POINTS
+from posd.sync.protocol.shapes import compact_json, json_object
 
 AUTHORISATION_KINDS = ("redemption", "voucher_use")
 VOUCHER_ONCE_PER = ("code", "member")
@@ -67,7 +67,7 @@ def _malformed(message: str) -> RequestRejected:
 
 
 def _is_id(value: Any, limit: int = MAX_ID_LEN) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit
+    return isinstance(value, str) and 0 < len(value) <= limit and not CONTROL.search(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -87,19 +87,12 @@ def _points(value: Any, *, positive: bool) -> bool:
 
 def authorisation_json(request: dict[str, Any]) -> bytes:
     """The body of an authorisation request: compact UTF-8 JSON."""
-    return json.dumps(request, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return compact_json(request)
 
 
 def parse_authorisation(body: bytes) -> dict[str, Any]:
     """An authorisation request from its body, checked; RequestRejected(malformed_authorisation) if not."""
-    if len(body) > MAX_AUTHORISATION_BYTES:
-        raise RequestRejected("batch_too_large", f"an authorisation is at most {MAX_AUTHORISATION_BYTES} bytes")
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _malformed("body is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise _malformed("body must be an object")
+    doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "an authorisation")
     if not _is_id(doc.get("authorisation_id")):
         raise _malformed("authorisation_id must be a non-empty string")
     kind = doc.get("kind")

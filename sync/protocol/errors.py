@@ -12,6 +12,7 @@ from __future__ import annotations
 REQUEST_ERRORS: dict[str, int] = {
     "malformed_batch": 400,
     "malformed_authorisation": 400,
+    "malformed_token_use": 400,
     "bad_cursor": 400,
     "bad_limit": 400,
     "bad_lane_id": 400,
@@ -45,9 +46,14 @@ REJECTION_CODES: dict[str, bool] = {
     "bad_points": False,
     "voucher_used": False,
     "token_replayed": False,
+    "identifier_taken": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)
+# Rejections that are central's flag, not a fault: central recorded the event and flagged it (a member
+# token used at another lane: a fraud signal for central's side). The lane has nothing to repair: it
+# counts and reports them, and does not quarantine the event.
+FLAG_CODES = frozenset({"token_replayed"})
 
 
 class SyncError(Exception):

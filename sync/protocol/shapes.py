@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from posd.sync.protocol.errors import FLAG_CODES, RequestRejected
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
 
@@ -21,3 +24,27 @@ class EventResult:
     status: EventStatus
     code: str | None = None  # set on rejected
     retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
+
+    @property
+    def flagged(self) -> bool:
+        """Rejected as a flag (errors.FLAG_CODES): central has the event, nothing to repair on the lane."""
+        return self.status == "rejected" and self.code in FLAG_CODES
+
+
+def compact_json(doc: dict[str, Any]) -> bytes:
+    """A small request body (an authorisation, a token claim): compact UTF-8 JSON, keys sorted."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def json_object(body: bytes, limit: int, malformed: str, what: str) -> dict[str, Any]:
+    """A small request body read back: a JSON object of at most ``limit`` bytes, or RequestRejected
+    (``batch_too_large`` when longer, else the route's ``malformed`` code)."""
+    if len(body) > limit:
+        raise RequestRejected("batch_too_large", f"{what} is at most {limit} bytes")
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise RequestRejected(malformed, "body is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise RequestRejected(malformed, "body must be an object")
+    return doc

@@ -1,0 +1,190 @@
+"""What central refuses in an event, on both engines: one event rejected with a stable code (its seq
+consumed, the next one applied), never a 500 for the batch; identifiers held by one member only;
+an authorisation that believes only what the lane's unsynced sales could earn.
+
+Pushed as signed batches over real HTTP, as a lane (or a foreign one) would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from posd.sync.protocol import signed_headers
+from tests.conftest import ENGINES
+from tests.support.central_fixture import LANE_ID, SECRET, STORE_ID, default_seed, make_event
+
+CENTRAL_ENGINES = ENGINES  # every test here runs on SQLite and on PostgreSQL
+
+
+def raw_push(central, batch_text: str) -> requests.Response:
+    """A signed push of JSON text exactly as given (escapes such as a lone surrogate survive)."""
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+    body = gzip.compress(batch_text.encode("utf-8"))
+    headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+    headers["Content-Encoding"] = "gzip"
+    return requests.post(central.url + path, data=body, headers=headers, timeout=10)
+
+
+def push(central, events: list[dict[str, Any]], batch_id: str = "B-1") -> list[tuple[int, str, str | None]]:
+    """Push ``events`` (plain JSON: json.dumps escapes every control character); (seq, status, code)."""
+    resp = raw_push(central, json.dumps({"batch_id": batch_id, "events": events}))
+    assert resp.status_code == 200, resp.text
+    return [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]]
+
+
+def enrolment(seq: int, member_id: str, identifiers: Any, **extra: Any) -> dict[str, Any]:
+    fields = {"points": {"points": 0}, "display_name": "New M.", **extra}
+    return make_event(seq, member_id=member_id, type="member_enrolled", transaction_id=None,
+                      identifiers=identifiers, **fields)
+
+
+@pytest.mark.parametrize("bad", [
+    {"display_name": "a\u0000b"},
+    {"lines": [{"sku": "59\u0000", "category": "gr\u0000", "quantity": 1, "unit_price": 1000}]},
+    {"program_version": "test-1\u0000"},
+    {"points": {"points\u0000": 5}},
+    {"identifiers": ["2900000000179", "\u0000"]},
+    {"display_name": "tab\tinside"},
+    {"display_name": "C1 \u0085 next line"},
+], ids=["nul-name", "nul-sku", "nul-version", "nul-currency", "nul-identifier", "tab", "c1"])
+def test_a_control_character_rejects_that_event_alone(central, bad):
+    bad = dict(bad)  # the parameter is shared by both engines' runs
+    identifiers = bad.pop("identifiers", ["2900000000179"])
+    first = make_event(1, **bad) if "lines" in bad else enrolment(1, "M0100", identifiers, **bad)
+    answers = push(central, [first, make_event(2, points={"points": 5})])
+    assert answers == [(1, "rejected", "malformed_event"), (2, "accepted", None)]
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+    assert central.store.member("M0100") is None
+    assert central.store.member("M0001")["balances"] == {"points": 1845}
+    stored = central.store.events(STORE_ID, LANE_ID)[0]
+    assert (stored["status"], stored["code"]) == ("rejected", "malformed_event")
+    assert "\u0000" not in json.dumps(stored["event"], ensure_ascii=False)  # kept, as its escape text
+    # the same event again: the stored answer, not a 500
+    assert push(central, [first], "B-2") == [(1, "rejected", "malformed_event")]
+
+
+def test_a_lone_surrogate_or_a_nul_anywhere_is_refused_without_an_error_answer(central):
+    event = make_event(1)
+    text = json.dumps({"batch_id": "B-1", "events": [event, make_event(2), make_event(3)]})
+    text = text.replace('"sku": "5901234123457"', '"sku": "59\\ud800"', 1)  # a lone surrogate, as JSON may say
+    text = text.replace('"T-L01-2"', '"T-\\u0000"', 1)
+    resp = raw_push(central, text)
+    assert resp.status_code == 200, resp.text
+    assert [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]] == [
+        (1, "rejected", "malformed_event"), (2, "rejected", "malformed_event"), (3, "accepted", None)]
+    # an id in the envelope with one: the batch is malformed (400), nothing consumed after it
+    text = json.dumps({"batch_id": "B-\u0000", "events": [make_event(4)]})
+    resp = raw_push(central, text)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_batch")
+    resp = raw_push(central, json.dumps({"batch_id": "B-3", "events": [make_event(4, event_id="E\u0000")]}))
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_batch")
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 3
+
+
+def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
+    resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")
+    resp = requests.get(central.url + f"/v1/lanes/{STORE_ID}/L%00", timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (404, "not_found")
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
+    for request in ({"authorisation_id": "redemption:\u0000", "kind": "redemption", "member_id": "M0001",
+                     "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": 1}},
+                    {"authorisation_id": "redemption:R1", "kind": "redemption", "member_id": "M0001",
+                     "occurred_at": "2026-11-24T09:15:00Z", "points": {"points\u0000": 1}}):
+        body = json.dumps(request).encode()
+        headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+        headers["Content-Type"] = "application/json"
+        resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+        assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation")
+
+
+def test_points_in_a_currency_the_program_does_not_have_are_bad_points(central):
+    events = [make_event(1, points={"c0": 5}), make_event(2, points={"points": 5, "c1999": -3}),
+              make_event(3, type="return", points={"stamps": -1}), make_event(4, points={"points": 5})]
+    assert push(central, events) == [(1, "rejected", "bad_points"), (2, "rejected", "bad_points"),
+                                     (3, "rejected", "bad_points"), (4, "accepted", None)]
+    assert central.store.member("M0001")["balances"] == {"points": 1845}
+    members, _, _ = central.store.member_changes(STORE_ID, 0, 100)
+    assert all(set(m["balances"]) <= {"points"} for m in members)
+
+
+@pytest.mark.parametrize("identifiers", [[None], [2900000000179], ["2900000000179", {"a": 1}], "2900000000179"])
+def test_identifiers_that_are_not_strings_are_malformed(central, identifiers):
+    assert push(central, [enrolment(1, "M0100", identifiers)]) == [(1, "rejected", "malformed_event")]
+    assert central.store.member("M0100") is None
+
+
+@pytest.mark.parametrize("birth_date", ["03.12.1990", 19901203, "1990-13-03", "1990-12-03T00:00:00"])
+def test_a_birth_date_that_is_not_a_date_is_malformed(central, birth_date):
+    assert push(central, [enrolment(1, "M0100", ["2900000000179"], birth_date=birth_date)]) == [
+        (1, "rejected", "malformed_event")]
+
+
+def test_an_enrolment_naming_a_held_card_or_phone_is_identifier_taken(central):
+    taken = enrolment(1, "M0100", ["+48600123456", "2900000000018"])  # Anna's card
+    answers = push(central, [taken, make_event(2, member_id="M0100", points={"points": 50}),
+                             enrolment(3, "M0101", ["2900000000179", "+48600999999"]),
+                             enrolment(4, "M0102", ["2900000000179"]),  # M0101's card, in the same batch
+                             make_event(5, points={"points": 5})])
+    assert answers == [(1, "rejected", "identifier_taken"), (2, "rejected", "unknown_member"),
+                       (3, "accepted", None), (4, "rejected", "identifier_taken"), (5, "accepted", None)]
+    assert central.store.member("M0100") is None and central.store.member("M0102") is None
+    assert central.store.member("M0101")["identifiers"] == ["2900000000179", "+48600999999"]
+    assert central.store.member("M0001")["identifiers"] == ["2900000000018"]
+    # in a later batch too; and a provisional enrolment of a held card maps to its holder (one member)
+    assert push(central, [enrolment(6, "M0103", ["+48600999999"]),
+                          enrolment(7, "P-00000000000000aa", ["+48600999999"], provisional=True)], "B-2") == [
+        (6, "rejected", "identifier_taken"), (7, "accepted", None)]
+    holders = [m["member_id"] for m in central.store.member_changes(STORE_ID, 0, 100)[0]
+               if "+48600999999" in m["identifiers"]]
+    assert holders == ["M0101"]
+    assert central.store.member("P-00000000000000aa")["member_id"] == "M0101"
+
+
+def test_two_provisional_enrolments_of_one_card_in_one_batch_make_one_member(central):
+    answers = push(central, [enrolment(1, "P-00000000000000a1", ["2900000000179"], provisional=True),
+                             enrolment(2, "P-00000000000000a2", ["2900000000179"], provisional=True)])
+    assert [a[1] for a in answers] == ["accepted", "accepted"]
+    one, two = central.store.member("P-00000000000000a1"), central.store.member("P-00000000000000a2")
+    assert one["member_id"] == two["member_id"]
+    holders = [m["member_id"] for m in central.store.member_changes(STORE_ID, 0, 100)[0]
+               if "2900000000179" in m["identifiers"]]
+    assert holders == [one["member_id"]]
+
+
+def authorise(central, request: dict[str, Any]) -> dict[str, Any]:
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
+    body = json.dumps(request).encode()
+    headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+    headers["Content-Type"] = "application/json"
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def redemption(auth: str, points: int, unsynced: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"authorisation_id": auth, "kind": "redemption", "member_id": "M0001",
+            "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": points}, "unsynced": unsynced}
+
+
+def test_unsynced_credits_count_only_as_far_as_one_sale_can_earn(central):
+    # M0001 has 1840 points; the program (the default seed) sets no transaction cap: 10,000 per event
+    huge = [{"seq": 1, "points": {"points": 10**12}}]
+    answer = authorise(central, redemption("redemption:R1", 999_999, huge))
+    assert (answer["status"], answer["code"], answer["available"]) == (
+        "declined", "insufficient_balance", {"points": 11_840})
+    # the same seq listed twice counts once; a currency the program lacks counts nothing
+    twice = huge + [{"seq": 1, "points": {"points": 10**12}}, {"seq": 2, "points": {"c0": 10**12}}]
+    assert authorise(central, redemption("redemption:R2", 11_841, twice))["available"] == {"points": 11_840}
+    assert authorise(central, redemption("redemption:R3", 11_840, twice))["status"] == "approved"
+    # with a cap in the program, that cap; a debit counts in full
+    central.store.set_program({**default_seed()["program"], "transaction_caps": {"points": 500}})
+    listed = [{"seq": 3, "points": {"points": 10**6}}, {"seq": 4, "points": {"points": -100}}]
+    answer = authorise(central, redemption("redemption:R4", 2241, listed))
+    assert (answer["status"], answer["available"]) == ("declined", {"points": 1840 - 11_840 + 500 - 100})

@@ -1,0 +1,52 @@
+"""A `posd` command whose output goes to a reader that has already left (`posd doctor --json | head`)
+ends quietly: no BrokenPipeError traceback, no "Exception ignored" at exit, exit 141 as after SIGPIPE."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.lane import free_port, lane_config
+
+
+def closed_reader(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``posd ARGS`` with stdout a pipe whose reading end is closed before it writes."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "posd", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                       port=free_port())
+
+
+@pytest.mark.parametrize("args", [
+    ("doctor", "--json", "--no-central"),
+    ("doctor", "--no-central", "--lang", "fa"),
+    ("config", "check"),
+    ("devices", "--json"),
+    ("--help",),
+    ("central", "--help"),
+    ("conformance", "--help"),
+])
+def test_output_to_a_reader_that_left_ends_quietly(config, tmp_path, args):
+    if args[0] == "doctor":
+        args = (*args, "--config", str(config))
+    elif args[:2] == ("config", "check"):
+        args = (*args, str(config))
+    elif args[0] == "devices":
+        (tmp_path / "dev").mkdir()
+        args = (*args, "--dev", str(tmp_path / "dev"))
+    run = closed_reader(*args)
+    # argparse's help drops a failed write itself and exits 0; the commands' own output ends as SIGPIPE would
+    assert run.returncode == (0 if "--help" in args else 141), (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr and "Exception ignored" not in run.stderr

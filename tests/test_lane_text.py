@@ -1,0 +1,66 @@
+"""Control characters at the lane's door, and a central answering errors told apart from silence.
+
+A real daemon, real HTTP, a real central: text a till sends with a control character is refused
+(422 invalid_request) before anything is written, so nothing reaches the outbox that central would
+refuse; a central answering 500 shows as ``central_error`` in health, not as unreachable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CARD = "2900000000179"
+
+
+def sale(tid: str, **line: Any) -> dict[str, Any]:
+    return {"transaction_id": tid, "member": "2900000000018", "occurred_at": "2026-11-24T10:15:00+01:00",
+            "currency": "PLN", "total": 1000,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 1000, **line}]}
+
+
+REFUSED = [
+    ("/v1/members", {"card": CARD, "display_name": "a\u0000b"}),
+    ("/v1/members", {"card": "29000\n00179", "display_name": "Ola N."}),
+    ("/v1/members", {"phone": "600\u0000123456"}),
+    ("/v1/transactions", sale("T-nul-1", sku="59\u0000", category="gr\u0000")),
+    ("/v1/transactions", sale("T-nul-2", category="gro\u0085cery")),
+    ("/v1/transactions", {**sale("T-nul-3"), "member": "29000000\u000000018"}),
+    ("/v1/quotes", sale("T-nul-4", sku="59\u001b[2J")),
+    ("/v1/redemptions", {"redemption_id": "R-nul", "member": "2900000000018", "reward_id": "free\u0000coffee"}),
+]
+
+
+def test_control_characters_in_text_are_invalid_request_and_write_nothing(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    lane.wait_synced()
+    before = lane.health()["sync"]
+    for path, body in REFUSED:
+        resp = lane.post(path, body)
+        assert resp.status_code == 422, (path, body, resp.text)
+        answer = resp.json()
+        assert answer["code"] == "invalid_request" and "control characters" in answer["message"], answer
+        assert "\u0000" not in resp.text  # the answer does not repeat what was sent
+    after = lane.health()["sync"]
+    assert (after["pending"], after["last_acked_seq"]) == (before["pending"], before["last_acked_seq"])
+    # the lane goes on: a clean sale is recorded and reaches central
+    assert lane.post("/v1/transactions", sale("T-clean")).status_code == 200
+    lane.wait_drained()
+    assert lane.health()["sync"]["quarantined"] == 0
+
+
+def test_central_answering_500_is_a_central_error_not_unreachable(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    lane.wait_synced()
+    central.inject("push", "500", count=10_000)
+    assert lane.post("/v1/transactions", sale("T-500")).status_code == 200
+
+    def told() -> dict[str, Any] | None:
+        issues = {i["code"]: i for i in lane.health()["issues"]}
+        return issues.get("central_error")
+
+    issue = lane.wait_for(told, 30, "central_error in health")
+    health = lane.health()
+    assert "central_unreachable" not in {i["code"] for i in health["issues"]}
+    assert health["status"] == "degraded" and health["sync"]["central_answered"] is True
+    assert "500" in issue["detail"]
+    assert any(p.startswith("central answers with an error") for p in health["problems"])

@@ -328,6 +328,10 @@ class Scanner(Device):
     def _log_drops(self) -> None:
         for reason in self.framer.take_drops():
             log.warning("%s: scan dropped: %s", self.label, reason)
+        unreadable = self.framer.take_unreadable()
+        if unreadable:  # the count only: the bytes could be anything, a card number too
+            log.info("%s: %d unreadable scan(s), nothing printable in them (a wrong baud rate, or a symbology "
+                     "the scanner mangles?)", self.label, unreadable)
 
 
 class Printer(Device):

@@ -6,14 +6,19 @@ so the framer buffers until a suffix. Scanners configured without a suffix
 are framed by silence: ``flush_if_idle`` emits what arrived once the line
 has been quiet for ``idle_flush_s``.
 
-Codes are ASCII. Bytes are read as latin-1 (never a decode error), the
-prefix is stripped, and non-printable bytes are dropped except GS (0x1D),
-the GS1 field separator that member and voucher codes may carry.
+Codes are ASCII. Bytes are read as UTF-8 with digits of any script folded
+to 0-9, else as latin-1 (never a decode error), the prefix is stripped, and
+non-printable bytes are dropped except GS (0x1D), the GS1 field separator
+that member and voucher codes may carry. A frame with nothing readable left
+is delivered as UNREADABLE (the POS gets an invalid scan), never dropped
+in silence.
 """
 
 from __future__ import annotations
 
-__all__ = ["GS", "SUFFIXES", "ScanFramer", "clean_code", "make_framer", "parse_suffix"]
+from posd.core.identify import fold_ascii
+
+__all__ = ["GS", "SUFFIXES", "UNREADABLE", "ScanFramer", "clean_code", "make_framer", "parse_suffix"]
 
 GS = "\x1d"
 
@@ -35,9 +40,18 @@ def parse_suffix(name: str) -> bytes:
         raise ValueError(f"unknown suffix {name!r}; use one of {known}") from None
 
 
+# What a frame with nothing readable in it is delivered as (bytes at a wrong baud rate, a symbology the
+# scanner mangles): a code that identifies as invalid, so the POS hears of the scan; never its bytes.
+UNREADABLE = "\ufffd"
+
+
 def clean_code(frame: bytes) -> str:
-    """Printable ASCII plus GS; everything else (CR, LF, NUL, 8-bit noise) dropped."""
-    text = frame.decode("latin-1")
+    """Printable ASCII plus GS, digits of any script as 0-9 (a scanner sending UTF-8 Persian digits);
+    everything else (CR, LF, NUL, 8-bit noise) dropped."""
+    try:
+        text = fold_ascii(frame.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = frame.decode("latin-1")
     return "".join(c for c in text if " " <= c <= "~" or c == GS)
 
 
@@ -70,6 +84,7 @@ class ScanFramer:
         self._last_byte: float | None = None
         self._discarding = False  # inside an over-long frame, until the next suffix
         self._drops: list[str] = []
+        self._unreadable = 0
 
     @property
     def pending(self) -> bool:
@@ -87,6 +102,11 @@ class ScanFramer:
     def take_drops(self) -> list[str]:
         drops, self._drops = self._drops, []
         return drops
+
+    def take_unreadable(self) -> int:
+        """How many frames were delivered as UNREADABLE since the last call (for a log line)."""
+        count, self._unreadable = self._unreadable, 0
+        return count
 
     def feed(self, data: bytes, now: float) -> list[str]:
         if not data:
@@ -152,6 +172,9 @@ class ScanFramer:
         prefix = clean_code(self.prefix)
         if prefix and code.startswith(prefix):
             code = code[len(prefix) :]
+        if not code and frame.strip(b" \t\r\n\x00") and frame != self.prefix:
+            self._unreadable += 1  # bytes, none readable: the POS hears of an invalid scan
+            return UNREADABLE
         return code
 
     def _drop(self, reason: str) -> None:

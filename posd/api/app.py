@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from posd import __version__
@@ -55,7 +55,7 @@ from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
 from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
-from posd.lane.context import Recorded, request_hash
+from posd.lane.context import Recorded, legacy_request_hash, request_hash
 from posd.lane.enrolment import EnrolmentInput, Enrolments
 from posd.lane.errors import CodedError, LaneError, codes_of
 from posd.lane.events import EVENT_TYPES, EventBus
@@ -129,8 +129,16 @@ def _sale(body: TransactionIn) -> TransactionInput:
     return TransactionInput(
         transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
         currency=body.currency, total=body.total, lines=_lines(body.lines),
-        request_hash=request_hash(body.model_dump(mode="json", include=set(TransactionIn.model_fields))),
+        **_hashes(body, include=set(TransactionIn.model_fields)),
     )
+
+
+def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None) -> dict[str, Any]:
+    """A request's idempotency hashes: the canonical one it is recorded under, and (computed only
+    when a retry does not match it) the one an older posd recorded it under (posd.lane.context)."""
+    extra = extra or {}
+    return {"request_hash": request_hash({**extra, **body.model_dump(include=include)}),
+            "legacy_hash": lambda: legacy_request_hash({**extra, **body.model_dump(mode="json", include=include)})}
 
 
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
@@ -237,7 +245,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         ret = ReturnInput(
             transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,
             lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
-            request_hash=request_hash({"transaction_id": transaction_id, **body.model_dump(mode="json")}),
+            **_hashes(body, extra={"transaction_id": transaction_id}),
         )
         return await _outcome(observer, "return", body.return_id, sales.record_return(ret))
 
@@ -245,8 +253,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @declares(*codes_of(Rewards.redeem))
     async def post_redemption(body: RedemptionIn) -> JSONResponse:
         req = RedemptionInput(redemption_id=body.redemption_id, member=body.member, reward_id=body.reward_id,
-                              points=body.points, transaction_id=body.transaction_id,
-                              request_hash=request_hash(body.model_dump(mode="json")))
+                              points=body.points, transaction_id=body.transaction_id, **_hashes(body))
         return await _outcome(observer, "redemption", body.redemption_id, rewards.redeem(req))
 
     @app.post("/v1/vouchers/validate", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
@@ -265,7 +272,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @declares(*codes_of(Slips.reprint))
     async def reprint(slip_id: str, idempotency_key: str | None = Header(
             default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-            description="the POS's job id: the same key twice prints one copy")) -> dict[str, Any]:
+            description="the POS's job id: the same key twice prints one copy; the key of another slip's "
+                        "job is 409 idempotency_key_conflict")) -> dict[str, Any]:
         return await slips.reprint(slip_id, idempotency_key)
 
     @app.get("/v1/slips/{slip_id}.png", dependencies=auth, response_class=Response, tags=["slips"],

@@ -43,7 +43,7 @@ STATUS: dict[str, int] = {
     "unknown_voucher": 404, "voucher_void": 422, "voucher_not_yet_valid": 422, "voucher_expired": 422,
     "voucher_other_member": 422, "member_required": 422, "voucher_used": 409,
     "storage_full": 503, "storage_failed": 503,
-    "unknown_slip": 404, "no_printer": 409,
+    "unknown_slip": 404, "no_printer": 409, "idempotency_key_conflict": 409,
     "unauthorized": 401, "invalid_request": 422, "invalid_last_event_id": 422, "not_found": 404,
     "method_not_allowed": 405, "http_error": 400, "bad_host": 421, "origin_not_allowed": 403, "internal_error": 500,
     "payload_too_large": 413,

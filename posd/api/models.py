@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
 from annotated_types import Ge, Gt, Le
-from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema,
-                      model_validator)
+from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationInfo,
+                      WithJsonSchema, field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
 from posd.core.identify import find_card_data
@@ -256,8 +256,18 @@ class RedemptionIn(_Request):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=64)
-    points: Points | None = Field(default=None)
+    points: Points | None = Field(default=None, description="never with reward_id (the reward sets its price): "
+                                                            "invalid_request")
     transaction_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+    @field_validator("points")
+    @classmethod
+    def _not_with_a_reward(cls, points: int | None, info: ValidationInfo) -> int | None:
+        # reward_id is validated first: a redemption names a reward or points, and a reward's price
+        # is the reward's, so points beside it would be silently ignored
+        if points is not None and info.data.get("reward_id"):
+            raise ValueError("give reward_id or points, not both: the reward sets its own price")
+        return points
 
 
 class Target(BaseModel):
@@ -592,6 +602,13 @@ class MemberUnknownEvent(_Event):
     identifier: str
 
 
+class MemberUnavailableEvent(_Event):
+    type: Literal["member.unavailable"]
+    device: str
+    identifier: str = Field(description="the code read (never a token's text: a token names its member id)")
+    code: Literal["member_unavailable"] = Field(description="the error code the API answers the same code with")
+
+
 class CardRejectedEvent(_Event):
     type: Literal["card.rejected"]
     device: str
@@ -628,7 +645,7 @@ class StreamResetEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberTokenRejectedEvent, MemberTokenFlaggedEvent,
+    Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberUnavailableEvent, MemberTokenRejectedEvent, MemberTokenFlaggedEvent,
           CardRejectedEvent,
           DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],

@@ -22,7 +22,13 @@ _TRACK1 = re.compile(r"%?B\d{12,19}\^")
 _TRACK2 = re.compile(r";?\d{12,19}=\d{4}")
 _DIGITS = re.compile(r"[0-9]+")
 _ASCII_DIGIT = re.compile(r"[0-9]")
-_SEPARATED = re.compile(r"[0-9]+(?:[ ./-][0-9]+)+")  # 4111 1111 1111 1111 inside a longer text
+# What a person or a POS puts between a card number's digit groups: anything that is neither a
+# letter nor a digit, in any script: spaces of every width, tabs, every Unicode dash, underscores,
+# dots, slashes, commas, bullets, invisible format characters (a zero-width space, a soft hyphen,
+# a direction mark). Up to three of them in a row ("4111 - 1111"); letters end a number.
+_SEPARATOR = re.compile(r"[\W_]{1,3}")
+_SEPARATED = re.compile(r"[0-9]+(?:[\W_]{1,3}[0-9]+)+")  # 4111–1111–1111–1111 inside a longer text
+_NOT_ALNUM = re.compile(r"[\W_]+")
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
 _BRAND = re.compile(
     r"^(4|5[1-5]|2(2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50|5[6-9]|6[0-9])"
@@ -33,6 +39,23 @@ _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
 _TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
+E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no phone number
+
+
+# The lane's own voucher codes: "V" and 12 Crockford base32 characters (no I, L, O, U), as issued.
+VOUCHER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+VOUCHER_LENGTH = 13
+_CROCKFORD_READS = str.maketrans("OIL", "011")  # what a person types for 0 and 1
+
+
+def voucher_code(text: str) -> str | None:
+    """A lane voucher's code as issued, from however it was typed or read: any case, O for 0, I and L
+    for 1, hyphens and spaces ignored (Crockford's decoding rules); None when it is not one."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != VOUCHER_LENGTH or compact[0] != "V":
+        return None
+    body = compact[1:].translate(_CROCKFORD_READS)
+    return "V" + body if all(ch in VOUCHER_ALPHABET for ch in body) else None
 
 
 @dataclass(frozen=True)
@@ -71,12 +94,22 @@ def looks_like_pan(digits: str) -> bool:
     return luhn_ok(digits)
 
 
-def _ascii_digits(text: str) -> str:
-    """Fullwidth, Persian, Arabic-Indic... digits as 0-9: a card number typed in any script is still one."""
-    text = unicodedata.normalize("NFKC", text)
+def fold_ascii(text: str) -> str:
+    """Fullwidth, Persian, Arabic-Indic... digits as 0-9 (and fullwidth letters and signs as ASCII): a card
+    or member number typed in any script is still one. Character by character (NFKC of the text would
+    turn one separator into several: "…" into "...")."""
     if text.isascii():
         return text
-    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
+    return "".join(_ascii_char(ch) for ch in text)
+
+
+def _ascii_char(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    if ch.isdecimal():
+        return str(unicodedata.decimal(ch))
+    folded = unicodedata.normalize("NFKC", ch)  # fullwidth ％Ｂ＾, superscript and circled digits
+    return folded if folded.isascii() and (len(folded) == 1 or folded.isalnum()) else ch
 
 
 def is_card_data(raw: str) -> bool:
@@ -91,19 +124,19 @@ def is_card_data(raw: str) -> bool:
 
 
 def _card_data_anywhere(raw: str) -> bool:
-    """is_card_data's general path: any script, separators, track sentinels, a number in a text."""
-    text = _ascii_digits(raw).strip().replace("\x1d", "")
+    """is_card_data's general path: any script, any separators, track sentinels, a number in a text."""
+    text = fold_ascii(raw).strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return True
-    if _TYPED_PHONE.match(text):  # a phone number (enrolment): no card is written with a leading "+"
-        return False
-    compact = re.sub(r"[\s./-]", "", text)  # typed with any separator: 4111.1111.1111.1111
+    if _TYPED_PHONE.match(text) and len(_NOT_ALNUM.sub("", text)) <= E164_MAX_DIGITS:
+        return False  # a phone number (enrolment): no card is written with a leading "+"
+    compact = _NOT_ALNUM.sub("", text)  # typed with any separators: 4111_1111_1111_1111
     if compact.isascii() and compact.isdigit() and looks_like_pan(compact):
         return True
     if any(len(run) >= 13 and looks_like_pan(run) for run in _DIGITS.findall(text)):
         return True
     for match in _SEPARATED.finditer(text):  # groups joined, wherever a card number could start
-        groups = re.split(r"[ ./-]", match.group())
+        groups = _SEPARATOR.split(match.group())
         for start in range(len(groups)):
             joined = ""
             for group in groups[start:]:
@@ -133,7 +166,8 @@ def find_card_data(value: Any, _depth: int = 0) -> bool:
 
 
 def identify_code(raw: str) -> Identified:
-    text = raw.strip().replace("\x1d", "")
+    """What ``raw`` is; a member code comes back with its digits in ASCII (typed in Persian digits too)."""
+    text = fold_ascii(raw).strip().replace("\x1d", "")
     if is_card_data(text):
         return Identified("payment_card", None)
     if _PHONE.match(text):

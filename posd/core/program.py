@@ -188,7 +188,10 @@ class Program:
         return next((r for r in self.rewards if r.reward_id == reward_id), None)
 
     def coupon(self, code: str) -> Coupon | None:
-        return next((c for c in self.coupons if c.code == code), None)
+        """The coupon with this code, read case-insensitively (shoppers type them): WELCOME10 = welcome10."""
+        wanted = code.strip().casefold()
+        return next((c for c in self.coupons if c.code == code), None) or \
+            next((c for c in self.coupons if c.code.casefold() == wanted), None)
 
     def affordable_rewards(self, tier_id: str | None, available: dict[str, int]) -> list[tuple[Reward, int]]:
         """The rewards a member of `tier_id` can redeem now with `available` points, and their price."""

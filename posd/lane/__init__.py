@@ -48,7 +48,7 @@ class Lane:
                                    bus=bus, printer_enabled=printer_enabled, is_offline=is_offline,
                                    timezone=timezone, clock=clock)
         self.members = Members(self.context, MemberTokens(self.context, override=token_keys, skew_s=token_skew_s),
-                               authority)
+                               authority, country)
         self.enrolments = Enrolments(self.context, self.members, country)
         self.slips = Slips(self.context, self.members, render_png)
         self.sales = Sales(self.context, self.members, self.slips)

@@ -9,7 +9,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -35,8 +36,42 @@ class Recorded:
 
 
 def request_hash(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The hash of a request's meaning, so a retry re-serialised by another POS stack is the same
+    request: ``body`` as parsed (pydantic's python mode), numbers by value (a quantity 1, "1", 1.0
+    and "1.000" are one), instants as UTC instants (Z, +00:00 and +01:00 an hour earlier are one)."""
+    return _sha256(_canonical(body))
+
+
+def legacy_request_hash(body_json: dict[str, Any]) -> str:
+    """The hash posd made before the canonical one, of the body in pydantic's JSON mode: ledgers
+    hold it for requests recorded before the upgrade, whose exact retries still replay."""
+    return _sha256(body_json)
+
+
+def _sha256(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int)):  # most of a body (bool is an int): as JSON has them
+        return value
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (Decimal, float)):
+        number = Decimal(str(value)) if isinstance(value, float) else value
+        if number == number.to_integral_value():
+            return str(int(number))
+        return format(number.normalize(), "f")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.isoformat()
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 class ProgramCache:
@@ -109,13 +144,17 @@ class LaneContext:
 
 
 @raises("transaction_id_conflict", "return_id_conflict", "redemption_id_conflict")
-def earlier_answer(view: LedgerView, what: str, key: str, request_hash: str) -> Recorded | None:
+def earlier_answer(view: LedgerView, what: str, key: str, request_hash: str,
+                   legacy_hash: Callable[[], str] | None = None) -> Recorded | None:
     """The first answer to a retried request id; a conflict when the id was reused for
     something else; None when the id is new. Called before the write (fast answer) and
-    again inside it (a concurrent retry may have won)."""
+    again inside it (a concurrent retry may have won). ``legacy_hash``: the same request's
+    hash as posd made it before the canonical one, computed only when the canonical differs."""
     earlier = view.earlier(what, key, request_hash)
     if earlier is None:
         return None
+    if earlier.conflict and legacy_hash is not None:
+        earlier = view.earlier(what, key, legacy_hash()) or earlier
     if earlier.conflict:
         raise LaneError(f"{what}_conflict", f"this {what} was already used for a different request")
     return Recorded(earlier.response, replayed=True, body=earlier.text or None)

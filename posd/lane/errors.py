@@ -23,7 +23,8 @@ CODES: dict[str, str] = {
     "payment_card": "the identifier is a payment card number; it was dropped, not stored",
     "unknown_member": "no member has that identifier",
     "member_ineligible": "the member's account is not active (blocked or suspended)",
-    "member_unavailable": "the sale's member is not in this lane's cache yet; try again after sync",
+    "member_unavailable": "the lane cannot tell yet whether this is a member (its member cache has not loaded from "
+                          "central, or the sale's member is not in it yet); try again after sync",
     "program_unavailable": "the lane has no loyalty program yet: it has not synced with central once",
     # member tokens (phone QR, wallet pass): docs/member-tokens.md
     "member_token_invalid": "the member token is not one a published key signed (malformed, tampered, unknown key), "
@@ -81,6 +82,8 @@ CODES: dict[str, str] = {
     # slips
     "unknown_slip": "no slip with that id on this lane",
     "no_printer": "this lane has no printer configured",
+    "idempotency_key_conflict": "the Idempotency-Key was already used for another slip's job: a key names one "
+                                "job; send a new key for another slip",
 }
 
 

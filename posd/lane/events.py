@@ -25,6 +25,8 @@ EVENT_TYPES: dict[str, str] = {
     "scan": "a scanner or card reader read a code (kind invalid: unreadable or not a code we know)",
     "member.identified": "the scanned code is a member's: the member view, and how they were identified",
     "member.unknown": "the scanned code is no member's",
+    "member.unavailable": "the lane cannot tell whose the scanned code is: members have not loaded from central "
+                          "yet (never say 'not a member' on this)",
     "member.token_rejected": "a member token (phone QR, wallet pass) was refused: expired, replayed, not signed...",
     "member.token_flagged": "central flagged a member token this lane accepted offline as used at another lane "
                             "first (a fraud signal; the sale stands, central has the event)",

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from posd.core.identify import identify_code
+import phonenumbers
+
+from posd.core.identify import fold_ascii, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
 from posd.lane.authority import Authority, LocalAuthority
@@ -47,32 +49,35 @@ class Identification:
 
 @dataclass(frozen=True)
 class _Refused:
-    code: str  # unknown_member | member_token_*
+    code: str  # unknown_member | member_unavailable | member_token_*
     identifier: str  # what member.unknown names: the code, or a token's member id
     reason: str | None = None  # a token's: posd.core.member_tokens.REASONS
     scheme: str | None = None
 
 
 class Members:
-    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None, authority: Authority | None = None):
-        """``authority``: asks central whether a token is unused at every lane (None: never asked)."""
+    def __init__(self, ctx: LaneContext, tokens: MemberTokens | None = None, authority: Authority | None = None,
+                 country: str | None = None):
+        """``authority``: asks central whether a token is unused at every lane (None: never asked);
+        ``country``: where a phone number given without its country code is from (config lane.country)."""
         self.ctx = ctx
         self.tokens = tokens or MemberTokens(ctx)
         self.authority: Authority = authority or LocalAuthority()
+        self.country = country
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid")
     def find(self, identifier: str, how: str = "typed") -> Identification:
         """Who ``identifier`` is, and how they were identified; a token is checked, not yet accepted."""
         found = identify_code(identifier)
         if found.kind == "payment_card":
             raise LaneError("payment_card", "that is a payment card number; it was not stored")
-        resolved = self._resolve(found.kind, found.code, how)
+        resolved = self._resolve(found.kind, found.code, how, identifier)
         if isinstance(resolved, _Refused):
             raise refusal(resolved)
         return resolved
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
@@ -104,7 +109,7 @@ class Members:
         return {"token_id": ident.token.token_id, "member_id": ident.member.member_id,
                 "identified_by": ident.token.scheme}
 
-    @raises("payment_card", "unknown_member", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_ineligible")
     def find_active(self, identifier: str) -> Identification:
         """A member who may earn and burn now; their token is accepted in the caller's unit."""
@@ -144,11 +149,15 @@ class Members:
         if ident.token is not None:
             self.ctx.commit(lambda unit: self.accept(unit, ident))
 
-    def _resolve(self, kind: str, code: str | None, how: str) -> Identification | _Refused:
+    def _resolve(self, kind: str, code: str | None, how: str, raw: str) -> Identification | _Refused:
         if kind == "qr_token" and code:
             return self._checked(self.tokens.verify_qr(code))
         if kind != "member_code" or not code:
-            return _Refused("unknown_member", code or "")
+            phone = phone_e164(raw, self.country) if kind == "invalid" else None
+            if phone is None:
+                return _Refused("unknown_member", code or "")
+            member = self.lookup(phone)  # typed with spaces or brackets: 600 123 456, +48 (600) 123-456
+            return self._not_found(phone) if member is None else Identification(member, how)
         scheme = self.tokens.wallet()
         shown = scheme.match(code) if scheme else None
         if scheme is not None and shown is not None:
@@ -156,7 +165,10 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
-        return _Refused("unknown_member", code) if member is None else Identification(member, how)
+        if member is None:  # a phone number without its +country, or without its +: asked only now
+            phone = phone_e164(code, self.country)
+            member = self.lookup(phone) if phone is not None and phone != code else None
+        return self._not_found(code) if member is None else Identification(member, how)
 
     def _checked(self, verdict: Accepted | Rejected,
                  member: CachedMember | None = None) -> Identification | _Refused:
@@ -165,8 +177,16 @@ class Members:
                             verdict.scheme)
         member = member or self.by_id(verdict.member)
         if member is None:
-            return _Refused("unknown_member", verdict.member)
+            return self._not_found(verdict.member)
         return Identification(member, verdict.scheme, verdict)
+
+    def _not_found(self, identifier: str) -> _Refused:
+        """No member here: "not a member" only once the member cache has loaded from central; before
+        that (central refused our credentials, was never reached, cache.db was rebuilt) nobody can
+        tell, and a real member must not hear they are not one."""
+        if self.ctx.cache.state("members_synced_at") is None:
+            return _Refused("member_unavailable", identifier)
+        return _Refused("unknown_member", identifier)
 
     def lookup(self, code: str | None) -> CachedMember | None:
         """The one lookup behind a scan and an API call: the normalised code, deleted = unknown;
@@ -274,7 +294,7 @@ class Members:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
         else:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"))
+        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"), data)
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
             try:
@@ -287,6 +307,9 @@ class Members:
         if isinstance(resolved, _Refused):
             if resolved.code == "unknown_member":
                 bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})
+            elif resolved.code == "member_unavailable":
+                bus.publish("member.unavailable", {"device": device, "identifier": resolved.identifier,
+                                                   "code": "member_unavailable"})
             else:
                 bus.publish("member.token_rejected", {"device": device, "scheme": resolved.scheme,
                                                       "reason": resolved.reason, "code": resolved.code})
@@ -295,6 +318,25 @@ class Members:
         bus.publish("member.identified", {
             "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
             "token_id": token.token_id if token else None, "member": self.member_view(member)})
+
+
+def phone_e164(text: str, country: str | None) -> str | None:
+    """``text`` as the E.164 number enrolment stores (posd.lane.enrolment), when it reads as a valid phone
+    number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
+    digits of any script; None otherwise."""
+    written = fold_ascii(text).strip()
+    digits = sum(ch.isdigit() for ch in written)
+    if not 6 <= digits <= 17:  # E.164 has at most 15 digits, a trunk or international prefix adds two
+        return None
+    tries = [written] if written.startswith("+") else [written, "+" + written]
+    for attempt in tries:
+        try:
+            number = phonenumbers.parse(attempt, country)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
 @raises("member_token_replayed")
@@ -306,11 +348,15 @@ def _replayed_elsewhere() -> LaneError:
 _TOKEN_CODES = {"expired": "member_token_expired", "not_yet_valid": "member_token_not_yet_valid"}
 
 
-@raises("unknown_member", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+@raises("unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
+        "member_token_not_yet_valid")
 def refusal(refused: _Refused) -> LaneError:
     """The error a refused identification is, for the POS."""
     if refused.code == "unknown_member":
         return LaneError("unknown_member", "not a member")
+    if refused.code == "member_unavailable":
+        return LaneError("member_unavailable", "members have not loaded from central yet, so the lane cannot tell "
+                         "whether this is a member; try again after sync (health says why)")
     if refused.code == "member_token_expired":
         return LaneError("member_token_expired", "the member token has expired; ask the member to show a fresh one")
     if refused.code == "member_token_not_yet_valid":

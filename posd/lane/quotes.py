@@ -30,9 +30,9 @@ class Quotes:
     def __init__(self, ctx: LaneContext, members: Members, sales: Sales, rewards: Rewards):
         self.ctx, self.members, self.sales, self.rewards = ctx, members, sales, rewards
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
-            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
+            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -79,7 +79,7 @@ class Quotes:
         """(code, its voucher or coupon, why it cannot be used now) for each code, in order."""
         member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
         now, out = self.ctx.clock(), []
-        for code in dict.fromkeys(codes):  # a code scanned twice is one code
+        for code in dict.fromkeys(self.rewards.book.canonical(c) for c in codes):  # scanned twice: one code
             v = await self.rewards.book.resolve(view, code, member_id, ask=not self.ctx.is_offline())
             why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
             if v is not None and why is None and view.voucher_use(code, member_id or "" if v.campaign else "",

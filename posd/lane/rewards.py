@@ -18,6 +18,7 @@ from typing import Any
 
 from posd.core.benefit import Stacking
 from posd.core.effects import apply_stack
+from posd.core.identify import VOUCHER_ALPHABET, VOUCHER_LENGTH
 from posd.core.program import Program, Reward
 from posd.core.rules import Basket, RuleError, check_basket
 from posd.faults import crash_point
@@ -43,13 +44,11 @@ from posd.storage.tx import LedgerTx, LedgerView
 
 __all__ = ["OfflineLimits", "RedemptionInput", "Rewards", "Usable", "new_voucher_code"]
 
-# Crockford base32 without I, L, O, U: unambiguous when read aloud or typed.
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
 def new_voucher_code() -> str:
-    """12 random characters (60 bits) behind a fixed 'V': unguessable and Code 128-friendly."""
-    return "V" + "".join(secrets.choice(_ALPHABET) for _ in range(12))
+    """12 random characters (60 bits) behind a fixed 'V': unguessable and Code 128-friendly. Crockford
+    base32 without I, L, O, U: unambiguous when read aloud or typed, and read back in any case
+    (posd.core.identify.voucher_code)."""
+    return "V" + "".join(secrets.choice(VOUCHER_ALPHABET) for _ in range(VOUCHER_LENGTH - 1))
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class RedemptionInput:
     points: int | None
     transaction_id: str | None
     request_hash: str
+    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,16 @@ class Rewards:
         self.book = VoucherBook(ctx, self.authority)
 
     # -- redeem -----------------------------------------------------------------
-    @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_ineligible", "program_unavailable",
-            "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
+    @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_unavailable", "member_ineligible",
+            "program_unavailable", "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
             "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed",
+            "storage_full", "storage_failed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
-        earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash)
+        earlier = earlier_answer(view, "redemption_id", req.redemption_id, req.request_hash,
+                                 req.legacy_hash)
         if earlier:
             return earlier
         ident = self.members.find_active(req.member)
@@ -179,7 +181,8 @@ class Rewards:
             "offline_cap_member", "offline_cap_lane", "member_token_replayed")
     def _write_redemption(self, unit: LedgerTx, r: _Redemption) -> Recorded:
         req, member, reward = r.req, r.member, r.reward
-        earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash)
+        earlier = earlier_answer(unit, "redemption_id", req.redemption_id, req.request_hash,
+                                 req.legacy_hash)
         if earlier:
             return earlier
         self.members.accept(unit, r.ident)
@@ -245,9 +248,9 @@ class Rewards:
             raise LaneError("member_required", "identify the member to use this coupon")
         return member_id or "" if v.campaign else ""
 
-    @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "negative_total",
-            "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_void",
+            "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
+            "negative_total", "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -255,6 +258,7 @@ class Rewards:
         and, given the basket and the codes already applied to it, what it takes off. A member token
         is accepted once the answer is yes."""
         ctx = self.ctx
+        code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
@@ -296,16 +300,17 @@ class Rewards:
         mine = stack.entries[-1]
         return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason}
 
-    @raises("payment_card", "unknown_member", "unknown_voucher", "voucher_void", "voucher_not_yet_valid",
-            "voucher_expired", "voucher_other_member", "member_required", "voucher_used", "member_ineligible",
-            "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total", "negative_line",
-            "total_mismatch", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed", "storage_full", "storage_failed")
+    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_void",
+            "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
+            "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total",
+            "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = ()) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
         requests and across lanes while central answers; a member token is accepted with the use."""
         ctx = self.ctx
+        code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         ident = self.members.find(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()

@@ -9,6 +9,7 @@ back more than the sale earned, and buy-return-keep-the-bonus does not work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,6 +44,7 @@ class TransactionInput:
     total: int
     lines: tuple[BasketLine, ...]
     request_hash: str
+    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ReturnInput:
     lines: tuple[tuple[str, Decimal], ...] | None  # (sku, quantity returned)
     amount: int | None
     request_hash: str
+    legacy_hash: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,9 @@ class Sales:
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_ineligible",
-            "program_unavailable", "negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
+            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
     def evaluate(self, tx: TransactionInput, view: LedgerView | None = None) -> _Sale:
         """What the sale earns, checked and computed, nothing written (a member's token is checked,
         not accepted): the sale and its quote share this."""
@@ -104,9 +107,9 @@ class Sales:
         return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
-            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed", "storage_full", "storage_failed")
+            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
@@ -117,7 +120,8 @@ class Sales:
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
             # Checked only here: a sale that passes learns inside its write whether it is a retry,
             # and the hot path saves a read on a connection every commit has made cold.
-            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash)
+            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash,
+                                     tx.legacy_hash)
             if earlier:
                 return earlier
             raise
@@ -128,7 +132,8 @@ class Sales:
     @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
         tx, member, program = sale.tx, sale.member, sale.program
-        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash)
+        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash,
+                                 tx.legacy_hash)
         if earlier:  # a concurrent retry won the race: answer what it answered
             return earlier
         if sale.ident is not None:
@@ -199,7 +204,7 @@ class Sales:
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
-        earlier = earlier_answer(view, "return_id", ret.return_id, ret.request_hash)
+        earlier = earlier_answer(view, "return_id", ret.return_id, ret.request_hash, ret.legacy_hash)
         if earlier:
             return earlier
         sale = view.sale(ret.transaction_id)
@@ -216,7 +221,7 @@ class Sales:
     @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
             "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
     def _write_return(self, unit: LedgerTx, ret: ReturnInput, member: CachedMember | None) -> Recorded:
-        earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash)
+        earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash, ret.legacy_hash)
         if earlier:
             return earlier
         sale = unit.sale(ret.transaction_id)

@@ -18,6 +18,7 @@ from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
 from posd.lane.members import Members
 from posd.storage.cache import CachedMember
+from posd.storage.print_queue import ClientJobIdReused
 from posd.storage.tx import LedgerTx
 
 # A slip drawn as the lane's printer would print it, as PNG bytes (the daemon renders with its printer).
@@ -67,12 +68,17 @@ class Slips:
                            slip=slip.to_json(), member_id=member_id)
         return {"slip_id": slip.slip_id, "state": "queued"}
 
-    @raises("no_printer", "unknown_slip", "storage_failed", "storage_full")
+    @raises("no_printer", "unknown_slip", "idempotency_key_conflict", "storage_failed", "storage_full")
     async def reprint(self, slip_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
-        """A copy of a slip as a new job; the same key twice queues one copy."""
+        """A copy of a slip as a new job; the same key twice queues one copy. A key is the POS's
+        name for one job: the key of another slip's reprint is a conflict, never that job's answer."""
         if not self.ctx.printer_enabled:
             raise LaneError("no_printer", "this lane has no printer configured")
-        job_id = await self.ctx.acommit(lambda tx: tx.queue_reprint(slip_id, idempotency_key))
+        try:
+            job_id = await self.ctx.acommit(lambda tx: tx.queue_reprint(slip_id, idempotency_key))
+        except ClientJobIdReused:
+            raise LaneError("idempotency_key_conflict", "this Idempotency-Key was already used for another "
+                            "slip's job; send a new key") from None
         if job_id is None:
             raise LaneError("unknown_slip", "no slip with that id on this lane")
         return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}

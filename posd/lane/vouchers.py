@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from posd.core.benefit import Benefit
+from posd.core.identify import voucher_code
 from posd.core.program import Coupon, Program, Reward
 from posd.lane.authority import Authority
 from posd.lane.context import LaneContext
@@ -105,6 +106,15 @@ class VoucherBook:
 
     def __init__(self, ctx: LaneContext, authority: Authority):
         self.ctx, self.authority = ctx, authority
+
+    def canonical(self, code: str) -> str:
+        """The code as the lane keeps it, however it was typed: a program coupon's own spelling (coupons
+        are read case-insensitively), a lane voucher's as issued (Crockford: any case, O=0, I=L=1)."""
+        program = self.ctx.program()
+        coupon = program.coupon(code) if program else None
+        if coupon is not None:
+            return coupon.code
+        return voucher_code(code) or code
 
     def local(self, view: LedgerView, code: str, program: Program | None) -> Usable | None:
         """A code this lane knows without asking central: issued here, a coupon, or from the feed."""

@@ -23,6 +23,10 @@ FALLBACK_TTL_S = 300.0
 _FIELDS = frozenset({"state", "send_state", "last_error", "printed_at"})
 
 
+class ClientJobIdReused(ValueError):
+    """The POS's job id names a job for another slip (or another kind of job): not a retry."""
+
+
 def ttl_for(kind: str) -> float:
     return DEFAULT_TTL_S.get(kind, FALLBACK_TTL_S)
 
@@ -53,11 +57,16 @@ def queue(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, 
     """Queue a job; ``(job_id, created)``.
 
     The same ``client_job_id`` again returns the first job and queues nothing,
-    so a POS retrying a request never gets two slips (or two drawer kicks).
+    so a POS retrying a request never gets two slips (or two drawer kicks). The id
+    already naming a job for another slip or kind is ClientJobIdReused: answering with
+    that job would tell the POS a slip it asked for is printing when nothing is.
     """
     if client_job_id is not None:
-        row = conn.execute("SELECT job_id FROM print_jobs WHERE client_job_id = ?", (client_job_id,)).fetchone()
+        row = conn.execute("SELECT job_id, slip_id, kind FROM print_jobs WHERE client_job_id = ?",
+                           (client_job_id,)).fetchone()
         if row is not None:
+            if (row["slip_id"], row["kind"]) != (slip_id, kind):
+                raise ClientJobIdReused(client_job_id)
             return row["job_id"], False
     created = utcnow()
     n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]

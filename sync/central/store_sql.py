@@ -33,6 +33,7 @@ from posd.sync.central.members import enrolment_profile, member_row, member_wire
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
+from posd.sync.protocol.burn import canonical_code
 
 JSON_COLUMNS = ("identifiers", "balances", "offers")
 EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
@@ -264,6 +265,8 @@ class SqlStore:
         """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
         self.sweep_expired()  # reservations past their time free their points first
         now = self._clock()
+        if request.get("voucher_code"):  # as issued or published, however the lane's POS typed it
+            request = {**request, "voucher_code": canonical_code(request["voucher_code"], self._coupon_codes())}
         with self._write() as conn:
             if request.get("member_id"):  # a provisional id a lane still uses names central's member
                 request = {**request, "member_id": resolve_alias(conn, request["member_id"])}
@@ -289,12 +292,17 @@ class SqlStore:
 
     def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
         """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
-        coupons = {c.get("code"): c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
-                   if isinstance(c, dict)}
+        coupons = self._coupon_codes()
+        code = canonical_code(code, coupons)
         self.sweep_expired()
         with self._read() as conn:
             member_id = resolve_alias(conn, member_id) if member_id else None
             return burns.lookup(conn, code, member_id, coupons.get(code), self._clock())
+
+    def _coupon_codes(self) -> dict[str, str]:
+        """The program's coupon codes and their kinds."""
+        return {c["code"]: c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
+                if isinstance(c, dict) and isinstance(c.get("code"), str)}
 
     def reservations(self, member_id: str) -> list[dict[str, Any]]:
         """A member's reservations, newest first, with their state now (inspection and tests)."""

@@ -9,6 +9,7 @@ authorisation", is the prose version.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from posd.sync.protocol.batch import CONTROL, parse_utc
@@ -22,6 +23,24 @@ AUTHORISATION_STATUSES = ("approved", "declined")
 MAX_AUTHORISATION_BYTES = 65_536
 MAX_UNSYNCED_EVENTS = 500  # the newest of a member's events the lane lists for central's balance check
 MAX_CODE_LEN = 64
+# A lane's voucher code: "V" and 12 Crockford base32 characters. People type them in any case, with
+# O for 0 and I or L for 1: central reads them as the lane does (posd.core.identify.voucher_code, the
+# lane's copy: the core imports nothing from sync), and coupon codes case-insensitively.
+_CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_TYPED_AS = {"O": "0", "I": "1", "L": "1"}
+
+
+def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
+    """A voucher or coupon code as issued or published, however it was typed: a coupon of ``coupons``
+    in its own spelling, a lane voucher's code as issued, anything else as it is."""
+    folded = code.strip().casefold()
+    for coupon in coupons:
+        if coupon == code or coupon.casefold() == folded:
+            return coupon
+    chars = [_TYPED_AS.get(ch, ch) for ch in code.replace("-", "").replace(" ", "").upper()]
+    if len(chars) == 13 and chars[0] == "V" and _CROCKFORD.issuperset(chars[1:]):
+        return "".join(chars)
+    return code
 
 # code -> what a declined authorisation means; the lane answers the POS with the same code.
 DECLINE_CODES: dict[str, str] = {
@@ -172,7 +191,10 @@ def check_voucher(voucher: Any) -> bool:
 
 def parse_voucher_answer(answer: Any, code: str) -> dict[str, Any]:
     """Central's answer to a voucher lookup, checked; CentralProtocolError when it is not one."""
-    if not isinstance(answer, dict) or answer.get("code") != code or not isinstance(answer.get("used"), bool):
+    answered = answer.get("code") if isinstance(answer, dict) else None
+    same = isinstance(answered, str) and (canonical_code(answered) == canonical_code(code)
+                                          or answered.casefold() == code.strip().casefold())
+    if not isinstance(answer, dict) or not same or not isinstance(answer.get("used"), bool):
         raise CentralProtocolError("voucher answer needs code and used")
     voucher = answer.get("voucher")
     if voucher is not None and not check_voucher(voucher):

@@ -1,0 +1,102 @@
+"""A card number is refused whatever a person or a POS put between its digit groups, in any digit
+script, in any field of a request: underscores, every Unicode dash and space, invisible marks."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posd.core.identify import find_card_data, identify_code, is_card_data, luhn_ok
+from tests.support.lane import sale_body
+
+# Every character Unicode calls a space, a dash, a connector (underscore), other punctuation
+# (dots, slashes, bullets), a format character (zero-width space, soft hyphen, direction marks)
+# a control (tab, newline) or a math sign (minus): what can sit between digit groups.
+SEPARATORS = [chr(c) for c in range(sys.maxunicode + 1)
+              if unicodedata.category(chr(c)) in ("Zs", "Zl", "Zp", "Pd", "Pc", "Po", "Cf", "Cc", "Sm")
+              and not unicodedata.normalize("NFKC", chr(c)).isalnum()]
+# The zero of every decimal digit script (ASCII, Arabic-Indic, Persian, Devanagari, fullwidth...).
+ZEROS = [chr(c) for c in range(sys.maxunicode + 1)
+         if unicodedata.category(chr(c)) == "Nd" and unicodedata.decimal(chr(c)) == 0]
+
+
+def test_the_sets_are_the_ones_the_review_named():
+    for sep in ("_", "\u2013", "\u2014", "\u2212", "\u00a0", "\u2009", "\u3000", "\u200b", "\u00ad", "\t",
+                "\u2011", "\u30fb", "\uff3f", "\u2022"):
+        assert sep in SEPARATORS, ascii(sep)
+    assert {"\u0660", "\u06f0", "\uff10", "0"} <= set(ZEROS)
+
+
+def in_script(digits: str, zero: str) -> str:
+    return "".join(chr(ord(zero) + int(d)) for d in digits)
+
+
+@st.composite
+def pans(draw) -> str:
+    prefix = draw(st.sampled_from(["4", "51", "55", "2221", "34", "37", "6011", "65", "35", "36"]))
+    length = draw(st.integers(13, 19))
+    body = prefix + draw(st.text("0123456789", min_size=length - len(prefix) - 1,
+                                 max_size=length - len(prefix) - 1))
+    return next(body + str(d) for d in range(10) if luhn_ok(body + str(d)))
+
+
+@st.composite
+def written(draw) -> tuple[str, str]:
+    """(the PAN, as written: split into groups of 1-6 digits, joined by 1-3 separators, in one script)."""
+    pan = draw(pans())
+    zero = draw(st.sampled_from(ZEROS))
+    groups, i = [], 0
+    while i < len(pan):
+        size = draw(st.integers(1, 6))
+        groups.append(in_script(pan[i:i + size], zero))
+        i += size
+    out = groups[0]
+    for group in groups[1:]:
+        out += "".join(draw(st.lists(st.sampled_from(SEPARATORS), min_size=1, max_size=3))) + group
+    return pan, out
+
+
+@settings(max_examples=600, deadline=None)
+@given(written(), st.sampled_from(["{}", "card: {}", "{} thanks", "x {} y"]))
+def test_a_card_number_with_any_separators_in_any_script_is_card_data(case, template):
+    pan, text = case
+    if len(pan) == 13 and identify_code(pan).kind != "payment_card":
+        return  # a 13-digit number that is a valid EAN-13 is a product code, by design
+    assert is_card_data(template.format(text)), ascii(text)
+    assert find_card_data({"lines": [{"sku": template.format(text)}]})
+    if template == "{}":
+        found = identify_code(text)
+        assert (found.kind, found.code) == ("payment_card", None)
+
+
+def test_phone_numbers_are_still_phone_numbers():
+    for phone in ("+48 600 123 456", "+48 (12) 345-67-89", "+49 1512 3456789", "+441234567890"):
+        assert not is_card_data(phone), phone
+    assert is_card_data("+4111 1111 1111 1111")  # more digits than any phone number: a card
+
+
+def test_a_sale_with_a_card_number_behind_underscores_or_en_dashes_is_refused_and_kept_nowhere(
+        tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    sku, category = "4111_1111_1111_1111", "4111\u20131111\u20131111\u20131111"
+    body = sale_body("T-card-sep")
+    body["lines"] = [{**body["lines"][0], "sku": sku, "category": category}]
+    resp = lane.post("/v1/transactions", body)
+    assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
+    assert "4111" not in resp.text
+    for field, value in (("sku", "5555\u00a05555\u20025555\u20034444"), ("category", "5555\u20145555\u20145555\u20144444")):
+        other = sale_body(f"T-card-{field}")
+        other["lines"] = [{**other["lines"][0], field: value}]
+        resp = lane.post("/v1/transactions", other)
+        assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), (field, resp.text)
+    lane.stop()
+    for path in lane.state.iterdir():
+        if path.is_file():
+            data = path.read_bytes()
+            for needle in (sku, category, "5555\u00a05555", "5555\u20145555"):
+                assert needle.encode() not in data, (path.name, needle)
+    assert "4111" not in lane.log.read_text()
+    assert not [e for e in central.store.events("S001", "L01") if e.get("transaction_id", "").startswith("T-card")]

@@ -1,0 +1,93 @@
+"""A retry of the same sale or return is the same request however the POS re-serialised it:
+numbers by value, instants as UTC instants; and a retry of a sale recorded before the request
+hash became canonical still gets its first answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+import pytest
+
+from posd.api.models import TransactionIn
+from tests.support.central_fixture import demo_seed
+from tests.support.lane import ANNA
+
+
+@pytest.fixture
+def central_seed():
+    return demo_seed()
+
+
+def sale(tid: str, quantity, occurred_at: str = "2026-11-17T10:15:00+01:00", unit_price: int = 2500) -> dict:
+    return {"transaction_id": tid, "member": ANNA, "occurred_at": occurred_at, "currency": "PLN",
+            "total": 2 * unit_price if quantity in (2, "2") else unit_price,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": quantity, "unit_price": unit_price}]}
+
+
+def accruals(central, tid: str) -> list:
+    return [e for e in central.store.events("S001", "L01") if e.get("transaction_id") == tid and e["type"] == "accrual"]
+
+
+def test_a_re_serialised_retry_replays_and_a_different_request_conflicts(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    first = lane.post("/v1/transactions", sale("rv-idem1", 1))
+    assert first.status_code == 200, first.text
+    same = [("1", None), (1.0, None), ("1.000", None), (1, "2026-11-17T09:15:00Z"), (1.0, "2026-11-17T09:15:00+00:00"),
+            ("1.0", "2026-11-17T11:15:00+02:00"), (1, "2026-11-17T09:15:00.000Z")]
+    for quantity, at in same:
+        retry = lane.post("/v1/transactions", sale("rv-idem1", quantity, at or "2026-11-17T10:15:00+01:00"))
+        assert retry.status_code == 200, (quantity, at, retry.text)
+        assert retry.headers.get("Idempotent-Replayed") == "true", (quantity, at)
+        assert retry.json() == first.json()
+    for body in (sale("rv-idem1", 2), sale("rv-idem1", 1, "2026-11-17T10:15:00+02:00"),
+                 sale("rv-idem1", 1, unit_price=2501)):
+        other = lane.post("/v1/transactions", body)
+        assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), body
+
+    ret = {"return_id": "rv-ret1", "lines": [{"sku": "5901234123457", "quantity": 1}]}
+    answered = lane.post("/v1/transactions/rv-idem1/returns", ret)
+    assert answered.status_code == 200, answered.text
+    for quantity in ("1", 1.0, "1.00"):
+        again = lane.post("/v1/transactions/rv-idem1/returns", {**ret, "lines": [{**ret["lines"][0], "quantity": quantity}]})
+        assert again.status_code == 200 and again.json() == answered.json(), again.text
+    half = lane.post("/v1/transactions/rv-idem1/returns", {**ret, "lines": [{**ret["lines"][0], "quantity": "0.5"}]})
+    assert (half.status_code, half.json()["code"]) == (409, "return_id_conflict")
+    lane.wait_drained()
+    assert len(accruals(central, "rv-idem1")) == 1
+
+
+def legacy_hash(body: dict) -> str:
+    """The request hash posd recorded before it was canonical: the body as pydantic's JSON mode dumps it."""
+    dumped = TransactionIn.model_validate(body).model_dump(mode="json")
+    text = json.dumps(dumped, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_retry_of_a_sale_recorded_before_the_upgrade_still_replays(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    body = sale("rv-old", 1.0)  # the old hash of 1.0 is not the canonical one
+    first = lane.post("/v1/transactions", body)
+    assert first.status_code == 200, first.text
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    with db:  # the ledger as an older posd left it
+        stored = db.execute("SELECT request_hash FROM transactions WHERE transaction_id = 'rv-old'").fetchone()[0]
+        assert stored != legacy_hash(body)
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                              "AND tbl_name = 'transactions'").fetchall()
+        for name, _ in triggers:  # the table is append-only: lifted for this rewrite alone
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("UPDATE transactions SET request_hash = ? WHERE transaction_id = 'rv-old'", (legacy_hash(body),))
+        for _, sql in triggers:
+            db.execute(sql)
+    db.close()
+    lane.start()
+    retry = lane.post("/v1/transactions", body)
+    assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", retry.text
+    assert retry.json() == first.json()
+    other = lane.post("/v1/transactions", sale("rv-old", 2))
+    assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict")
+    lane.wait_drained()
+    assert len(accruals(central, "rv-old")) == 1

@@ -1,0 +1,81 @@
+"""What the POS sends is read as it means it: a redemption names a reward or points, never both;
+a reprint's Idempotency-Key names one job; a lane that never loaded its members does not tell a
+real member they are not one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import requests
+
+from tests.support.central_fixture import demo_seed
+from tests.support.lane import ANNA, LaneProcess, free_port, lane_config, sale_body
+
+
+@pytest.fixture
+def central_seed():
+    return demo_seed()
+
+
+def test_a_redemption_naming_a_reward_and_points_is_refused_naming_points(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    before = lane.get(f"/v1/members/{ANNA}").json()["balances"]["points"]["total"]
+    for points in (200, 500, 1):
+        resp = lane.post("/v1/redemptions", {"redemption_id": f"RDM-both-{points}", "member": ANNA,
+                                             "reward_id": "free-coffee", "points": points})
+        assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), resp.text
+        assert resp.json()["message"].startswith("points:"), resp.text
+    assert lane.get(f"/v1/members/{ANNA}").json()["balances"]["points"]["total"] == before
+    alone = lane.post("/v1/redemptions", {"redemption_id": "RDM-alone", "member": ANNA, "reward_id": "free-coffee"})
+    assert alone.status_code == 200, alone.text
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert [r[0] for r in db.execute("SELECT redemption_id FROM redemptions")] == ["RDM-alone"]
+
+
+def test_a_reprint_key_already_used_for_another_slip_is_a_conflict(tmp_path, central, start_lane, printer):
+    lane = start_lane(tmp_path / "lane", printer=printer.url)
+    for tid in ("rv-P1", "rv-A1"):
+        assert lane.post("/v1/transactions", sale_body(tid)).status_code == 200
+    printer.wait_for_jobs(2, timeout=15)
+    key = lane.headers(**{"Idempotency-Key": "k-1"})
+    first = lane.post("/v1/slips/rv-P1/reprint", headers=key)
+    assert first.status_code == 202, first.text
+    other = lane.post("/v1/slips/rv-A1/reprint", headers=key)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_conflict"), other.text
+    again = lane.post("/v1/slips/rv-P1/reprint", headers=key)  # the real retry still answers its job
+    assert (again.status_code, again.json()["job_id"]) == (202, first.json()["job_id"])
+    fresh = lane.post("/v1/slips/rv-A1/reprint", headers=lane.headers(**{"Idempotency-Key": "k-2"}))
+    assert fresh.status_code == 202 and fresh.json()["slip_id"] == "rv-A1"
+    printer.wait_for_jobs(4, timeout=15)  # the two sales' slips, one copy of each
+    # (tests/support/contract.py checks every answer above against the route's OpenAPI responses)
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    jobs = db.execute("SELECT slip_id, client_job_id FROM print_jobs WHERE kind = 'reprint' ORDER BY created_at")
+    assert jobs.fetchall() == [("rv-P1", "k-1"), ("rv-A1", "k-2")]
+
+
+def test_a_lane_whose_members_never_loaded_answers_member_unavailable(tmp_path, central):
+    folder = tmp_path / "lane"
+    port = free_port()
+    cfg = lane_config(folder, central_url=central.url, secret="hex:" + "00" * 32, printer="none", port=port)
+    lane = LaneProcess(cfg, port, state=folder / "state").start()
+    try:
+        lane.wait_for(lambda: "members never loaded from central" in lane.health()["problems"], what="401 seen")
+        resp = lane.get(f"/v1/members/{ANNA}")
+        assert (resp.status_code, resp.json()["code"]) == (503, "member_unavailable"), resp.text
+        assert "not a member" not in resp.json()["message"]
+        sale = lane.post("/v1/transactions", sale_body("T-unloaded"))
+        assert (sale.status_code, sale.json()["code"]) == (503, "member_unavailable"), sale.text
+        stream = lane.sse()
+        try:
+            lane.scan(ANNA)
+            event = stream.next("member.unavailable")
+            assert event["data"]["identifier"] == ANNA and event["data"]["code"] == "member_unavailable"
+        finally:
+            stream.close()
+        spec = requests.get(f"{lane.base}/openapi.json", timeout=10).json()
+        assert "member.unavailable" in str(spec["paths"]["/v1/events"])  # the event's schema is documented
+    finally:
+        lane.stop()

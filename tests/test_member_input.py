@@ -1,0 +1,107 @@
+"""Member and scan input is read the way enrolment reads it: a phone number in any of the forms people
+type it (in the lane's country), digits of any script; and a scanner frame with nothing readable in it
+is an invalid scan the POS hears of, with a log line that carries no data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posd.drivers.framing import UNREADABLE, ScanFramer, clean_code
+from posd.config import load
+from posd.drivers.url import parse_device_url
+from tests.support.central_fixture import demo_seed
+from tests.support.lane import ANNA
+
+PERSIAN, ARABIC_INDIC, FULLWIDTH = 0x06F0, 0x0660, 0xFF10
+
+
+def in_script(digits: str, zero: int) -> str:
+    return "".join(chr(zero + int(d)) if d.isdigit() else d for d in digits)
+
+
+@pytest.fixture
+def central_seed():
+    return demo_seed()
+
+
+@pytest.fixture
+def lane(tmp_path, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    text = lane.config.read_text().replace('currency = "PLN"', 'currency = "PLN"\ncountry = "PL"')
+    lane.config.write_text(text)
+    lane.stop()
+    return lane.start()
+
+
+def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
+    enrolled = lane.post("/v1/members", {"phone": "600 123 456", "display_name": "Ola"})
+    assert enrolled.status_code == 200, enrolled.text
+    member_id = enrolled.json()["member_id"]
+    assert enrolled.json()["identifiers"] == ["+48600123456"]
+    for typed in ("600 123 456", "600123456", "48600123456", "+48 600 123 456", "+48600123456",
+                  "+48 (600) 123-456", "0048 600 123 456", in_script("600 123 456", PERSIAN),
+                  in_script("+48600123456", FULLWIDTH)):
+        found = lane.get(f"/v1/members/{typed}")
+        assert found.status_code == 200 and found.json()["member_id"] == member_id, (typed, found.text)
+    sale = lane.post("/v1/transactions", {"transaction_id": "T-phone-1", "member": "600 123 456",
+                                          "occurred_at": "2026-11-17T10:15:00+01:00", "currency": "PLN",
+                                          "total": 1000, "lines": [{"sku": "5901234123457", "quantity": 1,
+                                                                    "unit_price": 1000}]})
+    assert sale.status_code == 200 and sale.json()["member_id"] == member_id, sale.text
+    for other in ("600 123 457", "+48 600 123", "601 123 456"):
+        missing = lane.get(f"/v1/members/{other}")
+        assert (missing.status_code, missing.json()["code"]) == (404, "unknown_member"), other
+
+
+def test_a_card_number_in_any_digit_script_finds_the_member(lane):
+    for zero in (PERSIAN, ARABIC_INDIC, FULLWIDTH):
+        found = lane.get(f"/v1/members/{in_script(ANNA, zero)}")
+        assert found.status_code == 200 and found.json()["member_id"] == "M0001", (zero, found.text)
+
+
+def pty_link(lane) -> Path:
+    config = load(str(lane.config))
+    _, scanner = config.scanners()[0]
+    return Path(parse_device_url(config.device_url(scanner.url)).fs_path)
+
+
+def write_frame(lane, payload: bytes) -> None:
+    """The scanner sends raw bytes: what a wrong baud rate or a UTF-8 scanner puts on the line."""
+    fd = os.open(pty_link(lane), os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        os.write(fd, payload)
+    finally:
+        os.close(fd)
+
+
+def test_scanned_persian_digits_identify_and_an_unreadable_frame_is_an_invalid_scan(lane):
+    stream = lane.sse()
+    try:
+        write_frame(lane, in_script(ANNA, PERSIAN).encode("utf-8") + b"\r")
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0001"
+        garbage = bytes([0xFF, 0xFE, 0x9C, 0xE3, 0x80, 0xF0, 0xA5, 0xB7])
+        write_frame(lane, garbage + b"\r")
+        event = stream.next("scan")
+        while event["data"].get("kind") != "invalid":  # the Persian scan's own scan event came first
+            event = stream.next("scan")
+        assert event["data"]["device"] == "front" and event["data"].get("data") is None
+    finally:
+        stream.close()
+    lane.wait_for(lambda: "unreadable scan" in lane.log.read_text(), what="the log line")
+    log = lane.log.read_bytes()
+    assert garbage not in log and garbage.decode("latin-1").encode() not in log
+
+
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: not clean_code(b)))
+def test_a_frame_with_nothing_readable_is_delivered_as_unreadable_never_dropped(frame):
+    framer = ScanFramer()
+    codes = framer.feed(frame.replace(b"\r", b"") + b"\r", now=0.0)
+    if frame.replace(b"\r", b"").strip(b" \t\r\n\x00"):
+        assert codes == [UNREADABLE] and framer.take_unreadable() == 1
+    else:
+        assert codes == [] and framer.take_unreadable() == 0

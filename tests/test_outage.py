@@ -311,7 +311,7 @@ def test_a_push_that_reaches_central_clears_unreachable_at_once_and_brings_the_p
     with running_central(tmp_path / "central", DEMO_SEED) as central:
         lane = launch_lane(tmp_path / "lane", central)
         try:
-            central.inject("members", "503", count=10_000)
+            central.inject("members", "reset", count=10_000)  # no answer at all: unreachable, not central_error
 
             def pull_backing_off() -> bool:
                 pull = lane.health()["sync"]["pull"]

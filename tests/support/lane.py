@@ -155,7 +155,11 @@ class LaneProcess:
 
     def start(self, timeout: float = 20.0) -> LaneProcess:
         self.spawn()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:  # a daemon that never became healthy is not left running
+            self.stop()
+            raise
         return self
 
     def kill(self) -> None:

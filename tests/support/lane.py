@@ -249,6 +249,7 @@ class SSEClient:
     def __init__(self, port: int, token: str, last_event_id: int | None = None):
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.malformed: list[str] = []  # events whose data did not match their type's schema
+        self.seen: list[dict[str, Any]] = []  # events next() skipped
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -289,7 +290,7 @@ class SSEClient:
             return
 
     def next(self, type_: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The next event of that type (others are skipped and kept in .seen)."""
+        """The next event of that type (the others it skips are kept in .seen, and named when none comes)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert not self.malformed, self.malformed
@@ -300,7 +301,9 @@ class SSEClient:
             if event.get("event") == type_:
                 assert not self.malformed, self.malformed
                 return event
-        raise AssertionError(f"no {type_} event within {timeout}s")
+            self.seen.append(event)
+        skipped = [(e.get("event"), str(e.get("data"))[:200]) for e in self.seen[-20:]]
+        raise AssertionError(f"no {type_} event within {timeout}s; the last events skipped: {skipped}")
 
     def close(self) -> None:
         try:

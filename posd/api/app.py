@@ -162,6 +162,15 @@ async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any)
     return _answer(recorded)
 
 
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing and body errors as Problems, on the API and on the status listener alike."""
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
+        return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                        headers=exc.headers)  # a 405's Allow
+
+
 def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
                metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
@@ -187,13 +196,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         where = ".".join(str(x) for x in first["loc"] if x != "body")
         return _err("invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errors)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
-            return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=exc.headers)  # a 405's Allow
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -333,13 +336,7 @@ def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
     else. No API route exists here, so none can be reached, whatever the token or the Host."""
     app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
-            return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=exc.headers)  # a 405's Allow
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     _status_routes(app, health)
     return app

@@ -654,3 +654,27 @@ def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, 
             with pytest.raises(CentralRequestRejected) as refused:
                 client.claim_token(bad)
             assert (refused.value.status, refused.value.code) == (400, "malformed_token_use")
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","member_id":"M\\ud800"}]}',  # a lone surrogate escape
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","points":{"points":123456789012345678901234567890}}]}',
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","total":NaN,"other":-Infinity,"big":1e400}]}',
+    b'{"batch_id":"B","events":[{"seq":18446744073709551616,"event_id":"E","t":-9223372036854775809}]}',
+    b'\xef\xbb\xbf{"batch_id":"B","events":[{"seq":1,"event_id":"\xed\xa0\x80"}]}',  # a BOM, an encoded surrogate
+    '{"batch_id":"B","events":[{"seq":1,"event_id":"\u017c"}]}'.encode("utf-16"),
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","a":1,"a":2,"f":1.5e300,"g":-0.0}]}',
+])
+def test_central_reads_a_batch_as_json_reads_it(raw):
+    """central parses pushes with a faster parser that hands what it refuses to json: same batch."""
+    from posd.sync.central.app import _loads
+
+    assert repr(_loads(raw)) == repr(json.loads(raw))
+
+
+def test_central_refuses_what_json_refuses():
+    from posd.sync.central.app import _loads
+
+    for raw in (b'{"batch_id":', b'\xff\xfe{', b"[" * 100_000):
+        with pytest.raises((ValueError, RecursionError)):
+            _loads(raw)

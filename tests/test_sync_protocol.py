@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from posd.sync import protocol as p
 from posd.sync.protocol import BatchError, CentralProtocolError, EventResult, SignatureError
+from posd.sync.protocol.batch import clean_text
 from tests.support.central_fixture import make_event
 
 SECRET = b"store-secret"
@@ -205,6 +206,20 @@ def test_decode_and_validate_never_crash_on_random_json(doc):
         return
     code = p.validate_event(events[0])  # must answer with a code or None, never raise
     assert code is None or isinstance(code, str)
+
+
+_TRICKY = st.text(st.sampled_from(["a", "ż", "\\", '"', "\n", "\x00", "\x1f", "\x7f", "\x85", "\ud800", "\udfff",
+                                    "\u2028", "/"]), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TRICKY, _TRICKY | st.lists(_TRICKY, max_size=2), max_size=3), _TRICKY, _TRICKY)
+def test_the_text_of_an_event_judges_its_strings_as_the_walk_does(extra, voucher, member_id):
+    """central hands validate_event the text it stores; the answer is the one of the value walk."""
+    event = make_event(1, member_id=member_id or "M0001", type="redemption", voucher={"title": voucher}, **extra)
+    text = json.dumps(event, ensure_ascii=False)
+    assert p.validate_event(event, text) == p.validate_event(event)
+    assert clean_text(event, text) == clean_text(event)
 
 
 # --- events -------------------------------------------------------------------------------

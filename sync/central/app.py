@@ -34,6 +34,8 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import orjson
+
 from posd.sync.central.admission import Admission
 from posd.sync.central.faults import ROUTES
 from posd.sync.central.store import CentralStore, open_store
@@ -275,7 +277,7 @@ class _Request:
         if (self.header("Content-Encoding") or "").strip().lower() != "gzip":
             raise HttpError(415, "unsupported_encoding", "push bodies must be Content-Encoding: gzip")
         try:
-            batch_id, events = decode_batch(body)
+            batch_id, events = decode_batch(body, loads=_loads)
         except BatchError as err:
             raise HttpError(err.status, err.code, str(err)) from err
         if app.admission is not None:
@@ -584,6 +586,22 @@ class _Request:
         await self._send({"type": "http.response.start", "status": status,
                           "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]})
         await self._send({"type": "http.response.body", "body": body})
+
+
+# 19 digits in a row: perhaps an integer past 64 bits, which orjson would read as a float
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def _loads(raw: bytes) -> Any:
+    """A batch's JSON as json.loads reads it, in a quarter of the time: orjson reads the usual batch;
+    what it refuses and json accepts (NaN, 1e400, UTF-16, a BOM, an encoded surrogate) and what it
+    would read otherwise (an integer past 64 bits) is read by json, so a batch is answered the same."""
+    if _LONG_NUMBER.search(raw):
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _iso(ts: float) -> str:

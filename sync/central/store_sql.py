@@ -466,7 +466,7 @@ class SqlStore:
                     bodies: dict[int, str], received_at: str) -> dict[int, str | None]:
         """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
         for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
-        codes = {e["seq"]: validate_event(e) for e in run}
+        codes = {e["seq"]: validate_event(e, bodies[e["seq"]]) for e in run}
         rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
                  codes[e["seq"]], _storable(_str_or_none(e.get("type"))),
                  _storable(_str_or_none(e.get("member_id"))),

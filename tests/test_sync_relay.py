@@ -6,7 +6,9 @@ Every wait is bounded; nothing asserts how long anything took.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 import time
 
 import pytest
@@ -258,6 +260,104 @@ def test_drains_through_every_fault_exactly_once(central, client):
     assert len(central.store.events(STORE_ID, LANE_ID)) == 50
     assert central.store.member("M0001")["balances"] == {"points": 1840 + 150}
     assert central.request_count("push") >= 8
+
+
+class Journal(MemoryOutbox):
+    """MemoryOutbox that notes what the relay does to it and when, for the pipelining checks: a
+    batch's answers are written only once the next push started (or 5 s went by), and say which."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads_after: list[int] = []
+        self.pushes_from: list[int] = []  # the first seq of each push, as it starts
+        self.written_during_next: list[bool] = []  # per recorded batch with more behind it
+        self.noted = threading.Condition()
+
+    def pending_batch(self, max_events, max_bytes, after=0):
+        batch = super().pending_batch(max_events, max_bytes, after)
+        with self.noted:
+            self.reads_after.append(after)
+            self.noted.notify_all()
+        return batch
+
+    def record_results(self, results):
+        last = max(r.seq for r in results)
+        if last < len(self.events):
+            self.written_during_next.append(self.wait_for(lambda: last + 1 in self.pushes_from))
+        super().record_results(results)
+
+    def pushing(self, first_seq: int) -> None:
+        with self.noted:
+            self.pushes_from.append(first_seq)
+            self.noted.notify_all()
+
+    def wait_for(self, what, timeout=5.0) -> bool:
+        with self.noted:
+            return self.noted.wait_for(what, timeout)
+
+
+class Watching:
+    """The real client, pushing only once the relay has read the next batch (or 5 s went by)."""
+
+    def __init__(self, client, outbox: Journal):
+        self.client, self.outbox = client, outbox
+        self.store_id, self.lane_id = client.store_id, client.lane_id
+        self.in_flight = self.most_in_flight = 0
+        self.sent: list[list[int]] = []
+        self.read_during: list[bool] = []  # per push: the next batch was read while it was in flight
+        self._lock = threading.Lock()
+
+    def push_batch(self, batch_id, events):
+        seqs = [e["seq"] if isinstance(e, dict) else json.loads(e)["seq"] for e in events]
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.sent.append(seqs)
+        self.outbox.pushing(seqs[0])
+        try:
+            self.read_during.append(self.outbox.wait_for(lambda: seqs[-1] in self.outbox.reads_after))
+            return self.client.push_batch(batch_id, events)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
+    """While central applies a full batch the relay reads the next one, and it writes the last
+    batch's answers while central applies the next; still one batch in flight, in seq order."""
+    outbox = Journal()
+    for _ in range(23):
+        outbox.add(points={"points": 1})
+    watching = Watching(client, outbox)
+    relay = OutboxRelay(watching, outbox, max_events=5, idle_interval=600.0)
+    relay.start()
+    try:
+        wait_until(lambda: outbox.count("acked") == 23, timeout=60, what="backlog drained")
+    finally:
+        assert relay.stop()
+    assert watching.sent == [list(range(first, min(24, first + 5))) for first in range(1, 24, 5)]
+    assert watching.most_in_flight == 1
+    # every full batch had the next one read while it was in flight (the last, short one has none)
+    assert watching.read_during == [True] * 4 + [False]
+    assert outbox.written_during_next == [True] * 4
+    assert accepted_seqs(central) == list(range(1, 24))
+    assert central.store.member("M0001")["balances"] == {"points": 1840 + 23}
+
+
+def test_a_pipelined_relay_sends_nothing_after_a_batch_central_wants_again(central, client):
+    """A retryable refusal stops the pipeline: the batch read ahead is not sent, the seqs go again."""
+    outbox = MemoryOutbox()
+    for _ in range(9):
+        outbox.add()
+    central.inject("push", "applied_then_lost")  # the first batch's answer never comes
+    relay = OutboxRelay(client, outbox, max_events=3, backoff_base=0.01, backoff_cap=0.05, idle_interval=600.0)
+    relay.start()
+    try:
+        wait_until(lambda: outbox.count("acked") == 9, timeout=30, what="drained after the lost answer")
+    finally:
+        assert relay.stop()
+    assert accepted_seqs(central) == list(range(1, 10))
+    assert len(central.store.events(STORE_ID, LANE_ID)) == 9
 
 
 def test_stop_interrupts_a_backoff_wait(central, client):

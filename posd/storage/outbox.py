@@ -44,10 +44,11 @@ def stats(conn: sqlite3.Connection) -> OutboxStats:
                        quarantined=quarantined, last_acked_seq=acked)
 
 
-def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int) -> list[OutboxEvent]:
-    """Pending events, lowest seq first; at least one, then as many as fit in max_bytes."""
-    rows = conn.execute("SELECT seq, event_id, body FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
-                        (max_events,))
+def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
+    """Pending events with a seq above ``after``, lowest seq first; at least one, then as many as fit in
+    max_bytes."""
+    rows = conn.execute("SELECT seq, event_id, body FROM outbox WHERE state = 'pending' AND seq > ? ORDER BY seq "
+                        "LIMIT ?", (after, max_events))
     batch: list[OutboxEvent] = []
     size = 0
     for seq, event_id, body in rows:
@@ -97,8 +98,8 @@ class LedgerOutbox:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def pending_batch(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
-        return self.ledger.view().pending_events(max_events, max_bytes)
+    def pending_batch(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
+        return self.ledger.view().pending_events(max_events, max_bytes, after)
 
     def record_results(self, results: list[EventResult]) -> None:
         if results:

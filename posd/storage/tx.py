@@ -111,8 +111,8 @@ class LedgerView:
     def outbox_stats(self) -> OutboxStats:
         return outbox.stats(self._conn)
 
-    def pending_events(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
-        return outbox.pending(self._conn, max_events, max_bytes)
+    def pending_events(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
+        return outbox.pending(self._conn, max_events, max_bytes, after)
 
     def event_id_at(self, seq: int) -> str | None:
         return outbox.event_id_at(self._conn, seq)

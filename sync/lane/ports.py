@@ -41,8 +41,9 @@ class OutboxStats:
 
 
 class OutboxPort(Protocol):
-    def pending_batch(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
-        """Pending events, lowest seq first, at most max_events and about max_bytes."""
+    def pending_batch(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
+        """Pending events with a seq above ``after``, lowest seq first, at most max_events and about
+        max_bytes (the relay reads the next batch while the last one's answers are not yet written)."""
 
     def record_results(self, results: list[EventResult]) -> None:
         """Mark accepted/duplicate as acked and non-retryable rejections as

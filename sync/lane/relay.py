@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from posd.faults import crash_point
@@ -61,30 +62,40 @@ class OutboxRelay(Worker):
         self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
         self._idle_interval = idle_interval
         self._linger = linger
+        self._sender: ThreadPoolExecutor | None = None  # while the relay's thread runs
+        self._inflight: _Push | None = None  # the next batch, sent before the last one's answers were written
         self._sent_events = 0
         self._quarantined = 0
         self._token_replays = 0
 
     def run_once(self) -> str:
         """One batch: pending -> push -> record.
-        Returns sent | idle | backoff | auth_failed | identity_conflict."""
+        Returns sent | idle | backoff | auth_failed | identity_conflict.
+
+        While the relay's thread runs (start()), a backlog is pipelined: the next full batch is read
+        while central applies this one, is sent as soon as this one is answered, and this one's
+        answers are written while central applies the next. Still one batch in flight, in seq
+        order: central sees the same requests as from a relay that waits, only sooner."""
         if not self._identity_settled:
             try:
                 self._settle_identity()
             except Exception as exc:
                 return self._sync_error(exc)
+        push, self._inflight = self._inflight, None
+        if push is None:
+            try:
+                events = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes), self._max_bytes)
+            except Exception as exc:
+                log.exception("outbox read failed", extra={"event": "sync-relay.outbox_error"})
+                return self._failed(f"outbox: {type(exc).__name__}", None)
+            if not events:
+                self._wait("idle", self._idle_interval)
+                return "idle"
+            push = self._send(events)
+        following = self._following(push.events)  # read while central applies this batch
+        events = push.events
         try:
-            events = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes), self._max_bytes)
-        except Exception as exc:
-            log.exception("outbox read failed", extra={"event": "sync-relay.outbox_error"})
-            return self._failed(f"outbox: {type(exc).__name__}", None)
-        if not events:
-            self._wait("idle", self._idle_interval)
-            return "idle"
-        crash_point("mid_batch")  # picked, not yet acknowledged
-        started = time.monotonic()
-        try:
-            results = self._client.push_batch(self._batch_id(events), [e.wire for e in events])
+            results = push.future.result()
         except CentralRequestRejected as exc:
             self._pushed(None, len(events), False)
             if exc.status == 413:
@@ -93,15 +104,46 @@ class OutboxRelay(Worker):
         except Exception as exc:
             self._pushed(None, len(events), False)
             return self._sync_error(exc)
-        seconds = time.monotonic() - started
-        self._pushed(seconds, len(events), True)
+        self._pushed(push.seconds, len(events), True)
+        if following and _complete(events, results):
+            self._inflight = self._send(following)  # central applies it while these answers are written
         outcome = self._record(events, results)
         if outcome == "sent":
             counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
             log.info("push: %d event(s), seq %d-%d, in %.0f ms: %d accepted, %d duplicate, %d rejected",
-                     len(events), events[0].seq, events[-1].seq, seconds * 1000, counts["accepted"],
+                     len(events), events[0].seq, events[-1].seq, push.seconds * 1000, counts["accepted"],
                      counts["duplicate"], counts["rejected"], extra={"event": "sync-relay.sent"})
         return outcome
+
+    def _send(self, events: list[OutboxEvent]) -> _Push:
+        """Push ``events``: on the sender thread while the relay's thread runs, else here and now."""
+        crash_point("mid_batch")  # picked, not yet acknowledged
+        push = _Push(events, self._batch_id(events), self._client)
+        push.future = self._sender.submit(push.run) if self._sender is not None else push.run_here()
+        return push
+
+    def _following(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
+        """The batch after ``events`` when the relay's thread runs and ``events`` was full (a backlog):
+        read now, sent once central has answered ``events``. Empty when there is none to send yet."""
+        if self._sender is None or len(events) < self._batch_events:
+            return []
+        try:
+            return _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes, after=events[-1].seq),
+                        self._max_bytes)
+        except Exception:  # read again, and report, on the next step
+            log.debug("outbox read ahead failed", exc_info=True)
+            return []
+
+    def _loop(self) -> None:
+        # The sender thread lives as long as the relay's own thread; leaving the block waits for a push
+        # still in flight (bounded by the client's timeout). Its answer is not recorded: those events
+        # stay pending and central answers "duplicate" when they are sent again.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"{self.thread_name}-send") as sender:
+            self._sender = sender
+            try:
+                super()._loop()
+            finally:
+                self._sender, self._inflight = None, None
 
     def _pushed(self, seconds: float | None, events: int, ok: bool) -> None:
         if self._on_push is not None:
@@ -224,6 +266,36 @@ def _next_incarnation(lane: str, base: str) -> str:
     """L01 -> L01.2 -> L01.3: a new lane id for a ledger whose history is not central's."""
     number = lane[len(base) + 1:] if lane.startswith(base + ".") else ""
     return f"{base}.{int(number) + 1 if number.isdigit() else 2}"
+
+
+class _Push:
+    """One batch on its way to central: the events, and the future of central's answers."""
+
+    def __init__(self, events: list[OutboxEvent], batch_id: str, client: Any) -> None:
+        self.events, self.batch_id, self._client = events, batch_id, client
+        self.seconds = 0.0
+        self.future: Future[list[EventResult]] = Future()
+
+    def run(self) -> list[EventResult]:
+        started = time.monotonic()
+        try:
+            return self._client.push_batch(self.batch_id, [e.wire for e in self.events])
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def run_here(self) -> Future[list[EventResult]]:
+        future: Future[list[EventResult]] = Future()
+        try:
+            future.set_result(self.run())
+        except BaseException as exc:  # raised again by result(), as from the sender thread
+            future.set_exception(exc)
+        return future
+
+
+def _complete(events: list[OutboxEvent], results: list[EventResult]) -> bool:
+    """Central answered every event and asked for none again: the next batch may follow."""
+    answered = {r.seq for r in results if not (r.status == "rejected" and r.retryable)}
+    return all(e.seq in answered for e in events)
 
 
 def _fit(events: list[OutboxEvent], max_bytes: int) -> list[OutboxEvent]:

@@ -144,10 +144,10 @@ class MemoryOutbox:
             self.state[seq] = "pending"
             return event
 
-    def pending_batch(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
+    def pending_batch(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
         with self._lock:
             batch, size = [], 0
-            for seq in sorted(s for s, st in self.state.items() if st == "pending"):
+            for seq in sorted(s for s, st in self.state.items() if st == "pending" and s > after):
                 event = self.events[seq]
                 if batch and (len(batch) >= max_events or size + event.size > max_bytes):
                     break

@@ -150,6 +150,27 @@ def test_outbox_port_batches_and_quarantines(lane):
     assert len(port.pending_batch(10, 1)) == 1  # always at least one event, even if over max_bytes
 
 
+def test_acks_are_written_by_run_each_row_as_its_own_answer_says(lane):
+    """A drain's acks go in a statement per run of seqs; every row still gets exactly its answer."""
+    for i in range(12):
+        asyncio.run(lane.sales.record_sale(tx(f"T{i}")))
+    port = LedgerOutbox(lane.context.ledger)
+    port.record_results([EventResult(1, "accepted")])
+    answers = [EventResult(1, "duplicate"), EventResult(2, "accepted"), EventResult(3, "accepted"),
+               EventResult(4, "duplicate"), EventResult(5, "rejected", "token_replayed"),
+               EventResult(6, "accepted"), EventResult(7, "rejected", "unknown_member"),
+               EventResult(9, "accepted"), EventResult(9, "duplicate"), EventResult(10, "rejected", "seq_gap", True),
+               EventResult(11, "accepted"), EventResult(3, "duplicate")]
+    port.record_results(list(reversed(answers[6:])) + answers[:6])
+    rows = reader(lane.context.ledger).execute("SELECT seq, state, result_code FROM outbox ORDER BY seq").fetchall()
+    assert [tuple(r) for r in rows] == [
+        (1, "acked", "accepted"), (2, "acked", "accepted"), (3, "acked", "duplicate"), (4, "acked", "duplicate"),
+        (5, "acked", "token_replayed"), (6, "acked", "accepted"), (7, "quarantined", "unknown_member"),
+        (8, "pending", None), (9, "acked", "duplicate"), (10, "pending", None), (11, "acked", "accepted"),
+        (12, "pending", None)]
+    assert [e.seq for e in port.pending_batch(10, 10**6, after=8)] == [10, 12]
+
+
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     first = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
     applied_first = [r[0] for r in reader(first).execute("SELECT applied_at FROM _migrations ORDER BY rowid")]

@@ -55,7 +55,7 @@ def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int, after: in
         if batch and size + len(body) > max_bytes:
             break
         size += len(body)
-        batch.append(OutboxEvent(seq=seq, event_id=event_id, body=json.loads(body), size=len(body), text=body))
+        batch.append(OutboxEvent(seq=seq, event_id=event_id, size=len(body), text=body))  # body: decoded if asked
     return batch
 
 
@@ -63,16 +63,32 @@ def record_results(conn: sqlite3.Connection, results: list[EventResult]) -> None
     """Central's answers: accepted and duplicate are acked, and so is a rejection that is central's flag
     (result_code names it: central has the event); any other final rejection is quarantined."""
     now = utcnow_iso()
-    # a batch's acks in one statement: a drain records a thousand of them per push
+    # a batch's acks in a statement per run of consecutive seqs with one code: a drain records a
+    # thousand of them per push, mostly one run
+    codes: dict[int, str | None] = {}
+    for r in results:
+        if r.status in ("accepted", "duplicate") or r.flagged:
+            codes.setdefault(r.seq, r.code if r.flagged else r.status)  # answered twice: the first counts
+    acks = sorted(codes.items())
     conn.executemany("UPDATE outbox SET state = 'acked', result_code = ?, acked_at = ? "
-                     "WHERE seq = ? AND state = 'pending'",
-                     [(r.code if r.flagged else r.status, now, r.seq) for r in results
-                      if r.status in ("accepted", "duplicate") or r.flagged])
+                     "WHERE seq BETWEEN ? AND ? AND state = 'pending'",
+                     [(code, now, first, last) for first, last, code in _runs(acks)])
     for r in results:
         if r.status == "rejected" and not r.retryable and not r.flagged:
             conn.execute("UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
                          "WHERE seq = ? AND state = 'pending'", (r.code or "rejected", now, r.seq))
             vouchers.void_redeemed_by(conn, r.seq, now)
+
+
+def _runs(acks: list[tuple[int, str | None]]) -> list[tuple[int, int, str | None]]:
+    """(first, last, code) for each run of consecutive seqs answered with the same code."""
+    runs: list[tuple[int, int, str | None]] = []
+    for seq, code in acks:
+        if runs and runs[-1][1] == seq - 1 and runs[-1][2] == code:
+            runs[-1] = (runs[-1][0], seq, code)
+        else:
+            runs.append((seq, seq, code))
+    return runs
 
 
 def scrub_enrolments(conn: sqlite3.Connection, member_ids: list[str]) -> int:

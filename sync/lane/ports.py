@@ -9,6 +9,7 @@ records it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,18 +19,42 @@ from posd.sync.protocol.shapes import EventResult
 __all__ = ["CachePort", "EventResult", "OutboxEvent", "OutboxPort", "OutboxStats"]
 
 
-@dataclass(frozen=True)
 class OutboxEvent:
-    seq: int  # the lane's gap-free counter, 1, 2, 3, ...
-    event_id: str
-    body: dict[str, Any]  # the event exactly as it goes on the wire (includes seq and event_id)
-    size: int  # len of the JSON-encoded body, for batch size limits
-    text: str | None = None  # the body's JSON text as stored: pushed as is, not encoded again
+    """One pending event as the relay pushes it. Given only its stored ``text``, the body is decoded
+    the first time something asks for it: a drain pushes the text and never needs the dict."""
+
+    __slots__ = ("seq", "event_id", "size", "text", "_body")
+
+    def __init__(self, seq: int, event_id: str, body: dict[str, Any] | None = None, size: int = 0,
+                 text: str | None = None) -> None:
+        if body is None and text is None:
+            raise ValueError("an outbox event needs its body or its JSON text")
+        self.seq = seq  # the lane's gap-free counter, 1, 2, 3, ...
+        self.event_id = event_id
+        self.size = size  # len of the JSON-encoded body, for batch size limits
+        self.text = text  # the body's JSON text as stored: pushed as is, not encoded again
+        self._body = body
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The event exactly as it goes on the wire (includes seq and event_id)."""
+        if self._body is None:
+            self._body = json.loads(self.text)  # type: ignore[arg-type]
+        return self._body
 
     @property
     def wire(self) -> dict[str, Any] | str:
         """What goes in a push: the stored text when there is one, else the body."""
-        return self.body if self.text is None else self.text
+        return self._body if self.text is None else self.text  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OutboxEvent):
+            return NotImplemented
+        return (self.seq, self.event_id, self.size, self.text, self.body) == \
+            (other.seq, other.event_id, other.size, other.text, other.body)
+
+    def __repr__(self) -> str:
+        return f"OutboxEvent(seq={self.seq}, event_id={self.event_id!r}, size={self.size})"
 
 
 @dataclass(frozen=True)

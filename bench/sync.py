@@ -6,7 +6,8 @@ loopback (the SQLite reference central `make run` uses, in its own process)
 and drains them. Measured: seconds from spawn to an empty outbox, the
 daemon's RSS along the way and its peak (flat memory: the backlog is
 streamed, not loaded). Floor: the same events pushed again, batch for batch,
-to a fresh central by the signed client alone.
+to a fresh central by the signed client alone, one batch in flight and the
+next encoded meanwhile, as the relay pipelines a backlog.
 
 Snapshot: 1M members pulled into cache.db through the daemon's own member
 pull, from a feed process that serves central's page shape, while a scanner
@@ -90,7 +91,7 @@ def outbox_batches(ledger: Path, per_batch: int) -> list[list[Any]]:
     posd whose relay encoded each batch again)."""
     from posd.sync.lane.ports import OutboxEvent
 
-    as_text = "text" in OutboxEvent.__dataclass_fields__
+    as_text = hasattr(OutboxEvent, "text")
     conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
         bodies = [b if as_text else json.loads(b) for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]

@@ -116,8 +116,12 @@ class CentralClient:
 
     def push_batch(self, batch_id: str, events: list[dict[str, Any] | str]) -> list[EventResult]:
         """Send one batch (each event a dict or its JSON text); central's answer per event, in central's order."""
+        return self.push_encoded(batch_id, encode_batch(batch_id, events))
+
+    def push_encoded(self, batch_id: str, body: bytes) -> list[EventResult]:
+        """Send one batch already encoded (``encode_batch(batch_id, events)``), for a caller that encodes
+        the next batch while this one is in flight; central's answer per event."""
         path = f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}/batches"
-        body = encode_batch(batch_id, events)
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         resp = self._request("POST", path, body, headers)
         return parse_results(self._json(resp), batch_id=batch_id)

@@ -154,7 +154,8 @@ class Daemon:
                          token_keys=cfg.central.token_keys(), token_skew_s=cfg.central.member_token_clock_skew_s,
                          country=cfg.lane.country,
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
-                                                    self.authoriser.budget_s, claim=self.authoriser.claim_token))
+                                                    self.authoriser.budget_s, claim=self.authoriser.claim_token,
+                                                    release=self.authoriser.release))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
 

@@ -30,7 +30,8 @@ from tests.support.central_fixture import (
     make_client,
     running_central,
 )
-from tests.support.lane import launch_lane
+from tests.support.crash import CrashLane
+from tests.support.lane import LaneProcess, free_port, lane_config, launch_lane
 from tests.support.ledger_sql import reader
 
 DEMO_SEED = demo_seed()
@@ -330,3 +331,40 @@ def test_a_push_that_reaches_central_clears_unreachable_at_once_and_brings_the_p
             assert lane.health()["status"] == "ok"
         finally:
             lane.stop()
+
+
+def test_a_pipelined_drain_killed_between_central_applying_and_the_ack_loses_and_doubles_nothing(tmp_path):
+    """A backlog drains with the next batch in flight while the last one's acks are written: kill -9
+    the daemon right after central answered its second batch, before that answer is written. Started
+    again, it sends what is unacked; central holds every event once and the outbox is all acked."""
+    with running_central(tmp_path / "central") as central:
+        state = tmp_path / "lane" / "state"
+        state.mkdir(parents=True)
+        backlog = Ledger(state / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        add_accruals(backlog, 3500)
+        backlog.close()
+        secret = "hex:" + central.store.store_secret(STORE_ID).hex()
+        port = free_port()
+        cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=secret, printer="none", port=port)
+        lane = CrashLane(cfg, port, state=state)
+        try:
+            lane.spawn(POSD_LOG_LEVEL="warning", POSD_CRASH_AT="after_central_applied_before_ack@2")
+            assert lane.proc.wait(120) != 0  # killed itself at the crash point
+        finally:
+            lane.reap()
+        ledger = Ledger(state / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        try:
+            acked = sum(1 for r in outbox_rows(ledger) if r["state"] == "acked")
+        finally:
+            ledger.close()
+        assert acked == 1000 and len(central.store.events(STORE_ID, LANE_ID)) >= 2000
+        lane = LaneProcess(cfg, port, state=state).start()
+        try:
+            lane.wait_drained(timeout=120)
+        finally:
+            lane.stop()
+        ledger = Ledger(state / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        try:
+            assert_delivered_once(central, ledger)
+        finally:
+            ledger.close()

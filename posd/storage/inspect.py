@@ -122,6 +122,10 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         raise FileNotFoundError(f"{source} does not exist")
     if not dest.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(dest.parent))
+    if dest.exists() and not dest.is_file():  # a folder, a device (/dev/full), a pipe: never replaced
+        raise OSError(errno.EISDIR if dest.is_dir() else errno.EINVAL,
+                      "is a folder: name the copy's file" if dest.is_dir() else
+                      "is not a regular file: a backup only replaces a file", str(dest))
     if not replace and dest.exists():
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
     partial = dest.with_name(f".{dest.name}.partial")

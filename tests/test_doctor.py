@@ -302,7 +302,10 @@ def test_persian_findings_write_every_figure_in_persian_digits(tmp_path, central
         assert any(c in "۰۱۲۳۴۵۶۷۸۹" for c in message), (check, message)
     summary = proc.stdout.strip().splitlines()[-1]
     assert not any(c in "0123456789" for c in summary) and any(c in "۰۱۲۳۴۵۶۷۸۹" for c in summary), summary
-    assert "۵ رویداد" in one(report, "storage.growth")["message"]  # the five sales of the last 7 days
+    growth = one(report, "storage.growth")
+    assert "۵ رویداد" in growth["message"]  # the five sales of the last few seconds
+    # a ledger a minute old: its five events are a day's growth (at least a day), not a week's
+    assert growth["details"]["window_s"] == 86400, growth
     tcp = one(report, "central.tcp")["message"]
     assert f":{central.url.rsplit(':', 1)[1]}" in tcp  # the port as typed, beside the time in Persian digits
 

@@ -31,6 +31,7 @@ stdin, which comes once the scrub is durable, before it writes that page.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -145,6 +146,24 @@ def _describe(exc: BaseException) -> dict[str, Any]:
     return {"kind": "sync", "message": f"member pull failed: {type(exc).__name__}: {exc}"}
 
 
+class Collector:
+    """The cyclic garbage collector of a pull process, run every ``every`` pages instead of every few
+    hundred allocations. A page allocates some fifteen objects per member and reference counting
+    frees them all; the collector would only traverse them again and again (measured on a 1M
+    snapshot: 10-20 % of the pull's CPU). What cycles there are (an exception's traceback) wait for
+    the next round, so memory stays bounded."""
+
+    def __init__(self, every: int = 100):
+        gc.freeze()  # the modules imported so far are never garbage
+        gc.disable()
+        self._every, self._pages = every, 0
+
+    def page(self) -> None:
+        self._pages += 1
+        if self._pages % self._every == 0:
+            gc.collect()
+
+
 class FetchProcess:
     """Member pages fetched, decoded and built into rows by a process of its own, while this one writes
     the page before: fetching a page and building its rows costs about as much CPU as writing it, and
@@ -178,7 +197,7 @@ class FetchProcess:
             proc.stdout.close()
 
 
-def fetch(spec: dict[str, Any], out: BinaryIO, orphaned: Callable[[], bool]) -> None:
+def fetch(spec: dict[str, Any], out: BinaryIO, orphaned: Callable[[], bool], collector: Collector) -> None:
     """The fetch process: pages from ``spec["cursor"]``, decoded and built into rows, pickled onto ``out``
     until central has no more, ``max_pages`` were sent, or the writer is gone."""
     client = CentralClient.from_settings(spec["client"])
@@ -189,6 +208,7 @@ def fetch(spec: dict[str, Any], out: BinaryIO, orphaned: Callable[[], bool]) -> 
         for _, (members, next_cursor, has_more) in zip(range(int(spec["max_pages"])), pages):
             pickle.dump(("page", rows.page(members, utcnow_iso()), next_cursor, has_more), out, pickle.HIGHEST_PROTOCOL)
             out.flush()
+            collector.page()
             if orphaned():
                 return
     except Exception as exc:  # noqa: BLE001 - every failure goes to the writer, which reports it
@@ -235,15 +255,21 @@ def main() -> int:
         if sys.stdin.readline().strip() != "ok":
             raise SyncError("the daemon did not confirm the erasure; the page was not written")
 
+    collector = Collector()
+
+    def page_written(count: int) -> None:
+        report({"page": count})
+        collector.page()
+
     if spec.get("fetch"):
-        fetch(spec, sys.stdout.buffer, orphaned)
+        fetch(spec, sys.stdout.buffer, orphaned, collector)
         # the writer may be gone (BrokenPipeError): nothing left to flush at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     cache = Cache(Path(spec["cache"]), spec["client"]["lane_id"], on_erased=erased, checked=True)
     try:
         applied, complete = pull_member_pages(None, _BuiltPages(cache), int(spec["limit"]), int(spec["max_pages"]),
-                                              orphaned, lambda n: report({"page": n}), pages=FetchProcess(spec).pages)
+                                              orphaned, page_written, pages=FetchProcess(spec).pages)
         report({"complete": complete, "applied": applied})
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon, which decides
         report({"error": _describe(exc)})

@@ -199,6 +199,19 @@ def test_a_voucher_that_takes_nothing_off_the_basket_is_refused_and_stays_unused
     assert lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-idle"}).json()["valid"]
 
 
+def test_a_tier_multiplier_is_an_exact_decimal_in_the_member_view_and_its_event(lane):
+    """The OpenAPI's "exact decimal, e.g. 1.5", as the sale's trace and the slip print it: never "3/2"."""
+    stream = lane.sse()
+    try:
+        view = lane.get("/v1/members/CARD-anna").json()
+        assert view["tier"] == {**view["tier"], "id": "gold", "multiplier": "1.5"}, view["tier"]
+        lane.scan("CARD-anna")
+        event = stream.next("member.identified", timeout=20)["data"]
+        assert event["member"]["tier"]["multiplier"] == "1.5"
+    finally:
+        stream.close()
+
+
 def test_a_coupon_validated_and_used_for_a_named_member_answers_that_members_id(lane):
     """A campaign coupon belongs to no one until used: validate and use answer the member identified
     with the request (by card here), and a retry the same."""
@@ -222,7 +235,8 @@ def test_a_redemption_is_authorised_by_central_and_its_event_confirms_the_reserv
     assert [(x["authorisation_id"], x["state"]) for x in reservations] == [("redemption:RDM-1", "open")]
     lane.wait_drained()
     assert [x["state"] for x in central.store.reservations("zahra")] == ["confirmed"]
-    event = next(e["event"] for e in central.store.events("S001", "L01") if e["type"] == "redemption")
+    event = next(e["event"] for e in central.store.events("S001", "L01")
+                 if e["type"] == "redemption" and e["event"].get("redemption_id") == "RDM-1")
     assert event["reservation_id"] == reservations[0]["reservation_id"] and event["voucher"]["code"] == code
     assert central.store.voucher("S001", code, None)["voucher"]["issued_by"] == "S001/L01"
     assert central.store.member("zahra")["balances"]["points"] == 4900

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sqlite3
@@ -228,6 +229,35 @@ def bench_snapshot(tmp: Path, members: int, floor_s: float = 10.0) -> dict[str, 
         sys.setswitchinterval(previous)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (the member pull and the process fetching its pages)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        below = [child for child, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+def peak_rss_mb(pids: list[int], peaks: dict[int, int], stop: threading.Event, skip: set[int]) -> None:
+    """Peak RSS of each process below this one while the pull runs (sampled: a short-lived child's
+    own VmHWM is read while it lives)."""
+    while not stop.wait(0.2):
+        for pid in descendants(pids[0]):
+            if pid in skip:
+                continue
+            try:
+                peaks[pid] = max(peaks.get(pid, 0), proc_mem_kb(pid).get("VmHWM", 0))
+            except OSError:
+                continue
+
+
 def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[str, Any]:
     cache = Cache(tmp / "cache.db", "L01")
     rng = random.Random(2)
@@ -245,9 +275,13 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
             time.sleep(0.001)
 
     puller = member_puller(url, cache)
+    peaks: dict[int, int] = {}
+    sampler = threading.Thread(target=peak_rss_mb, daemon=True,
+                               args=([os.getpid()], peaks, stop, set(descendants(os.getpid()))))
     try:
         reader = threading.Thread(target=identify, daemon=True)
         reader.start()
+        sampler.start()
         children0, own0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
         t0 = time.perf_counter()
         outcome = puller.run_once()
@@ -255,6 +289,7 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
         children1, own = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time() - own0
         stop.set()
         reader.join(10)
+        sampler.join(10)
         count = cache.member_count()
         floor = summary(floors.lookups(cache.find_member, codes, floor_s))  # the same file, nothing applying
     finally:
@@ -270,6 +305,7 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
                             "this_process": round(own, 2),
                             "note": "the pull process is reaped when the pull ends; this process also runs "
                                     "the lookups. The machine is shared: CPU seconds are steadier than wall time"},
+            "pull_processes_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in peaks.values()),
             "lookups_during_apply": during, "floor_lookups_nothing_applying": floor,
             "floor_bulk_insert": insert, "apply_over_bulk_insert": ratio(apply_s, insert["seconds"]),
             "p99_over_floor": ratio(during["p99_ms"], floor["p99_ms"]),

@@ -10,6 +10,8 @@ applies the rest once.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
@@ -94,6 +96,77 @@ def test_a_child_killed_mid_snapshot_loses_nothing_and_applies_nothing_twice(cen
         restarted.stop()
     assert cache.member_count() == MEMBERS + 3
     assert restarted.status()["members_applied"] == MEMBERS + 3 - landed  # the rest, once
+
+
+def state_and_parent(pid: int | str) -> tuple[str, int] | None:
+    try:
+        state, ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None  # not a process, or gone meanwhile
+    return state, int(ppid)
+
+
+def children_of(pid: int) -> list[int]:
+    """Running child processes of ``pid`` (from /proc: this kernel lists no children file)."""
+    found = ((int(e), state_and_parent(e)) for e in os.listdir("/proc") if e.isdigit())
+    return [child for child, seen in found if seen is not None and seen[0] != "Z" and seen[1] == pid]
+
+
+def running(pid: int) -> bool:
+    return (state_and_parent(pid) or ("Z", 0))[0] != "Z"
+
+
+def start_slow_snapshot(central, client, cache):
+    """A pull whose pages each take a while, in a thread, once its child has written a page; the
+    puller, its thread, and the child (the writer)."""
+    central.inject("members", "slow", count=100, delay=0.15)
+    bulk = ProcessMemberPull(client, cache.path, page_limit=200)
+    puller = SyncPuller(client, cache, members=bulk)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(puller.run_once()))
+    thread.start()
+    wait_until(lambda: int(cache.member_cursor() or 0) > PROBE_LIMIT + 200, 60, "the child's pages landing")
+    with bulk._lock:
+        return puller, thread, outcome, bulk._proc
+
+
+def test_a_fetch_process_killed_mid_snapshot_loses_nothing_and_the_writer_says_so(central, client, cache):
+    """The child's pages are fetched and built by a process of its own (FetchProcess): when that one
+    dies, the writer stops after the last page it wrote, says so, and the next pull applies the rest once."""
+    puller, thread, outcome, writer = start_slow_snapshot(central, client, cache)
+    try:
+        fetchers = children_of(writer.pid)
+        assert len(fetchers) == 1
+        os.kill(fetchers[0], signal.SIGKILL)
+        thread.join(60)
+    finally:
+        puller.stop()
+    assert outcome == ["backoff"]
+    assert "fetch process ended early" in puller.status()["last_error"]
+    cursor, landed = int(cache.member_cursor()), cache.member_count()
+    assert landed == cursor and (landed - PROBE_LIMIT) % 200 == 0
+    central.faults.clear()
+    restarted = puller_for(client, cache)
+    try:
+        assert restarted.run_once() == "updated"
+    finally:
+        restarted.stop()
+    assert cache.member_count() == MEMBERS + 3
+    assert restarted.status()["members_applied"] == MEMBERS + 3 - landed
+
+
+def test_a_fetch_process_stops_when_its_writer_is_killed(central, client, cache):
+    puller, thread, outcome, writer = start_slow_snapshot(central, client, cache)
+    try:
+        fetcher = children_of(writer.pid)[0]
+        writer.kill()
+        thread.join(60)
+        # orphaned, it stops at its next page: the writer's end of the pipe is gone, and so is its parent
+        wait_until(lambda: not running(fetcher), 30, "the fetch process stopping")
+    finally:
+        puller.stop()
+    assert outcome == ["backoff"]
+    assert cache.member_count() == int(cache.member_cursor())
 
 
 def test_a_pull_for_a_lane_id_the_cache_no_longer_follows_writes_nothing(tmp_path, cache):

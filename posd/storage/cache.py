@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,8 @@ class Cache:
         self._lock = threading.Lock()
         self.rebuilt_from: Path | None = None
         self._aead = AESGCM(seal_key) if seal_key else None
+        self._seal_key = seal_key
+        self._builder = MemberRows(lane_id, seal_key)
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
         # Bumped by every store_program: the lane's program cache asks cache.db for the program's
@@ -163,17 +165,6 @@ class Cache:
             except BaseException:
                 rollback(conn)
                 raise
-
-    def _seal(self, member_id: str, secret_hex: Any) -> bytes | None:
-        if self._aead is None or not isinstance(secret_hex, str):
-            return None
-        try:
-            secret = bytes.fromhex(secret_hex)
-        except ValueError:
-            log.warning("a member's wallet secret from central is not hex; ignored")
-            return None
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, secret, member_id.encode())
 
     def wallet_secret(self, member_id: str) -> bytes | None:
         """The member's wallet-pass TOTP secret, unsealed; None when there is none (or no key)."""
@@ -255,7 +246,13 @@ class Cache:
         return row[0] if row else None
 
     def apply_member_changes(self, members: list[dict[str, Any]], next_cursor: str) -> None:
-        """Upsert members; the cursor moves with the last chunk.
+        """Upsert members; the cursor moves with the last chunk (apply_member_page). Each chunk's rows
+        are built just before it is written."""
+        self._apply_chunks(self._builder.chunks(members, utcnow_iso()), next_cursor)
+
+    def apply_member_page(self, page: MemberPage, next_cursor: str) -> None:
+        """Write a page's rows (built by a MemberRows, here or in another process); the cursor moves
+        with the last chunk.
 
         A snapshot of a million members arrives as many pages; each page (and
         any longer list, cut in APPLY_CHUNK rows) is its own short write
@@ -264,13 +261,12 @@ class Cache:
         thread is not held behind a long Python loop. A crash mid-list leaves
         the old cursor, and the upserts are safe to repeat.
         """
+        last = len(page.chunks) - 1
+        self._apply_chunks(((chunk, n == last) for n, chunk in enumerate(page.chunks)), next_cursor)
+
+    def _apply_chunks(self, chunks: Iterator[tuple[_Chunk, bool]], next_cursor: str) -> None:
         now = utcnow_iso()
-        if not members:
-            self._write_chunk(_Chunk(), next_cursor, now)
-            return
-        for start in range(0, len(members), APPLY_CHUNK):
-            chunk = self._rows(members[start : start + APPLY_CHUNK], now)
-            last = start + APPLY_CHUNK >= len(members)
+        for chunk, last in chunks:
             if chunk.erased and self.on_erased is not None:
                 self.on_erased(chunk.erased)  # durable before the members leave: a crash here repeats it
             self._write_chunk(chunk, next_cursor if last else None, now)
@@ -278,40 +274,7 @@ class Cache:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
 
     def _rows(self, members: list[dict[str, Any]], now: str) -> _Chunk:
-        """A page's rows, built in one pass: this loop runs a million times for a snapshot, so it
-        reads each field once and encodes only what is there (an empty balance or offer list is
-        written as the column's literal)."""
-        chunk = _Chunk()
-        lane, seal = self.lane_id, self._seal
-        ids, rows, idents = chunk.ids.append, chunk.rows.append, chunk.idents.extend
-        for m in members:
-            get = m.get
-            mid = str(m["member_id"])
-            ids((mid,))
-            aliases = get("aliases")
-            status = get("status") or "active"
-            if status == "deleted":  # erased at central: forgotten here, aliases included
-                gone = [mid, *(str(a) for a in aliases or ())]
-                chunk.erased.extend(gone)
-                chunk.gone.extend((a,) for a in gone)
-                continue
-            applied, balances, offers, secret = get("applied_seq"), get("balances"), get("offers"), get("totp_secret")
-            rows((
-                mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
-                _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
-                status, get("birth_date"), _encode(offers) if offers else "[]", now,
-                seal(mid, secret) if secret is not None else None,
-            ))
-            identifiers = get("identifiers")
-            if identifiers:
-                idents((str(i), mid) for i in identifiers)
-            if aliases:
-                chunk.aliases.extend((str(alias), mid) for alias in aliases)
-            vouchers = get("vouchers")
-            if vouchers:
-                chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
-                                      if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
-        return chunk
+        return self._builder.chunk(members, now)
 
     def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
         with self._lock:
@@ -360,6 +323,7 @@ class Cache:
                 rollback(conn)
                 raise
             self.lane_id = lane_id
+            self._builder = MemberRows(lane_id, self._seal_key)
 
     def store_program(self, program: dict[str, Any], etag: str) -> None:
         parse_program(program)  # a program we cannot evaluate never replaces the one in force
@@ -444,3 +408,83 @@ def _member(row: sqlite3.Row) -> CachedMember:
         updated_at=row["updated_at"],
         aliases=aliases,
     )
+
+
+class MemberRows:
+    """Builds the rows of member pages for this lane: pure work on the feed's decoded members,
+    no database, so it runs wherever the page is decoded (the member pull's fetch process builds
+    them while its writer writes the page before; posd.member_pull). Wallet secrets are sealed
+    here, so they never travel unsealed."""
+
+    def __init__(self, lane_id: str, seal_key: bytes | None = None):
+        self.lane_id = lane_id
+        self._aead = AESGCM(seal_key) if seal_key else None
+
+    def page(self, members: list[dict[str, Any]], now: str) -> MemberPage:
+        return MemberPage([chunk for chunk, _ in self.chunks(members, now)], len(members))
+
+    def chunks(self, members: list[dict[str, Any]], now: str) -> Iterator[tuple[_Chunk, bool]]:
+        """A page's rows in chunks of APPLY_CHUNK, each built when asked for, and whether it is the
+        last (one, empty, for an empty page: its cursor still moves)."""
+        if not members:
+            yield _Chunk(), True
+        for start in range(0, len(members), APPLY_CHUNK):
+            yield self.chunk(members[start:start + APPLY_CHUNK], now), start + APPLY_CHUNK >= len(members)
+
+    def chunk(self, members: list[dict[str, Any]], now: str) -> _Chunk:
+        """A page's rows, built in one pass: this loop runs a million times for a snapshot, so it
+        reads each field once and encodes only what is there (an empty balance or offer list is
+        written as the column's literal)."""
+        chunk = _Chunk()
+        lane, seal = self.lane_id, self.seal
+        ids, rows, idents = chunk.ids.append, chunk.rows.append, chunk.idents.extend
+        for m in members:
+            get = m.get
+            mid = str(m["member_id"])
+            ids((mid,))
+            aliases = get("aliases")
+            status = get("status") or "active"
+            if status == "deleted":  # erased at central: forgotten here, aliases included
+                gone = [mid, *(str(a) for a in aliases or ())]
+                chunk.erased.extend(gone)
+                chunk.gone.extend((a,) for a in gone)
+                continue
+            applied, balances, offers, secret = get("applied_seq"), get("balances"), get("offers"), get("totp_secret")
+            rows((
+                mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
+                _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
+                status, get("birth_date"), _encode(offers) if offers else "[]", now,
+                seal(mid, secret) if secret is not None else None,
+            ))
+            identifiers = get("identifiers")
+            if identifiers:
+                idents((str(i), mid) for i in identifiers)
+            if aliases:
+                chunk.aliases.extend((str(alias), mid) for alias in aliases)
+            vouchers = get("vouchers")
+            if vouchers:
+                chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
+                                      if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+        return chunk
+
+    def seal(self, member_id: str, secret_hex: Any) -> bytes | None:
+        if self._aead is None or not isinstance(secret_hex, str):
+            return None
+        try:
+            secret = bytes.fromhex(secret_hex)
+        except ValueError:
+            log.warning("a member's wallet secret from central is not hex; ignored")
+            return None
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret, member_id.encode())
+
+
+@dataclass
+class MemberPage:
+    """A member page's rows, ready to write: its chunks, and how many members it had."""
+
+    chunks: list[_Chunk]
+    count: int
+
+    def __len__(self) -> int:
+        return self.count

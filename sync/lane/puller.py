@@ -38,14 +38,15 @@ def member_pages(client: Any, cursor: str | None, limit: int) -> Iterator[tuple[
 
 def pull_member_pages(client: Any, cache: CachePort, limit: int, max_pages: int, stopped: Callable[[], bool],
                       applied_page: Callable[[int], None],
-                      pages: Callable[[Iterator[Any]], Iterator[Any]] = lambda it: it) -> tuple[int, bool]:
+                      pages: Callable[[str | None], Iterator[Any]] | None = None) -> tuple[int, bool]:
     """Apply pages from the cache's cursor until central says there is no more, at most ``max_pages``;
     (members applied, finished). Each page lands with its cursor in one transaction, so a crash
     between pages loses nothing and applies nothing twice: the next pull starts at the cursor.
-    ``pages`` may wrap the page iterator (posd.member_pull fetches the next page while this one lands)."""
+    ``pages(cursor)`` may bring the pages instead of ``member_pages`` (posd.member_pull fetches and builds
+    the next page in another process while this one lands)."""
     cursor = cache.member_cursor()
     applied = 0
-    feed = pages(member_pages(client, cursor, limit))
+    feed = member_pages(client, cursor, limit) if pages is None else pages(cursor)
     try:
         for count, (members, next_cursor, has_more) in enumerate(feed, start=1):
             if members or next_cursor != cursor:

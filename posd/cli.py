@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -242,6 +243,34 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
+    """The events central refused for good: what store IT or the member desk looks at to decide."""
+    from posd.storage.db import StorageError
+    from posd.storage.inspect import quarantined
+
+    config = _load(args.config)
+    source = config.storage_dir / "ledger.db"
+    if not source.exists():
+        print(f"posd ledger quarantine: {source} does not exist (has posd run here?)", file=sys.stderr)
+        return 1
+    try:
+        found = quarantined(source)
+    except StorageError as exc:
+        print(f"posd ledger quarantine: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([q.to_json() for q in found], ensure_ascii=False))
+        return 0
+    if not found:
+        print("no quarantined events")
+        return 0
+    print(f"{'seq':>8}  {'type':<16} {'code':<20} {'refused at':<25} {'member':<16} ref")
+    for q in found:
+        print(f"{q.seq:>8}  {q.type:<16} {q.code or '-':<20} {q.refused_at or '-':<25} {q.member_id or '-':<16} "
+              f"{q.ref or '-'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
@@ -312,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
     backup.add_argument("--force", action="store_true", help="replace DEST when it exists")
     backup.set_defaults(func=cmd_ledger_backup)
+
+    quarantine = ledger_sub.add_parser("quarantine", help="list the events central refused for good (newest first)")
+    quarantine.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    quarantine.add_argument("--json", action="store_true", help="one JSON array")
+    quarantine.set_defaults(func=cmd_ledger_quarantine)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")
     demo.add_argument("--config", default="config/demo.toml")

@@ -302,10 +302,12 @@ class PrinterConfig(DeviceConfig):
     def _code_pages(cls, v: Any) -> Any:
         return None if v is None else registry.validate_code_pages(v)
 
-    @model_validator(mode="after")
-    def _profile(self) -> PrinterConfig:
-        registry.validate_printer_settings(self.profile, self.width_mm)  # "did you mean" on a typo
-        return self
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        # its own key and line, whatever else of the table is wrong; "did you mean" on a typo
+        registry.validate_printer_settings(v, 80)
+        return v
 
 
 class Config(_Section):
@@ -389,6 +391,7 @@ def load(path: str | Path, *, check_files: bool = False) -> Config:
     return parse(text, source=str(path.resolve()), check_files=check_files)
 
 
+CLIP_SCHEME = "camera+file://"  # a scanner playing a video file (demos, tests): the file must exist
 # Files a config names that must exist and be readable when posd starts: key -> what it is.
 REFERENCED_FILES = {
     "central.store_secret_file": "the store secret",
@@ -459,6 +462,17 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
                 read_secret_file(path)
             except ConfigError as exc:
                 problem(key, exc.problems[0].message)
+    scanners = data.get("scanner")
+    for i, entry in enumerate(scanners if isinstance(scanners, list) else []):
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if isinstance(url, str) and url.startswith(CLIP_SCHEME) and ("scanner", "url") not in refused:
+            try:
+                clip = Path(registry.parse_device_url(absolutize_url(url, base)).fs_path)
+            except ValueError:  # a malformed URL: validation names it
+                continue
+            if not clip.is_file():
+                problems.append(ConfigProblem(f"the camera clip {clip} does not exist", f"scanner[{i}].url",
+                                              find_line(text, ("scanner", i, "url")) if text else None))
     storage_dir = value("storage", "dir", StorageConfig.model_fields["dir"].default)
     if storage_dir is None:
         return problems

@@ -83,8 +83,13 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
         _print_try_this(config_path, config, token_file, seed)
         if second is not None:
             _print_second_lane(second_lane, second, config, token_file, seed)  # type: ignore[arg-type]
+        names = ["the reference central"] + [f"the daemon of {path}" for path, _ in lanes]
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
+        for name, child in zip(names, children):
+            if child.poll() is not None:  # say which one, before the others are stopped with it
+                print(f"posd demo: {name} (pid {child.pid}) ended with exit status {child.returncode}; "
+                      "stopping the demo", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -104,6 +104,9 @@ def assess_devices(devices: list[dict[str, Any]], printer: str | None) -> list[d
     return found
 
 
+QUARANTINED_SHOWN = 10  # the newest quarantined events health lists (`posd ledger quarantine` lists all)
+
+
 def assess_sync(relay: dict[str, Any], pull: dict[str, Any], pending: int, oldest_s: float | None,
                 quarantined: int) -> list[dict[str, Any]]:
     found = []
@@ -201,6 +204,8 @@ class LaneHealth:
                 "pending": out.pending,
                 "oldest_pending_age_s": oldest_s,
                 "quarantined": out.quarantined,
+                "quarantined_recent": [q.to_json() for q in d.ledger.view().quarantined(QUARANTINED_SHOWN)]
+                if out.quarantined else [],
                 "last_acked_seq": out.last_acked_seq,
                 **relay,
                 "online": not any(w.get("consecutive_failures", 0) > 0 for w in (relay, pull)),

@@ -160,6 +160,30 @@ def test_every_mistake_is_reported_at_once():
     assert "and 2 more" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_wrong_printer_url_does_not_hide_a_mistyped_profile_and_each_has_its_line():
+    text = GOOD.replace('url = "preview:///tmp/slips"', 'url = "laser://x"\nprofile = "TM-T88X"')
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    found = {p.key: (p.line, p.message) for p in err.value.problems}
+    assert set(found) == {"printer.url", "printer.profile"}, found
+    assert found["printer.profile"][0] == found["printer.url"][0] + 1  # its own line, not the table's
+    assert "did you mean TM-T88V" in found["printer.profile"][1]
+
+
+def test_a_camera_clip_that_does_not_exist_is_named_by_config_check(tmp_path):
+    from posd.config import load
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + '\n[[scanner]]\nname = "cam"\nurl = "camera+file://clips/missing.avi"\n')
+    with pytest.raises(ConfigError) as err:
+        load(cfg, check_files=True)
+    (problem,) = [p for p in err.value.problems if p.key.startswith("scanner")]
+    assert problem.key == "scanner[1].url" and str(tmp_path / "clips" / "missing.avi") in problem.message
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "missing.avi").write_bytes(b"RIFF")
+    load(cfg, check_files=True)  # there now: the config is good
+
+
 def test_a_secret_must_be_given_once(tmp_path):
     from posd.config import load
 

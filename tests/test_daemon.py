@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -182,9 +183,10 @@ def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_p
         text = text.replace("127.0.0.1:8780", f"127.0.0.1:{central_port}").replace("../var/", str(tmp_path) + "/")
         (tmp_path / name).write_text(text)
         configs.append(tmp_path / name)
+    err = (tmp_path / "demo.err").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(configs[0]),
                              "--seed", str(ROOT / "config" / "demo-seed.json"), "--second-lane", str(configs[1])],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         out = demo_output(proc, "Second lane ready.", 90)
         assert f"127.0.0.1:{api2}/v1/vouchers/CODE/use" in out and "/v1/redemptions" in out
@@ -204,9 +206,16 @@ def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_p
                 break
             time.sleep(0.2)
         assert used.status_code == 200 and used.json()["issued_by"] == "S001/L01", used.text
+        # one lane dies: the demo stops, saying which one
+        lane2 = subprocess.run(["pgrep", "-f", f"posd run --config {configs[1]}"], capture_output=True, text=True)
+        os.kill(int(lane2.stdout.split()[0]), signal.SIGKILL)
+        assert proc.wait(30) == 1
+        said = (tmp_path / "demo.err").read_text()
+        assert f"the daemon of {configs[1]}" in said and "ended with exit status -9" in said, said[-2000:]
     finally:
         proc.terminate()
         proc.wait(30)
+        err.close()
 
 
 def test_a_pty_scanner_takes_its_link_back_after_a_kill_9(tmp_path, start_lane):

@@ -9,8 +9,11 @@ metrics, and a central that is down for a while and comes back on its port.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -169,6 +172,15 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             events = central.store.events("S001", "L01")
             assert [(e["transaction_id"], e["status"], e["code"]) for e in events] == [
                 ("T-q1", "rejected", "member_deleted"), ("T-q2", "accepted", None)]
+            # what and why, for store IT: in health (the newest) and `posd ledger quarantine` (all)
+            (shown,) = health["sync"]["quarantined_recent"]
+            assert (shown["type"], shown["code"], shown["ref"]) == ("accrual", "member_deleted", "T-q1"), shown
+            listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--json", "--config",
+                                     str(lane.config)], capture_output=True, text=True, timeout=60, check=True)
+            assert json.loads(listed.stdout) == [shown]
+            table = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config",
+                                    str(lane.config)], capture_output=True, text=True, timeout=60, check=True)
+            assert "member_deleted" in table.stdout and "T-q1" in table.stdout
         finally:
             lane.stop()
 

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from posd.core.messages import plural_category
 from posd.core.slip import SlipData, build_slip
 from posd.core.slip_doc import Columns
 from tests.support.central_fixture import demo_seed
@@ -68,9 +69,10 @@ def test_slips_name_currencies_as_the_program_does_and_each_breakdown_adds_up(tm
     text = lane.wait_for(lambda: (slips / "T-pl.txt").exists() and (slips / "T-pl.txt").read_text(),
                          what="the Polish slip")
     assert "coffee" not in text  # never the currency's code
-    assert f"+{earned['T-pl']['points']} {names['points']['pl']}" in text
-    assert f"+1 {names['coffee']['pl']}" in text
-    assert f"Saldo                          1 {names['coffee']['pl']}" in text
+    points_pl = names["points"]["pl"][plural_category("pl", earned["T-pl"]["points"])]
+    assert f"+{earned['T-pl']['points']} {points_pl}" in text  # the program's plural form for the figure
+    assert f"+1 {names['coffee']['pl']['one']}" in text  # 1 pieczątka
+    assert f"Saldo                          1 {names['coffee']['pl']['one']}" in text
 
     lane.stop()
     with sqlite3.connect(lane.state / "ledger.db") as db:
@@ -82,7 +84,9 @@ def test_slips_name_currencies_as_the_program_does_and_each_breakdown_adds_up(tm
         found = groups(doc.blocks, labels[locale])
         assert len(found) == 2, (tid, found)  # points and stamps; tier points show as progress
         for currency in ("points", "coffee"):
-            header = next(h for h in found if h.endswith(" " + names[currency][locale]))
+            name = names[currency][locale]
+            word = name[plural_category(locale, earned[tid][currency])] if isinstance(name, dict) else name
+            header = next(h for h in found if h.endswith(" " + word))
             assert digits(header) == earned[tid][currency]
             figures = found[header][1]
             assert figures and sum(digits(f) for f in figures) == earned[tid][currency], (tid, currency, figures)

@@ -239,3 +239,28 @@ def test_persian_figures_on_a_slip_are_grouped_with_the_arabic_thousands_separat
     assert any("۱۲٬۶۰۱" in f for f in figures) and any("۲٬۶۰۱" in f for f in figures), figures
     assert not any(re.search(r"[0-9,]", f.replace("T-sale-1", "").replace("S001", "").replace("L01", ""))
                    for f in figures), figures
+
+
+def test_a_currency_name_with_plural_forms_reads_right_after_every_figure():
+    """Polish: 1 punkt, 2-4 punkty (but 12-14 punktów), 5+ punktów; a name without forms is printed as given."""
+    from posd.core.messages import currency_name
+    from posd.core.program import parse_program
+    from posd.core.rules_json import ProgramError
+
+    forms = {"en": {"one": "point", "other": "points"},
+             "pl": {"one": "punkt", "few": "punkty", "many": "punktów", "other": "punktu"}, "fa": "امتیاز"}
+    expected = {1: "punkt", 2: "punkty", 4: "punkty", 5: "punktów", 12: "punktów", 14: "punktów", 22: "punkty",
+                112: "punktów", 400: "punktów", 1000: "punktów", 1002: "punkty", -3: "punkty"}
+    for n, word in expected.items():
+        assert currency_name("pl", "points", n, forms) == word, n
+    assert format_amount("pl", "points", 400, names=forms) == "400 punktów"
+    assert [currency_name("en", "points", n, forms) for n in (1, 2, 0)] == ["point", "points", "points"]
+    assert currency_name("fa", "points", 3, forms) == "امتیاز"
+    assert currency_name("de", "points", 3, forms, fallback="pl") == "punkty"  # the lane's language, its form
+    program = {"version": "p", "currencies": [{"code": "points", "kind": "redeemable", "name": forms}],
+               "rules": [{"id": "b", "type": "base_rate", "currency": "points",
+                          "rates": {"PLN": {"spend_minor": 100, "points": 1}}}]}
+    assert parse_program(program).currency("points").name("pl") == "punktu"
+    bad = {**program, "currencies": [{"code": "points", "kind": "redeemable", "name": {"pl": {"several": "x"}}}]}
+    with pytest.raises(ProgramError, match=r"currencies\[0\]\.name\.pl: plural forms are"):
+        parse_program(bad)

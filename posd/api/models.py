@@ -506,10 +506,23 @@ class RelayStatus(WorkerStatus):
     sync_lane_id: str | None = Field(description="the lane id this ledger syncs under")
 
 
+class QuarantinedEvent(BaseModel):
+    seq: int
+    type: str
+    code: str | None = Field(description="central's reason (rejected code)")
+    refused_at: str | None
+    created_at: str
+    member_id: str | None
+    ref: str | None = Field(description="what the till knows it by: the redemption, return or sale id, the voucher code")
+
+
 class SyncHealth(RelayStatus):
     pending: int
     oldest_pending_age_s: float | None
     quarantined: int
+    quarantined_recent: list[QuarantinedEvent] = Field(
+        default_factory=list, description="the newest quarantined events (up to 10); `posd ledger quarantine` "
+                                          "lists them all")
     last_acked_seq: int
     online: bool
     last_sync_at: str | None = Field(default=None, description="the last successful push or pull, UTC")

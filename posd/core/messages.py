@@ -181,7 +181,7 @@ def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
         return names
     names = names if isinstance(names, dict) else {}
     if names.get(locale):
-        return str(names[locale])
+        return _plural_form(names[locale], locale, n)
     key = f"currency.{currency}"
     own = CATALOGS.get(locale, {})
     if abs(n) == 1 and key + ".one" in own:
@@ -190,10 +190,34 @@ def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
         return own[key]
     for other in (fallback, "en"):
         if other and names.get(other):
-            return str(names[other])
+            return _plural_form(names[other], other, n)
     if names:
-        return str(next(iter(names.values())))
+        first, name = next(iter(names.items()))
+        return _plural_form(name, first, n)
     return message(locale, key) if has_message(locale, key) else currency
+
+
+def plural_category(locale: str, n: int) -> str:
+    """CLDR's plural category of a whole number in the languages posd speaks (pl: 1 punkt, 2-4
+    punkty but 12-14 punktów, 5 punktów; en: 1 point, 2 points; fa: no inflection after a figure)."""
+    n = abs(n)
+    if locale == "pl":
+        if n == 1:
+            return "one"
+        return "few" if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14) else "many"
+    if locale == "fa":
+        return "one" if n in (0, 1) else "other"
+    return "one" if n == 1 else "other"
+
+
+def _plural_form(name: Any, locale: str, n: int) -> str:
+    """A name as given, or the form of its plural forms this figure takes (else other, many, any)."""
+    if not isinstance(name, dict):
+        return str(name)
+    for form in (plural_category(locale, n), "other", "many"):
+        if name.get(form):
+            return str(name[form])
+    return str(next(iter(name.values())))
 
 
 def format_decimal(locale: str, value: float | str) -> str:

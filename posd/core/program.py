@@ -24,6 +24,7 @@ from posd.core.rules_json import (
     integer,
     mapping,
     names,
+    plural_names,
     obj,
     refuse_floats,
     strings,
@@ -68,12 +69,16 @@ class ExpiryPolicy:
 class Currency:
     code: str
     kind: Literal["redeemable", "qualifying", "stamps"]
-    names: dict[str, str]
+    names: dict[str, Any]  # per language a name, or its plural forms (rules_json.plural_names)
     pending_days: int
     expiry: ExpiryPolicy
 
     def name(self, locale: str) -> str:
-        return _localised(self.names, locale, self.code)
+        """Its name in ``locale`` without a figure (plural forms: the "other" one, else "many")."""
+        name = self.names.get(locale) or self.names.get("en")
+        if isinstance(name, dict):
+            name = name.get("other") or name.get("many") or next(iter(name.values()))
+        return name or self.code
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,7 @@ def _currency(raw: Any, path: str) -> Currency:
     return Currency(
         code=text(raw["code"], f"{path}.code"),
         kind=choice(raw["kind"], f"{path}.kind", CURRENCY_KINDS),  # type: ignore[arg-type]
-        names=names(raw["name"], f"{path}.name") if "name" in raw else {},
+        names=plural_names(raw["name"], f"{path}.name") if "name" in raw else {},
         pending_days=pending,
         expiry=_expiry(raw.get("expiry", {"policy": "never"}), f"{path}.expiry", pending),
     )

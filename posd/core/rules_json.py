@@ -94,6 +94,27 @@ def names(value: Any, path: str) -> dict[str, str]:
     return {locale: text(name, f"{path}.{locale}") for locale, name in value.items()}
 
 
+PLURAL_CATEGORIES = ("zero", "one", "two", "few", "many", "other")  # CLDR's
+
+
+def plural_names(value: Any, path: str) -> dict[str, str | dict[str, str]]:
+    """A currency's names: per language a name, or its CLDR plural forms
+    ({"one": "punkt", "few": "punkty", "many": "punktów", "other": "punktu"}) so a figure reads right."""
+    if not isinstance(value, dict) or not value:
+        raise ProgramError(f"{path}: must be an object of locale -> name, such as {{\"en\": \"points\"}}")
+    out: dict[str, str | dict[str, str]] = {}
+    for locale, name in value.items():
+        if not isinstance(name, dict):
+            out[locale] = text(name, f"{path}.{locale}")
+            continue
+        unknown = sorted(set(name) - set(PLURAL_CATEGORIES))
+        if unknown or not name:
+            raise ProgramError(f"{path}.{locale}: plural forms are {', '.join(PLURAL_CATEGORIES)}"
+                               + (f", not {', '.join(unknown)}" if unknown else ""))
+        out[locale] = {form: text(word, f"{path}.{locale}.{form}") for form, word in name.items()}
+    return out
+
+
 def strings(value: Any, path: str) -> frozenset[str]:
     return frozenset(text(item, f"{path}[{i}]") for i, item in enumerate(array(value, path)))
 

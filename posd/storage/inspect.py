@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
+from posd.storage.outbox import Quarantined, quarantined_events
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,19 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
                        oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
                        last_sale_at=sale[0] if sale else None,
                        first_recent_at=parse_iso(first_recent) if first_recent else None)
+
+
+def quarantined(path: Path) -> list[Quarantined]:
+    """Every quarantined event of a ledger.db, newest first (read-only: the daemon may run); a
+    StorageError naming the file when it cannot be read."""
+    try:
+        conn = open_readonly(path)
+        try:
+            return quarantined_events(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: {exc}") from exc
 
 
 def cache_stats(path: Path) -> CacheStats:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from posd.storage import vouchers
@@ -109,3 +110,37 @@ class LedgerOutbox:
 
     def event_id_at(self, seq: int) -> str | None:
         return self.ledger.view().event_id_at(seq)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An event central refused for good: kept in ledger.db, never resent, its points left out of the
+    local balance. ``ref`` is what the till knows it by (the sale, redemption or voucher)."""
+
+    seq: int
+    type: str
+    code: str | None
+    refused_at: str | None
+    created_at: str
+    member_id: str | None
+    ref: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "code": self.code, "refused_at": self.refused_at,
+                "created_at": self.created_at, "member_id": self.member_id, "ref": self.ref}
+
+
+def quarantined_events(conn: sqlite3.Connection, limit: int | None = None) -> list[Quarantined]:
+    """The outbox's quarantined events, newest first."""
+    rows = conn.execute("SELECT seq, type, body, result_code, acked_at, created_at FROM outbox "
+                        "WHERE state = 'quarantined' ORDER BY seq DESC LIMIT ?", (-1 if limit is None else limit,))
+    out = []
+    for seq, kind, body, code, refused_at, created_at in rows:
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = {}
+        ref = next((str(event[k]) for k in ("redemption_id", "return_id", "transaction_id", "voucher_code",
+                                            "enrolment_id") if event.get(k)), None)
+        out.append(Quarantined(seq, kind, code, refused_at, created_at, event.get("member_id"), ref))
+    return out

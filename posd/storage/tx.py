@@ -111,6 +111,9 @@ class LedgerView:
     def outbox_stats(self) -> OutboxStats:
         return outbox.stats(self._conn)
 
+    def quarantined(self, limit: int | None = None) -> list[outbox.Quarantined]:
+        return outbox.quarantined_events(self._conn, limit)
+
     def pending_events(self, max_events: int, max_bytes: int) -> list[OutboxEvent]:
         return outbox.pending(self._conn, max_events, max_bytes)
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from posd.api.errors import STATUS
 from posd.core.rules import BasketLine, EarnContext
@@ -16,7 +18,7 @@ from posd.lane.errors import LaneError
 from posd.lane.events import EventBus
 from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
-from posd.storage.db import StorageError
+from posd.storage.db import StorageError, compact_json
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.ports import EventResult
@@ -414,3 +416,23 @@ def test_a_program_stored_between_sales_is_the_next_sales_program(lane):
     assert second.response["accrual"]["points"] == {"points": 3 * first.response["accrual"]["points"]["points"]}
     cache.store_program(PROGRAM, "e3")  # back to the first body under a new etag: read again too
     assert asyncio.run(lane.sales.record_sale(tx("P3"))).response["accrual"]["program_version"] == "t-1"
+
+
+# JSON as the lane stores it: strings (any code point, lone surrogates too), integers of any size,
+# keys that are strings or not, nested.
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text() | st.integers(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(_JSON)
+def test_rows_hold_the_json_the_json_module_writes(value):
+    """The fast encoder changes no stored byte: answers as UTF-8, outbox bodies escaped and sorted."""
+    try:
+        answer = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        event = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    except TypeError:  # keys of mixed types do not sort: neither encoder takes them
+        return
+    assert compact_json(value) == answer
+    assert compact_json(value, sort_keys=True, ensure_ascii=True) == event

@@ -139,14 +139,15 @@ class Sales:
         if sale.ident is not None:
             self.members.accept(unit, sale.ident)  # a token named in the sale is used by it, or not at all
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
-        unit.store_program(program, iso(now))
+        recorded_at, occurred_at = iso(now), iso(tx.occurred_at)  # each formatted once per sale
+        unit.store_program(program, recorded_at)
         earn, accrual = sale.ctx, sale.accrual
         if member is not None and not earn.birthday_bonus_used and accrual.birthday_bonus \
                 and unit.birthday_awarded(member.member_id, earn.occurred_local.year, member.aliases):
             # a concurrent sale got this year's bonus first: evaluate again without it
             earn = replace(earn, birthday_bonus_used=True)
             accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
-        seq = self._earn(unit, sale, earn, accrual, now) if member is not None else None
+        seq = self._earn(unit, sale, earn, accrual, occurred_at, recorded_at) if member is not None else None
         balance = self.members.balances(member, unit) if member else {}
         slip = {"slip_id": None, "state": "none"}
         if member is not None and self.ctx.printer_enabled:  # a lane without a printer composes no slip
@@ -161,22 +162,23 @@ class Sales:
             "slip": slip,
             "seq": seq,
             "offline": sale.offline,
-            "recorded_at": iso(now),
+            "recorded_at": recorded_at,
         }
         birthday = accrual.birthday_bonus and member is not None
         if birthday:
             unit.award_birthday(member.member_id, earn.occurred_local.year, tx.transaction_id)
         body = unit.store_sale(
             transaction_id=tx.transaction_id, request_hash=tx.request_hash,
-            member_id=member.member_id if member else None, occurred_at=iso(tx.occurred_at),
+            member_id=member.member_id if member else None, occurred_at=occurred_at,
             currency=tx.currency, total=tx.total, program_version=accrual.program_version, seq=seq,
             points=accrual.points, basket=tx.lines, context=earn, birthday_awarded=birthday,
-            response=response, recorded_at=iso(now))
+            response=response, recorded_at=recorded_at)
         return Recorded(response, replayed=False, body=body)
 
-    def _earn(self, unit: LedgerTx, sale: _Sale, earn: EarnContext, accrual: Accrual, now: datetime) -> int:
+    def _earn(self, unit: LedgerTx, sale: _Sale, earn: EarnContext, accrual: Accrual, occurred: str,
+              recorded_at: str) -> int:
         """The accrual event and its lots (each with its own maturity and expiry); the event's seq."""
-        tx, member, occurred = sale.tx, sale.member, iso(sale.tx.occurred_at)
+        tx, member = sale.tx, sale.member
         points = {c: p for c, p in accrual.points.items() if p}
         lots = {}
         for cur in points:
@@ -192,7 +194,7 @@ class Sales:
             "lots": {c: {"available_at": a, "expires_at": e} for c, (a, e) in lots.items()},
         })
         unit.add_entries([
-            Entry("earn", member.member_id, cur, pts, tx.transaction_id, seq, occurred, iso(now),
+            Entry("earn", member.member_id, cur, pts, tx.transaction_id, seq, occurred, recorded_at,
                   accrual.program_version, tx.transaction_id, *lots.get(cur, (None, None)))
             for cur, pts in points.items()])
         return seq

@@ -30,24 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import ThreadReaders, connect, quick_check, rollback, utcnow_iso, write_refused
+from posd.storage.db import ThreadReaders, compact_json, connect, quick_check, rollback, utcnow_iso, write_refused
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
 
 APPLY_CHUNK = 2000  # rows per write transaction: short enough that a refresh never holds the file long
 
-
-def _encode(value: Any) -> str:
-    """Compact JSON, UTF-8 as is (orjson: a snapshot encodes a million balances)."""
-    return orjson.dumps(value).decode()
+_encode = compact_json  # a snapshot encodes a million balances
 
 
 _UPSERT_MEMBER = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from posd.storage import vouchers
-from posd.storage.db import parse_iso, utcnow_iso
+from posd.storage.db import compact_json, parse_iso, utcnow_iso
 from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def append(conn: sqlite3.Connection, event_type: str, fields: dict[str, Any]) ->
     body = {"seq": seq, "event_id": event_id, "type": event_type, **fields}
     conn.execute(
         "INSERT INTO outbox (seq, event_id, type, body, created_at) VALUES (?, ?, ?, ?, ?)",
-        (seq, event_id, event_type, json.dumps(body, separators=(",", ":"), sort_keys=True), utcnow_iso()),
+        (seq, event_id, event_type, compact_json(body, sort_keys=True, ensure_ascii=True), utcnow_iso()),
     )
     return seq
 

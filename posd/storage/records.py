@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from posd.core.rules import BasketLine, EarnContext
-from posd.storage.db import member_is
+from posd.storage.db import compact_json, member_is
 
 # The idempotency record of each kind of request: its table and the POS's id column.
 IDEMPOTENT = {"transaction_id": "transactions", "return_id": "returns", "redemption_id": "redemptions"}
@@ -33,10 +33,7 @@ class Earlier:
 
 def encode_answer(response: dict[str, Any]) -> str:
     """An answer as stored and as sent, once: compact UTF-8 JSON, as the API's JSON responses are."""
-    return _encode_answer(response)
-
-
-_encode_answer = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    return compact_json(response)
 
 
 def earlier(conn: sqlite3.Connection, what: str, key: str, request_hash: str) -> Earlier | None:
@@ -73,8 +70,8 @@ def record_sale(conn: sqlite3.Connection, *, transaction_id: str, request_hash: 
         "total_minor, program_version, seq, response, recorded_at, basket, earn_context, points) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (transaction_id, request_hash, member_id, occurred_at, currency, total, program_version, seq,
-         answer, recorded_at, json.dumps([line.to_json() for line in basket]),
-         json.dumps({**context.to_json(), "birthday_awarded": birthday_awarded}), json.dumps(points)),
+         answer, recorded_at, compact_json([line.to_json() for line in basket]),
+         compact_json({**context.to_json(), "birthday_awarded": birthday_awarded}), compact_json(points)),
     )
     return answer
 

@@ -24,6 +24,7 @@ class EventResult:
     status: EventStatus
     code: str | None = None  # set on rejected
     retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
+    flag: str | None = None  # an accepted event central noticed something about (birthday_repeated)
 
     @property
     def flagged(self) -> bool:

@@ -199,7 +199,9 @@ class Daemon:
         """On the puller's thread after a pull changed something: count the members there, once,
         so neither health nor a metrics scrape runs a COUNT(*) over a million rows."""
         self._members = self.cache.member_count()
-        self._sync_status(status)
+        # sync.status has one shape (RelayStatus): the relay's counts, the puller's state of the link
+        relay = self.relay.status()
+        self._sync_status({**relay, **{key: status[key] for key in relay.keys() & status.keys()}})
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.

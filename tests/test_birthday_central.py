@@ -142,3 +142,14 @@ def test_a_lost_answer_is_found_again_by_the_retry_and_the_authoriser_stops_its_
         assert authoriser.claim_birthday(claim("M0001", 2026, "T2")).result(timeout=10)["status"] == "taken"
     finally:
         authoriser.close()
+
+
+def test_a_year_claimed_under_a_provisional_id_before_central_named_the_member_is_the_members(central, lanes):
+    one, two = lanes
+    assert one.claim_birthday(claim("P-00000000000000b2", 2026, "T1"))["status"] == "awarded"  # not known yet
+    enrol = make_event(1, member_id="P-00000000000000b2", type="member_enrolled", transaction_id=None,
+                       identifiers=["2900000000186"], points={"points": 0}, display_name="New N.", provisional=True)
+    assert one.push_batch("b1", [enrol])[0].status == "accepted"
+    member_id = _member_of_alias(one, "P-00000000000000b2")
+    assert two.claim_birthday(claim(member_id, 2026, "T2"))["status"] == "taken"
+    assert [(a["year"], a["lane"]) for a in central.store.birthday_awards(member_id)] == [(2026, "S001/L01")]

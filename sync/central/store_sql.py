@@ -719,6 +719,10 @@ class _BatchWork:
                 self._create(member_id, event)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
+            # a birthday year a lane claimed under the provisional id before central named the member
+            self.conn.execute("UPDATE birthday_awards SET member_id = ? WHERE member_id = ? AND year NOT IN "
+                              "(SELECT year FROM birthday_awards WHERE member_id = ?)",
+                              (member_id, provisional, member_id))
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
         self.enrolled[seq] = member_id
         return member_id

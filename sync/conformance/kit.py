@@ -22,7 +22,7 @@ from posd.sync.conformance.http import Answer, KitClient
 PASS, FAIL, NOT_OBSERVED, SKIPPED = "pass", "FAIL", "not observed", "skipped"
 
 # The check groups, in the order they run: a module each (sync/conformance/checks_<group>.py).
-GROUPS = ("auth", "push", "members", "program", "burn", "tokens", "rate_limit")
+GROUPS = ("auth", "push", "members", "program", "burn", "tokens", "birthdays", "rate_limit")
 
 
 class Failed(Exception):

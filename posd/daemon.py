@@ -47,6 +47,7 @@ from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
+from posd.sync.protocol import BIRTHDAY_REPEATED
 
 log = logging.getLogger("posd.daemon")
 
@@ -126,7 +127,7 @@ class Daemon:
         self.outbox = LedgerOutbox(self.ledger)
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
                                  idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
-                                 on_push=self.metrics.pushed, on_flagged=self._tokens_flagged)
+                                 on_push=self.metrics.pushed, on_flagged=self._flagged)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         pull_client = self._central_client()
         # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
@@ -154,7 +155,8 @@ class Daemon:
                          token_keys=cfg.central.token_keys(), token_skew_s=cfg.central.member_token_clock_skew_s,
                          country=cfg.lane.country,
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
-                                                    self.authoriser.budget_s, claim=self.authoriser.claim_token))
+                                                    self.authoriser.budget_s, claim=self.authoriser.claim_token,
+                                                    birthday=self.authoriser.claim_birthday))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
 
@@ -173,8 +175,21 @@ class Daemon:
             identity=self.ledger.sync_identity, on_answer=self._central_answered,
         )
 
+    def _flagged(self, events: list[dict[str, Any]]) -> None:
+        """Central flagged events (the relay's thread): counted and told, never quarantined."""
+        birthdays = [e for e in events if e.get("code") == BIRTHDAY_REPEATED]
+        if birthdays:
+            self.metrics.birthday_repeats_flagged(len(birthdays))
+            for e in birthdays:
+                self.bus.publish("member.birthday_flagged", {
+                    "member_id": e.get("member_id"), "transaction_id": e.get("transaction_id"),
+                    "year": e.get("birthday_award_year"), "seq": e.get("seq"), "code": e.get("code")})
+        tokens = [e for e in events if e.get("code") != BIRTHDAY_REPEATED]
+        if tokens:
+            self._tokens_flagged(tokens)
+
     def _tokens_flagged(self, events: list[dict[str, Any]]) -> None:
-        """Central flagged token uses as replays (the relay's thread): counted and told, not quarantined."""
+        """Central flagged token uses as replays: counted and told, not quarantined."""
         self.metrics.token_replays_flagged(len(events))
         for e in events:
             self.bus.publish("member.token_flagged", {

@@ -143,7 +143,7 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         print("posd print-test: the config has no printer (printer.url = \"none\")", file=sys.stderr)
         return 2
     try:
-        printer = registry.open_printer("printer", config.device_url(pcfg.url), profile=pcfg.profile,
+        printer = registry.open_printer(pcfg.device_name, config.device_url(pcfg.url), profile=pcfg.profile,
                                         width_mm=pcfg.width_mm, code_pages=pcfg.code_pages)
     except (registry.DriverUnavailableError, ValueError) as exc:
         print(f"posd print-test: {exc}", file=sys.stderr)

@@ -292,6 +292,11 @@ class PrinterConfig(DeviceConfig):
     # them): slot -> code page, replacing the profile's table for printing and previews.
     code_pages: dict[int, str] | None = Field(default=None, strict=False)  # TOML keys are text: "18" is slot 18
 
+    @property
+    def device_name(self) -> str:
+        """The printer's name in health, events, metrics and doctor (`name`, or "printer")."""
+        return self.name or PRINTER_NAME
+
     @field_validator("code_pages", mode="before")
     @classmethod
     def _code_pages(cls, v: Any) -> Any:
@@ -468,13 +473,17 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
 
 
 DEVICE_TABLES = ("scanner", "card_reader")
-PRINTER_NAME = "printer"  # the printer's name in health, events and doctor
+PRINTER_NAME = "printer"  # the printer's name in health, events and doctor when [printer] name is not set
 
 
 def device_name_problems(data: dict[str, Any], text: str) -> list[ConfigProblem]:
     """Every device name used twice (written, or the default scanner0, card_reader0, ...): health,
     events and `posd scan --scanner` tell devices apart by name. Each repeat names the first use."""
-    first: dict[str, tuple[str, int | None]] = {PRINTER_NAME: ("printer", find_line(text, ("printer",)))}
+    printer = data.get("printer")
+    named = isinstance(printer, dict) and isinstance(printer.get("name"), str)
+    first: dict[str, tuple[str, int | None]] = {
+        printer["name"] if named else PRINTER_NAME:  # type: ignore[index]
+            ("printer.name" if named else "printer", find_line(text, ("printer", "name") if named else ("printer",)))}
     problems = []
     for table in DEVICE_TABLES:
         entries = data.get(table)

@@ -140,7 +140,7 @@ class Daemon:
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         pcfg = cfg.printer
-        self.printer = registry.open_printer("printer", cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
+        self.printer = registry.open_printer(pcfg.device_name, cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
                                              code_pages=pcfg.code_pages, on_status=self._device_status)
         off = cfg.offline
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
@@ -156,6 +156,7 @@ class Daemon:
                          country=cfg.lane.country,
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
                                                     self.authoriser.budget_s, claim=self.authoriser.claim_token,
+                                                    release=self.authoriser.release,
                                                     birthday=self.authoriser.claim_birthday))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)

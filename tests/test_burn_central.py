@@ -173,6 +173,44 @@ def test_an_event_after_its_reservation_expired_still_applies_once(central, lane
     assert central.store.member("M0001")["balances"] == {"points": 1340}
 
 
+def test_a_released_reservation_frees_its_points_at_once_and_a_retry_reserves_again(central, lanes):
+    """A lane whose own re-check refused a burn central approved gives the reservation back."""
+    one, two = lanes
+    one.authorise(redemption("redemption:R1", 1800))
+    assert two.authorise(redemption("redemption:R2", 100))["code"] == "insufficient_balance"
+    assert one.release("redemption:R1") == {"authorisation_id": "redemption:R1", "state": "released"}
+    assert one.release("redemption:R1")["state"] == "released"  # asked again: the same answer
+    assert ("redemption:R1", "released") in states(central)
+    assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"  # no TTL to wait out
+    assert one.release("redemption:R404")["state"] == "unknown"
+    assert two.release("redemption:R1")["state"] == "unknown"  # another lane cannot release lane 1's
+    # the POS retries the same redemption later: reserved again under the same id, and confirmed by its event
+    assert one.authorise(redemption("redemption:R1", 1700))["code"] == "authorisation_conflict"
+    assert one.authorise(redemption("redemption:R1", 1800))["code"] == "insufficient_balance"  # 100 held by L02
+    assert two.release("redemption:R2")["state"] == "released"
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"
+    event = make_event(1, type="redemption", points={"points": -1800}, authorisation_id="redemption:R1")
+    assert one.push_batch("b", [event])[0].status == "accepted"
+    assert one.release("redemption:R1")["state"] == "confirmed"  # a recorded burn is never given back
+    assert ("redemption:R1", "confirmed") in states(central)
+    assert central.store.member("M0001")["balances"] == {"points": 40}
+
+
+def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lanes, clock):
+    one, two = lanes
+    issue(one, 1, "VFREE0000001")
+    assert two.authorise(use("voucher_use:VFREE0000001:T2", "VFREE0000001"))["status"] == "approved"
+    _, cursor, _ = one.member_changes(None, 1000)
+    assert one.authorise(use("voucher_use:VFREE0000001:T1", "VFREE0000001"))["code"] == "voucher_used"
+    assert two.release("voucher_use:VFREE0000001:T2")["state"] == "released"
+    changed, _, _ = one.member_changes(cursor, 1000)
+    assert [v["code"] for m in changed if m["member_id"] == "M0001" for v in m.get("vouchers", [])] == \
+        ["VFREE0000001"]
+    assert one.authorise(use("voucher_use:VFREE0000001:T1", "VFREE0000001"))["status"] == "approved"
+    clock.now += 61
+    assert one.release("voucher_use:VFREE0000001:T1")["state"] == "expired"
+
+
 # --- vouchers at every lane ---------------------------------------------------------------------------------
 
 

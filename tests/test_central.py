@@ -532,6 +532,7 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
     assert set(spec["paths"]) == {"/v1/lanes/{store_id}/{lane_id}", "/v1/lanes/{store_id}/{lane_id}/batches",
                                   "/v1/stores/{store_id}/members/changes", "/v1/program",
                                   "/v1/lanes/{store_id}/{lane_id}/authorisations",
+                                  "/v1/lanes/{store_id}/{lane_id}/releases",
                                   "/v1/lanes/{store_id}/{lane_id}/token-uses",
                                   "/v1/lanes/{store_id}/{lane_id}/birthday-awards",
                                   "/v1/stores/{store_id}/vouchers/{code}"}

@@ -29,7 +29,7 @@ PROGRAM = {
     "rewards": [{"id": "coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 300,
                  "name": {"en": "Free coffee", "pl": "Kawa gratis"}}],
 }
-MEMBERS = ["voucher", "race", "duo", "cut", "crash"]
+MEMBERS = ["voucher", "race", "duo", "cut", "crash", "recheck"]
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [{"member_id": m, "display_name": m.title(), "locale": "pl", "identifiers": [f"CARD-{m}"],
                      "balances": {"points": 1000}} for m in MEMBERS]}
@@ -163,6 +163,41 @@ def test_a_lane_killed_between_approval_and_commit_leaves_nothing_reserved(tmp_p
             states = {r["authorisation_id"]: r["state"] for r in central.store.reservations("crash")}
             assert states["redemption:RDM-crash"] == "confirmed"
             assert central_points(central, "crash") == 700
+        finally:
+            lane.stop()
+
+
+def test_a_burn_the_lanes_recheck_refuses_after_approval_gives_its_reservation_back(tmp_path):
+    """Central approved, then a return recorded on this lane while central was answering took the
+    points the burn needed: the lane refuses the burn and gives the reservation back at once."""
+    seed = copy.deepcopy(SEED)
+    next(m for m in seed["members"] if m["member_id"] == "recheck")["balances"] = {"points": 200}
+    with running_central(tmp_path / "central", seed) as central:  # 900 s reservations: only a release frees them
+        port = free_port()
+        cfg = lane_config(tmp_path / "L01", central_url=central.url, secret=SECRET, printer="none", port=port)
+        cfg.write_text(cfg.read_text().replace("[central]\n", "[central]\nauthorise_timeout_ms = 10000\n"))
+        lane = LaneProcess(cfg, port).start()
+        try:
+            lane.wait_synced(30)
+            sale = {"transaction_id": "T-recheck", "member": "CARD-recheck", "occurred_at": "2026-11-24T10:15:00+01:00",
+                    "currency": "PLN", "total": 15000,
+                    "lines": [{"sku": "SKU-1", "category": "grocery", "quantity": 1, "unit_price": 15000}]}
+            central.inject("push", "slow", delay=8.0)  # the sale reaches central late: only the lane's unsynced list has it
+            assert lane.post("/v1/transactions", sale).json()["accrual"]["points"]["points"] == 150  # 350 now: enough for 300
+            asked = central.request_count("authorise")
+            central.inject("authorise", "slow", delay=2.0)  # central takes its time to approve
+            with ThreadPoolExecutor(1) as pool:
+                burn = pool.submit(redeem, lane, "RDM-recheck", "recheck")
+                lane.wait_for(lambda: central.request_count("authorise") > asked, what="the authorisation asked")
+                back = lane.post("/v1/transactions/T-recheck/returns", {"return_id": "RET-recheck", "amount": 15000})
+                assert back.status_code == 200 and back.json()["reversed"] == {"points": 150}, back.text
+                refused = burn.result(timeout=60)
+            assert (refused.status_code, refused.json()["code"]) == (422, "insufficient_balance"), refused.text
+            states = {r["authorisation_id"]: r["state"] for r in central.store.reservations("recheck")}
+            assert states == {"redemption:RDM-recheck": "released"}  # nothing held for 15 minutes
+            lane.wait_drained()
+            assert central_points(central, "recheck") == 200  # the sale and its return: nothing spent
+            assert _authorise(central, "recheck", 200, "probe")["status"] == "approved"  # and nothing held
         finally:
             lane.stop()
 

@@ -310,6 +310,16 @@ def test_the_listener_and_tls_are_not_opened_by_a_quoted_word():
     assert err.value.key == "printer.width_mm" and "without quotes" in str(err.value)
 
 
+def test_the_printers_name_counts_among_the_device_names():
+    named = GOOD.replace('url = "preview:///tmp/slips"', 'url = "preview:///tmp/slips"\nname = "front"')
+    assert parse(named).printer.device_name == "front"
+    assert parse(GOOD).printer.device_name == "printer"
+    with pytest.raises(ConfigError) as err:
+        parse(named + '\n[[scanner]]\nname = "front"\nurl = "tcp://127.0.0.1:7001"\n')
+    (problem,) = err.value.problems
+    assert problem.key == "scanner[1].name" and "already used by printer.name (line" in problem.message
+
+
 DUPLICATES = GOOD + """
 [[scanner]]
 name = "front"

@@ -73,6 +73,19 @@ def test_a_healthy_lane_passes_with_every_area_checked(tmp_path, central, printe
     assert daemon["details"]["version"] and daemon["details"]["uptime_s"] > 0
     assert one(report, "unit.security")["details"]["score"] <= 1.5
     assert abs(one(report, "central.clock")["details"]["skew"]) <= 1  # Date has whole seconds
+    assert not found(report, "cache.currency")  # the program earns on the lane's PLN
+
+
+def test_a_lane_currency_the_program_does_not_earn_on_is_named(tmp_path, central, start_lane):
+    """`[lane] currency` is the till's money: a program that earns nothing on it refuses every sale."""
+    lane = start_lane(tmp_path / "lane")
+    lane.config.write_text(lane.config.read_text().replace('currency = "PLN"', 'currency = "CZK"'))
+    code, report = doctor(lane.config)
+    finding = one(report, "cache.currency")
+    assert finding["result"] == "warn" and finding["details"]["currency"] == "CZK", finding
+    assert "PLN" in finding["details"]["earned"] and "CZK" in finding["message"], finding
+    assert lane.post("/v1/transactions", {**sale_body("T-czk"), "currency": "CZK"}).json()["code"] \
+        == "unsupported_currency"
 
 
 def test_a_missing_secret_file_is_named(tmp_path):

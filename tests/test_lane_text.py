@@ -29,6 +29,17 @@ REFUSED = [
     ("/v1/redemptions", {"redemption_id": "R-nul", "member": "2900000000018", "reward_id": "free\u0000coffee"}),
 ]
 
+# The same text in a path segment (percent-encoded, as a POS's HTTP library sends it).
+REFUSED_PATHS = [
+    ("GET", "/v1/members/29000000%0000018", None),
+    ("GET", "/v1/members/%2B48%0A600123456", None),
+    ("POST", "/v1/vouchers/WELCOME%1B10/use", {"transaction_id": "T-v-nul", "member": "2900000000018"}),
+    ("POST", "/v1/vouchers/WEL%C2%85COME10/use", {"transaction_id": "T-v-nel", "member": "2900000000018"}),
+    ("POST", "/v1/transactions/T-%00/returns", {"return_id": "R-nul"}),
+    ("POST", "/v1/slips/T-%00/reprint", None),
+    ("GET", "/v1/slips/T-%00.png", None),
+]
+
 
 def test_control_characters_in_text_are_invalid_request_and_write_nothing(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
@@ -40,6 +51,12 @@ def test_control_characters_in_text_are_invalid_request_and_write_nothing(tmp_pa
         answer = resp.json()
         assert answer["code"] == "invalid_request" and "control characters" in answer["message"], answer
         assert "\u0000" not in resp.text  # the answer does not repeat what was sent
+    for method, path, body in REFUSED_PATHS:
+        resp = lane.get(path) if method == "GET" else lane.post(path, body)
+        assert resp.status_code == 422, (path, resp.text)
+        answer = resp.json()
+        assert answer["code"] == "invalid_request" and "path." in answer["message"], answer
+        assert "\u0000" not in resp.text and "\u001b" not in resp.text
     after = lane.health()["sync"]
     assert (after["pending"], after["last_acked_seq"]) == (before["pending"], before["last_acked_seq"])
     # the lane goes on: a clean sale is recorded and reaches central

@@ -299,3 +299,17 @@ def test_the_ledger_size_counts_its_wal_the_same_in_health_metrics_and_doctor(tm
     assert storage["ledger_mb"] == round(on_disk / 2**20, 3) > 0
     assert sample(fams, "posd_ledger_size_bytes") == on_disk
     assert ledger["details"]["bytes"] == on_disk
+
+
+def test_the_printers_name_from_the_config_is_its_name_in_health_and_metrics(tmp_path, central, printer):
+    """`[printer] name` names the printer in health, /metrics and events, like a scanner's name."""
+    lane = start(tmp_path / "lane", central, printer.url, extra='name = "receipts"\n')  # appended to [printer]
+    try:
+        lane.wait_for(lambda: any(d["kind"] == "printer" for d in lane.health()["devices"]), what="the printer")
+        printers = [d for d in lane.health()["devices"] if d["kind"] == "printer"]
+        assert [d["name"] for d in printers] == ["receipts"], printers
+        fams = families(requests.get(f"{lane.base}/metrics", timeout=10).text)
+        assert sample(fams, "posd_device_up", device="receipts", kind="printer") is not None
+        assert sample(fams, "posd_device_up", device="printer", kind="printer") is None
+    finally:
+        lane.stop()

@@ -29,11 +29,14 @@ from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
 from posd.api.models import (
     BasketIn,
+    CodePath,
     EnrolmentIn,
     EnrolmentOut,
     HealthOut,
+    IdPath,
     LineIn,
     MemberOut,
+    MemberPath,
     Problem,
     QuoteIn,
     QuoteOut,
@@ -42,6 +45,7 @@ from posd.api.models import (
     ReprintOut,
     ReturnIn,
     ReturnOut,
+    SlipPath,
     StreamEvent,
     TransactionIn,
     TransactionOut,
@@ -215,7 +219,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
-    def get_member(identifier: str) -> dict[str, Any]:
+    def get_member(identifier: MemberPath) -> dict[str, Any]:
         """A member by card code, phone number, member id or member token (a token is accepted
         once: use the answer's member_id afterwards)."""
         return members.member_view(members.identify(identifier))
@@ -244,7 +248,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
               tags=["transactions"])
     @declares(*codes_of(Sales.record_return))
-    async def post_return(transaction_id: str, body: ReturnIn) -> JSONResponse:
+    async def post_return(transaction_id: IdPath, body: ReturnIn) -> JSONResponse:
         ret = ReturnInput(
             transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,
             lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
@@ -266,14 +270,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
-    async def use_voucher(code: str, body: VoucherUseIn) -> JSONResponse:
+    async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
         return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
                                          tuple(body.applied)))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])
     @declares(*codes_of(Slips.reprint))
-    async def reprint(slip_id: str, idempotency_key: str | None = Header(
+    async def reprint(slip_id: SlipPath, idempotency_key: str | None = Header(
             default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
             description="the POS's job id: the same key twice prints one copy; the key of another slip's "
                         "job is 409 idempotency_key_conflict")) -> dict[str, Any]:
@@ -282,7 +286,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.get("/v1/slips/{slip_id}.png", dependencies=auth, response_class=Response, tags=["slips"],
              responses={200: {"content": {"image/png": {}}}})
     @declares(*codes_of(Slips.preview_png))
-    def slip_preview(slip_id: str) -> Response:
+    def slip_preview(slip_id: SlipPath) -> Response:
         """The slip as the lane's printer prints it: the stored slip data rendered to the
         printer's ESC/POS bytes, then drawn from those bytes (sync: runs in a worker thread)."""
         return Response(slips.preview_png(slip_id), media_type="image/png", headers={"Cache-Control": "no-store"})
@@ -364,7 +368,8 @@ def route_codes(route: APIRoute, guard: Callable) -> frozenset[str]:
 
 def _validates(dependant: Dependant) -> bool:
     """Does this route (or a dependency of it) take a body, query or header FastAPI validates?"""
-    if dependant.body_params or dependant.query_params or dependant.header_params:
+    if dependant.body_params or dependant.query_params or dependant.header_params \
+            or any(p.field_info.metadata for p in dependant.path_params):
         return True
     return any(_validates(sub) for sub in dependant.dependencies)
 

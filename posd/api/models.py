@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
 from annotated_types import Ge, Gt, Le
-from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationInfo,
+from fastapi import Path
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationInfo,
                       WithJsonSchema, field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
@@ -23,7 +24,27 @@ MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.membe
 # Control characters (C0, DEL, C1) and unpaired surrogates: no text a till sends carries them, and
 # central refuses an event holding one (docs/sync-protocol.md), so they are refused at the door.
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same refusal for a path segment (a member identifier, a voucher code): any text but those.
+PATH_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
+# Path segments, validated like the bodies' fields: a malformed one is 422 invalid_request.
+def _path_text(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+    return value
+
+
+def _path_text_param(max_length: int, description: str) -> Any:
+    return Path(max_length=max_length, description=description, json_schema_extra={"pattern": PATH_TEXT_PATTERN})
+
+
+MemberPath = Annotated[str, AfterValidator(_path_text),
+                       _path_text_param(MEMBER_MAX, "card code, phone number, member id or member token")]
+CodePath = Annotated[str, AfterValidator(_path_text), _path_text_param(64, "the voucher's code")]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="the POS's id of the sale")]
+# A slip is named by its sale's or redemption's id, a redemption's slip and a copy with a `~` suffix.
+SlipPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,95}$",
+                               description="the slip's id (a sale's id; a redemption's id + `~r`)")]
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

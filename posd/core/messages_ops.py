@@ -183,6 +183,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.cache.stale": "members last refreshed {age} ago (out of date after a day)",
         "doctor.cache.empty": "no members yet: posd has not pulled from central",
         "doctor.cache.no_program": "no loyalty program yet: sales are refused until posd pulls one",
+        "doctor.cache.currency": "the program {version} earns on {earned}, not on this lane's {currency} "
+                                 "([lane] currency): sales in {currency} are refused (unsupported_currency)",
         "doctor.daemon.ok": "posd {version} answers at {url}: {status}, up {uptime}",
         "doctor.daemon.down": "posd does not answer at {url} ({message}): systemctl status posd; "
                               "journalctl -u posd -p warning",
@@ -374,6 +376,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.cache.ok": "klientów: {members}, odświeżeni {age} temu; program {version}",
         "doctor.cache.stale": "klienci odświeżeni ostatnio {age} temu (nieaktualne po dobie)",
         "doctor.cache.empty": "brak klientów: posd jeszcze nic nie pobrał z centrali",
+        "doctor.cache.currency": "program {version} nalicza za {earned}, nie za walutę tej kasy {currency} "
+                                 "([lane] currency): sprzedaże w {currency} są odrzucane (unsupported_currency)",
         "doctor.cache.no_program": "brak programu lojalnościowego: sprzedaże są odrzucane, dopóki posd go "
                                    "nie pobierze",
         "doctor.daemon.ok": "posd {version} odpowiada pod {url}: {status}, działa od {uptime}",
@@ -565,6 +569,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.cache.stale": "اعضا آخرین بار {age} پیش به‌روز شده‌اند (پس از یک روز قدیمی است)",
         "doctor.cache.empty": "هنوز عضوی نیست: posd چیزی از مرکز نگرفته است",
         "doctor.cache.no_program": "هنوز برنامهٔ وفاداری نیست: تا posd آن را نگیرد فروش‌ها رد می‌شوند",
+        "doctor.cache.currency": "برنامهٔ {version} برای {earned} امتیاز می‌دهد، نه برای ارز این صندوق {currency} "
+                                 "([lane] currency): فروش به {currency} رد می‌شود (unsupported_currency)",
         "doctor.daemon.ok": "posd {version} در {url} پاسخ می‌دهد: {status}، در حال کار از {uptime}",
         "doctor.daemon.down": "posd در {url} پاسخ نمی‌دهد ({message}): systemctl status posd؛ "
                               "journalctl -u posd -p warning",

@@ -137,11 +137,15 @@ def check_basket(basket: Basket) -> None:
             )
 
 
+def earned_on(program: Program) -> list[str]:
+    """The money currencies a sale earns on: those of the program's base rates."""
+    return sorted({m for r in program.rules if isinstance(r, BaseRate) for m in r.rates})
+
+
 def _check_money(program: Program, money: str) -> None:
-    earned_on = sorted({m for r in program.rules if isinstance(r, BaseRate) for m in r.rates})
-    if money not in earned_on:
+    if money not in (earned := earned_on(program)):
         raise RuleError("unsupported_currency",
-                        f"the program earns on {', '.join(earned_on) or 'no currency'}, not {money}")
+                        f"the program earns on {', '.join(earned) or 'no currency'}, not {money}")
 
 
 def _lines(basket: Basket) -> list[Line]:

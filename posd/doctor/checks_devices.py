@@ -75,7 +75,7 @@ def _printer(ctx: Context) -> list[Finding]:
     pcfg = cfg.printer
     if pcfg.url == "none":
         return [Finding("devices", "devices.printer", "ok", "printer_none")]
-    name = pcfg.name or "printer"
+    name = pcfg.device_name
     url_text = cfg.device_url(pcfg.url)
     url = parse_device_url(url_text)
     base = {"name": name, "kind": ctx.tr("kind.printer"), "url": url.redacted(), "user": ctx.user}

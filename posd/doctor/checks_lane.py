@@ -10,6 +10,8 @@ from typing import Any
 
 from posd import __version__
 from posd.core.messages import describe_issue, format_duration, format_number
+from posd.core.program import parse_program
+from posd.core.rules import earned_on
 from posd.doctor import Context, Finding
 from posd.storage.db import parse_iso
 from posd.storage.inspect import cache_stats
@@ -74,6 +76,9 @@ def _cache(ctx: Context) -> list[Finding]:
     out = []
     if stats.program_version is None:
         out.append(Finding("cache", "cache.program", "fail", "no_program", params))
+    elif (earned := _earned_on(stats.program_body)) is not None and ctx.config.lane.currency not in earned:
+        out.append(Finding("cache", "cache.currency", "warn", "currency",
+                           {**params, "currency": ctx.config.lane.currency, "earned": ", ".join(earned) or "-"}))
     if not stats.members:
         out.append(Finding("cache", "cache.members", "warn", "empty", params))
     elif age is None or age > STALE_S:
@@ -81,6 +86,14 @@ def _cache(ctx: Context) -> list[Finding]:
     else:
         out.append(Finding("cache", "cache.members", "ok", "ok", params))
     return out
+
+
+def _earned_on(body: str | None) -> list[str] | None:
+    """The money currencies the cached program earns on; None when it cannot be read."""
+    try:
+        return earned_on(parse_program(json.loads(body))) if body else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def daemon(ctx: Context) -> list[Finding]:

@@ -33,6 +33,7 @@ class Decision:
     message: str = ""
     reservation_id: str | None = None
     expires_at: str | None = None
+    authorisation_id: str | None = None  # approved: the id to give the reservation back under
 
     @property
     def online(self) -> bool:
@@ -60,6 +61,8 @@ BirthdayClaim = Literal["awarded", "taken", "unavailable"]
 class Authority(Protocol):
     async def authorise(self, request: dict[str, Any]) -> Decision: ...
 
+    async def release(self, decision: Decision) -> str | None: ...
+
     async def lookup(self, code: str, member_id: str | None) -> VoucherLookup: ...
 
     async def claim_token(self, claim: dict[str, Any]) -> TokenClaim: ...
@@ -74,6 +77,9 @@ class LocalAuthority:
 
     async def authorise(self, request: dict[str, Any]) -> Decision:
         return Decision("approved")
+
+    async def release(self, decision: Decision) -> str | None:
+        return None
 
     async def lookup(self, code: str, member_id: str | None) -> VoucherLookup:
         return VoucherLookup("unknown")
@@ -93,11 +99,13 @@ class CentralAuthority:
 
     def __init__(self, authorise: Callable[[dict[str, Any]], Future], lookup: Callable[[str, str | None], Future],
                  budget_s: float, claim: Callable[[dict[str, Any]], Future] | None = None,
+                 release: Callable[[str], Future] | None = None,
                  birthday: Callable[[dict[str, Any]], Future] | None = None):
-        """``claim``: asks central whether a member token is unused chain-wide; ``birthday``: whether a
-        member's birthday bonus year is free chain-wide (None: never asked)."""
+        """``claim``: asks central whether a member token is unused chain-wide (None: never asked);
+        ``release``: gives back a reservation the lane will not record (None: it expires instead);
+        ``birthday``: asks whether a member's birthday bonus year is free chain-wide (None: never asked)."""
         self._authorise, self._lookup, self.budget_s = authorise, lookup, budget_s
-        self._claim, self._birthday = claim, birthday
+        self._claim, self._release, self._birthday = claim, release, birthday
 
     async def _answer(self, future: Future) -> tuple[bool, Any]:
         """(answered, the answer); False when central gave none within the budget."""
@@ -116,8 +124,22 @@ class CentralAuthority:
         if not answered:
             return Decision("unavailable")
         if answer["status"] == "approved":
-            return Decision("approved", reservation_id=answer["reservation_id"], expires_at=answer["expires_at"])
+            return Decision("approved", reservation_id=answer["reservation_id"], expires_at=answer["expires_at"],
+                            authorisation_id=answer["authorisation_id"])
         return Decision("declined", code=answer["code"], message=str(answer.get("message") or ""))
+
+    async def release(self, decision: Decision) -> str | None:
+        """Give back an approved reservation the lane did not record (its own re-check refused the
+        burn): its points and voucher are free again at once rather than when it expires. Central's
+        state for it (released, or confirmed/expired/unknown), None when central gave no answer in
+        time: then it expires on its own. Never raises: the POS's answer does not depend on it."""
+        if self._release is None or decision.authorisation_id is None or decision.reservation_id is None:
+            return None
+        answered, answer = await self._answer(self._release(decision.authorisation_id))
+        state = answer["state"] if answered else None
+        log.info("reservation %s given back: %s", decision.reservation_id, state or "no answer, it expires",
+                 extra={"event": "authorise.release", "reservation_id": decision.reservation_id, "state": state})
+        return state
 
     async def claim_token(self, claim: dict[str, Any]) -> TokenClaim:
         if self._claim is None:

@@ -130,10 +130,18 @@ class Rewards:
 
     @raises("storage_failed", "storage_full")
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
-        """Record a burn central approved or the lane decided alone, in one unit of work."""
+        """Record a burn central approved or the lane decided alone, in one unit of work. When the
+        lane's own re-check in that unit refuses a burn central approved (another till of this lane
+        spent first), the reservation is given back before the POS hears the refusal."""
         if decision.reservation_id:  # approved and reserved at central, not yet recorded here
             crash_point("after_authorised_before_commit")
-        return await self.ctx.acommit(write)
+        try:
+            return await self.ctx.acommit(write)
+        except LaneError as exc:
+            # A conflicting id may name a burn recorded earlier under the same authorisation: keep it.
+            if decision.reservation_id and exc.code not in ("redemption_id_conflict",):
+                await self.authority.release(decision)
+            raise
 
     @staticmethod
     @raises("unknown_reward", "reward_not_eligible", "reward_required")

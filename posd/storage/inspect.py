@@ -42,6 +42,7 @@ class CacheStats:
     members: int
     members_synced_at: str | None
     program_version: str | None
+    program_body: str | None = None  # the program document as central sent it (JSON)
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -87,10 +88,11 @@ def cache_stats(path: Path) -> CacheStats:
     try:
         members = conn.execute("SELECT COUNT(*) FROM members").fetchone()[0]
         synced = conn.execute("SELECT value FROM sync_state WHERE key = 'members_synced_at'").fetchone()
-        program = conn.execute("SELECT version FROM program WHERE id = 1").fetchone()
+        program = conn.execute("SELECT version, body FROM program WHERE id = 1").fetchone()
     finally:
         conn.close()
-    return CacheStats(members, synced[0] if synced else None, program[0] if program else None)
+    return CacheStats(members, synced[0] if synced else None, program[0] if program else None,
+                      program[1] if program else None)
 
 
 @dataclass(frozen=True)

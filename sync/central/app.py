@@ -65,7 +65,9 @@ from posd.sync.protocol import (
     etag_matches,
     parse_authorisation,
     parse_birthday_claim,
+    parse_release,
     parse_token_claim,
+    release_answer,
     token_claim_answer,
     verify_request,
 )
@@ -226,6 +228,7 @@ class _Request:
         table = [
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/releases", self._release),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/token-uses", self._token_use),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/birthday-awards", self._birthday_award),
             ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
@@ -300,6 +303,13 @@ class _Request:
                                               parse_authorisation)
         answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
         await self._reply(fault, answer)
+
+    async def _release(self, store_id: str, lane_id: str) -> None:
+        """A lane giving back a reservation it will not record a burn for."""
+        app = self.app
+        request, fault = await self._question("release", MAX_AUTHORISATION_BYTES, store_id, lane_id, parse_release)
+        state = await app.call(app.store.release, store_id, lane_id, request["authorisation_id"])
+        await self._reply(fault, release_answer(request["authorisation_id"], state))
 
     async def _token_use(self, store_id: str, lane_id: str) -> None:
         """A lane asking before it accepts a member token: is it unused, chain-wide? The first lane owns it."""

@@ -211,6 +211,28 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
 
 
+def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: float
+            ) -> tuple[str, str | None]:
+    """A lane giving back a reservation it will not record a burn for (its own re-check refused the
+    burn after central approved it): an open reservation holds nothing from now on and its voucher
+    hold is freed. (state: released | confirmed | expired | unknown, the member whose open vouchers
+    changed). A confirmed one stays confirmed: the burn happened. The same authorisation_id asked
+    again later reserves again (authorise treats a released reservation as an expired one)."""
+    rid = reservation_id(store_id, lane_id, authorisation_id)
+    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code FROM reservations WHERE reservation_id = ?",
+                       (rid,)).fetchone()
+    if row is None:
+        return "unknown", None
+    state = row["state"]
+    if state == "open" and (row["expires_ts"] or 0) <= now:
+        state = "expired"
+    if state != "open":
+        return ("confirmed" if state in ("confirmed", "offline") else state), None
+    conn.execute("UPDATE reservations SET state = 'released' WHERE reservation_id = ?", (rid,))
+    conn.execute("DELETE FROM voucher_uses WHERE reservation_id = ? AND state = 'held'", (rid,))
+    return "released", row["member_id"] if row["voucher_code"] else None
+
+
 # --- events that confirm (or record) a burn -------------------------------------------------------
 
 

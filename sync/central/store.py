@@ -88,6 +88,10 @@ class CentralStore(Protocol):
         expires ``ttl_s`` from now, or declined with a code). The same authorisation_id again gets the
         same reservation."""
 
+    def release(self, store_id: str, lane_id: str, authorisation_id: str) -> str:
+        """A lane giving back the reservation of an authorisation it will not record: an open one
+        holds nothing from now on; its state after (released | confirmed | expired | unknown)."""
+
     def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
         """{code, voucher (the registered voucher in wire shape, or null), used} for a lane asking
         about a code; None when central knows nothing of it."""

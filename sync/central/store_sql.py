@@ -283,6 +283,22 @@ class SqlStore:
                 self._write_members(conn, [m for m in changed if m is not None])
         return answer
 
+    def release(self, store_id: str, lane_id: str, authorisation_id: str) -> str:
+        """A lane giving back an open reservation (burns.release); its state after: released,
+        confirmed, expired or unknown."""
+        now = self._clock()
+        with self._write() as conn:
+            row = conn.execute("SELECT member_id, voucher_code FROM reservations WHERE reservation_id = ?",
+                               (burns.reservation_id(store_id, lane_id, authorisation_id),)).fetchone()
+            if row is not None:  # the member and the voucher code, in the order every writer keeps
+                self._lock_members(conn, sorted({k for k in (row["member_id"], voucher_lock(row["voucher_code"]))
+                                                 if k}))
+            state, changed = burns.release(conn, store_id, lane_id, authorisation_id, now)
+            if changed:  # its voucher is open again: lanes hear it in the feed
+                member = _load_member(conn, changed)
+                self._write_members(conn, [member] if member is not None else [])
+        return state
+
     def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
         """A lane asking before it accepts a member token: True when the token is unused or this
         lane's already (its claim, or its token_use event), False when another lane has it."""

@@ -1,4 +1,4 @@
-"""Burn authorisation: reserve, decline, hold, idempotence, voucher holds, expiry.
+"""Burn authorisation: reserve, decline, hold, idempotence, voucher holds, release, expiry.
 
 The kit burns points of a member it enrolled and credited itself (an
 accrual it pushes first), and uses coupon codes of its own, so nothing real
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 
-from posd.sync.conformance.http import authorise_path
+from posd.sync.conformance.http import authorise_path, release_path
 from posd.sync.conformance.kit import Context, Failed, NotObserved, Skipped, check, expect_status
-from posd.sync.protocol import authorisation_json, parse_authorisation_answer, parse_utc
+from posd.sync.protocol import (authorisation_json, parse_authorisation_answer, parse_release_answer, parse_utc,
+                                release_json)
 
 CREDIT = 100  # points the kit gives its burning member first
 
@@ -126,6 +127,36 @@ def voucher_hold(ctx: Context) -> str:
     if second["status"] != "declined" or second.get("code") != "voucher_used":
         raise Failed(f"a second use while the first is held must be voucher_used, got {second}")
     return f"{code}: first approved, second voucher_used"
+
+
+def _release(ctx: Context, authorisation_id: str) -> str:
+    answer = ctx.client.request("POST", release_path(ctx.client), release_json(authorisation_id),
+                                {"Content-Type": "application/json"})
+    expect_status(answer, 200, "a release")
+    try:
+        return parse_release_answer(answer.json(), authorisation_id)["state"]
+    except Exception as exc:  # the protocol's own check of the answer's shape
+        raise Failed(f"the answer is not a release answer: {exc}") from exc
+
+
+@check("burn", "release")
+def release(ctx: Context) -> str:
+    """A released reservation holds nothing at once; releasing again says released; an unknown id, unknown."""
+    if "held_until" not in ctx.notes:
+        raise Skipped("no reservation holds the balance (check burn.hold)")
+    rest = ctx.notes["available"] - 1
+    state = _release(ctx, f"conf-{ctx.run_id}-rest")
+    if state != "released":
+        raise Failed(f"an open reservation given back must be released, got {state}")
+    if (again := _release(ctx, f"conf-{ctx.run_id}-rest")) != "released":
+        raise Failed(f"releasing again must answer released again, got {again}")
+    if (unknown := _release(ctx, f"conf-{ctx.run_id}-never-asked")) != "unknown":
+        raise Failed(f"an id never authorised must be unknown, got {unknown}")
+    answer = _authorise(ctx, _redemption(ctx, "after-release", rest))
+    if answer["status"] != "approved":
+        raise Failed(f"the {rest} {ctx.currency} released should be reservable at once, got {answer}")
+    ctx.notes["held_until"] = parse_utc(answer["expires_at"])  # held again: burn.expiry waits for this one
+    return f"released; the {rest} {ctx.currency} were reservable again at once; unknown id: unknown"
 
 
 @check("burn", "expiry")

@@ -119,6 +119,10 @@ def authorise_path(client: KitClient) -> str:
     return f"/v1/lanes/{_seg(client.store_id)}/{_seg(client.lane_id)}/authorisations"
 
 
+def release_path(client: KitClient, lane_id: str | None = None) -> str:
+    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/releases"
+
+
 def token_uses_path(client: KitClient, lane_id: str | None = None) -> str:
     return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/token-uses"
 

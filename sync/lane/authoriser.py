@@ -56,6 +56,10 @@ class BurnAuthoriser:
         """What central knows of a voucher or coupon code, or its SyncError."""
         return self._executor.submit(lambda: self._client().voucher(code, member_id, timeout=self.budget_s))
 
+    def release(self, authorisation_id: str) -> Future[dict[str, Any]]:
+        """Central's answer to a release (posd.sync.protocol.burn: {authorisation_id, state}), or its SyncError."""
+        return self._executor.submit(lambda: self._client().release(authorisation_id, timeout=self.budget_s))
+
     def claim_token(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a member token claim (posd.sync.protocol.tokens), or its SyncError."""
         return self._executor.submit(lambda: self._client().claim_token(claim, timeout=self.budget_s))

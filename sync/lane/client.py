@@ -38,10 +38,12 @@ from posd.sync.protocol import (
     parse_results,
     parse_authorisation_answer,
     parse_birthday_claim_answer,
+    parse_release_answer,
     parse_retry_after,
     parse_token_claim_answer,
     parse_voucher_answer,
     program_etag,
+    release_json,
     signed_headers,
     token_claim_json,
 )
@@ -163,6 +165,10 @@ class CentralClient:
         """Ask central to authorise a burn; its answer (approved with a reservation, or declined)."""
         answer = self._ask("authorisations", authorisation_json(request), timeout)
         return parse_authorisation_answer(answer, request["authorisation_id"])
+
+    def release(self, authorisation_id: str, timeout: Timeout | None = None) -> dict[str, Any]:
+        """Give back the reservation of an authorisation the lane will not record a burn for."""
+        return parse_release_answer(self._ask("releases", release_json(authorisation_id), timeout), authorisation_id)
 
     def claim_token(self, claim: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         """Ask central whether a member token is unused chain-wide before accepting it: accepted | replayed."""

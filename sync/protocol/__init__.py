@@ -45,6 +45,7 @@ from posd.sync.protocol.burn import (
     DECLINE_CODES,
     MAX_AUTHORISATION_BYTES,
     MAX_UNSYNCED_EVENTS,
+    RELEASE_STATES,
     VOUCHER_ONCE_PER,
     approved,
     authorisation_json,
@@ -52,7 +53,11 @@ from posd.sync.protocol.burn import (
     declined,
     parse_authorisation,
     parse_authorisation_answer,
+    parse_release,
+    parse_release_answer,
     parse_voucher_answer,
+    release_answer,
+    release_json,
 )
 from posd.sync.protocol.errors import (
     FLAG_CODES,
@@ -103,6 +108,7 @@ __all__ = [
     "AUTHORISATION_KINDS", "DECLINE_CODES", "MAX_AUTHORISATION_BYTES", "MAX_UNSYNCED_EVENTS", "VOUCHER_ONCE_PER",
     "approved", "authorisation_json", "check_voucher", "declined", "parse_authorisation",
     "parse_authorisation_answer", "parse_voucher_answer",
+    "RELEASE_STATES", "parse_release", "parse_release_answer", "release_answer", "release_json",
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",
     "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_ID_LEN", "MAX_MEMBER_PAGE", "MAX_POINTS", "MAX_SEQ",
     "REJECTION_CODES", "REQUEST_ERRORS", "RESULT_STATUSES", "RETRYABLE_CODES", "SIGNATURE_SCHEME",

@@ -130,6 +130,36 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
     return doc
 
 
+RELEASE_STATES = ("released", "confirmed", "expired", "unknown")
+
+
+def release_json(authorisation_id: str) -> bytes:
+    """The body of a release: the lane gives back a reservation it will not record a burn for."""
+    return compact_json({"authorisation_id": authorisation_id})
+
+
+def parse_release(body: bytes) -> dict[str, Any]:
+    """A release request from its body, checked; RequestRejected(malformed_authorisation) if not."""
+    doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "a release")
+    if not _is_id(doc.get("authorisation_id")):
+        raise _malformed("authorisation_id must be a non-empty string")
+    return doc
+
+
+def release_answer(authorisation_id: str, state: str) -> dict[str, Any]:
+    if state not in RELEASE_STATES:
+        raise ValueError(f"{state!r} is not a release state")
+    return {"authorisation_id": authorisation_id, "state": state}
+
+
+def parse_release_answer(answer: Any, authorisation_id: str) -> dict[str, Any]:
+    """Central's answer to a release, checked; CentralProtocolError when it is not one."""
+    if not isinstance(answer, dict) or answer.get("authorisation_id") != authorisation_id \
+            or answer.get("state") not in RELEASE_STATES:
+        raise CentralProtocolError("a release answer is {authorisation_id, state: released|confirmed|expired|unknown}")
+    return answer
+
+
 def approved(authorisation_id: str, reservation_id: str, expires_at: str,
              available: dict[str, int]) -> dict[str, Any]:
     return {"authorisation_id": authorisation_id, "status": "approved", "reservation_id": reservation_id,

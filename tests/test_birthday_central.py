@@ -22,14 +22,6 @@ CENTRAL_ENGINES = ENGINES
 CENTRAL_ON_FAKE_CLOCK = True
 
 
-@pytest.fixture
-def lanes(central, clock):
-    one, two = make_client(central, lane_id="L01", clock=clock), make_client(central, lane_id="L02", clock=clock)
-    yield one, two
-    one.close()
-    two.close()
-
-
 def claim(member: str, year: int, txn: str) -> dict[str, Any]:
     return {"member_id": member, "year": year, "transaction_id": txn}
 

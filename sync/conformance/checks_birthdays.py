@@ -8,7 +8,7 @@ accrual the first lane would push afterwards, naming the year.
 from __future__ import annotations
 
 from posd.sync.conformance.http import birthday_awards_path
-from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status, statuses
+from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, expect_status, statuses
 from posd.sync.protocol import birthday_claim_json, parse_birthday_claim_answer
 
 YEAR = 2099  # a year no real sale names yet; the member is the kit's own, enrolled by this run
@@ -43,11 +43,9 @@ def _claim(ctx: Context, member: str, transaction_id: str, lane_id: str | None =
 def first_lane(ctx: Context) -> str:
     """A member's year claimed first by a lane is awarded, and again for the same lane (a retry)."""
     member, txn = _member(ctx), f"conf-{ctx.run_id}-birthday"
-    got = [_claim(ctx, member, txn), _claim(ctx, member, txn)]
-    if got != ["awarded", "awarded"]:
-        raise Failed(f"the first lane's claims were answered {got}, expected awarded twice")
+    outcome = answered_twice([_claim(ctx, member, txn), _claim(ctx, member, txn)], "awarded")
     ctx.notes["birthday_claimed"] = txn
-    return "awarded, and awarded again for the same lane"
+    return outcome
 
 
 @check("birthdays", "claim.other_lane")

@@ -129,6 +129,13 @@ def expect_status(answer: Answer, status: int, what: str, code: str | None = Non
         raise Failed(f"{what}: expected {want}, got {answer.status} {answer.code or answer.body[:120]!r}")
 
 
+def answered_twice(got: list[str], want: str) -> str:
+    """The lane that claimed something first, asking twice: ``want`` both times, else Failed."""
+    if got != [want, want]:
+        raise Failed(f"the first lane's claims were answered {got}, expected {want} twice")
+    return f"{want}, and {want} again for the same lane"
+
+
 def statuses(results: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(r.get("status"), r.get("code")) for r in results]
 

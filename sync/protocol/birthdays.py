@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_ID_LEN
-from posd.sync.protocol.shapes import compact_json, json_object
+from posd.sync.protocol.shapes import check_ids, compact_json, json_object
 
 BIRTHDAY_CLAIM_STATUSES = ("awarded", "taken")
 MAX_BIRTHDAY_CLAIM_BYTES = 4096
@@ -33,18 +32,15 @@ def is_award_year(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and MIN_AWARD_YEAR <= value <= MAX_AWARD_YEAR
 
 
-def birthday_claim_json(claim: dict[str, Any]) -> bytes:
-    """The request body: {member_id, year, transaction_id}."""
-    return compact_json(claim)
+# The request body, {member_id, year, transaction_id}: compact UTF-8 JSON, keys sorted.
+birthday_claim_json = compact_json
 
 
 def parse_birthday_claim(body: bytes) -> dict[str, Any]:
     """A claim as central receives it, checked; RequestRejected(malformed_birthday_claim) otherwise
     (batch_too_large over MAX_BIRTHDAY_CLAIM_BYTES)."""
     doc = json_object(body, MAX_BIRTHDAY_CLAIM_BYTES, "malformed_birthday_claim", "a birthday claim")
-    for key in ("member_id", "transaction_id"):
-        if not isinstance(doc.get(key), str) or not 0 < len(doc[key]) <= MAX_ID_LEN:
-            raise RequestRejected("malformed_birthday_claim", f"{key} must be a string of 1-{MAX_ID_LEN} characters")
+    check_ids(doc, ("member_id", "transaction_id"), "malformed_birthday_claim")
     if not is_award_year(doc.get("year")):
         raise RequestRejected("malformed_birthday_claim",
                               f"year must be an integer from {MIN_AWARD_YEAR} to {MAX_AWARD_YEAR}")

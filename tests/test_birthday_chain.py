@@ -61,7 +61,9 @@ def test_online_the_second_lane_earns_without_the_bonus_the_first_gave(tmp_path,
     # the member feed tells lane two the year was given: its quote says so too, and lane one's own ledger does
     two.wait_for(lambda: not birthday(two.post("/v1/quotes", sale("Q-1")).json()), 30, "the feed's birthday year")
     assert not birthday(one.post("/v1/quotes", sale("Q-2")).json())
-    assert not birthday(one.post("/v1/transactions", sale("T-b-3")).json())
+    back = one.post("/v1/transactions/T-b-1/returns", {"return_id": "R-b-1", "amount": 5000})
+    assert back.status_code == 200 and back.json()["reversed"]["points"] == first["accrual"]["points"]["points"]
+    assert not birthday(one.post("/v1/transactions", sale("T-b-3")).json())  # a return does not free the year
     assert two.health()["sync"]["birthday_repeats_flagged"] == 0
 
 

@@ -93,6 +93,7 @@ def test_two_lanes_cut_off_both_give_it_and_central_flags_the_second(tmp_path, c
     assert sorted(h["sync"]["birthday_repeats_flagged"] for h in healths) == [0, 1]
     assert all(h["status"] == "ok" and h["sync"]["quarantined"] == 0 for h in healths), healths  # information
     assert "posd_birthday_repeats_flagged_total 1.0" in flagged.get("/metrics").text
+    assert 'id="row-birthday_repeats"' in flagged.get("/").text  # information on the status page
     # both accruals stand at central, bonus included: an accrual is a fact at the till
     assert central.store.member("M0100")["balances"]["points"] == sum(a["accrual"]["points"]["points"] for a in answers)
 

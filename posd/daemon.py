@@ -52,6 +52,7 @@ from posd.sync.protocol import BIRTHDAY_REPEATED
 log = logging.getLogger("posd.daemon")
 
 STATUS_EVERY_S = 2.0  # how often systemd's STATUS= is brought up to date (sent only when it changed)
+CONTACT_EVERY_S = 30.0  # how often the last contact with central is written to cache.db (when it moved)
 
 
 class _Server(uvicorn.Server):
@@ -120,6 +121,7 @@ class Daemon:
         identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
         seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
         self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
+        self._contact_stored = self.cache.central_contact_at()
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
@@ -231,8 +233,35 @@ class Daemon:
         return self.relay.failing() or self.puller.failing()
 
     def _last_sync(self):
-        times = [t for t in (self.relay.last_success_at(), self.puller.last_success_at()) if t is not None]
-        return datetime.fromtimestamp(max(times), UTC) if times else None
+        """The lane's last successful contact with central: this run's, or the one cache.db
+        remembers from before a restart (the offline window counts from it)."""
+        at = self.last_contact_at()
+        return datetime.fromtimestamp(at, UTC) if at is not None else None
+
+    def last_contact_at(self) -> float | None:
+        times = [t for t in (self.relay.last_success_at(), self.puller.last_success_at(), self._contact_stored)
+                 if t is not None]
+        return max(times) if times else None
+
+    async def _remember_contact(self) -> None:
+        """Keep the last contact with central in cache.db (the first at once, then at most once a
+        CONTACT_EVERY_S): a lane
+        killed during an outage and started again burns offline within its caps until
+        `[offline] max_hours` after that contact, not never."""
+        while True:
+            at = self.last_contact_at()
+            if at is not None and (self._contact_stored is None or at - self._contact_stored >= CONTACT_EVERY_S):
+                await asyncio.to_thread(self._store_contact)
+            await asyncio.sleep(1.0)
+
+    def _store_contact(self) -> None:
+        at = self.last_contact_at()
+        if at is not None and (self._contact_stored is None or at > self._contact_stored):
+            try:
+                self.cache.record_central_contact(at)
+                self._contact_stored = at
+            except Exception as exc:  # a full disk: the next round tries again; burns go on in memory
+                log.warning("could not remember the last contact with central: %s", exc)
 
     def _device_status(self, status: DeviceStatus) -> None:
         if not self.devices.update(status.name, status.kind, status.url, status.state.value, status.reason):
@@ -306,7 +335,8 @@ class Daemon:
         log.info("posd %s ready: store %s lane %s, API on http://%s/%s", __version__, cfg.lane.store_id,
                  cfg.lane.lane_id, cfg.api.listen, f", status page on http://{cfg.status.listen}/"
                  if cfg.status.listen else "")
-        tasks = [asyncio.create_task(self._report_status(notifier), name="sd-status")]
+        tasks = [asyncio.create_task(self._report_status(notifier), name="sd-status"),
+                 asyncio.create_task(self._remember_contact(), name="contact")]
         if notifier.watchdog_s:
             tasks.append(asyncio.create_task(self._watchdog(notifier), name="watchdog"))
         await self._stop.wait()
@@ -349,6 +379,7 @@ class Daemon:
     def _stop_workers_and_close(self) -> None:
         self.relay.stop()
         self.puller.stop()
+        self._store_contact()
         self.authoriser.close()
         self.print_worker.stop()
         self.close()

@@ -183,7 +183,7 @@ class LaneHealth:
         if storage["free_mb"] is not None and storage["free_mb"] < storage["min_free_mb"]:
             issues.append(issue("disk_low", WARNING, free_mb=storage["free_mb"], min_free_mb=storage["min_free_mb"]))
         severities = {i["severity"] for i in issues}
-        times = [t for t in (d.relay.last_success_at(), d.puller.last_success_at()) if t is not None]
+        last_contact = d.last_contact_at()  # this run's, or remembered from before a restart
         return {
             "status": "error" if ERROR in severities else ("degraded" if WARNING in severities else "ok"),
             "problems": [problem_text(i) for i in issues],
@@ -204,8 +204,8 @@ class LaneHealth:
                 "last_acked_seq": out.last_acked_seq,
                 **relay,
                 "online": not any(w.get("consecutive_failures", 0) > 0 for w in (relay, pull)),
-                "last_sync_at": datetime.fromtimestamp(max(times), UTC).isoformat(timespec="seconds")
-                if times else None,
+                "last_sync_at": datetime.fromtimestamp(last_contact, UTC).isoformat(timespec="seconds")
+                if last_contact is not None else None,
                 "pull": pull,
             },
             "cache": cache,

@@ -129,6 +129,13 @@ def test_with_central_stopped_both_lanes_fall_back_to_their_caps_and_say_offline
             assert (honoured.json()["authorised"], honoured.json()["source"]) == ("offline", "feed")
             assert use(two, codes[1], "T-off-2").json()["code"] == "offline_cap_member"
             assert use(two, "VUNKNOWN00000", "T-off-3", "cut").json()["code"] == "unknown_voucher"
+            # lane 2 killed and started again during the outage: its offline window still counts from its
+            # last contact with central (kept in cache.db), not from a start that never reached central
+            two.kill()
+            two.start()
+            assert two.health()["sync"]["last_sync_at"] is not None
+            after = redeem(two, "RDM-off-restarted", "race")
+            assert (after.status_code, after.json().get("authorised")) == (200, "offline"), after.text
         finally:
             one.stop()
             two.stop()

@@ -57,6 +57,17 @@ def test_a_burn_reservation_central_lets_expire_frees_its_points(tmp_path, centr
     assert code == 0 and statuses["burn/expiry"] == "pass" and statuses["burn/hold"] == "pass", report
 
 
+def test_a_group_that_needs_the_kits_members_runs_their_setup_first(tmp_path, central_db):
+    """`--group burn` alone: push's lane.head and accepted run first (and show), so burn is judged."""
+    with running_central(tmp_path / "c", db_path=central_db, reservation_ttl_s=3) as central:
+        code, report = kit(central, tmp_path, "--group", "burn", "--wait-expiry", "20")
+    statuses = by_name(report)
+    assert code == 0 and report["conformant"], report
+    assert {g for g in (n.split("/")[0] for n in statuses)} == {"push", "burn"}
+    assert [n for n in statuses if n.startswith("push/")] == ["push/lane.head", "push/accepted"]
+    assert set(statuses.values()) == {"pass"}, statuses
+
+
 def test_a_429_met_during_the_run_is_checked_for_its_retry_after(central, tmp_path):
     central.inject("push", "429", count=1)  # the kit's first push meets it, waits 1 s, goes on
     code, report = kit(central, tmp_path, "--group", "push", "--group", "rate_limit")

@@ -170,6 +170,30 @@ def test_a_wrong_secret_is_a_refused_signature(tmp_path, central):
     assert one(report, "central.clock")["result"] == "ok"
 
 
+def test_sync_stopped_for_good_by_a_restored_ledger_is_a_failure(tmp_path, central, start_lane):
+    """Health stays amber (sales are still recorded) but nothing reaches central until a person acts:
+    doctor says so as a failure and exits 1."""
+    lane = start_lane(tmp_path / "lane")
+    assert lane.post("/v1/transactions", sale_body("T-old-1")).status_code == 200
+    lane.wait_drained()
+    lane.stop()
+    shutil.copytree(lane.state, tmp_path / "backup")  # the backup store IT will restore
+    lane.start()
+    for tid in ("T-new-1", "T-new-2"):
+        assert lane.post("/v1/transactions", sale_body(tid)).status_code == 200
+    lane.wait_drained()
+    lane.stop()
+    shutil.rmtree(lane.state)
+    shutil.copytree(tmp_path / "backup", lane.state)
+    lane.start()
+    assert lane.post("/v1/transactions", sale_body("T-after-restore")).status_code == 200  # seq 2 again
+    lane.wait_for(lambda: any(i["code"] == "identity_conflict" for i in lane.health()["issues"]),
+                  what="identity_conflict in health")
+    code, report = doctor(lane.config, "--no-central")
+    finding = one(report, "daemon.identity_conflict")
+    assert code == 1 and finding["result"] == "fail", finding
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     with small_tmpfs(tmp_path / "disk") as mount:
@@ -278,7 +302,10 @@ def test_persian_findings_write_every_figure_in_persian_digits(tmp_path, central
         assert any(c in "۰۱۲۳۴۵۶۷۸۹" for c in message), (check, message)
     summary = proc.stdout.strip().splitlines()[-1]
     assert not any(c in "0123456789" for c in summary) and any(c in "۰۱۲۳۴۵۶۷۸۹" for c in summary), summary
-    assert "۵ رویداد" in one(report, "storage.growth")["message"]  # the five sales of the last 7 days
+    growth = one(report, "storage.growth")
+    assert "۵ رویداد" in growth["message"]  # the five sales of the last few seconds
+    # a ledger a minute old: its five events are a day's growth (at least a day), not a week's
+    assert growth["details"]["window_s"] == 86400, growth
     tcp = one(report, "central.tcp")["message"]
     assert f":{central.url.rsplit(':', 1)[1]}" in tcp  # the port as typed, beside the time in Persian digits
 

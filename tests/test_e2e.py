@@ -188,6 +188,24 @@ def test_a_body_is_read_only_with_the_token_and_only_up_to_1_mib(lane):
     assert [r[0] for r in db.execute("SELECT transaction_id FROM transactions")] == ["T-after"]
 
 
+def test_the_bearer_scheme_is_read_in_any_case_and_the_token_exactly(lane):
+    """RFC 9110 11.1: `bearer`, `BEARER` are the same scheme; the token itself is compared exactly."""
+    import requests
+
+    token = lane.headers()["Authorization"].split(" ", 1)[1]
+    for scheme in ("bearer", "BEARER", "Bearer "):
+        auth = {"Authorization": f"{scheme} {token}"}
+        assert requests.get(lane.base + "/v1/members/2900000000018", headers=auth, timeout=10).status_code == 200
+        posted = requests.post(lane.base + "/v1/transactions", json=sale(f"T-scheme-{scheme.strip()}"),
+                               headers=auth, timeout=10)
+        assert posted.status_code == 200, (scheme, posted.text)
+    for wrong in (f"Basic {token}", f"Bearer {token.upper() if token != token.upper() else token.lower()}",
+                  f"Bearer{token}", token):
+        posted = requests.post(lane.base + "/v1/transactions", json=sale("T-scheme-wrong"),
+                               headers={"Authorization": wrong}, timeout=10)
+        assert (posted.status_code, posted.json()["code"]) == (401, "unauthorized"), wrong
+
+
 def test_a_whole_number_is_an_integer_however_json_writes_it(lane):
     """JSON has one number type: 12999.0 is the integer 12999, and a retry written either way is the same sale."""
     first = lane.post("/v1/transactions", {**sale("T-float"), "total": 12999.0,

@@ -153,3 +153,25 @@ def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_fold
         return  # root writes anywhere: the permission case cannot be planted here
     run = backup(cfg, locked / "x.db")
     assert run.returncode == 1 and f"{locked / 'x.db'}: Permission denied" in run.stderr, run.stderr
+
+
+def test_a_backup_never_replaces_a_device_or_a_pipe(tmp_path):
+    """`--force` replaces a file; a destination that is a device node (/dev/full) or a pipe is refused
+    by name and stays what it was (a folder gets a copy named after the lane inside it)."""
+    import stat
+
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    (cfg.parent / "state").mkdir()
+    with sqlite3.connect(cfg.parent / "state" / "ledger.db") as db:
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body TEXT)")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(pipe), "--force",
+                          "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and str(pipe) in run.stderr and "not a regular file" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert not list(tmp_path.glob(".*.partial"))

@@ -58,7 +58,7 @@ def member(mid: str, card: str, locale: str = "pl", tier: str = "basic", points:
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [member("anna", "CARD-anna", tier="gold"), member("zahra", "CARD-zahra", locale="fa"),
                     member("quote", "CARD-quote"), member("ret", "CARD-ret"), member("use", "CARD-use"),
-                    member("coupon", "CARD-coupon"),
+                    member("coupon", "CARD-coupon"), member("idle", "CARD-idle"),
                     member("slips", "CARD-slips", locale="fa")]}
 
 BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
@@ -175,6 +175,43 @@ def test_validation_answers_the_effect_for_this_basket_and_the_stack(lane):
     assert bad.json()["code"] == "total_mismatch"
 
 
+def test_a_voucher_that_takes_nothing_off_the_basket_is_refused_and_stays_unused(lane):
+    """Used up for nothing, the member would lose the points it cost: 422 voucher_not_applicable, nothing used."""
+    redeemed = lane.post("/v1/redemptions", {"redemption_id": "RDM-idle", "member": "CARD-idle",
+                                             "reward_id": "free-coffee"}).json()
+    code = redeemed["voucher"]["code"]
+    bread = [{"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": 2000}]
+    no_coffee = {k: v for k, v in sale("x", "idle", bread).items() if k in ("currency", "total", "lines")}
+    refused = lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": "U-idle-1", "member": "CARD-idle",
+                                                     "basket": no_coffee})
+    assert (refused.status_code, refused.json()["code"]) == (422, "voucher_not_applicable"), refused.text
+    assert "not in the basket" in refused.json()["message"]
+    with_coffee = {k: v for k, v in sale("x", "idle").items() if k in ("currency", "total", "lines")}
+    used = lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": "U-idle-2", "member": "CARD-idle",
+                                                  "basket": with_coffee})
+    assert used.status_code == 200 and used.json()["effect"]["amount_off_minor"] == 900, used.text
+    # a coupon the stacking rules leave out (an exclusive one after another) is refused the same way
+    assert lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-idle-3", "member": "CARD-idle",
+                                                    "basket": with_coffee}).status_code == 200
+    staff = lane.post("/v1/vouchers/STAFF20/use", {"transaction_id": "U-idle-3", "member": "CARD-idle",
+                                                   "basket": with_coffee, "applied": ["WELCOME10"]})
+    assert (staff.status_code, staff.json()["code"]) == (422, "voucher_not_applicable"), staff.text
+    assert lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-idle"}).json()["valid"]
+
+
+def test_a_tier_multiplier_is_an_exact_decimal_in_the_member_view_and_its_event(lane):
+    """The OpenAPI's "exact decimal, e.g. 1.5", as the sale's trace and the slip print it: never "3/2"."""
+    stream = lane.sse()
+    try:
+        view = lane.get("/v1/members/CARD-anna").json()
+        assert view["tier"] == {**view["tier"], "id": "gold", "multiplier": "1.5"}, view["tier"]
+        lane.scan("CARD-anna")
+        event = stream.next("member.identified", timeout=20)["data"]
+        assert event["member"]["tier"]["multiplier"] == "1.5"
+    finally:
+        stream.close()
+
+
 def test_a_coupon_validated_and_used_for_a_named_member_answers_that_members_id(lane):
     """A campaign coupon belongs to no one until used: validate and use answer the member identified
     with the request (by card here), and a retry the same."""
@@ -198,7 +235,8 @@ def test_a_redemption_is_authorised_by_central_and_its_event_confirms_the_reserv
     assert [(x["authorisation_id"], x["state"]) for x in reservations] == [("redemption:RDM-1", "open")]
     lane.wait_drained()
     assert [x["state"] for x in central.store.reservations("zahra")] == ["confirmed"]
-    event = next(e["event"] for e in central.store.events("S001", "L01") if e["type"] == "redemption")
+    event = next(e["event"] for e in central.store.events("S001", "L01")
+                 if e["type"] == "redemption" and e["event"].get("redemption_id") == "RDM-1")
     assert event["reservation_id"] == reservations[0]["reservation_id"] and event["voucher"]["code"] == code
     assert central.store.voucher("S001", code, None)["voucher"]["issued_by"] == "S001/L01"
     assert central.store.member("zahra")["balances"]["points"] == 4900

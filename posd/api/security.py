@@ -70,6 +70,13 @@ MAX_BODY = 1 << 20  # bytes: a sale of 500 lines is about 100 KB
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def bearer_matches(authorization: bytes, token: bytes) -> bool:
+    """Is this Authorization header the bearer token? The scheme in any case (RFC 9110 11.1), as
+    FastAPI's HTTPBearer reads it; the token itself exactly, compared in constant time."""
+    scheme, _, credentials = authorization.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
+
+
 class BodyGuard:
     """ASGI middleware for requests with a body: the bearer token first (a body is not read, let
     alone parsed, for a caller without it), then at most ``max_body`` bytes of it (413
@@ -78,14 +85,14 @@ class BodyGuard:
 
     def __init__(self, app: ASGIApp, *, token: str, protected: Callable[[str], bool], max_body: int = MAX_BODY):
         self.app = app
-        self.token = f"Bearer {token}".encode()
+        self.token = token.encode()
         self.protected, self.max_body = protected, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.protected(scope["path"]) and not hmac.compare_digest(headers.get(b"authorization", b""), self.token):
+        if self.protected(scope["path"]) and not bearer_matches(headers.get(b"authorization", b""), self.token):
             await _drain(receive)
             return await _problem(send, "unauthorized", "missing or wrong bearer token",
                                   [(b"www-authenticate", b"Bearer")])

@@ -134,7 +134,7 @@ OPS: dict[str, dict[str, str]] = {
                                          "on it; restore the last backup (docs/install.md, Backup and restore)",
         "doctor.storage.cache_corrupt": "cache.db is damaged ({problem}): posd moves it aside and rebuilds it "
                                         "from central at its next start (systemctl restart posd)",
-        "doctor.storage.growth": "ledger.db grows about {rate} a day ({events} events in the last {days} days)",
+        "doctor.storage.growth": "ledger.db grows about {rate} a day ({events} events in the last {window})",
         "doctor.storage.growth_full": "ledger.db grows about {rate} a day: the disk is full in about {days} days",
         "doctor.devices.ok": "{name} ({kind}): {path} is there and {user} may open it (owner {owner}, "
                              "group {group}, mode {mode}; {rule})",
@@ -325,8 +325,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "wystartuje na nim; przywróć ostatnią kopię (docs/install.md)",
         "doctor.storage.cache_corrupt": "cache.db jest uszkodzony ({problem}): posd odłoży go i odbuduje z "
                                         "centrali przy następnym starcie (systemctl restart posd)",
-        "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie ({events} zdarzeń w ostatnich "
-                                 "{days} dniach)",
+        "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie (zdarzenia z ostatnich {window}: "
+                                 "{events})",
         "doctor.storage.growth_full": "ledger.db rośnie o około {rate} dziennie: dysk zapełni się za około "
                                       "{days} dni",
         "doctor.devices.ok": "{name} ({kind}): {path} jest i {user} może go otworzyć (właściciel {owner}, "
@@ -520,7 +520,7 @@ OPS: dict[str, dict[str, str]] = {
                                          "نمی‌شود؛ آخرین نسخهٔ پشتیبان را بازگردانید (docs/install.md)",
         "doctor.storage.cache_corrupt": "cache.db آسیب دیده است ({problem}): posd در اجرای بعدی آن را کنار "
                                         "می‌گذارد و از مرکز بازسازی می‌کند (systemctl restart posd)",
-        "doctor.storage.growth": "ledger.db روزانه حدود {rate} بزرگ می‌شود ({events} رویداد در {days} روز گذشته)",
+        "doctor.storage.growth": "ledger.db روزانه حدود {rate} بزرگ می‌شود ({events} رویداد در {window} گذشته)",
         "doctor.storage.growth_full": "ledger.db روزانه حدود {rate} بزرگ می‌شود: دیسک حدود {days} روز دیگر "
                                       "پر می‌شود",
         "doctor.devices.ok": "{name} ({kind}): {path} وجود دارد و {user} می‌تواند آن را باز کند (مالک {owner}، "

@@ -7,8 +7,10 @@ import shutil
 import stat
 import subprocess
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
+from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
 from posd.doctor.access import describe, may, may_reach, nearest_existing
 from posd.storage.inspect import check_db, ledger_stats
@@ -121,6 +123,9 @@ def storage(ctx: Context) -> list[Finding]:
     return out
 
 
+DAY_S = 86400.0
+
+
 def _growth(ctx: Context, free: int) -> list[Finding]:
     """How fast the ledger grows, from the events of the last days and the bytes each costs so far."""
     try:
@@ -130,12 +135,17 @@ def _growth(ctx: Context, free: int) -> list[Finding]:
     ctx.ledger_stats = stats
     if not stats.events or not stats.events_recent:
         return []
-    per_day = ctx.ledger.size / stats.events * stats.events_recent / stats.days
+    # The window the recent events span: the last `days` days, or less on a younger ledger (at least a
+    # day, so a ledger of a few minutes is not read as a year's growth).
+    age_s = (datetime.now(UTC) - stats.first_recent_at).total_seconds() if stats.first_recent_at else 0.0
+    window_s = min(stats.days * DAY_S, max(DAY_S, age_s))
+    per_day = ctx.ledger.size / stats.events * stats.events_recent / (window_s / DAY_S)
     days_left = int(free / per_day) if per_day else None
-    params = {"rate": _size(ctx, per_day), "events": stats.events_recent, "bytes_per_day": int(per_day)}
+    params = {"rate": _size(ctx, per_day), "events": stats.events_recent, "bytes_per_day": int(per_day),
+              "window": format_duration(ctx.locale, window_s), "window_s": round(window_s)}
     if days_left is not None and days_left < GROWTH_WARN_DAYS:
         return [Finding("storage", "storage.growth", "warn", "growth_full", {**params, "days": days_left})]
-    return [Finding("storage", "storage.growth", "ok", "growth", {**params, "days": stats.days})]
+    return [Finding("storage", "storage.growth", "ok", "growth", params)]
 
 
 def _size(ctx: Context, n: float) -> str:

@@ -18,6 +18,8 @@ from posd.storage.inspect import cache_stats
 
 BACKLOG_WARN_S = 600.0  # as health: events older than this waiting for central
 STALE_S = 24 * 3600.0  # as health: members older than this are out of date
+# Amber in health (sales are still recorded) but sync has stopped until a person acts: a failure here.
+NEEDS_A_PERSON = frozenset({"identity_conflict", "central_auth_failed"})
 
 
 def health_url(ctx: Context) -> str:
@@ -109,7 +111,7 @@ def daemon(ctx: Context) -> list[Finding]:
         out.append(Finding("daemon", "daemon.version", "warn", "version",
                            {"running": h.get("version"), "installed": __version__}))
     for issue in h.get("issues", []):
-        out.append(Finding("daemon", f"daemon.{issue.get('code')}", "fail" if issue.get("severity") == "error"
-                           else "warn", "issue", {"text": describe_issue(ctx.locale, issue),
+        fails = issue.get("severity") == "error" or issue.get("code") in NEEDS_A_PERSON
+        out.append(Finding("daemon", f"daemon.{issue.get('code')}", "fail" if fails else "warn", "issue", {"text": describe_issue(ctx.locale, issue),
                                                   "issue": issue.get("code"), "subject": issue.get("subject")}))
     return out

@@ -74,6 +74,8 @@ CODES: dict[str, str] = {
     "voucher_other_member": "the voucher belongs to another member",
     "member_required": "identify the member to use this coupon",
     "voucher_used": "the voucher or coupon was already used (here, or at another lane once central knows)",
+    "voucher_not_applicable": "the voucher or coupon takes nothing off this basket (the message says why: the "
+                              "free item is not in it, no line it applies to, stacking): nothing was used",
     # the lane's own disk
     "storage_full": "the lane's disk is full: nothing was recorded; retry the same request once store IT "
                     "frees space (posd doctor says where)",

@@ -26,6 +26,7 @@ import phonenumbers
 from posd.core.identify import fold_ascii, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
+from posd.core.rules_eval import show
 from posd.lane.authority import Authority, LocalAuthority
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
@@ -260,7 +261,7 @@ class Members:
             "locale": member.locale,
             "status": member.status,
             "tier": {"id": member.tier, "name": tier.name(ctx.locale) if tier else member.tier,
-                     "multiplier": str(tier.multiplier) if tier else "1"},
+                     "multiplier": show(tier.multiplier) if tier else "1"},
             "progress": None if nxt is None else {
                 "next_tier": {"id": nxt.tier_id, "name": nxt.name(ctx.locale)},
                 "qualifying": (progress := self.tier_progress(member, program, balance)),

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from posd.core.benefit import Stacking
-from posd.core.effects import apply_stack
+from posd.core.effects import REASONS, apply_stack
 from posd.core.identify import VOUCHER_ALPHABET, VOUCHER_LENGTH
 from posd.core.program import Program, Reward
 from posd.core.rules import Basket, RuleError, check_basket
@@ -312,7 +312,8 @@ class Rewards:
             "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
             "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total",
             "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
+            "voucher_not_applicable")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = ()) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
@@ -333,6 +334,9 @@ class Rewards:
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
         effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
+        if effect is not None and not effect["applied"]:  # used up for nothing: the member would lose it
+            raise LaneError("voucher_not_applicable", f"{code} takes nothing off this basket: "
+                                                      f"{REASONS.get(effect['reason'], effect['reason'])}")
         await self.members.aclaim_at_central(ident)
         decision = Decision("unavailable") if offline else await self.authority.authorise(authorisation_request(
             "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),

@@ -373,6 +373,20 @@ class Cache:
             )
             self.program_changes += 1
 
+    def central_contact_at(self) -> float | None:
+        """Unix seconds of the lane's last successful contact with central as last remembered
+        (record_central_contact), so a lane restarted during an outage still knows how long it
+        has been out of touch; None when it never had one."""
+        value = self.state("central_contact_at")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def record_central_contact(self, at: float) -> None:
+        with self._lock:
+            self._set_state(self._conn, "central_contact_at", repr(float(at)))
+
     def _recorded_lane(self) -> str | None:
         return self.state_on(self._conn, "lane_id")
 

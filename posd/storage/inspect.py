@@ -35,6 +35,7 @@ class LedgerStats:
     oldest_pending_at: datetime | None
     quarantined: int
     last_sale_at: str | None
+    first_recent_at: datetime | None = None  # the oldest of the recent events: a young ledger's window
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
     conn = open_readonly(path)
     try:
         events = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-        recent = conn.execute("SELECT COUNT(*) FROM outbox WHERE created_at >= ?", (since,)).fetchone()[0]
+        recent, first_recent = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE created_at >= ?",
+                                            (since,)).fetchone()
         pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
         first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
@@ -80,7 +82,8 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         conn.close()
     return LedgerStats(events=events, events_recent=recent, days=days, pending=pending,
                        oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
-                       last_sale_at=sale[0] if sale else None)
+                       last_sale_at=sale[0] if sale else None,
+                       first_recent_at=parse_iso(first_recent) if first_recent else None)
 
 
 def cache_stats(path: Path) -> CacheStats:
@@ -122,6 +125,10 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         raise FileNotFoundError(f"{source} does not exist")
     if not dest.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(dest.parent))
+    if dest.exists() and not dest.is_file():  # a folder, a device (/dev/full), a pipe: never replaced
+        raise OSError(errno.EISDIR if dest.is_dir() else errno.EINVAL,
+                      "is a folder: name the copy's file" if dest.is_dir() else
+                      "is not a regular file: a backup only replaces a file", str(dest))
     if not replace and dest.exists():
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
     partial = dest.with_name(f".{dest.name}.partial")

@@ -76,16 +76,8 @@ def birthday_given(lane: LaneProcess, card: str) -> bool:
 
 
 def claim_loop(url: str, secret: str, n: int) -> list[float]:
-    client = CentralClient(url, "S001", "L99", secret_from_text(secret), timeout=5.0)
-    ms = []
-    try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            client.claim_birthday({"member_id": "M0900", "year": 3000 + i, "transaction_id": f"bench:{i}"})
-            ms.append((time.perf_counter() - t0) * 1000)
-    finally:
-        client.close()
-    return ms
+    return central_loop(url, secret, n, lambda client, i: client.claim_birthday(
+        {"member_id": "M0900", "year": 3000 + i, "transaction_id": f"bench:{i}"}))
 
 
 def redeem_loop(lane: LaneProcess, prefix: str, n: int) -> tuple[list[float], set[str]]:
@@ -107,19 +99,24 @@ def redeem_loop(lane: LaneProcess, prefix: str, n: int) -> tuple[list[float], se
     return ms, authorised
 
 
-def authorise_loop(url: str, secret: str, n: int) -> list[float]:
+def central_loop(url: str, secret: str, n: int, ask) -> list[float]:
+    """``ask(client, i)`` n times from this process to central (a floor): ms each."""
     client = CentralClient(url, "S001", "L99", secret_from_text(secret), timeout=5.0)
     ms = []
     try:
         for i in range(n):
             t0 = time.perf_counter()
-            client.authorise({"authorisation_id": f"bench:{i}", "kind": "redemption", "member_id": "M0900",
-                              "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                              "points": {"points": 1}})
+            ask(client, i)
             ms.append((time.perf_counter() - t0) * 1000)
     finally:
         client.close()
     return ms
+
+
+def authorise_loop(url: str, secret: str, n: int) -> list[float]:
+    return central_loop(url, secret, n, lambda client, i: client.authorise(
+        {"authorisation_id": f"bench:{i}", "kind": "redemption", "member_id": "M0900",
+         "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "points": {"points": 1}}))
 
 
 def fault(central_url: str, route: str, count: int) -> None:

@@ -10,7 +10,11 @@ loopback, as in bench/run.py. Measured in the same run:
 - ``authorise_round_trip``: the floor of the question itself, a bare signed
   authorisation from this process to the same central (its own connection each
   time, as the lane asks);
-- ``sale``: POST /v1/transactions on the same lane, for scale.
+- ``sale``: POST /v1/transactions on the same lane, for scale;
+- ``birthday_sale``: sales that give the birthday bonus, each to another member
+  whose birthday is today: the lane claims the member's year at central first;
+- ``birthday_claim_round_trip``: the floor of that question, a bare signed
+  claim from this process to the same central (its own connection each time).
 
 ``added_by_online_ms`` is online minus offline at p50 and p99. Figures go to
 the report, never into test assertions.
@@ -37,7 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import central_process, post_loop, summary  # noqa: E402
+from bench.common import central_process, post_loop, sale as sale_body, summary  # noqa: E402
 from posd.config import load  # noqa: E402
 from posd.sync.lane.client import CentralClient  # noqa: E402
 from posd.sync.protocol import secret_from_text  # noqa: E402
@@ -48,12 +52,32 @@ CAPS = ("\n[offline]\nmax_redeem_points_per_member = 1000000000\nmax_redeem_poin
         "max_hours = 24\n")
 
 
-def seed() -> dict:
-    """The demo seed plus one member rich enough to redeem all run long."""
+def birthday_cards(n: int) -> list[str]:
+    return [f"BDAY{i:06d}" for i in range(n)]
+
+
+def seed(birthdays: int = 0) -> dict:
+    """The demo seed plus one member rich enough to redeem all run long, and ``birthdays`` members whose
+    birthday is today (the demo program's birthday rule: once a year, within 3 days)."""
     doc = copy.deepcopy(json.loads((ROOT / "config" / "demo-seed.json").read_text()))
     doc["members"].append({"member_id": "M0900", "display_name": "Bench", "locale": "pl", "tier": "gold",
                            "qualifying": 9000, "identifiers": [CARD], "balances": {"points": 10**9}})
+    born = datetime.now(UTC).date().replace(year=1990).isoformat() if datetime.now(UTC).strftime("%m%d") != "0229" \
+        else "1990-02-28"
+    doc["members"] += [{"member_id": f"B{i:06d}", "display_name": "Birthday", "locale": "pl", "identifiers": [card],
+                        "balances": {}, "birth_date": born} for i, card in enumerate(birthday_cards(birthdays))]
     return doc
+
+
+def birthday_given(lane: LaneProcess, card: str) -> bool:
+    """Would a sale to ``card`` now give the birthday bonus (the quote's trace)?"""
+    trace = lane.post("/v1/quotes", sale_body("bday-quote", card)).json()["accrual"]["trace"]
+    return any(step["type"] == "birthday" and step["status"] == "applied" for step in trace)
+
+
+def claim_loop(url: str, secret: str, n: int) -> list[float]:
+    return central_loop(url, secret, n, lambda client, i: client.claim_birthday(
+        {"member_id": "M0900", "year": 3000 + i, "transaction_id": f"bench:{i}"}))
 
 
 def redeem_loop(lane: LaneProcess, prefix: str, n: int) -> tuple[list[float], set[str]]:
@@ -75,19 +99,24 @@ def redeem_loop(lane: LaneProcess, prefix: str, n: int) -> tuple[list[float], se
     return ms, authorised
 
 
-def authorise_loop(url: str, secret: str, n: int) -> list[float]:
+def central_loop(url: str, secret: str, n: int, ask) -> list[float]:
+    """``ask(client, i)`` n times from this process to central (a floor): ms each."""
     client = CentralClient(url, "S001", "L99", secret_from_text(secret), timeout=5.0)
     ms = []
     try:
         for i in range(n):
             t0 = time.perf_counter()
-            client.authorise({"authorisation_id": f"bench:{i}", "kind": "redemption", "member_id": "M0900",
-                              "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                              "points": {"points": 1}})
+            ask(client, i)
             ms.append((time.perf_counter() - t0) * 1000)
     finally:
         client.close()
     return ms
+
+
+def authorise_loop(url: str, secret: str, n: int) -> list[float]:
+    return central_loop(url, secret, n, lambda client, i: client.authorise(
+        {"authorisation_id": f"bench:{i}", "kind": "redemption", "member_id": "M0900",
+         "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "points": {"points": 1}}))
 
 
 def fault(central_url: str, route: str, count: int) -> None:
@@ -99,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/burn-report.json")
     ap.add_argument("--redemptions", type=int, default=300)
     args = ap.parse_args(argv)
-    doc = seed()
+    doc = seed(birthdays=args.redemptions + 1)
     secret = doc["stores"]["S001"]["secret"]
     report: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
@@ -115,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             online, how_online = redeem_loop(lane, "online", args.redemptions)
             floor = authorise_loop(central.url, secret, args.redemptions)
             sale = post_loop(lane.port, lane.token, "sale", CARD, args.redemptions)
+            cards = birthday_cards(args.redemptions + 1)
+            if not birthday_given(lane, cards[0]):
+                raise RuntimeError("the birthday rule does not fire for the bench's members")
+            birthday = post_loop(lane.port, lane.token, "bday", cards[:-1], args.redemptions)
+            if birthday_given(lane, cards[0]) or not birthday_given(lane, cards[-1]):
+                raise RuntimeError("the birthday sales did not give the bonus once")
+            claim_floor = claim_loop(central.url, secret, args.redemptions)
             for route in ("push", "members", "program"):
                 fault(central.url, route, 10**6)
             lane.wait_for(lambda: lane.health()["sync"]["online"] is False, timeout=30, what="the lane offline")
@@ -131,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                                "p99": round(on["p99_ms"] - off["p99_ms"], 3)},
         "authorise_round_trip": summary(floor),
         "sale": summary(sale),
+        "birthday_sale": summary(birthday),
+        "birthday_claim_round_trip": summary(claim_floor),
         "budget_ms": budget_ms,
     })
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("redemption_online", "redemption_offline", "added_by_online_ms",
-                                             "authorise_round_trip")}, indent=2))
+                                             "authorise_round_trip", "sale", "birthday_sale",
+                                             "birthday_claim_round_trip")}, indent=2))
     return 0
 
 

@@ -47,6 +47,7 @@ from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
+from posd.sync.protocol import BIRTHDAY_REPEATED
 
 log = logging.getLogger("posd.daemon")
 
@@ -128,7 +129,7 @@ class Daemon:
         self.outbox = LedgerOutbox(self.ledger)
         self.relay = OutboxRelay(self._central_client(), self.outbox, identity=identity,
                                  idle_interval=cfg.central.push_interval_s, on_status=self._sync_status,
-                                 on_push=self.metrics.pushed, on_flagged=self._tokens_flagged)
+                                 on_push=self.metrics.pushed, on_flagged=self._flagged)
         # a client (and requests.Session) per thread: Session is not promised thread-safe
         pull_client = self._central_client()
         # a snapshot is decoded and written in a process of its own: lookups never wait on its GIL
@@ -157,7 +158,8 @@ class Daemon:
                          country=cfg.lane.country,
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
                                                     self.authoriser.budget_s, claim=self.authoriser.claim_token,
-                                                    release=self.authoriser.release))
+                                                    release=self.authoriser.release,
+                                                    birthday=self.authoriser.claim_birthday))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
 
@@ -176,8 +178,21 @@ class Daemon:
             identity=self.ledger.sync_identity, on_answer=self._central_answered,
         )
 
+    def _flagged(self, events: list[dict[str, Any]]) -> None:
+        """Central flagged events (the relay's thread): counted and told, never quarantined."""
+        birthdays = [e for e in events if e.get("code") == BIRTHDAY_REPEATED]
+        if birthdays:
+            self.metrics.birthday_repeats_flagged(len(birthdays))
+            for e in birthdays:
+                self.bus.publish("member.birthday_flagged", {
+                    "member_id": e.get("member_id"), "transaction_id": e.get("transaction_id"),
+                    "year": e.get("birthday_award_year"), "seq": e.get("seq"), "code": e.get("code")})
+        tokens = [e for e in events if e.get("code") != BIRTHDAY_REPEATED]
+        if tokens:
+            self._tokens_flagged(tokens)
+
     def _tokens_flagged(self, events: list[dict[str, Any]]) -> None:
-        """Central flagged token uses as replays (the relay's thread): counted and told, not quarantined."""
+        """Central flagged token uses as replays: counted and told, not quarantined."""
         self.metrics.token_replays_flagged(len(events))
         for e in events:
             self.bus.publish("member.token_flagged", {
@@ -202,7 +217,9 @@ class Daemon:
         """On the puller's thread after a pull changed something: count the members there, once,
         so neither health nor a metrics scrape runs a COUNT(*) over a million rows."""
         self._members = self.cache.member_count()
-        self._sync_status(status)
+        # sync.status has one shape (RelayStatus): the relay's counts, the puller's state of the link
+        relay = self.relay.status()
+        self._sync_status({**relay, **{key: status[key] for key in relay.keys() & status.keys()}})
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.

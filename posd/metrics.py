@@ -71,6 +71,9 @@ class LaneMetrics:
         self.token_replays = Counter("posd_member_token_replays_flagged", "token_use events central flagged: a "
                                      "member token accepted here (offline) had been used at another lane first",
                                      registry=r)
+        self.birthday_repeats = Counter("posd_birthday_repeats_flagged", "accruals central flagged: a birthday "
+                                        "bonus this lane gave (offline) had been given at another lane first "
+                                        "that year", registry=r)
         self.device_changes = Counter("posd_device_state_changes", "Device state changes, by device and the "
                                       "state entered", ["device", "kind", "state"], registry=r)
         r.register(LaneCollector(health, bus, ledger))
@@ -106,6 +109,9 @@ class LaneMetrics:
 
     def token_replays_flagged(self, count: int) -> None:
         self.token_replays.inc(count)
+
+    def birthday_repeats_flagged(self, count: int) -> None:
+        self.birthday_repeats.inc(count)
 
     def device_changed(self, device: str, kind: str, state: str) -> None:
         self.device_changes.labels(device, kind, state).inc()

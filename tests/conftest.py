@@ -178,6 +178,14 @@ def client(request: pytest.FixtureRequest, central: CentralServer) -> Iterator[C
         yield c
 
 
+@pytest.fixture
+def lanes(central: CentralServer, clock: FakeClock) -> Iterator[tuple[CentralClient, CentralClient]]:
+    """Two lanes' clients of store S001 (L01, L02) for ``central``, on ``clock``: what one lane holds
+    and the other is told."""
+    with make_client(central, lane_id="L01", clock=clock) as one, make_client(central, lane_id="L02", clock=clock) as two:
+        yield one, two
+
+
 # --- lanes in child processes ---------------------------------------------------------------------
 
 

@@ -46,14 +46,6 @@ CENTRAL_ENGINES = ENGINES  # every test here that uses central's database runs o
 CENTRAL_ON_FAKE_CLOCK = True  # central and its clients run on the ``clock`` fixture, moved by hand
 
 
-@pytest.fixture
-def lanes(central, clock):
-    one, two = make_client(central, lane_id="L01", clock=clock), make_client(central, lane_id="L02", clock=clock)
-    yield one, two
-    one.close()
-    two.close()
-
-
 def states(central, member: str = "M0001") -> list[tuple[str, str]]:
     return sorted((r["authorisation_id"], r["state"]) for r in central.store.reservations(member))
 

@@ -534,6 +534,7 @@ def test_openapi_file_describes_every_protocol_route_and_limit():
                                   "/v1/lanes/{store_id}/{lane_id}/authorisations",
                                   "/v1/lanes/{store_id}/{lane_id}/releases",
                                   "/v1/lanes/{store_id}/{lane_id}/token-uses",
+                                  "/v1/lanes/{store_id}/{lane_id}/birthday-awards",
                                   "/v1/stores/{store_id}/vouchers/{code}"}
     schemas = spec["components"]["schemas"]
     assert schemas["Batch"]["properties"]["events"]["maxItems"] == MAX_BATCH_EVENTS

@@ -151,9 +151,24 @@ class AcceptsEveryToken:
         return True
 
 
+class GivesEveryYear:
+    """A central store that answers every birthday claim awarded, whichever lane claimed the year first."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def claim_birthday(self, store_id: str, lane_id: str, member_id: str, year: int, transaction_id: str) -> bool:
+        self._store.claim_birthday(store_id, lane_id, member_id, year, transaction_id)
+        return True
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
                                              (FailsOnNul, {"push/answers.malformed"}),
                                              (AcceptsEveryToken, {"tokens/claim.other_lane"}),
+                                             (GivesEveryYear, {"birthdays/claim.other_lane"}),
                                              (NewEtagEveryTime, {"program/etag.304"}),
                                              (ApprovesEverything, {"burn/decline.insufficient",
                                                                    "burn/voucher.hold"})])

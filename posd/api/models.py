@@ -503,6 +503,9 @@ class RelayStatus(WorkerStatus):
         default=0, description="token_use events central flagged since start: a member token this lane accepted "
                                "offline had been used at another lane (information: central has them, nothing "
                                "to repair here)")
+    birthday_repeats_flagged: int = Field(
+        default=0, description="accruals central flagged since start: a birthday bonus this lane gave offline had "
+                               "been given at another lane first that year (information: the points stand)")
     sync_lane_id: str | None = Field(description="the lane id this ledger syncs under")
 
 
@@ -630,6 +633,15 @@ class MemberTokenFlaggedEvent(_Event):
     code: Literal["token_replayed"] = Field(description="central's rejection code")
 
 
+class MemberBirthdayFlaggedEvent(_Event):
+    type: Literal["member.birthday_flagged"]
+    member_id: str
+    transaction_id: str = Field(description="the sale whose accrual gave the bonus")
+    year: int = Field(description="the store-local year of the bonus, given at another lane first")
+    seq: int = Field(description="the accrual event's seq on this lane")
+    code: Literal["birthday_repeated"] = Field(description="central's flag on the accepted accrual")
+
+
 class MemberUnknownEvent(_Event):
     type: Literal["member.unknown"]
     device: str
@@ -680,6 +692,7 @@ class StreamResetEvent(_Event):
 
 StreamEvent = Annotated[
     Union[ScanEvent, MemberIdentifiedEvent, MemberUnknownEvent, MemberUnavailableEvent, MemberTokenRejectedEvent, MemberTokenFlaggedEvent,
+          MemberBirthdayFlaggedEvent,
           CardRejectedEvent,
           DeviceStatusEvent,
           PrintStatusEvent, SyncStatusEvent, StreamResetEvent],

@@ -56,6 +56,7 @@ def render_status(health: dict[str, Any], locale: str | None = None) -> str:
         ("oldest", escape(format_duration(locale, sync.get("oldest_pending_age_s")) or "-")),
         ("quarantined", num(sync.get("quarantined"))),
         ("token_replays", num(sync.get("token_replays_flagged", 0))),
+        ("birthday_repeats", num(sync.get("birthday_repeats_flagged", 0))),
         ("last_success", when(sync.get("last_sync_at") or sync.get("last_success_at"))),
         ("clock_skew", escape(format_duration(locale, abs(skew)) or "-") if skew is not None else "-"),
     ])

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from posd.core.member_tokens import KeySpec
 from posd.lane.authority import Authority
+from posd.lane.birthdays import Birthdays
 from posd.lane.context import LaneContext
 from posd.lane.enrolment import Enrolments
 from posd.lane.events import EventBus
@@ -51,7 +52,7 @@ class Lane:
                                authority, country)
         self.enrolments = Enrolments(self.context, self.members, country)
         self.slips = Slips(self.context, self.members, render_png)
-        self.sales = Sales(self.context, self.members, self.slips)
+        self.sales = Sales(self.context, self.members, self.slips, Birthdays(self.context, authority))
         self.rewards = Rewards(self.context, self.members, self.slips, offline_limits, last_sync, authority)
         self.quotes = Quotes(self.context, self.members, self.sales, self.rewards)
 

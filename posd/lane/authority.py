@@ -53,6 +53,9 @@ class VoucherLookup:
 # A member token claim's outcome: central says the token is this lane's (accepted) or another lane's
 # (replayed), or gave no answer in time (unavailable: the lane accepts it offline, central flags a replay later).
 TokenClaim = Literal["accepted", "replayed", "unavailable"]
+# A birthday bonus claim's outcome: the member's year is this lane's (awarded) or another lane's (taken: the
+# sale earns without the bonus), or no answer in time (unavailable: the lane decides from what it knows).
+BirthdayClaim = Literal["awarded", "taken", "unavailable"]
 
 
 class Authority(Protocol):
@@ -65,6 +68,8 @@ class Authority(Protocol):
     async def claim_token(self, claim: dict[str, Any]) -> TokenClaim: ...
 
     def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim: ...
+
+    async def claim_birthday(self, claim: dict[str, Any]) -> BirthdayClaim: ...
 
 
 class LocalAuthority:
@@ -85,17 +90,22 @@ class LocalAuthority:
     def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:
         return "unavailable"
 
+    async def claim_birthday(self, claim: dict[str, Any]) -> BirthdayClaim:
+        return "unavailable"
+
 
 class CentralAuthority:
     """Central's answers through futures (the sync side's threads), awaited within ``budget_s``."""
 
     def __init__(self, authorise: Callable[[dict[str, Any]], Future], lookup: Callable[[str, str | None], Future],
                  budget_s: float, claim: Callable[[dict[str, Any]], Future] | None = None,
-                 release: Callable[[str], Future] | None = None):
+                 release: Callable[[str], Future] | None = None,
+                 birthday: Callable[[dict[str, Any]], Future] | None = None):
         """``claim``: asks central whether a member token is unused chain-wide (None: never asked);
-        ``release``: gives back a reservation the lane will not record (None: it expires instead)."""
+        ``release``: gives back a reservation the lane will not record (None: it expires instead);
+        ``birthday``: asks whether a member's birthday bonus year is free chain-wide (None: never asked)."""
         self._authorise, self._lookup, self.budget_s = authorise, lookup, budget_s
-        self._claim, self._release = claim, release
+        self._claim, self._release, self._birthday = claim, release, birthday
 
     async def _answer(self, future: Future) -> tuple[bool, Any]:
         """(answered, the answer); False when central gave none within the budget."""
@@ -136,6 +146,14 @@ class CentralAuthority:
             return "unavailable"
         answered, answer = await self._answer(self._claim(claim))
         return _claimed(answer) if answered else "unavailable"
+
+    async def claim_birthday(self, claim: dict[str, Any]) -> BirthdayClaim:
+        if self._birthday is None:
+            return "unavailable"
+        answered, answer = await self._answer(self._birthday(claim))
+        if not answered:
+            return "unavailable"
+        return "taken" if answer.get("status") == "taken" else "awarded"
 
     def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:
         """claim_token for a thread that may wait (a scanner's, the API's worker threads), never the loop."""

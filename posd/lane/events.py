@@ -30,6 +30,8 @@ EVENT_TYPES: dict[str, str] = {
     "member.token_rejected": "a member token (phone QR, wallet pass) was refused: expired, replayed, not signed...",
     "member.token_flagged": "central flagged a member token this lane accepted offline as used at another lane "
                             "first (a fraud signal; the sale stands, central has the event)",
+    "member.birthday_flagged": "central flagged a birthday bonus this lane gave offline as given at another "
+                               "lane first that year (information; the sale and its points stand)",
     "card.rejected": "a payment card was read; its data was dropped at once",
     "device.status": "a device changed state (closed, idle, busy, error and why)",
     "print.status": "a print job was held, printed, expired or set aside",

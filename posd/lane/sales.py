@@ -19,6 +19,7 @@ from posd.core.expiry import lot_dates
 from posd.core.program import Program, parse_program
 from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError, compute_accrual
 from posd.faults import crash_point
+from posd.lane.birthdays import Birthdays
 from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, raises, rule_error
 from posd.lane.members import Identification, Members
@@ -71,8 +72,9 @@ class _Sale:
 
 
 class Sales:
-    def __init__(self, ctx: LaneContext, members: Members, slips: Slips):
+    def __init__(self, ctx: LaneContext, members: Members, slips: Slips, birthdays: Birthdays | None = None):
         self.ctx, self.members, self.slips = ctx, members, slips
+        self.birthdays = birthdays or Birthdays(ctx)
 
     # -- sales ----------------------------------------------------------------
     def earn_context(self, member: CachedMember | None, occurred_at: datetime,
@@ -80,7 +82,7 @@ class Sales:
         local = occurred_at.astimezone(self.ctx.tz)
         birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
         used = member is not None and birth is not None and \
-            (view or self.ctx.ledger.view()).birthday_awarded(member.member_id, local.year, member.aliases)
+            self.birthdays.given(member, local.year, view or self.ctx.ledger.view())
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
@@ -125,9 +127,20 @@ class Sales:
             if earlier:
                 return earlier
             raise
+        sale = await self._claim_birthday(sale)
         recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
+
+    async def _claim_birthday(self, sale: _Sale) -> _Sale:
+        """Central first: a bonus another lane gave the member this year is not given again here."""
+        if sale.member is None or not sale.accrual.birthday_bonus or \
+                await self.birthdays.claim(sale.member, sale.ctx.occurred_local.year, sale.tx.transaction_id):
+            return sale
+        earn = replace(sale.ctx, birthday_bonus_used=True)
+        tx = sale.tx
+        return replace(sale, ctx=earn, accrual=compute_accrual(sale.program, Basket(tx.currency, tx.total, tx.lines),
+                                                              earn))
 
     @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
@@ -192,6 +205,7 @@ class Sales:
             "currency": tx.currency, "total": tx.total, "lines": [line.to_json() for line in tx.lines],
             "points": accrual.points, "program_version": accrual.program_version, "offline": sale.offline,
             "lots": {c: {"available_at": a, "expires_at": e} for c, (a, e) in lots.items()},
+            **({"birthday_award_year": earn.occurred_local.year} if accrual.birthday_bonus else {}),
         })
         unit.add_entries([
             Entry("earn", member.member_id, cur, pts, tx.transaction_id, seq, occurred, recorded_at,

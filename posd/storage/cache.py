@@ -48,13 +48,13 @@ _encode = compact_json  # a snapshot encodes a million balances
 
 _UPSERT_MEMBER = (
     "INSERT INTO members (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, "
-    "birth_date, offers, updated_at, totp_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+    "birth_date, offers, updated_at, totp_secret, birthday_award_year) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (member_id) DO UPDATE SET "
     "display_name=excluded.display_name, locale=excluded.locale, tier=excluded.tier, "
     "qualifying=excluded.qualifying, balances=excluded.balances, "
     "applied_seq=excluded.applied_seq, status=excluded.status, "
     "birth_date=excluded.birth_date, offers=excluded.offers, updated_at=excluded.updated_at, "
-    "totp_secret=excluded.totp_secret"
+    "totp_secret=excluded.totp_secret, birthday_award_year=excluded.birthday_award_year"
 )
 _SEAL_CHECK = b"posd cache.db seal check"
 
@@ -80,6 +80,7 @@ class CachedMember:
     updated_at: str = ""
     aliases: tuple[str, ...] = ()  # provisional ids central mapped to this member
     provisional: bool = False  # enrolled at this lane; central has not named the member yet
+    birthday_award_year: int | None = None  # the last year central says a lane gave the birthday bonus
 
 
 class LaneChanged(Exception):
@@ -403,6 +404,7 @@ def _member(row: sqlite3.Row) -> CachedMember:
         offers=json.loads(row["offers"]),
         updated_at=row["updated_at"],
         aliases=aliases,
+        birthday_award_year=row["birthday_award_year"],
     )
 
 
@@ -450,7 +452,7 @@ class MemberRows:
                 mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
                 _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
                 status, get("birth_date"), _encode(offers) if offers else "[]", now,
-                seal(mid, secret) if secret is not None else None,
+                seal(mid, secret) if secret is not None else None, _award_year(get("birthday_award_year")),
             ))
             identifiers = get("identifiers")
             if identifiers:
@@ -484,3 +486,8 @@ class MemberPage:
 
     def __len__(self) -> int:
         return self.count
+
+
+def _award_year(value: Any) -> int | None:
+    """The feed's birthday_award_year as stored: an integer year, or nothing (absent, or not a year)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

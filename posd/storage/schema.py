@@ -415,3 +415,10 @@ def m010_token_replays_are_flags(conn: sqlite3.Connection) -> None:
     """A token_use central rejected as token_replayed is central's flag, not a fault the lane can repair:
     such events are acked (result_code keeps the code), so a lane upgraded with them is not amber for good."""
     conn.execute("UPDATE outbox SET state = 'acked' WHERE state = 'quarantined' AND result_code = 'token_replayed'")
+
+
+@cache_migrations
+def m004_member_birthday_award(conn: sqlite3.Connection) -> None:
+    """The last (store-local) year central says a lane gave the member the birthday bonus: once a year
+    per member across the chain, also while this lane cannot ask central."""
+    conn.execute("ALTER TABLE members ADD COLUMN birthday_award_year INTEGER")

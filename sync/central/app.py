@@ -55,15 +55,18 @@ from posd.sync.protocol import (
     LANE_ID_RE,
     MAX_AUTHORISATION_BYTES,
     MAX_BATCH_BYTES,
+    MAX_BIRTHDAY_CLAIM_BYTES,
     MAX_MEMBER_PAGE,
     MAX_TOKEN_CLAIM_BYTES,
     UNSTORABLE,
     BatchError,
     RequestRejected,
     SignatureError,
+    birthday_claim_answer,
     decode_batch,
     etag_matches,
     parse_authorisation,
+    parse_birthday_claim,
     parse_release,
     parse_token_claim,
     release_answer,
@@ -229,6 +232,7 @@ class _Request:
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/releases", self._release),
             ("POST", r"/v1/lanes/([^/]+)/([^/]+)/token-uses", self._token_use),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/birthday-awards", self._birthday_award),
             ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
             ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
             ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
@@ -315,6 +319,15 @@ class _Request:
         claim, fault = await self._question("token_uses", MAX_TOKEN_CLAIM_BYTES, store_id, lane_id, parse_token_claim)
         mine = await app.call(app.store.claim_token, store_id, lane_id, claim["token_id"], claim["member_id"])
         await self._reply(fault, token_claim_answer(claim["token_id"], mine))
+
+    async def _birthday_award(self, store_id: str, lane_id: str) -> None:
+        """A lane asking before a sale gives the birthday bonus: is the member's year free, chain-wide?"""
+        app = self.app
+        claim, fault = await self._question("birthday_awards", MAX_BIRTHDAY_CLAIM_BYTES, store_id, lane_id,
+                                            parse_birthday_claim)
+        mine = await app.call(app.store.claim_birthday, store_id, lane_id, claim["member_id"], claim["year"],
+                              claim["transaction_id"])
+        await self._reply(fault, birthday_claim_answer(claim["member_id"], claim["year"], mine))
 
     async def _question(self, route: str, limit: int, store_id: str, lane_id: str,
                         parse: Callable[[bytes], dict[str, Any]]) -> tuple[dict[str, Any], str | None]:

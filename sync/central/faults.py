@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTES = ("push", "members", "program", "lane", "authorise", "release", "vouchers", "token_uses")
+ROUTES = ("push", "members", "program", "lane", "authorise", "release", "vouchers", "token_uses",
+          "birthday_awards")
 FAULTS = ("500", "503", "timeout", "reset", "slow", "401", "429", "applied_then_lost")
 DEFAULT_FAULT_DELAY = {"timeout": 12.0, "slow": 1.0}  # timeout outlasts the client's 10 s read timeout
 

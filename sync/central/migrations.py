@@ -93,6 +93,9 @@ CREATE TABLE IF NOT EXISTS member_token_keys (
 CREATE TABLE IF NOT EXISTS token_uses (
     token_id TEXT PRIMARY KEY, lane_key TEXT NOT NULL, source TEXT NOT NULL, member_id TEXT NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS birthday_awards (
+    member_id TEXT NOT NULL, year INTEGER NOT NULL, lane_key TEXT NOT NULL, transaction_id TEXT NOT NULL,
+    source TEXT NOT NULL, PRIMARY KEY (member_id, year)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS voucher_uses (
     code TEXT NOT NULL, member_key TEXT NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (code, member_key)) WITHOUT ROWID;

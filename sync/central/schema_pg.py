@@ -70,6 +70,9 @@ SCHEMA = [
         created_at double precision NOT NULL, retired_at double precision)""",
     """CREATE TABLE IF NOT EXISTS token_uses (
         token_id text PRIMARY KEY, lane_key text NOT NULL, source text NOT NULL, member_id text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS birthday_awards (
+        member_id text NOT NULL, year integer NOT NULL, lane_key text NOT NULL, transaction_id text NOT NULL,
+        source text NOT NULL, PRIMARY KEY (member_id, year))""",
     """CREATE TABLE IF NOT EXISTS voucher_uses (
         code text NOT NULL, member_key text NOT NULL, source text NOT NULL,
         state text NOT NULL DEFAULT 'used', reservation_id text, expires_ts double precision,

@@ -72,6 +72,15 @@ class CentralStore(Protocol):
         """A lane asking before it accepts a member token: True when the token is unused (now this
         lane's) or this lane's already, False when another lane used it first (a replay)."""
 
+    # --- the birthday bonus, once a year per member across the chain -----------------------------
+    def claim_birthday(self, store_id: str, lane_id: str, member_id: str, year: int, transaction_id: str) -> bool:
+        """A lane asking before a sale gives the birthday bonus: True when the member's (store-local)
+        year is free (now this lane's) or this lane's already, False when another lane holds it."""
+
+    def birthday_awards(self, member_id: str) -> list[dict[str, Any]]:
+        """The years a member (or the member a provisional id names) was given the birthday bonus,
+        oldest first: year, lane (store/lane), transaction_id, source (a claim or an accrual's seq)."""
+
     # --- burns: authorisations, reservations, vouchers ----------------------------------------
     def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
         """Check a checked authorisation request (posd.sync.protocol.parse_authorisation) and reserve

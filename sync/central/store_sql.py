@@ -32,7 +32,7 @@ from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_bala
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
-from posd.sync.protocol import TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
+from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
 from posd.sync.protocol.burn import canonical_code
 
 JSON_COLUMNS = ("identifiers", "balances", "offers")
@@ -306,6 +306,22 @@ class SqlStore:
         with self._write() as conn:
             return first_token_use(conn, token_id, lane_key, f"{lane_key}/claim", member_id)
 
+    def claim_birthday(self, store_id: str, lane_id: str, member_id: str, year: int, transaction_id: str) -> bool:
+        """A lane asking before a sale gives the birthday bonus: True when the member's year is free or
+        this lane's already, False when another lane holds it. A provisional id counts as its member."""
+        lane_key = f"{store_id}/{lane_id}"
+        with self._write() as conn:
+            member_id = resolve_alias(conn, member_id)
+            return first_birthday_award(conn, member_id, year, lane_key, transaction_id, f"{lane_key}/claim")
+
+    def birthday_awards(self, member_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            member_id = resolve_alias(conn, member_id)
+            rows = conn.execute("SELECT year, lane_key, transaction_id, source FROM birthday_awards "
+                                "WHERE member_id = ? ORDER BY year", (member_id,)).fetchall()
+        return [{"year": r["year"], "lane": r["lane_key"], "transaction_id": r["transaction_id"],
+                 "source": r["source"]} for r in rows]
+
     def voucher(self, store_id: str, code: str, member_id: str | None) -> dict[str, Any] | None:
         """A lane asking about a code: {code, voucher (registered, or null), used}; None if unknown."""
         coupons = self._coupon_codes()
@@ -355,8 +371,10 @@ class SqlStore:
             ids = [r["member_id"] for r in rows]
             marks, aliases = self._applied_seqs(conn, ids, store_id), _aliases(conn, ids)
             vouchers = burns.open_vouchers(conn, ids, self._clock())
+            birthdays = last_birthday_awards(conn, ids)
         members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]),
-                               vouchers.get(r["member_id"], [])) for r in rows]
+                               vouchers.get(r["member_id"], []), birthday_award_year=birthdays.get(r["member_id"]))
+                   for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more
 
@@ -466,7 +484,8 @@ class SqlStore:
                     conn.execute("UPDATE events SET status = 'rejected', code = ? WHERE store_id = ? "
                                  "AND lane_id = ? AND seq = ?", (code, store_id, lane_id, seq))
                 answers[seq] = result_wire(seq, event["event_id"], "rejected" if code else "accepted", code,
-                                           member_id=None if code else work.enrolled.get(seq))
+                                           member_id=None if code else work.enrolled.get(seq),
+                                           flag=None if code else work.flags.get(seq))
                 if not code:
                     streamed.append(("lane", f"{store_id}/{lane_id}", str(event["type"]),
                                      f'{prefix}"seq": {seq}, "event": {bodies[seq]}}}'))
@@ -583,6 +602,7 @@ class _BatchWork:
         self.live_credits: dict[str, dict[str, int]] = {}
         self.exact: set[str] = set()
         self.tiered: set[str] = set()  # members whose tier was settled at their current qualifying
+        self.flags: dict[int, str] = {}  # seq -> what central noticed about an accepted event
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
@@ -615,6 +635,8 @@ class _BatchWork:
             refused = self._use_token(event, member_id, seq)
         if refused:
             return refused
+        if event.get("birthday_award_year") is not None:
+            self._award_birthday(event, member_id, seq)
         tier_points = tier_currency(self.program)
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
@@ -713,6 +735,10 @@ class _BatchWork:
                 self._create(member_id, event)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
+            # a birthday year a lane claimed under the provisional id before central named the member
+            self.conn.execute("UPDATE birthday_awards SET member_id = ? WHERE member_id = ? AND year NOT IN "
+                              "(SELECT year FROM birthday_awards WHERE member_id = ?)",
+                              (member_id, provisional, member_id))
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
         self.enrolled[seq] = member_id
         return member_id
@@ -758,6 +784,22 @@ class _BatchWork:
             return "malformed_event"
         mine = first_token_use(self.conn, token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)
         return None if mine else "token_replayed"
+
+    def _award_birthday(self, event: dict[str, Any], member_id: str, seq: int) -> None:
+        """An accrual that gave the birthday bonus: the member's year is this lane's unless another lane
+        gave it first (both offline, or this lane did not ask). Then it is flagged, never refused: the
+        accrual is a fact at the till. The flag is in the push answer and in central's outbox."""
+        year = event["birthday_award_year"]
+        if first_birthday_award(self.conn, member_id, year, self.lane_key, event["transaction_id"],
+                                f"{self.lane_key}/{seq}"):
+            return
+        self.flags[seq] = BIRTHDAY_REPEATED
+        held = self.conn.execute("SELECT lane_key, transaction_id FROM birthday_awards WHERE member_id = ? "
+                                 "AND year = ?", (member_id, year)).fetchone()
+        _outbox(self.conn, [("member", member_id, "member.birthday_repeated", {
+            "member_id": member_id, "year": year, "lane": self.lane_key, "seq": seq,
+            "transaction_id": event["transaction_id"], "first_lane": held["lane_key"],
+            "first_transaction_id": held["transaction_id"]})])
 
     def flush(self, store_id: str, lane_id: str, write_members: Any) -> None:
         """Balances from the lots, then every changed member and its watermark, a few statements in all."""
@@ -885,6 +927,32 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list):
         return [_storable(v) for v in value]
     return value
+
+
+def first_birthday_award(conn: Any, member_id: str, year: int, lane_key: str, transaction_id: str,
+                         source: str) -> bool:
+    """Record ``lane_key``'s birthday bonus for the member's year unless another lane holds the year;
+    True when the year is this lane's. The primary key decides, so two lanes racing get one holder."""
+    first = conn.execute(
+        "INSERT INTO birthday_awards (member_id, year, lane_key, transaction_id, source) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (member_id, year) DO NOTHING RETURNING lane_key",
+        (member_id, year, lane_key, transaction_id, source)).fetchone()
+    if first is not None:
+        return True
+    row = conn.execute("SELECT lane_key FROM birthday_awards WHERE member_id = ? AND year = ?",
+                       (member_id, year)).fetchone()
+    return row["lane_key"] == lane_key
+
+
+def last_birthday_awards(conn: Any, member_ids: list[str]) -> dict[str, int]:
+    """{member_id: the last year it was given the birthday bonus} for the members that have one."""
+    found: dict[str, int] = {}
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start:start + 500]
+        for r in conn.execute(f"SELECT member_id, MAX(year) AS year FROM birthday_awards "
+                              f"WHERE member_id IN ({_marks(chunk)}) GROUP BY member_id", chunk).fetchall():
+            found[r["member_id"]] = r["year"]
+    return found
 
 
 def first_token_use(conn: Any, token_id: str, lane_key: str, source: str, member_id: str) -> bool:

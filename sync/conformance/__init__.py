@@ -9,7 +9,7 @@ what docs/sync-protocol.md says, against any endpoint.
 - ``kit``: the checks' registry, the context they share, the runner and the
   report (a pass/fail table or JSON);
 - ``checks_*``: one module per group of checks (auth, push, members,
-  program, burn authorisation, rate limits). A group is a module of ``@check`` functions listed
+  program, burn authorisation, member tokens, birthday claims, rate limits). A group is a module of ``@check`` functions listed
   in ``kit.GROUPS``: adding one is a small addition.
 - ``cli``: ``posd conformance``.
 

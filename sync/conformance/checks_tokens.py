@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 
 from posd.sync.conformance.http import token_uses_path
-from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status, statuses
+from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, expect_status, statuses
 from posd.sync.protocol import parse_token_claim_answer, token_claim_json
 
 MEMBER = "conformance-token-holder"
@@ -46,11 +46,9 @@ def _claimed_token(ctx: Context) -> str:
 def first_lane(ctx: Context) -> str:
     """A token claimed first by a lane is accepted, and again for the same lane (a retry)."""
     token_id = secrets.token_hex(8)
-    got = [_claim(ctx, token_id), _claim(ctx, token_id)]
-    if got != ["accepted", "accepted"]:
-        raise Failed(f"the first lane's claims were answered {got}, expected accepted twice")
+    outcome = answered_twice([_claim(ctx, token_id), _claim(ctx, token_id)], "accepted")
     ctx.notes["claimed_token"] = token_id
-    return "accepted, and accepted again for the same lane"
+    return outcome
 
 
 @check("tokens", "claim.other_lane")

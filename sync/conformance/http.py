@@ -125,3 +125,7 @@ def release_path(client: KitClient, lane_id: str | None = None) -> str:
 
 def token_uses_path(client: KitClient, lane_id: str | None = None) -> str:
     return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/token-uses"
+
+
+def birthday_awards_path(client: KitClient, lane_id: str | None = None) -> str:
+    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/birthday-awards"

@@ -22,7 +22,7 @@ from posd.sync.conformance.http import Answer, KitClient
 PASS, FAIL, NOT_OBSERVED, SKIPPED = "pass", "FAIL", "not observed", "skipped"
 
 # The check groups, in the order they run: a module each (sync/conformance/checks_<group>.py).
-GROUPS = ("auth", "push", "members", "program", "burn", "tokens", "rate_limit")
+GROUPS = ("auth", "push", "members", "program", "burn", "tokens", "birthdays", "rate_limit")
 
 
 class Failed(Exception):
@@ -127,6 +127,13 @@ def expect_status(answer: Answer, status: int, what: str, code: str | None = Non
     if answer.status != status or (code is not None and answer.code != code):
         want = f"{status}" + (f" {code}" if code else "")
         raise Failed(f"{what}: expected {want}, got {answer.status} {answer.code or answer.body[:120]!r}")
+
+
+def answered_twice(got: list[str], want: str) -> str:
+    """The lane that claimed something first, asking twice: ``want`` both times, else Failed."""
+    if got != [want, want]:
+        raise Failed(f"the first lane's claims were answered {got}, expected {want} twice")
+    return f"{want}, and {want} again for the same lane"
 
 
 def statuses(results: list[dict[str, Any]]) -> list[tuple[str, str | None]]:

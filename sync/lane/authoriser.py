@@ -1,7 +1,8 @@
 """Burn authorisation, the lane's side: ask central in real time, in threads of its own.
 
-Member token claims (is this phone's QR token unused at every lane?) are asked
-the same way, within the same budget.
+Member token claims (is this phone's QR token unused at every lane?) and
+birthday bonus claims (is this member's year still free?) are asked the same
+way, within the same budget.
 
 A redemption or a voucher use waits for central's answer only as long as the
 lane's budget (``[central] authorise_timeout_ms``); the lane's services await
@@ -62,6 +63,10 @@ class BurnAuthoriser:
     def claim_token(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a member token claim (posd.sync.protocol.tokens), or its SyncError."""
         return self._executor.submit(lambda: self._client().claim_token(claim, timeout=self.budget_s))
+
+    def claim_birthday(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Central's answer to a birthday bonus claim (posd.sync.protocol.birthdays), or its SyncError."""
+        return self._executor.submit(lambda: self._client().claim_birthday(claim, timeout=self.budget_s))
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         answer = self._client().authorise(request, timeout=self.budget_s)

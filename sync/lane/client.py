@@ -32,10 +32,12 @@ from posd.sync.lane.ports import IdentityPort
 from posd.sync.protocol import (
     EventResult,
     authorisation_json,
+    birthday_claim_json,
     encode_batch,
     parse_http_date,
     parse_results,
     parse_authorisation_answer,
+    parse_birthday_claim_answer,
     parse_release_answer,
     parse_retry_after,
     parse_token_claim_answer,
@@ -175,6 +177,12 @@ class CentralClient:
     def claim_token(self, claim: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         """Ask central whether a member token is unused chain-wide before accepting it: accepted | replayed."""
         return parse_token_claim_answer(self._ask("token-uses", token_claim_json(claim), timeout), claim["token_id"])
+
+    def claim_birthday(self, claim: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
+        """Ask central whether the member's birthday bonus for the year is free chain-wide before a sale
+        gives it: awarded | taken."""
+        answer = self._ask("birthday-awards", birthday_claim_json(claim), timeout)
+        return parse_birthday_claim_answer(answer, claim["member_id"], claim["year"])
 
     def _ask(self, route: str, body: bytes, timeout: Timeout | None) -> Any:
         """A question to central in real time (a burn, a token): POSTed on a connection of its own."""

@@ -49,7 +49,8 @@ class OutboxRelay(Worker):
         **worker: Any,
     ) -> None:
         """``on_push(seconds, events, ok)`` after every push attempt (metrics); ``on_flagged(events)`` with
-        the events central flagged (a member token used at another lane: their bodies, as pushed);
+        the events central flagged (a member token used at another lane, a birthday bonus another lane
+        gave first: their bodies, as pushed, with ``code``);
         ``worker``: backoff_base, backoff_cap, auth_retry_interval, rng, on_status, clock (Worker)."""
         super().__init__(client, **worker)
         self._on_push = on_push
@@ -67,6 +68,7 @@ class OutboxRelay(Worker):
         self._sent_events = 0
         self._quarantined = 0
         self._token_replays = 0
+        self._birthday_repeats = 0
 
     def run_once(self) -> str:
         """One batch: pending -> push -> record.
@@ -168,12 +170,14 @@ class OutboxRelay(Worker):
         rejected = [r for r in results if r.status == "rejected" and not r.retryable and not r.flagged]
         retry = [r for r in results if r.status == "rejected" and r.retryable]
         flagged = [r for r in results if r.flagged]
+        noted = [r for r in results if r.flag]  # accepted, and central noticed something (birthday_repeated)
         with self._lock:
             self._sent_events += sum(1 for r in results if r.status != "rejected" or r.flagged)
             self._quarantined += len(rejected)
             self._token_replays += len(flagged)
-        if flagged:
-            self._flagged(events, flagged)
+            self._birthday_repeats += len(noted)
+        if flagged or noted:
+            self._flagged(events, flagged + noted)
         if rejected:
             codes = sorted({r.code or "" for r in rejected})
             # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
@@ -241,10 +245,11 @@ class OutboxRelay(Worker):
         return f"{store}-{lane}-{events[0].seq}-{events[-1].seq}-{uuid.uuid4().hex[:8]}"[-128:]
 
     def _flagged(self, events: list[OutboxEvent], flagged: list[EventResult]) -> None:
-        """Central flagged these (token_replayed): a fraud signal for central's side, not a lane fault."""
-        codes = {r.seq: r.code for r in flagged}
+        """Central flagged these (token_replayed: a token another lane used first; birthday_repeated: a
+        birthday bonus another lane gave first): signals for central's side, not lane faults."""
+        codes = {r.seq: r.code or r.flag for r in flagged}
         bodies = [{**e.body, "code": codes[e.seq]} for e in events if e.seq in codes]
-        log.warning("push: central flagged %d member token use(s) as used at another lane (%s); recorded there, "
+        log.warning("push: central flagged %d event(s) as done at another lane first (%s); recorded there, "
                     "nothing to repair here", len(bodies), ", ".join(sorted({str(c) for c in codes.values()})),
                     extra={"event": "sync-relay.flagged", "count": len(bodies), "seqs": sorted(codes)[:20]})
         if self._on_flagged is not None:
@@ -255,7 +260,7 @@ class OutboxRelay(Worker):
 
     def _extra_status(self) -> dict[str, Any]:
         return {"sent_events": self._sent_events, "quarantined_events": self._quarantined,
-                "token_replays_flagged": self._token_replays,
+                "token_replays_flagged": self._token_replays, "birthday_repeats_flagged": self._birthday_repeats,
                 "sync_lane_id": getattr(self._client, "lane_id", None)}
 
     def _progress_key(self) -> Any:

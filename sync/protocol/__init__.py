@@ -12,7 +12,8 @@ version of this package.
 - ``batch``: the gzip batch codec, event checks, push answers;
 - ``http``: the program's ETag, Retry-After and Date;
 - ``burn``: burn authorisations and their answers, vouchers as central registers them;
-- ``tokens``: member token claims (is this token still unused, chain-wide?) and their answers.
+- ``tokens``: member token claims (is this token still unused, chain-wide?) and their answers;
+- ``birthdays``: birthday bonus claims (is this member's year still free, chain-wide?) and their answers.
 
 The names below are the package's public surface; import them from here.
 """
@@ -28,6 +29,16 @@ from posd.sync.protocol.batch import (
     parse_utc,
     result_wire,
     validate_event,
+)
+from posd.sync.protocol.birthdays import (
+    BIRTHDAY_CLAIM_STATUSES,
+    BIRTHDAY_REPEATED,
+    MAX_BIRTHDAY_CLAIM_BYTES,
+    birthday_claim_answer,
+    birthday_claim_json,
+    is_award_year,
+    parse_birthday_claim,
+    parse_birthday_claim_answer,
 )
 from posd.sync.protocol.burn import (
     AUTHORISATION_KINDS,
@@ -109,4 +120,6 @@ __all__ = [
     "validate_event", "verify_request",
     "MAX_TOKEN_CLAIM_BYTES", "TOKEN_CLAIM_STATUSES", "parse_token_claim", "parse_token_claim_answer",
     "token_claim_answer", "token_claim_json", "FLAG_CODES",
+    "BIRTHDAY_CLAIM_STATUSES", "BIRTHDAY_REPEATED", "MAX_BIRTHDAY_CLAIM_BYTES", "birthday_claim_answer",
+    "birthday_claim_json", "is_award_year", "parse_birthday_claim", "parse_birthday_claim_answer",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any
 
+from posd.sync.protocol.birthdays import is_award_year
 from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
 from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_ID_LEN, MAX_POINTS, MAX_SEQ
 from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, EventResult
@@ -107,6 +108,9 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
         return "malformed_event"
     txn = event.get("transaction_id")
     if txn is not None and not _is_id(txn):
+        return "malformed_event"
+    award = event.get("birthday_award_year")  # an accrual that gave the birthday bonus: its store-local year
+    if award is not None and (event["type"] != "accrual" or txn is None or not is_award_year(award)):
         return "malformed_event"
     if not isinstance(event.get("program_version"), str) or not isinstance(event.get("offline"), bool):
         return "malformed_event"
@@ -209,27 +213,34 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
         if code is not None and not isinstance(code, str):
             raise CentralProtocolError("result code must be a string")
         rejected = item["status"] == "rejected"
+        flag = item.get("flag")
+        if flag is not None and not isinstance(flag, str):
+            raise CentralProtocolError("result flag must be a string")
         results.append(
             EventResult(
                 seq=item["seq"],
                 status=item["status"],
                 code=code if rejected else None,
                 retryable=rejected and item.get("retryable") is True,
+                flag=None if rejected else flag,
             )
         )
     return results
 
 
 def result_wire(seq: int, event_id: str, status: str, code: str | None = None,
-                member_id: str | None = None) -> dict[str, Any]:
+                member_id: str | None = None, flag: str | None = None) -> dict[str, Any]:
     """One entry of a push answer as central writes it; ``member_id``: central's id for a member a
-    provisional enrolment mapped to."""
+    provisional enrolment mapped to; ``flag``: what central noticed about an accepted event
+    (``birthday_repeated``), information for the lane, nothing to repair."""
     item: dict[str, Any] = {"seq": seq, "event_id": event_id, "status": status}
     if code is not None:
         item["code"] = code
         item["retryable"] = code in RETRYABLE_CODES
     if member_id is not None:
         item["member_id"] = member_id
+    if flag is not None:
+        item["flag"] = flag
     return item
 
 

@@ -13,6 +13,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "malformed_batch": 400,
     "malformed_authorisation": 400,
     "malformed_token_use": 400,
+    "malformed_birthday_claim": 400,
     "bad_cursor": 400,
     "bad_limit": 400,
     "bad_lane_id": 400,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from posd.sync.protocol.errors import FLAG_CODES, RequestRejected
+from posd.sync.protocol.limits import MAX_ID_LEN
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
 
@@ -24,6 +25,7 @@ class EventResult:
     status: EventStatus
     code: str | None = None  # set on rejected
     retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
+    flag: str | None = None  # an accepted event central noticed something about (birthday_repeated)
 
     @property
     def flagged(self) -> bool:
@@ -34,6 +36,13 @@ class EventResult:
 def compact_json(doc: dict[str, Any]) -> bytes:
     """A small request body (an authorisation, a token claim): compact UTF-8 JSON, keys sorted."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def check_ids(doc: dict[str, Any], keys: tuple[str, ...], malformed: str) -> None:
+    """Each of ``keys`` is an id of 1-MAX_ID_LEN characters, or RequestRejected(``malformed``)."""
+    for key in keys:
+        if not isinstance(doc.get(key), str) or not 0 < len(doc[key]) <= MAX_ID_LEN:
+            raise RequestRejected(malformed, f"{key} must be a string of 1-{MAX_ID_LEN} characters")
 
 
 def json_object(body: bytes, limit: int, malformed: str, what: str) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_ID_LEN
-from posd.sync.protocol.shapes import TOKEN_SCHEMES, compact_json, json_object
+from posd.sync.protocol.shapes import TOKEN_SCHEMES, check_ids, compact_json, json_object
 
 TOKEN_CLAIM_STATUSES = ("accepted", "replayed")
 MAX_TOKEN_CLAIM_BYTES = 4096
@@ -30,9 +29,7 @@ def parse_token_claim(body: bytes) -> dict[str, Any]:
     """A claim as central receives it, checked; RequestRejected(malformed_token_use) otherwise
     (batch_too_large over MAX_TOKEN_CLAIM_BYTES)."""
     doc = json_object(body, MAX_TOKEN_CLAIM_BYTES, "malformed_token_use", "a token claim")
-    for key in ("token_id", "member_id"):
-        if not isinstance(doc.get(key), str) or not 0 < len(doc[key]) <= MAX_ID_LEN:
-            raise RequestRejected("malformed_token_use", f"{key} must be a string of 1-{MAX_ID_LEN} characters")
+    check_ids(doc, ("token_id", "member_id"), "malformed_token_use")
     if doc.get("identified_by") not in TOKEN_SCHEMES:
         raise RequestRejected("malformed_token_use", f"identified_by must be one of {sorted(TOKEN_SCHEMES)}")
     return {"token_id": doc["token_id"], "member_id": doc["member_id"], "identified_by": doc["identified_by"]}

@@ -272,7 +272,7 @@ class SSEClient:
                     if "data" in event:
                         try:
                             check_event(event.get("event", ""), json.dumps(event["data"]))
-                        except AssertionError as exc:
+                        except (AssertionError, ValueError) as exc:  # pydantic's ValidationError too
                             self.malformed.append(str(exc))
                         self.events.put(event)
                     event = {}

@@ -203,6 +203,8 @@ class Daemon:
         so neither health nor a metrics scrape runs a COUNT(*) over a million rows."""
         self._members = self.cache.member_count()
         self._sync_status(status)
+        if self._contact_stored is None:  # the lane's first contact ever: kept at once, not a second later
+            self._store_contact()
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.

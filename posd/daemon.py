@@ -220,6 +220,8 @@ class Daemon:
         # sync.status has one shape (RelayStatus): the relay's counts, the puller's state of the link
         relay = self.relay.status()
         self._sync_status({**relay, **{key: status[key] for key in relay.keys() & status.keys()}})
+        if self._contact_stored is None:  # the lane's first contact ever: kept at once, not a second later
+            self._store_contact()
 
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.

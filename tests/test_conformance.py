@@ -74,29 +74,30 @@ def test_a_429_met_during_the_run_is_checked_for_its_retry_after(central, tmp_pa
     assert code == 0 and by_name(report)["rate_limit/429.retry_after"] == "pass", report
 
 
-class AcceptsTwice:
-    """A central store that answers a resent event `accepted` instead of `duplicate`."""
+class BrokenStore:
+    """A real central store with one answer broken (each subclass below): the kit must catch it."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class AcceptsTwice(BrokenStore):
+    """A central store that answers a resent event `accepted` instead of `duplicate`."""
 
     def apply_batch(self, *args: Any) -> list[dict[str, Any]]:
         return [dict(r, status="accepted") if r["status"] == "duplicate" else r
                 for r in self._store.apply_batch(*args)]
 
 
-class NewEtagEveryTime:
+class NewEtagEveryTime(BrokenStore):
     """A central store whose program's ETag changes on every read: no 304 ever."""
 
     def __init__(self, store: Any) -> None:
-        self._store = store
+        super().__init__(store)
         self._reads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def program(self) -> tuple[Any, str]:
         self._reads += 1
@@ -104,14 +105,8 @@ class NewEtagEveryTime:
         return program, f'"read-{self._reads}"'
 
 
-class ApprovesEverything:
+class ApprovesEverything(BrokenStore):
     """A central store that approves every burn: no balance check, no holds."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
         answer = self._store.authorise(store_id, lane_id, request, ttl_s)
@@ -121,14 +116,8 @@ class ApprovesEverything:
         return answer
 
 
-class FailsOnNul:
+class FailsOnNul(BrokenStore):
     """A central store that fails a batch holding U+0000 anywhere, as PostgreSQL's text does: a 500."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def apply_batch(self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]],
                     received_at: str) -> list[dict[str, Any]]:
@@ -137,28 +126,16 @@ class FailsOnNul:
         return self._store.apply_batch(store_id, lane_id, batch_id, events, received_at)
 
 
-class AcceptsEveryToken:
+class AcceptsEveryToken(BrokenStore):
     """A central store that answers every member token claim accepted, whichever lane claimed it first."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def claim_token(self, store_id: str, lane_id: str, token_id: str, member_id: str) -> bool:
         self._store.claim_token(store_id, lane_id, token_id, member_id)
         return True
 
 
-class GivesEveryYear:
+class GivesEveryYear(BrokenStore):
     """A central store that answers every birthday claim awarded, whichever lane claimed the year first."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def claim_birthday(self, store_id: str, lane_id: str, member_id: str, year: int, transaction_id: str) -> bool:
         self._store.claim_birthday(store_id, lane_id, member_id, year, transaction_id)

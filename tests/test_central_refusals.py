@@ -102,6 +102,17 @@ def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
         headers["Content-Type"] = "application/json"
         resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
         assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation")
+    claims = (("token-uses", {"token_id": "T\u0000", "member_id": "M0001", "identified_by": "qr_token"}, "malformed_token_use"),
+              ("birthday-awards", {"member_id": "M0001", "year": 2026, "transaction_id": "T-1\u0000"},
+               "malformed_birthday_claim"),
+              ("releases", {"authorisation_id": "redemption:\u0000"}, "malformed_authorisation"))
+    for route, request, code in claims:  # the ids every real-time question names, checked alike
+        path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/{route}"
+        body = json.dumps(request).encode()
+        headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+        headers["Content-Type"] = "application/json"
+        resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+        assert (resp.status_code, resp.json()["code"]) == (400, code), (route, resp.text)
 
 
 def test_points_in_a_currency_the_program_does_not_have_are_bad_points(central):

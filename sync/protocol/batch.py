@@ -17,8 +17,8 @@ from typing import Any
 
 from posd.sync.protocol.birthdays import is_award_year
 from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
-from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_ID_LEN, MAX_POINTS, MAX_SEQ
-from posd.sync.protocol.shapes import EVENT_TYPES, RESULT_STATUSES, EventResult
+from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_POINTS, MAX_SEQ
+from posd.sync.protocol.shapes import CONTROL, EVENT_TYPES, RESULT_STATUSES, EventResult, is_id
 
 
 def batch_json(batch_id: str, events: list[dict[str, Any] | str]) -> bytes:
@@ -72,7 +72,7 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
     if not isinstance(doc, dict):
         raise BatchError("malformed_batch", "batch is not an object")
     batch_id, events = doc.get("batch_id"), doc.get("events")
-    if not _is_id(batch_id):
+    if not is_id(batch_id):
         raise BatchError("malformed_batch", "batch_id must be a non-empty string")
     if not isinstance(events, list) or not events:
         raise BatchError("malformed_batch", "events must be a non-empty list")
@@ -87,7 +87,7 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
             raise BatchError("malformed_batch", "every event needs an integer seq >= 1")
         if seq <= previous:
             raise BatchError("malformed_batch", "seqs must be strictly ascending within a batch")
-        if not _is_id(event.get("event_id")):
+        if not is_id(event.get("event_id")):
             raise BatchError("malformed_batch", "every event needs an event_id")
         previous = seq
     return batch_id, events
@@ -102,12 +102,12 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     """
     if event.get("type") not in EVENT_TYPES:
         return "unknown_type"
-    if not _is_id(event.get("member_id")) or not clean_text(event, text):
+    if not is_id(event.get("member_id")) or not clean_text(event, text):
         return "malformed_event"
     if event["type"] == "member_enrolled" and not _enrolment_fields(event):
         return "malformed_event"
     txn = event.get("transaction_id")
-    if txn is not None and not _is_id(txn):
+    if txn is not None and not is_id(txn):
         return "malformed_event"
     award = event.get("birthday_award_year")  # an accrual that gave the birthday bonus: its store-local year
     if award is not None and (event["type"] != "accrual" or txn is None or not is_award_year(award)):
@@ -131,9 +131,6 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
 # Characters no event may carry in any string, key or value: NUL and unpaired surrogates (no
 # engine stores them alike: PostgreSQL's text and jsonb refuse NUL, UTF-8 has no lone surrogate).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# Control characters (C0, DEL, C1): refused everywhere but inside a redemption's ``voucher``, whose
-# title is program text and may break lines.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def clean_text(event: dict[str, Any], text: str | None = None) -> bool:
@@ -171,7 +168,7 @@ def _enrolment_fields(event: dict[str, Any]) -> bool:
     """member_enrolled's profile: identifiers a list of ids, display_name and locale strings,
     birth_date a calendar date (YYYY-MM-DD); each may be left out or null."""
     identifiers = event.get("identifiers")
-    if identifiers is not None and not (isinstance(identifiers, list) and all(_is_id(i) for i in identifiers)):
+    if identifiers is not None and not (isinstance(identifiers, list) and all(is_id(i) for i in identifiers)):
         return False
     for key, limit in (("display_name", 256), ("locale", 16)):
         value = event.get(key)
@@ -246,7 +243,3 @@ def result_wire(seq: int, event_id: str, status: str, code: str | None = None,
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN and not CONTROL.search(value)

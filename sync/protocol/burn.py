@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from posd.sync.protocol.batch import CONTROL, parse_utc
+from posd.sync.protocol.batch import parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_ID_LEN, MAX_POINTS
-from posd.sync.protocol.shapes import compact_json, json_object
+from posd.sync.protocol.limits import MAX_POINTS
+from posd.sync.protocol.shapes import compact_json, is_id, json_object
 
 AUTHORISATION_KINDS = ("redemption", "voucher_use")
 VOUCHER_ONCE_PER = ("code", "member")
@@ -66,10 +66,6 @@ def _malformed(message: str) -> RequestRejected:
     return RequestRejected("malformed_authorisation", message)
 
 
-def _is_id(value: Any, limit: int = MAX_ID_LEN) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and not CONTROL.search(value)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -78,7 +74,7 @@ def _points(value: Any, *, positive: bool) -> bool:
     if not isinstance(value, dict):
         return False
     for currency, amount in value.items():
-        if not _is_id(currency, 32) or not _is_int(amount) or abs(amount) > MAX_POINTS:
+        if not is_id(currency, 32) or not _is_int(amount) or abs(amount) > MAX_POINTS:
             return False
         if positive and amount <= 0:
             return False
@@ -93,13 +89,13 @@ def authorisation_json(request: dict[str, Any]) -> bytes:
 def parse_authorisation(body: bytes) -> dict[str, Any]:
     """An authorisation request from its body, checked; RequestRejected(malformed_authorisation) if not."""
     doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "an authorisation")
-    if not _is_id(doc.get("authorisation_id")):
+    if not is_id(doc.get("authorisation_id")):
         raise _malformed("authorisation_id must be a non-empty string")
     kind = doc.get("kind")
     if kind not in AUTHORISATION_KINDS:
         raise _malformed(f"kind must be one of {', '.join(AUTHORISATION_KINDS)}")
     member = doc.get("member_id")
-    if member is not None and not _is_id(member):
+    if member is not None and not is_id(member):
         raise _malformed("member_id must be a string or null")
     if parse_utc(doc.get("occurred_at")) is None:
         raise _malformed("occurred_at must be ISO-8601 UTC")
@@ -109,12 +105,12 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
         if not _points(doc.get("points"), positive=True) or not doc["points"]:
             raise _malformed("points must be {currency: positive integer}")
         limit = doc.get("limit")
-        if limit is not None and not (isinstance(limit, dict) and _is_id(doc.get("reward_id"))
+        if limit is not None and not (isinstance(limit, dict) and is_id(doc.get("reward_id"))
                                       and _is_int(limit.get("per_member")) and limit["per_member"] >= 1
                                       and parse_utc(limit.get("since")) is not None):
             raise _malformed("limit must be {per_member: integer >= 1, since: ISO-8601 UTC} with a reward_id")
     else:
-        if not _is_id(doc.get("voucher_code"), MAX_CODE_LEN):
+        if not is_id(doc.get("voucher_code"), MAX_CODE_LEN):
             raise _malformed("voucher_code must be a string of at most 64 characters")
         if doc.get("voucher_once_per") not in VOUCHER_ONCE_PER:
             raise _malformed("voucher_once_per must be code or member")
@@ -141,7 +137,7 @@ def release_json(authorisation_id: str) -> bytes:
 def parse_release(body: bytes) -> dict[str, Any]:
     """A release request from its body, checked; RequestRejected(malformed_authorisation) if not."""
     doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "a release")
-    if not _is_id(doc.get("authorisation_id")):
+    if not is_id(doc.get("authorisation_id")):
         raise _malformed("authorisation_id must be a non-empty string")
     return doc
 
@@ -180,7 +176,7 @@ def parse_authorisation_answer(answer: Any, authorisation_id: str) -> dict[str, 
         raise CentralProtocolError("authorisation answer is for another request")
     status = answer.get("status")
     if status == "approved":
-        if not _is_id(answer.get("reservation_id")) or parse_utc(answer.get("expires_at")) is None:
+        if not is_id(answer.get("reservation_id")) or parse_utc(answer.get("expires_at")) is None:
             raise CentralProtocolError("an approval needs reservation_id and expires_at")
     elif status == "declined":
         if answer.get("code") not in DECLINE_CODES:
@@ -195,11 +191,11 @@ def parse_authorisation_answer(answer: Any, authorisation_id: str) -> dict[str, 
 
 def check_voucher(voucher: Any) -> bool:
     """Is this a voucher in wire shape (a redemption event's ``voucher``, a feed entry, a lookup)?"""
-    if not isinstance(voucher, dict) or not _is_id(voucher.get("code"), MAX_CODE_LEN):
+    if not isinstance(voucher, dict) or not is_id(voucher.get("code"), MAX_CODE_LEN):
         return False
-    if voucher.get("member_id") is not None and not _is_id(voucher["member_id"]):
+    if voucher.get("member_id") is not None and not is_id(voucher["member_id"]):
         return False
-    if voucher.get("reward_id") is not None and not _is_id(voucher["reward_id"]):
+    if voucher.get("reward_id") is not None and not is_id(voucher["reward_id"]):
         return False
     title = voucher.get("title")
     if not (isinstance(title, str) or isinstance(title, dict) and all(

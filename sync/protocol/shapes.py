@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,11 +39,22 @@ def compact_json(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
+# Control characters (C0, DEL, C1) and unpaired surrogates: refused in every id and in the strings of
+# an event (but inside a redemption's ``voucher``, whose title is program text and may break lines).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def is_id(value: Any, limit: int = MAX_ID_LEN) -> bool:
+    """An id: a string of 1-``limit`` characters, none of them a control character."""
+    return isinstance(value, str) and 0 < len(value) <= limit and not CONTROL.search(value)
+
+
 def check_ids(doc: dict[str, Any], keys: tuple[str, ...], malformed: str) -> None:
-    """Each of ``keys`` is an id of 1-MAX_ID_LEN characters, or RequestRejected(``malformed``)."""
+    """Each of ``keys`` is an id (is_id), or RequestRejected(``malformed``)."""
     for key in keys:
-        if not isinstance(doc.get(key), str) or not 0 < len(doc[key]) <= MAX_ID_LEN:
-            raise RequestRejected(malformed, f"{key} must be a string of 1-{MAX_ID_LEN} characters")
+        if not is_id(doc.get(key)):
+            raise RequestRejected(malformed, f"{key} must be a string of 1-{MAX_ID_LEN} characters, "
+                                             "without control characters")
 
 
 def json_object(body: bytes, limit: int, malformed: str, what: str) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def statuses(results: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
 # What a group's checks stand on: the kit's own members and the lane's head, which push.lane.head
 # and push.accepted set up. A run of such a group without push runs those two first (in the table).
 SETUP = (("push", "lane.head"), ("push", "accepted"))
-NEEDS_SETUP = frozenset({"members", "burn", "tokens"})
+NEEDS_SETUP = frozenset({"members", "burn", "tokens", "birthdays"})
 
 
 def load_groups(groups: tuple[str, ...] = GROUPS) -> list[Check]:

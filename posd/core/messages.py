@@ -181,7 +181,7 @@ def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
         return names
     names = names if isinstance(names, dict) else {}
     if names.get(locale):
-        return _plural_form(names[locale], locale, n)
+        return plural_form(names[locale], locale, n)
     key = f"currency.{currency}"
     own = CATALOGS.get(locale, {})
     if abs(n) == 1 and key + ".one" in own:
@@ -190,10 +190,10 @@ def currency_name(locale: str, currency: str, n: int = 0, names: Any = None,
         return own[key]
     for other in (fallback, "en"):
         if other and names.get(other):
-            return _plural_form(names[other], other, n)
+            return plural_form(names[other], other, n)
     if names:
         first, name = next(iter(names.items()))
-        return _plural_form(name, first, n)
+        return plural_form(name, first, n)
     return message(locale, key) if has_message(locale, key) else currency
 
 
@@ -210,11 +210,12 @@ def plural_category(locale: str, n: int) -> str:
     return "one" if n == 1 else "other"
 
 
-def _plural_form(name: Any, locale: str, n: int) -> str:
-    """A name as given, or the form of its plural forms this figure takes (else other, many, any)."""
+def plural_form(name: Any, locale: str, n: int | None = None) -> str:
+    """A name as given, or the form of its plural forms figure ``n`` takes (else other, many, any);
+    without a figure (a balance's title), the other form."""
     if not isinstance(name, dict):
         return str(name)
-    for form in (plural_category(locale, n), "other", "many"):
+    for form in (plural_category(locale, n) if n is not None else "other", "other", "many"):
         if name.get(form):
             return str(name[form])
     return str(next(iter(name.values())))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from posd.core.benefit import Benefit, Stacking
 from posd.core.member_tokens import TokenSettings, parse_member_tokens
+from posd.core.messages import plural_form
 from posd.core.rules_json import (
     ProgramError,
     array,
@@ -74,11 +75,9 @@ class Currency:
     expiry: ExpiryPolicy
 
     def name(self, locale: str) -> str:
-        """Its name in ``locale`` without a figure (plural forms: the "other" one, else "many")."""
+        """Its name in ``locale`` (else en) without a figure: messages.plural_form's other form."""
         name = self.names.get(locale) or self.names.get("en")
-        if isinstance(name, dict):
-            name = name.get("other") or name.get("many") or next(iter(name.values()))
-        return name or self.code
+        return plural_form(name, locale) if name else self.code
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,11 @@ def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
         headers["Content-Type"] = "application/json"
         resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
         assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation")
+    for query, code in (("cursor=5%00", "bad_cursor"), ("limit=1%00", "bad_limit")):  # refused, not a snapshot
+        path = f"/v1/stores/{STORE_ID}/members/changes?{query}"
+        headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "GET", path, b"")
+        resp = requests.get(central.url + path, headers=headers, timeout=10)
+        assert (resp.status_code, resp.json()["code"]) == (400, code), resp.text
     claims = (("token-uses", {"token_id": "T\u0000", "member_id": "M0001", "identified_by": "qr_token"}, "malformed_token_use"),
               ("birthday-awards", {"member_id": "M0001", "year": 2026, "transaction_id": "T-1\u0000"},
                "malformed_birthday_claim"),

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from bench import floors
 from bench.common import (
+    CLOCK_TICKS,
     ROOT,
     BenchLane,
     bench_config,
@@ -160,12 +161,16 @@ def member(i: int) -> dict[str, Any]:
 
 
 def serve_feed(port: int, members: int) -> None:
-    """central's member change feed, synthetic: pages of the shape central sends, rendered before
-    it listens, so what is measured is the lane taking them, not this process making them."""
-    pages = {start: json.dumps({"members": [member(i) for i in range(start, min(members, start + PAGE))],
-                                "next_cursor": str(min(members, start + PAGE)),
-                                "has_more": start + PAGE < members}, separators=(",", ":")).encode()
-             for start in range(0, members, PAGE)}
+    """central's member change feed, synthetic: each member rendered in the shape central sends
+    before it listens, a page only joined from them, so what is measured is the lane taking the
+    pages, not this process making them (a central runs on a machine of its own). Any cursor and
+    limit are served so: the puller's small first page moves every later page off a round number."""
+    rendered = [json.dumps(member(i), separators=(",", ":")).encode() for i in range(members)]
+
+    def page(start: int, limit: int) -> bytes:
+        end = min(members, start + min(limit, PAGE))
+        return b'{"members":[%s],"next_cursor":"%d","has_more":%s}' % (
+            b",".join(rendered[start:end]), end, b"true" if end < members else b"false")
 
     class Feed(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -181,14 +186,7 @@ def serve_feed(port: int, members: int) -> None:
                 self.send_error(404)
                 return
             query = parse_qs(url.query)
-            start = int((query.get("cursor") or ["0"])[0] or 0)
-            limit = int((query.get("limit") or [PAGE])[0])
-            if limit >= PAGE and start in pages:
-                body = pages[start]
-            else:  # the puller's small first page
-                end = min(members, start + limit)
-                body = json.dumps({"members": [member(i) for i in range(start, end)], "next_cursor": str(end),
-                                   "has_more": end < members}, separators=(",", ":")).encode()
+            body = page(int((query.get("cursor") or ["0"])[0] or 0), int((query.get("limit") or [PAGE])[0]))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -222,7 +220,7 @@ def bench_snapshot(tmp: Path, members: int, floor_s: float = 10.0) -> dict[str, 
     feed = subprocess.Popen([sys.executable, "-m", "bench.sync", "feed", str(port), str(members)], cwd=ROOT)
     try:
         wait_listening(f"http://127.0.0.1:{port}/v1/program", 300)  # the feed renders its pages first
-        return _bench_snapshot(tmp, f"http://127.0.0.1:{port}", members, floor_s)
+        return _bench_snapshot(tmp, f"http://127.0.0.1:{port}", members, floor_s, feed.pid)
     finally:
         feed.terminate()
         feed.wait(10)
@@ -245,20 +243,62 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def peak_rss_mb(pids: list[int], peaks: dict[int, int], stop: threading.Event, skip: set[int]) -> None:
-    """Peak RSS of each process below this one while the pull runs (sampled: a short-lived child's
-    own VmHWM is read while it lives)."""
-    while not stop.wait(0.2):
-        for pid in descendants(pids[0]):
+def process_times(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds, seconds runnable but waiting for a core, seconds alive) of a process: its CPU
+    (/proc/<pid>/stat, threads that ended included), its live threads' time on the run queue
+    (/proc/<pid>/task/*/schedstat) and its start time. The rest of its life it was blocked: on a
+    pipe, a socket, a disk."""
+    wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            _, queued, _ = (Path(task) / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        wait += int(queued)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return (int(stat[11]) + int(stat[12])) / CLOCK_TICKS, wait / 1e9, uptime - int(stat[19]) / CLOCK_TICKS
+
+
+def watch_processes(root: int, extra: dict[int, str], peaks: dict[int, int], times: dict[int, tuple],
+                    names: dict[int, str], stop: threading.Event, skip: set[int]) -> None:
+    """Peak RSS and the last-seen process_times of each process below ``root`` (the member pull's
+    writer, and the process fetching its pages below it) and of ``extra`` (central), sampled every
+    50 ms while the pull runs: a short-lived child's own figures are read while it lives, so the
+    last 50 ms of its life may be missing."""
+    while not stop.wait(0.05):
+        below = descendants(root)
+        for pid in [*below, *extra]:
             if pid in skip:
                 continue
             try:
                 peaks[pid] = max(peaks.get(pid, 0), proc_mem_kb(pid).get("VmHWM", 0))
+                times[pid] = process_times(pid)
             except OSError:
                 continue
+            if pid not in names:
+                names[pid] = extra.get(pid) or ("member pull (writer)" if _parent(pid) == root
+                                                else "member pull (fetch)")
 
 
-def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[str, Any]:
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def process_report(peaks: dict[int, int], times: dict[int, tuple], names: dict[int, str]) -> dict[str, Any]:
+    """Where each process's wall time went: on a core, waiting for one, blocked (pipe, socket, disk)."""
+    out: dict[str, Any] = {}
+    for pid, name in names.items():
+        if pid not in times:
+            continue
+        cpu, queued, alive = times[pid]
+        out[name] = {"cpu_s": round(cpu, 2), "runnable_waiting_for_a_core_s": round(queued, 2),
+                     "blocked_s": round(max(0.0, alive - cpu - queued), 2), "alive_s": round(alive, 2),
+                     "peak_rss_mb": round(peaks.get(pid, 0) / 1024, 1)}
+    return out
+
+
+def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float, feed_pid: int) -> dict[str, Any]:
     cache = Cache(tmp / "cache.db", "L01")
     rng = random.Random(2)
     codes = [f"27{rng.randrange(members * 2):011d}" for _ in range(20_000)]  # found or not, half each
@@ -276,13 +316,17 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
 
     puller = member_puller(url, cache)
     peaks: dict[int, int] = {}
-    sampler = threading.Thread(target=peak_rss_mb, daemon=True,
-                               args=([os.getpid()], peaks, stop, set(descendants(os.getpid()))))
+    times: dict[int, tuple] = {}
+    names: dict[int, str] = {}
+    sampler = threading.Thread(target=watch_processes, daemon=True,
+                               args=(os.getpid(), {feed_pid: "central (feed)"}, peaks, times, names, stop,
+                                     set(descendants(os.getpid())) - {feed_pid}))
     try:
         reader = threading.Thread(target=identify, daemon=True)
         reader.start()
         sampler.start()
         children0, own0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+        feed0 = process_times(feed_pid)
         t0 = time.perf_counter()
         outcome = puller.run_once()
         apply_s = time.perf_counter() - t0
@@ -296,6 +340,12 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
         puller.stop()
         cache.close()
     # The apply's floor: the same rows written by SQLite alone into a fresh file.
+    processes = process_report(peaks, times, names)
+    feed = processes.get("central (feed)")
+    if feed is not None:  # the feed process rendered its pages before the pull: only the pull's share
+        feed.update(cpu_s=round(feed["cpu_s"] - feed0[0], 2),
+                    runnable_waiting_for_a_core_s=round(feed["runnable_waiting_for_a_core_s"] - feed0[1], 2))
+        feed.pop("blocked_s"), feed.pop("alive_s")
     insert = floors.bulk_insert(tmp / "floor-cache.db", (member(i) for i in range(members)))
     during = summary(latencies)
     return {"members": count, "pull": outcome, "apply_s": round(apply_s, 2),
@@ -305,7 +355,7 @@ def _bench_snapshot(tmp: Path, url: str, members: int, floor_s: float) -> dict[s
                             "this_process": round(own, 2),
                             "note": "the pull process is reaped when the pull ends; this process also runs "
                                     "the lookups. The machine is shared: CPU seconds are steadier than wall time"},
-            "pull_processes_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in peaks.values()),
+            "processes": processes,
             "lookups_during_apply": during, "floor_lookups_nothing_applying": floor,
             "floor_bulk_insert": insert, "apply_over_bulk_insert": ratio(apply_s, insert["seconds"]),
             "p99_over_floor": ratio(during["p99_ms"], floor["p99_ms"]),

@@ -34,8 +34,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import marshal
 import os
-import pickle
+import struct
 import subprocess
 import sys
 import threading
@@ -168,8 +169,8 @@ class FetchProcess:
     """Member pages fetched, decoded and built into rows by a process of its own, while this one writes
     the page before: fetching a page and building its rows costs about as much CPU as writing it, and
     in one interpreter the two would take turns on the GIL (sqlite3 lets go of it for each row's step
-    only). The rows come over a pipe, pickled (MemberPage: plain tuples, wallet secrets sealed
-    already), at most a page ahead: the pipe holds the fetch process back, so memory stays flat. The
+    only). The rows come over a pipe (MemberPage.to_bytes: plain tuples, wallet secrets sealed
+    already, each message a length and its bytes), at most a page ahead: the pipe holds the fetch process back, so memory stays flat. The
     cursor is still stored with each page as it lands, so a page built ahead and never written is
     simply asked for again next time."""
 
@@ -183,13 +184,13 @@ class FetchProcess:
             proc.stdin.write(json.dumps({**self._spec, "fetch": True, "cursor": cursor}).encode() + b"\n")
             proc.stdin.close()
             while True:
-                try:
-                    message = pickle.load(proc.stdout)
-                except EOFError:
-                    raise SyncError(f"the member fetch process ended early (exit {proc.wait()})") from None
+                message = _receive(proc.stdout)
+                if message is None:
+                    raise SyncError(f"the member fetch process ended early (exit {proc.wait()})")
                 if message[0] == "error":
                     raise _error(message[1])
-                yield message[1:]
+                _, page, next_cursor, has_more = message
+                yield MemberPage.from_bytes(page), next_cursor, has_more
         finally:
             if proc.poll() is None:
                 proc.terminate()  # the writer stopped first (max_pages, stopped, an error)
@@ -198,7 +199,7 @@ class FetchProcess:
 
 
 def fetch(spec: dict[str, Any], out: BinaryIO, orphaned: Callable[[], bool], collector: Collector) -> None:
-    """The fetch process: pages from ``spec["cursor"]``, decoded and built into rows, pickled onto ``out``
+    """The fetch process: pages from ``spec["cursor"]``, decoded and built into rows, sent on ``out``
     until central has no more, ``max_pages`` were sent, or the writer is gone."""
     client = CentralClient.from_settings(spec["client"])
     seal_key = bytes.fromhex(spec["seal_key"]) if spec.get("seal_key") else None
@@ -206,20 +207,40 @@ def fetch(spec: dict[str, Any], out: BinaryIO, orphaned: Callable[[], bool], col
     try:
         pages = member_pages(client, spec["cursor"], int(spec["limit"]))
         for _, (members, next_cursor, has_more) in zip(range(int(spec["max_pages"])), pages):
-            pickle.dump(("page", rows.page(members, utcnow_iso()), next_cursor, has_more), out, pickle.HIGHEST_PROTOCOL)
-            out.flush()
+            _send(out, ("page", rows.page(members, utcnow_iso()).to_bytes(), next_cursor, has_more))
             collector.page()
             if orphaned():
                 return
     except Exception as exc:  # noqa: BLE001 - every failure goes to the writer, which reports it
         try:
             if not isinstance(exc, BrokenPipeError):
-                pickle.dump(("error", _describe(exc)), out)
-                out.flush()
+                _send(out, ("error", _describe(exc)))
         except BrokenPipeError:
             pass
     finally:
         client.close()
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def _send(out: BinaryIO, message: tuple) -> None:
+    """One message from the fetch process to the writer: its length, then its bytes (marshal: the
+    two processes run the same interpreter)."""
+    data = marshal.dumps(message)
+    out.write(_LENGTH.pack(len(data)) + data)
+    out.flush()
+
+
+def _receive(source: BinaryIO) -> tuple | None:
+    """The next message from the fetch process, or None when it ended (mid-message too)."""
+    head = source.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    data = source.read(_LENGTH.unpack(head)[0])
+    if len(data) < _LENGTH.unpack(head)[0]:
+        return None
+    return marshal.loads(data)
 
 
 class _BuiltPages:

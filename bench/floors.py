@@ -247,7 +247,8 @@ def bulk_insert(db: Path, members: list[dict[str, Any]] | Any, per_transaction: 
             batch = []
             t, c = time.perf_counter(), time.process_time()
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(cache_module._UPSERT_MEMBER, chunk.rows)
+            for shape, rows in chunk.rows.items():
+                conn.executemany(cache_module.upsert_member(shape), rows)
             conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", chunk.idents)
             conn.execute("COMMIT")
             elapsed += time.perf_counter() - t

@@ -123,3 +123,51 @@ def test_moving_to_a_new_lane_id_forgets_the_old_watermarks_and_pulls_again(cach
     assert cache.find_member("2700000000001").applied_seq == 0 and cache.member_cursor() is None
     cache.apply_member_changes([member(1, applied_seq={LANE_ID: 41, "L01.2": 3})], "6")
     assert cache.find_member("2700000000001").applied_seq == 3
+
+
+OPTIONAL = {"birth_date": "1990-02-03", "offers": [{"id": "O1", "title": "coffee"}],
+            "totp_secret": "00112233445566778899aabbccddeeff", "birthday_award_year": 2026}
+
+
+def optional_fields(combination: int) -> dict:
+    return {name: value for n, (name, value) in enumerate(OPTIONAL.items()) if combination >> n & 1}
+
+
+def stored(cache: Cache, member_id: str) -> tuple:
+    found = cache.member_by_id(member_id)
+    return (found.display_name, found.balances, found.birth_date, found.offers, found.birthday_award_year,
+            cache.wallet_secret(member_id))
+
+
+def expected(combination: int, i: int) -> tuple:
+    fields = optional_fields(combination)
+    secret = fields.get("totp_secret")
+    return (f"Member {i}", {"points": i % 500}, fields.get("birth_date"), fields.get("offers", []),
+            fields.get("birthday_award_year"), bytes.fromhex(secret) if secret else None)
+
+
+@pytest.mark.parametrize("through_bytes", [False, True], ids=["in-process", "marshalled page"])
+def test_every_mix_of_optional_fields_lands_and_a_field_dropped_later_is_cleared(tmp_path, through_bytes):
+    """A row binds only the optional columns its member has (birth date, offers, wallet secret,
+    birthday year): every one of the 16 mixes lands as sent, and a member who loses a field in a
+    later page has it cleared, not kept from before; as the daemon applies a page and as the member
+    pull's writer does, from the bytes its fetch process sent."""
+    seal_key = cache_module.seal_key_from(b"store secret")
+    cache = Cache(tmp_path / "cache.db", LANE_ID, seal_key=seal_key)
+    rows = cache_module.MemberRows(LANE_ID, seal_key)
+
+    def apply(members: list[dict], cursor: str) -> None:
+        if through_bytes:
+            page = cache_module.MemberPage.from_bytes(rows.page(members, "now").to_bytes())
+            cache.apply_member_page(page, cursor)
+        else:
+            cache.apply_member_changes(members, cursor)
+
+    try:
+        apply([member(c, **optional_fields(c)) for c in range(16)], "1")
+        assert [stored(cache, f"S{c:06d}") for c in range(16)] == [expected(c, c) for c in range(16)]
+        apply([member(c, **optional_fields(15 - c)) for c in range(16)], "2")  # every field flips
+        assert [stored(cache, f"S{c:06d}") for c in range(16)] == [expected(15 - c, c) for c in range(16)]
+        assert cache.member_count() == 16 and cache.member_cursor() == "2"
+    finally:
+        cache.close()

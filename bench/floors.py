@@ -247,8 +247,11 @@ def bulk_insert(db: Path, members: list[dict[str, Any]] | Any, per_transaction: 
             batch = []
             t, c = time.perf_counter(), time.process_time()
             conn.execute("BEGIN IMMEDIATE")
-            for shape, rows in chunk.rows.items():
-                conn.executemany(cache_module.upsert_member(shape), rows)
+            if isinstance(chunk.rows, dict):  # rows grouped by the optional columns they bind
+                for shape, rows in chunk.rows.items():
+                    conn.executemany(cache_module.upsert_member(shape), rows)
+            else:  # an older posd (the "before" runs): every row binds every column
+                conn.executemany(cache_module._UPSERT_MEMBER, chunk.rows)
             conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", chunk.idents)
             conn.execute("COMMIT")
             elapsed += time.perf_counter() - t

@@ -12,6 +12,7 @@ import gzip
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from posd.sync.central.cli import parse_listen
-from posd.sync.central.server import CentralServer, is_loopback
+from posd.sync.central.server import CentralServer, bind, is_loopback
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import encode_batch, signed_headers, verify_request
@@ -432,6 +433,22 @@ def test_listen_addresses():
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("example.com")
 
 
+def test_centrals_connections_send_small_answers_at_once():
+    """Nagle's algorithm is off on every connection central accepts (asyncio turns it off only for
+    a socket made as TCP by name): uvicorn sends an answer's headers and body apart, and a small
+    body would otherwise wait for the client's delayed ACK of the headers."""
+    listener = bind("127.0.0.1", 0)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        accepted, _ = listener.accept()
+        with client, accepted:
+            assert accepted.proto == socket.IPPROTO_TCP
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()
+
+
 def test_non_loopback_listen_is_refused_without_allow_remote(tmp_path):
     with pytest.raises(ValueError, match="allow-remote"):
         CentralServer(tmp_path / "c.db", host="0.0.0.0")
@@ -680,3 +697,4 @@ def test_central_refuses_what_json_refuses():
     for raw in (b'{"batch_id":', b'\xff\xfe{', b"[" * 100_000):
         with pytest.raises((ValueError, RecursionError)):
             _loads(raw)
+

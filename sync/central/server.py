@@ -71,9 +71,16 @@ class CentralProtocol(HttpToolsProtocol):
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening socket, bound once (worker processes inherit it). Listening at once means
-    a client that connects before a worker is up waits in the backlog instead of being refused."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    a client that connects before a worker is up waits in the backlog instead of being refused.
+
+    Made as a TCP socket by name (IPPROTO_TCP), as asyncio makes its own: asyncio turns Nagle's
+    algorithm off (TCP_NODELAY) only on connections from such a socket, and uvicorn writes an
+    answer's headers and its body in two sends. Left on, a body that fits in one segment waited
+    for the client's delayed ACK of the headers: 40 ms added to every small answer (a push's
+    results, a gzipped member page; measured on loopback: 52 ms a page instead of 8)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by its connections on Linux
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(backlog)

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from posd.sync.central import burns
+from posd.sync.central.codec import loads
 from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
@@ -898,7 +899,7 @@ def decoded_member(row: Any) -> dict[str, Any]:
 
 def json_value(value: Any) -> Any:
     """A JSON column's value: SQLite keeps the text, PostgreSQL's jsonb arrives decoded."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    return loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _marks(items: Any) -> str:

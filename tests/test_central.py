@@ -12,6 +12,7 @@ import gzip
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -240,6 +241,17 @@ def test_large_answers_are_gzipped_and_read_transparently(central, client):
         central.store.upsert_member({"member_id": f"X{i:04}", "display_name": "x" * 40})
     members, _, _ = client.member_changes(None, 1000)
     assert len(members) == 53
+
+
+def test_answers_go_out_without_waiting_for_the_clients_ack(central, client):
+    # An answer is two writes (head, body): with Nagle on, the body waits for the client's
+    # delayed ack of the head, 40 ms a push. Every connection central accepts has TCP_NODELAY.
+    client.push_batch("B1", [make_event(1)])
+    connections = list(central._server.server_state.connections)
+    assert connections
+    for protocol in connections:
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_clock_skew_is_measured_from_the_date_header(central):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,21 @@ def test_answers_go_out_without_waiting_for_the_clients_ack(central, client):
     for protocol in connections:
         sock = protocol.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_outbox_ids_are_time_ordered_uuids_that_append_to_the_index(central, client):
+    # Debezium's event id is a uuid; version 7 (RFC 9562) keeps it one while new rows append to
+    # the id index instead of landing on a random page of it.
+    client.push_batch("B1", [make_event(seq) for seq in range(1, 301)])
+    client.push_batch("B2", [make_event(seq) for seq in range(301, 401)])
+    rows = central.store.outbox(limit=10_000)
+    ids = [uuid.UUID(r["id"]) for r in rows]
+    assert len(rows) > 400 and len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 and str(i) == r["id"] for i, r in zip(ids, rows))
+    first = [i for i, r in zip(ids, rows) if r["aggregatetype"] == "lane" and r["payload"]["seq"] <= 300]
+    assert len(first) == 300 and first == sorted(first)  # one push's rows ascend in insert order
+    millis = [i.int >> 80 for i in ids]
+    assert millis == sorted(millis)  # and later pushes' rows come after, to the millisecond
 
 
 def test_clock_skew_is_measured_from_the_date_header(central):
@@ -670,7 +686,7 @@ def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, 
             assert (refused.value.status, refused.value.code) == (400, "malformed_token_use")
 
 
-@pytest.mark.parametrize("raw", [
+UNUSUAL_BATCHES = [
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","member_id":"M\\ud800"}]}',  # a lone surrogate escape
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","points":{"points":123456789012345678901234567890}}]}',
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","total":NaN,"other":-Infinity,"big":1e400}]}',
@@ -678,7 +694,10 @@ def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, 
     b'\xef\xbb\xbf{"batch_id":"B","events":[{"seq":1,"event_id":"\xed\xa0\x80"}]}',  # a BOM, an encoded surrogate
     '{"batch_id":"B","events":[{"seq":1,"event_id":"\u017c"}]}'.encode("utf-16"),
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","a":1,"a":2,"f":1.5e300,"g":-0.0}]}',
-])
+]
+
+
+@pytest.mark.parametrize("raw", UNUSUAL_BATCHES)
 def test_central_reads_a_batch_as_json_reads_it(raw):
     """central parses pushes with a faster parser that hands what it refuses to json: same batch."""
     from posd.sync.central.app import _loads
@@ -692,3 +711,4 @@ def test_central_refuses_what_json_refuses():
     for raw in (b'{"batch_id":', b'\xff\xfe{', b"[" * 100_000):
         with pytest.raises((ValueError, RecursionError)):
             _loads(raw)
+

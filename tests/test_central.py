@@ -712,3 +712,38 @@ def test_central_refuses_what_json_refuses():
         with pytest.raises((ValueError, RecursionError)):
             _loads(raw)
 
+
+@pytest.mark.parametrize("raw", UNUSUAL_BATCHES)
+def test_central_stores_each_event_as_json_reads_it_back(raw):
+    """central writes an event's text with a faster encoder that hands what it refuses or would
+    change (NaN and the infinities become null there) to json: the same event comes back."""
+    from posd.sync.central.app import _loads
+    from posd.sync.central.store_sql import event_text
+
+    for event in _loads(raw)["events"]:
+        assert repr(json.loads(event_text(event))) == repr(event)
+
+
+def test_central_stores_the_text_a_lane_sent(tmp_path):
+    """A posd lane's outbox keeps each event as compact JSON and the relay sends that text: central
+    stores and streams it as it came, not encoded again in another form."""
+    from posd.storage.db import compact_json
+    from posd.sync.central.store_sqlite import SqliteStore
+    from posd.sync.protocol import decode_batch
+
+    texts = [compact_json(make_event(seq, points={"points": seq}), sort_keys=True) for seq in (1, 2)]
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        store.seed(default_seed())
+        batch_id, events = decode_batch(encode_batch("B", texts))
+        assert [r["status"] for r in store.apply_batch(STORE_ID, LANE_ID, batch_id, events, "2026-11-24T09:15:00Z")] \
+            == ["accepted", "accepted"]
+        with store._read() as conn:
+            stored = [r["body"] for r in conn.execute("SELECT body FROM events ORDER BY seq")]
+            payloads = [r["payload"] for r in conn.execute(
+                "SELECT payload FROM central_outbox WHERE aggregatetype = 'lane' ORDER BY position")]
+    finally:
+        store.close()
+    assert stored == texts
+    assert [json.loads(p)["event"] for p in payloads] == [json.loads(t) for t in texts]
+    assert all(p.endswith(f'"event": {t}}}') for p, t in zip(payloads, texts))

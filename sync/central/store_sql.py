@@ -22,10 +22,13 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from contextlib import AbstractContextManager
 from typing import Any
+
+import orjson
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
@@ -468,7 +471,7 @@ class SqlStore:
                     run.append(event)
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
-            bodies = {e["seq"]: json.dumps(e, ensure_ascii=False) for e in run}  # stored, and streamed as is
+            bodies = {e["seq"]: event_text(e) for e in run}  # stored, and streamed as is
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
                               holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
@@ -938,6 +941,34 @@ def _rejected_body(event: dict[str, Any]) -> str:
         return json.dumps(_storable(event), ensure_ascii=False)
     except RecursionError:  # nested deeper than this stack allows: its envelope is what is kept
         return json.dumps(_storable({k: event.get(k) for k in ("seq", "event_id") if k in event}))
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """An event as central stores and streams it: compact JSON, its keys in the order the lane sent
+    them, which is the very text a posd lane sent (its outbox keeps each event as orjson writes it,
+    and batch_json sends that text as it is). orjson takes a tenth of the json module's time; what
+    it refuses (an integer past 64 bits, a lone surrogate) or would change (NaN and the infinities,
+    which json reads and orjson writes as null) is written by json, as before."""
+    try:
+        text = orjson.dumps(event).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    if "null" in text and _has_non_finite(event):
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _storable(value: Any) -> Any:

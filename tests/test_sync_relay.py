@@ -19,6 +19,7 @@ from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from posd.sync.lane.retry import RetryPolicy
 from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
+from posd.sync.protocol import decode_batch
 from tests.support.central_fixture import LANE_ID, STORE_ID, MemoryCache, MemoryOutbox, make_client
 from tests.support.wait import wait_until
 
@@ -342,6 +343,43 @@ def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client
     assert outbox.written_during_next == [True] * 4
     assert accepted_seqs(central) == list(range(1, 24))
     assert central.store.member("M0001")["balances"] == {"points": 1840 + 23}
+
+
+class WatchingBodies(Watching):
+    """Watching, with the real client's push of a ready body too: which pushes came encoded."""
+
+    def __init__(self, client, outbox: Journal):
+        super().__init__(client, outbox)
+        self.encoded: list[bool] = []
+
+    def push_batch(self, batch_id, events):
+        self.encoded.append(False)
+        return super().push_batch(batch_id, events)
+
+    def push_encoded(self, batch_id, body):
+        self.encoded.append(True)
+        decoded_id, events = decode_batch(body)
+        assert decoded_id == batch_id
+        return super().push_batch(batch_id, events)
+
+
+def test_a_backlog_batch_read_ahead_is_also_encoded_ahead(central, client):
+    """The batch read while central applies the one before is encoded then too, so the gzip of a
+    full batch is not between central's answer and the next push."""
+    outbox = Journal()
+    for _ in range(23):
+        outbox.add(points={"points": 1})
+    watching = WatchingBodies(client, outbox)
+    relay = OutboxRelay(watching, outbox, max_events=5, idle_interval=600.0)
+    relay.start()
+    try:
+        wait_until(lambda: outbox.count("acked") == 23, timeout=60, what="backlog drained")
+    finally:
+        assert relay.stop()
+    assert watching.sent == [list(range(first, min(24, first + 5))) for first in range(1, 24, 5)]
+    assert watching.encoded == [False] + [True] * 4  # every push after the first was read ahead
+    assert watching.most_in_flight == 1 and watching.read_during == [True] * 4 + [False]
+    assert accepted_seqs(central) == list(range(1, 24))
 
 
 def test_a_pipelined_relay_sends_nothing_after_a_batch_central_wants_again(central, client):

@@ -724,6 +724,20 @@ def test_central_stores_each_event_as_json_reads_it_back(raw):
         assert repr(json.loads(event_text(event))) == repr(event)
 
 
+@pytest.mark.parametrize("value", [
+    {"results": [{"seq": 1, "event_id": "E", "status": "accepted"}], "zażółć": "\u2028 \x7f ی"},
+    {"total": float("nan"), "other": [float("-inf")], "n": None}, {"big": 2**70, "small": -(2**70)},
+    {"id": "M\ud800"}, {"f": [1.5e300, -0.0, 1e16, 0.1]}, {1: "a key that is not a string"},
+])
+def test_central_writes_json_as_the_json_module_reads_it_back(value):
+    """central writes its answers and stored text with orjson, and with json what orjson refuses or
+    would change: the json module reads back what it would have written itself."""
+    from posd.sync.central.jsontext import json_text
+
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert repr(json.loads(json_text(value))) == repr(json.loads(expected))
+
+
 def test_central_stores_the_text_a_lane_sent(tmp_path):
     """A posd lane's outbox keeps each event as compact JSON and the relay sends that text: central
     stores and streams it as it came, not encoded again in another form."""

@@ -38,6 +38,7 @@ import orjson
 
 from posd.sync.central.admission import Admission
 from posd.sync.central.faults import ROUTES
+from posd.sync.central.jsontext import json_text
 from posd.sync.central.store import CentralStore, open_store
 from posd.sync.central.tokens import (
     DEFAULT_VALIDITY_S,
@@ -595,7 +596,7 @@ class _Request:
         return body
 
     async def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None, close: bool = False) -> None:
-        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = json_text(doc).encode("utf-8")  # a push's answer: 1000 results, on the loop
         extra = dict(headers or {})
         if len(body) > 1024 and "gzip" in (self.header("Accept-Encoding") or ""):
             body = gzip.compress(body, compresslevel=5)

@@ -22,16 +22,14 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from contextlib import AbstractContextManager
 from typing import Any
 
-import orjson
-
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
+from posd.sync.central.jsontext import json_text
 from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row, reset_lots
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
 from posd.sync.central.seed import parse_seed
@@ -946,29 +944,8 @@ def _rejected_body(event: dict[str, Any]) -> str:
 def event_text(event: dict[str, Any]) -> str:
     """An event as central stores and streams it: compact JSON, its keys in the order the lane sent
     them, which is the very text a posd lane sent (its outbox keeps each event as orjson writes it,
-    and batch_json sends that text as it is). orjson takes a tenth of the json module's time; what
-    it refuses (an integer past 64 bits, a lone surrogate) or would change (NaN and the infinities,
-    which json reads and orjson writes as null) is written by json, as before."""
-    try:
-        text = orjson.dumps(event).decode()
-    except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    if "null" in text and _has_non_finite(event):
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return text
-
-
-def _has_non_finite(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+    and batch_json sends that text as it is); written by orjson, json where orjson would differ."""
+    return json_text(event)
 
 
 def _storable(value: Any) -> Any:

@@ -323,13 +323,13 @@ class Watching:
                 self.in_flight -= 1
 
 
-def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
-    """While central applies a full batch the relay reads the next one, and it writes the last
-    batch's answers while central applies the next; still one batch in flight, in seq order."""
+def drain_backlog(client, watcher: type[Watching]) -> tuple[Journal, Watching]:
+    """23 events through a running relay in batches of 5, each push through ``watcher``; every
+    batch sent once, in seq order. The outbox and the watcher, for what they saw."""
     outbox = Journal()
     for _ in range(23):
         outbox.add(points={"points": 1})
-    watching = Watching(client, outbox)
+    watching = watcher(client, outbox)
     relay = OutboxRelay(watching, outbox, max_events=5, idle_interval=600.0)
     relay.start()
     try:
@@ -337,6 +337,13 @@ def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client
     finally:
         assert relay.stop()
     assert watching.sent == [list(range(first, min(24, first + 5))) for first in range(1, 24, 5)]
+    return outbox, watching
+
+
+def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
+    """While central applies a full batch the relay reads the next one, and it writes the last
+    batch's answers while central applies the next; still one batch in flight, in seq order."""
+    outbox, watching = drain_backlog(client, Watching)
     assert watching.most_in_flight == 1
     # every full batch had the next one read while it was in flight (the last, short one has none)
     assert watching.read_during == [True] * 4 + [False]
@@ -366,17 +373,7 @@ class WatchingBodies(Watching):
 def test_a_backlog_batch_read_ahead_is_also_encoded_ahead(central, client):
     """The batch read while central applies the one before is encoded then too, so the gzip of a
     full batch is not between central's answer and the next push."""
-    outbox = Journal()
-    for _ in range(23):
-        outbox.add(points={"points": 1})
-    watching = WatchingBodies(client, outbox)
-    relay = OutboxRelay(watching, outbox, max_events=5, idle_interval=600.0)
-    relay.start()
-    try:
-        wait_until(lambda: outbox.count("acked") == 23, timeout=60, what="backlog drained")
-    finally:
-        assert relay.stop()
-    assert watching.sent == [list(range(first, min(24, first + 5))) for first in range(1, 24, 5)]
+    _, watching = drain_backlog(client, WatchingBodies)
     assert watching.encoded == [False] + [True] * 4  # every push after the first was read ahead
     assert watching.most_in_flight == 1 and watching.read_during == [True] * 4 + [False]
     assert accepted_seqs(central) == list(range(1, 24))

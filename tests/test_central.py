@@ -694,6 +694,8 @@ UNUSUAL_BATCHES = [
     b'\xef\xbb\xbf{"batch_id":"B","events":[{"seq":1,"event_id":"\xed\xa0\x80"}]}',  # a BOM, an encoded surrogate
     '{"batch_id":"B","events":[{"seq":1,"event_id":"\u017c"}]}'.encode("utf-16"),
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","a":1,"a":2,"f":1.5e300,"g":-0.0}]}',
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"1234567890123456789012","n":9223372036854775808,'
+    b'"m":12345678901234567890,"k":-1234567890123456789,"j":123456789012345678}]}',  # 18-22 digits
 ]
 
 

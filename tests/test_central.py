@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,32 @@ def test_large_answers_are_gzipped_and_read_transparently(central, client):
         central.store.upsert_member({"member_id": f"X{i:04}", "display_name": "x" * 40})
     members, _, _ = client.member_changes(None, 1000)
     assert len(members) == 53
+
+
+def test_answers_go_out_without_waiting_for_the_clients_ack(central, client):
+    # An answer is two writes (head, body): with Nagle on, the body waits for the client's
+    # delayed ack of the head, 40 ms a push. Every connection central accepts has TCP_NODELAY.
+    client.push_batch("B1", [make_event(1)])
+    connections = list(central._server.server_state.connections)
+    assert connections
+    for protocol in connections:
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_outbox_ids_are_time_ordered_uuids_that_append_to_the_index(central, client):
+    # Debezium's event id is a uuid; version 7 (RFC 9562) keeps it one while new rows append to
+    # the id index instead of landing on a random page of it.
+    client.push_batch("B1", [make_event(seq) for seq in range(1, 301)])
+    client.push_batch("B2", [make_event(seq) for seq in range(301, 401)])
+    rows = central.store.outbox(limit=10_000)
+    ids = [uuid.UUID(r["id"]) for r in rows]
+    assert len(rows) > 400 and len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 and str(i) == r["id"] for i, r in zip(ids, rows))
+    first = [i for i, r in zip(ids, rows) if r["aggregatetype"] == "lane" and r["payload"]["seq"] <= 300]
+    assert len(first) == 300 and first == sorted(first)  # one push's rows ascend in insert order
+    millis = [i.int >> 80 for i in ids]
+    assert millis == sorted(millis)  # and later pushes' rows come after, to the millisecond
 
 
 def test_clock_skew_is_measured_from_the_date_header(central):
@@ -675,7 +702,7 @@ def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, 
             assert (refused.value.status, refused.value.code) == (400, "malformed_token_use")
 
 
-@pytest.mark.parametrize("raw", [
+UNUSUAL_BATCHES = [
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","member_id":"M\\ud800"}]}',  # a lone surrogate escape
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","points":{"points":123456789012345678901234567890}}]}',
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","total":NaN,"other":-Infinity,"big":1e400}]}',
@@ -683,7 +710,12 @@ def test_a_member_token_claimed_by_one_lane_is_a_replay_at_every_other(central, 
     b'\xef\xbb\xbf{"batch_id":"B","events":[{"seq":1,"event_id":"\xed\xa0\x80"}]}',  # a BOM, an encoded surrogate
     '{"batch_id":"B","events":[{"seq":1,"event_id":"\u017c"}]}'.encode("utf-16"),
     b'{"batch_id":"B","events":[{"seq":1,"event_id":"E","a":1,"a":2,"f":1.5e300,"g":-0.0}]}',
-])
+    b'{"batch_id":"B","events":[{"seq":1,"event_id":"1234567890123456789012","n":9223372036854775808,'
+    b'"m":12345678901234567890,"k":-1234567890123456789,"j":123456789012345678}]}',  # 18-22 digits
+]
+
+
+@pytest.mark.parametrize("raw", UNUSUAL_BATCHES)
 def test_central_reads_a_batch_as_json_reads_it(raw):
     """central parses pushes with a faster parser that hands what it refuses to json: same batch."""
     from posd.sync.central.app import _loads
@@ -722,3 +754,53 @@ def test_central_writes_its_answers_as_json_writes_them(doc):
     from posd.sync.central.codec import dumps
 
     assert dumps(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("raw", UNUSUAL_BATCHES)
+def test_central_stores_each_event_as_json_reads_it_back(raw):
+    """central writes an event's text with a faster encoder that hands what it refuses or would
+    change (NaN and the infinities become null there) to json: the same event comes back."""
+    from posd.sync.central.app import _loads
+    from posd.sync.central.store_sql import event_text
+
+    for event in _loads(raw)["events"]:
+        assert repr(json.loads(event_text(event))) == repr(event)
+
+
+@pytest.mark.parametrize("value", [
+    {"results": [{"seq": 1, "event_id": "E", "status": "accepted"}], "zażółć": "\u2028 \x7f ی"},
+    {"total": float("nan"), "other": [float("-inf")], "n": None}, {"big": 2**70, "small": -(2**70)},
+    {"id": "M\ud800"}, {"f": [1.5e300, -0.0, 1e16, 0.1]}, {1: "a key that is not a string"},
+])
+def test_central_writes_json_as_the_json_module_reads_it_back(value):
+    """central writes its answers and stored text with orjson, and with json what orjson refuses or
+    would change: the json module reads back what it would have written itself."""
+    from posd.sync.central.codec import json_text
+
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert repr(json.loads(json_text(value))) == repr(json.loads(expected))
+
+
+def test_central_stores_the_text_a_lane_sent(tmp_path):
+    """A posd lane's outbox keeps each event as compact JSON and the relay sends that text: central
+    stores and streams it as it came, not encoded again in another form."""
+    from posd.storage.db import compact_json
+    from posd.sync.central.store_sqlite import SqliteStore
+    from posd.sync.protocol import decode_batch
+
+    texts = [compact_json(make_event(seq, points={"points": seq}), sort_keys=True) for seq in (1, 2)]
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        store.seed(default_seed())
+        batch_id, events = decode_batch(encode_batch("B", texts))
+        assert [r["status"] for r in store.apply_batch(STORE_ID, LANE_ID, batch_id, events, "2026-11-24T09:15:00Z")] \
+            == ["accepted", "accepted"]
+        with store._read() as conn:
+            stored = [r["body"] for r in conn.execute("SELECT body FROM events ORDER BY seq")]
+            payloads = [r["payload"] for r in conn.execute(
+                "SELECT payload FROM central_outbox WHERE aggregatetype = 'lane' ORDER BY position")]
+    finally:
+        store.close()
+    assert stored == texts
+    assert [json.loads(p)["event"] for p in payloads] == [json.loads(t) for t in texts]
+    assert all(p.endswith(f'"event": {t}}}') for p, t in zip(payloads, texts))

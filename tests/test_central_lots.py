@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from posd.sync.central import lots as lots_module
 from posd.sync.central.store_sqlite import SqliteStore
 from tests.conftest import ENGINES
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
@@ -84,6 +85,28 @@ def test_debits_take_the_soonest_expiring_lots_first_and_never_expiring_last(cen
     push(client, make_event(4, member_id="M0002", type="redemption", points={"points": -100}))
     assert remaining(central) == {"seed": 370, "T-L01-1": 0, "T-L01-2": 0}
     assert central.store.member("M0002")["balances"] == {"points": 370}
+
+
+def test_a_debit_drawing_more_lots_than_a_page_keeps_the_draw_order(central, client, clock):
+    """A debit reads lots a page at a time (lots.DRAW_PAGE): across pages it still takes the
+    soonest-expiring first (lot order among equal expiries), then never-expiring ones, oldest first."""
+    page = lots_module.DRAW_PAGE
+    expiring = [accrual(seq, 10, clock.now + (1 + seq % 3) * DAY) for seq in range(1, page + 9)]  # ties
+    forever = [accrual(seq, 10, None) for seq in range(page + 9, 2 * page + 20)]
+    assert push(client, *expiring, *forever) == ["accepted"] * len(expiring + forever)
+    in_order = sorted(expiring, key=lambda e: (e["lots"]["points"]["expires_at"], e["seq"]))
+    assert push(client, make_event(2 * page + 20, member_id="M0002", type="redemption",
+                                   points={"points": -(10 * (page + 2) + 3)})) == ["accepted"]
+    left = remaining(central)
+    assert [left[f"T-L01-{e['seq']}"] for e in in_order] == [0] * (page + 2) + [7] + [10] * 5
+    # the rest of the expiring lots, the seed lot (never expiring, oldest) and page + 5 of the later ones
+    taken = 10 * 5 + 7 + 420 + 10 * (page + 5) - 4
+    assert push(client, make_event(2 * page + 21, member_id="M0002", type="redemption",
+                                   points={"points": -taken})) == ["accepted"]
+    left = remaining(central)
+    assert all(left[f"T-L01-{e['seq']}"] == 0 for e in expiring) and left["seed"] == 0
+    assert [left[f"T-L01-{e['seq']}"] for e in forever] == [0] * (page + 4) + [4] + [10] * 6
+    assert central.store.member("M0002")["balances"] == {"points": 64}
 
 
 def test_a_return_takes_back_its_own_sales_lot_first(central, client, clock):

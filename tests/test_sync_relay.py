@@ -19,6 +19,7 @@ from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from posd.sync.lane.retry import RetryPolicy
 from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
+from posd.sync.protocol import decode_batch
 from tests.support.central_fixture import LANE_ID, STORE_ID, MemoryCache, MemoryOutbox, make_client
 from tests.support.wait import wait_until
 
@@ -322,13 +323,13 @@ class Watching:
                 self.in_flight -= 1
 
 
-def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
-    """While central applies a full batch the relay reads the next one, and it writes the last
-    batch's answers while central applies the next; still one batch in flight, in seq order."""
+def drain_backlog(client, watcher: type[Watching]) -> tuple[Journal, Watching]:
+    """23 events through a running relay in batches of 5, each push through ``watcher``; every
+    batch sent once, in seq order. The outbox and the watcher, for what they saw."""
     outbox = Journal()
     for _ in range(23):
         outbox.add(points={"points": 1})
-    watching = Watching(client, outbox)
+    watching = watcher(client, outbox)
     relay = OutboxRelay(watching, outbox, max_events=5, idle_interval=600.0)
     relay.start()
     try:
@@ -336,12 +337,46 @@ def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client
     finally:
         assert relay.stop()
     assert watching.sent == [list(range(first, min(24, first + 5))) for first in range(1, 24, 5)]
+    return outbox, watching
+
+
+def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
+    """While central applies a full batch the relay reads the next one, and it writes the last
+    batch's answers while central applies the next; still one batch in flight, in seq order."""
+    outbox, watching = drain_backlog(client, Watching)
     assert watching.most_in_flight == 1
     # every full batch had the next one read while it was in flight (the last, short one has none)
     assert watching.read_during == [True] * 4 + [False]
     assert outbox.written_during_next == [True] * 4
     assert accepted_seqs(central) == list(range(1, 24))
     assert central.store.member("M0001")["balances"] == {"points": 1840 + 23}
+
+
+class WatchingBodies(Watching):
+    """Watching, with the real client's push of a ready body too: which pushes came encoded."""
+
+    def __init__(self, client, outbox: Journal):
+        super().__init__(client, outbox)
+        self.encoded: list[bool] = []
+
+    def push_batch(self, batch_id, events):
+        self.encoded.append(False)
+        return super().push_batch(batch_id, events)
+
+    def push_encoded(self, batch_id, body):
+        self.encoded.append(True)
+        decoded_id, events = decode_batch(body)
+        assert decoded_id == batch_id
+        return super().push_batch(batch_id, events)
+
+
+def test_a_backlog_batch_read_ahead_is_also_encoded_ahead(central, client):
+    """The batch read while central applies the one before is encoded then too, so the gzip of a
+    full batch is not between central's answer and the next push."""
+    _, watching = drain_backlog(client, WatchingBodies)
+    assert watching.encoded == [False] + [True] * 4  # every push after the first was read ahead
+    assert watching.most_in_flight == 1 and watching.read_during == [True] * 4 + [False]
+    assert accepted_seqs(central) == list(range(1, 24))
 
 
 @pytest.mark.parametrize("fault", ["503", "429", "applied_then_lost"])

@@ -19,6 +19,7 @@ the member's next credits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from posd.sync.protocol import parse_utc
@@ -92,27 +93,30 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more),
     then unexpired lots soonest-expiring first, never-expiring last; what no
-    lot covers becomes debt."""
+    lot covers becomes debt. Lots are read a page at a time, in that order, until
+    the points are covered: a busy member's thousands of live lots are not all read
+    for a debit that one or two of them cover."""
     left = points
-    candidates: list[Any] = []
+    taken: dict[int, int] = {}
+
+    def draw(lots: Iterable[Any]) -> None:
+        nonlocal left
+        for lot in lots:
+            if not left:
+                return
+            usable = lot["remaining"] - taken.get(lot["lot_id"], 0)  # a return's own lot is listed twice
+            take = min(usable, left)
+            if take > 0:
+                taken[lot["lot_id"]] = taken.get(lot["lot_id"], 0) + take
+                left -= take
+
     if own_transaction is not None:
-        candidates += conn.execute(
+        draw(conn.execute(
             "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
             "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-            (member_id, own_transaction, currency)).fetchall()
-    candidates += conn.execute(
-        "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
-        "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-        (member_id, currency, as_of)).fetchall()
-    taken: dict[int, int] = {}
-    for lot in candidates:
-        if not left:
-            break
-        usable = lot["remaining"] - taken.get(lot["lot_id"], 0)  # a return's own lot is listed twice
-        take = min(usable, left)
-        if take > 0:
-            taken[lot["lot_id"]] = taken.get(lot["lot_id"], 0) + take
-            left -= take
+            (member_id, own_transaction, currency)).fetchall())
+    if left:
+        draw(_live_lots(conn, member_id, currency, as_of, lambda: left > 0))
     for lot_id, take in taken.items():
         conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
                      "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
@@ -120,6 +124,34 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
         conn.execute("INSERT INTO lot_debts (member_id, currency, points) VALUES (?, ?, ?) "
                      "ON CONFLICT (member_id, currency) DO UPDATE SET points = lot_debts.points + excluded.points",
                      (member_id, currency, left))
+
+
+DRAW_PAGE = 32  # lots read at a time by a debit
+
+
+def _live_lots(conn: Any, member_id: str, currency: str, as_of: float, wanted: Any) -> Iterator[Any]:
+    """The member's lots in ``currency`` with points left that were unexpired at ``as_of``, in the order
+    a debit draws them (soonest-expiring first by expiry then lot_id, never-expiring last by lot_id),
+    a page at a time while ``wanted()``: each page continues after the last lot of the one before."""
+    live = "SELECT lot_id, remaining, expires_ts FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
+    expiring: tuple[float, int] | None = None
+    while wanted():
+        after, args = ("AND expires_ts > ? ", [as_of]) if expiring is None else \
+            ("AND (expires_ts, lot_id) > (?, ?) ", list(expiring))
+        page = conn.execute(live + after + "ORDER BY expires_ts, lot_id LIMIT ?",
+                            [member_id, currency, *args, DRAW_PAGE]).fetchall()
+        yield from page
+        if len(page) < DRAW_PAGE:
+            break
+        expiring = (page[-1]["expires_ts"], page[-1]["lot_id"])
+    forever = 0
+    while wanted():
+        page = conn.execute(live + "AND expires_ts IS NULL AND lot_id > ? ORDER BY lot_id LIMIT ?",
+                            [member_id, currency, forever, DRAW_PAGE]).fetchall()
+        yield from page
+        if len(page) < DRAW_PAGE:
+            break
+        forever = page[-1]["lot_id"]
 
 
 def lot_balances(conn: Any, current: dict[str, dict[str, int]], now: float) -> dict[str, dict[str, int]]:

@@ -18,7 +18,7 @@ from posd.faults import crash_point
 from posd.sync.lane.errors import CentralRequestRejected, LaneIdentityConflict, SyncError
 from posd.sync.lane.ports import EventResult, IdentityPort, OutboxEvent, OutboxPort
 from posd.sync.lane.worker import Worker
-from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, encode_batch
 
 log = logging.getLogger("posd.sync.relay")
 
@@ -94,7 +94,7 @@ class OutboxRelay(Worker):
                 self._wait("idle", self._idle_interval)
                 return "idle"
             push = self._send(events)
-        following = self._following(push.events)  # read while central applies this batch
+        following = self._following(push.events)  # read and encoded while central applies this batch
         events = push.events
         try:
             results = push.future.result()
@@ -107,8 +107,8 @@ class OutboxRelay(Worker):
             self._pushed(None, len(events), False)
             return self._sync_error(exc)
         self._pushed(push.seconds, len(events), True)
-        if following and _complete(events, results):
-            self._inflight = self._send(following)  # central applies it while these answers are written
+        if following is not None and _complete(events, results):
+            self._inflight = self._launch(following)  # central applies it while these answers are written
         outcome = self._record(events, results)
         if outcome == "sent":
             counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
@@ -119,22 +119,29 @@ class OutboxRelay(Worker):
 
     def _send(self, events: list[OutboxEvent]) -> _Push:
         """Push ``events``: on the sender thread while the relay's thread runs, else here and now."""
+        return self._launch(_Push(events, self._batch_id(events), self._client))
+
+    def _launch(self, push: _Push) -> _Push:
         crash_point("mid_batch")  # picked, not yet acknowledged
-        push = _Push(events, self._batch_id(events), self._client)
         push.future = self._sender.submit(push.run) if self._sender is not None else push.run_here()
         return push
 
-    def _following(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
-        """The batch after ``events`` when the relay's thread runs and ``events`` was full (a backlog):
-        read now, sent once central has answered ``events``. Empty when there is none to send yet."""
+    def _following(self, events: list[OutboxEvent]) -> _Push | None:
+        """The push after ``events`` when the relay's thread runs and ``events`` was full (a backlog):
+        read and encoded now, sent once central has answered ``events``. None when there is none yet."""
         if self._sender is None or len(events) < self._batch_events:
-            return []
+            return None
         try:
-            return _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes, after=events[-1].seq),
-                        self._max_bytes)
+            following = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes, after=events[-1].seq),
+                             self._max_bytes)
         except Exception:  # read again, and report, on the next step
             log.debug("outbox read ahead failed", exc_info=True)
-            return []
+            return None
+        if not following:
+            return None
+        push = _Push(following, self._batch_id(following), self._client)
+        push.encode()  # gzip takes a few ms a batch: not between central's answer and the next push
+        return push
 
     def _loop(self) -> None:
         # The sender thread lives as long as the relay's own thread; leaving the block waits for a push
@@ -278,12 +285,21 @@ class _Push:
 
     def __init__(self, events: list[OutboxEvent], batch_id: str, client: Any) -> None:
         self.events, self.batch_id, self._client = events, batch_id, client
+        self.body: bytes | None = None  # the push's body, when encoded ahead
         self.seconds = 0.0
         self.future: Future[list[EventResult]] = Future()
+
+    def encode(self) -> None:
+        """Encode the body now, for a client that sends a ready body (CentralClient.push_encoded);
+        a client that only takes events is given them when the push runs."""
+        if hasattr(self._client, "push_encoded"):
+            self.body = encode_batch(self.batch_id, [e.wire for e in self.events])
 
     def run(self) -> list[EventResult]:
         started = time.monotonic()
         try:
+            if self.body is not None:
+                return self._client.push_encoded(self.batch_id, self.body)
             return self._client.push_batch(self.batch_id, [e.wire for e in self.events])
         finally:
             self.seconds = time.monotonic() - started

@@ -96,8 +96,9 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
 def validate_event(event: dict[str, Any], text: str | None = None) -> str | None:
     """The rejection code for an event whose content is wrong, None when it is fine.
 
-    ``text``: the event as ``json.dumps(event, ensure_ascii=False)`` wrote it, when the caller has it
-    (central stores that text): its characters make the text check one scan (see clean_text).
+    ``text``: the event as ``json.dumps(event, ensure_ascii=False)`` or orjson wrote it (any separators),
+    when the caller has it (central stores that text): its characters make the text check one scan
+    (see clean_text).
     Central-side facts (is the member known?) are checked by central itself.
     """
     if event.get("type") not in EVENT_TYPES:
@@ -137,8 +138,8 @@ def clean_text(event: dict[str, Any], text: str | None = None) -> bool:
     """No string of the event (keys included, at any depth) carries a control character or an
     unpaired surrogate; inside ``voucher`` only the unstorable ones count.
 
-    ``text``, the event's ``json.dumps(..., ensure_ascii=False)``: that writes every string's
-    characters as they are except C0 controls and the characters it escapes with a backslash, so a
+    ``text``, the event's ``json.dumps(..., ensure_ascii=False)`` or ``orjson.dumps``: both write every
+    string's characters as they are except C0 controls and the characters they escape with a backslash, so a
     text without a backslash and without a control character or surrogate proves the event clean in
     one scan. Anything else is walked value by value, as without ``text``."""
     if text is not None and "\\" not in text and not CONTROL.search(text):

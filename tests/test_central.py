@@ -246,7 +246,8 @@ def test_large_answers_are_gzipped_and_read_transparently(central, client):
 
 def test_answers_go_out_without_waiting_for_the_clients_ack(central, client):
     # An answer is two writes (head, body): with Nagle on, the body waits for the client's
-    # delayed ack of the head, 40 ms a push. Every connection central accepts has TCP_NODELAY.
+    # delayed ack of the head, 40 ms a push. Every connection the running central accepted has
+    # TCP_NODELAY (its listener is made as TCP by name: see bind()).
     client.push_batch("B1", [make_event(1)])
     connections = list(central._server.server_state.connections)
     assert connections

@@ -55,18 +55,6 @@ __all__ = ["RESERVATION_TTL_S", "CentralProtocol", "CentralServer", "is_loopback
 class CentralProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; each request's scope can reset its connection."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # An answer goes out as two writes (head, then body). asyncio sets TCP_NODELAY only on
-        # sockets whose proto is IPPROTO_TCP, and an accepted socket's is 0: without it Nagle holds
-        # the body until the client acks the head, which a client delays by up to 40 ms.
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass  # the connection is already gone: uvicorn finds out on its own
-        super().connection_made(transport)
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {"posd.abort": self._reset}

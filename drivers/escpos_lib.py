@@ -9,9 +9,12 @@ the logging side effects. Everything in posd imports python-escpos from here.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import stat
+import sys
 import tempfile
 from typing import Iterator
 
@@ -38,16 +41,20 @@ def keep_root_logger() -> Iterator[None]:
 
 
 def _capabilities_cache_dir() -> str:
-    """A private directory for python-escpos' pickled capabilities.
+    """A private directory for python-escpos' pickled capabilities, one per Python environment.
 
     Without one it creates a new temp dir per process; and a pickle loaded
-    from a directory others can write to would run their code.
+    from a directory others can write to would run their code. Per
+    environment (sys.prefix), because python-escpos trusts any pickle newer
+    than its own capabilities file: another install's pickle would hand this
+    one that install's printer profiles.
     """
     if os.environ.get("CACHE_DIRECTORY"):  # systemd CacheDirectory=
-        path = os.path.join(os.environ["CACHE_DIRECTORY"].split(":")[0], "escpos")
+        base = os.path.join(os.environ["CACHE_DIRECTORY"].split(":")[0], "escpos")
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "posd", "escpos")
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(home, "posd", "escpos")
+    path = os.path.join(base, hashlib.sha256(sys.prefix.encode()).hexdigest()[:16])
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
@@ -62,7 +69,24 @@ def _capabilities_cache_dir() -> str:
 if "ESCPOS_CAPABILITIES_PICKLE_DIR" not in os.environ:
     os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = _capabilities_cache_dir()
 
-with keep_root_logger():
+
+@contextlib.contextmanager
+def _pickle_lock(folder: str) -> Iterator[None]:
+    """Held while python-escpos reads or writes its pickle: it writes the file in place (open "wb"),
+    so a process starting while another writes it would read a truncated pickle and fail to import."""
+    try:
+        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:  # a read-only cache: python-escpos falls back on its own
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+with keep_root_logger(), _pickle_lock(os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"]):
     from escpos.capabilities import CAPABILITIES, get_profile
     from escpos.exceptions import Error as EscposError
     from escpos.printer import Dummy

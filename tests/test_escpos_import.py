@@ -1,0 +1,44 @@
+"""python-escpos keeps its printer profiles as a pickle it writes in place. posd points it at a
+private cache per Python environment, and lanes' processes starting together (the daemon, `posd
+doctor`, `posd print-test`) never read a pickle another one is writing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+IMPORT = ("import os, posd.drivers.escpos_lib as e; "
+          "assert e.get_profile('TM-T88V') is not None; print(os.environ['ESCPOS_CAPABILITIES_PICKLE_DIR'])")
+
+
+def start(cache: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("ESCPOS_CAPABILITIES_PICKLE_DIR", "CACHE_DIRECTORY")}
+    return subprocess.Popen([sys.executable, "-c", IMPORT], env=env | {"XDG_CACHE_HOME": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_processes_starting_together_all_load_the_printer_profiles(tmp_path):
+    for round_ in range(3):  # a fresh cache each round: the first processes write the pickle
+        cache = tmp_path / f"cache{round_}"
+        procs = [start(cache) for _ in range(6)]
+        outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        assert all(code == 0 for code, _ in outcomes), [err[-400:] for code, err in outcomes if code]
+
+
+def test_each_python_environment_has_its_own_pickle(tmp_path):
+    """Another install's pickle, newer than this one's capabilities file, is never what this one reads."""
+    other = tmp_path / "posd" / "escpos" / "0123456789abcdef"
+    other.mkdir(parents=True, mode=0o700)
+    (other / f"{sys.version.split()[0]}.capabilities.pickle").write_bytes(b"not a pickle")
+    proc = start(tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-400:]
+    used = Path(out.strip())
+    assert used == tmp_path / "posd" / "escpos" / hashlib.sha256(sys.prefix.encode()).hexdigest()[:16]
+    assert oct(used.stat().st_mode & 0o777) == oct(0o700)

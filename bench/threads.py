@@ -4,8 +4,8 @@
 
 Starts the reference central and the daemon as `make bench` does (the daemon
 through a thin wrapper that writes each thread's name and native id to a file
-as it starts), posts sales sequentially and from two POS processes, waits
-until they are pushed to central, and reads every thread's CPU clock and
+as it starts), posts sales sequentially, then from two POS processes, each phase until
+its sales are pushed to central, and reads every thread's CPU clock and
 context switches from /proc/PID/task/TID (the kernel's own counters: nothing
 added to the daemon's hot path). Per sale: CPU ms of each thread, and its
 voluntary switches (the thread slept: a wake-up) and involuntary ones (the
@@ -148,19 +148,24 @@ def main(argv: list[str] | None = None) -> int:
             lane.wait_drained(timeout=300)
             for r in range(args.rounds):
                 bodies = sale_members(args.members, 10 * r + 2, half)
-                before, cpu0 = task_counters(pid), proc_cpu_s(pid)
-                post_loop(lane.port, lane.token, f"seq{r}", bodies, half)
-                concurrent_posts(lane.port, lane.token, f"par{r}", bodies, half, 2)
-                lane.wait_drained(timeout=300)
-                after, cpu = task_counters(pid), proc_cpu_s(pid) - cpu0
-                sales = 2 * half
-                threads = delta(before, after, read_names(names_file))
-                report["rounds"].append({
-                    "cpu_ms_per_sale": round(1000 * cpu / sales, 3),
-                    "threads": {n: {"cpu_ms": round(1000 * c / sales, 3), "wakeups": round(v / sales, 2),
-                                    "preempted": round(i / sales, 2)}
-                                for n, (c, v, i) in sorted(threads.items(), key=lambda kv: -kv[1][0])
-                                if c > 0 or v > 0}})
+                phases = {"sequential": lambda: post_loop(lane.port, lane.token, f"seq{r}", bodies, half),
+                          "two_pos": lambda: concurrent_posts(lane.port, lane.token, f"par{r}", bodies, half, 2)}
+                row: dict[str, Any] = {}
+                total_cpu = 0.0
+                for phase, post in phases.items():
+                    before, cpu0 = task_counters(pid), proc_cpu_s(pid)
+                    post()
+                    lane.wait_drained(timeout=300)
+                    after, cpu = task_counters(pid), proc_cpu_s(pid) - cpu0
+                    total_cpu += cpu
+                    threads = delta(before, after, read_names(names_file))
+                    row[phase] = {
+                        "cpu_ms_per_sale": round(1000 * cpu / half, 3),
+                        "threads": {n: {"cpu_ms": round(1000 * c / half, 3), "wakeups": round(v / half, 2),
+                                        "preempted": round(i / half, 2)}
+                                    for n, (c, v, i) in sorted(threads.items(), key=lambda kv: -kv[1][0])
+                                    if c > 0 or v > 0}}
+                report["rounds"].append({"cpu_ms_per_sale": round(1000 * total_cpu / (2 * half), 3)} | row)
             if args.strace:
                 bodies = sale_members(args.members, 99, half)
 

@@ -122,6 +122,7 @@ class Daemon:
         seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
         self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self._contact_stored = self.cache.central_contact_at()
+        self._contact_lock = threading.Lock()  # the puller's thread keeps the first contact, the loop the rest
         self.token = load_token(resolve(storage, cfg.api.token_file))
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
@@ -257,13 +258,16 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     def _store_contact(self) -> None:
-        at = self.last_contact_at()
-        if at is not None and (self._contact_stored is None or at > self._contact_stored):
-            try:
-                self.cache.record_central_contact(at)
-                self._contact_stored = at
-            except Exception as exc:  # a full disk: the next round tries again; burns go on in memory
-                log.warning("could not remember the last contact with central: %s", exc)
+        """Keep the newest contact, from whichever thread asks: under a lock, so an older time read
+        by one thread never overwrites a newer one another thread stored."""
+        with self._contact_lock:
+            at = self.last_contact_at()
+            if at is not None and (self._contact_stored is None or at > self._contact_stored):
+                try:
+                    self.cache.record_central_contact(at)
+                    self._contact_stored = at
+                except Exception as exc:  # a full disk: the next round tries again; burns go on in memory
+                    log.warning("could not remember the last contact with central: %s", exc)
 
     def _device_status(self, status: DeviceStatus) -> None:
         if not self.devices.update(status.name, status.kind, status.url, status.state.value, status.reason):

@@ -58,6 +58,20 @@ def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
         assert (missing.status_code, missing.json()["code"]) == (404, "unknown_member"), other
 
 
+def test_enrolment_reads_a_phone_number_in_every_form_a_lookup_reads(lane):
+    """One reading of a phone number: what finds a member is what a member can enrol with."""
+    for n, typed in enumerate((in_script("601 234 567", PERSIAN), "48 602 345 678", "0048 603 456 789",
+                               in_script("+48 604 567 890", FULLWIDTH))):
+        e164 = "+4860" + str(n + 1) + ("234567", "345678", "456789", "567890")[n]
+        enrolled = lane.post("/v1/members", {"phone": typed, "display_name": f"Ola {n}"})
+        assert enrolled.status_code == 200 and enrolled.json()["identifiers"] == [e164], (typed, enrolled.text)
+        found = lane.get(f"/v1/members/{typed}")
+        assert found.status_code == 200 and found.json()["member_id"] == enrolled.json()["member_id"], typed
+    for wrong in ("600 123", "+48 12", "12345678901234567890"):
+        refused = lane.post("/v1/members", {"phone": wrong, "display_name": "Nobody"})
+        assert (refused.status_code, refused.json()["code"]) == (422, "invalid_phone"), (wrong, refused.text)
+
+
 def test_a_card_number_in_any_digit_script_finds_the_member(lane):
     for zero in (PERSIAN, ARABIC_INDIC, FULLWIDTH):
         found = lane.get(f"/v1/members/{in_script(ANNA, zero)}")

@@ -344,18 +344,24 @@ def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client
     assert central.store.member("M0001")["balances"] == {"points": 1840 + 23}
 
 
-def test_a_pipelined_relay_sends_nothing_after_a_batch_central_wants_again(central, client):
-    """A retryable refusal stops the pipeline: the batch read ahead is not sent, the seqs go again."""
-    outbox = MemoryOutbox()
+@pytest.mark.parametrize("fault", ["503", "429", "applied_then_lost"])
+def test_a_pipelined_relay_sends_nothing_after_a_batch_central_wants_again(central, client, fault):
+    """A retryable refusal (503, 429 with Retry-After) or a lost answer stops the pipeline: the batch
+    read ahead while the first was in flight is not sent; the first batch's seqs go again, then on."""
+    outbox = Journal()
     for _ in range(9):
         outbox.add()
-    central.inject("push", "applied_then_lost")  # the first batch's answer never comes
-    relay = OutboxRelay(client, outbox, max_events=3, backoff_base=0.01, backoff_cap=0.05, idle_interval=600.0)
+    central.inject("push", fault)
+    watching = Watching(client, outbox)
+    relay = OutboxRelay(watching, outbox, max_events=3, backoff_base=0.01, backoff_cap=0.05, idle_interval=600.0,
+                        rng=TopRng())
     relay.start()
     try:
-        wait_until(lambda: outbox.count("acked") == 9, timeout=30, what="drained after the lost answer")
+        wait_until(lambda: outbox.count("acked") == 9, timeout=30, what=f"drained after {fault}")
     finally:
         assert relay.stop()
+    assert watching.read_during[0]  # the next batch was read ahead while the refused one was in flight
+    assert watching.sent == [[1, 2, 3], [1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert accepted_seqs(central) == list(range(1, 10))
     assert len(central.store.events(STORE_ID, LANE_ID)) == 9
 

@@ -15,12 +15,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-import phonenumbers
-
 from posd.core.identify import gtin_ok, identify_code
 from posd.lane.context import LaneContext, Recorded
 from posd.lane.errors import LaneError, raises
-from posd.lane.members import Members
+from posd.lane.members import Members, phone_e164
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.tx import LedgerTx
@@ -77,17 +75,16 @@ class Enrolments:
 
     @raises("payment_card", "invalid_phone")
     def _phone(self, phone: str) -> str:
+        """The phone number as E.164, read exactly as a scanned or typed lookup reads it (phone_e164), so
+        that the number a member enrols with is the number that finds them."""
         written = phone.strip()
         if not written.startswith(("+", "00")) and identify_code(written).kind == "payment_card":
             raise LaneError("payment_card", "that is a payment card number; it was not stored")
-        try:
-            number = phonenumbers.parse(written, self.country)
-        except phonenumbers.NumberParseException as exc:
-            raise LaneError("invalid_phone", "not a phone number; give it with its country code, such as "
-                                             "+48 600 123 456") from exc
-        if not phonenumbers.is_valid_number(number):
-            raise LaneError("invalid_phone", "that phone number does not exist in its country's numbering plan")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        e164 = phone_e164(written, self.country)
+        if e164 is None:
+            raise LaneError("invalid_phone", "not a phone number that exists in its country's numbering plan; "
+                                             "give it with its country code, such as +48 600 123 456")
+        return e164
 
     @raises("identifier_in_use")
     def _earlier(self, view, req: EnrolmentInput, identifiers: list[str]) -> Recorded | None:

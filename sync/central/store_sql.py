@@ -932,16 +932,9 @@ def _storable(value: Any) -> Any:
 def first_birthday_award(conn: Any, member_id: str, year: int, lane_key: str, transaction_id: str,
                          source: str) -> bool:
     """Record ``lane_key``'s birthday bonus for the member's year unless another lane holds the year;
-    True when the year is this lane's. The primary key decides, so two lanes racing get one holder."""
-    first = conn.execute(
-        "INSERT INTO birthday_awards (member_id, year, lane_key, transaction_id, source) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (member_id, year) DO NOTHING RETURNING lane_key",
-        (member_id, year, lane_key, transaction_id, source)).fetchone()
-    if first is not None:
-        return True
-    row = conn.execute("SELECT lane_key FROM birthday_awards WHERE member_id = ? AND year = ?",
-                       (member_id, year)).fetchone()
-    return row["lane_key"] == lane_key
+    True when the year is this lane's."""
+    return _first_holder(conn, "birthday_awards", {"member_id": member_id, "year": year},
+                         {"lane_key": lane_key, "transaction_id": transaction_id, "source": source})
 
 
 def last_birthday_awards(conn: Any, member_ids: list[str]) -> dict[str, int]:
@@ -957,11 +950,21 @@ def last_birthday_awards(conn: Any, member_ids: list[str]) -> dict[str, int]:
 
 def first_token_use(conn: Any, token_id: str, lane_key: str, source: str, member_id: str) -> bool:
     """Record ``lane_key``'s use of a member token unless another lane used it first; True when the
-    token is this lane's. The primary key decides, so two lanes racing on one token get one first use."""
+    token is this lane's."""
+    return _first_holder(conn, "token_uses", {"token_id": token_id},
+                         {"lane_key": lane_key, "source": source, "member_id": member_id})
+
+
+def _first_holder(conn: Any, table: str, key: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Insert ``row`` under ``key`` into ``table`` unless a row holds that key already; True when the
+    holder is ``row["lane_key"]`` (this insert, or the same lane's earlier one). The primary key
+    decides, so two lanes racing for one key get one holder."""
+    values = {**key, **row}
     first = conn.execute(
-        "INSERT INTO token_uses (token_id, lane_key, source, member_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (token_id) DO NOTHING RETURNING lane_key", (token_id, lane_key, source, member_id)).fetchone()
+        f"INSERT INTO {table} ({', '.join(values)}) VALUES ({_marks(values)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING lane_key", tuple(values.values())).fetchone()
     if first is not None:
         return True
-    row = conn.execute("SELECT lane_key FROM token_uses WHERE token_id = ?", (token_id,)).fetchone()
-    return row["lane_key"] == lane_key
+    held = conn.execute(f"SELECT lane_key FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in key)}",
+                        tuple(key.values())).fetchone()
+    return held["lane_key"] == row["lane_key"]

@@ -8,7 +8,7 @@ accrual the first lane would push afterwards, naming the year.
 from __future__ import annotations
 
 from posd.sync.conformance.http import birthday_awards_path
-from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, expect_status, statuses
+from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, claim, expect_status, statuses
 from posd.sync.protocol import birthday_claim_json, parse_birthday_claim_answer
 
 YEAR = 2099  # a year no real sale names yet; the member is the kit's own, enrolled by this run
@@ -25,18 +25,9 @@ def _member(ctx: Context) -> str:
 
 
 def _claim(ctx: Context, member: str, transaction_id: str, lane_id: str | None = None) -> str:
-    lane_id = lane_id or ctx.client.lane_id
     body = birthday_claim_json({"member_id": member, "year": YEAR, "transaction_id": transaction_id})
-    answer = ctx.client.request("POST", birthday_awards_path(ctx.client, lane_id), body,
-                                {"Content-Type": "application/json"}, lane_header=lane_id)
-    expect_status(answer, 200, f"a birthday claim from lane {lane_id}")
-    try:
-        doc = parse_birthday_claim_answer(answer.json(), member, YEAR)
-    except Exception as exc:  # the protocol's own check of the answer's shape
-        raise Failed(f"the answer is not a birthday claim answer: {exc}") from exc
-    if doc["status"] == "taken" and doc.get("code") != "birthday_taken":
-        raise Failed(f"a taken answer needs code birthday_taken, got {doc.get('code')!r}")
-    return doc["status"]
+    return claim(ctx, "birthday", birthday_awards_path, body, lane_id,
+                 lambda doc: parse_birthday_claim_answer(doc, member, YEAR), ("taken", "birthday_taken"))
 
 
 @check("birthdays", "claim.first_lane")

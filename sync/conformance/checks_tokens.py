@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 
 from posd.sync.conformance.http import token_uses_path
-from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, expect_status, statuses
+from posd.sync.conformance.kit import Context, Failed, Skipped, answered_twice, check, claim, expect_status, statuses
 from posd.sync.protocol import parse_token_claim_answer, token_claim_json
 
 MEMBER = "conformance-token-holder"
@@ -21,18 +21,9 @@ def _other_lane(ctx: Context) -> str:
 
 
 def _claim(ctx: Context, token_id: str, lane_id: str | None = None) -> str:
-    lane_id = lane_id or ctx.client.lane_id
     body = token_claim_json({"token_id": token_id, "member_id": MEMBER, "identified_by": "qr_token"})
-    answer = ctx.client.request("POST", token_uses_path(ctx.client, lane_id), body,
-                                {"Content-Type": "application/json"}, lane_header=lane_id)
-    expect_status(answer, 200, f"a token claim from lane {lane_id}")
-    try:
-        doc = parse_token_claim_answer(answer.json(), token_id)
-    except Exception as exc:  # the protocol's own check of the answer's shape
-        raise Failed(f"the answer is not a token claim answer: {exc}") from exc
-    if doc["status"] == "replayed" and doc.get("code") != "token_replayed":
-        raise Failed(f"a replayed answer needs code token_replayed, got {doc.get('code')!r}")
-    return doc["status"]
+    return claim(ctx, "token", token_uses_path, body, lane_id, lambda doc: parse_token_claim_answer(doc, token_id),
+                 ("replayed", "token_replayed"))
 
 
 def _claimed_token(ctx: Context) -> str:

@@ -129,6 +129,25 @@ def expect_status(answer: Answer, status: int, what: str, code: str | None = Non
         raise Failed(f"{what}: expected {want}, got {answer.status} {answer.code or answer.body[:120]!r}")
 
 
+def claim(ctx: Context, what: str, path: Callable[[KitClient, str | None], str], body: bytes, lane_id: str | None,
+          parse: Callable[[Any], dict[str, Any]], refused: tuple[str, str]) -> str:
+    """One first-holder claim (a token use, a birthday year) from ``lane_id`` (the kit's lane when None):
+    its answer's status once the protocol's own parser has read it; ``refused`` is the (status, code)
+    another lane is answered, and that status without that code fails."""
+    lane_id = lane_id or ctx.client.lane_id
+    answer = ctx.client.request("POST", path(ctx.client, lane_id), body, {"Content-Type": "application/json"},
+                                lane_header=lane_id)
+    expect_status(answer, 200, f"a {what} claim from lane {lane_id}")
+    try:
+        doc = parse(answer.json())
+    except Exception as exc:  # the protocol's own check of the answer's shape
+        raise Failed(f"the answer is not a {what} claim answer: {exc}") from exc
+    status, code = refused
+    if doc["status"] == status and doc.get("code") != code:
+        raise Failed(f"a {status} answer needs code {code}, got {doc.get('code')!r}")
+    return str(doc["status"])
+
+
 def answered_twice(got: list[str], want: str) -> str:
     """The lane that claimed something first, asking twice: ``want`` both times, else Failed."""
     if got != [want, want]:

@@ -24,8 +24,9 @@ MAX_AUTHORISATION_BYTES = 65_536
 MAX_UNSYNCED_EVENTS = 500  # the newest of a member's events the lane lists for central's balance check
 MAX_CODE_LEN = 64
 # A lane's voucher code: "V" and 12 Crockford base32 characters. People type them in any case, with
-# O for 0 and I or L for 1: central reads them as the lane does (posd.core.identify.voucher_code, the
-# lane's copy: the core imports nothing from sync), and coupon codes case-insensitively.
+# O for 0 and I or L for 1, and with hyphens or any whitespace between: central reads them exactly as
+# the lane does (posd.core.identify.voucher_code, the lane's copy: neither side may import the other;
+# tests/test_voucher_codes.py holds the two equal on any text), and coupon codes case-insensitively.
 _CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _TYPED_AS = {"O": "0", "I": "1", "L": "1"}
 
@@ -37,7 +38,7 @@ def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
     for coupon in coupons:
         if coupon == code or coupon.casefold() == folded:
             return coupon
-    chars = [_TYPED_AS.get(ch, ch) for ch in code.replace("-", "").replace(" ", "").upper()]
+    chars = [_TYPED_AS.get(ch, ch) for ch in "".join(code.split()).replace("-", "").upper()]
     if len(chars) == 13 and chars[0] == "V" and _CROCKFORD.issuperset(chars[1:]):
         return "".join(chars)
     return code

@@ -38,7 +38,7 @@ def named_daemon(names: str, argv: list[str]) -> int:
 
     out = open(names, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     lock = threading.Lock()
-    collected = {g: [0, 0.0] for g in range(3)}
+    collected: dict[int, list[Any]] = {g: [0, 0.0, []] for g in range(3)}
     started: list[float] = []
 
     def timed(phase: str, info: dict[str, int]) -> None:
@@ -46,8 +46,11 @@ def named_daemon(names: str, argv: list[str]) -> int:
             started.append(time.perf_counter())
         elif started:
             acc = collected[info["generation"]]
+            took = time.perf_counter() - started.pop()
             acc[0] += 1
-            acc[1] += time.perf_counter() - started.pop()
+            acc[1] += took
+            if info["generation"] == 2:
+                acc[2].append(round(1000 * took, 2))
 
     gc.callbacks.append(timed)
 
@@ -197,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         gc_file = Path(str(names_file) + ".gc")
         if gc_file.exists():  # over the whole run: warm-up, rounds and the strace round
             sales = 200 + args.rounds * 2 * half + (half if args.strace else 0)
-            report["gc_per_sale"] = {f"gen{g}": {"collections": round(n / sales, 3), "ms": round(1000 * t / sales, 4)}
-                                     for g, (n, t) in json.loads(gc_file.read_text()).items()}
+            report["gc_per_sale"] = {f"gen{g}": {"collections": round(n / sales, 3), "ms": round(1000 * t / sales, 4),
+                                                 "ms_each": round(1000 * t / max(1, n), 3)}
+                                     for g, (n, t, _) in json.loads(gc_file.read_text()).items()}
+            report["gc_full_collections_ms"] = json.loads(gc_file.read_text())["2"][2]  # from start-up on
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text)

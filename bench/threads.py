@@ -141,7 +141,7 @@ def strace_round(pid: int, post: Any, sales: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.common import BenchLane, ROOT, bench_config, central_process, concurrent_posts, free_port, post_loop
-    from bench.common import proc_cpu_s
+    from bench.common import emit, proc_cpu_s
     from bench.run import fill_cache, sale_members
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "ms_each": round(1000 * t / max(1, n), 3)}
                                      for g, (n, t, _) in json.loads(gc_file.read_text()).items()}
             report["gc_full_collections_ms"] = json.loads(gc_file.read_text())["2"][2]  # from start-up on
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

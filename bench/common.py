@@ -69,6 +69,15 @@ def proc_mem_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def emit(report: dict[str, Any], out: str | None) -> int:
+    """A bench's report as indented JSON: to ``out`` when given, and on stdout."""
+    text = json.dumps(report, indent=2)
+    if out:
+        Path(out).write_text(text)
+    print(text)
+    return 0
+
+
 def machine() -> dict[str, Any]:
     import platform
 

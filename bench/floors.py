@@ -1,7 +1,7 @@
 """The floors: what the parts under each posd path can do alone, measured in the same run.
 
-- ``bare_route``: the same server stack as the daemon (uvicorn + httptools +
-  FastAPI, one process), one route that validates the same pydantic body and
+- ``bare_route``: the same server stack as the daemon (uvloop + uvicorn +
+  httptools + FastAPI, one process), one route that validates the same pydantic body and
   answers a fixed JSON of the same size as posd's answer; the same POS loop
   drives it.
 - ``durable_commits``: BEGIN IMMEDIATE, rows of the sizes a sale writes
@@ -73,7 +73,7 @@ def serve_bare_route(port: int, answer_bytes: int) -> None:
         return {"status": "ok"}
 
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                  access_log=False)).run()
+                                  access_log=False, loop="uvloop")).run()  # the daemon's loop (posd.cli)
 
 
 class BareRoute:

@@ -107,12 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=50)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    report = run(args.rounds)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    from bench.common import emit
+
+    return emit(run(args.rounds), args.out)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from posd.daemon import Daemon
     from posd.storage.db import StorageError
 
+    import uvloop
+
     config = _load(args.config, check_files=True)
     try:
-        return asyncio.run(Daemon(config).run())
+        # uvloop: the event loop and its transports in C (libuv); a sale's HTTP round trip and the
+        # writer's hand-back to the loop cost about a third less CPU than on the pure-Python loop.
+        return uvloop.run(Daemon(config).run())
     except ConfigError as exc:  # a file named by the config changed under us since the check
         print(f"posd: {args.config}: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,10 @@ class Birthdays:
         """Was the member's ``year`` bonus given: at another lane (central's feed says so) or here?"""
         return member.birthday_award_year == year or view.birthday_awarded(member.member_id, year, member.aliases)
 
+    def asks_central(self) -> bool:
+        """Would ``claim`` ask central (rather than answer at once)?"""
+        return not self.ctx.is_offline()
+
     async def claim(self, member: CachedMember, year: int, transaction_id: str) -> bool:
         """May this sale give the bonus? False only when central says another lane holds the year; the
         same transaction asking again is answered the same. Central known to be out of reach, or no

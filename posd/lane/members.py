@@ -102,6 +102,10 @@ class Members:
         if claim is not None and await self.authority.claim_token(claim) == "replayed":
             raise _replayed_elsewhere()
 
+    def asks_central(self, ident: Identification | None) -> bool:
+        """Would ``aclaim_at_central`` ask central about this identification?"""
+        return self._claim_request(ident) is not None
+
     def _claim_request(self, ident: Identification | None) -> dict[str, Any] | None:
         """What central is asked; None when there is no token, or central is known to be out of reach
         (the lane does not spend the budget on a question nobody answers: it accepts offline)."""

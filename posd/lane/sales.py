@@ -115,7 +115,15 @@ class Sales:
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
-            sale = self.evaluate(tx)
+            # The usual sale is evaluated and written in one unit, on the writer's thread: one hand-off
+            # to the writer and one back, and the loop is free for the next request meanwhile. A sale
+            # central must hear of first (a member token, a birthday bonus, central in reach) comes
+            # back evaluated and unwritten, and is written once central answered.
+            outcome = await ctx.acommit(lambda unit: self._record_unless_central(unit, tx))
+            if isinstance(outcome, Recorded):
+                crash_point("after_commit_before_answer")
+                return outcome
+            sale = outcome
             await self.members.aclaim_at_central(sale.ident)  # a token another lane used (central asked)
         except LaneError:
             # A retry gets its first answer even when today's checks would refuse it (the member
@@ -131,6 +139,19 @@ class Sales:
         recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
         crash_point("after_commit_before_answer")
         return recorded
+
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
+            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "transaction_id_conflict", "member_token_replayed")
+    def _record_unless_central(self, unit: LedgerTx, tx: TransactionInput) -> Recorded | _Sale:
+        """Inside the writer's unit: the sale evaluated against this very ledger and written, or, when
+        central must be asked first, the evaluated sale with nothing written."""
+        sale = self.evaluate(tx, unit)
+        if self.members.asks_central(sale.ident) or (
+                sale.member is not None and sale.accrual.birthday_bonus and self.birthdays.asks_central()):
+            return sale
+        return self._write_sale(unit, sale)
 
     async def _claim_birthday(self, sale: _Sale) -> _Sale:
         """Central first: a bonus another lane gave the member this year is not given again here."""

@@ -417,6 +417,20 @@ def m010_token_replays_are_flags(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE outbox SET state = 'acked' WHERE state = 'quarantined' AND result_code = 'token_replayed'")
 
 
+@ledger_migrations
+def m011_drop_unread_indexes(conn: sqlite3.Connection) -> None:
+    """Two indexes every sale wrote and no query reads: transactions_member (the birthday check reads
+    birthday_awards since m005) and outbox_pending (the relay's and health's reads use outbox_state,
+    state then seq). Two B-tree pages fewer in each commit's WAL frames; nothing is lost with them."""
+    execute_script(
+        conn,
+        """
+        DROP INDEX IF EXISTS transactions_member;
+        DROP INDEX IF EXISTS outbox_pending;
+        """,
+    )
+
+
 @cache_migrations
 def m004_member_birthday_award(conn: sqlite3.Connection) -> None:
     """The last (store-local) year central says a lane gave the member the birthday bonus: once a year

@@ -92,7 +92,10 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
 
 
 def _config(app: Any, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
+    # loop="asyncio": uvicorn would pick uvloop (a lane dependency) on its own, whose sockets refuse the
+    # SO_LINGER reset the fault injection gives a connection (_reset); the central keeps asyncio's loop.
     return uvicorn.Config(app, host=host, port=port, http=CentralProtocol, lifespan="on", access_log=False,
+                          loop="asyncio",
                           server_header=False, date_header=False, timeout_graceful_shutdown=GRACE_S,
                           timeout_keep_alive=30, **kwargs)
 

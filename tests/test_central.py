@@ -267,8 +267,24 @@ def test_outbox_ids_are_time_ordered_uuids_that_append_to_the_index(central, cli
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 and str(i) == r["id"] for i, r in zip(ids, rows))
     first = [i for i, r in zip(ids, rows) if r["aggregatetype"] == "lane" and r["payload"]["seq"] <= 300]
     assert len(first) == 300 and first == sorted(first)  # one push's rows ascend in insert order
-    millis = [i.int >> 80 for i in ids]
-    assert millis == sorted(millis)  # and later pushes' rows come after, to the millisecond
+    assert ids == sorted(ids)  # and every later row after every earlier one, whole ids compared
+
+
+def test_outbox_ids_ascend_across_calls_in_one_millisecond_and_from_threads():
+    """RFC 9562's counter carries on within a millisecond: ids taken one after another, and by
+    several threads at once (central's apply pool), never sort before an id given earlier."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from posd.sync.central.store_sql import outbox_ids
+
+    taken = [outbox_ids(1 + n % 3) for n in range(3000)]  # most calls share a millisecond with the last
+    flat = [uuid.UUID(i) for ids in taken for i in ids]
+    assert flat == sorted(flat) and len(set(flat)) == len(flat)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in flat)
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda _: [uuid.UUID(i) for _ in range(500) for i in outbox_ids(2)], range(4)))
+    every = [i for run in runs for i in run]
+    assert len(set(every)) == len(every) and all(run == sorted(run) for run in runs)
 
 
 def test_clock_skew_is_measured_from_the_date_header(central):

@@ -766,6 +766,8 @@ def test_central_reads_its_json_columns_as_json_reads_them(text):
                   "offers": [], "birth_date": None, "has_more": True}], "next_cursor": "7"},
     {"points": 123456789012345678901234567890},  # past 64 bits: the json module writes it
     {1: "a key that is not a string"},
+    {"f": [1e-7, 0.00001, -2.5e-5, 1e16, 1.5e300, -1e22], "in range": [0.0001, 123.456, 9.5e15, -0.0, 0.0]},
+    {"s": "x:1e5,0.00001", "n": [1.0, 2]},  # looks like an odd float inside a string only
 ])
 def test_central_writes_its_answers_as_json_writes_them(doc):
     from posd.sync.central.codec import dumps

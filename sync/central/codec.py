@@ -7,8 +7,8 @@ member page), and stores each accepted event's text. orjson does each in a fract
 module's time, writing the same compact JSON as ``json.dumps(..., separators=(",", ":"),
 ensure_ascii=False)``, keys in the order they are in the dict. What orjson refuses (an integer past
 64 bits, a lone surrogate, a key that is not a string) or would read or write otherwise (NaN and
-the infinities, which the json module reads in a push and orjson writes as null) goes to the json
-module, as before.
+the infinities, which the json module reads in a push and orjson writes as null; a float the json
+module writes with an exponent) goes to the json module, as before.
 """
 
 from __future__ import annotations
@@ -58,13 +58,21 @@ def json_text(doc: Any) -> str:
     return fast.decode("utf-8") if fast is not None else _json_module(doc)
 
 
+# Where orjson and the json module write a float differently: NaN and the infinities (orjson: null),
+# and a float json writes with an exponent, below 1e-4 or from 1e16 on (json 1e-05, orjson 0.00001;
+# json 1e+16, orjson 1e16). In between, both write the same shortest repr. In orjson's output, such a
+# number starts right after ":", "," or "[" with "0.0000" or has an exponent; a match (perhaps in a
+# string) only sends the document to the walk below, which decides.
+_ODD_FLOAT = re.compile(rb"[:,\[]-?(?:0\.0000|[0-9]+(?:\.[0-9]+)?e)")
+
+
 def _orjson(doc: Any) -> bytes | None:
     """orjson's bytes, or None where they would not be what the json module writes."""
     try:
         raw = orjson.dumps(doc)
     except TypeError:  # orjson.JSONEncodeError
         return None
-    if b"null" in raw and _has_non_finite(doc):
+    if (b"null" in raw or _ODD_FLOAT.search(raw)) and _has_odd_float(doc):
         return None
     return raw
 
@@ -73,11 +81,12 @@ def _json_module(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
-def _has_non_finite(value: Any) -> bool:
+def _has_odd_float(value: Any) -> bool:
+    """A float orjson writes otherwise than json: not finite, or outside [1e-4, 1e16) and not zero."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
+        if isinstance(item, float) and (not math.isfinite(item) or (item and not 1e-4 <= abs(item) < 1e16)):
             return True
         if isinstance(item, dict):
             stack.extend(item.values())

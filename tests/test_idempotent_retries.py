@@ -91,3 +91,27 @@ def test_a_retry_of_a_sale_recorded_before_the_upgrade_still_replays(tmp_path, c
     assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict")
     lane.wait_drained()
     assert len(accruals(central, "rv-old")) == 1
+
+
+def test_every_retried_write_gets_its_first_answer_byte_for_byte(tmp_path, central, start_lane):
+    """Sale, return, redemption, voucher use and enrolment: the retry's body is the first answer's
+    very bytes (compact, UTF-8 as is), not the same values written another way."""
+    lane = start_lane(tmp_path / "lane")
+    calls = [("/v1/transactions", sale("rv-bytes1", 2)),
+             ("/v1/transactions/rv-bytes1/returns", {"return_id": "rv-bytes-ret",
+                                                     "lines": [{"sku": "5901234123457", "quantity": 1}]}),
+             ("/v1/redemptions", {"redemption_id": "rv-bytes-rdm", "member": ANNA, "reward_id": "free-coffee"}),
+             ("/v1/members", {"phone": "+48 600 765 432", "display_name": "Zażółć Gęślą"})]
+    for path, body in calls:
+        first = lane.post(path, body)
+        assert first.status_code == 200, (path, first.text)
+        retry = lane.post(path, body)
+        assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", (path, retry.text)
+        assert retry.content == first.content, path
+        if path == "/v1/redemptions":
+            code = first.json()["voucher"]["code"]
+    use = (f"/v1/vouchers/{code}/use", {"transaction_id": "rv-bytes1", "member": ANNA})
+    first = lane.post(*use)
+    assert first.status_code == 200, first.text
+    retry = lane.post(*use)
+    assert retry.status_code == 200 and retry.content == first.content

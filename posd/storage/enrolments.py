@@ -12,6 +12,8 @@ import json
 import sqlite3
 from typing import Any
 
+from posd.storage.db import compact_json
+
 
 def store(conn: sqlite3.Connection, *, member_id: str, request_hash: str, identifiers: list[str],
           display_name: str | None, locale: str | None, birth_date: str | None, seq: int,
@@ -19,7 +21,7 @@ def store(conn: sqlite3.Connection, *, member_id: str, request_hash: str, identi
     conn.execute(
         "INSERT INTO enrolments (member_id, request_hash, display_name, locale, birth_date, seq, response, "
         "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (member_id, request_hash, display_name, locale, birth_date, seq, json.dumps(response), recorded_at))
+        (member_id, request_hash, display_name, locale, birth_date, seq, compact_json(response), recorded_at))
     conn.executemany("INSERT INTO enrolment_identifiers (identifier, member_id) VALUES (?, ?)",
                      [(identifier, member_id) for identifier in identifiers])
 

@@ -131,7 +131,7 @@ def record_return(conn: sqlite3.Connection, *, return_id: str, transaction_id: s
         "INSERT INTO returns (return_id, transaction_id, request_hash, lines, amount, points, seq, response, "
         "recorded_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (return_id, transaction_id, request_hash, json.dumps([list(x) for x in lines]) if lines is not None else None,
-         amount, json.dumps(points), seq, json.dumps(response), recorded_at),
+         amount, json.dumps(points), seq, compact_json(response), recorded_at),
     )
 
 
@@ -148,7 +148,7 @@ def record_redemption(conn: sqlite3.Connection, *, redemption_id: str, request_h
         "voucher_code, offline, seq, occurred_at, response, recorded_at, authorised, authorisation_id, "
         "reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (redemption_id, request_hash, member_id, reward_id, currency, points, voucher_code, int(offline), seq,
-         occurred_at, json.dumps(response), recorded_at, "offline" if offline else "online", authorisation_id,
+         occurred_at, compact_json(response), recorded_at, "offline" if offline else "online", authorisation_id,
          reservation_id))
 
 

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from posd.storage.db import member_is
+from posd.storage.db import compact_json, member_is
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -86,7 +86,7 @@ def record_use(conn: sqlite3.Connection, *, code: str, key: str, transaction_id:
     """``holder``: the member the use is for; ``offline``: not authorised by central (its caps applied)."""
     conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at, holder, "
                  "authorised) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (code, key, transaction_id, seq, json.dumps(response), used_at, holder,
+                 (code, key, transaction_id, seq, compact_json(response), used_at, holder,
                   "offline" if offline else "online"))
 
 

@@ -70,6 +70,12 @@ class _Sale:
     program: Program
     offline: bool
 
+    def without_birthday_bonus(self) -> _Sale:
+        """The same sale evaluated again as if the member's birthday bonus were given already this year."""
+        earn, tx = replace(self.ctx, birthday_bonus_used=True), self.tx
+        return replace(self, ctx=earn, accrual=compute_accrual(self.program, Basket(tx.currency, tx.total, tx.lines),
+                                                               earn))
+
 
 class Sales:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, birthdays: Birthdays | None = None):
@@ -158,10 +164,7 @@ class Sales:
         if sale.member is None or not sale.accrual.birthday_bonus or \
                 await self.birthdays.claim(sale.member, sale.ctx.occurred_local.year, sale.tx.transaction_id):
             return sale
-        earn = replace(sale.ctx, birthday_bonus_used=True)
-        tx = sale.tx
-        return replace(sale, ctx=earn, accrual=compute_accrual(sale.program, Basket(tx.currency, tx.total, tx.lines),
-                                                              earn))
+        return sale.without_birthday_bonus()
 
     @raises("transaction_id_conflict", "member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
@@ -175,12 +178,10 @@ class Sales:
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         recorded_at, occurred_at = iso(now), iso(tx.occurred_at)  # each formatted once per sale
         unit.store_program(program, recorded_at)
+        if member is not None and not sale.ctx.birthday_bonus_used and sale.accrual.birthday_bonus \
+                and unit.birthday_awarded(member.member_id, sale.ctx.occurred_local.year, member.aliases):
+            sale = sale.without_birthday_bonus()  # a concurrent sale got this year's bonus first
         earn, accrual = sale.ctx, sale.accrual
-        if member is not None and not earn.birthday_bonus_used and accrual.birthday_bonus \
-                and unit.birthday_awarded(member.member_id, earn.occurred_local.year, member.aliases):
-            # a concurrent sale got this year's bonus first: evaluate again without it
-            earn = replace(earn, birthday_bonus_used=True)
-            accrual = compute_accrual(program, Basket(tx.currency, tx.total, tx.lines), earn)
         seq = self._earn(unit, sale, earn, accrual, occurred_at, recorded_at) if member is not None else None
         balance = self.members.balances(member, unit) if member else {}
         slip = {"slip_id": None, "state": "none"}

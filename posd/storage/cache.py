@@ -17,8 +17,8 @@ daemon scrubs ledger.db's slips) has run for it.
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import hmac
 import json
 import logging
@@ -283,9 +283,6 @@ class Cache:
             self._write_chunk(chunk, next_cursor if last else None, now)
             if not last:
                 time.sleep(0)  # let a waiting lookup thread take the GIL
-
-    def _rows(self, members: list[dict[str, Any]], now: str) -> _Chunk:
-        return self._builder.chunk(members, now)
 
     def _write_chunk(self, chunk: _Chunk, cursor: str | None, now: str) -> None:
         with self._lock:

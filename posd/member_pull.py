@@ -237,8 +237,9 @@ def _receive(source: BinaryIO) -> tuple | None:
     head = source.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
-    data = source.read(_LENGTH.unpack(head)[0])
-    if len(data) < _LENGTH.unpack(head)[0]:
+    (length,) = _LENGTH.unpack(head)
+    data = source.read(length)
+    if len(data) < length:
         return None
     return marshal.loads(data)
 

@@ -174,6 +174,9 @@ class Program:
     stacking: Stacking = Stacking()
     discount_rounding: Rounding = "half_up"  # percent discounts, once per effect
     member_tokens: TokenSettings = TokenSettings()  # keys for phone QR tokens, wallet pass TOTP
+    # What is worked out from the program once per version rather than once per sale (the rules
+    # engine's compiled plans, posd.core.rules_eval.compiled): not part of the program's value.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def currency(self, code: str) -> Currency | None:
         return next((c for c in self.currencies if c.code == code), None)

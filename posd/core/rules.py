@@ -1,13 +1,17 @@
 """The rules engine: a basket, a program and the moment of sale in; points and a trace out.
 
-Pure and deterministic. Arithmetic is exact (Fraction) until the single,
-named rounding per currency at the end, then per-transaction caps; the trace
+Pure and deterministic. Arithmetic is exact (integer ratios: points/spend
+in minor units, multipliers as fractions) until the single, named rounding per
+currency at the end, then per-transaction caps; the trace
 records every rule that fired with its inputs, so "why did I get these
 points" always has an answer. docs/program.md explains each rule.
 
 Points are monotone in the basket: removing a line never raises any
 currency's points. Returns rely on that: they re-evaluate what the member
 kept and reverse the difference.
+
+The program is compiled once per version into plans (posd.core.rules_eval);
+a sale runs the plan of its money currency.
 """
 
 from __future__ import annotations
@@ -19,23 +23,17 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from posd.core.program import Program, Rounding
-from posd.core.rules_eval import (
-    Evaluation,
-    Line,
-    apply_min_baskets,
-    compute_base,
-    evaluate_rules,
-    show,
-    split_excluded,
-)
-from posd.core.rules_spec import BaseRate
+from posd.core.rules_eval import Line, Run, compiled, earned_on, round_ratio
 
 __all__ = ["RULE_ERROR_CODES", "Accrual", "Basket", "BasketLine", "EarnContext", "RuleError", "compute_accrual",
-           "round_points"]
+           "earned_on", "round_points"]
 
 # Every code a RuleError carries: the lane passes them on to the POS as they are.
 RULE_ERROR_CODES = ("negative_total", "negative_line", "total_mismatch", "unsupported_currency",
                     "invalid_occurred_at")
+
+
+_ONE = Decimal(1)
 
 
 class RuleError(ValueError):
@@ -57,7 +55,7 @@ class BasketLine:
     @property
     def amount(self) -> int:
         """Line amount in minor units; half-up is the till's money rounding."""
-        gross = (self.quantity * self.unit_price).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        gross = (self.quantity * self.unit_price).quantize(_ONE, rounding=ROUND_HALF_UP)
         return int(gross) - self.discount
 
     def to_json(self) -> dict[str, Any]:
@@ -113,84 +111,52 @@ class Accrual:
 
 
 def round_points(value: Fraction, mode: Rounding) -> int:
-    if mode == "floor":
-        return value.numerator // value.denominator
-    # half_up, for non-negative values (earn is never negative)
-    return (value + Fraction(1, 2)).__floor__()
+    return round_ratio(value.numerator, value.denominator, mode)
 
 
 def check_basket(basket: Basket) -> None:
+    line_amounts(basket)
+
+
+def line_amounts(basket: Basket) -> list[int]:
+    """Each line's amount, once a basket passed the checks every evaluation makes (RuleError if not)."""
     if basket.total < 0:
         raise RuleError("negative_total", "total must not be negative; use a return instead")
+    amounts = []
     for i, line in enumerate(basket.lines):
         if line.quantity < 0 or line.unit_price < 0 or line.discount < 0:
             raise RuleError("negative_line", f"lines[{i}]: quantity, unit_price and discount must not be "
                                              "negative; use a return instead")
-        if line.amount < 0:
+        amount = line.amount
+        if amount < 0:
             raise RuleError("negative_line", f"lines[{i}]: discount exceeds the line amount")
+        amounts.append(amount)
     if basket.lines:
-        line_sum = sum(line.amount for line in basket.lines)
+        line_sum = sum(amounts)
         if line_sum != basket.total:
             raise RuleError(
                 "total_mismatch",
                 f"lines add up to {line_sum} but total is {basket.total} (minor units)",
             )
-
-
-def earned_on(program: Program) -> list[str]:
-    """The money currencies a sale earns on: those of the program's base rates."""
-    return sorted({m for r in program.rules if isinstance(r, BaseRate) for m in r.rates})
-
-
-def _check_money(program: Program, money: str) -> None:
-    if money not in (earned := earned_on(program)):
-        raise RuleError("unsupported_currency",
-                        f"the program earns on {', '.join(earned) or 'no currency'}, not {money}")
-
-
-def _lines(basket: Basket) -> list[Line]:
-    if not basket.lines:  # a total without lines: one anonymous line no SKU rule can match
-        return [Line(None, None, None, Fraction(0), basket.total)] if basket.total else []
-    return [Line(i, line.sku, line.category, Fraction(line.quantity), line.amount)
-            for i, line in enumerate(basket.lines)]
-
-
-def _finish(ev: Evaluation) -> dict[str, int]:
-    """One rounding per currency over the exact sum, then the per-transaction cap."""
-    points: dict[str, int] = {}
-    for currency in ev.program.currencies:
-        code = currency.code
-        exact = ev.exact.get(code, Fraction(0))
-        rounded = round_points(exact, ev.program.rounding)
-        if code in ev.exact:
-            entry: dict[str, Any] = {"type": "rounding", "currency": code, "status": "applied",
-                                     "mode": ev.program.rounding, "exact": show(exact), "points": rounded}
-            if exact > 0 and rounded == 0:
-                entry["rounded_to_zero"] = True
-                entry["note"] = f"{show(exact)} {code} round down to 0 with {ev.program.rounding} rounding"
-            ev.trace.append(entry)
-        cap = ev.program.transaction_caps.get(code)
-        if cap is not None and rounded > cap:
-            ev.trace.append({"type": "transaction_cap", "currency": code, "status": "applied", "cap": cap,
-                             "before": rounded, "points": cap})
-            rounded = cap
-        points[code] = rounded
-    return points
+    return amounts
 
 
 def compute_accrual(program: Program, basket: Basket, ctx: EarnContext) -> Accrual:
-    check_basket(basket)
-    _check_money(program, basket.currency)
-    if ctx.occurred_local.tzinfo is None or ctx.occurred_local.utcoffset() is None:
+    amounts = line_amounts(basket)
+    rules = compiled(program)
+    money = basket.currency
+    if money not in rules.earned:
+        raise RuleError("unsupported_currency",
+                        f"the program earns on {', '.join(rules.earned) or 'no currency'}, not {money}")
+    local = ctx.occurred_local
+    if local.tzinfo is None or local.utcoffset() is None:
         raise RuleError("invalid_occurred_at", "occurred_local must be aware, in the store's timezone")
-    trace: list[dict[str, Any]] = []
-    eligible = split_excluded(program, _lines(basket), trace)
-    ev = Evaluation(program=program, money=basket.currency, occurred_local=ctx.occurred_local,
-                    tier_id=ctx.tier_id, birth_date=ctx.birth_date,
-                    birthday_bonus_used=ctx.birthday_bonus_used, lines=eligible, trace=trace)
-    apply_min_baskets(ev)
-    compute_base(ev)
-    evaluate_rules(ev)
-    points = _finish(ev)
-    return Accrual(points=points, trace=ev.trace, program_version=program.version,
-                   birthday_bonus=ev.birthday_bonus)
+    if basket.lines:
+        lines: list[Line] = [(i, line.sku, line.category, line.quantity, amount)
+                             for i, (line, amount) in enumerate(zip(basket.lines, amounts))]
+    else:  # a total without lines: one anonymous line no SKU rule can match
+        lines = [(None, None, None, 0, basket.total)] if basket.total else []
+    run = Run(money, lines, ctx.tier_id, local, ctx.birth_date, ctx.birthday_bonus_used, [])
+    points = rules.plan(money).run(run)
+    return Accrual(points=points, trace=run.trace, program_version=program.version,
+                   birthday_bonus=run.birthday_bonus)

@@ -57,7 +57,10 @@ class Window:
     time_until: time | None = None  # None = end of day
 
     def contains(self, local: datetime) -> bool:
-        wall = local.replace(tzinfo=None)
+        return self.holds(local.replace(tzinfo=None))
+
+    def holds(self, wall: datetime) -> bool:
+        """``contains`` for a naive store-local moment."""
         if self.starts is not None and wall < self.starts:
             return False
         if self.ends is not None and wall >= self.ends:

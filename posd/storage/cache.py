@@ -200,11 +200,7 @@ class Cache:
 
     # -- lookups (any thread) --------------------------------------------
     def find_member(self, identifier: str) -> CachedMember | None:
-        row = self.reader().execute(
-            f"SELECT m.*, {_ALIASES} FROM member_identifiers i JOIN members m ON m.member_id = i.member_id "
-            "WHERE i.identifier = ?",
-            (identifier,),
-        ).fetchone()
+        row = self.reader().execute(_BY_IDENTIFIER, (identifier,)).fetchone()
         if row is None:
             return self.member_by_id(identifier)
         return _member(row)
@@ -212,10 +208,9 @@ class Cache:
     def member_by_id(self, member_id: str) -> CachedMember | None:
         """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
         conn = self.reader()
-        row = conn.execute(f"SELECT m.*, {_ALIASES} FROM members m WHERE m.member_id = ?", (member_id,)).fetchone()
+        row = conn.execute(_BY_ID, (member_id,)).fetchone()
         if row is None:
-            row = conn.execute(f"SELECT m.*, {_ALIASES} FROM member_aliases x JOIN members m "
-                               "ON m.member_id = x.member_id WHERE x.alias = ?", (member_id,)).fetchone()
+            row = conn.execute(_BY_ALIAS, (member_id,)).fetchone()
         return _member(row) if row else None
 
     def member_voucher(self, code: str) -> dict[str, Any] | None:
@@ -398,26 +393,27 @@ def _known(conn: sqlite3.Connection, ids: list[tuple[str]]) -> list[tuple[str]]:
 
 # A member's aliases (the provisional ids central mapped to it) in the row that finds the member:
 # one statement per lookup, and the two read in one snapshot.
-_ALIASES = "(SELECT json_group_array(a.alias) FROM member_aliases a WHERE a.member_id = m.member_id) AS aliases"
+# A member as lookups read it: the columns CachedMember takes, in its order (the sealed wallet secret
+# stays in the file), and the provisional ids central mapped to it. Constant statements, so each
+# thread's connection prepares them once (sqlite3's statement cache) and a lookup only binds and steps.
+_MEMBER_SELECT = ("SELECT m.member_id, m.display_name, m.locale, m.tier, m.qualifying, m.balances, m.applied_seq, "
+                  "m.status, m.birth_date, m.offers, m.updated_at, "
+                  "(SELECT json_group_array(a.alias) FROM member_aliases a WHERE a.member_id = m.member_id), "
+                  "m.birthday_award_year")
+_BY_IDENTIFIER = f"{_MEMBER_SELECT} FROM member_identifiers i JOIN members m ON m.member_id = i.member_id " \
+                 "WHERE i.identifier = ?"
+_BY_ID = f"{_MEMBER_SELECT} FROM members m WHERE m.member_id = ?"
+_BY_ALIAS = f"{_MEMBER_SELECT} FROM member_aliases x JOIN members m ON m.member_id = x.member_id WHERE x.alias = ?"
 
 
 def _member(row: sqlite3.Row) -> CachedMember:
-    aliases = tuple(sorted(json.loads(row["aliases"])))
-    return CachedMember(
-        member_id=row["member_id"],
-        display_name=row["display_name"],
-        locale=row["locale"],
-        tier=row["tier"],
-        qualifying=row["qualifying"],
-        balances={k: int(v) for k, v in json.loads(row["balances"]).items()},
-        applied_seq=row["applied_seq"],
-        status=row["status"],
-        birth_date=row["birth_date"],
-        offers=json.loads(row["offers"]),
-        updated_at=row["updated_at"],
-        aliases=aliases,
-        birthday_award_year=row["birthday_award_year"],
-    )
+    """A row of _MEMBER_SELECT, by position; most members have no offers and no aliases ("[]")."""
+    (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, birth_date, offers,
+     updated_at, aliases, award_year) = row
+    return CachedMember(member_id, display_name, locale, tier, qualifying,
+                        {k: int(v) for k, v in json.loads(balances).items()}, applied_seq, status, birth_date,
+                        [] if offers == "[]" else json.loads(offers), updated_at,
+                        () if aliases == "[]" else tuple(sorted(json.loads(aliases))), False, award_year)
 
 
 class MemberRows:

@@ -115,14 +115,16 @@ def round_points(value: Fraction, mode: Rounding) -> int:
 
 
 def check_basket(basket: Basket) -> None:
-    line_amounts(basket)
+    checked_lines(basket)
 
 
-def line_amounts(basket: Basket) -> list[int]:
-    """Each line's amount, once a basket passed the checks every evaluation makes (RuleError if not)."""
+def checked_lines(basket: Basket) -> list[Line]:
+    """The basket's lines as the rules engine reads them, each amount worked out once, after the
+    checks every evaluation makes (RuleError if one fails)."""
     if basket.total < 0:
         raise RuleError("negative_total", "total must not be negative; use a return instead")
-    amounts = []
+    lines: list[Line] = []
+    line_sum = 0
     for i, line in enumerate(basket.lines):
         if line.quantity < 0 or line.unit_price < 0 or line.discount < 0:
             raise RuleError("negative_line", f"lines[{i}]: quantity, unit_price and discount must not be "
@@ -130,19 +132,17 @@ def line_amounts(basket: Basket) -> list[int]:
         amount = line.amount
         if amount < 0:
             raise RuleError("negative_line", f"lines[{i}]: discount exceeds the line amount")
-        amounts.append(amount)
-    if basket.lines:
-        line_sum = sum(amounts)
-        if line_sum != basket.total:
-            raise RuleError(
-                "total_mismatch",
-                f"lines add up to {line_sum} but total is {basket.total} (minor units)",
-            )
-    return amounts
+        lines.append((i, line.sku, line.category, line.quantity, amount))
+        line_sum += amount
+    if not basket.lines:  # a total without lines: one anonymous line no SKU rule can match
+        return [(None, None, None, 0, basket.total)] if basket.total else []
+    if line_sum != basket.total:
+        raise RuleError("total_mismatch", f"lines add up to {line_sum} but total is {basket.total} (minor units)")
+    return lines
 
 
 def compute_accrual(program: Program, basket: Basket, ctx: EarnContext) -> Accrual:
-    amounts = line_amounts(basket)
+    lines = checked_lines(basket)
     rules = compiled(program)
     money = basket.currency
     if money not in rules.earned:
@@ -151,12 +151,7 @@ def compute_accrual(program: Program, basket: Basket, ctx: EarnContext) -> Accru
     local = ctx.occurred_local
     if local.tzinfo is None or local.utcoffset() is None:
         raise RuleError("invalid_occurred_at", "occurred_local must be aware, in the store's timezone")
-    if basket.lines:
-        lines: list[Line] = [(i, line.sku, line.category, line.quantity, amount)
-                             for i, (line, amount) in enumerate(zip(basket.lines, amounts))]
-    else:  # a total without lines: one anonymous line no SKU rule can match
-        lines = [(None, None, None, 0, basket.total)] if basket.total else []
-    run = Run(money, lines, ctx.tier_id, local, ctx.birth_date, ctx.birthday_bonus_used, [])
+    run = Run(money, lines, ctx.tier_id, local, ctx.birth_date, ctx.birthday_bonus_used)
     points = rules.plan(money).run(run)
     return Accrual(points=points, trace=run.trace, program_version=program.version,
                    birthday_bonus=run.birthday_bonus)

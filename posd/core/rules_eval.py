@@ -97,13 +97,13 @@ class Run:
                  "trace", "exact", "blocked", "birthday_bonus")
 
     def __init__(self, money: str, lines: list[Line], tier_id: str | None, local: datetime,
-                 birth_date: date | None, bonus_used: bool, trace: list[dict[str, Any]]):
+                 birth_date: date | None, bonus_used: bool):
         self.money, self.lines, self.tier_id, self.local = money, lines, tier_id, local
         self.spend = 0
         self.wall = local.replace(tzinfo=None)
         self._when: str | None = None
         self.birth_date, self.bonus_used = birth_date, bonus_used
-        self.trace = trace
+        self.trace: list[dict[str, Any]] = []
         self.exact: dict[str, Ratio] = {}
         self.blocked: set[str] = set()
         self.birthday_bonus = False

@@ -99,9 +99,10 @@ class Sales:
         """What the sale earns, checked and computed, nothing written (a member's token is checked,
         not accepted): the sale and its quote share this."""
         ctx = self.ctx
-        if tx.occurred_at - ctx.clock() > FUTURE_TOLERANCE:
+        now = ctx.clock()
+        if tx.occurred_at - now > FUTURE_TOLERANCE:
             raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
-        if ctx.clock() - tx.occurred_at > PAST_TOLERANCE:
+        if now - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
         ident = self.members.find_active(tx.member) if tx.member else None

@@ -20,22 +20,20 @@ from hypothesis import strategies as st
 from posd.core.program import parse_program
 from posd.core.rules import Basket, BasketLine, EarnContext, RuleError, compute_accrual
 from posd.core.rules_eval import show, show_ratio
+from posd.core.rules_spec import WEEKDAYS
 from tests.support import rules_reference
 
 WARSAW = ZoneInfo("Europe/Warsaw")
-CATEGORIES = ["food", "fruit", "coffee", "tobacco", "toys"]
-SKUS = ["A", "B", "C", "COFFEE", "CIG"]
+CURRENCIES = [{"code": code, "kind": kind} for code, kind in
+              (("points", "redeemable"), ("tier", "qualifying"), ("coffee", "stamps"), ("extra", "redeemable"))]
 MONEYS = ["PLN", "EUR", "USD"]  # USD: no base rate earns on it
-CURRENCIES = [{"code": "points", "kind": "redeemable"}, {"code": "tier", "kind": "qualifying"},
-              {"code": "coffee", "kind": "stamps"}, {"code": "extra", "kind": "redeemable"}]
-WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+NAMES = {"categories": ["food", "fruit", "coffee", "tobacco", "toys"], "skus": ["A", "B", "C", "COFFEE", "CIG"]}
+CATEGORIES, SKUS = NAMES["categories"], NAMES["skus"]
 
 multipliers = st.fractions(min_value=1, max_value=4, max_denominator=12).map(str)
 caps = st.none() | st.integers(0, 300)
-matches = st.fixed_dictionaries({}, optional={
-    "categories": st.lists(st.sampled_from(CATEGORIES), min_size=1, max_size=2, unique=True),
-    "skus": st.lists(st.sampled_from(SKUS), min_size=1, max_size=2, unique=True),
-})
+matches = st.fixed_dictionaries({}, optional={key: st.lists(st.sampled_from(values), min_size=1, max_size=2,
+                                                            unique=True) for key, values in NAMES.items()})
 spends = st.dictionaries(st.sampled_from(["PLN", "EUR"]), st.integers(0, 30000), min_size=1)
 rates = st.dictionaries(st.sampled_from(["PLN", "EUR"]),
                         st.fixed_dictionaries({"spend_minor": st.integers(1, 1000), "points": st.integers(0, 7)}),

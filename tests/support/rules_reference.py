@@ -12,18 +12,9 @@ from typing import Any
 
 from posd.core.program import Program, Rounding
 from posd.core.rules import Accrual, Basket, EarnContext, RuleError
-from posd.core.rules_spec import (
-    BaseRate,
-    Birthday,
-    Exclude,
-    Match,
-    MinBasket,
-    Multiplier,
-    PerUnit,
-    Rule,
-    ThresholdBonus,
-    Window,
-)
+from posd.core.rules_eval import _near_birthday  # unchanged: the compiled engine's birthday window is this one
+from posd.core.rules_spec import BaseRate, Birthday, Exclude, Match, MinBasket, Multiplier, PerUnit, Rule, \
+    ThresholdBonus, Window
 
 
 def show(value: Fraction) -> str:
@@ -205,17 +196,6 @@ def eval_threshold_bonus(ev: Evaluation, rule: ThresholdBonus) -> None:
         ev.skip(rule, rule.currency, "below_threshold", **inputs)
         return
     ev.credit(rule, rule.currency, Fraction(rule.points), **inputs)
-
-
-def _near_birthday(birth: date, today: date, window_days: int) -> bool:
-    for year in (today.year - 1, today.year, today.year + 1):
-        try:
-            day = birth.replace(year=year)
-        except ValueError:  # 29 February in a common year: the 28th
-            day = date(year, 2, 28)
-        if abs((today - day).days) <= window_days:
-            return True
-    return False
 
 
 def eval_birthday(ev: Evaluation, rule: Birthday) -> None:

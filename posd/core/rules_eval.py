@@ -128,7 +128,18 @@ class Run:
 
 
 def _indexes(lines: list[Line]) -> list[int]:
-    return [line[0] for line in lines if line[0] is not None]
+    out = []
+    for line in lines:  # loops rather than comprehensions here: no frame per call (CPython 3.11)
+        if line[0] is not None:
+            out.append(line[0])
+    return out
+
+
+def _spend(lines: list[Line]) -> int:
+    spend = 0
+    for line in lines:
+        spend += line[4]
+    return spend
 
 
 def _capped(num: int, den: int, cap: int | None) -> tuple[int, int, dict[str, Any]]:
@@ -157,8 +168,11 @@ class Step:
     def hits(self, lines: list[Line]) -> list[Line]:
         if self.everything:
             return lines
-        skus, categories = self.skus, self.categories
-        return [line for line in lines if line[1] in skus or line[2] in categories]
+        skus, categories, out = self.skus, self.categories, []
+        for line in lines:
+            if line[1] in skus or line[2] in categories:
+                out.append(line)
+        return out
 
     def open(self, r: Run) -> bool:
         """Is the sale inside the rule's window? Saying so in the trace when it is not."""
@@ -233,7 +247,7 @@ class MultiplierStep(Step):
         hits = self.hits(r.lines)
         if not hits or self.base_rate is None:
             return
-        num, den = sum(line[4] for line in hits) * self.base_rate[0], self.base_rate[1]
+        num, den = _spend(hits) * self.base_rate[0], self.base_rate[1]
         num2, den2, cap = _capped(num * self.extra[0], den * self.extra[1], self.cap)
         r.add(self.currency, num2, den2)
         r.trace.append({"rule": self.rule_id, "type": self.type, "currency": self.currency, "status": "applied",
@@ -275,7 +289,7 @@ class ThresholdStep(Step):
     def run(self, r: Run) -> None:
         if not self.open(r):
             return
-        spend = sum(line[4] for line in self.hits(r.lines))
+        spend = _spend(self.hits(r.lines))
         if spend <= 0 or spend < self.need:
             status, reason, points = "skipped", "below_threshold", "0"
         else:
@@ -359,13 +373,15 @@ class Plan:
         """The sale's points per currency (program order); its trace grows on ``r``."""
         lines, trace = r.lines, r.trace
         for rule_id, skus, categories in self.exclusions:  # excluded lines earn nothing, count for nothing
-            out = [line for line in lines if line[1] in skus or line[2] in categories]
+            kept, out = [], []
+            for line in lines:
+                (out if line[1] in skus or line[2] in categories else kept).append(line)
             if out:
-                lines = [line for line in lines if not (line[1] in skus or line[2] in categories)]
+                lines = kept
                 trace.append({"rule": rule_id, "type": Exclude.type, "status": "applied", "lines": _indexes(out),
-                              "excluded_spend_minor": sum(line[4] for line in out)})
+                              "excluded_spend_minor": _spend(out)})
         r.lines = lines
-        r.spend = spend = sum(line[4] for line in lines)
+        r.spend = spend = _spend(lines)
         for rule_id, need, stopped in self.minimums:
             if spend < need:
                 r.blocked.update(stopped)

@@ -30,6 +30,8 @@ from posd.storage.entries import Entry
 from posd.storage.records import ReturnRecord, SaleRecord
 from posd.storage.tx import LedgerTx, LedgerView
 
+# Program versions a lane keeps parsed for returns (posd.lane.sales.Sales._stored_program).
+KEPT_PROGRAMS = 4
 # A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
 FUTURE_TOLERANCE = timedelta(minutes=10)
 # A POS that was offline may upload old sales; a year back is the most a lane accepts.
@@ -81,6 +83,7 @@ class Sales:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, birthdays: Birthdays | None = None):
         self.ctx, self.members, self.slips = ctx, members, slips
         self.birthdays = birthdays or Birthdays(ctx)
+        self._earned_under: dict[str, Program] = {}  # program versions returns evaluated against, parsed
 
     # -- sales ----------------------------------------------------------------
     def earn_context(self, member: CachedMember | None, occurred_at: datetime,
@@ -320,8 +323,7 @@ class Sales:
         except RuleError as exc:
             raise rule_error(exc) from exc
 
-    @staticmethod
-    def _kept_by_amount(view: LedgerView, sale: SaleRecord, returned: int) -> dict[str, int]:
+    def _kept_by_amount(self, view: LedgerView, sale: SaleRecord, returned: int) -> dict[str, int]:
         """What the member keeps after returns of ``returned`` (all amount returns so far, this one too).
 
         Pro rata, floored: the returns take back floor(earned x returned / total), computed on the
@@ -332,24 +334,42 @@ class Sales:
         """
         share = Fraction(returned, sale.total or 1)
         kept = {cur: pts - (pts * share).__floor__() for cur, pts in sale.points.items()}
-        body = view.program_body(sale.program_version) if sale.program_version else None
-        if body is None or sale.context is None or returned >= sale.total:
+        if sale.context is None or returned >= sale.total:
+            return kept
+        program = self._stored_program(view, sale.program_version)
+        if program is None:
             return kept
         scaled = _scaled(sale, 1 - share)
         try:
-            by_rules = compute_accrual(parse_program(body), scaled, sale.context).points
+            by_rules = compute_accrual(program, scaled, sale.context).points
         except RuleError:  # a basket the sale's program evaluated once evaluates again; kept as a guard
             return kept
         return {cur: min(pts, max(kept[cur], by_rules.get(cur, 0))) for cur, pts in sale.points.items()}
 
-    @staticmethod
     @raises("program_version_unknown")
-    def _program_of(view: LedgerView, version: str | None) -> Program:
-        body = view.program_body(version) if version else None
-        if body is None:
+    def _program_of(self, view: LedgerView, version: str | None) -> Program:
+        program = self._stored_program(view, version)
+        if program is None:
             raise LaneError("program_version_unknown",
                             f"program {version} that the sale earned under is not on this lane")
-        return parse_program(body)
+        return program
+
+    def _stored_program(self, view: LedgerView, version: str | None) -> Program | None:
+        """The program a sale earned under, as the ledger keeps it; None when it has no such version.
+        A version's body never changes once stored (the first one is kept), so its parse, and the
+        rules compiled from it, serve every later return of its sales."""
+        if not version:
+            return None
+        program = self._earned_under.get(version)
+        if program is None:
+            body = view.program_body(version)
+            if body is None:
+                return None
+            program = parse_program(body)
+            if len(self._earned_under) >= KEPT_PROGRAMS:
+                self._earned_under.pop(next(iter(self._earned_under)))  # the oldest one parsed
+            self._earned_under[version] = program
+        return program
 
 
 def _scaled(sale: SaleRecord, share: Fraction) -> Basket:

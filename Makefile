@@ -35,6 +35,7 @@ bench: setup
 	$(PY) -m bench.fleet --out bench/fleet.json --central-report bench/central.json
 	$(PY) -m bench.burn --out bench/burn-report.json
 	$(PY) -m bench.observe --out bench/observe.json
+	$(PY) -m bench.rules --out bench/rules.json
 
 # The Debian package: dist/posd_<version>_<arch>.deb (docs/install.md).
 deb:
@@ -53,4 +54,4 @@ test-install: deb
 	POSD_DEB=$$(ls -t dist/posd_*.deb | head -n 1) $(PY) -m pytest -m install -p no:cacheprovider tests/test_install.py
 
 clean:
-	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/central.json bench/fleet.json bench/observe.json bench/burn-report.json build/deb dist/
+	rm -rf var/ .pytest_cache bench/report.json bench/sync-report.json bench/soak-report.json bench/central.json bench/fleet.json bench/observe.json bench/burn-report.json bench/rules.json build/deb dist/

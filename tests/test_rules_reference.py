@@ -44,10 +44,11 @@ rates = st.dictionaries(st.sampled_from(["PLN", "EUR"]),
 def windows(draw):
     start = draw(st.integers(0, 22))
     first = draw(st.dates(date(2026, 1, 1), date(2027, 6, 1)))
+    until = f"{(first + timedelta(days=draw(st.integers(1, 400)))).isoformat()}T10:30"
     return draw(st.fixed_dictionaries({}, optional={
         "weekdays": st.lists(st.sampled_from(WEEKDAYS), min_size=1, max_size=3, unique=True),
         "hours": st.just({"from": f"{start:02d}:00", "until": f"{draw(st.integers(start + 1, 24)):02d}:00"}),
-        "dates": st.just({"from": first.isoformat(), "until": f"{first.replace(year=first.year + 1).isoformat()}T10:30"}),
+        "dates": st.just({"from": first.isoformat(), "until": until}),
     }).filter(bool))
 
 

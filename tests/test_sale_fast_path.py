@@ -111,11 +111,9 @@ def test_what_the_fast_path_does_not_read_goes_the_standard_way(tmp_path, centra
     lane.stop()
 
 
-@pytest.mark.parametrize("content_type, fast", [
-    (FAST, True), ("Application/JSON; charset=UTF-8", True), (STANDARD, False), ("text/plain", False)])
-def test_only_the_usual_request_skips_the_dependency_solving(monkeypatch, content_type, fast):
-    """The bearer guard runs as a FastAPI dependency on the standard way only: on the usual sale
-    it is never called, and the sale is still answered."""
+def _asgi_lane(monkeypatch, outcome: Any = None) -> tuple[Any, list[str], list[Any]]:
+    """The API on a stub lane, in process; (app, the paths the bearer guard dependency saw, sales recorded).
+    The guard runs as a FastAPI dependency on the standard way only."""
     calls: list[str] = []
     guard_call = api_app.LaneGuard.__call__
 
@@ -128,20 +126,32 @@ def test_only_the_usual_request_skips_the_dependency_solving(monkeypatch, conten
 
     async def record_sale(tx: Any) -> Recorded:
         recorded.append(tx)
+        if outcome is not None:
+            raise outcome
         return Recorded({"transaction_id": tx.transaction_id}, False, json.dumps({"transaction_id": tx.transaction_id}))
 
     lane = SimpleNamespace(members=None, quotes=None, sales=SimpleNamespace(record_sale=record_sale), rewards=None,
                            slips=None, enrolments=None)
     app = api_app.create_app(lane=lane, bus=None, token="tok", host="127.0.0.1", port=8765,  # type: ignore[arg-type]
-                             health=lambda: {})
+                             allowed_origins=("http://pos.local",), health=lambda: {})
+    return app, calls, recorded
 
+
+def _asgi_post(app: Any, content: Any, **headers: str) -> httpx.Response:
     async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as client:
-            return await client.post("/v1/transactions", content=_raw("asgi-1").encode(),
-                                     headers={"Authorization": "Bearer tok", "Content-Type": content_type})
+            return await client.post("/v1/transactions", content=content,
+                                     headers={"Authorization": "Bearer tok", "Content-Type": FAST, **headers})
 
-    resp = asyncio.run(post())
+    return asyncio.run(post())
+
+
+@pytest.mark.parametrize("content_type, fast", [
+    (FAST, True), ("Application/JSON; charset=UTF-8", True), (STANDARD, False), ("text/plain", False)])
+def test_only_the_usual_request_skips_the_stack(monkeypatch, content_type, fast):
+    app, calls, recorded = _asgi_lane(monkeypatch)
+    resp = _asgi_post(app, _raw("asgi-1").encode(), **{"Content-Type": content_type})
     if content_type == "text/plain":
         assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
         assert recorded == []
@@ -149,3 +159,41 @@ def test_only_the_usual_request_skips_the_dependency_solving(monkeypatch, conten
         assert resp.status_code == 200 and resp.json() == {"transaction_id": "asgi-1"}
         assert [tx.transaction_id for tx in recorded] == ["asgi-1"]
     assert calls == ([] if fast else ["/v1/transactions"])
+
+
+def test_the_guards_answers_stand_whichever_way(monkeypatch):
+    """An allowed origin gets its CORS headers on the fast path too; a foreign origin, a wrong Host,
+    an oversized or unsized body get the guards' answers; a body sent in chunks still records."""
+    app, calls, recorded = _asgi_lane(monkeypatch)
+    body = _raw("asgi-2").encode()
+    allowed = _asgi_post(app, body, Origin="http://pos.local")
+    assert allowed.status_code == 200 and calls == []
+    assert allowed.headers["access-control-allow-origin"] == "http://pos.local"
+    assert "Idempotent-Replayed" in allowed.headers["access-control-expose-headers"]
+    foreign = _asgi_post(app, body, Origin="http://evil.example")
+    assert (foreign.status_code, foreign.json()["code"]) == (403, "origin_not_allowed")
+    bad_host = _asgi_post(app, body, Host="evil.example")
+    assert (bad_host.status_code, bad_host.json()["code"]) == (421, "bad_host")
+    big = _asgi_post(app, b" " * (2 << 20) + body)
+    assert (big.status_code, big.json()["code"]) == (413, "payload_too_large")
+
+    async def chunks():
+        yield body[:10]
+        yield body[10:]
+
+    chunked = _asgi_post(app, chunks())
+    assert chunked.status_code == 200, chunked.text
+    assert calls == ["/v1/transactions"]  # the chunked one (no declared length) went the standard way
+    assert [tx.transaction_id for tx in recorded] == ["asgi-2", "asgi-2"]
+
+
+@pytest.mark.parametrize("raised, status, code", [
+    (api_app.LaneError("unknown_member", "no such member"), 404, "unknown_member"),
+    (RuntimeError("a bug"), 500, "internal_error")])
+def test_a_lane_error_on_the_fast_path_is_answered_as_on_the_standard_way(monkeypatch, raised, status, code):
+    app, calls, _ = _asgi_lane(monkeypatch, outcome=raised)
+    fast = _asgi_post(app, _raw("asgi-3").encode())
+    standard = _asgi_post(app, _raw("asgi-3").encode(), **{"Content-Type": STANDARD})
+    assert calls == ["/v1/transactions"]
+    assert (fast.status_code, fast.json()["code"]) == (status, code)
+    assert (fast.status_code, fast.json()) == (standard.status_code, standard.json())

@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +54,7 @@ from posd.api.models import (
     VoucherValidateIn,
 )
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
-from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, allowed_hosts, bearer_matches
+from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, Shortcut, allowed_hosts
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
 from posd.core.rules import Basket, BasketLine
@@ -89,7 +89,6 @@ def _answer(recorded: Recorded) -> JSONResponse:
 
 # The request headers the API reads: checked for card data like every other field.
 _READ_HEADERS = ("idempotency-key", "last-event-id")
-_READ_HEADERS_RAW = frozenset(name.encode() for name in _READ_HEADERS)
 
 
 def refuse_card_data(request: Request) -> None:
@@ -119,60 +118,6 @@ class LaneGuard(HTTPBearer):
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), self._token):
             raise ApiError("unauthorized", "missing or wrong bearer token")
         refuse_card_data(request)
-
-    def admits(self, authorization: bytes) -> bool:
-        """Is this raw Authorization header the token? As the middleware reads it (posd.api.security)."""
-        return bearer_matches(authorization, self._token)
-
-
-# The Content-Type values a POS sends with a JSON body; any other (or none) goes FastAPI's way.
-_PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
-
-
-async def _plain_json_body(request: Request, guard: LaneGuard) -> bytes | None:
-    """The body of a request the route's fast path may read on its own, or None for FastAPI's way.
-
-    It is the usual request: the right bearer token, a JSON Content-Type, no query and none of the
-    headers the API reads (so no card data outside the body, which its model checks). Anything else
-    goes the standard way, whose answers (401, 422 and their messages) stay FastAPI's own."""
-    scope = request.scope
-    if scope["query_string"]:
-        return None
-    authorization = content_type = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if authorization is not None:
-                return None
-            authorization = value
-        elif name == b"content-type":
-            if content_type is not None:
-                return None
-            content_type = value
-        elif name in _READ_HEADERS_RAW:
-            return None
-    if content_type is None or content_type.lower() not in _PLAIN_JSON or authorization is None \
-            or not guard.admits(authorization):
-        return None
-    return await request.body()
-
-
-def _with_fast_path(fast: Callable[[Request], Awaitable[Response | None]]) -> type[APIRoute]:
-    """A route class whose handler tries ``fast`` first: it reads and validates the body itself
-    (pydantic-core from the bytes, one pass) and skips FastAPI's dependency solving, which is most
-    of what the framework costs per sale. When ``fast`` declines (None), the standard handler runs.
-    The route is declared as any other, so its OpenAPI and its error answers are FastAPI's."""
-
-    class FastRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            standard = super().get_route_handler()
-
-            async def handler(request: Request) -> Response:
-                response = await fast(request)
-                return response if response is not None else await standard(request)
-
-            return handler
-
-    return FastRoute
 
 
 def _lines(lines: list[LineIn]) -> tuple[BasketLine, ...]:
@@ -288,26 +233,27 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
                              request_hash=request_hash(body.model_dump(mode="json")))
         return _answer(await enrolments.enrol(req))
 
-    async def record_sale(body: TransactionIn) -> Response:
+    async def record_sale(body: TransactionIn) -> JSONResponse:
         return await _outcome(observer, "sale", body.transaction_id, sales.record_sale(_sale(body)))
 
+    @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))
-    async def post_transaction(body: TransactionIn) -> Response:
+    async def post_transaction(body: TransactionIn) -> JSONResponse:
         return await record_sale(body)
 
-    async def sale_fast(request: Request) -> Response | None:
-        body = await _plain_json_body(request, guard)
-        if body is None:
-            return None
+    async def usual_sale(body: bytes) -> Response | None:
+        """The usual sale on the Shortcut: its body validated by pydantic-core from the bytes, in one
+        pass. None when it is not valid: the standard stack then answers it in FastAPI's words."""
         try:
-            sale = TransactionIn.model_validate_json(body)
-        except ValidationError:
-            return None  # FastAPI's own reading answers it, in its words
-        return await record_sale(sale)
-
-    app.router.add_api_route("/v1/transactions", post_transaction, methods=["POST"], dependencies=auth,
-                             response_model=TransactionOut, tags=["transactions"],
-                             route_class_override=_with_fast_path(sale_fast))
+            try:
+                sale = TransactionIn.model_validate_json(body)
+            except ValidationError:
+                return None
+            return await record_sale(sale)
+        except CodedError as exc:
+            return await coded_error(None, exc)  # type: ignore[arg-type]
+        except Exception as exc:
+            return await unexpected(None, exc)  # type: ignore[arg-type]
 
     @app.post("/v1/quotes", dependencies=auth, response_model=QuoteOut, tags=["transactions"])
     @declares(*codes_of(Quotes.quote))
@@ -391,6 +337,10 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
     if observer is not None:
         app.add_middleware(RequestTimer, observer=observer)
+    app.add_middleware(Shortcut, method="POST", path="/v1/transactions", hosts=allowed_hosts(host, port),
+                       origins=allowed_origins, token=token, skip_headers=_READ_HEADERS, answer=usual_sale,
+                       timed=None if observer is None else
+                       lambda seconds: observer.request("/v1/transactions", "POST", seconds))
     return app
 
 

@@ -279,6 +279,41 @@ def test_an_older_ledger_keeps_what_its_sales_earned_across_the_upgrade(tmp_path
         upgraded.close()
 
 
+def test_a_ledger_from_before_m012_loses_ledger_transaction_and_returns_still_take_their_sales_lots(tmp_path):
+    """m012 drops the index on ledger_entries.transaction_id; a return finds its sale's own lots by the
+    sale's member and seq, in a ledger written before the upgrade as in a new one."""
+    def open_lane():
+        ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+        cache = Cache(tmp_path / "cache.db", "L01")
+        cache.store_program(PROGRAM, "e1")
+        cache.apply_member_changes([MEMBER], "1")
+        return Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
+                    bus=EventBus(ledger.boot), printer_enabled=True), cache, ledger
+
+    lane, cache, ledger = open_lane()
+    line = BasketLine("A", None, Decimal(1), 10000, 0)
+    asyncio.run(lane.sales.record_sale(tx("T-other", lines=[line])))
+    asyncio.run(lane.sales.record_sale(tx(lines=[line])))
+    cache.close()
+    ledger.close()
+    # as a ledger written before m012 was: the index there, m012 not recorded
+    execute(ledger, "CREATE INDEX ledger_transaction ON ledger_entries (transaction_id, kind, currency)")
+    execute(ledger, "DELETE FROM _migrations WHERE name = 'm012_drop_ledger_transaction_index'")
+    lane, cache, ledger = open_lane()
+    try:
+        indexes = {r[0] for r in rows(lane, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ledger_transaction" not in indexes and "ledger_member" in indexes
+        back = asyncio.run(lane.sales.record_return(ReturnInput("T1", "R1", (("A", Decimal(1)),), None, "hr1")))
+        assert back.response["reversed"] == {"points": 150}
+        (lot,) = rows(lane, "SELECT entry_id FROM ledger_entries WHERE transaction_id = 'T1' AND kind = 'earn'")
+        drawn = rows(lane, "SELECT a.lot_entry_id, a.points FROM lot_allocations a "
+                           "JOIN ledger_entries d ON d.entry_id = a.debit_entry_id WHERE d.kind = 'reversal'")
+        assert [tuple(r) for r in drawn] == [(lot[0], 150)]  # the sale's own lot, not T-other's nor the pool
+    finally:
+        cache.close()
+        ledger.close()
+
+
 def _held_writer(ledger):
     """Occupy the writer until the returned event is set, so what is submitted meanwhile queues up."""
     import threading

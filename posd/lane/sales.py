@@ -285,7 +285,7 @@ class Sales:
                 if pts:
                     unit.reverse(Entry("reversal", member.member_id, cur, -pts, sale.transaction_id, seq, iso(now),
                                        iso(now), sale.program_version, ret.return_id),
-                                 sale.transaction_id, member.applied_seq)
+                                 sale, member.applied_seq)
         balance = self.members.balances(member, unit) if member else {}
         response = {"transaction_id": ret.transaction_id, "return_id": ret.return_id, "reversed": dict(reversal),
                     "balance": balance, "seq": seq, "recorded_at": iso(now)}

@@ -58,11 +58,15 @@ def add_one(conn: sqlite3.Connection, entry: Entry) -> int:
     return conn.execute(_INSERT, _row(entry)).lastrowid
 
 
-def earned_lots(conn: sqlite3.Connection, transaction_id: str, currency: str, above_seq: int) -> list[int]:
-    """A sale's own earn entries (lots) of one currency that central has not applied yet."""
+def earned_lots(conn: sqlite3.Connection, member_id: str, sale_seq: int, currency: str, above_seq: int) -> list[int]:
+    """A sale's own earn entries (lots) of one currency that central has not applied yet. The sale's
+    record names its member and its accrual's seq, which its earn entries carry: the member index
+    (member_id, seq) finds them, so no index on transaction_id is written by every sale for returns."""
+    if sale_seq <= above_seq:
+        return []
     return [r[0] for r in conn.execute(
-        "SELECT entry_id FROM ledger_entries WHERE transaction_id = ? AND kind = 'earn' AND currency = ? "
-        "AND seq > ?", (transaction_id, currency, above_seq))]
+        "SELECT entry_id FROM ledger_entries WHERE member_id = ? AND seq = ? AND kind = 'earn' AND currency = ? "
+        "ORDER BY entry_id", (member_id, sale_seq, currency))]
 
 
 # Allocations drawn by debits central refused (quarantined) no longer hold their lots.

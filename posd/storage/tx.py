@@ -157,9 +157,10 @@ class LedgerTx(LedgerView):
                             aliases)
         entries.allocate(self._conn, entry_id, plan)
 
-    def reverse(self, entry: Entry, transaction_id: str, watermark: int) -> None:
+    def reverse(self, entry: Entry, sale: SaleRecord, watermark: int) -> None:
         """A reversal taken from the sale's own lots first, the rest from the pool."""
-        lots = entries.earned_lots(self._conn, transaction_id, entry.currency, watermark)
+        lots = entries.earned_lots(self._conn, sale.member_id, sale.seq, entry.currency, watermark) \
+            if sale.member_id and sale.seq is not None else []
         entry_id = entries.add_one(self._conn, entry)
         entries.allocate(self._conn, entry_id, entries.reverse_from(self._conn, lots, -entry.points))
 

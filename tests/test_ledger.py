@@ -314,6 +314,42 @@ def test_a_ledger_from_before_m012_loses_ledger_transaction_and_returns_still_ta
         ledger.close()
 
 
+def test_a_unit_that_fails_alone_after_taking_a_seq_leaves_no_hole(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+
+    def fails(tx):
+        tx.append_event("accrual", {"member_id": "M-bad", "points": {}})
+        raise LaneError("unknown_member", "not a member")
+
+    try:
+        assert ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}})) == 1
+        with pytest.raises(LaneError):
+            ledger.write(fails)
+        assert ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": f"M{i}", "points": {}})
+                                        for i in (2, 3)]) == [2, 3]
+        assert [r[0] for r in reader(ledger).execute("SELECT seq FROM outbox ORDER BY seq")] == [1, 2, 3]
+    finally:
+        ledger.close()
+
+
+def test_event_ids_are_time_ordered_uuids(tmp_path):
+    """Version 7 UUIDs (unix milliseconds first): new events append to the event_id index."""
+    import uuid
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    try:
+        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": f"M{i}", "points": {}}) for i in range(50)])
+        ids = [r[0] for r in reader(ledger).execute("SELECT event_id FROM outbox ORDER BY seq")]
+    finally:
+        ledger.close()
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert len(set(ids)) == 50 and all(len(i) == 32 and i == u.hex for i, u in zip(ids, parsed))
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    millis = [u.int >> 80 for u in parsed]
+    assert millis == sorted(millis)
+    assert abs(millis[-1] - int(datetime.now(UTC).timestamp() * 1000)) < 600_000
+
+
 def _held_writer(ledger):
     """Occupy the writer until the returned event is set, so what is submitted meanwhile queues up."""
     import threading

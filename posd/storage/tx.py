@@ -128,19 +128,21 @@ class LedgerView:
 class LedgerTx(LedgerView):
     """One unit of work: the reads of a view plus the writes, inside the writer's transaction."""
 
-    __slots__ = ("happened", "programs", "_known_programs")
+    __slots__ = ("happened", "programs", "_known_programs", "_seqs")
 
-    def __init__(self, conn: sqlite3.Connection, known_programs: frozenset[str] | set[str] = frozenset()):
+    def __init__(self, conn: sqlite3.Connection, known_programs: frozenset[str] | set[str] = frozenset(),
+                 seqs: outbox.SeqCounter | None = None):
         super().__init__(conn)
         self.happened: set[str] = set()  # topics to announce after the commit
         self.programs: set[str] = set()  # program versions this unit stored
         self._known_programs = known_programs
+        self._seqs = seqs or outbox.SeqCounter()  # the writer's, carried across its units
 
     # -- outbox ---------------------------------------------------------------
     def append_event(self, event_type: str, fields: dict[str, Any]) -> int:
         """An event for central; its seq."""
         self.happened.add(OUTBOX)
-        return outbox.append(self._conn, event_type, fields)
+        return outbox.append(self._conn, event_type, fields, self._seqs)
 
     def record_results(self, results: list[EventResult]) -> None:
         outbox.record_results(self._conn, results)

@@ -350,6 +350,33 @@ def test_event_ids_are_time_ordered_uuids(tmp_path):
     assert abs(millis[-1] - int(datetime.now(UTC).timestamp() * 1000)) < 600_000
 
 
+def test_a_slips_jobs_are_named_after_it_and_claims_read_the_open_jobs_index(tmp_path):
+    from datetime import timedelta
+
+    from posd.storage import print_queue
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    try:
+        def queue(slip_id, kind, data=None):
+            return ledger.write(lambda tx: tx.queue_print_job(slip_id=slip_id, kind=kind, slip=data or {"n": kind}))
+
+        assert queue("T1", "slip", {"member_name": "Łukasz"}) == ("T1", True)
+        assert queue("T1", "drawer") == ("T1#drawer1", True)  # the slip's name is taken: counted
+        assert ledger.write(lambda tx: tx.queue_reprint("T1")) == "T1#reprint2"
+        assert ledger.view().slip("T1") == {"member_name": "Łukasz"}  # stored as UTF-8 JSON, read back whole
+        # the first job printed and forgotten: a reprint of what is left is never given the forgotten
+        # job's id again, nor the id of a job still kept
+        ledger.write(lambda tx: tx.update_print_job("T1", state="printed"))
+        assert ledger.write(lambda tx: tx.forget_finished_jobs(datetime.now(UTC) + timedelta(seconds=1))) == 1
+        assert ledger.write(lambda tx: tx.queue_reprint("T1")) == "T1#reprint3"  # #reprint2 is still kept
+        plan = " ".join(r[3] for r in reader(ledger).execute("EXPLAIN QUERY PLAN " + print_queue._QUEUED))
+        assert "print_jobs_open" in plan
+        claimed = ledger.write(lambda tx: tx.claim_print_job())[1]
+        assert claimed is not None and claimed.job_id == "T1#drawer1"
+    finally:
+        ledger.close()
+
+
 def _held_writer(ledger):
     """Occupy the writer until the returned event is set, so what is submitted meanwhile queues up."""
     import threading

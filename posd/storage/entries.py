@@ -128,24 +128,20 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
+    # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
+    # after the live allocations that drew from it, and that remainder counts as expired or maturing.
     rows = conn.execute(
         f"""
-        WITH local AS (
-            SELECT e.entry_id, e.currency, e.points, e.pending_until, e.expires_at
-            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-        ), lots AS (
-            SELECT l.currency, l.pending_until, l.expires_at,
-                   l.points - COALESCE({_LIVE_L}, 0) AS remaining
-            FROM local l WHERE l.points > 0
-        )
-        SELECT currency, SUM(points), 0, 0 FROM local GROUP BY currency
-        UNION ALL
-        SELECT currency, 0,
+        SELECT currency, SUM(points),
                SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
-        FROM lots GROUP BY currency
+        FROM (
+            SELECT e.currency, e.points, e.pending_until, e.expires_at,
+                   CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
+            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+        ) GROUP BY currency
         """,
         (ids, watermark, stamp),
     ).fetchall()

@@ -96,6 +96,24 @@ def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
     assert rows(lane, "SELECT COUNT(*) FROM ledger_entries")[0][0] == 50
 
 
+def test_a_retry_queued_behind_its_first_attempt_gets_its_bytes_and_writes_nothing(lane):
+    """The sale's unit reads nothing before it writes: a retry that reaches the writer after its first
+    attempt is refused by the record's primary key, its unit rolls back whole, and it is answered with
+    the first answer's bytes, in one group commit as in two."""
+    async def burst():
+        return await asyncio.gather(*(lane.sales.record_sale(tx(tid)) for tid in ("T1", "T2", "T1", "T1", "T2")))
+
+    answers = asyncio.run(burst())
+    first = {a.response["transaction_id"]: a for a in answers if not a.replayed}
+    assert sorted(first) == ["T1", "T2"] and sum(a.replayed for a in answers) == 3
+    assert all(a.body == first[a.response["transaction_id"]].body for a in answers)
+    assert [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")] == [1, 2]
+    assert rows(lane, "SELECT COUNT(*) FROM ledger_entries")[0][0] == 2
+    assert rows(lane, "SELECT COUNT(*) FROM print_jobs")[0][0] == 2
+    with pytest.raises(LaneError, match="transaction_id"):
+        asyncio.run(lane.sales.record_sale(tx("T1", total=500)))  # the id reused for another sale
+
+
 def test_a_failed_write_leaves_nothing_half_written(lane):
     execute(lane.context.ledger, "CREATE TRIGGER boom BEFORE INSERT ON print_jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     with pytest.raises(sqlite3.IntegrityError):

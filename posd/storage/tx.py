@@ -199,7 +199,8 @@ class LedgerTx(LedgerView):
     # -- idempotency records --------------------------------------------------
     def store_sale(self, **fields: Any) -> str:
         """The sale's idempotency record (posd.storage.records.record_sale names the fields); the
-        answer's JSON as stored, to be sent as it is."""
+        answer's JSON as stored, to be sent as it is. ``records.AlreadyRecorded`` when the transaction
+        id has its record already (the unit must then fail, so that nothing of it is kept)."""
         return records.record_sale(self._conn, **fields)
 
     def award_birthday(self, member_id: str, year: int, transaction_id: str) -> None:

@@ -75,7 +75,6 @@ LIVE_ALLOCATIONS = (
     "JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = {lot} AND od.state != 'quarantined')"
 )
 _LIVE_E = LIVE_ALLOCATIONS.format(lot="e.entry_id")
-_LIVE_L = LIVE_ALLOCATIONS.format(lot="l.entry_id")
 
 
 @dataclass(frozen=True)

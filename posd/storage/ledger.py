@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.outbox import SeqCounter
 from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, rollback, write_refused
 from posd.storage.identity import SyncIdentity
+from posd.storage.outbox import SeqCounter
 from posd.storage.schema import ledger_migrations
 from posd.storage.tx import TOPICS, LedgerTx, LedgerView
 

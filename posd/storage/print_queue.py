@@ -101,7 +101,6 @@ def _insert_new(conn: sqlite3.Connection, row: list[Any]) -> bool:
     return conn.execute(_INSERT, row).rowcount == 1
 
 
-
 def member_of(conn: sqlite3.Connection, slip_id: str) -> str | None:
     row = conn.execute("SELECT member_id FROM print_jobs WHERE slip_id = ? ORDER BY created_at LIMIT 1",
                        (slip_id,)).fetchone()
@@ -145,9 +144,7 @@ def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | Non
     now = utcnow_iso()
     expired: list[PrintJob] = []
     job: PrintJob | None = None
-    for row in conn.execute(
-        _QUEUED
-    ).fetchall():
+    for row in conn.execute(_QUEUED).fetchall():
         queued = PrintJob.from_row(row)
         if queued.expires_at <= now:
             conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
@@ -162,8 +159,7 @@ def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | Non
 
 
 def queued(conn: sqlite3.Connection) -> list[PrintJob]:
-    return [PrintJob.from_row(row) for row in conn.execute(
-        _QUEUED).fetchall()]
+    return [PrintJob.from_row(row) for row in conn.execute(_QUEUED).fetchall()]
 
 
 def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ def serve_bare_route(port: int, answer_bytes: int) -> None:
         return {"status": "ok"}
 
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                  access_log=False, loop="uvloop")).run()  # the daemon's loop (posd.cli)
+                                  access_log=False, proxy_headers=False, loop="uvloop")).run()  # as the daemon's
 
 
 class BareRoute:

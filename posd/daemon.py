@@ -75,8 +75,10 @@ async def _serve(server: _Server) -> bool:
 
 
 def _server(app: Any, host: str, port: int) -> _Server:
+    # No proxy stands in front of a lane's API: X-Forwarded-* headers are not read (proxy_headers off,
+    # which also spares every request uvicorn's proxy middleware).
     return _Server(uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None, access_log=False,
-                                  timeout_graceful_shutdown=2))
+                                  proxy_headers=False, timeout_graceful_shutdown=2))
 
 
 def load_token(path: Path) -> str:

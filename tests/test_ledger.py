@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -553,3 +554,42 @@ def test_rows_hold_the_json_the_json_module_writes(value):
         return
     assert compact_json(value) == answer
     assert compact_json(value, sort_keys=True, ensure_ascii=True) == event
+
+
+def test_an_awaited_write_hands_its_outcome_to_the_loop_and_a_cancelled_one_is_not_run(tmp_path):
+    """awrite: the result or the exception arrives on the awaiting loop; a write cancelled before the
+    writer took it is never run, one already running still commits (its outcome has no taker)."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    gate, ran = threading.Event(), []
+
+    def blocked(tx):
+        gate.wait(10)
+        ran.append("blocked")
+        return "first"
+
+    def later(tx):
+        ran.append("later")
+        return "never"
+
+    def failing(tx):
+        raise ValueError("refused by the unit")
+
+    async def main():
+        first = asyncio.ensure_future(ledger.awrite(blocked))
+        await asyncio.sleep(0.05)  # the writer holds `blocked`
+        second = asyncio.ensure_future(ledger.awrite(later))
+        await asyncio.sleep(0.01)
+        second.cancel()
+        gate.set()
+        assert await first == "first"
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        with pytest.raises(ValueError, match="refused by the unit"):
+            await ledger.awrite(failing)
+        return await ledger.awrite(lambda tx: "after")
+
+    try:
+        assert asyncio.run(main()) == "after"
+    finally:
+        ledger.close()
+    assert ran == ["blocked"]

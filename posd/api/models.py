@@ -51,11 +51,36 @@ class _In(BaseModel):
 
     @model_validator(mode="after")
     def _no_control_characters(self) -> Any:
-        for name, value in self:
-            if any(isinstance(text, str) and CONTROL_CHARACTERS.search(text)
-                   for text in (value if isinstance(value, list) else [value])):
-                raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+        for name, value in self.__dict__.items():  # the fields (extra="forbid": nothing else)
+            if isinstance(value, str):
+                if _has_control_characters(value):
+                    raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+            elif isinstance(value, list):
+                for text in value:
+                    if isinstance(text, str) and _has_control_characters(text):
+                        raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
         return self
+
+
+def _has_control_characters(text: str) -> bool:
+    """CONTROL_CHARACTERS in ``text``; printable ASCII (what a till sends) is answered without the search."""
+    return not (text.isascii() and text.isprintable()) and CONTROL_CHARACTERS.search(text) is not None
+
+
+def _card_data_in(model: BaseModel) -> bool:
+    """find_card_data(model.model_dump()) without building the dump. A request model's keys are its
+    field names, never card data; its values are text, numbers, instants, lists and models."""
+    for value in model.__dict__.values():
+        if isinstance(value, BaseModel):
+            if _card_data_in(value):
+                return True
+        elif isinstance(value, list):
+            for item in value:
+                if _card_data_in(item) if isinstance(item, BaseModel) else find_card_data(item):
+                    return True
+        elif find_card_data(value):
+            return True
+    return False
 
 
 class _Request(_In):
@@ -66,7 +91,7 @@ class _Request(_In):
 
     @model_validator(mode="after")
     def _no_card_data(self) -> _Request:
-        if find_card_data(self.model_dump()):
+        if _card_data_in(self):
             # not a ValueError: pydantic lets it through, and the API answers its code
             raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
         return self
@@ -78,8 +103,8 @@ class _Request(_In):
 _QUANTITY_TEXT = r"^(100000(\.0{1,3})?|(?=[^1-9]*[1-9])(0[0-9]{5}|[0-9]{1,5})(\.[0-9]{1,3})?)$"
 _QUANTITY_HELP = ("a JSON number (2, 0.25) or a string of ASCII digits (\"0.250\"): more than 0, at most 100000, "
                   "at most 3 decimals; no spaces, signs, exponents or other digits")
-Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), Field(
-    gt=0, le=100_000, max_digits=12, decimal_places=3), WithJsonSchema({
+# parse_quantity enforces every limit (pydantic's own Decimal constraints would only check them again).
+Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), WithJsonSchema({
         "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 100_000, "multipleOf": 0.001},
                   {"type": "string", "pattern": _QUANTITY_TEXT}],
         "description": _QUANTITY_HELP})]

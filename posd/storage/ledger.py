@@ -51,6 +51,46 @@ class LaneIdentity:
     lane_id: str
 
 
+class _LoopFuture:
+    """What the writer needs of a Future (concurrent.futures' four calls), for an asyncio future
+    awaited on its loop: the outcome is set there, by one call_soon_threadsafe."""
+
+    __slots__ = ("_waiter", "_loop", "_settled")
+
+    def __init__(self, waiter: asyncio.Future[Any]):
+        self._waiter, self._loop, self._settled = waiter, waiter.get_loop(), False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """False when the caller gave up before the writer took the unit (it is not run)."""
+        return not self._waiter.cancelled()
+
+    def done(self) -> bool:
+        return self._settled
+
+    def set_result(self, value: Any) -> None:
+        self._settle(_LoopFuture._result, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._settle(_LoopFuture._exception, exc)
+
+    def _settle(self, how: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+        self._settled = True
+        try:
+            self._loop.call_soon_threadsafe(how, self._waiter, value)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    @staticmethod
+    def _result(waiter: asyncio.Future[Any], value: Any) -> None:
+        if not waiter.done():  # cancelled meanwhile: the outcome has no taker
+            waiter.set_result(value)
+
+    @staticmethod
+    def _exception(waiter: asyncio.Future[Any], exc: BaseException) -> None:
+        if not waiter.done():
+            waiter.set_exception(exc)
+
+
 class Ledger:
     """Owns ledger.db: migrations, the writer thread, per-thread readers, announcements."""
 
@@ -220,6 +260,10 @@ class Ledger:
 
     def submit(self, fn: Callable[[LedgerTx], T]) -> Future[T]:
         future: Future[T] = Future()
+        self._enqueue(fn, future)
+        return future
+
+    def _enqueue(self, fn: Callable[[LedgerTx], Any], future: Future | _LoopFuture) -> None:
         with self._writer_lock:
             if self._closed:
                 raise RuntimeError("the ledger is closed")
@@ -227,14 +271,17 @@ class Ledger:
                 self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
                 self._writer.start()
             self._queue.put((fn, future))
-        return future
 
     def write(self, fn: Callable[[LedgerTx], T]) -> T:
         """Blocking write, for threads other than the event loop's."""
         return self.submit(fn).result()
 
     async def awrite(self, fn: Callable[[LedgerTx], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        """A write awaited on the event loop: the writer hands the outcome straight to the loop (one
+        call_soon_threadsafe), without a thread-safe Future chained to an asyncio one in between."""
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._enqueue(fn, _LoopFuture(waiter))
+        return await waiter
 
     # -- announcements ----------------------------------------------------
     def subscribe(self, topic: str, callback: Callable[[], None]) -> None:

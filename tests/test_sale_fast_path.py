@@ -1,0 +1,199 @@
+"""POST /v1/transactions reads the usual sale on a fast path (its body validated from the bytes,
+without FastAPI's dependency solving) and everything else the standard way. Whichever way a
+request goes, it means the same: the same sale is the same request (a retry replays), and the same
+bad body gets the same answer, code and message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from fastapi import Request
+
+from posd.api import app as api_app
+from posd.lane.context import Recorded
+from tests.support.lane import ANNA, sale_body
+
+FAST = "application/json"
+STANDARD = "application/vnd.posd+json"  # JSON to FastAPI (a +json subtype); not read on the fast path
+
+
+def _post(lane: Any, body: bytes, content_type: str, **headers: str) -> requests.Response:
+    return requests.post(lane.base + "/v1/transactions", data=body, timeout=10,
+                         headers=lane.headers(**{"Content-Type": content_type, **headers}))
+
+
+def _raw(transaction_id: str, **changes: Any) -> str:
+    body = sale_body(transaction_id)
+    body.update(changes)
+    return json.dumps(body)
+
+
+# Bodies whose reading could differ between pydantic-core's JSON parser and json.loads + pydantic.
+VALID = {
+    "plain": lambda t: _raw(t),
+    "a key twice, the last one counts": lambda t: _raw(t)[:-1] + f', "transaction_id": "{t}"}}',
+    "float and exponent numbers": lambda t: _raw(t).replace('"quantity": 1', '"quantity": 1e0')
+                                                  .replace('"total": 5000', '"total": 5000.0'),
+    "string quantity": lambda t: _raw(t).replace('"quantity": 1', '"quantity": "1.000"'),
+    "escaped key and text": lambda t: _raw(t).replace('"currency"', '"curr\\u0065ncy"')
+                                             .replace('"grocery"', '"gr\\u00f3cery"'),
+    "padded id and whitespace around": lambda t: "\n " + _raw(t).replace(f'"{t}"', f'" {t}\\u00a0"') + " \n",
+    "offset instant": lambda t: _raw(t).replace("+01:00", "-03:30"),
+}
+
+INVALID = {
+    "not JSON": "{",
+    "trailing garbage": _raw("inv-1") + "x",
+    "a lone surrogate": _raw("inv-2").replace('"grocery"', '"groc\\ud800ery"'),
+    "a NUL in a sku": _raw("inv-3").replace('"5901234123457"', '"590\\u0000"'),
+    "NaN quantity": _raw("inv-4").replace('"quantity": 1', '"quantity": NaN'),
+    "huge total": _raw("inv-5").replace('"total": 5000', '"total": 1' + "0" * 40),
+    "nested too deep": _raw("inv-6")[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}",
+    "a list, not an object": "[1, 2]",
+    "an unknown field": _raw("inv-7", cashier="Ola"),
+    "card number as sku": _raw("inv-8").replace('"5901234123457"', '"4111111111111111"'),
+    "no offset on the instant": _raw("inv-9").replace("+01:00", ""),
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("name", list(VALID))
+def test_a_sale_read_either_way_is_the_same_request(tmp_path, central, start_lane, name):
+    lane = start_lane(tmp_path / "lane")
+    for first, then in ((FAST, STANDARD), (STANDARD, FAST)):
+        tid = f"fp-{len(first)}-{list(VALID).index(name)}"
+        body = VALID[name](tid).encode()
+        one = _post(lane, body, first)
+        assert one.status_code == 200, one.text
+        assert one.json()["transaction_id"] == tid and "Idempotent-Replayed" not in one.headers
+        again = _post(lane, body, then)  # the other way: replayed, so it hashed to the same request
+        assert again.status_code == 200, again.text
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert again.content == one.content
+    other = _post(lane, _raw(tid, total=4000).replace('"unit_price": 5000', '"unit_price": 4000').encode(), FAST)
+    assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), other.text
+    lane.stop()
+
+
+def test_a_bad_request_gets_the_same_answer_either_way(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    for name, text in INVALID.items():
+        fast, standard = (_post(lane, text.encode(), kind) for kind in (FAST, STANDARD))
+        assert fast.status_code in (400, 422) and fast.json()["code"] in ("invalid_request", "payment_card"), name
+        assert (fast.status_code, fast.json()) == (standard.status_code, standard.json()), name
+    assert lane.get(f"/v1/members/{ANNA}").json()["balances"]["points"]["pending"] == 0  # nothing recorded
+    lane.stop()
+
+
+def test_what_the_fast_path_does_not_read_goes_the_standard_way(tmp_path, central, start_lane):
+    """Card data in a header the API reads or in the query, a wrong token, a text/plain body: the
+    standard way's answers."""
+    lane = start_lane(tmp_path / "lane")
+    body = _raw("std-1").encode()
+    carded = _post(lane, body, FAST, **{"Idempotency-Key": "4111111111111111"})
+    assert (carded.status_code, carded.json()["code"]) == (422, "payment_card"), carded.text
+    query = requests.post(lane.base + "/v1/transactions?note=4111111111111111", data=body, timeout=10,
+                          headers=lane.headers(**{"Content-Type": FAST}))
+    assert (query.status_code, query.json()["code"]) == (422, "payment_card"), query.text
+    wrong = requests.post(lane.base + "/v1/transactions", data=body, timeout=10,
+                          headers={"Authorization": "Bearer nope", "Content-Type": FAST})
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "unauthorized")
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+    text = _post(lane, body, "text/plain")
+    assert (text.status_code, text.json()["code"]) == (422, "invalid_request"), text.text
+    assert _post(lane, body, FAST).status_code == 200
+    lane.stop()
+
+
+def _asgi_lane(monkeypatch, outcome: Any = None) -> tuple[Any, list[str], list[Any]]:
+    """The API on a stub lane, in process; (app, the paths the bearer guard dependency saw, sales recorded).
+    The guard runs as a FastAPI dependency on the standard way only."""
+    calls: list[str] = []
+    guard_call = api_app.LaneGuard.__call__
+
+    async def counted(self: Any, request: Request) -> None:
+        calls.append(request.url.path)
+        await guard_call(self, request)
+
+    monkeypatch.setattr(api_app.LaneGuard, "__call__", counted)
+    recorded: list[Any] = []
+
+    async def record_sale(tx: Any) -> Recorded:
+        recorded.append(tx)
+        if outcome is not None:
+            raise outcome
+        return Recorded({"transaction_id": tx.transaction_id}, False, json.dumps({"transaction_id": tx.transaction_id}))
+
+    lane = SimpleNamespace(members=None, quotes=None, sales=SimpleNamespace(record_sale=record_sale), rewards=None,
+                           slips=None, enrolments=None)
+    app = api_app.create_app(lane=lane, bus=None, token="tok", host="127.0.0.1", port=8765,  # type: ignore[arg-type]
+                             allowed_origins=("http://pos.local",), health=lambda: {})
+    return app, calls, recorded
+
+
+def _asgi_post(app: Any, content: Any, **headers: str) -> httpx.Response:
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as client:
+            return await client.post("/v1/transactions", content=content,
+                                     headers={"Authorization": "Bearer tok", "Content-Type": FAST, **headers})
+
+    return asyncio.run(post())
+
+
+@pytest.mark.parametrize("content_type, fast", [
+    (FAST, True), ("Application/JSON; charset=UTF-8", True), (STANDARD, False), ("text/plain", False)])
+def test_only_the_usual_request_skips_the_stack(monkeypatch, content_type, fast):
+    app, calls, recorded = _asgi_lane(monkeypatch)
+    resp = _asgi_post(app, _raw("asgi-1").encode(), **{"Content-Type": content_type})
+    if content_type == "text/plain":
+        assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
+        assert recorded == []
+    else:
+        assert resp.status_code == 200 and resp.json() == {"transaction_id": "asgi-1"}
+        assert [tx.transaction_id for tx in recorded] == ["asgi-1"]
+    assert calls == ([] if fast else ["/v1/transactions"])
+
+
+def test_the_guards_answers_stand_whichever_way(monkeypatch):
+    """An allowed origin gets its CORS headers on the fast path too; a foreign origin, a wrong Host,
+    an oversized or unsized body get the guards' answers; a body sent in chunks still records."""
+    app, calls, recorded = _asgi_lane(monkeypatch)
+    body = _raw("asgi-2").encode()
+    allowed = _asgi_post(app, body, Origin="http://pos.local")
+    assert allowed.status_code == 200 and calls == []
+    assert allowed.headers["access-control-allow-origin"] == "http://pos.local"
+    assert "Idempotent-Replayed" in allowed.headers["access-control-expose-headers"]
+    foreign = _asgi_post(app, body, Origin="http://evil.example")
+    assert (foreign.status_code, foreign.json()["code"]) == (403, "origin_not_allowed")
+    bad_host = _asgi_post(app, body, Host="evil.example")
+    assert (bad_host.status_code, bad_host.json()["code"]) == (421, "bad_host")
+    big = _asgi_post(app, b" " * (2 << 20) + body)
+    assert (big.status_code, big.json()["code"]) == (413, "payload_too_large")
+
+    async def chunks():
+        yield body[:10]
+        yield body[10:]
+
+    chunked = _asgi_post(app, chunks())
+    assert chunked.status_code == 200, chunked.text
+    assert calls == ["/v1/transactions"]  # the chunked one (no declared length) went the standard way
+    assert [tx.transaction_id for tx in recorded] == ["asgi-2", "asgi-2"]
+
+
+@pytest.mark.parametrize("raised, status, code", [
+    (api_app.LaneError("unknown_member", "no such member"), 404, "unknown_member"),
+    (RuntimeError("a bug"), 500, "internal_error")])
+def test_a_lane_error_on_the_fast_path_is_answered_as_on_the_standard_way(monkeypatch, raised, status, code):
+    app, calls, _ = _asgi_lane(monkeypatch, outcome=raised)
+    fast = _asgi_post(app, _raw("asgi-3").encode())
+    standard = _asgi_post(app, _raw("asgi-3").encode(), **{"Content-Type": STANDARD})
+    assert calls == ["/v1/transactions"]
+    assert (fast.status_code, fast.json()["code"]) == (status, code)
+    assert (fast.status_code, fast.json()) == (standard.status_code, standard.json())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from posd.api.errors import STATUS
@@ -95,6 +95,24 @@ def test_concurrent_retries_record_once_and_seq_stays_gap_free(lane):
     seqs = [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")]
     assert seqs == list(range(1, 51))
     assert rows(lane, "SELECT COUNT(*) FROM ledger_entries")[0][0] == 50
+
+
+def test_a_retry_queued_behind_its_first_attempt_gets_its_bytes_and_writes_nothing(lane):
+    """The sale's unit reads nothing before it writes: a retry that reaches the writer after its first
+    attempt is refused by the record's primary key, its unit rolls back whole, and it is answered with
+    the first answer's bytes, in one group commit as in two."""
+    async def burst():
+        return await asyncio.gather(*(lane.sales.record_sale(tx(tid)) for tid in ("T1", "T2", "T1", "T1", "T2")))
+
+    answers = asyncio.run(burst())
+    first = {a.response["transaction_id"]: a for a in answers if not a.replayed}
+    assert sorted(first) == ["T1", "T2"] and sum(a.replayed for a in answers) == 3
+    assert all(a.body == first[a.response["transaction_id"]].body for a in answers)
+    assert [r[0] for r in rows(lane, "SELECT seq FROM outbox ORDER BY seq")] == [1, 2]
+    assert rows(lane, "SELECT COUNT(*) FROM ledger_entries")[0][0] == 2
+    assert rows(lane, "SELECT COUNT(*) FROM print_jobs")[0][0] == 2
+    with pytest.raises(LaneError, match="transaction_id"):
+        asyncio.run(lane.sales.record_sale(tx("T1", total=500)))  # the id reused for another sale
 
 
 def test_a_failed_write_leaves_nothing_half_written(lane):
@@ -280,6 +298,104 @@ def test_an_older_ledger_keeps_what_its_sales_earned_across_the_upgrade(tmp_path
         upgraded.close()
 
 
+def test_a_ledger_from_before_m012_loses_ledger_transaction_and_returns_still_take_their_sales_lots(tmp_path):
+    """m012 drops the index on ledger_entries.transaction_id; a return finds its sale's own lots by the
+    sale's member and seq, in a ledger written before the upgrade as in a new one."""
+    def open_lane():
+        ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+        cache = Cache(tmp_path / "cache.db", "L01")
+        cache.store_program(PROGRAM, "e1")
+        cache.apply_member_changes([MEMBER], "1")
+        return Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
+                    bus=EventBus(ledger.boot), printer_enabled=True), cache, ledger
+
+    lane, cache, ledger = open_lane()
+    line = BasketLine("A", None, Decimal(1), 10000, 0)
+    asyncio.run(lane.sales.record_sale(tx("T-other", lines=[line])))
+    asyncio.run(lane.sales.record_sale(tx(lines=[line])))
+    cache.close()
+    ledger.close()
+    # as a ledger written before m012 was: the index there, m012 not recorded
+    execute(ledger, "CREATE INDEX ledger_transaction ON ledger_entries (transaction_id, kind, currency)")
+    execute(ledger, "DELETE FROM _migrations WHERE name = 'm012_drop_ledger_transaction_index'")
+    lane, cache, ledger = open_lane()
+    try:
+        indexes = {r[0] for r in rows(lane, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ledger_transaction" not in indexes and "ledger_member" in indexes
+        back = asyncio.run(lane.sales.record_return(ReturnInput("T1", "R1", (("A", Decimal(1)),), None, "hr1")))
+        assert back.response["reversed"] == {"points": 150}
+        (lot,) = rows(lane, "SELECT entry_id FROM ledger_entries WHERE transaction_id = 'T1' AND kind = 'earn'")
+        drawn = rows(lane, "SELECT a.lot_entry_id, a.points FROM lot_allocations a "
+                           "JOIN ledger_entries d ON d.entry_id = a.debit_entry_id WHERE d.kind = 'reversal'")
+        assert [tuple(r) for r in drawn] == [(lot[0], 150)]  # the sale's own lot, not T-other's nor the pool
+    finally:
+        cache.close()
+        ledger.close()
+
+
+def test_a_unit_that_fails_alone_after_taking_a_seq_leaves_no_hole(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+
+    def fails(tx):
+        tx.append_event("accrual", {"member_id": "M-bad", "points": {}})
+        raise LaneError("unknown_member", "not a member")
+
+    try:
+        assert ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}})) == 1
+        with pytest.raises(LaneError):
+            ledger.write(fails)
+        assert ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": f"M{i}", "points": {}})
+                                        for i in (2, 3)]) == [2, 3]
+        assert [r[0] for r in reader(ledger).execute("SELECT seq FROM outbox ORDER BY seq")] == [1, 2, 3]
+    finally:
+        ledger.close()
+
+
+def test_event_ids_are_time_ordered_uuids(tmp_path):
+    """Version 7 UUIDs (unix milliseconds first): new events append to the event_id index."""
+    import uuid
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    try:
+        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": f"M{i}", "points": {}}) for i in range(50)])
+        ids = [r[0] for r in reader(ledger).execute("SELECT event_id FROM outbox ORDER BY seq")]
+    finally:
+        ledger.close()
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert len(set(ids)) == 50 and all(len(i) == 32 and i == u.hex for i, u in zip(ids, parsed))
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    millis = [u.int >> 80 for u in parsed]
+    assert millis == sorted(millis)
+    assert abs(millis[-1] - int(datetime.now(UTC).timestamp() * 1000)) < 600_000
+
+
+def test_a_slips_jobs_are_named_after_it_and_claims_read_the_open_jobs_index(tmp_path):
+    from datetime import timedelta
+
+    from posd.storage import print_queue
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    try:
+        def queue(slip_id, kind, data=None):
+            return ledger.write(lambda tx: tx.queue_print_job(slip_id=slip_id, kind=kind, slip=data or {"n": kind}))
+
+        assert queue("T1", "slip", {"member_name": "Łukasz"}) == ("T1", True)
+        assert queue("T1", "drawer") == ("T1#drawer1", True)  # the slip's name is taken: counted
+        assert ledger.write(lambda tx: tx.queue_reprint("T1")) == "T1#reprint2"
+        assert ledger.view().slip("T1") == {"member_name": "Łukasz"}  # stored as UTF-8 JSON, read back whole
+        # the first job printed and forgotten: a reprint of what is left is never given the forgotten
+        # job's id again, nor the id of a job still kept
+        ledger.write(lambda tx: tx.update_print_job("T1", state="printed"))
+        assert ledger.write(lambda tx: tx.forget_finished_jobs(datetime.now(UTC) + timedelta(seconds=1))) == 1
+        assert ledger.write(lambda tx: tx.queue_reprint("T1")) == "T1#reprint3"  # #reprint2 is still kept
+        plan = " ".join(r[3] for r in reader(ledger).execute("EXPLAIN QUERY PLAN " + print_queue._QUEUED))
+        assert "print_jobs_open" in plan
+        claimed = ledger.write(lambda tx: tx.claim_print_job())[1]
+        assert claimed is not None and claimed.job_id == "T1#drawer1"
+    finally:
+        ledger.close()
+
+
 def _held_writer(ledger):
     """Occupy the writer until the returned event is set, so what is submitted meanwhile queues up."""
     import threading
@@ -428,6 +544,7 @@ _JSON = st.recursive(
 
 
 @given(_JSON)
+@example("\x7f")  # ASCII, yet escaped by json's ensure_ascii (and not by orjson)
 def test_rows_hold_the_json_the_json_module_writes(value):
     """The fast encoder changes no stored byte: answers as UTF-8, outbox bodies escaped and sorted."""
     try:

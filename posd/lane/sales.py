@@ -27,7 +27,7 @@ from posd.lane.slips import Slips
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.entries import Entry
-from posd.storage.records import ReturnRecord, SaleRecord
+from posd.storage.records import AlreadyRecorded, ReturnRecord, SaleRecord
 from posd.storage.tx import LedgerTx, LedgerView
 
 # Program versions a lane keeps parsed for returns (posd.lane.sales.Sales._stored_program).
@@ -135,25 +135,35 @@ class Sales:
                 return outcome
             sale = outcome
             await self.members.aclaim_at_central(sale.ident)  # a token another lane used (central asked)
-        except LaneError:
+        except (LaneError, AlreadyRecorded):
             # A retry gets its first answer even when today's checks would refuse it (the member
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
-            # Checked only here: a sale that passes learns inside its write whether it is a retry,
-            # and the hot path saves a read on a connection every commit has made cold.
-            earlier = earlier_answer(ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash,
-                                     tx.legacy_hash)
+            # Checked only here: a sale that passes learns from its own record's insert whether it
+            # is a retry (AlreadyRecorded: its unit rolled back whole), and reads nothing before.
+            earlier = self._first_answer(tx)
             if earlier:
                 return earlier
             raise
         sale = await self._claim_birthday(sale)
-        recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
+        try:
+            recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
+        except (LaneError, AlreadyRecorded):  # a concurrent retry recorded it while central was asked
+            earlier = self._first_answer(tx)
+            if earlier:
+                return earlier
+            raise
         crash_point("after_commit_before_answer")
         return recorded
+
+    @raises("transaction_id_conflict")
+    def _first_answer(self, tx: TransactionInput) -> Recorded | None:
+        return earlier_answer(self.ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash,
+                              tx.legacy_hash)
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
             "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "transaction_id_conflict", "member_token_replayed")
+            "member_token_replayed")
     def _record_unless_central(self, unit: LedgerTx, tx: TransactionInput) -> Recorded | _Sale:
         """Inside the writer's unit: the sale evaluated against this very ledger and written, or, when
         central must be asked first, the evaluated sale with nothing written."""
@@ -170,13 +180,11 @@ class Sales:
             return sale
         return sale.without_birthday_bonus()
 
-    @raises("transaction_id_conflict", "member_token_replayed")
+    @raises("member_token_replayed")
     def _write_sale(self, unit: LedgerTx, sale: _Sale) -> Recorded:
+        """The sale's write; AlreadyRecorded (from its record's insert, the last statement) when a
+        concurrent retry recorded the transaction id first: the unit then keeps nothing."""
         tx, member, program = sale.tx, sale.member, sale.program
-        earlier = earlier_answer(unit, "transaction_id", tx.transaction_id, tx.request_hash,
-                                 tx.legacy_hash)
-        if earlier:  # a concurrent retry won the race: answer what it answered
-            return earlier
         if sale.ident is not None:
             self.members.accept(unit, sale.ident)  # a token named in the sale is used by it, or not at all
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
@@ -289,7 +297,7 @@ class Sales:
                 if pts:
                     unit.reverse(Entry("reversal", member.member_id, cur, -pts, sale.transaction_id, seq, iso(now),
                                        iso(now), sale.program_version, ret.return_id),
-                                 sale.transaction_id, member.applied_seq)
+                                 sale, member.applied_seq)
         balance = self.members.balances(member, unit) if member else {}
         response = {"transaction_id": ret.transaction_id, "return_id": ret.return_id, "reversed": dict(reversal),
                     "balance": balance, "seq": seq, "recorded_at": iso(now)}

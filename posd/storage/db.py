@@ -209,7 +209,7 @@ def compact_json(value: Any, *, sort_keys: bool = False, ensure_ascii: bool = Fa
     writes the same JSON."""
     try:
         text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
-        if not ensure_ascii or text.isascii():
+        if not ensure_ascii or (text.isascii() and "\x7f" not in text):  # json escapes DEL too; orjson not
             return text
     except TypeError:  # orjson.JSONEncodeError
         pass

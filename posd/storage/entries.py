@@ -58,11 +58,15 @@ def add_one(conn: sqlite3.Connection, entry: Entry) -> int:
     return conn.execute(_INSERT, _row(entry)).lastrowid
 
 
-def earned_lots(conn: sqlite3.Connection, transaction_id: str, currency: str, above_seq: int) -> list[int]:
-    """A sale's own earn entries (lots) of one currency that central has not applied yet."""
+def earned_lots(conn: sqlite3.Connection, member_id: str, sale_seq: int, currency: str, above_seq: int) -> list[int]:
+    """A sale's own earn entries (lots) of one currency that central has not applied yet. The sale's
+    record names its member and its accrual's seq, which its earn entries carry: the member index
+    (member_id, seq) finds them, so no index on transaction_id is written by every sale for returns."""
+    if sale_seq <= above_seq:
+        return []
     return [r[0] for r in conn.execute(
-        "SELECT entry_id FROM ledger_entries WHERE transaction_id = ? AND kind = 'earn' AND currency = ? "
-        "AND seq > ?", (transaction_id, currency, above_seq))]
+        "SELECT entry_id FROM ledger_entries WHERE member_id = ? AND seq = ? AND kind = 'earn' AND currency = ? "
+        "ORDER BY entry_id", (member_id, sale_seq, currency))]
 
 
 # Allocations drawn by debits central refused (quarantined) no longer hold their lots.
@@ -71,7 +75,6 @@ LIVE_ALLOCATIONS = (
     "JOIN outbox od ON od.seq = d.seq WHERE a.lot_entry_id = {lot} AND od.state != 'quarantined')"
 )
 _LIVE_E = LIVE_ALLOCATIONS.format(lot="e.entry_id")
-_LIVE_L = LIVE_ALLOCATIONS.format(lot="l.entry_id")
 
 
 @dataclass(frozen=True)
@@ -124,24 +127,20 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
+    # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
+    # after the live allocations that drew from it, and that remainder counts as expired or maturing.
     rows = conn.execute(
         f"""
-        WITH local AS (
-            SELECT e.entry_id, e.currency, e.points, e.pending_until, e.expires_at
-            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-        ), lots AS (
-            SELECT l.currency, l.pending_until, l.expires_at,
-                   l.points - COALESCE({_LIVE_L}, 0) AS remaining
-            FROM local l WHERE l.points > 0
-        )
-        SELECT currency, SUM(points), 0, 0 FROM local GROUP BY currency
-        UNION ALL
-        SELECT currency, 0,
+        SELECT currency, SUM(points),
                SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
-        FROM lots GROUP BY currency
+        FROM (
+            SELECT e.currency, e.points, e.pending_until, e.expires_at,
+                   CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
+            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+        ) GROUP BY currency
         """,
         (ids, watermark, stamp),
     ).fetchall()

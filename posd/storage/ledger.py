@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from posd.storage import meta, print_queue
 from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, rollback, write_refused
 from posd.storage.identity import SyncIdentity
+from posd.storage.outbox import SeqCounter
 from posd.storage.schema import ledger_migrations
 from posd.storage.tx import TOPICS, LedgerTx, LedgerView
 
@@ -99,6 +100,7 @@ class Ledger:
         self._readers = ThreadReaders(path, durable=True)
         self._subscribers: dict[str, list[Callable[[], None]]] = {topic: [] for topic in TOPICS}
         self._programs: set[str] = set()  # program versions known to be stored
+        self._seqs = SeqCounter()  # the outbox's last seq, carried between units (forgotten on a rollback)
         # Why the last write failed in SQLite itself (disk full, I/O error), None once one succeeds:
         # health turns red on it, since sales cannot be recorded.
         self.write_failure: str | None = None
@@ -171,13 +173,14 @@ class Ledger:
 
     def _run_alone(self, fn: Callable[[LedgerTx], Any], future: Future) -> None:
         conn = self._conn
-        tx = LedgerTx(conn, self._programs)
+        tx = LedgerTx(conn, self._programs, self._seqs)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(tx)
                 conn.execute("COMMIT")
             except BaseException:
+                self._seqs.forget()
                 rollback(conn)
                 raise
         except BaseException as exc:
@@ -200,11 +203,12 @@ class Ledger:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for fn, future in group:
-                    tx = LedgerTx(conn, self._programs | programs)
+                    tx = LedgerTx(conn, self._programs | programs, self._seqs)
                     conn.execute("SAVEPOINT unit")
                     try:
                         result = fn(tx)
                     except Exception as exc:
+                        self._seqs.forget()
                         conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
                         outcomes.append((future, False, exc))
@@ -215,6 +219,7 @@ class Ledger:
                     programs |= tx.programs
                 conn.execute("COMMIT")
             except BaseException:
+                self._seqs.forget()
                 rollback(conn)
                 raise
         except BaseException as exc:  # nothing of the group is durable: every caller hears so

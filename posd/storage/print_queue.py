@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from posd.storage.db import iso, parse_iso, utcnow, utcnow_iso
+from posd.storage.db import compact_json, iso, parse_iso, utcnow, utcnow_iso
 
 # Seconds a job may wait for the printer before it is dropped as expired.
 DEFAULT_TTL_S = {"slip": 900.0, "reprint": 300.0, "drawer": 10.0}
 FALLBACK_TTL_S = 300.0
+# The queued jobs, oldest first. The first term is print_jobs_open's own condition, word for word: SQLite
+# uses a partial index only when the query's WHERE names it so, and without it every claim scanned every
+# job kept for reprints.
+_QUEUED = ("SELECT * FROM print_jobs WHERE state IN ('queued', 'printing') AND state = 'queued' "
+           "ORDER BY created_at, job_id")
 # What the worker may change on a job.
 _FIELDS = frozenset({"state", "send_state", "last_error", "printed_at"})
 
@@ -69,16 +74,31 @@ def queue(conn: sqlite3.Connection, *, slip_id: str, kind: str, slip: dict[str, 
                 raise ClientJobIdReused(client_job_id)
             return row["job_id"], False
     created = utcnow()
-    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
-    job_id = slip_id if n == 0 else f"{slip_id}#{kind}{n}"  # a slip's first job is named after it
     ttl = ttl_s if ttl_s is not None else ttl_for(kind)
-    conn.execute(
-        "INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id, member_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (job_id, slip_id, kind, json.dumps(slip), iso(created), iso(created + timedelta(seconds=ttl)),
-         client_job_id, member_id),
-    )
-    return job_id, True
+    row = [slip_id, slip_id, kind, compact_json(slip), iso(created), iso(created + timedelta(seconds=ttl)),
+           client_job_id, member_id]
+    # A slip's first job is named after it, its later ones by how many jobs it has. A new slip (a sale's,
+    # a redemption's) has none yet: its job is inserted under the slip's name at once, one statement
+    # instead of a count and an insert. A reprint always counts (its slip's first job may be forgotten).
+    if kind != "reprint" and _insert_new(conn, row):
+        return slip_id, True
+    n = conn.execute("SELECT COUNT(*) FROM print_jobs WHERE slip_id = ?", (slip_id,)).fetchone()[0]
+    # once finished jobs are forgotten the count can name a job still kept: the next free number then
+    for n in range(n, n + _MAX_JOBS_PER_SLIP):
+        row[0] = f"{slip_id}#{kind}{n}"
+        if _insert_new(conn, row):
+            return row[0], True
+    raise ValueError(f"slip {slip_id} has {_MAX_JOBS_PER_SLIP} jobs named after it; no more are queued")
+
+
+_MAX_JOBS_PER_SLIP = 10_000
+_INSERT = ("INSERT INTO print_jobs (job_id, slip_id, kind, slip, created_at, expires_at, client_job_id, member_id) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING")
+
+
+def _insert_new(conn: sqlite3.Connection, row: list[Any]) -> bool:
+    """Insert the job unless its id is taken; whether it was."""
+    return conn.execute(_INSERT, row).rowcount == 1
 
 
 def member_of(conn: sqlite3.Connection, slip_id: str) -> str | None:
@@ -124,9 +144,7 @@ def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | Non
     now = utcnow_iso()
     expired: list[PrintJob] = []
     job: PrintJob | None = None
-    for row in conn.execute(
-        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id"
-    ).fetchall():
+    for row in conn.execute(_QUEUED).fetchall():
         queued = PrintJob.from_row(row)
         if queued.expires_at <= now:
             conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
@@ -141,8 +159,7 @@ def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | Non
 
 
 def queued(conn: sqlite3.Connection) -> list[PrintJob]:
-    return [PrintJob.from_row(row) for row in conn.execute(
-        "SELECT * FROM print_jobs WHERE state = 'queued' ORDER BY created_at, job_id").fetchall()]
+    return [PrintJob.from_row(row) for row in conn.execute(_QUEUED).fetchall()]
 
 
 def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:

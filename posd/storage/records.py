@@ -59,20 +59,33 @@ class SaleRecord:
     context: EarnContext | None
 
 
+class AlreadyRecorded(Exception):
+    """A request id already has its record: the unit that tried to record it again must roll back, and
+    its caller answers with the record's first answer (a concurrent retry won the race)."""
+
+    def __init__(self, what: str, key: str):
+        super().__init__(f"{what} {key} is already recorded")
+        self.what, self.key = what, key
+
+
 def record_sale(conn: sqlite3.Connection, *, transaction_id: str, request_hash: str, member_id: str | None,
                 occurred_at: str, currency: str, total: int, program_version: str, seq: int | None,
                 points: dict[str, int], basket: tuple[BasketLine, ...], context: EarnContext,
                 birthday_awarded: bool, response: dict[str, Any], recorded_at: str) -> str:
-    """The sale's record; the answer's JSON as stored (the API sends the same bytes)."""
+    """The sale's record; the answer's JSON as stored (the API sends the same bytes). AlreadyRecorded
+    when the transaction id has its record already: the primary key tells, in the insert itself, so
+    the sale's unit reads nothing before it writes."""
     answer = encode_answer(response)
-    conn.execute(
+    inserted = conn.execute(
         "INSERT INTO transactions (transaction_id, request_hash, member_id, occurred_at, currency, "
         "total_minor, program_version, seq, response, recorded_at, basket, earn_context, points) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (transaction_id) DO NOTHING",
         (transaction_id, request_hash, member_id, occurred_at, currency, total, program_version, seq,
          answer, recorded_at, compact_json([line.to_json() for line in basket]),
          compact_json({**context.to_json(), "birthday_awarded": birthday_awarded}), compact_json(points)),
-    )
+    ).rowcount
+    if not inserted:
+        raise AlreadyRecorded("transaction_id", transaction_id)
     return answer
 
 

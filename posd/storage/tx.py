@@ -128,19 +128,21 @@ class LedgerView:
 class LedgerTx(LedgerView):
     """One unit of work: the reads of a view plus the writes, inside the writer's transaction."""
 
-    __slots__ = ("happened", "programs", "_known_programs")
+    __slots__ = ("happened", "programs", "_known_programs", "_seqs")
 
-    def __init__(self, conn: sqlite3.Connection, known_programs: frozenset[str] | set[str] = frozenset()):
+    def __init__(self, conn: sqlite3.Connection, known_programs: frozenset[str] | set[str] = frozenset(),
+                 seqs: outbox.SeqCounter | None = None):
         super().__init__(conn)
         self.happened: set[str] = set()  # topics to announce after the commit
         self.programs: set[str] = set()  # program versions this unit stored
         self._known_programs = known_programs
+        self._seqs = seqs or outbox.SeqCounter()  # the writer's, carried across its units
 
     # -- outbox ---------------------------------------------------------------
     def append_event(self, event_type: str, fields: dict[str, Any]) -> int:
         """An event for central; its seq."""
         self.happened.add(OUTBOX)
-        return outbox.append(self._conn, event_type, fields)
+        return outbox.append(self._conn, event_type, fields, self._seqs)
 
     def record_results(self, results: list[EventResult]) -> None:
         outbox.record_results(self._conn, results)
@@ -157,9 +159,10 @@ class LedgerTx(LedgerView):
                             aliases)
         entries.allocate(self._conn, entry_id, plan)
 
-    def reverse(self, entry: Entry, transaction_id: str, watermark: int) -> None:
+    def reverse(self, entry: Entry, sale: SaleRecord, watermark: int) -> None:
         """A reversal taken from the sale's own lots first, the rest from the pool."""
-        lots = entries.earned_lots(self._conn, transaction_id, entry.currency, watermark)
+        lots = entries.earned_lots(self._conn, sale.member_id, sale.seq, entry.currency, watermark) \
+            if sale.member_id and sale.seq is not None else []
         entry_id = entries.add_one(self._conn, entry)
         entries.allocate(self._conn, entry_id, entries.reverse_from(self._conn, lots, -entry.points))
 
@@ -196,7 +199,8 @@ class LedgerTx(LedgerView):
     # -- idempotency records --------------------------------------------------
     def store_sale(self, **fields: Any) -> str:
         """The sale's idempotency record (posd.storage.records.record_sale names the fields); the
-        answer's JSON as stored, to be sent as it is."""
+        answer's JSON as stored, to be sent as it is. ``records.AlreadyRecorded`` when the transaction
+        id has its record already (the unit must then fail, so that nothing of it is kept)."""
         return records.record_sale(self._conn, **fields)
 
     def award_birthday(self, member_id: str, year: int, transaction_id: str) -> None:

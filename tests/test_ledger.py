@@ -20,6 +20,7 @@ from posd.lane.events import EventBus
 from posd.lane.sales import ReturnInput, TransactionInput
 from posd.storage.cache import Cache
 from posd.storage.db import StorageError, compact_json
+from posd.storage import print_queue
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.lane.ports import EventResult
@@ -545,15 +546,36 @@ _JSON = st.recursive(
 
 @given(_JSON)
 @example("\x7f")  # ASCII, yet escaped by json's ensure_ascii (and not by orjson)
+@example({"name": "punkty \ud83d"})  # a lone surrogate (a program's text): escaped, so SQLite can store it
 def test_rows_hold_the_json_the_json_module_writes(value):
-    """The fast encoder changes no stored byte: answers as UTF-8, outbox bodies escaped and sorted."""
+    """The fast encoder changes no stored byte: answers as UTF-8 (escaped only where a lone surrogate
+    could not be stored as UTF-8), outbox bodies escaped and sorted."""
     try:
         answer = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         event = json.dumps(value, separators=(",", ":"), sort_keys=True)
     except TypeError:  # keys of mixed types do not sort: neither encoder takes them
         return
+    try:
+        answer.encode()
+    except UnicodeEncodeError:
+        answer = json.dumps(value, separators=(",", ":"))
     assert compact_json(value) == answer
+    assert compact_json(value).encode()  # what SQLite stores
     assert compact_json(value, sort_keys=True, ensure_ascii=True) == event
+
+
+def test_a_slip_naming_a_lone_surrogate_is_queued(tmp_path):
+    """A program's text reaches the slip unchecked: a lone surrogate in it still queues the job."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    slip = {"currencies": {"points": {"pl": "punkty \ud83d"}}}
+    try:
+        queued = ledger.write(lambda tx: print_queue.queue(tx._conn, slip_id="T1", kind="slip", slip=slip,
+                                                           member_id="M1"))
+        assert queued == ("T1", True)
+        stored = reader(ledger).execute("SELECT slip FROM print_jobs").fetchone()[0]
+        assert json.loads(stored) == slip
+    finally:
+        ledger.close()
 
 
 def test_an_awaited_write_hands_its_outcome_to_the_loop_and_a_cancelled_one_is_not_run(tmp_path):

@@ -206,14 +206,21 @@ def compact_json(value: Any, *, sort_keys: bool = False, ensure_ascii: bool = Fa
     orjson: a sale encodes its answer, its outbox event and its record on the writer's thread, and
     the json module takes about ten times as long. What orjson refuses (a key that is not a string,
     an integer past 64 bits, a lone surrogate), and text to escape, go to the json module, which
-    writes the same JSON."""
+    writes the same JSON. A lone surrogate cannot be stored as UTF-8 (SQLite's text): a value holding
+    one is written escaped, as with ``ensure_ascii`` (a program's names reach slips and answers)."""
     try:
         text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
         if not ensure_ascii or (text.isascii() and "\x7f" not in text):  # json escapes DEL too; orjson not
             return text
     except TypeError:  # orjson.JSONEncodeError
         pass
-    return json.dumps(value, ensure_ascii=ensure_ascii, separators=(",", ":"), sort_keys=sort_keys)
+    text = json.dumps(value, ensure_ascii=ensure_ascii, separators=(",", ":"), sort_keys=sort_keys)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)
+    return text
 
 
 def utcnow() -> datetime:

@@ -16,7 +16,7 @@ PACKAGES = {"posd": ROOT / "posd", "posd.drivers": ROOT / "drivers", "posd.sync"
 # package prefix -> what it may import from posd.*
 ALLOWED = {
     "posd.core": ("posd.core",),
-    "posd.storage": ("posd.core", "posd.storage", "posd.sync.lane.ports"),
+    "posd.storage": ("posd.core", "posd.storage", "posd.sync.lane.ports", "posd.sync.protocol.ids"),
     "posd.drivers": ("posd.core", "posd.drivers"),
     # the wire protocol imports neither side
     "posd.sync.protocol": ("posd.sync.protocol",),

@@ -8,15 +8,14 @@ are never deleted, so a rolled-back write leaves no hole.
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from posd.storage import vouchers
 from posd.storage.db import compact_json, parse_iso, utcnow_iso
 from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
+from posd.sync.protocol.ids import UuidV7
 
 if TYPE_CHECKING:
     from posd.storage.ledger import Ledger
@@ -43,17 +42,13 @@ class SeqCounter:
         self.last = None
 
 
-_ids = random.Random()  # seeded from os.urandom: event ids need to be unique, not secret
+_EVENT_IDS = UuidV7()
 
 
 def new_event_id() -> str:
-    """32 hex digits, a version 7 UUID (RFC 9562): the unix milliseconds first, so the outbox's
-    event_id index grows at its right edge (one page the next event writes again) instead of taking a
-    random leaf per event, as a version 4 id did; 74 random bits keep ids apart within a millisecond."""
-    rand = _ids.getrandbits(74)
-    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62
-             | rand & ((1 << 62) - 1))
-    return f"{value:032x}"
+    """32 hex digits, a version 7 UUID (posd.sync.protocol.ids): time-ordered, so the outbox's event_id
+    index grows at its right edge instead of taking a random leaf per event, as a version 4 id did."""
+    return f"{_EVENT_IDS.take(1).start:032x}"
 
 
 def append(conn: sqlite3.Connection, event_type: str, fields: dict[str, Any], seqs: SeqCounter | None = None) -> int:

@@ -22,9 +22,6 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 from __future__ import annotations
 
 import json
-import secrets
-import threading
-import time
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -37,6 +34,7 @@ from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
 from posd.sync.protocol.burn import canonical_code
+from posd.sync.protocol.ids import UuidV7, hyphenated
 
 JSON_COLUMNS = ("identifiers", "balances", "offers")
 EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
@@ -835,45 +833,16 @@ def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any] | str]]) -
                       for row_id, (agg_type, agg_id, type_, payload) in zip(outbox_ids(len(rows)), rows, strict=True)])
 
 
-class _UuidV7:
-    """UUIDv7 (RFC 9562: 48 bits of unix milliseconds, version 7, 12 random bits, the variant, then a
-    62-bit counter, its method 1), ascending across every call in this process: within one
-    millisecond (or if the clock steps back) the counter carries on from the last id given; a new
-    millisecond starts a new random field and a random counter start in the lower half of its range."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._millis = -1
-        self._prefix = ""
-        self._next = 0
-
-    def take(self, count: int) -> list[str]:
-        with self._lock:
-            millis = time.time_ns() // 1_000_000
-            if millis > self._millis or self._next + count > _COUNTER_END:
-                self._millis = max(millis, self._millis + 1)
-                stamp = f"{self._millis & 0xFFFF_FFFF_FFFF:012x}"
-                self._prefix = f"{stamp[:8]}-{stamp[8:]}-7{secrets.randbits(12):03x}-"
-                self._next = (0b10 << 62) | secrets.randbits(61)  # the variant; half the range left to count
-            start, self._next, prefix = self._next, self._next + count, self._prefix
-        ids = []
-        for n in range(start, start + count):
-            tail = f"{n:016x}"
-            ids.append(f"{prefix}{tail[:4]}-{tail[4:]}")
-        return ids
-
-
-_COUNTER_END = 1 << 64  # the variant's two bits and the 62-bit counter, full
-_OUTBOX_IDS = _UuidV7()
+_OUTBOX_IDS = UuidV7()
 
 
 def outbox_ids(count: int) -> list[str]:
-    """``count`` new outbox ids, ascending, and after every id this process gave before (_UuidV7).
+    """``count`` new outbox ids, ascending, and after every id this process gave before (UuidV7).
 
     Random (v4) ids put each row's key on a random page of the id index: a 1000-event batch dirtied
     some 600 index pages, written to the WAL and again at the checkpoint. Time-ordered ids append,
     and they are still uuids, unique across workers (73 random bits per millisecond and worker)."""
-    return _OUTBOX_IDS.take(count)
+    return [hyphenated(value) for value in _OUTBOX_IDS.take(count)]
 
 
 def _identifiers(event: dict[str, Any]) -> list[str]:

@@ -161,8 +161,6 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-
-
 def bearer_matches(authorization: bytes, token: bytes) -> bool:
     """Is this Authorization header the bearer token? The scheme in any case (RFC 9110 11.1), as
     FastAPI's HTTPBearer reads it; the token itself exactly, compared in constant time."""

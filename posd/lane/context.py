@@ -14,13 +14,11 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import orjson
-
 from posd.core.program import Program, ProgramError, parse_program
 from posd.lane.errors import LaneError, raises, storage_error
 from posd.lane.events import EventBus
 from posd.storage.cache import Cache
-from posd.storage.db import WriteRefused
+from posd.storage.db import WriteRefused, compact_json
 from posd.storage.ledger import Ledger
 from posd.storage.tx import LedgerTx, LedgerView
 
@@ -41,26 +39,12 @@ def request_hash(body: dict[str, Any]) -> str:
     """The hash of a request's meaning, so a retry re-serialised by another POS stack is the same
     request: ``body`` as parsed (pydantic's python mode), numbers by value (a quantity 1, "1", 1.0
     and "1.000" are one), instants as UTC instants (Z, +00:00 and +01:00 an hour earlier are one)."""
-    return hashlib.sha256(_sorted_json(_canonical(body))).hexdigest()
-
-
-# orjson's own types it would write otherwise than json.dumps(default=str) does: handed back instead
-_AS_JSON_MODULE = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS \
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-
-
-def _sorted_json(value: Any) -> bytes:
-    """json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), encoded. orjson writes it
-    (a tenth of the time) when its text has nothing either writer could escape otherwise: ASCII, no
-    backslash, no DEL. Anything else (escapes, other scripts, a type orjson hands back, an integer
-    past 64 bits) is the json module's."""
-    try:
-        text = orjson.dumps(value, option=_AS_JSON_MODULE)
-    except TypeError:  # orjson.JSONEncodeError
-        text = b"\\"
-    if text.isascii() and b"\\" not in text and b"\x7f" not in text:
-        return text
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    canonical = _canonical(body)
+    try:  # the text json.dumps(sort_keys, compact, ASCII) writes, by the rows' fast encoder
+        text = compact_json(canonical, sort_keys=True, ensure_ascii=True)
+    except TypeError:  # a value only default=str writes (none a request holds)
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def legacy_request_hash(body_json: dict[str, Any]) -> str:

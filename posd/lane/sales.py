@@ -135,19 +135,14 @@ class Sales:
                 return outcome
             sale = outcome
             await self.members.aclaim_at_central(sale.ident)  # a token another lane used (central asked)
+            sale = await self._claim_birthday(sale)
+            recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
         except (LaneError, AlreadyRecorded):
             # A retry gets its first answer even when today's checks would refuse it (the member
             # blocked since, the sale now too old, its QR token expired); a new id gets the refusal.
             # Checked only here: a sale that passes learns from its own record's insert whether it
-            # is a retry (AlreadyRecorded: its unit rolled back whole), and reads nothing before.
-            earlier = self._first_answer(tx)
-            if earlier:
-                return earlier
-            raise
-        sale = await self._claim_birthday(sale)
-        try:
-            recorded = await ctx.acommit(lambda unit: self._write_sale(unit, sale))
-        except (LaneError, AlreadyRecorded):  # a concurrent retry recorded it while central was asked
+            # is a retry (AlreadyRecorded: its unit rolled back whole, also when a concurrent retry
+            # recorded it while central was asked), and reads nothing before.
             earlier = self._first_answer(tx)
             if earlier:
                 return earlier

@@ -111,7 +111,19 @@ def test_what_the_fast_path_does_not_read_goes_the_standard_way(tmp_path, centra
     lane.stop()
 
 
-def _asgi_lane(monkeypatch, outcome: Any = None) -> tuple[Any, list[str], list[Any]]:
+class _Observer:
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
+
+    def request(self, route: str, method: str, seconds: float) -> None:
+        self.requests.append((route, method))
+
+    def outcome(self, kind: str, outcome: str) -> None:
+        self.outcomes.append((kind, outcome))
+
+
+def _asgi_lane(monkeypatch, outcome: Any = None, observer: Any = None) -> tuple[Any, list[str], list[Any]]:
     """The API on a stub lane, in process; (app, the paths the bearer guard dependency saw, sales recorded).
     The guard runs as a FastAPI dependency on the standard way only."""
     calls: list[str] = []
@@ -133,7 +145,7 @@ def _asgi_lane(monkeypatch, outcome: Any = None) -> tuple[Any, list[str], list[A
     lane = SimpleNamespace(members=None, quotes=None, sales=SimpleNamespace(record_sale=record_sale), rewards=None,
                            slips=None, enrolments=None)
     app = api_app.create_app(lane=lane, bus=None, token="tok", host="127.0.0.1", port=8765,  # type: ignore[arg-type]
-                             allowed_origins=("http://pos.local",), health=lambda: {})
+                             allowed_origins=("http://pos.local",), health=lambda: {}, observer=observer)
     return app, calls, recorded
 
 
@@ -197,3 +209,23 @@ def test_a_lane_error_on_the_fast_path_is_answered_as_on_the_standard_way(monkey
     assert calls == ["/v1/transactions"]
     assert (fast.status_code, fast.json()["code"]) == (status, code)
     assert (fast.status_code, fast.json()) == (standard.status_code, standard.json())
+
+
+def test_a_refused_body_is_counted_and_its_message_names_what_to_mend(monkeypatch):
+    """A misspelt field is named as sent (not only as missing); a JSON body sent as text/plain or
+    without a Content-Type is told so; each refusal counts under the sale's outcomes."""
+    observer = _Observer()
+    app, _, recorded = _asgi_lane(monkeypatch, observer=observer)
+    typo = _asgi_post(app, _raw("asgi-4").replace('"total"', '"totl"').encode())
+    assert (typo.status_code, typo.json()["code"]) == (422, "invalid_request")
+    assert typo.json()["message"].startswith("totl:"), typo.json()
+    assert {e["type"] for e in typo.json()["errors"]} == {"missing", "extra_forbidden"}
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        plain = _asgi_post(app, _raw("asgi-5").encode(), **{"Content-Type": content_type})
+        assert (plain.status_code, plain.json()["code"]) == (422, "invalid_request"), content_type
+        assert "Content-Type: application/json" in plain.json()["message"], plain.json()
+    missing = _asgi_post(app, _raw("asgi-6").replace('"total"', '"x_total"').encode())
+    assert missing.json()["message"].startswith("x_total:")
+    assert recorded == []
+    assert observer.outcomes == [("sale", "invalid_request")] * 5
+    assert observer.requests == [("/v1/transactions", "POST")] * 5

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -154,6 +155,23 @@ def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 
+_RETURNS_PATH = re.compile(r"^/v1/transactions/[^/]+/returns$")
+
+
+def _counted_kind(path: str) -> str | None:
+    """The outcome counter a route's refusals go to (posd.metrics: sales, returns, redemptions)."""
+    if path == "/v1/transactions":
+        return "sale"
+    if path == "/v1/redemptions":
+        return "redemption"
+    return "return" if _RETURNS_PATH.match(path) else None
+
+
+def _json_content_type(value: str | None) -> bool:
+    """A Content-Type FastAPI reads as JSON: application/json or application/*+json."""
+    media = (value or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
 
 async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any) -> JSONResponse:
     """Await a sale, return or redemption; count and log what became of it."""
@@ -193,10 +211,18 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         return resp
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        kind = _counted_kind(request.url.path)
+        if kind is not None:
+            refused(observer, kind, None, "invalid_request")
+        # A misspelt field is missing and extra at once: the message names the one that was sent.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0] if errors else
+                     {"loc": [], "msg": "invalid", "type": ""})
+        if first["loc"] == ["body"] and first["type"] == "model_attributes_type" \
+                and not _json_content_type(request.headers.get("content-type")):
+            return _err("invalid_request", "the body must be JSON, sent with Content-Type: application/json", errors)
         where = ".".join(str(x) for x in first["loc"] if x != "body")
         return _err("invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errors)
 

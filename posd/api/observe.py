@@ -64,10 +64,14 @@ def told(observer: ApiObserver | None, kind: str, key: str, recorded: Recorded) 
                  ", offline" if r.get("offline") else "")
 
 
-def refused(observer: ApiObserver | None, kind: str, key: str, code: str) -> None:
+def refused(observer: ApiObserver | None, kind: str, key: str | None, code: str) -> None:
+    """A refusal counted and logged; ``key`` None when the body could not be read for its id."""
     if observer is not None:
         observer.outcome(kind, code)
-    log.info("%s %s refused: %s", kind, key, code)
+    if key is None:
+        log.info("%s refused: %s", kind, code)
+    else:
+        log.info("%s %s refused: %s", kind, key, code)
 
 
 def _points(points: Any, sign: int = 1) -> str:

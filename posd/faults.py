@@ -23,6 +23,8 @@ KNOWN = (
     "after_commit_before_answer",  # the sale is durable, the POS never heard back
     "after_central_applied_before_ack",  # central has the batch, the lane has not marked it
     "mid_batch",  # the batch is on the wire
+    "before_print_send_commit",  # a print job taken (a read), the printer ready, nothing committed or sent
+    "after_print_send_commit",  # the job is durably 'sending', no byte of it has left
     "after_print_before_mark",  # the slip left for the printer, the job is not marked printed
     "after_authorised_before_commit",  # central approved (and reserved) a burn, the lane has not recorded it
 )

@@ -285,3 +285,91 @@ def test_finished_jobs_are_forgotten_after_the_retention_period(tmp_path):
     left = {r[0] for r in reader(ledger).execute("SELECT job_id FROM print_jobs")}
     assert removed == 2 and left == {"old-queued", "new-printed"}
     ledger.close()
+
+
+def _idle(lane: Lane) -> int:
+    """Start the worker on an empty queue and wait for its first idle housekeeping (one commit): the
+    ledger's commit count from which a test counts."""
+    lane.worker.start()
+    deadline = time.monotonic() + WAIT
+    while lane.ledger.commits < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lane.ledger.commits == 1
+    return lane.ledger.commits
+
+
+def test_a_printed_slip_costs_two_durable_commits(lane):
+    """Taking a job is a read; the commit before its first byte and `printed` are the slip's only writes."""
+    _idle(lane)
+    for i in range(5):
+        before = lane.ledger.commits
+        job = lane.queue(f"T-c{i}")
+        lane.wait_status(job, "printed")
+        assert (lane.ledger.commits, lane.ledger.units) == (before + 3, before + 3), job  # queued, sending, printed
+        assert lane.copies(f"T-c{i}") == 1
+        row = lane.row(job)
+        assert (row["state"], row["send_state"], row["attempts"]) == ("printed", "sending", 1)
+
+
+def test_a_drawer_kick_and_a_reprint_cost_two_durable_commits_each(lane, emulator):
+    _idle(lane)
+    lane.queue("T-d0")
+    lane.wait_status("T-d0", "printed")
+    for queue in (lambda: lane.ledger.write(lambda tx: tx.queue_reprint("T-d0")),
+                  lambda: lane.queue("T-d1", kind="drawer")):
+        before = lane.ledger.commits
+        job = queue()
+        lane.wait_status(job, "printed")
+        assert lane.ledger.commits == before + 3, job
+        assert lane.row(job)["attempts"] == 1
+    emulator.wait_for_connections(emulator.connections)
+    assert sum(job.count(b"\x1bp\x00") for job in emulator.jobs) == 1
+
+
+def test_a_held_job_counts_each_attempt_in_the_one_commit_that_puts_it_back(lane, emulator):
+    """The printer offline before the job: nothing is sent, each retry is one commit, and it counts."""
+    emulator.state = "offline"
+    start = _idle(lane)
+    job = lane.queue("T-held")
+    lane.wait_status(job, "held")
+    deadline = time.monotonic() + WAIT
+    while lane.row(job)["attempts"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lane.worker.stop()  # no attempt in flight from here on
+    row = lane.row(job)
+    assert row["attempts"] >= 3 and (row["state"], row["send_state"], row["last_error"]) == ("queued", None, "offline")
+    assert lane.ledger.commits == start + 1 + row["attempts"]  # queued, then one commit per attempt
+    assert emulator.jobs == [] and lane.statuses(job) == [("held", "offline")]
+
+
+def test_a_held_job_that_waited_past_its_ttl_is_expired_and_told_once(lane, emulator):
+    emulator.state = "paper_out"
+    _idle(lane)
+    job = lane.queue("T-ttl", ttl_s=0.3)
+    lane.wait_status(job, "expired")
+    lane.worker.stop()
+    row = lane.row(job)
+    assert (row["state"], row["last_error"]) == ("expired", "ttl")
+    assert lane.statuses(job) == [("held", "paper_out"), ("expired", "ttl")] and lane.copies("T-ttl") == 0
+
+
+def test_a_job_failing_for_its_own_reasons_is_set_aside_after_its_attempts(tmp_path):
+    """Each failed attempt is counted by the commit that puts the job back; the fourth sets it aside."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+
+    class Paper:
+        def print_document(self, doc, before_send=None):
+            raise AssertionError("a slip that cannot be built reached the printer")
+
+    ledger.write(lambda tx: tx.queue_print_job(slip_id="bad", kind="slip", slip={"not": "a slip"}))
+    bus = EventBus(1)
+    worker = PrintWorker(ledger, Paper(), bus, "en", retry_base=0.01, retry_cap=0.02)
+    worker.start()
+    deadline = time.monotonic() + WAIT
+    while not any(e.type == "print.status" for e in bus._ring) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.stop()
+    row = reader(ledger).execute("SELECT state, attempts, send_state FROM print_jobs WHERE job_id = 'bad'").fetchone()
+    assert tuple(row) == ("failed", 4, None)
+    assert [e.data["state"] for e in bus._ring if e.type == "print.status"] == ["failed"]
+    ledger.close()

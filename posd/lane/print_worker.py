@@ -19,13 +19,29 @@ got, committed before the first byte leaves:
   the printer lost what it had; on its return we clear its buffers
   (DLE DC4 8) and send the whole job again.
 
+Two durable commits per printed slip, both on the ledger's writer: the one
+before the first byte (``state = 'printing'``, ``send_state = 'sending'``,
+``attempts + 1``) and ``printed``. Taking the next job is a read on the
+worker's own connection (``LedgerView.next_print_job``); the writer is asked
+only when a job waited past its time (``claim_print_job`` expires it, and the
+POS is told). A job stays ``queued`` until the commit before its first byte,
+which is true: nothing of it has left while the printer's status is read, and
+a crash then leaves it queued with nothing sent, to be sent once after the
+restart. Every attempt is counted (``attempts + 1``) by its first commit,
+whichever it is: the one before the first byte, or the one that puts the job
+back, sets it aside or expires it when the attempt ends earlier (the printer
+offline before the job, a slip that cannot be built); a job that keeps
+failing for its own reasons is set aside after its attempts as before. A
+crash before an attempt's first commit loses only that attempt's count,
+never a byte: nothing was sent and nothing was decided.
+
 After a crash of posd itself a job is back in the queue (``Ledger`` resets
 ``printing``); its ``send_state`` decides as above. Residual risks, by
 design on the side of never twice: a crash between the last byte and the
-``delivered`` commit resends (the printer may print twice); a printer
-power-cycled while holding a ``delivered`` job is only noticed if we saw it
-unreachable (else the slip is lost: the POS can reprint); a job cut mid-way
-may leave a partial slip before the complete one.
+``printed`` (or ``delivered``) commit resends (the printer may print twice);
+a printer power-cycled while holding a ``delivered`` job is only noticed if
+we saw it unreachable (else the slip is lost: the POS can reprint); a job cut
+mid-way may leave a partial slip before the complete one.
 
 Printing blocks (sockets, USB), so the worker is a thread of its own.
 """
@@ -74,6 +90,7 @@ class PrintWorker:
         self._last_housekeeping = float("-inf")
         self._failures = 0
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
+        self._counted = False  # the job in hand: its attempt already counted by a commit
         self.printed = 0
         ledger.subscribe(PRINT, self.wake)  # the ledger says when a committed unit queued a job
 
@@ -94,13 +111,7 @@ class PrintWorker:
     # -- the loop -------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                expired, job = self.ledger.write(lambda tx: tx.claim_print_job())
-            except WriteRefused:  # the disk (the ledger logged it): the queue waits, the jobs stay queued
-                expired, job = [], None
-            except Exception:
-                log.exception("print queue unreadable")
-                expired, job = [], None
+            expired, job = self._next_job()
             for row in expired:
                 self._publish(row, "expired", "ttl")
             if job is None:
@@ -108,6 +119,7 @@ class PrintWorker:
                 self._wake.wait(5.0)
                 self._wake.clear()
                 continue
+            self._counted = False
             try:
                 printed = self._print(job)
             except Exception:  # a bug or a broken disk must not end the thread: later slips still print
@@ -123,6 +135,19 @@ class PrintWorker:
             # still held, is told so at once rather than at the next retry.
             if self._wake.wait(random.uniform(cap / 2, cap)):
                 self._wake.clear()
+
+    def _next_job(self) -> tuple[list[PrintJob], PrintJob | None]:
+        """(jobs just expired, the next job): a read, and a write only when something waited too long."""
+        try:
+            overdue, job = self.ledger.view().next_print_job()
+            if not overdue:
+                return [], job
+            return self.ledger.write(lambda tx: tx.claim_print_job())
+        except WriteRefused:  # the disk (the ledger logged it): the queue waits, the jobs stay queued
+            return [], None
+        except Exception:
+            log.exception("print queue unreadable")
+            return [], None
 
     def _housekeeping(self) -> None:
         """When idle, at most hourly: forget finished jobs older than JOB_RETENTION.
@@ -187,7 +212,10 @@ class PrintWorker:
             # Checked again here: the job may have waited on a slow status read or reconnect.
             if utcnow() >= deadline:
                 raise JobExpired(job.job_id)
-            self._set(job.job_id, send_state="sending")
+            crash_point("before_print_send_commit")
+            # the attempt counted, the job marked being sent: one commit, before the first byte
+            self._set(job.job_id, state="printing", send_state="sending")
+            crash_point("after_print_send_commit")
 
         if job.kind == "drawer":
             kick = getattr(self.printer, "kick_drawer", None)
@@ -288,4 +316,7 @@ class PrintWorker:
                 log.exception("print outcome callback failed")
 
     def _set(self, job_id: str, **fields: Any) -> None:
-        self.ledger.write(lambda tx: tx.update_print_job(job_id, **fields))
+        """A durable change to the job in hand; the attempt's first one also counts the attempt."""
+        count = not self._counted
+        self.ledger.write(lambda tx: tx.update_print_job(job_id, count_attempt=count, **fields))
+        self._counted = True

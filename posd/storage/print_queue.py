@@ -139,34 +139,55 @@ def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | N
                  member_id=member_of(conn, slip_id))
 
 
+def next_job(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:
+    """A read: ``(overdue, None)`` when queued jobs waited past their time (the writer expires them
+    first: ``claim_next``), else ``([], the oldest queued job)``.
+
+    The print worker takes its next job with this alone, on its own read connection, so a slip
+    that prints costs the writer no commit for being taken. SQLite filters the queue: a backlog
+    (a printer offline for an hour) costs a lookup, not a row per waiting slip turned into Python."""
+    overdue = _overdue(conn, utcnow_iso())
+    return (overdue, None) if overdue else ([], _oldest(conn))
+
+
 def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:
-    """Expire what waited too long, then take the oldest queued job (marked printing)."""
-    now = utcnow_iso()
-    expired: list[PrintJob] = []
-    job: PrintJob | None = None
-    for row in conn.execute(_QUEUED).fetchall():
-        queued = PrintJob.from_row(row)
-        if queued.expires_at <= now:
-            conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
-                         (queued.job_id,))
-            expired.append(queued)
-        elif job is None:
-            job = queued
-    if job is not None:
-        conn.execute("UPDATE print_jobs SET state = 'printing', attempts = attempts + 1 WHERE job_id = ?",
-                     (job.job_id,))
-    return expired, job
+    """Expire what waited too long; ``(expired, the oldest queued job still in time)``.
+
+    The job is not marked: its attempt is made durable by the attempt's first commit (the one
+    before its first byte leaves, or the one that puts it back: ``update(count_attempt=True)``)."""
+    expired = _overdue(conn, utcnow_iso())
+    for queued in expired:
+        conn.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' WHERE job_id = ?",
+                     (queued.job_id,))
+    return expired, _oldest(conn)
+
+
+# Queued jobs that may be past their time: a job queued before expires_at was always written has
+# none, and is judged by its kind's time to live (PrintJob.from_row).
+_MAYBE_OVERDUE = _QUEUED.replace(" ORDER BY", " AND (expires_at IS NULL OR expires_at <= ?) ORDER BY")
+
+
+def _overdue(conn: sqlite3.Connection, now: str) -> list[PrintJob]:
+    jobs = (PrintJob.from_row(row) for row in conn.execute(_MAYBE_OVERDUE, (now,)).fetchall())
+    return [job for job in jobs if job.expires_at <= now]
+
+
+def _oldest(conn: sqlite3.Connection) -> PrintJob | None:
+    row = conn.execute(_QUEUED + " LIMIT 1").fetchone()
+    return PrintJob.from_row(row) if row else None
 
 
 def queued(conn: sqlite3.Connection) -> list[PrintJob]:
     return [PrintJob.from_row(row) for row in conn.execute(_QUEUED).fetchall()]
 
 
-def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:
+def update(conn: sqlite3.Connection, job_id: str, fields: dict[str, Any], count_attempt: bool = False) -> None:
+    """Set the worker's fields of a job; ``count_attempt`` counts one more attempt at it in the same
+    statement (the attempt's first commit)."""
     unknown = set(fields) - _FIELDS
     if unknown:
         raise ValueError(f"print jobs have no field {', '.join(sorted(unknown))} to set")
-    cols = ", ".join(f"{name} = ?" for name in fields)
+    cols = ", ".join([f"{name} = ?" for name in fields] + (["attempts = attempts + 1"] if count_attempt else []))
     conn.execute(f"UPDATE print_jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id))
 
 

@@ -124,6 +124,10 @@ class LedgerView:
         """Jobs waiting for the printer, oldest first."""
         return print_queue.queued(self._conn)
 
+    def next_print_job(self) -> tuple[list[PrintJob], PrintJob | None]:
+        """(queued jobs past their time, the oldest queued job in time): the print worker's read."""
+        return print_queue.next_job(self._conn)
+
 
 class LedgerTx(LedgerView):
     """One unit of work: the reads of a view plus the writes, inside the writer's transaction."""
@@ -251,8 +255,8 @@ class LedgerTx(LedgerView):
     def claim_print_job(self) -> tuple[list[PrintJob], PrintJob | None]:
         return print_queue.claim_next(self._conn)
 
-    def update_print_job(self, job_id: str, **fields: Any) -> None:
-        print_queue.update(self._conn, job_id, fields)
+    def update_print_job(self, job_id: str, *, count_attempt: bool = False, **fields: Any) -> None:
+        print_queue.update(self._conn, job_id, fields, count_attempt)
 
     def forget_finished_jobs(self, before: datetime) -> int:
         return print_queue.forget_finished(self._conn, before)

@@ -36,7 +36,8 @@ STORE_ID, LANE_ID = "S001", "L01"
 # Every named crash point the daemon has, but the printer's (these runs print nothing) and the burns'
 # (these runs only sell; tests/test_chain.py kills a lane there and proves nothing stays reserved).
 NAMED_POINTS = tuple(p for p in KNOWN_CRASH_POINTS
-                     if p not in ("after_print_before_mark", "after_authorised_before_commit"))
+                     if p not in ("before_print_send_commit", "after_print_send_commit", "after_print_before_mark",
+                                  "after_authorised_before_commit"))
 # Each episode ends one way; cycling keeps every way represented in a short run.
 MODES = ("random", *NAMED_POINTS, "random_boot")
 

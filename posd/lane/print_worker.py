@@ -30,10 +30,10 @@ a crash then leaves it queued with nothing sent, to be sent once after the
 restart. Every attempt is counted (``attempts + 1``) by its first commit,
 whichever it is: the one before the first byte, or the one that puts the job
 back, sets it aside or expires it when the attempt ends earlier (the printer
-offline before the job, a slip that cannot be built); a job that keeps
-failing for its own reasons is set aside after its attempts as before. A
-crash before an attempt's first commit loses only that attempt's count,
-never a byte: nothing was sent and nothing was decided.
+offline before the job, a slip that cannot be built), so a job that keeps
+failing for its own reasons is still set aside after its attempts. A crash
+before an attempt's first commit loses only that attempt's count, never a
+byte: nothing was sent and nothing was decided.
 
 After a crash of posd itself a job is back in the queue (``Ledger`` resets
 ``printing``); its ``send_state`` decides as above. Residual risks, by

@@ -368,7 +368,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     app.front = Shortcut(app.standard, method="POST", path="/v1/transactions", hosts=allowed_hosts(host, port),
                          origins=allowed_origins, token=token, skip_headers=_READ_HEADERS, answer=usual_sale,
                          timed=None if observer is None else
-                         lambda seconds: observer.request("/v1/transactions", "POST", seconds))
+                         lambda seconds: observer.request("/v1/transactions", "POST", seconds),
+                         herald=sales.heralded if lane else None)
     return app
 
 

@@ -9,10 +9,12 @@ route but health needs the bearer token (posd/api/app.py, compared in constant t
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -95,11 +97,15 @@ class Shortcut:
 
     ``answer`` gets the body's bytes and gives the Response, or None when the body is not valid:
     then, as for any other request, the standard stack reads it (the body replayed) and answers in
-    its own words. ``timed`` is told the time of each request answered here (RequestTimer's job below)."""
+    its own words. ``timed`` is told the time of each request answered here (RequestTimer's job below);
+    ``herald`` is entered around each of them from its first byte read (posd.storage.ledger: a
+    writer taking another unit alone waits for this one's)."""
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, hosts: Iterable[str], origins: Iterable[str],
                  token: str, skip_headers: Iterable[str], answer: Callable[[bytes], Awaitable[Any]],
-                 timed: Callable[[float], None] | None = None, max_body: int = MAX_BODY):
+                 timed: Callable[[float], None] | None = None, max_body: int = MAX_BODY,
+                 herald: Callable[[], AbstractContextManager[Any]] | None = None):
+        self.herald = herald or contextlib.nullcontext
         self.app, self.method, self.path = app, method, path
         self.hosts = frozenset(h.lower().encode("latin-1") for h in hosts)
         self.origins = frozenset(o.encode("latin-1") for o in origins)
@@ -130,15 +136,16 @@ class Shortcut:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        response = await self.answer(body)
+        with self.herald():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            response = await self.answer(body)
         if response is None:
             return await self.app(scope, replaying(body, receive), send)
         origin = usual[0]

@@ -16,17 +16,25 @@ unit that fails rolls back to its savepoint alone and its caller gets the
 error; the others commit. Nobody is answered, and nothing is announced,
 before the COMMIT that made their unit durable, so a crash at any point
 loses only units nobody was told about. A lone unit runs as before, without
-savepoints, and never waits for company.
+savepoints. It waits for company only when company is known to be coming: a
+sale the event loop is reading right now (``heralded``), whose unit will be
+queued in moments. Then the writer waits for it, at most COMPANY_WAIT_S, and
+the two commit with one sync. Two tills in step then stay in step, each pair
+of sales one commit, where a writer that never waits takes each sale alone as
+it comes. With one till nothing is ever heralded while the writer takes a
+unit: its sales never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +50,11 @@ from posd.storage.tx import TOPICS, LedgerTx, LedgerView
 log = logging.getLogger("posd.ledger")
 T = TypeVar("T")
 GROUP_MAX = 64  # units at most in one transaction: bounds how long the first of them waits for the sync
+COMPANY_WAIT_S = 0.001  # at most this long a lone unit waits for a heralded one (it is usually there in 0.1 ms)
 _STOP = object()
+_NUDGE = object()  # a heralded request ended without a unit: a writer waiting for it stops waiting
+# In a heralded request's task: [True] until its unit is queued (posd.storage.ledger.Ledger.heralded).
+_HERALDED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("posd_ledger_heralded", default=None)
 
 
 @dataclass(frozen=True)
@@ -94,8 +106,9 @@ class _LoopFuture:
 class Ledger:
     """Owns ledger.db: migrations, the writer thread, per-thread readers, announcements."""
 
-    def __init__(self, path: Path, lane: LaneIdentity):
+    def __init__(self, path: Path, lane: LaneIdentity, *, company_wait_s: float = COMPANY_WAIT_S):
         self.path = path
+        self.company_wait_s = company_wait_s
         self.lane = lane
         self._readers = ThreadReaders(path, durable=True)
         self._subscribers: dict[str, list[Callable[[], None]]] = {topic: [] for topic in TOPICS}
@@ -122,6 +135,7 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started by the first write
         self._writer_lock = threading.Lock()
+        self._coming = 0  # heralded units not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
         self.commits = 0  # transactions the writer committed (a group counts once)
         self.units = 0  # units of work those commits made durable
@@ -155,16 +169,20 @@ class Ledger:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if first is _NUDGE:
+                continue
             group = [first]
-            while len(group) < GROUP_MAX:  # whatever else is already waiting: never wait for more
+            while len(group) < GROUP_MAX:  # whatever else is already waiting; more only when heralded
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get_nowait() if len(group) > 1 or not self._coming else \
+                        self._queue.get(timeout=self.company_wait_s)
                 except queue.Empty:
                     break
                 if item is _STOP:
                     self._queue.put(_STOP)  # finish this group, then stop
                     break
-                group.append(item)
+                if item is not _NUDGE:
+                    group.append(item)
             pending = [(fn, future) for fn, future in group if future.set_running_or_notify_cancel()]
             if len(pending) == 1:
                 self._run_alone(*pending[0])
@@ -263,7 +281,27 @@ class Ledger:
         self._enqueue(fn, future)
         return future
 
+    @contextlib.contextmanager
+    def heralded(self) -> Iterator[None]:
+        """Around a request, on the event loop, that will queue a unit (awrite) in moments: until it
+        does, a writer taking another unit alone waits for it (see the module's docstring)."""
+        mine = [True]
+        token = _HERALDED.set(mine)
+        self._coming += 1
+        try:
+            yield
+        finally:
+            _HERALDED.reset(token)
+            if mine[0]:  # it never queued a unit (refused before its write)
+                mine[0] = False
+                self._coming -= 1
+                self._queue.put(_NUDGE)
+
     def _enqueue(self, fn: Callable[[LedgerTx], Any], future: Future | _LoopFuture) -> None:
+        mine = _HERALDED.get()
+        if mine is not None and mine[0]:  # before the put: the writer never waits for a unit already queued
+            mine[0] = False
+            self._coming -= 1
         with self._writer_lock:
             if self._closed:
                 raise RuntimeError("the ledger is closed")

@@ -51,10 +51,18 @@ APP = textwrap.dedent("""
               Route("/empty", empty), Route("/long", long)]
     app = Starlette(routes=routes)
 
-    async def outer(scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/parts":
-            return await (await two_parts(None))(scope, receive, send)
-        return await app(scope, receive, send)
+    class Outer:
+        def arriving(self, scope):  # told when the head is read, before the app is called
+            scope["arrived"] = scope["path"]
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"] == "/parts":
+                return await (await two_parts(None))(scope, receive, send)
+            if scope["type"] == "http" and scope["path"] == "/arrived":
+                return await JSONResponse({"arrived": scope.get("arrived")})(scope, receive, send)
+            return await app(scope, receive, send)
+
+    outer = Outer()
 
     uvicorn.Server(server.config(outer, "127.0.0.1", int(sys.argv[1]), loop="uvloop")).run()
 """)
@@ -152,6 +160,13 @@ def test_head_no_content_and_connection_close_answers(port):
     sock, first = _ask(port, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n")
     with sock:
         assert _read_all(sock, first).endswith(b'{"ok":true}')  # then the server closed
+
+
+def test_the_app_hears_of_a_request_when_its_head_is_read_before_it_is_called(port):
+    """An app with ``arriving(scope)`` is told first (posd's Shortcut heralds a sale to the ledger)."""
+    sock, first = _ask(port, b"GET /arrived HTTP/1.1\r\nHost: x\r\n\r\n")
+    with sock:
+        assert first.endswith(b'{"arrived":"/arrived"}')
 
 
 def test_a_body_sent_in_parts_and_a_broken_answer(port):

@@ -454,7 +454,7 @@ def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
 
     async def two_sales(heralded: bool) -> list[int]:
-        herald = ledger.heralded() if heralded else contextlib.nullcontext()
+        herald = ledger.herald() if heralded else contextlib.nullcontext()  # the second sale arrived
 
         async def being_read():
             with herald:
@@ -482,8 +482,10 @@ def test_a_herald_that_brings_no_unit_lets_the_waiting_writer_go(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=3600)
 
     async def refused_beside_a_sale() -> int:
+        herald = ledger.herald()
+
         async def refused():
-            with ledger.heralded():
+            with herald:
                 await asyncio.sleep(0.05)
                 raise ValueError("no sale after all")
 

@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -369,7 +369,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
                          origins=allowed_origins, token=token, skip_headers=_READ_HEADERS, answer=usual_sale,
                          timed=None if observer is None else
                          lambda seconds: observer.request("/v1/transactions", "POST", seconds),
-                         herald=sales.heralded if lane else None)
+                         herald=sales.herald if lane else None)
     return app
 
 
@@ -378,7 +378,7 @@ class _LaneApi(FastAPI):
     body limit, the telemetry check): the Shortcut, which hands anything but the usual sale to
     ``standard``, FastAPI as it is."""
 
-    front: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+    front: Shortcut | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
@@ -388,6 +388,11 @@ class _LaneApi(FastAPI):
 
     async def standard(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
+
+    def arriving(self, scope: Scope) -> None:
+        """Told by the server as soon as a request's head is read (posd.api.server)."""
+        if self.front is not None:
+            self.front.arriving(scope)
 
 
 def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:

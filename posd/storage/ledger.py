@@ -17,24 +17,24 @@ error; the others commit. Nobody is answered, and nothing is announced,
 before the COMMIT that made their unit durable, so a crash at any point
 loses only units nobody was told about. A lone unit runs as before, without
 savepoints. It waits for company only when company is known to be coming: a
-sale the event loop is reading right now (``heralded``), whose unit will be
-queued in moments. Then the writer waits for it, at most COMPANY_WAIT_S, and
-the two commit with one sync. Two tills in step then stay in step, each pair
-of sales one commit, where a writer that never waits takes each sale alone as
-it comes. With one till nothing is ever heralded while the writer takes a
-unit: its sales never wait.
+sale that arrived (its request's head is read) and whose unit will be queued
+in moments (a ``Herald``, from the API). Then the writer waits for it, at
+most COMPANY_WAIT_S, and the two commit with one sync. Sales from two tills
+that arrive together are then one commit, and their answers leave together,
+so the tills' next sales tend to arrive together again; a writer that never
+waits takes the first alone before the second is read. With one till no
+other sale has arrived while the writer takes a unit: its sales never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +52,39 @@ T = TypeVar("T")
 GROUP_MAX = 64  # units at most in one transaction: bounds how long the first of them waits for the sync
 COMPANY_WAIT_S = 0.001  # at most this long a lone unit waits for a heralded one (it is usually there in 0.1 ms)
 _STOP = object()
-_NUDGE = object()  # a heralded request ended without a unit: a writer waiting for it stops waiting
-# In a heralded request's task: [True] until its unit is queued (posd.storage.ledger.Ledger.heralded).
-_HERALDED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("posd_ledger_heralded", default=None)
+_NUDGE = object()  # a herald ended without a unit: a writer waiting for it stops waiting
+
+
+class Herald:
+    """A unit on its way to the writer, counted from the moment its request arrived until the unit
+    is queued (``awrite`` inside ``with herald:``) or the herald is left without one (the request
+    refused before its write: a writer waiting for it is nudged on). Made and used on the event loop."""
+
+    __slots__ = ("_ledger", "_open", "_token")
+
+    def __init__(self, ledger: Ledger):
+        self._ledger, self._open = ledger, True
+        ledger._coming += 1
+
+    def __enter__(self) -> Herald:
+        self._token = _HERALDED.set(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _HERALDED.reset(self._token)
+        if self._open:
+            self.arrived()
+            self._ledger._queue.put(_NUDGE)
+
+    def arrived(self) -> None:
+        """Its unit is being queued (before the put: the writer never waits for a unit already queued)."""
+        if self._open:
+            self._open = False
+            self._ledger._coming -= 1
+
+
+# The Herald entered in this task, if any (its awrite queues the unit it announced).
+_HERALDED: contextvars.ContextVar[Herald | None] = contextvars.ContextVar("posd_ledger_herald", default=None)
 
 
 @dataclass(frozen=True)
@@ -135,7 +165,7 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started by the first write
         self._writer_lock = threading.Lock()
-        self._coming = 0  # heralded units not queued yet (changed on the event loop only; the writer reads it)
+        self._coming = 0  # Heralds whose unit is not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
         self.commits = 0  # transactions the writer committed (a group counts once)
         self.units = 0  # units of work those commits made durable
@@ -281,27 +311,14 @@ class Ledger:
         self._enqueue(fn, future)
         return future
 
-    @contextlib.contextmanager
-    def heralded(self) -> Iterator[None]:
-        """Around a request, on the event loop, that will queue a unit (awrite) in moments: until it
-        does, a writer taking another unit alone waits for it (see the module's docstring)."""
-        mine = [True]
-        token = _HERALDED.set(mine)
-        self._coming += 1
-        try:
-            yield
-        finally:
-            _HERALDED.reset(token)
-            if mine[0]:  # it never queued a unit (refused before its write)
-                mine[0] = False
-                self._coming -= 1
-                self._queue.put(_NUDGE)
+    def herald(self) -> Herald:
+        """A unit that will be queued in moments (on the event loop: see Herald)."""
+        return Herald(self)
 
     def _enqueue(self, fn: Callable[[LedgerTx], Any], future: Future | _LoopFuture) -> None:
-        mine = _HERALDED.get()
-        if mine is not None and mine[0]:  # before the put: the writer never waits for a unit already queued
-            mine[0] = False
-            self._coming -= 1
+        herald = _HERALDED.get()
+        if herald is not None:
+            herald.arrived()
         with self._writer_lock:
             if self._closed:
                 raise RuntimeError("the ledger is closed")

@@ -57,10 +57,11 @@ def serve_bare_route(port: int, answer_bytes: int) -> None:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
+    from posd.api import server
     from posd.api.models import TransactionIn
 
     answer = {"transaction_id": "", "pad": "x" * max(0, answer_bytes - 40)}
-    app = FastAPI()
+    app = FastAPI(telemetry=server.NO_TELEMETRY)  # as posd's apps
 
     async def post(body):
         return JSONResponse({**answer, "transaction_id": body.transaction_id})
@@ -72,8 +73,7 @@ def serve_bare_route(port: int, answer_bytes: int) -> None:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                  access_log=False, proxy_headers=False, loop="uvloop")).run()  # as the daemon's
+    uvicorn.Server(server.config(app, "127.0.0.1", port, loop="uvloop")).run()  # the daemon's settings, on uvloop
 
 
 class BareRoute:

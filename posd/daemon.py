@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from posd import __version__
+from posd.api import server as api_server
 from posd.api.app import create_app, create_status_app
 from posd.config import Config, ConfigError, resolve
 from posd.drivers import registry
@@ -75,10 +76,7 @@ async def _serve(server: _Server) -> bool:
 
 
 def _server(app: Any, host: str, port: int) -> _Server:
-    # No proxy stands in front of a lane's API: X-Forwarded-* headers are not read (proxy_headers off,
-    # which also spares every request uvicorn's proxy middleware).
-    return _Server(uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None, access_log=False,
-                                  proxy_headers=False, timeout_graceful_shutdown=2))
+    return _Server(api_server.config(app, host, port, timeout_graceful_shutdown=2))
 
 
 def load_token(path: Path) -> str:

@@ -1,6 +1,7 @@
 """ledger.db and cache.db: one atomic write per sale, idempotency, gap-free seq, safe failure."""
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -439,6 +440,67 @@ def test_units_that_queue_up_commit_together_and_a_failing_one_rolls_back_alone(
         assert seen_at_commit == [(5, [False] * 6)]  # one announcement, after the commit, nobody answered yet
         members = [json.loads(b)["member_id"] for (b,) in reader(ledger).execute("SELECT body FROM outbox ORDER BY seq")]
         assert members == ["M0", "M1", "M2", "M3", "M4"]  # the failed unit left nothing, and no seq hole
+    finally:
+        ledger.close()
+
+
+def _event(i):
+    return lambda tx: tx.append_event("accrual", {"member_id": f"M{i}", "points": {}})
+
+
+def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
+    """A sale being read on the event loop (heralded) is company worth waiting for: the writer that
+    took another unit alone commits the two together. Without a herald it never waits."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
+
+    async def two_sales(heralded: bool) -> list[int]:
+        herald = ledger.herald() if heralded else contextlib.nullcontext()  # the second sale arrived
+
+        async def being_read():
+            with herald:
+                await asyncio.sleep(0.05)  # its body still being read when the other is queued
+                return await ledger.awrite(_event(2))
+
+        second = asyncio.create_task(being_read())
+        await asyncio.sleep(0)  # the herald is up
+        return [await ledger.awrite(_event(1)), await second]
+
+    try:
+        commits, units = ledger.commits, ledger.units
+        assert asyncio.run(asyncio.wait_for(two_sales(True), 20)) == [1, 2]
+        assert (ledger.commits - commits, ledger.units - units) == (1, 2)
+        commits, units = ledger.commits, ledger.units
+        assert asyncio.run(asyncio.wait_for(two_sales(False), 20)) == [3, 4]
+        assert (ledger.commits - commits, ledger.units - units) == (2, 2)
+    finally:
+        ledger.close()
+
+
+def test_a_herald_that_brings_no_unit_lets_the_waiting_writer_go(tmp_path):
+    """A heralded sale refused before its write (its body invalid, say): the writer waiting for it
+    commits what it holds at once, not after its longest wait."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=3600)
+
+    async def refused_beside_a_sale() -> int:
+        herald = ledger.herald()
+
+        async def refused():
+            with herald:
+                await asyncio.sleep(0.05)
+                raise ValueError("no sale after all")
+
+        other = asyncio.create_task(refused())
+        await asyncio.sleep(0)
+        seq = await ledger.awrite(_event(1))
+        with pytest.raises(ValueError):
+            await other
+        return seq
+
+    try:
+        commits = ledger.commits
+        assert asyncio.run(asyncio.wait_for(refused_beside_a_sale(), 20)) == 1
+        assert ledger.commits == commits + 1
+        assert ledger.write(_event(2)) == 2  # the writer goes on as before
     finally:
         ledger.close()
 

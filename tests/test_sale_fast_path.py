@@ -6,6 +6,7 @@ bad body gets the same answer, code and message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -123,7 +124,8 @@ class _Observer:
         self.outcomes.append((kind, outcome))
 
 
-def _asgi_lane(monkeypatch, outcome: Any = None, observer: Any = None) -> tuple[Any, list[str], list[Any]]:
+def _asgi_lane(monkeypatch, outcome: Any = None, observer: Any = None,
+               herald: Any = contextlib.nullcontext) -> tuple[Any, list[str], list[Any]]:
     """The API on a stub lane, in process; (app, the paths the bearer guard dependency saw, sales recorded).
     The guard runs as a FastAPI dependency on the standard way only."""
     calls: list[str] = []
@@ -142,8 +144,8 @@ def _asgi_lane(monkeypatch, outcome: Any = None, observer: Any = None) -> tuple[
             raise outcome
         return Recorded({"transaction_id": tx.transaction_id}, False, json.dumps({"transaction_id": tx.transaction_id}))
 
-    lane = SimpleNamespace(members=None, quotes=None, sales=SimpleNamespace(record_sale=record_sale), rewards=None,
-                           slips=None, enrolments=None)
+    sales = SimpleNamespace(record_sale=record_sale, herald=herald)
+    lane = SimpleNamespace(members=None, quotes=None, sales=sales, rewards=None, slips=None, enrolments=None)
     app = api_app.create_app(lane=lane, bus=None, token="tok", host="127.0.0.1", port=8765,  # type: ignore[arg-type]
                              allowed_origins=("http://pos.local",), health=lambda: {}, observer=observer)
     return app, calls, recorded
@@ -171,6 +173,42 @@ def test_only_the_usual_request_skips_the_stack(monkeypatch, content_type, fast)
         assert resp.status_code == 200 and resp.json() == {"transaction_id": "asgi-1"}
         assert [tx.transaction_id for tx in recorded] == ["asgi-1"]
     assert calls == ([] if fast else ["/v1/transactions"])
+
+
+def test_the_usual_sale_is_heralded_to_the_ledger_while_it_is_read(monkeypatch):
+    """The Shortcut enters the sales' herald around reading and recording the usual sale (the ledger's
+    writer may wait for it: posd.storage.ledger); a request going the standard way is not heralded."""
+    heralds: list[str] = []
+
+    def herald():
+        heralds.append("made")
+
+        @contextlib.contextmanager
+        def entered():
+            heralds.append("in")
+            yield
+            heralds.append("out")
+        return entered()
+
+    app, calls, recorded = _asgi_lane(monkeypatch, herald=herald)
+    assert _asgi_post(app, _raw("h-1").encode()).status_code == 200
+    assert heralds == ["made", "in", "out"] and [tx.transaction_id for tx in recorded] == ["h-1"]
+    assert _asgi_post(app, _raw("h-2").encode(), **{"Idempotency-Key": "k"}).status_code == 200  # standard way
+    assert heralds == ["made", "in", "out"] and len(recorded) == 2
+    assert _asgi_post(app, b'{"transaction_id": "h-3"}').status_code == 422  # read here, refused there
+    assert heralds == ["made", "in", "out"] * 2 and len(recorded) == 2
+
+    async def server(scope, receive, send):  # as posd.api.server's protocol: told on arrival, then called
+        app.arriving(scope)
+        heralds.append("called")
+        await app(scope, receive, send)
+
+    heralds.clear()
+    assert _asgi_post(server, _raw("h-4").encode()).status_code == 200  # heralded on arrival, entered once
+    assert heralds == ["made", "called", "in", "out"] and len(recorded) == 3
+    heralds.clear()
+    assert _asgi_post(server, _raw("h-5").encode(), **{"Idempotency-Key": "k"}).status_code == 200
+    assert heralds == ["called"] and len(recorded) == 4
 
 
 def test_the_guards_answers_stand_whichever_way(monkeypatch):

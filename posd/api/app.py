@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from posd import __version__
 from posd.api.errors import STATUS, ApiError, declares, error_responses
@@ -56,6 +57,7 @@ from posd.api.models import (
 )
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
 from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, Shortcut, allowed_hosts
+from posd.api.server import NO_TELEMETRY
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
 from posd.core.rules import Basket, BasketLine
@@ -198,9 +200,9 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
                metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
     """The local API. ``metrics`` renders /metrics; ``observer`` is told each request's time and
     each sale's, return's and redemption's outcome (posd.metrics.LaneMetrics)."""
-    app = FastAPI(title="posd local API", version=__version__,
-                  description="The lane's loyalty daemon: identify members, record sales, stream events.",
-                  docs_url=None, redoc_url=None)
+    app = _LaneApi(title="posd local API", version=__version__,
+                   description="The lane's loyalty daemon: identify members, record sales, stream events.",
+                   docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY)
     guard = LaneGuard(token)
 
     @app.exception_handler(CodedError)
@@ -363,11 +365,34 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
     if observer is not None:
         app.add_middleware(RequestTimer, observer=observer)
-    app.add_middleware(Shortcut, method="POST", path="/v1/transactions", hosts=allowed_hosts(host, port),
-                       origins=allowed_origins, token=token, skip_headers=_READ_HEADERS, answer=usual_sale,
-                       timed=None if observer is None else
-                       lambda seconds: observer.request("/v1/transactions", "POST", seconds))
+    app.front = Shortcut(app.standard, method="POST", path="/v1/transactions", hosts=allowed_hosts(host, port),
+                         origins=allowed_origins, token=token, skip_headers=_READ_HEADERS, answer=usual_sale,
+                         timed=None if observer is None else
+                         lambda seconds: observer.request("/v1/transactions", "POST", seconds),
+                         herald=sales.herald if lane else None)
     return app
+
+
+class _LaneApi(FastAPI):
+    """FastAPI with an ASGI app in front of all of it (its own layers too: the error middleware, the
+    body limit, the telemetry check): the Shortcut, which hands anything but the usual sale to
+    ``standard``, FastAPI as it is."""
+
+    front: Shortcut | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is None:
+            return await super().__call__(scope, receive, send)
+        return await front(scope, receive, send)
+
+    async def standard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+    def arriving(self, scope: Scope) -> None:
+        """Told by the server as soon as a request's head is read (posd.api.server)."""
+        if self.front is not None:
+            self.front.arriving(scope)
 
 
 def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:
@@ -385,7 +410,8 @@ def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:
 def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
     """The read-only listener for the store network (``[status] listen``): the page and health, nothing
     else. No API route exists here, so none can be reached, whatever the token or the Host."""
-    app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  telemetry=NO_TELEMETRY)
 
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 

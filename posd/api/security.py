@@ -9,10 +9,12 @@ route but health needs the bearer token (posd/api/app.py, compared in constant t
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -81,6 +83,7 @@ def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
 MAX_BODY = 1 << 20  # bytes: a sale of 500 lines is about 100 KB
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+_ARRIVED = "posd.arrived"  # in a usual request's scope from its arrival: (what _usual said, its herald)
 # The Content-Type values a POS sends with a JSON body (read on the Shortcut); any other goes the standard way.
 PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
 
@@ -95,16 +98,29 @@ class Shortcut:
 
     ``answer`` gets the body's bytes and gives the Response, or None when the body is not valid:
     then, as for any other request, the standard stack reads it (the body replayed) and answers in
-    its own words. ``timed`` is told the time of each request answered here (RequestTimer's job below)."""
+    its own words. ``timed`` is told the time of each request answered here (RequestTimer's job below).
+
+    ``herald`` announces each of them to the ledger's writer, which may wait for it to commit it with
+    another (posd.storage.ledger.Herald): from ``arriving``, which the server calls as soon as the
+    request's head is read (posd.api.server), before the app is called; it is entered around reading
+    and recording the sale."""
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, hosts: Iterable[str], origins: Iterable[str],
                  token: str, skip_headers: Iterable[str], answer: Callable[[bytes], Awaitable[Any]],
-                 timed: Callable[[float], None] | None = None, max_body: int = MAX_BODY):
+                 timed: Callable[[float], None] | None = None, max_body: int = MAX_BODY,
+                 herald: Callable[[], AbstractContextManager[Any]] | None = None):
+        self.herald = herald or contextlib.nullcontext
         self.app, self.method, self.path = app, method, path
         self.hosts = frozenset(h.lower().encode("latin-1") for h in hosts)
         self.origins = frozenset(o.encode("latin-1") for o in origins)
         self.token, self.answer, self.timed, self.max_body = token.encode(), answer, timed, max_body
         self.skip = frozenset(name.lower().encode() for name in skip_headers)
+
+    def arriving(self, scope: Scope) -> None:
+        """A request's head was read, its body may still be on its way: a usual one is heralded now."""
+        usual = self._usual(scope)
+        if usual is not None:
+            scope[_ARRIVED] = (usual, self.herald())
 
     def _usual(self, scope: Scope) -> tuple[bytes | None] | None:
         """(the allowed Origin or None) for the usual request; None for anything else."""
@@ -125,20 +141,21 @@ class Shortcut:
         return (origin,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        usual = self._usual(scope)
+        usual, herald = scope.pop(_ARRIVED, None) or (self._usual(scope), None)
         if usual is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        response = await self.answer(body)
+        with herald or self.herald():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            response = await self.answer(body)
         if response is None:
             return await self.app(scope, replaying(body, receive), send)
         origin = usual[0]

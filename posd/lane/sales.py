@@ -10,6 +10,8 @@ back more than the sale earned, and buy-return-keep-the-bonus does not work.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -117,6 +119,11 @@ class Sales:
         except RuleError as exc:
             raise rule_error(exc) from exc
         return _Sale(tx, member, ident, earn, accrual, program, ctx.is_offline())
+
+    def herald(self) -> AbstractContextManager[Any]:
+        """A sale that arrived, to be given to record_sale inside ``with`` in moments: the ledger's
+        writer may wait for it, to commit it with another (posd.storage.ledger.Herald)."""
+        return self.ctx.ledger.herald()
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",

@@ -16,12 +16,20 @@ unit that fails rolls back to its savepoint alone and its caller gets the
 error; the others commit. Nobody is answered, and nothing is announced,
 before the COMMIT that made their unit durable, so a crash at any point
 loses only units nobody was told about. A lone unit runs as before, without
-savepoints, and never waits for company.
+savepoints. It waits for company only when company is known to be coming: a
+sale that arrived (its request's head is read) and whose unit will be queued
+in moments (a ``Herald``, from the API). Then the writer waits for it, at
+most COMPANY_WAIT_S, and the two commit with one sync. Sales from two tills
+that arrive together are then one commit, and their answers leave together,
+so the tills' next sales tend to arrive together again; a writer that never
+waits takes the first alone before the second is read. With one till no
+other sale has arrived while the writer takes a unit: its sales never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import sqlite3
@@ -42,7 +50,41 @@ from posd.storage.tx import TOPICS, LedgerTx, LedgerView
 log = logging.getLogger("posd.ledger")
 T = TypeVar("T")
 GROUP_MAX = 64  # units at most in one transaction: bounds how long the first of them waits for the sync
+COMPANY_WAIT_S = 0.001  # at most this long a lone unit waits for a heralded one (it is usually there in 0.1 ms)
 _STOP = object()
+_NUDGE = object()  # a herald ended without a unit: a writer waiting for it stops waiting
+
+
+class Herald:
+    """A unit on its way to the writer, counted from the moment its request arrived until the unit
+    is queued (``awrite`` inside ``with herald:``) or the herald is left without one (the request
+    refused before its write: a writer waiting for it is nudged on). Made and used on the event loop."""
+
+    __slots__ = ("_ledger", "_open", "_token")
+
+    def __init__(self, ledger: Ledger):
+        self._ledger, self._open = ledger, True
+        ledger._coming += 1
+
+    def __enter__(self) -> Herald:
+        self._token = _HERALDED.set(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _HERALDED.reset(self._token)
+        if self._open:
+            self.arrived()
+            self._ledger._queue.put(_NUDGE)
+
+    def arrived(self) -> None:
+        """Its unit is being queued (before the put: the writer never waits for a unit already queued)."""
+        if self._open:
+            self._open = False
+            self._ledger._coming -= 1
+
+
+# The Herald entered in this task, if any (its awrite queues the unit it announced).
+_HERALDED: contextvars.ContextVar[Herald | None] = contextvars.ContextVar("posd_ledger_herald", default=None)
 
 
 @dataclass(frozen=True)
@@ -94,8 +136,9 @@ class _LoopFuture:
 class Ledger:
     """Owns ledger.db: migrations, the writer thread, per-thread readers, announcements."""
 
-    def __init__(self, path: Path, lane: LaneIdentity):
+    def __init__(self, path: Path, lane: LaneIdentity, *, company_wait_s: float = COMPANY_WAIT_S):
         self.path = path
+        self.company_wait_s = company_wait_s
         self.lane = lane
         self._readers = ThreadReaders(path, durable=True)
         self._subscribers: dict[str, list[Callable[[], None]]] = {topic: [] for topic in TOPICS}
@@ -122,6 +165,7 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started by the first write
         self._writer_lock = threading.Lock()
+        self._coming = 0  # Heralds whose unit is not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
         self.commits = 0  # transactions the writer committed (a group counts once)
         self.units = 0  # units of work those commits made durable
@@ -155,16 +199,20 @@ class Ledger:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if first is _NUDGE:
+                continue
             group = [first]
-            while len(group) < GROUP_MAX:  # whatever else is already waiting: never wait for more
+            while len(group) < GROUP_MAX:  # whatever else is already waiting; more only when heralded
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get_nowait() if len(group) > 1 or not self._coming else \
+                        self._queue.get(timeout=self.company_wait_s)
                 except queue.Empty:
                     break
                 if item is _STOP:
                     self._queue.put(_STOP)  # finish this group, then stop
                     break
-                group.append(item)
+                if item is not _NUDGE:
+                    group.append(item)
             pending = [(fn, future) for fn, future in group if future.set_running_or_notify_cancel()]
             if len(pending) == 1:
                 self._run_alone(*pending[0])
@@ -263,7 +311,14 @@ class Ledger:
         self._enqueue(fn, future)
         return future
 
+    def herald(self) -> Herald:
+        """A unit that will be queued in moments (on the event loop: see Herald)."""
+        return Herald(self)
+
     def _enqueue(self, fn: Callable[[LedgerTx], Any], future: Future | _LoopFuture) -> None:
+        herald = _HERALDED.get()
+        if herald is not None:
+            herald.arrived()
         with self._writer_lock:
             if self._closed:
                 raise RuntimeError("the ledger is closed")

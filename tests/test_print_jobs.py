@@ -373,3 +373,22 @@ def test_a_job_failing_for_its_own_reasons_is_set_aside_after_its_attempts(tmp_p
     assert tuple(row) == ("failed", 4, None)
     assert [e.data["state"] for e in bus._ring if e.type == "print.status"] == ["failed"]
     ledger.close()
+
+
+def test_a_job_waiting_behind_a_held_one_expires_in_its_time_and_never_prints(lane, emulator):
+    """Overdue jobs are found anywhere in the queue, not only at its head: told expired while the
+    slip ahead of them is still held, and never printed once the printer is back."""
+    emulator.state = "offline"
+    first = lane.queue("T-ahead")
+    kick = lane.queue("T-behind", kind="drawer", ttl_s=0.5)
+    lane.worker.start()
+    lane.wait_status(kick, "expired")
+    assert lane.statuses(first) == [("held", "offline")]  # still waiting, never expired
+    assert lane.statuses(kick) == [("held", "offline"), ("expired", "ttl")]
+    emulator.state = "online"
+    lane.wait_status(first, "printed")
+    lane.queue("T-after")
+    lane.wait_status("T-after", "printed")
+    emulator.wait_for_connections(emulator.connections)
+    assert sum(job.count(b"\x1bp\x00") for job in emulator.jobs) == 0
+    assert lane.row(kick)["state"] == "expired" and lane.copies("T-ahead") == 1

@@ -24,7 +24,11 @@ before the first byte (``state = 'printing'``, ``send_state = 'sending'``,
 ``attempts + 1``) and ``printed``. Taking the next job is a read on the
 worker's own connection (``LedgerView.next_print_job``); the writer is asked
 only when a job waited past its time (``claim_print_job`` expires it, and the
-POS is told). A job stays ``queued`` until the commit before its first byte,
+POS is told). The whole queue is looked through for such jobs at most every
+EXPIRY_SCAN_S; in between only the job about to be printed is judged, so a
+long queue drained after the printer was offline costs a lookup per slip, a
+job behind it is told expired at most that much later, and none is ever
+printed late (the deadline is checked again before the first byte). A job stays ``queued`` until the commit before its first byte,
 which is true: nothing of it has left while the printer's status is read, and
 a crash then leaves it queued with nothing sent, to be sent once after the
 restart. Every attempt is counted (``attempts + 1``) by its first commit,
@@ -70,6 +74,9 @@ log = logging.getLogger("posd.print")
 
 # Reprints and previews of a slip are possible for this long after it printed.
 JOB_RETENTION = timedelta(days=30)
+# How often at most the whole queue is looked through for jobs past their time; in between only the
+# job about to be printed is judged (it never prints late: the check before its first byte is exact).
+EXPIRY_SCAN_S = 1.0
 
 
 class JobExpired(Exception):
@@ -88,6 +95,7 @@ class PrintWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_housekeeping = float("-inf")
+        self._last_expiry_scan = float("-inf")
         self._failures = 0
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self._counted = False  # the job in hand: its attempt already counted by a commit
@@ -138,11 +146,17 @@ class PrintWorker:
 
     def _next_job(self) -> tuple[list[PrintJob], PrintJob | None]:
         """(jobs just expired, the next job): a read, and a write only when something waited too long."""
+        now = monotonic()
+        whole_queue = now - self._last_expiry_scan >= EXPIRY_SCAN_S
         try:
-            overdue, job = self.ledger.view().next_print_job()
+            overdue, job = self.ledger.view().next_print_job(whole_queue)
+            if whole_queue:
+                self._last_expiry_scan = now
             if not overdue:
                 return [], job
-            return self.ledger.write(lambda tx: tx.claim_print_job())
+            expired_and_next = self.ledger.write(lambda tx: tx.claim_print_job())  # looks through it all
+            self._last_expiry_scan = now
+            return expired_and_next
         except WriteRefused:  # the disk (the ledger logged it): the queue waits, the jobs stay queued
             return [], None
         except Exception:

@@ -139,15 +139,22 @@ def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | N
                  member_id=member_of(conn, slip_id))
 
 
-def next_job(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:
+def next_job(conn: sqlite3.Connection, whole_queue: bool = True) -> tuple[list[PrintJob], PrintJob | None]:
     """A read: ``(overdue, None)`` when queued jobs waited past their time (the writer expires them
     first: ``claim_next``), else ``([], the oldest queued job)``.
 
     The print worker takes its next job with this alone, on its own read connection, so a slip
-    that prints costs the writer no commit for being taken. SQLite filters the queue: a backlog
-    (a printer offline for an hour) costs a lookup, not a row per waiting slip turned into Python."""
-    overdue = _overdue(conn, utcnow_iso())
-    return (overdue, None) if overdue else ([], _oldest(conn))
+    that prints costs the writer no commit for being taken. ``whole_queue=False`` judges only the
+    oldest job (one indexed lookup): the worker looks through a long queue (a printer back after an
+    hour offline) for overdue jobs now and then, not before every slip it drains."""
+    now = utcnow_iso()
+    overdue = _overdue(conn, now) if whole_queue else []
+    if overdue:
+        return overdue, None
+    job = _oldest(conn)
+    if job is not None and job.expires_at <= now:
+        return [job], None
+    return [], job
 
 
 def claim_next(conn: sqlite3.Connection) -> tuple[list[PrintJob], PrintJob | None]:

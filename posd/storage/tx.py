@@ -124,9 +124,9 @@ class LedgerView:
         """Jobs waiting for the printer, oldest first."""
         return print_queue.queued(self._conn)
 
-    def next_print_job(self) -> tuple[list[PrintJob], PrintJob | None]:
+    def next_print_job(self, whole_queue: bool = True) -> tuple[list[PrintJob], PrintJob | None]:
         """(queued jobs past their time, the oldest queued job in time): the print worker's read."""
-        return print_queue.next_job(self._conn)
+        return print_queue.next_job(self._conn, whole_queue)
 
 
 class LedgerTx(LedgerView):

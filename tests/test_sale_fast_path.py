@@ -175,6 +175,18 @@ def test_only_the_usual_request_skips_the_stack(monkeypatch, content_type, fast)
     assert calls == ([] if fast else ["/v1/transactions"])
 
 
+def test_the_guards_problems_are_written_as_every_other_answer(monkeypatch):
+    """The guards' own Problems (the middleware's 401, 403, 421, 413) are compact JSON, as every route's."""
+    app, _, _ = _asgi_lane(monkeypatch)
+    body = _raw("compact-1").encode()
+    answers = [_asgi_post(app, body, Origin="http://evil.example"), _asgi_post(app, body, Host="evil.example"),
+               _asgi_post(app, body, Authorization="Bearer wrong"), _asgi_post(app, b" " * (2 << 20))]
+    assert [a.status_code for a in answers] == [403, 421, 401, 413]
+    for answer in answers:
+        assert answer.content == json.dumps(answer.json(), ensure_ascii=False, separators=(",", ":")).encode()
+    assert answers[0].content == b'{"code":"origin_not_allowed","message":"this origin is not in api.allowed_origins"}'
+
+
 def test_the_usual_sale_is_heralded_to_the_ledger_while_it_is_read(monkeypatch):
     """The Shortcut enters the sales' herald around reading and recording the usual sale (the ledger's
     writer may wait for it: posd.storage.ledger); a request going the standard way is not heralded."""

@@ -246,7 +246,7 @@ async def _drain(receive: Receive) -> None:
 
 
 async def _problem(send: Send, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"code": code, "message": message}).encode()
+    body = json.dumps({"code": code, "message": message}, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse
     await send({"type": "http.response.start", "status": STATUS[code],
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})

@@ -18,7 +18,7 @@ before the COMMIT that made their unit durable, so a crash at any point
 loses only units nobody was told about. A lone unit runs as before, without
 savepoints. It waits for company (at most COMPANY_WAIT_S), and then the two
 commit with one sync, only when company is known to be coming:
-- a sale that arrived (its request's head is read) and whose unit will be
+- a sale that arrived (its request is read whole) and whose unit will be
   queued in moments (a ``Herald``, from the API);
 - or, for a sale, when the last commit held two sales or more (heralded
   units): two tills in step. Their answers left together, so each till's

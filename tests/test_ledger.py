@@ -476,6 +476,32 @@ def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
         ledger.close()
 
 
+def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):
+    """A lone unit waits once for company, whatever comes meanwhile: heralds that each end without a
+    unit (bodies refused), one overlapping the next, nudge the writer but never start a new wait."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=1.0)
+    order: list[str] = []
+
+    async def refused(i: int) -> None:
+        await asyncio.sleep(0.5 * i)
+        with ledger.herald():  # arrived, refused 0.75 s later: the next one is up by then
+            await asyncio.sleep(0.75)
+        order.append(f"refused {i}")
+
+    async def beside_refused_ones() -> None:
+        heralds = [asyncio.create_task(refused(i)) for i in range(10)]  # heralds up for 5 s without a gap
+        await asyncio.sleep(0.01)
+        await ledger.awrite(_event(1))
+        order.append("committed")
+        await asyncio.gather(*heralds)
+
+    try:
+        asyncio.run(asyncio.wait_for(beside_refused_ones(), 30))
+        assert order.index("committed") < order.index("refused 9")  # after one wait, not after them all
+    finally:
+        ledger.close()
+
+
 def test_tills_in_step_stay_in_step_and_one_till_never_waits(tmp_path):
     """After a commit of two sales, the next sale waits for the other till's, which is not even read
     yet; a lane's other writes never wait on that, and a lone commit ends the step. One till's sales,

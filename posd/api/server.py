@@ -103,7 +103,10 @@ class OneWriteProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         arriving = getattr(self.app, "arriving", None)
-        if arriving is not None and not self.pipeline and not self.cycle.response_complete:
+        # Only a request the app itself is called for, and at once: not one uvicorn answers 503 for
+        # (limit_concurrency), not one queued behind another on its connection (pipelined).
+        if arriving is not None and self.limit_concurrency is None and not self.pipeline \
+                and not self.cycle.response_complete:
             arriving(self.cycle.scope)
 
 

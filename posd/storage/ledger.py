@@ -39,6 +39,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -208,10 +209,15 @@ class Ledger:
             if first is _NUDGE:
                 continue
             group = [first]
+            deadline = None  # one wait per group, however many heralds come and go meanwhile
             while len(group) < GROUP_MAX:  # whatever else is already waiting; more only when company is coming
+                wait = 0.0
+                if len(group) == 1 and (self._coming or (self._in_step and first[2])):
+                    if deadline is None:
+                        deadline = time.monotonic() + self.company_wait_s
+                    wait = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait() if len(group) > 1 or not (
-                        self._coming or (self._in_step and first[2])) else self._queue.get(timeout=self.company_wait_s)
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:

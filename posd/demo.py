@@ -78,7 +78,7 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
             if not _wait_http(health, 20, children[-1]):
                 print(f"posd demo: the daemon of {path} did not start", file=sys.stderr)
                 return 1
-            _wait_synced(health, 15)
+            _wait_synced(health, 15, _pty_links(cfg))
         token_file = resolve(storage, config.api.token_file).resolve()
         _print_try_this(config_path, config, token_file, seed)
         if second is not None:
@@ -97,12 +97,21 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
         stop()
 
 
-def _wait_synced(health_url: str, timeout: float) -> None:
+def _pty_links(config) -> list[Path]:
+    """Where the lane's virtual scanners appear: what `posd scan` types into."""
+    from posd.drivers.url import parse_device_url
+
+    return [Path(parse_device_url(config.device_url(s.url)).fs_path) for _, s in config.scanners()
+            if s.url.startswith("pty:")]
+
+
+def _wait_synced(health_url: str, timeout: float, links: list[Path]) -> None:
+    """Until the lane has its members and its virtual scanners are linked: then "Try this" works."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(health_url, timeout=1) as resp:
-                if json.load(resp)["cache"]["members"] > 0:
+                if json.load(resp)["cache"]["members"] > 0 and all(link.exists() for link in links):
                     return
         except (OSError, KeyError, ValueError):
             pass

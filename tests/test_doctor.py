@@ -306,6 +306,8 @@ def test_persian_findings_write_every_figure_in_persian_digits(tmp_path, central
     assert "۵ رویداد" in growth["message"]  # the five sales of the last few seconds
     # a ledger a minute old: its five events are a day's growth (at least a day), not a week's
     assert growth["details"]["window_s"] == 86400, growth
+    # from the pages its rows fill, not the file: a young ledger's is mostly empty tables and its -wal
+    assert growth["details"]["bytes_per_day"] <= 5 * 16 * 1024, growth  # a sale writes about 10 KB
     tcp = one(report, "central.tcp")["message"]
     assert f":{central.url.rsplit(':', 1)[1]}" in tcp  # the port as typed, beside the time in Persian digits
 

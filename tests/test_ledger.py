@@ -476,6 +476,71 @@ def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
         ledger.close()
 
 
+def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):
+    """A lone unit waits once for company, whatever comes meanwhile: heralds that each end without a
+    unit (bodies refused), one overlapping the next, nudge the writer but never start a new wait."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=1.0)
+    order: list[str] = []
+
+    async def refused(i: int) -> None:
+        await asyncio.sleep(0.5 * i)
+        with ledger.herald():  # arrived, refused 0.75 s later: the next one is up by then
+            await asyncio.sleep(0.75)
+        order.append(f"refused {i}")
+
+    async def beside_refused_ones() -> None:
+        heralds = [asyncio.create_task(refused(i)) for i in range(10)]  # heralds up for 5 s without a gap
+        await asyncio.sleep(0.01)
+        await ledger.awrite(_event(1))
+        order.append("committed")
+        await asyncio.gather(*heralds)
+
+    try:
+        asyncio.run(asyncio.wait_for(beside_refused_ones(), 30))
+        assert order.index("committed") < order.index("refused 9")  # after one wait, not after them all
+    finally:
+        ledger.close()
+
+
+def test_tills_in_step_stay_in_step_and_one_till_never_waits(tmp_path):
+    """After a commit of two sales, the next sale waits for the other till's, which is not even read
+    yet; a lane's other writes never wait on that, and a lone commit ends the step. One till's sales,
+    one after another, never wait at all (the writer's wait here is 30 s: any wait would show)."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
+
+    async def sale(i, delay=0.0):
+        await asyncio.sleep(delay)
+        with ledger.herald():  # arrived
+            return await ledger.awrite(_event(i))
+
+    async def in_step() -> list[int]:
+        first = asyncio.create_task(sale(1))
+        second = ledger.herald()  # the other till's sale arrived too
+        with second:
+            paired = [sorted(await asyncio.gather(first, ledger.awrite(_event(2))))]
+        # the next pair: the second till's sale arrives 50 ms after the first's was queued
+        paired.append(await asyncio.gather(sale(3), sale(4, delay=0.05)))
+        return paired
+
+    try:
+        commits, units = ledger.commits, ledger.units
+        assert asyncio.run(asyncio.wait_for(in_step(), 20)) == [[1, 2], [3, 4]]
+        assert (ledger.commits - commits, ledger.units - units) == (2, 4)  # two pairs, each one commit
+        commits = ledger.commits
+        assert ledger.write(_event(5)) == 5  # not a sale: commits at once, and ends the step
+        assert asyncio.run(asyncio.wait_for(sale(6), 20)) == 6  # so the next sale waits for nobody
+        assert ledger.commits == commits + 2
+
+        async def one_till() -> list[int]:
+            return [await sale(i) for i in range(7, 10)]
+
+        commits = ledger.commits
+        assert asyncio.run(asyncio.wait_for(one_till(), 20)) == [7, 8, 9]
+        assert ledger.commits == commits + 3
+    finally:
+        ledger.close()
+
+
 def test_a_herald_that_brings_no_unit_lets_the_waiting_writer_go(tmp_path):
     """A heralded sale refused before its write (its body invalid, say): the writer waiting for it
     commits what it holds at once, not after its longest wait."""

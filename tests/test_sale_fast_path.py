@@ -175,6 +175,18 @@ def test_only_the_usual_request_skips_the_stack(monkeypatch, content_type, fast)
     assert calls == ([] if fast else ["/v1/transactions"])
 
 
+def test_the_guards_problems_are_written_as_every_other_answer(monkeypatch):
+    """The guards' own Problems (the middleware's 401, 403, 421, 413) are compact JSON, as every route's."""
+    app, _, _ = _asgi_lane(monkeypatch)
+    body = _raw("compact-1").encode()
+    answers = [_asgi_post(app, body, Origin="http://evil.example"), _asgi_post(app, body, Host="evil.example"),
+               _asgi_post(app, body, Authorization="Bearer wrong"), _asgi_post(app, b" " * (2 << 20))]
+    assert [a.status_code for a in answers] == [403, 421, 401, 413]
+    for answer in answers:
+        assert answer.content == json.dumps(answer.json(), ensure_ascii=False, separators=(",", ":")).encode()
+    assert answers[0].content == b'{"code":"origin_not_allowed","message":"this origin is not in api.allowed_origins"}'
+
+
 def test_the_usual_sale_is_heralded_to_the_ledger_while_it_is_read(monkeypatch):
     """The Shortcut enters the sales' herald around reading and recording the usual sale (the ledger's
     writer may wait for it: posd.storage.ledger); a request going the standard way is not heralded."""
@@ -209,6 +221,52 @@ def test_the_usual_sale_is_heralded_to_the_ledger_while_it_is_read(monkeypatch):
     heralds.clear()
     assert _asgi_post(server, _raw("h-5").encode(), **{"Idempotency-Key": "k"}).status_code == 200
     assert heralds == ["called"] and len(recorded) == 4
+
+    def scope_of(body: bytes) -> dict[str, Any]:
+        headers = [(b"host", b"127.0.0.1:8765"), (b"authorization", b"Bearer tok"),
+                   (b"content-type", FAST.encode()), (b"content-length", str(len(body)).encode())]
+        return {"type": "http", "method": "POST", "path": "/v1/transactions", "query_string": b"",
+                "headers": headers, "http_version": "1.1", "scheme": "http", "root_path": "",
+                "server": ("127.0.0.1", 8765), "client": ("127.0.0.1", 50000)}
+
+    async def late_body(scope: dict[str, Any], body: bytes | None) -> list[dict[str, Any]]:
+        """The app called before the body is in; the server tells of its arrival while it waits."""
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            app.arriving(scope)  # read whole only now: the Shortcut is answering it already
+            return {"type": "http.disconnect"} if body is None else {"type": "http.request", "body": body}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent
+
+    heralds.clear()
+    body = _raw("h-6").encode()
+    sent = asyncio.run(late_body(scope_of(body), body))
+    assert sent[0]["status"] == 200 and len(recorded) == 5
+    assert heralds == ["made", "in", "out"]  # one herald, once the body was in: none made on arrival
+    heralds.clear()
+    assert asyncio.run(late_body(scope_of(body), None)) == []  # the client went away before its body
+    assert heralds == [] and len(recorded) == 5  # a body that never came heralded nothing
+
+    async def gone_after_arrival() -> None:
+        scope = scope_of(body)
+        app.arriving(scope)  # heralded on arrival, then the client goes away
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise AssertionError("nothing to answer")
+
+        await app(scope, receive, send)
+
+    heralds.clear()
+    asyncio.run(gone_after_arrival())
+    assert heralds == ["made", "in", "out"] and len(recorded) == 5  # its herald was left, not kept
 
 
 def test_the_guards_answers_stand_whichever_way(monkeypatch):

@@ -84,6 +84,7 @@ MAX_BODY = 1 << 20  # bytes: a sale of 500 lines is about 100 KB
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 _ARRIVED = "posd.arrived"  # in a usual request's scope from its arrival: (what _usual said, its herald)
+_CALLED = "posd.called"  # in every request's scope once the Shortcut was called for it
 # The Content-Type values a POS sends with a JSON body (read on the Shortcut); any other goes the standard way.
 PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
 
@@ -101,9 +102,9 @@ class Shortcut:
     its own words. ``timed`` is told the time of each request answered here (RequestTimer's job below).
 
     ``herald`` announces each of them to the ledger's writer, which may wait for it to commit it with
-    another (posd.storage.ledger.Herald): from ``arriving``, which the server calls as soon as the
-    request's head is read (posd.api.server), before the app is called; it is entered around reading
-    and recording the sale."""
+    another (posd.storage.ledger.Herald), from the moment its body is in: from ``arriving``, which
+    the server calls as soon as the request is read whole (posd.api.server), usually before the app
+    is called for it; else once the app has read the body. A body that never comes heralds nothing."""
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, hosts: Iterable[str], origins: Iterable[str],
                  token: str, skip_headers: Iterable[str], answer: Callable[[bytes], Awaitable[Any]],
@@ -117,10 +118,11 @@ class Shortcut:
         self.skip = frozenset(name.lower().encode() for name in skip_headers)
 
     def arriving(self, scope: Scope) -> None:
-        """A request's head was read, its body may still be on its way: a usual one is heralded now."""
-        usual = self._usual(scope)
-        if usual is not None:
-            scope[_ARRIVED] = (usual, self.herald())
+        """A request was read whole: a usual one, not yet being answered, is heralded now."""
+        if _CALLED not in scope:
+            usual = self._usual(scope)
+            if usual is not None:
+                scope[_ARRIVED] = (usual, self.herald())
 
     def _usual(self, scope: Scope) -> tuple[bytes | None] | None:
         """(the allowed Origin or None) for the usual request; None for anything else."""
@@ -141,20 +143,24 @@ class Shortcut:
         return (origin,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_CALLED] = True
         usual, herald = scope.pop(_ARRIVED, None) or (self._usual(scope), None)
         if usual is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         chunks: list[bytes] = []
+        while True:  # when heralded on arrival, the whole body is in: nothing here waits
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                if herald is not None:
+                    with herald:  # left without a unit: a writer waiting for it goes on
+                        pass
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
         with herald or self.herald():
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # the client went away
-                    return
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
             response = await self.answer(body)
         if response is None:
             return await self.app(scope, replaying(body, receive), send)
@@ -246,7 +252,7 @@ async def _drain(receive: Receive) -> None:
 
 
 async def _problem(send: Send, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"code": code, "message": message}).encode()
+    body = json.dumps({"code": code, "message": message}, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse
     await send({"type": "http.response.start", "status": STATUS[code],
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})

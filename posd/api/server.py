@@ -90,17 +90,24 @@ def _declares_length(message: Any) -> bool:
 
 class OneWriteProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol whose requests write a declared-length answer in one write, and
-    which tells an app that has an ``arriving(scope)`` of each request as soon as its head is read,
-    before the app is called for it (posd.api.security.Shortcut heralds a sale to the ledger)."""
+    which tells an app that has an ``arriving(scope)`` of each request as soon as it is read whole
+    (usually in the same turn of the event loop as its head, before the app is called for it:
+    posd.api.security.Shortcut heralds a sale to the ledger there)."""
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if type(cycle) is RequestResponseCycle:  # created just now; its task has not run yet
             cycle.__class__ = _OneWriteCycle
-            arriving = getattr(self.app, "arriving", None)
-            if arriving is not None and not self.pipeline:  # its task starts now, not after others
-                arriving(cycle.scope)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        arriving = getattr(self.app, "arriving", None)
+        # Only a request the app itself is called for, and at once: not one uvicorn answers 503 for
+        # (limit_concurrency), not one queued behind another on its connection (pipelined).
+        if arriving is not None and self.limit_concurrency is None and not self.pipeline \
+                and not self.cycle.response_complete:
+            arriving(self.cycle.scope)
 
 
 # FastAPI's native OpenTelemetry asks the global providers on every request whether any is set. posd

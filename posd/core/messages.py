@@ -305,13 +305,15 @@ def format_local_time(locale: str, when: str | None, timezone: str = "UTC") -> s
 
 
 def format_duration(locale: str, seconds: float | None) -> str | None:
-    """42 s, 5 min, 3 h, 2 d: the largest whole unit, in the locale's words and digits."""
+    """42 s, 5 min, 3 h, 2 d: the largest whole unit, in the locale's words and digits (a locale's
+    word for one of a unit, when its language has one: 1 dzień, 2 dni)."""
     if seconds is None:
         return None
     s = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if s >= size:
-            return message(locale, f"unit.{unit}", n=format_number(locale, s // size))
+            key = f"unit.{unit}_one" if s // size == 1 and has_message(locale, f"unit.{unit}_one") else f"unit.{unit}"
+            return message(locale, key, n=format_number(locale, s // size))
     return message(locale, "unit.s", n=format_number(locale, s))
 
 

@@ -271,6 +271,7 @@ OPS: dict[str, dict[str, str]] = {
         "unit.min": "{n} min",
         "unit.h": "{n} godz.",
         "unit.d": "{n} dni",
+        "unit.d_one": "{n} dzień",
         "doctor.title": "posd doctor: {path}",
         "doctor.col.area": "obszar",
         "doctor.col.status": "wynik",
@@ -325,8 +326,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "wystartuje na nim; przywróć ostatnią kopię (docs/install.md)",
         "doctor.storage.cache_corrupt": "cache.db jest uszkodzony ({problem}): posd odłoży go i odbuduje z "
                                         "centrali przy następnym starcie (systemctl restart posd)",
-        "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie (zdarzenia z ostatnich {window}: "
-                                 "{events})",
+        "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie (zdarzenia: {events}, okres: "
+                                 "{window})",
         "doctor.storage.growth_full": "ledger.db rośnie o około {rate} dziennie: dysk zapełni się za około "
                                       "{days} dni",
         "doctor.devices.ok": "{name} ({kind}): {path} jest i {user} może go otworzyć (właściciel {owner}, "

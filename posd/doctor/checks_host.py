@@ -139,7 +139,9 @@ def _growth(ctx: Context, free: int) -> list[Finding]:
     # day, so a ledger of a few minutes is not read as a year's growth).
     age_s = (datetime.now(UTC) - stats.first_recent_at).total_seconds() if stats.first_recent_at else 0.0
     window_s = min(stats.days * DAY_S, max(DAY_S, age_s))
-    per_day = ctx.ledger.size / stats.events * stats.events_recent / (window_s / DAY_S)
+    # Bytes per event from the pages the rows fill: a young ledger's file is mostly its empty tables and
+    # its -wal, which a checkpoint recycles.
+    per_day = stats.row_bytes / stats.events * stats.events_recent / (window_s / DAY_S)
     days_left = int(free / per_day) if per_day else None
     params = {"rate": _size(ctx, per_day), "events": stats.events_recent, "bytes_per_day": int(per_day),
               "window": format_duration(ctx.locale, window_s), "window_s": round(window_s)}

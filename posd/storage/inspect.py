@@ -37,6 +37,9 @@ class LedgerStats:
     quarantined: int
     last_sale_at: str | None
     first_recent_at: datetime | None = None  # the oldest of the recent events: a young ledger's window
+    # The pages the rows fill: the database's pages in use (its -wal included, free pages not) beyond
+    # those of an empty ledger (the header page and a root page per table and index).
+    row_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,16 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
         sale = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
+        trees = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        used = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
     finally:
         conn.close()
     return LedgerStats(events=events, events_recent=recent, days=days, pending=pending,
                        oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
                        last_sale_at=sale[0] if sale else None,
-                       first_recent_at=parse_iso(first_recent) if first_recent else None)
+                       first_recent_at=parse_iso(first_recent) if first_recent else None,
+                       row_bytes=max(0, used - 1 - trees) * page)
 
 
 def quarantined(path: Path) -> list[Quarantined]:

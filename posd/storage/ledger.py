@@ -16,14 +16,19 @@ unit that fails rolls back to its savepoint alone and its caller gets the
 error; the others commit. Nobody is answered, and nothing is announced,
 before the COMMIT that made their unit durable, so a crash at any point
 loses only units nobody was told about. A lone unit runs as before, without
-savepoints. It waits for company only when company is known to be coming: a
-sale that arrived (its request's head is read) and whose unit will be queued
-in moments (a ``Herald``, from the API). Then the writer waits for it, at
-most COMPANY_WAIT_S, and the two commit with one sync. Sales from two tills
-that arrive together are then one commit, and their answers leave together,
-so the tills' next sales tend to arrive together again; a writer that never
-waits takes the first alone before the second is read. With one till no
-other sale has arrived while the writer takes a unit: its sales never wait.
+savepoints. It waits for company (at most COMPANY_WAIT_S), and then the two
+commit with one sync, only when company is known to be coming:
+- a sale that arrived (its request is read whole) and whose unit will be
+  queued in moments (a ``Herald``, from the API);
+- or, for a sale, when the last commit held two sales or more (heralded
+  units): two tills in step. Their answers left together, so each till's
+  next sale comes a moment after the other's, and the first waits for the
+  second. The first lone commit ends the step: when the other till stopped,
+  one sale waited once.
+A writer that never waits takes the first of two sales alone before the
+second is read, and tills stay out of step, one sync each. With one till
+there is never a second sale on its way, nor two sales in a commit: its
+sales never wait, and nor do the lane's other writes (acks, print jobs).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -165,6 +171,7 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started by the first write
         self._writer_lock = threading.Lock()
+        self._in_step = False  # the last commit held two heralded units or more (tills in step)
         self._coming = 0  # Heralds whose unit is not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
         self.commits = 0  # transactions the writer committed (a group counts once)
@@ -202,10 +209,15 @@ class Ledger:
             if first is _NUDGE:
                 continue
             group = [first]
-            while len(group) < GROUP_MAX:  # whatever else is already waiting; more only when heralded
+            deadline = None  # one wait per group, however many heralds come and go meanwhile
+            while len(group) < GROUP_MAX:  # whatever else is already waiting; more only when company is coming
+                wait = 0.0
+                if len(group) == 1 and (self._coming or (self._in_step and first[2])):
+                    if deadline is None:
+                        deadline = time.monotonic() + self.company_wait_s
+                    wait = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait() if len(group) > 1 or not self._coming else \
-                        self._queue.get(timeout=self.company_wait_s)
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -213,7 +225,8 @@ class Ledger:
                     break
                 if item is not _NUDGE:
                     group.append(item)
-            pending = [(fn, future) for fn, future in group if future.set_running_or_notify_cancel()]
+            self._in_step = sum(1 for _, _, heralded in group if heralded) > 1
+            pending = [(fn, future) for fn, future, _ in group if future.set_running_or_notify_cancel()]
             if len(pending) == 1:
                 self._run_alone(*pending[0])
             elif pending:
@@ -325,7 +338,7 @@ class Ledger:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
                 self._writer.start()
-            self._queue.put((fn, future))
+            self._queue.put((fn, future, herald is not None))
 
     def write(self, fn: Callable[[LedgerTx], T]) -> T:
         """Blocking write, for threads other than the event loop's."""

@@ -28,16 +28,18 @@ POS is told). The whole queue is looked through for such jobs at most every
 EXPIRY_SCAN_S; in between only the job about to be printed is judged, so a
 long queue drained after the printer was offline costs a lookup per slip, a
 job behind it is told expired at most that much later, and none is ever
-printed late (the deadline is checked again before the first byte). A job stays ``queued`` until the commit before its first byte,
-which is true: nothing of it has left while the printer's status is read, and
-a crash then leaves it queued with nothing sent, to be sent once after the
-restart. Every attempt is counted (``attempts + 1``) by its first commit,
-whichever it is: the one before the first byte, or the one that puts the job
-back, sets it aside or expires it when the attempt ends earlier (the printer
-offline before the job, a slip that cannot be built), so a job that keeps
-failing for its own reasons is still set aside after its attempts. A crash
-before an attempt's first commit loses only that attempt's count, never a
-byte: nothing was sent and nothing was decided.
+printed late (the deadline is checked again before the first byte).
+
+A job stays ``queued`` until the commit before its first byte, which is
+true: nothing of it has left while the printer's status is read, and a crash
+then leaves it queued with nothing sent, to be sent once after the restart.
+Every attempt is counted (``attempts + 1``) by its first commit, whichever it
+is: the one before the first byte, or the one that puts the job back, sets it
+aside or expires it when the attempt ends earlier (the printer offline before
+the job, a slip that cannot be built), so a job that keeps failing for its
+own reasons is still set aside after its attempts. A crash before an
+attempt's first commit loses only that attempt's count, never a byte:
+nothing was sent and nothing was decided.
 
 After a crash of posd itself a job is back in the queue (``Ledger`` resets
 ``printing``); its ``send_state`` decides as above. Residual risks, by

@@ -53,19 +53,26 @@ _CUSTOM = {"MAZOVIA": MAZOVIA}
 # Tie-break among pages that all cover a slip: the Polish pages in the order
 # their printers most often get them right, then the lowest slot.
 _PREFERRED = ("CP852", "MAZOVIA", "CP1250", "ISO_8859-2")
+_CAN_KEPT = 4096  # characters a page remembers whether it prints (a few dozen on real slips)
 
 
 class CodePage:
     """One usable slot: its name and a codec (Python codec name or a 128-char table)."""
 
-    __slots__ = ("slot", "name", "codec", "_encode")
+    __slots__ = ("slot", "name", "codec", "_encode", "_can")
 
     def __init__(self, slot: int, name: str, codec: str) -> None:
         self.slot, self.name, self.codec = slot, name, codec
         self._encode = {c: 0x80 + i for i, c in enumerate(codec)} if len(codec) == 128 else None
+        self._can: dict[str, bool] = {}  # answers so far: each slip asks every page about its letters
 
     def can_encode(self, ch: str) -> bool:
-        return encode(ch, self) is not None
+        known = self._can.get(ch)
+        if known is None:
+            known = encode(ch, self) is not None
+            if len(self._can) < _CAN_KEPT:
+                self._can[ch] = known
+        return known
 
     def __repr__(self) -> str:
         return f"CodePage({self.slot}, {self.name!r})"

@@ -105,3 +105,18 @@ def test_a_persian_name_on_a_polish_slip_is_drawn_and_the_rest_stays_text():
     assert len(inked) == 1 and b"Klient" not in data  # only the member line is raster
     # the white rows above and below its letters are fed as blank one-byte rasters, not drawn
     assert all(r.width_bytes == 1 for r in rasters if r not in inked)
+
+
+def test_a_page_answers_alike_whether_it_remembers_the_letter_or_not(monkeypatch):
+    """Each page remembers what it prints (a slip asks every page about every letter); its answers
+    are encode's, the first time and after, also beyond what it keeps."""
+    from posd.drivers import codepages
+
+    monkeypatch.setattr(codepages, "_CAN_KEPT", 8)
+    page = code_pages_for("simple", {0: "CP437", 18: "CP852"})[18]
+    page._can.clear()
+    letters = LETTERS + "€Ωあ漢ß"
+    first = [page.can_encode(c) for c in letters]
+    assert first == [encode(c, page) is not None for c in letters]
+    assert [page.can_encode(c) for c in letters] == first and len(page._can) == 8
+    assert all(first[:len(LETTERS)]) and not first[-3] and not first[-2]  # Polish yes, Japanese and Chinese no

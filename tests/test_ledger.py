@@ -453,25 +453,33 @@ def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
     took another unit alone commits the two together. Without a herald it never waits."""
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
 
-    async def two_sales(heralded: bool) -> list[int]:
+    order: list[str] = []
+
+    async def two_sales(heralded: bool, first: int) -> list[int]:
         herald = ledger.herald() if heralded else contextlib.nullcontext()  # the second sale arrived
 
         async def being_read():
             with herald:
-                await asyncio.sleep(0.05)  # its body still being read when the other is queued
-                return await ledger.awrite(_event(2))
+                await asyncio.sleep(0.5)  # its body still being read when the other is queued
+                order.append("second queued")
+                return await ledger.awrite(_event(first + 1))
 
         second = asyncio.create_task(being_read())
         await asyncio.sleep(0)  # the herald is up
-        return [await ledger.awrite(_event(1)), await second]
+        seq = await ledger.awrite(_event(first))
+        order.append("first answered")
+        return [seq, await second]
 
     try:
         commits, units = ledger.commits, ledger.units
-        assert asyncio.run(asyncio.wait_for(two_sales(True), 20)) == [1, 2]
+        assert asyncio.run(asyncio.wait_for(two_sales(True, 1), 20)) == [1, 2]
         assert (ledger.commits - commits, ledger.units - units) == (1, 2)
+        assert order == ["second queued", "first answered"]  # the first waited for the second
+        order.clear()
         commits, units = ledger.commits, ledger.units
-        assert asyncio.run(asyncio.wait_for(two_sales(False), 20)) == [3, 4]
+        assert asyncio.run(asyncio.wait_for(two_sales(False, 3), 20)) == [3, 4]
         assert (ledger.commits - commits, ledger.units - units) == (2, 2)
+        assert order == ["first answered", "second queued"]  # nothing heralded: no wait
     finally:
         ledger.close()
 
@@ -513,11 +521,13 @@ def test_tills_in_step_stay_in_step_and_one_till_never_waits(tmp_path):
         with ledger.herald():  # arrived
             return await ledger.awrite(_event(i))
 
+    async def written(herald, i):
+        with herald:
+            return await ledger.awrite(_event(i))
+
     async def in_step() -> list[int]:
-        first = asyncio.create_task(sale(1))
-        second = ledger.herald()  # the other till's sale arrived too
-        with second:
-            paired = [sorted(await asyncio.gather(first, ledger.awrite(_event(2))))]
+        both = ledger.herald(), ledger.herald()  # two tills' sales arrived together
+        paired = [sorted(await asyncio.gather(written(both[0], 1), written(both[1], 2)))]
         # the next pair: the second till's sale arrives 50 ms after the first's was queued
         paired.append(await asyncio.gather(sale(3), sale(4, delay=0.05)))
         return paired

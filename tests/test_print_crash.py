@@ -68,3 +68,46 @@ def test_a_crash_while_a_slip_is_taken_to_the_printer_prints_it_once(tmp_path, c
         assert copies(printer) == 1
     finally:
         lane.stop()
+
+
+def test_a_job_posd_keeps_dying_on_is_set_aside_and_the_lane_prints_on(tmp_path, central, printer):
+    """A job in hand each time posd died, MAX_CRASHES times running (here a crash point each start:
+    as a printer driver that kills the process), is set aside as failed when next taken; the lane
+    then prints the slips behind it. Without the guard it would be taken, and kill posd, forever."""
+    from posd.lane.print_worker import IN_HAND_FILE, MAX_CRASHES
+
+    port = free_port()
+    secret = "hex:" + central.store.store_secret("S001").hex()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=secret, printer=printer.url, port=port)
+    lane = LaneProcess(cfg, port)
+    try:
+        for death in range(MAX_CRASHES):
+            lane.spawn(POSD_CRASH_AT="after_print_send_commit")
+            if death == 0:
+                lane.wait_healthy(30)
+                try:
+                    lane.post("/v1/transactions", sale_body(TID))
+                except requests.RequestException:
+                    pass
+            # later starts take the job back from the queue by themselves, and die on it again
+            assert lane.proc.wait(30) < 0
+            lane.stop()
+            assert (lane.state / IN_HAND_FILE).read_text().split() == [TID, str(death)]
+            assert job_row(lane)[:2] == ("printing", "sending")
+        assert printer.jobs == []
+
+        lane.start(timeout=30)
+        lane.wait_for(lambda: (job_row(lane) or ("",))[0] == "failed", what="the job set aside")
+        conn = sqlite3.connect(f"file:{lane.state / 'ledger.db'}?mode=ro", uri=True)
+        assert conn.execute("SELECT last_error FROM print_jobs WHERE job_id = ?", (TID,)).fetchone() == ("crashed",)
+        conn.close()
+        assert f"print job {TID} set aside" in lane.log.read_text()
+        assert lane.post("/v1/transactions", sale_body("T-print-crash-2")).status_code == 200
+        printer.wait_for_jobs(1, timeout=15)
+        assert [job for job in printer.jobs if "T-print-crash-2" in escpos_to_text(job, 48)] == printer.jobs
+        assert lane.post(f"/v1/slips/{TID}/reprint").status_code == 202  # the POS can still have it printed
+        printer.wait_for_jobs(2, timeout=15)
+        assert lane.get("/v1/health").json()["status"] != "down"
+    finally:
+        lane.stop()
+    assert (lane.state / IN_HAND_FILE).read_text() == ""  # a clean stop leaves no job in hand

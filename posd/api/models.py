@@ -702,7 +702,7 @@ class PrintStatusEvent(_Event):
     client_job_id: str | None = Field(description="the POS's Idempotency-Key, when it gave one")
     state: Literal["held", "printed", "expired", "failed"]
     reason: str | None = Field(description="held: paper_out, cover_open, offline, io_error; expired: ttl; "
-                                            "failed: internal")
+                                            "failed: internal, crashed")
 
 
 class SyncStatusEvent(_Event, RelayStatus):

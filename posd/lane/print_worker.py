@@ -49,6 +49,17 @@ a printer power-cycled while holding a ``delivered`` job is only noticed if
 we saw it unreachable (else the slip is lost: the POS can reprint); a job cut
 mid-way may leave a partial slip before the complete one.
 
+A job that takes posd down with it (a crash in a printer's driver while it
+is sent, a slip whose drawing exhausts memory) would be taken again after
+every restart and bring the lane down again until its time ran out. The
+worker notes the job in hand in a file beside ledger.db (``print-in-hand``,
+its id and how many times posd died holding it) when it takes it, and clears
+it once the attempt is over. A file, not a commit: it costs a slip no sync,
+and it only has to outlive the process, which the page cache does. Found at
+start, the note means posd died with that job in hand; the job that did so
+MAX_CRASHES times running is set aside as ``failed`` (reason ``crashed``)
+when it is next taken, and the lane goes on with the slips behind it.
+
 Printing blocks (sockets, USB), so the worker is a thread of its own.
 """
 
@@ -56,11 +67,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from time import monotonic
 from typing import Any
 
@@ -79,6 +92,9 @@ JOB_RETENTION = timedelta(days=30)
 # How often at most the whole queue is looked through for jobs past their time; in between only the
 # job about to be printed is judged (it never prints late: the check before its first byte is exact).
 EXPIRY_SCAN_S = 1.0
+# A job in hand when posd died this many times running is set aside, not taken again.
+MAX_CRASHES = 3
+IN_HAND_FILE = "print-in-hand"
 
 
 class JobExpired(Exception):
@@ -101,6 +117,7 @@ class PrintWorker:
         self._failures = 0
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self._counted = False  # the job in hand: its attempt already counted by a commit
+        self._hand = InHand(ledger.path.parent / IN_HAND_FILE)
         self.printed = 0
         ledger.subscribe(PRINT, self.wake)  # the ledger says when a committed unit queued a job
 
@@ -117,6 +134,8 @@ class PrintWorker:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._hand.close()
 
     # -- the loop -------------------------------------------------------------
     def _run(self) -> None:
@@ -130,12 +149,16 @@ class PrintWorker:
                 self._wake.clear()
                 continue
             self._counted = False
+            if self._hand.take(job.job_id) >= MAX_CRASHES:
+                self._set_aside_crashed(job)
+                continue
             try:
                 printed = self._print(job)
             except Exception:  # a bug or a broken disk must not end the thread: later slips still print
                 log.exception("slip %s: unexpected error while printing", job.slip_id)
                 self._set_aside_or_retry(job)
                 printed = False
+            self._hand.done()
             if printed:
                 self._failures = 0
                 continue
@@ -201,6 +224,18 @@ class PrintWorker:
             return
         if give_up:
             self._publish(job, "failed", "internal")
+
+    def _set_aside_crashed(self, job: PrintJob) -> None:
+        """posd died MAX_CRASHES times running with this job in hand: it is not sent again."""
+        log.error("print job %s set aside: posd stopped %d times running while printing it", job.job_id,
+                  MAX_CRASHES)
+        try:
+            self._set(job.job_id, state="failed", last_error="crashed")
+        except Exception:
+            log.exception("print queue unwritable")
+            return
+        self._hand.done()
+        self._publish(job, "failed", "crashed")
 
     def _print(self, job: PrintJob) -> bool:
         """One attempt; True when the job is done (printed or expired)."""
@@ -336,3 +371,46 @@ class PrintWorker:
         count = not self._counted
         self.ledger.write(lambda tx: tx.update_print_job(job_id, count_attempt=count, **fields))
         self._counted = True
+
+
+class InHand:
+    """The print job in the worker's hands, noted in a file (``job_id crashes``) that outlives the
+    process but is never synced: a note found at start says posd died holding that job."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._died: tuple[str, int] | None = None  # (job id, times posd died holding it), read at start
+        try:
+            job_id, _, crashes = path.read_text(encoding="ascii").strip().rpartition(" ")
+            if job_id:
+                self._died = (job_id, int(crashes) + 1)
+                log.warning("posd stopped while print job %s was in hand (%d time(s) running)", *self._died)
+        except (OSError, ValueError):  # no note (the usual start), or one cut short: nothing to count
+            pass
+        self._fd: int | None = None
+
+    def take(self, job_id: str) -> int:
+        """Note ``job_id`` in hand; how many times running posd died holding it."""
+        crashes = self._died[1] if self._died and self._died[0] == job_id else 0
+        self._write(f"{job_id} {crashes}".encode("ascii", "replace"))
+        return crashes
+
+    def done(self) -> None:
+        """The attempt is over, whatever became of it: no job in hand. (What posd's earlier deaths
+        say of a job still counts when it is taken again, after being held.)"""
+        self._write(b"")
+
+    def _write(self, note: bytes) -> None:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(self._fd, 0)
+            if note:
+                os.pwrite(self._fd, note, 0)
+        except OSError as exc:  # a full or read-only disk: the lane prints on, without the guard
+            log.debug("print-in-hand note not written: %s", exc)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -87,6 +87,36 @@ def test_a_lone_surrogate_or_a_nul_anywhere_is_refused_without_an_error_answer(c
     assert central.store.last_seq(STORE_ID, LANE_ID) == 3
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_number_that_is_not_finite_rejects_that_event_alone(central, number):
+    """json reads NaN, the infinities and 1e400 in a push; PostgreSQL's jsonb refuses them. The event
+    is rejected (its seq consumed, the next one applied) and kept readable, on either engine."""
+    events = [make_event(1), make_event(2), make_event(3), make_event(4)]
+    text = json.dumps({"batch_id": "B-1", "events": events})
+    text = text.replace('"unit_price": 1000', f'"unit_price": {number}', 1)  # seq 1: deep in a line
+    text = text.replace('"T-L01-2", ', f'"T-L01-2", "extra": {number}, ', 1)  # seq 2: a field of its own
+    resp = raw_push(central, text)
+    assert resp.status_code == 200, resp.text
+    assert [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]] == [
+        (1, "rejected", "malformed_event"), (2, "rejected", "malformed_event"), (3, "accepted", None),
+        (4, "accepted", None)]
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 4
+    stored = central.store.events(STORE_ID, LANE_ID)
+    assert [(e["status"], e["code"]) for e in stored[:2]] == [("rejected", "malformed_event")] * 2
+    # the same batch again: the stored answers, not a 500
+    resp = raw_push(central, text)
+    assert resp.status_code == 200, resp.text
+    assert [(r["status"], r.get("code")) for r in resp.json()["results"]] == [
+        ("rejected", "malformed_event"), ("rejected", "malformed_event"), ("duplicate", None), ("duplicate", None)]
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"  # nor in a question asked in real time
+    body = ('{"authorisation_id": "redemption:R1", "kind": "redemption", "member_id": "M0001", '
+            f'"occurred_at": "2026-11-24T09:15:00Z", "points": {{"points": {number}}}}}').encode()
+    headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+    headers["Content-Type"] = "application/json"
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation"), resp.text
+
+
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
     resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")

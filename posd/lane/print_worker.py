@@ -392,15 +392,15 @@ class InHand:
     def take(self, job_id: str) -> int:
         """Note ``job_id`` in hand; how many times running posd died holding it."""
         crashes = self._died[1] if self._died and self._died[0] == job_id else 0
-        self._write(f"{job_id} {crashes}".encode("ascii", "replace"))
+        self._put_note(f"{job_id} {crashes}".encode("ascii", "replace"))
         return crashes
 
     def done(self) -> None:
         """The attempt is over, whatever became of it: no job in hand. (What posd's earlier deaths
         say of a job still counts when it is taken again, after being held.)"""
-        self._write(b"")
+        self._put_note(b"")
 
-    def _write(self, note: bytes) -> None:
+    def _put_note(self, note: bytes) -> None:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -22,6 +22,7 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 from __future__ import annotations
 
 import json
+import math
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -925,8 +926,8 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _rejected_body(event: dict[str, Any]) -> str:
-    """A rejected event as stored. It may carry what no engine stores (NUL, a lone surrogate): those are
-    kept as their escape text, so the record of what the lane sent stays readable. (An accepted event
+    """A rejected event as stored. It may carry what no engine stores (NUL, a lone surrogate, NaN and
+    the infinities): those are kept as their escape text (a number as the string the lane sent), so the record of what the lane sent stays readable. (An accepted event
     is stored as sent: validate_event let nothing unstorable through.)"""
     try:
         return json.dumps(_storable(event), ensure_ascii=False)
@@ -944,6 +945,8 @@ def event_text(event: dict[str, Any]) -> str:
 def _storable(value: Any) -> Any:
     if isinstance(value, str):
         return UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, float) and not math.isfinite(value):  # as the lane sent it, as text: jsonb has no NaN
+        return json.dumps(value)
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list):

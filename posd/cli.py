@@ -37,7 +37,7 @@ def _load(path: str, *, check_files: bool = False):
 def cmd_run(args: argparse.Namespace) -> int:
     from posd.config import ConfigError
     from posd.daemon import Daemon
-    from posd.storage.db import StorageError
+    from posd.storage.db import StorageError, StorageUnavailable
 
     import uvloop
 
@@ -53,6 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("posd").error("%s", exc)
         print(f"posd: {exc}", file=sys.stderr)
         return 3
+    except StorageUnavailable as exc:  # the disk or the folder: 1 may pass (systemd starts posd again), 2 wants IT
+        logging.getLogger("posd").error("%s", exc)
+        print(f"posd: {exc}", file=sys.stderr)
+        return 2 if exc.lasting else 1
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

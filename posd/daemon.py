@@ -40,7 +40,7 @@ from posd.member_pull import ProcessMemberPull
 from posd.metrics import LaneMetrics
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache, seal_key_from
-from posd.storage.db import parse_iso
+from posd.storage.db import hold_folder, parse_iso, release_folder
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.storage.tx import OUTBOX
@@ -117,6 +117,7 @@ class Daemon:
         cfg = self.config
         storage = cfg.storage_dir
         storage.mkdir(parents=True, exist_ok=True)
+        self._folder_lock = hold_folder(storage)  # before the ledger is opened: one posd per ledger
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
         identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
         seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
@@ -430,3 +431,4 @@ class Daemon:
             log.exception("printer close failed")
         self.cache.close()
         self.ledger.close()
+        release_folder(self._folder_lock)

@@ -92,6 +92,94 @@ def test_corrupt_ledger_stops_with_a_clear_error_and_is_not_overwritten(tmp_path
     assert ledger.read_bytes() == garbage
 
 
+def refused_start(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_a_ledger_damaged_after_use_is_refused_without_a_byte_written(tmp_path, central):
+    """A real ledger with pages overwritten (and its header saying rollback journal, as a copy may):
+    the integrity check runs on a read-only connection, so the refused file keeps every byte."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    LaneProcess(cfg, port).start().stop()
+    ledger = cfg.parent / "state" / "ledger.db"
+    data = bytearray(ledger.read_bytes())
+    assert len(data) >= 6 * 4096
+    data[18:20] = b"\x01\x01"  # journal_mode=WAL would write 2, 2 here
+    data[2 * 4096:5 * 4096] = os.urandom(3 * 4096)
+    ledger.write_bytes(bytes(data))
+    for side in ("-wal", "-shm"):
+        Path(f"{ledger}{side}").unlink(missing_ok=True)
+    proc = refused_start(cfg)
+    assert proc.returncode == 3, proc.stderr
+    assert "integrity check" in proc.stderr and "left untouched" in proc.stderr and "Traceback" not in proc.stderr
+    assert ledger.read_bytes() == bytes(data)
+
+
+def test_an_empty_ledger_is_refused_not_taken_for_a_new_lane(tmp_path, central):
+    """posd writes a ledger's header first: an empty ledger.db is a history lost (or a first start cut
+    short), and starting a new one over it would hide the loss. Refused (3), left as it is."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    state = cfg.parent / "state"
+    state.mkdir()
+    (state / "ledger.db").write_bytes(b"")
+    proc = refused_start(cfg)
+    assert proc.returncode == 3, proc.stderr
+    assert "is empty (0 bytes)" in proc.stderr and "Traceback" not in proc.stderr
+    assert (state / "ledger.db").read_bytes() == b"" and not (state / "ledger.db-wal").exists()
+
+
+def test_a_wal_without_its_ledger_is_refused_and_kept(tmp_path, central):
+    """ledger.db gone but its -wal there (the newest commits): SQLite would start a new file and drop
+    them. Refused (3); the -wal is kept and no ledger.db is made."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    state = cfg.parent / "state"
+    state.mkdir()
+    wal = state / "ledger.db-wal"
+    wal.write_bytes(b"\x37\x7f\x06\x82" + os.urandom(4096))
+    kept = wal.read_bytes()
+    proc = refused_start(cfg)
+    assert proc.returncode == 3, proc.stderr
+    assert "ledger.db-wal" in proc.stderr and "Traceback" not in proc.stderr
+    assert wal.read_bytes() == kept and not (state / "ledger.db").exists()
+
+
+def meta_boot(ledger: Path) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_second_posd_on_the_same_storage_folder_is_refused(tmp_path, central):
+    """Two daemons on one ledger would share a seq counter and print each other's slips: the second
+    exits 1 (may be retried: systemd starts it again once the first stopped), naming the first's pid,
+    and touches nothing (the first's print queue is not requeued, its boot not counted)."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    lane = LaneProcess(cfg, port).start()
+    try:
+        other = cfg.parent / "other.toml"
+        other.write_text(cfg.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
+        boot = meta_boot(lane.state / "ledger.db")
+        proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(other)],
+                              capture_output=True, text=True, timeout=30, cwd=cfg.parent)
+        assert proc.returncode == 1, proc.stderr
+        assert f"another posd (pid {lane.proc.pid})" in proc.stderr and "Traceback" not in proc.stderr
+        assert meta_boot(lane.state / "ledger.db") == boot
+        assert lane.post("/v1/transactions", {"transaction_id": "T-one-ledger", "occurred_at": "2026-11-24T09:15:00Z",
+                                              "currency": "PLN", "total": 100, "lines": []}).status_code == 200
+    finally:
+        lane.stop()
+    LaneProcess(cfg, port).start().stop()  # the lock went with the first: the lane starts again
+
+
 def test_bad_config_exits_2_naming_the_key(tmp_path):
     cfg = tmp_path / "posd.toml"
     cfg.write_text('[lane]\nstore_id = "S1"\nlane_id = "L1"\nlocale = "xx"\n[central]\nurl = "http://127.0.0.1:1"\n')

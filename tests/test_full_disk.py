@@ -59,3 +59,34 @@ def test_a_sale_on_a_full_disk_is_a_503_that_recovers_once_space_is_freed(tmp_pa
             assert "ledger write refused, nothing of it kept: the disk is full" in log
         finally:
             lane.stop()
+
+
+def test_a_start_on_a_full_disk_is_not_called_a_corrupt_ledger_and_may_be_retried(tmp_path, central):
+    """A full disk at start is the disk's problem, not the ledger's: exit 1 (systemd starts posd again;
+    2 and 3 it does not), a message that says the disk is full and names storage.dir, no advice to
+    restore the ledger, the ledger untouched; once space is freed the lane starts with its history."""
+    import subprocess
+    import sys
+
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        lane = launch_lane(tmp_path / "lane", central, storage_dir=str(disk / "state"))
+        try:
+            assert lane.post("/v1/transactions", sale_body("before-full")).status_code == 200
+        finally:
+            lane.stop()
+        ledger = disk / "state" / "ledger.db"
+        kept = ledger.read_bytes()
+        fill(disk / "runaway.log")
+        proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(lane.config)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert "full" in proc.stderr and "storage.dir" in proc.stderr, proc.stderr
+        assert "Restore" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert ledger.read_bytes() == kept
+
+        (disk / "runaway.log").unlink()
+        lane.start(timeout=30)
+        try:
+            assert recorded(lane.state, "before-full") == (1, 1)
+        finally:
+            lane.stop()

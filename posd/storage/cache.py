@@ -38,7 +38,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import ThreadReaders, compact_json, connect, quick_check, rollback, utcnow_iso, write_refused
+from posd.storage.db import (ThreadReaders, compact_json, connect, quick_check, rollback, unavailable, utcnow_iso,
+                             write_refused)
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -146,6 +147,9 @@ class Cache:
             conn.close()
             reason = problem
         except sqlite3.DatabaseError as exc:
+            cause = unavailable(exc, self.path)
+            if cause is not None:  # the disk or the folder: a rebuild would fail alike, and cost a snapshot
+                raise cause from exc
             reason = str(exc)
         # Rebuildable: move the bad file aside (kept for diagnosis) and start empty.
         aside = self.path.with_name(f"{self.path.name}.corrupt-{utcnow_iso().replace(':', '')}")

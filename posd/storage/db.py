@@ -9,7 +9,9 @@ order inside one transaction, so a half-migrated file cannot exist.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -26,6 +28,73 @@ class StorageError(Exception):
     """A database that posd must not touch further (corrupt, newer schema)."""
 
 
+SQLITE_IOERR, SQLITE_FULL = 10, 13
+
+
+class StorageUnavailable(Exception):
+    """The storage folder cannot be used now (a full disk, a failing one, no permission), though
+    nothing says its files are damaged: not a StorageError, whose advice (restore from backup) would
+    be wrong here. ``lasting``: store IT must act (permissions), else it may pass by itself (space
+    freed), so a service manager should start posd again."""
+
+    def __init__(self, message: str, *, lasting: bool):
+        super().__init__(message)
+        self.lasting = lasting
+
+
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_CANTOPEN = 3, 5, 6, 8, 14
+
+
+def unavailable(exc: BaseException, path: Path) -> StorageUnavailable | None:
+    """The StorageUnavailable an SQLite error opening ``path`` stands for; None when it may be the
+    file itself (corrupt, not a database)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code == SQLITE_FULL or "database or disk is full" in text:
+        why, lasting = "the disk is full; posd starts once space is freed", False
+    elif code == SQLITE_IOERR or "disk I/O error" in text:
+        why, lasting = ("the disk failed a read or a write (full, or failing: `posd doctor` tells which)", False)
+    elif code in (SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN) or "unable to open" in text or "readonly" in text:
+        why, lasting = (f"it cannot be opened for writing: the folder {path.parent} and its files must be "
+                        "writable by the user posd runs as", True)
+    elif code in (SQLITE_BUSY, SQLITE_LOCKED):
+        why, lasting = "another process holds it locked", False
+    else:
+        return None
+    return StorageUnavailable(f"{path}: {why} (storage.dir; SQLite said: {text}); the file was left untouched",
+                              lasting=lasting)
+
+
+LOCK_FILE = "posd.lock"
+
+
+def hold_folder(folder: Path) -> int:
+    """An exclusive lock on the storage folder (``posd.lock``, holding the holder's pid), kept until
+    the process ends or ``release_folder``: two posd on one ledger would record sales under one seq
+    counter, requeue each other's print jobs and print slips twice. StorageUnavailable when another
+    process holds it (not lasting: a service manager may try again once the other one stopped)."""
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StorageUnavailable(
+            f"{folder}: another posd (pid {holder}) is running on this storage folder (storage.dir); two "
+            "would record sales into one ledger. Stop it first (`systemctl stop posd`), or give this one "
+            "a storage.dir of its own", lasting=False) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_folder(fd: int) -> None:
+    os.close(fd)  # the lock goes with the descriptor; the file stays (unlinking it would race a new holder)
+
+
 class WriteRefused(OSError):
     """SQLite could not write (the disk is full, or it failed an I/O): the unit rolled back whole.
 
@@ -37,8 +106,6 @@ class WriteRefused(OSError):
         super().__init__(errno.ENOSPC if full else errno.EIO, detail)
         self.full, self.detail = full, detail
 
-
-SQLITE_IOERR, SQLITE_FULL = 10, 13
 
 
 def write_refused(exc: BaseException) -> WriteRefused | None:

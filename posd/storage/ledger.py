@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.db import StorageError, ThreadReaders, connect, quick_check, rollback, write_refused
+from posd.storage.db import (StorageError, ThreadReaders, connect, quick_check, rollback, unavailable,
+                             write_refused)
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import SeqCounter
 from posd.storage.schema import ledger_migrations
@@ -91,6 +92,38 @@ class Herald:
 
 # The Herald entered in this task, if any (its awrite queues the unit it announced).
 _HERALDED: contextvars.ContextVar[Herald | None] = contextvars.ContextVar("posd_ledger_herald", default=None)
+
+
+def _history_left(path: Path) -> bool:
+    """Whether ``path`` holds a ledger's history (False: a new lane starts one). StorageError when what
+    is there cannot be a ledger posd made and must not be taken for a new one:
+    - an empty ledger.db: posd writes its header before anything else, so an empty file is a history
+      lost (a truncated copy, a power cut on a file system that lost it) or a first start cut short;
+    - a -wal without its ledger.db: the newest commits, without the file they belong to."""
+    wal = Path(f"{path}-wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    if not path.exists():
+        if wal_bytes:
+            raise StorageError(
+                f"{path} is missing but {wal.name} ({wal_bytes} bytes) is there: the newest commits without "
+                f"the ledger they belong to. Restore {path.name} beside it (from backup), or move {wal.name} "
+                "aside to start a new lane history.")
+        return False
+    if path.stat().st_size == 0 and not wal_bytes:
+        raise StorageError(
+            f"{path} is empty (0 bytes): this lane's history was lost (a truncated copy, a power cut) or its "
+            "first start never finished; it was left untouched. Restore it from backup; on a lane that never "
+            "recorded anything, delete the file to start a new lane history.")
+    return True
+
+
+def _checked(path: Path) -> str | None:
+    """SQLite's first complaint about the file, read on a read-only connection, else None."""
+    conn = connect(path, durable=True, readonly=True)
+    try:
+        return quick_check(conn)
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -153,16 +186,20 @@ class Ledger:
         # Why the last write failed in SQLite itself (disk full, I/O error), None once one succeeds:
         # health turns red on it, since sales cannot be recorded.
         self.write_failure: str | None = None
-        existed = path.exists()
+        existed = _history_left(path)
         try:
-            self._conn = connect(path, durable=True)
-            if existed:
-                problem = quick_check(self._conn)
+            if existed:  # checked read-only first: a file refused is never written, not even its header
+                problem = _checked(path)
                 if problem:
-                    raise StorageError(f"{path} failed its integrity check ({problem})")
+                    raise StorageError(f"{path} failed its integrity check ({problem}); it was left untouched. "
+                                       "Restore it from backup or move it aside to start a new lane history.")
+            self._conn = connect(path, durable=True)
             ledger_migrations.apply(self._conn)
             self.boot, claimed = self._start(self._conn)
         except sqlite3.DatabaseError as exc:
+            cause = unavailable(exc, path)
+            if cause is not None:  # the disk or the folder, not the file: no advice to restore it
+                raise cause from exc
             # Never "repair" the precious file by recreating it: stop and say so.
             raise StorageError(
                 f"{path} cannot be opened as a posd ledger ({exc}); it was left untouched. "

@@ -119,3 +119,24 @@ def test_a_frame_with_nothing_readable_is_delivered_as_unreadable_never_dropped(
         assert codes == [UNREADABLE] and framer.take_unreadable() == 1
     else:
         assert codes == [] and framer.take_unreadable() == 0
+
+
+def test_a_card_and_a_phone_number_that_one_lookup_would_confuse_are_never_two_members(lane):
+    """A lookup reads a code as a card first, then as a phone number of the lane's country: a new
+    card 600123456 would take the sales of the member whose phone is +48 600 123 456 (typed as
+    600123456), and a new phone number whose national digits are a card would be found as the
+    card's member. Either enrolment is refused, 409 identifier_in_use; the first member keeps them."""
+    ola = lane.post("/v1/members", {"phone": "+48 600 123 456", "display_name": "Ola"}).json()["member_id"]
+    for card in ("600123456", "48600123456"):  # (0048600123456 is refused as a GTIN-13 with a wrong check digit)
+        taken = lane.post("/v1/members", {"card": card})
+        assert (taken.status_code, taken.json()["code"]) == (409, "identifier_in_use"), (card, taken.text)
+        assert lane.get(f"/v1/members/{card}").json()["member_id"] == ola
+    card = lane.post("/v1/members", {"card": "600123457"})  # no member has that phone: a card like any other
+    assert card.status_code == 200, card.text
+    for phone in ("+48 600 123 457", "600 123 457"):
+        taken = lane.post("/v1/members", {"phone": phone})
+        assert (taken.status_code, taken.json()["code"]) == (409, "identifier_in_use"), (phone, taken.text)
+    assert lane.get("/v1/members/600123457").json()["member_id"] == card.json()["member_id"]
+    both = lane.post("/v1/members", {"card": "600123458", "phone": "600 123 458"})  # one member, both ways
+    assert both.status_code == 200, both.text
+    assert lane.post("/v1/members", {"card": "600123458", "phone": "600 123 458"}).headers["Idempotent-Replayed"] == "true"

@@ -15,6 +15,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+import phonenumbers
+
 from posd.core.identify import gtin_ok, identify_code
 from posd.lane.context import LaneContext, Recorded
 from posd.lane.errors import LaneError, raises
@@ -93,9 +95,29 @@ class Enrolments:
             enrolled = view.enrolment(identifier)
             if enrolled is not None and enrolled["request_hash"] == req.request_hash:
                 return Recorded(enrolled["response"], replayed=True)
-            if enrolled is not None or self.ctx.cache.find_member(identifier) is not None:
-                raise LaneError("identifier_in_use", "that card or phone number already belongs to a member")
+        for identifier in identifiers:
+            for reading in self._readings(identifier):
+                if view.enrolment(reading) is not None or self.ctx.cache.find_member(reading) is not None:
+                    raise LaneError("identifier_in_use", "that card or phone number already belongs to a member")
         return None
+
+    def _readings(self, identifier: str) -> list[str]:
+        """The identifier, and what a lookup of it, or of the way a cashier types it, also finds
+        (posd.lane.members.Members._resolve): a card code that reads as a phone number finds that
+        phone's member when no card has the code, and a phone number typed as its national digits
+        (600123456) finds a card with those digits before the phone. Either held by another member,
+        the new one would take their sales."""
+        if not identifier.startswith("+"):
+            phone = phone_e164(identifier, self.country)
+            return [identifier] if phone is None else [identifier, phone]
+        try:
+            number = phonenumbers.parse(identifier)
+        except phonenumbers.NumberParseException:
+            return [identifier]
+        national = "".join(ch for ch in phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+                           if ch.isdigit())
+        return list(dict.fromkeys([identifier, national, str(number.national_number), identifier[1:],
+                                   "00" + identifier[1:]]))
 
     @raises("identifier_in_use")
     def _write(self, unit: LedgerTx, req: EnrolmentInput, identifiers: list[str]) -> Recorded:

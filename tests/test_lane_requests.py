@@ -79,3 +79,18 @@ def test_a_lane_whose_members_never_loaded_answers_member_unavailable(tmp_path, 
         assert "member.unavailable" in str(spec["paths"]["/v1/events"])  # the event's schema is documented
     finally:
         lane.stop()
+
+
+def test_a_time_whose_utc_instant_is_past_year_9999_is_invalid_request_not_a_500(tmp_path, central, start_lane):
+    """9999-12-31T23:59:59-14:00 is a valid time with its offset, but its UTC instant is in year 10000:
+    the sale and the quote answer 422 naming occurred_at (they answered 500 with a traceback)."""
+    lane = start_lane(tmp_path / "lane")
+    mark = lane.log.stat().st_size
+    for when in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        for route in ("/v1/transactions", "/v1/quotes"):
+            body = {**sale_body("T-far-1"), "occurred_at": when}
+            resp = lane.post(route, body)
+            assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), (route, when, resp.text)
+            assert resp.json()["message"].startswith("occurred_at"), resp.text
+    log = lane.log.read_bytes()[mark:].decode(errors="replace")
+    assert "Traceback" not in log and "OverflowError" not in log, log[-2000:]

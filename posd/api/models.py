@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -135,11 +135,23 @@ class LineIn(_In):
     discount: Price = Field(default=0, description="minor units, whole line")
 
 
+def _utc_instant(value: datetime) -> datetime:
+    """An instant that exists in UTC too: 9999-12-31T23:59-14:00 has a UTC time past year 9999."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time in UTC is outside years 1 to 9999") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc_instant)]
+
+
 class TransactionIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
                                "card code, phone number, member id, or a member token (used by this sale)")
-    occurred_at: AwareDatetime = Field(description="with its UTC offset; a time without one is invalid_request")
+    occurred_at: Instant = Field(description="with its UTC offset; a time without one is invalid_request")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     total: Total = Field(description="minor units; equals the lines' sum when lines are given")

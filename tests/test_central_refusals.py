@@ -117,6 +117,24 @@ def test_a_number_that_is_not_finite_rejects_that_event_alone(central, number):
     assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation"), resp.text
 
 
+def test_an_event_twice_in_a_batch_is_refused_and_a_changed_event_at_a_used_seq_conflicts(central):
+    """One event_id under two seqs of a batch would be applied twice: the batch is malformed (400),
+    nothing of it applied. The same seq and event_id again with other content is not a duplicate (the
+    lane would take its change as applied): seq_conflict, and the stored event stands."""
+    twice = [make_event(1), make_event(2, event_id="E-L01-1")]
+    resp = raw_push(central, json.dumps({"batch_id": "B-1", "events": twice}))
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_batch"), resp.text
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+    assert push(central, [make_event(1), make_event(2)]) == [(1, "accepted", None), (2, "accepted", None)]
+    balance = central.store.member("M0001")["balances"]
+    changed = make_event(2, points={"points": 99999})
+    assert push(central, [make_event(1), changed], "B-2") == [(1, "duplicate", None), (2, "rejected", "seq_conflict")]
+    reordered = dict(reversed(list(make_event(2).items())))  # the same event, its keys in another order
+    assert push(central, [reordered], "B-3") == [(2, "duplicate", None)]
+    assert central.store.member("M0001")["balances"] == balance
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+
+
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
     resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")

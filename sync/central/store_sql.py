@@ -560,18 +560,28 @@ def _answers_again(conn: Any, store_id: str, lane_id: str, events: list[dict[str
         return {}
     seqs = [e["seq"] for e in events]
     stored = {r["seq"]: r for r in conn.execute(
-        f"SELECT seq, event_id, status, code FROM events WHERE store_id = ? AND lane_id = ? AND seq IN ({_marks(seqs)})",
-        [store_id, lane_id, *seqs]).fetchall()}
+        f"SELECT seq, event_id, status, code, body FROM events WHERE store_id = ? AND lane_id = ? "
+        f"AND seq IN ({_marks(seqs)})", [store_id, lane_id, *seqs]).fetchall()}
     answers = {}
     for event in events:
         seq, event_id, row = event["seq"], event["event_id"], stored.get(event["seq"])
-        if row is None or row["event_id"] != event_id:
+        if row is None or row["event_id"] != event_id or (row["status"] == "accepted" and not _same_event(row, event)):
+            # another event at a consumed seq; also the same event_id with other content (the lane
+            # would take a duplicate for its change having been applied)
             answers[seq] = result_wire(seq, event_id, "rejected", "seq_conflict")
         elif row["status"] == "accepted":
             answers[seq] = result_wire(seq, event_id, "duplicate")
         else:
             answers[seq] = result_wire(seq, event_id, "rejected", row["code"])
     return answers
+
+
+def _same_event(row: Any, event: dict[str, Any]) -> bool:
+    """Is the accepted event stored in ``row`` this one, by value? (SQLite keeps its text, PostgreSQL its
+    jsonb, which psycopg reads as a dict: compared as parsed JSON, key order aside.)"""
+    body = row["body"]
+    stored = loads(body) if isinstance(body, str | bytes) else body
+    return stored == event
 
 
 class _BatchWork:

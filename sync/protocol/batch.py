@@ -80,6 +80,7 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
     if len(events) > max_events:
         raise BatchError("batch_too_large", f"more than {max_events} events")
     previous = 0
+    seen: set[str] = set()
     for event in events:
         if not isinstance(event, dict):
             raise BatchError("malformed_batch", "every event must be an object")
@@ -90,6 +91,9 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
             raise BatchError("malformed_batch", "seqs must be strictly ascending within a batch")
         if not is_id(event.get("event_id")):
             raise BatchError("malformed_batch", "every event needs an event_id")
+        if event["event_id"] in seen:  # one event twice, under two seqs: it would be applied twice
+            raise BatchError("malformed_batch", "an event_id appears twice in the batch")
+        seen.add(event["event_id"])
         previous = seq
     return batch_id, events
 

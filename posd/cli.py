@@ -148,7 +148,7 @@ def cmd_print_test(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     pcfg = config.printer
-    if pcfg.url == "none":
+    if not pcfg.enabled:
         print("posd print-test: the config has no printer (printer.url = \"none\")", file=sys.stderr)
         return 2
     try:

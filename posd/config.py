@@ -297,6 +297,12 @@ class PrinterConfig(DeviceConfig):
         """The printer's name in health, events, metrics and doctor (`name`, or "printer")."""
         return self.name or PRINTER_NAME
 
+    @property
+    def enabled(self) -> bool:
+        """A printer is configured: the URL's scheme is not none, however it is written (none,
+        NONE, none://), as the driver registry reads it."""
+        return registry.parse_device_url(self.url).scheme != "none"
+
     @field_validator("code_pages", mode="before")
     @classmethod
     def _code_pages(cls, v: Any) -> Any:

@@ -149,7 +149,7 @@ class Daemon:
         off = cfg.offline
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
-                         printer_enabled=pcfg.url != "none", is_offline=self._offline,
+                         printer_enabled=pcfg.enabled, is_offline=self._offline,
                          timezone=cfg.lane.timezone,
                          offline_limits=OfflineLimits(off.max_redeem_points_per_member,
                                                       off.max_redeem_points_per_lane, off.max_hours,
@@ -315,7 +315,9 @@ class Daemon:
             raise ConfigError(f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}",
                               key="storage.dir") from exc
         self.bus.bind(loop)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: the terminal of a posd started by hand closing is a stop like any other, not a
+        # death without STOPPING=1, a flushed ledger and the pty links taken down.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop.set)
         cfg = self.config
         app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,

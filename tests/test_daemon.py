@@ -324,3 +324,21 @@ def test_a_pty_scanner_takes_its_link_back_after_a_kill_9(tmp_path, start_lane):
         assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0001"
     finally:
         stream.close()
+
+
+def test_sighup_stops_the_daemon_cleanly_and_a_printer_written_none_is_no_printer(tmp_path, central):
+    """A terminal closing (SIGHUP) stops posd as SIGTERM does: exit 0, no traceback.
+    And a printer URL written NONE:// is no printer, as `none` is: no slip is composed or queued (the
+    POS was told "queued" for slips nothing would print)."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="NONE://", port=port)
+    lane = LaneProcess(cfg, port).start()
+    sale = lane.post("/v1/transactions", {"transaction_id": "T-hup-1", "member": "2900000000018",
+                                          "occurred_at": "2026-11-24T09:15:00Z", "currency": "PLN", "total": 1000,
+                                          "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]})
+    assert sale.status_code == 200, sale.text
+    assert sale.json()["slip"] == {"slip_id": None, "state": "none"}
+    lane.proc.send_signal(signal.SIGHUP)
+    assert lane.proc.wait(15) == 0
+    lane.stop()
+    assert "Traceback" not in lane.log.read_text()

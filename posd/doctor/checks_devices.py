@@ -73,7 +73,7 @@ def _printer(ctx: Context) -> list[Finding]:
 
     cfg = ctx.config
     pcfg = cfg.printer
-    if pcfg.url == "none":
+    if not pcfg.enabled:
         return [Finding("devices", "devices.printer", "ok", "printer_none")]
     name = pcfg.device_name
     url_text = cfg.device_url(pcfg.url)

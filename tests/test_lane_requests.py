@@ -94,3 +94,17 @@ def test_a_time_whose_utc_instant_is_past_year_9999_is_invalid_request_not_a_500
             assert resp.json()["message"].startswith("occurred_at"), resp.text
     log = lane.log.read_bytes()[mark:].decode(errors="replace")
     assert "Traceback" not in log and "OverflowError" not in log, log[-2000:]
+
+
+def test_a_card_number_sent_as_a_field_name_is_refused_as_card_data_and_never_repeated(tmp_path, central, start_lane):
+    """An unknown field is named in a 422's message; a field named with a card number (or track data)
+    would have its number repeated to the POS. It is refused as payment_card, the number in no answer."""
+    lane = start_lane(tmp_path / "lane")
+    track2 = ";4111111111111111=25121010000000000000?"
+    for body in ({**sale_body("T-key-1"), "4111111111111111": 1},
+                 {**sale_body("T-key-2"), "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 5000,
+                                                     track2: 1}]}):
+        resp = lane.post("/v1/transactions", body)
+        assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
+        assert "4111111111111111" not in resp.text
+    assert "4111111111111111" not in lane.log.read_text()

@@ -217,6 +217,10 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         kind = _counted_kind(request.url.path)
+        if find_card_data([[e["loc"], e["msg"]] for e in errors]):  # a field named with a card number
+            if kind is not None:
+                refused(observer, kind, None, "payment_card")
+            return _err("payment_card", "the request carries a payment card number; it was dropped, not stored")
         if kind is not None:
             refused(observer, kind, None, "invalid_request")
         # A misspelt field is missing and extra at once: the message names the one that was sent.

@@ -122,7 +122,8 @@ def test_a_deleted_member_leaves_the_cache_and_the_slip_data(tmp_path, central, 
     try:
         lane = start_lane(tmp_path / "lane", printer=f"tcp://127.0.0.1:{printer.port}")
         assert lane.post("/v1/transactions", sale("T-erin-1", "2900000001015", 4000)).status_code == 200
-        enrolled = lane.post("/v1/members", {"card": CARD, "phone": "+48 600 123 457", "display_name": "Zed Gone"})
+        enrolled = lane.post("/v1/members", {"card": CARD, "phone": "+48 600 123 457", "display_name": "Zed Gone",
+                                             "birth_date": "1990-05-05"})
         provisional = enrolled.json()["member_id"]
         assert lane.post("/v1/transactions", sale("T-zed-1", CARD, 1000)).status_code == 200
         printer.wait_for_jobs(2, timeout=15)
@@ -146,7 +147,7 @@ def test_a_deleted_member_leaves_the_cache_and_the_slip_data(tmp_path, central, 
         lane.stop()
         ledger = "\n".join(sqlite3.connect(lane.state / "ledger.db").iterdump())
         cache = "\n".join(sqlite3.connect(lane.state / "cache.db").iterdump())
-        for personal in ("Erin Forgotten", "Erin's own offer", "Zed Gone", "+48600123457"):
+        for personal in ("Erin Forgotten", "Erin's own offer", "Zed Gone", "+48600123457", "1990-05-05"):
             assert personal not in ledger and personal not in cache, personal
         for identifier in ("2900000001015", CARD):
             assert identifier not in cache

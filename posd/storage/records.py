@@ -189,3 +189,24 @@ def unsynced_redeemed(conn: sqlite3.Connection, member_id: str | None = None, al
         return conn.execute(_UNSYNCED).fetchone()[0]
     who, ids = member_is("r.member_id", member_id, aliases)
     return conn.execute(f"{_UNSYNCED} AND {who}", (ids,)).fetchone()[0]
+
+
+# transactions is append-only (its trigger refuses every UPDATE); erasure alone lifts it, inside its own
+# unit, for the one change below, and puts it back before the unit commits.
+TRANSACTIONS_NO_UPDATE = ("CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions "
+                          "BEGIN SELECT RAISE(ABORT, 'transactions is append-only'); END")
+
+
+def scrub_birth_dates(conn: sqlite3.Connection, member_ids: list[str]) -> int:
+    """Erasure: the birth date each of these members' sales kept in its earn context (to evaluate its
+    returns). Nothing else of a sale changes; an erased member's sales are not returned for points."""
+    if not member_ids:
+        return 0
+    conn.execute("DROP TRIGGER IF EXISTS transactions_no_update")
+    try:
+        return conn.execute(
+            "UPDATE transactions SET earn_context = json_remove(earn_context, '$.birth_date') "
+            "WHERE member_id IN (SELECT value FROM json_each(?)) "
+            "AND json_extract(earn_context, '$.birth_date') IS NOT NULL", (json.dumps(member_ids),)).rowcount
+    finally:
+        conn.execute(TRANSACTIONS_NO_UPDATE)

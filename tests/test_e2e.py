@@ -235,6 +235,20 @@ def test_sse_replays_what_a_client_missed(lane):
         again.close()
 
 
+def test_a_last_event_id_from_the_future_is_a_reset_and_live_events_still_flow(lane):
+    stream = lane.sse()
+    lane.scan(ANNA)
+    newest = stream.next("member.identified")["id"]
+    stream.close()
+    ahead = lane.sse(last_event_id=newest + 3)
+    try:
+        assert ahead.next("stream.reset")["data"]["reason"]
+        lane.scan(ZAHRA)  # the next event's id is below the one the client gave: it still arrives
+        assert ahead.next("member.identified")["data"]["member"]["member_id"] == "M0003"
+    finally:
+        ahead.close()
+
+
 def test_reprint_with_the_same_key_prints_one_copy(lane, printer):
     assert lane.post("/v1/transactions", sale("T-copy-1")).status_code == 200
     printer.wait_for_jobs(1, timeout=10)

@@ -31,6 +31,17 @@ def test_replay_reports_a_gap_the_ring_no_longer_covers():
     assert not covered_other_boot
 
 
+def test_an_id_this_lane_never_gave_is_not_covered():
+    """A Last-Event-ID past the newest event (a client's bug, a lane restored from a copy) would have
+    the stream skip every event up to it in silence: it is a gap, told by stream.reset."""
+    bus = EventBus(boot=1, ring_size=5)
+    ids = [bus.publish("scan", {"n": i}).id for i in range(3)]
+    assert bus.replay_after(ids[-1]) == ([], True)  # up to date
+    missed, covered = bus.replay_after(ids[-1] + 3)
+    assert (missed, covered) == ([], False)
+    assert not EventBus(boot=1).replay_after((1 << BOOT_SHIFT) + 1)[1]  # nothing given yet this boot
+
+
 def test_sse_framing():
     bus = EventBus(boot=1)
     frame = bus.publish("member.unknown", {"identifier": "X"}).sse().decode()

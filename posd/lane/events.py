@@ -108,6 +108,8 @@ class EventBus:
             covered = not self._ring or self._ring[0].id <= last_id + 1 or last_id >= self._ring[-1].id
             if last_id >> BOOT_SHIFT != self._base >> BOOT_SHIFT and self._ring:
                 covered = False  # the client's id is from another boot
+            if last_id > (self._ring[-1].id if self._ring else self._base):
+                covered = False  # an id this lane never gave: the events after the real one are not known
         return events, covered
 
     def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[Event | None]:

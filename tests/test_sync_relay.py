@@ -217,14 +217,20 @@ def test_413_halves_the_batch_size():
     assert fake.sizes == [8, 4, 6]
 
 
-def test_a_broken_outbox_is_a_backoff_not_a_crash(client):
+def test_a_broken_outbox_is_a_local_error_not_a_crash_nor_central_unreachable(client):
+    """The lane's own disk failing is not central failing: no failure counted (the lane is not
+    offline, health names no central problem), tried again soon rather than after a backoff."""
     class Broken(MemoryOutbox):
         def pending_batch(self, max_events, max_bytes):
             raise OSError("disk I/O error")
 
     relay = OutboxRelay(client, Broken())
-    assert relay.run_once() == "backoff"
-    assert relay.status()["last_error"] == "outbox: OSError"
+    assert relay.run_once() == "local_error"
+    status = relay.status()
+    assert (status["state"], status["last_error"], status["consecutive_failures"]) == \
+        ("local_error", "outbox: OSError", 0)
+    assert not relay.failing()
+    assert 0 < status["next_attempt_in_s"] <= 1.0
 
 
 # --- relay thread ---------------------------------------------------------------------------------

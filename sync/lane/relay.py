@@ -89,7 +89,7 @@ class OutboxRelay(Worker):
                 events = _fit(self._outbox.pending_batch(self._batch_events, self._max_bytes), self._max_bytes)
             except Exception as exc:
                 log.exception("outbox read failed", extra={"event": "sync-relay.outbox_error"})
-                return self._failed(f"outbox: {type(exc).__name__}", None)
+                return self._local_failed(f"outbox: {type(exc).__name__}")
             if not events:
                 self._wait("idle", self._idle_interval)
                 return "idle"
@@ -169,7 +169,7 @@ class OutboxRelay(Worker):
             self._outbox.record_results(results)
         except OSError as exc:  # the lane's disk (full, failing): one line; central answers "duplicate" next time
             log.error("outbox write failed: %s", exc, extra={"event": "sync-relay.outbox_error"})
-            return self._failed(f"outbox: {exc.strerror or exc}", None)
+            return self._local_failed(f"outbox: {exc.strerror or exc}")
         except Exception as exc:
             # Central has them; the next attempt is answered "duplicate" and acks them.
             log.exception("outbox write failed", extra={"event": "sync-relay.outbox_error"})

@@ -26,6 +26,8 @@ from posd.sync.lane.retry import backoff_delay as backoff_delay
 log = logging.getLogger("posd.sync.relay")  # one logger for the sync workers, as store IT knows it
 
 StatusCallback = Callable[[dict[str, Any]], None]
+# A step that failed on the lane's own side (its disk) is tried again this often (Worker._local_failed).
+LOCAL_RETRY_S = 1.0
 
 __all__ = ["MAX_RETRY_AFTER", "StatusCallback", "Worker", "backoff_delay"]
 
@@ -184,6 +186,19 @@ class Worker:
         )
         return "backoff"
 
+    def _local_failed(self, error: str) -> str:
+        """The lane's own side failed (its disk: full, failing), not central: no failure is counted
+        (the lane is not offline, health does not say central is unreachable; the ledger's own
+        health check names the disk), and the step is tried again every LOCAL_RETRY_S, not after a
+        backoff meant for a central in trouble, so sync resumes as soon as the disk has room."""
+        with self._lock:
+            self._state, self._last_error = "local_error", error
+            self._delay, self._wake_cuts_delay = LOCAL_RETRY_S, False
+            self._next_at = time.monotonic() + LOCAL_RETRY_S
+        log.warning("%s failed on this lane: %s; next try in %.1f s", self.activity, error, LOCAL_RETRY_S,
+                    extra={"event": f"{self.thread_name}.local_error", "error": error})
+        return "local_error"
+
     def _auth_failed(self, exc: CentralAuthError) -> str:
         with self._lock:
             first = self._state != "auth_failed"
@@ -223,7 +238,7 @@ class Worker:
         if isinstance(exc, SyncError):  # central answered, with something the protocol does not allow
             return self._failed(str(exc), None, answered=True)
         if isinstance(exc, OSError):  # the lane's own disk (full, failing: posd.storage's WriteRefused): one line
-            return self._failed(f"local storage: {exc}", None)
+            return self._local_failed(f"local storage: {exc}")
         log.exception("%s: unexpected error", self.activity, extra={"event": f"{self.thread_name}.error"})
         return self._failed(f"internal: {type(exc).__name__}", None)
 

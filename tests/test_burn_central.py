@@ -235,6 +235,26 @@ def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, 
     assert two.member_changes(cursor, 1000)[0] == []  # nothing changed since
 
 
+def test_a_pushed_use_is_keyed_as_central_knows_the_code_not_as_the_event_claims(central, lanes):
+    """A use pushed by a lane (offline, or an old or foreign one) of a voucher in central's registry is
+    once per code whatever voucher_once_per it claims and however the code is typed; a program coupon
+    follows its kind; an unknown voucher_once_per is malformed."""
+    one, two = lanes
+    issue(one, 1, "VPASH00000001")
+    first = make_event(1, lane_id="L02", type="voucher_use", points={}, voucher_code="VPASH00000001",
+                       voucher_once_per="code")
+    assert two.push_batch("p1", [first])[0].status == "accepted"
+    again = [make_event(seq, lane_id="L02", type="voucher_use", points={}, member_id=member, voucher_code=code,
+                        voucher_once_per=once_per)
+             for seq, member, code, once_per in ((2, "M0002", "VPASH00000001", "member"),
+                                                 (3, "M0001", "vpash-0000-0001", "code"),
+                                                 (4, "M0001", "VPASHOOOOOOOI", "member"))]
+    assert [r.code for r in two.push_batch("p2", again)] == ["voucher_used"] * 3
+    odd = make_event(5, lane_id="L02", type="voucher_use", points={}, voucher_code="VPASH00000001",
+                     voucher_once_per="lane")
+    assert two.push_batch("p3", [odd])[0].code == "malformed_event"
+
+
 def test_a_voucher_hold_that_expires_is_free_again_and_back_in_the_feed(central, lanes, clock):
     one, two = lanes
     issue(one, 1, "VHOLD0000001")

@@ -30,6 +30,7 @@ from typing import Any
 
 from posd.sync.central.lots import lot_balances
 from posd.sync.protocol import approved, check_voucher, declined, parse_utc
+from posd.sync.protocol.burn import canonical_code
 
 DUE = "SELECT 1 FROM reservations WHERE state = 'open' AND expires_ts <= ? LIMIT 1"
 _REPLACE_USE = (" ON CONFLICT (code, member_key) DO UPDATE SET source = excluded.source, state = excluded.state, "
@@ -277,13 +278,25 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
 
 
 def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
-                       member_id: str, now: float) -> str | None:
+                       member_id: str, now: float, coupons: dict[str, str] | None = None) -> str | None:
     """One use per voucher (per member for campaign coupons), across every lane: the use its own
-    reservation holds is confirmed; a use another lane made or holds is refused (quarantined there)."""
-    code = event.get("voucher_code")
-    if not isinstance(code, str) or not code:
+    reservation holds is confirmed; a use another lane made or holds is refused (quarantined there).
+
+    Central decides what a use is keyed by, not the event: the code as issued however it was typed
+    (canonical_code), once per code for a voucher in its registry or a program's single coupon, once
+    per member for a campaign coupon (``coupons``: the program's codes and kinds); the event's own
+    ``voucher_once_per`` only for a code central knows nothing of."""
+    code, once_per = event.get("voucher_code"), event.get("voucher_once_per")
+    if not isinstance(code, str) or not code or once_per not in ("member", "code"):
         return "malformed_event"
-    key = member_id if event.get("voucher_once_per") == "member" else ""
+    coupons = coupons or {}
+    code = canonical_code(code, coupons)
+    if conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None:
+        key = ""  # a voucher a lane issued: used once, whoever names it
+    elif code in coupons:
+        key = member_id if coupons[code] == "campaign" else ""
+    else:
+        key = member_id if once_per == "member" else ""
     found = _reservation_for(conn, store_id, lane_id, event)
     rid = found["reservation_id"] if found is not None else None
     use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",

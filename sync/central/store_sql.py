@@ -334,9 +334,7 @@ class SqlStore:
             return burns.lookup(conn, code, member_id, coupons.get(code), self._clock())
 
     def _coupon_codes(self) -> dict[str, str]:
-        """The program's coupon codes and their kinds."""
-        return {c["code"]: c.get("kind", "campaign") for c in (self.program()[0] or {}).get("coupons", [])
-                if isinstance(c, dict) and isinstance(c.get("code"), str)}
+        return coupon_kinds(self.program()[0] or {})
 
     def reservations(self, member_id: str) -> list[dict[str, Any]]:
         """A member's reservations, newest first, with their state now (inspection and tests)."""
@@ -597,6 +595,7 @@ class _BatchWork:
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
         self.aliases: dict[str, str] = {}  # provisional id -> central's member id, for this batch's ids
         self.program = program
+        self.coupons = coupon_kinds(program)
         self.now = now
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
@@ -640,7 +639,7 @@ class _BatchWork:
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
-                                               self.now)
+                                               self.now, self.coupons)
         elif event["type"] == "redemption":
             refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id)
         elif event["type"] == "token_use":
@@ -832,6 +831,12 @@ class _BatchWork:
             "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
             [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
+
+
+def coupon_kinds(program: dict[str, Any]) -> dict[str, str]:
+    """The program's coupon codes and their kinds (campaign: once per member; single: once)."""
+    return {c["code"]: c.get("kind", "campaign") for c in program.get("coupons", [])
+            if isinstance(c, dict) and isinstance(c.get("code"), str)}
 
 
 def _outbox(conn: Any, rows: list[tuple[str, str, str, dict[str, Any] | str]]) -> None:

@@ -57,6 +57,18 @@ class Param:
     help: str = ""
 
 
+# What a path-naming URL of each scheme names, for the message that says one is missing.
+_EXAMPLE_PATHS = {
+    "pty": "/run/posd/scanner",  # the link posd makes to its end of the pty
+    "hid": "/dev/input/by-id/usb-Vendor_Scanner-event-kbd",
+    "msr+hid": "/dev/input/by-id/usb-Vendor_MSR-event-kbd",
+    "camera": "/dev/video0",
+    "camera+file": "/var/lib/posd/clips/front.mp4",
+    "file": "/dev/usb/lp0",
+    "preview": "/var/lib/posd/slips",
+}
+
+
 @dataclass(frozen=True)
 class DriverSpec:
     role: str
@@ -135,7 +147,8 @@ def _check_target(spec: DriverSpec, url: DeviceURL) -> None:
     where = f"{spec.scheme}:// {spec.role} URL"
     if spec.kind == "path":
         if not url.fs_path or url.fs_path == "/":
-            raise DeviceURLError(f"{where} needs a path, e.g. {spec.scheme}:///dev/ttyUSB0")
+            example = _EXAMPLE_PATHS.get(spec.scheme, "/dev/ttyUSB0")
+            raise DeviceURLError(f"{where} needs a path, e.g. {spec.scheme}://{example}")
     elif spec.kind == "hostport":
         if url.path not in ("", "/"):
             raise DeviceURLError(f"{where} takes host:port only, not a path ({url.path!r})")

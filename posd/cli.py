@@ -280,15 +280,21 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from posd.config import ConfigError
     from posd.demo import run_demo
 
-    return run_demo(Path(args.config), Path(args.seed), Path(args.second_lane) if args.second_lane else None)
+    try:
+        return run_demo(Path(args.config), Path(args.seed), Path(args.second_lane) if args.second_lane else None)
+    except ConfigError as exc:
+        print(f"posd: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posd", description="The loyalty program at the till.")
     p.add_argument("--version", action="version", version=f"posd {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("POSD_LOG_LEVEL", "info"))
+    p.add_argument("--log-level", default=os.environ.get("POSD_LOG_LEVEL", "info"), type=str.lower,
+                   help=f"{' | '.join(LOG_LEVELS)} (default: $POSD_LOG_LEVEL, else info)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -380,7 +386,20 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(level: str, where: str) -> str:
+    """``level`` if it is one; else exit 2 naming where it came from."""
+    if level.lower() not in LOG_LEVELS:
+        print(f"posd: {where} {level!r} is not a log level; one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        raise SystemExit(2)
+    return level.lower()
+
+
 def _main(argv: list[str]) -> int:
+    if argv[:1] in (["central"], ["conformance"]) or not any(a.startswith("--log-level") for a in argv):
+        _log_level(os.environ.get("POSD_LOG_LEVEL", "info"), "POSD_LOG_LEVEL")
     if argv[:1] == ["central"]:
         # central has its own options; argparse's REMAINDER cannot pass leading --flags through
         from posd.sync.central.cli import main as central_main
@@ -393,7 +412,7 @@ def _main(argv: list[str]) -> int:
         with _logging(os.environ.get("POSD_LOG_LEVEL", "info")):
             return conformance_main(argv[1:])
     args = build_parser().parse_args(argv)
-    with _logging(args.log_level):
+    with _logging(_log_level(args.log_level, "--log-level")):
         return args.func(args)
 
 

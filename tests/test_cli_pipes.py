@@ -50,3 +50,21 @@ def test_output_to_a_reader_that_left_ends_quietly(config, tmp_path, args):
     # argparse's help drops a failed write itself and exits 0; the commands' own output ends as SIGPIPE would
     assert run.returncode == (0 if "--help" in args else 141), (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr and "Exception ignored" not in run.stderr
+
+
+def test_a_bad_log_level_or_a_demo_config_that_is_missing_is_one_line_and_exit_2(tmp_path):
+    """Store IT's typos on the command line: named, exit 2, no traceback (a wrong level was taken for
+    info without a word; a demo config that does not exist was a traceback)."""
+    from pathlib import Path
+
+    cases = [(["--log-level", "bogus", "config", "check", "config/demo.toml"], {}, "--log-level 'bogus'"),
+             (["config", "check", "config/demo.toml"], {"POSD_LOG_LEVEL": "loud"}, "POSD_LOG_LEVEL 'loud'"),
+             (["demo", "--config", str(tmp_path / "missing.toml")], {}, "missing.toml")]
+    for argv, env, named in cases:
+        proc = subprocess.run([sys.executable, "-m", "posd", *argv], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert named in proc.stderr and "Traceback" not in proc.stderr, (argv, proc.stderr)
+    ok = subprocess.run([sys.executable, "-m", "posd", "--log-level", "WARNING", "config", "check", "config/demo.toml"],
+                        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert ok.returncode == 0, ok.stderr

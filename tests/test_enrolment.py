@@ -104,6 +104,8 @@ def test_enrolment_checks_what_it_is_given(tmp_path, central, start_lane):
         ({"card": "2900000000018"}, 409, "identifier_in_use"),  # Anna's
         ({}, 422, "invalid_request"),
         ({"card": CARD, "pan": "4111111111111111"}, 422, "invalid_request"),
+        ({"card": CARD, "birth_date": "2090-01-01"}, 422, "invalid_request"),  # not born yet
+        ({"card": CARD, "birth_date": "0001-01-01"}, 422, "invalid_request"),
     ]
     for body, status, code in cases:
         answer = lane.post("/v1/members", body)

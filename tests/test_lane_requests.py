@@ -108,3 +108,16 @@ def test_a_card_number_sent_as_a_field_name_is_refused_as_card_data_and_never_re
         assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
         assert "4111111111111111" not in resp.text
     assert "4111111111111111" not in lane.log.read_text()
+
+
+def test_a_code_longer_than_any_code_is_refused_wherever_codes_are_listed(tmp_path, central, start_lane):
+    """/v1/vouchers/{code} takes codes of 1-64 characters; the lists of codes (a quote's codes, the
+    codes already applied) took any length and echoed them back."""
+    lane = start_lane(tmp_path / "lane")
+    long = "C" * 65
+    for route, body in (("/v1/quotes", {**sale_body("T-q-1"), "codes": [long]}),
+                        ("/v1/vouchers/validate", {"code": "WELCOME10", "applied": [long]}),
+                        ("/v1/vouchers/WELCOME10/use", {"transaction_id": "T-u-1", "applied": [""]})):
+        resp = lane.post(route, body)
+        assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), (route, resp.text)
+        assert long not in resp.text

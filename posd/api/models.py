@@ -147,6 +147,16 @@ def _utc_instant(value: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_utc_instant)]
 
 
+Code = Annotated[str, Field(min_length=1, max_length=64)]  # a voucher or coupon code, as /v1/vouchers/{code} takes it
+
+
+def _born(value: date | None) -> date | None:
+    """A birth date in the past, within a human life (a typo of 2090 or 0001 gives no birthday bonus)."""
+    if value is not None and not date(1900, 1, 1) <= value <= date.today():
+        raise ValueError("a birth date between 1900-01-01 and today")
+    return value
+
+
 class TransactionIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
@@ -158,7 +168,7 @@ class TransactionIn(_Request):
 
 
 class QuoteIn(TransactionIn):
-    codes: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+    codes: list[Code] = Field(default_factory=list, max_length=CODES_MAX,
                              description="vouchers and coupons scanned for this basket, in the order to apply them")
 
 
@@ -259,7 +269,7 @@ class EnrolmentIn(_Request):
                               description="a phone number; without +country it is read in the lane's country")
     display_name: str | None = Field(default=None, min_length=1, max_length=64)
     locale: Literal["pl", "fa", "en"] | None = None
-    birth_date: date | None = None
+    birth_date: Annotated[date | None, AfterValidator(_born)] = None
 
     @model_validator(mode="after")
     def _an_identifier(self) -> EnrolmentIn:
@@ -406,7 +416,7 @@ class VoucherValidateIn(_Request):
     code: str = Field(min_length=1, max_length=64)
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
     basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
-    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+    applied: list[Code] = Field(default_factory=list, max_length=CODES_MAX,
                                description="codes already applied to the basket, in order (stacking)")
 
 
@@ -414,7 +424,7 @@ class VoucherUseIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN)
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
     basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
-    applied: list[str] = Field(default_factory=list, max_length=CODES_MAX,
+    applied: list[Code] = Field(default_factory=list, max_length=CODES_MAX,
                                description="codes already applied to the basket, in order (stacking)")
 
 

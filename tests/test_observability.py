@@ -64,6 +64,8 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         assert lane.post("/v1/transactions", sale_body("T-m1")).status_code == 200
         assert lane.post("/v1/transactions", sale_body("T-m1")).status_code == 200  # a retry: replayed
         assert lane.post("/v1/transactions", sale_body("T-m2", total=-5)).status_code == 422
+        card = {**sale_body("T-m3"), "member": "4111111111111111"}  # refused while the body is read
+        assert lane.post("/v1/transactions", card).json()["code"] == "payment_card"
         redeem = {"redemption_id": "R-m1", "member": ANNA, "reward_id": "free-coffee"}
         assert lane.post("/v1/redemptions", redeem).status_code == 200
         lane.wait_drained()
@@ -77,9 +79,10 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         assert "process_cpu_seconds" in fams and "process_resident_memory_bytes" in fams
         assert sample(fams, "posd_sales", "posd_sales_total", outcome="recorded") == 1
         assert sample(fams, "posd_sales", "posd_sales_total", outcome="replayed") == 1
+        assert sample(fams, "posd_sales", "posd_sales_total", outcome="payment_card") == 1
         assert sample(fams, "posd_redemptions", "posd_redemptions_total", outcome="recorded") == 1
         assert sample(fams, "posd_http_request_duration_seconds", "posd_http_request_duration_seconds_count",
-                      route="/v1/transactions", method="POST") == 3
+                      route="/v1/transactions", method="POST") == 4
         assert sample(fams, "posd_print_jobs", "posd_print_jobs_total", outcome="printed") >= 1
         assert sample(fams, "posd_sync_push_attempts", "posd_sync_push_attempts_total", outcome="sent") >= 1
         assert sample(fams, "posd_sync_push_duration_seconds", "posd_sync_push_duration_seconds_count") >= 1

@@ -181,6 +181,7 @@ async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any)
         recorded = await call
     except CodedError as exc:
         refused(observer, kind, key, exc.code)
+        exc.counted = True  # type: ignore[attr-defined]  # the error handler does not count it again
         raise
     told(observer, kind, key, recorded)
     return _answer(recorded)
@@ -205,8 +206,16 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
                    docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY)
     guard = LaneGuard(token)
 
+    def count_refusal(request: Request | None, code: str) -> None:
+        """A refusal no service counted (card data found while the body was read, an internal error)."""
+        kind = "sale" if request is None else _counted_kind(request.url.path)  # None: the sale's Shortcut
+        if kind is not None:
+            refused(observer, kind, None, code)
+
     @app.exception_handler(CodedError)
-    async def coded_error(_: Request, exc: CodedError) -> JSONResponse:
+    async def coded_error(request: Request | None, exc: CodedError) -> JSONResponse:
+        if not getattr(exc, "counted", False):
+            count_refusal(request, exc.code)
         resp = _err(exc.code, exc.message)
         if exc.code == "unauthorized":
             resp.headers["WWW-Authenticate"] = "Bearer"
@@ -235,8 +244,9 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request | None, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in the API")
+        count_refusal(request, "internal_error")
         return _err("internal_error", "posd hit an internal error; nothing was half-written")
 
     auth = [Depends(guard)]

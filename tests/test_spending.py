@@ -254,6 +254,30 @@ def test_central_declines_what_other_lanes_hold(lane, central):
     assert "central" in refused.json()["message"]
 
 
+def test_a_quote_does_not_offer_a_voucher_issued_here_that_another_lane_used(lane, central):
+    """Validate asks central about every code; the quote asked only about codes it did not know, so a
+    voucher issued here and used (or held) at another lane was offered and taken off the basket. It is
+    now voucher_used in the quote's codes, and left out of the member's list there."""
+    from tests.support.central_fixture import make_client
+
+    issued = lane.post("/v1/redemptions", {"redemption_id": "RDM-ELSEWHERE", "member": "CARD-idle",
+                                           "reward_id": "free-coffee"}).json()
+    code = issued["voucher"]["code"]
+    lane.wait_drained()  # central has the voucher in its registry
+    quoted = lane.post("/v1/quotes", {**sale("Q-else-1", "idle"), "codes": [code]}).json()
+    assert quoted["discounts"]["applied"] and code in {v["code"] for v in quoted["vouchers"]}
+    with make_client(central, lane_id="L09", secret=SECRET.encode()) as other:
+        held = other.authorise({"authorisation_id": f"voucher_use:{code}:T-else", "kind": "voucher_use",
+                                "member_id": "idle", "occurred_at": "2026-11-24T09:15:00Z", "points": {},
+                                "voucher_code": code, "voucher_once_per": "code"})
+    assert held["status"] == "approved"  # another lane holds it for its use
+    quoted = lane.post("/v1/quotes", {**sale("Q-else-2", "idle"), "codes": [code]}).json()
+    assert quoted["discounts"]["not_usable"] == [{"id": code, "reason": "voucher_used"}]
+    assert quoted["discounts"]["amount_off_minor"] == 0 and code not in {v["code"] for v in quoted["vouchers"]}
+    refused = lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": "T-else-3", "member": "CARD-idle"})
+    assert (refused.status_code, refused.json()["code"]) == (409, "voucher_used")  # as the quote said
+
+
 # --- card data in any field ------------------------------------------------------------------------------------
 
 PAN = "4111111111111111"

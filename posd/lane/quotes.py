@@ -11,11 +11,13 @@ for the codes the cashier scanned, how they stack.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from posd.core.effects import apply_stack, basket_effect, discounted
 from posd.core.program import Program
 from posd.core.rules import Basket, RuleError, compute_accrual
+from posd.lane.authority import VoucherLookup
 from posd.lane.context import LaneContext
 from posd.lane.errors import raises, rule_error
 from posd.lane.members import Members
@@ -62,6 +64,8 @@ class Quotes:
                                                                      member.aliases)]
         if codes:
             found = await self._usable(view, codes, member)
+            used = {code for code, _, why in found if why == "voucher_used"}
+            answer["vouchers"] = [v for v in answer["vouchers"] if v["code"] not in used]
             offers = [(code, v.benefit) for code, v, why in found if v is not None and why is None]
             stack = apply_stack(program.stacking, offers, basket, rounding=rounding)
             answer["discounts"] = {**stack.to_json(), "not_usable": [{"id": code, "reason": why}
@@ -76,14 +80,26 @@ class Quotes:
 
     async def _usable(self, view: LedgerView, codes: tuple[str, ...], member: CachedMember | None
                       ) -> list[tuple[str, Usable | None, str | None]]:
-        """(code, its voucher or coupon, why it cannot be used now) for each code, in order."""
+        """(code, its voucher or coupon, why it cannot be used now) for each code, in order.
+
+        As validate judges a code: while central answers it is asked about every code, also one
+        issued here (another lane may have used it), all at once, so the quote waits one budget
+        however many codes were scanned; offline, the lane's own records decide."""
         member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
+        book, program = self.rewards.book, self.ctx.program()
         now, out = self.ctx.clock(), []
-        for code in dict.fromkeys(self.rewards.book.canonical(c) for c in codes):  # scanned twice: one code
-            v = await self.rewards.book.resolve(view, code, member_id, ask=not self.ctx.is_offline())
+        wanted = list(dict.fromkeys(book.canonical(c) for c in codes))  # scanned twice: one code
+        if self.ctx.is_offline():
+            asked = [VoucherLookup("unavailable")] * len(wanted)
+        else:
+            asked = await asyncio.gather(*(self.rewards.authority.lookup(code, member_id) for code in wanted))
+        for code, answer in zip(wanted, asked, strict=True):
+            v = book.local(view, code, program)
+            if v is None and answer.status == "found" and answer.voucher is not None:
+                v = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
             why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
-            if v is not None and why is None and view.voucher_use(code, member_id or "" if v.campaign else "",
-                                                                  aliases):
+            if v is not None and why is None and (answer.status == "found" and answer.used or view.voucher_use(
+                    code, member_id or "" if v.campaign else "", aliases)):
                 why = "voucher_used"
             out.append((code, v, why))
         return out

@@ -130,6 +130,11 @@ def test_a_sale_naming_a_token_uses_it_in_the_same_write(tmp_path, central, star
     assert retry.json() == first.json() and retry.headers["Idempotent-Replayed"] == "true"
     other = lane.post("/v1/transactions", {**sale, "transaction_id": "T-tok-3"})
     assert other.json()["code"] == "member_token_replayed"
+    # a quote with the spent token says so too (the sale after it would be refused), showing no
+    # balance or voucher to whoever holds a screenshot of it
+    quote = lane.post("/v1/quotes", {**sale, "transaction_id": "T-tok-4"})
+    assert (quote.status_code, quote.json()["code"]) == (409, "member_token_replayed"), quote.text
+    assert "balance" not in quote.json()
     lane.wait_drained()
     assert len(token_uses(central)) == 1
 

@@ -19,7 +19,7 @@ from posd.core.program import Program
 from posd.core.rules import Basket, RuleError, compute_accrual
 from posd.lane.authority import VoucherLookup
 from posd.lane.context import LaneContext
-from posd.lane.errors import raises, rule_error
+from posd.lane.errors import LaneError, raises, rule_error
 from posd.lane.members import Members
 from posd.lane.rewards import Rewards
 from posd.lane.sales import Sales, TransactionInput
@@ -34,11 +34,17 @@ class Quotes:
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "member_token_replayed")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()
         sale = self.sales.evaluate(tx, view)
+        token = sale.ident.token if sale.ident is not None else None
+        if token is not None and view.token_used(token.token_id):
+            # spent here already: the sale after would be refused, and a screenshot of a used code
+            # must not show the member's balance and vouchers either
+            raise LaneError("member_token_replayed", "this member token was accepted before; ask for a fresh one")
         program, member = sale.program, sale.member
         basket = Basket(tx.currency, tx.total, tx.lines)
         rounding = program.discount_rounding

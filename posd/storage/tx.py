@@ -195,8 +195,8 @@ class LedgerTx(LedgerView):
 
     def forget_members(self, member_ids: list[str]) -> int:
         """Erasure of members central deleted: their names and offers leave the slips kept here,
-        their enrolment data, the enrolment events central already has, and their sales' birth dates. Ledger entries keep
-        the member id only. The number of rows scrubbed."""
+        their enrolment data, the enrolment events central already has, and their sales' birth
+        dates. Ledger entries keep the member id only. The number of rows scrubbed."""
         return (print_queue.scrub_member(self._conn, member_ids) + enrolments.forget(self._conn, member_ids)
                 + outbox.scrub_enrolments(self._conn, member_ids) + records.scrub_birth_dates(self._conn, member_ids))
 

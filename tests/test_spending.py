@@ -221,6 +221,13 @@ def test_a_coupon_validated_and_used_for_a_named_member_answers_that_members_id(
     assert used.status_code == 200 and used.json()["member_id"] == "coupon"
     again = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-coupon", "member": "CARD-coupon"})
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["member_id"] == "coupon"
+    # the same transaction and code with another request is not that use again: a conflict, as for a sale
+    for changed in ({"transaction_id": "U-coupon", "member": "CARD-anna"},
+                    {"transaction_id": "U-coupon", "member": "CARD-coupon", "applied": ["STAFF20"]}):
+        conflict = lane.post("/v1/vouchers/WELCOME10/use", changed)
+        assert (conflict.status_code, conflict.json()["code"]) == (409, "transaction_id_conflict"), conflict.text
+    assert lane.post("/v1/vouchers/welcome10/use", {"transaction_id": "U-coupon", "member": "CARD-coupon"}).headers.get(
+        "Idempotent-Replayed") == "true"  # the code typed otherwise: the same request
 
 
 # --- burns authorised by central ----------------------------------------------------------------------------

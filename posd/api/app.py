@@ -331,7 +331,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
         return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
-                                         tuple(body.applied)))
+                                         tuple(body.applied), request_hash=request_hash(body.model_dump(mode="json"))))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])

@@ -41,6 +41,7 @@ from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.entries import Entry
 from posd.storage.tx import LedgerTx, LedgerView
+from posd.storage.vouchers import Use as VoucherUse
 
 __all__ = ["OfflineLimits", "RedemptionInput", "Rewards", "Usable", "new_voucher_code"]
 
@@ -83,6 +84,7 @@ class _Use:
     ident: Identification | None  # the member, and a token accepted with the use
     decision: Decision
     effect: dict[str, Any] | None
+    request_hash: str | None = None
 
     @property
     def member_id(self) -> str | None:
@@ -313,11 +315,13 @@ class Rewards:
             "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total",
             "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
-            "voucher_not_applicable")
+            "voucher_not_applicable", "transaction_id_conflict")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
-                  applied: tuple[str, ...] = ()) -> Recorded:
+                  applied: tuple[str, ...] = (), request_hash: str | None = None) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
-        requests and across lanes while central answers; a member token is accepted with the use."""
+        requests and across lanes while central answers; a member token is accepted with the use.
+        ``request_hash``: the request's; the same transaction and code again with another request
+        (member, basket, codes applied) is transaction_id_conflict, not the first answer."""
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         ident = self.members.find(member) if member else None
@@ -325,7 +329,7 @@ class Rewards:
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
-            return Recorded(earlier.response, replayed=True)
+            return _replayed(earlier, request_hash)
         offline = ctx.is_offline()
         v = await self.book.find_usable(view, code, member_id, ask=not offline)
         now = ctx.clock()
@@ -343,16 +347,17 @@ class Rewards:
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
         if decision.status == "declined":
             raise use_declined(decision)
-        use = _Use(v, transaction_id, ident, decision, effect)
+        use = _Use(v, transaction_id, ident, decision, effect, request_hash)
         return await self._record(decision, lambda unit: self._write_use(unit, use))
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
-            "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane", "member_token_replayed")
+            "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane", "member_token_replayed",
+            "transaction_id_conflict")
     def _write_use(self, unit: LedgerTx, u: _Use) -> Recorded:
         v, code = u.usable, u.usable.code
         earlier = unit.voucher_use_in(code, u.transaction_id)
         if earlier:
-            return Recorded(earlier.response, replayed=True)
+            return _replayed(earlier, u.request_hash)
         if u.ident is not None:
             self.members.accept(unit, u.ident)
         now = self.ctx.clock()
@@ -361,7 +366,7 @@ class Rewards:
         used = unit.voucher_use(code, key, u.aliases)
         if used:
             if used.transaction_id == u.transaction_id:  # the POS retried the same use
-                return Recorded(used.response, replayed=True)
+                return _replayed(used, u.request_hash)
             raise LaneError("voucher_used", "this voucher was already used")
         holder = v.member_id or u.member_id
         offline = u.decision.status != "approved"
@@ -380,7 +385,7 @@ class Rewards:
             response["effect"] = u.effect
         # The primary key (code, member) makes a second use fail even if two requests race here.
         unit.record_voucher_use(code=code, key=key, transaction_id=u.transaction_id, seq=seq, response=response,
-                                used_at=iso(now), holder=holder, offline=offline)
+                                used_at=iso(now), holder=holder, offline=offline, request_hash=u.request_hash)
         return Recorded(response, replayed=False)
 
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
@@ -397,3 +402,13 @@ class Rewards:
         a voucher issued to a provisional id is the member's once central named them."""
         member = self.ctx.cache.member_by_id(member_id)
         return (member.member_id, member.aliases) if member is not None else (member_id, ())
+
+
+@raises("transaction_id_conflict")
+def _replayed(earlier: VoucherUse, request_hash: str | None) -> Recorded:
+    """The first answer of a use the POS asks for again; a conflict when it asks with another request
+    (a use recorded before requests were kept is answered as before)."""
+    if earlier.request_hash is not None and request_hash is not None and earlier.request_hash != request_hash:
+        raise LaneError("transaction_id_conflict", "this transaction used this code already, with another "
+                                                   "member, basket or codes applied")
+    return Recorded(earlier.response, replayed=True)

@@ -444,3 +444,10 @@ def m012_drop_ledger_transaction_index(conn: sqlite3.Connection) -> None:
     sale's lots, which the sale's record finds by member and seq on ledger_member instead. Every sale
     wrote a leaf of it (a random one, transaction ids being the POS's): one B-tree page fewer per commit."""
     conn.execute("DROP INDEX IF EXISTS ledger_transaction")
+
+
+@ledger_migrations
+def m013_voucher_use_request_hash(conn: sqlite3.Connection) -> None:
+    """The request a voucher use was recorded for: the same transaction using the code again with
+    another member, basket or codes applied is a conflict (409), not the first answer replayed."""
+    conn.execute("ALTER TABLE voucher_uses ADD COLUMN request_hash TEXT")

@@ -231,9 +231,10 @@ class LedgerTx(LedgerView):
 
     def record_voucher_use(self, *, code: str, key: str, transaction_id: str, seq: int,
                            response: dict[str, Any], used_at: str, holder: str | None = None,
-                           offline: bool = False) -> None:
+                           offline: bool = False, request_hash: str | None = None) -> None:
         vouchers.record_use(self._conn, code=code, key=key, transaction_id=transaction_id, seq=seq,
-                            response=response, used_at=used_at, holder=holder, offline=offline)
+                            response=response, used_at=used_at, holder=holder, offline=offline,
+                            request_hash=request_hash)
 
     # -- print queue ----------------------------------------------------------
     def queue_print_job(self, *, slip_id: str, kind: str, slip: dict[str, Any], client_job_id: str | None = None,

@@ -61,33 +61,37 @@ class Use:
     transaction_id: str
     used_at: str
     response: dict[str, Any]
+    request_hash: str | None = None  # the POS's request that made the use (None: recorded before it was kept)
 
 
 def _use(row: sqlite3.Row | None) -> Use | None:
-    return None if row is None else Use(row["transaction_id"], row["used_at"], json.loads(row["response"]))
+    return None if row is None else Use(row["transaction_id"], row["used_at"], json.loads(row["response"]),
+                                        row["request_hash"])
 
 
 def use_of(conn: sqlite3.Connection, code: str, key: str, aliases: tuple[str, ...] = ()) -> Use | None:
     """The use of `code` under `key` (a member for campaign coupons, its provisional ids
     ``aliases`` included; else '')."""
     who, ids = member_is("member_id", key, aliases if key else ())
-    return _use(conn.execute(f"SELECT transaction_id, used_at, response FROM voucher_uses WHERE code = ? AND {who}",
+    return _use(conn.execute(f"SELECT transaction_id, used_at, response, request_hash FROM voucher_uses WHERE code = ? AND {who}",
                              (code, ids)).fetchone())
 
 
 def use_in(conn: sqlite3.Connection, code: str, transaction_id: str) -> Use | None:
     """The use of `code` by this transaction, whoever's it was (a retry of the same use)."""
-    return _use(conn.execute("SELECT transaction_id, used_at, response FROM voucher_uses "
+    return _use(conn.execute("SELECT transaction_id, used_at, response, request_hash FROM voucher_uses "
                              "WHERE code = ? AND transaction_id = ?", (code, transaction_id)).fetchone())
 
 
 def record_use(conn: sqlite3.Connection, *, code: str, key: str, transaction_id: str, seq: int,
-               response: dict[str, Any], used_at: str, holder: str | None = None, offline: bool = False) -> None:
-    """``holder``: the member the use is for; ``offline``: not authorised by central (its caps applied)."""
+               response: dict[str, Any], used_at: str, holder: str | None = None, offline: bool = False,
+               request_hash: str | None = None) -> None:
+    """``holder``: the member the use is for; ``offline``: not authorised by central (its caps applied);
+    ``request_hash``: the request's (a retry with another body is a conflict, not a replay)."""
     conn.execute("INSERT INTO voucher_uses (code, member_id, transaction_id, seq, response, used_at, holder, "
-                 "authorised) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 "authorised, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (code, key, transaction_id, seq, compact_json(response), used_at, holder,
-                  "offline" if offline else "online"))
+                  "offline" if offline else "online", request_hash))
 
 
 _OFFLINE_USES = ("SELECT COUNT(*) FROM voucher_uses u JOIN outbox o ON o.seq = u.seq "

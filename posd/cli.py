@@ -42,6 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     config = _load(args.config, check_files=True)
+    # What posd writes (ledger.db and cache.db hold members' names, the token its clients' key) is
+    # its own alone, also when store IT runs it by hand: as the unit's UMask=0077 does under systemd.
+    os.umask(0o077)
     try:
         # uvloop: the event loop and its transports in C (libuv); a sale's HTTP round trip and the
         # writer's hand-back to the loop cost about a third less CPU than on the pure-Python loop.

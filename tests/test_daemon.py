@@ -338,6 +338,8 @@ def test_sighup_stops_the_daemon_cleanly_and_a_printer_written_none_is_no_printe
                                           "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]})
     assert sale.status_code == 200, sale.text
     assert sale.json()["slip"] == {"slip_id": None, "state": "none"}
+    for name in ("ledger.db", "ledger.db-wal", "cache.db", "api.token", "posd.lock"):  # run by hand, not by systemd
+        assert (lane.state / name).stat().st_mode & 0o077 == 0, name  # members' names: posd's alone
     lane.proc.send_signal(signal.SIGHUP)
     assert lane.proc.wait(15) == 0
     lane.stop()

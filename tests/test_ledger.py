@@ -209,9 +209,22 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
 
 
 def test_ledger_of_another_lane_is_refused(tmp_path):
-    Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L1")).close()
+    first = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L1"))
+    first.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    first.close()
     with pytest.raises(StorageError, match="refusing to mix"):
         Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L2"))
+
+
+def test_a_ledger_that_never_recorded_anything_takes_the_configs_lane(tmp_path):
+    """Started once under the shipped example's ids (a reboot before store IT set the lane's), with
+    nothing recorded: no history to mix, so the configured store and lane take it (it was refused)."""
+    Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01")).close()
+    again = Ledger(tmp_path / "ledger.db", LaneIdentity("S007", "L03"))
+    again.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    again.close()
+    with pytest.raises(StorageError, match="belongs to store S007 lane L03"):
+        Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
 
 
 def test_corrupt_ledger_stops_and_is_left_untouched(tmp_path):

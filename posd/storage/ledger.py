@@ -117,6 +117,13 @@ def _history_left(path: Path) -> bool:
     return True
 
 
+def _history(conn: sqlite3.Connection) -> bool:
+    """Has the ledger recorded anything: an event for central (every sale, burn, enrolment and token
+    use has one), a print job, or a lane id claimed at central?"""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM outbox) OR EXISTS (SELECT 1 FROM print_jobs) "
+                        "OR EXISTS (SELECT 1 FROM meta WHERE key = ?)", (SyncIdentity.META_KEY,)).fetchone()[0] == 1
+
+
 def _checked(path: Path) -> str | None:
     """SQLite's first complaint about the file, read on a read-only connection, else None."""
     conn = connect(path, durable=True, readonly=True)
@@ -223,10 +230,18 @@ class Ledger:
                 meta.write(conn, "store_id", self.lane.store_id)
                 meta.write(conn, "lane_id", self.lane.lane_id)
             elif (store, lane) != (self.lane.store_id, self.lane.lane_id):
-                raise StorageError(
-                    f"{self.path} belongs to store {store} lane {lane}, but the config says "
-                    f"store {self.lane.store_id} lane {self.lane.lane_id}; refusing to mix lane histories"
-                )
+                if not _history(conn):
+                    # Started once under other ids (the shipped example's, before store IT set this
+                    # lane's) and never recorded anything: no history to mix, so it takes the config's.
+                    log.warning("ledger.db was made for store %s lane %s and holds no history: it is now "
+                                "store %s lane %s's", store, lane, self.lane.store_id, self.lane.lane_id)
+                    meta.write(conn, "store_id", self.lane.store_id)
+                    meta.write(conn, "lane_id", self.lane.lane_id)
+                else:
+                    raise StorageError(
+                        f"{self.path} belongs to store {store} lane {lane}, but the config says "
+                        f"store {self.lane.store_id} lane {self.lane.lane_id}; refusing to mix lane histories"
+                    )
             boot = int(meta.read(conn, "boot") or 0) + 1
             meta.write(conn, "boot", str(boot))
             print_queue.requeue_interrupted(conn)

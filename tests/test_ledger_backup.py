@@ -175,3 +175,32 @@ def test_a_backup_never_replaces_a_device_or_a_pipe(tmp_path):
     assert "Traceback" not in run.stderr
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_a_backup_into_a_full_folder_leaves_nothing_behind_and_quarantine_names_a_damaged_ledger(tmp_path):
+    """A copy that cannot be written (the folder's disk is full) exits 1 naming it and leaves no file,
+    SQLite's journal of the partial copy included. `posd ledger quarantine` on a damaged ledger says
+    it is damaged (it said "no quarantined events", exit 0)."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+    from tests.support.disk import fill, small_tmpfs
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    (cfg.parent / "state").mkdir()
+    ledger = Ledger(cfg.parent / "state" / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}, "pad": "x" * 3000})
+                             for _ in range(300)])
+    ledger.close()
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        fill(disk / "runaway.log")
+        run = backup(cfg, disk / "copy.db")
+        assert run.returncode == 1 and "copy.db" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert [p.name for p in disk.iterdir()] == ["runaway.log"]
+    state = cfg.parent / "state" / "ledger.db"
+    data = bytearray(state.read_bytes())
+    data[3 * 4096:6 * 4096] = os.urandom(3 * 4096)
+    state.write_bytes(bytes(data))
+    listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 1 and "integrity check" in listed.stderr, (listed.stdout, listed.stderr)

@@ -100,6 +100,9 @@ def quarantined(path: Path) -> list[Quarantined]:
     try:
         conn = open_readonly(path)
         try:
+            problem = quick_check(conn)  # a damaged ledger's answer would be no answer: say so instead
+            if problem is not None:
+                raise StorageError(f"{path} failed its integrity check ({problem}); its events cannot be listed")
             return quarantined_events(conn)
         finally:
             conn.close()
@@ -165,7 +168,8 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         _put_in_place(partial, dest, replace)
         _fsync_dir(dest.parent)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        for leftover in ("", "-journal", "-wal", "-shm"):  # SQLite's own files beside the copy too
+            Path(f"{partial}{leftover}").unlink(missing_ok=True)
         raise
     return Backup(dest, dest.stat().st_size, done.last_seq, done.pages)
 

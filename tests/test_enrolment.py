@@ -100,12 +100,14 @@ def test_enrolment_checks_what_it_is_given(tmp_path, central, start_lane):
         ({"card": "4111111111111111"}, 422, "payment_card"),
         ({"phone": "4111111111111111"}, 422, "payment_card"),
         ({"phone": "+48 12"}, 422, "invalid_phone"),
+        ({"phone": "+48 600 000 001 ext 5"}, 422, "invalid_phone"),  # an extension E.164 cannot keep
         ({"phone": "600 123 456"}, 422, "invalid_phone"),  # no country configured: needs +48
         ({"card": "2900000000018"}, 409, "identifier_in_use"),  # Anna's
         ({}, 422, "invalid_request"),
         ({"card": CARD, "pan": "4111111111111111"}, 422, "invalid_request"),
         ({"card": CARD, "birth_date": "2090-01-01"}, 422, "invalid_request"),  # not born yet
         ({"card": CARD, "birth_date": "0001-01-01"}, 422, "invalid_request"),
+        ({"card": CARD, "display_name": "Ola \u202eN."}, 422, "invalid_request"),  # reorders the slip's text
     ]
     for body, status, code in cases:
         answer = lane.post("/v1/members", body)

@@ -150,6 +150,18 @@ Instant = Annotated[AwareDatetime, AfterValidator(_utc_instant)]
 Code = Annotated[str, Field(min_length=1, max_length=64)]  # a voucher or coupon code, as /v1/vouchers/{code} takes it
 
 
+# Bidi embeddings, overrides and isolates: a name carrying one reorders what follows it on a slip or a
+# screen ("Anna\u202e" and the points line reads backwards). Marks (U+200E, U+200F) are fine.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _no_bidi_override(value: str | None) -> str | None:
+    if value is not None and BIDI_CONTROLS.search(value):
+        raise ValueError("bidi embedding, override or isolate characters (U+202A-U+202E, U+2066-U+2069) "
+                         "are not allowed in a name")
+    return value
+
+
 def _born(value: date | None) -> date | None:
     """A birth date in the past, within a human life (a typo of 2090 or 0001 gives no birthday bonus)."""
     if value is not None and not date(1900, 1, 1) <= value <= date.today():
@@ -267,7 +279,8 @@ class EnrolmentIn(_Request):
                              description="the code of the pre-printed member card handed over")
     phone: str | None = Field(default=None, min_length=3, max_length=32,
                               description="a phone number; without +country it is read in the lane's country")
-    display_name: str | None = Field(default=None, min_length=1, max_length=64)
+    display_name: Annotated[str | None, AfterValidator(_no_bidi_override)] = Field(default=None, min_length=1,
+                                                                                  max_length=64)
     locale: Literal["pl", "fa", "en"] | None = None
     birth_date: Annotated[date | None, AfterValidator(_born)] = None
 

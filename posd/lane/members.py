@@ -339,6 +339,8 @@ def phone_e164(text: str, country: str | None) -> str | None:
             number = phonenumbers.parse(attempt, country)
         except phonenumbers.NumberParseException:
             continue
+        if number.extension:  # "+48 600 000 001 ext 5": E.164 would drop the extension, and a member with it
+            return None
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None

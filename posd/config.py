@@ -529,14 +529,28 @@ def device_name_problems(data: dict[str, Any], text: str) -> list[ConfigProblem]
     return problems
 
 
+def _twice(text: str, line: int | None, error: str) -> str:
+    """For a key or table set twice (tomllib: "Cannot overwrite a value", "Cannot declare ... twice"),
+    which one: its name as the line writes it (never its value: it may be a secret)."""
+    if line is None or not ("overwrite" in error or "twice" in error):
+        return ""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return ""
+    written = lines[line - 1].split("=", 1)[0].strip() if "=" in lines[line - 1] else lines[line - 1].strip()
+    return f"; {written} is set twice" if written else ""
+
+
 def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
     """The config in ``text``, or a ConfigError listing every mistake; with ``check_files`` the
     files it names are checked too, also when other keys are wrong."""
+    text = text.removeprefix("\ufeff")  # a byte order mark (Notepad's "UTF-8 with BOM"): not the config's
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        raise ConfigError(f"not valid TOML: {exc}", line=int(m.group(1)) if m else None) from None
+        line = int(m.group(1)) if m else None
+        raise ConfigError(f"not valid TOML: {exc}{_twice(text, line, str(exc))}", line=line) from None
     data["source"] = source
     config, problems, refused = None, [], set()
     try:

@@ -98,6 +98,18 @@ def test_toml_syntax_error_has_line():
     assert err.value.line == 4
 
 
+def test_a_key_or_table_set_twice_is_named_and_a_byte_order_mark_is_no_mistake():
+    """A key set twice is named with its line (tomllib names only the line); the value never (it may
+    be a secret). A file Notepad saved "UTF-8 with BOM" is read as the config it is."""
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace('lane_id = "L01"', 'lane_id = "L01"\nlane_id = "L02-secret"'))
+    assert err.value.line == 5 and "lane_id is set twice" in str(err.value) and "L02-secret" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + "\n[lane]\n")
+    assert "[lane] is set twice" in str(err.value)
+    assert parse("\ufeff" + GOOD).lane.lane_id == parse(GOOD).lane.lane_id
+
+
 def test_remote_listen_needs_explicit_permission():
     text = GOOD + '\n[api]\nlisten = "0.0.0.0:8765"\n'
     with pytest.raises(ConfigError) as err:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from posd.drivers import registry
 
@@ -89,18 +89,21 @@ class LaneConfig(_Section):
 
 
 class ApiConfig(_Section):
+    allow_remote: bool = False  # binding beyond loopback must be asked for explicitly (before listen: it reads it)
     listen: str = "127.0.0.1:8765"
     token_file: str = "api.token"  # relative paths are under storage.dir
     allowed_origins: tuple[str, ...] = Field(default=(), strict=False)
-    allow_remote: bool = False  # binding beyond loopback must be asked for explicitly
 
     @field_validator("listen")
     @classmethod
-    def _host_port(cls, v: str) -> str:
+    def _host_port(cls, v: str, info: ValidationInfo) -> str:
         host, port = split_listen(v)
         if not 0 < port < 65536:
             raise ValueError("port must be 1-65535")
         ipaddress.ip_address(host)  # raises ValueError with the address in it
+        # (an allow_remote that is itself wrong is not in info.data: its own mistake is the one told)
+        if not ipaddress.ip_address(host).is_loopback and info.data.get("allow_remote", True) is False:
+            raise ValueError("listen must be a loopback address unless allow_remote = true")
         return v
 
     @field_validator("allowed_origins")
@@ -110,12 +113,6 @@ class ApiConfig(_Section):
             if not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"origin {origin!r} must be scheme://host[:port] with no path")
         return v
-
-    @model_validator(mode="after")
-    def _loopback_unless_asked(self) -> ApiConfig:
-        if not ipaddress.ip_address(self.host).is_loopback and not self.allow_remote:
-            raise ValueError("listen must be a loopback address unless allow_remote = true")
-        return self
 
     @property
     def host(self) -> str:
@@ -328,13 +325,14 @@ class Config(_Section):
     status: StatusConfig = Field(default_factory=StatusConfig)
     source: str = ""  # the file this came from, for messages
 
-    @model_validator(mode="after")
-    def _status_apart_from_api(self) -> Config:
-        if self.status.listen and self.status.port == self.api.port and (
-                self.status.host == self.api.host or "0.0.0.0" in (self.status.host, self.api.host)
-                or "::" in (self.status.host, self.api.host)):
-            raise ValueError("status.listen must not share the API's port")
-        return self
+    @field_validator("status")
+    @classmethod
+    def _status_apart_from_api(cls, status: StatusConfig, info: ValidationInfo) -> StatusConfig:
+        api = info.data.get("api")
+        if api is not None and status.listen and status.port == api.port and (
+                status.host == api.host or "0.0.0.0" in (status.host, api.host) or "::" in (status.host, api.host)):
+            raise ValueError(f"listen {status.listen} shares the API's port ({api.listen}): give it a port of its own")
+        return status
 
     @property
     def storage_dir(self) -> Path:

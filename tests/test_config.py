@@ -115,10 +115,10 @@ def test_remote_listen_needs_explicit_permission():
     with pytest.raises(ConfigError) as err:
         parse(text)
     assert err.value.key == "api.listen" and err.value.line == text.splitlines().index('listen = "0.0.0.0:8765"') + 1
-    text = GOOD + '\n[status]\nlisten = "127.0.0.1:8765"\n'  # the status page on the API's own port
+    shared = GOOD + '\n[status]\nlisten = "127.0.0.1:8765"\n'  # the status page on the API's own port
     with pytest.raises(ConfigError) as err:
-        parse(text)
-    assert err.value.key == "status" and err.value.line == text.splitlines().index("[status]") + 1
+        parse(shared)
+    assert err.value.key == "status" and err.value.line == shared.splitlines().index("[status]") + 1
     assert "shares the API's port" in str(err.value)
     assert parse(text.replace('listen = "0.0.0.0:8765"', 'listen = "0.0.0.0:8765"\nallow_remote = true'))
 

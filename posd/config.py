@@ -253,10 +253,12 @@ def _decode_secret(text: str) -> bytes:
 class OfflineConfig(_Section):
     """Burns central did not authorise (it did not answer in time), capped like a card terminal's floor limit."""
 
-    max_redeem_points_per_member: int = Field(default=1000, ge=0)
-    max_redeem_points_per_lane: int = Field(default=5000, ge=0)
-    max_voucher_uses_per_member: int = Field(default=3, ge=0)
-    max_voucher_uses_per_lane: int = Field(default=20, ge=0)
+    # At most 10^12 points (the protocol's largest delta) and a million uses: beyond SQLite's integers
+    # a cap would fail every offline burn it is compared with instead of allowing them.
+    max_redeem_points_per_member: int = Field(default=1000, ge=0, le=10**12)
+    max_redeem_points_per_lane: int = Field(default=5000, ge=0, le=10**12)
+    max_voucher_uses_per_member: int = Field(default=3, ge=0, le=10**6)
+    max_voucher_uses_per_lane: int = Field(default=20, ge=0, le=10**6)
     max_hours: float = Field(default=24.0, ge=0)
 
 

@@ -248,6 +248,30 @@ def test_a_corrupt_cache_and_a_corrupt_ledger_are_named(tmp_path):
     assert ledger.read_bytes() == before  # doctor only reads
 
 
+def test_a_finding_of_several_lines_stays_in_its_column(tmp_path):
+    """SQLite's integrity report is several lines: the table keeps each under the finding column."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    cfg = offline_config(tmp_path)
+    state = cfg.parent / "state"
+    state.mkdir()
+    ledger = Ledger(state / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": f"M{i}", "points": {}, "pad": "x" * 900})
+                             for i in range(200)])
+    ledger.close()
+    data = bytearray((state / "ledger.db").read_bytes())
+    for page in (4, 9, 14):
+        data[page * 4096 + 8:page * 4096 + 600] = os.urandom(592)  # cells, not headers: a report of many lines
+    (state / "ledger.db").write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--user", ME,
+                           "--unit", str(UNIT), "--no-central"], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "ledger.db" in line and "***" in line)  # the report's first line
+    column = lines[at].index("ledger.db")
+    follow = lines[at + 1]
+    assert follow[:column].strip() == "" and follow[column] != " ", proc.stdout  # under the finding, not the area
+
+
 def test_a_printer_out_of_paper_is_named_by_its_own_status(tmp_path, central, printer):
     printer.state = "paper_out"
     cfg = lane_config(tmp_path / "lane", central_url=central.url, printer=printer.url, port=free_port(),

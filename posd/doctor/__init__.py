@@ -141,8 +141,12 @@ def render_table(ctx: Context, findings: list[Finding]) -> str:
     head = (ctx.tr("doctor.col.area"), ctx.tr("doctor.col.status"), ctx.tr("doctor.col.finding"))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(2)]
     lines = [ctx.tr("doctor.title", path=str(ctx.config_path)), ""]
+    indent = " " * (widths[0] + widths[1] + 4)
     for area, result, text in [head, *rows]:
-        lines.append(f"{area:<{widths[0]}}  {result:<{widths[1]}}  {text}")
+        # a finding of several lines (SQLite's integrity report) stays in its column
+        first, *more = text.splitlines() or [""]
+        lines.append(f"{area:<{widths[0]}}  {result:<{widths[1]}}  {first}")
+        lines += [indent + line for line in more]
     failures, warnings = _counts(findings)
     lines += ["", ctx.tr("doctor.summary.fail" if failures else "doctor.summary.ok",
                          failures=format_number(ctx.locale, failures), warnings=format_number(ctx.locale, warnings))]

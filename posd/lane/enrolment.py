@@ -116,8 +116,9 @@ class Enrolments:
             return [identifier]
         national = "".join(ch for ch in phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
                            if ch.isdigit())
-        return list(dict.fromkeys([identifier, national, str(number.national_number), identifier[1:],
-                                   "00" + identifier[1:]]))
+        typed = (national, str(number.national_number), identifier[1:], "00" + identifier[1:])
+        # only the ways of typing it that a lookup at this lane reads as this very number
+        return [identifier, *dict.fromkeys(t for t in typed if phone_e164(t, self.country) == identifier)]
 
     @raises("identifier_in_use")
     def _write(self, unit: LedgerTx, req: EnrolmentInput, identifiers: list[str]) -> Recorded:

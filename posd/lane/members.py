@@ -330,6 +330,8 @@ def phone_e164(text: str, country: str | None) -> str | None:
     number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
     digits of any script; None otherwise."""
     written = fold_ascii(text).strip()
+    if any(ch.isalpha() for ch in written):  # phonenumbers drops letters around the digits: LC600123456 is a card
+        return None
     digits = sum(ch.isdigit() for ch in written)
     if not 6 <= digits <= 17:  # E.164 has at most 15 digits, a trunk or international prefix adds two
         return None

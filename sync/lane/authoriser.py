@@ -29,7 +29,11 @@ log = logging.getLogger("posd.sync.authorise")
 class BurnAuthoriser:
     """Hands out futures of central's answers; ``close()`` stops its threads and clients."""
 
-    def __init__(self, make_client: Callable[[], CentralClient], budget_s: float, *, workers: int = 2) -> None:
+    def __init__(self, make_client: Callable[[], CentralClient], budget_s: float, *, workers: int = 2,
+                 lookup_workers: int = 20) -> None:
+        """``workers`` ask about burns, tokens and birthdays; ``lookup_workers`` about voucher codes,
+        apart from them: a quote asks about each of its codes (at most 20) at once, within one budget,
+        and never makes a burn wait behind its lookups. Threads start only when asked for."""
         if budget_s <= 0:
             raise ValueError("the authorisation budget must be more than 0")
         self.budget_s = budget_s
@@ -38,6 +42,7 @@ class BurnAuthoriser:
         self._clients: list[CentralClient] = []
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync-authorise")
+        self._lookups = ThreadPoolExecutor(max_workers=lookup_workers, thread_name_prefix="sync-lookup")
 
     def _client(self) -> CentralClient:
         client = getattr(self._local, "client", None)
@@ -54,7 +59,7 @@ class BurnAuthoriser:
 
     def lookup(self, code: str, member_id: str | None) -> Future[dict[str, Any] | None]:
         """What central knows of a voucher or coupon code, or its SyncError."""
-        return self._executor.submit(lambda: self._client().voucher(code, member_id, timeout=self.budget_s))
+        return self._lookups.submit(lambda: self._client().voucher(code, member_id, timeout=self.budget_s))
 
     def release(self, authorisation_id: str) -> Future[dict[str, Any]]:
         """Central's answer to a release (posd.sync.protocol.burn: {authorisation_id, state}), or its SyncError."""
@@ -76,6 +81,7 @@ class BurnAuthoriser:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._lookups.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:

@@ -132,7 +132,11 @@ def test_an_event_twice_in_a_batch_is_refused_and_a_changed_event_at_a_used_seq_
     reordered = dict(reversed(list(make_event(2).items())))  # the same event, its keys in another order
     assert push(central, [reordered], "B-3") == [(2, "duplicate", None)]
     assert central.store.member("M0001")["balances"] == balance
-    assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+    big = make_event(3, lines=[{"sku": "5901234123457", "quantity": 1, "unit_price": 1e23}])  # jsonb keeps it exact
+    assert push(central, [big], "B-4") == [(3, "accepted", None)]
+    assert push(central, [big], "B-5") == [(3, "duplicate", None)]
+    assert push(central, [dict(big, offline=0)], "B-6") == [(3, "rejected", "seq_conflict")]  # false is not 0
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 3
 
 
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):

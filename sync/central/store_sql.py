@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from typing import Any
 
 from posd.sync.central import burns
@@ -579,7 +580,21 @@ def _same_event(row: Any, event: dict[str, Any]) -> bool:
     jsonb, which psycopg reads as a dict: compared as parsed JSON, key order aside.)"""
     body = row["body"]
     stored = loads(body) if isinstance(body, str | bytes) else body
-    return stored == event
+    return _by_value(stored) == _by_value(event)
+
+
+def _by_value(value: Any) -> Any:
+    """JSON as values: a number by its decimal value (PostgreSQL's jsonb keeps 1e23 exactly, and
+    psycopg reads it back as an integer), true and false apart from 1 and 0."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return ("number", Decimal(repr(value)) if isinstance(value, float) else Decimal(value))
+    if isinstance(value, dict):
+        return {k: _by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_value(v) for v in value]
+    return value
 
 
 class _BatchWork:

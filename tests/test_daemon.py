@@ -333,14 +333,16 @@ def test_sighup_stops_the_daemon_cleanly_and_a_printer_written_none_is_no_printe
     port = free_port()
     cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="NONE://", port=port)
     lane = LaneProcess(cfg, port).start()
-    sale = lane.post("/v1/transactions", {"transaction_id": "T-hup-1", "member": "2900000000018",
-                                          "occurred_at": "2026-11-24T09:15:00Z", "currency": "PLN", "total": 1000,
-                                          "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]})
-    assert sale.status_code == 200, sale.text
-    assert sale.json()["slip"] == {"slip_id": None, "state": "none"}
-    for name in ("ledger.db", "ledger.db-wal", "cache.db", "api.token", "posd.lock"):  # run by hand, not by systemd
-        assert (lane.state / name).stat().st_mode & 0o077 == 0, name  # members' names: posd's alone
-    lane.proc.send_signal(signal.SIGHUP)
-    assert lane.proc.wait(15) == 0
-    lane.stop()
+    try:
+        sale = lane.post("/v1/transactions", {"transaction_id": "T-hup-1", "member": "2900000000018",
+                                              "occurred_at": "2026-11-24T09:15:00Z", "currency": "PLN", "total": 1000,
+                                              "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]})
+        assert sale.status_code == 200, sale.text
+        assert sale.json()["slip"] == {"slip_id": None, "state": "none"}
+        for name in ("ledger.db", "ledger.db-wal", "cache.db", "api.token", "posd.lock"):  # by hand, not by systemd
+            assert (lane.state / name).stat().st_mode & 0o077 == 0, name  # members' names: posd's alone
+        lane.proc.send_signal(signal.SIGHUP)
+        assert lane.proc.wait(15) == 0
+    finally:
+        lane.stop()
     assert "Traceback" not in lane.log.read_text()

@@ -139,6 +139,29 @@ def test_an_event_twice_in_a_batch_is_refused_and_a_changed_event_at_a_used_seq_
     assert central.store.last_seq(STORE_ID, LANE_ID) == 3
 
 
+def test_an_event_delivered_again_at_a_new_seq_is_never_counted_twice(central):
+    """Central dedupes on (lane, seq), and an event_id names one event: the same accrual resent under a
+    later seq (a lane that renumbered its queue) is rejected event_id_reused, its seq consumed, the points
+    counted once; a resend of that seq gets the same answer; another lane may use the same event_id."""
+    first = make_event(1, points={"points": 40})
+    assert push(central, [first]) == [(1, "accepted", None)]
+    balance = central.store.member("M0001")["balances"]
+    again = dict(first, seq=2)
+    assert push(central, [again, make_event(3)], "B-2") == [(2, "rejected", "event_id_reused"),
+                                                            (3, "accepted", None)]
+    assert push(central, [again], "B-3") == [(2, "rejected", "event_id_reused")]
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 3
+    after = central.store.member("M0001")["balances"]
+    assert after["points"] == balance["points"] + make_event(3)["points"]["points"]
+    other_lane = "L02"
+    path = f"/v1/lanes/{STORE_ID}/{other_lane}/batches"
+    body = gzip.compress(json.dumps({"batch_id": "B-4", "events": [first]}).encode())
+    headers = {**signed_headers(SECRET, STORE_ID, other_lane, int(time.time()), "POST", path, body),
+               "Content-Encoding": "gzip"}
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert [(r["seq"], r["status"]) for r in resp.json()["results"]] == [(1, "accepted")], resp.text
+
+
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
     resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")

@@ -142,7 +142,25 @@ class GivesEveryYear(BrokenStore):
         return True
 
 
+class DedupesOnSeqAlone(BrokenStore):
+    """A central store that tells events apart by seq alone: an event sent again under a new seq counts twice."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._first_seq: dict[str, int] = {}  # event_id -> the seq it first came at
+
+    def apply_batch(self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]],
+                    received_at: str) -> list[dict[str, Any]]:
+        renamed = []
+        for event in events:
+            seq = self._first_seq.setdefault(event["event_id"], event["seq"])
+            renamed.append(event if seq == event["seq"] else dict(event, event_id=f"{event['event_id']}@{event['seq']}"))
+        answers = self._store.apply_batch(store_id, lane_id, batch_id, renamed, received_at)
+        return [dict(a, event_id=e["event_id"]) for a, e in zip(answers, events, strict=True)]
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (DedupesOnSeqAlone, {"push/dedupe.event_id"}),
                                              (FailsOnNul, {"push/answers.malformed"}),
                                              (AcceptsEveryToken, {"tokens/claim.other_lane"}),
                                              (GivesEveryYear, {"birthdays/claim.other_lane"}),

@@ -469,7 +469,8 @@ class SqlStore:
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
             bodies = {e["seq"]: event_text(e) for e in run}  # stored, and streamed as is
-            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at)
+            reused = _delivered_ids(conn, store_id, lane_id, run)
+            inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at, reused)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
                               holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
@@ -499,10 +500,12 @@ class SqlStore:
         return [answers[e["seq"]] for e in events]
 
     def _insert_run(self, conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
-                    bodies: dict[int, str], received_at: str) -> dict[int, str | None]:
-        """Insert the run's events (checked for content, as accepted or rejected); {seq: code}
-        for the rows that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
-        codes = {e["seq"]: validate_event(e, bodies[e["seq"]]) for e in run}
+                    bodies: dict[int, str], received_at: str, reused: set[str]) -> dict[int, str | None]:
+        """Insert the run's events (checked for content, as accepted or rejected; an event_id this lane
+        delivered at another seq as ``event_id_reused``, never applied twice); {seq: code} for the rows
+        that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
+        codes = {e["seq"]: "event_id_reused" if e["event_id"] in reused else validate_event(e, bodies[e["seq"]])
+                 for e in run}
         rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
                  codes[e["seq"]], _storable(_str_or_none(e.get("type"))),
                  _storable(_str_or_none(e.get("member_id"))),
@@ -551,6 +554,18 @@ class SqlStore:
     def clear_faults(self) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM central_faults")
+
+
+def _delivered_ids(conn: Any, store_id: str, lane_id: str, run: list[dict[str, Any]]) -> set[str]:
+    """The run's event_ids this lane already delivered (at other seqs: the run's seqs are new)."""
+    ids = list({e["event_id"] for e in run if isinstance(e.get("event_id"), str)})
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update(r["event_id"] for r in conn.execute(
+            f"SELECT event_id FROM events WHERE store_id = ? AND lane_id = ? AND event_id IN ({_marks(chunk)})",
+            [store_id, lane_id, *chunk]).fetchall())
+    return found
 
 
 def _answers_again(conn: Any, store_id: str, lane_id: str, events: list[dict[str, Any]]) -> dict[int, Any]:

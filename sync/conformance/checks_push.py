@@ -111,6 +111,18 @@ def conflict(ctx: Context) -> str:
     return f"seq {original['seq']} with another event_id: seq_conflict"
 
 
+@check("push", "dedupe.event_id")
+def event_id_reused(ctx: Context) -> str:
+    """An accepted event sent again under a new seq is rejected event_id_reused (not retryable), its seq
+    consumed: an event is counted once, whatever seq it comes back under."""
+    if not ctx.accepted:
+        raise Failed("nothing was accepted earlier in the run to send again")
+    original, seq = ctx.accepted[-1], ctx.seq()
+    _expect(ctx, [dict(original, seq=seq)], [("rejected", "event_id_reused")], retryable=False)
+    ctx.next_seq = seq + 1
+    return f"event of seq {original['seq']} again at seq {seq}: event_id_reused"
+
+
 @check("push", "seq.gap")
 def seq_gap(ctx: Context) -> str:
     """A seq past the head is rejected seq_gap (retryable) and not consumed; filling the gap works."""

@@ -187,8 +187,8 @@ class OutboxRelay(Worker):
             self._flagged(events, flagged + noted)
         if rejected:
             codes = sorted({r.code or "" for r in rejected})
-            # seq_conflict means this lane reused seqs (a restored ledger?): a person must look.
-            (log.error if "seq_conflict" in codes else log.warning)(
+            # seq_conflict / event_id_reused: this lane reused seqs or events (a restored ledger?): a person must look.
+            (log.error if {"seq_conflict", "event_id_reused"} & set(codes) else log.warning)(
                 "push: central refused %d event(s) for good (%s); quarantined, shown in health",
                 len(rejected), ", ".join(codes),
                 extra={"event": "sync-relay.quarantined", "count": len(rejected), "codes": codes,

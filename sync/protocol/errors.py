@@ -39,6 +39,7 @@ REQUEST_ERRORS: dict[str, int] = {
 REJECTION_CODES: dict[str, bool] = {
     "seq_gap": True,
     "seq_conflict": False,
+    "event_id_reused": False,
     "unknown_member": False,
     "member_deleted": False,
     "unknown_type": False,

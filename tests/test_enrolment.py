@@ -147,6 +147,10 @@ def test_a_deleted_member_leaves_the_cache_and_the_slip_data(tmp_path, central, 
             assert lane.get(f"/v1/members/{gone}").json()["code"] == "unknown_member", gone
         after = lane.get("/v1/slips/T-erin-1.png")
         assert after.status_code == 200 and after.content != before  # the preview no longer shows the name
+        # the goods still come back: the return is recorded, reversing nothing (the points left with her)
+        back = lane.post("/v1/transactions/T-erin-1/returns", {"return_id": "R-erin-1", "amount": 1000})
+        assert back.status_code == 200, back.text
+        assert set(back.json()["reversed"].values()) <= {0} and back.json()["seq"] is None
         assert lane.get("/v1/slips/T-zed-1.png").status_code == 200
         lane.stop()
         ledger = "\n".join(sqlite3.connect(lane.state / "ledger.db").iterdump())

@@ -265,7 +265,7 @@ class Sales:
         member = None
         if sale.member_id:
             member = self.members.by_id(sale.member_id)
-            if member is None:  # never record a reversal we could not write to the member's ledger
+            if member is None and not sale.member_erased:  # never record a reversal we could not write
                 raise LaneError("member_unavailable",
                                 "the sale's member is not in this lane's cache yet; try again after sync")
         return await ctx.acommit(lambda unit: self._write_return(unit, ret, member))
@@ -287,6 +287,8 @@ class Sales:
         reversal = {cur: max(0, min(earned.get(cur, 0) - kept_points.get(cur, 0) - reversed_before.get(cur, 0),
                                     earned.get(cur, 0) - reversed_before.get(cur, 0)))
                     for cur in earned}
+        if sale.member_erased:  # central deleted the member and their points: nothing left to take back
+            reversal = {cur: 0 for cur in earned}
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         seq = None
         if member is not None and any(reversal.values()):

@@ -57,6 +57,7 @@ class SaleRecord:
     points: dict[str, int]  # what the accrual computed, every currency of its program
     basket: tuple[BasketLine, ...]
     context: EarnContext | None
+    member_erased: bool = False  # central deleted the member since: its returns reverse nothing
 
 
 class AlreadyRecorded(Exception):
@@ -102,6 +103,7 @@ def sale(conn: sqlite3.Connection, transaction_id: str) -> SaleRecord | None:
         seq=row["seq"], points={c: int(p) for c, p in json.loads(row["points"]).items()},
         basket=tuple(BasketLine.from_json(d) for d in json.loads(row["basket"] or "[]")),
         context=EarnContext.from_json(context) if context.get("occurred_local") else None,
+        member_erased=bool(context.get("member_erased")),
     )
 
 
@@ -199,14 +201,15 @@ TRANSACTIONS_NO_UPDATE = ("CREATE TRIGGER transactions_no_update BEFORE UPDATE O
 
 def scrub_birth_dates(conn: sqlite3.Connection, member_ids: list[str]) -> int:
     """Erasure: the birth date each of these members' sales kept in its earn context (to evaluate its
-    returns). Nothing else of a sale changes; an erased member's sales are not returned for points."""
+    returns) leaves, and the context says the member was erased. Nothing else of a sale changes; an
+    erased member's sales are returned for no points (their balance is gone), never refused."""
     if not member_ids:
         return 0
     conn.execute("DROP TRIGGER IF EXISTS transactions_no_update")
     try:
         return conn.execute(
-            "UPDATE transactions SET earn_context = json_remove(earn_context, '$.birth_date') "
-            "WHERE member_id IN (SELECT value FROM json_each(?)) "
-            "AND json_extract(earn_context, '$.birth_date') IS NOT NULL", (json.dumps(member_ids),)).rowcount
+            "UPDATE transactions SET earn_context = json_set(json_remove(coalesce(earn_context, '{}'), "
+            "'$.birth_date'), '$.member_erased', json('true')) "
+            "WHERE member_id IN (SELECT value FROM json_each(?))", (json.dumps(member_ids),)).rowcount
     finally:
         conn.execute(TRANSACTIONS_NO_UPDATE)

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -76,6 +77,16 @@ class LaneConfig(_Section):
         if not is_money_currency(v):
             raise ValueError(f"{v!r} is not an ISO 4217 currency code in use, such as PLN, EUR or IRR "
                              "(upper case)")
+        return v
+
+    @field_validator("country")
+    @classmethod
+    def _phone_country(cls, v: str | None) -> str | None:
+        import phonenumbers
+
+        if v is not None and phonenumbers.country_code_for_region(v) == 0:  # numbers typed without +country
+            raise ValueError(f"{v!r} is not a country with a telephone numbering plan (ISO 3166 alpha-2, such as "
+                             "PL, IR or GB)")
         return v
 
     @field_validator("timezone")
@@ -174,6 +185,13 @@ class CentralConfig(_Section):
     def _http_url(cls, v: str) -> str:
         if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
             raise ValueError("must be an http(s) URL such as https://loyalty.example.com")
+        try:
+            parts = urllib.parse.urlsplit(v)
+            parts.port  # noqa: B018 - raises for a port out of range or not a number
+        except ValueError as exc:
+            raise ValueError(f"must be an http(s) URL such as https://loyalty.example.com ({exc})") from None
+        if not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://loyalty.example.com (no host)")
         return v.rstrip("/")
 
     @field_validator("store_secret")

@@ -44,6 +44,11 @@ def test_good_config_parses():
         (('store_secret = "x"', 'store_secret = "x"\nsecret_typo = 1'), "central.secret_typo", 11),
         (('lane_id = "L01"\n', ''), "lane.lane_id", 2),
         (('url = "http://127.0.0.1:8780"', 'url = "ftp://central"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "https://[::1"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:99999"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://:8780"'), "central.url", 9),
+        (('store_secret = "x"', 'store_secret = "hex:"'), "central.store_secret", 10),  # no key at all
+        (('timezone = "Europe/Warsaw"', 'timezone = "Europe/Warsaw"\ncountry = "XX"'), "lane.country", 7),
     ],
 )
 def test_bad_values_name_key_and_line(change, key, line):

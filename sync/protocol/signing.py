@@ -31,9 +31,12 @@ def secret_from_text(text: str) -> bytes:
     """
     if text.startswith("hex:"):
         try:
-            return bytes.fromhex(text[4:])
+            key = bytes.fromhex(text[4:])
         except ValueError as exc:
             raise ValueError("secret after 'hex:' is not valid hex") from exc
+        if not key:
+            raise ValueError("secret is empty (nothing after 'hex:')")
+        return key
     if not text:
         raise ValueError("secret is empty")
     return text.encode("utf-8")

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 import urllib.error
@@ -41,6 +42,24 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> bool:
     return False
 
 
+def _labelled(label: str, cmd: list[str]) -> subprocess.Popen:
+    """A child whose log lines (stderr) come out on ours, each after ``[label]``: with a central and
+    two lanes in one terminal, every line says whose it is."""
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+
+    def forward() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:  # until the child ends and its end of the pipe closes
+            try:
+                sys.stderr.write(f"[{label}] {line}")
+                sys.stderr.flush()
+            except (OSError, ValueError):  # our stderr is gone: keep draining, so the child never blocks
+                pass
+
+    threading.Thread(target=forward, name=f"demo-log-{label}", daemon=True).start()
+    return child
+
+
 def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> int:
     config = load(config_path)
     second = load(second_lane) if second_lane else None
@@ -66,14 +85,15 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
-        children.append(subprocess.Popen([py, "-m", "posd", "central", "--listen", central.netloc,
-                                          "--db", str(central_db), "--seed", str(seed)]))
+        children.append(_labelled("central", [py, "-m", "posd", "central", "--listen", central.netloc,
+                                              "--db", str(central_db), "--seed", str(seed)]))
         if not _wait_http(f"{config.central.url}/v1/program", 15, children[0]):
             print("posd demo: the reference central did not start", file=sys.stderr)
             return 1
         lanes = [(config_path, config)] + ([(second_lane, second)] if second is not None else [])
         for path, cfg in lanes:
-            children.append(subprocess.Popen([py, "-m", "posd", "run", "--config", str(path)]))
+            children.append(_labelled(f"{cfg.lane.store_id}/{cfg.lane.lane_id}",
+                                      [py, "-m", "posd", "run", "--config", str(path)]))
             health = f"http://{cfg.api.listen}/v1/health"
             if not _wait_http(health, 20, children[-1]):
                 print(f"posd demo: the daemon of {path} did not start", file=sys.stderr)

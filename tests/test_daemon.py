@@ -294,6 +294,10 @@ def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_p
                 break
             time.sleep(0.2)
         assert used.status_code == 200 and used.json()["issued_by"] == "S001/L01", used.text
+        text = (tmp_path / "demo.err").read_text()
+        logged = text.splitlines()[:None if text.endswith("\n") else -1]  # whole lines: each says whose it is
+        assert {line.split("]")[0] + "]" for line in logged if line} >= {"[central]", "[S001/L01]", "[S001/L02]"}
+        assert all(line.startswith(("[central] ", "[S001/L01] ", "[S001/L02] ")) for line in logged if line), logged
         # one lane dies: the demo stops, saying which one
         lane2 = subprocess.run(["pgrep", "-f", f"posd run --config {configs[1]}"], capture_output=True, text=True)
         os.kill(int(lane2.stdout.split()[0]), signal.SIGKILL)

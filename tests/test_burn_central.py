@@ -340,6 +340,8 @@ def test_an_answer_that_is_not_the_protocol_is_a_protocol_error(central, clock):
         with pytest.raises(CentralProtocolError):
             from posd.sync.protocol import parse_authorisation_answer
             parse_authorisation_answer({"authorisation_id": "x", "status": "maybe"}, "x")
+        with pytest.raises(CentralProtocolError):  # a decline code that is not text
+            parse_authorisation_answer({"authorisation_id": "x", "status": "declined", "code": {"a": 1}}, "x")
         assert lane.authorise(redemption("redemption:OK", 1))["status"] == "approved"
 
 

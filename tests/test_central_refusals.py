@@ -195,6 +195,22 @@ def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
         assert (resp.status_code, resp.json()["code"]) == (400, code), (route, resp.text)
 
 
+def test_a_list_or_an_object_where_a_word_belongs_is_refused_not_a_500(central):
+    """A type, or a token's identified_by, that is a JSON list or object (not text) cannot be looked up
+    among the words central knows: rejected with its code, never a 500."""
+    token = {"token_id": "TK-1", "identified_by": {"scheme": "qr_token"}, "points": {}}
+    events = [make_event(1, type={"kind": "accrual"}), make_event(2, type=["accrual"]),
+              make_event(3, type="token_use", transaction_id=None, **token), make_event(4)]
+    assert push(central, events) == [(1, "rejected", "unknown_type"), (2, "rejected", "unknown_type"),
+                                     (3, "rejected", "malformed_event"), (4, "accepted", None)]
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/token-uses"
+    body = json.dumps({"token_id": "TK-2", "member_id": "M0001", "identified_by": ["qr_token"]}).encode()
+    headers = {**signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body),
+               "Content-Type": "application/json"}
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_token_use"), resp.text
+
+
 def test_points_in_a_currency_the_program_does_not_have_are_bad_points(central):
     events = [make_event(1, points={"c0": 5}), make_event(2, points={"points": 5, "c1999": -3}),
               make_event(3, type="return", points={"stamps": -1}), make_event(4, points={"points": 5})]

@@ -821,7 +821,7 @@ class _BatchWork:
         The primary key decides, so two lanes racing on one token get one first use."""
         token_id = event.get("token_id")
         if not isinstance(token_id, str) or not 0 < len(token_id) <= 128 \
-                or event.get("identified_by") not in TOKEN_SCHEMES:
+                or not isinstance(event.get("identified_by"), str) or event["identified_by"] not in TOKEN_SCHEMES:
             return "malformed_event"
         mine = first_token_use(self.conn, token_id, self.lane_key, f"{self.lane_key}/{seq}", member_id)
         return None if mine else "token_replayed"

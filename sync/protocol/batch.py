@@ -106,7 +106,7 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     (see clean_text).
     Central-side facts (is the member known?) are checked by central itself.
     """
-    if event.get("type") not in EVENT_TYPES:
+    if not isinstance(event.get("type"), str) or event["type"] not in EVENT_TYPES:  # a list or an object too
         return "unknown_type"
     if not is_id(event.get("member_id")) or not clean_text(event, text) or not finite(event, text):
         return "malformed_event"
@@ -230,7 +230,8 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
         raise CentralProtocolError("push answer is for another batch")
     results = []
     for item in answer["results"]:
-        if not isinstance(item, dict) or not _is_int(item.get("seq")) or item.get("status") not in RESULT_STATUSES:
+        if not isinstance(item, dict) or not _is_int(item.get("seq")) or not isinstance(item.get("status"), str) \
+                or item["status"] not in RESULT_STATUSES:
             raise CentralProtocolError(f"malformed result: {str(item)[:120]}")
         code = item.get("code")
         if code is not None and not isinstance(code, str):

@@ -180,7 +180,7 @@ def parse_authorisation_answer(answer: Any, authorisation_id: str) -> dict[str, 
         if not is_id(answer.get("reservation_id")) or parse_utc(answer.get("expires_at")) is None:
             raise CentralProtocolError("an approval needs reservation_id and expires_at")
     elif status == "declined":
-        if answer.get("code") not in DECLINE_CODES:
+        if not isinstance(answer.get("code"), str) or answer["code"] not in DECLINE_CODES:
             raise CentralProtocolError(f"unknown decline code {str(answer.get('code'))[:64]!r}")
     else:
         raise CentralProtocolError("authorisation status must be approved or declined")

@@ -30,7 +30,7 @@ def parse_token_claim(body: bytes) -> dict[str, Any]:
     (batch_too_large over MAX_TOKEN_CLAIM_BYTES)."""
     doc = json_object(body, MAX_TOKEN_CLAIM_BYTES, "malformed_token_use", "a token claim")
     check_ids(doc, ("token_id", "member_id"), "malformed_token_use")
-    if doc.get("identified_by") not in TOKEN_SCHEMES:
+    if not isinstance(doc.get("identified_by"), str) or doc["identified_by"] not in TOKEN_SCHEMES:
         raise RequestRejected("malformed_token_use", f"identified_by must be one of {sorted(TOKEN_SCHEMES)}")
     return {"token_id": doc["token_id"], "member_id": doc["member_id"], "identified_by": doc["identified_by"]}
 

@@ -257,6 +257,11 @@ def test_the_status_listener_shows_the_page_and_health_and_never_the_api(tmp_pat
             resp = requests.request(method, base + path, headers=lane.headers(), json={}, timeout=10)
             assert resp.status_code == 404, (method, path, resp.status_code)
             assert resp.json()["code"] == "not_found"
+        # a route's path with a newline after it is no route (a pattern's $ matches before a final newline)
+        for listener in (base, lane.base):
+            for path in ("/%0A", "/v1/health%0A", "/v1/health%0D", "/metrics%0A"):
+                resp = requests.get(listener + path, headers=lane.headers(), timeout=10)
+                assert (resp.status_code, resp.json()["code"]) == (404, "not_found"), (listener, path, resp.text)
     finally:
         lane.stop()
 

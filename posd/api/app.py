@@ -56,7 +56,7 @@ from posd.api.models import (
     VoucherValidateIn,
 )
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
-from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, Shortcut, allowed_hosts
+from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, RoutablePath, Shortcut, allowed_hosts
 from posd.api.server import NO_TELEMETRY
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
@@ -377,6 +377,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     behind_token = [r.path_regex for r in routes_behind(app, guard)]
     app.add_middleware(BodyGuard, token=token, protected=lambda path: any(p.match(path) for p in behind_token))
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
+    app.add_middleware(RoutablePath)
     if observer is not None:
         app.add_middleware(RequestTimer, observer=observer)
     app.front = Shortcut(app.standard, method="POST", path="/v1/transactions", hosts=allowed_hosts(host, port),
@@ -430,6 +431,7 @@ def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     _status_routes(app, health)
+    app.add_middleware(RoutablePath)
     return app
 
 

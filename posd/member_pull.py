@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from posd.storage.cache import Cache, LaneChanged, MemberPage, MemberRows
+from posd.storage.cache import Cache, LaneChanged, MalformedMember, MemberPage, MemberRows
 from posd.storage.db import utcnow_iso
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.errors import (
@@ -140,7 +140,7 @@ def _describe(exc: BaseException) -> dict[str, Any]:
                 "status": getattr(exc, "status", None)}
     if isinstance(exc, CentralRequestRejected):
         return {"kind": "rejected", "message": str(exc), "status": exc.status, "code": exc.code}
-    if isinstance(exc, CentralProtocolError):
+    if isinstance(exc, (CentralProtocolError, MalformedMember)):
         return {"kind": "protocol", "message": str(exc)}
     if isinstance(exc, LaneChanged):
         return {"kind": "sync", "message": f"member pull stopped: {exc}"}

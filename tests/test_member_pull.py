@@ -234,3 +234,25 @@ def test_members_central_deleted_are_erased_through_the_daemon_before_they_leave
         assert cache.find_member("2700000001100") is None
     finally:
         cache.close()
+
+
+def test_a_member_central_sends_in_a_shape_posd_cannot_read_is_named_and_nothing_of_its_page_is_written(
+        central, client, cache):
+    """A central that sends one member with a count that is not a number (here its own store, written
+    around its checks) stops the pull at that page, with the member named in the sync error, not a
+    bare TypeError; the cursor stays, so the next pull after central is fixed takes the page again."""
+    with central.store._write() as conn:  # a broken central: its own checks would refuse this
+        conn.execute("UPDATE members SET qualifying = 'many' WHERE member_id = ?", ("S001234",))
+    puller = puller_for(client, cache)
+    try:
+        assert puller.run_once() == "backoff"
+        error = puller.status()["last_error"]
+        assert "S001234" in error and "cannot read" in error, error
+        assert cache.find_member("2700000001234") is None
+        with central.store._write() as conn:
+            conn.execute("UPDATE members SET qualifying = 0 WHERE member_id = ?", ("S001234",))
+        assert puller.run_once() == "updated"
+    finally:
+        puller.stop()
+    assert cache.find_member("2700000001234").member_id == "S001234"
+    assert cache.member_count() == MEMBERS + 3

@@ -102,6 +102,11 @@ class LaneChanged(Exception):
     """cache.db now follows another lane id than this writer's: its pages would carry the wrong watermarks."""
 
 
+class MalformedMember(ValueError):
+    """A member from central's feed with a field posd cannot read (a count that is not a number, a list
+    where an object belongs): the page is not written, and the message names the member."""
+
+
 class Cache:
     def __init__(self, path: Path, lane_id: str, *, seal_key: bytes | None = None,
                  on_erased: Callable[[list[str]], None] | None = None, checked: bool = False):
@@ -449,40 +454,48 @@ class MemberRows:
         lane, seal = self.lane_id, self.seal
         ids, idents, shapes = chunk.ids.append, chunk.idents.extend, chunk.rows
         plain = shapes[0] = []
-        for m in members:
-            get = m.get
-            mid = str(m["member_id"])
-            ids((mid,))
-            aliases = get("aliases")
-            status = get("status") or "active"
-            if status == "deleted":  # erased at central: forgotten here, aliases included
-                gone = [mid, *(str(a) for a in aliases or ())]
-                chunk.erased.extend(gone)
-                chunk.gone.extend((a,) for a in gone)
-                continue
-            applied, balances = get("applied_seq"), get("balances")
-            row = (mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
-                   _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0), status, now)
-            birth_date, offers, secret, year = get("birth_date"), get("offers"), get("totp_secret"), get("birthday_award_year")
-            if birth_date is None and not offers and secret is None and year is None:
-                plain.append(row)
-            else:  # the optional columns this member has, in _OPTIONAL_COLUMNS order
-                sealed, year = seal(mid, secret) if secret is not None else None, _award_year(year)
-                shape, extra = 0, []
-                for n, value in enumerate((birth_date, _encode(offers) if offers else None, sealed, year)):
-                    if value is not None:
-                        shape |= 1 << n
-                        extra.append(value)
-                shapes.setdefault(shape, []).append((*row, *extra))
-            identifiers = get("identifiers")
-            if identifiers:
-                idents((str(i), mid) for i in identifiers)
-            if aliases:
-                chunk.aliases.extend((str(alias), mid) for alias in aliases)
-            vouchers = get("vouchers")
-            if vouchers:
-                chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
-                                      if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+        m: Any = None
+        try:
+            for m in members:
+                get = m.get
+                mid = str(m["member_id"])
+                ids((mid,))
+                aliases = get("aliases")
+                status = get("status") or "active"
+                if status == "deleted":  # erased at central: forgotten here, aliases included
+                    gone = [mid, *(str(a) for a in aliases or ())]
+                    chunk.erased.extend(gone)
+                    chunk.gone.extend((a,) for a in gone)
+                    continue
+                applied, balances = get("applied_seq"), get("balances")
+                row = (mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
+                       _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
+                       status, now)
+                birth_date, offers = get("birth_date"), get("offers")
+                secret, year = get("totp_secret"), get("birthday_award_year")
+                if birth_date is None and not offers and secret is None and year is None:
+                    plain.append(row)
+                else:  # the optional columns this member has, in _OPTIONAL_COLUMNS order
+                    sealed, year = seal(mid, secret) if secret is not None else None, _award_year(year)
+                    shape, extra = 0, []
+                    for n, value in enumerate((birth_date, _encode(offers) if offers else None, sealed, year)):
+                        if value is not None:
+                            shape |= 1 << n
+                            extra.append(value)
+                    shapes.setdefault(shape, []).append((*row, *extra))
+                identifiers = get("identifiers")
+                if identifiers:
+                    idents((str(i), mid) for i in identifiers)
+                if aliases:
+                    chunk.aliases.extend((str(alias), mid) for alias in aliases)
+                vouchers = get("vouchers")
+                if vouchers:
+                    chunk.vouchers.extend((str(v["code"]), mid, _encode(v)) for v in vouchers
+                                          if isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"])
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # free when nothing is wrong
+            who = m.get("member_id") if isinstance(m, dict) else None
+            raise MalformedMember(f"central sent member {str(who)[:64]!r} in a shape posd cannot read "
+                                  f"({type(exc).__name__}: {str(exc)[:120]})") from None
         return chunk
 
     def seal(self, member_id: str, secret_hex: Any) -> bytes | None:

@@ -284,8 +284,8 @@ def test_parse_results():
         {"results": None},
         {"results": [{"seq": "1", "status": "accepted"}]},
         {"results": [{"seq": 1, "status": "maybe"}]},
-        {"results": [{"seq": 1, "status": {"is": "accepted"}}]},  # not text: cannot be looked up
-        {"results": [{"seq": 1, "status": ["accepted"]}]},
+        {"batch_id": "B", "results": [{"seq": 1, "status": {"is": "accepted"}}]},  # not text: no lookup
+        {"batch_id": "B", "results": [{"seq": 1, "status": ["accepted"]}]},
         {"results": [{"seq": 1, "status": "rejected", "code": 5}]},
         {"batch_id": "other", "results": []},
     ],

@@ -497,6 +497,112 @@ def test_a_lone_unit_waits_for_a_heralded_one_and_both_commit_in_one(tmp_path):
         ledger.close()
 
 
+def _where(i, threads):
+    """A unit that notes the thread it ran on."""
+    def unit(tx):
+        threads.append(threading.current_thread().name)
+        return tx.append_event("accrual", {"member_id": f"M{i}", "points": {}})
+    return unit
+
+
+def test_a_lone_unit_awaited_on_the_loop_runs_there_and_a_failing_one_leaves_nothing(tmp_path):
+    """Nothing queued, nothing heralded, the disk quick: the loop runs the unit itself (no hand-off to
+    the writer and back), durably, and counts it; a unit that raises rolls back whole and its seq is
+    not spent; another thread's writes still go to the writer."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    threads: list[str] = []
+
+    def failing(tx):
+        tx.append_event("accrual", {"member_id": "M-half", "points": {}})
+        raise ValueError("refused by the unit")
+
+    async def main():
+        first = await ledger.awrite(_where(1, threads))
+        with pytest.raises(ValueError, match="refused by the unit"):
+            await ledger.awrite(failing)
+        return first, await ledger.awrite(_where(2, threads))
+
+    try:
+        commits, units = ledger.commits, ledger.units
+        assert asyncio.run(asyncio.wait_for(main(), 20)) == (1, 2)
+        assert threads == [threading.current_thread().name] * 2
+        assert (ledger.commits - commits, ledger.units - units) == (2, 2)
+        assert ledger.write(_where(3, threads)) == 3 and threads[-1] == "ledger-writer"
+        rows = reader(ledger).execute("SELECT seq, body FROM outbox ORDER BY seq").fetchall()
+        assert [(r[0], json.loads(r[1])["member_id"]) for r in rows] == [(1, "M1"), (2, "M2"), (3, "M3")]
+    finally:
+        ledger.close()
+
+
+def test_a_unit_with_company_or_a_busy_writer_goes_to_the_writer(tmp_path):
+    """Another sale heralded, or the writer holding a unit: the loop's unit is the writer's, so it
+    joins the group (one commit) or waits its turn, never runs beside it."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
+    threads: list[str] = []
+
+    async def with_company():
+        other = ledger.herald()  # another sale is read whole; its unit comes next
+
+        async def the_other():
+            with other:
+                await asyncio.sleep(0.05)
+                return await ledger.awrite(_where(2, threads))
+
+        task = asyncio.create_task(the_other())
+        await asyncio.sleep(0)
+        return sorted([await ledger.awrite(_where(1, threads)), await task])
+
+    try:
+        commits = ledger.commits
+        assert asyncio.run(asyncio.wait_for(with_company(), 20)) == [1, 2]
+        assert threads == ["ledger-writer"] * 2 and ledger.commits == commits + 1
+        blocker, release = _held_writer(ledger)
+
+        async def beside_a_busy_writer():
+            mine = asyncio.ensure_future(ledger.awrite(_where(3, threads)))
+            await asyncio.sleep(0.05)
+            assert not mine.done()  # not run beside the writer's unit
+            release.set()
+            return await mine
+
+        assert asyncio.run(asyncio.wait_for(beside_a_busy_writer(), 20)) == 3
+        assert threads[-1] == "ledger-writer"
+        blocker.result(10)
+    finally:
+        ledger.close()
+
+
+def test_a_slow_unit_sends_the_next_ones_to_the_writer_until_units_are_quick_again(tmp_path):
+    """A unit slower than the ledger's limit (a slow disk) must not hold the loop again: the next
+    units run on the writer thread, where the loop stays free, until quick ones bring the average
+    back under the limit."""
+    import time
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), inline_unit_s=0.05)
+    threads: list[str] = []
+
+    def slow(tx):
+        until = time.perf_counter() + 0.2
+        while time.perf_counter() < until:  # busy, as a unit waiting on a slow sync would hold the loop
+            pass
+        return _where(0, threads)(tx)
+
+    async def main():
+        await ledger.awrite(slow)
+        for i in range(1, 30):
+            await ledger.awrite(_where(i, threads))
+            if threads[-1] != "ledger-writer":
+                break
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        ledger.close()
+    loop = threading.current_thread().name
+    assert threads[0] == loop and threads[1] == "ledger-writer"  # after the slow one: the writer
+    assert threads[-1] == loop and len(threads) < 30  # quick units brought the loop back
+
+
 def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):
     """A lone unit waits once for company, whatever comes meanwhile: heralds that each end without a
     unit (bodies refused), one overlapping the next, nudge the writer but never start a new wait."""
@@ -526,8 +632,9 @@ def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):
 def test_tills_in_step_stay_in_step_and_one_till_never_waits(tmp_path):
     """After a commit of two sales, the next sale waits for the other till's, which is not even read
     yet; a lane's other writes never wait on that, and a lone commit ends the step. One till's sales,
-    one after another, never wait at all (the writer's wait here is 30 s: any wait would show)."""
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30)
+    one after another, never wait at all (the writer's wait here is 30 s: any wait would show).
+    Every unit on the writer thread, as on a disk too slow for the loop to run them itself."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), company_wait_s=30, inline_unit_s=0)
 
     async def sale(i, delay=0.0):
         await asyncio.sleep(delay)
@@ -730,8 +837,9 @@ def test_a_slip_naming_a_lone_surrogate_is_queued(tmp_path):
 
 def test_an_awaited_write_hands_its_outcome_to_the_loop_and_a_cancelled_one_is_not_run(tmp_path):
     """awrite: the result or the exception arrives on the awaiting loop; a write cancelled before the
-    writer took it is never run, one already running still commits (its outcome has no taker)."""
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    writer took it is never run, one already running still commits (its outcome has no taker).
+    Every unit on the writer thread, as on a disk too slow for the loop to run them itself."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"), inline_unit_s=0)
     gate, ran = threading.Event(), []
 
     def blocked(tx):

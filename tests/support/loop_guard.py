@@ -12,7 +12,8 @@ stderr, which tests.support.lane reads back.
 
 What counts as blocking here is what can wait for long, not what is merely
 slow: SQLite reads on the loop are by design (an indexed lookup is
-microseconds) and ledger writes go to the writer thread, so waiting on that
+microseconds), and so is a ledger unit that would run alone while the
+ledger's units are quick (posd.storage.ledger); waiting on the writer
 thread's future is what is caught. asyncio's own internals are exempt (its
 default-executor shutdown joins a thread that has already finished).
 """

@@ -32,12 +32,13 @@ sales never wait, and nor do the lane's other writes (acks, print jobs).
 
 A unit awaited on the event loop runs right there instead, when it would run
 alone anyway: nothing queued or being run, no other sale heralded, and the
-ledger's recent units quick (under INLINE_UNIT_S each: a disk that syncs in
-a fraction of a millisecond). The loop then waits for that sync, briefly,
-and the sale is spared the two thread hand-offs (on a 2-core lane PC about
-60 us of waking, and a fifth of a sale's CPU). One slow unit (a slow disk,
-a busy one) sends the next ones to the writer thread, so the loop stays free
-and units group again, until the units are quick again.
+ledger's recent units quick (under INLINE_UNIT_S, the median of the last three: a disk
+that syncs in a fraction of a millisecond). The loop then waits for that
+sync, briefly, and the sale is spared the two thread hand-offs (on a 2-core
+lane PC about 0.15 ms of waking, and a tenth of a sale's CPU). Two slow units
+of the last three (a disk that turned slow or busy) send the next ones to
+the writer thread, so the loop stays free and units group again, until the
+units are quick again; one slow unit alone (a WAL checkpoint) does not.
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ log = logging.getLogger("posd.ledger")
 T = TypeVar("T")
 GROUP_MAX = 64  # units at most in one transaction: bounds how long the first of them waits for the sync
 COMPANY_WAIT_S = 0.001  # at most this long a lone unit waits for a heralded one (it is usually there in 0.1 ms)
-# A lone unit awaited on the loop runs there while the recent units took less than this (one slower
-# unit counts at once; quick ones bring the average back down): the longest the loop is held for one.
+# A lone unit awaited on the loop runs there while the last three units' median took less than this.
 INLINE_UNIT_S = 0.002
 _STOP = object()
 _NUDGE = object()  # a herald ended without a unit: a writer waiting for it stops waiting
@@ -254,7 +254,8 @@ class Ledger:
         # Held while the connection runs units: by the writer from the moment it takes a unit (waiting
         # for company included) until its callers have their outcomes, or by the loop running one.
         self._running = threading.Lock()
-        self._unit_s = 0.0  # how long the recent units took, BEGIN to COMMIT (a slow one counts at once)
+        self._last3 = (0.0, 0.0, 0.0)  # how long the last three units took, BEGIN to COMMIT
+        self._unit_s = 0.0  # their median: what the next one is expected to take
         self._in_step = False  # the last commit held two heralded units or more (tills in step)
         self._coming = 0  # Heralds whose unit is not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
@@ -408,9 +409,11 @@ class Ledger:
                 future.set_exception(self._refused(value))
 
     def _took(self, seconds: float) -> None:
-        """A unit (or group) took ``seconds``: a slower one than the average counts at once, a quicker
-        one a fifth, so one slow sync sends units to the writer thread and a few quick ones bring them back."""
-        self._unit_s = seconds if seconds > self._unit_s else 0.8 * self._unit_s + 0.2 * seconds
+        """A unit (or group) took ``seconds``: the median of the last three is what the next one is
+        expected to take, so a disk that has turned slow sends units to the writer thread after two
+        slow ones, while one slow unit alone (a WAL checkpoint, a collection) does not."""
+        self._last3 = (self._last3[1], self._last3[2], seconds)
+        self._unit_s = sorted(self._last3)[1]
 
     def _note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, sqlite3.OperationalError):  # SQLite itself (disk full, I/O error): health goes red

@@ -595,15 +595,18 @@ def test_slow_units_send_the_next_ones_to_the_writer_until_units_are_quick_again
         await ledger.awrite(_where(2, threads))
         await ledger.awrite(slow(3))
         await ledger.awrite(slow(4))  # two of the last three slow: the writer's
-        for i in range(5, 8):
-            await ledger.awrite(_where(i, threads))
+        for i in range(5, 15):  # quick ones: back on the loop once the median is quick (the writer may
+            await ledger.awrite(_where(i, threads))  # still hold its lock as the loop hears the outcome)
+            if len(threads) > 7 and threads[-1] != "ledger-writer":
+                break
 
     try:
         asyncio.run(asyncio.wait_for(main(), 30))
     finally:
         ledger.close()
     loop, writer = threading.current_thread().name, "ledger-writer"
-    assert threads == [loop, loop, loop, loop, writer, writer, writer, loop]
+    assert threads[:7] == [loop, loop, loop, loop, writer, writer, writer]
+    assert threads[-1] == loop and len(threads) < 15
 
 
 def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):

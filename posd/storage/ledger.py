@@ -35,7 +35,7 @@ alone anyway: nothing queued or being run, no other sale heralded, and the
 ledger's recent units quick (under INLINE_UNIT_S, the median of the last three: a disk
 that syncs in a fraction of a millisecond). The loop then waits for that
 sync, briefly, and the sale is spared the two thread hand-offs (on a 2-core
-lane PC about 0.15 ms of waking, and a tenth of a sale's CPU). Two slow units
+lane PC about 0.1 ms of waking, and up to a tenth of a sale's CPU). Two slow units
 of the last three (a disk that turned slow or busy) send the next ones to
 the writer thread, so the loop stays free and units group again, until the
 units are quick again; one slow unit alone (a WAL checkpoint) does not.
@@ -255,7 +255,6 @@ class Ledger:
         # for company included) until its callers have their outcomes, or by the loop running one.
         self._running = threading.Lock()
         self._last3 = (0.0, 0.0, 0.0)  # how long the last three units took, BEGIN to COMMIT
-        self._unit_s = 0.0  # their median: what the next one is expected to take
         self._in_step = False  # the last commit held two heralded units or more (tills in step)
         self._coming = 0  # Heralds whose unit is not queued yet (changed on the event loop only; the writer reads it)
         self._closed = False
@@ -413,7 +412,6 @@ class Ledger:
         expected to take, so a disk that has turned slow sends units to the writer thread after two
         slow ones, while one slow unit alone (a WAL checkpoint, a collection) does not."""
         self._last3 = (self._last3[1], self._last3[2], seconds)
-        self._unit_s = sorted(self._last3)[1]
 
     def _note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, sqlite3.OperationalError):  # SQLite itself (disk full, I/O error): health goes red
@@ -472,7 +470,7 @@ class Ledger:
         run, no other unit heralded, the recent units quick. None when it is the writer's to run."""
         herald = _HERALDED.get()
         mine = 1 if herald is not None and herald._open else 0
-        if self._unit_s >= self.inline_unit_s or self._coming != mine or not self._queue.empty():
+        if sorted(self._last3)[1] >= self.inline_unit_s or self._coming != mine or not self._queue.empty():
             return None
         if not self._running.acquire(blocking=False):  # the writer has a unit: this one may join it
             return None
@@ -490,7 +488,8 @@ class Ledger:
 
     # -- announcements ----------------------------------------------------
     def subscribe(self, topic: str, callback: Callable[[], None]) -> None:
-        """Call `callback` (on the writer thread, so it must be quick) after every commit that did `topic`."""
+        """Call `callback` (on the thread that committed: the writer's, or the event loop's for a lone
+        unit, so it must be quick and never wait) after every commit that did `topic`."""
         if topic not in self._subscribers:
             raise ValueError(f"unknown ledger topic {topic!r}; known: {', '.join(TOPICS)}")
         self._subscribers[topic].append(callback)

@@ -104,6 +104,23 @@ def test_a_redemption_central_refused_gives_back_its_points_and_voids_its_vouche
     assert err.value.code == "voucher_void"
 
 
+def test_a_push_answer_refusing_several_events_voids_only_their_vouchers(lane):
+    sold = run(lane.sales.record_sale(sale("T6", "CARD-m1", 200000))).response  # 1000 points: two coffees
+    run(lane.sales.record_sale(sale("T7", "CARD-x", 60000)))
+    redeemed = [run(lane.rewards.redeem(RedemptionInput(rid, card, "free-coffee", None, None, f"h{rid}"))).response
+                for rid, card in (("D11", "CARD-m1"), ("D12", "CARD-m1"), ("D13", "CARD-x"))]
+    refused, kept = [sold, redeemed[0], redeemed[2]], redeemed[1]
+    LedgerOutbox(lane.context.ledger).record_results(
+        [EventResult(r["seq"], "rejected", "member_blocked") for r in refused] + [EventResult(kept["seq"], "accepted")])
+    states = dict(reader(lane.context.ledger).execute("SELECT seq, state FROM outbox").fetchall())
+    assert [states[r["seq"]] for r in refused] == ["quarantined"] * 3 and states[kept["seq"]] == "acked"
+    for r in redeemed[0], redeemed[2]:
+        with pytest.raises(LaneError) as err:
+            run(lane.rewards.use(r["voucher"]["code"], "pos-1", None))
+        assert err.value.code == "voucher_void"
+    assert not run(lane.rewards.use(kept["voucher"]["code"], "pos-1", None)).replayed
+
+
 def test_a_retried_voucher_use_gets_its_first_answer(lane):
     run(lane.sales.record_sale(sale("T4", "CARD-m1", 60000)))
     code = run(lane.rewards.redeem(RedemptionInput("D3", "CARD-m1", "free-coffee", None, None, "hd3"))

@@ -104,11 +104,12 @@ def record_results(conn: sqlite3.Connection, results: list[EventResult]) -> None
     conn.executemany("UPDATE outbox SET state = 'acked', result_code = ?, acked_at = ? "
                      "WHERE seq BETWEEN ? AND ? AND state = 'pending'",
                      [(code, now, first, last) for first, last, code in _runs(acks)])
-    for r in results:
-        if r.status == "rejected" and not r.retryable and not r.flagged:
-            conn.execute("UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
-                         "WHERE seq = ? AND state = 'pending'", (r.code or "rejected", now, r.seq))
-            vouchers.void_redeemed_by(conn, r.seq, now)
+    refused = [(r.code or "rejected", now, r.seq) for r in results
+               if r.status == "rejected" and not r.retryable and not r.flagged]
+    if refused:  # rare on a lane; a whole batch of them when central does not know its members yet
+        conn.executemany("UPDATE outbox SET state = 'quarantined', result_code = ?, acked_at = ? "
+                         "WHERE seq = ? AND state = 'pending'", refused)
+        vouchers.void_redeemed_by(conn, [seq for _, _, seq in refused], now)
 
 
 def _runs(acks: list[tuple[int, str | None]]) -> list[tuple[int, int, str | None]]:

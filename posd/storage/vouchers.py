@@ -48,12 +48,14 @@ def issue(conn: sqlite3.Connection, *, code: str, member_id: str, reward_id: str
          json.dumps(details or {}, ensure_ascii=False, sort_keys=True)))
 
 
-def void_redeemed_by(conn: sqlite3.Connection, seq: int, at: str) -> None:
-    """Central refused the redemption event `seq`: its points are back, so its voucher must go."""
+def void_redeemed_by(conn: sqlite3.Connection, seqs: list[int], at: str) -> None:
+    """Central refused the events ``seqs``: the points of each redemption among them are back, so its
+    voucher must go. One statement for them all (the seqs as a JSON array: no limit on their number)."""
     conn.execute(
-        "UPDATE vouchers SET voided_at = ? WHERE voided_at IS NULL AND code = "
-        "(SELECT json_extract(body, '$.voucher_code') FROM outbox WHERE seq = ? AND type = 'redemption')",
-        (at, seq))
+        "UPDATE vouchers SET voided_at = ? WHERE voided_at IS NULL AND code IN "
+        "(SELECT json_extract(body, '$.voucher_code') FROM outbox "
+        "WHERE seq IN (SELECT value FROM json_each(?)) AND type = 'redemption')",
+        (at, json.dumps(seqs)))
 
 
 @dataclass(frozen=True)

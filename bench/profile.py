@@ -63,7 +63,7 @@ def profiled_daemon(out: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     from bench.common import BenchLane, ROOT, bench_config, central_process, concurrent_posts, free_port, post_loop
     from bench.common import proc_cpu_s
-    from bench.run import fill_cache, sale_members
+    from bench.run import fill_cache, sale_members, seed_with_buyers
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--posts", type=int, default=3000)
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     seed = json.loads((ROOT / "config" / "demo-seed.json").read_text())
     out = str(Path(args.out).resolve())
-    with tempfile.TemporaryDirectory() as tmp, central_process(Path(tmp), seed) as central:
+    buyers = seed_with_buyers(seed, args.members, (1, 100), (2, args.posts), (3, args.posts))
+    with tempfile.TemporaryDirectory() as tmp, central_process(Path(tmp), buyers) as central:
         work = Path(tmp) / "lane"
         fill_cache(work / "state", args.members)
         port = free_port()

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import BenchLane, ROOT, bench_config, central_process, concurrent_posts, free_port, post_loop
     from bench.common import emit, proc_cpu_s
     from bench.floors import sale_row_sizes as sale_row_sizes_of
-    from bench.run import fill_cache, sale_members
+    from bench.run import fill_cache, sale_members, seed_with_buyers
     from tests.support.printer_emulator import PrinterEmulator
     from tests.support.wait import wait_until
 
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"printer": args.printer, "rounds": []}
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        central = stack.enter_context(central_process(Path(tmp), seed))
+        buying = [(1, 200), (99, args.posts // 2), *((10 * r + 2, args.posts // 2) for r in range(args.rounds))]
+        central = stack.enter_context(central_process(Path(tmp), seed_with_buyers(seed, args.members, *buying)))
         emulator = stack.enter_context(PrinterEmulator(idle_timeout=3.0)) if args.printer else None
         work = Path(tmp) / "lane"
         fill_cache(work / "state", args.members)

@@ -43,7 +43,7 @@ from posd.storage.cache import Cache, seal_key_from
 from posd.storage.db import hold_folder, parse_iso, release_folder
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
-from posd.storage.tx import OUTBOX
+from posd.storage.tx import OUTBOX, VOUCHER
 from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
@@ -143,6 +143,7 @@ class Daemon:
         self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000)
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
+        self.ledger.subscribe(VOUCHER, self.relay.hurry)  # the member may take it to the next lane at once
         pcfg = cfg.printer
         self.printer = registry.open_printer(pcfg.device_name, cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
                                              code_pages=pcfg.code_pages, on_status=self._device_status)

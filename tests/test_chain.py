@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ PROGRAM = {
     "rewards": [{"id": "coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 300,
                  "name": {"en": "Free coffee", "pl": "Kawa gratis"}}],
 }
-MEMBERS = ["voucher", "race", "duo", "cut", "crash", "recheck"]
+MEMBERS = ["voucher", "now", "race", "duo", "cut", "crash", "recheck"]
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [{"member_id": m, "display_name": m.title(), "locale": "pl", "identifiers": [f"CARD-{m}"],
                      "balances": {"points": 1000}} for m in MEMBERS]}
@@ -74,6 +75,23 @@ def test_a_voucher_issued_at_one_lane_is_used_at_the_other(chain):
     again_here = use(one, code, "T-L01-1")
     assert [(r.status_code, r.json()["code"]) for r in (again_there, again_here)] == [(409, "voucher_used")] * 2
     assert one.post("/v1/vouchers/validate", {"code": code}).json()["code"] == "voucher_used"
+
+
+def test_a_voucher_is_good_at_the_other_lane_the_moment_it_is_issued(chain):
+    central, one, two = chain
+    for n in range(3):  # the till's sales, then the redemption: L01's relay lingers after each push
+        sold = one.post("/v1/transactions", {"transaction_id": f"T-now-sale-{n}", "member": "CARD-now",
+                                             "occurred_at": datetime.now(UTC).isoformat(), "currency": "PLN",
+                                             "total": 1000})
+        assert sold.status_code == 200, sold.text
+    code = redeem(one, "RDM-V0", "now").json()["voucher"]["code"]
+    valid = two.post("/v1/vouchers/validate", {"code": code})  # no wait for L01's push
+    assert valid.status_code == 200 and valid.json()["source"] == "central", valid.text
+    used = use(two, code, "T-now-1")
+    assert (used.status_code, used.json()["authorised"]) == (200, "online"), used.text
+    # a code in a voucher's form that no lane issued is still unknown, once central had its moment
+    unknown = use(two, "V" + "0" * 12, "T-now-2")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_voucher")
 
 
 def test_the_same_voucher_at_both_lanes_at_once_is_used_exactly_once(chain):

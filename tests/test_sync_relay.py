@@ -249,6 +249,32 @@ def test_wake_sends_a_fresh_event_at_once(central, client):
         assert relay.stop()
 
 
+def test_hurry_sends_at_once_through_the_linger_but_not_through_a_backoff(central, client):
+    outbox = MemoryOutbox()
+    relay = OutboxRelay(client, outbox, idle_interval=600.0, linger=600.0, backoff_base=1000.0, backoff_cap=1000.0,
+                        rng=TopRng())
+    relay.start()
+    try:
+        outbox.add()
+        relay.wake()
+        wait_until(lambda: outbox.count("acked") == 1, timeout=10, what="first send")
+        outbox.add()
+        relay.wake()  # lingering after a push: a wake waits for the next sales to gather
+        time.sleep(0.5)
+        assert outbox.count("acked") == 1
+        relay.hurry()  # a voucher other lanes may be shown next
+        wait_until(lambda: outbox.count("acked") == 2, timeout=10, what="hurried send")
+        central.inject("push", "503")
+        outbox.add()
+        relay.hurry()
+        wait_until(lambda: relay.status()["state"] == "backoff", what="backoff")  # 1000 s
+        relay.hurry()
+        time.sleep(0.5)
+        assert relay.status()["state"] == "backoff" and outbox.count("acked") == 2
+    finally:
+        assert relay.stop()
+
+
 def test_drains_through_every_fault_exactly_once(central, client):
     outbox = MemoryOutbox()
     relay = OutboxRelay(client, outbox, max_events=7, backoff_base=0.01, backoff_cap=0.05, idle_interval=0.05)

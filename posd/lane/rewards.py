@@ -272,8 +272,9 @@ class Rewards:
         view = ctx.ledger.view()
         ident = self.members.find(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
-        asked = VoucherLookup("unavailable") if ctx.is_offline() else await self.authority.lookup(code, member_id)
         v = self.book.local(view, code, ctx.program())
+        asked = VoucherLookup("unavailable") if ctx.is_offline() else \
+            await self.book.ask(code, member_id, grace=v is None)
         if v is None and asked.status == "found" and asked.voucher is not None:
             v = Usable.from_wire(asked.voucher, "central", ctx.locale)
         if v is None:
@@ -331,7 +332,7 @@ class Rewards:
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
             return _replayed(earlier, request_hash)
         offline = ctx.is_offline()
-        v = await self.book.find_usable(view, code, member_id, ask=not offline)
+        v = await self.book.find_usable(view, code, member_id, ask=not offline, grace=True)
         now = ctx.clock()
         self.book.check_usable(v, member_id, now, aliases)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)

@@ -9,6 +9,8 @@ basket is computed by posd.core.effects.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,11 +18,18 @@ from typing import Any
 from posd.core.benefit import Benefit
 from posd.core.identify import voucher_code
 from posd.core.program import Coupon, Program, Reward
-from posd.lane.authority import Authority
+from posd.lane.authority import Authority, VoucherLookup
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
 from posd.storage.db import iso, parse_iso
 from posd.storage.tx import LedgerView
+
+
+# A voucher issued at another lane a moment ago: central knows it once that lane's push of the
+# redemption lands, which its relay sends at once (posd.sync.lane.relay.OutboxRelay.hurry). A code in a
+# lane voucher's form that central has not heard of is asked again, for this long, before it is unknown.
+CROSS_LANE_GRACE_S = 1.5
+ASK_AGAIN_S = 0.25
 
 
 def _benefit_of_row(row: dict[str, Any]) -> Benefit:
@@ -128,20 +137,35 @@ class VoucherBook:
         fed = self.ctx.cache.member_voucher(code)
         return Usable.from_wire(fed, "feed", locale) if fed is not None else None
 
-    async def resolve(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool) -> Usable | None:
+    async def ask(self, code: str, member_id: str | None, *, grace: bool = False) -> VoucherLookup:
+        """What central knows of ``code``. With ``grace`` (a code this lane does not know), a code in a
+        lane voucher's form that central answers is unknown is asked again every ASK_AGAIN_S, for up to
+        CROSS_LANE_GRACE_S: it may have been issued at another lane a moment ago."""
+        answer = await self.authority.lookup(code, member_id)
+        if not grace or voucher_code(code) != code:
+            return answer
+        deadline = time.monotonic() + CROSS_LANE_GRACE_S
+        while answer.status == "unknown" and time.monotonic() + ASK_AGAIN_S <= deadline:
+            await asyncio.sleep(ASK_AGAIN_S)
+            answer = await self.authority.lookup(code, member_id)
+        return answer
+
+    async def resolve(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool,
+                      grace: bool = False) -> Usable | None:
         """The code's voucher or coupon, or None; central is asked (``ask``) only for a code the lane
-        does not know."""
+        does not know (``grace``: see ask)."""
         found = self.local(view, code, self.ctx.program())
         if found is None and ask:
-            answer = await self.authority.lookup(code, member_id)
+            answer = await self.ask(code, member_id, grace=grace)
             if answer.status == "found" and answer.voucher is not None:
                 found = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
         return found
 
     @raises("unknown_voucher")
-    async def find_usable(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool) -> Usable:
+    async def find_usable(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool,
+                          grace: bool = False) -> Usable:
         """The code's voucher or coupon, or unknown_voucher."""
-        found = await self.resolve(view, code, member_id, ask=ask)
+        found = await self.resolve(view, code, member_id, ask=ask, grace=grace)
         if found is None:
             raise LaneError("unknown_voucher", "no voucher or coupon with that code")
         return found

@@ -26,7 +26,8 @@ from posd.sync.lane.ports import EventResult, OutboxEvent, OutboxStats
 # What a unit can announce after its commit.
 OUTBOX = "outbox"  # an event for central was appended
 PRINT = "print"  # a print job was queued
-TOPICS = (OUTBOX, PRINT)
+VOUCHER = "voucher"  # a voucher was issued: other lanes know it once central has its redemption
+TOPICS = (OUTBOX, PRINT, VOUCHER)
 
 
 class LedgerView:
@@ -227,6 +228,7 @@ class LedgerTx(LedgerView):
 
     # -- vouchers -------------------------------------------------------------
     def issue_voucher(self, **fields: Any) -> None:
+        self.happened.add(VOUCHER)
         vouchers.issue(self._conn, **fields)
 
     def record_voucher_use(self, *, code: str, key: str, transaction_id: str, seq: int,

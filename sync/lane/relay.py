@@ -65,10 +65,22 @@ class OutboxRelay(Worker):
         self._linger = linger
         self._sender: ThreadPoolExecutor | None = None  # while the relay's thread runs
         self._inflight: _Push | None = None  # the next batch, sent before the last one's answers were written
+        self._hurried = False  # hurry() during a push: that push's linger is skipped
         self._sent_events = 0
         self._quarantined = 0
         self._token_replays = 0
         self._birthday_repeats = 0
+
+    def hurry(self) -> None:
+        """An event other lanes are waiting for was appended (a voucher issued here: the member may be at
+        the next lane in a moment, and that lane asks central). Pushed now, without the linger that
+        lets sales gather; a backoff, a 429's wait or a parked relay still holds."""
+        with self._lock:
+            if self._in_step:
+                self._hurried = True  # the push under way ends without its linger
+            elif self._state == "ok":  # lingering after a push
+                self._interrupt.set()
+        self.wake()
 
     def run_once(self) -> str:
         """One batch: pending -> push -> record.
@@ -203,7 +215,9 @@ class OutboxRelay(Worker):
         # A full batch: more is likely pending, go again at once. A small one: let the next sales
         # gather for a moment (a producer's linger) rather than one signed, gzipped round trip per
         # sale while the till is busy; a wake() does not cut this short.
-        self._succeeded("ok", 0.0 if full else self._linger, wake_cuts=full)
+        with self._lock:
+            hurried, self._hurried = self._hurried, False
+        self._succeeded("ok", 0.0 if full or hurried else self._linger, wake_cuts=full)
         return "sent"
 
     def _settle_identity(self) -> None:

@@ -45,7 +45,8 @@ def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
     assert enrolled.json()["identifiers"] == ["+48600123456"]
     for typed in ("600 123 456", "600123456", "48600123456", "+48 600 123 456", "+48600123456",
                   "+48 (600) 123-456", "0048 600 123 456", in_script("600 123 456", PERSIAN),
-                  in_script("+48600123456", FULLWIDTH)):
+                  in_script("+48600123456", FULLWIDTH), "tel:+48-600-123-456", "TEL:600123456",
+                  "tel:+48.600.123.456;phone-context=+48"):
         found = lane.get(f"/v1/members/{typed}")
         assert found.status_code == 200 and found.json()["member_id"] == member_id, (typed, found.text)
     sale = lane.post("/v1/transactions", {"transaction_id": "T-phone-1", "member": "600 123 456",
@@ -53,7 +54,7 @@ def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
                                           "total": 1000, "lines": [{"sku": "5901234123457", "quantity": 1,
                                                                     "unit_price": 1000}]})
     assert sale.status_code == 200 and sale.json()["member_id"] == member_id, sale.text
-    for other in ("600 123 457", "+48 600 123", "601 123 456"):
+    for other in ("600 123 457", "+48 600 123", "601 123 456", "tel:+48600123456;ext=12", "tel:", "tel:ola"):
         missing = lane.get(f"/v1/members/{other}")
         assert (missing.status_code, missing.json()["code"]) == (404, "unknown_member"), other
 
@@ -61,8 +62,8 @@ def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
 def test_enrolment_reads_a_phone_number_in_every_form_a_lookup_reads(lane):
     """One reading of a phone number: what finds a member is what a member can enrol with."""
     for n, typed in enumerate((in_script("601 234 567", PERSIAN), "48 602 345 678", "0048 603 456 789",
-                               in_script("+48 604 567 890", FULLWIDTH))):
-        e164 = "+4860" + str(n + 1) + ("234567", "345678", "456789", "567890")[n]
+                               in_script("+48 604 567 890", FULLWIDTH), "tel:+48-605-678-901")):
+        e164 = "+4860" + str(n + 1) + ("234567", "345678", "456789", "567890", "678901")[n]
         enrolled = lane.post("/v1/members", {"phone": typed, "display_name": f"Ola {n}"})
         assert enrolled.status_code == 200 and enrolled.json()["identifiers"] == [e164], (typed, enrolled.text)
         found = lane.get(f"/v1/members/{typed}")

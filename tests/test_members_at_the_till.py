@@ -34,6 +34,7 @@ def central_seed() -> dict[str, Any]:
     seed = default_seed()
     seed["program"]["member_tokens"] = {"wallet": WALLET}
     seed["members"][1]["totp_secret"] = SECRET.hex()
+    seed["members"][2]["identifiers"].append("+48600123456")  # M0003 enrolled with a phone
     return seed
 
 
@@ -231,6 +232,23 @@ url = "camera+file://{clip}?speed=0&debounce_ms=1500"
         event = stream.next("member.identified", timeout=60)["data"]
         assert (event["device"], event["identified_by"], event["member"]["member_id"]) == (
             "camera", "qr_token", "M0001")
+    finally:
+        stream.close()
+
+
+def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    stream = lane.sse()
+    try:
+        lane.scan("tel:+48-600-123-456")  # a contact QR on the member's phone
+        scan = stream.next("scan")["data"]
+        assert scan["kind"] == "phone" and scan.get("data") is None  # the number is not repeated on the stream
+        event = stream.next("member.identified")["data"]
+        assert (event["identifier"], event["member"]["member_id"]) == ("+48600123456", "M0003")
+        lane.scan("tel:+48-600-123-457")  # a number no member has
+        assert stream.next("member.unknown")["data"]["identifier"] == "+48600123457"
+        lane.scan("tel:+48 600 123 456;ext=2")  # an extension: not a member's number
+        assert stream.next("scan")["data"]["kind"] == "invalid"
     finally:
         stream.close()
 

@@ -655,9 +655,10 @@ class ScanEvent(_Event):
     type: Literal["scan"]
     device: str
     symbology: str | None
-    kind: Literal["code", "token", "invalid"] = Field(description="token: a member token (phone QR, wallet pass), "
-                                                               "not repeated here; member.identified follows")
-    data: str | None = Field(default=None, description="the code read; absent when invalid or a token")
+    kind: Literal["code", "token", "phone", "invalid"] = Field(
+        description="token: a member token (phone QR, wallet pass), not repeated here; phone: a phone number "
+                    "(a QR's tel: link), not repeated here either; member.identified or member.unknown follows")
+    data: str | None = Field(default=None, description="the code read; absent when invalid, a token or a phone")
 
 
 IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "typed"]

@@ -22,7 +22,7 @@ BOOT_SHIFT = 32
 
 # Every event type on the stream, and what it tells the POS (their data: posd/api/models.py).
 EVENT_TYPES: dict[str, str] = {
-    "scan": "a scanner or card reader read a code (kind invalid: unreadable or not a code we know)",
+    "scan": "a scanner or card reader read a code (kind code, token, phone; invalid: unreadable or not a code we know)",
     "member.identified": "the scanned code is a member's: the member view, and how they were identified",
     "member.unknown": "the scanned code is no member's",
     "member.unavailable": "the lane cannot tell whose the scanned code is: members have not loaded from central "

@@ -289,12 +289,16 @@ class Members:
             # The digits stop here: no log line, no event field, no table carries them.
             bus.publish("card.rejected", {"device": device, "reason": "payment_card"})
             return
-        if found.kind == "invalid":
+        linked = _is_tel_link(data)  # a phone's QR: tel:+48-600-123-456
+        phone = phone_e164(data, self.country) if linked or found.kind == "invalid" else None
+        if (found.kind == "invalid" or linked) and phone is None:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "invalid"})
             return
-        code = found.code or ""
+        code = phone or found.code or ""
         scheme = self.tokens.wallet()
-        if found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
+        if phone is not None:
+            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "phone"})  # number not repeated
+        elif found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
             # a member token is not repeated on the stream: another till could still replay it
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
         else:
@@ -325,11 +329,21 @@ class Members:
             "token_id": token.token_id if token else None, "member": self.member_view(member)})
 
 
+def _is_tel_link(text: str) -> bool:
+    """A phone number as a link (RFC 3966), as a contact QR code carries it: tel:+48-600-123-456."""
+    return fold_ascii(text).strip()[:4].lower() == "tel:"
+
+
 def phone_e164(text: str, country: str | None) -> str | None:
     """``text`` as the E.164 number enrolment stores (posd.lane.enrolment), when it reads as a valid phone
     number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
-    digits of any script; None otherwise."""
+    digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
     written = fold_ascii(text).strip()
+    if _is_tel_link(written):
+        written, _, params = written[4:].partition(";")  # ;phone-context=... names no digit of the number
+        if any(p.strip().lower().startswith(("ext=", "isub=")) for p in params.split(";")):
+            return None  # an extension or subaddress: not the number a member is found by
+        written = written.strip()
     if any(ch.isalpha() for ch in written):  # phonenumbers drops letters around the digits: LC600123456 is a card
         return None
     digits = sum(ch.isdigit() for ch in written)

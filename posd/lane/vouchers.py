@@ -27,9 +27,9 @@ from posd.storage.tx import LedgerView
 
 # A voucher issued at another lane a moment ago: central knows it once that lane's push of the
 # redemption lands, which its relay sends at once (posd.sync.lane.relay.OutboxRelay.hurry). A code in a
-# lane voucher's form that central has not heard of is asked again, for this long, before it is unknown.
-CROSS_LANE_GRACE_S = 1.5
-ASK_AGAIN_S = 0.25
+# lane voucher's form that central has not heard of is asked again after each of these pauses (1.5 s in
+# all, each answer within the authorisation budget) before it is unknown.
+ASK_AGAIN_AFTER_S = (0.1, 0.2, 0.4, 0.8)
 
 
 def _benefit_of_row(row: dict[str, Any]) -> Benefit:
@@ -139,14 +139,18 @@ class VoucherBook:
 
     async def ask(self, code: str, member_id: str | None, *, grace: bool = False) -> VoucherLookup:
         """What central knows of ``code``. With ``grace`` (a code this lane does not know), a code in a
-        lane voucher's form that central answers is unknown is asked again every ASK_AGAIN_S, for up to
-        CROSS_LANE_GRACE_S: it may have been issued at another lane a moment ago."""
+        lane voucher's form that central answers is unknown is asked again after each ASK_AGAIN_AFTER_S
+        pause, while the first answer's time plus the pauses stays within their sum: it may have been
+        issued at another lane a moment ago. A central that does not answer is not asked again."""
+        started = time.monotonic()
         answer = await self.authority.lookup(code, member_id)
         if not grace or voucher_code(code) != code:
             return answer
-        deadline = time.monotonic() + CROSS_LANE_GRACE_S
-        while answer.status == "unknown" and time.monotonic() + ASK_AGAIN_S <= deadline:
-            await asyncio.sleep(ASK_AGAIN_S)
+        deadline = started + sum(ASK_AGAIN_AFTER_S)
+        for pause in ASK_AGAIN_AFTER_S:
+            if answer.status != "unknown" or time.monotonic() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
             answer = await self.authority.lookup(code, member_id)
         return answer
 

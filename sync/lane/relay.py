@@ -66,6 +66,7 @@ class OutboxRelay(Worker):
         self._sender: ThreadPoolExecutor | None = None  # while the relay's thread runs
         self._inflight: _Push | None = None  # the next batch, sent before the last one's answers were written
         self._hurried = False  # hurry() during a push: that push's linger is skipped
+        self._lingering = False  # this step ended in a linger: a hurry() from here on cuts it
         self._sent_events = 0
         self._quarantined = 0
         self._token_replays = 0
@@ -76,10 +77,10 @@ class OutboxRelay(Worker):
         the next lane in a moment, and that lane asks central). Pushed now, without the linger that
         lets sales gather; a backoff, a 429's wait or a parked relay still holds."""
         with self._lock:
-            if self._in_step:
-                self._hurried = True  # the push under way ends without its linger
-            elif self._state == "ok":  # lingering after a push
+            if self._state == "ok" and (self._lingering or not self._in_step):  # lingering after a push
                 self._interrupt.set()
+            elif self._in_step:
+                self._hurried = True  # the push under way ends without its linger
         self.wake()
 
     def run_once(self) -> str:
@@ -95,6 +96,8 @@ class OutboxRelay(Worker):
                 self._settle_identity()
             except Exception as exc:
                 return self._sync_error(exc)
+        with self._lock:
+            self._lingering = False  # a hurry() during this step is noted in _hurried until it settles
         push, self._inflight = self._inflight, None
         if push is None:
             try:
@@ -218,6 +221,11 @@ class OutboxRelay(Worker):
         with self._lock:
             hurried, self._hurried = self._hurried, False
         self._succeeded("ok", 0.0 if full or hurried else self._linger, wake_cuts=full)
+        with self._lock:
+            if self._hurried:  # a hurry() came meanwhile: the linger just decided ends at once
+                self._hurried = False
+                self._interrupt.set()
+            self._lingering = True  # from here a hurry() cuts the linger itself
         return "sent"
 
     def _settle_identity(self) -> None:

@@ -249,6 +249,10 @@ def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, 
         assert stream.next("member.unknown")["data"]["identifier"] == "+48600123457"
         lane.scan("tel:+48 600 123 456;ext=2")  # an extension: not a member's number
         assert stream.next("scan")["data"]["kind"] == "invalid"
+        lane.scan("+48600123456")  # the same number without its link: still not repeated on the stream
+        scan = stream.next("scan")["data"]
+        assert scan["kind"] == "phone" and scan.get("data") is None
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0003"
     finally:
         stream.close()
 

@@ -657,7 +657,8 @@ class ScanEvent(_Event):
     symbology: str | None
     kind: Literal["code", "token", "phone", "invalid"] = Field(
         description="token: a member token (phone QR, wallet pass), not repeated here; phone: a phone number "
-                    "(a QR's tel: link), not repeated here either; member.identified or member.unknown follows")
+                    "(typed, or a QR's tel: link), not repeated here either; member.identified or member.unknown "
+                    "follows")
     data: str | None = Field(default=None, description="the code read; absent when invalid, a token or a phone")
 
 

@@ -17,6 +17,7 @@ enrolled here and not yet named by central are found in ledger.db
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -296,7 +297,7 @@ class Members:
             return
         code = phone or found.code or ""
         scheme = self.tokens.wallet()
-        if phone is not None:
+        if phone is not None or _PHONE_CODE.match(code):  # a phone number, typed or linked
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "phone"})  # number not repeated
         elif found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
             # a member token is not repeated on the stream: another till could still replay it
@@ -327,6 +328,9 @@ class Members:
         bus.publish("member.identified", {
             "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
             "token_id": token.token_id if token else None, "member": self.member_view(member)})
+
+
+_PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)
 
 
 def _is_tel_link(text: str) -> bool:

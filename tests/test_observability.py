@@ -69,8 +69,13 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         redeem = {"redemption_id": "R-m1", "member": ANNA, "reward_id": "free-coffee"}
         assert lane.post("/v1/redemptions", redeem).status_code == 200
         lane.wait_drained()
-        lane.wait_for(lambda: any(
-            e for e in lane.health()["devices"] if e["kind"] == "printer" and e["paper"] == "ok"), what="printed")
+
+        def both_slips_printed() -> bool:  # the sale's and the redemption's, the printer idle again
+            fams = families(requests.get(f"{lane.base}/metrics", timeout=10).text)
+            return (sample(fams, "posd_print_jobs", "posd_print_jobs_total", outcome="printed") or 0) >= 2 and \
+                sample(fams, "posd_device_state", device="printer", kind="printer", state="idle") == 1
+
+        lane.wait_for(both_slips_printed, what="both slips printed")
         text = requests.get(f"{lane.base}/metrics", timeout=10).text
         fams = families(text)  # the official parser: a broken line (an unescaped quote) raises here
         for name, fam in fams.items():

@@ -109,7 +109,7 @@ def write_scan(link_path: str, code: str, suffix: bytes = b"\r") -> int:
     Returns the number of bytes written. Refuses anything but a character
     device, so a misconfigured path never blocks on a FIFO or edits a file.
     """
-    payload = code.encode("ascii") + suffix
+    payload = code.encode("utf-8", "surrogateescape") + suffix  # as a scanner sends a QR's text; the framer folds any digits
     if not stat.S_ISCHR(os.stat(link_path).st_mode):
         raise ValueError(f"{link_path} is not a terminal device")
     fd = os.open(link_path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)

@@ -244,7 +244,12 @@ def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, 
         scan = stream.next("scan")["data"]
         assert scan["kind"] == "phone" and scan.get("data") is None  # the number is not repeated on the stream
         event = stream.next("member.identified")["data"]
-        assert (event["identifier"], event["member"]["member_id"]) == ("+48600123456", "M0003")
+        assert (event["identifier"], event["identified_by"], event["member"]["member_id"]) == (
+            "+48600123456", "phone", "M0003")
+        lane.scan("tel:+۴۸-۶۰۰-۱۲۳-۴۵۶")  # the same link in Persian digits, as a phone set to Persian writes it
+        assert stream.next("scan")["data"]["kind"] == "phone"
+        event = stream.next("member.identified")["data"]
+        assert (event["identified_by"], event["member"]["member_id"]) == ("phone", "M0003")
         lane.scan("tel:+48-600-123-457")  # a number no member has
         assert stream.next("member.unknown")["data"]["identifier"] == "+48600123457"
         lane.scan("tel:+48 600 123 456;ext=2")  # an extension: not a member's number

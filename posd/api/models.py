@@ -662,7 +662,7 @@ class ScanEvent(_Event):
     data: str | None = Field(default=None, description="the code read; absent when invalid, a token or a phone")
 
 
-IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "typed"]
+IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "phone", "typed"]
 
 
 class MemberIdentifiedEvent(_Event):
@@ -670,7 +670,8 @@ class MemberIdentifiedEvent(_Event):
     device: str
     identifier: str = Field(description="the code read; for a member token the member's id (the token is used up)")
     identified_by: IdentifiedBy = Field(description="card (a barcode), qr_token (the phone's signed QR), wallet_totp "
-                                                    "(a wallet pass), msr, nfc, typed")
+                                                    "(a wallet pass), msr, nfc, phone (a phone number "
+                                                    "read at a scanner: a tel: link or +E.164), typed")
     token_id: str | None = Field(default=None, description="the accepted token's id (qr_token, wallet_totp)")
     member: MemberOut
 

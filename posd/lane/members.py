@@ -38,7 +38,7 @@ from posd.storage.tx import LedgerTx, LedgerView
 
 STALE_AFTER = timedelta(hours=24)
 # How a member was identified (member.identified's identified_by): a scanner's barcode is a card.
-IDENTIFIED_BY = ("card", "qr_token", "wallet_totp", "msr", "nfc", "typed")
+IDENTIFIED_BY = ("card", "qr_token", "wallet_totp", "msr", "nfc", "phone", "typed")
 _BY_SYMBOLOGY = {"MSR": "msr", "NFC_UID": "nfc"}
 
 
@@ -297,14 +297,16 @@ class Members:
             return
         code = phone or found.code or ""
         scheme = self.tokens.wallet()
+        how = _BY_SYMBOLOGY.get(symbology or "", "card")
         if phone is not None or _PHONE_CODE.match(code):  # a phone number, typed or linked
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "phone"})  # number not repeated
+            how = "phone"
         elif found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
             # a member token is not repeated on the stream: another till could still replay it
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
         else:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        resolved = self._resolve(found.kind, code, _BY_SYMBOLOGY.get(symbology or "", "card"), data)
+        resolved = self._resolve(found.kind, code, how, data)
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
             try:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -243,6 +244,82 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path):
     assert cache.rebuilt_from is not None and cache.rebuilt_from.exists()
     assert cache.member_count() == 0 and cache.member_cursor() is None
     cache.close()
+
+
+def _counting_checks(monkeypatch) -> list[str]:
+    """Every PRAGMA quick_check run from here on, by the file it ran on."""
+    from posd.storage import db
+
+    ran: list[str] = []
+    real = db.quick_check
+
+    def counted(conn):
+        ran.append(conn.execute("PRAGMA database_list").fetchone()[2].rsplit("/", 1)[-1])
+        return real(conn)
+
+    monkeypatch.setattr(db, "quick_check", counted)
+    return ran
+
+
+def _checked_ahead(*paths) -> None:
+    """check_ahead, waited for: the file may then be changed after its check, as a test needs."""
+    from posd.storage import db
+
+    db.check_ahead(*paths)
+    for path in paths:
+        db._AHEAD[os.path.abspath(path)]._thread.join()
+
+
+def test_a_check_ahead_stands_for_the_open_while_the_files_are_unchanged(tmp_path, monkeypatch):
+    """posd run checks ledger.db and cache.db on threads of their own while it imports the daemon:
+    the open takes that answer instead of reading every page again; damage found ahead is acted on."""
+    first = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    first.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    first.close()
+    Cache(tmp_path / "cache.db", "L").close()
+    ran = _counting_checks(monkeypatch)
+    _checked_ahead(tmp_path / "ledger.db", tmp_path / "cache.db")
+    Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L")).close()
+    cache = Cache(tmp_path / "cache.db", "L")
+    assert cache.rebuilt_from is None
+    cache.close()
+    assert sorted(ran) == ["cache.db", "ledger.db"]  # once each: ahead, not again at the open
+
+    bad = tmp_path / "bad" / "cache.db"
+    bad.parent.mkdir()
+    bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    _checked_ahead(bad)
+    cache = Cache(bad, "L")
+    assert cache.rebuilt_from is not None and cache.member_count() == 0
+    cache.close()
+
+
+def test_a_file_changed_after_its_check_ahead_is_checked_again(tmp_path, monkeypatch):
+    """A check ahead answers for the file it read, not for its name: replaced or written since (a
+    restore from backup, a damaged copy), the file is checked again when it is opened."""
+    good = tmp_path / "cache.db"
+    Cache(good, "L").close()
+    ran = _counting_checks(monkeypatch)
+    _checked_ahead(good)
+    with contextlib.closing(sqlite3.connect(good)) as conn, conn:  # written since its check
+        conn.execute("INSERT INTO sync_state (key, value) VALUES ('note', 'x')")
+    Cache(good, "L").close()
+    assert ran == ["cache.db", "cache.db"]
+
+    _checked_ahead(good)
+    good.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # damaged after its check passed
+    cache = Cache(good, "L")
+    assert cache.rebuilt_from is not None  # not taken for sound
+    cache.close()
+
+    ledger_path = tmp_path / "ledger.db"
+    ledger_path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    _checked_ahead(ledger_path)  # found damaged ahead...
+    ledger_path.unlink()
+    restored = Ledger(ledger_path, LaneIdentity("S", "L"))  # ...then replaced by a sound ledger
+    restored.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    restored.close()
+    Ledger(ledger_path, LaneIdentity("S", "L")).close()  # opens: the stale complaint is not used
 
 
 def test_the_ledger_announces_what_a_unit_did_after_its_commit(tmp_path):

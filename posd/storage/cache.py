@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import (ThreadReaders, compact_json, connect, quick_check, rollback, unavailable, utcnow_iso,
+from posd.storage.db import (ThreadReaders, checked_file, compact_json, connect, rollback, unavailable, utcnow_iso,
                              write_refused)
 from posd.storage.schema import cache_migrations
 
@@ -145,7 +145,7 @@ class Cache:
     def _open(self) -> sqlite3.Connection:
         try:
             conn = connect(self.path, durable=False)
-            problem = quick_check(conn)
+            problem = checked_file(self.path, conn)
             if problem is None:
                 cache_migrations.apply(conn)
                 return conn

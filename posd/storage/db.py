@@ -252,6 +252,75 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
 SIDE_FILES = ("-wal", "-shm")
 
 
+class _CheckAhead:
+    """A file's quick_check run on a thread of its own, on a read-only connection, before the file is
+    opened: SQLite leaves the interpreter while it reads the pages, so the check of a large cache.db
+    (about 0.3 s for a million members) runs on another core beside the daemon's imports. Its answer
+    counts only for the file as it was checked: the file and its -wal, same inode, size and mtime."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._seen: tuple | None = None
+        self._problem: str | None = None
+        self._thread = threading.Thread(target=self._check, name=f"check {path.name}", daemon=True)
+        self._thread.start()
+
+    def _check(self) -> None:
+        before = _file_identity(self.path)
+        try:
+            conn = connect(self.path, durable=False, readonly=True)
+            try:
+                problem = quick_check(conn)
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - not opened here: the owner opens and checks it itself, and says why
+            return
+        if before is not None and before == _file_identity(self.path):
+            self._seen, self._problem = before, problem
+
+    def answer(self) -> tuple[str | None] | None:
+        """(the check's complaint or None) while the file is still the one checked; None: check it again."""
+        self._thread.join()
+        if self._seen is None or self._seen != _file_identity(self.path):
+            return None
+        return (self._problem,)
+
+
+_AHEAD: dict[str, _CheckAhead] = {}
+
+
+def _file_identity(path: Path) -> tuple | None:
+    """The file and its -wal as they are now (inode, size, mtime); None when the file does not exist.
+    An empty -wal is no -wal: opening the file (the check's read-only connection too) may create one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        wal = os.stat(f"{path}-wal")
+    except FileNotFoundError:
+        wal = None
+    return ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+            (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal is not None and wal.st_size else None)
+
+
+def check_ahead(*paths: Path) -> None:
+    """Start the quick_check of each of these files that exists, each on a thread of its own, for
+    ``checked_file`` to take up when the file is opened (``posd run``, before its slow imports)."""
+    for path in paths:
+        key = os.path.abspath(path)
+        if key not in _AHEAD and _file_identity(path) is not None:
+            _AHEAD[key] = _CheckAhead(path)
+
+
+def checked_file(path: Path, conn: sqlite3.Connection) -> str | None:
+    """``quick_check(conn)`` of the file at ``path``: the answer of its ``check_ahead`` when the file
+    has not changed since that check ran, else the check run now."""
+    ahead = _AHEAD.pop(os.path.abspath(path), None)
+    answer = ahead.answer() if ahead is not None else None
+    return answer[0] if answer is not None else quick_check(conn)
+
+
 def database_size(path: Path) -> int | None:
     """Bytes a database takes: the file with its -wal and -shm (health, /metrics and doctor all
     count it so). None when the file does not exist."""

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.db import (StorageError, ThreadReaders, connect, quick_check, rollback, unavailable,
+from posd.storage.db import (StorageError, ThreadReaders, checked_file, connect, rollback, unavailable,
                              write_refused)
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import SeqCounter
@@ -140,7 +140,7 @@ def _checked(path: Path) -> str | None:
     """SQLite's first complaint about the file, read on a read-only connection, else None."""
     conn = connect(path, durable=True, readonly=True)
     try:
-        return quick_check(conn)
+        return checked_file(path, conn)
     finally:
         conn.close()
 

@@ -322,6 +322,17 @@ def test_a_file_changed_after_its_check_ahead_is_checked_again(tmp_path, monkeyp
     Ledger(ledger_path, LaneIdentity("S", "L")).close()  # opens: the stale complaint is not used
 
 
+def test_a_check_ahead_leaves_a_path_it_cannot_read_to_the_open(tmp_path):
+    """A folder on the way that is a file, or the file itself a folder: nothing to check ahead, and
+    no error from it; the open that follows is what says why the storage cannot be used."""
+    from posd.storage import db
+
+    (tmp_path / "disk").write_text("a file where a folder should be")
+    (tmp_path / "dir.db").mkdir()
+    db.check_ahead(tmp_path / "disk" / "state" / "ledger.db", tmp_path / "dir.db")
+    assert not any(key.startswith(str(tmp_path)) for key in db._AHEAD)
+
+
 def test_the_ledger_announces_what_a_unit_did_after_its_commit(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
     heard: list[tuple[str, int]] = []

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -290,15 +291,18 @@ _AHEAD: dict[str, _CheckAhead] = {}
 
 
 def _file_identity(path: Path) -> tuple | None:
-    """The file and its -wal as they are now (inode, size, mtime); None when the file does not exist.
+    """The file and its -wal as they are now (inode, size, mtime); None when there is no file to check
+    there (none yet, or a folder on its path is a file or unreadable: the open that follows says why).
     An empty -wal is no -wal: opening the file (the check's read-only connection too) may create one."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     try:
         wal = os.stat(f"{path}-wal")
-    except FileNotFoundError:
+    except OSError:
         wal = None
     return ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
             (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal is not None and wal.st_size else None)

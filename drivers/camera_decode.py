@@ -39,11 +39,13 @@ __all__ = ["FrameDecoder", "zxing_decode", "zbar_decode", "zxing_formats", "zbar
 
 log = logging.getLogger(__name__)
 
-# Our config names -> each library's names for the formats behind them.
+# Our config names -> each library's names for the formats behind them. `qr` is the full QR Code
+# only: a Micro QR (at most 21 characters, never on a member card or a phone's screen) is what a
+# damaged finder corner inside a real QR code can be misread as, a code that is not in view.
 _ZXING_FORMATS = {
     "ean13": ("EAN13", "UPCA"), "ean8": ("EAN8",), "upce": ("UPCE",), "code128": ("Code128",),
     "code39": ("Code39",), "code93": ("Code93",), "itf": ("ITF",), "codabar": ("Codabar",),
-    "databar": ("DataBar", "DataBarExpanded", "DataBarLimited"), "qr": ("QRCode", "MicroQRCode"),
+    "databar": ("DataBar", "DataBarExpanded", "DataBarLimited"), "qr": ("QRCode",),
     "datamatrix": ("DataMatrix",), "pdf417": ("PDF417",), "aztec": ("Aztec",),
 }
 _ZBAR_SYMBOLS = {
@@ -93,7 +95,7 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
     found = zxingcpp.read_barcodes(gray, text_mode=zxingcpp.TextMode.Plain, **options)
     out = []
     for barcode in found:
-        if not barcode.valid or not barcode.text:
+        if not barcode.valid or not barcode.text or str(barcode.format) in _QR_KIN:
             continue
         name, text = normalize(from_zxing(str(barcode.format), barcode.symbology_identifier), barcode.text)
         p = barcode.position
@@ -103,6 +105,9 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
         out.append(Read(text, name, "zxing-cpp", cx, cy, length))
     return out
 
+
+# zxing-cpp 3 reads QRCode as the whole QR family: its small kin are dropped here (see _ZXING_FORMATS).
+_QR_KIN = frozenset({"Micro QR Code", "rMQR Code"})
 
 _MATRIX_NAMES = frozenset({"QR", "GS1_QR", "DATAMATRIX", "GS1_DATAMATRIX", "PDF417", "AZTEC"})
 

@@ -126,3 +126,22 @@ def test_pipeline_uses_zbar_when_zxing_finds_nothing(monkeypatch):
     monkeypatch.setattr(decoder, "_zxing", None)
     found = decoder.decode(image)
     assert [(d.text, d.symbology, d.decoder) for d in found] == [("2900000000032", "EAN13", "zbar")]
+
+
+def test_qr_means_the_full_qr_code_not_its_micro_kin():
+    """A Micro QR is what a damaged corner inside a real QR can be misread as: under `qr` the
+    camera reports full QR codes only, so that phantom never reaches the lane."""
+    import zxingcpp
+
+    from posd.drivers.camera_decode import zxing_decode, zxing_formats
+
+    formats = zxing_formats(zxingcpp, ["qr"])
+
+    def image(fmt):
+        return np.asarray(zxingcpp.write_barcode_to_image(zxingcpp.create_barcode("8896", fmt), scale=6,
+                                                          add_quiet_zones=True))
+
+    micro = image(zxingcpp.BarcodeFormat.MicroQRCode)
+    assert [b.text for b in zxingcpp.read_barcodes(micro)] == ["8896"]  # zxing-cpp itself reads it
+    assert zxing_decode(micro, zxingcpp, formats) == []
+    assert [r.text for r in zxing_decode(image(zxingcpp.BarcodeFormat.QRCode), zxingcpp, formats)] == ["8896"]

@@ -242,7 +242,7 @@ def bulk_insert(db: Path, members: list[dict[str, Any]] | Any, per_transaction: 
                     continue
             if not batch:
                 break
-            chunk = cache._rows(batch, "floor")
+            chunk = cache._builder.chunk(batch, "floor")  # the rows the apply writes, built as it builds them
             count += len(batch)
             batch = []
             t, c = time.perf_counter(), time.process_time()

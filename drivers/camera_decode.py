@@ -4,12 +4,14 @@
 frame, each with where it is (``camera_evidence.Read``):
 
 1. zxing-cpp reads the whole frame along its rows (only the lane's symbologies);
-2. when it finds nothing, OpenCV's 1D barcode detector says where bars are
-   (on a small copy of the frame, at any angle) and both decoders read a
-   cleaned-up crop of that place (as it is, bars turned upright and smoothed
-   along their length, enlarged, contrast equalised): this reads codes
-   neither decoder reads on the whole frame; when no bars are seen, zbar
-   reads the whole frame;
+2. OpenCV's 1D barcode detector says where bars are (on a small copy of the
+   frame, at any angle) and, at each such place that zxing-cpp did not read
+   (a second code beside the first, or the only one), both decoders read a
+   cleaned-up crop (as it is, bars turned upright and smoothed along their
+   length, enlarged, contrast equalised): this reads codes neither decoder
+   reads on the whole frame; when no bars are seen, zbar reads the whole
+   frame (only every other row, for 1D codes, when zxing-cpp read a matrix
+   code: a card beside a phone);
 3. every 1D read that only one decoder made is handed to the other decoder
    on a crop around it, cleaned up the same ways until it answers: a second,
    independent opinion costs a crop, not a frame. The crop reaches well past
@@ -64,6 +66,8 @@ _FRAGMENT_PRONE = ("UPCE", "EAN8")
 _UPRIGHT_ROWS = 1
 _LOCATE_AT = 360  # px, the short side the detector works at
 _LOCATED_VARIANTS = 2  # per decoder on a located crop: the likeliest; more cost more than they read
+_BESIDE_ROWS = 2  # zbar's rows on a frame where only a matrix code was read and no bars were seen
+_LOCATED_PLACES = 4  # places with bars read per frame, the detector's likeliest first
 
 
 def zxing_formats(zxingcpp: Any, symbologies: Iterable[str]) -> list[Any]:
@@ -99,8 +103,8 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
             continue
         name, text = normalize(from_zxing(str(barcode.format), barcode.symbology_identifier), barcode.text)
         p = barcode.position
-        points = [(offset[0] + q.x / scale, offset[1] + q.y / scale)
-                  for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+        corners = [(q.x, q.y) for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+        points = [(offset[0] + x / scale, offset[1] + y / scale) for x, y in corners]
         cx, cy, length = _place(points, linear=name not in _MATRIX_NAMES)
         out.append(Read(text, name, "zxing-cpp", cx, cy, length))
     return out
@@ -175,6 +179,7 @@ class FrameDecoder:
         self._cv2, self._np = cv2, np
         self.symbologies = frozenset(symbologies)
         self._zxing = self._zbar = None
+        self._symbols_linear: list[Any] = []
         if zxing:
             import zxingcpp
 
@@ -186,6 +191,7 @@ class FrameDecoder:
 
                 self._zbar = pyzbar
                 self._symbols = zbar_symbols(pyzbar, self.symbologies)
+                self._symbols_linear = zbar_symbols(pyzbar, self.symbologies - MATRIX_SYMBOLOGIES)
             except (ImportError, OSError) as exc:  # pyzbar raises ImportError without libzbar0
                 log.warning("pyzbar unavailable (%s): decoding with zxing-cpp alone; "
                             "1D codes need several frames to be confirmed", exc)
@@ -228,24 +234,39 @@ class FrameDecoder:
         """Every read in ``gray``. ``confirmed``: codes already confirmed and still in view
         (``Confirmer.in_view``); a read of one at the same place gets no second opinion."""
         reads = self._zx(gray, whole=True)
-        if not reads:
-            located = self._located(gray) if self._detector is not None else None
-            # zbar on the whole frame when no bars were located: the detector misses some codes.
-            reads = self._zb(gray) if located is None else located
+        located = self._located(gray, reads) if self._detector is not None else None
+        if located is not None:
+            reads += located
+        elif not reads:
+            reads = self._zb(gray)  # no bars located and nothing read: the detector misses some codes
+        elif self._symbols_linear and all(r.matrix for r in reads):
+            # A phone's QR code read and no bars located: a card held beside it may still be
+            # there. zbar looks for 1D codes along every other row, at a quarter of its cost.
+            reads += zbar_decode(gray, self._zbar, self._symbols_linear, rows_only=_BESIDE_ROWS)
         if len(self.decoders) == 2:
             reads += self._verify(gray, reads, list(confirmed))
         return reads
 
-    def _located(self, gray: Any) -> list[Read] | None:
-        """Reads in the place the detector sees bars, on cleaned-up crops; None: no bars seen."""
+    def _located(self, gray: Any, known: list[Read]) -> list[Read] | None:
+        """Reads in the places the detector sees bars and no ``known`` read lies, on cleaned-up
+        crops; None: no bars seen anywhere. A frame may hold two codes (a card beside a phone):
+        zxing-cpp reading one of them on the whole frame says nothing about the other."""
         cv2, np = self._cv2, self._np
         ok, quads = self._detector.detect(gray)
         if not ok or quads is None or not len(quads):
             return None
-        (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quads[0], np.float32))
-        crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
-        if crop is None:
-            return None
+        out: list[Read] = []
+        for quad in itertools.islice(quads, _LOCATED_PLACES):
+            (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quad, np.float32))
+            place = Read("", "", "", cx, cy, max(w, h))
+            if any(same_place(place, r) for r in known + out):
+                continue  # read already, on the whole frame or at an overlapping place
+            crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
+            if crop is not None:
+                out += self._read_place(crop, origin)
+        return out
+
+    def _read_place(self, crop: Any, origin: tuple[int, int]) -> list[Read]:
         # zxing-cpp has seen this place as it is, on the whole frame; zbar has not.
         views = _Views(self, crop)
         for decode, variants in ((self._zx, self._variants(views, plain=False)), (self._zb, self._variants(views))):

@@ -194,3 +194,24 @@ def test_zbar_reads_an_upright_view_along_rows_only():
     assert [r.text for r in zbar_decode(upright, pyzbar, symbols, rows_only=3)] == ["2900000000056"]
     assert zbar_decode(across, pyzbar, symbols, rows_only=3) == []  # no column is scanned
     assert [r.text for r in zbar_decode(across, pyzbar, symbols)] == ["2900000000056"]
+
+
+def test_a_card_beside_a_code_already_read_is_read_too():
+    # zxing-cpp reads the card lying along the rows on the whole frame, not the voucher
+    # standing on its end beside it: the detector's other place is read all the same.
+    card = scene(code_image("EAN13", "2900000000063", 3), (640, 720), at=(60, 250))
+    voucher = cv2.rotate(scene(code_image("CODE128", "V20261204", 3), (720, 640), at=(100, 200)),
+                         cv2.ROTATE_90_CLOCKWISE)
+    frame = cv2.hconcat([card, voucher])
+    lane = {"ean13", "code128", "qr"}
+    assert [r.text for r in zxing_decode(frame, zxingcpp, zxing_formats(zxingcpp, lane), try_rotate=False)] \
+        == ["2900000000063"]
+    reads = FrameDecoder(symbologies=lane).decode(frame)
+    assert sorted(r.text for r in Confirmer(2).feed(resolve_frame(reads), 0.0)) == ["2900000000063", "V20261204"]
+
+
+def test_a_card_beside_a_phone_is_read_when_no_bars_are_located():
+    clip = make_clip(42, 4, "two_codes")  # a phone QR code and a low-contrast card the detector misses
+    emitted, _ = _clip_result(clip, {"ean13", "code128", "qr"})
+    assert emitted == {text for _, text in clip.codes}
+

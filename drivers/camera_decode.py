@@ -104,11 +104,54 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
         name, text = normalize(from_zxing(str(barcode.format), barcode.symbology_identifier), barcode.text)
         p = barcode.position
         corners = [(q.x, q.y) for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+        if name == "UPCE" and not quiet_on_both_ends(gray, corners, _UPCE_MODULES):
+            continue
         points = [(offset[0] + x / scale, offset[1] + y / scale) for x, y in corners]
         cx, cy, length = _place(points, linear=name not in _MATRIX_NAMES)
         out.append(Read(text, name, "zxing-cpp", cx, cy, length))
     return out
 
+
+def quiet_on_both_ends(gray: Any, corners: list[tuple[float, float]], modules: int) -> bool:
+    """Whether a 1D symbol of ``modules`` modules, first bar to last (zxing-cpp's quad), has
+    quiet zones past both ends as light as the paper between its bars.
+
+    The left half of an EAN-13 is a valid UPC-E for about one card number in ten, and when
+    its right half is under a thumb or scuffed, both decoders read that UPC-E, even with
+    the parent symbol out of sight. What tells the two apart is past the end guard: a real
+    UPC-E has paper there; the fragment has the parent's bars, or a thumb (skin is darker
+    than paper). A place past the edge of the image is not seen, so it is not quiet.
+    """
+    import cv2
+    import numpy as np
+
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = corners
+    left = np.array([(x0 + x3) / 2, (y0 + y3) / 2], np.float32)
+    right = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float32)
+    length = float(np.hypot(*(right - left)))
+    module = length / modules
+    if module < 1.0:
+        return False
+    along = (right - left) / length
+    across = np.array([-along[1], along[0]], np.float32)
+    t = np.arange(-_QUIET_SEEN * module, length + _QUIET_SEEN * module, 0.5, dtype=np.float32)
+    s = np.array([-3, -1.5, 0, 1.5, 3], np.float32) * module  # lines a few modules apart, along the bars
+    xs = left[0] + along[0] * t[None, :] + across[0] * s[:, None]
+    ys = left[1] + along[1] * t[None, :] + across[1] * s[:, None]
+    lines = cv2.remap(gray, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    profile = np.median(lines.astype(np.float32), axis=0)
+    inside = profile[(t >= 0) & (t <= length)]
+    light, dark = float(np.percentile(inside, 90)), float(np.percentile(inside, 10))
+    if light - dark < 16:
+        return False
+    bar = _QUIET_FROM * module
+    ends = (profile[(t <= -bar)], profile[(t >= length + bar)])
+    return all(float(np.percentile(end, 25)) >= light - _QUIET_LIGHT * (light - dark) for end in ends)
+
+
+_UPCE_MODULES = 51  # first bar to last: start guard 3, six digits 42, end guard 6
+_QUIET_FROM, _QUIET_SEEN = 1.5, 7.0  # modules past an end: the quiet zone looked at (UPC-E's is 7 and 9)
+_QUIET_LIGHT = 0.3  # how much darker than the paper between bars, in parts of the bars' contrast
 
 # zxing-cpp 3 reads QRCode as the whole QR family: its small kin are dropped here (see _ZXING_FORMATS).
 _QR_KIN = frozenset({"Micro QR Code", "rMQR Code"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["AIM_NAMES", "split_aim", "from_zxing", "from_zbar", "normalize"]
+__all__ = ["AIM_NAMES", "split_aim", "from_zxing", "from_zbar", "normalize", "upce_expand"]
 
 # (code character, modifier) -> name; a modifier of None matches any.
 AIM_NAMES: dict[tuple[str, str | None], str] = {
@@ -65,7 +65,25 @@ def from_zbar(type_name: str) -> str:
 
 
 def normalize(symbology: str, text: str) -> tuple[str, str]:
-    """One spelling per code: UPC-A (12 digits) becomes EAN-13 with a leading 0."""
+    """One spelling per code: UPC-A (12 digits) becomes EAN-13 with a leading 0, and a UPC-E
+    (8 digits, as zbar gives it) its 13-digit expansion (as zxing-cpp gives it)."""
     if symbology == "EAN13" and len(text) == 12 and text.isdigit():
         return "EAN13", "0" + text
+    if symbology == "UPCE" and len(text) == 8 and text.isdigit() and text[0] in "01":
+        return "UPCE", "0" + upce_expand(text)
     return symbology, text
+
+
+def upce_expand(upce: str) -> str:
+    """The UPC-A (12 digits) a UPC-E (number system, six digits, check digit) stands for."""
+    system, six, check = upce[0], upce[1:7], upce[7]
+    last = six[5]
+    if last in "012":
+        body = six[:2] + last + "0000" + six[2:5]
+    elif last == "3":
+        body = six[:3] + "00000" + six[3:5]
+    elif last == "4":
+        body = six[:4] + "00000" + six[4]
+    else:
+        body = six[:5] + "0000" + last
+    return system + body + check

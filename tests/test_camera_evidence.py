@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import cv2
+import numpy as np
 import pytest
 import zxingcpp
 from pyzbar import pyzbar
@@ -13,6 +14,7 @@ from posd.config import ConfigError, parse
 from posd.drivers import registry
 from posd.drivers.camera_decode import FrameDecoder, zbar_decode, zbar_symbols, zxing_decode, zxing_formats
 from posd.drivers.camera_evidence import Confirmer, Read, parse_symbologies, resolve_frame
+from posd.drivers.symbology import normalize
 from posd.drivers.url import DeviceURLError
 from tests.support.camera_sets import DEV_SEEDS, ean13_with_upce_half, make_clip
 from tests.support.clips import code_image, scene, write_clip
@@ -136,10 +138,11 @@ def test_an_ean13_under_a_thumb_never_reads_as_the_upce_inside(seed):
     h, w = symbol.shape
     frame = scene(symbol, (1280, 720), at=(300, 200))
     cv2.ellipse(frame, (300 + int(w * 0.8), 200 + h // 2), (int(w * 0.28), h), 0, 0, 360, 160, -1)
-    alone = zxing_decode(frame, zxingcpp, zxing_formats(zxingcpp, RETAIL))
+    alone = zxingcpp.read_barcodes(frame, formats=zxing_formats(zxingcpp, RETAIL))
     emitted, _ = _clip_result(type("C", (), {"frames": [frame] * 3})(), RETAIL)
-    assert alone and all(r.symbology == "UPCE" for r in alone)  # zxing-cpp alone falls for it
+    assert alone and all(str(r.format) == "UPC-E" for r in alone)  # zxing-cpp alone falls for it
     assert emitted == set()
+    assert zxing_decode(frame, zxingcpp, zxing_formats(zxingcpp, RETAIL)) == []  # the thumb is no quiet zone
 
 
 # -- through the capture path: camera+file:// ---------------------------------------------
@@ -215,3 +218,17 @@ def test_a_card_beside_a_phone_is_read_when_no_bars_are_located():
     emitted, _ = _clip_result(clip, {"ean13", "code128", "qr"})
     assert emitted == {text for _, text in clip.codes}
 
+
+def test_a_upce_is_confirmed_as_its_13_digit_expansion_and_needs_its_quiet_zones():
+    assert normalize("UPCE", "01234565") == ("UPCE", "0012345000065")  # zbar's spelling, made zxing-cpp's
+    symbol = np.array(zxingcpp.write_barcode_to_image(zxingcpp.create_barcode("04252614", zxingcpp.BarcodeFormat.UPCE),
+                                                      scale=3, add_quiet_zones=True))
+    symbol = cv2.resize(symbol, (symbol.shape[1], symbol.shape[1] // 2), interpolation=cv2.INTER_NEAREST)
+    frame = scene(symbol, (1280, 720), at=(300, 200))
+    emitted, _ = _clip_result(type("C", (), {"frames": [frame] * 2})(), RETAIL)
+    assert emitted == {"0042100005264"}
+    h, w = symbol.shape
+    end = 300 + int(np.nonzero(symbol.min(axis=0) < 128)[0][-1])  # its last bar
+    frame[200:200 + h, end + 9:end + 60] = 170  # a thumb (darker than paper) three modules past it
+    assert zxingcpp.read_barcodes(frame, formats=zxing_formats(zxingcpp, {"upce"}))  # zxing-cpp reads it
+    assert zxing_decode(frame, zxingcpp, zxing_formats(zxingcpp, {"upce"})) == []  # not a UPC-E on its own

@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from posd.drivers.symbology import upce_expand
+
 __all__ = ["Clip", "make_clip", "clip_set", "DEV_SEEDS", "HELD_OUT_SEEDS", "HELD_OUT_2_SEEDS", "STILL_SEEDS",
            "SCENARIOS", "ean13_with_upce_half", "gtin_check"]
 
@@ -67,19 +69,6 @@ def gtin_check(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def _upce_expand(number_system: str, six: str) -> str:
-    last = six[5]
-    if last in "012":
-        body = six[:2] + last + "0000" + six[2:5]
-    elif last == "3":
-        body = six[:3] + "00000" + six[3:5]
-    elif last == "4":
-        body = six[:4] + "00000" + six[4]
-    else:
-        body = six[:5] + "0000" + last
-    return number_system + body
-
-
 def ean13_with_upce_half(rng: random.Random, first: str = "2", prefix: str = "9") -> str:
     """An EAN-13 whose left half (first digit = UPC-E parity) is a valid UPC-E symbol too.
 
@@ -89,7 +78,7 @@ def ean13_with_upce_half(rng: random.Random, first: str = "2", prefix: str = "9"
     """
     while True:
         six = prefix + "".join(rng.choice(string.digits) for _ in range(6 - len(prefix)))
-        if gtin_check(_upce_expand("1", six)) == first:
+        if gtin_check(upce_expand("1" + six + "0")[:-1]) == first:
             body = first + six + "".join(rng.choice(string.digits) for _ in range(5))
             return body + gtin_check(body)
 

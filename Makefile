@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-all soak crash-soak bench deb lock test-install clean
+.PHONY: setup run test test-all soak crash-soak bench bench-smoke deb lock test-install clean
 
 setup:
 	@scripts/bootstrap
@@ -26,6 +26,10 @@ soak: setup
 # The kill -9 soak alone (10,000 sales, 100 kills; a few minutes): CI runs it after `make test`.
 crash-soak: setup
 	POSD_SOAK_REPORT=bench/soak-report.json $(PY) -m pytest -m 'slow and not install' -k crash_soak -p no:cacheprovider
+
+# Every bench module at a tiny size: it still runs and writes its report (no figure judged).
+bench-smoke: setup
+	$(PY) -m pytest -m slow tests/test_bench.py -p no:cacheprovider
 
 bench: setup
 	$(PY) -m bench.run --out bench/report.json

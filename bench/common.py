@@ -163,6 +163,46 @@ class BenchLane(LaneProcess):
         return self
 
 
+class EventLines:
+    """The lane's event stream read in the measuring thread itself, as a POS reads it.
+
+    The tests' SSE client hands each event through a queue to another thread after
+    checking its shape: in one process, each handoff can wait for the GIL (up to its
+    5 ms switch interval) and the clock is read late. Here the clock is read as the
+    event's line arrives, so what is measured is the daemon, not this process.
+    """
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        self.conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {token}",
+                                                        "Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200, self.response.read()
+
+    def until(self, kinds: tuple[str, ...], deadline: float) -> tuple[str, dict, float] | None:
+        """The next event of one of ``kinds`` (its kind, data and arrival time); None past the deadline."""
+        wanted = {k.encode() for k in kinds}
+        kind = b""
+        while time.perf_counter() < deadline:
+            try:
+                line = self.response.readline()
+            except (OSError, TimeoutError):
+                return None
+            if not line:
+                return None
+            if line.startswith(b"event: "):
+                kind = line[7:].strip()
+            elif line.startswith(b"data: ") and kind in wanted:
+                arrived = time.perf_counter()
+                return kind.decode(), json.loads(line[6:]), arrived
+        return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.sock and self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
 def bench_config(folder: Path, *, central_url: str, secret: str, port: int, printer: str = "none") -> Path:
     """A lane as shipped (config/posd.example.toml's push and pull intervals), a pty scanner."""
     return lane_config(folder, central_url=central_url, secret=secret, printer=printer, port=port, intervals=None)

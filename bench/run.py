@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import requests
 from bench import floors
 from bench.common import (
     BenchLane,
+    EventLines,
     bench_config,
     central_process,
     concurrent_posts,
@@ -92,22 +92,8 @@ def scan_codes(seed_codes: list[str], members: int, i: int) -> str:
 def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Scans through the daemon's pty, and in between, the floors: a bare pty round trip and the
     same lookups in cache.db from this process (the daemon idle meanwhile)."""
-    stream = lane.sse()
+    stream = EventLines(lane.port, lane.token)
     fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
-    got: dict[str, float] = {}
-    done = threading.Event()
-
-    def reader() -> None:
-        while not done.is_set():
-            try:
-                ev = stream.events.get(timeout=0.5)
-            except Exception:
-                continue
-            if ev.get("event") in ("member.identified", "member.unknown"):
-                got[ev["data"]["identifier"]] = time.perf_counter()
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
     latencies: list[float] = []
     pty_ms: list[float] = []
     lookup_ms: list[float] = []
@@ -120,23 +106,19 @@ def bench_scan(lane: BenchLane, codes: list[str], members: int, rounds: int) -> 
         for r in range(ROUNDS):
             for i in range(r * per, (r + 1) * per):
                 code = scan_codes(codes, members, i)
-                got.pop(code, None)
                 sent = time.perf_counter()
                 os.write(fd, code.encode() + b"\r")
-                deadline = sent + 2.0
-                while code not in got and time.perf_counter() < deadline:
-                    time.sleep(0.0002)
-                if code in got:
-                    latencies.append((got[code] - sent) * 1000)
+                while (ev := stream.until(("member.identified", "member.unknown"), sent + 2.0)) is not None:
+                    if ev[1].get("identifier") == code:
+                        latencies.append((ev[2] - sent) * 1000)
+                        break
                 time.sleep(0.005)
             pty_ms += floors.pty_round_trip(per)
             lookup_ms += floors.lookups(cache.find_member, [scan_codes(codes, members, i) for i in range(per)],
                                         seconds=1.0)
     finally:
-        done.set()
         os.close(fd)
         stream.close()
-        thread.join(2)
         cache.close()
     return summary(latencies) | {"lost": per * ROUNDS - len(latencies)}, {
         "pty_round_trip": summary(pty_ms), "lookup_1m": summary(lookup_ms) | {"members": members}}
@@ -146,7 +128,7 @@ def bench_token_scan(lane: LaneProcess, central_url: str, members: list[str], ro
     """A phone QR token at the scanner -> member.identified: the card scan's path plus the Ed25519
     check and the durable write that records the token (and its token_use event). Card scans in
     the same run are its floor."""
-    stream = lane.sse()
+    stream = EventLines(lane.port, lane.token)
     fd = os.open(lane.config.parent / "scanner0", os.O_WRONLY | os.O_NOCTTY)
     token_ms: list[float] = []
     card_ms: list[float] = []
@@ -157,16 +139,9 @@ def bench_token_scan(lane: LaneProcess, central_url: str, members: list[str], ro
             for code, out in ((token, token_ms), (member_id, card_ms)):
                 sent = time.perf_counter()
                 os.write(fd, code.encode() + b"\r")
-                deadline = sent + 2.0
-                while time.perf_counter() < deadline:
-                    try:
-                        ev = stream.events.get(timeout=0.5)
-                    except Exception:
-                        continue
-                    if ev.get("event") in ("member.identified", "member.unknown", "member.token_rejected"):
-                        if ev.get("event") == "member.identified":
-                            out.append((time.perf_counter() - sent) * 1000)
-                        break
+                ev = stream.until(("member.identified", "member.unknown", "member.token_rejected"), sent + 2.0)
+                if ev is not None and ev[0] == "member.identified":
+                    out.append((ev[2] - sent) * 1000)
             time.sleep(0.005)
     finally:
         os.close(fd)

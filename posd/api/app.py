@@ -513,17 +513,27 @@ async def _stream(bus: EventBus, request: Request, last_id: int | None) -> Async
                 yield event.sse()
         while bus.is_subscribed(queue):
             try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):  # no task per event, as wait_for makes
+                    event = await queue.get()
             except TimeoutError:
                 if await request.is_disconnected():
                     return
                 yield b": keepalive\n\n"
                 continue
+            # Events already queued go out in the same write (a scan and the member it found):
+            # each write is a trip through the server and a wake-up of the client.
+            chunk: list[bytes] = []
+            while event is not None:  # None: the stream ends
+                if event.id > sent:
+                    sent = event.id
+                    chunk.append(event.sse())
+                if queue.empty():
+                    break
+                event = queue.get_nowait()
+            if chunk:
+                yield b"".join(chunk)
             if event is None:
                 return
-            if event.id > sent:
-                sent = event.id
-                yield event.sse()
     finally:
         bus.unsubscribe(queue)
 

@@ -67,30 +67,38 @@ class EventBus:
 
     def publish(self, type_: str, data: dict[str, Any]) -> Event:
         """Thread-safe: device threads and the loop both publish."""
-        if type_ not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {type_!r}")
+        return self.publish_many([(type_, data)])[0]
+
+    def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        """Several events, with consecutive ids, handed to the loop at once: from a device
+        thread each handoff wakes the loop and takes the GIL from the thread that made it,
+        so a scan and the member it found cross to the streams together."""
+        for type_, _ in events:
+            if type_ not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {type_!r}")
         with self._lock:
-            event = Event(self._base + next(self._counter), type_, data,
-                          datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-            self._ring.append(event)
-            self.published += 1
+            at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            made = [Event(self._base + next(self._counter), type_, data, at) for type_, data in events]
+            self._ring.extend(made)
+            self.published += len(made)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
                 if _in_loop(loop):
-                    self._fan_out(event)
+                    self._fan_out(made)
                 else:
-                    loop.call_soon_threadsafe(self._fan_out, event)
+                    loop.call_soon_threadsafe(self._fan_out, made)
             except RuntimeError:  # loop closing during shutdown
                 pass
-        return event
+        return made
 
-    def _fan_out(self, event: Event) -> None:
+    def _fan_out(self, events: list[Event]) -> None:
         for q in list(self._subscribers):
-            if q.full():  # a client that stopped reading loses its place, not our memory
-                self._subscribers.discard(q)
-                continue
-            q.put_nowait(event)
+            for event in events:
+                if q.full():  # a client that stopped reading loses its place, not our memory
+                    self._subscribers.discard(q)
+                    break
+                q.put_nowait(event)
 
     def close(self) -> None:
         """End every stream (on the loop's thread): each client's queue gets the end marker."""

@@ -298,17 +298,26 @@ class Members:
         code = phone or found.code or ""
         scheme = self.tokens.wallet()
         how = _BY_SYMBOLOGY.get(symbology or "", "card")
+        # The scan event goes out with the answer (one handoff to the loop), or alone before
+        # anything slow: a token's claim at central and its write.
         if phone is not None or _PHONE_CODE.match(code):  # a phone number, typed or linked
-            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "phone"})  # number not repeated
+            scan = {"device": device, "symbology": symbology, "kind": "phone"}  # number not repeated
             how = "phone"
         elif found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
             # a member token is not repeated on the stream: another till could still replay it
-            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "token"})
+            scan = {"device": device, "symbology": symbology, "kind": "token"}
         else:
-            bus.publish("scan", {"device": device, "symbology": symbology, "kind": "code", "data": code})
-        resolved = self._resolve(found.kind, code, how, data)
+            scan = {"device": device, "symbology": symbology, "kind": "code", "data": code}
+        held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]
+        try:
+            resolved = self._resolve(found.kind, code, how, data)
+        except BaseException:  # the cache could not be read: the scan was still made
+            bus.publish_many(held)
+            raise
         if isinstance(resolved, Identification) and resolved.token is not None:
             ident = resolved  # accepted in a write of its own, from this device thread
+            bus.publish_many(held)
+            held = []
             try:
                 self.claim_at_central(ident)
                 if self.ctx.commit(lambda unit: self._record_token(unit, ident)) is None:
@@ -318,18 +327,20 @@ class Members:
                 resolved = _Refused(exc.code, "", "replayed" if replayed else "not_recorded", resolved.token.scheme)
         if isinstance(resolved, _Refused):
             if resolved.code == "unknown_member":
-                bus.publish("member.unknown", {"device": device, "identifier": resolved.identifier})
+                held.append(("member.unknown", {"device": device, "identifier": resolved.identifier}))
             elif resolved.code == "member_unavailable":
-                bus.publish("member.unavailable", {"device": device, "identifier": resolved.identifier,
-                                                   "code": "member_unavailable"})
+                held.append(("member.unavailable", {"device": device, "identifier": resolved.identifier,
+                                                    "code": "member_unavailable"}))
             else:
-                bus.publish("member.token_rejected", {"device": device, "scheme": resolved.scheme,
-                                                      "reason": resolved.reason, "code": resolved.code})
+                held.append(("member.token_rejected", {"device": device, "scheme": resolved.scheme,
+                                                       "reason": resolved.reason, "code": resolved.code}))
+            bus.publish_many(held)
             return
         member, token = resolved.member, resolved.token
-        bus.publish("member.identified", {
+        held.append(("member.identified", {
             "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
-            "token_id": token.token_id if token else None, "member": self.member_view(member)})
+            "token_id": token.token_id if token else None, "member": self.member_view(member)}))
+        bus.publish_many(held)
 
 
 _PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)

@@ -42,7 +42,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from posd.storage.cache import Cache, LaneChanged, MalformedMember, MemberPage, MemberRows
 from posd.storage.db import utcnow_iso
@@ -228,8 +228,19 @@ def _send(out: BinaryIO, message: tuple) -> None:
     """One message from the fetch process to the writer: its length, then its bytes (marshal: the
     two processes run the same interpreter)."""
     data = marshal.dumps(message)
-    out.write(_LENGTH.pack(len(data)) + data)
+    _write_all(out, _LENGTH.pack(len(data)) + data)
+
+
+def _write_all(out: BinaryIO | TextIO, data: bytes) -> None:
+    """``data`` on ``out``'s pipe with os.write, the rest again after each short write.
+
+    A buffered writer's big write that a signal cut short (a handler ran, or the process was
+    stopped under a debugger or a profiler such as py-spy) put its bytes on the pipe out of
+    order: the other end read a page it could not decode."""
     out.flush()
+    fd, view = out.fileno(), memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _receive(source: BinaryIO) -> tuple | None:
@@ -265,9 +276,8 @@ def main() -> int:
     spec = json.loads(sys.stdin.readline())
     out = sys.stdout
 
-    def report(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
+    def report(message: dict[str, Any]) -> None:  # an erasure's list of members can be long
+        _write_all(out, json.dumps(message).encode() + b"\n")
 
     def orphaned() -> bool:  # the daemon died (kill -9): stop at the next page, which is safe anywhere
         return bool(parent) and os.getppid() != parent

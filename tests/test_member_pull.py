@@ -256,3 +256,50 @@ def test_a_member_central_sends_in_a_shape_posd_cannot_read_is_named_and_nothing
         puller.stop()
     assert cache.find_member("2700000001234").member_id == "S001234"
     assert cache.member_count() == MEMBERS + 3
+
+
+SENDER = """
+import signal, sys
+from posd.member_pull import _send
+signal.signal(signal.SIGUSR1, lambda *_: None)  # a handler: each signal cuts a blocked write short
+print("ready", flush=True)
+rows = [(f"B{i:08d}", f"Member {i}", "basic", i, b"x" * 20) for i in range(1000)]
+for n in range(400):
+    _send(sys.stdout.buffer, ("page", n, rows))
+"""
+
+
+def test_pages_cross_the_pipe_whole_while_signals_cut_the_writes_short():
+    """A big buffered write that a signal (or a debugger's stop) cuts short put bytes on the pipe
+    out of order: the writer read a page it could not decode. Every page arrives whole now."""
+    import subprocess
+    import sys
+    import time
+
+    from posd.member_pull import _receive
+
+    child = subprocess.Popen([sys.executable, "-c", SENDER], stdout=subprocess.PIPE)
+    assert child.stdout.readline() == b"ready\n"
+    stop = threading.Event()
+
+    def interrupt() -> None:
+        while not stop.is_set() and child.poll() is None:
+            try:
+                os.kill(child.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                return
+            time.sleep(0.0005)
+
+    kicker = threading.Thread(target=interrupt, daemon=True)
+    kicker.start()
+    try:
+        got = []
+        while (message := _receive(child.stdout)) is not None:
+            got.append(message[1])
+            assert message[0] == "page" and len(message[2]) == 1000 and message[2][-1][0] == "B00000999"
+        assert got == list(range(400))
+    finally:
+        stop.set()
+        kicker.join(5)
+        child.kill()
+        child.wait(10)

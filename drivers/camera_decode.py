@@ -299,15 +299,17 @@ class FrameDecoder:
         if not ok or quads is None or not len(quads):
             return None
         out: list[Read] = []
+        seen = bool(known)  # bars at a place already read count as seen
         for quad in itertools.islice(quads, _LOCATED_PLACES):
             (cx, cy), (w, h), _ = cv2.minAreaRect(np.asarray(quad, np.float32))
             place = Read("", "", "", cx, cy, max(w, h))
             if any(same_place(place, r) for r in known + out):
                 continue  # read already, on the whole frame or at an overlapping place
             crop, origin = self._crop(gray, cx, cy, max(w, h) * _CROP_REACH)
-            if crop is not None:
+            if crop is not None:  # else a speck too small to be bars
+                seen = True
                 out += self._read_place(crop, origin)
-        return out
+        return out if seen else None
 
     def _read_place(self, crop: Any, origin: tuple[int, int]) -> list[Read]:
         # zxing-cpp has seen this place as it is, on the whole frame; zbar has not.

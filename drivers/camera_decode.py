@@ -114,13 +114,13 @@ def zxing_decode(gray: Any, zxingcpp: Any, formats: list[Any] | None = None, *,
 
 def quiet_on_both_ends(gray: Any, corners: list[tuple[float, float]], modules: int) -> bool:
     """Whether a 1D symbol of ``modules`` modules, first bar to last (zxing-cpp's quad), has
-    quiet zones past both ends as light as the paper between its bars.
+    quiet zones past both ends nearly as light as the paper between its bars.
 
-    The left half of an EAN-13 is a valid UPC-E for about one card number in ten, and when
-    its right half is under a thumb or scuffed, both decoders read that UPC-E, even with
-    the parent symbol out of sight. What tells the two apart is past the end guard: a real
-    UPC-E has paper there; the fragment has the parent's bars, or a thumb (skin is darker
-    than paper). A place past the edge of the image is not seen, so it is not quiet.
+    A short symbol read where a longer one goes on (a UPC-E in the bars of a bigger symbol,
+    or running into a dark thumb) has bars or something darker past its end guard; a real
+    one has paper. A place past the edge of the image is not seen, so it is not quiet. This
+    is not what stops the left half of an EAN-13 under a light thumb (skin can look like
+    paper): that reads as a number-system-1 UPC-E, never reported (camera_evidence).
     """
     import cv2
     import numpy as np
@@ -278,14 +278,15 @@ class FrameDecoder:
         (``Confirmer.in_view``); a read of one at the same place gets no second opinion."""
         reads = self._zx(gray, whole=True)
         located = self._located(gray, reads) if self._detector is not None else None
-        if located is not None:
-            reads += located
-        elif not reads:
+        if located is None and not reads:
             reads = self._zb(gray)  # no bars located and nothing read: the detector misses some codes
-        elif self._symbols_linear and all(r.matrix for r in reads):
-            # A phone's QR code read and no bars located: a card held beside it may still be
-            # there. zbar looks for 1D codes along every other row, at a quarter of its cost.
-            reads += zbar_decode(gray, self._zbar, self._symbols_linear, rows_only=_BESIDE_ROWS)
+        else:
+            reads += located or []
+            if self._symbols_linear and reads and all(r.matrix for r in reads):
+                # Only a phone's QR code read (the detector may see its modules as bars): a card
+                # held beside it may still be there. zbar looks for 1D codes along every other
+                # row, at a quarter of its cost.
+                reads += zbar_decode(gray, self._zbar, self._symbols_linear, rows_only=_BESIDE_ROWS)
         if len(self.decoders) == 2:
             reads += self._verify(gray, reads, list(confirmed))
         return reads

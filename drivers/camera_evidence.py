@@ -8,7 +8,8 @@ when the evidence for it is strong:
   decoded at all: a loyalty lane needs EAN-13 and Code 128 cards, phone QR
   codes and Code 128 vouchers (``DEFAULT_SYMBOLOGIES``). UPC-E, EAN-8 and the
   unchecked 1D codes (Code 39, ITF, Codabar) stay off unless asked for.
-- **Well formed**: EAN/UPC check digits are verified again here.
+- **Well formed**: EAN/UPC check digits are verified again here; a UPC-E of
+  number system 1 is never reported (what the left half of an EAN-13 reads as).
 - **A symbol inside a larger one is a fragment**: the left half of an EAN-13
   is a valid UPC-E symbol for about one card number in ten. A 1D read whose
   place lies inside a longer 1D symbol read in the same frame is dropped.
@@ -114,6 +115,12 @@ class Read:
 
 def well_formed(read: Read) -> bool:
     if not read.text:
+        return False
+    if read.symbology == "UPCE" and read.text[:2] != "00":
+        # Number system 1 (13 digits: 01...): the left half of an EAN-13 reads as exactly that
+        # (its first-digit parities are UPC-E's number-system-1 patterns), under a thumb even
+        # with light paper-like skin past it. zbar never reads one, so two decoders never
+        # confirmed it anyway; now zxing-cpp alone, without zbar, cannot either.
         return False
     if _CLASS.get(read.symbology) == "EAN/UPC":
         return read.text.isdigit() and gtin_ok(read.text)

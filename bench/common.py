@@ -186,7 +186,7 @@ class EventLines:
         while time.perf_counter() < deadline:
             try:
                 line = self.response.readline()
-            except (OSError, TimeoutError):
+            except OSError:  # the socket's timeout too
                 return None
             if not line:
                 return None

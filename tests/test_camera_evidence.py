@@ -146,7 +146,6 @@ def test_an_ean13_under_a_thumb_never_reads_as_the_upce_inside(seed):
     assert zxing_decode(frame, zxingcpp, zxing_formats(zxingcpp, RETAIL)) == []  # the thumb is no quiet zone
 
 
-
 @pytest.mark.parametrize("grey", [160, 220])
 def test_without_zbar_an_ean13_under_a_light_thumb_never_reads_as_the_upce_inside(grey):
     # Skin can be nearly as light as paper: the quiet zones do not tell, the number system does.

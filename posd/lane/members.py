@@ -298,8 +298,6 @@ class Members:
         code = phone or found.code or ""
         scheme = self.tokens.wallet()
         how = _BY_SYMBOLOGY.get(symbology or "", "card")
-        # The scan event goes out with the answer (one handoff to the loop), or alone before
-        # anything slow: a token's claim at central and its write.
         if phone is not None or _PHONE_CODE.match(code):  # a phone number, typed or linked
             scan = {"device": device, "symbology": symbology, "kind": "phone"}  # number not repeated
             how = "phone"
@@ -308,39 +306,40 @@ class Members:
             scan = {"device": device, "symbology": symbology, "kind": "token"}
         else:
             scan = {"device": device, "symbology": symbology, "kind": "code", "data": code}
+        # The scan event goes out with the answer, in one handoff to the loop (and alone if no
+        # answer comes: the cache could not be read).
         held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]
         try:
             resolved = self._resolve(found.kind, code, how, data)
-        except BaseException:  # the cache could not be read: the scan was still made
-            bus.publish_many(held)
-            raise
-        if isinstance(resolved, Identification) and resolved.token is not None:
-            ident = resolved  # accepted in a write of its own, from this device thread
-            bus.publish_many(held)
-            held = []
-            try:
-                self.claim_at_central(ident)
-                if self.ctx.commit(lambda unit: self._record_token(unit, ident)) is None:
-                    resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
-            except LaneError as exc:  # the disk: the token is not used up, the member shows it again later
-                replayed = exc.code == "member_token_replayed"  # central: another lane used it
-                resolved = _Refused(exc.code, "", "replayed" if replayed else "not_recorded", resolved.token.scheme)
-        if isinstance(resolved, _Refused):
-            if resolved.code == "unknown_member":
-                held.append(("member.unknown", {"device": device, "identifier": resolved.identifier}))
-            elif resolved.code == "member_unavailable":
-                held.append(("member.unavailable", {"device": device, "identifier": resolved.identifier,
-                                                    "code": "member_unavailable"}))
-            else:
-                held.append(("member.token_rejected", {"device": device, "scheme": resolved.scheme,
-                                                       "reason": resolved.reason, "code": resolved.code}))
-            bus.publish_many(held)
-            return
-        member, token = resolved.member, resolved.token
-        held.append(("member.identified", {
-            "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
-            "token_id": token.token_id if token else None, "member": self.member_view(member)}))
-        bus.publish_many(held)
+            if isinstance(resolved, Identification) and resolved.token is not None:
+                bus.publish_many(held)  # before anything slow: the token's claim at central and its write
+                held = []
+                ident = resolved  # accepted in a write of its own, from this device thread
+                try:
+                    self.claim_at_central(ident)
+                    if self.ctx.commit(lambda unit: self._record_token(unit, ident)) is None:
+                        resolved = _Refused("member_token_replayed", "", "replayed", resolved.token.scheme)
+                except LaneError as exc:  # the disk: the token is not used up, the member shows it again later
+                    replayed = exc.code == "member_token_replayed"  # central: another lane used it
+                    resolved = _Refused(exc.code, "", "replayed" if replayed else "not_recorded",
+                                        resolved.token.scheme)
+            if isinstance(resolved, _Refused):
+                if resolved.code == "unknown_member":
+                    held.append(("member.unknown", {"device": device, "identifier": resolved.identifier}))
+                elif resolved.code == "member_unavailable":
+                    held.append(("member.unavailable", {"device": device, "identifier": resolved.identifier,
+                                                        "code": "member_unavailable"}))
+                else:
+                    held.append(("member.token_rejected", {"device": device, "scheme": resolved.scheme,
+                                                           "reason": resolved.reason, "code": resolved.code}))
+                return
+            member, token = resolved.member, resolved.token
+            held.append(("member.identified", {
+                "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
+                "token_id": token.token_id if token else None, "member": self.member_view(member)}))
+        finally:
+            if held:
+                bus.publish_many(held)
 
 
 _PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)

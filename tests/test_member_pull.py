@@ -303,3 +303,59 @@ def test_pages_cross_the_pipe_whole_while_signals_cut_the_writes_short():
         kicker.join(5)
         child.kill()
         child.wait(10)
+
+
+class Feed:
+    """A member feed that records which pages were asked for, and holds page ``hold`` until told."""
+
+    def __init__(self, pages: int, hold: int | None = None, fail_at: int | None = None):
+        self.pages, self.fail_at = pages, fail_at
+        self.asked: list[int] = []
+        self.asking = {n: threading.Event() for n in range(1, pages + 1)}
+        self.hold, self.release = hold, threading.Event()
+
+    def __iter__(self):
+        for n in range(1, self.pages + 1):
+            self.asked.append(n)
+            self.asking[n].set()
+            if n == self.hold:
+                assert self.release.wait(10)
+            if n == self.fail_at:
+                raise CentralAuthError("central refused the lane's key", status=401)
+            yield [f"m{n}"], f"c{n}", n < self.pages
+
+
+def test_the_next_page_is_asked_of_central_while_the_one_before_is_built():
+    """The fetch process waits for central's next answer while it builds the page before, instead of
+    one after the other."""
+    from posd.member_pull import _ahead
+
+    feed = Feed(3, hold=2)
+    pages = _ahead(iter(feed), 10)
+    assert next(pages) == (["m1"], "c1", True)
+    assert feed.asking[2].wait(5), "page 2 was not asked for while page 1 was being built"
+    feed.release.set()
+    assert [p[1] for p in pages] == ["c2", "c3"]
+    assert feed.asked == [1, 2, 3]
+
+
+def test_pages_fetched_ahead_stop_at_the_most_asked_for_and_at_the_last():
+    from posd.member_pull import _ahead
+
+    feed = Feed(5)
+    assert [p[1] for p in _ahead(iter(feed), 2)] == ["c1", "c2"]
+    assert feed.asked == [1, 2], "a page past max_pages was fetched"
+    feed = Feed(2)
+    assert [p[1] for p in _ahead(iter(feed), 10)] == ["c1", "c2"]
+    assert feed.asked == [1, 2]
+    assert list(_ahead(iter(Feed(3)), 0)) == []
+
+
+def test_centrals_error_while_fetching_ahead_comes_after_the_pages_before_it():
+    from posd.member_pull import _ahead
+
+    got = []
+    with pytest.raises(CentralAuthError):
+        for page in _ahead(iter(Feed(4, fail_at=3)), 10):
+            got.append(page[1])
+    assert got == ["c1", "c2"]

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = {
     "run": (["--members", "2000", "--scans", "50", "--posts", "100", "--idle-s", "1", "--no-slips"],
             {"start", "idle", "scan_to_member_identified", "post_transaction", "floors", "ratios", "targets"}),
+    "slips": (["--rounds", "2"], {"wire", "targets"}),  # bench.run's slip part (`make bench` runs it there)
     "camera": (["--clips", "3", "--frames", "2"], {"sets", "empty_frames", "targets"}),
     "sync": (["--events", "500", "--members", "5000"], {"outage_drain", "snapshot", "targets"}),
     "central": (["--lanes", "2", "--workers", "1", "--batches", "2", "--events", "20"],

@@ -228,6 +228,27 @@ def test_bad_cursor_and_limit_are_400(central, client):
     assert err.value.code == "bad_limit"
 
 
+def test_a_cursor_past_any_central_handed_out_is_400_not_an_empty_feed(central, client):
+    """A lane's cursor from before central was restored must not read as "nothing changed" forever."""
+    members, end, has_more = client.member_changes(None, 1000)
+    assert members and not has_more
+    assert client.member_changes(end, 1000)[0] == []  # the end of the feed is a cursor central handed out
+    for past in (str(int(end) + 10**12), str(2**63 - 1)):
+        with pytest.raises(CentralRequestRejected) as err:
+            client.member_changes(past, 10)
+        assert err.value.code == "bad_cursor"
+    client.push_batch("B-1", [make_event(1)])
+    assert [m["member_id"] for m in client.member_changes(end, 1000)[0]] == ["M0001"]
+
+
+@pytest.mark.parametrize("limit", ["1001", "1000000", "2147483648", "99999999999999999999", "0" * 30 + "5000"])
+def test_a_limit_past_a_page_is_clamped_at_any_size(central, client, limit):
+    """Every limit above 1000 is 1000 (the protocol document), however many digits it has."""
+    path = f"/v1/stores/{client.store_id}/members/changes?cursor=&limit={limit}"
+    resp = client._request("GET", path)
+    assert resp.status_code == 200 and len(resp.json()["members"]) == len(client.member_changes(None, 1000)[0])
+
+
 def test_program_etag_and_304(central, client):
     program, etag = client.program(None)
     assert program["version"] == "test-1" and etag.startswith('"')

@@ -487,6 +487,21 @@ def test_puller_backs_off_and_keeps_its_cursor(central, client):
     assert puller.run_once() == "auth_failed" and puller.status()["state"] == "auth_failed"
 
 
+def test_a_cursor_central_refuses_is_dropped_and_every_member_pulled_again(central, client):
+    """central restored from a backup no longer knows the lane's cursor: the lane pulls every member
+    again, once, instead of hearing "nothing changed" forever or backing off forever."""
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache, page_limit=2)
+    assert puller.run_once() == "updated"
+    cache.members.clear()
+    cache.cursor = str(int(cache.cursor) + 10**9)  # handed out by the central before the restore
+    central.store.upsert_member({"member_id": "M0042", "display_name": "After The Restore"})
+    assert puller.run_once() == "updated"
+    assert sorted(cache.members) == ["M0001", "M0002", "M0003", "M0042"]
+    assert int(cache.cursor) < 10**9 and puller.status()["consecutive_failures"] == 0
+    assert puller.run_once() == "unchanged"
+
+
 def test_puller_thread_fills_the_cache_and_stops(central, client):
     cache = MemoryCache()
     puller = SyncPuller(client, cache, member_interval=0.05, program_interval=60.0)

@@ -39,6 +39,7 @@ from posd.sync.central.codec import dumps
 from posd.sync.central.codec import loads as _loads
 from posd.sync.central.faults import ROUTES
 from posd.sync.central.store import CentralStore, open_store
+from posd.sync.central.store_sql import UnknownCursor
 from posd.sync.central.tokens import (
     DEFAULT_VALIDITY_S,
     MAX_VALIDITY_S,
@@ -371,11 +372,16 @@ class _Request:
         limit_text = self._one("limit", str(MAX_MEMBER_PAGE))
         if not re.fullmatch(r"[0-9]{0,19}", cursor_text) or int(cursor_text or 0) > MAX_CURSOR:
             raise HttpError(400, "bad_cursor", "cursor must be one from a previous answer, or empty")
-        if not re.fullmatch(r"[0-9]{1,6}", limit_text) or int(limit_text) < 1:
+        if not re.fullmatch(r"[0-9]+", limit_text) or not limit_text.strip("0"):
             raise HttpError(400, "bad_limit", "limit must be a positive integer")
-        limit = min(int(limit_text), MAX_MEMBER_PAGE)
-        members, next_cursor, has_more = await app.call(app.store.member_changes, store_id, int(cursor_text or 0),
-                                                        limit)
+        digits = limit_text.lstrip("0")  # any length: larger than a page is a page
+        limit = MAX_MEMBER_PAGE if len(digits) > 6 else min(int(digits), MAX_MEMBER_PAGE)
+        try:
+            members, next_cursor, has_more = await app.call(app.store.member_changes, store_id,
+                                                            int(cursor_text or 0), limit)
+        except UnknownCursor:
+            raise HttpError(400, "bad_cursor", "this cursor is past any central has handed out: "
+                            "pull from an empty cursor") from None
         if fault == "applied_then_lost":
             raise _Drop()
         await self._json(200, {"members": members, "next_cursor": next_cursor, "has_more": has_more})

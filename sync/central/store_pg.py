@@ -117,6 +117,11 @@ class PgStore(SqlStore):
             raise RuntimeError(f"more than {2**CHANGE_BITS - 1} member changes in one transaction")
         return [(conn.xid << CHANGE_BITS) | n for n in range(first, conn.changes + 1)]
 
+    def _feed_end(self, conn: _Conn) -> int:
+        # Every version is a transaction's id shifted, and every id handed out is below xmax.
+        return conn.execute(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint << {CHANGE_BITS} AS v"
+                            ).fetchone()["v"]
+
     def _feed_rows(self, conn: _Conn, cursor: int, limit: int) -> list[Any]:
         return conn.execute(
             f"SELECT * FROM members WHERE version > ? AND version < "

@@ -38,6 +38,10 @@ from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, par
 from posd.sync.protocol.burn import canonical_code
 from posd.sync.protocol.ids import UuidV7, hyphenated
 
+
+class UnknownCursor(Exception):
+    """A member feed cursor past any central has handed out."""
+
 JSON_COLUMNS = ("identifiers", "balances", "offers")
 EVENT_COLUMNS = ("store_id", "lane_id", "seq", "event_id", "status", "code", "type", "member_id", "body",
                  "batch_id", "received_at")
@@ -69,6 +73,11 @@ class SqlStore:
     def _feed_rows(self, conn: Any, cursor: int, limit: int) -> list[Any]:
         """Up to ``limit`` member rows changed after ``cursor``, in feed order, none of
         which a transaction still running could sort before."""
+        raise NotImplementedError
+
+    def _feed_end(self, conn: Any) -> int:
+        """A bound no cursor central has handed out goes past: a larger one is not central's
+        (a lane's cursor from before central was restored, or made up)."""
         raise NotImplementedError
 
     def _lock_members(self, conn: Any, member_ids: list[str]) -> None:
@@ -366,6 +375,8 @@ class SqlStore:
         so a balance that fell by expiry is in the feed)."""
         self.sweep_expired()
         with self._read() as conn:
+            if cursor > self._feed_end(conn):
+                raise UnknownCursor(cursor)
             rows = self._feed_rows(conn, cursor, limit + 1)
             has_more = len(rows) > limit
             rows = rows[:limit]

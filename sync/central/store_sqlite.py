@@ -63,8 +63,11 @@ class SqliteStore(SqlStore):
 
     def _next_versions(self, conn: sqlite3.Connection, count: int) -> list[int]:
         # One writer at a time: the next numbers are also the next commit's.
-        top = conn.execute("SELECT coalesce(max(version), 0) AS v FROM members").fetchone()["v"]
+        top = self._feed_end(conn)
         return list(range(top + 1, top + 1 + count))
+
+    def _feed_end(self, conn: sqlite3.Connection) -> int:
+        return conn.execute("SELECT coalesce(max(version), 0) AS v FROM members").fetchone()["v"]
 
     def _feed_rows(self, conn: sqlite3.Connection, cursor: int, limit: int) -> list[Any]:
         return conn.execute("SELECT * FROM members WHERE version > ? ORDER BY version LIMIT ?",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from posd.sync.lane.errors import CentralProtocolError
+from posd.sync.lane.errors import CentralProtocolError, CentralRequestRejected
 from posd.sync.lane.ports import CachePort
 from posd.sync.lane.worker import Worker
 
@@ -26,8 +26,19 @@ PROBE_LIMIT = 100  # members asked for in the puller's own thread when a bulk pu
 
 def member_pages(client: Any, cursor: str | None, limit: int) -> Iterator[tuple[list[dict[str, Any]], str, bool]]:
     """central's member changes after ``cursor``, page by page: (members, next_cursor, has_more)."""
+    first = True
     while True:
-        members, next_cursor, has_more = client.member_changes(cursor, limit)
+        try:
+            members, next_cursor, has_more = client.member_changes(cursor, limit)
+        except CentralRequestRejected as exc:
+            if not (first and cursor and exc.code == "bad_cursor"):
+                raise
+            # central does not know our cursor (restored from a backup, replaced): every member again
+            log.warning("central refused the member cursor %s: pulling every member again", cursor,
+                        extra={"event": "sync-puller.cursor_reset"})
+            cursor, first = None, False
+            continue
+        first = False
         yield members, next_cursor, has_more
         if not has_more:
             return

@@ -159,7 +159,28 @@ class DedupesOnSeqAlone(BrokenStore):
         return [dict(a, event_id=e["event_id"]) for a, e in zip(answers, events, strict=True)]
 
 
+class AppliesWhatItRefuses(BrokenStore):
+    """A central store that answers a resent event duplicate, and a collision seq_conflict, as it
+    should, and then credits the event all the same (under a lane of its own)."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._shadow_seq = 0
+
+    def apply_batch(self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]],
+                    received_at: str) -> list[dict[str, Any]]:
+        answers = self._store.apply_batch(store_id, lane_id, batch_id, events, received_at)
+        for answer, event in zip(answers, events, strict=True):
+            if answer["status"] == "duplicate" or answer.get("code") == "seq_conflict":
+                self._shadow_seq += 1
+                again = dict(event, seq=self._shadow_seq, event_id=f"{event['event_id']}-again-{self._shadow_seq}")
+                self._store.apply_batch(store_id, "SHADOW", f"{batch_id}-{self._shadow_seq}", [again], received_at)
+        return answers
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (AppliesWhatItRefuses, {"push/dedupe.duplicate", "push/dedupe.conflict",
+                                                                     "members/cursor.loses_nothing"}),
                                              (DedupesOnSeqAlone, {"push/dedupe.event_id"}),
                                              (FailsOnNul, {"push/answers.malformed"}),
                                              (AcceptsEveryToken, {"tokens/claim.other_lane"}),
@@ -173,6 +194,24 @@ def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
     assert code == 1 and not report["conformant"]
     failed = {name for name, status in by_name(report).items() if status == "FAIL"}
     assert failed == failing, report
+
+
+@pytest.mark.parametrize("open_calls", ["GET", "not pushes"])
+def test_a_central_that_checks_signatures_on_pushes_only_fails_the_kit(central, tmp_path, monkeypatch, open_calls):
+    """Member changes hold names, birth dates and wallet secrets; burns spend points: a central that
+    lets unsigned reads (or every call but a push) through is not conformant."""
+    from posd.sync.central import app as central_app
+
+    checked = central_app._Request._authenticate
+
+    async def authenticate(self, body: bytes, store_in_url: str | None, lane_in_url: str | None) -> None:
+        if (self.method == "GET") if open_calls == "GET" else not self.target.endswith("/batches"):
+            return
+        await checked(self, body, store_in_url, lane_in_url)
+
+    monkeypatch.setattr(central_app._Request, "_authenticate", authenticate)
+    code, report = kit(central, tmp_path, "--group", "auth")
+    assert code == 1 and {name for name, status in by_name(report).items() if status == "FAIL"} == {"auth/every_call"}
 
 
 def test_bad_arguments_are_named_not_a_traceback(tmp_path):

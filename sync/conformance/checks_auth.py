@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from posd.sync.conformance.http import authorise_path, birthday_awards_path, release_path, segment, token_uses_path
 from posd.sync.conformance.kit import Context, Failed, check, expect_status
 
 MEMBER = "conformance-nobody"  # never enrolled: a refused push could not apply anyway
@@ -63,3 +64,24 @@ def lane_mismatch(ctx: Context) -> str:
     answer = ctx.client.push("conf-lane", _probe(ctx, 1), lane_header=ctx.client.lane_id + "-other")
     expect_status(answer, 403, "a lane header for another lane", "lane_mismatch")
     return "403 lane_mismatch"
+
+
+@check("auth", "every_call")
+def every_call(ctx: Context) -> str:
+    """Every other call (the lane's head, member changes, the program, burn authorisations and releases,
+    token and birthday claims, voucher lookups) is refused 401 unsigned and 401 bad_signature signed
+    with another secret: member data and burns are as guarded as pushes."""
+    client = ctx.client
+    store, lane = segment(client.store_id), segment(client.lane_id)
+    calls = [("GET", f"/v1/lanes/{store}/{lane}"), ("GET", f"/v1/stores/{store}/members/changes?cursor=&limit=1"),
+             ("GET", "/v1/program"), ("POST", authorise_path(client)), ("POST", release_path(client)),
+             ("POST", token_uses_path(client)), ("POST", birthday_awards_path(client)),
+             ("GET", f"/v1/stores/{store}/vouchers/CONFKIT0000?member_id={MEMBER}")]
+    for method, path in calls:
+        body = b"{}" if method == "POST" else b""
+        headers = {"Content-Type": "application/json"} if body else {}
+        answer = client.request(method, path, body, headers, sign=False)
+        expect_status(answer, 401, f"an unsigned {method} {path.split('?')[0]}")
+        answer = client.request(method, path, body, headers, secret=b"not-the-store-secret")
+        expect_status(answer, 401, f"{method} {path.split('?')[0]} signed with a wrong secret", "bad_signature")
+    return f"{len(calls)} calls: 401 unsigned, 401 bad_signature with a wrong secret"

@@ -11,37 +11,17 @@ from __future__ import annotations
 
 import time
 
-from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status
+from posd.sync.conformance.kit import SETTLE_POLLS, Context, Failed, Skipped, check, expect_status, feed_page, follow_feed
 
 PAGE = 2  # small pages, so changes land between them
-SETTLE_POLLS = 20  # polls at the feed's end for changes still committing elsewhere (bounded)
-
-
-def _page(ctx: Context, cursor: str, limit: int) -> tuple[list[dict], str, bool]:
-    answer = ctx.client.member_changes(cursor, limit)
-    expect_status(answer, 200, "a member page")
-    doc = answer.json()
-    if not isinstance(doc, dict) or not isinstance(doc.get("members"), list) \
-            or not isinstance(doc.get("next_cursor"), str) or not isinstance(doc.get("has_more"), bool):
-        raise Failed(f"a member page needs members, next_cursor (string) and has_more: {answer.body[:200]!r}")
-    return doc["members"], doc["next_cursor"], doc["has_more"]
 
 
 def _tail(ctx: Context) -> str:
-    """The cursor at the feed's end, paged to from the start (a lane's first snapshot)."""
-    if "tail" in ctx.notes:
-        return ctx.notes["tail"]
-    cursor, offsets = "", {}
-    for _ in range(ctx.max_pages):
-        members, cursor, has_more = _page(ctx, cursor, 1000)
-        for m in members:  # a platform may give an enrolment bonus: measure from what it shows
-            if isinstance(m, dict) and m.get("member_id") in ctx.expected:
-                balance = (m.get("balances") or {}).get(ctx.currency, 0)
-                offsets[m["member_id"]] = balance - ctx.expected[m["member_id"]][0]
-        if not has_more:
-            ctx.notes["tail"], ctx.notes["offsets"] = cursor, offsets
-            return cursor
-    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
+    """The cursor at the feed's end: from where the kit last followed it (when it enrolled its
+    members), else from the start (a lane's first snapshot)."""
+    if "tail" not in ctx.notes:
+        ctx.notes["tail"] = follow_feed(ctx, ctx.notes.get("cursor", ""))
+    return ctx.notes["tail"]
 
 
 @check("members", "cursor.bad")
@@ -66,11 +46,11 @@ def loses_nothing(ctx: Context) -> str:
         if results[0].get("status") != "accepted":
             raise Failed(f"an accrual for the kit's member was answered {results[0]}")
         pushed += 1
-        members, cursor, _ = _page(ctx, cursor, PAGE)
+        members, cursor, _ = feed_page(ctx, cursor, PAGE)
         seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
     for _ in range(SETTLE_POLLS):
         for _ in range(ctx.max_pages):
-            members, cursor, has_more = _page(ctx, cursor, 1000)
+            members, cursor, has_more = feed_page(ctx, cursor, 1000)
             seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
             if not has_more:
                 break
@@ -103,7 +83,7 @@ def watermark(ctx: Context) -> str:
     """A member's applied_seq names this lane's last event applied to it (only this store's lanes)."""
     if not ctx.members:
         raise Skipped("the kit's members were not enrolled (check push.accepted)")
-    members, _, _ = _page(ctx, _tail_before(ctx), 1000)
+    members, _, _ = feed_page(ctx, _tail_before(ctx), 1000)
     for m in members:
         marks = m.get("applied_seq")
         if not isinstance(marks, dict) or any("/" in key for key in marks):

@@ -65,7 +65,7 @@ class KitClient:
     # --- the protocol's calls ------------------------------------------------------------------
 
     def push_path(self, lane_id: str | None = None) -> str:
-        return f"/v1/lanes/{_seg(self.store_id)}/{_seg(lane_id or self.lane_id)}/batches"
+        return f"/v1/lanes/{segment(self.store_id)}/{segment(lane_id or self.lane_id)}/batches"
 
     def push(self, batch_id: str, events: list[dict[str, Any]], **kwargs: Any) -> Answer:
         body = encode_batch(batch_id, events)
@@ -73,11 +73,11 @@ class KitClient:
         return self.request("POST", self.push_path(), body, headers, **kwargs)
 
     def lane_head(self) -> Answer:
-        return self.request("GET", f"/v1/lanes/{_seg(self.store_id)}/{_seg(self.lane_id)}")
+        return self.request("GET", f"/v1/lanes/{segment(self.store_id)}/{segment(self.lane_id)}")
 
     def member_changes(self, cursor: str, limit: int) -> Answer:
         query = f"cursor={quote(cursor, safe='')}&limit={limit}"
-        return self.request("GET", f"/v1/stores/{_seg(self.store_id)}/members/changes?{query}")
+        return self.request("GET", f"/v1/stores/{segment(self.store_id)}/members/changes?{query}")
 
     def program(self, etag: str | None = None) -> Answer:
         return self.request("GET", "/v1/program", b"", {"If-None-Match": etag} if etag else {})
@@ -111,21 +111,21 @@ class KitClient:
         return answer
 
 
-def _seg(value: str) -> str:
+def segment(value: str) -> str:
     return quote(value, safe="")
 
 
 def authorise_path(client: KitClient) -> str:
-    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(client.lane_id)}/authorisations"
+    return f"/v1/lanes/{segment(client.store_id)}/{segment(client.lane_id)}/authorisations"
 
 
 def release_path(client: KitClient, lane_id: str | None = None) -> str:
-    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/releases"
+    return f"/v1/lanes/{segment(client.store_id)}/{segment(lane_id or client.lane_id)}/releases"
 
 
 def token_uses_path(client: KitClient, lane_id: str | None = None) -> str:
-    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/token-uses"
+    return f"/v1/lanes/{segment(client.store_id)}/{segment(lane_id or client.lane_id)}/token-uses"
 
 
 def birthday_awards_path(client: KitClient, lane_id: str | None = None) -> str:
-    return f"/v1/lanes/{_seg(client.store_id)}/{_seg(lane_id or client.lane_id)}/birthday-awards"
+    return f"/v1/lanes/{segment(client.store_id)}/{segment(lane_id or client.lane_id)}/birthday-awards"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +122,64 @@ class Context:
         if event["member_id"] in self.expected or event["type"] == "member_enrolled":
             self.expected[event["member_id"]] = (points + sum(event["points"].values()), event["seq"])
         self.next_seq = max(self.next_seq or 0, event["seq"] + 1)
+
+
+# --- the member feed, as the kit watches its own members in it ----------------------------------
+
+SETTLE_POLLS = 20  # polls at the feed's end for changes still committing elsewhere (bounded)
+
+
+def feed_page(ctx: Context, cursor: str, limit: int) -> tuple[list[dict], str, bool]:
+    """One page of member changes: (members, next_cursor, has_more); Failed on a malformed answer."""
+    answer = ctx.client.member_changes(cursor, limit)
+    expect_status(answer, 200, "a member page")
+    doc = answer.json()
+    if not isinstance(doc, dict) or not isinstance(doc.get("members"), list) \
+            or not isinstance(doc.get("next_cursor"), str) or not isinstance(doc.get("has_more"), bool):
+        raise Failed(f"a member page needs members, next_cursor (string) and has_more: {answer.body[:200]!r}")
+    return doc["members"], doc["next_cursor"], doc["has_more"]
+
+
+def follow_feed(ctx: Context, cursor: str = "") -> str:
+    """Page from ``cursor`` to the feed's end (at most --max-pages): the kit's members' latest states
+    go to notes["seen"]; the cursor at the end is returned and kept in notes["cursor"]."""
+    seen = ctx.notes.setdefault("seen", {})
+    for _ in range(ctx.max_pages):
+        members, cursor, has_more = feed_page(ctx, cursor, 1000)
+        seen.update({m["member_id"]: m for m in members
+                     if isinstance(m, dict) and m.get("member_id") in ctx.expected})
+        if not has_more:
+            ctx.notes["cursor"] = cursor
+            return cursor
+    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
+
+
+def balance_in_feed(ctx: Context, member: str) -> int | None:
+    got = ctx.notes.get("seen", {}).get(member)
+    return None if got is None else (got.get("balances") or {}).get(ctx.currency, 0)
+
+
+def applied_once(ctx: Context) -> str:
+    """The kit's members' balances in the feed are what central accepted of the kit, each event
+    counted once (beside what each held right after its enrolment: a platform may give a bonus).
+    Failed as soon as one is above it; a balance below it is waited for (commits elsewhere)."""
+    if "offsets" not in ctx.notes:
+        raise NotObserved("the feed's end was not reached when the kit enrolled its members (--max-pages)")
+    behind: list[str] = []
+    for _ in range(SETTLE_POLLS):
+        follow_feed(ctx, ctx.notes["cursor"])
+        behind = []
+        for member in ctx.members:
+            balance, want = balance_in_feed(ctx, member), ctx.expected[member][0] + ctx.notes["offsets"].get(member, 0)
+            if balance is not None and balance > want:
+                raise Failed(f"{member} holds {balance} points in the member feed; what central accepted of the kit "
+                             f"comes to {want}: an event was applied twice")
+            if balance != want:
+                behind.append(f"{member}: {balance} (accepted {want})")
+        if not behind:
+            return "every balance as accepted"
+        time.sleep(0.5)
+    raise Failed("the member feed never showed what central accepted: " + "; ".join(behind[:3]))
 
 
 def expect_status(answer: Answer, status: int, what: str, code: str | None = None) -> None:

@@ -6,6 +6,7 @@ Every wait is bounded; nothing asserts how long anything took.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -97,6 +98,30 @@ def test_the_relay_runs_the_retry_policy_object():
 
 
 # --- relay, one step at a time ---------------------------------------------------------------------
+
+
+class NamesOtherEvents:
+    """central's answers, each naming another event_id than the one sent at its seq."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.store_id, self.lane_id = client.store_id, client.lane_id
+
+    def push_batch(self, batch_id, events):
+        return [dataclasses.replace(r, event_id=f"not-{r.event_id}") for r in self.client.push_batch(batch_id, events)]
+
+
+def test_an_answer_naming_another_event_acks_nothing(central, client):
+    """An event leaves the outbox only on central's answer for that very event."""
+    outbox = MemoryOutbox()
+    for _ in range(3):
+        outbox.add()
+    relay = OutboxRelay(NamesOtherEvents(client), outbox)
+    assert relay.run_once() == "backoff"
+    assert outbox.count("acked") == 0 and outbox.count("pending") == 3
+    assert "only part of the batch" in relay.status()["last_error"]
+    assert OutboxRelay(client, outbox).run_once() == "sent"  # central's own answers: duplicate, acked
+    assert outbox.count("acked") == 3
 
 
 def test_sends_pending_events_in_batches_then_is_idle(central, client):

@@ -178,8 +178,15 @@ class OutboxRelay(Worker):
 
     def _record(self, events: list[OutboxEvent], results: list[EventResult]) -> str:
         crash_point("after_central_applied_before_ack")
-        sent = {e.seq for e in events}
-        results = [r for r in results if r.seq in sent]
+        sent = {e.seq: e.event_id for e in events}
+        # An event leaves the outbox only on central's answer for that very event: an answer at its
+        # seq naming another event_id is no answer for it (it stays pending; the batch is resent).
+        foreign = [r for r in results if r.seq in sent and r.event_id not in (None, sent[r.seq])]
+        if foreign:
+            log.error("push: central answered seq %d for event %s, but this lane sent %s there; not acked",
+                      foreign[0].seq, foreign[0].event_id, sent[foreign[0].seq],
+                      extra={"event": "sync-relay.foreign_answer", "seqs": [r.seq for r in foreign][:20]})
+        results = [r for r in results if r.seq in sent and r.event_id in (None, sent[r.seq])]
         try:
             self._outbox.record_results(results)
         except OSError as exc:  # the lane's disk (full, failing): one line; central answers "duplicate" next time

@@ -240,6 +240,9 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
         flag = item.get("flag")
         if flag is not None and not isinstance(flag, str):
             raise CentralProtocolError("result flag must be a string")
+        event_id = item.get("event_id")
+        if event_id is not None and not isinstance(event_id, str):
+            raise CentralProtocolError("result event_id must be a string")
         results.append(
             EventResult(
                 seq=item["seq"],
@@ -247,6 +250,7 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
                 code=code if rejected else None,
                 retryable=rejected and item.get("retryable") is True,
                 flag=None if rejected else flag,
+                event_id=event_id,
             )
         )
     return results

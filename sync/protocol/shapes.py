@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from posd.sync.protocol.errors import FLAG_CODES, RequestRejected
@@ -27,6 +27,7 @@ class EventResult:
     code: str | None = None  # set on rejected
     retryable: bool = False  # a rejected event that central asks us to send again (e.g. seq_gap)
     flag: str | None = None  # an accepted event central noticed something about (birthday_repeated)
+    event_id: str | None = field(default=None, compare=False)  # the event the answer names, when central names it
 
     @property
     def flagged(self) -> bool:

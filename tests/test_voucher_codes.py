@@ -14,6 +14,8 @@ from tests.support.central_fixture import demo_seed, make_client
 from tests.support.lane import ANNA
 
 TYPED = {"0": "Oo0", "1": "IiLl1"}
+# A digit as a Persian, Arabic-Indic or fullwidth keyboard types it.
+SCRIPTS = (0x6F0, 0x660, 0xFF10)
 
 
 @pytest.fixture
@@ -28,9 +30,11 @@ def typed_codes(draw) -> tuple[str, str]:
     typed = ""
     for i, ch in enumerate("V" + body):
         choices = TYPED.get(ch, ch + ch.lower())
+        if ch.isdigit():
+            choices = [*choices, *(chr(base + int(ch)) for base in SCRIPTS)]
         typed += draw(st.sampled_from(choices))
         if i and i % 4 == 0 and draw(st.booleans()):
-            typed += draw(st.sampled_from(["-", " "]))
+            typed += draw(st.sampled_from(["-", " ", "\u200e", "\u200b"]))  # an RTL keyboard's marks too
     return "V" + body, typed
 
 
@@ -57,6 +61,7 @@ def test_central_reads_any_text_as_the_lanes_voucher_code_does(text):
 
 def test_coupons_keep_their_spelling_and_other_codes_are_left_alone():
     assert canonical_code("welcome10", ["WELCOME10", "STAFF20"]) == "WELCOME10"
+    assert canonical_code("\u200ewelcome\u06f1\u06f0", ["WELCOME10"]) == "WELCOME10"  # typed on a Persian keyboard
     assert canonical_code("VOLVO-LOVE-IOU", ["WELCOME10"]) == "VOLVO-LOVE-IOU"  # a U: no voucher of ours
     assert voucher_code("WELCOME10") is None and voucher_code("V123") is None
 
@@ -67,7 +72,8 @@ def test_a_voucher_validates_and_is_used_however_it_is_typed(tmp_path, central, 
     assert redeemed.status_code == 200, redeemed.text
     code = redeemed.json()["voucher"]["code"]
     typed = code.lower().replace("0", "o").replace("1", "l")
-    for variant in (typed, f"{typed[:5]}-{typed[5:9]}-{typed[9:]}", code):
+    persian = "\u200e" + code.translate({ord(d): chr(0x6F0 + int(d)) for d in "0123456789"})
+    for variant in (typed, f"{typed[:5]}-{typed[5:9]}-{typed[9:]}", persian, code):
         ok = lane.post("/v1/vouchers/validate", {"code": variant, "member": ANNA})
         assert ok.status_code == 200 and ok.json()["code"] == code, (variant, ok.text)
     used = lane.post(f"/v1/vouchers/{typed}/use", {"transaction_id": "T-case-1", "member": ANNA})
@@ -76,8 +82,9 @@ def test_a_voucher_validates_and_is_used_however_it_is_typed(tmp_path, central, 
     assert again.status_code == 200 and again.json() == used.json()  # the same use, retried
     twice = lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": "T-case-2", "member": ANNA})
     assert (twice.status_code, twice.json()["code"]) == (409, "voucher_used")
-    coupon = lane.post("/v1/vouchers/validate", {"code": "welcome10", "member": ANNA})
-    assert coupon.status_code == 200 and coupon.json()["code"] == "WELCOME10", coupon.text
+    for typed_coupon in ("welcome10", "WELCOME\u06f1\u06f0", "welcome\uff11\uff10"):
+        coupon = lane.post("/v1/vouchers/validate", {"code": typed_coupon, "member": ANNA})
+        assert coupon.status_code == 200 and coupon.json()["code"] == "WELCOME10", (typed_coupon, coupon.text)
     lane.wait_drained()
     with make_client(central, lane_id="L09", secret=central.store.store_secret("S001")) as client:  # central reads a typed code as the lane does
         known = client.voucher(typed, None)

@@ -48,10 +48,21 @@ VOUCHER_LENGTH = 13
 _CROCKFORD_READS = str.maketrans("OIL", "011")  # what a person types for 0 and 1
 
 
+def typed_code(text: str) -> str:
+    """A voucher or coupon code as typed, read as its writer meant it: digits of any script (Persian,
+    Arabic-Indic, fullwidth) as 0-9, and invisible format characters (a zero-width space, a
+    left-to-right mark that a right-to-left keyboard adds) dropped."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
+                   for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def voucher_code(text: str) -> str | None:
     """A lane voucher's code as issued, from however it was typed or read: any case, O for 0, I and L
-    for 1, hyphens and spaces ignored (Crockford's decoding rules); None when it is not one."""
-    compact = "".join(text.split()).replace("-", "").upper()
+    for 1, digits of any script, hyphens, spaces and format characters ignored (Crockford's decoding
+    rules, and typed_code); None when it is not one."""
+    compact = "".join(typed_code(text).split()).replace("-", "").upper()
     if len(compact) != VOUCHER_LENGTH or compact[0] != "V":
         return None
     body = compact[1:].translate(_CROCKFORD_READS)

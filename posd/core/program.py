@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from posd.core.benefit import Benefit, Stacking
+from posd.core.identify import typed_code
 from posd.core.member_tokens import TokenSettings, parse_member_tokens
 from posd.core.messages import plural_form
 from posd.core.rules_json import (
@@ -196,7 +197,7 @@ class Program:
 
     def coupon(self, code: str) -> Coupon | None:
         """The coupon with this code, read case-insensitively (shoppers type them): WELCOME10 = welcome10."""
-        wanted = code.strip().casefold()
+        wanted = typed_code(code).strip().casefold()
         return next((c for c in self.coupons if c.code == code), None) or \
             next((c for c in self.coupons if c.code.casefold() == wanted), None)
 

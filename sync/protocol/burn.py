@@ -9,6 +9,7 @@ authorisation", is the prose version.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,14 +32,23 @@ _CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _TYPED_AS = {"O": "0", "I": "1", "L": "1"}
 
 
+def _typed(text: str) -> str:
+    """Digits of any script as 0-9, format characters (U+200B, U+200E...) dropped: the lane's typed_code."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
+                   for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
     """A voucher or coupon code as issued or published, however it was typed: a coupon of ``coupons``
     in its own spelling, a lane voucher's code as issued, anything else as it is."""
-    folded = code.strip().casefold()
+    typed = _typed(code)
+    folded = typed.strip().casefold()
     for coupon in coupons:
         if coupon == code or coupon.casefold() == folded:
             return coupon
-    chars = [_TYPED_AS.get(ch, ch) for ch in "".join(code.split()).replace("-", "").upper()]
+    chars = [_TYPED_AS.get(ch, ch) for ch in "".join(typed.split()).replace("-", "").upper()]
     if len(chars) == 13 and chars[0] == "V" and _CROCKFORD.issuperset(chars[1:]):
         return "".join(chars)
     return code

@@ -96,6 +96,31 @@ def test_a_time_whose_utc_instant_is_past_year_9999_is_invalid_request_not_a_500
     assert "Traceback" not in log and "OverflowError" not in log, log[-2000:]
 
 
+def test_a_time_as_a_number_and_a_trailing_slash_are_refused_with_a_code(tmp_path, central, start_lane):
+    """What the schema does not say is not guessed: a number (or digits) as occurred_at is no date-time
+    with its offset (pydantic read it as seconds or milliseconds since 1970); a path with a trailing
+    slash is no route (it was a bare 307 redirect, which a client follows with the body). Nothing of
+    either is written. ``lines: []`` is a sale without lines, as when ``lines`` is left out."""
+    lane = start_lane(tmp_path / "lane")
+    for route in ("/v1/transactions", "/v1/transactions?via=standard", "/v1/quotes"):
+        for when in (1796371585, 1796371585.5, "1796371585", "1796371585000", "20261204T091500Z"):
+            resp = lane.post(route, {**sale_body("T-epoch-1"), "occurred_at": when})
+            assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), (route, when, resp.text)
+            assert resp.json()["message"].startswith("occurred_at"), resp.text
+    empty = lane.post("/v1/transactions", {**sale_body("T-nolines-1"), "lines": []})
+    without = lane.post("/v1/transactions", {k: v for k, v in sale_body("T-nolines-2").items() if k != "lines"})
+    assert empty.status_code == without.status_code == 200, (empty.text, without.text)
+    assert empty.json()["accrual"]["points"] == without.json()["accrual"]["points"]
+    for method, path in (("GET", f"/v1/members/{ANNA}/"), ("GET", "/v1/members/"), ("GET", "/v1/members/%2F"),
+                         ("POST", "/v1/transactions/"), ("GET", "/v1/health/")):
+        resp = requests.request(method, lane.base + path, json=sale_body("T-slash-1") if method == "POST" else None,
+                                headers=lane.headers(), timeout=10, allow_redirects=False)
+        assert (resp.status_code, resp.json()["code"]) == (404, "not_found"), (method, path, resp.status_code, resp.text)
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert sorted(r[0] for r in db.execute("SELECT transaction_id FROM transactions")) == ["T-nolines-1", "T-nolines-2"]
+
+
 def test_a_card_number_sent_as_a_field_name_is_refused_as_card_data_and_never_repeated(tmp_path, central, start_lane):
     """An unknown field is named in a 422's message; a field named with a card number (or track data)
     would have its number repeated to the POS. It is refused as payment_card, the number in no answer."""

@@ -203,7 +203,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     each sale's, return's and redemption's outcome (posd.metrics.LaneMetrics)."""
     app = _LaneApi(title="posd local API", version=__version__,
                    description="The lane's loyalty daemon: identify members, record sales, stream events.",
-                   docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY)
+                   docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY,
+                   redirect_slashes=False)  # a path that is not a route is 404 not_found, never a bare 307
     guard = LaneGuard(token)
 
     def count_refusal(request: Request | None, code: str) -> None:
@@ -426,7 +427,7 @@ def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
     """The read-only listener for the store network (``[status] listen``): the page and health, nothing
     else. No API route exists here, so none can be reached, whatever the token or the Host."""
     app = FastAPI(title="posd status", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                  telemetry=NO_TELEMETRY)
+                  telemetry=NO_TELEMETRY, redirect_slashes=False)
 
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 

@@ -144,7 +144,18 @@ def _utc_instant(value: datetime) -> datetime:
     return value
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_utc_instant)]
+_DATE_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _date_time_text(value: Any) -> Any:
+    """A date-time as the schema says: text, date first. pydantic would also read a number, or digits
+    in a string, as seconds or milliseconds since 1970: a guess, and no UTC offset given."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME_TEXT.match(value)):
+        return value
+    raise ValueError("a date and time as text with its UTC offset, such as 2026-12-04T09:15:00+01:00")
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_utc_instant)]
 
 
 Code = Annotated[str, Field(min_length=1, max_length=64)]  # a voucher or coupon code, as /v1/vouchers/{code} takes it

@@ -165,6 +165,7 @@ def test_a_second_posd_on_the_same_storage_folder_is_refused(tmp_path, central):
     cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
     lane = LaneProcess(cfg, port).start()
     try:
+        lane.wait_synced()  # the sale below needs the program
         other = cfg.parent / "other.toml"
         other.write_text(cfg.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
         boot = meta_boot(lane.state / "ledger.db")
@@ -338,6 +339,7 @@ def test_sighup_stops_the_daemon_cleanly_and_a_printer_written_none_is_no_printe
     cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="NONE://", port=port)
     lane = LaneProcess(cfg, port).start()
     try:
+        lane.wait_synced()  # healthy is not yet synced: a sale before the program is 503 program_unavailable
         sale = lane.post("/v1/transactions", {"transaction_id": "T-hup-1", "member": "2900000000018",
                                               "occurred_at": "2026-11-24T09:15:00Z", "currency": "PLN", "total": 1000,
                                               "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]})

@@ -47,6 +47,12 @@ def test_good_config_parses():
         (('url = "http://127.0.0.1:8780"', 'url = "https://[::1"'), "central.url", 9),
         (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:99999"'), "central.url", 9),
         (('url = "http://127.0.0.1:8780"', 'url = "http://:8780"'), "central.url", 9),
+        # what the sync client refuses, or could not put its own paths after
+        (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:8780#x"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:8780/?a=b"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:8780/lane?"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://posd:pw@127.0.0.1:8780"'), "central.url", 9),
+        (('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:0"'), "central.url", 9),
         (('store_secret = "x"', 'store_secret = "hex:"'), "central.store_secret", 10),  # no key at all
         (('timezone = "Europe/Warsaw"', 'timezone = "Europe/Warsaw"\ncountry = "XX"'), "lane.country", 7),
     ],
@@ -270,6 +276,27 @@ def test_run_with_a_storage_folder_it_cannot_use_exits_2_with_one_line(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "disk/state" in proc.stderr and "Not a directory" in proc.stderr
+
+
+def test_a_central_url_the_sync_client_refuses_stops_run_and_doctor_as_a_config_error(tmp_path):
+    """Not a traceback from the sync client after ledger.db, cache.db and the lock were made."""
+    import json
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('url = "http://127.0.0.1:8780"', 'url = "http://127.0.0.1:8780#x"')
+                   + '\n[storage]\ndir = "state"\n')
+    proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "config error at 'central.url' (line 9)" in proc.stderr and "fragment" in proc.stderr
+    assert not (tmp_path / "state").exists()
+    doctor = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--json", "--no-central"],
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+    named = [(c["result"], c["details"]["config_key"], c["details"]["line"])
+             for c in json.loads(doctor.stdout)["checks"] if c["check"] == "config"]
+    assert named == [("fail", "central.url", 9)]
+    assert config_check(cfg).returncode == 2
 
 
 def config_check(path):

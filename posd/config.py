@@ -117,6 +117,13 @@ class ApiConfig(_Section):
             raise ValueError("listen must be a loopback address unless allow_remote = true")
         return v
 
+    @field_validator("token_file")
+    @classmethod
+    def _a_file(cls, v: str) -> str:
+        if not v.strip():  # "" would name storage.dir itself
+            raise ValueError('must name a file, such as "api.token" (a relative path is under storage.dir)')
+        return v
+
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -465,6 +472,29 @@ def read_secret_file(path: Path) -> bytes:
         raise ConfigError(f"{path}: {exc}", key="central.store_secret_file") from exc
 
 
+def read_token(path: Path) -> str | None:
+    """The API's bearer token in ``path``, or None when there is no such file yet (posd makes one at its
+    first start). A file that is there but unusable is a ConfigError naming api.token_file: posd never
+    changes an existing token file (docs/install.md), not even an empty one."""
+    key = "api.token_file"
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # a folder on the way that is not one: storage.dir's
+        return None
+    except IsADirectoryError as exc:
+        raise ConfigError(f"the API token {path} is a directory, not a file", key=key) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the API token {path}: {exc.strerror}", key=key) from exc
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the API token {path} is not UTF-8 text", key=key) from exc
+    if not token:
+        raise ConfigError(f"the API token {path} is empty: write the POS's token in it, or remove it and posd "
+                          "makes a new one (0600) at its next start", key=key)
+    return token
+
+
 def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
                              refused: frozenset[tuple[str, str]] = frozenset()) -> list[ConfigProblem]:
     """Every named file that is missing, unreadable (by this user) or unusable, by key and line.
@@ -523,6 +553,11 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     token = resolve(storage, token_file) if token_file else None
     if token is not None and token.exists() and not os.access(token, os.R_OK):
         problem("api.token_file", f"the API token {token} is not readable by this user (uid {os.getuid()})")
+    elif token is not None:
+        try:
+            read_token(token)
+        except ConfigError as exc:
+            problem("api.token_file", exc.problems[0].message)
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
     return problems

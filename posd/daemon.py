@@ -25,7 +25,7 @@ import uvicorn
 from posd import __version__
 from posd.api import server as api_server
 from posd.api.app import create_app, create_status_app
-from posd.config import Config, ConfigError, resolve
+from posd.config import Config, ConfigError, read_token, resolve
 from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
 from posd.drivers.hotplug import HotplugWatcher, udev_monitor
@@ -80,18 +80,22 @@ def _server(app: Any, host: str, port: int) -> _Server:
 
 
 def load_token(path: Path) -> str:
-    """The API's bearer token; created (0600) on first start when absent."""
-    try:
-        token = path.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
+    """The API's bearer token; created (0600) on first start when absent, never rewritten when there
+    (an unusable one is a ConfigError naming api.token_file: read_token)."""
+    token = read_token(path)
+    if token is not None:
+        return token
     token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made since we looked: it is the POS's now
+        return load_token(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the API token {path}: {exc.strerror}", key="api.token_file") from exc
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
+    log.info("created the API token %s (mode 0600)", path, extra={"event": "api.token_created"})
     return token
 
 
@@ -116,6 +120,8 @@ class Daemon:
     def open(self) -> None:
         cfg = self.config
         storage = cfg.storage_dir
+        token_path = resolve(storage, cfg.api.token_file)
+        token = read_token(token_path)  # before storage is touched: a token problem leaves nothing behind
         storage.mkdir(parents=True, exist_ok=True)
         self._folder_lock = hold_folder(storage)  # before the ledger is opened: one posd per ledger
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
@@ -124,7 +130,7 @@ class Daemon:
         self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self._contact_stored = self.cache.central_contact_at()
         self._contact_lock = threading.Lock()  # the puller's thread keeps the first contact, the loop the rest
-        self.token = load_token(resolve(storage, cfg.api.token_file))
+        self.token = token if token is not None else load_token(token_path)  # once the ledger is taken
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
         self.metrics = LaneMetrics(self.health, self.bus, ledger=self.ledger)
@@ -312,7 +318,7 @@ class Daemon:
         notifier = Notifier()
         try:
             self.open()
-        except OSError as exc:  # the storage folder or the token file is not usable: store IT must act
+        except OSError as exc:  # the storage folder is not usable (a token file names api.token_file): store IT must act
             raise ConfigError(f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}",
                               key="storage.dir") from exc
         self.bus.bind(loop)

@@ -299,6 +299,37 @@ def test_a_central_url_the_sync_client_refuses_stops_run_and_doctor_as_a_config_
     assert config_check(cfg).returncode == 2
 
 
+@pytest.mark.parametrize("token_file, contents, message", [
+    ("", None, "must name a file"),
+    ("folder", None, "is a directory, not a file"),
+    ("api.token", b"abc\xff\xfe\n", "is not UTF-8 text"),
+    ("api.token", b"", "is empty"),
+    ("api.token", b" \n", "is empty"),
+])
+def test_an_api_token_file_posd_cannot_use_is_named_and_nothing_is_created(tmp_path, token_file, contents, message):
+    """Named by `config check` and `posd run` under api.token_file with its line, before ledger.db, cache.db or
+    the lock are made; an existing token file is left as it was (posd never changes one: docs/install.md)."""
+    cfg = tmp_path / "posd.toml"
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "folder").mkdir()
+    cfg.write_text(GOOD + f'\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "{token_file}"\n')
+    if contents is not None:
+        (state / token_file).write_bytes(contents)
+        (state / token_file).chmod(0o666)
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and f"config error at 'api.token_file' (line 22): " in proc.stderr, proc.stderr
+    assert message in proc.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "config error at 'api.token_file' (line 22)" in run.stderr and message in run.stderr
+    assert sorted(p.name for p in state.iterdir()) == sorted({"folder", token_file or "folder"})
+    if contents is not None:
+        assert (state / token_file).read_bytes() == contents
+        assert (state / token_file).stat().st_mode & 0o777 == 0o666
+
+
 def config_check(path):
     proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(path)],
                           capture_output=True, text=True, timeout=60)

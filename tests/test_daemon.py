@@ -191,6 +191,28 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_token_file_gone_bad_after_the_check_is_named_before_storage_is_touched(tmp_path):
+    """The daemon's own look at the token (the file may change after `config check`): api.token_file is
+    named, not storage.dir, and no folder, lock or database is made for a start that cannot happen."""
+    from posd.config import ConfigError, load
+    from posd.daemon import Daemon
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port(), storage_dir="state")
+    cfg.write_text(cfg.read_text().replace("[storage]", f'token_file = "{tmp_path / "token"}"\n\n[storage]'))
+    config = load(cfg, check_files=True)
+    for token in (b"abc\xff\xfe\n", b"", None):
+        if token is None:
+            (tmp_path / "token").unlink()
+            (tmp_path / "token").mkdir()
+        else:
+            (tmp_path / "token").write_bytes(token)
+        with pytest.raises(ConfigError) as err:
+            Daemon(config).open()
+        assert err.value.key == "api.token_file" and str(tmp_path / "token") in str(err.value), str(err.value)
+        assert not (tmp_path / "lane" / "state").exists()
+
+
 def test_corrupt_cache_is_rebuilt_from_central(tmp_path, central):
     port = free_port()
     cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)

@@ -112,6 +112,20 @@ def test_a_secret_others_can_read_is_a_warning_and_a_bad_one_a_failure(tmp_path)
     assert code == 1 and one(report, "files.central.store_secret_file")["code"] == "invalid"
 
 
+def test_an_api_token_posd_cannot_use_is_a_failure(tmp_path):
+    """What `posd run` refuses (not UTF-8, empty) is a failure here too, not an "ok, mode 0600"."""
+    cfg = offline_config(tmp_path)
+    token = tmp_path / "lane" / "state" / "api.token"
+    token.parent.mkdir()
+    for contents, why in ((b"abc\xff\xfe\n", "is not UTF-8 text"), (b"\n", "is empty")):
+        token.write_bytes(contents)
+        token.chmod(0o600)
+        code, report = doctor(cfg, "--no-central", "--lang", "en")
+        finding = one(report, "files.api.token_file")
+        assert (code, finding["result"], finding["code"]) == (1, "fail", "invalid"), finding
+        assert why in finding["message"]
+
+
 def test_an_unreadable_device_and_a_missing_one_are_named_with_owner_group_and_mode(tmp_path):
     master, slave = os.openpty()
     try:

@@ -57,7 +57,7 @@ def _locale_of(text: str) -> str | None:
 
 
 def files(ctx: Context) -> list[Finding]:
-    from posd.config import ConfigError, referenced_files, resolve
+    from posd.config import ConfigError, read_token, referenced_files, resolve
 
     cfg = ctx.config
     out = []
@@ -76,9 +76,9 @@ def files(ctx: Context) -> list[Finding]:
         if not (stat.S_ISREG(st.st_mode) and may(st, ctx.uid, ctx.gids, "r") and may_reach(path, ctx.uid, ctx.gids)):
             out.append(Finding("files", f"files.{key}", "fail", "unreadable", params))
             continue
-        if key == "central.store_secret_file":
+        if key in ("central.store_secret_file", "api.token_file"):
             try:
-                cfg.central.secret_bytes(cfg.base_dir)
+                cfg.central.secret_bytes(cfg.base_dir) if key == "central.store_secret_file" else read_token(path)
             except ConfigError as exc:
                 out.append(Finding("files", f"files.{key}", "fail", "invalid",
                                    {**params, "message": exc.problems[0].message}))

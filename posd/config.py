@@ -9,6 +9,7 @@ unknown scheme is reported at `posd config check` time, not at the first scan.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -543,7 +544,8 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
             except ValueError:  # a malformed URL: validation names it
                 continue
             if not clip.is_file():
-                problems.append(ConfigProblem(f"the camera clip {clip} does not exist", f"scanner[{i}].url",
+                why = "is a directory, not a video file" if clip.is_dir() else "does not exist"
+                problems.append(ConfigProblem(f"the camera clip {clip} {why}", f"scanner[{i}].url",
                                               find_line(text, ("scanner", i, "url")) if text else None))
     storage_dir = value("storage", "dir", StorageConfig.model_fields["dir"].default)
     if storage_dir is None:
@@ -622,8 +624,11 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = int(m.group(1)) if m else None
         raise ConfigError(f"not valid TOML: {exc}{_twice(text, line, str(exc))}", line=line) from None
-    data["source"] = source
     config, problems, refused = None, [], set()
+    if "source" in data:  # not a key of posd.toml: the field holds the file's own path
+        problems.append(ConfigProblem(UNKNOWN_KEY, "source", find_line(text, ("source",))))
+        refused.add(("source", ""))
+    data["source"] = source
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -654,12 +659,22 @@ TYPE_MESSAGES = {
 }
 
 
+UNKNOWN_KEY = "unknown key (check the spelling; see config/posd.example.toml)"
+
+
 def _problem(text: str, err: Any) -> ConfigProblem:
     msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see config/posd.example.toml)"
+        msg = UNKNOWN_KEY
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif isinstance(given, float) and math.isnan(given):  # nan fails every bound: not "should be <= 3600"
+        msg = f"must be a {'whole ' if err['type'] == 'int_type' else ''}number (not nan)"
+    elif err["type"] == "tuple_type" and isinstance(given, dict) and len(err["loc"]) == 1 \
+            and err["loc"][0] in DEVICE_TABLES:
+        table = err["loc"][0]
+        msg = f"write [[{table}]] (double brackets) above each {table}'s keys, not [{table}]: a lane may have several"
     elif err["type"] in TYPE_MESSAGES:
         given = type(err["input"]).__name__
         given = {"str": "text", "int": "a number", "float": "a number", "bool": "true/false", "list": "a list",

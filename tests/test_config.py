@@ -212,6 +212,34 @@ def test_a_camera_clip_that_does_not_exist_is_named_by_config_check(tmp_path):
     load(cfg, check_files=True)  # there now: the config is good
 
 
+@pytest.mark.parametrize("text, key, line, message", [
+    (GOOD.replace('store_secret = "x"', 'store_secret = "x"\npush_interval_s = nan'), "central.push_interval_s", 11,
+     "must be a number (not nan)"),
+    (GOOD + "\n[offline]\nmax_hours = nan\n", "offline.max_hours", 19, "must be a number (not nan)"),
+    (GOOD + "\n[offline]\nmax_voucher_uses_per_lane = -nan\n", "offline.max_voucher_uses_per_lane", 19,
+     "must be a whole number (not nan)"),
+    (GOOD.replace("[[scanner]]", "[scanner]"), "scanner", 12, "write [[scanner]] (double brackets)"),
+    (GOOD + '\n[card_reader]\nurl = "msr+serial:///dev/ttyS9"\n', "card_reader", 18, "write [[card_reader]]"),
+    ('source = "/etc/posd/other.toml"\n' + GOOD, "source", 1, "unknown key"),  # the field the file's path fills
+])
+def test_a_mistake_is_told_as_the_file_should_be_written(text, key, line, message):
+    with pytest.raises(ConfigError) as err:
+        parse(text, source="/etc/posd/posd.toml")
+    assert (err.value.key, err.value.line) == (key, line) and message in str(err.value), str(err.value)
+
+
+def test_a_camera_clip_that_is_a_folder_is_called_one(tmp_path):
+    from posd.config import load
+
+    (tmp_path / "clips").mkdir()
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + '\n[[scanner]]\nname = "cam"\nurl = "camera+file://clips"\n')
+    with pytest.raises(ConfigError) as err:
+        load(cfg, check_files=True)
+    assert (err.value.key, err.value.line) == ("scanner[1].url", 20)
+    assert f"the camera clip {tmp_path / 'clips'} is a directory, not a video file" in str(err.value)
+
+
 def test_a_secret_must_be_given_once(tmp_path):
     from posd.config import load
 

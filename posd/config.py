@@ -9,6 +9,7 @@ unknown scheme is reported at `posd config check` time, not at the first scan.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -696,32 +697,122 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 
 def find_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line of a key: walk [table] / [[array]] headers, then the key.
+    """Best-effort line of a key: the line that writes it, else that of the nearest table or key
+    around it (a required key that is missing: its table's header; a key inside an inline table: the
+    line of that table).
 
-    tomllib keeps no positions, so we scan the text. Good enough for the
-    shapes posd.toml uses (one level of tables, arrays of tables).
+    tomllib keeps no positions, so we scan the text: [table] and [[array]] headers, keys bare, "quoted"
+    or dotted (printer.width_mm = 72, code_pages.18 = "CP852"); multi-line arrays and strings are
+    skipped over. ``loc`` is pydantic's: names, and the index of an [[array]] entry after its name.
     """
-    names = [x for x in loc if isinstance(x, str)]
-    index = next((x for x in loc if isinstance(x, int)), 0)
-    if not names:
-        return None
-    table, key = names[0], (names[1] if len(names) > 1 else None)
-    header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-    current, seen, table_line = None, -1, None
+    lines = _key_lines(text)
+    path = tuple(loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """The first line writing each key and table (and each table a dotted key implies), by path."""
+    found: dict[tuple[Any, ...], int] = {}
+    current: tuple[Any, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}  # [[array]] path as written -> entries seen so far
+    depth, string = 0, None  # inside a value that spans lines: open brackets, an open ''' or """ string
     for n, line in enumerate(text.splitlines(), start=1):
-        m = header.match(line)
-        if m:
-            if key and m.group(1) == f"{table}.{key}" and current == table and seen == index:
-                return n  # the key written as a sub-table: [printer.code_pages]
-            current = m.group(1)
-            if current == table:
-                seen += 1
-                if seen == index:
-                    table_line = n
+        if depth > 0 or string:
+            depth, string = _scan_value(line, depth, string)
             continue
-        if current == table and seen == index and key:
-            if re.match(rf"^\s*{re.escape(key)}\s*=", line):
-                return n
-        if current is None and key is None and re.match(rf"^\s*{re.escape(table)}\s*=", line):
-            return n
-    return table_line
+        stripped = line.strip()
+        if stripped.startswith("["):
+            double = stripped.startswith("[[")
+            parsed = _key_path(stripped[2 if double else 1:])
+            close = "]]" if double else "]"
+            if parsed is None or not parsed[1].startswith(close):
+                continue
+            after = parsed[1][len(close):].strip()
+            if after and not after.startswith("#"):
+                continue
+            written = tuple(parsed[0])
+            if double:
+                arrays[written] = arrays.get(written, 0) + 1
+            current = ()
+            for k in range(1, len(written) + 1):  # an [[array]]'s name is followed by its entry's index
+                current += (written[k - 1],) + ((arrays[written[:k]] - 1,) if written[:k] in arrays else ())
+            _record(found, current, n)
+            continue
+        parsed = _key_path(stripped)
+        if parsed is None or not parsed[1].startswith("="):
+            continue
+        _record(found, current + tuple(parsed[0]), n)
+        depth, string = _scan_value(parsed[1][1:], 0, None)
+    return found
+
+
+def _record(found: dict[tuple[Any, ...], int], path: tuple[Any, ...], line: int) -> None:
+    for k in range(1, len(path) + 1):
+        found.setdefault(path[:k], line)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BASIC_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_LITERAL_KEY = re.compile(r"'([^']*)'")
+
+
+def _key_path(text: str) -> tuple[list[str], str] | None:
+    """The dotted key at the start of ``text`` (bare, "basic" or 'literal' parts) and the rest after it."""
+    parts: list[str] = []
+    rest = text.lstrip()
+    while True:
+        m = _BASIC_KEY.match(rest) or _LITERAL_KEY.match(rest) or _BARE_KEY.match(rest)
+        if m is None:
+            return None
+        part = m.group(1) if m.lastindex else m.group(0)
+        if rest.startswith('"'):
+            try:
+                part = json.loads(f'"{part}"')  # the escapes TOML shares with JSON
+            except ValueError:
+                pass
+        parts.append(part)
+        rest = rest[m.end():].lstrip()
+        if not rest.startswith("."):
+            return parts, rest
+        rest = rest[1:].lstrip()
+
+
+def _scan_value(text: str, depth: int, string: str | None) -> tuple[int, str | None]:
+    """After ``text`` (part of a value): how many brackets are open, and the multi-line string's
+    quotes when one is; strings and comments are skipped."""
+    i = 0
+    while i < len(text):
+        if string:
+            end = _string_end(text, i, string)
+            if end < 0:
+                return depth, string
+            i, string = end, None
+            continue
+        c = text[i]
+        if c == "#":
+            break
+        if text.startswith('"""', i) or text.startswith("'''", i):
+            string, i = text[i:i + 3], i + 3
+        elif c in "\"'":
+            end = _string_end(text, i + 1, c)
+            i = end if end >= 0 else len(text)
+        else:
+            depth += (c in "[{") - (c in "]}")
+            i += 1
+    return depth, string
+
+
+def _string_end(text: str, i: int, quotes: str) -> int:
+    """Where the string closed by ``quotes`` ends in ``text`` from ``i`` (after the quotes), or -1."""
+    while i < len(text):
+        if quotes[0] == '"' and text[i] == "\\":
+            i += 2
+        elif text.startswith(quotes, i):
+            return i + len(quotes)
+        else:
+            i += 1
+    return -1

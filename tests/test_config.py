@@ -95,6 +95,29 @@ def test_a_wrong_code_page_table_names_the_key_the_line_and_the_slot(value, mess
     assert "slot 45: 'klingon'" in str(err.value)
 
 
+@pytest.mark.parametrize("text, key, line", [
+    (GOOD.replace('locale = "pl"', '"locale" = "de"'), "lane.locale", 5),  # a quoted key
+    (GOOD.replace('locale = "pl"', "'locale' = 'de'"), "lane.locale", 5),
+    ("printer.width_mm = 72\n" + GOOD.replace("[printer]\n", "").replace('url = "preview:///tmp/slips"\n', ""),
+     "printer.width_mm", 1),  # a dotted key at the top
+    ('printer = { url = "none", width_mm = 72 }\n' + GOOD.replace("[printer]\n", "")
+     .replace('url = "preview:///tmp/slips"\n', ""), "printer.width_mm", 1),  # an inline table
+    (GOOD + 'code_pages.300 = "CP437"\n', "printer.code_pages", 17),  # a dotted key in a table
+    (GOOD.replace("[[scanner]]", '[["scanner"]]  # the front one').replace("pty:///tmp/posd-test-scanner",
+                                                                          "gopher://x"),
+     "scanner[0].url", 13),
+    # a line of a multi-line array or string is not a table header or a key
+    (GOOD.replace("[lane]", '[api]\nallowed_origins = [\n  "http://a",\n  ["x"]\n]\n\n[lane]'),
+     "api.allowed_origins[1]", 3),
+    (GOOD.replace('store_secret = "x"', 'store_secret = """x\n[lane]\nlocale = "de"\n"""\nverify_tls = "no"'),
+     "central.verify_tls", 14),
+])
+def test_the_line_is_found_for_every_way_toml_writes_a_key(text, key, line):
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert (err.value.key, err.value.line) == (key, line), str(err.value)
+
+
 def test_unknown_scheme_lists_known_ones():
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace('url = "preview:///tmp/slips"', 'url = "laser://x"'))

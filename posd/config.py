@@ -402,8 +402,8 @@ class Config(_Section):
 
 def split_listen(v: str) -> tuple[str, int]:
     host, sep, port = v.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError("must be host:port, e.g. 127.0.0.1:8765")
+    if not sep or not (port.isascii() and port.isdigit()):  # int() also reads ١٩٣٠١ or ８７６５: not a port to type
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8765 (the port in the digits 0-9)")
     return host.strip("[]"), int(port)
 
 
@@ -681,7 +681,8 @@ def _problem(text: str, err: Any) -> ConfigProblem:
         given = {"str": "text", "int": "a number", "float": "a number", "bool": "true/false", "list": "a list",
                  "dict": "a table"}.get(given, given)
         msg = f"{TYPE_MESSAGES[err['type']]} (got {given})"
-    elif err["type"] == "literal_error" and isinstance(err["input"], str) and err["input"].isdigit():
+    elif err["type"] == "literal_error" and isinstance(err["input"], str) and err["input"].isascii() \
+            and err["input"].isdigit():
         msg += ", a number without quotes"
     return ConfigProblem(msg, _dotted(err["loc"]), find_line(text, err["loc"]))
 

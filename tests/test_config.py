@@ -157,6 +157,21 @@ def test_remote_listen_needs_explicit_permission():
     assert parse(text.replace('listen = "0.0.0.0:8765"', 'listen = "0.0.0.0:8765"\nallow_remote = true'))
 
 
+@pytest.mark.parametrize("section, listen", [("api", "127.0.0.1:١٩٣٠١"), ("api", "127.0.0.1:۸۷۶۵"),
+                                             ("status", "127.0.0.1:８７６６")])
+def test_a_port_is_written_in_ascii_digits(section, listen):
+    """int() reads Arabic-Indic, Persian and full-width digits too: such a port passed, and the lane
+    announced "API on http://127.0.0.1:١٩٣٠١/", an address no POS can type."""
+    text = GOOD + f'\n[{section}]\nlisten = "{listen}"\n'
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert (err.value.key, err.value.line) == (f"{section}.listen", 19) and "digits 0-9" in str(err.value)
+    # nor is a width in Persian digits told to be "a number without quotes": unquoted it is no TOML
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + 'width_mm = "۵۸"\n')
+    assert err.value.key == "printer.width_mm" and "without quotes" not in str(err.value), str(err.value)
+
+
 def test_relative_device_paths_resolve_against_config_folder(tmp_path):
     assert absolutize_url("pty://../var/s0?suffix=CR", tmp_path / "etc") == f"pty://{tmp_path}/var/s0?suffix=CR"
     assert absolutize_url("tcp://10.0.0.5:9100", tmp_path) == "tcp://10.0.0.5:9100"

@@ -227,28 +227,35 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
     dest = Path(args.dest)
-    if dest.is_dir():
-        dest = dest / f"ledger-{config.lane.store_id}-{config.lane.lane_id}-{datetime.now():%Y%m%d-%H%M%S}.db"
-    elif args.dest.endswith("/") or not dest.parent.is_dir():
-        folder = dest if args.dest.endswith("/") else dest.parent
-        print(f"posd ledger backup: {folder}: no such folder (create it first)", file=sys.stderr)
-        return 2
-    if dest.resolve() == source.resolve():
-        print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
-        return 2
-    if dest.exists() and not args.force:
-        print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
-        return 2
+    try:
+        if dest.is_dir():
+            dest = dest / f"ledger-{config.lane.store_id}-{config.lane.lane_id}-{datetime.now():%Y%m%d-%H%M%S}.db"
+        elif args.dest.endswith("/") or not dest.parent.is_dir():
+            folder = dest if args.dest.endswith("/") else dest.parent
+            print(f"posd ledger backup: {folder}: no such folder (create it first)", file=sys.stderr)
+            return 2
+        if dest.resolve() == source.resolve():
+            print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
+            return 2
+        if dest.exists() and not args.force:
+            print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
+            return 2
+    except PermissionError as exc:  # a folder on the way this user may not enter
+        print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror}", file=sys.stderr)
+        return 1
     try:
         done = backup_ledger(source, dest, replace=args.force)
     except FileExistsError:  # it appeared while the copy was taken
         print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.filename == str(source) or not source.exists():
+    except FileNotFoundError as exc:
+        if exc.filename == str(source):
             print(f"posd ledger backup: {source} does not exist (has posd run here?)", file=sys.stderr)
         else:
             print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except StorageError as exc:
         print(f"posd ledger backup: {exc}", file=sys.stderr)
@@ -264,12 +271,12 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
-    if not source.exists():
-        print(f"posd ledger quarantine: {source} does not exist (has posd run here?)", file=sys.stderr)
-        return 1
     try:
         found = quarantined(source)
-    except StorageError as exc:
+    except FileNotFoundError:
+        print(f"posd ledger quarantine: {source} does not exist (has posd run here?)", file=sys.stderr)
+        return 1
+    except StorageError as exc:  # also one this user may not read (CannotRead): said so, as whom
         print(f"posd ledger quarantine: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -21,6 +21,7 @@ import pytest
 from tests.support.central_fixture import demo_seed, running_central
 from tests.support.disk import fill, small_tmpfs
 from tests.support.lane import free_port, lane_config, sale_body
+from tests.support.other_user import needs_root, posd_as_nobody, shared_tmp  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "posd.service"
@@ -260,6 +261,61 @@ def test_a_corrupt_cache_and_a_corrupt_ledger_are_named(tmp_path):
     assert one(report, "storage.ledger")["code"] == "ledger_corrupt"
     assert "بررسی یکپارچگی" in one(report, "storage.ledger")["message"]
     assert ledger.read_bytes() == before  # doctor only reads
+
+
+def _lane_with_storage(folder: Path) -> Path:
+    """A config in ``folder`` and its storage as a daemon leaves it: ledger.db (WAL) and cache.db."""
+    from posd.storage.cache import Cache
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    cfg = offline_config(folder)
+    state = cfg.parent / "state"
+    state.mkdir()
+    ledger = Ledger(state / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    ledger.close()
+    Cache(state / "cache.db", "L01").close()
+    for path in [cfg.parent, cfg.parent.parent, cfg]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return cfg
+
+
+@needs_root
+def test_storage_doctor_may_not_read_is_never_called_damaged(shared_tmp):
+    """Doctor run by a user who may not read ledger.db (the storage folder root's, 0750; the files
+    0600) said ledger.db failed its integrity check and to restore the last backup, which loses
+    every sale since. It cannot know: it says it could not read the file, as whom, and what to do.
+    A folder it cannot enter at all (0700) was a traceback."""
+    cfg = _lane_with_storage(shared_tmp)
+    state = cfg.parent / "state"
+    shutil.chown(state, "root", "nogroup")
+    for name, mode in (("", 0o750), ("ledger.db", 0o600), ("cache.db", 0o600)):
+        (state / name).chmod(mode)
+    for folder_mode in (0o750, 0o700):
+        state.chmod(folder_mode)
+        run = posd_as_nobody("doctor", "--config", str(cfg), "--json", "--no-central", "--user", "nobody",
+                             "--lang", "en", "--unit", str(UNIT))
+        assert "Traceback" not in run.stderr, run.stderr
+        report = json.loads(run.stdout)
+        for check, file in (("storage.ledger", "ledger.db"), ("storage.cache", "cache.db")):
+            finding = one(report, check)
+            assert (finding["result"], finding["code"]) == ("warn", "db_denied"), finding
+            assert f"cannot read {file} as nobody: permission denied" in finding["message"], finding
+            assert "run posd doctor as root or the posd user" in finding["message"]
+        assert not [c for c in report["checks"] if c["code"] in ("ledger_corrupt", "cache_corrupt")]
+        assert "restore" not in run.stdout and "rebuild" not in run.stdout
+    token = one(report, "files.api.token_file")  # in the folder it could not enter: not "missing"
+    assert (token["result"], token["code"]) == ("warn", "denied") and "as nobody" in token["message"], token
+
+    # ledger.db readable, but the folder is not writable and SQLite cannot make its -shm: not damage either
+    state.chmod(0o755)
+    (state / "ledger.db").chmod(0o644)
+    run = posd_as_nobody("doctor", "--config", str(cfg), "--json", "--no-central", "--user", "nobody",
+                         "--unit", str(UNIT))
+    ledger = one(json.loads(run.stdout), "storage.ledger")
+    assert (ledger["result"], ledger["code"]) == ("warn", "db_denied"), ledger
+    code, report = doctor(cfg, "--no-central")  # as root, the same files are sound
+    assert one(report, "storage.ledger")["code"] == one(report, "storage.cache")["code"] == "db_ok"
 
 
 def test_a_finding_of_several_lines_stays_in_its_column(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.central_fixture import demo_seed
 from tests.support.lane import sale_body
+from tests.support.other_user import needs_root, posd_as_nobody, shared_tmp  # noqa: F401 (a fixture)
 
 
 
@@ -204,3 +205,34 @@ def test_a_backup_into_a_full_folder_leaves_nothing_behind_and_quarantine_names_
     listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 1 and "integrity check" in listed.stderr, (listed.stdout, listed.stderr)
+
+
+@needs_root
+def test_a_user_who_may_not_read_the_ledger_is_told_so_never_that_it_is_missing(shared_tmp):
+    """As a user who may not read ledger.db (the storage folder root's, 0750 or 0700; the file 0600):
+    `posd ledger quarantine` was a traceback, `posd ledger backup` said ledger.db does not exist. Both
+    say they may not read it, as whom, and exit 1."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(shared_tmp / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    cfg.parent.chmod(0o755)
+    cfg.chmod(0o644)
+    state = cfg.parent / "state"
+    state.mkdir()
+    Ledger(state / "ledger.db", LaneIdentity("S001", "L01")).close()
+    (state / "ledger.db").chmod(0o600)
+    copies = shared_tmp / "copies"
+    copies.mkdir(mode=0o777)
+    copies.chmod(0o777)
+    shutil.chown(state, "root", "nogroup")
+    for mode in (0o750, 0o700):
+        state.chmod(mode)
+        for run in (posd_as_nobody("ledger", "quarantine", "--config", str(cfg)),
+                    posd_as_nobody("ledger", "backup", f"{copies}/", "--config", str(cfg))):
+            assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+            assert f"cannot read {state / 'ledger.db'} as nobody: permission denied" in run.stderr, run.stderr
+            assert "does not exist" not in run.stderr
+    assert list(copies.iterdir()) == []
+

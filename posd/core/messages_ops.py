@@ -122,6 +122,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.files.mode": "the {what} {path} can be read by others (mode {mode}): chmod 600 {path}",
         "doctor.files.invalid": "the {what} {path} is not usable: {message}",
         "doctor.files.not_yet": "{what} {path} does not exist yet: posd creates it at its first start",
+        "doctor.files.denied": "cannot look at the {what} {path} as {runner}: permission denied; run posd "
+                               "doctor as root or the posd user",
         "doctor.storage.dir_ok": "{path}: {user} may write there",
         "doctor.storage.dir_missing": "{path} does not exist yet: posd creates it at its first start",
         "doctor.storage.dir_unwritable": "{user} cannot write to {path} (owner {owner}, group {group}, mode {mode})",
@@ -130,6 +132,12 @@ OPS: dict[str, dict[str, str]] = {
                                    "sales stop being recorded when it is full",
         "doctor.storage.db_ok": "{file}: {size}, integrity check ok",
         "doctor.storage.db_missing": "{file} does not exist yet: posd creates it at its first start",
+        "doctor.storage.dir_denied": "cannot look into {path} as {runner}: permission denied; run posd doctor "
+                                     "as root or the posd user",
+        "doctor.storage.db_denied": "cannot read {file} as {runner}: {reason}; run posd doctor as root or the "
+                                    "posd user (its integrity was not checked)",
+        "doctor.storage.db_unreadable": "cannot read {file} ({reason}): its integrity was not checked; nothing "
+                                        "says it is damaged: run posd doctor again",
         "doctor.storage.ledger_corrupt": "ledger.db failed its integrity check ({problem}): posd refuses to start "
                                          "on it; restore the last backup (docs/install.md, Backup and restore)",
         "doctor.storage.cache_corrupt": "cache.db is damaged ({problem}): posd moves it aside and rebuilds it "
@@ -154,6 +162,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "no printer configured: no slips",
         "doctor.devices.preview": "{name}: slips are kept as files in {path}",
         "doctor.devices.preview_denied": "{name}: {user} cannot write slips to {path}",
+        "doctor.devices.unseen": "{name} ({kind}): cannot look at {path} as {runner}: permission denied; run "
+                                 "posd doctor as root or the posd user",
         "doctor.devices.pcsc_ok": "{name}: pcscd answers; reader {reader} is there",
         "doctor.devices.pcsc_missing": "{name}: pcscd answers but no reader matches {reader} (readers: {readers})",
         "doctor.devices.pcsc_down": "{name}: pcscd does not answer ({message}): apt-get install pcscd; "
@@ -313,6 +323,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.files.mode": "{what} {path} mogą czytać inni (uprawnienia {mode}): chmod 600 {path}",
         "doctor.files.invalid": "{what} {path} nie nadaje się do użytku: {message}",
         "doctor.files.not_yet": "{what} {path} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
+        "doctor.files.denied": "nie można sprawdzić: {what} {path} jako {runner}: brak uprawnień; uruchom "
+                               "posd doctor jako root lub użytkownik posd",
         "doctor.storage.dir_ok": "{path}: {user} może tam zapisywać",
         "doctor.storage.dir_missing": "{path} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
         "doctor.storage.dir_unwritable": "{user} nie może zapisywać w {path} (właściciel {owner}, grupa {group}, "
@@ -322,6 +334,12 @@ OPS: dict[str, dict[str, str]] = {
                                    "gdy się zapełni, sprzedaże przestaną być zapisywane",
         "doctor.storage.db_ok": "{file}: {size}, kontrola spójności ok",
         "doctor.storage.db_missing": "{file} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
+        "doctor.storage.dir_denied": "nie można zajrzeć do {path} jako {runner}: brak uprawnień; uruchom posd "
+                                     "doctor jako root lub użytkownik posd",
+        "doctor.storage.db_denied": "nie można odczytać {file} jako {runner}: {reason}; uruchom posd doctor "
+                                    "jako root lub użytkownik posd (spójność nie została sprawdzona)",
+        "doctor.storage.db_unreadable": "nie można odczytać {file} ({reason}): spójność nie została sprawdzona; "
+                                        "nic nie wskazuje na uszkodzenie: uruchom posd doctor ponownie",
         "doctor.storage.ledger_corrupt": "ledger.db nie przeszedł kontroli spójności ({problem}): posd nie "
                                          "wystartuje na nim; przywróć ostatnią kopię (docs/install.md)",
         "doctor.storage.cache_corrupt": "cache.db jest uszkodzony ({problem}): posd odłoży go i odbuduje z "
@@ -348,6 +366,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "brak drukarki w konfiguracji: bez paragonów lojalnościowych",
         "doctor.devices.preview": "{name}: paragony są zapisywane jako pliki w {path}",
         "doctor.devices.preview_denied": "{name}: {user} nie może zapisywać paragonów w {path}",
+        "doctor.devices.unseen": "{name} ({kind}): nie można sprawdzić {path} jako {runner}: brak uprawnień; "
+                                 "uruchom posd doctor jako root lub użytkownik posd",
         "doctor.devices.pcsc_ok": "{name}: pcscd odpowiada; czytnik {reader} jest podłączony",
         "doctor.devices.pcsc_missing": "{name}: pcscd odpowiada, ale żaden czytnik nie pasuje do {reader} "
                                        "(czytniki: {readers})",
@@ -508,6 +528,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.files.mode": "{what} {path} را دیگران هم می‌توانند بخوانند (دسترسی {mode}): chmod 600 {path}",
         "doctor.files.invalid": "{what} {path} قابل استفاده نیست: {message}",
         "doctor.files.not_yet": "{what} {path} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
+        "doctor.files.denied": "{what} {path} را نمی‌توان با کاربر {runner} بررسی کرد: اجازهٔ دسترسی نیست؛ "
+                               "posd doctor را با root یا کاربر posd اجرا کنید",
         "doctor.storage.dir_ok": "{path}: {user} می‌تواند در آن بنویسد",
         "doctor.storage.dir_missing": "{path} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
         "doctor.storage.dir_unwritable": "{user} نمی‌تواند در {path} بنویسد (مالک {owner}، گروه {group}، "
@@ -517,6 +539,12 @@ OPS: dict[str, dict[str, str]] = {
                                    "وقتی پر شود فروش‌ها ثبت نمی‌شوند",
         "doctor.storage.db_ok": "{file}: {size}، بررسی یکپارچگی درست",
         "doctor.storage.db_missing": "{file} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
+        "doctor.storage.dir_denied": "نمی‌توان با کاربر {runner} درون {path} را دید: اجازهٔ دسترسی نیست؛ "
+                                     "posd doctor را با root یا کاربر posd اجرا کنید",
+        "doctor.storage.db_denied": "{file} را نمی‌توان با کاربر {runner} خواند: {reason}؛ posd doctor را با root "
+                                    "یا کاربر posd اجرا کنید (یکپارچگی آن بررسی نشد)",
+        "doctor.storage.db_unreadable": "{file} خوانده نشد ({reason}): یکپارچگی آن بررسی نشد؛ نشانه‌ای از آسیب "
+                                        "نیست: posd doctor را دوباره اجرا کنید",
         "doctor.storage.ledger_corrupt": "ledger.db در بررسی یکپارچگی رد شد ({problem}): posd با آن اجرا "
                                          "نمی‌شود؛ آخرین نسخهٔ پشتیبان را بازگردانید (docs/install.md)",
         "doctor.storage.cache_corrupt": "cache.db آسیب دیده است ({problem}): posd در اجرای بعدی آن را کنار "
@@ -542,6 +570,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "چاپگری تنظیم نشده: رسیدی چاپ نمی‌شود",
         "doctor.devices.preview": "{name}: رسیدها به صورت فایل در {path} نگه داشته می‌شوند",
         "doctor.devices.preview_denied": "{name}: {user} نمی‌تواند رسیدها را در {path} بنویسد",
+        "doctor.devices.unseen": "{name} ({kind}): نمی‌توان {path} را با کاربر {runner} بررسی کرد: اجازهٔ دسترسی "
+                                 "نیست؛ posd doctor را با root یا کاربر posd اجرا کنید",
         "doctor.devices.pcsc_ok": "{name}: pcscd پاسخ می‌دهد؛ کارت‌خوان {reader} وصل است",
         "doctor.devices.pcsc_missing": "{name}: pcscd پاسخ می‌دهد ولی کارت‌خوانی با {reader} جور نیست "
                                        "(کارت‌خوان‌ها: {readers})",

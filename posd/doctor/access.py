@@ -57,6 +57,22 @@ def _group(gid: int) -> str:
 
 
 def nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    while exists(path) is not True and path != path.parent:
         path = path.parent
     return path
+
+
+def exists(path: Path) -> bool | None:
+    """Does ``path`` exist? None when this process may not look (a folder above it it cannot enter)."""
+    try:
+        path.stat()
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    return True
+
+
+def running_user() -> str:
+    """Who runs doctor: what it cannot look at, it says it could not, as whom."""
+    return _user(os.geteuid())

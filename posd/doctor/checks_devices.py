@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from posd.doctor import Context, Finding
-from posd.doctor.access import describe, may, may_reach, nearest_existing
+from posd.doctor.access import describe, exists, may, may_reach, nearest_existing, running_user
 from posd.drivers.discovery import udev_rule_for
 from posd.drivers.url import parse_device_url
 
@@ -44,7 +44,10 @@ def _device(ctx: Context, name: str, kind: str, url_text: str) -> list[Finding]:
 
 def _node(ctx: Context, check: str, path: Path, want: str, base: dict[str, Any]) -> Finding:
     params = {**base, "path": str(path), **describe(path)}
-    if not path.exists():
+    found = exists(path)
+    if found is None:  # doctor's own user may not look: it says so, and guesses nothing for posd
+        return Finding("devices", check, "warn", "unseen", {**params, "runner": running_user()})
+    if not found:
         return Finding("devices", check, "fail", "missing", params)
     rule = udev_rule_for(str(path))
     params["rule"] = ctx.tr("doctor.devices.rule", rule=rule) if rule else ctx.tr("doctor.devices.no_rule")
@@ -83,10 +86,13 @@ def _printer(ctx: Context) -> list[Finding]:
     out = []
     if url.scheme == "preview":
         folder = Path(url.fs_path)
-        target = folder if folder.exists() else nearest_existing(folder)
+        params = {**base, "path": str(folder)}
+        found = exists(folder)
+        if found is None:
+            return [Finding("devices", check, "warn", "unseen", {**params, "runner": running_user()})]
+        target = folder if found else nearest_existing(folder)
         ok = may(target.stat(), ctx.uid, ctx.gids, "wx") and may_reach(target, ctx.uid, ctx.gids)
-        return [Finding("devices", check, "ok" if ok else "fail", "preview" if ok else "preview_denied",
-                        {**base, "path": str(folder)})]
+        return [Finding("devices", check, "ok" if ok else "fail", "preview" if ok else "preview_denied", params)]
     if url.scheme in ("serial", "file"):
         node = _node(ctx, check, Path(url.fs_path), "rw", base)
         out.append(node)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
-from posd.doctor.access import describe, may, may_reach, nearest_existing
+from posd.doctor.access import describe, exists, may, may_reach, nearest_existing, running_user
 from posd.storage.inspect import check_db, ledger_stats
 
 EXPOSURE_LIMIT = 1.5  # systemd-analyze security: the score the shipped unit keeps (docs/install.md)
@@ -66,7 +66,11 @@ def files(ctx: Context) -> list[Finding]:
     for key, path in named:
         what = ctx.tr(f"doctor.what.{key.split('.', 1)[1]}")
         params = {"what": what, "path": str(path), "user": ctx.user, "config_key": key, **describe(path)}
-        if not path.exists():
+        found = exists(path)
+        if found is None:  # doctor's own user may not look: it says so, and guesses nothing for posd
+            out.append(Finding("files", f"files.{key}", "warn", "denied", {**params, "runner": running_user()}))
+            continue
+        if not found:
             if key == "api.token_file":
                 out.append(Finding("files", f"files.{key}", "ok", "not_yet", params))
             else:
@@ -94,7 +98,10 @@ def storage(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     folder = cfg.storage_dir
     out = []
-    if folder.is_dir():
+    if exists(folder) is None:
+        out.append(Finding("storage", "storage.dir", "warn", "dir_denied", {"path": str(folder),
+                                                                            "runner": running_user()}))
+    elif folder.is_dir():
         writable = may(folder.stat(), ctx.uid, ctx.gids, "wx") and may_reach(folder, ctx.uid, ctx.gids)
         out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
                            "dir_ok" if writable else "dir_unwritable",
@@ -113,12 +120,19 @@ def storage(ctx: Context) -> list[Finding]:
         check = f"storage.{db.path.stem}"
         if not db.exists:
             out.append(Finding("storage", check, "warn", "db_missing", {"file": db.path.name}))
+        elif db.denied:  # doctor's own user may not read it: nothing is known of its pages
+            out.append(Finding("storage", check, "warn", "db_denied", {"file": db.path.name, "path": str(db.path),
+                                                                       "reason": db.unreadable,
+                                                                       "runner": running_user()}))
+        elif db.unreadable:
+            out.append(Finding("storage", check, "fail", "db_unreadable", {"file": db.path.name, "path": str(db.path),
+                                                                           "reason": db.unreadable}))
         elif db.problem:
             out.append(Finding("storage", check, "fail", corrupt, {"file": db.path.name, "problem": db.problem}))
         else:
             out.append(Finding("storage", check, "ok", "db_ok", {"file": db.path.name, "size": _size(ctx, db.size),
                                                                  "bytes": db.size}))
-    if ctx.ledger.exists and not ctx.ledger.problem:
+    if ctx.ledger.exists and not (ctx.ledger.problem or ctx.ledger.unreadable):
         out += _growth(ctx, usage.free)
     return out
 

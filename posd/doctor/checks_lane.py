@@ -64,7 +64,7 @@ def sync_and_cache(ctx: Context) -> list[Finding]:
 
 def _cache(ctx: Context) -> list[Finding]:
     db = ctx.cache
-    if db is None or not db.exists or db.problem:
+    if db is None or not db.exists or db.problem or db.unreadable:
         return [Finding("cache", "cache.members", "skip", "skipped", {"what": ctx.tr("doctor.area.cache"),
                                                                       "reason": "cache.db"})]
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +25,9 @@ class DbCheck:
     path: Path
     exists: bool
     size: int = 0  # the file with its -wal and -shm, bytes (database_size)
-    problem: str | None = None  # quick_check's complaint, or why it could not be opened
+    problem: str | None = None  # quick_check's complaint, or SQLite's when it says the file is damaged
+    unreadable: str | None = None  # why it could not be read (nothing is known of its pages: not damage)
+    denied: bool = False  # ... because this process may not: another user (posd, root) may
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,78 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def check_db(path: Path) -> DbCheck:
-    """Exists? How big (with its -wal and -shm)? Does PRAGMA quick_check pass? Read-only throughout."""
-    size = database_size(path)
-    if size is None:
-        return DbCheck(path, False)
+# What SQLite answers when the file itself is damaged. Any other error opening or reading it (a
+# permission, a folder where the -shm cannot be made, a busy or failing disk) says nothing about its
+# pages: never reported as damage, whose remedy (restore the last backup) loses the sales since.
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # with their extended codes (SQLITE_CORRUPT_INDEX, ...)
+DENIED = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
+
+
+class CannotRead(StorageError):
+    """A database this process could not read: ``denied`` when another user (posd, root) might."""
+
+    def __init__(self, path: Path, reason: str, *, denied: bool):
+        self.path, self.reason, self.denied = path, reason, denied
+        super().__init__(f"cannot read {path} as {running_user()}: {reason}"
+                         + ("; run it as root or the posd user" if denied else ""))
+
+
+def running_user() -> str:
     try:
-        conn = open_readonly(path)
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _may_read(path: Path) -> bool:
+    """Does ``path`` exist? CannotRead when this process may not open it or its -wal or -shm."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        try:  # O_NONBLOCK: a fifo under the name does not hang the check
+            os.close(os.open(name, os.O_RDONLY | os.O_NONBLOCK))
+        except FileNotFoundError:
+            if name == str(path):
+                return False
+        except PermissionError:
+            raise CannotRead(path, "permission denied", denied=True) from None
+        except OSError as exc:
+            raise CannotRead(path, exc.strerror or str(exc), denied=False) from None
+    return True
+
+
+def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's complaint when it says the file is damaged; CannotRead for any other error."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith(DAMAGED):
+        return str(exc)
+    raise CannotRead(path, str(exc), denied=name.startswith(DENIED)) from exc
+
+
+def _checked(conn: sqlite3.Connection, path: Path) -> str | None:
+    """quick_check's complaint, None when sound; CannotRead when the file could not be read at all."""
+    try:
+        row = conn.execute("PRAGMA quick_check(1)").fetchone()
     except sqlite3.Error as exc:
-        return DbCheck(path, True, size, str(exc))
+        return _sqlite_problem(path, exc)
+    return None if row and row[0] == "ok" else (row[0] if row else "no answer")
+
+
+def check_db(path: Path) -> DbCheck:
+    """Exists? How big (with its -wal and -shm)? Does PRAGMA quick_check pass? Read-only throughout.
+    A file this process cannot read is ``unreadable`` (``denied`` for a permission), never damaged."""
     try:
-        return DbCheck(path, True, size, quick_check(conn))
-    finally:
-        conn.close()
+        if not _may_read(path):
+            return DbCheck(path, False)
+        size = database_size(path) or 0
+        try:
+            conn = open_readonly(path)
+        except sqlite3.Error as exc:
+            return DbCheck(path, True, size, _sqlite_problem(path, exc))
+        try:
+            return DbCheck(path, True, size, _checked(conn, path))
+        finally:
+            conn.close()
+    except CannotRead as exc:
+        return DbCheck(path, True, database_size(path) or 0, unreadable=exc.reason, denied=exc.denied)
 
 
 def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
@@ -96,17 +158,21 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
 
 def quarantined(path: Path) -> list[Quarantined]:
     """Every quarantined event of a ledger.db, newest first (read-only: the daemon may run); a
-    StorageError naming the file when it cannot be read."""
+    StorageError naming the file when it cannot be read (CannotRead when this process may not, or
+    it could not be opened: nothing is then said of its pages)."""
+    if not _may_read(path):
+        raise FileNotFoundError(errno.ENOENT, "does not exist", str(path))
     try:
         conn = open_readonly(path)
         try:
-            problem = quick_check(conn)  # a damaged ledger's answer would be no answer: say so instead
+            problem = _checked(conn, path)  # a damaged ledger's answer would be no answer: say so instead
             if problem is not None:
                 raise StorageError(f"{path} failed its integrity check ({problem}); its events cannot be listed")
             return quarantined_events(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        _sqlite_problem(path, exc)
         raise StorageError(f"{path}: {exc}") from exc
 
 
@@ -145,8 +211,8 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
     it appears during the copy). Errors name the file they are about: OSError
     carries it, a StorageError's message starts with it.
     """
-    if not source.exists():
-        raise FileNotFoundError(f"{source} does not exist")
+    if not _may_read(source):  # CannotRead when this process may not: never "does not exist"
+        raise FileNotFoundError(errno.ENOENT, "does not exist", str(source))
     if not dest.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(dest.parent))
     if dest.exists() and not dest.is_file():  # a folder, a device (/dev/full), a pipe: never replaced
@@ -178,8 +244,12 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
     try:
         src = open_readonly(source)
     except sqlite3.Error as exc:
-        raise StorageError(f"{source}: {exc}") from exc
+        raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
     try:
+        try:  # can this process read it at all? CannotRead if not: not the copy's fault, not damage
+            src.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
         out = sqlite3.connect(partial, isolation_level=None)
         try:
             src.backup(out)  # all pages in one step: one read transaction, the writer is never held

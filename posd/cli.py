@@ -234,8 +234,12 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
             folder = dest if args.dest.endswith("/") else dest.parent
             print(f"posd ledger backup: {folder}: no such folder (create it first)", file=sys.stderr)
             return 2
-        if dest.resolve() == source.resolve():
-            print("posd ledger backup: the copy cannot replace ledger.db itself", file=sys.stderr)
+        live = _live_storage_files(config)
+        if dest.resolve() in live:  # replacing one would lose the sales it holds (the -wal: the newest)
+            name = live[dest.resolve()]
+            what = "ledger.db itself" if name == "ledger.db" else f"{name}, a file of the lane's live storage"
+            print(f"posd ledger backup: the copy cannot replace {what} ({config.storage_dir}): name a file "
+                  "outside it", file=sys.stderr)
             return 2
         if dest.exists() and not args.force:
             print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
@@ -262,6 +266,20 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
         return 1
     print(f"{done.path}: {done.size} bytes, events up to seq {done.last_seq}, integrity ok")
     return 0
+
+
+def _live_storage_files(config) -> dict[Path, str]:
+    """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
+    SQLite's files beside them (the -wal holds the newest commits), the lock, the API token."""
+    from posd.config import resolve
+    from posd.storage.db import LOCK_FILE
+
+    folder = config.storage_dir.resolve()
+    names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
+    live = {folder / name: name for name in [*names, LOCK_FILE]}
+    token = resolve(config.storage_dir, config.api.token_file).resolve()
+    live[token] = token.name
+    return live
 
 
 def cmd_ledger_quarantine(args: argparse.Namespace) -> int:

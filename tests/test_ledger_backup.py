@@ -236,3 +236,29 @@ def test_a_user_who_may_not_read_the_ledger_is_told_so_never_that_it_is_missing(
             assert "does not exist" not in run.stderr
     assert list(copies.iterdir()) == []
 
+
+def test_a_backup_never_replaces_a_file_of_the_live_storage(tmp_path, central, start_lane):
+    """`--force` onto ledger.db-wal, with the daemon running, replaced the newest commits: acknowledged
+    sales were lost. Every file the daemon keeps in its storage folder is refused like ledger.db
+    itself, and stays as it was."""
+    lane = start_lane(tmp_path / "lane")
+    for n in range(5):
+        assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code == 200
+    names = ["ledger.db-wal", "ledger.db-shm", "ledger.db-journal", "cache.db", "cache.db-wal", "cache.db-shm",
+             "posd.lock", "api.token"]
+    for name in names:
+        target = lane.state / name
+        before = target.read_bytes() if target.exists() else None
+        inode = target.stat().st_ino if target.exists() else None
+        run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(target), "--force",
+                              "--config", str(lane.config)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and f"cannot replace {name}" in run.stderr, (name, run.stderr)
+        if before is not None and name.endswith(("-wal", "-shm")):
+            assert target.stat().st_ino == inode, name  # the daemon's own file, not a copy in its place
+        elif before is not None:
+            assert target.read_bytes() == before, name
+        else:
+            assert not target.exists(), name
+    assert not list(lane.state.glob(".*.partial"))
+    for n in range(5):  # every acknowledged sale is still there
+        assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).headers.get("Idempotent-Replayed") == "true"

@@ -318,6 +318,20 @@ def test_storage_doctor_may_not_read_is_never_called_damaged(shared_tmp):
     assert one(report, "storage.ledger")["code"] == one(report, "storage.cache")["code"] == "db_ok"
 
 
+def test_a_preview_printer_whose_folder_is_a_file_fails(tmp_path):
+    """preview:// names the folder slips are kept in. A regular file there passed doctor ("slips are
+    kept as files in ..."), and `posd run` then could not create the folder: the printer went to
+    error. Also when the file is a folder further up."""
+    (tmp_path / "afile").write_text("")
+    for url, file in ((f"preview://{tmp_path / 'afile'}", tmp_path / "afile"),
+                      (f"preview://{tmp_path / 'afile' / 'slips'}", tmp_path / "afile")):
+        cfg = offline_config(tmp_path, printer=url)
+        code, report = doctor(cfg, "--no-central", "--lang", "en")
+        finding = one(report, "devices.printer")
+        assert code == 1 and (finding["result"], finding["code"]) == ("fail", "preview_not_folder"), finding
+        assert f"{file} is a file, not a folder" in finding["message"], finding
+
+
 def test_a_finding_of_several_lines_stays_in_its_column(tmp_path):
     """SQLite's integrity report is several lines: the table keeps each under the finding column."""
     from posd.storage.ledger import LaneIdentity, Ledger

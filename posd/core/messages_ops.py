@@ -162,6 +162,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "no printer configured: no slips",
         "doctor.devices.preview": "{name}: slips are kept as files in {path}",
         "doctor.devices.preview_denied": "{name}: {user} cannot write slips to {path}",
+        "doctor.devices.preview_not_folder": "{name}: {file} is a file, not a folder: posd cannot keep slips in "
+                                             "{path} (preview:// names a folder; move the file or change the URL)",
         "doctor.devices.unseen": "{name} ({kind}): cannot look at {path} as {runner}: permission denied; run "
                                  "posd doctor as root or the posd user",
         "doctor.devices.pcsc_ok": "{name}: pcscd answers; reader {reader} is there",
@@ -366,6 +368,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "brak drukarki w konfiguracji: bez paragonów lojalnościowych",
         "doctor.devices.preview": "{name}: paragony są zapisywane jako pliki w {path}",
         "doctor.devices.preview_denied": "{name}: {user} nie może zapisywać paragonów w {path}",
+        "doctor.devices.preview_not_folder": "{name}: {file} jest plikiem, nie folderem: posd nie może "
+                                             "zapisywać paragonów w {path} (preview:// wskazuje folder; przenieś "
+                                             "plik lub zmień URL)",
         "doctor.devices.unseen": "{name} ({kind}): nie można sprawdzić {path} jako {runner}: brak uprawnień; "
                                  "uruchom posd doctor jako root lub użytkownik posd",
         "doctor.devices.pcsc_ok": "{name}: pcscd odpowiada; czytnik {reader} jest podłączony",
@@ -570,6 +575,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "چاپگری تنظیم نشده: رسیدی چاپ نمی‌شود",
         "doctor.devices.preview": "{name}: رسیدها به صورت فایل در {path} نگه داشته می‌شوند",
         "doctor.devices.preview_denied": "{name}: {user} نمی‌تواند رسیدها را در {path} بنویسد",
+        "doctor.devices.preview_not_folder": "{name}: {file} یک فایل است، نه پوشه: posd نمی‌تواند رسیدها را در "
+                                             "{path} نگه دارد (preview:// یک پوشه را نام می‌برد؛ فایل را جابه‌جا "
+                                             "کنید یا URL را تغییر دهید)",
         "doctor.devices.unseen": "{name} ({kind}): نمی‌توان {path} را با کاربر {runner} بررسی کرد: اجازهٔ دسترسی "
                                  "نیست؛ posd doctor را با root یا کاربر posd اجرا کنید",
         "doctor.devices.pcsc_ok": "{name}: pcscd پاسخ می‌دهد؛ کارت‌خوان {reader} وصل است",

@@ -91,6 +91,8 @@ def _printer(ctx: Context) -> list[Finding]:
         if found is None:
             return [Finding("devices", check, "warn", "unseen", {**params, "runner": running_user()})]
         target = folder if found else nearest_existing(folder)
+        if not target.is_dir():  # a file where the folder (or one above it) should be: posd cannot make it
+            return [Finding("devices", check, "fail", "preview_not_folder", {**params, "file": str(target)})]
         ok = may(target.stat(), ctx.uid, ctx.gids, "wx") and may_reach(target, ctx.uid, ctx.gids)
         return [Finding("devices", check, "ok" if ok else "fail", "preview" if ok else "preview_denied", params)]
     if url.scheme in ("serial", "file"):

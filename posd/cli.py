@@ -187,12 +187,24 @@ def _code_pages_option(text: str) -> str | tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _user_option(name: str) -> str:
+    """A user named on the command line exists here: checking access as one who does not would
+    answer for someone else (doctor fell back to the user running it and said all was readable)."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(name).pw_name
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"there is no user {name!r} on this machine") from None
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List attached scanners, card readers and printers with the URL for posd.toml."""
     import json
 
     from posd.drivers.discovery import access_hint, find_devices
 
+    args.user = args.user or "posd"  # when there is none here, each device says so (access unknown)
     found = find_devices(dev_root=args.dev, user=args.user)
     if args.json:
         print(json.dumps([f.as_dict() for f in found], indent=2))
@@ -211,7 +223,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Check everything store IT would, say what is wrong in the lane's language; 1 when anything failed."""
     from posd.doctor import render_json, render_table, run
 
-    ctx, findings = run(Path(args.config), user=args.user, locale=args.lang, unit=args.unit,
+    ctx, findings = run(Path(args.config), user=args.user or "posd", locale=args.lang, unit=args.unit,
                         central=not args.no_central)
     print(render_json(ctx, findings) if args.json else render_table(ctx, findings))
     return 1 if any(f.result == "fail" for f in findings) else 0
@@ -364,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
 
     devices = sub.add_parser("devices", help="list attached scanners, card readers and printers with their URLs")
-    devices.add_argument("--user", default="posd", help="the user whose access is checked")
+    devices.add_argument("--user", type=_user_option,
+                         help="the user whose access is checked (default: posd, when it exists)")
     devices.add_argument("--dev", default="/dev", help=argparse.SUPPRESS)
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(func=cmd_devices)
@@ -372,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check config, files, storage, devices, central, sync and the running "
                                            "daemon; say what is wrong (exit 1)")
     doctor.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
-    doctor.add_argument("--user", default="posd", help="the user whose access to files and devices is checked")
+    doctor.add_argument("--user", type=_user_option,
+                        help="the user whose access to files and devices is checked (default: posd; the user "
+                             "running doctor when there is no posd user)")
     doctor.add_argument("--lang", choices=("pl", "fa", "en"), help="language (default: the lane's)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output for fleet tools")
     doctor.add_argument("--unit", help="score this unit file instead of the installed posd.service")

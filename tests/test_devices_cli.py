@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -138,3 +139,23 @@ def test_the_udev_rule_naming_a_devices_usb_vendor_is_found(tmp_path):
     assert udev_rule_for("/dev/null", [str(tmp_path / "none")], str(sys_root)) is None
     assert udev_rule_for(str(tmp_path / "rules.d"), [str(rules)], str(sys_root)) is None  # not a device node
     assert usb_ids("/dev/null") is None  # the real sysfs: /dev/null is no USB device
+
+
+def test_a_user_that_does_not_exist_is_a_usage_error(tmp_path):
+    """`--user nosuchuser` was checked as the user running the command: doctor said every file was
+    readable by root and exited 0, devices exited 0. A user named that does not exist is refused
+    (exit 2) by name, before anything is checked; without --user, a machine with no posd user still
+    checks (doctor as the user running it, devices with access unknown)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text((Path(__file__).parent.parent / "config" / "demo.toml").read_text())
+    for command in (["doctor", "--config", str(cfg), "--no-central"], ["devices", "--dev", str(tmp_path)]):
+        run = subprocess.run([sys.executable, "-m", "posd", *command, "--user", "nosuchuser"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "no user 'nosuchuser'" in run.stderr, (command, run.stderr)
+        assert run.stdout == "" and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "devices", "--dev", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert "no user" not in run.stderr and "Traceback" not in run.stderr, run.stderr

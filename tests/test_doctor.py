@@ -89,6 +89,22 @@ def test_a_lane_currency_the_program_does_not_earn_on_is_named(tmp_path, central
         == "unsupported_currency"
 
 
+def test_another_lanes_daemon_on_the_port_is_not_this_lanes(tmp_path, central, start_lane):
+    """A config for store S999 lane L77 on the API port of a running S001/L01 posd passed ("daemon ok",
+    exit 0): doctor took any posd answering there for this lane's. /v1/health names its store and
+    lane: another one's is a failure naming both, and what it reports is not taken as this lane's."""
+    lane = start_lane(tmp_path / "lane")
+    other = lane_config(tmp_path / "other", central_url=central.url, secret="x", printer="none", port=lane.port,
+                        store_id="S999", lane_id="L77")
+    code, report = doctor(other, "--no-central", "--lang", "en")
+    finding = one(report, "daemon.running")
+    assert code == 1 and (finding["result"], finding["code"]) == ("fail", "other_lane"), finding
+    assert "store S001 lane L01" in finding["message"] and "store S999 lane L77" in finding["message"]
+    assert not found(report, "daemon.version") and not [c for c in report["checks"] if c["code"] == "issue"]
+    code, report = doctor(lane.config, "--no-central")  # the lane's own config: its own daemon
+    assert one(report, "daemon.running")["code"] == "ok"
+
+
 def test_a_missing_secret_file_is_named(tmp_path):
     cfg = offline_config(tmp_path)
     cfg.write_text(cfg.read_text().replace('store_secret = "x"', 'store_secret_file = "store.secret"'))

@@ -91,6 +91,7 @@ class Context:
     unit: str | None = None  # a unit file to score instead of the installed posd.service
     health: dict[str, Any] | None = None  # the running daemon's, when it answers
     health_error: str | None = None  # why it did not
+    foreign: dict[str, Any] | None = None  # the health of a posd of another store or lane on the port
     fallback_locale: str | None = None  # [lane] locale of a config that does not validate
     ledger: Any = None  # posd.storage.inspect.DbCheck of ledger.db and cache.db, once storage was checked
     cache: Any = None

@@ -32,13 +32,20 @@ def fetch_health(ctx: Context) -> str | None:
     """The running daemon's /v1/health into ctx.health; why not, when it does not answer."""
     try:
         with urllib.request.urlopen(health_url(ctx), timeout=3) as resp:
-            ctx.health = json.load(resp)
-        return None
+            health = json.load(resp)
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None)
         return str(getattr(reason, "strerror", None) or reason or exc)
+    lane = ctx.config.lane
+    seen = (health.get("store_id"), health.get("lane_id")) if isinstance(health, dict) else (None, None)
+    if seen != (None, None) and seen != (lane.store_id, lane.lane_id):
+        # Another lane's posd on this port: what it reports (its devices, its issues) is not this lane's.
+        ctx.foreign = health
+        return "other lane"
+    ctx.health = health
+    return None
 
 
 def sync_and_cache(ctx: Context) -> list[Finding]:
@@ -100,6 +107,11 @@ def _earned_on(body: str | None) -> list[str] | None:
 
 def daemon(ctx: Context) -> list[Finding]:
     url = health_url(ctx).removesuffix("/v1/health")
+    if ctx.foreign is not None:
+        lane = ctx.config.lane
+        return [Finding("daemon", "daemon.running", "fail", "other_lane",
+                        {"url": url, "store": ctx.foreign.get("store_id"), "lane": ctx.foreign.get("lane_id"),
+                         "our_store": lane.store_id, "our_lane": lane.lane_id})]
     if ctx.health is None:
         return [Finding("daemon", "daemon.running", "fail", "down", {"url": url, "message": ctx.health_error})]
     h: dict[str, Any] = ctx.health

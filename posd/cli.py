@@ -198,6 +198,19 @@ def _user_option(name: str) -> str:
         raise argparse.ArgumentTypeError(f"there is no user {name!r} on this machine") from None
 
 
+def _unit_option(name: str) -> str:
+    """A unit file named on the command line is there to be scored: one that is not is a mistake in
+    the command, not a finding about the lane (it passed as a mere warning, exit 0)."""
+    path = Path(name)
+    try:
+        if path.is_file():
+            return name
+        problem = "is not a file" if path.exists() else "does not exist"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror}"
+    raise argparse.ArgumentTypeError(f"{name} {problem}")
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List attached scanners, card readers and printers with the URL for posd.toml."""
     import json
@@ -390,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "running doctor when there is no posd user)")
     doctor.add_argument("--lang", choices=("pl", "fa", "en"), help="language (default: the lane's)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output for fleet tools")
-    doctor.add_argument("--unit", help="score this unit file instead of the installed posd.service")
+    doctor.add_argument("--unit", type=_unit_option,
+                        help="score this unit file instead of the installed posd.service")
     doctor.add_argument("--no-central", action="store_true", help="do not contact central")
     doctor.set_defaults(func=cmd_doctor)
 

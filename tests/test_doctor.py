@@ -105,6 +105,18 @@ def test_another_lanes_daemon_on_the_port_is_not_this_lanes(tmp_path, central, s
     assert one(report, "daemon.running")["code"] == "ok"
 
 
+def test_a_unit_file_named_that_is_not_there_is_a_usage_error(tmp_path):
+    """`posd doctor --unit /nope.service` gave a warning and exit 0, as if the lane were fine and
+    only the score unknown: the file named on the command line is a mistake in the command (exit 2,
+    naming it), like a --user that does not exist."""
+    cfg = offline_config(tmp_path)
+    for unit, problem in ((tmp_path / "nope.service", "does not exist"), (tmp_path, "is not a file")):
+        run = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--no-central",
+                              "--unit", str(unit)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and f"{unit} {problem}" in run.stderr, run.stderr
+        assert run.stdout == "" and "Traceback" not in run.stderr
+
+
 def test_a_missing_secret_file_is_named(tmp_path):
     cfg = offline_config(tmp_path)
     cfg.write_text(cfg.read_text().replace('store_secret = "x"', 'store_secret_file = "store.secret"'))

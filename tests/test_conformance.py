@@ -221,6 +221,19 @@ def test_bad_arguments_are_named_not_a_traceback(tmp_path):
     assert done.returncode == 2 and "posd conformance:" in done.stderr and "Traceback" not in done.stderr
 
 
+
+def test_numbers_out_of_range_are_usage_errors_before_central_is_asked(central, tmp_path):
+    """--timeout 0 or -1 was a traceback from the HTTP library; --max-pages 0 judged a conforming
+    central "NOT conformant"; a negative --wait-expiry was taken. Each is refused by name (exit 2)
+    and nothing is pushed; a sound value still runs."""
+    for option, value in (("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"), ("--max-pages", "0"),
+                          ("--max-pages", "-3"), ("--wait-expiry", "-1")):
+        done = run_kit(central.url, tmp_path, SECRET_TEXT, option, value)
+        assert done.returncode == 2 and f"argument {option}: {value}" in done.stderr, (option, value, done.stderr)
+        assert done.stdout == "" and "conformant" not in done.stderr
+    done = run_kit(central.url, tmp_path, SECRET_TEXT, "--max-pages", "1", "--wait-expiry", "0", "--group", "auth")
+    assert done.returncode == 0, done.stdout + done.stderr
+
 def run_kit(central_url: str, tmp_path: Path, secret_text: str, *extra: str) -> subprocess.CompletedProcess:
     secret = tmp_path / "kit-secret.txt"
     secret.write_text(secret_text + "\n")

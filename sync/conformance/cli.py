@@ -10,13 +10,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from posd.sync.conformance.http import KitClient
 from posd.sync.conformance.kit import GROUPS, Context, as_json, passed, run, table
 from posd.sync.conformance.preflight import SetupError, preflight
 from posd.sync.protocol import LANE_ID_RE, secret_from_text
+
+
+def _number(kind: type, *, least: float, strictly: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` above ``least`` (or at least it): a timeout of 0
+    reached the HTTP library as a traceback, 0 pages judged a conforming central not conformant."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if value < least or (strictly and value == least):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strictly else 'at least'} {least:g}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--currency", default=None, help="currency of the kit's points (default: the program's "
                                                          "tier_currency, else 'points')")
     parser.add_argument("--group", action="append", choices=GROUPS, help="only these groups (repeatable)")
-    parser.add_argument("--max-pages", type=int, default=10_000, help="pages of 1000 members read to reach the "
+    parser.add_argument("--max-pages", type=_number(int, least=1, strictly=False), default=10_000, help="pages of 1000 members read to reach the "
                                                                      "feed's end")
-    parser.add_argument("--wait-expiry", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--wait-expiry", type=_number(float, least=0, strictly=False), default=30.0, metavar="SECONDS",
                         help="wait this long at most for a burn reservation to expire (else: not observed)")
     parser.add_argument("--ca-file", help="CA bundle for central's certificate (default: the system's)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--timeout", type=_number(float, least=0, strictly=True), default=30.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="the results as JSON")
     return parser
 

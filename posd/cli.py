@@ -121,12 +121,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from posd.drivers.url import parse_device_url
 
     config = _load(args.config)
-    if sum(bool(x) for x in (args.code, args.member_token, args.wallet_pass)) != 1:
-        print("posd scan: give a CODE, --member-token MEMBER_ID or --wallet-pass MEMBER_ID", file=sys.stderr)
+    given = sum(bool(x) for x in (args.code, args.member_token, args.wallet_pass))
+    if given != 1:
+        print(f"posd scan: give {'only ' if given else ''}one of a CODE, --member-token MEMBER_ID or "
+              "--wallet-pass MEMBER_ID", file=sys.stderr)
         return 2
-    ptys = [(name, s) for name, s in config.scanners() if s.url.startswith("pty:")]
+    scanners = config.scanners()
+    if args.scanner and args.scanner not in [name for name, _ in scanners]:
+        names = ", ".join(name for name, _ in scanners) or "none"
+        print(f"posd scan: the config has no scanner called {args.scanner} (its scanners: {names})", file=sys.stderr)
+        return 2
+    ptys = [(name, s) for name, s in scanners if s.url.startswith("pty:")]
     if args.scanner:
         ptys = [(n, s) for n, s in ptys if n == args.scanner]
+        if not ptys:
+            print(f"posd scan: scanner {args.scanner} is not a pty:// scanner: posd scan types only into those",
+                  file=sys.stderr)
+            return 2
     if not ptys:
         print("posd scan: the config has no pty:// scanner to type into", file=sys.stderr)
         return 2

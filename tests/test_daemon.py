@@ -237,6 +237,27 @@ def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     assert "is posd running?" in proc.stderr
 
 
+
+def test_posd_scan_names_the_scanner_it_lacks_and_asks_for_one_code(tmp_path):
+    """`--scanner nope` said "the config has no pty:// scanner" (it has one, called front); a CODE and
+    --member-token together were told to give one of them, as if neither had been given."""
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    cfg.write_text(cfg.read_text() + '\n[[scanner]]\nname = "back"\nurl = "serial:///dev/null?baudrate=9600"\n')
+
+    def scan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "posd", "scan", *args, "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+
+    proc = scan("123", "--scanner", "nope")
+    assert proc.returncode == 2 and "no scanner called nope (its scanners: front, back)" in proc.stderr, proc.stderr
+    proc = scan("123", "--scanner", "back")
+    assert proc.returncode == 2 and "scanner back is not a pty:// scanner" in proc.stderr, proc.stderr
+    proc = scan("123", "--member-token", "M0001")
+    assert proc.returncode == 2 and "give only one of a CODE, --member-token" in proc.stderr, proc.stderr
+    proc = scan()
+    assert proc.returncode == 2 and "give one of a CODE" in proc.stderr, proc.stderr
+
 def demo_output(proc: subprocess.Popen, last: str, timeout: float) -> str:
     """What `posd demo` printed up to the line starting with ``last`` (or its end, or the timeout)."""
     lines = []

@@ -221,3 +221,26 @@ def test_clients_that_go_away_leave_no_traceback(tmp_path, pg_db):
     finally:
         err = stop_cli(proc)
     assert "Traceback" not in err and "Error" not in err, err
+
+
+def test_ctrl_c_while_central_waits_for_postgresql_stops_quietly(tmp_path):
+    """`posd central` waits up to 30 s for PostgreSQL to take connections; Ctrl-C meanwhile printed a
+    KeyboardInterrupt traceback. It stops at once, says what it was doing, and exits 130."""
+    with socket.socket() as s:  # a port nothing listens on: the pool retries until its timeout
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "posd", "central", "--listen", "127.0.0.1:0", "--db",
+           f"postgresql://central:secret@127.0.0.1:{port}/central"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert "error connecting" in proc.stderr.readline()  # psycopg's pool is retrying: central waits
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert f"interrupted while opening postgresql://central:***@127.0.0.1:{port}/central" in err, err
+    assert out == ""

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments."""
+    """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments, 130 when
+    interrupted before it serves."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     try:
@@ -97,6 +98,9 @@ def main(argv: list[str]) -> int:
                 store.seed(seed)
         finally:
             store.close()
+    except KeyboardInterrupt:  # Ctrl-C while it waits for the database (PostgreSQL: up to 30 s)
+        print(f"posd central: interrupted while opening {_shown(args.db)}", file=sys.stderr)
+        return 130
     except (ValueError, OSError, ssl.SSLError) as exc:
         print(f"posd central: {exc}", file=sys.stderr)
         return 2

@@ -66,6 +66,14 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
     if second is not None and (second.central.url, second.lane.store_id) != (config.central.url, config.lane.store_id):
         print("posd demo: the second lane must name the first lane's central and store", file=sys.stderr)
         return 2
+    if second is not None:  # two daemons on one storage folder or one API port: the second cannot start
+        same_dir = second.storage_dir.resolve() == config.storage_dir.resolve()
+        shared = [f"storage folder {config.storage_dir}"] if same_dir else []
+        shared += [f"API port {config.api.port}"] if second.api.port == config.api.port else []
+        if shared:
+            print(f"posd demo: the second lane ({second_lane}) has the first lane's {' and '.join(shared)}: give it "
+                  "its own [storage] dir and [api] listen, as config/demo-lane2.toml does", file=sys.stderr)
+            return 2
     central = urlsplit(config.central.url)
     storage = config.storage_dir
     storage.mkdir(parents=True, exist_ok=True)

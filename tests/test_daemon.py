@@ -306,6 +306,31 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
         proc.wait(20)
 
 
+def test_the_demo_refuses_a_second_lane_on_the_first_lanes_storage_or_port_up_front(tmp_path):
+    """The first lane's config given as the second printed "A second lane ... is running ... Second lane
+    ready." and only then the lock's refusal. A second lane with the first's storage folder or API port
+    cannot run: it is refused before anything starts (exit 2), naming what they share."""
+    api, api2, central_port = free_port(), free_port(), free_port()
+    demo = (ROOT / "config" / "demo.toml").read_text().replace("127.0.0.1:8765", f"127.0.0.1:{api}")
+    demo = demo.replace("127.0.0.1:8780", f"127.0.0.1:{central_port}").replace("../var/demo", str(tmp_path / "var"))
+    first = tmp_path / "demo.toml"
+    first.write_text(demo)
+    port_only = tmp_path / "other-dir.toml"  # its own folder, the same port
+    port_only.write_text(demo.replace(str(tmp_path / "var"), str(tmp_path / "var2")).replace('"L01"', '"L02"'))
+    dir_only = tmp_path / "sub" / "other-port.toml"  # its own port, the same folder written another way
+    dir_only.parent.mkdir()
+    dir_only.write_text(demo.replace(f"127.0.0.1:{api}", f"127.0.0.1:{api2}")
+                        .replace(str(tmp_path / "var"), str(tmp_path / "sub" / ".." / "var")))
+    for second, shared in ((first, f"storage folder {tmp_path / 'var'} and API port {api}"),
+                           (port_only, f"API port {api}"), (dir_only, "storage folder")):
+        run = subprocess.run([sys.executable, "-m", "posd", "demo", "--config", str(first),
+                              "--seed", str(ROOT / "config" / "demo-seed.json"), "--second-lane", str(second)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and f"has the first lane's {shared}" in run.stderr, run.stderr
+        assert run.stdout == "" and "Traceback" not in run.stderr
+        with socket.socket() as s:  # central was never started
+            assert s.connect_ex(("127.0.0.1", central_port)) != 0
+
 def test_the_demo_runs_a_second_lane_that_honours_the_first_lanes_vouchers(tmp_path):
     """README's "try this": a voucher issued at lane L01 is used at lane L02 of the demo."""
     api, api2, central_port = free_port(), free_port(), free_port()

@@ -48,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--currency", default=None, help="currency of the kit's points (default: the program's "
                                                          "tier_currency, else 'points')")
     parser.add_argument("--group", action="append", choices=GROUPS, help="only these groups (repeatable)")
-    parser.add_argument("--max-pages", type=_number(int, least=1, strictly=False), default=10_000, help="pages of 1000 members read to reach the "
-                                                                     "feed's end")
-    parser.add_argument("--wait-expiry", type=_number(float, least=0, strictly=False), default=30.0, metavar="SECONDS",
-                        help="wait this long at most for a burn reservation to expire (else: not observed)")
+    parser.add_argument("--max-pages", type=_number(int, least=1, strictly=False), default=10_000,
+                        help="pages of 1000 members read to reach the feed's end")
+    parser.add_argument("--wait-expiry", type=_number(float, least=0, strictly=False), default=30.0,
+                        metavar="SECONDS", help="wait this long at most for a burn reservation to expire (else: not observed)")
     parser.add_argument("--ca-file", help="CA bundle for central's certificate (default: the system's)")
-    parser.add_argument("--timeout", type=_number(float, least=0, strictly=True), default=30.0, help="seconds per request")
+    parser.add_argument("--timeout", type=_number(float, least=0, strictly=True), default=30.0,
+                        help="seconds per request")
     parser.add_argument("--json", action="store_true", help="the results as JSON")
     return parser
 

@@ -57,16 +57,24 @@ def _capabilities_cache_dir() -> str:
     path = os.path.join(base, hashlib.sha256(sys.prefix.encode()).hexdigest()[:16])
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-        if st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return path
     except OSError:
         pass
-    return tempfile.mkdtemp(prefix="posd-escpos-")
+    return path if _private(path) else tempfile.mkdtemp(prefix="posd-escpos-")
 
 
-# Order matters: the variable is read when escpos.capabilities is first imported.
-if "ESCPOS_CAPABILITIES_PICKLE_DIR" not in os.environ:
+def _private(path: str) -> bool:
+    """A folder this user owns and no one else may write: its pickle is ours to load and to write."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+# Order matters: the variable is read when escpos.capabilities is first imported. One inherited from a
+# posd process of another user (`posd doctor` run through setpriv or sudo -u from a root posd's child) is
+# not this user's to write: python-escpos would fail its import writing the pickle there.
+if not _private(os.environ.get("ESCPOS_CAPABILITIES_PICKLE_DIR") or ""):
     os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = _capabilities_cache_dir()
 
 

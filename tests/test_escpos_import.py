@@ -42,3 +42,21 @@ def test_each_python_environment_has_its_own_pickle(tmp_path):
     used = Path(out.strip())
     assert used == tmp_path / "posd" / "escpos" / hashlib.sha256(sys.prefix.encode()).hexdigest()[:16]
     assert oct(used.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_cache_folder_inherited_from_another_users_posd_is_not_used(tmp_path):
+    """`posd doctor` run as another user (setpriv, sudo -u) from a root posd's child inherits the
+    variable naming root's cache: python-escpos could not write its pickle there and failed the import."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to run a process as nobody")
+    theirs = tmp_path / "root-cache"
+    theirs.mkdir(mode=0o700)
+    tmp_path.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CACHE_DIRECTORY"}
+    env |= {"ESCPOS_CAPABILITIES_PICKLE_DIR": str(theirs), "XDG_CACHE_HOME": str(tmp_path / "nobody-cache")}
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", IMPORT],
+                          env=env, capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert done.stdout.strip() != str(theirs) and not any(theirs.iterdir())

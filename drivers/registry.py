@@ -189,10 +189,13 @@ def _port_of(url: DeviceURL) -> int | None:
 # -- parameter parsers -------------------------------------------------------
 def _int_range(lo: int, hi: int, what: str = "value") -> Callable[[str], int]:
     def parse(text: str) -> int:
+        text = text.strip()
         try:
-            value = int(text.strip(), 10)
+            if not text.isascii():  # int() reads Persian or fullwidth digits too: the URL would not say what runs
+                raise ValueError
+            value = int(text, 10)
         except ValueError:
-            raise ValueError(f"{what} must be an integer") from None
+            raise ValueError(f"{what} must be an integer written in the digits 0-9") from None
         if not lo <= value <= hi:
             raise ValueError(f"{what} must be between {lo} and {hi}")
         return value

@@ -86,11 +86,19 @@ def load_token(path: Path) -> str:
     if token is not None:
         return token
     token = secrets.token_urlsafe(32)
+    target = path.resolve()  # a link to a token not made yet: the file it names is made
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder on the way should be
+        raise ConfigError(f"cannot create the API token {path}: cannot make the folder {target.parent} "
+                          f"({exc.strerror})", key="api.token_file") from exc
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # made since we looked: it is the POS's now
-        return load_token(path)
+        made = read_token(path)
+        if made is None:
+            raise ConfigError(f"cannot read the API token {path}", key="api.token_file") from None
+        return made
     except OSError as exc:
         raise ConfigError(f"cannot create the API token {path}: {exc.strerror}", key="api.token_file") from exc
     with os.fdopen(fd, "w") as f:

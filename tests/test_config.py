@@ -259,6 +259,7 @@ def test_a_camera_clip_that_does_not_exist_is_named_by_config_check(tmp_path):
     (GOOD.replace("[[scanner]]", "[scanner]"), "scanner", 12, "write [[scanner]] (double brackets)"),
     (GOOD + '\n[card_reader]\nurl = "msr+serial:///dev/ttyS9"\n', "card_reader", 18, "write [[card_reader]]"),
     ('source = "/etc/posd/other.toml"\n' + GOOD, "source", 1, "unknown key"),  # the field the file's path fills
+    (GOOD.replace('store_id = "S001"', "store_id = nan"), "lane.store_id", 3, "must be text in quotes (got a number)"),
 ])
 def test_a_mistake_is_told_as_the_file_should_be_written(text, key, line, message):
     with pytest.raises(ConfigError) as err:
@@ -394,6 +395,24 @@ def test_an_api_token_file_posd_cannot_use_is_named_and_nothing_is_created(tmp_p
     if contents is not None:
         assert (state / token_file).read_bytes() == contents
         assert (state / token_file).stat().st_mode & 0o777 == 0o666
+
+
+def test_a_token_file_behind_a_link_is_made_where_the_link_points_and_one_under_a_file_is_refused(tmp_path):
+    """A token file that is a link to a file not made yet gets the token there (0600), read back through
+    the link; one whose folder is a file is a ConfigError naming api.token_file. Both were an endless
+    retry in the daemon (a RecursionError)."""
+    from posd.daemon import load_token
+
+    link = tmp_path / "state" / "api.token"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "etc" / "posd" / "api.token")
+    token = load_token(link)
+    assert (tmp_path / "etc" / "posd" / "api.token").stat().st_mode & 0o777 == 0o600
+    assert load_token(link) == token and link.is_symlink()
+    (tmp_path / "afile").write_text("not a folder\n")
+    with pytest.raises(ConfigError, match="cannot make the folder") as err:
+        load_token(tmp_path / "afile" / "api.token")
+    assert err.value.key == "api.token_file"
 
 
 def config_check(path):

@@ -178,7 +178,15 @@ class AppliesWhatItRefuses(BrokenStore):
         return answers
 
 
+class FeedFails(BrokenStore):
+    """A central store whose member feed always fails (a 500): the rest of the protocol is fine."""
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> Any:
+        raise RuntimeError("the member feed is down")
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
+                                             (FeedFails, {"members/cursor.loses_nothing", "members/watermark"}),
                                              (AppliesWhatItRefuses, {"push/dedupe.duplicate", "push/dedupe.conflict",
                                                                      "members/cursor.loses_nothing"}),
                                              (DedupesOnSeqAlone, {"push/dedupe.event_id"}),

@@ -164,10 +164,14 @@ def applied_once(ctx: Context) -> str:
     counted once (beside what each held right after its enrolment: a platform may give a bonus).
     Failed as soon as one is above it; a balance below it is waited for (commits elsewhere)."""
     if "offsets" not in ctx.notes:
-        raise NotObserved("the feed's end was not reached when the kit enrolled its members (--max-pages)")
+        raise NotObserved("the member feed could not be followed when the kit enrolled its members: "
+                          + ctx.notes.get("feed_unread", "its end was not reached"))
     behind: list[str] = []
     for _ in range(SETTLE_POLLS):
-        follow_feed(ctx, ctx.notes["cursor"])
+        try:
+            follow_feed(ctx, ctx.notes["cursor"])
+        except Skipped as exc:  # the answers were checked: only the balances could not be read
+            raise NotObserved(f"balances not read: {exc}") from exc
         behind = []
         for member in ctx.members:
             balance, want = balance_in_feed(ctx, member), ctx.expected[member][0] + ctx.notes["offsets"].get(member, 0)

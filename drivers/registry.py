@@ -13,6 +13,7 @@ card readers (magstripe, NFC) and printers.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
@@ -187,11 +188,14 @@ def _port_of(url: DeviceURL) -> int | None:
 
 
 # -- parameter parsers -------------------------------------------------------
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _int_range(lo: int, hi: int, what: str = "value") -> Callable[[str], int]:
     def parse(text: str) -> int:
         text = text.strip()
         try:
-            if not text.isascii():  # int() reads Persian or fullwidth digits too: the URL would not say what runs
+            if not _DIGITS.fullmatch(text):  # int() also reads Persian or fullwidth digits, "+9100", "9_600"
                 raise ValueError
             value = int(text, 10)
         except ValueError:

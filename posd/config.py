@@ -661,6 +661,9 @@ TYPE_MESSAGES = {
 
 
 UNKNOWN_KEY = "unknown key (check the spelling; see config/posd.example.toml)"
+# What nan is refused with where a number is wanted (any other key: its usual wrong-type message).
+NUMBER_ERRORS = frozenset({"int_type", "int_from_float", "float_type", "finite_number", "greater_than",
+                           "greater_than_equal", "less_than", "less_than_equal"})
 
 
 def _problem(text: str, err: Any) -> ConfigProblem:
@@ -670,7 +673,7 @@ def _problem(text: str, err: Any) -> ConfigProblem:
         msg = UNKNOWN_KEY
     elif err["type"] == "missing":
         msg = "required key is missing"
-    elif isinstance(given, float) and math.isnan(given):  # nan fails every bound: not "should be <= 3600"
+    elif isinstance(given, float) and math.isnan(given) and err["type"] in NUMBER_ERRORS:  # not "should be <= 3600"
         msg = f"must be a {'whole ' if err['type'] == 'int_type' else ''}number (not nan)"
     elif err["type"] == "tuple_type" and isinstance(given, dict) and len(err["loc"]) == 1 \
             and err["loc"][0] in DEVICE_TABLES:

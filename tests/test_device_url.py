@@ -147,6 +147,8 @@ def test_unknown_param_is_named_with_the_known_ones():
     ("scanner", "tcp://127.0.0.1:http", "port must be an integer"),
     ("scanner", "tcp://127.0.0.1:\u0669\u0661\u0660\u0660", "port must be an integer written in the digits 0-9"),
     ("scanner", "serial:///dev/ttyUSB0?baudrate=\u06f9\u06f6\u06f0\u06f0", "must be an integer written in the digits"),
+    ("scanner", "serial:///dev/ttyUSB0?baudrate=9_600", "must be an integer written in the digits"),
+    ("scanner", "tcp://127.0.0.1:+9100", "port must be an integer"),
     ("printer", "tcp://127.0.0.1:70000", "port must be between"),
     ("printer", "tcp://10.0.0.5:9100/queue", "host:port only"),
     ("printer", "file://", "needs a path"),

@@ -203,8 +203,8 @@ OPS: dict[str, dict[str, str]] = {
                               "journalctl -u posd -p warning",
         "doctor.daemon.other_lane": "the posd answering at {url} is store {store} lane {lane}, not this config's "
                                     "store {our_store} lane {our_lane}: another lane's posd on this port (this "
-                                    "lane's is not running, or listens elsewhere); give each lane its own "
-                                    "[api] listen",
+                                    "lane's is not running, or listens elsewhere), or [lane] was changed since "
+                                    "posd started (systemctl restart posd); give each lane its own [api] listen",
         "doctor.daemon.version": "the running posd is {running}, the installed one {installed}: "
                                  "systemctl restart posd",
         "doctor.daemon.issue": "posd reports: {text}",
@@ -418,7 +418,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.daemon.other_lane": "posd odpowiadający pod {url} to sklep {store}, stanowisko {lane}, a nie "
                                     "sklep {our_store}, stanowisko {our_lane} z tej konfiguracji: posd innego "
                                     "stanowiska na tym porcie (posd tego stanowiska nie działa lub słucha gdzie "
-                                    "indziej); każde stanowisko potrzebuje własnego [api] listen",
+                                    "indziej) albo [lane] zmieniono od startu posd (systemctl restart posd); "
+                                    "każde stanowisko potrzebuje własnego [api] listen",
         "doctor.daemon.version": "działa posd {running}, zainstalowany jest {installed}: systemctl restart posd",
         "doctor.daemon.issue": "posd zgłasza: {text}",
         "doctor.unit.ok": "{unit}: ekspozycja wg systemd-analyze security {score} (najwyżej {limit})",
@@ -626,7 +627,8 @@ OPS: dict[str, dict[str, str]] = {
                               "journalctl -u posd -p warning",
         "doctor.daemon.other_lane": "posdی که در {url} پاسخ می‌دهد فروشگاه {store} صندوق {lane} است، نه فروشگاه "
                                     "{our_store} صندوق {our_lane} این پیکربندی: posd صندوق دیگری روی این درگاه "
-                                    "(posd این صندوق اجرا نمی‌شود یا جای دیگری گوش می‌دهد)؛ هر صندوق [api] listen "
+                                    "(posd این صندوق اجرا نمی‌شود یا جای دیگری گوش می‌دهد)، یا [lane] پس از آغاز posd "
+                                    "تغییر کرده است (systemctl restart posd)؛ هر صندوق [api] listen "
                                     "خودش را لازم دارد",
         "doctor.daemon.version": "posd در حال اجرا {running} است و نسخهٔ نصب‌شده {installed}: "
                                  "systemctl restart posd",

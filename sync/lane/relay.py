@@ -344,8 +344,8 @@ class _Push:
 
 def _complete(events: list[OutboxEvent], results: list[EventResult]) -> bool:
     """Central answered every event and asked for none again: the next batch may follow."""
-    answered = {r.seq for r in results if not (r.status == "rejected" and r.retryable)}
-    return all(e.seq in answered for e in events)
+    answered = {r.seq: r.event_id for r in results if not (r.status == "rejected" and r.retryable)}
+    return all(e.seq in answered and answered[e.seq] in (None, e.event_id) for e in events)
 
 
 def _fit(events: list[OutboxEvent], max_bytes: int) -> list[OutboxEvent]:

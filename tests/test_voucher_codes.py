@@ -32,6 +32,8 @@ def typed_codes(draw) -> tuple[str, str]:
         choices = TYPED.get(ch, ch + ch.lower())
         if ch.isdigit():
             choices = [*choices, *(chr(base + int(ch)) for base in SCRIPTS)]
+        else:  # a keyboard in fullwidth mode
+            choices = [*choices, chr(0xFF21 + ord(ch) - ord("A"))]
         typed += draw(st.sampled_from(choices))
         if i and i % 4 == 0 and draw(st.booleans()):
             typed += draw(st.sampled_from(["-", " ", "\u200e", "\u200b"]))  # an RTL keyboard's marks too
@@ -62,6 +64,7 @@ def test_central_reads_any_text_as_the_lanes_voucher_code_does(text):
 def test_coupons_keep_their_spelling_and_other_codes_are_left_alone():
     assert canonical_code("welcome10", ["WELCOME10", "STAFF20"]) == "WELCOME10"
     assert canonical_code("\u200ewelcome\u06f1\u06f0", ["WELCOME10"]) == "WELCOME10"  # typed on a Persian keyboard
+    assert canonical_code("\uff37\uff25\uff2c\uff23\uff2f\uff2d\uff25\uff11\uff10", ["WELCOME10"]) == "WELCOME10"  # fullwidth
     assert canonical_code("VOLVO-LOVE-IOU", ["WELCOME10"]) == "VOLVO-LOVE-IOU"  # a U: no voucher of ours
     assert voucher_code("WELCOME10") is None and voucher_code("V123") is None
 
@@ -82,7 +85,7 @@ def test_a_voucher_validates_and_is_used_however_it_is_typed(tmp_path, central, 
     assert again.status_code == 200 and again.json() == used.json()  # the same use, retried
     twice = lane.post(f"/v1/vouchers/{code}/use", {"transaction_id": "T-case-2", "member": ANNA})
     assert (twice.status_code, twice.json()["code"]) == (409, "voucher_used")
-    for typed_coupon in ("welcome10", "WELCOME\u06f1\u06f0", "welcome\uff11\uff10"):
+    for typed_coupon in ("welcome10", "WELCOME\u06f1\u06f0", "welcome\uff11\uff10", "\uff37\uff25\uff2c\uff23\uff2f\uff2d\uff25\uff11\uff10"):
         coupon = lane.post("/v1/vouchers/validate", {"code": typed_coupon, "member": ANNA})
         assert coupon.status_code == 200 and coupon.json()["code"] == "WELCOME10", (typed_coupon, coupon.text)
     lane.wait_drained()

@@ -49,13 +49,12 @@ _CROCKFORD_READS = str.maketrans("OIL", "011")  # what a person types for 0 and 
 
 
 def typed_code(text: str) -> str:
-    """A voucher or coupon code as typed, read as its writer meant it: digits of any script (Persian,
-    Arabic-Indic, fullwidth) as 0-9, and invisible format characters (a zero-width space, a
-    left-to-right mark that a right-to-left keyboard adds) dropped."""
+    """A voucher or coupon code as typed, read as its writer meant it: as member codes are (fold_ascii:
+    digits of any script as 0-9, fullwidth letters as ASCII), and invisible format characters (a
+    zero-width space, a left-to-right mark that a right-to-left keyboard adds) dropped."""
     if text.isascii():
         return text
-    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
-                   for ch in text if unicodedata.category(ch) != "Cf")
+    return fold_ascii("".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
 
 
 def voucher_code(text: str) -> str | None:

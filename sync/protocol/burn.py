@@ -33,11 +33,20 @@ _TYPED_AS = {"O": "0", "I": "1", "L": "1"}
 
 
 def _typed(text: str) -> str:
-    """Digits of any script as 0-9, format characters (U+200B, U+200E...) dropped: the lane's typed_code."""
+    """Digits of any script as 0-9, fullwidth letters as ASCII, format characters (U+200B, U+200E...)
+    dropped: the lane's typed_code."""
     if text.isascii():
         return text
-    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
-                   for ch in text if unicodedata.category(ch) != "Cf")
+    return "".join(_ascii(ch) for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def _ascii(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    if ch.isdecimal():
+        return str(unicodedata.decimal(ch))
+    folded = unicodedata.normalize("NFKC", ch)
+    return folded if folded.isascii() and (len(folded) == 1 or folded.isalnum()) else ch
 
 
 def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:

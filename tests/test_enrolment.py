@@ -112,7 +112,14 @@ def test_enrolment_checks_what_it_is_given(tmp_path, central, start_lane):
     for body, status, code in cases:
         answer = lane.post("/v1/members", body)
         assert (answer.status_code, answer.json()["code"]) == (status, code), body
-    assert lane.post("/v1/members", {"phone": "+44 20 7946 0958"}).status_code == 200
+    first = lane.post("/v1/members", {"phone": "+44 20 7946 0958", "display_name": "Ola N."})
+    assert first.status_code == 200
+    for written in ("+442079460958", "+44 (20) 7946-0958", "tel:+44-20-7946-0958"):  # the same request, by meaning
+        again = lane.post("/v1/members", {"phone": written, "display_name": "Ola N."})
+        assert (again.status_code, again.json()) == (200, first.json()), (written, again.text)
+        assert again.headers.get("Idempotent-Replayed") == "true"
+    other = lane.post("/v1/members", {"phone": "+442079460958", "display_name": "Ola M."})  # another request
+    assert (other.status_code, other.json()["code"]) == (409, "identifier_in_use")
     assert lane.post("/v1/members", {"card": CARD, "phone": "+44 20 7946 0958"}).json()["code"] == \
         "identifier_in_use"
     lane.stop()

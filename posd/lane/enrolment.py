@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import phonenumbers
 
 from posd.core.identify import gtin_ok, identify_code
-from posd.lane.context import LaneContext, Recorded
+from posd.lane.context import LaneContext, Recorded, request_hash
 from posd.lane.errors import LaneError, raises
 from posd.lane.members import Members, phone_e164
 from posd.storage.cache import CachedMember
@@ -47,10 +47,15 @@ class Enrolments:
     @raises("payment_card", "invalid_card", "invalid_phone", "identifier_in_use", "storage_failed", "storage_full")
     async def enrol(self, req: EnrolmentInput) -> Recorded:
         identifiers = self.normalised_identifiers(req)
-        earlier = self._earlier(self.ctx.ledger.view(), req, identifiers)
+        # compared by meaning, as sales are: the phone as E.164, however the POS wrote it this time
+        meaning = request_hash({"identifiers": identifiers, "display_name": req.display_name, "locale": req.locale,
+                                "birth_date": req.birth_date})
+        hashes = (meaning, req.request_hash)
+        earlier = self._earlier(self.ctx.ledger.view(), hashes, identifiers)
         if earlier:
             return earlier
-        return await self.ctx.acommit(lambda unit: self._write(unit, req, identifiers))
+        req = replace(req, request_hash=meaning)
+        return await self.ctx.acommit(lambda unit: self._write(unit, req, identifiers, hashes))
 
     @raises("payment_card", "invalid_card", "invalid_phone")
     def normalised_identifiers(self, req: EnrolmentInput) -> list[str]:
@@ -89,11 +94,13 @@ class Enrolments:
         return e164
 
     @raises("identifier_in_use")
-    def _earlier(self, view, req: EnrolmentInput, identifiers: list[str]) -> Recorded | None:
-        """The first answer when the POS repeats an enrolment; a card or phone that is a member's already."""
+    def _earlier(self, view, hashes: tuple[str, str], identifiers: list[str]) -> Recorded | None:
+        """The first answer when the POS repeats an enrolment (``hashes``: the request's by meaning, and of
+        its body as sent, which enrolments recorded before the first were stored under); a card or phone
+        that is a member's already."""
         for identifier in identifiers:
             enrolled = view.enrolment(identifier)
-            if enrolled is not None and enrolled["request_hash"] == req.request_hash:
+            if enrolled is not None and enrolled["request_hash"] in hashes:
                 return Recorded(enrolled["response"], replayed=True)
         for identifier in identifiers:
             for reading in self._readings(identifier):
@@ -121,8 +128,8 @@ class Enrolments:
         return [identifier, *dict.fromkeys(t for t in typed if phone_e164(t, self.country) == identifier)]
 
     @raises("identifier_in_use")
-    def _write(self, unit: LedgerTx, req: EnrolmentInput, identifiers: list[str]) -> Recorded:
-        earlier = self._earlier(unit, req, identifiers)  # a concurrent request may have enrolled them
+    def _write(self, unit: LedgerTx, req: EnrolmentInput, identifiers: list[str], hashes: tuple[str, str]) -> Recorded:
+        earlier = self._earlier(unit, hashes, identifiers)  # a concurrent request may have enrolled them
         if earlier:
             return earlier
         ctx = self.ctx

@@ -231,7 +231,10 @@ def test_ctrl_c_while_central_waits_for_postgresql_stops_quietly(tmp_path):
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "posd", "central", "--listen", "127.0.0.1:0", "--db",
            f"postgresql://central:secret@127.0.0.1:{port}/central"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # SIG_DFL: run from a background job (CI under nohup), the tests inherit SIGINT ignored, and Python
+    # keeps an ignored SIGINT ignored, as a terminal's Ctrl-C never reaches a background job.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "error connecting" in proc.stderr.readline()  # psycopg's pool is retrying: central waits
         proc.send_signal(signal.SIGINT)

@@ -8,11 +8,13 @@ the logging side effects. Everything in posd imports python-escpos from here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -59,7 +61,11 @@ def _capabilities_cache_dir() -> str:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError:
         pass
-    return path if _private(path) else tempfile.mkdtemp(prefix="posd-escpos-")
+    if _private(path):
+        return path
+    scratch = tempfile.mkdtemp(prefix="posd-escpos-")  # this process's alone, gone when it ends
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch
 
 
 def _private(path: str) -> bool:

@@ -60,3 +60,4 @@ def test_a_cache_folder_inherited_from_another_users_posd_is_not_used(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120, cwd="/")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]
     assert done.stdout.strip() != str(theirs) and not any(theirs.iterdir())
+    assert not Path(done.stdout.strip()).exists()  # the process's own scratch folder went with it

@@ -14,7 +14,6 @@ import math
 import os
 import re
 import tomllib
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from posd.drivers import registry
+from posd.sync.protocol import base_url_problem
 
 
 @dataclass(frozen=True)
@@ -192,33 +192,11 @@ class CentralConfig(_Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        # Everything the sync client refuses (posd.sync.lane.client) is refused here, so `config check`
-        # finds it rather than `posd run` after creating the ledger; and what it would take but could
-        # not use: posd appends its own paths (/v1/...), so an empty ? or # breaks them too.
-        shape = "must be an http(s) URL such as https://loyalty.example.com"
-        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
-            raise ValueError(shape)
-        if "?" in v or "#" in v:
-            raise ValueError(f"{shape}, with no query (?) or fragment (#): http(s)://host[:port][/prefix]")
-        try:
-            parts = urllib.parse.urlsplit(v)
-        except ValueError as exc:  # a malformed [IPv6] host
-            raise ValueError(f"{shape} ({exc})") from None
-        if "@" in parts.netloc:  # never echoed: it may hold a password
-            raise ValueError(f"{shape}, with no user name or password in it (posd signs its requests with the "
-                             "store secret)")
-        host_port = parts.netloc.rpartition("]")[2]  # after an [IPv6] address
-        port = host_port.rpartition(":")[2] if ":" in host_port else ""
-        if port and not (port.isascii() and port.isdigit()):
-            raise ValueError(f"{shape} (the port must be written in the digits 0-9)")
-        try:
-            number = parts.port  # raises for a port out of range
-        except ValueError as exc:
-            raise ValueError(f"{shape} ({exc})") from None
-        if not parts.hostname:
-            raise ValueError(f"{shape} (no host)")
-        if number == 0:
-            raise ValueError(f"{shape} (port must be 1-65535)")
+        # The sync client's own rule (posd.sync.protocol.base_url_problem): `config check` finds what
+        # `posd run` would otherwise refuse after creating the ledger.
+        problem = base_url_problem(v)
+        if problem:
+            raise ValueError(f"must be an http(s) URL such as https://loyalty.example.com: {problem}")
         return v.rstrip("/")
 
     @field_validator("store_secret")

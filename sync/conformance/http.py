@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
-from posd.sync.protocol import encode_batch, parse_retry_after, signed_headers
+from posd.sync.protocol import BASE_URL_SHAPE, base_url_problem, encode_batch, parse_retry_after, signed_headers
 
 MAX_RETRY_WAIT_S = 30.0  # a 429 the kit waits out; a longer Retry-After fails the request instead
 
@@ -54,9 +54,9 @@ class KitClient:
     seen_429: list[Observed429] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"--central must be http(s)://host[:port][/prefix], got {self.base_url!r}")
+        problem = base_url_problem(self.base_url)
+        if problem:
+            raise ValueError(f"--central must be {BASE_URL_SHAPE}: {problem}")
         self.base_url = self.base_url.rstrip("/")
 
     def close(self) -> None:

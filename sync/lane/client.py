@@ -30,8 +30,10 @@ from posd.sync.lane.errors import (
 )
 from posd.sync.lane.ports import IdentityPort
 from posd.sync.protocol import (
+    BASE_URL_SHAPE,
     EventResult,
     authorisation_json,
+    base_url_problem,
     birthday_claim_json,
     encode_batch,
     parse_http_date,
@@ -76,9 +78,9 @@ class CentralClient:
         """``on_answer``: called (on the calling thread) whenever central answers a signed request and
         accepts our credentials, whatever it thinks of the request itself: central is reachable. The
         daemon uses it so that one part of the lane reaching central again ends the others' backoff."""
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"central url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        problem = base_url_problem(base_url)
+        if problem:
+            raise ValueError(f"central url must be {BASE_URL_SHAPE}: {problem}")
         if not secret:
             raise ValueError("central secret is empty")
         self.base_url = base_url.rstrip("/")

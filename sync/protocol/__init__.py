@@ -70,7 +70,14 @@ from posd.sync.protocol.errors import (
     SignatureError,
     SyncError,
 )
-from posd.sync.protocol.http import etag_matches, parse_http_date, parse_retry_after, program_etag
+from posd.sync.protocol.http import (
+    BASE_URL_SHAPE,
+    base_url_problem,
+    etag_matches,
+    parse_http_date,
+    parse_retry_after,
+    program_etag,
+)
 from posd.sync.protocol.limits import (
     LANE_ID_RE,
     MAX_BATCH_BYTES,
@@ -105,6 +112,7 @@ from posd.sync.protocol.signing import (
 )
 
 __all__ = [
+    "BASE_URL_SHAPE", "base_url_problem",
     "AUTHORISATION_KINDS", "DECLINE_CODES", "MAX_AUTHORISATION_BYTES", "MAX_UNSYNCED_EVENTS", "VOUCHER_ONCE_PER",
     "approved", "authorisation_json", "check_voucher", "declined", "parse_authorisation",
     "parse_authorisation_answer", "parse_voucher_answer",

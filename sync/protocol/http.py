@@ -1,14 +1,48 @@
-"""HTTP details the protocol relies on: the program's ETag, Retry-After and Date."""
+"""HTTP details the protocol relies on: central's base URL, the program's ETag, Retry-After and Date."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
+
+
+BASE_URL_SHAPE = "http(s)://host[:port][/prefix]"
+
+
+def base_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as central's base URL (BASE_URL_SHAPE), or None. The lane's client,
+    the config check and the conformance kit all ask this. The URL itself is never repeated: user info
+    may hold a password."""
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", url):
+        return "it is not an http(s) URL"
+    if "?" in url or "#" in url:  # posd appends its own paths (/v1/...): even an empty one breaks them
+        return "it has a query (?) or fragment (#)"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a malformed [IPv6] host
+        return f"it is malformed ({exc})"
+    if "@" in parts.netloc:
+        return "it has a user name or password in it (requests are signed with the store secret)"
+    host_port = parts.netloc.rpartition("]")[2]  # after an [IPv6] address
+    port = host_port.rpartition(":")[2] if ":" in host_port else ""
+    if port and not (port.isascii() and port.isdigit()):
+        return "its port is not written in the digits 0-9"
+    try:
+        number = parts.port  # raises for a port out of range
+    except ValueError as exc:
+        return f"its port is wrong ({exc})"
+    if not parts.hostname:
+        return "it has no host"
+    if number == 0:
+        return "its port must be 1-65535"
+    return None
 
 
 def program_etag(program: dict[str, Any]) -> str:

@@ -72,7 +72,3 @@ def exists(path: Path) -> bool | None:
         return False
     return True
 
-
-def running_user() -> str:
-    """Who runs doctor: what it cannot look at, it says it could not, as whom."""
-    return _user(os.geteuid())

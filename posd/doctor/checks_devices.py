@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from posd.doctor import Context, Finding
-from posd.doctor.access import describe, exists, may, may_reach, nearest_existing, running_user
+from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
 from posd.drivers.discovery import udev_rule_for
 from posd.drivers.url import parse_device_url
+from posd.storage.inspect import running_user
 
 # Device nodes a driver reads and writes; keyboard-wedge devices are only read (evdev).
 NODE_SCHEMES = {"serial": "rw", "msr+serial": "rw", "file": "rw", "hid": "r", "msr+hid": "r", "camera": "rw"}

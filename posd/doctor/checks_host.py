@@ -12,8 +12,8 @@ from pathlib import Path
 
 from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
-from posd.doctor.access import describe, exists, may, may_reach, nearest_existing, running_user
-from posd.storage.inspect import check_db, ledger_stats
+from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
+from posd.storage.inspect import check_db, ledger_stats, running_user
 
 EXPOSURE_LIMIT = 1.5  # systemd-analyze security: the score the shipped unit keeps (docs/install.md)
 GROWTH_WARN_DAYS = 30  # the disk fills within this many days at the ledger's recent pace: a warning

@@ -240,12 +240,14 @@ def member_is(column: str, member_id: str, aliases: tuple[str, ...] = (), param:
     return f"{column} IN (SELECT value FROM json_each({param}))", json.dumps([member_id, *aliases])
 
 
-def quick_check(conn: sqlite3.Connection) -> str | None:
-    """None when the file is sound, else SQLite's first complaint."""
+def quick_check(conn: sqlite3.Connection,
+                complaint: Callable[[sqlite3.DatabaseError], str] = str) -> str | None:
+    """None when the file is sound, else SQLite's first complaint (``complaint`` of the error when the
+    check could not run; it may raise instead: posd.storage.inspect tells damage from a refusal)."""
     try:
         row = conn.execute("PRAGMA quick_check(1)").fetchone()
     except sqlite3.DatabaseError as exc:
-        return str(exc)
+        return complaint(exc)
     return None if row and row[0] == "ok" else (row[0] if row else "no answer")
 
 

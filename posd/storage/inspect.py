@@ -76,6 +76,7 @@ class CannotRead(StorageError):
 
 
 def running_user() -> str:
+    """Who runs this process, by name (its uid when it has none): what it may not read, it says as whom."""
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
@@ -107,11 +108,7 @@ def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
 
 def _checked(conn: sqlite3.Connection, path: Path) -> str | None:
     """quick_check's complaint, None when sound; CannotRead when the file could not be read at all."""
-    try:
-        row = conn.execute("PRAGMA quick_check(1)").fetchone()
-    except sqlite3.Error as exc:
-        return _sqlite_problem(path, exc)
-    return None if row and row[0] == "ok" else (row[0] if row else "no answer")
+    return quick_check(conn, lambda exc: _sqlite_problem(path, exc))
 
 
 def check_db(path: Path) -> DbCheck:

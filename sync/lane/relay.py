@@ -181,12 +181,12 @@ class OutboxRelay(Worker):
         sent = {e.seq: e.event_id for e in events}
         # An event leaves the outbox only on central's answer for that very event: an answer at its
         # seq naming another event_id is no answer for it (it stays pending; the batch is resent).
-        foreign = [r for r in results if r.seq in sent and r.event_id not in (None, sent[r.seq])]
+        foreign = [r for r in results if r.seq in sent and not r.answers(sent[r.seq])]
         if foreign:
             log.error("push: central answered seq %d for event %s, but this lane sent %s there; not acked",
                       foreign[0].seq, foreign[0].event_id, sent[foreign[0].seq],
                       extra={"event": "sync-relay.foreign_answer", "seqs": [r.seq for r in foreign][:20]})
-        results = [r for r in results if r.seq in sent and r.event_id in (None, sent[r.seq])]
+        results = [r for r in results if r.seq in sent and r.answers(sent[r.seq])]
         try:
             self._outbox.record_results(results)
         except OSError as exc:  # the lane's disk (full, failing): one line; central answers "duplicate" next time
@@ -344,8 +344,8 @@ class _Push:
 
 def _complete(events: list[OutboxEvent], results: list[EventResult]) -> bool:
     """Central answered every event and asked for none again: the next batch may follow."""
-    answered = {r.seq: r.event_id for r in results if not (r.status == "rejected" and r.retryable)}
-    return all(e.seq in answered and answered[e.seq] in (None, e.event_id) for e in events)
+    answered = {r.seq: r for r in results if not (r.status == "rejected" and r.retryable)}
+    return all(e.seq in answered and answered[e.seq].answers(e.event_id) for e in events)
 
 
 def _fit(events: list[OutboxEvent], max_bytes: int) -> list[OutboxEvent]:

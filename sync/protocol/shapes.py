@@ -29,6 +29,10 @@ class EventResult:
     flag: str | None = None  # an accepted event central noticed something about (birthday_repeated)
     event_id: str | None = field(default=None, compare=False)  # the event the answer names, when central names it
 
+    def answers(self, event_id: str) -> bool:
+        """Is this the answer for the event ``event_id``? (One that names no event is taken by its seq.)"""
+        return self.event_id is None or self.event_id == event_id
+
     @property
     def flagged(self) -> bool:
         """Rejected as a flag (errors.FLAG_CODES): central has the event, nothing to repair on the lane."""

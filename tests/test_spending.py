@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -393,6 +394,18 @@ def test_a_redemption_slip_names_the_redemption_in_the_members_language(lane):
     assert "قهوه رایگان" in lines  # the member's Persian, on paper
     assert "استفاده از امتیاز  RDM-SLIP" in lines and "تراکنش  T-slip-sale" in lines
     assert not any("~r" in line for line in lines)
+
+
+def test_a_redemption_slip_says_the_points_it_used(lane):
+    before = lane.get("/v1/members/CARD-slips").json()["balances"]["points"]["total"]
+    r = lane.post("/v1/redemptions", {"redemption_id": "RDM-USED", "member": "CARD-slips",
+                                      "reward_id": "free-coffee"}).json()
+    used = -r["points"]["points"]
+    wait_file(lane, "RDM-USED~r.txt")
+    lines = build_slip(replace(stored_slip(lane, "RDM-USED~r"), locale="en"), "en").plain_lines()  # read in English
+    assert f"Points used  -{used:,} points" in lines and f"Balance  {before - used:,} points" in lines
+    # the balance is what is left; a central figure above it ("of which pending" below zero) would only confuse
+    assert not any(line.startswith(("  confirmed", "  of which pending")) for line in lines)
 
 
 def test_a_voucher_title_with_no_translation_prints_in_the_lanes_language(lane):

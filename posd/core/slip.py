@@ -45,7 +45,9 @@ class SlipData:
     - ``store_name``: printed as the header; the program title when empty.
     - ``earned``/``balance``: per currency; ``balance`` is the total (confirmed
       + pending), ``pending`` the part central has not confirmed yet (shown
-      only when non-zero). Currencies earned 0 are left out, and so is
+      only above zero: points spent here and not sent yet only lower the
+      balance; a "confirmed" figure above it would confuse). Currencies
+      earned 0 are left out, and so is
       ``qualifying`` (tier points: shown as the progress to the next tier).
     - ``next_tier``: ``{"name": Localized, "points_needed": int}`` and,
       optionally, ``"threshold": int`` (its qualifying points) to draw a
@@ -230,7 +232,7 @@ class _Builder:
         for cur, total in balances or self.ordered(_shown(d.balance, keep_zero=True)):
             self.add(Columns(self.m("slip.balance"), self.amount(cur, total), bold=True))
             pending = d.pending.get(cur, 0)
-            if pending:
+            if pending > 0:  # points not confirmed yet; a spend central has not heard of only lowers the balance
                 self.add(Columns("  " + self.m("slip.confirmed"), self.amount(cur, total - pending)),
                          Columns("  " + self.m("slip.pending"), self.amount(cur, pending)))
 

@@ -226,7 +226,7 @@ class Rewards:
                    "reward_id": reward.reward_id, "kind": reward.kind, "value_minor": reward.value_minor,
                    "percent": reward.percent, "sku": reward.sku, "benefit": wire["benefit"]}
         slip = self.slips.queue(unit, self.slips.compose(
-            f"{req.redemption_id}~r", member, r.program, occurred_at=now, earned={}, balance=balance,
+            f"{req.redemption_id}~r", member, r.program, occurred_at=now, earned={currency: -price}, balance=balance,
             vouchers=[{**voucher, "title": wire["title"]}], kind="redemption",  # the slip picks the member's language
             transaction_id=req.transaction_id or "", redemption_id=req.redemption_id), member.member_id)
         response = {"redemption_id": req.redemption_id, "member_id": member.member_id,

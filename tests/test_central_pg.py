@@ -101,6 +101,39 @@ def test_the_change_feed_never_hands_out_a_cursor_past_a_change_still_committing
     assert [m["member_id"] for m in members] == ["M0001", "M0002"]  # nothing lost, commit order kept
 
 
+def test_a_feed_page_reads_balances_and_watermarks_from_one_snapshot(store, pg_db):
+    """A batch that commits while a page is being read (after its member rows, before their
+    watermarks) is on that page wholly or not at all: every event at or below a member's
+    applied_seq is in the balance beside it (docs/sync-protocol.md)."""
+    def anna(members):
+        return next(m for m in members if m["member_id"] == "M0001")
+
+    seeded = anna(store.member_changes(STORE_ID, 0, 1000)[0])["balances"]["points"]
+    store.apply_batch(STORE_ID, LANE_ID, "b-1", [make_event(1, points={"points": 10})], "2026-11-24T09:15:00Z")
+    _, cursor, _ = store.member_changes(STORE_ID, 0, 1000)
+    store.apply_batch(STORE_ID, LANE_ID, "b-2", [make_event(2, points={"points": 7})], "2026-11-24T09:15:00Z")
+    other = PgStore(pg_db, pool_size=2)
+    read_marks = PgStore._applied_seqs
+    pushed = []
+
+    def marks_after_a_push(conn, ids, store_id):
+        if not pushed:  # between the page's member rows and its watermarks, another worker commits a batch
+            pushed.append(other.apply_batch(STORE_ID, LANE_ID, "b-3", [make_event(3, points={"points": 5})],
+                                            "2026-11-24T09:15:00Z"))
+        return read_marks(conn, ids, store_id)
+
+    try:
+        store._applied_seqs = marks_after_a_push
+        members, _, _ = store.member_changes(STORE_ID, int(cursor), 1000)
+    finally:
+        del store._applied_seqs
+        other.close()
+    assert [r["status"] for r in pushed[0]] == ["accepted"]
+    page = anna(members)
+    held = {2: 17, 3: 22}  # what the balance has moved by once the events up to this seq are in
+    assert page["balances"]["points"] == seeded + held[page["applied_seq"][LANE_ID]]
+
+
 def test_events_are_hash_partitioned_by_lane(store, pg_db):
     for lane in ("L01", "L02", "L03", "L04"):
         store.apply_batch(STORE_ID, lane, "B", [make_event(1, lane_id=lane)], "2026-11-24T09:15:00Z")

@@ -14,6 +14,8 @@ own is here:
   row to lock yet), then the rows that exist, ``FOR UPDATE`` in member_id
   order (so an UPDATE from outside this code waits or is waited for). Two
   lanes of one member never deadlock and never lose an update;
+- a page of the member change feed is read in one REPEATABLE READ transaction: its members,
+  their watermarks, aliases and vouchers all as of one snapshot;
 - the member change feed: a change's version is ``xid << 20 | n`` (the
   writing transaction's id, then the n-th change in it), and a page only
   lists versions below the oldest transaction still running
@@ -107,6 +109,14 @@ class PgStore(SqlStore):
     @contextmanager
     def _read(self) -> Iterator[_Conn]:
         with self._pool.connection() as conn:
+            yield _Conn(conn)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[_Conn]:
+        # REPEATABLE READ: every statement of the transaction sees the snapshot of its first one,
+        # and pg_current_snapshot() inside it is that same snapshot (the feed's horizon agrees).
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield _Conn(conn)
 
     def _next_versions(self, conn: _Conn, count: int) -> list[int]:

@@ -66,6 +66,12 @@ class SqlStore:
         """A connection for reads (autocommit where the engine has it)."""
         raise NotImplementedError
 
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        """A connection whose every statement reads the same committed state, until it is given
+        back: a read of several statements that must agree with each other (a feed page's members,
+        their watermarks, aliases and vouchers). ``_read`` where one connection does it all."""
+        return self._read()
+
     def _next_versions(self, conn: Any, count: int) -> list[int]:
         """The positions in the change feed of the next ``count`` member changes, in order."""
         raise NotImplementedError
@@ -374,7 +380,9 @@ class SqlStore:
         """Members changed after ``cursor``, oldest change first (after an expiry sweep,
         so a balance that fell by expiry is in the feed)."""
         self.sweep_expired()
-        with self._read() as conn:
+        # One snapshot: a member's applied_seq read after a batch committed, beside a balance read
+        # before it, would tell the lane that balance already holds its newest event.
+        with self._snapshot() as conn:
             if cursor > self._feed_end(conn):
                 raise UnknownCursor(cursor)
             rows = self._feed_rows(conn, cursor, limit + 1)

@@ -134,6 +134,32 @@ def test_a_feed_page_reads_balances_and_watermarks_from_one_snapshot(store, pg_d
     assert page["balances"]["points"] == seeded + held[page["applied_seq"][LANE_ID]]
 
 
+def test_writing_many_members_takes_a_bounded_number_of_shared_locks(store, pg_db):
+    """Each advisory lock is an entry of PostgreSQL's shared lock table (64 x max_connections by
+    default): one per member ran it out when a few lanes pushed 1000-member batches at once, and
+    those pushes answered 500. A member's lock is one of 128 buckets."""
+    members = [{"member_id": f"LK{i:05d}", "display_name": f"Member {i}", "identifiers": [f"99{i:011d}"]}
+               for i in range(3000)]
+    store.seed({**default_seed(), "members": members})
+    events = [make_event(i + 1, member_id=f"LK{i:05d}", lane_id="LBIG") for i in range(1000)]
+    with psycopg.connect(pg_db, autocommit=True) as watcher:
+        held = []
+
+        def count_locks(conn, ids):
+            PgStore._lock_members(store, conn, ids)
+            conn.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
+            held.append(watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                                        (conn.raw.info.backend_pid,)).fetchone()[0])
+
+        store._lock_members = count_locks
+        try:
+            results = store.apply_batch(STORE_ID, "LBIG", "big", events, "2026-11-24T09:15:00Z")
+        finally:
+            del store._lock_members
+    assert [r["status"] for r in results] == ["accepted"] * 1000
+    assert held and max(held) <= 128
+
+
 def test_events_are_hash_partitioned_by_lane(store, pg_db):
     for lane in ("L01", "L02", "L03", "L04"):
         store.apply_batch(STORE_ID, lane, "B", [make_event(1, lane_id=lane)], "2026-11-24T09:15:00Z")

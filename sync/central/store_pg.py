@@ -9,9 +9,9 @@ own is here:
   lane apply one after the other; lanes never wait for each other);
 - a batch's members are locked before anything of theirs changes, always in
   one order, by every writer (batches, the expiry sweep, upserts, seeds):
-  first an advisory transaction lock per member in ascending hash order (it
-  also covers a member a ``member_enrolled`` is about to create, which has no
-  row to lock yet), then the rows that exist, ``FOR UPDATE`` in member_id
+  first an advisory transaction lock per member's bucket (MEMBER_LOCK_BUCKETS
+  of them, by hash) in ascending order (it also covers a member a
+  ``member_enrolled`` is about to create, which has no row to lock yet), then the rows that exist, ``FOR UPDATE`` in member_id
   order (so an UPDATE from outside this code waits or is waited for). Two
   lanes of one member never deadlock and never lose an update;
 - a page of the member change feed is read in one REPEATABLE READ transaction: its members,
@@ -42,6 +42,14 @@ from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
 
 CHANGE_BITS = 20  # changes one transaction may make: seeds write at most SEED_CHUNK members per transaction
 SWEEP_LOCK = (0x706F7364, 1)  # ("posd", 1): one expiry sweep at a time, the others skip it
+# A member's advisory lock is one of a fixed set of buckets ("posm", hash of the member_id mod
+# MEMBER_LOCK_BUCKETS), so a transaction holds at most that many, however many members it writes:
+# every advisory lock takes an entry of PostgreSQL's shared lock table, which holds
+# max_locks_per_transaction x max_connections (64 x 100 by default). One lock per member made a
+# 1000-member batch take 1000 entries, and a few lanes catching up at once ran it out ("out of
+# shared memory": their pushes answered 500). Two writers of members in one bucket take turns.
+MEMBER_LOCKS = 0x706F736D
+MEMBER_LOCK_BUCKETS = 128
 
 
 @functools.lru_cache(maxsize=512)
@@ -141,8 +149,9 @@ class PgStore(SqlStore):
     def _lock_members(self, conn: _Conn, member_ids: list[str]) -> None:
         if not member_ids:
             return
-        conn.execute("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(m, 0) AS h "
-                     "FROM unnest(?::text[]) AS m ORDER BY h OFFSET 0) AS ordered", (list(member_ids),))
+        conn.execute("SELECT count(pg_advisory_xact_lock(?, b)) FROM (SELECT DISTINCT "
+                     "(hashtextextended(m, 0) & ?)::int AS b FROM unnest(?::text[]) AS m ORDER BY b OFFSET 0) AS ordered",
+                     (MEMBER_LOCKS, MEMBER_LOCK_BUCKETS - 1, list(member_ids)))
         conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE",
                      (list(member_ids),))
 

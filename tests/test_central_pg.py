@@ -285,7 +285,7 @@ def test_clients_that_go_away_leave_no_traceback(tmp_path, pg_db):
 def test_ctrl_c_while_central_waits_for_postgresql_stops_quietly(tmp_path):
     """`posd central` waits up to 30 s for PostgreSQL to take connections; Ctrl-C meanwhile printed a
     KeyboardInterrupt traceback. It stops at once, says what it was doing, and exits 130."""
-    with socket.socket() as s:  # a port nothing listens on: the pool retries until its timeout
+    with socket.socket() as s:  # a port nothing listens on: central retries until its wait is over
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "posd", "central", "--listen", "127.0.0.1:0", "--db",
@@ -295,7 +295,7 @@ def test_ctrl_c_while_central_waits_for_postgresql_stops_quietly(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        assert "error connecting" in proc.stderr.readline()  # psycopg's pool is retrying: central waits
+        assert "not taking connections yet" in proc.stderr.readline()  # central waits for it
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -306,3 +306,64 @@ def test_ctrl_c_while_central_waits_for_postgresql_stops_quietly(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert f"interrupted while opening postgresql://central:***@127.0.0.1:{port}/central" in err, err
     assert out == ""
+
+
+def test_a_database_that_refuses_for_good_is_said_at_once(tmp_path, pg_db):
+    """No such database (or role, or a wrong password): the server answered, and waiting will not
+    change it. central said only "pool initialization incomplete after 30 sec", 30 s later."""
+    cmd = [sys.executable, "-m", "posd", "central", "--listen", "127.0.0.1:0", "--db", pg_db.rsplit("/", 1)[0] + "/nosuchdb"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=25)
+    assert proc.returncode == 2, proc.stderr
+    assert 'database "nosuchdb" does not exist' in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "PoolTimeout" not in proc.stderr, proc.stderr
+
+
+def test_connections_the_server_dropped_are_replaced_not_handed_out(store, pg_db):
+    """PostgreSQL restarted (here: every backend of central's database terminated): the next
+    requests get working connections, not the dead ones one by one (500s for minutes)."""
+    assert store.lane_head(STORE_ID, LANE_ID)[0] == 0
+    name = pg_db.rsplit("/", 1)[1]
+    with psycopg.connect(pg_db, autocommit=True) as admin:
+        for _ in range(3):
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND pid != pg_backend_pid()", (name,))
+            for seq in (1, 2):
+                assert store.lane_head(STORE_ID, LANE_ID)[0] in (0, 1)  # every call answered
+            store.apply_batch(STORE_ID, LANE_ID, "b", [make_event(1)], "2026-11-24T09:15:00Z")
+
+
+def test_a_database_not_answering_is_503_with_retry_after_and_one_line(tmp_path, pg_db):
+    """Requests while the database refuses connections: 503 unavailable with Retry-After (the lane
+    backs off), no traceback per request; once it answers again, so does central."""
+    proc, url = start_cli(tmp_path, pg_db, "--pool-size", "2")
+    name = pg_db.rsplit("/", 1)[1]
+    try:
+        with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(5, 20)) as client:
+            assert [r.status for r in client.push_batch("B1", [make_event(1)])] == ["accepted"]
+            with psycopg.connect(pg_db.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+                try:
+                    answers = []
+                    for _ in range(3):  # each waits 5 s for a connection
+                        body = encode_batch("B2", [make_event(2)])
+                        path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+                        headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+                        answers.append(requests.post(url + path, data=body, timeout=30,
+                                                     headers={**headers, "Content-Encoding": "gzip"}))
+                    assert {a.status_code for a in answers} == {503}
+                    assert all(a.json()["code"] == "unavailable" and a.headers["Retry-After"] == "5" for a in answers)
+                finally:
+                    admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            def pushed() -> bool:  # as a lane does: again after Retry-After, until central answers
+                try:
+                    return [r.status for r in client.push_batch("B2", [make_event(2)])] == ["accepted"]
+                except CentralUnavailable:
+                    return False
+
+            wait_until(pushed, 60, "central to answer again once its database does", interval=1)
+    finally:
+        err = stop_cli(proc)
+    assert "Traceback" not in err, err
+    assert 1 <= err.count("database not answering") < len(answers), err  # at most one line per 10 s
+    assert "psycopg.pool" not in err, err

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -182,7 +183,6 @@ def create_app() -> CentralApp:
     """The app factory uvicorn's workers call (``--workers N``): the store named by the
     environment (POSD_CENTRAL_DB, POSD_CENTRAL_POOL), which the parent has already seeded,
     and this worker's share of the admission rate (POSD_CENTRAL_ADMISSION, events/s)."""
-    import time
 
     db = os.environ.get(ENV_DB)
     if not db:
@@ -192,6 +192,21 @@ def create_app() -> CentralApp:
     ttl = float(os.environ.get(ENV_RESERVATION_TTL, str(RESERVATION_TTL_S)))
     return CentralApp(open_store(db, clock=time.time, pool_size=pool), clock=time.time, threads=pool,
                       admission=Admission(rate) if rate > 0 else None, reservation_ttl_s=ttl)
+
+
+UNAVAILABLE_RETRY_S = 5
+_said_unavailable = [0.0]  # when the last "database not answering" line was logged (monotonic)
+
+
+def _database_unavailable(exc: BaseException) -> None:
+    """One log line, at most every 10 s, however many requests find the database down: the reason,
+    no traceback (it is the database's state, not a fault of central's)."""
+    now = time.monotonic()
+    if now - _said_unavailable[0] >= 10.0:
+        _said_unavailable[0] = now
+        reason = " ".join(str(exc).split())[:300]
+        log.warning("database not answering (%s: %s); requests are answered 503 until it does",
+                    type(exc).__name__, reason)
 
 
 class _Request:
@@ -223,7 +238,13 @@ class _Request:
             self._abort()
         except HttpError as err:
             await self._json(err.status, {"code": err.code, "message": err.message}, err.headers, close=err.close)
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, getattr(self.app.store, "TRANSIENT", ())):
+                _database_unavailable(exc)
+                await self._json(503, {"code": "unavailable", "message": "central's database is not answering; "
+                                       "try again after Retry-After"}, {"Retry-After": str(UNAVAILABLE_RETRY_S)},
+                                 close=True)
+                return
             log.exception("central handler failed", extra={"path": self.path})
             await self._json(500, {"code": "internal", "message": "internal error"}, close=True)
 

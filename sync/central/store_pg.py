@@ -28,6 +28,7 @@ own is here:
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,12 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from posd.sync.central.schema_pg import MIGRATE_LOCK, migrate
 from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
+
+log = logging.getLogger("posd.sync.central")
 
 CHANGE_BITS = 20  # changes one transaction may make: seeds write at most SEED_CHUNK members per transaction
 SWEEP_LOCK = (0x706F7364, 1)  # ("posd", 1): one expiry sweep at a time, the others skip it
@@ -74,8 +77,44 @@ class _Conn:
             self.raw.cursor().executemany(_pg_sql(sql), params)
 
 
+OPEN_WAIT_S = 30.0  # at start, how long central waits for a server that is not up yet
+CONNECTION_WAIT_S = 5.0  # a request's wait for a pooled connection before it is answered 503
+# The pool retries a lost connection with doubling delays until it gives up; then the next request
+# starts again from a 1 s delay. Giving up early keeps the delay short: after an outage of minutes
+# it would otherwise wait minutes more before it tried the database that is back.
+RECONNECT_GIVE_UP_S = 10.0
+# What the server says when it is there but not taking connections yet (or any more): waited for.
+_NOT_YET = ("starting up", "shutting down", "in recovery", "too many", "remaining connection slots")
+
+
+def _wait_for_server(url: str, wait_s: float) -> None:
+    """Return once the server takes a connection; raise at once when it answered and refused for
+    good (no such database or role, wrong password, an unknown URL parameter), or with the last
+    reason once ``wait_s`` has passed without a server (the pool alone would retry the whole time
+    and then say only that it timed out)."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=max(1, min(5, int(wait_s)))).close()
+            return
+        except psycopg.OperationalError as exc:
+            said = " ".join(str(exc).split())
+            refused = "FATAL:" in said and not any(reason in said for reason in _NOT_YET)
+            if refused or time.monotonic() >= deadline:
+                raise
+            if not told:  # the reason names the host and port, never the password
+                log.warning("PostgreSQL is not taking connections yet (%s); waiting up to %.0f s", said, wait_s)
+                told = True
+        time.sleep(0.5)
+
+
 class PgStore(SqlStore):
     """Central's database on a PostgreSQL server. Every method is safe to call from any thread."""
+
+    # The database did not answer (down, restarting, a connection lost, no connection free in time)
+    # or gave up on the transaction (deadlock, serialisation, out of shared memory): worth a retry.
+    TRANSIENT = (psycopg.OperationalError, PoolTimeout)
 
     FOR_UPDATE = " FOR UPDATE"
     SEED_CHUNK = 100_000
@@ -84,10 +123,19 @@ class PgStore(SqlStore):
     def __init__(self, url: str, clock: Any = time.time, pool_size: int = 8) -> None:
         self.url = url
         self._clock = clock
+        # The pool logs every failed reconnection with the server's whole answer; central says once
+        # what it means for requests (posd.sync.central.app), and that is enough.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        # check: a connection the server dropped (it restarted) is replaced before a request gets it,
+        # not handed out to fail; timeout: a request waits that long for a connection, then central
+        # answers 503 with Retry-After (TRANSIENT) instead of holding the lane past its read timeout.
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False, name="posd-central",
-                                    kwargs={"autocommit": True, "row_factory": dict_row})
+                                    kwargs={"autocommit": True, "row_factory": dict_row},
+                                    check=ConnectionPool.check_connection, timeout=CONNECTION_WAIT_S,
+                                    reconnect_timeout=RECONNECT_GIVE_UP_S)
         try:
-            self._pool.open(wait=True, timeout=30)
+            _wait_for_server(url, OPEN_WAIT_S)
+            self._pool.open(wait=True, timeout=OPEN_WAIT_S)
             with self._pool.connection() as conn:
                 migrate(conn)
             self._ensure_signing_key()

@@ -33,6 +33,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "unsupported_encoding": 415,
     "rate_limited": 429,
     "internal": 500,
+    "unavailable": 503,
 }
 
 # code -> retryable, for an event central answers ``rejected``.

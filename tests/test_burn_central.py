@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -82,6 +83,23 @@ def test_the_lanes_own_events_central_has_not_received_count_once(central, lanes
     unsynced = [{"seq": 3, "points": {"points": 300}}, {"seq": 2, "points": {"points": 500}}]
     assert one.authorise(redemption("redemption:R1", 2801, unsynced=unsynced))["available"] == {"points": 2800}
     assert one.authorise(redemption("redemption:R2", 2800, unsynced=unsynced))["status"] == "approved"
+
+
+def test_points_still_pending_are_not_spendable_at_central(central, lanes, clock):
+    """A lot whose available_at is ahead counts in the published balance and not in what a burn
+    may take: earned, redeemed at once, then returned would leave a voucher and a debt. The
+    lane's unsynced credits still pending are not in its list either (posd.storage.entries)."""
+    one, _ = lanes
+    soon = datetime.fromtimestamp(clock.now + 3 * 86400, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    one.push_batch("b1", [make_event(1, points={"points": 600},
+                                     lots={"points": {"available_at": soon, "expires_at": None}})])
+    member = next(m for m in central.store.member_changes("S001", 0, 100)[0] if m["member_id"] == "M0001")
+    assert member["balances"]["points"] == 2440  # the feed still shows it: one number per currency
+    declined = one.authorise(redemption("redemption:R1", 1841))
+    assert (declined["status"], declined["code"], declined["available"]) == \
+        ("declined", "insufficient_balance", {"points": 1840})
+    clock.now += 3 * 86400 + 1  # its pending days are over
+    assert one.authorise(redemption("redemption:R1", 2440))["status"] == "approved"
 
 
 def test_members_central_refuses_and_members_it_does_not_know_yet(central, lanes):

@@ -122,6 +122,9 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
             now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
+    ``maturing`` is what this lane's own credits still pending hold, central applied them or not:
+    central's confirmed balance counts a pending lot in full (docs/sync-protocol.md), so a sale
+    synced a second after it was made would otherwise be spendable at once.
     One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
     central mapped to the member (their entries are the member's, under the same watermark).
     """
@@ -131,15 +134,16 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
     rows = conn.execute(
         f"""
-        SELECT currency, SUM(points),
-               SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
+        SELECT currency, SUM(CASE WHEN unsynced THEN points ELSE 0 END),
+               SUM(CASE WHEN unsynced AND expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
         FROM (
-            SELECT e.currency, e.points, e.pending_until, e.expires_at,
+            SELECT e.currency, e.points, e.pending_until, e.expires_at, e.seq > ?2 AS unsynced,
                    CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+            WHERE {who} AND o.state != 'quarantined'
+              AND (e.seq > ?2 OR (e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3))
         ) GROUP BY currency
         """,
         (ids, watermark, stamp),
@@ -157,6 +161,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
         if conf < 0 and gone:
             gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf, aliases)
         total = conf + pend - gone
+        later = max(0, min(later, total))  # never more than there is (central may have reversed a lot since)
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
     return out
@@ -241,16 +246,18 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
     """A member's entries central may not have applied yet, per event, newest first: what central
     adds to the balance it knows when it authorises a burn (docs/sync-protocol.md, authorisations).
 
-    Left out: quarantined events, lots already expired (central would add nothing for them), and
+    Left out: quarantined events, lots already expired (central would add nothing for them) or still
+    pending (not spendable yet: central would add them to what it approves), and
     redemptions central reserved itself (its reservation already holds their points). ``aliases``:
     the provisional ids central mapped to the member, whose entries are the member's.
     """
-    who, ids = member_is("e.member_id", member_id, aliases)
+    who, ids = member_is("e.member_id", member_id, aliases, "?1")
     rows = conn.execute(
         f"""
         SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-        WHERE {who} AND e.seq > ? AND o.state != 'quarantined'
-          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?)
+        WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?3)
+          AND NOT (e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3)
           AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.seq = e.seq AND r.reservation_id IS NOT NULL)
         GROUP BY e.seq, e.currency ORDER BY e.seq DESC
         """,

@@ -28,7 +28,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from posd.sync.central.lots import lot_balances
+from posd.sync.central.lots import lot_balances, maturing
 from posd.sync.protocol import approved, check_voucher, declined, parse_utc
 from posd.sync.protocol.burn import canonical_code
 
@@ -179,8 +179,12 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         balances = lot_balances(conn, {member_id: known}, now)[member_id]  # type: ignore[dict-item]
         held = _held(conn, member_id, now, rid)  # type: ignore[arg-type]
         extra = _unreceived(conn, store_id, lane_id, request.get("unsynced", []), program)
+        # Points still pending (a lot's available_at ahead) are in the balance and not spendable:
+        # earned, redeemed at once, then the sale returned would leave a debt and a voucher.
+        pending = maturing(conn, member_id, now)  # type: ignore[arg-type]
         for currency, points in request["points"].items():
-            available[currency] = balances.get(currency, 0) - held.get(currency, 0) + extra.get(currency, 0)
+            available[currency] = balances.get(currency, 0) - pending.get(currency, 0) - held.get(currency, 0) \
+                + extra.get(currency, 0)
             if available[currency] < points:
                 return declined(auth_id, "insufficient_balance",
                                 f"{available[currency]} {currency} available at central; {points} asked",

@@ -174,6 +174,19 @@ def lot_balances(conn: Any, current: dict[str, dict[str, int]], now: float) -> d
     return out
 
 
+def maturing(conn: Any, member_id: str, now: float) -> dict[str, int]:
+    """Per currency, what the member's unexpired lots still pending (``available_at`` after
+    ``now``) have left: in the published balance, not spendable yet."""
+    out: dict[str, int] = {}
+    for r in conn.execute("SELECT currency, remaining, available_at FROM lots WHERE member_id = ? AND remaining > 0 "
+                          "AND available_at IS NOT NULL AND (expires_ts IS NULL OR expires_ts > ?)",
+                          (member_id, now)).fetchall():
+        when = parse_utc(r["available_at"])
+        if when is not None and when.timestamp() > now:
+            out[r["currency"]] = out.get(r["currency"], 0) + int(r["remaining"])
+    return out
+
+
 def reset_lots(conn: Any, member_id: str, balances: dict[str, int], source: str) -> None:
     """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
     conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))

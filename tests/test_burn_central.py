@@ -159,6 +159,21 @@ def test_the_outbox_event_confirms_its_reservation_and_its_points_are_debited_on
     assert two.authorise(redemption("redemption:R9", 840))["status"] == "approved"  # not held twice
 
 
+def test_an_approval_that_comes_after_the_offline_event_holds_nothing(central, lanes):
+    """The lane gave up waiting for central and recorded the burn offline; its event reached central
+    before the slow approval did. The approval finds the burn done: no second hold on the member's
+    points until the reservation's time to live (it declined the member's next burn meanwhile)."""
+    one, two = lanes
+    event = make_event(1, type="redemption", points={"points": -1000}, reward_id="free-coffee",
+                       authorisation_id="redemption:LATE", offline=True, voucher=voucher("VLATE0001"))
+    assert one.push_batch("b", [event])[0].status == "accepted"
+    late = one.authorise(redemption("redemption:LATE", 1000))
+    assert late["status"] == "approved"
+    assert states(central) == [("redemption:LATE", "offline")]  # nothing open
+    assert central.store.member("M0001")["balances"] == {"points": 840}
+    assert two.authorise(redemption("redemption:R9", 840))["status"] == "approved"
+
+
 def test_an_unconfirmed_reservation_expires_and_frees_its_points(central, lanes, clock):
     one, two = lanes
     one.authorise(redemption("redemption:R1", 1800))

@@ -161,6 +161,8 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     digest = request_hash(request)
     existing = conn.execute("SELECT request_hash, state, expires_ts FROM reservations WHERE reservation_id = ?",
                             (rid,)).fetchone()
+    if existing is not None and existing["state"] == "offline":  # the lane's event came first: the burn is done
+        return approved(auth_id, rid, _iso(now), {}), False
     if existing is not None and existing["request_hash"] != digest:
         return declined(auth_id, "authorisation_conflict", "this authorisation_id was used for another burn"), False
     if existing is not None and existing["state"] in ("open", "confirmed"):
@@ -263,12 +265,17 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",
                      (found["reservation_id"],))
     else:
+        # Kept under the authorisation_id the lane asked with (a lane that gave up waiting for central
+        # records the burn offline): an approval that reaches central after the event then finds the
+        # burn done, instead of holding its points again until the reservation expires.
+        auth_id = event.get("authorisation_id")
+        key = auth_id if isinstance(auth_id, str) and auth_id else f"event:{seq}"
         points = {c: -p for c, p in event["points"].items() if p < 0}
         conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
                      "request_hash, kind, member_id, points, reward_id, occurred_at, created_ts, expires_ts, state) "
                      "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline') "
                      "ON CONFLICT (reservation_id) DO NOTHING",
-                     (reservation_id(store_id, lane_id, f"event:{seq}"), store_id, lane_id, f"event:{seq}",
+                     (reservation_id(store_id, lane_id, key), store_id, lane_id, key,
                       member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
     if voucher is not None:
         body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at",

@@ -7,7 +7,9 @@ processes, real sockets; no test here measures time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -367,3 +369,47 @@ def test_a_database_not_answering_is_503_with_retry_after_and_one_line(tmp_path,
     assert "Traceback" not in err, err
     assert 1 <= err.count("database not answering") < len(answers), err  # at most one line per 10 s
     assert "psycopg.pool" not in err, err
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path, pg_db):
+    """kill -9 of `posd central --workers N` left its workers serving on the port, and a new
+    central could not bind it: each worker now ends with its parent."""
+    proc, url = start_cli(tmp_path, pg_db, "--workers", "2", "--pool-size", "2")
+    workers: list[int] = []
+    try:
+        wait_until(lambda: len(_children(proc.pid)) >= 2, 60, "both workers to start", interval=0.2)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.communicate(timeout=30)
+
+        def gone() -> bool:
+            return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers)
+
+        wait_until(gone, 30, "the workers to end with their parent", interval=0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in workers:  # when they did not: not left serving after the test
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = status.read_text().split("PPid:", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if ppid == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].splitlines()[0]
+    except (OSError, IndexError):
+        return "zombie"

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import gzip
 import ipaddress
 import json
 import logging
+import multiprocessing
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -184,6 +188,7 @@ def create_app() -> CentralApp:
     environment (POSD_CENTRAL_DB, POSD_CENTRAL_POOL), which the parent has already seeded,
     and this worker's share of the admission rate (POSD_CENTRAL_ADMISSION, events/s)."""
 
+    _end_with_parent()
     db = os.environ.get(ENV_DB)
     if not db:
         raise RuntimeError(f"{ENV_DB} is not set")
@@ -194,6 +199,22 @@ def create_app() -> CentralApp:
                       admission=Admission(rate) if rate > 0 else None, reservation_ttl_s=ttl)
 
 
+def _end_with_parent() -> None:
+    """In a worker process of ``--workers N``: SIGTERM when the parent ends, however it ends. Its
+    workers outlived a parent killed with SIGKILL, kept serving on the port, and a new central could
+    not bind it. (Not in a central serving in its own process: that one answers to its own parent.)"""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # it ended before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 UNAVAILABLE_RETRY_S = 5
 _said_unavailable = [0.0]  # when the last "database not answering" line was logged (monotonic)
 

@@ -187,6 +187,12 @@ def make_framer(
     idle_ms: int = 50,
     max_len: int = 4096,
 ) -> ScanFramer:
-    """The framer for a scanner's URL options: silence frames only when there is no suffix."""
-    idle = idle_ms / 1000.0 if not suffix else None
+    """The framer for a scanner's URL options: silence ends a code when there is no suffix; with a
+    suffix, a partial code the line has been quiet after for STALE_PARTIAL_S is dropped (a scanner
+    sends a code's bytes back to back), so it never runs into the next scan: a member card turned
+    away, or a payment card's digits carried inside a longer "code" past the card check."""
+    idle = idle_ms / 1000.0 if not suffix else STALE_PARTIAL_S
     return ScanFramer(prefix=prefix, suffix=suffix, max_len=max_len, idle_flush_s=idle)
+
+
+STALE_PARTIAL_S = 1.0

@@ -323,12 +323,12 @@ _USB = {
 _D = "posd.drivers"
 for _spec in (
     DriverSpec("scanner", "serial", f"{_D}.scanner_serial:SerialScanner", "path",
-               {**_SERIAL, **_FRAMING}, package="pyserial", modules=("serial",),
+               {**_SERIAL, **_AIM_PARAM, **_FRAMING}, package="pyserial", modules=("serial",),
                description="serial scanner (by-id path)"),
-    DriverSpec("scanner", "pty", f"{_D}.scanner_serial:PtyScanner", "path", _FRAMING,
+    DriverSpec("scanner", "pty", f"{_D}.scanner_serial:PtyScanner", "path", {**_AIM_PARAM, **_FRAMING},
                description="pseudo-terminal at a symlink; write codes into it"),
     DriverSpec("scanner", "tcp", f"{_D}.scanner_serial:TcpScanner", "hostport",
-               {**_FRAMING, "timeout": Param(_float_range(0.1, 60.0), 2.0, "connect timeout")},
+               {**_AIM_PARAM, **_FRAMING, "timeout": Param(_float_range(0.1, 60.0), 2.0, "connect timeout")},
                description="client of a scanner bridge"),
     DriverSpec("scanner", "hid", f"{_D}.scanner_hid:HidScanner", "path",
                {**_KEYBOARD, **_AIM_PARAM, **_FRAMING}, package="evdev", modules=("evdev",),

@@ -125,9 +125,13 @@ def test_unknown_suffix_lists_the_names():
         parse_suffix("ETX")
 
 
-def test_make_framer_uses_idle_only_without_suffix():
-    assert make_framer(suffix=b"\r").idle_flush_s is None
+def test_make_framer_ends_codes_by_silence_only_without_suffix():
     assert make_framer(suffix=b"", idle_ms=80).idle_flush_s == pytest.approx(0.08)
+    framer = make_framer(suffix=b"\r", idle_ms=80)  # with a suffix, silence only drops a stale partial
+    framer.feed(b"2900000", 1.0)
+    assert framer.flush_if_idle(1.5) == []  # not stale yet: a scanner may pause inside a code
+    assert framer.flush_if_idle(2.1) == [] and "incomplete" in framer.take_drops()[0]
+    assert framer.feed(b"5555555555554444\r", 3.0) == ["5555555555554444"]  # alone: the card check sees it
 
 
 def test_clean_code_is_latin1_safe():

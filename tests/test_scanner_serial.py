@@ -72,6 +72,29 @@ def test_pty_scanner_without_suffix_frames_by_silence(tmp_path, rec, scanners):
     assert rec.next_scan().data == "5901234123457"
 
 
+def test_a_partial_code_left_on_the_line_does_not_spoil_the_next_scan(tmp_path, rec, scanners):
+    """A fragment with no suffix (a scan cut short) was kept forever and prefixed to the next code:
+    a member card turned away, a payment card's digits run into a longer "code"."""
+    link = tmp_path / "s"
+    start(scanners, rec, "s", f"pty://{link}?suffix=CR")
+    rec.wait_state(DeviceState.IDLE)
+    write_scan(str(link), "2900000", suffix=b"")
+    wait_until(lambda: scanners[0].framer.pending, WAIT, "the fragment to be read", interval=0.01)
+    wait_until(lambda: not scanners[0].framer.pending, WAIT, "the stale fragment to be dropped", interval=0.05)
+    write_scan(str(link), "2900000001022")
+    assert rec.next_scan().data == "2900000001022"
+
+
+def test_aim_identifiers_on_a_serial_line_scanner(tmp_path, rec, scanners):
+    """aim=1 is documented for every scanner; a pty (or serial, or TCP) one refused it."""
+    link = tmp_path / "s"
+    start(scanners, rec, "s", f"pty://{link}?suffix=CR&aim=1")
+    rec.wait_state(DeviceState.IDLE)
+    write_scan(str(link), "]E02900000001046")
+    scan = rec.next_scan()
+    assert (scan.data, scan.symbology) == ("2900000001046", "EAN13")
+
+
 def test_stop_closes_and_removes_only_our_link(tmp_path, rec):
     link = tmp_path / "scanner0"
     scanner = registry.open_scanner("s", f"pty://{link}", on_data=rec.on_data, on_status=rec.on_status)

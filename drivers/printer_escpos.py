@@ -76,6 +76,13 @@ class LinkPrinter(EscposPrinter):
     """
 
     STATUS_TIMEOUT_S = 0.5  # per answer; a printer that answers at all does so in milliseconds
+    # The status asked after a job waits in line behind the job's bytes (in the socket, the printer's
+    # input buffer): the first answer may take as long as a slow printer needs to take in the whole
+    # job. Waiting only STATUS_TIMEOUT_S called a slow printer lost and printed the slip again, six
+    # times over for a Persian raster slip at 20 KB/s. A printer that takes in less than this many
+    # bytes a second, or goes quiet after the job, is still reported offline after the wait.
+    AFTER_JOB_BYTES_PER_S = 5000.0
+    AFTER_JOB_MAX_WAIT_S = 60.0
 
     def _configure(self) -> None:
         super()._configure()
@@ -83,21 +90,24 @@ class LinkPrinter(EscposPrinter):
         self.ask_status = bool(self.options.get("status", True))
         self.reachable: bool | None = None
         self._link: Link | None = None
+        self._sent = 0  # bytes of the job on the link now
 
     def _connect(self) -> Link:
         """Open this job's link; raise ``DeviceError`` when the printer cannot be reached."""
         raise NotImplementedError
 
-    def _query(self, link: Link) -> PrinterStatus | None:
+    def _query(self, link: Link, first_wait: float | None = None) -> PrinterStatus | None:
+        """The printer's status; ``first_wait``: how long its first answer may take (after a job)."""
         if not self.ask_status or not link.readable:
             return None
         link.drain()
+        waits = iter([first_wait or self.STATUS_TIMEOUT_S])
 
         def exchange(query: bytes) -> int | None:
             with printer_errors(sent=True):  # as with any write, part of it may have reached the printer
                 link.write(query)
             try:
-                return link.read_byte(self.STATUS_TIMEOUT_S)
+                return link.read_byte(next(waits, self.STATUS_TIMEOUT_S))
             except DeviceError:
                 return None  # no answer: the status says so, the transport has the last word
 
@@ -105,19 +115,22 @@ class LinkPrinter(EscposPrinter):
 
     def _begin_job(self) -> PrinterStatus | None:
         self._link = self._connect()
+        self._sent = 0
         return self._query(self._link)
 
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         if self._link is None:
             raise DeviceError("offline", "not connected")
         self._link.write(data)
+        self._sent = len(data)
 
     def _end_job(self) -> PrinterStatus | None:
         link, self._link = self._link, None
         if link is None:
             return None
+        wait = min(self.AFTER_JOB_MAX_WAIT_S, self.STATUS_TIMEOUT_S + self._sent / self.AFTER_JOB_BYTES_PER_S)
         try:
-            return self._query(link)
+            return self._query(link, first_wait=wait)
         except DeviceError:
             return PrinterStatus(answered=False)  # unconfirmed: the base decides
         finally:

@@ -196,6 +196,19 @@ def test_tcp_printer_sends_the_rendered_job():
     assert printer.state is DeviceState.IDLE
 
 
+def test_a_slow_printer_is_waited_for_not_printed_to_twice():
+    """The status asked after a job waits behind the job's bytes: a printer taking in 20 KB/s
+    answers it after a raster slip's second or two, not within the half second a status answer
+    takes otherwise. It was called offline, and the slip printed again and again."""
+    big = SlipDocument("S-big", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(600)))
+    with PrinterEmulator(bytes_per_s=20_000) as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        sent = printer.print_document(big)
+        jobs = emulator.wait_for_jobs(1, timeout=30)
+    assert len(sent) > 20_000 and jobs == [sent]
+    assert printer.state is DeviceState.IDLE
+
+
 def test_each_job_is_its_own_connection():
     with PrinterEmulator() as emulator:
         printer = registry.open_printer("p", emulator.url)

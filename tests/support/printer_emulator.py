@@ -64,8 +64,10 @@ class PrinterEmulator:
         state: str = "online",
         max_job_bytes: int = 16 * 1024 * 1024,
         idle_timeout: float = 10.0,
+        bytes_per_s: float | None = None,
     ) -> None:
         self.state = state
+        self.bytes_per_s = bytes_per_s  # a slow printer: takes in at most this many bytes a second
         self.respond_to_status = True
         self.max_job_bytes = max_job_bytes
         self.idle_timeout = idle_timeout  # a connection silent this long is closed
@@ -183,7 +185,9 @@ class PrinterEmulator:
                 if not ready:
                     continue
                 try:
-                    chunk = conn.recv(65536)
+                    chunk = conn.recv(65536 if self.bytes_per_s is None else max(1, int(self.bytes_per_s / 20)))
+                    if self.bytes_per_s is not None and chunk:
+                        time.sleep(len(chunk) / self.bytes_per_s)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:

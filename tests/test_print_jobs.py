@@ -392,3 +392,32 @@ def test_a_job_waiting_behind_a_held_one_expires_in_its_time_and_never_prints(la
     emulator.wait_for_connections(emulator.connections)
     assert sum(job.count(b"\x1bp\x00") for job in emulator.jobs) == 0
     assert lane.row(kick)["state"] == "expired" and lane.copies("T-ahead") == 1
+
+
+def test_an_idle_printer_that_goes_away_is_seen_before_the_next_slip(tmp_path):
+    """Health said ready for a printer switched off while nothing printed, until the next
+    customer's slip was held: an idle printer is asked its status now and then."""
+    from posd.drivers.base import DeviceState
+
+    with PrinterEmulator() as emulator:
+        lane = Lane(tmp_path, emulator)
+        lane.worker = PrintWorker(lane.ledger, lane.printer, lane.bus, "en", retry_base=0.05, retry_cap=0.2,
+                                  idle_check_s=0.2)
+        lane.worker.start()
+        try:
+            job = lane.queue("T-idle")
+            lane.wait_status(job, "printed")
+            assert lane.printer.state is DeviceState.IDLE
+            emulator.power_off()
+            deadline = time.monotonic() + WAIT
+            while lane.printer.state is not DeviceState.ERROR and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (lane.printer.state, lane.printer.reason) == (DeviceState.ERROR, "offline")
+            emulator.power_on("paper_out")
+            deadline = time.monotonic() + WAIT
+            while lane.printer.reason != "paper_out" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert lane.printer.reason == "paper_out"
+        finally:
+            lane.worker.stop()
+            lane.ledger.close()

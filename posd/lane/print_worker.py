@@ -101,14 +101,20 @@ class JobExpired(Exception):
     """The job's time ran out while it waited; nothing was sent."""
 
 
+IDLE_CHECK_S = 30.0  # how often an idle printer is asked its status
+
+
 class PrintWorker:
     def __init__(self, ledger: Ledger, printer: Any, bus: EventBus, locale: str, *,
                  retry_base: float = 0.5, retry_cap: float = 5.0,
-                 on_outcome: Callable[[str], None] | None = None):
-        """``on_outcome(state)`` for every print.status told (printed, held, expired, failed): metrics."""
+                 on_outcome: Callable[[str], None] | None = None, idle_check_s: float = IDLE_CHECK_S):
+        """``on_outcome(state)`` for every print.status told (printed, held, expired, failed): metrics.
+        ``idle_check_s``: with nothing to print, the printer's status is asked this often."""
         self.ledger, self.printer, self.bus, self.locale = ledger, printer, bus, locale
         self.on_outcome = on_outcome
         self.retry_base, self.retry_cap = retry_base, retry_cap
+        self.idle_check_s = idle_check_s
+        self._last_check = monotonic()  # the daemon asks once at start (posd.daemon)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,7 +151,8 @@ class PrintWorker:
                 self._publish(row, "expired", "ttl")
             if job is None:
                 self._housekeeping()
-                self._wake.wait(5.0)
+                self._check_when_idle()
+                self._wake.wait(min(5.0, self.idle_check_s))
                 self._wake.clear()
                 continue
             self._counted = False
@@ -159,6 +166,7 @@ class PrintWorker:
                 self._set_aside_or_retry(job)
                 printed = False
             self._hand.done()
+            self._last_check = monotonic()  # a job is a status check: before and after it
             if printed:
                 self._failures = 0
                 continue
@@ -187,6 +195,19 @@ class PrintWorker:
         except Exception:
             log.exception("print queue unreadable")
             return [], None
+
+    def _check_when_idle(self) -> None:
+        """Ask an idle printer how it is, every ``idle_check_s``: one switched off, out of paper or
+        unplugged while nothing printed showed ready in health and on the status page until the
+        next customer's slip was held."""
+        check = getattr(self.printer, "check_ready", None)
+        if check is None or monotonic() - self._last_check < self.idle_check_s:
+            return
+        self._last_check = monotonic()
+        try:
+            check()  # sets the printer's state: health, the status page and device.status hear it
+        except Exception:
+            log.exception("printer status check failed")
 
     def _housekeeping(self) -> None:
         """When idle, at most hourly: forget finished jobs older than JOB_RETENTION.

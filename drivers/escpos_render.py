@@ -58,6 +58,9 @@ PAPER_DOTS: dict[int, int] = {58: 384, 80: 576}  # printable dots per line at 20
 
 _STDOUT_LOCK = threading.Lock()
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidi embeddings, overrides and isolates (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): U+202E in a name
+# printed it backwards and moved the text beside it. The marks (LRM, RLM, ALM) stay.
+_BIDI_CONTROL_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _ESC = b"\x1b"
 _BAR_HEIGHT = 80
 
@@ -128,8 +131,9 @@ def _quiet_stdout() -> Iterator[None]:
 
 def _clean(text: str) -> str:
     """Strip control characters: slip text (a member's name from central)
-    must never smuggle printer commands such as a drawer kick."""
-    return _CONTROL_RE.sub(" ", text)
+    must never smuggle printer commands such as a drawer kick, nor reorder
+    what prints around it (a bidi override or isolate in a name)."""
+    return _CONTROL_RE.sub(" ", _BIDI_CONTROL_RE.sub("", text))
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -253,13 +257,13 @@ class _SlipRenderer:
         self._send_lines(lines, encoded)
 
     def columns_line(self, block: Columns) -> None:
-        left, right = _clean(block.left), _clean(block.right)[: self.columns]
+        left, right = _clean(block.left), _clean(block.right)
         lines = _wrap(left, self.columns)
         last = lines[-1]
         if len(last) + 1 + len(right) <= self.columns:
             lines[-1] = last + " " * (self.columns - len(last) - len(right)) + right
-        else:
-            lines.append(right.rjust(self.columns))
+        else:  # a long value (a member's double-barrelled name) wraps at its words, never cut off
+            lines.extend(part.rjust(self.columns) for part in _wrap(right, self.columns))
         encoded = None if self.rtl else self._encoded(lines)  # an RTL line's label is on the right
         if encoded is None and self.can_raster:
             return self.image(self.raster.columns(Columns(left, _clean(block.right), block.bold)))

@@ -196,6 +196,23 @@ def test_tcp_printer_sends_the_rendered_job():
     assert printer.state is DeviceState.IDLE
 
 
+@pytest.mark.parametrize("width_mm", [58, 80])
+def test_a_long_value_wraps_at_its_words_instead_of_being_cut_off(width_mm):
+    name = "Anna-Maria Konstancja Żółtopółkowska-Wiśniewska"
+    data = render_slip(SlipDocument("S-long", "pl", blocks=(Columns("Klient", name),)), "TM-T88V", width_mm)
+    text = escpos_to_text(data, columns_for("TM-T88V", width_mm), code_pages=profile_code_pages("TM-T88V"))
+    words = " ".join(line.strip() for line in text.splitlines() if line.strip() and "Klient" not in line)
+    assert all(part in words for part in ("Anna-Maria", "Konstancja", "Wiśniewska")), text
+
+
+def test_bidi_overrides_in_a_name_do_not_reorder_the_slip():
+    """U+202E in a member's name printed it backwards, with the text beside it moved."""
+    data = render_slip(SlipDocument("S-bidi", "en", blocks=(Columns("Member", "Ola \u202eevil\u202c N."),
+                                                             Text("x \u2067y\u2069 z"))), "TM-T88V", 80)
+    text = escpos_to_text(data, columns_for("TM-T88V", 80), code_pages=profile_code_pages("TM-T88V"))
+    assert "Ola evil N." in text and "x y z" in text
+
+
 def test_a_slow_printer_is_waited_for_not_printed_to_twice():
     """The status asked after a job waits behind the job's bytes: a printer taking in 20 KB/s
     answers it after a raster slip's second or two, not within the half second a status answer

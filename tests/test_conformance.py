@@ -185,8 +185,28 @@ class FeedFails(BrokenStore):
         raise RuntimeError("the member feed is down")
 
 
+class NeverHasMore(BrokenStore):
+    """A member feed that always says there is no more: a lane gets one page per poll."""
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> Any:
+        members, next_cursor, _ = self._store.member_changes(store_id, cursor, limit)
+        return members, next_cursor, False
+
+
+class DropsEverySecond(BrokenStore):
+    """A member feed that leaves every second member out of each page (its cursor moves past them)."""
+
+    def member_changes(self, store_id: str, cursor: int, limit: int) -> Any:
+        members, next_cursor, has_more = self._store.member_changes(store_id, cursor, limit)
+        return members[::2], next_cursor, has_more
+
+
 @pytest.mark.parametrize("broken, failing", [(AcceptsTwice, {"push/dedupe.duplicate"}),
-                                             (FeedFails, {"members/cursor.loses_nothing", "members/watermark"}),
+                                             (FeedFails, {"members/cursor.loses_nothing", "members/cursor.pages",
+                                                          "members/watermark"}),
+                                             (NeverHasMore, {"members/cursor.pages"}),
+                                             (DropsEverySecond, {"members/cursor.pages", "push/dedupe.duplicate",
+                                                                 "push/dedupe.conflict"}),  # read in the feed
                                              (AppliesWhatItRefuses, {"push/dedupe.duplicate", "push/dedupe.conflict",
                                                                      "members/cursor.loses_nothing"}),
                                              (DedupesOnSeqAlone, {"push/dedupe.event_id"}),

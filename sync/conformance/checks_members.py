@@ -60,6 +60,50 @@ def loses_nothing(ctx: Context) -> str:
     raise Failed("the feed never brought these members' latest state: " + "; ".join(_behind(ctx, seen)[:3]))
 
 
+@check("members", "cursor.pages")
+def pages(ctx: Context) -> str:
+    """One change for each of the kit's members, then the feed from the cursor before them, once
+    in one page of up to 1000 and once in pages of one: both bring every one of them, and has_more
+    is true on every page of one until the last of them (a feed that leaves members out of a page,
+    or says there is no more when there is, loses changes for good)."""
+    if len(ctx.members) < 2 or ctx.next_seq is None:
+        raise Skipped("the kit's members were not enrolled (check push.accepted)")
+    start = follow_feed(ctx, _tail(ctx))
+    for member in ctx.members:
+        results = ctx.push([ctx.event(ctx.seq(), member)])
+        if results[0].get("status") != "accepted":
+            raise Failed(f"an accrual for the kit's member was answered {results[0]}")
+    want = {member: ctx.expected[member][1] for member in ctx.members}  # the last seq pushed for each
+    lane = ctx.client.lane_id
+
+    def latest(members: list[dict]) -> set[str]:
+        return {m["member_id"] for m in members if isinstance(m, dict) and m.get("member_id") in want
+                and (m.get("applied_seq") or {}).get(lane) == want[m["member_id"]]}
+
+    for _ in range(SETTLE_POLLS):  # the changes may take a moment to reach the feed
+        one_page, _, _ = feed_page(ctx, start, 1000)
+        got = latest(one_page)
+        if got == set(want):
+            break
+        time.sleep(0.5)
+    else:
+        raise Failed(f"one page of up to 1000 from the cursor before {len(want)} changes left out "
+                     f"{sorted(set(want) - got)[:3]}")
+    cursor, walked, came = start, 0, set()
+    while came != set(want):
+        if walked >= min(ctx.max_pages, 1000 + len(want)):
+            raise Failed(f"pages of one did not bring {sorted(set(want) - came)[:3]} within {walked} pages")
+        members, cursor, has_more = feed_page(ctx, cursor, 1)
+        walked += 1
+        if len(members) > 1:
+            raise Failed(f"a page of limit 1 held {len(members)} members")
+        came |= latest(members)
+        if not has_more and came != set(want):
+            raise Failed(f"has_more was false after {walked} page(s) of one, before "
+                         f"{sorted(set(want) - came)[:3]} (one page of 1000 had them all)")
+    return f"{len(want)} changes: all in one page of 1000, and in {walked} pages of one with has_more until the last"
+
+
 def _behind(ctx: Context, seen: dict[str, dict]) -> list[str]:
     """The kit's members whose last state in the feed is not what the kit pushed."""
     lane = ctx.client.lane_id

@@ -258,6 +258,13 @@ def test_reprint_with_the_same_key_prints_one_copy(lane, printer):
     assert first.status_code == again.status_code == 202
     assert first.json()["job_id"] == again.json()["job_id"]
     printer.wait_for_jobs(2, timeout=10)
+    job = first.json()["job_id"]
+
+    def told_printed() -> bool:
+        answer = lane.post("/v1/slips/T-copy-1/reprint", headers=lane.headers(**key)).json()
+        return answer["job_id"] == job and answer["state"] == "printed"  # as it stands, not "queued" again
+
+    lane.wait_for(told_printed, what="the key's job answered as printed")
     assert lane.post("/v1/slips/unknown/reprint").json()["code"] == "unknown_slip"
     lane.wait_for(lambda: lane.get("/v1/slips/T-copy-1.png").status_code == 200, what="preview")
     assert lane.get("/v1/slips/T-copy-1.png").content.startswith(b"\x89PNG")

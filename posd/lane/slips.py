@@ -81,7 +81,9 @@ class Slips:
                             "slip's job; send a new key") from None
         if job_id is None:
             raise LaneError("unknown_slip", "no slip with that id on this lane")
-        return {"slip_id": slip_id, "job_id": job_id, "state": "queued"}
+        # the key again: its job as it stands now (printed by then, or held), not "queued" every time
+        state = self.ctx.ledger.view().print_job_state(job_id) or "queued"
+        return {"slip_id": slip_id, "job_id": job_id, "state": state}
 
     @raises("unknown_slip")
     def document(self, slip_id: str) -> SlipDocument:

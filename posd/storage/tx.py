@@ -121,6 +121,11 @@ class LedgerView:
     def event_id_at(self, seq: int) -> str | None:
         return outbox.event_id_at(self._conn, seq)
 
+    def print_job_state(self, job_id: str) -> str | None:
+        """queued, printing, printed, failed or expired; None for a job this ledger does not hold."""
+        row = self._conn.execute("SELECT state FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
     def queued_print_jobs(self) -> list[PrintJob]:
         """Jobs waiting for the printer, oldest first."""
         return print_queue.queued(self._conn)

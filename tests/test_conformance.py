@@ -284,6 +284,14 @@ def test_a_secret_central_refuses_is_one_setup_message_exit_2_and_nothing_pushed
     assert report["setup_error"]["what"].startswith("central refused the kit's credentials: HTTP 401 bad_signature")
 
 
+def test_a_currency_the_program_lacks_is_a_setup_error_and_nothing_pushed(central, tmp_path):
+    """--currency nosuch made every push bad_points and called the central not conformant."""
+    done = run_kit(central.url, tmp_path, SECRET_TEXT, "--currency", "nosuch")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--currency 'nosuch' is not a currency of central's program" in done.stderr and "points" in done.stderr
+    assert "FAIL" not in done.stdout + done.stderr and central.store.events(STORE_ID, "CONF1") == []
+
+
 def test_a_central_that_does_not_answer_is_one_setup_message_exit_2(tmp_path):
     from tests.support.lane import free_port
 

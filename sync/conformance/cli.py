@@ -76,6 +76,12 @@ def main(argv: list[str]) -> int:
         client.close()
         return _setup_failed(exc, args)
     try:
+        if args.currency is not None:
+            _check_currency(client, args.currency)
+    except SetupError as exc:
+        client.close()
+        return _setup_failed(exc, args)
+    try:
         ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
                       wait_expiry=args.wait_expiry)
         outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
@@ -96,6 +102,20 @@ def _setup_failed(exc: SetupError, args: argparse.Namespace) -> int:
         print(json.dumps({"central": args.central, "conformant": None, "checks": [],
                           "setup_error": {"what": exc.what, "check": exc.check, "detail": exc.detail}}, indent=2))
     return 2
+
+
+def _check_currency(client: KitClient, currency: str) -> None:
+    """--currency must be one of the program's: else every push is refused bad_points (seqs used up
+    in the platform's test lane) and the central is called not conformant for the kit's mistake."""
+    try:
+        program = client.program().json()
+    except Exception:  # the program check reports what is wrong with it
+        return
+    codes = [c.get("code") for c in (program.get("currencies") or []) if isinstance(c, dict)] \
+        if isinstance(program, dict) else []
+    if codes and currency not in codes:
+        raise SetupError(f"--currency {currency!r} is not a currency of central's program",
+                         f"use one of {', '.join(map(str, codes))}")
 
 
 def _program_currency(client: KitClient) -> str:

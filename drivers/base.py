@@ -395,7 +395,6 @@ class Printer(Device):
     def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:
         """Print ``doc``; ``before_send`` runs after the status check, just before the first byte."""
         with self._job_lock:
-            self._set_state(DeviceState.BUSY)
             try:
                 data = self._run_job(doc, before_send)
             except _BeforeSendFailed as wrapped:
@@ -421,6 +420,9 @@ class Printer(Device):
         self.last_status = before
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")
+        # busy once the printer said it can take the job: a printer that stays offline or out of paper
+        # is one error while its job is retried, not busy and error again on every retry
+        self._set_state(DeviceState.BUSY)
         try:
             # Rendered only once the printer can take it: a job held by paper out costs
             # no raster work per retry. Nothing has been sent if this fails.

@@ -253,6 +253,24 @@ def test_tcp_printer_to_a_closed_port_is_offline():
     assert printer.probe() is DeviceState.ERROR
 
 
+def test_a_printer_that_stays_away_is_one_error_not_busy_and_error_per_retry():
+    """Each retry of a held job said busy, then error again: about an event a second on the POS's
+    stream (and in its replay buffer) for as long as the printer was off."""
+    statuses = StatusLog()
+    printer = registry.open_printer("p", f"tcp://127.0.0.1:{closed_port()}?timeout=2", on_status=statuses)
+    for _ in range(3):
+        with pytest.raises(PrinterError):
+            printer.print_document(slip())
+    assert statuses.items == [(DeviceState.IDLE, None), (DeviceState.ERROR, "offline")]
+    with PrinterEmulator(state="paper_out") as emulator:
+        statuses.items.clear()
+        printer = registry.open_printer("p", emulator.url, on_status=statuses)
+        for _ in range(3):
+            with pytest.raises(PrinterError):
+                printer.print_document(slip())
+    assert statuses.items == [(DeviceState.IDLE, None), (DeviceState.ERROR, "paper_out")]
+
+
 def test_tcp_printer_recovers_when_the_printer_comes_back():
     port = closed_port()
     printer = registry.open_printer("p", f"tcp://127.0.0.1:{port}")

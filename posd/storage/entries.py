@@ -118,6 +118,9 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
     ).fetchone()[0]
 
 
+SYNCED_PENDING_LOOKBACK = 64  # a member's latest entries read for credits central has that are still pending
+
+
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
             now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
@@ -130,8 +133,11 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
+    mine, _ = member_is("member_id", member_id, aliases, "?1")
     # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
+    # Then the credits central applied that are still pending: only among the member's latest
+    # SYNCED_PENDING_LOOKBACK entries (pending days are days; a long history is not read per sale).
     rows = conn.execute(
         f"""
         SELECT currency, SUM(CASE WHEN unsynced THEN points ELSE 0 END),
@@ -139,11 +145,17 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
         FROM (
-            SELECT e.currency, e.points, e.pending_until, e.expires_at, e.seq > ?2 AS unsynced,
+            SELECT e.currency, e.points, e.pending_until, e.expires_at, 1 AS unsynced,
                    CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE {who} AND o.state != 'quarantined'
-              AND (e.seq > ?2 OR (e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3))
+            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+            UNION ALL
+            SELECT e.currency, e.points, e.pending_until, e.expires_at, 0 AS unsynced,
+                   e.points - COALESCE({_LIVE_E}, 0) AS remaining
+            FROM (SELECT * FROM ledger_entries WHERE {mine} AND seq <= ?2 ORDER BY seq DESC
+                  LIMIT {SYNCED_PENDING_LOOKBACK}) e JOIN outbox o ON o.seq = e.seq
+            WHERE e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3
+              AND o.state != 'quarantined'
         ) GROUP BY currency
         """,
         (ids, watermark, stamp),

@@ -139,6 +139,11 @@ def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | N
                  member_id=member_of(conn, slip_id))
 
 
+def job_state(conn: sqlite3.Connection, job_id: str) -> str | None:
+    row = conn.execute("SELECT state FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def next_job(conn: sqlite3.Connection, whole_queue: bool = True) -> tuple[list[PrintJob], PrintJob | None]:
     """A read: ``(overdue, None)`` when queued jobs waited past their time (the writer expires them
     first: ``claim_next``), else ``([], the oldest queued job)``.

@@ -123,8 +123,7 @@ class LedgerView:
 
     def print_job_state(self, job_id: str) -> str | None:
         """queued, printing, printed, failed or expired; None for a job this ledger does not hold."""
-        row = self._conn.execute("SELECT state FROM print_jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else row[0]
+        return print_queue.job_state(self._conn, job_id)
 
     def queued_print_jobs(self) -> list[PrintJob]:
         """Jobs waiting for the printer, oldest first."""

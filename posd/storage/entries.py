@@ -122,7 +122,7 @@ SYNCED_PENDING_LOOKBACK = 64  # a member's latest entries read for credits centr
 
 
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
-            now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+            now: datetime, aliases: tuple[str, ...] = (), synced_pending: bool = True) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
     ``maturing`` is what this lane's own credits still pending hold, central applied them or not:
@@ -130,10 +130,20 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     synced a second after it was made would otherwise be spendable at once.
     One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
     central mapped to the member (their entries are the member's, under the same watermark).
+    ``synced_pending``: look for credits central has that are still pending (False when the
+    program has no pending days: the query is then half as dear).
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
     mine, _ = member_is("member_id", member_id, aliases, "?1")
+    synced = f"""
+            UNION ALL
+            SELECT e.currency, e.points, e.pending_until, e.expires_at, 0 AS unsynced,
+                   e.points - COALESCE({_LIVE_E}, 0) AS remaining
+            FROM (SELECT * FROM ledger_entries WHERE {mine} AND seq <= ?2 ORDER BY seq DESC
+                  LIMIT {SYNCED_PENDING_LOOKBACK}) e JOIN outbox o ON o.seq = e.seq
+            WHERE e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3
+              AND o.state != 'quarantined'"""
     # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
     # Then the credits central applied that are still pending: only among the member's latest
@@ -149,13 +159,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
                    CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
             WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-            UNION ALL
-            SELECT e.currency, e.points, e.pending_until, e.expires_at, 0 AS unsynced,
-                   e.points - COALESCE({_LIVE_E}, 0) AS remaining
-            FROM (SELECT * FROM ledger_entries WHERE {mine} AND seq <= ?2 ORDER BY seq DESC
-                  LIMIT {SYNCED_PENDING_LOOKBACK}) e JOIN outbox o ON o.seq = e.seq
-            WHERE e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3
-              AND o.state != 'quarantined'
+            {synced if synced_pending else ""}
         ) GROUP BY currency
         """,
         (ids, watermark, stamp),

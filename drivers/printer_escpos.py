@@ -96,6 +96,11 @@ class LinkPrinter(EscposPrinter):
         """Open this job's link; raise ``DeviceError`` when the printer cannot be reached."""
         raise NotImplementedError
 
+    @property
+    def checks_when_idle(self) -> bool:
+        """May the print worker ask this printer its status while nothing prints (status=0: no)."""
+        return self.ask_status
+
     def _query(self, link: Link, first_wait: float | None = None) -> PrinterStatus | None:
         """The printer's status; ``first_wait``: how long its first answer may take (after a job)."""
         if not self.ask_status or not link.readable:
@@ -214,6 +219,10 @@ class FilePrinter(LinkPrinter):
 
     def _connect(self) -> Link:
         return link_file.open_file(self.url.fs_path, timeout=self.timeout)
+
+    @property
+    def checks_when_idle(self) -> bool:
+        return False  # opening a regular file (a spool) truncates it: its last job would be lost
 
 
 class SerialPrinter(LinkPrinter):

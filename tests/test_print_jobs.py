@@ -421,3 +421,26 @@ def test_an_idle_printer_that_goes_away_is_seen_before_the_next_slip(tmp_path):
         finally:
             lane.worker.stop()
             lane.ledger.close()
+
+
+
+def test_a_file_printer_is_not_opened_while_idle(tmp_path):
+    """Opening a regular file as a printer truncates it: the idle status check emptied a spool file."""
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    spool = tmp_path / "spool.bin"
+    printer = registry.open_printer("printer", f"file://{spool}")
+    worker = PrintWorker(ledger, printer, EventBus(ledger.boot), "en", retry_base=0.05, retry_cap=0.2,
+                         idle_check_s=0.05)
+    worker.start()
+    try:
+        ledger.write(lambda tx: tx.queue_print_job(slip_id="T-file", kind="slip", slip=slip_json("T-file")))
+        deadline = time.monotonic() + WAIT
+        while not (spool.exists() and spool.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        printed = spool.read_bytes()
+        assert printed
+        time.sleep(0.5)  # ten idle checks' worth
+        assert spool.read_bytes() == printed
+    finally:
+        worker.stop()
+        ledger.close()

@@ -229,14 +229,10 @@ class Members:
         tier are one number (docs/sync-protocol.md, member wire shape)."""
         view = view or self.ctx.ledger.view()
         confirmed = member.balances
-        program = self.ctx.program()
-        tier_points = _tier_points_currency(program)
+        tier_points = _tier_points_currency(self.ctx.program())
         if tier_points is not None and confirmed.get(tier_points, 0) != member.qualifying:
             confirmed = {**confirmed, tier_points: member.qualifying}
-        # credits central has that are still pending: only a program with pending days makes them
-        pending_days = program is None or any(c.pending_days for c in program.currencies)
-        return view.balance(member.member_id, confirmed, member.applied_seq, self.ctx.clock(), member.aliases,
-                            pending_days)
+        return view.balance(member.member_id, confirmed, member.applied_seq, self.ctx.clock(), member.aliases)
 
     @staticmethod
     def tier_progress(member: CachedMember, program: Program, balance: dict[str, dict[str, int]]) -> int:

@@ -201,7 +201,8 @@ class PrintWorker:
         unplugged while nothing printed showed ready in health and on the status page until the
         next customer's slip was held."""
         check = getattr(self.printer, "check_ready", None)
-        if check is None or monotonic() - self._last_check < self.idle_check_s:
+        if check is None or not getattr(self.printer, "checks_when_idle", False) \
+                or monotonic() - self._last_check < self.idle_check_s:
             return
         self._last_check = monotonic()
         try:

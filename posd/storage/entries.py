@@ -118,48 +118,28 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
     ).fetchone()[0]
 
 
-SYNCED_PENDING_LOOKBACK = 64  # a member's latest entries read for credits central has that are still pending
-
-
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
-            now: datetime, aliases: tuple[str, ...] = (), synced_pending: bool = True) -> dict[str, dict[str, int]]:
+            now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
-    ``maturing`` is what this lane's own credits still pending hold, central applied them or not:
-    central's confirmed balance counts a pending lot in full (docs/sync-protocol.md), so a sale
-    synced a second after it was made would otherwise be spendable at once.
     One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
     central mapped to the member (their entries are the member's, under the same watermark).
-    ``synced_pending``: look for credits central has that are still pending (False when the
-    program has no pending days: the query is then half as dear).
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
-    mine, _ = member_is("member_id", member_id, aliases, "?1")
-    synced = f"""
-            UNION ALL
-            SELECT e.currency, e.points, e.pending_until, e.expires_at, 0 AS unsynced,
-                   e.points - COALESCE({_LIVE_E}, 0) AS remaining
-            FROM (SELECT * FROM ledger_entries WHERE {mine} AND seq <= ?2 ORDER BY seq DESC
-                  LIMIT {SYNCED_PENDING_LOOKBACK}) e JOIN outbox o ON o.seq = e.seq
-            WHERE e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3
-              AND o.state != 'quarantined'"""
     # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
-    # Then the credits central applied that are still pending: only among the member's latest
-    # SYNCED_PENDING_LOOKBACK entries (pending days are days; a long history is not read per sale).
     rows = conn.execute(
         f"""
-        SELECT currency, SUM(CASE WHEN unsynced THEN points ELSE 0 END),
-               SUM(CASE WHEN unsynced AND expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
+        SELECT currency, SUM(points),
+               SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
                          AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
         FROM (
-            SELECT e.currency, e.points, e.pending_until, e.expires_at, 1 AS unsynced,
+            SELECT e.currency, e.points, e.pending_until, e.expires_at,
                    CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
             WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-            {synced if synced_pending else ""}
         ) GROUP BY currency
         """,
         (ids, watermark, stamp),
@@ -177,7 +157,6 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
         if conf < 0 and gone:
             gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf, aliases)
         total = conf + pend - gone
-        later = max(0, min(later, total))  # never more than there is (central may have reversed a lot since)
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
     return out
@@ -262,18 +241,16 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
     """A member's entries central may not have applied yet, per event, newest first: what central
     adds to the balance it knows when it authorises a burn (docs/sync-protocol.md, authorisations).
 
-    Left out: quarantined events, lots already expired (central would add nothing for them) or still
-    pending (not spendable yet: central would add them to what it approves), and
+    Left out: quarantined events, lots already expired (central would add nothing for them), and
     redemptions central reserved itself (its reservation already holds their points). ``aliases``:
     the provisional ids central mapped to the member, whose entries are the member's.
     """
-    who, ids = member_is("e.member_id", member_id, aliases, "?1")
+    who, ids = member_is("e.member_id", member_id, aliases)
     rows = conn.execute(
         f"""
         SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-        WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?3)
-          AND NOT (e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3)
+        WHERE {who} AND e.seq > ? AND o.state != 'quarantined'
+          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?)
           AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.seq = e.seq AND r.reservation_id IS NOT NULL)
         GROUP BY e.seq, e.currency ORDER BY e.seq DESC
         """,

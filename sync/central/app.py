@@ -260,7 +260,7 @@ class _Request:
         except HttpError as err:
             await self._json(err.status, {"code": err.code, "message": err.message}, err.headers, close=err.close)
         except Exception as exc:
-            if isinstance(exc, getattr(self.app.store, "TRANSIENT", ())):
+            if getattr(self.app.store, "is_transient", lambda _: False)(exc):
                 _database_unavailable(exc)
                 await self._json(503, {"code": "unavailable", "message": "central's database is not answering; "
                                        "try again after Retry-After"}, {"Retry-After": str(UNAVAILABLE_RETRY_S)},

@@ -84,7 +84,13 @@ CONNECTION_WAIT_S = 5.0  # a request's wait for a pooled connection before it is
 # it would otherwise wait minutes more before it tried the database that is back.
 RECONNECT_GIVE_UP_S = 10.0
 # What the server says when it is there but not taking connections yet (or any more): waited for.
-_NOT_YET = ("starting up", "shutting down", "in recovery", "too many", "remaining connection slots")
+_NOT_YET = ("starting up", "shutting down", "in recovery", "too many", "remaining connection slots",
+            "not yet accepting connections", "is not accepting connections")
+
+
+# admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections, out_of_memory,
+# deadlock_detected, serialization_failure
+_RETRYABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "53200", "40P01", "40001"})
 
 
 def _wait_for_server(url: str, wait_s: float) -> None:
@@ -112,9 +118,18 @@ def _wait_for_server(url: str, wait_s: float) -> None:
 class PgStore(SqlStore):
     """Central's database on a PostgreSQL server. Every method is safe to call from any thread."""
 
-    # The database did not answer (down, restarting, a connection lost, no connection free in time)
-    # or gave up on the transaction (deadlock, serialisation, out of shared memory): worth a retry.
-    TRANSIENT = (psycopg.OperationalError, PoolTimeout)
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Worth the lane's retry: the database did not answer (down, restarting, a connection lost,
+        no connection free in time) or gave up on this transaction for another's sake (a deadlock, a
+        serialisation failure, out of shared memory, too many connections). Anything else (a
+        statement it refused, disk full) is a fault: 500 with its traceback."""
+        if isinstance(exc, PoolTimeout):
+            return True
+        if not isinstance(exc, psycopg.OperationalError):
+            return False
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _RETRYABLE_STATES
 
     FOR_UPDATE = " FOR UPDATE"
     SEED_CHUNK = 100_000

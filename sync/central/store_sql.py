@@ -53,8 +53,10 @@ class SqlStore:
     """The store interface in SQL both engines run; subclasses fill in the hooks below."""
 
     FOR_UPDATE = ""  # the row-lock suffix of a SELECT (" FOR UPDATE" where the engine has one)
-    # Errors of the engine that say "try again" (its server down or busy), answered 503 with Retry-After.
-    TRANSIENT: tuple[type[BaseException], ...] = ()
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """An error of the engine that says "try again" (its server down or busy): 503 with Retry-After."""
+        return False
 
     _clock: Any
 

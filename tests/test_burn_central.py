@@ -172,6 +172,8 @@ def test_an_approval_that_comes_after_the_offline_event_holds_nothing(central, l
     assert states(central) == [("redemption:LATE", "offline")]  # nothing open
     assert central.store.member("M0001")["balances"] == {"points": 840}
     assert two.authorise(redemption("redemption:R9", 840))["status"] == "approved"
+    other = one.authorise(redemption("redemption:LATE", 1, member="M0002"))  # the same id, another burn
+    assert (other["status"], other["code"]) == ("declined", "authorisation_conflict")
 
 
 def test_an_unconfirmed_reservation_expires_and_frees_its_points(central, lanes, clock):

@@ -159,10 +159,12 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     auth_id = request["authorisation_id"]
     rid = reservation_id(store_id, lane_id, auth_id)
     digest = request_hash(request)
-    existing = conn.execute("SELECT request_hash, state, expires_ts FROM reservations WHERE reservation_id = ?",
-                            (rid,)).fetchone()
-    if existing is not None and existing["state"] == "offline":  # the lane's event came first: the burn is done
-        return approved(auth_id, rid, _iso(now), {}), False
+    existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points FROM reservations "
+                            "WHERE reservation_id = ?", (rid,)).fetchone()
+    if existing is not None and existing["state"] == "offline" and request["kind"] == "redemption" \
+            and existing["member_id"] == request.get("member_id") \
+            and json.loads(existing["points"] or "{}") == request.get("points"):
+        return approved(auth_id, rid, _iso(now), {}), False  # the lane's event came first: the burn is done
     if existing is not None and existing["request_hash"] != digest:
         return declined(auth_id, "authorisation_conflict", "this authorisation_id was used for another burn"), False
     if existing is not None and existing["state"] in ("open", "confirmed"):

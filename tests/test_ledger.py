@@ -975,28 +975,3 @@ def test_an_awaited_write_hands_its_outcome_to_the_loop_and_a_cancelled_one_is_n
         ledger.close()
     assert ran == ["blocked"]
 
-
-def test_points_still_pending_stay_unspendable_once_central_has_them(tmp_path):
-    """Central's confirmed balance counts a pending lot in full (one number per currency): the
-    lane keeps its own credit maturing until available_at, also after central applied it, and
-    leaves it out of the unsynced credits it asks central to count for a burn."""
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
-    cache = Cache(tmp_path / "cache.db", "L01")
-    pending = {**PROGRAM, "currencies": [{"code": "points", "kind": "redeemable", "pending_days": 60}]}
-    cache.store_program(pending, "e1")
-    cache.apply_member_changes([MEMBER], "1")
-    lane = Lane(store_id="S001", lane_id="L01", locale="pl", ledger=ledger, cache=cache,
-                bus=EventBus(ledger.boot), printer_enabled=False)
-    try:
-        rec = asyncio.run(lane.sales.record_sale(tx()))
-        assert rec.response["balance"]["points"]["available"] == 100  # 150 maturing, unsynced
-        view = ledger.view()
-        assert view.unsynced_entries("M1", 0, datetime.now(UTC), 50) == []  # nothing central may count yet
-        cache.apply_member_changes([{**MEMBER, "balances": {"points": 250}, "applied_seq": {"L01": rec.response["seq"]}}],
-                                   "2")  # central applied the sale: its lot is in the confirmed 250
-        member = cache.find_member("2900000000018")
-        assert lane.members.balances(member)["points"] == {"confirmed": 250, "pending": 0, "total": 250,
-                                                           "available": 100, "maturing": 150, "expired": 0}
-    finally:
-        cache.close()
-        ledger.close()

@@ -83,10 +83,9 @@ class LedgerView:
 
     # -- balances -------------------------------------------------------------
     def balance(self, member_id: str, confirmed: dict[str, int], watermark: int,
-                now: datetime, aliases: tuple[str, ...] = (), synced_pending: bool = True) -> dict[str, dict[str, int]]:
-        """``aliases``: provisional ids central mapped to this member; their entries are the member's.
-        ``synced_pending``: the program has pending days (posd.storage.entries.balance)."""
-        return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases, synced_pending)
+                now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+        """``aliases``: provisional ids central mapped to this member; their entries are the member's."""
+        return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases)
 
     def unsynced_entries(self, member_id: str, watermark: int, now: datetime, limit: int,
                          aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ through the ``central_db`` fixture below.
 from __future__ import annotations
 
 import ast
+import os
 import gzip
 import json
 import shutil
@@ -547,6 +548,17 @@ def test_cli_refuses_a_public_listen_address(tmp_path):
     cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "c.db")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "allow-remote" in done.stderr
+
+
+@pytest.mark.parametrize("db", ["mysql://central@db/central", "sqlite:///var/lib/central.db"])
+def test_cli_refuses_a_database_url_it_cannot_open(tmp_path, db):
+    """A URL of another engine is named as unsupported, not taken as a SQLite file's path
+    (which made a folder "mysql:" beside central and served from it)."""
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", db]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and "only postgresql://" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("text, says", [("[]", "seed must be a JSON object"), ("[1", "line 1 column 3"),

@@ -87,6 +87,9 @@ def main(argv: list[str]) -> int:
             raise ValueError("--admission must be events per second, 0 to admit every push")
         if not math.isfinite(args.reservation_ttl) or not args.reservation_ttl > 0:
             raise ValueError("the reservation time to live must be more than 0 seconds")
+        if not is_postgres(args.db) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", args.db):
+            raise ValueError(f"--db {_shown(args.db)}: only postgresql:// (or postgres://) URLs and SQLite "
+                             "file paths are supported")
         if args.workers > 1 and not is_postgres(args.db):
             raise ValueError("--workers above 1 needs a PostgreSQL --db (a SQLite file has one writer)")
         seed = load_seed(args.seed) if args.seed else None

@@ -119,11 +119,11 @@ class ScanFramer:
         self._buf += data
         codes: list[str] = []
         while True:
-            idx = self._buf.find(self.suffix)
+            idx, end = self._next_end()
             if idx < 0:
                 break
             frame = bytes(self._buf[:idx])
-            del self._buf[: idx + len(self.suffix)]
+            del self._buf[:end]
             if self._discarding:
                 self._discarding = False
                 continue
@@ -138,6 +138,20 @@ class ScanFramer:
             keep = len(self.suffix) - 1
             self._buf = self._buf[-keep:] if keep else bytearray()
         return codes
+
+    def _next_end(self) -> tuple[int, int]:
+        """Where the next frame ends and where the one after it starts; (-1, -1) when no end arrived.
+        CRLF is ended by CR, LF or both: a scanner set to CRLF that sends one of them (a keyboard
+        profile, a bridge that drops one) still completes every code; the empty frame between a CR
+        and its LF is nothing."""
+        if self.suffix != b"\r\n":
+            idx = self._buf.find(self.suffix)
+            return (idx, idx + len(self.suffix)) if idx >= 0 else (-1, -1)
+        cr, lf = self._buf.find(b"\r"), self._buf.find(b"\n")
+        idx = min(i for i in (cr, lf) if i >= 0) if cr >= 0 or lf >= 0 else -1
+        if idx < 0:
+            return -1, -1
+        return idx, idx + (2 if self._buf[idx:idx + 2] == b"\r\n" else 1)
 
     def flush_if_idle(self, now: float) -> list[str]:
         if self.idle_flush_s is None or self._last_byte is None or not self.pending:

@@ -44,8 +44,18 @@ def test_cr_then_lf_from_a_crlf_scanner_configured_for_cr():
 
 def test_crlf_suffix_split_between_reads():
     framer = ScanFramer(suffix=b"\r\n")
-    assert framer.feed(b"ABC\r", 1.0) == []
-    assert framer.feed(b"\nDEF\r\n", 1.1) == ["ABC", "DEF"]
+    assert framer.feed(b"ABC\r", 1.0) == ["ABC"]  # the CR ends it; its LF is no second code
+    assert framer.feed(b"\nDEF\r\n", 1.1) == ["DEF"]
+    assert not framer.pending
+
+
+@pytest.mark.parametrize("ends", [b"\n", b"\r", b"\r\n"])
+def test_a_crlf_scanner_completes_codes_ended_by_lf_or_cr_alone(ends):
+    """A scanner configured CRLF that sends LF (or CR) alone: every code completes at once,
+    not held until the line goes quiet and then dropped as a partial code."""
+    framer = make_framer(suffix=b"\r\n")
+    assert framer.feed(b"2900000000018" + ends + b"5901234123457" + ends, 1.0) == ["2900000000018", "5901234123457"]
+    assert not framer.pending and framer.flush_if_idle(5.0) == [] and framer.take_drops() == []
 
 
 def test_empty_frames_are_ignored():

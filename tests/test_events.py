@@ -1,5 +1,9 @@
 """Event ids are monotonic across restarts; replay covers what a client missed."""
 
+import copy
+import json
+import tracemalloc
+
 import pytest
 
 from posd.lane.events import BOOT_SHIFT, EventBus
@@ -74,6 +78,40 @@ def test_sse_framing():
     frame = bus.publish("member.unknown", {"identifier": "X"}).sse().decode()
     assert frame.startswith(f"id: {(1 << BOOT_SHIFT) + 1}\nevent: member.unknown\ndata: {{")
     assert frame.endswith("\n\n")
+
+
+def test_an_event_is_sent_as_published_even_if_its_data_changes_after():
+    bus = EventBus(boot=1)
+    data = {"identifier": "X", "reasons": ["a"]}
+    event = bus.publish("member.unknown", data)
+    data["reasons"].append("b")
+    data["identifier"] = "Y"
+    assert event.data == {"identifier": "X", "reasons": ["a"]}
+    assert json.loads(event.sse().decode().split("data: ", 1)[1]) == {
+        "type": "member.unknown", "at": event.at, "identifier": "X", "reasons": ["a"]}
+    empty = bus.publish("stream.reset", {})
+    assert json.loads(empty.sse().decode().split("data: ", 1)[1]) == {"type": "stream.reset", "at": empty.at}
+
+
+def test_the_replay_ring_holds_frames_not_the_data_behind_them():
+    """10,000 member views in the ring: their frames' bytes, not several times that in dicts."""
+    view = {"member": {"member_id": "M0000123", "display_name": "Anna K.",
+                       "balances": {c: {"confirmed": 1234, "pending": 50, "expiring": [{"points": 10}]}
+                                    for c in ("points", "tier", "stamps")},
+                       "rewards_available": [{"reward_id": f"r{i}", "name": "Free coffee", "points": 400}
+                                             for i in range(4)]},
+            "identified_by": "card"}
+    bus = EventBus(boot=1, ring_size=2000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            bus.publish("member.identified", copy.deepcopy(view))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    frames = sum(len(e.sse()) for e in bus._ring)
+    assert held < 1.6 * frames, (held, frames)
 
 
 def test_every_event_type_has_its_data_schema_in_the_openapi():

@@ -114,8 +114,10 @@ def test_members_central_refuses_and_members_it_does_not_know_yet(central, lanes
     assert one.authorise(redemption("redemption:R4", 251, member="M0404", unsynced=new))["code"] == \
         "insufficient_balance"
     assert one.authorise(redemption("redemption:R5", 250, member="M0404", unsynced=new))["status"] == "approved"
-    # a voucher use does not look at the member: a use is keyed by the code
-    assert one.authorise(use("voucher_use:C1:T", "C1", member="M0003"))["status"] == "approved"
+    # a voucher's use is a burn too: eligibility is checked at every burn (spent, or its reservation)
+    assert one.authorise(use("voucher_use:C1:T", "C1", member="M0003"))["code"] == "member_ineligible"
+    assert one.authorise(use("voucher_use:C2:T", "C2", member="M0002"))["code"] == "member_deleted"
+    assert one.authorise(use("voucher_use:C3:T", "C3", member="M0001"))["status"] == "approved"
 
 
 def test_a_rewards_daily_limit_counts_every_lane_and_offline_burns(central, lanes):

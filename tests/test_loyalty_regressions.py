@@ -131,6 +131,26 @@ def test_a_retried_voucher_use_gets_its_first_answer(lane):
     assert again.replayed and again.response == first.response
 
 
+def test_a_member_not_active_uses_no_voucher_or_coupon(lane):
+    """Eligibility is checked at every burn: a blocked member's voucher (named or not) and a campaign
+    coupon for them are member_ineligible at validate and at use, and nothing is written."""
+    run(lane.sales.record_sale(sale("T5", "CARD-m1", 60000)))
+    code = run(lane.rewards.redeem(RedemptionInput("D5", "CARD-m1", "free-coffee", None, None, "hd5"))
+               ).response["voucher"]["code"]
+    lane.context.cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic",
+                                              "identifiers": ["CARD-m1"], "balances": {"points": 0},
+                                              "status": "blocked"}], "2")
+    attempts = [lambda: lane.rewards.use(code, "pos-1", "CARD-m1"), lambda: lane.rewards.use(code, "pos-2", None),
+                lambda: lane.rewards.use("WELCOME10", "pos-3", "CARD-m1"),
+                lambda: lane.rewards.validate(code, None), lambda: lane.rewards.validate("WELCOME10", "CARD-m1")]
+    for attempt in attempts:
+        with pytest.raises(LaneError) as refused:
+            run(attempt())
+        assert refused.value.code == "member_ineligible"
+    assert reader(lane.context.ledger).execute("SELECT COUNT(*) FROM voucher_uses").fetchone()[0] == 0
+    assert run(lane.rewards.validate("WELCOME10", "CARD-bday"))["valid"]  # an active member still may
+
+
 @pytest.mark.parametrize("at, code", [
     (datetime(1, 1, 2, tzinfo=UTC), "occurred_too_old"),
     (NOW - timedelta(days=400), "occurred_too_old"),

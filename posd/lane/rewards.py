@@ -250,6 +250,16 @@ class Rewards:
                             f"offline redemptions on this lane are capped at {self.limits.lane_points} points")
 
     # -- vouchers and coupons ---------------------------------------------------
+    @raises("member_ineligible")
+    def _holder_may_burn(self, v: Usable, ident: Identification | None) -> None:
+        """A personal voucher used without naming its member is still its member's burn: a member
+        whose account is not active (blocked, erased) uses none (one named was found active)."""
+        if ident is not None or not v.member_id:
+            return
+        holder = self.ctx.cache.member_by_id(v.member_id)  # an erased one too
+        if holder is not None and holder.status != "active":
+            raise LaneError("member_ineligible", f"the voucher's member's account is {holder.status}")
+
     @staticmethod
     @raises("member_required")
     def _use_key(v: Usable, member_id: str | None) -> str:
@@ -261,7 +271,8 @@ class Rewards:
     @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_void",
             "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
             "negative_total", "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
+            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
+            "member_ineligible")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
@@ -270,7 +281,7 @@ class Rewards:
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         view = ctx.ledger.view()
-        ident = self.members.find(member) if member else None
+        ident = self.members.find_active(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         v = self.book.local(view, code, ctx.program())
         asked = VoucherLookup("unavailable") if ctx.is_offline() else \
@@ -280,6 +291,7 @@ class Rewards:
         if v is None:
             raise LaneError("unknown_voucher", "no voucher or coupon with that code")
         self.book.check_usable(v, member_id, ctx.clock(), aliases)
+        self._holder_may_burn(v, ident)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
@@ -325,7 +337,7 @@ class Rewards:
         (member, basket, codes applied) is transaction_id_conflict, not the first answer."""
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
-        ident = self.members.find(member) if member else None
+        ident = self.members.find_active(member) if member else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)
@@ -335,6 +347,7 @@ class Rewards:
         v = await self.book.find_usable(view, code, member_id, ask=not offline, grace=True)
         now = ctx.clock()
         self.book.check_usable(v, member_id, now, aliases)
+        self._holder_may_burn(v, ident)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")

@@ -170,7 +170,7 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     if existing is not None and existing["state"] in ("open", "confirmed"):
         return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
     member_id = request.get("member_id")
-    if member is not None and request["kind"] == "redemption":
+    if member is not None:  # a voucher's use is its member's burn too
         if member["status"] == "deleted":
             return declined(auth_id, "member_deleted", "the member was erased"), False
         if member["status"] != "active":

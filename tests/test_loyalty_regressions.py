@@ -149,6 +149,21 @@ def test_a_member_not_active_uses_no_voucher_or_coupon(lane):
         assert refused.value.code == "member_ineligible"
     assert reader(lane.context.ledger).execute("SELECT COUNT(*) FROM voucher_uses").fetchone()[0] == 0
     assert run(lane.rewards.validate("WELCOME10", "CARD-bday"))["valid"]  # an active member still may
+    quoted = run(lane.quotes.quote(sale("Q5", None, 5000), (code,)))  # the voucher without its member
+    assert quoted["discounts"]["not_usable"] == [{"id": code, "reason": "member_ineligible"}]
+
+
+def test_a_quote_takes_no_campaign_coupon_off_a_basket_with_no_member(lane):
+    """validate and use say member_required for it: the quote must not show a discount the sale
+    then cannot have."""
+    quoted = run(lane.quotes.quote(sale("Q6", None, 5000), ("WELCOME10",)))
+    assert quoted["discounts"]["not_usable"] == [{"id": "WELCOME10", "reason": "member_required"}]
+    assert quoted["discounts"]["amount_off_minor"] == 0 and quoted["accrual_with_discounts"] is None
+    with pytest.raises(LaneError) as refused:
+        run(lane.rewards.validate("WELCOME10", None))
+    assert refused.value.code == "member_required"
+    member = run(lane.quotes.quote(sale("Q7", "CARD-m1", 5000), ("WELCOME10",)))
+    assert member["discounts"]["not_usable"] == [] and member["discounts"]["amount_off_minor"] == 500
 
 
 @pytest.mark.parametrize("at, code", [

@@ -506,7 +506,8 @@ class Stacked(BaseModel):
 
 class NotUsable(BaseModel):
     id: str
-    reason: str = Field(description="an error code: unknown_voucher, voucher_used, voucher_expired, ...")
+    reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_used, "
+                                    "voucher_expired, member_required, member_ineligible, ...")
 
 
 class Discounts(BaseModel):

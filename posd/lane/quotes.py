@@ -104,11 +104,25 @@ class Quotes:
             if v is None and answer.status == "found" and answer.voucher is not None:
                 v = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
             why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
+            if v is not None and why is None:  # as validate and use refuse it
+                why = self._burn_refused(v, member_id)
             if v is not None and why is None and (answer.status == "found" and answer.used or view.voucher_use(
                     code, member_id or "" if v.campaign else "", aliases)):
                 why = "voucher_used"
             out.append((code, v, why))
         return out
+
+    def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
+        """member_required for a coupon anyone may use on a basket with no member; member_ineligible
+        for a personal voucher, quoted without its member, whose member's account is not active."""
+        if not (v.member_id or member_id):
+            return "member_required"
+        if member_id is None:
+            try:
+                self.rewards.holder_may_burn(v, None)
+            except LaneError as refused:
+                return refused.code
+        return None
 
     def _reward_entry(self, program: Program, reward_id: str, available: dict[str, int], tier: str | None,
                 basket: Basket) -> dict[str, Any]:

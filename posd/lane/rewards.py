@@ -251,7 +251,7 @@ class Rewards:
 
     # -- vouchers and coupons ---------------------------------------------------
     @raises("member_ineligible")
-    def _holder_may_burn(self, v: Usable, ident: Identification | None) -> None:
+    def holder_may_burn(self, v: Usable, ident: Identification | None) -> None:
         """A personal voucher used without naming its member is still its member's burn: a member
         whose account is not active (blocked, erased) uses none (one named was found active)."""
         if ident is not None or not v.member_id:
@@ -291,7 +291,7 @@ class Rewards:
         if v is None:
             raise LaneError("unknown_voucher", "no voucher or coupon with that code")
         self.book.check_usable(v, member_id, ctx.clock(), aliases)
-        self._holder_may_burn(v, ident)
+        self.holder_may_burn(v, ident)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
@@ -347,7 +347,7 @@ class Rewards:
         v = await self.book.find_usable(view, code, member_id, ask=not offline, grace=True)
         now = ctx.clock()
         self.book.check_usable(v, member_id, now, aliases)
-        self._holder_may_burn(v, ident)
+        self.holder_may_burn(v, ident)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")

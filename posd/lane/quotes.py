@@ -117,11 +117,8 @@ class Quotes:
         for a personal voucher, quoted without its member, whose member's account is not active."""
         if not (v.member_id or member_id):
             return "member_required"
-        if member_id is None:
-            try:
-                self.rewards.holder_may_burn(v, None)
-            except LaneError as refused:
-                return refused.code
+        if member_id is None and self.rewards.holder_status(v) not in (None, "active"):
+            return "member_ineligible"
         return None
 
     def _reward_entry(self, program: Program, reward_id: str, available: dict[str, int], tier: str | None,

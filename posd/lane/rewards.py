@@ -254,11 +254,15 @@ class Rewards:
     def holder_may_burn(self, v: Usable, ident: Identification | None) -> None:
         """A personal voucher used without naming its member is still its member's burn: a member
         whose account is not active (blocked, erased) uses none (one named was found active)."""
-        if ident is not None or not v.member_id:
-            return
-        holder = self.ctx.cache.member_by_id(v.member_id)  # an erased one too
-        if holder is not None and holder.status != "active":
-            raise LaneError("member_ineligible", f"the voucher's member's account is {holder.status}")
+        status = None if ident is not None else self.holder_status(v)
+        if status is not None and status != "active":
+            raise LaneError("member_ineligible", f"the voucher's member's account is {status}")
+
+    def holder_status(self, v: Usable) -> str | None:
+        """The account status of a personal voucher's member (an erased one too); None when it is
+        anyone's or its member is not cached."""
+        holder = self.ctx.cache.member_by_id(v.member_id) if v.member_id else None
+        return holder.status if holder is not None else None
 
     @staticmethod
     @raises("member_required")

@@ -107,6 +107,11 @@ def test_enrolment_checks_what_it_is_given(tmp_path, central, start_lane):
         ({"card": CARD, "pan": "4111111111111111"}, 422, "invalid_request"),
         ({"card": CARD, "birth_date": "2090-01-01"}, 422, "invalid_request"),  # not born yet
         ({"card": CARD, "birth_date": "0001-01-01"}, 422, "invalid_request"),
+        # seconds since 1970, as pydantic would read them (0: born on New Year's Day, a bonus every 1 January)
+        ({"card": CARD, "birth_date": 0}, 422, "invalid_request"),
+        ({"card": CARD, "birth_date": "946684800"}, 422, "invalid_request"),
+        ({"card": CARD, "birth_date": "1990-12-05T00:00:00+05:00"}, 422, "invalid_request"),
+        ({"card": CARD, "birth_date": "1990-12-5"}, 422, "invalid_request"),
         ({"card": CARD, "display_name": "Ola \u202eN."}, 422, "invalid_request"),  # reorders the slip's text
     ]
     for body, status, code in cases:

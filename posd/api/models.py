@@ -173,6 +173,19 @@ def _no_bidi_override(value: str | None) -> str | None:
     return value
 
 
+_DATE_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _date_text(value: Any) -> Any:
+    """A calendar date as the schema says: YYYY-MM-DD. pydantic would also read a number, or digits in
+    a string, as seconds since 1970 (0: born 1970-01-01, a birthday bonus every New Year), and a
+    date-time at midnight as its date."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)) or \
+            (isinstance(value, str) and _DATE_TEXT.match(value)):
+        return value
+    raise ValueError("a date as text, YYYY-MM-DD, such as 1990-05-17")
+
+
 def _born(value: date | None) -> date | None:
     """A birth date in the past, within a human life (a typo of 2090 or 0001 gives no birthday bonus)."""
     if value is not None and not date(1900, 1, 1) <= value <= date.today():
@@ -293,7 +306,7 @@ class EnrolmentIn(_Request):
     display_name: Annotated[str | None, AfterValidator(_no_bidi_override)] = Field(default=None, min_length=1,
                                                                                   max_length=64)
     locale: Literal["pl", "fa", "en"] | None = None
-    birth_date: Annotated[date | None, AfterValidator(_born)] = None
+    birth_date: Annotated[date | None, BeforeValidator(_date_text), AfterValidator(_born)] = None
 
     @model_validator(mode="after")
     def _an_identifier(self) -> EnrolmentIn:

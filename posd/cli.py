@@ -448,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             return _main(sys.argv[1:] if argv is None else argv)
         finally:
             sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling took over (while importing)
+        print("posd: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader left: nothing more can be said to it. Point stdout at /dev/null so the exit's
         # own flush does not fail again, and exit as a process killed by SIGPIPE would (128 + 13).

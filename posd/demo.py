@@ -8,8 +8,11 @@ a voucher issued at one lane used at the other.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shlex
+import socket
 import signal
 import subprocess
 import sys
@@ -42,10 +45,42 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> bool:
     return False
 
 
+class _Stop(Exception):
+    """SIGINT, SIGTERM or SIGHUP reached the demo: stop everything."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a child, before it runs: SIGTERM when the demo ends, however it ends (kill -9 too), and
+    SIGINT as a child would have it (a shell's background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the demo ended before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Does something accept connections at host:port?"""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _labelled(label: str, cmd: list[str]) -> subprocess.Popen:
     """A child whose log lines (stderr) come out on ours, each after ``[label]``: with a central and
     two lanes in one terminal, every line says whose it is."""
-    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    parent = os.getpid()
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+                             preexec_fn=(lambda: _end_with_parent(parent)) if sys.platform.startswith("linux")
+                             else None)
 
     def forward() -> None:
         assert child.stderr is not None
@@ -75,13 +110,23 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
                   "its own [storage] dir and [api] listen, as config/demo-lane2.toml does", file=sys.stderr)
             return 2
     central = urlsplit(config.central.url)
+    addresses = [("the reference central", central.hostname or "127.0.0.1", central.port or 80)]
+    addresses += [(f"the lane of {path}", cfg.api.host, cfg.api.port)
+                  for path, cfg in [(config_path, config), (second_lane, second)] if cfg is not None]
+    for name, host, port in addresses:  # else another server's answer would pass for ours
+        if _listening(host, port):
+            print(f"posd demo: {host}:{port}, {name}'s address, is in use by another process (a demo "
+                  "still running?); stop it or give the demo other ports", file=sys.stderr)
+            return 2
     storage = config.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
     central_db = storage.parent / "central.db"
     py = sys.executable
     children: list[subprocess.Popen] = []
 
-    def stop(*_: object) -> None:
+    def stop() -> None:
+        for sig in STOP_SIGNALS:  # a second Ctrl-C while the children stop: they are being stopped
+            signal.signal(sig, lambda *_: None)
         for child in reversed(children):
             if child.poll() is None:
                 child.terminate()
@@ -90,8 +135,15 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    def on_signal(*_: object) -> None:
+        raise _Stop
+
+    # Handlers of our own, not KeyboardInterrupt alone: a script's background job starts with SIGINT
+    # ignored, and SIGHUP (the terminal closed) would end the demo and leave its children serving.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     try:
         children.append(_labelled("central", [py, "-m", "posd", "central", "--listen", central.netloc,
                                               "--db", str(central_db), "--seed", str(seed)]))
@@ -119,7 +171,7 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
                 print(f"posd demo: {name} (pid {child.pid}) ended with exit status {child.returncode}; "
                       "stopping the demo", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (_Stop, KeyboardInterrupt):
         return 0
     finally:
         stop()

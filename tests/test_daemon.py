@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -270,14 +271,20 @@ def demo_output(proc: subprocess.Popen, last: str, timeout: float) -> str:
     return "".join(lines)
 
 
-def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
-    """`make run`'s code path, on free ports so it cannot collide with a real demo."""
+def demo_config(tmp_path: Path) -> tuple[Path, int]:
+    """config/demo.toml on free ports and a scratch folder; (its path, the API port)."""
     demo = (ROOT / "config" / "demo.toml").read_text()
     api, central_port = free_port(), free_port()
     demo = demo.replace("127.0.0.1:8765", f"127.0.0.1:{api}").replace("127.0.0.1:8780", f"127.0.0.1:{central_port}")
     demo = demo.replace("../var/demo", str(tmp_path / "var"))
     cfg = tmp_path / "demo.toml"
     cfg.write_text(demo)
+    return cfg, api
+
+
+def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
+    """`make run`'s code path, on free ports so it cannot collide with a real demo."""
+    cfg, api = demo_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(cfg),
                              "--seed", str(ROOT / "config" / "demo-seed.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -304,6 +311,59 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_the_demo_started_by_a_script_stops_everything_when_it_is_signalled_alone(tmp_path, sig):
+    """A script's background job starts with SIGINT ignored: SIGINT to the demo alone left central
+    and the lane serving. kill -9 of the demo left them serving too. Now SIGINT stops all (exit 0),
+    and the children end with the demo however it ends."""
+    cfg, api = demo_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(cfg),
+                             "--seed", str(ROOT / "config" / "demo-seed.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    children: list[int] = []
+    try:
+        assert "Demo cards:" in demo_output(proc, "Demo cards:", 60)
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(children) == 2  # central and the lane
+        proc.send_signal(sig)
+        assert proc.wait(30) == (0 if sig == signal.SIGINT else -signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{c}").exists() and "Z" not in _proc_state(c) for c in children) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _proc_state(c)] == []
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{api}/v1/health", timeout=2)
+    finally:
+        for pid in [proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(20)
+
+
+def test_the_demo_refuses_ports_another_process_serves_before_starting_anything(tmp_path):
+    """Another server on the lane's port answered the demo's health check: it printed "posd demo is
+    running" and then that its own lane had ended."""
+    cfg, api = demo_config(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", api))
+        squatter.listen()
+        done = subprocess.run([sys.executable, "-m", "posd", "demo", "--config", str(cfg),
+                               "--seed", str(ROOT / "config" / "demo-seed.json")],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "is running" not in done.stdout, done.stdout
+    assert f"127.0.0.1:{api}, the lane of {cfg}'s address, is in use by another process" in done.stderr
+    assert not (tmp_path / "var").exists()  # nothing started, nothing made
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
 
 
 def test_the_demo_refuses_a_second_lane_on_the_first_lanes_storage_or_port_up_front(tmp_path):

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,14 @@ def _logging(level: str) -> contextlib.AbstractContextManager[None]:
     return command_logging(level)
 
 
+def _error_line(text: str) -> None:
+    """One line for store IT on stderr: under systemd at error priority (``journalctl -p err`` and
+    doctor's ``-p warning`` find it; a bare line is stored as info), at a terminal as it is."""
+    from posd.logs import journal_stream
+
+    print(f"{'<3>' if journal_stream(sys.stderr) else ''}posd: {text}", file=sys.stderr)
+
+
 def _load(path: str, *, check_files: bool = False):
     """The config, or exit 2 with one line naming the (first) mistake."""
     from posd.config import ConfigError, load
@@ -30,7 +37,7 @@ def _load(path: str, *, check_files: bool = False):
     try:
         return load(path, check_files=check_files)
     except ConfigError as exc:
-        print(f"posd: {path}: {exc}", file=sys.stderr)
+        _error_line(f"{path}: {exc}")
         raise SystemExit(2) from None
 
 
@@ -53,15 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # writer's hand-back to the loop cost about a third less CPU than on the pure-Python loop.
         return uvloop.run(Daemon(config).run())
     except ConfigError as exc:  # a file named by the config changed under us since the check
-        print(f"posd: {args.config}: {exc}", file=sys.stderr)
+        _error_line(f"{args.config}: {exc}")
         return 2
     except StorageError as exc:
-        logging.getLogger("posd").error("%s", exc)
-        print(f"posd: {exc}", file=sys.stderr)
+        _error_line(str(exc))
         return 3
     except StorageUnavailable as exc:  # the disk or the folder: 1 may pass (systemd starts posd again), 2 wants IT
-        logging.getLogger("posd").error("%s", exc)
-        print(f"posd: {exc}", file=sys.stderr)
+        _error_line(str(exc))
         return 2 if exc.lasting else 1
 
 

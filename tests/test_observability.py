@@ -151,6 +151,31 @@ def test_under_journald_every_line_carries_its_priority(tmp_path, central):
     assert not any(re.match(r"<6>(WARNING|ERROR)", ln) for ln in lines)
 
 
+def test_under_journald_a_run_that_cannot_start_says_why_once_at_error_priority(tmp_path):
+    """Exit 2 (a config error) is where systemd does not restart posd and store IT must act: its line
+    was stored at info, so doctor's `journalctl -p warning` missed it; a damaged ledger's (exit 3)
+    came out twice."""
+    good = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                       port=free_port())
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace('[lane]', '[lane]\nnot_a_key = 1', 1))
+    damaged = tmp_path / "lane" / "state" / "ledger.db"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not a database" * 512)
+    for config, code in ((bad, 2), (good, 3)):
+        log = tmp_path / f"journal-{code}.log"
+        log.touch()
+        st = os.stat(log)
+        with open(log, "w") as stderr:
+            done = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(config)], stderr=stderr,
+                                  stdout=subprocess.DEVNULL, timeout=60,
+                                  env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        lines = [ln for ln in log.read_text().splitlines() if ln]
+        assert done.returncode == code, lines
+        said = [ln for ln in lines if not ln.startswith("<6>")]
+        assert len(said) == 1 and said[0].startswith("<3>posd: "), lines
+
+
 def test_journal_formatter_prefixes_every_line_and_needs_the_named_stream(tmp_path):
     record = __import__("logging").LogRecord("posd.x", 40, __file__, 1, "first\nsecond", None, None)
     assert JournalFormatter().format(record) == "<3>ERROR posd.x: first\n<3>second"

@@ -311,13 +311,15 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
 
 def _live_storage_files(config) -> dict[Path, str]:
     """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
-    SQLite's files beside them (the -wal holds the newest commits), the lock, the API token."""
+    SQLite's files beside them (the -wal holds the newest commits), the lock, the print worker's note
+    of the job in hand (its guard against a slip that kills posd), the API token."""
     from posd.config import resolve
+    from posd.lane.print_worker import IN_HAND_FILE
     from posd.storage.db import LOCK_FILE
 
     folder = config.storage_dir.resolve()
     names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
-    live = {folder / name: name for name in [*names, LOCK_FILE]}
+    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE]}
     token = resolve(config.storage_dir, config.api.token_file).resolve()
     live[token] = token.name
     return live

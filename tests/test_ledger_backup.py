@@ -245,7 +245,7 @@ def test_a_backup_never_replaces_a_file_of_the_live_storage(tmp_path, central, s
     for n in range(5):
         assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).status_code == 200
     names = ["ledger.db-wal", "ledger.db-shm", "ledger.db-journal", "cache.db", "cache.db-wal", "cache.db-shm",
-             "posd.lock", "api.token"]
+             "posd.lock", "api.token", "print-in-hand"]
     for name in names:
         target = lane.state / name
         before = target.read_bytes() if target.exists() else None

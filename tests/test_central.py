@@ -550,6 +550,22 @@ def test_cli_refuses_a_public_listen_address(tmp_path):
     assert done.returncode == 2 and "allow-remote" in done.stderr
 
 
+def test_cli_on_a_port_in_use_touches_no_database(tmp_path):
+    """A second central on a port already served seeded its --db, and cleared its fault plan, before
+    it failed to listen: with the running central's --db, that central's own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        seed_file = tmp_path / "seed.json"
+        seed_file.write_text(json.dumps(default_seed()))
+        cmd = [sys.executable, "-m", "posd.sync.central", "--listen", f"127.0.0.1:{port}",
+               "--db", str(tmp_path / "c.db"), "--seed", str(seed_file)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert not (tmp_path / "c.db").exists()
+
+
 @pytest.mark.parametrize("db", ["mysql://central@db/central", "sqlite:///var/lib/central.db"])
 def test_cli_refuses_a_database_url_it_cannot_open(tmp_path, db):
     """A URL of another engine is named as unsupported, not taken as a SQLite file's path

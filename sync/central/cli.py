@@ -17,7 +17,7 @@ import time
 
 from posd.sync.central.app import is_loopback
 from posd.sync.central.seed import load_seed
-from posd.sync.central.server import RESERVATION_TTL_S, serve
+from posd.sync.central.server import RESERVATION_TTL_S, bind, serve
 from posd.sync.central.store import is_postgres, open_store
 
 
@@ -94,6 +94,15 @@ def main(argv: list[str]) -> int:
             raise ValueError("--workers above 1 needs a PostgreSQL --db (a SQLite file has one writer)")
         seed = load_seed(args.seed) if args.seed else None
         tls = _tls(args)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        print(f"posd central: {exc}", file=sys.stderr)
+        return 2
+    try:  # before the database is touched: a central already serving there keeps its faults and seed
+        sock = bind(host, port)
+    except OSError as exc:
+        print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    try:
         store = open_store(args.db, clock=time.time, pool_size=1)
         try:
             store.clear_faults()  # a fault plan is for one run of central
@@ -102,21 +111,20 @@ def main(argv: list[str]) -> int:
         finally:
             store.close()
     except KeyboardInterrupt:  # Ctrl-C while it waits for the database (PostgreSQL: up to 30 s)
+        sock.close()
         print(f"posd central: interrupted while opening {_shown(args.db)}", file=sys.stderr)
         return 130
     except (ValueError, OSError, ssl.SSLError) as exc:
+        sock.close()
         print(f"posd central: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the database refused (psycopg.OperationalError, ...): say so, no traceback
+        sock.close()
         print(f"posd central: cannot open {_shown(args.db)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    try:
-        serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
-              tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
-              admission=args.admission, reservation_ttl_s=args.reservation_ttl)
-    except OSError as exc:
-        print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
-        return 1
+    serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
+          tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
+          admission=args.admission, reservation_ttl_s=args.reservation_ttl, sock=sock)
     return 0
 
 

@@ -581,6 +581,39 @@ def device_name_problems(data: dict[str, Any], text: str) -> list[ConfigProblem]
     return problems
 
 
+# Schemes whose device is a file the device opens alone (a pty link posd makes, a serial port, an input
+# device it grabs): two devices on one path fight over it, and a second pty link replaces the first.
+EXCLUSIVE_SCHEMES = frozenset({"pty", "serial", "hid", "msr+serial", "msr+hid", "file"})
+
+
+def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
+    """Every device path two devices name (scanners, card readers, the printer). Each repeat names the
+    first use."""
+    devices = [(("scanner", i), s.url) for i, s in enumerate(config.scanner)]
+    devices += [(("card_reader", i), c.url) for i, c in enumerate(config.card_reader)]
+    devices.append((("printer",), config.printer.url))
+    first: dict[str, tuple[str, int | None]] = {}
+    problems = []
+    for where, url in devices:
+        try:
+            parsed = registry.parse_device_url(config.device_url(url))
+        except ValueError:
+            continue  # its own check says so
+        if parsed.scheme not in EXCLUSIVE_SCHEMES or not parsed.fs_path:
+            continue
+        path = os.path.normpath(parsed.fs_path)
+        key = ".".join(str(w) for w in where[:1]) + (f"[{where[1]}]" if len(where) > 1 else "") + ".url"
+        line = find_line(text, (*where, "url"))
+        if path in first:
+            other, other_line = first[path]
+            shown = f"{other} (line {other_line})" if other_line else other
+            problems.append(ConfigProblem(f"{path} is already the device of {shown}: two devices cannot "
+                                          "share one path", key, line))
+        else:
+            first[path] = (key, line)
+    return problems
+
+
 def _twice(text: str, line: int | None, error: str) -> str:
     """For a key or table set twice (tomllib: "Cannot overwrite a value", "Cannot declare ... twice"),
     which one: its name as the line writes it (never its value: it may be a secret)."""
@@ -616,6 +649,8 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
             names = [x for x in err["loc"] if isinstance(x, str)]
             refused.add((names[0], names[1] if len(names) > 1 else "") if names else ("", ""))
     problems += device_name_problems(data, text)
+    if config is not None:
+        problems += device_path_problems(config, text)
     problems.sort(key=lambda p: p.line or 1 << 30)  # as store IT reads the file; the files follow
     if check_files:
         base = Path(source).parent if source else Path.cwd()

@@ -550,6 +550,23 @@ def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
     assert named == [("scanner[2].name", 23), ("card_reader[0].name", 27)]
 
 
+def test_a_device_path_two_devices_name_is_refused_naming_both_lines():
+    """Two scanners on one pty path: the second's link replaced the first's, and nothing could type
+    into the first; two devices on one serial port fight over its bytes."""
+    twice = GOOD + '\n[[scanner]]\nname = "back"\nurl = "pty:///tmp/./posd-test-scanner?suffix=LF"\n' \
+        '\n[[card_reader]]\nurl = "msr+serial:///dev/ttyS9"\n\n[[card_reader]]\nname = "two"\n' \
+        'url = "msr+serial:///dev/ttyS9?baudrate=19200"\n'
+    with pytest.raises(ConfigError) as err:
+        parse(twice)
+    found = [(p.key, p.line, p.message) for p in err.value.problems]
+    assert [(k, n) for k, n, _ in found] == [("scanner[1].url", 20), ("card_reader[1].url", 27)], found
+    assert "/tmp/posd-test-scanner is already the device of scanner[0].url (line 13)" in found[0][2]
+    assert "/dev/ttyS9 is already the device of card_reader[0].url (line 23)" in found[1][2]
+    # tcp scanners and a preview printer name no device path: several may share a bridge or a folder
+    assert parse(GOOD + '\n[[scanner]]\nname = "a"\nurl = "tcp://127.0.0.1:7001"\n'
+                        '\n[[scanner]]\nname = "b"\nurl = "tcp://127.0.0.1:7001"\n')
+
+
 @pytest.mark.parametrize("code, ok", [("PLN", True), ("EUR", True), ("IRR", True), ("USD", True), ("XOF", True),
                                       ("XYZ", False), ("pln", False), ("PL", False), ("XAU", False),
                                       ("XTS", False), ("XXX", False), ("ZZZ", False)])

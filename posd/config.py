@@ -541,6 +541,10 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
             problem("api.token_file", exc.problems[0].message)
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
+    elif not storage.exists():  # posd makes it at its first start: only in a folder, not under a file
+        above = next((a for a in storage.parents if a.exists() or a.is_symlink()), None)
+        if above is not None and not above.is_dir():
+            problem("storage.dir", f"{storage} cannot be made: {above} is not a directory")
     return problems
 
 

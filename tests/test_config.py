@@ -337,12 +337,12 @@ def test_run_with_a_missing_secret_file_exits_2_with_one_line(tmp_path):
 def test_run_with_a_storage_folder_it_cannot_use_exits_2_with_one_line(tmp_path):
     cfg = tmp_path / "posd.toml"
     (tmp_path / "disk").write_text("a file where a folder should be")
-    cfg.write_text(GOOD + '\n[storage]\ndir = "disk/state"\n')  # found only when posd creates it
+    cfg.write_text(GOOD + '\n[storage]\ndir = "disk/state"\n')  # found before anything is made
     proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert "disk/state" in proc.stderr and "Not a directory" in proc.stderr
+    assert "disk/state" in proc.stderr and "disk is not a directory" in proc.stderr and "storage.dir" in proc.stderr
 
 
 def test_a_central_url_the_sync_client_refuses_stops_run_and_doctor_as_a_config_error(tmp_path):
@@ -548,6 +548,20 @@ def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
     report = json.loads(doctor.stdout)
     named = [(c["details"]["config_key"], c["details"]["line"]) for c in report["checks"] if c["check"] == "config"]
     assert named == [("scanner[2].name", 23), ("card_reader[0].name", 27)]
+
+
+def test_a_storage_folder_under_a_file_is_named_by_config_check(tmp_path):
+    """config check said ok and posd run exited 2 (storage.dir: Not a directory)."""
+    (tmp_path / "notes.txt").write_text("x")
+    cfg = tmp_path / "posd.toml"
+    for folder, ok in ((tmp_path / "notes.txt" / "posd", False), (tmp_path / "new" / "posd", True)):
+        cfg.write_text(GOOD + f'\n[storage]\ndir = "{folder}"\n')
+        proc = config_check(cfg)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+            continue
+        assert proc.returncode == 2 and "storage.dir" in proc.stderr, proc.stderr
+        assert f"{folder} cannot be made: {tmp_path / 'notes.txt'} is not a directory" in proc.stderr
 
 
 def test_a_device_path_two_devices_name_is_refused_naming_both_lines():

@@ -250,10 +250,21 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check everything store IT would, say what is wrong in the lane's language; 1 when anything failed."""
+    import logging
+
     from posd.doctor import render_json, render_table, run
 
-    ctx, findings = run(Path(args.config), user=args.user or "posd", locale=args.lang, unit=args.unit,
-                        central=not args.no_central)
+    # The devices' own state lines (printer: idle, ...) are findings of the report: not said again on
+    # stderr between its lines, unless --log-level debug asks for everything.
+    drivers = logging.getLogger("posd.drivers")
+    level = drivers.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        drivers.setLevel(logging.ERROR)
+    try:
+        ctx, findings = run(Path(args.config), user=args.user or "posd", locale=args.lang, unit=args.unit,
+                            central=not args.no_central)
+    finally:
+        drivers.setLevel(level)
     print(render_json(ctx, findings) if args.json else render_table(ctx, findings))
     return 1 if any(f.result == "fail" for f in findings) else 0
 

@@ -5,13 +5,16 @@ in the lane's language, with --json for fleet tools. Real daemons, a real centra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import tty
 from pathlib import Path
@@ -37,6 +40,7 @@ def doctor(cfg: Path, *args: str, user: str = ME) -> tuple[int, dict]:
     proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--json", "--user", user,
                            "--unit", str(UNIT), *args], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert "posd.drivers" not in proc.stderr, proc.stderr  # a device's state is a finding, not a log line too
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -190,6 +194,34 @@ def test_central_down_is_named_layer_by_layer(tmp_path, central, start_lane):
     assert [one(report, f"central.{c}")["result"] for c in ("tls", "signature", "clock")] == ["skip"] * 3
     told = one(report, "daemon.central_unreachable")
     assert told["result"] == "warn" and "Brak połączenia z centralą" in told["message"]
+
+
+def test_a_central_that_hangs_up_unanswered_is_not_said_to_lack_a_date_header(tmp_path):
+    """Doctor told store IT "central sent no Date header" after central had sent nothing at all."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        stop = threading.Event()
+
+        def hang_up() -> None:
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    conn, _ = listener.accept()
+                    conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        try:
+            cfg = lane_config(tmp_path / "lane", central_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                              printer="none", port=free_port(), secret="x")
+            _, report = doctor(cfg)
+        finally:
+            stop.set()
+    assert one(report, "central.tcp")["result"] == "ok"
+    assert (one(report, "central.signature")["result"], one(report, "central.signature")["code"]) == \
+        ("fail", "signature_error")
+    clock = one(report, "central.clock")
+    assert clock["result"] == "skip" and "Date" not in clock["message"]
 
 
 def test_a_clock_skew_is_named_with_its_size(tmp_path):

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from posd.config import ConfigError
 from posd.doctor import Context, Finding
 from posd.sync.lane.client import CentralClient
-from posd.sync.lane.errors import CentralAuthError, CentralRequestRejected, SyncError
+from posd.sync.lane.errors import CentralAuthError, CentralRequestRejected, CentralUnavailable, SyncError
 from posd.sync.protocol import TIMESTAMP_TOLERANCE_S
 
 TIMEOUT_S = 5.0
@@ -98,6 +98,7 @@ def _signed(ctx: Context) -> list[Finding]:
                         {"what": ctx.tr("doctor.check.clock"), "reason": exc.problems[0].message})]
     with CentralClient(c.url, lane.store_id, lane.lane_id, secret, verify=c.verify_tls,
                        cert=c.cert(cfg.base_dir), timeout=(TIMEOUT_S, 10)) as client:
+        silent = False
         try:
             client.lane_head(lane.lane_id)
             found = Finding("central", "central.signature", "ok", "signature_ok", params)
@@ -107,9 +108,13 @@ def _signed(ctx: Context) -> list[Finding]:
         except CentralRequestRejected as exc:  # past the signature: central only lacks the lane call
             found = Finding("central", "central.signature", "ok" if exc.status == 404 else "fail",
                             "signature_ok" if exc.status == 404 else "signature_error", {**params, "message": str(exc)})
-        except SyncError as exc:
+        except SyncError as exc:  # no answer (a timeout, a dropped connection) or one not of the protocol
             found = Finding("central", "central.signature", "fail", "signature_error", {**params, "message": str(exc)})
+            silent = isinstance(exc, CentralUnavailable) and exc.status is None
         skew = client.last_clock_skew_s
+    if skew is None and silent:  # no answer came: no Date to read either
+        return [found, Finding("central", "central.clock", "skip", "skipped",
+                               {"what": ctx.tr("doctor.check.clock"), "reason": ctx.tr("doctor.skipped.central")})]
     return [found, _clock(skew)]
 
 

@@ -106,6 +106,7 @@ def test_each_push_fault_then_recovery_loses_and_duplicates_nothing(tmp_path, le
         if fault == "401":
             status = relay.status()
             assert status["state"] == "auth_failed" and "401" in status["last_error"]
+            assert status["central_answered"] is True  # central refused: not silence
             assert [r for r in caplog.records if getattr(r, "alert", False)], "401 must raise an alert"
         add_accruals(ledger, 2)
         drive(relay, ledger)

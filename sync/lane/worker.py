@@ -264,7 +264,9 @@ class Worker:
                 "last_success_at": _iso(self._last_success_at),
                 "last_error": self._last_error,
                 "consecutive_failures": self._failures,
-                "central_answered": self._failures > 0 and self._central_answered,
+                # a refusal that stopped sync (credentials, a restored ledger) is central's answer too
+                "central_answered": (self._failures > 0 and self._central_answered)
+                or self._state in ("auth_failed", "identity_conflict"),
                 "next_attempt_in_s": next_in,
                 "clock_skew_s": getattr(self._client, "last_clock_skew_s", None),
                 **self._extra_status(),

@@ -115,6 +115,9 @@ def test_a_quote_writes_nothing_and_the_sale_earns_what_it_said(lane):
     assert sold.json()["accrual"] == quote.json()["accrual"]
     # 53.00 PLN (18.00 + 20.00 + half of 30.00): 53 base + 26.5 gold bonus + 50 visit bonus = 129.5 -> 129
     assert quote.json()["accrual"]["points"] == {"points": 129}
+    # once the sale is recorded, a quote of it would promise what its id can no longer earn
+    late = lane.post("/v1/quotes", body)
+    assert (late.status_code, late.json()["code"]) == (409, "transaction_id_conflict"), late.text
 
 
 def test_a_quote_lists_what_the_member_could_take_off_the_basket(lane):

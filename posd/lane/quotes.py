@@ -35,10 +35,15 @@ class Quotes:
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
             "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
             "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+            "member_token_replayed", "transaction_id_conflict")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()
+        if view.sale(tx.transaction_id) is not None:
+            # the sale "right after" would answer its first answer or a conflict, not what a quote says now
+            raise LaneError("transaction_id_conflict", f"sale {tx.transaction_id} is already recorded: a quote is "
+                                                       "for a sale not recorded yet (GET its answer by posting "
+                                                       "the same sale again)")
         sale = self.sales.evaluate(tx, view)
         token = sale.ident.token if sale.ident is not None else None
         if token is not None and view.token_used(token.token_id):

@@ -9,11 +9,13 @@ metrics, and a central that is down for a while and comes back on its port.
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import random
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -22,11 +24,13 @@ from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.sync.central.faults import FAULTS
 from posd.sync.central.server import CentralServer
+from posd.sync.lane.client import CentralClient
 from posd.sync.lane.puller import SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from tests.support.central_fixture import (
     LANE_ID,
     STORE_ID,
+    SECRET,
     MemoryCache,
     default_seed,
     demo_seed,
@@ -319,6 +323,37 @@ def test_an_answer_to_the_relay_ends_the_pullers_backoff_once_and_keeps_a_429_sl
             add_accruals(ledger, 1)
             assert ledger_relay(bad, ledger).run_once() == "auth_failed"
         assert set(answered) == {1}
+
+
+def test_a_5xx_retry_after_is_kept_when_central_answers_the_lane_elsewhere(tmp_path):
+    """A central shedding load answers pushes 503 with Retry-After: 20 and pulls 200: the relay came
+    back 0.5 s later, as soon as a pull was answered, not after the 20 s central asked for."""
+    class Shedding(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"code": "unavailable", "message": "shedding load"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "20")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shedding)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = CentralClient(f"http://127.0.0.1:{server.server_address[1]}", "S001", "L01", SECRET, timeout=(2, 2))
+        with client:
+            puller = SyncPuller(client, MemoryCache(), backoff_base=0.5)
+            assert puller.run_once() == "backoff"
+            puller.central_reached()  # the relay's push got through meanwhile
+            status = puller.status()
+            assert status["state"] == "backoff" and status["next_attempt_in_s"] > 15, status
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_push_that_reaches_central_clears_unreachable_at_once_and_brings_the_pull_forward(tmp_path):

@@ -81,6 +81,16 @@ def test_a_429_with_retry_after_is_a_slot_kept_whatever_the_failure_count():
     assert policy.parked() == 300.0
 
 
+def test_a_429_with_a_retry_after_under_a_second_is_no_slot_and_backs_off():
+    """A proxy answering 429 with Retry-After: 0 (or a date past, read as 0) had the relay push about
+    22 times a second, for ever: a slot of 0 s, whatever the failure count."""
+    policy = RetryPolicy(0.5, 300.0, rng=TopRng())
+    assert [policy.failed(0.0, status=429) for _ in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert policy.failed(0.4, status=429) == 8.0
+    assert RetryPolicy(0.5, 300.0, rng=BottomRng()).failed(0.0, status=429) == 0.0  # full jitter's first draw
+    assert RetryPolicy(0.5, 300.0, rng=TopRng()).failed(1.0, status=429) == 1.1  # a one-second slot is one
+
+
 def test_at_the_cap_the_wait_is_drawn_from_its_upper_half():
     """An outage: a fleet's first contact after it is spread evenly over the cap."""
     assert backoff_delay(9, 0.5, 60.0, BottomRng()) == 30.0 and backoff_delay(9, 0.5, 60.0, TopRng()) == 60.0

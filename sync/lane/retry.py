@@ -17,6 +17,9 @@ runs. docs/sync-protocol.md (Retries) is the prose version.
   most 10 % of it, at most ``PACED_JITTER_S``), not later: a wait drawn
   from a long backoff would leave the slot empty. It still counts as a
   failure (health shows it), but its wait does not depend on the count.
+  A slot under ``MIN_SLOT_S`` (``Retry-After: 0``, a date past) is no slot:
+  that 429 backs off as any failure, or a proxy answering it would bring
+  the lane back about 20 times a second.
 - 401/403 (and an identity conflict) park the lane for
   ``auth_retry_interval``: a person must act.
 - Any Retry-After is capped at MAX_RETRY_AFTER (a far-future date must not
@@ -29,6 +32,7 @@ import random
 
 MAX_RETRY_AFTER = 3600.0
 PACED_JITTER_S = 2.0
+MIN_SLOT_S = 1.0  # HTTP's Retry-After counts whole seconds: less is no slot central handed out
 DEFAULT_BASE_S = 0.5
 DEFAULT_CAP_S = 300.0
 DEFAULT_AUTH_RETRY_S = 300.0
@@ -79,7 +83,7 @@ class RetryPolicy:
     def failed(self, retry_after: float | None = None, *, status: int | None = None) -> float:
         """The wait after a failed attempt (``status`` None: no answer at all)."""
         self.failures += 1
-        if status == 429 and retry_after is not None and self.paced_429:
+        if status == 429 and retry_after is not None and retry_after >= MIN_SLOT_S and self.paced_429:
             return paced_delay(retry_after, self.rng)
         return backoff_delay(self.failures, self.base, self.cap, self.rng, retry_after,
                              spread_at_cap=self.spread_at_cap)

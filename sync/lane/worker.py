@@ -68,6 +68,7 @@ class Worker:
         self._reported: tuple[Any, ...] | None = None
         self._interrupt = threading.Event()  # ends a backoff wait: stop(), or central reached by another part
         self._failed_status: int | None = None  # the HTTP status of the last failure (None: no answer)
+        self._failed_retry_after = False  # the last failure came with a Retry-After: its wait is central's
         self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
         self._in_step = False
 
@@ -109,8 +110,8 @@ class Worker:
             return  # this worker's own call: its outcome is recorded by its step
         with self._lock:
             if (self._in_step or self._state != "backoff" or self._brought_forward
-                    or self._failed_status == 429):
-                return  # in a step: that attempt is itself the news
+                    or self._failed_status == 429 or self._failed_retry_after):
+                return  # in a step: that attempt is itself the news; central said when to come back
             self._brought_forward = True
             self._policy.succeeded()
             self._state, self._last_error = "reconnecting", None
@@ -174,6 +175,7 @@ class Worker:
         with self._lock:
             self._state, self._last_error = "backoff", error
             self._central_answered, self._failed_status = answered, status
+            self._failed_retry_after = bool(retry_after)  # a floor central set: kept (a 503 shedding load)
             delay = self._policy.failed(retry_after, status=status)
             self._delay, self._wake_cuts_delay = delay, False
             self._next_at = time.monotonic() + delay

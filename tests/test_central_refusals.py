@@ -265,6 +265,32 @@ def test_two_provisional_enrolments_of_one_card_in_one_batch_make_one_member(cen
     assert holders == [one["member_id"]]
 
 
+def test_an_enrolment_found_by_its_phone_keeps_its_card_for_that_member(central):
+    """The same phone enrolled offline at two lanes, each with its own card: the second enrolment was
+    mapped to the first member and its card dropped. It then identified nobody, and a later enrolment
+    gave it to someone else. A card another member holds stays that member's."""
+    phone = "+48600222001"
+    answers = push(central, [enrolment(1, "P-00000000000000b1", ["2900000200012", phone], provisional=True),
+                             enrolment(2, "P-00000000000000b2", ["2900000200029", phone], provisional=True),
+                             enrolment(3, "P-00000000000000b3", ["2900000200036"], provisional=True),
+                             enrolment(4, "P-00000000000000b4", ["+48600222004", "2900000200036"],
+                                       provisional=True)], batch_id="B-e1")
+    assert [a[1] for a in answers] == ["accepted"] * 4
+    first, second = central.store.member("P-00000000000000b1"), central.store.member("P-00000000000000b2")
+    assert first["member_id"] == second["member_id"]
+    assert sorted(first["identifiers"]) == sorted(["2900000200012", "2900000200029", phone])
+    later = push(central, [enrolment(5, "P-00000000000000b5", ["2900000200012"], provisional=True)],
+                 batch_id="B-e2")
+    assert later[0][1] == "accepted" and central.store.member("P-00000000000000b5")["member_id"] == first["member_id"]
+    third, fourth = central.store.member("P-00000000000000b3"), central.store.member("P-00000000000000b4")
+    assert third["member_id"] == fourth["member_id"]  # found by the card: the phone joins that member
+    holders = {}
+    for m in central.store.member_changes(STORE_ID, 0, 100)[0]:
+        for identifier in m["identifiers"]:
+            holders.setdefault(identifier, []).append(m["member_id"])
+    assert all(len(who) == 1 for who in holders.values()), holders
+
+
 def authorise(central, request: dict[str, Any]) -> dict[str, Any]:
     path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
     body = json.dumps(request).encode()

@@ -795,8 +795,11 @@ class _BatchWork:
             member_id = known
         else:
             member_id = self._holder(event.get("identifiers")) or self._new_member_id()
-            if self._load(member_id) is None:
+            member = self._load(member_id)
+            if member is None:
                 self._create(member_id, event)
+            else:
+                self._add_identifiers(member, event)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
             # a birthday year a lane claimed under the provisional id before central named the member
@@ -806,6 +809,17 @@ class _BatchWork:
             self.aliases[provisional] = member_id  # later events of this batch naming it reach the member
         self.enrolled[seq] = member_id
         return member_id
+
+    def _add_identifiers(self, member: dict[str, Any], event: dict[str, Any]) -> None:
+        """An enrolment found its member by one identifier (the phone, enrolled again at another lane
+        while offline): its other identifiers are that member's too, as long as no other member holds
+        them. A card given at the first lane would otherwise identify nobody once the lane's cache had
+        the member, and could be enrolled for someone else."""
+        held = member["identifiers"]
+        for identifier in _identifiers(event):
+            if identifier not in held and self._holder([identifier]) is None:
+                held.append(identifier)
+                self.claimed[identifier] = member["member_id"]
 
     def _create(self, member_id: str, event: dict[str, Any]) -> dict[str, Any]:
         """A member a member_enrolled event creates; its identifiers are its own from now on."""

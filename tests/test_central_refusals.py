@@ -221,6 +221,20 @@ def test_points_in_a_currency_the_program_does_not_have_are_bad_points(central):
     assert all(set(m["balances"]) <= {"points"} for m in members)
 
 
+def test_a_currency_an_earlier_program_had_is_not_bad_points(central):
+    """A program renaming a currency: a sale rung under the program before (a lane offline through
+    the change, or before its next poll) was rejected whole for good, its other points lost too."""
+    program, _ = central.store.program()
+    renamed = {**program, "version": program["version"] + "-next",
+               "currencies": [{**c, "code": "points2"} if c["code"] == "points" else c
+                              for c in program["currencies"]]}
+    central.store.set_program(renamed)
+    events = [make_event(1, points={"points": 5}), make_event(2, points={"points2": 7}),
+              make_event(3, points={"c0": 5})]
+    assert push(central, events) == [(1, "accepted", None), (2, "accepted", None), (3, "rejected", "bad_points")]
+    assert central.store.member("M0001")["balances"] == {"points": 1845, "points2": 7}
+
+
 @pytest.mark.parametrize("identifiers", [[None], [2900000000179], ["2900000000179", {"a": 1}], "2900000000179"])
 def test_identifiers_that_are_not_strings_are_malformed(central, identifiers):
     assert push(central, [enrolment(1, "M0100", identifiers)]) == [(1, "rejected", "malformed_event")]

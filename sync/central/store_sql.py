@@ -156,10 +156,23 @@ class SqlStore:
             return self._save_program(conn, program)
 
     def _save_program(self, conn: Any, program: dict[str, Any]) -> str:
+        # Every currency a program central published had: an event computed under an earlier program
+        # (a lane offline through the change, or before its next poll) still names one it dropped.
+        known = sorted(self._currencies_in(conn) | program_currencies(program))  # the one in force's too
         text = json.dumps(program, sort_keys=True, ensure_ascii=False)
         conn.execute("INSERT INTO meta (key, value) VALUES ('program', ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (text,))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('program_currencies', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (json.dumps(known),))
         return self._program_in(conn)[1] or ""
+
+    @staticmethod
+    def _currencies_in(conn: Any) -> set[str]:
+        """The currencies of every program central published (the program in force's included)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'program_currencies'").fetchone()
+        known = set(json.loads(row["value"])) if row is not None else set()
+        current = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
+        return known | (program_currencies(json.loads(current["value"])) if current is not None else set())
 
     def _program_in(self, conn: Any) -> tuple[dict[str, Any] | None, str | None]:
         """The program lanes get: as seeded, with central's member-token keys that are not
@@ -495,7 +508,8 @@ class SqlStore:
             reused = _delivered_ids(conn, store_id, lane_id, run)
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at, reused)
             work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
-                              holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]))
+                              holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]),
+                              currencies=self._currencies_in(conn))
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
             work.preload(touched)
@@ -640,7 +654,7 @@ class _BatchWork:
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
     def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
-                 holder_sql: str, lock: Any) -> None:
+                 holder_sql: str, lock: Any, currencies: set[str] | None = None) -> None:
         self.conn = conn
         self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
         self.lock = lock  # lock one more member (one an enrolment found by its identifier)
@@ -656,8 +670,8 @@ class _BatchWork:
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
         self.claimed: dict[str, str] = {}  # identifier -> member created by this batch (not in the table yet)
-        codes = [c.get("code") for c in program.get("currencies", []) if isinstance(c, dict)]
-        self.currencies = set(codes) if codes else None  # None: no program to check against
+        # the currencies an event may name: every program's, not the one in force only (None: no program)
+        self.currencies = (currencies or set()) | program_currencies(program) or None
         self.new_lots: list[tuple[Any, ...]] = []  # credits of members who owe nothing, inserted together
         # A member whose lots only gained credits this batch (no debit, no debt, not new) publishes its
         # balance as stored plus the credits still unexpired now: the same figure lot_balances would sum
@@ -898,6 +912,10 @@ class _BatchWork:
             "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
             [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
+
+
+def program_currencies(program: dict[str, Any]) -> set[str]:
+    return {c["code"] for c in program.get("currencies", []) if isinstance(c, dict) and isinstance(c.get("code"), str)}
 
 
 def coupon_kinds(program: dict[str, Any]) -> dict[str, str]:

@@ -287,6 +287,9 @@ def test_parse_results():
         {"batch_id": "B", "results": [{"seq": 1, "status": {"is": "accepted"}}]},  # not text: no lookup
         {"batch_id": "B", "results": [{"seq": 1, "status": ["accepted"]}]},
         {"results": [{"seq": 1, "status": "rejected", "code": 5}]},
+        # a rejection without its code: set aside for good, or retried? Not a guess the lane makes
+        {"batch_id": "B", "results": [{"seq": 1, "status": "rejected"}]},
+        {"batch_id": "B", "results": [{"seq": 1, "status": "rejected", "code": ""}]},
         {"batch_id": "other", "results": []},
     ],
 )

@@ -237,6 +237,8 @@ def parse_results(answer: Any, *, batch_id: str | None = None) -> list[EventResu
         if code is not None and not isinstance(code, str):
             raise CentralProtocolError("result code must be a string")
         rejected = item["status"] == "rejected"
+        if rejected and not code:  # the code says whether to retry or set it aside: no guess at either
+            raise CentralProtocolError(f"rejected result without a code: {str(item)[:120]}")
         flag = item.get("flag")
         if flag is not None and not isinstance(flag, str):
             raise CentralProtocolError("result flag must be a string")

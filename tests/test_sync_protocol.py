@@ -184,6 +184,22 @@ def test_malformed_batches(body):
     assert err.value.code == "malformed_batch"
 
 
+def test_a_gzip_body_of_several_members_is_one_batch():
+    """RFC 1952: a gzip file may be several members one after another (a writer flushing as it goes,
+    `cat a.gz b.gz`); their data joined is the body. A second member with nothing of gzip is not."""
+    text = json.dumps({"batch_id": "B", "events": [make_event(1), make_event(2)]}).encode()
+    cut = len(text) // 3
+    body = gzip.compress(text[:cut]) + gzip.compress(text[cut:2 * cut]) + gzip.compress(text[2 * cut:])
+    batch_id, events = p.decode_batch(body)
+    assert batch_id == "B" and [e["seq"] for e in events] == [1, 2]
+    with pytest.raises(BatchError) as err:
+        p.decode_batch(gzip.compress(text[:cut]) + gzip.compress(text[cut:]) + b"\x1f\x8b")  # a cut member
+    assert err.value.code == "malformed_batch"
+    with pytest.raises(BatchError) as err:  # a bomb split in members is still counted whole
+        p.decode_batch(gzip.compress(b" " * 600_000) + gzip.compress(b" " * 600_000), max_bytes=1_000_000)
+    assert err.value.code == "batch_too_large"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000))
 def test_decode_batch_never_crashes_on_random_bytes(data):

@@ -39,6 +39,9 @@ def encode_batch(batch_id: str, events: list[dict[str, Any] | str]) -> bytes:
     return gzip.compress(batch_json(batch_id, events), compresslevel=6, mtime=0)
 
 
+MAX_GZIP_MEMBERS = 64  # more members than any writer makes: each costs a header's work, not a byte of data
+
+
 def decode_batch(
     body: bytes, *, max_bytes: int = MAX_BATCH_BYTES, max_events: int = MAX_BATCH_EVENTS,
     loads: Callable[[bytes], Any] = json.loads,
@@ -53,15 +56,23 @@ def decode_batch(
     each event's content is checked by validate_event, since a bad event is
     answered per event, not by refusing the batch.
     """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container only
-    try:
-        raw = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise BatchError("malformed_batch", "body is not gzip") from exc
-    if len(raw) > max_bytes or inflater.unconsumed_tail:
-        raise BatchError("batch_too_large", f"batch is over {max_bytes} bytes uncompressed")
-    if not inflater.eof or inflater.unused_data:
-        raise BatchError("malformed_batch", "gzip stream is truncated or has trailing data")
+    raw, rest, members = b"", body, 0
+    while True:  # a gzip file may hold several members, one after another (RFC 1952): their data joined
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container only
+        try:
+            raw += inflater.decompress(rest, max_bytes + 1 - len(raw))
+        except zlib.error as exc:
+            raise BatchError("malformed_batch", "body is not gzip") from exc
+        members += 1
+        if len(raw) > max_bytes or inflater.unconsumed_tail:
+            raise BatchError("batch_too_large", f"batch is over {max_bytes} bytes uncompressed")
+        if not inflater.eof:
+            raise BatchError("malformed_batch", "gzip stream is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            break
+        if not rest.startswith(b"\x1f\x8b") or members >= MAX_GZIP_MEMBERS:
+            raise BatchError("malformed_batch", "gzip stream has trailing data")
     try:
         doc = loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -131,6 +131,22 @@ def test_a_retried_voucher_use_gets_its_first_answer(lane):
     assert again.replayed and again.response == first.response
 
 
+def test_a_platforms_short_or_odd_member_id_is_found_by_the_pos(lane):
+    """The sync protocol lets a platform's member ids be any text up to 128 characters: X1, 42 or
+    an id with @ were unknown_member at the lane, by id, in a sale and in a redemption alike. They
+    are found as member ids; never as a card's code."""
+    lane.context.cache.apply_member_changes([
+        {"member_id": mid, "display_name": mid, "tier": "basic", "identifiers": [f"CARD-{i}"],
+         "balances": {"points": 0}} for i, mid in enumerate(("X1", "42", "anna@shop"))], "3")
+    for mid in ("X1", "42", "anna@shop", " 42 "):
+        assert lane.members.find(mid).member.member_id == mid.strip()
+    answer = run(lane.sales.record_sale(sale("T-42", "42", 20000))).response
+    assert answer["member_id"] == "42" and answer["accrual"]["points"]["points"] > 0
+    with pytest.raises(LaneError) as err:
+        lane.members.find("X9")
+    assert err.value.code == "unknown_member"
+
+
 def test_a_member_not_active_uses_no_voucher_or_coupon(lane):
     """Eligibility is checked at every burn: a blocked member's voucher (named or not) and a campaign
     coupon for them are member_ineligible at validate and at use, and nothing is written."""

@@ -161,7 +161,10 @@ class Members:
         if kind != "member_code" or not code:
             phone = phone_e164(raw, self.country) if kind == "invalid" else None
             if phone is None:
-                return _Refused("unknown_member", code or "")
+                # Not a code a card carries, but a platform's member id may be any text (X1, 42, an id
+                # with @ or #): named by the POS, it is looked up as a member id, never as a card's code.
+                member = self.by_id(raw.strip()) if kind == "invalid" and how == "typed" and raw.strip() else None
+                return Identification(member, how) if member is not None else _Refused("unknown_member", code or "")
             member = self.lookup(phone)  # typed with spaces or brackets: 600 123 456, +48 (600) 123-456
             return self._not_found(phone) if member is None else Identification(member, how)
         scheme = self.tokens.wallet()

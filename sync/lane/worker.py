@@ -105,18 +105,20 @@ class Worker:
         saying "unreachable") and brings the next attempt forward, once per outage: a central that
         answers others while failing this worker's route is not asked again on every answer. A slot
         central handed out (429 with Retry-After) and a parked worker (401/403, identity conflict: a
-        person must act) keep their wait."""
+        person must act) keep their wait. A 5xx's Retry-After (central shedding load) keeps its wait
+        too, but its failures are cleared: the lane is not offline (its burns still ask central)."""
         if threading.current_thread() is self._thread:
             return  # this worker's own call: its outcome is recorded by its step
         with self._lock:
             if (self._in_step or self._state != "backoff" or self._brought_forward
-                    or self._failed_status == 429 or self._failed_retry_after):
-                return  # in a step: that attempt is itself the news; central said when to come back
+                    or self._failed_status == 429):
+                return  # in a step: that attempt is itself the news
             self._brought_forward = True
             self._policy.succeeded()
             self._state, self._last_error = "reconnecting", None
-            self._delay, self._next_at = 0.0, time.monotonic()
-            self._interrupt.set()
+            if not self._failed_retry_after:  # else central said when to come back: that wait stays
+                self._delay, self._next_at = 0.0, time.monotonic()
+                self._interrupt.set()
         log.info("%s brought forward: central answered the lane again", self.activity,
                  extra={"event": f"{self.thread_name}.brought_forward"})
 

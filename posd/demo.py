@@ -110,7 +110,8 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
                   "its own [storage] dir and [api] listen, as config/demo-lane2.toml does", file=sys.stderr)
             return 2
     central = urlsplit(config.central.url)
-    addresses = [("the reference central", central.hostname or "127.0.0.1", central.port or 80)]
+    addresses = [("the reference central", central.hostname or "127.0.0.1",
+                  central.port or (443 if central.scheme == "https" else 80))]
     addresses += [(f"the lane of {path}", cfg.api.host, cfg.api.port)
                   for path, cfg in [(config_path, config), (second_lane, second)] if cfg is not None]
     for name, host, port in addresses:  # else another server's answer would pass for ours
@@ -126,7 +127,8 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
 
     def stop() -> None:
         for sig in STOP_SIGNALS:  # a second Ctrl-C while the children stop: they are being stopped
-            signal.signal(sig, lambda *_: None)
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, lambda *_: None)
         for child in reversed(children):
             if child.poll() is None:
                 child.terminate()
@@ -142,8 +144,10 @@ def run_demo(config_path: Path, seed: Path, second_lane: Path | None = None) -> 
 
     # Handlers of our own, not KeyboardInterrupt alone: a script's background job starts with SIGINT
     # ignored, and SIGHUP (the terminal closed) would end the demo and leave its children serving.
+    # A SIGHUP ignored on purpose (nohup) stays ignored, for the demo and its children.
     for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, on_signal)
     try:
         children.append(_labelled("central", [py, "-m", "posd", "central", "--listen", central.netloc,
                                               "--db", str(central_db), "--seed", str(seed)]))

@@ -313,21 +313,31 @@ def test_demo_starts_central_and_lane_and_prints_what_to_try(tmp_path):
         proc.wait(20)
 
 
+def _as_a_script_starts_it() -> None:
+    """A background job of a shell without job control (SIGINT ignored), under nohup (SIGHUP too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_the_demo_started_by_a_script_stops_everything_when_it_is_signalled_alone(tmp_path, sig):
     """A script's background job starts with SIGINT ignored: SIGINT to the demo alone left central
     and the lane serving. kill -9 of the demo left them serving too. Now SIGINT stops all (exit 0),
-    and the children end with the demo however it ends."""
+    and the children end with the demo however it ends. A SIGHUP nohup ignores stays ignored."""
     cfg, api = demo_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "posd", "demo", "--config", str(cfg),
                              "--seed", str(ROOT / "config" / "demo-seed.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            preexec_fn=_as_a_script_starts_it)
     children: list[int] = []
     try:
         assert "Demo cards:" in demo_output(proc, "Demo cards:", 60)
         children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(children) == 2  # central and the lane
+        if sig == signal.SIGINT:
+            proc.send_signal(signal.SIGHUP)  # ignored, as nohup asked
+            time.sleep(1)
+            assert proc.poll() is None and requests.get(f"http://127.0.0.1:{api}/v1/health", timeout=5).ok
         proc.send_signal(sig)
         assert proc.wait(30) == (0 if sig == signal.SIGINT else -signal.SIGKILL)
         deadline = time.monotonic() + 20

@@ -541,9 +541,14 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
             problem("api.token_file", exc.problems[0].message)
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
+    elif storage.is_symlink():  # and what it names does not exist
+        problem("storage.dir", f"{storage} is a link to {os.readlink(storage)}, which does not exist")
     elif not storage.exists():  # posd makes it at its first start: only in a folder, not under a file
         above = next((a for a in storage.parents if a.exists() or a.is_symlink()), None)
-        if above is not None and not above.is_dir():
+        if above is not None and above.is_symlink() and not above.exists():
+            problem("storage.dir", f"{storage} cannot be made: {above} is a link to {os.readlink(above)}, "
+                                   "which does not exist")
+        elif above is not None and not above.is_dir():
             problem("storage.dir", f"{storage} cannot be made: {above} is not a directory")
     return problems
 

@@ -553,7 +553,14 @@ def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
 def test_a_storage_folder_under_a_file_is_named_by_config_check(tmp_path):
     """config check said ok and posd run exited 2 (storage.dir: Not a directory)."""
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "dangling").symlink_to("/nowhere/posd")
     cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + f'\n[storage]\ndir = "{tmp_path / "dangling"}"\n')
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "is a link to /nowhere/posd, which does not exist" in proc.stderr, proc.stderr
+    cfg.write_text(GOOD + f'\n[storage]\ndir = "{tmp_path / "dangling" / "state"}"\n')
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "dangling is a link to /nowhere/posd, which does not exist" in proc.stderr
     for folder, ok in ((tmp_path / "notes.txt" / "posd", False), (tmp_path / "new" / "posd", True)):
         cfg.write_text(GOOD + f'\n[storage]\ndir = "{folder}"\n')
         proc = config_check(cfg)

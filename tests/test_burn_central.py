@@ -85,6 +85,18 @@ def test_the_lanes_own_events_central_has_not_received_count_once(central, lanes
     assert one.authorise(redemption("redemption:R2", 2800, unsynced=unsynced))["status"] == "approved"
 
 
+def test_unsynced_credits_in_a_currency_an_earlier_program_had_count(central, lanes):
+    """A push takes a currency the program before had (a sale rung before the rename); a burn's
+    authorisation counts the lane's unsynced credits in it alike, not insufficient_balance."""
+    one, _ = lanes
+    program, _ = central.store.program()
+    central.store.set_program({**program, "version": program["version"] + "-next",
+                               "currencies": [{**c, "code": "points2"} if c["code"] == "points" else c
+                                              for c in program["currencies"]]})
+    unsynced = [{"seq": 1, "points": {"points": 300}}]
+    assert one.authorise(redemption("redemption:R1", 2140, unsynced=unsynced))["status"] == "approved"
+
+
 def test_points_still_pending_are_not_spendable_at_central(central, lanes, clock):
     """A lot whose available_at is ahead counts in the published balance and not in what a burn
     may take: earned, redeemed at once, then returned would leave a voucher and a debt. The

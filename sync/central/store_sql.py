@@ -312,7 +312,7 @@ class SqlStore:
             self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
             member = _load_member(conn, member_id) if member_id else None
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
-                                                        self._program_in(conn)[0] or {})
+                                                        self._program_in(conn)[0] or {}, self._currencies_in(conn))
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])

@@ -98,7 +98,8 @@ def main(argv: list[str]) -> int:
         print(f"posd central: {exc}", file=sys.stderr)
         return 2
     try:  # before the database is touched: a central already serving there keeps its faults and seed
-        sock = bind(host, port)
+        bind(host, port).close()  # a probe: held while the database opens, lanes would wait in its
+        # backlog (PostgreSQL: up to 30 s) and be answered after they gave up (a burn's hold then kept)
     except OSError as exc:
         print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
@@ -111,20 +112,21 @@ def main(argv: list[str]) -> int:
         finally:
             store.close()
     except KeyboardInterrupt:  # Ctrl-C while it waits for the database (PostgreSQL: up to 30 s)
-        sock.close()
         print(f"posd central: interrupted while opening {_shown(args.db)}", file=sys.stderr)
         return 130
     except (ValueError, OSError, ssl.SSLError) as exc:
-        sock.close()
         print(f"posd central: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the database refused (psycopg.OperationalError, ...): say so, no traceback
-        sock.close()
         print(f"posd central: cannot open {_shown(args.db)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
-          tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
-          admission=args.admission, reservation_ttl_s=args.reservation_ttl, sock=sock)
+    try:
+        serve(args.db, host, port, workers=args.workers, pool_size=args.pool_size, log_level=args.log_level,
+              tls=tls, started=lambda url: print(f"posd central listening on {url}", flush=True),
+              admission=args.admission, reservation_ttl_s=args.reservation_ttl)
+    except OSError as exc:  # taken while the database opened
+        print(f"posd central: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -211,17 +211,16 @@ class CentralServer:
 
 def serve(db: str, host: str, port: int, *, workers: int, pool_size: int, log_level: str,
           tls: dict[str, Any], started: Any, admission: float = 0.0,
-          reservation_ttl_s: float = RESERVATION_TTL_S, sock: socket.socket | None = None) -> None:
-    """Serve until SIGINT/SIGTERM: bind (unless ``sock`` is bound already), then the app in this
-    process or ``workers`` processes. ``started(url)`` is called once the socket listens. The store
-    is already seeded. ``admission``: central's events/s for central-paced admission, shared out
-    among the workers."""
+          reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
+    """Serve until SIGINT/SIGTERM: bind, then the app in this process or ``workers`` processes.
+    ``started(url)`` is called once the socket listens. The store is already seeded.
+    ``admission``: central's events/s for central-paced admission, shared out among the workers."""
     os.environ[ENV_DB], os.environ[ENV_POOL] = db, str(pool_size)
     os.environ[ENV_ADMISSION] = str(admission / workers)
     os.environ[ENV_RESERVATION_TTL] = str(reservation_ttl_s)
     config = _config("posd.sync.central.app:create_app", host, port, factory=True, workers=workers,
                      log_level=log_level.lower(), **tls)
-    sock = sock or bind(host, port)
+    sock = bind(host, port)
     scheme = "https" if tls.get("ssl_certfile") else "http"
     shown = f"[{host}]" if ":" in host else host
     started(f"{scheme}://{shown}:{sock.getsockname()[1]}")

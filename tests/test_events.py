@@ -1,7 +1,10 @@
 """Event ids are monotonic across restarts; replay covers what a client missed."""
 
+import asyncio
 import copy
 import json
+import sys
+import threading
 import tracemalloc
 
 import pytest
@@ -71,6 +74,45 @@ def test_events_published_together_reach_the_loop_in_one_handoff_in_order():
         assert bus.published == 2  # nothing of a refused batch was published
 
     asyncio.run(main())
+
+
+def test_events_from_racing_threads_reach_the_loop_in_the_order_of_their_ids():
+    """Ids were given under the bus's lock and handed to the loop after it: a thread could hand its
+    later id over first, and a stream, which sends each id once and rising, skipped the earlier one."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    bus = EventBus(boot=1)
+    bus.bind(loop)
+    queue = asyncio.run_coroutine_threadsafe(_subscribe(bus), loop).result(5)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads change hands as often as they can
+    try:
+        def publish(n: int) -> None:
+            for _ in range(300):
+                bus.publish("device.status", {"device": f"d{n}", "state": "idle"})
+
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        publish(4)  # and the loop's own thread's neighbour, this one
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    got = asyncio.run_coroutine_threadsafe(_drain(queue, 1500), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(5)
+    loop.close()
+    assert got == sorted(got) and len(got) == 1500
+
+
+async def _subscribe(bus: EventBus) -> asyncio.Queue:
+    return bus.subscribe(maxsize=10_000)
+
+
+async def _drain(queue: asyncio.Queue, n: int) -> list[int]:
+    return [(await queue.get()).id for _ in range(n)]
 
 
 def test_sse_framing():

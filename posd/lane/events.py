@@ -105,15 +105,15 @@ class EventBus:
                 made.append(Event(id_, type_, at, _frame(id_, type_, at, data, body)))
             self._ring.extend(made)
             self.published += len(made)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                if _in_loop(loop):
-                    self._fan_out(made)
-                else:
+            # Handed to the loop under the lock, so the loop fans events out in the order of their ids
+            # from every thread (the loop's own publishes too, which wait their turn behind a device
+            # thread's): a stream sends each id once, rising, and skips one that reaches it late.
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
                     loop.call_soon_threadsafe(self._fan_out, made)
-            except RuntimeError:  # loop closing during shutdown
-                pass
+                except RuntimeError:  # loop closing during shutdown
+                    pass
         return made
 
     def _fan_out(self, events: list[Event]) -> None:
@@ -158,11 +158,4 @@ class EventBus:
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
-
-
-def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 

@@ -131,6 +131,37 @@ def test_a_retried_voucher_use_gets_its_first_answer(lane):
     assert again.replayed and again.response == first.response
 
 
+def test_credits_still_pending_are_not_offered_to_central_for_a_burn(tmp_path):
+    """A burn's authorisation lists the lane's unsynced credits: a pending one was among them, so
+    central approved redeeming points still pending, and returning the sale left a voucher and a
+    debt. Pending credits are left out, and so is a return of one (never a debit without its credit)."""
+    program = copy.deepcopy(PROGRAM)
+    program["currencies"][0]["pending_days"] = 14
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(program, "e1")
+    cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic",
+                                 "identifiers": ["CARD-m1"], "balances": {"points": 0}}], "1")
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=False, timezone="Europe/Warsaw", clock=lambda: NOW)
+    try:
+        earned = run(lane.sales.record_sale(sale("T-p1", "CARD-m1", 20000, 10000))).response
+        assert earned["accrual"]["points"]["points"] > 0
+        run(lane.sales.record_return(ReturnInput("T-p1", "R-p1", (("S1", Decimal(1)),), None, "hrp1")))
+        listed = ledger.view().unsynced_entries("m1", 0, NOW, 100)
+        assert all(e["points"].get("points", 0) == 0 for e in listed), listed
+        assert any(e["points"].get("coffee", 0) > 0 for e in listed) or not any(e["points"] for e in listed)
+        later = NOW + timedelta(days=15)  # matured: spendable, and listed with its return
+        matured = ledger.view().unsynced_entries("m1", 0, later, 100)
+        assert sum(e["points"].get("points", 0) for e in matured) == \
+            earned["accrual"]["points"]["points"] - sum(-e["points"].get("points", 0) for e in matured
+                                                        if e["points"].get("points", 0) < 0)
+        assert sum(e["points"].get("points", 0) for e in matured) > 0
+    finally:
+        cache.close()
+        ledger.close()
+
+
 def test_a_platforms_short_or_odd_member_id_is_found_by_the_pos(lane):
     """The sync protocol lets a platform's member ids be any text up to 128 characters: X1, 42 or
     an id with @ were unknown_member at the lane, by id, in a sale and in a redemption alike. They

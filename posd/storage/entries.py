@@ -241,16 +241,24 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
     """A member's entries central may not have applied yet, per event, newest first: what central
     adds to the balance it knows when it authorises a burn (docs/sync-protocol.md, authorisations).
 
-    Left out: quarantined events, lots already expired (central would add nothing for them), and
-    redemptions central reserved itself (its reservation already holds their points). ``aliases``:
-    the provisional ids central mapped to the member, whose entries are the member's.
+    Left out: quarantined events, lots already expired (central would add nothing for them), lots
+    still pending and the reversals of their sales in that currency (not spendable yet: earned,
+    redeemed at once and returned would leave a voucher and a debt; central keeps its own pending
+    lots out the same way), and redemptions central reserved itself (its reservation already holds
+    their points). ``aliases``: the provisional ids central mapped to the member, whose entries are
+    the member's.
     """
-    who, ids = member_is("e.member_id", member_id, aliases)
+    who, ids = member_is("e.member_id", member_id, aliases, param="?1")
+    mine, _ = member_is("p.member_id", member_id, aliases, param="?1")
     rows = conn.execute(
         f"""
         SELECT e.seq, e.currency, SUM(e.points) FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-        WHERE {who} AND e.seq > ? AND o.state != 'quarantined'
-          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?)
+        WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+          AND NOT (e.points > 0 AND e.expires_at IS NOT NULL AND e.expires_at <= ?3)
+          AND NOT (e.points > 0 AND e.pending_until IS NOT NULL AND e.pending_until > ?3)
+          AND NOT (e.kind = 'reversal' AND EXISTS (
+              SELECT 1 FROM ledger_entries p WHERE {mine} AND p.seq > ?2 AND p.transaction_id = e.transaction_id
+                AND p.currency = e.currency AND p.points > 0 AND p.pending_until > ?3))
           AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.seq = e.seq AND r.reservation_id IS NOT NULL)
         GROUP BY e.seq, e.currency ORDER BY e.seq DESC
         """,

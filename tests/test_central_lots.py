@@ -128,6 +128,21 @@ def test_returning_an_expired_sale_takes_its_expired_points_not_the_members_othe
     assert central.store.member("M0002")["balances"] == {"points": 420}
 
 
+def test_a_return_takes_back_its_own_lanes_sale_not_another_lanes_with_the_same_id(central, client, clock):
+    """Transaction ids are the POS's, one lane's: another lane's sale with the same id (its points
+    expired) was taken back instead, and the member kept the returned points."""
+    with make_client(central, lane_id="L02", clock=clock) as other:
+        assert push(other, accrual(1, 100, clock.now + HOUR, transaction_id="dup-1")) == ["accepted"]
+        clock.advance(2 * HOUR)  # lane 2's lot has expired
+        assert push(client, accrual(1, 500, clock.now + 60 * DAY, transaction_id="dup-1")) == ["accepted"]
+        assert central.store.member("M0002")["balances"] == {"points": 920}
+        push(client, make_event(2, member_id="M0002", type="return", transaction_id="dup-1",
+                                points={"points": -500}))
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    assert sorted(lot["remaining"] for lot in central.store.lots("M0002") if lot["transaction_id"] == "dup-1") \
+        == [0, 100]  # lane 1's lot emptied; lane 2's expired lot as it was
+
+
 def test_expiry_sweep_bumps_the_member_and_the_feed_shows_the_lower_balance(central, client, clock):
     push(client, accrual(1, 100, clock.now + HOUR))
     members, cursor, _ = client.member_changes(None, 100)

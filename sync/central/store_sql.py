@@ -742,7 +742,7 @@ class _BatchWork:
                 self.exact.add(member_id)
                 self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
-                debit(self.conn, member_id, currency, -delta, own, as_of)
+                debit(self.conn, member_id, currency, -delta, own, as_of, self.lane_key)
                 self.debtors.add(member_id)  # it may have gone into debt
             if currency == tier_points and event["type"] in ("accrual", "return") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)

@@ -334,6 +334,13 @@ def test_lot_dates(cur, earned, available, expires):
     assert got[0].tzinfo is UTC and (got[1] is None or got[1].tzinfo is UTC)
 
 
+def test_qualifying_points_never_expire_whatever_the_currency_says():
+    """Central moves `qualifying` with sales and returns only, one figure with the tier currency's
+    balance: the lane expired a qualifying lot and showed 0 while central showed 100 and a higher tier."""
+    tier = Currency("qpts", "qualifying", {}, 3, ExpiryPolicy("rolling_days", days=60))
+    assert lot_dates(tier, w(2026, 9, 25, 12)) == (w(2026, 9, 28, 12).astimezone(UTC), None)
+
+
 def test_end_of_march_is_in_summer_time():
     _, expires = lot_dates(currency("end_of_month"), w(2026, 3, 1, 9))
     assert expires == datetime(2026, 3, 31, 21, 59, 59, 999999, tzinfo=UTC)  # 23:59:59.999999 CEST

@@ -49,13 +49,17 @@ def lot_dates(currency: Currency, earned_local: datetime) -> tuple[datetime, dat
 
     Points never expire before they become spendable: when the period ends during
     the pending days, they expire at the end of the period in which they become
-    available instead.
+    available instead. A qualifying currency's points never expire: the tier moves
+    only with sales and returns, and central's ``qualifying`` figure, one with that
+    currency's balance, has no expiry (docs/program.md).
     """
     if earned_local.tzinfo is None or earned_local.utcoffset() is None:
         raise ValueError("earned_local must be aware, in the store's timezone")
     available_local = _add_days(earned_local, currency.pending_days)
     # never before the sale itself (a wall-clock day count can land in a DST fold)
     available = max(available_local.astimezone(UTC), earned_local.astimezone(UTC))
+    if currency.kind == "qualifying":
+        return available, None
     expires = _period_end(currency.expiry, earned_local)
     if expires is not None and expires < available:
         expires = _period_end(currency.expiry, available_local)

@@ -95,16 +95,14 @@ UNSYNCED_CREDIT_CAP = 10_000
 
 
 def _unreceived(conn: Any, store_id: str, lane_id: str, unsynced: list[dict[str, Any]],
-                program: dict[str, Any], known: set[str] | None = None) -> dict[str, int]:
+                program: dict[str, Any], currencies: set[str] | None) -> dict[str, int]:
     """The asking lane's events for the member that central has not consumed yet (seq above the
     lane's last_seq: everything at or below it is in the balance already, or was rejected), counted
-    only as far as central can believe them: each seq once; a credit only in a currency the program
-    has (or one it replaced had: ``known``, as a push takes them), and at most what one sale can earn
-    there (the program's ``transaction_caps``, else UNSYNCED_CREDIT_CAP); a debit in full."""
+    only as far as central can believe them: each seq once; a credit only in one of ``currencies``
+    (every program's central published, as a push takes them; None: no program), and at most what one
+    sale can earn there (the program's ``transaction_caps``, else UNSYNCED_CREDIT_CAP); a debit in full."""
     row = conn.execute("SELECT last_seq FROM lanes WHERE store_id = ? AND lane_id = ?", (store_id, lane_id)).fetchone()
     last = row["last_seq"] if row else 0
-    currencies = {c.get("code") for c in program.get("currencies", []) if isinstance(c, dict)} | (known or set()) \
-        or None
     caps = program.get("transaction_caps") if isinstance(program.get("transaction_caps"), dict) else {}
     extra: dict[str, int] = {}
     seen: set[int] = set()
@@ -155,7 +153,7 @@ def _check_voucher(conn: Any, request: dict[str, Any], rid: str, now: float) -> 
 
 def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: str,
               request: dict[str, Any], now: float, ttl_s: float, program: dict[str, Any],
-              currencies: set[str] | None = None) -> tuple[dict[str, Any], bool]:
+              currencies: set[str] | None) -> tuple[dict[str, Any], bool]:
     """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed)."""
     auth_id = request["authorisation_id"]
     rid = reservation_id(store_id, lane_id, auth_id)

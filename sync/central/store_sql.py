@@ -158,7 +158,7 @@ class SqlStore:
     def _save_program(self, conn: Any, program: dict[str, Any]) -> str:
         # Every currency a program central published had: an event computed under an earlier program
         # (a lane offline through the change, or before its next poll) still names one it dropped.
-        known = sorted(self._currencies_in(conn) | program_currencies(program))  # the one in force's too
+        known = sorted((self._currencies_in(conn, self._program_in(conn)[0]) or set()) | program_currencies(program))
         text = json.dumps(program, sort_keys=True, ensure_ascii=False)
         conn.execute("INSERT INTO meta (key, value) VALUES ('program', ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (text,))
@@ -167,12 +167,13 @@ class SqlStore:
         return self._program_in(conn)[1] or ""
 
     @staticmethod
-    def _currencies_in(conn: Any) -> set[str]:
-        """The currencies of every program central published (the program in force's included)."""
+    def _currencies_in(conn: Any, program: dict[str, Any] | None) -> set[str] | None:
+        """The currencies of every program central published, ``program`` (the one in force, as read)
+        included; None before any program: nothing to check an event's currencies against."""
+        if program is None:
+            return None
         row = conn.execute("SELECT value FROM meta WHERE key = 'program_currencies'").fetchone()
-        known = set(json.loads(row["value"])) if row is not None else set()
-        current = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
-        return known | (program_currencies(json.loads(current["value"])) if current is not None else set())
+        return (set(json.loads(row["value"])) if row is not None else set()) | program_currencies(program) or None
 
     def _program_in(self, conn: Any) -> tuple[dict[str, Any] | None, str | None]:
         """The program lanes get: as seeded, with central's member-token keys that are not
@@ -311,8 +312,9 @@ class SqlStore:
             owner_id = owner["member_id"] if owner else None
             self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
             member = _load_member(conn, member_id) if member_id else None
+            program = self._program_in(conn)[0]
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
-                                                        self._program_in(conn)[0] or {}, self._currencies_in(conn))
+                                                        program or {}, self._currencies_in(conn, program))
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])
@@ -507,9 +509,10 @@ class SqlStore:
             bodies = {e["seq"]: event_text(e) for e in run}  # stored, and streamed as is
             reused = _delivered_ids(conn, store_id, lane_id, run)
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at, reused)
-            work = _BatchWork(conn, self._program_in(conn)[0] or {}, now, store_id, lane_id,
-                              holder_sql=self.HOLDER_SQL, lock=lambda m: self._lock_members(conn, [m]),
-                              currencies=self._currencies_in(conn))
+            program = self._program_in(conn)[0]
+            work = _BatchWork(conn, program or {}, now, store_id, lane_id, holder_sql=self.HOLDER_SQL,
+                              lock=lambda m: self._lock_members(conn, [m]),
+                              currencies=self._currencies_in(conn, program))
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
             work.preload(touched)
@@ -654,7 +657,7 @@ class _BatchWork:
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
     def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
-                 holder_sql: str, lock: Any, currencies: set[str] | None = None) -> None:
+                 holder_sql: str, lock: Any, currencies: set[str] | None) -> None:
         self.conn = conn
         self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
         self.lock = lock  # lock one more member (one an enrolment found by its identifier)
@@ -670,8 +673,7 @@ class _BatchWork:
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
         self.claimed: dict[str, str] = {}  # identifier -> member created by this batch (not in the table yet)
-        # the currencies an event may name: every program's, not the one in force only (None: no program)
-        self.currencies = (currencies or set()) | program_currencies(program) or None
+        self.currencies = currencies  # an event may name: every program's, not only the one in force's
         self.new_lots: list[tuple[Any, ...]] = []  # credits of members who owe nothing, inserted together
         # A member whose lots only gained credits this batch (no debit, no debt, not new) publishes its
         # balance as stored plus the credits still unexpired now: the same figure lot_balances would sum

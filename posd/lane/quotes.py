@@ -23,7 +23,7 @@ from posd.lane.errors import LaneError, raises, rule_error
 from posd.lane.members import Members
 from posd.lane.rewards import Rewards
 from posd.lane.sales import Sales, TransactionInput
-from posd.lane.vouchers import Usable, why_not
+from posd.lane.vouchers import Usable, needs_member, why_not
 from posd.storage.cache import CachedMember
 from posd.storage.tx import LedgerView
 
@@ -120,7 +120,7 @@ class Quotes:
     def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
         """member_required for a coupon anyone may use on a basket with no member; member_ineligible
         for a personal voucher, quoted without its member, whose member's account is not active."""
-        if not (v.member_id or member_id):
+        if needs_member(v, member_id):
             return "member_required"
         if member_id is None and self.rewards.holder_status(v) not in (None, "active"):
             return "member_ineligible"

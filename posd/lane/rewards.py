@@ -36,7 +36,7 @@ from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, basket_error, raises
 from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
-from posd.lane.vouchers import Usable, VoucherBook, voucher_wire
+from posd.lane.vouchers import Usable, VoucherBook, needs_member, voucher_wire
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.entries import Entry
@@ -267,8 +267,7 @@ class Rewards:
     @staticmethod
     @raises("member_required")
     def _use_key(v: Usable, member_id: str | None) -> str:
-        if not (v.member_id or member_id):
-            # central records every use against a member, so a use across lanes is caught there too
+        if needs_member(v, member_id):
             raise LaneError("member_required", "identify the member to use this coupon")
         return member_id or "" if v.campaign else ""
 

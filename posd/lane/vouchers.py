@@ -205,6 +205,12 @@ class VoucherBook:
                 and view.voucher_use(v.code, member_id if v.campaign else "", aliases) is None]
 
 
+def needs_member(v: Usable, member_id: str | None) -> bool:
+    """A coupon anyone may use, with no member named: central records every use against a member,
+    so a use across lanes is caught there too (use and validate refuse it; a quote leaves it out)."""
+    return not (v.member_id or member_id)
+
+
 def why_not(v: Usable, member_id: str | None, now: datetime, aliases: tuple[str, ...] = ()) -> str | None:
     """The code of the reason it cannot be used now by this member (``aliases``: the provisional
     ids central mapped to them), or None."""

@@ -598,12 +598,12 @@ EXCLUSIVE_SCHEMES = frozenset({"pty", "serial", "hid", "msr+serial", "msr+hid", 
 def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     """Every device path two devices name (scanners, card readers, the printer). Each repeat names the
     first use."""
-    devices = [(("scanner", i), s.url) for i, s in enumerate(config.scanner)]
-    devices += [(("card_reader", i), c.url) for i, c in enumerate(config.card_reader)]
-    devices.append((("printer",), config.printer.url))
+    devices = [(f"scanner[{i}].url", ("scanner", i, "url"), s.url) for i, s in enumerate(config.scanner)]
+    devices += [(f"card_reader[{i}].url", ("card_reader", i, "url"), c.url) for i, c in enumerate(config.card_reader)]
+    devices.append(("printer.url", ("printer", "url"), config.printer.url))
     first: dict[str, tuple[str, int | None]] = {}
     problems = []
-    for where, url in devices:
+    for key, where, url in devices:
         try:
             parsed = registry.parse_device_url(config.device_url(url))
         except ValueError:
@@ -611,8 +611,7 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         if parsed.scheme not in EXCLUSIVE_SCHEMES or not parsed.fs_path:
             continue
         path = os.path.normpath(parsed.fs_path)
-        key = ".".join(str(w) for w in where[:1]) + (f"[{where[1]}]" if len(where) > 1 else "") + ".url"
-        line = find_line(text, (*where, "url"))
+        line = find_line(text, where)
         if path in first:
             other, other_line = first[path]
             shown = f"{other} (line {other_line})" if other_line else other

@@ -228,3 +228,36 @@ def test_a_redemption_slip_never_collides_with_a_sale_slip(lane):
     run(lane.sales.record_sale(sale("D9", "CARD-m1", 60000)))  # the same id as the redemption below
     rdm = run(lane.rewards.redeem(RedemptionInput("D9", "CARD-m1", "free-coffee", None, None, "hd9")))
     assert rdm.response["slip"]["slip_id"] == "D9~r"
+
+
+def test_a_birthday_window_across_new_year_gives_the_bonus_once(tmp_path):
+    """Born on 1 January, window 3 days: a sale on 30 December and one on 2 January are near the
+    same birthday, so only the first earns the bonus; the next birthday's window earns it again."""
+    program = copy.deepcopy(PROGRAM)
+    for rule in program["rules"]:
+        if rule["type"] == "birthday":
+            rule["window_days"] = 3
+    now = datetime(2027, 1, 5, 12, tzinfo=UTC)
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(program, "e1")
+    cache.apply_member_changes([
+        {"member_id": "ny", "display_name": "N", "tier": "basic", "identifiers": ["CARD-ny"],
+         "balances": {"points": 0}, "birth_date": "1990-01-01"}], "1")
+    clock = [now]
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: clock[0])
+    try:
+        points = [run(lane.sales.record_sale(sale(tid, "CARD-ny", 2000, at=at))).response["accrual"]["points"]
+                  ["points"] for tid, at in (("D30", datetime(2026, 12, 30, 12, tzinfo=UTC)),
+                                             ("J02", datetime(2027, 1, 2, 12, tzinfo=UTC)))]
+        assert points == [220, 20]
+        clock[0] = datetime(2027, 12, 31, 12, tzinfo=UTC)  # next birthday's window, still in 2027
+        again = run(lane.sales.record_sale(sale("D31", "CARD-ny", 2000, at=clock[0] - timedelta(hours=1))))
+        assert again.response["accrual"]["points"]["points"] == 220
+        years = reader(lane.context.ledger).execute(
+            "SELECT year, transaction_id FROM birthday_awards ORDER BY year").fetchall()
+        assert [tuple(r) for r in years] == [(2027, "D30"), (2028, "D31")]
+    finally:
+        cache.close()
+        ledger.close()

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from posd.core.program import Program, Rounding
-from posd.core.rules_eval import Line, Run, compiled, earned_on, round_ratio
+from posd.core.rules_eval import Line, Run, birthday_year, compiled, earned_on, round_ratio
 
 __all__ = ["RULE_ERROR_CODES", "Accrual", "Basket", "BasketLine", "EarnContext", "RuleError", "compute_accrual",
            "earned_on", "round_points"]
@@ -82,6 +82,13 @@ class EarnContext:
     occurred_local: datetime  # aware, in the store's timezone: promotions read its wall clock
     birth_date: date | None = None
     birthday_bonus_used: bool = False  # the lane knows whether this year's bonus was given
+
+    @property
+    def birthday_year(self) -> int:
+        """The year whose birthday bonus this sale would give (the year of the birthday nearest it;
+        the sale's own year when no birth date is known)."""
+        today = self.occurred_local.date()
+        return today.year if self.birth_date is None else birthday_year(self.birth_date, today)
 
     def to_json(self) -> dict[str, Any]:
         """As stored with the sale, so a return evaluates the very same moment and member."""

@@ -324,14 +324,22 @@ class BirthdayStep(Step):
 
 
 def _near_birthday(birth: date, today: date, window_days: int) -> bool:
-    for year in (today.year - 1, today.year, today.year + 1):
-        try:
-            day = birth.replace(year=year)
-        except ValueError:  # 29 February in a common year: the 28th
-            day = date(year, 2, 28)
-        if abs((today - day).days) <= window_days:
-            return True
-    return False
+    return abs((today - _birthday_in(birth, birthday_year(birth, today))).days) <= window_days
+
+
+def birthday_year(birth: date, today: date) -> int:
+    """The year of the member's birthday nearest ``today``: the year whose bonus a sale on ``today``
+    gives, so a window across New Year is one birthday (30 December near a 1 January birthday is
+    next year's bonus, 2 January near it this year's)."""
+    return min((today.year - 1, today.year, today.year + 1),
+               key=lambda year: abs((today - _birthday_in(birth, year)).days))
+
+
+def _birthday_in(birth: date, year: int) -> date:
+    try:
+        return birth.replace(year=year)
+    except ValueError:  # 29 February in a common year: the 28th
+        return date(year, 2, 28)
 
 
 class Plan:

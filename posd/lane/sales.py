@@ -20,6 +20,7 @@ from fractions import Fraction
 from posd.core.expiry import lot_dates
 from posd.core.program import Program, parse_program
 from posd.core.rules import Accrual, Basket, BasketLine, EarnContext, RuleError, compute_accrual
+from posd.core.rules_eval import birthday_year
 from posd.faults import crash_point
 from posd.lane.birthdays import Birthdays
 from posd.lane.context import LaneContext, Recorded, earlier_answer
@@ -93,7 +94,7 @@ class Sales:
         local = occurred_at.astimezone(self.ctx.tz)
         birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
         used = member is not None and birth is not None and \
-            self.birthdays.given(member, local.year, view or self.ctx.ledger.view())
+            self.birthdays.given(member, birthday_year(birth, local.date()), view or self.ctx.ledger.view())
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
@@ -178,7 +179,7 @@ class Sales:
     async def _claim_birthday(self, sale: _Sale) -> _Sale:
         """Central first: a bonus another lane gave the member this year is not given again here."""
         if sale.member is None or not sale.accrual.birthday_bonus or \
-                await self.birthdays.claim(sale.member, sale.ctx.occurred_local.year, sale.tx.transaction_id):
+                await self.birthdays.claim(sale.member, sale.ctx.birthday_year, sale.tx.transaction_id):
             return sale
         return sale.without_birthday_bonus()
 
@@ -193,7 +194,7 @@ class Sales:
         recorded_at, occurred_at = iso(now), iso(tx.occurred_at)  # each formatted once per sale
         unit.store_program(program, recorded_at)
         if member is not None and not sale.ctx.birthday_bonus_used and sale.accrual.birthday_bonus \
-                and unit.birthday_awarded(member.member_id, sale.ctx.occurred_local.year, member.aliases):
+                and unit.birthday_awarded(member.member_id, sale.ctx.birthday_year, member.aliases):
             sale = sale.without_birthday_bonus()  # a concurrent sale got this year's bonus first
         earn, accrual = sale.ctx, sale.accrual
         seq = self._earn(unit, sale, earn, accrual, occurred_at, recorded_at) if member is not None else None
@@ -215,7 +216,7 @@ class Sales:
         }
         birthday = accrual.birthday_bonus and member is not None
         if birthday:
-            unit.award_birthday(member.member_id, earn.occurred_local.year, tx.transaction_id)
+            unit.award_birthday(member.member_id, earn.birthday_year, tx.transaction_id)
         body = unit.store_sale(
             transaction_id=tx.transaction_id, request_hash=tx.request_hash,
             member_id=member.member_id if member else None, occurred_at=occurred_at,
@@ -241,7 +242,7 @@ class Sales:
             "currency": tx.currency, "total": tx.total, "lines": [line.to_json() for line in tx.lines],
             "points": accrual.points, "program_version": accrual.program_version, "offline": sale.offline,
             "lots": {c: {"available_at": a, "expires_at": e} for c, (a, e) in lots.items()},
-            **({"birthday_award_year": earn.occurred_local.year} if accrual.birthday_bonus else {}),
+            **({"birthday_award_year": earn.birthday_year} if accrual.birthday_bonus else {}),
         })
         unit.add_entries([
             Entry("earn", member.member_id, cur, pts, tx.transaction_id, seq, occurred, recorded_at,

@@ -21,6 +21,7 @@ class Link:
     """One open connection; a driver opens one per session (scanner) or per job (printer)."""
 
     readable = True  # False: a write-only channel (a spool file), so status is never asked
+    bytes_per_s: float | None = None  # the line's own rate when the medium has one (a serial port's baud rate)
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         """Up to ``size`` bytes that arrive within ``timeout`` seconds; b"" if none.
@@ -30,8 +31,14 @@ class Link:
         raise NotImplementedError
 
     def write(self, data: bytes) -> None:
-        """Send all of ``data`` within the link's write timeout, or raise ``DeviceError``."""
+        """Send all of ``data``, or raise ``DeviceError`` when the device takes nothing for the link's
+        write timeout: the timeout bounds a stall, not the whole write, which takes as long as the
+        device needs (a Persian slip at 9600 baud: about 24 s)."""
         raise NotImplementedError
+
+    def unsent(self) -> int | None:
+        """Bytes written that the device has not taken in yet (a TCP send queue), or None: unknown."""
+        return None
 
     def read_byte(self, timeout: float) -> int | None:
         """One answer byte (a DLE EOT status), or None."""

@@ -5,14 +5,16 @@ Unplugging shows up as ``SerialException("device reports readiness to read
 but returned no data")`` or EIO, and some USB-serial adapters just go quiet:
 ``check()`` then looks for the device node itself. The port's timeout is
 set at open and changed only when a caller asks for another one (changing
-it reconfigures the port); writes have their own timeout, so a printer
-holding CTS low while its cover is open cannot hang the print worker.
+it reconfigures the port). A write fails when the port takes nothing for its
+write timeout (a printer holding CTS low while its cover is open cannot hang
+the print worker), however long the whole write takes at the line's rate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Mapping
 
 from .errors import DeviceError, ErrorMap
@@ -23,7 +25,8 @@ __all__ = ["SerialLink", "open_port"]
 
 def open_port(path: str, settings: Mapping[str, Any], *, timeout: float,
               write_timeout: float | None = None) -> SerialLink:
-    """Open ``path`` with the URL's ``baudrate``, ``bytesize``, ``parity`` and ``stopbits``."""
+    """Open ``path`` with the URL's ``baudrate``, ``bytesize``, ``parity`` and ``stopbits``.
+    ``write_timeout``: how long a write may go without the port taking a byte (None: no bound)."""
     import serial
 
     errors = ErrorMap(foreign=(OSError, ValueError), timeouts=(serial.SerialTimeoutException,))
@@ -36,15 +39,22 @@ def open_port(path: str, settings: Mapping[str, Any], *, timeout: float,
             parity=settings.get("parity", "N"),
             stopbits=settings.get("stopbits", 1),
             timeout=timeout,
-            write_timeout=write_timeout,
+            write_timeout=write_timeout,  # for a pyserial URL handler (socket://...): SerialLink.write's own
         )
         port.open()
-    return SerialLink(port, path, errors)
+    return SerialLink(port, path, errors, stall=write_timeout, took_nothing=serial.SerialTimeoutException)
 
 
 class SerialLink(Link):
-    def __init__(self, port: Any, path: str, errors: ErrorMap) -> None:
+    WRITE_CHUNK = 1024
+    POLL_S = 0.01  # a pty (or an adapter) may not say when it has room again: ask anew this often
+
+    def __init__(self, port: Any, path: str, errors: ErrorMap, *, stall: float | None = None,
+                 took_nothing: type[Exception] = TimeoutError) -> None:
         self.port, self.path, self.errors = port, path, errors
+        self.stall, self._took_nothing = stall, took_nothing
+        baud = getattr(port, "baudrate", None)
+        self.bytes_per_s = baud / 10 if isinstance(baud, (int, float)) and baud > 0 else None  # 8N1: ten bits a byte
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with self.errors("read"):
@@ -59,8 +69,29 @@ class SerialLink(Link):
 
     def write(self, data: bytes) -> None:
         with self.errors("write"):
-            self.port.write(data)
+            fd = getattr(self.port, "fd", None)  # a device node (pyserial keeps it non-blocking)
+            if self.stall is None or not isinstance(fd, int):
+                self.port.write(data)
+            else:
+                self._write_while_taken(fd, memoryview(data))
             self.port.flush()
+
+    def _write_while_taken(self, fd: int, view: memoryview) -> None:
+        """pyserial's write timeout is the whole write's (and it may raise it after writing): a slip
+        longer than it on the line failed every time, and was sent again. This writes what the port
+        takes as it takes it, and gives up only after ``stall`` seconds in which it took nothing."""
+        taken_at = time.monotonic()
+        while view:
+            try:
+                n = os.write(fd, view[:self.WRITE_CHUNK])  # what the port took now
+            except BlockingIOError:  # no room
+                n = 0
+            if n:
+                view, taken_at = view[n:], time.monotonic()
+            elif time.monotonic() - taken_at >= self.stall:  # type: ignore[operator]
+                raise self._took_nothing("Write timeout")
+            else:
+                time.sleep(self.POLL_S)
 
     def drain(self) -> None:
         with contextlib.suppress(OSError):

@@ -1,16 +1,20 @@
 """TCP links: a printer's raw port (9100) or a scanner bridge, ``tcp://HOST:PORT``.
 
 Any socket error means the peer cannot be reached (``offline``): refused,
-reset, unreachable, timed out. Writes are bounded by the link's timeout (a
-printer whose buffer stays full must not hang the print worker); reads wait
-with ``select`` and never block beyond the timeout they are given.
+reset, unreachable, timed out. A write fails when the peer takes nothing for
+the link's timeout (a printer whose buffer stays full must not hang the print
+worker), however long the whole write takes; reads wait with ``select`` and
+never block beyond the timeout they are given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import select
 import socket
+import struct
+import termios
 
 from .errors import DeviceError, ErrorMap
 from .link import READ_CHUNK, Link
@@ -45,9 +49,18 @@ class TcpLink(Link):
         return data
 
     def write(self, data: bytes) -> None:
+        view = memoryview(data)
         with ERRORS("send"):
             self.sock.settimeout(self.timeout)
-            self.sock.sendall(data)
+            while view:  # send, not sendall: sendall's timeout is the whole write's, a stall's here
+                view = view[self.sock.send(view):]
+
+    def unsent(self) -> int | None:
+        """The send queue: bytes not yet acknowledged by the peer (SIOCOUTQ)."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except (OSError, ValueError):
+            return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -21,6 +21,7 @@ lives in ``escpos_render``; ``preview://`` in ``printer_preview``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from posd.core.slip_doc import SlipDocument
@@ -79,10 +80,13 @@ class LinkPrinter(EscposPrinter):
     # The status asked after a job waits in line behind the job's bytes (in the socket, the printer's
     # input buffer): the first answer may take as long as a slow printer needs to take in the whole
     # job. Waiting only STATUS_TIMEOUT_S called a slow printer lost and printed the slip again, six
-    # times over for a Persian raster slip at 20 KB/s. A printer that takes in less than this many
-    # bytes a second, or goes quiet after the job, is still reported offline after the wait.
+    # times over for a Persian raster slip at 20 KB/s. So posd first waits while the link's send
+    # queue still shrinks (TCP: the printer is taking the job in, however slowly), then for the
+    # answer as long as the bytes sent take at this rate, or at a serial line's own rate when that is
+    # slower. A printer that goes quiet after the job is still reported offline after the wait.
     AFTER_JOB_BYTES_PER_S = 5000.0
     AFTER_JOB_MAX_WAIT_S = 60.0
+    TAKE_IN_MAX_WAIT_S = 600.0  # the send queue shrinking this long: a printer taking in bytes a second
 
     def _configure(self) -> None:
         super()._configure()
@@ -133,13 +137,32 @@ class LinkPrinter(EscposPrinter):
         link, self._link = self._link, None
         if link is None:
             return None
-        wait = min(self.AFTER_JOB_MAX_WAIT_S, self.STATUS_TIMEOUT_S + self._sent / self.AFTER_JOB_BYTES_PER_S)
+        rate = min(self.AFTER_JOB_BYTES_PER_S, link.bytes_per_s or self.AFTER_JOB_BYTES_PER_S)
+        wait = min(self.AFTER_JOB_MAX_WAIT_S, self.STATUS_TIMEOUT_S + self._sent / rate)
         try:
+            if self.ask_status and link.readable:
+                self._wait_taken_in(link)
             return self._query(link, first_wait=wait)
         except DeviceError:
             return PrinterStatus(answered=False)  # unconfirmed: the base decides
         finally:
             link.close()
+
+    def _wait_taken_in(self, link: Link) -> None:
+        """Until the link's send queue is empty, or has not shrunk for the link's timeout: the printer
+        is still taking the job in, and the status answer is behind it."""
+        left = link.unsent()
+        start = moved = time.monotonic()
+        while left:
+            time.sleep(0.05)
+            now, still = time.monotonic(), link.unsent()
+            if still is None or now - start >= self.TAKE_IN_MAX_WAIT_S:
+                return
+            if still < left:
+                moved = now
+            elif now - moved >= self.timeout:
+                return  # the printer stopped taking bytes: its status (or its silence) says why
+            left = still
 
     def _abort_job(self) -> None:
         link, self._link = self._link, None

@@ -226,6 +226,20 @@ def test_a_slow_printer_is_waited_for_not_printed_to_twice():
     assert printer.state is DeviceState.IDLE
 
 
+def test_a_printer_taking_a_job_in_slowly_prints_it_once():
+    """A network printer with a small input buffer taking in 2,500 bytes a second: the question
+    after the job waited 0.5 s + 1 s per 5,000 bytes, less than the job took on the wire, and the
+    printer was called offline and sent the whole slip again (six copies of a Persian slip)."""
+    big = SlipDocument("S-slow", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(400)))
+    with PrinterEmulator(bytes_per_s=2500, receive_buffer=2048) as emulator:
+        printer = registry.open_printer("p", emulator.url + "?timeout=2")
+        sent = printer.print_document(big)
+        assert len(sent) > 14_000
+        emulator.wait_for_connections(1, timeout=30)
+        assert emulator.jobs == [sent] and emulator.buffer_clears == 0
+    assert printer.state is DeviceState.IDLE
+
+
 def test_each_job_is_its_own_connection():
     with PrinterEmulator() as emulator:
         printer = registry.open_printer("p", emulator.url)

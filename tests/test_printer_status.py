@@ -134,3 +134,46 @@ def test_serial_printer_on_a_pty_reads_status_and_prints(pty_pair):
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_serial_slip_longer_than_the_write_timeout_on_the_line_prints_once(pty_pair):
+    """A serial printer at 38400 baud taking in 4,800 bytes a second, write timeout 1 s, a slip of
+    about 24 KB: pyserial's write timeout is the whole write's, so the slip failed once the pty's
+    buffer was full, every time, and went out again, partly printed, until it expired. The
+    timeout now bounds a stall (the port taking nothing), and the answer after the job is waited
+    for as long as the line needs to carry the job."""
+    import os
+    import threading
+    import time
+
+    master, slave = pty_pair()
+    received = bytearray()
+    stop = threading.Event()
+
+    def printer_side() -> None:  # reads at about the line's rate; answers DLE EOT n as it reaches it
+        import select
+
+        tail = b""
+        while not stop.is_set():
+            if not select.select([master], [], [], 0.05)[0]:
+                continue
+            data = os.read(master, 480)
+            received.extend(data)
+            seen = tail + data
+            for i in range(len(seen) - 2):
+                if seen[i:i + 2] == b"\x10\x04" and i + 2 >= len(tail):
+                    os.write(master, bytes([status_byte("online", seen[i + 2])]))
+            tail = seen[-2:]
+            time.sleep(0.1)
+
+    big = SlipDocument("S-serial", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(600)))
+    thread = threading.Thread(target=printer_side, daemon=True)
+    thread.start()
+    try:
+        printer = registry.open_printer("p", f"serial://{os.ttyname(slave)}?baudrate=38400&timeout=1")
+        sent = printer.print_document(big)
+        assert len(sent) > 22_000 and printer.state is DeviceState.IDLE
+        assert bytes(received).count(sent) == 1
+    finally:
+        stop.set()
+        thread.join(5)

@@ -65,9 +65,11 @@ class PrinterEmulator:
         max_job_bytes: int = 16 * 1024 * 1024,
         idle_timeout: float = 10.0,
         bytes_per_s: float | None = None,
+        receive_buffer: int | None = None,
     ) -> None:
         self.state = state
         self.bytes_per_s = bytes_per_s  # a slow printer: takes in at most this many bytes a second
+        self.receive_buffer = receive_buffer  # a printer's small input buffer (SO_RCVBUF), not loopback's
         self.respond_to_status = True
         self.max_job_bytes = max_job_bytes
         self.idle_timeout = idle_timeout  # a connection silent this long is closed
@@ -82,11 +84,20 @@ class PrinterEmulator:
         self._powered.set()
         self._lock = threading.Condition()
         self._stop = threading.Event()
-        self._server: socket.socket | None = socket.create_server((host, port))
+        self._server: socket.socket | None = self._listen(host, port)
         self._server.settimeout(0.1)
         self.host, self.port = self._server.getsockname()[:2]
         self._thread = threading.Thread(target=self._serve, name="printer-emulator", daemon=True)
         self._thread.start()
+
+    def _listen(self, host: str, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.receive_buffer is not None:  # before listen: accepted connections inherit it, window included
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        sock.bind((host, port))
+        sock.listen()
+        return sock
 
     # -- faults ------------------------------------------------------------
     def fail_after(self, n_bytes: int, state: str, *, drop: bool = False) -> None:
@@ -108,7 +119,7 @@ class PrinterEmulator:
     def power_on(self, state: str = "online") -> None:
         with self._lock:
             if self._server is None:
-                self._server = socket.create_server((self.host, self.port))
+                self._server = self._listen(self.host, self.port)
                 self._server.settimeout(0.1)
             self.state = state
             self._powered.set()

@@ -301,7 +301,10 @@ class _SlipRenderer:
             modules = None
         module = self.dots // (len(modules) + 2 * codes.BAR_QUIET) if modules else 0
         if modules and module < 2:  # too long for this paper as bars: a QR still scans
-            return self.qr(QRCode(block.data, size=4))
+            if self.qr(QRCode(block.data, size=4)):  # and under it the code, as under bars
+                self.style("center", False, False)
+                self._send_lines([_clean(block.data)[: self.columns]], None)
+            return None
         feature = "barcodeB" if block.symbology == "CODE128" else "barcodeA"
         if modules and self.p.profile.supports(feature):
             return self._native_barcode(block, min(module, 3))
@@ -327,7 +330,8 @@ class _SlipRenderer:
                         self.doc.slip_id, block.symbology, type(exc).__name__)
             self._send_lines([_clean(block.data)[: self.columns]], None)
 
-    def qr(self, block: QRCode) -> None:
+    def qr(self, block: QRCode) -> bool:
+        """The QR symbol (True), or its data as text on a printer that can draw neither (False)."""
         self.style("center", False, False)
         side = len(codes.qr_matrix(block.data)) + 2 * codes.QR_QUIET
         size = max(1, min(block.size, 16, self.dots // side))
@@ -339,6 +343,8 @@ class _SlipRenderer:
             self.image(codes.qr_image(codes.qr_matrix(block.data), size), align="center")
         else:
             self._send_lines([_clean(block.data)[: self.columns]], None)
+            return False
+        return True
 
     def code_page_table(self, block: CodePageTable) -> None:
         """Bytes 0x80-0xFF under ``ESC t slot``, 16 to a row, or the sample in that slot's page."""

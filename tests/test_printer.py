@@ -379,3 +379,14 @@ def test_emulator_answers_dle_eot_with_epson_bits():
     assert emulator.raw == [b"\x10\x04\x01\x10\x04\x02\x10\x04\x04"]
     assert emulator.jobs == []  # status questions are not a print job
     assert status_byte("online", 1) == 0x12 and status_byte("paper_near_end", 4) == 0x1E
+
+
+@pytest.mark.parametrize("profile", ["NT-5890K", "simple"])
+def test_a_barcode_too_long_for_the_paper_prints_its_code_under_the_qr_it_becomes(profile):
+    """On 58 mm paper a voucher's Code 128 is too wide as bars and prints as a QR: without its code
+    in text under it, as bars have, a laser scanner and a cashier typing it had nothing to read."""
+    code = "VHD5RF65NR8HA"
+    data = render_slip(SlipDocument("S-58", "en", blocks=(Barcode(code, "CODE128"),)), profile, 58)
+    text = escpos_to_text(data, columns_for(profile, 58), code_pages=profile_code_pages(profile))
+    assert b"\x1dk" not in data and ("[image " in text or b"\x1d(k" in data)  # a QR, native or drawn
+    assert text.count(code) == 1, text

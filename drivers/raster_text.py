@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
@@ -48,19 +50,80 @@ def font(kind: str, bold: bool, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT_DIR / name), size, layout_engine=ImageFont.Layout.RAQM)
 
 
+@functools.lru_cache(maxsize=4096)
+def _drawn_by(kind: str, ch: str) -> bool:
+    """Does the font have a glyph for ``ch`` (spaces and format characters, such as Persian's ZWNJ,
+    need none)? A missing glyph draws the font's .notdef, as a code point no font has does."""
+    if unicodedata.category(ch) in ("Zs", "Cf", "Cc", "Mn"):
+        return True
+    face = font(kind, False, _ARABIC_SIZE)
+    missing = face.getmask("\U0010fffd")
+    mask = face.getmask(ch)
+    return not (mask.size == missing.size and bytes(mask) == bytes(missing))
+
+
+# A piece of a line drawn in one call: its text (logical order), font, direction and language.
+_Piece = tuple[str, ImageFont.FreeTypeFont, str, "str | None"]
+
+
 class _Run:
-    """One string with the font and direction it is drawn in."""
+    """One string with the font and direction it is drawn in.
+
+    Vazirmatn draws Arabic script and Latin but no Cyrillic, Greek or symbols such as ✓: a name in
+    those on a Persian slip, or beside Persian words, came out blank. A line holding characters
+    Vazirmatn lacks and DejaVu Sans Mono has is drawn in pieces, each in the font that has it, laid
+    out in the line's direction (runs of one direction keep their order; the line's runs reverse
+    on a right-to-left line)."""
 
     def __init__(self, text: str, bold: bool, scale: int, rtl_doc: bool) -> None:
         self.text = text
         arabic = rtl_doc or has_rtl(text)
-        self.font = font("arabic" if arabic else "mono", bold, (_ARABIC_SIZE if arabic else _MONO_SIZE) * scale)
+        self.kind = "arabic" if arabic else "mono"
+        self.font = font(self.kind, bold, (_ARABIC_SIZE if arabic else _MONO_SIZE) * scale)
+        self.fallback = font("mono", bold, _MONO_SIZE * scale) if arabic else None
         self.direction = "rtl" if has_rtl(text) else "ltr"
         self.language = "fa" if self.direction == "rtl" else None
 
     def width(self, text: str | None = None) -> int:
-        return int(round(self.font.getlength(self.text if text is None else text, direction=self.direction,
-                                             language=self.language)))
+        return sum(self._length(piece) for piece in self.pieces(self.text if text is None else text))
+
+    @staticmethod
+    def _length(piece: _Piece) -> int:
+        text, face, direction, language = piece
+        return int(round(face.getlength(text, direction=direction, language=language)))
+
+    def pieces(self, text: str) -> list[_Piece]:
+        """``text`` as pieces in visual order, left to right; one piece when the run's font has it all."""
+        fallback = self.fallback
+        if fallback is None or all(_drawn_by(self.kind, ch) for ch in text):
+            return [(text, self.font, self.direction, self.language)]
+        segments: list[list[Any]] = []  # [text, font: 0 the run's, 1 the fallback, None spaces]
+        for ch in text:
+            # DejaVu has what Vazirmatn lacks, or at least shows its box where Vazirmatn draws nothing
+            which = None if unicodedata.category(ch) == "Zs" else int(not _drawn_by(self.kind, ch))
+            if segments and segments[-1][1] == which:
+                segments[-1][0] += ch
+            else:
+                segments.append([ch, which])
+        directions = ["ltr" if which == 1 else "rtl" if which == 0 and has_rtl(part) else
+                      None if which is None else "ltr" for part, which in segments]
+        for i, direction in enumerate(directions):  # spaces: their neighbours', the line's between two
+            if direction is None:
+                around = {d for d in (directions[i - 1] if i else None,
+                                      directions[i + 1] if i + 1 < len(directions) else None) if d}
+                directions[i] = around.pop() if len(around) == 1 else self.direction
+        pieces: list[_Piece] = [(part, fallback if which == 1 else self.font, direction,
+                                 "fa" if direction == "rtl" else None)
+                                for (part, which), direction in zip(segments, directions)]
+        groups: list[list[_Piece]] = []  # neighbours of one direction
+        for piece in pieces:
+            if groups and groups[-1][0][2] == piece[2]:
+                groups[-1].append(piece)
+            else:
+                groups.append([piece])
+        if self.direction == "rtl":
+            groups.reverse()
+        return [piece for group in groups for piece in (reversed(group) if group[0][2] == "rtl" else group)]
 
 
 class RasterText:
@@ -140,8 +203,11 @@ class RasterText:
                 x = {"left": 0, "center": (self.width - w) // 2, "right": self.width - w}[align]
                 ascent, descent = run.font.getmetrics()
                 baseline = y + (h - (ascent + descent)) // 2 + ascent
-                draw.text((x, baseline), text, font=run.font, fill=0, anchor="ls",
-                          direction=run.direction, language=run.language)
+                for piece in run.pieces(text):
+                    part, face, direction, language = piece
+                    draw.text((x, baseline), part, font=face, fill=0, anchor="ls", direction=direction,
+                              language=language)
+                    x += run._length(piece)
             y += h
         return img.point(lambda v: 255 if v > _THRESHOLD else 0).convert("1")
 

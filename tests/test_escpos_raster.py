@@ -97,3 +97,17 @@ def test_a_persian_slip_sends_under_half_the_raster_its_lines_cover():
     sent = sum(8 + len(r.data) for r in rasters)
     assert sent < 0.5 * full_width
     assert escpos_to_png(data, dots_for("TM-T88V", 80)).height > 1000  # still the whole slip
+
+
+def _ink(img: Image.Image) -> int:
+    return img.convert("L").histogram()[0]
+
+
+@pytest.mark.parametrize("name, script", [("Олена Коваль", ""), ("Ахмед حسن", "حسن"), ("Kasia ✓ حسن", "Kasia حسن")])
+def test_a_name_in_letters_the_persian_font_lacks_is_drawn_not_dropped(name, script):
+    """Vazirmatn has no Cyrillic, Greek or ✓: a Ukrainian name on a Persian slip printed blank, and
+    beside a Persian word it vanished. Those letters are drawn in DejaVu Sans Mono, in place."""
+    rtl = RasterText(576, rtl=True)
+    drawn = _ink(rtl.columns(Columns("مشتری", name)))
+    without = _ink(rtl.columns(Columns("مشتری", script)))
+    assert drawn > without + 15, (drawn, without)  # the Cyrillic (or the ✓) added its ink

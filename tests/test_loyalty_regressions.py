@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -258,6 +259,34 @@ def test_a_birthday_window_across_new_year_gives_the_bonus_once(tmp_path):
         years = reader(lane.context.ledger).execute(
             "SELECT year, transaction_id FROM birthday_awards ORDER BY year").fetchall()
         assert [tuple(r) for r in years] == [(2027, "D30"), (2028, "D31")]
+    finally:
+        cache.close()
+        ledger.close()
+
+
+def test_tier_progress_names_the_next_tier_not_yet_reached(tmp_path):
+    """A sale whose tier points pass silver's threshold, before central moves the member up: the
+    member view and the slip said "0 points to Silver" with a full bar; they now name gold."""
+    program = copy.deepcopy(PROGRAM)
+    program["currencies"].append({"code": "tierpts", "kind": "qualifying"})
+    program["rules"].append({"id": "tier-base", "type": "base_rate", "currency": "tierpts",
+                             "rates": {"PLN": {"spend_minor": 100, "points": 1}}})
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(program, "e1")
+    cache.apply_member_changes([{"member_id": "up", "display_name": "U", "tier": "basic", "identifiers": ["CARD-up"],
+                                 "balances": {"points": 0}}], "1")
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
+    try:
+        run(lane.sales.record_sale(sale("UP1", "CARD-up", 120000)))
+        view = lane.members.member_view(cache.find_member("CARD-up"))
+        assert view["tier"]["id"] == "basic"  # central's until it moves the member up
+        assert view["progress"]["next_tier"]["id"] == "gold"
+        assert (view["progress"]["qualifying"], view["progress"]["points_needed"]) == (1200, 3800)
+        slips = [json.loads(row[0]) for row in reader(lane.context.ledger).execute("SELECT slip FROM print_jobs")]
+        assert [s["next_tier"]["points_needed"] for s in slips] == [3800]
+        assert "silver" not in json.dumps([s["next_tier"] for s in slips]).lower()
     finally:
         cache.close()
         ledger.close()

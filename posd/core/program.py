@@ -185,10 +185,12 @@ class Program:
     def tier(self, tier_id: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.tier_id == tier_id), None)
 
-    def next_tier(self, tier_id: str | None) -> Tier | None:
+    def next_tier(self, tier_id: str | None, points: int | None = None) -> Tier | None:
+        """The first tier above ``tier_id``; with ``points``, the first of them those points have not
+        reached yet (a sale's tier points may pass a threshold before central moves the member up)."""
         current = self.tier(tier_id)
         for t in self.tiers:
-            if current is None or t.threshold > current.threshold:
+            if (current is None or t.threshold > current.threshold) and (points is None or t.threshold > points):
                 return t
         return None
 

@@ -259,10 +259,11 @@ class Members:
         ctx = self.ctx
         program = ctx.program()
         tier = program.tier(member.tier) if program else None
-        nxt = program.next_tier(member.tier) if program else None
         synced = ctx.cache.state("members_synced_at") or member.updated_at
         stale = not synced or ctx.clock() - parse_iso(synced) > STALE_AFTER
         balance = self.balances(member, view)
+        progress = self.tier_progress(member, program, balance) if program else 0
+        nxt = program.next_tier(member.tier, progress) if program else None  # the next tier not reached yet
         return {
             "member_id": member.member_id,
             "display_name": member.display_name,
@@ -272,7 +273,7 @@ class Members:
                      "multiplier": show(tier.multiplier) if tier else "1"},
             "progress": None if nxt is None else {
                 "next_tier": {"id": nxt.tier_id, "name": nxt.name(ctx.locale)},
-                "qualifying": (progress := self.tier_progress(member, program, balance)),
+                "qualifying": progress,
                 "threshold": nxt.threshold,
                 "points_needed": max(0, nxt.threshold - progress),
             },

@@ -39,8 +39,8 @@ class Slips:
         ``transaction_id`` (by default the slip's id), a redemption's ``redemption_id``."""
         ctx = self.ctx
         tier = program.tier(member.tier)
-        nxt = program.next_tier(member.tier)
         progress = self.members.tier_progress(member, program, balance)  # this sale's tier points counted
+        nxt = program.next_tier(member.tier, progress)  # never "0 points to" a tier reached, not yet central's
         return SlipData(
             slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id,
             transaction_id=slip_id if transaction_id is None else transaction_id, redemption_id=redemption_id,

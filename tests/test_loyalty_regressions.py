@@ -287,6 +287,8 @@ def test_tier_progress_names_the_next_tier_not_yet_reached(tmp_path):
         slips = [json.loads(row[0]) for row in reader(lane.context.ledger).execute("SELECT slip FROM print_jobs")]
         assert [s["next_tier"]["points_needed"] for s in slips] == [3800]
         assert "silver" not in json.dumps([s["next_tier"] for s in slips]).lower()
+        # tier points under any code are the progress line, never an amount or a balance on the slip
+        assert all("tierpts" not in s["earned"] and "tierpts" not in s["balance"] for s in slips), slips
     finally:
         cache.close()
         ledger.close()

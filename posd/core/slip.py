@@ -47,8 +47,9 @@ class SlipData:
       + pending), ``pending`` the part central has not confirmed yet (shown
       only above zero: points spent here and not sent yet only lower the
       balance; a "confirmed" figure above it would confuse). Currencies
-      earned 0 are left out, and so is
-      ``qualifying`` (tier points: shown as the progress to the next tier).
+      earned 0 are left out, and so are tier points (a currency of kind
+      ``qualifying``, which the lane leaves out; a stored slip's currency coded
+      ``qualifying`` too): they show as the progress to the next tier.
     - ``next_tier``: ``{"name": Localized, "points_needed": int}`` and,
       optionally, ``"threshold": int`` (its qualifying points) to draw a
       progress bar; ``None`` in the top tier (``tier_name`` set) or without tiers.

@@ -38,6 +38,10 @@ class Slips:
         catalogs have it (the lane's language next). A slip says the ids the POS knows: the sale's
         ``transaction_id`` (by default the slip's id), a redemption's ``redemption_id``."""
         ctx = self.ctx
+        # Tier points, whatever the program calls them, show as the progress to the next tier only.
+        tier_points = {c.code for c in program.currencies if c.kind == "qualifying"}
+        earned = {c: n for c, n in earned.items() if c not in tier_points}
+        shown = {c: b for c, b in balance.items() if c not in tier_points}
         tier = program.tier(member.tier)
         progress = self.members.tier_progress(member, program, balance)  # this sale's tier points counted
         nxt = program.next_tier(member.tier, progress)  # never "0 points to" a tier reached, not yet central's
@@ -47,8 +51,8 @@ class Slips:
             member_name=member.display_name, kind=kind, locale=member.locale,
             occurred_at=occurred_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"),
             tier_name=(tier.names or tier.tier_id) if tier else None, earned=earned,
-            balance={c: b["total"] for c, b in balance.items()},
-            pending={c: b["pending"] for c, b in balance.items()},
+            balance={c: b["total"] for c, b in shown.items()},
+            pending={c: b["pending"] for c, b in shown.items()},
             next_tier=None if nxt is None else {"name": nxt.names or nxt.tier_id, "threshold": nxt.threshold,
                                                 "points_needed": max(0, nxt.threshold - progress)},
             breakdown=list(trace or []),

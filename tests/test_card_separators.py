@@ -100,3 +100,22 @@ def test_a_sale_with_a_card_number_behind_underscores_or_en_dashes_is_refused_an
                 assert needle.encode() not in data, (path.name, needle)
     assert "4111" not in lane.log.read_text()
     assert not [e for e in central.store.events("S001", "L01") if e.get("transaction_id", "").startswith("T-card")]
+
+
+def test_any_run_of_separators_and_digits_around_a_card_number_are_still_caught():
+    """More than three separators between groups inside a longer text, a card number followed by
+    its expiry, or zero-padded: each was stored, synced, printed and streamed."""
+    for text in ("Jan 4111    1111    1111    1111", "x 4111\t\t\t\t1111 1111 1111",
+                 "x 4111 .. 1111 .. 1111 .. 1111", "Jan 4111 - - 1111 1111 1111",
+                 "x 4111\u200b\u200b\u200b\u200b111111111111", "41111111111111112512",
+                 "0004111111111111111", "note 00005555555555554444 end"):
+        assert is_card_data(text) and identify_code(text).kind == "payment_card", ascii(text)
+        body = sale_body("T1", "CARD-1")
+        body["lines"][0]["sku"] = text
+        assert find_card_data(body), ascii(text)
+
+
+def test_long_numbers_that_hold_no_card_number_pass():
+    for text in ("00000000000000123456", "12345678901234567890", "5901234123457", "000005901234123457",
+                 "2026-12-04T17:22:03.000907+00:00", "order 12 - - - 2026 - - - 500"):
+        assert not is_card_data(text), ascii(text)

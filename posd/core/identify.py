@@ -25,9 +25,9 @@ _ASCII_DIGIT = re.compile(r"[0-9]")
 # What a person or a POS puts between a card number's digit groups: anything that is neither a
 # letter nor a digit, in any script: spaces of every width, tabs, every Unicode dash, underscores,
 # dots, slashes, commas, bullets, invisible format characters (a zero-width space, a soft hyphen,
-# a direction mark). Up to three of them in a row ("4111 - 1111"); letters end a number.
-_SEPARATOR = re.compile(r"[\W_]{1,3}")
-_SEPARATED = re.compile(r"[0-9]+(?:[\W_]{1,3}[0-9]+)+")  # 4111–1111–1111–1111 inside a longer text
+# a direction mark), any number of them in a row ("4111 - 1111", "4111    1111"); letters end a number.
+_SEPARATOR = re.compile(r"[\W_]+")
+_SEPARATED = re.compile(r"[0-9]+(?:[\W_]+[0-9]+)+")  # 4111–1111–1111–1111 inside a longer text
 _NOT_ALNUM = re.compile(r"[\W_]+")
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
 _BRAND = re.compile(
@@ -104,6 +104,20 @@ def looks_like_pan(digits: str) -> bool:
     return luhn_ok(digits)
 
 
+def pan_in_digits(run: str) -> bool:
+    """A card number as a run of digits holds it: the whole run, the run without its leading zeros
+    (a zero-padded field), or the run but its last four digits when those read as an expiry (a card
+    number and its expiry keyed in one go: 4111111111111111 2512)."""
+    if looks_like_pan(run):
+        return True
+    if run[:1] == "0":
+        bare = run.lstrip("0")
+        if 13 <= len(bare) <= 19 and looks_like_pan(bare):
+            return True
+    return 17 <= len(run) <= 23 and ("01" <= run[-2:] <= "12" or "01" <= run[-4:-2] <= "12") \
+        and looks_like_pan(run[:-4])
+
+
 def fold_ascii(text: str) -> str:
     """Fullwidth, Persian, Arabic-Indic... digits as 0-9 (and fullwidth letters and signs as ASCII): a card
     or member number typed in any script is still one. Character by character (NFKC of the text would
@@ -127,7 +141,7 @@ def is_card_data(raw: str) -> bool:
     (a typed "card: 4111..."); never a valid EAN-13 (posd.core.identify.looks_like_pan)."""
     if raw.isascii():  # the common case, answered without the general path below (same answer)
         if raw.isdigit():  # a SKU, a card code: no separators, no track sentinels, no "+"
-            return looks_like_pan(raw)
+            return pan_in_digits(raw)
         if len(_ASCII_DIGIT.findall(raw)) < 12:  # track data needs 12 digits, a card number 13
             return False
     return _card_data_anywhere(raw)
@@ -141,9 +155,9 @@ def _card_data_anywhere(raw: str) -> bool:
     if _TYPED_PHONE.match(text) and len(_NOT_ALNUM.sub("", text)) <= E164_MAX_DIGITS:
         return False  # a phone number (enrolment): no card is written with a leading "+"
     compact = _NOT_ALNUM.sub("", text)  # typed with any separators: 4111_1111_1111_1111
-    if compact.isascii() and compact.isdigit() and looks_like_pan(compact):
+    if compact.isascii() and compact.isdigit() and pan_in_digits(compact):
         return True
-    if any(len(run) >= 13 and looks_like_pan(run) for run in _DIGITS.findall(text)):
+    if any(len(run) >= 13 and pan_in_digits(run) for run in _DIGITS.findall(text)):
         return True
     for match in _SEPARATED.finditer(text):  # groups joined, wherever a card number could start
         groups = _SEPARATOR.split(match.group())

@@ -146,3 +146,22 @@ def test_a_code_longer_than_any_code_is_refused_wherever_codes_are_listed(tmp_pa
         resp = lane.post(route, body)
         assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request"), (route, resp.text)
         assert long not in resp.text
+
+
+def test_a_body_not_in_utf8_is_refused_not_read_as_json_would(tmp_path, central, start_lane):
+    """RFC 8259: JSON is sent in UTF-8. A sale in UTF-16 or UTF-32, or in UTF-8 with a byte order
+    mark, was read (json.loads detects them) and recorded; it is 422 invalid_request, nothing kept."""
+    import json
+
+    lane = start_lane(tmp_path / "lane")
+    text = json.dumps(sale_body("T-utf16-1"))
+    for i, body in enumerate((text.encode("utf-16"), text.encode("utf-16-le"), text.encode("utf-32"),
+                              b"\xef\xbb\xbf" + text.encode())):
+        for route in ("/v1/transactions", "/v1/transactions?via=standard"):
+            resp = requests.post(lane.base + route, data=body, timeout=10,
+                                 headers={**lane.headers(), "Content-Type": "application/json"})
+            assert (resp.status_code, resp.json().get("code")) == (422, "invalid_request"), (i, route, resp.text)
+    assert lane.post("/v1/transactions", sale_body("T-utf8-1")).status_code == 200
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert [r[0] for r in db.execute("SELECT transaction_id FROM transactions")] == ["T-utf8-1"]

@@ -242,10 +242,26 @@ class BodyGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, replaying(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        if not _utf8(body):  # json.loads would read UTF-16, UTF-32 and a BOM by itself
+            return await _problem(send, "invalid_request", "the body is not JSON in UTF-8 (without a byte order mark)")
+        await self.app(scope, replaying(body, receive), send)
 
     def _too_large(self) -> str:
         return f"the request body is over {self.max_body // 1024} KiB"
+
+
+def _utf8(body: bytes) -> bool:
+    """UTF-8 without a byte order mark, as RFC 8259 has JSON sent (an empty body is for the route).
+    A NUL is never in JSON text (a string holds it as \\u0000): UTF-16 and UTF-32 of ASCII are
+    valid UTF-8 otherwise, and json.loads tells them by their NULs."""
+    if body.startswith(b"\xef\xbb\xbf") or b"\x00" in body:
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 DRAIN_MAX = 64 << 20  # bytes of a refused body read away (and dropped) so the client hears the answer

@@ -335,3 +335,13 @@ def test_unsynced_credits_count_only_as_far_as_one_sale_can_earn(central):
     listed = [{"seq": 3, "points": {"points": 10**6}}, {"seq": 4, "points": {"points": -100}}]
     answer = authorise(central, redemption("redemption:R4", 2241, listed))
     assert (answer["status"], answer["available"]) == ("declined", {"points": 1840 - 11_840 + 500 - 100})
+
+
+def test_a_voucher_use_with_an_empty_code_rejects_that_event_alone(central):
+    """Its lock id was None among the members' ids: sorting them raised, the batch was a 500, and
+    the lane could never push past that seq."""
+    use = make_event(1, type="voucher_use", points={}, voucher_code="", voucher_once_per="code",
+                     authorisation_id=None, reservation_id=None)
+    answers = push(central, [use, make_event(2, points={"points": 5})])
+    assert answers[1] == (2, "accepted", None) and answers[0][1] == "rejected", answers
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 2

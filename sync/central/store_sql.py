@@ -773,8 +773,9 @@ class _BatchWork:
                 holder = self._holder(event.get("identifiers"))
                 if holder is not None:
                     ids.add(holder)
-            if event.get("type") == "voucher_use" and isinstance(event.get("voucher_code"), str):
-                ids.add(voucher_lock(event["voucher_code"]))  # two lanes' uses of one code: one at a time
+            if event.get("type") == "voucher_use" and isinstance(event.get("voucher_code"), str) \
+                    and (lock := voucher_lock(event["voucher_code"])):  # no lock for no code: its event is refused
+                ids.add(lock)  # two lanes' uses of one code: one at a time
         self.locked = ids
         return sorted(ids)
 

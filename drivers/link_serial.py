@@ -42,17 +42,16 @@ def open_port(path: str, settings: Mapping[str, Any], *, timeout: float,
             write_timeout=write_timeout,  # for a pyserial URL handler (socket://...): SerialLink.write's own
         )
         port.open()
-    return SerialLink(port, path, errors, stall=write_timeout, took_nothing=serial.SerialTimeoutException)
+    return SerialLink(port, path, errors, stall=write_timeout)
 
 
 class SerialLink(Link):
     WRITE_CHUNK = 1024
     POLL_S = 0.01  # a pty (or an adapter) may not say when it has room again: ask anew this often
 
-    def __init__(self, port: Any, path: str, errors: ErrorMap, *, stall: float | None = None,
-                 took_nothing: type[Exception] = TimeoutError) -> None:
+    def __init__(self, port: Any, path: str, errors: ErrorMap, *, stall: float | None = None) -> None:
         self.port, self.path, self.errors = port, path, errors
-        self.stall, self._took_nothing = stall, took_nothing
+        self.stall = stall
         baud = getattr(port, "baudrate", None)
         self.bytes_per_s = baud / 10 if isinstance(baud, (int, float)) and baud > 0 else None  # 8N1: ten bits a byte
 
@@ -89,7 +88,7 @@ class SerialLink(Link):
             if n:
                 view, taken_at = view[n:], time.monotonic()
             elif time.monotonic() - taken_at >= self.stall:  # type: ignore[operator]
-                raise self._took_nothing("Write timeout")
+                raise TimeoutError("write: the port took nothing")  # the ErrorMap's timeout, as pyserial's
             else:
                 time.sleep(self.POLL_S)
 

@@ -80,7 +80,10 @@ class _Run:
         arabic = rtl_doc or has_rtl(text)
         self.kind = "arabic" if arabic else "mono"
         self.font = font(self.kind, bold, (_ARABIC_SIZE if arabic else _MONO_SIZE) * scale)
-        self.fallback = font("mono", bold, _MONO_SIZE * scale) if arabic else None
+        # Only a line Vazirmatn cannot draw whole needs the fallback; a part of it (a wrapped line, a
+        # word measured) then may, and any part of a line it draws whole it draws whole too.
+        self.fallback = None if not arabic or all(_drawn_by(self.kind, ch) for ch in text) else \
+            font("mono", bold, _MONO_SIZE * scale)
         self.direction = "rtl" if has_rtl(text) else "ltr"
         self.language = "fa" if self.direction == "rtl" else None
 
@@ -95,7 +98,7 @@ class _Run:
     def pieces(self, text: str) -> list[_Piece]:
         """``text`` as pieces in visual order, left to right; one piece when the run's font has it all."""
         fallback = self.fallback
-        if fallback is None or all(_drawn_by(self.kind, ch) for ch in text):
+        if fallback is None:
             return [(text, self.font, self.direction, self.language)]
         segments: list[list[Any]] = []  # [text, font: 0 the run's, 1 the fallback, None spaces]
         for ch in text:

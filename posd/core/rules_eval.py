@@ -324,15 +324,19 @@ class BirthdayStep(Step):
 
 
 def _near_birthday(birth: date, today: date, window_days: int) -> bool:
-    return abs((today - _birthday_in(birth, birthday_year(birth, today))).days) <= window_days
+    return abs((today - _nearest_birthday(birth, today)).days) <= window_days
 
 
 def birthday_year(birth: date, today: date) -> int:
     """The year of the member's birthday nearest ``today``: the year whose bonus a sale on ``today``
     gives, so a window across New Year is one birthday (30 December near a 1 January birthday is
     next year's bonus, 2 January near it this year's)."""
-    return min((today.year - 1, today.year, today.year + 1),
-               key=lambda year: abs((today - _birthday_in(birth, year)).days))
+    return _nearest_birthday(birth, today).year
+
+
+def _nearest_birthday(birth: date, today: date) -> date:
+    return min((_birthday_in(birth, year) for year in (today.year - 1, today.year, today.year + 1)),
+               key=lambda day: abs((today - day).days))
 
 
 def _birthday_in(birth: date, year: int) -> date:

@@ -95,10 +95,22 @@ class BootedRoot:
              "--keep-unit", "--console=read-only"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.init_pid = self._find_init()
-        state = self.sh("systemctl is-system-running --wait", check=False).stdout.strip()
-        assert state in ("running", "degraded"), f"the root did not boot: {state}\n{log.read_text()[-3000:]}"
+        deadline = time.monotonic() + WAIT
+        while True:  # systemctl fails until systemd has opened its socket; --wait covers the rest
+            run = self.sh("systemctl is-system-running --wait", check=False)
+            state = run.stdout.strip()
+            if state in ("running", "degraded") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert state in ("running", "degraded"), \
+            f"the root did not boot: {state!r} {run.stderr[-500:]}\n{log.read_text()[-3000:]}"
 
     def _find_init(self) -> int:
+        """The container's PID 1 once it runs systemd. nspawn's first child (its
+        outer child) is in the host's PID namespace and exits; the inner one is
+        in the container's but still nspawn until it execs init. Entering either
+        enters the wrong root or nothing."""
+        host_ns = os.readlink("/proc/self/ns/pid")
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "systemd-nspawn exited"
@@ -106,11 +118,13 @@ class BootedRoot:
                 if entry.name.isdigit():
                     try:
                         status = (entry / "status").read_text()
+                        pid_ns = os.readlink(entry / "ns" / "pid")
                     except OSError:
                         continue
-                    if f"\nPPid:\t{self.proc.pid}\n" in status:
+                    if (f"\nPPid:\t{self.proc.pid}\n" in status and status.startswith("Name:\tsystemd\n")
+                            and pid_ns != host_ns):
                         return int(entry.name)
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise AssertionError("the container's init did not start")
 
     def sh(self, script: str, *, check: bool = True, env: dict[str, str] | None = None,

@@ -345,3 +345,53 @@ def test_a_voucher_use_with_an_empty_code_rejects_that_event_alone(central):
     answers = push(central, [use, make_event(2, points={"points": 5})])
     assert answers[1] == (2, "accepted", None) and answers[0][1] == "rejected", answers
     assert central.store.last_seq(STORE_ID, LANE_ID) == 2
+
+
+@pytest.mark.parametrize("field,value", [("reward_id", {"id": "free-coffee"}), ("reward_id", ["free-coffee"]),
+                                         ("reward_id", 10**20), ("reward_id", 7), ("authorisation_id", {"a": 1}),
+                                         ("reservation_id", ["R-1"])],
+                         ids=["reward-object", "reward-list", "reward-huge", "reward-int", "auth-object", "resv-list"])
+def test_a_burn_naming_its_reward_or_authorisation_by_other_than_text_rejects_that_event_alone(central, field, value):
+    """Kept in a text column and looked up as text: a 500 for the whole batch on SQLite (and an
+    object on PostgreSQL), or stored as something no lane sent (a list or a big number on PostgreSQL)."""
+    burn = make_event(1, type="redemption", points={"points": -100}, **{field: value})
+    answers = push(central, [burn, make_event(2, points={"points": 5})])
+    assert answers == [(1, "rejected", "malformed_event"), (2, "accepted", None)]
+    assert central.store.member("M0001")["balances"] == {"points": 1845}
+    assert central.store.reservations("M0001") == []
+
+
+@pytest.mark.parametrize("extra", [{"reward_id": {"id": "free-coffee"}}, {"reward_id": 10**20},
+                                   {"reward_id": ["free-coffee"]}, {"voucher_code": {"code": "V1"}},
+                                   {"voucher_code": "V" * 65}],
+                         ids=["reward-object", "reward-huge", "reward-list", "voucher-object", "voucher-long"])
+def test_an_authorisation_naming_its_reward_or_voucher_by_other_than_text_is_malformed(central, extra):
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
+    body = json.dumps({**redemption("redemption:R1", 100, []), **extra}).encode()
+    headers = {**signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body),
+               "Content-Type": "application/json"}
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation"), resp.text
+    assert central.store.reservations("M0001") == []
+
+
+def test_a_voucher_use_with_the_longest_code_and_transaction_id_is_authorised_online(central):
+    """voucher_use:{code}:{transaction_id} is 141 characters for a 64-character code and a POS id of
+    64: refused as malformed, the lane fell back to its offline caps for every such use."""
+    code, txn = "C" * 64, "T" * 128
+    answer = authorise(central, {"authorisation_id": f"voucher_use:{code}:{txn}", "kind": "voucher_use",
+                                 "member_id": "M0001", "occurred_at": "2026-11-24T09:15:00Z",
+                                 "voucher_code": code, "voucher_once_per": "code"})
+    assert answer["status"] == "approved", answer
+
+
+def test_retiring_a_key_that_is_unknown_or_retired_already_is_404(central):
+    """PostgreSQL answered 200 to both: in pipeline mode an UPDATE's rowcount is -1."""
+    url = central.url + "/_admin/member-token-keys"
+    kid = requests.get(url, timeout=10).json()["keys"][0]["kid"]
+    resp = requests.post(url, json={"retire": "no-such-key"}, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key")
+    resp = requests.post(url, json={"retire": kid}, timeout=10)
+    assert resp.status_code == 200 and [k["retired_at"] is not None for k in resp.json()["keys"]][0]
+    resp = requests.post(url, json={"retire": kid}, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key")

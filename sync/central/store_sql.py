@@ -205,9 +205,9 @@ class SqlStore:
                      "VALUES (?, ?, ?, ?, NULL)", (kid, private_key, public_key_text(private_key), self._clock()))
 
     def retire_member_token_key(self, kid: str) -> bool:
-        with self._write() as conn:
-            return bool(conn.execute("UPDATE member_token_keys SET retired_at = ? WHERE kid = ? "
-                                     "AND retired_at IS NULL", (self._clock(), kid)).rowcount)
+        with self._write() as conn:  # RETURNING, not rowcount: in psycopg's pipeline mode rowcount is -1
+            return conn.execute("UPDATE member_token_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL "
+                                "RETURNING kid", (self._clock(), kid)).fetchone() is not None
 
     def wallet_secret(self, member_id: str, secret: bytes) -> bytes | None:
         """The member's wallet-pass secret; ``secret`` becomes it when the member has none

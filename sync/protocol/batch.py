@@ -126,6 +126,9 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     txn = event.get("transaction_id")
     if txn is not None and not is_id(txn):
         return "malformed_event"
+    if any(event.get(k) is not None and not isinstance(event[k], str)  # kept as text, looked up as text
+           for k in ("authorisation_id", "reservation_id", "reward_id")):
+        return "malformed_event"
     award = event.get("birthday_award_year")  # an accrual that gave the birthday bonus: its store-local year
     if award is not None and (event["type"] != "accrual" or txn is None or not is_award_year(award)):
         return "malformed_event"

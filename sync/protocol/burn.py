@@ -15,7 +15,7 @@ from typing import Any
 
 from posd.sync.protocol.batch import parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_POINTS
+from posd.sync.protocol.limits import MAX_AUTHORISATION_ID_LEN, MAX_POINTS
 from posd.sync.protocol.shapes import compact_json, is_id, json_object
 
 AUTHORISATION_KINDS = ("redemption", "voucher_use")
@@ -109,8 +109,8 @@ def authorisation_json(request: dict[str, Any]) -> bytes:
 def parse_authorisation(body: bytes) -> dict[str, Any]:
     """An authorisation request from its body, checked; RequestRejected(malformed_authorisation) if not."""
     doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "an authorisation")
-    if not is_id(doc.get("authorisation_id")):
-        raise _malformed("authorisation_id must be a non-empty string")
+    if not is_id(doc.get("authorisation_id"), MAX_AUTHORISATION_ID_LEN):
+        raise _malformed(f"authorisation_id must be a string of 1-{MAX_AUTHORISATION_ID_LEN} characters")
     kind = doc.get("kind")
     if kind not in AUTHORISATION_KINDS:
         raise _malformed(f"kind must be one of {', '.join(AUTHORISATION_KINDS)}")
@@ -119,6 +119,10 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
         raise _malformed("member_id must be a string or null")
     if parse_utc(doc.get("occurred_at")) is None:
         raise _malformed("occurred_at must be ISO-8601 UTC")
+    if doc.get("reward_id") is not None and not is_id(doc["reward_id"]):
+        raise _malformed("reward_id must be a string or null")
+    if doc.get("voucher_code") is not None and not is_id(doc["voucher_code"], MAX_CODE_LEN):
+        raise _malformed("voucher_code must be a string of at most 64 characters")
     if kind == "redemption":
         if member is None:
             raise _malformed("a redemption names its member")
@@ -157,8 +161,8 @@ def release_json(authorisation_id: str) -> bytes:
 def parse_release(body: bytes) -> dict[str, Any]:
     """A release request from its body, checked; RequestRejected(malformed_authorisation) if not."""
     doc = json_object(body, MAX_AUTHORISATION_BYTES, "malformed_authorisation", "a release")
-    if not is_id(doc.get("authorisation_id")):
-        raise _malformed("authorisation_id must be a non-empty string")
+    if not is_id(doc.get("authorisation_id"), MAX_AUTHORISATION_ID_LEN):
+        raise _malformed(f"authorisation_id must be a string of 1-{MAX_AUTHORISATION_ID_LEN} characters")
     return doc
 
 

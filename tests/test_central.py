@@ -465,8 +465,11 @@ def test_admin_faults_and_events_over_http(central, client):
     assert member["applied_seq"] == {LANE_ID: 1}
     stats = requests.get(central.url + "/_admin/stats", timeout=5).json()
     assert stats["requests"]["push"] == 2
-    bad = requests.post(central.url + "/_admin/faults", json={"route": "push", "fault": "explode"}, timeout=5)
-    assert (bad.status_code, bad.json()["code"]) == (400, "bad_fault")
+    for body in ({"route": "push", "fault": "explode"}, ["push", "503"], "push", {"route": ["push"], "fault": "503"},
+                 {"route": "push", "fault": "503", "count": 10**30}, {"route": "push", "fault": "503", "count": 1.5}):
+        bad = requests.post(central.url + "/_admin/faults", json=body, timeout=5)
+        assert (bad.status_code, bad.json()["code"]) == (400, "bad_fault"), (body, bad.text)
+        assert "Error" not in bad.json()["message"] and "'" not in bad.json()["message"], bad.text
     assert requests.get(central.url + "/nowhere", timeout=5).status_code == 404
     assert requests.get(central.url + f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches", timeout=5).status_code == 405
 

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, unquote
 from posd.sync.central.admission import Admission
 from posd.sync.central.codec import dumps
 from posd.sync.central.codec import loads as _loads
-from posd.sync.central.faults import ROUTES
+from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.store import CentralStore, open_store
 from posd.sync.central.store_sql import UnknownCursor
 from posd.sync.central.tokens import (
@@ -498,13 +498,16 @@ class _Request:
         store = self.app.store
         try:
             doc = json.loads(await self._body(65536) or b"{}")
-            if doc.get("clear"):
-                await self.app.call(store.clear_faults)
-            else:
-                await self.app.call(store.add_fault, doc["route"], doc["fault"], doc.get("count", 1),
-                                    doc.get("delay"))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            if not isinstance(doc, dict):
+                raise ValueError("the body must be a JSON object")
+            fault = None if doc.get("clear") else \
+                check_fault(doc.get("route"), doc.get("fault"), doc.get("count", 1), doc.get("delay"))
+        except ValueError as err:
             raise HttpError(400, "bad_fault", f"expected JSON {{route, fault, count?, delay?}}: {err}") from err
+        if fault is None:
+            await self.app.call(store.clear_faults)
+        else:
+            await self.app.call(store.add_fault, *fault)
         await self._json(200, {"ok": True})
 
     async def _admin_events(self) -> None:

@@ -15,17 +15,18 @@ from typing import Any
 ROUTES = ("push", "members", "program", "lane", "authorise", "release", "vouchers", "token_uses",
           "birthday_awards")
 FAULTS = ("500", "503", "timeout", "reset", "slow", "401", "429", "applied_then_lost")
+MAX_FAULT_COUNT = 1_000_000
 DEFAULT_FAULT_DELAY = {"timeout": 12.0, "slow": 1.0}  # timeout outlasts the client's 10 s read timeout
 
 
 def check_fault(route: Any, fault: Any, count: Any = 1, delay: Any = None) -> tuple[str, str, int, float]:
     """(route, fault, count, delay) checked, the default delay filled in; ValueError naming what is wrong."""
     if route not in ROUTES:
-        raise ValueError(f"route must be one of {ROUTES}")
+        raise ValueError(f"route must be one of {', '.join(ROUTES)}")
     if fault not in FAULTS:
-        raise ValueError(f"fault must be one of {FAULTS}")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError("count must be a positive integer")
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_FAULT_COUNT:
+        raise ValueError(f"count must be an integer 1-{MAX_FAULT_COUNT}")
     if delay is None:
         delay = DEFAULT_FAULT_DELAY.get(fault, 0.0)
     elif isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 3600:

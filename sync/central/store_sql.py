@@ -576,7 +576,7 @@ class SqlStore:
     def take_fault(self, route: str) -> tuple[str, float] | None:
         """The next queued fault of ``route``, consumed; None (one indexed probe) when there is none."""
         if route not in ROUTES:
-            raise ValueError(f"route must be one of {ROUTES}")
+            raise ValueError(f"route must be one of {', '.join(ROUTES)}")
         with self._read() as conn:
             if conn.execute("SELECT 1 FROM central_faults WHERE route = ? LIMIT 1", (route,)).fetchone() is None:
                 return None

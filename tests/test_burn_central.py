@@ -304,6 +304,20 @@ def test_a_pushed_use_is_keyed_as_central_knows_the_code_not_as_the_event_claims
     assert two.push_batch("p3", [odd])[0].code == "malformed_event"
 
 
+def test_an_authorisation_keys_a_use_as_central_knows_the_code_not_as_the_lane_claims(central, lanes):
+    """A lane's voucher held once per code at one lane and "once per member" at another was held
+    twice, and once used, asked for again per member, approved a second time."""
+    one, two = lanes
+    issue(one, 1, "VKEY00000001")
+    assert one.authorise(use("voucher_use:VKEY00000001:T1", "VKEY00000001"))["status"] == "approved"
+    claimed = use("voucher_use:VKEY00000001:T2", "VKEY00000001", once_per="member")
+    assert two.authorise(claimed)["code"] == "voucher_used"
+    used = make_event(2, type="voucher_use", points={}, voucher_code="VKEY00000001", voucher_once_per="code",
+                      authorisation_id="voucher_use:VKEY00000001:T1")
+    assert one.push_batch("u", [used])[0].status == "accepted"
+    assert two.authorise({**claimed, "authorisation_id": "voucher_use:VKEY00000001:T3"})["code"] == "voucher_used"
+
+
 def test_a_voucher_hold_that_expires_is_free_again_and_back_in_the_feed(central, lanes, clock):
     one, two = lanes
     issue(one, 1, "VHOLD0000001")

@@ -395,3 +395,56 @@ def test_retiring_a_key_that_is_unknown_or_retired_already_is_404(central):
     assert resp.status_code == 200 and [k["retired_at"] is not None for k in resp.json()["keys"]][0]
     resp = requests.post(url, json={"retire": kid}, timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key")
+
+
+def test_a_provisional_enrolment_never_takes_over_a_member_central_knows(central):
+    """A provisional id is made up by a lane: one naming a member central knows became an alias of
+    a new member, and every later event, authorisation and lookup of the real member went there."""
+    taken = enrolment(1, "M0001", ["2900000000179"], provisional=True)
+    answers = push(central, [taken, make_event(2, points={"points": 5})])
+    assert answers == [(1, "rejected", "malformed_event"), (2, "accepted", None)]
+    assert central.store.member("M0001")["balances"] == {"points": 1845}
+    for flag in ("yes", 1, {"provisional": True}):  # not true: it would enrol a member under a made-up id
+        assert push(central, [enrolment(3, "P-00000000000000a1", ["2900000000186"], provisional=flag)],
+                    f"B-{flag}") == [(3, "rejected", "malformed_event")]
+    assert central.store.member("P-00000000000000a1") is None
+
+
+def test_central_never_gives_a_new_member_an_id_a_lane_made_up(central):
+    """A lane's provisional id shaped like central's own ids: central's next member must not get it,
+    or the alias would send that member's events to the first one."""
+    first = push(central, [enrolment(1, "M0000002", ["2900000000179"], provisional=True)])  # central's next but one
+    assert first == [(1, "accepted", None)]
+    created = [push(central, [enrolment(seq, f"P-00000000000000{seq:02x}", [f"29000000002{seq:02d}"],
+                                        provisional=True)], f"B-{seq}") for seq in (2, 3)]
+    assert created == [[(2, "accepted", None)], [(3, "accepted", None)]]
+    ids = {central.store.member(f"P-00000000000000{seq:02x}")["member_id"] for seq in (2, 3)}
+    first_id = central.store.member("M0000002")["member_id"]
+    assert "M0000002" not in ids and first_id not in ids and len(ids) == 2, (first_id, ids)
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "token_use", "token_id": "TK-9", "identified_by": "wallet_totp", "points": {"points": 50}},
+    {"type": "voucher_use", "voucher_code": "VCODE0000001", "voucher_once_per": "code", "points": {"points": 50}},
+], ids=["token-use", "voucher-use"])
+def test_a_token_or_voucher_use_carrying_points_is_bad_points(central, event):
+    answers = push(central, [make_event(1, transaction_id=None, **event), make_event(2, points={"points": 5})])
+    assert answers == [(1, "rejected", "bad_points"), (2, "accepted", None)]
+    assert central.store.member("M0001")["balances"] == {"points": 1845}
+
+
+@pytest.mark.parametrize("code", [7, ["V1"], "V" * 65], ids=["int", "list", "long"])
+def test_a_voucher_code_that_is_not_a_code_is_malformed(central, code):
+    events = [make_event(1, type="voucher_use", points={}, voucher_code=code, voucher_once_per="code"),
+              make_event(2, type="redemption", points={"points": -10}, voucher_code=code),
+              make_event(3, points={"points": 5})]
+    assert push(central, events) == [(1, "rejected", "malformed_event"), (2, "rejected", "malformed_event"),
+                                     (3, "accepted", None)]
+
+
+def test_retiring_a_key_named_with_a_nul_or_a_lone_surrogate_is_404(central):
+    url = central.url + "/_admin/member-token-keys"
+    for kid in ('"a\\u0000"', '"\\ud800"'):
+        resp = requests.post(url, data=f'{{"retire": {kid}}}'.encode(), timeout=10,
+                             headers={"Content-Type": "application/json"})
+        assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key"), (kid, resp.text)

@@ -243,7 +243,9 @@ def test_the_text_of_an_event_judges_its_strings_as_the_walk_does(extra, voucher
 
 def test_valid_event_types():
     for kind in p.EVENT_TYPES:
-        assert p.validate_event(make_event(1, type=kind)) is None
+        points = {} if kind in ("token_use", "voucher_use") else {"points": 10}  # a use moves no points
+        assert p.validate_event(make_event(1, type=kind, points=points)) is None
+    assert p.validate_event(make_event(1, type="token_use", points={"points": 10})) == "bad_points"
     assert p.validate_event(make_event(1, lines=None, transaction_id=None)) is None
     assert p.validate_event(make_event(1, occurred_at="2026-11-24T09:15:00+00:00")) is None
 

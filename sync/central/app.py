@@ -570,7 +570,8 @@ class _Request:
             if doc.get("rotate") is True:
                 await app.call(app.store.add_member_token_key, new_kid(), new_signing_key())
             elif isinstance(doc.get("retire"), str):
-                if not await app.call(app.store.retire_member_token_key, doc["retire"]):
+                if UNSTORABLE.search(doc["retire"]) or not await app.call(app.store.retire_member_token_key,
+                                                                           doc["retire"]):  # no key holds a NUL
                     raise HttpError(404, "unknown_key", "no such key, or it is retired already")
             else:
                 raise HttpError(400, "bad_admin_request", 'expected {"rotate": true} or {"retire": "<kid>"}')

@@ -59,8 +59,16 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(burn, sort_keys=True).encode()).hexdigest()
 
 
-def voucher_key(request: dict[str, Any]) -> str:
-    return request.get("member_id") or "" if request.get("voucher_once_per") == "member" else ""
+def voucher_key(conn: Any, code: str, member_id: str | None, once_per: Any, coupons: dict[str, str]) -> str:
+    """Whom one use of ``code`` is once per, as central decides it for an authorisation and an event
+    alike: "" (once per code) for a voucher in the registry, whoever names it, or a program's single
+    coupon; the member for a campaign coupon; the lane's ``voucher_once_per`` only for a code central
+    knows nothing of. A lane saying ``member`` for a lane's voucher held it a second time."""
+    if conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None:
+        return ""
+    if code in coupons:
+        return member_id or "" if coupons[code] == "campaign" else ""
+    return member_id or "" if once_per == "member" else ""
 
 
 # --- expiry -------------------------------------------------------------------------------------
@@ -134,9 +142,9 @@ def _limit_reached(conn: Any, member_id: str, request: dict[str, Any], rid: str)
     return count >= limit["per_member"]
 
 
-def _check_voucher(conn: Any, request: dict[str, Any], rid: str, now: float) -> str | None:
-    """Why this voucher use cannot be reserved, or None (its hold is taken here)."""
-    code, key = request["voucher_code"], voucher_key(request)
+def _check_voucher(conn: Any, request: dict[str, Any], key: str, rid: str, now: float) -> str | None:
+    """Why this voucher use (once per ``key``) cannot be reserved, or None (its hold is taken here)."""
+    code = request["voucher_code"]
     registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?", (code,)).fetchone()
     if registered is not None:
         if registered["expires_ts"] is not None and registered["expires_ts"] <= now:
@@ -153,8 +161,9 @@ def _check_voucher(conn: Any, request: dict[str, Any], rid: str, now: float) -> 
 
 def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: str,
               request: dict[str, Any], now: float, ttl_s: float, program: dict[str, Any],
-              currencies: set[str] | None) -> tuple[dict[str, Any], bool]:
-    """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed)."""
+              currencies: set[str] | None, coupons: dict[str, str]) -> tuple[dict[str, Any], bool]:
+    """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed).
+    ``coupons``: the program's coupon codes and kinds."""
     auth_id = request["authorisation_id"]
     rid = reservation_id(store_id, lane_id, auth_id)
     digest = request_hash(request)
@@ -195,14 +204,15 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         if _limit_reached(conn, member_id, request, rid):  # type: ignore[arg-type]
             return declined(auth_id, "reward_limit_reached",
                             "the member had this reward as often as allowed in the window"), False
-    else:
-        refused = _check_voucher(conn, request, rid, now)
+    key = voucher_key(conn, request["voucher_code"], member_id, request.get("voucher_once_per"), coupons) \
+        if request["kind"] == "voucher_use" else None
+    if key is not None:
+        refused = _check_voucher(conn, request, key, rid, now)
         if refused:
             return declined(auth_id, refused, "the voucher cannot be used"), False
     expires = now + ttl_s
     values = (store_id, lane_id, auth_id, digest, request["kind"], member_id, json.dumps(request.get("points") or {}),
-              request.get("reward_id"), request.get("voucher_code"),
-              voucher_key(request) if request["kind"] == "voucher_use" else None,
+              request.get("reward_id"), request.get("voucher_code"), key,
               request["occurred_at"], now, expires, "open", rid)
     if existing is None:
         conn.execute("INSERT INTO reservations (store_id, lane_id, authorisation_id, request_hash, kind, member_id, "
@@ -212,10 +222,10 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         conn.execute("UPDATE reservations SET store_id=?, lane_id=?, authorisation_id=?, request_hash=?, kind=?, "
                      "member_id=?, points=?, reward_id=?, voucher_code=?, voucher_key=?, occurred_at=?, "
                      "created_ts=?, expires_ts=?, state=? WHERE reservation_id = ?", values)
-    if request["kind"] == "voucher_use":
+    if key is not None:
         conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, "
                      "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)" + _REPLACE_USE,
-                     (request["voucher_code"], voucher_key(request), f"{store_id}/{lane_id}/{auth_id}", rid, expires))
+                     (request["voucher_code"], key, f"{store_id}/{lane_id}/{auth_id}", rid, expires))
     return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
 
 
@@ -303,12 +313,7 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
         return "malformed_event"
     coupons = coupons or {}
     code = canonical_code(code, coupons)
-    if conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None:
-        key = ""  # a voucher a lane issued: used once, whoever names it
-    elif code in coupons:
-        key = member_id if coupons[code] == "campaign" else ""
-    else:
-        key = member_id if once_per == "member" else ""
+    key = voucher_key(conn, code, member_id, once_per, coupons)
     found = _reservation_for(conn, store_id, lane_id, event)
     rid = found["reservation_id"] if found is not None else None
     use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",

@@ -301,8 +301,9 @@ class SqlStore:
         """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
         self.sweep_expired()  # reservations past their time free their points first
         now = self._clock()
+        coupons = self._coupon_codes()
         if request.get("voucher_code"):  # as issued or published, however the lane's POS typed it
-            request = {**request, "voucher_code": canonical_code(request["voucher_code"], self._coupon_codes())}
+            request = {**request, "voucher_code": canonical_code(request["voucher_code"], coupons)}
         with self._write() as conn:
             if request.get("member_id"):  # a provisional id a lane still uses names central's member
                 request = {**request, "member_id": resolve_alias(conn, request["member_id"])}
@@ -314,7 +315,7 @@ class SqlStore:
             member = _load_member(conn, member_id) if member_id else None
             program = self._program_in(conn)[0]
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
-                                                        program or {}, self._currencies_in(conn, program))
+                                                        program or {}, self._currencies_in(conn, program), coupons)
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])
@@ -692,6 +693,8 @@ class _BatchWork:
         if self.currencies is not None and any(c not in self.currencies for c in event["points"]):
             return "bad_points"  # a currency the program does not have: no balance may hold it
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
+            if event["member_id"] not in self.aliases and self._load(event["member_id"]) is not None:
+                return "malformed_event"  # a member central knows is not provisional: its alias would take it over
             member_id = self._enrol(event, seq)
         else:
             member_id = self.aliases.get(event["member_id"], event["member_id"])  # a provisional id once mapped
@@ -863,7 +866,8 @@ class _BatchWork:
         while True:
             member_id = f"M{number:07d}"
             number += 1
-            if member_id not in self.members and self._load(member_id) is None:
+            if member_id not in self.members and self._load(member_id) is None \
+                    and resolve_alias(self.conn, member_id) == member_id:  # a lane's provisional id may look like ours
                 break
         self.conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number),))

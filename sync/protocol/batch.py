@@ -18,7 +18,7 @@ from typing import Any
 
 from posd.sync.protocol.birthdays import is_award_year
 from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
-from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_POINTS, MAX_SEQ
+from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_CODE_LEN, MAX_POINTS, MAX_SEQ
 from posd.sync.protocol.shapes import CONTROL, EVENT_TYPES, RESULT_STATUSES, EventResult, is_id
 
 
@@ -123,11 +123,17 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
         return "malformed_event"
     if event["type"] == "member_enrolled" and not _enrolment_fields(event):
         return "malformed_event"
+    if event.get("provisional") is not None and not isinstance(event["provisional"], bool):
+        # "yes" or 1 is not true: it would enrol a member under the lane's made-up id
+        return "malformed_event"
     txn = event.get("transaction_id")
     if txn is not None and not is_id(txn):
         return "malformed_event"
     if any(event.get(k) is not None and not isinstance(event[k], str)  # kept as text, looked up as text
            for k in ("authorisation_id", "reservation_id", "reward_id")):
+        return "malformed_event"
+    code = event.get("voucher_code")
+    if code is not None and not is_id(code, MAX_CODE_LEN):
         return "malformed_event"
     award = event.get("birthday_award_year")  # an accrual that gave the birthday bonus: its store-local year
     if award is not None and (event["type"] != "accrual" or txn is None or not is_award_year(award)):
@@ -145,6 +151,8 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     for currency, delta in points.items():
         if not currency or len(currency) > 32 or not _is_int(delta) or abs(delta) > MAX_POINTS:
             return "bad_points"
+    if event["type"] in ("token_use", "voucher_use") and any(points.values()):
+        return "bad_points"  # a member shown or a voucher taken moves no points
     return None
 
 

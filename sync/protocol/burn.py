@@ -15,7 +15,7 @@ from typing import Any
 
 from posd.sync.protocol.batch import parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_AUTHORISATION_ID_LEN, MAX_POINTS
+from posd.sync.protocol.limits import MAX_AUTHORISATION_ID_LEN, MAX_CODE_LEN, MAX_POINTS
 from posd.sync.protocol.shapes import compact_json, is_id, json_object
 
 AUTHORISATION_KINDS = ("redemption", "voucher_use")
@@ -23,7 +23,6 @@ VOUCHER_ONCE_PER = ("code", "member")
 AUTHORISATION_STATUSES = ("approved", "declined")
 MAX_AUTHORISATION_BYTES = 65_536
 MAX_UNSYNCED_EVENTS = 500  # the newest of a member's events the lane lists for central's balance check
-MAX_CODE_LEN = 64
 # A lane's voucher code: "V" and 12 Crockford base32 characters. People type them in any case, with
 # O for 0 and I or L for 1, and with hyphens or any whitespace between: central reads them exactly as
 # the lane does (posd.core.identify.voucher_code, the lane's copy: neither side may import the other;

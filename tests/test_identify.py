@@ -21,6 +21,21 @@ def test_payment_cards_are_recognised_and_carry_no_digits(raw):
     assert found.code is None
 
 
+def luhn_complete(body: str) -> str:
+    return next(body + str(d) for d in range(10) if luhn_ok(body + str(d)))
+
+
+@pytest.mark.parametrize("prefix", ["2200", "2201", "2204", "8100", "8171", "8200", "8600", "9792", "9860"],
+                         ids=["mir", "mir-2201", "mir-2204", "unionpay-81", "unionpay-8171", "rupay-82", "uzcard",
+                              "troy", "humo"])
+def test_the_networks_beyond_visa_and_mastercard_are_cards_too(prefix):
+    """Mir (2200-2204) passed as a member code: scanned, enrolled, streamed and synced to central."""
+    pan = luhn_complete(prefix + "00000000012")
+    for raw in (pan, f"{pan[:4]} {pan[4:8]} {pan[8:12]} {pan[12:]}", f";{pan}=29121010000000000?"):
+        found = identify_code(raw)
+        assert (found.kind, found.code) == ("payment_card", None), raw
+
+
 def ean13(body: str) -> str:
     return next(body + str(d) for d in range(10) if gtin_ok(body + str(d)))
 

@@ -30,8 +30,11 @@ _SEPARATOR = re.compile(r"[\W_]+")
 _SEPARATED = re.compile(r"[0-9]+(?:[\W_]+[0-9]+)+")  # 4111–1111–1111–1111 inside a longer text
 _NOT_ALNUM = re.compile(r"[\W_]+")
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
+# Issuer prefixes: Visa, Mastercard (51-55, 2221-2720), Mir (2200-2204), Amex, Diners, JCB, Discover,
+# UnionPay (62, 81), Maestro, RuPay (60, 65, 81, 82), Shetab (6...), UzCard (8600), Troy (9792), Humo (9860).
 _BRAND = re.compile(
-    r"^(4|5[1-5]|2(2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50|5[6-9]|6[0-9])"
+    r"^(4|5[1-5]|2(20[0-4]|2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50"
+    r"|5[6-9]|6[0-9]|8[12]|8600|9792|9860)"
 )
 _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 # A phone number in E.164 form: card readers never put "+" before a card number, and a phone

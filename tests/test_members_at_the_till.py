@@ -237,7 +237,7 @@ url = "camera+file://{clip}?speed=0&debounce_ms=1500"
 
 
 def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, central, start_lane):
-    lane = start_lane(tmp_path / "lane")
+    lane = start_lane(tmp_path / "lane", country="PL")
     stream = lane.sse()
     try:
         lane.scan("tel:+48-600-123-456")  # a contact QR on the member's phone
@@ -258,6 +258,13 @@ def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, 
         scan = stream.next("scan")["data"]
         assert scan["kind"] == "phone" and scan.get("data") is None
         assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0003"
+        for typed in ("600123456", "0048600123456"):  # without its +country: a card code first, then the phone
+            lane.scan(typed)
+            scan = stream.next("scan")["data"]
+            assert scan["kind"] == "phone" and scan.get("data") is None, (typed, scan)
+            event = stream.next("member.identified")["data"]
+            assert (event["identifier"], event["identified_by"], event["member"]["member_id"]) == (
+                "+48600123456", "phone", "M0003"), typed
     finally:
         stream.close()
 

@@ -177,6 +177,8 @@ class Members:
         if member is None:  # a phone number without its +country, or without its +: asked only now
             phone = phone_e164(code, self.country)
             member = self.lookup(phone) if phone is not None and phone != code else None
+            if member is not None:
+                return Identification(member, "phone")
         return self._not_found(code) if member is None else Identification(member, how)
 
     def _checked(self, verdict: Accepted | Rejected,
@@ -338,6 +340,9 @@ class Members:
                                                            "reason": resolved.reason, "code": resolved.code}))
                 return
             member, token = resolved.member, resolved.token
+            if resolved.how == "phone" and scan["kind"] == "code":  # found by the number read: not repeated
+                held[0] = ("scan", {"device": device, "symbology": symbology, "kind": "phone"})
+                code = phone_e164(code, self.country) or code
             held.append(("member.identified", {
                 "device": device, "identifier": member.member_id if token else code, "identified_by": resolved.how,
                 "token_id": token.token_id if token else None, "member": self.member_view(member)}))

@@ -50,7 +50,7 @@ def free_port() -> int:
 def lane_config(tmp: Path, *, central_url: str, secret: str, printer: str, port: int,
                 locale: str = "pl", store_id: str = "S001", lane_id: str = "L01",
                 scanner: str = "pty://scanner0?suffix=CR", intervals: tuple[float, float] | None = (0.2, 0.5),
-                storage_dir: str = "state") -> Path:
+                storage_dir: str = "state", country: str | None = None) -> Path:
     """``intervals``: the relay's push and the puller's pull interval, short for tests; None keeps
     the shipped defaults (the bench measures the lane as it ships). ``storage_dir``: storage.dir,
     under the config's folder when relative."""
@@ -64,6 +64,7 @@ lane_id = "{lane_id}"
 locale = "{locale}"
 currency = "PLN"
 timezone = "Europe/Warsaw"
+{f'country = "{country}"' if country else ""}
 
 [api]
 listen = "127.0.0.1:{port}"

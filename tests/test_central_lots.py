@@ -275,3 +275,18 @@ def test_a_central_db_from_before_lots_is_migrated_once(tmp_path):
             assert central.store.lots("M0002") == [] and central.store.debts("M0002") == {"points": 5}
             assert central.store.member("M0001")["balances"] == {"points": 1840}
             assert central.store.member("M0002")["balances"] == {"points": -5}
+
+
+def test_the_feed_lists_a_members_lots_still_pending_until_they_mature(central, client, clock):
+    """The balance counts a pending lot (one number per currency); the feed says which part of it is
+    not spendable yet and until when, so a lane holds it back by its own clock once the sale synced."""
+    pending = {"available_at": iso(clock.now + 14 * DAY), "expires_at": None}
+    push(client, make_event(1, member_id="M0002", points={"points": 250}, lots={"points": pending}))
+    members, _, _ = client.member_changes(None, 100)
+    entry = {m["member_id"]: m for m in members}["M0002"]
+    assert entry["balances"] == {"points": 670}
+    assert entry["maturing"] == [{"currency": "points", "points": 250, "available_at": pending["available_at"]}]
+    assert "maturing" not in {m["member_id"]: m for m in members}["M0001"]  # left out when there is none
+    assert central.store.member("M0002")["maturing"] == entry["maturing"]
+    clock.advance(14 * DAY + 1)
+    assert "maturing" not in central.store.member("M0002")

@@ -292,3 +292,32 @@ def test_tier_progress_names_the_next_tier_not_yet_reached(tmp_path):
     finally:
         cache.close()
         ledger.close()
+
+
+def test_points_central_holds_pending_are_not_available_once_the_sale_synced(lane):
+    """Central's balance counts a lot still pending; the lane took the whole figure as spendable once
+    the sale synced: the member view offered the points, and an offline redemption spent them."""
+    until = (NOW + timedelta(days=14)).isoformat().replace("+00:00", "Z")
+    lane.context.cache.apply_member_changes([
+        {"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
+         "balances": {"points": 800}, "applied_seq": {"L01": 0},
+         "maturing": [{"currency": "points", "points": 500, "available_at": until}]}], "2")
+    member = lane.context.cache.find_member("CARD-m1")
+    points = lane.members.member_view(member)["balances"]["points"]
+    assert (points["total"], points["available"], points["maturing"]) == (800, 300, 500)
+    with pytest.raises(LaneError) as err:  # 500 asked, 300 spendable: refused offline as online
+        run(lane.rewards.redeem(RedemptionInput("D-m", "CARD-m1", "free-coffee", None, None, "hd-m")))
+    assert err.value.code == "insufficient_balance"
+    lane.context.clock = lambda: NOW + timedelta(days=15)  # matured by the lane's own clock
+    points = lane.members.member_view(member)["balances"]["points"]
+    assert (points["total"], points["available"], points["maturing"]) == (800, 800, 0)
+
+
+def test_a_maturing_lot_posd_cannot_read_refuses_the_page(lane):
+    from posd.storage.cache import MalformedMember
+    for bad in ([{"currency": "points", "points": "5", "available_at": "2026-12-01T00:00:00Z"}],
+                [{"currency": "points", "points": 5, "available_at": "soon"}], [{"currency": "points"}], [5]):
+        with pytest.raises(MalformedMember):
+            lane.context.cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "balances": {},
+                                                      "maturing": bad}], "9")
+    assert lane.members.member_view(lane.context.cache.find_member("CARD-m1"))["balances"]["points"]["total"] == 0

@@ -237,7 +237,9 @@ class Members:
         tier_points = _tier_points_currency(self.ctx.program())
         if tier_points is not None and confirmed.get(tier_points, 0) != member.qualifying:
             confirmed = {**confirmed, tier_points: member.qualifying}
-        return view.balance(member.member_id, confirmed, member.applied_seq, self.ctx.clock(), member.aliases)
+        now = self.ctx.clock()
+        held = member.maturing_at(now) if member.maturing else None
+        return view.balance(member.member_id, confirmed, member.applied_seq, now, member.aliases, held)
 
     @staticmethod
     def tier_progress(member: CachedMember, program: Program, balance: dict[str, dict[str, int]]) -> int:

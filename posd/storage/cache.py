@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import (ThreadReaders, checked_file, compact_json, connect, rollback, unavailable, utcnow_iso,
-                             write_refused)
+from posd.storage.db import (ThreadReaders, checked_file, compact_json, connect, iso, parse_iso, rollback, unavailable,
+                             utcnow_iso, write_refused)
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -57,7 +58,7 @@ _encode = compact_json  # a snapshot encodes a million balances
 _MEMBER_COLUMNS = ("member_id", "display_name", "locale", "tier", "qualifying", "balances", "applied_seq", "status",
                    "updated_at")
 _OPTIONAL_COLUMNS = (("birth_date", "NULL"), ("offers", "'[]'"), ("totp_secret", "NULL"),
-                     ("birthday_award_year", "NULL"))
+                     ("birthday_award_year", "NULL"), ("maturing", "NULL"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,6 +97,16 @@ class CachedMember:
     aliases: tuple[str, ...] = ()  # provisional ids central mapped to this member
     provisional: bool = False  # enrolled at this lane; central has not named the member yet
     birthday_award_year: int | None = None  # the last year central says a lane gave the birthday bonus
+    maturing: tuple[tuple[str, int, str], ...] = ()  # central's pending lots: (currency, points, available_at)
+
+    def maturing_at(self, now: datetime) -> dict[str, int]:
+        """Per currency, the points of central's balance still pending at ``now``: not spendable yet."""
+        out: dict[str, int] = {}
+        stamp = iso(now)
+        for currency, points, available_at in self.maturing:
+            if available_at > stamp:
+                out[currency] = out.get(currency, 0) + points
+        return out
 
 
 class LaneChanged(Exception):
@@ -408,7 +419,7 @@ def _known(conn: sqlite3.Connection, ids: list[tuple[str]]) -> list[tuple[str]]:
 _MEMBER_SELECT = ("SELECT m.member_id, m.display_name, m.locale, m.tier, m.qualifying, m.balances, m.applied_seq, "
                   "m.status, m.birth_date, m.offers, m.updated_at, "
                   "(SELECT json_group_array(a.alias) FROM member_aliases a WHERE a.member_id = m.member_id), "
-                  "m.birthday_award_year")
+                  "m.birthday_award_year, m.maturing")
 _BY_IDENTIFIER = f"{_MEMBER_SELECT} FROM member_identifiers i JOIN members m ON m.member_id = i.member_id " \
                  "WHERE i.identifier = ?"
 _BY_ID = f"{_MEMBER_SELECT} FROM members m WHERE m.member_id = ?"
@@ -418,11 +429,12 @@ _BY_ALIAS = f"{_MEMBER_SELECT} FROM member_aliases x JOIN members m ON m.member_
 def _member(row: sqlite3.Row) -> CachedMember:
     """A row of _MEMBER_SELECT, by position; most members have no offers and no aliases ("[]")."""
     (member_id, display_name, locale, tier, qualifying, balances, applied_seq, status, birth_date, offers,
-     updated_at, aliases, award_year) = row
+     updated_at, aliases, award_year, maturing) = row
     return CachedMember(member_id, display_name, locale, tier, qualifying,
                         {k: int(v) for k, v in json.loads(balances).items()}, applied_seq, status, birth_date,
                         [] if offers == "[]" else json.loads(offers), updated_at,
-                        () if aliases == "[]" else tuple(sorted(json.loads(aliases))), False, award_year)
+                        () if aliases == "[]" else tuple(sorted(json.loads(aliases))), False, award_year,
+                        tuple(tuple(m) for m in json.loads(maturing)) if maturing else ())
 
 
 class MemberRows:
@@ -472,13 +484,14 @@ class MemberRows:
                        _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
                        status, now)
                 birth_date, offers = get("birth_date"), get("offers")
-                secret, year = get("totp_secret"), get("birthday_award_year")
-                if birth_date is None and not offers and secret is None and year is None:
+                secret, year, maturing = get("totp_secret"), get("birthday_award_year"), get("maturing")
+                if birth_date is None and not offers and secret is None and year is None and not maturing:
                     plain.append(row)
                 else:  # the optional columns this member has, in _OPTIONAL_COLUMNS order
                     sealed, year = seal(mid, secret) if secret is not None else None, _award_year(year)
                     shape, extra = 0, []
-                    for n, value in enumerate((birth_date, _encode(offers) if offers else None, sealed, year)):
+                    for n, value in enumerate((birth_date, _encode(offers) if offers else None, sealed, year,
+                                               _maturing(maturing) if maturing else None)):
                         if value is not None:
                             shape |= 1 << n
                             extra.append(value)
@@ -533,6 +546,20 @@ class MemberPage:
 
 
 _CHUNK_FIELDS = tuple(f.name for f in fields(_Chunk))
+
+
+def _maturing(value: Any) -> str | None:
+    """The feed's maturing lots as stored: [[currency, points, available_at], ...] with available_at
+    in the lane's own UTC form (compared as text with its clock); an entry posd cannot read refuses
+    the page (MalformedMember), since what a member may spend depends on it."""
+    lots = []
+    for lot in value:
+        points, when = lot["points"], parse_iso(lot["available_at"])
+        if not isinstance(lot["currency"], str) or not isinstance(points, int) or isinstance(points, bool) \
+                or when.tzinfo is None:
+            raise ValueError("a maturing lot is {currency, points, available_at: ISO-8601 UTC}")
+        lots.append([lot["currency"], points, iso(when)])
+    return _encode(lots) if lots else None
 
 
 def _award_year(value: Any) -> int | None:

@@ -119,11 +119,14 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
 
 
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
-            now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+            now: datetime, aliases: tuple[str, ...] = (), held: dict[str, int] | None = None
+            ) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
     One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
     central mapped to the member (their entries are the member's, under the same watermark).
+    ``held``: what of ``confirmed`` central still holds pending at ``now`` (CachedMember.maturing_at):
+    in the total, not available.
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
@@ -152,8 +155,10 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
         expired[cur] = expired.get(cur, 0) + int(gone or 0)
         maturing[cur] = maturing.get(cur, 0) + int(later or 0)
     out = {}
+    held = held or {}
     for cur in sorted(set(confirmed) | set(pending)):
         conf, pend, gone, later = confirmed.get(cur, 0), pending.get(cur, 0), expired.get(cur, 0), maturing.get(cur, 0)
+        later += max(0, min(held.get(cur, 0), conf))  # central's pending lots: at most what it confirms
         if conf < 0 and gone:
             gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf, aliases)
         total = conf + pend - gone

@@ -438,6 +438,13 @@ def m004_member_birthday_award(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE members ADD COLUMN birthday_award_year INTEGER")
 
 
+@cache_migrations
+def m005_member_maturing(conn: sqlite3.Connection) -> None:
+    """The member's points central still holds pending (its lots' available_at ahead): in central's
+    balance, not spendable until then, by this lane's clock."""
+    conn.execute("ALTER TABLE members ADD COLUMN maturing TEXT")
+
+
 @ledger_migrations
 def m012_drop_ledger_transaction_index(conn: sqlite3.Connection) -> None:
     """ledger_transaction (transaction_id, kind, currency) was read only by a return looking for its

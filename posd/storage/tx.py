@@ -83,9 +83,11 @@ class LedgerView:
 
     # -- balances -------------------------------------------------------------
     def balance(self, member_id: str, confirmed: dict[str, int], watermark: int,
-                now: datetime, aliases: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
-        """``aliases``: provisional ids central mapped to this member; their entries are the member's."""
-        return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases)
+                now: datetime, aliases: tuple[str, ...] = (), held: dict[str, int] | None = None
+                ) -> dict[str, dict[str, int]]:
+        """``aliases``: provisional ids central mapped to this member; their entries are the member's.
+        ``held``: central's points still pending (entries.balance)."""
+        return entries.balance(self._conn, member_id, confirmed, watermark, now, aliases, held)
 
     def unsynced_entries(self, member_id: str, watermark: int, now: datetime, limit: int,
                          aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:

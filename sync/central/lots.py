@@ -190,6 +190,25 @@ def maturing(conn: Any, member_id: str, now: float) -> dict[str, int]:
     return out
 
 
+def maturing_lots(conn: Any, member_ids: list[str], now: float) -> dict[str, list[dict[str, Any]]]:
+    """{member_id: its unexpired lots still pending at ``now``, as the feed lists them: currency, what
+    is left of it (points) and available_at}, for the members that have one. The published balance
+    counts them; a lane holds them back from what it may spend until available_at, by its own clock."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in conn.execute(f"SELECT member_id, currency, remaining, available_at FROM lots WHERE member_id IN "
+                              f"({marks}) AND remaining > 0 AND available_at IS NOT NULL "
+                              "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY member_id, currency, available_at",
+                              (*chunk, now)).fetchall():
+            when = parse_utc(r["available_at"])
+            if when is not None and when.timestamp() > now:
+                found.setdefault(r["member_id"], []).append(
+                    {"currency": r["currency"], "points": int(r["remaining"]), "available_at": r["available_at"]})
+    return found
+
+
 def reset_lots(conn: Any, member_id: str, balances: dict[str, int], source: str) -> None:
     """Replace a member's lots by its given balances: never-expiring lots, debts for negatives."""
     conn.execute("DELETE FROM lots WHERE member_id = ?", (member_id,))

@@ -97,13 +97,15 @@ def upgraded_tier(current: str | None, qualifying: int, program: dict[str, Any])
 
 def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
                 aliases: list[str] | None = None, vouchers: list[dict[str, Any]] | None = None, *,
-                birthday_award_year: int | None = None) -> dict[str, Any]:
+                birthday_award_year: int | None = None,
+                maturing: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A stored member (JSON fields decoded) as the change feed and admin routes send it.
 
     ``aliases``: the provisional ids lanes enrolled this member under (docs/sync-protocol.md,
     enrolment); ``totp_secret``: the wallet pass's secret, when the member has one; ``vouchers``:
     the member's open vouchers (registered, unexpired, neither used nor held); ``birthday_award_year``:
-    the last (store-local) year a lane gave the member the birthday bonus. All are left out when
+    the last (store-local) year a lane gave the member the birthday bonus; ``maturing``: its lots
+    still pending (lots.maturing_lots), in the balance and not spendable yet. All are left out when
     empty, so a million members without them cost nothing on the wire."""
     if member["status"] == "deleted":  # erased: lanes learn only that, and forget the member
         member = {**member, "display_name": "", "locale": None, "identifiers": [], "birth_date": None,
@@ -130,4 +132,6 @@ def member_wire(member: dict[str, Any], applied_seq: dict[str, int],
         wire["vouchers"] = list(vouchers)
     if birthday_award_year is not None and member["status"] != "deleted":
         wire["birthday_award_year"] = birthday_award_year
+    if maturing and member["status"] != "deleted":
+        wire["maturing"] = maturing
     return wire

@@ -30,7 +30,8 @@ from typing import Any
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.codec import json_text, loads
-from posd.sync.central.lots import DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row, reset_lots
+from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
+                                   maturing_lots, reset_lots)
 from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
@@ -236,9 +237,11 @@ class SqlStore:
                 return None
             marks = self._applied_seqs(conn, [member_id], store_id)
             aliases = _aliases(conn, [member_id])
-            vouchers = burns.open_vouchers(conn, [member_id], self._clock())
+            now = self._clock()
+            vouchers = burns.open_vouchers(conn, [member_id], now)
+            maturing = maturing_lots(conn, [member_id], now)
         return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id),
-                           vouchers.get(member_id, []))
+                           vouchers.get(member_id, []), maturing=maturing.get(member_id))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
@@ -410,10 +413,13 @@ class SqlStore:
             rows = rows[:limit]
             ids = [r["member_id"] for r in rows]
             marks, aliases = self._applied_seqs(conn, ids, store_id), _aliases(conn, ids)
-            vouchers = burns.open_vouchers(conn, ids, self._clock())
+            now = self._clock()
+            vouchers = burns.open_vouchers(conn, ids, now)
             birthdays = last_birthday_awards(conn, ids)
+            maturing = maturing_lots(conn, ids, now)
         members = [member_wire(decoded_member(r), marks.get(r["member_id"], {}), aliases.get(r["member_id"]),
-                               vouchers.get(r["member_id"], []), birthday_award_year=birthdays.get(r["member_id"]))
+                               vouchers.get(r["member_id"], []), birthday_award_year=birthdays.get(r["member_id"]),
+                               maturing=maturing.get(r["member_id"]))
                    for r in rows]
         next_cursor = str(rows[-1]["version"]) if rows else str(cursor)
         return members, next_cursor, has_more

@@ -190,6 +190,22 @@ def test_an_approval_that_comes_after_the_offline_event_holds_nothing(central, l
     assert (other["status"], other["code"]) == ("declined", "authorisation_conflict")
 
 
+def test_an_approval_that_comes_after_an_offline_voucher_use_finds_it_done(central, lanes):
+    """As a redemption: a voucher use recorded offline under its authorisation_id, the approval for
+    that id coming after it is answered approved and holds nothing; the voucher stays used."""
+    one, two = lanes
+    issue(one, 1, "VLATEUSE0001")
+    used = make_event(2, type="voucher_use", points={}, voucher_code="VLATEUSE0001", voucher_once_per="code",
+                      authorisation_id="voucher_use:VLATEUSE0001:T1", offline=True)
+    assert one.push_batch("u", [used])[0].status == "accepted"
+    late = one.authorise(use("voucher_use:VLATEUSE0001:T1", "VLATEUSE0001"))
+    assert late["status"] == "approved", late
+    assert states(central) == [("event:1", "offline"), ("voucher_use:VLATEUSE0001:T1", "offline")]  # none open
+    assert two.authorise(use("voucher_use:VLATEUSE0001:T2", "VLATEUSE0001"))["code"] == "voucher_used"
+    assert one.authorise(use("voucher_use:VLATEUSE0001:T3", "VLATEUSE0001"))["code"] == "voucher_used"
+    assert two.voucher("VLATEUSE0001", None)["used"] is True
+
+
 def test_an_unconfirmed_reservation_expires_and_frees_its_points(central, lanes, clock):
     one, two = lanes
     one.authorise(redemption("redemption:R1", 1800))

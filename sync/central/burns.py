@@ -167,11 +167,12 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     auth_id = request["authorisation_id"]
     rid = reservation_id(store_id, lane_id, auth_id)
     digest = request_hash(request)
-    existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points FROM reservations "
-                            "WHERE reservation_id = ?", (rid,)).fetchone()
-    if existing is not None and existing["state"] == "offline" and request["kind"] == "redemption" \
-            and existing["member_id"] == request.get("member_id") \
-            and json.loads(existing["points"] or "{}") == request.get("points"):
+    existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points, kind, voucher_code "
+                            "FROM reservations WHERE reservation_id = ?", (rid,)).fetchone()
+    if existing is not None and existing["state"] == "offline" and existing["kind"] == request["kind"] and (
+            existing["voucher_code"] == request.get("voucher_code") if request["kind"] == "voucher_use"
+            else existing["member_id"] == request.get("member_id")
+            and json.loads(existing["points"] or "{}") == request.get("points")):
         return approved(auth_id, rid, _iso(now), {}), False  # the lane's event came first: the burn is done
     if existing is not None and existing["request_hash"] != digest:
         return declined(auth_id, "authorisation_conflict", "this authorisation_id was used for another burn"), False
@@ -321,9 +322,19 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
     if use is not None and not (rid is not None and use["reservation_id"] == rid):
         if use["state"] == "used" or (use["expires_ts"] or 0) > now:
             return "voucher_used"
+    auth_id = event.get("authorisation_id")
+    if found is None and isinstance(auth_id, str) and auth_id:
+        # Kept under the authorisation_id the lane asked with, as an offline redemption is: an
+        # approval reaching central after this event finds the use done.
+        rid = reservation_id(store_id, lane_id, auth_id)
+        conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
+                     "kind, member_id, points, voucher_code, voucher_key, occurred_at, created_ts, expires_ts, state) "
+                     "VALUES (?, ?, ?, ?, '', 'voucher_use', ?, '{}', ?, ?, ?, 0, NULL, 'offline') "
+                     "ON CONFLICT (reservation_id) DO NOTHING",
+                     (rid, store_id, lane_id, auth_id, member_id, code, key, event["occurred_at"]))
     conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
                  "VALUES (?, ?, ?, 'used', ?, NULL)" + _REPLACE_USE, (code, key, f"{store_id}/{lane_id}/{seq}", rid))
-    if rid is not None:
+    if found is not None:
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?", (rid,))
     return None
 

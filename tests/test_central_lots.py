@@ -290,3 +290,18 @@ def test_the_feed_lists_a_members_lots_still_pending_until_they_mature(central, 
     assert central.store.member("M0002")["maturing"] == entry["maturing"]
     clock.advance(14 * DAY + 1)
     assert "maturing" not in central.store.member("M0002")
+
+
+def test_a_burn_spends_spendable_points_before_points_still_pending(central, client, clock):
+    """The soonest-expiring lot was drawn first even while pending: the spendable points stayed
+    spendable, a second burn was approved, and returning the sale left vouchers and a debt."""
+    pending = {"available_at": iso(clock.now + 14 * DAY), "expires_at": iso(clock.now + 30 * DAY)}
+    push(client, make_event(1, member_id="M0002", points={"points": 1100}, lots={"points": pending}))
+    push(client, make_event(2, member_id="M0002", type="redemption", points={"points": -300}))
+    lots = {lot["transaction_id"] or lot["source"]: lot["remaining"] for lot in central.store.lots("M0002")}
+    assert lots == {"T-L01-1": 1100, "seed": 120}, lots
+    entry = central.store.member("M0002")
+    assert entry["balances"] == {"points": 1220} and entry["maturing"][0]["points"] == 1100
+    push(client, make_event(3, member_id="M0002", type="return", transaction_id="T-L01-1",
+                            points={"points": -1100}))
+    assert central.store.member("M0002")["balances"] == {"points": 120}  # no debt

@@ -94,7 +94,8 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     as the lane does: taking back expired points costs the member nothing more;
     ``own_lane``: the lane's ``store/lane``, whose sale it is: transaction ids
     are the POS's, one lane's, and another lane's sale may carry the same one),
-    then unexpired lots soonest-expiring first, never-expiring last; what no
+    then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
+    last, then those still pending in the same order; what no
     lot covers becomes debt. Lots are read a page at a time, in that order, until
     the points are covered: a busy member's thousands of live lots are not all read
     for a debit that one or two of them cover."""
@@ -134,9 +135,25 @@ DRAW_PAGE = 32  # lots read at a time by a debit
 
 def _live_lots(conn: Any, member_id: str, currency: str, as_of: float, wanted: Any) -> Iterator[Any]:
     """The member's lots in ``currency`` with points left that were unexpired at ``as_of``, in the order
-    a debit draws them (soonest-expiring first by expiry then lot_id, never-expiring last by lot_id),
-    a page at a time while ``wanted()``: each page continues after the last lot of the one before."""
-    live = "SELECT lot_id, remaining, expires_ts FROM lots WHERE member_id = ? AND currency = ? AND remaining > 0 "
+    a debit draws them: those spendable at ``as_of`` first, then those still pending (``available_at``
+    ahead), each in _unexpired_lots' order. A burn spends what was spendable; drawing a pending lot
+    first left the spendable points spendable again, and a second burn, then a return of the sale,
+    left a voucher and a debt."""
+    pending = []
+    for lot in _unexpired_lots(conn, member_id, currency, as_of, wanted):
+        when = parse_utc(lot["available_at"]) if lot["available_at"] is not None else None
+        if when is not None and when.timestamp() > as_of:
+            pending.append(lot)
+        else:
+            yield lot
+    yield from pending
+
+
+def _unexpired_lots(conn: Any, member_id: str, currency: str, as_of: float, wanted: Any) -> Iterator[Any]:
+    """The lots unexpired at ``as_of`` soonest-expiring first by expiry then lot_id, never-expiring last
+    by lot_id, a page at a time while ``wanted()``: each page continues after the last lot of the one before."""
+    live = ("SELECT lot_id, remaining, expires_ts, available_at FROM lots WHERE member_id = ? AND currency = ? "
+            "AND remaining > 0 ")
     expiring: tuple[float, int] | None = None
     while wanted():
         after, args = ("AND expires_ts > ? ", [as_of]) if expiring is None else \

@@ -321,3 +321,30 @@ def test_a_maturing_lot_posd_cannot_read_refuses_the_page(lane):
             lane.context.cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "balances": {},
                                                       "maturing": bad}], "9")
     assert lane.members.member_view(lane.context.cache.find_member("CARD-m1"))["balances"]["points"]["total"] == 0
+
+
+def test_a_voucher_issued_here_that_central_no_longer_lists_is_refused_offline(lane):
+    """The issuing lane took its own ledger's word: a voucher used online at another lane, gone from
+    this lane's member feed since, was used again here while central could not be asked."""
+    run(lane.sales.record_sale(sale("T-v", "CARD-m1", 60000)))
+    rdm = run(lane.rewards.redeem(RedemptionInput("D-v", "CARD-m1", "free-coffee", None, None, "hd-v"))).response
+    code, seq = rdm["voucher"]["code"], rdm["seq"]
+    wire = {"code": code, "member_id": "m1", "reward_id": "free-coffee", "title": "Free coffee",
+            "benefit": {"kind": "free_item", "sku": "COFFEE"}, "expires_at": rdm["voucher"]["expires_at"]}
+
+    def feed(applied: int, vouchers: list, cursor: str) -> None:
+        lane.context.cache.apply_member_changes([
+            {"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
+             "balances": {"points": 200}, "applied_seq": {"L01": applied}, "vouchers": vouchers}], cursor)
+
+    feed(seq - 1, [], "2")  # central has not applied the redemption yet: its absence says nothing
+    assert run(lane.rewards.validate(code, "CARD-m1"))["valid"] is True
+    feed(seq, [wire], "3")  # registered and open at central
+    assert run(lane.rewards.validate(code, "CARD-m1"))["valid"] is True
+    feed(seq, [], "4")  # used, or held, at another lane since
+    lane.context.is_offline = lambda: True  # central cannot be asked
+    for attempt in (lambda: lane.rewards.validate(code, "CARD-m1"),
+                    lambda: lane.rewards.use(code, "pos-v", "CARD-m1")):
+        with pytest.raises(LaneError) as err:
+            run(attempt())
+        assert err.value.code == "voucher_used"

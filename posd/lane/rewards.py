@@ -298,7 +298,7 @@ class Rewards:
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used:
             raise LaneError("voucher_used", f"already used at {used.used_at}")
-        if asked.status == "found" and asked.used:
+        if asked.status == "found" and asked.used or asked.status != "found" and self._gone(view, v):
             raise LaneError("voucher_used", "already used, or being used, at another lane")
         # a coupon anyone may use is the named member's use of it
         out = {"code": code, "valid": True, **v.public(), "member_id": v.member_id or member_id,
@@ -364,8 +364,21 @@ class Rewards:
             voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
         if decision.status == "declined":
             raise use_declined(decision)
+        if decision.status != "approved" and self._gone(view, v):
+            raise LaneError("voucher_used", "already used, or being used, at another lane")
         use = _Use(v, transaction_id, ident, decision, effect, request_hash)
         return await self._record(decision, lambda unit: self._write_use(unit, use))
+
+    def _gone(self, view: LedgerView, v: Usable) -> bool:
+        """Does central's member feed say a voucher issued here is no longer open (used, or held for a
+        use, at another lane)? Only once the feed has applied the redemption that issued it: before
+        that, its absence says nothing. What the lane knows when central cannot be asked."""
+        if v.source != "redemption" or not v.member_id:
+            return False
+        seq = view.voucher_issue_seq(v.code)
+        holder = self.ctx.cache.member_by_id(v.member_id)
+        return seq is not None and holder is not None and holder.applied_seq >= seq \
+            and self.ctx.cache.member_voucher(v.code) is None
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
             "voucher_used", "offline_too_long", "offline_cap_member", "offline_cap_lane", "member_token_replayed",

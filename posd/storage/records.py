@@ -176,6 +176,12 @@ def redemptions_since(conn: sqlite3.Connection, member_id: str, reward_id: str, 
         (ids, reward_id, since)).fetchone()[0]
 
 
+def voucher_issue_seq(conn: sqlite3.Connection, code: str) -> int | None:
+    """The outbox seq of the redemption that issued voucher ``code`` here, if one did."""
+    row = conn.execute("SELECT seq FROM redemptions WHERE voucher_code = ?", (code,)).fetchone()
+    return None if row is None else row[0]
+
+
 _UNSYNCED = ("SELECT COALESCE(SUM(r.points), 0) FROM redemptions r JOIN outbox o ON o.seq = r.seq "
              "WHERE o.state = 'pending' AND r.authorised = 'offline'")
 

@@ -57,6 +57,9 @@ class LedgerView:
     def redemptions_since(self, member_id: str, reward_id: str, since: str, aliases: tuple[str, ...] = ()) -> int:
         return records.redemptions_since(self._conn, member_id, reward_id, since, aliases)
 
+    def voucher_issue_seq(self, code: str) -> int | None:
+        return records.voucher_issue_seq(self._conn, code)
+
     def unsynced_redeemed(self, member_id: str | None = None, aliases: tuple[str, ...] = ()) -> int:
         return records.unsynced_redeemed(self._conn, member_id, aliases)
 

@@ -188,6 +188,16 @@ def test_a_job_that_waited_past_its_ttl_expires_and_never_prints(lane, emulator)
     assert ("expired", "ttl") in lane.statuses(job)
 
 
+def test_a_voucher_slip_lives_as_long_as_a_sale_slip(lane):
+    """A redemption's slip (its voucher) took the fallback's 5 minutes: a printer out of paper for
+    six let the member's voucher slip expire unprinted while the sale's before it printed."""
+    for slip_id, kind in (("T-10", "slip"), ("R-10~r", "redemption"), ("T-10#r", "reprint")):
+        row = lane.row(lane.queue(slip_id, kind=kind))
+        lived = (time.mktime(time.strptime(row["expires_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+                 - time.mktime(time.strptime(row["created_at"][:19], "%Y-%m-%dT%H:%M:%S")))
+        assert lived == (300 if kind == "reprint" else 900), (kind, lived)
+
+
 def test_a_drawer_kick_never_fires_late(lane, emulator):
     emulator.power_off()
     job = lane.queue("T-10", kind="drawer", ttl_s=0.3)

@@ -17,7 +17,7 @@ from typing import Any
 from posd.storage.db import compact_json, iso, parse_iso, utcnow, utcnow_iso
 
 # Seconds a job may wait for the printer before it is dropped as expired.
-DEFAULT_TTL_S = {"slip": 900.0, "reprint": 300.0, "drawer": 10.0}
+DEFAULT_TTL_S = {"slip": 900.0, "redemption": 900.0, "reprint": 300.0, "drawer": 10.0}  # a voucher's slip is a slip
 FALLBACK_TTL_S = 300.0
 # The queued jobs, oldest first. The first term is print_jobs_open's own condition, word for word: SQLite
 # uses a partial index only when the query's WHERE names it so, and without it every claim scanned every

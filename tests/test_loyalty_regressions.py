@@ -294,6 +294,32 @@ def test_tier_progress_names_the_next_tier_not_yet_reached(tmp_path):
         ledger.close()
 
 
+def test_a_sale_passing_the_top_threshold_says_the_tier_is_reached_not_that_silver_is_the_top(tmp_path):
+    """Every threshold above a silver member passed by the sale, before central moves them up: the
+    slip said "you are in the top tier" under "Tier: Silver", and the member view had no progress."""
+    program = copy.deepcopy(PROGRAM)
+    program["currencies"].append({"code": "tierpts", "kind": "qualifying"})
+    program["rules"].append({"id": "tier-base", "type": "base_rate", "currency": "tierpts",
+                             "rates": {"PLN": {"spend_minor": 100, "points": 1}}})
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(program, "e1")
+    cache.apply_member_changes([{"member_id": "up", "display_name": "U", "tier": "silver", "qualifying": 4900,
+                                 "identifiers": ["CARD-up"], "balances": {"points": 0}}], "1")
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
+    try:
+        run(lane.sales.record_sale(sale("UP2", "CARD-up", 120000)))
+        view = lane.members.member_view(cache.find_member("CARD-up"))
+        assert view["tier"]["id"] == "silver"  # central's until it moves the member up
+        assert (view["progress"]["next_tier"]["id"], view["progress"]["points_needed"]) == ("gold", 0)
+        slip = json.loads(reader(lane.context.ledger).execute("SELECT slip FROM print_jobs").fetchone()[0])
+        assert slip["next_tier"]["points_needed"] == 0 and "gold" in json.dumps(slip["next_tier"]).lower()
+    finally:
+        cache.close()
+        ledger.close()
+
+
 def test_points_central_holds_pending_are_not_available_once_the_sale_synced(lane):
     """Central's balance counts a lot still pending; the lane took the whole figure as spendable once
     the sale synced: the member view offered the points, and an offline redemption spent them."""

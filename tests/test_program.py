@@ -104,8 +104,9 @@ def test_program_shape():
     assert [t.tier_id for t in prog.tiers] == ["basic", "gold"]  # ascending threshold
     assert prog.tier("gold").multiplier == Fraction(3, 2) and prog.tier("gold").name("fa") == "طلایی"
     assert prog.tier("basic").name("pl") == "basic"
-    assert prog.next_tier("basic").tier_id == "gold" and prog.next_tier("gold") is None
-    assert prog.next_tier(None).tier_id == "basic"
+    assert prog.tier_ahead("basic", 10).tier_id == "gold" and prog.tier_ahead("gold", 10) is None
+    assert prog.tier_ahead(None, -1).tier_id == "basic"
+    assert prog.tier_ahead("basic", 6000).tier_id == "gold"  # reached, central not there yet: never "top tier"
     assert prog.currency("coffee").kind == "stamps" and prog.currency("nope") is None
     assert prog.currency("points").expiry == ExpiryPolicy("end_of_month", months=12)
     assert prog.currency("bonus").expiry == ExpiryPolicy("end_of_year", months=12)

@@ -100,6 +100,11 @@ def test_progress_bar_and_top_tier():
     assert Progress((5000 - 3550) / 5000) in blocks
     top = build_slip(sample(next_tier=None, tier_name="Gold"), "en").plain_lines()
     assert "You are in the top tier" in top
+    reached = {"name": {"en": "Gold", "pl": "Złoty"}, "threshold": 5000, "points_needed": 0}
+    for locale, said in (("en", "Gold tier reached"), ("pl", "Osiągnięto poziom Złoty")):
+        text = build_slip(sample(next_tier=reached, tier_name="Silver"), locale).plain_lines()
+        assert said in text and not any("0 p" in t and "Gold" in t for t in text), text
+    assert Progress(1.0) in build_slip(sample(next_tier=reached, tier_name="Silver"), "en").blocks
 
 
 def test_unknown_rules_without_a_label_are_not_printed_and_labels_win():

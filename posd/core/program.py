@@ -185,14 +185,13 @@ class Program:
     def tier(self, tier_id: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.tier_id == tier_id), None)
 
-    def next_tier(self, tier_id: str | None, points: int | None = None) -> Tier | None:
-        """The first tier above ``tier_id``; with ``points``, the first of them those points have not
-        reached yet (a sale's tier points may pass a threshold before central moves the member up)."""
+    def tier_ahead(self, tier_id: str | None, points: int) -> Tier | None:
+        """The tier to show progress toward: the first above ``tier_id`` that ``points`` have not
+        reached, else the highest one they have (central has not moved the member up yet: reached,
+        not the member's tier yet, and never "the top tier" for a lower one); None in the top tier."""
         current = self.tier(tier_id)
-        for t in self.tiers:
-            if (current is None or t.threshold > current.threshold) and (points is None or t.threshold > points):
-                return t
-        return None
+        above = [t for t in self.tiers if current is None or t.threshold > current.threshold]
+        return next((t for t in above if t.threshold > points), above[-1] if above else None)
 
     def reward(self, reward_id: str) -> Reward | None:
         return next((r for r in self.rewards if r.reward_id == reward_id), None)

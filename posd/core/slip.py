@@ -200,8 +200,11 @@ class _Builder:
             threshold = int(nxt.get("threshold") or 0)
             if threshold > 0:
                 self.add(Progress(max(0.0, min(1.0, (threshold - needed) / threshold))))
-            self.add(Text(self.m("slip.next_tier", points=format_number(self.locale, needed),
-                                 tier=self.text(nxt.get("name"))), align="center"))
+            if needed > 0:
+                self.add(Text(self.m("slip.next_tier", points=format_number(self.locale, needed),
+                                     tier=self.text(nxt.get("name"))), align="center"))
+            else:  # the sale's points reached it; central moves the member up when the sale syncs
+                self.add(Text(self.m("slip.tier_reached", tier=self.text(nxt.get("name"))), align="center"))
         elif tier and nxt is None:
             self.add(Text(self.m("slip.top_tier"), align="center"))
 

@@ -267,7 +267,7 @@ class Members:
         stale = not synced or ctx.clock() - parse_iso(synced) > STALE_AFTER
         balance = self.balances(member, view)
         progress = self.tier_progress(member, program, balance) if program else 0
-        nxt = program.next_tier(member.tier, progress) if program else None  # the next tier not reached yet
+        nxt = program.tier_ahead(member.tier, progress) if program else None  # or the highest reached
         return {
             "member_id": member.member_id,
             "display_name": member.display_name,

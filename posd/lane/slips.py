@@ -44,7 +44,7 @@ class Slips:
         shown = {c: b for c, b in balance.items() if c not in tier_points}
         tier = program.tier(member.tier)
         progress = self.members.tier_progress(member, program, balance)  # this sale's tier points counted
-        nxt = program.next_tier(member.tier, progress)  # never "0 points to" a tier reached, not yet central's
+        nxt = program.tier_ahead(member.tier, progress)  # a tier reached, not yet central's: 0 points needed
         return SlipData(
             slip_id=slip_id, store_id=ctx.store_id, lane_id=ctx.lane_id,
             transaction_id=slip_id if transaction_id is None else transaction_id, redemption_id=redemption_id,

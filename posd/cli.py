@@ -158,6 +158,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ending = url.params.get("suffix", "CR").upper()
     what = args.code or (f"{args.member_token}'s phone QR token ({len(code)} characters)" if args.member_token
                          else f"{args.wallet_pass}'s wallet pass code {code}")
+    if args.code:
+        from posd.core.identify import identify_code
+
+        if identify_code(args.code).kind == "payment_card":  # its digits are not repeated here either
+            what = f"a payment card number ({len(args.code)} characters)"
     print(f"typed {what}{'' if ending == 'NONE' else ' + ' + ending} into scanner {ptys[0][0]} ({link})")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -59,7 +61,9 @@ def test_scan_on_the_serial_line_reaches_sse_as_member_identified(lane):
 def test_payment_card_swiped_into_the_scanner_leaves_no_digits(lane):
     stream = lane.sse()
     try:
-        lane.scan("4111111111111111")
+        typed = subprocess.run([sys.executable, "-m", "posd", "scan", "4111111111111111", "--config",
+                                str(lane.config)], check=True, timeout=10, capture_output=True, text=True)
+        assert "1111" not in typed.stdout + typed.stderr and "payment card" in typed.stdout, typed.stdout
         event = stream.next("card.rejected")
         assert "4111" not in json.dumps(event)
     finally:

@@ -54,6 +54,9 @@ def test_scan_on_the_serial_line_reaches_sse_as_member_identified(lane):
         assert member["balances"]["points"]["total"] == 1840
         lane.scan("2900000000995")
         assert stream.next("member.unknown")["data"]["identifier"] == "2900000000995"
+        lane.scan("0105901234123457\x1d10ABC")  # a GS1 code: its separator kept in the scan event
+        assert stream.next("scan")["data"]["data"] == "0105901234123457\x1d10ABC"
+        assert stream.next("member.unknown")["data"]["identifier"] == "010590123412345710ABC"
     finally:
         stream.close()
 

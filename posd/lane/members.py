@@ -312,8 +312,9 @@ class Members:
         elif found.kind == "qr_token" or (scheme is not None and scheme.match(code)):
             # a member token is not repeated on the stream: another till could still replay it
             scan = {"device": device, "symbology": symbology, "kind": "token"}
-        else:
-            scan = {"device": device, "symbology": symbology, "kind": "code", "data": code}
+        else:  # GS1's field separator as the scanner sent it (docs/devices.md); the lookup goes without it
+            shown = fold_ascii(data).strip() if "\x1d" in data else code
+            scan = {"device": device, "symbology": symbology, "kind": "code", "data": shown}
         # The scan event goes out with the answer, in one handoff to the loop (and alone if no
         # answer comes: the cache could not be read).
         held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]

@@ -176,7 +176,7 @@ def test_tier_bonus_shows_its_points_and_zero_balances_stay_off_the_slip():
     data = sample(earned={"points": 162, "coffee": 0}, balance={"coffee": 0, "points": 744}, pending={},
                   breakdown=trace)
     text = lines(data, "pl")
-    assert "  Premia za poziom ×1.25  32" in text and "  Punkty podstawowe  130" in text  # 130 + 32 = 162
+    assert "  Premia za poziom ×1,25  32" in text and "  Punkty podstawowe  130" in text  # 130 + 32 = 162
     assert [t for t in text if t.startswith("Saldo")] == ["Saldo  744 pkt"]
 
 

@@ -326,8 +326,8 @@ def _shown(amounts: Mapping[str, int], keep_zero: bool = False) -> list[tuple[st
 
 
 def _decimal(text: str, locale: str) -> str:
-    """A multiplier: Persian digits and decimal sign on Persian slips, as written elsewhere."""
-    return format_decimal(locale, text) if locale in PERSIAN_DIGIT_LOCALES else text
+    """A multiplier with the slip language's decimal sign (1,25 in Polish) and digits (Persian's)."""
+    return format_decimal(locale, text)
 
 
 def _exact_points(item: Mapping[str, Any]) -> Fraction | None:

@@ -634,6 +634,37 @@ def _twice(text: str, line: int | None, error: str) -> str:
     return f"; {written} is set twice" if written else ""
 
 
+def _unclosed_string(text: str) -> int | None:
+    """The line where a string that never closes opens (tomllib reports it at the end of the
+    document), for a TOML error store IT can find; None when there is none."""
+    multi, opened = None, None
+    for number, line in enumerate(text.splitlines(), 1):
+        i = 0
+        while i < len(line):
+            if multi is not None:
+                end = line.find(multi, i)
+                if end < 0:
+                    break
+                multi, i = None, end + 3
+                continue
+            ch = line[i]
+            if ch == "#":
+                break
+            if line.startswith(('"""', "'''"), i):
+                multi, opened, i = line[i:i + 3], number, i + 3
+                continue
+            if ch in "\"'":
+                j = i + 1
+                while j < len(line) and line[j] != ch:
+                    j += 2 if ch == '"' and line[j] == "\\" else 1
+                if j >= len(line):
+                    return number
+                i = j + 1
+                continue
+            i += 1
+    return opened if multi is not None else None
+
+
 def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
     """The config in ``text``, or a ConfigError listing every mistake; with ``check_files`` the
     files it names are checked too, also when other keys are wrong."""
@@ -642,8 +673,9 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(m.group(1)) if m else None
-        raise ConfigError(f"not valid TOML: {exc}{_twice(text, line, str(exc))}", line=line) from None
+        line = int(m.group(1)) if m else _unclosed_string(text)  # tomllib: "(at end of document)"
+        said = str(exc) if m or line is None else f"a string opened at line {line} is never closed"
+        raise ConfigError(f"not valid TOML: {said}{_twice(text, line, str(exc))}", line=line) from None
     config, problems, refused = None, [], set()
     if "source" in data:  # not a key of posd.toml: the field holds the file's own path
         problems.append(ConfigProblem(UNKNOWN_KEY, "source", find_line(text, ("source",))))

@@ -130,6 +130,11 @@ def test_toml_syntax_error_has_line():
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace('lane_id = "L01"', 'lane_id = "L01'))
     assert err.value.line == 4
+    # a string left open with single quotes or triple quotes: tomllib says only "at end of document"
+    for opened in ("lane_id = 'L01", 'lane_id = " ""L01'.replace(" ", ""), "lane_id = ''" + "'L01"):
+        with pytest.raises(ConfigError) as err:
+            parse(GOOD.replace('lane_id = "L01"', opened))
+        assert err.value.line == 4 and "a string opened at line 4 is never closed" in str(err.value), str(err.value)
 
 
 def test_a_key_or_table_set_twice_is_named_and_a_byte_order_mark_is_no_mistake():

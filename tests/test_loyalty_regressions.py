@@ -264,60 +264,61 @@ def test_a_birthday_window_across_new_year_gives_the_bonus_once(tmp_path):
         ledger.close()
 
 
-def test_tier_progress_names_the_next_tier_not_yet_reached(tmp_path):
+@pytest.fixture
+def tier_points_lane(tmp_path):
+    """tier_points_lane(tier, qualifying): a lane whose program earns tier points (a qualifying
+    currency) beside points, with member "up" (card CARD-up) in ``tier`` at ``qualifying``."""
+    made = []
+
+    def make(tier: str, qualifying: int) -> Lane:
+        program = copy.deepcopy(PROGRAM)
+        program["currencies"].append({"code": "tierpts", "kind": "qualifying"})
+        program["rules"].append({"id": "tier-base", "type": "base_rate", "currency": "tierpts",
+                                 "rates": {"PLN": {"spend_minor": 100, "points": 1}}})
+        ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+        cache = Cache(tmp_path / "cache.db", "L01")
+        made.extend((cache, ledger))
+        cache.store_program(program, "e1")
+        cache.apply_member_changes([{"member_id": "up", "display_name": "U", "tier": tier, "qualifying": qualifying,
+                                     "identifiers": ["CARD-up"], "balances": {"points": 0}}], "1")
+        return Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache,
+                    bus=EventBus(ledger.boot), printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
+
+    yield make
+    for opened in made:
+        opened.close()
+
+
+def slips_of(lane: Lane) -> list[dict]:
+    return [json.loads(row[0]) for row in reader(lane.context.ledger).execute("SELECT slip FROM print_jobs")]
+
+
+def test_tier_progress_names_the_next_tier_not_yet_reached(tier_points_lane):
     """A sale whose tier points pass silver's threshold, before central moves the member up: the
     member view and the slip said "0 points to Silver" with a full bar; they now name gold."""
-    program = copy.deepcopy(PROGRAM)
-    program["currencies"].append({"code": "tierpts", "kind": "qualifying"})
-    program["rules"].append({"id": "tier-base", "type": "base_rate", "currency": "tierpts",
-                             "rates": {"PLN": {"spend_minor": 100, "points": 1}}})
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
-    cache = Cache(tmp_path / "cache.db", "L01")
-    cache.store_program(program, "e1")
-    cache.apply_member_changes([{"member_id": "up", "display_name": "U", "tier": "basic", "identifiers": ["CARD-up"],
-                                 "balances": {"points": 0}}], "1")
-    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
-                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
-    try:
-        run(lane.sales.record_sale(sale("UP1", "CARD-up", 120000)))
-        view = lane.members.member_view(cache.find_member("CARD-up"))
-        assert view["tier"]["id"] == "basic"  # central's until it moves the member up
-        assert view["progress"]["next_tier"]["id"] == "gold"
-        assert (view["progress"]["qualifying"], view["progress"]["points_needed"]) == (1200, 3800)
-        slips = [json.loads(row[0]) for row in reader(lane.context.ledger).execute("SELECT slip FROM print_jobs")]
-        assert [s["next_tier"]["points_needed"] for s in slips] == [3800]
-        assert "silver" not in json.dumps([s["next_tier"] for s in slips]).lower()
-        # tier points under any code are the progress line, never an amount or a balance on the slip
-        assert all("tierpts" not in s["earned"] and "tierpts" not in s["balance"] for s in slips), slips
-    finally:
-        cache.close()
-        ledger.close()
+    lane = tier_points_lane("basic", 0)
+    run(lane.sales.record_sale(sale("UP1", "CARD-up", 120000)))
+    view = lane.members.member_view(lane.context.cache.find_member("CARD-up"))
+    assert view["tier"]["id"] == "basic"  # central's until it moves the member up
+    assert view["progress"]["next_tier"]["id"] == "gold"
+    assert (view["progress"]["qualifying"], view["progress"]["points_needed"]) == (1200, 3800)
+    slips = slips_of(lane)
+    assert [s["next_tier"]["points_needed"] for s in slips] == [3800]
+    assert "silver" not in json.dumps([s["next_tier"] for s in slips]).lower()
+    # tier points under any code are the progress line, never an amount or a balance on the slip
+    assert all("tierpts" not in s["earned"] and "tierpts" not in s["balance"] for s in slips), slips
 
 
-def test_a_sale_passing_the_top_threshold_says_the_tier_is_reached_not_that_silver_is_the_top(tmp_path):
+def test_a_sale_passing_the_top_threshold_says_the_tier_is_reached_not_that_silver_is_the_top(tier_points_lane):
     """Every threshold above a silver member passed by the sale, before central moves them up: the
     slip said "you are in the top tier" under "Tier: Silver", and the member view had no progress."""
-    program = copy.deepcopy(PROGRAM)
-    program["currencies"].append({"code": "tierpts", "kind": "qualifying"})
-    program["rules"].append({"id": "tier-base", "type": "base_rate", "currency": "tierpts",
-                             "rates": {"PLN": {"spend_minor": 100, "points": 1}}})
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
-    cache = Cache(tmp_path / "cache.db", "L01")
-    cache.store_program(program, "e1")
-    cache.apply_member_changes([{"member_id": "up", "display_name": "U", "tier": "silver", "qualifying": 4900,
-                                 "identifiers": ["CARD-up"], "balances": {"points": 0}}], "1")
-    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
-                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW)
-    try:
-        run(lane.sales.record_sale(sale("UP2", "CARD-up", 120000)))
-        view = lane.members.member_view(cache.find_member("CARD-up"))
-        assert view["tier"]["id"] == "silver"  # central's until it moves the member up
-        assert (view["progress"]["next_tier"]["id"], view["progress"]["points_needed"]) == ("gold", 0)
-        slip = json.loads(reader(lane.context.ledger).execute("SELECT slip FROM print_jobs").fetchone()[0])
-        assert slip["next_tier"]["points_needed"] == 0 and "gold" in json.dumps(slip["next_tier"]).lower()
-    finally:
-        cache.close()
-        ledger.close()
+    lane = tier_points_lane("silver", 4900)
+    run(lane.sales.record_sale(sale("UP2", "CARD-up", 120000)))
+    view = lane.members.member_view(lane.context.cache.find_member("CARD-up"))
+    assert view["tier"]["id"] == "silver"  # central's until it moves the member up
+    assert (view["progress"]["next_tier"]["id"], view["progress"]["points_needed"]) == ("gold", 0)
+    [slip] = slips_of(lane)
+    assert slip["next_tier"]["points_needed"] == 0 and "gold" in json.dumps(slip["next_tier"]).lower()
 
 
 def test_points_central_holds_pending_are_not_available_once_the_sale_synced(lane):

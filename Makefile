@@ -13,7 +13,7 @@ run: setup
 	$(PY) -m posd demo --config config/demo.toml --seed config/demo-seed.json --second-lane config/demo-lane2.toml
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # Everything, including the long soak and fault runs.
 test-all: setup

@@ -229,7 +229,7 @@ class _Builder:
                     continue
                 if item.get("type") == "tier_multiplier":  # a stored job's running total: its factor, not points
                     self.add(Columns("  " + line.rsplit(" ×", 1)[0],
-                                     "×" + _decimal(str(item["multiplier"]), self.locale)))
+                                     "×" + format_decimal(self.locale, str(item["multiplier"]))))
                     continue
                 self.add(Columns("  " + line, format_number(self.locale, whole[id(item)])))
         balances = [(c, n) for c, n in self.ordered(_shown(d.balance, keep_zero=True)) if n or c in earned]
@@ -259,7 +259,7 @@ class _Builder:
             return None
         multiplier = item.get("multiplier")
         if multiplier is not None:
-            label += " ×" + _decimal(str(multiplier), self.locale)
+            label += " ×" + format_decimal(self.locale, str(multiplier))
         return label
 
     def rewards(self, d: SlipData) -> None:
@@ -323,11 +323,6 @@ class _Builder:
 def _shown(amounts: Mapping[str, int], keep_zero: bool = False) -> list[tuple[str, int]]:
     return [(cur, n) for cur, n in sorted(amounts.items())
             if cur not in _HIDDEN_CURRENCIES and (n or keep_zero)]
-
-
-def _decimal(text: str, locale: str) -> str:
-    """A multiplier with the slip language's decimal sign (1,25 in Polish) and digits (Persian's)."""
-    return format_decimal(locale, text)
 
 
 def _exact_points(item: Mapping[str, Any]) -> Fraction | None:

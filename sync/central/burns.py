@@ -59,12 +59,12 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(burn, sort_keys=True).encode()).hexdigest()
 
 
-def voucher_key(conn: Any, code: str, member_id: str | None, once_per: Any, coupons: dict[str, str]) -> str:
+def voucher_key(registered: bool, code: str, member_id: str | None, once_per: Any, coupons: dict[str, str]) -> str:
     """Whom one use of ``code`` is once per, as central decides it for an authorisation and an event
-    alike: "" (once per code) for a voucher in the registry, whoever names it, or a program's single
-    coupon; the member for a campaign coupon; the lane's ``voucher_once_per`` only for a code central
-    knows nothing of. A lane saying ``member`` for a lane's voucher held it a second time."""
-    if conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None:
+    alike: "" (once per code) for a voucher in the registry (``registered``), whoever names it, or a
+    program's single coupon; the member for a campaign coupon; the lane's ``voucher_once_per`` only
+    for a code central knows nothing of. A lane saying ``member`` for a lane's voucher held it a second time."""
+    if registered:
         return ""
     if code in coupons:
         return member_id or "" if coupons[code] == "campaign" else ""
@@ -142,10 +142,11 @@ def _limit_reached(conn: Any, member_id: str, request: dict[str, Any], rid: str)
     return count >= limit["per_member"]
 
 
-def _check_voucher(conn: Any, request: dict[str, Any], key: str, rid: str, now: float) -> str | None:
-    """Why this voucher use (once per ``key``) cannot be reserved, or None (its hold is taken here)."""
+def _check_voucher(conn: Any, request: dict[str, Any], registered: Any, key: str, rid: str, now: float
+                   ) -> str | None:
+    """Why this voucher use (once per ``key``; ``registered``: its registry row) cannot be reserved, or
+    None (its hold is taken here)."""
     code = request["voucher_code"]
-    registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?", (code,)).fetchone()
     if registered is not None:
         if registered["expires_ts"] is not None and registered["expires_ts"] <= now:
             return "voucher_expired"
@@ -205,10 +206,13 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         if _limit_reached(conn, member_id, request, rid):  # type: ignore[arg-type]
             return declined(auth_id, "reward_limit_reached",
                             "the member had this reward as often as allowed in the window"), False
-    key = voucher_key(conn, request["voucher_code"], member_id, request.get("voucher_once_per"), coupons) \
-        if request["kind"] == "voucher_use" else None
-    if key is not None:
-        refused = _check_voucher(conn, request, key, rid, now)
+    key = None
+    if request["kind"] == "voucher_use":
+        registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?",
+                                  (request["voucher_code"],)).fetchone()
+        key = voucher_key(registered is not None, request["voucher_code"], member_id,
+                          request.get("voucher_once_per"), coupons)
+        refused = _check_voucher(conn, request, registered, key, rid, now)
         if refused:
             return declined(auth_id, refused, "the voucher cannot be used"), False
     expires = now + ttl_s
@@ -314,7 +318,8 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
         return "malformed_event"
     coupons = coupons or {}
     code = canonical_code(code, coupons)
-    key = voucher_key(conn, code, member_id, once_per, coupons)
+    registered = conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None
+    key = voucher_key(registered, code, member_id, once_per, coupons)
     found = _reservation_for(conn, store_id, lane_id, event)
     rid = found["reservation_id"] if found is not None else None
     use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",

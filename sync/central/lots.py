@@ -198,12 +198,8 @@ def maturing(conn: Any, member_id: str, now: float) -> dict[str, int]:
     """Per currency, what the member's unexpired lots still pending (``available_at`` after
     ``now``) have left: in the published balance, not spendable yet."""
     out: dict[str, int] = {}
-    for r in conn.execute("SELECT currency, remaining, available_at FROM lots WHERE member_id = ? AND remaining > 0 "
-                          "AND available_at IS NOT NULL AND (expires_ts IS NULL OR expires_ts > ?)",
-                          (member_id, now)).fetchall():
-        when = parse_utc(r["available_at"])
-        if when is not None and when.timestamp() > now:
-            out[r["currency"]] = out.get(r["currency"], 0) + int(r["remaining"])
+    for lot in maturing_lots(conn, [member_id], now).get(member_id, ()):
+        out[lot["currency"]] = out.get(lot["currency"], 0) + lot["points"]
     return out
 
 

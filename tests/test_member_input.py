@@ -5,6 +5,7 @@ is an invalid scan the POS hears of, with a log line that carries no data."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,18 @@ def test_a_card_and_a_phone_number_that_one_lookup_would_confuse_are_never_two_m
     both = lane.post("/v1/members", {"card": "600123458", "phone": "600 123 458"})  # one member, both ways
     assert both.status_code == 200, both.text
     assert lane.post("/v1/members", {"card": "600123458", "phone": "600 123 458"}).headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_blank_member_is_not_taken_for_no_member(lane):
+    """A cleared member field ("" or spaces) names no member: the sale is refused as unknown_member, as
+    a redemption and a lookup refuse it, never recorded as an anonymous sale whose points nobody gets."""
+    sale = {"occurred_at": datetime.now(UTC).isoformat(), "currency": "PLN", "total": 1000,
+            "lines": [{"sku": "5901234123457", "quantity": 1, "unit_price": 1000}]}
+    for blank in ("", "   "):
+        for path, body in (("/v1/transactions", {"transaction_id": "T-blank", "member": blank, **sale}),
+                           ("/v1/quotes", {"transaction_id": "T-blank", "member": blank, **sale}),
+                           ("/v1/vouchers/validate", {"code": "WELCOME10", "member": blank})):
+            answer = lane.post(path, body)
+            assert (answer.status_code, answer.json().get("code")) == (404, "unknown_member"), (path, blank, answer.text)
+    anonymous = lane.post("/v1/transactions", {"transaction_id": "T-blank", "member": None, **sale})
+    assert anonymous.status_code == 200 and anonymous.json()["member_id"] is None, anonymous.text

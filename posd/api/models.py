@@ -196,7 +196,8 @@ def _born(value: date | None) -> date | None:
 class TransactionIn(_Request):
     transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
-                               "card code, phone number, member id, or a member token (used by this sale)")
+                               "card code, phone number, member id, or a member token (used by this sale); "
+                               "null or left out for a sale without a member (an empty one is unknown_member)")
     occurred_at: Instant = Field(description="with its UTC offset; a time without one is invalid_request")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)

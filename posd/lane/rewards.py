@@ -284,7 +284,7 @@ class Rewards:
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         view = ctx.ledger.view()
-        ident = self.members.find_active(member) if member else None
+        ident = self.members.find_active(member) if member is not None else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         v = self.book.local(view, code, ctx.program())
         asked = VoucherLookup("unavailable") if ctx.is_offline() else \
@@ -340,7 +340,7 @@ class Rewards:
         (member, basket, codes applied) is transaction_id_conflict, not the first answer."""
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
-        ident = self.members.find_active(member) if member else None
+        ident = self.members.find_active(member) if member is not None else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)

@@ -111,7 +111,7 @@ class Sales:
         if now - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")
-        ident = self.members.find_active(tx.member) if tx.member else None
+        ident = self.members.find_active(tx.member) if tx.member is not None else None
         member = ident.member if ident else None
         program = ctx.require_program()
         earn = self.earn_context(member, tx.occurred_at, view)

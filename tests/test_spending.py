@@ -135,6 +135,12 @@ def test_a_quote_lists_what_the_member_could_take_off_the_basket(lane):
     assert answer["discounts"] is None and answer["accrual_with_discounts"] is None
 
 
+def test_a_code_scanned_twice_on_a_quote_applies_once_and_the_second_scan_says_why(lane):
+    discounts = lane.post("/v1/quotes", sale("Q-dup", "quote", codes=["WELCOME10", "WELCOME10"])).json()["discounts"]
+    assert [e["id"] for e in discounts["applied"]] == ["WELCOME10"] and discounts["amount_off_minor"] == 530
+    assert discounts["not_usable"] == [{"id": "WELCOME10", "reason": "duplicate_code"}]
+
+
 def test_codes_on_a_quote_stack_and_the_discounted_sale_earns_what_the_quote_said(lane):
     body = sale("Q-3", "quote", codes=["WELCOME10", "STAFF20", "NOPE"])
     answer = lane.post("/v1/quotes", body).json()

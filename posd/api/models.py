@@ -455,7 +455,8 @@ class VoucherValidateIn(_Request):
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
     basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
     applied: list[Code] = Field(default_factory=list, max_length=CODES_MAX,
-                               description="codes already applied to the basket, in order (stacking)")
+                               description="codes already applied to the basket, in order (stacking); this code "
+                                           "itself, when listed, is left out: its effect is answered after the others")
 
 
 class VoucherUseIn(_Request):
@@ -463,7 +464,8 @@ class VoucherUseIn(_Request):
     member: str | None = Field(default=None, max_length=MEMBER_MAX)
     basket: BasketIn | None = Field(default=None, description="answer its effect on this basket")
     applied: list[Code] = Field(default_factory=list, max_length=CODES_MAX,
-                               description="codes already applied to the basket, in order (stacking)")
+                               description="codes already applied to the basket, in order (stacking); this code "
+                                           "itself, when listed, is left out: its effect is answered after the others")
 
 
 class VoucherOut(BaseModel):
@@ -521,7 +523,8 @@ class Stacked(BaseModel):
 class NotUsable(BaseModel):
     id: str
     reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_used, "
-                                    "voucher_expired, member_required, member_ineligible, ...")
+                                    "voucher_expired, member_required, member_ineligible, ...; duplicate_code for a code given "
+                                    "again (it applies once, at its first place)")
 
 
 class Discounts(BaseModel):

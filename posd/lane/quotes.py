@@ -80,7 +80,8 @@ class Quotes:
             offers = [(code, v.benefit) for code, v, why in found if v is not None and why is None]
             stack = apply_stack(program.stacking, offers, basket, rounding=rounding)
             answer["discounts"] = {**stack.to_json(), "not_usable": [{"id": code, "reason": why}
-                                                                     for code, _, why in found if why]}
+                                                                     for code, _, why in found if why]
+                                   + [{"id": code, "reason": "duplicate_code"} for code in self._repeats(codes)]}
             if stack.amount_off_minor:
                 try:
                     after = compute_accrual(program, discounted(basket, stack.taken), sale.ctx)
@@ -116,6 +117,16 @@ class Quotes:
                 why = "voucher_used"
             out.append((code, v, why))
         return out
+
+    def _repeats(self, codes: tuple[str, ...]) -> list[str]:
+        """Codes scanned again after their first scan, in order: a code applies once."""
+        seen: set[str] = set()
+        repeats = []
+        for code in (self.rewards.book.canonical(c) for c in codes):
+            if code in seen:
+                repeats.append(code)
+            seen.add(code)
+        return repeats
 
     def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
         """member_required for a coupon anyone may use on a basket with no member; member_ineligible

@@ -198,7 +198,9 @@ class TransactionIn(_Request):
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
                                "card code, phone number, member id, or a member token (used by this sale); "
                                "null or left out for a sale without a member (an empty one is unknown_member)")
-    occurred_at: Instant = Field(description="with its UTC offset; a time without one is invalid_request")
+    occurred_at: Instant = Field(description="with its UTC offset; a time without one is invalid_request. At most "
+                                             "10 minutes ahead of the lane's clock (occurred_in_future) and 366 days "
+                                             "behind it (occurred_too_old)")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     total: Total = Field(description="minor units; equals the lines' sum when lines are given")

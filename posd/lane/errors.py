@@ -37,7 +37,7 @@ CODES: dict[str, str] = {
     "invalid_phone": "the phone number is not a valid number (give it with its country code, +48...)",
     "identifier_in_use": "the card or phone number already belongs to a member",
     # sales (and RuleError's codes, passed on as they are)
-    "occurred_in_future": "occurred_at is ahead of the lane's clock; check the POS clock",
+    "occurred_in_future": "occurred_at is more than 10 minutes ahead of the lane's clock; check the POS clock",
     "occurred_too_old": "the sale is older than the lane accepts; central can adjust",
     "negative_total": "the total is negative; use a return instead",
     "negative_line": "a line has a negative quantity, price or discount, or a discount above its amount",

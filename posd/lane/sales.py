@@ -107,7 +107,8 @@ class Sales:
         ctx = self.ctx
         now = ctx.clock()
         if tx.occurred_at - now > FUTURE_TOLERANCE:
-            raise LaneError("occurred_in_future", "occurred_at is ahead of the lane's clock; check the POS clock")
+            raise LaneError("occurred_in_future", f"occurred_at is more than {FUTURE_TOLERANCE.seconds // 60} "
+                                                  "minutes ahead of the lane's clock; check the POS clock")
         if now - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")

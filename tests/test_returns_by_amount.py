@@ -102,3 +102,13 @@ def test_the_kept_basket_is_the_sale_scaled_to_what_was_kept():
     assert [ln.discount for ln in kept.lines] == [100, 0] and kept.total == sum(ln.amount for ln in kept.lines)
     assert kept.total == 1000 + 500 - 100  # a third of 2 x 15.00 less 3.00, and of half of 30.00
     assert _scaled(SaleRecord("T", "m", "", "PLN", 999, "v", 1, {}, (), None), Fraction(1, 2)) == Basket("PLN", 499)
+
+
+def test_a_return_of_a_sale_without_a_member_reverses_nothing(lane):
+    """Nobody earned the points of a sale without a member: its return says it took none back."""
+    basket = (BasketLine("A", "grocery", Decimal(2), 2500, 0),)
+    sold = asyncio.run(lane.sales.record_sale(TransactionInput("T-anon", None, NOW, "PLN", 5000, basket, "h-anon")))
+    assert sold.response["member_id"] is None
+    for ret in (ReturnInput("T-anon", "R-anon-1", None, 2000, "hr1"), ReturnInput("T-anon", "R-anon-2", None, 3000, "hr2")):
+        back = asyncio.run(lane.sales.record_return(ret)).response
+        assert not any(back["reversed"].values()) and back["seq"] is None and back["balance"] == {}, back

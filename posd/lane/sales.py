@@ -289,7 +289,7 @@ class Sales:
         reversal = {cur: max(0, min(earned.get(cur, 0) - kept_points.get(cur, 0) - reversed_before.get(cur, 0),
                                     earned.get(cur, 0) - reversed_before.get(cur, 0)))
                     for cur in earned}
-        if sale.member_erased:  # central deleted the member and their points: nothing left to take back
+        if sale.member_erased or sale.member_id is None:  # nobody holds its points: nothing to take back
             reversal = {cur: 0 for cur in earned}
         now = self.ctx.clock()  # one clock for expiry decisions: the lane's
         seq = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -15,7 +15,7 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
 from posd.api.errors import ErrorCode
 from posd.core.identify import find_card_data
 from posd.core.quantity import parse_quantity
-from posd.lane.errors import LaneError
+from posd.lane.errors import FUTURE_TOLERANCE, PAST_TOLERANCE, LaneError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
 MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
@@ -199,8 +199,8 @@ class TransactionIn(_Request):
                                "card code, phone number, member id, or a member token (used by this sale); "
                                "null or left out for a sale without a member (an empty one is unknown_member)")
     occurred_at: Instant = Field(description="with its UTC offset; a time without one is invalid_request. At most "
-                                             "10 minutes ahead of the lane's clock (occurred_in_future) and 366 days "
-                                             "behind it (occurred_too_old)")
+                                 f"{FUTURE_TOLERANCE // timedelta(minutes=1)} minutes ahead of the lane's clock "
+                                 f"(occurred_in_future) and {PAST_TOLERANCE.days} days behind it (occurred_too_old)")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     total: Total = Field(description="minor units; equals the lines' sum when lines are given")

@@ -11,12 +11,17 @@ responses from the declarations of what the route calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TypeVar
 
 from posd.core.rules import RuleError
 from posd.storage.db import WriteRefused
 
 F = TypeVar("F", bound=Callable)
+# A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+# A POS that was offline may upload old sales; a year back is the most a lane accepts.
+PAST_TOLERANCE = timedelta(days=366)
 
 CODES: dict[str, str] = {
     # identifying a member
@@ -37,7 +42,8 @@ CODES: dict[str, str] = {
     "invalid_phone": "the phone number is not a valid number (give it with its country code, +48...)",
     "identifier_in_use": "the card or phone number already belongs to a member",
     # sales (and RuleError's codes, passed on as they are)
-    "occurred_in_future": "occurred_at is more than 10 minutes ahead of the lane's clock; check the POS clock",
+    "occurred_in_future": f"occurred_at is more than {FUTURE_TOLERANCE // timedelta(minutes=1)} minutes ahead of the "
+                          "lane's clock; check the POS clock",
     "occurred_too_old": "the sale is older than the lane accepts; central can adjust",
     "negative_total": "the total is negative; use a return instead",
     "negative_line": "a line has a negative quantity, price or discount, or a discount above its amount",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
@@ -24,7 +24,7 @@ from posd.core.rules_eval import birthday_year
 from posd.faults import crash_point
 from posd.lane.birthdays import Birthdays
 from posd.lane.context import LaneContext, Recorded, earlier_answer
-from posd.lane.errors import LaneError, raises, rule_error
+from posd.lane.errors import CODES, FUTURE_TOLERANCE, PAST_TOLERANCE, LaneError, raises, rule_error
 from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
 from posd.storage.cache import CachedMember
@@ -35,10 +35,6 @@ from posd.storage.tx import LedgerTx, LedgerView
 
 # Program versions a lane keeps parsed for returns (posd.lane.sales.Sales._stored_program).
 KEPT_PROGRAMS = 4
-# A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
-FUTURE_TOLERANCE = timedelta(minutes=10)
-# A POS that was offline may upload old sales; a year back is the most a lane accepts.
-PAST_TOLERANCE = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ class Sales:
         ctx = self.ctx
         now = ctx.clock()
         if tx.occurred_at - now > FUTURE_TOLERANCE:
-            raise LaneError("occurred_in_future", f"occurred_at is more than {FUTURE_TOLERANCE.seconds // 60} "
-                                                  "minutes ahead of the lane's clock; check the POS clock")
+            raise LaneError("occurred_in_future", CODES["occurred_in_future"])
         if now - tx.occurred_at > PAST_TOLERANCE:
             raise LaneError("occurred_too_old",
                             f"sales older than {PAST_TOLERANCE.days} days cannot earn here; central can adjust")

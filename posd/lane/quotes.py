@@ -74,14 +74,16 @@ class Quotes:
                                   for v in self.rewards.book.held_by(view, member.member_id, program, now,
                                                                      member.aliases)]
         if codes:
-            found = await self._usable(view, codes, member)
+            scanned = [self.rewards.book.canonical(c) for c in codes]
+            found = await self._usable(view, list(dict.fromkeys(scanned)), member)  # scanned twice: one code
             used = {code for code, _, why in found if why == "voucher_used"}
             answer["vouchers"] = [v for v in answer["vouchers"] if v["code"] not in used]
             offers = [(code, v.benefit) for code, v, why in found if v is not None and why is None]
             stack = apply_stack(program.stacking, offers, basket, rounding=rounding)
             answer["discounts"] = {**stack.to_json(), "not_usable": [{"id": code, "reason": why}
                                                                      for code, _, why in found if why]
-                                   + [{"id": code, "reason": "duplicate_code"} for code in self._repeats(codes)]}
+                                   + [{"id": code, "reason": "duplicate_code"}  # a code applies once
+                                      for i, code in enumerate(scanned) if code in scanned[:i]]}
             if stack.amount_off_minor:
                 try:
                     after = compute_accrual(program, discounted(basket, stack.taken), sale.ctx)
@@ -90,9 +92,10 @@ class Quotes:
                 answer["accrual_with_discounts"] = after.to_json()
         return answer
 
-    async def _usable(self, view: LedgerView, codes: tuple[str, ...], member: CachedMember | None
+    async def _usable(self, view: LedgerView, wanted: list[str], member: CachedMember | None
                       ) -> list[tuple[str, Usable | None, str | None]]:
-        """(code, its voucher or coupon, why it cannot be used now) for each code, in order.
+        """(code, its voucher or coupon, why it cannot be used now) for each code of ``wanted`` (canonical,
+        each once), in order.
 
         As validate judges a code: while central answers it is asked about every code, also one
         issued here (another lane may have used it), all at once, so the quote waits one budget
@@ -100,7 +103,6 @@ class Quotes:
         member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
         book, program = self.rewards.book, self.ctx.program()
         now, out = self.ctx.clock(), []
-        wanted = list(dict.fromkeys(book.canonical(c) for c in codes))  # scanned twice: one code
         if self.ctx.is_offline():
             asked = [VoucherLookup("unavailable")] * len(wanted)
         else:
@@ -117,16 +119,6 @@ class Quotes:
                 why = "voucher_used"
             out.append((code, v, why))
         return out
-
-    def _repeats(self, codes: tuple[str, ...]) -> list[str]:
-        """Codes scanned again after their first scan, in order: a code applies once."""
-        seen: set[str] = set()
-        repeats = []
-        for code in (self.rewards.book.canonical(c) for c in codes):
-            if code in seen:
-                repeats.append(code)
-            seen.add(code)
-        return repeats
 
     def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
         """member_required for a coupon anyone may use on a basket with no member; member_ineligible

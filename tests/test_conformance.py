@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,27 @@ class NeverHasMore(BrokenStore):
         return members, next_cursor, False
 
 
+class LagsItsPushes(BrokenStore):
+    """A sound central whose member feed shows a change only LAG_S after the push that made it (a
+    feed read from a replica, or built by a queue): not broken, only slow."""
+
+    LAG_S = 1.5
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._pushed = 0.0
+
+    def apply_batch(self, *args: Any) -> list[dict[str, Any]]:
+        results = self._store.apply_batch(*args)
+        self._pushed = time.monotonic()
+        return results
+
+    def member_changes(self, store_id: str, cursor: Any, limit: int) -> Any:
+        if time.monotonic() - self._pushed < self.LAG_S:
+            return [], str(cursor), False  # nothing new yet
+        return self._store.member_changes(store_id, cursor, limit)
+
+
 class DropsEverySecond(BrokenStore):
     """A member feed that leaves every second member out of each page (its cursor moves past them)."""
 
@@ -218,10 +240,22 @@ class DropsEverySecond(BrokenStore):
                                                                    "burn/voucher.hold"})])
 def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
     central.app.store = broken(central.store)
-    code, report = kit(central, tmp_path)
+    code, report = kit(central, tmp_path, "--settle", "2")  # the reference's feed shows a push at once
     assert code == 1 and not report["conformant"]
     failed = {name for name, status in by_name(report).items() if status == "FAIL"}
     assert failed == failing, report
+
+
+def test_a_feed_that_lags_its_pushes_passes_within_settle_and_fails_past_it(tmp_path):
+    """--settle is how long the kit waits for a push to show in the member feed: a central whose feed
+    lags by 1.5 s is conformant under the default, and fails the feed's checks under --settle 0."""
+    with running_central(tmp_path / "c") as central:  # SQLite: the engine plays no part here
+        central.app.store = LagsItsPushes(central.store)
+        code, report = kit(central, tmp_path, "--group", "members", "--settle", "0")
+        failed = {name for name, status in by_name(report).items() if status == "FAIL"}
+        assert code == 1 and {"members/cursor.pages", "members/cursor.loses_nothing"} <= failed, report
+        code, report = kit(central, tmp_path, "--group", "members", lane="CONF2")
+    assert code == 0 and report["conformant"], report
 
 
 @pytest.mark.parametrize("open_calls", ["GET", "not pushes"])
@@ -255,7 +289,8 @@ def test_numbers_out_of_range_are_usage_errors_before_central_is_asked(central, 
     central "NOT conformant"; a negative --wait-expiry was taken. Each is refused by name (exit 2)
     and nothing is pushed; a sound value still runs."""
     for option, value in (("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"), ("--max-pages", "0"),
-                          ("--max-pages", "-3"), ("--wait-expiry", "-1")):
+                          ("--max-pages", "-3"), ("--wait-expiry", "-1"), ("--settle", "-1"),
+                          ("--settle", "inf")):
         done = run_kit(central.url, tmp_path, SECRET_TEXT, option, value)
         assert done.returncode == 2 and f"argument {option}: {value}" in done.stderr, (option, value, done.stderr)
         assert done.stdout == "" and "conformant" not in done.stderr

@@ -9,9 +9,8 @@ cursor, one not yet reached comes once, changed.
 
 from __future__ import annotations
 
-import time
 
-from posd.sync.conformance.kit import SETTLE_POLLS, Context, Failed, Skipped, check, expect_status, feed_page, follow_feed
+from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status, feed_page, follow_feed, settling
 
 PAGE = 2  # small pages, so changes land between them
 
@@ -48,7 +47,7 @@ def loses_nothing(ctx: Context) -> str:
         pushed += 1
         members, cursor, _ = feed_page(ctx, cursor, PAGE)
         seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
-    for _ in range(SETTLE_POLLS):
+    for _ in settling(ctx):
         for _ in range(ctx.max_pages):
             members, cursor, has_more = feed_page(ctx, cursor, 1000)
             seen.update({m["member_id"]: m for m in members if isinstance(m, dict) and "member_id" in m})
@@ -56,7 +55,6 @@ def loses_nothing(ctx: Context) -> str:
                 break
         if not _behind(ctx, seen):
             return f"{pushed} changes made between pages of {PAGE}; each arrived at its latest state"
-        time.sleep(0.5)
     raise Failed("the feed never brought these members' latest state: " + "; ".join(_behind(ctx, seen)[:3]))
 
 
@@ -80,12 +78,11 @@ def pages(ctx: Context) -> str:
         return {m["member_id"] for m in members if isinstance(m, dict) and m.get("member_id") in want
                 and (m.get("applied_seq") or {}).get(lane) == want[m["member_id"]]}
 
-    for _ in range(SETTLE_POLLS):  # the changes may take a moment to reach the feed
+    for _ in settling(ctx):  # the changes may take a moment to reach the feed
         one_page, _, _ = feed_page(ctx, start, 1000)
         got = latest(one_page)
         if got == set(want):
             break
-        time.sleep(0.5)
     else:
         raise Failed(f"one page of up to 1000 from the cursor before {len(want)} changes left out "
                      f"{sorted(set(want) - got)[:3]}")

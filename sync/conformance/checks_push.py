@@ -7,10 +7,8 @@ The kit continues the lane's history where central says it ends (``GET
 from __future__ import annotations
 
 import gzip
-import time
 
 from posd.sync.conformance.kit import (
-    SETTLE_POLLS,
     Context,
     Failed,
     Skipped,
@@ -19,6 +17,7 @@ from posd.sync.conformance.kit import (
     check,
     expect_status,
     follow_feed,
+    settling,
     statuses,
 )
 from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
@@ -64,11 +63,10 @@ def accepted(ctx: Context) -> str:
 def _note_enrolment_bonus(ctx: Context) -> None:
     """What each new member holds in the feed before the kit pushes anything for it (a platform may
     give a bonus): the kit's later checks read balances beside it."""
-    for _ in range(SETTLE_POLLS):
+    for _ in settling(ctx):
         follow_feed(ctx, ctx.notes["cursor"])
         if all(balance_in_feed(ctx, m) is not None for m in ctx.members):
             break
-        time.sleep(0.5)
     ctx.notes["offsets"] = {m: balance_in_feed(ctx, m) or 0 for m in ctx.members}
 
 

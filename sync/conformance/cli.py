@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from posd.sync.conformance.http import KitClient
-from posd.sync.conformance.kit import GROUPS, Context, as_json, passed, run, table
+from posd.sync.conformance.kit import GROUPS, SETTLE_S, Context, as_json, passed, run, table
 from posd.sync.conformance.preflight import SetupError, preflight
 from posd.sync.protocol import LANE_ID_RE, secret_from_text
 
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pages of 1000 members read to reach the feed's end")
     parser.add_argument("--wait-expiry", type=_number(float, least=0, strictly=False), default=30.0,
                         metavar="SECONDS", help="wait this long at most for a burn reservation to expire (else: not observed)")
+    parser.add_argument("--settle", type=_number(float, least=0, strictly=False), default=SETTLE_S, metavar="SECONDS",
+                        help=f"wait this long at most for a change central accepted to show in its member feed "
+                             f"(default {SETTLE_S:g}; raise it for a feed that lags its pushes)")
     parser.add_argument("--ca-file", help="CA bundle for central's certificate (default: the system's)")
     parser.add_argument("--timeout", type=_number(float, least=0, strictly=True), default=30.0,
                         help="seconds per request")
@@ -83,7 +86,7 @@ def main(argv: list[str]) -> int:
         return _setup_failed(exc, args)
     try:
         ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
-                      wait_expiry=args.wait_expiry)
+                      wait_expiry=args.wait_expiry, settle_s=args.settle)
         outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
     finally:
         client.close()

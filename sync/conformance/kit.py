@@ -14,13 +14,15 @@ import importlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from posd.sync.conformance.http import Answer, KitClient
 
 PASS, FAIL, NOT_OBSERVED, SKIPPED = "pass", "FAIL", "not observed", "skipped"
+SETTLE_S = 10.0  # how long a change central accepted may take to show in its member feed (--settle)
+SETTLE_POLL_S = 0.5
 
 # The check groups, in the order they run: a module each (sync/conformance/checks_<group>.py).
 GROUPS = ("auth", "push", "members", "program", "burn", "tokens", "birthdays", "rate_limit")
@@ -74,6 +76,7 @@ class Context:
     currency: str = "points"
     max_pages: int = 10_000
     wait_expiry: float = 30.0  # seconds the burn group may wait for a reservation to expire
+    settle_s: float = SETTLE_S  # seconds an accepted change may take to show in the member feed
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     next_seq: int | None = None  # the lane's next seq at central, once known
     members: list[str] = field(default_factory=list)  # members this run enrolled
@@ -126,7 +129,19 @@ class Context:
 
 # --- the member feed, as the kit watches its own members in it ----------------------------------
 
-SETTLE_POLLS = 20  # polls at the feed's end for changes still committing elsewhere (bounded)
+def settling(ctx: Context) -> Iterator[int]:
+    """Reads of the feed's end for changes still committing elsewhere: the first at once, then one
+    every SETTLE_POLL_S until ``ctx.settle_s`` has passed (``--settle``; bounded). A check breaks out
+    as soon as it sees what it waits for."""
+    deadline = time.monotonic() + ctx.settle_s
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(SETTLE_POLL_S, left))
 
 
 def feed_page(ctx: Context, cursor: str, limit: int) -> tuple[list[dict], str, bool]:
@@ -167,7 +182,7 @@ def applied_once(ctx: Context) -> str:
         raise NotObserved("the member feed could not be followed when the kit enrolled its members: "
                           + ctx.notes.get("feed_unread", "its end was not reached"))
     behind: list[str] = []
-    for _ in range(SETTLE_POLLS):
+    for _ in settling(ctx):
         try:
             follow_feed(ctx, ctx.notes["cursor"])
         except Skipped as exc:  # the answers were checked: only the balances could not be read
@@ -182,7 +197,6 @@ def applied_once(ctx: Context) -> str:
                 behind.append(f"{member}: {balance} (accepted {want})")
         if not behind:
             return "every balance as accepted"
-        time.sleep(0.5)
     raise Failed("the member feed never showed what central accepted: " + "; ".join(behind[:3]))
 
 

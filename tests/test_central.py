@@ -875,3 +875,42 @@ def test_central_stores_the_text_a_lane_sent(tmp_path):
     assert stored == texts
     assert [json.loads(p)["event"] for p in payloads] == [json.loads(t) for t in texts]
     assert all(p.endswith(f'"event": {t}}}') for p, t in zip(payloads, texts))
+
+
+def _nested_push(central, batch_id: str, events: list[dict], depth: int, at: int) -> requests.Response:
+    """A push whose event at index ``at`` carries a field nested ``depth`` arrays deep (written by
+    hand: the json module cannot write it)."""
+    texts = [json.dumps(e) for e in events]
+    texts[at] = texts[at][:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    body = gzip.compress(f'{{"batch_id": "{batch_id}", "events": [{", ".join(texts)}]}}'.encode())
+    path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/batches"
+    headers = signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body)
+    return requests.post(central.url + path, data=body, headers={**headers, "Content-Encoding": "gzip"}, timeout=30)
+
+
+def test_an_event_nested_deeper_than_central_can_write_is_rejected_alone_not_a_500(central):
+    before = central.store.member("M0001")["balances"]["points"]
+    """An event nested about 1,000 deep is read (the JSON reader allows 1,024 levels) but cannot be
+    written back out: it was a 500 for the whole batch, on every resend, and the lane's sync stood
+    still there. It is rejected alone (malformed_event, its seq consumed); its batch goes through,
+    and a resend gets the same answers."""
+    events = [make_event(1), make_event(2), make_event(3)]
+    for _ in range(2):
+        resp = _nested_push(central, "B-deep", events, 990, at=1)
+        assert resp.status_code == 200, resp.text
+        answers = [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]]
+        assert answers[1] == (2, "rejected", "malformed_event")
+        assert {a[1] for a in (answers[0], answers[2])} <= {"accepted", "duplicate"}, answers
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 3
+    assert central.store.member("M0001")["balances"]["points"] == before + 20  # seqs 1 and 3, once
+    # Shallower than that, but deeper than any real event: a resend compared it with what was
+    # stored and ran out of stack there (500 on every resend). Deeper than 32 is malformed_event.
+    for seq, depth in ((4, 33), (5, 500), (6, 960)):
+        for _ in range(2):
+            resp = _nested_push(central, f"B-{depth}", [make_event(seq)], depth, at=0)
+            assert resp.status_code == 200, resp.text
+            assert [(r["status"], r.get("code")) for r in resp.json()["results"]] == [("rejected", "malformed_event")]
+    for _ in range(2):  # as deep as the limit allows (the event, "x" and 31 lists): taken, and taken once
+        resp = _nested_push(central, "B-32", [make_event(7)], 31, at=0)
+        assert resp.status_code == 200 and resp.json()["results"][0]["status"] in ("accepted", "duplicate"), resp.text
+    assert central.store.member("M0001")["balances"]["points"] == before + 30

@@ -513,7 +513,7 @@ class SqlStore:
                     run.append(event)
                 elif event["seq"] > last:  # not consumed: the lane must first deliver the seqs in between
                     answers[event["seq"]] = result_wire(event["seq"], event["event_id"], "rejected", "seq_gap")
-            bodies = {e["seq"]: event_text(e) for e in run}  # stored, and streamed as is
+            bodies = {e["seq"]: _written(e) for e in run}  # stored, and streamed as is
             reused = _delivered_ids(conn, store_id, lane_id, run)
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at, reused)
             program = self._program_in(conn)[0]
@@ -547,11 +547,12 @@ class SqlStore:
         return [answers[e["seq"]] for e in events]
 
     def _insert_run(self, conn: Any, store_id: str, lane_id: str, batch_id: str, run: list[dict[str, Any]],
-                    bodies: dict[int, str], received_at: str, reused: set[str]) -> dict[int, str | None]:
+                    bodies: dict[int, str | None], received_at: str, reused: set[str]) -> dict[int, str | None]:
         """Insert the run's events (checked for content, as accepted or rejected; an event_id this lane
         delivered at another seq as ``event_id_reused``, never applied twice); {seq: code} for the rows
         that were inserted, from INSERT ... ON CONFLICT DO NOTHING RETURNING."""
-        codes = {e["seq"]: "event_id_reused" if e["event_id"] in reused else validate_event(e, bodies[e["seq"]])
+        codes = {e["seq"]: "event_id_reused" if e["event_id"] in reused else
+                 "malformed_event" if bodies[e["seq"]] is None else validate_event(e, bodies[e["seq"]])
                  for e in run}
         rows = [(store_id, lane_id, e["seq"], e["event_id"], "rejected" if codes[e["seq"]] else "accepted",
                  codes[e["seq"]], _storable(_str_or_none(e.get("type"))),
@@ -1046,6 +1047,17 @@ def _rejected_body(event: dict[str, Any]) -> str:
         return json.dumps(_storable(event), ensure_ascii=False)
     except RecursionError:  # nested deeper than this stack allows: its envelope is what is kept
         return json.dumps(_storable({k: event.get(k) for k in ("seq", "event_id") if k in event}))
+
+
+def _written(event: dict[str, Any]) -> str | None:
+    """The event's text (event_text), or None for one nested deeper than this stack can write out:
+    the JSON reader takes 1,024 levels, writing one of about 1,000 runs out of recursion. Such an
+    event is malformed_event, rejected alone (its envelope kept, its seq consumed), never a 500 that
+    every resend of its batch meets again."""
+    try:
+        return event_text(event)
+    except RecursionError:
+        return None
 
 
 def event_text(event: dict[str, Any]) -> str:

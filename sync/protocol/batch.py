@@ -119,6 +119,8 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     """
     if not isinstance(event.get("type"), str) or event["type"] not in EVENT_TYPES:  # a list or an object too
         return "unknown_type"
+    if too_deep(event, text):
+        return "malformed_event"
     if not is_id(event.get("member_id")) or not clean_text(event, text) or not finite(event, text):
         return "malformed_event"
     if event["type"] == "member_enrolled" and not _enrolment_fields(event):
@@ -154,6 +156,29 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     if event["type"] in ("token_use", "voucher_use") and any(points.values()):
         return "bad_points"  # a member shown or a voucher taken moves no points
     return None
+
+
+# How deep an event's objects and lists may nest. Real events nest three or four levels (lines, lots);
+# one nested hundreds deep is read, but comparing it with its resend, or writing it back out, runs
+# out of stack: rejected malformed_event, alone, instead of a 500 that every resend meets again.
+MAX_EVENT_DEPTH = 32
+
+
+def too_deep(event: dict[str, Any], text: str | None = None) -> bool:
+    """Do the event's objects and lists nest deeper than MAX_EVENT_DEPTH (the event itself is 1)?
+    ``text``, the event as JSON: fewer brackets than the limit in all prove it shallow in one scan."""
+    if text is not None and text.count("{") + text.count("[") <= MAX_EVENT_DEPTH:
+        return False
+    stack: list[tuple[Any, int]] = [(event, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_EVENT_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values() if isinstance(item, dict | list))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
 
 
 # Characters no event may carry in any string, key or value: NUL and unpaired surrogates (no

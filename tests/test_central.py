@@ -914,3 +914,21 @@ def test_an_event_nested_deeper_than_central_can_write_is_rejected_alone_not_a_5
         resp = _nested_push(central, "B-32", [make_event(7)], 31, at=0)
         assert resp.status_code == 200 and resp.json()["results"][0]["status"] in ("accepted", "duplicate"), resp.text
     assert central.store.member("M0001")["balances"]["points"] == before + 30
+
+
+@pytest.mark.parametrize("headers", [b"Content-Length: -1\r\n", b"Content-Length: abc\r\n",
+                                     b"Content-Length: 5\r\nContent-Length: 7\r\n",
+                                     b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"])
+def test_a_request_http_cannot_read_is_answered_in_the_protocols_json(central, headers):
+    """uvicorn answered these itself, before central's app saw them, in plain text: every error
+    answer is {code, message} (docs/sync-protocol.md)."""
+    host, port = central.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/lanes/S001/L01/batches HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer
+    assert json.loads(body)["code"] == "malformed_request"
+    assert central.store.last_seq(STORE_ID, LANE_ID) == 0

@@ -18,6 +18,8 @@ API_CODES: dict[str, str] = {
     "not_found": "no such route",
     "method_not_allowed": "the route does not take that method",
     "http_error": "another HTTP-level error",
+    "malformed_request": "not HTTP/1.1 that can be read: a bad or conflicting Content-Length or Transfer-Encoding, "
+                         "or a malformed request line or header (answered by the server, connection closed)",
     "bad_host": "the Host header does not name this lane's API (DNS rebinding guard)",
     "origin_not_allowed": "the browser's Origin is not in api.allowed_origins",
     "payload_too_large": "the request body is over 1 MiB (a sale of 500 lines is about 100 KB)",
@@ -45,7 +47,8 @@ STATUS: dict[str, int] = {
     "storage_full": 503, "storage_failed": 503,
     "unknown_slip": 404, "no_printer": 409, "idempotency_key_conflict": 409,
     "unauthorized": 401, "invalid_request": 422, "invalid_last_event_id": 422, "not_found": 404,
-    "method_not_allowed": 405, "http_error": 400, "bad_host": 421, "origin_not_allowed": 403, "internal_error": 500,
+    "method_not_allowed": 405, "http_error": 400, "malformed_request": 400, "bad_host": 421,
+    "origin_not_allowed": 403, "internal_error": 500,
     "payload_too_large": 413,
 }
 

@@ -18,6 +18,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "bad_limit": 400,
     "bad_lane_id": 400,
     "bad_content_length": 400,
+    "malformed_request": 400,
     "missing_signature": 401,
     "bad_signature": 401,
     "stale_timestamp": 401,

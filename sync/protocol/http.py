@@ -92,3 +92,22 @@ def parse_http_date(value: str | None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+# What a request the HTTP parser refuses gets (a Content-Length that is no number, two that differ, one
+# beside chunked Transfer-Encoding, a malformed request line or header): uvicorn answers those itself,
+# before any app sees them, in plain text. Both of posd's servers answer them in their own JSON instead.
+MALFORMED_REQUEST = "malformed_request"
+MALFORMED_REQUEST_MESSAGE = ("the request is not HTTP/1.1 that can be read: a bad or conflicting "
+                             "Content-Length or Transfer-Encoding, or a malformed request line or header")
+
+
+def malformed_request_answer(default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The whole 400 answer (status line, ``default_headers``, JSON body) to such a request; the
+    connection closes after it, as the parser cannot tell where the next request would start."""
+    body = json.dumps({"code": MALFORMED_REQUEST, "message": MALFORMED_REQUEST_MESSAGE}).encode()
+    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+    head += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    head += [b"content-type: application/json\r\n", b"content-length: " + str(len(body)).encode() + b"\r\n",
+             b"connection: close\r\n\r\n"]
+    return b"".join(head) + body

@@ -541,7 +541,7 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
             problem("api.token_file", exc.problems[0].message)
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
-    elif storage.is_symlink():  # and what it names does not exist
+    elif storage.is_symlink() and not storage.exists():  # a link to a folder that is there is that folder
         problem("storage.dir", f"{storage} is a link to {os.readlink(storage)}, which does not exist")
     elif not storage.exists():  # posd makes it at its first start: only in a folder, not under a file
         above = next((a for a in storage.parents if a.exists() or a.is_symlink()), None)

@@ -576,6 +576,19 @@ def test_a_storage_folder_under_a_file_is_named_by_config_check(tmp_path):
         assert f"{folder} cannot be made: {tmp_path / 'notes.txt'} is not a directory" in proc.stderr
 
 
+def test_a_storage_folder_reached_through_a_link_is_that_folder(tmp_path):
+    """A storage.dir that is a link to a folder that exists (store IT moving the data to another
+    disk) was refused as "a link to ..., which does not exist", by config check and posd run alike."""
+    (tmp_path / "disk" / "posd").mkdir(parents=True)
+    (tmp_path / "state").symlink_to(tmp_path / "disk" / "posd", target_is_directory=True)
+    (tmp_path / "relative").symlink_to("disk/posd", target_is_directory=True)
+    cfg = tmp_path / "posd.toml"
+    for folder in (tmp_path / "state", "relative", tmp_path / "state" / "lane"):
+        cfg.write_text(GOOD + f'\n[storage]\ndir = "{folder}"\n')
+        proc = config_check(cfg)
+        assert proc.returncode == 0 and "ok" in proc.stdout, (folder, proc.stderr)
+
+
 def test_a_device_path_two_devices_name_is_refused_naming_both_lines():
     """Two scanners on one pty path: the second's link replaced the first's, and nothing could type
     into the first; two devices on one serial port fight over its bytes."""

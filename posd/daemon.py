@@ -343,9 +343,6 @@ class Daemon:
         if cfg.status.listen:  # read-only, for the store network: the page and health, never the API
             servers[f"the status page on {cfg.status.listen}"] = _server(
                 create_status_app(health=self.health), cfg.status.host, cfg.status.port)
-        self.print_worker.start()
-        self.puller.start()
-        self.relay.start()
         serving = {name: asyncio.create_task(_serve(server), name=name) for name, server in servers.items()}
         for name, server in servers.items():
             while not server.started:
@@ -355,6 +352,12 @@ class Daemon:
                     await asyncio.to_thread(self._stop_workers_and_close)
                     return 1
                 await asyncio.sleep(0.01)
+        # Only a lane that listens starts: one that cannot asks central nothing (a new ledger would take
+        # a sync identity of its own there) and prints nothing. A sale that came in meanwhile is in
+        # the ledger, where the relay and the print worker find it when they start.
+        self.print_worker.start()
+        self.puller.start()
+        self.relay.start()
         await asyncio.to_thread(self._start_scanners)  # opening devices and udev may block: off the loop
         # What start-up built (modules, the app, the program, the drivers) is never garbage. Frozen, a
         # full collection no longer walks it: its imports alone are some 85,000 objects, about 30 ms

@@ -304,11 +304,15 @@ def test_run_without_a_usable_status_listener_stops_cleanly(tmp_path, central):
         cfg = lane_config(tmp_path / "lane", central_url=central.url, printer="none", port=free_port(),
                           secret="hex:" + central.store.store_secret("S001").hex())
         cfg.write_text(cfg.read_text() + f'\n[status]\nlisten = "127.0.0.1:{port}"\n')
+        before = requests.get(central.url + "/_admin/stats", timeout=10).json()["requests"]
         proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"could not listen: the status page on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # A lane that cannot listen never starts: it asks central nothing (a new ledger took a sync
+    # identity of its own at central, and pulled the members, before it gave up).
+    assert requests.get(central.url + "/_admin/stats", timeout=10).json()["requests"] == before
 
 
 def test_the_ledger_size_counts_its_wal_the_same_in_health_metrics_and_doctor(tmp_path, central):

@@ -25,6 +25,16 @@ def test_persian_page_is_right_to_left_with_persian_digits():
     assert "۱۰۰۰۰۰۵" in page.replace("٬", "").replace(",", "")
 
 
+def test_credentials_central_refused_are_not_called_offline():
+    """Central answering 401 (its pulls too, or only the pushes) is not "offline": store IT must fix
+    the store secret, not the network."""
+    for sync in ({"state": "auth_failed"}, {"state": "idle", "pull": {"state": "auth_failed"}}):
+        health = {**HEALTH, "sync": {**HEALTH["sync"], **sync}}
+        assert "centrala odrzuciła dane dostępowe" in render_status(health, "pl")
+        assert "brak połączenia" not in render_status(health, "pl")
+        assert "central refused our credentials" in render_status(health, "en")
+
+
 def test_english_fallback():
     assert "Needs attention" in render_status(HEALTH, "en")
     assert "Everything works" in render_status({**HEALTH, "status": "ok", "problems": []}, "en")

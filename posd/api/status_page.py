@@ -50,7 +50,8 @@ def render_status(health: dict[str, Any], locale: str | None = None) -> str:
     skew = sync.get("clock_skew_s")
     last_error = sync.get("last_error") or (sync.get("pull") or {}).get("last_error")  # a push's, else a pull's
     sync_rows = rows([
-        ("state", m("status.online") if sync.get("online") else m("status.offline")),
+        ("state", m("status.auth_failed") if "auth_failed" in (sync.get("state"), (sync.get("pull") or {}).get("state"))
+         else m("status.online") if sync.get("online") else m("status.offline")),
         ("last_error", f'<code dir="ltr">{escape(last_error)}</code>' if last_error else m("status.none")),
         ("pending", num(sync.get("pending"))),
         ("oldest", escape(format_duration(locale, sync.get("oldest_pending_age_s")) or "-")),

@@ -31,6 +31,7 @@ from posd.sync.lane.client import CentralClient
 from posd.sync.lane.errors import CentralAuthError, CentralProtocolError, CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import encode_batch, signed_headers, verify_request
 from tests.conftest import ENGINES
+from tests.support.raw_http import raw_request
 from tests.support.central_fixture import (
     LANE_ID,
     SECRET,
@@ -922,13 +923,8 @@ def test_an_event_nested_deeper_than_central_can_write_is_rejected_alone_not_a_5
 def test_a_request_http_cannot_read_is_answered_in_the_protocols_json(central, headers):
     """uvicorn answered these itself, before central's app saw them, in plain text: every error
     answer is {code, message} (docs/sync-protocol.md)."""
-    host, port = central.url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /v1/lanes/S001/L01/batches HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer
+    head, body = raw_request(central.url, b"POST /v1/lanes/S001/L01/batches HTTP/1.1\r\nHost: x\r\n" + headers
+                             + b"\r\nhello")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), head
     assert json.loads(body)["code"] == "malformed_request"
     assert central.store.last_seq(STORE_ID, LANE_ID) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 from tests.support.central_fixture import demo_seed
 from tests.support.printer_emulator import PrinterEmulator
+from tests.support.raw_http import raw_request
 
 ANNA = "2900000000018"  # gold, 1840 points
 ZAHRA = "2900000000032"  # basic
@@ -191,15 +191,10 @@ def test_a_body_is_read_only_with_the_token_and_only_up_to_1_mib(lane):
     assert wrong_method.headers["Allow"] == "POST"
     for bad in (b"Content-Length: abc\r\n", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"):
         # refused by the HTTP parser before the app: it was uvicorn's plain text, now the API's JSON
-        host, port = lane.base.removeprefix("http://").rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /v1/transactions HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
-                         + f"Authorization: Bearer {lane.token}\r\n".encode() + bad + b"\r\n{}")
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer
+        host = lane.base.removeprefix("http://")
+        head, body = raw_request(lane.base, b"POST /v1/transactions HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                                 + f"Authorization: Bearer {lane.token}\r\n".encode() + bad + b"\r\n{}")
+        assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), head
         assert json.loads(body)["code"] == "malformed_request"
     assert lane.health()["status"] != "error"  # and nothing of it was recorded:
     assert lane.post("/v1/transactions", sale("T-after")).status_code == 200

@@ -27,7 +27,8 @@ ALLOWED = {
     # the conformance kit speaks the protocol only: it checks any central, the reference one included
     "posd.sync.conformance": ("posd.sync.protocol", "posd.sync.conformance"),
     "posd.lane": ("posd.core", "posd.storage", "posd.lane", "posd.faults"),
-    "posd.api": ("posd.core", "posd.lane", "posd.api"),
+    # the API answers a request HTTP cannot parse as central does (posd.sync.protocol.http.unparseable_answer)
+    "posd.api": ("posd.core", "posd.lane", "posd.api", "posd.sync.protocol.http"),
     # store IT's checks read what the daemon uses, never the lane's services or the API
     "posd.doctor": ("posd.core", "posd.config", "posd.storage", "posd.drivers", "posd.sync.lane",
                     "posd.sync.protocol", "posd.doctor"),

@@ -13,13 +13,13 @@ before the first event, whenever that comes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from posd.api.errors import API_CODES
+from posd.sync.protocol.http import MALFORMED_REQUEST, unparseable_answer
 
 
 class _Head:
@@ -106,11 +106,7 @@ class OneWriteProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse: 400 ``malformed_request`` in the API's JSON, not
         uvicorn's plain text."""
-        body = json.dumps({"code": "malformed_request", "message": API_CODES["malformed_request"]}).encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n", *(name + b": " + value + b"\r\n"
-                                                    for name, value in self.server_state.default_headers),
-                b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
-        self.transport.write(b"".join(head) + body)
+        self.transport.write(unparseable_answer(self.server_state.default_headers, API_CODES[MALFORMED_REQUEST]))
         self.transport.close()
 
     def on_message_complete(self) -> None:

@@ -44,7 +44,7 @@ from posd.sync.central.app import (
 )
 from posd.sync.central.faults import FaultPlan
 from posd.sync.central.store import CentralStore, open_store
-from posd.sync.protocol.http import malformed_request_answer
+from posd.sync.protocol.http import MALFORMED_REQUEST_MESSAGE, unparseable_answer
 
 log = logging.getLogger("posd.sync.central")
 
@@ -63,7 +63,7 @@ class CentralProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse: 400 ``malformed_request`` in the protocol's JSON, not
         uvicorn's plain text (every error answer is {code, message}, docs/sync-protocol.md)."""
-        self.transport.write(malformed_request_answer(self.server_state.default_headers))
+        self.transport.write(unparseable_answer(self.server_state.default_headers, MALFORMED_REQUEST_MESSAGE))
         self.transport.close()
 
     def _reset(self) -> None:

@@ -129,15 +129,13 @@ class Context:
 
 # --- the member feed, as the kit watches its own members in it ----------------------------------
 
-def settling(ctx: Context) -> Iterator[int]:
-    """Reads of the feed's end for changes still committing elsewhere: the first at once, then one
-    every SETTLE_POLL_S until ``ctx.settle_s`` has passed (``--settle``; bounded). A check breaks out
-    as soon as it sees what it waits for."""
+def settling(ctx: Context) -> Iterator[None]:
+    """Turns at reading the feed's end for changes still committing elsewhere: the first at once, then
+    one every SETTLE_POLL_S until ``ctx.settle_s`` has passed (``--settle``; bounded). A check breaks
+    out as soon as it sees what it waits for."""
     deadline = time.monotonic() + ctx.settle_s
-    attempt = 0
     while True:
-        yield attempt
-        attempt += 1
+        yield
         left = deadline - time.monotonic()
         if left <= 0:
             return

@@ -96,16 +96,18 @@ def parse_http_date(value: str | None) -> float | None:
 
 # What a request the HTTP parser refuses gets (a Content-Length that is no number, two that differ, one
 # beside chunked Transfer-Encoding, a malformed request line or header): uvicorn answers those itself,
-# before any app sees them, in plain text. Both of posd's servers answer them in their own JSON instead.
+# before any app sees them, in plain text. Central (the protocol's JSON) and the lane's API (its own)
+# answer them with unparseable_answer instead.
 MALFORMED_REQUEST = "malformed_request"
 MALFORMED_REQUEST_MESSAGE = ("the request is not HTTP/1.1 that can be read: a bad or conflicting "
                              "Content-Length or Transfer-Encoding, or a malformed request line or header")
 
 
-def malformed_request_answer(default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The whole 400 answer (status line, ``default_headers``, JSON body) to such a request; the
-    connection closes after it, as the parser cannot tell where the next request would start."""
-    body = json.dumps({"code": MALFORMED_REQUEST, "message": MALFORMED_REQUEST_MESSAGE}).encode()
+def unparseable_answer(default_headers: Iterable[tuple[bytes, bytes]], message: str) -> bytes:
+    """The whole 400 ``malformed_request`` answer (status line, the server's ``default_headers``, a
+    JSON {code, message}) to such a request; the connection closes after it, as the parser cannot
+    tell where the next request would start."""
+    body = json.dumps({"code": MALFORMED_REQUEST, "message": message}).encode()
     head = [b"HTTP/1.1 400 Bad Request\r\n"]
     head += [name + b": " + value + b"\r\n" for name, value in default_headers]
     head += [b"content-type: application/json\r\n", b"content-length: " + str(len(body)).encode() + b"\r\n",

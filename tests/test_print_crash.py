@@ -85,6 +85,7 @@ def test_a_job_posd_keeps_dying_on_is_set_aside_and_the_lane_prints_on(tmp_path,
             lane.spawn(POSD_CRASH_AT="after_print_send_commit")
             if death == 0:
                 lane.wait_healthy(30)
+                lane.wait_synced(30)  # the API answers before the first pull: the member must be known
                 try:
                     lane.post("/v1/transactions", sale_body(TID))
                 except requests.RequestException:

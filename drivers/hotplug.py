@@ -25,6 +25,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .link import readable
+
 __all__ = ["HotplugWatcher", "udev_monitor", "SUBSYSTEMS"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class HotplugWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None  # a pipe that ends the wait for udev when stopping
 
     def watch(self, path: str, on_change: Change) -> None:
         """Call ``on_change(present)`` when ``path`` comes or (debounced) goes."""
@@ -77,13 +80,30 @@ class HotplugWatcher:
         return self._watched[path].present
 
     def start(self) -> None:
+        if getattr(self.monitor, "fileno", None) is not None:
+            self._wake = os.pipe()
         self._thread = threading.Thread(target=self._run, name="posd-hotplug", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def begin_stop(self) -> None:
+        """Ask the thread to end, now, without waiting for it (stop() then joins it)."""
         self._stop.set()
+        if self._wake is not None:
+            try:
+                os.write(self._wake[1], b"\0")
+            except OSError:  # already closed: the thread is gone
+                pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.begin_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # still inside a callback: the pipe stays theirs
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -91,18 +111,28 @@ class HotplugWatcher:
                 self._stop.wait(self.poll_s)
             else:
                 self._drain_events()
-            self.reconcile()
+            if not self._stop.is_set():
+                self.reconcile()
 
     def _drain_events(self) -> None:
         """Wait up to ``poll_s`` for udev events; check the paths they name right away."""
         try:
-            event = self.monitor.poll(timeout=self.poll_s)
+            event = self.monitor.poll(timeout=0 if self._waited_for_udev() else self.poll_s)
             while event is not None and not self._stop.is_set():
                 self._on_event(event)
                 event = self.monitor.poll(timeout=0)
         except Exception as exc:
             log.warning("udev monitor failed (%s); polling only", type(exc).__name__)
             self.monitor = None
+
+    def _waited_for_udev(self) -> bool:
+        """Wait up to ``poll_s`` for the monitor's socket or the stop pipe; False when the monitor
+        has no socket to wait on (its own poll then waits). A stop ends the wait at once: a service
+        stop is not held up by a poll that would have run out on its own."""
+        if self._wake is None:
+            return False
+        readable([self.monitor.fileno(), self._wake[0]], self.poll_s)
+        return True
 
     def _on_event(self, event: Any) -> None:
         names = {event.device_node, *(getattr(event, "device_links", None) or ())} - {None}

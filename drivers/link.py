@@ -10,11 +10,18 @@ what the bytes mean is the driver's business.
 
 from __future__ import annotations
 
+import select
+
 from .errors import DeviceError
 
-__all__ = ["Link", "READ_CHUNK"]
+__all__ = ["Link", "READ_CHUNK", "readable"]
 
 READ_CHUNK = 4096
+
+
+def readable(fds: list[int], timeout: float) -> set[int]:
+    """Which of ``fds`` have input within ``timeout`` seconds (none at the timeout)."""
+    return set(select.select(fds, [], [], timeout)[0])
 
 
 class Link:
@@ -22,6 +29,14 @@ class Link:
 
     readable = True  # False: a write-only channel (a spool file), so status is never asked
     bytes_per_s: float | None = None  # the line's own rate when the medium has one (a serial port's baud rate)
+    # The reader's stop pipe, readable once its reader is to stop: a read waiting on a descriptor
+    # waits on this one too and ends at once with nothing, so a service stop does not sit out the
+    # read's timeout. A serial port's read (pyserial's own wait) ends within its timeout instead.
+    stop_fd: int | None = None
+
+    def _readable(self, fd: int, timeout: float) -> bool:
+        """True once ``fd`` has input within ``timeout``; False at the timeout or when stopping."""
+        return fd in readable([fd] if self.stop_fd is None else [fd, self.stop_fd], timeout)
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         """Up to ``size`` bytes that arrive within ``timeout`` seconds; b"" if none.

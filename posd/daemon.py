@@ -403,10 +403,13 @@ class Daemon:
             await asyncio.sleep(STATUS_EVERY_S)
 
     def _stop_devices(self) -> None:
-        if getattr(self, "hotplug", None):
-            self.hotplug.stop()
-        for scanner in self.scanners:
-            scanner.stop()
+        # every device told first, then each waited for: the stop takes the longest wait, not their sum
+        hotplug = getattr(self, "hotplug", None)
+        devices = ([hotplug] if hotplug else []) + self.scanners
+        for device in devices:
+            device.begin_stop()
+        for device in devices:
+            device.stop()
 
     def _stop_workers_and_close(self) -> None:
         self.relay.stop()

@@ -4,6 +4,8 @@ and a real daemon whose serial scanner is unplugged and replugged mid-stream."""
 from __future__ import annotations
 
 import queue
+import select
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -99,6 +101,48 @@ def test_udev_add_event_reopens_a_replugged_scanner_at_once(tmp_path):
         assert scanner.stop(timeout=WAIT)
         device.unplug()
 
+
+
+class SocketUdevMonitor(FakeUdevMonitor):
+    """As pyudev's: a socket to wait on (``fileno``), and an event read only when one is there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ours, self.theirs = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self.ours.fileno()
+
+    def poll(self, timeout=None):
+        assert timeout == 0, "the watcher waits on the socket itself, never in poll"
+        if not select.select([self.ours], [], [], 0)[0]:
+            return None
+        self.ours.recv(1)
+        return super().poll(0)
+
+    def emit(self, action: str, node: str, links: tuple[str, ...]) -> None:
+        super().emit(action, node, links)
+        self.theirs.send(b"!")
+
+
+def test_a_stop_ends_the_wait_for_udev_at_once(tmp_path):
+    """Waiting on udev's socket, the watcher also waits on its stop pipe: with a minute between
+    reconciles it still sees an event at once, and a stop ends its thread within the test's bound."""
+    monitor = SocketUdevMonitor()
+    path = tmp_path / "ttyACM0"
+    changes: queue.Queue = queue.Queue()
+    watcher = HotplugWatcher(monitor=monitor, poll_s=60.0, missed_polls=1)
+    watcher.watch(str(path), changes.put)
+    watcher.start()
+    try:
+        path.touch()
+        monitor.emit("add", str(path), ())
+        assert changes.get(timeout=WAIT) is True
+    finally:
+        watcher.stop(timeout=WAIT)
+        monitor.ours.close()
+        monitor.theirs.close()
+    assert not watcher._thread.is_alive()
 
 # -- through the daemon ----------------------------------------------------------------
 @pytest.fixture

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -209,6 +210,7 @@ class Scanner(Device):
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stop_pipe: tuple[int, int] | None = None  # readable once stopping: a link's read ends at once
 
     # -- hooks -------------------------------------------------------------
     def _open(self) -> None:
@@ -243,22 +245,48 @@ class Scanner(Device):
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        self._close_stop_pipe()  # a new one each run: the last run's stop byte would end every read
+        self._stop_pipe = os.pipe()
         self._thread = threading.Thread(
             target=self._run, name=f"posd-scanner-{self.name}", daemon=True
         )
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Stop the reader thread; True when it has ended within ``timeout``."""
+    def begin_stop(self) -> None:
+        """Ask the reader thread to end, without waiting for it: it ends within one read's timeout.
+        Stopping several devices, ask them all first, then ``stop()`` each: the waits overlap."""
         self._stop.set()
         self._kick.set()
+        if self._stop_pipe is not None:
+            try:
+                os.write(self._stop_pipe[1], b"\0")
+            except OSError:  # full (stopped before) or closed: the read ends anyway
+                pass
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop the reader thread; True when it has ended within ``timeout``."""
+        self.begin_stop()
         thread = self._thread
         if thread is None:
             return True
         if thread is threading.current_thread():
             return False  # called from a callback: the loop ends on its own
         thread.join(timeout)
-        return not thread.is_alive()
+        if thread.is_alive():
+            return False
+        self._close_stop_pipe()
+        return True
+
+    def _close_stop_pipe(self) -> None:
+        """Only with the reader thread ended: it may be waiting on the pipe."""
+        pipe, self._stop_pipe = self._stop_pipe, None
+        for fd in pipe or ():
+            os.close(fd)
+
+    @property
+    def stop_fd(self) -> int | None:
+        """The descriptor a link's read waits on beside its own (``Link.stop_fd``)."""
+        return self._stop_pipe[0] if self._stop_pipe else None
 
     def kick(self) -> None:
         """Retry opening now instead of after the backoff (hot-plug saw the device)."""

@@ -46,8 +46,7 @@ class FdLink(Link):
         if not self.readable:
             return b""
         with ERRORS(f"{self.path}: read"):
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            if not ready:
+            if not self._readable(self.fd, timeout):
                 return b""
             try:
                 return os.read(self.fd, size)

@@ -9,10 +9,10 @@ decodes (``keymaps``). Unplugging makes ``read`` fail with ENODEV.
 from __future__ import annotations
 
 import contextlib
-import select
 from typing import Any
 
 from .errors import DeviceError, ErrorMap
+from .link import Link
 
 __all__ = ["InputLink", "open_input", "EV_KEY"]
 
@@ -35,8 +35,9 @@ def open_input(path: str, *, grab: bool) -> InputLink:
     return InputLink(dev, grab)
 
 
-class InputLink:
-    """An open input device; ``read_keys`` gives its key events as (code, value) pairs."""
+class InputLink(Link):
+    """An open input device; ``read_keys`` gives its key events as (code, value) pairs (not bytes:
+    ``read`` is not one of its ways)."""
 
     def __init__(self, dev: Any, grabbed: bool) -> None:
         self.dev, self.grabbed = dev, grabbed
@@ -45,8 +46,7 @@ class InputLink:
         """Key events (key code, 0 up / 1 down / 2 repeat) that arrive within ``timeout``."""
         keys: list[tuple[int, int]] = []
         with ERRORS("read"):
-            ready, _, _ = select.select([self.dev.fd], [], [], timeout)
-            if not ready:
+            if not self._readable(self.dev.fd, timeout):
                 return keys
             try:
                 for count, event in enumerate(self.dev.read(), 1):

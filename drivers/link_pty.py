@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import stat
 import threading
 import tty
@@ -60,8 +59,7 @@ class PtyLink(Link):
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with ERRORS("read"):
-            ready, _, _ = select.select([self.master], [], [], timeout)
-            return os.read(self.master, size) if ready else b""
+            return os.read(self.master, size) if self._readable(self.master, timeout) else b""
 
     def check(self) -> None:
         """Re-create our symlink if someone removed it; leave it alone if it points elsewhere now."""

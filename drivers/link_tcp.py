@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import select
 import socket
 import struct
 import termios
@@ -37,8 +36,7 @@ class TcpLink(Link):
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with ERRORS("read"):
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
+            if not self._readable(self.sock.fileno(), timeout):
                 return b""
             try:
                 data = self.sock.recv(size, socket.MSG_DONTWAIT)

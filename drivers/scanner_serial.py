@@ -48,6 +48,7 @@ class LinkScanner(Scanner):
 
     def _open(self) -> None:
         self._link = self._connect()
+        self._link.stop_fd = self.stop_fd
 
     def _current_link(self) -> Any:
         if self._link is None:

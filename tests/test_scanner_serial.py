@@ -288,3 +288,33 @@ def test_tcp_scanner_to_a_closed_port_is_offline(rec, scanners):
     sock.close()
     start(scanners, rec, "bridge", f"tcp://127.0.0.1:{port}")
     rec.wait_state(DeviceState.ERROR, "offline")
+
+
+# -- stopping ----------------------------------------------------------------------
+@pytest.mark.parametrize("medium", ["pty", "tcp"])
+def test_a_stop_ends_a_read_in_progress_instead_of_sitting_out_its_timeout(tmp_path, rec, medium):
+    """A read waits on the scanner's stop pipe too: with a read timeout of ten minutes, the reader
+    thread still ends within the test's bound once stopped, and a started-again scanner reads."""
+    bridge = Bridge() if medium == "tcp" else None
+    url = f"tcp://127.0.0.1:{bridge.port}" if bridge else f"pty://{tmp_path / 's'}?suffix=CR"
+    scanner = registry.open_scanner("s", url, on_data=rec.on_data, on_status=rec.on_status, read_timeout=600.0)
+    try:
+        scanner.start()
+        conn = bridge.accept() if bridge else None
+        seen = rec.wait_state(DeviceState.IDLE)
+        assert scanner.stop(timeout=WAIT)
+        seen = rec.wait_state(DeviceState.CLOSED, after=seen)
+        scanner.start()  # its stop byte is gone with the old pipe: the reads wait again
+        if bridge:
+            conn.close()
+            conn = bridge.accept()
+        rec.wait_state(DeviceState.IDLE, after=seen)
+        if bridge:
+            conn.sendall(b"111\r")
+        else:
+            write_scan(str(tmp_path / "s"), "111")
+        assert rec.next_scan().data == "111"
+    finally:
+        assert scanner.stop(timeout=WAIT)
+        if bridge:
+            bridge.close()

@@ -100,7 +100,26 @@ def _pickle_lock(folder: str) -> Iterator[None]:
         os.close(fd)
 
 
-with keep_root_logger(), _pickle_lock(os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"]):
+@contextlib.contextmanager
+def _temp_folders_within(folder: str) -> Iterator[None]:
+    """escpos.capabilities makes a temp folder at import even with the variable set (it is the default
+    of its ``environ.get``): each posd process, a `posd doctor` too, left an empty /tmp/tmpXXXXXXXX.
+    Made inside a folder of ours instead, it goes with that folder once the import is done."""
+    try:
+        scratch = tempfile.mkdtemp(prefix=".import-", dir=folder)
+    except OSError:  # a read-only cache: the import makes its folder where it would
+        yield
+        return
+    saved, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+with keep_root_logger(), _pickle_lock(os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"]), \
+        _temp_folders_within(os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"]):
     from escpos.capabilities import CAPABILITIES, get_profile
     from escpos.exceptions import Error as EscposError
     from escpos.printer import Dummy

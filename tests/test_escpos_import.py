@@ -61,3 +61,18 @@ def test_a_cache_folder_inherited_from_another_users_posd_is_not_used(tmp_path):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]
     assert done.stdout.strip() != str(theirs) and not any(theirs.iterdir())
     assert not Path(done.stdout.strip()).exists()  # the process's own scratch folder went with it
+
+
+def test_a_process_leaves_no_empty_folder_in_the_temp_folder(tmp_path):
+    """python-escpos makes a temp folder at import whatever the variable says: every posd process
+    (a `posd doctor` too) left an empty one behind in /tmp."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ESCPOS_CAPABILITIES_PICKLE_DIR", "CACHE_DIRECTORY")}
+    for _ in range(2):  # the first writes the pickle, the second reads it
+        done = subprocess.run([sys.executable, "-c", IMPORT], env=env | {
+            "XDG_CACHE_HOME": str(tmp_path / "cache"), "TMPDIR": str(temp)}, capture_output=True, text=True,
+            timeout=120)
+        assert done.returncode == 0, done.stderr[-400:]
+    assert list(temp.iterdir()) == []
+    assert [p.name for p in Path(done.stdout.strip()).iterdir() if p.name.startswith(".import-")] == []

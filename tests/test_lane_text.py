@@ -27,6 +27,15 @@ REFUSED = [
     ("/v1/transactions", {**sale("T-nul-3"), "member": "29000000\u000000018"}),
     ("/v1/quotes", sale("T-nul-4", sku="59\u001b[2J")),
     ("/v1/redemptions", {"redemption_id": "R-nul", "member": "2900000000018", "reward_id": "free\u0000coffee"}),
+    # at either end too, where stripping the text's whitespace came first: "T-end\n" was the sale "T-end"
+    ("/v1/transactions", sale("T-end\n")),
+    ("/v1/transactions", sale("\nT-end")),
+    ("/v1/transactions", sale("T-end\u0085")),
+    ("/v1/transactions", sale("T-end-2", sku="5901234123457\t")),
+    ("/v1/transactions", {**sale("T-end-3"), "member": "2900000000018\r\n"}),
+    ("/v1/members", {"card": CARD, "display_name": "Ola\n"}),
+    ("/v1/vouchers/validate", {"code": "WELCOME10\n"}),
+    ("/v1/redemptions", {"redemption_id": "R-end\n", "member": "2900000000018", "reward_id": "coffee"}),
 ]
 
 # The same text in a path segment (percent-encoded, as a POS's HTTP library sends it).
@@ -59,7 +68,8 @@ def test_control_characters_in_text_are_invalid_request_and_write_nothing(tmp_pa
         assert "\u0000" not in resp.text and "\u001b" not in resp.text
     after = lane.health()["sync"]
     assert (after["pending"], after["last_acked_seq"]) == (before["pending"], before["last_acked_seq"])
-    # the lane goes on: a clean sale is recorded and reaches central
+    # the lane goes on: a clean sale is recorded (new: none of the refused ids took it) and reaches central
+    assert lane.post("/v1/transactions", sale("T-end")).headers.get("Idempotent-Replayed") is None
     assert lane.post("/v1/transactions", sale("T-clean")).status_code == 200
     lane.wait_drained()
     assert lane.health()["sync"]["quarantined"] == 0

@@ -49,9 +49,14 @@ SlipPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,95}$",
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    @model_validator(mode="after")
-    def _no_control_characters(self) -> Any:
-        for name, value in self.__dict__.items():  # the fields (extra="forbid": nothing else)
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """Checked on the text as sent, before str_strip_whitespace: a trailing newline or tab was
+        stripped first, and "T-1\n" was taken as the sale "T-1", two ids of the POS made one."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
             if isinstance(value, str):
                 if _has_control_characters(value):
                     raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
@@ -59,7 +64,7 @@ class _In(BaseModel):
                 for text in value:
                     if isinstance(text, str) and _has_control_characters(text):
                         raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
-        return self
+        return data
 
 
 def _has_control_characters(text: str) -> bool:

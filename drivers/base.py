@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from posd.core.slip_doc import SlipDocument
 
 from .errors import DeviceError, PrinterError, printer_errors
 from .framing import ScanFramer, make_framer
+from .link import StopPipe
 from .printer_status import PrinterStatus
 from .symbology import split_aim
 from .url import DeviceURL
@@ -210,7 +210,7 @@ class Scanner(Device):
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stop_pipe: tuple[int, int] | None = None  # readable once stopping: a link's read ends at once
+        self._stop_pipe: StopPipe | None = None  # readable once stopping: a link's read ends at once
 
     # -- hooks -------------------------------------------------------------
     def _open(self) -> None:
@@ -246,7 +246,7 @@ class Scanner(Device):
             return
         self._stop.clear()
         self._close_stop_pipe()  # a new one each run: the last run's stop byte would end every read
-        self._stop_pipe = os.pipe()
+        self._stop_pipe = StopPipe()
         self._thread = threading.Thread(
             target=self._run, name=f"posd-scanner-{self.name}", daemon=True
         )
@@ -258,10 +258,7 @@ class Scanner(Device):
         self._stop.set()
         self._kick.set()
         if self._stop_pipe is not None:
-            try:
-                os.write(self._stop_pipe[1], b"\0")
-            except OSError:  # full (stopped before) or closed: the read ends anyway
-                pass
+            self._stop_pipe.set()
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the reader thread; True when it has ended within ``timeout``."""
@@ -280,13 +277,13 @@ class Scanner(Device):
     def _close_stop_pipe(self) -> None:
         """Only with the reader thread ended: it may be waiting on the pipe."""
         pipe, self._stop_pipe = self._stop_pipe, None
-        for fd in pipe or ():
-            os.close(fd)
+        if pipe is not None:
+            pipe.close()
 
     @property
     def stop_fd(self) -> int | None:
         """The descriptor a link's read waits on beside its own (``Link.stop_fd``)."""
-        return self._stop_pipe[0] if self._stop_pipe else None
+        return self._stop_pipe.fd if self._stop_pipe else None
 
     def kick(self) -> None:
         """Retry opening now instead of after the backoff (hot-plug saw the device)."""

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .link import readable
+from .link import StopPipe, wait_for_input
 
 __all__ = ["HotplugWatcher", "udev_monitor", "SUBSYSTEMS"]
 
@@ -69,7 +69,7 @@ class HotplugWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._wake: tuple[int, int] | None = None  # a pipe that ends the wait for udev when stopping
+        self._wake: StopPipe | None = None  # ends the wait for udev when stopping
 
     def watch(self, path: str, on_change: Change) -> None:
         """Call ``on_change(present)`` when ``path`` comes or (debounced) goes."""
@@ -81,7 +81,7 @@ class HotplugWatcher:
 
     def start(self) -> None:
         if getattr(self.monitor, "fileno", None) is not None:
-            self._wake = os.pipe()
+            self._wake = StopPipe()
         self._thread = threading.Thread(target=self._run, name="posd-hotplug", daemon=True)
         self._thread.start()
 
@@ -89,10 +89,7 @@ class HotplugWatcher:
         """Ask the thread to end, now, without waiting for it (stop() then joins it)."""
         self._stop.set()
         if self._wake is not None:
-            try:
-                os.write(self._wake[1], b"\0")
-            except OSError:  # already closed: the thread is gone
-                pass
+            self._wake.set()
 
     def stop(self, timeout: float = 2.0) -> None:
         self.begin_stop()
@@ -101,8 +98,7 @@ class HotplugWatcher:
             if self._thread.is_alive():
                 return  # still inside a callback: the pipe stays theirs
         if self._wake is not None:
-            for fd in self._wake:
-                os.close(fd)
+            self._wake.close()
             self._wake = None
 
     def _run(self) -> None:
@@ -131,7 +127,7 @@ class HotplugWatcher:
         stop is not held up by a poll that would have run out on its own."""
         if self._wake is None:
             return False
-        readable([self.monitor.fileno(), self._wake[0]], self.poll_s)
+        wait_for_input([self.monitor.fileno(), self._wake.fd], self.poll_s)
         return True
 
     def _on_event(self, event: Any) -> None:

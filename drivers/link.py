@@ -10,18 +10,38 @@ what the bytes mean is the driver's business.
 
 from __future__ import annotations
 
+import os
 import select
 
 from .errors import DeviceError
 
-__all__ = ["Link", "READ_CHUNK", "readable"]
+__all__ = ["Link", "READ_CHUNK", "StopPipe", "wait_for_input"]
 
 READ_CHUNK = 4096
 
 
-def readable(fds: list[int], timeout: float) -> set[int]:
+def wait_for_input(fds: list[int], timeout: float) -> set[int]:
     """Which of ``fds`` have input within ``timeout`` seconds (none at the timeout)."""
     return set(select.select(fds, [], [], timeout)[0])
+
+
+class StopPipe:
+    """A descriptor that turns readable once ``set()``: a device thread waiting on its own descriptor
+    waits on this one too, so a stop ends the wait at once instead of at its timeout."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+
+    def set(self) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except OSError:  # full: set already
+            pass
+
+    def close(self) -> None:
+        """Only once the thread waiting on it has ended."""
+        os.close(self.fd)
+        os.close(self._w)
 
 
 class Link:
@@ -36,7 +56,7 @@ class Link:
 
     def _readable(self, fd: int, timeout: float) -> bool:
         """True once ``fd`` has input within ``timeout``; False at the timeout or when stopping."""
-        return fd in readable([fd] if self.stop_fd is None else [fd, self.stop_fd], timeout)
+        return fd in wait_for_input([fd] if self.stop_fd is None else [fd, self.stop_fd], timeout)
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         """Up to ``size`` bytes that arrive within ``timeout`` seconds; b"" if none.

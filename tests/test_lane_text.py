@@ -69,7 +69,8 @@ def test_control_characters_in_text_are_invalid_request_and_write_nothing(tmp_pa
     after = lane.health()["sync"]
     assert (after["pending"], after["last_acked_seq"]) == (before["pending"], before["last_acked_seq"])
     # the lane goes on: a clean sale is recorded (new: none of the refused ids took it) and reaches central
-    assert lane.post("/v1/transactions", sale("T-end")).headers.get("Idempotent-Replayed") is None
+    fresh = lane.post("/v1/transactions", sale("T-end"))
+    assert fresh.status_code == 200 and fresh.headers.get("Idempotent-Replayed") is None, fresh.text
     assert lane.post("/v1/transactions", sale("T-clean")).status_code == 200
     lane.wait_drained()
     assert lane.health()["sync"]["quarantined"] == 0

@@ -13,7 +13,7 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
                       WithJsonSchema, field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
-from posd.core.identify import find_card_data
+from posd.core.identify import find_card_data, is_card_data
 from posd.core.quantity import parse_quantity
 from posd.lane.errors import FUTURE_TOLERANCE, PAST_TOLERANCE, LaneError
 
@@ -72,11 +72,25 @@ def _has_control_characters(text: str) -> bool:
     return not (text.isascii() and text.isprintable()) and CONTROL_CHARACTERS.search(text) is not None
 
 
+# Values that never hold card data: find_card_data answers False for them without looking.
+_NEVER_CARD = frozenset({type(None), bool, Decimal, datetime, date, float})
+
+
 def _card_data_in(model: BaseModel) -> bool:
     """find_card_data(model.model_dump()) without building the dump. A request model's keys are its
-    field names, never card data; its values are text, numbers, instants, lists and models."""
+    field names, never card data; its values are text, numbers, instants, lists and models. Text and
+    numbers, nearly all of a body, are checked here as find_card_data checks them, without a call each."""
     for value in model.__dict__.values():
-        if isinstance(value, BaseModel):
+        kind = type(value)
+        if kind is str:
+            if len(value) >= 12 and is_card_data(value):
+                return True
+        elif kind is int:
+            if value >= 10**12 and is_card_data(str(value)):
+                return True
+        elif kind in _NEVER_CARD:
+            continue
+        elif isinstance(value, BaseModel):
             if _card_data_in(value):
                 return True
         elif isinstance(value, list):

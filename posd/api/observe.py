@@ -49,6 +49,8 @@ def told(observer: ApiObserver | None, kind: str, key: str, recorded: Recorded) 
     outcome = "replayed" if recorded.replayed else "recorded"
     if observer is not None:
         observer.outcome(kind, outcome)
+    if not log.isEnabledFor(logging.INFO):  # a lane logging warnings only: no line to compose
+        return
     r = recorded.response
     if recorded.replayed:
         log.info("%s %s: retry answered from the ledger", kind, key)

@@ -222,7 +222,8 @@ def bench_post(lane: BenchLane, n: int, clients: int, members: int, folder: Path
     post = {"sequential": summary(seq), "concurrent": summary(par) | {"clients": clients},
             "throughput_per_s": round(len(par) / par_s, 1), "answer_bytes": len(answer),
             "cpu_ms_per_sale": round(1000 * cpu / sales, 3), "rounds": ROUNDS,
-            "cpu_note": "daemon CPU from a round's first sale until its sales were pushed to central, / sales",
+            "cpu_note": "daemon CPU from a round's first sale until its sales were pushed to central, / sales; "
+                        "the daemon logs at warning (at the default, info, each sale also writes its log line)",
             "ledger": ledger_metrics(lane)}
     bare = {"sequential": summary(r_seq), "concurrent": summary(r_par) | {"clients": clients},
             "throughput_per_s": round(len(r_par) / r_par_s, 1),

@@ -13,30 +13,7 @@ from enum import IntEnum, StrEnum
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from posd.lane.context import request_hash
-
-
-def _canonical(value: object) -> object:
-    """The canonical form as posd first defined it (numbers by value, instants in UTC), kept here
-    as it was written: the lane's faster walk must give the same form for every body."""
-    if value is None or isinstance(value, (str, int)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, (Decimal, float)):
-        number = Decimal(str(value)) if isinstance(value, float) else value
-        if number == number.to_integral_value():
-            return str(int(number))
-        return format(number.normalize(), "f")
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            return value.isoformat()
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
+from posd.lane.context import _canonical, request_hash
 
 
 class _Kind(StrEnum):  # text and numbers a body may hold as subclasses

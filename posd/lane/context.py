@@ -58,25 +58,8 @@ def _sha256(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# Values a body holds as JSON has them: text, whole numbers, booleans, null. Matched by exact type, so a
-# sale's dozen of them cost no call each (a subclass, a str enum, takes the general path: the same text).
-_AS_IS = frozenset({str, int, bool, type(None)})
-
-
 def _canonical(value: Any) -> Any:
-    kind = type(value)
-    if kind in _AS_IS:
-        return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): v if type(v) in _AS_IS else _canonical(v)
-                for k, v in value.items()}
-    if kind is list:
-        return [v if type(v) in _AS_IS else _canonical(v) for v in value]
-    return _canonical_other(value)
-
-
-def _canonical_other(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int)):  # bool is an int
+    if value is None or isinstance(value, (str, int)):  # most of a body (bool is an int): as JSON has them
         return value
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}

@@ -121,22 +121,6 @@ def test_long_numbers_that_hold_no_card_number_pass():
         assert not is_card_data(text), ascii(text)
 
 
-def _card_data_in_reference(model) -> bool:
-    """The request models' scan as first written: find_card_data on every value of every field."""
-    from pydantic import BaseModel
-    for value in model.__dict__.values():
-        if isinstance(value, BaseModel):
-            if _card_data_in_reference(value):
-                return True
-        elif isinstance(value, list):
-            for item in value:
-                if _card_data_in_reference(item) if isinstance(item, BaseModel) else find_card_data(item):
-                    return True
-        elif find_card_data(value):
-            return True
-    return False
-
-
 _CARDS = ["4111111111111111", "4111 1111 1111 1111", "۴۱۱۱۱۱۱۱۱۱۱۱۱۱۱۱", "%B4111111111111111^X/Y^2512?",
           "card 5500-0000-0000-0004", "5901234123457", "590123412345700", "T-0000000000001"]
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
@@ -150,7 +134,7 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), ma
 @given(st.fixed_dictionaries({"transaction_id": _VALUES, "member": _VALUES, "currency": _VALUES, "total": _VALUES}),
        st.lists(st.fixed_dictionaries({"sku": _VALUES, "category": _VALUES, "quantity": _VALUES}), max_size=3))
 def test_the_request_scan_finds_what_find_card_data_finds_in_any_field(fields, lines):
-    """The scan's shortcuts for text and numbers answer as find_card_data does, whatever a field holds."""
+    """The models' scan answers as find_card_data on the model's dump does, whatever a field holds."""
     from posd.api.models import LineIn, TransactionIn, _card_data_in
     model = TransactionIn.model_construct(**fields, lines=[LineIn.model_construct(**line) for line in lines])
-    assert _card_data_in(model) == _card_data_in_reference(model)
+    assert _card_data_in(model) == find_card_data(model.model_dump(warnings=False))

@@ -13,7 +13,7 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
                       WithJsonSchema, field_validator, model_validator)
 
 from posd.api.errors import ErrorCode
-from posd.core.identify import find_card_data, is_card_data
+from posd.core.identify import CARD_NUMBER_MIN, CARD_TEXT_MIN, find_card_data, is_card_data
 from posd.core.quantity import parse_quantity
 from posd.lane.errors import FUTURE_TOLERANCE, PAST_TOLERANCE, LaneError
 
@@ -83,10 +83,10 @@ def _card_data_in(model: BaseModel) -> bool:
     for value in model.__dict__.values():
         kind = type(value)
         if kind is str:
-            if len(value) >= 12 and is_card_data(value):
+            if len(value) >= CARD_TEXT_MIN and is_card_data(value):
                 return True
         elif kind is int:
-            if value >= 10**12 and is_card_data(str(value)):
+            if value >= CARD_NUMBER_MIN and is_card_data(str(value)):
                 return True
         elif kind in _NEVER_CARD:
             continue

@@ -20,6 +20,10 @@ Kind = Literal["member_code", "qr_token", "payment_card", "invalid"]
 # ISO 7813 track 1 (%B...^...^) and track 2 (;PAN=...) as a reader emits them.
 _TRACK1 = re.compile(r"%?B\d{12,19}\^")
 _TRACK2 = re.compile(r";?\d{12,19}=\d{4}")
+# The shortest text and the smallest whole number that can hold card data (track data has 12 digits at
+# least, a card number 13): anything shorter or smaller is answered without a look.
+CARD_TEXT_MIN = 12
+CARD_NUMBER_MIN = 10**12
 _DIGITS = re.compile(r"[0-9]+")
 _ASCII_DIGIT = re.compile(r"[0-9]")
 # What a person or a POS puts between a card number's digit groups: anything that is neither a
@@ -178,11 +182,11 @@ def _card_data_anywhere(raw: str) -> bool:
 def find_card_data(value: Any, _depth: int = 0) -> bool:
     """Is there payment card data anywhere in a request: any string or whole number, at any depth, keys too."""
     if isinstance(value, str):
-        return len(value) >= 12 and is_card_data(value)
+        return len(value) >= CARD_TEXT_MIN and is_card_data(value)
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return value >= 10**12 and is_card_data(str(value))
+        return value >= CARD_NUMBER_MIN and is_card_data(str(value))
     if _depth > 32:  # deeper than any request posd takes: refused as a whole elsewhere
         return False
     if isinstance(value, dict):

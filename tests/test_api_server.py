@@ -3,11 +3,13 @@ other answer (a stream, HEAD, no body, a broken app) reaches the client as uvico
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -47,13 +49,37 @@ APP = textwrap.dedent("""
             await send({"type": "http.response.body", "body": b"def"})
         return app
 
-    routes = [Route("/answer", answer, methods=["GET", "HEAD"]), Route("/stream", stream), Route("/close", closing),
+    async def invalid(request):
+        return JSONResponse({"read": len(await request.body())}, status_code=422)
+
+    routes = [Route("/direct/invalid", invalid, methods=["POST"]), Route("/answer", answer, methods=["GET", "HEAD"]), Route("/stream", stream), Route("/close", closing),
               Route("/empty", empty), Route("/long", long)]
     app = Starlette(routes=routes)
+
+    class Direct:  # a request the server answers itself (posd.api.security.DirectSale's shape)
+        def __init__(self, path):
+            self.path, self.standard = path, app
+
+        def arrived(self):
+            pass
+
+        async def answer(self, body):
+            if self.path == "/direct/slow":
+                await asyncio.sleep(1.0)
+            if self.path == "/direct/broken":
+                raise RuntimeError("broken")
+            if self.path == "/direct/invalid":
+                return None  # the app then answers it
+            payload = b'{"direct":' + str(len(body)).encode() + b'}'
+            return 200, [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())], \
+                payload
 
     class Outer:
         def arriving(self, scope):  # told when the head is read, before the app is called
             scope["arrived"] = scope["path"]
+
+        def direct(self, scope):
+            return Direct(scope["path"]) if scope["path"].startswith("/direct/") else None
 
         async def __call__(self, scope, receive, send):
             if scope["type"] == "http" and scope["path"] == "/parts":
@@ -70,19 +96,29 @@ APP = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory):
+    proc, number = _serve(tmp_path_factory.mktemp("server"))
+    try:
+        yield number
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _serve(folder) -> tuple[subprocess.Popen, int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         number = probe.getsockname()[1]
-    script = tmp_path_factory.mktemp("server") / "serve.py"
+    script = folder / "serve.py"
     script.write_text(APP)
     proc = subprocess.Popen([sys.executable, str(script), str(number)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _connects(number), timeout=30, what="the test server listening")
-        yield number
-    finally:
-        proc.terminate()
+    except BaseException:
+        proc.kill()
         proc.wait(10)
+        raise
+    return proc, number
 
 
 def _connects(number: int) -> bool:
@@ -188,3 +224,58 @@ def test_a_body_sent_in_parts_and_a_broken_answer(port):
     sock, first = _ask(port, b"GET /answer HTTP/1.1\r\nHost: x\r\n\r\n")  # the server is still well
     with sock:
         assert first.startswith(b"HTTP/1.1 200 OK")
+
+
+def _post(path: str, body: bytes = b"abc", extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def test_a_request_the_app_claims_is_answered_by_the_server_in_one_segment(port):
+    """An app's ``direct(scope)`` claim: answered without an ASGI call, after uvicorn's default
+    headers, in one segment; kept alive; a claim that answers None goes to the app, body and all;
+    a claim that fails is uvicorn's 500 and the server stays well."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with sock:
+        before = _data_segments_in(sock)
+        for n in range(5):
+            sock.sendall(_post("/direct/ok", b"x" * n))
+            got = b""
+            while not got.endswith(b"}"):
+                got += sock.recv(1 << 16)
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK") and body == b'{"direct":%d}' % n
+            assert {b"date", b"server", b"content-type", b"content-length"} <= \
+                {line.partition(b":")[0] for line in head.split(b"\r\n")[1:]}
+        assert _data_segments_in(sock) - before == 5
+    sock, first = _ask(port, _post("/direct/invalid", b"12345"))
+    with sock:
+        assert first.startswith(b"HTTP/1.1 422") and first.endswith(b'{"read":5}')
+    sock, first = _ask(port, _post("/direct/broken"))
+    with sock:
+        assert _read_all(sock, first).startswith(b"HTTP/1.1 500")
+    sock, first = _ask(port, _post("/direct/ok", b"", "Connection: close\r\n"))
+    with sock:
+        got = _read_all(sock, first)  # answered, then closed
+        assert b"connection: close" in got and got.endswith(b'{"direct":0}')
+
+
+def test_a_claimed_request_under_way_is_answered_before_the_server_stops(tmp_path):
+    """A graceful stop (SIGTERM) waits for the claimed request's answer, which says the connection
+    closes; a client gone before its answer gets nothing and costs the server nothing."""
+    proc, number = _serve(tmp_path)
+    try:
+        gone = socket.create_connection(("127.0.0.1", number), timeout=5)
+        gone.sendall(_post("/direct/slow"))
+        gone.close()
+        sock = socket.create_connection(("127.0.0.1", number), timeout=5)
+        with sock:
+            sock.sendall(_post("/direct/slow"))
+            time.sleep(0.3)
+            proc.terminate()
+            got = _read_all(sock, b"")
+        assert got.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in got and got.endswith(b'{"direct":3}')
+        assert proc.wait(10) in (0, -signal.SIGTERM)  # stopped (uvicorn re-raises the signal it handled)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -109,6 +110,87 @@ def test_what_the_fast_path_does_not_read_goes_the_standard_way(tmp_path, centra
     text = _post(lane, body, "text/plain")
     assert (text.status_code, text.json()["code"]) == (422, "invalid_request"), text.text
     assert _post(lane, body, FAST).status_code == 200
+    lane.stop()
+
+
+def _exchange(lane: Any, data: bytes, answers: int = 1, then: bytes = b"") -> tuple[socket.socket, list[bytes]]:
+    """``data`` written on a new connection; the heads and bodies of ``answers`` answers read back
+    (``then`` written after the first, when it is an interim 100 Continue)."""
+    sock = socket.create_connection(("127.0.0.1", lane.port), timeout=10)
+    sock.sendall(data)
+    got, buf, read = [], b"", 0
+    while read < answers:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(1 << 16)
+            assert chunk, (got, buf)
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 100 "):
+            got.append(head)
+            sock.sendall(then)
+            continue
+        length = int(next(v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")[1:])
+                          if k.lower() == b"content-length"))
+        while len(buf) < length:
+            chunk = sock.recv(1 << 16)
+            assert chunk, head
+            buf += chunk
+        got += [head, buf[:length]]
+        buf, read = buf[length:], read + 1
+    return sock, got
+
+
+def _sale_request(lane: Any, body: bytes, version: str = "1.1", **headers: str) -> bytes:
+    fields = {"Host": f"127.0.0.1:{lane.port}", "Authorization": f"Bearer {lane.token}", "Content-Type": FAST,
+              "Content-Length": str(len(body)), **headers}
+    return f"POST /v1/transactions HTTP/{version}\r\n".encode() + \
+        "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode() + b"\r\n" + body
+
+
+def _header_names(head: bytes) -> set[bytes]:
+    return {line.partition(b":")[0].lower() for line in head.split(b"\r\n")[1:]}
+
+
+def test_the_usual_sale_answered_by_the_server_keeps_http_to_the_letter(tmp_path, central, start_lane):
+    """The usual sale is answered by the server itself (posd.api.server), the rest through the app:
+    either way the same headers, keep-alive and close as HTTP/1.1 has them, pipelining in order, a
+    large body read whole, and an Expect: 100-continue answered before its body is sent."""
+    lane = start_lane(tmp_path / "lane")
+    sock, (head, body) = _exchange(lane, _sale_request(lane, _raw("h1-1").encode()))
+    assert head.startswith(b"HTTP/1.1 200 ") and json.loads(body)["transaction_id"] == "h1-1"
+    _, (std_head, _) = _exchange(lane, _sale_request(lane, _raw("h1-2").encode(), **{"Content-Type": STANDARD}))
+    assert _header_names(head) == _header_names(std_head) >= {b"content-type", b"content-length", b"date"}
+    sock.sendall(_sale_request(lane, _raw("h1-1").encode()))  # the same connection kept alive: a replay
+    assert b"idempotent-replayed: true" in sock.recv(1 << 16).lower()
+    sock.close()
+
+    for closing in (_sale_request(lane, _raw("h1-3").encode(), version="1.0"),
+                    _sale_request(lane, _raw("h1-4").encode(), Connection="close")):
+        sock, (head, body) = _exchange(lane, closing)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower(), head
+        assert sock.recv(1 << 16) == b""  # and closed after it
+        sock.close()
+
+    pipelined = b"".join(_sale_request(lane, _raw(f"h1-p{i}").encode()) for i in range(3))
+    sock, got = _exchange(lane, pipelined, answers=3)
+    assert [json.loads(b)["transaction_id"] for b in got[1::2]] == ["h1-p0", "h1-p1", "h1-p2"]
+    sock.close()
+
+    large = _raw("h1-5").encode() + b" " * 200_000  # over the server's read-pause mark: still read whole
+    sock, (head, body) = _exchange(lane, _sale_request(lane, large))
+    assert head.startswith(b"HTTP/1.1 200 ") and json.loads(body)["transaction_id"] == "h1-5"
+    sock.close()
+
+    waiting = _sale_request(lane, b"", Expect="100-continue", **{"Content-Length": str(len(_raw("h1-6")))})
+    sock, got = _exchange(lane, waiting, then=_raw("h1-6").encode())
+    assert got[0].startswith(b"HTTP/1.1 100 ") and json.loads(got[2])["transaction_id"] == "h1-6"
+    sock.close()
+    invalid = _raw("h1-7")[:-1].encode()
+    sock, (head, body) = _exchange(lane, _sale_request(lane, invalid))
+    assert head.startswith(b"HTTP/1.1 422 ") and json.loads(body)["code"] == "invalid_request"
+    sock.close()
+    assert len(requests.get(lane.base + "/v1/events?last_event_id=0", timeout=10, stream=True,
+                            headers=lane.headers()).raw.read(1)) == 1  # the stream still answers
     lane.stop()
 
 

@@ -56,7 +56,15 @@ from posd.api.models import (
     VoucherValidateIn,
 )
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
-from posd.api.security import BODY_METHODS, BodyGuard, LocalGuard, RoutablePath, Shortcut, allowed_hosts
+from posd.api.security import (
+    BODY_METHODS,
+    BodyGuard,
+    DirectSale,
+    LocalGuard,
+    RoutablePath,
+    Shortcut,
+    allowed_hosts,
+)
 from posd.api.server import NO_TELEMETRY
 from posd.api.status_page import render_status
 from posd.core.identify import find_card_data
@@ -409,6 +417,10 @@ class _LaneApi(FastAPI):
         """Told by the server as soon as a request's head is read (posd.api.server)."""
         if self.front is not None:
             self.front.arriving(scope)
+
+    def direct(self, scope: Scope) -> DirectSale | None:
+        """Asked by the server once a request's head is read: the usual sale it answers itself."""
+        return None if self.front is None else self.front.direct(scope)
 
 
 def _status_routes(app: FastAPI, health: Callable[[], dict[str, Any]]) -> None:

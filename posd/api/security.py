@@ -155,6 +155,16 @@ class Shortcut:
             return None
         return (origin,)
 
+    def direct(self, scope: Scope) -> DirectSale | None:
+        """The usual request, to be answered by the server itself (posd.api.server) with no ASGI
+        call for it: the request, the app and the response as messages cost a sale as much as its
+        ledger write. None for anything else (then the server calls the app, as for any request)."""
+        usual = self._usual(scope)
+        if usual is None:
+            return None
+        scope[_CALLED] = True  # heralded by the server, once read whole
+        return DirectSale(self, usual[0])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_CALLED] = True
         usual, herald = scope.pop(_ARRIVED, None) or (self._usual(scope), None)
@@ -181,6 +191,35 @@ class Shortcut:
         await response(scope, receive, send if origin is None else with_headers(send, cors_headers(origin.decode("latin-1"))))
         if self.timed is not None:
             self.timed(time.perf_counter() - started)
+
+
+class DirectSale:
+    """A usual request the server answers itself: heralded when its body is in (``arrived``), then
+    ``answer`` gives (status, headers, body) to write, or None when the body is not valid: the
+    server then calls ``standard`` for it, which reads the body and answers in FastAPI's words."""
+
+    __slots__ = ("shortcut", "origin", "herald", "standard")
+
+    def __init__(self, shortcut: Shortcut, origin: bytes | None):
+        self.shortcut, self.origin, self.standard = shortcut, origin, shortcut.app
+        self.herald: AbstractContextManager[Any] | None = None
+
+    def arrived(self) -> None:
+        self.herald = self.shortcut.herald()
+
+    async def answer(self, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        shortcut = self.shortcut
+        started = time.perf_counter()
+        with self.herald or shortcut.herald():
+            response = await shortcut.answer(body)
+        if response is None:
+            return None
+        headers = response.raw_headers
+        if self.origin is not None:
+            headers = headers + cors_headers(self.origin.decode("latin-1"))
+        if shortcut.timed is not None:
+            shortcut.timed(time.perf_counter() - started)
+        return response.status_code, headers, response.body
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:

@@ -1,6 +1,8 @@
 """The HTTP server under the lane's API: uvicorn on uvloop and httptools, as posd runs it.
 
-One change to uvicorn's HTTP/1.1 protocol: an answer that declares its length
+The usual sale is answered by the protocol itself, with no ASGI call for it
+(OneWriteProtocol below): the app claims it once its head is read. Every other
+request goes to the app as uvicorn sends it, with one change: an answer that declares its length
 leaves in one write, status line, headers and body together. uvicorn writes
 the head when the app sends ``http.response.start`` and the body on the next
 message: two sends, two TCP segments, and a POS woken twice per answer (each
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from posd.api.errors import API_CODES
 from posd.sync.protocol.http import MALFORMED_REQUEST, unparseable_answer
@@ -95,13 +97,35 @@ class OneWriteProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol whose requests write a declared-length answer in one write, and
     which tells an app that has an ``arriving(scope)`` of each request as soon as it is read whole
     (usually in the same turn of the event loop as its head, before the app is called for it:
-    posd.api.security.Shortcut heralds a sale to the ledger there)."""
+    posd.api.security.Shortcut heralds a sale to the ledger there).
+
+    An app with a ``direct(scope)`` has the requests it claims (the usual sale) answered here, with
+    no ASGI call: once the body is in, the claim's ``answer(body)`` gives status, headers and body,
+    written in one write after uvicorn's default headers, as uvicorn would have written them. The
+    request stays uvicorn's cycle meanwhile, so a shutdown still waits for its answer (and then
+    closes the connection) and a client gone meanwhile gets nothing written. A claim that answers
+    None (a body that is not valid) is then given to the app after all, body and all."""
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        claim = getattr(self.app, "direct", None)
+        if claim is not None and app is self.app and cycle is self.cycle and cycle.more_body \
+                and not cycle.waiting_for_100_continue and not self.pipeline:
+            direct = claim(cycle.scope)
+            if direct is not None:
+                cycle.direct = direct  # type: ignore[attr-defined]  # started once the body is in
+                return
+        super()._start_asgi_task(cycle, app)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if type(cycle) is RequestResponseCycle:  # created just now; its task has not run yet
             cycle.__class__ = _OneWriteCycle
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        if getattr(self.cycle, "direct", None) is not None:
+            self.flow.resume_reading()  # answered once whole: its length was checked against the limit
 
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse: 400 ``malformed_request`` in the API's JSON, not
@@ -111,12 +135,47 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        cycle = self.cycle
+        direct = getattr(cycle, "direct", None)
+        if direct is not None:
+            if not cycle.response_complete:
+                cycle.direct = None  # type: ignore[attr-defined]
+                direct.arrived()
+                task = self.loop.create_task(self._answer_directly(cycle, direct))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+            return
         arriving = getattr(self.app, "arriving", None)
         # Only a request the app itself is called for, and at once: not one uvicorn answers 503 for
         # (limit_concurrency), not one queued behind another on its connection (pipelined).
         if arriving is not None and self.limit_concurrency is None and not self.pipeline \
                 and not self.cycle.response_complete:
             arriving(self.cycle.scope)
+
+    async def _answer_directly(self, cycle: RequestResponseCycle, direct: Any) -> None:
+        try:
+            answer = await direct.answer(bytes(cycle.body))
+        except Exception as exc:  # the claim answers its own errors; this is the server's last word
+            cycle.logger.error("Exception in the directly answered request", exc_info=exc)
+            return await cycle.send_500_response()
+        if answer is None:  # not valid: the app reads the same body and answers it in its words
+            return await cycle.run_asgi(direct.standard)
+        if self.flow.write_paused and not cycle.disconnected:
+            await self.flow.drain()
+        if cycle.disconnected or cycle.response_complete:
+            return
+        status, headers, body = answer
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:  # HTTP/1.0, Connection: close, or the server shutting down
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(b"".join(content))
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
 
 # FastAPI's native OpenTelemetry asks the global providers on every request whether any is set. posd

@@ -164,6 +164,13 @@ def test_the_usual_sale_answered_by_the_server_keeps_http_to_the_letter(tmp_path
     assert b"idempotent-replayed: true" in sock.recv(1 << 16).lower()
     sock.close()
 
+    origin = {"Origin": "https://pos.example.com"}  # an allowed origin: CORS headers on the answer either way
+    _, (head, _) = _exchange(lane, _sale_request(lane, _raw("h1-o").encode(), **origin))
+    _, (std_head, _) = _exchange(lane, _sale_request(lane, _raw("h1-s").encode(), **origin,
+                                                     **{"Content-Type": STANDARD}))
+    assert b"access-control-allow-origin: https://pos.example.com" in head.lower()
+    assert _header_names(head) == _header_names(std_head) >= {b"access-control-expose-headers", b"vary"}
+
     for closing in (_sale_request(lane, _raw("h1-3").encode(), version="1.0"),
                     _sale_request(lane, _raw("h1-4").encode(), Connection="close")):
         sock, (head, body) = _exchange(lane, closing)

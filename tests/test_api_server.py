@@ -63,9 +63,12 @@ APP = textwrap.dedent("""
         def arrived(self):
             pass
 
+        def abandon(self):
+            pass
+
         async def answer(self, body):
-            if self.path == "/direct/slow":
-                await asyncio.sleep(1.0)
+            if self.path in ("/direct/slow", "/direct/slower"):
+                await asyncio.sleep(1.0 if self.path == "/direct/slow" else 5.0)
             if self.path == "/direct/broken":
                 raise RuntimeError("broken")
             if self.path == "/direct/invalid":
@@ -90,7 +93,25 @@ APP = textwrap.dedent("""
 
     outer = Outer()
 
-    uvicorn.Server(server.config(outer, "127.0.0.1", int(sys.argv[1]), loop="uvloop")).run()
+    if len(sys.argv) == 2:
+        uvicorn.Server(server.config(outer, "127.0.0.1", int(sys.argv[1]), loop="uvloop")).run()
+    else:  # as posd's daemon serves: its own SIGTERM, a grace for answers under way, the loop on after it
+        import signal
+        import uvloop
+
+        class Served(uvicorn.Server):
+            def capture_signals(self):
+                import contextlib
+                return contextlib.nullcontext()
+
+        async def main():
+            served = Served(server.config(outer, "127.0.0.1", int(sys.argv[1]),
+                                          timeout_graceful_shutdown=float(sys.argv[2])))
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: setattr(served, "should_exit", True))
+            await served.serve()
+            await asyncio.sleep(0.5)  # the daemon stops its workers meanwhile
+
+        uvloop.run(main())
 """)
 
 
@@ -104,13 +125,13 @@ def port(tmp_path_factory):
         proc.wait(10)
 
 
-def _serve(folder) -> tuple[subprocess.Popen, int]:
+def _serve(folder, *args: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         number = probe.getsockname()[1]
     script = folder / "serve.py"
     script.write_text(APP)
-    proc = subprocess.Popen([sys.executable, str(script), str(number)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, str(script), str(number), *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _connects(number), timeout=30, what="the test server listening")
@@ -275,6 +296,28 @@ def test_a_claimed_request_under_way_is_answered_before_the_server_stops(tmp_pat
             got = _read_all(sock, b"")
         assert got.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in got and got.endswith(b'{"direct":3}')
         assert proc.wait(10) in (0, -signal.SIGTERM)  # stopped (uvicorn re-raises the signal it handled)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_stop_that_waits_too_long_ends_a_claimed_request_as_uvicorn_ends_an_apps(tmp_path):
+    """Past the stop's grace, a claimed request still waiting for the rest of its body, or for its
+    answer, is cancelled as uvicorn cancels an app's task: a 500 that closes the connection."""
+    proc, number = _serve(tmp_path, "0.5")
+    try:
+        partial = socket.create_connection(("127.0.0.1", number), timeout=10)
+        partial.sendall(_post("/direct/ok", b"abcdef")[:-3])  # its body never completes
+        slow = socket.create_connection(("127.0.0.1", number), timeout=10)
+        slow.sendall(_post("/direct/slower"))  # its answer takes 5 s, ten times the grace
+        time.sleep(0.3)
+        proc.terminate()
+        for sock in (partial, slow):
+            with sock:
+                got = _read_all(sock, b"")
+            assert got.startswith(b"HTTP/1.1 500 ") and b"connection: close" in got, got
+        proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -357,6 +357,25 @@ def test_the_usual_sale_is_heralded_to_the_ledger_while_it_is_read(monkeypatch):
     asyncio.run(gone_after_arrival())
     assert heralds == ["made", "in", "out"] and len(recorded) == 5  # its herald was left, not kept
 
+    # answered by the server itself (posd.api.server): heralded once its body is in, then answered;
+    # a claim whose task ends without an answer (a stop cancelled it) leaves its herald
+    heralds.clear()
+    body = _raw("h-7").encode()
+    claim = app.direct(scope_of(body))
+    assert claim is not None and app.direct({**scope_of(body), "query_string": b"x=1"}) is None
+    claim.arrived()
+    status, headers, answer = asyncio.run(claim.answer(body))
+    assert status == 200 and json.loads(answer)["transaction_id"] == "h-7" and (b"content-length", b"%d" % len(answer)) \
+        in headers
+    assert heralds == ["made", "in", "out"] and len(recorded) == 6
+    heralds.clear()
+    claim = app.direct(scope_of(body))
+    claim.arrived()
+    claim.abandon()
+    assert heralds == ["made", "in", "out"] and len(recorded) == 6
+    claim.abandon()  # once only
+    assert heralds == ["made", "in", "out"]
+
 
 def test_the_guards_answers_stand_whichever_way(monkeypatch):
     """An allowed origin gets its CORS headers on the fast path too; a foreign origin, a wrong Host,

@@ -98,6 +98,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 _ARRIVED = "posd.arrived"  # in a usual request's scope from its arrival: (what _usual said, its herald)
 _CALLED = "posd.called"  # in every request's scope once the Shortcut was called for it
+_OTHER = "posd.other"  # in the scope of a request the server asked about (direct) that is not the usual one
 # The Content-Type values a POS sends with a JSON body (read on the Shortcut); any other goes the standard way.
 PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
 
@@ -132,7 +133,7 @@ class Shortcut:
 
     def arriving(self, scope: Scope) -> None:
         """A request was read whole: a usual one, not yet being answered, is heralded now."""
-        if _CALLED not in scope:
+        if _CALLED not in scope and _OTHER not in scope:
             usual = self._usual(scope)
             if usual is not None:
                 scope[_ARRIVED] = (usual, self.herald())
@@ -161,13 +162,14 @@ class Shortcut:
         ledger write. None for anything else (then the server calls the app, as for any request)."""
         usual = self._usual(scope)
         if usual is None:
+            scope[_OTHER] = True  # not asked again on arrival nor when called
             return None
         scope[_CALLED] = True  # heralded by the server, once read whole
         return DirectSale(self, usual[0])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_CALLED] = True
-        usual, herald = scope.pop(_ARRIVED, None) or (self._usual(scope), None)
+        usual, herald = scope.pop(_ARRIVED, None) or (None if _OTHER in scope else self._usual(scope), None)
         if usual is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
@@ -207,10 +209,18 @@ class DirectSale:
     def arrived(self) -> None:
         self.herald = self.shortcut.herald()
 
+    def abandon(self) -> None:
+        """Answered by no unit (cancelled, or failed before its write): a herald made for it is left."""
+        herald, self.herald = self.herald, None
+        if herald is not None:
+            with herald:
+                pass
+
     async def answer(self, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         shortcut = self.shortcut
         started = time.perf_counter()
-        with self.herald or shortcut.herald():
+        herald, self.herald = self.herald or shortcut.herald(), None
+        with herald:
             response = await shortcut.answer(body)
         if response is None:
             return None

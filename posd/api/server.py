@@ -104,7 +104,9 @@ class OneWriteProtocol(HttpToolsProtocol):
     written in one write after uvicorn's default headers, as uvicorn would have written them. The
     request stays uvicorn's cycle meanwhile, so a shutdown still waits for its answer (and then
     closes the connection) and a client gone meanwhile gets nothing written. A claim that answers
-    None (a body that is not valid) is then given to the app after all, body and all."""
+    None (a body that is not valid) is then given to the app after all, body and all. The claim is
+    told ``arrived()`` when its body is in and ``abandon()`` when its task ends without an answer
+    (cancelled by a stop that waited too long, or failed)."""
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         claim = getattr(self.app, "direct", None)
@@ -112,7 +114,11 @@ class OneWriteProtocol(HttpToolsProtocol):
                 and not cycle.waiting_for_100_continue and not self.pipeline:
             direct = claim(cycle.scope)
             if direct is not None:
-                cycle.direct = direct  # type: ignore[attr-defined]  # started once the body is in
+                cycle.direct = direct  # type: ignore[attr-defined]  # heralded once its body is in
+                # a task from now, as uvicorn's: a stop waits for it, and cancels it when it waits too long
+                task = self.loop.create_task(self._answer_directly(cycle, direct))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
                 return
         super()._start_asgi_task(cycle, app)
 
@@ -135,15 +141,9 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        cycle = self.cycle
-        direct = getattr(cycle, "direct", None)
+        direct = getattr(self.cycle, "direct", None)
         if direct is not None:
-            if not cycle.response_complete:
-                cycle.direct = None  # type: ignore[attr-defined]
-                direct.arrived()
-                task = self.loop.create_task(self._answer_directly(cycle, direct))
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
+            direct.arrived()  # its task answers it in the loop's next step
             return
         arriving = getattr(self.app, "arriving", None)
         # Only a request the app itself is called for, and at once: not one uvicorn answers 503 for
@@ -153,15 +153,29 @@ class OneWriteProtocol(HttpToolsProtocol):
             arriving(self.cycle.scope)
 
     async def _answer_directly(self, cycle: RequestResponseCycle, direct: Any) -> None:
+        """A claimed request's task: its body awaited, then its answer written. Cancelled (a stop
+        that waited too long) or failed, it ends as uvicorn ends an app's task: a 500 that closes
+        the connection, or, once the answer was under way, the connection closed."""
         try:
+            while cycle.more_body and not cycle.disconnected:
+                await cycle.message_event.wait()
+                cycle.message_event.clear()
+            if cycle.disconnected:  # gone before its body was in: nothing heralded, nothing to answer
+                return
             answer = await direct.answer(bytes(cycle.body))
-        except Exception as exc:  # the claim answers its own errors; this is the server's last word
+            if answer is None:  # not valid: the app reads the same body and answers it in its words
+                cycle.message_event.set()  # the body is in: the app's receive takes it at once
+                return await cycle.run_asgi(direct.standard)
+            if self.flow.write_paused and not cycle.disconnected:
+                await self.flow.drain()
+        except BaseException as exc:
+            direct.abandon()  # a herald it made leaves with it
             cycle.logger.error("Exception in the directly answered request", exc_info=exc)
-            return await cycle.send_500_response()
-        if answer is None:  # not valid: the app reads the same body and answers it in its words
-            return await cycle.run_asgi(direct.standard)
-        if self.flow.write_paused and not cycle.disconnected:
-            await self.flow.drain()
+            if not cycle.response_started:
+                await cycle.send_500_response()
+            else:
+                self.transport.close()
+            return
         if cycle.disconnected or cycle.response_complete:
             return
         status, headers, body = answer

@@ -172,33 +172,31 @@ class Shortcut:
         usual, herald = scope.pop(_ARRIVED, None) or (None if _OTHER in scope else self._usual(scope), None)
         if usual is None:
             return await self.app(scope, receive, send)
-        started = time.perf_counter()
+        claim = DirectSale(self, usual[0])
+        claim.herald = herald
         chunks: list[bytes] = []
         while True:  # when heralded on arrival, the whole body is in: nothing here waits
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                if herald is not None:
-                    with herald:  # left without a unit: a writer waiting for it goes on
-                        pass
+                claim.abandon()  # left without a unit: a writer waiting for it goes on
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        with herald or self.herald():
-            response = await self.answer(body)
-        if response is None:
+        answer = await claim.answer(body)
+        if answer is None:
             return await self.app(scope, replaying(body, receive), send)
-        origin = usual[0]
-        await response(scope, receive, send if origin is None else with_headers(send, cors_headers(origin.decode("latin-1"))))
-        if self.timed is not None:
-            self.timed(time.perf_counter() - started)
+        status, headers, content = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
 
 class DirectSale:
-    """A usual request the server answers itself: heralded when its body is in (``arrived``), then
-    ``answer`` gives (status, headers, body) to write, or None when the body is not valid: the
-    server then calls ``standard`` for it, which reads the body and answers in FastAPI's words."""
+    """A usual request, answered by the server itself (posd.api.server) or by the Shortcut's ASGI
+    call: heralded when its body is in (``arrived``), then ``answer`` gives (status, headers, body)
+    to write, or None when the body is not valid: then ``standard`` (FastAPI as it is) reads the
+    body and answers in its own words."""
 
     __slots__ = ("shortcut", "origin", "herald", "standard")
 

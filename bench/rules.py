@@ -16,6 +16,14 @@ interleaved so that a figure and its floor see the same neighbours:
 - ``evaluate``: ``Sales.evaluate`` inside a unit of work on the ledger's writer
   thread, as ``_record_unless_central`` runs it (lookup, earn context, rules),
   nothing written.
+- ``request``: the sale's body as the API reads it (pydantic-core validating the
+  bytes, then the lane's input with its idempotency hash); floor: ``json.loads``
+  of the same bytes.
+- ``sale``: ``Sales.record_sale`` awaited on an event loop, as the API awaits it:
+  evaluated and written in one durable commit each (WAL, synchronous=FULL), a
+  new transaction id every time; floor: one durable commit of one small row on
+  the same ledger.db, on the same path (``Ledger.awrite``). Their difference is
+  what a sale adds to the commit it cannot do without.
 
 Per sale: the median over rounds of each round's mean, in microseconds of
 process CPU time (time.process_time: a neighbour taking the core is not
@@ -25,7 +33,10 @@ counted), and the ratio to its floor.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import gc
+import itertools
 import json
 import statistics
 import tempfile
@@ -37,7 +48,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench.common import ROOT, emit, machine, now_iso, ratio
+from bench.common import ROOT, emit, machine, now_iso, ratio, sale
+from posd.api.app import sale_input
+from posd.api.models import TransactionIn
 from posd.core.program import parse_program
 from posd.core.rules import Basket, BasketLine, EarnContext, compute_accrual
 from posd.lane import Lane
@@ -118,6 +131,23 @@ def main(argv: list[str] | None = None) -> int:
             parts["lookup"] = lambda: all(lane.members.find_active(code) for code in codes)
             parts["lookup.floor"] = lambda: all(conn.execute(bare, (code,)).fetchone() for code in codes)
             parts["evaluate"] = lambda: ledger.write(lambda unit: all(lane.sales.evaluate(tx, unit) for tx in sales))
+            bodies = [json.dumps(sale(f"t{i}", code)).encode() for i, code in enumerate(codes)]
+            parts["request"] = lambda: all(sale_input(TransactionIn.model_validate_json(b)) for b in bodies)
+            parts["request.floor"] = lambda: all(json.loads(b) for b in bodies)
+            loop = asyncio.new_event_loop()
+            ids = itertools.count()
+
+            async def record() -> None:
+                base = next(ids) * n
+                for i, tx in enumerate(sales):
+                    await lane.sales.record_sale(dataclasses.replace(tx, transaction_id=f"s{base + i}"))
+
+            async def commit() -> None:
+                for i in range(n):
+                    await ledger.awrite(lambda unit, i=i: unit.set_meta("bench_commit", str(i)))
+
+            parts["sale"] = lambda: loop.run_until_complete(record())
+            parts["sale.floor"] = lambda: loop.run_until_complete(commit())
             for fn in parts.values():  # warm: statements prepared, the program compiled, pages cached
                 fn()
             samples: dict[str, list[float]] = {name: [] for name in parts}
@@ -127,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             cache.close()
             ledger.close()
+            if "loop" in locals():
+                loop.close()
     figures = {name: round(statistics.median(values), 2) for name, values in samples.items()}
     out: dict[str, Any] = {}
     for name, us in figures.items():

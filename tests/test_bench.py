@@ -48,6 +48,10 @@ def test_each_bench_module_runs_to_its_report(tmp_path, module):
     args, keys = RUNS[module]
     report = bench(module, tmp_path / f"{module}.json", args)
     assert keys <= report.keys(), f"bench.{module} report lacks {sorted(keys - report.keys())}"
+    if module == "rules":  # each part beside its floor, the sale beside the commit it cannot do without
+        parts = report["parts"]
+        assert {"lookup", "evaluate", "request", "sale"} <= parts.keys()
+        assert all(parts[name]["floor_us"] > 0 for name in ("lookup", "request", "sale"))
 
 
 def test_the_fleet_bench_reads_the_central_report(tmp_path):

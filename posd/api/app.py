@@ -140,7 +140,8 @@ def _basket(body: BasketIn | None) -> Basket | None:
     return None if body is None else Basket(body.currency, body.total, _lines(body.lines))
 
 
-def _sale(body: TransactionIn) -> TransactionInput:
+def sale_input(body: TransactionIn) -> TransactionInput:
+    """The lane's sale from a validated body, with the idempotency hashes it is recorded under."""
     return TransactionInput(
         transaction_id=body.transaction_id, member=body.member, occurred_at=body.occurred_at,
         currency=body.currency, total=body.total, lines=_lines(body.lines),
@@ -285,7 +286,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         return _answer(await enrolments.enrol(req))
 
     async def record_sale(body: TransactionIn) -> JSONResponse:
-        return await _outcome(observer, "sale", body.transaction_id, sales.record_sale(_sale(body)))
+        return await _outcome(observer, "sale", body.transaction_id, sales.record_sale(sale_input(body)))
 
     @app.post("/v1/transactions", dependencies=auth, response_model=TransactionOut, tags=["transactions"])
     @declares(*codes_of(Sales.record_sale))
@@ -311,7 +312,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     async def post_quote(body: QuoteIn) -> JSONResponse:
         """What the sale of this basket would earn (the rule trace), the rewards and vouchers the member
         could use on it and their effect, and how the given codes stack: nothing is written or printed."""
-        return JSONResponse(await quotes.quote(_sale(body), tuple(body.codes)))
+        return JSONResponse(await quotes.quote(sale_input(body), tuple(body.codes)))
 
     @app.post("/v1/transactions/{transaction_id}/returns", dependencies=auth, response_model=ReturnOut,
               tags=["transactions"])

@@ -60,7 +60,8 @@ SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [member("anna", "CARD-anna", tier="gold"), member("zahra", "CARD-zahra", locale="fa"),
                     member("quote", "CARD-quote"), member("ret", "CARD-ret"), member("use", "CARD-use"),
                     member("coupon", "CARD-coupon"), member("idle", "CARD-idle"),
-                    member("slips", "CARD-slips", locale="fa")]}
+                    member("slips", "CARD-slips", locale="fa"), member("reser", "CARD-reser"),
+                    member("older", "CARD-older")]}
 
 BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
                 {"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": 2000},
@@ -241,6 +242,49 @@ def test_a_coupon_validated_and_used_for_a_named_member_answers_that_members_id(
         assert (conflict.status_code, conflict.json()["code"]) == (409, "transaction_id_conflict"), conflict.text
     assert lane.post("/v1/vouchers/welcome10/use", {"transaction_id": "U-coupon", "member": "CARD-coupon"}).headers.get(
         "Idempotent-Replayed") == "true"  # the code typed otherwise: the same request
+
+
+def test_a_voucher_use_retried_re_serialised_replays_its_first_answer(lane):
+    """A retry is the same request however the POS re-serialised it, as for a sale: the basket's numbers
+    by value (2, 2.0 and "2.000" are one quantity), the codes applied as the lane reads them (any case)."""
+    basket = {k: v for k, v in sale("x", "reser").items() if k in ("currency", "total", "lines")}
+    first = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-reser", "member": "CARD-reser",
+                                                     "basket": basket, "applied": ["WELCOME10"]})
+    assert first.status_code == 200, first.text
+    for quantity in (2.0, "2.000", "2"):
+        lines = [{**basket["lines"][0], "quantity": quantity}, *basket["lines"][1:]]
+        for applied in (["WELCOME10"], ["welcome10"]):
+            again = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-reser", "member": "CARD-reser",
+                                                             "basket": {**basket, "lines": lines}, "applied": applied})
+            assert again.status_code == 200, (quantity, applied, again.text)
+            assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+    lines = [{**basket["lines"][0], "quantity": 3}, *basket["lines"][1:]]
+    other = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-reser", "member": "CARD-reser",
+                                                     "basket": {**basket, "lines": lines, "total": basket["total"] + 900},
+                                                     "applied": ["WELCOME10"]})
+    assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), other.text
+
+
+def test_a_voucher_use_recorded_under_the_older_hash_still_replays(lane):
+    """A use an older posd recorded under the hash of pydantic's JSON-mode dump: its exact retry replays."""
+    import sqlite3
+
+    from posd.api.models import VoucherUseIn
+    from posd.lane.context import request_hash
+
+    basket = {k: v for k, v in sale("x", "older").items() if k in ("currency", "total", "lines")}
+    body = {"transaction_id": "U-older", "member": "CARD-older", "basket": basket}
+    first = lane.post("/v1/vouchers/WELCOME10/use", body)
+    assert first.status_code == 200, first.text
+    older = request_hash(VoucherUseIn.model_validate(body).model_dump(mode="json"))
+    db = sqlite3.connect(lane.state / "ledger.db", timeout=10)
+    with db:
+        assert db.execute("UPDATE voucher_uses SET request_hash = ? WHERE transaction_id = 'U-older'",
+                          (older,)).rowcount == 1
+    db.close()
+    again = lane.post("/v1/vouchers/WELCOME10/use", body)
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.text
+    assert again.json() == first.json()
 
 
 # --- burns authorised by central ----------------------------------------------------------------------------

@@ -340,8 +340,13 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
-        return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
-                                         tuple(body.applied), request_hash=request_hash(body.model_dump(mode="json"))))
+        # Hashed as a sale is (numbers by value), with the codes applied as the lane reads them; a use
+        # recorded before under the hash of pydantic's JSON mode still replays.
+        applied = [rewards.book.canonical(c) for c in body.applied]
+        return _answer(await rewards.use(
+            code, body.transaction_id, body.member, _basket(body.basket), tuple(body.applied),
+            request_hash=request_hash({**body.model_dump(exclude={"applied"}), "applied": applied}),
+            legacy_hash=lambda: request_hash(body.model_dump(mode="json"))))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])

@@ -67,6 +67,27 @@ def test_a_first_sale_without_a_member_does_not_break_later_returns(lane):
     assert run(lane.sales.record_return(ReturnInput("anon", "R0", (("S0", Decimal(1)),), None, "hr0"))).response
 
 
+def test_a_return_by_sku_takes_back_the_same_whatever_the_order_of_the_sales_lines(lane):
+    """The same SKU on two lines at different prices (a markdown, a price override): the return names the
+    SKU, not the line, so which unit came back is not known. It takes back from the dearest unit first,
+    whatever the order the POS listed the lines in: never the cheap unit's points while the dear one's stay."""
+    def same_sku(tid: str, *prices: int) -> TransactionInput:
+        lines = tuple(BasketLine("X1", "grocery", Decimal(1), p, 0) for p in prices)
+        return TransactionInput(tid, "CARD-m1", NOW - timedelta(hours=1), "PLN", sum(prices), lines, f"h-{tid}")
+
+    cheap_first = run(lane.sales.record_sale(same_sku("SK1", 1000, 100000))).response["accrual"]["points"]["points"]
+    dear_first = run(lane.sales.record_sale(same_sku("SK2", 100000, 1000))).response["accrual"]["points"]["points"]
+    cheap_alone = run(lane.sales.record_sale(same_sku("SK3", 1000))).response["accrual"]["points"]["points"]
+    assert cheap_first == dear_first
+    back = [run(lane.sales.record_return(ReturnInput(tid, f"R-{tid}", (("X1", Decimal(1)),), None, f"hr-{tid}")))
+            .response["reversed"]["points"] for tid in ("SK1", "SK2")]
+    assert back == [cheap_first - cheap_alone] * 2, back
+    # the second unit back takes the rest, in either order
+    rest = [run(lane.sales.record_return(ReturnInput(tid, f"R2-{tid}", (("X1", Decimal(1)),), None, f"hr2-{tid}")))
+            .response["reversed"]["points"] for tid in ("SK1", "SK2")]
+    assert rest == [cheap_alone] * 2, rest
+
+
 def test_concurrent_birthday_sales_get_the_bonus_once(lane):
     at = datetime(2026, 11, 18, 10, tzinfo=UTC)
 

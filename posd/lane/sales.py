@@ -396,19 +396,37 @@ def _scaled(sale: SaleRecord, share: Fraction) -> Basket:
 
 
 @raises("return_exceeds_sale")
+def _dearest_first(line: BasketLine) -> tuple[Any, ...]:
+    """The order a SKU's units come back in: the highest price per unit net of the line's discount
+    first; lines alike in that by their other fields, so that the order the sale listed them in
+    never decides."""
+    net = (line.unit_price * line.quantity - line.discount) / line.quantity if line.quantity else Decimal(0)
+    return (-net, -line.unit_price, line.category or "", line.quantity, line.discount)
+
+
 def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
                 now_returned: tuple[tuple[str, Decimal], ...]) -> tuple[BasketLine, ...]:
-    """The sale's lines less everything returned so far, discounts in proportion."""
+    """The sale's lines less everything returned so far, discounts in proportion.
+
+    A return names SKUs, not lines: where a SKU is on several lines (a markdown, a price override),
+    the units come back from its dearest line first (net of its discount), so what a return takes
+    back never depends on the order the POS listed the lines in, and the cheap unit's points are not
+    taken while the dear one's stay."""
     returned: dict[str, Decimal] = {}
     for r in before:
         for sku, qty in r.lines or ():
             returned[sku] = returned.get(sku, Decimal(0)) + Decimal(qty)
     for sku, qty in now_returned:
         returned[sku] = returned.get(sku, Decimal(0)) + qty
-    kept = []
-    for line in sold:
+    back_of: dict[int, Decimal] = {}
+    for i in sorted(range(len(sold)), key=lambda i: _dearest_first(sold[i])):
+        line = sold[i]
         back = min(returned.get(line.sku, Decimal(0)), line.quantity)
         returned[line.sku] = returned.get(line.sku, Decimal(0)) - back
+        back_of[i] = back
+    kept = []
+    for i, line in enumerate(sold):
+        back = back_of[i]
         if line.quantity - back > 0:
             share = (line.quantity - back) / line.quantity
             kept.append(BasketLine(line.sku, line.category, line.quantity - back, line.unit_price,

@@ -407,12 +407,19 @@ def resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a lane's config is a few kB
+
+
 def load(path: str | Path, *, check_files: bool = False) -> Config:
     """The config in ``path``; with ``check_files`` the files it names are checked too
     (``check_files``), and every problem found is in the ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # a bounded read: /dev/zero or a log named by mistake ends here
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: not a posd config")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -539,18 +546,38 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
             read_token(token)
         except ConfigError as exc:
             problem("api.token_file", exc.problems[0].message)
+        # posd makes a missing token at its first start: only where it can (storage.dir's own reasons
+        # are said once, under storage.dir, when the token is to be made inside it)
+        why = None if token.exists() or token.is_symlink() or (storage in token.parents and not storage.exists()) \
+            else _cannot_make(token)
+        if why:
+            problem("api.token_file", f"the API token {token} cannot be made: {why}")
     if storage.exists() and not storage.is_dir():
         problem("storage.dir", f"{storage} is not a directory")
     elif storage.is_symlink() and not storage.exists():  # a link to a folder that is there is that folder
         problem("storage.dir", f"{storage} is a link to {os.readlink(storage)}, which does not exist")
-    elif not storage.exists():  # posd makes it at its first start: only in a folder, not under a file
-        above = next((a for a in storage.parents if a.exists() or a.is_symlink()), None)
-        if above is not None and above.is_symlink() and not above.exists():
-            problem("storage.dir", f"{storage} cannot be made: {above} is a link to {os.readlink(above)}, "
-                                   "which does not exist")
-        elif above is not None and not above.is_dir():
-            problem("storage.dir", f"{storage} cannot be made: {above} is not a directory")
+    elif storage.exists() and not os.access(storage, os.W_OK | os.X_OK):
+        problem("storage.dir", f"{storage} is not writable by this user (uid {os.getuid()})")
+    elif not storage.exists():  # posd makes it at its first start: only in a folder it may write, not under a file
+        why = _cannot_make(storage)
+        if why:
+            problem("storage.dir", f"{storage} cannot be made: {why}")
     return problems
+
+
+def _cannot_make(path: Path) -> str | None:
+    """Why posd could not make ``path`` (not there yet) with its folders, or None: the nearest folder
+    above it that is there must be a folder this user may write in."""
+    above = next((a for a in path.parents if a.exists() or a.is_symlink()), None)
+    if above is None:
+        return None
+    if above.is_symlink() and not above.exists():
+        return f"{above} is a link to {os.readlink(above)}, which does not exist"
+    if not above.is_dir():
+        return f"{above} is not a directory"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"{above} is not writable by this user (uid {os.getuid()})"
+    return None
 
 
 DEVICE_TABLES = ("scanner", "card_reader")
@@ -665,12 +692,38 @@ def _unclosed_string(text: str) -> int | None:
     return opened if multi is not None else None
 
 
+MAX_NESTING = 100  # arrays and inline tables in arrays and inline tables: no key of posd.toml needs 3
+
+
+def _deepest_line(text: str) -> int | None:
+    """The line where brackets and braces outside strings first nest more than MAX_NESTING deep."""
+    depth, line, quote = 0, 1, ""
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif ch in "]}":
+            depth -= 1
+    return None
+
+
 def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
     """The config in ``text``, or a ConfigError listing every mistake; with ``check_files`` the
     files it names are checked too, also when other keys are wrong."""
     text = text.removeprefix("\ufeff")  # a byte order mark (Notepad's "UTF-8 with BOM"): not the config's
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib reads nested arrays and tables by recursion
+        line = _deepest_line(text)
+        raise ConfigError(f"not valid for posd: arrays or inline tables nested more than {MAX_NESTING} deep", line=line) \
+            from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = int(m.group(1)) if m else _unclosed_string(text)  # tomllib: "(at end of document)"

@@ -1,7 +1,11 @@
 """A bad config stops with a message naming the key and line, never a traceback."""
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -574,6 +578,63 @@ def test_a_storage_folder_under_a_file_is_named_by_config_check(tmp_path):
             continue
         assert proc.returncode == 2 and "storage.dir" in proc.stderr, proc.stderr
         assert f"{folder} cannot be made: {tmp_path / 'notes.txt'} is not a directory" in proc.stderr
+
+
+def test_an_api_token_posd_cannot_make_is_named_before_anything_is_made(tmp_path):
+    """A token file whose folder is a file: config check said ok, and posd run exited 2 only after
+    ledger.db, cache.db and the lock were made."""
+    (tmp_path / "afile").write_text("not a folder\n")
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + f'\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "{tmp_path / "afile" / "api.token"}"\n')
+    said = f"the API token {tmp_path / 'afile' / 'api.token'} cannot be made: {tmp_path / 'afile'} is not a directory"
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "config error at 'api.token_file' (line 22)" in proc.stderr, proc.stderr
+    assert said in proc.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and said in run.stderr, run.stderr
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="checks as another user: needs root")
+def test_a_storage_folder_this_user_cannot_write_is_named_by_config_check():
+    """As the user posd runs as: a storage folder it cannot write, or cannot make where its parent is
+    read-only, is storage.dir's error (config check said ok; posd run then exited 2 without the line)."""
+    top = Path(tempfile.mkdtemp(prefix="posd-ro-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        (top / "ro").mkdir(mode=0o555)
+        (top / "ro").chmod(0o555)
+        (top / "ro" / "kept").mkdir()
+        (top / "ro" / "kept").chmod(0o555)
+        for folder, said in ((top / "ro" / "state", f"{top / 'ro' / 'state'} cannot be made: {top / 'ro'} is not "
+                                                     "writable by this user"),
+                             (top / "ro" / "kept", f"{top / 'ro' / 'kept'} is not writable by this user")):
+            cfg = top / "posd.toml"
+            cfg.write_text(GOOD + f'\n[storage]\ndir = "{folder}"\n')
+            cfg.chmod(0o644)
+            proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "posd", "config", "check",
+                                   str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
+            assert proc.returncode == 2 and "config error at 'storage.dir' (line 19)" in proc.stderr, proc.stderr
+            assert said in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        shutil.rmtree(top)
+
+
+def test_a_config_nested_too_deep_or_too_large_is_a_config_error_not_a_traceback(tmp_path):
+    """tomllib reads nesting by recursion: a RecursionError traceback and exit 1 (which systemd restarts
+    on); and a config check of /dev/zero never came back."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + "\n[offline]\nmax_hours = " + "[" * 5000 + "]" * 5000 + "\n")
+    line = GOOD.count("\n") + 3
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and f"config error (line {line}): " in proc.stderr and "nested" in proc.stderr, \
+        proc.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    big = config_check("/dev/zero")
+    assert big.returncode == 2 and "larger than 1 MiB" in big.stderr, big.stderr
 
 
 def test_a_storage_folder_reached_through_a_link_is_that_folder(tmp_path):

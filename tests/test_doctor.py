@@ -269,6 +269,22 @@ def test_sync_stopped_for_good_by_a_restored_ledger_is_a_failure(tmp_path, centr
     assert code == 1 and finding["result"] == "fail", finding
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the folders as another user: needs root")
+def test_a_storage_folder_posd_could_not_make_fails_and_one_it_could_is_a_warning(tmp_path):
+    """doctor --user said of a storage folder not made yet "posd creates it at its first start", also
+    where that user may not write in the folder above: posd run then stopped with a config error."""
+    cfg = offline_config(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o755)
+    cfg.write_text(cfg.read_text().replace('dir = "state"', f'dir = "{ro / "state"}"'))
+    _, report = doctor(cfg, "--no-central", user="nobody")
+    made = one(report, "storage.dir")
+    assert (made["result"], made["code"]) == ("fail", "dir_unmakable"), made
+    assert str(ro) in made["message"] and "nobody" in made["message"]
+    _, report = doctor(cfg, "--no-central", user="root")
+    assert (one(report, "storage.dir")["result"], one(report, "storage.dir")["code"]) == ("warn", "dir_missing")
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     with small_tmpfs(tmp_path / "disk") as mount:

@@ -128,6 +128,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.storage.dir_ok": "{path}: {user} may write there",
         "doctor.storage.dir_missing": "{path} does not exist yet: posd creates it at its first start",
         "doctor.storage.dir_unwritable": "{user} cannot write to {path} (owner {owner}, group {group}, mode {mode})",
+        "doctor.storage.dir_unmakable": "{path} does not exist, and {user} cannot make it: {above} is not theirs to "
+                                        "write (owner {owner}, group {group}, mode {mode})",
         "doctor.storage.disk_ok": "{free} free of {total} on the storage disk",
         "doctor.storage.disk_low": "the storage disk is nearly full: {free} free of {total} (minimum {min}); "
                                    "sales stop being recorded when it is full",
@@ -337,6 +339,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.storage.dir_missing": "{path} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
         "doctor.storage.dir_unwritable": "{user} nie może zapisywać w {path} (właściciel {owner}, grupa {group}, "
                                          "uprawnienia {mode})",
+        "doctor.storage.dir_unmakable": "{path} nie istnieje, a {user} nie może go utworzyć: nie może zapisywać w "
+                                        "{above} (właściciel {owner}, grupa {group}, uprawnienia {mode})",
         "doctor.storage.disk_ok": "wolne {free} z {total} na dysku danych",
         "doctor.storage.disk_low": "dysk danych jest prawie pełny: wolne {free} z {total} (minimum {min}); "
                                    "gdy się zapełni, sprzedaże przestaną być zapisywane",
@@ -551,6 +555,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.storage.dir_missing": "{path} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
         "doctor.storage.dir_unwritable": "{user} نمی‌تواند در {path} بنویسد (مالک {owner}، گروه {group}، "
                                          "دسترسی {mode})",
+        "doctor.storage.dir_unmakable": "{path} وجود ندارد و {user} نمی‌تواند آن را بسازد: در {above} نمی‌تواند "
+                                        "بنویسد (مالک {owner}، گروه {group}، دسترسی {mode})",
         "doctor.storage.disk_ok": "{free} آزاد از {total} روی دیسک داده",
         "doctor.storage.disk_low": "دیسک داده تقریباً پر است: {free} آزاد از {total} (حداقل {min})؛ "
                                    "وقتی پر شود فروش‌ها ثبت نمی‌شوند",

@@ -106,8 +106,13 @@ def storage(ctx: Context) -> list[Finding]:
         out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
                            "dir_ok" if writable else "dir_unwritable",
                            {"path": str(folder), "user": ctx.user, **describe(folder)}))
-    else:
-        out.append(Finding("storage", "storage.dir", "warn", "dir_missing", {"path": str(folder)}))
+    else:  # posd makes it at its first start, if its user may write in the folder above that is there
+        above = nearest_existing(folder)
+        if above.is_dir() and may(above.stat(), ctx.uid, ctx.gids, "wx") and may_reach(above, ctx.uid, ctx.gids):
+            out.append(Finding("storage", "storage.dir", "warn", "dir_missing", {"path": str(folder)}))
+        else:
+            out.append(Finding("storage", "storage.dir", "fail", "dir_unmakable",
+                               {"path": str(folder), "above": str(above), "user": ctx.user, **describe(above)}))
     usage = shutil.disk_usage(nearest_existing(folder))
     minimum = cfg.storage.min_free_mb * 2**20
     sizes = {"free": _size(ctx, usage.free), "total": _size(ctx, usage.total), "min": _size(ctx, minimum),

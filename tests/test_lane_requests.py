@@ -132,6 +132,13 @@ def test_a_card_number_sent_as_a_field_name_is_refused_as_card_data_and_never_re
         resp = lane.post("/v1/transactions", body)
         assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
         assert "4111111111111111" not in resp.text
+    # in the query, as a name as much as a value
+    for path in ("/v1/members/2900000000018?4111111111111111", "/v1/members/2900000000018?4111111111111111=1",
+                 "/v1/members/2900000000018?x=4111111111111111"):
+        resp = lane.get(path)
+        assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), (path, resp.text)
+    resp = lane.post("/v1/transactions?4111111111111111", sale_body("T-key-3"))
+    assert (resp.status_code, resp.json()["code"]) == (422, "payment_card"), resp.text
     assert "4111111111111111" not in lane.log.read_text()
 
 

@@ -103,11 +103,11 @@ _READ_HEADERS = ("idempotency-key", "last-event-id")
 
 
 def refuse_card_data(request: Request) -> None:
-    """Payment card data in the path, the query or the headers the API reads refuses the request
+    """Payment card data in the path, the query (its names too) or the headers the API reads refuses the request
     before anything reads it further: 422 payment_card, nothing stored, logged or sent on. A body's
     fields are checked by its model once it is valid (posd.api.models._Request). Ordinary product
     codes are not card numbers (posd.core.identify: a valid EAN-13 never is one)."""
-    if find_card_data(dict(request.path_params)) or find_card_data(list(request.query_params.values())) \
+    if find_card_data(dict(request.path_params)) or find_card_data(request.query_params.multi_items()) \
             or find_card_data([request.headers.get(name) or "" for name in _READ_HEADERS]):
         raise LaneError("payment_card", "the request carries a payment card number; it was dropped, not stored")
 

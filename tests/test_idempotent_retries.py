@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 
 from posd.api.models import TransactionIn
+from posd.lane.context import request_hash
 from tests.support.central_fixture import demo_seed
 from tests.support.lane import ANNA
 
@@ -91,6 +92,42 @@ def test_a_retry_of_a_sale_recorded_before_the_upgrade_still_replays(tmp_path, c
     assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict")
     lane.wait_drained()
     assert len(accruals(central, "rv-old")) == 1
+
+
+PERSIAN, ARABIC_INDIC = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"), str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def test_a_retry_naming_the_member_in_other_digits_is_the_same_request(tmp_path, central, start_lane):
+    """Digits of any script are read as 0-9 in every identifier: a card typed in Persian digits is the
+    card in ASCII digits, for the retry's meaning as for the lookup. A sale recorded before this rule,
+    under its member's spelling, still replays to its exact retry."""
+    lane = start_lane(tmp_path / "lane")
+    body = {**sale("rv-digits", 1), "member": ANNA.translate(PERSIAN)}
+    first = lane.post("/v1/transactions", body)
+    assert first.status_code == 200 and first.json()["member_id"], first.text
+    for member in (ANNA, ANNA.translate(ARABIC_INDIC), ANNA.translate(PERSIAN)):
+        retry = lane.post("/v1/transactions", {**body, "member": member})
+        assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", (member, retry.text)
+        assert retry.json() == first.json()
+    other = lane.post("/v1/transactions", {**body, "member": (ANNA[:-1] + "9").translate(PERSIAN)})
+    assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), other.text
+    lane.stop()
+    spelled = request_hash(TransactionIn.model_validate(body).model_dump())  # the hash before this rule
+    db = sqlite3.connect(lane.state / "ledger.db")
+    with db:
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                              "AND tbl_name = 'transactions'").fetchall()
+        for name, _ in triggers:  # the table is append-only: lifted for this rewrite alone
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("UPDATE transactions SET request_hash = ? WHERE transaction_id = 'rv-digits'", (spelled,))
+        for _, sql in triggers:
+            db.execute(sql)
+    db.close()
+    lane.start()
+    retry = lane.post("/v1/transactions", body)
+    assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", retry.text
+    lane.wait_drained()
+    assert len(accruals(central, "rv-digits")) == 1
 
 
 def test_every_retried_write_gets_its_first_answer_byte_for_byte(tmp_path, central, start_lane):

@@ -67,7 +67,7 @@ from posd.api.security import (
 )
 from posd.api.server import NO_TELEMETRY
 from posd.api.status_page import render_status
-from posd.core.identify import find_card_data
+from posd.core.identify import find_card_data, fold_ascii
 from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, legacy_request_hash, request_hash
@@ -151,10 +151,18 @@ def sale_input(body: TransactionIn) -> TransactionInput:
 
 def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None) -> dict[str, Any]:
     """A request's idempotency hashes: the canonical one it is recorded under, and (computed only
-    when a retry does not match it) the one an older posd recorded it under (posd.lane.context)."""
-    extra = extra or {}
-    return {"request_hash": request_hash({**extra, **body.model_dump(include=include)}),
-            "legacy_hash": lambda: legacy_request_hash({**extra, **body.model_dump(mode="json", include=include)})}
+    when a retry does not match it) those it may have been recorded under before (posd.lane.context).
+    The member it names is hashed as the lane reads it, digits of any script as 0-9: a card typed in
+    Persian digits is the same card; a request recorded under its member's own spelling still matches."""
+    dumped = {**(extra or {}), **body.model_dump(include=include)}
+    member = dumped.get("member")
+    before: tuple[str, ...] = ()
+    if isinstance(member, str) and not member.isascii():
+        before = (request_hash(dumped),)
+        dumped["member"] = fold_ascii(member)
+    return {"request_hash": request_hash(dumped),
+            "legacy_hash": lambda: (*before, legacy_request_hash({**(extra or {}),
+                                                                  **body.model_dump(mode="json", include=include)}))}
 
 
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
@@ -340,13 +348,16 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
-        # Hashed as a sale is (numbers by value), with the codes applied as the lane reads them; a use
+        # Hashed as a sale is (numbers by value, the member's digits as 0-9), with the codes applied as the
+        # lane reads them; a use
         # recorded before under the hash of pydantic's JSON mode still replays.
         applied = [rewards.book.canonical(c) for c in body.applied]
+        member = fold_ascii(body.member) if body.member is not None else None
         return _answer(await rewards.use(
             code, body.transaction_id, body.member, _basket(body.basket), tuple(body.applied),
-            request_hash=request_hash({**body.model_dump(exclude={"applied"}), "applied": applied}),
-            legacy_hash=lambda: request_hash(body.model_dump(mode="json"))))
+            request_hash=request_hash({**body.model_dump(exclude={"applied", "member"}), "member": member,
+                                       "applied": applied}),
+            legacy_hash=lambda: (request_hash(body.model_dump(mode="json")),)))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])

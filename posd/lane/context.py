@@ -150,16 +150,19 @@ class LaneContext:
 
 @raises("transaction_id_conflict", "return_id_conflict", "redemption_id_conflict")
 def earlier_answer(view: LedgerView, what: str, key: str, request_hash: str,
-                   legacy_hash: Callable[[], str] | None = None) -> Recorded | None:
+                   legacy_hash: Callable[[], tuple[str, ...]] | None = None) -> Recorded | None:
     """The first answer to a retried request id; a conflict when the id was reused for
     something else; None when the id is new. Called before the write (fast answer) and
     again inside it (a concurrent retry may have won). ``legacy_hash``: the same request's
-    hash as posd made it before the canonical one, computed only when the canonical differs."""
+    hashes as older posd versions made them, computed only when the canonical one differs."""
     earlier = view.earlier(what, key, request_hash)
     if earlier is None:
         return None
-    if earlier.conflict and legacy_hash is not None:
-        earlier = view.earlier(what, key, legacy_hash()) or earlier
+    for older in legacy_hash() if earlier.conflict and legacy_hash is not None else ():
+        matched = view.earlier(what, key, older)
+        if matched is not None and not matched.conflict:
+            earlier = matched
+            break
     if earlier.conflict:
         raise LaneError(f"{what}_conflict", f"this {what} was already used for a different request")
     return Recorded(earlier.response, replayed=True, body=earlier.text or None)

@@ -60,7 +60,7 @@ class RedemptionInput:
     points: int | None
     transaction_id: str | None
     request_hash: str
-    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
+    legacy_hash: Callable[[], tuple[str, ...]] | None = None  # hashes older posd versions made, when asked
 
 
 @dataclass(frozen=True)
@@ -334,13 +334,13 @@ class Rewards:
             "voucher_not_applicable", "transaction_id_conflict")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = (), request_hash: str | None = None,
-                  legacy_hash: Callable[[], str] | None = None) -> Recorded:
+                  legacy_hash: Callable[[], tuple[str, ...]] | None = None) -> Recorded:
         """Check, ask central, and consume in one write: a voucher is used once, also under concurrent
         requests and across lanes while central answers; a member token is accepted with the use.
         ``request_hash``: the request's; the same transaction and code again with another request
         (member, basket, codes applied) is transaction_id_conflict, not the first answer.
-        ``legacy_hash``: the same request's hash as an older posd recorded it, asked only when the
-        recorded one is not ``request_hash``."""
+        ``legacy_hash``: the same request's hashes as older posd versions recorded it, asked only when
+        the recorded one is not ``request_hash``."""
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         ident = self.members.find_active(member) if member is not None else None
@@ -438,12 +438,13 @@ class Rewards:
 
 
 @raises("transaction_id_conflict")
-def _replayed(earlier: VoucherUse, request_hash: str | None, legacy_hash: Callable[[], str] | None = None) -> Recorded:
+def _replayed(earlier: VoucherUse, request_hash: str | None,
+              legacy_hash: Callable[[], tuple[str, ...]] | None = None) -> Recorded:
     """The first answer of a use the POS asks for again; a conflict when it asks with another request
     (a use recorded before requests were kept is answered as before; one recorded under an older
     posd's hash of the request is matched by ``legacy_hash``)."""
     if earlier.request_hash is not None and request_hash is not None and earlier.request_hash != request_hash \
-            and (legacy_hash is None or earlier.request_hash != legacy_hash()):
+            and (legacy_hash is None or earlier.request_hash not in legacy_hash()):
         raise LaneError("transaction_id_conflict", "this transaction used this code already, with another "
                                                    "member, basket or codes applied")
     return Recorded(earlier.response, replayed=True)

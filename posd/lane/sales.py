@@ -46,7 +46,7 @@ class TransactionInput:
     total: int
     lines: tuple[BasketLine, ...]
     request_hash: str
-    legacy_hash: Callable[[], str] | None = None  # posd.lane.context.legacy_request_hash, when asked
+    legacy_hash: Callable[[], tuple[str, ...]] | None = None  # hashes older posd versions made, when asked
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ReturnInput:
     lines: tuple[tuple[str, Decimal], ...] | None  # (sku, quantity returned)
     amount: int | None
     request_hash: str
-    legacy_hash: Callable[[], str] | None = None
+    legacy_hash: Callable[[], tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -423,6 +423,19 @@ def test_central_never_gives_a_new_member_an_id_a_lane_made_up(central):
     assert "M0000002" not in ids and first_id not in ids and len(ids) == 2, (first_id, ids)
 
 
+def test_central_never_gives_a_new_member_an_id_that_is_someones_card(central):
+    """A card whose code is shaped like central's ids ("M0000002" printed on a card): central's next
+    member must not get that id, or every lane finding the card would take one member for the other."""
+    first = push(central, [enrolment(1, "P-00000000000000b1", ["M0000002"], provisional=True)])
+    assert first == [(1, "accepted", None)]
+    holder = central.store.member("P-00000000000000b1")["member_id"]
+    created = [push(central, [enrolment(seq, f"P-00000000000000{seq:02x}", [f"29000000003{seq:02d}"],
+                                        provisional=True)], f"B-card-{seq}") for seq in (2, 3)]
+    assert created == [[(2, "accepted", None)], [(3, "accepted", None)]]
+    ids = {central.store.member(f"P-00000000000000{seq:02x}")["member_id"] for seq in (2, 3)}
+    assert "M0000002" not in ids and holder not in ids and len(ids) == 2, (holder, ids)
+
+
 @pytest.mark.parametrize("event", [
     {"type": "token_use", "token_id": "TK-9", "identified_by": "wallet_totp", "points": {"points": 50}},
     {"type": "voucher_use", "voucher_code": "VCODE0000001", "voucher_once_per": "code", "points": {"points": 50}},

@@ -874,7 +874,8 @@ class _BatchWork:
             member_id = f"M{number:07d}"
             number += 1
             if member_id not in self.members and self._load(member_id) is None \
-                    and resolve_alias(self.conn, member_id) == member_id:  # a lane's provisional id may look like ours
+                    and resolve_alias(self.conn, member_id) == member_id \
+                    and self._holder([member_id]) is None:  # a lane's provisional id, or a card, may look like ours
                 break
         self.conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number),))

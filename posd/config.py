@@ -149,6 +149,14 @@ class StorageConfig(_Section):
     # ledger.db must always be able to take the next sale.
     min_free_mb: int = Field(default=200, ge=0)
 
+    @field_validator("dir")
+    @classmethod
+    def _a_folder(cls, v: str) -> str:
+        if not v.strip():  # "" would be the config file's own folder (/etc/posd): the ledger beside the config
+            raise ValueError('must name a folder, such as "/var/lib/posd" (a relative path is under the config\'s '
+                             "folder)")
+        return v
+
 
 class StatusConfig(_Section):
     """An optional read-only listener for the store network: the status page and health, never the API."""

@@ -621,6 +621,16 @@ def test_a_storage_folder_this_user_cannot_write_is_named_by_config_check():
         shutil.rmtree(top)
 
 
+def test_an_empty_storage_folder_is_refused_as_an_empty_token_file_is(tmp_path):
+    """storage.dir = "" was taken as the config file's own folder (the ledger beside /etc/posd/posd.toml)."""
+    cfg = tmp_path / "posd.toml"
+    for empty in ('""', '"  "'):
+        cfg.write_text(GOOD + f"\n[storage]\ndir = {empty}\n")
+        proc = config_check(cfg)
+        assert proc.returncode == 2 and "config error at 'storage.dir' (line 19)" in proc.stderr, proc.stderr
+        assert "must name a folder" in proc.stderr
+
+
 def test_a_config_nested_too_deep_or_too_large_is_a_config_error_not_a_traceback(tmp_path):
     """tomllib reads nesting by recursion: a RecursionError traceback and exit 1 (which systemd restarts
     on); and a config check of /dev/zero never came back."""

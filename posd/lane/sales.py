@@ -395,7 +395,6 @@ def _scaled(sale: SaleRecord, share: Fraction) -> Basket:
     return Basket(sale.currency, sum(line.amount for line in lines), tuple(lines))
 
 
-@raises("return_exceeds_sale")
 def _dearest_first(line: BasketLine) -> tuple[Any, ...]:
     """The order a SKU's units come back in: the highest price per unit net of the line's discount
     first; lines alike in that by their other fields, so that the order the sale listed them in
@@ -404,6 +403,7 @@ def _dearest_first(line: BasketLine) -> tuple[Any, ...]:
     return (-net, -line.unit_price, line.category or "", line.quantity, line.discount)
 
 
+@raises("return_exceeds_sale")
 def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
                 now_returned: tuple[tuple[str, Decimal], ...]) -> tuple[BasketLine, ...]:
     """The sale's lines less everything returned so far, discounts in proportion.

@@ -81,7 +81,8 @@ def emit(report: dict[str, Any], out: str | None) -> int:
 def machine() -> dict[str, Any]:
     import platform
 
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "interpreter": os.path.realpath(sys.executable), "platform": platform.platform(),
             "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 

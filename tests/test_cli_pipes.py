@@ -47,8 +47,10 @@ def test_output_to_a_reader_that_left_ends_quietly(config, tmp_path, args):
         (tmp_path / "dev").mkdir()
         args = (*args, "--dev", str(tmp_path / "dev"))
     run = closed_reader(*args)
-    # argparse's help drops a failed write itself and exits 0; the commands' own output ends as SIGPIPE would
-    assert run.returncode == (0 if "--help" in args else 141), (run.returncode, run.stderr)
+    # The commands' own output ends as SIGPIPE would. argparse's help drops a failed write itself and
+    # exits 0 on some Pythons (3.11.7); on others (Debian's 3.11.2) the write is left to the last flush,
+    # which fails as the commands' output does: 141.
+    assert run.returncode in ((0, 141) if "--help" in args else (141,)), (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr and "Exception ignored" not in run.stderr
 
 

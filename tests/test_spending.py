@@ -265,6 +265,30 @@ def test_a_voucher_use_retried_re_serialised_replays_its_first_answer(lane):
     assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), other.text
 
 
+def test_a_voucher_use_retried_after_the_program_dropped_its_applied_coupon_replays(tmp_path):
+    """The codes applied are hashed as typed codes are read, not by the program in force: a retry after a
+    program update that drops (or respells) a coupon applied with the use is still the same request."""
+    with running_central(tmp_path / "central", copy.deepcopy(SEED)) as central:
+        lane = launch_lane(tmp_path / "lane", central, printer=f"preview://{tmp_path}", locale="pl")
+        try:
+            red = lane.post("/v1/redemptions", {"redemption_id": "RD-prog", "member": "CARD-use", "reward_id": "ten-off"})
+            assert red.status_code == 200, red.text
+            code = red.json()["voucher"]["code"]
+            basket = {k: v for k, v in sale("x", "use").items() if k in ("currency", "total", "lines")}
+            body = {"transaction_id": "U-prog", "member": "CARD-use", "basket": basket, "applied": ["welcome10"]}
+            first = lane.post(f"/v1/vouchers/{code}/use", body)
+            assert first.status_code == 200, first.text
+            program, _ = central.store.program()
+            central.store.set_program({**program, "version": program["version"] + "-next",
+                                       "coupons": [c for c in program["coupons"] if c["code"] != "WELCOME10"]})
+            lane.wait_for(lambda: str(lane.health()["cache"]["program_version"]).endswith("-next"), 30, "the new program")
+            again = lane.post(f"/v1/vouchers/{code}/use", body)
+            assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.text
+            assert again.json() == first.json()
+        finally:
+            lane.stop()
+
+
 def test_a_voucher_use_recorded_under_the_older_hash_still_replays(lane):
     """A use an older posd recorded under the hash of pydantic's JSON-mode dump: its exact retry replays."""
     import sqlite3

@@ -67,7 +67,7 @@ from posd.api.security import (
 )
 from posd.api.server import NO_TELEMETRY
 from posd.api.status_page import render_status
-from posd.core.identify import find_card_data, fold_ascii
+from posd.core.identify import find_card_data, fold_ascii, typed_code, voucher_code
 from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, legacy_request_hash, request_hash
@@ -156,13 +156,23 @@ def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[s
     Persian digits is the same card; a request recorded under its member's own spelling still matches."""
     dumped = {**(extra or {}), **body.model_dump(include=include)}
     member = dumped.get("member")
-    before: tuple[str, ...] = ()
+    spelled = None
     if isinstance(member, str) and not member.isascii():
-        before = (request_hash(dumped),)
+        spelled = dict(dumped)
         dumped["member"] = fold_ascii(member)
-    return {"request_hash": request_hash(dumped),
-            "legacy_hash": lambda: (*before, legacy_request_hash({**(extra or {}),
-                                                                  **body.model_dump(mode="json", include=include)}))}
+
+    def older() -> tuple[str, ...]:
+        json_mode = legacy_request_hash({**(extra or {}), **body.model_dump(mode="json", include=include)})
+        return (json_mode,) if spelled is None else (request_hash(spelled), json_mode)
+
+    return {"request_hash": request_hash(dumped), "legacy_hash": older}
+
+
+def applied_code(code: str) -> str:
+    """A code applied to a basket as its request is hashed: a lane voucher as issued, any other code
+    as program coupons are matched (case-insensitively, digits of any script as 0-9). Never by the
+    program in force, which may drop or respell a coupon between a use and its retry."""
+    return voucher_code(code) or typed_code(code).strip().casefold()
 
 
 def _err(code: str, message: str, errors: list | None = None) -> JSONResponse:
@@ -348,10 +358,10 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
-        # Hashed as a sale is (numbers by value, the member's digits as 0-9), with the codes applied as the
-        # lane reads them; a use
-        # recorded before under the hash of pydantic's JSON mode still replays.
-        applied = [rewards.book.canonical(c) for c in body.applied]
+        # Hashed as a sale is (numbers by value, the member's digits as 0-9), the codes applied as typed
+        # codes are read whatever program is in force (a retry after a program update is the same
+        # request); a use recorded before under the hash of pydantic's JSON mode still replays.
+        applied = [applied_code(c) for c in body.applied]
         member = fold_ascii(body.member) if body.member is not None else None
         return _answer(await rewards.use(
             code, body.transaction_id, body.member, _basket(body.basket), tuple(body.applied),

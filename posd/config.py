@@ -427,7 +427,7 @@ def load(path: str | Path, *, check_files: bool = False) -> Config:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: not a posd config")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # line ends as read_text reads them
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -547,30 +547,47 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     storage = resolve(base, storage_dir)
     token_file = value("api", "token_file", ApiConfig.model_fields["token_file"].default)
     token = resolve(storage, token_file) if token_file else None
-    if token is not None and token.exists() and not os.access(token, os.R_OK):
-        problem("api.token_file", f"the API token {token} is not readable by this user (uid {os.getuid()})")
-    elif token is not None:
-        try:
-            read_token(token)
-        except ConfigError as exc:
-            problem("api.token_file", exc.problems[0].message)
-        # posd makes a missing token at its first start: only where it can (storage.dir's own reasons
-        # are said once, under storage.dir, when the token is to be made inside it)
-        why = None if token.exists() or token.is_symlink() or (storage in token.parents and not storage.exists()) \
-            else _cannot_make(token)
-        if why:
-            problem("api.token_file", f"the API token {token} cannot be made: {why}")
-    if storage.exists() and not storage.is_dir():
-        problem("storage.dir", f"{storage} is not a directory")
-    elif storage.is_symlink() and not storage.exists():  # a link to a folder that is there is that folder
-        problem("storage.dir", f"{storage} is a link to {os.readlink(storage)}, which does not exist")
-    elif storage.exists() and not os.access(storage, os.W_OK | os.X_OK):
-        problem("storage.dir", f"{storage} is not writable by this user (uid {os.getuid()})")
-    elif not storage.exists():  # posd makes it at its first start: only in a folder it may write, not under a file
-        why = _cannot_make(storage)
-        if why:
-            problem("storage.dir", f"{storage} cannot be made: {why}")
+    try:
+        storage_said = _storage_problem(storage)
+        token_said = _token_problem(token, storage, storage_said is not None) if token is not None else None
+    except PermissionError as exc:  # a folder on the way this user may not enter (posd's own user may)
+        problem("storage.dir", f"this user (uid {os.getuid()}) may not look into {storage} or a folder above it "
+                               f"({exc.strerror}): check the config as root or as the user posd runs as")
+        return problems
+    if token_said:
+        problem("api.token_file", token_said)
+    if storage_said:
+        problem("storage.dir", storage_said)
     return problems
+
+
+def _storage_problem(storage: Path) -> str | None:
+    """Why posd, as this user, could not use (or make) its storage folder; None when it can."""
+    if storage.exists() and not storage.is_dir():
+        return f"{storage} is not a directory"
+    if storage.is_symlink() and not storage.exists():  # a link to a folder that is there is that folder
+        return f"{storage} is a link to {os.readlink(storage)}, which does not exist"
+    if storage.exists() and not os.access(storage, os.W_OK | os.X_OK):
+        return f"{storage} is not writable by this user (uid {os.getuid()})"
+    if not storage.exists():  # posd makes it at its first start: only in a folder it may write, not under a file
+        why = _cannot_make(storage)
+        return f"{storage} cannot be made: {why}" if why else None
+    return None
+
+
+def _token_problem(token: Path, storage: Path, storage_bad: bool) -> str | None:
+    """Why the API token cannot be read or, not there yet, made; None when it can. A token to be made
+    inside a storage folder posd cannot use or make is said once, under storage.dir."""
+    if token.exists() and not os.access(token, os.R_OK):
+        return f"the API token {token} is not readable by this user (uid {os.getuid()})"
+    try:
+        read_token(token)
+    except ConfigError as exc:
+        return exc.problems[0].message
+    if token.exists() or token.is_symlink() or (storage in token.parents and (storage_bad or not storage.exists())):
+        return None
+    why = _cannot_make(token)
+    return f"the API token {token} cannot be made: {why}" if why else None
 
 
 def _cannot_make(path: Path) -> str | None:

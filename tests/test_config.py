@@ -617,8 +617,26 @@ def test_a_storage_folder_this_user_cannot_write_is_named_by_config_check():
                                    str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
             assert proc.returncode == 2 and "config error at 'storage.dir' (line 19)" in proc.stderr, proc.stderr
             assert said in proc.stderr and "Traceback" not in proc.stderr
+            assert "api.token_file" not in proc.stderr  # the token's folder is storage.dir: said once
+        # a storage folder this user may not even look into (posd's own, 0750): named, not a traceback
+        (top / "ro" / "kept").chmod(0o750)
+        (top / "ro" / "kept" / "inner").mkdir()
+        cfg.write_text(GOOD + f'\n[storage]\ndir = "{top / "ro" / "kept" / "inner"}"\n')
+        proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "posd", "config", "check",
+                               str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "config error at 'storage.dir' (line 19)" in proc.stderr and "may not look into" in proc.stderr
     finally:
         shutil.rmtree(top)
+
+
+def test_a_config_with_old_mac_line_ends_reads_as_before(tmp_path):
+    """Line ends as Python's text mode reads them: \\r\\n and a lone \\r are line ends (the bounded read
+    took the bytes as they are, and a config saved with \\r alone stopped being TOML)."""
+    cfg = tmp_path / "posd.toml"
+    for end in ("\r\n", "\r"):
+        cfg.write_bytes((GOOD + '\n[storage]\ndir = "state"\n').replace("\n", end).encode())
+        assert config_check(cfg).returncode == 0, end
 
 
 def test_an_empty_storage_folder_is_refused_as_an_empty_token_file_is(tmp_path):

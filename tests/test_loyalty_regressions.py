@@ -88,6 +88,19 @@ def test_a_return_by_sku_takes_back_the_same_whatever_the_order_of_the_sales_lin
     assert rest == [cheap_alone] * 2, rest
 
 
+def test_a_partial_return_of_a_line_discounted_to_nothing_keeps_no_negative_line(lane):
+    """A weighed line whose discount takes its whole amount (1.25 kg at 25.99, 32.49 off): the kept part
+    of a partial return had its amount rounded half up and its discount half even, and came out at -1:
+    the return was refused as negative_line, where returning everything at once was taken."""
+    lines = (BasketLine("A", "grocery", Decimal("1.25"), 2599, 3249), BasketLine("B", "grocery", Decimal(1), 2000, 0))
+    run(lane.sales.record_sale(TransactionInput("N1", "CARD-m1", NOW - timedelta(hours=1), "PLN",
+                                                sum(x.amount for x in lines), lines, "h-N1")))
+    back = run(lane.sales.record_return(ReturnInput("N1", "RN1", (("A", Decimal("0.136")),), None, "hrn1")))
+    assert not any(back.response["reversed"].values())  # the line earned nothing: nothing to take back
+    rest = run(lane.sales.record_return(ReturnInput("N1", "RN2", (("A", Decimal("1.114")),), None, "hrn2")))
+    assert not any(rest.response["reversed"].values())
+
+
 def test_concurrent_birthday_sales_get_the_bonus_once(lane):
     at = datetime(2026, 11, 18, 10, tzinfo=UTC)
 

@@ -429,8 +429,11 @@ def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
         back = back_of[i]
         if line.quantity - back > 0:
             share = (line.quantity - back) / line.quantity
-            kept.append(BasketLine(line.sku, line.category, line.quantity - back, line.unit_price,
-                                   int((line.discount * share).to_integral_value())))
+            kept_line = BasketLine(line.sku, line.category, line.quantity - back, line.unit_price, 0)
+            # the discount in proportion, never more than the kept part's own amount (a line discounted to
+            # nothing: the two roundings must not leave it below zero)
+            kept.append(replace(kept_line, discount=min(int((line.discount * share).to_integral_value()),
+                                                        kept_line.amount)))
     over = {sku: q for sku, q in returned.items() if q > 0}
     if over:
         raise LaneError("return_exceeds_sale", f"more returned than sold for {', '.join(sorted(over))}")

@@ -66,6 +66,20 @@ def legacy_hash(body: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def record_as_before(lane, transaction_id: str, request_hash: str) -> None:
+    """The stopped lane's ledger as an older posd left it: the sale recorded under ``request_hash``."""
+    db = sqlite3.connect(lane.state / "ledger.db")
+    with db:
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                              "AND tbl_name = 'transactions'").fetchall()
+        for name, _ in triggers:  # the table is append-only: lifted for this rewrite alone
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("UPDATE transactions SET request_hash = ? WHERE transaction_id = ?", (request_hash, transaction_id))
+        for _, sql in triggers:
+            db.execute(sql)
+    db.close()
+
+
 def test_a_retry_of_a_sale_recorded_before_the_upgrade_still_replays(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     body = sale("rv-old", 1.0)  # the old hash of 1.0 is not the canonical one
@@ -73,17 +87,10 @@ def test_a_retry_of_a_sale_recorded_before_the_upgrade_still_replays(tmp_path, c
     assert first.status_code == 200, first.text
     lane.stop()
     db = sqlite3.connect(lane.state / "ledger.db")
-    with db:  # the ledger as an older posd left it
-        stored = db.execute("SELECT request_hash FROM transactions WHERE transaction_id = 'rv-old'").fetchone()[0]
-        assert stored != legacy_hash(body)
-        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                              "AND tbl_name = 'transactions'").fetchall()
-        for name, _ in triggers:  # the table is append-only: lifted for this rewrite alone
-            db.execute(f"DROP TRIGGER {name}")
-        db.execute("UPDATE transactions SET request_hash = ? WHERE transaction_id = 'rv-old'", (legacy_hash(body),))
-        for _, sql in triggers:
-            db.execute(sql)
+    stored = db.execute("SELECT request_hash FROM transactions WHERE transaction_id = 'rv-old'").fetchone()[0]
     db.close()
+    assert stored != legacy_hash(body)
+    record_as_before(lane, "rv-old", legacy_hash(body))
     lane.start()
     retry = lane.post("/v1/transactions", body)
     assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", retry.text
@@ -112,17 +119,7 @@ def test_a_retry_naming_the_member_in_other_digits_is_the_same_request(tmp_path,
     other = lane.post("/v1/transactions", {**body, "member": (ANNA[:-1] + "9").translate(PERSIAN)})
     assert (other.status_code, other.json()["code"]) == (409, "transaction_id_conflict"), other.text
     lane.stop()
-    spelled = request_hash(TransactionIn.model_validate(body).model_dump())  # the hash before this rule
-    db = sqlite3.connect(lane.state / "ledger.db")
-    with db:
-        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                              "AND tbl_name = 'transactions'").fetchall()
-        for name, _ in triggers:  # the table is append-only: lifted for this rewrite alone
-            db.execute(f"DROP TRIGGER {name}")
-        db.execute("UPDATE transactions SET request_hash = ? WHERE transaction_id = 'rv-digits'", (spelled,))
-        for _, sql in triggers:
-            db.execute(sql)
-    db.close()
+    record_as_before(lane, "rv-digits", request_hash(TransactionIn.model_validate(body).model_dump()))
     lane.start()
     retry = lane.post("/v1/transactions", body)
     assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", retry.text

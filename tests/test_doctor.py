@@ -283,6 +283,16 @@ def test_a_storage_folder_posd_could_not_make_fails_and_one_it_could_is_a_warnin
     assert str(ro) in made["message"] and "nobody" in made["message"]
     _, report = doctor(cfg, "--no-central", user="root")
     assert (one(report, "storage.dir")["result"], one(report, "storage.dir")["code"]) == ("warn", "dir_missing")
+    # a folder the unit has systemd make before it starts posd (StateDirectory=, as the package ships
+    # /var/lib/posd): not posd's user's to make, and not a failure
+    name = f"posd-doctor-{tmp_path.name}"
+    unit = tmp_path / "posd.service"
+    unit.write_text(UNIT.read_text().replace("StateDirectory=posd", f"StateDirectory={name}"))
+    cfg.write_text(cfg.read_text().replace(f'dir = "{ro / "state"}"', f'dir = "/var/lib/{name}"'))
+    code = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--json", "--user", "nobody",
+                           "--unit", str(unit), "--no-central"], capture_output=True, text=True, timeout=120)
+    made = one(json.loads(code.stdout), "storage.dir")
+    assert (made["result"], made["code"]) == ("warn", "dir_missing"), made
 
 
 @pytest.fixture

@@ -94,6 +94,18 @@ def files(ctx: Context) -> list[Finding]:
     return out
 
 
+def _state_directories(ctx: Context) -> set[Path]:
+    """The folders systemd makes for posd's unit before it starts it (StateDirectory=, under /var/lib)."""
+    unit = ctx.unit or next((p for p in UNIT_PLACES if Path(p).is_file()), None)
+    try:
+        text = Path(unit).read_text(encoding="utf-8") if unit else ""
+    except (OSError, UnicodeDecodeError):
+        return set()
+    names = [name for line in text.splitlines() if line.strip().startswith("StateDirectory=")
+             for name in line.split("=", 1)[1].split()]
+    return {Path("/var/lib") / name.split(":")[0] for name in names}
+
+
 def storage(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     folder = cfg.storage_dir
@@ -106,9 +118,11 @@ def storage(ctx: Context) -> list[Finding]:
         out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
                            "dir_ok" if writable else "dir_unwritable",
                            {"path": str(folder), "user": ctx.user, **describe(folder)}))
-    else:  # posd makes it at its first start, if its user may write in the folder above that is there
+    else:  # posd makes it at its first start, if its user may write in the folder above that is there,
+        # or systemd does before it starts posd (the unit's StateDirectory=, /var/lib/posd as shipped)
         above = nearest_existing(folder)
-        if above.is_dir() and may(above.stat(), ctx.uid, ctx.gids, "wx") and may_reach(above, ctx.uid, ctx.gids):
+        if folder in _state_directories(ctx) or above.is_dir() and may(above.stat(), ctx.uid, ctx.gids, "wx") \
+                and may_reach(above, ctx.uid, ctx.gids):
             out.append(Finding("storage", "storage.dir", "warn", "dir_missing", {"path": str(folder)}))
         else:
             out.append(Finding("storage", "storage.dir", "fail", "dir_unmakable",

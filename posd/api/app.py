@@ -149,11 +149,13 @@ def sale_input(body: TransactionIn) -> TransactionInput:
     )
 
 
-def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None) -> dict[str, Any]:
+def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None,
+            legacy: Callable[[], str] | None = None) -> dict[str, Any]:
     """A request's idempotency hashes: the canonical one it is recorded under, and (computed only
-    when a retry does not match it) those it may have been recorded under before (posd.lane.context).
-    The member it names is hashed as the lane reads it, digits of any script as 0-9: a card typed in
-    Persian digits is the same card; a request recorded under its member's own spelling still matches."""
+    when a retry does not match it) those it may have been recorded under before (posd.lane.context):
+    ``legacy``, by default the hash of pydantic's JSON-mode dump. The member it names is hashed as the
+    lane reads it, digits of any script as 0-9: a card typed in Persian digits is the same card; a
+    request recorded under its member's own spelling still matches."""
     dumped = {**(extra or {}), **body.model_dump(include=include)}
     member = dumped.get("member")
     spelled = None
@@ -162,7 +164,8 @@ def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[s
         dumped["member"] = fold_ascii(member)
 
     def older() -> tuple[str, ...]:
-        json_mode = legacy_request_hash({**(extra or {}), **body.model_dump(mode="json", include=include)})
+        json_mode = legacy() if legacy is not None else \
+            legacy_request_hash({**(extra or {}), **body.model_dump(mode="json", include=include)})
         return (json_mode,) if spelled is None else (request_hash(spelled), json_mode)
 
     return {"request_hash": request_hash(dumped), "legacy_hash": older}
@@ -358,16 +361,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
     @app.post("/v1/vouchers/{code}/use", dependencies=auth, response_model=VoucherOut, tags=["rewards"])
     @declares(*codes_of(Rewards.use))
     async def use_voucher(code: CodePath, body: VoucherUseIn) -> JSONResponse:
-        # Hashed as a sale is (numbers by value, the member's digits as 0-9), the codes applied as typed
-        # codes are read whatever program is in force (a retry after a program update is the same
-        # request); a use recorded before under the hash of pydantic's JSON mode still replays.
-        applied = [applied_code(c) for c in body.applied]
-        member = fold_ascii(body.member) if body.member is not None else None
-        return _answer(await rewards.use(
-            code, body.transaction_id, body.member, _basket(body.basket), tuple(body.applied),
-            request_hash=request_hash({**body.model_dump(exclude={"applied", "member"}), "member": member,
-                                       "applied": applied}),
-            legacy_hash=lambda: (request_hash(body.model_dump(mode="json")),)))
+        # Hashed as a sale is, the codes applied as typed codes are read whatever program is in force (a
+        # retry after a program update is the same request); a use recorded before under the hash of
+        # pydantic's JSON mode, as posd made it then, still replays.
+        hashes = _hashes(body, extra={"applied": [applied_code(c) for c in body.applied]},
+                         include={"transaction_id", "member", "basket"},
+                         legacy=lambda: request_hash(body.model_dump(mode="json")))
+        return _answer(await rewards.use(code, body.transaction_id, body.member, _basket(body.basket),
+                                         tuple(body.applied), **hashes))
 
     @app.post("/v1/slips/{slip_id}/reprint", dependencies=auth, response_model=ReprintOut, status_code=202,
               tags=["slips"])

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         ledger = Ledger(folder / "ledger.db", LaneIdentity("S001", "L01"))
         cache = Cache(folder / "cache.db", "L01")
+        loop = asyncio.new_event_loop()  # the sale awaited as the API awaits it
         try:
             cache.store_program(seed["program"], "bench")
             fill(cache, args.members)
@@ -134,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             bodies = [json.dumps(sale(f"t{i}", code)).encode() for i, code in enumerate(codes)]
             parts["request"] = lambda: all(sale_input(TransactionIn.model_validate_json(b)) for b in bodies)
             parts["request.floor"] = lambda: all(json.loads(b) for b in bodies)
-            loop = asyncio.new_event_loop()
             ids = itertools.count()
 
             async def record() -> None:
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             cache.close()
             ledger.close()
-            if "loop" in locals():
-                loop.close()
+            loop.close()
     figures = {name: round(statistics.median(values), 2) for name, values in samples.items()}
     out: dict[str, Any] = {}
     for name, us in figures.items():

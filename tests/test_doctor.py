@@ -289,9 +289,8 @@ def test_a_storage_folder_posd_could_not_make_fails_and_one_it_could_is_a_warnin
     unit = tmp_path / "posd.service"
     unit.write_text(UNIT.read_text().replace("StateDirectory=posd", f"StateDirectory={name}"))
     cfg.write_text(cfg.read_text().replace(f'dir = "{ro / "state"}"', f'dir = "/var/lib/{name}"'))
-    code = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--json", "--user", "nobody",
-                           "--unit", str(unit), "--no-central"], capture_output=True, text=True, timeout=120)
-    made = one(json.loads(code.stdout), "storage.dir")
+    _, report = doctor(cfg, "--no-central", "--unit", str(unit), user="nobody")  # the last --unit counts
+    made = one(report, "storage.dir")
     assert (made["result"], made["code"]) == ("warn", "dir_missing"), made
 
 

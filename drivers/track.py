@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from posd.core.identify import looks_like_pan
+from posd.core.identify import looks_like_pan, pan_in_digits
 
 __all__ = ["Track", "Swipe", "SwipeKind", "parse_tracks", "classify_swipe"]
 
@@ -31,7 +31,7 @@ _TRACK1 = re.compile(r"%([A-Z])([^^?]{0,79})(?:\^([^^?]{0,26})\^?([^?]*))?\?")
 _TRACK23 = re.compile(r";([^=?;%]{0,104})(?:=([^?;%]*))?\?")
 _ERROR_SENTINELS = ("%E?", ";E?", "+E?")
 _MEMBER = re.compile(r"^[A-Za-z0-9-]{4,64}$")
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_DIGIT_RUN = re.compile(r"\d{13,}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -76,8 +76,9 @@ def _is_financial(track: Track) -> bool:
 
 
 def _pan_anywhere(text: str) -> bool:
-    """A PAN outside the track framing (a reader sending raw data, a mangled swipe)."""
-    return any(looks_like_pan(run) for run in _DIGIT_RUN.findall(text))
+    """A PAN outside the track framing (a reader sending raw data, a mangled swipe), alone or followed by
+    its expiry and the rest of its track (track 2 whose "=" was lost)."""
+    return any(pan_in_digits(run) for run in _DIGIT_RUN.findall(text))
 
 
 def classify_swipe(text: str) -> Swipe:

@@ -65,3 +65,12 @@ def test_never_crashes_and_never_leaks_a_pan(text):
         from posd.core.identify import looks_like_pan
 
         assert not looks_like_pan(result.code)
+
+
+def test_track_2_digits_without_their_separator_are_a_payment_card():
+    """A reader (or a mangled swipe) that drops track 2's "=": the card number runs on into its expiry,
+    service code and discretionary data. It was taken for a member number, streamed and enrolled."""
+    for text in ("41111111111111112512101000", ";41111111111111112512101000?", "4111111111111111251210100000000000000",
+                 "55555555555544441225"):
+        assert classify_swipe(text).kind == "payment_card", text
+    assert classify_swipe("2900000000018").code == "2900000000018"  # a loyalty card's number stays one

@@ -46,7 +46,10 @@ _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
 _TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
-E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no phone number
+E164_MAX_DIGITS = 15
+# Track 2 holds 37 digits at most (ISO 7813: 40 characters with its sentinels, separator and LRC):
+# a longer run of digits is no card's track, however it starts.
+TRACK2_MAX_DIGITS = 37  # a "+" before more digits than a phone number has is no phone number
 
 
 # The lane's own voucher codes: "V" and 12 Crockford base32 characters (no I, L, O, U), as issued.
@@ -113,16 +116,22 @@ def looks_like_pan(digits: str) -> bool:
 
 def pan_in_digits(run: str) -> bool:
     """A card number as a run of digits holds it: the whole run, the run without its leading zeros
-    (a zero-padded field), or the run but its last four digits when those read as an expiry (a card
-    number and its expiry keyed in one go: 4111111111111111 2512)."""
+    (a zero-padded field), or a card number followed by its expiry (YYMM, or MMYY as printed) and
+    whatever follows that on a track: a card number and its expiry keyed in one go
+    (4111111111111111 2512), or track 2 without its separator (4111111111111111 2512 101 000...)."""
     if looks_like_pan(run):
         return True
     if run[:1] == "0":
         bare = run.lstrip("0")
         if 13 <= len(bare) <= 19 and looks_like_pan(bare):
             return True
-    return 17 <= len(run) <= 23 and ("01" <= run[-2:] <= "12" or "01" <= run[-4:-2] <= "12") \
-        and looks_like_pan(run[:-4])
+    if not 17 <= len(run) <= TRACK2_MAX_DIGITS:
+        return False
+    for length in range(13, min(19, len(run) - 4) + 1):
+        expiry = run[length:length + 4]
+        if ("01" <= expiry[2:] <= "12" or "01" <= expiry[:2] <= "12") and looks_like_pan(run[:length]):
+            return True
+    return False
 
 
 def fold_ascii(text: str) -> str:

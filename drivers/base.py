@@ -388,6 +388,9 @@ class Printer(Device):
         self.options = dict(options or {})
         self._job_lock = threading.Lock()
         self.last_status: PrinterStatus | None = None
+        # This printer answered a status query since posd started: from then on its silence means it is
+        # not listening (stalled, lost power behind a switch that still takes the connection).
+        self.answers_status = False
         self._configure()
 
     # -- hooks ---------------------------------------------------------------
@@ -443,6 +446,12 @@ class Printer(Device):
         with printer_errors(sent=False):
             before = self._begin_job()
         self.last_status = before
+        if before is not None and before.answered:
+            self.answers_status = True
+        elif before is not None and self.answers_status:
+            # It answered before and is silent now: a job sent blind would be taken by the connection
+            # and counted printed with nothing on paper. Held until it answers again.
+            raise PrinterError("offline", "no status answer before the job")
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")
         # busy once the printer said it can take the job: a printer that stays offline or out of paper

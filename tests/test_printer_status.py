@@ -177,3 +177,22 @@ def test_a_serial_slip_longer_than_the_write_timeout_on_the_line_prints_once(pty
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_printer_that_answered_and_falls_silent_holds_the_job():
+    """A printer that answered DLE EOT and then stops answering while it still takes the connection
+    (stalled, or powered off behind a switch): the job was sent blind, taken by the connection and
+    reported printed with nothing on paper. It is offline until it answers again, and nothing is sent."""
+    with PrinterEmulator() as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        assert printer.check_ready() is None
+        emulator.respond_to_status = False
+        assert printer.check_ready() == "offline" and printer.state is DeviceState.ERROR
+        with pytest.raises(PrinterError) as err:
+            printer.print_document(doc())
+        assert (err.value.reason, err.value.sent) == ("offline", False)
+        assert emulator.jobs == []
+        emulator.respond_to_status = True
+        sent = printer.print_document(doc())
+        assert emulator.wait_for_jobs(1) == [sent]
+        assert printer.state is DeviceState.IDLE

@@ -180,11 +180,16 @@ def parse_usb_id(text: str) -> tuple[int, int]:
 
 
 def _port_of(url: DeviceURL) -> int | None:
-    hostport = url.netloc.rpartition("@")[2]
-    if hostport.endswith("]") or ":" not in hostport:
+    """The port as the driver will read it (DeviceURL.port); a port written otherwise is an error."""
+    if "@" in url.netloc:
+        raise ValueError("takes host:port only, not a user name")
+    text = url.port_text
+    if text is None:
         return None
-    text = hostport.rpartition(":")[2]
-    return _int_range(1, 65535, "port")(text)
+    port = _int_range(1, 65535, "port")(text)
+    if url.port != port:  # " 9100": spaces the driver would not read past
+        raise ValueError(f"port must be written without spaces, not {text!r}")
+    return port
 
 
 # -- parameter parsers -------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = ["DeviceURL", "DeviceURLError", "parse_device_url"]
 
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
 _PARAM_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
 # Parameter names whose values must never reach a log line.
 _SECRET_PARAM_RE = re.compile(r"pass|secret|token|key|pin", re.IGNORECASE)
 _MAX_URL_LEN = 2048
@@ -55,11 +56,24 @@ class DeviceURL:
         return urlsplit(f"//{self.netloc}").hostname
 
     @property
+    def port_text(self) -> str | None:
+        """What follows the host's ":" as written (``127.0.0.1:9100`` -> ``"9100"``,
+        ``[::1]:9100`` -> ``"9100"``); None when there is no ":" after the host."""
+        hostport = self.netloc.rpartition("@")[2]
+        if hostport.startswith("["):  # an IPv6 address: its own colons are inside the brackets
+            rest = hostport.partition("]")[2]
+            return rest[1:] if rest.startswith(":") else None
+        host, sep, text = hostport.partition(":")
+        return text if sep else None
+
+    @property
     def port(self) -> int | None:
-        try:
-            return urlsplit(f"//{self.netloc}").port
-        except ValueError:
+        """The port, when it is written as 1-65535 in the digits 0-9 and nothing else: the one port
+        the registry's check accepted (``127.0.0.1:9220:9220`` or ``host: 9100`` has none)."""
+        text = self.port_text
+        if text is None or not _PORT_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
             return None
+        return int(text)
 
     def redacted(self) -> str:
         """The URL with any password and secret-looking parameters masked."""

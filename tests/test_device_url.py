@@ -213,3 +213,18 @@ def test_printer_settings_are_validated():
         registry.validate_printer_settings("TM-T88", 80)
     with pytest.raises(ValueError, match="width_mm must be one of 58, 80"):
         registry.validate_printer_settings("default", 76)
+
+
+@pytest.mark.parametrize("url", ["tcp://127.0.0.1:9220:9220", "tcp://127.0.0.1: 9230", "tcp://user@127.0.0.1:9100",
+                                 "tcp://127.0.0.1:0", "tcp://127.0.0.1:70000", "tcp://127.0.0.1:+9100"])
+def test_a_port_the_driver_could_not_read_is_refused(url):
+    """The check and the driver read one port: "127.0.0.1:9220:9220" passed the check (its last part)
+    and the scanner then connected to port 0, the printer to 9100, for good."""
+    for role in ("scanner", "printer"):
+        with pytest.raises(DeviceURLError):
+            registry.validate(role, url)
+
+
+def test_the_port_checked_is_the_port_connected_to():
+    for text, port in (("tcp://127.0.0.1:9100", 9100), ("tcp://[::1]:7001", 7001), ("tcp://till-3.local:1", 1)):
+        assert registry.validate("printer", text).port == port

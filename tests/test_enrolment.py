@@ -178,3 +178,46 @@ def test_a_deleted_member_leaves_the_cache_and_the_slip_data(tmp_path, central, 
         assert "M0100" not in printed and "Erin" not in printed and "T-erin-1" in printed
     finally:
         printer.close()
+
+
+def test_a_product_barcode_at_the_scanner_is_no_phone_number(tmp_path, central, start_lane):
+    """A code read with an EAN/UPC check digit is a barcode's number: 4915123456787 (an EAN-13) found
+    the member whose phone is +49 1512 3456787, and the EAN-13 of the UPC-A 048600123453 the member
+    whose phone is +48 600 123 453. Typed, the same digits are still the phone (the cashier's input)."""
+    lane = start_lane(tmp_path / "lane", country="PL")
+    enrolled = lane.post("/v1/members", {"phone": "+49 1512 3456787", "display_name": "Klaus"})
+    assert enrolled.status_code == 200, enrolled.text
+    assert lane.post("/v1/members", {"phone": "+48 600 123 453", "display_name": "Ewa"}).status_code == 200
+    stream = lane.sse()
+    try:
+        for product in ("4915123456787", "0048600123453"):
+            lane.scan(product)
+            assert stream.next("scan")["data"]["data"] == product
+            assert stream.next("member.unknown")["data"]["identifier"] == product
+        lane.scan("600123453")  # national digits with no check digit: still the phone, as before
+        assert stream.next("member.identified")["data"]["identified_by"] == "phone"
+    finally:
+        stream.close()
+    assert lane.get("/v1/members/4915123456787").json()["display_name"] == "Klaus"
+
+
+def test_a_card_is_found_as_upc_a_and_as_its_ean_13(tmp_path, central, start_lane):
+    """PITFALLS: EAN-13 may come back as UPC-A (12 digits) and vice versa. A card enrolled in one
+    form was unknown when read in the other (a camera reports every UPC-A as its EAN-13)."""
+    lane = start_lane(tmp_path / "lane", country="PL")
+    upc = lane.post("/v1/members", {"card": "036000291452", "display_name": "A"})
+    ean = lane.post("/v1/members", {"card": "0012345678905", "display_name": "B"})
+    assert (upc.status_code, ean.status_code) == (200, 200), (upc.text, ean.text)
+    stream = lane.sse()
+    try:
+        lane.scan("0036000291452")
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == upc.json()["member_id"]
+    finally:
+        stream.close()
+    assert lane.get("/v1/members/012345678905").json()["member_id"] == ean.json()["member_id"]
+    sale = {"transaction_id": "T-upc", "member": "012345678905", "occurred_at": "2026-12-01T10:00:00Z",
+            "currency": "PLN", "total": 1000,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 1000}]}
+    assert lane.post("/v1/transactions", sale).json()["member_id"] == ean.json()["member_id"]
+    again = lane.post("/v1/members", {"card": "0036000291452", "display_name": "C"})
+    assert (again.status_code, again.json()["code"]) == (409, "identifier_in_use")

@@ -106,6 +106,17 @@ def gtin_ok(digits: str) -> bool:
     return (10 - total % 10) % 10 == check
 
 
+def gtin_twin(code: str) -> str | None:
+    """The same EAN/UPC number in the other form scanners report it in: a UPC-A's 12 digits and the
+    EAN-13 that is those digits behind a 0 (a camera reports every UPC-A as that EAN-13, a serial
+    scanner as it was set up). None for any other code."""
+    if not (code.isascii() and code.isdigit() and gtin_ok(code)):
+        return None
+    if len(code) == 12:
+        return "0" + code
+    return code[1:] if len(code) == 13 and code[0] == "0" else None
+
+
 def looks_like_pan(digits: str) -> bool:
     if not 13 <= len(digits) <= 19 or not _BRAND.match(digits):
         return False

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import phonenumbers
 
-from posd.core.identify import gtin_ok, identify_code
+from posd.core.identify import gtin_ok, gtin_twin, identify_code
 from posd.lane.context import LaneContext, Recorded, request_hash
 from posd.lane.errors import LaneError, raises
 from posd.lane.members import Members, phone_e164
@@ -112,11 +112,12 @@ class Enrolments:
         """The identifier, and what a lookup of it, or of the way a cashier types it, also finds
         (posd.lane.members.Members._resolve): a card code that reads as a phone number finds that
         phone's member when no card has the code, and a phone number typed as its national digits
-        (600123456) finds a card with those digits before the phone. Either held by another member,
-        the new one would take their sales."""
+        (600123456) finds a card with those digits before the phone, and a UPC-A card's number finds
+        the card enrolled as its EAN-13 (or the reverse). Either held by another member, the new one
+        would take their sales."""
         if not identifier.startswith("+"):
-            phone = phone_e164(identifier, self.country)
-            return [identifier] if phone is None else [identifier, phone]
+            phone, twin = phone_e164(identifier, self.country), gtin_twin(identifier)
+            return [identifier, *(r for r in (twin, phone) if r is not None)]
         try:
             number = phonenumbers.parse(identifier)
         except phonenumbers.NumberParseException:

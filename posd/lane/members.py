@@ -24,7 +24,7 @@ from typing import Any
 
 import phonenumbers
 
-from posd.core.identify import fold_ascii, identify_code
+from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
 from posd.core.rules_eval import show
@@ -174,7 +174,9 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
-        if member is None:  # a phone number without its +country, or without its +: asked only now
+        # A phone number without its +country, or without its +: asked only now, and not for a number
+        # a scanner read with an EAN/UPC check digit (4915123456787 is a product's barcode, not +49...).
+        if member is None and (how in ("typed", "phone") or not gtin_ok(code)):
             phone = phone_e164(code, self.country)
             member = self.lookup(phone) if phone is not None and phone != code else None
             if member is not None:
@@ -206,7 +208,11 @@ class Members:
             return None
         member = self.ctx.cache.find_member(code)
         if member is None:
-            return self._provisional(self.ctx.ledger.view().enrolment(code))
+            twin = gtin_twin(code)  # a card enrolled as UPC-A read as its EAN-13, or the reverse
+            member = self.ctx.cache.find_member(twin) if twin else None
+            if member is None:
+                view = self.ctx.ledger.view()
+                return self._provisional(view.enrolment(code) or (view.enrolment(twin) if twin else None))
         return None if member.status == "deleted" else member
 
     def by_id(self, member_id: str) -> CachedMember | None:

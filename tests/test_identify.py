@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posd.core.identify import gtin_ok, identify_code, luhn_ok
+from posd.core.identify import Identified, gtin_ok, identify_code, luhn_ok
 
 
 @pytest.mark.parametrize("raw", [
@@ -131,3 +131,11 @@ def test_the_quick_answer_agrees_on_the_edges(text):
     from posd.core.identify import _card_data_anywhere
 
     assert is_card_data(text) == _card_data_anywhere(text)
+
+
+def test_invisible_format_characters_around_a_member_code_are_dropped():
+    """A QR code's byte-order mark, a zero-width space, a direction mark: "\ufeff2900000000018" was not
+    the card 2900000000018 (404), while voucher codes were read without them."""
+    for text in ("\ufeff2900000000018", "2900000000018\u200b", "\u200e2900000000018\u200f", "29000\u200b00000018"):
+        assert identify_code(text) == Identified("member_code", "2900000000018"), ascii(text)
+    assert identify_code("\ufeff4111111111111111").kind == "payment_card"

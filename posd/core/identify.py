@@ -217,8 +217,10 @@ def find_card_data(value: Any, _depth: int = 0) -> bool:
 
 
 def identify_code(raw: str) -> Identified:
-    """What ``raw`` is; a member code comes back with its digits in ASCII (typed in Persian digits too)."""
-    text = fold_ascii(raw).strip().replace("\x1d", "")
+    """What ``raw`` is; a member code comes back with its digits in ASCII (typed in Persian digits too),
+    without the invisible format characters around or inside it (a QR code's byte-order mark, a
+    zero-width space or a direction mark that a right-to-left keyboard adds: typed_code)."""
+    text = typed_code(raw).strip().replace("\x1d", "")
     if is_card_data(text):
         return Identified("payment_card", None)
     if _PHONE.match(text):

@@ -269,3 +269,14 @@ def test_a_currency_name_with_plural_forms_reads_right_after_every_figure():
     bad = {**program, "currencies": [{"code": "points", "kind": "redeemable", "name": {"pl": {"several": "x"}}}]}
     with pytest.raises(ProgramError, match=r"currencies\[0\]\.name\.pl: plural forms are"):
         parse_program(bad)
+
+
+def test_a_sale_that_earned_nothing_says_0_and_the_balance():
+    """Under the minimum basket a new member earns nothing and holds nothing yet: the slip printed two
+    rules with nothing between them. It says what the sale earned (0) and the balance."""
+    for earned, balance in (({"points": 0}, {}), ({}, {}), ({"points": 0}, {"points": 40})):
+        data = SlipData("S1", "S001", "L01", "S1", "2026-11-24 10:15", "Anna K.", "Gold", earned, balance,
+                        currencies={"points": {}})
+        text = lines(data, "en")
+        assert "Points earned  0 points" in text, (earned, balance, text)
+        assert f"Balance  {balance.get('points', 0)} points" in text, text

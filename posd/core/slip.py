@@ -214,6 +214,8 @@ class _Builder:
         self.add(Rule())
         label = {"redemption": "slip.redeemed", "return": "slip.returned"}.get(d.kind, "slip.earned")
         shown = self.ordered(_shown(d.earned))
+        if not shown:  # nothing earned (under the minimum basket): the slip says 0, not nothing at all
+            shown = (self.ordered(_shown(d.earned, keep_zero=True)) or [(c, 0) for c in self.currencies])[:1]
         earned = dict(shown)
         main = shown[0][0] if shown else ""
         # a trace entry names its currency; one without (a label from elsewhere) prints under the main
@@ -233,7 +235,7 @@ class _Builder:
                     continue
                 self.add(Columns("  " + line, format_number(self.locale, whole[id(item)])))
         balances = [(c, n) for c, n in self.ordered(_shown(d.balance, keep_zero=True)) if n or c in earned]
-        for cur, total in balances or self.ordered(_shown(d.balance, keep_zero=True)):
+        for cur, total in balances or self.ordered(_shown(d.balance, keep_zero=True)) or [(c, 0) for c in earned]:
             self.add(Columns(self.m("slip.balance"), self.amount(cur, total), bold=True))
             pending = d.pending.get(cur, 0)
             if pending > 0:  # points not confirmed yet; a spend central has not heard of only lowers the balance

@@ -166,6 +166,8 @@ def _check_target(spec: DriverSpec, url: DeviceURL) -> None:
             raise DeviceURLError(f"{where}: {exc}, e.g. usb://04b8:0202") from None
         if url.path not in ("", "/"):
             raise DeviceURLError(f"{where} takes VID:PID only (add ?serial= to pick one of several)")
+    elif spec.kind == "none" and (url.netloc or url.path not in ("", "/")):
+        raise DeviceURLError(f"'none' ({spec.role}) takes nothing after it: write none")
 
 
 def parse_usb_id(text: str) -> tuple[int, int]:

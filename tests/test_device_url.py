@@ -228,3 +228,13 @@ def test_a_port_the_driver_could_not_read_is_refused(url):
 def test_the_port_checked_is_the_port_connected_to():
     for text, port in (("tcp://127.0.0.1:9100", 9100), ("tcp://[::1]:7001", 7001), ("tcp://till-3.local:1", 1)):
         assert registry.validate("printer", text).port == port
+
+
+def test_none_takes_nothing_after_it(role="printer"):
+    """none://x was taken as no device: a path written after it (none:///dev/usb/lp0, a half-edited
+    line) said nothing."""
+    for text in ("none", "none://", "NONE"):
+        assert registry.validate(role, text).scheme == "none"
+    for text in ("none://x", "none:///dev/usb/lp0"):
+        with pytest.raises(DeviceURLError):
+            registry.validate(role, text)

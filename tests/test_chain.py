@@ -30,7 +30,7 @@ PROGRAM = {
     "rewards": [{"id": "coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 300,
                  "name": {"en": "Free coffee", "pl": "Kawa gratis"}}],
 }
-MEMBERS = ["voucher", "now", "race", "duo", "cut", "crash", "recheck"]
+MEMBERS = ["voucher", "now", "race", "duo", "cut", "crash", "recheck", "late"]
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [{"member_id": m, "display_name": m.title(), "locale": "pl", "identifiers": [f"CARD-{m}"],
                      "balances": {"points": 1000}} for m in MEMBERS]}
@@ -223,6 +223,28 @@ def test_a_burn_the_lanes_recheck_refuses_after_approval_gives_its_reservation_b
             lane.wait_drained()
             assert central_points(central, "recheck") == 200  # the sale and its return: nothing spent
             assert _authorise(central, "recheck", 200, "probe")["status"] == "approved"  # and nothing held
+        finally:
+            lane.stop()
+
+
+def test_a_burn_refused_offline_after_central_approved_it_late_gives_the_reservation_back(tmp_path):
+    """Central approved after the lane stopped waiting; the lane went its offline way, and its caps
+    refused the burn. The reservation central made for it held the member's points at every lane for
+    15 minutes. It is given back once central's late answer is in."""
+    with running_central(tmp_path / "central", copy.deepcopy(SEED)) as central:  # 900 s reservations
+        port = free_port()
+        cfg = lane_config(tmp_path / "L01", central_url=central.url, secret=SECRET, printer="none", port=port)
+        cfg.write_text(cfg.read_text().replace("[central]\n", "[central]\nauthorise_timeout_ms = 300\n")
+                       + "\n[offline]\nmax_redeem_points_per_member = 0\n")
+        lane = LaneProcess(cfg, port).start()
+        try:
+            lane.wait_synced(30)
+            central.inject("authorise", "slow", delay=1.5)  # the answer comes after the lane's 0.3 s
+            refused = redeem(lane, "RDM-late", "late")
+            assert (refused.status_code, refused.json()["code"]) == (422, "offline_cap_member"), refused.text
+            lane.wait_for(lambda: [(r["authorisation_id"], r["state"]) for r in central.store.reservations("late")]
+                          == [("redemption:RDM-late", "released")], timeout=20, what="the late reservation given back")
+            assert _authorise(central, "late", 1000, "probe-late")["status"] == "approved"  # nothing held
         finally:
             lane.stop()
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 log = logging.getLogger("posd.lane.authority")
@@ -33,7 +33,9 @@ class Decision:
     message: str = ""
     reservation_id: str | None = None
     expires_at: str | None = None
-    authorisation_id: str | None = None  # approved: the id to give the reservation back under
+    authorisation_id: str | None = None  # the id to give the reservation back under (approved, or asked)
+    # unavailable: the question central got no answer to in time, still under way (None: never asked)
+    asked: Future | None = field(default=None, compare=False, repr=False)
 
     @property
     def online(self) -> bool:
@@ -120,9 +122,10 @@ class CentralAuthority:
         return False, None
 
     async def authorise(self, request: dict[str, Any]) -> Decision:
-        answered, answer = await self._answer(self._authorise(request))
-        if not answered:
-            return Decision("unavailable")
+        asked = self._authorise(request)
+        answered, answer = await self._answer(asked)
+        if not answered:  # central may still approve it late, and hold a reservation for nothing
+            return Decision("unavailable", authorisation_id=request.get("authorisation_id"), asked=asked)
         if answer["status"] == "approved":
             return Decision("approved", reservation_id=answer["reservation_id"], expires_at=answer["expires_at"],
                             authorisation_id=answer["authorisation_id"])
@@ -132,14 +135,46 @@ class CentralAuthority:
         """Give back an approved reservation the lane did not record (its own re-check refused the
         burn): its points and voucher are free again at once rather than when it expires. Central's
         state for it (released, or confirmed/expired/unknown), None when central gave no answer in
-        time: then it expires on its own. Never raises: the POS's answer does not depend on it."""
-        if self._release is None or decision.authorisation_id is None or decision.reservation_id is None:
+        time: then it expires on its own. Never raises: the POS's answer does not depend on it.
+
+        A question central answered too late (``unavailable``, the lane went its offline way and then
+        refused the burn) is given back once that question has settled, in the background: None at
+        once. Central may have approved it after the lane stopped waiting; left alone, its reservation
+        would hold the member's points or voucher at every lane until it expired."""
+        if self._release is None or decision.authorisation_id is None:
+            return None
+        if decision.status == "unavailable":
+            if decision.asked is not None:
+                self._release_once_settled(decision.asked, decision.authorisation_id)
+            return None
+        if decision.reservation_id is None:
             return None
         answered, answer = await self._answer(self._release(decision.authorisation_id))
         state = answer["state"] if answered else None
         log.info("reservation %s given back: %s", decision.reservation_id, state or "no answer, it expires",
                  extra={"event": "authorise.release", "reservation_id": decision.reservation_id, "state": state})
         return state
+
+    def _release_once_settled(self, asked: Future, authorisation_id: str) -> None:
+        """After the unanswered question ends (answered late, failed or timed out on its own), give back
+        what central may have reserved for it: not when it never left (cancelled) or was declined."""
+        release = self._release
+        assert release is not None
+
+        def settled(question: Future) -> None:
+            if question.cancelled():
+                return  # never sent
+            failure = question.exception()
+            if failure is None and question.result().get("status") != "approved":
+                return  # declined: nothing reserved
+            if 400 <= (getattr(failure, "status", None) or 0) < 500:
+                return  # refused as asked (credentials, a malformed request, 429): nothing reserved
+            try:
+                release(authorisation_id).add_done_callback(lambda done: _log_late_release(authorisation_id, done))
+            except RuntimeError:  # the lane is stopping: the reservation expires on its own
+                return
+
+        asked.add_done_callback(settled)
 
     async def claim_token(self, claim: dict[str, Any]) -> TokenClaim:
         if self._claim is None:
@@ -177,6 +212,12 @@ class CentralAuthority:
         if answer is None:
             return VoucherLookup("unknown")
         return VoucherLookup("found", voucher=answer.get("voucher"), used=bool(answer.get("used")))
+
+
+def _log_late_release(authorisation_id: str, done: Future) -> None:
+    state = None if done.cancelled() or done.exception() is not None else done.result().get("state")
+    log.info("late authorisation %s given back: %s", authorisation_id, state or "no answer, it expires",
+             extra={"event": "authorise.release", "authorisation_id": authorisation_id, "state": state})
 
 
 def _claimed(answer: dict[str, Any]) -> TokenClaim:

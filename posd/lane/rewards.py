@@ -141,8 +141,8 @@ class Rewards:
             return await self.ctx.acommit(write)
         except LaneError as exc:
             # A conflicting id may name a burn recorded earlier under the same authorisation: keep it.
-            if decision.reservation_id and exc.code not in ("redemption_id_conflict",):
-                await self.authority.release(decision)
+            if exc.code not in ("redemption_id_conflict", "transaction_id_conflict"):
+                await self.authority.release(decision)  # approved, or asked with no answer in time
             raise
 
     @staticmethod
@@ -368,6 +368,7 @@ class Rewards:
         if decision.status == "declined":
             raise use_declined(decision)
         if decision.status != "approved" and self._gone(view, v):
+            await self.authority.release(decision)  # a question central answered too late
             raise LaneError("voucher_used", "already used, or being used, at another lane")
         use = _Use(v, transaction_id, ident, decision, effect, request_hash)
         return await self._record(decision, lambda unit: self._write_use(unit, use))

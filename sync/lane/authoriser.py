@@ -10,7 +10,12 @@ the futures this hands out with that budget, off the event loop, and fall back
 to their offline path when no answer comes in time. Each worker thread has a
 client of its own (requests does not promise a Session is thread-safe), and
 every request carries the budget as its own connect and read timeout, so a
-question the lane stopped waiting for ends soon after.
+question the lane stopped waiting for ends soon after. An authorisation that
+reached central waits for its answer a little longer in the background (at
+most ``LATE_ANSWER_S``): central may approve, and reserve, after the lane went
+its offline way; once that answer is in, a burn the lane then refused is given
+back (posd.lane.authority) instead of holding the member's points or voucher
+at every lane until its reservation expires.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 from posd.sync.lane.client import CentralClient
 
 log = logging.getLogger("posd.sync.authorise")
+
+LATE_ANSWER_S = 5.0  # how long an authorisation's answer is read for, when the budget is shorter
 
 
 class BurnAuthoriser:
@@ -74,7 +81,7 @@ class BurnAuthoriser:
         return self._executor.submit(lambda: self._client().claim_birthday(claim, timeout=self.budget_s))
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = self._client().authorise(request, timeout=self.budget_s)
+        answer = self._client().authorise(request, timeout=(self.budget_s, max(self.budget_s, LATE_ANSWER_S)))
         log.info("burn %s by central", answer["status"],
                  extra={"event": "sync-authorise.answer", "kind": request.get("kind"), "code": answer.get("code")})
         return answer

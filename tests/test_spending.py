@@ -20,7 +20,7 @@ import pytest
 
 from posd.core.slip import SlipData, build_slip
 from tests.support.central_fixture import running_central
-from tests.support.lane import LaneProcess, launch_lane
+from tests.support.lane import LaneProcess, launch_lane, sale_body
 
 SECRET = "spending-secret"
 NOW = datetime.now(UTC) - timedelta(hours=1)
@@ -525,3 +525,25 @@ def test_program_docs_name_the_code_the_api_answers_for_a_time_without_offset(la
     assert "`occurred_at` without a UTC offset" in doc and "`invalid_request`" in doc
     with sqlite3.connect(f"file:{lane.state / 'ledger.db'}?mode=ro", uri=True) as db:
         assert db.execute("SELECT COUNT(*) FROM transactions WHERE transaction_id = 'T-naive'").fetchone()[0] == 0
+
+
+def test_a_voucher_code_the_lane_cannot_check_is_unavailable_not_unknown(lane, central):
+    """Central not answering, a lane voucher's code this lane does not know may have been issued at
+    another lane a moment ago: "no such voucher" (404) sent a member with a valid voucher away. It is
+    503 voucher_unavailable, for validate, use and a quote's codes; a code in no voucher's form is
+    the program's to know, and is unknown."""
+    code = "V" + "7K3M9Q2X4B5C"
+    central.inject("vouchers", "503", count=20)
+    try:
+        for path, body in ((f"/v1/vouchers/{code}/use", {"transaction_id": "T-unavail", "member": "CARD-use"}),
+                           ("/v1/vouchers/validate", {"code": code, "member": "CARD-use"})):
+            answer = lane.post(path, body)
+            assert (answer.status_code, answer.json()["code"]) == (503, "voucher_unavailable"), answer.text
+        quote = lane.post("/v1/quotes", {**sale_body("Q-unavail", "CARD-use"), "codes": [code]}).json()
+        assert [(d["id"], d["reason"]) for d in quote["discounts"]["not_usable"]] == [(code, "voucher_unavailable")]
+        unknown = lane.post("/v1/vouchers/validate", {"code": "NO-SUCH-COUPON", "member": "CARD-use"})
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_voucher")
+    finally:
+        central.faults.clear()
+    answered = lane.post("/v1/vouchers/validate", {"code": code, "member": "CARD-use"})
+    assert (answered.status_code, answered.json()["code"]) == (404, "unknown_voucher")  # central says so

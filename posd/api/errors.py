@@ -42,7 +42,7 @@ STATUS: dict[str, int] = {
     "redemption_id_conflict": 409, "unknown_reward": 404, "reward_required": 422, "reward_not_eligible": 422,
     "insufficient_balance": 422, "reward_limit_reached": 422, "offline_cap_member": 422, "offline_cap_lane": 422,
     "offline_too_long": 422,
-    "unknown_voucher": 404, "voucher_void": 422, "voucher_not_yet_valid": 422, "voucher_expired": 422,
+    "unknown_voucher": 404, "voucher_unavailable": 503, "voucher_void": 422, "voucher_not_yet_valid": 422, "voucher_expired": 422,
     "voucher_other_member": 422, "member_required": 422, "voucher_used": 409, "voucher_not_applicable": 422,
     "storage_full": 503, "storage_failed": 503,
     "unknown_slip": 404, "no_printer": 409, "idempotency_key_conflict": 409,

@@ -543,7 +543,8 @@ class Stacked(BaseModel):
 
 class NotUsable(BaseModel):
     id: str
-    reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_used, "
+    reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_unavailable "
+                                    "(a lane voucher's code central could not be asked about), voucher_used, "
                                     "voucher_expired, member_required, member_ineligible, ...; duplicate_code for a code given "
                                     "again (it applies once, at its first place)")
 

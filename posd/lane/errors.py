@@ -74,6 +74,8 @@ CODES: dict[str, str] = {
     "offline_too_long": "the lane has been out of touch with central too long to burn without its authorisation",
     # vouchers and coupons
     "unknown_voucher": "no voucher or coupon with that code",
+    "voucher_unavailable": "a voucher's code this lane does not know, and central could not be asked whether "
+                           "another lane issued it: try again when central answers (health says why)",
     "voucher_void": "central refused the redemption behind this voucher",
     "voucher_not_yet_valid": "the coupon is not valid yet",
     "voucher_expired": "the voucher or coupon has expired",

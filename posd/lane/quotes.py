@@ -23,7 +23,7 @@ from posd.lane.errors import LaneError, raises, rule_error
 from posd.lane.members import Members
 from posd.lane.rewards import Rewards
 from posd.lane.sales import Sales, TransactionInput
-from posd.lane.vouchers import Usable, needs_member, why_not
+from posd.lane.vouchers import Usable, needs_member, unknown_code, why_not
 from posd.storage.cache import CachedMember
 from posd.storage.tx import LedgerView
 
@@ -111,7 +111,8 @@ class Quotes:
             v = book.local(view, code, program)
             if v is None and answer.status == "found" and answer.voucher is not None:
                 v = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
-            why = "unknown_voucher" if v is None else why_not(v, member_id, now, aliases)
+            why = unknown_code(code, answer.status != "unavailable") if v is None else \
+                why_not(v, member_id, now, aliases)
             if v is not None and why is None:  # as validate and use refuse it
                 why = self._burn_refused(v, member_id)
             if v is not None and why is None and (answer.status == "found" and answer.used or view.voucher_use(

@@ -36,7 +36,7 @@ from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, basket_error, raises
 from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
-from posd.lane.vouchers import Usable, VoucherBook, needs_member, voucher_wire
+from posd.lane.vouchers import Usable, VoucherBook, needs_member, not_found, voucher_wire
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.entries import Entry
@@ -271,11 +271,11 @@ class Rewards:
             raise LaneError("member_required", "identify the member to use this coupon")
         return member_id or "" if v.campaign else ""
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_void",
-            "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
-            "negative_total", "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
-            "member_ineligible")
+    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_unavailable",
+            "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
+            "voucher_used", "negative_total", "negative_line", "total_mismatch", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
+            "storage_failed", "member_ineligible")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
@@ -292,7 +292,7 @@ class Rewards:
         if v is None and asked.status == "found" and asked.voucher is not None:
             v = Usable.from_wire(asked.voucher, "central", ctx.locale)
         if v is None:
-            raise LaneError("unknown_voucher", "no voucher or coupon with that code")
+            raise not_found(code, answered=asked.status != "unavailable")
         self.book.check_usable(v, member_id, ctx.clock(), aliases)
         self.holder_may_burn(v, ident)
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
@@ -310,7 +310,7 @@ class Rewards:
             await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
-    @raises("unknown_voucher", "negative_total", "negative_line", "total_mismatch")
+    @raises("unknown_voucher", "voucher_unavailable", "negative_total", "negative_line", "total_mismatch")
     async def _effect(self, view: LedgerView, v: Usable, basket: Basket, applied: tuple[str, ...],
                       member_id: str | None) -> dict[str, Any]:
         """What ``v`` takes off ``basket`` after the codes already applied to it, under the program's stacking."""
@@ -326,10 +326,10 @@ class Rewards:
         mine = stack.entries[-1]
         return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason}
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_void",
-            "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required", "voucher_used",
-            "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane", "negative_total",
-            "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
+    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_unavailable",
+            "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
+            "voucher_used", "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane",
+            "negative_total", "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
             "voucher_not_applicable", "transaction_id_conflict")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,

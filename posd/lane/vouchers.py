@@ -154,25 +154,18 @@ class VoucherBook:
             answer = await self.authority.lookup(code, member_id)
         return answer
 
-    async def resolve(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool,
-                      grace: bool = False) -> Usable | None:
-        """The code's voucher or coupon, or None; central is asked (``ask``) only for a code the lane
-        does not know (``grace``: see ask)."""
-        found = self.local(view, code, self.ctx.program())
-        if found is None and ask:
-            answer = await self.ask(code, member_id, grace=grace)
-            if answer.status == "found" and answer.voucher is not None:
-                found = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
-        return found
-
-    @raises("unknown_voucher")
+    @raises("unknown_voucher", "voucher_unavailable")
     async def find_usable(self, view: LedgerView, code: str, member_id: str | None, *, ask: bool,
                           grace: bool = False) -> Usable:
-        """The code's voucher or coupon, or unknown_voucher."""
-        found = await self.resolve(view, code, member_id, ask=ask, grace=grace)
-        if found is None:
-            raise LaneError("unknown_voucher", "no voucher or coupon with that code")
-        return found
+        """The code's voucher or coupon; central is asked (``ask``) only for a code the lane does not
+        know (``grace``: see ask). unknown_voucher, or voucher_unavailable (not_found)."""
+        found = self.local(view, code, self.ctx.program())
+        if found is not None:
+            return found
+        answer = await self.ask(code, member_id, grace=grace) if ask else VoucherLookup("unavailable")
+        if answer.status == "found" and answer.voucher is not None:
+            return Usable.from_wire(answer.voucher, "central", self.ctx.locale)
+        raise not_found(code, answered=answer.status != "unavailable")
 
     @raises("voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member")
     def check_usable(self, v: Usable, member_id: str | None, now: datetime, aliases: tuple[str, ...] = ()) -> None:
@@ -203,6 +196,22 @@ class VoucherBook:
                 found.setdefault(coupon.code, Usable.from_coupon(coupon, locale))
         return [v for v in found.values() if why_not(v, member_id, now, aliases) is None
                 and view.voucher_use(v.code, member_id if v.campaign else "", aliases) is None]
+
+
+def unknown_code(code: str, answered: bool) -> str:
+    """Why a code found nowhere here cannot be used: unknown_voucher, or voucher_unavailable when it is
+    a lane voucher's code that central could not be asked about (another lane may have issued it a
+    moment ago: "no such voucher" would send a member with a valid one away). A coupon's code is
+    the program's, which this lane has: unknown is unknown."""
+    return "voucher_unavailable" if not answered and voucher_code(code) == code else "unknown_voucher"
+
+
+@raises("unknown_voucher", "voucher_unavailable")
+def not_found(code: str, *, answered: bool) -> LaneError:
+    if unknown_code(code, answered) == "voucher_unavailable":
+        return LaneError("voucher_unavailable", "this lane does not know that voucher and central cannot be asked "
+                                                "now whether another lane issued it; try again when central answers")
+    return LaneError("unknown_voucher", "no voucher or coupon with that code")
 
 
 def needs_member(v: Usable, member_id: str | None) -> bool:

@@ -242,10 +242,22 @@ def test_the_text_of_an_event_judges_its_strings_as_the_walk_does(extra, voucher
 
 
 def test_valid_event_types():
+    signs = {"token_use": 0, "voucher_use": 0, "return": -1, "redemption": -1}  # a use moves no points
     for kind in p.EVENT_TYPES:
-        points = {} if kind in ("token_use", "voucher_use") else {"points": 10}  # a use moves no points
-        assert p.validate_event(make_event(1, type=kind, points=points)) is None
+        delta = 10 * signs.get(kind, 1)
+        assert p.validate_event(make_event(1, type=kind, points={"points": delta} if delta else {})) is None
     assert p.validate_event(make_event(1, type="token_use", points={"points": 10})) == "bad_points"
+
+
+def test_points_moving_the_wrong_way_for_their_event_are_bad_points():
+    """The protocol's signs: an accrual earns, a return and a redemption take away. A signed lane's
+    accrual of -500 or redemption of +500 was applied as sent, moving balances the wrong way."""
+    for kind, points in (("accrual", {"points": -500}), ("return", {"points": 500}),
+                         ("redemption", {"points": 500}), ("accrual", {"points": 10, "stamps": -1}),
+                         ("return", {"points": -10, "stamps": 1})):
+        assert p.validate_event(make_event(1, type=kind, points=points)) == "bad_points", (kind, points)
+    for kind, points in (("accrual", {"points": 0}), ("return", {"points": 0}), ("redemption", {"points": -1})):
+        assert p.validate_event(make_event(1, type=kind, points=points)) is None, (kind, points)
     assert p.validate_event(make_event(1, lines=None, transaction_id=None)) is None
     assert p.validate_event(make_event(1, occurred_at="2026-11-24T09:15:00+00:00")) is None
 

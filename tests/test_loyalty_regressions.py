@@ -409,3 +409,23 @@ def test_a_voucher_issued_here_that_central_no_longer_lists_is_refused_offline(l
         with pytest.raises(LaneError) as err:
             run(attempt())
         assert err.value.code == "voucher_used"
+
+
+def test_a_birth_date_that_is_no_date_earns_without_the_bonus(tmp_path):
+    """Central's feed gave a member 1990-02-29 (1990 is no leap year): every sale and quote for them
+    was a 500. The sale earns as for a member with no birth date."""
+    now = datetime(2027, 2, 28, 12, tzinfo=UTC)
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(copy.deepcopy(PROGRAM), "e1")
+    cache.apply_member_changes([
+        {"member_id": "leap", "display_name": "L", "tier": "basic", "identifiers": ["CARD-leap"],
+         "balances": {"points": 0}, "birth_date": "1990-02-29"}], "1")
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: now)
+    try:
+        recorded = run(lane.sales.record_sale(sale("LEAP-1", "CARD-leap", 2000, at=now - timedelta(hours=1))))
+        assert recorded.response["accrual"]["points"]["points"] == 20  # the base rate, no birthday bonus
+    finally:
+        cache.close()
+        ledger.close()

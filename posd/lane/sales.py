@@ -88,7 +88,7 @@ class Sales:
     def earn_context(self, member: CachedMember | None, occurred_at: datetime,
                      view: LedgerView | None = None) -> EarnContext:
         local = occurred_at.astimezone(self.ctx.tz)
-        birth = date.fromisoformat(member.birth_date) if member and member.birth_date else None
+        birth = _birth_date(member.birth_date) if member and member.birth_date else None
         used = member is not None and birth is not None and \
             self.birthdays.given(member, birthday_year(birth, local.date()), view or self.ctx.ledger.view())
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
@@ -438,3 +438,12 @@ def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
     if over:
         raise LaneError("return_exceeds_sale", f"more returned than sold for {', '.join(sorted(over))}")
     return tuple(kept)
+
+
+def _birth_date(text: str) -> date | None:
+    """A member's birth date as central's feed gave it; None for one that is no date (1990-02-29):
+    the sale earns without a birthday bonus rather than failing."""
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None

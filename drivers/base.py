@@ -420,6 +420,15 @@ class Printer(Device):
     def _abort_job(self) -> None:
         """Disconnect after a failure; must not raise."""
 
+    def _fell_silent(self, status: PrinterStatus | None) -> bool:
+        """Notes whether ``status`` (a status query's outcome, None when none was asked) answered; True
+        when it did not, from a printer that answered before: it is not listening, it is offline."""
+        if status is None:
+            return False
+        if status.answered:
+            self.answers_status = True
+        return not status.answered and self.answers_status
+
     def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:
         """Print ``doc``; ``before_send`` runs after the status check, just before the first byte."""
         with self._job_lock:
@@ -446,11 +455,9 @@ class Printer(Device):
         with printer_errors(sent=False):
             before = self._begin_job()
         self.last_status = before
-        if before is not None and before.answered:
-            self.answers_status = True
-        elif before is not None and self.answers_status:
-            # It answered before and is silent now: a job sent blind would be taken by the connection
-            # and counted printed with nothing on paper. Held until it answers again.
+        if self._fell_silent(before):
+            # A job sent blind would be taken by the connection and counted printed with nothing on
+            # paper. Held until it answers again.
             raise PrinterError("offline", "no status answer before the job")
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")

@@ -190,9 +190,7 @@ class LinkPrinter(EscposPrinter):
             finally:
                 link.close()
             self.last_status = status
-            if status is not None and status.answered:
-                self.answers_status = True
-            elif status is not None and self.answers_status:  # it answered before: silent now is offline
+            if self._fell_silent(status):
                 self._set_state(DeviceState.ERROR, "offline", "no status answer")
                 return "offline"
             if status is not None and status.reason:

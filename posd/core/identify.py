@@ -46,10 +46,10 @@ _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
 _TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
-E164_MAX_DIGITS = 15
+E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no phone number
 # Track 2 holds 37 digits at most (ISO 7813: 40 characters with its sentinels, separator and LRC):
 # a longer run of digits is no card's track, however it starts.
-TRACK2_MAX_DIGITS = 37  # a "+" before more digits than a phone number has is no phone number
+TRACK2_MAX_DIGITS = 37
 
 
 # The lane's own voucher codes: "V" and 12 Crockford base32 characters (no I, L, O, U), as issued.

@@ -230,11 +230,11 @@ def test_the_port_checked_is_the_port_connected_to():
         assert registry.validate("printer", text).port == port
 
 
-def test_none_takes_nothing_after_it(role="printer"):
-    """none://x was taken as no device: a path written after it (none:///dev/usb/lp0, a half-edited
-    line) said nothing."""
+def test_none_takes_nothing_after_it():
+    """none://x was taken as no printer: a path written after it (none:///dev/usb/lp0, a half-edited
+    line) said nothing. (Scanners have no none: a lane lists none.)"""
     for text in ("none", "none://", "NONE"):
-        assert registry.validate(role, text).scheme == "none"
+        assert registry.validate("printer", text).scheme == "none"
     for text in ("none://x", "none:///dev/usb/lp0"):
         with pytest.raises(DeviceURLError):
-            registry.validate(role, text)
+            registry.validate("printer", text)

@@ -348,6 +348,48 @@ def test_a_corrupt_cache_and_a_corrupt_ledger_are_named(tmp_path):
     assert ledger.read_bytes() == before  # doctor only reads
 
 
+def _ledger_state(state: Path, how: str) -> None:
+    """Leave in ``state`` a ledger posd run refuses for a reason other than its integrity."""
+    import sqlite3
+
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    if how == "empty":
+        (state / "ledger.db").write_bytes(b"")
+    elif how == "wal_orphan":
+        (state / "ledger.db-wal").write_bytes(b"\x37\x7f\x06\x82" + os.urandom(4096))
+    else:
+        ledger = Ledger(state / "ledger.db", LaneIdentity("S001", "L09" if how == "other_lane" else "L01"))
+        ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+        ledger.close()
+        if how == "newer":
+            with contextlib.closing(sqlite3.connect(state / "ledger.db")) as conn, conn:
+                conn.execute("INSERT INTO _migrations VALUES ('m9999_from_a_newer_posd', '2030-01-01')")
+
+
+@pytest.mark.parametrize("how, words", [("empty", "0 bytes"), ("wal_orphan", "ledger.db-wal"),
+                                        ("other_lane", "L09"), ("newer", "m9999_from_a_newer_posd")])
+def test_a_ledger_posd_run_refuses_fails_doctor_too(tmp_path, how, words):
+    """Doctor said ok (or "created at first start") for ledgers posd run then refused with exit 3: an
+    empty file, a -wal without its ledger.db, another lane's history, a newer posd's migrations.
+    It asks the ledger's own checks now, read-only, and says what to do."""
+    cfg = offline_config(tmp_path)
+    state = cfg.parent / "state"
+    state.mkdir()
+    _ledger_state(state, how)
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    ledger = one(report, "storage.ledger")
+    assert code == 1 and (ledger["result"], ledger["code"]) == ("fail", f"ledger_{how}"), ledger
+    assert words in ledger["message"], ledger["message"]
+    assert {name: (state / name).read_bytes() for name in before} == before  # doctor only reads
+    code, report = doctor(cfg, "--no-central", "--lang", "fa")
+    assert one(report, "storage.ledger")["code"] == f"ledger_{how}" and "posd" in one(report, "storage.ledger")["message"]
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 3 and words in run.stderr, run.stderr
+
+
 def _lane_with_storage(folder: Path) -> Path:
     """A config in ``folder`` and its storage as a daemon leaves it: ledger.db (WAL) and cache.db."""
     from posd.storage.cache import Cache

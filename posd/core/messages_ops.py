@@ -143,6 +143,20 @@ OPS: dict[str, dict[str, str]] = {
                                         "says it is damaged: run posd doctor again",
         "doctor.storage.ledger_corrupt": "ledger.db failed its integrity check ({problem}): posd refuses to start "
                                          "on it; restore the last backup (docs/install.md, Backup and restore)",
+        "doctor.storage.ledger_empty": "ledger.db is empty (0 bytes): this lane's history was lost or its first "
+                                       "start never finished; posd refuses to start on it. Restore the last backup "
+                                       "(docs/install.md, Backup and restore); on a lane that never recorded "
+                                       "anything, delete the file",
+        "doctor.storage.ledger_wal_orphan": "ledger.db is missing but {wal} ({bytes} bytes) is there: the newest "
+                                            "commits without their ledger; posd refuses to start. Restore ledger.db "
+                                            "beside it from the last backup, or move {wal} aside to start a new "
+                                            "lane history",
+        "doctor.storage.ledger_other_lane": "ledger.db holds the history of store {store} lane {lane}, but the config "
+                                            "says store {config_store} lane {config_lane}; posd refuses to mix lane "
+                                            "histories. Correct lane.store_id and lane.lane_id, or give this lane "
+                                            "its own ledger",
+        "doctor.storage.ledger_newer": "ledger.db was written by a newer posd (migrations {migrations}); this posd "
+                                       "refuses to touch it. Install that version again",
         "doctor.storage.cache_corrupt": "cache.db is damaged ({problem}): posd moves it aside and rebuilds it "
                                         "from central at its next start (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db grows about {rate} a day ({events} events in the last {window})",
@@ -354,6 +368,19 @@ OPS: dict[str, dict[str, str]] = {
                                         "nic nie wskazuje na uszkodzenie: uruchom posd doctor ponownie",
         "doctor.storage.ledger_corrupt": "ledger.db nie przeszedł kontroli spójności ({problem}): posd nie "
                                          "wystartuje na nim; przywróć ostatnią kopię (docs/install.md)",
+        "doctor.storage.ledger_empty": "ledger.db jest pusty (0 bajtów): historia tej kasy przepadła albo jej "
+                                       "pierwszy start się nie zakończył; posd nie wystartuje na nim. Przywróć "
+                                       "ostatnią kopię (docs/install.md); na kasie, która niczego nie zapisała, "
+                                       "usuń plik",
+        "doctor.storage.ledger_wal_orphan": "brak ledger.db, ale jest {wal} ({bytes} B): najnowsze zapisy bez "
+                                            "swojego rejestru; posd nie wystartuje. Przywróć obok niego ledger.db z "
+                                            "ostatniej kopii albo odłóż {wal}, by zacząć nową historię kasy",
+        "doctor.storage.ledger_other_lane": "ledger.db zawiera historię sklepu {store} kasy {lane}, a konfiguracja "
+                                            "podaje sklep {config_store} kasę {config_lane}; posd nie łączy historii "
+                                            "kas. Popraw lane.store_id i lane.lane_id albo daj tej kasie jej własny "
+                                            "rejestr",
+        "doctor.storage.ledger_newer": "ledger.db zapisała nowsza wersja posd (migracje {migrations}); ta wersja "
+                                       "go nie dotknie. Zainstaluj ponownie tamtą wersję",
         "doctor.storage.cache_corrupt": "cache.db jest uszkodzony ({problem}): posd odłoży go i odbuduje z "
                                         "centrali przy następnym starcie (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie (zdarzenia: {events}, okres: "
@@ -570,6 +597,18 @@ OPS: dict[str, dict[str, str]] = {
                                         "نیست: posd doctor را دوباره اجرا کنید",
         "doctor.storage.ledger_corrupt": "ledger.db در بررسی یکپارچگی رد شد ({problem}): posd با آن اجرا "
                                          "نمی‌شود؛ آخرین نسخهٔ پشتیبان را بازگردانید (docs/install.md)",
+        "doctor.storage.ledger_empty": "ledger.db خالی است (۰ بایت): تاریخچهٔ این صندوق از دست رفته یا نخستین اجرای "
+                                       "آن تمام نشده است؛ posd با آن اجرا نمی‌شود. آخرین نسخهٔ پشتیبان را بازگردانید "
+                                       "(docs/install.md)؛ در صندوقی که هیچ چیز ثبت نکرده، فایل را پاک کنید",
+        "doctor.storage.ledger_wal_orphan": "ledger.db نیست اما {wal} ({bytes} بایت) هست: تازه‌ترین ثبت‌ها بدون "
+                                            "دفتر خودشان؛ posd اجرا نمی‌شود. ledger.db را از آخرین نسخهٔ پشتیبان کنار "
+                                            "آن بازگردانید، یا {wal} را کنار بگذارید تا تاریخچهٔ تازه‌ای آغاز شود",
+        "doctor.storage.ledger_other_lane": "ledger.db تاریخچهٔ فروشگاه {store} صندوق {lane} را دارد، اما پیکربندی "
+                                            "فروشگاه {config_store} صندوق {config_lane} را می‌گوید؛ posd تاریخچهٔ "
+                                            "صندوق‌ها را با هم نمی‌آمیزد. lane.store_id و lane.lane_id را درست کنید "
+                                            "یا به این صندوق دفتر خودش را بدهید",
+        "doctor.storage.ledger_newer": "ledger.db را نسخهٔ تازه‌تری از posd نوشته است (مهاجرت‌های {migrations})؛ "
+                                       "این نسخه به آن دست نمی‌زند. همان نسخه را دوباره نصب کنید",
         "doctor.storage.cache_corrupt": "cache.db آسیب دیده است ({problem}): posd در اجرای بعدی آن را کنار "
                                         "می‌گذارد و از مرکز بازسازی می‌کند (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db روزانه حدود {rate} بزرگ می‌شود ({events} رویداد در {window} گذشته)",

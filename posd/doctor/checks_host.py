@@ -14,6 +14,7 @@ from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
 from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
 from posd.storage.inspect import check_db, ledger_stats, running_user
+from posd.storage.ledger import LaneIdentity, refusal
 
 EXPOSURE_LIMIT = 1.5  # systemd-analyze security: the score the shipped unit keeps (docs/install.md)
 GROWTH_WARN_DAYS = 30  # the disk fills within this many days at the ledger's recent pace: a warning
@@ -135,9 +136,14 @@ def storage(ctx: Context) -> list[Finding]:
                        "disk_low" if usage.free < minimum else "disk_ok", sizes))
     ctx.ledger = check_db(folder / "ledger.db")
     ctx.cache = check_db(folder / "cache.db")
+    # What makes posd run refuse the ledger beyond its integrity: asked of the ledger's own checks
+    refused = refusal(ctx.ledger.path, LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
     for db, corrupt in ((ctx.ledger, "ledger_corrupt"), (ctx.cache, "cache_corrupt")):
         check = f"storage.{db.path.stem}"
-        if not db.exists:
+        if db is ctx.ledger and refused and not (db.denied or db.unreadable or db.problem):
+            out.append(Finding("storage", check, "fail", f"ledger_{refused.code}",
+                               {"file": db.path.name, "path": str(db.path), **refused.params}))
+        elif not db.exists:
             out.append(Finding("storage", check, "warn", "db_missing", {"file": db.path.name}))
         elif db.denied:  # doctor's own user may not read it: nothing is known of its pages
             out.append(Finding("storage", check, "warn", "db_denied", {"file": db.path.name, "path": str(db.path),
@@ -151,7 +157,7 @@ def storage(ctx: Context) -> list[Finding]:
         else:
             out.append(Finding("storage", check, "ok", "db_ok", {"file": db.path.name, "size": _size(ctx, db.size),
                                                                  "bytes": db.size}))
-    if ctx.ledger.exists and not (ctx.ledger.problem or ctx.ledger.unreadable):
+    if ctx.ledger.exists and not (ctx.ledger.problem or ctx.ledger.unreadable or refused):
         out += _growth(ctx, usage.free)
     return out
 

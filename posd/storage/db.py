@@ -26,7 +26,12 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 class StorageError(Exception):
-    """A database that posd must not touch further (corrupt, newer schema)."""
+    """A database that posd must not touch further (corrupt, newer schema). ``code`` and ``params``
+    name the refusal for those who report it in their own words (doctor), where it has a name."""
+
+    def __init__(self, message: str, code: str = "", **params: Any):
+        super().__init__(message)
+        self.code, self.params = code, params
 
 
 SQLITE_IOERR, SQLITE_FULL = 10, 13
@@ -144,17 +149,22 @@ class Migrations:
     def names(self) -> list[str]:
         return [n for n, _ in self._steps]
 
+    def done(self, conn: sqlite3.Connection) -> set[str]:
+        """The migrations the file has had. StorageError when some are not this posd's: a newer
+        version wrote it, and this one must not touch it."""
+        done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+        unknown = sorted(done - set(self.names))
+        if unknown:
+            raise StorageError(
+                f"{self.name} has migrations this posd does not know ({', '.join(unknown)}): "
+                "it was written by a newer version; refusing to touch it", "newer", migrations=", ".join(unknown))
+        return done
+
     def apply(self, conn: sqlite3.Connection) -> list[str]:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
-        unknown = done - set(self.names)
-        if unknown:
-            raise StorageError(
-                f"{self.name} has migrations this posd does not know ({', '.join(sorted(unknown))}): "
-                "it was written by a newer version; refusing to touch it"
-            )
+        done = self.done(conn)
         applied = []
         for name, fn in self._steps:
             if name in done:

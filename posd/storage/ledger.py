@@ -119,13 +119,13 @@ def _history_left(path: Path) -> bool:
             raise StorageError(
                 f"{path} is missing but {wal.name} ({wal_bytes} bytes) is there: the newest commits without "
                 f"the ledger they belong to. Restore {path.name} beside it (from backup), or move {wal.name} "
-                "aside to start a new lane history.")
+                "aside to start a new lane history.", "wal_orphan", wal=wal.name, bytes=wal_bytes)
         return False
     if path.stat().st_size == 0 and not wal_bytes:
         raise StorageError(
             f"{path} is empty (0 bytes): this lane's history was lost (a truncated copy, a power cut) or its "
             "first start never finished; it was left untouched. Restore it from backup; on a lane that never "
-            "recorded anything, delete the file to start a new lane history.")
+            "recorded anything, delete the file to start a new lane history.", "empty")
     return True
 
 
@@ -134,6 +134,39 @@ def _history(conn: sqlite3.Connection) -> bool:
     use has one), a print job, or a lane id claimed at central?"""
     return conn.execute("SELECT EXISTS (SELECT 1 FROM outbox) OR EXISTS (SELECT 1 FROM print_jobs) "
                         "OR EXISTS (SELECT 1 FROM meta WHERE key = ?)", (SyncIdentity.META_KEY,)).fetchone()[0] == 1
+
+
+def _other_owner(conn: sqlite3.Connection, path: Path, lane: LaneIdentity) -> tuple[str, str] | None:
+    """The store and lane ids the ledger was made for, when they are not ``lane``'s (None: they are, or
+    it has none yet). StorageError when the ledger holds a history under those: never mix two lanes'."""
+    store, other = meta.read(conn, "store_id"), meta.read(conn, "lane_id")
+    if store is None or (store, other) == (lane.store_id, lane.lane_id):
+        return None
+    if _history(conn):
+        raise StorageError(
+            f"{path} belongs to store {store} lane {other}, but the config says "
+            f"store {lane.store_id} lane {lane.lane_id}; refusing to mix lane histories", "other_lane",
+            store=store, lane=other or "-", config_store=lane.store_id, config_lane=lane.lane_id)
+    return store, other or ""
+
+
+def refusal(path: Path, lane: LaneIdentity) -> StorageError | None:
+    """Why posd would refuse to start on the ledger at ``path`` as ``lane``, found read-only, else None.
+    Its integrity aside: posd.storage.inspect.check_db reads that."""
+    try:
+        if not _history_left(path):
+            return None
+        conn = connect(path, durable=True, readonly=True)
+        try:
+            ledger_migrations.done(conn)
+            _other_owner(conn, path, lane)
+        finally:
+            conn.close()
+    except StorageError as exc:
+        return exc
+    except (sqlite3.Error, OSError):  # what SQLite or the disk says of the file is check_db's to name
+        return None
+    return None
 
 
 def _checked(path: Path) -> str | None:
@@ -265,23 +298,15 @@ class Ledger:
     def _start(self, conn: sqlite3.Connection) -> tuple[int, str | None]:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            store, lane = meta.read(conn, "store_id"), meta.read(conn, "lane_id")
-            if store is None:
+            other = _other_owner(conn, self.path, self.lane)
+            if other:
+                # Started once under other ids (the shipped example's, before store IT set this lane's)
+                # and never recorded anything: no history to mix, so it takes the config's.
+                log.warning("ledger.db was made for store %s lane %s and holds no history: it is now "
+                            "store %s lane %s's", *other, self.lane.store_id, self.lane.lane_id)
+            if other or meta.read(conn, "store_id") is None:
                 meta.write(conn, "store_id", self.lane.store_id)
                 meta.write(conn, "lane_id", self.lane.lane_id)
-            elif (store, lane) != (self.lane.store_id, self.lane.lane_id):
-                if not _history(conn):
-                    # Started once under other ids (the shipped example's, before store IT set this
-                    # lane's) and never recorded anything: no history to mix, so it takes the config's.
-                    log.warning("ledger.db was made for store %s lane %s and holds no history: it is now "
-                                "store %s lane %s's", store, lane, self.lane.store_id, self.lane.lane_id)
-                    meta.write(conn, "store_id", self.lane.store_id)
-                    meta.write(conn, "lane_id", self.lane.lane_id)
-                else:
-                    raise StorageError(
-                        f"{self.path} belongs to store {store} lane {lane}, but the config says "
-                        f"store {self.lane.store_id} lane {self.lane.lane_id}; refusing to mix lane histories"
-                    )
             boot = int(meta.read(conn, "boot") or 0) + 1
             meta.write(conn, "boot", str(boot))
             print_queue.requeue_interrupted(conn)

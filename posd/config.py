@@ -487,6 +487,10 @@ def read_token(path: Path) -> str | None:
     if not token:
         raise ConfigError(f"the API token {path} is empty: write the POS's token in it, or remove it and posd "
                           "makes a new one (0600) at its next start", key=key)
+    odd = next((c for c in token if not "!" <= c <= "~"), None)
+    if odd is not None:  # an HTTP header carries these bytes as latin-1: a POS could never send the token
+        raise ConfigError(f"the API token {path} holds {odd!r} (U+{ord(odd):04X}): a bearer token is one word of "
+                          "visible ASCII (letters, digits, punctuation) that an HTTP header can carry", key=key)
     return token
 
 

@@ -381,6 +381,10 @@ def test_a_central_url_the_sync_client_refuses_stops_run_and_doctor_as_a_config_
     ("api.token", b"abc\xff\xfe\n", "is not UTF-8 text"),
     ("api.token", b"", "is empty"),
     ("api.token", b" \n", "is empty"),
+    # a header carries latin-1: every request was a 401 (the token compared as UTF-8)
+    ("api.token", "żółw-token\n".encode(), "holds 'ż' (U+017C)"),
+    ("api.token", b"two words\n", "holds ' ' (U+0020)"),
+    ("api.token", b"tab\there\n", "holds '\\t' (U+0009)"),
 ])
 def test_an_api_token_file_posd_cannot_use_is_named_and_nothing_is_created(tmp_path, token_file, contents, message):
     """Named by `config check` and `posd run` under api.token_file with its line, before ledger.db, cache.db or

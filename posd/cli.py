@@ -42,6 +42,9 @@ def _load(path: str, *, check_files: bool = False):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from posd.stop_signals import keep_early_stops
+
+    keep_early_stops()  # before the heavy imports: a stop while starting is a clean stop, not a kill
     from posd.config import ConfigError
     from posd.storage.db import StorageError, StorageUnavailable, check_ahead
 

@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from posd.storage.cache import Cache, seal_key_from
 from posd.storage.db import hold_folder, parse_iso, release_folder
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
+from posd.stop_signals import STOP_SIGNALS, early_stop
 from posd.storage.tx import OUTBOX, VOUCHER
 from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.client import CentralClient
@@ -333,8 +333,14 @@ class Daemon:
         self.bus.bind(loop)
         # SIGHUP too: the terminal of a posd started by hand closing is a stop like any other, not a
         # death without STOPPING=1, a flushed ledger and the pty links taken down.
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._stop.set)
+        early = early_stop()
+        if early:  # asked to stop while it started: nothing is served, nothing asked of central
+            log.info("%s while starting: stopping before serving", early)
+            notifier.stopping()
+            await asyncio.to_thread(self._stop_workers_and_close)
+            return 0
         cfg = self.config
         app = create_app(lane=self.lane, bus=self.bus, token=self.token, host=cfg.api.host, port=cfg.api.port,
                          allowed_origins=cfg.api.allowed_origins, health=self.health, metrics=self.metrics.render,

@@ -490,3 +490,36 @@ def test_sighup_stops_the_daemon_cleanly_and_a_printer_written_none_is_no_printe
     finally:
         lane.stop()
     assert "Traceback" not in lane.log.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_posd_starts_is_a_clean_stop(tmp_path, central, sig):
+    """systemctl stop (or Ctrl-C) in the first moments of `posd run`, while the daemon is still being
+    imported and before the ledger is opened, killed it: exit 143 and no word in the log. The stop is
+    kept from the first line of `run` on: exit 0, a log line, nothing served, no traceback."""
+    port = free_port()
+    cfg = lane_config(tmp_path / "lane", central_url=central.url, secret=SECRET, printer="none", port=port)
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ledger = cfg.parent / "state" / "ledger.db"
+        caught = 0
+        for _ in range(2000):  # until posd takes SIGTERM itself (SigCgt): at most 10 s
+            with contextlib.suppress(FileNotFoundError):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                caught = int(next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16)
+            if caught & 1 << (signal.SIGTERM - 1) or proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        started = ledger.exists()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not started, "posd took SIGTERM only once its ledger was open: a stop before that was a kill"
+    assert proc.returncode == 0, out
+    assert f"{signal.Signals(sig).name} while starting" in out and "Traceback" not in out, out
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)

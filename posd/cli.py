@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from posd.stop_signals import keep_early_stops
 
     keep_early_stops()  # before the heavy imports: a stop while starting is a clean stop, not a kill
-    from posd.config import ConfigError
+    from posd.config import ConfigError, placed
     from posd.storage.db import StorageError, StorageUnavailable, check_ahead
 
     config = _load(args.config, check_files=True)
@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # writer's hand-back to the loop cost about a third less CPU than on the pure-Python loop.
         return uvloop.run(Daemon(config).run())
     except ConfigError as exc:  # a file named by the config changed under us since the check
-        _error_line(f"{args.config}: {exc}")
+        _error_line(f"{args.config}: {placed(exc, args.config)}")
         return 2
     except StorageError as exc:
         _error_line(str(exc))

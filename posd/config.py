@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -573,6 +574,8 @@ def _storage_problem(storage: Path) -> str | None:
         return f"{storage} is a link to {os.readlink(storage)}, which does not exist"
     if storage.exists() and not os.access(storage, os.W_OK | os.X_OK):
         return f"{storage} is not writable by this user (uid {os.getuid()})"
+    if storage.exists() and (why := refuses_files(storage)):
+        return f"{storage} refuses new files ({why})"
     if not storage.exists():  # posd makes it at its first start: only in a folder it may write, not under a file
         why = _cannot_make(storage)
         return f"{storage} cannot be made: {why}" if why else None
@@ -606,7 +609,32 @@ def _cannot_make(path: Path) -> str | None:
         return f"{above} is not a directory"
     if not os.access(above, os.W_OK | os.X_OK):
         return f"{above} is not writable by this user (uid {os.getuid()})"
+    if why := refuses_files(above):
+        return f"{above} refuses new folders ({why})"
     return None
+
+
+def refuses_files(folder: Path) -> str | None:
+    """What the kernel says when something is made in ``folder``, else None. os.access lets root write
+    anywhere, /proc and /sys included, where nothing can be made: a trial folder, removed at once."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".posd-check-", dir=folder))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def placed(exc: ConfigError, source: str | Path) -> ConfigError:
+    """``exc`` with the line its key is written on in the config file ``source``, when it came without
+    one: found once the config was read (a file it names changed since, a folder the kernel refuses)."""
+    if exc.line is not None or not exc.key or len(exc.problems) != 1:
+        return exc
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return exc
+    loc = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", exc.key) if part)
+    return ConfigError(exc.problems[0].message, key=exc.key, line=find_line(text, loc))
 
 
 DEVICE_TABLES = ("scanner", "card_reader")

@@ -710,3 +710,29 @@ def test_the_currency_is_an_iso_4217_currency_in_use(code, ok):
     with pytest.raises(ConfigError) as err:
         parse(text)
     assert (err.value.key, err.value.line) == ("lane.currency", 6) and "ISO 4217" in str(err.value)
+
+
+@pytest.mark.parametrize("folder, said", [("/proc/posd", "/proc refuses new folders"), ("/proc", "/proc refuses new files"),
+                                          ("/sys/posd", "/sys refuses new folders")])
+def test_a_storage_folder_the_kernel_refuses_is_named_by_config_check_as_run_names_it(tmp_path, folder, said):
+    """os.access lets root write in /proc and /sys, where nothing can be made: config check said ok for
+    storage.dir = "/proc/posd", and run then refused it without a line. Both name the key and its line."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + f'\n[storage]\ndir = "{folder}"\n')
+    for proc in (config_check(cfg), subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                                                   capture_output=True, text=True, timeout=60)):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "config error at 'storage.dir' (line 19)" in proc.stderr and said in proc.stderr, proc.stderr
+    assert not (tmp_path / "posd.lock").exists() and not list(tmp_path.glob(".posd-check-*"))
+
+
+def test_an_error_found_after_the_config_was_read_is_placed_on_its_line(tmp_path):
+    """An error the daemon finds once running (a file changed since the check) names its key's line."""
+    from posd.config import ConfigError, placed
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + '\n[storage]\ndir = "state"\n')
+    assert placed(ConfigError("gone", key="storage.dir"), cfg).line == 19
+    assert placed(ConfigError("gone", key="scanner[0].url"), cfg).line == 13
+    assert placed(ConfigError("gone", key="storage.dir"), tmp_path / "missing.toml").line is None
+    assert placed(ConfigError("gone", key="storage.dir", line=3), cfg).line == 3

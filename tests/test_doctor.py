@@ -348,6 +348,16 @@ def test_a_corrupt_cache_and_a_corrupt_ledger_are_named(tmp_path):
     assert ledger.read_bytes() == before  # doctor only reads
 
 
+def test_a_storage_folder_the_kernel_refuses_fails(tmp_path):
+    """storage.dir = "/proc/posd": the modes let root write in /proc, but nothing can be made there.
+    Doctor said "created at first start"; posd run refuses it."""
+    cfg = offline_config(tmp_path, storage_dir="/proc/posd")
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    found = one(report, "storage.dir")
+    assert code == 1 and (found["result"], found["code"]) == ("fail", "dir_refused"), found
+    assert "/proc" in found["message"] and "storage.dir" in found["message"]
+
+
 def _ledger_state(state: Path, how: str) -> None:
     """Leave in ``state`` a ledger posd run refuses for a reason other than its integrity."""
     import sqlite3

@@ -130,6 +130,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.storage.dir_unwritable": "{user} cannot write to {path} (owner {owner}, group {group}, mode {mode})",
         "doctor.storage.dir_unmakable": "{path} does not exist, and {user} cannot make it: {above} is not theirs to "
                                         "write (owner {owner}, group {group}, mode {mode})",
+        "doctor.storage.dir_refused": "{path} cannot be used: the kernel makes nothing in {folder} ({reason}); "
+                                      "set storage.dir to a folder on a disk (/var/lib/posd as shipped)",
         "doctor.storage.disk_ok": "{free} free of {total} on the storage disk",
         "doctor.storage.disk_low": "the storage disk is nearly full: {free} free of {total} (minimum {min}); "
                                    "sales stop being recorded when it is full",
@@ -355,6 +357,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "uprawnienia {mode})",
         "doctor.storage.dir_unmakable": "{path} nie istnieje, a {user} nie może go utworzyć: nie może zapisywać w "
                                         "{above} (właściciel {owner}, grupa {group}, uprawnienia {mode})",
+        "doctor.storage.dir_refused": "nie można użyć {path}: jądro nie tworzy niczego w {folder} ({reason}); "
+                                      "ustaw storage.dir na folder na dysku (domyślnie /var/lib/posd)",
         "doctor.storage.disk_ok": "wolne {free} z {total} na dysku danych",
         "doctor.storage.disk_low": "dysk danych jest prawie pełny: wolne {free} z {total} (minimum {min}); "
                                    "gdy się zapełni, sprzedaże przestaną być zapisywane",
@@ -584,6 +588,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "دسترسی {mode})",
         "doctor.storage.dir_unmakable": "{path} وجود ندارد و {user} نمی‌تواند آن را بسازد: در {above} نمی‌تواند "
                                         "بنویسد (مالک {owner}، گروه {group}، دسترسی {mode})",
+        "doctor.storage.dir_refused": "از {path} نمی‌توان استفاده کرد: هسته در {folder} چیزی نمی‌سازد ({reason})؛ "
+                                      "storage.dir را پوشه‌ای روی دیسک بگذارید (پیش‌فرض /var/lib/posd)",
         "doctor.storage.disk_ok": "{free} آزاد از {total} روی دیسک داده",
         "doctor.storage.disk_low": "دیسک داده تقریباً پر است: {free} آزاد از {total} (حداقل {min})؛ "
                                    "وقتی پر شود فروش‌ها ثبت نمی‌شوند",

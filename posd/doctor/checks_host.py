@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import stat
@@ -10,6 +11,7 @@ import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from posd.config import refuses_files
 from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
 from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
@@ -111,7 +113,12 @@ def storage(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     folder = cfg.storage_dir
     out = []
-    if exists(folder) is None:
+    target = folder if folder.is_dir() else nearest_existing(folder)
+    refused = refuses_files(target) if target.is_dir() and os.access(target, os.W_OK | os.X_OK) else None
+    if refused:  # /proc, /sys: the modes let root write, the kernel makes nothing there
+        out.append(Finding("storage", "storage.dir", "fail", "dir_refused", {"path": str(folder), "folder": str(target),
+                                                                            "reason": refused}))
+    elif exists(folder) is None:
         out.append(Finding("storage", "storage.dir", "warn", "dir_denied", {"path": str(folder),
                                                                             "runner": running_user()}))
     elif folder.is_dir():

@@ -18,7 +18,7 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 __all__ = ["Found", "find_devices", "may_open", "PRINTER_VENDORS", "SCANNER_VENDORS"]
 
@@ -189,12 +189,33 @@ def find_devices(*, dev_root: str = "/dev", user: str = "posd", comports: Callab
     return found
 
 
+# The groups posd.service runs posd in (SupplementaryGroups=) and posd.sysusers.conf puts its user in:
+# the ones Debian gives serial ports, line printers and cameras.
+UNIT_GROUPS = ("dialout", "lp", "video")
+INSTALLED_RULES = "/lib/udev/rules.d/70-posd-devices.rules"  # where the package puts systemd/posd-devices.rules
+
+
 def access_hint(found: Found, user: str = "posd") -> str:
     if found.access == "denied":
-        return f"the {user} user may not open it: install systemd/posd-devices.rules (GROUP posd, MODE 0660)"
+        return _denied_hint(found, user)
     if found.access == "unknown":
         return f"no {user} user here (systemd/posd.sysusers.conf creates it)" if not found.note else found.note
     return found.note
+
+
+def _denied_hint(found: Found, user: str) -> str:
+    """What gives ``user`` the device: the group it is in already (a serial port on the board is
+    dialout's), the package's udev rule not applied yet, or a rule of store IT's own."""
+    path = urlsplit(found.url).path if not found.url.startswith("usb:") else ""
+    group = _group_name(path) if path else "?"
+    if group in UNIT_GROUPS:
+        return (f"it is group {group}'s: posd.service runs posd in {group} (SupplementaryGroups=); to run it by "
+                f"hand as {user}: usermod -aG {group} {user}")
+    rule = udev_rule_for(path) if path else None
+    if rule:
+        return f"the udev rule {rule} gives it to group posd but was not applied yet: replug it, or udevadm trigger"
+    return (f"the {user} user may not open it (group {group}): a udev rule giving it GROUP=\"posd\", MODE=\"0660\" "
+            f"by its USB vendor, as {INSTALLED_RULES} does for known scanners and printers")
 
 
 UDEV_RULE_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d")

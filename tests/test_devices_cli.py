@@ -159,3 +159,20 @@ def test_a_user_that_does_not_exist_is_a_usage_error(tmp_path):
     run = subprocess.run([sys.executable, "-m", "posd", "devices", "--dev", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert "no user" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_device_posd_may_not_open_gets_advice_that_fits_it(dev):
+    """`posd devices` told store IT to install systemd/posd-devices.rules (a path in the source tree) for
+    every device posd may not open, a board's /dev/ttyS0 too, which is dialout's: the unit runs posd in
+    dialout. The advice now follows the device's group, and names the rule where the package puts it."""
+    from posd.drivers.discovery import access_hint
+
+    os.chown(dev / "ttyS0", 0, 20)  # dialout (Debian's gid 20)
+    found = find_devices(dev_root=str(dev), user="nobody", comports=comports(dev), usb_devices=list,
+                         pcsc_readers=lambda: [])
+    hints = {f.url: access_hint(f, "nobody") for f in found if f.access == "denied"}
+    board = hints[f"serial://{dev}/ttyS0?baudrate=9600&suffix=CR"]
+    assert "dialout" in board and "usermod -aG dialout nobody" in board and "rules" not in board
+    wedge = hints[f"hid://{dev}/input/by-id/usb-Datalogic_QuickScan-event-kbd?layout=us"]
+    assert "/lib/udev/rules.d/70-posd-devices.rules" in wedge and "GROUP=\"posd\"" in wedge
+    assert not [h for h in hints.values() if "systemd/" in h]

@@ -305,3 +305,18 @@ def test_a_burn_spends_spendable_points_before_points_still_pending(central, cli
     push(client, make_event(3, member_id="M0002", type="return", transaction_id="T-L01-1",
                             points={"points": -1100}))
     assert central.store.member("M0002")["balances"] == {"points": 120}  # no debt
+
+
+def test_lots_maturing_at_one_moment_are_listed_in_the_order_they_were_earned(central, client, clock):
+    """Three sales whose points mature at the same moment, the middle one partly returned: the feed
+    listed them in whatever order the database read them (PostgreSQL's after the return's update,
+    SQLite's another), so one member read differently by engine and from one read to the next."""
+    pending = {"available_at": iso(clock.now + 14 * DAY), "expires_at": None}
+    for seq, points in ((1, 27), (2, 77), (3, 50)):
+        push(client, make_event(seq, member_id="M0002", points={"points": points}, lots={"points": pending}))
+    push(client, make_event(4, member_id="M0002", type="return", transaction_id="T-L01-2", return_id="R-1",
+                            points={"points": -10}))
+    listed = [lot["points"] for lot in central.store.member("M0002")["maturing"]]
+    assert listed == [27, 67, 50]
+    members, _, _ = client.member_changes(None, 100)
+    assert [lot["points"] for lot in {m["member_id"]: m for m in members}["M0002"]["maturing"]] == listed

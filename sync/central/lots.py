@@ -211,9 +211,11 @@ def maturing_lots(conn: Any, member_ids: list[str], now: float) -> dict[str, lis
     for start in range(0, len(member_ids), 500):
         chunk = member_ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
+        # lot_id last: lots maturing at one moment in the order earned, whatever order the engine reads
         for r in conn.execute(f"SELECT member_id, currency, remaining, available_at FROM lots WHERE member_id IN "
                               f"({marks}) AND remaining > 0 AND available_at IS NOT NULL "
-                              "AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY member_id, currency, available_at",
+                              "AND (expires_ts IS NULL OR expires_ts > ?) "
+                              "ORDER BY member_id, currency, available_at, lot_id",
                               (*chunk, now)).fetchall():
             when = parse_utc(r["available_at"])
             if when is not None and when.timestamp() > now:

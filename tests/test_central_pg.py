@@ -87,6 +87,40 @@ def test_lanes_of_one_member_pushing_at_once_never_deadlock_or_lose_an_update(st
     assert store.member("M0001", STORE_ID)["applied_seq"] == last_of_m1
 
 
+def test_lanes_enrolling_one_card_and_phone_at_once_are_all_applied(store):
+    """Six new lanes at once, each enrolling offline the same card, the same phone or both, then
+    crediting its provisional id. The holder one batch creates is locked by the others out of the
+    sorted order, and PostgreSQL broke the cycle by refusing a batch: the lane was told 503 (the
+    database is not answering) and had to resend it. Central applies such a batch again itself now."""
+    errors: list[str] = []
+    enrolled: set[str] = set()
+
+    def lane(name: str, identifiers: list[str]) -> None:
+        try:
+            provisional = f"P-{os.urandom(8).hex()}"
+            events = [make_event(1, member_id=provisional, lane_id=name, type="member_enrolled", transaction_id=None,
+                                 identifiers=identifiers, points={"points": 0}, provisional=True),
+                      make_event(2, member_id=provisional, lane_id=name, points={"points": 100})]
+            results = store.apply_batch(STORE_ID, name, f"{name}-1", events, "2026-11-24T09:15:00Z")
+            assert [r["status"] for r in results] == ["accepted"] * 2, results
+            enrolled.add(results[0]["member_id"])
+        except Exception as exc:  # reported below, with the lane
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    for round_ in range(8):
+        enrolled.clear()
+        card, phone = f"29{round_:02d}{os.urandom(4).hex()}", f"+48600{round_:02d}{os.getpid() % 10000:04d}"
+        kinds = [[card], [phone], [card, phone]] * 2
+        threads = [threading.Thread(target=lane, args=(f"EN{round_}-{i}", ids)) for i, ids in enumerate(kinds)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and not any(t.is_alive() for t in threads), errors
+        held = [store.member(m) for m in enrolled]
+        assert sum(m["balances"]["points"] for m in held) == 600, held  # every credit, once
+
+
 def test_the_change_feed_never_hands_out_a_cursor_past_a_change_still_committing(store, pg_db):
     """Transaction ids are handed out at start: a transaction that started first and commits
     last must not land behind a cursor the feed already gave out."""

@@ -131,6 +131,10 @@ class PgStore(SqlStore):
         state = exc.sqlstate
         return state is None or state.startswith("08") or state in _RETRYABLE_STATES
 
+    @staticmethod
+    def is_conflict(exc: BaseException) -> bool:
+        return isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+
     FOR_UPDATE = " FOR UPDATE"
     SEED_CHUNK = 100_000
     assert SEED_CHUNK < 2**CHANGE_BITS

@@ -22,6 +22,7 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 from __future__ import annotations
 
 import json
+import logging
 import math
 from contextlib import AbstractContextManager
 from decimal import Decimal
@@ -38,6 +39,8 @@ from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, 
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
 from posd.sync.protocol.burn import canonical_code
 from posd.sync.protocol.ids import UuidV7, hyphenated
+
+log = logging.getLogger("posd.sync.central")
 
 
 class UnknownCursor(Exception):
@@ -495,10 +498,33 @@ class SqlStore:
                 "WHERE position > ? ORDER BY position LIMIT ?", (after_id, limit)).fetchall()
         return [{**dict(r), "id": str(r["id"]), "payload": json_value(r["payload"])} for r in rows]
 
+    # A batch whose transaction the database gave up for another's sake (a deadlock, a serialisation
+    # failure; rolled back whole) is applied again here, up to this many times, rather than answered
+    # 503 for its lane to send again: the database is answering, and the next try sees what won.
+    CONFLICT_TRIES = 5
+
+    @staticmethod
+    def is_conflict(exc: BaseException) -> bool:
+        """The transaction lost to another and was rolled back: worth trying again at once."""
+        return False
+
     def apply_batch(
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
     ) -> list[dict[str, Any]]:
         """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
+        for attempt in range(1, self.CONFLICT_TRIES + 1):
+            try:
+                return self._apply_batch(store_id, lane_id, batch_id, events, received_at)
+            except Exception as exc:
+                if not self.is_conflict(exc) or attempt == self.CONFLICT_TRIES:
+                    raise
+                log.info("batch %s of %s/%s lost to another transaction (%s); applying it again",
+                         batch_id, store_id, lane_id, type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    def _apply_batch(
+        self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
+    ) -> list[dict[str, Any]]:
         self.sweep_expired()  # balances this batch loads are current (its own transaction: locks stay ordered)
         now = self._clock()
         with self._write() as conn:
@@ -803,7 +829,7 @@ class _BatchWork:
         if member_id not in self.members:  # not among those preloaded: found since (an enrolment's holder)
             if member_id not in self.locked:
                 # Locked now, out of the sorted order: a rare deadlock with another batch is
-                # detected by the database and that push retried by its lane.
+                # detected by the database, and the batch it gave up applied again (apply_batch).
                 self.lock(member_id)
                 self.locked.add(member_id)
             member = _load_member(self.conn, member_id)

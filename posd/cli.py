@@ -301,6 +301,12 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
             print(f"posd ledger backup: the copy cannot replace {what} ({config.storage_dir}): name a file "
                   "outside it", file=sys.stderr)
             return 2
+        if config.storage_dir.resolve() in dest.resolve().parents:
+            # lost with the disk or the folder it is a copy of; and the folder is posd's, for its own files
+            print(f"posd ledger backup: {dest} is inside the lane's live storage folder ({config.storage_dir}): "
+                  "a backup there is lost with it; name a folder elsewhere (/var/backups/posd, another disk)",
+                  file=sys.stderr)
+            return 2
         if dest.exists() and not args.force:
             print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
             return 2

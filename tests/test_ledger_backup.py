@@ -103,6 +103,12 @@ def test_backup_refuses_to_overwrite_the_ledger_and_says_when_there_is_none(tmp_
     (cfg.parent / "state" / "ledger.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 8192)
     run = backup(cfg, cfg.parent / "state" / "ledger.db")
     assert run.returncode == 2 and "cannot replace ledger.db" in run.stderr
+    for inside in (cfg.parent / "state", cfg.parent / "state" / "copy.db"):  # a dated copy in it, or a name
+        (cfg.parent / "state" / "aside").mkdir(exist_ok=True)
+        for dest in (inside, cfg.parent / "state" / "aside"):
+            run = backup(cfg, dest)
+            assert run.returncode == 2 and "inside the lane's live storage folder" in run.stderr, run.stderr
+    assert sorted(p.name for p in (cfg.parent / "state").iterdir()) == ["aside", "ledger.db"]
     run = backup(cfg, tmp_path / "copy.db")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert not (tmp_path / "copy.db").exists() and not list(tmp_path.glob(".copy.db.partial"))

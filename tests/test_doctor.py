@@ -269,6 +269,25 @@ def test_sync_stopped_for_good_by_a_restored_ledger_is_a_failure(tmp_path, centr
     assert code == 1 and finding["result"] == "fail", finding
 
 
+def test_a_second_till_set_up_with_the_same_lane_id_is_named(tmp_path, central, start_lane):
+    """A new till configured with the ids of one that already syncs (the shipped example's, left as
+    they were) syncs as L01.2 on its own, as a lane whose ledger.db was lost does: only the log said
+    so. Doctor names the identity it took, and why to check the lane id."""
+    first = start_lane(tmp_path / "first")
+    assert first.post("/v1/transactions", sale_body("T-first-1")).status_code == 200
+    first.wait_drained()
+    second = start_lane(tmp_path / "second")
+    assert second.post("/v1/transactions", sale_body("T-second-1")).status_code == 200
+    second.wait_drained()
+    assert second.health()["sync"]["sync_lane_id"] == "L01.2"
+    _, report = doctor(second.config, "--no-central", "--lang", "en")
+    moved = one(report, "sync.identity")
+    assert (moved["result"], moved["code"]) == ("warn", "identity_moved"), moved
+    assert "L01.2" in moved["message"] and "lane.lane_id" in moved["message"]
+    _, report = doctor(first.config, "--no-central")
+    assert found(report, "sync.identity") == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the folders as another user: needs root")
 def test_a_storage_folder_posd_could_not_make_fails_and_one_it_could_is_a_warning(tmp_path):
     """doctor --user said of a storage folder not made yet "posd creates it at its first start", also

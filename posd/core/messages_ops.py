@@ -208,6 +208,10 @@ OPS: dict[str, dict[str, str]] = {
                                      "turn on time sync (timedatectl set-ntp true)",
         "doctor.central.clock_unknown": "central sent no Date header: the clock difference is unknown",
         "doctor.sync.ok": "{pending} event(s) waiting for central{oldest}; {quarantined} refused for good",
+        "doctor.sync.identity_moved": "this lane syncs as {sync_lane}: central already held another history "
+                                      "under {lane} when this ledger first reached it. After a lost ledger.db "
+                                      "that is expected; if another till is also set up as store {store} lane "
+                                      "{lane}, give each till its own lane.lane_id",
         "doctor.sync.backlog": "{pending} event(s) waiting for central, the oldest for {age}",
         "doctor.sync.quarantined": "{quarantined} event(s) refused by central for good (quarantined): "
                                    "GET /v1/health shows why",
@@ -439,6 +443,10 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.central.clock_unknown": "centrala nie podała nagłówka Date: różnica zegarów nieznana",
         "doctor.sync.ok": "zdarzeń czekających na centralę: {pending}{oldest}; ostatecznie odrzuconych: "
                           "{quarantined}",
+        "doctor.sync.identity_moved": "ta kasa synchronizuje się jako {sync_lane}: centrala miała już inną "
+                                      "historię pod {lane}, gdy ten rejestr pierwszy raz do niej dotarł. Po "
+                                      "utracie ledger.db tak ma być; jeśli inna kasa też jest ustawiona jako "
+                                      "sklep {store} kasa {lane}, daj każdej kasie własne lane.lane_id",
         "doctor.sync.backlog": "zdarzeń czekających na centralę: {pending}, najstarsze od {age}",
         "doctor.sync.quarantined": "centrala ostatecznie odrzuciła zdarzeń: {quarantined} (kwarantanna); "
                                    "przyczyna w GET /v1/health",
@@ -667,6 +675,10 @@ OPS: dict[str, dict[str, str]] = {
                                      "همگام‌سازی زمان را روشن کنید (timedatectl set-ntp true)",
         "doctor.central.clock_unknown": "مرکز سرآیند Date نفرستاد: اختلاف ساعت معلوم نیست",
         "doctor.sync.ok": "{pending} رویداد در انتظار مرکز{oldest}؛ {quarantined} رویداد برای همیشه رد شده",
+        "doctor.sync.identity_moved": "این صندوق با شناسهٔ {sync_lane} همگام می‌شود: وقتی این دفتر نخستین بار به "
+                                      "مرکز رسید، مرکز سابقهٔ دیگری زیر {lane} داشت. پس از گم شدن ledger.db این "
+                                      "عادی است؛ اگر صندوق دیگری هم با فروشگاه {store} صندوق {lane} تنظیم شده، "
+                                      "به هر صندوق lane.lane_id خودش را بدهید",
         "doctor.sync.backlog": "{pending} رویداد در انتظار مرکز، قدیمی‌ترین از {age} پیش",
         "doctor.sync.quarantined": "{quarantined} رویداد برای همیشه توسط مرکز رد شده (قرنطینه): علت در "
                                    "GET /v1/health",

@@ -59,6 +59,12 @@ def sync_and_cache(ctx: Context) -> list[Finding]:
         params = {"pending": stats.pending, "quarantined": stats.quarantined, "age_s": age,
                   "age": format_duration(ctx.locale, age) or "-",
                   "oldest": f" ({format_duration(ctx.locale, age)})" if age is not None else ""}
+        lane = ctx.config.lane
+        if stats.sync_lane_id and stats.sync_lane_id != lane.lane_id:
+            # Taken when central already held another history under the configured id: a ledger.db lost
+            # (expected, nothing to do) or another till set up with the same lane id (to correct).
+            out.append(Finding("sync", "sync.identity", "warn", "identity_moved",
+                               {"sync_lane": stats.sync_lane_id, "lane": lane.lane_id, "store": lane.store_id}))
         if stats.quarantined:
             out.append(Finding("sync", "sync.quarantined", "warn", "quarantined", params))
         if age is not None and age > BACKLOG_WARN_S:

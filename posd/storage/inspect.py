@@ -43,6 +43,7 @@ class LedgerStats:
     # The pages the rows fill: the database's pages in use (its -wal included, free pages not) beyond
     # those of an empty ledger (the header page and a root page per table and index).
     row_bytes: int = 0
+    sync_lane_id: str | None = None  # the lane id the ledger syncs under, once claimed at central
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,14 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         trees = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         used = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        claimed = conn.execute("SELECT value FROM meta WHERE key = 'sync_lane_id'").fetchone()
     finally:
         conn.close()
     return LedgerStats(events=events, events_recent=recent, days=days, pending=pending,
                        oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
                        last_sale_at=sale[0] if sale else None,
                        first_recent_at=parse_iso(first_recent) if first_recent else None,
-                       row_bytes=max(0, used - 1 - trees) * page)
+                       row_bytes=max(0, used - 1 - trees) * page, sync_lane_id=claimed[0] if claimed else None)
 
 
 def quarantined(path: Path) -> list[Quarantined]:

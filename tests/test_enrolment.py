@@ -221,3 +221,30 @@ def test_a_card_is_found_as_upc_a_and_as_its_ean_13(tmp_path, central, start_lan
     assert lane.post("/v1/transactions", sale).json()["member_id"] == ean.json()["member_id"]
     again = lane.post("/v1/members", {"card": "0036000291452", "display_name": "C"})
     assert (again.status_code, again.json()["code"]) == (409, "identifier_in_use")
+
+
+def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central, start_lane):
+    """"tel:+48600123458" was enrolled as a card, and the phone +48 600 123 458 then as another member:
+    the scanner found the phone's member, a sale naming the link credited the card's. A tel: link is
+    refused as a card, and a lookup or a sale reads it as its phone number, as the scanner does."""
+    lane = start_lane(tmp_path / "lane", country="PL")
+    card = lane.post("/v1/members", {"card": "tel:+48600123458", "display_name": "A"})
+    assert (card.status_code, card.json()["code"]) == (422, "invalid_card"), card.text
+    assert "phone" in card.json()["message"]
+    phone = lane.post("/v1/members", {"phone": "+48600123458", "display_name": "B"})
+    assert phone.status_code == 200, phone.text
+    member = phone.json()["member_id"]
+    for written in ("tel:+48600123458", "TEL:+48-600-123-458", "tel:+48 600 123 458;phone-context=x"):
+        found = lane.get(f"/v1/members/{written}")
+        assert (found.status_code, found.json()["member_id"]) == (200, member), (written, found.text)
+    sale = {"transaction_id": "T-tel", "member": "tel:+48600123458", "occurred_at": "2026-12-01T10:00:00Z",
+            "currency": "PLN", "total": 1000,
+            "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 1000}]}
+    assert lane.post("/v1/transactions", sale).json()["member_id"] == member
+    stream = lane.sse()
+    try:
+        lane.scan("tel:+48600123458")
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == member
+    finally:
+        stream.close()
+    assert lane.get("/v1/members/tel:+48600999999").json()["code"] == "unknown_member"

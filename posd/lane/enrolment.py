@@ -20,7 +20,7 @@ import phonenumbers
 from posd.core.identify import gtin_ok, gtin_twin, identify_code
 from posd.lane.context import LaneContext, Recorded, request_hash
 from posd.lane.errors import LaneError, raises
-from posd.lane.members import Members, phone_e164
+from posd.lane.members import Members, is_tel_link, phone_e164
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.tx import LedgerTx
@@ -76,6 +76,8 @@ class Enrolments:
         code = found.code or ""
         if found.kind != "member_code" or code.startswith("+"):
             raise LaneError("invalid_card", "a member card's code is 4-64 letters, digits or . _ : / + -")
+        if is_tel_link(card):  # the scanner and every lookup read a tel: link as its phone number
+            raise LaneError("invalid_card", "that is a phone number (a tel: link): enrol it as the phone")
         if code.isdigit() and len(code) in (8, 12, 13, 14) and not gtin_ok(code):
             raise LaneError("invalid_card", "the card number's check digit is wrong: scan it, or type it again")
         return code

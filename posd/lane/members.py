@@ -158,6 +158,10 @@ class Members:
     def _resolve(self, kind: str, code: str | None, how: str, raw: str) -> Identification | _Refused:
         if kind == "qr_token" and code:
             return self._checked(self.tokens.verify_qr(code))
+        if is_tel_link(raw) and (linked := phone_e164(raw, self.country)) is not None:
+            # a phone's QR link is its phone number first, as at the scanner (on_scan): never a card's code
+            member = self.lookup(linked) or (self.lookup(code) if kind == "member_code" and code else None)
+            return self._not_found(linked) if member is None else Identification(member, "phone")
         if kind != "member_code" or not code:
             phone = phone_e164(raw, self.country) if kind == "invalid" else None
             if phone is None:
@@ -304,7 +308,7 @@ class Members:
             # The digits stop here: no log line, no event field, no table carries them.
             bus.publish("card.rejected", {"device": device, "reason": "payment_card"})
             return
-        linked = _is_tel_link(data)  # a phone's QR: tel:+48-600-123-456
+        linked = is_tel_link(data)  # a phone's QR: tel:+48-600-123-456
         phone = phone_e164(data, self.country) if linked or found.kind == "invalid" else None
         if (found.kind == "invalid" or linked) and phone is None:
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "invalid"})
@@ -363,7 +367,7 @@ class Members:
 _PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)
 
 
-def _is_tel_link(text: str) -> bool:
+def is_tel_link(text: str) -> bool:
     """A phone number as a link (RFC 3966), as a contact QR code carries it: tel:+48-600-123-456."""
     return fold_ascii(text).strip()[:4].lower() == "tel:"
 
@@ -373,7 +377,7 @@ def phone_e164(text: str, country: str | None) -> str | None:
     number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
     digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
     written = fold_ascii(text).strip()
-    if _is_tel_link(written):
+    if is_tel_link(written):
         written, _, params = written[4:].partition(";")  # ;phone-context=... names no digit of the number
         if any(p.strip().lower().startswith(("ext=", "isub=")) for p in params.split(";")):
             return None  # an extension or subaddress: not the number a member is found by

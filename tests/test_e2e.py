@@ -203,6 +203,30 @@ def test_a_body_is_read_only_with_the_token_and_only_up_to_1_mib(lane):
     assert [r[0] for r in db.execute("SELECT transaction_id FROM transactions")] == ["T-after"]
 
 
+def test_a_repeated_host_or_origin_header_is_refused(lane):
+    """Two Host headers, this lane's last: the last was read, so a request naming another host first
+    passed the DNS-rebinding check (RFC 9112 3.2: more than one Host is refused). Origin likewise."""
+    host = lane.base.removeprefix("http://").encode()
+    auth = f"Authorization: Bearer {lane.token}\r\n".encode()
+    body = json.dumps(sale("T-two-hosts")).encode()
+    for hosts in ((b"evil.example", host), (host, b"evil.example"), (host, host)):
+        head, answer = raw_request(lane.base, b"POST /v1/transactions HTTP/1.1\r\n" + b"".join(
+            b"Host: " + h + b"\r\n" for h in hosts) + auth + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        assert head.startswith(b"HTTP/1.1 421 ") and json.loads(answer)["code"] == "bad_host", (hosts, head)
+        head, answer = raw_request(lane.base, b"GET /v1/members/2900000000018 HTTP/1.1\r\n" + b"".join(
+            b"Host: " + h + b"\r\n" for h in hosts) + auth + b"Connection: close\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 421 "), (hosts, head)
+    head, answer = raw_request(lane.base, b"GET /v1/members/2900000000018 HTTP/1.1\r\nHost: " + host + b"\r\n"
+                               + auth + b"Origin: https://evil.example.com\r\nOrigin: https://pos.example.com\r\n"
+                               b"Connection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ") and json.loads(answer)["code"] == "origin_not_allowed", head
+    assert lane.get("/v1/members/2900000000018").status_code == 200
+    lane.stop()
+    db = sqlite3.connect(lane.state / "ledger.db")
+    assert db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 0
+
+
 def test_the_bearer_scheme_is_read_in_any_case_and_the_token_exactly(lane):
     """RFC 9110 11.1: `bearer`, `BEARER` are the same scheme; the token itself is compared exactly."""
     import requests

@@ -66,6 +66,12 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         assert lane.post("/v1/transactions", sale_body("T-m2", total=-5)).status_code == 422
         card = {**sale_body("T-m3"), "member": "4111111111111111"}  # refused while the body is read
         assert lane.post("/v1/transactions", card).json()["code"] == "payment_card"
+        # refused before any route reads them: each counted all the same (they were not)
+        url, json_type = f"{lane.base}/v1/transactions", {"Content-Type": "application/json"}
+        for body in (b'{"transaction_id": "\xff"}', b"\xef\xbb\xbf{}", b"{" + b" " * (1 << 20) + b"}"):
+            assert requests.post(url, data=body, headers=lane.headers(**json_type), timeout=30).status_code in (413, 422)
+        assert requests.post(url, json=sale_body("T-m4"), headers={"Authorization": "Bearer wrong"},
+                             timeout=10).status_code == 401
         redeem = {"redemption_id": "R-m1", "member": ANNA, "reward_id": "free-coffee"}
         assert lane.post("/v1/redemptions", redeem).status_code == 200
         lane.wait_drained()
@@ -85,6 +91,9 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         assert sample(fams, "posd_sales", "posd_sales_total", outcome="recorded") == 1
         assert sample(fams, "posd_sales", "posd_sales_total", outcome="replayed") == 1
         assert sample(fams, "posd_sales", "posd_sales_total", outcome="payment_card") == 1
+        assert sample(fams, "posd_sales", "posd_sales_total", outcome="invalid_request") == 3
+        assert sample(fams, "posd_sales", "posd_sales_total", outcome="payload_too_large") == 1
+        assert sample(fams, "posd_sales", "posd_sales_total", outcome="unauthorized") == 1
         assert sample(fams, "posd_redemptions", "posd_redemptions_total", outcome="recorded") == 1
         assert sample(fams, "posd_http_request_duration_seconds", "posd_http_request_duration_seconds_count",
                       route="/v1/transactions", method="POST") == 4

@@ -239,7 +239,10 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     def count_refusal(request: Request | None, code: str) -> None:
         """A refusal no service counted (card data found while the body was read, an internal error)."""
-        kind = "sale" if request is None else _counted_kind(request.url.path)  # None: the sale's Shortcut
+        count_refusal_at(None if request is None else request.url.path, code)  # None: the sale's Shortcut
+
+    def count_refusal_at(path: str | None, code: str) -> None:
+        kind = "sale" if path is None else _counted_kind(path)
         if kind is not None:
             refused(observer, kind, None, code)
 
@@ -412,7 +415,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     app.openapi = openapi  # type: ignore[method-assign]
     behind_token = [r.path_regex for r in routes_behind(app, guard)]
-    app.add_middleware(BodyGuard, token=token, protected=lambda path: any(p.match(path) for p in behind_token))
+    app.add_middleware(BodyGuard, token=token, protected=lambda path: any(p.match(path) for p in behind_token),
+                       refused=count_refusal_at)
     app.add_middleware(LocalGuard, hosts=allowed_hosts(host, port), origins=allowed_origins)
     app.add_middleware(RoutablePath)
     if observer is not None:

@@ -262,10 +262,19 @@ class BodyGuard:
     payload_too_large, whether or not it says its length). The routes' own token check stays: this
     one only keeps an unauthenticated or oversized body out of memory."""
 
-    def __init__(self, app: ASGIApp, *, token: str, protected: Callable[[str], bool], max_body: int = MAX_BODY):
+    def __init__(self, app: ASGIApp, *, token: str, protected: Callable[[str], bool], max_body: int = MAX_BODY,
+                 refused: Callable[[str, str], None] | None = None):
+        """``refused(path, code)`` is told of each request refused here, as the routes count theirs."""
         self.app = app
         self.token = token.encode()
         self.protected, self.max_body = protected, max_body
+        self.refused = refused
+
+    async def _refuse(self, scope: Scope, send: Send, code: str, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if self.refused is not None:
+            self.refused(scope["path"], code)
+        await _problem(send, code, message, headers or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -273,12 +282,12 @@ class BodyGuard:
         headers = dict(scope["headers"])
         if self.protected(scope["path"]) and not bearer_matches(headers.get(b"authorization", b""), self.token):
             await _drain(receive)
-            return await _problem(send, "unauthorized", "missing or wrong bearer token",
-                                  [(b"www-authenticate", b"Bearer")])
+            return await self._refuse(scope, send, "unauthorized", "missing or wrong bearer token",
+                                      [(b"www-authenticate", b"Bearer")])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
             await _drain(receive)
-            return await _problem(send, "payload_too_large", self._too_large())
+            return await self._refuse(scope, send, "payload_too_large", self._too_large())
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -290,13 +299,14 @@ class BodyGuard:
             if size > self.max_body:
                 if message.get("more_body", False):
                     await _drain(receive)
-                return await _problem(send, "payload_too_large", self._too_large())
+                return await self._refuse(scope, send, "payload_too_large", self._too_large())
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
         if not _utf8(body):  # json.loads would read UTF-16, UTF-32 and a BOM by itself
-            return await _problem(send, "invalid_request", "the body is not JSON in UTF-8 (without a byte order mark)")
+            return await self._refuse(scope, send, "invalid_request",
+                                      "the body is not JSON in UTF-8 (without a byte order mark)")
         await self.app(scope, replaying(body, receive), send)
 
     def _too_large(self) -> str:

@@ -277,6 +277,42 @@ def issue(lane, seq: int, code: str, member: str = "M0001", **kw: Any) -> None:
     assert lane.push_batch(f"b{seq}", [event])[0].status == "accepted"
 
 
+def test_the_voucher_an_approved_redemption_will_issue_is_known_everywhere_at_once(central, lanes, clock):
+    """Registered with central's approval, pending: every lane finds it and may use it before the
+    issuing lane's event arrives. Not in the member's feed until then; a retry's voucher replaces the
+    one asked with before; gone when its reservation is released or expires; the event makes it the
+    registered voucher."""
+    one, two = lanes
+    asked = one.authorise(redemption("redemption:RP1", 300, voucher=voucher("VPENDING0001")))
+    assert asked["status"] == "approved"
+    assert two.voucher("VPENDING0001", None)["voucher"]["issued_by"] == "S001/L01"
+    assert "vouchers" not in {m["member_id"]: m for m in two.member_changes(None, 1000)[0]}["M0001"]
+    again = one.authorise(redemption("redemption:RP1", 300, voucher=voucher("VPENDING0002")))  # the lane's retry
+    assert again["reservation_id"] == asked["reservation_id"]
+    assert two.voucher("VPENDING0001", None) is None and two.voucher("VPENDING0002", None) is not None
+    assert two.authorise(use("voucher_use:VPENDING0002:T1", "VPENDING0002"))["status"] == "approved"
+    assert one.authorise(use("voucher_use:VPENDING0002:T2", "VPENDING0002"))["code"] == "voucher_used"
+    event = make_event(1, type="redemption", points={"points": -300}, reward_id="free-coffee",
+                       voucher=voucher("VPENDING0002"), authorisation_id="redemption:RP1")
+    assert one.push_batch("b1", [event])[0].status == "accepted"
+    assert two.voucher("VPENDING0002", None)["voucher"]["issued_by"] == "S001/L01"
+    assert states(central) == [("redemption:RP1", "confirmed"), ("voucher_use:VPENDING0002:T1", "open")]
+    # released: never issued, so unknown again
+    assert one.authorise(redemption("redemption:RP2", 300, voucher=voucher("VPENDING0003")))["status"] == "approved"
+    assert two.voucher("VPENDING0003", None) is not None
+    assert one.release("redemption:RP2")["state"] == "released"
+    assert two.voucher("VPENDING0003", None) is None
+    # expired: the same
+    assert one.authorise(redemption("redemption:RP3", 300, voucher=voucher("VPENDING0004")))["status"] == "approved"
+    clock.advance(3600)
+    assert two.voucher("VPENDING0004", None) is None
+    # a member central does not know yet: its event registers the voucher, as before
+    unknown = one.authorise(redemption("redemption:RP4", 10, member="P-0000000000000abc",
+                                       voucher=voucher("VPENDING0005", "P-0000000000000abc"),
+                                       unsynced=[{"seq": 7, "points": {"points": 50}}]))
+    assert unknown["status"] == "approved" and two.voucher("VPENDING0005", None) is None
+
+
 def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, lanes):
     one, two = lanes
     issue(one, 1, "VANYLANE0001")
@@ -377,6 +413,8 @@ def test_registry_refusals_and_campaign_coupons(central, lanes):
     json.dumps({**redemption("a", 5), "unsynced": [{"seq": 0, "points": {}}]}).encode(),
     json.dumps({**redemption("a", 5), "unsynced": [{"seq": n + 1, "points": {}}
                                                    for n in range(MAX_UNSYNCED_EVENTS + 1)]}).encode(),
+    json.dumps({**redemption("a", 5), "voucher": {"code": "VX", "title": "t", "benefit": {"kind": "gift"}}}).encode(),
+    json.dumps({**redemption("a", 5), "voucher": "VPENDING0001"}).encode(),
 ])
 def test_a_malformed_authorisation_is_a_400_and_reserves_nothing(central, body):
     with pytest.raises(RequestRejected) as err:

@@ -30,7 +30,7 @@ PROGRAM = {
     "rewards": [{"id": "coffee", "kind": "free_item", "sku": "COFFEE", "currency": "points", "price": 300,
                  "name": {"en": "Free coffee", "pl": "Kawa gratis"}}],
 }
-MEMBERS = ["voucher", "now", "race", "duo", "cut", "crash", "recheck", "late"]
+MEMBERS = ["voucher", "now", "race", "duo", "cut", "crash", "recheck", "late", "nopush"]
 SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
         "members": [{"member_id": m, "display_name": m.title(), "locale": "pl", "identifiers": [f"CARD-{m}"],
                      "balances": {"points": 1000}} for m in MEMBERS]}
@@ -92,6 +92,41 @@ def test_a_voucher_is_good_at_the_other_lane_the_moment_it_is_issued(chain):
     # a code in a voucher's form that no lane issued is still unknown, once central had its moment
     unknown = use(two, "V" + "0" * 12, "T-now-2")
     assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_voucher")
+
+
+def test_a_voucher_is_good_at_the_other_lane_before_its_redemption_reaches_central(chain):
+    """L02 redeemed online and answered with a voucher, then could not push (central's push route
+    failing; a kill after the answer does the same): central had the reservation but no voucher, so
+    L01 answered 404 unknown_voucher and sent the member away with a valid one. Central registers
+    the voucher with its approval now, pending until the redemption's event arrives."""
+    central, one, two = chain
+    central.inject("push", "503", count=100_000)
+    try:
+        issued = redeem(two, "RDM-nopush", "nopush")
+        assert (issued.status_code, issued.json()["authorised"]) == (200, "online"), issued.text
+        code = issued.json()["voucher"]["code"]
+        valid = one.post("/v1/vouchers/validate", {"code": code})
+        assert valid.status_code == 200 and valid.json()["source"] == "central", valid.text
+        used = use(one, code, "T-nopush-1", "nopush")
+        assert (used.status_code, used.json()["authorised"]) == (200, "online"), used.text
+        # L01's own push of the use fails too: out of touch, it still knows it used that code itself
+        one.wait_for(lambda: {i["code"] for i in one.health()["issues"]} & {"central_error", "central_unreachable"},
+                     what="L01 out of touch")
+        again = use(one, code, "T-nopush-2")
+        assert (again.status_code, again.json()["code"]) == (409, "voucher_used"), again.text
+        checked = one.post("/v1/vouchers/validate", {"code": code})
+        assert (checked.status_code, checked.json()["code"]) == (409, "voucher_used"), checked.text
+        assert "vouchers" not in central.store.member("nopush") or all(  # pending: not in the member's feed yet
+            v["code"] != code for v in central.store.member("nopush")["vouchers"])
+    finally:
+        central.faults.clear()
+    for lane in (one, two):
+        lane.wait_drained()
+    events = {lane_id: [(e["type"], e["status"]) for e in central.store.events("S001", lane_id)
+                        if e["member_id"] == "nopush"] for lane_id in ("L01", "L02")}
+    assert events == {"L01": [("voucher_use", "accepted")], "L02": [("redemption", "accepted")]}, events
+    assert central_points(central, "nopush") == 700
+    assert [r["state"] for r in central.store.reservations("nopush")] == ["confirmed", "confirmed"]
 
 
 def test_the_same_voucher_at_both_lanes_at_once_is_used_exactly_once(chain):

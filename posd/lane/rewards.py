@@ -73,6 +73,7 @@ class _Redemption:
     program: Program
     reward: Reward
     decision: Decision
+    code: str  # the voucher's code, made before central was asked: registered there as pending
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,15 @@ class Rewards:
         now = ctx.clock()
         self._check_redemption(view, member, reward, now)  # what the lane can refuse alone, before asking
         await self.members.aclaim_at_central(ident)
-        decision = await self._ask_central(view, member, reward, req, now)
+        # Made before asking: central registers the voucher with its approval, so it is good at every
+        # lane at once, before this lane's redemption event reaches central.
+        code = new_voucher_code()
+        decision = await self._ask_central(view, member, reward, req, now,
+                                           voucher_wire(code, member.member_id, reward, now,
+                                                        now + timedelta(days=reward.valid_days)))
         if decision.status == "declined":
             raise redemption_declined(decision)
-        redemption = _Redemption(req, member, ident, program, reward, decision)
+        redemption = _Redemption(req, member, ident, program, reward, decision, code)
         return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
 
     @raises("storage_failed", "storage_full")
@@ -175,7 +181,7 @@ class Rewards:
         return now.astimezone(self.ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
 
     async def _ask_central(self, view: LedgerView, member: CachedMember, reward: Reward, req: RedemptionInput,
-                           now: datetime) -> Decision:
+                           now: datetime, voucher: dict[str, Any]) -> Decision:
         """Central's decision; unavailable at once when the lane knows central is out of reach."""
         if self.ctx.is_offline():
             return Decision("unavailable")
@@ -183,7 +189,7 @@ class Rewards:
         return await self.authority.authorise(authorisation_request(
             "redemption", f"redemption:{req.redemption_id}", member.member_id, iso(now),
             points={reward.currency: reward.price_for(member.tier) or 0}, reward_id=reward.reward_id,
-            limit={"per_member": limit, "since": iso(self._day_start(now))} if limit else None,
+            limit={"per_member": limit, "since": iso(self._day_start(now))} if limit else None, voucher=voucher,
             unsynced=view.unsynced_entries(member.member_id, member.applied_seq, now, MAX_UNSYNCED_EVENTS,
                                            member.aliases)))
 
@@ -202,7 +208,7 @@ class Rewards:
         offline = r.decision.status != "approved"
         if offline:
             self._check_offline_caps(unit, member, price, now)
-        code = new_voucher_code()
+        code = r.code
         expires = now + timedelta(days=reward.valid_days)
         wire = voucher_wire(code, member.member_id, reward, now, expires)
         seq = unit.append_event("redemption", {
@@ -287,6 +293,8 @@ class Rewards:
         ident = self.members.find_active(member) if member is not None else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         v = self.book.local(view, code, ctx.program())
+        if v is None:
+            self._used_here(view, code, aliases)
         asked = VoucherLookup("unavailable") if ctx.is_offline() else \
             await self.book.ask(code, member_id, grace=v is None)
         if v is None and asked.status == "found" and asked.voucher is not None:
@@ -350,6 +358,8 @@ class Rewards:
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
             return _replayed(earlier, request_hash, legacy_hash)
         offline = ctx.is_offline()
+        if self.book.local(view, code, ctx.program()) is None:
+            self._used_here(view, code, aliases)
         v = await self.book.find_usable(view, code, member_id, ask=not offline, grace=True)
         now = ctx.clock()
         self.book.check_usable(v, member_id, now, aliases)
@@ -372,6 +382,15 @@ class Rewards:
             raise LaneError("voucher_used", "already used, or being used, at another lane")
         use = _Use(v, transaction_id, ident, decision, effect, request_hash)
         return await self._record(decision, lambda unit: self._write_use(unit, use))
+
+    @staticmethod
+    @raises("voucher_used")
+    def _used_here(view: LedgerView, code: str, aliases: tuple[str, ...]) -> None:
+        """A voucher this lane knew only from central (issued at another lane) and used already: used,
+        also when central cannot be asked again (the lane keeps the use, not the voucher)."""
+        here = view.voucher_use(code, "", aliases)
+        if here is not None:
+            raise LaneError("voucher_used", f"already used at {here.used_at}")
 
     def _gone(self, view: LedgerView, v: Usable) -> bool:
         """Does central's member feed say a voucher issued here is no longer open (used, or held for a

@@ -18,7 +18,11 @@ authorisation", is what this implements:
 - a burn central learns of only from an event (made offline) is kept as an
   ``offline`` row, so per-member limits count it too;
 - vouchers are registered from redemption events and listed, while open, in
-  their member's feed entry.
+  their member's feed entry; a voucher an approved redemption will issue (the
+  request's ``voucher``) is registered at once as pending under its
+  reservation, so that another lane can look it up and use it before the
+  issuing lane's event arrives: not listed in the feed, removed if the
+  reservation is released or expires, made the registered voucher by the event.
 """
 
 from __future__ import annotations
@@ -74,12 +78,43 @@ def voucher_key(registered: bool, code: str, member_id: str | None, once_per: An
 # --- expiry -------------------------------------------------------------------------------------
 
 
+def pending_by(rid: str) -> str:
+    """``registered_by`` of the voucher an approved redemption will issue, until its event arrives."""
+    return f"reservation:{rid}"
+
+
+PENDING_LIKE = "reservation:%"  # every pending_by (a parameter: PostgreSQL's driver reads % in SQL text)
+
+
+def _voucher_body(voucher: dict[str, Any], member_id: str, store_id: str, lane_id: str) -> str:
+    body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at", "expires_at")},
+            "member_id": member_id, "issued_by": f"{store_id}/{lane_id}"}
+    return json.dumps(body, ensure_ascii=False)
+
+
+def _register_pending(conn: Any, request: dict[str, Any], member: dict[str, Any] | None, store_id: str,
+                      lane_id: str, rid: str) -> None:
+    """The voucher an approved redemption will issue, registered now as pending under its reservation.
+    A retry's voucher replaces the one asked with before (never handed out: the lane records the burn,
+    and only then answers, with the voucher of the request it recorded it for)."""
+    voucher = request.get("voucher")
+    if voucher is None or member is None:  # a member central does not know yet: the event registers it
+        return
+    conn.execute("DELETE FROM vouchers WHERE registered_by = ? AND code != ?", (pending_by(rid), voucher["code"]))
+    conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) VALUES (?, ?, ?, ?, ?) "
+                 "ON CONFLICT (code) DO NOTHING",
+                 (voucher["code"], member["member_id"], _voucher_body(voucher, member["member_id"], store_id, lane_id),
+                  _ts(voucher.get("expires_at")), pending_by(rid)))
+
+
 def release_expired(conn: Any, now: float) -> set[str]:
     """Expire open reservations past their time and free their voucher holds; the members whose open
     vouchers changed (their feed entry must be sent again)."""
     members = {r["member_id"] for r in conn.execute(
         "SELECT member_id FROM reservations WHERE state = 'open' AND expires_ts <= ? AND voucher_code IS NOT NULL",
         (now,)) if r["member_id"]}
+    conn.execute("DELETE FROM vouchers WHERE registered_by IN (SELECT ? || reservation_id FROM reservations "
+                 "WHERE state = 'open' AND expires_ts <= ? AND kind = 'redemption')", (pending_by(""), now))
     conn.execute("UPDATE reservations SET state = 'expired' WHERE state = 'open' AND expires_ts <= ?", (now,))
     conn.execute("DELETE FROM voucher_uses WHERE state = 'held' AND expires_ts <= ?", (now,))
     return members
@@ -178,6 +213,8 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     if existing is not None and existing["request_hash"] != digest:
         return declined(auth_id, "authorisation_conflict", "this authorisation_id was used for another burn"), False
     if existing is not None and existing["state"] in ("open", "confirmed"):
+        if existing["state"] == "open":
+            _register_pending(conn, request, member, store_id, lane_id, rid)
         return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
     member_id = request.get("member_id")
     if member is not None:  # a voucher's use is its member's burn too
@@ -231,6 +268,7 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, "
                      "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)" + _REPLACE_USE,
                      (request["voucher_code"], key, f"{store_id}/{lane_id}/{auth_id}", rid, expires))
+    _register_pending(conn, request, member, store_id, lane_id, rid)
     return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
 
 
@@ -253,6 +291,7 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
         return ("confirmed" if state in ("confirmed", "offline") else state), None
     conn.execute("UPDATE reservations SET state = 'released' WHERE reservation_id = ?", (rid,))
     conn.execute("DELETE FROM voucher_uses WHERE reservation_id = ? AND state = 'held'", (rid,))
+    conn.execute("DELETE FROM vouchers WHERE registered_by = ?", (pending_by(rid),))  # never issued
     return "released", row["member_id"] if row["voucher_code"] else None
 
 
@@ -280,6 +319,9 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
     if found is not None:
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",
                      (found["reservation_id"],))
+        # a voucher registered as pending under it that is not the one issued was never handed out
+        conn.execute("DELETE FROM vouchers WHERE registered_by = ? AND code != ?",
+                     (pending_by(found["reservation_id"]), voucher["code"] if voucher is not None else ""))
     else:
         # Kept under the authorisation_id the lane asked with (a lane that gave up waiting for central
         # records the burn offline): an approval that reaches central after the event then finds the
@@ -293,14 +335,13 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
                      "ON CONFLICT (reservation_id) DO NOTHING",
                      (reservation_id(store_id, lane_id, key), store_id, lane_id, key,
                       member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
-    if voucher is not None:
-        body = {**{k: voucher.get(k) for k in ("code", "reward_id", "title", "benefit", "issued_at",
-                                               "expires_at")}, "member_id": member_id,
-                "issued_by": f"{store_id}/{lane_id}"}
-        conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) "
-                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (code) DO NOTHING", (voucher["code"], member_id,
-                                                json.dumps(body, ensure_ascii=False), _ts(voucher.get("expires_at")),
-                                                f"{store_id}/{lane_id}/{seq}"))
+    if voucher is not None:  # a pending one (registered at its authorisation) becomes the one issued
+        conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (code) DO UPDATE SET member_id = excluded.member_id, body = excluded.body, "
+                     "expires_ts = excluded.expires_ts, registered_by = excluded.registered_by "
+                     "WHERE vouchers.registered_by LIKE ?",
+                     (voucher["code"], member_id, _voucher_body(voucher, member_id, store_id, lane_id),
+                      _ts(voucher.get("expires_at")), f"{store_id}/{lane_id}/{seq}", PENDING_LIKE))
     return None
 
 
@@ -355,9 +396,10 @@ def open_vouchers(conn: Any, member_ids: list[str], now: float) -> dict[str, lis
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
             f"SELECT v.member_id, v.body FROM vouchers v WHERE v.member_id IN ({marks}) "
+            "AND v.registered_by NOT LIKE ? "
             "AND (v.expires_ts IS NULL OR v.expires_ts > ?) AND NOT EXISTS (SELECT 1 FROM voucher_uses u "
             "WHERE u.code = v.code AND (u.state = 'used' OR u.expires_ts > ?)) ORDER BY v.code",
-            (*chunk, now, now))
+            (*chunk, PENDING_LIKE, now, now))
         for r in rows:
             found.setdefault(r["member_id"], []).append(json.loads(r["body"]))
     return found

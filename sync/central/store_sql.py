@@ -317,7 +317,8 @@ class SqlStore:
             owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?", (code,)).fetchone() \
                 if code else None
             owner_id = owner["member_id"] if owner else None
-            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code)) if k}))
+            pending = voucher_lock((request.get("voucher") or {}).get("code"))  # a redemption's voucher to be
+            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code), pending) if k}))
             member = _load_member(conn, member_id) if member_id else None
             program = self._program_in(conn)[0]
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
@@ -812,6 +813,9 @@ class _BatchWork:
             if event.get("type") == "voucher_use" and isinstance(event.get("voucher_code"), str) \
                     and (lock := voucher_lock(event["voucher_code"])):  # no lock for no code: its event is refused
                 ids.add(lock)  # two lanes' uses of one code: one at a time
+            if event.get("type") == "redemption" and isinstance(event.get("voucher"), dict) \
+                    and isinstance(event["voucher"].get("code"), str) and (lock := voucher_lock(event["voucher"]["code"])):
+                ids.add(lock)  # its voucher, pending since the authorisation, may be in use at another lane
         self.locked = ids
         return sorted(ids)
 

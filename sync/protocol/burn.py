@@ -132,6 +132,8 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
                                       and _is_int(limit.get("per_member")) and limit["per_member"] >= 1
                                       and parse_utc(limit.get("since")) is not None):
             raise _malformed("limit must be {per_member: integer >= 1, since: ISO-8601 UTC} with a reward_id")
+        if doc.get("voucher") is not None and not check_voucher(doc["voucher"]):
+            raise _malformed("voucher must be the voucher the redemption will issue, in wire shape")
     else:
         if not is_id(doc.get("voucher_code"), MAX_CODE_LEN):
             raise _malformed("voucher_code must be a string of at most 64 characters")

@@ -397,6 +397,20 @@ def test_retiring_a_key_that_is_unknown_or_retired_already_is_404(central):
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key")
 
 
+def test_a_programs_own_token_keys_are_published_beside_centrals(central):
+    """A program listing a member app's signing key of its own (with its not_after) was served with
+    central's keys only: every token that app signed was unknown_key at every lane."""
+    program = {**default_seed()["program"], "version": "own-keys-1", "member_tokens": {"keys": [
+        {"kid": "app1", "public_key": "A" * 43, "not_after": "2030-01-01T00:00:00Z"}]}}
+    central.store.set_program(program)
+    served = central.store.program()[0]["member_tokens"]["keys"]
+    assert served[0] == {"kid": "app1", "public_key": "A" * 43, "not_after": "2030-01-01T00:00:00Z"}
+    rotated = requests.post(central.url + "/_admin/member-token-keys", json={"rotate": True}, timeout=10).json()
+    live = [k["kid"] for k in rotated["keys"] if k["retired_at"] is None]
+    served = central.store.program()[0]["member_tokens"]["keys"]
+    assert served[0]["kid"] == "app1" and sorted(k["kid"] for k in served[1:]) == sorted(live)
+
+
 def test_a_provisional_enrolment_never_takes_over_a_member_central_knows(central):
     """A provisional id is made up by a lane: one naming a member central knows became an alias of
     a new member, and every later event, authorisation and lookup of the real member went there."""

@@ -65,12 +65,17 @@ def new_wallet_secret() -> bytes:
 
 
 def published_program(program: dict[str, Any] | None, keys: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The program as lanes get it: its ``member_tokens.keys`` are central's keys that are not retired."""
+    """The program as lanes get it: its ``member_tokens.keys`` are the program's own (a platform's member
+    app signing with keys of its own, with their not_before/not_after), then central's keys that are
+    not retired and not listed there already."""
     if program is None:
         return None
     out = copy.deepcopy(program)
     section = out.setdefault("member_tokens", {})
-    section["keys"] = [{"kid": k["kid"], "public_key": k["public_key"]} for k in keys if k["retired_at"] is None]
+    own = [k for k in section.get("keys") or [] if isinstance(k, dict)]
+    listed = {k.get("kid") for k in own}
+    section["keys"] = own + [{"kid": k["kid"], "public_key": k["public_key"]} for k in keys
+                             if k["retired_at"] is None and k["kid"] not in listed]
     return out
 
 

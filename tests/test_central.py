@@ -11,6 +11,7 @@ import ast
 import os
 import gzip
 import json
+import re
 import shutil
 import signal
 import socket
@@ -490,6 +491,53 @@ def test_reseeding_is_idempotent(tmp_path, central_db):
         with make_client(central) as client:
             members, _, _ = client.member_changes(None, 100)
         assert sorted(m["member_id"] for m in members) == ["M0001", "M0002", "M0003", "M0009"]
+
+
+@pytest.mark.parametrize("member, says", [
+    ({"member_id": "X1", "balances": {"points": True}}, "balances must be"),
+    ({"member_id": "X1", "identifiers": "C123"}, "identifiers must be a list"),
+    ({"member_id": "X1", "identifiers": {"a": 1}}, "identifiers must be a list"),
+    ({"member_id": "X1", "identifiers": ["C\u0000"]}, "identifiers must be a list"),
+    ({"member_id": "X\u00001"}, "member_id"),
+    ({"member_id": "X1", "display_name": "A\u0000"}, "display_name"),
+    ({"member_id": "X1", "locale": {"pl": 1}}, "locale"),
+    ({"member_id": "X1", "offers": "abc"}, "offers must be"),
+    ({"member_id": "X1", "birth_date": "yesterday"}, "birth_date"),
+    ({"member_id": "X1", "birth_date": "1990-02-29"}, "birth_date"),
+    ({"member_id": "X1", "identifiers": ["2900000000018"]}, "'M0001''s already"),  # M0001's card
+])
+def test_a_member_central_is_given_is_checked_field_by_field(central, member, says):
+    """An upsert or a seed stored what it was given: a string's characters as identifiers, true as a
+    balance (PostgreSQL then failed at start), NUL in a name, a card another member holds (a lane's
+    cache gave it to whichever changed last). Each is refused, naming the field, and nothing is written."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        central.store.upsert_member(member)
+    seed = default_seed()
+    seed["members"].append(member)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        central.store.seed(seed)
+    assert central.store.member("X1") is None
+
+
+def test_a_provisional_id_or_a_card_held_elsewhere_is_never_upserted_or_seeded(central):
+    """An upsert naming a provisional id central mapped to its member made a shadow member with that
+    id; a seed with one card on two members made both its holder."""
+    with make_client(central) as client:
+        enrolled = client.push_batch("B", [make_event(1, member_id="P-00000000000000aa", type="member_enrolled",
+                                                      transaction_id=None, identifiers=["2900000000179"],
+                                                      points={"points": 0}, provisional=True)])
+    assert enrolled[0].status == "accepted"
+    member_id = central.store.member("P-00000000000000aa")["member_id"]  # read through the alias
+    assert member_id != "P-00000000000000aa"
+    with pytest.raises(ValueError, match="provisional id central mapped to member"):
+        central.store.upsert_member({"member_id": "P-00000000000000aa", "balances": {"points": 99}})
+    assert central.store.member(member_id)["member_id"] == member_id
+    seed = default_seed()
+    seed["members"] += [{"member_id": "D1", "identifiers": ["C-TWICE"]}, {"member_id": "D2", "identifiers": ["C-TWICE"]}]
+    with pytest.raises(ValueError, match="'C-TWICE' is member 'D1''s already"):
+        central.store.seed(seed)
+    central.store.upsert_member({"member_id": "M0001", "display_name": "Anna", "identifiers": ["2900000000018"]})
+    assert central.store.member("M0001")["display_name"] == "Anna"  # its own card: fine
 
 
 def test_listen_addresses():

@@ -6,9 +6,59 @@ Pure functions over plain dicts; the store decides how a member is kept.
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 MEMBER_STATUSES = ("active", "blocked", "deleted")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # never in an id, a name or a code: NUL breaks PostgreSQL
+MAX_BALANCE = 10**12  # as the protocol's MAX_POINTS: far above any real balance, within int64
+
+
+def _text(value: Any, *, empty: bool = False) -> bool:
+    return isinstance(value, str) and (empty or bool(value)) and not _CONTROL.search(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_BALANCE
+
+
+def _checked_fields(member: dict[str, Any]) -> None:
+    """ValueError naming the first field of ``member`` that is not of its kind (a seed's or an
+    upsert's: stored as given, a string's characters became identifiers, a bool a balance)."""
+    who = f"member {member['member_id']!r}"
+    balances, identifiers = member.get("balances", {}), member.get("identifiers", [])
+    if not isinstance(balances, dict) or not all(_text(c) and _whole(v) for c, v in balances.items()):
+        raise ValueError(f"{who}: balances must be {{currency: integer}}")
+    if not isinstance(identifiers, list) or not all(_text(i) for i in identifiers):
+        raise ValueError(f"{who}: identifiers must be a list of card codes and phone numbers (strings)")
+    for key in ("display_name", "locale", "tier"):
+        if member.get(key) is not None and not _text(member[key], empty=key == "display_name"):
+            raise ValueError(f"{who}: {key} must be a string without control characters")
+    birth = member.get("birth_date")
+    if birth is not None and not (isinstance(birth, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", birth)
+                                  and _is_date(birth)):
+        raise ValueError(f"{who}: birth_date must be a date, YYYY-MM-DD, or null")
+    offers = member.get("offers", [])
+    if not isinstance(offers, list) or not all(isinstance(o, dict) for o in offers):
+        raise ValueError(f"{who}: offers must be a list of objects")
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def given_member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:
+    """A member the platform gives (a seed's, an upsert's) as stored, every field checked first."""
+    if not isinstance(member, dict) or not _text(member.get("member_id")) or len(member["member_id"]) > 128:
+        raise ValueError("every member needs a 'member_id' string (1-128 characters, no control characters)")
+    _checked_fields(member)
+    return member_row(member, program)
 
 
 def member_row(member: Any, program: dict[str, Any]) -> dict[str, Any]:

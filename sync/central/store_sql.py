@@ -33,7 +33,8 @@ from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
-from posd.sync.central.members import enrolment_profile, member_row, member_wire, tier_currency, upgraded_tier
+from posd.sync.central.members import (enrolment_profile, given_member_row, member_row, member_wire, tier_currency,
+                                       upgraded_tier)
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
@@ -121,7 +122,9 @@ class SqlStore:
         balances; store secrets and the program are replaced (they are config)."""
         parsed = parse_seed(seed)
         program = parsed.program if parsed.program is not None else (self.program()[0] or {})
-        rows = [member_row(m, program) for m in parsed.members]  # every member checked before anything is written
+        rows = [given_member_row(m, program) for m in parsed.members]  # every member checked before anything is written
+        _one_holder_each(rows)
+        self._held_elsewhere(rows)
         with self._write() as conn:
             for store_id, secret in parsed.secrets.items():
                 conn.execute("INSERT INTO stores (store_id, secret) VALUES (?, ?) "
@@ -136,6 +139,21 @@ class SqlStore:
     # Members per transaction: a member's row and its lots always land together, and a
     # chain-sized seed does not hold one transaction (and the change feed's horizon) for long.
     SEED_CHUNK = 100_000
+
+    def _held_elsewhere(self, rows: list[dict[str, Any]]) -> None:
+        """ValueError when a member a seed adds lists a card or phone number a member central holds
+        already has: one pass over those members (none to read at a chain's first seed)."""
+        listed = {i: row["member_id"] for row in rows for i in row["identifiers"]}
+        if not listed:
+            return
+        with self._read() as conn:
+            known = conn.execute("SELECT member_id, identifiers FROM members WHERE status != 'deleted'").fetchall()
+        existing = {r["member_id"] for r in known}
+        for r in known:
+            for identifier in json_value(r["identifiers"]):
+                other = listed.get(identifier)
+                if other is not None and other != r["member_id"] and other not in existing:
+                    raise ValueError(f"member {other!r}: {identifier!r} is member {r['member_id']!r}'s already")
 
     def _seed_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         self._lock_members(conn, sorted({r["member_id"] for r in rows}))
@@ -250,11 +268,27 @@ class SqlStore:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.
         Its balances replace its lots: one never-expiring lot per currency."""
         program = self.program()[0] or {}
-        row = member_row(member, program)
+        row = given_member_row(member, program)
         with self._write() as conn:
             self._lock_members(conn, [row["member_id"]])
+            known = resolve_alias(conn, row["member_id"])
+            if known != row["member_id"]:  # a lane's made-up id: the member is known by central's own id
+                raise ValueError(f"{row['member_id']!r} is a provisional id central mapped to member {known!r}: "
+                                 f"upsert {known!r}")
+            self._check_holders(conn, [row])
             reset_lots(conn, row["member_id"], row["balances"], "upsert")
             self._write_member(conn, row)
+
+    def _check_holders(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """ValueError when another member holds one of these members' cards or phone numbers: a card
+        belongs to one member only (a lane's cache would give it to whichever changed last)."""
+        mine = {r["member_id"] for r in rows}
+        for row in rows:
+            for identifier in row["identifiers"]:
+                holder = conn.execute(self.HOLDER_SQL, (identifier,)).fetchone()
+                if holder is not None and holder["member_id"] not in mine:
+                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member "
+                                     f"{holder['member_id']!r}'s already")
 
     def lots(self, member_id: str) -> list[dict[str, Any]]:
         """A member's lots, oldest first (inspection and tests)."""
@@ -1008,6 +1042,16 @@ def lane_payload_prefix(store_id: str, lane_id: str) -> str:
     (each event is encoded once, not twice)."""
     return (f'{{"store_id": {json.dumps(store_id, ensure_ascii=False)}, '
             f'"lane_id": {json.dumps(lane_id, ensure_ascii=False)}, ')
+
+
+def _one_holder_each(rows: list[dict[str, Any]]) -> None:
+    """ValueError when two members of a seed list one card or phone number."""
+    held: dict[str, str] = {}
+    for row in rows:
+        for identifier in row["identifiers"]:
+            other = held.setdefault(identifier, row["member_id"])
+            if other != row["member_id"]:
+                raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {other!r}'s already")
 
 
 def voucher_lock(code: str | None) -> str | None:

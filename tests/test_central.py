@@ -294,6 +294,21 @@ def test_outbox_ids_are_time_ordered_uuids_that_append_to_the_index(central, cli
     assert ids == sorted(ids)  # and every later row after every earlier one, whole ids compared
 
 
+def test_a_member_change_in_the_outbox_names_the_provisional_ids_lanes_events_name(central, client):
+    """A member enrolled at a lane: its events name the provisional id, and the member.changed row
+    for central's member did not list it (the feed did), so a consumer could not join the two."""
+    client.push_batch("B1", [make_event(1, member_id="P-00000000000000aa", type="member_enrolled",
+                                        transaction_id=None, identifiers=["2900000000179"], points={"points": 0},
+                                        provisional=True),
+                             make_event(2, member_id="P-00000000000000aa", points={"points": 40})])
+    member_id = central.store.member("P-00000000000000aa")["member_id"]
+    rows = central.store.outbox(limit=10_000)
+    events = [r["payload"]["event"]["member_id"] for r in rows if r["aggregatetype"] == "lane"]
+    assert events == ["P-00000000000000aa"] * 2
+    changed = [r for r in rows if r["aggregatetype"] == "member" and r["aggregateid"] == member_id][-1]
+    assert changed["payload"]["aliases"] == ["P-00000000000000aa"] and "applied_seq" not in changed["payload"]
+
+
 def test_outbox_ids_ascend_across_calls_in_one_millisecond_and_from_threads():
     """RFC 9562's counter carries on within a millisecond: ids taken one after another, and by
     several threads at once (central's apply pool), never sort before an id given earlier."""

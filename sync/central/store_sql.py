@@ -487,8 +487,10 @@ class SqlStore:
         conn.executemany(f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_marks(MEMBER_COLUMNS)}) "
                          f"ON CONFLICT (member_id) DO UPDATE SET {updates}", values)
         outbox = []
+        # the provisional ids lanes enrolled them under: what their events name, for a consumer to join on
+        aliases = _aliases(conn, [row["member_id"] for row in rows])
         for row in rows:
-            wire = member_wire(row, {})
+            wire = member_wire(row, {}, aliases.get(row["member_id"]))
             wire.pop("applied_seq")
             wire.pop("totp_secret", None)  # a wallet pass's secret goes to lanes only, never onward
             outbox.append(("member", row["member_id"], "member.changed", wire))

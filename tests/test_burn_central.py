@@ -415,6 +415,8 @@ def test_registry_refusals_and_campaign_coupons(central, lanes):
                                                    for n in range(MAX_UNSYNCED_EVENTS + 1)]}).encode(),
     json.dumps({**redemption("a", 5), "voucher": {"code": "VX", "title": "t", "benefit": {"kind": "gift"}}}).encode(),
     json.dumps({**redemption("a", 5), "voucher": "VPENDING0001"}).encode(),
+    json.dumps({**use("a", "VPENDING0001"), "voucher": voucher("VFORGED00001")}).encode(),  # a use names a code
+    json.dumps({**use("a", "VPENDING0001"), "voucher": "x"}).encode(),
 ])
 def test_a_malformed_authorisation_is_a_400_and_reserves_nothing(central, body):
     with pytest.raises(RequestRejected) as err:

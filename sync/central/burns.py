@@ -94,17 +94,27 @@ def _voucher_body(voucher: dict[str, Any], member_id: str, store_id: str, lane_i
 
 def _register_pending(conn: Any, request: dict[str, Any], member: dict[str, Any] | None, store_id: str,
                       lane_id: str, rid: str) -> None:
-    """The voucher an approved redemption will issue, registered now as pending under its reservation.
-    A retry's voucher replaces the one asked with before (never handed out: the lane records the burn,
-    and only then answers, with the voucher of the request it recorded it for)."""
-    voucher = request.get("voucher")
+    """The voucher an approved redemption will issue, registered now as pending under its reservation
+    (which keeps its code: every later step finds it by the voucher's key, never by a scan). A retry's
+    voucher replaces the one asked with before: the lane answers only once it recorded the burn, with
+    the voucher it recorded; should a code asked with earlier be the one recorded, its event registers it."""
+    voucher = request.get("voucher") if request["kind"] == "redemption" else None
     if voucher is None or member is None:  # a member central does not know yet: the event registers it
         return
-    conn.execute("DELETE FROM vouchers WHERE registered_by = ? AND code != ?", (pending_by(rid), voucher["code"]))
+    _drop_pending(conn, rid, but=voucher["code"])
+    conn.execute("UPDATE reservations SET voucher_code = ? WHERE reservation_id = ?", (voucher["code"], rid))
     conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) VALUES (?, ?, ?, ?, ?) "
                  "ON CONFLICT (code) DO NOTHING",
                  (voucher["code"], member["member_id"], _voucher_body(voucher, member["member_id"], store_id, lane_id),
                   _ts(voucher.get("expires_at")), pending_by(rid)))
+
+
+def _drop_pending(conn: Any, rid: str, but: str | None = None) -> None:
+    """Remove the voucher still pending under redemption reservation ``rid`` (unless it is ``but``)."""
+    row = conn.execute("SELECT voucher_code FROM reservations WHERE reservation_id = ? AND kind = 'redemption'",
+                       (rid,)).fetchone()
+    if row is not None and row["voucher_code"] and row["voucher_code"] != but:
+        conn.execute("DELETE FROM vouchers WHERE code = ? AND registered_by = ?", (row["voucher_code"], pending_by(rid)))
 
 
 def release_expired(conn: Any, now: float) -> set[str]:
@@ -113,8 +123,9 @@ def release_expired(conn: Any, now: float) -> set[str]:
     members = {r["member_id"] for r in conn.execute(
         "SELECT member_id FROM reservations WHERE state = 'open' AND expires_ts <= ? AND voucher_code IS NOT NULL",
         (now,)) if r["member_id"]}
-    conn.execute("DELETE FROM vouchers WHERE registered_by IN (SELECT ? || reservation_id FROM reservations "
-                 "WHERE state = 'open' AND expires_ts <= ? AND kind = 'redemption')", (pending_by(""), now))
+    for r in conn.execute("SELECT reservation_id FROM reservations WHERE state = 'open' AND expires_ts <= ? "
+                          "AND kind = 'redemption' AND voucher_code IS NOT NULL", (now,)).fetchall():
+        _drop_pending(conn, r["reservation_id"])
     conn.execute("UPDATE reservations SET state = 'expired' WHERE state = 'open' AND expires_ts <= ?", (now,))
     conn.execute("DELETE FROM voucher_uses WHERE state = 'held' AND expires_ts <= ?", (now,))
     return members
@@ -291,7 +302,7 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
         return ("confirmed" if state in ("confirmed", "offline") else state), None
     conn.execute("UPDATE reservations SET state = 'released' WHERE reservation_id = ?", (rid,))
     conn.execute("DELETE FROM voucher_uses WHERE reservation_id = ? AND state = 'held'", (rid,))
-    conn.execute("DELETE FROM vouchers WHERE registered_by = ?", (pending_by(rid),))  # never issued
+    _drop_pending(conn, rid)  # never issued
     return "released", row["member_id"] if row["voucher_code"] else None
 
 
@@ -320,8 +331,7 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",
                      (found["reservation_id"],))
         # a voucher registered as pending under it that is not the one issued was never handed out
-        conn.execute("DELETE FROM vouchers WHERE registered_by = ? AND code != ?",
-                     (pending_by(found["reservation_id"]), voucher["code"] if voucher is not None else ""))
+        _drop_pending(conn, found["reservation_id"], but=voucher["code"] if voucher is not None else None)
     else:
         # Kept under the authorisation_id the lane asked with (a lane that gave up waiting for central
         # records the burn offline): an approval that reaches central after the event then finds the

@@ -351,7 +351,7 @@ class SqlStore:
             owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?", (code,)).fetchone() \
                 if code else None
             owner_id = owner["member_id"] if owner else None
-            pending = voucher_lock((request.get("voucher") or {}).get("code"))  # a redemption's voucher to be
+            pending = voucher_lock(request["voucher"]["code"]) if request.get("voucher") else None  # to be issued
             self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code), pending) if k}))
             member = _load_member(conn, member_id) if member_id else None
             program = self._program_in(conn)[0]

@@ -135,6 +135,8 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
         if doc.get("voucher") is not None and not check_voucher(doc["voucher"]):
             raise _malformed("voucher must be the voucher the redemption will issue, in wire shape")
     else:
+        if doc.get("voucher") is not None:
+            raise _malformed("voucher is the voucher a redemption will issue: a use names voucher_code")
         if not is_id(doc.get("voucher_code"), MAX_CODE_LEN):
             raise _malformed("voucher_code must be a string of at most 64 characters")
         if doc.get("voucher_once_per") not in VOUCHER_ONCE_PER:

@@ -553,6 +553,14 @@ def test_a_provisional_id_or_a_card_held_elsewhere_is_never_upserted_or_seeded(c
         central.store.seed(seed)
     central.store.upsert_member({"member_id": "M0001", "display_name": "Anna", "identifiers": ["2900000000018"]})
     assert central.store.member("M0001")["display_name"] == "Anna"  # its own card: fine
+    # a seed member erased since, whose card a new member now holds: the same seed again still starts central
+    seed = default_seed()
+    seed["members"].append({"member_id": "X9", "identifiers": ["C-REUSED"]})
+    central.store.seed(seed)
+    central.store.upsert_member({"member_id": "X9", "status": "deleted"})
+    central.store.upsert_member({"member_id": "N9", "identifiers": ["C-REUSED"]})
+    central.store.seed(seed)
+    assert central.store.member("N9")["identifiers"] == ["C-REUSED"]
 
 
 def test_listen_addresses():

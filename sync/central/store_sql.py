@@ -146,14 +146,17 @@ class SqlStore:
         listed = {i: row["member_id"] for row in rows for i in row["identifiers"]}
         if not listed:
             return
+        existing: set[str] = set()  # erased too: seeding leaves every existing member alone
+        holders: dict[str, str] = {}  # of the seed's identifiers only
         with self._read() as conn:
-            known = conn.execute("SELECT member_id, identifiers FROM members WHERE status != 'deleted'").fetchall()
-        existing = {r["member_id"] for r in known}
-        for r in known:
-            for identifier in json_value(r["identifiers"]):
-                other = listed.get(identifier)
-                if other is not None and other != r["member_id"] and other not in existing:
-                    raise ValueError(f"member {other!r}: {identifier!r} is member {r['member_id']!r}'s already")
+            for r in conn.execute("SELECT member_id, identifiers, status FROM members"):
+                existing.add(r["member_id"])
+                if r["status"] != "deleted":
+                    holders.update((i, r["member_id"]) for i in json_value(r["identifiers"]) if i in listed)
+        for identifier, holder in holders.items():
+            other = listed[identifier]
+            if other != holder and other not in existing:
+                raise ValueError(f"member {other!r}: {identifier!r} is member {holder!r}'s already")
 
     def _seed_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         self._lock_members(conn, sorted({r["member_id"] for r in rows}))

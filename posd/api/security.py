@@ -56,18 +56,23 @@ class LocalGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        # Each once: of two Host (or Origin) headers the dict keeps the last, which a rebinding page's
+        # Each once: of two Host (or Origin) headers a dict keeps the last, which a rebinding page's
         # request could make this lane's name behind another (RFC 9112: more than one Host is refused).
-        repeated = {name for name in (b"host", b"origin") if sum(k.lower() == name for k, _ in scope["headers"]) > 1}
-        if b"host" in repeated or headers.get("host", "").lower() not in self.hosts:
-            return await _problem(send, "bad_host", "more than one Host header" if b"host" in repeated
+        headers: dict[str, str] = {}
+        repeated: set[str] = set()
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1").lower()
+            if name in headers:
+                repeated.add(name)
+            headers[name] = v.decode("latin-1")
+        if "host" in repeated or headers.get("host", "").lower() not in self.hosts:
+            return await _problem(send, "bad_host", "more than one Host header" if "host" in repeated
                                   else "Host header does not name this lane's API")
         origin = headers.get("origin")
         if origin is None:
             return await self.app(scope, receive, send)
-        if b"origin" in repeated or origin not in self.origins:
-            return await _problem(send, "origin_not_allowed", "more than one Origin header" if repeated
+        if "origin" in repeated or origin not in self.origins:
+            return await _problem(send, "origin_not_allowed", "more than one Origin header" if "origin" in repeated
                                   else "this origin is not in api.allowed_origins")
         cors = cors_headers(origin)
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:

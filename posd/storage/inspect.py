@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
+from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import Quarantined, quarantined_events
 
 
@@ -145,7 +146,7 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         trees = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         used = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
-        claimed = conn.execute("SELECT value FROM meta WHERE key = 'sync_lane_id'").fetchone()
+        claimed = conn.execute("SELECT value FROM meta WHERE key = ?", (SyncIdentity.META_KEY,)).fetchone()
     finally:
         conn.close()
     return LedgerStats(events=events, events_recent=recent, days=days, pending=pending,

@@ -123,7 +123,6 @@ class SqlStore:
         parsed = parse_seed(seed)
         program = parsed.program if parsed.program is not None else (self.program()[0] or {})
         rows = [given_member_row(m, program) for m in parsed.members]  # every member checked before anything is written
-        _one_holder_each(rows)
         self._held_elsewhere(rows)
         with self._write() as conn:
             for store_id, secret in parsed.secrets.items():
@@ -141,9 +140,14 @@ class SqlStore:
     SEED_CHUNK = 100_000
 
     def _held_elsewhere(self, rows: list[dict[str, Any]]) -> None:
-        """ValueError when a member a seed adds lists a card or phone number a member central holds
-        already has: one pass over those members (none to read at a chain's first seed)."""
-        listed = {i: row["member_id"] for row in rows for i in row["identifiers"]}
+        """ValueError when two members of a seed list one card or phone number, or a member it adds
+        lists one a member central holds already has: one pass over those members."""
+        listed: dict[str, str] = {}
+        for row in rows:
+            for identifier in row["identifiers"]:
+                other = listed.setdefault(identifier, row["member_id"])
+                if other != row["member_id"]:
+                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {other!r}'s already")
         if not listed:
             return
         existing: set[str] = set()  # erased too: seeding leaves every existing member alone
@@ -552,15 +556,15 @@ class SqlStore:
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
     ) -> list[dict[str, Any]]:
         """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
-        for attempt in range(1, self.CONFLICT_TRIES + 1):
+        for _ in range(self.CONFLICT_TRIES - 1):
             try:
                 return self._apply_batch(store_id, lane_id, batch_id, events, received_at)
             except Exception as exc:
-                if not self.is_conflict(exc) or attempt == self.CONFLICT_TRIES:
+                if not self.is_conflict(exc):
                     raise
                 log.info("batch %s of %s/%s lost to another transaction (%s); applying it again",
                          batch_id, store_id, lane_id, type(exc).__name__)
-        raise AssertionError("unreachable")
+        return self._apply_batch(store_id, lane_id, batch_id, events, received_at)
 
     def _apply_batch(
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
@@ -1047,16 +1051,6 @@ def lane_payload_prefix(store_id: str, lane_id: str) -> str:
     (each event is encoded once, not twice)."""
     return (f'{{"store_id": {json.dumps(store_id, ensure_ascii=False)}, '
             f'"lane_id": {json.dumps(lane_id, ensure_ascii=False)}, ')
-
-
-def _one_holder_each(rows: list[dict[str, Any]]) -> None:
-    """ValueError when two members of a seed list one card or phone number."""
-    held: dict[str, str] = {}
-    for row in rows:
-        for identifier in row["identifiers"]:
-            other = held.setdefault(identifier, row["member_id"])
-            if other != row["member_id"]:
-                raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {other!r}'s already")
 
 
 def voucher_lock(code: str | None) -> str | None:

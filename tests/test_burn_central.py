@@ -336,6 +336,41 @@ def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, 
     assert two.member_changes(cursor, 1000)[0] == []  # nothing changed since
 
 
+def test_a_pushed_use_of_another_members_voucher_is_refused_as_an_authorisation_is(central, lanes):
+    """A voucher is its member's alone: a use pushed naming another member (an old or foreign lane,
+    offline) is rejected voucher_other_member, as central declines the same use asked online, and the
+    voucher stays free for its member. Its member named by a provisional id central mapped is its member."""
+    one, two = lanes
+    issue(one, 1, "VOWNER000001")
+    asked = two.authorise(use("voucher_use:VOWNER000001:T0", "VOWNER000001", member="M0002"))
+    assert (asked["status"], asked["code"]) == ("declined", "voucher_other_member")
+    other = make_event(1, lane_id="L02", member_id="M0002", type="voucher_use", points={},
+                       voucher_code="VOWNER000001", voucher_once_per="code")
+    assert two.push_batch("o1", [other])[0].code == "voucher_other_member"
+    assert two.voucher("VOWNER000001", None)["used"] is False
+    enrolled = make_event(2, lane_id="L02", member_id="P-L02-1", type="member_enrolled", points={},
+                          provisional=True, identifiers=["2900000099991"])
+    assert two.push_batch("o2", [enrolled])[0].status == "accepted"
+    issue(two, 3, "VOWNER000002", member="P-L02-1")
+    own = make_event(4, lane_id="L02", member_id="P-L02-1", type="voucher_use", points={},
+                     voucher_code="VOWNER000002", voucher_once_per="code")
+    assert two.push_batch("o3", [own])[0].status == "accepted"
+    mine = make_event(2, member_id="M0001", type="voucher_use", points={}, voucher_code="VOWNER000001",
+                      voucher_once_per="code")
+    assert one.push_batch("o4", [mine])[0].status == "accepted"
+    assert two.voucher("VOWNER000001", None)["used"] is True
+
+
+def test_an_erased_members_voucher_is_unknown_to_every_lane(central, lanes):
+    """Central forgets an erased member for lanes: its vouchers are unknown_voucher, as the member is."""
+    one, two = lanes
+    issue(one, 1, "VERASED00001", member="M0002")
+    assert two.voucher("VERASED00001", None)["voucher"]["member_id"] == "M0002"
+    central.store.upsert_member({"member_id": "M0002", "status": "deleted"})
+    assert two.voucher("VERASED00001", None) is None
+    assert two.voucher("VERASED00001", "M0002") is None
+
+
 def test_a_pushed_use_is_keyed_as_central_knows_the_code_not_as_the_event_claims(central, lanes):
     """A use pushed by a lane (offline, or an old or foreign one) of a voucher in central's registry is
     once per code whatever voucher_once_per it claims and however the code is typed; a program coupon
@@ -350,7 +385,7 @@ def test_a_pushed_use_is_keyed_as_central_knows_the_code_not_as_the_event_claims
              for seq, member, code, once_per in ((2, "M0002", "VPASH00000001", "member"),
                                                  (3, "M0001", "vpash-0000-0001", "code"),
                                                  (4, "M0001", "VPASHOOOOOOOI", "member"))]
-    assert [r.code for r in two.push_batch("p2", again)] == ["voucher_used"] * 3
+    assert [r.code for r in two.push_batch("p2", again)] == ["voucher_other_member", "voucher_used", "voucher_used"]
     odd = make_event(5, lane_id="L02", type="voucher_use", points={}, voucher_code="VPASH00000001",
                      voucher_once_per="lane")
     assert two.push_batch("p3", [odd])[0].code == "malformed_event"

@@ -369,7 +369,10 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
         return "malformed_event"
     coupons = coupons or {}
     code = canonical_code(code, coupons)
-    registered = conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None
+    owner = conn.execute("SELECT member_id FROM vouchers WHERE code = ?", (code,)).fetchone()
+    registered = owner is not None  # registered to central's id for the member, as ``member_id`` is
+    if registered and owner["member_id"] and owner["member_id"] != member_id:
+        return "voucher_other_member"  # as an authorisation is declined: a voucher is its member's alone
     key = voucher_key(registered, code, member_id, once_per, coupons)
     found = _reservation_for(conn, store_id, lane_id, event)
     rid = found["reservation_id"] if found is not None else None
@@ -419,7 +422,8 @@ def lookup(conn: Any, code: str, member_id: str | None, coupon_kind: str | None,
            ) -> dict[str, Any] | None:
     """A lane asking about a code: the registered voucher (if any) and whether this use is taken;
     None when central knows nothing of the code."""
-    row = conn.execute("SELECT body FROM vouchers WHERE code = ?", (code,)).fetchone()
+    row = conn.execute("SELECT v.body FROM vouchers v WHERE v.code = ? AND NOT EXISTS (SELECT 1 FROM members m "
+                       "WHERE m.member_id = v.member_id AND m.status = 'deleted')", (code,)).fetchone()
     key = member_id or "" if coupon_kind == "campaign" and row is None else ""
     use = conn.execute("SELECT state, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",
                        (code, key)).fetchone()

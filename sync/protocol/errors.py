@@ -49,6 +49,7 @@ REJECTION_CODES: dict[str, bool] = {
     "bad_timestamp": False,
     "bad_points": False,
     "voucher_used": False,
+    "voucher_other_member": False,
     "token_replayed": False,
     "identifier_taken": False,
 }

@@ -36,6 +36,11 @@ def central_seed() -> dict[str, Any]:
     seed["members"].append({"member_id": "M0100", "display_name": "Erin Forgotten", "locale": "en",
                             "identifiers": ["2900000001015"], "balances": {"points": 300},
                             "offers": [{"title": "Erin's own offer"}]})
+    # A card's code that is another member's phone number written without its +48 (lanes apart enrolled them)
+    seed["members"] += [{"member_id": "M0101", "display_name": "Card Holder", "identifiers": ["602987654"],
+                         "balances": {"points": 0}},
+                        {"member_id": "M0102", "display_name": "Phone Holder", "identifiers": ["+48602987654"],
+                         "balances": {"points": 0}}]
     return seed
 
 
@@ -248,3 +253,31 @@ def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central,
     finally:
         stream.close()
     assert lane.get("/v1/members/tel:+48600999999").json()["code"] == "unknown_member"
+
+
+def test_a_cards_code_that_is_another_members_phone_typed_names_neither(tmp_path, central, start_lane):
+    """Card 602987654 is one member's, +48 602 987 654 another's (two lanes enrolled them apart, central
+    holds both). Typed bare, the number credited the card's member, while the same number with spaces
+    found the phone's: a cashier typing a phone number credited a stranger. Typed, it now names neither
+    (409 ambiguous_member, nothing written); the phone in any other form, the member id and the card at
+    the scanner each find their own member."""
+    lane = start_lane(tmp_path / "lane", country="PL")
+    found = lane.get("/v1/members/602987654")
+    assert (found.status_code, found.json()["code"]) == (409, "ambiguous_member"), found.text
+    assert "602987654" not in found.text
+    for written in ("602 987 654", "+48602987654", "0048602987654", "tel:602987654", "602-987-654"):
+        by_phone = lane.get(f"/v1/members/{written}")
+        assert (by_phone.status_code, by_phone.json()["member_id"]) == (200, "M0102"), (written, by_phone.text)
+    assert lane.get("/v1/members/M0101").json()["member_id"] == "M0101"
+    refused = lane.post("/v1/transactions", sale("T-amb", "602987654", 1000))
+    assert (refused.status_code, refused.json()["code"]) == (409, "ambiguous_member"), refused.text
+    assert lane.post("/v1/quotes", sale("T-amb", "602987654", 1000) | {"codes": []}).json()["code"] == \
+        "ambiguous_member"
+    credited = lane.post("/v1/transactions", sale("T-amb", "+48 602 987 654", 1000))  # nothing kept under T-amb
+    assert (credited.status_code, credited.json()["member_id"]) == (200, "M0102"), credited.text
+    stream = lane.sse()
+    try:
+        lane.scan("602987654")  # a card at the scanner is the card
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0101"
+    finally:
+        stream.close()

@@ -30,7 +30,8 @@ CATALOGUE: dict[str, str] = {**LANE_CODES, **API_CODES}
 
 # The one table: the HTTP status of every code.
 STATUS: dict[str, int] = {
-    "payment_card": 422, "unknown_member": 404, "member_ineligible": 422, "member_unavailable": 503,
+    "payment_card": 422, "unknown_member": 404, "ambiguous_member": 409, "member_ineligible": 422,
+    "member_unavailable": 503,
     "program_unavailable": 503,
     "member_token_invalid": 422, "member_token_expired": 422, "member_token_not_yet_valid": 422,
     "member_token_replayed": 409, "invalid_card": 422, "invalid_phone": 422, "identifier_in_use": 409,

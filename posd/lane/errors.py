@@ -27,6 +27,8 @@ CODES: dict[str, str] = {
     # identifying a member
     "payment_card": "the identifier is a payment card number; it was dropped, not stored",
     "unknown_member": "no member has that identifier",
+    "ambiguous_member": "the number is one member's card and another member's phone number (written without its "
+                        "+country code)",
     "member_ineligible": "the member's account is not active (blocked or suspended)",
     "member_unavailable": "the lane cannot tell yet whether this is a member (its member cache has not loaded from "
                           "central, or the sale's member is not in it yet); try again after sync",

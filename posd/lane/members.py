@@ -51,7 +51,7 @@ class Identification:
 
 @dataclass(frozen=True)
 class _Refused:
-    code: str  # unknown_member | member_unavailable | member_token_*
+    code: str  # unknown_member | member_unavailable | ambiguous_member | member_token_*
     identifier: str  # what member.unknown names: the code, or a token's member id
     reason: str | None = None  # a token's: posd.core.member_tokens.REASONS
     scheme: str | None = None
@@ -67,8 +67,8 @@ class Members:
         self.authority: Authority = authority or LocalAuthority()
         self.country = country
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid")
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid")
     def find(self, identifier: str, how: str = "typed") -> Identification:
         """Who ``identifier`` is, and how they were identified; a token is checked, not yet accepted."""
         found = identify_code(identifier)
@@ -79,8 +79,9 @@ class Members:
             raise refusal(resolved)
         return resolved
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
+            "storage_failed")
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
         ident = self.find(identifier)
@@ -115,8 +116,8 @@ class Members:
         return {"token_id": ident.token.token_id, "member_id": ident.member.member_id,
                 "identified_by": ident.token.scheme}
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_ineligible")
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_ineligible")
     def find_active(self, identifier: str) -> Identification:
         """A member who may earn and burn now; their token is accepted in the caller's unit."""
         ident = self.find(identifier)
@@ -178,13 +179,18 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
-        # A phone number without its +country, or without its +: asked only now, and not for a number
-        # a scanner read with an EAN/UPC check digit (4915123456787 is a product's barcode, not +49...).
-        if member is None and (how in ("typed", "phone") or not gtin_ok(code)):
+        # A phone number without its +country, or without its +: asked only when no card has the code, and
+        # not for a number a scanner read with an EAN/UPC check digit (4915123456787 is a barcode, not +49...).
+        # Typed, it is asked even so: a card's code that is another member's phone written without its
+        # +country (two lanes enrolled them apart) names neither, rather than one the cashier may not mean.
+        typed = how in ("typed", "phone")
+        if (member is None and (typed or not gtin_ok(code))) or (member is not None and typed):
             phone = phone_e164(code, self.country)
-            member = self.lookup(phone) if phone is not None and phone != code else None
-            if member is not None:
-                return Identification(member, "phone")
+            holder = self.lookup(phone) if phone is not None and phone != code else None
+            if holder is not None and member is None:
+                return Identification(holder, "phone")
+            if holder is not None and member is not None and holder.member_id != member.member_id:
+                return _Refused("ambiguous_member", code)
         return self._not_found(code) if member is None else Identification(member, how)
 
     def _checked(self, verdict: Accepted | Rejected,
@@ -409,12 +415,15 @@ def _replayed_elsewhere() -> LaneError:
 _TOKEN_CODES = {"expired": "member_token_expired", "not_yet_valid": "member_token_not_yet_valid"}
 
 
-@raises("unknown_member", "member_unavailable", "member_token_invalid", "member_token_expired",
+@raises("unknown_member", "member_unavailable", "ambiguous_member", "member_token_invalid", "member_token_expired",
         "member_token_not_yet_valid")
 def refusal(refused: _Refused) -> LaneError:
     """The error a refused identification is, for the POS."""
     if refused.code == "unknown_member":
         return LaneError("unknown_member", "not a member")
+    if refused.code == "ambiguous_member":
+        return LaneError("ambiguous_member", "that number is one member's card and another member's phone number: "
+                         "name the member by the phone with its +country code, by member id, or scan the card")
     if refused.code == "member_unavailable":
         return LaneError("member_unavailable", "members have not loaded from central yet, so the lane cannot tell "
                          "whether this is a member; try again after sync (health says why)")

@@ -32,10 +32,10 @@ class Quotes:
     def __init__(self, ctx: LaneContext, members: Members, sales: Sales, rewards: Rewards):
         self.ctx, self.members, self.sales, self.rewards = ctx, members, sales, rewards
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
-            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed", "transaction_id_conflict")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
+            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed", "transaction_id_conflict")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()

@@ -106,11 +106,11 @@ class Rewards:
         self.book = VoucherBook(ctx, self.authority)
 
     # -- redeem -----------------------------------------------------------------
-    @raises("redemption_id_conflict", "payment_card", "unknown_member", "member_unavailable", "member_ineligible",
-            "program_unavailable", "unknown_reward", "reward_not_eligible", "reward_required", "insufficient_balance",
-            "reward_limit_reached", "offline_too_long", "offline_cap_member", "offline_cap_lane",
-            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed",
-            "storage_full", "storage_failed")
+    @raises("redemption_id_conflict", "payment_card", "unknown_member", "ambiguous_member", "member_unavailable",
+            "member_ineligible", "program_unavailable", "unknown_reward", "reward_not_eligible", "reward_required",
+            "insufficient_balance", "reward_limit_reached", "offline_too_long", "offline_cap_member",
+            "offline_cap_lane", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
+            "member_token_replayed", "storage_full", "storage_failed")
     async def redeem(self, req: RedemptionInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -277,11 +277,11 @@ class Rewards:
             raise LaneError("member_required", "identify the member to use this coupon")
         return member_id or "" if v.campaign else ""
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_unavailable",
-            "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
-            "voucher_used", "negative_total", "negative_line", "total_mismatch", "member_token_invalid",
-            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
-            "storage_failed", "member_ineligible")
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "unknown_voucher",
+            "voucher_unavailable", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",
+            "member_required", "voucher_used", "negative_total", "negative_line", "total_mismatch",
+            "member_token_invalid", "member_token_expired", "member_token_not_yet_valid", "member_token_replayed",
+            "storage_full", "storage_failed", "member_ineligible")
     async def validate(self, code: str, member: str | None, basket: Basket | None = None,
                        applied: tuple[str, ...] = ()) -> dict[str, Any]:
         """Is this voucher or coupon usable now (asking central whether it was used at another lane),
@@ -334,12 +334,12 @@ class Rewards:
         mine = stack.entries[-1]
         return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason}
 
-    @raises("payment_card", "unknown_member", "member_unavailable", "unknown_voucher", "voucher_unavailable",
-            "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member", "member_required",
-            "voucher_used", "member_ineligible", "offline_too_long", "offline_cap_member", "offline_cap_lane",
-            "negative_total", "negative_line", "total_mismatch", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed",
-            "voucher_not_applicable", "transaction_id_conflict")
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "unknown_voucher",
+            "voucher_unavailable", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",
+            "member_required", "voucher_used", "member_ineligible", "offline_too_long", "offline_cap_member",
+            "offline_cap_lane", "negative_total", "negative_line", "total_mismatch", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
+            "storage_failed", "voucher_not_applicable", "transaction_id_conflict")
     async def use(self, code: str, transaction_id: str, member: str | None, basket: Basket | None = None,
                   applied: tuple[str, ...] = (), request_hash: str | None = None,
                   legacy_hash: Callable[[], tuple[str, ...]] | None = None) -> Recorded:

@@ -94,9 +94,10 @@ class Sales:
         return EarnContext(tier_id=member.tier if member else None, occurred_local=local,
                            birth_date=birth, birthday_bonus_used=used)
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
-            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
+            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid")
     def evaluate(self, tx: TransactionInput, view: LedgerView | None = None) -> _Sale:
         """What the sale earns, checked and computed, nothing written (a member's token is checked,
         not accepted): the sale and its quote share this."""
@@ -123,8 +124,8 @@ class Sales:
         return self.ctx.ledger.herald()
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
-            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
-            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "ambiguous_member", "member_unavailable", "member_ineligible", "program_unavailable", "negative_total",
+            "negative_line", "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
             "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
@@ -159,10 +160,10 @@ class Sales:
         return earlier_answer(self.ctx.ledger.view(), "transaction_id", tx.transaction_id, tx.request_hash,
                               tx.legacy_hash)
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "member_unavailable",
-            "member_ineligible", "program_unavailable", "negative_total", "negative_line", "total_mismatch",
-            "unsupported_currency", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
-            "member_token_replayed")
+    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
+            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
+            "member_token_not_yet_valid", "member_token_replayed")
     def _record_unless_central(self, unit: LedgerTx, tx: TransactionInput) -> Recorded | _Sale:
         """Inside the writer's unit: the sale evaluated against this very ledger and written, or, when
         central must be asked first, the evaluated sale with nothing written."""

@@ -374,6 +374,42 @@ def test_points_central_holds_pending_are_not_available_once_the_sale_synced(lan
     assert (points["total"], points["available"], points["maturing"]) == (800, 800, 0)
 
 
+def test_a_return_of_a_synced_sale_takes_back_its_own_pending_points_not_the_spendable_ones(lane):
+    """A sale central already had, its points still pending there (in the feed's maturing), then
+    returned here: the lane took the return off the total and still held central's whole pending lot
+    back, so the points came off twice: available fell from 1840 to 240 (below zero for a part return
+    offline) and a redemption the member could pay was refused. Central takes a return from its sale's
+    own lots first; so does the lane's balance now."""
+    program = copy.deepcopy(PROGRAM)
+    program["currencies"][0]["pending_days"] = 14
+    cache = lane.context.cache
+    cache.store_program(program, "e2")
+    cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
+                                 "balances": {"points": 1840}}], "2")
+    earned = run(lane.sales.record_sale(sale("T-pend", "CARD-m1", 100000))).response["accrual"]["points"]["points"]
+    seq = reader(lane.context.ledger).execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+    LedgerOutbox(lane.context.ledger).record_results([EventResult(seq, "accepted")])
+    until = (NOW + timedelta(days=14)).isoformat().replace("+00:00", "Z")
+    cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
+                                 "balances": {"points": 1840 + earned}, "applied_seq": {"L01": seq},
+                                 "maturing": [{"currency": "points", "points": earned, "available_at": until}]}], "3")
+
+    def points() -> tuple[int, int, int]:
+        view = lane.members.member_view(cache.find_member("CARD-m1"))["balances"]["points"]
+        return view["total"], view["available"], view["maturing"]
+
+    assert points() == (1840 + earned, 1840, earned)
+    half = run(lane.sales.record_return(ReturnInput("T-pend", "R-half", None, 50000, "hr-half")))
+    half = half.response["reversed"]["points"]
+    assert 0 < half < earned
+    assert points() == (1840 + earned - half, 1840, earned - half)
+    back = run(lane.sales.record_return(ReturnInput("T-pend", "R-rest", None, 50000, "hr-rest"))).response
+    assert back["balance"]["points"]["available"] == 1840
+    assert points() == (1840, 1840, 0)
+    spent = run(lane.rewards.redeem(RedemptionInput("D-pend", "CARD-m1", "free-coffee", None, None, "hd-pend")))
+    assert spent.response["redemption_id"] == "D-pend"
+
+
 def test_a_maturing_lot_posd_cannot_read_refuses_the_page(lane):
     from posd.storage.cache import MalformedMember
     for bad in ([{"currency": "points", "points": "5", "available_at": "2026-12-01T00:00:00Z"}],

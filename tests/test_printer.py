@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -238,6 +239,45 @@ def test_a_printer_taking_a_job_in_slowly_prints_it_once():
         emulator.wait_for_connections(1, timeout=30)
         assert emulator.jobs == [sent] and emulator.buffer_clears == 0
     assert printer.state is DeviceState.IDLE
+
+
+def test_a_serial_printer_behind_a_print_server_prints_a_slip_once():
+    """A print server takes a 1 KB slip in at once; the 9600-baud printer behind it prints it at about
+    a kilobyte a second, and its status answer comes after. posd waited 0.5 s + 1 s per 5,000 bytes,
+    called it offline, and sent the slip again after every wait: a dozen copies of one sale."""
+    small = SlipDocument("S-9600", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(25)))
+    with PrinterEmulator(bytes_per_s=960) as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        sent = printer.print_document(small)
+        assert 900 < len(sent) < 5000
+        emulator.wait_for_connections(1, timeout=30)
+        assert emulator.jobs == [sent] and emulator.buffer_clears == 0
+    assert printer.state is DeviceState.IDLE
+
+
+def test_a_printer_that_takes_the_connection_and_reads_nothing_holds_the_slip():
+    """A printer (or a print server) that accepts the connection and never reads: the job sat in this
+    PC's send queue, the silence after it was taken for a printer that never answers status, and the
+    slip was reported printed with most of it never sent. Bytes still queued are offline, resent later."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    held: list[socket.socket] = []
+    taker = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
+    taker.start()
+    big = SlipDocument("S-deaf", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(600)))
+    try:
+        printer = registry.open_printer("p", f"tcp://127.0.0.1:{server.getsockname()[1]}?timeout=1")
+        with pytest.raises(PrinterError) as err:
+            printer.print_document(big)
+        assert (err.value.reason, err.value.sent, err.value.delivered) == ("offline", True, False)
+        assert "not taken" in str(err.value.detail)
+        assert printer.state is DeviceState.ERROR
+    finally:
+        taker.join(5)
+        for sock in held + [server]:
+            sock.close()
 
 
 def test_each_job_is_its_own_connection():

@@ -695,14 +695,18 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         if parsed.scheme not in EXCLUSIVE_SCHEMES or not parsed.fs_path:
             continue
         path = os.path.normpath(parsed.fs_path)
+        # One node by two names (/dev/serial/by-id/... and the /dev/ttyUSB0 it links to) is one device;
+        # a pty link is posd's own to make, so its path is the name, whatever an old link points at.
+        node = path if parsed.scheme == "pty" else os.path.realpath(path)
         line = find_line(text, where)
-        if path in first:
-            other, other_line = first[path]
+        if node in first:
+            other, other_line = first[node]
             shown = f"{other} (line {other_line})" if other_line else other
-            problems.append(ConfigProblem(f"{path} is already the device of {shown}: two devices cannot "
+            same = "" if node == path else f" ({node})"
+            problems.append(ConfigProblem(f"{path}{same} is already the device of {shown}: two devices cannot "
                                           "share one path", key, line))
         else:
-            first[path] = (key, line)
+            first[node] = (key, line)
     return problems
 
 

@@ -669,6 +669,21 @@ def test_a_config_nested_too_deep_or_too_large_is_a_config_error_not_a_traceback
     assert big.returncode == 2 and "larger than 1 MiB" in big.stderr, big.stderr
 
 
+def test_one_serial_port_by_its_link_and_by_its_node_is_one_device(tmp_path):
+    """/dev/serial/by-id/... (what docs recommend) beside the /dev/ttyUSB0 it links to: config check said
+    ok, both drivers opened the port, and each took part of every card's digits (unknown members)."""
+    node = tmp_path / "ttyUSB0"
+    node.write_text("")
+    link = tmp_path / "by-id-scanner"
+    link.symlink_to(node)
+    twice = GOOD + f'\n[[scanner]]\nname = "byid"\nurl = "serial://{link}"\n' \
+        f'\n[[scanner]]\nname = "raw"\nurl = "serial://{node}"\n'
+    with pytest.raises(ConfigError) as err:
+        parse(twice)
+    [problem] = err.value.problems
+    assert problem.key == "scanner[2].url" and f"{node} is already the device of scanner[1].url" in problem.message
+
+
 def test_a_storage_folder_reached_through_a_link_is_that_folder(tmp_path):
     """A storage.dir that is a link to a folder that exists (store IT moving the data to another
     disk) was refused as "a link to ..., which does not exist", by config check and posd run alike."""

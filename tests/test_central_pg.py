@@ -196,6 +196,35 @@ def test_writing_many_members_takes_a_bounded_number_of_shared_locks(store, pg_d
     assert held and max(held) <= 128
 
 
+def test_writers_of_different_members_never_wait_for_each_other(store, pg_db):
+    """Every member took one of 128 lock buckets, so a 1000-member batch covered them all and every
+    two lanes' full batches took turns, even with no member in common (8 lanes: answers one after
+    another). Members that exist are held by their rows alone: a writer of another member in the
+    same bucket goes on at once. A member about to be created still takes its bucket."""
+    members = [{"member_id": f"BK{i:04d}", "display_name": f"Member {i}", "identifiers": [f"98{i:011d}"]}
+               for i in range(300)]
+    store.seed({**default_seed(), "members": members})
+    with psycopg.connect(pg_db, autocommit=True) as admin:
+        buckets: dict[int, list[str]] = {}
+        for member_id, bucket in admin.execute("SELECT member_id, (hashtextextended(member_id, 0) & 127)::int "
+                                               "FROM members WHERE member_id LIKE 'BK%' ORDER BY member_id"):
+            buckets.setdefault(bucket, []).append(member_id)
+        first, second = next(ids for ids in buckets.values() if len(ids) >= 2)[:2]
+    from psycopg.rows import dict_row
+
+    from posd.sync.central.store_pg import _Conn
+
+    with store._write() as holding, psycopg.connect(pg_db, autocommit=True, row_factory=dict_row) as other:
+        store._lock_members(holding, [first])
+        holding.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
+        other.execute("SET lock_timeout = '3s'")
+        with other.transaction():
+            store._lock_members(_Conn(other), [second])  # lock_timeout would raise, were it made to wait
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                with other.transaction():  # a savepoint: the same member is still one at a time
+                    store._lock_members(_Conn(other), [first])
+
+
 def test_events_are_hash_partitioned_by_lane(store, pg_db):
     for lane in ("L01", "L02", "L03", "L04"):
         store.apply_batch(STORE_ID, lane, "B", [make_event(1, lane_id=lane)], "2026-11-24T09:15:00Z")

@@ -95,3 +95,8 @@ class Link:
     def close(self) -> None:
         """Release the connection; never raises."""
         raise NotImplementedError
+
+    def discard(self) -> None:
+        """Close, dropping what the device has not taken in yet (it is sent again, whole, later): never
+        delivered after the close, when the device reads again. Never raises."""
+        self.close()

@@ -63,3 +63,10 @@ class TcpLink(Link):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def discard(self) -> None:
+        # A plain close leaves the send queue to the kernel, which delivers it once the printer reads
+        # again: with the resent job, two slips. Linger 0 resets the connection and drops it.
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()

@@ -142,16 +142,16 @@ class LinkPrinter(EscposPrinter):
             return None
         rate = min(self.AFTER_JOB_BYTES_PER_S, link.bytes_per_s or self.AFTER_JOB_BYTES_PER_S)
         wait = min(self.AFTER_JOB_MAX_WAIT_S, self.STATUS_TIMEOUT_S + self._sent / rate)
+        self._wait_taken_in(link)
+        stuck = link.unsent()
+        if stuck:  # never left this PC: the printer stopped taking the job in (its status aside)
+            link.discard()  # dropped here, not delivered beside the job sent again once it reads
+            raise PrinterError("offline", f"the printer took in nothing more for {self.timeout:g} s "
+                               f"({stuck} bytes of the job not taken)", sent=True)
         try:
-            self._wait_taken_in(link)
-            stuck = link.unsent()
-            if stuck:  # never left this PC: the printer stopped taking the job in (its status aside)
-                raise PrinterError("offline", f"the printer took in nothing more for {self.timeout:g} s "
-                                   f"({stuck} bytes of the job not taken)", sent=True)
-            try:
-                return self._query(link, first_wait=wait)
-            except DeviceError:
-                return PrinterStatus(answered=False)  # unconfirmed: the base decides
+            return self._query(link, first_wait=wait)
+        except DeviceError:
+            return PrinterStatus(answered=False)  # unconfirmed: the base decides
         finally:
             link.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -256,9 +257,10 @@ def test_a_serial_printer_behind_a_print_server_prints_a_slip_once():
 
 
 def test_a_printer_that_takes_the_connection_and_reads_nothing_holds_the_slip():
-    """A printer (or a print server) that accepts the connection and never reads: the job sat in this
+    """A printer (or a print server) that accepts the connection and reads nothing: the job sat in this
     PC's send queue, the silence after it was taken for a printer that never answers status, and the
-    slip was reported printed with most of it never sent. Bytes still queued are offline, resent later."""
+    slip was reported printed with most of it never sent. Bytes still queued are offline, resent later,
+    and dropped here: a printer reading again (paper back in) never gets them beside the job resent."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     server.bind(("127.0.0.1", 0))
@@ -274,6 +276,14 @@ def test_a_printer_that_takes_the_connection_and_reads_nothing_holds_the_slip():
         assert (err.value.reason, err.value.sent, err.value.delivered) == ("offline", True, False)
         assert "not taken" in str(err.value.detail)
         assert printer.state is DeviceState.ERROR
+        whole = registry.open_printer("n", "none").print_document(big)
+        [peer] = held
+        peer.settimeout(5)
+        got = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := peer.recv(65536):  # the printer reads again: what the PC still held is gone
+                got += len(chunk)
+        assert 0 < got < len(whole) // 2, (got, len(whole))
     finally:
         taker.join(5)
         for sock in held + [server]:

@@ -40,6 +40,11 @@ def central_seed() -> dict[str, Any]:
     seed["members"] += [{"member_id": "M0101", "display_name": "Card Holder", "identifiers": ["602987654"],
                          "balances": {"points": 0}},
                         {"member_id": "M0102", "display_name": "Phone Holder", "identifiers": ["+48602987654"],
+                         "balances": {"points": 0}},
+                        # an EAN-13 card (check digit 7) whose digits are also a German mobile with its +49
+                        {"member_id": "M0103", "display_name": "Barcode Card", "identifiers": ["4917612340003"],
+                         "balances": {"points": 0}},
+                        {"member_id": "M0104", "display_name": "Berlin Phone", "identifiers": ["+4917612340003"],
                          "balances": {"points": 0}}]
     return seed
 
@@ -279,6 +284,9 @@ def test_a_cards_code_that_is_another_members_phone_typed_names_neither(tmp_path
         "ambiguous_member"
     credited = lane.post("/v1/transactions", sale("T-amb", "+48 602 987 654", 1000))  # nothing kept under T-amb
     assert (credited.status_code, credited.json()["member_id"]) == (200, "M0102"), credited.text
+    # a card's barcode with its check digit is the card, typed as scanned; the phone with its + is the phone
+    assert lane.get("/v1/members/4917612340003").json()["member_id"] == "M0103"
+    assert lane.get("/v1/members/+4917612340003").json()["member_id"] == "M0104"
     stream = lane.sse()
     try:
         lane.scan("602987654")  # a card at the scanner is the card

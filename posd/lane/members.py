@@ -182,9 +182,11 @@ class Members:
         # A phone number without its +country, or without its +: asked only when no card has the code, and
         # not for a number a scanner read with an EAN/UPC check digit (4915123456787 is a barcode, not +49...).
         # Typed, it is asked even so: a card's code that is another member's phone written without its
-        # +country (two lanes enrolled them apart) names neither, rather than one the cashier may not mean.
+        # + or +country (two lanes enrolled them apart) names neither, rather than one the cashier may not
+        # mean. Not for a card's EAN-13 or UPC-A (a barcode with its check digit): the card, as scanned.
         typed = how in ("typed", "phone")
-        if (member is None and (typed or not gtin_ok(code))) or (member is not None and typed):
+        barcode = len(code) in (12, 13) and gtin_ok(code)
+        if (member is None and (typed or not gtin_ok(code))) or (member is not None and typed and not barcode):
             phone = phone_e164(code, self.country)
             holder = self.lookup(phone) if phone is not None and phone != code else None
             if holder is not None and member is None:
@@ -423,7 +425,7 @@ def refusal(refused: _Refused) -> LaneError:
         return LaneError("unknown_member", "not a member")
     if refused.code == "ambiguous_member":
         return LaneError("ambiguous_member", "that number is one member's card and another member's phone number: "
-                         "name the member by the phone with its +country code, by member id, or scan the card")
+                         "give the phone with its +country code, or the member's id")
     if refused.code == "member_unavailable":
         return LaneError("member_unavailable", "members have not loaded from central yet, so the lane cannot tell "
                          "whether this is a member; try again after sync (health says why)")

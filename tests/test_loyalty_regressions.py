@@ -410,6 +410,25 @@ def test_a_return_of_a_synced_sale_takes_back_its_own_pending_points_not_the_spe
     assert spent.response["redemption_id"] == "D-pend"
 
 
+def test_a_return_of_a_sale_central_refused_gives_back_none_of_centrals_pending_points(lane):
+    """A sale central refused (quarantined) has no lot at central: its return takes back nothing of the
+    points central holds pending for the member's other sales, which stay held back."""
+    program = copy.deepcopy(PROGRAM)
+    program["currencies"][0]["pending_days"] = 14
+    cache = lane.context.cache
+    cache.store_program(program, "e2")
+    run(lane.sales.record_sale(sale("T-refused", "CARD-m1", 100000)))
+    seq = reader(lane.context.ledger).execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+    LedgerOutbox(lane.context.ledger).record_results([EventResult(seq, "rejected", "member_blocked")])
+    until = (NOW + timedelta(days=14)).isoformat().replace("+00:00", "Z")
+    cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
+                                 "balances": {"points": 2000}, "applied_seq": {"L01": seq},
+                                 "maturing": [{"currency": "points", "points": 500, "available_at": until}]}], "3")
+    run(lane.sales.record_return(ReturnInput("T-refused", "R-refused", None, 100000, "hr-refused")))
+    view = lane.members.member_view(cache.find_member("CARD-m1"))["balances"]["points"]
+    assert view["maturing"] == 500 and view["available"] == view["total"] - 500, view
+
+
 def test_a_maturing_lot_posd_cannot_read_refuses_the_page(lane):
     from posd.storage.cache import MalformedMember
     for bad in ([{"currency": "points", "points": "5", "available_at": "2026-12-01T00:00:00Z"}],

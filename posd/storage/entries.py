@@ -156,7 +156,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
         maturing[cur] = maturing.get(cur, 0) + int(later or 0)
     out = {}
     held = held or {}
-    if any(p > 0 for p in held.values()):  # rare: central holds some of the member's points pending
+    if any(p > 0 for p in held.values()):  # only while central holds some of the member's points pending
         back = _pending_taken_back(conn, member_id, watermark, stamp, aliases)
         held = {cur: pts - back.get(cur, 0) for cur, pts in held.items()}
     for cur in sorted(set(confirmed) | set(pending)):
@@ -175,7 +175,10 @@ def _pending_taken_back(conn: sqlite3.Connection, member_id: str, watermark: int
     """Per currency, what this lane's unsynced returns take back of sales central already has whose
     lots are still pending: central takes a return from its sale's own lots first (docs/sync-protocol.md,
     lots), so those points leave central's ``maturing`` with the return, not the spendable rest. The
-    part of a reversal drawn from central's pool (its sale synced) whose sale earned pending points."""
+    part of a reversal drawn from central's pool (its sale synced, not refused) whose sale earned pending
+    points. Not capped sale by sale: should central have spent part of a sale's pending lot (a debit
+    beyond every spendable point), the return's overflow comes off central's spendable points, and
+    this holds back that much less until the next pull."""
     who, ids = member_is("r.member_id", member_id, aliases, "?1")
     sale_of = member_is("s.member_id", member_id, aliases, "?1")[0]
     rows = conn.execute(
@@ -183,7 +186,8 @@ def _pending_taken_back(conn: sqlite3.Connection, member_id: str, watermark: int
         SELECT r.currency, SUM(a.points) FROM ledger_entries r JOIN outbox o ON o.seq = r.seq
         JOIN lot_allocations a ON a.debit_entry_id = r.entry_id AND a.lot_entry_id IS NULL
         WHERE {who} AND r.kind = 'reversal' AND r.seq > ?2 AND o.state != 'quarantined'
-          AND EXISTS (SELECT 1 FROM ledger_entries s WHERE {sale_of} AND s.seq <= ?2 AND s.kind = 'earn'
+          AND EXISTS (SELECT 1 FROM ledger_entries s JOIN outbox so ON so.seq = s.seq
+                      WHERE {sale_of} AND s.seq <= ?2 AND s.kind = 'earn' AND so.state != 'quarantined'
                       AND s.transaction_id = r.transaction_id AND s.currency = r.currency
                       AND s.pending_until > ?3)
         GROUP BY r.currency

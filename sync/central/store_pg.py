@@ -14,8 +14,9 @@ own is here:
   ``member_enrolled`` is about to create, a card or phone it claims, a voucher
   code), then the rows, ``FOR UPDATE`` in member_id order (so an UPDATE from
   outside this code waits or is waited for). Two lanes of one member never
-  deadlock and never lose an update, and lanes of different members never
-  wait for each other;
+  deadlock and never lose an update, and batches of different members that
+  exist never wait for each other (enrolments, cards and voucher codes share
+  the buckets);
 - a page of the member change feed is read in one REPEATABLE READ transaction: its members,
   their watermarks, aliases and vouchers all as of one snapshot;
 - the member change feed: a change's version is ``xid << 20 | n`` (the

@@ -180,7 +180,13 @@ class Program:
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def currency(self, code: str) -> Currency | None:
-        return next((c for c in self.currencies if c.code == code), None)
+        by_code = self.derived.get("currencies")
+        if by_code is None:  # made once per version: a sale asks three times (its lots, its balance)
+            by_code = {}
+            for c in self.currencies:
+                by_code.setdefault(c.code, c)  # the first of a code, as a search in order finds it
+            self.derived["currencies"] = by_code
+        return by_code.get(code)
 
     def tier(self, tier_id: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.tier_id == tier_id), None)

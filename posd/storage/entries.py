@@ -118,6 +118,24 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
     ).fetchone()[0]
 
 
+_BALANCE_SQL: dict[str, str] = {}
+
+
+def _balance_sql(who: str) -> str:
+    return f"""
+        SELECT currency, SUM(points),
+               SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
+               SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
+                         AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
+        FROM (
+            SELECT e.currency, e.points, e.pending_until, e.expires_at,
+                   CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
+            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
+        ) GROUP BY currency
+        """
+
+
 def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int], watermark: int,
             now: datetime, aliases: tuple[str, ...] = (), held: dict[str, int] | None = None
             ) -> dict[str, dict[str, int]]:
@@ -132,19 +150,11 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
     # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
+    sql = _BALANCE_SQL.get(who)
+    if sql is None:  # the query's text made once per condition (a member's own id: one text for all)
+        sql = _BALANCE_SQL[who] = _balance_sql(who)
     rows = conn.execute(
-        f"""
-        SELECT currency, SUM(points),
-               SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
-               SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
-                         AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
-        FROM (
-            SELECT e.currency, e.points, e.pending_until, e.expires_at,
-                   CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
-            FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
-            WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
-        ) GROUP BY currency
-        """,
+        sql,
         (ids, watermark, stamp),
     ).fetchall()
     pending: dict[str, int] = {}

@@ -141,8 +141,9 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
             ) -> dict[str, dict[str, int]]:
     """Per currency: confirmed, pending (local, unsynced), total, available, maturing, expired.
 
-    One query: this runs inside every sale's write transaction. ``aliases``: provisional ids
-    central mapped to the member (their entries are the member's, under the same watermark).
+    One query (a second only while central holds points pending): this runs inside every sale's write
+    transaction. ``aliases``: provisional ids central mapped to the member (their entries are the
+    member's, under the same watermark).
     ``held``: what of ``confirmed`` central still holds pending at ``now`` (CachedMember.maturing_at):
     in the total, not available.
     """

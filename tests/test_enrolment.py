@@ -248,17 +248,21 @@ def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central,
     phone = lane.post("/v1/members", {"phone": "+48600123458", "display_name": "B"})
     assert phone.status_code == 200, phone.text
     member = phone.json()["member_id"]
+
+    def same(found: str) -> bool:  # the provisional id, or central's once it mapped it (any moment)
+        return found in (member, lane.get(f"/v1/members/{member}").json()["member_id"])
+
     for written in ("tel:+48600123458", "TEL:+48-600-123-458", "tel:+48 600 123 458;phone-context=x"):
         found = lane.get(f"/v1/members/{written}")
-        assert (found.status_code, found.json()["member_id"]) == (200, member), (written, found.text)
+        assert found.status_code == 200 and same(found.json()["member_id"]), (written, found.text)
     sale = {"transaction_id": "T-tel", "member": "tel:+48600123458", "occurred_at": "2026-12-01T10:00:00Z",
             "currency": "PLN", "total": 1000,
             "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 1000}]}
-    assert lane.post("/v1/transactions", sale).json()["member_id"] == member
+    assert same(lane.post("/v1/transactions", sale).json()["member_id"])
     stream = lane.sse()
     try:
         lane.scan("tel:+48600123458")
-        assert stream.next("member.identified")["data"]["member"]["member_id"] == member
+        assert same(stream.next("member.identified")["data"]["member"]["member_id"])
     finally:
         stream.close()
     assert lane.get("/v1/members/tel:+48600999999").json()["code"] == "unknown_member"

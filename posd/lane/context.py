@@ -59,29 +59,17 @@ def _sha256(value: Any) -> str:
 
 
 # Values _canonical gives back as they are, by exact type: most of a body. Checked before a call is made
-# for them, so a sale's body costs a few calls rather than one per field (subclasses take the long way).
+# for them, so a sale's body costs a few calls rather than one per field.
 _AS_IS = frozenset({str, int, bool, type(None)})
 
 
 def _canonical(value: Any) -> Any:
-    kind = type(value)
-    if kind in _AS_IS:
-        return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): v if type(v) in _AS_IS else _canonical(v)
-                for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [v if type(v) in _AS_IS else _canonical(v) for v in value]
-    return _canonical_other(value)
-
-
-def _canonical_other(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int)):  # most of a body (bool is an int): as JSON has them
+    if type(value) in _AS_IS or isinstance(value, (str, int)):  # as JSON has them (a subclass too)
         return value
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
+        return {str(k): v if type(v) in _AS_IS else _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
+        return [v if type(v) in _AS_IS else _canonical(v) for v in value]
     if isinstance(value, (Decimal, float)):
         number = Decimal(str(value)) if isinstance(value, float) else value
         if number == number.to_integral_value():

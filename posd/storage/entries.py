@@ -17,6 +17,7 @@ this is soonest-expiring-first without knowing central's lot dates.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,10 +119,10 @@ def _pool_drawn(conn: sqlite3.Connection, member_id: str, currency: str, waterma
     ).fetchone()[0]
 
 
-_BALANCE_SQL: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def _balance_sql(who: str) -> str:
+    """The balance query for one member condition (member_is: a member's own id, or with its aliases):
+    its text made once, not on every sale."""
     return f"""
         SELECT currency, SUM(points),
                SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
@@ -151,13 +152,7 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
     # One pass over the member's unsynced entries: each credit (a lot) also says what is left of it
     # after the live allocations that drew from it, and that remainder counts as expired or maturing.
-    sql = _BALANCE_SQL.get(who)
-    if sql is None:  # the query's text made once per condition (a member's own id: one text for all)
-        sql = _BALANCE_SQL[who] = _balance_sql(who)
-    rows = conn.execute(
-        sql,
-        (ids, watermark, stamp),
-    ).fetchall()
+    rows = conn.execute(_balance_sql(who), (ids, watermark, stamp)).fetchall()
     pending: dict[str, int] = {}
     expired: dict[str, int] = {}
     maturing: dict[str, int] = {}

@@ -185,8 +185,11 @@ class Members:
         # + or +country (two lanes enrolled them apart) names neither, rather than one the cashier may not
         # mean. Not for a card's EAN-13 or UPC-A (a barcode with its check digit): the card, as scanned.
         typed = how in ("typed", "phone")
-        barcode = len(code) in (12, 13) and gtin_ok(code)
-        if (member is None and (typed or not gtin_ok(code))) or (member is not None and typed and not barcode):
+        if member is None:
+            as_phone = typed or not gtin_ok(code)
+        else:
+            as_phone = typed and not (len(code) in (12, 13) and gtin_ok(code))
+        if as_phone:
             phone = phone_e164(code, self.country)
             holder = self.lookup(phone) if phone is not None and phone != code else None
             if holder is not None and member is None:

@@ -358,9 +358,10 @@ class Rewards:
         if earlier:  # the POS retried after a lost answer: the first answer, even if the voucher has expired since
             return _replayed(earlier, request_hash, legacy_hash)
         offline = ctx.is_offline()
-        if self.book.local(view, code, ctx.program()) is None:
+        v = self.book.local(view, code, ctx.program())
+        if v is None:
             self._used_here(view, code, aliases)
-        v = await self.book.find_usable(view, code, member_id, ask=not offline, grace=True)
+            v = await self.book.from_central(code, member_id, ask=not offline, grace=True)
         now = ctx.clock()
         self.book.check_usable(v, member_id, now, aliases)
         self.holder_may_burn(v, ident)

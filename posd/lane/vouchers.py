@@ -160,8 +160,12 @@ class VoucherBook:
         """The code's voucher or coupon; central is asked (``ask``) only for a code the lane does not
         know (``grace``: see ask). unknown_voucher, or voucher_unavailable (not_found)."""
         found = self.local(view, code, self.ctx.program())
-        if found is not None:
-            return found
+        return found if found is not None else await self.from_central(code, member_id, ask=ask, grace=grace)
+
+    @raises("unknown_voucher", "voucher_unavailable")
+    async def from_central(self, code: str, member_id: str | None, *, ask: bool, grace: bool = False) -> Usable:
+        """A code the lane does not know itself, as central answers it (``ask``: False when central is
+        known to be out of reach)."""
         answer = await self.ask(code, member_id, grace=grace) if ask else VoucherLookup("unavailable")
         if answer.status == "found" and answer.voucher is not None:
             return Usable.from_wire(answer.voucher, "central", self.ctx.locale)

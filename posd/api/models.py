@@ -29,9 +29,18 @@ PATH_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
 # Path segments, validated like the bodies' fields: a malformed one is 422 invalid_request.
 def _path_text(value: str) -> str:
-    if CONTROL_CHARACTERS.search(value):
-        raise ValueError("control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+    found = CONTROL_CHARACTERS.search(value)
+    if found:
+        raise ValueError(_refusal(found.group()))
     return value
+
+
+def _refusal(char: str) -> str:
+    """What is wrong with the text, by the first character refused in it: a POS sending an unpaired
+    surrogate (a broken emoji) looks for its text encoding, not for a stray control character."""
+    if "\ud800" <= char <= "\udfff":
+        return "unpaired surrogates (U+D800-U+DFFF: half of a character) are not allowed"
+    return "control characters (U+0000-U+001F, U+007F-U+009F) are not allowed"
 
 
 def _path_text_param(max_length: int, description: str) -> Any:
@@ -61,18 +70,22 @@ class _In(BaseModel):
             if kind is int or kind is dict or value is None:  # numbers, a line's object: no text of their own
                 continue
             if isinstance(value, str):
-                if _has_control_characters(value):
-                    raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+                if found := _refused_character(value):
+                    raise ValueError(f"{name}: {_refusal(found)}")
             elif isinstance(value, list):
                 for text in value:
-                    if isinstance(text, str) and _has_control_characters(text):
-                        raise ValueError(f"{name}: control characters (U+0000-U+001F, U+007F-U+009F) are not allowed")
+                    if isinstance(text, str) and (found := _refused_character(text)):
+                        raise ValueError(f"{name}: {_refusal(found)}")
         return data
 
 
-def _has_control_characters(text: str) -> bool:
-    """CONTROL_CHARACTERS in ``text``; printable ASCII (what a till sends) is answered without the search."""
-    return not (text.isascii() and text.isprintable()) and CONTROL_CHARACTERS.search(text) is not None
+def _refused_character(text: str) -> str | None:
+    """The first of CONTROL_CHARACTERS in ``text``; printable ASCII (what a till sends) is answered
+    without the search."""
+    if text.isascii() and text.isprintable():
+        return None
+    found = CONTROL_CHARACTERS.search(text)
+    return found.group() if found else None
 
 
 # Values that never hold card data: find_card_data answers False for them without looking.

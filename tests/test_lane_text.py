@@ -7,7 +7,10 @@ refuse; a central answering 500 shows as ``central_error`` in health, not as unr
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import requests
 
 CARD = "2900000000179"
 
@@ -92,3 +95,38 @@ def test_central_answering_500_is_a_central_error_not_unreachable(tmp_path, cent
     assert health["status"] == "degraded" and health["sync"]["central_answered"] is True
     assert "500" in issue["detail"]
     assert any(p.startswith("central answers with an error") for p in health["problems"])
+
+
+# Half of a character (an emoji cut in two by a POS's text encoding), as the JSON escape a POS sends.
+SURROGATES = [
+    ("/v1/members", '{"card": "2900000000179", "display_name": "Ola \\ud83d"}', "display_name"),
+    ("/v1/transactions", json.dumps(sale("T-sur-1"))[:-1] + ', "member": "\\ud800"}', "member"),
+    ("/v1/transactions", json.dumps(sale("T-sur-2", sku="A\\udc00")).replace("\\\\", "\\"), "sku"),
+]
+
+
+def test_an_unpaired_surrogate_is_named_as_such_not_as_a_control_character(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    lane.wait_synced()
+    before = lane.health()["sync"]
+    for path, body, field in SURROGATES:
+        resp = requests.post(lane.base + path, data=body.encode(), timeout=10,
+                             headers=lane.headers(**{"Content-Type": "application/json"}))
+        assert resp.status_code == 422, (path, body, resp.text)
+        answer = resp.json()
+        assert answer["code"] == "invalid_request", answer
+        assert "unpaired surrogate" in answer["message"] and "control" not in answer["message"], answer
+        assert field in answer["message"], answer
+    after = lane.health()["sync"]
+    assert (after["pending"], after["last_acked_seq"]) == (before["pending"], before["last_acked_seq"])
+    fresh = lane.post("/v1/transactions", sale("T-sur-1"))  # none of the refused ones took the id
+    assert fresh.status_code == 200 and fresh.headers.get("Idempotent-Replayed") is None, fresh.text
+
+
+def test_json_python_cannot_read_is_invalid_request_saying_why(tmp_path, central, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    too_long = json.dumps(sale("T-long"))[:-1] + ', "total": ' + "9" * 5000 + "}"
+    resp = requests.post(lane.base + "/v1/transactions", data=too_long.encode(), timeout=10,
+                         headers=lane.headers(**{"Content-Type": "application/json"}))
+    assert resp.status_code == 422 and resp.json()["code"] == "invalid_request", resp.text
+    assert "too many digits" in resp.json()["message"], resp.text

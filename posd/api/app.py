@@ -220,8 +220,10 @@ async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any)
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Routing and body errors as Problems, on the API and on the status listener alike."""
-    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...): the request is invalid
-        return _err("invalid_request", f"the body is not JSON in UTF-8 ({exc.detail})")
+    if exc.status_code == 400:  # FastAPI could not read the body: the request is invalid. UTF-8 is checked
+        # before (posd.api.security), so mostly JSON that Python does not read: an integer of over 4300 digits
+        return _err("invalid_request", "the body cannot be read as JSON: not UTF-8, a number with too many "
+                                       "digits, or values nested too deep")
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
                         headers=exc.headers)  # a 405's Allow

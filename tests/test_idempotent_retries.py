@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from posd.api.models import TransactionIn
+from posd.api.models import ReturnIn, TransactionIn
 from posd.lane.context import request_hash
 from tests.support.central_fixture import demo_seed
 from tests.support.lane import ANNA
@@ -149,3 +149,37 @@ def test_every_retried_write_gets_its_first_answer_byte_for_byte(tmp_path, centr
     assert first.status_code == 200, first.text
     retry = lane.post(*use)
     assert retry.status_code == 200 and retry.content == first.content
+
+
+def test_a_return_retried_with_its_lines_in_another_order_is_the_same_request(tmp_path, central, start_lane):
+    """The lines a return names are a set (docs/program.md: which come back, not the order the POS listed
+    them in): a retry listing them in another order replays. A return recorded before, under the order
+    it was sent in, still replays to its exact retry."""
+    lane = start_lane(tmp_path / "lane")
+    lines = [{"sku": "5901234123457", "category": "grocery", "quantity": 2, "unit_price": 1000},
+             {"sku": "5900000000017", "category": "grocery", "quantity": 1, "unit_price": 3000},
+             {"sku": "5900000000024", "category": "grocery", "quantity": 1, "unit_price": 500}]
+    body = {**sale("rv-order", 1), "total": 5500, "lines": lines}
+    assert lane.post("/v1/transactions", body).status_code == 200
+    ret = {"return_id": "rv-order-r", "lines": [{"sku": "5900000000017", "quantity": 1},
+                                                {"sku": "5901234123457", "quantity": "1.0"}]}
+    first = lane.post("/v1/transactions/rv-order/returns", ret)
+    assert first.status_code == 200 and first.json()["reversed"], first.text
+    swapped = {**ret, "lines": [{"sku": "5901234123457", "quantity": 1}, {"sku": "5900000000017", "quantity": "1"}]}
+    retry = lane.post("/v1/transactions/rv-order/returns", swapped)
+    assert retry.status_code == 200 and retry.headers.get("Idempotent-Replayed") == "true", retry.text
+    assert retry.content == first.content
+    other = lane.post("/v1/transactions/rv-order/returns",
+                      {**ret, "lines": [{"sku": "5901234123457", "quantity": 1}, {"sku": "5900000000024", "quantity": 1}]})
+    assert (other.status_code, other.json()["code"]) == (409, "return_id_conflict"), other.text
+
+    lane.stop()  # as an older posd recorded it: the lines hashed in the order they were sent
+    as_sent = request_hash({"transaction_id": "rv-order", **ReturnIn.model_validate(ret).model_dump()})
+    db = sqlite3.connect(lane.state / "ledger.db")
+    with db:
+        db.execute("UPDATE returns SET request_hash = ? WHERE return_id = 'rv-order-r'", (as_sent,))
+    db.close()
+    lane.start()
+    again = lane.post("/v1/transactions/rv-order/returns", ret)
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.text
+    assert again.content == first.content

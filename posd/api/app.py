@@ -151,23 +151,30 @@ def sale_input(body: TransactionIn) -> TransactionInput:
 
 
 def _hashes(body: BaseModel, extra: dict[str, Any] | None = None, include: set[str] | None = None,
-            legacy: Callable[[], str] | None = None) -> dict[str, Any]:
+            legacy: Callable[[], str] | None = None, unordered: str | None = None) -> dict[str, Any]:
     """A request's idempotency hashes: the canonical one it is recorded under, and (computed only
     when a retry does not match it) those it may have been recorded under before (posd.lane.context):
     ``legacy``, by default the hash of pydantic's JSON-mode dump. The member it names is hashed as the
     lane reads it, digits of any script as 0-9: a card typed in Persian digits is the same card; a
-    request recorded under its member's own spelling still matches."""
+    request recorded under its member's own spelling still matches. ``unordered``: a list field whose
+    order means nothing (a return's lines), hashed sorted; a request recorded before, under the
+    order it was sent in, still matches a retry in that order."""
     dumped = {**(extra or {}), **body.model_dump(include=include)}
     member = dumped.get("member")
     spelled = None
     if isinstance(member, str) and not member.isascii():
         spelled = dict(dumped)
         dumped["member"] = fold_ascii(member)
+    as_sent = None
+    if unordered is not None and dumped.get(unordered) is not None:
+        as_sent = dict(dumped)
+        dumped[unordered] = sorted(dumped[unordered], key=lambda item: sorted(item.items()))
 
     def older() -> tuple[str, ...]:
         json_mode = legacy() if legacy is not None else \
             legacy_request_hash({**(extra or {}), **body.model_dump(mode="json", include=include)})
-        return (json_mode,) if spelled is None else (request_hash(spelled), json_mode)
+        earlier = tuple(request_hash(kept) for kept in (spelled, as_sent) if kept is not None)
+        return (*earlier, json_mode)
 
     return {"request_hash": request_hash(dumped), "legacy_hash": older}
 
@@ -348,7 +355,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         ret = ReturnInput(
             transaction_id=transaction_id, return_id=body.return_id, amount=body.amount,
             lines=None if body.lines is None else tuple((ln.sku, ln.quantity) for ln in body.lines),
-            **_hashes(body, extra={"transaction_id": transaction_id}),
+            **_hashes(body, extra={"transaction_id": transaction_id}, unordered="lines"),
         )
         return await _outcome(observer, "return", body.return_id, sales.record_return(ret))
 

@@ -233,6 +233,8 @@ def test_a_clock_skew_is_named_with_its_size(tmp_path):
     clock = one(report, "central.clock")
     assert (clock["result"], clock["code"]) == ("fail", "clock_skew")
     assert 890 <= clock["details"]["skew"] <= 910 and "timedatectl" in clock["message"]
+    # central's Date is ahead, so the lane is behind (in the lane's Polish: its clock is late)
+    assert "spóźnia się o" in clock["message"] and clock["details"]["apart"] == clock["details"]["skew"], clock
     signature = one(report, "central.signature")
     assert (signature["result"], signature["code"]) == ("fail", "signature_refused")
     assert signature["details"]["status"] == 401

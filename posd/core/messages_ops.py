@@ -115,6 +115,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.check.tls": "TLS",
         "doctor.check.signature": "signed request",
         "doctor.check.clock": "clock",
+        "doctor.clock.behind": "behind",
+        "doctor.clock.ahead": "ahead of",
         "doctor.skipped.config": "the config is not valid",
         "doctor.skipped.central": "central cannot be reached",
         "doctor.files.ok": "{what} {path}: readable by {user}, mode {mode}",
@@ -203,8 +205,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.central.signature_refused": "central refused the lane's signature (HTTP {status} {code}): check "
                                             "the store secret, the store id and the clock",
         "doctor.central.signature_error": "central did not answer the signed request: {message}",
-        "doctor.central.clock_ok": "the lane's clock is {skew} s from central's",
-        "doctor.central.clock_skew": "the lane's clock is {skew} s from central's (limit {limit} s): "
+        "doctor.central.clock_ok": "the lane's clock is {apart} s {side} central's",
+        "doctor.central.clock_skew": "the lane's clock is {apart} s {side} central's (limit {limit} s): "
                                      "turn on time sync (timedatectl set-ntp true)",
         "doctor.central.clock_unknown": "central sent no Date header: the clock difference is unknown",
         "doctor.sync.ok": "{pending} event(s) waiting for central{oldest}; {quarantined} refused for good",
@@ -344,6 +346,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.check.tls": "TLS",
         "doctor.check.signature": "podpisane zapytanie",
         "doctor.check.clock": "zegar",
+        "doctor.clock.behind": "spóźnia się",
+        "doctor.clock.ahead": "śpieszy się",
         "doctor.skipped.config": "konfiguracja jest niepoprawna",
         "doctor.skipped.central": "centrala jest nieosiągalna",
         "doctor.files.ok": "{what} {path}: {user} może go odczytać, uprawnienia {mode}",
@@ -437,8 +441,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.central.signature_refused": "centrala odrzuciła podpis kasy (HTTP {status} {code}): sprawdź "
                                             "sekret sklepu, identyfikator sklepu i zegar",
         "doctor.central.signature_error": "centrala nie odpowiedziała na podpisane zapytanie: {message}",
-        "doctor.central.clock_ok": "zegar kasy różni się od zegara centrali o {skew} s",
-        "doctor.central.clock_skew": "zegar kasy różni się od zegara centrali o {skew} s (limit {limit} s): "
+        "doctor.central.clock_ok": "zegar kasy {side} o {apart} s względem zegara centrali",
+        "doctor.central.clock_skew": "zegar kasy {side} o {apart} s względem zegara centrali (limit {limit} s): "
                                      "włącz synchronizację czasu (timedatectl set-ntp true)",
         "doctor.central.clock_unknown": "centrala nie podała nagłówka Date: różnica zegarów nieznana",
         "doctor.sync.ok": "zdarzeń czekających na centralę: {pending}{oldest}; ostatecznie odrzuconych: "
@@ -579,6 +583,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.check.tls": "TLS",
         "doctor.check.signature": "درخواست امضاشده",
         "doctor.check.clock": "ساعت",
+        "doctor.clock.behind": "عقب‌تر",
+        "doctor.clock.ahead": "جلوتر",
         "doctor.skipped.config": "پیکربندی نادرست است",
         "doctor.skipped.central": "مرکز در دسترس نیست",
         "doctor.files.ok": "{what} {path}: برای {user} خواندنی، دسترسی {mode}",
@@ -670,8 +676,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.central.signature_refused": "مرکز امضای صندوق را رد کرد (HTTP {status} {code}): رمز فروشگاه، "
                                             "شناسهٔ فروشگاه و ساعت را بررسی کنید",
         "doctor.central.signature_error": "مرکز به درخواست امضاشده پاسخ نداد: {message}",
-        "doctor.central.clock_ok": "ساعت صندوق {skew} ثانیه با ساعت مرکز فاصله دارد",
-        "doctor.central.clock_skew": "ساعت صندوق {skew} ثانیه با ساعت مرکز فاصله دارد (حد {limit} ثانیه): "
+        "doctor.central.clock_ok": "ساعت صندوق {apart} ثانیه از ساعت مرکز {side} است",
+        "doctor.central.clock_skew": "ساعت صندوق {apart} ثانیه از ساعت مرکز {side} است (حد {limit} ثانیه): "
                                      "همگام‌سازی زمان را روشن کنید (timedatectl set-ntp true)",
         "doctor.central.clock_unknown": "مرکز سرآیند Date نفرستاد: اختلاف ساعت معلوم نیست",
         "doctor.sync.ok": "{pending} رویداد در انتظار مرکز{oldest}؛ {quarantined} رویداد برای همیشه رد شده",

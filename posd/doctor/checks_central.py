@@ -115,13 +115,15 @@ def _signed(ctx: Context) -> list[Finding]:
     if skew is None and silent:  # no answer came: no Date to read either
         return [found, Finding("central", "central.clock", "skip", "skipped",
                                {"what": ctx.tr("doctor.check.clock"), "reason": ctx.tr("doctor.skipped.central")})]
-    return [found, _clock(skew)]
+    return [found, _clock(ctx, skew)]
 
 
-def _clock(skew: float | None) -> Finding:
+def _clock(ctx: Context, skew: float | None) -> Finding:
+    """``skew`` is central's Date minus the lane's clock (docs/sync-protocol.md): above 0, the lane is behind."""
     if skew is None:
         return Finding("central", "central.clock", "warn", "clock_unknown")
-    params = {"skew": round(skew), "limit": TIMESTAMP_TOLERANCE_S}
+    params = {"skew": round(skew), "apart": abs(round(skew)), "limit": TIMESTAMP_TOLERANCE_S,
+              "side": ctx.tr("doctor.clock.behind" if skew > 0 else "doctor.clock.ahead")}
     if abs(skew) >= TIMESTAMP_TOLERANCE_S:
         return Finding("central", "central.clock", "fail", "clock_skew", params)
     if abs(skew) >= CLOCK_WARN_S:

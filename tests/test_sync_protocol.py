@@ -88,6 +88,13 @@ def test_stale_timestamp(now):
     assert err.value.code == "stale_timestamp"
 
 
+@pytest.mark.parametrize("now", [NOW + 300, NOW + 300.999, NOW - 300, NOW - 299.5])
+def test_a_timestamp_300_whole_seconds_off_either_way_is_within_the_window(now):
+    """|now - timestamp| <= 300 s in the header's whole seconds: a lane 300 s behind central, asked
+    late in central's second, is not refused where one 300 s ahead is taken."""
+    p.verify_request(SECRET, signed(), "POST", PATH, b"body", now)
+
+
 @pytest.mark.parametrize("drop", ["X-Posd-Signature", "X-Posd-Timestamp"])
 def test_missing_signature(drop):
     headers = signed()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -97,5 +98,6 @@ def verify_request(
     expected = sign_request(secret, int(ts_text), method, path_qs, body)
     if not hmac.compare_digest(expected.encode("ascii"), sig.strip().encode("utf-8", "replace")):
         raise SignatureError("bad_signature", "signature does not match")
-    if abs(now - int(ts_text)) > TIMESTAMP_TOLERANCE_S:
+    # in whole seconds on both sides, as the header has it: 300 s back at 0.9 s into a second is 300, not 300.9
+    if abs(math.floor(now) - int(ts_text)) > TIMESTAMP_TOLERANCE_S:
         raise SignatureError("stale_timestamp", f"timestamp is more than {TIMESTAMP_TOLERANCE_S} s off")

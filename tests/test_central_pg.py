@@ -121,6 +121,36 @@ def test_lanes_enrolling_one_card_and_phone_at_once_are_all_applied(store):
         assert sum(m["balances"]["points"] for m in held) == 600, held  # every credit, once
 
 
+def test_lanes_enrolling_one_provisional_id_at_once_all_find_the_one_member(store):
+    """Eight lanes at once enrol the same provisional id (a foreign lane's ids need not be unique) and
+    credit it. The aliases were read before the lock on the id was taken, so every batch that waited
+    for the first enrolled the id again: a unique violation, 500 to the lane. SQLite, one writer at a
+    time, mapped them all to the first one's member; PostgreSQL does too now."""
+    errors: list[str] = []
+    for round_ in range(4):
+        provisional, enrolled = f"P-{os.urandom(8).hex()}", set()
+
+        def lane(name: str) -> None:
+            try:
+                events = [make_event(1, member_id=provisional, lane_id=name, type="member_enrolled",
+                                     transaction_id=None, identifiers=[], points={"points": 0}, provisional=True),
+                          make_event(2, member_id=provisional, lane_id=name, points={"points": 10})]
+                results = store.apply_batch(STORE_ID, name, f"{name}-1", events, "2026-11-24T09:15:00Z")
+                assert [r["status"] for r in results] == ["accepted"] * 2, results
+                enrolled.add(results[0]["member_id"])
+            except Exception as exc:  # reported below, with the lane
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=lane, args=(f"PR{round_}-{i}",)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and not any(t.is_alive() for t in threads), errors
+        assert len(enrolled) == 1, enrolled
+        assert store.member(enrolled.pop())["balances"] == {"points": 80}
+
+
 def test_the_change_feed_never_hands_out_a_cursor_past_a_change_still_committing(store, pg_db):
     """Transaction ids are handed out at start: a transaction that started first and commits
     last must not land behind a cursor the feed already gave out."""

@@ -593,6 +593,7 @@ class SqlStore:
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
             work.preload(touched)
+            work.resolve_late()
             streamed, prefix = [], lane_payload_prefix(store_id, lane_id)
             for event in run:
                 seq = event["seq"]
@@ -742,6 +743,7 @@ class _BatchWork:
         self.locked: set[str] = set()
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
         self.aliases: dict[str, str] = {}  # provisional id -> central's member id, for this batch's ids
+        self.named: set[str] = set()  # the member ids this batch's events name
         self.program = program
         self.coupons = coupon_kinds(program)
         self.now = now
@@ -844,6 +846,7 @@ class _BatchWork:
         """Every lock key the events need, sorted: the members they name, those ids' members when
         they are aliases, the holders of a provisional enrolment's identifiers, the voucher codes."""
         named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
+        self.named = named
         self.aliases = _resolve_many(self.conn, sorted(named))
         ids = set(named) | set(self.aliases.values())
         for event in events:
@@ -871,6 +874,15 @@ class _BatchWork:
                 self.members[row["member_id"]] = decoded_member(row)
             self.debtors |= {r["member_id"] for r in self.conn.execute(
                 f"SELECT DISTINCT member_id FROM lot_debts WHERE member_id IN ({_marks(chunk)})", chunk).fetchall()}
+
+    def resolve_late(self) -> None:
+        """The aliases of the ids that named no member and no alias before the locks were taken: another
+        lane's batch enrolling one of them (under the same provisional id) may have mapped it while this
+        one waited for its lock. Read again now, so this batch finds that member rather than enrol the
+        id a second time (on PostgreSQL a unique violation). Usually no id: one query when there is."""
+        unresolved = sorted(n for n in self.named if n not in self.members and n not in self.aliases)
+        if unresolved:
+            self.aliases.update(_resolve_many(self.conn, unresolved))
 
     def _load(self, member_id: str) -> dict[str, Any] | None:
         if member_id not in self.members:  # not among those preloaded: found since (an enrolment's holder)

@@ -16,11 +16,11 @@ import pytest
 import requests
 
 from posd.sync.lane.authoriser import BurnAuthoriser
-from posd.sync.lane.errors import CentralUnavailable
+from posd.sync.lane.errors import CentralRequestRejected, CentralUnavailable
 from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, signed_headers
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
 from tests.conftest import ENGINES
-from tests.support.central_fixture import SECRET, make_client, make_event
+from tests.support.central_fixture import SECRET, default_seed, make_client, make_event
 
 AT = "2026-11-24T09:15:00Z"
 
@@ -389,6 +389,34 @@ def test_a_pushed_use_is_keyed_as_central_knows_the_code_not_as_the_event_claims
     odd = make_event(5, lane_id="L02", type="voucher_use", points={}, voucher_code="VPASH00000001",
                      voucher_once_per="lane")
     assert two.push_batch("p3", [odd])[0].code == "malformed_event"
+
+
+def _seed_with_coupon() -> dict[str, Any]:
+    seed = default_seed()
+    seed["program"]["coupons"] = [{"code": "STAFF20", "kind": "campaign", "title": {"en": "Staff 20%"},
+                                   "percent": 20, "category": "staff"}]
+    return seed
+
+
+@pytest.mark.parametrize("central_seed", [_seed_with_coupon()])
+def test_a_redemption_never_issues_a_voucher_under_a_coupons_code_or_one_no_lookup_finds(central, lanes):
+    """A redemption (a buggy or foreign lane's) whose voucher carried a program coupon's code registered
+    that coupon as one member's voucher: every other member was refused it from then on. One under a
+    lane voucher's code written other than as issued registered a voucher no lookup found. Both are
+    malformed (the event) or malformed_authorisation (asked online), and the coupon stays everyone's."""
+    one, two = lanes
+    for seq, code in enumerate(("STAFF20", "staff20", "v7wq-gses-f03xt"), start=1):
+        event = make_event(seq, lane_id="L01", member_id="M0001", type="redemption", points={"points": -10},
+                           reward_id="free-coffee", voucher=voucher(code))
+        assert one.push_batch(f"c{seq}", [event])[0].code == "malformed_event", code
+        with pytest.raises(CentralRequestRejected) as refused:
+            one.authorise(redemption(f"redemption:C{seq}", 10, voucher=voucher(code)))
+        assert (refused.value.status, refused.value.code) == (400, "malformed_authorisation"), code
+    assert two.voucher("STAFF20", "M0002")["voucher"] is None  # the program's coupon, no one's voucher
+    assert two.authorise(use("voucher_use:STAFF20:T2", "STAFF20", "M0002", "member"))["status"] == "approved"
+    assert two.voucher("V7WQGSESF03XT", None) is None
+    issue(one, 4, "V7WQGSESF03XT")  # as issued: registered, found however it is typed
+    assert two.voucher("v7wq-gses-f03xt", None)["voucher"]["member_id"] == "M0001"
 
 
 def test_an_authorisation_keys_a_use_as_central_knows_the_code_not_as_the_lane_claims(central, lanes):

@@ -346,7 +346,10 @@ class _Request:
         app = self.app
         request, fault = await self._question("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id,
                                               parse_authorisation)
-        answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+        try:  # the store refuses what only the program tells apart (a voucher under a coupon's code)
+            answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+        except RequestRejected as err:
+            raise HttpError(err.status, err.code, str(err)) from err
         await self._reply(fault, answer)
 
     async def _release(self, store_id: str, lane_id: str) -> None:

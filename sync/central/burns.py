@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from posd.sync.central.lots import lot_balances, maturing
-from posd.sync.protocol import approved, check_voucher, declined, parse_utc
+from posd.sync.protocol import approved, check_voucher, declined, issuable_code, parse_utc
 from posd.sync.protocol.burn import canonical_code
 
 DUE = "SELECT 1 FROM reservations WHERE state = 'open' AND expires_ts <= ? LIMIT 1"
@@ -319,12 +319,13 @@ def _reservation_for(conn: Any, store_id: str, lane_id: str, event: dict[str, An
 
 
 def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
-                      member_id: str) -> str | None:
+                      member_id: str, coupons: dict[str, str] | None = None) -> str | None:
     """A redemption event of ``member_id`` (central's id for the event's member): confirm its
     reservation (whatever its state: the burn happened) or keep it as an offline burn; register the
-    voucher it issued. A rejection code when its voucher is malformed."""
+    voucher it issued. A rejection code when its voucher is malformed, or its code one no redemption
+    issues (``coupons``: the program's codes; issuable_code)."""
     voucher = event.get("voucher")
-    if voucher is not None and not check_voucher(voucher):
+    if voucher is not None and not (check_voucher(voucher) and issuable_code(voucher["code"], coupons or {})):
         return "malformed_event"
     found = _reservation_for(conn, store_id, lane_id, event)
     if found is not None:

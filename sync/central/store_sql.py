@@ -38,7 +38,8 @@ from posd.sync.central.members import (enrolment_profile, given_member_row, memb
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
-from posd.sync.protocol.burn import canonical_code
+from posd.sync.protocol.burn import canonical_code, issuable_code
+from posd.sync.protocol.errors import RequestRejected
 from posd.sync.protocol.ids import UuidV7, hyphenated
 
 log = logging.getLogger("posd.sync.central")
@@ -351,6 +352,9 @@ class SqlStore:
         coupons = self._coupon_codes()
         if request.get("voucher_code"):  # as issued or published, however the lane's POS typed it
             request = {**request, "voucher_code": canonical_code(request["voucher_code"], coupons)}
+        if request.get("voucher") and not issuable_code(request["voucher"]["code"], coupons):
+            raise RequestRejected("malformed_authorisation", "voucher.code is a program coupon's code, or a "
+                                  "lane voucher's code not as issued: no redemption issues it")
         with self._write() as conn:
             if request.get("member_id"):  # a provisional id a lane still uses names central's member
                 request = {**request, "member_id": resolve_alias(conn, request["member_id"])}
@@ -792,7 +796,8 @@ class _BatchWork:
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
                                                self.now, self.coupons)
         elif event["type"] == "redemption":
-            refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id)
+            refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id,
+                                              self.coupons)
         elif event["type"] == "token_use":
             refused = self._use_token(event, member_id, seq)
         if refused:

@@ -61,6 +61,15 @@ def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
         return "".join(chars)
     return code
 
+def issuable_code(code: str, coupons: Iterable[str] = ()) -> bool:
+    """May a redemption issue a voucher under ``code``? Not a coupon of ``coupons`` (the program's) in
+    any spelling: registered as one member's voucher, it would take the coupon from every other member.
+    Not a lane voucher's code other than as issued (``v7wq-gses-f03xt``): every lookup and use reads
+    it as issued, so no one could find the voucher registered under it."""
+    folded = code.casefold()
+    return canonical_code(code) == code and not any(coupon.casefold() == folded for coupon in coupons)
+
+
 # code -> what a declined authorisation means; the lane answers the POS with the same code.
 DECLINE_CODES: dict[str, str] = {
     "insufficient_balance": "central's balance for the member, less what open reservations hold, plus the "

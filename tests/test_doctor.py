@@ -476,6 +476,94 @@ def test_storage_doctor_may_not_read_is_never_called_damaged(shared_tmp):
     assert one(report, "storage.ledger")["code"] == one(report, "storage.cache")["code"] == "db_ok"
 
 
+@needs_root
+def test_a_ledger_posd_run_cannot_write_fails_doctor(shared_tmp):
+    """ledger.db restored as root into posd's folder (root:root 0644), or made immutable: its integrity
+    check passes, and doctor said ok, but posd run refuses to start (exit 2, it cannot be opened for
+    writing). Doctor names the file, who cannot write it and why."""
+    cfg = _lane_with_storage(shared_tmp)
+    state = cfg.parent / "state"
+    shutil.chown(state, "nobody", "nogroup")
+    shutil.chown(state / "cache.db", "nobody", "nogroup")
+    code, report = doctor(cfg, "--no-central", "--lang", "en", user="nobody")
+    assert one(report, "storage.dir")["code"] == "dir_ok" and one(report, "storage.cache")["code"] == "db_ok"
+    ledger = one(report, "storage.ledger")
+    assert code == 1 and (ledger["result"], ledger["code"]) == ("fail", "db_unwritable"), ledger
+    assert "nobody cannot write to" in ledger["message"] and "ledger.db" in ledger["message"], ledger["message"]
+    assert "owner root" in ledger["message"] and "0644" in ledger["message"], ledger["message"]
+    run = posd_as_nobody("run", "--config", str(cfg))
+    assert run.returncode == 2 and "ledger.db" in run.stderr, run.stderr  # what doctor foretold
+    shutil.chown(state / "ledger.db", "nobody", "nogroup")
+    assert one(doctor(cfg, "--no-central", user="nobody")[1], "storage.ledger")["code"] == "db_ok"
+    subprocess.run(["chattr", "+i", str(state / "ledger.db")], check=True)
+    try:
+        code, report = doctor(cfg, "--no-central", "--lang", "en")  # as root: root cannot write it either
+        ledger = one(report, "storage.ledger")
+        assert code == 1 and ledger["code"] == "db_unwritable" and "chattr -i" in ledger["message"], ledger
+    finally:
+        subprocess.run(["chattr", "-i", str(state / "ledger.db")], check=True)
+
+
+@needs_root
+def test_a_storage_folder_on_a_read_only_mount_fails_and_says_why(tmp_path):
+    """A storage folder bind-mounted read-only: its modes let root write, so doctor said "root may
+    write there", then that it could not read ledger.db and to run doctor again."""
+    cfg = _lane_with_storage(tmp_path)
+    state = cfg.parent / "state"
+    subprocess.run(["mount", "--bind", str(state), str(state)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(state)], check=True)
+        code, report = doctor(cfg, "--no-central", "--lang", "en")
+    finally:
+        subprocess.run(["umount", str(state)], check=True)
+    folder = one(report, "storage.dir")
+    assert code == 1 and (folder["result"], folder["code"]) == ("fail", "dir_frozen"), folder
+    assert "read-only" in folder["message"], folder["message"]
+    for check in ("storage.ledger", "storage.cache"):  # not their fault: not checked, said so
+        db = one(report, check)
+        assert (db["result"], db["code"]) == ("skip", "db_folder") and "doctor again" not in db["message"], db
+
+
+def test_a_storage_dir_that_is_a_file_is_named_so(tmp_path):
+    cfg = offline_config(tmp_path)
+    (cfg.parent / "state").write_text("not a folder")
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    folder = one(report, "storage.dir")
+    assert code == 1 and (folder["result"], folder["code"]) == ("fail", "dir_not_folder"), folder
+    assert "is not a folder" in folder["message"], folder
+    assert one(report, "storage.ledger")["code"] == one(report, "storage.cache")["code"] == "db_folder"
+
+
+def test_a_config_posds_user_cannot_read_fails_and_an_inline_secret_others_read_warns(tmp_path):
+    """A config root's alone (0600 in root's folder) passed doctor --user nobody, and posd run as nobody
+    could not read it. A config holding the store secret inline that everyone may read went unsaid,
+    where a store.secret file others may read is a warning."""
+    cfg = offline_config(tmp_path)  # store_secret inline
+    cfg.chmod(0o600)
+    code, report = doctor(cfg, "--no-central", "--lang", "en", user="nobody")
+    access = one(report, "config.access")
+    assert code == 1 and (access["result"], access["code"]) == ("fail", "unreadable_by"), access
+    assert "nobody cannot read" in access["message"], access["message"]
+    cfg.chmod(0o644)
+    _, report = doctor(cfg, "--no-central", "--lang", "en")
+    access = one(report, "config.access")
+    assert (access["result"], access["code"]) == ("warn", "secret_readable"), access
+    assert f"chmod 640 {cfg}" in access["message"], access["message"]
+    cfg.chmod(0o640)
+    assert not found(doctor(cfg, "--no-central")[1], "config.access")
+
+
+def test_an_api_token_file_removed_while_posd_runs_is_a_warning(tmp_path, central, start_lane):
+    """Doctor said "does not exist yet: posd creates it at its first start" of the token file of a
+    running posd: the POS can no longer read the token posd still takes."""
+    lane = start_lane(tmp_path / "lane")
+    (lane.state / "api.token").unlink()
+    code, report = doctor(lane.config, "--lang", "en")
+    token = one(report, "files.api.token_file")
+    assert (token["result"], token["code"]) == ("warn", "gone"), token
+    assert "restart posd" in token["message"], token["message"]
+
+
 def test_a_preview_printer_whose_folder_is_a_file_fails(tmp_path):
     """preview:// names the folder slips are kept in. A regular file there passed doctor ("slips are
     kept as files in ..."), and `posd run` then could not create the folder: the printer went to

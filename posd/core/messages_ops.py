@@ -109,6 +109,10 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.config.ok": "{path} is valid: store {store}, lane {lane}",
         "doctor.config.error": "{where}: {message}",
         "doctor.config.line": "(line {line})",
+        "doctor.config.unreadable_by": "{user} cannot read {path} (owner {owner}, group {group}, mode {mode}): "
+                                       "posd run as {user} cannot start",
+        "doctor.config.secret_readable": "{path} holds the store secret (store_secret) and others can read it "
+                                         "(mode {mode}): chmod 640 {path}, or move the secret to store_secret_file",
         "doctor.config.unreadable": "cannot read {path}: {message}",
         "doctor.skipped": "{what}: not checked ({reason})",
         "doctor.check.tcp": "TCP",
@@ -124,6 +128,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.files.unreadable": "{user} cannot read the {what} {path} (owner {owner}, group {group}, mode {mode})",
         "doctor.files.mode": "the {what} {path} can be read by others (mode {mode}): chmod 600 {path}",
         "doctor.files.invalid": "the {what} {path} is not usable: {message}",
+        "doctor.files.gone": "{what} {path} is gone while posd runs: the POS cannot read the token posd "
+                             "takes; restart posd (it makes a new one) and give the POS the new token",
         "doctor.files.not_yet": "{what} {path} does not exist yet: posd creates it at its first start",
         "doctor.files.denied": "cannot look at the {what} {path} as {runner}: permission denied; run posd "
                                "doctor as root or the posd user",
@@ -143,6 +149,14 @@ OPS: dict[str, dict[str, str]] = {
                                      "as root or the posd user",
         "doctor.storage.db_denied": "cannot read {file} as {runner}: {reason}; run posd doctor as root or the "
                                     "posd user (its integrity was not checked)",
+        "doctor.storage.dir_frozen": "{path}: no one may write there, root included ({reason}): posd cannot start",
+        "doctor.storage.dir_not_folder": "{path} is not a folder: storage.dir names the folder posd keeps ledger.db "
+                                         "and cache.db in",
+        "doctor.storage.db_folder": "{file} was not checked: posd cannot use its folder (above)",
+        "doctor.storage.db_unwritable": "{user} cannot write to {path}: {reason}; posd refuses to start",
+        "doctor.why.read_only": "its file system is mounted read-only: remount it read-write",
+        "doctor.why.immutable": "it is immutable or append-only: chattr -i -a",
+        "doctor.why.mode": "owner {owner}, group {group}, mode {mode} (make posd's user its owner)",
         "doctor.storage.db_unreadable": "cannot read {file} ({reason}): its integrity was not checked; nothing "
                                         "says it is damaged: run posd doctor again",
         "doctor.storage.ledger_corrupt": "ledger.db failed its integrity check ({problem}): posd refuses to start "
@@ -340,6 +354,11 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.config.ok": "{path} jest poprawny: sklep {store}, kasa {lane}",
         "doctor.config.error": "{where}: {message}",
         "doctor.config.line": "(wiersz {line})",
+        "doctor.config.unreadable_by": "{user} nie może odczytać {path} (właściciel {owner}, grupa {group}, "
+                                       "uprawnienia {mode}): posd uruchomiony jako {user} nie wystartuje",
+        "doctor.config.secret_readable": "{path} zawiera sekret sklepu (store_secret) i mogą go czytać inni "
+                                         "(uprawnienia {mode}): chmod 640 {path} albo przenieś sekret do "
+                                         "store_secret_file",
         "doctor.config.unreadable": "nie można odczytać {path}: {message}",
         "doctor.skipped": "{what}: nie sprawdzono ({reason})",
         "doctor.check.tcp": "TCP",
@@ -356,6 +375,8 @@ OPS: dict[str, dict[str, str]] = {
                                    "uprawnienia {mode})",
         "doctor.files.mode": "{what} {path} mogą czytać inni (uprawnienia {mode}): chmod 600 {path}",
         "doctor.files.invalid": "{what} {path} nie nadaje się do użytku: {message}",
+        "doctor.files.gone": "{what} {path} zniknął, gdy posd działa: POS nie odczyta tokenu, który posd "
+                             "przyjmuje; uruchom posd ponownie (utworzy nowy) i przekaż POS nowy token",
         "doctor.files.not_yet": "{what} {path} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
         "doctor.files.denied": "nie można sprawdzić: {what} {path} jako {runner}: brak uprawnień; uruchom "
                                "posd doctor jako root lub użytkownik posd",
@@ -376,6 +397,16 @@ OPS: dict[str, dict[str, str]] = {
                                      "doctor jako root lub użytkownik posd",
         "doctor.storage.db_denied": "nie można odczytać {file} jako {runner}: {reason}; uruchom posd doctor "
                                     "jako root lub użytkownik posd (spójność nie została sprawdzona)",
+        "doctor.storage.dir_frozen": "{path}: nikt nie może tam zapisywać, także root ({reason}): posd nie "
+                                     "wystartuje",
+        "doctor.storage.dir_not_folder": "{path} nie jest folderem: storage.dir wskazuje folder, w którym posd "
+                                         "trzyma ledger.db i cache.db",
+        "doctor.storage.db_folder": "{file} nie został sprawdzony: posd nie może użyć jego folderu (wyżej)",
+        "doctor.storage.db_unwritable": "{user} nie może zapisywać do {path}: {reason}; posd nie wystartuje",
+        "doctor.why.read_only": "system plików jest zamontowany tylko do odczytu: zamontuj go ponownie do zapisu",
+        "doctor.why.immutable": "plik jest niezmienny lub tylko do dopisywania: chattr -i -a",
+        "doctor.why.mode": "właściciel {owner}, grupa {group}, uprawnienia {mode} (właścicielem ma być "
+                           "użytkownik posd)",
         "doctor.storage.db_unreadable": "nie można odczytać {file} ({reason}): spójność nie została sprawdzona; "
                                         "nic nie wskazuje na uszkodzenie: uruchom posd doctor ponownie",
         "doctor.storage.ledger_corrupt": "ledger.db nie przeszedł kontroli spójności ({problem}): posd nie "
@@ -577,6 +608,11 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.config.ok": "{path} درست است: فروشگاه {store}، صندوق {lane}",
         "doctor.config.error": "{where}: {message}",
         "doctor.config.line": "(خط {line})",
+        "doctor.config.unreadable_by": "{user} نمی‌تواند {path} را بخواند (مالک {owner}، گروه {group}، دسترسی "
+                                       "{mode}): posd با کاربر {user} اجرا نمی‌شود",
+        "doctor.config.secret_readable": "{path} رمز فروشگاه (store_secret) را دارد و دیگران می‌توانند آن را "
+                                         "بخوانند (دسترسی {mode}): chmod 640 {path} یا رمز را به store_secret_file "
+                                         "منتقل کنید",
         "doctor.config.unreadable": "{path} خوانده نمی‌شود: {message}",
         "doctor.skipped": "{what}: بررسی نشد ({reason})",
         "doctor.check.tcp": "TCP",
@@ -593,6 +629,9 @@ OPS: dict[str, dict[str, str]] = {
                                    "دسترسی {mode})",
         "doctor.files.mode": "{what} {path} را دیگران هم می‌توانند بخوانند (دسترسی {mode}): chmod 600 {path}",
         "doctor.files.invalid": "{what} {path} قابل استفاده نیست: {message}",
+        "doctor.files.gone": "{what} {path} در حالی که posd اجرا می‌شود حذف شده است: POS نمی‌تواند توکنی را "
+                             "که posd می‌پذیرد بخواند؛ posd را دوباره راه‌اندازی کنید (توکن تازه می‌سازد) و توکن "
+                             "تازه را به POS بدهید",
         "doctor.files.not_yet": "{what} {path} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
         "doctor.files.denied": "{what} {path} را نمی‌توان با کاربر {runner} بررسی کرد: اجازهٔ دسترسی نیست؛ "
                                "posd doctor را با root یا کاربر posd اجرا کنید",
@@ -613,6 +652,15 @@ OPS: dict[str, dict[str, str]] = {
                                      "posd doctor را با root یا کاربر posd اجرا کنید",
         "doctor.storage.db_denied": "{file} را نمی‌توان با کاربر {runner} خواند: {reason}؛ posd doctor را با root "
                                     "یا کاربر posd اجرا کنید (یکپارچگی آن بررسی نشد)",
+        "doctor.storage.dir_frozen": "{path}: هیچ کاربری، حتی root، نمی‌تواند آنجا بنویسد ({reason}): posd اجرا "
+                                     "نمی‌شود",
+        "doctor.storage.dir_not_folder": "{path} پوشه نیست: storage.dir پوشه‌ای است که posd فایل‌های ledger.db و "
+                                         "cache.db را در آن نگه می‌دارد",
+        "doctor.storage.db_folder": "{file} بررسی نشد: posd نمی‌تواند از پوشهٔ آن استفاده کند (بالاتر)",
+        "doctor.storage.db_unwritable": "{user} نمی‌تواند در {path} بنویسد: {reason}؛ posd اجرا نمی‌شود",
+        "doctor.why.read_only": "سیستم فایل آن فقط‌خواندنی سوار شده است: آن را خواندنی‌ـ‌نوشتنی سوار کنید",
+        "doctor.why.immutable": "فایل تغییرناپذیر یا فقط‌افزودنی است: chattr -i -a",
+        "doctor.why.mode": "مالک {owner}، گروه {group}، دسترسی {mode} (مالک آن را کاربر posd کنید)",
         "doctor.storage.db_unreadable": "{file} خوانده نشد ({reason}): یکپارچگی آن بررسی نشد؛ نشانه‌ای از آسیب "
                                         "نیست: posd doctor را دوباره اجرا کنید",
         "doctor.storage.ledger_corrupt": "ledger.db در بررسی یکپارچگی رد شد ({problem}): posd با آن اجرا "

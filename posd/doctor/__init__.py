@@ -125,6 +125,7 @@ def run(config_path: Path, *, user: str = "posd", locale: str | None = None, uni
                                                              "reason": ctx.tr("doctor.skipped.config")})
                      for area in later]
         return ctx, findings + checks_host.unit(ctx)
+    findings += checks_host.config_access(ctx)
     ctx.health_error = checks_lane.fetch_health(ctx)  # the devices compare with what the daemon sees
     steps: list[Callable[[Context], list[Finding]]] = [
         checks_host.files, checks_host.storage, checks_devices.devices]

@@ -3,14 +3,18 @@ for a process of that user (no ACLs, no capabilities: posd runs with none)."""
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
 _BITS = {"r": 4, "w": 2, "x": 1}
+_FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h: a file's attributes (chattr), readable by anyone who may open it
+_FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x10, 0x20
 
 
 def may(st: os.stat_result, uid: int, gids: set[int], want: str) -> bool:
@@ -20,6 +24,28 @@ def may(st: os.stat_result, uid: int, gids: set[int], want: str) -> bool:
     shift = 6 if st.st_uid == uid else (3 if st.st_gid in gids else 0)
     need = sum(_BITS[c] for c in want)
     return (mode >> shift) & need == need
+
+
+def frozen(path: Path) -> str | None:
+    """Why no user, root included, may write ``path`` whatever its mode: "read_only" (its file system is
+    mounted read-only), "immutable" (chattr +i, or +a: append only, which SQLite cannot write either);
+    None when nothing but the mode decides."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "read_only"
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
+    except OSError:  # a file system without attributes (tmpfs has them; some FUSE ones do not)
+        return None
+    finally:
+        os.close(fd)
+    return "immutable" if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL) else None
 
 
 def may_reach(path: Path, uid: int, gids: set[int]) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from posd.config import refuses_files
 from posd.core.messages import format_duration
 from posd.doctor import Context, Finding
-from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
+from posd.doctor.access import describe, exists, frozen, may, may_reach, nearest_existing
 from posd.storage.inspect import check_db, ledger_stats, running_user
 from posd.storage.ledger import LaneIdentity, refusal
 
@@ -46,6 +46,22 @@ def config(ctx: Context) -> list[Finding]:
                                                     "lane": cfg.lane.lane_id})]
 
 
+def config_access(ctx: Context) -> list[Finding]:
+    """What the config's own file tells beyond its content: posd's user must read it, and when it holds
+    the store secret inline no one else may."""
+    path = ctx.config_path
+    try:
+        st = path.stat()
+    except OSError:
+        return []
+    params = {"path": str(path), "user": ctx.user, **describe(path)}
+    if not (may(st, ctx.uid, ctx.gids, "r") and may_reach(path, ctx.uid, ctx.gids)):
+        return [Finding("config", "config.access", "fail", "unreadable_by", params)]
+    if ctx.config.central.store_secret is not None and st.st_mode & 0o004:
+        return [Finding("config", "config.access", "warn", "secret_readable", params)]
+    return []
+
+
 def _where(key: str | None, line: int | None) -> str:
     return " ".join(x for x in (key or "", f"(line {line})" if line else "") if x) or "-"
 
@@ -74,7 +90,9 @@ def files(ctx: Context) -> list[Finding]:
             out.append(Finding("files", f"files.{key}", "warn", "denied", {**params, "runner": running_user()}))
             continue
         if not found:
-            if key == "api.token_file":
+            if key == "api.token_file" and ctx.health is not None:  # posd runs: it made the file at its start
+                out.append(Finding("files", f"files.{key}", "warn", "gone", params))
+            elif key == "api.token_file":
                 out.append(Finding("files", f"files.{key}", "ok", "not_yet", params))
             else:
                 out.append(Finding("files", f"files.{key}", "fail", "missing", params))
@@ -123,9 +141,16 @@ def storage(ctx: Context) -> list[Finding]:
                                                                             "runner": running_user()}))
     elif folder.is_dir():
         writable = may(folder.stat(), ctx.uid, ctx.gids, "wx") and may_reach(folder, ctx.uid, ctx.gids)
-        out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
-                           "dir_ok" if writable else "dir_unwritable",
-                           {"path": str(folder), "user": ctx.user, **describe(folder)}))
+        why = frozen(folder)
+        if why:  # a read-only mount, chattr +i: the modes say yes, the kernel says no to everyone
+            out.append(Finding("storage", "storage.dir", "fail", "dir_frozen",
+                               {"path": str(folder), "reason": ctx.tr(f"doctor.why.{why}")}))
+        else:
+            out.append(Finding("storage", "storage.dir", "ok" if writable else "fail",
+                               "dir_ok" if writable else "dir_unwritable",
+                               {"path": str(folder), "user": ctx.user, **describe(folder)}))
+    elif exists(folder):  # a file (or a device) where the folder should be
+        out.append(Finding("storage", "storage.dir", "fail", "dir_not_folder", {"path": str(folder)}))
     else:  # posd makes it at its first start, if its user may write in the folder above that is there,
         # or systemd does before it starts posd (the unit's StateDirectory=, /var/lib/posd as shipped)
         above = nearest_existing(folder)
@@ -141,6 +166,7 @@ def storage(ctx: Context) -> list[Finding]:
              "free_bytes": usage.free, "total_bytes": usage.total, "min_bytes": minimum}
     out.append(Finding("storage", "storage.disk", "fail" if usage.free < minimum else "ok",
                        "disk_low" if usage.free < minimum else "disk_ok", sizes))
+    folder_failed = any(f.check == "storage.dir" and f.result == "fail" for f in out)
     ctx.ledger = check_db(folder / "ledger.db")
     ctx.cache = check_db(folder / "cache.db")
     # What makes posd run refuse the ledger beyond its integrity: asked of the ledger's own checks
@@ -150,23 +176,45 @@ def storage(ctx: Context) -> list[Finding]:
         if db is ctx.ledger and refused and not (db.denied or db.unreadable or db.problem):
             out.append(Finding("storage", check, "fail", f"ledger_{refused.code}",
                                {"file": db.path.name, "path": str(db.path), **refused.params}))
-        elif not db.exists:
+        elif not db.exists and not folder_failed:
             out.append(Finding("storage", check, "warn", "db_missing", {"file": db.path.name}))
         elif db.denied:  # doctor's own user may not read it: nothing is known of its pages
             out.append(Finding("storage", check, "warn", "db_denied", {"file": db.path.name, "path": str(db.path),
                                                                        "reason": db.unreadable,
                                                                        "runner": running_user()}))
+        elif folder_failed and (db.unreadable or not db.exists):  # its folder's fault, said above
+            out.append(Finding("storage", check, "skip", "db_folder", {"file": db.path.name}))
         elif db.unreadable:
             out.append(Finding("storage", check, "fail", "db_unreadable", {"file": db.path.name, "path": str(db.path),
                                                                            "reason": db.unreadable}))
         elif db.problem:
             out.append(Finding("storage", check, "fail", corrupt, {"file": db.path.name, "problem": db.problem}))
+        elif unwritable := _unwritable(ctx, db.path):
+            out.append(Finding("storage", check, "fail", "db_unwritable", unwritable))
         else:
             out.append(Finding("storage", check, "ok", "db_ok", {"file": db.path.name, "size": _size(ctx, db.size),
                                                                  "bytes": db.size}))
     if ctx.ledger.exists and not (ctx.ledger.problem or ctx.ledger.unreadable or refused):
         out += _growth(ctx, usage.free)
     return out
+
+
+def _unwritable(ctx: Context, db: Path) -> dict[str, str] | None:
+    """Why posd's user could not open ``db`` (or its -wal or -shm, when there) for writing, as posd run
+    must: None when it could. A ledger restored as root, or made immutable, passes its integrity
+    check and still stops posd from starting."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        if exists(path) is not True:
+            continue
+        why = frozen(path)
+        if why:
+            reason = ctx.tr(f"doctor.why.{why}")
+        elif not may(path.stat(), ctx.uid, ctx.gids, "w"):
+            reason = ctx.tr("doctor.why.mode", **describe(path))
+        else:
+            continue
+        return {"file": path.name, "path": str(path), "user": ctx.user, "reason": reason}
+    return None
 
 
 DAY_S = 86400.0

@@ -164,8 +164,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.code:
         from posd.core.identify import identify_code
 
-        if identify_code(args.code).kind == "payment_card":  # its digits are not repeated here either
+        kind = identify_code(args.code).kind
+        if kind == "payment_card":  # its digits are not repeated here either
             what = f"a payment card number ({len(args.code)} characters)"
+        elif kind == "qr_token":  # a bearer credential until it is used: not echoed, as --member-token's is not
+            what = f"a member token ({len(args.code)} characters)"
     print(f"typed {what}{'' if ending == 'NONE' else ' + ' + ending} into scanner {ptys[0][0]} ({link})")
     return 0
 

@@ -278,6 +278,12 @@ def test_posd_scan_types_a_phone_token_and_a_wallet_code(tmp_path, central, star
                            check=True, timeout=30)
             event = stream.next("member.identified", timeout=20)["data"]
             assert (event["identified_by"], event["member"]["member_id"]) == (how, member)
+        # a token taken from central and typed as a CODE: not echoed whole (a bearer credential until used)
+        token = fresh_token(central, "M0002")
+        typed = subprocess.run([sys.executable, "-m", "posd", "scan", token, "--config", str(lane.config)],
+                               check=True, timeout=30, capture_output=True, text=True)
+        assert token not in typed.stdout + typed.stderr and "member token" in typed.stdout, typed.stdout
+        assert stream.next("member.identified", timeout=20)["data"]["member"]["member_id"] == "M0002"
     finally:
         stream.close()
 

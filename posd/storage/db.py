@@ -128,6 +128,17 @@ def write_refused(exc: BaseException) -> WriteRefused | None:
     return None
 
 
+def refusal_of(exc: BaseException, path: Path) -> str | None:
+    """What the storage refusing a write at ``path`` says, for a log line: the disk full or failing (a
+    WriteRefused), the file read-only or its folder not ours (what ``unavailable`` names). None for
+    anything else: a bug, whose traceback is wanted."""
+    if isinstance(exc, WriteRefused):
+        return exc.detail
+    if unavailable(exc, path) is not None:
+        return f"SQLite said: {exc}"
+    return None
+
+
 def rollback(conn: sqlite3.Connection) -> None:
     """Roll back what is left of a transaction after a failure. SQLite may already have rolled it
     back itself (a COMMIT that failed on a full disk or an I/O error): a second ROLLBACK would

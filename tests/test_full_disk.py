@@ -94,3 +94,51 @@ def test_a_start_on_a_full_disk_is_not_called_a_corrupt_ledger_and_may_be_retrie
             assert recorded(lane.state, "before-full") == (1, 1)
         finally:
             lane.stop()
+
+
+def test_a_slip_waiting_on_a_full_disk_is_one_log_line_and_prints_once_space_is_freed(tmp_path, central, printer):
+    """The print worker cannot commit the job it is about to send (the commit before its first byte, or the
+    one that puts it back): a disk that refuses writes is expected, not a bug. One line when it starts, none
+    per retry, one when writes succeed again, no traceback; the slip is not sent before its commit can be
+    made and prints once after."""
+    from posd.drivers.escpos_text import escpos_to_text
+
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        lane = launch_lane(tmp_path / "lane", central, printer=printer.url, storage_dir=str(disk / "state"))
+        try:
+            printer.state = "paper_out"  # the slip waits in the queue, as one does when the disk fills
+            assert lane.post("/v1/transactions", sale_body("slip-on-full")).status_code == 200
+            lane.wait_for(lambda: "slip-on-full held: paper_out" in lane.log.read_text(), what="the slip held")
+            log_mark = lane.log.stat().st_size
+            fill(disk / "runaway.log")
+            sold = ["slip-on-full"]
+            for n in range(400):  # the WAL may still have room from earlier commits: used up by sales
+                r = lane.post("/v1/transactions", sale_body(f"full-{n:03d}"))
+                assert r.status_code in (200, 503), r.text
+                if r.status_code == 503:
+                    break
+                sold.append(f"full-{n:03d}")
+            assert r.status_code == 503, "400 sales fit on a full disk"
+            log_mark = lane.log.stat().st_size
+            printer.state = "online"  # the worker now needs a commit before the slip's first byte
+            time.sleep(10)  # retries, each refused: two and more at the worker's longest backoff (5 s)
+            assert not printer.jobs, "a slip was sent without its commit"
+            during = lane.log.read_bytes()[log_mark:].decode(errors="replace")
+
+            (disk / "runaway.log").unlink()  # store IT frees space
+            printer.wait_for_jobs(len(sold), timeout=30)
+            time.sleep(1.0)  # a slip sent twice would arrive meanwhile
+            printed = [escpos_to_text(job, 48) for job in printer.jobs]
+            for tid in sold:
+                assert sum(tid in text for text in printed) == 1, (tid, printed)
+            lane.wait_for(lambda: "ledger_unwritable" not in {i["code"] for i in lane.health()["issues"]},
+                          what="health no longer names the ledger")
+            after = lane.log.read_bytes()[log_mark:].decode(errors="replace")
+        finally:
+            lane.stop()
+    assert "Traceback" not in after, after[-4000:]
+    worker = [line for line in during.splitlines() if "posd.print" in line]
+    assert 1 <= len(worker) <= 3, "\n".join(worker)
+    assert any("full" in line for line in worker), "\n".join(worker)
+    resumed = [line for line in after[len(during):].splitlines() if "posd.print" in line and "again" in line]
+    assert len(resumed) == 1, after[len(during):]

@@ -454,3 +454,53 @@ def test_a_file_printer_is_not_opened_while_idle(tmp_path):
     finally:
         worker.stop()
         ledger.close()
+
+
+def test_a_refused_commit_is_one_log_line_not_one_per_retry_and_a_bug_keeps_its_traceback(lane, emulator, caplog):
+    """The storage refusing the worker's commits (a full disk) is expected: told once, without a traceback,
+    however often the job is retried, and once more when a commit succeeds; the job is not sent before
+    its commit. Anything else escaping an attempt is a bug: its traceback is logged."""
+    import logging
+    import sqlite3
+
+    from posd.storage.db import write_refused
+
+    refusing, failing, writes = [True], [0], lane.ledger.write
+
+    def write(fn):
+        if refusing[0]:
+            raise write_refused(sqlite3.OperationalError("database or disk is full"))
+        if failing[0] and "update_print_job" in fn.__code__.co_names:  # a commit of the job in hand
+            failing[0] -= 1
+            raise RuntimeError("a bug")
+        return writes(fn)
+
+    job = lane.queue("T-full")
+    lane.ledger.write = write
+    caplog.set_level(logging.INFO, logger="posd.print")
+    lane.worker.start()
+    time.sleep(1.5)  # retried every 0.2 s at most: several refused attempts
+    assert lane.copies("T-full") == 0 and lane.statuses(job) == []
+    told = [r for r in caplog.records if r.name == "posd.print"]
+    assert [(r.levelname, r.exc_info) for r in told] == [("WARNING", None)], [r.getMessage() for r in told]
+    assert "the disk is full" in told[0].getMessage()
+
+    refusing[0] = False
+    lane.wait_status(job, "printed")
+    assert lane.copies("T-full") == 1
+    assert lane.row(job)["attempts"] == 1  # the refused attempts never reached the printer: not counted
+    again = [r.getMessage() for r in caplog.records if r.name == "posd.print" and "writable again" in r.getMessage()]
+    assert len(again) == 1, again
+
+    emulator.state = "paper_out"  # the commit that holds the job raises something that is no refusal
+    failing[0] = 1
+    second, _ = writes(lambda tx: tx.queue_print_job(slip_id="T-bug", kind="slip", slip=slip_json("T-bug")))
+    deadline = time.monotonic() + WAIT
+    while not any(r.exc_info for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    bug = [r for r in caplog.records if r.exc_info]
+    assert len(bug) == 1 and "unexpected error while printing" in bug[0].getMessage()
+    assert isinstance(bug[0].exc_info[1], RuntimeError)
+    emulator.state = "online"
+    lane.wait_status(second, "printed")
+    assert lane.copies("T-bug") == 1

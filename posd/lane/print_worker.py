@@ -60,6 +60,17 @@ start, the note means posd died with that job in hand; the job that did so
 MAX_CRASHES times running is set aside as ``failed`` (reason ``crashed``)
 when it is next taken, and the lane goes on with the slips behind it.
 
+A disk that refuses the worker's commits (full, failing, read-only: what
+the storage layer calls a refusal, ``posd.storage.db.refusal_of``) is expected
+on a lane, not a bug. No byte of a job leaves before its first commit is
+made; the job is left as its last commit made it (queued, neither held for
+the printer nor set aside: it is tried again at the worker's backoff; when
+the refusal came after its first byte, ``printing``, taken again after a
+restart as after a crash). The log says so in one line when the refusal
+starts, again only when it changes or every REFUSAL_NOTE_S, and in one line
+when a commit succeeds again; health names the disk meanwhile
+(``ledger_unwritable``, from the ledger itself).
+
 Printing blocks (sockets, USB), so the worker is a thread of its own.
 """
 
@@ -80,7 +91,7 @@ from typing import Any
 from posd.core.slip import SlipData, build_slip
 from posd.faults import crash_point
 from posd.lane.events import EventBus
-from posd.storage.db import WriteRefused, parse_iso, utcnow, utcnow_iso
+from posd.storage.db import parse_iso, refusal_of, utcnow, utcnow_iso
 from posd.storage.ledger import Ledger
 from posd.storage.print_queue import PrintJob
 from posd.storage.tx import PRINT
@@ -95,6 +106,8 @@ EXPIRY_SCAN_S = 1.0
 # A job in hand when posd died this many times running is set aside, not taken again.
 MAX_CRASHES = 3
 IN_HAND_FILE = "print-in-hand"
+# While the ledger refuses the worker's commits (a full disk), the log says so again this often.
+REFUSAL_NOTE_S = 300.0
 
 
 class JobExpired(Exception):
@@ -124,6 +137,8 @@ class PrintWorker:
         self._held: dict[str, str] = {}  # job_id -> reason already told to the POS
         self._counted = False  # the job in hand: its attempt already counted by a commit
         self._hand = InHand(ledger.path.parent / IN_HAND_FILE)
+        # the refusal of the worker's commits in force (a full disk): (what it says, since, last logged)
+        self._refusal: tuple[str, float, float] | None = None
         self.printed = 0
         ledger.subscribe(PRINT, self.wake)  # the ledger says when a committed unit queued a job
 
@@ -161,9 +176,10 @@ class PrintWorker:
                 continue
             try:
                 printed = self._print(job)
-            except Exception:  # a bug or a broken disk must not end the thread: later slips still print
-                log.exception("slip %s: unexpected error while printing", job.slip_id)
-                self._set_aside_or_retry(job)
+            except Exception as exc:  # a bug or a broken disk must not end the thread: later slips still print
+                if not self._refused(exc):  # a refused commit: the job stays queued as it was, tried again
+                    log.exception("slip %s: unexpected error while printing", job.slip_id)
+                    self._set_aside_or_retry(job)
                 printed = False
             self._hand.done()
             self._last_check = monotonic()  # a job is a status check: before and after it
@@ -187,13 +203,12 @@ class PrintWorker:
                 self._last_expiry_scan = now
             if not overdue:
                 return [], job
-            expired_and_next = self.ledger.write(lambda tx: tx.claim_print_job())  # looks through it all
+            expired_and_next = self._commit(lambda tx: tx.claim_print_job())  # looks through it all
             self._last_expiry_scan = now
             return expired_and_next
-        except WriteRefused:  # the disk (the ledger logged it): the queue waits, the jobs stay queued
-            return [], None
-        except Exception:
-            log.exception("print queue unreadable")
+        except Exception as exc:
+            if not self._refused(exc):  # refused: the queue waits, the jobs stay queued
+                log.exception("print queue unreadable")
             return [], None
 
     def _check_when_idle(self) -> None:
@@ -222,11 +237,10 @@ class PrintWorker:
             return
         self._last_housekeeping = now
         try:
-            removed = self.ledger.write(lambda tx: tx.forget_finished_jobs(utcnow() - JOB_RETENTION))
-        except WriteRefused:  # the ledger logged it; the next idle hour tries again
-            return
-        except Exception:
-            log.exception("print job housekeeping failed")
+            removed = self._commit(lambda tx: tx.forget_finished_jobs(utcnow() - JOB_RETENTION))
+        except Exception as exc:
+            if not self._refused(exc):  # refused: the next idle hour tries again
+                log.exception("print job housekeeping failed")
             return
         if removed:
             log.info("forgot %d finished print jobs older than %d days", removed, JOB_RETENTION.days)
@@ -241,8 +255,9 @@ class PrintWorker:
         give_up = job.attempts >= max_attempts
         try:
             self._set(job.job_id, state="failed" if give_up else "queued", last_error="internal")
-        except Exception:
-            log.exception("print queue unwritable")
+        except Exception as exc:
+            if not self._refused(exc):
+                log.exception("print queue unwritable")
             return
         if give_up:
             self._publish(job, "failed", "internal")
@@ -253,8 +268,9 @@ class PrintWorker:
                   MAX_CRASHES)
         try:
             self._set(job.job_id, state="failed", last_error="crashed")
-        except Exception:
-            log.exception("print queue unwritable")
+        except Exception as exc:
+            if not self._refused(exc):
+                log.exception("print queue unwritable")
             return
         self._hand.done()
         self._publish(job, "failed", "crashed")
@@ -273,6 +289,8 @@ class PrintWorker:
             self._publish(job, "expired", "ttl")
             return True
         except Exception as exc:
+            if refusal_of(exc, self.ledger.path) is not None:
+                raise  # the commit before the first byte, refused: nothing was sent, it is not the printer's
             return self._failed(job, exc)
         crash_point("after_print_before_mark")
         self._mark_printed(job)
@@ -391,8 +409,34 @@ class PrintWorker:
     def _set(self, job_id: str, **fields: Any) -> None:
         """A durable change to the job in hand; the attempt's first one also counts the attempt."""
         count = not self._counted
-        self.ledger.write(lambda tx: tx.update_print_job(job_id, count_attempt=count, **fields))
+        self._commit(lambda tx: tx.update_print_job(job_id, count_attempt=count, **fields))
         self._counted = True
+
+    def _commit(self, fn: Callable[[Any], Any]) -> Any:
+        """A commit of the worker's; the first to succeed after a refusal says the queue is writable again."""
+        result = self.ledger.write(fn)
+        if self._refusal is not None:
+            since = self._refusal[1]
+            self._refusal = None
+            log.info("print queue writable again after %.0f s: the slips waiting in it print now", monotonic() - since)
+        return result
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the storage refusing a write (a full disk: expected, not a bug), logged
+        in one line without a traceback when the refusal starts or changes, and every REFUSAL_NOTE_S
+        while it lasts: not on every retry."""
+        why = refusal_of(exc, self.ledger.path)
+        if why is None:
+            return False
+        now = monotonic()
+        if self._refusal is None or self._refusal[0] != why:
+            self._refusal = (why, now if self._refusal is None else self._refusal[1], now)
+            log.warning("print queue cannot be written: %s; slips wait in the queue, none is sent before "
+                        "its commit is made, and they print once the disk takes writes again", why)
+        elif now - self._refusal[2] >= REFUSAL_NOTE_S:
+            self._refusal = (why, self._refusal[1], now)
+            log.warning("print queue still cannot be written after %.0f s: %s", now - self._refusal[1], why)
+        return True
 
 
 class InHand:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -245,6 +246,35 @@ class _Inline:
         return self._value
 
 
+BOOT_EPOCH = 1767225600  # 2026-01-01T00:00:00Z
+BOOT_STEP_S = 600
+BOOT_FILE = "event-boot"  # beside ledger.db: the last boot number, which outlives a ledger moved aside
+
+
+def boot_floor(now: float | None = None) -> int:
+    """The least boot number by this PC's clock: 10-minute steps since 2026 (a new storage folder's
+    first boot is past the boots of an old one, unless that one restarted more often than every ten
+    minutes for longer than it lived). Event ids stay below 2**53 (a JavaScript number) until 2065."""
+    return max(0, int(((time.time() if now is None else now) - BOOT_EPOCH) // BOOT_STEP_S))
+
+
+def _boot_kept(folder: Path) -> int:
+    try:
+        return int((folder / BOOT_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _keep_boot(folder: Path, boot: int) -> None:
+    """Note ``boot`` beside ledger.db (written whole, then renamed: never half a number)."""
+    temporary = folder / f".{BOOT_FILE}.tmp"
+    try:
+        temporary.write_text(f"{boot}\n", encoding="ascii")
+        os.replace(temporary, folder / BOOT_FILE)
+    except OSError as exc:  # a full disk at start: the ledger holds the boot; only its copy is late
+        log.warning("cannot note the boot number beside ledger.db (%s): it stays in ledger.db", exc)
+
+
 class Ledger:
     """Owns ledger.db: migrations, the writer thread, per-thread readers, announcements."""
 
@@ -307,7 +337,11 @@ class Ledger:
             if other or meta.read(conn, "store_id") is None:
                 meta.write(conn, "store_id", self.lane.store_id)
                 meta.write(conn, "lane_id", self.lane.lane_id)
-            boot = int(meta.read(conn, "boot") or 0) + 1
+            # The event stream's ids begin with the boot number: one a POS saw must never come again.
+            # The ledger counts boots, but a new ledger.db (the old one archived, a backup restored)
+            # counted from its own, and a POS resuming from an id of the old one was replayed from the
+            # wrong point, without stream.reset. The number noted beside it and the clock say more.
+            boot = max(int(meta.read(conn, "boot") or 0), _boot_kept(self.path.parent), boot_floor()) + 1
             meta.write(conn, "boot", str(boot))
             print_queue.requeue_interrupted(conn)
             claimed = meta.read(conn, SyncIdentity.META_KEY)
@@ -315,6 +349,7 @@ class Ledger:
         except BaseException:
             rollback(conn)
             raise
+        _keep_boot(self.path.parent, boot)
         return boot, claimed
 
     # -- writing ----------------------------------------------------------

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posd.core.identify import identify_code
 from posd.core.member_tokens import (
     Accepted,
     KeySpec,
@@ -103,6 +104,8 @@ def test_malformed_tokens_are_refused_without_raising():
     good = token()
     for bad in (good[:-10], good + "A", good.replace("MT1.", "MT2."), "MT1." + "A" * 120, good[:50] + "=" + good[51:]):
         assert verify(bad) == Rejected("qr_token", "malformed"), bad
+    for cut in (good[:60], good[:103], "MT1.", "MT1.A"):  # a token read in part: still a token, malformed
+        assert identify_code(cut).kind == "qr_token" and verify(cut) == Rejected("qr_token", "malformed"), cut
     assert decode_qr_token("2900000000018") is None
 
 

@@ -95,12 +95,15 @@ class Rejected:
 
 
 def looks_like_qr_token(value: str) -> bool:
-    return bool(_QR_TEXT.match(value))
+    """Text a phone shows as its QR token, well-formed or not: every text with the prefix is one, so a
+    token cut short (a QR read in part) is refused as malformed, never looked up as a card code,
+    echoed on the stream and in member.unknown with the member id its first bytes carry."""
+    return value.startswith(QR_PREFIX)
 
 
 def decode_qr_token(value: str) -> QrToken | None:
     """The token's fields, or None when it is not a well-formed v1 token (nothing verified yet)."""
-    if not looks_like_qr_token(value):
+    if not _QR_TEXT.match(value):
         return None
     body = value[len(QR_PREFIX):]
     try:

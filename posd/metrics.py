@@ -39,6 +39,9 @@ HEALTH_STATES = ("ok", "degraded", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# The methods the API answers; any other is labelled "other" (a label value per method a client sends is
+# a series each: the set is bounded, but by the HTTP parser's list, not by this API).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNTIMED_ROUTES = frozenset({"/v1/events"})  # a stream lasts as long as the POS listens
 
 
@@ -85,6 +88,8 @@ class LaneMetrics:
     def request(self, route: str, method: str, seconds: float) -> None:
         if route in UNTIMED_ROUTES:
             return
+        if method not in METHODS:  # PROPFIND, MKCOL, ... (any client may send them): one series, not one each
+            method = "other"
         key = (route, method)
         child = self._timers.get(key)
         if child is None:  # one labels() lookup per route, then a plain observe

@@ -74,6 +74,8 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
                              timeout=10).status_code == 401
         redeem = {"redemption_id": "R-m1", "member": ANNA, "reward_id": "free-coffee"}
         assert lane.post("/v1/redemptions", redeem).status_code == 200
+        for odd in ("PROPFIND", "MKCOL", "LOCK"):  # methods the HTTP parser knows and this API does not answer
+            assert requests.request(odd, url, timeout=10).status_code in (401, 405)
         lane.wait_drained()
 
         def both_slips_printed() -> bool:  # the sale's and the redemption's, the printer idle again
@@ -97,6 +99,8 @@ def test_metrics_are_prometheus_text_with_every_figure_store_it_needs(tmp_path, 
         assert sample(fams, "posd_redemptions", "posd_redemptions_total", outcome="recorded") == 1
         assert sample(fams, "posd_http_request_duration_seconds", "posd_http_request_duration_seconds_count",
                       route="/v1/transactions", method="POST") == 4
+        methods = {s.labels["method"] for s in fams["posd_http_request_duration_seconds"].samples}
+        assert "PROPFIND" not in methods and "other" in methods, methods  # one series for all such, not one each
         assert sample(fams, "posd_print_jobs", "posd_print_jobs_total", outcome="printed") >= 1
         assert sample(fams, "posd_sync_push_attempts", "posd_sync_push_attempts_total", outcome="sent") >= 1
         assert sample(fams, "posd_sync_push_duration_seconds", "posd_sync_push_duration_seconds_count") >= 1

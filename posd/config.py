@@ -144,11 +144,22 @@ class ApiConfig(_Section):
         return split_listen(self.listen)[1]
 
 
+MAX_MIN_FREE_MB = 1024 * 1024  # 1 TiB in MB
+
+
 class StorageConfig(_Section):
     dir: str = "/var/lib/posd"
     # Below this much free space on the storage file system, health warns and `posd doctor` fails:
-    # ledger.db must always be able to take the next sale.
+    # ledger.db must always be able to take the next sale. At most 1 TiB: a larger figure is a typo (an
+    # extra digit or two), and one no lane's disk meets would fail doctor for ever.
     min_free_mb: int = Field(default=200, ge=0)
+
+    @field_validator("min_free_mb")
+    @classmethod
+    def _at_most_a_tebibyte(cls, v: int) -> int:
+        if v > MAX_MIN_FREE_MB:
+            raise ValueError(f"must be at most {MAX_MIN_FREE_MB} (1 TiB in MB), such as 200")
+        return v
 
     @field_validator("dir")
     @classmethod

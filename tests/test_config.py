@@ -214,6 +214,17 @@ def test_config_check_cli(tmp_path):
     assert "Traceback" not in no.stderr
 
 
+@pytest.mark.parametrize("value", ["99999999999999999999", "1048577"])
+def test_a_minimum_free_space_beyond_a_tebibyte_is_a_typo_named_by_key_and_line(tmp_path, value):
+    """Not passed by `config check` for doctor to demand 95367431640625 TB later."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + f"\n[storage]\nmin_free_mb = {value}\n")
+    proc = config_check(cfg)
+    assert proc.returncode == 2
+    assert "storage.min_free_mb" in proc.stderr and "line 19" in proc.stderr and "1 TiB" in proc.stderr
+    assert parse(GOOD + "\n[storage]\nmin_free_mb = 1048576\n").storage.min_free_mb == 1024 * 1024
+
+
 def test_demo_config_is_valid():
     from pathlib import Path
 

@@ -336,7 +336,11 @@ def test_a_full_disk_is_named(tmp_path, small_disk):
 
 
 def test_less_free_space_than_configured_is_named_by_doctor_and_health(tmp_path, central, start_lane):
+    from posd.config import MAX_MIN_FREE_MB
+
     free_mb = shutil.disk_usage(tmp_path).free // 2**20
+    if free_mb + 10_000 > MAX_MIN_FREE_MB:
+        pytest.skip("more than 1 TiB free here: no minimum the config takes is above it")
     lane = start_lane(tmp_path / "lane", extra_config="")
     lane.stop()
     lane.config.write_text(lane.config.read_text().replace('dir = "state"',

@@ -219,6 +219,18 @@ class CentralConfig(_Section):
             raise ValueError(f"must be an http(s) URL such as https://loyalty.example.com: {problem}")
         return v.rstrip("/")
 
+    @field_validator("verify_tls", "client_cert", "client_key")
+    @classmethod
+    def _https_only(cls, v: Any, info: ValidationInfo) -> Any:
+        # Read by the TLS handshake alone: with a plain http:// central nothing would read them, and the
+        # lane would seem to present a certificate (or skip checking one) that it never does.
+        # (a url that is itself wrong is not in info.data: its own mistake is the one told)
+        url = info.data.get("url")
+        if url is not None and not url.startswith("https://") and v not in (None, True):
+            raise ValueError("only applies to an https:// central, and central.url is plain http://: remove it, "
+                             "or make central.url https://")
+        return v
+
     @field_validator("store_secret")
     @classmethod
     def _secret_text(cls, v: str | None) -> str | None:

@@ -318,7 +318,7 @@ def test_a_secret_must_be_given_once(tmp_path):
 def files_config(tmp_path, secret_line):
     cfg = tmp_path / "posd.toml"
     cfg.write_text(GOOD.replace('store_secret = "x"', secret_line + '\nclient_cert = "certs/lane.pem"')
-                   + '\n[storage]\ndir = "state"\n')
+                   .replace("http://", "https://") + '\n[storage]\ndir = "state"\n')  # a client cert is TLS's
     return cfg
 
 
@@ -451,7 +451,7 @@ def test_config_check_lists_every_mistake_and_every_missing_file_at_once(tmp_pat
     cfg = tmp_path / "posd.toml"
     cfg.write_text(GOOD.replace('locale = "pl"', 'locale = "de"')
                    .replace('store_secret = "x"', 'store_secret_file = "gone.secret"\nclient_cert = "gone.pem"\n'
-                            'client_key = "gone.key"\nverify_tls = "no"'))
+                            'client_key = "gone.key"\nverify_tls = "no"').replace("http://", "https://"))
     proc = config_check(cfg)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
@@ -517,10 +517,38 @@ def test_the_listener_and_tls_are_not_opened_by_a_quoted_word():
         parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = "no"'))
     assert err.value.key == "central.verify_tls" and "true or false" in str(err.value)
     assert parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\npush_interval_s = 2')).central.push_interval_s == 2.0
-    assert parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = false')).central.verify_tls is False
+    https = GOOD.replace("http://", "https://")  # verify_tls = false is for an https:// central only
+    unverified = parse(https.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = false'))
+    assert unverified.central.verify_tls is False
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace('url = "preview:///tmp/slips"', 'url = "preview:///tmp/slips"\nwidth_mm = "58"'))
     assert err.value.key == "printer.width_mm" and "without quotes" in str(err.value)
+
+
+@pytest.mark.parametrize("keys, named", [
+    ('verify_tls = false', ["central.verify_tls"]),
+    ('client_cert = "lane.pem"', ["central.client_cert"]),
+    ('client_cert = "lane.pem"\nclient_key = "lane.key"', ["central.client_cert", "central.client_key"]),
+])
+def test_tls_keys_with_a_plain_http_central_are_refused_by_key_and_line(tmp_path, keys, named):
+    """Nothing reads them without TLS: the lane would seem to present a certificate it never sends."""
+    (tmp_path / "lane.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "lane.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD.replace('store_secret = "x"', f'store_secret = "x"\n{keys}') + '\n[storage]\ndir = "state"\n')
+    proc = config_check(cfg)
+    assert proc.returncode == 2
+    for line, key in enumerate(named, start=11):
+        assert any(f"'{key}' (line {line})" in ln and "only applies to an https:// central" in ln
+                   for ln in proc.stderr.splitlines()), proc.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and named[0] in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything is made
+    cfg.write_text(cfg.read_text().replace("http://", "https://"))
+    assert config_check(cfg).returncode == 0
+    # true is the default, said or not: it changes nothing on http either
+    assert parse(GOOD.replace('store_secret = "x"', 'store_secret = "x"\nverify_tls = true')).central.verify_tls
 
 
 def test_the_printers_name_counts_among_the_device_names():

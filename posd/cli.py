@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from posd import __version__
 
@@ -476,8 +477,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class OutputFailed(Exception):
+    """Writing the command's own output failed (a full disk, /dev/full, an I/O error): not an OSError,
+    so that no command's own ``except OSError`` (around a device, a file it copies) takes it for its."""
+
+    def __init__(self, cause: OSError):
+        super().__init__(cause.strerror or str(cause))
+
+
+class _Output:
+    """sys.stdout while a command runs: a failed write or flush is an OutputFailed. A reader that left
+    (BrokenPipeError) stays what it is: main() ends that one as SIGPIPE would."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that the exit's own flush of what is still buffered does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured in a test): nothing to flush at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``posd``; output read by a pipe that closes early (``posd doctor --json | head``) ends quietly."""
+    """``posd``; output read by a pipe that closes early (``posd doctor --json | head``) ends quietly,
+    output that cannot be written (``> /dev/full``) is one line on stderr and exit 1."""
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = _Output(stdout)
     try:
         try:
             return _main(sys.argv[1:] if argv is None else argv)
@@ -487,12 +538,17 @@ def main(argv: list[str] | None = None) -> int:
         print("posd: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader left: nothing more can be said to it. Point stdout at /dev/null so the exit's
-        # own flush does not fail again, and exit as a process killed by SIGPIPE would (128 + 13).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # The reader left: nothing more can be said to it; exit as a process killed by SIGPIPE would (128 + 13).
+        sys.stdout = stdout
+        _stdout_to_devnull()
         return 141
+    except OutputFailed as exc:
+        sys.stdout = stdout
+        _stdout_to_devnull()
+        _error_line(f"cannot write the output: {exc}")
+        return 1
+    finally:
+        sys.stdout = stdout
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

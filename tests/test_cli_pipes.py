@@ -1,5 +1,6 @@
 """A `posd` command whose output goes to a reader that has already left (`posd doctor --json | head`)
-ends quietly: no BrokenPipeError traceback, no "Exception ignored" at exit, exit 141 as after SIGPIPE."""
+ends quietly: no BrokenPipeError traceback, no "Exception ignored" at exit, exit 141 as after SIGPIPE.
+Output that cannot be written at all (a full disk) is one line on stderr, exit 1."""
 
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ def test_output_to_a_reader_that_left_ends_quietly(config, tmp_path, args):
     # which fails as the commands' output does: 141.
     assert run.returncode in ((0, 141) if "--help" in args else (141,)), (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr and "Exception ignored" not in run.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("args", [
+    ("config", "check"),
+    ("doctor", "--no-central"),
+    ("doctor", "--json", "--no-central"),
+    ("--help",),
+])
+def test_output_that_cannot_be_written_is_one_line_on_stderr_and_exit_1(config, args):
+    """A full disk under `posd config check FILE > report` is said, not a traceback (OSError: [Errno 28])."""
+    if args[0] == "doctor":
+        args = (*args, "--config", str(config))
+    elif args[:2] == ("config", "check"):
+        args = (*args, str(config))
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "posd", *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                             timeout=120)
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+    said = [line for line in run.stderr.splitlines() if "cannot write" in line]
+    assert said == ["posd: cannot write the output: No space left on device"], run.stderr
 
 
 def test_a_bad_log_level_or_a_demo_config_that_is_missing_is_one_line_and_exit_2(tmp_path):

@@ -311,6 +311,10 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
                   "a backup there is lost with it; name a folder elsewhere (/var/backups/posd, another disk)",
                   file=sys.stderr)
             return 2
+        if dest.exists() and not dest.is_file():  # a device (/dev/full), a pipe: not even --force replaces it
+            print(f"posd ledger backup: {dest}: is not a regular file: a backup only replaces a file",
+                  file=sys.stderr)
+            return 2
         if dest.exists() and not args.force:
             print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
             return 2

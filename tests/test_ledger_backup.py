@@ -176,10 +176,15 @@ def test_a_backup_never_replaces_a_device_or_a_pipe(tmp_path):
         db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body TEXT)")
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(pipe), "--force",
-                          "--config", str(cfg)], capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and str(pipe) in run.stderr and "not a regular file" in run.stderr, run.stderr
-    assert "Traceback" not in run.stderr
+    # a DEST it refuses is exit 2 (docs/install.md), as a missing folder or an existing file without --force is
+    refused = [(pipe, ["--force"]), (pipe, [])]
+    if os.path.exists("/dev/full"):
+        refused.append((Path("/dev/full"), ["--force"]))
+    for dest, force in refused:
+        run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(dest), *force,
+                              "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and str(dest) in run.stderr and "not a regular file" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert not list(tmp_path.glob(".*.partial"))
 

@@ -48,3 +48,27 @@ def test_every_cli_command_is_in_the_readme():
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in sub.choices:
         assert f"posd {name}" in README, name
+
+
+def test_the_docs_say_which_relative_paths_are_under_storage_dir_and_which_beside_the_config(tmp_path):
+    """[api] token_file is under storage.dir (installed lanes rely on it); every other path is beside the
+    config file. README and the example config's header said all were beside the config."""
+    etc = tmp_path / "etc"
+    cfg = config_module.parse(
+        '[lane]\nstore_id = "S"\nlane_id = "L"\n[api]\ntoken_file = "state/api.token"\n[storage]\ndir = "state"\n'
+        '[central]\nurl = "https://central.example"\nstore_secret_file = "store.secret"\nclient_cert = "lane.pem"\n'
+        'client_key = "lane.key"\n[[scanner]]\nurl = "pty://scanner"\n', source=str(etc / "posd.toml"))
+    assert config_module.resolve(cfg.storage_dir, cfg.api.token_file) == etc / "state" / "state" / "api.token"
+    assert {key: path for key, _, path in config_module.referenced_files(cfg)} == {
+        "central.store_secret_file": etc / "store.secret", "central.client_cert": etc / "lane.pem",
+        "central.client_key": etc / "lane.key"}
+    assert cfg.device_url(cfg.scanner[0].url) == f"pty://{etc.resolve()}/scanner"
+
+    said = " ".join(README.split("Relative paths", 1)[1].split("Devices are configured", 1)[0].split())
+    assert "except `[api] token_file`, which is relative to `storage.dir`" in said, said
+    header = " ".join(line.lstrip("# ") for line in EXAMPLE.split("\n[lane]", 1)[0].splitlines())
+    assert "except [api] token_file, which is relative to storage.dir" in header, header
+    for key in ("[storage] dir", *(f"{key.split('.')[1]}" for key in config_module.REFERENCED_FILES)):
+        assert key in said.replace("`", "") and key in header, key
+    for scheme in config_module.PATH_SCHEMES:
+        assert f"`{scheme}://`" in said, scheme

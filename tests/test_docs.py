@@ -72,3 +72,23 @@ def test_the_docs_say_which_relative_paths_are_under_storage_dir_and_which_besid
         assert key in said.replace("`", "") and key in header, key
     for scheme in config_module.PATH_SCHEMES:
         assert f"`{scheme}://`" in said, scheme
+
+
+def test_the_readme_gives_the_exit_code_of_a_second_posd_on_one_storage_folder(tmp_path):
+    """Refused with a clear message and exit 1 (not lasting: systemd starts it again once the first
+    stopped, as docs/install.md says); README's list of `posd run`'s exit codes gave 1 to the listener alone."""
+    import pytest
+
+    from posd.storage.db import StorageUnavailable, hold_folder, release_folder
+
+    first = hold_folder(tmp_path)
+    try:
+        with pytest.raises(StorageUnavailable, match="another posd") as err:
+            hold_folder(tmp_path)
+        assert err.value.lasting is False  # cmd_run: exit 1, not 2
+    finally:
+        release_folder(first)
+    codes = " ".join(README.split("Exit codes of `posd run`:", 1)[1].split("\n\n", 1)[0].split())
+    one = codes.split("; 1 ", 1)[1].split("; 2 ", 1)[0]
+    assert "another posd is already running on the same storage folder" in one, codes
+    assert "could not listen" in one and "disk is full" in one, codes

@@ -633,6 +633,31 @@ def test_every_config_mistake_is_listed_and_the_rest_is_not_guessed(tmp_path):
     assert {c["result"] for c in report["checks"] if c["area"] not in ("config", "unit")} == {"skip"}
 
 
+@pytest.mark.parametrize("contents", [
+    b'[lane]\nstore_id = "S\xff"\n',  # not UTF-8
+    b"#" * (1024 * 1024 + 1),  # larger than 1 MiB
+    b"[lane]\nstore_id = [\n",  # TOML that ends early: no line to name
+])
+def test_a_config_mistake_of_the_whole_file_is_said_as_config_check_says_it(tmp_path, contents):
+    """Not Python's "'utf-8' codec can't decode byte 0xff in position 20", and no "-:" where there is no
+    key or line to name."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_bytes(contents)
+    check = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 2
+    said = check.stderr.strip().split(": config error: ", 1)[1]
+    code, report = doctor(cfg)
+    assert code == 1
+    finding = one(report, "config")
+    assert finding["result"] == "fail" and finding["message"] == said, (finding, said)
+    assert finding["details"]["config_key"] is None and finding["details"]["line"] is None
+    proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--user", ME, "--lang", "pl",
+                           "--unit", str(UNIT)], capture_output=True, text=True, timeout=120)
+    row = next(line for line in proc.stdout.splitlines() if said in line)
+    assert row.rstrip().endswith(said) and "-:" not in row, row
+
+
 def test_the_table_speaks_the_lanes_language(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane", locale="fa")
     proc = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(lane.config), "--user", ME,

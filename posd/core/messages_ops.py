@@ -114,6 +114,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.config.secret_readable": "{path} holds the store secret (store_secret) and others can read it "
                                          "(mode {mode}): chmod 640 {path}, or move the secret to store_secret_file",
         "doctor.config.unreadable": "cannot read {path}: {message}",
+        "doctor.config.file": "{message}",
         "doctor.skipped": "{what}: not checked ({reason})",
         "doctor.check.tcp": "TCP",
         "doctor.check.tls": "TLS",
@@ -360,6 +361,7 @@ OPS: dict[str, dict[str, str]] = {
                                          "(uprawnienia {mode}): chmod 640 {path} albo przenieś sekret do "
                                          "store_secret_file",
         "doctor.config.unreadable": "nie można odczytać {path}: {message}",
+        "doctor.config.file": "{message}",
         "doctor.skipped": "{what}: nie sprawdzono ({reason})",
         "doctor.check.tcp": "TCP",
         "doctor.check.tls": "TLS",
@@ -614,6 +616,7 @@ OPS: dict[str, dict[str, str]] = {
                                          "بخوانند (دسترسی {mode}): chmod 640 {path} یا رمز را به store_secret_file "
                                          "منتقل کنید",
         "doctor.config.unreadable": "{path} خوانده نمی‌شود: {message}",
+        "doctor.config.file": "{message}",
         "doctor.skipped": "{what}: بررسی نشد ({reason})",
         "doctor.check.tcp": "TCP",
         "doctor.check.tls": "TLS",

@@ -26,19 +26,23 @@ SECRETS = ("central.store_secret_file", "central.client_key", "api.token_file")
 
 
 def config(ctx: Context) -> list[Finding]:
-    from posd.config import ConfigError, load
+    from posd.config import MAX_CONFIG_BYTES, ConfigError, load
 
     path = ctx.config_path
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [Finding("config", "config", "fail", "unreadable",
-                        {"path": str(path), "message": getattr(exc, "strerror", None) or str(exc)})]
-    try:
         ctx.config = load(path)  # the files it names are checked below, for the posd user
     except ConfigError as exc:
-        ctx.fallback_locale = _locale_of(text)
-        return [Finding("config", "config", "fail", "error",
+        if isinstance(exc.__cause__, OSError):  # not there, not ours to read: said in the lane's language
+            return [Finding("config", "config", "fail", "unreadable",
+                            {"path": str(path), "message": exc.__cause__.strerror or str(exc.__cause__)})]
+        try:  # read as load read it (bounded); a file it could not read as text has no language to find
+            with path.open("rb") as f:
+                ctx.fallback_locale = _locale_of(f.read(MAX_CONFIG_BYTES).decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
+        # A mistake of the file as a whole (not UTF-8, too large, TOML that ends early) has no key or
+        # line: its message alone, as `posd config check` says it.
+        return [Finding("config", "config", "fail", "error" if p.key or p.line else "file",
                         {"where": _where(p.key, p.line), "message": p.message, "config_key": p.key, "line": p.line})
                 for p in exc.problems]
     cfg = ctx.config
@@ -62,8 +66,9 @@ def config_access(ctx: Context) -> list[Finding]:
     return []
 
 
-def _where(key: str | None, line: int | None) -> str:
-    return " ".join(x for x in (key or "", f"(line {line})" if line else "") if x) or "-"
+def _where(key: str | None, line: int | None) -> str | None:
+    """Where a config mistake is written: its key and line, or None for one of the file as a whole."""
+    return " ".join(x for x in (key or "", f"(line {line})" if line else "") if x) or None
 
 
 def _locale_of(text: str) -> str | None:

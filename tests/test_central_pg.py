@@ -92,33 +92,39 @@ def test_lanes_enrolling_one_card_and_phone_at_once_are_all_applied(store):
     crediting its provisional id. The holder one batch creates is locked by the others out of the
     sorted order, and PostgreSQL broke the cycle by refusing a batch: the lane was told 503 (the
     database is not answering) and had to resend it. Central applies such a batch again itself now."""
+    for round_ in range(8):
+        card, phone = f"29{round_:02d}{os.urandom(4).hex()}", f"+48600{round_:02d}{os.getpid() % 10000:04d}"
+        kinds = [[card], [phone], [card, phone]] * 2
+        enrolled = enrolling_at_once(store, [(f"EN{round_}-{i}", f"P-{os.urandom(8).hex()}", ids, 100)
+                                             for i, ids in enumerate(kinds)])
+        held = [store.member(m) for m in enrolled]
+        assert sum(m["balances"]["points"] for m in held) == 600, held  # every credit, once
+
+
+def enrolling_at_once(store, lanes: list[tuple[str, str, list[str], int]]) -> set[str]:
+    """Each (lane, provisional id, identifiers, points) enrols its id and credits it in one batch, all
+    lanes at once; every batch accepted whole. The members central named."""
     errors: list[str] = []
     enrolled: set[str] = set()
 
-    def lane(name: str, identifiers: list[str]) -> None:
+    def lane(name: str, provisional: str, identifiers: list[str], points: int) -> None:
         try:
-            provisional = f"P-{os.urandom(8).hex()}"
             events = [make_event(1, member_id=provisional, lane_id=name, type="member_enrolled", transaction_id=None,
                                  identifiers=identifiers, points={"points": 0}, provisional=True),
-                      make_event(2, member_id=provisional, lane_id=name, points={"points": 100})]
+                      make_event(2, member_id=provisional, lane_id=name, points={"points": points})]
             results = store.apply_batch(STORE_ID, name, f"{name}-1", events, "2026-11-24T09:15:00Z")
             assert [r["status"] for r in results] == ["accepted"] * 2, results
             enrolled.add(results[0]["member_id"])
         except Exception as exc:  # reported below, with the lane
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
-    for round_ in range(8):
-        enrolled.clear()
-        card, phone = f"29{round_:02d}{os.urandom(4).hex()}", f"+48600{round_:02d}{os.getpid() % 10000:04d}"
-        kinds = [[card], [phone], [card, phone]] * 2
-        threads = [threading.Thread(target=lane, args=(f"EN{round_}-{i}", ids)) for i, ids in enumerate(kinds)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors and not any(t.is_alive() for t in threads), errors
-        held = [store.member(m) for m in enrolled]
-        assert sum(m["balances"]["points"] for m in held) == 600, held  # every credit, once
+    threads = [threading.Thread(target=lane, args=args) for args in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    return enrolled
 
 
 def test_lanes_enrolling_one_provisional_id_at_once_all_find_the_one_member(store):
@@ -126,27 +132,9 @@ def test_lanes_enrolling_one_provisional_id_at_once_all_find_the_one_member(stor
     credit it. The aliases were read before the lock on the id was taken, so every batch that waited
     for the first enrolled the id again: a unique violation, 500 to the lane. SQLite, one writer at a
     time, mapped them all to the first one's member; PostgreSQL does too now."""
-    errors: list[str] = []
     for round_ in range(4):
-        provisional, enrolled = f"P-{os.urandom(8).hex()}", set()
-
-        def lane(name: str) -> None:
-            try:
-                events = [make_event(1, member_id=provisional, lane_id=name, type="member_enrolled",
-                                     transaction_id=None, identifiers=[], points={"points": 0}, provisional=True),
-                          make_event(2, member_id=provisional, lane_id=name, points={"points": 10})]
-                results = store.apply_batch(STORE_ID, name, f"{name}-1", events, "2026-11-24T09:15:00Z")
-                assert [r["status"] for r in results] == ["accepted"] * 2, results
-                enrolled.add(results[0]["member_id"])
-            except Exception as exc:  # reported below, with the lane
-                errors.append(f"{name}: {type(exc).__name__}: {exc}")
-
-        threads = [threading.Thread(target=lane, args=(f"PR{round_}-{i}",)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors and not any(t.is_alive() for t in threads), errors
+        provisional = f"P-{os.urandom(8).hex()}"
+        enrolled = enrolling_at_once(store, [(f"PR{round_}-{i}", provisional, [], 10) for i in range(8)])
         assert len(enrolled) == 1, enrolled
         assert store.member(enrolled.pop())["balances"] == {"points": 80}
 

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-all soak crash-soak bench bench-smoke deb lock test-install clean
+.PHONY: setup run test test-faults test-all soak crash-soak bench bench-smoke deb lock test-install clean
 
 setup:
 	@scripts/bootstrap
@@ -14,6 +14,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest --durations=25
+
+# The fault-injection and kill runs kept out of `make test` (it stays under 15 minutes): CI runs them after it.
+test-faults: setup
+	$(PY) -m pytest -m fault -p no:cacheprovider
 
 # Everything, including the long soak and fault runs.
 test-all: setup

@@ -415,6 +415,7 @@ def test_connections_the_server_dropped_are_replaced_not_handed_out(store, pg_db
             store.apply_batch(STORE_ID, LANE_ID, "b", [make_event(1)], "2026-11-24T09:15:00Z")
 
 
+@pytest.mark.fault
 def test_a_database_not_answering_is_503_with_retry_after_and_one_line(tmp_path, pg_db):
     """Requests while the database refuses connections: 503 unavailable with Retry-After (the lane
     backs off), no traceback per request; once it answers again, so does central."""

@@ -158,6 +158,7 @@ def test_the_same_member_redeeming_at_both_lanes_at_once_never_goes_below_zero_a
     assert [r["state"] for r in central.store.reservations("duo")] == ["confirmed"] * 3
 
 
+@pytest.mark.fault
 def test_with_central_stopped_both_lanes_fall_back_to_their_caps_and_say_offline(tmp_path):
     with running_central(tmp_path / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:
         one = launch_lane(tmp_path / "L01", central, lane_id="L01", extra_config=CAPS)
@@ -194,6 +195,7 @@ def test_with_central_stopped_both_lanes_fall_back_to_their_caps_and_say_offline
             two.stop()
 
 
+@pytest.mark.fault
 def test_a_lane_killed_between_approval_and_commit_leaves_nothing_reserved(tmp_path):
     with running_central(tmp_path / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:
         port = free_port()
@@ -227,6 +229,7 @@ def test_a_lane_killed_between_approval_and_commit_leaves_nothing_reserved(tmp_p
             lane.stop()
 
 
+@pytest.mark.fault
 def test_a_burn_the_lanes_recheck_refuses_after_approval_gives_its_reservation_back(tmp_path):
     """Central approved, then a return recorded on this lane while central was answering took the
     points the burn needed: the lane refuses the burn and gives the reservation back at once."""
@@ -262,6 +265,7 @@ def test_a_burn_the_lanes_recheck_refuses_after_approval_gives_its_reservation_b
             lane.stop()
 
 
+@pytest.mark.fault
 def test_a_burn_refused_offline_after_central_approved_it_late_gives_the_reservation_back(tmp_path):
     """Central approved after the lane stopped waiting; the lane went its offline way, and its caps
     refused the burn. The reservation central made for it held the member's points at every lane for

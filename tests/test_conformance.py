@@ -238,6 +238,7 @@ class DropsEverySecond(BrokenStore):
                                              (NewEtagEveryTime, {"program/etag.304"}),
                                              (ApprovesEverything, {"burn/decline.insufficient",
                                                                    "burn/voucher.hold"})])
+@pytest.mark.fault
 def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
     central.app.store = broken(central.store)
     code, report = kit(central, tmp_path, "--settle", "2")  # the reference's feed shows a push at once

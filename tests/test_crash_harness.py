@@ -35,6 +35,7 @@ def crash_run(tmp_path: Path, transactions: int, kills: int, rng_seed: int) -> d
     return summary
 
 
+@pytest.mark.fault
 def test_crash_slice_loses_and_duplicates_nothing(tmp_path):
     summary = crash_run(tmp_path, transactions=1000, kills=20, rng_seed=1)
     for point in NAMED_POINTS:

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from contextlib import closing
 
+import pytest
+
 from tests.support.disk import fill, small_tmpfs
 from tests.support.lane import launch_lane, sale_body
 
@@ -96,6 +98,7 @@ def test_a_start_on_a_full_disk_is_not_called_a_corrupt_ledger_and_may_be_retrie
             lane.stop()
 
 
+@pytest.mark.fault
 def test_a_slip_waiting_on_a_full_disk_is_one_log_line_and_prints_once_space_is_freed(tmp_path, central, printer):
     """The print worker cannot commit the job it is about to send (the commit before its first byte, or the
     one that puts it back): a disk that refuses writes is expected, not a bug. One line when it starts, none

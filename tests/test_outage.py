@@ -44,6 +44,8 @@ from tests.support.ledger_sql import reader
 DEMO_SEED = demo_seed()
 
 
+pytestmark = pytest.mark.fault  # every central fault through the real relay: CI's fault slice (make test-faults)
+
 @pytest.fixture
 def ledger(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))

@@ -90,6 +90,7 @@ def wait_for_page(chromium: Chromium, page, predicate, what: str, timeout: float
 
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("locale", ["pl", "fa"])
 def test_the_page_tells_the_truth_through_an_outage_and_paper_out(tmp_path: Path, central, printer, start_lane,
                                                                    chromium, locale):

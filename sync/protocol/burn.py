@@ -10,7 +10,7 @@ authorisation", is the prose version.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from posd.sync.protocol.batch import parse_utc
@@ -61,13 +61,12 @@ def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
         return "".join(chars)
     return code
 
-def issuable_code(code: str, coupons: Iterable[str] = ()) -> bool:
-    """May a redemption issue a voucher under ``code``? Not a coupon of ``coupons`` (the program's) in
-    any spelling: registered as one member's voucher, it would take the coupon from every other member.
-    Not a lane voucher's code other than as issued (``v7wq-gses-f03xt``): every lookup and use reads
-    it as issued, so no one could find the voucher registered under it."""
-    folded = code.casefold()
-    return canonical_code(code) == code and not any(coupon.casefold() == folded for coupon in coupons)
+def issuable_code(code: str, coupons: Collection[str] = ()) -> bool:
+    """May a redemption issue a voucher under ``code``? Only one every lookup and use reads as itself
+    (canonical_code): not a coupon of ``coupons`` (the program's) in any spelling, which registered as
+    one member's voucher would take the coupon from every other member, and not a lane voucher's code
+    other than as issued (``v7wq-gses-f03xt``), which no one could find."""
+    return canonical_code(code, coupons) == code and code not in coupons
 
 
 # code -> what a declined authorisation means; the lane answers the POS with the same code.

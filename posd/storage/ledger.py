@@ -251,11 +251,11 @@ BOOT_STEP_S = 600
 BOOT_FILE = "event-boot"  # beside ledger.db: the last boot number, which outlives a ledger moved aside
 
 
-def boot_floor(now: float | None = None) -> int:
+def boot_floor() -> int:
     """The least boot number by this PC's clock: 10-minute steps since 2026 (a new storage folder's
     first boot is past the boots of an old one, unless that one restarted more often than every ten
     minutes for longer than it lived). Event ids stay below 2**53 (a JavaScript number) until 2065."""
-    return max(0, int(((time.time() if now is None else now) - BOOT_EPOCH) // BOOT_STEP_S))
+    return max(0, int((time.time() - BOOT_EPOCH) // BOOT_STEP_S))
 
 
 def _boot_kept(folder: Path) -> int:

@@ -349,11 +349,16 @@ def test_a_voucher_use_with_an_empty_code_rejects_that_event_alone(central):
 
 @pytest.mark.parametrize("field,value", [("reward_id", {"id": "free-coffee"}), ("reward_id", ["free-coffee"]),
                                          ("reward_id", 10**20), ("reward_id", 7), ("authorisation_id", {"a": 1}),
-                                         ("reservation_id", ["R-1"])],
-                         ids=["reward-object", "reward-list", "reward-huge", "reward-int", "auth-object", "resv-list"])
+                                         ("reservation_id", ["R-1"]), ("authorisation_id", "redemption:" + "x" * 2800),
+                                         ("authorisation_id", "a" * 257), ("authorisation_id", ""),
+                                         ("reservation_id", "R" * 129), ("reward_id", "r" * 129)],
+                         ids=["reward-object", "reward-list", "reward-huge", "reward-int", "auth-object", "resv-list",
+                              "auth-2811", "auth-257", "auth-empty", "resv-129", "reward-129"])
 def test_a_burn_naming_its_reward_or_authorisation_by_other_than_text_rejects_that_event_alone(central, field, value):
     """Kept in a text column and looked up as text: a 500 for the whole batch on SQLite (and an
-    object on PostgreSQL), or stored as something no lane sent (a list or a big number on PostgreSQL)."""
+    object on PostgreSQL), or stored as something no lane sent (a list or a big number on PostgreSQL).
+    An id longer than any lane makes: PostgreSQL's unique index refused the row (a 500 at every
+    resend: the lane was stuck) while SQLite took it."""
     burn = make_event(1, type="redemption", points={"points": -100}, **{field: value})
     answers = push(central, [burn, make_event(2, points={"points": 5})])
     assert answers == [(1, "rejected", "malformed_event"), (2, "accepted", None)]
@@ -373,6 +378,13 @@ def test_an_authorisation_naming_its_reward_or_voucher_by_other_than_text_is_mal
     resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation"), resp.text
     assert central.store.reservations("M0001") == []
+
+
+def test_a_burn_event_naming_the_longest_ids_is_accepted(central):
+    burn = make_event(1, type="redemption", points={"points": -100}, authorisation_id="a" * 256,
+                      reservation_id=None, reward_id="r" * 128)
+    assert push(central, [burn]) == [(1, "accepted", None)]
+    assert central.store.member("M0001")["balances"] == {"points": 1740}
 
 
 def test_a_voucher_use_with_the_longest_code_and_transaction_id_is_authorised_online(central):

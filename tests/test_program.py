@@ -232,6 +232,8 @@ ERRORS = [
     (("rewards", 2, "tier_prices"), {"platinum": 5}, "rewards[2].tier_prices.platinum: "),
     (("rewards", 2, "valid_days"), 0, "rewards[2].valid_days: "),
     (("rewards", 2, "id"), "w0", "rewards[2].id: duplicate"),
+    (("rewards", 2, "id"), "w" * 129, "rewards[2].id: must be 1-128 characters"),
+    (("rewards", 2, "id"), "w\x85", "rewards[2].id: must be 1-128 characters, none of them a control"),
     (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
     (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),

@@ -22,6 +22,7 @@ from posd.core.rules_json import (
     array,
     choice,
     fraction,
+    ident,
     instant,
     integer,
     mapping,
@@ -337,7 +338,7 @@ def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...])
         allowed = frozenset(tier_ids[tier_ids.index(min_tier):])  # tiers ascend by threshold
     limit = raw.get("limit_per_member_per_day")
     return Reward(
-        reward_id=text(raw["id"], f"{path}.id"),
+        reward_id=ident(raw["id"], f"{path}.id"),
         names=names(raw["name"], f"{path}.name") if "name" in raw else {},
         kind=kind,  # type: ignore[arg-type]
         currency=currency,

@@ -8,6 +8,7 @@ exact, and points must not depend on binary rounding.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, time
 from fractions import Fraction
 from typing import Any
@@ -59,6 +60,15 @@ def array(value: Any, path: str) -> list[Any]:
 def text(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise ProgramError(f"{path}: must be a non-empty string")
+    return value
+
+
+def ident(value: Any, path: str, limit: int = 128) -> str:
+    """An id lanes put in their events (a reward's): 1-``limit`` characters, no control character,
+    as central takes ids in events; a longer one would have every event naming it refused."""
+    value = text(value, path)
+    if len(value) > limit or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ProgramError(f"{path}: must be 1-{limit} characters, none of them a control character")
     return value
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from posd.sync.protocol.birthdays import is_award_year
 from posd.sync.protocol.errors import RETRYABLE_CODES, BatchError, CentralProtocolError
-from posd.sync.protocol.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_CODE_LEN, MAX_POINTS, MAX_SEQ
+from posd.sync.protocol.limits import (MAX_AUTHORISATION_ID_LEN, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_CODE_LEN,
+                                       MAX_ID_LEN, MAX_POINTS, MAX_SEQ)
 from posd.sync.protocol.shapes import CONTROL, EVENT_TYPES, RESULT_STATUSES, EventResult, is_id
 
 
@@ -85,7 +86,7 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
         raise BatchError("malformed_batch", "batch is not an object")
     batch_id, events = doc.get("batch_id"), doc.get("events")
     if not is_id(batch_id):
-        raise BatchError("malformed_batch", "batch_id must be a non-empty string")
+        raise BatchError("malformed_batch", f"batch_id must be a string of 1-{MAX_ID_LEN} characters")
     if not isinstance(events, list) or not events:
         raise BatchError("malformed_batch", "events must be a non-empty list")
     if len(events) > max_events:
@@ -101,12 +102,18 @@ def _check_envelope(doc: Any, max_events: int) -> tuple[str, list[dict[str, Any]
         if seq <= previous:
             raise BatchError("malformed_batch", "seqs must be strictly ascending within a batch")
         if not is_id(event.get("event_id")):
-            raise BatchError("malformed_batch", "every event needs an event_id")
+            raise BatchError("malformed_batch", f"every event needs an event_id of 1-{MAX_ID_LEN} characters")
         if event["event_id"] in seen:  # one event twice, under two seqs: it would be applied twice
             raise BatchError("malformed_batch", "an event_id appears twice in the batch")
         seen.add(event["event_id"])
         previous = seq
     return batch_id, events
+
+
+# The ids a burn's event names, with their limits: the authorisation route's for its id (a lane
+# asks with the id its event carries), an id's for central's reservation and the program's reward.
+_BURN_IDS = (("authorisation_id", MAX_AUTHORISATION_ID_LEN), ("reservation_id", MAX_ID_LEN),
+             ("reward_id", MAX_ID_LEN))
 
 
 def validate_event(event: dict[str, Any], text: str | None = None) -> str | None:
@@ -131,8 +138,8 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     txn = event.get("transaction_id")
     if txn is not None and not is_id(txn):
         return "malformed_event"
-    if any(event.get(k) is not None and not isinstance(event[k], str)  # kept as text, looked up as text
-           for k in ("authorisation_id", "reservation_id", "reward_id")):
+    if any(event.get(k) is not None and not is_id(event[k], limit)  # kept as text, looked up as text
+           for k, limit in _BURN_IDS):  # an id past the limit is no id a lane made, and no index takes it
         return "malformed_event"
     code = event.get("voucher_code")
     if code is not None and not is_id(code, MAX_CODE_LEN):

@@ -15,7 +15,7 @@ from typing import Any
 
 from posd.sync.protocol.batch import parse_utc
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
-from posd.sync.protocol.limits import MAX_AUTHORISATION_ID_LEN, MAX_CODE_LEN, MAX_POINTS
+from posd.sync.protocol.limits import MAX_AUTHORISATION_ID_LEN, MAX_CODE_LEN, MAX_ID_LEN, MAX_POINTS
 from posd.sync.protocol.shapes import compact_json, is_id, json_object
 
 AUTHORISATION_KINDS = ("redemption", "voucher_use")
@@ -123,11 +123,11 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
         raise _malformed(f"kind must be one of {', '.join(AUTHORISATION_KINDS)}")
     member = doc.get("member_id")
     if member is not None and not is_id(member):
-        raise _malformed("member_id must be a string or null")
+        raise _malformed(f"member_id must be a string of 1-{MAX_ID_LEN} characters or null")
     if parse_utc(doc.get("occurred_at")) is None:
         raise _malformed("occurred_at must be ISO-8601 UTC")
     if doc.get("reward_id") is not None and not is_id(doc["reward_id"]):
-        raise _malformed("reward_id must be a string or null")
+        raise _malformed(f"reward_id must be a string of 1-{MAX_ID_LEN} characters or null")
     if doc.get("voucher_code") is not None and not is_id(doc["voucher_code"], MAX_CODE_LEN):
         raise _malformed("voucher_code must be a string of at most 64 characters")
     if kind == "redemption":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import struct
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,25 @@ def test_tampered_tokens_are_refused():
     spliced = "MT1." + base64.urlsafe_b64encode(
         base64.urlsafe_b64decode(other_member[4:] + "==")[:-64] + raw[-64:]).rstrip(b"=").decode()
     assert verify(spliced) == Rejected("qr_token", "bad_signature")
+
+
+@pytest.mark.parametrize("validity", [0, 3601, 65535])
+def test_a_token_valid_for_longer_than_the_layout_allows_is_malformed(validity):
+    """Signed by a published key, but valid for hours: the layout says 1-3600 s, and a lane
+    took an 18-hour token (issued 60,000 s earlier) as a member's."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from posd.core.member_tokens import SIGNING_CONTEXT
+
+    payload = bytes([1, 2]) + b"k1" + struct.pack(">IH8s", NOW - 60_000, validity, b"\x01" * 8) + b"\x05M0001"
+    signature = Ed25519PrivateKey.from_private_bytes(K1).sign(SIGNING_CONTEXT + payload)
+    text = "MT1." + base64.urlsafe_b64encode(payload + signature).rstrip(b"=").decode()
+    assert verify(text, now=NOW - 60_000 + 10) == Rejected("qr_token", "malformed")
+    assert verify(text) == Rejected("qr_token", "malformed")
+    good = payload[:4] + struct.pack(">IH", NOW - 100, 3600) + payload[10:]
+    text = "MT1." + base64.urlsafe_b64encode(good + Ed25519PrivateKey.from_private_bytes(K1).sign(
+        SIGNING_CONTEXT + good)).rstrip(b"=").decode()
+    assert isinstance(verify(text), Accepted)
 
 
 def test_a_wrong_key_id_and_an_unknown_key_are_refused():

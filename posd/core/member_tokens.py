@@ -44,6 +44,7 @@ VERSION = 1
 SIGNING_CONTEXT = b"posd-member-token\x00"
 SIGNATURE_LEN = 64
 MAX_MEMBER_ID = 64
+MAX_VALIDITY_S = 3600  # the layout's limit: a token valid for hours is no short-lived token
 KID_RE = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
 _QR_TEXT = re.compile(r"^MT1\.[A-Za-z0-9_-]{100,400}$")
 _HEAD = struct.Struct(">IH8s")  # issued_at, validity_s, token_id
@@ -125,7 +126,7 @@ def decode_qr_token(value: str) -> QrToken | None:
     member_len = payload[at]
     member = payload[at + 1:]
     if len(member) != member_len or not 1 <= member_len <= MAX_MEMBER_ID or not KID_RE.match(kid) \
-            or validity == 0:
+            or not 1 <= validity <= MAX_VALIDITY_S:
         return None
     try:
         member_id = member.decode("utf-8")

@@ -237,6 +237,22 @@ def test_a_card_is_found_as_upc_a_and_as_its_ean_13(tmp_path, central, start_lan
     assert (again.status_code, again.json()["code"]) == (409, "identifier_in_use")
 
 
+def test_a_card_code_with_a_slash_is_found_by_its_code(tmp_path, central, start_lane):
+    """Enrolment takes `/` in a card's code; looked up by it (`%2F` in the path), the router read
+    a separator and answered its bare 404, so the POS could not show that member by card."""
+    lane = start_lane(tmp_path / "lane")
+    enrolled = lane.post("/v1/members", {"card": "AB/1234", "display_name": "Slash"})
+    assert enrolled.status_code == 200, enrolled.text
+    member_id = enrolled.json()["member_id"]
+    found = lane.get("/v1/members/AB%2F1234")
+    assert found.status_code == 200, found.text
+    assert found.json()["member_id"] in (member_id, lane.get(f"/v1/members/{member_id}").json()["member_id"])
+    unknown = lane.get("/v1/members/ZZ%2F9999")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_member")
+    metrics = lane.get("/metrics").text
+    assert 'route="/v1/members/{identifier}"' in metrics and "identifier:path" not in metrics
+
+
 def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central, start_lane):
     """"tel:+48600123458" was enrolled as a card, and the phone +48 600 123 458 then as another member:
     the scanner found the phone's member, a sale naming the link credited the card's. A tel: link is

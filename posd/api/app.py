@@ -303,11 +303,14 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     _status_routes(app, health)
 
-    @app.get("/v1/members/{identifier}", dependencies=auth, response_model=MemberOut, tags=["members"])
+    # `:path`: a card code may hold a `/` (`%2F` reaches the router decoded, as a separator)
+    @app.get("/v1/members/{identifier:path}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
     def get_member(identifier: MemberPath) -> dict[str, Any]:
         """A member by card code, phone number, member id or member token (a token is accepted
         once: use the answer's member_id afterwards)."""
+        if not identifier or identifier.startswith("/") or identifier.endswith("/"):
+            raise StarletteHTTPException(404)  # a path with a trailing slash is no route, as everywhere
         return members.member_view(members.identify(identifier))
 
     @app.post("/v1/members", dependencies=auth, response_model=EnrolmentOut, tags=["members"])

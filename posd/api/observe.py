@@ -40,7 +40,8 @@ class RequestTimer:
             await self.app(scope, receive, send)
         finally:
             route = scope.get("route")  # set by the router on this very scope
-            self.observer.request(getattr(route, "path", "unmatched"), scope["method"],
+            # path_format: the template without its converters (`{identifier}`, not `{identifier:path}`)
+            self.observer.request(getattr(route, "path_format", "unmatched"), scope["method"],
                                   time.perf_counter() - started)
 
 

@@ -47,6 +47,8 @@ def test_the_first_lane_holds_the_year_and_every_other_is_told_it_is_taken(centr
     assert [(a["year"], a["lane"], a["transaction_id"]) for a in central.store.birthday_awards("M0001")] == [
         (2026, "S001/L01", "T1"), (2027, "S001/L02", "T10")]
     assert feed_year(one) == 2027  # the feed carries the member's last awarded year
+    admin = requests.get(f"{central.url}/_admin/members/M0001", timeout=10).json()  # the member in wire shape
+    assert admin["birthday_award_year"] == 2027
 
 
 def test_an_accrual_naming_its_year_records_it_and_a_second_lanes_is_flagged_not_refused(central, lanes):

@@ -268,9 +268,11 @@ class SqlStore:
             aliases = _aliases(conn, [member_id])
             now = self._clock()
             vouchers = burns.open_vouchers(conn, [member_id], now)
+            birthdays = last_birthday_awards(conn, [member_id])
             maturing = maturing_lots(conn, [member_id], now)
         return member_wire(decoded_member(row), marks.get(member_id, {}), aliases.get(member_id),
-                           vouchers.get(member_id, []), maturing=maturing.get(member_id))
+                           vouchers.get(member_id, []), birthday_award_year=birthdays.get(member_id),
+                           maturing=maturing.get(member_id))
 
     def upsert_member(self, member: dict[str, Any]) -> None:
         """Create or replace a member's profile (not its lane watermarks); bumps its version.

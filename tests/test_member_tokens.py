@@ -368,3 +368,16 @@ def test_a_wallet_code_not_later_than_the_last_accepted_step_is_a_replay(tmp_pat
         lane.close()
     assert [(u["member_id"], u["identified_by"]) for u in uses] == [
         ("M1", "wallet_totp"), ("M2", "wallet_totp"), ("M1", "wallet_totp")]  # refusals send nothing
+
+
+def test_new_tokens_are_signed_by_a_key_lanes_have_had_time_to_pull():
+    from posd.sync.central.tokens import PUBLISH_LEAD_S, signing_key
+
+    def key(kid, age, retired=False):
+        return {"kid": kid, "created_at": NOW - age, "retired_at": NOW if retired else None}
+
+    assert signing_key([key("a", 10 * PUBLISH_LEAD_S), key("b", PUBLISH_LEAD_S), key("c", 5)], NOW)["kid"] == "b"
+    assert signing_key([key("a", 10 * PUBLISH_LEAD_S), key("b", 2, retired=True), key("c", 1)], NOW)["kid"] == "a"
+    assert signing_key([key("a", 30), key("b", 5)], NOW)["kid"] == "a"  # a new central: none settled yet
+    assert signing_key([key("a", 30, retired=True), key("b", 5)], NOW)["kid"] == "b"  # the old one retired at once
+    assert signing_key([key("a", 30, retired=True)], NOW) is None

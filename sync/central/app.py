@@ -53,6 +53,7 @@ from posd.sync.central.tokens import (
     new_kid,
     new_signing_key,
     new_wallet_secret,
+    signing_key,
     wallet_pass,
 )
 from posd.sync.protocol import (
@@ -543,8 +544,7 @@ class _Request:
             raise HttpError(400, "bad_admin_request", f"validity_s must be an integer 1-{MAX_VALIDITY_S}")
         app = self.app
         member = await self._active_member(member_id)
-        keys = await app.call(app.store.member_token_keys)
-        key = next((k for k in reversed(keys) if k["retired_at"] is None), None)
+        key = signing_key(await app.call(app.store.member_token_keys), app.clock())
         if key is None:
             raise HttpError(409, "no_signing_key", "every member-token key is retired; add one")
         issued_at = int(app.clock())

@@ -24,6 +24,9 @@ QR_PREFIX = "MT1."
 SIGNING_CONTEXT = b"posd-member-token\x00"
 DEFAULT_VALIDITY_S = 60
 MAX_VALIDITY_S = 3600
+# A new key signs tokens once lanes have had time to pull it with the program (every 60 s by
+# default): signed at once, a member's app showed a token every till refused as unknown_key.
+PUBLISH_LEAD_S = 120
 WALLET_DEFAULTS = {"algorithm": "TOTP_SHA1", "period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}"}
 
 
@@ -57,6 +60,14 @@ def issue_qr_token(private_key: bytes, kid: str, member_id: str, issued_at: int,
                + bytes([len(member)]) + member)
     signature = Ed25519PrivateKey.from_private_bytes(private_key).sign(SIGNING_CONTEXT + payload)
     return QR_PREFIX + b64url(payload + signature)
+
+
+def signing_key(keys: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """The key new tokens are signed with: the newest unretired key published PUBLISH_LEAD_S ago or
+    more; when none is that old (a new central), the oldest unretired one, the likeliest pulled."""
+    live = [k for k in keys if k["retired_at"] is None]  # oldest first
+    settled = [k for k in live if k["created_at"] <= now - PUBLISH_LEAD_S]
+    return settled[-1] if settled else (live[0] if live else None)
 
 
 def new_wallet_secret() -> bytes:

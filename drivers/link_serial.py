@@ -45,6 +45,17 @@ def open_port(path: str, settings: Mapping[str, Any], *, timeout: float,
     return SerialLink(port, path, errors, stall=write_timeout)
 
 
+def _bits_a_byte(port: Any) -> float:
+    """Bits on the line per byte: a start bit, the data bits, a parity bit unless none, the stop
+    bits (8N1: 10; 8E1: 11, so 9600 baud carries 873 bytes a second, not 960)."""
+    data = getattr(port, "bytesize", 8)
+    stop = getattr(port, "stopbits", 1)
+    parity = getattr(port, "parity", "N")
+    data = data if isinstance(data, (int, float)) else 8
+    stop = stop if isinstance(stop, (int, float)) else 1
+    return 1 + data + (0 if parity in ("N", None) else 1) + stop
+
+
 class SerialLink(Link):
     WRITE_CHUNK = 1024
     POLL_S = 0.01  # a pty (or an adapter) may not say when it has room again: ask anew this often
@@ -53,7 +64,7 @@ class SerialLink(Link):
         self.port, self.path, self.errors = port, path, errors
         self.stall = stall
         baud = getattr(port, "baudrate", None)
-        self.bytes_per_s = baud / 10 if isinstance(baud, (int, float)) and baud > 0 else None  # 8N1: ten bits a byte
+        self.bytes_per_s = baud / _bits_a_byte(port) if isinstance(baud, (int, float)) and baud > 0 else None
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with self.errors("read"):

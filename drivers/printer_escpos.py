@@ -84,11 +84,15 @@ class LinkPrinter(EscposPrinter):
     # queue still shrinks (TCP: the printer is taking the job in, however slowly), then for the
     # answer as long as the bytes sent take at this rate, or at a serial line's own rate when that is
     # slower. A printer that goes quiet after the job is still reported offline after the wait.
-    # The rate is a 9600-baud line's: a serial printer behind a network print server takes a job in
-    # at once and prints it at 960 bytes a second. At 5,000, a 1 KB slip on such a printer was called
-    # offline before it answered and sent again after every wait: a dozen copies of one sale.
-    AFTER_JOB_BYTES_PER_S = 960.0
-    AFTER_JOB_MAX_WAIT_S = 60.0
+    # The rate is a 2400-baud line's, the slowest a receipt printer is set to: a serial printer
+    # behind a network print server takes a job in at once and prints it at its line's rate, which
+    # nothing on the network tells. At 5,000, a 1 KB slip on a 9600-baud printer was called offline
+    # before it answered and sent again after every wait: a dozen copies of one sale; at 960 (9600
+    # baud 8N1), a 4800-baud printer got 8 copies of one slip and one at 9600 8E1 (873 bytes a
+    # second) 36 copies of a Persian slip. Waiting longer only delays calling a printer offline
+    # that went quiet after a job; sending a slip again that is printing prints it twice.
+    AFTER_JOB_BYTES_PER_S = 240.0
+    AFTER_JOB_MAX_WAIT_S = 120.0
     TAKE_IN_MAX_WAIT_S = 600.0  # the send queue shrinking this long: a printer taking in bytes a second
 
     def _configure(self) -> None:

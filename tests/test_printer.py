@@ -256,6 +256,28 @@ def test_a_serial_printer_behind_a_print_server_prints_a_slip_once():
     assert printer.state is DeviceState.IDLE
 
 
+def test_a_4800_baud_printer_behind_a_print_server_prints_a_slip_once():
+    """At 480 bytes a second (4800 baud), a 2 KB slip's status answer comes about 4 s after the job:
+    posd waited for it at 960 bytes a second, called the printer offline and sent the slip again after
+    every wait, 8 copies of one sale in 40 s (36 of a Persian slip at 9600 baud 8E1)."""
+    slip = SlipDocument("S-4800", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(50)))
+    with PrinterEmulator(bytes_per_s=480) as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        sent = printer.print_document(slip)
+        assert 1500 < len(sent) < 3000
+        emulator.wait_for_connections(1, timeout=30)
+        assert emulator.jobs == [sent] and emulator.buffer_clears == 0
+    assert printer.state is DeviceState.IDLE
+
+
+@pytest.mark.parametrize("parity, stopbits, rate", [("N", 1, 960), ("E", 1, 9600 / 11), ("N", 2, 9600 / 11)])
+def test_a_serial_line_carries_bytes_at_its_framings_rate(parity, stopbits, rate):
+    from posd.drivers.link_serial import SerialLink
+
+    port = type("Port", (), {"baudrate": 9600, "bytesize": 8, "parity": parity, "stopbits": stopbits})()
+    assert SerialLink(port, "/dev/ttyS9", None).bytes_per_s == pytest.approx(rate)
+
+
 def test_a_printer_that_takes_the_connection_and_reads_nothing_holds_the_slip():
     """A printer (or a print server) that accepts the connection and reads nothing: the job sat in this
     PC's send queue, the silence after it was taken for a printer that never answers status, and the

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -104,7 +105,20 @@ class ErrorMap:
             return DeviceError("offline", f"{action}: {os.strerror(code)}")
         if code is None and any(m in str(exc) for m in _UNPLUG_MESSAGES):
             return DeviceError("offline", f"{action}: device disconnected")
-        return DeviceError(self.default, f"{action}: {os.strerror(code) if code else type(exc).__name__}")
+        return DeviceError(self.default, f"{action}: {_what(exc, code)}")
+
+
+def _what(exc: BaseException, code: int | None) -> str:
+    """What went wrong, for the log line store IT reads: the OS's words for an errno; a resolver's
+    own (its codes are negative: "Unknown error -2" said nothing of a host name that does not
+    resolve); else the library's message (pyserial's "Could not configure port: ... Inappropriate
+    ioctl for device" for a path that is no serial port), which names no card data."""
+    if code is not None and code > 0:
+        return os.strerror(code)
+    words = getattr(exc, "strerror", None) or str(exc).strip()
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({words})"
+    return f"{type(exc).__name__}: {words[:200]}" if words else type(exc).__name__
 
 
 def errno_of(exc: BaseException) -> int | None:

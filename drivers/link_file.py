@@ -25,8 +25,13 @@ ERRORS = ErrorMap()
 
 def open_file(path: str, *, timeout: float) -> FdLink:
     with ERRORS(path):
-        is_device = os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode)
-        if not is_device:
+        mode = os.stat(path).st_mode if os.path.exists(path) else 0
+        if stat.S_ISFIFO(mode):
+            # A named pipe (a print spooler's): opened blocking, it waited for a reader for ever and the
+            # print worker with it. Without a reader this is ENXIO: offline, held, tried again.
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            return FdLink(fd, path, timeout, readable=False)
+        if not stat.S_ISCHR(mode):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             return FdLink(fd, path, timeout, readable=False)
         try:

@@ -384,6 +384,54 @@ def test_file_printer_missing_device_is_offline(tmp_path):
     assert err.value.reason == "offline"
 
 
+def test_a_named_pipe_without_a_reader_is_offline_not_a_hung_print_worker(tmp_path):
+    """A file:// printer naming a FIFO (a spooler's) was opened blocking: with no reader the print
+    worker waited for ever, health said ok and idle, and every slip queued behind it."""
+    fifo = tmp_path / "prn"
+    os.mkfifo(fifo)
+    printer = registry.open_printer("p", f"file://{fifo}")
+    outcome: list = []
+
+    def job() -> None:
+        try:
+            outcome.append(printer.print_document(slip()))
+        except PrinterError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=job, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the print job hangs on a pipe nobody reads"
+    assert isinstance(outcome[0], PrinterError) and outcome[0].reason == "offline", outcome
+
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()), daemon=True)
+    reader.start()
+    for _ in range(100):  # the reader has the pipe open once a non-blocking open for writing succeeds
+        try:
+            sent = printer.print_document(slip())
+            break
+        except PrinterError:
+            threading.Event().wait(0.05)
+    reader.join(10)
+    assert got == [sent]
+
+
+def test_device_errors_say_what_the_library_said():
+    """store IT read "open: SerialException" for serial:///dev/null, and "Unknown error -2" for a
+    printer's host name that does not resolve."""
+    from posd.drivers.errors import ErrorMap
+
+    printer = registry.open_printer("p", "serial:///dev/null")
+    with pytest.raises(PrinterError) as err:
+        printer.print_document(slip())
+    assert "Inappropriate ioctl for device" in err.value.detail, err.value.detail
+    unresolved = socket.gaierror(-2, "Name or service not known")
+    lookup = ErrorMap(default="offline").translate(unresolved, "connect to x:9100")
+    assert (lookup.reason, lookup.detail) == ("offline",
+                                              "connect to x:9100: host name not found (Name or service not known)")
+
+
 def test_preview_printer_writes_bin_and_txt(tmp_path):
     folder = tmp_path / "slips"
     printer = registry.open_printer("p", f"preview://{folder}")

@@ -238,6 +238,18 @@ def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     assert "is posd running?" in proc.stderr
 
 
+def test_posd_scan_into_a_path_something_else_holds_says_what_is_there(tmp_path):
+    """A regular file where the scanner's pty goes (posd cannot make its pty there either): a traceback."""
+    link = tmp_path / "inway"
+    link.write_text("")
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port(), scanner=f"pty://{link}?suffix=CR")
+    proc = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == f"posd scan: {link} is not the scanner's pty but a regular file: move it away and " \
+                          "restart posd (its log names it too)\n"
+
 
 def test_posd_scan_names_the_scanner_it_lacks_and_asks_for_one_code(tmp_path):
     """`--scanner nope` said "the config has no pty:// scanner" (it has one, called front); a CODE and

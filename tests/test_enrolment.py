@@ -250,7 +250,7 @@ def test_a_card_code_with_a_slash_is_found_by_its_code(tmp_path, central, start_
     unknown = lane.get("/v1/members/ZZ%2F9999")
     assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_member")
     metrics = lane.get("/metrics").text
-    assert 'route="/v1/members/{identifier}"' in metrics and "identifier:path" not in metrics
+    assert 'route="/v1/members/{identifier}"' in metrics and "identifier:text" not in metrics
 
 
 def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central, start_lane):

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -225,6 +226,22 @@ async def _outcome(observer: ApiObserver | None, kind: str, key: str, call: Any)
     return _answer(recorded)
 
 
+class _Text(Convertor[str]):
+    """A path's rest, `/` included (Starlette's `path`), and any character: `path` matches no line break,
+    and an identifier holding one was the router's 404 instead of its 422 invalid_request."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("text", _Text())
+
+
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Routing and body errors as Problems, on the API and on the status listener alike."""
     if exc.status_code == 400:  # FastAPI could not read the body: the request is invalid. UTF-8 is checked
@@ -303,8 +320,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     _status_routes(app, health)
 
-    # `:path`: a card code may hold a `/` (`%2F` reaches the router decoded, as a separator)
-    @app.get("/v1/members/{identifier:path}", dependencies=auth, response_model=MemberOut, tags=["members"])
+    # `:text`: a card code may hold a `/` (`%2F` reaches the router decoded, as a separator)
+    @app.get("/v1/members/{identifier:text}", dependencies=auth, response_model=MemberOut, tags=["members"])
     @declares(*codes_of(Members.identify))
     def get_member(identifier: MemberPath) -> dict[str, Any]:
         """A member by card code, phone number, member id or member token (a token is accepted

@@ -182,6 +182,22 @@ def test_an_unreadable_device_and_a_missing_one_are_named_with_owner_group_and_m
         os.close(slave)
 
 
+@pytest.mark.parametrize("holder, words", [("file", "is a file"), ("folder", "is a folder")])
+def test_a_pty_path_something_else_holds_fails_where_it_said_ok(tmp_path, holder, words):
+    """posd makes its pty's link there and replaces only a link: its scanner cannot start, and the
+    lane cannot scan; doctor called it "a virtual device posd makes" and found nothing wrong."""
+    link = tmp_path / "inway"
+    link.write_text("") if holder == "file" else link.mkdir()
+    cfg = offline_config(tmp_path, scanner=f"pty://{link}?suffix=CR")
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    finding = one(report, "devices.front")
+    assert (code, finding["result"], finding["code"]) == (1, "fail", "pty_blocked"), finding
+    assert f"{link} {words}, not the link posd makes" in finding["message"], finding["message"]
+    link.unlink() if holder == "file" else link.rmdir()
+    link.symlink_to("/dev/pts/999")  # a link left by a posd not stopped cleanly: posd replaces it
+    assert one(doctor(cfg, "--no-central", "--lang", "en")[1], "devices.front")["code"] == "virtual"
+
+
 def test_central_down_is_named_layer_by_layer(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     central.stop()

@@ -189,6 +189,12 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "udev rule {rule}",
         "doctor.devices.no_rule": "no udev rule names it: docs/install.md, Devices and their groups",
         "doctor.devices.virtual": "{name} ({kind}): {url} is a virtual device posd makes when it runs",
+        "doctor.devices.pty_blocked": "{name} ({kind}): {path} is {what}, not the link posd makes to its "
+                                      "virtual device: posd does not replace it, so this scanner cannot start; "
+                                      "move it away or name another path in the config",
+        "doctor.pty_holder.file": "a file",
+        "doctor.pty_holder.folder": "a folder",
+        "doctor.pty_holder.other": "a device node, pipe or socket",
         "doctor.devices.network": "{name} ({kind}): {url} is a network device",
         "doctor.devices.printer_ready": "{name}: the printer answers its status (DLE EOT): ready, {paper}",
         "doctor.devices.printer_problem": "{name}: the printer answers its status (DLE EOT): {reason}",
@@ -441,6 +447,12 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "reguła udev {rule}",
         "doctor.devices.no_rule": "żadna reguła udev go nie wymienia: docs/install.md, urządzenia i grupy",
         "doctor.devices.virtual": "{name} ({kind}): {url} to urządzenie wirtualne tworzone przez działający posd",
+        "doctor.devices.pty_blocked": "{name} ({kind}): {path} to {what}, a nie dowiązanie, które posd "
+                                      "tworzy do urządzenia wirtualnego: posd go nie zastępuje, więc ten skaner "
+                                      "nie ruszy; przenieś go lub wskaż inną ścieżkę w konfiguracji",
+        "doctor.pty_holder.file": "plik",
+        "doctor.pty_holder.folder": "folder",
+        "doctor.pty_holder.other": "węzeł urządzenia, potok lub gniazdo",
         "doctor.devices.network": "{name} ({kind}): {url} to urządzenie sieciowe",
         "doctor.devices.printer_ready": "{name}: drukarka odpowiada na pytanie o stan (DLE EOT): gotowa, {paper}",
         "doctor.devices.printer_problem": "{name}: drukarka odpowiada na pytanie o stan (DLE EOT): {reason}",
@@ -694,6 +706,12 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "قاعدهٔ udev {rule}",
         "doctor.devices.no_rule": "هیچ قاعدهٔ udev به آن اشاره نمی‌کند: docs/install.md، دستگاه‌ها و گروه‌ها",
         "doctor.devices.virtual": "{name} ({kind}): {url} دستگاهی مجازی است که posd هنگام اجرا می‌سازد",
+        "doctor.devices.pty_blocked": "{name} ({kind}): {path} {what} است، نه پیوندی که posd به دستگاه "
+                                      "مجازی‌اش می‌سازد: posd آن را جایگزین نمی‌کند، پس این اسکنر راه نمی‌افتد؛ "
+                                      "آن را جابه‌جا کنید یا مسیر دیگری در پیکربندی بدهید",
+        "doctor.pty_holder.file": "یک فایل",
+        "doctor.pty_holder.folder": "یک پوشه",
+        "doctor.pty_holder.other": "یک گرهٔ دستگاه، لوله یا سوکت",
         "doctor.devices.network": "{name} ({kind}): {url} دستگاه شبکه‌ای است",
         "doctor.devices.printer_ready": "{name}: چاپگر به پرسش وضعیت (DLE EOT) پاسخ می‌دهد: آماده، {paper}",
         "doctor.devices.printer_problem": "{name}: چاپگر به پرسش وضعیت (DLE EOT) پاسخ می‌دهد: {reason}",

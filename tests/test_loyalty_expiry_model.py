@@ -170,6 +170,42 @@ def test_a_lot_that_expires_before_it_syncs_shows_the_same_on_lane_and_central()
         machine.teardown()
 
 
+class _Sale:
+    """Stands in for hypothesis' ``data`` in full_return: draws the named sale."""
+
+    def __init__(self, machine: LoyaltyWithTime, tid: str):
+        self.sale = next(s for s in machine.sales if s[0] == tid)
+
+    def draw(self, _strategy):
+        return self.sale
+
+
+def test_a_return_of_a_synced_sale_whose_points_expired_leaves_the_live_points_alone():
+    """Central takes a return from its sale's own lots first, expired or not. The lane took a synced
+    sale's return from central's confirmed (live) points: after returning an old sale whose points
+    had expired, the member's total fell by them and a redemption they could pay was refused."""
+    machine = LoyaltyWithTime()
+    try:
+        machine.sale("m1", 5000)  # T1: 50 points
+        machine.sync()
+        machine.time_passes(31)  # T1's lot expires at central
+        machine.sale("m1", 8000)  # T2: 80 points
+        machine.sync()
+        assert machine._view("m1")["total"] == 80
+        machine.full_return(_Sale(machine, "T1"))
+        assert (machine._view("m1")["total"], machine._view("m1")["available"]) == (80, 80)
+        member = machine.cache.find_member("CARD-m1")
+        listed = machine.ledger.view().unsynced_entries("m1", member.applied_seq, machine.now, 100)
+        # what central may add for a burn's authorisation: nothing, the return takes back expired points
+        assert sum(e["points"].get("points", 0) for e in listed) == 0, listed
+        machine.redeem("m1")  # 50 of 80: paid, not refused
+        assert machine._view("m1")["total"] == 30
+        machine.sync()  # central: the return took T1's expired lot, the redemption T2's
+        assert machine.central.member("m1")["balances"]["points"] == 30
+    finally:
+        machine.teardown()
+
+
 LoyaltyWithTime.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyWithTime = LoyaltyWithTime.TestCase

@@ -127,9 +127,10 @@ def _balance_sql(who: str) -> str:
         SELECT currency, SUM(points),
                SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ?3 THEN remaining ELSE 0 END),
                SUM(CASE WHEN pending_until IS NOT NULL AND pending_until > ?3
-                         AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END)
+                         AND NOT (expires_at IS NOT NULL AND expires_at <= ?3) THEN remaining ELSE 0 END),
+               SUM(kind = 'reversal')
         FROM (
-            SELECT e.currency, e.points, e.pending_until, e.expires_at,
+            SELECT e.currency, e.points, e.pending_until, e.expires_at, e.kind,
                    CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END AS remaining
             FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
             WHERE {who} AND e.seq > ?2 AND o.state != 'quarantined'
@@ -147,6 +148,8 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     member's, under the same watermark).
     ``held``: what of ``confirmed`` central still holds pending at ``now`` (CachedMember.maturing_at):
     in the total, not available.
+    ``pending`` is what the unsynced entries will change at central: a return of a synced sale whose
+    lots had expired takes back nothing central still counts (_expired_taken_back).
     """
     stamp = iso(now)
     who, ids = member_is("e.member_id", member_id, aliases, "?1")
@@ -156,10 +159,15 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     pending: dict[str, int] = {}
     expired: dict[str, int] = {}
     maturing: dict[str, int] = {}
-    for cur, net, gone, later in rows:
+    returns = False
+    for cur, net, gone, later, reversals in rows:
         pending[cur] = pending.get(cur, 0) + int(net or 0)
         expired[cur] = expired.get(cur, 0) + int(gone or 0)
         maturing[cur] = maturing.get(cur, 0) + int(later or 0)
+        returns = returns or bool(reversals)
+    back = _expired_taken_back(conn, member_id, watermark, aliases) if returns else {}
+    for cur, points in _per_currency(back).items():  # taken back of expired lots: nothing central counts
+        pending[cur] += points
     out = {}
     held = held or {}
     if any(p > 0 for p in held.values()):  # only while central holds some of the member's points pending
@@ -173,6 +181,61 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
         total = conf + pend - gone
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
+    return out
+
+
+def _expired_taken_back(conn: sqlite3.Connection, member_id: str, watermark: int,
+                        aliases: tuple[str, ...] = ()) -> dict[int, tuple[int, str, int]]:
+    """{reversal entry_id: (seq, currency, points)}: what this lane's unsynced returns take back of
+    synced sales' lots that had expired when the return was rung (the lane's copy of their dates).
+    Central takes a return from its sale's own lots first, expired or not (docs/sync-protocol.md,
+    lots): those points left central's balance when they expired, so taking them back changes nothing
+    there, while the lane's reversal drew them from central's confirmed pool (reverse_from: a synced
+    sale has no local lots). Per sale, at most its expired points less what its synced returns took
+    back before (they took the sale's soonest-expiring lots first).
+
+    Decided by the return's own time, not the balance's: a lot that expires after its return was rung
+    would otherwise raise the balance as time passes, while the lane's confirmed figure still counts
+    the lot until the next pull. Left to central's figure, after the push and pull: a lot that expires
+    between the return and its sync, and the part of an expired lot central spent before it expired
+    (the feed carries no lot dates)."""
+    who, ids = member_is("r.member_id", member_id, aliases, "?1")
+    sale_of = member_is("s.member_id", member_id, aliases, "?1")[0]
+    before = member_is("p.member_id", member_id, aliases, "?1")[0]
+    rows = conn.execute(
+        f"""
+        SELECT r.entry_id, r.seq, r.currency, r.transaction_id,
+               (SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
+                WHERE a.debit_entry_id = r.entry_id AND a.lot_entry_id IS NULL),
+               (SELECT COALESCE(SUM(s.points), 0) FROM ledger_entries s JOIN outbox so ON so.seq = s.seq
+                WHERE {sale_of} AND s.transaction_id = r.transaction_id AND s.kind = 'earn'
+                  AND s.currency = r.currency AND s.seq <= ?2 AND so.state != 'quarantined'
+                  AND s.expires_at IS NOT NULL AND s.expires_at <= r.occurred_at),
+               (SELECT COALESCE(-SUM(p.points), 0) FROM ledger_entries p JOIN outbox po ON po.seq = p.seq
+                WHERE {before} AND p.transaction_id = r.transaction_id AND p.kind = 'reversal'
+                  AND p.currency = r.currency AND p.seq <= ?2 AND po.state != 'quarantined')
+        FROM ledger_entries r JOIN outbox o ON o.seq = r.seq
+        WHERE {who} AND r.kind = 'reversal' AND r.seq > ?2 AND o.state != 'quarantined'
+        ORDER BY r.seq, r.entry_id
+        """,
+        (ids, watermark),
+    ).fetchall()
+    left: dict[tuple[str, str], int] = {}
+    out: dict[int, tuple[int, str, int]] = {}
+    for entry_id, seq, cur, tid, from_pool, expired, returned_before in rows:
+        key = (tid, cur)
+        left.setdefault(key, max(0, int(expired) - int(returned_before)))
+        take = min(left[key], int(from_pool))
+        if take > 0:
+            left[key] -= take
+            out[entry_id] = (seq, cur, take)
+    return out
+
+
+def _per_currency(taken: dict[int, tuple[int, str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _seq, cur, points in taken.values():
+        out[cur] = out.get(cur, 0) + points
     return out
 
 
@@ -230,7 +293,8 @@ def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, c
     stamp = iso(now)
     plan: list[tuple[int | None, int]] = []
     left = points
-    pool = max(0, confirmed - _pool_drawn(conn, member_id, currency, watermark, aliases))
+    back = _per_currency(_expired_taken_back(conn, member_id, watermark, aliases)).get(currency, 0)
+    pool = max(0, confirmed - _pool_drawn(conn, member_id, currency, watermark, aliases) + back)
     if pool and left:
         take = min(pool, left)
         plan.append((None, take))
@@ -286,8 +350,9 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
     still pending and the reversals of their sales in that currency (not spendable yet: earned,
     redeemed at once and returned would leave a voucher and a debt; central keeps its own pending
     lots out the same way), and redemptions central reserved itself (its reservation already holds
-    their points). ``aliases``: the provisional ids central mapped to the member, whose entries are
-    the member's.
+    their points). A return counts for what it takes from central's live points: not what it takes
+    back of a synced sale's expired lots (_expired_taken_back). ``aliases``: the provisional ids
+    central mapped to the member, whose entries are the member's.
     """
     who, ids = member_is("e.member_id", member_id, aliases, param="?1")
     mine, _ = member_is("p.member_id", member_id, aliases, param="?1")
@@ -305,9 +370,15 @@ def unsynced(conn: sqlite3.Connection, member_id: str, watermark: int, now: date
         """,
         (ids, watermark, iso(now)),
     ).fetchall()
+    back: dict[tuple[int, str], int] = {}
+    for seq, cur, points in _expired_taken_back(conn, member_id, watermark, aliases).values():
+        back[(seq, cur)] = back.get((seq, cur), 0) + points
     events: dict[int, dict[str, int]] = {}
     for seq, currency, points in rows:
+        points = int(points) + back.get((seq, currency), 0)
+        if not points and (seq, currency) in back:
+            continue  # a return of expired points only: central adds nothing for it
         if seq not in events and len(events) >= limit:
             break
-        events.setdefault(seq, {})[currency] = int(points)
+        events.setdefault(seq, {})[currency] = points
     return [{"seq": seq, "points": points} for seq, points in events.items()]

@@ -206,6 +206,26 @@ def test_a_return_of_a_synced_sale_whose_points_expired_leaves_the_live_points_a
         machine.teardown()
 
 
+def test_a_debt_in_the_lanes_own_unsynced_entries_is_repaid_by_the_next_credits_before_they_expire():
+    """Offline: a sale, a redemption, the sale returned (a debt of the redeemed points), then a sale
+    whose points expire before the sync. Central repays the debt from that credit before it becomes
+    a lot that can expire; the lane did so only for a debt central reported, so it counted the
+    credit expired as well and showed the debt whole."""
+    machine = LoyaltyWithTime()
+    try:
+        machine.sale("m1", 20000)  # T1: 200 points
+        machine.redeem("m1")  # 50
+        machine.full_return(_Sale(machine, "T1"))  # 150 from T1's lot, 50 owed
+        assert machine._view("m1")["total"] == -50
+        machine.sale("m1", 3000)  # T2: 30 points, repay 30 of the 50 owed
+        machine.time_passes(31)  # T2's lot expires before the sync
+        assert machine._view("m1")["total"] == -20, machine._view("m1")
+        machine.sync()  # asserts the lane shows central's balance
+        assert machine.central.member("m1")["balances"]["points"] == -20
+    finally:
+        machine.teardown()
+
+
 LoyaltyWithTime.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyWithTime = LoyaltyWithTime.TestCase

@@ -176,8 +176,8 @@ def balance(conn: sqlite3.Connection, member_id: str, confirmed: dict[str, int],
     for cur in sorted(set(confirmed) | set(pending)):
         conf, pend, gone, later = confirmed.get(cur, 0), pending.get(cur, 0), expired.get(cur, 0), maturing.get(cur, 0)
         later += max(0, min(held.get(cur, 0), conf))  # central's pending lots: at most what it confirms
-        if conf < 0 and gone:
-            gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, -conf, aliases)
+        if gone:  # some of it may repay a debt first, central's or one this lane's own debits leave
+            gone = _expired_after_debt(conn, member_id, cur, watermark, stamp, conf, back, aliases)
         total = conf + pend - gone
         out[cur] = {"confirmed": conf, "pending": pend, "total": total,
                     "available": total - later, "maturing": later, "expired": gone}
@@ -266,21 +266,44 @@ def _pending_taken_back(conn: sqlite3.Connection, member_id: str, watermark: int
     return {cur: int(points or 0) for cur, points in rows}
 
 
-def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int,
-                        stamp: str, debt: int, aliases: tuple[str, ...] = ()) -> int:
-    """Expired local points when central reports a debt (a negative balance).
+def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int, stamp: str,
+                        confirmed: int, back: dict[int, tuple[int, str, int]],
+                        aliases: tuple[str, ...] = ()) -> int:
+    """Expired local points once the member's debts are repaid as central will repay them.
 
-    Central repays a debt from each new credit as it arrives, before the credit
-    becomes a lot that can expire; the lane's own lots, in the order central
-    will receive them, do the same here. Rare (a return of points already spent),
-    so it may read lot by lot.
+    Central repays a debt from each new credit as it arrives, before the credit becomes a lot that can
+    expire (docs/sync-protocol.md, lots). The debt is central's (a negative confirmed balance) or one
+    this lane's own unsynced debits leave: what they draw from central's pool beyond what it holds (a
+    return of points already spent; ``back``: what returns took back of expired synced lots, no draw
+    at central). Walked in the order central will apply the entries; read only while some local lot
+    has expired, so it may read entry by entry.
     """
-    gone = 0
-    for lot in sorted(_local_lots(conn, member_id, currency, watermark, aliases), key=lambda lot: lot.entry_id):
-        repay = min(debt, lot.points)
-        debt -= repay
-        if lot.expires_at and lot.expires_at <= stamp:
-            gone += max(0, lot.remaining - repay)
+    who, ids = member_is("e.member_id", member_id, aliases)
+    rows = conn.execute(
+        f"""
+        SELECT e.entry_id, e.points, e.expires_at,
+               CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END,
+               CASE WHEN e.points < 0 THEN (SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
+                                            WHERE a.debit_entry_id = e.entry_id AND a.lot_entry_id IS NULL)
+                    ELSE 0 END
+        FROM ledger_entries e JOIN outbox o ON o.seq = e.seq
+        WHERE {who} AND e.currency = ? AND e.seq > ? AND o.state != 'quarantined'
+        ORDER BY e.seq, e.entry_id
+        """,
+        (ids, currency, watermark),
+    ).fetchall()
+    pool, debt, gone = max(0, confirmed), max(0, -confirmed), 0
+    for entry_id, points, expires_at, remaining, from_pool in rows:
+        if points > 0:
+            repay = min(debt, points)
+            debt -= repay
+            if expires_at and expires_at <= stamp:
+                gone += max(0, remaining - repay)
+        elif from_pool:
+            owed = from_pool - back.get(entry_id, (0, currency, 0))[2]
+            spent = min(pool, owed)
+            pool -= spent
+            debt += owed - spent
     return gone
 
 

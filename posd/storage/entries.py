@@ -10,9 +10,13 @@ with its own available_at (pending days) and expires_at; each debit records
 the lots it drew from, so expiry and returns are exact.
 
 Spending order: central's confirmed points first, then local lots soonest-
-expiring first. Everything central has confirmed was earned before anything
-still local, and under one expiry policy older points never expire later, so
-this is soonest-expiring-first without knowing central's lot dates.
+expiring first. Central draws soonest-expiring first across all lots, but the
+member feed carries no expiry dates for confirmed points, so the lane cannot.
+Usually the same: confirmed points were mostly earned before anything still
+local. Not when a local lot expires sooner (a sale dated in the past, an expiry
+policy that changed) and expires before it syncs: the lane then shows less than
+central until central's figure comes with the next pull (docs/sync-protocol.md,
+"Lots and expiry").
 """
 
 from __future__ import annotations

@@ -226,6 +226,25 @@ def test_a_debt_in_the_lanes_own_unsynced_entries_is_repaid_by_the_next_credits_
         machine.teardown()
 
 
+def test_a_return_beyond_its_own_lots_takes_the_rest_from_the_lanes_earlier_unsynced_lots():
+    """Offline: two sales, a redemption drawn from the first, the first returned. Central takes what
+    the return's own lot no longer holds from the member's live lots (the second sale's), and owes
+    only the rest; the lane counted all of it a debt and the second sale's lot as expiring whole."""
+    machine = LoyaltyWithTime()
+    try:
+        machine.sale("m1", 20000)  # T1: 200 points
+        machine.sale("m1", 3000)  # T2: 30 points
+        machine.redeem("m1")  # 50, from T1's lot
+        machine.full_return(_Sale(machine, "T1"))  # 150 from T1's lot; central: 30 from T2's, 20 owed
+        assert machine._view("m1")["total"] == -20
+        machine.time_passes(31)  # T2's lot, spent by the return at central, expires before the sync
+        assert machine._view("m1")["total"] == -20, machine._view("m1")
+        machine.sync()  # asserts the lane shows central's balance
+        assert machine.central.member("m1")["balances"]["points"] == -20
+    finally:
+        machine.teardown()
+
+
 LoyaltyWithTime.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyWithTime = LoyaltyWithTime.TestCase

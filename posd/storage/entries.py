@@ -273,19 +273,21 @@ def _pending_taken_back(conn: sqlite3.Connection, member_id: str, watermark: int
 def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str, watermark: int, stamp: str,
                         confirmed: int, back: dict[int, tuple[int, str, int]],
                         aliases: tuple[str, ...] = ()) -> int:
-    """Expired local points once the member's debts are repaid as central will repay them.
+    """Expired local points once debits are drawn and debts repaid as central will do it.
 
-    Central repays a debt from each new credit as it arrives, before the credit becomes a lot that can
-    expire (docs/sync-protocol.md, lots). The debt is central's (a negative confirmed balance) or one
-    this lane's own unsynced debits leave: what they draw from central's pool beyond what it holds (a
-    return of points already spent; ``back``: what returns took back of expired synced lots, no draw
-    at central). Walked in the order central will apply the entries; read only while some local lot
-    has expired, so it may read entry by entry.
+    What a debit drew from central's pool beyond what it holds (a return of points already spent;
+    ``back``: what returns took back of expired synced lots, no draw at central) central takes from
+    the member's other lots unexpired at the debit's time, spendable first, soonest-expiring first
+    (the lane's earlier unsynced lots among them), and only the rest is a debt. Central repays a debt,
+    its own (a negative confirmed balance) or that one, from each new credit before the credit
+    becomes a lot that can expire (docs/sync-protocol.md, lots). Walked in the order central will
+    apply the entries, from what the lane's allocations left in each lot; read only while some local
+    lot has expired, so it may read entry by entry.
     """
     who, ids = member_is("e.member_id", member_id, aliases)
     rows = conn.execute(
         f"""
-        SELECT e.entry_id, e.points, e.expires_at,
+        SELECT e.entry_id, e.points, e.occurred_at, e.pending_until, e.expires_at,
                CASE WHEN e.points > 0 THEN e.points - COALESCE({_LIVE_E}, 0) ELSE 0 END,
                CASE WHEN e.points < 0 THEN (SELECT COALESCE(SUM(a.points), 0) FROM lot_allocations a
                                             WHERE a.debit_entry_id = e.entry_id AND a.lot_entry_id IS NULL)
@@ -296,19 +298,28 @@ def _expired_after_debt(conn: sqlite3.Connection, member_id: str, currency: str,
         """,
         (ids, currency, watermark),
     ).fetchall()
-    pool, debt, gone = max(0, confirmed), max(0, -confirmed), 0
-    for entry_id, points, expires_at, remaining, from_pool in rows:
+    pool, debt = max(0, confirmed), max(0, -confirmed)
+    lots: list[list] = []  # [pending_until, expires_at, entry_id, what is left of it]
+    for entry_id, points, occurred_at, pending_until, expires_at, remaining, from_pool in rows:
         if points > 0:
             repay = min(debt, points)
             debt -= repay
-            if expires_at and expires_at <= stamp:
-                gone += max(0, remaining - repay)
+            lots.append([pending_until, expires_at, entry_id, max(0, remaining - repay)])
         elif from_pool:
             owed = from_pool - back.get(entry_id, (0, currency, 0))[2]
             spent = min(pool, owed)
             pool -= spent
-            debt += owed - spent
-    return gone
+            owed -= spent
+            live = [lot for lot in lots if lot[3] > 0 and not (lot[1] and lot[1] <= occurred_at)]
+            live.sort(key=lambda lot: (bool(lot[0] and lot[0] > occurred_at), lot[1] is None, lot[1] or "", lot[2]))
+            for lot in live:
+                if not owed:
+                    break
+                take = min(lot[3], owed)
+                lot[3] -= take
+                owed -= take
+            debt += owed
+    return sum(lot[3] for lot in lots if lot[1] and lot[1] <= stamp)
 
 
 def draw(conn: sqlite3.Connection, member_id: str, currency: str, points: int, confirmed: int,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -116,7 +115,7 @@ def _what(exc: BaseException, code: int | None) -> str:
     if code is not None and code > 0:
         return os.strerror(code)
     words = getattr(exc, "strerror", None) or str(exc).strip()
-    if isinstance(exc, socket.gaierror):
+    if code is not None and code < 0:  # socket.gaierror's EAI_* codes, the only negative ones
         return f"host name not found ({words})"
     return f"{type(exc).__name__}: {words[:200]}" if words else type(exc).__name__
 

@@ -373,6 +373,29 @@ def _live_storage_files(config) -> dict[Path, str]:
     return live
 
 
+def _acknowledge_quarantine(folder: Path, found: list[Any]) -> int:
+    """Every event quarantined now is store IT's business done: health and doctor stop warning about
+    them (a later one warns again). They stay in ledger.db and in the list."""
+    from posd.storage.outbox import ACK_FILE, acknowledge, acknowledged_seq
+
+    if not found:
+        print("no quarantined events: nothing to acknowledge")
+        return 0
+    before, up_to = acknowledged_seq(folder), max(q.seq for q in found)
+    if up_to <= before:
+        print(f"every quarantined event is acknowledged already (up to seq {before})")
+        return 0
+    try:
+        acknowledge(folder, up_to)
+    except OSError as exc:
+        print(f"posd ledger quarantine: cannot write {folder / ACK_FILE}: {exc.strerror}", file=sys.stderr)
+        return 1
+    count = sum(1 for q in found if q.seq > before)
+    print(f"acknowledged {count} quarantined event(s), up to seq {up_to}: health and doctor no longer warn "
+          "about them; they stay in ledger.db and in this list")
+    return 0
+
+
 def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
     """The events central refused for good: what store IT or the member desk looks at to decide."""
     from posd.storage.db import StorageError
@@ -388,6 +411,8 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
     except StorageError as exc:  # also one this user may not read (CannotRead): said so, as whom
         print(f"posd ledger quarantine: {exc}", file=sys.stderr)
         return 1
+    if args.acknowledge:
+        return _acknowledge_quarantine(source.parent, found)
     if args.json:
         print(json.dumps([q.to_json() for q in found], ensure_ascii=False))
         return 0
@@ -485,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine = ledger_sub.add_parser("quarantine", help="list the events central refused for good (newest first)")
     quarantine.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
     quarantine.add_argument("--json", action="store_true", help="one JSON array")
+    quarantine.add_argument("--acknowledge", action="store_true",
+                            help="the member desk has dealt with every event listed now: stop warning about them")
     quarantine.set_defaults(func=cmd_ledger_quarantine)
 
     demo = sub.add_parser("demo", help="run the reference central and the daemon on the demo config")

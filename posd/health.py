@@ -27,6 +27,7 @@ from typing import Any
 
 from posd import __version__
 from posd.storage.db import database_size
+from posd.storage.outbox import acknowledged_seq
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
@@ -180,7 +181,9 @@ class LaneHealth:
             issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure))
         if printer_name and not d.print_worker.alive:
             issues.append(issue("print_worker_stopped", ERROR))
-        issues += assess_sync(relay, pull, out.pending, oldest_s, out.quarantined)
+        acknowledged = acknowledged_seq(d.ledger.path.parent) if out.quarantined else 0
+        still_open = d.ledger.view().quarantined_after(acknowledged) if out.quarantined else 0
+        issues += assess_sync(relay, pull, out.pending, oldest_s, still_open)
         if cache["stale"]:
             issues.append(issue("cache_stale", WARNING, age_s=cache["age_s"]))
         if storage["free_mb"] is not None and storage["free_mb"] < storage["min_free_mb"]:
@@ -204,6 +207,7 @@ class LaneHealth:
                 "pending": out.pending,
                 "oldest_pending_age_s": oldest_s,
                 "quarantined": out.quarantined,
+                "quarantined_acknowledged": out.quarantined - still_open,  # posd ledger quarantine --acknowledge
                 "quarantined_recent": [q.to_json() for q in d.ledger.view().quarantined(QUARANTINED_SHOWN)]
                 if out.quarantined else [],
                 "last_acked_seq": out.last_acked_seq,

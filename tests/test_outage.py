@@ -189,6 +189,30 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             table = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config",
                                     str(lane.config)], capture_output=True, text=True, timeout=60, check=True)
             assert "member_deleted" in table.stdout and "T-q1" in table.stdout
+            # The member desk dealt with it: store IT says so, and health stops warning (it stayed
+            # degraded for good: nothing but archiving ledger.db cleared it). A new refusal warns again.
+            quarantine = [sys.executable, "-m", "posd", "ledger", "quarantine", "--acknowledge", "--config",
+                          str(lane.config)]
+
+            def doctor_warns() -> bool:
+                run = subprocess.run([sys.executable, "-m", "posd", "doctor", "--json", "--no-central", "--config",
+                                      str(lane.config)], capture_output=True, text=True, timeout=120)
+                return any(c["check"] == "sync.quarantined" for c in json.loads(run.stdout)["checks"])
+
+            assert doctor_warns()
+            done = subprocess.run(quarantine, capture_output=True, text=True, timeout=60, check=True)
+            assert done.stdout.startswith("acknowledged 1 quarantined event(s), up to seq "), done.stdout
+            health = lane.health()
+            assert "quarantined" not in {i["code"] for i in health["issues"]}, health["issues"]
+            assert (health["sync"]["quarantined"], health["sync"]["quarantined_acknowledged"]) == (1, 1)
+            assert not doctor_warns()
+            again = subprocess.run(quarantine, capture_output=True, text=True, timeout=60, check=True)
+            assert again.stdout.startswith("every quarantined event is acknowledged already"), again.stdout
+            assert lane.post("/v1/transactions", sale("T-q3", "2900000000025")).status_code == 200
+            lane.wait_drained()
+            health = lane.health()
+            (warned,) = [i for i in health["issues"] if i["code"] == "quarantined"]
+            assert warned["values"]["count"] == 1 and health["sync"]["quarantined"] == 2, health
         finally:
             lane.stop()
 

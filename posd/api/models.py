@@ -651,6 +651,9 @@ class SyncHealth(RelayStatus):
     pending: int
     oldest_pending_age_s: float | None
     quarantined: int
+    quarantined_acknowledged: int = Field(
+        default=0, description="of those, acknowledged with `posd ledger quarantine --acknowledge`: no longer a "
+                               "warning")
     quarantined_recent: list[QuarantinedEvent] = Field(
         default_factory=list, description="the newest quarantined events (up to 10); `posd ledger quarantine` "
                                           "lists them all")

@@ -65,8 +65,9 @@ def sync_and_cache(ctx: Context) -> list[Finding]:
             # (expected, nothing to do) or another till set up with the same lane id (to correct).
             out.append(Finding("sync", "sync.identity", "warn", "identity_moved",
                                {"sync_lane": stats.sync_lane_id, "lane": lane.lane_id, "store": lane.store_id}))
-        if stats.quarantined:
-            out.append(Finding("sync", "sync.quarantined", "warn", "quarantined", params))
+        if stats.quarantined_open:  # acknowledged ones are store IT's business done (posd ledger quarantine)
+            out.append(Finding("sync", "sync.quarantined", "warn", "quarantined",
+                               {**params, "quarantined": stats.quarantined_open}))
         if age is not None and age > BACKLOG_WARN_S:
             out.append(Finding("sync", "sync.outbox", "warn", "backlog", params))
         else:

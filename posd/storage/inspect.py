@@ -18,7 +18,7 @@ from pathlib import Path
 
 from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
 from posd.storage.identity import SyncIdentity
-from posd.storage.outbox import Quarantined, quarantined_events
+from posd.storage.outbox import Quarantined, acknowledged_seq, quarantined_after, quarantined_events
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class LedgerStats:
     # those of an empty ledger (the header page and a root page per table and index).
     row_bytes: int = 0
     sync_lane_id: str | None = None  # the lane id the ledger syncs under, once claimed at central
+    quarantined_open: int = 0  # quarantined and not acknowledged (outbox.ACK_FILE)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
         first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
+        still_open = quarantined_after(conn, acknowledged_seq(path.parent)) if quarantined else 0
         sale = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
         trees = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
         page = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -153,7 +155,8 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
                        oldest_pending_at=parse_iso(first[0]) if first else None, quarantined=quarantined,
                        last_sale_at=sale[0] if sale else None,
                        first_recent_at=parse_iso(first_recent) if first_recent else None,
-                       row_bytes=max(0, used - 1 - trees) * page, sync_lane_id=claimed[0] if claimed else None)
+                       row_bytes=max(0, used - 1 - trees) * page, sync_lane_id=claimed[0] if claimed else None,
+                       quarantined_open=still_open)
 
 
 def quarantined(path: Path) -> list[Quarantined]:

@@ -8,8 +8,10 @@ are never deleted, so a rolled-back write leaves no hole.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posd.storage import vouchers
@@ -73,6 +75,36 @@ def stats(conn: sqlite3.Connection) -> OutboxStats:
         "UNION ALL SELECT MAX(seq) FROM outbox WHERE state = 'quarantined')").fetchone()[0]
     return OutboxStats(pending=pending, oldest_pending_at=parse_iso(first[0]) if first else None,
                        quarantined=quarantined, last_acked_seq=acked)
+
+
+# Beside ledger.db: the highest seq of the quarantined events store IT has acknowledged
+# (`posd ledger quarantine --acknowledge`). Health and doctor warn only about those above it; the
+# events stay in ledger.db and in the list. A file, not a column: the daemon never writes it, and
+# acknowledging needs no write to the ledger the daemon holds.
+ACK_FILE = "quarantine-acknowledged"
+
+
+def acknowledged_seq(folder: Path) -> int:
+    """The highest quarantined seq acknowledged in ``folder`` (ledger.db's); 0 when none."""
+    try:
+        return max(0, int((folder / ACK_FILE).read_text(encoding="ascii").strip()))
+    except (OSError, ValueError):
+        return 0
+
+
+def acknowledge(folder: Path, seq: int) -> None:
+    """Note ``seq`` as acknowledged (written whole, then renamed: never half a number)."""
+    temporary = folder / f".{ACK_FILE}.tmp"
+    with open(temporary, "w", encoding="ascii") as f:
+        f.write(f"{seq}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, folder / ACK_FILE)
+
+
+def quarantined_after(conn: sqlite3.Connection, seq: int) -> int:
+    """How many quarantined events have a seq above ``seq`` (not acknowledged yet)."""
+    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined' AND seq > ?", (seq,)).fetchone()[0]
 
 
 def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:

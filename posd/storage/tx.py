@@ -120,6 +120,9 @@ class LedgerView:
     def quarantined(self, limit: int | None = None) -> list[outbox.Quarantined]:
         return outbox.quarantined_events(self._conn, limit)
 
+    def quarantined_after(self, seq: int) -> int:
+        return outbox.quarantined_after(self._conn, seq)
+
     def pending_events(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
         return outbox.pending(self._conn, max_events, max_bytes, after)
 

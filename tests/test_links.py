@@ -30,7 +30,7 @@ WAIT = 10.0
     (TimeoutError("timed out"), "offline", "open: timed out"),
     (OSError(errno.ETIMEDOUT, "timed out"), "offline", "open: timed out"),
     (OSError(errno.EBUSY, "busy"), "io_error", "open: Device or resource busy"),
-    (OSError("no errno"), "io_error", "open: OSError"),
+    (OSError("no errno"), "io_error", "open: OSError: no errno"),  # the library's words, for the log
     (serial.SerialException("device reports readiness to read but returned no data"), "offline",
      "open: device disconnected"),
 ])

@@ -563,6 +563,24 @@ def test_a_provisional_id_or_a_card_held_elsewhere_is_never_upserted_or_seeded(c
     assert central.store.member("N9")["identifiers"] == ["C-REUSED"]
 
 
+def test_one_card_read_as_upc_a_at_one_lane_and_as_its_ean_13_at_another_is_one_member(central):
+    """A card's UPC-A and its EAN-13 (the same digits behind a 0) are one card; central matched them as
+    two strings, and two lanes enrolling one card each in its own form made two members."""
+    with make_client(central, lane_id="L01") as one, make_client(central, lane_id="L02") as two:
+        def enrol(client, lane, member_id, card):
+            return client.push_batch(f"B-{lane}", [make_event(1, lane_id=lane, member_id=member_id,
+                                                              type="member_enrolled", transaction_id=None,
+                                                              identifiers=[card], points={"points": 0},
+                                                              provisional=True)])[0].status
+        assert enrol(one, "L01", "P-00000000000000b1", "012345678905") == "accepted"
+        assert enrol(two, "L02", "P-00000000000000b2", "0012345678905") == "accepted"
+    first = central.store.member("P-00000000000000b1")
+    second = central.store.member("P-00000000000000b2")
+    assert first["member_id"] == second["member_id"], (first, second)
+    assert first["identifiers"] == ["012345678905"]  # the card once, in the form first enrolled
+    assert set(first["aliases"]) == {"P-00000000000000b1", "P-00000000000000b2"}
+
+
 def test_listen_addresses():
     assert parse_listen("127.0.0.1:8780") == ("127.0.0.1", 8780)
     assert parse_listen("[::1]:0") == ("::1", 0)

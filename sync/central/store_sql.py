@@ -41,6 +41,7 @@ from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, par
 from posd.sync.protocol.burn import canonical_code, issuable_code
 from posd.sync.protocol.errors import RequestRejected
 from posd.sync.protocol.ids import UuidV7, hyphenated
+from posd.sync.protocol.shapes import card_forms
 
 log = logging.getLogger("posd.sync.central")
 
@@ -936,7 +937,8 @@ class _BatchWork:
         the member, and could be enrolled for someone else."""
         held = member["identifiers"]
         for identifier in _identifiers(event):
-            if identifier not in held and self._holder([identifier]) is None:
+            forms = card_forms(identifier)  # its card already, read in the other form: held
+            if not any(f in held for f in forms) and self._holder([identifier]) is None:
                 held.append(identifier)
                 self.claimed[identifier] = member["member_id"]
 
@@ -952,11 +954,12 @@ class _BatchWork:
         """The member holding any of these identifiers, this batch's new members included (the
         reference central scans; a platform indexes)."""
         for identifier in _identifiers({"identifiers": identifiers}):
-            if identifier in self.claimed:
-                return self.claimed[identifier]
-            row = self.conn.execute(self.holder_sql, (identifier,)).fetchone()
-            if row is not None:
-                return row["member_id"]
+            for form in card_forms(identifier):  # a card's UPC-A and its EAN-13 are one card
+                if form in self.claimed:
+                    return self.claimed[form]
+                row = self.conn.execute(self.holder_sql, (form,)).fetchone()
+                if row is not None:
+                    return row["member_id"]
         return None
 
     def _new_member_id(self) -> str:
@@ -1060,8 +1063,9 @@ def _identifiers(event: dict[str, Any]) -> list[str]:
 
 
 def identifier_lock(identifier: str) -> str:
-    """The lock key of a card code or phone number an enrolment claims."""
-    return f"identifier:{identifier}"
+    """The lock key of a card code or phone number an enrolment claims (a card's in its EAN-13 form:
+    one lock for the card whichever form a lane read it in)."""
+    return f"identifier:{card_forms(identifier)[0]}"
 
 
 def lane_payload_prefix(store_id: str, lane_id: str) -> str:

@@ -74,3 +74,21 @@ def json_object(body: bytes, limit: int, malformed: str, what: str) -> dict[str,
     if not isinstance(doc, dict):
         raise RequestRejected(malformed, "body must be an object")
     return doc
+
+
+def card_forms(identifier: str) -> tuple[str, ...]:
+    """The forms one card's number is reported in: a UPC-A's 12 digits and the EAN-13 that is those
+    digits behind a 0 are one card (scanners report either, a camera always the EAN-13); any other
+    identifier has one form. The first form is the card's EAN-13, the one a lock is taken on."""
+    if identifier.isascii() and identifier.isdigit() and _gtin_ok(identifier):
+        if len(identifier) == 12:
+            return "0" + identifier, identifier
+        if len(identifier) == 13 and identifier[0] == "0":
+            return identifier, identifier[1:]
+    return (identifier,)
+
+
+def _gtin_ok(digits: str) -> bool:
+    """The GS1 check digit: weights 3 and 1 from the right, the last digit making the sum a multiple of 10."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits[:-1]), start=1))
+    return (10 - total % 10) % 10 == int(digits[-1])

@@ -563,6 +563,20 @@ def test_a_provisional_id_or_a_card_held_elsewhere_is_never_upserted_or_seeded(c
     assert central.store.member("N9")["identifiers"] == ["C-REUSED"]
 
 
+@pytest.mark.parametrize("identifier", ["+48 620 111 222", "+48-620-111-222", "\uff12\uff19\uff10\uff10\uff10\uff10",
+                                        "\u06f2\u06f9\u06f0\u06f0\u06f1\u06f8", "AB 1234", "abc"])
+def test_a_seeded_identifier_no_lane_looks_up_is_refused_naming_the_member(central, identifier):
+    """Seeded as given, it was found by no lane, and the member enrolled again became a second member."""
+    seed = default_seed()
+    seed["members"].append({"member_id": "X7", "identifiers": [identifier]})
+    with pytest.raises(ValueError, match=re.escape(f"member 'X7': identifier {identifier!r} is in no form")):
+        central.store.seed(seed)
+    with pytest.raises(ValueError, match="is in no form a lane looks members up by"):
+        central.store.upsert_member({"member_id": "M0001", "identifiers": ["2900000000018", identifier]})
+    assert central.store.member("X7") is None
+    assert central.store.member("M0001")["identifiers"] == ["2900000000018"]
+
+
 def test_one_card_read_as_upc_a_at_one_lane_and_as_its_ean_13_at_another_is_one_member(central):
     """A card's UPC-A and its EAN-13 (the same digits behind a 0) are one card; central matched them as
     two strings, and two lanes enrolling one card each in its own form made two members."""

@@ -242,29 +242,17 @@ def test_a_printer_taking_a_job_in_slowly_prints_it_once():
     assert printer.state is DeviceState.IDLE
 
 
-def test_a_serial_printer_behind_a_print_server_prints_a_slip_once():
-    """A print server takes a 1 KB slip in at once; the 9600-baud printer behind it prints it at about
-    a kilobyte a second, and its status answer comes after. posd waited 0.5 s + 1 s per 5,000 bytes,
-    called it offline, and sent the slip again after every wait: a dozen copies of one sale."""
-    small = SlipDocument("S-9600", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(25)))
-    with PrinterEmulator(bytes_per_s=960) as emulator:
-        printer = registry.open_printer("p", emulator.url)
-        sent = printer.print_document(small)
-        assert 900 < len(sent) < 5000
-        emulator.wait_for_connections(1, timeout=30)
-        assert emulator.jobs == [sent] and emulator.buffer_clears == 0
-    assert printer.state is DeviceState.IDLE
-
-
-def test_a_4800_baud_printer_behind_a_print_server_prints_a_slip_once():
-    """At 480 bytes a second (4800 baud), a 2 KB slip's status answer comes about 4 s after the job:
-    posd waited for it at 960 bytes a second, called the printer offline and sent the slip again after
-    every wait, 8 copies of one sale in 40 s (36 of a Persian slip at 9600 baud 8E1)."""
-    slip = SlipDocument("S-4800", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(50)))
-    with PrinterEmulator(bytes_per_s=480) as emulator:
+@pytest.mark.parametrize("baud, lines, size", [(9600, 25, (900, 5000)), (4800, 50, (1500, 3000))])
+def test_a_serial_printer_behind_a_print_server_prints_a_slip_once(baud, lines, size):
+    """A print server takes a slip in at once; the serial printer behind it prints it at its line's rate,
+    and its status answer comes after. posd waited 0.5 s + 1 s per 5,000 bytes, called it offline, and
+    sent the slip again after every wait: a dozen copies of one sale at 9600 baud. Waiting at 960 bytes
+    a second, a 4800-baud printer got 8 copies of one sale in 40 s (36 of a Persian slip at 9600 8E1)."""
+    slip = SlipDocument(f"S-{baud}", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(lines)))
+    with PrinterEmulator(bytes_per_s=baud / 10) as emulator:
         printer = registry.open_printer("p", emulator.url)
         sent = printer.print_document(slip)
-        assert 1500 < len(sent) < 3000
+        assert size[0] < len(sent) < size[1]
         emulator.wait_for_connections(1, timeout=30)
         assert emulator.jobs == [sent] and emulator.buffer_clears == 0
     assert printer.state is DeviceState.IDLE

@@ -593,6 +593,18 @@ def test_one_card_read_as_upc_a_at_one_lane_and_as_its_ean_13_at_another_is_one_
     assert first["member_id"] == second["member_id"], (first, second)
     assert first["identifiers"] == ["012345678905"]  # the card once, in the form first enrolled
     assert set(first["aliases"]) == {"P-00000000000000b1", "P-00000000000000b2"}
+    # a seed or an upsert giving that card, in its other form, to another member is refused too
+    seed = default_seed()
+    seed["members"].append({"member_id": "U2", "identifiers": ["0012345678905"]})
+    with pytest.raises(ValueError, match=r"member 'U2': '012345678905' is member 'M\d+''s already"):
+        central.store.seed(seed)
+    with pytest.raises(ValueError, match=r"member 'M0001': '0012345678905' is member 'M\d+''s already"):
+        central.store.upsert_member({"member_id": "M0001", "identifiers": ["0012345678905"]})
+    seed = default_seed()
+    seed["members"] += [{"member_id": "U3", "identifiers": ["036000291452"]},
+                        {"member_id": "U4", "identifiers": ["0036000291452"]}]
+    with pytest.raises(ValueError, match="member 'U4': '0036000291452' is member 'U3''s already"):
+        central.store.seed(seed)
 
 
 def test_listen_addresses():

@@ -144,23 +144,24 @@ class SqlStore:
     def _held_elsewhere(self, rows: list[dict[str, Any]]) -> None:
         """ValueError when two members of a seed list one card or phone number, or a member it adds
         lists one a member central holds already has: one pass over those members."""
-        listed: dict[str, str] = {}
+        listed: dict[str, str] = {}  # by a card's one form (its UPC-A and EAN-13 are one card)
         for row in rows:
             for identifier in row["identifiers"]:
-                other = listed.setdefault(identifier, row["member_id"])
+                other = listed.setdefault(card_forms(identifier)[0], row["member_id"])
                 if other != row["member_id"]:
                     raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {other!r}'s already")
         if not listed:
             return
         existing: set[str] = set()  # erased too: seeding leaves every existing member alone
-        holders: dict[str, str] = {}  # of the seed's identifiers only
+        holders: dict[str, tuple[str, str]] = {}  # of the seed's identifiers only: one form -> (as held, holder)
         with self._read() as conn:
             for r in conn.execute("SELECT member_id, identifiers, status FROM members"):
                 existing.add(r["member_id"])
                 if r["status"] != "deleted":
-                    holders.update((i, r["member_id"]) for i in json_value(r["identifiers"]) if i in listed)
-        for identifier, holder in holders.items():
-            other = listed[identifier]
+                    holders.update((card_forms(i)[0], (i, r["member_id"])) for i in json_value(r["identifiers"])
+                                   if card_forms(i)[0] in listed)
+        for form, (identifier, holder) in holders.items():
+            other = listed[form]
             if other != holder and other not in existing:
                 raise ValueError(f"member {other!r}: {identifier!r} is member {holder!r}'s already")
 
@@ -296,7 +297,8 @@ class SqlStore:
         mine = {r["member_id"] for r in rows}
         for row in rows:
             for identifier in row["identifiers"]:
-                holder = conn.execute(self.HOLDER_SQL, (identifier,)).fetchone()
+                holder = next(filter(None, (conn.execute(self.HOLDER_SQL, (form,)).fetchone()
+                                            for form in card_forms(identifier))), None)
                 if holder is not None and holder["member_id"] not in mine:
                     raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member "
                                      f"{holder['member_id']!r}'s already")

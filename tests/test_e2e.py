@@ -342,6 +342,12 @@ def test_reprint_with_the_same_key_prints_one_copy(lane, printer):
     assert lane.post("/v1/slips/unknown/reprint").json()["code"] == "unknown_slip"
     lane.wait_for(lambda: lane.get("/v1/slips/T-copy-1.png").status_code == 200, what="preview")
     assert lane.get("/v1/slips/T-copy-1.png").content.startswith(b"\x89PNG")
+    # read back as it stands (after a stream.reset the POS has no print.status to go by)
+    jobs = lane.get("/v1/slips/T-copy-1").json()["jobs"]
+    assert [(j["kind"], j["state"]) for j in jobs] == [("slip", "printed"), ("reprint", "printed")], jobs
+    assert jobs[1]["job_id"] == job and jobs[0]["printed_at"] and jobs[0]["last_error"] is None
+    unknown = lane.get("/v1/slips/unknown")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_slip")
 
 
 def test_status_page_in_the_lanes_language(lane):

@@ -49,6 +49,7 @@ from posd.api.models import (
     ReturnIn,
     ReturnOut,
     SlipPath,
+    SlipStatusOut,
     StreamEvent,
     TransactionIn,
     TransactionOut,
@@ -418,6 +419,13 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
         """The slip as the lane's printer prints it: the stored slip data rendered to the
         printer's ESC/POS bytes, then drawn from those bytes (sync: runs in a worker thread)."""
         return Response(slips.preview_png(slip_id), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/slips/{slip_id}", dependencies=auth, response_model=SlipStatusOut, tags=["slips"])
+    @declares(*codes_of(Slips.print_jobs))
+    def slip_status(slip_id: SlipPath) -> dict[str, Any]:
+        """The slip's print jobs as they stand: what a POS reads back after `stream.reset` (the
+        `print.status` events it missed are not replayed past the event log)."""
+        return slips.print_jobs(slip_id)
 
     @app.get("/v1/events", dependencies=auth, tags=["events"], response_class=StreamingResponse,
              responses={200: {"description": "text/event-stream: `event:` is the type, `data:` its JSON "

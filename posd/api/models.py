@@ -368,6 +368,22 @@ class ReprintOut(BaseModel):
     state: str
 
 
+class SlipJob(BaseModel):
+    job_id: str
+    kind: str = Field(description="`sale`, `return`, `redemption`... for the first print; `reprint` for a copy")
+    state: str = Field(description="`queued`, `printing`, `printed`, `failed` or `expired`")
+    attempts: int
+    created_at: str
+    printed_at: str | None
+    last_error: str | None = Field(description="why the last attempt did not print (the printer's reason)")
+
+
+class SlipStatusOut(BaseModel):
+    slip_id: str
+    jobs: list[SlipJob] = Field(description="the slip's print jobs, first queued first: its first print, then "
+                                            "each reprint")
+
+
 class ReturnLineIn(_In):
     sku: str = Field(min_length=1, max_length=64)
     quantity: Quantity

@@ -98,6 +98,15 @@ class Slips:
         return build_slip(SlipData.from_json(data), self.ctx.locale)
 
     @raises("unknown_slip")
+    def print_jobs(self, slip_id: str) -> dict[str, Any]:
+        """The slip's print jobs as they stand (the first print, then each reprint): what a POS reads
+        back after `stream.reset` instead of the `print.status` events it may have missed."""
+        jobs = self.ctx.ledger.view().slip_jobs(slip_id)
+        if not jobs:
+            raise LaneError("unknown_slip", "no slip with that id on this lane")
+        return {"slip_id": slip_id, "jobs": jobs}
+
+    @raises("unknown_slip")
     def preview_png(self, slip_id: str) -> bytes:
         """The slip as the lane's printer prints it, drawn from the bytes it would be sent."""
         doc = self.document(slip_id)

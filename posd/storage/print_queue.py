@@ -129,6 +129,14 @@ def slip_of(conn: sqlite3.Connection, slip_id: str) -> dict[str, Any] | None:
     return json.loads(row[0]) if row else None
 
 
+def jobs_of(conn: sqlite3.Connection, slip_id: str) -> list[dict[str, Any]]:
+    """A slip's print jobs, first queued first: what a POS reads back after the stream said reset."""
+    rows = conn.execute("SELECT job_id, kind, state, attempts, created_at, printed_at, last_error FROM print_jobs "
+                        "WHERE slip_id = ? ORDER BY created_at, job_id", (slip_id,)).fetchall()
+    keys = ("job_id", "kind", "state", "attempts", "created_at", "printed_at", "last_error")
+    return [dict(zip(keys, row)) for row in rows]
+
+
 def queue_reprint(conn: sqlite3.Connection, slip_id: str, client_job_id: str | None = None) -> tuple[str, bool] | None:
     """A copy of a slip, as a new job; ``(job_id, created)``, None when the slip is unknown."""
     data = slip_of(conn, slip_id)

@@ -114,6 +114,9 @@ class LedgerView:
     def slip(self, slip_id: str) -> dict[str, Any] | None:
         return print_queue.slip_of(self._conn, slip_id)
 
+    def slip_jobs(self, slip_id: str) -> list[dict[str, Any]]:
+        return print_queue.jobs_of(self._conn, slip_id)
+
     def outbox_stats(self) -> OutboxStats:
         return outbox.stats(self._conn)
 

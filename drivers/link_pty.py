@@ -89,13 +89,22 @@ _KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "
           (stat.S_ISBLK, "a device node"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
 
-def _check_link_path(link_path: str) -> None:
-    """Refuse a path that holds something other than a symlink; say what a replaced link pointed at."""
+def link_path_holder(link_path: str) -> str | None:
+    """What holds a pty's link path that posd does not replace ("a file", "a folder", ...); None when
+    nothing or a symlink is there (posd replaces a link). posd doctor and posd scan say the same."""
     try:
         mode = os.lstat(link_path).st_mode
     except OSError:
-        return  # nothing there (or its folder is unreadable: creating the link says so)
+        return None  # nothing there (or its folder is unreadable: creating the link says so)
     if stat.S_ISLNK(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "something else")
+
+
+def _check_link_path(link_path: str) -> None:
+    """Refuse a path that holds something other than a symlink; say what a replaced link pointed at."""
+    kind = link_path_holder(link_path)
+    if kind is None and os.path.islink(link_path):
         with contextlib.suppress(OSError):
             target = os.readlink(link_path)
             if os.path.exists(link_path):
@@ -104,8 +113,8 @@ def _check_link_path(link_path: str) -> None:
             else:
                 log.info("%s points at %s, which is gone (posd was not stopped cleanly): replacing it",
                          link_path, target)
+    if kind is None:
         return
-    kind = next((name for test, name in _KINDS if test(mode)), "something else")
     raise DeviceError("io_error", f"create pty: {link_path} is {kind}, not a link posd made; posd does not "
                                   "replace it: move it away or name another path in the config")
 

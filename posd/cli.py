@@ -123,20 +123,10 @@ def _phone_code(config, args: argparse.Namespace) -> str:
     return barcode["valuePattern"].replace("{totp_value_0}", code)
 
 
-def _kind_of(path: Path) -> str:
-    import stat
-
-    mode = path.stat().st_mode
-    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device that is no terminal")):
-        if test(mode):
-            return name
-    return "file of another kind"
-
-
 def cmd_scan(args: argparse.Namespace) -> int:
     """Type a code into a virtual (pty) scanner, exactly as a device would send it."""
     from posd.drivers.framing import parse_suffix
+    from posd.drivers.link_pty import link_path_holder
     from posd.drivers.scanner_serial import write_scan
     from posd.drivers.url import parse_device_url
 
@@ -171,8 +161,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"posd scan: cannot write to {link}: {exc.strerror} (is posd running?)", file=sys.stderr)
         return 1
     except ValueError:  # something else is at the link's path: posd cannot make its pty there either
-        print(f"posd scan: {link} is not the scanner's pty but a {_kind_of(link)}: move it away and restart posd "
-              "(its log names it too)", file=sys.stderr)
+        print(f"posd scan: {link} is not the scanner's pty but {link_path_holder(str(link)) or 'no terminal'}: "
+              "move it away and restart posd (its log names it too)", file=sys.stderr)
         return 1
     ending = url.params.get("suffix", "CR").upper()
     what = args.code or (f"{args.member_token}'s phone QR token ({len(code)} characters)" if args.member_token

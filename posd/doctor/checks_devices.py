@@ -9,6 +9,7 @@ from typing import Any
 from posd.doctor import Context, Finding
 from posd.doctor.access import describe, exists, may, may_reach, nearest_existing
 from posd.drivers.discovery import udev_rule_for
+from posd.drivers.link_pty import link_path_holder
 from posd.drivers.url import parse_device_url
 from posd.storage.inspect import running_user
 
@@ -39,25 +40,13 @@ def _device(ctx: Context, name: str, kind: str, url_text: str) -> list[Finding]:
     if url.scheme == "nfc+pcsc":
         return [_pcsc(check, url, base)]
     if url.scheme == "pty":
-        blocked = _not_a_link(Path(url.fs_path))
-        if blocked:  # posd makes its pty's link there and replaces only a link: it cannot start the scanner
+        holder = link_path_holder(url.fs_path)
+        if holder:  # posd makes its pty's link there and replaces only a link: it cannot start the scanner
+            key = {"a file": "file", "a folder": "folder"}.get(holder, "other")
             return [Finding("devices", check, "fail", "pty_blocked",
-                            {**base, "path": url.fs_path, "what": ctx.tr(f"doctor.pty_holder.{blocked}")})]
+                            {**base, "path": url.fs_path, "what": ctx.tr(f"doctor.pty_holder.{key}")})]
         return [Finding("devices", check, "ok", "virtual", base)]
     return [Finding("devices", check, "ok", "network", base)]
-
-
-def _not_a_link(path: Path) -> str | None:
-    """What holds a pty's link path when it is not a symlink (a file, a folder...); None otherwise."""
-    import stat
-
-    try:
-        mode = path.lstat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISLNK(mode):
-        return None
-    return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
 def _node(ctx: Context, check: str, path: Path, want: str, base: dict[str, Any]) -> Finding:

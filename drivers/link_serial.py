@@ -48,12 +48,7 @@ def open_port(path: str, settings: Mapping[str, Any], *, timeout: float,
 def _bits_a_byte(port: Any) -> float:
     """Bits on the line per byte: a start bit, the data bits, a parity bit unless none, the stop
     bits (8N1: 10; 8E1: 11, so 9600 baud carries 873 bytes a second, not 960)."""
-    data = getattr(port, "bytesize", 8)
-    stop = getattr(port, "stopbits", 1)
-    parity = getattr(port, "parity", "N")
-    data = data if isinstance(data, (int, float)) else 8
-    stop = stop if isinstance(stop, (int, float)) else 1
-    return 1 + data + (0 if parity in ("N", None) else 1) + stop
+    return 1 + port.bytesize + (port.parity != "N") + port.stopbits
 
 
 class SerialLink(Link):

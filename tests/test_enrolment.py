@@ -12,7 +12,7 @@ from posd.core.slip import SlipData, build_slip
 from posd.drivers.escpos_render import render_slip
 from posd.drivers.escpos_text import escpos_to_text
 from tests.conftest import ENGINES
-from tests.support.central_fixture import default_seed
+from tests.support.central_fixture import default_seed, make_client, make_event
 from tests.support.printer_emulator import PrinterEmulator
 
 CARD = "2900000001008"
@@ -282,6 +282,33 @@ def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central,
     finally:
         stream.close()
     assert lane.get("/v1/members/tel:+48600999999").json()["code"] == "unknown_member"
+
+
+def test_a_members_id_typed_is_that_member_even_where_it_is_another_members_card(tmp_path, central, start_lane):
+    """A lane that had not heard of member M0100 yet enrolled a card printed "M0100" for someone else, and
+    central keeps a card with its holder. The POS names a member by the member_id its answers give, and a
+    sale naming "M0100" credited the card's holder, a stranger. Typed, a member's id is that member;
+    at the scanner the code is the card, as every card is."""
+    with make_client(central, lane_id="L09") as other:
+        enrolled = other.push_batch("B-clash", [make_event(1, lane_id="L09", member_id="P-00000000000000c1",
+                                                           type="member_enrolled", transaction_id=None,
+                                                           identifiers=["M0100"], points={"points": 0},
+                                                           provisional=True)])
+    assert enrolled[0].status == "accepted"
+    holder = central.store.member("P-00000000000000c1")["member_id"]
+    assert holder != "M0100" and central.store.member(holder)["identifiers"] == ["M0100"]
+    lane = start_lane(tmp_path / "lane")
+    found = lane.get("/v1/members/M0100")
+    assert (found.status_code, found.json()["member_id"]) == (200, "M0100"), found.text
+    credited = lane.post("/v1/transactions", sale("T-id", "M0100", 1000))
+    assert (credited.status_code, credited.json()["member_id"]) == (200, "M0100"), credited.text
+    assert lane.get(f"/v1/members/{holder}").json()["member_id"] == holder
+    stream = lane.sse()
+    try:
+        lane.scan("M0100")  # the card at the scanner is the card
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == holder
+    finally:
+        stream.close()
 
 
 def test_a_cards_code_that_is_another_members_phone_typed_names_neither(tmp_path, central, start_lane):

@@ -179,6 +179,13 @@ class Members:
             if holder is not None:  # else a plain code that happens to look like a wallet value
                 return self._checked(self.tokens.verify_wallet(scheme, holder.member_id, shown[1]), holder)
         member = self.lookup(code)
+        if how == "typed" and member is not None and member.member_id != code:
+            # A member's id, named by the POS as an answer gave it, is that member, even where a lane that
+            # had not heard of it yet enrolled a card printed with that code (central keeps the card with
+            # its holder); at the scanner the code is the card.
+            named = self.ctx.cache.member_by_id(code)
+            if named is not None and named.status != "deleted":
+                return Identification(named, how)
         # A phone number without its +country, or without its +: asked only when no card has the code, and
         # not for a number a scanner read with an EAN/UPC check digit (4915123456787 is a barcode, not +49...).
         # Typed, it is asked even so: a card's code that is another member's phone written without its

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from typing import Any
 
@@ -460,6 +461,38 @@ def test_central_never_gives_a_new_member_an_id_that_is_someones_card(central):
     assert created == [[(2, "accepted", None)], [(3, "accepted", None)]]
     ids = {central.store.member(f"P-00000000000000{seq:02x}")["member_id"] for seq in (2, 3)}
     assert "M0000002" not in ids and holder not in ids and len(ids) == 2, (holder, ids)
+
+
+def test_a_card_enrolled_under_another_members_id_is_kept_noted_and_never_seeded(central):
+    """A lane that had not heard of M0001 yet enrolled a card printed "M0001" for someone else. The card is
+    a fact at the till: its holder keeps it, and central notes the clash for the member desk (typed, the id
+    names M0001 at every lane; scanned, the card names its holder). A seed or an upsert making such a clash
+    was taken as given."""
+    assert push(central, [enrolment(1, "P-00000000000000c1", ["M0001"], provisional=True)]) == \
+        [(1, "accepted", None)]
+    holder = central.store.member("P-00000000000000c1")["member_id"]
+    assert holder != "M0001" and central.store.member(holder)["identifiers"] == ["M0001"]
+    notes = [r for r in central.store.outbox(0, 100_000) if r["type"] == "member.identifier_clash"]
+    assert [(r["aggregateid"], r["payload"]) for r in notes] == [
+        (holder, {"member_id": holder, "identifier": "M0001", "member_with_that_id": "M0001",
+                  "lane": f"{STORE_ID}/{LANE_ID}", "seq": 1})]
+    central.store.upsert_member({"member_id": holder, "display_name": "Kept", "identifiers": ["M0001"]})
+    assert central.store.member(holder)["display_name"] == "Kept"  # its card already: the desk may edit it
+    with pytest.raises(ValueError, match="member 'M0002': 'M0003' is member 'M0003''s id"):
+        central.store.upsert_member({"member_id": "M0002", "identifiers": ["M0003"]})
+    with pytest.raises(ValueError, match="member '2900000000018': its id is member 'M0001''s card '2900000000018'"):
+        central.store.upsert_member({"member_id": "2900000000018"})
+    for added, says in (([{"member_id": "X5", "identifiers": ["M0002"]}],
+                         "member 'X5': 'M0002' is member 'M0002''s id"),
+                        ([{"member_id": "Y1", "identifiers": ["Y2-CARD"]}, {"member_id": "Y2-CARD"}],
+                         "member 'Y1': 'Y2-CARD' is member 'Y2-CARD''s id"),
+                        ([{"member_id": "2900000000018"}], "its id is member 'M0001''s card '2900000000018'")):
+        seed = default_seed()
+        seed["members"] += added
+        with pytest.raises(ValueError, match=re.escape(says)):
+            central.store.seed(seed)
+        assert central.store.member(added[0]["member_id"]) is None  # nothing of it written
+    central.store.seed(default_seed())  # the same seed again still starts central
 
 
 @pytest.mark.parametrize("event", [

@@ -143,27 +143,43 @@ class SqlStore:
 
     def _held_elsewhere(self, rows: list[dict[str, Any]]) -> None:
         """ValueError when two members of a seed list one card or phone number, or a member it adds
-        lists one a member central holds already has: one pass over those members."""
+        lists one a member central holds already has, or a card that is another member's id, or has an id
+        that is another member's card: one pass over those members."""
         listed: dict[str, str] = {}  # by a card's one form (its UPC-A and EAN-13 are one card)
         for row in rows:
             for identifier in row["identifiers"]:
                 other = listed.setdefault(card_forms(identifier)[0], row["member_id"])
                 if other != row["member_id"]:
                     raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {other!r}'s already")
-        if not listed:
+        if not rows:
             return
         existing: set[str] = set()  # erased too: seeding leaves every existing member alone
-        holders: dict[str, tuple[str, str]] = {}  # of the seed's identifiers only: one form -> (as held, holder)
+        live: set[str] = set()
+        holders: dict[str, tuple[str, str]] = {}  # of the seed's identifiers and ids: one form -> (as held, holder)
+        wanted = set(listed) | {card_forms(r["member_id"])[0] for r in rows}
         with self._read() as conn:
             for r in conn.execute("SELECT member_id, identifiers, status FROM members"):
                 existing.add(r["member_id"])
                 if r["status"] != "deleted":
+                    live.add(r["member_id"])
                     holders.update((card_forms(i)[0], (i, r["member_id"])) for i in json_value(r["identifiers"])
-                                   if card_forms(i)[0] in listed)
+                                   if card_forms(i)[0] in wanted)
         for form, (identifier, holder) in holders.items():
-            other = listed[form]
-            if other != holder and other not in existing:
+            other = listed.get(form)
+            if other is not None and other != holder and other not in existing:
                 raise ValueError(f"member {other!r}: {identifier!r} is member {holder!r}'s already")
+        ids = {r["member_id"] for r in rows} | live
+        for row in rows:
+            if row["member_id"] in existing:
+                continue  # kept as it is
+            for identifier in row["identifiers"]:
+                if identifier in ids and identifier != row["member_id"]:
+                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {identifier!r}'s id")
+            form = card_forms(row["member_id"])[0]
+            holder = listed.get(form) or holders.get(form, (None, None))[1]
+            if holder is not None and holder != row["member_id"]:
+                raise ValueError(f"member {row['member_id']!r}: its id is member {holder!r}'s card "
+                                 f"{row['member_id']!r}")
 
     def _seed_members(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         self._lock_members(conn, sorted({r["member_id"] for r in rows}))
@@ -296,12 +312,26 @@ class SqlStore:
         belongs to one member only (a lane's cache would give it to whichever changed last)."""
         mine = {r["member_id"] for r in rows}
         for row in rows:
+            was = conn.execute("SELECT identifiers FROM members WHERE member_id = ?", (row["member_id"],)).fetchone()
             for identifier in row["identifiers"]:
-                holder = next(filter(None, (conn.execute(self.HOLDER_SQL, (form,)).fetchone()
-                                            for form in card_forms(identifier))), None)
-                if holder is not None and holder["member_id"] not in mine:
-                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member "
-                                     f"{holder['member_id']!r}'s already")
+                holder = self._holder_of(conn, identifier)
+                if holder is not None and holder not in mine:
+                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {holder!r}'s already")
+                named = resolve_alias(conn, identifier)
+                if named != row["member_id"] and (was is None or identifier not in json_value(was["identifiers"])) \
+                        and conn.execute("SELECT 1 FROM members WHERE member_id = ? AND status != 'deleted'",
+                                         (named,)).fetchone():
+                    raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {named!r}'s id")
+            holder = self._holder_of(conn, row["member_id"]) if was is None else None
+            if holder is not None and holder not in mine:
+                raise ValueError(f"member {row['member_id']!r}: its id is member {holder!r}'s card "
+                                 f"{row['member_id']!r}")
+
+    def _holder_of(self, conn: Any, identifier: str) -> str | None:
+        """The member (not erased) holding a card or phone number, in either of a card's forms."""
+        holder = next(filter(None, (conn.execute(self.HOLDER_SQL, (form,)).fetchone()
+                                    for form in card_forms(identifier))), None)
+        return None if holder is None else holder["member_id"]
 
     def lots(self, member_id: str) -> list[dict[str, Any]]:
         """A member's lots, oldest first (inspection and tests)."""
@@ -794,6 +824,7 @@ class _BatchWork:
             if holder is not None:
                 return "identifier_taken"  # another member holds its card or phone: never two holders
             member = self._create(member_id, event)
+            self._note_id_clashes(member_id, member["identifiers"], seq)
         if member["status"] == "deleted":
             return "member_deleted"
         refused = None
@@ -918,10 +949,9 @@ class _BatchWork:
         else:
             member_id = self._holder(event.get("identifiers")) or self._new_member_id()
             member = self._load(member_id)
-            if member is None:
-                self._create(member_id, event)
-            else:
-                self._add_identifiers(member, event)
+            added = self._create(member_id, event)["identifiers"] if member is None \
+                else self._add_identifiers(member, event)
+            self._note_id_clashes(member_id, added, seq)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
             # a birthday year a lane claimed under the provisional id before central named the member
@@ -932,17 +962,36 @@ class _BatchWork:
         self.enrolled[seq] = member_id
         return member_id
 
-    def _add_identifiers(self, member: dict[str, Any], event: dict[str, Any]) -> None:
+    def _add_identifiers(self, member: dict[str, Any], event: dict[str, Any]) -> list[str]:
         """An enrolment found its member by one identifier (the phone, enrolled again at another lane
         while offline): its other identifiers are that member's too, as long as no other member holds
         them. A card given at the first lane would otherwise identify nobody once the lane's cache had
         the member, and could be enrolled for someone else."""
         held = member["identifiers"]
+        added = []
         for identifier in _identifiers(event):
             forms = card_forms(identifier)  # its card already, read in the other form: held
             if not any(f in held for f in forms) and self._holder([identifier]) is None:
                 held.append(identifier)
+                added.append(identifier)
                 self.claimed[identifier] = member["member_id"]
+        return added
+
+    def _note_id_clashes(self, member_id: str, identifiers: list[str], seq: int) -> None:
+        """A card a lane enrolled whose code is another member's id (the lane had not heard of that
+        member yet): the card is a fact at the till and stays with its holder, and the member desk is told
+        in the outbox. Lanes read the code typed as the id, scanned as the card."""
+        for identifier in identifiers:
+            other = self.aliases.get(identifier) or resolve_alias(self.conn, identifier)
+            if other == member_id:
+                continue
+            known = self.members.get(other)
+            status = known["status"] if known is not None else next(iter(self.conn.execute(
+                "SELECT status FROM members WHERE member_id = ?", (other,)).fetchone() or ()), None)
+            if status is not None and status != "deleted":
+                _outbox(self.conn, [("member", member_id, "member.identifier_clash", {
+                    "member_id": member_id, "identifier": identifier, "member_with_that_id": other,
+                    "lane": self.lane_key, "seq": seq})])
 
     def _create(self, member_id: str, event: dict[str, Any]) -> dict[str, Any]:
         """A member a member_enrolled event creates; its identifiers are its own from now on."""

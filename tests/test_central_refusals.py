@@ -484,14 +484,14 @@ def test_a_card_enrolled_under_another_members_id_is_kept_noted_and_never_seeded
         central.store.upsert_member({"member_id": "2900000000018"})
     for added, says in (([{"member_id": "X5", "identifiers": ["M0002"]}],
                          "member 'X5': 'M0002' is member 'M0002''s id"),
-                        ([{"member_id": "Y1", "identifiers": ["Y2-CARD"]}, {"member_id": "Y2-CARD"}],
+                        ([{"member_id": "Y2-CARD"}, {"member_id": "Y1", "identifiers": ["Y2-CARD"]}],
                          "member 'Y1': 'Y2-CARD' is member 'Y2-CARD''s id"),
                         ([{"member_id": "2900000000018"}], "its id is member 'M0001''s card '2900000000018'")):
         seed = default_seed()
         seed["members"] += added
         with pytest.raises(ValueError, match=re.escape(says)):
             central.store.seed(seed)
-        assert central.store.member(added[0]["member_id"]) is None  # nothing of it written
+        assert central.store.member(added[-1]["member_id"]) is None  # nothing of it written
     central.store.seed(default_seed())  # the same seed again still starts central
 
 

@@ -169,12 +169,12 @@ class SqlStore:
             if other is not None and other != holder and other not in existing:
                 raise ValueError(f"member {other!r}: {identifier!r} is member {holder!r}'s already")
         ids = {r["member_id"] for r in rows} | live
-        for row in rows:
-            if row["member_id"] in existing:
-                continue  # kept as it is
+        added = [row for row in rows if row["member_id"] not in existing]  # the others are kept as they are
+        for row in added:
             for identifier in row["identifiers"]:
                 if identifier in ids and identifier != row["member_id"]:
                     raise ValueError(f"member {row['member_id']!r}: {identifier!r} is member {identifier!r}'s id")
+        for row in added:
             form = card_forms(row["member_id"])[0]
             holder = listed.get(form) or holders.get(form, (None, None))[1]
             if holder is not None and holder != row["member_id"]:

@@ -227,10 +227,7 @@ class Cache:
 
     def member_by_id(self, member_id: str) -> CachedMember | None:
         """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
-        conn = self.reader()
-        row = conn.execute(_BY_ID, (member_id,)).fetchone()
-        if row is None:
-            row = conn.execute(_BY_ALIAS, (member_id,)).fetchone()
+        row = self.reader().execute(_BY_ID_OR_ALIAS, (member_id, member_id)).fetchone()
         return _member(row) if row else None
 
     def member_voucher(self, code: str) -> dict[str, Any] | None:
@@ -424,6 +421,7 @@ _BY_IDENTIFIER = f"{_MEMBER_SELECT} FROM member_identifiers i JOIN members m ON 
                  "WHERE i.identifier = ?"
 _BY_ID = f"{_MEMBER_SELECT} FROM members m WHERE m.member_id = ?"
 _BY_ALIAS = f"{_MEMBER_SELECT} FROM member_aliases x JOIN members m ON m.member_id = x.member_id WHERE x.alias = ?"
+_BY_ID_OR_ALIAS = f"{_BY_ID} UNION ALL {_BY_ALIAS} LIMIT 1"  # one statement: asked of every typed card code
 
 
 def _member(row: sqlite3.Row) -> CachedMember:

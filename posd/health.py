@@ -122,6 +122,9 @@ def assess_sync(relay: dict[str, Any], pull: dict[str, Any], pending: int, oldes
             # Central answering 500s is not a network to check: say which one it is.
             code = "central_error" if failing[0].get("central_answered") else "central_unreachable"
             found.append(issue(code, WARNING, detail=failing[0].get("last_error")))
+    if pull.get("program_refused"):
+        found.append(issue("program_refused", WARNING, detail=pull["program_refused"]["error"],
+                           version=pull["program_refused"]["version"]))
     if quarantined:
         found.append(issue("quarantined", WARNING, count=quarantined))
     if oldest_s is not None and oldest_s > BACKLOG_WARN_S:
@@ -144,6 +147,7 @@ def problem_text(i: dict[str, Any]) -> str:
         "central_error": f"central answers with an error ({i['detail']}); sales are kept and sent later",
         "central_auth_failed": "central refused our credentials",
         "identity_conflict": "central holds another history for this lane; sync stopped (ledger.db restored?)",
+        "program_refused": f"central's program {v.get('version')} refused, the one in force stays: {i['detail']}",
         "quarantined": f"{v.get('count')} event(s) refused by central (quarantined)",
         "sync_backlog": f"{v.get('count')} event(s) waiting for central, the oldest for {v.get('age_s')} s",
         "cache_stale": "members not refreshed from central for over a day" if v.get("age_s") is not None

@@ -16,7 +16,7 @@ import requests
 
 from posd.sdnotify import Notifier
 from tests.support.central_fixture import demo_seed
-from tests.support.lane import LaneProcess, free_port, lane_config
+from tests.support.lane import LaneProcess, free_port, lane_config, sale_body
 
 ROOT = Path(__file__).parent.parent
 SECRET = demo_seed()["stores"]["S001"]["secret"]
@@ -535,3 +535,30 @@ def test_a_stop_while_posd_starts_is_a_clean_stop(tmp_path, central, sig):
     assert f"{signal.Signals(sig).name} while starting" in out and "Traceback" not in out, out
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
+
+
+def test_a_program_the_lane_cannot_use_is_named_in_health_and_never_takes_the_lane_offline(tmp_path, central,
+                                                                                           start_lane):
+    """Central published a program with one float in it. The lane kept the program it had, as it should, but
+    took the refusal for a failed contact with central: health said "central unreachable (internal:
+    ProgramError)" without the path, every sale was offline, and every burn skipped central (a campaign
+    coupon was used at two lanes)."""
+    lane = start_lane(tmp_path / "lane")
+    program, _ = central.store.program()
+    kept = lane.health()["cache"]["program_version"]
+    central.store.set_program({**program, "version": "broken-1", "weight": 1.5})
+
+    def refused() -> list[dict]:
+        return [i for i in lane.health()["issues"] if i["code"] == "program_refused"]
+
+    found = lane.wait_for(refused, what="the refused program in health")
+    assert found[0]["severity"] == "warning" and found[0]["detail"].startswith("weight: 1.5 is a float"), found
+    health = lane.health()
+    assert health["cache"]["program_version"] == kept and health["sync"]["online"], health
+    assert not [i for i in health["issues"] if i["code"].startswith("central_")], health["issues"]
+    assert any("broken-1" in p and "weight: 1.5 is a float" in p for p in health["problems"]), health["problems"]
+    sold = lane.post("/v1/transactions", sale_body("T-kept"))
+    assert (sold.status_code, sold.json()["offline"]) == (200, False), sold.text
+    central.store.set_program({**program, "version": "fixed-2"})
+    lane.wait_for(lambda: lane.health()["cache"]["program_version"] == "fixed-2" and not refused(),
+                  what="the next program in force")

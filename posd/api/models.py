@@ -692,7 +692,8 @@ class Issue(BaseModel):
     """One finding behind the status, with a stable code the status page translates."""
 
     code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
-                  "central_unreachable", "central_error", "central_auth_failed", "identity_conflict", "quarantined",
+                  "central_unreachable", "central_error", "central_auth_failed", "identity_conflict",
+                  "program_refused", "quarantined",
                   "sync_backlog",
                   "cache_stale", "disk_low"]
     severity: Literal["error", "warning"] = Field(

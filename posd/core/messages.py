@@ -345,6 +345,8 @@ def describe_issue(locale: str, issue: dict[str, Any]) -> str:
         "age": format_duration(locale, values.get("age_s")) or "",
         "free": format_size(locale, (values.get("free_mb") or 0) * 2**20) or "",
         "min": format_size(locale, (values.get("min_free_mb") or 0) * 2**20) or "",
+        "version": str(values.get("version") or ""),
+        "detail": issue.get("detail") or "",
     }
     key = f"issue.{issue.get('code')}"
     if not has_message(locale, key):

@@ -74,6 +74,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_error": "Central answers with an error; sales are kept and sent later",
         "issue.central_auth_failed": "Central refused the lane's credentials: check the store secret",
         "issue.identity_conflict": "Central holds another history for this lane; sync stopped (ledger.db restored?)",
+        "issue.program_refused": "Central's program {version} was refused, the program in force stays: {detail}",
         "issue.quarantined": "{count} event(s) refused by central for good",
         "issue.sync_backlog": "{count} event(s) waiting for central, the oldest for {age}",
         "issue.cache_stale": "Members not refreshed from central for over a day",
@@ -326,6 +327,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_auth_failed": "Centrala odrzuciła dane uwierzytelniające kasy: sprawdź sekret sklepu",
         "issue.identity_conflict": "Centrala ma inną historię tej kasy; synchronizacja wstrzymana "
                                    "(przywrócono ledger.db?)",
+        "issue.program_refused": "Program {version} z centrali odrzucony, obowiązuje dotychczasowy: {detail}",
         "issue.quarantined": "Centrala ostatecznie odrzuciła zdarzeń: {count}",
         "issue.sync_backlog": "Zdarzeń czekających na centralę: {count}, najstarsze od {age}",
         "issue.cache_stale": "Dane klientów nie były odświeżane z centrali od ponad doby",
@@ -588,6 +590,7 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_auth_failed": "مرکز اعتبارنامهٔ صندوق را نپذیرفت: رمز فروشگاه را بررسی کنید",
         "issue.identity_conflict": "مرکز سابقهٔ دیگری از این صندوق دارد؛ همگام‌سازی متوقف شد "
                                    "(ledger.db بازگردانی شده؟)",
+        "issue.program_refused": "برنامهٔ {version} از مرکز پذیرفته نشد و برنامهٔ فعلی به کار می‌رود: {detail}",
         "issue.quarantined": "{count} رویداد برای همیشه توسط مرکز رد شد",
         "issue.sync_backlog": "{count} رویداد در انتظار مرکز، قدیمی‌ترین از {age} پیش",
         "issue.cache_stale": "اطلاعات اعضا بیش از یک روز است که از مرکز به‌روز نشده",

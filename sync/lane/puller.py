@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from posd.core.program import ProgramError
 from posd.sync.lane.errors import CentralProtocolError, CentralRequestRejected
 from posd.sync.lane.ports import CachePort
 from posd.sync.lane.worker import Worker
@@ -112,6 +113,7 @@ class SyncPuller(Worker):
         self._members_due = self._program_due = 0.0  # monotonic; 0 = now
         self._members_applied = 0
         self._program_updates = 0
+        self._program_refused: dict[str, str] | None = None  # central's program not in force: version, error
 
     def run_once(self) -> str:
         """Pull member changes until has_more is false, then the program.
@@ -183,9 +185,21 @@ class SyncPuller(Worker):
         program, etag = self._client.program(self._cache.program_etag())
         if program is None:
             return None
-        self._cache.store_program(program, etag or "")
+        try:
+            self._cache.store_program(program, etag or "")
+        except ProgramError as exc:
+            # Central answered: its program is one this lane cannot evaluate. The one in force stays, and
+            # the lane is not offline (burns still ask central); health names the path until it is mended.
+            refused = {"version": f"{program.get('version')!s:.64}", "error": str(exc)}
+            with self._lock:
+                first, self._program_refused = self._program_refused != refused, refused
+            (log.error if first else log.debug)(
+                "central's program %s refused, the program in force stays: %s", refused["version"], exc,
+                extra={"event": "sync-puller.program_refused", "alert": first})
+            return None
         with self._lock:
             self._program_updates += 1
+            self._program_refused = None
         return str(program.get("version"))
 
     def _until_due(self) -> float:
@@ -196,7 +210,8 @@ class SyncPuller(Worker):
         return max(0.0, min(self._members_due, self._program_due) - time.monotonic())
 
     def _extra_status(self) -> dict[str, Any]:
-        return {"members_applied": self._members_applied, "program_updates": self._program_updates}
+        return {"members_applied": self._members_applied, "program_updates": self._program_updates,
+                "program_refused": self._program_refused}
 
     def _progress_key(self) -> Any:
         return (self._members_applied, self._program_updates)

@@ -248,6 +248,17 @@ ERRORS = [
     (("coupons", 1, "member_id"), _DELETE, "coupons[1].member_id: required for a personal coupon"),
     (("coupons", 1, "money"), "PLN", "coupons[1].money: only used with value_minor"),
     (("coupons", 2, "code"), "WELCOME10", "coupons[2].code: duplicate"),
+    # read case-insensitively at every till and at central: one of the two could never be told apart
+    (("coupons", 2, "code"), "welcome10", "coupons[2].code: 'welcome10' is coupons[0]'s code 'WELCOME10' in other"),
+    # an empty list named no line and was read as no list: a promotion for nothing paid on every line
+    (("rules", 3, "skus"), [], "rules[3].skus: an empty list names no line"),
+    (("rules", 5, "categories"), [], "rules[5].categories: an empty list names no line"),
+    (("rules", 0, "skus"), [], "rules[0].skus: an empty list names no line"),
+    (("coupons", 0, "applies_to"), {"skus": []}, "coupons[0].applies_to.skus: an empty list names no line"),
+    (("rules", 5, "when", "weekdays"), [], "rules[5].when.weekdays: an empty list is no day"),
+    (("rules", 3, "multiplier"), "1e2", "rules[3].multiplier: '1e2' is not a number written as"),
+    (("rules", 3, "multiplier"), " 2", "rules[3].multiplier: ' 2' is not a number written as"),
+    (("tiers", 1, "multiplier"), "1_5", "tiers[1].multiplier: '1_5' is not a number written as"),
 ]
 
 

@@ -25,6 +25,7 @@ from posd.core.rules_json import (
     ident,
     instant,
     integer,
+    listed,
     mapping,
     names,
     plural_names,
@@ -360,8 +361,7 @@ def _applies_to(value: Any, path: str) -> Match:
     if value is None:
         return Match()
     raw = obj(value, path, optional=("skus", "categories"))
-    match = Match(skus=strings(raw["skus"], f"{path}.skus") if "skus" in raw else frozenset(),
-                  categories=strings(raw["categories"], f"{path}.categories") if "categories" in raw else frozenset())
+    match = Match(skus=listed(raw, "skus", path), categories=listed(raw, "categories", path))
     if match.everything:
         raise ProgramError(f"{path}: name the lines with \"skus\" or \"categories\" (or leave applies_to out)")
     return match
@@ -415,6 +415,12 @@ def _coupon(raw: Any, path: str) -> Coupon:
 def _parse_coupons(value: Any) -> tuple[Coupon, ...]:
     coupons = [_coupon(raw, f"coupons[{i}]") for i, raw in enumerate(array(value, "coupons"))]
     unique_ids(coupons, "code", "coupons", "code")
+    folded: dict[str, int] = {}  # shoppers' spelling is read case-insensitively, at the lane and at central
+    for i, coupon in enumerate(coupons):
+        first = folded.setdefault(coupon.code.strip().casefold(), i)
+        if first != i:
+            raise ProgramError(f"coupons[{i}].code: {coupon.code!r} is coupons[{first}]'s code "
+                               f"{coupons[first].code!r} in other letters; codes are read case-insensitively")
     return tuple(coupons)
 
 

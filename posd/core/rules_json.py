@@ -8,6 +8,7 @@ exact, and points must not depend on binary rounding.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import datetime, time
 from fractions import Fraction
@@ -84,12 +85,17 @@ def integer(value: Any, path: str, *, minimum: int = 0) -> int:
     return value
 
 
+_EXACT = re.compile(r"[0-9]+(\.[0-9]+)?|[0-9]+/[0-9]+")
+
+
 def fraction(value: Any, path: str, *, minimum: Fraction = Fraction(0)) -> Fraction:
     """"1.5", "3/2" or 2 -> Fraction; JSON floats never reach here (refuse_floats)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ProgramError(f"{path}: write a number such as \"1.5\" or \"3/2\"")
+    if isinstance(value, str) and not _EXACT.fullmatch(value):  # Fraction would also take "1e2", " 2", "1_0"
+        raise ProgramError(f"{path}: {value!r} is not a number written as \"1.5\", \"3/2\" or \"2\"")
     try:
-        result = Fraction(str(value).strip())
+        result = Fraction(value)
     except (ValueError, ZeroDivisionError) as exc:
         raise ProgramError(f"{path}: {value!r} is not a number") from exc
     if result < minimum:
@@ -127,6 +133,18 @@ def plural_names(value: Any, path: str) -> dict[str, str | dict[str, str]]:
 
 def strings(value: Any, path: str) -> frozenset[str]:
     return frozenset(text(item, f"{path}[{i}]") for i, item in enumerate(array(value, path)))
+
+
+def listed(raw: dict[str, Any], key: str, path: str) -> frozenset[str]:
+    """The lines a rule or discount names by ``key`` (skus, categories); empty when the key is left out.
+    An empty list names no line: refused, since leaving both lists out means every line."""
+    if key not in raw:
+        return frozenset()
+    found = strings(raw[key], f"{path}.{key}")
+    if not found:
+        raise ProgramError(f"{path}.{key}: an empty list names no line; leave {key} out (with neither list, "
+                           "every line)")
+    return found
 
 
 def clock(value: Any, path: str) -> time | None:

@@ -21,6 +21,7 @@ from posd.core.rules_json import (
     clock,
     fraction,
     integer,
+    listed,
     mapping,
     obj,
     strings,
@@ -161,10 +162,7 @@ Rule = Union[BaseRate, Exclude, MinBasket, Multiplier, PerUnit, ThresholdBonus, 
 # -- parsing ----------------------------------------------------------------
 
 def _match(raw: dict[str, Any], path: str, *, required: bool) -> Match:
-    match = Match(
-        skus=strings(raw["skus"], f"{path}.skus") if "skus" in raw else frozenset(),
-        categories=strings(raw["categories"], f"{path}.categories") if "categories" in raw else frozenset(),
-    )
+    match = Match(skus=listed(raw, "skus", path), categories=listed(raw, "categories", path))
     if required and match.everything:
         raise ProgramError(f"{path}: name the lines with \"skus\" or \"categories\"")
     return match
@@ -192,6 +190,9 @@ def _dates(value: Any, path: str) -> tuple[datetime | None, datetime | None]:
 
 def _weekdays(value: Any, path: str) -> frozenset[int]:
     days = array(value, path)
+    if not days:
+        raise ProgramError(f"{path}: an empty list is no day, so the rule would never apply; leave weekdays out "
+                           "for every day")
     for i, day in enumerate(days):
         if day not in WEEKDAYS:
             raise ProgramError(f"{path}[{i}]: {day!r} is not one of {', '.join(WEEKDAYS)}")

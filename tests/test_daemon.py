@@ -562,3 +562,22 @@ def test_a_program_the_lane_cannot_use_is_named_in_health_and_never_takes_the_la
     central.store.set_program({**program, "version": "fixed-2"})
     lane.wait_for(lambda: lane.health()["cache"]["program_version"] == "fixed-2" and not refused(),
                   what="the next program in force")
+
+
+def test_a_sale_earning_more_than_central_takes_is_refused_and_nothing_is_recorded(tmp_path, central, start_lane):
+    """A program's points_per_unit of 10**12 passed: the sale was recorded and its points shown, central
+    refused the accrual for good (bad_points, over 10**12) and it was quarantined."""
+    lane = start_lane(tmp_path / "lane")
+    program, _ = central.store.program()
+    rule = {"id": "huge", "type": "per_unit", "currency": "points", "skus": ["5901234123457"],
+            "points_per_unit": 10**12}
+    uncapped = {k: v for k, v in program.items() if k != "transaction_caps"}  # the demo's 5000 a sale hid it
+    central.store.set_program({**uncapped, "version": "huge-1", "rules": [*program["rules"], rule]})
+    lane.wait_for(lambda: lane.health()["cache"]["program_version"] == "huge-1", what="the program in force")
+    before = lane.get("/v1/members/2900000000018").json()["balances"]
+    refused = lane.post("/v1/transactions", sale_body("T-huge"))
+    assert (refused.status_code, refused.json()["code"]) == (422, "points_out_of_range"), refused.text
+    quoted = lane.post("/v1/quotes", sale_body("T-huge") | {"codes": []})
+    assert (quoted.status_code, quoted.json()["code"]) == (422, "points_out_of_range"), quoted.text
+    assert lane.get("/v1/members/2900000000018").json()["balances"] == before
+    assert lane.health()["sync"]["pending"] == 0

@@ -121,6 +121,20 @@ def test_bad_baskets_have_error_codes(bad, code):
     assert err.value.code == code
 
 
+def test_a_sale_earning_more_than_one_event_may_carry_is_refused_before_anything_is_recorded():
+    """points_per_unit 10**12 passed the program check, and a sale of 2 units earned 2,000,000,000,002
+    points: recorded and shown at the lane, refused by central for good (bad_points), quarantined."""
+    from posd.core.rules import MAX_SALE_POINTS
+    from posd.sync.protocol import MAX_POINTS
+    assert MAX_SALE_POINTS == MAX_POINTS
+    huge = program({"id": "big", "type": "per_unit", "currency": "points", "skus": ["X"],
+                    "points_per_unit": MAX_POINTS - 1})
+    assert compute_accrual(huge, basket(line("X", None, 1, 100)), ctx()).points["points"] == MAX_POINTS  # + 1 base
+    with pytest.raises(RuleError) as err:
+        compute_accrual(huge, basket(line("X", None, 2, 100)), ctx())
+    assert err.value.code == "points_out_of_range" and "2000000000000 points" in str(err.value)
+
+
 def test_the_moment_of_sale_must_be_store_local_and_aware():
     with pytest.raises(RuleError) as err:
         compute_accrual(program(), Basket("PLN", 100), EarnContext("basic", datetime(2026, 11, 24, 10)))

@@ -35,7 +35,7 @@ STATUS: dict[str, int] = {
     "program_unavailable": 503,
     "member_token_invalid": 422, "member_token_expired": 422, "member_token_not_yet_valid": 422,
     "member_token_replayed": 409, "invalid_card": 422, "invalid_phone": 422, "identifier_in_use": 409,
-    "occurred_in_future": 422, "occurred_too_old": 422, "negative_total": 422, "negative_line": 422,
+    "occurred_in_future": 422, "occurred_too_old": 422, "negative_total": 422, "points_out_of_range": 422, "negative_line": 422,
     "total_mismatch": 422, "unsupported_currency": 422, "invalid_occurred_at": 422,
     "transaction_id_conflict": 409,
     "return_id_conflict": 409, "unknown_transaction": 404, "program_version_unknown": 409, "mixed_return": 422,

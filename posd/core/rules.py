@@ -30,10 +30,15 @@ __all__ = ["RULE_ERROR_CODES", "Accrual", "Basket", "BasketLine", "EarnContext",
 
 # Every code a RuleError carries: the lane passes them on to the POS as they are.
 RULE_ERROR_CODES = ("negative_total", "negative_line", "total_mismatch", "unsupported_currency",
-                    "invalid_occurred_at")
+                    "invalid_occurred_at", "points_out_of_range")
 
 
 _ONE = Decimal(1)
+
+
+# The most one event may carry in a currency: the sync protocol's MAX_POINTS (posd.sync.protocol.limits;
+# a test holds them equal). A sale over it would be recorded here and refused by central for good.
+MAX_SALE_POINTS = 10**12
 
 
 class RuleError(ValueError):
@@ -160,5 +165,10 @@ def compute_accrual(program: Program, basket: Basket, ctx: EarnContext) -> Accru
         raise RuleError("invalid_occurred_at", "occurred_local must be aware, in the store's timezone")
     run = Run(money, lines, ctx.tier_id, local, ctx.birth_date, ctx.birthday_bonus_used)
     points = rules.plan(money).run(run)
+    for currency, earned in points.items():
+        if abs(earned) > MAX_SALE_POINTS:
+            raise RuleError("points_out_of_range",
+                            f"the program gives this sale {earned} {currency}, more than one sale may carry "
+                            f"({MAX_SALE_POINTS}): the program needs mending at central")
     return Accrual(points=points, trace=run.trace, program_version=program.version,
                    birthday_bonus=run.birthday_bonus)

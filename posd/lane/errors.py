@@ -48,6 +48,8 @@ CODES: dict[str, str] = {
                           "lane's clock; check the POS clock",
     "occurred_too_old": "the sale is older than the lane accepts; central can adjust",
     "negative_total": "the total is negative; use a return instead",
+    "points_out_of_range": "the program gives the sale more points than one sale may carry (10^12): the program "
+                           "needs mending at central; nothing was recorded",
     "negative_line": "a line has a negative quantity, price or discount, or a discount above its amount",
     "total_mismatch": "the lines do not add up to the total",
     "unsupported_currency": "the program does not earn on that money currency",
@@ -159,7 +161,7 @@ def basket_error(exc: RuleError) -> LaneError:
     return LaneError("total_mismatch", str(exc))
 
 
-@raises("negative_total", "negative_line", "total_mismatch", "unsupported_currency")
+@raises("negative_total", "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range")
 def rule_error(exc: RuleError) -> LaneError:
     """The rules engine's refusal of a basket, for the POS: its code as it is.
 
@@ -170,4 +172,6 @@ def rule_error(exc: RuleError) -> LaneError:
         raise RuntimeError(f"the rules engine was given a moment without a timezone: {exc}") from exc
     if exc.code == "unsupported_currency":
         return LaneError("unsupported_currency", str(exc))
+    if exc.code == "points_out_of_range":
+        return LaneError("points_out_of_range", str(exc))
     return basket_error(exc)

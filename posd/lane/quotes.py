@@ -34,8 +34,8 @@ class Quotes:
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
             "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
-            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "transaction_id_conflict")
+            "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "transaction_id_conflict")
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()

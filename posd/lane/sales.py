@@ -96,8 +96,8 @@ class Sales:
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
             "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
-            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid")
+            "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid")
     def evaluate(self, tx: TransactionInput, view: LedgerView | None = None) -> _Sale:
         """What the sale earns, checked and computed, nothing written (a member's token is checked,
         not accepted): the sale and its quote share this."""
@@ -125,8 +125,9 @@ class Sales:
 
     @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
             "ambiguous_member", "member_unavailable", "member_ineligible", "program_unavailable", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed", "storage_full", "storage_failed")
+            "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
+            "storage_failed")
     async def record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
@@ -162,8 +163,8 @@ class Sales:
 
     @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
             "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
-            "total_mismatch", "unsupported_currency", "member_token_invalid", "member_token_expired",
-            "member_token_not_yet_valid", "member_token_replayed")
+            "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed")
     def _record_unless_central(self, unit: LedgerTx, tx: TransactionInput) -> Recorded | _Sale:
         """Inside the writer's unit: the sale evaluated against this very ledger and written, or, when
         central must be asked first, the evaluated sale with nothing written."""
@@ -248,9 +249,9 @@ class Sales:
         return seq
 
     # -- returns --------------------------------------------------------------
-    @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return",
-            "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency", "storage_full", "storage_failed")
+    @raises("return_id_conflict", "unknown_transaction", "member_unavailable", "mixed_return", "return_exceeds_sale",
+            "return_by_amount", "program_version_unknown", "negative_total", "negative_line", "total_mismatch",
+            "unsupported_currency", "points_out_of_range", "storage_full", "storage_failed")
     async def record_return(self, ret: ReturnInput) -> Recorded:
         ctx = self.ctx
         view = ctx.ledger.view()
@@ -268,8 +269,8 @@ class Sales:
                                 "the sale's member is not in this lane's cache yet; try again after sync")
         return await ctx.acommit(lambda unit: self._write_return(unit, ret, member))
 
-    @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount",
-            "program_version_unknown", "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
+    @raises("return_id_conflict", "mixed_return", "return_exceeds_sale", "return_by_amount", "program_version_unknown",
+            "negative_total", "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range")
     def _write_return(self, unit: LedgerTx, ret: ReturnInput, member: CachedMember | None) -> Recorded:
         earlier = earlier_answer(unit, "return_id", ret.return_id, ret.request_hash, ret.legacy_hash)
         if earlier:
@@ -309,8 +310,8 @@ class Sales:
             points=reversal, seq=seq, response=response, recorded_at=iso(now))
         return Recorded(response, replayed=False)
 
-    @raises("mixed_return", "return_exceeds_sale", "return_by_amount", "program_version_unknown",
-            "negative_total", "negative_line", "total_mismatch", "unsupported_currency")
+    @raises("mixed_return", "return_exceeds_sale", "return_by_amount", "program_version_unknown", "negative_total",
+            "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range")
     def _points_kept(self, view: LedgerView, sale: SaleRecord, ret: ReturnInput,
                      before: list[ReturnRecord]) -> dict[str, int]:
         """What the sale would have earned on what the member still keeps after this return."""

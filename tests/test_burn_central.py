@@ -253,6 +253,25 @@ def test_a_released_reservation_frees_its_points_at_once_and_a_retry_reserves_ag
     assert central.store.member("M0001")["balances"] == {"points": 40}
 
 
+def test_a_release_that_overtakes_its_slow_authorisation_leaves_nothing_held(central, lanes, clock):
+    """A lane stopped reading a slow authorisation after 5 s and gave it back (it had refused the burn
+    offline): central answered the release unknown, having not read the authorisation yet, then approved
+    it, and the points stayed held at every lane for the reservation's 900 s, for a burn never made."""
+    one, two = lanes
+    asked = clock.now
+    clock.advance(5)
+    assert one.release("redemption:R1")["state"] == "unknown"
+    clock.now = asked  # the authorisation, signed before the release, read by central after it
+    late = one.authorise(redemption("redemption:R1", 1800))
+    assert (late["status"], late["code"]) == ("declined", "authorisation_conflict"), late
+    clock.now = asked + 5
+    assert two.authorise(redemption("redemption:R2", 1840))["status"] == "approved"  # nothing held
+    assert two.release("redemption:R2")["state"] == "released"
+    clock.advance(1)  # the POS retries the burn after the release: it reserves as any retry does
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"
+    assert one.release("redemption:R1")["state"] == "released"
+
+
 def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lanes, clock):
     one, two = lanes
     issue(one, 1, "VFREE0000001")

@@ -59,6 +59,7 @@ from posd.sync.central.tokens import (
 from posd.sync.protocol import (
     HEADER_LANE,
     HEADER_STORE,
+    HEADER_TIMESTAMP,
     LANE_ID_RE,
     MAX_AUTHORISATION_BYTES,
     MAX_BATCH_BYTES,
@@ -348,7 +349,8 @@ class _Request:
         request, fault = await self._question("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id,
                                               parse_authorisation)
         try:  # the store refuses what only the program tells apart (a voucher under a coupon's code)
-            answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s)
+            answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s,
+                                    self._signed_at())
         except RequestRejected as err:
             raise HttpError(err.status, err.code, str(err)) from err
         await self._reply(fault, answer)
@@ -357,8 +359,13 @@ class _Request:
         """A lane giving back a reservation it will not record a burn for."""
         app = self.app
         request, fault = await self._question("release", MAX_AUTHORISATION_BYTES, store_id, lane_id, parse_release)
-        state = await app.call(app.store.release, store_id, lane_id, request["authorisation_id"])
+        state = await app.call(app.store.release, store_id, lane_id, request["authorisation_id"], self._signed_at())
         await self._reply(fault, release_answer(request["authorisation_id"], state))
+
+    def _signed_at(self) -> int | None:
+        """The request's signed timestamp (checked by _authenticate): when the lane sent it, by its clock."""
+        value = self.header(HEADER_TIMESTAMP) or ""
+        return int(value) if value.isdigit() else None
 
     async def _token_use(self, store_id: str, lane_id: str) -> None:
         """A lane asking before it accepts a member token: is it unused, chain-wide? The first lane owns it."""

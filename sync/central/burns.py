@@ -206,16 +206,30 @@ def _check_voucher(conn: Any, request: dict[str, Any], registered: Any, key: str
     return None
 
 
+# The kind of a reservation row that is only a release central had no reservation for yet: its
+# created_ts is the release's signed timestamp (the lane's clock), what a late authorisation is held to.
+GIVEN_BACK_UNREAD = "given_back_unread"
+
+
 def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: str,
               request: dict[str, Any], now: float, ttl_s: float, program: dict[str, Any],
-              currencies: set[str] | None, coupons: dict[str, str]) -> tuple[dict[str, Any], bool]:
+              currencies: set[str] | None, coupons: dict[str, str], sent_at: int | None = None
+              ) -> tuple[dict[str, Any], bool]:
     """Check and reserve; (the answer in wire shape, whether the member's open vouchers changed).
-    ``coupons``: the program's coupon codes and kinds."""
+    ``coupons``: the program's coupon codes and kinds; ``sent_at``: the request's signed timestamp."""
     auth_id = request["authorisation_id"]
     rid = reservation_id(store_id, lane_id, auth_id)
     digest = request_hash(request)
-    existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points, kind, voucher_code "
-                            "FROM reservations WHERE reservation_id = ?", (rid,)).fetchone()
+    existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points, kind, voucher_code, "
+                            "created_ts FROM reservations WHERE reservation_id = ?", (rid,)).fetchone()
+    if existing is not None and existing["kind"] == GIVEN_BACK_UNREAD:
+        if sent_at is not None and sent_at < existing["created_ts"]:
+            # Signed before the lane gave it back: the lane stopped waiting and went its own way, and
+            # nobody reads this answer. Reserving would hold the points or the voucher for a burn the
+            # lane refused, at every lane, until the reservation expired.
+            return declined(auth_id, "authorisation_conflict", "the lane gave this authorisation back before "
+                            "central read it"), False
+        existing = dict(existing) | {"request_hash": digest}  # asked again since: reserved as after a release
     if existing is not None and existing["state"] == "offline" and existing["kind"] == request["kind"] and (
             existing["voucher_code"] == request.get("voucher_code") if request["kind"] == "voucher_use"
             else existing["member_id"] == request.get("member_id")
@@ -283,17 +297,24 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     return approved(auth_id, rid, _iso(expires), available), request["kind"] == "voucher_use"
 
 
-def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: float
-            ) -> tuple[str, str | None]:
+def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: float,
+            sent_at: int | None = None) -> tuple[str, str | None]:
     """A lane giving back a reservation it will not record a burn for (its own re-check refused the
     burn after central approved it): an open reservation holds nothing from now on and its voucher
     hold is freed. (state: released | confirmed | expired | unknown, the member whose open vouchers
     changed). A confirmed one stays confirmed: the burn happened. The same authorisation_id asked
     again later reserves again (authorise treats a released reservation as an expired one)."""
     rid = reservation_id(store_id, lane_id, authorisation_id)
-    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code FROM reservations WHERE reservation_id = ?",
-                       (rid,)).fetchone()
+    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code, kind FROM reservations "
+                       "WHERE reservation_id = ?", (rid,)).fetchone()
     if row is None:
+        if sent_at is not None:  # its authorisation may still be on its way: it will not reserve
+            conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
+                         "request_hash, kind, points, occurred_at, created_ts, state) "
+                         "VALUES (?, ?, ?, ?, '', ?, '{}', '', ?, 'released')",
+                         (rid, store_id, lane_id, authorisation_id, GIVEN_BACK_UNREAD, sent_at))
+        return "unknown", None
+    if row["kind"] == GIVEN_BACK_UNREAD:
         return "unknown", None
     state = row["state"]
     if state == "open" and (row["expires_ts"] or 0) <= now:
@@ -314,8 +335,8 @@ def _reservation_for(conn: Any, store_id: str, lane_id: str, event: dict[str, An
     auth_id = event.get("authorisation_id")
     if not isinstance(auth_id, str) or not auth_id:
         return None
-    return conn.execute("SELECT reservation_id, state FROM reservations WHERE reservation_id = ?",
-                        (reservation_id(store_id, lane_id, auth_id),)).fetchone()
+    return conn.execute("SELECT reservation_id, state FROM reservations WHERE reservation_id = ? AND kind != ?",
+                        (reservation_id(store_id, lane_id, auth_id), GIVEN_BACK_UNREAD)).fetchone()
 
 
 def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
@@ -343,9 +364,11 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
         conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
                      "request_hash, kind, member_id, points, reward_id, occurred_at, created_ts, expires_ts, state) "
                      "VALUES (?, ?, ?, ?, '', 'redemption', ?, ?, ?, ?, 0, NULL, 'offline') "
-                     "ON CONFLICT (reservation_id) DO NOTHING",
+                     "ON CONFLICT (reservation_id) DO UPDATE SET kind = excluded.kind, member_id = excluded.member_id, "
+                     "points = excluded.points, reward_id = excluded.reward_id, occurred_at = excluded.occurred_at, "
+                     "created_ts = 0, state = 'offline' WHERE reservations.kind = ?",
                      (reservation_id(store_id, lane_id, key), store_id, lane_id, key,
-                      member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"]))
+                      member_id, json.dumps(points), event.get("reward_id"), event["occurred_at"], GIVEN_BACK_UNREAD))
     if voucher is not None:  # a pending one (registered at its authorisation) becomes the one issued
         conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) VALUES (?, ?, ?, ?, ?) "
                      "ON CONFLICT (code) DO UPDATE SET member_id = excluded.member_id, body = excluded.body, "
@@ -390,8 +413,10 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
         conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
                      "kind, member_id, points, voucher_code, voucher_key, occurred_at, created_ts, expires_ts, state) "
                      "VALUES (?, ?, ?, ?, '', 'voucher_use', ?, '{}', ?, ?, ?, 0, NULL, 'offline') "
-                     "ON CONFLICT (reservation_id) DO NOTHING",
-                     (rid, store_id, lane_id, auth_id, member_id, code, key, event["occurred_at"]))
+                     "ON CONFLICT (reservation_id) DO UPDATE SET kind = excluded.kind, member_id = excluded.member_id, "
+                     "voucher_code = excluded.voucher_code, voucher_key = excluded.voucher_key, "
+                     "occurred_at = excluded.occurred_at, created_ts = 0, state = 'offline' WHERE reservations.kind = ?",
+                     (rid, store_id, lane_id, auth_id, member_id, code, key, event["occurred_at"], GIVEN_BACK_UNREAD))
     conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
                  "VALUES (?, ?, ?, 'used', ?, NULL)" + _REPLACE_USE, (code, key, f"{store_id}/{lane_id}/{seq}", rid))
     if found is not None:

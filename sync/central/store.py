@@ -82,13 +82,14 @@ class CentralStore(Protocol):
         oldest first: year, lane (store/lane), transaction_id, source (a claim or an accrual's seq)."""
 
     # --- burns: authorisations, reservations, vouchers ----------------------------------------
-    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float,
+                  sent_at: int | None = None) -> dict[str, Any]:
         """Check a checked authorisation request (posd.sync.protocol.parse_authorisation) and reserve
         what it burns, in one transaction; the answer in wire shape (approved with a reservation that
         expires ``ttl_s`` from now, or declined with a code). The same authorisation_id again gets the
         same reservation."""
 
-    def release(self, store_id: str, lane_id: str, authorisation_id: str) -> str:
+    def release(self, store_id: str, lane_id: str, authorisation_id: str, sent_at: int | None = None) -> str:
         """A lane giving back the reservation of an authorisation it will not record: an open one
         holds nothing from now on; its state after (released | confirmed | expired | unknown)."""
 

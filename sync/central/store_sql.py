@@ -380,8 +380,10 @@ class SqlStore:
 
     # --- burns: authorisations, reservations, vouchers ----------------------------------------
 
-    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
-        """Check and reserve a burn in one transaction (burns.py); the answer in wire shape."""
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float,
+                  sent_at: int | None = None) -> dict[str, Any]:
+        """Check and reserve a burn in one transaction (burns.py); the answer in wire shape. ``sent_at``:
+        the request's signed timestamp (a release the lane sent after it overtook it)."""
         self.sweep_expired()  # reservations past their time free their points first
         now = self._clock()
         coupons = self._coupon_codes()
@@ -398,27 +400,33 @@ class SqlStore:
                 if code else None
             owner_id = owner["member_id"] if owner else None
             pending = voucher_lock(request["voucher"]["code"]) if request.get("voucher") else None  # to be issued
-            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code), pending) if k}))
+            rid = burns.reservation_id(store_id, lane_id, request["authorisation_id"])
+            self._lock_members(conn, sorted({k for k in (member_id, owner_id, voucher_lock(code), pending,
+                                                         reservation_lock(rid)) if k}))
             member = _load_member(conn, member_id) if member_id else None
             program = self._program_in(conn)[0]
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
-                                                        program or {}, self._currencies_in(conn, program), coupons)
+                                                        program or {}, self._currencies_in(conn, program), coupons,
+                                                        sent_at)
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])
         return answer
 
-    def release(self, store_id: str, lane_id: str, authorisation_id: str) -> str:
+    def release(self, store_id: str, lane_id: str, authorisation_id: str, sent_at: int | None = None) -> str:
         """A lane giving back an open reservation (burns.release); its state after: released,
-        confirmed, expired or unknown."""
+        confirmed, expired or unknown. ``sent_at``: the release's signed timestamp; one for a reservation
+        central has not made yet keeps the authorisation signed before it from reserving."""
         now = self._clock()
+        rid = burns.reservation_id(store_id, lane_id, authorisation_id)
         with self._write() as conn:
             row = conn.execute("SELECT member_id, voucher_code FROM reservations WHERE reservation_id = ?",
-                               (burns.reservation_id(store_id, lane_id, authorisation_id),)).fetchone()
-            if row is not None:  # the member and the voucher code, in the order every writer keeps
-                self._lock_members(conn, sorted({k for k in (row["member_id"], voucher_lock(row["voucher_code"]))
-                                                 if k}))
-            state, changed = burns.release(conn, store_id, lane_id, authorisation_id, now)
+                               (rid,)).fetchone()
+            # the member and the voucher code, in the order every writer keeps; the reservation's own key
+            # orders this release and an authorisation of the same id that central is reading meanwhile
+            keys = (row["member_id"], voucher_lock(row["voucher_code"])) if row is not None else ()
+            self._lock_members(conn, sorted({k for k in (*keys, reservation_lock(rid)) if k}))
+            state, changed = burns.release(conn, store_id, lane_id, authorisation_id, now, sent_at)
             if changed:  # its voucher is open again: lanes hear it in the feed
                 member = _load_member(conn, changed)
                 self._write_members(conn, [member] if member is not None else [])
@@ -1125,6 +1133,11 @@ def lane_payload_prefix(store_id: str, lane_id: str) -> str:
     (each event is encoded once, not twice)."""
     return (f'{{"store_id": {json.dumps(store_id, ensure_ascii=False)}, '
             f'"lane_id": {json.dumps(lane_id, ensure_ascii=False)}, ')
+
+
+def reservation_lock(rid: str) -> str:
+    """The lock key of one reservation id: its authorisation and its release, one at a time."""
+    return f"reservation:{rid}"
 
 
 def voucher_lock(code: str | None) -> str | None:

@@ -145,3 +145,31 @@ def test_a_slip_waiting_on_a_full_disk_is_one_log_line_and_prints_once_space_is_
     assert any("full" in line for line in worker), "\n".join(worker)
     resumed = [line for line in after[len(during):].splitlines() if "posd.print" in line and "again" in line]
     assert len(resumed) == 1, after[len(during):]
+
+
+def test_a_first_start_on_a_full_disk_leaves_no_ledger_to_refuse_once_space_is_freed(tmp_path, central):
+    """A storage folder without ledger.db (a new lane, or right after archiving) on a full disk: posd
+    exited 1 as it should but left a 0-byte ledger.db, which the next start, once space was freed, refused
+    as a lost history (exit 3, never restarted by systemd, with advice to restore a backup)."""
+    import shutil
+    import subprocess
+    import sys
+
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        lane = launch_lane(tmp_path / "lane", central, storage_dir=str(disk / "state"))
+        lane.stop()
+        aside = tmp_path / "aside"
+        aside.mkdir()
+        for made in (disk / "state").glob("ledger.db*"):  # archived, as docs/install.md says
+            shutil.move(made, aside / made.name)
+        fill(disk / "runaway.log")
+        proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(lane.config)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and "full" in proc.stderr, proc.stderr
+        assert not list((disk / "state").glob("ledger.db*")), list((disk / "state").iterdir())
+        (disk / "runaway.log").unlink()
+        lane.start(timeout=30)
+        try:
+            assert lane.post("/v1/transactions", sale_body("after-full")).status_code == 200
+        finally:
+            lane.stop()

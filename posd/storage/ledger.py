@@ -44,6 +44,7 @@ units are quick again; one slow unit alone (a WAL checkpoint) does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -128,6 +129,18 @@ def _history_left(path: Path) -> bool:
             "first start never finished; it was left untouched. Restore it from backup; on a lane that never "
             "recorded anything, delete the file to start a new lane history.", "empty")
     return True
+
+
+def _remove_unfinished(path: Path, conn: sqlite3.Connection | None) -> None:
+    """Remove a ledger.db this start created and could not finish, with its -wal and -shm: left behind,
+    an empty or half-made file is refused at the next start as a lost history (exit 3, never restarted),
+    although nothing was ever recorded in it."""
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _history(conn: sqlite3.Connection) -> bool:
@@ -299,9 +312,14 @@ class Ledger:
                 if problem:
                     raise StorageError(f"{path} failed its integrity check ({problem}); it was left untouched. "
                                        "Restore it from backup or move it aside to start a new lane history.")
-            self._conn = connect(path, durable=True)
-            ledger_migrations.apply(self._conn)
-            self.boot, claimed = self._start(self._conn)
+            try:
+                self._conn = connect(path, durable=True)
+                ledger_migrations.apply(self._conn)
+                self.boot, claimed = self._start(self._conn)
+            except BaseException:
+                if not existed:  # a new ledger this start could not finish (a full disk): none is left behind
+                    _remove_unfinished(path, getattr(self, "_conn", None))
+                raise
         except sqlite3.DatabaseError as exc:
             cause = unavailable(exc, path)
             if cause is not None:  # the disk or the folder, not the file: no advice to restore it

@@ -366,17 +366,20 @@ def _live_storage_files(config) -> dict[Path, str]:
 def _acknowledge_quarantine(folder: Path, found: list[Any]) -> int:
     """Every event quarantined now is store IT's business done: health and doctor stop warning about
     them (a later one warns again). They stay in ledger.db and in the list."""
-    from posd.storage.outbox import ACK_FILE, acknowledge, acknowledged_seq
+    from posd.storage.outbox import ACK_FILE, acknowledge, read_acknowledgement
 
     if not found:
         print("no quarantined events: nothing to acknowledge")
         return 0
-    before, up_to = acknowledged_seq(folder), max(q.seq for q in found)
-    if up_to <= before:
+    noted = read_acknowledgement(folder)  # of this ledger's events only: one left by a ledger since archived is not
+    before = noted[0] if noted is not None and any((q.seq, q.event_id) == noted for q in found) else 0
+    newest = max(found, key=lambda q: q.seq)
+    if newest.seq <= before:
         print(f"every quarantined event is acknowledged already (up to seq {before})")
         return 0
+    up_to = newest.seq
     try:
-        acknowledge(folder, up_to)
+        acknowledge(folder, up_to, newest.event_id)
     except OSError as exc:
         print(f"posd ledger quarantine: cannot write {folder / ACK_FILE}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -27,7 +27,6 @@ from typing import Any
 
 from posd import __version__
 from posd.storage.db import database_size
-from posd.storage.outbox import acknowledged_seq
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
@@ -185,8 +184,8 @@ class LaneHealth:
             issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure))
         if printer_name and not d.print_worker.alive:
             issues.append(issue("print_worker_stopped", ERROR))
-        acknowledged = acknowledged_seq(d.ledger.path.parent) if out.quarantined else 0
-        still_open = d.ledger.view().quarantined_after(acknowledged) if out.quarantined else 0
+        view = d.ledger.view()
+        still_open = view.quarantined_after(view.acknowledged_seq(d.ledger.path.parent)) if out.quarantined else 0
         issues += assess_sync(relay, pull, out.pending, oldest_s, still_open)
         if cache["stale"]:
             issues.append(issue("cache_stale", WARNING, age_s=cache["age_s"]))

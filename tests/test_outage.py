@@ -213,6 +213,21 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             health = lane.health()
             (warned,) = [i for i in health["issues"] if i["code"] == "quarantined"]
             assert warned["values"]["count"] == 1 and health["sync"]["quarantined"] == 2, health
+            # ledger.db archived (moved aside, as docs/install.md says; the acknowledgement stays behind): a
+            # refusal in the new ledger's seqs that the old acknowledgement would cover still warns
+            subprocess.run(quarantine, capture_output=True, text=True, timeout=60, check=True)
+            lane.stop()
+            aside = tmp_path / "aside"
+            aside.mkdir()
+            for made in lane.state.glob("ledger.db*"):
+                made.rename(aside / made.name)
+            lane.start(timeout=30)
+            assert lane.post("/v1/transactions", sale("T-q4", "2900000000025")).status_code == 200
+            lane.wait_drained()
+            health = lane.health()
+            (warned,) = [i for i in health["issues"] if i["code"] == "quarantined"]
+            assert warned["values"]["count"] == 1 and health["sync"]["quarantined_acknowledged"] == 0, health
+            assert doctor_warns()
         finally:
             lane.stop()
 

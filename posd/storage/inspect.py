@@ -143,7 +143,7 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
         pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
         first = conn.execute("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         quarantined = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0]
-        still_open = quarantined_after(conn, acknowledged_seq(path.parent)) if quarantined else 0
+        still_open = quarantined_after(conn, acknowledged_seq(path.parent, conn)) if quarantined else 0
         sale = conn.execute("SELECT recorded_at FROM transactions ORDER BY rowid DESC LIMIT 1").fetchone()
         trees = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
         page = conn.execute("PRAGMA page_size").fetchone()[0]

@@ -84,19 +84,33 @@ def stats(conn: sqlite3.Connection) -> OutboxStats:
 ACK_FILE = "quarantine-acknowledged"
 
 
-def acknowledged_seq(folder: Path) -> int:
-    """The highest quarantined seq acknowledged in ``folder`` (ledger.db's); 0 when none."""
+def read_acknowledgement(folder: Path) -> tuple[int, str] | None:
+    """The acknowledgement noted in ``folder`` (ledger.db's): the seq and event id of the newest
+    quarantined event acknowledged; None when there is none or it cannot be read."""
     try:
-        return max(0, int((folder / ACK_FILE).read_text(encoding="ascii").strip()))
+        seq, event_id = (folder / ACK_FILE).read_text(encoding="ascii").split()
+        return int(seq), event_id
     except (OSError, ValueError):
+        return None
+
+
+def acknowledged_seq(folder: Path, conn: sqlite3.Connection) -> int:
+    """The highest quarantined seq acknowledged in ``folder`` for the ledger ``conn`` reads; 0 when none.
+    An acknowledgement names its event by id too: one left beside a ledger that replaced its ledger (the
+    old one archived or restored aside) names an event this ledger does not have, and acknowledges nothing
+    here, rather than hiding this ledger's refusals up to the same seq."""
+    noted = read_acknowledgement(folder)
+    if noted is None or conn.execute("SELECT 1 FROM outbox WHERE seq = ? AND event_id = ?", noted).fetchone() is None:
         return 0
+    return noted[0]
 
 
-def acknowledge(folder: Path, seq: int) -> None:
-    """Note ``seq`` as acknowledged (written whole, then renamed: never half a number)."""
+def acknowledge(folder: Path, seq: int, event_id: str) -> None:
+    """Note the quarantined event ``seq`` (``event_id``) as acknowledged, with every one before it
+    (written whole, then renamed: never half a note)."""
     temporary = folder / f".{ACK_FILE}.tmp"
     with open(temporary, "w", encoding="ascii") as f:
-        f.write(f"{seq}\n")
+        f.write(f"{seq} {event_id}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, folder / ACK_FILE)
@@ -204,6 +218,7 @@ class Quarantined:
     created_at: str
     member_id: str | None
     ref: str | None
+    event_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "type": self.type, "code": self.code, "refused_at": self.refused_at,
@@ -212,15 +227,15 @@ class Quarantined:
 
 def quarantined_events(conn: sqlite3.Connection, limit: int | None = None) -> list[Quarantined]:
     """The outbox's quarantined events, newest first."""
-    rows = conn.execute("SELECT seq, type, body, result_code, acked_at, created_at FROM outbox "
+    rows = conn.execute("SELECT seq, type, body, result_code, acked_at, created_at, event_id FROM outbox "
                         "WHERE state = 'quarantined' ORDER BY seq DESC LIMIT ?", (-1 if limit is None else limit,))
     out = []
-    for seq, kind, body, code, refused_at, created_at in rows:
+    for seq, kind, body, code, refused_at, created_at, event_id in rows:
         try:
             event = json.loads(body)
         except ValueError:
             event = {}
         ref = next((str(event[k]) for k in ("redemption_id", "return_id", "transaction_id", "voucher_code",
                                             "enrolment_id") if event.get(k)), None)
-        out.append(Quarantined(seq, kind, code, refused_at, created_at, event.get("member_id"), ref))
+        out.append(Quarantined(seq, kind, code, refused_at, created_at, event.get("member_id"), ref, event_id))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from posd.core.program import Program
@@ -125,6 +126,10 @@ class LedgerView:
 
     def quarantined_after(self, seq: int) -> int:
         return outbox.quarantined_after(self._conn, seq)
+
+    def acknowledged_seq(self, folder: Path) -> int:
+        """The quarantined seq acknowledged in ``folder`` for this ledger (outbox.acknowledged_seq)."""
+        return outbox.acknowledged_seq(folder, self._conn)
 
     def pending_events(self, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:
         return outbox.pending(self._conn, max_events, max_bytes, after)

@@ -295,6 +295,10 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
+    if not args.dest.strip():  # Path("") is the current folder: a cron line whose $DEST is unset
+        print("posd ledger backup: no destination given (an empty DEST): name a file or an existing folder",
+              file=sys.stderr)
+        return 2
     dest = Path(args.dest)
     try:
         if dest.is_dir():

@@ -154,6 +154,11 @@ def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_fold
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
         assert f"{tmp_path / 'nonexistent'}" in run.stderr and "no such folder" in run.stderr
         assert "ledger.db" not in run.stderr  # the ledger is fine: the destination is wrong
+    for empty in ("", "  "):  # a cron line whose $DEST is unset: it wrote the copy into the current folder
+        run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", empty, "--config", str(cfg)],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path / "lane")
+        assert run.returncode == 2 and "no destination given" in run.stderr, run.stderr
+        assert not list((tmp_path / "lane").glob("ledger-*.db")) and not list((tmp_path / "lane").glob(" *"))
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if os.access(locked, os.W_OK):

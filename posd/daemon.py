@@ -9,6 +9,7 @@ closes last, after every thread that writes to it has stopped.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -40,7 +41,7 @@ from posd.member_pull import ProcessMemberPull
 from posd.metrics import LaneMetrics
 from posd.sdnotify import Notifier
 from posd.storage.cache import Cache, seal_key_from
-from posd.storage.db import hold_folder, parse_iso, release_folder
+from posd.storage.db import StorageUnavailable, hold_folder, parse_iso, release_folder
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.stop_signals import STOP_SIGNALS, early_stop
@@ -328,6 +329,10 @@ class Daemon:
         try:
             self.open()
         except OSError as exc:  # the storage folder is not usable (a token file names api.token_file): store IT must act
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):  # the disk, not the config: started again
+                raise StorageUnavailable(f"{exc.filename or self.config.storage_dir}: the disk is full or failing "
+                                         f"({exc.strerror}); posd starts once it has room (storage.dir)",
+                                         lasting=False) from exc
             raise ConfigError(f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}",
                               key="storage.dir") from exc
         self.bus.bind(loop)

@@ -173,3 +173,23 @@ def test_a_first_start_on_a_full_disk_leaves_no_ledger_to_refuse_once_space_is_f
             assert lane.post("/v1/transactions", sale_body("after-full")).status_code == 200
         finally:
             lane.stop()
+
+
+def test_a_new_lanes_first_start_on_a_full_disk_is_exit_1_not_a_config_error(tmp_path, central):
+    """A storage folder that does not exist yet, on a full disk: posd said "config error at
+    'storage.dir' ... No space left on device" and exited 2, which systemd never restarts, although
+    `posd config check` passed the same config. A full disk at start is exit 1."""
+    import subprocess
+    import sys
+
+    from tests.support.lane import free_port, lane_config
+
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        fill(disk / "runaway.log")
+        cfg = lane_config(tmp_path / "lane", central_url=central.url, secret="x", printer="none",
+                          port=free_port(), storage_dir=str(disk / "new" / "state"))
+        proc = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert "full" in proc.stderr and "storage.dir" in proc.stderr and "config error" not in proc.stderr, \
+            proc.stderr

@@ -733,6 +733,29 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     return problems
 
 
+def printer_path_problems(config: Config, text: str) -> list[ConfigProblem]:
+    """A printer path of the wrong kind (config check, with the files): a preview:// printer keeps slips
+    in a folder, so a file there (or where a folder above it should be) cannot work; a file:// printer
+    writes to a file, a FIFO or a device, never a folder. Either left the printer red at start."""
+    try:
+        parsed = registry.parse_device_url(config.device_url(config.printer.url))
+    except ValueError:
+        return []  # its own check says so
+    if parsed.scheme not in ("preview", "file") or not parsed.fs_path:
+        return []
+    path = Path(parsed.fs_path)
+    line = find_line(text, ("printer", "url"))
+    if parsed.scheme == "preview":
+        target = next((p for p in (path, *path.parents) if p.exists()), None)
+        if target is not None and not target.is_dir():
+            return [ConfigProblem(f"{target} is a file, not a folder: a preview:// printer keeps its slips in "
+                                  f"the folder {path}", "printer.url", line)]
+    elif path.is_dir():
+        return [ConfigProblem(f"{path} is a folder: a file:// printer writes to a file, a FIFO or a device "
+                              "(preview:// keeps slips in a folder)", "printer.url", line)]
+    return []
+
+
 def _twice(text: str, line: int | None, error: str) -> str:
     """For a key or table set twice (tomllib: "Cannot overwrite a value", "Cannot declare ... twice"),
     which one: its name as the line writes it (never its value: it may be a secret)."""
@@ -832,6 +855,8 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
     if check_files:
         base = Path(source).parent if source else Path.cwd()
         problems += referenced_file_problems(data, base, text, frozenset(refused))
+        if config is not None:
+            problems += printer_path_problems(config, text)
     if problems or config is None:
         raise ConfigError(problems[0].message, problems=problems)
     return config

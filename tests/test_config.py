@@ -790,3 +790,28 @@ def test_an_error_found_after_the_config_was_read_is_placed_on_its_line(tmp_path
     assert placed(ConfigError("gone", key="scanner[0].url"), cfg).line == 13
     assert placed(ConfigError("gone", key="storage.dir"), tmp_path / "missing.toml").line is None
     assert placed(ConfigError("gone", key="storage.dir", line=3), cfg).line == 3
+
+
+def test_config_check_refuses_a_printer_path_of_the_wrong_kind(tmp_path):
+    """`config check` passed preview:// naming a file and file:// naming a folder; the daemon then started
+    with its printer red (io_error)."""
+    (tmp_path / "afile").write_text("")
+    cfg = tmp_path / "posd.toml"
+    for url, says in ((f"preview://{tmp_path / 'afile'}", f"{tmp_path / 'afile'} is a file, not a folder"),
+                      (f"preview://{tmp_path / 'afile' / 'slips'}", f"{tmp_path / 'afile'} is a file, not a folder"),
+                      (f"file://{tmp_path}", f"{tmp_path} is a folder: a file:// printer writes to a file")):
+        cfg.write_text(_with_printer(url))
+        proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and says in proc.stderr and "'printer.url'" in proc.stderr, proc.stderr
+    for url in (f"preview://{tmp_path / 'slips'}", f"file://{tmp_path / 'out.bin'}"):  # made at start: fine
+        cfg.write_text(_with_printer(url))
+        proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+
+
+def _with_printer(url: str) -> str:
+    head, _, rest = GOOD.partition("[printer]")
+    tail = rest.split("\n[", 1)
+    return f'{head}[printer]\nurl = "{url}"\n' + (f"\n[{tail[1]}" if len(tail) > 1 else "")

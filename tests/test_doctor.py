@@ -596,6 +596,12 @@ def test_a_preview_printer_whose_folder_is_a_file_fails(tmp_path):
         finding = one(report, "devices.printer")
         assert code == 1 and (finding["result"], finding["code"]) == ("fail", "preview_not_folder"), finding
         assert f"{file} is a file, not a folder" in finding["message"], finding
+    # file:// writes to a file, a FIFO or a device: a folder there was "ok", and the printer went red at start
+    cfg = offline_config(tmp_path, printer=f"file://{tmp_path}")
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    finding = one(report, "devices.printer")
+    assert code == 1 and (finding["result"], finding["code"]) == ("fail", "file_is_folder"), finding
+    assert f"{tmp_path} is a folder" in finding["message"], finding
 
 
 def test_a_finding_of_several_lines_stays_in_its_column(tmp_path):

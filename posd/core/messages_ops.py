@@ -205,6 +205,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "no printer configured: no slips",
         "doctor.devices.preview": "{name}: slips are kept as files in {path}",
         "doctor.devices.preview_denied": "{name}: {user} cannot write slips to {path}",
+        "doctor.devices.file_is_folder": "{name}: {path} is a folder: a file:// printer writes to a file, a FIFO "
+                                         "or a device (preview:// keeps slips in a folder)",
         "doctor.devices.preview_not_folder": "{name}: {file} is a file, not a folder: posd cannot keep slips in "
                                              "{path} (preview:// names a folder; move the file or change the URL)",
         "doctor.devices.unseen": "{name} ({kind}): cannot look at {path} as {runner}: permission denied; run "
@@ -464,6 +466,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "brak drukarki w konfiguracji: bez paragonów lojalnościowych",
         "doctor.devices.preview": "{name}: paragony są zapisywane jako pliki w {path}",
         "doctor.devices.preview_denied": "{name}: {user} nie może zapisywać paragonów w {path}",
+        "doctor.devices.file_is_folder": "{name}: {path} to folder: drukarka file:// pisze do pliku, kolejki FIFO "
+                                         "albo urządzenia (preview:// trzyma paragony w folderze)",
         "doctor.devices.preview_not_folder": "{name}: {file} jest plikiem, nie folderem: posd nie może "
                                              "zapisywać paragonów w {path} (preview:// wskazuje folder; przenieś "
                                              "plik lub zmień URL)",
@@ -724,6 +728,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_none": "چاپگری تنظیم نشده: رسیدی چاپ نمی‌شود",
         "doctor.devices.preview": "{name}: رسیدها به صورت فایل در {path} نگه داشته می‌شوند",
         "doctor.devices.preview_denied": "{name}: {user} نمی‌تواند رسیدها را در {path} بنویسد",
+        "doctor.devices.file_is_folder": "{name}: {path} یک پوشه است: چاپگر file:// در یک فایل، FIFO یا دستگاه "
+                                         "می‌نویسد (preview:// رسیدها را در پوشه نگه می‌دارد)",
         "doctor.devices.preview_not_folder": "{name}: {file} یک فایل است، نه پوشه: posd نمی‌تواند رسیدها را در "
                                              "{path} نگه دارد (preview:// یک پوشه را نام می‌برد؛ فایل را جابه‌جا "
                                              "کنید یا URL را تغییر دهید)",

@@ -102,6 +102,8 @@ def _printer(ctx: Context) -> list[Finding]:
             return [Finding("devices", check, "fail", "preview_not_folder", {**params, "file": str(target)})]
         ok = may(target.stat(), ctx.uid, ctx.gids, "wx") and may_reach(target, ctx.uid, ctx.gids)
         return [Finding("devices", check, "ok" if ok else "fail", "preview" if ok else "preview_denied", params)]
+    if url.scheme == "file" and Path(url.fs_path).is_dir():  # it writes to a file, a FIFO or a device
+        return [Finding("devices", check, "fail", "file_is_folder", {**base, "path": url.fs_path})]
     if url.scheme in ("serial", "file"):
         node = _node(ctx, check, Path(url.fs_path), "rw", base)
         out.append(node)

@@ -109,8 +109,9 @@ class NewEtagEveryTime(BrokenStore):
 class ApprovesEverything(BrokenStore):
     """A central store that approves every burn: no balance check, no holds."""
 
-    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float) -> dict[str, Any]:
-        answer = self._store.authorise(store_id, lane_id, request, ttl_s)
+    def authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float,
+                  sent_at: int | None = None) -> dict[str, Any]:
+        answer = self._store.authorise(store_id, lane_id, request, ttl_s, sent_at)
         if answer["status"] == "declined" and answer["code"] != "authorisation_conflict":
             return {"authorisation_id": request["authorisation_id"], "status": "approved",
                     "reservation_id": "R-any", "expires_at": "2099-01-01T00:00:00.000Z", "available": {}}

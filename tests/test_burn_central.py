@@ -287,6 +287,50 @@ def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lan
     assert one.release("voucher_use:VFREE0000001:T1")["state"] == "expired"
 
 
+def test_a_retry_after_the_ledger_was_replaced_is_counted_once(central, clock):
+    """A POS retrying a sale or a redemption that the lane's lost ledger.db had answered reaches central
+    under the lane's new identity (L01.2, then L01.3): central counts it once, refusing the accrual
+    (counted_by_earlier_identity, quarantined at the lane) and declining the redemption's authorisation
+    (authorisation_conflict: the lane answers redemption_id_conflict). New sales, the same transaction_id
+    for another member, and another lane's own numbering are counted as usual."""
+    with make_client(central, clock=clock) as old, make_client(central, lane_id="L01.2", clock=clock) as new, \
+            make_client(central, lane_id="L01.3", clock=clock) as newer, \
+            make_client(central, lane_id="L02", clock=clock) as other:
+        sale = make_event(1, points={"points": 160}, transaction_id="T-7")
+        burn = make_event(2, type="redemption", points={"points": -1000}, reward_id="free-coffee",
+                          authorisation_id="redemption:R1", voucher=voucher("VREPLACED001"))
+        assert old.authorise(redemption("redemption:R1", 1000))["status"] == "approved"
+        assert [r.status for r in old.push_batch("b", [sale, burn])] == ["accepted", "accepted"]
+        assert central.store.member("M0001")["balances"] == {"points": 1000}
+
+        again = [make_event(1, lane_id="L01.2", points={"points": 160}, transaction_id="T-7"),
+                 make_event(2, lane_id="L01.2", points={"points": 20}, transaction_id="T-8"),
+                 make_event(3, lane_id="L01.2", member_id="M0002", points={"points": 30}, transaction_id="T-7")]
+        assert [(r.status, r.code) for r in new.push_batch("b", again)] == [
+            ("rejected", "counted_by_earlier_identity"), ("accepted", None), ("accepted", None)]
+        retried = new.authorise(redemption("redemption:R1", 1000))
+        assert (retried["status"], retried["code"]) == ("declined", "authorisation_conflict")
+        assert "L01" in retried["message"]
+        offline = make_event(4, lane_id="L01.2", type="redemption", points={"points": -1000},
+                             reward_id="free-coffee", authorisation_id="redemption:R1", offline=True,
+                             voucher=voucher("VREPLACED002"))
+        assert [(r.status, r.code) for r in new.push_batch("c", [offline])] == [
+            ("rejected", "counted_by_earlier_identity")]
+        assert central.store.member("M0001")["balances"] == {"points": 1020}
+
+        # two replacements on: L01.3 knows both earlier histories
+        assert [r.code for r in newer.push_batch("d", [
+            make_event(1, lane_id="L01.3", points={"points": 160}, transaction_id="T-7"),
+            make_event(2, lane_id="L01.3", points={"points": 20}, transaction_id="T-8")])] == [
+            "counted_by_earlier_identity", "counted_by_earlier_identity"]
+        # another lane numbers its own sales: the same transaction_id there is its own sale
+        assert other.push_batch("e", [make_event(1, lane_id="L02", points={"points": 5}, transaction_id="T-7")]
+                                )[0].status == "accepted"
+        assert central.store.member("M0001")["balances"] == {"points": 1025}
+        assert central.store.member("M0002")["balances"] == {"points": 420 + 30}
+        assert other.authorise(redemption("redemption:R1", 1000))["status"] == "approved"
+
+
 # --- vouchers at every lane ---------------------------------------------------------------------------------
 
 

@@ -232,6 +232,42 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             lane.stop()
 
 
+def test_a_pos_retry_after_the_ledger_was_replaced_is_counted_once_at_central(tmp_path):
+    """ledger.db moved aside (archived, or lost with central holding everything): the lane starts its new
+    history as L01.2. A POS still retrying a sale and a redemption the old ledger had answered gets them
+    recorded at the lane again (it cannot know), but central counts each once: the sale is quarantined
+    (counted_by_earlier_identity), the redemption refused at once (409 redemption_id_conflict)."""
+    with running_central(tmp_path / "central", DEMO_SEED) as central:
+        lane = launch_lane(tmp_path / "lane", central)
+        try:
+            body = sale("T-old-1", "2900000000018")
+            first = lane.post("/v1/transactions", body)
+            assert first.status_code == 200, first.text
+            earned = first.json()["accrual"]["points"]["points"]
+            redeem = {"redemption_id": "R-old-1", "member": "2900000000018", "reward_id": "free-coffee"}
+            assert lane.post("/v1/redemptions", redeem).json()["authorised"] == "online"
+            lane.wait_drained()
+            balance = central.store.member("M0001")["balances"]["points"]
+            lane.stop()
+            aside = tmp_path / "aside"
+            aside.mkdir()
+            for made in lane.state.glob("ledger.db*"):
+                made.rename(aside / made.name)
+            lane.start(timeout=30)
+            assert lane.post("/v1/transactions", body).json()["accrual"]["points"]["points"] == earned
+            again = lane.post("/v1/redemptions", redeem)
+            assert (again.status_code, again.json()["code"]) == (409, "redemption_id_conflict"), again.text
+            new = lane.post("/v1/transactions", sale("T-new-1", "2900000000018"))
+            lane.wait_drained()
+            assert lane.health()["sync"]["sync_lane_id"] == "L01.2"
+            assert [(e["transaction_id"], e["status"], e["code"]) for e in central.store.events("S001", "L01.2")] == [
+                ("T-old-1", "rejected", "counted_by_earlier_identity"), ("T-new-1", "accepted", None)]
+            assert central.store.member("M0001")["balances"]["points"] == balance + new.json()["accrual"]["points"]["points"]
+            assert lane.health()["sync"]["quarantined"] == 1
+        finally:
+            lane.stop()
+
+
 def test_clock_skew_against_centrals_date_is_in_health(tmp_path):
     import time
 

@@ -32,6 +32,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from posd.sync.central.identities import earlier_lane_ids, redemption_counted
 from posd.sync.central.lots import lot_balances, maturing
 from posd.sync.protocol import approved, check_voucher, declined, issuable_code, parse_utc
 from posd.sync.protocol.burn import canonical_code
@@ -241,6 +242,11 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         if existing["state"] == "open":
             _register_pending(conn, request, member, store_id, lane_id, rid)
         return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
+    if existing is None and request["kind"] == "redemption":
+        earlier = redemption_counted(conn, store_id, earlier_lane_ids(lane_id), auth_id)
+        if earlier is not None:  # the POS retrying a redemption the lane's lost ledger.db had made
+            return declined(auth_id, "authorisation_conflict", f"this redemption was made under the lane's "
+                            f"earlier identity {earlier}"), False
     member_id = request.get("member_id")
     if member is not None:  # a voucher's use is its member's burn too
         if member["status"] == "deleted":

@@ -30,6 +30,7 @@ from typing import Any
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
+from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_ids, redemption_counted
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
@@ -796,6 +797,7 @@ class _BatchWork:
         self.now = now
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
+        self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
@@ -835,6 +837,11 @@ class _BatchWork:
             self._note_id_clashes(member_id, member["identifiers"], seq)
         if member["status"] == "deleted":
             return "member_deleted"
+        if self.earlier and (
+                accrual_counted(self.conn, self.store_id, self.earlier, member_id, event.get("transaction_id"))
+                if event["type"] == "accrual" else event["type"] == "redemption" and
+                redemption_counted(self.conn, self.store_id, self.earlier, event.get("authorisation_id"))):
+            return COUNTED  # a sale or redemption retried after the lane's ledger.db was replaced
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,

@@ -52,6 +52,7 @@ REJECTION_CODES: dict[str, bool] = {
     "voucher_other_member": False,
     "token_replayed": False,
     "identifier_taken": False,
+    "counted_by_earlier_identity": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

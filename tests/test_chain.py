@@ -67,6 +67,14 @@ def test_a_voucher_issued_at_one_lane_is_used_at_the_other(chain):
     assert issued.status_code == 200 and issued.json()["authorised"] == "online"
     code = issued.json()["voucher"]["code"]
     one.wait_drained()  # central has the redemption, and with it the voucher
+
+    def offered_at_one() -> set[str]:  # what a quote at the issuing lane says the member could use
+        quote = one.post("/v1/quotes", {"transaction_id": "Q-V1", "member": "CARD-voucher", "currency": "PLN",
+                                        "occurred_at": datetime.now(UTC).isoformat(), "total": 0})
+        assert quote.status_code == 200, quote.text
+        return {v["code"] for v in quote.json()["vouchers"]}
+
+    assert code in offered_at_one()
     used = use(two, code, "T-L02-1")
     assert used.status_code == 200, used.text
     assert (used.json()["authorised"], used.json()["issued_by"]) == ("online", "S001/L01")
@@ -75,6 +83,8 @@ def test_a_voucher_issued_at_one_lane_is_used_at_the_other(chain):
     again_here = use(one, code, "T-L01-1")
     assert [(r.status_code, r.json()["code"]) for r in (again_there, again_here)] == [(409, "voucher_used")] * 2
     assert one.post("/v1/vouchers/validate", {"code": code}).json()["code"] == "voucher_used"
+    # the issuing lane's quotes stop offering it once the member feed says it is no longer open
+    one.wait_for(lambda: code not in offered_at_one(), what="the used voucher out of L01's quote")
 
 
 def test_a_voucher_is_good_at_the_other_lane_the_moment_it_is_issued(chain):

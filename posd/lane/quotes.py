@@ -72,7 +72,7 @@ class Quotes:
                                    "expires_at": v.public()["expires_at"], "benefit": v.benefit.to_json(),
                                    "effect": basket_effect(v.benefit, basket, rounding=rounding).to_json()}
                                   for v in self.rewards.book.held_by(view, member.member_id, program, now,
-                                                                     member.aliases)]
+                                                                     member.aliases, member.applied_seq)]
         if codes:
             scanned = [self.rewards.book.canonical(c) for c in codes]
             found = await self._usable(view, list(dict.fromkeys(scanned)), member)  # scanned twice: one code

@@ -186,15 +186,22 @@ class VoucherBook:
             raise LaneError("voucher_other_member", "this voucher belongs to another member")
 
     def held_by(self, view: LedgerView, member_id: str, program: Program | None, now: datetime,
-                aliases: tuple[str, ...] = ()) -> list[Usable]:
+                aliases: tuple[str, ...] = (), applied_seq: int = 0) -> list[Usable]:
         """What a member could use now: vouchers issued here (to them, or to a provisional id central
-        mapped to them) or anywhere (the feed), personal and campaign coupons not used by them on this lane."""
+        mapped to them) or anywhere (the feed), personal and campaign coupons not used by them on this lane.
+
+        ``applied_seq``: the member's watermark read before the feed. A voucher issued here whose
+        redemption central had applied by then is open only if the feed lists it: else another lane
+        used it (or holds it for a use under way)."""
         locale = self.ctx.locale
         found: dict[str, Usable] = {}
+        fed = self.ctx.cache.member_vouchers(member_id)
+        open_codes = {v["code"] for v in fed}
         for row in view.vouchers_of(member_id, aliases):
-            found[row["code"]] = Usable.from_voucher(row, locale)
-        for fed in self.ctx.cache.member_vouchers(member_id):
-            found.setdefault(fed["code"], Usable.from_wire(fed, "feed", locale))
+            if row["seq"] is None or row["seq"] > applied_seq or row["code"] in open_codes:
+                found[row["code"]] = Usable.from_voucher(row, locale)
+        for wire in fed:
+            found.setdefault(wire["code"], Usable.from_wire(wire, "feed", locale))
         for coupon in program.coupons if program else ():
             if coupon.member_id in (None, member_id, *aliases):
                 found.setdefault(coupon.code, Usable.from_coupon(coupon, locale))

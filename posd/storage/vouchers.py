@@ -30,10 +30,11 @@ def find(conn: sqlite3.Connection, code: str) -> dict[str, Any] | None:
 
 def of_member(conn: sqlite3.Connection, member_id: str, aliases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Vouchers issued here to a member (or to a provisional id central mapped to it) that are not
-    void and have no use on this lane."""
+    void and have no use on this lane; ``seq``: the outbox seq of the redemption that issued each."""
     who, ids = member_is("v.member_id", member_id, aliases)
     rows = conn.execute(
-        f"SELECT v.* FROM vouchers v WHERE {who} AND v.voided_at IS NULL "
+        "SELECT v.*, (SELECT r.seq FROM redemptions r WHERE r.member_id = v.member_id AND r.voucher_code = v.code) "
+        f"AS seq FROM vouchers v WHERE {who} AND v.voided_at IS NULL "
         "AND NOT EXISTS (SELECT 1 FROM voucher_uses u WHERE u.code = v.code) ORDER BY v.issued_at", (ids,))
     return [_row(r) for r in rows]  # type: ignore[misc]
 

@@ -581,3 +581,20 @@ def test_a_sale_earning_more_than_central_takes_is_refused_and_nothing_is_record
     assert (quoted.status_code, quoted.json()["code"]) == (422, "points_out_of_range"), quoted.text
     assert lane.get("/v1/members/2900000000018").json()["balances"] == before
     assert lane.health()["sync"]["pending"] == 0
+
+
+def test_every_answer_lists_every_currency_of_the_program(tmp_path, central, start_lane):
+    """A POS reads balances.points the same way in the member view as in a sale's answer: a member with
+    nothing yet in a currency (a new member; the demo's coffee stamps) has it at 0, not a missing key."""
+    lane = start_lane(tmp_path / "lane")
+    program, _ = central.store.program()
+    codes = {c["code"] for c in program["currencies"]}
+    assert len(codes) > 1
+    enrolled = lane.post("/v1/members", {"card": "2900000000100", "display_name": "Ola N."})
+    assert enrolled.status_code == 200, enrolled.text
+    zero = {"confirmed": 0, "pending": 0, "total": 0, "available": 0, "maturing": 0, "expired": 0}
+    assert enrolled.json()["member"]["balances"] == {code: zero for code in codes}
+    assert lane.get("/v1/members/2900000000100").json()["balances"] == {code: zero for code in codes}
+    anna = lane.get("/v1/members/2900000000018").json()["balances"]
+    sold = lane.post("/v1/transactions", sale_body("T-keys")).json()["balance"]
+    assert set(anna) == set(sold) == codes

@@ -261,8 +261,10 @@ class Members:
         the figure central decides the tier from, so the balance and the progress to the next
         tier are one number (docs/sync-protocol.md, member wire shape)."""
         view = view or self.ctx.ledger.view()
-        confirmed = member.balances
-        tier_points = _tier_points_currency(self.ctx.program())
+        program = self.ctx.program()
+        # every currency of the program, 0 where the member has nothing yet: the same keys in every answer
+        confirmed = {c.code: 0 for c in program.currencies} | member.balances if program else member.balances
+        tier_points = _tier_points_currency(program)
         if tier_points is not None and confirmed.get(tier_points, 0) != member.qualifying:
             confirmed = {**confirmed, tier_points: member.qualifying}
         now = self.ctx.clock()

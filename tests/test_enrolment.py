@@ -253,6 +253,18 @@ def test_a_card_code_with_a_slash_is_found_by_its_code(tmp_path, central, start_
     assert 'route="/v1/members/{identifier}"' in metrics and "identifier:text" not in metrics
 
 
+def test_a_member_enrolled_without_a_name_keeps_no_name_once_central_maps_it(tmp_path, central, start_lane):
+    """The lane's cache wrote a member's id as the name of one central had no name for: the till showed
+    and printed a member enrolled without a name as "M0000010" once central mapped it."""
+    lane = start_lane(tmp_path / "lane")
+    enrolled = lane.post("/v1/members", {"card": "2900000000261"})
+    assert (enrolled.status_code, enrolled.json()["member"]["display_name"]) == (200, ""), enrolled.text
+    lane.wait_drained()
+    view = lane.wait_for(lambda: (v := lane.get("/v1/members/2900000000261").json())["provisional"] is False and v,
+                         20, "the lane to pull the member central made")
+    assert view["member_id"] != enrolled.json()["member_id"] and view["display_name"] == ""
+
+
 def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central, start_lane):
     """"tel:+48600123458" was enrolled as a card, and the phone +48 600 123 458 then as another member:
     the scanner found the phone's member, a sale naming the link credited the card's. A tel: link is

@@ -478,7 +478,7 @@ class MemberRows:
                     chunk.gone.extend((a,) for a in gone)
                     continue
                 applied, balances = get("applied_seq"), get("balances")
-                row = (mid, get("display_name") or mid, get("locale"), get("tier"), int(get("qualifying") or 0),
+                row = (mid, get("display_name") or "", get("locale"), get("tier"), int(get("qualifying") or 0),
                        _encode(balances) if balances else "{}", int(applied.get(lane, 0) if applied else 0),
                        status, now)
                 birth_date, offers = get("birth_date"), get("offers")

@@ -482,6 +482,25 @@ def test_a_redemption_never_issues_a_voucher_under_a_coupons_code_or_one_no_look
     assert two.voucher("v7wq-gses-f03xt", None)["voucher"]["member_id"] == "M0001"
 
 
+def test_a_redemption_whose_voucher_code_another_voucher_has_is_refused_and_debits_nothing(central, lanes):
+    """A second redemption issuing a code central had registered for another member's voucher was
+    accepted: the member paid 10 points for a voucher no lane honours (its uses were the first
+    member's). It is voucher_code_taken now, applying nothing; an event whose voucher_code is not its
+    voucher's code is malformed (the code it names was never issued)."""
+    one, two = lanes
+    issue(one, 1, "VTAKEN000001")
+    before = central.store.member("M0002")["balances"]
+    again = make_event(1, lane_id="L02", member_id="M0002", type="redemption", points={"points": -10},
+                       reward_id="free-coffee", voucher_code="VTAKEN000001", voucher=voucher("VTAKEN000001", "M0002"))
+    assert [(r.status, r.code) for r in two.push_batch("t", [again])] == [("rejected", "voucher_code_taken")]
+    assert central.store.member("M0002")["balances"] == before
+    assert two.voucher("VTAKEN000001", None)["voucher"]["member_id"] == "M0001"
+    split = make_event(2, lane_id="L02", member_id="M0002", type="redemption", points={"points": -10},
+                       reward_id="free-coffee", voucher_code="VSPLIT000001", voucher=voucher("VSPLIT000002", "M0002"))
+    assert two.push_batch("s", [split])[0].code == "malformed_event"
+    assert two.voucher("VSPLIT000002", None) is None and central.store.member("M0002")["balances"] == before
+
+
 def test_an_authorisation_keys_a_use_as_central_knows_the_code_not_as_the_lane_claims(central, lanes):
     """A lane's voucher held once per code at one lane and "once per member" at another was held
     twice, and once used, asked for again per member, approved a second time."""

@@ -352,8 +352,15 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
     voucher it issued. A rejection code when its voucher is malformed, or its code one no redemption
     issues (``coupons``: the program's codes; issuable_code)."""
     voucher = event.get("voucher")
-    if voucher is not None and not (check_voucher(voucher) and issuable_code(voucher["code"], coupons or {})):
-        return "malformed_event"
+    if voucher is not None and not (check_voucher(voucher) and issuable_code(voucher["code"], coupons or {})
+                                    and event.get("voucher_code") in (None, voucher["code"])):
+        return "malformed_event"  # a voucher_code other than its voucher's would name a voucher never issued
+    if voucher is not None:
+        held = conn.execute("SELECT registered_by FROM vouchers WHERE code = ?", (voucher["code"],)).fetchone()
+        if held is not None and not held["registered_by"].startswith(PENDING_LIKE.rstrip("%")):
+            # another voucher has that code: registering this one would leave the member paying for a voucher
+            # no lane honours (its uses are the other's); the lane quarantines it for the member desk
+            return "voucher_code_taken"
     found = _reservation_for(conn, store_id, lane_id, event)
     if found is not None:
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",

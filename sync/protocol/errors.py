@@ -53,6 +53,7 @@ REJECTION_CODES: dict[str, bool] = {
     "token_replayed": False,
     "identifier_taken": False,
     "counted_by_earlier_identity": False,
+    "voucher_code_taken": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

@@ -242,6 +242,18 @@ def test_identifiers_that_are_not_strings_are_malformed(central, identifiers):
     assert central.store.member("M0100") is None
 
 
+@pytest.mark.parametrize("identifier", ["+48 620 111 222", "\uff11\uff12\uff13\uff14\uff15", "12 34", "A" * 65, "+ABC1"],
+                         ids=["spaced-phone", "fullwidth", "space", "too-long", "plus-card"])
+def test_an_enrolment_naming_an_identifier_no_lane_looks_up_is_malformed(central, identifier):
+    """A foreign or old lane's enrolment made a member under "+48 620 111 222": found by no lane (they read
+    and type identifiers canonical), so enrolled again as a second member. Refused as the seed refuses it."""
+    assert push(central, [enrolment(1, "M0100", ["2900000000179", identifier]),
+                          enrolment(2, "P-00000000000000ab", [identifier], provisional=True),
+                          enrolment(3, "M0101", ["2900000000186", "+6834002"])]) == [
+        (1, "rejected", "malformed_event"), (2, "rejected", "malformed_event"), (3, "accepted", None)]
+    assert central.store.member("M0100") is None and central.store.member("P-00000000000000ab") is None
+
+
 @pytest.mark.parametrize("birth_date", ["03.12.1990", 19901203, "1990-13-03", "1990-12-03T00:00:00"])
 def test_a_birth_date_that_is_not_a_date_is_malformed(central, birth_date):
     assert push(central, [enrolment(1, "M0100", ["2900000000179"], birth_date=birth_date)]) == [

@@ -22,12 +22,18 @@ def _text(value: Any, *, empty: bool = False) -> bool:
 
 # The identifiers lanes look members up by (posd.core.identify reads every typed or scanned form
 # into one of these): a phone in E.164, a card's code.
-_PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{5,14}$")  # E.164: 7 digits (Niue) to 15
 _CARD_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_BALANCE
+
+
+def lookup_form(identifier: str) -> bool:
+    """Is ``identifier`` in a form lanes look members up by (they read and type them canonical)? One
+    stored as "+48 620 111 222" or in fullwidth digits is found by no lane, and enrolled again."""
+    return bool(_PHONE.match(identifier) or (_CARD_CODE.match(identifier) and identifier[0] != "+"))
 
 
 def _checked_fields(member: dict[str, Any]) -> None:
@@ -40,9 +46,7 @@ def _checked_fields(member: dict[str, Any]) -> None:
     if not isinstance(identifiers, list) or not all(_text(i) for i in identifiers):
         raise ValueError(f"{who}: identifiers must be a list of card codes and phone numbers (strings)")
     for identifier in identifiers:
-        if not (_PHONE.match(identifier) or (_CARD_CODE.match(identifier) and identifier[0] != "+")):
-            # lanes look members up by the forms they read and type, canonical: one stored as
-            # "+48 620 111 222" or in fullwidth digits was found by no lane, and enrolled again
+        if not lookup_form(identifier):
             raise ValueError(f"{who}: identifier {identifier!r} is in no form a lane looks members up by: a phone "
                              "number in E.164 (+48620111222) or a card's code of 4-64 ASCII letters, digits and "
                              ". _ : / + -, not starting with + (that is a phone number)")

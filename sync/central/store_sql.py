@@ -34,8 +34,8 @@ from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
-from posd.sync.central.members import (enrolment_profile, given_member_row, member_row, member_wire, tier_currency,
-                                       upgraded_tier)
+from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
+                                       tier_currency, upgraded_tier)
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
@@ -820,6 +820,8 @@ class _BatchWork:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
         if self.currencies is not None and any(c not in self.currencies for c in event["points"]):
             return "bad_points"  # a currency the program does not have: no balance may hold it
+        if event["type"] == "member_enrolled" and not all(lookup_form(i) for i in event.get("identifiers") or ()):
+            return "malformed_event"  # a member no lane would find by it: enrolled again as a second one
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
             if event["member_id"] not in self.aliases and self._load(event["member_id"]) is not None:
                 return "malformed_event"  # a member central knows is not provisional: its alias would take it over

@@ -236,7 +236,7 @@ def test_a_cursor_past_any_central_handed_out_is_400_not_an_empty_feed(central, 
     members, end, has_more = client.member_changes(None, 1000)
     assert members and not has_more
     assert client.member_changes(end, 1000)[0] == []  # the end of the feed is a cursor central handed out
-    for past in (str(int(end) + 10**12), str(2**63 - 1)):
+    for past in (str(int(end) + 1), str(int(end) + (20 << 20)), str(int(end) + 10**12), str(2**63 - 1)):
         with pytest.raises(CentralRequestRejected) as err:
             client.member_changes(past, 10)
         assert err.value.code == "bad_cursor"

@@ -206,9 +206,10 @@ class PgStore(SqlStore):
         return [(conn.xid << CHANGE_BITS) | n for n in range(first, conn.changes + 1)]
 
     def _feed_end(self, conn: _Conn) -> int:
-        # Every version is a transaction's id shifted, and every id handed out is below xmax.
-        return conn.execute(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint << {CHANGE_BITS} AS v"
-                            ).fetchone()["v"]
+        # Every cursor handed out is a committed member version (rows stay; a member only moves to a
+        # higher one) or the cursor asked with. The snapshot's xmax bounded it too loosely: a made-up
+        # cursor below it was taken and handed back, as SQLite refuses it.
+        return conn.execute("SELECT coalesce(max(version), 0) AS v FROM members").fetchone()["v"]
 
     def _feed_rows(self, conn: _Conn, cursor: int, limit: int) -> list[Any]:
         return conn.execute(

@@ -15,9 +15,10 @@ run: setup
 test: setup
 	$(PY) -m pytest --durations=25
 
-# The fault-injection and kill runs kept out of `make test` (it stays under 15 minutes): CI runs them after it.
+# The fault-injection and kill runs, and the full-size model and evidence runs, kept out of `make test` (it
+# stays under 15 minutes): CI runs them after it.
 test-faults: setup
-	$(PY) -m pytest -m fault -p no:cacheprovider
+	$(PY) -m pytest -m "fault or long" -p no:cacheprovider
 
 # Everything, including the long soak and fault runs.
 test-all: setup

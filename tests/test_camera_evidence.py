@@ -112,6 +112,7 @@ def _clip_result(clip, symbologies):
     return emitted, alone
 
 
+@pytest.mark.long  # 36 clips through both decoders, about 30 s: the fault run's (CI); the unit tests here stay
 def test_a_fixed_perturbed_set_reads_no_false_code_and_reaches_the_union():
     truth_total = false = union = read_by_pipeline = library_false = 0
     for seed in list(DEV_SEEDS)[:36]:

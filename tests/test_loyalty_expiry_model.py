@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -245,6 +246,12 @@ def test_a_return_beyond_its_own_lots_takes_the_rest_from_the_lanes_earlier_unsy
         machine.teardown()
 
 
-LoyaltyWithTime.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+LoyaltyWithTime.TestCase.settings = settings(max_examples=20, stateful_step_count=30, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyWithTime = LoyaltyWithTime.TestCase
+
+
+@pytest.mark.long
+class TestLoyaltyWithTimeFull(LoyaltyWithTime.TestCase):
+    settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow])

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -224,6 +225,12 @@ def _basket_line(d: dict):
 
 
 # deadline off and the speed health check off: CI shares two cores with other test processes
-LoyaltyLedger.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+LoyaltyLedger.TestCase.settings = settings(max_examples=20, stateful_step_count=30, deadline=None,
                                            suppress_health_check=[HealthCheck.too_slow])
 TestLoyaltyLedger = LoyaltyLedger.TestCase
+
+
+@pytest.mark.long
+class TestLoyaltyLedgerFull(LoyaltyLedger.TestCase):
+    settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow])

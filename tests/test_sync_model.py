@@ -280,8 +280,14 @@ class LaneAndCentral(RuleBasedStateMachine):
 
 
 TestLaneAndCentral = LaneAndCentral.TestCase
-TestLaneAndCentral.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
+TestLaneAndCentral.settings = settings(max_examples=10, stateful_step_count=30, deadline=None,
                                        suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.long
+class TestLaneAndCentralFull(LaneAndCentral.TestCase):
+    settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
+                        suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.slow

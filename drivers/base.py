@@ -462,8 +462,11 @@ class Printer(Device):
         if before is not None and before.reason:
             raise PrinterError(before.reason, "status before the job")
         # busy once the printer said it can take the job: a printer that stays offline or out of paper
-        # is one error while its job is retried, not busy and error again on every retry
-        self._set_state(DeviceState.BUSY)
+        # is one error while its job is retried, not busy and error again on every retry. So is one that
+        # fails past that point (a spool folder that is a file, a connection closed mid-job): a retry
+        # in error stays error until the job is through (then idle), never busy and error again.
+        if self._state is not DeviceState.ERROR:
+            self._set_state(DeviceState.BUSY)
         try:
             # Rendered only once the printer can take it: a job held by paper out costs
             # no raster work per retry. Nothing has been sent if this fails.

@@ -372,6 +372,37 @@ def test_file_printer_missing_device_is_offline(tmp_path):
     assert err.value.reason == "offline"
 
 
+def test_an_unplugged_device_node_is_offline_never_a_file_made_in_its_place():
+    """The printer unplugged, its /dev node gone: posd made a plain file there, wrote the slip into it
+    and said printed (as root), or blamed the udev rules (as the posd user)."""
+    node = f"/dev/posd-test-lp-{os.getpid()}"
+    printer = registry.open_printer("p", f"file://{node}")
+    try:
+        with pytest.raises(PrinterError) as err:
+            printer.print_document(slip())
+        assert err.value.reason == "offline" and not os.path.exists(node)
+    finally:
+        if os.path.isfile(node):
+            os.unlink(node)
+
+
+def test_a_printer_failing_after_it_took_the_job_is_one_error_not_busy_and_error_per_retry(tmp_path):
+    """A preview folder that became a file failed every retry after busy: busy and error again about every
+    3 s, all night, on the POS's stream, the metrics and the log. It stays error, and is idle once through."""
+    statuses = StatusLog()
+    folder = tmp_path / "slips"
+    folder.write_text("not a folder")
+    printer = registry.open_printer("p", f"preview://{folder}", on_status=statuses)
+    for _ in range(3):
+        with pytest.raises(PrinterError):
+            printer.print_document(slip())
+    assert [s for s in statuses.items if s[0] is not DeviceState.IDLE] == [(DeviceState.ERROR, "io_error")]
+    folder.unlink()
+    folder.mkdir()
+    printer.print_document(slip())
+    assert statuses.items[-2:] == [(DeviceState.ERROR, "io_error"), (DeviceState.IDLE, None)]
+
+
 def test_a_named_pipe_without_a_reader_is_offline_not_a_hung_print_worker(tmp_path):
     """A file:// printer naming a FIFO (a spooler's) was opened blocking: with no reader the print
     worker waited for ever, health said ok and idle, and every slip queued behind it."""

@@ -45,6 +45,26 @@ class PreviewPrinter(EscposPrinter):
             return
         self._set_state(DeviceState.IDLE)
 
+    @property
+    def checks_when_idle(self) -> bool:
+        return True  # looking at a folder is free, and fixes show without waiting for the next slip
+
+    def check_ready(self) -> str | None:
+        """Blocking: is the folder there (made when missing) and writable? The reason it cannot print,
+        or None. A folder mended while nothing printed no longer leaves the printer red until the next
+        slip (health, the status page)."""
+        with self._job_lock:
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                if not os.access(self.directory, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "Permission denied")
+            except OSError as exc:
+                self._set_state(DeviceState.ERROR, "io_error", f"{self.directory}: {exc.strerror}")
+                return "io_error"
+            if self.state is DeviceState.ERROR:
+                self._set_state(DeviceState.IDLE)
+            return None
+
     def paths_for(self, slip_id: str) -> tuple[str, str]:
         if not _SLIP_ID_RE.match(slip_id):
             raise PrinterError("io_error", "slip id is not a safe file name")

@@ -403,6 +403,18 @@ def test_a_printer_failing_after_it_took_the_job_is_one_error_not_busy_and_error
     assert statuses.items[-2:] == [(DeviceState.ERROR, "io_error"), (DeviceState.IDLE, None)]
 
 
+def test_a_preview_folder_mended_while_nothing_prints_is_seen_by_the_idle_check(tmp_path):
+    """Once its held slip expired, a preview printer stayed red in health, on the status page and in
+    doctor's view of the daemon after its folder was mended, until the next sale printed."""
+    folder = tmp_path / "slips"
+    folder.write_text("not a folder")
+    printer = registry.open_printer("p", f"preview://{folder}")
+    assert printer.checks_when_idle  # the print worker asks it every idle_check_s
+    assert printer.check_ready() == "io_error" and printer.state is DeviceState.ERROR
+    folder.unlink()
+    assert printer.check_ready() is None and printer.state is DeviceState.IDLE and folder.is_dir()
+
+
 def test_a_named_pipe_without_a_reader_is_offline_not_a_hung_print_worker(tmp_path):
     """A file:// printer naming a FIFO (a spooler's) was opened blocking: with no reader the print
     worker waited for ever, health said ok and idle, and every slip queued behind it."""

@@ -12,7 +12,8 @@ CR::
 (``member``), nothing but the fact of a payment card (``payment_card``), or
 nothing at all (``unreadable``). The decision errs on the side of dropping:
 a financial format code, a PAN-shaped primary field with a card-brand prefix
-that passes Luhn, or such a digit run anywhere in the swipe means payment.
+that passes Luhn (or, on track 2, is followed by an expiry and a service
+code), or such a digit run anywhere in the swipe means payment.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from posd.core.identify import looks_like_pan, pan_in_digits
+from posd.core.identify import gtin_ok, has_brand_prefix, looks_like_pan, pan_in_digits
 
 __all__ = ["Track", "Swipe", "SwipeKind", "parse_tracks", "classify_swipe"]
 
@@ -32,6 +33,7 @@ _TRACK23 = re.compile(r";([^=?;%]{0,104})(?:=([^?;%]*))?\?")
 _ERROR_SENTINELS = ("%E?", ";E?", "+E?")
 _MEMBER = re.compile(r"^[A-Za-z0-9-]{4,64}$")
 _DIGIT_RUN = re.compile(r"\d{13,}")
+_EXPIRY_SERVICE = re.compile(r"\d{2}(?:0[1-9]|1[0-2])\d{3}")  # track 2 after "=": YYMM, then the service code
 
 
 @dataclass(frozen=True, repr=False)
@@ -72,7 +74,13 @@ def _is_financial(track: Track) -> bool:
     digits = track.primary.replace(" ", "")
     if track.format_code == "B":
         return True
-    return digits.isdigit() and looks_like_pan(digits)
+    if not digits.isdigit():
+        return False
+    # A brand's number followed by an expiry (YYMM) and a service code is a payment track even when a
+    # misread digit fails its Luhn check: the other 15 digits are still a real card's.
+    # (A valid EAN-13 is a loyalty card's number however it starts, as looks_like_pan has it.)
+    return looks_like_pan(digits) or (has_brand_prefix(digits) and not (len(digits) == 13 and gtin_ok(digits))
+                                      and _EXPIRY_SERVICE.match(track.rest) is not None)
 
 
 def _pan_anywhere(text: str) -> bool:

@@ -31,6 +31,16 @@ def test_track_1_format_b_is_financial_even_without_luhn():
     assert classify_swipe("%B1234567890123^X/Y^2512?").kind == "payment_card"
 
 
+def test_a_payment_track_2_with_a_misread_digit_is_still_a_payment_card():
+    """One misread digit fails the Luhn check: the swipe went out as a scan of 16 card digits. A brand's
+    number followed by an expiry and a service code is a payment track whatever its check digit."""
+    assert not luhn_ok("4111111111111112")
+    for swipe in (";4111111111111112=25121010000000000000?", ";5500000000000005=2812201?"):
+        assert classify_swipe(swipe).kind == "payment_card", swipe
+    assert classify_swipe(";4006381333931=25121010000?").kind == "member"  # a valid EAN-13 card's number
+    assert classify_swipe(";4111111111111112?").kind == "member"  # no expiry, no service code: not a track
+
+
 def test_loyalty_cards_give_their_number():
     assert classify_swipe(";2900000000018?").code == "2900000000018"
     assert classify_swipe(";2900000000018=2512?").code == "2900000000018"

@@ -117,8 +117,13 @@ def gtin_twin(code: str) -> str | None:
     return code[1:] if len(code) == 13 and code[0] == "0" else None
 
 
+def has_brand_prefix(digits: str) -> bool:
+    """13-19 digits starting as a card network's numbers do (Luhn not asked)."""
+    return 13 <= len(digits) <= 19 and _BRAND.match(digits) is not None
+
+
 def looks_like_pan(digits: str) -> bool:
-    if not 13 <= len(digits) <= 19 or not _BRAND.match(digits):
+    if not has_brand_prefix(digits):
         return False
     if len(digits) == 13 and gtin_ok(digits):
         return False  # an EAN-13 product or member barcode, not a card (14 digits: Diners-length, no exemption)

@@ -113,6 +113,20 @@ def test_scanned_persian_digits_identify_and_an_unreadable_frame_is_an_invalid_s
     assert garbage not in log and garbage.decode("latin-1").encode() not in log
 
 
+def test_a_readable_code_no_member_is_known_by_is_an_invalid_scan_with_a_log_line(lane):
+    """A product's URL at the scanner was kind invalid with nothing in the log: store IT looking for why a
+    correctly set up scanner says invalid found no trace. The line gives its length, never its text."""
+    stream = lane.sse()
+    try:
+        write_frame(lane, b"https://shop.example/p?id=5\r")
+        event = stream.next("scan")
+        assert (event["data"]["kind"], event["data"].get("data")) == ("invalid", None)
+    finally:
+        stream.close()
+    lane.wait_for(lambda: "a scan of 27 characters is no member code" in lane.log.read_text(), what="the log line")
+    assert b"shop.example" not in lane.log.read_bytes()
+
+
 @given(st.binary(min_size=1, max_size=40).filter(lambda b: not clean_code(b)))
 def test_a_frame_with_nothing_readable_is_delivered_as_unreadable_never_dropped(frame):
     framer = ScanFramer()

@@ -17,6 +17,7 @@ enrolled here and not yet named by central are found in ledger.db
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,8 @@ from posd.lane.member_tokens import MemberTokens
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso, parse_iso
 from posd.storage.tx import LedgerTx, LedgerView
+
+log = logging.getLogger("posd.lane")
 
 STALE_AFTER = timedelta(hours=24)
 # How a member was identified (member.identified's identified_by): a scanner's barcode is a card.
@@ -331,6 +334,9 @@ class Members:
         linked = is_tel_link(data)  # a phone's QR: tel:+48-600-123-456
         phone = phone_e164(data, self.country) if linked or found.kind == "invalid" else None
         if (found.kind == "invalid" or linked) and phone is None:
+            # readable, yet in no form a member is known by (a product's URL, "ABC 123"): its length only
+            log.info("%s: a scan of %d characters is no member code, phone number or member token",
+                     device, len(data))
             bus.publish("scan", {"device": device, "symbology": symbology, "kind": "invalid"})
             return
         code = phone or found.code or ""

@@ -79,6 +79,8 @@ def paper_state(last_status: Any, reason: str | None) -> str | None:
     """ok | near_end | out for a printer that reports its paper (DLE EOT), else None."""
     if reason in PAPER:
         return PAPER[reason]
+    if reason in ("offline", "io_error"):
+        return None  # nothing answers now: the last answer's paper is not today's
     if last_status is None or not getattr(last_status, "answered", False):
         return None
     if last_status.paper_out:

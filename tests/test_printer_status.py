@@ -8,6 +8,7 @@ from posd.core.slip_doc import SlipDocument, Text
 from posd.drivers import registry
 from posd.drivers.base import DeviceState, PrinterError
 from posd.drivers.printer_status import PrinterStatus, parse_status, query_status
+from posd.health import paper_state
 from tests.support.printer_emulator import STATES, PrinterEmulator, status_byte
 
 
@@ -196,3 +197,12 @@ def test_a_printer_that_answered_and_falls_silent_holds_the_job():
         sent = printer.print_document(doc())
         assert emulator.wait_for_jobs(1) == [sent]
         assert printer.state is DeviceState.IDLE
+
+
+def test_a_printer_that_does_not_answer_has_no_paper_state():
+    """Health and the status page said paper ok beside a printer that could not be reached: the paper
+    of its last answer, from before it went away."""
+    answered = parse_status({1: 0x12, 2: 0x12, 4: 0x12})
+    assert paper_state(answered, None) == "ok"
+    assert paper_state(answered, "offline") is None and paper_state(answered, "io_error") is None
+    assert paper_state(answered, "paper_out") == "out"

@@ -136,6 +136,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"posd scan: give {'only ' if given else ''}one of a CODE, --member-token MEMBER_ID or "
               "--wallet-pass MEMBER_ID", file=sys.stderr)
         return 2
+    if args.code and any(ch < " " or ch == "\x7f" for ch in args.code.replace("\x1d", "")):
+        # the scanner's suffix (CR by default) ends a code: one inside CODE would type two codes
+        print("posd scan: CODE holds a control character (a CR, LF or TAB ends a code at the scanner): give "
+              "one code; GS (0x1D), the GS1 separator, is the one kept", file=sys.stderr)
+        return 2
     scanners = config.scanners()
     if args.scanner and args.scanner not in [name for name, _ in scanners]:
         names = ", ".join(name for name, _ in scanners) or "none"

@@ -270,6 +270,8 @@ def test_posd_scan_names_the_scanner_it_lacks_and_asks_for_one_code(tmp_path):
     assert proc.returncode == 2 and "give only one of a CODE, --member-token" in proc.stderr, proc.stderr
     proc = scan()
     assert proc.returncode == 2 and "give one of a CODE" in proc.stderr, proc.stderr
+    proc = scan("29000\r00000018")  # said it typed one code: the lane read two
+    assert proc.returncode == 2 and "CODE holds a control character" in proc.stderr, proc.stderr
 
 def demo_output(proc: subprocess.Popen, last: str, timeout: float) -> str:
     """What `posd demo` printed up to the line starting with ``last`` (or its end, or the timeout)."""

@@ -164,6 +164,15 @@ def sale(tid: str, member: str) -> dict:
             "lines": [{"sku": "5901234123457", "category": "grocery", "quantity": 1, "unit_price": 5000}]}
 
 
+def archive_ledger(lane: LaneProcess, aside) -> None:
+    """Stop the lane, move its ledger.db* aside (docs/install.md, archiving), start it again."""
+    lane.stop()
+    aside.mkdir()
+    for made in lane.state.glob("ledger.db*"):
+        made.rename(aside / made.name)
+    lane.start(timeout=30)
+
+
 def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_not_block(tmp_path):
     with running_central(tmp_path / "central", DEMO_SEED) as central:
         lane = launch_lane(tmp_path / "lane", central)
@@ -216,12 +225,7 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             # ledger.db archived (moved aside, as docs/install.md says; the acknowledgement stays behind): a
             # refusal in the new ledger's seqs that the old acknowledgement would cover still warns
             subprocess.run(quarantine, capture_output=True, text=True, timeout=60, check=True)
-            lane.stop()
-            aside = tmp_path / "aside"
-            aside.mkdir()
-            for made in lane.state.glob("ledger.db*"):
-                made.rename(aside / made.name)
-            lane.start(timeout=30)
+            archive_ledger(lane, tmp_path / "aside")
             assert lane.post("/v1/transactions", sale("T-q4", "2900000000025")).status_code == 200
             lane.wait_drained()
             health = lane.health()
@@ -248,12 +252,7 @@ def test_a_pos_retry_after_the_ledger_was_replaced_is_counted_once_at_central(tm
             assert lane.post("/v1/redemptions", redeem).json()["authorised"] == "online"
             lane.wait_drained()
             balance = central.store.member("M0001")["balances"]["points"]
-            lane.stop()
-            aside = tmp_path / "aside"
-            aside.mkdir()
-            for made in lane.state.glob("ledger.db*"):
-                made.rename(aside / made.name)
-            lane.start(timeout=30)
+            archive_ledger(lane, tmp_path / "aside")
             assert lane.post("/v1/transactions", body).json()["accrual"]["points"]["points"] == earned
             again = lane.post("/v1/redemptions", redeem)
             assert (again.status_code, again.json()["code"]) == (409, "redemption_id_conflict"), again.text

@@ -74,6 +74,16 @@ class LaneConfig(_Section):
     timezone: str = "UTC"
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # phone numbers without +country
 
+    @field_validator("lane_id")
+    @classmethod
+    def _not_a_claimed_identity(cls, v: str) -> str:
+        if re.fullmatch(r".+\.[0-9]+", v):
+            # central reads L01.2 as the next history of L01 (a replaced ledger.db) and counts a sale the
+            # two share once: two tills configured KASA.2 and KASA.3 would refuse each other's sales
+            raise ValueError(f"{v!r} ends in .N, which posd gives a lane whose ledger.db was replaced (L01.2 after "
+                             "L01): name the till without it, such as KASA-2")
+        return v
+
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, v: str) -> str:

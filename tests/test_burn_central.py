@@ -288,35 +288,49 @@ def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lan
 
 
 def test_a_retry_after_the_ledger_was_replaced_is_counted_once(central, clock):
-    """A POS retrying a sale or a redemption that the lane's lost ledger.db had answered reaches central
-    under the lane's new identity (L01.2, then L01.3): central counts it once, refusing the accrual
-    (counted_by_earlier_identity, quarantined at the lane) and declining the redemption's authorisation
-    (authorisation_conflict: the lane answers redemption_id_conflict). New sales, the same transaction_id
-    for another member, and another lane's own numbering are counted as usual."""
+    """A POS retrying a sale, a return or a redemption that the lane's lost ledger.db had answered reaches
+    central under the lane's new identity (L01.2, then L01.3): central counts it once, refusing the
+    event (counted_by_earlier_identity, quarantined at the lane) and declining the redemption's
+    authorisation (authorisation_conflict: the lane answers redemption_id_conflict), also after the lane
+    gave it back unread. New sales and returns, a transaction_id the POS numbers again at another moment,
+    the same transaction_id for another member, and another lane's own numbering count as usual."""
     with make_client(central, clock=clock) as old, make_client(central, lane_id="L01.2", clock=clock) as new, \
             make_client(central, lane_id="L01.3", clock=clock) as newer, \
             make_client(central, lane_id="L02", clock=clock) as other:
-        sale = make_event(1, points={"points": 160}, transaction_id="T-7")
-        burn = make_event(2, type="redemption", points={"points": -1000}, reward_id="free-coffee",
-                          authorisation_id="redemption:R1", voucher=voucher("VREPLACED001"))
         assert old.authorise(redemption("redemption:R1", 1000))["status"] == "approved"
-        assert [r.status for r in old.push_batch("b", [sale, burn])] == ["accepted", "accepted"]
-        assert central.store.member("M0001")["balances"] == {"points": 1000}
+        first = [make_event(1, points={"points": 160}, transaction_id="T-7"),
+                 make_event(2, type="redemption", points={"points": -1000}, reward_id="free-coffee",
+                            authorisation_id="redemption:R1", voucher=voucher("VREPLACED001")),
+                 make_event(3, type="return", points={"points": -60}, transaction_id="T-7", return_id="RT-7"),
+                 make_event(4, points={"points": 7}, transaction_id="T-9", occurred_at="2025-11-24T09:15:00Z"),
+                 make_event(5, type="redemption", points={"points": -100}, reward_id="free-coffee", offline=True,
+                            authorisation_id="redemption:R2", voucher=voucher("VREPLACED003"))]
+        assert [r.status for r in old.push_batch("b", first)] == ["accepted"] * 5
+        assert central.store.member("M0001")["balances"] == {"points": 1840 + 160 - 1000 - 60 + 7 - 100}
 
         again = [make_event(1, lane_id="L01.2", points={"points": 160}, transaction_id="T-7"),
                  make_event(2, lane_id="L01.2", points={"points": 20}, transaction_id="T-8"),
-                 make_event(3, lane_id="L01.2", member_id="M0002", points={"points": 30}, transaction_id="T-7")]
+                 make_event(3, lane_id="L01.2", member_id="M0002", points={"points": 30}, transaction_id="T-7"),
+                 make_event(4, lane_id="L01.2", type="return", points={"points": -60}, transaction_id="T-7",
+                            return_id="RT-7"),
+                 make_event(5, lane_id="L01.2", type="return", points={"points": -10}, transaction_id="T-7",
+                            return_id="RT-7b"),
+                 make_event(6, lane_id="L01.2", points={"points": 9}, transaction_id="T-9")]  # numbered again
         assert [(r.status, r.code) for r in new.push_batch("b", again)] == [
+            ("rejected", "counted_by_earlier_identity"), ("accepted", None), ("accepted", None),
             ("rejected", "counted_by_earlier_identity"), ("accepted", None), ("accepted", None)]
         retried = new.authorise(redemption("redemption:R1", 1000))
         assert (retried["status"], retried["code"]) == ("declined", "authorisation_conflict")
-        assert "L01" in retried["message"]
-        offline = make_event(4, lane_id="L01.2", type="redemption", points={"points": -1000},
+        assert retried["message"].endswith("earlier identity L01"), retried["message"]
+        assert new.release("redemption:R2")["state"] == "unknown"  # given back before central read it
+        assert new.authorise(redemption("redemption:R2", 100))["code"] == "authorisation_conflict"
+        offline = make_event(7, lane_id="L01.2", type="redemption", points={"points": -1000},
                              reward_id="free-coffee", authorisation_id="redemption:R1", offline=True,
                              voucher=voucher("VREPLACED002"))
         assert [(r.status, r.code) for r in new.push_batch("c", [offline])] == [
             ("rejected", "counted_by_earlier_identity")]
-        assert central.store.member("M0001")["balances"] == {"points": 1020}
+        balance = 1840 + 160 - 1000 - 60 + 7 - 100 + 20 - 10 + 9
+        assert central.store.member("M0001")["balances"] == {"points": balance}
 
         # two replacements on: L01.3 knows both earlier histories
         assert [r.code for r in newer.push_batch("d", [
@@ -326,9 +340,9 @@ def test_a_retry_after_the_ledger_was_replaced_is_counted_once(central, clock):
         # another lane numbers its own sales: the same transaction_id there is its own sale
         assert other.push_batch("e", [make_event(1, lane_id="L02", points={"points": 5}, transaction_id="T-7")]
                                 )[0].status == "accepted"
-        assert central.store.member("M0001")["balances"] == {"points": 1025}
+        assert central.store.member("M0001")["balances"] == {"points": balance + 5}
         assert central.store.member("M0002")["balances"] == {"points": 420 + 30}
-        assert other.authorise(redemption("redemption:R1", 1000))["status"] == "approved"
+        assert other.authorise(redemption("redemption:R1", 500))["status"] == "approved"
 
 
 # --- vouchers at every lane ---------------------------------------------------------------------------------

@@ -766,6 +766,20 @@ def test_the_currency_is_an_iso_4217_currency_in_use(code, ok):
     assert (err.value.key, err.value.line) == ("lane.currency", 6) and "ISO 4217" in str(err.value)
 
 
+@pytest.mark.parametrize("lane_id, ok", [("L01", True), ("KASA-2", True), ("1.2a", True), ("KASA.2", False),
+                                         ("1.3", False), ("L01.10", False)])
+def test_a_lane_id_ending_in_a_number_after_a_dot_is_refused(lane_id, ok):
+    """posd gives a lane whose ledger.db was replaced the id L01.2, and central counts a sale L01 and L01.2
+    share once: two tills configured KASA.2 and KASA.3 would have refused each other's sales."""
+    text = GOOD.replace('lane_id = "L01"', f'lane_id = "{lane_id}"', 1)
+    if ok:
+        assert parse(text).lane.lane_id == lane_id
+        return
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert err.value.key == "lane.lane_id" and "ends in .N" in str(err.value)
+
+
 @pytest.mark.parametrize("folder, said", [("/proc/posd", "/proc refuses new folders"), ("/proc", "/proc refuses new files"),
                                           ("/sys/posd", "/sys refuses new folders")])
 def test_a_storage_folder_the_kernel_refuses_is_named_by_config_check_as_run_names_it(tmp_path, folder, said):

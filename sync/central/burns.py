@@ -242,7 +242,7 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         if existing["state"] == "open":
             _register_pending(conn, request, member, store_id, lane_id, rid)
         return approved(auth_id, rid, _iso(existing["expires_ts"] or now), {}), False  # a retry: the same answer
-    if existing is None and request["kind"] == "redemption":
+    if (existing is None or existing["kind"] == GIVEN_BACK_UNREAD) and request["kind"] == "redemption":
         earlier = redemption_counted(conn, store_id, earlier_lane_ids(lane_id), auth_id)
         if earlier is not None:  # the POS retrying a redemption the lane's lost ledger.db had made
             return declined(auth_id, "authorisation_conflict", f"this redemption was made under the lane's "

@@ -4,25 +4,31 @@ A lane whose ledger.db was lost or archived sends its new history under the
 next free lane id, ``L01.2``, ``L01.3``, ... (docs/sync-protocol.md, lane
 identity). A sale is idempotent at the lane within one ledger only, so a POS
 retrying a sale the lost ledger had answered gets it recorded again under the
-new id. Central knows both histories: an accrual for the same member under the
-same ``transaction_id``, or a redemption under the same ``authorisation_id``,
-that an earlier identity of the lane already delivered is that retry, and is
-counted once (``counted_by_earlier_identity``).
+new id. Central knows both histories, and counts such a retry once
+(``counted_by_earlier_identity``):
 
-The earlier identities of ``L01.3`` are ``L01`` and ``L01.2``; a lane id
-without a ``.N`` suffix (N >= 2) has none. Only the newest ``LOOKBACK`` are
-asked about.
+- an accrual for the same member under the same ``transaction_id`` and the same
+  ``occurred_at`` (a retry sends the same body; a POS whose numbering started
+  again names another moment, and is a new sale);
+- a return of the same sale under the same ``return_id``;
+- a redemption under the same ``authorisation_id`` that happened (confirmed or
+  recorded offline).
+
+The earlier identities of ``L01.3`` are ``L01`` and ``L01.2``: a lane id ending
+in ``.N`` (N >= 2) is an identity posd claimed, which is why configured lane ids
+may not end so. Only the newest ``LOOKBACK`` are asked about.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 LOOKBACK = 100
 _SUCCESSOR = re.compile(r"(.+)\.([2-9]|[1-9][0-9]{1,8})")
 COUNTED = "counted_by_earlier_identity"
-SETTLED = ("confirmed", "offline")  # a burn that happened (an open or expired reservation may not have)
 
 
 def earlier_lane_ids(lane_id: str) -> list[str]:
@@ -34,18 +40,49 @@ def earlier_lane_ids(lane_id: str) -> list[str]:
     return ([f"{base}.{k}" for k in range(n - 1, max(1, n - 1 - LOOKBACK), -1)] + [base])[:LOOKBACK]
 
 
-def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str, transaction_id: Any) -> str | None:
-    """The earlier lane id that already credited ``member_id`` for ``transaction_id``, if any (a lot's
-    source is ``store/lane/seq``)."""
+def _body(value: Any) -> dict[str, Any]:
+    body = json.loads(value) if isinstance(value, (str, bytes)) else value  # PostgreSQL's jsonb comes decoded
+    return body if isinstance(body, dict) else {}
+
+
+def _marks(items: list[str]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str, event: dict[str, Any]) -> bool:
+    """Did an earlier identity credit ``member_id`` for this very sale (its ``transaction_id`` and
+    ``occurred_at``)? Found through the lots the sale credited (a lot's source is ``store/lane/seq``)."""
+    transaction_id = event.get("transaction_id")
     if not earlier or not isinstance(transaction_id, str):
-        return None
+        return False
     lanes = {f"{store_id}/{lane}" for lane in earlier}
     for row in conn.execute("SELECT source FROM lots WHERE member_id = ? AND transaction_id = ?",
                             (member_id, transaction_id)).fetchall():
-        lane_key = row["source"].rpartition("/")[0]
-        if lane_key in lanes:
-            return lane_key.partition("/")[2]
-    return None
+        lane_key, _, seq = row["source"].rpartition("/")
+        if lane_key not in lanes or not seq.isdigit():
+            continue
+        first = conn.execute("SELECT body FROM events WHERE store_id = ? AND lane_id = ? AND seq = ?",
+                             (store_id, lane_key.partition("/")[2], int(seq))).fetchone()
+        if first is not None and _body(first["body"]).get("occurred_at") == event.get("occurred_at"):
+            return True
+    return False
+
+
+def return_counted(conn: Any, store_id: str, earlier: list[str], member_ids: Iterable[str],
+                   event: dict[str, Any]) -> bool:
+    """Did an earlier identity deliver this return (the same sale's ``transaction_id`` and ``return_id``)
+    for the member (``member_ids``: central's id and the one the event names)?"""
+    transaction_id, return_id = event.get("transaction_id"), event.get("return_id")
+    if not earlier or not isinstance(transaction_id, str) or not isinstance(return_id, str):
+        return False
+    members = sorted(set(member_ids))
+    for row in conn.execute(
+            f"SELECT body FROM events WHERE store_id = ? AND member_id IN ({_marks(members)}) AND type = 'return' "
+            f"AND status = 'accepted' AND lane_id IN ({_marks(earlier)})", (store_id, *members, *earlier)).fetchall():
+        body = _body(row["body"])
+        if body.get("transaction_id") == transaction_id and body.get("return_id") == return_id:
+            return True
+    return False
 
 
 def redemption_counted(conn: Any, store_id: str, earlier: list[str], authorisation_id: Any) -> str | None:
@@ -55,6 +92,6 @@ def redemption_counted(conn: Any, store_id: str, earlier: list[str], authorisati
         return None
     row = conn.execute(
         f"SELECT lane_id FROM reservations WHERE store_id = ? AND authorisation_id = ? AND kind = 'redemption' "
-        f"AND state IN ('confirmed', 'offline') AND lane_id IN ({', '.join('?' for _ in earlier)}) LIMIT 1",
+        f"AND state IN ('confirmed', 'offline') AND lane_id IN ({_marks(earlier)}) LIMIT 1",
         (store_id, authorisation_id, *earlier)).fetchone()
     return None if row is None else row["lane_id"]

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL, batch_id TEXT NOT NULL, received_at TEXT NOT NULL,
     PRIMARY KEY (store_id, lane_id, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_event_id ON events (store_id, lane_id, event_id);
+CREATE INDEX IF NOT EXISTS events_returns ON events (store_id, member_id) WHERE type = 'return';
 CREATE TABLE IF NOT EXISTS members (
     member_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, locale TEXT, tier TEXT,
     qualifying INTEGER NOT NULL, identifiers TEXT NOT NULL, balances TEXT NOT NULL,

@@ -42,6 +42,8 @@ SCHEMA = [
     *[f"CREATE TABLE IF NOT EXISTS events_p{n:02} PARTITION OF events "
       f"FOR VALUES WITH (MODULUS {EVENT_PARTITIONS}, REMAINDER {n})" for n in range(EVENT_PARTITIONS)],
     "CREATE INDEX IF NOT EXISTS events_by_event_id ON events (store_id, lane_id, event_id)",
+    # a return retried under a lane's new identity is found among the member's returns (identities.py)
+    "CREATE INDEX IF NOT EXISTS events_returns ON events (store_id, member_id) WHERE type = 'return'",
     """CREATE TABLE IF NOT EXISTS members (
         member_id text PRIMARY KEY, display_name text NOT NULL, locale text, tier text,
         qualifying bigint NOT NULL, identifiers jsonb NOT NULL, balances jsonb NOT NULL,

@@ -30,7 +30,8 @@ from typing import Any
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
-from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_ids, redemption_counted
+from posd.sync.central.identities import (COUNTED, accrual_counted, earlier_lane_ids, redemption_counted,
+                                          return_counted)
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
@@ -839,11 +840,8 @@ class _BatchWork:
             self._note_id_clashes(member_id, member["identifiers"], seq)
         if member["status"] == "deleted":
             return "member_deleted"
-        if self.earlier and (
-                accrual_counted(self.conn, self.store_id, self.earlier, member_id, event.get("transaction_id"))
-                if event["type"] == "accrual" else event["type"] == "redemption" and
-                redemption_counted(self.conn, self.store_id, self.earlier, event.get("authorisation_id"))):
-            return COUNTED  # a sale or redemption retried after the lane's ledger.db was replaced
+        if self.earlier and self._counted_before(event, member_id):
+            return COUNTED  # a sale, return or redemption retried after the lane's ledger.db was replaced
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
@@ -894,6 +892,16 @@ class _BatchWork:
             self.tiered.add(member_id)
         self.marks[member_id] = seq
         return None
+
+    def _counted_before(self, event: dict[str, Any], member_id: str) -> bool:
+        """Did this lane's earlier identity (L01 for L01.2) deliver this very event (identities.py)?"""
+        kind = event["type"]
+        if kind == "accrual":
+            return accrual_counted(self.conn, self.store_id, self.earlier, member_id, event)
+        if kind == "return":
+            return return_counted(self.conn, self.store_id, self.earlier, (member_id, event["member_id"]), event)
+        return kind == "redemption" and redemption_counted(self.conn, self.store_id, self.earlier,
+                                                           event.get("authorisation_id")) is not None
 
     def insert_lots(self) -> None:
         """The credits held back so far, in one statement, before anything reads or draws lots."""

@@ -1,6 +1,6 @@
 """File links: a printer device file (``/dev/usb/lp0``) or, for tests and spools, a plain file.
 
-A path under /dev that does not exist is a printer unplugged (offline), never a file to create.
+A path under /dev (but /dev/shm) that does not exist is a printer unplugged (offline), never a file to create.
 
 A character device is opened read-write and non-blocking, so status answers
 can be read back; write-only when the posd user may only write to it. A
@@ -36,7 +36,9 @@ def open_file(path: str, *, timeout: float) -> FdLink:
         if not stat.S_ISCHR(mode):
             # A device node that is gone (the printer unplugged or switched off) is offline: a plain
             # file made in its place took the slips as printed and stood where the node comes back.
-            create = 0 if mode == 0 and os.path.realpath(path).startswith("/dev/") else os.O_CREAT
+            real = os.path.realpath(path)
+            node = real.startswith("/dev/") and not real.startswith("/dev/shm/")  # /dev/shm: files, not nodes
+            create = 0 if mode == 0 and node else os.O_CREAT
             fd = os.open(path, os.O_WRONLY | create | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             return FdLink(fd, path, timeout, readable=False)
         try:

@@ -79,7 +79,8 @@ def _is_financial(track: Track) -> bool:
     # A brand's number followed by an expiry (YYMM) and a service code is a payment track even when a
     # misread digit fails its Luhn check: the other 15 digits are still a real card's.
     # (A valid EAN-13 is a loyalty card's number however it starts, as looks_like_pan has it.)
-    return looks_like_pan(digits) or (has_brand_prefix(digits) and not (len(digits) == 13 and gtin_ok(digits))
+    return looks_like_pan(digits) or (track.number == 2 and has_brand_prefix(digits)
+                                      and not (len(digits) == 13 and gtin_ok(digits))
                                       and _EXPIRY_SERVICE.match(track.rest) is not None)
 
 

@@ -22,7 +22,7 @@ def _text(value: Any, *, empty: bool = False) -> bool:
 
 # The identifiers lanes look members up by (posd.core.identify reads every typed or scanned form
 # into one of these): a phone in E.164, a card's code.
-_PHONE = re.compile(r"^\+[1-9][0-9]{5,14}$")  # E.164: 7 digits (Niue) to 15
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164: 7 digits (Niue: +683 and 4) to 15
 _CARD_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 
 

@@ -372,16 +372,15 @@ def _live_storage_files(config) -> dict[Path, str]:
     return live
 
 
-def _acknowledge_quarantine(folder: Path, found: list[Any]) -> int:
+def _acknowledge_quarantine(folder: Path, found: list[Any], before: int) -> int:
     """Every event quarantined now is store IT's business done: health and doctor stop warning about
-    them (a later one warns again). They stay in ledger.db and in the list."""
-    from posd.storage.outbox import ACK_FILE, acknowledge, read_acknowledgement
+    them (a later one warns again). They stay in ledger.db and in the list. ``before``: the seq
+    acknowledged already for this ledger."""
+    from posd.storage.outbox import ACK_FILE, acknowledge
 
     if not found:
         print("no quarantined events: nothing to acknowledge")
         return 0
-    noted = read_acknowledgement(folder)  # of this ledger's events only: one left by a ledger since archived is not
-    before = noted[0] if noted is not None and any((q.seq, q.event_id) == noted for q in found) else 0
     newest = max(found, key=lambda q: q.seq)
     if newest.seq <= before:
         print(f"every quarantined event is acknowledged already (up to seq {before})")
@@ -406,7 +405,7 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
     try:
-        found = quarantined(source)
+        found, acknowledged = quarantined(source)
     except FileNotFoundError:
         print(f"posd ledger quarantine: {source} does not exist (has posd run here?)", file=sys.stderr)
         return 1
@@ -414,7 +413,7 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
         print(f"posd ledger quarantine: {exc}", file=sys.stderr)
         return 1
     if args.acknowledge:
-        return _acknowledge_quarantine(source.parent, found)
+        return _acknowledge_quarantine(source.parent, found, acknowledged)
     if args.json:
         print(json.dumps([q.to_json() for q in found], ensure_ascii=False))
         return 0

@@ -159,10 +159,11 @@ def ledger_stats(path: Path, days: int = 7) -> LedgerStats:
                        quarantined_open=still_open)
 
 
-def quarantined(path: Path) -> list[Quarantined]:
-    """Every quarantined event of a ledger.db, newest first (read-only: the daemon may run); a
-    StorageError naming the file when it cannot be read (CannotRead when this process may not, or
-    it could not be opened: nothing is then said of its pages)."""
+def quarantined(path: Path) -> tuple[list[Quarantined], int]:
+    """Every quarantined event of a ledger.db, newest first, and the seq acknowledged for this ledger
+    (outbox.acknowledged_seq) (read-only: the daemon may run); a StorageError naming the file when it
+    cannot be read (CannotRead when this process may not, or it could not be opened: nothing is then
+    said of its pages)."""
     if not _may_read(path):
         raise FileNotFoundError(errno.ENOENT, "does not exist", str(path))
     try:
@@ -171,7 +172,7 @@ def quarantined(path: Path) -> list[Quarantined]:
             problem = _checked(conn, path)  # a damaged ledger's answer would be no answer: say so instead
             if problem is not None:
                 raise StorageError(f"{path} failed its integrity check ({problem}); its events cannot be listed")
-            return quarantined_events(conn)
+            return quarantined_events(conn), acknowledged_seq(path.parent, conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import tempfile
@@ -19,7 +18,6 @@ from .printer_escpos import EscposPrinter
 
 __all__ = ["PreviewPrinter", "slip_png", "bytes_png"]
 
-log = logging.getLogger(__name__)
 
 _SLIP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")  # "~" marks lane-made slips (never in a POS id)
 
@@ -37,13 +35,8 @@ class PreviewPrinter(EscposPrinter):
         self.directory = self.url.fs_path
 
     def open(self) -> None:
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            log.warning("%s: cannot create %s: %s", self.label, self.directory, exc.strerror)
-            self._set_state(DeviceState.ERROR, "io_error")
-            return
-        self._set_state(DeviceState.IDLE)
+        if self.check_ready() is None:
+            self._set_state(DeviceState.IDLE)
 
     @property
     def checks_when_idle(self) -> bool:

@@ -79,12 +79,13 @@ def voucher_key(registered: bool, code: str, member_id: str | None, once_per: An
 # --- expiry -------------------------------------------------------------------------------------
 
 
+PENDING_PREFIX = "reservation:"
+PENDING_LIKE = PENDING_PREFIX + "%"  # every pending_by (a parameter: PostgreSQL's driver reads % in SQL text)
+
+
 def pending_by(rid: str) -> str:
     """``registered_by`` of the voucher an approved redemption will issue, until its event arrives."""
-    return f"reservation:{rid}"
-
-
-PENDING_LIKE = "reservation:%"  # every pending_by (a parameter: PostgreSQL's driver reads % in SQL text)
+    return PENDING_PREFIX + rid
 
 
 def _voucher_body(voucher: dict[str, Any], member_id: str, store_id: str, lane_id: str) -> str:
@@ -357,7 +358,7 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
         return "malformed_event"  # a voucher_code other than its voucher's would name a voucher never issued
     if voucher is not None:
         held = conn.execute("SELECT registered_by FROM vouchers WHERE code = ?", (voucher["code"],)).fetchone()
-        if held is not None and not held["registered_by"].startswith(PENDING_LIKE.rstrip("%")):
+        if held is not None and not held["registered_by"].startswith(PENDING_PREFIX):
             # another voucher has that code: registering this one would leave the member paying for a voucher
             # no lane honours (its uses are the other's); the lane quarantines it for the member desk
             return "voucher_code_taken"

@@ -148,12 +148,31 @@ def test_rewards_a_member_can_afford_now():
     assert [r.reward_id for r, _ in prog.affordable_rewards(None, {"points": 1000, "coffee": 8})] == ["w2"]
 
 
+def test_points_have_a_money_value_only_where_the_program_gives_one():
+    assert parse_program(full()).points_reward(500) is None  # no money_value: points buy catalog rewards only
+    doc = full()
+    doc["currencies"][0]["money_value"] = {"points": 3, "value_minor": 2, "money": "PLN", "min_points": 30,
+                                           "valid_days": 7}
+    prog = parse_program(doc)
+    assert [prog.points_reward(n) for n in (27, 31, 32)] == [None, None, None]  # below 30; not whole grosze
+    reward = prog.points_reward(300)
+    assert (reward.reward_id, reward.currency, reward.price_for("gold"), reward.value_minor, reward.money,
+            reward.valid_days) == ("points:300", "points", 300, 200, "PLN", 7)
+    assert reward.benefit.to_json()["kind"] == "amount_off" and reward.benefit.value_minor == 200
+    assert (reward.name("en"), reward.name("pl"), reward.name("fa")) == (
+        "2.00 PLN voucher", "Bon 2,00 PLN", "کوپن ۲٫۰۰ PLN")
+    doc["currencies"][0]["money_value"] = {"points": 1000, "value_minor": 1000, "money": "PLN"}
+    prog = parse_program(doc)  # at least one block of points unless min_points says otherwise
+    assert prog.points_reward(999) is None and prog.points_reward(1001).value_minor == 1001
+
+
 def test_the_demo_program_parses_and_shows_the_product():
     prog = parse_program(json.loads((ROOT / "config" / "demo-seed.json").read_text())["program"])
     assert isinstance(prog.version, str) and len(prog.tiers) == 3
     assert {c.kind for c in prog.currencies} == {"redeemable", "qualifying", "stamps"}
     assert any(getattr(r, "when", None) for r in prog.rules)  # a promotion
     assert {r.kind for r in prog.rewards} == {"free_item", "fixed_value", "discount"}
+    assert prog.points_reward(500).value_minor == 500  # points by number: 100 are 1 PLN off
 
 
 def _mutate(path_parts, value):
@@ -234,6 +253,14 @@ ERRORS = [
     (("rewards", 2, "id"), "w0", "rewards[2].id: duplicate"),
     (("rewards", 2, "id"), "w" * 129, "rewards[2].id: must be 1-128 characters"),
     (("rewards", 2, "id"), "w\x85", "rewards[2].id: must be 1-128 characters, none of them a control"),
+    (("currencies", 0, "money_value"), {"points": 100, "value_minor": 100}, "currencies[0].money_value.money: "
+                                                                             "required"),
+    (("currencies", 0, "money_value"), {"points": 0, "value_minor": 1, "money": "PLN"},
+     "currencies[0].money_value.points: "),
+    (("currencies", 0, "money_value"), {"points": 1, "value_minor": 1, "money": "PLN", "step": 5},
+     "currencies[0].money_value.step: unknown key"),
+    (("currencies", 2, "money_value"), {"points": 1, "value_minor": 1, "money": "PLN"},
+     "currencies[2].money_value: only a redeemable currency"),
     (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
     (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),

@@ -28,7 +28,8 @@ ROOT = Path(__file__).parent.parent
 
 PROGRAM = {
     "version": "spend-1",
-    "currencies": [{"code": "points", "kind": "redeemable", "name": {"en": "points", "pl": "punkty"}}],
+    "currencies": [{"code": "points", "kind": "redeemable", "name": {"en": "points", "pl": "punkty"},
+                    "money_value": {"points": 10, "value_minor": 5, "money": "PLN", "min_points": 50}}],
     "tiers": [{"id": "basic", "threshold": 0}, {"id": "gold", "threshold": 5000, "multiplier": "1.5"}],
     "rules": [{"id": "base", "type": "base_rate", "currency": "points",
                "rates": {"PLN": {"spend_minor": 100, "points": 1}}},
@@ -61,7 +62,8 @@ SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
                     member("quote", "CARD-quote"), member("ret", "CARD-ret"), member("use", "CARD-use"),
                     member("coupon", "CARD-coupon"), member("idle", "CARD-idle"),
                     member("slips", "CARD-slips", locale="fa"), member("reser", "CARD-reser"),
-                    member("older", "CARD-older")]}
+                    member("older", "CARD-older"),
+                    member("bypts", "CARD-bypts", points=400)]}
 
 BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
                 {"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": 2000},
@@ -333,6 +335,37 @@ def test_a_redemption_is_authorised_by_central_and_its_event_confirms_the_reserv
     assert event["reservation_id"] == reservations[0]["reservation_id"] and event["voucher"]["code"] == code
     assert central.store.voucher("S001", code, None)["voucher"]["issued_by"] == "S001/L01"
     assert central.store.member("zahra")["balances"]["points"] == 4900
+
+
+def test_points_redeemed_by_number_become_a_money_off_voucher_at_the_programs_value(lane, central):
+    body = {"redemption_id": "RDM-P1", "member": "CARD-bypts", "points": 300}
+    r = lane.post("/v1/redemptions", body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["points"], out["authorised"], out["balance"]["points"]["available"]) == ({"points": -300}, "online",
+                                                                                         100)
+    voucher = out["voucher"]
+    assert (voucher["kind"], voucher["value_minor"], voucher["reward_id"]) == ("fixed_value", 150, "points:300")
+    assert voucher["benefit"]["kind"] == "amount_off" and voucher["title"] == "Bon 1,50 PLN"
+    again = lane.post("/v1/redemptions", body)
+    assert (again.status_code, again.json()["voucher"]["code"]) == (200, voucher["code"])
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert lane.post("/v1/redemptions", {**body, "points": 302}).json()["code"] == "redemption_id_conflict"
+    basket = {k: v for k, v in sale("x", "bypts").items() if k in ("currency", "total", "lines")}
+    effect = lane.post("/v1/vouchers/validate", {"code": voucher["code"], "member": "CARD-bypts", "basket": basket})
+    assert effect.status_code == 200, effect.text
+    assert effect.json()["effect"]["amount_off_minor"] == 150, effect.json()
+    for points, code in ((48, "invalid_points"), (51, "invalid_points"), (102, "insufficient_balance")):
+        refused = lane.post("/v1/redemptions", {"redemption_id": f"RDM-P{points}", "member": "CARD-bypts",
+                                                "points": points})
+        assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
+    assert "at least 50 points, in steps of 2" in lane.post("/v1/redemptions", {
+        "redemption_id": "RDM-P3", "member": "CARD-bypts", "points": 3}).json()["message"]
+    assert lane.post("/v1/redemptions", {"redemption_id": "RDM-P4", "member": "CARD-bypts", "points": 60,
+                                         "reward_id": "ten-off"}).json()["code"] == "invalid_request"
+    lane.wait_drained()
+    assert central.store.member("bypts")["balances"]["points"] == 100
+    assert central.store.voucher("S001", voucher["code"], None)["voucher"]["benefit"]["value_minor"] == 150
 
 
 def test_central_declines_what_other_lanes_hold(lane, central):

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from math import gcd
 from typing import Any, Literal
 
 from posd.core.benefit import Benefit, Stacking
 from posd.core.identify import typed_code
 from posd.core.member_tokens import TokenSettings, parse_member_tokens
-from posd.core.messages import plural_form
+from posd.core.messages import CATALOGS, format_decimal, message, plural_form
 from posd.core.rules_json import (
     ProgramError,
     array,
@@ -70,12 +71,37 @@ class ExpiryPolicy:
 
 
 @dataclass(frozen=True)
+class MoneyValue:
+    """What a redeemable currency's points are worth as money off, for a redemption that names a
+    number of points rather than a catalog reward: ``points`` of them are worth ``value_minor`` of
+    ``money``. A redemption takes at least ``min_points``, in steps that make a whole minor unit."""
+
+    points: int
+    value_minor: int
+    money: str
+    min_points: int
+    valid_days: int = 30
+
+    @property
+    def step(self) -> int:
+        """The fewest points worth a whole number of minor units."""
+        return self.points // gcd(self.points, self.value_minor)
+
+    def worth(self, points: int) -> int | None:
+        """``points`` in minor units of ``money``; None below the minimum or between steps."""
+        if points < self.min_points or points % self.step:
+            return None
+        return points * self.value_minor // self.points
+
+
+@dataclass(frozen=True)
 class Currency:
     code: str
     kind: Literal["redeemable", "qualifying", "stamps"]
     names: dict[str, Any]  # per language a name, or its plural forms (rules_json.plural_names)
     pending_days: int
     expiry: ExpiryPolicy
+    money_value: MoneyValue | None = None  # redeemable only: its points spent as money off
 
     def name(self, locale: str) -> str:
         """Its name in ``locale`` (else en) without a figure: messages.plural_form's other form."""
@@ -204,6 +230,22 @@ class Program:
     def reward(self, reward_id: str) -> Reward | None:
         return next((r for r in self.rewards if r.reward_id == reward_id), None)
 
+    def points_reward(self, points: int) -> Reward | None:
+        """``points`` of the main currency as a money-off voucher (a redemption by points, not from the
+        catalog); None when the program gives them no money value or ``points`` is not a whole step at
+        least the minimum (the currency's ``money_value`` says which)."""
+        currency = self.currency(self.earn_currency)
+        value = currency.money_value if currency else None
+        worth = value.worth(points) if value else None
+        if currency is None or value is None or worth is None:
+            return None
+        amount = f"{worth // 100}.{worth % 100:02d}"  # minor units are hundredths, as value_minor is everywhere
+        titles = {locale: message(locale, "voucher.points_title", value=format_decimal(locale, amount),
+                                  money=value.money) for locale in CATALOGS}
+        return Reward(reward_id=f"{currency.code}:{points}", names=titles, kind="fixed_value", currency=currency.code,
+                      price=points, tier_prices={}, value_minor=worth, money=value.money,
+                      valid_days=value.valid_days)
+
     def coupon(self, code: str) -> Coupon | None:
         """The coupon with this code, read case-insensitively (shoppers type them): WELCOME10 = welcome10."""
         wanted = typed_code(code).strip().casefold()
@@ -242,15 +284,28 @@ def _expiry(value: Any, path: str, pending_days: int) -> ExpiryPolicy:
     return ExpiryPolicy("never")
 
 
+def _money_value(value: Any, path: str) -> MoneyValue:
+    raw = obj(value, path, required=("points", "value_minor", "money"), optional=("min_points", "valid_days"))
+    points = integer(raw["points"], f"{path}.points", minimum=1)
+    return MoneyValue(points=points, value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1),
+                      money=text(raw["money"], f"{path}.money"),
+                      min_points=integer(raw.get("min_points", points), f"{path}.min_points", minimum=1),
+                      valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
+
+
 def _currency(raw: Any, path: str) -> Currency:
-    obj(raw, path, required=("code", "kind"), optional=("name", "pending_days", "expiry"))
+    obj(raw, path, required=("code", "kind"), optional=("name", "pending_days", "expiry", "money_value"))
     pending = integer(raw.get("pending_days", 0), f"{path}.pending_days")
+    kind = choice(raw["kind"], f"{path}.kind", CURRENCY_KINDS)
+    if "money_value" in raw and kind != "redeemable":
+        raise ProgramError(f"{path}.money_value: only a redeemable currency is spent as money")
     return Currency(
         code=text(raw["code"], f"{path}.code"),
-        kind=choice(raw["kind"], f"{path}.kind", CURRENCY_KINDS),  # type: ignore[arg-type]
+        kind=kind,  # type: ignore[arg-type]
         names=plural_names(raw["name"], f"{path}.name") if "name" in raw else {},
         pending_days=pending,
         expiry=_expiry(raw.get("expiry", {"policy": "never"}), f"{path}.expiry", pending),
+        money_value=_money_value(raw["money_value"], f"{path}.money_value") if "money_value" in raw else None,
     )
 
 

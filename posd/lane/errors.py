@@ -66,7 +66,9 @@ CODES: dict[str, str] = {
     # redemptions
     "redemption_id_conflict": "this redemption_id was already used for a different redemption",
     "unknown_reward": "no such reward in the current program",
-    "reward_required": "redeem a reward from the catalog (reward_id); free-form point amounts are not offered",
+    "reward_required": "give reward_id (a catalog reward), or points where the program gives its points a money "
+                       "value",
+    "invalid_points": "points are redeemed from the program's minimum, in its steps (currencies[].money_value)",
     "reward_not_eligible": "the reward is not offered to the member's tier",
     "insufficient_balance": "the member's available balance does not cover the reward (on this lane, or at "
                             "central net of what other lanes hold reserved)",

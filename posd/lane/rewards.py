@@ -97,6 +97,22 @@ class _Use:
         return self.ident.member.aliases if self.ident else ()
 
 
+@raises("reward_required", "invalid_points")
+def _points_reward(program: Program, points: int | None) -> Reward:
+    """A redemption by points: the main currency's points as a money-off voucher, at the value the
+    program gives them (currencies[].money_value)."""
+    currency = program.currency(program.earn_currency)
+    value = currency.money_value if currency else None
+    if points is None or value is None:
+        raise LaneError("reward_required", "redeem a reward from the catalog (reward_id); this program gives "
+                                           f"{program.earn_currency} no money value, so points alone buy nothing")
+    reward = program.points_reward(points)
+    if reward is None:
+        raise LaneError("invalid_points", f"redeem at least {value.min_points} {program.earn_currency}, "
+                                          f"in steps of {value.step}")
+    return reward
+
+
 class Rewards:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, limits: OfflineLimits = OfflineLimits(),
                  last_sync: Callable[[], datetime | None] = lambda: None, authority: Authority | None = None):
@@ -108,6 +124,7 @@ class Rewards:
     # -- redeem -----------------------------------------------------------------
     @raises("redemption_id_conflict", "payment_card", "unknown_member", "ambiguous_member", "member_unavailable",
             "member_ineligible", "program_unavailable", "unknown_reward", "reward_not_eligible", "reward_required",
+            "invalid_points",
             "insufficient_balance", "reward_limit_reached", "offline_too_long", "offline_cap_member",
             "offline_cap_lane", "member_token_invalid", "member_token_expired", "member_token_not_yet_valid",
             "member_token_replayed", "storage_full", "storage_failed")
@@ -152,11 +169,10 @@ class Rewards:
             raise
 
     @staticmethod
-    @raises("unknown_reward", "reward_not_eligible", "reward_required")
+    @raises("unknown_reward", "reward_not_eligible", "reward_required", "invalid_points")
     def _reward(program: Program, member: CachedMember, req: RedemptionInput) -> Reward:
         if not req.reward_id:
-            raise LaneError("reward_required",
-                            "redeem a reward from the catalog (reward_id); free-form point amounts are not offered")
+            return _points_reward(program, req.points)
         reward = program.reward(req.reward_id)
         if reward is None:
             raise LaneError("unknown_reward", "no such reward in the current program")

@@ -209,6 +209,14 @@ def test_a_product_barcode_at_the_scanner_is_no_phone_number(tmp_path, central, 
     finally:
         stream.close()
     assert lane.get("/v1/members/4915123456787").json()["display_name"] == "Klaus"
+    # enrolled, bare digits are this lane's country's number: a Polish number with a digit too many is
+    # refused, not enrolled as the valid Malaysian +60 123456789 it also reads as; 00 dials another country
+    for typo in ("600123456789", "6001234567890", "4915123456787"):
+        refused = lane.post("/v1/members", {"phone": typo})
+        assert (refused.status_code, refused.json()["code"]) == (422, "invalid_phone"), typo
+    for written, e164 in (("48 600 123 454", "+48600123454"), ("0049 1511 2345678", "+4915112345678")):
+        enrolled = lane.post("/v1/members", {"phone": written})
+        assert enrolled.status_code == 200 and enrolled.json()["identifiers"] == [e164], enrolled.text
 
 
 def test_a_card_is_found_as_upc_a_and_as_its_ean_13(tmp_path, central, start_lane):

@@ -36,7 +36,8 @@ def typed_codes(draw) -> tuple[str, str]:
             choices = [*choices, chr(0xFF21 + ord(ch) - ord("A"))]
         typed += draw(st.sampled_from(choices))
         if i and i % 4 == 0 and draw(st.booleans()):
-            typed += draw(st.sampled_from(["-", " ", "\u200e", "\u200b"]))  # an RTL keyboard's marks too
+            # an RTL keyboard's marks too, and the dashes a code pasted from a document or an app has
+            typed += draw(st.sampled_from(["-", " ", "\u200e", "\u200b", "\u2011", "\u2010", "\u2013", "\u2212"]))
     return "V" + body, typed
 
 

@@ -33,6 +33,9 @@ _ASCII_DIGIT = re.compile(r"[0-9]")
 _SEPARATOR = re.compile(r"[\W_]+")
 _SEPARATED = re.compile(r"[0-9]+(?:[\W_]+[0-9]+)+")  # 4111–1111–1111–1111 inside a longer text
 _NOT_ALNUM = re.compile(r"[\W_]+")
+# Every dash a voucher code may be written with: pasted from a document or an app, a code's hyphen is
+# often a non-breaking one (U+2011), a hyphen (U+2010), an en dash or a minus sign.
+_DASHES = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
 # Issuer prefixes: Visa, Mastercard (51-55, 2221-2720), Mir (2200-2204), Amex, Diners, JCB, Discover,
 # UnionPay (62, 81), Maestro, RuPay (60, 65, 81, 82), Shetab (6...), UzCard (8600), Troy (9792), Humo (9860).
@@ -45,7 +48,9 @@ _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 # number of 13-15 digits can pass a brand prefix and Luhn as often as any other number.
 _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # A phone number as people type it (+49 1512 3456789, +48 (12) 345-67-89): never a card's form.
-_TYPED_PHONE = re.compile(r"^\+[1-9][0-9 ().-]{6,24}$")
+# Written with 00, the international prefix most of the world dials, too (0049 1511 2345678), when
+# digit groups are typed apart: a run of bare digits with leading zeros is a zero-padded field.
+_TYPED_PHONE = re.compile(r"^(?:\+|00(?=[1-9][0-9]*[ ().-]))[1-9][0-9 ().-]{6,24}$")
 E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no phone number
 # Track 2 holds 37 digits at most (ISO 7813: 40 characters with its sentinels, separator and LRC):
 # a longer run of digits is no card's track, however it starts.
@@ -71,7 +76,7 @@ def voucher_code(text: str) -> str | None:
     """A lane voucher's code as issued, from however it was typed or read: any case, O for 0, I and L
     for 1, digits of any script, hyphens, spaces and format characters ignored (Crockford's decoding
     rules, and typed_code); None when it is not one."""
-    compact = "".join(typed_code(text).split()).replace("-", "").upper()
+    compact = "".join(ch for ch in typed_code(text) if not (ch.isspace() or ch in _DASHES)).upper()
     if len(compact) != VOUCHER_LENGTH or compact[0] != "V":
         return None
     body = compact[1:].translate(_CROCKFORD_READS)

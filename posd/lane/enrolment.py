@@ -89,7 +89,9 @@ class Enrolments:
         written = phone.strip()
         if not written.startswith(("+", "00")) and identify_code(written).kind == "payment_card":
             raise LaneError("payment_card", "that is a payment card number; it was not stored")
-        e164 = phone_e164(written, self.country)
+        # A number stored is never a guess: 600123456789 (a Polish number with a digit too many) reads as a
+        # valid Malaysian +60 123456789 to a lookup, which finds whoever has it; enrolled, it is refused.
+        e164 = phone_e164(written, self.country, other_countries=False)
         if e164 is None:
             raise LaneError("invalid_phone", "not a phone number that exists in its country's numbering plan; "
                                              "give it with its country code, such as +48 600 123 456")

@@ -398,10 +398,11 @@ def is_tel_link(text: str) -> bool:
     return fold_ascii(text).strip()[:4].lower() == "tel:"
 
 
-def phone_e164(text: str, country: str | None) -> str | None:
+def phone_e164(text: str, country: str | None, *, other_countries: bool = True) -> str | None:
     """``text`` as the E.164 number enrolment stores (posd.lane.enrolment), when it reads as a valid phone
-    number: written with or without its +country (in the lane's ``country``), spaces, brackets, dashes,
-    digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
+    number: written with or without its +country (in the lane's ``country``; with ``other_countries``
+    False, digits without + or 00 are only the lane country's number, or its calling code and number),
+    spaces, brackets, dashes, digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
     written = fold_ascii(text).strip()
     if is_tel_link(written):
         written, _, params = written[4:].partition(";")  # ;phone-context=... names no digit of the number
@@ -421,6 +422,9 @@ def phone_e164(text: str, country: str | None) -> str | None:
             continue
         if number.extension:  # "+48 600 000 001 ext 5": E.164 would drop the extension, and a member with it
             return None
+        if attempt is not written and not other_countries and country and \
+                number.country_code != phonenumbers.country_code_for_region(country):
+            continue  # 48600123456 is +48 at a Polish lane; 600123456789 (a digit too many) is no Malaysian +60
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None

@@ -48,6 +48,11 @@ def _ascii(ch: str) -> str:
     return folded if folded.isascii() and (len(folded) == 1 or folded.isalnum()) else ch
 
 
+# Every dash a voucher code may be written with (a non-breaking hyphen pasted from an app, an en dash):
+# the same set as the lane's (posd.core.identify), which this package may not import.
+_DASHES = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
+
+
 def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
     """A voucher or coupon code as issued or published, however it was typed: a coupon of ``coupons``
     in its own spelling, a lane voucher's code as issued, anything else as it is."""
@@ -56,7 +61,7 @@ def canonical_code(code: str, coupons: Iterable[str] = ()) -> str:
     for coupon in coupons:
         if coupon == code or coupon.casefold() == folded:
             return coupon
-    chars = [_TYPED_AS.get(ch, ch) for ch in "".join(typed.split()).replace("-", "").upper()]
+    chars = [_TYPED_AS.get(ch, ch) for ch in "".join(c for c in typed if not (c.isspace() or c in _DASHES)).upper()]
     if len(chars) == 13 and chars[0] == "V" and _CROCKFORD.issuperset(chars[1:]):
         return "".join(chars)
     return code

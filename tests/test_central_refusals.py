@@ -294,6 +294,21 @@ def test_two_provisional_enrolments_of_one_card_in_one_batch_make_one_member(cen
     assert holders == [one["member_id"]]
 
 
+def test_an_enrolment_found_by_its_phone_gives_the_member_the_name_it_lacked(central):
+    """The same phone enrolled at three lanes while central was out, with a name at two of them: the
+    member central made from the nameless one kept no name, and the tills that had it typed lost it."""
+    phone = "+48600222101"
+    answers = push(central, [enrolment(1, "P-00000000000000c1", [phone], display_name="", provisional=True),
+                             enrolment(2, "P-00000000000000c2", [phone], display_name="Kasia", locale="pl",
+                                       birth_date="1990-12-06", provisional=True),
+                             enrolment(3, "P-00000000000000c3", [phone], display_name="Kasia K.", provisional=True)],
+                   batch_id="B-n1")
+    assert [a[1] for a in answers] == ["accepted"] * 3
+    member = central.store.member("P-00000000000000c3")
+    assert member["member_id"] == central.store.member("P-00000000000000c1")["member_id"]
+    assert (member["display_name"], member.get("birth_date")) == ("Kasia", "1990-12-06")  # the first name given
+
+
 def test_an_enrolment_found_by_its_phone_keeps_its_card_for_that_member(central):
     """The same phone enrolled offline at two lanes, each with its own card: the second enrolment was
     mapped to the first member and its card dropped. It then identified nobody, and a later enrolment

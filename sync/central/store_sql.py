@@ -974,8 +974,11 @@ class _BatchWork:
         else:
             member_id = self._holder(event.get("identifiers")) or self._new_member_id()
             member = self._load(member_id)
-            added = self._create(member_id, event)["identifiers"] if member is None \
-                else self._add_identifiers(member, event)
+            if member is None:
+                added = self._create(member_id, event)["identifiers"]
+            else:
+                added = self._add_identifiers(member, event)
+                _fill_profile(member, event)
             self._note_id_clashes(member_id, added, seq)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
                               (provisional, member_id, f"{self.lane_key}/{seq}"))
@@ -1255,6 +1258,15 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list):
         return [_storable(v) for v in value]
     return value
+
+
+def _fill_profile(member: dict[str, Any], event: dict[str, Any]) -> None:
+    """What a member enrolled again (the same phone at another lane while offline) lacks and this
+    enrolment gives: the name a cashier typed at the second till, where the first had none. Never
+    what the member has."""
+    for key, value in enrolment_profile(event).items():
+        if key != "identifiers" and value and not member.get(key):
+            member[key] = value
 
 
 def first_birthday_award(conn: Any, member_id: str, year: int, lane_key: str, transaction_id: str,

@@ -129,6 +129,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from posd.drivers.link_pty import link_path_holder
     from posd.drivers.scanner_serial import write_scan
     from posd.drivers.url import parse_device_url
+    from posd.storage.db import folder_held
 
     config = _load(args.config)
     given = sum(bool(x) for x in (args.code, args.member_token, args.wallet_pass))
@@ -160,6 +161,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     link = Path(url.fs_path)
     suffix = parse_suffix(url.params.get("suffix", "CR"))
     code = args.code or _phone_code(config, args)
+    if folder_held(config.storage_dir) is False:
+        # the link a posd that died left behind names a pty the system may have given to another lane, or
+        # to a terminal: typed into, a code and its Enter would land there
+        print(f"posd scan: no posd is running on {config.storage_dir} (storage.dir): start it first; nothing "
+              "typed", file=sys.stderr)
+        return 1
     try:
         write_scan(str(link), code, suffix=suffix)
     except OSError as exc:

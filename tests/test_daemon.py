@@ -238,6 +238,27 @@ def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     assert "is posd running?" in proc.stderr
 
 
+def test_posd_scan_never_types_into_the_pty_a_dead_posds_link_names(tmp_path):
+    """A posd killed with -9 leaves its link; the pty it named went to another lane, or a terminal:
+    `posd scan` typed the code and its Enter there and said it had."""
+    master, slave = os.openpty()
+    try:
+        link = tmp_path / "front"
+        link.symlink_to(os.ttyname(slave))
+        cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                          port=free_port(), scanner=f"pty://{link}?suffix=CR")
+        (cfg.parent / "state").mkdir()  # it ran here before
+        proc = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1 and "no posd is running on" in proc.stderr and "nothing typed" in proc.stderr
+        os.set_blocking(master, False)
+        with pytest.raises(BlockingIOError):
+            os.read(master, 100)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_posd_scan_into_a_path_something_else_holds_says_what_is_there(tmp_path):
     """A regular file where the scanner's pty goes (posd cannot make its pty there either): a traceback."""
     link = tmp_path / "inway"

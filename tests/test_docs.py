@@ -86,8 +86,12 @@ def test_the_readme_gives_the_exit_code_of_a_second_posd_on_one_storage_folder(t
         with pytest.raises(StorageUnavailable, match="another posd") as err:
             hold_folder(tmp_path)
         assert err.value.lasting is False  # cmd_run: exit 1, not 2
+        (tmp_path / "posd.lock").unlink()  # it looks like a stale pid file: the folder is held all the same
+        with pytest.raises(StorageUnavailable, match="another posd"):
+            hold_folder(tmp_path)
     finally:
         release_folder(first)
+    release_folder(hold_folder(tmp_path))  # released: the next posd takes it
     codes = " ".join(README.split("Exit codes of `posd run`:", 1)[1].split("\n\n", 1)[0].split())
     one = codes.split("; 1 ", 1)[1].split("; 2 ", 1)[0]
     assert "another posd is already running on the same storage folder" in one, codes

@@ -76,29 +76,59 @@ def unavailable(exc: BaseException, path: Path) -> StorageUnavailable | None:
 LOCK_FILE = "posd.lock"
 
 
-def hold_folder(folder: Path) -> int:
-    """An exclusive lock on the storage folder (``posd.lock``, holding the holder's pid), kept until
-    the process ends or ``release_folder``: two posd on one ledger would record sales under one seq
-    counter, requeue each other's print jobs and print slips twice. StorageUnavailable when another
-    process holds it (not lasting: a service manager may try again once the other one stopped)."""
-    path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def hold_folder(folder: Path) -> tuple[int, int]:
+    """An exclusive lock on the storage folder, kept until the process ends or ``release_folder``: two
+    posd on one ledger would record sales under one seq counter, requeue each other's print jobs and
+    print slips twice. The folder itself is locked, and ``posd.lock`` (holding the holder's pid, for
+    people): that file looks like a stale pid file and may be deleted while posd runs, and a second
+    posd would have locked a new one. StorageUnavailable when another process holds either (not
+    lasting: a service manager may try again once the other one stopped)."""
+    held: list[int] = []
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for path, flags in ((folder, os.O_RDONLY | os.O_DIRECTORY), (folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)):
+            held.append(os.open(path, flags | os.O_CLOEXEC, 0o600))
+            fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
+        try:
+            holder = (folder / LOCK_FILE).read_text("ascii", "replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        for fd in held:
+            os.close(fd)
         raise StorageUnavailable(
             f"{folder}: another posd (pid {holder}) is running on this storage folder (storage.dir); two "
             "would record sales into one ledger. Stop it first (`systemctl stop posd`), or give this one "
             "a storage.dir of its own", lasting=False) from None
+    except BaseException:
+        for fd in held:
+            os.close(fd)
+        raise
+    folder_fd, fd = held
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return folder_fd, fd
 
 
-def release_folder(fd: int) -> None:
-    os.close(fd)  # the lock goes with the descriptor; the file stays (unlinking it would race a new holder)
+def folder_held(folder: Path) -> bool | None:
+    """Does a running posd hold the storage folder (hold_folder)? None when this user cannot tell."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # a lock taken here goes with it
+
+
+def release_folder(held: tuple[int, int]) -> None:
+    for fd in held:  # the locks go with the descriptors; the file stays (unlinking it would race a new holder)
+        os.close(fd)
 
 
 class WriteRefused(OSError):

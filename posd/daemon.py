@@ -264,6 +264,17 @@ class Daemon:
                  if t is not None]
         return max(times) if times else None
 
+    async def _keep_files(self) -> None:
+        """ledger.db and cache.db deleted or moved while posd runs are written back at once (Ledger.keep_file,
+        Cache.keep_file): checked every second, and before every unit of the ledger's."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(self._keep_files_now)
+
+    def _keep_files_now(self) -> None:
+        self.ledger.keep_file()
+        self.cache.keep_file()
+
     async def _remember_contact(self) -> None:
         """Keep the last contact with central in cache.db (the first at once, then at most once a
         CONTACT_EVERY_S): a lane
@@ -379,7 +390,8 @@ class Daemon:
                  cfg.lane.lane_id, cfg.api.listen, f", status page on http://{cfg.status.listen}/"
                  if cfg.status.listen else "")
         tasks = [asyncio.create_task(self._report_status(notifier), name="sd-status"),
-                 asyncio.create_task(self._remember_contact(), name="contact")]
+                 asyncio.create_task(self._remember_contact(), name="contact"),
+                 asyncio.create_task(self._keep_files(), name="files")]
         if notifier.watchdog_s:
             tasks.append(asyncio.create_task(self._watchdog(notifier), name="watchdog"))
         await self._stop.wait()

@@ -229,6 +229,57 @@ def test_corrupt_cache_is_rebuilt_from_central(tmp_path, central):
         lane.stop()
 
 
+def test_ledger_and_cache_deleted_while_posd_runs_are_written_back_and_nothing_is_lost(tmp_path, start_lane):
+    """`rm ledger.db*` (or a move aside) with posd running: sales went on answering 200 into the
+    deleted file and were gone at the next start, while health, the status page and lookups answered
+    500 (new connections could not open the file). cache.db deleted broke lookups until a restart."""
+    lane = start_lane(tmp_path / "lane")
+    assert lane.post("/v1/transactions", sale_body("del-1")).status_code == 200
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "cache.db", "cache.db-wal", "cache.db-shm"):
+        (lane.state / name).unlink(missing_ok=True)
+    # until posd has written them back (within a second) a read may find no file: 503 storage_failed,
+    # never a 500, never a sale answered that a restart would not find
+    first = lane.post("/v1/transactions", sale_body("del-2"))
+    assert first.status_code == 200 or (first.status_code, first.json()["code"]) == (503, "storage_failed")
+    lane.wait_for(lambda: (lane.state / "cache.db").exists() and (lane.state / "ledger.db").exists(), 10,
+                  "ledger.db and cache.db written back")
+    answers = [lane.post("/v1/transactions", sale_body("del-2")), lane.get("/v1/members/2900000000018"),
+               lane.post("/v1/transactions", sale_body("del-3")),
+               requests.get(f"{lane.base}/v1/health", timeout=5), requests.get(f"{lane.base}/", timeout=5)]
+    assert [a.status_code for a in answers] == [200] * 5, [a.text[:200] for a in answers]
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in ("ledger.db", "ledger.db-wal"):  # moved away as an archive would, without stopping posd
+        (lane.state / name).rename(aside / name)
+    lane.wait_for(lambda: (lane.state / "ledger.db").exists(), 10, "ledger.db written back")
+    assert lane.post("/v1/transactions", sale_body("del-4")).status_code == 200
+    assert lane.health()["status"] != "error" and "written back" in lane.log.read_text()
+    lane.stop()
+    lane.start()
+    for tid in ("del-1", "del-2", "del-3", "del-4"):  # every sale answered is in the ledger posd starts on
+        again = lane.post("/v1/transactions", sale_body(tid))
+        assert again.headers.get("Idempotent-Replayed") == "true", tid
+    assert lane.get("/v1/members/2900000000018").status_code == 200
+
+
+def test_a_ledger_replaced_while_posd_runs_is_never_written_over(tmp_path, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    assert lane.post("/v1/transactions", sale_body("rep-1")).status_code == 200
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    sqlite3.connect(other).execute("CREATE TABLE restored (x)").connection.commit()
+    for side in ("-wal", "-shm"):
+        (lane.state / f"ledger.db{side}").unlink(missing_ok=True)
+    other.rename(lane.state / "ledger.db")
+    refused = lane.post("/v1/transactions", sale_body("rep-2"))
+    assert (refused.status_code, refused.json()["code"]) == (503, "storage_failed"), refused.text
+    assert "replaced by another file" in refused.json()["message"]
+    lane.wait_for(lambda: lane.health()["status"] == "error", 10, "health red")
+    restored = sqlite3.connect(lane.state / "ledger.db")
+    assert [r[0] for r in restored.execute("SELECT name FROM sqlite_master")] == ["restored"]  # never written over
+
+
 def test_posd_scan_without_a_running_daemon_says_so(tmp_path):
     cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
                       port=free_port())

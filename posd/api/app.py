@@ -74,7 +74,7 @@ from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, legacy_request_hash, request_hash
 from posd.lane.enrolment import EnrolmentInput, Enrolments
-from posd.lane.errors import CodedError, LaneError, codes_of
+from posd.lane.errors import CodedError, LaneError, codes_of, storage_unreadable
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
 from posd.lane.quotes import Quotes
@@ -308,6 +308,10 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request | None, exc: Exception) -> JSONResponse:
+        if (unreadable := storage_unreadable(exc)) is not None:  # a database file gone or unreadable for now
+            log.error("cannot read posd's storage: %s", exc)
+            count_refusal(request, unreadable.code)
+            return _err(unreadable.code, unreadable.message)
         log.exception("unhandled error in the API")
         count_refusal(request, "internal_error")
         return _err("internal_error", "posd hit an internal error; nothing was half-written")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from posd.core.rules import RuleError
-from posd.storage.db import WriteRefused
+from posd.storage.db import WriteRefused, unavailable
 
 F = TypeVar("F", bound=Callable)
 # A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
@@ -151,6 +152,16 @@ def storage_error(exc: WriteRefused) -> LaneError:
     if exc.full:
         return LaneError("storage_full", f"the lane's disk is full; nothing was recorded: {exc.detail}")
     return LaneError("storage_failed", f"the lane's disk failed a write; nothing was recorded: {exc.detail}")
+
+
+@raises("storage_failed")
+def storage_unreadable(exc: BaseException) -> LaneError | None:
+    """A read of ledger.db or cache.db failing on the storage folder (a file deleted or moved while posd
+    runs, until it is written back; a folder posd may not read): storage_failed, not a bug's 500. None
+    for anything else."""
+    if unavailable(exc, Path("storage.dir")) is None:
+        return None
+    return LaneError("storage_failed", "posd cannot read its storage folder now (storage.dir); nothing was written")
 
 
 @raises("negative_total", "negative_line", "total_mismatch")

@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import (ThreadReaders, checked_file, compact_json, connect, iso, parse_iso, rollback, unavailable,
-                             utcnow_iso, write_refused)
+from posd.storage.db import (FileWatch, ThreadReaders, checked_file, compact_json, connect, iso, parse_iso, rollback,
+                             unavailable, utcnow_iso, write_back, write_refused)
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -143,8 +143,10 @@ class Cache:
         self.program_changes = 0
         if checked:
             self._conn = connect(path, durable=False)
+            self._watch = FileWatch(path)
             return
         self._conn = self._open()
+        self._watch = FileWatch(path)
         self._check_seal()
         recorded = self._recorded_lane()
         if recorded is None:  # a new file, or one from before lanes were recorded: it is this lane's
@@ -212,6 +214,35 @@ class Cache:
 
     def reader(self) -> sqlite3.Connection:
         return self._readers.get()
+
+    def keep_file(self) -> None:
+        """cache.db deleted or moved away while posd runs (store IT tidying: it is rebuildable) left
+        every new connection failing: it is written back from the open connection, members, program
+        and feed position with it. Another file put in its place is moved aside first (cache.db is
+        posd's to make: a copy from another lane names other members). The daemon asks every second."""
+        watch = self._watch
+        with self._lock:
+            change = watch.changed()
+            if change is None:
+                return
+            try:
+                if change == "replaced":
+                    aside = self.path.with_name(f"{self.path.name}.replaced-{utcnow_iso().replace(':', '')}")
+                    self.path.rename(aside)
+                    log.warning("%s was replaced by another file while posd ran: that file moved to %s",
+                                self.path, aside.name)
+                else:
+                    log.warning("%s was deleted or moved away while posd ran: written back from the open cache",
+                                self.path)
+                write_back(self._conn, self.path)
+                conn = connect(self.path, durable=False)
+            except (OSError, sqlite3.Error) as exc:  # the folder unusable: reads say so (storage_failed)
+                log.warning("cannot write %s back: %s; tried again in a second", self.path.name, exc)
+                return
+            self._conn.close()
+            self._conn = conn
+            watch.reset()
+            self._readers.renew()
 
     def close(self) -> None:
         self._readers.close()

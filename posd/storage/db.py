@@ -254,6 +254,67 @@ def connect(path: Path, *, durable: bool, readonly: bool = False) -> sqlite3.Con
     return conn
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class FileWatch:
+    """Is a database file (and its WAL) still the one posd opened? Someone may delete or move it while
+    posd runs (store IT tidying the folder, an archive without stopping posd): SQLite then goes on
+    writing into the file it holds open, which no one will find again, and new connections fail."""
+
+    def __init__(self, path: Path):
+        self.path, self.wal = path, Path(f"{path}-wal")
+        self.reset()
+
+    def reset(self) -> None:
+        self.ids = _file_id(self.path), _file_id(self.wal)
+
+    def changed(self, wal: bool = True) -> str | None:
+        """None while the files are ours; "gone" when the file (or its WAL) is missing now, "replaced"
+        when another file is where it was. ``wal``: check the WAL too (two stat calls, not one)."""
+        now = _file_id(self.path)
+        if now != self.ids[0]:
+            return "gone" if now is None else "replaced"
+        if wal:
+            if self.ids[1] is None:  # no WAL when it was opened: the one SQLite makes is ours
+                self.ids = now, _file_id(self.wal)
+            elif _file_id(self.wal) != self.ids[1]:
+                return "gone"  # the database without its WAL is missing every commit since the last checkpoint
+        return None
+
+
+def write_back(conn: sqlite3.Connection, path: Path) -> None:
+    """Write the database ``conn`` holds open to ``path`` again, whole and durable (SQLite's online
+    backup, into a file beside it, then renamed over): what ``path`` holds now, and its WAL and
+    shared-memory files, are replaced. ``conn`` still reads the file that was deleted or moved."""
+    spare = path.with_name(f".{path.name}.writing-back")
+    for leftover in (spare, Path(f"{spare}-journal")):
+        leftover.unlink(missing_ok=True)
+    target = sqlite3.connect(spare, isolation_level=None)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
+    fd = os.open(spare, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for side in ("-wal", "-shm"):  # another database's: read beside the new file, they would be replayed into it
+        Path(f"{path}{side}").unlink(missing_ok=True)
+    os.replace(spare, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 class ThreadReaders:
     """A read-only connection per thread (WAL lets readers run beside the writer).
 
@@ -263,17 +324,23 @@ class ThreadReaders:
     def __init__(self, path: Path, *, durable: bool):
         self.path, self.durable = path, durable
         self._local = threading.local()
+        self.generation = 0
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.generation != self.generation:
+            generation = self.generation
             conn = connect(self.path, durable=self.durable, readonly=True)
-            self._local.conn = conn
+            self._local.conn, self._local.generation = conn, generation
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def renew(self) -> None:
+        """The file was written back (write_back): every thread opens it again at its next read."""
+        self.generation += 1
 
     def close(self) -> None:
         with self._lock:

@@ -59,8 +59,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
-from posd.storage.db import (StorageError, ThreadReaders, checked_file, connect, rollback, unavailable,
-                             write_refused)
+from posd.storage.db import (FileWatch, StorageError, ThreadReaders, WriteRefused, checked_file, connect, rollback,
+                             unavailable, write_back, write_refused)
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import SeqCounter
 from posd.storage.schema import ledger_migrations
@@ -341,6 +341,9 @@ class Ledger:
         self._closed = False
         self.commits = 0  # transactions the writer committed (a group counts once)
         self.units = 0  # units of work those commits made durable
+        self._watch = FileWatch(path)  # ledger.db deleted or moved while posd runs: written back (_keep_file)
+        self.written_back = 0  # times it was
+        self.replaced: str | None = None  # another file put where ledger.db was: writes refused until a restart
         self.sync_identity = SyncIdentity(self, lane.lane_id, claimed)
 
     def _start(self, conn: sqlite3.Connection) -> tuple[int, str | None]:
@@ -408,6 +411,12 @@ class Ledger:
             self._run_group(pending)
 
     def _run_alone(self, fn: Callable[[LedgerTx], Any], future: Future | _Inline) -> None:
+        try:
+            self._keep_file()
+        except BaseException as exc:
+            self._note_failure(exc)
+            future.set_exception(self._refused(exc))
+            return
         conn = self._conn
         tx = LedgerTx(conn, self._programs, self._seqs)
         started = time.perf_counter()
@@ -434,12 +443,13 @@ class Ledger:
 
     def _run_group(self, group: list[tuple[Callable[[LedgerTx], Any], Future]]) -> None:
         """Several units, one transaction, one sync: each in a SAVEPOINT, so one failing rolls back alone."""
-        conn = self._conn
         outcomes: list[tuple[Future, bool, Any]] = []
         happened: set[str] = set()
         programs: set[str] = set()
         started = time.perf_counter()
         try:
+            self._keep_file()
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for fn, future in group:
@@ -494,6 +504,51 @@ class Ledger:
     def _note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, sqlite3.OperationalError):  # SQLite itself (disk full, I/O error): health goes red
             self.write_failure = str(exc)
+        elif isinstance(exc, WriteRefused):
+            self.write_failure = exc.detail
+
+    def _keep_file(self, wal: bool = False) -> None:
+        """Before a unit, on the thread that runs units: ledger.db is still the file posd opened. One
+        deleted or moved away while posd runs (its WAL too) would take every sale recorded after it
+        into a file no restart finds: it is written back from the connection that still holds it, and
+        posd goes on with that. Another file put in its place (a backup restored without stopping
+        posd) is not written over: writes are refused (WriteRefused) until posd is restarted on it."""
+        if self.replaced is None and (change := self._watch.changed(wal)) is None:
+            return
+        if self.replaced is None and change == "gone":
+            log.error("%s was deleted or moved away while posd ran (its WAL, or the file): writing it back from "
+                      "the open ledger, nothing lost. Stop posd before moving ledger.db (docs/install.md)",
+                      self.path, extra={"event": "ledger.written_back"})
+            try:
+                write_back(self._conn, self.path)
+                conn = connect(self.path, durable=True)
+            except (OSError, sqlite3.Error) as exc:
+                raise WriteRefused(False, f"ledger.db was deleted while posd ran and could not be written "
+                                          f"back ({exc}): restart posd once the folder is usable") from exc
+            self._conn.close()
+            self._conn = conn
+            self._watch.reset()
+            self._readers.renew()
+            self.written_back += 1
+            return
+        if self.replaced is None:
+            self.replaced = (f"{self.path} was replaced by another file while posd ran: nothing is written to "
+                             "either; restart posd to use the file there now (its sales since are in posd's "
+                             "open copy only)")
+            log.error("%s", self.replaced, extra={"event": "ledger.replaced"})
+        raise WriteRefused(False, self.replaced)
+
+    def keep_file(self) -> None:
+        """The same check as before a unit, WAL included, while no unit runs (an idle lane): the daemon
+        asks every second. A unit running checks for itself."""
+        if self._running.acquire(blocking=False):
+            try:
+                if not self._closed:
+                    self._keep_file(wal=True)
+            except WriteRefused as exc:
+                self._note_failure(exc)
+            finally:
+                self._running.release()
 
     @staticmethod
     def _refused(exc: BaseException) -> BaseException:

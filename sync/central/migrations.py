@@ -72,7 +72,9 @@ CREATE TABLE IF NOT EXISTS lots (
     transaction_id TEXT, points INTEGER NOT NULL, remaining INTEGER NOT NULL,
     available_at TEXT, expires_at TEXT, expires_ts REAL,
     swept INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS lots_by_member ON lots (member_id, currency, expires_ts);
+DROP INDEX IF EXISTS lots_by_member;
+CREATE INDEX IF NOT EXISTS lots_live ON lots (member_id, currency, expires_ts, lot_id) WHERE remaining > 0;
+CREATE INDEX IF NOT EXISTS lots_of_member ON lots (member_id);
 CREATE INDEX IF NOT EXISTS lots_by_transaction ON lots (member_id, transaction_id)
     WHERE transaction_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AND expires_ts IS NOT NULL;

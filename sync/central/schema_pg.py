@@ -57,7 +57,13 @@ SCHEMA = [
         currency text NOT NULL, transaction_id text, points bigint NOT NULL, remaining bigint NOT NULL,
         available_at text, expires_at text, expires_ts double precision,
         swept smallint NOT NULL DEFAULT 0, source text NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS lots_by_member ON lots (member_id, currency, expires_ts)",
+    # What a burn draws from, in its order: a member whose every sale left a lot (a staff or house card)
+    # has thousands spent to 0, which an index of every lot (member_id, currency, expires_ts), taken by
+    # the planner on a young table's statistics, made every burn read through (11 ms each at 20,000).
+    # The member's every lot (a reset, the admin view) by member_id alone.
+    "DROP INDEX IF EXISTS lots_by_member",
+    "CREATE INDEX IF NOT EXISTS lots_live ON lots (member_id, currency, expires_ts, lot_id) WHERE remaining > 0",
+    "CREATE INDEX IF NOT EXISTS lots_of_member ON lots (member_id)",
     "CREATE INDEX IF NOT EXISTS lots_by_transaction ON lots (member_id, transaction_id) "
     "WHERE transaction_id IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS lots_to_sweep ON lots (expires_ts) WHERE swept = 0 AND expires_ts IS NOT NULL",

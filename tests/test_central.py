@@ -510,6 +510,7 @@ def test_reseeding_is_idempotent(tmp_path, central_db):
 
 @pytest.mark.parametrize("member, says", [
     ({"member_id": "X1", "balances": {"points": True}}, "balances must be"),
+    ({"member_id": "X1", "balances": {"points": 10**12 + 1}}, "each integer from -1,000,000,000,000 to 1,000,000,000,000"),
     ({"member_id": "X1", "identifiers": "C123"}, "identifiers must be a list"),
     ({"member_id": "X1", "identifiers": {"a": 1}}, "identifiers must be a list"),
     ({"member_id": "X1", "identifiers": ["C\u0000"]}, "identifiers must be a list"),

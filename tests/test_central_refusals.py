@@ -163,6 +163,18 @@ def test_an_event_delivered_again_at_a_new_seq_is_never_counted_twice(central):
     assert [(r["seq"], r["status"]) for r in resp.json()["results"]] == [(1, "accepted")], resp.text
 
 
+def test_a_push_without_its_lane_header_is_refused(central):
+    """The protocol sends X-Posd-Lane on every call and central checks it against the URL: left out, a
+    signed push was taken as the URL's lane."""
+    path = f"/v1/lanes/{STORE_ID}/L07/batches"
+    body = gzip.compress(json.dumps({"batch_id": "B-h1", "events": [make_event(1, lane_id="L07")]}).encode())
+    headers = {**signed_headers(SECRET, STORE_ID, None, int(time.time()), "POST", path, body),
+               "Content-Encoding": "gzip"}
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert (resp.status_code, resp.json()["code"]) == (403, "lane_mismatch") and "required" in resp.json()["message"]
+    assert central.store.last_seq(STORE_ID, "L07") == 0
+
+
 def test_a_nul_in_a_url_or_an_authorisation_is_a_4xx(central):
     resp = requests.get(central.url + "/v1/stores/S%00/vouchers/C1", timeout=10)
     assert (resp.status_code, resp.json()["code"]) == (404, "unknown_voucher")

@@ -467,8 +467,9 @@ class _Request:
         if store_in_url is not None and store_in_url != store_id:
             raise HttpError(403, "store_mismatch", "the URL names another store than X-Posd-Store")
         lane_header = self.header(HEADER_LANE)
-        if lane_in_url is not None and lane_header is not None and lane_header != lane_in_url:
-            raise HttpError(403, "lane_mismatch", "the URL names another lane than X-Posd-Lane")
+        if lane_in_url is not None and lane_header != lane_in_url:  # left out too: the protocol sends it on every call
+            raise HttpError(403, "lane_mismatch", "the URL names another lane than X-Posd-Lane"
+                            if lane_header is not None else "X-Posd-Lane is required and names the URL's lane")
 
     # --- faults --------------------------------------------------------------------------------
 

@@ -42,7 +42,8 @@ def _checked_fields(member: dict[str, Any]) -> None:
     who = f"member {member['member_id']!r}"
     balances, identifiers = member.get("balances", {}), member.get("identifiers", [])
     if not isinstance(balances, dict) or not all(_text(c) and _whole(v) for c, v in balances.items()):
-        raise ValueError(f"{who}: balances must be {{currency: integer}}")
+        raise ValueError(f"{who}: balances must be {{currency: integer}}, each integer from -{MAX_BALANCE:,} to "
+                         f"{MAX_BALANCE:,}")
     if not isinstance(identifiers, list) or not all(_text(i) for i in identifiers):
         raise ValueError(f"{who}: identifiers must be a list of card codes and phone numbers (strings)")
     for identifier in identifiers:

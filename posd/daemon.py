@@ -26,6 +26,7 @@ import uvicorn
 from posd import __version__
 from posd.api import server as api_server
 from posd.api.app import create_app, create_status_app
+from posd.api.security import BearerToken
 from posd.config import Config, ConfigError, read_token, resolve
 from posd.drivers import registry
 from posd.drivers.base import CardRejected, DeviceStatus, ScanData
@@ -109,6 +110,15 @@ def load_token(path: Path) -> str:
     return token
 
 
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file was written since: its inode, modification time and size (None: not there)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def device_path(url: Any) -> str | None:
     """The /dev path a device URL names (watched for hot-plug), else None."""
     if url.scheme in ("serial", "hid", "camera", "msr+hid", "msr+serial", "file") and url.fs_path.startswith("/dev/"):
@@ -140,7 +150,8 @@ class Daemon:
         self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
         self._contact_stored = self.cache.central_contact_at()
         self._contact_lock = threading.Lock()  # the puller's thread keeps the first contact, the loop the rest
-        self.token = token if token is not None else load_token(token_path)  # once the ledger is taken
+        self.token = BearerToken(token if token is not None else load_token(token_path))  # once the ledger is taken
+        self._token_path, self._token_file = token_path, _file_state(token_path)
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
         self.metrics = LaneMetrics(self.health, self.bus, ledger=self.ledger)
@@ -274,6 +285,27 @@ class Daemon:
     def _keep_files_now(self) -> None:
         self.ledger.keep_file()
         self.cache.keep_file()
+        self._reload_token()
+
+    def _reload_token(self) -> None:
+        """Store IT writes the POS's token into api.token_file (docs/install.md): taken when the file
+        changes, no restart. A file that became unusable (empty, not one word) keeps the token in force."""
+        seen = _file_state(self._token_path)
+        if seen == self._token_file:
+            return
+        self._token_file = seen
+        try:
+            token = read_token(self._token_path)
+        except ConfigError as exc:
+            log.warning("%s; the API token in force stays", exc, extra={"event": "api.token_unusable"})
+            return
+        if token is None:
+            log.warning("the API token %s is gone while posd runs; the token in force stays", self._token_path,
+                        extra={"event": "api.token_unusable"})
+        elif token.encode() != self.token.value:
+            self.token.set(token)
+            log.info("the API token %s changed: the new one is in force", self._token_path,
+                     extra={"event": "api.token_changed"})
 
     async def _remember_contact(self) -> None:
         """Keep the last contact with central in cache.db (the first at once, then at most once a

@@ -262,6 +262,25 @@ def test_ledger_and_cache_deleted_while_posd_runs_are_written_back_and_nothing_i
     assert lane.get("/v1/members/2900000000018").status_code == 200
 
 
+def test_a_token_written_while_posd_runs_is_in_force_without_a_restart(tmp_path, start_lane):
+    """Store IT writes the POS's token into api.token_file: every POS request was 401 until a restart,
+    while doctor said the files were fine."""
+    lane = start_lane(tmp_path / "lane")
+    old = lane.token
+    (lane.state / "api.token").write_text("pos-token-from-the-vendor\n")
+    lane.token = "pos-token-from-the-vendor"
+    lane.wait_for(lambda: lane.get("/v1/members/2900000000018").status_code == 200, 10, "the new token in force")
+    assert lane.post("/v1/transactions", sale_body("tok-1")).status_code == 200  # the sale's fast path too
+    lane.token = old
+    refused = lane.post("/v1/transactions", sale_body("tok-2"))
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+    (lane.state / "api.token").write_text("")  # unusable: the token in force stays
+    time.sleep(1.5)
+    lane.token = "pos-token-from-the-vendor"
+    assert lane.get("/v1/members/2900000000018").status_code == 200
+    assert "api.token_unusable" in lane.log.read_text() or "token in force stays" in lane.log.read_text()
+
+
 def test_a_ledger_replaced_while_posd_runs_is_never_written_over(tmp_path, start_lane):
     lane = start_lane(tmp_path / "lane")
     assert lane.post("/v1/transactions", sale_body("rep-1")).status_code == 200

@@ -60,6 +60,7 @@ from posd.api.models import (
 from posd.api.observe import ApiObserver, RequestTimer, refused, told
 from posd.api.security import (
     BODY_METHODS,
+    BearerToken,
     BodyGuard,
     DirectSale,
     LocalGuard,
@@ -121,14 +122,14 @@ class LaneGuard(HTTPBearer):
     token, the card data): FastAPI's cost per dependency solved is paid on every sale. It is FastAPI's
     HTTPBearer, so the OpenAPI declares it as the ``bearer`` security scheme of each route it guards."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: BearerToken):
         super().__init__(auto_error=False, scheme_name="bearer",
                          description="the token in the lane's api.token_file (created 0600 on first start)")
-        self._token = token.encode()
+        self._token = token
 
     async def __call__(self, request: Request) -> None:  # type: ignore[override]
         credentials = await super().__call__(request)
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), self._token):
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), self._token.value):
             raise ApiError("unauthorized", "missing or wrong bearer token")
         refuse_card_data(request)
 
@@ -255,7 +256,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
                         headers=exc.headers)  # a 405's Allow
 
 
-def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str, port: int,
+def create_app(*, lane: Lane | None, bus: EventBus | None, token: str | BearerToken, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
                metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
     """The local API. ``metrics`` renders /metrics; ``observer`` is told each request's time and
@@ -264,6 +265,7 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str, host: str
                    description="The lane's loyalty daemon: identify members, record sales, stream events.",
                    docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY,
                    redirect_slashes=False)  # a path that is not a route is 404 not_found, never a bare 307
+    token = token if isinstance(token, BearerToken) else BearerToken(token)
     guard = LaneGuard(token)
 
     def count_refusal(request: Request | None, code: str) -> None:

@@ -131,14 +131,14 @@ class Shortcut:
     is called for it; else once the app has read the body. A body that never comes heralds nothing."""
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, hosts: Iterable[str], origins: Iterable[str],
-                 token: str, skip_headers: Iterable[str], answer: Callable[[bytes], Awaitable[Any]],
+                 token: BearerToken, skip_headers: Iterable[str], answer: Callable[[bytes], Awaitable[Any]],
                  timed: Callable[[float], None] | None = None, max_body: int = MAX_BODY,
                  herald: Callable[[], AbstractContextManager[Any]] | None = None):
         self.herald = herald or contextlib.nullcontext
         self.app, self.method, self.path = app, method, path
         self.hosts = frozenset(h.lower().encode("latin-1") for h in hosts)
         self.origins = frozenset(o.encode("latin-1") for o in origins)
-        self.token, self.answer, self.timed, self.max_body = token.encode(), answer, timed, max_body
+        self.token, self.answer, self.timed, self.max_body = token, answer, timed, max_body
         self.skip = frozenset(name.lower().encode() for name in skip_headers)
 
     def arriving(self, scope: Scope) -> None:
@@ -162,7 +162,7 @@ class Shortcut:
         if host is None or host.lower() not in self.hosts or (origin is not None and origin not in self.origins):
             return None
         if (seen.get(b"content-type") or b"").lower() not in PLAIN_JSON or not length.isdigit() \
-                or int(length) > self.max_body or not bearer_matches(seen.get(b"authorization", b""), self.token):
+                or int(length) > self.max_body or not bearer_matches(seen.get(b"authorization", b""), self.token.value):
             return None
         return (origin,)
 
@@ -261,17 +261,28 @@ def bearer_matches(authorization: bytes, token: bytes) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
 
 
+class BearerToken:
+    """The API's bearer token, which store IT may change while posd runs: the daemon reads the token file
+    again when it changes (posd.daemon) and every check reads ``value`` at the time of the request."""
+
+    def __init__(self, token: str):
+        self.value = token.encode()
+
+    def set(self, token: str) -> None:
+        self.value = token.encode()
+
+
 class BodyGuard:
     """ASGI middleware for requests with a body: the bearer token first (a body is not read, let
     alone parsed, for a caller without it), then at most ``max_body`` bytes of it (413
     payload_too_large, whether or not it says its length). The routes' own token check stays: this
     one only keeps an unauthenticated or oversized body out of memory."""
 
-    def __init__(self, app: ASGIApp, *, token: str, protected: Callable[[str], bool], max_body: int = MAX_BODY,
+    def __init__(self, app: ASGIApp, *, token: BearerToken, protected: Callable[[str], bool], max_body: int = MAX_BODY,
                  refused: Callable[[str, str], None] | None = None):
         """``refused(path, code)`` is told of each request refused here, as the routes count theirs."""
         self.app = app
-        self.token = token.encode()
+        self.token = token
         self.protected, self.max_body = protected, max_body
         self.refused = refused
 
@@ -285,7 +296,7 @@ class BodyGuard:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.protected(scope["path"]) and not bearer_matches(headers.get(b"authorization", b""), self.token):
+        if self.protected(scope["path"]) and not bearer_matches(headers.get(b"authorization", b""), self.token.value):
             await _drain(receive)
             return await self._refuse(scope, send, "unauthorized", "missing or wrong bearer token",
                                       [(b"www-authenticate", b"Bearer")])

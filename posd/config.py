@@ -492,7 +492,13 @@ def referenced_files(config: Config) -> list[tuple[str, str, Path]]:
 def read_secret_file(path: Path) -> bytes:
     """The store secret in ``path``; a ConfigError naming central.store_secret_file when it is unusable."""
     try:
-        return _decode_secret(path.read_text(encoding="utf-8").strip())
+        text = path.read_text(encoding="utf-8").strip()
+        if text.startswith("\ufeff"):  # an editor's UTF-8 signature: signed with it, every request is 401
+            raise ValueError("starts with a byte-order mark (U+FEFF, an editor's UTF-8 signature) that would "
+                             "be signed as part of the secret: save the file without one")
+        if "\n" in text or "\r" in text:  # the package's install script keeps the first line
+            raise ValueError("holds more than one line: the store secret is the file's one line")
+        return _decode_secret(text)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", key="central.store_secret_file") from exc
     except UnicodeDecodeError as exc:

@@ -338,6 +338,13 @@ def test_config_check_names_every_missing_or_unusable_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "not valid hex" in proc.stderr and "client_cert" not in proc.stderr
+    # said ok, then every request signed with the mark (or both lines) was 401 at central
+    for text, says in (("\ufeffs3cret\n", "byte-order mark"), ("s3cret\nold-secret\n", "more than one line")):
+        (tmp_path / "store.secret").write_text(text, encoding="utf-8")
+        proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and says in proc.stderr and "central.store_secret_file" in proc.stderr, \
+            proc.stderr
     (tmp_path / "store.secret").write_text("hex:00ff\n")
     proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
                           capture_output=True, text=True, timeout=30)

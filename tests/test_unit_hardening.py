@@ -213,3 +213,31 @@ def test_device_and_image_libraries_work_without_writable_executable_memory():
     if "prctl(PR_SET_MDWE) failed: errno 22" in run.stderr:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3); tests/test_install.py runs the unit itself")
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
+
+
+def _postinst_functions(*names: str) -> str:
+    postinst = (ROOT / "debian" / "posd.postinst").read_text()
+    return "\n".join(re.search(rf"^{name}\(\) {{\n.*?^}}\n", postinst, re.M | re.S).group(0) for name in names)
+
+
+def test_the_install_script_never_leaves_the_store_secret_in_debconf(tmp_path):
+    """A fleet tool preseeds the secret on every upgrade: with /etc/posd/store.secret already there (or
+    POSD_STORE_SECRET_FILE given) the script returned before clearing it, and debconf kept it. A file
+    given with an editor's byte-order mark installed the mark as part of the secret."""
+    harness = tmp_path / "harness.sh"
+    harness.write_text(textwrap.dedent(f"""\
+        set -e
+        SECRET={tmp_path}/store.secret
+        db_get() {{ RET="PRESEEDED"; }}
+        db_set() {{ echo "db_set $1 '$2'" >>{tmp_path}/debconf.log; }}
+        chown() {{ :; }}
+        """) + _postinst_functions("write_private", "install_store_secret") + textwrap.dedent(f"""
+        install_store_secret 2>/dev/null                                 # a new lane: from debconf
+        install_store_secret 2>/dev/null                                 # an upgrade, preseeded again
+        rm "$SECRET"
+        printf '\\357\\273\\277S3CRET\\r\\nsecond\\n' >{tmp_path}/given
+        POSD_STORE_SECRET_FILE={tmp_path}/given install_store_secret 2>/dev/null
+        """))
+    subprocess.run(["bash", str(harness)], check=True, timeout=30)
+    assert (tmp_path / "debconf.log").read_text().splitlines() == ["db_set posd/store_secret ''"] * 3
+    assert (tmp_path / "store.secret").read_bytes() == b"S3CRET"

@@ -14,3 +14,15 @@ def test_doctor_growth_in_polish_reads_right_for_a_one_day_window():
     text = message("pl", "doctor.storage.growth", rate="676 KB", events=4, window=format_duration("pl", 86400),
                    bytes_per_day=1, window_s=86400)
     assert text == "ledger.db rośnie o około 676 KB dziennie (zdarzenia: 4, okres: 1 dzień)"
+
+
+def test_a_lane_that_never_loaded_its_members_is_not_said_to_be_a_day_behind():
+    """The status page and doctor said "not refreshed for over a day" on a lane started seconds ago that
+    never reached central; health itself said "never loaded"."""
+    from posd.core.messages import describe_issue
+
+    never = {"code": "cache_stale", "values": {"age_s": None}}
+    stale = {"code": "cache_stale", "values": {"age_s": 90_000.0}}
+    assert describe_issue("en", never) == "Members never loaded from central yet"
+    assert describe_issue("en", stale) == "Members not refreshed from central for over a day"
+    assert "jeszcze" in describe_issue("pl", never) and "هنوز" in describe_issue("fa", never)

@@ -352,6 +352,8 @@ def describe_issue(locale: str, issue: dict[str, Any]) -> str:
         "detail": issue.get("detail") or "",
     }
     key = f"issue.{issue.get('code')}"
+    if issue.get("code") == "cache_stale" and values.get("age_s") is None:  # health says which, in English too
+        key = "issue.cache_never"
     if not has_message(locale, key):
         return str(issue.get("code"))
     return message(locale, key, **params)

@@ -33,6 +33,10 @@ class ConfigProblem:
     message: str
     key: str | None = None
     line: int | None = None
+    # What the message says, for those who say it in the lane's language (doctor): a catalog key of
+    # posd.core.messages_ops ("config.unknown_key") and its parameters; "" when only the message says it.
+    code: str = ""
+    params: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         where = ""
@@ -900,10 +904,11 @@ NUMBER_ERRORS = frozenset({"int_type", "int_from_float", "float_type", "finite_n
 def _problem(text: str, err: Any) -> ConfigProblem:
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
+    code, params = "", ()
     if err["type"] == "extra_forbidden":
-        msg = UNKNOWN_KEY
+        msg, code = UNKNOWN_KEY, "config.unknown_key"
     elif err["type"] == "missing":
-        msg = "required key is missing"
+        msg, code = "required key is missing", "config.missing"
     elif isinstance(given, float) and math.isnan(given) and err["type"] in NUMBER_ERRORS:  # not "should be <= 3600"
         msg = f"must be a {'whole ' if err['type'] == 'int_type' else ''}number (not nan)"
     elif err["type"] == "tuple_type" and isinstance(given, dict) and len(err["loc"]) == 1 \
@@ -911,14 +916,18 @@ def _problem(text: str, err: Any) -> ConfigProblem:
         table = err["loc"][0]
         msg = f"write [[{table}]] (double brackets) above each {table}'s keys, not [{table}]: a lane may have several"
     elif err["type"] in TYPE_MESSAGES:
-        given = type(err["input"]).__name__
+        kind = type(err["input"]).__name__
         given = {"str": "text", "int": "a number", "float": "a number", "bool": "true/false", "list": "a list",
-                 "dict": "a table"}.get(given, given)
+                 "dict": "a table"}.get(kind, kind)
         msg = f"{TYPE_MESSAGES[err['type']]} (got {given})"
-    elif err["type"] == "literal_error" and isinstance(err["input"], str) and err["input"].isascii() \
-            and err["input"].isdigit():
-        msg += ", a number without quotes"
-    return ConfigProblem(msg, _dotted(err["loc"]), find_line(text, err["loc"]))
+        code, params = f"config.{err['type']}", (("got", kind),)
+    elif err["type"] == "literal_error":
+        expected = str((err.get("ctx") or {}).get("expected", ""))
+        code, params = "config.choice", (("expected", expected.replace(" or ", ", ")),)
+        if isinstance(err["input"], str) and err["input"].isascii() and err["input"].isdigit():
+            msg += ", a number without quotes"
+            code = "config.choice_number"
+    return ConfigProblem(msg, _dotted(err["loc"]), find_line(text, err["loc"]), code, params)
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -653,6 +653,11 @@ def test_every_config_mistake_is_listed_and_the_rest_is_not_guessed(tmp_path):
     code, report = doctor(cfg)
     assert [c["details"]["config_key"] for c in found(report, "config")] == ["lane.colour", "printer.width_mm"]
     assert {c["result"] for c in report["checks"] if c["area"] not in ("config", "unit")} == {"skip"}
+    # the mistakes themselves in that language too, not only their frame ("unknown key", "Input should be ...")
+    assert "کلید ناشناخته" in proc.stdout and "مقدارهای مجاز" in proc.stdout and "unknown key" not in proc.stdout
+    polish = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(cfg), "--user", ME, "--lang", "pl"],
+                            capture_output=True, text=True, timeout=120).stdout
+    assert "nieznany klucz" in polish and "dozwolone wartości" in polish and "unknown key" not in polish, polish
 
 
 @pytest.mark.parametrize("contents", [

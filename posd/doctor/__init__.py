@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posd.core.messages import calendar_of, format_datetime, format_decimal, format_number, message
+from posd.core.messages import calendar_of, format_datetime, format_decimal, format_number, has_message, message
 
 RESULTS = ("ok", "warn", "fail", "skip")
 
@@ -39,6 +39,13 @@ class Finding:
     def text(self, locale: str) -> str:
         key = "doctor.skipped" if self.code == "skipped" else f"doctor.{self.area}.{self.code}"
         params = {k: _show(locale, k, v) for k, v in self.params.items()}
+        said = self.params.get("message_code")
+        if self.area == "config" and said and has_message(locale, said):  # the mistake in the lane's language
+            given = dict(self.params.get("message_params") or {})
+            if "got" in given:
+                given["got"] = message(locale, f"config.got.{given['got']}") \
+                    if has_message(locale, f"config.got.{given['got']}") else given["got"]
+            params["message"] = message(locale, said, **given)
         if self.area == "config" and "config_key" in self.params:  # the line, as the locale writes figures
             line = self.params.get("line")
             params["where"] = " ".join(x for x in (self.params["config_key"] or "", message(

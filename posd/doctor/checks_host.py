@@ -43,7 +43,8 @@ def config(ctx: Context) -> list[Finding]:
         # A mistake of the file as a whole (not UTF-8, too large, TOML that ends early) has no key or
         # line: its message alone, as `posd config check` says it.
         return [Finding("config", "config", "fail", "error" if p.key or p.line else "file",
-                        {"where": _where(p.key, p.line), "message": p.message, "config_key": p.key, "line": p.line})
+                        {"where": _where(p.key, p.line), "message": p.message, "config_key": p.key, "line": p.line,
+                         "message_code": p.code, "message_params": dict(p.params)})
                 for p in exc.problems]
     cfg = ctx.config
     return [Finding("config", "config", "ok", "ok", {"path": str(path), "store": cfg.lane.store_id,

@@ -16,6 +16,12 @@ from posd import __version__
 DEFAULT_CONFIG = "/etc/posd/posd.toml"
 
 
+def default_config() -> str:
+    """The config a command reads without --config: $POSD_CONFIG when set and not empty, else the
+    installed one."""
+    return os.environ.get("POSD_CONFIG") or DEFAULT_CONFIG
+
+
 def _logging(level: str) -> contextlib.AbstractContextManager[None]:
     """Log lines for the command's duration (journald priorities under systemd: posd/logs.py)."""
     from posd.logs import command_logging
@@ -453,13 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    run.add_argument("--config", "-c", default=default_config())
     run.set_defaults(func=cmd_run)
 
     cfg = sub.add_parser("config", help="work with config files")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a config file without starting anything")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", default=default_config(),
+                       help="the config file (default: $POSD_CONFIG, else /etc/posd/posd.toml)")
     check.set_defaults(func=cmd_config_check)
 
     scan = sub.add_parser("scan", help="feed a code to the configured virtual (pty) scanner")
@@ -468,12 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a fresh signed phone QR token for the member, from the (reference) central")
     scan.add_argument("--wallet-pass", metavar="MEMBER_ID",
                       help="the member's wallet pass barcode as it shows now (TOTP), from the (reference) central")
-    scan.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    scan.add_argument("--config", "-c", default=default_config())
     scan.add_argument("--scanner", help="scanner name when there are several")
     scan.set_defaults(func=cmd_scan)
 
     ptest = sub.add_parser("print-test", help="print a test slip and a code-page table on the configured printer")
-    ptest.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    ptest.add_argument("--config", "-c", default=default_config())
     ptest.add_argument("--code-pages", default="chosen", type=_code_pages_option, metavar="chosen|all|N[,N]",
                        help="code-page table: the slots posd uses (default), every slot of the profile, "
                             "or the given ESC t slots")
@@ -496,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check config, files, storage, devices, central, sync and the running "
                                            "daemon; say what is wrong (exit 1)")
-    doctor.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    doctor.add_argument("--config", "-c", default=default_config())
     doctor.add_argument("--user", type=_user_option,
                         help="the user whose access to files and devices is checked (default: posd; the user "
                              "running doctor when there is no posd user)")
@@ -511,12 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     backup = ledger_sub.add_parser("backup", help="copy ledger.db while posd runs (SQLite online backup)")
     backup.add_argument("dest", help="the copy's file name, or a folder for a dated name")
-    backup.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    backup.add_argument("--config", "-c", default=default_config())
     backup.add_argument("--force", action="store_true", help="replace DEST when it exists")
     backup.set_defaults(func=cmd_ledger_backup)
 
     quarantine = ledger_sub.add_parser("quarantine", help="list the events central refused for good (newest first)")
-    quarantine.add_argument("--config", "-c", default=os.environ.get("POSD_CONFIG", DEFAULT_CONFIG))
+    quarantine.add_argument("--config", "-c", default=default_config())
     quarantine.add_argument("--json", action="store_true", help="one JSON array")
     quarantine.add_argument("--acknowledge", action="store_true",
                             help="the member desk has dealt with every event listed now: stop warning about them")

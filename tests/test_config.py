@@ -836,3 +836,18 @@ def _with_printer(url: str) -> str:
     head, _, rest = GOOD.partition("[printer]")
     tail = rest.split("\n[", 1)
     return f'{head}[printer]\nurl = "{url}"\n' + (f"\n[{tail[1]}" if len(tail) > 1 else "")
+
+
+def test_every_command_reads_posd_config_when_no_config_is_given(tmp_path):
+    """$POSD_CONFIG set the default of run, doctor, scan and the ledger commands but not of config check,
+    and set empty it named "." ("cannot read .: Is a directory")."""
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD)
+    env = {**os.environ, "POSD_CONFIG": str(cfg)}
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check"], capture_output=True, text=True,
+                          timeout=30, env=env)
+    assert proc.returncode == 0 and str(cfg) in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check"], capture_output=True, text=True,
+                          timeout=30, env={**env, "POSD_CONFIG": ""}, cwd=tmp_path)
+    # the installed config, whether or not this machine has one
+    assert "/etc/posd/posd.toml" in proc.stdout + proc.stderr and "Is a directory" not in proc.stderr

@@ -308,6 +308,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     """Copy ledger.db while posd runs (SQLite's online backup API), checked, then renamed into place."""
     from datetime import datetime
 
+    from posd.config import live_storage_files
     from posd.storage.db import StorageError
     from posd.storage.inspect import backup_ledger
 
@@ -325,7 +326,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
             folder = dest if args.dest.endswith("/") else dest.parent
             print(f"posd ledger backup: {folder}: no such folder (create it first)", file=sys.stderr)
             return 2
-        live = _live_storage_files(config)
+        live = live_storage_files(config)
         if dest.resolve() in live:  # replacing one would lose the sales it holds (the -wal: the newest)
             name = live[dest.resolve()]
             what = "ledger.db itself" if name == "ledger.db" else f"{name}, a file of the lane's live storage"
@@ -367,22 +368,6 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
         return 1
     print(f"{done.path}: {done.size} bytes, events up to seq {done.last_seq}, integrity ok")
     return 0
-
-
-def _live_storage_files(config) -> dict[Path, str]:
-    """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
-    SQLite's files beside them (the -wal holds the newest commits), the lock, the print worker's note
-    of the job in hand (its guard against a slip that kills posd), the API token."""
-    from posd.config import resolve
-    from posd.lane.print_worker import IN_HAND_FILE
-    from posd.storage.db import LOCK_FILE
-
-    folder = config.storage_dir.resolve()
-    names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
-    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE]}
-    token = resolve(config.storage_dir, config.api.token_file).resolve()
-    live[token] = token.name
-    return live
 
 
 def _acknowledge_quarantine(folder: Path, found: list[Any], before: int) -> int:

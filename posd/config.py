@@ -730,6 +730,7 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     devices.append(("printer.url", ("printer", "url"), config.printer.url))
     first: dict[str, tuple[str, int | None]] = {}
     problems = []
+    live = live_storage_files(config)  # a typo naming ledger.db: posd protects it, the device never works
     for key, where, url in devices:
         try:
             parsed = registry.parse_device_url(config.device_url(url))
@@ -742,6 +743,13 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         # a pty link is posd's own to make, so its path is the name, whatever an old link points at.
         node = path if parsed.scheme == "pty" else os.path.realpath(path)
         line = find_line(text, where)
+        # the file the path names (a pty's link itself, in its folder as resolved)
+        named = Path(os.path.realpath(os.path.dirname(os.path.abspath(path)))) / os.path.basename(path) \
+            if parsed.scheme == "pty" else Path(node)
+        if named in live:
+            problems.append(ConfigProblem(f"{path} is {live[named]}, a file of the lane's storage folder "
+                                          f"({config.storage_dir}): name the device's own path", key, line))
+            continue
         if node in first:
             other, other_line = first[node]
             shown = f"{other} (line {other_line})" if other_line else other
@@ -751,6 +759,21 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         else:
             first[node] = (key, line)
     return problems
+
+
+def live_storage_files(config: Config) -> dict[Path, str]:
+    """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
+    SQLite's files beside them (the -wal holds the newest commits), the lock, the print worker's note
+    of the job in hand (its guard against a slip that kills posd), the API token."""
+    from posd.lane.print_worker import IN_HAND_FILE
+    from posd.storage.db import LOCK_FILE
+
+    folder = config.storage_dir.resolve()
+    names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
+    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE]}
+    token = resolve(config.storage_dir, config.api.token_file).resolve()
+    live[token] = token.name
+    return live
 
 
 def printer_path_problems(config: Config, text: str) -> list[ConfigProblem]:

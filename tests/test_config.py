@@ -851,3 +851,17 @@ def test_every_command_reads_posd_config_when_no_config_is_given(tmp_path):
                           timeout=30, env={**env, "POSD_CONFIG": ""}, cwd=tmp_path)
     # the installed config, whether or not this machine has one
     assert "/etc/posd/posd.toml" in proc.stdout + proc.stderr and "Is a directory" not in proc.stderr
+
+
+def test_a_device_path_naming_a_file_of_the_storage_folder_is_refused(tmp_path):
+    """pty://state/ledger.db (a typo for state/scanner0) passed config check; posd kept the file safe but
+    the scanner never worked, and `posd scan` advised moving ledger.db away (a new lane history)."""
+    cfg = tmp_path / "posd.toml"
+    for url, name in (("pty://state/ledger.db", "ledger.db"), (f"serial://{tmp_path}/state/api.token", "api.token"),
+                      ("pty://state/cache.db-wal", "cache.db-wal")):
+        cfg.write_text(GOOD + f'\n[storage]\ndir = "state"\n\n[[scanner]]\nname = "typo"\nurl = "{url}"\n')
+        proc = config_check(cfg)
+        assert proc.returncode == 2 and f"is {name}, a file of the lane's storage folder" in proc.stderr, proc.stderr
+        assert "scanner[" in proc.stderr and "line" in proc.stderr
+    cfg.write_text(GOOD + '\n[storage]\ndir = "state"\n\n[[scanner]]\nname = "ok"\nurl = "pty://state/scanner0"\n')
+    assert config_check(cfg).returncode == 0

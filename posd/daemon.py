@@ -141,6 +141,7 @@ class Daemon:
         cfg = self.config
         storage = cfg.storage_dir
         token_path = resolve(storage, cfg.api.token_file)
+        self._token_file = _file_state(token_path)  # before it is read: one written after is read again
         token = read_token(token_path)  # before storage is touched: a token problem leaves nothing behind
         storage.mkdir(parents=True, exist_ok=True)
         self._folder_lock = hold_folder(storage)  # before the ledger is opened: one posd per ledger
@@ -151,7 +152,7 @@ class Daemon:
         self._contact_stored = self.cache.central_contact_at()
         self._contact_lock = threading.Lock()  # the puller's thread keeps the first contact, the loop the rest
         self.token = BearerToken(token if token is not None else load_token(token_path))  # once the ledger is taken
-        self._token_path, self._token_file = token_path, _file_state(token_path)
+        self._token_path = token_path
         self._members = self.cache.member_count()
         self.bus = EventBus(self.ledger.boot)
         self.metrics = LaneMetrics(self.health, self.bus, ledger=self.ledger)
@@ -283,9 +284,11 @@ class Daemon:
             await asyncio.to_thread(self._keep_files_now)
 
     def _keep_files_now(self) -> None:
-        self.ledger.keep_file()
-        self.cache.keep_file()
-        self._reload_token()
+        for keep in (self.ledger.keep_file, self.cache.keep_file, self._reload_token):
+            try:  # one failing (a bug, a mount gone odd) stops neither the others nor the next second's
+                keep()
+            except Exception:
+                log.exception("keeping the storage files and the API token failed; tried again in a second")
 
     def _reload_token(self) -> None:
         """Store IT writes the POS's token into api.token_file (docs/install.md): taken when the file

@@ -249,10 +249,15 @@ def test_ledger_and_cache_deleted_while_posd_runs_are_written_back_and_nothing_i
     assert [a.status_code for a in answers] == [200] * 5, [a.text[:200] for a in answers]
     aside = tmp_path / "aside"
     aside.mkdir()
-    for name in ("ledger.db", "ledger.db-wal"):  # moved away as an archive would, without stopping posd
-        (lane.state / name).rename(aside / name)
+    (lane.state / "ledger.db").rename(aside / "ledger.db")  # moved away without its -wal, posd running
     lane.wait_for(lambda: (lane.state / "ledger.db").exists(), 10, "ledger.db written back")
     assert lane.post("/v1/transactions", sale_body("del-4")).status_code == 200
+    import sqlite3
+
+    moved = sqlite3.connect(aside / "ledger.db")  # whole where it went: its WAL was checkpointed into it
+    assert moved.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert moved.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 3
+    moved.close()
     assert lane.health()["status"] != "error" and "written back" in lane.log.read_text()
     lane.stop()
     lane.start()

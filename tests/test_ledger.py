@@ -975,3 +975,31 @@ def test_an_awaited_write_hands_its_outcome_to_the_loop_and_a_cancelled_one_is_n
         ledger.close()
     assert ran == ["blocked"]
 
+
+
+def test_a_write_back_cut_short_is_finished_at_the_next_start_or_refused(tmp_path):
+    """ledger.db deleted while posd ran, posd killed while it wrote the file back: the next start found no
+    ledger.db and began a new, empty history beside the whole copy."""
+    from posd.storage.db import spare_of, write_back
+
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path, LaneIdentity("S001", "L01"))
+    ledger.write(lambda t: t.append_event("accrual", {"transaction_id": "T1", "member_id": "M1", "points": {}}))
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+        (tmp_path / name).unlink()
+    spare = spare_of(path)
+    write_back(ledger._conn, spare)  # the copy whole, as if the rename after it never happened
+    ledger.close()
+    assert spare.exists() and not path.exists()
+    again = Ledger(path, LaneIdentity("S001", "L01"))
+    try:
+        assert [r["seq"] for r in reader(again).execute("SELECT seq FROM outbox")] == [1]
+        assert not spare.exists()
+    finally:
+        again.close()
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    spare.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # cut short mid-copy: not whole
+    with pytest.raises(StorageError) as err:
+        Ledger(path, LaneIdentity("S001", "L01"))
+    assert err.value.code == "write_back_cut" and not path.exists()

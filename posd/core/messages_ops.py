@@ -186,6 +186,10 @@ OPS: dict[str, dict[str, str]] = {
                                        "start never finished; posd refuses to start on it. Restore the last backup "
                                        "(docs/install.md, Backup and restore); on a lane that never recorded "
                                        "anything, delete the file",
+        "doctor.storage.ledger_write_back_cut": "ledger.db is missing and {spare} is there: a write-back posd began "
+                                                "(ledger.db deleted while it ran) was cut short and the copy does not "
+                                                "pass its integrity check; posd refuses to start. Restore ledger.db "
+                                                "from the last backup",
         "doctor.storage.ledger_wal_orphan": "ledger.db is missing but {wal} ({bytes} bytes) is there: the newest "
                                             "commits without their ledger; posd refuses to start. Restore ledger.db "
                                             "beside it from the last backup, or move {wal} aside to start a new "
@@ -465,6 +469,10 @@ OPS: dict[str, dict[str, str]] = {
                                        "pierwszy start się nie zakończył; posd nie wystartuje na nim. Przywróć "
                                        "ostatnią kopię (docs/install.md); na kasie, która niczego nie zapisała, "
                                        "usuń plik",
+        "doctor.storage.ledger_write_back_cut": "brak ledger.db, jest {spare}: zapis zwrotny rozpoczęty przez posd "
+                                                "(ledger.db usunięty w czasie pracy) został przerwany, a kopia nie "
+                                                "przechodzi kontroli spójności; posd nie wystartuje. Przywróć ledger.db "
+                                                "z ostatniej kopii",
         "doctor.storage.ledger_wal_orphan": "brak ledger.db, ale jest {wal} ({bytes} B): najnowsze zapisy bez "
                                             "swojego rejestru; posd nie wystartuje. Przywróć obok niego ledger.db z "
                                             "ostatniej kopii albo odłóż {wal}, by zacząć nową historię kasy",
@@ -747,6 +755,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.storage.ledger_empty": "ledger.db خالی است (۰ بایت): تاریخچهٔ این صندوق از دست رفته یا نخستین اجرای "
                                        "آن تمام نشده است؛ posd با آن اجرا نمی‌شود. آخرین نسخهٔ پشتیبان را بازگردانید "
                                        "(docs/install.md)؛ در صندوقی که هیچ چیز ثبت نکرده، فایل را پاک کنید",
+        "doctor.storage.ledger_write_back_cut": "ledger.db نیست و {spare} هست: بازنویسی‌ای که posd آغاز کرده بود "
+                                                "(ledger.db هنگام اجرا پاک شد) نیمه‌کاره ماند و نسخه از بررسی سلامت "
+                                                "نمی‌گذرد؛ posd اجرا نمی‌شود. ledger.db را از آخرین نسخهٔ پشتیبان بازگردانید",
         "doctor.storage.ledger_wal_orphan": "ledger.db نیست اما {wal} ({bytes} بایت) هست: تازه‌ترین ثبت‌ها بدون "
                                             "دفتر خودشان؛ posd اجرا نمی‌شود. ledger.db را از آخرین نسخهٔ پشتیبان کنار "
                                             "آن بازگردانید، یا {wal} را کنار بگذارید تا تاریخچهٔ تازه‌ای آغاز شود",

@@ -228,7 +228,9 @@ class Cache:
             try:
                 if change == "replaced":
                     aside = self.path.with_name(f"{self.path.name}.replaced-{utcnow_iso().replace(':', '')}")
-                    self.path.rename(aside)
+                    for side in ("-wal", "-shm", ""):  # with its own WAL: kept whole, for diagnosis
+                        if Path(f"{self.path}{side}").exists():
+                            Path(f"{self.path}{side}").rename(f"{aside}{side}")
                     log.warning("%s was replaced by another file while posd ran: that file moved to %s",
                                 self.path, aside.name)
                 else:

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,7 +88,14 @@ def hold_folder(folder: Path) -> tuple[int, int]:
     try:
         for path, flags in ((folder, os.O_RDONLY | os.O_DIRECTORY), (folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)):
             held.append(os.open(path, flags | os.O_CLOEXEC, 0o600))
-            fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for wait in (0.05, 0.1, 0.0):  # `posd scan` asks with a shared lock for a moment (folder_held)
+                try:
+                    fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        raise
+                    time.sleep(wait)
     except BlockingIOError:
         try:
             holder = (folder / LOCK_FILE).read_text("ascii", "replace").strip() or "unknown"
@@ -254,11 +262,17 @@ def connect(path: Path, *, durable: bool, readonly: bool = False) -> sqlite3.Con
     return conn
 
 
+class _Unknown(Exception):
+    """A file's identity could not be read (a permission, a failing mount): nothing can be said."""
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise _Unknown() from exc
     return st.st_dev, st.st_ino
 
 
@@ -272,27 +286,47 @@ class FileWatch:
         self.reset()
 
     def reset(self) -> None:
-        self.ids = _file_id(self.path), _file_id(self.wal)
+        try:
+            self.ids = _file_id(self.path), _file_id(self.wal)
+        except _Unknown:
+            self.ids = None, None
 
     def changed(self, wal: bool = True) -> str | None:
-        """None while the files are ours; "gone" when the file (or its WAL) is missing now, "replaced"
-        when another file is where it was. ``wal``: check the WAL too (two stat calls, not one)."""
-        now = _file_id(self.path)
-        if now != self.ids[0]:
-            return "gone" if now is None else "replaced"
-        if wal:
-            if self.ids[1] is None:  # no WAL when it was opened: the one SQLite makes is ours
-                self.ids = now, _file_id(self.wal)
-            elif _file_id(self.wal) != self.ids[1]:
-                return "gone"  # the database without its WAL is missing every commit since the last checkpoint
+        """None while the files are ours (or nothing can be told: a stat that fails otherwise than "no
+        such file"); "gone" when the file (or its WAL) is missing now, "replaced" when another file is
+        where it was. ``wal``: check the WAL too (two stat calls, not one)."""
+        try:
+            now = _file_id(self.path)
+            if now != self.ids[0]:
+                return "gone" if now is None else "replaced"
+            if wal:
+                if self.ids[1] is None:  # no WAL when it was opened: the one SQLite makes is ours
+                    self.ids = now, _file_id(self.wal)
+                elif _file_id(self.wal) != self.ids[1]:
+                    return "gone"  # the database without its WAL misses every commit since the last checkpoint
+        except _Unknown:
+            return None
         return None
+
+
+def spare_of(path: Path) -> Path:
+    """Where write_back writes a database before renaming it into place."""
+    return path.with_name(f".{path.name}.writing-back")
 
 
 def write_back(conn: sqlite3.Connection, path: Path) -> None:
     """Write the database ``conn`` holds open to ``path`` again, whole and durable (SQLite's online
     backup, into a file beside it, then renamed over): what ``path`` holds now, and its WAL and
-    shared-memory files, are replaced. ``conn`` still reads the file that was deleted or moved."""
-    spare = path.with_name(f".{path.name}.writing-back")
+    shared-memory files, are replaced. ``conn`` still reads the file that was deleted or moved.
+
+    Its WAL is checkpointed into that file first: a ledger.db moved aside without its -wal is then
+    whole where it went, though the -wal left here is replaced. Raises before the rename (nothing at
+    ``path`` changed) or returns with the copy in place."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass  # a reader holds the WAL: the copy below is whole all the same
+    spare = spare_of(path)
     for leftover in (spare, Path(f"{spare}-journal")):
         leftover.unlink(missing_ok=True)
     target = sqlite3.connect(spare, isolation_level=None)
@@ -308,11 +342,14 @@ def write_back(conn: sqlite3.Connection, path: Path) -> None:
     for side in ("-wal", "-shm"):  # another database's: read beside the new file, they would be replayed into it
         Path(f"{path}{side}").unlink(missing_ok=True)
     os.replace(spare, path)
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    try:  # in place now, whatever the folder's sync says: the caller goes on with it
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError:
+        pass
 
 
 class ThreadReaders:
@@ -325,22 +362,34 @@ class ThreadReaders:
         self.path, self.durable = path, durable
         self._local = threading.local()
         self.generation = 0
+        self.refused: str | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.generation != self.generation:
+            if self.refused:  # what is at the path is not posd's file: never read as if it were
+                raise sqlite3.OperationalError(f"unable to open database file: {self.refused}")
             generation = self.generation
-            conn = connect(self.path, durable=self.durable, readonly=True)
-            self._local.conn, self._local.generation = conn, generation
+            fresh = connect(self.path, durable=self.durable, readonly=True)
             with self._lock:
-                self._all.append(conn)
+                if conn is not None:  # this thread's, on the file written back over: its disk space goes
+                    self._all.remove(conn)
+                    conn.close()
+                self._all.append(fresh)
+            conn = self._local.conn = fresh
+            self._local.generation = generation
         return conn
 
     def renew(self) -> None:
         """The file was written back (write_back): every thread opens it again at its next read."""
         self.generation += 1
+
+    def refuse(self, reason: str) -> None:
+        """Another file is where posd's was: a thread with no connection yet is refused (OperationalError,
+        "unable to open": 503 storage_failed at the API), never given that file."""
+        self.refused = reason
 
     def close(self) -> None:
         with self._lock:

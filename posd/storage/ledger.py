@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 from posd.storage import meta, print_queue
 from posd.storage.db import (FileWatch, StorageError, ThreadReaders, WriteRefused, checked_file, connect, rollback,
-                             unavailable, write_back, write_refused)
+                             spare_of, unavailable, write_back, write_refused)
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import SeqCounter
 from posd.storage.schema import ledger_migrations
@@ -108,6 +108,22 @@ class Herald:
 _HERALDED: contextvars.ContextVar[Herald | None] = contextvars.ContextVar("posd_ledger_herald", default=None)
 
 
+def _finish_write_back(path: Path) -> None:
+    """ledger.db missing beside a whole copy of it (a write-back cut short by a stop or a power cut,
+    posd.storage.db.write_back): the copy, once it passes its integrity check, is put in place."""
+    spare = spare_of(path)
+    if path.exists() or Path(f"{path}-wal").exists() or not spare.exists():
+        return
+    try:
+        if _checked(spare):
+            return  # not whole: _history_left says so
+    except sqlite3.Error:
+        return
+    os.replace(spare, path)
+    log.warning("%s was being written back when posd stopped: the whole copy is in place now", path,
+                extra={"event": "ledger.written_back"})
+
+
 def _history_left(path: Path) -> bool:
     """Whether ``path`` holds a ledger's history (False: a new lane starts one). StorageError when what
     is there cannot be a ledger posd made and must not be taken for a new one:
@@ -117,6 +133,13 @@ def _history_left(path: Path) -> bool:
     wal = Path(f"{path}-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     if not path.exists():
+        spare = spare_of(path)
+        if spare.exists():
+            raise StorageError(
+                f"{path} is missing and {spare.name} is there: posd was writing ledger.db back (it was deleted "
+                f"while posd ran) when it stopped. posd finishes that at its start when the copy passes its "
+                f"integrity check; this one did not: restore {path.name} from backup", "write_back_cut",
+                spare=spare.name)
         if wal_bytes:
             raise StorageError(
                 f"{path} is missing but {wal.name} ({wal_bytes} bytes) is there: the newest commits without "
@@ -305,6 +328,7 @@ class Ledger:
         # Why the last write failed in SQLite itself (disk full, I/O error), None once one succeeds:
         # health turns red on it, since sales cannot be recorded.
         self.write_failure: str | None = None
+        _finish_write_back(path)
         existed = _history_left(path)
         try:
             if existed:  # checked read-only first: a file refused is never written, not even its header
@@ -344,6 +368,8 @@ class Ledger:
         self._watch = FileWatch(path)  # ledger.db deleted or moved while posd runs: written back (_keep_file)
         self.written_back = 0  # times it was
         self.replaced: str | None = None  # another file put where ledger.db was: writes refused until a restart
+        self._reopen = False  # written back, not opened again yet (the open failed): open it before a unit
+        self._mend_after, self._mend_failed = 0.0, ""  # a failed write-back: when to try again, and why
         self.sync_identity = SyncIdentity(self, lane.lane_id, claimed)
 
     def _start(self, conn: sqlite3.Connection) -> tuple[int, str | None]:
@@ -410,9 +436,11 @@ class Ledger:
         elif pending:
             self._run_group(pending)
 
-    def _run_alone(self, fn: Callable[[LedgerTx], Any], future: Future | _Inline) -> None:
+    def _run_alone(self, fn: Callable[[LedgerTx], Any], future: Future | _Inline, checked: bool = False) -> None:
+        """``checked``: the caller saw ledger.db unchanged just now (the loop's inline path)."""
         try:
-            self._keep_file()
+            if not checked:
+                self._keep_file()
         except BaseException as exc:
             self._note_failure(exc)
             future.set_exception(self._refused(exc))
@@ -513,30 +541,44 @@ class Ledger:
         into a file no restart finds: it is written back from the connection that still holds it, and
         posd goes on with that. Another file put in its place (a backup restored without stopping
         posd) is not written over: writes are refused (WriteRefused) until posd is restarted on it."""
-        if self.replaced is None and (change := self._watch.changed(wal)) is None:
+        if self.replaced is None and not self._reopen and (change := self._watch.changed(wal)) is None:
             return
-        if self.replaced is None and change == "gone":
-            log.error("%s was deleted or moved away while posd ran (its WAL, or the file): writing it back from "
-                      "the open ledger, nothing lost. Stop posd before moving ledger.db (docs/install.md)",
-                      self.path, extra={"event": "ledger.written_back"})
-            try:
-                write_back(self._conn, self.path)
-                conn = connect(self.path, durable=True)
-            except (OSError, sqlite3.Error) as exc:
-                raise WriteRefused(False, f"ledger.db was deleted while posd ran and could not be written "
-                                          f"back ({exc}): restart posd once the folder is usable") from exc
-            self._conn.close()
-            self._conn = conn
-            self._watch.reset()
-            self._readers.renew()
-            self.written_back += 1
+        if self.replaced is None and (self._reopen or change == "gone"):
+            self._write_back()
             return
         if self.replaced is None:
             self.replaced = (f"{self.path} was replaced by another file while posd ran: nothing is written to "
                              "either; restart posd to use the file there now (its sales since are in posd's "
                              "open copy only)")
             log.error("%s", self.replaced, extra={"event": "ledger.replaced"})
+            self._readers.refuse(self.replaced)
         raise WriteRefused(False, self.replaced)
+
+    def _write_back(self) -> None:
+        """ledger.db written back from the open connection, then opened again (_keep_file). A failure
+        refuses this unit and is tried again a second later, not before every sale."""
+        now = time.monotonic()
+        if now < self._mend_after:
+            raise WriteRefused(False, self._mend_failed)
+        try:
+            if not self._reopen:
+                log.error("%s was deleted or moved away while posd ran (its WAL, or the file): writing it back "
+                          "from the open ledger, nothing lost. Stop posd before moving ledger.db "
+                          "(docs/install.md)", self.path, extra={"event": "ledger.written_back"})
+                write_back(self._conn, self.path)
+                self._watch.reset()
+                self._reopen = True  # the file at the path is posd's own now: open it, whatever comes next
+            conn = connect(self.path, durable=True)
+        except (OSError, sqlite3.Error) as exc:
+            self._mend_after = now + 1.0
+            self._mend_failed = (f"ledger.db was deleted while posd ran and could not be written back ({exc}); "
+                                 "tried again in a second: free the disk, or restart posd once the folder is usable")
+            raise WriteRefused(False, self._mend_failed) from exc
+        self._conn.close()
+        self._conn = conn
+        self._reopen = False
+        self._readers.renew()
+        self.written_back += 1
 
     def keep_file(self) -> None:
         """The same check as before a unit, WAL included, while no unit runs (an idle lane): the daemon
@@ -610,10 +652,12 @@ class Ledger:
         try:
             if self._closed:
                 raise RuntimeError("the ledger is closed")
+            if self.replaced is not None or self._reopen or self._watch.changed(wal=False) is not None:
+                return None  # a write-back (a full copy) is the writer thread's to make, never the loop's
             if herald is not None:
                 herald.arrived()
             outcome = _Inline()
-            self._run_alone(fn, outcome)
+            self._run_alone(fn, outcome, checked=True)
             self._in_step = False  # the last commit held one unit
         finally:
             self._running.release()

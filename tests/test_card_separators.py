@@ -78,6 +78,7 @@ def test_phone_numbers_are_still_phone_numbers():
     assert is_card_data("+4111 1111 1111 1111")  # more digits than any phone number: a card
     # dialled with 00 and typed in groups: a phone number (4915112345678 passes a brand prefix and Luhn)
     assert not is_card_data("0049 1511 2345678") and not is_card_data("0049-1511-2345678")
+    assert not is_card_data("0049 3012 34567803")  # a Berlin number: 14 digits after the 00
     # a zero-padded field, a card number typed behind "00 " or one with more digits than a phone: cards
     for card in ("004915112345678", "00 4111 1111 1111 1111", "004111111111111111", "0037 8282 2463 10005"):
         assert is_card_data(card), card

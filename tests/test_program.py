@@ -164,6 +164,12 @@ def test_points_have_a_money_value_only_where_the_program_gives_one():
     doc["currencies"][0]["money_value"] = {"points": 1000, "value_minor": 1000, "money": "PLN"}
     prog = parse_program(doc)  # at least one block of points unless min_points says otherwise
     assert prog.points_reward(999) is None and prog.points_reward(1001).value_minor == 1001
+    from posd.lane.rewards import minor_places
+
+    doc["currencies"][0]["money_value"] = {"points": 10, "value_minor": 1, "money": "JPY"}  # no minor unit
+    assert parse_program(doc).points_reward(500, minor_places("JPY")).name("en") == "50 JPY voucher"
+    doc["currencies"][0]["money_value"] = {"points": 1, "value_minor": 1, "money": "KWD"}  # fils: thousandths
+    assert parse_program(doc).points_reward(1500, minor_places("KWD")).name("en") == "1.500 KWD voucher"
 
 
 def test_the_demo_program_parses_and_shows_the_product():
@@ -261,6 +267,8 @@ ERRORS = [
      "currencies[0].money_value.step: unknown key"),
     (("currencies", 2, "money_value"), {"points": 1, "value_minor": 1, "money": "PLN"},
      "currencies[2].money_value: only a redeemable currency"),
+    (("currencies", 0, "money_value"), {"points": 1, "value_minor": 1, "money": "zł"},
+     "currencies[0].money_value.money: 'zł' is not an ISO 4217 code"),
     (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
     (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),

@@ -98,3 +98,12 @@ def test_a_voucher_validates_and_is_used_however_it_is_typed(tmp_path, central, 
                                  "occurred_at": "2026-11-24T09:15:00Z", "voucher_code": typed,
                                  "voucher_once_per": "code"})
         assert (held["status"], held.get("code")) == ("declined", "voucher_used"), held
+
+
+def test_the_lane_and_central_ignore_the_same_dashes():
+    """Two copies (the core and the protocol may not import each other): one dash more in either and a
+    code pasted with it is a voucher at one and unknown at the other."""
+    from posd.core import identify
+    from posd.sync.protocol import burn
+
+    assert identify._DASHES == burn._DASHES

@@ -184,12 +184,26 @@ def is_card_data(raw: str) -> bool:
     return _card_data_anywhere(raw)
 
 
+def _dialled_digits(text: str) -> int:
+    """The digits of a number typed as a phone's (_TYPED_PHONE): after its + or its 00. Dialled with
+    00, the country code and number an Amex (15 digits, 34/37) or a Diners card (14, 30/36/38/39) could
+    be are counted as more than a phone has: no country's numbers that long begin so."""
+    digits = _NOT_ALNUM.sub("", text)
+    if not digits.startswith("00"):
+        return len(digits)
+    number = digits[2:]
+    if (len(number) == 15 and number[:2] in ("34", "37")) or (len(number) == 14 and number[:2] in ("30", "36", "38",
+                                                                                                   "39")):
+        return E164_MAX_DIGITS + 1
+    return len(number)
+
+
 def _card_data_anywhere(raw: str) -> bool:
     """is_card_data's general path: any script, any separators, track sentinels, a number in a text."""
     text = fold_ascii(raw).strip().replace("\x1d", "")
     if _TRACK1.search(text) or _TRACK2.search(text):
         return True
-    if _TYPED_PHONE.match(text) and len(_NOT_ALNUM.sub("", text)) <= E164_MAX_DIGITS:
+    if _TYPED_PHONE.match(text) and _dialled_digits(text) <= E164_MAX_DIGITS:
         return False  # a phone number (enrolment): no card is written with a leading "+"
     compact = _NOT_ALNUM.sub("", text)  # typed with any separators: 4111_1111_1111_1111
     if compact.isascii() and compact.isdigit() and pan_in_digits(compact):

@@ -230,16 +230,17 @@ class Program:
     def reward(self, reward_id: str) -> Reward | None:
         return next((r for r in self.rewards if r.reward_id == reward_id), None)
 
-    def points_reward(self, points: int) -> Reward | None:
+    def points_reward(self, points: int, places: int = 2) -> Reward | None:
         """``points`` of the main currency as a money-off voucher (a redemption by points, not from the
         catalog); None when the program gives them no money value or ``points`` is not a whole step at
-        least the minimum (the currency's ``money_value`` says which)."""
+        least the minimum (the currency's ``money_value`` says which). ``places``: the decimal places of
+        the money's minor unit (ISO 4217's exponent: 2 for PLN, 0 for JPY), for the voucher's title."""
         currency = self.currency(self.earn_currency)
         value = currency.money_value if currency else None
         worth = value.worth(points) if value else None
         if currency is None or value is None or worth is None:
             return None
-        amount = f"{worth // 100}.{worth % 100:02d}"  # minor units are hundredths, as value_minor is everywhere
+        amount = f"{worth // 10 ** places}.{worth % 10 ** places:0{places}d}" if places else str(worth)
         titles = {locale: message(locale, "voucher.points_title", value=format_decimal(locale, amount),
                                   money=value.money) for locale in CATALOGS}
         return Reward(reward_id=f"{currency.code}:{points}", names=titles, kind="fixed_value", currency=currency.code,
@@ -287,8 +288,11 @@ def _expiry(value: Any, path: str, pending_days: int) -> ExpiryPolicy:
 def _money_value(value: Any, path: str) -> MoneyValue:
     raw = obj(value, path, required=("points", "value_minor", "money"), optional=("min_points", "valid_days"))
     points = integer(raw["points"], f"{path}.points", minimum=1)
+    money = text(raw["money"], f"{path}.money")
+    if not (len(money) == 3 and money.isascii() and money.isalpha() and money.isupper()):
+        raise ProgramError(f"{path}.money: {money!r} is not an ISO 4217 code (PLN, EUR)")
     return MoneyValue(points=points, value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1),
-                      money=text(raw["money"], f"{path}.money"),
+                      money=money,
                       min_points=integer(raw.get("min_points", points), f"{path}.min_points", minimum=1),
                       valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
 

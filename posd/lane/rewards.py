@@ -97,6 +97,18 @@ class _Use:
         return self.ident.member.aliases if self.ident else ()
 
 
+def minor_places(money: str) -> int:
+    """The decimal places of ``money``'s minor unit (ISO 4217's exponent: 2 for PLN, 0 for JPY, 3 for KWD);
+    2 for a code the table does not know."""
+    import iso4217
+
+    try:
+        exponent = iso4217.Currency(money).exponent
+    except ValueError:
+        return 2
+    return 2 if exponent is None else exponent
+
+
 @raises("reward_required", "invalid_points")
 def _points_reward(program: Program, points: int | None) -> Reward:
     """A redemption by points: the main currency's points as a money-off voucher, at the value the
@@ -106,7 +118,7 @@ def _points_reward(program: Program, points: int | None) -> Reward:
     if points is None or value is None:
         raise LaneError("reward_required", "redeem a reward from the catalog (reward_id); this program gives "
                                            f"{program.earn_currency} no money value, so points alone buy nothing")
-    reward = program.points_reward(points)
+    reward = program.points_reward(points, minor_places(value.money))
     if reward is None:
         raise LaneError("invalid_points", f"redeem at least {value.min_points} {program.earn_currency}, "
                                           f"in steps of {value.step}")

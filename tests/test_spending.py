@@ -363,6 +363,8 @@ def test_points_redeemed_by_number_become_a_money_off_voucher_at_the_programs_va
         "redemption_id": "RDM-P3", "member": "CARD-bypts", "points": 3}).json()["message"]
     assert lane.post("/v1/redemptions", {"redemption_id": "RDM-P4", "member": "CARD-bypts", "points": 60,
                                          "reward_id": "ten-off"}).json()["code"] == "invalid_request"
+    neither = lane.post("/v1/redemptions", {"redemption_id": "RDM-P5", "member": "CARD-bypts"}).json()
+    assert neither["code"] == "reward_required" and "or points" in neither["message"]  # this program has a value
     lane.wait_drained()
     assert central.store.member("bypts")["balances"]["points"] == 100
     assert central.store.voucher("S001", voucher["code"], None)["voucher"]["benefit"]["value_minor"] == 150

@@ -75,7 +75,7 @@ from posd.core.rules import Basket, BasketLine
 from posd.lane import Lane
 from posd.lane.context import Recorded, legacy_request_hash, request_hash
 from posd.lane.enrolment import EnrolmentInput, Enrolments
-from posd.lane.errors import CodedError, LaneError, codes_of, storage_unreadable
+from posd.lane.errors import CodedError, LaneError, ReadFailed, codes_of, storage_unreadable
 from posd.lane.events import EVENT_TYPES, EventBus
 from posd.lane.members import Members
 from posd.lane.quotes import Quotes
@@ -256,6 +256,24 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
                         headers=exc.headers)  # a 405's Allow
 
 
+def _read_failed(count: Callable[[Request | None, str], None]) -> Callable[..., Any]:
+    """The handler of a read that failed in SQLite (ReadFailed): a database file gone or unreadable for now
+    (deleted while posd runs, until it is written back) is 503 storage_failed in one log line, not a
+    traceback; anything else SQLite refused is a bug, answered and logged as one."""
+
+    async def handler(request: Request | None, exc: Exception) -> JSONResponse:
+        unreadable = storage_unreadable(exc)
+        if unreadable is None:
+            log.error("unhandled error in the API", exc_info=exc)
+            count(request, "internal_error")
+            return _err("internal_error", "posd hit an internal error; nothing was half-written")
+        log.error("cannot read posd's storage: %s", exc)
+        count(request, unreadable.code)
+        return _err(unreadable.code, unreadable.message)
+
+    return handler
+
+
 def create_app(*, lane: Lane | None, bus: EventBus | None, token: str | BearerToken, host: str, port: int,
                allowed_origins: tuple[str, ...] = (), health: Callable[[], dict[str, Any]],
                metrics: Callable[[], str | bytes] | None = None, observer: ApiObserver | None = None) -> FastAPI:
@@ -310,13 +328,12 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str | BearerTo
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request | None, exc: Exception) -> JSONResponse:
-        if (unreadable := storage_unreadable(exc)) is not None:  # a database file gone or unreadable for now
-            log.error("cannot read posd's storage: %s", exc)
-            count_refusal(request, unreadable.code)
-            return _err(unreadable.code, unreadable.message)
         log.exception("unhandled error in the API")
         count_refusal(request, "internal_error")
         return _err("internal_error", "posd hit an internal error; nothing was half-written")
+
+    read_failed = _read_failed(count_refusal)
+    app.add_exception_handler(ReadFailed, read_failed)  # type: ignore[arg-type]
 
     auth = [Depends(guard)]
     members: Members = lane.members if lane else None  # type: ignore[assignment]
@@ -364,6 +381,8 @@ def create_app(*, lane: Lane | None, bus: EventBus | None, token: str | BearerTo
             return await record_sale(sale)
         except CodedError as exc:
             return await coded_error(None, exc)  # type: ignore[arg-type]
+        except ReadFailed as exc:
+            return await read_failed(None, exc)
         except Exception as exc:
             return await unexpected(None, exc)  # type: ignore[arg-type]
 
@@ -517,6 +536,7 @@ def create_status_app(*, health: Callable[[], dict[str, Any]]) -> FastAPI:
                   telemetry=NO_TELEMETRY, redirect_slashes=False)
 
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ReadFailed, _read_failed(lambda request, code: None))  # type: ignore[arg-type]
 
     _status_routes(app, health)
     app.add_middleware(RoutablePath)

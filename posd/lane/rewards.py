@@ -115,7 +115,11 @@ def _points_reward(program: Program, points: int | None) -> Reward:
     program gives them (currencies[].money_value)."""
     currency = program.currency(program.earn_currency)
     value = currency.money_value if currency else None
-    if points is None or value is None:
+    if points is None:
+        raise LaneError("reward_required", "give reward_id (a reward from the catalog), or points"
+                        + ("" if value is not None else "; this program gives its points no money value, so only "
+                                                        "reward_id"))
+    if value is None:
         raise LaneError("reward_required", "redeem a reward from the catalog (reward_id); this program gives "
                                            f"{program.earn_currency} no money value, so points alone buy nothing")
     reward = program.points_reward(points, minor_places(value.money))

@@ -36,6 +36,9 @@ class StorageError(Exception):
 
 
 SQLITE_IOERR, SQLITE_FULL = 10, 13
+# What a read raises when a database file is gone or unusable for now (``unavailable`` tells which of
+# them is that, and not a bug): named here so that code beyond posd.storage can catch it without SQL.
+ReadFailed = sqlite3.OperationalError
 
 
 class StorageUnavailable(Exception):

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posd import __version__
-from posd.storage.db import database_size
+from posd.storage.db import ReadFailed, database_size
+from posd.sync.lane.ports import OutboxStats
 
 ERROR, WARNING = "error", "warning"
 BACKLOG_WARN_S = 600.0  # events older than this waiting for central: amber
@@ -169,7 +170,16 @@ class LaneHealth:
     def snapshot(self) -> dict[str, Any]:
         d, cfg = self.d, self.d.config
         now = datetime.now(UTC)
-        out = d.outbox.stats()
+        unread = None
+        try:  # ledger.db gone for a moment (written back), or replaced: health still says what it can
+            out = d.outbox.stats()
+            view = d.ledger.view()
+            still_open = view.quarantined_after(view.acknowledged_seq(d.ledger.path.parent)) if out.quarantined else 0
+            last_sale_at = view.last_sale_at()
+            recent = [q.to_json() for q in view.quarantined(QUARANTINED_SHOWN)] if out.quarantined else []
+        except ReadFailed as exc:
+            out, still_open, last_sale_at, recent = OutboxStats(0, None, 0, 0), 0, None, []
+            unread = d.ledger.replaced or f"cannot read ledger.db now ({exc})"
         oldest = out.oldest_pending_at
         oldest_s = round((now - oldest).total_seconds(), 1) if oldest else None
         relay, pull = d.relay.status(), d.puller.status()
@@ -182,12 +192,10 @@ class LaneHealth:
         issues = assess_devices(devices, printer_name)
         if cache["program_version"] is None:
             issues.append(issue("program_missing", ERROR))
-        if d.ledger.write_failure:
-            issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure))
+        if d.ledger.write_failure or unread:
+            issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure or unread))
         if printer_name and not d.print_worker.alive:
             issues.append(issue("print_worker_stopped", ERROR))
-        view = d.ledger.view()
-        still_open = view.quarantined_after(view.acknowledged_seq(d.ledger.path.parent)) if out.quarantined else 0
         issues += assess_sync(relay, pull, out.pending, oldest_s, still_open)
         if cache["stale"]:
             issues.append(issue("cache_stale", WARNING, age_s=cache["age_s"]))
@@ -206,15 +214,14 @@ class LaneHealth:
             "timezone": cfg.lane.timezone,
             "started_at": self.started_at,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "last_sale_at": d.ledger.view().last_sale_at(),
+            "last_sale_at": last_sale_at,
             "devices": devices,
             "sync": {
                 "pending": out.pending,
                 "oldest_pending_age_s": oldest_s,
                 "quarantined": out.quarantined,
                 "quarantined_acknowledged": out.quarantined - still_open,  # posd ledger quarantine --acknowledge
-                "quarantined_recent": [q.to_json() for q in d.ledger.view().quarantined(QUARANTINED_SHOWN)]
-                if out.quarantined else [],
+                "quarantined_recent": recent,
                 "last_acked_seq": out.last_acked_seq,
                 **relay,
                 "online": not any(w.get("consecutive_failures", 0) > 0 for w in (relay, pull)),

@@ -301,8 +301,13 @@ def test_a_ledger_replaced_while_posd_runs_is_never_written_over(tmp_path, start
     assert (refused.status_code, refused.json()["code"]) == (503, "storage_failed"), refused.text
     assert "replaced by another file" in refused.json()["message"]
     lane.wait_for(lambda: lane.health()["status"] == "error", 10, "health red")
+    for _ in range(5):  # a health document every time (not a 503), from whichever worker thread answers it
+        assert requests.get(f"{lane.base}/v1/health", timeout=5).json()["status"] == "error"
     restored = sqlite3.connect(lane.state / "ledger.db")
     assert [r[0] for r in restored.execute("SELECT name FROM sqlite_master")] == ["restored"]  # never written over
+    # the sale posd answered before is not lost with its file: its own ledger is kept beside the new one
+    (kept,) = lane.state.glob("ledger.db.open-copy-*")
+    assert sqlite3.connect(kept).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
 
 
 def test_posd_scan_without_a_running_daemon_says_so(tmp_path):

@@ -985,11 +985,11 @@ def test_a_write_back_cut_short_is_finished_at_the_next_start_or_refused(tmp_pat
     path = tmp_path / "ledger.db"
     ledger = Ledger(path, LaneIdentity("S001", "L01"))
     ledger.write(lambda t: t.append_event("accrual", {"transaction_id": "T1", "member_id": "M1", "points": {}}))
-    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
-        (tmp_path / name).unlink()
     spare = spare_of(path)
     write_back(ledger._conn, spare)  # the copy whole, as if the rename after it never happened
-    ledger.close()
+    ledger.close()  # killed, as it were: ledger.db is gone and the copy is beside where it was
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
     assert spare.exists() and not path.exists()
     again = Ledger(path, LaneIdentity("S001", "L01"))
     try:
@@ -1003,3 +1003,28 @@ def test_a_write_back_cut_short_is_finished_at_the_next_start_or_refused(tmp_pat
     with pytest.raises(StorageError) as err:
         Ledger(path, LaneIdentity("S001", "L01"))
     assert err.value.code == "write_back_cut" and not path.exists()
+
+
+def test_a_ledger_deleted_just_before_a_stop_is_written_back_and_one_whose_folder_moved_is_left(tmp_path):
+    """rm ledger.db*, then systemctl stop within the second: posd stopped without writing it back and the
+    sales it had answered were gone. A storage folder moved away took ledger.db with it: a write-back
+    into a folder made again at its path let a second posd start there."""
+    path = tmp_path / "lane" / "ledger.db"
+    path.parent.mkdir()
+    ledger = Ledger(path, LaneIdentity("S001", "L01"))
+    ledger.write(lambda t: t.append_event("accrual", {"transaction_id": "T1", "member_id": "M1", "points": {}}))
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+        (path.parent / name).unlink()
+    ledger.close()
+    again = Ledger(path, LaneIdentity("S001", "L01"))
+    assert [r["seq"] for r in reader(again).execute("SELECT seq FROM outbox")] == [1]
+    path.parent.rename(tmp_path / "moved")
+    path.parent.mkdir()  # made again where it was (a pty link, store IT)
+    with pytest.raises(Exception, match="storage folder .* was moved"):
+        again.write(lambda t: t.append_event("accrual", {"transaction_id": "T2", "member_id": "M1", "points": {}}))
+    assert list(path.parent.iterdir()) == []  # nothing written into the new folder
+    again.close()
+    assert list(path.parent.iterdir()) == []
+    moved = Ledger(tmp_path / "moved" / "ledger.db", LaneIdentity("S001", "L01"))
+    assert [r["seq"] for r in reader(moved).execute("SELECT seq FROM outbox")] == [1]
+    moved.close()

@@ -164,6 +164,12 @@ def test_points_have_a_money_value_only_where_the_program_gives_one():
     doc["currencies"][0]["money_value"] = {"points": 1000, "value_minor": 1000, "money": "PLN"}
     prog = parse_program(doc)  # at least one block of points unless min_points says otherwise
     assert prog.points_reward(999) is None and prog.points_reward(1001).value_minor == 1001
+    doc["currencies"][0]["money_value"] = {"points": 1, "value_minor": 10**6, "money": "PLN"}
+    prog = parse_program(doc)  # more than 10^12 minor units is no voucher (a POS reads it inexactly)
+    assert prog.points_reward(10**6).value_minor == 10**12 and prog.points_reward(10**6 + 1) is None
+    doc["currencies"][0]["money_value"] = {"points": 4, "value_minor": 1, "money": "PLN", "min_points": 102}
+    with pytest.raises(ProgramError, match="min_points: 102 is between steps of 4"):
+        parse_program(doc)  # it would refuse the very number its message names
     from posd.lane.rewards import minor_places
 
     doc["currencies"][0]["money_value"] = {"points": 10, "value_minor": 1, "money": "JPY"}  # no minor unit

@@ -414,7 +414,7 @@ class ReturnOut(BaseModel):
 class RedemptionIn(_Request):
     redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
-    reward_id: str | None = Field(default=None, max_length=64)
+    reward_id: str | None = Field(default=None, max_length=128)  # as long as a program may make one
     points: Points | None = Field(default=None, description="without reward_id: this many of the main currency as "
                                                             "a money-off voucher at the program's money_value "
                                                             "(docs/program.md); never with reward_id (the reward "

@@ -70,6 +70,9 @@ class ExpiryPolicy:
     months: int = 0  # end_of_month / end_of_year: how far past the earning month the period ends
 
 
+MAX_VOUCHER_MINOR = 10**12  # as central's most points in one event: far above a voucher, exact in JavaScript
+
+
 @dataclass(frozen=True)
 class MoneyValue:
     """What a redeemable currency's points are worth as money off, for a redemption that names a
@@ -88,10 +91,18 @@ class MoneyValue:
         return self.points // gcd(self.points, self.value_minor)
 
     def worth(self, points: int) -> int | None:
-        """``points`` in minor units of ``money``; None below the minimum or between steps."""
+        """``points`` in minor units of ``money``; None below the minimum, between steps, or worth more
+        than MAX_VOUCHER_MINOR (what a POS reads exactly, and SQLite stores)."""
         if points < self.min_points or points % self.step:
             return None
-        return points * self.value_minor // self.points
+        value = points * self.value_minor // self.points
+        return value if value <= MAX_VOUCHER_MINOR else None
+
+    @property
+    def max_points(self) -> int:
+        """The most points one voucher takes (MAX_VOUCHER_MINOR's worth, on a step)."""
+        most = MAX_VOUCHER_MINOR * self.points // self.value_minor
+        return most - most % self.step
 
 
 @dataclass(frozen=True)
@@ -291,9 +302,15 @@ def _money_value(value: Any, path: str) -> MoneyValue:
     money = text(raw["money"], f"{path}.money")
     if not (len(money) == 3 and money.isascii() and money.isalpha() and money.isupper()):
         raise ProgramError(f"{path}.money: {money!r} is not an ISO 4217 code (PLN, EUR)")
-    return MoneyValue(points=points, value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1),
+    value_minor = integer(raw["value_minor"], f"{path}.value_minor", minimum=1)
+    step = points // gcd(points, value_minor)
+    minimum = integer(raw.get("min_points", points), f"{path}.min_points", minimum=1)
+    if minimum % step:  # refused on the very number its message names
+        raise ProgramError(f"{path}.min_points: {minimum} is between steps of {step} (the points worth a whole "
+                           f"minor unit): {minimum + step - minimum % step} or {minimum - minimum % step or step}")
+    return MoneyValue(points=points, value_minor=value_minor,
                       money=money,
-                      min_points=integer(raw.get("min_points", points), f"{path}.min_points", minimum=1),
+                      min_points=minimum,
                       valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
 
 

@@ -125,7 +125,7 @@ def _points_reward(program: Program, points: int | None) -> Reward:
     reward = program.points_reward(points, minor_places(value.money))
     if reward is None:
         raise LaneError("invalid_points", f"redeem at least {value.min_points} {program.earn_currency}, "
-                                          f"in steps of {value.step}")
+                                          f"in steps of {value.step}, at most {value.max_points}")
     return reward
 
 

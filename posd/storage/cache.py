@@ -223,7 +223,7 @@ class Cache:
         watch = self._watch
         with self._lock:
             change = watch.changed()
-            if change is None:
+            if change is None or watch.folder_moved():  # the folder moved, cache.db with it: nothing to mend here
                 return
             try:
                 if change == "replaced":

@@ -286,7 +286,19 @@ class FileWatch:
 
     def __init__(self, path: Path):
         self.path, self.wal = path, Path(f"{path}-wal")
+        try:
+            self.folder = _file_id(path.parent)  # the storage folder posd holds (hold_folder)
+        except _Unknown:
+            self.folder = None
         self.reset()
+
+    def folder_moved(self) -> bool:
+        """Is the folder at the path another one now (the storage folder moved or renamed while posd runs,
+        a new one made where it was)? Then posd's files went with it: nothing is to be written back here."""
+        try:
+            return _file_id(self.path.parent) != self.folder
+        except _Unknown:
+            return False
 
     def reset(self) -> None:
         try:

@@ -543,16 +543,33 @@ class Ledger:
         posd) is not written over: writes are refused (WriteRefused) until posd is restarted on it."""
         if self.replaced is None and not self._reopen and (change := self._watch.changed(wal)) is None:
             return
-        if self.replaced is None and (self._reopen or change == "gone"):
+        moved = self.replaced is None and self._watch.folder_moved()
+        if self.replaced is None and not moved and (self._reopen or change == "gone"):
             self._write_back()
             return
         if self.replaced is None:
-            self.replaced = (f"{self.path} was replaced by another file while posd ran: nothing is written to "
-                             "either; restart posd to use the file there now (its sales since are in posd's "
-                             "open copy only)")
-            log.error("%s", self.replaced, extra={"event": "ledger.replaced"})
-            self._readers.refuse(self.replaced)
+            self._refuse_from_now(moved)
         raise WriteRefused(False, self.replaced)
+
+    def _refuse_from_now(self, moved: bool) -> None:
+        """Another file where ledger.db was, or the storage folder moved: no write goes anywhere until
+        posd is restarted. A new file at the path (a backup put back while posd ran) may lack sales posd
+        answered since: the open ledger is written beside it first, so none is lost."""
+        if moved:
+            self.replaced = (f"the storage folder {self.path.parent} was moved or renamed while posd ran, with "
+                             "ledger.db in it: nothing more is written; restart posd on the folder it is to use")
+            log.error("%s", self.replaced, extra={"event": "ledger.replaced"})
+            return
+        kept = self.path.with_name(f"{self.path.name}.open-copy-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            write_back(self._conn, kept)
+            said = f"posd's own ledger, with every sale it answered, is kept as {kept.name}"
+        except (OSError, sqlite3.Error) as exc:
+            said = f"posd's own ledger could not be kept beside it ({exc})"
+        self.replaced = (f"{self.path} was replaced by another file while posd ran: nothing is written to either; "
+                         f"{said}: restart posd on the one it is to use")
+        log.error("%s", self.replaced, extra={"event": "ledger.replaced"})
+        self._readers.refuse(self.replaced)
 
     def _write_back(self) -> None:
         """ledger.db written back from the open connection, then opened again (_keep_file). A failure
@@ -579,6 +596,7 @@ class Ledger:
         self._reopen = False
         self._readers.renew()
         self.written_back += 1
+        self.write_failure = None  # the refusals in the gap said why; sales are recorded again
 
     def keep_file(self) -> None:
         """The same check as before a unit, WAL included, while no unit runs (an idle lane): the daemon
@@ -692,5 +710,10 @@ class Ledger:
             self._queue.put(_STOP)  # after every unit already queued
             writer.join()
         with self._running:  # a unit the loop is running ends first
+            try:  # deleted a moment before a stop: written back first, or its last sales go with posd
+                if self.replaced is None:
+                    self._keep_file(wal=True)
+            except (WriteRefused, OSError, sqlite3.Error) as exc:
+                log.error("ledger.db could not be written back before posd stopped: %s", exc)
             self._readers.close()
             self._conn.close()

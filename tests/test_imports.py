@@ -89,6 +89,7 @@ def test_imports_only_the_standard_library(folder):
     assert third_party - {"posd"} <= set(sys.stdlib_module_names)
 
 
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
 def test_every_module_imports_alone():
     """A fresh interpreter per module, so an import cycle hidden by import order shows."""
     names = [m for m, _ in modules() if not m.endswith("__main__")]

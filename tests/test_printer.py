@@ -228,6 +228,7 @@ def test_a_slow_printer_is_waited_for_not_printed_to_twice():
     assert printer.state is DeviceState.IDLE
 
 
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
 def test_a_printer_taking_a_job_in_slowly_prints_it_once():
     """A network printer with a small input buffer taking in 2,500 bytes a second: the question
     after the job waited 0.5 s + 1 s per 5,000 bytes, less than the job took on the wire, and the

@@ -137,6 +137,7 @@ def test_serial_printer_on_a_pty_reads_status_and_prints(pty_pair):
         thread.join(5)
 
 
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
 def test_a_serial_slip_longer_than_the_write_timeout_on_the_line_prints_once(pty_pair):
     """A serial printer at 38400 baud taking in 4,800 bytes a second, write timeout 1 s, a slip of
     about 24 KB: pyserial's write timeout is the whole write's, so the slip failed once the pty's

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ _bodies = st.dictionaries(st.text(max_size=10), st.recursive(
     max_leaves=12), max_size=6)
 
 
+@pytest.mark.long  # thousands of bodies: CI runs it with the fault runs (make test-faults)
 @settings(max_examples=600, deadline=None)
 @given(_bodies)
 @example({"del": "a\x7fb"})

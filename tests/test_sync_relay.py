@@ -407,6 +407,7 @@ def drain_backlog(client, watcher: type[Watching]) -> tuple[Journal, Watching]:
     return outbox, watching
 
 
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
 def test_a_backlog_is_pipelined_one_batch_in_flight_in_seq_order(central, client):
     """While central applies a full batch the relay reads the next one, and it writes the last
     batch's answers while central applies the next; still one batch in flight, in seq order."""
@@ -437,6 +438,7 @@ class WatchingBodies(Watching):
         return super().push_batch(batch_id, events)
 
 
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
 def test_a_backlog_batch_read_ahead_is_also_encoded_ahead(central, client):
     """The batch read while central applies the one before is encoded then too, so the gzip of a
     full batch is not between central's answer and the next push."""

@@ -302,16 +302,14 @@ def _money_value(value: Any, path: str) -> MoneyValue:
     money = text(raw["money"], f"{path}.money")
     if not (len(money) == 3 and money.isascii() and money.isalpha() and money.isupper()):
         raise ProgramError(f"{path}.money: {money!r} is not an ISO 4217 code (PLN, EUR)")
-    value_minor = integer(raw["value_minor"], f"{path}.value_minor", minimum=1)
-    step = points // gcd(points, value_minor)
-    minimum = integer(raw.get("min_points", points), f"{path}.min_points", minimum=1)
+    value = MoneyValue(points=points, value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1),
+                       money=money, min_points=integer(raw.get("min_points", points), f"{path}.min_points", minimum=1),
+                       valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
+    minimum, step = value.min_points, value.step
     if minimum % step:  # refused on the very number its message names
         raise ProgramError(f"{path}.min_points: {minimum} is between steps of {step} (the points worth a whole "
                            f"minor unit): {minimum + step - minimum % step} or {minimum - minimum % step or step}")
-    return MoneyValue(points=points, value_minor=value_minor,
-                      money=money,
-                      min_points=minimum,
-                      valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
+    return value
 
 
 def _currency(raw: Any, path: str) -> Currency:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from posd.core.rules import RuleError
-from posd.storage.db import ReadFailed, WriteRefused, unavailable
+from posd.storage.db import ReadFailed as ReadFailed  # re-exported: the API catches it without posd.storage
+from posd.storage.db import WriteRefused, unavailable
 
 F = TypeVar("F", bound=Callable)
 # A POS clock a little ahead is normal; a sale hours in the future would mature and expire wrongly.
@@ -152,9 +153,6 @@ def storage_error(exc: WriteRefused) -> LaneError:
     if exc.full:
         return LaneError("storage_full", f"the lane's disk is full; nothing was recorded: {exc.detail}")
     return LaneError("storage_failed", f"the lane's disk failed a write; nothing was recorded: {exc.detail}")
-
-
-__all__ = ["ReadFailed"]  # re-exported: the API catches it without importing posd.storage
 
 
 @raises("storage_failed")

@@ -143,7 +143,6 @@ class Cache:
         self.program_changes = 0
         if checked:
             self._conn = connect(path, durable=False)
-            self._watch = FileWatch(path)
             return
         self._conn = self._open()
         self._watch = FileWatch(path)

@@ -324,6 +324,15 @@ class FileWatch:
         return None
 
 
+def sync_to_disk(path: Path) -> None:
+    """fsync a file, or a folder (its entries: a rename into it), by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def spare_of(path: Path) -> Path:
     """Where write_back writes a database before renaming it into place."""
     return path.with_name(f".{path.name}.writing-back")
@@ -349,20 +358,12 @@ def write_back(conn: sqlite3.Connection, path: Path) -> None:
         conn.backup(target)
     finally:
         target.close()
-    fd = os.open(spare, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_to_disk(spare)
     for side in ("-wal", "-shm"):  # another database's: read beside the new file, they would be replayed into it
         Path(f"{path}{side}").unlink(missing_ok=True)
     os.replace(spare, path)
     try:  # in place now, whatever the folder's sync says: the caller goes on with it
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        sync_to_disk(path.parent)
     except OSError:
         pass
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from posd.storage.db import StorageError, database_size, parse_iso, quick_check, utcnow
+from posd.storage.db import StorageError, database_size, parse_iso, quick_check, sync_to_disk, utcnow
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import Quarantined, acknowledged_seq, quarantined_after, quarantined_events
 
@@ -233,10 +233,9 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         raise OSError(exc.errno, exc.strerror, str(dest)) from exc
     try:
         done = _backup(source, partial, dest)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
+        sync_to_disk(partial)
         _put_in_place(partial, dest, replace)
-        _fsync_dir(dest.parent)
+        sync_to_disk(dest.parent)
     except BaseException:
         for leftover in ("", "-journal", "-wal", "-shm"):  # SQLite's own files beside the copy too
             Path(f"{partial}{leftover}").unlink(missing_ok=True)
@@ -286,11 +285,3 @@ def _put_in_place(partial: Path, dest: Path, replace: bool) -> None:
         os.replace(partial, dest)
         return
     partial.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

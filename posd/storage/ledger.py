@@ -366,7 +366,6 @@ class Ledger:
         self.commits = 0  # transactions the writer committed (a group counts once)
         self.units = 0  # units of work those commits made durable
         self._watch = FileWatch(path)  # ledger.db deleted or moved while posd runs: written back (_keep_file)
-        self.written_back = 0  # times it was
         self.replaced: str | None = None  # another file put where ledger.db was: writes refused until a restart
         self._reopen = False  # written back, not opened again yet (the open failed): open it before a unit
         self._mend_after, self._mend_failed = 0.0, ""  # a failed write-back: when to try again, and why
@@ -595,7 +594,6 @@ class Ledger:
         self._conn = conn
         self._reopen = False
         self._readers.renew()
-        self.written_back += 1
         self.write_failure = None  # the refusals in the gap said why; sales are recorded again
 
     def keep_file(self) -> None:

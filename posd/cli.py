@@ -309,6 +309,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from posd.config import live_storage_files
+    from posd.stop_signals import stops_unwind
     from posd.storage.db import StorageError
     from posd.storage.inspect import backup_ledger
 
@@ -349,6 +350,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     except PermissionError as exc:  # a folder on the way this user may not enter
         print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror}", file=sys.stderr)
         return 1
+    stops_unwind()  # stopped by a service manager or a timeout: the hidden partial copy is removed
     try:
         done = backup_ledger(source, dest, replace=args.force)
     except FileExistsError:  # it appeared while the copy was taken

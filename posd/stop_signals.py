@@ -24,6 +24,17 @@ def keep_early_stops() -> None:
         signal.signal(sig, _keep)
 
 
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stops_unwind() -> None:
+    """A stop signal ends this command as an exception would: its cleanup (``finally``) runs, where the
+    default action ends the process at once and leaves what it was writing (a backup's hidden copy)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+
+
 def early_stop() -> str | None:
     """The name of the first stop signal kept, if one came."""
     return signal.Signals(_asked[0]).name if _asked else None

@@ -407,6 +407,10 @@ def _ledger_state(state: Path, how: str) -> None:
 
     if how == "empty":
         (state / "ledger.db").write_bytes(b"")
+    elif how == "foreign":  # another database under the name: posd run used to migrate it into a ledger
+        with contextlib.closing(sqlite3.connect(state / "ledger.db")) as conn, conn:
+            conn.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, quantity INTEGER)")
+            conn.execute("INSERT INTO stock VALUES ('5901234123457', 12)")
     elif how == "wal_orphan":
         (state / "ledger.db-wal").write_bytes(b"\x37\x7f\x06\x82" + os.urandom(4096))
     else:
@@ -419,10 +423,12 @@ def _ledger_state(state: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how, words", [("empty", "0 bytes"), ("wal_orphan", "ledger.db-wal"),
-                                        ("other_lane", "L09"), ("newer", "m9999_from_a_newer_posd")])
+                                        ("other_lane", "L09"), ("newer", "m9999_from_a_newer_posd"),
+                                        ("foreign", "stock")])
 def test_a_ledger_posd_run_refuses_fails_doctor_too(tmp_path, how, words):
     """Doctor said ok (or "created at first start") for ledgers posd run then refused with exit 3: an
-    empty file, a -wal without its ledger.db, another lane's history, a newer posd's migrations.
+    empty file, a -wal without its ledger.db, another lane's history, a newer posd's migrations,
+    another database under the name (posd run wrote its tables into it and took it for a new ledger).
     It asks the ledger's own checks now, read-only, and says what to do."""
     cfg = offline_config(tmp_path)
     state = cfg.parent / "state"
@@ -439,6 +445,7 @@ def test_a_ledger_posd_run_refuses_fails_doctor_too(tmp_path, how, words):
     run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 3 and words in run.stderr, run.stderr
+    assert {name: (state / name).read_bytes() for name in before} == before  # refused with nothing written
 
 
 def _lane_with_storage(folder: Path) -> Path:

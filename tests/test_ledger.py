@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
@@ -244,6 +245,35 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path):
     assert cache.rebuilt_from is not None and cache.rebuilt_from.exists()
     assert cache.member_count() == 0 and cache.member_cursor() is None
     cache.close()
+
+
+def test_another_database_is_never_migrated_into_a_ledger_or_a_cache(tmp_path):
+    """A database posd did not make under ledger.db (cache.db restored in its place, another program's
+    file) was migrated: posd wrote its tables into it and took it for a new lane's ledger. It is
+    refused now without a byte written; cache.db, rebuildable, is moved aside and made anew, and a
+    ledger.db put where cache.db belongs is refused as a cache, not taken for one."""
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, quantity INTEGER)")
+    kept = other.read_bytes()
+    with pytest.raises(StorageError, match=r"not made by posd.*\(stock\)") as refused:
+        Ledger(other, LaneIdentity("S", "L"))
+    assert refused.value.code == "foreign" and other.read_bytes() == kept
+    assert not Path(f"{other}-wal").exists() or Path(f"{other}-wal").stat().st_size == 0
+
+    Cache(tmp_path / "real-cache.db", "L").close()  # a sound cache.db is no ledger either
+    with pytest.raises(StorageError, match="not made by posd") as refused:
+        Ledger(tmp_path / "real-cache.db", LaneIdentity("S", "L"))
+    assert refused.value.code == "foreign"
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S", "L"))
+    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    ledger.close()
+    cache = Cache(tmp_path / "ledger.db", "L")  # a ledger.db copied as cache.db: moved aside, whole
+    assert cache.rebuilt_from is not None and cache.member_count() == 0
+    cache.close()
+    with contextlib.closing(sqlite3.connect(cache.rebuilt_from)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
 
 
 def _counting_checks(monkeypatch) -> list[str]:

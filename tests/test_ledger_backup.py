@@ -117,6 +117,7 @@ def test_backup_refuses_to_overwrite_the_ledger_and_says_when_there_is_none(tmp_
 def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_folder_it_lacks(tmp_path):
     """The copy holds member names: 0600 whatever the umask. An existing file is kept unless --force.
     A destination folder that does not exist is named, not the ledger."""
+    from posd.storage.schema import ledger_migrations
     from tests.support.lane import free_port, lane_config
 
     cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
@@ -125,6 +126,8 @@ def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_fold
     state.mkdir()
     with sqlite3.connect(state / "ledger.db") as db:  # a ledger as the daemon leaves it: WAL, rows in the -wal
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        db.execute("INSERT INTO _migrations VALUES (?, '2026-01-01')", (ledger_migrations.names[0],))
         db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body TEXT)")
         db.execute("INSERT INTO outbox (body) VALUES ('{\"member\": \"Anna K.\"}')")
     old = os.umask(0o022)
@@ -278,3 +281,66 @@ def test_a_backup_never_replaces_a_file_of_the_live_storage(tmp_path, central, s
     assert not list(lane.state.glob(".*.partial"))
     for n in range(5):  # every acknowledged sale is still there
         assert lane.post("/v1/transactions", sale_body(f"T-{n:03d}")).headers.get("Idempotent-Replayed") == "true"
+
+
+def test_an_empty_ledger_or_another_database_is_named_never_no_such_table(tmp_path):
+    """`posd ledger backup` and `posd ledger quarantine` on an empty ledger.db, or on another database
+    under its name, said "no such table: outbox" (quarantine: "cannot read ... as root"). They say
+    what posd run and doctor say, exit 1, and leave no copy."""
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    state = cfg.parent / "state"
+    state.mkdir()
+    (state / "ledger.db").write_bytes(b"")
+    for how, words in (("empty", "is empty (0 bytes)"), ("foreign", "not made by posd")):
+        if how == "foreign":
+            (state / "ledger.db").unlink()
+            with sqlite3.connect(state / "ledger.db") as conn:
+                conn.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, quantity INTEGER)")
+            conn.close()
+        kept = (state / "ledger.db").read_bytes()
+        run = backup(cfg, tmp_path / "copy.db")
+        listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
+                                capture_output=True, text=True, timeout=60)
+        for done in (run, listed):
+            assert done.returncode == 1 and words in done.stderr, (how, done.stderr)
+            assert "no such table" not in done.stderr and "Traceback" not in done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["lane"]  # no copy, no hidden partial
+        assert (state / "ledger.db").read_bytes() == kept
+
+
+def test_a_backup_stopped_by_sigterm_leaves_no_partial_copy(tmp_path):
+    """A backup stopped by its service manager or a `timeout` (SIGTERM) left its hidden
+    .NAME.partial copy behind, ledger-sized. It now exits 143 with the partial copy removed."""
+    import signal
+    import time
+
+    from posd.storage.ledger import LaneIdentity, Ledger
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    (cfg.parent / "state").mkdir()
+    ledger = Ledger(cfg.parent / "state" / "ledger.db", LaneIdentity("S001", "L01"))
+    for _ in range(6):  # about 150 MB: the copy and its check take long enough to be stopped in
+        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {},
+                                                             "pad": os.urandom(12_000).hex()})
+                                 for _ in range(1000)])
+    ledger.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "posd", "ledger", "backup", str(out / "copy.db"), "--config",
+                             str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / ".copy.db.partial").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert proc.poll() is None, "the backup ended before it could be stopped: make the ledger larger"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert list(out.iterdir()) == []

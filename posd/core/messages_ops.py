@@ -200,6 +200,10 @@ OPS: dict[str, dict[str, str]] = {
                                             "its own ledger",
         "doctor.storage.ledger_newer": "ledger.db was written by a newer posd (migrations {migrations}); this posd "
                                        "refuses to touch it. Install that version again",
+        "doctor.storage.ledger_foreign": "ledger.db is not a posd ledger: it holds another database's tables "
+                                         "({tables}); posd refuses to start on it. Put this lane's ledger.db back "
+                                         "from the last backup (docs/install.md, Backup and restore), or move the "
+                                         "file aside to start a new lane history",
         "doctor.storage.cache_corrupt": "cache.db is damaged ({problem}): posd moves it aside and rebuilds it "
                                         "from central at its next start (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db grows about {rate} a day ({events} events in the last {window})",
@@ -482,6 +486,10 @@ OPS: dict[str, dict[str, str]] = {
                                             "rejestr",
         "doctor.storage.ledger_newer": "ledger.db zapisała nowsza wersja posd (migracje {migrations}); ta wersja "
                                        "go nie dotknie. Zainstaluj ponownie tamtą wersję",
+        "doctor.storage.ledger_foreign": "ledger.db nie jest rejestrem posd: ma tabele innej bazy ({tables}); "
+                                         "posd na nim nie wystartuje. Przywróć ledger.db tej kasy z ostatniej kopii "
+                                         "(docs/install.md, Backup and restore) albo odłóż plik, by zacząć nową "
+                                         "historię kasy",
         "doctor.storage.cache_corrupt": "cache.db jest uszkodzony ({problem}): posd odłoży go i odbuduje z "
                                         "centrali przy następnym starcie (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db rośnie o około {rate} dziennie (zdarzenia: {events}, okres: "
@@ -767,6 +775,10 @@ OPS: dict[str, dict[str, str]] = {
                                             "یا به این صندوق دفتر خودش را بدهید",
         "doctor.storage.ledger_newer": "ledger.db را نسخهٔ تازه‌تری از posd نوشته است (مهاجرت‌های {migrations})؛ "
                                        "این نسخه به آن دست نمی‌زند. همان نسخه را دوباره نصب کنید",
+        "doctor.storage.ledger_foreign": "ledger.db دفتر posd نیست: جدول‌های پایگاه دادهٔ دیگری را دارد ({tables})؛ "
+                                         "posd با آن اجرا نمی‌شود. ledger.db این صندوق را از آخرین پشتیبان برگردانید "
+                                         "(docs/install.md، Backup and restore) یا پرونده را کنار بگذارید تا تاریخچهٔ "
+                                         "تازه‌ای برای صندوق آغاز شود",
         "doctor.storage.cache_corrupt": "cache.db آسیب دیده است ({problem}): posd در اجرای بعدی آن را کنار "
                                         "می‌گذارد و از مرکز بازسازی می‌کند (systemctl restart posd)",
         "doctor.storage.growth": "ledger.db روزانه حدود {rate} بزرگ می‌شود ({events} رویداد در {window} گذشته)",

@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from posd.core.program import parse_program
-from posd.storage.db import (FileWatch, ThreadReaders, checked_file, compact_json, connect, iso, parse_iso, rollback,
-                             unavailable, utcnow_iso, write_back, write_refused)
+from posd.storage.db import (FileWatch, StorageError, ThreadReaders, checked_file, compact_json, connect, iso,
+                             parse_iso, rollback, unavailable, utcnow_iso, write_back, write_refused)
 from posd.storage.schema import cache_migrations
 
 log = logging.getLogger("posd.cache")
@@ -159,8 +159,13 @@ class Cache:
             conn = connect(self.path, durable=False)
             problem = checked_file(self.path, conn)
             if problem is None:
-                cache_migrations.apply(conn)
-                return conn
+                try:
+                    cache_migrations.apply(conn)
+                    return conn
+                except StorageError as exc:
+                    if exc.code != "foreign":  # a newer posd's cache: never touched
+                        raise
+                    problem = str(exc)  # another database under the name: kept aside like a damaged one
             conn.close()
             reason = problem
         except sqlite3.DatabaseError as exc:

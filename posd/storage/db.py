@@ -201,9 +201,26 @@ class Migrations:
     def names(self) -> list[str]:
         return [n for n, _ in self._steps]
 
+    def ours(self, conn: sqlite3.Connection) -> bool:
+        """Whether the file is one posd made as this kind (False: a new, empty one). StorageError
+        ``foreign`` when it holds another database (cache.db restored as ledger.db, another program's
+        file under the name): migrating it would write posd's tables into that database and take it
+        for a history."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables - {"_migrations"}:
+            return "_migrations" in tables
+        if "_migrations" in tables and {r[0] for r in conn.execute("SELECT name FROM _migrations")} & set(self.names):
+            return True
+        shown = sorted(tables - {"_migrations"})
+        listed = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
+        raise StorageError(f"{self.name} was not made by posd: it holds another database's tables ({listed}), a file "
+                           f"copied or restored under its name; posd does not touch it", "foreign", tables=listed)
+
     def done(self, conn: sqlite3.Connection) -> set[str]:
         """The migrations the file has had. StorageError when some are not this posd's: a newer
-        version wrote it, and this one must not touch it."""
+        version wrote it, and this one must not touch it; or when it is another database (``ours``)."""
+        if not self.ours(conn):
+            return set()
         done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
         unknown = sorted(done - set(self.names))
         if unknown:
@@ -213,10 +230,10 @@ class Migrations:
         return done
 
     def apply(self, conn: sqlite3.Connection) -> list[str]:
+        done = self.done(conn)  # before anything is written: never into a newer posd's file or another's
         conn.execute(
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        done = self.done(conn)
         applied = []
         for name, fn in self._steps:
             if name in done:

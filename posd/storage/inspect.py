@@ -114,6 +114,21 @@ def _checked(conn: sqlite3.Connection, path: Path) -> str | None:
     return quick_check(conn, lambda exc: _sqlite_problem(path, exc))
 
 
+def _not_a_ledger(conn: sqlite3.Connection, path: Path) -> StorageError | None:
+    """Why the file at ``path`` is no ledger posd made, None when it is one: an empty file is a history
+    lost and another database under the name is no history at all; said as posd run and doctor say it,
+    never as "no such table" from deep inside."""
+    from posd.storage.ledger import history_left
+    from posd.storage.schema import ledger_migrations
+
+    try:
+        history_left(path)
+        ledger_migrations.ours(conn)
+    except StorageError as exc:
+        return exc
+    return None
+
+
 def check_db(path: Path) -> DbCheck:
     """Exists? How big (with its -wal and -shm)? Does PRAGMA quick_check pass? Read-only throughout.
     A file this process cannot read is ``unreadable`` (``denied`` for a permission), never damaged."""
@@ -172,6 +187,9 @@ def quarantined(path: Path) -> tuple[list[Quarantined], int]:
             problem = _checked(conn, path)  # a damaged ledger's answer would be no answer: say so instead
             if problem is not None:
                 raise StorageError(f"{path} failed its integrity check ({problem}); its events cannot be listed")
+            refused = _not_a_ledger(conn, path)
+            if refused is not None:
+                raise refused
             return quarantined_events(conn), acknowledged_seq(path.parent, conn)
         finally:
             conn.close()
@@ -227,11 +245,11 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
     partial = dest.with_name(f".{dest.name}.partial")
     partial.unlink(missing_ok=True)
-    try:  # an empty file is an empty database; SQLite gives its journal the file's mode
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except OSError as exc:  # named as the user wrote it, not as the hidden partial file
-        raise OSError(exc.errno, exc.strerror, str(dest)) from exc
-    try:
+    try:  # a stop signal (SystemExit) from the moment the file exists removes it below
+        try:  # an empty file is an empty database; SQLite gives its journal the file's mode
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:  # named as the user wrote it, not as the hidden partial file
+            raise OSError(exc.errno, exc.strerror, str(dest)) from exc
         done = _backup(source, partial, dest)
         sync_to_disk(partial)
         _put_in_place(partial, dest, replace)
@@ -250,9 +268,11 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
         raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
     try:
         try:  # can this process read it at all? CannotRead if not: not the copy's fault, not damage
-            src.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            refused = _not_a_ledger(src, source)
         except sqlite3.Error as exc:
             raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
+        if refused is not None:  # an empty file copied would be a backup of nothing, taken as whole
+            raise refused
         out = sqlite3.connect(partial, isolation_level=None)
         try:
             src.backup(out)  # all pages in one step: one read transaction, the writer is never held

@@ -116,7 +116,7 @@ def _finish_write_back(path: Path) -> None:
         return
     try:
         if _checked(spare):
-            return  # not whole: _history_left says so
+            return  # not whole: history_left says so
     except sqlite3.Error:
         return
     os.replace(spare, path)
@@ -124,7 +124,7 @@ def _finish_write_back(path: Path) -> None:
                 extra={"event": "ledger.written_back"})
 
 
-def _history_left(path: Path) -> bool:
+def history_left(path: Path) -> bool:
     """Whether ``path`` holds a ledger's history (False: a new lane starts one). StorageError when what
     is there cannot be a ledger posd made and must not be taken for a new one:
     - an empty ledger.db: posd writes its header before anything else, so an empty file is a history
@@ -191,7 +191,7 @@ def refusal(path: Path, lane: LaneIdentity) -> StorageError | None:
     """Why posd would refuse to start on the ledger at ``path`` as ``lane``, found read-only, else None.
     Its integrity aside: posd.storage.inspect.check_db reads that."""
     try:
-        if not _history_left(path):
+        if not history_left(path):
             return None
         conn = connect(path, durable=True, readonly=True)
         try:
@@ -204,6 +204,16 @@ def refusal(path: Path, lane: LaneIdentity) -> StorageError | None:
     except (sqlite3.Error, OSError):  # what SQLite or the disk says of the file is check_db's to name
         return None
     return None
+
+
+def _refuse_foreign(path: Path) -> None:
+    """StorageError when the file is another database (Migrations.ours), read on a read-only
+    connection: refused before the read-write open, which would already turn it to WAL."""
+    conn = connect(path, durable=True, readonly=True)
+    try:
+        ledger_migrations.ours(conn)
+    finally:
+        conn.close()
 
 
 def _checked(path: Path) -> str | None:
@@ -329,13 +339,14 @@ class Ledger:
         # health turns red on it, since sales cannot be recorded.
         self.write_failure: str | None = None
         _finish_write_back(path)
-        existed = _history_left(path)
+        existed = history_left(path)
         try:
             if existed:  # checked read-only first: a file refused is never written, not even its header
                 problem = _checked(path)
                 if problem:
                     raise StorageError(f"{path} failed its integrity check ({problem}); it was left untouched. "
                                        "Restore it from backup or move it aside to start a new lane history.")
+                _refuse_foreign(path)
             try:
                 self._conn = connect(path, durable=True)
                 ledger_migrations.apply(self._conn)

@@ -388,9 +388,12 @@ class Printer(Device):
         self.options = dict(options or {})
         self._job_lock = threading.Lock()
         self.last_status: PrinterStatus | None = None
-        # This printer answered a status query since posd started: from then on its silence means it is
-        # not listening (stalled, lost power behind a switch that still takes the connection).
+        # This printer has answered a status query: from then on its silence means it is not listening
+        # (stalled, lost power behind a switch that still takes the connection). The owner may set it
+        # from what an earlier run saw, and keep it when ``on_first_answer`` is called (posd: ledger.db),
+        # so a restart in front of a silent printer never sends its held slips blind.
         self.answers_status = False
+        self.on_first_answer: Callable[[], None] | None = None
         self._configure()
 
     # -- hooks ---------------------------------------------------------------
@@ -425,8 +428,13 @@ class Printer(Device):
         when it did not, from a printer that answered before: it is not listening, it is offline."""
         if status is None:
             return False
-        if status.answered:
+        if status.answered and not self.answers_status:
             self.answers_status = True
+            if self.on_first_answer is not None:
+                try:
+                    self.on_first_answer()
+                except Exception:  # kept for this run all the same; the job goes on
+                    log.exception("%s: could not keep that the printer answers its status", self.label)
         return not status.answered and self.answers_status
 
     def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:

@@ -62,7 +62,9 @@ class PtyLink(Link):
             return os.read(self.master, size) if self._readable(self.master, timeout) else b""
 
     def check(self) -> None:
-        """Re-create our symlink if someone removed it; leave it alone if it points elsewhere now."""
+        """Re-create our symlink if someone removed it; leave it alone if it points elsewhere now.
+        Something else put in its place (a file, a folder) is this scanner's error, as at the start:
+        nothing typed can reach posd until it is moved away, and then the link is made again."""
         try:
             target = os.readlink(self.link_path)
         except FileNotFoundError:
@@ -71,6 +73,7 @@ class PtyLink(Link):
                 _point_symlink(self.link_path, self.slave_name)
             return
         except OSError:
+            _check_link_path(self.link_path)  # raises, naming what is there; an unreadable folder passes
             return
         if target != self.slave_name and not self._warned_foreign_link:
             self._warned_foreign_link = True

@@ -75,6 +75,14 @@ class DeviceURL:
             return None
         return int(text)
 
+    @property
+    def address(self) -> str:
+        """Where the device is, without its settings (``tcp://10.0.0.5:9100`` for
+        ``tcp://10.0.0.5:9100?timeout=8``) and without a password: what names the same device
+        when only its settings change."""
+        netloc = self.netloc.rpartition("@")[2]
+        return f"{self.scheme}://{netloc}{self.path}"
+
     def redacted(self) -> str:
         """The URL with any password and secret-looking parameters masked."""
         if self.scheme == "none":

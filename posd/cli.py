@@ -202,6 +202,7 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     from posd.drivers import registry
     from posd.drivers.base import PrinterError
     from posd.drivers.print_test import print_test_documents
+    from posd.storage.inspect import printer_answered_at
 
     config = _load(args.config)
     pcfg = config.printer
@@ -214,6 +215,8 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     except (registry.DriverUnavailableError, ValueError) as exc:
         print(f"posd print-test: {exc}", file=sys.stderr)
         return 2
+    # a printer posd saw answer its status: silent now, it is not listening, and the test is not printed
+    printer.answers_status = printer_answered_at(config.storage_dir / "ledger.db", printer.url.address) is not None
     docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
                                 store_id=config.lane.store_id, lane_id=config.lane.lane_id,
                                 code_pages=args.code_pages, table=pcfg.code_pages)

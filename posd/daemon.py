@@ -41,8 +41,9 @@ from posd.lane.rewards import OfflineLimits
 from posd.member_pull import ProcessMemberPull
 from posd.metrics import LaneMetrics
 from posd.sdnotify import Notifier
+from posd.storage import meta
 from posd.storage.cache import Cache, seal_key_from
-from posd.storage.db import StorageUnavailable, hold_folder, parse_iso, release_folder
+from posd.storage.db import StorageUnavailable, hold_folder, parse_iso, release_folder, utcnow_iso
 from posd.storage.ledger import LaneIdentity, Ledger
 from posd.storage.outbox import LedgerOutbox
 from posd.stop_signals import STOP_SIGNALS, early_stop
@@ -175,6 +176,7 @@ class Daemon:
         pcfg = cfg.printer
         self.printer = registry.open_printer(pcfg.device_name, cfg.device_url(pcfg.url), profile=pcfg.profile, width_mm=pcfg.width_mm,
                                              code_pages=pcfg.code_pages, on_status=self._device_status)
+        self._keep_printer_answers()
         off = cfg.offline
         self.lane = Lane(store_id=cfg.lane.store_id, lane_id=cfg.lane.lane_id, locale=cfg.lane.locale,
                          ledger=self.ledger, cache=self.cache, bus=self.bus,
@@ -193,6 +195,14 @@ class Daemon:
                                                     birthday=self.authoriser.claim_birthday))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
+
+    def _keep_printer_answers(self) -> None:
+        """A printer that answered its status in an earlier run is one that answers: silent after a
+        restart, it is offline and its held slips wait, never sent blind (counted printed, lost)."""
+        key = meta.printer_answered_key(self.printer.url.address)
+        if self.ledger.view().meta(key) is not None:
+            self.printer.answers_status = True
+        self.printer.on_first_answer = lambda: self.ledger.write(lambda tx: tx.set_meta(key, utcnow_iso()))
 
     def _erase(self, member_ids: list[str]) -> None:
         """Central deleted these members: scrub what ledger.db keeps of them (slips, enrolments), durably,

@@ -356,3 +356,39 @@ def test_status_page_in_the_lanes_language(lane):
     page = requests.get(lane.base + "/", timeout=5)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'lang="pl"' in page.text and "Urządzenia" in page.text and "front" in page.text
+
+
+def test_a_printer_that_answered_before_a_restart_and_is_silent_after_gets_nothing_blind(lane, printer, central):
+    """A printer that answered DLE EOT, then went silent while it still takes the connection (switched
+    off behind a print server), was known to answer only in memory: after a restart posd sent its held
+    slips blind, counted them printed with nothing on paper, and health said ok; `posd print-test` said
+    printed too, and doctor called it a printer that never answers. ledger.db keeps that it answers."""
+    import time
+
+    assert lane.post("/v1/transactions", sale("T-heard")).status_code == 200
+    printer.wait_for_jobs(1, timeout=10)
+    lane.stop()
+    printer.respond_to_status = False  # still takes the connection, answers nothing
+    lane.start()
+    lane.wait_for(lambda: any(d["name"] == "printer" and d["state"] == "error" and d.get("reason") == "offline"
+                              for d in lane.health()["devices"]), what="the silent printer offline")
+    assert lane.post("/v1/transactions", sale("T-silent")).status_code == 200
+    def job() -> dict:
+        return lane.get("/v1/slips/T-silent").json()["jobs"][0]
+
+    lane.wait_for(lambda: job()["attempts"] >= 1 and job()["last_error"], what="the slip held")
+    time.sleep(1.5)  # a retry or two: still nothing sent
+    assert len(printer.jobs) == 1 and job()["state"] == "queued" and "offline" in job()["last_error"], job()
+    assert lane.health()["status"] != "ok"
+    test = subprocess.run([sys.executable, "-m", "posd", "print-test", "--config", str(lane.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert test.returncode == 1 and "offline" in test.stderr, (test.stdout, test.stderr)
+    doctor = subprocess.run([sys.executable, "-m", "posd", "doctor", "--config", str(lane.config), "--json",
+                             "--no-central", "--lang", "en"], capture_output=True, text=True, timeout=120)
+    found = [f for f in json.loads(doctor.stdout)["checks"] if f["check"] == "devices.printer.status"]
+    assert [(f["result"], f["code"]) for f in found] == [("fail", "printer_fell_silent")], found
+    assert len(printer.jobs) == 1
+    printer.respond_to_status = True
+    lane.wait_for(lambda: job()["state"] == "printed", timeout=30,
+                  what="the slip printed once the printer answers")
+    assert len(printer.wait_for_jobs(2, timeout=10)) == 2

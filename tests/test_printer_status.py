@@ -207,3 +207,23 @@ def test_a_printer_that_does_not_answer_has_no_paper_state():
     assert paper_state(answered, None) == "ok"
     assert paper_state(answered, "offline") is None and paper_state(answered, "io_error") is None
     assert paper_state(answered, "paper_out") == "out"
+
+
+def test_a_printer_known_to_answer_is_offline_when_silent_from_the_first_question():
+    """What an earlier run saw (posd keeps it in ledger.db): set before the first question, a silent
+    printer is offline at once, and nothing is sent blind. The first answer is told once, to be kept."""
+    told: list[str] = []
+    with PrinterEmulator() as emulator:
+        emulator.respond_to_status = False
+        printer = registry.open_printer("p", emulator.url + "?timeout=8")
+        printer.answers_status = True
+        assert printer.check_ready() == "offline"
+        with pytest.raises(PrinterError):
+            printer.print_document(doc())
+        assert emulator.jobs == []
+        fresh = registry.open_printer("p", emulator.url)
+        fresh.on_first_answer = lambda: told.append("answered")
+        emulator.respond_to_status = True
+        assert fresh.check_ready() is None and fresh.check_ready() is None
+        fresh.print_document(doc())
+        assert told == ["answered"] and fresh.url.address == emulator.url == printer.url.address

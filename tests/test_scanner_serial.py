@@ -130,6 +130,27 @@ def test_pty_link_removed_while_running_is_recreated(tmp_path, rec, scanners):
     assert rec.next_scan().data == "AFTER"
 
 
+def test_a_file_put_in_place_of_the_link_is_an_error_until_it_is_moved_away(tmp_path, rec, scanners, caplog):
+    """`rm LINK; echo x > LINK` while posd ran went unseen: health said idle, nothing was logged, and
+    every code typed was lost. It is the scanner's error now, named as at the start, and the link is
+    made again once the file is moved away."""
+    caplog.set_level(logging.INFO, logger="posd.drivers")
+    link = tmp_path / "scanner0"
+    scanner = start(scanners, rec, "s", f"pty://{link}")
+    scanner.LINK_CHECK_S = 0.0
+    seen = rec.wait_state(DeviceState.IDLE)
+    os.unlink(link)
+    link.write_text("x\n")
+    seen = rec.wait_state(DeviceState.ERROR, "io_error", after=seen)
+    assert link.read_text() == "x\n"
+    assert f"{link} is a file, not a link posd made" in caplog.text
+    link.rename(tmp_path / "aside")
+    rec.wait_state(DeviceState.IDLE, after=seen)
+    wait_until(link.is_symlink)
+    write_scan(str(link), "AFTER")
+    assert rec.next_scan().data == "AFTER"
+
+
 def test_a_link_left_by_a_killed_run_is_replaced(tmp_path, rec, scanners, caplog):
     """kill -9 leaves the link pointing at a pseudo-terminal that died with the process."""
     caplog.set_level(logging.INFO, logger="posd.drivers.link_pty")

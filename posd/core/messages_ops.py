@@ -228,6 +228,10 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_problem": "{name}: the printer answers its status (DLE EOT): {reason}",
         "doctor.devices.printer_silent": "{name}: the printer does not answer its status (DLE EOT); posd sees "
                                          "only transport errors",
+        "doctor.devices.printer_fell_silent": "{name}: the printer answered its status (DLE EOT) before and is "
+                                              "silent now: switched off, stalled, or not listening behind its print "
+                                              "server; posd holds its slips until it answers. A printer replaced by a "
+                                              "model that never answers: add status=0 to its URL",
         "doctor.devices.printer_unreachable": "{name}: cannot reach the printer at {url}: {reason}",
         "doctor.devices.printer_none": "no printer configured: no slips",
         "doctor.devices.preview": "{name}: slips are kept as files in {path}",
@@ -516,6 +520,10 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_problem": "{name}: drukarka odpowiada na pytanie o stan (DLE EOT): {reason}",
         "doctor.devices.printer_silent": "{name}: drukarka nie odpowiada na pytanie o stan (DLE EOT); posd "
                                          "widzi tylko błędy transmisji",
+        "doctor.devices.printer_fell_silent": "{name}: drukarka odpowiadała na pytanie o stan (DLE EOT), a teraz "
+                                              "milczy: wyłączona, zawieszona albo nie słucha za serwerem wydruku; "
+                                              "posd wstrzymuje jej paragony, aż odpowie. Drukarka wymieniona na model, "
+                                              "który nigdy nie odpowiada: dodaj status=0 do jej URL",
         "doctor.devices.printer_unreachable": "{name}: brak połączenia z drukarką {url}: {reason}",
         "doctor.devices.printer_none": "brak drukarki w konfiguracji: bez paragonów lojalnościowych",
         "doctor.devices.preview": "{name}: paragony są zapisywane jako pliki w {path}",
@@ -804,6 +812,10 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.printer_problem": "{name}: چاپگر به پرسش وضعیت (DLE EOT) پاسخ می‌دهد: {reason}",
         "doctor.devices.printer_silent": "{name}: چاپگر به پرسش وضعیت (DLE EOT) پاسخ نمی‌دهد؛ posd فقط خطاهای "
                                          "ارتباطی را می‌بیند",
+        "doctor.devices.printer_fell_silent": "{name}: چاپگر پیش‌تر به پرسش وضعیت (DLE EOT) پاسخ می‌داد و اکنون "
+                                              "ساکت است: خاموش شده، گیر کرده یا پشت سرور چاپ گوش نمی‌دهد؛ posd "
+                                              "رسیدهایش را تا پاسخ دادنش نگه می‌دارد. اگر چاپگر با مدلی جایگزین شده که "
+                                              "هرگز پاسخ نمی‌دهد، status=0 را به URL آن بیفزایید",
         "doctor.devices.printer_unreachable": "{name}: اتصال به چاپگر {url} ممکن نیست: {reason}",
         "doctor.devices.printer_none": "چاپگری تنظیم نشده: رسیدی چاپ نمی‌شود",
         "doctor.devices.preview": "{name}: رسیدها به صورت فایل در {path} نگه داشته می‌شوند",

@@ -11,7 +11,7 @@ from posd.doctor.access import describe, exists, may, may_reach, nearest_existin
 from posd.drivers.discovery import udev_rule_for
 from posd.drivers.link_pty import link_path_holder
 from posd.drivers.url import parse_device_url
-from posd.storage.inspect import running_user
+from posd.storage.inspect import printer_answered_at, running_user
 
 # Device nodes a driver reads and writes; keyboard-wedge devices are only read (evdev).
 NODE_SCHEMES = {"serial": "rw", "msr+serial": "rw", "file": "rw", "hid": "r", "msr+hid": "r", "camera": "rw"}
@@ -122,12 +122,16 @@ def _printer_status(ctx: Context, registry: Any, name: str, url_text: str, base:
                                         width_mm=ctx.config.printer.width_mm)
     except Exception as exc:  # pyusb or libusb missing, a bad profile: what opening it would say
         return Finding("devices", check, "fail", "printer_unreachable", {**base, "reason": str(exc)})
+    answered = printer_answered_at(ctx.config.storage_dir / "ledger.db", printer.url.address)
+    printer.answers_status = answered is not None
     try:
         reason = printer.check_ready()
         status = getattr(printer, "last_status", None)
         if getattr(printer, "reachable", True) is False:
             return Finding("devices", check, "fail", "printer_unreachable",
                            {**base, "reason": _reason(ctx, reason), "code": reason})
+        if reason == "offline" and answered is not None and status is not None and not status.answered:
+            return Finding("devices", check, "fail", "printer_fell_silent", {**base, "since": answered})
         if reason:
             return Finding("devices", check, "fail", "printer_problem",
                            {**base, "reason": _reason(ctx, reason), "code": reason})

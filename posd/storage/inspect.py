@@ -198,6 +198,23 @@ def quarantined(path: Path) -> tuple[list[Quarantined], int]:
         raise StorageError(f"{path}: {exc}") from exc
 
 
+def printer_answered_at(path: Path, address: str) -> str | None:
+    """When ledger.db at ``path`` saw the printer at ``address`` first answer its status, None when it
+    never did or cannot be read (read-only: for posd print-test and doctor, while posd may run)."""
+    from posd.storage.meta import printer_answered_key, read
+
+    try:
+        if not _may_read(path):
+            return None
+        conn = open_readonly(path)
+        try:
+            return read(conn, printer_answered_key(address))
+        finally:
+            conn.close()
+    except (StorageError, sqlite3.Error):  # no meta table, damaged, not readable: doctor says so elsewhere
+        return None
+
+
 def cache_stats(path: Path) -> CacheStats:
     conn = open_readonly(path)
     try:

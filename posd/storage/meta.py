@@ -1,4 +1,5 @@
-"""ledger.db's small tables: `meta` (who this ledger is, boot counter, sync identity) and `programs`
+"""ledger.db's small tables: `meta` (who this ledger is, boot counter, sync identity, the printers that
+answer their status) and `programs`
 (every program version an accrual used, so a return re-evaluates under the sale's own rules)."""
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ def write(conn: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def printer_answered_key(address: str) -> str:
+    """The key under which ledger.db keeps when the printer at ``address`` (DeviceURL.address) first
+    answered its status (DLE EOT): its silence after a restart is then a printer not listening."""
+    return f"printer_answered {address}"
 
 
 def store_program(conn: sqlite3.Connection, version: str, body: dict[str, Any], at: str) -> None:

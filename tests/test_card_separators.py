@@ -63,8 +63,8 @@ def written(draw) -> tuple[str, str]:
 @given(written(), st.sampled_from(["{}", "card: {}", "{} thanks", "x {} y"]))
 def test_a_card_number_with_any_separators_in_any_script_is_card_data(case, template):
     pan, text = case
-    if len(pan) == 13 and identify_code(pan).kind != "payment_card":
-        return  # a 13-digit number that is a valid EAN-13 is a product code, by design
+    if len(pan) in (13, 14) and identify_code(pan).kind != "payment_card":
+        return  # a valid EAN-13, or a GTIN-14 under a prefix no network issues 14 digits in: a product code
     assert is_card_data(template.format(text)), ascii(text)
     assert find_card_data({"lines": [{"sku": template.format(text)}]})
     if template == "{}":
@@ -82,6 +82,26 @@ def test_phone_numbers_are_still_phone_numbers():
     # a zero-padded field, a card number typed behind "00 " or one with more digits than a phone: cards
     for card in ("004915112345678", "00 4111 1111 1111 1111", "004111111111111111", "0037 8282 2463 10005"):
         assert is_card_data(card), card
+    # a contact QR's tel: link (RFC 3966) with its +country: 4915112345678 passed as a Visa number
+    for link in ("tel:+49-1511-2345678", "tel:+4915112345678", "TEL:+49 1511 2345678;ext=12"):
+        assert not is_card_data(link), link
+    # ...but never a link around a card number, nor one hiding it in its parameters
+    for card in ("tel:4111111111111111", "tel:+4111111111111111", "tel:+4915112345678;ext=4111111111111111",
+                 "tel:+49 1511 2345678 4111 1111 1111 1111"):
+        assert is_card_data(card), card
+
+
+def test_a_gtin_14_is_a_product_code_unless_its_prefix_issues_14_digit_cards():
+    """40000000000077, a case's ITF-14 code with its GS1 check digit, passes a Visa prefix and Luhn:
+    a sale ringing it up was refused whole as payment_card. No network issues 14-digit numbers
+    under 4; Diners, Maestro and the 6-series do, and stay cards."""
+    from posd.core.identify import gtin_ok, luhn_ok
+
+    for product in ("40000000000077", "40727875038515", "52676541745026", "81737967449348"):
+        assert gtin_ok(product) and luhn_ok(product) and not is_card_data(product), product
+    for card in ("36861720402315", "30392228300880"):  # Diners: 14 digits, whatever the GS1 digit says
+        assert gtin_ok(card) and luhn_ok(card) and is_card_data(card), card
+    assert is_card_data("40000000000069")  # no GS1 check digit: Luhn alone decides, as before
 
 
 def test_a_sale_with_a_card_number_behind_underscores_or_en_dashes_is_refused_and_kept_nowhere(
@@ -147,3 +167,21 @@ def test_the_request_scan_finds_what_find_card_data_finds_in_any_field(fields, l
     from posd.api.models import LineIn, TransactionIn, _card_data_in
     model = TransactionIn.model_construct(**fields, lines=[LineIn.model_construct(**line) for line in lines])
     assert _card_data_in(model) == find_card_data(model.model_dump(warnings=False))
+
+
+def test_a_tel_link_finds_its_member_and_a_gtin_14_rings_up(tmp_path, central, start_lane):
+    """Through the POS API: a member enrolled by a German mobile number whose digits pass Luhn was
+    `422 payment_card` when looked up by the tel: link a contact QR carries; a sale of a case's
+    GTIN-14 was refused whole."""
+    from urllib.parse import quote
+
+    lane = start_lane(tmp_path / "lane", country="PL")
+    enrolled = lane.post("/v1/members", {"phone": "+49 1511 2345678"})
+    assert enrolled.status_code in (200, 201), enrolled.text
+    member_id = enrolled.json()["member_id"]
+    found = lane.get("/v1/members/" + quote("tel:+49-1511-2345678", safe=""))
+    assert found.status_code == 200 and found.json()["member_id"] == member_id, found.text
+    body = sale_body("T-gtin14", member=None)
+    body["lines"] = [{**body["lines"][0], "sku": "40000000000077"}]
+    resp = lane.post("/v1/transactions", body)
+    assert resp.status_code == 200, resp.text

@@ -183,6 +183,14 @@ def test_validation_answers_the_effect_for_this_basket_and_the_stack(lane):
     after = lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-use", "basket": basket,
                                                 "applied": ["WELCOME10"]}).json()
     assert (after["effect"]["applied"], after["effect"]["reason"]) == (False, "exclusive_category")
+    # a code on the basket that cannot be used takes nothing off: named, left out of the stack (it made
+    # the voucher asked about answer 404 unknown_voucher, as if that were the unknown one)
+    beside = lane.post("/v1/vouchers/validate", {"code": "WELCOME10", "member": "CARD-use", "basket": basket,
+                                                 "applied": ["X1", "VAAAAAAAAAAAA"]})
+    assert beside.status_code == 200, beside.text
+    assert beside.json()["effect"]["amount_off_minor"] == 530 and beside.json()["effect"]["applied"]
+    assert [n["id"] for n in beside.json()["effect"]["not_usable"]] == ["X1", "VAAAAAAAAAAAA"]
+    assert {n["reason"] for n in beside.json()["effect"]["not_usable"]} == {"unknown_voucher"}
     used = lane.post("/v1/vouchers/WELCOME10/use", {"transaction_id": "U-1", "member": "CARD-use", "basket": basket})
     assert used.status_code == 200 and used.json()["effect"]["amount_off_minor"] == 530
     assert used.json()["authorised"] == "online"
@@ -359,8 +367,10 @@ def test_points_redeemed_by_number_become_a_money_off_voucher_at_the_programs_va
         refused = lane.post("/v1/redemptions", {"redemption_id": f"RDM-P{points}", "member": "CARD-bypts",
                                                 "points": points})
         assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
-    assert "at least 50 points, in steps of 2" in lane.post("/v1/redemptions", {
-        "redemption_id": "RDM-P3", "member": "CARD-bypts", "points": 3}).json()["message"]
+    told = lane.post("/v1/redemptions", {"redemption_id": "RDM-P3", "member": "CARD-bypts", "points": 3}).json()
+    assert "at least 50 points, in steps of 2, at most 1000000000" in told["message"], told  # what a request may name
+    over = lane.post("/v1/redemptions", {"redemption_id": "RDM-P6", "member": "CARD-bypts", "points": 10**9 + 2})
+    assert (over.status_code, over.json()["code"]) == (422, "invalid_request")
     assert lane.post("/v1/redemptions", {"redemption_id": "RDM-P4", "member": "CARD-bypts", "points": 60,
                                          "reward_id": "ten-off"}).json()["code"] == "invalid_request"
     neither = lane.post("/v1/redemptions", {"redemption_id": "RDM-P5", "member": "CARD-bypts"}).json()

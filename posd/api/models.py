@@ -14,10 +14,14 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
 
 from posd.api.errors import ErrorCode
 from posd.core.identify import CARD_NUMBER_MIN, CARD_TEXT_MIN, find_card_data, is_card_data
+from posd.core.program import MAX_REQUEST_POINTS
 from posd.core.quantity import parse_quantity
 from posd.lane.errors import FUTURE_TOLERANCE, PAST_TOLERANCE, LaneError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe slip file name
+# What a POS numbering its sales must know: an id is refused like any text holding a card number.
+ID_NOTE = ("; 13-19 digits in it that read as a card number (a network's prefix and the Luhn check) refuse the "
+           "request as 422 payment_card: at most 12 digits in a row")
 MEMBER_MAX = 404  # a member identifier, up to a phone QR token (posd.core.member_tokens)
 
 
@@ -158,7 +162,7 @@ def _whole_number(value: Any) -> Any:
 Price = Annotated[StrictInt, Ge(0), Le(10**9), BeforeValidator(_whole_number)]  # a line's price or discount
 Total = Annotated[StrictInt, Ge(0), Le(10**11), BeforeValidator(_whole_number)]  # a basket's total
 Amount = Annotated[StrictInt, Gt(0), Le(10**11), BeforeValidator(_whole_number)]  # an amount returned
-Points = Annotated[StrictInt, Gt(0), Le(10**9), BeforeValidator(_whole_number)]
+Points = Annotated[StrictInt, Gt(0), Le(MAX_REQUEST_POINTS), BeforeValidator(_whole_number)]
 CODES_MAX = 20  # vouchers and coupons on one basket
 
 
@@ -229,7 +233,7 @@ def _born(value: date | None) -> date | None:
 
 
 class TransactionIn(_Request):
-    transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
+    transaction_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key" + ID_NOTE)
     member: str | None = Field(default=None, max_length=MEMBER_MAX, description="a member identifier, if identified: "
                                "card code, phone number, member id, or a member token (used by this sale); "
                                "null or left out for a sale without a member (an empty one is unknown_member)")
@@ -390,7 +394,8 @@ class ReturnLineIn(_In):
 
 
 class ReturnIn(_Request):
-    return_id: str = Field(pattern=ID_PATTERN, description="the POS's id for this return; the idempotency key")
+    return_id: str = Field(pattern=ID_PATTERN, description="the POS's id for this return; the idempotency key"
+                           + ID_NOTE)
     lines: list[ReturnLineIn] | None = Field(default=None, min_length=1, max_length=500,
                                              description="what came back; or give amount")
     amount: Amount | None = Field(default=None, description="minor units; or give lines")
@@ -412,7 +417,7 @@ class ReturnOut(BaseModel):
 
 
 class RedemptionIn(_Request):
-    redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key")
+    redemption_id: str = Field(pattern=ID_PATTERN, description="the POS's id; the idempotency key" + ID_NOTE)
     member: str = Field(max_length=MEMBER_MAX, description="card code, phone number, member id or member token")
     reward_id: str | None = Field(default=None, max_length=128)  # as long as a program may make one
     points: Points | None = Field(default=None, description="without reward_id: this many of the main currency as "
@@ -470,8 +475,19 @@ class Effect(BaseModel):
                                            "nothing_left, other_currency, max_per_basket, exclusive_category")
 
 
+class NotUsable(BaseModel):
+    id: str
+    reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_unavailable "
+                                    "(a lane voucher's code central could not be asked about), voucher_used, "
+                                    "voucher_expired, member_required, member_ineligible, ...; duplicate_code for a code given "
+                                    "again (it applies once, at its first place)")
+
+
 class AppliedEffect(Effect):
     applied: bool = Field(description="applied after the codes already on the basket, under the program's stacking")
+    not_usable: list[NotUsable] = Field(default_factory=list, description="codes of `applied` that cannot be used "
+                                        "(unknown, used, expired, ...): they take nothing off and are left out of "
+                                        "the stack, as a quote leaves them")
 
 
 class Voucher(BaseModel):
@@ -573,14 +589,6 @@ class Stacked(BaseModel):
     applied: bool
     reason: str | None
     effect: Effect
-
-
-class NotUsable(BaseModel):
-    id: str
-    reason: str = Field(description="an error code, as validate would answer it: unknown_voucher, voucher_unavailable "
-                                    "(a lane voucher's code central could not be asked about), voucher_used, "
-                                    "voucher_expired, member_required, member_ineligible, ...; duplicate_code for a code given "
-                                    "again (it applies once, at its first place)")
 
 
 class Discounts(BaseModel):

@@ -71,6 +71,7 @@ class ExpiryPolicy:
 
 
 MAX_VOUCHER_MINOR = 10**12  # as central's most points in one event: far above a voucher, exact in JavaScript
+MAX_REQUEST_POINTS = 10**9  # the most points a POS request names (posd.api.models.Points)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ class MoneyValue:
 
     @property
     def max_points(self) -> int:
-        """The most points one voucher takes (MAX_VOUCHER_MINOR's worth, on a step)."""
-        most = MAX_VOUCHER_MINOR * self.points // self.value_minor
+        """The most points one voucher takes: MAX_VOUCHER_MINOR's worth, or as many as a request may
+        name, on a step."""
+        most = min(MAX_VOUCHER_MINOR * self.points // self.value_minor, MAX_REQUEST_POINTS)
         return most - most % self.step
 
 

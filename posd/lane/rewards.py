@@ -359,12 +359,19 @@ class Rewards:
         except RuleError as exc:
             raise basket_error(exc) from exc
         program = self.ctx.program()
-        offers = [(code, (await self.book.find_usable(view, code, member_id, ask=not self.ctx.is_offline())).benefit)
-                  for code in applied if code != v.code]
+        offers, not_usable = [], []
+        for code in dict.fromkeys(applied):
+            if code == v.code:
+                continue
+            try:
+                offers.append((code, (await self.book.find_usable(view, code, member_id,
+                                                                  ask=not self.ctx.is_offline())).benefit))
+            except LaneError as exc:  # takes nothing off: left out of the stack, as a quote leaves it
+                not_usable.append({"id": code, "reason": exc.code})
         stack = apply_stack(program.stacking if program else Stacking(), [*offers, (v.code, v.benefit)], basket,
                             rounding=program.discount_rounding if program else "half_up")
         mine = stack.entries[-1]
-        return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason}
+        return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason, "not_usable": not_usable}
 
     @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "unknown_voucher",
             "voucher_unavailable", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",

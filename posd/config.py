@@ -543,7 +543,8 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     """Every named file that is missing, unreadable (by this user) or unusable, by key and line.
 
     Works on the TOML as read, so the files are checked even when other keys are wrong: a key is
-    checked when its value is text and validation did not refuse it (``refused``: (table, key) pairs).
+    checked when its value is text and validation did not refuse it (``refused``: (table, key) pairs,
+    and (scanner[i], key) for one device of a list: another scanner's mistake does not hide a clip).
     """
     problems = []
 
@@ -580,7 +581,7 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     scanners = data.get("scanner")
     for i, entry in enumerate(scanners if isinstance(scanners, list) else []):
         url = entry.get("url") if isinstance(entry, dict) else None
-        if isinstance(url, str) and url.startswith(CLIP_SCHEME) and ("scanner", "url") not in refused:
+        if isinstance(url, str) and url.startswith(CLIP_SCHEME) and (f"scanner[{i}]", "url") not in refused:
             try:
                 clip = Path(registry.parse_device_url(absolutize_url(url, base)).fs_path)
             except ValueError:  # a malformed URL: validation names it
@@ -891,6 +892,8 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
             problems.append(_problem(text, err))
             names = [x for x in err["loc"] if isinstance(x, str)]
             refused.add((names[0], names[1] if len(names) > 1 else "") if names else ("", ""))
+            if len(err["loc"]) > 2 and isinstance(err["loc"][1], int):  # one device of a list: (scanner[1], url)
+                refused.add((f"{err['loc'][0]}[{err['loc'][1]}]", str(err["loc"][2])))
     problems += device_name_problems(data, text)
     if config is not None:
         problems += device_path_problems(config, text)

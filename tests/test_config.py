@@ -299,6 +299,21 @@ def test_a_camera_clip_that_is_a_folder_is_called_one(tmp_path):
     assert f"the camera clip {tmp_path / 'clips'} is a directory, not a video file" in str(err.value)
 
 
+def test_a_missing_camera_clip_is_named_beside_another_scanners_bad_setting(tmp_path):
+    """One `posd config check` lists every mistake: a missing clip was named only once another
+    scanner's bad setting (layout=xx) had been corrected."""
+    from posd.config import load
+
+    cfg = tmp_path / "posd.toml"
+    cfg.write_text(GOOD + '\n[[scanner]]\nname = "cam"\nurl = "camera+file://nope.avi"\n'
+                   '\n[[scanner]]\nname = "wedge"\nurl = "hid:///dev/input/by-id/kbd-event-kbd?layout=xx"\n')
+    with pytest.raises(ConfigError) as err:
+        load(cfg, check_files=True)
+    told = {(p.key, p.message.split(" (")[0][:40]) for p in err.value.problems}
+    assert any(key == "scanner[2].url" for key, _ in told), told
+    assert ("scanner[1].url", f"the camera clip {tmp_path / 'nope.avi'} does not exist"[:40]) in told, told
+
+
 def test_a_secret_must_be_given_once(tmp_path):
     from posd.config import load
 

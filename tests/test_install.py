@@ -213,6 +213,7 @@ def test_installs_files_user_and_secrets_where_store_it_expects_them(lane_pc, de
 
     assert stat(lane, "/var/lib/posd") == "posd:posd 750"
     assert stat(lane, "/var/cache/posd") == "posd:posd 750"
+    assert stat(lane, "/var/backups/posd") == "root:root 700"  # docs/install.md's backup line works at once
     assert stat(lane, "/var/lib/posd/api.token") == "posd:posd 600"
     assert len(lane.sh("cat /var/lib/posd/api.token").stdout.strip()) >= 40
     assert stat(lane, "/etc/posd/store.secret") == "posd:posd 600"

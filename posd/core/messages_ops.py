@@ -161,9 +161,12 @@ OPS: dict[str, dict[str, str]] = {
                                         "write (owner {owner}, group {group}, mode {mode})",
         "doctor.storage.dir_refused": "{path} cannot be used: the kernel makes nothing in {folder} ({reason}); "
                                       "set storage.dir to a folder on a disk (/var/lib/posd as shipped)",
-        "doctor.storage.disk_ok": "{free} free of {total} on the storage disk",
-        "doctor.storage.disk_low": "the storage disk is nearly full: {free} free of {total} (minimum {min}); "
-                                   "sales stop being recorded when it is full",
+        "doctor.storage.disk_ok": "{free} free of {total} on the storage disk ({mount})",
+        "doctor.storage.disk_low": "the storage disk ({mount}) is nearly full: {free} free of {total} (minimum "
+                                   "{min}); sales stop being recorded when it is full",
+        "doctor.storage.disk_full": "the storage disk ({mount}) is full: {free} free of {total} (minimum {min}); "
+                                    "sales are not being recorded (503 storage_full): free space on it, and posd "
+                                    "records again at once",
         "doctor.storage.db_ok": "{file}: {size}, integrity check ok",
         "doctor.storage.db_missing": "{file} does not exist yet: posd creates it at its first start",
         "doctor.storage.dir_denied": "cannot look into {path} as {runner}: permission denied; run posd doctor "
@@ -450,9 +453,12 @@ OPS: dict[str, dict[str, str]] = {
                                         "{above} (właściciel {owner}, grupa {group}, uprawnienia {mode})",
         "doctor.storage.dir_refused": "nie można użyć {path}: jądro nie tworzy niczego w {folder} ({reason}); "
                                       "ustaw storage.dir na folder na dysku (domyślnie /var/lib/posd)",
-        "doctor.storage.disk_ok": "wolne {free} z {total} na dysku danych",
-        "doctor.storage.disk_low": "dysk danych jest prawie pełny: wolne {free} z {total} (minimum {min}); "
-                                   "gdy się zapełni, sprzedaże przestaną być zapisywane",
+        "doctor.storage.disk_ok": "wolne {free} z {total} na dysku danych ({mount})",
+        "doctor.storage.disk_low": "dysk danych ({mount}) jest prawie pełny: wolne {free} z {total} (minimum "
+                                   "{min}); gdy się zapełni, sprzedaże przestaną być zapisywane",
+        "doctor.storage.disk_full": "dysk danych ({mount}) jest pełny: wolne {free} z {total} (minimum {min}); "
+                                    "sprzedaże nie są zapisywane (503 storage_full): zwolnij na nim miejsce, a "
+                                    "posd od razu zacznie znów zapisywać",
         "doctor.storage.db_ok": "{file}: {size}, kontrola spójności ok",
         "doctor.storage.db_missing": "{file} jeszcze nie istnieje: posd utworzy go przy pierwszym starcie",
         "doctor.storage.dir_denied": "nie można zajrzeć do {path} jako {runner}: brak uprawnień; uruchom posd "
@@ -746,9 +752,12 @@ OPS: dict[str, dict[str, str]] = {
                                         "بنویسد (مالک {owner}، گروه {group}، دسترسی {mode})",
         "doctor.storage.dir_refused": "از {path} نمی‌توان استفاده کرد: هسته در {folder} چیزی نمی‌سازد ({reason})؛ "
                                       "storage.dir را پوشه‌ای روی دیسک بگذارید (پیش‌فرض /var/lib/posd)",
-        "doctor.storage.disk_ok": "{free} آزاد از {total} روی دیسک داده",
-        "doctor.storage.disk_low": "دیسک داده تقریباً پر است: {free} آزاد از {total} (حداقل {min})؛ "
+        "doctor.storage.disk_ok": "{free} آزاد از {total} روی دیسک داده ({mount})",
+        "doctor.storage.disk_low": "دیسک داده ({mount}) تقریباً پر است: {free} آزاد از {total} (حداقل {min})؛ "
                                    "وقتی پر شود فروش‌ها ثبت نمی‌شوند",
+        "doctor.storage.disk_full": "دیسک داده ({mount}) پر است: {free} آزاد از {total} (حداقل {min})؛ فروش‌ها "
+                                    "ثبت نمی‌شوند (503 storage_full): روی آن جا باز کنید تا posd بی‌درنگ دوباره "
+                                    "ثبت کند",
         "doctor.storage.db_ok": "{file}: {size}، بررسی یکپارچگی درست",
         "doctor.storage.db_missing": "{file} هنوز وجود ندارد: posd در نخستین اجرا آن را می‌سازد",
         "doctor.storage.dir_denied": "نمی‌توان با کاربر {runner} درون {path} را دید: اجازهٔ دسترسی نیست؛ "

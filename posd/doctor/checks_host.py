@@ -169,9 +169,10 @@ def storage(ctx: Context) -> list[Finding]:
     usage = shutil.disk_usage(nearest_existing(folder))
     minimum = cfg.storage.min_free_mb * 2**20
     sizes = {"free": _size(ctx, usage.free), "total": _size(ctx, usage.total), "min": _size(ctx, minimum),
-             "free_bytes": usage.free, "total_bytes": usage.total, "min_bytes": minimum}
-    out.append(Finding("storage", "storage.disk", "fail" if usage.free < minimum else "ok",
-                       "disk_low" if usage.free < minimum else "disk_ok", sizes))
+             "free_bytes": usage.free, "total_bytes": usage.total, "min_bytes": minimum,
+             "mount": str(_mount_point(nearest_existing(folder)))}
+    state = "disk_ok" if usage.free >= minimum else "disk_full" if usage.free < FULL_BELOW else "disk_low"
+    out.append(Finding("storage", "storage.disk", "ok" if state == "disk_ok" else "fail", state, sizes))
     folder_failed = any(f.check == "storage.dir" and f.result == "fail" for f in out)
     ctx.ledger = check_db(folder / "ledger.db")
     ctx.cache = check_db(folder / "cache.db")
@@ -203,6 +204,17 @@ def storage(ctx: Context) -> list[Finding]:
     if ctx.ledger.exists and not (ctx.ledger.problem or ctx.ledger.unreadable or refused):
         out += _growth(ctx, usage.free)
     return out
+
+
+FULL_BELOW = 2**20  # less free than this is a full disk: a sale's commit may not fit any more
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system ``path`` is on: which disk, as `df` names it."""
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _unwritable(ctx: Context, db: Path) -> dict[str, str] | None:

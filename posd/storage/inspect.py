@@ -57,9 +57,25 @@ class CacheStats:
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5.0)
+    """A read-only connection. On a read-only file system (a disk the kernel remounted read-only after
+    errors: when a backup matters most) SQLite cannot make the -shm a WAL database is read with, and
+    refuses to open it; with no -wal beside the file (posd stopped cleanly) the file alone is the whole
+    database and nothing can change it, so it is opened as immutable. A -wal there holds the newest
+    commits, which an immutable open would not read: that open is left to fail."""
+    uri = f"file:{path}?mode=ro"
+    if _frozen_without_wal(path):
+        uri += "&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _frozen_without_wal(path: Path) -> bool:
+    try:
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        return read_only and not os.path.exists(f"{path}-wal")
+    except OSError:
+        return False
 
 
 # What SQLite answers when the file itself is damaged. Any other error opening or reading it (a

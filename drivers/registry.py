@@ -129,18 +129,24 @@ def options_for(role: str, url: DeviceURL) -> dict[str, Any]:
     unknown = sorted(set(url.params) - set(spec.params))
     if unknown:
         known = ", ".join(sorted(spec.params)) or "none"
+        names = ", ".join(repr(name) for name in unknown)
         raise DeviceURLError(
-            f"unknown parameter {unknown[0]!r} for {spec.scheme}:// {role}; known parameters: {known}"
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for {spec.scheme}:// {role}; known "
+            f"parameters: {known}"
         )
     options: dict[str, Any] = {}
-    for name, param in spec.params.items():
+    bad = []  # every mistake of the URL at once, in the order it is written: one round of corrections
+    for name in sorted(spec.params, key=lambda n: list(url.params).index(n) if n in url.params else -1):
+        param = spec.params[name]
         if name not in url.params:
             options[name] = param.default
             continue
         try:
             options[name] = param.parse(url.params[name])
         except ValueError as exc:
-            raise DeviceURLError(f"bad parameter {name}={url.params[name]!r}: {exc}") from None
+            bad.append(f"bad parameter {name}={url.params[name]!r}: {exc}")
+    if bad:
+        raise DeviceURLError("; ".join(bad))
     return options
 
 

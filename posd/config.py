@@ -466,6 +466,11 @@ def load(path: str | Path, *, check_files: bool = False) -> Config:
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: not a posd config")
         text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # line ends as read_text reads them
+    except PermissionError as exc:  # another user may: said as whom
+        from posd.storage.inspect import running_user
+
+        raise ConfigError(f"cannot read {path} as {running_user()}: permission denied; run as root or the posd "
+                          "user") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:

@@ -880,3 +880,12 @@ def test_a_device_path_naming_a_file_of_the_storage_folder_is_refused(tmp_path):
         assert "scanner[" in proc.stderr and "line" in proc.stderr
     cfg.write_text(GOOD + '\n[storage]\ndir = "state"\n\n[[scanner]]\nname = "ok"\nurl = "pty://state/scanner0"\n')
     assert config_check(cfg).returncode == 0
+
+
+def test_every_bad_setting_of_one_device_url_is_named_at_once():
+    """serial:///dev/ttyUSB0?suffix=XX&parity=Q named parity only; suffix came up on the next run."""
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD + '\n[[scanner]]\nname = "s2"\nurl = "serial:///dev/ttyUSB9?baudrate=9600&suffix=XX&parity=Q"\n',
+              source="/etc/posd/posd.toml")
+    told = str(err.value)
+    assert "suffix='XX'" in told and "parity='Q'" in told and told.index("suffix") < told.index("parity"), told

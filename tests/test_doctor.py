@@ -754,3 +754,21 @@ def test_persian_figures_use_persian_digits_and_separators(tmp_path, central, st
     from posd.doctor import Finding  # a count in the thousands: grouped as CLDR's fa writes it
     finding = Finding("sync", "sync", "ok", "backlog", {"pending": 2601, "age": "-"})
     assert "۲٬۶۰۱" in finding.text("fa") and "2,601" in finding.text("en")
+
+
+@needs_root
+def test_a_config_this_user_may_not_read_says_as_whom(shared_tmp):
+    """Doctor run by a user who may not read posd.toml (root's, 0600) said "Permission denied" and
+    then that the config was not valid; config check did not say as whom either."""
+    cfg = offline_config(shared_tmp)
+    cfg.chmod(0o600)
+    run = posd_as_nobody("doctor", "--config", str(cfg), "--json", "--no-central", "--lang", "en")
+    report = json.loads(run.stdout)
+    found = one(report, "config")
+    assert run.returncode == 1 and (found["result"], found["code"]) == ("fail", "denied"), found
+    assert "as nobody" in found["message"] and "root or the posd user" in found["message"], found
+    skipped = [c for c in report["checks"] if c["result"] == "skip" and c["area"] != "unit"]
+    assert skipped and all("could not be read" in c["message"] for c in skipped), skipped
+    checked = posd_as_nobody("config", "check", str(cfg))
+    assert checked.returncode == 2 and f"cannot read {cfg} as nobody: permission denied" in checked.stderr, \
+        checked.stderr

@@ -116,6 +116,8 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.config.secret_readable": "{path} holds the store secret (store_secret) and others can read it "
                                          "(mode {mode}): chmod 640 {path}, or move the secret to store_secret_file",
         "doctor.config.unreadable": "cannot read {path}: {message}",
+        "doctor.config.denied": "cannot read {path} as {runner}: permission denied; run posd doctor as root or "
+                                "the posd user",
         "doctor.config.file": "{message}",
         "config.unknown_key": "unknown key (check the spelling; see config/posd.example.toml)",
         "config.missing": "required key is missing",
@@ -143,6 +145,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.clock.behind": "behind",
         "doctor.clock.ahead": "ahead of",
         "doctor.skipped.config": "the config is not valid",
+        "doctor.skipped.config_unread": "the config could not be read",
         "doctor.skipped.central": "central cannot be reached",
         "doctor.files.ok": "{what} {path}: readable by {user}, mode {mode}",
         "doctor.files.missing": "{what} {path} does not exist",
@@ -406,6 +409,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "(uprawnienia {mode}): chmod 640 {path} albo przenieś sekret do "
                                          "store_secret_file",
         "doctor.config.unreadable": "nie można odczytać {path}: {message}",
+        "doctor.config.denied": "nie można odczytać {path} jako {runner}: brak uprawnień; uruchom posd doctor "
+                                "jako root lub użytkownik posd",
         "doctor.config.file": "{message}",
         "config.unknown_key": "nieznany klucz (sprawdź pisownię; wzór: config/posd.example.toml)",
         "config.missing": "brakuje wymaganego klucza",
@@ -433,6 +438,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.clock.behind": "spóźnia się",
         "doctor.clock.ahead": "śpieszy się",
         "doctor.skipped.config": "konfiguracja jest niepoprawna",
+        "doctor.skipped.config_unread": "nie udało się odczytać konfiguracji",
         "doctor.skipped.central": "centrala jest nieosiągalna",
         "doctor.files.ok": "{what} {path}: {user} może go odczytać, uprawnienia {mode}",
         "doctor.files.missing": "{what} {path} nie istnieje",
@@ -704,6 +710,8 @@ OPS: dict[str, dict[str, str]] = {
                                          "بخوانند (دسترسی {mode}): chmod 640 {path} یا رمز را به store_secret_file "
                                          "منتقل کنید",
         "doctor.config.unreadable": "{path} خوانده نمی‌شود: {message}",
+        "doctor.config.denied": "{path} با کاربر {runner} خوانده نمی‌شود: اجازهٔ دسترسی نیست؛ posd doctor را "
+                                "با root یا کاربر posd اجرا کنید",
         "doctor.config.file": "{message}",
         "config.unknown_key": "کلید ناشناخته (املای آن را بررسی کنید؛ نمونه: config/posd.example.toml)",
         "config.missing": "کلید لازم وجود ندارد",
@@ -731,6 +739,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.clock.behind": "عقب‌تر",
         "doctor.clock.ahead": "جلوتر",
         "doctor.skipped.config": "پیکربندی نادرست است",
+        "doctor.skipped.config_unread": "پیکربندی خوانده نشد",
         "doctor.skipped.central": "مرکز در دسترس نیست",
         "doctor.files.ok": "{what} {path}: برای {user} خواندنی، دسترسی {mode}",
         "doctor.files.missing": "{what} {path} وجود ندارد",

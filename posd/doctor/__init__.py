@@ -128,8 +128,9 @@ def run(config_path: Path, *, user: str = "posd", locale: str | None = None, uni
         ctx.locale = ctx.config.lane.locale if ctx.config is not None else (ctx.fallback_locale or "en")
     if ctx.config is None:
         later = ("files", "storage", "devices", "central", "sync", "cache", "daemon")
-        findings += [Finding(area, area, "skip", "skipped", {"what": ctx.tr(f"doctor.area.{area}"),
-                                                             "reason": ctx.tr("doctor.skipped.config")})
+        unread = any(f.code in ("denied", "unreadable") for f in findings)
+        reason = ctx.tr("doctor.skipped.config_unread" if unread else "doctor.skipped.config")
+        findings += [Finding(area, area, "skip", "skipped", {"what": ctx.tr(f"doctor.area.{area}"), "reason": reason})
                      for area in later]
         return ctx, findings + checks_host.unit(ctx)
     findings += checks_host.config_access(ctx)

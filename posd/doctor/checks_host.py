@@ -32,6 +32,8 @@ def config(ctx: Context) -> list[Finding]:
     try:
         ctx.config = load(path)  # the files it names are checked below, for the posd user
     except ConfigError as exc:
+        if isinstance(exc.__cause__, PermissionError):  # another user (root, posd) may: said as whom
+            return [Finding("config", "config", "fail", "denied", {"path": str(path), "runner": running_user()})]
         if isinstance(exc.__cause__, OSError):  # not there, not ours to read: said in the lane's language
             return [Finding("config", "config", "fail", "unreadable",
                             {"path": str(path), "message": exc.__cause__.strerror or str(exc.__cause__)})]

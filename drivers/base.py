@@ -394,6 +394,7 @@ class Printer(Device):
         # so a restart in front of a silent printer never sends its held slips blind.
         self.answers_status = False
         self.on_first_answer: Callable[[], None] | None = None
+        self._answer_kept = False  # on_first_answer returned: asked again at the next answer until it does
         self._configure()
 
     # -- hooks ---------------------------------------------------------------
@@ -428,13 +429,15 @@ class Printer(Device):
         when it did not, from a printer that answered before: it is not listening, it is offline."""
         if status is None:
             return False
-        if status.answered and not self.answers_status:
+        if status.answered:
             self.answers_status = True
-            if self.on_first_answer is not None:
+            if self.on_first_answer is not None and not self._answer_kept:
                 try:
                     self.on_first_answer()
-                except Exception:  # kept for this run all the same; the job goes on
-                    log.exception("%s: could not keep that the printer answers its status", self.label)
+                    self._answer_kept = True
+                except Exception as exc:  # known for this run all the same, tried again at the next answer
+                    log.warning("%s: could not keep that the printer answers its status (%s); trying again at its "
+                                "next answer", self.label, exc)
         return not status.answered and self.answers_status
 
     def print_document(self, doc: SlipDocument, *, before_send: Callable[[], None] | None = None) -> bytes:

@@ -126,27 +126,23 @@ def options_for(role: str, url: DeviceURL) -> dict[str, Any]:
     """The driver options of ``url``: every known parameter parsed, defaults filled in."""
     spec = spec_for(role, url.scheme)
     _check_target(spec, url)
-    unknown = sorted(set(url.params) - set(spec.params))
+    options: dict[str, Any] = {name: param.default for name, param in spec.params.items()}
+    unknown, bad = [], []  # every mistake of the URL at once, in the order written: one round of corrections
+    for name, text in url.params.items():
+        if name not in spec.params:
+            unknown.append(name)
+            continue
+        try:
+            options[name] = spec.params[name].parse(text)
+        except ValueError as exc:
+            bad.append(f"bad parameter {name}={text!r}: {exc}")
     if unknown:
         known = ", ".join(sorted(spec.params)) or "none"
         names = ", ".join(repr(name) for name in unknown)
-        raise DeviceURLError(
-            f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for {spec.scheme}:// {role}; known "
-            f"parameters: {known}"
-        )
-    options: dict[str, Any] = {}
-    bad = []  # every mistake of the URL at once, in the order it is written: one round of corrections
-    for name in sorted(spec.params, key=lambda n: list(url.params).index(n) if n in url.params else -1):
-        param = spec.params[name]
-        if name not in url.params:
-            options[name] = param.default
-            continue
-        try:
-            options[name] = param.parse(url.params[name])
-        except ValueError as exc:
-            bad.append(f"bad parameter {name}={url.params[name]!r}: {exc}")
+        bad.insert(0, f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for {spec.scheme}:// {role}; "
+                      f"known parameters: {known}")
     if bad:
-        raise DeviceURLError("; ".join(bad))
+        raise DeviceURLError(" | ".join(bad))
     return options
 
 

@@ -8,12 +8,14 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from posd import __version__
 
 DEFAULT_CONFIG = "/etc/posd/posd.toml"
+T = TypeVar("T")
 
 
 def default_config() -> str:
@@ -202,7 +204,7 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     from posd.drivers import registry
     from posd.drivers.base import PrinterError
     from posd.drivers.print_test import print_test_documents
-    from posd.storage.inspect import printer_answered_at
+    from posd.storage.inspect import printer_answered_at, running_user
 
     config = _load(args.config)
     pcfg = config.printer
@@ -216,7 +218,12 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         print(f"posd print-test: {exc}", file=sys.stderr)
         return 2
     # a printer posd saw answer its status: silent now, it is not listening, and the test is not printed
-    printer.answers_status = printer_answered_at(config.storage_dir / "ledger.db", printer.url.address) is not None
+    ledger = config.storage_dir / "ledger.db"
+    printer.answers_status = printer_answered_at(ledger, printer.url.address) is not None
+    if not printer.answers_status and not _readable(ledger):
+        print(f"posd print-test: cannot read {ledger} as {running_user()}: whether this printer answered its "
+              "status before is not known, so a silent one may be printed to blind; run as root or the posd user",
+              file=sys.stderr)
     docs = print_test_documents(pcfg.profile, pcfg.width_mm, config.lane.locale,
                                 store_id=config.lane.store_id, lane_id=config.lane.lane_id,
                                 code_pages=args.code_pages, table=pcfg.code_pages)
@@ -230,6 +237,14 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     finally:
         printer.close()
     return 0
+
+
+def _readable(path: Path) -> bool:
+    """Can this user read ``path``? True when it is not there (nothing to read, nothing missed)."""
+    try:
+        return not path.exists() or os.access(path, os.R_OK)
+    except OSError:  # a folder on the way this user may not enter
+        return False
 
 
 def _code_pages_option(text: str) -> str | tuple[int, ...]:
@@ -312,9 +327,8 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from posd.config import live_storage_files
-    from posd.stop_signals import stops_unwind
     from posd.storage.db import StorageError
-    from posd.storage.inspect import backup_ledger
+    from posd.storage.inspect import backup_ledger, remove_partial
 
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
@@ -353,9 +367,8 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     except PermissionError as exc:  # a folder on the way this user may not enter
         print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror}", file=sys.stderr)
         return 1
-    stops_unwind()  # stopped by a service manager or a timeout: the hidden partial copy is removed
     try:
-        done = backup_ledger(source, dest, replace=args.force)
+        done = _stoppable(lambda: backup_ledger(source, dest, replace=args.force), lambda: remove_partial(dest))
     except FileExistsError:  # it appeared while the copy was taken
         print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
         return 2
@@ -398,6 +411,37 @@ def _acknowledge_quarantine(folder: Path, found: list[Any], before: int) -> int:
     print(f"acknowledged {count} quarantined event(s), up to seq {up_to}: health and doctor no longer warn "
           "about them; they stay in ledger.db and in this list")
     return 0
+
+
+def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
+    """``work()`` on a thread of its own, so a stop signal (a service manager, a timeout) is taken at
+    once even while the work sits in one long SQLite call: ``undo()`` then removes what it left and
+    the command exits 128 + the signal. The work's own outcome otherwise, as if called here."""
+    import threading
+
+    from posd.stop_signals import stops_unwind
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread, as raised
+            outcome.append((False, exc))
+
+    stops_unwind()
+    worker = threading.Thread(target=run, name="stoppable", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except SystemExit:
+        undo()  # the worker dies with the process, in the middle of whatever it was writing
+        raise
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def cmd_ledger_quarantine(args: argparse.Namespace) -> int:

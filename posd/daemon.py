@@ -202,6 +202,7 @@ class Daemon:
         key = meta.printer_answered_key(self.printer.url.address)
         if self.ledger.view().meta(key) is not None:
             self.printer.answers_status = True
+            return  # kept already
         self.printer.on_first_answer = lambda: self.ledger.write(lambda tx: tx.set_meta(key, utcnow_iso()))
 
     def _erase(self, member_ids: list[str]) -> None:

@@ -885,7 +885,8 @@ def test_a_device_path_naming_a_file_of_the_storage_folder_is_refused(tmp_path):
 def test_every_bad_setting_of_one_device_url_is_named_at_once():
     """serial:///dev/ttyUSB0?suffix=XX&parity=Q named parity only; suffix came up on the next run."""
     with pytest.raises(ConfigError) as err:
-        parse(GOOD + '\n[[scanner]]\nname = "s2"\nurl = "serial:///dev/ttyUSB9?baudrate=9600&suffix=XX&parity=Q"\n',
+        parse(GOOD + '\n[[scanner]]\nname = "s2"\nurl = "serial:///dev/ttyUSB9?baudrate=9600&suffix=XX&zz=1&parity=Q"\n',
               source="/etc/posd/posd.toml")
     told = str(err.value)
-    assert "suffix='XX'" in told and "parity='Q'" in told and told.index("suffix") < told.index("parity"), told
+    assert "suffix='XX'" in told and "parity='Q'" in told and told.index("suffix='XX'") < told.index("parity='Q'"), told
+    assert "unknown parameter 'zz'" in told, told  # an unknown one beside them, not a round of its own

@@ -15,6 +15,7 @@ from posd.drivers.escpos_png import escpos_to_png
 from posd.drivers.escpos_render import dots_for, profile_code_pages, render_slip
 from posd.drivers.print_test import POLISH_LETTERS, code_page_table, parse_code_pages
 from posd.drivers.escpos_text import escpos_to_text
+from tests.support.other_user import needs_root, posd_as_nobody, shared_tmp  # noqa: F401 (a fixture)
 from tests.support.printer_emulator import PrinterEmulator
 
 CONFIG = """
@@ -135,3 +136,19 @@ def test_print_test_to_an_offline_printer_fails_cleanly(tmp_path, capsys):
         url = emulator.url
     assert main(["print-test", "--config", config(tmp_path, url)]) == 1
     assert "the printer failed: offline" in capsys.readouterr().err
+
+
+@needs_root
+def test_print_test_by_a_user_who_may_not_read_the_ledger_says_what_it_does_not_know(shared_tmp):
+    """Whether the printer answered its status before is kept in ledger.db: print-test run by a user who
+    may not read it printed blind without a word."""
+    state = shared_tmp / "state"
+    state.mkdir(mode=0o700)
+    (state / "ledger.db").write_bytes(b"")
+    with PrinterEmulator() as emulator:
+        path = config(shared_tmp, emulator.url)
+        with open(path, "a") as f:
+            f.write(f'\n[storage]\ndir = "{state}"\n')
+        run = posd_as_nobody("print-test", "--config", path)
+    assert run.returncode == 0, run.stderr
+    assert f"cannot read {state / 'ledger.db'} as nobody" in run.stderr and "blind" in run.stderr, run.stderr

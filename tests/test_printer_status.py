@@ -227,3 +227,21 @@ def test_a_printer_known_to_answer_is_offline_when_silent_from_the_first_questio
         assert fresh.check_ready() is None and fresh.check_ready() is None
         fresh.print_document(doc())
         assert told == ["answered"] and fresh.url.address == emulator.url == printer.url.address
+
+
+def test_keeping_that_a_printer_answers_is_tried_again_until_it_is_kept():
+    """ledger.db may refuse the write (a full disk): the next answer tries again, and a kept fact is
+    not written again at every answer."""
+    calls: list[int] = []
+
+    def keep() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    with PrinterEmulator() as emulator:
+        printer = registry.open_printer("p", emulator.url)
+        printer.on_first_answer = keep
+        for _ in range(4):
+            assert printer.check_ready() is None
+        assert printer.answers_status and len(calls) == 2

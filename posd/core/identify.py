@@ -55,7 +55,7 @@ E164_MAX_DIGITS = 15  # a "+" before more digits than a phone number has is no p
 # The networks that issue 14-digit card numbers: Diners (30, 36, 38, 39), Maestro (50, 56-69, 12-19
 # digits) and the 6-series (UnionPay, Discover, RuPay). Any other 14 digits with a GS1 check digit are
 # a GTIN-14, a case's ITF-14 code rung up as a product: no card number.
-_FOURTEEN_DIGIT_BRANDS = re.compile(r"^(3[0689]|5[06-9]|6)")
+FOURTEEN_DIGIT_BRANDS = re.compile(r"^(3[0689]|5[06-9]|6)")
 # Track 2 holds 37 digits at most (ISO 7813: 40 characters with its sentinels, separator and LRC):
 # a longer run of digits is no card's track, however it starts.
 TRACK2_MAX_DIGITS = 37
@@ -136,7 +136,7 @@ def looks_like_pan(digits: str) -> bool:
         return False
     if len(digits) == 13 and gtin_ok(digits):
         return False  # an EAN-13 product or member barcode, not a card
-    if len(digits) == 14 and gtin_ok(digits) and not _FOURTEEN_DIGIT_BRANDS.match(digits):
+    if len(digits) == 14 and gtin_ok(digits) and not FOURTEEN_DIGIT_BRANDS.match(digits):
         return False  # a GTIN-14 under a prefix no network issues 14-digit numbers in
     return luhn_ok(digits)
 
@@ -211,11 +211,12 @@ def _card_data_anywhere(raw: str) -> bool:
         return True
     if _TYPED_PHONE.match(text) and _dialled_digits(text) <= E164_MAX_DIGITS:
         return False  # a phone number (enrolment): no card is written with a leading "+"
-    if text[:4].lower() == "tel:":  # a phone's contact QR (RFC 3966): tel:+49-1511-2345678;ext=12
+    if text[:4].lower() == "tel:":  # a phone's contact QR (RFC 3966): tel:+49-1511-2345678;phone-context=...
         number, _, params = text[4:].partition(";")
         number = number.strip()
-        if _TYPED_PHONE.match(number) and number[:1] == "+" and _dialled_digits(number) <= E164_MAX_DIGITS:
-            return bool(params) and _card_data_anywhere(params)  # nothing hidden in its parameters
+        if _TYPED_PHONE.match(number) and number[:1] == "+" and _dialled_digits(number) <= E164_MAX_DIGITS \
+                and not _ASCII_DIGIT.search(params):  # digits after it (;ext=12): the whole text is read below
+            return False
     compact = _NOT_ALNUM.sub("", text)  # typed with any separators: 4111_1111_1111_1111
     if compact.isascii() and compact.isdigit() and pan_in_digits(compact):
         return True

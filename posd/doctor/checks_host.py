@@ -173,7 +173,7 @@ def storage(ctx: Context) -> list[Finding]:
     sizes = {"free": _size(ctx, usage.free), "total": _size(ctx, usage.total), "min": _size(ctx, minimum),
              "free_bytes": usage.free, "total_bytes": usage.total, "min_bytes": minimum,
              "mount": str(_mount_point(nearest_existing(folder)))}
-    state = "disk_ok" if usage.free >= minimum else "disk_full" if usage.free < FULL_BELOW else "disk_low"
+    state = "disk_full" if usage.free < FULL_BELOW else "disk_ok" if usage.free >= minimum else "disk_low"
     out.append(Finding("storage", "storage.disk", "ok" if state == "disk_ok" else "fail", state, sizes))
     folder_failed = any(f.check == "storage.dir" and f.result == "fail" for f in out)
     ctx.ledger = check_db(folder / "ledger.db")

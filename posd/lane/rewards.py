@@ -359,10 +359,14 @@ class Rewards:
         except RuleError as exc:
             raise basket_error(exc) from exc
         program = self.ctx.program()
-        offers, not_usable = [], []
-        for code in dict.fromkeys(applied):
+        offers, not_usable, seen = [], [], set()
+        for code in applied:
             if code == v.code:
                 continue
+            if code in seen:  # a code applies once, at its first place
+                not_usable.append({"id": code, "reason": "duplicate_code"})
+                continue
+            seen.add(code)
             try:
                 offers.append((code, (await self.book.find_usable(view, code, member_id,
                                                                   ask=not self.ctx.is_offline())).benefit))

@@ -59,21 +59,32 @@ class CacheStats:
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection. On a read-only file system (a disk the kernel remounted read-only after
     errors: when a backup matters most) SQLite cannot make the -shm a WAL database is read with, and
-    refuses to open it; with no -wal beside the file (posd stopped cleanly) the file alone is the whole
-    database and nothing can change it, so it is opened as immutable. A -wal there holds the newest
-    commits, which an immutable open would not read: that open is left to fail."""
-    uri = f"file:{path}?mode=ro"
-    if _frozen_without_wal(path):
-        uri += "&immutable=1"
+    cannot open it; then, with no -wal beside the file (posd stopped cleanly), the file alone is the
+    whole database and nothing can change it, so it is opened as immutable. A -wal there holds the
+    newest commits, which an immutable open would not read: that open is left to fail."""
+    conn = _connect_readonly(f"file:{path}?mode=ro")
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN" or not _frozen_without_wal(path):
+            return conn  # its readers meet the same error, and say it as they do
+        conn.close()
+        return _connect_readonly(f"file:{path}?mode=ro&immutable=1")
+    return conn
+
+
+def _connect_readonly(uri: str) -> sqlite3.Connection:
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
     conn.row_factory = sqlite3.Row
     return conn
 
 
 def _frozen_without_wal(path: Path) -> bool:
+    """Is the file on a read-only file system, with no -wal beside it (where SQLite looks: beside the
+    file a link names)?"""
     try:
-        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
-        return read_only and not os.path.exists(f"{path}-wal")
+        real = path.resolve()
+        return bool(os.statvfs(real.parent).f_flag & os.ST_RDONLY) and not os.path.exists(f"{real}-wal")
     except OSError:
         return False
 
@@ -276,9 +287,9 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
                       "is not a regular file: a backup only replaces a file", str(dest))
     if not replace and dest.exists():
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
-    partial = dest.with_name(f".{dest.name}.partial")
+    partial = partial_of(dest)
     partial.unlink(missing_ok=True)
-    try:  # a stop signal (SystemExit) from the moment the file exists removes it below
+    try:
         try:  # an empty file is an empty database; SQLite gives its journal the file's mode
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as exc:  # named as the user wrote it, not as the hidden partial file
@@ -288,10 +299,20 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
         _put_in_place(partial, dest, replace)
         sync_to_disk(dest.parent)
     except BaseException:
-        for leftover in ("", "-journal", "-wal", "-shm"):  # SQLite's own files beside the copy too
-            Path(f"{partial}{leftover}").unlink(missing_ok=True)
+        remove_partial(dest)
         raise
     return Backup(dest, dest.stat().st_size, done.last_seq, done.pages)
+
+
+def partial_of(dest: Path) -> Path:
+    """The hidden file a backup to ``dest`` is written in until it is whole."""
+    return dest.with_name(f".{dest.name}.partial")
+
+
+def remove_partial(dest: Path) -> None:
+    """Remove what a backup to ``dest`` cut short left: its partial copy and SQLite's files beside it."""
+    for leftover in ("", "-journal", "-wal", "-shm"):
+        Path(f"{partial_of(dest)}{leftover}").unlink(missing_ok=True)
 
 
 def _backup(source: Path, partial: Path, dest: Path) -> Backup:

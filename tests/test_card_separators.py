@@ -186,3 +186,18 @@ def test_a_tel_link_finds_its_member_and_a_gtin_14_rings_up(tmp_path, central, s
     body["lines"] = [{**body["lines"][0], "sku": "40000000000077"}]
     resp = lane.post("/v1/transactions", body)
     assert resp.status_code == 200, resp.text
+
+
+def test_an_amex_or_diners_number_behind_a_plus_is_a_card_and_national_networks_are_cards():
+    """"+340109281590131" (an Amex number) passed as a phone written with its +, in any field: a SKU, a
+    display name, a tel: link; it was stored and synced. No country's numbers of 15 digits begin 34/37,
+    nor of 14 digits 30/36/38/39. Napas, Borica, Belkart, Prostir, GPN and UATP numbers were no cards."""
+    for card in ("+340109281590131", "tel:+377741215472808", "+3782 822463 10005", "+36 2538 8853 9338",
+                 "tel:+3005-7553-7990-77", "9704037614365379", "2205000000000009", "9112000000000006",
+                 "9804000000000009", "1946000000000005", "100000000000009", "x-9704037614365379"):
+        digits = "".join(ch for ch in card if ch.isdigit())
+        assert luhn_ok(digits), card  # a number that passes Luhn, as a card's does
+        assert is_card_data(card), card
+        assert find_card_data({"lines": [{"sku": card}], "display_name": card}), card
+    for phone in ("+34 612 345 678", "+39 06 1234 5678", "+381 11 1234567", "+36 1 234 5678", "+49 1511 2345678"):
+        assert not is_card_data(phone), phone

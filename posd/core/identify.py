@@ -38,11 +38,13 @@ _NOT_ALNUM = re.compile(r"[\W_]+")
 _DASHES = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
 # Card-brand prefixes (IIN ranges) of the networks a till meets.
 # Issuer prefixes: Visa, Mastercard (51-55, 2221-2720), Mir (2200-2204), Amex, Diners, JCB, Discover,
-# UnionPay (62, 81), Maestro, RuPay (60, 65, 81, 82), Shetab (6...), UzCard (8600), Troy (9792), Humo (9860).
+# UnionPay (62, 81), Maestro, RuPay (60, 65, 81, 82), Shetab (6...), UzCard (8600), Troy (9792), Humo (9860),
+# and the national networks Borica (2205), GPN (1946), Belkart (9112), Napas (9704), Prostir (9804).
 _BRAND = re.compile(
-    r"^(4|5[1-5]|2(20[0-4]|2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50"
-    r"|5[6-9]|6[0-9]|8[12]|8600|9792|9860)"
+    r"^(4|5[1-5]|2(20[0-5]|2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3[0689]|35|6011|64[4-9]|65|62|50"
+    r"|5[6-9]|6[0-9]|8[12]|8600|9792|9860|1946|9112|9704|9804)"
 )
+UATP_LENGTH = 15  # UATP (airline) numbers: 15 digits beginning with 1
 _MEMBER_CODE = re.compile(r"^[A-Za-z0-9._:/+-]{4,64}$")
 # A phone number in E.164 form: card readers never put "+" before a card number, and a phone
 # number of 13-15 digits can pass a brand prefix and Luhn as often as any other number.
@@ -128,7 +130,8 @@ def gtin_twin(code: str) -> str | None:
 
 def has_brand_prefix(digits: str) -> bool:
     """13-19 digits starting as a card network's numbers do (Luhn not asked)."""
-    return 13 <= len(digits) <= 19 and _BRAND.match(digits) is not None
+    return 13 <= len(digits) <= 19 and (_BRAND.match(digits) is not None
+                                        or len(digits) == UATP_LENGTH and digits[0] == "1")
 
 
 def looks_like_pan(digits: str) -> bool:
@@ -191,13 +194,12 @@ def is_card_data(raw: str) -> bool:
 
 
 def _dialled_digits(text: str) -> int:
-    """The digits of a number typed as a phone's (_TYPED_PHONE): after its + or its 00. Dialled with
-    00, the country code and number an Amex (15 digits, 34/37) or a Diners card (14, 30/36/38/39) could
-    be are counted as more than a phone has: no country's numbers that long begin so."""
+    """The digits of a number typed as a phone's (_TYPED_PHONE): after its + or its 00. A country code
+    and number an Amex (15 digits, 34/37) or a Diners card (14, 30/36/38/39) could be are counted as
+    more than a phone has: no country's numbers that long begin so (+34 Spain and +39 Italy have at
+    most 11 and 13 digits)."""
     digits = _NOT_ALNUM.sub("", text)
-    if not digits.startswith("00"):
-        return len(digits)
-    number = digits[2:]
+    number = digits[2:] if digits.startswith("00") else digits
     if (len(number) == 15 and number[:2] in ("34", "37")) or (len(number) == 14 and number[:2] in ("30", "36", "38",
                                                                                                    "39")):
         return E164_MAX_DIGITS + 1

@@ -63,7 +63,7 @@ SEED = {"stores": {"S001": {"secret": SECRET}}, "program": PROGRAM,
                     member("coupon", "CARD-coupon"), member("idle", "CARD-idle"),
                     member("slips", "CARD-slips", locale="fa"), member("reser", "CARD-reser"),
                     member("older", "CARD-older"),
-                    member("bypts", "CARD-bypts", points=400)]}
+                    member("bypts", "CARD-bypts", points=400), member("stk", "CARD-stk")]}
 
 BASKET_LINES = [{"sku": "COFFEE", "category": "coffee", "quantity": 2, "unit_price": 900},
                 {"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": 2000},
@@ -221,6 +221,34 @@ def test_a_voucher_that_takes_nothing_off_the_basket_is_refused_and_stays_unused
                                                    "basket": with_coffee, "applied": ["WELCOME10"]})
     assert (staff.status_code, staff.json()["code"]) == (422, "voucher_not_applicable"), staff.text
     assert lane.post("/v1/vouchers/validate", {"code": "STAFF20", "member": "CARD-idle"}).json()["valid"]
+
+
+def test_a_used_voucher_or_a_member_coupon_on_the_basket_takes_nothing_off_the_next(lane):
+    """validate and use stacked every applied code that existed: a used voucher V1 applied before V2
+    made V2 take nothing off (use: 422), and WELCOME10 without a member took its 10% first, while the
+    quote of the same codes said V1 voucher_used and WELCOME10 member_required. They judge as a quote."""
+    codes = [lane.post("/v1/redemptions", {"redemption_id": f"RDM-stk{n}", "member": "CARD-stk",
+                                           "reward_id": "free-coffee"}).json()["voucher"]["code"] for n in (1, 2)]
+    with_coffee = {k: v for k, v in sale("x", "stk").items() if k in ("currency", "total", "lines")}
+    assert lane.post(f"/v1/vouchers/{codes[0]}/use", {"transaction_id": "U-stk-1", "member": "CARD-stk",
+                                                      "basket": with_coffee}).status_code == 200
+    # validate cannot tell which sale used V1: the POS says it is on this basket, so it stacks
+    told = lane.post("/v1/vouchers/validate", {"code": codes[1], "member": "CARD-stk", "basket": with_coffee,
+                                               "applied": [codes[0], codes[1]]}).json()
+    assert [(n["id"], n["reason"]) for n in told["effect"]["not_usable"]] == [(codes[1], "duplicate_code")], told
+    quote = lane.post("/v1/quotes", {**sale("Q-stk", "stk"), "codes": [codes[0], codes[1]]}).json()
+    assert [(n["id"], n["reason"]) for n in quote["discounts"]["not_usable"]] == [(codes[0], "voucher_used")]
+    # a use knows its sale: V1 used by another one takes nothing off this basket
+    used = lane.post(f"/v1/vouchers/{codes[1]}/use", {"transaction_id": "U-stk-2", "member": "CARD-stk",
+                                                      "basket": with_coffee, "applied": [codes[0]]})
+    assert used.status_code == 200 and used.json()["effect"]["amount_off_minor"] == 900, used.text
+    assert used.json()["effect"]["not_usable"] == [{"id": codes[0], "reason": "voucher_used"}]
+    third = lane.post("/v1/redemptions", {"redemption_id": "RDM-stk3", "member": "CARD-stk",
+                                          "reward_id": "free-coffee"}).json()["voucher"]["code"]
+    unnamed = lane.post("/v1/vouchers/validate", {"code": third, "basket": with_coffee,  # no member named
+                                                  "applied": ["WELCOME10"]}).json()
+    assert unnamed["effect"]["amount_off_minor"] == 900, unnamed  # not 810: WELCOME10 needs its member
+    assert [(n["id"], n["reason"]) for n in unnamed["effect"]["not_usable"]] == [("WELCOME10", "member_required")]
 
 
 def test_a_tier_multiplier_is_an_exact_decimal_in_the_member_view_and_its_event(lane):

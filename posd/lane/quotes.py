@@ -11,19 +11,16 @@ for the codes the cashier scanned, how they stack.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from posd.core.effects import apply_stack, basket_effect, discounted
 from posd.core.program import Program
 from posd.core.rules import Basket, RuleError, compute_accrual
-from posd.lane.authority import VoucherLookup
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises, rule_error
 from posd.lane.members import Members
 from posd.lane.rewards import Rewards
 from posd.lane.sales import Sales, TransactionInput
-from posd.lane.vouchers import Usable, needs_member, unknown_code, why_not
 from posd.storage.cache import CachedMember
 from posd.storage.tx import LedgerView
 
@@ -75,7 +72,8 @@ class Quotes:
                                                                      member.aliases, member.applied_seq)]
         if codes:
             scanned = [self.rewards.book.canonical(c) for c in codes]
-            found = await self._usable(view, list(dict.fromkeys(scanned)), member)  # scanned twice: one code
+            member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
+            found = await self.rewards.usable_codes(view, list(dict.fromkeys(scanned)), member_id, aliases)
             used = {code for code, _, why in found if why == "voucher_used"}
             answer["vouchers"] = [v for v in answer["vouchers"] if v["code"] not in used]
             offers = [(code, v.benefit) for code, v, why in found if v is not None and why is None]
@@ -91,44 +89,6 @@ class Quotes:
                     raise rule_error(exc) from exc
                 answer["accrual_with_discounts"] = after.to_json()
         return answer
-
-    async def _usable(self, view: LedgerView, wanted: list[str], member: CachedMember | None
-                      ) -> list[tuple[str, Usable | None, str | None]]:
-        """(code, its voucher or coupon, why it cannot be used now) for each code of ``wanted`` (canonical,
-        each once), in order.
-
-        As validate judges a code: while central answers it is asked about every code, also one
-        issued here (another lane may have used it), all at once, so the quote waits one budget
-        however many codes were scanned; offline, the lane's own records decide."""
-        member_id, aliases = (member.member_id, member.aliases) if member else (None, ())
-        book, program = self.rewards.book, self.ctx.program()
-        now, out = self.ctx.clock(), []
-        if self.ctx.is_offline():
-            asked = [VoucherLookup("unavailable")] * len(wanted)
-        else:
-            asked = await asyncio.gather(*(self.rewards.authority.lookup(code, member_id) for code in wanted))
-        for code, answer in zip(wanted, asked, strict=True):
-            v = book.local(view, code, program)
-            if v is None and answer.status == "found" and answer.voucher is not None:
-                v = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
-            why = unknown_code(code, answer.status != "unavailable") if v is None else \
-                why_not(v, member_id, now, aliases)
-            if v is not None and why is None:  # as validate and use refuse it
-                why = self._burn_refused(v, member_id)
-            if v is not None and why is None and (answer.status == "found" and answer.used or view.voucher_use(
-                    code, member_id or "" if v.campaign else "", aliases)):
-                why = "voucher_used"
-            out.append((code, v, why))
-        return out
-
-    def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
-        """member_required for a coupon anyone may use on a basket with no member; member_ineligible
-        for a personal voucher, quoted without its member, whose member's account is not active."""
-        if needs_member(v, member_id):
-            return "member_required"
-        if member_id is None and self.rewards.holder_status(v) not in (None, "active"):
-            return "member_ineligible"
-        return None
 
     def _reward_entry(self, program: Program, reward_id: str, available: dict[str, int], tier: str | None,
                 basket: Basket) -> dict[str, Any]:

@@ -10,6 +10,7 @@ exactly one INSERT here; central's reservation makes that true across lanes.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from posd.lane.context import LaneContext, Recorded, earlier_answer
 from posd.lane.errors import LaneError, basket_error, raises
 from posd.lane.members import Identification, Members
 from posd.lane.slips import Slips
-from posd.lane.vouchers import Usable, VoucherBook, needs_member, not_found, voucher_wire
+from posd.lane.vouchers import Usable, VoucherBook, needs_member, not_found, unknown_code, voucher_wire, why_not
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso
 from posd.storage.entries import Entry
@@ -344,38 +345,80 @@ class Rewards:
         out = {"code": code, "valid": True, **v.public(), "member_id": v.member_id or member_id,
                "authorised": "online" if asked.status != "unavailable" else "offline"}
         if basket is not None:
-            out["effect"] = await self._effect(view, v, basket, applied, member_id)
+            out["effect"] = await self._effect(view, v, basket, applied, member_id, aliases)
         if ident is not None and ident.token is not None:
             await self.members.aclaim_at_central(ident)
             await ctx.acommit(lambda unit: self.members.accept(unit, ident))
         return out
 
-    @raises("unknown_voucher", "voucher_unavailable", "negative_total", "negative_line", "total_mismatch")
+    @raises("negative_total", "negative_line", "total_mismatch")
     async def _effect(self, view: LedgerView, v: Usable, basket: Basket, applied: tuple[str, ...],
-                      member_id: str | None) -> dict[str, Any]:
-        """What ``v`` takes off ``basket`` after the codes already applied to it, under the program's stacking."""
+                      member_id: str | None, aliases: tuple[str, ...],
+                      transaction_id: str | None = None) -> dict[str, Any]:
+        """What ``v`` takes off ``basket`` after the codes already applied to it, under the program's
+        stacking. An applied code that cannot be used (unknown, expired, for a member not named, used by
+        another sale, given twice or the voucher itself) takes nothing off, and is named, as a quote
+        names it."""
         try:
             check_basket(basket)
         except RuleError as exc:
             raise basket_error(exc) from exc
         program = self.ctx.program()
-        offers, not_usable, seen = [], [], set()
-        for code in applied:
-            if code == v.code:
-                continue
-            if code in seen:  # a code applies once, at its first place
-                not_usable.append({"id": code, "reason": "duplicate_code"})
-                continue
-            seen.add(code)
-            try:
-                offers.append((code, (await self.book.find_usable(view, code, member_id,
-                                                                  ask=not self.ctx.is_offline())).benefit))
-            except LaneError as exc:  # takes nothing off: left out of the stack, as a quote leaves it
-                not_usable.append({"id": code, "reason": exc.code})
+        firsts = [code for code in dict.fromkeys(applied) if code != v.code]
+        found = await self.usable_codes(view, firsts, member_id, aliases, on_basket=True,
+                                        transaction_id=transaction_id)
+        offers = [(code, u.benefit) for code, u, why in found if u is not None and why is None]
+        not_usable = [{"id": code, "reason": why} for code, _, why in found if why] + [
+            {"id": code, "reason": "duplicate_code"}  # a code applies once, at its first place
+            for i, code in enumerate(applied) if code == v.code or code in applied[:i]]
         stack = apply_stack(program.stacking if program else Stacking(), [*offers, (v.code, v.benefit)], basket,
                             rounding=program.discount_rounding if program else "half_up")
         mine = stack.entries[-1]
         return {**mine.effect.to_json(), "applied": mine.applied, "reason": mine.reason, "not_usable": not_usable}
+
+    async def usable_codes(self, view: LedgerView, wanted: list[str], member_id: str | None,
+                           aliases: tuple[str, ...] = (), *, on_basket: bool = False,
+                           transaction_id: str | None = None) -> list[tuple[str, Usable | None, str | None]]:
+        """(code, its voucher or coupon, why it cannot be used now) for each code of ``wanted`` (canonical,
+        each once), in order.
+
+        What a quote says of its codes and validate and use of the codes already applied. As validate
+        judges a code: while central answers it is asked about every code, also one
+        issued here (another lane may have used it), all at once, so the quote waits one budget
+        however many codes were scanned; offline, the lane's own records decide."""
+        book, program = self.book, self.ctx.program()
+        now, out = self.ctx.clock(), []
+        if self.ctx.is_offline():
+            asked = [VoucherLookup("unavailable")] * len(wanted)
+        else:
+            asked = await asyncio.gather(*(self.authority.lookup(code, member_id) for code in wanted))
+        for code, answer in zip(wanted, asked, strict=True):
+            v = book.local(view, code, program)
+            if v is None and answer.status == "found" and answer.voucher is not None:
+                v = Usable.from_wire(answer.voucher, "central", self.ctx.locale)
+            why = unknown_code(code, answer.status != "unavailable") if v is None else \
+                why_not(v, member_id, now, aliases)
+            if v is not None and why is None:  # as validate and use refuse it
+                why = self._burn_refused(v, member_id)
+            if v is not None and why is None:
+                spent = view.voucher_use(code, member_id or "" if v.campaign else "", aliases)
+                gone = answer.status == "found" and answer.used or spent is not None
+                if on_basket:  # codes the POS says are on this basket: used by this sale, most often
+                    gone = gone and transaction_id is not None and (spent is None
+                                                                    or spent.transaction_id != transaction_id)
+                if gone:
+                    why = "voucher_used"
+            out.append((code, v, why))
+        return out
+
+    def _burn_refused(self, v: Usable, member_id: str | None) -> str | None:
+        """member_required for a coupon anyone may use on a basket with no member; member_ineligible
+        for a personal voucher, quoted without its member, whose member's account is not active."""
+        if needs_member(v, member_id):
+            return "member_required"
+        if member_id is None and self.holder_status(v) not in (None, "active"):
+            return "member_ineligible"
+        return None
 
     @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "unknown_voucher",
             "voucher_unavailable", "voucher_void", "voucher_not_yet_valid", "voucher_expired", "voucher_other_member",
@@ -411,7 +454,8 @@ class Rewards:
         used = view.voucher_use(code, self._use_key(v, member_id), aliases)
         if used and used.transaction_id != transaction_id:
             raise LaneError("voucher_used", "this voucher was already used")
-        effect = await self._effect(view, v, basket, applied, member_id) if basket is not None else None
+        effect = await self._effect(view, v, basket, applied, member_id, aliases, transaction_id) \
+            if basket is not None else None
         if effect is not None and not effect["applied"]:  # used up for nothing: the member would lose it
             raise LaneError("voucher_not_applicable", f"{code} takes nothing off this basket: "
                                                       f"{REASONS.get(effect['reason'], effect['reason'])}")

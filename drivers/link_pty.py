@@ -55,14 +55,15 @@ def open_pty(link_path: str) -> PtyLink:
 class PtyLink(Link):
     def __init__(self, master: int, slave: int, slave_name: str, link_path: str) -> None:
         self.master, self.slave, self.slave_name, self.link_path = master, slave, slave_name, link_path
-        self._warned_foreign_link = False
+        self._last_foreign: str | None = None
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with ERRORS("read"):
             return os.read(self.master, size) if self._readable(self.master, timeout) else b""
 
     def check(self) -> None:
-        """Re-create our symlink if someone removed it; leave it alone if it points elsewhere now.
+        """Re-create our symlink if someone removed it, or point it back if it points elsewhere now (a
+        link at the path is replaced, as at the start: what is typed into it must reach posd).
         Something else put in its place (a file, a folder) is this scanner's error, as at the start:
         nothing typed can reach posd until it is moved away, and then the link is made again."""
         try:
@@ -75,9 +76,13 @@ class PtyLink(Link):
         except OSError:
             _check_link_path(self.link_path)  # raises, naming what is there; an unreadable folder passes
             return
-        if target != self.slave_name and not self._warned_foreign_link:
-            self._warned_foreign_link = True
-            log.warning("%s now points elsewhere; leaving it", self.link_path)
+        if target != self.slave_name:
+            if target != self._last_foreign:  # once per other target: two posds given one path would fight
+                self._last_foreign = target
+                log.warning("%s pointed at %s, not at this scanner's pty %s: pointing it back", self.link_path,
+                            target, self.slave_name)
+            with ERRORS("point the link back"):
+                _point_symlink(self.link_path, self.slave_name)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

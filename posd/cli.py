@@ -182,7 +182,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return 1
     except ValueError:  # something else is at the link's path: posd cannot make its pty there either
         print(f"posd scan: {link} is not the scanner's pty but {link_path_holder(str(link)) or 'no terminal'}: "
-              "move it away and restart posd (its log names it too)", file=sys.stderr)
+              "move it away: a running posd makes its link again within a second (its log names it too)",
+              file=sys.stderr)
         return 1
     ending = url.params.get("suffix", "CR").upper()
     what = args.code or (f"{args.member_token}'s phone QR token ({len(code)} characters)" if args.member_token

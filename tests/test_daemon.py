@@ -349,8 +349,8 @@ def test_posd_scan_into_a_path_something_else_holds_says_what_is_there(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "posd", "scan", "2900000000018", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr == f"posd scan: {link} is not the scanner's pty but a file: move it away and " \
-                          "restart posd (its log names it too)\n"
+    assert proc.stderr == f"posd scan: {link} is not the scanner's pty but a file: move it away: a running " \
+                          "posd makes its link again within a second (its log names it too)\n"
 
 
 def test_posd_scan_names_the_scanner_it_lacks_and_asks_for_one_code(tmp_path):

@@ -109,6 +109,7 @@ def test_stop_closes_and_removes_only_our_link(tmp_path, rec):
 def test_link_repointed_by_someone_else_is_left_alone_on_close(tmp_path, rec):
     link = tmp_path / "scanner0"
     scanner = registry.open_scanner("s", f"pty://{link}", on_data=rec.on_data)
+    scanner._next_check = float("inf")  # close alone: a check while running points the link back
     scanner.start()
     wait_until(link.is_symlink)
     other = tmp_path / "other"
@@ -149,6 +150,22 @@ def test_a_file_put_in_place_of_the_link_is_an_error_until_it_is_moved_away(tmp_
     wait_until(link.is_symlink)
     write_scan(str(link), "AFTER")
     assert rec.next_scan().data == "AFTER"
+
+
+def test_a_link_pointed_elsewhere_while_running_is_pointed_back(tmp_path, rec, scanners, caplog):
+    """`ln -sf /dev/null LINK` while posd ran was left so, with one warning: health idle and every code
+    typed lost. A link at the path is replaced, as at the start."""
+    caplog.set_level(logging.INFO, logger="posd.drivers")
+    link = tmp_path / "scanner0"
+    scanner = start(scanners, rec, "s", f"pty://{link}")
+    scanner.LINK_CHECK_S = 0.0
+    rec.wait_state(DeviceState.IDLE)
+    os.unlink(link)
+    link.symlink_to("/dev/null")
+    wait_until(lambda: os.readlink(link) == scanner.slave_name)
+    assert f"{link} pointed at /dev/null" in caplog.text
+    write_scan(str(link), "BACK")
+    assert rec.next_scan().data == "BACK"
 
 
 def test_a_link_left_by_a_killed_run_is_replaced(tmp_path, rec, scanners, caplog):

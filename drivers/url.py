@@ -78,10 +78,11 @@ class DeviceURL:
     @property
     def address(self) -> str:
         """Where the device is, without its settings (``tcp://10.0.0.5:9100`` for
-        ``tcp://10.0.0.5:9100?timeout=8``) and without a password: what names the same device
-        when only its settings change."""
-        netloc = self.netloc.rpartition("@")[2]
-        return f"{self.scheme}://{netloc}{self.path}"
+        ``tcp://10.0.0.5:9100?timeout=8``), its password, a trailing ``/`` or the case of a host
+        name or a USB id: what names the same device however the URL is spelled."""
+        netloc = self.netloc.rpartition("@")[2].lower()
+        path = self.path.rstrip("/") if self.path != "/" else ""
+        return f"{self.scheme.lower()}://{netloc}{path}"
 
     def redacted(self) -> str:
         """The URL with any password and secret-looking parameters masked."""

@@ -245,3 +245,15 @@ def test_keeping_that_a_printer_answers_is_tried_again_until_it_is_kept():
         for _ in range(4):
             assert printer.check_ready() is None
         assert printer.answers_status and len(calls) == 2
+
+
+def test_a_printer_address_is_the_same_however_its_url_is_spelled():
+    """ledger.db keeps that a printer answers by its address: a trailing / or a host in capitals (config
+    check takes both) made a new address, and a silent printer's held slips went out blind."""
+    from posd.drivers.url import parse_device_url
+
+    same = {parse_device_url(u).address for u in ("tcp://printer.lan:9100", "tcp://printer.lan:9100/",
+                                                  "TCP://Printer.LAN:9100?timeout=8", "tcp://u:pw@printer.lan:9100")}
+    assert same == {"tcp://printer.lan:9100"}
+    assert parse_device_url("file:///dev/usb/lp0/").address == "file:///dev/usb/lp0"
+    assert parse_device_url("usb://04B8:0202").address == parse_device_url("usb://04b8:0202").address

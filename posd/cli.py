@@ -233,7 +233,13 @@ def cmd_print_test(args: argparse.Namespace) -> int:
             printer.print_document(doc)
             print(f"printed {doc.slip_id} on {pcfg.url} ({pcfg.profile}, {pcfg.width_mm} mm)")
     except PrinterError as exc:
-        print(f"posd print-test: the printer failed: {exc.reason}", file=sys.stderr)
+        status = printer.last_status
+        if exc.reason == "offline" and printer.answers_status and status is not None and not status.answered:
+            print("posd print-test: the printer failed: offline: it answered its status (DLE EOT) before and is "
+                  "silent now (switched off, stalled, or not listening behind its print server); a printer "
+                  "replaced by a model that never answers: add status=0 to its URL", file=sys.stderr)
+        else:
+            print(f"posd print-test: the printer failed: {exc.reason}", file=sys.stderr)
         return 1
     finally:
         printer.close()

@@ -214,7 +214,8 @@ class Migrations:
         shown = sorted(tables - {"_migrations"})
         listed = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
         raise StorageError(f"{self.name} was not made by posd: it holds another database's tables ({listed}), a file "
-                           f"copied or restored under its name; posd does not touch it", "foreign", tables=listed)
+                           f"copied or restored under its name. Put the right {self.name} back (from backup), or move "
+                           f"this one aside: posd then starts a new {self.name}", "foreign", tables=listed)
 
     def done(self, conn: sqlite3.Connection) -> set[str]:
         """The migrations the file has had. StorageError when some are not this posd's: a newer

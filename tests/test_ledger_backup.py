@@ -372,3 +372,26 @@ def test_a_ledger_on_a_disk_gone_read_only_is_copied_and_listed(tmp_path):
     with sqlite3.connect(tmp_path / "copy.db") as copy:
         assert copy.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 3
     copy.close()
+
+
+def test_a_ledger_on_a_full_disk_is_copied_and_listed_and_nothing_is_left_beside_it(tmp_path):
+    """On a full disk SQLite cannot make the -shm either: backup and quarantine said "disk I/O error"
+    (doctor: run it again), and each left an empty -wal and -shm beside ledger.db."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+    from tests.support.disk import fill, small_tmpfs
+    from tests.support.lane import free_port, lane_config
+
+    with small_tmpfs(tmp_path / "disk", size="2m") as disk:
+        cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                          port=free_port(), storage_dir=str(disk))
+        ledger = Ledger(disk / "ledger.db", LaneIdentity("S001", "L01"))
+        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(2)])
+        ledger.close()
+        fill(disk / "runaway.log")
+        before = sorted(p.name for p in disk.iterdir())
+        run = backup(cfg, tmp_path / "copy.db")
+        assert run.returncode == 0 and "events up to seq 2, integrity ok" in run.stdout, run.stderr
+        listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "no quarantined events" in listed.stdout, listed.stderr
+        assert sorted(p.name for p in disk.iterdir()) == before

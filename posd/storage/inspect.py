@@ -58,17 +58,26 @@ class CacheStats:
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection. On a read-only file system (a disk the kernel remounted read-only after
-    errors: when a backup matters most) SQLite cannot make the -shm a WAL database is read with, and
-    cannot open it; then, with no -wal beside the file (posd stopped cleanly), the file alone is the
-    whole database and nothing can change it, so it is opened as immutable. A -wal there holds the
-    newest commits, which an immutable open would not read: that open is left to fail."""
+    errors) or a full one (when a backup matters most) SQLite cannot make the -shm a WAL database is
+    read with, and cannot open it; then, with no -wal beside the file holding commits (posd stopped
+    cleanly), the file alone is the whole database, so it is opened as immutable, and the empty -wal
+    and -shm the failed open left are removed. A -wal with commits would not be read by an immutable
+    open: that open is left to fail."""
+    sides = [Path(f"{path.resolve()}{side}") for side in ("-wal", "-shm")]
+    there = [side.exists() for side in sides]
+    commits = there[0] and sides[0].stat().st_size > 0
     conn = _connect_readonly(f"file:{path}?mode=ro")
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN" or not _frozen_without_wal(path):
+        name = getattr(exc, "sqlite_errorname", "")
+        if not (name == "SQLITE_CANTOPEN" or name.startswith("SQLITE_IOERR_SHM")) or commits \
+                or not _frozen_or_full(path):
             return conn  # its readers meet the same error, and say it as they do
         conn.close()
+        for side, was in zip(sides, there, strict=True):
+            if not was and side.exists() and side.stat().st_size <= 4096:  # this open's own, empty
+                side.unlink(missing_ok=True)
         return _connect_readonly(f"file:{path}?mode=ro&immutable=1")
     return conn
 
@@ -79,14 +88,14 @@ def _connect_readonly(uri: str) -> sqlite3.Connection:
     return conn
 
 
-def _frozen_without_wal(path: Path) -> bool:
-    """Is the file on a read-only file system, with no -wal beside it (where SQLite looks: beside the
-    file a link names)?"""
+def _frozen_or_full(path: Path) -> bool:
+    """Is the file on a file system mounted read-only, or with no room left (where SQLite looks for
+    the -wal: beside the file a link names)?"""
     try:
-        real = path.resolve()
-        return bool(os.statvfs(real.parent).f_flag & os.ST_RDONLY) and not os.path.exists(f"{real}-wal")
+        st = os.statvfs(path.resolve().parent)
     except OSError:
         return False
+    return bool(st.f_flag & os.ST_RDONLY) or st.f_bavail == 0
 
 
 # What SQLite answers when the file itself is damaged. Any other error opening or reading it (a

@@ -395,3 +395,34 @@ def test_a_ledger_on_a_full_disk_is_copied_and_listed_and_nothing_is_left_beside
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0 and "no quarantined events" in listed.stdout, listed.stderr
         assert sorted(p.name for p in disk.iterdir()) == before
+
+
+def test_a_partial_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
+    """A backup killed with SIGKILL (or a power cut) leaves its hidden partial copy, a ledger's size;
+    the next backups into the folder named other dated files and left it there for good. The next one
+    removes it; one a running backup holds is left alone, and so is a file posd did not make."""
+    import fcntl
+
+    from posd.storage.ledger import LaneIdentity, Ledger
+    from tests.support.lane import free_port, lane_config
+
+    cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
+                      port=free_port())
+    (cfg.parent / "state").mkdir()
+    ledger = Ledger(cfg.parent / "state" / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    ledger.close()
+    out = tmp_path / "backups"
+    out.mkdir()
+    dead = out / ".ledger-S001-L01-20261206-101500.db.partial"
+    dead.write_bytes(b"SQLite format 3\x00" + b"\0" * 4080)
+    running = out / ".ledger-S001-L01-20261206-111500.db.partial"
+    running.write_bytes(b"SQLite format 3\x00" + b"\0" * 4080)
+    theirs = out / ".notes.partial"
+    theirs.write_text("someone's draft")
+    with open(running, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = backup(cfg, out)
+    assert run.returncode == 0, run.stderr
+    assert not dead.exists() and running.exists() and theirs.exists()
+    assert len(list(out.glob("ledger-S001-L01-*.db"))) == 1

@@ -9,6 +9,8 @@ snapshot while the daemon keeps writing (WAL readers never block the writer).
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import pwd
 import sqlite3
@@ -19,6 +21,8 @@ from pathlib import Path
 from posd.storage.db import StorageError, database_size, parse_iso, quick_check, sync_to_disk, utcnow
 from posd.storage.identity import SyncIdentity
 from posd.storage.outbox import Quarantined, acknowledged_seq, quarantined_after, quarantined_events
+
+log = logging.getLogger("posd.storage")
 
 
 @dataclass(frozen=True)
@@ -297,12 +301,15 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
     if not replace and dest.exists():
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", str(dest))
     partial = partial_of(dest)
+    _remove_stale_partials(dest.parent)
     partial.unlink(missing_ok=True)
+    held = -1
     try:
         try:  # an empty file is an empty database; SQLite gives its journal the file's mode
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            held = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:  # named as the user wrote it, not as the hidden partial file
             raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+        fcntl.flock(held, fcntl.LOCK_EX)  # while it is held, no other backup takes this copy for a dead one's
         done = _backup(source, partial, dest)
         sync_to_disk(partial)
         _put_in_place(partial, dest, replace)
@@ -310,7 +317,38 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
     except BaseException:
         remove_partial(dest)
         raise
+    finally:
+        if held >= 0:
+            os.close(held)
     return Backup(dest, dest.stat().st_size, done.last_seq, done.pages)
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """The partial copies of backups killed with SIGKILL (or a power cut) in ``folder``: a ledger's
+    size each, left hidden where nothing else removes them. One no backup holds any more is removed;
+    a running backup's is left to it."""
+    try:
+        found = [p for p in folder.glob(".*.partial") if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return
+    for stale in found:
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            head = os.read(fd, 16)
+            if head not in (b"", b"SQLite format 3\x00"):  # not a copy posd made
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a backup running now holds it
+                continue
+            for leftover in ("", "-journal"):
+                Path(f"{stale}{leftover}").unlink(missing_ok=True)
+            log.info("removed %s, the partial copy of a backup that was stopped", stale)
+        finally:
+            os.close(fd)
 
 
 def partial_of(dest: Path) -> Path:

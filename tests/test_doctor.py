@@ -408,6 +408,8 @@ def _ledger_state(state: Path, how: str) -> None:
 
     if how == "empty":
         (state / "ledger.db").write_bytes(b"")
+    elif how == "not_file":  # a folder made by mistake: SQLite said "disk I/O error", posd run exited 1 (restarted)
+        (state / "ledger.db").mkdir()
     elif how == "foreign":  # another database under the name: posd run used to migrate it into a ledger
         with contextlib.closing(sqlite3.connect(state / "ledger.db")) as conn, conn:
             conn.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, quantity INTEGER)")
@@ -425,7 +427,7 @@ def _ledger_state(state: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how, words", [("empty", "0 bytes"), ("wal_orphan", "ledger.db-wal"),
                                         ("other_lane", "L09"), ("newer", "m9999_from_a_newer_posd"),
-                                        ("foreign", "stock")])
+                                        ("foreign", "stock"), ("not_file", "not a file")])
 def test_a_ledger_posd_run_refuses_fails_doctor_too(tmp_path, how, words):
     """Doctor said ok (or "created at first start") for ledgers posd run then refused with exit 3: an
     empty file, a -wal without its ledger.db, another lane's history, a newer posd's migrations,
@@ -435,18 +437,21 @@ def test_a_ledger_posd_run_refuses_fails_doctor_too(tmp_path, how, words):
     state = cfg.parent / "state"
     state.mkdir()
     _ledger_state(state, how)
-    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    def files() -> dict[str, bytes | None]:
+        return {p.name: p.read_bytes() if p.is_file() else None for p in state.iterdir()}
+
+    before = files()
     code, report = doctor(cfg, "--no-central", "--lang", "en")
     ledger = one(report, "storage.ledger")
     assert code == 1 and (ledger["result"], ledger["code"]) == ("fail", f"ledger_{how}"), ledger
     assert words in ledger["message"], ledger["message"]
-    assert {name: (state / name).read_bytes() for name in before} == before  # doctor only reads
+    assert {name: files()[name] for name in before} == before  # doctor only reads
     code, report = doctor(cfg, "--no-central", "--lang", "fa")
     assert one(report, "storage.ledger")["code"] == f"ledger_{how}" and "posd" in one(report, "storage.ledger")["message"]
     run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 3 and words in run.stderr, run.stderr
-    assert {name: (state / name).read_bytes() for name in before} == before  # refused with nothing written
+    assert {name: files()[name] for name in before} == before  # refused with nothing written
 
 
 def _lane_with_storage(folder: Path) -> Path:

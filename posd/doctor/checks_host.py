@@ -182,7 +182,8 @@ def storage(ctx: Context) -> list[Finding]:
     refused = refusal(ctx.ledger.path, LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
     for db, corrupt in ((ctx.ledger, "ledger_corrupt"), (ctx.cache, "cache_corrupt")):
         check = f"storage.{db.path.stem}"
-        if db is ctx.ledger and refused and not (db.denied or db.unreadable or db.problem):
+        if db is ctx.ledger and refused and (refused.code == "not_file" or not (db.denied or db.unreadable
+                                                                                or db.problem)):
             out.append(Finding("storage", check, "fail", f"ledger_{refused.code}",
                                {"file": db.path.name, "path": str(db.path), **refused.params}))
         elif not db.exists and not folder_failed:

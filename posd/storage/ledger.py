@@ -130,6 +130,10 @@ def history_left(path: Path) -> bool:
     - an empty ledger.db: posd writes its header before anything else, so an empty file is a history
       lost (a truncated copy, a power cut on a file system that lost it) or a first start cut short;
     - a -wal without its ledger.db: the newest commits, without the file they belong to."""
+    if path.exists() and not path.is_file():  # a folder made by mistake: SQLite says only "disk I/O error"
+        kind = "a folder" if path.is_dir() else "something else"
+        raise StorageError(f"{path} is {kind}, not a file: not the lane's ledger. Move it away (and put ledger.db "
+                           "back from backup, if this lane had one)", "not_file", kind=kind)
     wal = Path(f"{path}-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     if not path.exists():

@@ -346,37 +346,12 @@ def test_a_backup_stopped_by_sigterm_leaves_no_partial_copy(tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_a_ledger_on_a_disk_gone_read_only_is_copied_and_listed(tmp_path):
-    """A disk the kernel remounted read-only after errors is when a backup matters most: `posd ledger
-    backup` and `quarantine` said "cannot read ledger.db as root: unable to open database file"
-    (SQLite cannot make the -shm there). With no -wal beside it the file is the whole ledger."""
-    from posd.storage.ledger import LaneIdentity, Ledger
-    from tests.support.disk import small_tmpfs
-    from tests.support.lane import free_port, lane_config
-
-    with small_tmpfs(tmp_path / "disk", size="4m") as disk:
-        cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
-                          port=free_port(), storage_dir=str(disk))
-        ledger = Ledger(disk / "ledger.db", LaneIdentity("S001", "L01"))
-        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(3)])
-        ledger.close()
-        assert not (disk / "ledger.db-wal").exists()
-        remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=30)
-        if remount.returncode != 0:
-            pytest.skip(f"cannot remount read-only here: {remount.stderr.strip()}")
-        run = backup(cfg, tmp_path / "copy.db")
-        assert run.returncode == 0 and "events up to seq 3, integrity ok" in run.stdout, run.stderr
-        listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
-                                capture_output=True, text=True, timeout=60)
-        assert listed.returncode == 0 and "no quarantined events" in listed.stdout, listed.stderr
-    with sqlite3.connect(tmp_path / "copy.db") as copy:
-        assert copy.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 3
-    copy.close()
-
-
-def test_a_ledger_on_a_full_disk_is_copied_and_listed_and_nothing_is_left_beside_it(tmp_path):
-    """On a full disk SQLite cannot make the -shm either: backup and quarantine said "disk I/O error"
-    (doctor: run it again), and each left an empty -wal and -shm beside ledger.db."""
+@pytest.mark.parametrize("disk_state", ["read_only", "full"])
+def test_a_ledger_on_a_disk_gone_read_only_or_full_is_copied_and_listed(tmp_path, disk_state):
+    """A disk the kernel remounted read-only after errors, or a full one, is when a backup matters most:
+    `posd ledger backup` and `quarantine` said "cannot read ledger.db as root: unable to open database
+    file" or "disk I/O error" (SQLite cannot make the -shm there), and on the full disk each left an
+    empty -wal and -shm beside ledger.db. With no -wal beside it the file is the whole ledger."""
     from posd.storage.ledger import LaneIdentity, Ledger
     from tests.support.disk import fill, small_tmpfs
     from tests.support.lane import free_port, lane_config
@@ -385,16 +360,26 @@ def test_a_ledger_on_a_full_disk_is_copied_and_listed_and_nothing_is_left_beside
         cfg = lane_config(tmp_path / "lane", central_url="http://127.0.0.1:9", secret="x", printer="none",
                           port=free_port(), storage_dir=str(disk))
         ledger = Ledger(disk / "ledger.db", LaneIdentity("S001", "L01"))
-        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(2)])
+        ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(3)])
         ledger.close()
-        fill(disk / "runaway.log")
+        assert not (disk / "ledger.db-wal").exists()
+        if disk_state == "full":
+            fill(disk / "runaway.log")
+        else:
+            remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True,
+                                     timeout=30)
+            if remount.returncode != 0:
+                pytest.skip(f"cannot remount read-only here: {remount.stderr.strip()}")
         before = sorted(p.name for p in disk.iterdir())
         run = backup(cfg, tmp_path / "copy.db")
-        assert run.returncode == 0 and "events up to seq 2, integrity ok" in run.stdout, run.stderr
+        assert run.returncode == 0 and "events up to seq 3, integrity ok" in run.stdout, run.stderr
         listed = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config", str(cfg)],
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0 and "no quarantined events" in listed.stdout, listed.stderr
         assert sorted(p.name for p in disk.iterdir()) == before
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 3
+    copy.close()
 
 
 def test_a_partial_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):

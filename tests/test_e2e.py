@@ -358,6 +358,7 @@ def test_status_page_in_the_lanes_language(lane):
     assert 'lang="pl"' in page.text and "Urządzenia" in page.text and "front" in page.text
 
 
+@pytest.mark.long  # two daemon starts, print-test and doctor, about 9 s: CI runs it with the fault runs
 def test_a_printer_that_answered_before_a_restart_and_is_silent_after_gets_nothing_blind(lane, printer, central):
     """A printer that answered DLE EOT, then went silent while it still takes the connection (switched
     off behind a print server), was known to answer only in memory: after a restart posd sent its held

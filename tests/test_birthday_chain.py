@@ -67,6 +67,7 @@ def test_online_the_second_lane_earns_without_the_bonus_the_first_gave(tmp_path,
     assert two.health()["sync"]["birthday_repeats_flagged"] == 0
 
 
+@pytest.mark.long  # two lanes on each engine, about 11 s: CI runs it with the fault runs (make test-faults)
 def test_two_lanes_cut_off_both_give_it_and_central_flags_the_second(tmp_path, central, start_lane):
     one = start_lane(tmp_path / "one")
     two = start_lane(tmp_path / "two", lane_id="L02")

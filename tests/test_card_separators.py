@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,7 @@ def test_the_request_scan_finds_what_find_card_data_finds_in_any_field(fields, l
     assert _card_data_in(model) == find_card_data(model.model_dump(warnings=False))
 
 
+@pytest.mark.long  # a daemon on each engine, about 6 s: CI runs it with the fault runs (make test-faults)
 def test_a_tel_link_finds_its_member_and_a_gtin_14_rings_up(tmp_path, central, start_lane):
     """Through the POS API: a member enrolled by a German mobile number whose digits pass Luhn was
     `422 payment_card` when looked up by the tel: link a contact QR carries; a sale of a case's

@@ -248,6 +248,7 @@ def test_a_broken_central_fails_the_kit(central, tmp_path, broken, failing):
     assert failed == failing, report
 
 
+@pytest.mark.long  # waits out a settle time, about 5 s: CI runs it with the fault runs (make test-faults)
 def test_a_feed_that_lags_its_pushes_passes_within_settle_and_fails_past_it(tmp_path):
     """--settle is how long the kit waits for a push to show in the member feed: a central whose feed
     lags by 1.5 s is conformant under the default, and fails the feed's checks under --settle 0."""

@@ -288,6 +288,7 @@ def test_a_last_event_id_from_the_future_is_a_reset_and_live_events_still_flow(l
         ahead.close()
 
 
+@pytest.mark.long  # two daemon starts and a moved ledger, about 9 s: CI runs it with the fault runs (make test-faults)
 def test_ids_a_pos_saw_never_come_again_after_ledger_db_is_moved_aside(tmp_path, start_lane):
     """The boot number at the head of every event id was counted in ledger.db: archived (moved aside,
     as docs/install.md says), the new one counted again from 1, and a POS resuming from an id of the

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import loop_guard
 from tests.support.lane import LaneProcess
 
@@ -56,6 +58,7 @@ def test_done_right():
 '''
 
 
+@pytest.mark.long  # runs a planted test session, about 8 s: CI runs it with the fault runs (make test-faults)
 def test_planted_blocking_calls_and_leaked_threads_fail_their_tests(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())

@@ -727,6 +727,7 @@ def test_slow_units_send_the_next_ones_to_the_writer_until_units_are_quick_again
     assert threads[-1] == loop and len(threads) < 15
 
 
+@pytest.mark.long  # seconds of real waiting, about 5 s: CI runs it with the fault runs (make test-faults)
 def test_heralds_that_come_and_go_do_not_stretch_the_wait(tmp_path):
     """A lone unit waits once for company, whatever comes meanwhile: heralds that each end without a
     unit (bodies refused), one overlapping the next, nudge the writer but never start a new wait."""

@@ -256,6 +256,7 @@ def test_a_user_who_may_not_read_the_ledger_is_told_so_never_that_it_is_missing(
     assert list(copies.iterdir()) == []
 
 
+@pytest.mark.long  # a daemon and several backups, about 7 s: CI runs it with the fault runs (make test-faults)
 def test_a_backup_never_replaces_a_file_of_the_live_storage(tmp_path, central, start_lane):
     """`--force` onto ledger.db-wal, with the daemon running, replaced the newest commits: acknowledged
     sales were lost. Every file the daemon keeps in its storage folder is refused like ledger.db
@@ -311,6 +312,7 @@ def test_an_empty_ledger_or_another_database_is_named_never_no_such_table(tmp_pa
         assert (state / "ledger.db").read_bytes() == kept
 
 
+@pytest.mark.long  # a 150 MB ledger written and copied, about 3 s: CI runs it with the fault runs (make test-faults)
 def test_a_backup_stopped_by_sigterm_leaves_no_partial_copy(tmp_path):
     """A backup stopped by its service manager or a `timeout` (SIGTERM) left its hidden
     .NAME.partial copy behind, ledger-sized. It now exits 143 with the partial copy removed."""

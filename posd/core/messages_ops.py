@@ -206,9 +206,9 @@ OPS: dict[str, dict[str, str]] = {
                                             "its own ledger",
         "doctor.storage.ledger_newer": "ledger.db was written by a newer posd (migrations {migrations}); this posd "
                                        "refuses to touch it. Install that version again",
-        "doctor.storage.ledger_not_file": "ledger.db is not a file (a folder made by mistake?): posd refuses to start. Move "
-                                          "it away (and put ledger.db back from the last backup, if this lane had "
-                                          "one)",
+        "doctor.storage.ledger_not_file": "ledger.db is not a file (a folder made by mistake?): posd refuses to "
+                                          "start. Move it away (and put ledger.db back from the last backup, if "
+                                          "this lane had one)",
         "doctor.storage.ledger_foreign": "ledger.db is not a posd ledger: it holds another database's tables "
                                          "({tables}); posd refuses to start on it. Put this lane's ledger.db back "
                                          "from the last backup (docs/install.md, Backup and restore), or move the "
@@ -505,9 +505,9 @@ OPS: dict[str, dict[str, str]] = {
                                             "rejestr",
         "doctor.storage.ledger_newer": "ledger.db zapisała nowsza wersja posd (migracje {migrations}); ta wersja "
                                        "go nie dotknie. Zainstaluj ponownie tamtą wersję",
-        "doctor.storage.ledger_not_file": "ledger.db nie jest plikiem (folder utworzony przez pomyłkę?): posd nie wystartuje. "
-                                          "Przenieś go (i przywróć ledger.db z ostatniej kopii, jeśli kasa go "
-                                          "miała)",
+        "doctor.storage.ledger_not_file": "ledger.db nie jest plikiem (folder utworzony przez pomyłkę?): posd nie "
+                                          "wystartuje. Przenieś go (i przywróć ledger.db z ostatniej kopii, jeśli "
+                                          "kasa go miała)",
         "doctor.storage.ledger_foreign": "ledger.db nie jest rejestrem posd: ma tabele innej bazy ({tables}); "
                                          "posd na nim nie wystartuje. Przywróć ledger.db tej kasy z ostatniej kopii "
                                          "(docs/install.md, Backup and restore) albo odłóż plik, by zacząć nową "
@@ -807,9 +807,9 @@ OPS: dict[str, dict[str, str]] = {
                                             "یا به این صندوق دفتر خودش را بدهید",
         "doctor.storage.ledger_newer": "ledger.db را نسخهٔ تازه‌تری از posd نوشته است (مهاجرت‌های {migrations})؛ "
                                        "این نسخه به آن دست نمی‌زند. همان نسخه را دوباره نصب کنید",
-        "doctor.storage.ledger_not_file": "ledger.db پرونده نیست (پوشه‌ای که به اشتباه ساخته شده؟): posd اجرا نمی‌شود. آن را "
-                                          "جابه‌جا کنید (و اگر صندوق دفتری داشت، ledger.db را از آخرین پشتیبان "
-                                          "برگردانید)",
+        "doctor.storage.ledger_not_file": "ledger.db پرونده نیست (پوشه‌ای که به اشتباه ساخته شده؟): posd اجرا "
+                                          "نمی‌شود. آن را جابه‌جا کنید (و اگر صندوق دفتری داشت، ledger.db را از "
+                                          "آخرین پشتیبان برگردانید)",
         "doctor.storage.ledger_foreign": "ledger.db دفتر posd نیست: جدول‌های پایگاه دادهٔ دیگری را دارد ({tables})؛ "
                                          "posd با آن اجرا نمی‌شود. ledger.db این صندوق را از آخرین پشتیبان برگردانید "
                                          "(docs/install.md، Backup and restore) یا پرونده را کنار بگذارید تا تاریخچهٔ "

@@ -154,19 +154,15 @@ def _checked(conn: sqlite3.Connection, path: Path) -> str | None:
     return quick_check(conn, lambda exc: _sqlite_problem(path, exc))
 
 
-def _not_a_ledger(conn: sqlite3.Connection, path: Path) -> StorageError | None:
-    """Why the file at ``path`` is no ledger posd made, None when it is one: an empty file is a history
-    lost and another database under the name is no history at all; said as posd run and doctor say it,
+def _must_be_ledger(conn: sqlite3.Connection, path: Path) -> None:
+    """StorageError when the file at ``path`` is no ledger posd made: an empty file is a history lost
+    and another database under the name is no history at all; said as posd run and doctor say it,
     never as "no such table" from deep inside."""
     from posd.storage.ledger import history_left
     from posd.storage.schema import ledger_migrations
 
-    try:
-        history_left(path)
-        ledger_migrations.ours(conn)
-    except StorageError as exc:
-        return exc
-    return None
+    history_left(path)
+    ledger_migrations.ours(conn)
 
 
 def check_db(path: Path) -> DbCheck:
@@ -227,9 +223,7 @@ def quarantined(path: Path) -> tuple[list[Quarantined], int]:
             problem = _checked(conn, path)  # a damaged ledger's answer would be no answer: say so instead
             if problem is not None:
                 raise StorageError(f"{path} failed its integrity check ({problem}); its events cannot be listed")
-            refused = _not_a_ledger(conn, path)
-            if refused is not None:
-                raise refused
+            _must_be_ledger(conn, path)
             return quarantined_events(conn), acknowledged_seq(path.parent, conn)
         finally:
             conn.close()
@@ -369,11 +363,9 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
         raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
     try:
         try:  # can this process read it at all? CannotRead if not: not the copy's fault, not damage
-            refused = _not_a_ledger(src, source)
+            _must_be_ledger(src, source)  # an empty file copied would be a backup of nothing, taken as whole
         except sqlite3.Error as exc:
             raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
-        if refused is not None:  # an empty file copied would be a backup of nothing, taken as whole
-            raise refused
         out = sqlite3.connect(partial, isolation_level=None)
         try:
             src.backup(out)  # all pages in one step: one read transaction, the writer is never held

@@ -133,7 +133,7 @@ def history_left(path: Path) -> bool:
     if path.exists() and not path.is_file():  # a folder made by mistake: SQLite says only "disk I/O error"
         kind = "a folder" if path.is_dir() else "something else"
         raise StorageError(f"{path} is {kind}, not a file: not the lane's ledger. Move it away (and put ledger.db "
-                           "back from backup, if this lane had one)", "not_file", kind=kind)
+                           "back from backup, if this lane had one)", "not_file")
     wal = Path(f"{path}-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     if not path.exists():
@@ -210,21 +210,16 @@ def refusal(path: Path, lane: LaneIdentity) -> StorageError | None:
     return None
 
 
-def _refuse_foreign(path: Path) -> None:
-    """StorageError when the file is another database (Migrations.ours), read on a read-only
-    connection: refused before the read-write open, which would already turn it to WAL."""
+def _checked(path: Path, *, ours: bool = False) -> str | None:
+    """SQLite's first complaint about the file, read on a read-only connection, else None. With
+    ``ours``, StorageError when the file is another database (Migrations.ours): refused before the
+    read-write open, which would already turn it to WAL."""
     conn = connect(path, durable=True, readonly=True)
     try:
-        ledger_migrations.ours(conn)
-    finally:
-        conn.close()
-
-
-def _checked(path: Path) -> str | None:
-    """SQLite's first complaint about the file, read on a read-only connection, else None."""
-    conn = connect(path, durable=True, readonly=True)
-    try:
-        return checked_file(path, conn)
+        problem = checked_file(path, conn)
+        if problem is None and ours:
+            ledger_migrations.ours(conn)
+        return problem
     finally:
         conn.close()
 
@@ -346,11 +341,10 @@ class Ledger:
         existed = history_left(path)
         try:
             if existed:  # checked read-only first: a file refused is never written, not even its header
-                problem = _checked(path)
+                problem = _checked(path, ours=True)
                 if problem:
                     raise StorageError(f"{path} failed its integrity check ({problem}); it was left untouched. "
                                        "Restore it from backup or move it aside to start a new lane history.")
-                _refuse_foreign(path)
             try:
                 self._conn = connect(path, durable=True)
                 ledger_migrations.apply(self._conn)

@@ -45,6 +45,7 @@ def flags(central) -> list[dict[str, Any]]:
     return [r["payload"] for r in central.store.outbox(0, 100_000) if r["type"] == "member.birthday_repeated"]
 
 
+@pytest.mark.long  # two lanes on each engine, about 10 s: CI runs it with the fault runs (make test-faults)
 def test_online_the_second_lane_earns_without_the_bonus_the_first_gave(tmp_path, central, start_lane):
     one = start_lane(tmp_path / "one")
     two = start_lane(tmp_path / "two", lane_id="L02")
@@ -99,6 +100,7 @@ def test_two_lanes_cut_off_both_give_it_and_central_flags_the_second(tmp_path, c
     assert central.store.member("M0100")["balances"]["points"] == sum(a["accrual"]["points"]["points"] for a in answers)
 
 
+@pytest.mark.long  # about 11 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_retried_sale_after_a_lost_answer_keeps_its_bonus_and_claims_once(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     other = start_lane(tmp_path / "other", lane_id="L02")
@@ -116,6 +118,7 @@ def test_a_retried_sale_after_a_lost_answer_keeps_its_bonus_and_claims_once(tmp_
     assert flags(central) == []  # the lane's own claim: no flag for its accrual
 
 
+@pytest.mark.long  # about 12 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_member_enrolled_at_the_till_gets_it_once_under_either_id(tmp_path, central, start_lane):
     one = start_lane(tmp_path / "one")
     two = start_lane(tmp_path / "two", lane_id="L02")

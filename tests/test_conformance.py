@@ -51,6 +51,7 @@ def test_the_reference_central_passes_on_both_engines_and_again_on_the_same_lane
             "auth/timestamp.stale", "push/limits.events"} <= set(by_name(report))
 
 
+@pytest.mark.long  # waits for a reservation to expire, about 5 s on each engine (make test-faults)
 def test_a_burn_reservation_central_lets_expire_frees_its_points(tmp_path, central_db):
     with running_central(tmp_path / "c", db_path=central_db, reservation_ttl_s=3) as central:
         code, report = kit(central, tmp_path, "--group", "push", "--group", "burn", "--wait-expiry", "20")
@@ -58,6 +59,7 @@ def test_a_burn_reservation_central_lets_expire_frees_its_points(tmp_path, centr
     assert code == 0 and statuses["burn/expiry"] == "pass" and statuses["burn/hold"] == "pass", report
 
 
+@pytest.mark.long  # about 4.5 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_group_that_needs_the_kits_members_runs_their_setup_first(tmp_path, central_db):
     """`--group burn` alone: push's lane.head and accepted run first (and show), so burn is judged."""
     with running_central(tmp_path / "c", db_path=central_db, reservation_ttl_s=3) as central:

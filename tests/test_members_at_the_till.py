@@ -240,6 +240,7 @@ url = "camera+file://{clip}?speed=0&debounce_ms=1500"
         stream.close()
 
 
+@pytest.mark.long  # about 5 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_phone_number_read_from_a_qr_tel_link_identifies_the_member(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane", country="PL")
     stream = lane.sse()

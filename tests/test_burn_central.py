@@ -390,6 +390,31 @@ def test_the_voucher_an_approved_redemption_will_issue_is_known_everywhere_at_on
     assert unknown["status"] == "approved" and two.voucher("VPENDING0005", None) is None
 
 
+def test_a_voucher_pending_under_one_lanes_approval_is_not_taken_by_another_lanes_redemption(central, lanes):
+    """Another lane's redemption (another member's) issuing the code of a voucher still pending under an
+    approval took the code over: the approved lane's event was then voucher_code_taken and its member's
+    printed voucher was the other's. The first approved keeps it; the other is voucher_code_taken and
+    debits nothing."""
+    one, two = lanes
+    assert one.authorise(redemption("redemption:RC1", 10, voucher=voucher("VCLASH000001")))["status"] == "approved"
+    before = central.store.member("M0002")["balances"]
+    taken = make_event(1, lane_id="L02", member_id="M0002", type="redemption", points={"points": -10},
+                       reward_id="free-coffee", voucher=voucher("VCLASH000001", "M0002"))
+    assert [(r.status, r.code) for r in two.push_batch("t", [taken])] == [("rejected", "voucher_code_taken")]
+    assert central.store.member("M0002")["balances"] == before
+    # asked online by the other lane too: its event is refused the same
+    assert two.authorise(redemption("redemption:RC2", 10, member="M0002",
+                                    voucher=voucher("VCLASH000001", "M0002")))["status"] == "approved"
+    again = make_event(2, lane_id="L02", member_id="M0002", type="redemption", points={"points": -10},
+                       reward_id="free-coffee", voucher=voucher("VCLASH000001", "M0002"),
+                       authorisation_id="redemption:RC2")
+    assert two.push_batch("t2", [again])[0].code == "voucher_code_taken"
+    issued = make_event(1, type="redemption", points={"points": -10}, reward_id="free-coffee",
+                        voucher=voucher("VCLASH000001"), authorisation_id="redemption:RC1")
+    assert one.push_batch("b1", [issued])[0].status == "accepted"
+    assert two.voucher("VCLASH000001", None)["voucher"]["member_id"] == "M0001"
+
+
 def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, lanes):
     one, two = lanes
     issue(one, 1, "VANYLANE0001")

@@ -356,13 +356,15 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
     if voucher is not None and not (check_voucher(voucher) and issuable_code(voucher["code"], coupons or {})
                                     and event.get("voucher_code") in (None, voucher["code"])):
         return "malformed_event"  # a voucher_code other than its voucher's would name a voucher never issued
+    found = _reservation_for(conn, store_id, lane_id, event)
+    ours = pending_by(found["reservation_id"]) if found is not None else None
     if voucher is not None:
         held = conn.execute("SELECT registered_by FROM vouchers WHERE code = ?", (voucher["code"],)).fetchone()
-        if held is not None and not held["registered_by"].startswith(PENDING_PREFIX):
-            # another voucher has that code: registering this one would leave the member paying for a voucher
-            # no lane honours (its uses are the other's); the lane quarantines it for the member desk
+        if held is not None and held["registered_by"] != ours:
+            # another voucher has that code, issued or pending under another lane's approval (the first
+            # approved keeps it): registering this one would leave a member paying for a voucher no lane
+            # honours (its uses are the other's); the lane quarantines it for the member desk
             return "voucher_code_taken"
-    found = _reservation_for(conn, store_id, lane_id, event)
     if found is not None:
         conn.execute("UPDATE reservations SET state = 'confirmed', expires_ts = NULL WHERE reservation_id = ?",
                      (found["reservation_id"],))
@@ -387,9 +389,9 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
         conn.execute("INSERT INTO vouchers (code, member_id, body, expires_ts, registered_by) VALUES (?, ?, ?, ?, ?) "
                      "ON CONFLICT (code) DO UPDATE SET member_id = excluded.member_id, body = excluded.body, "
                      "expires_ts = excluded.expires_ts, registered_by = excluded.registered_by "
-                     "WHERE vouchers.registered_by LIKE ?",
+                     "WHERE vouchers.registered_by = ?",
                      (voucher["code"], member_id, _voucher_body(voucher, member_id, store_id, lane_id),
-                      _ts(voucher.get("expires_at")), f"{store_id}/{lane_id}/{seq}", PENDING_LIKE))
+                      _ts(voucher.get("expires_at")), f"{store_id}/{lane_id}/{seq}", ours))
     return None
 
 

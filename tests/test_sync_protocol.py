@@ -282,6 +282,11 @@ def test_points_moving_the_wrong_way_for_their_event_are_bad_points():
         ({"occurred_at": "2026-11-24T10:15:00"}, "bad_timestamp"),
         ({"occurred_at": "2026-11-24T10:15:00+01:00"}, "bad_timestamp"),
         ({"occurred_at": "yesterday"}, "bad_timestamp"),
+        # fromisoformat reads these; no other platform's RFC 3339 reader does, so neither does central
+        ({"occurred_at": "2026-11-24T10:15:00.Z"}, "bad_timestamp"),
+        ({"occurred_at": "2026-11-24 10:15:00Z"}, "bad_timestamp"),
+        ({"occurred_at": "2026-W48-2T10:15:00Z"}, "bad_timestamp"),
+        ({"occurred_at": "20261124T101500Z"}, "bad_timestamp"),
         ({"points": []}, "bad_points"),
         ({"points": {"points": 1.5}}, "bad_points"),
         ({"points": {"points": True}}, "bad_points"),
@@ -291,6 +296,12 @@ def test_points_moving_the_wrong_way_for_their_event_are_bad_points():
 )
 def test_invalid_events(overrides, code):
     assert p.validate_event(make_event(1, **overrides)) == code
+
+
+@pytest.mark.parametrize("stamp", ["2026-11-24T10:15:00Z", "2026-11-24T10:15:00.123Z", "2026-11-24T10:15:00+00:00",
+                                   "2026-11-24T10:15:00.123456789-00:00"])
+def test_a_zero_offset_rfc3339_timestamp_is_valid(stamp):
+    assert p.validate_event(make_event(1, occurred_at=stamp)) is None
 
 
 # --- answers --------------------------------------------------------------------------------

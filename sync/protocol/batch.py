@@ -268,9 +268,14 @@ def _enrolment_fields(event: dict[str, Any]) -> bool:
         return False
 
 
+# date, 'T', time to the second, an optional fraction, a zero offset: RFC 3339's profile of ISO-8601, which
+# every platform reads alike (fromisoformat alone takes a space for the 'T', week dates and "00.Z" too)
+_UTC_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]00:00)", re.ASCII)
+
+
 def parse_utc(value: Any) -> datetime | None:
     """An ISO-8601 timestamp with a zero UTC offset ('Z' or +00:00), else None."""
-    if not isinstance(value, str) or len(value) > 40:
+    if not isinstance(value, str) or len(value) > 40 or not _UTC_TIMESTAMP.fullmatch(value):
         return None
     try:
         parsed = datetime.fromisoformat(value)

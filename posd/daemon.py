@@ -149,7 +149,8 @@ class Daemon:
         self.ledger = Ledger(storage / "ledger.db", LaneIdentity(cfg.lane.store_id, cfg.lane.lane_id))
         identity = self.ledger.sync_identity  # the lane id this ledger syncs under: relay, puller, cache follow it
         seal_key = seal_key_from(cfg.central.secret_bytes(cfg.base_dir))
-        self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase)
+        self.cache = Cache(storage / "cache.db", identity.lane_id, seal_key=seal_key, on_erased=self._erase,
+                           kept_program=lambda version: self.ledger.view().program_body(version))
         self._contact_stored = self.cache.central_contact_at()
         self._contact_lock = threading.Lock()  # the puller's thread keeps the first contact, the loop the rest
         self.token = BearerToken(token if token is not None else load_token(token_path))  # once the ledger is taken

@@ -668,6 +668,32 @@ def test_a_program_the_lane_cannot_use_is_named_in_health_and_never_takes_the_la
                   what="the next program in force")
 
 
+def test_a_program_republished_under_a_version_sales_earned_under_is_refused(tmp_path, central, start_lane):
+    """Central republished other rules under the version in force: the lane took them, the same basket
+    earned other points under the same version, and a return of a sale made under the new rules was
+    worked out under the first ones, which ledger.db keeps by version (the member lost points)."""
+    lane = start_lane(tmp_path / "lane")
+    program, _ = central.store.program()
+    first = lane.post("/v1/transactions", sale_body("T-first"))
+    assert first.status_code == 200, first.text
+    earned = first.json()["accrual"]["points"]
+    doubled = [{**rule, "rates": {cur: {**rate, "points": rate["points"] * 2} for cur, rate in rule["rates"].items()}}
+               if rule["type"] == "base_rate" else rule for rule in program["rules"]]
+    assert doubled != program["rules"]
+    central.store.set_program({**program, "rules": doubled})  # the same version
+
+    def refused() -> list[dict]:
+        return [i for i in lane.health()["issues"] if i["code"] == "program_refused"]
+
+    found = lane.wait_for(refused, what="the refused program in health")
+    assert "needs a new version" in found[0]["detail"] and program["version"] in found[0]["detail"], found
+    again = lane.post("/v1/transactions", sale_body("T-again"))
+    assert (again.status_code, again.json()["accrual"]["points"]) == (200, earned), again.text
+    central.store.set_program({**program, "rules": doubled, "version": f"{program['version']}-b"})
+    lane.wait_for(lambda: lane.health()["cache"]["program_version"] == f"{program['version']}-b" and not refused(),
+                  what="the program under its new version in force")
+
+
 def test_a_sale_earning_more_than_central_takes_is_refused_and_nothing_is_recorded(tmp_path, central, start_lane):
     """A program's points_per_unit of 10**12 passed: the sale was recorded and its points shown, central
     refused the accrual for good (bad_points, over 10**12) and it was quarantined."""

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from posd.core.program import parse_program
+from posd.core.program import ProgramError, parse_program
 from posd.storage.db import (FileWatch, StorageError, ThreadReaders, checked_file, compact_json, connect, iso,
                              parse_iso, rollback, unavailable, utcnow_iso, write_back, write_refused)
 from posd.storage.schema import cache_migrations
@@ -120,13 +120,15 @@ class MalformedMember(ValueError):
 
 class Cache:
     def __init__(self, path: Path, lane_id: str, *, seal_key: bytes | None = None,
-                 on_erased: Callable[[list[str]], None] | None = None, checked: bool = False):
+                 on_erased: Callable[[list[str]], None] | None = None, checked: bool = False,
+                 kept_program: Callable[[str], dict[str, Any] | None] | None = None):
         """``seal_key``: seals wallet secrets (seal_key_from(store secret)); without one they are
         not kept and wallet passes cannot be checked. ``on_erased(member_ids)``: called before
         members central deleted leave cache.db (their ids and aliases); it must be durable.
         ``checked``: the file was already checked and migrated (and its seal and lane id settled)
         by the daemon, which owns it; this is a second writer for the member feed
-        (posd.member_pull), so it opens the file as it is."""
+        (posd.member_pull), so it opens the file as it is. ``kept_program(version)``: the document
+        the lane's sales earned under by that version (ledger.db keeps it for their returns), if any."""
         self.path = path
         self.lane_id = lane_id
         self._readers = ThreadReaders(path, durable=False)
@@ -137,6 +139,7 @@ class Cache:
         self._builder = MemberRows(lane_id, seal_key)
         self._seal_check = hmac.new(seal_key, _SEAL_CHECK, hashlib.sha256).hexdigest()[:16] if seal_key else ""
         self.on_erased = on_erased
+        self._kept_program = kept_program
         # Bumped by every store_program: the lane's program cache asks cache.db for the program's
         # etag only after a change, not on every sale and scan. The program row has one writer,
         # this object (the puller); the member feed's second writer (posd.member_pull) never writes it.
@@ -385,6 +388,13 @@ class Cache:
 
     def store_program(self, program: dict[str, Any], etag: str) -> None:
         parse_program(program)  # a program we cannot evaluate never replaces the one in force
+        version = str(program.get("version", ""))
+        kept = self._kept_program(version) if self._kept_program is not None else None
+        if kept is not None and kept != program:
+            # one version, two rule sets: a return of a sale made under the new one would be worked out
+            # under the one kept, and the same basket would earn two amounts under one version
+            raise ProgramError(f"version: {version!r} names other rules that sales on this lane earned under; "
+                               "a changed program needs a new version")
         with self._lock:
             self._conn.execute(
                 "INSERT INTO program (id, version, etag, body, fetched_at) VALUES (1, ?, ?, ?, ?) "

@@ -342,6 +342,14 @@ class DeviceConfig(_Section):
         registry.validate(cls.role, v)
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _some_name(cls, v: str | None) -> str | None:
+        # an empty name ran under the default one, which another device may have by name
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty: leave name out for the default name")
+        return v
+
 
 class ScannerConfig(DeviceConfig):
     role = "scanner"
@@ -736,7 +744,7 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     devices.append(("printer.url", ("printer", "url"), config.printer.url))
     first: dict[str, tuple[str, int | None]] = {}
     problems = []
-    live = live_storage_files(config)  # a typo naming ledger.db: posd protects it, the device never works
+    live = protected_files(config)  # a typo naming ledger.db or the secret: a printer would write over it
     for key, where, url in devices:
         try:
             parsed = registry.parse_device_url(config.device_url(url))
@@ -753,8 +761,7 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         named = Path(os.path.realpath(os.path.dirname(os.path.abspath(path)))) / os.path.basename(path) \
             if parsed.scheme == "pty" else Path(node)
         if named in live:
-            problems.append(ConfigProblem(f"{path} is {live[named]}, a file of the lane's storage folder "
-                                          f"({config.storage_dir}): name the device's own path", key, line))
+            problems.append(ConfigProblem(f"{path} is {live[named]}: name the device's own path", key, line))
             continue
         if node in first:
             other, other_line = first[node]
@@ -767,19 +774,48 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     return problems
 
 
-def live_storage_files(config: Config) -> dict[Path, str]:
+def live_storage_files(config: Config, *, token: bool = True) -> dict[Path, str]:
     """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
     SQLite's files beside them (the -wal holds the newest commits), the lock, the print worker's note
-    of the job in hand (its guard against a slip that kills posd), the API token."""
+    of the job in hand (its guard against a slip that kills posd), the boot counter, store IT's
+    acknowledgement of the quarantine, the API token (unless ``token`` is false)."""
     from posd.lane.print_worker import IN_HAND_FILE
     from posd.storage.db import LOCK_FILE
+    from posd.storage.ledger import BOOT_FILE
+    from posd.storage.outbox import ACK_FILE
 
     folder = config.storage_dir.resolve()
     names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
-    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE]}
-    token = resolve(config.storage_dir, config.api.token_file).resolve()
-    live[token] = token.name
+    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE, BOOT_FILE, ACK_FILE]}
+    if token:
+        path = resolve(config.storage_dir, config.api.token_file).resolve()
+        live[path] = path.name
     return live
+
+
+def protected_files(config: Config, *, token: bool = True) -> dict[Path, str]:
+    """Every file posd keeps or reads that nothing else may write, by resolved path, with what it is:
+    the live storage files, the config file itself and the files it names (the store secret, the
+    client certificate and key). A device or the API token on one of them would write over it."""
+    named = {path: f"{name}, a file of the lane's storage folder ({config.storage_dir})"
+             for path, name in live_storage_files(config, token=token).items()}
+    for key, what, path in referenced_files(config):
+        named[path.resolve()] = f"{what} ({key})"
+    if config.source:
+        named[Path(config.source).resolve()] = "this config file"
+    return named
+
+
+def token_file_problems(config: Config, text: str) -> list[ConfigProblem]:
+    """The API token named at a file posd keeps or reads for something else: the store secret would be
+    handed to the POS as its token, the lock file's pid would be one, ledger.db would be refused as a
+    token only once posd had written its databases."""
+    token = resolve(config.storage_dir, config.api.token_file).resolve()
+    what = protected_files(config, token=False).get(token)
+    if what is None:
+        return []
+    return [ConfigProblem(f"{token} is {what}: the API token needs a file of its own", "api.token_file",
+                          find_line(text, ("api", "token_file")))]
 
 
 def printer_path_problems(config: Config, text: str) -> list[ConfigProblem]:
@@ -901,7 +937,7 @@ def parse(text: str, *, source: str = "", check_files: bool = False) -> Config:
                 refused.add((f"{err['loc'][0]}[{err['loc'][1]}]", str(err["loc"][2])))
     problems += device_name_problems(data, text)
     if config is not None:
-        problems += device_path_problems(config, text)
+        problems += device_path_problems(config, text) + token_file_problems(config, text)
     problems.sort(key=lambda p: p.line or 1 << 30)  # as store IT reads the file; the files follow
     if check_files:
         base = Path(source).parent if source else Path.cwd()

@@ -598,6 +598,17 @@ url = "msr+serial:///dev/ttyS9"
 """
 
 
+def test_an_empty_device_name_is_refused():
+    """name = "" passed config check and ran under the default name: beside a second scanner named
+    scanner0, both ran as scanner0 and one was gone from health and /metrics."""
+    text = GOOD.replace('[[scanner]]\n', '[[scanner]]\nname = " "\n')
+    with pytest.raises(ConfigError) as refused:
+        parse(text)
+    problem = refused.value.problems[0]
+    assert problem.key == "scanner[0].name" and problem.line == text.splitlines().index('name = " "') + 1
+    assert "must not be empty" in problem.message
+
+
 def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse(DUPLICATES)
@@ -879,6 +890,40 @@ def test_a_device_path_naming_a_file_of_the_storage_folder_is_refused(tmp_path):
         assert proc.returncode == 2 and f"is {name}, a file of the lane's storage folder" in proc.stderr, proc.stderr
         assert "scanner[" in proc.stderr and "line" in proc.stderr
     cfg.write_text(GOOD + '\n[storage]\ndir = "state"\n\n[[scanner]]\nname = "ok"\nurl = "pty://state/scanner0"\n')
+    assert config_check(cfg).returncode == 0
+
+
+def test_a_printer_or_the_api_token_on_a_file_posd_keeps_or_reads_is_refused(tmp_path):
+    """config check passed a file:// printer at the store secret or at posd.toml itself (the first slip
+    wrote over it: posd could not start again, and the secret had to come from central's operators), and
+    at the boot counter or the quarantine acknowledgement. The API token at the store secret handed the
+    POS the HMAC secret as its token; at posd.lock, the daemon's pid was the token; at ledger.db, posd
+    wrote its databases and only then refused the token."""
+    secret = tmp_path / "store.secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    cfg = tmp_path / "posd.toml"
+    base = GOOD.replace('store_secret = "x"', f'store_secret_file = "{secret}"')
+    for url, said in ((f"file://{secret}", "the store secret (central.store_secret_file)"),
+                      (f"file://{cfg}", "this config file"),
+                      ("file://state/event-boot", "event-boot, a file of the lane's storage folder"),
+                      ("file://state/quarantine-acknowledged", "quarantine-acknowledged, a file of the lane's")):
+        cfg.write_text(_with_printer(url).replace('store_secret = "x"', f'store_secret_file = "{secret}"')
+                       + '\n[storage]\ndir = "state"\n')
+        proc = config_check(cfg)
+        assert proc.returncode == 2 and f"is {said}" in proc.stderr and "printer.url" in proc.stderr, proc.stderr
+    for token, said in ((str(secret), "the store secret"), ("posd.lock", "posd.lock, a file of the lane's"),
+                        ("ledger.db", "ledger.db, a file of the lane's")):
+        cfg.write_text(base + f'\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "{token}"\n')
+        proc = config_check(cfg)
+        assert proc.returncode == 2 and f"is {said}" in proc.stderr and "api.token_file" in proc.stderr, proc.stderr
+        line = cfg.read_text().splitlines().index(f'token_file = "{token}"') + 1
+        assert "the API token needs a file of its own" in proc.stderr and f"line {line}" in proc.stderr, proc.stderr
+    run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "api.token_file" in run.stderr, run.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was written
+    cfg.write_text(base + '\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "pos.token"\n')
     assert config_check(cfg).returncode == 0
 
 

@@ -297,15 +297,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     found = find_devices(dev_root=args.dev, user=args.user)
     if args.json:
         print(json.dumps([f.as_dict() for f in found], indent=2))
-        return 0
-    if not found:
+    elif not found:
         print("no scanners, card readers or printers found")
-        return 0
-    for f in found:
+    for f in found if not args.json else ():
         hint = access_hint(f, args.user)
         print(f"{f.role:<12} {f.access:<8} {f.url}")
         print(f"{'':<12} {'':<8} {f.description}{' - ' + hint if hint else ''}")
-    return 1 if any(f.access == "denied" for f in found) else 0
+    return 1 if any(f.access == "denied" for f in found) else 0  # as a script reads it, --json or not
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

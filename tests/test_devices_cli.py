@@ -115,6 +115,18 @@ def test_cli_lists_devices_with_faked_comports(dev, monkeypatch, capsys):
     assert "msr+hid://" in text and "nfc+pcsc://" in text
 
 
+def test_a_device_posd_may_not_open_fails_the_listing_with_json_too(dev, monkeypatch, capsys):
+    """`posd devices --json` exited 0 with a device listed as denied, which the text listing exits 1 on:
+    a script checking the exit status took the lane for ready."""
+    monkeypatch.setattr(serial.tools.list_ports, "comports", comports(dev))
+    monkeypatch.setattr("posd.drivers.discovery._default_usb", list)
+    monkeypatch.setattr("posd.drivers.discovery._default_readers", lambda: [])
+    (dev / "ttyS0").chmod(0o600)  # root's alone: nobody may open it
+    assert main(["devices", "--dev", str(dev), "--user", "nobody", "--json"]) == 1
+    assert "denied" in {f["access"] for f in json.loads(capsys.readouterr().out)}
+    assert main(["devices", "--dev", str(dev), "--user", "nobody"]) == 1
+
+
 def test_the_udev_rule_naming_a_devices_usb_vendor_is_found(tmp_path):
     """sysfs as the kernel lays it out (/sys/dev/char/MAJ:MIN -> the device, idVendor up the tree)."""
     from posd.drivers.discovery import udev_rule_for, usb_ids

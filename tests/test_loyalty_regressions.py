@@ -29,10 +29,10 @@ BIRTHDAY = date(1990, 11, 18)
 
 
 @pytest.fixture
-def lane(tmp_path):
+def lane(request, tmp_path):
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
     cache = Cache(tmp_path / "cache.db", "L01")
-    cache.store_program(copy.deepcopy(PROGRAM), "e1")
+    cache.store_program(copy.deepcopy(getattr(request, "param", PROGRAM)), "e1")
     cache.apply_member_changes([
         {"member_id": "m1", "display_name": "M1", "tier": "basic", "identifiers": ["CARD-m1"],
          "balances": {"points": 0}},
@@ -233,6 +233,26 @@ def test_a_member_not_active_uses_no_voucher_or_coupon(lane):
     assert run(lane.rewards.validate("WELCOME10", "CARD-bday"))["valid"]  # an active member still may
     quoted = run(lane.quotes.quote(sale("Q5", None, 5000), (code,)))  # the voucher without its member
     assert quoted["discounts"]["not_usable"] == [{"id": code, "reason": "member_ineligible"}]
+
+
+@pytest.mark.parametrize("lane", [{**PROGRAM, "coupons": [
+    *PROGRAM["coupons"], {"code": "M1-CAKE", "kind": "personal", "member_id": "m1", "title": "Cake", "percent": 50}]}],
+    indirect=True)
+def test_a_personal_coupon_is_its_members_alone_never_used_with_no_member_named(lane):
+    """A program's personal coupon was used by a sale naming no member (its code is the program's, not
+    a secret): the member's own use was then voucher_used. It needs its member named, as a campaign
+    coupon needs one; a reward's voucher (a code no one can guess) is still used by whoever hands it."""
+    for attempt in (lambda: lane.rewards.validate("M1-CAKE", None), lambda: lane.rewards.use("M1-CAKE", "pc1", None)):
+        with pytest.raises(LaneError) as refused:
+            run(attempt())
+        assert refused.value.code == "member_required"
+    quoted = run(lane.quotes.quote(sale("Q8", None, 5000), ("M1-CAKE",)))
+    assert quoted["discounts"]["not_usable"] == [{"id": "M1-CAKE", "reason": "member_required"}]
+    assert reader(lane.context.ledger).execute("SELECT COUNT(*) FROM voucher_uses").fetchone()[0] == 0
+    with pytest.raises(LaneError) as other:
+        run(lane.rewards.use("M1-CAKE", "pc2", "CARD-bday"))
+    assert other.value.code == "voucher_other_member"
+    assert run(lane.rewards.use("M1-CAKE", "pc3", "CARD-m1")).response["used"] is True
 
 
 def test_a_quote_takes_no_campaign_coupon_off_a_basket_with_no_member(lane):

@@ -227,8 +227,10 @@ def not_found(code: str, *, answered: bool) -> LaneError:
 
 def needs_member(v: Usable, member_id: str | None) -> bool:
     """A coupon anyone may use, with no member named: central records every use against a member,
-    so a use across lanes is caught there too (use and validate refuse it; a quote leaves it out)."""
-    return not (v.member_id or member_id)
+    so a use across lanes is caught there too (use and validate refuse it; a quote leaves it out).
+    So is a program's personal coupon: its member's alone, under a code the program publishes (a
+    reward's voucher, under a code no one can guess, is used by whoever hands it over)."""
+    return not member_id and (not v.member_id or v.source == "coupon")
 
 
 def why_not(v: Usable, member_id: str | None, now: datetime, aliases: tuple[str, ...] = ()) -> str | None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posd import __version__
+from posd.core.rules_eval import earned_on
 from posd.storage.db import ReadFailed, database_size
 from posd.sync.lane.ports import OutboxStats
 
@@ -143,6 +144,8 @@ def problem_text(i: dict[str, Any]) -> str:
         return f"{i['subject']}: paper near its end"
     text = {
         "program_missing": "no loyalty program yet: sales cannot be recorded",
+        "currency_not_earned": f"the program {v.get('version')} earns on {v.get('earned')}, not on this lane's "
+                               f"{v.get('currency')}: sales in it cannot be recorded",
         "ledger_unwritable": f"ledger.db cannot be written ({i['detail']}): sales cannot be recorded",
         "print_worker_stopped": "print worker stopped: slips cannot print",
         "central_unreachable": f"central unreachable ({i['detail']})",
@@ -192,6 +195,10 @@ class LaneHealth:
         issues = assess_devices(devices, printer_name)
         if cache["program_version"] is None:
             issues.append(issue("program_missing", ERROR))
+        elif (program := d.lane.context.program()) is not None and cfg.lane.currency not in earned_on(program):
+            # every sale in the till's money is refused unsupported_currency
+            issues.append(issue("currency_not_earned", ERROR, currency=cfg.lane.currency, version=program.version,
+                                earned=", ".join(earned_on(program)) or "-"))
         if d.ledger.write_failure or unread:
             issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure or unread))
         if printer_name and not d.print_worker.alive:

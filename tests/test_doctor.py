@@ -91,6 +91,13 @@ def test_a_lane_currency_the_program_does_not_earn_on_is_named(tmp_path, central
     assert "PLN" in finding["details"]["earned"] and "CZK" in finding["message"], finding
     assert lane.post("/v1/transactions", {**sale_body("T-czk"), "currency": "CZK"}).json()["code"] \
         == "unsupported_currency"
+    # health was ok while every sale in the till's money was refused: red, as when sales cannot be recorded
+    lane.stop()
+    lane.start()
+    health = lane.health()
+    found = [i for i in health["issues"] if i["code"] == "currency_not_earned"]
+    assert health["status"] == "error" and found[0]["values"]["currency"] == "CZK", health
+    assert "PLN" in found[0]["values"]["earned"] and any("CZK" in p for p in health["problems"]), health
 
 
 def test_another_lanes_daemon_on_the_port_is_not_this_lanes(tmp_path, central, start_lane):

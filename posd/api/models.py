@@ -701,7 +701,8 @@ class CacheHealth(BaseModel):
 class Issue(BaseModel):
     """One finding behind the status, with a stable code the status page translates."""
 
-    code: Literal["device_error", "paper_near_end", "program_missing", "ledger_unwritable", "print_worker_stopped",
+    code: Literal["device_error", "paper_near_end", "program_missing", "currency_not_earned", "ledger_unwritable",
+                  "print_worker_stopped",
                   "central_unreachable", "central_error", "central_auth_failed", "identity_conflict",
                   "program_refused", "quarantined",
                   "sync_backlog",

@@ -349,6 +349,8 @@ def describe_issue(locale: str, issue: dict[str, Any]) -> str:
         "free": format_size(locale, (values.get("free_mb") or 0) * 2**20) or "",
         "min": format_size(locale, (values.get("min_free_mb") or 0) * 2**20) or "",
         "version": str(values.get("version") or ""),
+        "currency": str(values.get("currency") or ""),
+        "earned": str(values.get("earned") or ""),
         "detail": issue.get("detail") or "",
     }
     key = f"issue.{issue.get('code')}"

@@ -68,6 +68,8 @@ OPS: dict[str, dict[str, str]] = {
         "issue.device_error": "{subject}: {reason}",
         "issue.paper_near_end": "{subject}: paper running low, change the roll soon",
         "issue.program_missing": "No loyalty program from central yet: sales cannot be recorded",
+        "issue.currency_not_earned": "Program {version} earns on {earned}, not on this lane's {currency}: "
+                                     "sales in {currency} cannot be recorded",
         "issue.ledger_unwritable": "ledger.db cannot be written: sales cannot be recorded",
         "issue.print_worker_stopped": "The print worker stopped: slips cannot print",
         "issue.central_unreachable": "Central is unreachable; sales are kept and sent later",
@@ -362,6 +364,8 @@ OPS: dict[str, dict[str, str]] = {
         "issue.device_error": "{subject}: {reason}",
         "issue.paper_near_end": "{subject}: kończy się papier, wymień rolkę",
         "issue.program_missing": "Brak programu lojalnościowego z centrali: sprzedaży nie można zapisać",
+        "issue.currency_not_earned": "Program {version} nalicza za {earned}, nie za walutę tej kasy {currency}: "
+                                     "sprzedaży w {currency} nie można zapisać",
         "issue.ledger_unwritable": "Nie można zapisać ledger.db: sprzedaży nie można zapisać",
         "issue.print_worker_stopped": "Kolejka wydruku zatrzymana: paragony lojalnościowe się nie drukują",
         "issue.central_unreachable": "Brak połączenia z centralą; sprzedaże są zapisane i zostaną wysłane później",
@@ -667,6 +671,8 @@ OPS: dict[str, dict[str, str]] = {
         "issue.device_error": "{subject}: {reason}",
         "issue.paper_near_end": "{subject}: کاغذ رو به اتمام است، رول را عوض کنید",
         "issue.program_missing": "هنوز برنامهٔ وفاداری از مرکز نرسیده: فروش ثبت نمی‌شود",
+        "issue.currency_not_earned": "برنامهٔ {version} برای {earned} امتیاز می‌دهد، نه برای {currency} این صندوق: "
+                                     "فروش به {currency} ثبت نمی‌شود",
         "issue.ledger_unwritable": "ledger.db نوشته نمی‌شود: فروش ثبت نمی‌شود",
         "issue.print_worker_stopped": "صف چاپ متوقف شده: رسیدها چاپ نمی‌شوند",
         "issue.central_unreachable": "مرکز در دسترس نیست؛ فروش‌ها نگه داشته و بعداً فرستاده می‌شوند",

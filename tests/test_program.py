@@ -172,6 +172,8 @@ def test_points_have_a_money_value_only_where_the_program_gives_one():
         parse_program(doc)  # it would refuse the very number its message names
     from posd.lane.rewards import minor_places
 
+    base = next(rule for rule in doc["rules"] if rule["type"] == "base_rate")
+    base["rates"] |= {money: {"spend_minor": 100, "points": 1} for money in ("JPY", "KWD")}
     doc["currencies"][0]["money_value"] = {"points": 10, "value_minor": 1, "money": "JPY"}  # no minor unit
     assert parse_program(doc).points_reward(500, minor_places("JPY")).name("en") == "50 JPY voucher"
     doc["currencies"][0]["money_value"] = {"points": 1, "value_minor": 1, "money": "KWD"}  # fils: thousandths
@@ -275,6 +277,17 @@ ERRORS = [
      "currencies[2].money_value: only a redeemable currency"),
     (("currencies", 0, "money_value"), {"points": 1, "value_minor": 1, "money": "zł"},
      "currencies[0].money_value.money: 'zł' is not an ISO 4217 code"),
+    # a sale is never in "yen" or "jpy", nor in a money no base rate earns on: a voucher in one took
+    # nothing off any basket, after the member paid points for it
+    (("rewards", 2, "money"), "yen", "rewards[2].money: 'yen' is not an ISO 4217 code"),
+    (("coupons", 2, "money"), "pln", "coupons[2].money: 'pln' is not an ISO 4217 code"),
+    (("rules", 2, "rates", "jpy"), {"spend_minor": 1, "points": 1}, "rules[2].rates.jpy: 'jpy' is not an ISO"),
+    (("rules", 5, "min_spend_minor", "eur"), 100, "rules[5].min_spend_minor.eur: 'eur' is not an ISO"),
+    (("rewards", 2, "money"), "XYZ", "rewards[2].money: XYZ is no money the program earns on (its base_rate "
+                                     "rates: EUR, PLN)"),
+    (("coupons", 2, "money"), "CZK", "coupons[2].money: CZK is no money the program earns on"),
+    (("currencies", 0, "money_value"), {"points": 1, "value_minor": 1, "money": "JPY"},
+     "currencies[0].money_value.money: JPY is no money the program earns on"),
     (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
     (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),

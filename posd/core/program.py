@@ -28,6 +28,7 @@ from posd.core.rules_json import (
     integer,
     listed,
     mapping,
+    money_code,
     names,
     plural_names,
     obj,
@@ -36,7 +37,7 @@ from posd.core.rules_json import (
     text,
     unique_ids,
 )
-from posd.core.rules_spec import Match, Rule, parse_rules
+from posd.core.rules_spec import BaseRate, Match, Rule, parse_rules
 
 __all__ = ["Benefit", "Coupon", "Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Stacking", "Tier",
            "parse_program"]
@@ -301,9 +302,7 @@ def _expiry(value: Any, path: str, pending_days: int) -> ExpiryPolicy:
 def _money_value(value: Any, path: str) -> MoneyValue:
     raw = obj(value, path, required=("points", "value_minor", "money"), optional=("min_points", "valid_days"))
     points = integer(raw["points"], f"{path}.points", minimum=1)
-    money = text(raw["money"], f"{path}.money")
-    if not (len(money) == 3 and money.isascii() and money.isalpha() and money.isupper()):
-        raise ProgramError(f"{path}.money: {money!r} is not an ISO 4217 code (PLN, EUR)")
+    money = money_code(raw["money"], f"{path}.money")
     value = MoneyValue(points=points, value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1),
                        money=money, min_points=integer(raw.get("min_points", points), f"{path}.min_points", minimum=1),
                        valid_days=integer(raw.get("valid_days", 30), f"{path}.valid_days", minimum=1))
@@ -379,7 +378,7 @@ def _reward_value(raw: dict[str, Any], path: str, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "value_minor" in raw:
         out["value_minor"] = integer(raw["value_minor"], f"{path}.value_minor", minimum=1)
-        out["money"] = text(raw.get("money"), f"{path}.money")
+        out["money"] = money_code(raw.get("money"), f"{path}.money")
     elif "money" in raw:
         raise ProgramError(f"{path}.money: only used with value_minor")
     if "percent" in raw:
@@ -480,7 +479,7 @@ def _coupon(raw: Any, path: str) -> Coupon:
         code=code, kind=kind,  # type: ignore[arg-type]
         title=_localised(titles, "en", code) if titles else text(title, f"{path}.title"), member_id=member_id,
         value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1) if "value_minor" in raw else None,
-        money=text(raw["money"], f"{path}.money") if "money" in raw else None,
+        money=money_code(raw["money"], f"{path}.money") if "money" in raw else None,
         percent=percent, sku=text(raw["sku"], f"{path}.sku") if "sku" in raw else None,
         valid_from=valid_from, valid_to=valid_to, names=titles,
         applies_to=_applies_to(raw.get("applies_to"), f"{path}.applies_to"),
@@ -512,6 +511,23 @@ def _stacking(value: Any) -> Stacking:
     )
 
 
+def _only_money_earned_on(rules: tuple[Rule, ...], rewards: tuple[Reward, ...], coupons: tuple[Coupon, ...],
+                          currencies: tuple[Currency, ...]) -> None:
+    """Every money a voucher or coupon is worth is one the base rates earn on: a sale in any other is
+    refused (unsupported_currency), so a voucher in it takes nothing off any basket, and a member would
+    spend points on it for nothing. (A minimum or threshold in another money is left alone: one
+    document may serve stores in several countries.)"""
+    earned = {m for rule in rules if isinstance(rule, BaseRate) for m in rule.rates}
+    named = [(f"currencies[{i}].money_value.money", c.money_value.money)
+             for i, c in enumerate(currencies) if c.money_value is not None]
+    named += [(f"rewards[{i}].money", r.money) for i, r in enumerate(rewards) if r.money is not None]
+    named += [(f"coupons[{i}].money", c.money) for i, c in enumerate(coupons) if c.money is not None]
+    for path, money in named:
+        if money not in earned:
+            raise ProgramError(f"{path}: {money} is no money the program earns on (its base_rate rates: "
+                               f"{', '.join(sorted(earned)) or 'none'}): a sale in it is refused")
+
+
 def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(doc, dict):
         raise ProgramError("program: must be a JSON object")
@@ -529,18 +545,22 @@ def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(tier_currency, str) or tier_currency not in kinds:
         raise ProgramError(f"tier_currency: {tier_currency!r} is not in currencies ({', '.join(kinds)})")
     tiers = _parse_tiers(doc.get("tiers", []))
+    rules = parse_rules(doc.get("rules", []), kinds)
+    rewards = _parse_rewards(doc.get("rewards", []), kinds, tiers)
+    coupons = _parse_coupons(doc.get("coupons", []))
+    _only_money_earned_on(rules, rewards, coupons, currencies)
     return Program(
         version=version,
         currencies=currencies,
         tiers=tiers,
         tier_currency=tier_currency,
         rounding=rounding,  # type: ignore[arg-type]
-        rewards=_parse_rewards(doc.get("rewards", []), kinds, tiers),
-        rules=parse_rules(doc.get("rules", []), kinds),
+        rewards=rewards,
+        rules=rules,
         transaction_caps=_caps(doc["transaction_caps"], kinds) if "transaction_caps" in doc else {},
         earn_currency=earn_currency,
         raw=doc,
-        coupons=_parse_coupons(doc.get("coupons", [])),
+        coupons=coupons,
         stacking=_stacking(doc.get("stacking")),
         discount_rounding=choice(doc.get("discount_rounding", "half_up"), "discount_rounding",  # type: ignore[arg-type]
                                  ROUNDINGS),

@@ -64,6 +64,14 @@ def text(value: Any, path: str) -> str:
     return value
 
 
+def money_code(value: Any, path: str) -> str:
+    """A money currency as a sale names it: ISO 4217's three capital letters (PLN, EUR, JPY)."""
+    code = text(value, path)
+    if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
+        raise ProgramError(f"{path}: {code!r} is not an ISO 4217 code (PLN, EUR), as a sale's currency is written")
+    return code
+
+
 def ident(value: Any, path: str, limit: int = 128) -> str:
     """An id lanes put in their events (a reward's): 1-``limit`` characters, no control character,
     as central takes ids in events; a longer one would have every event naming it refused."""

@@ -23,6 +23,7 @@ from posd.core.rules_json import (
     integer,
     listed,
     mapping,
+    money_code,
     obj,
     strings,
     text,
@@ -223,7 +224,7 @@ def _window(value: Any, path: str) -> Window:
 
 def _spend(value: Any, path: str) -> dict[str, int]:
     raw = mapping(value, path, '{"PLN": 20000}')
-    return {money: integer(v, f"{path}.{money}") for money, v in raw.items()}
+    return {money_code(money, f"{path}.{money}"): integer(v, f"{path}.{money}") for money, v in raw.items()}
 
 
 def _cap(raw: dict[str, Any], path: str) -> int | None:
@@ -240,6 +241,7 @@ def _base_rate(raw: dict[str, Any], path: str) -> BaseRate:
     parsed = {}
     for money, rate in rates.items():
         where = f"{path}.rates.{money}"
+        money_code(money, where)
         obj(rate, where, required=("spend_minor", "points"))
         parsed[money] = Rate(integer(rate["spend_minor"], f"{where}.spend_minor", minimum=1),
                              integer(rate["points"], f"{where}.points"))

@@ -60,6 +60,37 @@ def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):
         assert (missing.status_code, missing.json()["code"]) == (404, "unknown_member"), other
 
 
+def test_digits_that_read_as_a_national_number_and_as_a_calling_code_and_number_prefer_the_calling_code():
+    """At a German lane (German landline numbers take almost any digits), 4915112345673 read as the
+    landline +49 4915112345673: enrolment stored a number the member does not have, and their mobile
+    +49 1511 2345673 found nobody. 48501234567 read only as a German landline too, never the Polish
+    mobile a lookup of bare digits finds at a Polish lane."""
+    from posd.lane.members import phone_e164, phone_readings
+
+    assert phone_readings("4915112345673", "DE") == ["+4915112345673", "+494915112345673"]
+    assert phone_e164("4915112345673", "DE", other_countries=False) == "+4915112345673"
+    assert phone_e164("49 1511 2345673", "DE") == phone_e164("01511 2345673", "DE") == "+4915112345673"
+    assert phone_readings("48501234567", "DE") == ["+4948501234567", "+48501234567"]
+    assert phone_e164("48501234567", "DE", other_countries=False) == "+4948501234567"  # enrolled: its own only
+    assert phone_readings("48600123456", "PL") == ["+48600123456"]
+    assert phone_e164("600123456", "PL") == "+48600123456" and phone_e164("2025550123", "US") == "+12025550123"
+
+
+def test_a_german_lane_finds_the_member_by_a_number_typed_with_its_calling_code(tmp_path, start_lane):
+    lane = start_lane(tmp_path / "lane")
+    lane.config.write_text(lane.config.read_text().replace('currency = "PLN"', 'currency = "PLN"\ncountry = "DE"'))
+    lane.stop()
+    lane.start()
+    enrolled = lane.post("/v1/members", {"phone": "4915112345673", "display_name": "Jonas"})
+    assert enrolled.status_code == 200 and enrolled.json()["identifiers"] == ["+4915112345673"], enrolled.text
+    polish = lane.post("/v1/members", {"phone": "+48 501 234 567", "display_name": "Ola"})
+    assert polish.status_code == 200, polish.text
+    for typed, member in (("+49 1511 2345673", enrolled), ("015112345673", enrolled), ("4915112345673", enrolled),
+                          ("48501234567", polish), ("0048 501 234 567", polish)):
+        found = lane.get(f"/v1/members/{typed}")
+        assert found.status_code == 200 and found.json()["member_id"] == member.json()["member_id"], (typed, found.text)
+
+
 def test_enrolment_reads_a_phone_number_in_every_form_a_lookup_reads(lane):
     """One reading of a phone number: what finds a member is what a member can enrol with."""
     for n, typed in enumerate((in_script("601 234 567", PERSIAN), "48 602 345 678", "0048 603 456 789",

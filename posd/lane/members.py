@@ -167,13 +167,13 @@ class Members:
             member = self.lookup(linked) or (self.lookup(code) if kind == "member_code" and code else None)
             return self._not_found(linked) if member is None else Identification(member, "phone")
         if kind != "member_code" or not code:
-            phone = phone_e164(raw, self.country) if kind == "invalid" else None
+            phone, member = self._by_phone(raw) if kind == "invalid" else (None, None)
             if phone is None:
                 # Not a code a card carries, but a platform's member id may be any text (X1, 42, an id
                 # with @ or #): named by the POS, it is looked up as a member id, never as a card's code.
                 member = self.by_id(raw.strip()) if kind == "invalid" and how == "typed" and raw.strip() else None
                 return Identification(member, how) if member is not None else _Refused("unknown_member", code or "")
-            member = self.lookup(phone)  # typed with spaces or brackets: 600 123 456, +48 (600) 123-456
+            # typed with spaces or brackets: 600 123 456, +48 (600) 123-456
             return self._not_found(phone) if member is None else Identification(member, how)
         scheme = self.tokens.wallet()
         shown = scheme.match(code) if scheme else None
@@ -200,13 +200,23 @@ class Members:
         else:
             as_phone = typed and not (len(code) in (12, 13) and gtin_ok(code))
         if as_phone:
-            phone = phone_e164(code, self.country)
-            holder = self.lookup(phone) if phone is not None and phone != code else None
+            phone, holder = self._by_phone(code, but=code)
             if holder is not None and member is None:
                 return Identification(holder, "phone")
             if holder is not None and member is not None and holder.member_id != member.member_id:
                 return _Refused("ambiguous_member", code)
         return self._not_found(code) if member is None else Identification(member, how)
+
+    def _by_phone(self, text: str, but: str | None = None) -> tuple[str | None, CachedMember | None]:
+        """The phone number ``text`` reads as and the member who has it: the first reading a member has
+        (phone_readings: 48501234567 at a German lane is a landline there, or a Polish mobile), else the
+        likeliest with None. ``but``: a reading not to ask for (the code itself, already looked up)."""
+        readings = phone_readings(text, self.country)
+        for phone in readings:
+            member = self.lookup(phone) if phone != but else None
+            if member is not None:
+                return phone, member
+        return (readings[0] if readings else None), None
 
     def _checked(self, verdict: Accepted | Rejected,
                  member: CachedMember | None = None) -> Identification | _Refused:
@@ -403,31 +413,48 @@ def phone_e164(text: str, country: str | None, *, other_countries: bool = True) 
     number: written with or without its +country (in the lane's ``country``; with ``other_countries``
     False, digits without + or 00 are only the lane country's number, or its calling code and number),
     spaces, brackets, dashes, digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
+    readings = phone_readings(text, country, other_countries=other_countries)
+    return readings[0] if readings else None
+
+
+def phone_readings(text: str, country: str | None, *, other_countries: bool = True) -> list[str]:
+    """Every valid E.164 number ``text`` reads as (phone_e164), the likeliest first. Digits without + or 00
+    may read both as a national number and as a calling code and number (4915112345673 at a German lane:
+    a landline +49 4915..., and the mobile +49 1511...): one that begins with the lane's own calling code
+    and reads as its country's number is that, first; a lookup asks for each in turn."""
     written = fold_ascii(text).strip()
     if is_tel_link(written):
         written, _, params = written[4:].partition(";")  # ;phone-context=... names no digit of the number
         if any(p.strip().lower().startswith(("ext=", "isub=")) for p in params.split(";")):
-            return None  # an extension or subaddress: not the number a member is found by
+            return []  # an extension or subaddress: not the number a member is found by
         written = written.strip()
     if any(ch.isalpha() for ch in written):  # phonenumbers drops letters around the digits: LC600123456 is a card
-        return None
+        return []
     digits = sum(ch.isdigit() for ch in written)
     if not 6 <= digits <= 17:  # E.164 has at most 15 digits, a trunk or international prefix adds two
-        return None
-    tries = [written] if written.startswith("+") else [written, "+" + written]
+        return []
+    own = phonenumbers.country_code_for_region(country) if country else 0
+    if written.startswith("+"):
+        tries = [written]
+    elif own and "".join(ch for ch in written if ch.isdigit()).startswith(str(own)):
+        tries = ["+" + written, written]
+    else:
+        tries = [written, "+" + written]
+    found: list[str] = []
     for attempt in tries:
         try:
             number = phonenumbers.parse(attempt, country)
         except phonenumbers.NumberParseException:
             continue
         if number.extension:  # "+48 600 000 001 ext 5": E.164 would drop the extension, and a member with it
-            return None
-        if attempt is not written and not other_countries and country and \
-                number.country_code != phonenumbers.country_code_for_region(country):
+            return []
+        if attempt is not written and not other_countries and own and number.country_code != own:
             continue  # 48600123456 is +48 at a Polish lane; 600123456789 (a digit too many) is no Malaysian +60
         if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return None
+            e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            if e164 not in found:
+                found.append(e164)
+    return found
 
 
 @raises("member_token_replayed")

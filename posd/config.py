@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import ssl
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -591,6 +592,9 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
                 read_secret_file(path)
             except ConfigError as exc:
                 problem(key, exc.problems[0].message)
+    if (cert_said := _client_cert_problem(value("central", "client_cert"), value("central", "client_key"), base,
+                                          {p.key for p in problems})) is not None:
+        problem(*cert_said)
     scanners = data.get("scanner")
     for i, entry in enumerate(scanners if isinstance(scanners, list) else []):
         url = entry.get("url") if isinstance(entry, dict) else None
@@ -621,6 +625,29 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     if storage_said:
         problem("storage.dir", storage_said)
     return problems
+
+
+def _client_cert_problem(cert: str | None, key: str | None, base: Path,
+                         named: set[str]) -> tuple[str, str] | None:
+    """(key, message) when the client certificate and its key (in the certificate's file, or client_key)
+    do not load as TLS loads them: a key that is a certificate, or another certificate's key, passed,
+    and every contact with central then failed with an SSLError that named no file. None when they load,
+    or when a file was already named (``named``: the keys with a problem)."""
+    if cert is None or {"central.client_cert", "central.client_key"} & named:
+        return None
+    cert_path, key_path = resolve(base, cert), resolve(base, key) if key else None
+    try:
+        ssl.create_default_context().load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as exc:
+        reason = exc.reason.lower().replace("_", " ") if exc.reason else "no PEM key that fits it"
+        if key_path is None:
+            return "central.client_cert", (f"the client certificate {cert_path} does not load with a key in the "
+                                           f"same file ({reason}): name its key in central.client_key")
+        return "central.client_key", (f"the client key {key_path} does not load with the client certificate "
+                                      f"{cert_path} ({reason}): it must be that certificate's private key, PEM")
+    except OSError:
+        return None  # unreadable: the file checks say so
+    return None
 
 
 def _storage_problem(storage: Path) -> str | None:

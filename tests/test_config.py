@@ -352,6 +352,11 @@ def test_config_check_names_every_missing_or_unusable_file(tmp_path):
     (tmp_path / "certs" / "lane.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
                           capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "not valid hex" in proc.stderr and "lane.pem does not load" in proc.stderr
+    cert, key = _certificate(tmp_path, "lane")  # the certificate with its key, in one file
+    (tmp_path / "certs" / "lane.pem").write_bytes(cert.read_bytes() + key.read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "posd", "config", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "not valid hex" in proc.stderr and "client_cert" not in proc.stderr
     # said ok, then every request signed with the mark (or both lines) was 401 at central
     for text, says in (("\ufeffs3cret\n", "byte-order mark"), ("s3cret\nold-secret\n", "more than one line")):
@@ -554,8 +559,9 @@ def test_the_listener_and_tls_are_not_opened_by_a_quoted_word():
 ])
 def test_tls_keys_with_a_plain_http_central_are_refused_by_key_and_line(tmp_path, keys, named):
     """Nothing reads them without TLS: the lane would seem to present a certificate it never sends."""
-    (tmp_path / "lane.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp_path / "lane.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    cert, key = _certificate(tmp_path, "made")
+    (tmp_path / "lane.pem").write_bytes(cert.read_bytes() + key.read_bytes())  # with its key, or beside it
+    (tmp_path / "lane.key").write_bytes(key.read_bytes())
     cfg = tmp_path / "posd.toml"
     cfg.write_text(GOOD.replace('store_secret = "x"', f'store_secret = "x"\n{keys}') + '\n[storage]\ndir = "state"\n')
     proc = config_check(cfg)
@@ -925,6 +931,53 @@ def test_a_printer_or_the_api_token_on_a_file_posd_keeps_or_reads_is_refused(tmp
     assert not (tmp_path / "state").exists()  # refused before anything was written
     cfg.write_text(base + '\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "pos.token"\n')
     assert config_check(cfg).returncode == 0
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed client certificate and its key, PEM, in files of their own."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_a_client_certificate_and_key_that_do_not_load_together_are_named(tmp_path):
+    """A client_key that was a certificate, another certificate's key, or a certificate with no key
+    passed config check: every contact with central then failed with an SSLError naming no file."""
+    cert, key = _certificate(tmp_path, "lane")
+    _, other_key = _certificate(tmp_path, "other")
+    cfg = tmp_path / "posd.toml"
+
+    def check(tls: str) -> subprocess.CompletedProcess:
+        cfg.write_text(GOOD.replace('store_secret = "x"', 'store_secret = "x"\n' + tls)
+                       .replace('"http://127.0.0.1:8780"', '"https://127.0.0.1:8780"'))
+        return config_check(cfg)
+
+    for tls, key_named, said in ((f'client_cert = "{cert}"\nclient_key = "{cert}"', "central.client_key", str(cert)),
+                                 (f'client_cert = "{cert}"\nclient_key = "{other_key}"', "central.client_key",
+                                  str(other_key)),
+                                 (f'client_cert = "{cert}"', "central.client_cert", "central.client_key")):
+        proc = check(tls)
+        assert proc.returncode == 2 and key_named in proc.stderr and said in proc.stderr, (tls, proc.stderr)
+        assert "(line 1" in proc.stderr, proc.stderr
+    assert check(f'client_cert = "{cert}"\nclient_key = "{key}"').returncode == 0
+    both = tmp_path / "both.pem"
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    assert check(f'client_cert = "{both}"').returncode == 0
 
 
 def test_every_bad_setting_of_one_device_url_is_named_at_once():

@@ -393,19 +393,22 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _acknowledge_quarantine(folder: Path, found: list[Any], before: int) -> int:
+def _acknowledge_quarantine(folder: Path, found: list[Any], before: int, as_json: bool = False) -> int:
     """Every event quarantined now is store IT's business done: health and doctor stop warning about
     them (a later one warns again). They stay in ledger.db and in the list. ``before``: the seq
-    acknowledged already for this ledger."""
+    acknowledged already for this ledger. ``as_json``: the outcome as one JSON object
+    (``acknowledged``: how many now, ``up_to_seq``: the newest acknowledged), for a script."""
     from posd.storage.outbox import ACK_FILE, acknowledge
 
-    if not found:
-        print("no quarantined events: nothing to acknowledge")
+    def said(count: int, up_to: int | None, text: str) -> int:
+        print(json.dumps({"acknowledged": count, "up_to_seq": up_to}) if as_json else text)
         return 0
+
+    if not found:
+        return said(0, before or None, "no quarantined events: nothing to acknowledge")
     newest = max(found, key=lambda q: q.seq)
     if newest.seq <= before:
-        print(f"every quarantined event is acknowledged already (up to seq {before})")
-        return 0
+        return said(0, before, f"every quarantined event is acknowledged already (up to seq {before})")
     up_to = newest.seq
     try:
         acknowledge(folder, up_to, newest.event_id)
@@ -413,9 +416,8 @@ def _acknowledge_quarantine(folder: Path, found: list[Any], before: int) -> int:
         print(f"posd ledger quarantine: cannot write {folder / ACK_FILE}: {exc.strerror}", file=sys.stderr)
         return 1
     count = sum(1 for q in found if q.seq > before)
-    print(f"acknowledged {count} quarantined event(s), up to seq {up_to}: health and doctor no longer warn "
-          "about them; they stay in ledger.db and in this list")
-    return 0
+    return said(count, up_to, f"acknowledged {count} quarantined event(s), up to seq {up_to}: health and doctor "
+                              "no longer warn about them; they stay in ledger.db and in this list")
 
 
 def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
@@ -465,7 +467,7 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
         print(f"posd ledger quarantine: {exc}", file=sys.stderr)
         return 1
     if args.acknowledge:
-        return _acknowledge_quarantine(source.parent, found, acknowledged)
+        return _acknowledge_quarantine(source.parent, found, acknowledged, args.json)
     if args.json:
         print(json.dumps([q.to_json() for q in found], ensure_ascii=False))
         return 0

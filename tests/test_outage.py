@@ -217,6 +217,9 @@ def test_a_rejected_event_is_quarantined_shown_in_health_and_metrics_and_does_no
             assert not doctor_warns()
             again = subprocess.run(quarantine, capture_output=True, text=True, timeout=60, check=True)
             assert again.stdout.startswith("every quarantined event is acknowledged already"), again.stdout
+            # --json with --acknowledge printed that prose, which a script's JSON reader fails on
+            scripted = subprocess.run([*quarantine, "--json"], capture_output=True, text=True, timeout=60, check=True)
+            assert json.loads(scripted.stdout) == {"acknowledged": 0, "up_to_seq": shown["seq"]}, scripted.stdout
             assert lane.post("/v1/transactions", sale("T-q3", "2900000000025")).status_code == 200
             lane.wait_drained()
             health = lane.health()

@@ -308,6 +308,7 @@ ERRORS = [
     (("rules", 3, "skus"), [], "rules[3].skus: an empty list names no line"),
     (("rules", 5, "categories"), [], "rules[5].categories: an empty list names no line"),
     (("rules", 0, "skus"), [], "rules[0].skus: an empty list names no line"),
+    (("rules", 1, "currencies"), [], "rules[1].currencies: an empty list names no currency"),
     (("coupons", 0, "applies_to"), {"skus": []}, "coupons[0].applies_to.skus: an empty list names no line"),
     (("rules", 5, "when", "weekdays"), [], "rules[5].when.weekdays: an empty list is no day"),
     (("rules", 3, "multiplier"), "1e2", "rules[3].multiplier: '1e2' is not a number written as"),

@@ -256,6 +256,9 @@ def _exclude(raw: dict[str, Any], path: str) -> Exclude:
 def _min_basket(raw: dict[str, Any], path: str) -> MinBasket:
     obj(raw, path, required=("id", "type", "min_spend_minor"), optional=("currencies",))
     currencies = strings(raw["currencies"], f"{path}.currencies") if "currencies" in raw else None
+    if currencies is not None and not currencies:  # left as it was, the minimum would hold back nothing
+        raise ProgramError(f"{path}.currencies: an empty list names no currency; leave currencies out "
+                           "(every currency)")
     return MinBasket(raw["id"], _spend(raw["min_spend_minor"], f"{path}.min_spend_minor"), currencies)
 
 

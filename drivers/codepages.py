@@ -128,6 +128,8 @@ def check_code_page_table(table: Mapping[Any, Any]) -> dict[int, str]:
         if name is None:
             raise ValueError(f"slot {slot}: {value!r} is not a code page posd can print text in (for Polish: "
                              f"{', '.join(_PREFERRED)}; all: {', '.join(printable_code_pages())})")
+        if slot in out:  # "18" and "018": one slot written twice, the last silently winning
+            raise ValueError(f"slot {slot} is written twice ({key!r}): give each slot once")
         out[slot] = name
     return dict(sorted(out.items()))
 

@@ -87,6 +87,7 @@ def test_the_printers_own_code_page_table():
     ('{ 1 = "CP932" }', "slot 1: 'CP932' is not a code page posd can print text in"),  # multi-byte
     ('{ 18 = 852 }', 'slot 18: name the code page as text, such as "CP852"'),
     ('"cp852"', "a table of ESC t slot = code page"),
+    ('{ 18 = "CP852", 018 = "CP1250" }', "slot 18 is written twice ('018'): give each slot once"),
 ])
 def test_a_wrong_code_page_table_names_the_key_the_line_and_the_slot(value, message):
     with pytest.raises(ConfigError) as err:

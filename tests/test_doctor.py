@@ -205,6 +205,22 @@ def test_a_pty_path_something_else_holds_fails_where_it_said_ok(tmp_path, holder
     assert one(doctor(cfg, "--no-central", "--lang", "en")[1], "devices.front")["code"] == "virtual"
 
 
+def test_a_pty_link_in_a_folder_posd_may_not_write_fails(tmp_path):
+    """Doctor (and config check) said ok for a pty:// scanner whose link's folder posd's user may not
+    write: at every start the scanner was "permission denied"."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)  # root's
+    tmp_path.chmod(0o755)
+    cfg = offline_config(tmp_path, scanner=f"pty://{locked}/scanner?suffix=CR")
+    code, report = doctor(cfg, "--no-central", "--lang", "en", user="nobody")
+    finding = one(report, "devices.front")
+    assert (code, finding["result"], finding["code"]) == (1, "fail", "pty_denied"), finding
+    assert f"nobody may not make the link {locked}/scanner in {locked}" in finding["message"], finding["message"]
+    assert one(doctor(cfg, "--no-central", "--lang", "en")[1], "devices.front")["code"] == "virtual"  # root may
+    deeper = offline_config(tmp_path / "b", scanner=f"pty://{locked}/new/scanner?suffix=CR")  # a folder to make
+    assert one(doctor(deeper, "--no-central", user="nobody")[1], "devices.front")["code"] == "pty_denied"
+
+
 def test_central_down_is_named_layer_by_layer(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     central.stop()

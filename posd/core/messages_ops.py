@@ -228,6 +228,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "udev rule {rule}",
         "doctor.devices.no_rule": "no udev rule names it: docs/install.md, Devices and their groups",
         "doctor.devices.virtual": "{name} ({kind}): {url} is a virtual device posd makes when it runs",
+        "doctor.devices.pty_denied": "{name} ({kind}): {user} may not make the link {path} in {folder} (owner "
+                                     "{owner}, group {group}, mode {mode}): this scanner cannot start; name a "
+                                     "path in a folder {user} may write",
         "doctor.devices.pty_blocked": "{name} ({kind}): {path} is {what}, not the link posd makes to its "
                                       "virtual device: posd does not replace it, so this scanner cannot start; "
                                       "move it away or name another path in the config",
@@ -531,6 +534,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "reguła udev {rule}",
         "doctor.devices.no_rule": "żadna reguła udev go nie wymienia: docs/install.md, urządzenia i grupy",
         "doctor.devices.virtual": "{name} ({kind}): {url} to urządzenie wirtualne tworzone przez działający posd",
+        "doctor.devices.pty_denied": "{name} ({kind}): {user} nie może utworzyć dowiązania {path} w {folder} "
+                                     "(właściciel {owner}, grupa {group}, uprawnienia {mode}): ten skaner nie "
+                                     "ruszy; wskaż ścieżkę w folderze, do którego {user} może pisać",
         "doctor.devices.pty_blocked": "{name} ({kind}): {path} to {what}, a nie dowiązanie, które posd "
                                       "tworzy do urządzenia wirtualnego: posd go nie zastępuje, więc ten skaner "
                                       "nie ruszy; przenieś go lub wskaż inną ścieżkę w konfiguracji",
@@ -834,6 +840,9 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.devices.rule": "قاعدهٔ udev {rule}",
         "doctor.devices.no_rule": "هیچ قاعدهٔ udev به آن اشاره نمی‌کند: docs/install.md، دستگاه‌ها و گروه‌ها",
         "doctor.devices.virtual": "{name} ({kind}): {url} دستگاهی مجازی است که posd هنگام اجرا می‌سازد",
+        "doctor.devices.pty_denied": "{name} ({kind}): {user} نمی‌تواند پیوند {path} را در {folder} بسازد "
+                                     "(مالک {owner}، گروه {group}، دسترسی {mode}): این اسکنر راه نمی‌افتد؛ "
+                                     "مسیری در پوشه‌ای بدهید که {user} بتواند در آن بنویسد",
         "doctor.devices.pty_blocked": "{name} ({kind}): {path} {what} است، نه پیوندی که posd به دستگاه "
                                       "مجازی‌اش می‌سازد: posd آن را جایگزین نمی‌کند، پس این اسکنر راه نمی‌افتد؛ "
                                       "آن را جابه‌جا کنید یا مسیر دیگری در پیکربندی بدهید",

@@ -3,6 +3,7 @@ rule that grants it), the printer's own status (DLE EOT), and what the running d
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ def _device(ctx: Context, name: str, kind: str, url_text: str) -> list[Finding]:
             key = {"a file": "file", "a folder": "folder"}.get(holder, "other")
             return [Finding("devices", check, "fail", "pty_blocked",
                             {**base, "path": url.fs_path, "what": ctx.tr(f"doctor.pty_holder.{key}")})]
+        # posd makes the link (and the folders it lacks) as its user: where it may not, the scanner
+        # is "permission denied" at every start
+        folder = nearest_existing(Path(os.path.abspath(url.fs_path)).parent)
+        if folder.is_dir() and not (may(folder.stat(), ctx.uid, ctx.gids, "wx")
+                                    and may_reach(folder, ctx.uid, ctx.gids)):
+            return [Finding("devices", check, "fail", "pty_denied",
+                            {**base, "path": url.fs_path, "folder": str(folder), **describe(folder)})]
         return [Finding("devices", check, "ok", "virtual", base)]
     return [Finding("devices", check, "ok", "network", base)]
 

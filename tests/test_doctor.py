@@ -136,6 +136,10 @@ def test_a_missing_secret_file_is_named(tmp_path):
     finding = one(report, "files.central.store_secret_file")
     assert (finding["result"], finding["code"]) == ("fail", "missing")
     assert str(tmp_path / "lane" / "store.secret") in finding["message"] and "nie istnieje" in finding["message"]
+    (tmp_path / "lane" / "store.secret").mkdir()  # a folder in its place: no user reads it, root neither
+    finding = one(doctor(cfg, "--no-central", "--lang", "en")[1], "files.central.store_secret_file")
+    assert (finding["result"], finding["code"]) == ("fail", "not_file"), finding
+    assert "is not a file" in finding["message"] and "central.store_secret_file" in finding["message"], finding
 
 
 def test_a_secret_others_can_read_is_a_warning_and_a_bad_one_a_failure(tmp_path):

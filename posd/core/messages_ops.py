@@ -151,6 +151,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.skipped.central": "central cannot be reached",
         "doctor.files.ok": "{what} {path}: readable by {user}, mode {mode}",
         "doctor.files.missing": "{what} {path} does not exist",
+        "doctor.files.not_file": "the {what} {path} is not a file (a folder?): name the file in {config_key}",
         "doctor.files.unreadable": "{user} cannot read the {what} {path} (owner {owner}, group {group}, mode {mode})",
         "doctor.files.mode": "the {what} {path} can be read by others (mode {mode}): chmod 600 {path}",
         "doctor.files.invalid": "the {what} {path} is not usable: {message}",
@@ -452,6 +453,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.skipped.central": "centrala jest nieosiągalna",
         "doctor.files.ok": "{what} {path}: {user} może go odczytać, uprawnienia {mode}",
         "doctor.files.missing": "{what} {path} nie istnieje",
+        "doctor.files.not_file": "{what} {path} nie jest plikiem (folder?): wskaż plik w {config_key}",
         "doctor.files.unreadable": "{user} nie może odczytać: {what} {path} (właściciel {owner}, grupa {group}, "
                                    "uprawnienia {mode})",
         "doctor.files.mode": "{what} {path} mogą czytać inni (uprawnienia {mode}): chmod 600 {path}",
@@ -761,6 +763,7 @@ OPS: dict[str, dict[str, str]] = {
         "doctor.skipped.central": "مرکز در دسترس نیست",
         "doctor.files.ok": "{what} {path}: برای {user} خواندنی، دسترسی {mode}",
         "doctor.files.missing": "{what} {path} وجود ندارد",
+        "doctor.files.not_file": "{what} {path} فایل نیست (پوشه است؟): فایل را در {config_key} بدهید",
         "doctor.files.unreadable": "{user} نمی‌تواند {what} {path} را بخواند (مالک {owner}، گروه {group}، "
                                    "دسترسی {mode})",
         "doctor.files.mode": "{what} {path} را دیگران هم می‌توانند بخوانند (دسترسی {mode}): chmod 600 {path}",

@@ -106,7 +106,10 @@ def files(ctx: Context) -> list[Finding]:
                 out.append(Finding("files", f"files.{key}", "fail", "missing", params))
             continue
         st = path.stat()
-        if not (stat.S_ISREG(st.st_mode) and may(st, ctx.uid, ctx.gids, "r") and may_reach(path, ctx.uid, ctx.gids)):
+        if not stat.S_ISREG(st.st_mode):  # a folder where the file should be: no user reads it
+            out.append(Finding("files", f"files.{key}", "fail", "not_file", params))
+            continue
+        if not (may(st, ctx.uid, ctx.gids, "r") and may_reach(path, ctx.uid, ctx.gids)):
             out.append(Finding("files", f"files.{key}", "fail", "unreadable", params))
             continue
         if key in ("central.store_secret_file", "api.token_file"):

@@ -221,8 +221,11 @@ def test_ledger_of_another_lane_is_refused(tmp_path):
 def test_a_ledger_that_never_recorded_anything_takes_the_configs_lane(tmp_path):
     """Started once under the shipped example's ids (a reboot before store IT set the lane's), with
     nothing recorded: no history to mix, so the configured store and lane take it (it was refused)."""
-    Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01")).close()
+    first = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    first.sync_identity.claim("L01")  # central was reached (its head read), and nothing recorded: it was refused
+    first.close()
     again = Ledger(tmp_path / "ledger.db", LaneIdentity("S007", "L03"))
+    assert again.sync_identity.lane_id == "L03" and not again.sync_identity.claimed  # settled anew under L03
     again.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
     again.close()
     with pytest.raises(StorageError, match="belongs to store S007 lane L03"):

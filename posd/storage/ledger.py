@@ -172,9 +172,10 @@ def _remove_unfinished(path: Path, conn: sqlite3.Connection | None) -> None:
 
 def _history(conn: sqlite3.Connection) -> bool:
     """Has the ledger recorded anything: an event for central (every sale, burn, enrolment and token
-    use has one), a print job, or a lane id claimed at central?"""
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM outbox) OR EXISTS (SELECT 1 FROM print_jobs) "
-                        "OR EXISTS (SELECT 1 FROM meta WHERE key = ?)", (SyncIdentity.META_KEY,)).fetchone()[0] == 1
+    use has one) or a print job? The lane id it settled on with central is none: settling only reads
+    central's head for the id (SyncIdentity), and a first start with the shipped example's ids and
+    central's address set reached central without recording a thing."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM outbox) OR EXISTS (SELECT 1 FROM print_jobs)").fetchone()[0] == 1
 
 
 def _other_owner(conn: sqlite3.Connection, path: Path, lane: LaneIdentity) -> tuple[str, str] | None:
@@ -392,6 +393,8 @@ class Ledger:
             if other or meta.read(conn, "store_id") is None:
                 meta.write(conn, "store_id", self.lane.store_id)
                 meta.write(conn, "lane_id", self.lane.lane_id)
+            if other:  # the id settled under the old ones (L01, L01.2) is settled again under these
+                conn.execute("DELETE FROM meta WHERE key = ?", (SyncIdentity.META_KEY,))
             # The event stream's ids begin with the boot number: one a POS saw must never come again.
             # The ledger counts boots, but a new ledger.db (the old one archived, a backup restored)
             # counted from its own, and a POS resuming from an id of the old one was replayed from the

@@ -660,6 +660,10 @@ def _storage_problem(storage: Path) -> str | None:
         return f"{storage} is not writable by this user (uid {os.getuid()})"
     if storage.exists() and (why := refuses_files(storage)):
         return f"{storage} refuses new files ({why})"
+    for name in ("ledger.db", "cache.db"):  # posd run opens both to write: refused there as a config error
+        kept = storage / name
+        if storage.exists() and kept.is_file() and not os.access(kept, os.R_OK | os.W_OK):
+            return f"{kept} is not writable by this user (uid {os.getuid()}): posd must run as its owner"
     if not storage.exists():  # posd makes it at its first start: only in a folder it may write, not under a file
         why = _cannot_make(storage)
         return f"{storage} cannot be made: {why}" if why else None

@@ -709,6 +709,17 @@ def test_a_storage_folder_this_user_cannot_write_is_named_by_config_check():
                                str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "config error at 'storage.dir' (line 19)" in proc.stderr and "may not look into" in proc.stderr
+        # a folder this user may write, holding a ledger.db another user owns: posd run refused it (exit 2)
+        mine = top / "mine"
+        mine.mkdir()
+        shutil.chown(mine, "nobody")
+        (mine / "ledger.db").write_bytes(b"")
+        (mine / "ledger.db").chmod(0o644)  # root's
+        cfg.write_text(GOOD + f'\n[storage]\ndir = "{mine}"\n')
+        proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "posd", "config", "check",
+                               str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
+        assert proc.returncode == 2 and "config error at 'storage.dir' (line 19)" in proc.stderr, proc.stderr
+        assert f"{mine / 'ledger.db'} is not writable by this user" in proc.stderr, proc.stderr
     finally:
         shutil.rmtree(top)
 

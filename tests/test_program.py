@@ -309,6 +309,8 @@ ERRORS = [
     (("rules", 5, "categories"), [], "rules[5].categories: an empty list names no line"),
     (("rules", 0, "skus"), [], "rules[0].skus: an empty list names no line"),
     (("rules", 1, "currencies"), [], "rules[1].currencies: an empty list names no currency"),
+    # the lane's JSON reader makes an integer past 64 bits a float: "is a float" named the wrong mistake
+    (("rules", 2, "rates", "PLN", "points"), 1e30, "rules[2].rates.PLN.points: 1e+30 is past the largest whole"),
     (("coupons", 0, "applies_to"), {"skus": []}, "coupons[0].applies_to.skus: an empty list names no line"),
     (("rules", 5, "when", "weekdays"), [], "rules[5].when.weekdays: an empty list is no day"),
     (("rules", 3, "multiplier"), "1e2", "rules[3].multiplier: '1e2' is not a number written as"),

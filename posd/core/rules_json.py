@@ -22,6 +22,9 @@ class ProgramError(ValueError):
 def refuse_floats(value: Any, path: str) -> None:
     """Walk the whole document once; a float anywhere is an error naming its path."""
     if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 2**63:  # a JSON reader's float for an integer past 64 bits
+            raise ProgramError(f"{path}: {value!r} is past the largest whole number a program may hold "
+                               f"({2**63 - 1}), or a float")
         raise ProgramError(f"{path}: {value!r} is a float; write exact numbers as strings such as \"1.5\"")
     if isinstance(value, dict):
         for key, item in value.items():

@@ -290,6 +290,9 @@ ERRORS = [
      "currencies[0].money_value.money: JPY is no money the program earns on"),
     (("coupons",), {"WELCOME10": {}}, "coupons: must be an array"),
     (("coupons", 0, "code"), _DELETE, "coupons[0].code: required"),
+    # no till can type it, and each use's event (voucher_code) would be refused by central
+    (("coupons", 0, "code"), "AB\nC", "coupons[0].code: must be 1-64 characters, none of them a control"),
+    (("coupons", 0, "code"), "C" * 65, "coupons[0].code: must be 1-64 characters"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),
     (("coupons", 0, "percent"), 101, "coupons[0].percent: at most 100"),
     (("coupons", 0, "sku"), "X", "coupons[0]: a coupon needs exactly one of value_minor, percent, sku"),

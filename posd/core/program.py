@@ -452,7 +452,8 @@ def _coupon(raw: Any, path: str) -> Coupon:
     obj(raw, path, required=("code",),
         optional=("kind", "title", "member_id", "value_minor", "money", "percent", "sku", "valid_from", "valid_to",
                   "applies_to", "category"))
-    code = text(raw["code"], f"{path}.code")
+    # in every use's event as its voucher_code: central takes at most 64 characters, none a control one
+    code = ident(raw["code"], f"{path}.code", limit=64)
     kind = choice(raw.get("kind", "campaign"), f"{path}.kind", COUPON_KINDS)
     member_id = text(raw["member_id"], f"{path}.member_id") if "member_id" in raw else None
     if kind == "personal" and member_id is None:

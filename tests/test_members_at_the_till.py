@@ -21,6 +21,7 @@ from posd.sync.central.tokens import issue_qr_token
 from tests.conftest import ENGINES
 from tests.support.central_fixture import default_seed
 from tests.support.clips import code_image, scene, write_clip
+from tests.support.lane import sale_body
 
 SECRET = bytes.fromhex("3132333435363738393031323334353637383930")  # the wallet pass of M0002
 WALLET = {"algorithm": "TOTP_SHA1", "period_s": 30, "digits": 6, "value_pattern": "{member}:{totp}", "window": 1}
@@ -195,6 +196,8 @@ def test_a_replay_accepted_offline_is_flagged_by_central_as_information_not_a_fa
 
 def test_key_rotation_keeps_both_keys_valid_then_retires_the_old(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
+    # a sale first: ledger.db keeps the version's rules, which a rotation (new keys, the same version) keeps
+    assert lane.post("/v1/transactions", sale_body("T-before-rotation")).status_code == 200
     old_kid = central.store.member_token_keys()[0]["kid"]
     old_token = fresh_token(central)
     keys = requests.post(f"{central.url}/_admin/member-token-keys", json={"rotate": True}, timeout=5).json()["keys"]
@@ -214,6 +217,7 @@ def test_key_rotation_keeps_both_keys_valid_then_retires_the_old(tmp_path, centr
     assert lane.get(f"/v1/members/{still_old}").json()["code"] == "member_token_invalid"
     assert json.loads(requests.post(f"{central.url}/_admin/members/M0001/token", json={}, timeout=5).text)[
         "kid"] == new_kid
+    assert not [i for i in lane.health()["issues"] if i["code"] == "program_refused"]
 
 
 def test_a_token_read_by_the_camera_identifies_the_member(tmp_path, central, start_lane):

@@ -118,6 +118,13 @@ class MalformedMember(ValueError):
     where an object belongs): the page is not written, and the message names the member."""
 
 
+def _rules_of(program: dict[str, Any]) -> dict[str, Any]:
+    """A program document without what central changes under one version: its member-token keys,
+    which a rotation adds and retires (sync.central.tokens.published_program). Everything else is what
+    sales earn and returns reverse by."""
+    return {k: v for k, v in program.items() if k != "member_tokens"}
+
+
 class Cache:
     def __init__(self, path: Path, lane_id: str, *, seal_key: bytes | None = None,
                  on_erased: Callable[[list[str]], None] | None = None, checked: bool = False,
@@ -390,7 +397,7 @@ class Cache:
         parse_program(program)  # a program we cannot evaluate never replaces the one in force
         version = str(program.get("version", ""))
         kept = self._kept_program(version) if self._kept_program is not None else None
-        if kept is not None and kept != program:
+        if kept is not None and _rules_of(kept) != _rules_of(program):
             # one version, two rule sets: a return of a sale made under the new one would be worked out
             # under the one kept, and the same basket would earn two amounts under one version
             raise ProgramError(f"version: {version!r} names other rules that sales on this lane earned under; "

@@ -74,6 +74,10 @@ def test_digits_that_read_as_a_national_number_and_as_a_calling_code_and_number_
     assert phone_e164("48501234567", "DE", other_countries=False) == "+4948501234567"  # enrolled: its own only
     assert phone_readings("48600123456", "PL") == ["+48600123456"]
     assert phone_e164("600123456", "PL") == "+48600123456" and phone_e164("2025550123", "US") == "+12025550123"
+    # where national numbers have no trunk prefix, digits beginning with the calling code are national first
+    assert phone_e164("3901234567", "IT", other_countries=False) == "+393901234567"  # a mobile, not +39 01234567
+    assert phone_e164("486407015", "PL", other_countries=False) == "+48486407015"  # a Radom landline
+    assert phone_e164("12025550123", "US") == "+12025550123" and phone_e164("33612345678", "FR") == "+33612345678"
 
 
 def test_a_german_lane_finds_the_member_by_a_number_typed_with_its_calling_code(tmp_path, start_lane):

@@ -436,7 +436,7 @@ def phone_readings(text: str, country: str | None, *, other_countries: bool = Tr
     own = phonenumbers.country_code_for_region(country) if country else 0
     if written.startswith("+"):
         tries = [written]
-    elif own and "".join(ch for ch in written if ch.isdigit()).startswith(str(own)):
+    elif _calling_code_first(written, country, own):
         tries = ["+" + written, written]
     else:
         tries = [written, "+" + written]
@@ -455,6 +455,21 @@ def phone_readings(text: str, country: str | None, *, other_countries: bool = Tr
             if e164 not in found:
                 found.append(e164)
     return found
+
+
+def _calling_code_first(written: str, country: str | None, own: int) -> bool:
+    """Read digits as the lane country's calling code and number before reading them as a national
+    number? Where national numbers are written with a trunk prefix (0 in Germany, France, the UK) and
+    these digits begin with the calling code but not with that prefix: 4915112345673 is +49 1511...,
+    though German landlines would take it whole. Not where national numbers have no such prefix, as
+    in Italy or Poland (3901234567 is an Italian mobile, 486407015 a Polish landline), nor where the
+    prefix is the calling code itself (1 in North America)."""
+    if not own or country is None:
+        return False
+    digits = "".join(ch for ch in written if ch.isdigit())
+    trunk = phonenumbers.PhoneMetadata.metadata_for_region(country.upper())
+    prefix = trunk.national_prefix if trunk is not None else None
+    return bool(prefix) and digits.startswith(str(own)) and not digits.startswith(prefix)  # type: ignore[arg-type]
 
 
 @raises("member_token_replayed")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posd.core.expiry import lot_dates
-from posd.core.program import Currency, ExpiryPolicy, ProgramError, parse_program
+from posd.core.program import Currency, ExpiryPolicy, ProgramError, parse_program, vet_program
 from posd.core.rules_spec import (
     BaseRate,
     Birthday,
@@ -327,8 +327,18 @@ ERRORS = [
 def test_every_error_names_its_json_path(where, value, message):
     doc = _mutate(list(where), value) if where != ("rules", 7) else full(rules=FULL["rules"] + [value])
     with pytest.raises(ProgramError) as err:
-        parse_program(doc)
+        vet_program(parse_program(doc))  # as a lane takes central's program (cache.db's store_program)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_program_kept_from_before_the_checks_central_programs_pass_is_still_read():
+    """cache.db's program and ledger.db's bodies (returns) are read with parse_program: a check added
+    later refuses only what central sends from then on, never the program in force after an upgrade
+    (the lane would have none: every sale refused)."""
+    doc = _mutate(["rewards", 2, "money"], "pln")
+    assert parse_program(doc).rewards[2].money == "pln"
+    with pytest.raises(ProgramError, match="rewards\\[2\\].money: 'pln' is not an ISO 4217 code"):
+        vet_program(parse_program(doc))
 
 
 @pytest.mark.parametrize("where", [

@@ -37,10 +37,10 @@ from posd.core.rules_json import (
     text,
     unique_ids,
 )
-from posd.core.rules_spec import BaseRate, Match, Rule, parse_rules
+from posd.core.rules_spec import BaseRate, Match, MinBasket, Rule, ThresholdBonus, parse_rules
 
 __all__ = ["Benefit", "Coupon", "Currency", "ExpiryPolicy", "Program", "ProgramError", "Reward", "Stacking", "Tier",
-           "parse_program"]
+           "parse_program", "vet_program"]
 
 Rounding = Literal["floor", "half_up"]
 ROUNDINGS: tuple[str, ...] = ("floor", "half_up")
@@ -378,7 +378,7 @@ def _reward_value(raw: dict[str, Any], path: str, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "value_minor" in raw:
         out["value_minor"] = integer(raw["value_minor"], f"{path}.value_minor", minimum=1)
-        out["money"] = money_code(raw.get("money"), f"{path}.money")
+        out["money"] = text(raw.get("money"), f"{path}.money")
     elif "money" in raw:
         raise ProgramError(f"{path}.money: only used with value_minor")
     if "percent" in raw:
@@ -452,8 +452,7 @@ def _coupon(raw: Any, path: str) -> Coupon:
     obj(raw, path, required=("code",),
         optional=("kind", "title", "member_id", "value_minor", "money", "percent", "sku", "valid_from", "valid_to",
                   "applies_to", "category"))
-    # in every use's event as its voucher_code: central takes at most 64 characters, none a control one
-    code = ident(raw["code"], f"{path}.code", limit=64)
+    code = text(raw["code"], f"{path}.code")
     kind = choice(raw.get("kind", "campaign"), f"{path}.kind", COUPON_KINDS)
     member_id = text(raw["member_id"], f"{path}.member_id") if "member_id" in raw else None
     if kind == "personal" and member_id is None:
@@ -480,7 +479,7 @@ def _coupon(raw: Any, path: str) -> Coupon:
         code=code, kind=kind,  # type: ignore[arg-type]
         title=_localised(titles, "en", code) if titles else text(title, f"{path}.title"), member_id=member_id,
         value_minor=integer(raw["value_minor"], f"{path}.value_minor", minimum=1) if "value_minor" in raw else None,
-        money=money_code(raw["money"], f"{path}.money") if "money" in raw else None,
+        money=text(raw["money"], f"{path}.money") if "money" in raw else None,
         percent=percent, sku=text(raw["sku"], f"{path}.sku") if "sku" in raw else None,
         valid_from=valid_from, valid_to=valid_to, names=titles,
         applies_to=_applies_to(raw.get("applies_to"), f"{path}.applies_to"),
@@ -512,23 +511,6 @@ def _stacking(value: Any) -> Stacking:
     )
 
 
-def _only_money_earned_on(rules: tuple[Rule, ...], rewards: tuple[Reward, ...], coupons: tuple[Coupon, ...],
-                          currencies: tuple[Currency, ...]) -> None:
-    """Every money a voucher or coupon is worth is one the base rates earn on: a sale in any other is
-    refused (unsupported_currency), so a voucher in it takes nothing off any basket, and a member would
-    spend points on it for nothing. (A minimum or threshold in another money is left alone: one
-    document may serve stores in several countries.)"""
-    earned = {m for rule in rules if isinstance(rule, BaseRate) for m in rule.rates}
-    named = [(f"currencies[{i}].money_value.money", c.money_value.money)
-             for i, c in enumerate(currencies) if c.money_value is not None]
-    named += [(f"rewards[{i}].money", r.money) for i, r in enumerate(rewards) if r.money is not None]
-    named += [(f"coupons[{i}].money", c.money) for i, c in enumerate(coupons) if c.money is not None]
-    for path, money in named:
-        if money not in earned:
-            raise ProgramError(f"{path}: {money} is no money the program earns on (its base_rate rates: "
-                               f"{', '.join(sorted(earned)) or 'none'}): a sale in it is refused")
-
-
 def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(doc, dict):
         raise ProgramError("program: must be a JSON object")
@@ -546,24 +528,56 @@ def parse_program(doc: dict[str, Any]) -> Program:
     if not isinstance(tier_currency, str) or tier_currency not in kinds:
         raise ProgramError(f"tier_currency: {tier_currency!r} is not in currencies ({', '.join(kinds)})")
     tiers = _parse_tiers(doc.get("tiers", []))
-    rules = parse_rules(doc.get("rules", []), kinds)
-    rewards = _parse_rewards(doc.get("rewards", []), kinds, tiers)
-    coupons = _parse_coupons(doc.get("coupons", []))
-    _only_money_earned_on(rules, rewards, coupons, currencies)
     return Program(
         version=version,
         currencies=currencies,
         tiers=tiers,
         tier_currency=tier_currency,
         rounding=rounding,  # type: ignore[arg-type]
-        rewards=rewards,
-        rules=rules,
+        rewards=_parse_rewards(doc.get("rewards", []), kinds, tiers),
+        rules=parse_rules(doc.get("rules", []), kinds),
         transaction_caps=_caps(doc["transaction_caps"], kinds) if "transaction_caps" in doc else {},
         earn_currency=earn_currency,
         raw=doc,
-        coupons=coupons,
+        coupons=_parse_coupons(doc.get("coupons", [])),
         stacking=_stacking(doc.get("stacking")),
         discount_rounding=choice(doc.get("discount_rounding", "half_up"), "discount_rounding",  # type: ignore[arg-type]
                                  ROUNDINGS),
         member_tokens=parse_member_tokens(doc["member_tokens"]) if "member_tokens" in doc else TokenSettings(),
     )
+
+
+def vet_program(program: Program) -> None:
+    """What a program central sends must pass beyond parse_program, which also reads the programs a lane
+    kept from before these checks (cache.db's, ledger.db's for returns: read as they were, never refused
+    on an upgrade). ProgramError naming the path:
+    - every money is written as a sale names it, ISO 4217's three capitals: a rate or a minimum keyed
+      "jpy" never applied, a voucher in "yen" took nothing off any basket;
+    - every money a voucher or coupon is worth is one the base rates earn on: a sale in any other is
+      refused (unsupported_currency), so a member would spend points on it for nothing (a minimum or
+      threshold in another money is left alone: one document may serve several countries);
+    - a min_basket's currencies list names one at least (empty, it held back nothing);
+    - a coupon's code is 1-64 characters with no control character: every use's event carries it, and
+      central refuses a longer voucher_code or a control character (each use would be quarantined)."""
+    earned = {m for rule in program.rules if isinstance(rule, BaseRate) for m in rule.rates}
+    named: list[tuple[str, str]] = []
+    for i, rule in enumerate(program.rules):
+        if isinstance(rule, BaseRate):
+            named += [(f"rules[{i}].rates.{m}", m) for m in rule.rates]
+        if isinstance(rule, (MinBasket, ThresholdBonus)):
+            named += [(f"rules[{i}].min_spend_minor.{m}", m) for m in rule.min_spend_minor]
+        if isinstance(rule, MinBasket) and rule.currencies is not None and not rule.currencies:
+            raise ProgramError(f"rules[{i}].currencies: an empty list names no currency; leave currencies out "
+                               "(every currency)")
+    voucher_money = [(f"currencies[{i}].money_value.money", c.money_value.money)
+                     for i, c in enumerate(program.currencies) if c.money_value is not None]
+    voucher_money += [(f"rewards[{i}].money", r.money) for i, r in enumerate(program.rewards) if r.money is not None]
+    voucher_money += [(f"coupons[{i}].money", c.money) for i, c in enumerate(program.coupons) if c.money is not None]
+    for path, money in named + voucher_money:
+        money_code(money, path)
+    for path, money in voucher_money:
+        if money not in earned:
+            raise ProgramError(f"{path}: {money} is no money the program earns on (its base_rate rates: "
+                               f"{', '.join(sorted(earned)) or 'none'}): a sale in it is refused")
+    for i, coupon in enumerate(program.coupons):
+        ident(coupon.code, f"coupons[{i}].code", limit=64)

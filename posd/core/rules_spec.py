@@ -23,7 +23,6 @@ from posd.core.rules_json import (
     integer,
     listed,
     mapping,
-    money_code,
     obj,
     strings,
     text,
@@ -224,7 +223,7 @@ def _window(value: Any, path: str) -> Window:
 
 def _spend(value: Any, path: str) -> dict[str, int]:
     raw = mapping(value, path, '{"PLN": 20000}')
-    return {money_code(money, f"{path}.{money}"): integer(v, f"{path}.{money}") for money, v in raw.items()}
+    return {money: integer(v, f"{path}.{money}") for money, v in raw.items()}
 
 
 def _cap(raw: dict[str, Any], path: str) -> int | None:
@@ -241,7 +240,6 @@ def _base_rate(raw: dict[str, Any], path: str) -> BaseRate:
     parsed = {}
     for money, rate in rates.items():
         where = f"{path}.rates.{money}"
-        money_code(money, where)
         obj(rate, where, required=("spend_minor", "points"))
         parsed[money] = Rate(integer(rate["spend_minor"], f"{where}.spend_minor", minimum=1),
                              integer(rate["points"], f"{where}.points"))
@@ -256,9 +254,6 @@ def _exclude(raw: dict[str, Any], path: str) -> Exclude:
 def _min_basket(raw: dict[str, Any], path: str) -> MinBasket:
     obj(raw, path, required=("id", "type", "min_spend_minor"), optional=("currencies",))
     currencies = strings(raw["currencies"], f"{path}.currencies") if "currencies" in raw else None
-    if currencies is not None and not currencies:  # left as it was, the minimum would hold back nothing
-        raise ProgramError(f"{path}.currencies: an empty list names no currency; leave currencies out "
-                           "(every currency)")
     return MinBasket(raw["id"], _spend(raw["min_spend_minor"], f"{path}.min_spend_minor"), currencies)
 
 

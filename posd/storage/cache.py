@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from posd.core.program import ProgramError, parse_program
+from posd.core.program import ProgramError, parse_program, vet_program
 from posd.storage.db import (FileWatch, StorageError, ThreadReaders, checked_file, compact_json, connect, iso,
                              parse_iso, rollback, unavailable, utcnow_iso, write_back, write_refused)
 from posd.storage.schema import cache_migrations
@@ -394,7 +394,7 @@ class Cache:
             self._builder = MemberRows(lane_id, self._seal_key)
 
     def store_program(self, program: dict[str, Any], etag: str) -> None:
-        parse_program(program)  # a program we cannot evaluate never replaces the one in force
+        vet_program(parse_program(program))  # a program we cannot evaluate never replaces the one in force
         version = str(program.get("version", ""))
         kept = self._kept_program(version) if self._kept_program is not None else None
         if kept is not None and _rules_of(kept) != _rules_of(program):

@@ -195,10 +195,13 @@ class LaneHealth:
         issues = assess_devices(devices, printer_name)
         if cache["program_version"] is None:
             issues.append(issue("program_missing", ERROR))
-        elif (program := d.lane.context.program()) is not None and cfg.lane.currency not in earned_on(program):
-            # every sale in the till's money is refused unsupported_currency
-            issues.append(issue("currency_not_earned", ERROR, currency=cfg.lane.currency, version=program.version,
-                                earned=", ".join(earned_on(program)) or "-"))
+        elif (program := d.lane.context.program()) is not None and \
+                cfg.lane.currency not in (earned := earned_on(program)):
+            # every sale in the till's money is refused unsupported_currency; a config that leaves [lane]
+            # currency at its default may only not have said which money the till takes (sales name theirs)
+            said = "currency" in cfg.lane.model_fields_set
+            issues.append(issue("currency_not_earned", ERROR if said else WARNING, currency=cfg.lane.currency,
+                                version=program.version, earned=", ".join(earned) or "-"))
         if d.ledger.write_failure or unread:
             issues.append(issue("ledger_unwritable", ERROR, detail=d.ledger.write_failure or unread))
         if printer_name and not d.print_worker.alive:

@@ -98,6 +98,18 @@ def test_a_lane_currency_the_program_does_not_earn_on_is_named(tmp_path, central
     found = [i for i in health["issues"] if i["code"] == "currency_not_earned"]
     assert health["status"] == "error" and found[0]["values"]["currency"] == "CZK", health
     assert "PLN" in found[0]["values"]["earned"] and any("CZK" in p for p in health["problems"]), health
+    # a config that never said the till's money (PLN by default) is amber: sales name their own currency
+    lane.config.write_text(lane.config.read_text().replace('currency = "CZK"\n', ""))
+    program, _ = central.store.program()
+    # the same program in EUR alone: every PLN key and value becomes EUR (a map's EUR entry then wins)
+    euro = json.loads(json.dumps({**program, "version": "eur-only"}).replace('"PLN"', '"EUR"'))
+    central.store.set_program(euro)
+    lane.stop()
+    lane.start()
+    lane.wait_for(lambda: lane.health()["cache"]["program_version"] == "eur-only", what="the EUR program")
+    health = lane.health()
+    (found,) = [i for i in health["issues"] if i["code"] == "currency_not_earned"]
+    assert (health["status"], found["severity"], found["values"]["currency"]) == ("degraded", "warning", "PLN")
 
 
 def test_another_lanes_daemon_on_the_port_is_not_this_lanes(tmp_path, central, start_lane):

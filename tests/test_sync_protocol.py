@@ -304,6 +304,13 @@ def test_a_zero_offset_rfc3339_timestamp_is_valid(stamp):
     assert p.validate_event(make_event(1, occurred_at=stamp)) is None
 
 
+def test_a_timestamp_kept_in_another_form_is_still_read_back():
+    """Only what a lane sends is held to RFC 3339: central reads back what it kept before (a lot's
+    available_at, a voucher's expiry) as it was kept, or pending points would read as spendable."""
+    assert p.parse_utc("2026-11-24 10:15:00+00:00") is not None
+    assert p.parse_utc("2026-11-24 10:15:00+00:00", strict=True) is None
+
+
 # --- answers --------------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ def lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]
             return None
         available_at, expires_at = entry.get("available_at"), entry.get("expires_at")
         for value in (available_at, expires_at):
-            if value is not None and parse_utc(value) is None:
+            if value is not None and parse_utc(value, strict=True) is None:
                 return None
         dates[currency] = (available_at, expires_at)
     return dates

@@ -152,7 +152,7 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     lines = event.get("lines")
     if lines is not None and not (isinstance(lines, list) and all(_line(line) for line in lines)):
         return "malformed_event"
-    if parse_utc(event.get("occurred_at")) is None:
+    if parse_utc(event.get("occurred_at"), strict=True) is None:
         return "bad_timestamp"
     points = event.get("points")
     if not isinstance(points, dict):
@@ -273,9 +273,11 @@ def _enrolment_fields(event: dict[str, Any]) -> bool:
 _UTC_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]00:00)", re.ASCII)
 
 
-def parse_utc(value: Any) -> datetime | None:
-    """An ISO-8601 timestamp with a zero UTC offset ('Z' or +00:00), else None."""
-    if not isinstance(value, str) or len(value) > 40 or not _UTC_TIMESTAMP.fullmatch(value):
+def parse_utc(value: Any, *, strict: bool = False) -> datetime | None:
+    """An ISO-8601 timestamp with a zero UTC offset ('Z' or +00:00), else None. ``strict``: only in
+    RFC 3339's form (_UTC_TIMESTAMP), as what a lane sends is checked; values read back from a
+    database or an answer are read as they were kept."""
+    if not isinstance(value, str) or len(value) > 40 or (strict and not _UTC_TIMESTAMP.fullmatch(value)):
         return None
     try:
         parsed = datetime.fromisoformat(value)

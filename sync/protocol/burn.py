@@ -129,8 +129,8 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
     member = doc.get("member_id")
     if member is not None and not is_id(member):
         raise _malformed(f"member_id must be a string of 1-{MAX_ID_LEN} characters or null")
-    if parse_utc(doc.get("occurred_at")) is None:
-        raise _malformed("occurred_at must be ISO-8601 UTC")
+    if parse_utc(doc.get("occurred_at"), strict=True) is None:
+        raise _malformed("occurred_at must be ISO-8601 UTC (RFC 3339, Z or +00:00)")
     if doc.get("reward_id") is not None and not is_id(doc["reward_id"]):
         raise _malformed(f"reward_id must be a string of 1-{MAX_ID_LEN} characters or null")
     if doc.get("voucher_code") is not None and not is_id(doc["voucher_code"], MAX_CODE_LEN):

@@ -415,6 +415,19 @@ def test_a_voucher_pending_under_one_lanes_approval_is_not_taken_by_another_lane
     assert two.voucher("VCLASH000001", None)["voucher"]["member_id"] == "M0001"
 
 
+def test_a_voucher_pending_under_the_lanes_earlier_id_is_its_own(central, lanes, clock):
+    """Asked under L01 before the lane found central holding another history for it (it syncs as L01.2
+    from then on): the event under L01.2 registers the voucher its own approval left pending."""
+    one, _ = lanes
+    assert one.authorise(redemption("redemption:RI1", 10, voucher=voucher("VINCARN00001")))["status"] == "approved"
+    with make_client(central, lane_id="L01.2", clock=clock) as successor:
+        issued = make_event(1, lane_id="L01.2", type="redemption", points={"points": -10}, reward_id="free-coffee",
+                            voucher=voucher("VINCARN00001"), authorisation_id="redemption:RI1")
+        assert successor.push_batch("i1", [issued])[0].status == "accepted"
+        clock.advance(3600)  # the reservation asked under L01 expires: the voucher issued stays
+        assert successor.voucher("VINCARN00001", None)["voucher"]["issued_by"] == "S001/L01.2"
+
+
 def test_a_voucher_from_a_redemption_is_known_everywhere_and_used_once(central, lanes):
     one, two = lanes
     issue(one, 1, "VANYLANE0001")

@@ -357,10 +357,14 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
                                     and event.get("voucher_code") in (None, voucher["code"])):
         return "malformed_event"  # a voucher_code other than its voucher's would name a voucher never issued
     found = _reservation_for(conn, store_id, lane_id, event)
-    ours = pending_by(found["reservation_id"]) if found is not None else None
+    ours = _pending_of_earlier_ids(store_id, lane_id, event)
+    if found is not None:
+        ours.add(pending_by(found["reservation_id"]))
+    pending = None  # the voucher this redemption's own approval registered as pending
     if voucher is not None:
         held = conn.execute("SELECT registered_by FROM vouchers WHERE code = ?", (voucher["code"],)).fetchone()
-        if held is not None and held["registered_by"] != ours:
+        pending = held["registered_by"] if held is not None else None
+        if held is not None and held["registered_by"] not in ours:
             # another voucher has that code, issued or pending under another lane's approval (the first
             # approved keeps it): registering this one would leave a member paying for a voucher no lane
             # honours (its uses are the other's); the lane quarantines it for the member desk
@@ -391,8 +395,17 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
                      "expires_ts = excluded.expires_ts, registered_by = excluded.registered_by "
                      "WHERE vouchers.registered_by = ?",
                      (voucher["code"], member_id, _voucher_body(voucher, member_id, store_id, lane_id),
-                      _ts(voucher.get("expires_at")), f"{store_id}/{lane_id}/{seq}", ours))
+                      _ts(voucher.get("expires_at")), f"{store_id}/{lane_id}/{seq}", pending))
     return None
+
+
+def _pending_of_earlier_ids(store_id: str, lane_id: str, event: dict[str, Any]) -> set[str]:
+    """``registered_by`` of a voucher pending under the event's own authorisation asked under an id the
+    lane held before (L01, then L01.2 once it found central holding another history): its own."""
+    auth_id = event.get("authorisation_id")
+    if not isinstance(auth_id, str) or not auth_id:
+        return set()
+    return {pending_by(reservation_id(store_id, lane, auth_id)) for lane in earlier_lane_ids(lane_id)}
 
 
 def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],

@@ -331,7 +331,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     """Copy ledger.db while posd runs (SQLite's online backup API), checked, then renamed into place."""
     from datetime import datetime
 
-    from posd.config import live_storage_files
+    from posd.config import live_storage_files, protected_files
     from posd.storage.db import StorageError
     from posd.storage.inspect import backup_ledger, remove_partial
 
@@ -355,6 +355,11 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
             what = "ledger.db itself" if name == "ledger.db" else f"{name}, a file of the lane's live storage"
             print(f"posd ledger backup: the copy cannot replace {what} ({config.storage_dir}): name a file "
                   "outside it", file=sys.stderr)
+            return 2
+        kept = protected_files(config).get(dest.resolve())  # the config itself, the store secret, ...
+        if kept is not None:
+            print(f"posd ledger backup: the copy cannot replace {kept} ({dest}): name another file",
+                  file=sys.stderr)
             return 2
         if config.storage_dir.resolve() in dest.resolve().parents:
             # lost with the disk or the folder it is a copy of; and the folder is posd's, for its own files

@@ -637,7 +637,8 @@ def _client_cert_problem(cert: str | None, key: str | None, base: Path,
         return None
     cert_path, key_path = resolve(base, cert), resolve(base, key) if key else None
     try:
-        ssl.create_default_context().load_cert_chain(cert_path, key_path)
+        # never OpenSSL's prompt for an encrypted key's passphrase: none is given, and TLS to central has none
+        ssl.create_default_context().load_cert_chain(cert_path, key_path, password=lambda: b"")
     except ssl.SSLError as exc:
         reason = exc.reason.lower().replace("_", " ") if exc.reason else "no PEM key that fits it"
         if key_path is None:

@@ -987,6 +987,14 @@ def test_a_client_certificate_and_key_that_do_not_load_together_are_named(tmp_pa
         assert proc.returncode == 2 and key_named in proc.stderr and said in proc.stderr, (tls, proc.stderr)
         assert "(line 1" in proc.stderr, proc.stderr
     assert check(f'client_cert = "{cert}"\nclient_key = "{key}"').returncode == 0
+    from cryptography.hazmat.primitives import serialization
+
+    locked = tmp_path / "locked.key"  # a passphrase nothing gives (TLS to central takes none): named
+    locked.write_bytes(serialization.load_pem_private_key(key.read_bytes(), None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    proc = check(f'client_cert = "{cert}"\nclient_key = "{locked}"')
+    assert proc.returncode == 2 and "central.client_key" in proc.stderr and str(locked) in proc.stderr, proc.stderr
     both = tmp_path / "both.pem"
     both.write_bytes(cert.read_bytes() + key.read_bytes())
     assert check(f'client_cert = "{both}"').returncode == 0

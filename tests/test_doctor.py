@@ -222,8 +222,8 @@ def test_a_pty_path_something_else_holds_fails_where_it_said_ok(tmp_path, holder
 
 
 def test_a_pty_link_in_a_folder_posd_may_not_write_fails(tmp_path):
-    """Doctor (and config check) said ok for a pty:// scanner whose link's folder posd's user may not
-    write: at every start the scanner was "permission denied"."""
+    """Doctor said ok for a pty:// scanner whose link's folder posd's user may not write: at every
+    start the scanner was "permission denied"."""
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o755)  # root's
     tmp_path.chmod(0o755)

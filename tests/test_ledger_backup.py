@@ -151,6 +151,12 @@ def test_a_backup_is_owner_only_never_replaces_a_file_unasked_and_names_the_fold
     assert (tmp_path / "kept.db").stat().st_mode & 0o777 == 0o600
     with sqlite3.connect(f"file:{tmp_path / 'kept.db'}?mode=ro", uri=True) as db:
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+    # not even --force replaces the config itself (nor the store secret it names): the lane would not start
+    config_text = cfg.read_text()
+    run = subprocess.run([sys.executable, "-m", "posd", "ledger", "backup", str(cfg), "--force",
+                          "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "cannot replace this config file" in run.stderr, run.stderr
+    assert cfg.read_text() == config_text
 
     for dest in (tmp_path / "nonexistent" / "dir" / "x.db", f"{tmp_path}/nonexistent/"):  # a folder, by its slash
         run = backup(cfg, dest)

@@ -183,7 +183,9 @@ class SyncPuller(Worker):
     def _pull_program(self) -> str | None:
         """The version of a new program, stored; None when central's is the one we have."""
         program, etag = self._client.program(self._cache.program_etag())
-        if program is None:
+        if program is None:  # central's is the one in force: a refusal of another one no longer holds
+            with self._lock:
+                self._program_refused = None
             return None
         try:
             self._cache.store_program(program, etag or "")

@@ -689,6 +689,16 @@ def test_a_program_republished_under_a_version_sales_earned_under_is_refused(tmp
     assert "needs a new version" in found[0]["detail"] and program["version"] in found[0]["detail"], found
     again = lane.post("/v1/transactions", sale_body("T-again"))
     assert (again.status_code, again.json()["accrual"]["points"]) == (200, earned), again.text
+    # cache.db rebuilt meanwhile (no program in it): the lane sold nothing (503 program_unavailable) until
+    # central named a new version; the rules its sales earned under by that version are its own
+    lane.stop()
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        (lane.state / name).unlink(missing_ok=True)
+    lane.start()
+    lane.wait_for(lambda: lane.health()["cache"]["program_version"] == program["version"] and refused(),
+                  what="the version's kept rules in force, the refusal named")
+    rebuilt = lane.post("/v1/transactions", sale_body("T-rebuilt"))
+    assert (rebuilt.status_code, rebuilt.json()["accrual"]["points"]) == (200, earned), rebuilt.text
     central.store.set_program(program)  # central back to the program in force: its 304 clears the refusal
     lane.wait_for(lambda: not refused(), what="the refusal cleared")
     central.store.set_program({**program, "rules": doubled})

@@ -592,7 +592,7 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
                 read_secret_file(path)
             except ConfigError as exc:
                 problem(key, exc.problems[0].message)
-    if (cert_said := _client_cert_problem(value("central", "client_cert"), value("central", "client_key"), base,
+    if (cert_said := client_cert_problem(value("central", "client_cert"), value("central", "client_key"), base,
                                           {p.key for p in problems})) is not None:
         problem(*cert_said)
     scanners = data.get("scanner")
@@ -627,7 +627,7 @@ def referenced_file_problems(data: dict[str, Any], base: Path, text: str = "",
     return problems
 
 
-def _client_cert_problem(cert: str | None, key: str | None, base: Path,
+def client_cert_problem(cert: str | None, key: str | None, base: Path,
                          named: set[str]) -> tuple[str, str] | None:
     """(key, message) when the client certificate and its key (in the certificate's file, or client_key)
     do not load as TLS loads them: a key that is a certificate, or another certificate's key, passed,

@@ -154,6 +154,23 @@ def test_a_missing_secret_file_is_named(tmp_path):
     assert "is not a file" in finding["message"] and "central.store_secret_file" in finding["message"], finding
 
 
+def test_a_client_key_that_is_not_the_certificates_fails(tmp_path):
+    """Each file readable, so doctor said ok, while config check and posd run refused the pair: every
+    contact with central would fail with an SSLError."""
+    from tests.test_config import _certificate
+
+    cert, _ = _certificate(tmp_path, "lane")
+    _, other = _certificate(tmp_path, "other")
+    other.chmod(0o600)
+    cfg = offline_config(tmp_path, central_url="https://127.0.0.1:9")
+    cfg.write_text(cfg.read_text().replace('store_secret = "x"',
+                                           f'store_secret = "x"\nclient_cert = "{cert}"\nclient_key = "{other}"'))
+    code, report = doctor(cfg, "--no-central", "--lang", "en")
+    finding = one(report, "files.central.client_key")
+    assert (code, finding["result"], finding["code"]) == (1, "fail", "invalid"), finding
+    assert "key values mismatch" in finding["message"] and str(other) in finding["message"], finding
+
+
 def test_a_secret_others_can_read_is_a_warning_and_a_bad_one_a_failure(tmp_path):
     cfg = offline_config(tmp_path)
     cfg.write_text(cfg.read_text().replace('store_secret = "x"', 'store_secret_file = "store.secret"'))

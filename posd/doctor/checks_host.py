@@ -84,7 +84,7 @@ def _locale_of(text: str) -> str | None:
 
 
 def files(ctx: Context) -> list[Finding]:
-    from posd.config import ConfigError, read_token, referenced_files, resolve
+    from posd.config import ConfigError, client_cert_problem, read_token, referenced_files, resolve
 
     cfg = ctx.config
     out = []
@@ -123,6 +123,16 @@ def files(ctx: Context) -> list[Finding]:
             out.append(Finding("files", f"files.{key}", "warn", "mode", params))
             continue
         out.append(Finding("files", f"files.{key}", "ok", "ok", params))
+    central = cfg.central
+    failed = {f.check.removeprefix("files.") for f in out if f.result != "ok"}
+    said = client_cert_problem(central.client_cert, central.client_key, cfg.base_dir, failed)
+    if said is not None:  # each file readable, the pair not one TLS loads: every contact with central fails
+        key, message = said
+        out = [f for f in out if f.check != f"files.{key}"]
+        path = resolve(cfg.base_dir, getattr(central, key.split(".", 1)[1]) or "")
+        out.append(Finding("files", f"files.{key}", "fail", "invalid",
+                           {"what": ctx.tr(f"doctor.what.{key.split('.', 1)[1]}"), "path": str(path),
+                            "user": ctx.user, "config_key": key, **describe(path), "message": message}))
     return out
 
 

@@ -792,8 +792,10 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
         # the file the path names (a pty's link itself, in its folder as resolved)
         named = Path(os.path.realpath(os.path.dirname(os.path.abspath(path)))) / os.path.basename(path) \
             if parsed.scheme == "pty" else Path(node)
-        if named in live:
-            problems.append(ConfigProblem(f"{path} is {live[named]}: name the device's own path", key, line))
+        # a pty's link posd makes itself (replacing only a link): by name; any other device also as a file
+        kept = live.get(named) if parsed.scheme == "pty" else protected_file(named, live)
+        if kept is not None:
+            problems.append(ConfigProblem(f"{path} is {kept}: name the device's own path", key, line))
             continue
         if node in first:
             other, other_line = first[node]
@@ -838,12 +840,30 @@ def protected_files(config: Config, *, token: bool = True) -> dict[Path, str]:
     return named
 
 
+def protected_file(path: Path, protected: dict[Path, str]) -> str | None:
+    """What ``path`` is among ``protected`` (protected_files): by its name, or, when it is there, as the
+    same file under another name (a hard link: another path, the same bytes written over)."""
+    if path in protected:
+        return protected[path]
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    for kept, what in protected.items():
+        try:
+            if os.path.samestat(found, os.stat(kept)):
+                return what
+        except OSError:
+            continue
+    return None
+
+
 def token_file_problems(config: Config, text: str) -> list[ConfigProblem]:
     """The API token named at a file posd keeps or reads for something else: the store secret would be
     handed to the POS as its token, the lock file's pid would be one, ledger.db would be refused as a
     token only once posd had written its databases."""
     token = resolve(config.storage_dir, config.api.token_file).resolve()
-    what = protected_files(config, token=False).get(token)
+    what = protected_file(token, protected_files(config, token=False))
     if what is None:
         return []
     return [ConfigProblem(f"{token} is {what}: the API token needs a file of its own", "api.token_file",

@@ -940,6 +940,12 @@ def test_a_printer_or_the_api_token_on_a_file_posd_keeps_or_reads_is_refused(tmp
     run = subprocess.run([sys.executable, "-m", "posd", "run", "--config", str(cfg)], capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 2 and "api.token_file" in run.stderr, run.stderr
+    linked = tmp_path / "printer.out"  # the store secret by another name: the same file written over
+    os.link(secret, linked)
+    cfg.write_text(_with_printer(f"file://{linked}").replace('store_secret = "x"', f'store_secret_file = "{secret}"'))
+    proc = config_check(cfg)
+    assert proc.returncode == 2 and "is the store secret (central.store_secret_file)" in proc.stderr, proc.stderr
+    linked.unlink()
     assert not (tmp_path / "state").exists()  # refused before anything was written
     cfg.write_text(base + '\n[storage]\ndir = "state"\n\n[api]\ntoken_file = "pos.token"\n')
     assert config_check(cfg).returncode == 0

@@ -513,6 +513,30 @@ def _seed_with_coupon() -> dict[str, Any]:
     return seed
 
 
+def _seed_with_personal_coupon() -> dict[str, Any]:
+    seed = default_seed()
+    seed["program"]["coupons"] = [{"code": "M1-CAKE", "kind": "personal", "member_id": "M0001",
+                                   "title": {"en": "Cake"}, "percent": 50}]
+    return seed
+
+
+@pytest.mark.parametrize("central_seed", [_seed_with_personal_coupon()])
+def test_a_personal_coupon_is_used_by_its_member_alone_at_central(central, lanes):
+    """Central approved another member's (or no member's) use of a program's personal coupon and took
+    the event: the coupon's own member was then refused voucher_used."""
+    one, two = lanes
+    for member in ("M0002", None):
+        asked = two.authorise(use(f"voucher_use:M1-CAKE:{member}", "m1-cake", member))
+        assert (asked["status"], asked["code"]) == ("declined", "voucher_other_member"), asked
+    other = make_event(1, lane_id="L02", member_id="M0002", type="voucher_use", points={}, voucher_code="M1-CAKE",
+                       voucher_once_per="code")
+    assert two.push_batch("o", [other])[0].code == "voucher_other_member"
+    assert one.authorise(use("voucher_use:M1-CAKE:T1", "M1-CAKE"))["status"] == "approved"
+    mine = make_event(1, type="voucher_use", points={}, voucher_code="M1-CAKE", voucher_once_per="code",
+                      authorisation_id="voucher_use:M1-CAKE:T1")
+    assert one.push_batch("m", [mine])[0].status == "accepted"
+
+
 @pytest.mark.parametrize("central_seed", [_seed_with_coupon()])
 def test_a_redemption_never_issues_a_voucher_under_a_coupons_code_or_one_no_lookup_finds(central, lanes):
     """A redemption (a buggy or foreign lane's) whose voucher carried a program coupon's code registered

@@ -845,7 +845,7 @@ class _BatchWork:
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
-                                               self.now, self.coupons)
+                                               self.now, self.coupons, self.program)
         elif event["type"] == "redemption":
             refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id,
                                               self.coupons)

@@ -16,6 +16,7 @@ import re
 import ssl
 import tempfile
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -349,6 +350,9 @@ class DeviceConfig(_Section):
         # an empty name ran under the default one, which another device may have by name
         if v is not None and not v.strip():
             raise ValueError("must not be empty: leave name out for the default name")
+        if v is not None and any(unicodedata.category(ch) == "Cc" for ch in v):
+            # in health, events, log lines and /metrics labels: a NUL or a line end there breaks each
+            raise ValueError("must not hold a control character (a line end, NUL, tab)")
         return v
 
 
@@ -661,7 +665,11 @@ def _storage_problem(storage: Path) -> str | None:
         return f"{storage} is not writable by this user (uid {os.getuid()})"
     if storage.exists() and (why := refuses_files(storage)):
         return f"{storage} refuses new files ({why})"
-    for name in ("ledger.db", "cache.db"):  # posd run opens both to write: refused there as a config error
+    from posd.storage.db import LOCK_FILE
+
+    # posd run opens each to write (a folder in a database's place is its storage error, exit 3)
+    for name in ("ledger.db", "cache.db", *(f"{db}{side}" for db in ("ledger.db", "cache.db")
+                                            for side in ("-wal", "-shm")), LOCK_FILE):
         kept = storage / name
         if storage.exists() and kept.is_file() and not os.access(kept, os.R_OK | os.W_OK):
             return f"{kept} is not writable by this user (uid {os.getuid()}): posd must run as its owner"

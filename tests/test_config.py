@@ -614,6 +614,9 @@ def test_an_empty_device_name_is_refused():
     problem = refused.value.problems[0]
     assert problem.key == "scanner[0].name" and problem.line == text.splitlines().index('name = " "') + 1
     assert "must not be empty" in problem.message
+    with pytest.raises(ConfigError) as refused:  # a NUL reached /metrics' labels, a line end the log
+        parse(GOOD.replace('[[scanner]]\n', '[[scanner]]\nname = "front\\u0000"\n'))
+    assert "control character" in refused.value.problems[0].message
 
 
 def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):
@@ -720,6 +723,12 @@ def test_a_storage_folder_this_user_cannot_write_is_named_by_config_check():
                                str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
         assert proc.returncode == 2 and "config error at 'storage.dir' (line 19)" in proc.stderr, proc.stderr
         assert f"{mine / 'ledger.db'} is not writable by this user" in proc.stderr, proc.stderr
+        shutil.chown(mine / "ledger.db", "nobody")
+        (mine / "posd.lock").write_bytes(b"")  # root's, as a posd run by hand as root leaves it
+        proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "posd", "config", "check",
+                               str(cfg)], capture_output=True, text=True, timeout=60, cwd="/")
+        assert proc.returncode == 2 and f"{mine / 'posd.lock'} is not writable by this user" in proc.stderr, \
+            proc.stderr
     finally:
         shutil.rmtree(top)
 

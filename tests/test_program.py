@@ -293,6 +293,7 @@ ERRORS = [
     # no till can type it, and each use's event (voucher_code) would be refused by central
     (("coupons", 0, "code"), "AB\nC", "coupons[0].code: must be 1-64 characters, none of them a control"),
     (("coupons", 0, "code"), "C" * 65, "coupons[0].code: must be 1-64 characters"),
+    (("coupons", 0, "code"), " WELCOME10", "coupons[0].code: ' WELCOME10' begins or ends with a space"),
     (("coupons", 0, "kind"), "secret", "coupons[0].kind: "),
     (("coupons", 0, "percent"), 101, "coupons[0].percent: at most 100"),
     (("coupons", 0, "sku"), "X", "coupons[0]: a coupon needs exactly one of value_minor, percent, sku"),

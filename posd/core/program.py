@@ -557,8 +557,9 @@ def vet_program(program: Program) -> None:
       refused (unsupported_currency), so a member would spend points on it for nothing (a minimum or
       threshold in another money is left alone: one document may serve several countries);
     - a min_basket's currencies list names one at least (empty, it held back nothing);
-    - a coupon's code is 1-64 characters with no control character: every use's event carries it, and
-      central refuses a longer voucher_code or a control character (each use would be quarantined)."""
+    - a coupon's code is 1-64 characters with no control character nor a space at either end: every
+      use's event carries it, and central refuses a longer voucher_code or a control character (each
+      use would be quarantined); a code typed is read without the spaces."""
     earned = {m for rule in program.rules if isinstance(rule, BaseRate) for m in rule.rates}
     named: list[tuple[str, str]] = []
     for i, rule in enumerate(program.rules):
@@ -581,3 +582,5 @@ def vet_program(program: Program) -> None:
                                f"{', '.join(sorted(earned)) or 'none'}): a sale in it is refused")
     for i, coupon in enumerate(program.coupons):
         ident(coupon.code, f"coupons[{i}].code", limit=64)
+        if coupon.code != coupon.code.strip():  # a code typed is read without them: validate never found it
+            raise ProgramError(f"coupons[{i}].code: {coupon.code!r} begins or ends with a space")

@@ -331,7 +331,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
     """Copy ledger.db while posd runs (SQLite's online backup API), checked, then renamed into place."""
     from datetime import datetime
 
-    from posd.config import live_storage_files, protected_file, protected_files
+    from posd.config import live_storage_files, protected_files
     from posd.storage.db import StorageError
     from posd.storage.inspect import backup_ledger, remove_partial
 
@@ -356,7 +356,8 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
             print(f"posd ledger backup: the copy cannot replace {what} ({config.storage_dir}): name a file "
                   "outside it", file=sys.stderr)
             return 2
-        kept = protected_file(dest.resolve(), protected_files(config))  # the config itself, the store secret, ...
+        # by name: the copy is renamed into place, so a hard link's other name keeps its bytes
+        kept = protected_files(config).get(dest.resolve())  # the config itself, the store secret, ...
         if kept is not None:
             print(f"posd ledger backup: the copy cannot replace {kept} ({dest}): name another file",
                   file=sys.stderr)

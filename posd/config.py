@@ -350,9 +350,9 @@ class DeviceConfig(_Section):
         # an empty name ran under the default one, which another device may have by name
         if v is not None and not v.strip():
             raise ValueError("must not be empty: leave name out for the default name")
-        if v is not None and any(unicodedata.category(ch) == "Cc" for ch in v):
+        if v is not None and any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in v):
             # in health, events, log lines and /metrics labels: a NUL or a line end there breaks each
-            raise ValueError("must not hold a control character (a line end, NUL, tab)")
+            raise ValueError("must not hold a control or format character (a line end, NUL, tab, bidi mark)")
         return v
 
 

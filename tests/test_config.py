@@ -616,7 +616,7 @@ def test_an_empty_device_name_is_refused():
     assert "must not be empty" in problem.message
     with pytest.raises(ConfigError) as refused:  # a NUL reached /metrics' labels, a line end the log
         parse(GOOD.replace('[[scanner]]\n', '[[scanner]]\nname = "front\\u0000"\n'))
-    assert "control character" in refused.value.problems[0].message
+    assert "control or format character" in refused.value.problems[0].message
 
 
 def test_a_device_name_used_twice_is_refused_naming_both_lines(tmp_path):

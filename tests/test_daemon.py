@@ -689,6 +689,10 @@ def test_a_program_republished_under_a_version_sales_earned_under_is_refused(tmp
     assert "needs a new version" in found[0]["detail"] and program["version"] in found[0]["detail"], found
     again = lane.post("/v1/transactions", sale_body("T-again"))
     assert (again.status_code, again.json()["accrual"]["points"]) == (200, earned), again.text
+    central.store.set_program(program)  # central back to the program in force: its 304 clears the refusal
+    lane.wait_for(lambda: not refused(), what="the refusal cleared")
+    central.store.set_program({**program, "rules": doubled})
+    lane.wait_for(refused, what="the refused program in health again")
     # cache.db rebuilt meanwhile (no program in it): the lane sold nothing (503 program_unavailable) until
     # central named a new version; the rules its sales earned under by that version are its own
     lane.stop()
@@ -699,10 +703,6 @@ def test_a_program_republished_under_a_version_sales_earned_under_is_refused(tmp
                   what="the version's kept rules in force, the refusal named")
     rebuilt = lane.post("/v1/transactions", sale_body("T-rebuilt"))
     assert (rebuilt.status_code, rebuilt.json()["accrual"]["points"]) == (200, earned), rebuilt.text
-    central.store.set_program(program)  # central back to the program in force: its 304 clears the refusal
-    lane.wait_for(lambda: not refused(), what="the refusal cleared")
-    central.store.set_program({**program, "rules": doubled})
-    lane.wait_for(refused, what="the refused program in health again")
     central.store.set_program({**program, "rules": doubled, "version": f"{program['version']}-b"})
     lane.wait_for(lambda: lane.health()["cache"]["program_version"] == f"{program['version']}-b" and not refused(),
                   what="the program under its new version in force")

@@ -161,7 +161,7 @@ def test_a_client_key_that_is_not_the_certificates_fails(tmp_path):
 
     cert, _ = _certificate(tmp_path, "lane")
     _, other = _certificate(tmp_path, "other")
-    other.chmod(0o600)
+    other.chmod(0o644)  # as a copied key often is: its mode warning hid the mismatch
     cfg = offline_config(tmp_path, central_url="https://127.0.0.1:9")
     cfg.write_text(cfg.read_text().replace('store_secret = "x"',
                                            f'store_secret = "x"\nclient_cert = "{cert}"\nclient_key = "{other}"'))

@@ -124,11 +124,11 @@ def files(ctx: Context) -> list[Finding]:
             continue
         out.append(Finding("files", f"files.{key}", "ok", "ok", params))
     central = cfg.central
-    failed = {f.check.removeprefix("files.") for f in out if f.result != "ok"}
+    failed = {f.check.removeprefix("files.") for f in out if f.result == "fail" or f.code == "denied"}
     said = client_cert_problem(central.client_cert, central.client_key, cfg.base_dir, failed)
     if said is not None:  # each file readable, the pair not one TLS loads: every contact with central fails
         key, message = said
-        out = [f for f in out if f.check != f"files.{key}"]
+        out = [f for f in out if f.check != f"files.{key}"]  # the failure says more than a mode warning
         path = resolve(cfg.base_dir, getattr(central, key.split(".", 1)[1]) or "")
         out.append(Finding("files", f"files.{key}", "fail", "invalid",
                            {"what": ctx.tr(f"doctor.what.{key.split('.', 1)[1]}"), "path": str(path),

@@ -400,12 +400,19 @@ class Cache:
         if kept is not None and _rules_of(kept) != _rules_of(program):
             # one version, two rule sets: a return of a sale made under the new one would be worked out
             # under the one kept, and the same basket would earn two amounts under one version
-            if self.program_etag() is None:
+            if not self.program_etag():
                 # cache.db rebuilt meanwhile: no program in force, every sale refused. The rules the lane's
-                # sales earned under by that version are the lane's until central names a new one (with
-                # central's token keys; no etag, so the next pull asks again)
+                # sales earned under by that version are the lane's until central names a new one, with
+                # central's token keys as they are now (no etag: each pull asks again, and a rotation
+                # reaches the lane). Not one this posd cannot read any more.
                 tokens = {"member_tokens": program["member_tokens"]} if "member_tokens" in program else {}
-                self._write_program({**_rules_of(kept), **tokens}, "")
+                fallback = {**_rules_of(kept), **tokens}
+                try:
+                    parse_program(fallback)
+                except ProgramError:
+                    pass
+                else:
+                    self._write_program(fallback, "")
             raise ProgramError(f"version: {version!r} names other rules that sales on this lane earned under; "
                                "a changed program needs a new version")
         self._write_program(program, etag)

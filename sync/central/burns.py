@@ -64,15 +64,22 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(burn, sort_keys=True).encode()).hexdigest()
 
 
-def coupon_holder(program: dict[str, Any] | None, code: str) -> str | None:
-    """The member a program's personal coupon with ``code`` (in any case) is for; None for any other
-    code. Its code is published to every lane: it is its member's alone, as a registered voucher is."""
-    wanted = code.casefold()
-    for coupon in (program or {}).get("coupons", []):
-        if isinstance(coupon, dict) and coupon.get("kind") == "personal" and isinstance(coupon.get("code"), str) \
-                and coupon["code"].casefold() == wanted:
-            return coupon.get("member_id") if isinstance(coupon.get("member_id"), str) else None
-    return None
+def coupon_holders(program: dict[str, Any] | None) -> dict[str, str]:
+    """The program's personal coupons: code (as canonical_code reads one) -> the member it is for. Its
+    code is published to every lane: it is its member's alone, as a registered voucher is."""
+    return {coupon["code"]: coupon["member_id"] for coupon in (program or {}).get("coupons", [])
+            if isinstance(coupon, dict) and coupon.get("kind") == "personal" and isinstance(coupon.get("code"), str)
+            and isinstance(coupon.get("member_id"), str)}
+
+
+def _other_than_holder(conn: Any, holders: dict[str, str], code: str, member_id: str | None) -> bool:
+    """Is ``code`` a personal coupon of another member than ``member_id`` (central's id; the holder as
+    the program names it may be a provisional id central since mapped)?"""
+    holder = holders.get(code)
+    if holder is None:
+        return False
+    row = conn.execute("SELECT member_id FROM member_aliases WHERE alias = ?", (holder,)).fetchone()
+    return member_id != (holder if row is None else row["member_id"])
 
 
 def voucher_key(registered: bool, code: str, member_id: str | None, once_per: Any, coupons: dict[str, str]) -> str:
@@ -288,8 +295,7 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
                             "the member had this reward as often as allowed in the window"), False
     key = None
     if request["kind"] == "voucher_use":
-        holder = coupon_holder(program, request["voucher_code"])
-        if holder is not None and holder != member_id:
+        if _other_than_holder(conn, coupon_holders(program), request["voucher_code"], member_id):
             return declined(auth_id, "voucher_other_member", "a personal coupon is its member's alone"), False
         registered = conn.execute("SELECT member_id, expires_ts FROM vouchers WHERE code = ?",
                                   (request["voucher_code"],)).fetchone()
@@ -424,7 +430,7 @@ def _pending_of_earlier_ids(store_id: str, lane_id: str, event: dict[str, Any]) 
 
 def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
                        member_id: str, now: float, coupons: dict[str, str] | None = None,
-                       program: dict[str, Any] | None = None) -> str | None:
+                       holders: dict[str, str] | None = None) -> str | None:
     """One use per voucher (per member for campaign coupons), across every lane: the use its own
     reservation holds is confirmed; a use another lane made or holds is refused (quarantined there).
 
@@ -441,9 +447,8 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
     registered = owner is not None  # registered to central's id for the member, as ``member_id`` is
     if registered and owner["member_id"] and owner["member_id"] != member_id:
         return "voucher_other_member"  # as an authorisation is declined: a voucher is its member's alone
-    holder = coupon_holder(program, code)
-    if holder is not None and holder != member_id:
-        return "voucher_other_member"  # a personal coupon (``program``'s), the same
+    if _other_than_holder(conn, holders or {}, code, member_id):
+        return "voucher_other_member"  # a personal coupon (``holders``: coupon_holders), the same
     key = voucher_key(registered, code, member_id, once_per, coupons)
     found = _reservation_for(conn, store_id, lane_id, event)
     rid = found["reservation_id"] if found is not None else None

@@ -795,6 +795,7 @@ class _BatchWork:
         self.named: set[str] = set()  # the member ids this batch's events name
         self.program = program
         self.coupons = coupon_kinds(program)
+        self.holders = burns.coupon_holders(program)  # personal coupons: code -> the member it is for
         self.now = now
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
@@ -845,7 +846,7 @@ class _BatchWork:
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
-                                               self.now, self.coupons, self.program)
+                                               self.now, self.coupons, self.holders)
         elif event["type"] == "redemption":
             refused = burns.record_redemption(self.conn, self.store_id, self.lane_id, seq, event, member_id,
                                               self.coupons)

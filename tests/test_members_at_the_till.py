@@ -58,6 +58,7 @@ def wallet_code(step_offset: int = 0) -> str:
     return "M0002:" + totp_code(SECRET, int(time.time()) // 30 + step_offset, 6)
 
 
+@pytest.mark.long  # about 4.5 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_phone_token_at_the_scanner_identifies_the_member_once(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     token = fresh_token(central)
@@ -166,6 +167,7 @@ def test_a_token_replayed_at_another_lane_is_refused_while_central_answers(tmp_p
     assert health["status"] == "ok" and health["sync"]["quarantined"] == 0, health["problems"]
 
 
+@pytest.mark.long  # about 4.4 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_a_replay_accepted_offline_is_flagged_by_central_as_information_not_a_fault(tmp_path, central, start_lane):
     one = start_lane(tmp_path / "one")
     two = start_lane(tmp_path / "two", lane_id="L02")
@@ -297,6 +299,7 @@ def test_posd_scan_types_a_phone_token_and_a_wallet_code(tmp_path, central, star
         stream.close()
 
 
+@pytest.mark.long  # about 4.2 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_wallet_codes_inside_the_window_only_and_the_secret_never_leaves(tmp_path, central, start_lane):
     from tests.support.printer_emulator import PrinterEmulator
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,6 +152,7 @@ def _outcome(fn, program, basket, ctx):
     return ("earned", json.dumps(acc.to_json()), acc.birthday_bonus)
 
 
+@pytest.mark.long  # 400 programs and baskets, 6-8 s: CI runs it with the fault runs (make test-faults)
 @settings(max_examples=400, deadline=None)
 @given(doc=programs, basket=baskets(), ctx=contexts())
 def test_the_compiled_engine_answers_as_the_reference_does_byte_for_byte(doc, basket, ctx):

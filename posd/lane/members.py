@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,12 +212,13 @@ class Members:
         """The phone number ``text`` reads as and the member who has it: the first reading a member has
         (phone_readings: 48501234567 at a German lane is a landline there, or a Polish mobile), else the
         likeliest with None. ``but``: a reading not to ask for (the code itself, already looked up)."""
-        readings = phone_readings(text, self.country)
-        for phone in readings:
+        first = None
+        for phone in _readings(text, self.country):  # the second parsed only when the first finds nobody
+            first = first or phone
             member = self.lookup(phone) if phone != but else None
             if member is not None:
                 return phone, member
-        return (readings[0] if readings else None), None
+        return first, None
 
     def _checked(self, verdict: Accepted | Rejected,
                  member: CachedMember | None = None) -> Identification | _Refused:
@@ -413,8 +415,7 @@ def phone_e164(text: str, country: str | None, *, other_countries: bool = True) 
     number: written with or without its +country (in the lane's ``country``; with ``other_countries``
     False, digits without + or 00 are only the lane country's number, or its calling code and number),
     spaces, brackets, dashes, digits of any script, or as a phone's QR code links it (RFC 3966: tel:+48-600-123-456); None otherwise."""
-    readings = phone_readings(text, country, other_countries=other_countries)
-    return readings[0] if readings else None
+    return next(_readings(text, country, other_countries), None)
 
 
 def phone_readings(text: str, country: str | None, *, other_countries: bool = True) -> list[str]:
@@ -422,17 +423,22 @@ def phone_readings(text: str, country: str | None, *, other_countries: bool = Tr
     may read both as a national number and as a calling code and number (4915112345673 at a German lane:
     a landline +49 4915..., and the mobile +49 1511...): one that begins with the lane's own calling code
     and reads as its country's number is that, first; a lookup asks for each in turn."""
+    return list(dict.fromkeys(_readings(text, country, other_countries)))
+
+
+def _readings(text: str, country: str | None, other_countries: bool = True) -> Iterator[str]:
+    """phone_readings one at a time, each parsed only when asked for: the first is most often the one."""
     written = fold_ascii(text).strip()
     if is_tel_link(written):
         written, _, params = written[4:].partition(";")  # ;phone-context=... names no digit of the number
         if any(p.strip().lower().startswith(("ext=", "isub=")) for p in params.split(";")):
-            return []  # an extension or subaddress: not the number a member is found by
+            return  # an extension or subaddress: not the number a member is found by
         written = written.strip()
     if any(ch.isalpha() for ch in written):  # phonenumbers drops letters around the digits: LC600123456 is a card
-        return []
+        return
     digits = sum(ch.isdigit() for ch in written)
     if not 6 <= digits <= 17:  # E.164 has at most 15 digits, a trunk or international prefix adds two
-        return []
+        return
     own = phonenumbers.country_code_for_region(country) if country else 0
     if written.startswith("+"):
         tries = [written]
@@ -440,21 +446,17 @@ def phone_readings(text: str, country: str | None, *, other_countries: bool = Tr
         tries = ["+" + written, written]
     else:
         tries = [written, "+" + written]
-    found: list[str] = []
     for attempt in tries:
         try:
             number = phonenumbers.parse(attempt, country)
         except phonenumbers.NumberParseException:
             continue
         if number.extension:  # "+48 600 000 001 ext 5": E.164 would drop the extension, and a member with it
-            return []
+            return
         if attempt is not written and not other_countries and own and number.country_code != own:
             continue  # 48600123456 is +48 at a Polish lane; 600123456789 (a digit too many) is no Malaysian +60
         if phonenumbers.is_valid_number(number):
-            e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            if e164 not in found:
-                found.append(e164)
-    return found
+            yield phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _calling_code_first(written: str, country: str | None, own: int) -> bool:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posd import __version__
-from posd.core.rules_eval import earned_on
+from posd.core.rules_eval import compiled
 from posd.storage.db import ReadFailed, database_size
 from posd.sync.lane.ports import OutboxStats
 
@@ -196,7 +196,7 @@ class LaneHealth:
         if cache["program_version"] is None:
             issues.append(issue("program_missing", ERROR))
         elif (program := d.lane.context.program()) is not None and \
-                cfg.lane.currency not in (earned := earned_on(program)):
+                cfg.lane.currency not in (earned := compiled(program).earned):  # made once per program
             # every sale in the till's money is refused unsupported_currency; a config that leaves [lane]
             # currency at its default may only not have said which money the till takes (sales name theirs)
             said = "currency" in cfg.lane.model_fields_set

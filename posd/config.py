@@ -668,8 +668,7 @@ def _storage_problem(storage: Path) -> str | None:
     from posd.storage.db import LOCK_FILE
 
     # posd run opens each to write (a folder in a database's place is its storage error, exit 3)
-    for name in ("ledger.db", "cache.db", *(f"{db}{side}" for db in ("ledger.db", "cache.db")
-                                            for side in ("-wal", "-shm")), LOCK_FILE):
+    for name in (*DATABASE_FILES, LOCK_FILE):
         kept = storage / name
         if storage.exists() and kept.is_file() and not os.access(kept, os.R_OK | os.W_OK):
             return f"{kept} is not writable by this user (uid {os.getuid()}): posd must run as its owner"
@@ -816,6 +815,11 @@ def device_path_problems(config: Config, text: str) -> list[ConfigProblem]:
     return problems
 
 
+# Both databases of the storage folder with the files SQLite keeps beside them (the -wal holds the newest commits).
+DATABASE_FILES = tuple(f"{db}{side}" for db in ("ledger.db", "cache.db")
+                       for side in ("", "-wal", "-shm", "-journal"))
+
+
 def live_storage_files(config: Config, *, token: bool = True) -> dict[Path, str]:
     """The files the daemon keeps in its storage folder, each by its resolved path: both databases with
     SQLite's files beside them (the -wal holds the newest commits), the lock, the print worker's note
@@ -827,8 +831,7 @@ def live_storage_files(config: Config, *, token: bool = True) -> dict[Path, str]
     from posd.storage.outbox import ACK_FILE
 
     folder = config.storage_dir.resolve()
-    names = [f"{db}{side}" for db in ("ledger.db", "cache.db") for side in ("", "-wal", "-shm", "-journal")]
-    live = {folder / name: name for name in [*names, LOCK_FILE, IN_HAND_FILE, BOOT_FILE, ACK_FILE]}
+    live = {folder / name: name for name in [*DATABASE_FILES, LOCK_FILE, IN_HAND_FILE, BOOT_FILE, ACK_FILE]}
     if token:
         path = resolve(config.storage_dir, config.api.token_file).resolve()
         live[path] = path.name

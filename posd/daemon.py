@@ -170,7 +170,8 @@ class Daemon:
                                  members=ProcessMemberPull(pull_client, storage / "cache.db", seal_key=seal_key,
                                                            on_erased=self._erase))
         # burns asked of central in real time, within the budget, from threads of their own
-        self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000)
+        self.authoriser = BurnAuthoriser(self._central_client, cfg.central.authorise_timeout_ms / 1000,
+                                         identity=identity)
         identity.subscribe(lambda lane: (self.cache.use_lane(lane), self.puller.wake()))
         self.ledger.subscribe(OUTBOX, self.relay.wake)
         self.ledger.subscribe(VOUCHER, self.relay.hurry)  # the member may take it to the next lane at once

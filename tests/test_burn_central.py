@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from posd.sync.lane.authoriser import BurnAuthoriser
-from posd.sync.lane.errors import CentralRequestRejected, CentralUnavailable
+from posd.sync.lane.errors import CentralRequestRejected, CentralUnavailable, SyncError
 from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, signed_headers
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
 from tests.conftest import ENGINES
@@ -694,3 +694,31 @@ def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, c
     finally:
         authoriser.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("sync-authorise")]
+
+
+def test_the_authoriser_asks_only_once_the_lane_id_is_settled(central, clock, tmp_path):
+    """A new ledger's lane id is checked by the relay first: until then a burn waits, within the budget,
+    and then fails (the lane goes its offline way) without central being asked; a claim() or an
+    unresolved identity (a person must act) lets the questions go."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    identity = ledger.sync_identity
+    authoriser = BurnAuthoriser(lambda: make_client(central, identity=identity, clock=clock), budget_s=0.2,
+                                identity=identity)
+    try:
+        asked = central.request_count("authorise")
+        with pytest.raises(SyncError, match="not checked"):
+            authoriser.authorise(redemption("redemption:W1", 10)).result(10)
+        assert central.request_count("authorise") == asked
+        identity.claim("L01")
+        assert authoriser.authorise(redemption("redemption:W2", 10)).result(10)["status"] == "approved"
+    finally:
+        authoriser.close()
+        ledger.close()
+    other = Ledger(tmp_path / "other.db", LaneIdentity("S001", "L02"))
+    try:
+        other.sync_identity.unresolved()
+        assert other.sync_identity.wait_settled(0) and other.sync_identity.lane_id == "L02"
+    finally:
+        other.close()

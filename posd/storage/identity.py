@@ -30,6 +30,9 @@ class SyncIdentity:
         self._claimed = claimed
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[str], None]] = []
+        # checked against central in this process (or found beyond repair): until then a question to
+        # central under lane_id may be answered from another ledger's history under the same id
+        self._settled = threading.Event()
 
     @property
     def lane_id(self) -> str:
@@ -45,16 +48,26 @@ class SyncIdentity:
         """Record `lane_id` as this ledger's; subscribers hear of it when it differs from the one in use."""
         with self._lock:
             if lane_id == self._claimed:
+                self._settled.set()
                 return
             changed = lane_id != self.lane_id
             self._ledger.write(lambda tx: tx.set_meta(self.META_KEY, lane_id))
             self._claimed = lane_id
+            self._settled.set()
         if changed:
             for callback in self._subscribers:
                 try:
                     callback(lane_id)
                 except Exception:
                     log.exception("sync identity listener failed")
+
+    def unresolved(self) -> None:
+        """No lane id is right for this ledger (a person must act): those waiting go on under this one."""
+        self._settled.set()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Has this process checked the lane id against central (claim() or unresolved()), within `timeout`?"""
+        return self._settled.wait(timeout)
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         self._subscribers.append(callback)

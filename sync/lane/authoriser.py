@@ -27,6 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from posd.sync.lane.client import CentralClient
+from posd.sync.lane.errors import SyncError
+from posd.sync.lane.ports import IdentityPort
 
 log = logging.getLogger("posd.sync.authorise")
 
@@ -37,13 +39,19 @@ class BurnAuthoriser:
     """Hands out futures of central's answers; ``close()`` stops its threads and clients."""
 
     def __init__(self, make_client: Callable[[], CentralClient], budget_s: float, *, workers: int = 2,
-                 lookup_workers: int = 20) -> None:
+                 lookup_workers: int = 20, identity: IdentityPort | None = None) -> None:
         """``workers`` ask about burns, tokens and birthdays; ``lookup_workers`` about voucher codes,
         apart from them: a quote asks about each of its codes (at most 20) at once, within one budget,
-        and never makes a burn wait behind its lookups. Threads start only when asked for."""
+        and never makes a burn wait behind its lookups. Threads start only when asked for.
+
+        With ``identity``, a burn, token or birthday claim waits (within the budget) until the relay has
+        checked the lane id against central: after ledger.db was replaced, the configured id is another
+        history's at central, and a POS retrying a redemption that history approved would be answered
+        from it (approved again, at the lane) instead of refused under the id the new ledger syncs as."""
         if budget_s <= 0:
             raise ValueError("the authorisation budget must be more than 0")
         self.budget_s = budget_s
+        self._identity = identity
         self._make_client = make_client
         self._local = threading.local()
         self._clients: list[CentralClient] = []
@@ -74,14 +82,20 @@ class BurnAuthoriser:
 
     def claim_token(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a member token claim (posd.sync.protocol.tokens), or its SyncError."""
-        return self._executor.submit(lambda: self._client().claim_token(claim, timeout=self.budget_s))
+        return self._executor.submit(lambda: self._settled().claim_token(claim, timeout=self.budget_s))
 
     def claim_birthday(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a birthday bonus claim (posd.sync.protocol.birthdays), or its SyncError."""
-        return self._executor.submit(lambda: self._client().claim_birthday(claim, timeout=self.budget_s))
+        return self._executor.submit(lambda: self._settled().claim_birthday(claim, timeout=self.budget_s))
+
+    def _settled(self) -> CentralClient:
+        """This thread's client, once the lane id it asks under is settled; SyncError if not within the budget."""
+        if self._identity is not None and not self._identity.wait_settled(self.budget_s):
+            raise SyncError("the lane id is not checked against central yet (the relay has not reached it)")
+        return self._client()
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = self._client().authorise(request, timeout=(self.budget_s, max(self.budget_s, LATE_ANSWER_S)))
+        answer = self._settled().authorise(request, timeout=(self.budget_s, max(self.budget_s, LATE_ANSWER_S)))
         log.info("burn %s by central", answer["status"],
                  extra={"event": "sync-authorise.answer", "kind": request.get("kind"), "code": answer.get("code")})
         return answer

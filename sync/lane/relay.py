@@ -260,6 +260,7 @@ class OutboxRelay(Worker):
             if outbox.stats().last_acked_seq > 0:
                 # Part of this ledger is central's under that id, part is not (an old
                 # backup?): no id is right for it. Hold every event and ask for a person.
+                identity.unresolved()
                 raise LaneIdentityConflict(
                     f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
             previous, lane = lane, _next_incarnation(lane, identity.base_lane_id)

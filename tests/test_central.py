@@ -508,6 +508,45 @@ def test_reseeding_is_idempotent(tmp_path, central_db):
         assert sorted(m["member_id"] for m in members) == ["M0001", "M0002", "M0003", "M0009"]
 
 
+def test_a_seed_changing_the_rules_of_the_published_version_is_refused(tmp_path, central):
+    """Lanes that earned under a version refuse other rules under it (docs/program.md, versions): central
+    seeded with them would count by rules no lane runs. Refused, nothing written; the same rules again,
+    or the new rules under a new version, are taken."""
+    seed = default_seed()
+    version = central.store.program()[0]["version"]
+    changed = json.loads(json.dumps(seed))
+    changed["program"]["rules"] = [*changed["program"]["rules"], {"id": "more", "multiplier": 2}]
+    changed["members"].append({"member_id": "M0077", "display_name": "Not written"})
+    with pytest.raises(ValueError, match=f"version '{version}' is published already with other rules"):
+        central.store.seed(changed)
+    assert central.store.program()[0]["rules"] == seed["program"]["rules"]
+    assert central.store.member("M0077") is None
+    central.store.seed(seed)  # the same rules again: a restart with the same seed file
+    changed["program"]["version"] = f"{version}-b"
+    central.store.seed(changed)
+    assert central.store.program()[0]["version"] == f"{version}-b" and central.store.member("M0077")
+
+
+def test_cli_refuses_a_seed_that_changes_the_published_versions_rules(tmp_path):
+    seed = default_seed()
+    (tmp_path / "seed.json").write_text(json.dumps(seed))
+    cmd = [sys.executable, "-m", "posd.sync.central", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.db"),
+           "--seed", str(tmp_path / "seed.json")]
+    seed["program"]["rules"] = []
+    (tmp_path / "other.json").write_text(json.dumps(seed))
+    # the first run seeds and serves: stop it once it listens
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) as first:
+        try:
+            assert "listening" in first.stdout.readline()
+        finally:
+            first.terminate()
+            first.wait(30)
+    done = subprocess.run([*cmd[:-1], str(tmp_path / "other.json")], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert done.returncode == 2 and "is published already with other rules" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("member, says", [
     ({"member_id": "X1", "balances": {"points": True}}, "balances must be"),
     ({"member_id": "X1", "balances": {"points": 10**12 + 1}}, "each integer from -1,000,000,000,000 to 1,000,000,000,000"),

@@ -125,6 +125,8 @@ class SqlStore:
         """Load a seed file's content. Safe to repeat: existing members keep their
         balances; store secrets and the program are replaced (they are config)."""
         parsed = parse_seed(seed)
+        if parsed.program is not None:
+            self._same_version_same_rules(parsed.program)
         program = parsed.program if parsed.program is not None else (self.program()[0] or {})
         rows = [given_member_row(m, program) for m in parsed.members]  # every member checked before anything is written
         self._held_elsewhere(rows)
@@ -138,6 +140,23 @@ class SqlStore:
         for start in range(self.SEED_CHUNK, len(rows), self.SEED_CHUNK):
             with self._write() as conn:
                 self._seed_members(conn, rows[start:start + self.SEED_CHUNK])
+
+    def _same_version_same_rules(self, program: dict[str, Any]) -> None:
+        """ValueError when a seed's program has the version central publishes, with other rules: a lane
+        that earned under that version refuses it (docs/program.md, versions), so every lane would keep
+        the old rules while central counts by the new ones. The member-token keys are central's own."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
+        if row is None:
+            return
+        published = json.loads(row["value"])
+        if published.get("version") != program.get("version"):
+            return
+        if {k: v for k, v in published.items() if k != "member_tokens"} != \
+                {k: v for k, v in program.items() if k != "member_tokens"}:
+            raise ValueError(f"seed program: version {program.get('version')!r} is published already with other "
+                             "rules, and lanes that earned under it refuse the change; give these rules a new "
+                             "\"version\"")
 
     # Members per transaction: a member's row and its lots always land together, and a
     # chain-sized seed does not hold one transaction (and the change feed's horizon) for long.

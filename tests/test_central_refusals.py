@@ -491,6 +491,24 @@ def test_central_never_gives_a_new_member_an_id_a_lane_made_up(central):
     assert "M0000002" not in ids and first_id not in ids and len(ids) == 2, (first_id, ids)
 
 
+def test_a_provisional_id_that_is_another_members_card_or_phone_is_refused(central):
+    """An enrolment whose provisional id is another member's card (or phone) made that code an alias of
+    the new member: lanes look aliases up first, and found the card's holder's sales' member in the new
+    one. Refused malformed_event, nothing written; an id that is the enrolment's own card, or the card
+    of the member it maps to, is taken."""
+    central.store.upsert_member({"member_id": "M0009", "identifiers": ["+48600100200"], "display_name": "Ewa"})
+    taken = [enrolment(1, "2900000000018", ["2900000099992"], provisional=True),   # M0001's card
+             enrolment(2, "+48600100200", ["2900000099993"], provisional=True)]   # M0009's phone
+    assert push(central, taken) == [(1, "rejected", "malformed_event"), (2, "rejected", "malformed_event")]
+    assert central.store.member("2900000000018") is None and central.store.member("+48600100200") is None
+    assert central.store.member("M0001")["identifiers"] == ["2900000000018"]
+    own = [enrolment(3, "2900000099994", ["2900000099994"], provisional=True),      # its own card
+           enrolment(4, "2900000000025", ["2900000000025"], provisional=True)]      # M0002's, enrolled again
+    assert push(central, own, "B-2") == [(3, "accepted", None), (4, "accepted", None)]
+    assert central.store.member("2900000000025")["member_id"] == "M0002"
+    assert central.store.member("2900000099994")["identifiers"] == ["2900000099994"]
+
+
 def test_central_never_gives_a_new_member_an_id_that_is_someones_card(central):
     """A card whose code is shaped like central's ids ("M0000002" printed on a card): central's next
     member must not get that id, or every lane finding the card would take one member for the other."""

@@ -846,6 +846,8 @@ class _BatchWork:
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
             if event["member_id"] not in self.aliases and self._load(event["member_id"]) is not None:
                 return "malformed_event"  # a member central knows is not provisional: its alias would take it over
+            if self._takes_over(event):
+                return "malformed_event"  # another member's card or phone as the id: lanes would find it by it
             member_id = self._enrol(event, seq)
         else:
             member_id = self.aliases.get(event["member_id"], event["member_id"])  # a provisional id once mapped
@@ -939,6 +941,9 @@ class _BatchWork:
             if event.get("type") == "member_enrolled":
                 # Two batches enrolling one card at once: one at a time, so the second sees the first.
                 ids.update(identifier_lock(i) for i in _identifiers(event))
+                if event.get("provisional") is True and isinstance(event.get("member_id"), str) \
+                        and lookup_form(event["member_id"]):
+                    ids.add(identifier_lock(event["member_id"]))  # its id a card being enrolled elsewhere
                 holder = self._holder(event.get("identifiers"))
                 if holder is not None:
                     ids.add(holder)
@@ -982,6 +987,16 @@ class _BatchWork:
                 return None
             self.members[member_id] = member
         return self.members[member_id]
+
+    def _takes_over(self, event: dict[str, Any]) -> bool:
+        """Is a new provisional id a card or phone another member holds than the one the enrolment is
+        for? As an alias it would be looked up first: every lane would then find that card's (or phone's)
+        sales' member in the enrolment's."""
+        provisional = event["member_id"]
+        if provisional in self.aliases:
+            return False  # mapped already (the batch's aliases are read before it is applied): sent again
+        holder = self._holder([provisional]) if lookup_form(provisional) else None
+        return holder is not None and holder != self._holder(event.get("identifiers"))
 
     def _enrol(self, event: dict[str, Any], seq: int) -> str:
         """A member a lane enrolled under a provisional id: the member who already holds one of its

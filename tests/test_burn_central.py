@@ -333,10 +333,13 @@ def test_a_retry_after_the_ledger_was_replaced_is_counted_once(central, clock):
         assert central.store.member("M0001")["balances"] == {"points": balance}
 
         # two replacements on: L01.3 knows both earlier histories
+        # (the same instant written otherwise, as another platform's lane may: the same sale)
+        spelt = make_event(3, lane_id="L01.3", points={"points": 7}, transaction_id="T-9",
+                           occurred_at="2025-11-24T09:15:00.000+00:00")
         assert [r.code for r in newer.push_batch("d", [
             make_event(1, lane_id="L01.3", points={"points": 160}, transaction_id="T-7"),
-            make_event(2, lane_id="L01.3", points={"points": 20}, transaction_id="T-8")])] == [
-            "counted_by_earlier_identity", "counted_by_earlier_identity"]
+            make_event(2, lane_id="L01.3", points={"points": 20}, transaction_id="T-8"), spelt])] == [
+            "counted_by_earlier_identity", "counted_by_earlier_identity", "counted_by_earlier_identity"]
         # another lane numbers its own sales: the same transaction_id there is its own sale
         assert other.push_batch("e", [make_event(1, lane_id="L02", points={"points": 5}, transaction_id="T-7")]
                                 )[0].status == "accepted"

@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from posd.sync.protocol.batch import parse_utc
+
 LOOKBACK = 100
 _SUCCESSOR = re.compile(r"(.+)\.([2-9]|[1-9][0-9]{1,8})")
 COUNTED = "counted_by_earlier_identity"
@@ -63,9 +65,17 @@ def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str
             continue
         first = conn.execute("SELECT body FROM events WHERE store_id = ? AND lane_id = ? AND seq = ?",
                              (store_id, lane_key.partition("/")[2], int(seq))).fetchone()
-        if first is not None and _body(first["body"]).get("occurred_at") == event.get("occurred_at"):
+        if first is not None and _same_instant(_body(first["body"]).get("occurred_at"), event.get("occurred_at")):
             return True
     return False
+
+
+def _same_instant(first: Any, again: Any) -> bool:
+    """The same moment, however each is written (``...T06:00:00Z`` and ``...T06:00:00.000+00:00``)."""
+    if first == again:
+        return True
+    a, b = parse_utc(first), parse_utc(again)
+    return a is not None and a == b
 
 
 def return_counted(conn: Any, store_id: str, earlier: list[str], member_ids: Iterable[str],

@@ -702,7 +702,7 @@ def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, c
 def test_the_authoriser_asks_only_once_the_lane_id_is_settled(central, clock, tmp_path):
     """A new ledger's lane id is checked by the relay first: until then a burn waits, within the budget,
     and then fails (the lane goes its offline way) without central being asked; a claim() or an
-    unresolved identity (a person must act) lets the questions go."""
+    parked identity (a person must act) lets the questions go."""
     from posd.storage.ledger import LaneIdentity, Ledger
 
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
@@ -721,7 +721,7 @@ def test_the_authoriser_asks_only_once_the_lane_id_is_settled(central, clock, tm
         ledger.close()
     other = Ledger(tmp_path / "other.db", LaneIdentity("S001", "L02"))
     try:
-        other.sync_identity.unresolved()
+        other.sync_identity.park()
         assert other.sync_identity.wait_settled(0) and other.sync_identity.lane_id == "L02"
     finally:
         other.close()

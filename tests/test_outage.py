@@ -372,6 +372,21 @@ def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_
         restored.close()
 
 
+def test_burns_wait_for_the_lane_id_check_only_while_the_relay_may_make_it(tmp_path, ledger):
+    """Burns wait (within their budget) for the relay's first check of the lane id; a relay parked until
+    a person acts (central refuses the lane's credentials) lets them go at once: they are asked, and
+    refused on their own, instead of each waiting out the budget."""
+    with running_central(tmp_path / "central") as central:
+        identity = ledger.sync_identity
+        with ledger_client(central, ledger) as client:
+            central.inject("lane", "503")
+            assert ledger_relay(client, ledger).run_once() == "backoff"
+            assert not identity.wait_settled(0)  # central did not answer: the next try makes the check
+        with ledger_client(central, ledger, secret=b"wrong") as bad:
+            assert ledger_relay(bad, ledger).run_once() == "auth_failed"
+            assert identity.wait_settled(0) and identity.lane_id == LANE_ID
+
+
 # --- central back: one part of the lane reaching it ends the others' backoff -------------------------------
 
 

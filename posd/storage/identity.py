@@ -61,12 +61,13 @@ class SyncIdentity:
                 except Exception:
                     log.exception("sync identity listener failed")
 
-    def unresolved(self) -> None:
-        """No lane id is right for this ledger (a person must act): those waiting go on under this one."""
+    def park(self) -> None:
+        """The check cannot be made until a person acts (central holds a history partly this ledger's, or
+        refuses the lane's credentials): the questions waiting for it go on under this lane id."""
         self._settled.set()
 
     def wait_settled(self, timeout: float) -> bool:
-        """Has this process checked the lane id against central (claim() or unresolved()), within `timeout`?"""
+        """Has this process checked the lane id against central (claim() or park()), within `timeout`?"""
         return self._settled.wait(timeout)
 
     def subscribe(self, callback: Callable[[str], None]) -> None:

@@ -99,8 +99,8 @@ class IdentityPort(Protocol):
     def claim(self, lane_id: str) -> None:
         """Record `lane_id` as the ledger's, durably, and tell whoever keeps per-lane state."""
 
-    def unresolved(self) -> None:
-        """Checked, and no lane id is right for this ledger: nobody waits for one any longer."""
+    def park(self) -> None:
+        """The check waits for a person (identity conflict, credentials refused): nobody waits for it any longer."""
 
     def wait_settled(self, timeout: float) -> bool:
         """Has the lane id been checked against central in this process, within `timeout`?"""

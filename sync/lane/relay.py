@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from posd.faults import crash_point
-from posd.sync.lane.errors import CentralRequestRejected, LaneIdentityConflict, SyncError
+from posd.sync.lane.errors import CentralAuthError, CentralRequestRejected, LaneIdentityConflict, SyncError
 from posd.sync.lane.ports import EventResult, IdentityPort, OutboxEvent, OutboxPort
 from posd.sync.lane.worker import Worker
 from posd.sync.protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, encode_batch
@@ -95,6 +95,8 @@ class OutboxRelay(Worker):
             try:
                 self._settle_identity()
             except Exception as exc:
+                if isinstance(exc, CentralAuthError) and self._identity is not None:
+                    self._identity.park()  # parked until a person acts: burns are asked (and refused) at once
                 return self._sync_error(exc)
         with self._lock:
             self._lingering = False  # a hurry() during this step is noted in _hurried until it settles
@@ -260,7 +262,7 @@ class OutboxRelay(Worker):
             if outbox.stats().last_acked_seq > 0:
                 # Part of this ledger is central's under that id, part is not (an old
                 # backup?): no id is right for it. Hold every event and ask for a person.
-                identity.unresolved()
+                identity.park()
                 raise LaneIdentityConflict(
                     f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
             previous, lane = lane, _next_incarnation(lane, identity.base_lane_id)

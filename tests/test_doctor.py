@@ -74,6 +74,7 @@ def test_a_healthy_lane_passes_with_every_area_checked(tmp_path, central, printe
     status = one(report, "devices.printer.status")
     assert (status["result"], status["details"]["paper_state"]) == ("ok", "ok")
     assert "DLE EOT" in status["message"]
+    assert "papier jest" in status["message"]  # "gotowa, papier jest"
     daemon = one(report, "daemon.running")
     assert daemon["details"]["version"] and daemon["details"]["uptime_s"] > 0
     assert one(report, "unit.security")["details"]["score"] <= 1.5
@@ -833,3 +834,12 @@ def test_a_config_this_user_may_not_read_says_as_whom(shared_tmp):
     checked = posd_as_nobody("config", "check", str(cfg))
     assert checked.returncode == 2 and f"cannot read {cfg} as nobody: permission denied" in checked.stderr, \
         checked.stderr
+
+
+@pytest.mark.parametrize("locale, says", [("en", "ready, paper running low"), ("pl", "gotowa, kończy się papier"),
+                                          ("fa", "آماده، کاغذ رو به اتمام")])
+def test_a_printer_near_the_end_of_its_paper_is_said_so_in_every_language(locale, says):
+    """The line read "ready, running low": running low of what, store IT had to guess."""
+    from posd.core.messages import message
+    assert says in message(locale, "doctor.devices.printer_ready", name="printer",
+                           paper=message(locale, "paper.near_end"))

@@ -105,6 +105,10 @@ def test_progress_bar_and_top_tier():
         text = build_slip(sample(next_tier=reached, tier_name="Silver"), locale).plain_lines()
         assert said in text and not any("0 p" in t and "Gold" in t for t in text), text
     assert Progress(1.0) in build_slip(sample(next_tier=reached, tier_name="Silver"), "en").blocks
+    one_short = {**reached, "points_needed": 1}
+    for locale, said in (("en", "1 point to Gold"), ("pl", "1 pkt do poziomu Złoty")):
+        assert said in build_slip(sample(next_tier=one_short, tier_name="Silver"), locale).plain_lines()
+    assert "2 points to Gold" in build_slip(sample(next_tier={**reached, "points_needed": 2}), "en").plain_lines()
 
 
 def test_unknown_rules_without_a_label_are_not_printed_and_labels_win():

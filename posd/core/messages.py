@@ -22,6 +22,7 @@ CATALOGS: dict[str, dict[str, str]] = {
         "slip.member": "Member",
         "slip.tier": "Tier",
         "slip.next_tier": "{points} points to {tier}",
+        "slip.next_tier.one": "{points} point to {tier}",
         "slip.top_tier": "You are in the top tier",
         "slip.tier_reached": "{tier} tier reached",
         "slip.earned": "Points earned",

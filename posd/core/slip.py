@@ -201,7 +201,9 @@ class _Builder:
             if threshold > 0:
                 self.add(Progress(max(0.0, min(1.0, (threshold - needed) / threshold))))
             if needed > 0:
-                self.add(Text(self.m("slip.next_tier", points=format_number(self.locale, needed),
+                key = "slip.next_tier.one" if needed == 1 and "slip.next_tier.one" in CATALOGS.get(self.locale, {}) \
+                    else "slip.next_tier"  # only en inflects; pl's "pkt" and fa need no other form
+                self.add(Text(self.m(key, points=format_number(self.locale, needed),
                                      tier=self.text(nxt.get("name"))), align="center"))
             else:  # the sale's points reached it; central moves the member up when the sale syncs
                 self.add(Text(self.m("slip.tier_reached", tier=self.text(nxt.get("name"))), align="center"))

@@ -223,6 +223,17 @@ def test_an_unreadable_device_and_a_missing_one_are_named_with_owner_group_and_m
         os.close(slave)
 
 
+def test_a_camera_clip_is_a_file_no_udev_rule_names(tmp_path):
+    """doctor told store IT that no udev rule names a camera's still image, pointing them at the
+    udev rules of docs/install.md for a file no rule could name."""
+    still = tmp_path / "card.png"
+    still.write_bytes(b"\x89PNG\r\n\x1a\n")
+    code, report = doctor(offline_config(tmp_path, scanner=f"camera+file://{still}"), "--no-central", "--lang", "en")
+    finding = one(report, "devices.front")
+    assert finding["result"] == "ok" and "a file, not a device" in finding["message"], finding
+    assert "no udev rule names it" not in finding["message"]
+
+
 @pytest.mark.parametrize("holder, words", [("file", "is a file"), ("folder", "is a folder")])
 def test_a_pty_path_something_else_holds_fails_where_it_said_ok(tmp_path, holder, words):
     """posd makes its pty's link there and replaces only a link: its scanner cannot start, and the

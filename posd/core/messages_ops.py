@@ -228,6 +228,7 @@ OPS: dict[str, dict[str, str]] = {
                                  "mode {mode}; {rule})",
         "doctor.devices.rule": "udev rule {rule}",
         "doctor.devices.no_rule": "no udev rule names it: docs/install.md, Devices and their groups",
+        "doctor.devices.plain_file": "a file, not a device: no udev rule is needed",
         "doctor.devices.virtual": "{name} ({kind}): {url} is a virtual device posd makes when it runs",
         "doctor.devices.pty_denied": "{name} ({kind}): {user} may not make the link {path} in {folder} (owner "
                                      "{owner}, group {group}, mode {mode}): this scanner cannot start; name a "
@@ -535,6 +536,7 @@ OPS: dict[str, dict[str, str]] = {
                                  "grupa {group}, uprawnienia {mode}; {rule})",
         "doctor.devices.rule": "reguła udev {rule}",
         "doctor.devices.no_rule": "żadna reguła udev go nie wymienia: docs/install.md, urządzenia i grupy",
+        "doctor.devices.plain_file": "plik, nie urządzenie: reguła udev nie jest potrzebna",
         "doctor.devices.virtual": "{name} ({kind}): {url} to urządzenie wirtualne tworzone przez działający posd",
         "doctor.devices.pty_denied": "{name} ({kind}): {user} nie może utworzyć dowiązania {path} w {folder} "
                                      "(właściciel {owner}, grupa {group}, uprawnienia {mode}): ten skaner nie "
@@ -842,6 +844,7 @@ OPS: dict[str, dict[str, str]] = {
                                  "گروه {group}، دسترسی {mode}؛ {rule})",
         "doctor.devices.rule": "قاعدهٔ udev {rule}",
         "doctor.devices.no_rule": "هیچ قاعدهٔ udev به آن اشاره نمی‌کند: docs/install.md، دستگاه‌ها و گروه‌ها",
+        "doctor.devices.plain_file": "یک فایل، نه دستگاه: قاعدهٔ udev لازم نیست",
         "doctor.devices.virtual": "{name} ({kind}): {url} دستگاهی مجازی است که posd هنگام اجرا می‌سازد",
         "doctor.devices.pty_denied": "{name} ({kind}): {user} نمی‌تواند پیوند {path} را در {folder} بسازد "
                                      "(مالک {owner}، گروه {group}، دسترسی {mode}): این اسکنر راه نمی‌افتد؛ "

@@ -4,6 +4,7 @@ rule that grants it), the printer's own status (DLE EOT), and what the running d
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,12 @@ def _node(ctx: Context, check: str, path: Path, want: str, base: dict[str, Any])
     if not found:
         return Finding("devices", check, "fail", "missing", params)
     rule = udev_rule_for(str(path))
-    params["rule"] = ctx.tr("doctor.devices.rule", rule=rule) if rule else ctx.tr("doctor.devices.no_rule")
+    if rule:
+        params["rule"] = ctx.tr("doctor.devices.rule", rule=rule)
+    elif stat.S_ISREG(path.stat().st_mode):  # a camera's clip or still, a test's file: nothing udev makes
+        params["rule"] = ctx.tr("doctor.devices.plain_file")
+    else:
+        params["rule"] = ctx.tr("doctor.devices.no_rule")
     params["udev_rule"] = rule
     ok = may(path.stat(), ctx.uid, ctx.gids, want) and may_reach(path, ctx.uid, ctx.gids)
     return Finding("devices", check, "ok" if ok else "fail", "ok" if ok else "denied", params)

@@ -214,6 +214,10 @@ def _denied_hint(found: Found, user: str) -> str:
     rule = udev_rule_for(path) if path else None
     if rule:
         return f"the udev rule {rule} gives it to group posd but was not applied yet: replug it, or udevadm trigger"
+    board = re.fullmatch(r".*/(tty(?:S|AMA|mxc|SAC)\d+)", path)
+    if board:  # a serial port on the board, dialout's on Debian: here another group's
+        return (f"a serial port on the board, of group {group} here: a udev rule KERNEL==\"{board[1]}\", "
+                f"GROUP=\"dialout\", MODE=\"0660\" gives it to dialout, which posd.service runs posd in")
     return (f"the {user} user may not open it (group {group}): a udev rule giving it GROUP=\"posd\", MODE=\"0660\" "
             f"by its USB vendor, as {INSTALLED_RULES} does for known scanners and printers")
 

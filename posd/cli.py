@@ -296,7 +296,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     args.user = args.user or "posd"  # when there is none here, each device says so (access unknown)
     found = find_devices(dev_root=args.dev, user=args.user)
     if args.json:
-        print(json.dumps([f.as_dict() for f in found], indent=2))
+        # the note is what the listing says beside the device: why it is denied, and what gives it to posd
+        print(json.dumps([{**f.as_dict(), "note": access_hint(f, args.user)} for f in found], indent=2))
     elif not found:
         print("no scanners, card readers or printers found")
     for f in found if not args.json else ():

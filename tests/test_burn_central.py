@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -701,8 +702,8 @@ def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, c
 
 def test_the_authoriser_asks_only_once_the_lane_id_is_settled(central, clock, tmp_path):
     """A new ledger's lane id is checked by the relay first: until then a burn waits, within the budget,
-    and then fails (the lane goes its offline way) without central being asked; a claim() or an
-    parked identity (a person must act) lets the questions go."""
+    and then fails (the lane goes its offline way) without central being asked, or anything given back;
+    a claim() or a parked identity (a person must act) lets the questions go."""
     from posd.storage.ledger import LaneIdentity, Ledger
 
     ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
@@ -714,6 +715,20 @@ def test_the_authoriser_asks_only_once_the_lane_id_is_settled(central, clock, tm
         with pytest.raises(SyncError, match="not checked"):
             authoriser.authorise(redemption("redemption:W1", 10)).result(10)
         assert central.request_count("authorise") == asked
+        # the lane's side: offline, and nothing given back for a question that never left
+        import asyncio
+
+        from posd.lane.authority import CentralAuthority
+
+        authority = CentralAuthority(authoriser.authorise, authoriser.lookup, 0.2, release=authoriser.release)
+        decision = asyncio.run(authority.authorise(redemption("redemption:W3", 10)))
+        assert decision.status == "unavailable" and asyncio.run(authority.release(decision)) is None
+        decision.asked.exception(10)
+        time.sleep(0.5)  # the question's done-callbacks (a release would be one) run just after it ends
+        authoriser.close()  # every question it had, answered: a release would have been asked by now
+        assert central.request_count("authorise") == asked and central.request_count("release") == 0
+        authoriser = BurnAuthoriser(lambda: make_client(central, identity=identity, clock=clock), budget_s=0.2,
+                                    identity=identity)
         identity.claim("L01")
         assert authoriser.authorise(redemption("redemption:W2", 10)).result(10)["status"] == "approved"
     finally:

@@ -258,6 +258,8 @@ def test_a_pos_retry_after_the_ledger_was_replaced_is_counted_once_at_central(tm
             # central slow to tell the lane its history: the retry must not be asked under L01 meanwhile
             # (answered from the old ledger's approval), but wait, within the budget, for L01.2
             central.inject("lane", "slow", count=1, delay=0.5)
+            config = lane.config.read_text()  # a budget that outlasts the slow answer on a busy machine
+            lane.config.write_text(config.replace("[central]\n", "[central]\nauthorise_timeout_ms = 3000\n", 1))
             archive_ledger(lane, tmp_path / "aside")
             again = lane.post("/v1/redemptions", redeem)
             assert (again.status_code, again.json().get("code")) == (409, "redemption_id_conflict"), again.text

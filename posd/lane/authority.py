@@ -165,6 +165,8 @@ class CentralAuthority:
             if question.cancelled():
                 return  # never sent
             failure = question.exception()
+            if getattr(failure, "sent", True) is False:
+                return  # never left the lane (its lane id not checked in time): nothing reserved
             if failure is None and question.result().get("status") != "approved":
                 return  # declined: nothing reserved
             if 400 <= (getattr(failure, "status", None) or 0) < 500:

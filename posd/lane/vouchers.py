@@ -229,7 +229,8 @@ def needs_member(v: Usable, member_id: str | None) -> bool:
     """A coupon anyone may use, with no member named: central records every use against a member,
     so a use across lanes is caught there too (use and validate refuse it; a quote leaves it out).
     So is a program's personal coupon: its member's alone, under a code the program publishes (a
-    reward's voucher, under a code no one can guess, is used by whoever hands it over)."""
+    reward's voucher, under a code no one can guess, is used by whoever hands it over with no member
+    named; with a member named it must be theirs: why_not)."""
     return not member_id and (not v.member_id or v.source == "coupon")
 
 

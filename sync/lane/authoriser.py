@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from posd.sync.lane.client import CentralClient
-from posd.sync.lane.errors import SyncError
+from posd.sync.lane.errors import NotAsked
 from posd.sync.lane.ports import IdentityPort
 
 log = logging.getLogger("posd.sync.authorise")
 
 LATE_ANSWER_S = 5.0  # how long an authorisation's answer is read for, when the budget is shorter
+MIN_QUESTION_S = 0.05  # a question asked at the end of its budget still gets a connect of its own
 
 
 class BurnAuthoriser:
@@ -82,20 +84,32 @@ class BurnAuthoriser:
 
     def claim_token(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a member token claim (posd.sync.protocol.tokens), or its SyncError."""
-        return self._executor.submit(lambda: self._settled().claim_token(claim, timeout=self.budget_s))
+        def ask() -> dict[str, Any]:
+            client, left = self._settled()
+            return client.claim_token(claim, timeout=left)
+        return self._executor.submit(ask)
 
     def claim_birthday(self, claim: dict[str, Any]) -> Future[dict[str, Any]]:
         """Central's answer to a birthday bonus claim (posd.sync.protocol.birthdays), or its SyncError."""
-        return self._executor.submit(lambda: self._settled().claim_birthday(claim, timeout=self.budget_s))
+        def ask() -> dict[str, Any]:
+            client, left = self._settled()
+            return client.claim_birthday(claim, timeout=left)
+        return self._executor.submit(ask)
 
-    def _settled(self) -> CentralClient:
-        """This thread's client, once the lane id it asks under is settled; SyncError if not within the budget."""
-        if self._identity is not None and not self._identity.wait_settled(self.budget_s):
-            raise SyncError("the lane id is not checked against central yet (the relay has not reached it)")
-        return self._client()
+    def _settled(self) -> tuple[CentralClient, float]:
+        """This thread's client once the lane id it asks under is settled, and what is left of the budget
+        for the question (the wait and the question share one budget, as the lane waits for them):
+        NotAsked if the lane id is not settled within the budget."""
+        if self._identity is None:
+            return self._client(), self.budget_s
+        started = time.monotonic()
+        if not self._identity.wait_settled(self.budget_s):
+            raise NotAsked("the lane id is not checked against central yet (the relay has not reached it)")
+        return self._client(), max(MIN_QUESTION_S, self.budget_s - (time.monotonic() - started))
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = self._settled().authorise(request, timeout=(self.budget_s, max(self.budget_s, LATE_ANSWER_S)))
+        client, left = self._settled()
+        answer = client.authorise(request, timeout=(left, max(left, LATE_ANSWER_S)))
         log.info("burn %s by central", answer["status"],
                  extra={"event": "sync-authorise.answer", "kind": request.get("kind"), "code": answer.get("code")})
         return answer

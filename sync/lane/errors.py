@@ -21,7 +21,7 @@ from __future__ import annotations
 from posd.sync.protocol.errors import CentralProtocolError, SyncError
 
 __all__ = ["CentralAuthError", "CentralProtocolError", "CentralRequestRejected", "CentralUnavailable",
-           "LaneIdentityConflict", "SyncError"]
+           "LaneIdentityConflict", "NotAsked", "SyncError"]
 
 
 class CentralUnavailable(SyncError):
@@ -49,6 +49,13 @@ class CentralRequestRejected(SyncError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class NotAsked(SyncError):
+    """The question never left the lane (its lane id not checked yet, within the budget): central holds
+    nothing for it, so nothing is given back."""
+
+    sent = False
 
 
 class LaneIdentityConflict(SyncError):

@@ -82,7 +82,7 @@ def queue_backlog(state: Path, events: int, members: list[str]) -> None:
                         "currency": "PLN", "total": price,
                         "lines": [{"sku": f"590{rng.randint(0, 10**9):010d}", "category": "grocery",
                                    "quantity": "1", "unit_price": price, "discount": 0}],
-                        "points": {"points": price // 100}, "program_version": "demo-2026.11", "offline": True})
+                        "points": {"points": price // 100}, "program_version": "demo-2026.12", "offline": True})
             ledger.write(write)
     finally:
         ledger.close()

@@ -498,13 +498,15 @@ def test_a_provisional_id_that_is_another_members_card_or_phone_is_refused(centr
     of the member it maps to, is taken."""
     central.store.upsert_member({"member_id": "M0009", "identifiers": ["+48600100200"], "display_name": "Ewa"})
     taken = [enrolment(1, "2900000000018", ["2900000099992"], provisional=True),   # M0001's card
-             enrolment(2, "+48600100200", ["2900000099993"], provisional=True)]   # M0009's phone
-    assert push(central, taken) == [(1, "rejected", "malformed_event"), (2, "rejected", "malformed_event")]
+             enrolment(2, "+48600100200", ["2900000099993"], provisional=True),   # M0009's phone
+             enrolment(3, "48600100200", ["2900000099995"], provisional=True),    # ... without its +
+             enrolment(4, "0048600100200", ["2900000099996"], provisional=True)]  # ... dialled from abroad
+    assert push(central, taken) == [(n, "rejected", "malformed_event") for n in (1, 2, 3, 4)]
     assert central.store.member("2900000000018") is None and central.store.member("+48600100200") is None
     assert central.store.member("M0001")["identifiers"] == ["2900000000018"]
-    own = [enrolment(3, "2900000099994", ["2900000099994"], provisional=True),      # its own card
-           enrolment(4, "2900000000025", ["2900000000025"], provisional=True)]      # M0002's, enrolled again
-    assert push(central, own, "B-2") == [(3, "accepted", None), (4, "accepted", None)]
+    own = [enrolment(5, "2900000099994", ["2900000099994"], provisional=True),      # its own card
+           enrolment(6, "2900000000025", ["2900000000025"], provisional=True)]      # M0002's, enrolled again
+    assert push(central, own, "B-2") == [(5, "accepted", None), (6, "accepted", None)]
     assert central.store.member("2900000000025")["member_id"] == "M0002"
     assert central.store.member("2900000099994")["identifiers"] == ["2900000099994"]
 

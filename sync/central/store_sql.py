@@ -995,7 +995,10 @@ class _BatchWork:
         provisional = event["member_id"]
         if provisional in self.aliases:
             return False  # mapped already (the batch's aliases are read before it is applied): sent again
-        holder = self._holder([provisional]) if lookup_form(provisional) else None
+        forms = [provisional]
+        if provisional.isascii() and provisional.isdigit():  # a phone's international forms, without the +
+            forms += [f"+{provisional[2:]}"] if provisional.startswith("00") else [f"+{provisional}"]
+        holder = self._holder([f for f in forms if lookup_form(f)])
         return holder is not None and holder != self._holder(event.get("identifiers"))
 
     def _enrol(self, event: dict[str, Any], seq: int) -> str:

@@ -525,6 +525,14 @@ def test_a_seed_changing_the_rules_of_the_published_version_is_refused(tmp_path,
     changed["program"]["version"] = f"{version}-b"
     central.store.seed(changed)
     assert central.store.program()[0]["version"] == f"{version}-b" and central.store.member("M0077")
+    # back to the first version: with its own rules it is taken, with others refused
+    again = json.loads(json.dumps(changed))
+    again["program"]["version"] = version
+    with pytest.raises(ValueError, match="is published already with other rules"):
+        central.store.seed(again)
+    assert central.store.program()[0]["version"] == f"{version}-b"
+    central.store.seed(seed)
+    assert central.store.program()[0]["version"] == version
 
 
 def test_cli_refuses_a_seed_that_changes_the_published_versions_rules(tmp_path):

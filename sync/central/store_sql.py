@@ -21,6 +21,7 @@ the central outbox (Debezium's outbox event router shape, docs/sync-protocol.md)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -142,21 +143,28 @@ class SqlStore:
                 self._seed_members(conn, rows[start:start + self.SEED_CHUNK])
 
     def _same_version_same_rules(self, program: dict[str, Any]) -> None:
-        """ValueError when a seed's program has the version central publishes, with other rules: a lane
+        """ValueError when a seed's program has a version central published, with other rules: a lane
         that earned under that version refuses it (docs/program.md, versions), so every lane would keep
         the old rules while central counts by the new ones. The member-token keys are central's own."""
         with self._read() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
-        if row is None:
-            return
-        published = json.loads(row["value"])
-        if published.get("version") != program.get("version"):
-            return
-        if {k: v for k, v in published.items() if k != "member_tokens"} != \
-                {k: v for k, v in program.items() if k != "member_tokens"}:
-            raise ValueError(f"seed program: version {program.get('version')!r} is published already with other "
-                             "rules, and lanes that earned under it refuse the change; give these rules a new "
-                             "\"version\"")
+            published = self._published_versions(conn)
+        version = program.get("version")
+        if isinstance(version, str) and published.get(version, rules_digest(program)) != rules_digest(program):
+            raise ValueError(f"seed program: version {version!r} is published already with other rules, and "
+                             "lanes that earned under it refuse the change; give these rules a new \"version\"")
+
+    @staticmethod
+    def _published_versions(conn: Any) -> dict[str, str]:
+        """{version: its rules' digest} of every program central published (the one in force included,
+        also when it was published before central kept the others)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'program_versions'").fetchone()
+        versions = json.loads(row["value"]) if row is not None else {}
+        current = conn.execute("SELECT value FROM meta WHERE key = 'program'").fetchone()
+        if current is not None:
+            program = json.loads(current["value"])
+            if isinstance(program.get("version"), str):
+                versions[program["version"]] = rules_digest(program)
+        return versions
 
     # Members per transaction: a member's row and its lots always land together, and a
     # chain-sized seed does not hold one transaction (and the change feed's horizon) for long.
@@ -221,6 +229,8 @@ class SqlStore:
             return self._program_in(conn)
 
     def set_program(self, program: dict[str, Any]) -> str:
+        """Publish ``program`` as given: unlike a seed's, a version's other rules are not refused here (a
+        platform publishing its own way; tests that play a central which republishes)."""
         with self._write() as conn:
             return self._save_program(conn, program)
 
@@ -229,8 +239,13 @@ class SqlStore:
         # (a lane offline through the change, or before its next poll) still names one it dropped.
         known = sorted((self._currencies_in(conn, self._program_in(conn)[0]) or set()) | program_currencies(program))
         text = json.dumps(program, sort_keys=True, ensure_ascii=False)
+        versions = self._published_versions(conn)  # the one in force so far, before it is replaced
+        if isinstance(program.get("version"), str):
+            versions[program["version"]] = rules_digest(program)
         conn.execute("INSERT INTO meta (key, value) VALUES ('program', ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (text,))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('program_versions', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (json.dumps(versions),))
         conn.execute("INSERT INTO meta (key, value) VALUES ('program_currencies', ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (json.dumps(known),))
         return self._program_in(conn)[1] or ""
@@ -1139,6 +1154,13 @@ class _BatchWork:
             "INSERT INTO member_lanes (member_id, store_id, lane_id, applied_seq) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (member_id, store_id, lane_id) DO UPDATE SET applied_seq = excluded.applied_seq",
             [(m, store_id, lane_id, seq) for m, seq in self.marks.items()])
+
+
+def rules_digest(program: dict[str, Any]) -> str:
+    """What a program's version stands for, as a digest: everything but its member-token keys (a key
+    rotation changes those under one version; lanes compare the rest: posd.storage.cache._rules_of)."""
+    rules = {k: v for k, v in program.items() if k != "member_tokens"}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def program_currencies(program: dict[str, Any]) -> set[str]:

@@ -345,6 +345,35 @@ def test_a_client_that_does_not_follow_the_ledgers_identity_sends_nothing(tmp_pa
         fresh.close()
 
 
+def test_a_second_till_under_the_same_lane_id_stops_instead_of_quarantining_its_sales(tmp_path):
+    """Two tills running as one lane (a PC replaced while the old one ran on, a copied config), both
+    checked against central before either pushed: the second to push found central holding the other's
+    events at its seqs, seq_conflict, and quarantined its sales (their points gone at the lane, never at
+    central). It stops for a person instead (identity_conflict), every event kept pending."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    with running_central(tmp_path / "central") as central:
+        one = Ledger(tmp_path / "one" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        two = Ledger(tmp_path / "two" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
+        try:
+            with ledger_client(central, one) as first, ledger_client(central, two) as second:
+                relay = ledger_relay(second, two)
+                assert relay.run_once() == "idle"  # checked: central has nothing under L01 yet
+                add_accruals(one, 3)
+                drive(ledger_relay(first, one), one)
+                add_accruals(two, 2)
+                assert relay.run_once() == "identity_conflict"
+                status = relay.status()
+                assert status["state"] == "identity_conflict" and "seq 1" in status["last_error"], status
+                assert status["quarantined_events"] == 0
+            assert [r["state"] for r in outbox_rows(two)] == ["pending", "pending"]
+            assert [e["event_id"] for e in central.store.events(STORE_ID, LANE_ID)] == [
+                r["event_id"] for r in outbox_rows(one)]
+        finally:
+            one.close()
+            two.close()
+
+
 def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_path):
     import shutil
 

@@ -75,7 +75,9 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_unreachable": "Central is unreachable; sales are kept and sent later",
         "issue.central_error": "Central answers with an error; sales are kept and sent later",
         "issue.central_auth_failed": "Central refused the lane's credentials: check the store secret",
-        "issue.identity_conflict": "Central holds another history for this lane; sync stopped (ledger.db restored?)",
+        "issue.identity_conflict": "Central holds another history for this lane; sync stopped (ledger.db restored "
+                                   "from an old copy, or another till running as this lane?): docs/install.md, "
+                                   "Restore",
         "issue.program_refused": "Central's program {version} was refused, the program in force stays: {detail}",
         "issue.quarantined": "{count} event(s) refused by central for good",
         "issue.sync_backlog": "{count} event(s) waiting for central, the oldest for {age}",
@@ -377,7 +379,8 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_error": "Centrala odpowiada błędem; sprzedaże są zapisane i zostaną wysłane później",
         "issue.central_auth_failed": "Centrala odrzuciła dane uwierzytelniające kasy: sprawdź sekret sklepu",
         "issue.identity_conflict": "Centrala ma inną historię tej kasy; synchronizacja wstrzymana "
-                                   "(przywrócono ledger.db?)",
+                                   "(przywrócono starą kopię ledger.db albo inna kasa działa jako ta?): "
+                                   "docs/install.md, Restore",
         "issue.program_refused": "Program {version} z centrali odrzucony, obowiązuje dotychczasowy: {detail}",
         "issue.quarantined": "Centrala ostatecznie odrzuciła zdarzeń: {count}",
         "issue.sync_backlog": "Zdarzeń czekających na centralę: {count}, najstarsze od {age}",
@@ -689,7 +692,8 @@ OPS: dict[str, dict[str, str]] = {
         "issue.central_error": "مرکز با خطا پاسخ می‌دهد؛ فروش‌ها نگه داشته و بعداً فرستاده می‌شوند",
         "issue.central_auth_failed": "مرکز اعتبارنامهٔ صندوق را نپذیرفت: رمز فروشگاه را بررسی کنید",
         "issue.identity_conflict": "مرکز سابقهٔ دیگری از این صندوق دارد؛ همگام‌سازی متوقف شد "
-                                   "(ledger.db بازگردانی شده؟)",
+                                   "(نسخهٔ قدیمی ledger.db بازگردانی شده یا صندوق دیگری با همین شناسه کار "
+                                   "می‌کند؟): docs/install.md، Restore",
         "issue.program_refused": "برنامهٔ {version} از مرکز پذیرفته نشد و برنامهٔ فعلی به کار می‌رود: {detail}",
         "issue.quarantined": "{count} رویداد برای همیشه توسط مرکز رد شد",
         "issue.sync_backlog": "{count} رویداد در انتظار مرکز، قدیمی‌ترین از {age} پیش",

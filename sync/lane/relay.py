@@ -189,6 +189,13 @@ class OutboxRelay(Worker):
                       foreign[0].seq, foreign[0].event_id, sent[foreign[0].seq],
                       extra={"event": "sync-relay.foreign_answer", "seqs": [r.seq for r in foreign][:20]})
         results = [r for r in results if r.seq in sent and r.answers(sent[r.seq])]
+        clash = next((r for r in results if r.status == "rejected" and r.code == "seq_conflict"), None)
+        if clash is not None:
+            # Central has another event at one of our seqs: another history under this lane id (a second
+            # till running as this lane, a copy restored while the first ran on). Not this event's fault:
+            # it stays pending, with every one after it, and the relay stops for a person, as when the
+            # lane id's history is found to be another's at start.
+            results = [r for r in results if r.seq < clash.seq]
         try:
             self._outbox.record_results(results)
         except OSError as exc:  # the lane's disk (full, failing): one line; central answers "duplicate" next time
@@ -218,6 +225,10 @@ class OutboxRelay(Worker):
                 extra={"event": "sync-relay.quarantined", "count": len(rejected), "codes": codes,
                        "seqs": [r.seq for r in rejected][:20]},
             )
+        if clash is not None:
+            return self._identity_conflict(LaneIdentityConflict(
+                f"central holds another event at seq {clash.seq} of lane {getattr(self._client, 'lane_id', '?')} "
+                "(another till running as this lane, or ledger.db restored from a copy while it ran on)"))
         if retry:
             return self._failed(f"central asked to resend from seq {retry[0].seq} ({retry[0].code})", None)
         if len(results) < len(events):
@@ -346,7 +357,10 @@ class _Push:
 
 
 def _complete(events: list[OutboxEvent], results: list[EventResult]) -> bool:
-    """Central answered every event and asked for none again: the next batch may follow."""
+    """Central answered every event and asked for none again, and none of our seqs holds another event
+    there (seq_conflict: the relay stops): the next batch may follow."""
+    if any(r.status == "rejected" and r.code == "seq_conflict" for r in results):
+        return False
     answered = {r.seq: r for r in results if not (r.status == "rejected" and r.retryable)}
     return all(e.seq in answered and answered[e.seq].answers(e.event_id) for e in events)
 

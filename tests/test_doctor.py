@@ -347,9 +347,16 @@ def test_sync_stopped_for_good_by_a_restored_ledger_is_a_failure(tmp_path, centr
     shutil.rmtree(lane.state)
     shutil.copytree(tmp_path / "backup", lane.state)
     lane.start()
-    assert lane.post("/v1/transactions", sale_body("T-after-restore")).status_code == 200  # seq 2 again
+    after = lane.post("/v1/transactions", sale_body("T-after-restore"))  # seq 2 again
+    assert after.status_code == 200
     lane.wait_for(lambda: any(i["code"] == "identity_conflict" for i in lane.health()["issues"]),
                   what="identity_conflict in health")
+    # central's watermark of L01 (seq 3, the lost ledger's) does not hide this ledger's seq 2 from the balance
+    earned = after.json()["accrual"]["points"]["points"]
+    member = after.json()["member_id"]
+    lane.wait_for(lambda: central.store.member(member, "S001")["applied_seq"].get("L01") == 3, what="central at seq 3")
+    lane.wait_for(lambda: lane.get(f"/v1/members/{member}").json()["balances"]["points"]["pending"] == earned,
+                  what="the sale after the restore pending in the balance")
     code, report = doctor(lane.config, "--no-central")
     finding = one(report, "daemon.identity_conflict")
     assert code == 1 and finding["result"] == "fail", finding

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,7 @@ class Cache:
         self.lane_id = lane_id
         self._readers = ThreadReaders(path, durable=False)
         self._lock = threading.Lock()
+        self._applied_cap: int | None = None  # cap_applied()
         self.rebuilt_from: Path | None = None
         self._aead = AESGCM(seal_key) if seal_key else None
         self._seal_key = seal_key
@@ -270,12 +271,23 @@ class Cache:
         row = self.reader().execute(_BY_IDENTIFIER, (identifier,)).fetchone()
         if row is None:
             return self.member_by_id(identifier)
-        return _member(row)
+        return self._capped(_member(row))
 
     def member_by_id(self, member_id: str) -> CachedMember | None:
         """By central's member_id, or a provisional id central mapped (never by a card identifier)."""
         row = self.reader().execute(_BY_ID_OR_ALIAS, (member_id, member_id)).fetchone()
-        return _member(row) if row else None
+        return self._capped(_member(row)) if row else None
+
+    def cap_applied(self, seq: int | None) -> None:
+        """Read central's watermarks of this lane as at most ``seq`` (None: as central gives them).
+        Central's history under this lane id is another ledger's past ``seq`` (identity_conflict: a copy
+        restored, a second till as this lane), so this ledger's entries beyond it are not central's,
+        whatever its watermarks say: they stay in the member's pending balance."""
+        self._applied_cap = seq
+
+    def _capped(self, member: CachedMember) -> CachedMember:
+        cap = self._applied_cap
+        return member if cap is None or member.applied_seq <= cap else replace(member, applied_seq=cap)
 
     def member_voucher(self, code: str) -> dict[str, Any] | None:
         """An open voucher from central's member feed (issued at any lane), or None."""

@@ -36,6 +36,22 @@ def backup(config: Path, dest: Path | str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_a_backup_holds_no_slip_waiting_to_print(tmp_path, central, start_lane):
+    """Slips waiting for the printer when the copy was taken printed from the live ledger moments later;
+    restored, the copy printed them again (a voucher slip handed to the next customer). In the copy they
+    are expired; the live ledger still prints them."""
+    lane = start_lane(tmp_path / "lane", printer="tcp://127.0.0.1:9?timeout=1")  # nothing listens: held
+    for n in range(3):
+        assert lane.post("/v1/transactions", sale_body(f"T-p{n}")).status_code == 200
+    run = backup(lane.config, tmp_path / "copy.db")
+    assert run.returncode == 0, run.stderr
+    with sqlite3.connect(f"file:{tmp_path / 'copy.db'}?mode=ro", uri=True) as db:
+        copied = db.execute("SELECT state, COUNT(*) FROM print_jobs GROUP BY state").fetchall()
+    with sqlite3.connect(f"file:{lane.state / 'ledger.db'}?mode=ro", uri=True) as db:
+        live = db.execute("SELECT COUNT(*) FROM print_jobs WHERE state IN ('queued', 'printing')").fetchone()[0]
+    assert copied == [("expired", 3)] and live == 3, (copied, live)
+
+
 def test_backup_while_selling_then_restore_after_the_disk_died(tmp_path, central, start_lane):
     lane = start_lane(tmp_path / "lane")
     central.inject("push", "503", count=1_000_000)  # central refuses batches: sales stay on the lane only

@@ -370,6 +370,10 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
         try:
             src.backup(out)  # all pages in one step: one read transaction, the writer is never held
             out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            # Print jobs still waiting in the copy were printed by the ledger it was taken from, moments
+            # after: restored, they would print again (a voucher slip for the next customer). Expired.
+            out.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' "
+                        "WHERE state IN ('queued', 'printing')")
             problem = quick_check(out)
             if problem is not None:
                 raise StorageError(f"{dest}: the copy failed its integrity check: {problem}")

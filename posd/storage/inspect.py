@@ -372,8 +372,9 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
             out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
             # Print jobs still waiting in the copy were printed by the ledger it was taken from, moments
             # after: restored, they would print again (a voucher slip for the next customer). Expired.
-            out.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' "
-                        "WHERE state IN ('queued', 'printing')")
+            if out.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'print_jobs'").fetchone():
+                out.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' "
+                            "WHERE state IN ('queued', 'printing')")  # (an old ledger may have no print queue)
             problem = quick_check(out)
             if problem is not None:
                 raise StorageError(f"{dest}: the copy failed its integrity check: {problem}")

@@ -95,8 +95,8 @@ class OutboxRelay(Worker):
             try:
                 self._settle_identity()
             except Exception as exc:
-                if isinstance(exc, CentralAuthError) and self._identity is not None:
-                    self._identity.park()  # parked until a person acts: burns are asked (and refused) at once
+                if isinstance(exc, (CentralAuthError, LaneIdentityConflict)) and self._identity is not None:
+                    self._identity.park()  # parked until a person acts: burns no longer wait for the check
                 return self._sync_error(exc)
         with self._lock:
             self._lingering = False  # a hurry() during this step is noted in _hurried until it settles
@@ -189,7 +189,7 @@ class OutboxRelay(Worker):
                       foreign[0].seq, foreign[0].event_id, sent[foreign[0].seq],
                       extra={"event": "sync-relay.foreign_answer", "seqs": [r.seq for r in foreign][:20]})
         results = [r for r in results if r.seq in sent and r.answers(sent[r.seq])]
-        clash = next((r for r in results if r.status == "rejected" and r.code == "seq_conflict"), None)
+        clash = _seq_clash(results)
         if clash is not None:
             # Central has another event at one of our seqs: another history under this lane id (a second
             # till running as this lane, a copy restored while the first ran on). Not this event's fault:
@@ -273,7 +273,6 @@ class OutboxRelay(Worker):
             if outbox.stats().last_acked_seq > 0:
                 # Part of this ledger is central's under that id, part is not (an old
                 # backup?): no id is right for it. Hold every event and ask for a person.
-                identity.park()
                 raise LaneIdentityConflict(
                     f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
             previous, lane = lane, _next_incarnation(lane, identity.base_lane_id)
@@ -356,10 +355,15 @@ class _Push:
         return future
 
 
+def _seq_clash(results: list[EventResult]) -> EventResult | None:
+    """The first answer saying central holds another event at our seq: another history under our lane id."""
+    return next((r for r in results if r.status == "rejected" and r.code == "seq_conflict"), None)
+
+
 def _complete(events: list[OutboxEvent], results: list[EventResult]) -> bool:
     """Central answered every event and asked for none again, and none of our seqs holds another event
     there (seq_conflict: the relay stops): the next batch may follow."""
-    if any(r.status == "rejected" and r.code == "seq_conflict" for r in results):
+    if _seq_clash(results) is not None:
         return False
     answered = {r.seq: r for r in results if not (r.status == "rejected" and r.retryable)}
     return all(e.seq in answered and answered[e.seq].answers(e.event_id) for e in events)

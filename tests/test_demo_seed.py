@@ -8,20 +8,20 @@ rules must come with a new "version", and its digest here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from posd.sync.central.store_sql import rules_digest
+
 SEED = Path(__file__).parent.parent / "config" / "demo-seed.json"
 
-# version -> sha256 of the program without its version and member-token keys (as central compares them)
-RULES_OF = {"demo-2026.12": "e14bc9394c4da5a06a84d283d9e80768ec2d2dea12bbf9dc3c7ad415d5e09fee"}
+# version -> the program's digest as central compares programs under one version (rules_digest)
+RULES_OF = {"demo-2026.12": "2531db4659cfd85d458c14900bc30fe312ec2aaaea6b347cb135c3ca9b890c19"}
 
 
 def test_the_demo_programs_rules_change_only_with_its_version():
     program = json.loads(SEED.read_text())["program"]
-    rules = {k: v for k, v in program.items() if k not in ("version", "member_tokens")}
-    digest = hashlib.sha256(json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    digest = rules_digest(program)
     assert RULES_OF.get(program["version"]) == digest, (
         f"config/demo-seed.json's program changed under version {program['version']!r}: give it a new "
         f"version and put {digest} under it here")

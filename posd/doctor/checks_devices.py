@@ -65,15 +65,15 @@ def _node(ctx: Context, check: str, path: Path, want: str, base: dict[str, Any])
         return Finding("devices", check, "warn", "unseen", {**params, "runner": running_user()})
     if not found:
         return Finding("devices", check, "fail", "missing", params)
-    rule = udev_rule_for(str(path))
+    rule, st = udev_rule_for(str(path)), path.stat()
     if rule:
         params["rule"] = ctx.tr("doctor.devices.rule", rule=rule)
-    elif stat.S_ISREG(path.stat().st_mode):  # a camera's clip or still, a test's file: nothing udev makes
+    elif stat.S_ISREG(st.st_mode):  # a camera's clip or still, a test's file: nothing udev makes
         params["rule"] = ctx.tr("doctor.devices.plain_file")
     else:
         params["rule"] = ctx.tr("doctor.devices.no_rule")
     params["udev_rule"] = rule
-    ok = may(path.stat(), ctx.uid, ctx.gids, want) and may_reach(path, ctx.uid, ctx.gids)
+    ok = may(st, ctx.uid, ctx.gids, want) and may_reach(path, ctx.uid, ctx.gids)
     return Finding("devices", check, "ok" if ok else "fail", "ok" if ok else "denied", params)
 
 

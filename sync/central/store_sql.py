@@ -148,8 +148,8 @@ class SqlStore:
         the old rules while central counts by the new ones. The member-token keys are central's own."""
         with self._read() as conn:
             published = self._published_versions(conn)
-        version = program.get("version")
-        if isinstance(version, str) and published.get(version, rules_digest(program)) != rules_digest(program):
+        version, digest = program.get("version"), rules_digest(program)
+        if isinstance(version, str) and published.get(version, digest) != digest:
             raise ValueError(f"seed program: version {version!r} is published already with other rules, and "
                              "lanes that earned under it refuse the change; give these rules a new \"version\"")
 

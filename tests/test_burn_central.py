@@ -174,6 +174,41 @@ def test_the_outbox_event_confirms_its_reservation_and_its_points_are_debited_on
     assert two.authorise(redemption("redemption:R9", 840))["status"] == "approved"  # not held twice
 
 
+def test_a_second_event_under_an_authorisation_already_burnt_is_refused(central, lanes):
+    """One burn per authorisation: a lane (not posd's: its ledger writes one event a request) that sent
+    a second redemption under an authorisation_id its first event confirmed, with a new seq, event_id
+    and voucher, was accepted. The member paid twice for one approval and held a second voucher; three
+    uses of a single-use voucher under one authorisation were all taken. The second is
+    authorisation_used now, applying nothing, whether the first was approved online or recorded
+    offline."""
+    one, two = lanes
+    assert one.authorise(redemption("redemption:TWICE", 500))["status"] == "approved"
+    first = make_event(1, type="redemption", points={"points": -500}, reward_id="free-coffee",
+                       authorisation_id="redemption:TWICE", voucher=voucher("VTWICE000001"))
+    again = make_event(2, type="redemption", points={"points": -500}, reward_id="free-coffee",
+                       authorisation_id="redemption:TWICE", voucher=voucher("VTWICE000002"))
+    assert [(r.status, r.code) for r in one.push_batch("b1", [first, again])] == [
+        ("accepted", None), ("rejected", "authorisation_used")]
+    assert central.store.member("M0001")["balances"] == {"points": 1340}
+    assert two.voucher("VTWICE000002", None) is None and two.voucher("VTWICE000001", None) is not None
+    offline = make_event(3, type="redemption", points={"points": -100}, reward_id="free-coffee",
+                         authorisation_id="redemption:OFF", offline=True)
+    offline_again = make_event(4, type="redemption", points={"points": -100}, reward_id="free-coffee",
+                               authorisation_id="redemption:OFF", offline=True)
+    assert one.push_batch("b2", [offline])[0].status == "accepted"
+    assert one.push_batch("b3", [offline_again])[0].code == "authorisation_used"
+    assert central.store.member("M0001")["balances"] == {"points": 1240}
+    # a voucher used once, then twice more under the same authorisation
+    assert one.authorise(use("voucher_use:VTWICE000001:T1", "VTWICE000001"))["status"] == "approved"
+    uses = [make_event(seq, type="voucher_use", points={}, voucher_code="VTWICE000001", voucher_once_per="code",
+                       authorisation_id="voucher_use:VTWICE000001:T1", transaction_id=f"T{seq}")
+            for seq in (5, 6, 7)]
+    assert [(r.status, r.code) for r in one.push_batch("b4", uses)] == [
+        ("accepted", None), ("rejected", "authorisation_used"), ("rejected", "authorisation_used")]
+    # the same event again is still a duplicate, not a refusal
+    assert one.push_batch("b5", [first])[0].status == "duplicate"
+
+
 def test_an_approval_that_comes_after_the_offline_event_holds_nothing(central, lanes):
     """The lane gave up waiting for central and recorded the burn offline; its event reached central
     before the slow approval did. The approval finds the burn done: no second hold on the member's

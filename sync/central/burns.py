@@ -366,6 +366,16 @@ def _reservation_for(conn: Any, store_id: str, lane_id: str, event: dict[str, An
                         (reservation_id(store_id, lane_id, auth_id), GIVEN_BACK_UNREAD)).fetchone()
 
 
+AUTHORISATION_USED = "authorisation_used"
+
+
+def _burnt(found: Any) -> bool:
+    """An event of this lane already confirmed the authorisation, or recorded its burn offline: a
+    second event under the same ``authorisation_id`` (a new seq and event_id, so no duplicate) would
+    spend the points or use the voucher again. One burn per authorisation."""
+    return found is not None and found["state"] in ("confirmed", "offline")
+
+
 def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: dict[str, Any],
                       member_id: str, coupons: dict[str, str] | None = None) -> str | None:
     """A redemption event of ``member_id`` (central's id for the event's member): confirm its
@@ -377,6 +387,8 @@ def record_redemption(conn: Any, store_id: str, lane_id: str, seq: int, event: d
                                     and event.get("voucher_code") in (None, voucher["code"])):
         return "malformed_event"  # a voucher_code other than its voucher's would name a voucher never issued
     found = _reservation_for(conn, store_id, lane_id, event)
+    if _burnt(found):
+        return AUTHORISATION_USED
     ours = _pending_of_earlier_ids(store_id, lane_id, event)
     if found is not None:
         ours.add(pending_by(found["reservation_id"]))
@@ -451,6 +463,8 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
         return "voucher_other_member"  # a personal coupon (``holders``: coupon_holders), the same
     key = voucher_key(registered, code, member_id, once_per, coupons)
     found = _reservation_for(conn, store_id, lane_id, event)
+    if _burnt(found):
+        return AUTHORISATION_USED
     rid = found["reservation_id"] if found is not None else None
     use = conn.execute("SELECT state, reservation_id, expires_ts FROM voucher_uses WHERE code = ? AND member_key = ?",
                        (code, key)).fetchone()

@@ -54,6 +54,7 @@ REJECTION_CODES: dict[str, bool] = {
     "identifier_taken": False,
     "counted_by_earlier_identity": False,
     "voucher_code_taken": False,
+    "authorisation_used": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

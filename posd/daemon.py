@@ -194,7 +194,8 @@ class Daemon:
                          authority=CentralAuthority(self.authoriser.authorise, self.authoriser.lookup,
                                                     self.authoriser.budget_s, claim=self.authoriser.claim_token,
                                                     release=self.authoriser.release,
-                                                    birthday=self.authoriser.claim_birthday))
+                                                    birthday=self.authoriser.claim_birthday,
+                                                    refresh=self.puller.refresh))
         self.print_worker = PrintWorker(self.ledger, self.printer, self.bus, cfg.lane.locale,
                                         on_outcome=self.metrics.print_job)
 

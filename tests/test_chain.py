@@ -168,6 +168,62 @@ def test_the_same_member_redeeming_at_both_lanes_at_once_never_goes_below_zero_a
     assert [r["state"] for r in central.store.reservations("duo")] == ["confirmed"] * 3
 
 
+def test_points_earned_at_one_lane_are_spent_at_the_next_before_its_pull(tmp_path):
+    """A member who paid at lane 1 and walked to lane 2 to take a reward was refused there
+    (insufficient_balance, "100 available") until lane 2's next member pull, up to pull_interval_s
+    (30 s as shipped): lane 2's own view refused the burn without asking central, which had the
+    points. Short on its own view while central answers, the lane pulls the member changes now and
+    checks again; the balance in its answer is central's, the points just earned included."""
+    seed = copy.deepcopy(SEED)
+    seed["members"].append({"member_id": "walk", "display_name": "Walk", "locale": "pl",
+                            "identifiers": ["CARD-walk"], "balances": {"points": 100}})
+    with running_central(tmp_path / "central", seed) as central:
+        one = launch_lane(tmp_path / "L01", central, lane_id="L01")
+        two = launch_lane(tmp_path / "L02", central, lane_id="L02", intervals=(0.2, 3600))  # pulls only at start
+        try:
+            sale = one.post("/v1/transactions", {
+                "transaction_id": "T-walk-1", "member": "CARD-walk", "occurred_at": datetime.now(UTC).isoformat(),
+                "currency": "PLN", "total": 30000,
+                "lines": [{"sku": "590", "category": "grocery", "quantity": 1, "unit_price": 30000}]})
+            assert sale.status_code == 200 and sale.json()["accrual"]["points"] == {"points": 300}, sale.text
+            one.wait_drained()
+            taken = redeem(two, "RDM-walk-1", "walk")
+            assert taken.status_code == 200, taken.text
+            assert taken.json()["authorised"] == "online"
+            assert taken.json()["balance"]["points"]["available"] == 100
+            two.wait_drained()
+            assert central_points(central, "walk") == 100
+            # still short after the pull: refused, with central's figure
+            short = redeem(two, "RDM-walk-2", "walk")
+            assert (short.status_code, short.json()["code"]) == (422, "insufficient_balance"), short.text
+            assert "100 available" in short.json()["message"]
+            # a member enrolled at lane 1 a moment ago is a member at lane 2 too: sale, quote, lookup
+            enrolled = one.post("/v1/members", {"card": "CARD-fresh", "display_name": "Fresh"})
+            assert enrolled.status_code in (200, 201), enrolled.text
+            one.wait_drained()
+            body = {"transaction_id": "T-fresh-1", "member": "CARD-fresh", "currency": "PLN", "total": 1000,
+                    "occurred_at": datetime.now(UTC).isoformat()}
+            quote = two.post("/v1/quotes", body)
+            assert quote.status_code == 200 and quote.json()["accrual"]["points"] == {"points": 10}, quote.text
+            assert two.get("/v1/members/CARD-fresh").json()["display_name"] == "Fresh"
+            fresh = two.post("/v1/transactions", body)
+            assert fresh.status_code == 200 and fresh.json()["accrual"]["points"] == {"points": 10}, fresh.text
+            # and at lane 2's scanner, a card enrolled at lane 1 since
+            assert one.post("/v1/members", {"card": "CARD-scanned", "display_name": "Scanned"}).status_code in (200, 201)
+            one.wait_drained()
+            stream = two.sse()
+            try:
+                two.scan("CARD-scanned")
+                assert stream.next("member.identified")["data"]["member"]["display_name"] == "Scanned"
+            finally:
+                stream.close()
+            # a card nobody holds is still unknown, after one more pull
+            assert two.get("/v1/members/CARD-nobody").json()["code"] == "unknown_member"
+        finally:
+            one.stop()
+            two.stop()
+
+
 @pytest.mark.fault
 def test_with_central_stopped_both_lanes_fall_back_to_their_caps_and_say_offline(tmp_path):
     with running_central(tmp_path / "central", copy.deepcopy(SEED), reservation_ttl_s=TTL_S) as central:

@@ -539,6 +539,25 @@ def test_a_cursor_central_refuses_is_dropped_and_every_member_pulled_again(centr
     assert puller.run_once() == "unchanged"
 
 
+def test_a_refresh_is_answered_by_a_pull_that_started_after_it(central, client):
+    """refresh(): the member changes pulled now, in the puller's thread, long before the interval ends;
+    its future is True once they are applied, False when that pull failed, and False when the puller
+    stops first."""
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache, member_interval=3600.0, program_interval=3600.0)
+    puller.start()
+    try:
+        wait_until(lambda: "M0001" in cache.members, what="first pull")
+        central.store.upsert_member({"member_id": "M0077", "display_name": "Just Enrolled"})
+        assert puller.refresh().result(timeout=10) is True
+        assert "M0077" in cache.members
+        central.inject("members", "503")
+        assert puller.refresh().result(timeout=10) is False
+    finally:
+        puller.stop()
+    assert puller.refresh().result(timeout=1) is False
+
+
 def test_puller_thread_fills_the_cache_and_stops(central, client):
     cache = MemoryCache()
     puller = SyncPuller(client, cache, member_interval=0.05, program_interval=60.0)

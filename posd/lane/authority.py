@@ -73,6 +73,10 @@ class Authority(Protocol):
 
     async def claim_birthday(self, claim: dict[str, Any]) -> BirthdayClaim: ...
 
+    async def refresh_members(self) -> bool: ...
+
+    def refresh_members_waiting(self) -> bool: ...
+
 
 class LocalAuthority:
     """No central to ask: every burn the lane's own checks allow is approved here, without a reservation."""
@@ -95,6 +99,12 @@ class LocalAuthority:
     async def claim_birthday(self, claim: dict[str, Any]) -> BirthdayClaim:
         return "unavailable"
 
+    async def refresh_members(self) -> bool:
+        return False
+
+    def refresh_members_waiting(self) -> bool:
+        return False
+
 
 class CentralAuthority:
     """Central's answers through futures (the sync side's threads), awaited within ``budget_s``."""
@@ -102,12 +112,15 @@ class CentralAuthority:
     def __init__(self, authorise: Callable[[dict[str, Any]], Future], lookup: Callable[[str, str | None], Future],
                  budget_s: float, claim: Callable[[dict[str, Any]], Future] | None = None,
                  release: Callable[[str], Future] | None = None,
-                 birthday: Callable[[dict[str, Any]], Future] | None = None):
+                 birthday: Callable[[dict[str, Any]], Future] | None = None,
+                 refresh: Callable[[], Future] | None = None):
         """``claim``: asks central whether a member token is unused chain-wide (None: never asked);
         ``release``: gives back a reservation the lane will not record (None: it expires instead);
-        ``birthday``: asks whether a member's birthday bonus year is free chain-wide (None: never asked)."""
+        ``birthday``: asks whether a member's birthday bonus year is free chain-wide (None: never asked);
+        ``refresh``: pulls central's member changes now (posd.sync.lane.puller.SyncPuller.refresh)."""
         self._authorise, self._lookup, self.budget_s = authorise, lookup, budget_s
         self._claim, self._release, self._birthday = claim, release, birthday
+        self._refresh = refresh
 
     async def _answer(self, future: Future) -> tuple[bool, Any]:
         """(answered, the answer); False when central gave none within the budget."""
@@ -191,6 +204,27 @@ class CentralAuthority:
         if not answered:
             return "unavailable"
         return "taken" if answer.get("status") == "taken" else "awarded"
+
+    async def refresh_members(self) -> bool:
+        """Central's member changes pulled into cache.db now, within the budget: True when they were.
+        Asked when the lane's own view refuses what central may allow (points earned at another lane
+        since the last pull), never on the usual path."""
+        if self._refresh is None:
+            return False
+        answered, pulled = await self._answer(self._refresh())
+        return answered and pulled is True
+
+    def refresh_members_waiting(self) -> bool:
+        """refresh_members for a thread that may wait (a scanner's, the API's worker threads), never the loop."""
+        if self._refresh is None:
+            return False
+        future = self._refresh()
+        try:
+            return future.result(timeout=self.budget_s) is True
+        except FutureTimeout:
+            future.cancel()
+            log.info("the member pull took over %.0f ms", self.budget_s * 1000, extra={"event": "authorise.timeout"})
+            return False
 
     def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:
         """claim_token for a thread that may wait (a scanner's, the API's worker threads), never the loop."""

@@ -88,10 +88,41 @@ class Members:
             "storage_failed")
     def identify(self, identifier: str) -> CachedMember:
         """Find the member and accept their token now (a write: never call this on the event loop)."""
-        ident = self.find(identifier)
+        try:
+            ident = self.find(identifier)
+        except LaneError as exc:
+            if not self.refreshed(exc.code):
+                raise
+            ident = self.find(identifier)
         self.claim_at_central(ident)
         self.accept_now(ident)
         return ident.member
+
+    def refreshed(self, code: str, *codes: str) -> bool:
+        """After a refusal (``code``) of what this lane's view of central's members does not hold (an identifier
+        it does not know: unknown_member, or a ``codes`` refusal such as a balance short of a burn)
+        while central answers: its member changes pulled now, True when they were, and the caller
+        looks once more. A member enrolled at another lane, or points earned there, since the last
+        pull are then known here too, rather than only after pull_interval_s. From a thread that may
+        wait (never the event loop's), at most the burn budget."""
+        return code in (codes or ("unknown_member",)) and not self.ctx.is_offline() \
+            and self.authority.refresh_members_waiting()
+
+    async def arefreshed(self, code: str, *codes: str) -> bool:
+        """``refreshed`` for the event loop: the pull is awaited off the loop, within the budget."""
+        return code in (codes or ("unknown_member",)) and not self.ctx.is_offline() \
+            and await self.authority.refresh_members()
+
+    @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "member_token_invalid",
+            "member_token_expired", "member_token_not_yet_valid", "member_ineligible")
+    async def afind_active(self, identifier: str) -> Identification:
+        """find_active, looked up again after a pull when the lane does not know the identifier yet."""
+        try:
+            return self.find_active(identifier)
+        except LaneError as exc:
+            if not await self.arefreshed(exc.code):
+                raise
+        return self.find_active(identifier)
 
     @raises("member_token_replayed")
     def claim_at_central(self, ident: Identification | None) -> None:
@@ -368,6 +399,8 @@ class Members:
         held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]
         try:
             resolved = self._resolve(found.kind, code, how, data)
+            if isinstance(resolved, _Refused) and self.refreshed(resolved.code):
+                resolved = self._resolve(found.kind, code, how, data)  # enrolled at another lane since the last pull
             if isinstance(resolved, Identification) and resolved.token is not None:
                 bus.publish_many(held)  # before anything slow: the token's claim at central and its write
                 held = []

@@ -25,15 +25,30 @@ from posd.storage.cache import CachedMember
 from posd.storage.tx import LedgerView
 
 
+# What a quote can be refused, as asked first and again after a member pull (posd.lane.members.arefreshed).
+QUOTE_CODES = (
+    "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
+    "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
+    "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+    "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "transaction_id_conflict",
+)
+
+
 class Quotes:
     def __init__(self, ctx: LaneContext, members: Members, sales: Sales, rewards: Rewards):
         self.ctx, self.members, self.sales, self.rewards = ctx, members, sales, rewards
 
-    @raises("occurred_in_future", "occurred_too_old", "payment_card", "unknown_member", "ambiguous_member",
-            "member_unavailable", "member_ineligible", "program_unavailable", "negative_total", "negative_line",
-            "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
-            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "transaction_id_conflict")
+    @raises(*QUOTE_CODES)
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
+        try:
+            return await self._quote(tx, codes)
+        except LaneError as exc:  # a member this lane has not pulled yet: looked up again after a pull
+            if not await self.members.arefreshed(exc.code):
+                raise
+        return await self._quote(tx, codes)
+
+    @raises(*QUOTE_CODES)
+    async def _quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
         ctx = self.ctx
         view = ctx.ledger.view()
         if view.sale(tx.transaction_id) is not None:

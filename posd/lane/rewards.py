@@ -152,12 +152,20 @@ class Rewards:
                                  req.legacy_hash)
         if earlier:
             return earlier
-        ident = self.members.find_active(req.member)
-        member = ident.member
+        ident = await self.members.afind_active(req.member)
         program = ctx.require_program()
-        reward = self._reward(program, member, req)
         now = ctx.clock()
-        self._check_redemption(view, member, reward, now)  # what the lane can refuse alone, before asking
+        try:
+            self._check_redemption(view, ident.member, self._reward(program, ident.member, req), now)
+        except LaneError as exc:  # what the lane can refuse alone, before asking
+            # Short on this lane's view, which may be behind central's (points earned at another lane
+            # since the last pull): pulled now, while central answers, and checked again.
+            if not await self.members.arefreshed(exc.code, "insufficient_balance"):
+                raise
+            ident = self.members.find_active(req.member)
+            self._check_redemption(view, ident.member, self._reward(program, ident.member, req), now)
+        member = ident.member
+        reward = self._reward(program, member, req)
         await self.members.aclaim_at_central(ident)
         # Made before asking: central registers the voucher with its approval, so it is good at every
         # lane at once, before this lane's redemption event reaches central.
@@ -323,7 +331,7 @@ class Rewards:
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
         view = ctx.ledger.view()
-        ident = self.members.find_active(member) if member is not None else None
+        ident = await self.members.afind_active(member) if member is not None else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         v = self.book.local(view, code, ctx.program())
         if v is None:
@@ -437,7 +445,7 @@ class Rewards:
         the recorded one is not ``request_hash``."""
         ctx = self.ctx
         code, applied = self.book.canonical(code), tuple(self.book.canonical(c) for c in applied)
-        ident = self.members.find_active(member) if member is not None else None
+        ident = await self.members.afind_active(member) if member is not None else None
         member_id, aliases = (ident.member.member_id, ident.member.aliases) if ident else (None, ())
         view = ctx.ledger.view()
         earlier = view.voucher_use_in(code, transaction_id)

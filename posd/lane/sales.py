@@ -78,6 +78,16 @@ class _Sale:
                                                                earn))
 
 
+# What a sale can be refused, as asked first and again after a member pull (posd.lane.members.arefreshed).
+SALE_CODES = (
+    "transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
+    "ambiguous_member", "member_unavailable", "member_ineligible", "program_unavailable", "negative_total",
+    "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
+    "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
+    "storage_failed",
+)
+
+
 class Sales:
     def __init__(self, ctx: LaneContext, members: Members, slips: Slips, birthdays: Birthdays | None = None):
         self.ctx, self.members, self.slips = ctx, members, slips
@@ -123,12 +133,17 @@ class Sales:
         writer may wait for it, to commit it with another (posd.storage.ledger.Herald)."""
         return self.ctx.ledger.herald()
 
-    @raises("transaction_id_conflict", "occurred_in_future", "occurred_too_old", "payment_card", "unknown_member",
-            "ambiguous_member", "member_unavailable", "member_ineligible", "program_unavailable", "negative_total",
-            "negative_line", "total_mismatch", "unsupported_currency", "points_out_of_range", "member_token_invalid",
-            "member_token_expired", "member_token_not_yet_valid", "member_token_replayed", "storage_full",
-            "storage_failed")
+    @raises(*SALE_CODES)
     async def record_sale(self, tx: TransactionInput) -> Recorded:
+        try:
+            return await self._record_sale(tx)
+        except LaneError as exc:  # nothing was written: a member this lane has not pulled yet is looked up again
+            if not await self.members.arefreshed(exc.code):
+                raise
+        return await self._record_sale(tx)
+
+    @raises(*SALE_CODES)
+    async def _record_sale(self, tx: TransactionInput) -> Recorded:
         ctx = self.ctx
         try:
             # The usual sale is evaluated and written in one unit, on the writer's thread: one hand-off

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from posd.core.program import ProgramError
@@ -114,6 +115,7 @@ class SyncPuller(Worker):
         self._members_applied = 0
         self._program_updates = 0
         self._program_refused: dict[str, str] | None = None  # central's program not in force: version, error
+        self._refreshes: list[Future] = []  # refresh() callers, answered by the next member pull to start
 
     def run_once(self) -> str:
         """Pull member changes until has_more is false, then the program.
@@ -125,6 +127,27 @@ class SyncPuller(Worker):
         with self._lock:
             self._members_due = self._program_due = 0.0
         super().wake()
+
+    def refresh(self) -> Future:
+        """A member pull now, for a caller whose view of a member may be behind central's (points earned
+        at another lane since the last pull): its future is True once a pull that started after this
+        call has applied central's changes, False when that pull failed or the puller stops. A pull
+        already under way may have read the feed before the change the caller is after: the next one
+        answers."""
+        future: Future = Future()
+        with self._lock:
+            if self._stop.is_set():
+                future.set_result(False)
+                return future
+            self._refreshes.append(future)
+            self._members_due = 0.0
+        super().wake()
+        return future
+
+    def _answer_refreshes(self, waiting: list[Future], ok: bool) -> None:
+        for future in waiting:
+            if not future.done():
+                future.set_result(ok)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -139,16 +162,23 @@ class SyncPuller(Worker):
 
     def _pull(self, *, members: bool, program: bool) -> str:
         applied, version = 0, None
+        waiting: list[Future] = []
+        if members:
+            with self._lock:  # those asked before this pull reads the feed: it answers them
+                waiting, self._refreshes = self._refreshes, []
         try:
             if members:
                 applied, complete = self._pull_members()
-                with self._lock:
-                    self._members_due = time.monotonic() + (self._member_interval if complete else 0.0)
+                self._answer_refreshes(waiting, True)
+                with self._lock:  # a refresh asked during the pull: another pull at once
+                    self._members_due = time.monotonic() + (
+                        self._member_interval if complete and not self._refreshes else 0.0)
             if program:
                 version = self._pull_program()
                 with self._lock:
                     self._program_due = time.monotonic() + self._program_interval
         except Exception as exc:
+            self._answer_refreshes(waiting, False)
             return self._sync_error(exc)
         self._succeeded("ok", self._until_due())
         changed = applied > 0 or version is not None
@@ -178,7 +208,11 @@ class SyncPuller(Worker):
         self._stop.set()
         if self._bulk is not None:
             self._bulk.cancel()
-        return super().stop(timeout)
+        stopped = super().stop(timeout)
+        with self._lock:
+            waiting, self._refreshes = self._refreshes, []
+        self._answer_refreshes(waiting, False)
+        return stopped
 
     def _pull_program(self) -> str | None:
         """The version of a new program, stored; None when central's is the one we have."""

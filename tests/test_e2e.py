@@ -62,6 +62,25 @@ def test_scan_on_the_serial_line_reaches_sse_as_member_identified(lane):
         stream.close()
 
 
+def test_a_voucher_slip_or_a_coupon_at_the_scanner_is_a_voucher_scan_not_an_unknown_member(lane):
+    """A cashier scanning a reward's voucher slip (or a coupon) at the till's scanner got the scan and
+    member.unknown: a POS showed "not a member" for the voucher the member handed over. The scan says
+    voucher now, with the code as POST /v1/vouchers/{code}/use takes it, and no member event follows."""
+    stream = lane.sse()
+    try:
+        lane.scan("vabcd-efgh-jkmn")  # a lane voucher's code, as a person may type it
+        first = stream.next("scan")["data"]
+        lane.scan("welcome10")  # the demo program's coupon, in lower case
+        second = stream.next("scan")["data"]
+        lane.scan(ANNA)
+        assert stream.next("member.identified")["data"]["member"]["member_id"] == "M0001"
+        assert (first["kind"], first["data"]) == ("voucher", "VABCDEFGHJKMN")
+        assert (second["kind"], second["data"]) == ("voucher", "WELCOME10")
+        assert [e["event"] for e in stream.seen if e["event"].startswith("member.")] == []
+    finally:
+        stream.close()
+
+
 def test_payment_card_swiped_into_the_scanner_leaves_no_digits(lane):
     stream = lane.sse()
     try:

@@ -754,11 +754,13 @@ class ScanEvent(_Event):
     type: Literal["scan"]
     device: str
     symbology: str | None
-    kind: Literal["code", "token", "phone", "invalid"] = Field(
+    kind: Literal["code", "token", "phone", "voucher", "invalid"] = Field(
         description="token: a member token (phone QR, wallet pass), not repeated here; phone: a phone number "
                     "(typed, or a QR's tel: link), not repeated here either; member.identified or member.unknown "
-                    "follows")
-    data: str | None = Field(default=None, description="the code read; absent when invalid, a token or a phone")
+                    "follows. voucher: a voucher's or the program's coupon code no member holds (a voucher slip "
+                    "scanned at the till), as POST /v1/vouchers/{code}/use takes it: no member event follows")
+    data: str | None = Field(default=None, description="the code read (a voucher's or coupon's as issued); absent "
+                                                       "when invalid, a token or a phone")
 
 
 IdentifiedBy = Literal["card", "qr_token", "wallet_totp", "msr", "nfc", "phone", "typed"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import phonenumbers
 
-from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code
+from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code, voucher_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program
 from posd.core.rules_eval import show
@@ -399,6 +399,11 @@ class Members:
         held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]
         try:
             resolved = self._resolve(found.kind, code, how, data)
+            offered = self._offer_code(code) if isinstance(resolved, _Refused) and resolved.code == "unknown_member" \
+                and scan["kind"] == "code" else None
+            if offered is not None:  # a voucher slip or a coupon at the scanner: no member, nothing unknown
+                held[0] = ("scan", {"device": device, "symbology": symbology, "kind": "voucher", "data": offered})
+                return
             if isinstance(resolved, _Refused) and self.refreshed(resolved.code):
                 resolved = self._resolve(found.kind, code, how, data)  # enrolled at another lane since the last pull
             if isinstance(resolved, Identification) and resolved.token is not None:
@@ -433,6 +438,17 @@ class Members:
         finally:
             if held:
                 bus.publish_many(held)
+
+
+    def _offer_code(self, code: str) -> str | None:
+        """``code`` as a voucher or coupon is applied (a lane voucher's code as issued, the program's
+        coupon code as it has it), when it is one and no member holds it; else None."""
+        found = voucher_code(code)
+        if found is not None:
+            return found
+        program = self.ctx.program()
+        coupon = program.coupon(code) if program is not None else None
+        return coupon.code if coupon is not None else None
 
 
 _PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)

@@ -395,6 +395,8 @@ def test_points_redeemed_by_number_become_a_money_off_voucher_at_the_programs_va
         refused = lane.post("/v1/redemptions", {"redemption_id": f"RDM-P{points}", "member": "CARD-bypts",
                                                 "points": points})
         assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
+    # no reward was named: the refusal says what was asked, not what "the reward" costs
+    assert refused.json()["message"].startswith("102 points asked; "), refused.text
     told = lane.post("/v1/redemptions", {"redemption_id": "RDM-P3", "member": "CARD-bypts", "points": 3}).json()
     assert "at least 50 points, in steps of 2, at most 1000000000" in told["message"], told  # what a request may name
     over = lane.post("/v1/redemptions", {"redemption_id": "RDM-P6", "member": "CARD-bypts", "points": 10**9 + 2})

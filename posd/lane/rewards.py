@@ -211,7 +211,9 @@ class Rewards:
         currency, price = reward.currency, reward.price_for(member.tier) or 0
         available = self.members.balances(member, view).get(currency, {}).get("available", 0)
         if available < price:
-            raise LaneError("insufficient_balance", f"the reward costs {price} {currency}; {available} available")
+            by_points = reward.reward_id == f"{currency}:{price}"  # points alone, no reward named (_points_reward)
+            asked = f"{price} {currency} asked" if by_points else f"the reward costs {price} {currency}"
+            raise LaneError("insufficient_balance", f"{asked}; {available} available")
         if reward.limit_per_member_per_day:
             used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)),
                                           member.aliases)

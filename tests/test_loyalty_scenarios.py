@@ -243,6 +243,11 @@ def test_buy_return_keep_the_bonus_does_not_work(lane):
     back = lane.post("/v1/transactions/brk-1/returns", {"return_id": "brk-r1", "lines": [{"sku": "B", "quantity": 1}]})
     assert back.json()["reversed"]["points"] == 200  # the line's 100 and the bonus it no longer reaches
     assert back.json()["balance"]["points"]["total"] == 100
+    # a line the sale never had is named as such, not as "more returned than sold"
+    stray = lane.post("/v1/transactions/brk-1/returns", {"return_id": "brk-r2", "lines": [
+        {"sku": "A", "quantity": 2}, {"sku": "NOPE", "quantity": 1}]})
+    assert (stray.status_code, stray.json()["code"]) == (422, "return_exceeds_sale")
+    assert stray.json()["message"] == "more returned than sold for A; not on that sale: NOPE", stray.text
 
 
 def test_a_refund_is_never_deducted_twice(lane):

@@ -453,7 +453,13 @@ def _kept_lines(sold: tuple[BasketLine, ...], before: list[ReturnRecord],
                                                         kept_line.amount)))
     over = {sku: q for sku, q in returned.items() if q > 0}
     if over:
-        raise LaneError("return_exceeds_sale", f"more returned than sold for {', '.join(sorted(over))}")
+        on_sale = {line.sku for line in sold}
+        missing = sorted(sku for sku in over if sku not in on_sale)
+        said = [f"more returned than sold for {', '.join(sorted(sku for sku in over if sku in on_sale))}"] \
+            if len(missing) < len(over) else []
+        if missing:
+            said.append(f"not on that sale: {', '.join(missing)}")
+        raise LaneError("return_exceeds_sale", "; ".join(said))
     return tuple(kept)
 
 

@@ -219,10 +219,21 @@ def test_campaign_coupon_once_per_member_and_unknown_codes(lane):
 
 
 def test_reward_limit_per_day_and_tier_price(lane):
+    def offered() -> tuple[bool, bool]:
+        """Is the coffee in the member view's rewards_available, and is the quote's limit_reached?"""
+        view = lane.get("/v1/members/CARD-limit1").json()
+        quote = lane.post("/v1/quotes", {"transaction_id": "lim-q", "member": "CARD-limit1", "currency": "PLN",
+                                         "total": 0, "occurred_at": datetime.now(WARSAW).isoformat()}).json()
+        coffee = next(r for r in quote["rewards"] if r["reward_id"] == "free-coffee")
+        return "free-coffee" in {r["reward_id"] for r in view["rewards_available"]}, coffee["limit_reached"]
+
     for i in range(2):
+        assert offered() == (True, False)
         ok = lane.post("/v1/redemptions", {"redemption_id": f"lim-{i}", "member": "CARD-limit1",
                                            "reward_id": "free-coffee"})
         assert ok.status_code == 200 and ok.json()["points"] == {"points": -400}  # gold price
+    # had twice today: no longer offered (it was, and the redemption was then refused)
+    assert offered() == (False, True)
     third = lane.post("/v1/redemptions", {"redemption_id": "lim-3", "member": "CARD-limit1", "reward_id": "free-coffee"})
     assert (third.status_code, third.json()["code"]) == (422, "reward_limit_reached")
     assert lane.get("/v1/members/CARD-limit1").json()["balances"]["points"]["total"] == 4200

@@ -571,6 +571,9 @@ class QuoteReward(BaseModel):
     points: int
     kind: str
     affordable: bool = Field(description="the member's available balance covers it now")
+    limit_reached: bool = Field(default=False, description="the member had it as often as its daily limit allows "
+                                                           "today, on this lane: redeemed now it is "
+                                                           "reward_limit_reached (central counts every lane's)")
     benefit: Benefit
     effect: Effect = Field(description="its voucher's effect on this basket, alone")
 

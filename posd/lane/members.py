@@ -28,7 +28,7 @@ import phonenumbers
 
 from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code, voucher_code
 from posd.core.member_tokens import Accepted, Rejected
-from posd.core.program import Program
+from posd.core.program import Program, Reward
 from posd.core.rules_eval import show
 from posd.lane.authority import Authority, LocalAuthority
 from posd.lane.context import LaneContext
@@ -327,12 +327,29 @@ class Members:
             return member.qualifying
         return max(0, balance.get(tier_points, {}).get("total", member.qualifying))
 
-    def rewards_available(self, member: CachedMember, program: Program,
-                          balance: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    def rewards_available(self, member: CachedMember, program: Program, balance: dict[str, dict[str, int]],
+                          view: LedgerView | None = None, taken: str | None = None) -> list[dict[str, Any]]:
+        """The rewards the member could take now: affordable, and not had as often as allowed today here
+        (``taken``: a reward redeemed in the unit asking, not recorded yet, counts once more)."""
         available = {cur: b.get("available", 0) for cur, b in balance.items()}
+        view, now = view or self.ctx.ledger.view(), self.ctx.clock()
         return [{"reward_id": reward.reward_id, "title": reward.name(self.ctx.locale), "currency": reward.currency,
                  "points": price, "kind": reward.kind}
-                for reward, price in program.affordable_rewards(member.tier, available)]
+                for reward, price in program.affordable_rewards(member.tier, available)
+                if not self.used_up_today(view, member, reward, now, 1 if reward.reward_id == taken else 0)]
+
+    def used_up_today(self, view: LedgerView, member: CachedMember, reward: Reward, now: datetime,
+                      more: int = 0) -> bool:
+        """The member had ``reward`` (and ``more`` times not recorded yet) as often as its daily limit
+        allows: redemptions on this lane since midnight in the store's timezone (central counts every
+        lane's when it authorises)."""
+        limit = reward.limit_per_member_per_day
+        return bool(limit) and more + view.redemptions_since(
+            member.member_id, reward.reward_id, iso(self.day_start(now)), member.aliases) >= limit
+
+    def day_start(self, now: datetime) -> datetime:
+        """Midnight of ``now``'s day in the store's timezone: where a reward's daily limit starts."""
+        return now.astimezone(self.ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
 
     def member_view(self, member: CachedMember, view: LedgerView | None = None) -> dict[str, Any]:
         """What the POS shows (GET /v1/members/{identifier}, member.identified)."""
@@ -358,7 +375,7 @@ class Members:
                 "points_needed": max(0, nxt.threshold - progress),
             },
             "balances": balance,
-            "rewards_available": self.rewards_available(member, program, balance) if program else [],
+            "rewards_available": self.rewards_available(member, program, balance, view) if program else [],
             "offers": member.offers,
             "as_of": None if member.provisional else synced,
             "stale": False if member.provisional else stale,

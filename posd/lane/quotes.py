@@ -79,6 +79,7 @@ class Quotes:
         if member is not None:
             available = {cur: b.get("available", 0) for cur, b in answer["balance"].items()}
             answer["rewards"] = [self._reward_entry(program, reward.reward_id, available, member.tier, basket)
+                                 | {"limit_reached": self.members.used_up_today(view, member, reward, now)}
                                  for reward in program.rewards if reward.price_for(member.tier) is not None]
             answer["vouchers"] = [{"code": v.code, "description": v.description, "source": v.source,
                                    "expires_at": v.public()["expires_at"], "benefit": v.benefit.to_json(),

@@ -214,14 +214,8 @@ class Rewards:
             by_points = reward.reward_id == f"{currency}:{price}"  # points alone, no reward named (_points_reward)
             asked = f"{price} {currency} asked" if by_points else f"the reward costs {price} {currency}"
             raise LaneError("insufficient_balance", f"{asked}; {available} available")
-        if reward.limit_per_member_per_day:
-            used = view.redemptions_since(member.member_id, reward.reward_id, iso(self._day_start(now)),
-                                          member.aliases)
-            if used >= reward.limit_per_member_per_day:
-                raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
-
-    def _day_start(self, now: datetime) -> datetime:
-        return now.astimezone(self.ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        if self.members.used_up_today(view, member, reward, now):
+            raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
 
     async def _ask_central(self, view: LedgerView, member: CachedMember, reward: Reward, req: RedemptionInput,
                            now: datetime, voucher: dict[str, Any]) -> Decision:
@@ -232,7 +226,7 @@ class Rewards:
         return await self.authority.authorise(authorisation_request(
             "redemption", f"redemption:{req.redemption_id}", member.member_id, iso(now),
             points={reward.currency: reward.price_for(member.tier) or 0}, reward_id=reward.reward_id,
-            limit={"per_member": limit, "since": iso(self._day_start(now))} if limit else None, voucher=voucher,
+            limit={"per_member": limit, "since": iso(self.members.day_start(now))} if limit else None, voucher=voucher,
             unsynced=view.unsynced_entries(member.member_id, member.applied_seq, now, MAX_UNSYNCED_EVENTS,
                                            member.aliases)))
 
@@ -277,7 +271,8 @@ class Rewards:
         slip = self.slips.queue(unit, self.slips.compose(
             f"{req.redemption_id}~r", member, r.program, occurred_at=now, earned={currency: -price}, balance=balance,
             vouchers=[{**voucher, "title": wire["title"]}], kind="redemption",  # the slip picks the member's language
-            transaction_id=req.transaction_id or "", redemption_id=req.redemption_id), member.member_id)
+            transaction_id=req.transaction_id or "", redemption_id=req.redemption_id, view=unit,
+            taken=reward.reward_id), member.member_id)
         response = {"redemption_id": req.redemption_id, "member_id": member.member_id,
                     "points": {currency: -price}, "voucher": voucher, "balance": balance, "slip": slip,
                     "seq": seq, "offline": offline, "authorised": authorised(r.decision), "recorded_at": iso(now)}

@@ -216,7 +216,7 @@ class Sales:
         if member is not None and self.ctx.printer_enabled:  # a lane without a printer composes no slip
             slip = self.slips.queue(unit, self.slips.compose(
                 tx.transaction_id, member, program, occurred_at=tx.occurred_at, earned=accrual.points,
-                balance=balance, trace=accrual.trace), member.member_id)
+                balance=balance, trace=accrual.trace, view=unit), member.member_id)
         response = {
             "transaction_id": tx.transaction_id,
             "member_id": member.member_id if member else None,

@@ -19,7 +19,7 @@ from posd.lane.errors import LaneError, raises
 from posd.lane.members import Members
 from posd.storage.cache import CachedMember
 from posd.storage.print_queue import ClientJobIdReused
-from posd.storage.tx import LedgerTx
+from posd.storage.tx import LedgerTx, LedgerView
 
 # A slip drawn as the lane's printer would print it, as PNG bytes (the daemon renders with its printer).
 PngRenderer = Callable[[SlipDocument], bytes]
@@ -33,10 +33,12 @@ class Slips:
     def compose(self, slip_id: str, member: CachedMember, program: Program, *, occurred_at: datetime,
                 earned: dict[str, int], balance: dict[str, dict[str, int]],
                 trace: list[dict[str, Any]] | None = None, vouchers: list[dict[str, Any]] | None = None,
-                kind: str = "sale", transaction_id: str | None = None, redemption_id: str | None = None) -> SlipData:
+                kind: str = "sale", transaction_id: str | None = None, redemption_id: str | None = None,
+                view: LedgerView | None = None, taken: str | None = None) -> SlipData:
         """Names stay multilingual, so the slip prints in the member's own language when the
         catalogs have it (the lane's language next). A slip says the ids the POS knows: the sale's
-        ``transaction_id`` (by default the slip's id), a redemption's ``redemption_id``."""
+        ``transaction_id`` (by default the slip's id), a redemption's ``redemption_id``. ``view``: the
+        unit the slip is written in; ``taken``: the reward a redemption's slip is for, had once more today."""
         ctx = self.ctx
         # Tier points, whatever the program calls them, show as the progress to the next tier only.
         tier_points = {c.code for c in program.currencies if c.kind == "qualifying"}
@@ -57,7 +59,7 @@ class Slips:
                                                 "points_needed": max(0, nxt.threshold - progress)},
             breakdown=list(trace or []),
             rewards_available=[{**r, "title": program.reward(r["reward_id"]).names or r["title"]}
-                               for r in self.members.rewards_available(member, program, balance)],
+                               for r in self.members.rewards_available(member, program, balance, view, taken)],
             vouchers=vouchers or [],
             offers=[o for o in member.offers if isinstance(o, dict)],
             currencies={c.code: dict(c.names) for c in program.currencies},

@@ -215,6 +215,12 @@ def test_points_earned_at_one_lane_are_spent_at_the_next_before_its_pull(tmp_pat
             try:
                 two.scan("CARD-scanned")
                 assert stream.next("member.identified")["data"]["member"]["display_name"] == "Scanned"
+                # a product's barcode read by the same scanner is unknown at once: central is not asked
+                one.stop()  # it pulls every 0.5 s: only lane 2 asks central now
+                pulls = central.request_count("members")
+                two.scan("5901234123457")
+                assert stream.next("member.unknown")["data"]["identifier"] == "5901234123457"
+                assert central.request_count("members") == pulls
             finally:
                 stream.close()
             # a card nobody holds is still unknown, after one more pull

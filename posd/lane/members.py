@@ -26,7 +26,7 @@ from typing import Any
 
 import phonenumbers
 
-from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code, voucher_code
+from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code, trade_item, voucher_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program, Reward
 from posd.core.rules_eval import show
@@ -421,8 +421,10 @@ class Members:
             if offered is not None:  # a voucher slip or a coupon at the scanner: no member, nothing unknown
                 held[0] = ("scan", {"device": device, "symbology": symbology, "kind": "voucher", "data": offered})
                 return
-            if isinstance(resolved, _Refused) and self.refreshed(resolved.code):
-                resolved = self._resolve(found.kind, code, how, data)  # enrolled at another lane since the last pull
+            # A card enrolled at another lane since the last pull; a product's barcode scanned here never
+            # is one, and asks central nothing.
+            if isinstance(resolved, _Refused) and not trade_item(code) and self.refreshed(resolved.code):
+                resolved = self._resolve(found.kind, code, how, data)
             if isinstance(resolved, Identification) and resolved.token is not None:
                 bus.publish_many(held)  # before anything slow: the token's claim at central and its write
                 held = []

@@ -24,6 +24,9 @@ from posd.sync.lane.worker import Worker
 log = logging.getLogger("posd.sync.relay")
 
 PROBE_LIMIT = 100  # members asked for in the puller's own thread when a bulk pull can take the rest
+# Pulls asked for by refresh() start at least this far apart: a till scanning unknown codes one after
+# another asks central for its member changes once a second at most, not once a code.
+REFRESH_SPACING_S = 1.0
 
 
 def member_pages(client: Any, cursor: str | None, limit: int) -> Iterator[tuple[list[dict[str, Any]], str, bool]]:
@@ -116,6 +119,7 @@ class SyncPuller(Worker):
         self._program_updates = 0
         self._program_refused: dict[str, str] | None = None  # central's program not in force: version, error
         self._refreshes: list[Future] = []  # refresh() callers, answered by the next member pull to start
+        self._refreshed_at = float("-inf")  # monotonic: when the last pull a refresh() asked for started
 
     def run_once(self) -> str:
         """Pull member changes until has_more is false, then the program.
@@ -140,7 +144,7 @@ class SyncPuller(Worker):
                 future.set_result(False)
                 return future
             self._refreshes.append(future)
-            self._members_due = 0.0
+            self._members_due = min(self._members_due, self._refreshed_at + REFRESH_SPACING_S)
         super().wake()
         return future
 
@@ -166,13 +170,16 @@ class SyncPuller(Worker):
         if members:
             with self._lock:  # those asked before this pull reads the feed: it answers them
                 waiting, self._refreshes = self._refreshes, []
+                if waiting:
+                    self._refreshed_at = time.monotonic()
         try:
             if members:
                 applied, complete = self._pull_members()
                 self._answer_refreshes(waiting, True)
-                with self._lock:  # a refresh asked during the pull: another pull at once
-                    self._members_due = time.monotonic() + (
-                        self._member_interval if complete and not self._refreshes else 0.0)
+                with self._lock:  # a refresh asked during the pull: another pull, once the spacing allows
+                    self._members_due = time.monotonic() + (self._member_interval if complete else 0.0)
+                    if self._refreshes:
+                        self._members_due = min(self._members_due, self._refreshed_at + REFRESH_SPACING_S)
             if program:
                 version = self._pull_program()
                 with self._lock:

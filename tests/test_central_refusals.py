@@ -524,6 +524,27 @@ def test_central_never_gives_a_new_member_an_id_that_is_someones_card(central):
     assert "M0000002" not in ids and holder not in ids and len(ids) == 2, (holder, ids)
 
 
+def test_an_enrolment_whose_card_and_phone_are_two_members_is_noted_for_the_member_desk(central):
+    """Three lanes enrolled offline: one a phone with card A, one another phone with card B, and a
+    third the first phone with card B. The third maps to card B's member and the phone stays with its
+    own: the shopper's card and phone open two accounts, and nobody was told. Central keeps that (only a
+    person can tell whether they are one shopper) and notes it for the member desk."""
+    phone, other_phone = "+48606100200", "+48607300400"
+    assert push(central, [enrolment(1, "P-00000000000000d1", [phone, "2900000000840"], provisional=True),
+                          enrolment(2, "P-00000000000000d2", [other_phone, "2900000000833"], provisional=True),
+                          enrolment(3, "P-00000000000000d3", ["2900000000833", phone], provisional=True)]) == \
+        [(1, "accepted", None), (2, "accepted", None), (3, "accepted", None)]
+    by_phone = central.store.member("P-00000000000000d1")["member_id"]
+    by_card = central.store.member("P-00000000000000d2")["member_id"]
+    assert central.store.member("P-00000000000000d3")["member_id"] == by_card != by_phone
+    assert phone in central.store.member(by_phone)["identifiers"]
+    assert phone not in central.store.member(by_card)["identifiers"]
+    notes = [r for r in central.store.outbox(0, 100_000) if r["type"] == "member.identifiers_split"]
+    assert [(r["aggregateid"], r["payload"]) for r in notes] == [
+        (by_card, {"member_id": by_card, "identifier": phone, "held_by": by_phone,
+                   "enrolled_as": "P-00000000000000d3", "lane": f"{STORE_ID}/{LANE_ID}", "seq": 3})]
+
+
 def test_a_card_enrolled_under_another_members_id_is_kept_noted_and_never_seeded(central):
     """A lane that had not heard of M0001 yet enrolled a card printed "M0001" for someone else. The card is
     a fact at the till: its holder keeps it, and central notes the clash for the member desk (typed, the id

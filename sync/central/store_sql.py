@@ -1030,7 +1030,7 @@ class _BatchWork:
             if member is None:
                 added = self._create(member_id, event)["identifiers"]
             else:
-                added = self._add_identifiers(member, event)
+                added = self._add_identifiers(member, event, seq)
                 _fill_profile(member, event)
             self._note_id_clashes(member_id, added, seq)
             self.conn.execute("INSERT INTO member_aliases (alias, member_id, source) VALUES (?, ?, ?)",
@@ -1043,19 +1043,28 @@ class _BatchWork:
         self.enrolled[seq] = member_id
         return member_id
 
-    def _add_identifiers(self, member: dict[str, Any], event: dict[str, Any]) -> list[str]:
+    def _add_identifiers(self, member: dict[str, Any], event: dict[str, Any], seq: int) -> list[str]:
         """An enrolment found its member by one identifier (the phone, enrolled again at another lane
         while offline): its other identifiers are that member's too, as long as no other member holds
         them. A card given at the first lane would otherwise identify nobody once the lane's cache had
-        the member, and could be enrolled for someone else."""
+        the member, and could be enrolled for someone else. One another member holds stays theirs, and
+        the member desk is told (``member.identifiers_split``): the shopper's card and phone now open two
+        accounts, perhaps one person's, which only a person can join."""
         held = member["identifiers"]
         added = []
         for identifier in _identifiers(event):
             forms = card_forms(identifier)  # its card already, read in the other form: held
-            if not any(f in held for f in forms) and self._holder([identifier]) is None:
+            if any(f in held for f in forms):
+                continue
+            holder = self._holder([identifier])
+            if holder is None:
                 held.append(identifier)
                 added.append(identifier)
                 self.claimed[identifier] = member["member_id"]
+            elif holder != member["member_id"]:
+                _outbox(self.conn, [("member", member["member_id"], "member.identifiers_split", {
+                    "member_id": member["member_id"], "identifier": identifier, "held_by": holder,
+                    "enrolled_as": event["member_id"], "lane": self.lane_key, "seq": seq})])
         return added
 
     def _note_id_clashes(self, member_id: str, identifiers: list[str], seq: int) -> None:

@@ -209,7 +209,8 @@ def test_points_earned_at_one_lane_are_spent_at_the_next_before_its_pull(tmp_pat
             fresh = two.post("/v1/transactions", body)
             assert fresh.status_code == 200 and fresh.json()["accrual"]["points"] == {"points": 10}, fresh.text
             # and at lane 2's scanner, a card enrolled at lane 1 since
-            assert one.post("/v1/members", {"card": "CARD-scanned", "display_name": "Scanned"}).status_code in (200, 201)
+            scanned = one.post("/v1/members", {"card": "CARD-scanned", "display_name": "Scanned"})
+            assert scanned.status_code in (200, 201), scanned.text
             one.wait_drained()
             stream = two.sse()
             try:

@@ -99,9 +99,9 @@ class Members:
         return ident.member
 
     def refreshed(self, code: str, *codes: str) -> bool:
-        """After a refusal (``code``) of what this lane's view of central's members does not hold (an identifier
-        it does not know: unknown_member, or a ``codes`` refusal such as a balance short of a burn)
-        while central answers: its member changes pulled now, True when they were, and the caller
+        """After a refusal (``code``) of what this lane's view of central's members does not hold (an
+        identifier it does not know: unknown_member, or a ``codes`` refusal such as a balance short of a
+        burn) while central answers: its member changes pulled now, True when they were, and the caller
         looks once more. A member enrolled at another lane, or points earned there, since the last
         pull are then known here too, rather than only after pull_interval_s. From a thread that may
         wait (never the event loop's), at most the burn budget."""
@@ -457,7 +457,6 @@ class Members:
         finally:
             if held:
                 bus.publish_many(held)
-
 
     def _offer_code(self, code: str) -> str | None:
         """``code`` as a voucher or coupon is applied (a lane voucher's code as issued, the program's

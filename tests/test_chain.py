@@ -208,6 +208,12 @@ def test_points_earned_at_one_lane_are_spent_at_the_next_before_its_pull(tmp_pat
             assert two.get("/v1/members/CARD-fresh").json()["display_name"] == "Fresh"
             fresh = two.post("/v1/transactions", body)
             assert fresh.status_code == 200 and fresh.json()["accrual"]["points"] == {"points": 10}, fresh.text
+            # a pull just made for another refusal: the next one still comes within the budget
+            later = one.post("/v1/members", {"card": "CARD-later", "display_name": "Later"})
+            assert later.status_code in (200, 201), later.text
+            one.wait_drained()
+            assert two.get("/v1/members/CARD-nobody-1").json()["code"] == "unknown_member"
+            assert two.get("/v1/members/CARD-later").json()["display_name"] == "Later"
             # and at lane 2's scanner, a card enrolled at lane 1 since
             scanned = one.post("/v1/members", {"card": "CARD-scanned", "display_name": "Scanned"})
             assert scanned.status_code in (200, 201), scanned.text

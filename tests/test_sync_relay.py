@@ -16,7 +16,7 @@ import pytest
 
 from posd.sync.lane.errors import CentralRequestRejected
 from posd.sync.lane.ports import EventResult
-from posd.sync.lane.puller import REFRESH_SPACING_S, SyncPuller
+from posd.sync.lane.puller import REFRESH_BURST, REFRESH_PER_S, SyncPuller
 from posd.sync.lane.relay import OutboxRelay
 from posd.sync.lane.retry import RetryPolicy
 from posd.sync.lane.worker import MAX_RETRY_AFTER, backoff_delay
@@ -542,20 +542,23 @@ def test_a_cursor_central_refuses_is_dropped_and_every_member_pulled_again(centr
 def test_a_refresh_is_answered_by_a_pull_that_started_after_it(central, client):
     """refresh(): the member changes pulled now, in the puller's thread, long before the interval ends;
     its future is True once they are applied, False when that pull failed, and False when the puller
-    stops first. Pulls asked for so start REFRESH_SPACING_S apart at least."""
+    stops first. Pulls asked for so come in a burst, then a few a second."""
     cache = MemoryCache()
     puller = SyncPuller(client, cache, member_interval=3600.0, program_interval=3600.0)
     puller.start()
     try:
         wait_until(lambda: "M0001" in cache.members, what="first pull")
         central.store.upsert_member({"member_id": "M0077", "display_name": "Just Enrolled"})
-        asked = time.monotonic()
         assert puller.refresh().result(timeout=10) is True
         assert "M0077" in cache.members
+        # one right after another is pulled at once (its caller waits 800 ms at most); a flood is paced
+        asked = time.monotonic()
+        assert puller.refresh().result(timeout=10) is True and time.monotonic() - asked < 0.5
+        for _ in range(REFRESH_BURST + 3):
+            assert puller.refresh().result(timeout=10) is True
+        assert time.monotonic() - asked >= 4 / REFRESH_PER_S - 0.1
         central.inject("members", "503")
         assert puller.refresh().result(timeout=10) is False
-        # the second pull waited for the spacing: a till scanning unknown codes asks once a second at most
-        assert time.monotonic() - asked >= REFRESH_SPACING_S - 0.05
     finally:
         puller.stop()
     assert puller.refresh().result(timeout=1) is False

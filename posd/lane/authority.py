@@ -78,6 +78,11 @@ class Authority(Protocol):
     def refresh_members_waiting(self) -> bool: ...
 
 
+def _pull_late(budget_s: float) -> None:
+    log.info("the member pull a refusal asked for did not end within %.0f ms: the lane's own view answers",
+             budget_s * 1000, extra={"event": "members.refresh_late"})
+
+
 class LocalAuthority:
     """No central to ask: every burn the lane's own checks allow is approved here, without a reservation."""
 
@@ -211,8 +216,13 @@ class CentralAuthority:
         since the last pull), never on the usual path."""
         if self._refresh is None:
             return False
-        answered, pulled = await self._answer(self._refresh())
-        return answered and pulled is True
+        future = self._refresh()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.budget_s) is True
+        except TimeoutError:
+            future.cancel()
+            _pull_late(self.budget_s)
+            return False
 
     def refresh_members_waiting(self) -> bool:
         """refresh_members for a thread that may wait (a scanner's, the API's worker threads), never the loop."""
@@ -223,7 +233,7 @@ class CentralAuthority:
             return future.result(timeout=self.budget_s) is True
         except FutureTimeout:
             future.cancel()
-            log.info("the member pull took over %.0f ms", self.budget_s * 1000, extra={"event": "authorise.timeout"})
+            _pull_late(self.budget_s)
             return False
 
     def claim_token_waiting(self, claim: dict[str, Any]) -> TokenClaim:

@@ -24,9 +24,11 @@ from posd.sync.lane.worker import Worker
 log = logging.getLogger("posd.sync.relay")
 
 PROBE_LIMIT = 100  # members asked for in the puller's own thread when a bulk pull can take the rest
-# Pulls asked for by refresh() start at least this far apart: a till scanning unknown codes one after
-# another asks central for its member changes once a second at most, not once a code.
-REFRESH_SPACING_S = 1.0
+# Pulls asked for by refresh(): a burst of REFRESH_BURST at once, then REFRESH_PER_S a second. A refusal
+# right after another has its pull at once, within its budget (authorise_timeout_ms); a till scanning
+# unknown codes one after another asks central a few times a second at most, not once a code.
+REFRESH_BURST = 4
+REFRESH_PER_S = 4.0
 
 
 def member_pages(client: Any, cursor: str | None, limit: int) -> Iterator[tuple[list[dict[str, Any]], str, bool]]:
@@ -119,7 +121,7 @@ class SyncPuller(Worker):
         self._program_updates = 0
         self._program_refused: dict[str, str] | None = None  # central's program not in force: version, error
         self._refreshes: list[Future] = []  # refresh() callers, answered by the next member pull to start
-        self._refreshed_at = float("-inf")  # monotonic: when the last pull a refresh() asked for started
+        self._refresh_tokens, self._tokens_at = float(REFRESH_BURST), time.monotonic()  # the refresh() budget
 
     def run_once(self) -> str:
         """Pull member changes until has_more is false, then the program.
@@ -144,9 +146,16 @@ class SyncPuller(Worker):
                 future.set_result(False)
                 return future
             self._refreshes.append(future)
-            self._members_due = min(self._members_due, self._refreshed_at + REFRESH_SPACING_S)
+            self._members_due = min(self._members_due, self._refresh_due_locked())
         super().wake()
         return future
+
+    def _refresh_due_locked(self) -> float:
+        """When the next pull a refresh() asks for may start (monotonic): now while the burst lasts."""
+        now = time.monotonic()
+        self._refresh_tokens = min(float(REFRESH_BURST), self._refresh_tokens + (now - self._tokens_at) * REFRESH_PER_S)
+        self._tokens_at = now
+        return now if self._refresh_tokens >= 1 else now + (1 - self._refresh_tokens) / REFRESH_PER_S
 
     def _answer_refreshes(self, waiting: list[Future], ok: bool) -> None:
         for future in waiting:
@@ -171,7 +180,8 @@ class SyncPuller(Worker):
             with self._lock:  # those asked before this pull reads the feed: it answers them
                 waiting, self._refreshes = self._refreshes, []
                 if waiting:
-                    self._refreshed_at = time.monotonic()
+                    self._refresh_due_locked()
+                    self._refresh_tokens -= 1
         try:
             if members:
                 applied, complete = self._pull_members()
@@ -179,7 +189,7 @@ class SyncPuller(Worker):
                 with self._lock:  # a refresh asked during the pull: another pull, once the spacing allows
                     self._members_due = time.monotonic() + (self._member_interval if complete else 0.0)
                     if self._refreshes:
-                        self._members_due = min(self._members_due, self._refreshed_at + REFRESH_SPACING_S)
+                        self._members_due = min(self._members_due, self._refresh_due_locked())
             if program:
                 version = self._pull_program()
                 with self._lock:

@@ -221,10 +221,13 @@ class SyncPuller(Worker):
         with self._lock:
             self._members_applied += count
 
-    def stop(self, timeout: float = 5.0) -> bool:
+    def begin_stop(self) -> None:
         self._stop.set()
         if self._bulk is not None:
             self._bulk.cancel()
+        super().begin_stop()
+
+    def stop(self, timeout: float = 5.0) -> bool:
         stopped = super().stop(timeout)
         with self._lock:
             waiting, self._refreshes = self._refreshes, []

@@ -81,12 +81,18 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to finish and join it; False if it is still busy after ``timeout``."""
+    def begin_stop(self) -> None:
+        """Ask the thread to finish, without waiting: several workers told first, then each joined,
+        stop in the longest of their waits (a request to a silent central runs to its timeout), not
+        the sum."""
         self._stop.set()
         self._wake.set()
         with self._lock:
             self._interrupt.set()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to finish and join it; False if it is still busy after ``timeout``."""
+        self.begin_stop()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)

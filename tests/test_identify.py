@@ -140,15 +140,3 @@ def test_invisible_format_characters_around_a_member_code_are_dropped():
         assert identify_code(text) == Identified("member_code", "2900000000018"), ascii(text)
     assert identify_code("\ufeff4111111111111111").kind == "payment_card"
 
-
-def test_a_products_barcode_is_told_from_a_stores_own_numbers():
-    """The scanner at the till may read products too: an unknown code there makes the lane ask central
-    for new members, except a trade item's GTIN (a good check digit, outside the restricted-circulation
-    ranges stores number their own cards in), which no loyalty card is."""
-    from posd.core.identify import trade_item
-
-    for product in ("5901234123457", "4006381333931", "012345678905", "96385074", "15901234123454"):
-        assert trade_item(product), product
-    for own in ("2900000000018", "0212345678909", "20123451", "400000123455", "212345678909", "5901234123458",
-                "CARD-1", "M0001", "+48600123456"):
-        assert not trade_item(own), own

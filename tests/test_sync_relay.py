@@ -553,7 +553,7 @@ def test_a_refresh_is_answered_by_a_pull_that_started_after_it(central, client):
         assert "M0077" in cache.members
         # one right after another is pulled at once (its caller waits 800 ms at most); a flood is paced
         asked = time.monotonic()
-        assert puller.refresh().result(timeout=10) is True and time.monotonic() - asked < 0.5
+        assert puller.refresh().result(timeout=10) is True and time.monotonic() - asked < 0.75  # the budget: 0.8
         for _ in range(REFRESH_BURST + 3):
             assert puller.refresh().result(timeout=10) is True
         assert time.monotonic() - asked >= 4 / REFRESH_PER_S - 0.1
@@ -562,6 +562,45 @@ def test_a_refresh_is_answered_by_a_pull_that_started_after_it(central, client):
     finally:
         puller.stop()
     assert puller.refresh().result(timeout=1) is False
+
+
+def test_a_refresh_whose_caller_gave_up_during_its_pull_leaves_the_pull_a_success(central, client):
+    """A caller that stopped waiting cancelled its future; cancelled while its pull ran, the puller's
+    answer raised, the good pull counted as a failure and the lane went offline for a backoff. A
+    future is running once its pull starts (the caller cannot cancel it then), and one cancelled
+    before is left out."""
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache)
+    given_up = puller.refresh()
+    assert given_up.cancel()  # before its pull: left out
+    pulling, release = threading.Event(), threading.Event()
+    pages = client.member_changes
+
+    def slow_pages(*args: object) -> object:
+        pulling.set()
+        release.wait(10)
+        return pages(*args)
+
+    client.member_changes = slow_pages
+    waited = puller.refresh()
+    runner = threading.Thread(target=puller.run_once)
+    runner.start()
+    assert pulling.wait(10)
+    assert not waited.cancel()  # running: the caller's timeout cannot cancel it
+    release.set()
+    runner.join(10)
+    assert waited.result(timeout=1) is True and given_up.cancelled()
+    assert puller.status()["state"] == "ok" and not puller.failing()
+
+
+def test_a_refresh_while_the_puller_backs_off_is_answered_at_once(central, client):
+    """In a wait a wake does not cut (a backoff, central's Retry-After, the disk), no pull starts within
+    the caller's budget: it hears so at once instead of waiting the budget out."""
+    cache = MemoryCache()
+    puller = SyncPuller(client, cache)
+    central.inject("members", "503")
+    assert puller.run_once() == "backoff"
+    assert puller.refresh().result(timeout=0) is False
 
 
 def test_puller_thread_fills_the_cache_and_stops(central, client):

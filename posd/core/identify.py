@@ -117,18 +117,6 @@ def gtin_ok(digits: str) -> bool:
     return (10 - total % 10) % 10 == check
 
 
-def trade_item(code: str) -> bool:
-    """A product's barcode: a GTIN with a good check digit outside the restricted-circulation ranges a
-    store numbers its own cards and items in (EAN-13 20-29 and, as UPC-A, 02 and 04; EAN-8 0 and 2).
-    A loyalty card is printed in those ranges or in no GTIN form at all."""
-    if not (code.isascii() and code.isdigit() and gtin_ok(code)):
-        return False
-    ean = code[1:] if len(code) == 14 else "0" + code if len(code) == 12 else code
-    if len(ean) == 8:
-        return not ean.startswith(("0", "2"))
-    return not ean.startswith(("2", "02", "04"))
-
-
 def gtin_twin(code: str) -> str | None:
     """The same EAN/UPC number in the other form scanners report it in: a UPC-A's 12 digits and the
     EAN-13 that is those digits behind a 0 (a camera reports every UPC-A as that EAN-13, a serial

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import phonenumbers
 
-from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code, trade_item, voucher_code
+from posd.core.identify import fold_ascii, gtin_ok, gtin_twin, identify_code
 from posd.core.member_tokens import Accepted, Rejected
 from posd.core.program import Program, Reward
 from posd.core.rules_eval import show
@@ -34,10 +34,12 @@ from posd.lane.authority import Authority, LocalAuthority
 from posd.lane.context import LaneContext
 from posd.lane.errors import LaneError, raises
 from posd.lane.member_tokens import MemberTokens
+from posd.lane.vouchers import offered_code
 from posd.storage.cache import CachedMember
 from posd.storage.db import iso, parse_iso
 from posd.storage.tx import LedgerTx, LedgerView
 
+T = TypeVar("T")
 log = logging.getLogger("posd.lane")
 
 STALE_AFTER = timedelta(hours=24)
@@ -113,16 +115,25 @@ class Members:
         return code in (codes or ("unknown_member",)) and not self.ctx.is_offline() \
             and await self.authority.refresh_members()
 
+    async def after_pull(self, attempt: Callable[[], Awaitable[T]], *codes: str) -> T:
+        """``attempt()``, made once more after a member pull when it was refused for what this lane's view
+        may lack (``arefreshed``: an unknown member, or ``codes``). The attempt must have changed nothing
+        when it raises: a refused sale, quote or lookup."""
+        try:
+            return await attempt()
+        except LaneError as exc:
+            if not await self.arefreshed(exc.code, *codes):
+                raise
+        return await attempt()
+
     @raises("payment_card", "unknown_member", "ambiguous_member", "member_unavailable", "member_token_invalid",
             "member_token_expired", "member_token_not_yet_valid", "member_ineligible")
     async def afind_active(self, identifier: str) -> Identification:
         """find_active, looked up again after a pull when the lane does not know the identifier yet."""
-        try:
+        async def find() -> Identification:
             return self.find_active(identifier)
-        except LaneError as exc:
-            if not await self.arefreshed(exc.code):
-                raise
-        return self.find_active(identifier)
+
+        return await self.after_pull(find)
 
     @raises("member_token_replayed")
     def claim_at_central(self, ident: Identification | None) -> None:
@@ -416,15 +427,13 @@ class Members:
         held: list[tuple[str, dict[str, Any]]] = [("scan", scan)]
         try:
             resolved = self._resolve(found.kind, code, how, data)
-            offered = self._offer_code(code) if isinstance(resolved, _Refused) and resolved.code == "unknown_member" \
-                and scan["kind"] == "code" else None
-            if offered is not None:  # a voucher slip or a coupon at the scanner: no member, nothing unknown
+            # a voucher slip or a coupon at the scanner: no member, nothing unknown. A code found nowhere is
+            # unknown at once (a scanner also reads products): a sale naming it looks again after a pull.
+            offered = offered_code(code, self.ctx.program()) if scan["kind"] == "code" and isinstance(
+                resolved, _Refused) and resolved.code in ("unknown_member", "member_unavailable") else None
+            if offered is not None:
                 held[0] = ("scan", {"device": device, "symbology": symbology, "kind": "voucher", "data": offered})
                 return
-            # A card enrolled at another lane since the last pull; a product's barcode scanned here never
-            # is one, and asks central nothing.
-            if isinstance(resolved, _Refused) and not trade_item(code) and self.refreshed(resolved.code):
-                resolved = self._resolve(found.kind, code, how, data)
             if isinstance(resolved, Identification) and resolved.token is not None:
                 bus.publish_many(held)  # before anything slow: the token's claim at central and its write
                 held = []
@@ -457,16 +466,6 @@ class Members:
         finally:
             if held:
                 bus.publish_many(held)
-
-    def _offer_code(self, code: str) -> str | None:
-        """``code`` as a voucher or coupon is applied (a lane voucher's code as issued, the program's
-        coupon code as it has it), when it is one and no member holds it; else None."""
-        found = voucher_code(code)
-        if found is not None:
-            return found
-        program = self.ctx.program()
-        coupon = program.coupon(code) if program is not None else None
-        return coupon.code if coupon is not None else None
 
 
 _PHONE_CODE = re.compile(r"^\+[0-9]+$")  # a member code that is a phone number in E.164 (identify_code)

@@ -40,12 +40,7 @@ class Quotes:
 
     @raises(*QUOTE_CODES)
     async def quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:
-        try:
-            return await self._quote(tx, codes)
-        except LaneError as exc:  # a member this lane has not pulled yet: looked up again after a pull
-            if not await self.members.arefreshed(exc.code):
-                raise
-        return await self._quote(tx, codes)
+        return await self.members.after_pull(lambda: self._quote(tx, codes))  # a member not pulled yet: again
 
     @raises(*QUOTE_CODES)
     async def _quote(self, tx: TransactionInput, codes: tuple[str, ...] = ()) -> dict[str, Any]:

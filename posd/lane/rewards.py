@@ -152,18 +152,17 @@ class Rewards:
                                  req.legacy_hash)
         if earlier:
             return earlier
-        ident = await self.members.afind_active(req.member)
-        program = ctx.require_program()
         now = ctx.clock()
-        try:
-            self._check_redemption(view, ident.member, self._reward(program, ident.member, req), now)
-        except LaneError as exc:  # what the lane can refuse alone, before asking
-            # Short on this lane's view, which may be behind central's (points earned at another lane
-            # since the last pull): pulled now, while central answers, and checked again.
-            if not await self.members.arefreshed(exc.code, "insufficient_balance"):
-                raise
+
+        async def check() -> tuple[Identification, Program]:  # what the lane can refuse alone, before asking
             ident = self.members.find_active(req.member)
+            program = ctx.require_program()
             self._check_redemption(view, ident.member, self._reward(program, ident.member, req), now)
+            return ident, program
+
+        # Unknown here, or short on this lane's view, which may be behind central's (a member enrolled, or
+        # points earned, at another lane since the last pull): checked once more after one pull.
+        ident, program = await self.members.after_pull(check, "insufficient_balance")
         member = ident.member
         reward = self._reward(program, member, req)
         await self.members.aclaim_at_central(ident)

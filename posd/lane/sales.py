@@ -135,12 +135,8 @@ class Sales:
 
     @raises(*SALE_CODES)
     async def record_sale(self, tx: TransactionInput) -> Recorded:
-        try:
-            return await self._record_sale(tx)
-        except LaneError as exc:  # nothing was written: a member this lane has not pulled yet is looked up again
-            if not await self.members.arefreshed(exc.code):
-                raise
-        return await self._record_sale(tx)
+        # a refused sale wrote nothing: a member this lane has not pulled yet is looked up again after a pull
+        return await self.members.after_pull(lambda: self._record_sale(tx))
 
     @raises(*SALE_CODES)
     async def _record_sale(self, tx: TransactionInput) -> Recorded:

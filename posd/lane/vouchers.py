@@ -110,6 +110,13 @@ def voucher_wire(code: str, member_id: str, reward: Reward, issued_at: datetime,
             "issued_at": iso(issued_at), "expires_at": iso(expires_at)}
 
 
+def offered_code(code: str, program: Program | None) -> str | None:
+    """``code`` as the lane keeps it when it is a program coupon's (read case-insensitively) or a lane
+    voucher's (as issued: Crockford, any case, O=0, I=L=1); None when it is neither."""
+    coupon = program.coupon(code) if program else None
+    return coupon.code if coupon is not None else voucher_code(code)
+
+
 class VoucherBook:
     """Finds codes and checks they may be used now; lists what a member holds."""
 
@@ -119,11 +126,7 @@ class VoucherBook:
     def canonical(self, code: str) -> str:
         """The code as the lane keeps it, however it was typed: a program coupon's own spelling (coupons
         are read case-insensitively), a lane voucher's as issued (Crockford: any case, O=0, I=L=1)."""
-        program = self.ctx.program()
-        coupon = program.coupon(code) if program else None
-        if coupon is not None:
-            return coupon.code
-        return voucher_code(code) or code
+        return offered_code(code, self.ctx.program()) or code
 
     def local(self, view: LedgerView, code: str, program: Program | None) -> Usable | None:
         """A code this lane knows without asking central: issued here, a coupon, or from the feed."""

@@ -10,10 +10,11 @@ taking the GIL from the scanner threads that look members up meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from posd.core.program import ProgramError
@@ -142,7 +143,9 @@ class SyncPuller(Worker):
         answers."""
         future: Future = Future()
         with self._lock:
-            if self._stop.is_set():
+            # stopping, or in a wait a wake does not cut (a backoff, central's Retry-After, the disk): no
+            # pull starts within the caller's budget, so it need not wait for one
+            if self._stop.is_set() or (not self._wake_cuts_delay and not self._in_step):
                 future.set_result(False)
                 return future
             self._refreshes.append(future)
@@ -157,9 +160,12 @@ class SyncPuller(Worker):
         self._tokens_at = now
         return now if self._refresh_tokens >= 1 else now + (1 - self._refresh_tokens) / REFRESH_PER_S
 
-    def _answer_refreshes(self, waiting: list[Future], ok: bool) -> None:
+    @staticmethod
+    def _answer_refreshes(waiting: list[Future], ok: bool) -> None:
+        """``waiting`` were marked running when their pull started: a caller that stopped waiting
+        meanwhile cannot cancel them, so each takes its answer (one cancelled before was left out)."""
         for future in waiting:
-            if not future.done():
+            with contextlib.suppress(InvalidStateError):  # settled already: the stop's answer
                 future.set_result(ok)
 
     def _step(self) -> None:
@@ -177,15 +183,16 @@ class SyncPuller(Worker):
         applied, version = 0, None
         waiting: list[Future] = []
         if members:
-            with self._lock:  # those asked before this pull reads the feed: it answers them
-                waiting, self._refreshes = self._refreshes, []
+            with self._lock:  # those asked before this pull reads the feed, and still waiting: it answers them
+                waiting = [f for f in self._refreshes if f.set_running_or_notify_cancel()]
+                self._refreshes = []
                 if waiting:
                     self._refresh_due_locked()
-                    self._refresh_tokens -= 1
+                    self._refresh_tokens = max(0.0, self._refresh_tokens - 1)
         try:
             if members:
                 applied, complete = self._pull_members()
-                self._answer_refreshes(waiting, True)
+                self._answer_refreshes(waiting, not self._stop.is_set())  # a pull cut short by a stop: no
                 with self._lock:  # a refresh asked during the pull: another pull, once the spacing allows
                     self._members_due = time.monotonic() + (self._member_interval if complete else 0.0)
                     if self._refreshes:

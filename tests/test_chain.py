@@ -214,6 +214,15 @@ def test_points_earned_at_one_lane_are_spent_at_the_next_before_its_pull(tmp_pat
             one.wait_drained()
             assert two.get("/v1/members/CARD-nobody-1").json()["code"] == "unknown_member"
             assert two.get("/v1/members/CARD-later").json()["display_name"] == "Later"
+            # a member enrolled at lane 1 who earned there takes a reward at lane 2 at once
+            redeemer = one.post("/v1/members", {"card": "CARD-redeemer", "display_name": "Redeemer"})
+            assert redeemer.status_code in (200, 201), redeemer.text
+            earned = one.post("/v1/transactions", {**body, "transaction_id": "T-redeemer-1", "member": "CARD-redeemer",
+                                                   "total": 30000})
+            assert earned.status_code == 200, earned.text
+            one.wait_drained()
+            taken = redeem(two, "RDM-redeemer-1", "redeemer")
+            assert (taken.status_code, taken.json().get("authorised")) == (200, "online"), taken.text
             # at lane 2's scanner, a code found nowhere is unknown at once and central is not asked (a
             # scanner reads products too); the sale naming the card looks again after a pull
             scanned = one.post("/v1/members", {"card": "CARD-scanned", "display_name": "Scanned"})

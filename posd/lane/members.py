@@ -107,12 +107,12 @@ class Members:
         looks once more. A member enrolled at another lane, or points earned there, since the last
         pull are then known here too, rather than only after pull_interval_s. From a thread that may
         wait (never the event loop's), at most the burn budget."""
-        return code in (codes or ("unknown_member",)) and not self.ctx.is_offline() \
+        return (code == "unknown_member" or code in codes) and not self.ctx.is_offline() \
             and self.authority.refresh_members_waiting()
 
     async def arefreshed(self, code: str, *codes: str) -> bool:
         """``refreshed`` for the event loop: the pull is awaited off the loop, within the budget."""
-        return code in (codes or ("unknown_member",)) and not self.ctx.is_offline() \
+        return (code == "unknown_member" or code in codes) and not self.ctx.is_offline() \
             and await self.authority.refresh_members()
 
     async def after_pull(self, attempt: Callable[[], Awaitable[T]], *codes: str) -> T:

@@ -36,7 +36,9 @@ def lane(tmp_path, start_lane):
     text = lane.config.read_text().replace('currency = "PLN"', 'currency = "PLN"\ncountry = "PL"')
     lane.config.write_text(text)
     lane.stop()
-    return lane.start()
+    lane.start()
+    lane.wait_synced()  # the scanner's pty too: health answers before the scanners are open
+    return lane
 
 
 def test_a_phone_number_is_found_in_every_form_enrolment_accepts(lane):

@@ -107,13 +107,14 @@ class Members:
         looks once more. A member enrolled at another lane, or points earned there, since the last
         pull are then known here too, rather than only after pull_interval_s. From a thread that may
         wait (never the event loop's), at most the burn budget."""
-        return (code == "unknown_member" or code in codes) and not self.ctx.is_offline() \
-            and self.authority.refresh_members_waiting()
+        return self._may_pull(code, codes) and self.authority.refresh_members_waiting()
 
     async def arefreshed(self, code: str, *codes: str) -> bool:
         """``refreshed`` for the event loop: the pull is awaited off the loop, within the budget."""
-        return (code == "unknown_member" or code in codes) and not self.ctx.is_offline() \
-            and await self.authority.refresh_members()
+        return self._may_pull(code, codes) and await self.authority.refresh_members()
+
+    def _may_pull(self, code: str, codes: tuple[str, ...]) -> bool:
+        return (code == "unknown_member" or code in codes) and not self.ctx.is_offline()
 
     async def after_pull(self, attempt: Callable[[], Awaitable[T]], *codes: str) -> T:
         """``attempt()``, made once more after a member pull when it was refused for what this lane's view

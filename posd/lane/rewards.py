@@ -154,17 +154,17 @@ class Rewards:
             return earlier
         now = ctx.clock()
 
-        async def check() -> tuple[Identification, Program]:  # what the lane can refuse alone, before asking
+        async def check() -> tuple[Identification, Program, Reward]:  # what the lane refuses alone, before asking
             ident = self.members.find_active(req.member)
             program = ctx.require_program()
-            self._check_redemption(view, ident.member, self._reward(program, ident.member, req), now)
-            return ident, program
+            reward = self._reward(program, ident.member, req)
+            self._check_redemption(view, ident.member, reward, now)
+            return ident, program, reward
 
         # Unknown here, or short on this lane's view, which may be behind central's (a member enrolled, or
         # points earned, at another lane since the last pull): checked once more after one pull.
-        ident, program = await self.members.after_pull(check, "insufficient_balance")
+        ident, program, reward = await self.members.after_pull(check, "insufficient_balance")
         member = ident.member
-        reward = self._reward(program, member, req)
         await self.members.aclaim_at_central(ident)
         # Made before asking: central registers the voucher with its approval, so it is good at every
         # lane at once, before this lane's redemption event reaches central.

@@ -205,6 +205,7 @@ def _wait_synced(health_url: str, timeout: float, links: list[Path]) -> None:
 def _print_try_this(config_path: Path, config, token_file: Path, seed: Path) -> None:
     members = json.loads(seed.read_text())["members"]
     card = members[0]["identifiers"][0]
+    token_member = members[min(1, len(members) - 1)]["member_id"]  # the README's: Łukasz's phone, Anna's pass
     api = f"http://{config.api.listen}"
     cfg = shlex.quote(str(config_path))
     now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
@@ -223,8 +224,8 @@ Try this, in order, in other terminals:
      curl -N -H "Authorization: Bearer $(cat {token_file})" {api}/v1/events
   2. a member card at the scanner (member.identified appears on the stream):
      .venv/bin/posd scan {card} --config {cfg}
-     and the same member's phone QR (signed by central) and wallet pass (TOTP):
-     .venv/bin/posd scan --member-token {members[0]["member_id"]} --config {cfg}
+     and a member's phone QR (signed by central) and wallet pass (TOTP), as the README's:
+     .venv/bin/posd scan --member-token {token_member} --config {cfg}
      .venv/bin/posd scan --wallet-pass {members[0]["member_id"]} --config {cfg}
   3. a sale for that member (points, balance; the slip prints):
      curl -s -H "Authorization: Bearer $(cat {token_file})" -H 'Content-Type: application/json' \\

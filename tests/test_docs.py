@@ -96,3 +96,16 @@ def test_the_readme_gives_the_exit_code_of_a_second_posd_on_one_storage_folder(t
     one = codes.split("; 1 ", 1)[1].split("; 2 ", 1)[0]
     assert "another posd is already running on the same storage folder" in one, codes
     assert "could not listen" in one and "disk is full" in one, codes
+
+
+def test_the_demos_hints_scan_what_the_readme_scans(capsys):
+    """`make run` printed `--member-token M0001` where the README's walk has M0002: both worked, and a
+    new user comparing the two did not know which to follow. The demo's hints are the README's lines."""
+    from posd.demo import _print_try_this
+
+    cfg = ROOT / "config" / "demo.toml"
+    _print_try_this(cfg, config_module.load(str(cfg)), ROOT / "var" / "demo" / "api.token",
+                    ROOT / "config" / "demo-seed.json")
+    hints = re.findall(r"posd scan (--member-token \S+|--wallet-pass \S+|\d+) --config", capsys.readouterr().out)
+    walk = re.findall(r"posd scan (--member-token \S+|--wallet-pass \S+|\d+) +--config", README)
+    assert hints and hints == walk[:len(hints)], (hints, walk)

@@ -113,10 +113,13 @@ def test_a_return_takes_back_its_own_sales_lot_first(central, client, clock):
     push(client, accrual(1, 100, clock.now + 10 * DAY), accrual(2, 100, clock.now + 60 * DAY))
     push(client, make_event(3, member_id="M0002", type="return", transaction_id="T-L01-2", points={"points": -60}))
     assert remaining(central) == {"seed": 420, "T-L01-1": 100, "T-L01-2": 40}  # not the sooner-expiring lot
-    # more than is left of its own lot: the rest as a redemption would take it
-    push(client, make_event(4, member_id="M0002", type="return", transaction_id="T-L01-2", points={"points": -70}))
-    assert remaining(central) == {"seed": 420, "T-L01-1": 70, "T-L01-2": 0}
-    assert central.store.member("M0002")["balances"] == {"points": 490}
+    # a redemption spends the sooner-expiring lot, then some of the returned sale's
+    push(client, make_event(4, member_id="M0002", type="redemption", transaction_id=None, points={"points": -120}))
+    assert remaining(central) == {"seed": 420, "T-L01-1": 0, "T-L01-2": 20}
+    # the rest of the sale returned, more than is left of its own lot: the rest as a redemption would take it
+    push(client, make_event(5, member_id="M0002", type="return", transaction_id="T-L01-2", points={"points": -40}))
+    assert remaining(central) == {"seed": 400, "T-L01-1": 0, "T-L01-2": 0}
+    assert central.store.member("M0002")["balances"] == {"points": 400}
 
 
 def test_returning_an_expired_sale_takes_its_expired_points_not_the_members_others(central, client, clock):

@@ -602,3 +602,70 @@ def test_retiring_a_key_named_with_a_nul_or_a_lone_surrogate_is_404(central):
         resp = requests.post(url, data=f'{{"retire": {kid}}}'.encode(), timeout=10,
                              headers={"Content-Type": "application/json"})
         assert (resp.status_code, resp.json()["code"]) == (404, "unknown_key"), (kid, resp.text)
+
+
+def _returned(seq: int, sale: int, return_id: str, points: int, **extra: Any) -> dict[str, Any]:
+    return make_event(seq, type="return", transaction_id=f"T-{LANE_ID}-{sale}", return_id=return_id,
+                      points={"points": -points}, **extra)
+
+
+def test_a_return_sent_again_under_a_new_seq_takes_its_points_back_once(central):
+    """A return is its sale's transaction_id and its own return_id: sent again under a new seq and a new
+    event_id (a foreign lane renumbering its queue) it is return_repeated, applying nothing, and the
+    lane's next events go on; another return of the same sale is a return of its own."""
+    assert push(central, [make_event(1, points={"points": 40})]) == [(1, "accepted", None)]
+    before = central.store.member("M0001")
+    assert push(central, [_returned(2, 1, "R1", 10)], "B-2") == [(2, "accepted", None)]
+    again = _returned(3, 1, "R1", 10)
+    assert push(central, [again, _returned(4, 1, "R2", 5), _returned(5, 1, "R2", 5)], "B-3") == [
+        (3, "rejected", "return_repeated"), (4, "accepted", None), (5, "rejected", "return_repeated")]
+    after = central.store.member("M0001")
+    assert after["balances"]["points"] == before["balances"]["points"] - 15
+    assert after["qualifying"] == before["qualifying"] - 15
+    assert push(central, [again], "B-4") == [(3, "rejected", "return_repeated")]  # its seq's answer, kept
+
+
+def test_returns_of_a_sale_never_take_back_more_than_it_credited(central):
+    """A sale that earned 40 points gives back at most 40 over all its returns, in one batch or several:
+    a return past that is return_exceeds_sale and applies nothing (no debt, no tier lost for points the
+    member never had); a return that fits what is left is applied."""
+    assert push(central, [make_event(1, points={"points": 40})]) == [(1, "accepted", None)]
+    before = central.store.member("M0001")
+    answers = push(central, [_returned(2, 1, "R1", 30), _returned(3, 1, "R2", 20), _returned(4, 1, "R3", 10)],
+                   "B-2")
+    assert answers == [(2, "accepted", None), (3, "rejected", "return_exceeds_sale"), (4, "accepted", None)]
+    assert push(central, [_returned(5, 1, "R4", 1)], "B-3") == [(5, "rejected", "return_exceeds_sale")]
+    after = central.store.member("M0001")
+    assert after["balances"]["points"] == before["balances"]["points"] - 40
+    assert after["qualifying"] == before["qualifying"] - 40
+    # The sale's points spent meanwhile change nothing: the bound is what it credited.
+    assert push(central, [make_event(6, points={"points": 8}),
+                          make_event(7, type="redemption", transaction_id=None, points={"points": -1000}),
+                          _returned(8, 6, "R1", 8)], "B-4") == [(6, "accepted", None), (7, "accepted", None),
+                                                                 (8, "accepted", None)]
+
+
+def test_a_return_of_a_sale_central_holds_no_lots_of_applies_as_the_lane_computed_it(central):
+    """Nothing to bound it by: a sale whose accrual named no transaction (or whose lots a balance set
+    since replaced) is returned as before, its points taken back."""
+    events = [make_event(1, transaction_id=None, points={"points": 40}), _returned(2, 1, "R1", 50)]
+    before = central.store.member("M0001")["balances"]["points"]
+    assert push(central, events) == [(1, "accepted", None), (2, "accepted", None)]
+    assert central.store.member("M0001")["balances"]["points"] == before + 40 - 50
+
+
+def test_a_return_at_the_lanes_new_identity_is_bounded_by_the_sale_its_earlier_one_credited(central):
+    """The sale rung under L01, its ledger lost, the POS's retry recorded under L01.2 (and rejected there
+    as counted before): that lane's returns of it are bounded by what L01's sale credited."""
+    assert push(central, [make_event(1, points={"points": 40})]) == [(1, "accepted", None)]
+    new_lane = f"{LANE_ID}.2"
+    path = f"/v1/lanes/{STORE_ID}/{new_lane}/batches"
+    sale = make_event(1, points={"points": 40}, lane_id=new_lane, transaction_id=f"T-{LANE_ID}-1")
+    events = [sale, _returned(2, 1, "R1", 30, lane_id=new_lane), _returned(3, 1, "R2", 30, lane_id=new_lane)]
+    body = gzip.compress(json.dumps({"batch_id": "B-9", "events": events}).encode())
+    headers = {**signed_headers(SECRET, STORE_ID, new_lane, int(time.time()), "POST", path, body),
+               "Content-Encoding": "gzip"}
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]] == [
+        (1, "rejected", "counted_by_earlier_identity"), (2, "accepted", None),
+        (3, "rejected", "return_exceeds_sale")], resp.text

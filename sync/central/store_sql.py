@@ -38,6 +38,7 @@ from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_bal
                                    maturing_lots, reset_lots)
 from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
                                        tier_currency, upgraded_tier)
+from posd.sync.central.returns import return_refusal
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
@@ -888,6 +889,9 @@ class _BatchWork:
                                               self.coupons)
         elif event["type"] == "token_use":
             refused = self._use_token(event, member_id, seq)
+        elif event["type"] == "return":
+            self.insert_lots()  # the sale's own lots, if this batch credited them
+            refused = return_refusal(self.conn, self.store_id, self.lane_id, seq, self.earlier, member_id, event)
         if refused:
             return refused
         if event.get("birthday_award_year") is not None:

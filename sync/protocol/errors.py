@@ -55,6 +55,8 @@ REJECTION_CODES: dict[str, bool] = {
     "counted_by_earlier_identity": False,
     "voucher_code_taken": False,
     "authorisation_used": False,
+    "return_repeated": False,
+    "return_exceeds_sale": False,
 }
 
 RETRYABLE_CODES = frozenset(code for code, retryable in REJECTION_CODES.items() if retryable)

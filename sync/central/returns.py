@@ -1,0 +1,97 @@
+"""What a return may take back at central: its sale once, and never more than the sale credited.
+
+A lane numbers its events and central dedupes on (store, lane, seq) and on
+``event_id``; a return is also named by its sale's ``transaction_id`` and its
+own ``return_id``. So a lane that sends a return again under a new seq and a
+new ``event_id`` (a foreign lane renumbering its queue, or writing a retry as a
+new event) would take the points back twice, and a lane whose arithmetic is
+wrong could take back more than the sale ever gave, leaving the member a debt
+and a tier they did not earn. Central checks both, against the sale's own
+lane and its earlier identities (identities.py: ``L01`` for ``L01.2``):
+
+- ``return_repeated``: an accepted return of the same sale under the same
+  ``return_id``, delivered by this lane (the earlier identities' copies are
+  ``counted_by_earlier_identity``);
+- ``return_exceeds_sale``: in some currency, the return with the sale's
+  earlier accepted returns takes back more than the sale credited (its lots'
+  points, expired or spent or not).
+
+A sale central holds no lot of (its accrual named no transaction, or a
+balance central was told to set started the member's lots again) bounds
+nothing: the return applies as the lane computed it, as it always has.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+REPEATED = "return_repeated"
+EXCEEDS = "return_exceeds_sale"
+
+
+def _marks(items: list[str]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+def _body(value: Any) -> dict[str, Any]:
+    body = json.loads(value) if isinstance(value, (str, bytes)) else value  # PostgreSQL's jsonb comes decoded
+    return body if isinstance(body, dict) else {}
+
+
+def return_refusal(conn: Any, store_id: str, lane_id: str, seq: int, earlier: list[str], member_id: str,
+                   event: dict[str, Any]) -> str | None:
+    """Why central refuses this return (``return_repeated``, ``return_exceeds_sale``), or None.
+    ``member_id`` is central's member (an alias resolved), ``earlier`` the lane's earlier identities;
+    the sale's lots are already inserted. The return itself and those after it in its batch, stored
+    before any is applied, are left out."""
+    transaction_id, return_id = event.get("transaction_id"), event.get("return_id")
+    if not isinstance(transaction_id, str):
+        return None
+    lanes, names = [lane_id, *earlier], _names(conn, member_id, event)
+    taken: dict[str, int] = {}
+    for row in conn.execute(
+            f"SELECT lane_id, seq, body FROM events WHERE store_id = ? AND member_id IN ({_marks(names)}) "
+            f"AND type = 'return' AND status = 'accepted' AND lane_id IN ({_marks(lanes)})",
+            (store_id, *names, *lanes)).fetchall():
+        if row["lane_id"] == lane_id and row["seq"] >= seq:
+            continue  # this very return, or one after it in its batch (a batch's events are stored first)
+        body = _body(row["body"])
+        if body.get("transaction_id") != transaction_id:
+            continue
+        if row["lane_id"] == lane_id and isinstance(return_id, str) and body.get("return_id") == return_id:
+            return REPEATED
+        for currency, delta in _points(body):
+            taken[currency] = taken.get(currency, 0) - min(delta, 0)
+    credited = _credited(conn, member_id, transaction_id, [f"{store_id}/{lane}/" for lane in lanes])
+    if not credited:
+        return None
+    for currency, delta in _points(event):
+        if delta < 0 and taken.get(currency, 0) - delta > credited.get(currency, 0):
+            return EXCEEDS
+    return None
+
+
+def _names(conn: Any, member_id: str, event: dict[str, Any]) -> list[str]:
+    """Every id the member's returns may have been stored under: central's, the event's, its aliases
+    (a provisional id a lane used before it learnt central's)."""
+    aliases = [r["alias"] for r in conn.execute("SELECT alias FROM member_aliases WHERE member_id = ?",
+                                                (member_id,)).fetchall()]
+    return sorted({member_id, str(event.get("member_id")), *aliases})
+
+
+def _points(event: dict[str, Any]) -> Iterable[tuple[str, int]]:
+    points = event.get("points")
+    return ((c, d) for c, d in points.items() if isinstance(d, int)) if isinstance(points, dict) else ()
+
+
+def _credited(conn: Any, member_id: str, transaction_id: str, sources: list[str]) -> dict[str, int]:
+    """Points the sale's lots were credited, by currency: lots of ``transaction_id`` that one of the
+    lanes (``store/lane/`` prefixes of a lot's source) credited."""
+    credited: dict[str, int] = {}
+    for row in conn.execute("SELECT currency, points, source FROM lots WHERE member_id = ? AND transaction_id = ?",
+                            (member_id, transaction_id)).fetchall():
+        if any(row["source"].startswith(prefix) for prefix in sources):
+            credited[row["currency"]] = credited.get(row["currency"], 0) + row["points"]
+    return credited

@@ -689,6 +689,18 @@ def test_a_malformed_authorisation_is_a_400_and_reserves_nothing(central, body):
     assert central.store.reservations("M0001") == []
 
 
+def test_an_authorisation_in_a_currency_no_program_had_is_a_400_and_reserves_nothing(central):
+    """No balance holds such a currency, as no event may move it (bad_points): a lane bug, not a short
+    balance. A currency of the program in force beside it changes nothing."""
+    body = json.dumps({**redemption("redemption:G1", 5), "points": {"points": 5, "gold": 1}}).encode()
+    path = "/v1/lanes/S001/L01/authorisations"
+    headers = signed_headers(SECRET, "S001", "L01", int(central.clock()), "POST", path, body)
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=5)
+    assert (resp.status_code, resp.json()["code"]) == (400, "malformed_authorisation")
+    assert "'gold'" in resp.json()["message"]
+    assert central.store.reservations("M0001") == []
+
+
 def test_an_unsigned_authorisation_is_refused(central):
     resp = requests.post(central.url + "/v1/lanes/S001/L01/authorisations", json=redemption("a", 1), timeout=5)
     assert (resp.status_code, resp.json()["code"]) == (401, "missing_signature")

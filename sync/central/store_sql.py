@@ -442,9 +442,13 @@ class SqlStore:
                                                          reservation_lock(rid)) if k}))
             member = _load_member(conn, member_id) if member_id else None
             program = self._program_in(conn)[0]
+            currencies = self._currencies_in(conn, program)
+            unknown = sorted(set(request.get("points") or {}) - currencies) if currencies is not None else []
+            if unknown:  # no balance holds it: a lane bug, as an event naming it is bad_points
+                raise RequestRejected("malformed_authorisation", f"points names {unknown[0]!r}, a currency no "
+                                      "program central published had")
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
-                                                        program or {}, self._currencies_in(conn, program), coupons,
-                                                        sent_at)
+                                                        program or {}, currencies, coupons, sent_at)
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
                 changed = [_load_member(conn, m) for m in sorted({member_id, owner_id} - {None})]
                 self._write_members(conn, [m for m in changed if m is not None])

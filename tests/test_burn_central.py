@@ -18,7 +18,7 @@ import requests
 
 from posd.sync.lane.authoriser import BurnAuthoriser
 from posd.sync.lane.errors import CentralRequestRejected, CentralUnavailable, SyncError
-from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, signed_headers
+from posd.sync.protocol import DECLINE_CODES, MAX_UNSYNCED_EVENTS, parse_authorisation, release_json, signed_headers
 from posd.sync.protocol.errors import CentralProtocolError, RequestRejected
 from tests.conftest import ENGINES
 from tests.support.central_fixture import SECRET, default_seed, make_client, make_event
@@ -306,6 +306,25 @@ def test_a_release_that_overtakes_its_slow_authorisation_leaves_nothing_held(cen
     clock.advance(1)  # the POS retries the burn after the release: it reserves as any retry does
     assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"
     assert one.release("redemption:R1")["state"] == "released"
+
+
+def test_a_replayed_release_frees_nothing_the_pos_reserved_after_it(central, lanes, clock):
+    """A release signed before the authorisation that made the reservation (a byte-for-byte replay within
+    the clock window, or a release delayed past the POS's retry) gave back an earlier reservation of the
+    id: the new one stays open, holding its points at every lane, until its own lane gives it back."""
+    one, two = lanes
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"
+    released_at = int(clock.now)
+    assert one.release("redemption:R1")["state"] == "released"
+    clock.advance(2)
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"  # the POS retries
+    path, body = "/v1/lanes/S001/L01/releases", release_json("redemption:R1")
+    headers = signed_headers(SECRET, "S001", "L01", released_at, "POST", path, body)
+    replay = requests.post(central.url + path, data=body, headers=headers, timeout=5)
+    assert (replay.status_code, replay.json()) == (200, {"authorisation_id": "redemption:R1", "state": "open"})
+    assert two.authorise(redemption("redemption:R2", 100))["code"] == "insufficient_balance"  # still held
+    assert one.release("redemption:R1")["state"] == "released"  # its lane's own release, signed after it
+    assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"
 
 
 def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lanes, clock):

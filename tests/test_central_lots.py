@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from posd.sync.central import lots as lots_module
+from posd.sync.central.burns import reservation_id
 from posd.sync.central.store_sqlite import SqliteStore
 from tests.conftest import ENGINES
 from tests.support.central_fixture import LANE_ID, STORE_ID, default_seed, make_client, make_event, running_central
@@ -323,3 +324,28 @@ def test_lots_maturing_at_one_moment_are_listed_in_the_order_they_were_earned(ce
     assert listed == [27, 67, 50]
     members, _, _ = client.member_changes(None, 100)
     assert [lot["points"] for lot in {m["member_id"]: m for m in members}["M0002"]["maturing"]] == listed
+
+
+def test_a_central_db_from_before_signed_reservations_is_migrated_once(tmp_path):
+    """A reservations table without the authorisation's signed timestamp gains it; a reservation made
+    before has none, and its lane's release still gives it back."""
+    db = tmp_path / "central.db"
+    store = SqliteStore(db)
+    store.seed(default_seed())
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE reservations DROP COLUMN signed_ts")
+    conn.execute("DELETE FROM meta WHERE key = 'reservations_signed_ts_v1'")
+    conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
+                 "kind, member_id, points, occurred_at, created_ts, expires_ts, state) VALUES (?, "
+                 "'S001', 'L01', 'r:1', 'h', 'redemption', 'M0001', '{\"points\": 5}', '', 0, 1e12, 'open')",
+                 (reservation_id("S001", "L01", "r:1"),))
+    conn.commit()
+    conn.close()
+    for expected in ("released", "released"):  # opening again changes nothing; asked again, the same state
+        store = SqliteStore(db)
+        assert store.release("S001", "L01", "r:1", 1) == expected
+        store.close()
+    conn = sqlite3.connect(db)
+    assert "signed_ts" in {row[1] for row in conn.execute("PRAGMA table_info(reservations)")}
+    conn.close()

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import requests
 
+from posd.sync.central.burns import reservation_id
 from posd.sync.central.store_pg import PgStore
 from posd.sync.lane.client import CentralClient
 from posd.sync.lane.errors import CentralUnavailable
@@ -255,6 +256,27 @@ def test_events_are_hash_partitioned_by_lane(store, pg_db):
         placed = conn.execute("SELECT lane_id, tableoid::regclass::text FROM events ORDER BY lane_id").fetchall()
     assert strategy == "h" and [k[0] for k in keys] == ["store_id", "lane_id"]
     assert all(part.startswith("events_p") for _, part in placed) and len(placed) == 4
+
+
+def test_a_database_from_before_signed_reservations_is_migrated_once(store, pg_db):
+    """A reservations table without the authorisation's signed timestamp gains it when central opens
+    the database; a reservation made before has none, and its lane's release still gives it back."""
+    with psycopg.connect(pg_db) as conn:
+        conn.execute("ALTER TABLE reservations DROP COLUMN signed_ts")
+        conn.execute("DELETE FROM meta WHERE key = 'reservations_signed_ts_v1'")
+        conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
+                     "kind, member_id, points, occurred_at, created_ts, expires_ts, state) VALUES (%s, 'S001', "
+                     "'L01', 'r:1', 'h', 'redemption', 'M0001', '{\"points\": 5}', '', 0, 1e12, 'open')",
+                     (reservation_id("S001", "L01", "r:1"),))
+    for expected in ("released", "released"):  # opening again changes nothing; asked again, the same state
+        again = PgStore(pg_db, pool_size=2)
+        try:
+            assert again.release("S001", "L01", "r:1", 1) == expected
+        finally:
+            again.close()
+    with psycopg.connect(pg_db) as conn:
+        assert conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'reservations' "
+                            "AND column_name = 'signed_ts'").fetchone() is not None
 
 
 def test_the_outbox_is_shaped_for_debeziums_outbox_event_router(store, pg_db):

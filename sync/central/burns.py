@@ -307,15 +307,15 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     expires = now + ttl_s
     values = (store_id, lane_id, auth_id, digest, request["kind"], member_id, json.dumps(request.get("points") or {}),
               request.get("reward_id"), request.get("voucher_code"), key,
-              request["occurred_at"], now, expires, "open", rid)
+              request["occurred_at"], now, expires, "open", sent_at, rid)
     if existing is None:
         conn.execute("INSERT INTO reservations (store_id, lane_id, authorisation_id, request_hash, kind, member_id, "
                      "points, reward_id, voucher_code, voucher_key, occurred_at, created_ts, expires_ts, state, "
-                     "reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+                     "signed_ts, reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
     else:  # expired before the lane committed: the retry reserves again under the same id
         conn.execute("UPDATE reservations SET store_id=?, lane_id=?, authorisation_id=?, request_hash=?, kind=?, "
                      "member_id=?, points=?, reward_id=?, voucher_code=?, voucher_key=?, occurred_at=?, "
-                     "created_ts=?, expires_ts=?, state=? WHERE reservation_id = ?", values)
+                     "created_ts=?, expires_ts=?, state=?, signed_ts=? WHERE reservation_id = ?", values)
     if key is not None:
         conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, "
                      "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)" + _REPLACE_USE,
@@ -328,11 +328,14 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
             sent_at: int | None = None) -> tuple[str, str | None]:
     """A lane giving back a reservation it will not record a burn for (its own re-check refused the
     burn after central approved it): an open reservation holds nothing from now on and its voucher
-    hold is freed. (state: released | confirmed | expired | unknown, the member whose open vouchers
+    hold is freed. (state: released | confirmed | expired | unknown | open, the member whose open vouchers
     changed). A confirmed one stays confirmed: the burn happened. The same authorisation_id asked
-    again later reserves again (authorise treats a released reservation as an expired one)."""
+    again later reserves again (authorise treats a released reservation as an expired one); a release
+    signed before that authorisation (``sent_at``, the lane's clock, against the one it was asked with:
+    a replay, or a release delayed past the POS's retry) gave back the earlier reservation, and leaves
+    this one ``open``."""
     rid = reservation_id(store_id, lane_id, authorisation_id)
-    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code, kind FROM reservations "
+    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code, kind, signed_ts FROM reservations "
                        "WHERE reservation_id = ?", (rid,)).fetchone()
     if row is None:
         if sent_at is not None:  # its authorisation may still be on its way: it will not reserve
@@ -348,6 +351,8 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
         state = "expired"
     if state != "open":
         return ("confirmed" if state in ("confirmed", "offline") else state), None
+    if sent_at is not None and row["signed_ts"] is not None and sent_at < row["signed_ts"]:
+        return "open", None
     conn.execute("UPDATE reservations SET state = 'released' WHERE reservation_id = ?", (rid,))
     conn.execute("DELETE FROM voucher_uses WHERE reservation_id = ? AND state = 'held'", (rid,))
     _drop_pending(conn, rid)  # never issued

@@ -166,7 +166,7 @@ def parse_authorisation(body: bytes) -> dict[str, Any]:
     return doc
 
 
-RELEASE_STATES = ("released", "confirmed", "expired", "unknown")
+RELEASE_STATES = ("released", "confirmed", "expired", "unknown", "open")
 
 
 def release_json(authorisation_id: str) -> bytes:
@@ -192,7 +192,7 @@ def parse_release_answer(answer: Any, authorisation_id: str) -> dict[str, Any]:
     """Central's answer to a release, checked; CentralProtocolError when it is not one."""
     if not isinstance(answer, dict) or answer.get("authorisation_id") != authorisation_id \
             or answer.get("state") not in RELEASE_STATES:
-        raise CentralProtocolError("a release answer is {authorisation_id, state: released|confirmed|expired|unknown}")
+        raise CentralProtocolError("a release answer is {authorisation_id, state: released|confirmed|expired|unknown|open}")
     return answer
 
 

@@ -327,6 +327,28 @@ def test_a_replayed_release_frees_nothing_the_pos_reserved_after_it(central, lan
     assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"
 
 
+def test_a_release_replayed_in_the_second_it_was_signed_frees_nothing_the_retry_reserved(central, lanes, clock):
+    """Signed timestamps are whole seconds: the release, the POS's retry and the replay all in one second.
+    The replay is the release that gave the earlier reservation back, not one of the retry's; a release of
+    the retry signed in that same second is the same request, so the reservation waits for a release
+    signed later (or its expiry): held a while longer, never spent twice."""
+    one, two = lanes
+    clock.now = float(int(clock.now))
+    second = int(clock.now)
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"
+    assert one.release("redemption:R1")["state"] == "released"
+    assert one.authorise(redemption("redemption:R1", 1800))["status"] == "approved"  # the POS retries
+    path, body = "/v1/lanes/S001/L01/releases", release_json("redemption:R1")
+    headers = signed_headers(SECRET, "S001", "L01", second, "POST", path, body)
+    replay = requests.post(central.url + path, data=body, headers=headers, timeout=5)
+    assert (replay.status_code, replay.json()["state"]) == (200, "open")
+    assert two.authorise(redemption("redemption:R2", 100))["code"] == "insufficient_balance"
+    assert one.release("redemption:R1")["state"] == "open"  # the same second: that release again
+    clock.advance(1)
+    assert one.release("redemption:R1")["state"] == "released"
+    assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"
+
+
 def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lanes, clock):
     one, two = lanes
     issue(one, 1, "VFREE0000001")

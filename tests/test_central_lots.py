@@ -334,8 +334,8 @@ def test_a_central_db_from_before_signed_reservations_is_migrated_once(tmp_path)
     store.seed(default_seed())
     store.close()
     conn = sqlite3.connect(db)
-    conn.execute("ALTER TABLE reservations DROP COLUMN signed_ts")
-    conn.execute("DELETE FROM meta WHERE key = 'reservations_signed_ts_v1'")
+    conn.execute("ALTER TABLE reservations DROP COLUMN release_from")
+    conn.execute("DELETE FROM meta WHERE key = 'reservations_release_from_v1'")
     conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
                  "kind, member_id, points, occurred_at, created_ts, expires_ts, state) VALUES (?, "
                  "'S001', 'L01', 'r:1', 'h', 'redemption', 'M0001', '{\"points\": 5}', '', 0, 1e12, 'open')",
@@ -347,5 +347,5 @@ def test_a_central_db_from_before_signed_reservations_is_migrated_once(tmp_path)
         assert store.release("S001", "L01", "r:1", 1) == expected
         store.close()
     conn = sqlite3.connect(db)
-    assert "signed_ts" in {row[1] for row in conn.execute("PRAGMA table_info(reservations)")}
+    assert "release_from" in {row[1] for row in conn.execute("PRAGMA table_info(reservations)")}
     conn.close()

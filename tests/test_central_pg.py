@@ -262,8 +262,8 @@ def test_a_database_from_before_signed_reservations_is_migrated_once(store, pg_d
     """A reservations table without the authorisation's signed timestamp gains it when central opens
     the database; a reservation made before has none, and its lane's release still gives it back."""
     with psycopg.connect(pg_db) as conn:
-        conn.execute("ALTER TABLE reservations DROP COLUMN signed_ts")
-        conn.execute("DELETE FROM meta WHERE key = 'reservations_signed_ts_v1'")
+        conn.execute("ALTER TABLE reservations DROP COLUMN release_from")
+        conn.execute("DELETE FROM meta WHERE key = 'reservations_release_from_v1'")
         conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, "
                      "kind, member_id, points, occurred_at, created_ts, expires_ts, state) VALUES (%s, 'S001', "
                      "'L01', 'r:1', 'h', 'redemption', 'M0001', '{\"points\": 5}', '', 0, 1e12, 'open')",
@@ -276,7 +276,7 @@ def test_a_database_from_before_signed_reservations_is_migrated_once(store, pg_d
             again.close()
     with psycopg.connect(pg_db) as conn:
         assert conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'reservations' "
-                            "AND column_name = 'signed_ts'").fetchone() is not None
+                            "AND column_name = 'release_from'").fetchone() is not None
 
 
 def test_the_outbox_is_shaped_for_debeziums_outbox_event_router(store, pg_db):

@@ -241,7 +241,7 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
     rid = reservation_id(store_id, lane_id, auth_id)
     digest = request_hash(request)
     existing = conn.execute("SELECT request_hash, state, expires_ts, member_id, points, kind, voucher_code, "
-                            "created_ts FROM reservations WHERE reservation_id = ?", (rid,)).fetchone()
+                            "created_ts, release_from FROM reservations WHERE reservation_id = ?", (rid,)).fetchone()
     if existing is not None and existing["kind"] == GIVEN_BACK_UNREAD:
         if sent_at is not None and sent_at < existing["created_ts"]:
             # Signed before the lane gave it back: the lane stopped waiting and went its own way, and
@@ -305,17 +305,20 @@ def authorise(conn: Any, member: dict[str, Any] | None, store_id: str, lane_id: 
         if refused:
             return declined(auth_id, refused, "the voucher cannot be used"), False
     expires = now + ttl_s
+    # A release signed before this authorisation, or at or before the release that gave back the id's
+    # earlier reservation (the same second: the same signed request), is not this reservation's.
+    release_from = max(sent_at or 0, existing["release_from"] or 0) if existing is not None else sent_at
     values = (store_id, lane_id, auth_id, digest, request["kind"], member_id, json.dumps(request.get("points") or {}),
               request.get("reward_id"), request.get("voucher_code"), key,
-              request["occurred_at"], now, expires, "open", sent_at, rid)
+              request["occurred_at"], now, expires, "open", release_from, rid)
     if existing is None:
         conn.execute("INSERT INTO reservations (store_id, lane_id, authorisation_id, request_hash, kind, member_id, "
                      "points, reward_id, voucher_code, voucher_key, occurred_at, created_ts, expires_ts, state, "
-                     "signed_ts, reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+                     "release_from, reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
     else:  # expired before the lane committed: the retry reserves again under the same id
         conn.execute("UPDATE reservations SET store_id=?, lane_id=?, authorisation_id=?, request_hash=?, kind=?, "
                      "member_id=?, points=?, reward_id=?, voucher_code=?, voucher_key=?, occurred_at=?, "
-                     "created_ts=?, expires_ts=?, state=?, signed_ts=? WHERE reservation_id = ?", values)
+                     "created_ts=?, expires_ts=?, state=?, release_from=? WHERE reservation_id = ?", values)
     if key is not None:
         conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, "
                      "expires_ts) VALUES (?, ?, ?, 'held', ?, ?)" + _REPLACE_USE,
@@ -332,10 +335,11 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
     changed). A confirmed one stays confirmed: the burn happened. The same authorisation_id asked
     again later reserves again (authorise treats a released reservation as an expired one); a release
     signed before that authorisation (``sent_at``, the lane's clock, against the one it was asked with:
-    a replay, or a release delayed past the POS's retry) gave back the earlier reservation, and leaves
-    this one ``open``."""
+    a replay, or a release delayed past the POS's retry; signed timestamps are whole seconds, so one
+    in the very second of the release that gave the earlier reservation back is that release again)
+    gave back the earlier reservation, and leaves this one ``open``."""
     rid = reservation_id(store_id, lane_id, authorisation_id)
-    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code, kind, signed_ts FROM reservations "
+    row = conn.execute("SELECT state, expires_ts, member_id, voucher_code, kind, release_from FROM reservations "
                        "WHERE reservation_id = ?", (rid,)).fetchone()
     if row is None:
         if sent_at is not None:  # its authorisation may still be on its way: it will not reserve
@@ -351,9 +355,10 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
         state = "expired"
     if state != "open":
         return ("confirmed" if state in ("confirmed", "offline") else state), None
-    if sent_at is not None and row["signed_ts"] is not None and sent_at < row["signed_ts"]:
+    if sent_at is not None and row["release_from"] is not None and sent_at < row["release_from"]:
         return "open", None
-    conn.execute("UPDATE reservations SET state = 'released' WHERE reservation_id = ?", (rid,))
+    conn.execute("UPDATE reservations SET state = 'released', release_from = ? WHERE reservation_id = ?",
+                 (None if sent_at is None else sent_at + 1, rid))
     conn.execute("DELETE FROM voucher_uses WHERE reservation_id = ? AND state = 'held'", (rid,))
     _drop_pending(conn, rid)  # never issued
     return "released", row["member_id"] if row["voucher_code"] else None

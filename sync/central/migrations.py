@@ -107,7 +107,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     reservation_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, lane_id TEXT NOT NULL,
     authorisation_id TEXT NOT NULL, request_hash TEXT NOT NULL, kind TEXT NOT NULL, member_id TEXT,
     points TEXT NOT NULL, reward_id TEXT, voucher_code TEXT, voucher_key TEXT,
-    occurred_at TEXT NOT NULL, created_ts REAL NOT NULL, expires_ts REAL, state TEXT NOT NULL, signed_ts REAL,
+    occurred_at TEXT NOT NULL, created_ts REAL NOT NULL, expires_ts REAL, state TEXT NOT NULL, release_from REAL,
     UNIQUE (store_id, lane_id, authorisation_id));
 CREATE INDEX IF NOT EXISTS reservations_member ON reservations (member_id, state);
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_ts) WHERE state = 'open';
@@ -146,10 +146,10 @@ def voucher_holds(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS voucher_holds_due ON voucher_uses (expires_ts) WHERE state = 'held'")
 
 
-@migration("reservations_signed_ts_v1")
-def reservations_signed_ts(conn: sqlite3.Connection) -> None:
-    """A reservation keeps its authorisation's signed timestamp (the lane's clock): a release signed
-    before it gave back an earlier reservation of the same id, and leaves this one open."""
+@migration("reservations_release_from_v1")
+def reservations_release_from(conn: sqlite3.Connection) -> None:
+    """A reservation keeps the earliest signed timestamp (the lane's clock) a release of it may carry:
+    one signed before gave back an earlier reservation of the same id, and leaves this one open."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(reservations)")}
-    if "signed_ts" not in columns:
-        conn.execute("ALTER TABLE reservations ADD COLUMN signed_ts REAL")
+    if "release_from" not in columns:
+        conn.execute("ALTER TABLE reservations ADD COLUMN release_from REAL")

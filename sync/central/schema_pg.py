@@ -92,7 +92,7 @@ SCHEMA = [
         authorisation_id text NOT NULL, request_hash text NOT NULL, kind text NOT NULL, member_id text,
         points text NOT NULL, reward_id text, voucher_code text, voucher_key text,
         occurred_at text NOT NULL, created_ts double precision NOT NULL, expires_ts double precision,
-        state text NOT NULL, signed_ts double precision, UNIQUE (store_id, lane_id, authorisation_id))""",
+        state text NOT NULL, release_from double precision, UNIQUE (store_id, lane_id, authorisation_id))""",
     "CREATE INDEX IF NOT EXISTS reservations_member ON reservations (member_id, state)",
     "CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_ts) WHERE state = 'open'",
     """CREATE TABLE IF NOT EXISTS vouchers (
@@ -132,8 +132,8 @@ def migrate(conn: Any) -> list[str]:
     return applied
 
 
-@migration("reservations_signed_ts_v1")
-def reservations_signed_ts(conn: Any) -> None:
-    """A reservation keeps its authorisation's signed timestamp (the lane's clock): a release signed
-    before it gave back an earlier reservation of the same id, and leaves this one open."""
-    conn.execute("ALTER TABLE reservations ADD COLUMN IF NOT EXISTS signed_ts double precision")
+@migration("reservations_release_from_v1")
+def reservations_release_from(conn: Any) -> None:
+    """A reservation keeps the earliest signed timestamp (the lane's clock) a release of it may carry:
+    one signed before gave back an earlier reservation of the same id, and leaves this one open."""
+    conn.execute("ALTER TABLE reservations ADD COLUMN IF NOT EXISTS release_from double precision")

@@ -669,3 +669,21 @@ def test_a_return_at_the_lanes_new_identity_is_bounded_by_the_sale_its_earlier_o
     assert [(r["seq"], r["status"], r.get("code")) for r in resp.json()["results"]] == [
         (1, "rejected", "counted_by_earlier_identity"), (2, "accepted", None),
         (3, "rejected", "return_exceeds_sale")], resp.text
+
+
+@pytest.mark.parametrize("field, value", [("return_id", None), ("return_id", 7), ("return_id", ""),
+                                          ("return_id", "R" * 129), ("transaction_id", None)],
+                         ids=["no-return-id", "number", "empty", "long", "no-sale"])
+def test_a_return_without_its_sale_or_its_own_id_is_malformed(central, field, value):
+    """Without its sale's transaction_id and its own return_id as text, a return sent again could never be
+    told from a new one (7 and "7" would be two returns): it is refused alone, its points untouched."""
+    assert push(central, [make_event(1, points={"points": 40})]) == [(1, "accepted", None)]
+    before = central.store.member("M0001")["balances"]
+    bad = _returned(2, 1, "R1", 10)
+    if value is None:
+        del bad[field]
+    else:
+        bad[field] = value
+    assert push(central, [bad, _returned(3, 1, "R1", 10)], "B-2") == [(2, "rejected", "malformed_event"),
+                                                                      (3, "accepted", None)]
+    assert central.store.member("M0001")["balances"]["points"] == before["points"] - 10

@@ -138,6 +138,8 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     txn = event.get("transaction_id")
     if txn is not None and not is_id(txn):
         return "malformed_event"
+    if event["type"] == "return" and (txn is None or not is_id(event.get("return_id"))):
+        return "malformed_event"  # a return is its sale's and its own: without both, no resend is ever told apart
     if any(event.get(k) is not None and not is_id(event[k], limit)  # kept as text, looked up as text
            for k, limit in _BURN_IDS):  # an id past the limit is no id a lane made, and no index takes it
         return "malformed_event"

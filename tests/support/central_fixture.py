@@ -120,6 +120,8 @@ def make_event(seq: int, member_id: str = "M0001", type: str = "accrual", points
         "program_version": "test-1",
         "offline": False,
     }
+    if type == "return":
+        event["return_id"] = f"RET-{lane_id}-{seq}"
     event.update(overrides)
     return event
 

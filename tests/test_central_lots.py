@@ -147,6 +147,24 @@ def test_a_return_takes_back_its_own_lanes_sale_not_another_lanes_with_the_same_
         == [0, 100]  # lane 1's lot emptied; lane 2's expired lot as it was
 
 
+def test_a_return_at_the_lanes_new_identity_takes_back_the_sale_its_earlier_one_rang(central, client, clock):
+    """The sale rung as L01, its points expired; the ledger archived, the lane is L01.2, where the POS's
+    retry of the sale was recorded again (central refused it, counted before) and then returned. The
+    return takes back the sale's own expired lot, as the same return sent as L01 does, not the member's
+    live points."""
+    assert push(client, accrual(1, 100, clock.now + HOUR, transaction_id="T-9")) == ["accepted"]
+    clock.advance(2 * HOUR)
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    with make_client(central, lane_id=f"{LANE_ID}.2", clock=clock) as renamed:
+        again = accrual(1, 100, clock.now - HOUR, transaction_id="T-9", lane_id=f"{LANE_ID}.2",
+                        occurred_at=make_event(1)["occurred_at"])
+        taken_back = make_event(2, member_id="M0002", type="return", transaction_id="T-9", lane_id=f"{LANE_ID}.2",
+                                points={"points": -100}, occurred_at=iso(clock.now))
+        assert push(renamed, again, taken_back) == ["rejected", "accepted"]
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    assert remaining(central) == {"seed": 420, "T-9": 0}
+
+
 def test_expiry_sweep_bumps_the_member_and_the_feed_shows_the_lower_balance(central, client, clock):
     push(client, accrual(1, 100, clock.now + HOUR))
     members, cursor, _ = client.member_changes(None, 100)

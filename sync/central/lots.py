@@ -89,11 +89,12 @@ def insert_lots(conn: Any, rows: list[tuple[Any, ...]]) -> None:
 
 
 def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,
-           as_of: float, own_lane: str | None = None) -> None:
+           as_of: float, own_lanes: tuple[str, ...] = ()) -> None:
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more;
-    ``own_lane``: the lane's ``store/lane``, whose sale it is: transaction ids
-    are the POS's, one lane's, and another lane's sale may carry the same one),
+    ``own_lanes``: the ``store/lane`` keys whose sale it is, the returning lane's and its
+    earlier identities' (a sale rung as L01, returned at L01.2 after the ledger was archived):
+    transaction ids are the POS's, one lane's, and another lane's sale may carry the same one),
     then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
     last, then those still pending in the same order; what no
     lot covers becomes debt. Lots are read a page at a time, in that order, until
@@ -114,11 +115,11 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
                 left -= take
 
     if own_transaction is not None:
-        prefix = f"{own_lane}/" if own_lane else ""
-        draw(conn.execute(
-            "SELECT lot_id, remaining FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
-            "AND remaining > 0 AND substr(source, 1, ?) = ? ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-            (member_id, own_transaction, currency, len(prefix), prefix)).fetchall())
+        prefixes = [f"{lane}/" for lane in own_lanes] or [""]
+        draw(lot for lot in conn.execute(
+            "SELECT lot_id, remaining, source FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
+            "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
+            (member_id, own_transaction, currency)).fetchall() if lot["source"].startswith(tuple(prefixes)))
     if left:
         draw(_live_lots(conn, member_id, currency, as_of, lambda: left > 0))
     for lot_id, take in taken.items():

@@ -839,6 +839,7 @@ class _BatchWork:
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
+        self.own_lanes = (self.lane_key, *(f"{store_id}/{lane}" for lane in self.earlier))  # whose sales it returns
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
         self.debtors: set[str] = set()  # members who may owe points: their credits repay first
@@ -927,7 +928,7 @@ class _BatchWork:
                 self.exact.add(member_id)
                 self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
-                debit(self.conn, member_id, currency, -delta, own, as_of, self.lane_key)
+                debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes)
                 self.debtors.add(member_id)  # it may have gone into debt
             if currency == tier_points and event["type"] in ("accrual", "return") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)

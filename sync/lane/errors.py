@@ -60,4 +60,9 @@ class NotAsked(SyncError):
 
 class LaneIdentityConflict(SyncError):
     """Central's history of our lane id is not this ledger's, and this ledger has events central
-    acknowledged under it (a restored backup?): pushing would reuse (lane, seq). A person decides."""
+    acknowledged under it (a restored backup?): pushing would reuse (lane, seq). A person decides.
+    ``central_last_seq``: where central's history of the lane ends, when the lane's check asked it."""
+
+    def __init__(self, message: str, central_last_seq: int | None = None):
+        super().__init__(message)
+        self.central_last_seq = central_last_seq

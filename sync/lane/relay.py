@@ -95,6 +95,9 @@ class OutboxRelay(Worker):
             try:
                 self._settle_identity()
             except Exception as exc:
+                if isinstance(exc, LaneIdentityConflict) and exc.central_last_seq and self._identity is not None \
+                        and getattr(self._client, "lane_id", None) == self._identity.lane_id:  # the lane id checked
+                    self._acknowledge_held(exc.central_last_seq)
                 if isinstance(exc, (CentralAuthError, LaneIdentityConflict)) and self._identity is not None:
                     self._identity.park()  # parked until a person acts: burns no longer wait for the check
                 return self._sync_error(exc)
@@ -274,7 +277,8 @@ class OutboxRelay(Worker):
                 # Part of this ledger is central's under that id, part is not (an old
                 # backup?): no id is right for it. Hold every event and ask for a person.
                 raise LaneIdentityConflict(
-                    f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold")
+                    f"central's lane {lane} ends at seq {last_seq} with an event this ledger does not hold",
+                    central_last_seq=last_seq)
             previous, lane = lane, _next_incarnation(lane, identity.base_lane_id)
             log.error(
                 "central holds another history under lane id %s (ledger.db lost or restored?); "
@@ -287,6 +291,42 @@ class OutboxRelay(Worker):
         if getattr(self._client, "lane_id", lane) != lane:
             raise SyncError("the central client does not send under the claimed lane id (give it the identity)")
         self._identity_settled = True
+
+    def _acknowledge_held(self, central_last_seq: int) -> None:
+        """The check found central's history of the lane id is partly another's (a copy of ledger.db
+        restored while central had moved on). Of this ledger's pending events, those central holds as
+        they are, at their seqs, are central's already: a copy taken before the till pushed them, which
+        pushed them later. They are sent again and acked on central's ``duplicate``, so the lane's
+        balances count them once (central's figure has them), not again as unsynced. Only seqs up to
+        central's last: central applies none of them (every one of those seqs is taken), it only
+        compares. The first seq where central holds another event ends it; that one and every later
+        one stay pending, for a person. A failure leaves them pending as they were."""
+        after, acked = 0, 0
+        try:
+            while True:
+                events = [e for e in _fit(self._outbox.pending_batch(self._max_events, self._max_bytes, after),
+                                          self._max_bytes) if e.seq <= central_last_seq]
+                if not events:
+                    break
+                answers = {r.seq: r for r in self._client.push_batch(self._batch_id(events), [e.wire for e in events])}
+                held = []
+                for event in events:
+                    answer = answers.get(event.seq)
+                    if answer is None or answer.status != "duplicate" or not answer.answers(event.event_id):
+                        break
+                    held.append(answer)
+                self._outbox.record_results(held)
+                acked += len(held)
+                if len(held) < len(events):
+                    break
+                after = events[-1].seq
+        except Exception as exc:
+            log.warning("could not compare this ledger's unsent events with central's history: %s", exc,
+                        extra={"event": "sync-relay.held_unchecked"})
+        if acked:
+            log.warning("%d unsent event(s) of this ledger are central's already, as they are (a copy taken "
+                        "before they were sent); acknowledged", acked,
+                        extra={"event": "sync-relay.held_acknowledged", "count": acked})
 
     def _batch_id(self, events: list[OutboxEvent]) -> str:
         store = getattr(self._client, "store_id", "store")

@@ -299,6 +299,21 @@ def test_posd_scan_types_a_phone_token_and_a_wallet_code(tmp_path, central, star
         stream.close()
 
 
+def test_a_wallet_pass_added_since_the_lanes_last_pull_is_known_at_once(tmp_path, central, start_lane):
+    """The shopper added the pass a moment ago: central made its secret after the lane's last member pull
+    (30 s apart as shipped). The lane lacked the secret and refused the code as invalid (unknown_key) at
+    once. It pulls the member changes first, as for a member enrolled at another lane, and looks again."""
+    lane = start_lane(tmp_path / "lane", intervals=(0.2, 3600))  # pulls only at start
+    answer = requests.post(f"{central.url}/_admin/members/M0001/wallet-pass", json={}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    secret = bytes.fromhex(answer.json()["rotatingBarcode"]["totpDetails"]["parameters"][0]["key"])
+    code = "M0001:" + totp_code(secret, int(time.time()) // 30, 6)
+    found = lane.get(f"/v1/members/{code}")
+    assert found.status_code == 200 and found.json()["member_id"] == "M0001", found.text
+    stranger = lane.get("/v1/members/M0003:123456")  # no pass at central either: still refused, after the pull
+    assert (stranger.status_code, stranger.json()["code"]) == (422, "member_token_invalid"), stranger.text
+
+
 @pytest.mark.long  # about 4.2 s on each engine: CI runs it with the fault runs (make test-faults)
 def test_wallet_codes_inside_the_window_only_and_the_secret_never_leaves(tmp_path, central, start_lane):
     from tests.support.printer_emulator import PrinterEmulator

@@ -93,7 +93,7 @@ class Members:
         try:
             ident = self.find(identifier)
         except LaneError as exc:
-            if not self.refreshed(exc.code):
+            if not self.refreshed(_asked_as(exc)):
                 raise
             ident = self.find(identifier)
         self.claim_at_central(ident)
@@ -123,7 +123,7 @@ class Members:
         try:
             return await attempt()
         except LaneError as exc:
-            if not await self.arefreshed(exc.code, *codes):
+            if not await self.arefreshed(_asked_as(exc), *codes):
                 raise
         return await attempt()
 
@@ -541,6 +541,12 @@ def _calling_code_first(written: str, country: str | None, own: int) -> bool:
     return bool(prefix) and digits.startswith(str(own)) and not digits.startswith(prefix)  # type: ignore[arg-type]
 
 
+def _asked_as(exc: LaneError) -> str:
+    """The refusal a pull may answer, as ``refreshed`` reads codes: a wallet pass the lane holds no secret
+    for is asked as a member it does not know (the member feed brings both)."""
+    return "unknown_member" if getattr(exc, "view_may_lack", False) else exc.code
+
+
 @raises("member_token_replayed")
 def _replayed_elsewhere() -> LaneError:
     return LaneError("member_token_replayed", "this member token was used at another lane; ask for a fresh one")
@@ -567,7 +573,11 @@ def refusal(refused: _Refused) -> LaneError:
     if refused.code == "member_token_not_yet_valid":
         return LaneError("member_token_not_yet_valid",
                          "the member token was issued in the future; check the lane's clock")
-    return LaneError("member_token_invalid", f"the member token was refused ({refused.reason})")
+    error = LaneError("member_token_invalid", f"the member token was refused ({refused.reason})")
+    # A wallet pass whose secret this lane has not pulled yet (the pass was added since): central's
+    # member feed brings it, as it brings a member enrolled at another lane.
+    error.view_may_lack = refused.scheme == "wallet_totp" and refused.reason == "unknown_key"  # type: ignore[attr-defined]
+    return error
 
 
 def _tier_points_currency(program: Program | None) -> str | None:

@@ -92,6 +92,9 @@ class Enrolments:
         # A number stored is never a guess: 600123456789 (a Polish number with a digit too many) reads as a
         # valid Malaysian +60 123456789 to a lookup, which finds whoever has it; enrolled, it is refused.
         e164 = phone_e164(written, self.country, other_countries=False)
+        if e164 is None and ";ext=" in written.lower():
+            raise LaneError("invalid_phone", "a phone number with an extension reaches a desk, not a member's "
+                                             "phone: give the number without ;ext=")
         if e164 is None:
             raise LaneError("invalid_phone", "not a phone number that exists in its country's numbering plan; "
                                              "give it with its country code, such as +48 600 123 456")

@@ -406,6 +406,11 @@ def test_a_retry_after_the_ledger_was_replaced_is_counted_once(central, clock):
                              voucher=voucher("VREPLACED002"))
         assert [(r.status, r.code) for r in new.push_batch("c", [offline])] == [
             ("rejected", "counted_by_earlier_identity")]
+        # the voucher that copy issued is void: used at once (offline), the use is refused, not a second voucher
+        spent = make_event(8, lane_id="L01.2", type="voucher_use", points={}, transaction_id="T-v",
+                           voucher_code="VREPLACED002", voucher_once_per="code")
+        assert [(r.status, r.code) for r in new.push_batch("c2", [spent])] == [("rejected", "voucher_used")]
+        assert new.authorise(use("voucher_use:VREPLACED002:T-w", "VREPLACED002"))["code"] == "voucher_used"
         balance = 1840 + 160 - 1000 - 60 + 7 - 100 + 20 - 10 + 9
         assert central.store.member("M0001")["balances"] == {"points": balance}
 

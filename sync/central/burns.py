@@ -500,6 +500,22 @@ def record_voucher_use(conn: Any, store_id: str, lane_id: str, seq: int, event: 
     return None
 
 
+def void_voucher(conn: Any, event: dict[str, Any], source: str, coupons: dict[str, str]) -> None:
+    """The voucher a redemption central refused issued (a POS's retry that a lane's new ledger recorded
+    again, offline, with a new voucher: ``counted_by_earlier_identity``) is never registered, so a use of
+    it would have been taken as a use of a code central knows nothing of: the member would hold two
+    vouchers for one redemption. Its code is marked used (``source``: the refused event), so a use of it
+    is ``voucher_used``, quarantined at the lane where the member desk sees it, and an authorisation of
+    one is declined. A code that is a coupon's or another voucher's is left alone."""
+    code = event.get("voucher_code") or (event.get("voucher") or {}).get("code")
+    if not isinstance(code, str) or not code or code in coupons:
+        return
+    if conn.execute("SELECT 1 FROM vouchers WHERE code = ?", (code,)).fetchone() is not None:
+        return
+    conn.execute("INSERT INTO voucher_uses (code, member_key, source, state, reservation_id, expires_ts) "
+                 "VALUES (?, '', ?, 'used', NULL, NULL) ON CONFLICT (code, member_key) DO NOTHING", (code, source))
+
+
 # --- the registry, as lanes see it --------------------------------------------------------------------
 
 

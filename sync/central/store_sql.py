@@ -884,6 +884,8 @@ class _BatchWork:
         if member["status"] == "deleted":
             return "member_deleted"
         if self.earlier and self._counted_before(event, member_id):
+            if event["type"] == "redemption":  # the voucher the copy issued is void: its use is voucher_used
+                burns.void_voucher(self.conn, event, f"{self.lane_key}/{seq}", self.coupons)
             return COUNTED  # a sale, return or redemption retried after the lane's ledger.db was replaced
         refused = None
         if event["type"] == "voucher_use":

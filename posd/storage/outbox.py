@@ -116,9 +116,18 @@ def acknowledge(folder: Path, seq: int, event_id: str) -> None:
     os.replace(temporary, folder / ACK_FILE)
 
 
+# Refusals that leave nobody anything to do: central counted the original of the event (a POS's retry of
+# what an archived or lost ledger.db had answered, recorded again), and the lane took the copy out of its
+# balances when it was quarantined. `posd ledger quarantine` lists them; health and doctor do not warn.
+SETTLED_CODES = ("counted_by_earlier_identity",)
+
+
 def quarantined_after(conn: sqlite3.Connection, seq: int) -> int:
-    """How many quarantined events have a seq above ``seq`` (not acknowledged yet)."""
-    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined' AND seq > ?", (seq,)).fetchone()[0]
+    """How many quarantined events have a seq above ``seq`` (not acknowledged yet) and need a person
+    (SETTLED_CODES left out)."""
+    return conn.execute(f"SELECT COUNT(*) FROM outbox WHERE state = 'quarantined' AND seq > ? "
+                        f"AND COALESCE(result_code, '') NOT IN ({', '.join('?' * len(SETTLED_CODES))})",
+                        (seq, *SETTLED_CODES)).fetchone()[0]
 
 
 def pending(conn: sqlite3.Connection, max_events: int, max_bytes: int, after: int = 0) -> list[OutboxEvent]:

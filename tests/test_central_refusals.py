@@ -18,7 +18,7 @@ import requests
 
 from posd.sync.protocol import signed_headers
 from tests.conftest import ENGINES
-from tests.support.central_fixture import LANE_ID, SECRET, STORE_ID, default_seed, make_event
+from tests.support.central_fixture import LANE_ID, SECRET, STORE_ID, default_seed, make_event, running_central
 
 CENTRAL_ENGINES = ENGINES  # every test here runs on SQLite and on PostgreSQL
 
@@ -687,3 +687,19 @@ def test_a_return_without_its_sale_or_its_own_id_is_malformed(central, field, va
     assert push(central, [bad, _returned(3, 1, "R1", 10)], "B-2") == [(2, "rejected", "malformed_event"),
                                                                       (3, "accepted", None)]
     assert central.store.member("M0001")["balances"]["points"] == before["points"] - 10
+
+
+def test_tier_points_that_are_never_spent_owe_nothing_and_stay_one_figure(tmp_path, central_db):
+    """A return taking back more tier points than the member holds (a sale central never credited: nothing
+    bounds it) left balances["tier"] at -50 beside qualifying 0, the one figure parting in two, and the
+    next sale repaid the "debt" in one and not the other. Tier points that are never spent owe nothing."""
+    seed = default_seed()
+    seed["program"]["currencies"].append({"code": "tier", "kind": "qualifying"})
+    seed["program"]["tier_currency"] = "tier"
+    seed["members"][0].update(balances={"points": 1840, "tier": 100}, qualifying=100)
+    with running_central(tmp_path / "c", seed, db_path=central_db) as c:
+        events = [make_event(1, type="return", transaction_id="T-never", points={"points": -10, "tier": -150}),
+                  make_event(2, points={"points": 80, "tier": 80})]
+        assert push(c, events) == [(1, "accepted", None), (2, "accepted", None)]
+        member = c.store.member("M0001")
+        assert (member["qualifying"], member["balances"]["tier"], member["balances"]["points"]) == (80, 80, 1910)

@@ -89,7 +89,7 @@ def insert_lots(conn: Any, rows: list[tuple[Any, ...]]) -> None:
 
 
 def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,
-           as_of: float, own_lanes: tuple[str, ...] = ()) -> None:
+           as_of: float, own_lanes: tuple[str, ...] = (), debt: bool = True) -> None:
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more;
     ``own_lanes``: the ``store/lane`` keys whose sale it is, the returning lane's and its
@@ -97,7 +97,8 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     transaction ids are the POS's, one lane's, and another lane's sale may carry the same one),
     then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
     last, then those still pending in the same order; what no
-    lot covers becomes debt. Lots are read a page at a time, in that order, until
+    lot covers becomes debt (``debt=False``, tier points that are never spent: ``qualifying`` never
+    goes below 0, and their balance is the same figure, so nothing is owed). Lots are read a page at a time, in that order, until
     the points are covered: a busy member's thousands of live lots are not all read
     for a debit that one or two of them cover."""
     left = points
@@ -125,7 +126,7 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     for lot_id, take in taken.items():
         conn.execute("UPDATE lots SET remaining = remaining - ?, swept = CASE WHEN remaining - ? = 0 THEN 1 "
                      "ELSE swept END WHERE lot_id = ?", (take, take, lot_id))
-    if left:
+    if left and debt:
         conn.execute("INSERT INTO lot_debts (member_id, currency, points) VALUES (?, ?, ?) "
                      "ON CONFLICT (member_id, currency) DO UPDATE SET points = lot_debts.points + excluded.points",
                      (member_id, currency, left))

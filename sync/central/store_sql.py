@@ -36,8 +36,8 @@ from posd.sync.central.identities import (COUNTED, accrual_counted, earlier_lane
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
-from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
-                                       tier_currency, upgraded_tier)
+from posd.sync.central.members import (currency_kind, enrolment_profile, given_member_row, lookup_form, member_row,
+                                       member_wire, tier_currency, upgraded_tier)
 from posd.sync.central.returns import return_refusal
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
@@ -839,6 +839,8 @@ class _BatchWork:
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
+        tier = tier_currency(program)
+        self.tier_kind = currency_kind(program, tier) if tier else None  # "qualifying": tier points owe nothing
         self.own_lanes = (self.lane_key, *(f"{store_id}/{lane}" for lane in self.earlier))  # whose sales it returns
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
@@ -930,7 +932,8 @@ class _BatchWork:
                 self.exact.add(member_id)
                 self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
-                debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes)
+                debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes,
+                      debt=not (currency == tier_points and self.tier_kind == "qualifying"))
                 self.debtors.add(member_id)  # it may have gone into debt
             if currency == tier_points and event["type"] in ("accrual", "return") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)

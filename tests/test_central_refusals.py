@@ -703,3 +703,12 @@ def test_tier_points_that_are_never_spent_owe_nothing_and_stay_one_figure(tmp_pa
         assert push(c, events) == [(1, "accepted", None), (2, "accepted", None)]
         member = c.store.member("M0001")
         assert (member["qualifying"], member["balances"]["tier"], member["balances"]["points"]) == (80, 80, 1910)
+
+
+def test_an_enrolment_taking_points_away_is_bad_points(central):
+    """A new member owes nothing: an enrolment with negative points would have enrolled a member in debt
+    (-10^12 was accepted)."""
+    events = [enrolment(1, "P-L01-9", ["CARD-NEG-1"], points={"points": -10**12}),
+              enrolment(2, "P-L01-10", ["CARD-NEG-2"])]
+    assert push(central, events) == [(1, "rejected", "bad_points"), (2, "accepted", None)]
+    assert central.store.member("P-L01-9") is None

@@ -165,8 +165,8 @@ def validate_event(event: dict[str, Any], text: str | None = None) -> str | None
     kind = event["type"]
     if kind in ("token_use", "voucher_use") and any(points.values()):
         return "bad_points"  # a member shown or a voucher taken moves no points
-    if kind == "accrual" and any(delta < 0 for delta in points.values()):
-        return "bad_points"  # a sale earns: it never takes points away
+    if kind in ("accrual", "member_enrolled") and any(delta < 0 for delta in points.values()):
+        return "bad_points"  # a sale earns, an enrolment starts a member: neither takes points away
     if kind in ("return", "redemption") and any(delta > 0 for delta in points.values()):
         return "bad_points"  # a return takes back what its sale earned, a redemption spends: never a gain
     return None

@@ -347,6 +347,16 @@ def test_a_release_replayed_in_the_second_it_was_signed_frees_nothing_the_retry_
     clock.advance(1)
     assert one.release("redemption:R1")["state"] == "released"
     assert two.authorise(redemption("redemption:R2", 100))["status"] == "approved"
+    assert two.release("redemption:R2")["state"] == "released"
+    # a release that reached central before its authorisation (unknown then), the retry and the replay
+    clock.advance(1)
+    second = int(clock.now)
+    assert one.release("redemption:R3")["state"] == "unknown"
+    assert one.authorise(redemption("redemption:R3", 1800))["status"] == "approved"  # signed in that second
+    headers = signed_headers(SECRET, "S001", "L01", second, "POST", path, release_json("redemption:R3"))
+    replay = requests.post(central.url + path, data=release_json("redemption:R3"), headers=headers, timeout=5)
+    assert (replay.status_code, replay.json()["state"]) == (200, "open")
+    assert two.authorise(redemption("redemption:R4", 100))["code"] == "insufficient_balance"
 
 
 def test_a_released_voucher_hold_is_free_again_and_back_in_the_feed(central, lanes, clock):

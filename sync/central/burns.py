@@ -343,10 +343,11 @@ def release(conn: Any, store_id: str, lane_id: str, authorisation_id: str, now: 
                        "WHERE reservation_id = ?", (rid,)).fetchone()
     if row is None:
         if sent_at is not None:  # its authorisation may still be on its way: it will not reserve
+            # ... and a release signed at or before it (its replay, in the same second too) is this one
             conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, "
-                         "request_hash, kind, points, occurred_at, created_ts, state) "
-                         "VALUES (?, ?, ?, ?, '', ?, '{}', '', ?, 'released')",
-                         (rid, store_id, lane_id, authorisation_id, GIVEN_BACK_UNREAD, sent_at))
+                         "request_hash, kind, points, occurred_at, created_ts, state, release_from) "
+                         "VALUES (?, ?, ?, ?, '', ?, '{}', '', ?, 'released', ?)",
+                         (rid, store_id, lane_id, authorisation_id, GIVEN_BACK_UNREAD, sent_at, sent_at + 1))
         return "unknown", None
     if row["kind"] == GIVEN_BACK_UNREAD:
         return "unknown", None

@@ -10,7 +10,7 @@ new id. Central knows both histories, and counts such a retry once
 - an accrual for the same member under the same ``transaction_id`` and the same
   ``occurred_at`` (a retry sends the same body; a POS whose numbering started
   again names another moment, and is a new sale);
-- a return of the same sale under the same ``return_id``;
+- a return of the same sale under the same ``return_id`` (returns.py, which bounds every return);
 - a redemption under the same ``authorisation_id`` that happened (confirmed or
   recorded offline).
 
@@ -42,12 +42,12 @@ def earlier_lane_ids(lane_id: str) -> list[str]:
     return ([f"{base}.{k}" for k in range(n - 1, max(1, n - 1 - LOOKBACK), -1)] + [base])[:LOOKBACK]
 
 
-def _body(value: Any) -> dict[str, Any]:
+def stored_body(value: Any) -> dict[str, Any]:
     body = json.loads(value) if isinstance(value, (str, bytes)) else value  # PostgreSQL's jsonb comes decoded
     return body if isinstance(body, dict) else {}
 
 
-def _marks(items: list[str]) -> str:
+def placeholders(items: list[str]) -> str:
     return ", ".join("?" for _ in items)
 
 
@@ -65,7 +65,7 @@ def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str
             continue
         first = conn.execute("SELECT body FROM events WHERE store_id = ? AND lane_id = ? AND seq = ?",
                              (store_id, lane_key.partition("/")[2], int(seq))).fetchone()
-        if first is not None and _same_instant(_body(first["body"]).get("occurred_at"), event.get("occurred_at")):
+        if first is not None and _same_instant(stored_body(first["body"]).get("occurred_at"), event.get("occurred_at")):
             return True
     return False
 
@@ -78,23 +78,6 @@ def _same_instant(first: Any, again: Any) -> bool:
     return a is not None and a == b
 
 
-def return_counted(conn: Any, store_id: str, earlier: list[str], member_ids: Iterable[str],
-                   event: dict[str, Any]) -> bool:
-    """Did an earlier identity deliver this return (the same sale's ``transaction_id`` and ``return_id``)
-    for the member (``member_ids``: central's id and the one the event names)?"""
-    transaction_id, return_id = event.get("transaction_id"), event.get("return_id")
-    if not earlier or not isinstance(transaction_id, str) or not isinstance(return_id, str):
-        return False
-    members = sorted(set(member_ids))
-    for row in conn.execute(
-            f"SELECT body FROM events WHERE store_id = ? AND member_id IN ({_marks(members)}) AND type = 'return' "
-            f"AND status = 'accepted' AND lane_id IN ({_marks(earlier)})", (store_id, *members, *earlier)).fetchall():
-        body = _body(row["body"])
-        if body.get("transaction_id") == transaction_id and body.get("return_id") == return_id:
-            return True
-    return False
-
-
 def redemption_counted(conn: Any, store_id: str, earlier: list[str], authorisation_id: Any) -> str | None:
     """The earlier lane id whose redemption under ``authorisation_id`` happened (confirmed by its event,
     or recorded offline), if any."""
@@ -102,6 +85,6 @@ def redemption_counted(conn: Any, store_id: str, earlier: list[str], authorisati
         return None
     row = conn.execute(
         f"SELECT lane_id FROM reservations WHERE store_id = ? AND authorisation_id = ? AND kind = 'redemption' "
-        f"AND state IN ('confirmed', 'offline') AND lane_id IN ({_marks(earlier)}) LIMIT 1",
+        f"AND state IN ('confirmed', 'offline') AND lane_id IN ({placeholders(earlier)}) LIMIT 1",
         (store_id, authorisation_id, *earlier)).fetchone()
     return None if row is None else row["lane_id"]

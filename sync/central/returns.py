@@ -23,45 +23,40 @@ nothing: the return applies as the lane computed it, as it always has.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
+
+from posd.sync.central.identities import COUNTED, placeholders, stored_body
 
 REPEATED = "return_repeated"
 EXCEEDS = "return_exceeds_sale"
 
 
-def _marks(items: list[str]) -> str:
-    return ", ".join("?" for _ in items)
-
-
-def _body(value: Any) -> dict[str, Any]:
-    body = json.loads(value) if isinstance(value, (str, bytes)) else value  # PostgreSQL's jsonb comes decoded
-    return body if isinstance(body, dict) else {}
-
-
 def return_refusal(conn: Any, store_id: str, lane_id: str, seq: int, earlier: list[str], member_id: str,
-                   event: dict[str, Any]) -> str | None:
-    """Why central refuses this return (``return_repeated``, ``return_exceeds_sale``), or None.
-    ``member_id`` is central's member (an alias resolved), ``earlier`` the lane's earlier identities;
-    the sale's lots are already inserted. The return itself and those after it in its batch, stored
-    before any is applied, are left out."""
+                   event: dict[str, Any], sale_of: str) -> str | None:
+    """Why central refuses this return (``counted_by_earlier_identity``, ``return_repeated``,
+    ``return_exceeds_sale``), or None. ``member_id`` is central's member (an alias resolved), ``earlier``
+    the lane's earlier identities, ``sale_of`` the engine's SQL for a stored event body's
+    ``transaction_id`` (the member's returns of other sales are not read); the sale's lots are already
+    inserted. The return itself and those after it in its batch, stored before any is applied, are
+    left out."""
     transaction_id, return_id = event.get("transaction_id"), event.get("return_id")
     if not isinstance(transaction_id, str):
         return None
     lanes, names = [lane_id, *earlier], _names(conn, member_id, event)
     taken: dict[str, int] = {}
     for row in conn.execute(
-            f"SELECT lane_id, seq, body FROM events WHERE store_id = ? AND member_id IN ({_marks(names)}) "
-            f"AND type = 'return' AND status = 'accepted' AND lane_id IN ({_marks(lanes)})",
-            (store_id, *names, *lanes)).fetchall():
+            f"SELECT lane_id, seq, body FROM events WHERE store_id = ? AND member_id IN ({placeholders(names)}) "
+            f"AND type = 'return' AND status = 'accepted' AND lane_id IN ({placeholders(lanes)}) AND {sale_of} = ?",
+            (store_id, *names, *lanes, transaction_id)).fetchall():
         if row["lane_id"] == lane_id and row["seq"] >= seq:
             continue  # this very return, or one after it in its batch (a batch's events are stored first)
-        body = _body(row["body"])
+        body = stored_body(row["body"])
         if body.get("transaction_id") != transaction_id:
             continue
-        if row["lane_id"] == lane_id and isinstance(return_id, str) and body.get("return_id") == return_id:
-            return REPEATED
+        if isinstance(return_id, str) and body.get("return_id") == return_id:
+            # sent again by this lane, or a POS's retry the lane's new ledger recorded again
+            return REPEATED if row["lane_id"] == lane_id else COUNTED
         for currency, delta in _points(body):
             taken[currency] = taken.get(currency, 0) - min(delta, 0)
     credited = _credited(conn, member_id, transaction_id, [f"{store_id}/{lane}/" for lane in lanes])

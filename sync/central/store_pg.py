@@ -235,6 +235,7 @@ class PgStore(SqlStore):
                          (MEMBER_LOCKS, MEMBER_LOCK_BUCKETS - 1, fresh))
         conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", (ids,))
 
+    SALE_OF_SQL = "body->>'transaction_id'"
     HOLDER_SQL = ("SELECT member_id FROM members WHERE identifiers @> jsonb_build_array(?::text) "
                   "AND status != 'deleted' LIMIT 1")
 

@@ -31,8 +31,7 @@ from typing import Any
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
-from posd.sync.central.identities import (COUNTED, accrual_counted, earlier_lane_ids, redemption_counted,
-                                          return_counted)
+from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_ids, redemption_counted
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
@@ -113,6 +112,7 @@ class SqlStore:
 
     # The member (not erased) holding an identifier: SQL with one ``?``, the identifier as text.
     HOLDER_SQL = ""
+    SALE_OF_SQL = ""  # the engine's expression for a stored event body's transaction_id (returns.py)
 
     def _ensure_signing_key(self) -> None:
         """A central that can sign member tokens from the start: one key when it has none."""
@@ -676,7 +676,7 @@ class SqlStore:
             inserted = self._insert_run(conn, store_id, lane_id, batch_id, run, bodies, received_at, reused)
             program = self._program_in(conn)[0]
             work = _BatchWork(conn, program or {}, now, store_id, lane_id, holder_sql=self.HOLDER_SQL,
-                              lock=lambda m: self._lock_members(conn, [m]),
+                              sale_of=self.SALE_OF_SQL, lock=lambda m: self._lock_members(conn, [m]),
                               currencies=self._currencies_in(conn, program))
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
@@ -824,9 +824,10 @@ class _BatchWork:
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
     def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
-                 holder_sql: str, lock: Any, currencies: set[str] | None) -> None:
+                 holder_sql: str, sale_of: str, lock: Any, currencies: set[str] | None) -> None:
         self.conn = conn
         self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
+        self.sale_of = sale_of  # the engine's expression for a stored event's transaction_id
         self.lock = lock  # lock one more member (one an enrolment found by its identifier)
         self.locked: set[str] = set()
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
@@ -839,8 +840,9 @@ class _BatchWork:
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
-        tier = tier_currency(program)
-        self.tier_kind = currency_kind(program, tier) if tier else None  # "qualifying": tier points owe nothing
+        self.tier_points = tier_currency(program)  # the currency whose points decide the tier
+        # "qualifying": tier points never spent, which owe nothing (lots.debit)
+        self.tier_kind = currency_kind(program, self.tier_points) if self.tier_points else None
         self.own_lanes = (self.lane_key, *(f"{store_id}/{lane}" for lane in self.earlier))  # whose sales it returns
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
@@ -900,12 +902,13 @@ class _BatchWork:
             refused = self._use_token(event, member_id, seq)
         elif event["type"] == "return":
             self.insert_lots()  # the sale's own lots, if this batch credited them
-            refused = return_refusal(self.conn, self.store_id, self.lane_id, seq, self.earlier, member_id, event)
+            refused = return_refusal(self.conn, self.store_id, self.lane_id, seq, self.earlier, member_id, event,
+                                     self.sale_of)
         if refused:
             return refused
         if event.get("birthday_award_year") is not None:
             self._award_birthday(event, member_id, seq)
-        tier_points = tier_currency(self.program)
+        tier_points = self.tier_points
         # A debit takes the lots that were unexpired when the till spent them: an
         # offline redemption on the last day of the month, synced later, spends
         # the points that were about to expire, not the member's later ones.
@@ -949,8 +952,6 @@ class _BatchWork:
         kind = event["type"]
         if kind == "accrual":
             return accrual_counted(self.conn, self.store_id, self.earlier, member_id, event)
-        if kind == "return":
-            return return_counted(self.conn, self.store_id, self.earlier, (member_id, event["member_id"]), event)
         return kind == "redemption" and redemption_counted(self.conn, self.store_id, self.earlier,
                                                            event.get("authorisation_id")) is not None
 

@@ -38,6 +38,7 @@ class SqliteStore(SqlStore):
             migrate(self._conn)
         self._ensure_signing_key()
 
+    SALE_OF_SQL = "json_extract(body, '$.transaction_id')"
     HOLDER_SQL = ("SELECT m.member_id FROM members m, json_each(m.identifiers) i WHERE i.value = ? "
                   "AND m.status != 'deleted' LIMIT 1")
 

@@ -271,10 +271,10 @@ class Daemon:
     def _sync_status(self, status: dict[str, Any]) -> None:
         # The POS cares whether the lane is online and why not, not about every batch sent.
         key = ("online" if status.get("state") in ("ok", "idle") else status.get("state"), status.get("last_error"))
+        if key[0] == "identity_conflict":  # central's watermarks of this lane id count another history: what
+            self.cache.cap_applied(self.outbox.stats().last_acked_seq)  # this ledger has acked since counts
         if key != self._last_sync_key:
             self._last_sync_key = key
-            if key[0] == "identity_conflict":  # central's watermarks of this lane id count another history
-                self.cache.cap_applied(self.outbox.stats().last_acked_seq)
             self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
     def _offline(self) -> bool:

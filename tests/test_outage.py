@@ -555,8 +555,9 @@ def test_a_pipelined_drain_killed_between_central_applying_and_the_ack_loses_and
 def test_a_copy_taken_before_its_events_were_sent_counts_them_once(tmp_path):
     """A copy of ledger.db taken while two sales waited for central, restored after the till that made them
     sent them and went on: the copy stops for a person (identity_conflict), and the two, which central holds
-    as they are at their seqs, are acked (central answered them duplicate when they were compared): the
-    lane's balances count them in central's figure, not again as unsynced. The sale the copy recorded since
+    as they are at their seqs, are recorded as central answered them when they were compared (duplicate:
+    acked; the one central had refused: quarantined, as at the till that sent it): the lane's balances
+    count them in central's figure, not again as unsynced. The sale the copy recorded since
     is another event at a seq central holds: it stays pending, and central is left as it was."""
     import shutil
 
@@ -566,7 +567,8 @@ def test_a_copy_taken_before_its_events_were_sent_counts_them_once(tmp_path):
         add_accruals(ledger, 2)
         with ledger_client(central, ledger) as client:
             drive(ledger_relay(client, ledger), ledger)
-        add_accruals(ledger, 2)  # seq 3 and 4, not sent yet when the copy is taken
+        add_accruals(ledger, 1, member="NOBODY")  # seq 3, which central will refuse (unknown_member)
+        add_accruals(ledger, 1)  # seq 4: neither sent yet when the copy is taken
         ledger.close()
         shutil.copytree(tmp_path / "lane", tmp_path / "backup")
         ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
@@ -582,7 +584,46 @@ def test_a_copy_taken_before_its_events_were_sent_counts_them_once(tmp_path):
             relay = ledger_relay(client, restored)
             assert relay.run_once() == "identity_conflict"
             assert relay.run_once() == "identity_conflict"  # checked again later: the same, nothing more
-        assert [r["state"] for r in outbox_rows(restored)] == ["acked"] * 4 + ["pending"]
+        # seq 3 as central answered it the first time (quarantined), not where the compare stops
+        assert [r["state"] for r in outbox_rows(restored)] == ["acked", "acked", "quarantined", "acked", "pending"]
         assert restored.view().outbox_stats().last_acked_seq == 4
         assert central.store.events(STORE_ID, LANE_ID) == before
         restored.close()
+
+
+def test_a_lane_started_from_an_old_copy_shows_balances_as_central_counts_them(tmp_path):
+    """A copy of the lane's folder taken while a sale waited for central; the lane sent it afterwards and
+    sold on. A till started from the copy stops sending (identity_conflict), and showed that sale's points
+    twice: in central's confirmed figure and again as its own unsynced entry (spendable offline). Central
+    holds it as it is, so the copy records it as central's: the member's balance there is central's."""
+    import shutil
+
+    with running_central(tmp_path / "central", DEMO_SEED) as central:
+        lane = launch_lane(tmp_path / "lane", central)
+        try:
+            assert lane.post("/v1/transactions", sale("T-copy-1", "2900000000018")).status_code == 200
+            lane.wait_drained()
+            central.inject("push", "503", count=10_000)
+            assert lane.post("/v1/transactions", sale("T-copy-2", "2900000000018")).status_code == 200
+            lane.stop()
+            shutil.copytree(lane.state, tmp_path / "copy")  # the copy: T-copy-2 not sent
+            central.store.clear_faults()
+            lane.start(timeout=30)
+            assert lane.post("/v1/transactions", sale("T-copy-3", "2900000000018")).status_code == 200
+            lane.wait_drained()
+        finally:
+            lane.stop()
+        central_points = central.store.member("M0001")["balances"]["points"]
+        copy = tmp_path / "copy-lane"
+        copy.mkdir()
+        shutil.move(str(tmp_path / "copy"), copy / "state")
+        (copy / "state" / "cache.db").unlink()  # a new PC: the member cache comes from central
+        restored = launch_lane(copy, central)
+        try:
+            restored.wait_for(lambda: restored.health()["sync"]["state"] == "identity_conflict",
+                              what="the copy stopping for a person")
+            member = restored.get("/v1/members/2900000000018").json()
+            assert member["balances"]["points"]["pending"] == 0, member["balances"]
+            assert member["balances"]["points"]["total"] == central_points, member["balances"]
+        finally:
+            restored.stop()

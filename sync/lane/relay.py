@@ -58,6 +58,7 @@ class OutboxRelay(Worker):
         self._outbox = outbox
         self._identity = identity  # the lane id's owner; the client reads it from there too
         self._identity_settled = identity is None  # a relay without one sends under the client's id
+        self._compared: tuple[int, int] | None = None  # (central's last seq, ours acked) at the last compare
         self._max_events = max(1, min(max_events, MAX_BATCH_EVENTS))
         self._batch_events = self._max_events  # shrinks after a 413, grows back on success
         self._max_bytes = max(1, min(max_bytes, MAX_BATCH_BYTES - _ENVELOPE_BYTES - MAX_BATCH_EVENTS))
@@ -95,11 +96,11 @@ class OutboxRelay(Worker):
             try:
                 self._settle_identity()
             except Exception as exc:
+                if isinstance(exc, (CentralAuthError, LaneIdentityConflict)) and self._identity is not None:
+                    self._identity.park()  # parked until a person acts: burns no longer wait for the check
                 if isinstance(exc, LaneIdentityConflict) and exc.central_last_seq and self._identity is not None \
                         and getattr(self._client, "lane_id", None) == self._identity.lane_id:  # the lane id checked
                     self._acknowledge_held(exc.central_last_seq)
-                if isinstance(exc, (CentralAuthError, LaneIdentityConflict)) and self._identity is not None:
-                    self._identity.park()  # parked until a person acts: burns no longer wait for the check
                 return self._sync_error(exc)
         with self._lock:
             self._lingering = False  # a hurry() during this step is noted in _hurried until it settles
@@ -300,7 +301,12 @@ class OutboxRelay(Worker):
         balances count them once (central's figure has them), not again as unsynced. Only seqs up to
         central's last: central applies none of them (every one of those seqs is taken), it only
         compares. The first seq where central holds another event ends it; that one and every later
-        one stay pending, for a person. A failure leaves them pending as they were."""
+        one stay pending, for a person. A failure leaves them pending as they were. An event central
+        holds as it is but refused (or flagged) is answered as it was the first time, and recorded so.
+        Made again at the next check only when central's history or this ledger's has moved since."""
+        compared = (central_last_seq, self._outbox.stats().last_acked_seq)
+        if compared == self._compared:
+            return
         after, acked = 0, 0
         try:
             while True:
@@ -312,8 +318,9 @@ class OutboxRelay(Worker):
                 held = []
                 for event in events:
                     answer = answers.get(event.seq)
-                    if answer is None or answer.status != "duplicate" or not answer.answers(event.event_id):
-                        break
+                    if answer is None or not answer.answers(event.event_id) or answer.retryable \
+                            or (answer.status == "rejected" and answer.code == "seq_conflict"):
+                        break  # central holds another event here (or did not say): this ledger's own from here
                     held.append(answer)
                 self._outbox.record_results(held)
                 acked += len(held)
@@ -323,9 +330,11 @@ class OutboxRelay(Worker):
         except Exception as exc:
             log.warning("could not compare this ledger's unsent events with central's history: %s", exc,
                         extra={"event": "sync-relay.held_unchecked"})
+            return  # compared again at the next check
+        self._compared = (central_last_seq, self._outbox.stats().last_acked_seq)
         if acked:
             log.warning("%d unsent event(s) of this ledger are central's already, as they are (a copy taken "
-                        "before they were sent); acknowledged", acked,
+                        "before they were sent); recorded as central answered them", acked,
                         extra={"event": "sync-relay.held_acknowledged", "count": acked})
 
     def _batch_id(self, events: list[OutboxEvent]) -> str:

@@ -165,6 +165,25 @@ def test_a_return_at_the_lanes_new_identity_takes_back_the_sale_its_earlier_one_
     assert remaining(central) == {"seed": 420, "T-9": 0}
 
 
+def test_a_new_identitys_own_sale_under_an_old_id_is_the_one_its_returns_take_back(central, client, clock):
+    """After the archive the POS numbered its sales again: L01.2 rang a new T-5 (200 points) while L01's
+    T-5 (100 points, expired) was still on file. L01.2's returns of T-5 are of its own sale: they take
+    back its 200 points, at most, not the old sale's expired lot first."""
+    assert push(client, accrual(1, 100, clock.now + HOUR, transaction_id="T-5")) == ["accepted"]
+    clock.advance(2 * HOUR)
+    renamed_id = f"{LANE_ID}.2"
+    with make_client(central, lane_id=renamed_id, clock=clock) as renamed:
+        new_sale = accrual(1, 200, clock.now + 60 * DAY, transaction_id="T-5", lane_id=renamed_id,
+                           occurred_at=iso(clock.now))
+        returned = [make_event(seq, member_id="M0002", type="return", transaction_id="T-5", lane_id=renamed_id,
+                               points={"points": -points}, occurred_at=iso(clock.now))
+                    for seq, points in ((2, 200), (3, 100))]
+        assert push(renamed, new_sale, *returned) == ["accepted", "accepted", "rejected"]
+    assert central.store.member("M0002")["balances"] == {"points": 420}
+    assert sorted(lot["remaining"] for lot in central.store.lots("M0002") if lot["transaction_id"] == "T-5") \
+        == [0, 100]  # the new sale's lot emptied; the old sale's expired lot as it was
+
+
 def test_expiry_sweep_bumps_the_member_and_the_feed_shows_the_lower_balance(central, client, clock):
     push(client, accrual(1, 100, clock.now + HOUR))
     members, cursor, _ = client.member_changes(None, 100)

@@ -88,12 +88,26 @@ def insert_lots(conn: Any, rows: list[tuple[Any, ...]]) -> None:
         conn.executemany(f"INSERT INTO lots ({LOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+def sale_sources(sources: Iterable[str], own_lanes: tuple[str, ...]) -> tuple[str, ...]:
+    """The lot source prefixes (``store/lane/``) of the sale a return of ``own_lanes[0]`` names, among
+    lots of its transaction id credited from ``sources``: the returning lane's own sale when it rang
+    one under that id, else the one its earlier identities rang (``own_lanes[1:]``: a sale rung as L01,
+    returned at L01.2 after an archive). A POS that numbered its sales again after the archive rang a
+    new sale under an old id at L01.2: its returns are of that sale, not the old one."""
+    if not own_lanes:
+        return ("",)
+    own = f"{own_lanes[0]}/"
+    if any(source.startswith(own) for source in sources):
+        return (own,)
+    return tuple(f"{lane}/" for lane in own_lanes[1:]) or (own,)
+
+
 def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,
            as_of: float, own_lanes: tuple[str, ...] = (), debt: bool = True) -> None:
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more;
-    ``own_lanes``: the ``store/lane`` keys whose sale it is, the returning lane's and its
-    earlier identities' (a sale rung as L01, returned at L01.2 after the ledger was archived):
+    ``own_lanes``: the ``store/lane`` keys whose sale it may be, the returning lane's, then its
+    earlier identities' (sale_sources: its own sale of that id first):
     transaction ids are the POS's, one lane's, and another lane's sale may carry the same one),
     then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
     last, then those still pending in the same order; what no
@@ -116,11 +130,11 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
                 left -= take
 
     if own_transaction is not None:
-        prefixes = [f"{lane}/" for lane in own_lanes] or [""]
-        draw(lot for lot in conn.execute(
+        lots = conn.execute(
             "SELECT lot_id, remaining, source FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
-            "AND remaining > 0 ORDER BY expires_ts IS NULL, expires_ts, lot_id",
-            (member_id, own_transaction, currency)).fetchall() if lot["source"].startswith(tuple(prefixes)))
+            "ORDER BY expires_ts IS NULL, expires_ts, lot_id", (member_id, own_transaction, currency)).fetchall()
+        prefixes = sale_sources([lot["source"] for lot in lots], own_lanes)
+        draw(lot for lot in lots if lot["source"].startswith(prefixes))
     if left:
         draw(_live_lots(conn, member_id, currency, as_of, lambda: left > 0))
     for lot_id, take in taken.items():

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from posd.sync.central.identities import COUNTED, placeholders, stored_body
+from posd.sync.central.lots import sale_sources
 
 REPEATED = "return_repeated"
 EXCEEDS = "return_exceeds_sale"
@@ -44,6 +45,15 @@ def return_refusal(conn: Any, store_id: str, lane_id: str, seq: int, earlier: li
     if not isinstance(transaction_id, str):
         return None
     lanes, names = [lane_id, *earlier], _names(conn, member_id, event)
+    lots = conn.execute("SELECT currency, points, source FROM lots WHERE member_id = ? AND transaction_id = ?",
+                        (member_id, transaction_id)).fetchall()
+    # the sale's lots: this lane's own sale of that id, else the one its earlier identities rang
+    prefixes = sale_sources([lot["source"] for lot in lots], tuple(f"{store_id}/{lane}" for lane in lanes))
+    own_sale = prefixes == (f"{store_id}/{lane_id}/",)
+    credited: dict[str, int] = {}
+    for lot in lots:
+        if lot["source"].startswith(prefixes):
+            credited[lot["currency"]] = credited.get(lot["currency"], 0) + lot["points"]
     taken: dict[str, int] = {}
     for row in conn.execute(
             f"SELECT lane_id, seq, body FROM events WHERE store_id = ? AND member_id IN ({placeholders(names)}) "
@@ -54,12 +64,13 @@ def return_refusal(conn: Any, store_id: str, lane_id: str, seq: int, earlier: li
         body = stored_body(row["body"])
         if body.get("transaction_id") != transaction_id:
             continue
+        if own_sale and row["lane_id"] != lane_id:
+            continue  # a return of the earlier identity's sale of that id, not of this one
         if isinstance(return_id, str) and body.get("return_id") == return_id:
             # sent again by this lane, or a POS's retry the lane's new ledger recorded again
             return REPEATED if row["lane_id"] == lane_id else COUNTED
         for currency, delta in _points(body):
             taken[currency] = taken.get(currency, 0) - min(delta, 0)
-    credited = _credited(conn, member_id, transaction_id, [f"{store_id}/{lane}/" for lane in lanes])
     if not credited:
         return None
     for currency, delta in _points(event):
@@ -79,14 +90,3 @@ def _names(conn: Any, member_id: str, event: dict[str, Any]) -> list[str]:
 def _points(event: dict[str, Any]) -> Iterable[tuple[str, int]]:
     points = event.get("points")
     return ((c, d) for c, d in points.items() if isinstance(d, int)) if isinstance(points, dict) else ()
-
-
-def _credited(conn: Any, member_id: str, transaction_id: str, sources: list[str]) -> dict[str, int]:
-    """Points the sale's lots were credited, by currency: lots of ``transaction_id`` that one of the
-    lanes (``store/lane/`` prefixes of a lot's source) credited."""
-    credited: dict[str, int] = {}
-    for row in conn.execute("SELECT currency, points, source FROM lots WHERE member_id = ? AND transaction_id = ?",
-                            (member_id, transaction_id)).fetchall():
-        if any(row["source"].startswith(prefix) for prefix in sources):
-            credited[row["currency"]] = credited.get(row["currency"], 0) + row["points"]
-    return credited

@@ -703,6 +703,19 @@ def test_tier_points_that_are_never_spent_owe_nothing_and_stay_one_figure(tmp_pa
         assert push(c, events) == [(1, "accepted", None), (2, "accepted", None)]
         member = c.store.member("M0001")
         assert (member["qualifying"], member["balances"]["tier"], member["balances"]["points"]) == (80, 80, 1910)
+        # nor are they spent: a redemption of them is bad_points, an authorisation of them a 400
+        spent = make_event(3, type="redemption", transaction_id=None, points={"points": -5, "tier": -10})
+        joined = enrolment(4, "P-L01-7", ["CARD-TIER-1"], points={"points": 50, "tier": 40})
+        assert push(c, [spent, joined], "B-2") == [(3, "rejected", "bad_points"), (4, "accepted", None)]
+        assert c.store.member("M0001")["qualifying"] == c.store.member("M0001")["balances"]["tier"] == 80
+        new = c.store.member("P-L01-7")
+        assert (new["qualifying"], new["balances"]["tier"]) == (40, 40)  # an enrolment's tier points: one figure
+        path = f"/v1/lanes/{STORE_ID}/{LANE_ID}/authorisations"
+        body = json.dumps({"authorisation_id": "redemption:T1", "kind": "redemption", "member_id": "M0001",
+                           "occurred_at": "2026-11-24T09:15:00Z", "points": {"tier": 10}}).encode()
+        asked = requests.post(c.url + path, data=body, timeout=10,
+                              headers=signed_headers(SECRET, STORE_ID, LANE_ID, int(time.time()), "POST", path, body))
+        assert (asked.status_code, asked.json()["code"]) == (400, "malformed_authorisation"), asked.text
 
 
 def test_an_enrolment_taking_points_away_is_bad_points(central):

@@ -36,7 +36,7 @@ from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
 from posd.sync.central.members import (currency_kind, enrolment_profile, given_member_row, lookup_form, member_row,
-                                       member_wire, tier_currency, upgraded_tier)
+                                       member_wire, never_spent, tier_currency, upgraded_tier)
 from posd.sync.central.returns import return_refusal
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
@@ -447,6 +447,10 @@ class SqlStore:
             if unknown:  # no balance holds it: a lane bug, as an event naming it is bad_points
                 raise RequestRejected("malformed_authorisation", f"points names {unknown[0]!r}, a currency no "
                                       "program central published had")
+            tier = sorted(set(request.get("points") or {}) & never_spent(program or {}))
+            if tier:  # tier points are never spent, as a redemption spending them is bad_points
+                raise RequestRejected("malformed_authorisation", f"points names {tier[0]!r}, tier points that are "
+                                      "never spent")
             answer, vouchers_changed = burns.authorise(conn, member, store_id, lane_id, request, now, ttl_s,
                                                         program or {}, currencies, coupons, sent_at)
             if vouchers_changed:  # a voucher now held is no longer open: lanes hear it in the feed
@@ -840,6 +844,7 @@ class _BatchWork:
         self.store_id, self.lane_id = store_id, lane_id
         self.lane_key = f"{store_id}/{lane_id}"  # recorded as each lot's source
         self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
+        self.never_spent = never_spent(program)  # "qualifying" currencies: a redemption spends none
         self.tier_points = tier_currency(program)  # the currency whose points decide the tier
         # "qualifying": tier points never spent, which owe nothing (lots.debit)
         self.tier_kind = currency_kind(program, self.tier_points) if self.tier_points else None
@@ -866,6 +871,8 @@ class _BatchWork:
             return "malformed_event"  # checked before anything changes: a rejected event applies nothing
         if self.currencies is not None and any(c not in self.currencies for c in event["points"]):
             return "bad_points"  # a currency the program does not have: no balance may hold it
+        if event["type"] == "redemption" and any(event["points"][c] for c in self.never_spent & event["points"].keys()):
+            return "bad_points"  # tier points are never spent: their balance is the tier's figure
         if event["type"] == "member_enrolled" and not all(lookup_form(i) for i in event.get("identifiers") or ()):
             return "malformed_event"  # a member no lane would find by it: enrolled again as a second one
         if event["type"] == "member_enrolled" and event.get("provisional") is True:
@@ -938,7 +945,7 @@ class _BatchWork:
                 debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes,
                       debt=not (currency == tier_points and self.tier_kind == "qualifying"))
                 self.debtors.add(member_id)  # it may have gone into debt
-            if currency == tier_points and event["type"] in ("accrual", "return") and delta:
+            if currency == tier_points and event["type"] in ("accrual", "return", "member_enrolled") and delta:
                 member["qualifying"] = max(0, member["qualifying"] + delta)
                 self.tiered.discard(member_id)
         if member_id not in self.tiered:  # the same tier at the same qualifying: asked once

@@ -27,6 +27,8 @@ from posd.storage.tx import LedgerTx
 
 PROVISIONAL_PREFIX = "P-"
 _DIGITS = re.compile(r"\d+")
+# How an extension is written after a number: tel:...;ext=12, "ext. 12", "x12", "#12".
+_EXTENSION = re.compile(r";ext=|\bext\.?\s*\d|\bx\s*\d+\s*$|#\s*\d+\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,9 @@ class Enrolments:
         # A number stored is never a guess: 600123456789 (a Polish number with a digit too many) reads as a
         # valid Malaysian +60 123456789 to a lookup, which finds whoever has it; enrolled, it is refused.
         e164 = phone_e164(written, self.country, other_countries=False)
-        if e164 is None and ";ext=" in written.lower():
+        if e164 is None and _EXTENSION.search(written):
             raise LaneError("invalid_phone", "a phone number with an extension reaches a desk, not a member's "
-                                             "phone: give the number without ;ext=")
+                                             "phone: give the number without its extension")
         if e164 is None:
             raise LaneError("invalid_phone", "not a phone number that exists in its country's numbering plan; "
                                              "give it with its country code, such as +48 600 123 456")

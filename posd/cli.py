@@ -481,10 +481,12 @@ def cmd_ledger_quarantine(args: argparse.Namespace) -> int:
     if not found:
         print("no quarantined events")
         return 0
-    print(f"{'seq':>8}  {'type':<16} {'code':<20} {'refused at':<25} {'member':<16} ref")
-    for q in found:
-        print(f"{q.seq:>8}  {q.type:<16} {q.code or '-':<20} {q.refused_at or '-':<25} {q.member_id or '-':<16} "
-              f"{q.ref or '-'}")
+    rows = [(str(q.seq), q.type, q.code or "-", q.refused_at or "-", q.member_id or "-", q.ref or "-") for q in found]
+    head = ("seq", "type", "code", "refused at", "member", "ref")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]  # a long code shifts nothing
+    for row in [head, *rows]:
+        print("  ".join([row[0].rjust(widths[0]), *(cell.ljust(w) for cell, w in zip(row[1:-1], widths[1:-1])),
+                         row[-1]]))
     return 0
 
 

@@ -275,6 +275,11 @@ def test_a_pos_retry_after_the_ledger_was_replaced_is_counted_once_at_central(tm
             # central counted it once and the lane took the copy out of its balances: nothing for store IT
             assert not [i for i in health["issues"] if i["code"] == "quarantined"], health["issues"]
             assert health["status"] == "ok", health
+            table = subprocess.run([sys.executable, "-m", "posd", "ledger", "quarantine", "--config",
+                                    str(lane.config)], capture_output=True, text=True, timeout=60, check=True)
+            head, row = table.stdout.splitlines()
+            assert "counted_by_earlier_identity" in row
+            assert head.index("refused at") == row.index("20"), table.stdout  # the columns stay in line
         finally:
             lane.stop()
 

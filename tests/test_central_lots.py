@@ -184,6 +184,29 @@ def test_a_new_identitys_own_sale_under_an_old_id_is_the_one_its_returns_take_ba
         == [0, 100]  # the new sale's lot emptied; the old sale's expired lot as it was
 
 
+def test_returns_are_of_the_newest_sale_of_an_id_and_of_none_before_it(central, client, clock):
+    """L01's T-5 (100 points) is returned in part at L01.2 (-60: L01.2 rang no T-5, so it is L01's sale);
+    then the POS, numbering again, rings a new T-5 at L01.2 (200). Its full return is of the new sale and
+    fits it: the return of the old sale made before it does not count against it. At L01.3, which rang
+    none, a return of T-5 is of L01.2's, the newest: it takes that sale's lot, and no more than it gave."""
+    assert push(client, accrual(1, 100, clock.now + HOUR, transaction_id="T-5")) == ["accepted"]
+    two, three = f"{LANE_ID}.2", f"{LANE_ID}.3"
+
+    def back(seq: int, lane: str, points: int) -> dict:
+        return make_event(seq, member_id="M0002", type="return", transaction_id="T-5", lane_id=lane,
+                          points={"points": -points}, occurred_at=iso(clock.now))
+
+    with make_client(central, lane_id=two, clock=clock) as renamed:
+        new_sale = accrual(2, 200, clock.now + 60 * DAY, transaction_id="T-5", lane_id=two,
+                           occurred_at=iso(clock.now))
+        assert push(renamed, back(1, two, 60), new_sale, back(3, two, 150)) == ["accepted"] * 3
+    with make_client(central, lane_id=three, clock=clock) as again:
+        assert push(again, back(1, three, 50), back(2, three, 1)) == ["accepted", "rejected"]
+    assert central.store.member("M0002")["balances"] == {"points": 420 + 100 - 60 + 200 - 150 - 50}
+    assert sorted(lot["remaining"] for lot in central.store.lots("M0002") if lot["transaction_id"] == "T-5") \
+        == [0, 40]  # L01.2's sale taken back whole; L01's keeps what its own return left
+
+
 def test_expiry_sweep_bumps_the_member_and_the_feed_shows_the_lower_balance(central, client, clock):
     push(client, accrual(1, 100, clock.now + HOUR))
     members, cursor, _ = client.member_changes(None, 100)

@@ -88,18 +88,19 @@ def insert_lots(conn: Any, rows: list[tuple[Any, ...]]) -> None:
         conn.executemany(f"INSERT INTO lots ({LOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def sale_sources(sources: Iterable[str], own_lanes: tuple[str, ...]) -> tuple[str, ...]:
-    """The lot source prefixes (``store/lane/``) of the sale a return of ``own_lanes[0]`` names, among
-    lots of its transaction id credited from ``sources``: the returning lane's own sale when it rang
-    one under that id, else the one its earlier identities rang (``own_lanes[1:]``: a sale rung as L01,
-    returned at L01.2 after an archive). A POS that numbered its sales again after the archive rang a
-    new sale under an old id at L01.2: its returns are of that sale, not the old one."""
-    if not own_lanes:
-        return ("",)
-    own = f"{own_lanes[0]}/"
-    if any(source.startswith(own) for source in sources):
-        return (own,)
-    return tuple(f"{lane}/" for lane in own_lanes[1:]) or (own,)
+def sale_of(sources: Iterable[str], own_lanes: tuple[str, ...]) -> tuple[int, int] | None:
+    """Whose sale a return of ``own_lanes[0]`` names, among the lots of its transaction id credited from
+    ``sources`` (``store/lane/seq``): (the index in ``own_lanes`` of the identity that rang it, the seq of
+    its first lot of it), or None. The returning lane's own sale when it rang one under that id, else
+    the newest earlier identity's that did (``own_lanes[1:]``, newest first: a sale rung as L01,
+    returned at L01.2 after an archive). A POS that numbered its sales again after an archive rings a
+    new sale under an old id: the returns that follow are of that sale, not the old one."""
+    for index, lane in enumerate(own_lanes):
+        seqs = [int(seq) for lane_key, _, seq in (source.rpartition("/") for source in sources)
+                if lane_key == lane and seq.isdigit()]
+        if seqs:
+            return index, min(seqs)
+    return None
 
 
 def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction: str | None,
@@ -107,7 +108,7 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     """Take ``points``: a return first from its own sale's lots (expired or not,
     as the lane does: taking back expired points costs the member nothing more;
     ``own_lanes``: the ``store/lane`` keys whose sale it may be, the returning lane's, then its
-    earlier identities' (sale_sources: its own sale of that id first):
+    earlier identities' newest first (sale_of: its own sale of that id first):
     transaction ids are the POS's, one lane's, and another lane's sale may carry the same one),
     then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
     last, then those still pending in the same order; what no
@@ -133,8 +134,9 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
         lots = conn.execute(
             "SELECT lot_id, remaining, source FROM lots WHERE member_id = ? AND transaction_id = ? AND currency = ? "
             "ORDER BY expires_ts IS NULL, expires_ts, lot_id", (member_id, own_transaction, currency)).fetchall()
-        prefixes = sale_sources([lot["source"] for lot in lots], own_lanes)
-        draw(lot for lot in lots if lot["source"].startswith(prefixes))
+        sale = sale_of([lot["source"] for lot in lots], own_lanes)
+        if sale is not None:
+            draw(lot for lot in lots if lot["source"].startswith(f"{own_lanes[sale[0]]}/"))
     if left:
         draw(_live_lots(conn, member_id, currency, as_of, lambda: left > 0))
     for lot_id, take in taken.items():

@@ -281,10 +281,13 @@ def test_a_tel_link_is_a_phone_number_everywhere_never_a_card(tmp_path, central,
     card = lane.post("/v1/members", {"card": "tel:+48600123458", "display_name": "A"})
     assert (card.status_code, card.json()["code"]) == (422, "invalid_card"), card.text
     assert "phone" in card.json()["message"]
-    for written in ("tel:+48 600 123 458;ext=12", "+48 600 123 458 ext. 12", "+48 600 123 458 x12", "600123458#12"):
+    for written in ("tel:+48 600 123 458;ext=12", "+48 600 123 458 ext. 12", "+48 600 123 458 x12", "600123458#12",
+                    "+48 600 123 458 extension 12"):
         desk = lane.post("/v1/members", {"phone": written, "display_name": "B"})
         assert (desk.status_code, desk.json()["code"]) == (422, "invalid_phone"), (written, desk.text)
         assert "extension" in desk.json()["message"], written  # the number exists: the extension is refused
+    hidden = lane.post("/v1/members", {"phone": "#31#600123458", "display_name": "B"})  # caller-id prefix
+    assert "extension" not in hidden.json().get("message", ""), hidden.text
     phone = lane.post("/v1/members", {"phone": "+48600123458", "display_name": "B"})
     assert phone.status_code == 200, phone.text
     member = phone.json()["member_id"]

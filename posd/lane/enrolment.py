@@ -27,8 +27,9 @@ from posd.storage.tx import LedgerTx
 
 PROVISIONAL_PREFIX = "P-"
 _DIGITS = re.compile(r"\d+")
-# How an extension is written after a number: tel:...;ext=12, "ext. 12", "x12", "#12".
-_EXTENSION = re.compile(r";ext=|\bext\.?\s*\d|\bx\s*\d+\s*$|#\s*\d+\s*$", re.IGNORECASE)
+# How an extension is written after a number: tel:...;ext=12, "ext. 12", "extension 12", "x12", "#12" (a few
+# digits at the end: #31# before a number hides the caller, it is no extension). Only the refusal's words.
+_EXTENSION = re.compile(r";ext=|\bext(?:n|ension)?\.?:?\s*\d|\d\s*[x#]\s*\d{1,6}\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -945,7 +945,8 @@ class _BatchWork:
                 debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes,
                       debt=not (currency == tier_points and self.tier_kind == "qualifying"))
                 self.debtors.add(member_id)  # it may have gone into debt
-            if currency == tier_points and event["type"] in ("accrual", "return", "member_enrolled") and delta:
+            if currency == tier_points and delta and (event["type"] in ("accrual", "return") or (
+                    event["type"] == "member_enrolled" and self.tier_kind == "qualifying")):  # one figure with it
                 member["qualifying"] = max(0, member["qualifying"] + delta)
                 self.tiered.discard(member_id)
         if member_id not in self.tiered:  # the same tier at the same qualifying: asked once

@@ -64,6 +64,15 @@ def add_accruals(ledger: Ledger, n: int, member: str = "M0001", points: int = 10
     ledger.write(write)
 
 
+def add_and_send(central, path: Path, n: int) -> None:
+    """The lane's ledger at ``path`` opened, ``n`` accruals added, everything pending sent, closed."""
+    ledger = Ledger(path, LaneIdentity(STORE_ID, LANE_ID))
+    add_accruals(ledger, n)
+    with ledger_client(central, ledger) as client:
+        drive(ledger_relay(client, ledger), ledger)
+    ledger.close()
+
+
 def outbox_rows(ledger: Ledger) -> list:
     return reader(ledger).execute("SELECT seq, event_id, state FROM outbox ORDER BY seq").fetchall()
 
@@ -388,17 +397,9 @@ def test_a_ledger_restored_from_an_old_backup_stops_instead_of_reusing_seqs(tmp_
 
     (tmp_path / "lane").mkdir()
     with running_central(tmp_path / "central") as central:
-        ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(ledger, 2)
-        with ledger_client(central, ledger) as client:
-            drive(ledger_relay(client, ledger), ledger)
-        ledger.close()
+        add_and_send(central, tmp_path / "lane" / "ledger.db", 2)
         shutil.copytree(tmp_path / "lane", tmp_path / "backup")
-        ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(ledger, 3)
-        with ledger_client(central, ledger) as client:
-            drive(ledger_relay(client, ledger), ledger)
-        ledger.close()
+        add_and_send(central, tmp_path / "lane" / "ledger.db", 3)
 
         restored = Ledger(tmp_path / "backup" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
         add_accruals(restored, 1)  # seq 3 again, another event
@@ -568,19 +569,13 @@ def test_a_copy_taken_before_its_events_were_sent_counts_them_once(tmp_path):
 
     (tmp_path / "lane").mkdir()
     with running_central(tmp_path / "central") as central:
+        add_and_send(central, tmp_path / "lane" / "ledger.db", 2)
         ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(ledger, 2)
-        with ledger_client(central, ledger) as client:
-            drive(ledger_relay(client, ledger), ledger)
         add_accruals(ledger, 1, member="NOBODY")  # seq 3, which central will refuse (unknown_member)
         add_accruals(ledger, 1)  # seq 4: neither sent yet when the copy is taken
         ledger.close()
         shutil.copytree(tmp_path / "lane", tmp_path / "backup")
-        ledger = Ledger(tmp_path / "lane" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))
-        add_accruals(ledger, 1)
-        with ledger_client(central, ledger) as client:
-            drive(ledger_relay(client, ledger), ledger)
-        ledger.close()
+        add_and_send(central, tmp_path / "lane" / "ledger.db", 1)
         before = central.store.events(STORE_ID, LANE_ID)
 
         restored = Ledger(tmp_path / "backup" / "ledger.db", LaneIdentity(STORE_ID, LANE_ID))

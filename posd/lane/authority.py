@@ -154,7 +154,8 @@ class CentralAuthority:
         burn): its points and voucher are free again at once rather than when it expires. Central's
         state for it (released, or confirmed/expired/unknown; open when central took the release for
         an earlier one of the id, signed in the same second: the reservation then expires on its own),
-        None when central gave no answer in time: then it expires on its own. Never raises: the POS's answer does not depend on it.
+        None when central gave no answer in time: then it expires on its own. Never raises: the POS's
+        answer does not depend on it.
 
         A question central answered too late (``unavailable``, the lane went its offline way and then
         refused the burn) is given back once that question has settled, in the background: None at

@@ -113,8 +113,8 @@ def debit(conn: Any, member_id: str, currency: str, points: int, own_transaction
     then unexpired lots spendable at the time (not pending) soonest-expiring first, never-expiring
     last, then those still pending in the same order; what no
     lot covers becomes debt (``debt=False``, tier points that are never spent: ``qualifying`` never
-    goes below 0, and their balance is the same figure, so nothing is owed). Lots are read a page at a time, in that order, until
-    the points are covered: a busy member's thousands of live lots are not all read
+    goes below 0, and their balance is the same figure, so nothing is owed). Lots are read a page at
+    a time, in that order, until the points are covered: a busy member's thousands of live lots are not all read
     for a debit that one or two of them cover."""
     left = points
     taken: dict[int, int] = {}

@@ -35,8 +35,8 @@ from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
-from posd.sync.central.members import (currency_kind, enrolment_profile, given_member_row, lookup_form, member_row,
-                                       member_wire, never_spent, tier_currency, upgraded_tier)
+from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
+                                       never_spent, tier_currency, upgraded_tier)
 from posd.sync.central.returns import return_refusal
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
@@ -846,8 +846,8 @@ class _BatchWork:
         self.earlier = earlier_lane_ids(lane_id)  # L01 and L01.2 for L01.3: a POS's retries may reach both
         self.never_spent = never_spent(program)  # "qualifying" currencies: a redemption spends none
         self.tier_points = tier_currency(program)  # the currency whose points decide the tier
-        # "qualifying": tier points never spent, which owe nothing (lots.debit)
-        self.tier_kind = currency_kind(program, self.tier_points) if self.tier_points else None
+        # tier points never spent: their balance and qualifying are one figure, and they owe nothing (lots.debit)
+        self.one_figure = self.tier_points in self.never_spent
         self.own_lanes = (self.lane_key, *(f"{store_id}/{lane}" for lane in self.earlier))  # whose sales it returns
         self.members: dict[str, dict[str, Any]] = {}
         self.marks: dict[str, int] = {}  # member_id -> highest seq of this lane applied
@@ -943,10 +943,10 @@ class _BatchWork:
                 self.insert_lots()  # a debit draws from every lot credited before it
                 own = event.get("transaction_id") if event["type"] == "return" else None
                 debit(self.conn, member_id, currency, -delta, own, as_of, self.own_lanes,
-                      debt=not (currency == tier_points and self.tier_kind == "qualifying"))
+                      debt=not (currency == tier_points and self.one_figure))
                 self.debtors.add(member_id)  # it may have gone into debt
             if currency == tier_points and delta and (event["type"] in ("accrual", "return") or (
-                    event["type"] == "member_enrolled" and self.tier_kind == "qualifying")):  # one figure with it
+                    event["type"] == "member_enrolled" and self.one_figure)):
                 member["qualifying"] = max(0, member["qualifying"] + delta)
                 self.tiered.discard(member_id)
         if member_id not in self.tiered:  # the same tier at the same qualifying: asked once

@@ -725,3 +725,35 @@ def test_an_enrolment_taking_points_away_is_bad_points(central):
               enrolment(2, "P-L01-10", ["CARD-NEG-2"])]
     assert push(central, events) == [(1, "rejected", "bad_points"), (2, "accepted", None)]
     assert central.store.member("P-L01-9") is None
+
+
+def test_a_sale_sent_again_under_a_new_seq_is_credited_once(central):
+    """A sale is its member, transaction_id and occurred_at: sent again under a new seq and a new
+    event_id (a foreign lane renumbering its queue, or writing a retry as a new event), in a later batch
+    or the same one, it is accrual_repeated and credits nothing; the lane's next events go on. The same
+    transaction_id at another moment is a new sale (a POS numbering again), and so is the same id for
+    another member."""
+    assert push(central, [make_event(1, transaction_id="T-5", points={"points": 40})]) == [(1, "accepted", None)]
+    before = central.store.member("M0001")
+    again = make_event(2, transaction_id="T-5", occurred_at="2026-11-24T09:15:00.000+00:00", points={"points": 40})
+    answers = push(central, [again,
+                             make_event(3, transaction_id="T-6", points={"points": 7}),
+                             make_event(4, transaction_id="T-6", points={"points": 7}),
+                             make_event(5, transaction_id="T-5", occurred_at="2026-11-25T10:00:00Z",
+                                        points={"points": 3}),
+                             make_event(6, member_id="M0002", transaction_id="T-5", points={"points": 2})], "B-2")
+    assert answers == [(2, "rejected", "accrual_repeated"), (3, "accepted", None),
+                       (4, "rejected", "accrual_repeated"), (5, "accepted", None), (6, "accepted", None)]
+    after = central.store.member("M0001")
+    assert after["balances"]["points"] == before["balances"]["points"] + 7 + 3
+    assert after["qualifying"] == before["qualifying"] + 7 + 3
+    assert push(central, [again], "B-3") == [(2, "rejected", "accrual_repeated")]  # its seq's answer, kept
+    # Another lane's sale under the same id is its own.
+    other = make_event(1, lane_id="L02", transaction_id="T-5", points={"points": 40})
+    path = f"/v1/lanes/{STORE_ID}/L02/batches"
+    body = gzip.compress(json.dumps({"batch_id": "B-L02", "events": [other]}).encode())
+    headers = signed_headers(SECRET, STORE_ID, "L02", int(time.time()), "POST", path, body)
+    headers["Content-Encoding"] = "gzip"
+    resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["results"][0]["status"] == "accepted"

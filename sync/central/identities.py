@@ -14,6 +14,10 @@ new id. Central knows both histories, and counts such a retry once
 - a redemption under the same ``authorisation_id`` that happened (confirmed or
   recorded offline).
 
+The lane's own sale sent again (the same member, ``transaction_id`` and
+``occurred_at`` under a new seq and ``event_id``) is ``accrual_repeated``
+(sales_rung), as a return sent again is ``return_repeated`` (returns.py).
+
 The earlier identities of ``L01.3`` are ``L01`` and ``L01.2``: a lane id ending
 in ``.N`` (N >= 2) is an identity posd claimed, which is why configured lane ids
 may not end so. Only the newest ``LOOKBACK`` are asked about.
@@ -46,7 +50,7 @@ def stored_body(value: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def placeholders(items: list[str]) -> str:
+def placeholders(items: list[Any]) -> str:
     return ", ".join("?" for _ in items)
 
 
@@ -64,12 +68,41 @@ def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str
             continue
         first = conn.execute("SELECT body FROM events WHERE store_id = ? AND lane_id = ? AND seq = ?",
                              (store_id, lane_key.partition("/")[2], int(seq))).fetchone()
-        if first is not None and _same_instant(stored_body(first["body"]).get("occurred_at"), event.get("occurred_at")):
+        if first is not None and same_instant(stored_body(first["body"]).get("occurred_at"), event.get("occurred_at")):
             return True
     return False
 
 
-def _same_instant(first: Any, again: Any) -> bool:
+def sales_rung(conn: Any, store_id: str, lane_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    """{(member, transaction_id): the ``occurred_at`` of each of this lane's sales that credited that
+    member under that id}, for the given pairs (a batch's accruals): the lots they credited, in one
+    query per 500 members, and the bodies of the few events that rang them. A lane sending one of those
+    sales again under a new seq and ``event_id`` (a queue renumbered, a retry written as a new event)
+    would credit it twice: central refuses it (``accrual_repeated``)."""
+    prefix = f"{store_id}/{lane_id}/"
+    members, transactions = sorted({m for m, _ in pairs}), sorted({t for _, t in pairs})
+    seqs: dict[int, set[tuple[str, str]]] = {}
+    for start in range(0, len(members), 500):
+        chunk = members[start:start + 500]
+        for row in conn.execute(
+                f"SELECT DISTINCT member_id, transaction_id, source FROM lots WHERE member_id IN ({placeholders(chunk)}) "
+                f"AND transaction_id IN ({placeholders(transactions)})", (*chunk, *transactions)).fetchall():
+            pair, source = (row["member_id"], row["transaction_id"]), row["source"]
+            if pair in pairs and source.startswith(prefix) and source[len(prefix):].isdigit():
+                seqs.setdefault(int(source[len(prefix):]), set()).add(pair)
+    rung: dict[tuple[str, str], list[Any]] = {}
+    found = sorted(seqs)
+    for start in range(0, len(found), 500):
+        chunk = found[start:start + 500]
+        for row in conn.execute(f"SELECT seq, body FROM events WHERE store_id = ? AND lane_id = ? "
+                                f"AND seq IN ({placeholders(chunk)})",
+                                (store_id, lane_id, *chunk)).fetchall():
+            for pair in seqs[row["seq"]]:
+                rung.setdefault(pair, []).append(stored_body(row["body"]).get("occurred_at"))
+    return rung
+
+
+def same_instant(first: Any, again: Any) -> bool:
     """The same moment, however each is written (``...T06:00:00Z`` and ``...T06:00:00.000+00:00``)."""
     if first == again:
         return True

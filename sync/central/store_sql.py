@@ -31,7 +31,8 @@ from typing import Any
 
 from posd.sync.central import burns
 from posd.sync.central.faults import ROUTES, check_fault
-from posd.sync.central.identities import COUNTED, accrual_counted, earlier_lane_ids, redemption_counted
+from posd.sync.central.identities import (COUNTED, accrual_counted, earlier_lane_ids, redemption_counted, same_instant,
+                                          sales_rung)
 from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
@@ -863,6 +864,10 @@ class _BatchWork:
         self.exact: set[str] = set()
         self.tiered: set[str] = set()  # members whose tier was settled at their current qualifying
         self.flags: dict[int, str] = {}  # seq -> what central noticed about an accepted event
+        self.sales: list[tuple[str, str]] = []  # (member id as sent, transaction_id) of the batch's accruals
+        # (member, transaction_id) -> the occurred_at of each sale of that id this lane credited: read
+        # once a batch, on its first accrual (identities.sales_rung), then kept up to date as it applies
+        self.rung: dict[tuple[str, str], list[Any]] | None = None
 
     def apply(self, event: dict[str, Any], seq: int) -> str | None:
         """Apply one valid event; a rejection code when central's own facts forbid it."""
@@ -898,6 +903,8 @@ class _BatchWork:
             if event["type"] == "redemption":  # the voucher the copy issued is void: its use is voucher_used
                 burns.void_voucher(self.conn, event, f"{self.lane_key}/{seq}", self.coupons)
             return COUNTED  # a sale, return or redemption retried after the lane's ledger.db was replaced
+        if event["type"] == "accrual" and self._rung_before(event, member_id):
+            return "accrual_repeated"  # this lane's sale again, under a new seq and event_id
         refused = None
         if event["type"] == "voucher_use":
             refused = burns.record_voucher_use(self.conn, self.store_id, self.lane_id, seq, event, member_id,
@@ -949,6 +956,9 @@ class _BatchWork:
                     event["type"] == "member_enrolled" and self.one_figure)):
                 member["qualifying"] = max(0, member["qualifying"] + delta)
                 self.tiered.discard(member_id)
+        if event["type"] == "accrual" and isinstance(event.get("transaction_id"), str) \
+                and any(delta > 0 for delta in event["points"].values()) and self.rung is not None:
+            self.rung.setdefault((member_id, event["transaction_id"]), []).append(event["occurred_at"])
         if member_id not in self.tiered:  # the same tier at the same qualifying: asked once
             member["tier"] = upgraded_tier(member["tier"], member["qualifying"], self.program)
             self.tiered.add(member_id)
@@ -963,6 +973,18 @@ class _BatchWork:
         return kind == "redemption" and redemption_counted(self.conn, self.store_id, self.earlier,
                                                            event.get("authorisation_id")) is not None
 
+    def _rung_before(self, event: dict[str, Any], member_id: str) -> bool:
+        """Did this lane credit ``member_id`` for this very sale before (its ``transaction_id`` and
+        ``occurred_at``), in an earlier batch or earlier in this one?"""
+        transaction_id = event.get("transaction_id")
+        if not isinstance(transaction_id, str):
+            return False
+        if self.rung is None:
+            pairs = {(self.aliases.get(m, m), t) for m, t in self.sales}
+            self.rung = sales_rung(self.conn, self.store_id, self.lane_id, pairs)
+        return any(same_instant(occurred, event["occurred_at"])
+                   for occurred in self.rung.get((member_id, transaction_id), ()))
+
     def insert_lots(self) -> None:
         """The credits held back so far, in one statement, before anything reads or draws lots."""
         insert_lots(self.conn, self.new_lots)
@@ -973,6 +995,8 @@ class _BatchWork:
         they are aliases, the holders of a provisional enrolment's identifiers, the voucher codes."""
         named = {e["member_id"] for e in events if isinstance(e.get("member_id"), str)}
         self.named = named
+        self.sales = [(e["member_id"], e["transaction_id"]) for e in events if e.get("type") == "accrual"
+                      and isinstance(e.get("member_id"), str) and isinstance(e.get("transaction_id"), str)]
         self.aliases = _resolve_many(self.conn, sorted(named))
         ids = set(named) | set(self.aliases.values())
         for event in events:

@@ -56,6 +56,7 @@ REJECTION_CODES: dict[str, bool] = {
     "voucher_code_taken": False,
     "authorisation_used": False,
     "return_repeated": False,
+    "accrual_repeated": False,
     "return_exceeds_sale": False,
 }
 

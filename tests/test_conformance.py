@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ENGINES
-from tests.support.central_fixture import SECRET_TEXT, STORE_ID, running_central
+from tests.support.central_fixture import SECRET_TEXT, STORE_ID, demo_seed, running_central
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,24 @@ def test_the_reference_central_passes_on_both_engines_and_again_on_the_same_lane
         assert set(statuses.values()) == {"pass"} and len(statuses) >= 22, statuses
     assert {"push/dedupe.duplicate", "push/seq.gap", "members/cursor.loses_nothing", "program/etag.304",
             "auth/timestamp.stale", "push/limits.events"} <= set(by_name(report))
+
+
+def test_the_reference_central_with_the_demo_program_passes(tmp_path):
+    """The demo program's tier currency is `qualifying` tier points, which are never spent: the kit
+    burned them, central refused each authorisation (400 malformed_authorisation), and the kit called
+    the reference central not conformant. It burns a currency that can be spent; one that cannot is
+    its setup error, named."""
+    seed = demo_seed()
+    with running_central(tmp_path / "c", seed) as central:
+        secret = tmp_path / "demo.secret"
+        secret.write_text(seed["stores"][STORE_ID]["secret"] + "\n")
+        args = ["--secret-file", str(secret), "--group", "push", "--group", "burn", "--wait-expiry", "0"]
+        code, report = kit(central, tmp_path, *args)
+        statuses = by_name(report)
+        assert code == 0 and report["conformant"], report
+        assert {"burn/decline.insufficient", "burn/reserve"} <= {n for n, s in statuses.items() if s == "pass"}
+        code, report = kit(central, tmp_path, *args, "--currency", "qualifying")
+    assert code == 2 and "never spent" in report["setup_error"]["what"], report
 
 
 @pytest.mark.long  # waits for a reservation to expire, about 5 s on each engine (make test-faults)

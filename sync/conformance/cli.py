@@ -14,6 +14,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from posd.sync.conformance.http import KitClient
 from posd.sync.conformance.kit import GROUPS, SETTLE_S, Context, as_json, passed, run, table
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lane", required=True, help="a lane id for the kit's events (its history is continued)")
     parser.add_argument("--secret-file", required=True, help="the store secret, as in a lane's config (hex:... or text)")
     parser.add_argument("--currency", default=None, help="currency of the kit's points (default: the program's "
-                                                         "tier_currency, else 'points')")
+                                                         "tier_currency unless it is never spent (kind "
+                                                         "qualifying), else its first currency that is spent, "
+                                                         "else 'points')")
     parser.add_argument("--group", action="append", choices=GROUPS, help="only these groups (repeatable)")
     parser.add_argument("--max-pages", type=_number(int, least=1, strictly=False), default=10_000,
                         help="pages of 1000 members read to reach the feed's end")
@@ -119,6 +122,27 @@ def _check_currency(client: KitClient, currency: str) -> None:
     if codes and currency not in codes:
         raise SetupError(f"--currency {currency!r} is not a currency of central's program",
                          f"use one of {', '.join(map(str, codes))}")
+    if currency in _never_spent(program):
+        raise SetupError(f"--currency {currency!r} is tier points (kind qualifying), which are never spent: "
+                         f"the kit burns its points", f"use one of {', '.join(_spendable(program))}")
+
+
+def _never_spent(program: Any) -> set[str]:
+    """The program's `qualifying` currencies: earned and returned, never spent (a burn of them is a 400)."""
+    currencies = program.get("currencies") if isinstance(program, dict) else None
+    return {c["code"] for c in currencies or [] if isinstance(c, dict) and isinstance(c.get("code"), str)
+            and c.get("kind") == "qualifying"}
+
+
+def _spendable(program: Any) -> list[str]:
+    """The program's currencies a burn may spend: its tier currency first, then in the program's order."""
+    if not isinstance(program, dict):
+        return []
+    codes = [c["code"] for c in program.get("currencies") or [] if isinstance(c, dict) and isinstance(c.get("code"), str)]
+    tier = program.get("tier_currency")
+    ordered = ([tier] if isinstance(tier, str) and tier in codes else []) + codes
+    never = _never_spent(program)
+    return list(dict.fromkeys(c for c in ordered if c not in never))
 
 
 def _program_currency(client: KitClient) -> str:
@@ -126,10 +150,7 @@ def _program_currency(client: KitClient) -> str:
         program = client.program().json()
     except Exception:  # the program check reports what is wrong with it
         return "points"
-    if isinstance(program, dict):
-        if isinstance(program.get("tier_currency"), str):
-            return program["tier_currency"]
-        for currency in program.get("currencies") or []:
-            if isinstance(currency, dict) and isinstance(currency.get("code"), str):
-                return currency["code"]
-    return "points"
+    if isinstance(program, dict) and isinstance(program.get("tier_currency"), str) \
+            and not program.get("currencies"):
+        return program["tier_currency"]
+    return next(iter(_spendable(program)), "points")

@@ -82,9 +82,21 @@ def test_a_bad_log_level_or_a_demo_config_that_is_missing_is_one_line_and_exit_2
     info without a word; a demo config that does not exist was a traceback)."""
     from pathlib import Path
 
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    seed = tmp_path / "seed.json"
+    seed.write_text('{"stores": {"S1": {"secret": "fine"}, "S9": {"secret": "hex:zz"}}}')
     cases = [(["--log-level", "bogus", "config", "check", "config/demo.toml"], {}, "--log-level 'bogus'"),
              (["config", "check", "config/demo.toml"], {"POSD_LOG_LEVEL": "loud"}, "POSD_LOG_LEVEL 'loud'"),
-             (["demo", "--config", str(tmp_path / "missing.toml")], {}, "missing.toml")]
+             (["demo", "--config", str(tmp_path / "missing.toml")], {}, "missing.toml"),
+             (["central", "--db", str(tmp_path / "c.db"), "--log-level", "nope"], {}, "--log-level: invalid choice"),
+             # OpenSSL's words named neither the file nor what was wrong: "[Errno 2] ...", "[SSL] PEM lib"
+             (["central", "--db", str(tmp_path / "c.db"), "--tls-cert", str(tmp_path / "none.pem")], {},
+              f"--tls-cert {tmp_path / 'none.pem'}: No such file"),
+             (["central", "--db", str(tmp_path / "c.db"), "--tls-cert", str(garbage)], {},
+              f"--tls-cert {garbage}: not a certificate and key that match, or not PEM"),
+             (["central", "--db", str(tmp_path / "c.db"), "--seed", str(seed)], {},
+              "seed store 'S9': secret after 'hex:' is not valid hex")]
     for argv, env, named in cases:
         proc = subprocess.run([sys.executable, "-m", "posd", *argv], capture_output=True, text=True, timeout=60,
                               env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])

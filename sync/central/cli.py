@@ -42,10 +42,25 @@ def _tls(args: argparse.Namespace) -> dict[str, object]:
     if args.tls_client_ca:  # mTLS: only lanes with a client certificate
         tls.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # fail here, with a message, not in a worker
-    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    named = f"--tls-cert {args.tls_cert}" + (f" / --tls-key {args.tls_key}" if args.tls_key else "")
+    try:
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:  # OpenSSL's own words name neither the file nor what it wanted
+        raise ValueError(f"{named}: {_tls_reason(exc)} (a PEM certificate, and its private key in the same "
+                         "file or in --tls-key)") from exc
     if args.tls_client_ca:
-        ctx.load_verify_locations(args.tls_client_ca)
+        try:
+            ctx.load_verify_locations(args.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--tls-client-ca {args.tls_client_ca}: {_tls_reason(exc)} (PEM CA certificates)") from exc
     return tls
+
+
+def _tls_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return "not a certificate and key that match, or not PEM" if exc.reason in (None, "PEM_LIB") \
+            else f"not usable ({exc.reason})"
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reservation-ttl", type=float, default=RESERVATION_TTL_S, metavar="SECONDS",
                         help="how long an approved burn's reservation waits for the lane's event "
                              f"before its points are free again (default {RESERVATION_TTL_S:.0f})")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="info", type=str.lower,
+                        choices=("debug", "info", "warning", "error", "critical"))
     return parser
 
 

@@ -43,7 +43,10 @@ def parse_seed(doc: Any) -> Seed:
     for store_id, entry in stores.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("secret"), str):
             raise ValueError(f"seed store {store_id!r} needs a 'secret' string")
-        secrets[store_id] = secret_from_text(entry["secret"])
+        try:
+            secrets[store_id] = secret_from_text(entry["secret"])
+        except ValueError as exc:
+            raise ValueError(f"seed store {store_id!r}: {exc}") from exc
     program = doc.get("program")
     if program is not None and not isinstance(program, dict):
         raise ValueError("seed 'program' must be an object")

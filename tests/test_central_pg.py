@@ -440,7 +440,7 @@ def test_connections_the_server_dropped_are_replaced_not_handed_out(store, pg_db
 @pytest.mark.fault
 def test_a_database_not_answering_is_503_with_retry_after_and_one_line(tmp_path, pg_db):
     """Requests while the database refuses connections: 503 unavailable with Retry-After (the lane
-    backs off), no traceback per request; once it answers again, so does central."""
+    backs off), no traceback per request; once it answers again, so does central, and says so once."""
     proc, url = start_cli(tmp_path, pg_db, "--pool-size", "2")
     name = pg_db.rsplit("/", 1)[1]
     try:
@@ -472,6 +472,7 @@ def test_a_database_not_answering_is_503_with_retry_after_and_one_line(tmp_path,
         err = stop_cli(proc)
     assert "Traceback" not in err, err
     assert 1 <= err.count("database not answering") < len(answers), err  # at most one line per 10 s
+    assert err.count("database answering again after") == 1, err  # the outage's end, too
     assert "psycopg.pool" not in err, err
 
 

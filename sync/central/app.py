@@ -166,7 +166,11 @@ class CentralApp:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A store call, in the app's thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        if _down_since[0] is not None:  # the outage's end, in the log beside its start
+            log.warning("database answering again after %.0f s", time.monotonic() - _down_since[0])
+            _down_since[0] = None
+        return result
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, unless the server is stopping."""
@@ -219,12 +223,15 @@ def _end_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 UNAVAILABLE_RETRY_S = 5
 _said_unavailable = [0.0]  # when the last "database not answering" line was logged (monotonic)
+_down_since: list[float | None] = [None]  # when this worker first found the database down (monotonic)
 
 
 def _database_unavailable(exc: BaseException) -> None:
     """One log line, at most every 10 s, however many requests find the database down: the reason,
     no traceback (it is the database's state, not a fault of central's)."""
     now = time.monotonic()
+    if _down_since[0] is None:
+        _down_since[0] = now
     if now - _said_unavailable[0] >= 10.0:
         _said_unavailable[0] = now
         reason = " ".join(str(exc).split())[:300]

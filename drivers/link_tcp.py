@@ -33,6 +33,7 @@ def connect(host: str, port: int, *, timeout: float) -> TcpLink:
 class TcpLink(Link):
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock, self.timeout = sock, timeout
+        self.written = 0  # bytes the kernel took from write (some may still be in its send queue)
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with ERRORS("read"):
@@ -51,7 +52,9 @@ class TcpLink(Link):
         with ERRORS("send"):
             self.sock.settimeout(self.timeout)
             while view:  # send, not sendall: sendall's timeout is the whole write's, a stall's here
-                view = view[self.sock.send(view):]
+                took = self.sock.send(view)
+                self.written += took
+                view = view[took:]
 
     def unsent(self) -> int | None:
         """The send queue: bytes not yet acknowledged by the peer (SIOCOUTQ)."""

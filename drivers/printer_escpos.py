@@ -20,6 +20,7 @@ lives in ``escpos_render``; ``preview://`` in ``printer_preview``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Callable
@@ -94,6 +95,11 @@ class LinkPrinter(EscposPrinter):
     AFTER_JOB_BYTES_PER_S = 240.0
     AFTER_JOB_MAX_WAIT_S = 120.0
     TAKE_IN_MAX_WAIT_S = 600.0  # the send queue shrinking this long: a printer taking in bytes a second
+    # A printer that took part of a slip and then nothing for its timeout may be a print server in front
+    # of a slow line, whose TCP window reopens only in bursts (and TCP's zero-window probes back off, so
+    # a burst is seen up to twice its gap late): a pause, not a stop. The slip's next attempt is allowed
+    # twice the pause it was cut at, and a pause twice as long as the longest it has shown, up to this.
+    MAX_PAUSE_S = 60.0
 
     def _configure(self) -> None:
         super()._configure()
@@ -102,6 +108,9 @@ class LinkPrinter(EscposPrinter):
         self.reachable: bool | None = None
         self._link: Link | None = None
         self._sent = 0  # bytes of the job on the link now
+        self._job = ""  # the digest of the job on the link now
+        self._pause = self.timeout  # the longest pause its printer may take before it is called stopped
+        self._patience: dict[str, float] = {}  # a slip cut after its printer took part of it -> its pause
 
     def _connect(self) -> Link:
         """Open this job's link; raise ``DeviceError`` when the printer cannot be reached."""
@@ -137,8 +146,27 @@ class LinkPrinter(EscposPrinter):
     def _send(self, data: bytes, doc: SlipDocument) -> None:
         if self._link is None:
             raise DeviceError("offline", "not connected")
-        self._link.write(data)
+        self._job = hashlib.blake2b(data, digest_size=16).hexdigest()
+        self._pause = self._patience.get(self._job, self.timeout)
+        if isinstance(self._link, link_tcp.TcpLink):
+            self._link.timeout = self._pause  # a write's stall: the same pause
+        try:
+            self._link.write(data)
+        except DeviceError:
+            self._cut(self._link, len(data))
+            raise
         self._sent = len(data)
+
+    def _cut(self, link: Link, size: int) -> None:
+        """The job stopped on ``link``: when its printer had taken part of it (a pause, maybe), its next
+        attempt may pause twice as long. Only a TCP link says how much the printer took."""
+        written, unsent = getattr(link, "written", 0), link.unsent()
+        if unsent is not None and written - unsent > 0:
+            if len(self._patience) >= 16:  # slips cut and never sent again: the oldest go
+                self._patience.pop(next(iter(self._patience)))
+            self._patience[self._job] = min(self.MAX_PAUSE_S, 2 * self._pause)
+            log.info("printer %s paused for %g s after taking %d of a slip's %d bytes; its next attempt may "
+                     "pause up to %g s", self.name, self._pause, written - unsent, size, self._patience[self._job])
 
     def _end_job(self) -> PrinterStatus | None:
         link, self._link = self._link, None
@@ -149,9 +177,11 @@ class LinkPrinter(EscposPrinter):
         self._wait_taken_in(link)
         stuck = link.unsent()
         if stuck:  # never left this PC: the printer stopped taking the job in (its status aside)
+            self._cut(link, self._sent)
             link.discard()  # dropped here, not delivered beside the job sent again once it reads
-            raise PrinterError("offline", f"the printer took in nothing more for {self.timeout:g} s "
+            raise PrinterError("offline", f"the printer took in nothing more for {self._pause:g} s "
                                f"({stuck} bytes of the job not taken)", sent=True)
+        self._patience.pop(self._job, None)
         try:
             return self._query(link, first_wait=wait)
         except DeviceError:
@@ -171,8 +201,9 @@ class LinkPrinter(EscposPrinter):
             if still is None or now - start >= self.TAKE_IN_MAX_WAIT_S:
                 return
             if still < left:
+                self._pause = max(self._pause, min(self.MAX_PAUSE_S, 2 * (now - moved)))
                 moved = now
-            elif now - moved >= self.timeout:
+            elif now - moved >= self._pause:
                 return  # the printer stopped taking bytes: its status (or its silence) says why
             left = still
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -240,6 +241,33 @@ def test_a_printer_taking_a_job_in_slowly_prints_it_once():
         assert len(sent) > 14_000
         emulator.wait_for_connections(1, timeout=30)
         assert emulator.jobs == [sent] and emulator.buffer_clears == 0
+    assert printer.state is DeviceState.IDLE
+
+
+@pytest.mark.long  # seconds of real time: CI runs it with the fault runs (make test-faults)
+def test_a_printer_pausing_longer_than_its_timeout_mid_slip_gets_the_slip_whole():
+    """A print server in front of a slow line takes a few KB, then nothing for longer than the printer's
+    timeout while the line prints them (its TCP window reopens in bursts): the slip was cut there, sent
+    again whole and cut at the same place, without end, a partial slip on paper every time. A printer
+    that took part of a slip and paused is given twice as long for that slip's next attempt: at most one
+    cut copy, then the slip whole."""
+    big = SlipDocument("S-burst", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(400)))
+    with PrinterEmulator(receive_buffer=2048, pauses=(4000, 1.6)) as emulator:
+        printer = registry.open_printer("p", emulator.url + "?timeout=1")
+        cut = 0
+        for _ in range(10):  # bounded: before the fix, every attempt was cut
+            try:
+                sent = printer.print_document(big)
+                break
+            except PrinterError as exc:  # the print worker holds the slip and sends it again, whole
+                assert exc.reason == "offline"
+                cut += exc.sent  # else still busy printing the cut copy: no answer, nothing sent
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the slip was cut {cut} times")
+        assert cut <= 1 and len(sent) > 14_000
+        emulator.wait_for_jobs(cut + 1, timeout=30)
+        assert emulator.jobs[-1] == sent and all(sent.startswith(part) for part in emulator.jobs[:-1])
     assert printer.state is DeviceState.IDLE
 
 

@@ -66,8 +66,11 @@ class PrinterEmulator:
         idle_timeout: float = 10.0,
         bytes_per_s: float | None = None,
         receive_buffer: int | None = None,
+        pauses: tuple[int, float] | None = None,
     ) -> None:
         self.state = state
+        # a print server in front of a slow line: takes in ``pauses[0]`` bytes, then nothing for ``pauses[1]`` s
+        self.pauses = pauses
         self.bytes_per_s = bytes_per_s  # a slow printer: takes in at most this many bytes a second
         self.receive_buffer = receive_buffer  # a printer's small input buffer (SO_RCVBUF), not loopback's
         self.respond_to_status = True
@@ -187,6 +190,7 @@ class PrinterEmulator:
         pending = b""  # an incomplete real-time command at the end of a read
         raw = bytearray()
         last = time.monotonic()
+        since_pause = 0
         try:
             while not self._stop.is_set() and time.monotonic() - last < self.idle_timeout:
                 if not self._powered.is_set():
@@ -199,6 +203,10 @@ class PrinterEmulator:
                     chunk = conn.recv(65536 if self.bytes_per_s is None else max(1, int(self.bytes_per_s / 20)))
                     if self.bytes_per_s is not None and chunk:
                         time.sleep(len(chunk) / self.bytes_per_s)
+                    since_pause += len(chunk)
+                    if self.pauses is not None and since_pause >= self.pauses[0]:
+                        since_pause = 0
+                        time.sleep(self.pauses[1])
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:

@@ -88,6 +88,9 @@ def test_the_printers_own_code_page_table():
     ('{ 18 = 852 }', 'slot 18: name the code page as text, such as "CP852"'),
     ('"cp852"', "a table of ESC t slot = code page"),
     ('{ 18 = "CP852", 018 = "CP1250" }', "slot 18 is written twice ('018'): give each slot once"),
+    # every slot's mistake at once: a second one was found only once the first was mended
+    ('{ 0 = "CP437", 300 = "CP852", 5 = "CP932" }',
+     "slot '300': an ESC t slot is a number 0-255; slot 5: 'CP932' is not a code page posd can print text in"),
 ])
 def test_a_wrong_code_page_table_names_the_key_the_line_and_the_slot(value, message):
     with pytest.raises(ConfigError) as err:

@@ -14,6 +14,7 @@ import fcntl
 import socket
 import struct
 import termios
+import time
 
 from .errors import DeviceError, ErrorMap
 from .link import READ_CHUNK, Link
@@ -33,7 +34,8 @@ def connect(host: str, port: int, *, timeout: float) -> TcpLink:
 class TcpLink(Link):
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock, self.timeout = sock, timeout
-        self.written = 0  # bytes the kernel took from write (some may still be in its send queue)
+        self.began: float | None = None  # when the first write began (monotonic)
+        self.drained_at: float | None = None  # the last time a blocked write was let on (the peer read)
 
     def read(self, timeout: float, size: int = READ_CHUNK) -> bytes:
         with ERRORS("read"):
@@ -51,10 +53,15 @@ class TcpLink(Link):
         view = memoryview(data)
         with ERRORS("send"):
             self.sock.settimeout(self.timeout)
+            if self.began is None:
+                self.began = time.monotonic()
+            blocked = False
             while view:  # send, not sendall: sendall's timeout is the whole write's, a stall's here
                 took = self.sock.send(view)
-                self.written += took
+                if blocked:  # the send queue was full: the peer reading is what let this send on
+                    self.drained_at = time.monotonic()
                 view = view[took:]
+                blocked = bool(view)
 
     def unsent(self) -> int | None:
         """The send queue: bytes not yet acknowledged by the peer (SIOCOUTQ)."""

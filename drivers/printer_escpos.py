@@ -97,9 +97,15 @@ class LinkPrinter(EscposPrinter):
     TAKE_IN_MAX_WAIT_S = 600.0  # the send queue shrinking this long: a printer taking in bytes a second
     # A printer that took part of a slip and then nothing for its timeout may be a print server in front
     # of a slow line, whose TCP window reopens only in bursts (and TCP's zero-window probes back off, so
-    # a burst is seen up to twice its gap late): a pause, not a stop. The slip's next attempt is allowed
-    # twice the pause it was cut at, and a pause twice as long as the longest it has shown, up to this.
+    # a burst is seen up to twice its gap late): a pause, not a stop. That slip's next attempt may pause
+    # twice as long. Beyond that, only a printer seen reading (taking bytes READING_S after the job
+    # began: what its network stack takes at once into its buffer says nothing) gets more: twice the
+    # pause per cut, and within an attempt twice the longest pause it has shown, up to MAX_PAUSE_S; and
+    # the printer's next slips twice the longest pause the last slip printed whole showed (a slip
+    # without a long pause sets it back to the timeout). A printer that reads nothing waits twice its
+    # timeout at most.
     MAX_PAUSE_S = 60.0
+    READING_S = 1.0
 
     def _configure(self) -> None:
         super()._configure()
@@ -111,6 +117,9 @@ class LinkPrinter(EscposPrinter):
         self._job = ""  # the digest of the job on the link now
         self._pause = self.timeout  # the longest pause its printer may take before it is called stopped
         self._patience: dict[str, float] = {}  # a slip cut after its printer took part of it -> its pause
+        self._read_at: float | None = None  # the last time the printer was seen taking this job in
+        self._longest = 0.0  # the longest pause between bytes taken of this job, by a printer seen reading
+        self._learned = self.timeout  # the pause the last slip printed whole needed: the next one's too
 
     def _connect(self) -> Link:
         """Open this job's link; raise ``DeviceError`` when the printer cannot be reached."""
@@ -147,26 +156,41 @@ class LinkPrinter(EscposPrinter):
         if self._link is None:
             raise DeviceError("offline", "not connected")
         self._job = hashlib.blake2b(data, digest_size=16).hexdigest()
-        self._pause = self._patience.get(self._job, self.timeout)
+        self._pause = max(self._patience.get(self._job, self.timeout), self._learned)
         if isinstance(self._link, link_tcp.TcpLink):
             self._link.timeout = self._pause  # a write's stall: the same pause
+        self._read_at, self._longest = None, 0.0
         try:
             self._link.write(data)
-        except DeviceError:
-            self._cut(self._link, len(data))
+        except DeviceError as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # a stall; a reset or a refusal is no pause
+                self._cut()
             raise
         self._sent = len(data)
 
-    def _cut(self, link: Link, size: int) -> None:
-        """The job stopped on ``link``: when its printer had taken part of it (a pause, maybe), its next
-        attempt may pause twice as long. Only a TCP link says how much the printer took."""
-        written, unsent = getattr(link, "written", 0), link.unsent()
-        if unsent is not None and written - unsent > 0:
-            if len(self._patience) >= 16:  # slips cut and never sent again: the oldest go
-                self._patience.pop(next(iter(self._patience)))
-            self._patience[self._job] = min(self.MAX_PAUSE_S, 2 * self._pause)
-            log.info("printer %s paused for %g s after taking %d of a slip's %d bytes; its next attempt may "
-                     "pause up to %g s", self.name, self._pause, written - unsent, size, self._patience[self._job])
+    def _reading(self) -> bool:
+        """Was the printer seen taking this job in a while after it began (not only its buffer filling)?"""
+        link = self._link
+        began = getattr(link, "began", None)
+        seen = max(filter(None, (getattr(link, "drained_at", None), self._read_at)), default=None)
+        return began is not None and seen is not None and seen - began >= self.READING_S
+
+    def _cut(self) -> None:
+        """The job stalled after its printer took part of it: a pause, maybe. Its next attempt may pause
+        twice as long: once for any printer (one that reads nothing looks the same until it resumes),
+        again and again for one seen reading a while before it paused, up to MAX_PAUSE_S."""
+        taken = self._read_at is not None or getattr(self._link, "drained_at", None) is not None
+        if self._reading():
+            pause = min(self.MAX_PAUSE_S, 2 * self._pause)
+        elif taken and self._job not in self._patience:
+            pause = min(self.MAX_PAUSE_S, 2 * self.timeout)
+        else:
+            return
+        if self._job not in self._patience and len(self._patience) >= 16:  # cut and never sent again
+            self._patience.pop(next(iter(self._patience)))
+        self._patience[self._job] = pause
+        log.info("printer %s took part of a slip, then nothing for %g s; its next attempt may pause up to %g s",
+                 self.name, self._pause, self._patience[self._job])
 
     def _end_job(self) -> PrinterStatus | None:
         link, self._link = self._link, None
@@ -174,14 +198,24 @@ class LinkPrinter(EscposPrinter):
             return None
         rate = min(self.AFTER_JOB_BYTES_PER_S, link.bytes_per_s or self.AFTER_JOB_BYTES_PER_S)
         wait = min(self.AFTER_JOB_MAX_WAIT_S, self.STATUS_TIMEOUT_S + self._sent / rate)
-        self._wait_taken_in(link)
-        stuck = link.unsent()
+        self._link = link  # still this job's while it is taken in (_reading)
+        try:
+            self._wait_taken_in(link)
+            stuck = link.unsent()
+            if stuck:
+                self._cut()
+        finally:
+            self._link = None
         if stuck:  # never left this PC: the printer stopped taking the job in (its status aside)
-            self._cut(link, self._sent)
             link.discard()  # dropped here, not delivered beside the job sent again once it reads
             raise PrinterError("offline", f"the printer took in nothing more for {self._pause:g} s "
                                f"({stuck} bytes of the job not taken)", sent=True)
         self._patience.pop(self._job, None)
+        learned = max(self.timeout, min(self.MAX_PAUSE_S, 2 * self._longest))  # what this printer's line needs
+        if learned > self._learned:
+            log.info("printer %s paused up to %.1f s between bytes of a slip: its slips may pause up to %g s",
+                     self.name, self._longest, learned)
+        self._learned = learned
         try:
             return self._query(link, first_wait=wait)
         except DeviceError:
@@ -201,7 +235,10 @@ class LinkPrinter(EscposPrinter):
             if still is None or now - start >= self.TAKE_IN_MAX_WAIT_S:
                 return
             if still < left:
-                self._pause = max(self._pause, min(self.MAX_PAUSE_S, 2 * (now - moved)))
+                self._read_at = now
+                if self._reading():  # a pause between bytes taken, not its buffer filling at once
+                    self._longest = max(self._longest, now - moved)
+                    self._pause = max(self._pause, min(self.MAX_PAUSE_S, 2 * self._longest))
                 moved = now
             elif now - moved >= self._pause:
                 return  # the printer stopped taking bytes: its status (or its silence) says why

@@ -250,24 +250,34 @@ def test_a_printer_pausing_longer_than_its_timeout_mid_slip_gets_the_slip_whole(
     timeout while the line prints them (its TCP window reopens in bursts): the slip was cut there, sent
     again whole and cut at the same place, without end, a partial slip on paper every time. A printer
     that took part of a slip and paused is given twice as long for that slip's next attempt: at most one
-    cut copy, then the slip whole."""
-    big = SlipDocument("S-burst", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(400)))
-    with PrinterEmulator(receive_buffer=2048, pauses=(4000, 1.6)) as emulator:
-        printer = registry.open_printer("p", emulator.url + "?timeout=1")
+    cut copy, then the slip whole; and the printer's next slip, none (the pause it showed is learnt:
+    each sale's slip was cut once, and the printer called offline for it)."""
+    def slip(name: str) -> SlipDocument:
+        return SlipDocument(name, "en", blocks=tuple(Text(f"{name} line {i} " + "x" * 30) for i in range(400)))
+
+    def print_it(doc: SlipDocument) -> tuple[bytes, int]:
         cut = 0
         for _ in range(10):  # bounded: before the fix, every attempt was cut
             try:
-                sent = printer.print_document(big)
-                break
+                return printer.print_document(doc), cut
             except PrinterError as exc:  # the print worker holds the slip and sends it again, whole
                 assert exc.reason == "offline"
                 cut += exc.sent  # else still busy printing the cut copy: no answer, nothing sent
                 time.sleep(0.5)
-        else:
-            pytest.fail(f"the slip was cut {cut} times")
+        pytest.fail(f"the slip was cut {cut} times")
+
+    with PrinterEmulator(receive_buffer=2048, pauses=(4000, 1.6)) as emulator:
+        printer = registry.open_printer("p", emulator.url + "?timeout=1")
+        sent, cut = print_it(slip("S-one"))
         assert cut <= 1 and len(sent) > 14_000
         emulator.wait_for_jobs(cut + 1, timeout=30)
         assert emulator.jobs[-1] == sent and all(sent.startswith(part) for part in emulator.jobs[:-1])
+        time.sleep(2)  # the line prints the last of it
+        before = len(emulator.jobs)
+        second, cut = print_it(slip("S-two"))
+        assert cut == 0
+        emulator.wait_for_jobs(before + 1, timeout=30)
+        assert emulator.jobs[before:] == [second]
     assert printer.state is DeviceState.IDLE
 
 
@@ -327,6 +337,28 @@ def test_a_printer_that_takes_the_connection_and_reads_nothing_holds_the_slip():
         taker.join(5)
         for sock in held + [server]:
             sock.close()
+
+
+def test_a_printer_that_reads_nothing_is_called_stopped_within_its_timeout_at_every_attempt():
+    """A printer that takes connections and reads nothing is not a slow one pausing: its network stack
+    taking a buffer's worth at once is no sign that it reads. Each attempt of the slip was allowed twice
+    as long as the one before (1, 2, 4, 8 s... up to 60 s), the print worker busy with it all that time.
+    Now twice its timeout at most, as any printer that took part of a slip may be pausing."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    big = SlipDocument("S-deaf", "en", blocks=tuple(Text(f"line {i} " + "x" * 30) for i in range(600)))
+    printer = registry.open_printer("p", f"tcp://127.0.0.1:{server.getsockname()[1]}?timeout=1&status=0")
+    try:
+        for _ in range(4):
+            started = time.monotonic()
+            with pytest.raises(PrinterError) as err:
+                printer.print_document(big)
+            assert (err.value.reason, err.value.sent) == ("offline", True)
+            assert time.monotonic() - started < 2.9, "an attempt waited over twice the printer's timeout"
+    finally:
+        server.close()
 
 
 def test_each_job_is_its_own_connection():

@@ -223,17 +223,19 @@ def _end_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 UNAVAILABLE_RETRY_S = 5
 _said_unavailable = [0.0]  # when the last "database not answering" line was logged (monotonic)
-_down_since: list[float | None] = [None]  # when this worker first found the database down (monotonic)
+# when the outage whose start was logged began (monotonic): its end is logged once, by the first call
+# that gets an answer; an outage whose start the 10 s limit left unsaid has no end line either
+_down_since: list[float | None] = [None]
 
 
 def _database_unavailable(exc: BaseException) -> None:
     """One log line, at most every 10 s, however many requests find the database down: the reason,
     no traceback (it is the database's state, not a fault of central's)."""
     now = time.monotonic()
-    if _down_since[0] is None:
-        _down_since[0] = now
     if now - _said_unavailable[0] >= 10.0:
         _said_unavailable[0] = now
+        if _down_since[0] is None:
+            _down_since[0] = now
         reason = " ".join(str(exc).split())[:300]
         log.warning("database not answering (%s: %s); requests are answered 503 until it does",
                     type(exc).__name__, reason)

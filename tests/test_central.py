@@ -1091,3 +1091,17 @@ def test_a_request_http_cannot_read_is_answered_in_the_protocols_json(central, h
     assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), head
     assert json.loads(body)["code"] == "malformed_request"
     assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+
+
+def test_a_tls_key_central_cannot_use_is_one_line_naming_it(tmp_path, pki):
+    """A key that does not match the certificate was OpenSSL's KEY_VALUES_MISMATCH, and an encrypted one
+    asked a terminal for its passphrase (under systemd: "Invalid argument"): one line, exit 2."""
+    _openssl("rsa", "-in", "lane.key", "-aes256", "-passout", "pass:secret", "-out", "locked.key", cwd=pki)
+    for key, said in (("lane.key", "the private key does not match the certificate"),
+                      ("locked.key", "the private key is encrypted")):
+        proc = subprocess.run([sys.executable, "-m", "posd", "central", "--db", str(tmp_path / "c.db"),
+                               "--listen", "127.0.0.1:0", "--tls-cert", str(pki / "server.pem"),
+                               "--tls-key", str(pki / key)], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert f"--tls-key {pki / key}" in proc.stderr

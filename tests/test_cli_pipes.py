@@ -94,9 +94,13 @@ def test_a_bad_log_level_or_a_demo_config_that_is_missing_is_one_line_and_exit_2
              (["central", "--db", str(tmp_path / "c.db"), "--tls-cert", str(tmp_path / "none.pem")], {},
               f"--tls-cert {tmp_path / 'none.pem'}: No such file"),
              (["central", "--db", str(tmp_path / "c.db"), "--tls-cert", str(garbage)], {},
-              f"--tls-cert {garbage}: not a certificate and key that match, or not PEM"),
+              f"--tls-cert {garbage}: not a PEM certificate with its private key"),
+             (["central", "--db", str(tmp_path / "c.db"), "--tls-cert", str(garbage), "--tls-key",
+               str(tmp_path / "none.key")], {}, f"--tls-key {tmp_path / 'none.key'}: No such file"),
              (["central", "--db", str(tmp_path / "c.db"), "--seed", str(seed)], {},
-              "seed store 'S9': secret after 'hex:' is not valid hex")]
+              "seed store 'S9': secret after 'hex:' is not valid hex"),
+             (["central", "--db", str(tmp_path / "c.db"), "--seed", str(tmp_path / "none.json")], {},
+              f"seed file {tmp_path / 'none.json'}: No such file")]
     for argv, env, named in cases:
         proc = subprocess.run([sys.executable, "-m", "posd", *argv], capture_output=True, text=True, timeout=60,
                               env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])

@@ -41,26 +41,42 @@ def _tls(args: argparse.Namespace) -> dict[str, object]:
     tls: dict[str, object] = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
     if args.tls_client_ca:  # mTLS: only lanes with a client certificate
         tls.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # fail here, with a message, not in a worker
+    # Checked here, each file named, in words: OpenSSL's own ("[Errno 2]", "[SSL] PEM lib") name none,
+    # and a worker would fail later, or ask a terminal for an encrypted key's passphrase.
+    for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                         ("--tls-client-ca", args.tls_client_ca)):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{option} {path}: {exc.strerror or exc}") from exc
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     named = f"--tls-cert {args.tls_cert}" + (f" / --tls-key {args.tls_key}" if args.tls_key else "")
     try:
-        ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    except (OSError, ssl.SSLError) as exc:  # OpenSSL's own words name neither the file nor what it wanted
-        raise ValueError(f"{named}: {_tls_reason(exc)} (a PEM certificate, and its private key in the same "
-                         "file or in --tls-key)") from exc
+        ctx.load_cert_chain(args.tls_cert, args.tls_key, password=_no_passphrase)
+    except _Encrypted as exc:
+        raise ValueError(f"{named}: the private key is encrypted; give central an unencrypted key "
+                         "(readable by its user only)") from exc
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None)
+        what = "the private key does not match the certificate" if reason == "KEY_VALUES_MISMATCH" else \
+            "not a PEM certificate with its private key (in the same file, or in --tls-key)"
+        raise ValueError(f"{named}: {what}") from exc
     if args.tls_client_ca:
         try:
             ctx.load_verify_locations(args.tls_client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"--tls-client-ca {args.tls_client_ca}: {_tls_reason(exc)} (PEM CA certificates)") from exc
+            raise ValueError(f"--tls-client-ca {args.tls_client_ca}: not PEM CA certificates") from exc
     return tls
 
 
-def _tls_reason(exc: Exception) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return "not a certificate and key that match, or not PEM" if exc.reason in (None, "PEM_LIB") \
-            else f"not usable ({exc.reason})"
-    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+class _Encrypted(Exception):
+    """The private key asked for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted()
 
 
 def build_parser() -> argparse.ArgumentParser:

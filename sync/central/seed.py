@@ -24,8 +24,11 @@ class Seed:
 
 
 def load_seed(path: str | Path) -> dict[str, Any]:
-    """The seed file's JSON; ValueError naming the file (and line) when it is not JSON."""
-    text = Path(path).read_text(encoding="utf-8")
+    """The seed file's JSON; ValueError naming the file (and line) when it cannot be read or is not JSON."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"seed file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     try:
         return json.loads(text)
     except ValueError as exc:

@@ -374,3 +374,26 @@ def test_a_kit_clock_far_off_centrals_is_named_as_the_clock(tmp_path):
     with running_central(tmp_path / "c", clock=lambda: time.time() + 1000) as central:
         done = run_kit(central.url, tmp_path, SECRET_TEXT)
     assert done.returncode == 2 and "stale_timestamp" in done.stderr and "clock" in done.stderr, done.stderr
+
+
+def test_a_program_with_tier_points_only_is_the_kits_setup_error_for_burns_alone():
+    """Tier points are never spent: a program with no other currency leaves the burn checks nothing to
+    spend. The kit credited "points", a currency the program lacks, and called central not
+    conformant; it now says so before any check, and runs the other groups in tier points."""
+    from posd.sync.conformance.cli import _currency
+    from posd.sync.conformance.preflight import SetupError
+
+    program = {"tier_currency": "tier", "currencies": [{"code": "tier", "kind": "qualifying"}]}
+    client = type("Client", (), {"program": lambda self: type("R", (), {"json": lambda r: program})()})()
+    assert _currency(client, None, burns=False) == "tier"
+    with pytest.raises(SetupError) as err:
+        _currency(client, None, burns=True)
+    assert "never spent" in err.value.what and "leave out --group burn" in err.value.check
+    program["currencies"].append({"code": "pts", "kind": "redeemable"})
+    assert _currency(client, None, burns=True) == "pts"
+    with pytest.raises(SetupError) as err:
+        _currency(client, "tier", burns=True)
+    assert err.value.check == "use --currency pts"
+    with pytest.raises(SetupError) as err:  # a currency spelled otherwise: what it could use instead
+        _currency(client, "TIER", burns=True)
+    assert err.value.check == "use one of pts"

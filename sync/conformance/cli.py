@@ -81,16 +81,16 @@ def main(argv: list[str]) -> int:
     except SetupError as exc:
         client.close()
         return _setup_failed(exc, args)
+    groups = tuple(args.group) if args.group else GROUPS
     try:
-        if args.currency is not None:
-            _check_currency(client, args.currency)
+        currency = _currency(client, args.currency, burns="burn" in groups)
     except SetupError as exc:
         client.close()
         return _setup_failed(exc, args)
     try:
-        ctx = Context(client, currency=args.currency or _program_currency(client), max_pages=args.max_pages,
-                      wait_expiry=args.wait_expiry, settle_s=args.settle)
-        outcomes = run(ctx, tuple(args.group) if args.group else GROUPS)
+        ctx = Context(client, currency=currency, max_pages=args.max_pages, wait_expiry=args.wait_expiry,
+                      settle_s=args.settle)
+        outcomes = run(ctx, groups)
     finally:
         client.close()
     print(as_json(outcomes, args.central) if args.json else table(outcomes, args.central))
@@ -110,21 +110,29 @@ def _setup_failed(exc: SetupError, args: argparse.Namespace) -> int:
     return 2
 
 
-def _check_currency(client: KitClient, currency: str) -> None:
-    """--currency must be one of the program's: else every push is refused bad_points (seqs used up
-    in the platform's test lane) and the central is called not conformant for the kit's mistake."""
+def _currency(client: KitClient, given: str | None, *, burns: bool) -> str:
+    """The currency the kit credits (and, with ``burns``, spends): ``given``, checked against central's
+    program, else the program's (_program_currency). A SetupError when the kit's own choice would make
+    central refuse it: a currency the program lacks (every push bad_points, seqs used up in the
+    platform's test lane), or tier points to burn (never spent: every burn refused)."""
     try:
         program = client.program().json()
     except Exception:  # the program check reports what is wrong with it
-        return
+        return given or "points"
     codes = [c.get("code") for c in (program.get("currencies") or []) if isinstance(c, dict)] \
         if isinstance(program, dict) else []
-    if codes and currency not in codes:
-        raise SetupError(f"--currency {currency!r} is not a currency of central's program",
-                         f"use one of {', '.join(map(str, codes))}")
-    if currency in _never_spent(program):
-        raise SetupError(f"--currency {currency!r} is tier points (kind qualifying), which are never spent: "
-                         f"the kit burns its points", f"use one of {', '.join(_spendable(program))}")
+    if given is not None and codes and given not in codes:
+        offered = _spendable(program) if burns and _spendable(program) else codes
+        raise SetupError(f"--currency {given!r} is not a currency of central's program",
+                         f"use one of {', '.join(map(str, offered))}")
+    currency = given if given is not None else _program_currency(program)
+    if burns and currency in _never_spent(program):
+        spendable = _spendable(program)
+        raise SetupError(f"{'--currency ' if given else 'the program currency '}{currency!r} is tier points "
+                         "(kind qualifying), which are never spent, and the burn checks spend the kit's points",
+                         f"use --currency {' or '.join(spendable)}" if spendable else
+                         "central's program has no currency a burn may spend: leave out --group burn")
+    return currency
 
 
 def _never_spent(program: Any) -> set[str]:
@@ -145,12 +153,14 @@ def _spendable(program: Any) -> list[str]:
     return list(dict.fromkeys(c for c in ordered if c not in never))
 
 
-def _program_currency(client: KitClient) -> str:
-    try:
-        program = client.program().json()
-    except Exception:  # the program check reports what is wrong with it
-        return "points"
+def _program_currency(program: Any) -> str:
+    """The program's tier currency unless it is never spent, else its first currency that is spent;
+    tier points when it has no other; else "points"."""
     if isinstance(program, dict) and isinstance(program.get("tier_currency"), str) \
             and not program.get("currencies"):
         return program["tier_currency"]
-    return next(iter(_spendable(program)), "points")
+    spendable = _spendable(program)
+    if spendable:
+        return spendable[0]
+    tier = program.get("tier_currency") if isinstance(program, dict) else None
+    return tier if isinstance(tier, str) else next(iter(sorted(_never_spent(program))), "points")

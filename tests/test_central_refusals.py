@@ -757,3 +757,13 @@ def test_a_sale_sent_again_under_a_new_seq_is_credited_once(central):
     resp = requests.post(central.url + path, data=body, headers=headers, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json()["results"][0]["status"] == "accepted"
+
+
+def test_a_sale_of_a_provisional_member_sent_again_is_credited_once(central):
+    """The member enrolled at the lane under a provisional id that central mapped to its own: the sale
+    sent again under that id, in a later batch, finds the sale central credited to its member."""
+    answers = push(central, [enrolment(1, "P-L01-1", ["2900000000957"], provisional=True),
+                             make_event(2, member_id="P-L01-1", transaction_id="T-9", points={"points": 30})])
+    assert answers == [(1, "accepted", None), (2, "accepted", None)]
+    again = make_event(3, member_id="P-L01-1", transaction_id="T-9", points={"points": 30})
+    assert push(central, [again], "B-2") == [(3, "rejected", "accrual_repeated")]

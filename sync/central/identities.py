@@ -76,17 +76,18 @@ def accrual_counted(conn: Any, store_id: str, earlier: list[str], member_id: str
 def sales_rung(conn: Any, store_id: str, lane_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
     """{(member, transaction_id): the ``occurred_at`` of each of this lane's sales that credited that
     member under that id}, for the given pairs (a batch's accruals): the lots they credited, in one
-    query per 500 members, and the bodies of the few events that rang them. A lane sending one of those
+    query per 400 pairs, and the bodies of the few events that rang them. A lane sending one of those
     sales again under a new seq and ``event_id`` (a queue renumbered, a retry written as a new event)
     would credit it twice: central refuses it (``accrual_repeated``)."""
     prefix = f"{store_id}/{lane_id}/"
-    members, transactions = sorted({m for m, _ in pairs}), sorted({t for _, t in pairs})
+    ordered = sorted(pairs)
     seqs: dict[int, set[tuple[str, str]]] = {}
-    for start in range(0, len(members), 500):
-        chunk = members[start:start + 500]
+    for start in range(0, len(ordered), 400):  # at most 800 parameters a query (SQLite's old limit: 999)
+        chunk = ordered[start:start + 400]
+        members, transactions = sorted({m for m, _ in chunk}), sorted({t for _, t in chunk})
         for row in conn.execute(
-                f"SELECT DISTINCT member_id, transaction_id, source FROM lots WHERE member_id IN ({placeholders(chunk)}) "
-                f"AND transaction_id IN ({placeholders(transactions)})", (*chunk, *transactions)).fetchall():
+                f"SELECT DISTINCT member_id, transaction_id, source FROM lots WHERE member_id IN ({placeholders(members)}) "
+                f"AND transaction_id IN ({placeholders(transactions)})", (*members, *transactions)).fetchall():
             pair, source = (row["member_id"], row["transaction_id"]), row["source"]
             if pair in pairs and source.startswith(prefix) and source[len(prefix):].isdigit():
                 seqs.setdefault(int(source[len(prefix):]), set()).add(pair)

@@ -119,23 +119,22 @@ def check_code_page_table(table: Mapping[Any, Any]) -> dict[int, str]:
         raise ValueError('a table of ESC t slot = code page, such as { 18 = "CP852", 45 = "CP1250" }')
     out: dict[int, str] = {}
     wrong: list[str] = []  # every slot's mistake at once, as the config check reports every key's
-    unknown = False
+    hint = f" (for Polish: {', '.join(_PREFERRED)}; all: {', '.join(printable_code_pages())})"
     for key, value in table.items():
         slot = int(key) if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()) else None
         if slot is None or not 0 <= slot <= 255:
             wrong.append(f"slot {key!r}: an ESC t slot is a number 0-255")
         elif not isinstance(value, str):
             wrong.append(f'slot {slot}: name the code page as text, such as "CP852"')
-        elif (name := _page_name(value)) is None:
-            wrong.append(f"slot {slot}: {value!r} is not a code page posd can print text in")
-            unknown = True
+        elif (name := _page_name(value)) is None:  # the pages that are, said once, at the first unknown
+            wrong.append(f"slot {slot}: {value!r} is not a code page posd can print text in{hint}")
+            hint = ""
         elif slot in out:  # "18" and "018": one slot written twice, the last silently winning
             wrong.append(f"slot {slot} is written twice ({key!r}): give each slot once")
         else:
             out[slot] = name
     if wrong:
-        pages = f" (for Polish: {', '.join(_PREFERRED)}; all: {', '.join(printable_code_pages())})" if unknown else ""
-        raise ValueError("; ".join(wrong) + pages)
+        raise ValueError("; ".join(wrong))
     return dict(sorted(out.items()))
 
 

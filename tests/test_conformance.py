@@ -165,7 +165,9 @@ class GivesEveryYear(BrokenStore):
 
 
 class DedupesOnSeqAlone(BrokenStore):
-    """A central store that tells events apart by seq alone: an event sent again under a new seq counts twice."""
+    """A central store that tells events apart by seq alone: an event sent again under a new seq is not
+    event_id_reused (the reference store below it still refuses the sale as accrual_repeated, and the
+    kit's next check starts after that seq: it failed seq.gap too, for a seq it took for free)."""
 
     def __init__(self, store: Any) -> None:
         super().__init__(store)

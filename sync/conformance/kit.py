@@ -117,6 +117,11 @@ class Context:
                 raise Failed(f"seq {event['seq']} answered with another event_id {result.get('event_id')!r}")
             if result.get("status") == "accepted":
                 self.note_accepted(event)
+            elif result.get("status") == "rejected" and result.get("retryable") is False:
+                # its seq is consumed whatever the check wanted: the next check starts after it, and a
+                # failure here is not blamed on the checks that follow (a wrong rejection code then
+                # seq_gap's check getting `accepted` for a seq it took for the head's next but one)
+                self.next_seq = max(self.next_seq or 0, event["seq"] + 1)
         return answers
 
     def note_accepted(self, event: dict[str, Any]) -> None:

@@ -146,12 +146,6 @@ def tier_currency(program: dict[str, Any]) -> str | None:
     return None
 
 
-def never_spent(program: dict[str, Any]) -> set[str]:
-    """The program's ``qualifying`` currencies: tier points, earned and returned, never spent."""
-    return {c["code"] for c in program.get("currencies") or []
-            if isinstance(c, dict) and c.get("kind") == "qualifying" and isinstance(c.get("code"), str)}
-
-
 def currency_kind(program: dict[str, Any], code: str) -> str | None:
     return next((c.get("kind") for c in program.get("currencies") or []
                  if isinstance(c, dict) and c.get("code") == code), None)

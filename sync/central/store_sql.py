@@ -37,12 +37,12 @@ from posd.sync.central.codec import json_text, loads
 from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
 from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
-                                       never_spent, tier_currency, upgraded_tier)
+                                       tier_currency, upgraded_tier)
 from posd.sync.central.returns import return_refusal
 from posd.sync.central.seed import parse_seed
 from posd.sync.central.tokens import new_kid, new_signing_key, public_key_text, published_program
 from posd.sync.protocol import BIRTHDAY_REPEATED, TOKEN_SCHEMES, UNSTORABLE, parse_utc, program_etag, result_wire, validate_event
-from posd.sync.protocol.burn import canonical_code, issuable_code
+from posd.sync.protocol.burn import canonical_code, issuable_code, never_spent
 from posd.sync.protocol.errors import RequestRejected
 from posd.sync.protocol.ids import UuidV7, hyphenated
 from posd.sync.protocol.shapes import card_forms

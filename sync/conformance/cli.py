@@ -19,7 +19,7 @@ from typing import Any
 from posd.sync.conformance.http import KitClient
 from posd.sync.conformance.kit import GROUPS, SETTLE_S, Context, as_json, passed, run, table
 from posd.sync.conformance.preflight import SetupError, preflight
-from posd.sync.protocol import LANE_ID_RE, secret_from_text
+from posd.sync.protocol import LANE_ID_RE, never_spent, secret_from_text
 
 
 def _number(kind: type, *, least: float, strictly: bool) -> Callable[[str], float]:
@@ -121,25 +121,18 @@ def _currency(client: KitClient, given: str | None, *, burns: bool) -> str:
         return given or "points"
     codes = [c.get("code") for c in (program.get("currencies") or []) if isinstance(c, dict)] \
         if isinstance(program, dict) else []
+    spendable = _spendable(program)
     if given is not None and codes and given not in codes:
-        offered = _spendable(program) if burns and _spendable(program) else codes
+        offered = spendable if burns and spendable else codes
         raise SetupError(f"--currency {given!r} is not a currency of central's program",
                          f"use one of {', '.join(map(str, offered))}")
     currency = given if given is not None else _program_currency(program)
-    if burns and currency in _never_spent(program):
-        spendable = _spendable(program)
+    if burns and currency in never_spent(program):
         raise SetupError(f"{'--currency ' if given else 'the program currency '}{currency!r} is tier points "
                          "(kind qualifying), which are never spent, and the burn checks spend the kit's points",
                          f"use --currency {' or '.join(spendable)}" if spendable else
                          "central's program has no currency a burn may spend: leave out --group burn")
     return currency
-
-
-def _never_spent(program: Any) -> set[str]:
-    """The program's `qualifying` currencies: earned and returned, never spent (a burn of them is a 400)."""
-    currencies = program.get("currencies") if isinstance(program, dict) else None
-    return {c["code"] for c in currencies or [] if isinstance(c, dict) and isinstance(c.get("code"), str)
-            and c.get("kind") == "qualifying"}
 
 
 def _spendable(program: Any) -> list[str]:
@@ -149,7 +142,7 @@ def _spendable(program: Any) -> list[str]:
     codes = [c["code"] for c in program.get("currencies") or [] if isinstance(c, dict) and isinstance(c.get("code"), str)]
     tier = program.get("tier_currency")
     ordered = ([tier] if isinstance(tier, str) and tier in codes else []) + codes
-    never = _never_spent(program)
+    never = never_spent(program)
     return list(dict.fromkeys(c for c in ordered if c not in never))
 
 
@@ -163,4 +156,4 @@ def _program_currency(program: Any) -> str:
     if spendable:
         return spendable[0]
     tier = program.get("tier_currency") if isinstance(program, dict) else None
-    return tier if isinstance(tier, str) else next(iter(sorted(_never_spent(program))), "points")
+    return tier if isinstance(tier, str) else next(iter(sorted(never_spent(program))), "points")

@@ -52,6 +52,7 @@ from posd.sync.protocol.burn import (
     check_voucher,
     issuable_code,
     declined,
+    never_spent,
     parse_authorisation,
     parse_authorisation_answer,
     parse_release,
@@ -115,7 +116,7 @@ from posd.sync.protocol.signing import (
 __all__ = [
     "BASE_URL_SHAPE", "base_url_problem",
     "AUTHORISATION_KINDS", "DECLINE_CODES", "MAX_AUTHORISATION_BYTES", "MAX_UNSYNCED_EVENTS", "VOUCHER_ONCE_PER",
-    "approved", "authorisation_json", "check_voucher", "declined", "issuable_code", "parse_authorisation",
+    "approved", "authorisation_json", "check_voucher", "declined", "issuable_code", "never_spent", "parse_authorisation",
     "parse_authorisation_answer", "parse_voucher_answer",
     "RELEASE_STATES", "parse_release", "parse_release_answer", "release_answer", "release_json",
     "EVENT_TYPES", "HEADER_LANE", "HEADER_SIGNATURE", "HEADER_STORE", "HEADER_TIMESTAMP", "LANE_ID_RE",

@@ -31,6 +31,14 @@ _CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _TYPED_AS = {"O": "0", "I": "1", "L": "1"}
 
 
+def never_spent(program: Any) -> set[str]:
+    """The program's ``qualifying`` currencies: tier points, earned and returned, never spent (central
+    refuses a burn or a redemption of them)."""
+    currencies = program.get("currencies") if isinstance(program, dict) else None
+    return {c["code"] for c in currencies or []
+            if isinstance(c, dict) and c.get("kind") == "qualifying" and isinstance(c.get("code"), str)}
+
+
 def _typed(text: str) -> str:
     """Digits of any script as 0-9, fullwidth letters as ASCII, format characters (U+200B, U+200E...)
     dropped: the lane's typed_code."""

@@ -13,6 +13,7 @@ import pytest
 from posd.api.errors import STATUS
 from posd.core.rules import BasketLine
 from posd.lane import Lane
+from posd.lane.authority import Decision, LocalAuthority
 from posd.lane.errors import LaneError
 from posd.lane.events import EventBus
 from posd.lane.rewards import RedemptionInput
@@ -504,3 +505,62 @@ def test_a_birth_date_that_is_no_date_earns_without_the_bonus(tmp_path):
     finally:
         cache.close()
         ledger.close()
+
+
+class _Approving(LocalAuthority):
+    """Central approving every burn it is asked, with a reservation: the questions it got."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def authorise(self, request: dict) -> Decision:
+        self.asked.append(request["authorisation_id"])
+        return Decision("approved", reservation_id=f"res-{len(self.asked)}", expires_at="2026-11-18T14:15:00Z",
+                        authorisation_id=request["authorisation_id"])
+
+
+@pytest.fixture
+def asked_lane(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    cache = Cache(tmp_path / "cache.db", "L01")
+    cache.store_program(copy.deepcopy(PROGRAM), "e1")
+    cache.apply_member_changes([{"member_id": "m1", "display_name": "M1", "tier": "basic",
+                                 "identifiers": ["CARD-m1"], "balances": {"points": 5000}}], "1")
+    central = _Approving()
+    lane = Lane(store_id="S001", lane_id="L01", locale="en", ledger=ledger, cache=cache, bus=EventBus(ledger.boot),
+                printer_enabled=True, timezone="Europe/Warsaw", clock=lambda: NOW, authority=central,
+                last_sync=lambda: NOW - timedelta(minutes=5))
+    yield lane, central
+    cache.close()
+    ledger.close()
+
+
+def back_when_written(lane: Lane) -> None:
+    """Central out of reach when the burn decides, answering the lane again by the time its unit
+    runs: a push answered meanwhile, whose acks freed the offline caps the burn would spend."""
+    reach = iter([True])
+    lane.context.is_offline = lambda: next(reach, False)
+
+
+def test_a_redemption_that_skipped_central_asks_it_when_central_answered_before_its_write(asked_lane):
+    lane, central = asked_lane
+    back_when_written(lane)
+    rdm = run(lane.rewards.redeem(RedemptionInput("D-back", "CARD-m1", "free-coffee", None, None, "hd-back")))
+    assert rdm.response["authorised"] == "online" and central.asked == ["redemption:D-back"]
+    assert rdm.response["balance"]["points"]["available"] == 4500  # debited once
+
+
+def test_a_voucher_use_that_skipped_central_asks_it_when_central_answered_before_its_write(asked_lane):
+    lane, central = asked_lane
+    code = run(lane.rewards.redeem(RedemptionInput("D-v", "CARD-m1", "free-coffee", None, None, "hd-v"))
+               ).response["voucher"]["code"]
+    back_when_written(lane)
+    use = run(lane.rewards.use(code, "pos-back", "CARD-m1"))
+    assert use.response["authorised"] == "online" and central.asked[-1] == f"voucher_use:{code}:pos-back"
+
+
+def test_a_burn_with_central_out_of_reach_throughout_is_decided_by_the_lane_alone(asked_lane):
+    lane, central = asked_lane
+    lane.context.is_offline = lambda: True
+    rdm = run(lane.rewards.redeem(RedemptionInput("D-off", "CARD-m1", "free-coffee", None, None, "hd-off")))
+    assert rdm.response["authorised"] == "offline" and central.asked == []

@@ -177,6 +177,29 @@ def test_503_backs_off_and_counts_failures_then_recovers(central, client):
     assert not relay.failing()
 
 
+def test_central_answering_a_push_ends_the_offline_flag_before_its_answers_free_the_caps(central, client):
+    """A push's answers free the offline caps its burns held. The relay still counted its failures
+    while it wrote them, so a burn deciding then went offline and spent the caps just freed."""
+    outbox = MemoryOutbox()
+    outbox.add()
+    central.inject("push", "503")
+    relay = OutboxRelay(client, outbox, backoff_base=0.01)
+    assert relay.run_once() == "backoff" and relay.failing()
+    flag_while_acked = []
+    record = outbox.record_results
+
+    def recording(results):
+        flag_while_acked.append(relay.failing())  # what a burn asks while the answers are written
+        record(results)
+
+    outbox.record_results = recording
+    assert relay.run_once() == "sent"
+    assert flag_while_acked == [False] and not relay.failing()
+    central.inject("push", "503")
+    outbox.add()
+    assert relay.run_once() == "backoff" and relay.failing()  # a later failure counts again
+
+
 def test_429_retry_after_is_the_floor_of_the_next_wait(central, client):
     outbox = MemoryOutbox()
     outbox.add()

@@ -23,7 +23,7 @@ from posd.core.identify import VOUCHER_ALPHABET, VOUCHER_LENGTH
 from posd.core.program import Program, Reward
 from posd.core.rules import Basket, RuleError, check_basket
 from posd.faults import crash_point
-from posd.lane.authority import Authority, Decision, LocalAuthority, VoucherLookup
+from posd.lane.authority import NOT_ASKED, Authority, Decision, LocalAuthority, VoucherLookup
 from posd.lane.burn import (
     MAX_UNSYNCED_EVENTS,
     OfflineLimits,
@@ -64,6 +64,10 @@ class RedemptionInput:
     legacy_hash: Callable[[], tuple[str, ...]] | None = None  # hashes older posd versions made, when asked
 
 
+class _CentralBack(Exception):
+    """A burn's unit found central answering the lane again after the burn decided not to ask it."""
+
+
 @dataclass(frozen=True)
 class _Redemption:
     """A redemption priced and authorised before its write."""
@@ -75,6 +79,7 @@ class _Redemption:
     reward: Reward
     decision: Decision
     code: str  # the voucher's code, made before central was asked: registered there as pending
+    final: bool = True  # False: an offline decision made without asking is asked again if central is back
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class _Use:
     decision: Decision
     effect: dict[str, Any] | None
     request_hash: str | None = None
+    final: bool = True  # as _Redemption.final
 
     @property
     def member_id(self) -> str | None:
@@ -169,13 +175,18 @@ class Rewards:
         # Made before asking: central registers the voucher with its approval, so it is good at every
         # lane at once, before this lane's redemption event reaches central.
         code = new_voucher_code()
-        decision = await self._ask_central(view, member, reward, req, now,
-                                           voucher_wire(code, member.member_id, reward, now,
-                                                        now + timedelta(days=reward.valid_days)))
-        if decision.status == "declined":
-            raise redemption_declined(decision)
-        redemption = _Redemption(req, member, ident, program, reward, decision, code)
-        return await self._record(decision, lambda unit: self._write_redemption(unit, redemption))
+        for final in (False, True):
+            decision = await self._ask_central(view, member, reward, req, now,
+                                               voucher_wire(code, member.member_id, reward, now,
+                                                            now + timedelta(days=reward.valid_days)))
+            if decision.status == "declined":
+                raise redemption_declined(decision)
+            redemption = _Redemption(req, member, ident, program, reward, decision, code, final)
+            try:
+                return await self._record(decision, lambda unit, r=redemption: self._write_redemption(unit, r))
+            except _CentralBack:
+                continue  # central answered the lane meanwhile: it is asked after all
+        raise AssertionError("unreachable: the last attempt never asks again")
 
     @raises("storage_failed", "storage_full")
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
@@ -220,7 +231,7 @@ class Rewards:
                            now: datetime, voucher: dict[str, Any]) -> Decision:
         """Central's decision; unavailable at once when the lane knows central is out of reach."""
         if self.ctx.is_offline():
-            return Decision("unavailable")
+            return NOT_ASKED
         limit = reward.limit_per_member_per_day
         return await self.authority.authorise(authorisation_request(
             "redemption", f"redemption:{req.redemption_id}", member.member_id, iso(now),
@@ -243,6 +254,7 @@ class Rewards:
         self._check_redemption(unit, member, reward, now)  # again: another till of this lane may have spent
         offline = r.decision.status != "approved"
         if offline:
+            self._still_out_of_reach(r.decision, r.final)
             self._check_offline_caps(unit, member, price, now)
         code = r.code
         expires = now + timedelta(days=reward.valid_days)
@@ -281,6 +293,13 @@ class Rewards:
             seq=seq, occurred_at=iso(now), response=response, recorded_at=iso(now),
             authorisation_id=f"redemption:{req.redemption_id}", reservation_id=r.decision.reservation_id)
         return Recorded(response, replayed=False)
+
+    def _still_out_of_reach(self, decision: Decision, final: bool) -> None:
+        """Inside the burn's unit, before the offline caps: a burn that did not ask central because the
+        lane knew it out of reach is asked again (_CentralBack) when central answered the lane since.
+        Its push answered may have just freed the caps: the burn is central's to decide, not theirs."""
+        if decision.unasked and not final and not self.ctx.is_offline():
+            raise _CentralBack()
 
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
     def _check_offline_caps(self, view: LedgerView, member: CachedMember, price: int, now: datetime) -> None:
@@ -464,16 +483,21 @@ class Rewards:
             raise LaneError("voucher_not_applicable", f"{code} takes nothing off this basket: "
                                                       f"{REASONS.get(effect['reason'], effect['reason'])}")
         await self.members.aclaim_at_central(ident)
-        decision = Decision("unavailable") if offline else await self.authority.authorise(authorisation_request(
-            "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
-            voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
-        if decision.status == "declined":
-            raise use_declined(decision)
-        if decision.status != "approved" and self._gone(view, v):
-            await self.authority.release(decision)  # a question central answered too late
-            raise LaneError("voucher_used", "already used, or being used, at another lane")
-        use = _Use(v, transaction_id, ident, decision, effect, request_hash)
-        return await self._record(decision, lambda unit: self._write_use(unit, use))
+        for final in (False, True):
+            decision = NOT_ASKED if offline else await self.authority.authorise(authorisation_request(
+                "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
+                voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
+            if decision.status == "declined":
+                raise use_declined(decision)
+            if decision.status != "approved" and self._gone(view, v):
+                await self.authority.release(decision)  # a question central answered too late
+                raise LaneError("voucher_used", "already used, or being used, at another lane")
+            use = _Use(v, transaction_id, ident, decision, effect, request_hash, final)
+            try:
+                return await self._record(decision, lambda unit, u=use: self._write_use(unit, u))
+            except _CentralBack:
+                offline = False  # central answered the lane meanwhile: it is asked after all
+        raise AssertionError("unreachable: the last attempt never asks again")
 
     @staticmethod
     @raises("voucher_used")
@@ -516,6 +540,7 @@ class Rewards:
         holder = v.member_id or u.member_id
         offline = u.decision.status != "approved"
         if offline:
+            self._still_out_of_reach(u.decision, u.final)
             self._check_offline_uses(unit, holder, now)
         program = self.ctx.program()
         seq = unit.append_event("voucher_use", {

@@ -71,6 +71,7 @@ class Worker:
         self._failed_retry_after = False  # the last failure came with a Retry-After: its wait is central's
         self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
         self._in_step = False
+        self._answered_in_step = False  # this step's request was answered; its outcome is not recorded yet
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -161,8 +162,17 @@ class Worker:
     def _failures(self) -> int:
         return self._policy.failures
 
+    def _answered(self) -> None:
+        """Central answered this step's request: the lane is not offline from here, before the step
+        records what central answered. A push's answer frees the offline caps its burns held, so a
+        burn deciding meanwhile asks central rather than spend the caps freed (its outcome, a moment
+        later, settles the state: success, or a failure central answered)."""
+        with self._lock:
+            self._answered_in_step = True
+
     def _succeeded(self, state: str, delay: float, *, wake_cuts: bool = True) -> None:
         with self._lock:
+            self._answered_in_step = False
             self._policy.succeeded()
             self._state, self._last_error = state, None
             self._brought_forward = False
@@ -173,6 +183,7 @@ class Worker:
     def _wait(self, state: str, delay: float) -> None:
         """Nothing to do: not a contact with central, so last_success_at stays."""
         with self._lock:
+            self._answered_in_step = False
             self._policy.succeeded()
             self._state, self._last_error = state, None
             self._delay, self._wake_cuts_delay = delay, True
@@ -181,6 +192,7 @@ class Worker:
     def _failed(self, error: str, retry_after: float | None, status: int | None = None, *,
                 answered: bool = False) -> str:
         with self._lock:
+            self._answered_in_step = False
             self._state, self._last_error = "backoff", error
             self._central_answered, self._failed_status = answered, status
             self._failed_retry_after = bool(retry_after)  # a floor central set: kept (a 503 shedding load)
@@ -202,6 +214,7 @@ class Worker:
         health check names the disk), and the step is tried again every LOCAL_RETRY_S, not after a
         backoff meant for a central in trouble, so sync resumes as soon as the disk has room."""
         with self._lock:
+            self._answered_in_step = False
             self._state, self._last_error = "local_error", error
             self._delay, self._wake_cuts_delay = LOCAL_RETRY_S, False
             self._next_at = time.monotonic() + LOCAL_RETRY_S
@@ -211,6 +224,7 @@ class Worker:
 
     def _auth_failed(self, exc: CentralAuthError) -> str:
         with self._lock:
+            self._answered_in_step = False
             first = self._state != "auth_failed"
             self._state, self._last_error = "auth_failed", f"auth: HTTP {exc.status} {exc.code or ''}".strip()
             self._delay, self._wake_cuts_delay = self._policy.parked(), False
@@ -227,6 +241,7 @@ class Worker:
 
     def _identity_conflict(self, exc: LaneIdentityConflict) -> str:
         with self._lock:
+            self._answered_in_step = False
             first = self._state != "identity_conflict"
             self._state, self._last_error = "identity_conflict", str(exc)
             self._delay, self._wake_cuts_delay = self._policy.parked(), False
@@ -262,7 +277,7 @@ class Worker:
     def failing(self) -> bool:
         """Did the last contact with central fail? (Asked on every sale: the offline flag.)"""
         with self._lock:
-            return self._failures > 0
+            return self._failures > 0 and not self._answered_in_step
 
     def status(self) -> dict[str, Any]:
         """For /v1/health and the sync.status event. No PII."""

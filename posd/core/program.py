@@ -33,6 +33,7 @@ from posd.core.rules_json import (
     plural_names,
     obj,
     refuse_floats,
+    shown,
     strings,
     text,
     unique_ids,
@@ -400,7 +401,7 @@ def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...])
     currency = text(raw["currency"], f"{path}.currency")
     if kinds.get(currency) not in ("redeemable", "stamps"):
         spendable = [code for code, k in kinds.items() if k != "qualifying"]
-        raise ProgramError(f"{path}.currency: {currency!r} cannot be spent; use one of {', '.join(spendable)}")
+        raise ProgramError(f"{path}.currency: {shown(currency)} cannot be spent; use one of {', '.join(spendable)}")
     tier_ids = [t.tier_id for t in tiers]
     prices = mapping(raw["tier_prices"], f"{path}.tier_prices", '{"gold": 400}') if "tier_prices" in raw else {}
     for tier_id in prices:
@@ -410,7 +411,7 @@ def _reward(raw: Any, path: str, kinds: dict[str, str], tiers: tuple[Tier, ...])
     allowed = None
     if min_tier is not None:
         if min_tier not in tier_ids:
-            raise ProgramError(f"{path}.min_tier: {min_tier!r} is not a tier ({', '.join(tier_ids)})")
+            raise ProgramError(f"{path}.min_tier: {shown(min_tier)} is not a tier ({', '.join(tier_ids)})")
         allowed = frozenset(tier_ids[tier_ids.index(min_tier):])  # tiers ascend by threshold
     limit = raw.get("limit_per_member_per_day")
     return Reward(
@@ -494,8 +495,8 @@ def _parse_coupons(value: Any) -> tuple[Coupon, ...]:
     for i, coupon in enumerate(coupons):
         first = folded.setdefault(coupon.code.strip().casefold(), i)
         if first != i:
-            raise ProgramError(f"coupons[{i}].code: {coupon.code!r} is coupons[{first}]'s code "
-                               f"{coupons[first].code!r} in other letters; codes are read case-insensitively")
+            raise ProgramError(f"coupons[{i}].code: {shown(coupon.code)} is coupons[{first}]'s code "
+                               f"{shown(coupons[first].code)} in other letters; codes are read case-insensitively")
     return tuple(coupons)
 
 
@@ -526,7 +527,7 @@ def parse_program(doc: dict[str, Any]) -> Program:
     qualifying = [c.code for c in currencies if c.kind == "qualifying"]
     tier_currency = doc.get("tier_currency", qualifying[0] if qualifying else earn_currency)
     if not isinstance(tier_currency, str) or tier_currency not in kinds:
-        raise ProgramError(f"tier_currency: {tier_currency!r} is not in currencies ({', '.join(kinds)})")
+        raise ProgramError(f"tier_currency: {shown(tier_currency)} is not in currencies ({', '.join(kinds)})")
     tiers = _parse_tiers(doc.get("tiers", []))
     return Program(
         version=version,
@@ -583,4 +584,4 @@ def vet_program(program: Program) -> None:
     for i, coupon in enumerate(program.coupons):
         ident(coupon.code, f"coupons[{i}].code", limit=64)
         if coupon.code != coupon.code.strip():  # a code typed is read without them: validate never found it
-            raise ProgramError(f"coupons[{i}].code: {coupon.code!r} begins or ends with a space")
+            raise ProgramError(f"coupons[{i}].code: {shown(coupon.code)} begins or ends with a space")

@@ -19,13 +19,23 @@ class ProgramError(ValueError):
     """A program document posd cannot evaluate; the previous program stays in force."""
 
 
+SHOWN_CHARS = 40  # of a value quoted in an error: a log line, not a copy of the document
+MAX_NUMBER_CHARS = 64  # a number written as a string: far past any rate, price or threshold a program needs
+
+
+def shown(value: Any) -> str:
+    """A value as an error quotes it: its repr, cut short when long."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 1]}… ({len(text)} characters)"
+
+
 def refuse_floats(value: Any, path: str) -> None:
     """Walk the whole document once; a float anywhere is an error naming its path."""
     if isinstance(value, float):
         if value.is_integer() and abs(value) >= 2**63:  # a JSON reader's float for an integer past 64 bits
-            raise ProgramError(f"{path}: {value!r} is past the largest whole number a program may hold "
+            raise ProgramError(f"{path}: {shown(value)} is past the largest whole number a program may hold "
                                f"({2**63 - 1}), or a float")
-        raise ProgramError(f"{path}: {value!r} is a float; write exact numbers as strings such as \"1.5\"")
+        raise ProgramError(f"{path}: {shown(value)} is a float; write exact numbers as strings such as \"1.5\"")
     if isinstance(value, dict):
         for key, item in value.items():
             refuse_floats(item, f"{path}.{key}" if path else str(key))
@@ -71,7 +81,7 @@ def money_code(value: Any, path: str) -> str:
     """A money currency as a sale names it: ISO 4217's three capital letters (PLN, EUR, JPY)."""
     code = text(value, path)
     if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
-        raise ProgramError(f"{path}: {code!r} is not an ISO 4217 code (PLN, EUR), as a sale's currency is written")
+        raise ProgramError(f"{path}: {shown(code)} is not an ISO 4217 code (PLN, EUR), as a sale's currency is written")
     return code
 
 
@@ -86,7 +96,7 @@ def ident(value: Any, path: str, limit: int = 128) -> str:
 
 def choice(value: Any, path: str, options: tuple[str, ...]) -> str:
     if value not in options:
-        raise ProgramError(f"{path}: {value!r} is not one of {', '.join(options)}")
+        raise ProgramError(f"{path}: {shown(value)} is not one of {', '.join(options)}")
     return value
 
 
@@ -103,12 +113,14 @@ def fraction(value: Any, path: str, *, minimum: Fraction = Fraction(0)) -> Fract
     """"1.5", "3/2" or 2 -> Fraction; JSON floats never reach here (refuse_floats)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ProgramError(f"{path}: write a number such as \"1.5\" or \"3/2\"")
+    if isinstance(value, str) and len(value) > MAX_NUMBER_CHARS:  # Python reads no more than 4300 digits anyway
+        raise ProgramError(f"{path}: {shown(value)} is too long for a number: at most {MAX_NUMBER_CHARS} characters")
     if isinstance(value, str) and not _EXACT.fullmatch(value):  # Fraction would also take "1e2", " 2", "1_0"
-        raise ProgramError(f"{path}: {value!r} is not a number written as \"1.5\", \"3/2\" or \"2\"")
+        raise ProgramError(f"{path}: {shown(value)} is not a number written as \"1.5\", \"3/2\" or \"2\"")
     try:
         result = Fraction(value)
     except (ValueError, ZeroDivisionError) as exc:
-        raise ProgramError(f"{path}: {value!r} is not a number") from exc
+        raise ProgramError(f"{path}: {shown(value)} is not a number") from exc
     if result < minimum:
         raise ProgramError(f"{path}: must be at least {minimum}")
     return result
@@ -168,7 +180,7 @@ def clock(value: Any, path: str) -> time | None:
             raise ValueError(raw)
         return time.fromisoformat(raw)
     except ValueError as exc:
-        raise ProgramError(f"{path}: {raw!r} is not a time such as \"10:00\"") from exc
+        raise ProgramError(f"{path}: {shown(raw)} is not a time such as \"10:00\"") from exc
 
 
 def instant(value: Any, path: str) -> datetime:
@@ -177,9 +189,9 @@ def instant(value: Any, path: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ProgramError(f"{path}: {raw!r} is not an instant such as \"2026-12-31T23:59:59Z\"") from exc
+        raise ProgramError(f"{path}: {shown(raw)} is not an instant such as \"2026-12-31T23:59:59Z\"") from exc
     if moment.utcoffset() is None:
-        raise ProgramError(f"{path}: {raw!r} needs an offset (Z for UTC)")
+        raise ProgramError(f"{path}: {shown(raw)} needs an offset (Z for UTC)")
     return moment
 
 
@@ -188,5 +200,5 @@ def unique_ids(items: list[Any], attr: str, path: str, key: str = "id") -> None:
     for i, item in enumerate(items):
         ident = getattr(item, attr)
         if ident in seen:
-            raise ProgramError(f"{path}[{i}].{key}: duplicate {key} {ident!r}")
+            raise ProgramError(f"{path}[{i}].{key}: duplicate {key} {shown(ident)}")
         seen.add(ident)

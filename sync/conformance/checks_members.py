@@ -9,6 +9,7 @@ cursor, one not yet reached comes once, changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
 from posd.sync.conformance.kit import Context, Failed, Skipped, check, expect_status, feed_page, follow_feed, settling
 
@@ -61,9 +62,11 @@ def loses_nothing(ctx: Context) -> str:
 @check("members", "cursor.pages")
 def pages(ctx: Context) -> str:
     """One change for each of the kit's members, then the feed from the cursor before them, once
-    in one page of up to 1000 and once in pages of one: both bring every one of them, and has_more
-    is true on every page of one until the last of them (a feed that leaves members out of a page,
-    or says there is no more when there is, loses changes for good)."""
+    in pages of up to 1000 and once in pages of one, each followed until has_more is false: both
+    bring every one of them, and has_more is true on every page of one until the last of them (a
+    feed that leaves members out of a page, or says there is no more when there is, loses changes
+    for good). A page may hold fewer than its limit: the protocol asks only that has_more says
+    whether there is more."""
     if len(ctx.members) < 2 or ctx.next_seq is None:
         raise Skipped("the kit's members were not enrolled (check push.accepted)")
     start = follow_feed(ctx, _tail(ctx))
@@ -79,13 +82,12 @@ def pages(ctx: Context) -> str:
                 and (m.get("applied_seq") or {}).get(lane) == want[m["member_id"]]}
 
     for _ in settling(ctx):  # the changes may take a moment to reach the feed
-        one_page, _, _ = feed_page(ctx, start, 1000)
-        got = latest(one_page)
+        got, big = _walk(ctx, start, 1000, latest)
         if got == set(want):
             break
     else:
-        raise Failed(f"one page of up to 1000 from the cursor before {len(want)} changes left out "
-                     f"{sorted(set(want) - got)[:3]}")
+        raise Failed(f"pages of up to 1000 from the cursor before {len(want)} changes, followed until has_more "
+                     f"was false, left out {sorted(set(want) - got)[:3]}")
     cursor, walked, came = start, 0, set()
     while came != set(want):
         if walked >= min(ctx.max_pages, 1000 + len(want)):
@@ -97,8 +99,23 @@ def pages(ctx: Context) -> str:
         came |= latest(members)
         if not has_more and came != set(want):
             raise Failed(f"has_more was false after {walked} page(s) of one, before "
-                         f"{sorted(set(want) - came)[:3]} (one page of 1000 had them all)")
-    return f"{len(want)} changes: all in one page of 1000, and in {walked} pages of one with has_more until the last"
+                         f"{sorted(set(want) - came)[:3]} (pages of up to 1000 had them all)")
+    return (f"{len(want)} changes: all in {big} page(s) of up to 1000, and in {walked} pages of one with has_more "
+            "until the last")
+
+
+def _walk(ctx: Context, cursor: str, limit: int, latest: Callable[[list[dict]], set[str]]) -> tuple[set[str], int]:
+    """The kit's members at their latest state in the feed from ``cursor``, in pages of up to ``limit``
+    followed until has_more is false (at most --max-pages), and how many pages that took."""
+    got: set[str] = set()
+    for page in range(1, ctx.max_pages + 1):
+        members, cursor, has_more = feed_page(ctx, cursor, limit)
+        if len(members) > limit:
+            raise Failed(f"a page of limit {limit} held {len(members)} members")
+        got |= latest(members)
+        if not has_more:
+            return got, page
+    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
 
 
 def _behind(ctx: Context, seen: dict[str, dict]) -> list[str]:

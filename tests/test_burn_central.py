@@ -792,6 +792,31 @@ def test_an_answer_that_is_not_the_protocol_is_a_protocol_error(central, clock):
         assert lane.authorise(redemption("redemption:OK", 1))["status"] == "approved"
 
 
+def test_an_approval_without_its_reservation_is_no_answer_and_said_so(central, clock, caplog):
+    """A central answering approvals without reservation_id and expires_at (the schema once let it)
+    sent every burn the offline way, said only in an info line: now a warning names why."""
+    real = central.app.store
+
+    class Unreserved:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def authorise(self, *args):
+            answer = real.authorise(*args)
+            return {k: v for k, v in answer.items() if k not in ("reservation_id", "expires_at")}
+
+    central.app.store = Unreserved()
+    authoriser = BurnAuthoriser(lambda: make_client(central, clock=clock), budget_s=2.0)
+    try:
+        with pytest.raises(CentralProtocolError, match="an approval needs reservation_id and expires_at"):
+            authoriser.authorise(redemption("redemption:U1", 100)).result(10)
+    finally:
+        authoriser.close()
+    warned = [r for r in caplog.records if getattr(r, "event", "") == "sync-authorise.unreadable"]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING", caplog.records
+    assert "decided by the lane alone" in warned[0].getMessage()
+
+
 def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, clock):
     authoriser = BurnAuthoriser(lambda: make_client(central, clock=clock), budget_s=2.0)
     try:

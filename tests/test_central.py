@@ -831,7 +831,11 @@ def test_openapi_file_describes_burn_authorisation():
 
     spec = json.loads((ROOT / "docs" / "sync-openapi.json").read_text())
     schemas = spec["components"]["schemas"]
-    assert set(schemas["AuthorisationAnswer"]["properties"]["code"]["enum"]) == set(DECLINE_CODES)
+    answer = schemas["AuthorisationAnswer"]
+    assert set(answer["properties"]["code"]["enum"]) == set(DECLINE_CODES)
+    # what parse_authorisation_answer requires of an answer, the schema requires too
+    assert answer["if"]["properties"]["status"] == {"const": "approved"}
+    assert set(answer["then"]["required"]) == {"reservation_id", "expires_at"} and answer["else"]["required"] == ["code"]
     assert schemas["AuthorisationRequest"]["properties"]["unsynced"]["maxItems"] == MAX_UNSYNCED_EVENTS
     post = spec["paths"]["/v1/lanes/{store_id}/{lane_id}/authorisations"]["post"]
     assert {p["schema"].get("maximum") for p in post["parameters"] if p["name"] == "Content-Length"} == \

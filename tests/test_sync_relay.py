@@ -129,7 +129,7 @@ def test_an_answer_naming_another_event_acks_nothing(central, client):
     relay = OutboxRelay(NamesOtherEvents(client), outbox)
     assert relay.run_once() == "backoff"
     assert outbox.count("acked") == 0 and outbox.count("pending") == 3
-    assert "only part of the batch" in relay.status()["last_error"]
+    assert "only part of the batch" in relay.status()["last_error"] and relay.status()["central_answered"]
     assert OutboxRelay(client, outbox).run_once() == "sent"  # central's own answers: duplicate, acked
     assert outbox.count("acked") == 3
 
@@ -218,6 +218,8 @@ def test_seq_gap_stays_pending_and_backs_off(central, client):
     assert relay.run_once() == "backoff"
     assert outbox.count("pending") == 2 and "seq_gap" in relay.status()["last_error"]
     assert central.store.last_seq(STORE_ID, LANE_ID) == 0
+    # central answers: health says central_error, not central_unreachable (a network to check)
+    assert relay.status()["central_answered"]
 
 
 def test_rejected_events_are_quarantined_and_the_rest_acked(central, client):

@@ -235,9 +235,11 @@ class OutboxRelay(Worker):
                 f"central holds another event at seq {clash.seq} of lane {getattr(self._client, 'lane_id', '?')} "
                 "(another till running as this lane, or ledger.db restored from a copy while it ran on)"))
         if retry:
-            return self._failed(f"central asked to resend from seq {retry[0].seq} ({retry[0].code})", None)
+            # central answered: not an outage (health says central_error, not central_unreachable)
+            return self._failed(f"central took seq {retry[0].seq} not yet ({retry[0].code}); it is sent again from "
+                                "there", None, answered=True)
         if len(results) < len(events):
-            return self._failed("central answered only part of the batch", None)
+            return self._failed("central answered only part of the batch", None, answered=True)
         full = len(events) >= self._batch_events
         self._batch_events = min(self._max_events, self._batch_events * 2)
         # A full batch: more is likely pending, go again at once. A small one: let the next sales

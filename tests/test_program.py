@@ -336,6 +336,15 @@ def test_every_error_names_its_json_path(where, value, message):
     assert str(err.value).startswith(message) and len(str(err.value)) < 200, str(err.value)
 
 
+@pytest.mark.parametrize("where", [("rules", 0, "type"), ("rules", 5, "when", "weekdays", 0), ("rules", 2, "currency"),
+                                   ("tier_currency",), ("coupons", 0, "valid_to")])
+def test_an_error_quotes_a_long_value_cut_short(where):
+    """Health and the log carried the whole value of a refused program's key: 5,000 characters."""
+    with pytest.raises(ProgramError) as err:
+        vet_program(parse_program(_mutate(list(where), "x" * 5000)))
+    assert len(str(err.value)) < 300 and "(5002 characters)" in str(err.value), str(err.value)
+
+
 def test_a_program_kept_from_before_the_checks_central_programs_pass_is_still_read():
     """cache.db's program and ledger.db's bodies (returns) are read with parse_program: a check added
     later refuses only what central sends from then on, never the program in force after an upgrade

@@ -24,6 +24,7 @@ from posd.core.rules_json import (
     listed,
     mapping,
     obj,
+    shown,
     strings,
     text,
 )
@@ -173,7 +174,7 @@ def _moment(value: Any, path: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw) if "T" in raw else datetime.combine(date.fromisoformat(raw), time(0))
     except ValueError as exc:
-        raise ProgramError(f"{path}: {raw!r} is not a date such as \"2026-11-03\" or \"2026-11-03T10:00\"") from exc
+        raise ProgramError(f"{path}: {shown(raw)} is not a date such as \"2026-11-03\" or \"2026-11-03T10:00\"") from exc
     if moment.tzinfo is not None:
         raise ProgramError(f"{path}: write store-local time without an offset")
     return moment
@@ -195,7 +196,7 @@ def _weekdays(value: Any, path: str) -> frozenset[int]:
                            "for every day")
     for i, day in enumerate(days):
         if day not in WEEKDAYS:
-            raise ProgramError(f"{path}[{i}]: {day!r} is not one of {', '.join(WEEKDAYS)}")
+            raise ProgramError(f"{path}[{i}]: {shown(day)} is not one of {', '.join(WEEKDAYS)}")
     return frozenset(WEEKDAYS.index(d) for d in days)
 
 
@@ -306,7 +307,7 @@ def parse_rule(raw: Any, path: str) -> Rule:
         raise ProgramError(f"{path}: must be an object")
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in PARSERS:
-        raise ProgramError(f"{path}.type: unknown rule type {kind!r}; known types are {', '.join(PARSERS)}")
+        raise ProgramError(f"{path}.type: unknown rule type {shown(kind)}; known types are {', '.join(PARSERS)}")
     text(raw.get("id"), f"{path}.id")
     return PARSERS[kind](raw, path)
 
@@ -319,19 +320,19 @@ def parse_rules(value: Any, currencies: dict[str, str]) -> tuple[Rule, ...]:
     for i, rule in enumerate(rules):
         path = f"rules[{i}]"
         if rule.rule_id in seen:
-            raise ProgramError(f"{path}.id: duplicate id {rule.rule_id!r}")
+            raise ProgramError(f"{path}.id: duplicate id {shown(rule.rule_id)}")
         seen.add(rule.rule_id)
         for key, code in _currencies_of(rule):
             if code not in currencies:
-                raise ProgramError(f"{path}.{key}: {code!r} is not in currencies ({', '.join(currencies)})")
+                raise ProgramError(f"{path}.{key}: {shown(code)} is not in currencies ({', '.join(currencies)})")
         if isinstance(rule, BaseRate):
             if rule.currency in based:
-                raise ProgramError(f"{path}: a second base_rate for {rule.currency!r}; "
+                raise ProgramError(f"{path}: a second base_rate for {shown(rule.currency)}; "
                                    "put every money currency in one rule's rates")
             based.add(rule.currency)
     for i, rule in enumerate(rules):
         if isinstance(rule, Multiplier) and rule.currency not in based:
-            raise ProgramError(f"rules[{i}].currency: no base_rate earns {rule.currency!r}, "
+            raise ProgramError(f"rules[{i}].currency: no base_rate earns {shown(rule.currency)}, "
                                "so this multiplier would have nothing to multiply")
     return rules
 

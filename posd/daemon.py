@@ -134,6 +134,7 @@ class Daemon:
         self.scanners: list[Any] = []
         self._last_sync_key: tuple[Any, ...] | None = None
         self._members = 0  # members in cache.db, counted by the puller's thread after it applied changes
+        self._answered_at: float | None = None  # monotonic: any of the lane's clients last had central's answer
         self._stop = asyncio.Event()
         self._health = LaneHealth(self)
 
@@ -245,8 +246,10 @@ class Daemon:
                 "identified_by": e.get("identified_by"), "seq": e.get("seq"), "code": e.get("code")})
 
     def _central_answered(self) -> None:
-        """Any of the lane's clients had an answer from central: the other workers stop backing off
-        (health clears "unreachable" at once, the next pull or push comes now)."""
+        """Any of the lane's clients had an answer from central: the lane is not offline from here
+        (_offline), and the other workers stop backing off (health clears "unreachable" at once, the
+        next pull or push comes now)."""
+        self._answered_at = time.monotonic()
         for worker in (getattr(self, "relay", None), getattr(self, "puller", None)):
             if worker is not None:
                 worker.central_reached()
@@ -278,8 +281,10 @@ class Daemon:
             self.bus.publish("sync.status", {**status, "online": key[0] == "online"})
 
     def _offline(self) -> bool:
-        # either direction failing means central is out of reach right now (asked on every sale)
-        return self.relay.failing() or self.puller.failing()
+        # either direction failing without an answer from central since means central is out of reach
+        # right now (asked on every sale and burn)
+        answered = self._answered_at
+        return self.relay.out_of_reach(answered) or self.puller.out_of_reach(answered)
 
     def _last_sync(self):
         """The lane's last successful contact with central: this run's, or the one cache.db

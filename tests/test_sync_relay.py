@@ -200,6 +200,58 @@ def test_central_answering_a_push_ends_the_offline_flag_before_its_answers_free_
     assert relay.run_once() == "backoff" and relay.failing()  # a later failure counts again
 
 
+class AnswersFirstOnly:
+    """A central answering only the first event of each batch (a partial answer)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.store_id, self.lane_id = client.store_id, client.lane_id
+
+    def push_batch(self, batch_id, events):
+        return self.client.push_batch(batch_id, events)[:1]
+
+
+def test_the_lane_is_in_reach_once_central_answers_any_part_of_it(central):
+    """The offline flag (posd.daemon: relay or puller out of reach): a push's answer freed the caps
+    its burns held while the puller still failed (its own request to a central that was down under
+    way, or its backoff cut once already this outage), and burns went offline against the caps
+    freed. A worker is out of reach only while its last unanswered failure is later than central's
+    last answer to any part of the lane."""
+    answered = []
+    with make_client(central, timeout=(1.0, 0.5), on_answer=lambda: answered.append(time.monotonic())) as c:
+        puller = SyncPuller(c, MemoryCache(), backoff_base=0.01)
+        puller._failed("central unreachable: ConnectionError", None)  # as a pull to a central that was down
+        assert puller.out_of_reach(None)
+        with puller._lock:
+            puller._in_step = True  # its next pull under way: central_reached() leaves it be
+        outbox = MemoryOutbox()
+        outbox.add()
+        assert OutboxRelay(c, outbox).run_once() == "sent"  # central answers the relay
+        puller.central_reached()
+        assert puller.failing() and not puller.out_of_reach(answered[-1])
+        with puller._lock:
+            puller._in_step = False
+        puller._failed("central unreachable: ConnectionError", None)  # a failure after that answer counts
+        assert puller.out_of_reach(answered[-1])
+
+
+def test_a_push_central_answers_in_part_keeps_the_lane_in_reach(central):
+    """A partial answer (or a retryable refusal) acks what central answered, freeing its caps, and is a
+    failure: the relay's failing() went true again and burns spent the caps freed offline. Central
+    answered, so the lane is in reach; health still says central_error."""
+    answered = []
+    with make_client(central, timeout=(1.0, 0.5), on_answer=lambda: answered.append(time.monotonic())) as c:
+        outbox = MemoryOutbox()
+        for _ in range(3):
+            outbox.add()
+        central.inject("push", "503")
+        relay = OutboxRelay(AnswersFirstOnly(c), outbox, backoff_base=0.01)
+        assert relay.run_once() == "backoff" and relay.out_of_reach(None)  # 503: central shedding load
+        assert relay.run_once() == "backoff" and outbox.count("acked") == 1
+        assert relay.failing() and relay.status()["central_answered"]
+        assert not relay.out_of_reach(answered[-1])
+
+
 def test_429_retry_after_is_the_floor_of_the_next_wait(central, client):
     outbox = MemoryOutbox()
     outbox.add()

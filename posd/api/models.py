@@ -642,8 +642,9 @@ class WorkerStatus(BaseModel):
     last_error: str | None
     consecutive_failures: int
     central_answered: bool = Field(default=False, description="the failures are central's answers (an HTTP "
-                                   "5xx or 429, an answer the protocol does not allow, a refusal of the "
-                                   "credentials or of the lane's identity), not silence")
+                                   "5xx or 429, an answer the protocol does not allow, a push taken in part or "
+                                   "asked for again, a refusal of the credentials or of the lane's "
+                                   "identity), not silence")
     next_attempt_in_s: float | None
     clock_skew_s: float | None = Field(description="central's Date minus the lane's clock")
 

@@ -184,8 +184,8 @@ class Rewards:
             redemption = _Redemption(req, member, ident, program, reward, decision, code, final)
             try:
                 return await self._record(decision, lambda unit, r=redemption: self._write_redemption(unit, r))
-            except _CentralBack:
-                continue  # central answered the lane meanwhile: it is asked after all
+            except _CentralBack:  # central answered the lane meanwhile: it is asked after all,
+                await self.members.aclaim_at_central(ident)  # the member's token first, as online
         raise AssertionError("unreachable: the last attempt never asks again")
 
     @raises("storage_failed", "storage_full")
@@ -495,8 +495,9 @@ class Rewards:
             use = _Use(v, transaction_id, ident, decision, effect, request_hash, final)
             try:
                 return await self._record(decision, lambda unit, u=use: self._write_use(unit, u))
-            except _CentralBack:
-                offline = False  # central answered the lane meanwhile: it is asked after all
+            except _CentralBack:  # central answered the lane meanwhile: it is asked after all,
+                offline = False
+                await self.members.aclaim_at_central(ident)  # the member's token first, as online
         raise AssertionError("unreachable: the last attempt never asks again")
 
     @staticmethod

@@ -72,6 +72,9 @@ class Worker:
         self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
         self._in_step = False
         self._answered_in_step = False  # this step's request was answered; its outcome is not recorded yet
+        # monotonic time of the last failure that says central may be out of reach (no answer, a 5xx,
+        # 429, 401...), not one central answered 200 to (a retryable refusal, a partial answer)
+        self._unanswered_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class Worker:
                 answered: bool = False) -> str:
         with self._lock:
             self._answered_in_step = False
+            if not answered or status is not None:  # else central answered the request itself (200)
+                self._unanswered_at = time.monotonic()
             self._state, self._last_error = "backoff", error
             self._central_answered, self._failed_status = answered, status
             self._failed_retry_after = bool(retry_after)  # a floor central set: kept (a 503 shedding load)
@@ -275,9 +280,23 @@ class Worker:
             return self._last_success_at
 
     def failing(self) -> bool:
-        """Did the last contact with central fail? (Asked on every sale: the offline flag.)"""
+        """Did the last contact with central fail?"""
         with self._lock:
             return self._failures > 0 and not self._answered_in_step
+
+    def out_of_reach(self, answered_at: float | None) -> bool:
+        """Is central out of reach as far as this worker knows? (Asked on every sale and burn: the offline
+        flag.) Failing, and its last failure that got no answer from central came after ``answered_at``,
+        the monotonic time any part of the lane last had one (None: never). A push central answered frees
+        the offline caps its burns held: from that answer on, burns ask central again, whatever another
+        worker's wait (a pull under way, a backoff cut once already, a slot). A worker stopped for a
+        person (credentials refused, another history under the lane id) is out of reach throughout."""
+        with self._lock:
+            if self._failures == 0 or self._answered_in_step:
+                return False
+            if self._state in ("auth_failed", "identity_conflict"):
+                return True
+            return self._unanswered_at is not None and (answered_at is None or self._unanswered_at > answered_at)
 
     def status(self) -> dict[str, Any]:
         """For /v1/health and the sync.status event. No PII."""

@@ -817,6 +817,53 @@ def test_an_approval_without_its_reservation_is_no_answer_and_said_so(central, c
     assert "decided by the lane alone" in warned[0].getMessage()
 
 
+class _Lost(Exception):
+    """What the database raises when it gives a transaction up for another's sake (a deadlock)."""
+
+
+def _losing(central, monkeypatch, method: str, times: int) -> list[int]:
+    """``central``'s store whose ``method`` loses its transaction ``times`` times before it is made."""
+    store, calls = central.store, []
+    real = getattr(store, method)
+
+    def losing(*args):
+        calls.append(1)
+        if len(calls) <= times:
+            raise _Lost("deadlock detected")
+        return real(*args)
+
+    monkeypatch.setattr(store, method, losing)
+    monkeypatch.setattr(store, "is_conflict", lambda exc: isinstance(exc, _Lost))
+    monkeypatch.setattr(store, "is_transient", lambda exc: isinstance(exc, _Lost))
+    monkeypatch.setattr(store, "CONFLICT_WAIT_S", 0.001)
+    return calls
+
+
+def test_an_authorisation_or_release_the_database_gives_up_for_another_is_made_again(central, clock, monkeypatch):
+    """On PostgreSQL a deadlock between writers rolled an authorisation back, and its lane was answered
+    503: only batches were made again. Authorisations and releases are now too."""
+    calls = _losing(central, monkeypatch, "_authorise", 2)
+    with make_client(central, clock=clock) as lane:
+        assert lane.authorise(redemption("redemption:LOST", 100))["status"] == "approved"
+        assert len(calls) == 3
+        calls = _losing(central, monkeypatch, "_release_one", 3)
+        assert lane.release("redemption:LOST")["state"] == "released" and len(calls) == 4
+
+
+def test_a_write_lost_on_every_try_is_a_503_that_names_the_contention(central, clock, monkeypatch, caplog):
+    from posd.sync.central import app
+
+    monkeypatch.setattr(app, "_said_lost", [0.0])  # said at most every 10 s: the other engine's run said it
+    calls = _losing(central, monkeypatch, "_authorise", 100)
+    with make_client(central, clock=clock) as lane:
+        with pytest.raises(CentralUnavailable) as err:
+            lane.authorise(redemption("redemption:LOST2", 100))
+    assert err.value.status == 503 and len(calls) == central.store.CONFLICT_TRIES
+    said = [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "central.writes_lost"]
+    assert said and "lost to concurrent writes" in said[0], caplog.records
+    assert not any("database not answering" in r.getMessage() for r in caplog.records)
+
+
 def test_the_authoriser_answers_through_futures_and_stops_its_threads(central, clock):
     authoriser = BurnAuthoriser(lambda: make_client(central, clock=clock), budget_s=2.0)
     try:

@@ -241,6 +241,20 @@ def _database_unavailable(exc: BaseException) -> None:
                     type(exc).__name__, reason)
 
 
+_said_lost = [0.0]  # when the last "lost to concurrent writes" line was logged (monotonic)
+
+
+def _writes_lost(exc: BaseException, tries: int) -> None:
+    """One log line, at most every 10 s: a write the database gave up (a deadlock, a serialisation
+    failure) on every one of its tries. Not an outage: the database answers; writers contend."""
+    now = time.monotonic()
+    if now - _said_lost[0] >= 10.0:
+        _said_lost[0] = now
+        reason = " ".join(str(exc).split())[:300]
+        log.warning("a write lost to concurrent writes %d times in a row (%s: %s); its lane is answered 503 and "
+                    "sends it again", tries, type(exc).__name__, reason, extra={"event": "central.writes_lost"})
+
+
 class _Request:
     """One HTTP request: route, check, act out a fault, answer."""
 
@@ -271,11 +285,17 @@ class _Request:
         except HttpError as err:
             await self._json(err.status, {"code": err.code, "message": err.message}, err.headers, close=err.close)
         except Exception as exc:
-            if getattr(self.app.store, "is_transient", lambda _: False)(exc):
-                _database_unavailable(exc)
-                await self._json(503, {"code": "unavailable", "message": "central's database is not answering; "
-                                       "try again after Retry-After"}, {"Retry-After": str(UNAVAILABLE_RETRY_S)},
-                                 close=True)
+            store = self.app.store
+            if getattr(store, "is_transient", lambda _: False)(exc):
+                lost = getattr(store, "is_conflict", lambda _: False)(exc)
+                if lost:  # the database answers: it gave this write up for others' sake, every try
+                    _writes_lost(exc, getattr(store, "CONFLICT_TRIES", 1))
+                else:
+                    _database_unavailable(exc)
+                await self._json(503, {"code": "unavailable", "message": (
+                    "central's database gave this write up for concurrent ones; try again after Retry-After"
+                    if lost else "central's database is not answering; try again after Retry-After")},
+                    {"Retry-After": str(UNAVAILABLE_RETRY_S)}, close=True)
                 return
             log.exception("central handler failed", extra={"path": self.path})
             await self._json(500, {"code": "internal", "message": "internal error"}, close=True)

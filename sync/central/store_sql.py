@@ -25,6 +25,8 @@ import hashlib
 import json
 import logging
 import math
+import random
+import time
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
@@ -422,6 +424,11 @@ class SqlStore:
                   sent_at: int | None = None) -> dict[str, Any]:
         """Check and reserve a burn in one transaction (burns.py); the answer in wire shape. ``sent_at``:
         the request's signed timestamp (a release the lane sent after it overtook it)."""
+        return self._again(f"authorisation of {store_id}/{lane_id}", self._authorise, store_id, lane_id, request,
+                           ttl_s, sent_at)
+
+    def _authorise(self, store_id: str, lane_id: str, request: dict[str, Any], ttl_s: float,
+                   sent_at: int | None) -> dict[str, Any]:
         self.sweep_expired()  # reservations past their time free their points first
         now = self._clock()
         coupons = self._coupon_codes()
@@ -463,6 +470,10 @@ class SqlStore:
         """A lane giving back an open reservation (burns.release); its state after: released,
         confirmed, expired or unknown. ``sent_at``: the release's signed timestamp; one for a reservation
         central has not made yet keeps the authorisation signed before it from reserving."""
+        return self._again(f"release of {store_id}/{lane_id}", self._release_one, store_id, lane_id,
+                           authorisation_id, sent_at)
+
+    def _release_one(self, store_id: str, lane_id: str, authorisation_id: str, sent_at: int | None) -> str:
         now = self._clock()
         rid = burns.reservation_id(store_id, lane_id, authorisation_id)
         with self._write() as conn:
@@ -635,10 +646,15 @@ class SqlStore:
                 "WHERE position > ? ORDER BY position LIMIT ?", (after_id, limit)).fetchall()
         return [{**dict(r), "id": str(r["id"]), "payload": json_value(r["payload"])} for r in rows]
 
-    # A batch whose transaction the database gave up for another's sake (a deadlock, a serialisation
-    # failure; rolled back whole) is applied again here, up to this many times, rather than answered
-    # 503 for its lane to send again: the database is answering, and the next try sees what won.
-    CONFLICT_TRIES = 5
+    # A write whose transaction the database gave up for another's sake (a deadlock, a serialisation
+    # failure; rolled back whole: a batch, an authorisation, a release) is made again here, up to this
+    # many times, rather than answered 503 for its lane to send again: the database is answering, and
+    # the next try sees what won. Each try after the first waits a random moment, up to twice the last
+    # (from CONFLICT_WAIT_S, at most CONFLICT_WAIT_MAX_S): writers that deadlocked once, tried again at
+    # the same instant, would meet again in the same order.
+    CONFLICT_TRIES = 8
+    CONFLICT_WAIT_S = 0.005
+    CONFLICT_WAIT_MAX_S = 0.25
 
     @staticmethod
     def is_conflict(exc: BaseException) -> bool:
@@ -649,15 +665,22 @@ class SqlStore:
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str
     ) -> list[dict[str, Any]]:
         """Apply a decoded batch in one transaction; the per-event answers in wire shape."""
-        for _ in range(self.CONFLICT_TRIES - 1):
+        return self._again(f"batch {batch_id} of {store_id}/{lane_id}", self._apply_batch, store_id, lane_id,
+                           batch_id, events, received_at)
+
+    def _again(self, what: str, write: Any, *args: Any) -> Any:
+        """``write(*args)``, made again when the database gave its transaction up for another's sake
+        (CONFLICT_TRIES); the last try's conflict is raised (the lane is answered 503, and retries)."""
+        for attempt in range(self.CONFLICT_TRIES - 1):
             try:
-                return self._apply_batch(store_id, lane_id, batch_id, events, received_at)
+                return write(*args)
             except Exception as exc:
                 if not self.is_conflict(exc):
                     raise
-                log.info("batch %s of %s/%s lost to another transaction (%s); applying it again",
-                         batch_id, store_id, lane_id, type(exc).__name__)
-        return self._apply_batch(store_id, lane_id, batch_id, events, received_at)
+                log.info("%s lost to another transaction (%s); made again", what, type(exc).__name__,
+                         extra={"event": "central.conflict", "attempt": attempt + 1})
+            time.sleep(random.uniform(0, min(self.CONFLICT_WAIT_MAX_S, self.CONFLICT_WAIT_S * 2 ** attempt)))
+        return write(*args)
 
     def _apply_batch(
         self, store_id: str, lane_id: str, batch_id: str, events: list[dict[str, Any]], received_at: str

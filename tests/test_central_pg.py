@@ -362,6 +362,21 @@ def test_several_workers_share_the_database_and_one_fault_plan(tmp_path, pg_db):
     assert "Traceback" not in err
 
 
+def test_a_workers_log_lines_carry_their_level_and_logger(tmp_path, pg_db):
+    """Worker processes start afresh: their warnings came out bare and their info lines not at all,
+    so an operator could not count, say, the writes central made again after a deadlock."""
+    proc, url = start_cli(tmp_path, pg_db, "--workers", "2", "--pool-size", "2", "--log-level", "info")
+    try:
+        assert requests.post(url + "/_admin/faults", json={"route": "program", "fault": "503"},
+                             timeout=10).status_code == 200
+        with CentralClient(url, STORE_ID, LANE_ID, SECRET, timeout=(5, 10)) as client:
+            with pytest.raises(CentralUnavailable):
+                client.program(None)  # answered by a worker: the fault plan is shared
+    finally:
+        err = stop_cli(proc)
+    assert "INFO posd.sync.central central injecting fault" in err, err
+
+
 def test_clients_that_go_away_leave_no_traceback(tmp_path, pg_db):
     """After an outage lanes drop connections mid-request; central says nothing about it."""
     proc, url = start_cli(tmp_path, pg_db)

@@ -17,7 +17,7 @@ import time
 
 from posd.sync.central.app import is_loopback
 from posd.sync.central.seed import load_seed
-from posd.sync.central.server import RESERVATION_TTL_S, bind, serve
+from posd.sync.central.server import LOG_FORMAT, RESERVATION_TTL_S, bind, serve
 from posd.sync.central.store import is_postgres, open_store
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
     """``posd central``: serve until SIGINT/SIGTERM. 0 on a clean stop, 2 on bad arguments, 130 when
     interrupted before it serves."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     try:
         host, port = parse_listen(args.listen)
         if not args.allow_remote and not is_loopback(host):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -239,6 +240,21 @@ class CentralServer:
         return sum(counts.values()) if route is None else counts.get(route, 0)
 
 
+LOG_FORMAT = "%(levelname)s %(name)s %(message)s"  # central's lines on stderr, in every process
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, and central's own lines as ``posd central`` writes them: each worker process
+    (``--workers N``) starts afresh and configures logging from this; without it a worker's warnings
+    came out bare (no level, no logger) and its info lines not at all."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["central"] = {"format": LOG_FORMAT}
+    config["handlers"]["central"] = {"class": "logging.StreamHandler", "formatter": "central",
+                                     "stream": "ext://sys.stderr"}
+    config["root"] = {"level": level.upper(), "handlers": ["central"]}
+    return config
+
+
 def serve(db: str, host: str, port: int, *, workers: int, pool_size: int, log_level: str,
           tls: dict[str, Any], started: Any, admission: float = 0.0,
           reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
@@ -249,7 +265,7 @@ def serve(db: str, host: str, port: int, *, workers: int, pool_size: int, log_le
     os.environ[ENV_ADMISSION] = str(admission / workers)
     os.environ[ENV_RESERVATION_TTL] = str(reservation_ttl_s)
     config = _config("posd.sync.central.app:create_app", host, port, factory=True, workers=workers,
-                     log_level=log_level.lower(), **tls)
+                     log_level=log_level.lower(), log_config=_log_config(log_level), **tls)
     sock = bind(host, port)
     scheme = "https" if tls.get("ssl_certfile") else "http"
     shown = f"[{host}]" if ":" in host else host

@@ -222,16 +222,18 @@ def test_the_lane_is_in_reach_once_central_answers_any_part_of_it(central):
         puller = SyncPuller(c, MemoryCache(), backoff_base=0.01)
         puller._failed("central unreachable: ConnectionError", None)  # as a pull to a central that was down
         assert puller.out_of_reach(None)
-        with puller._lock:
-            puller._in_step = True  # its next pull under way: central_reached() leaves it be
+        with puller._lock:  # its next pull under way, sent to the central that was down
+            puller._in_step, puller._step_began = True, time.monotonic()
         outbox = MemoryOutbox()
         outbox.add()
         assert OutboxRelay(c, outbox).run_once() == "sent"  # central answers the relay
-        puller.central_reached()
+        puller.central_reached()  # in a step: leaves it be
         assert puller.failing() and not puller.out_of_reach(answered[-1])
+        puller._failed("central timed out: ConnectTimeout", None)  # that pull, sent before the answer
+        assert not puller.out_of_reach(answered[-1])
         with puller._lock:
             puller._in_step = False
-        puller._failed("central unreachable: ConnectionError", None)  # a failure after that answer counts
+        puller._failed("central unreachable: ConnectionError", None)  # one asked after that answer counts
         assert puller.out_of_reach(answered[-1])
 
 

@@ -75,6 +75,7 @@ class Worker:
         # monotonic time of the last failure that says central may be out of reach (no answer, a 5xx,
         # 429, 401...), not one central answered 200 to (a retryable refusal, a partial answer)
         self._unanswered_at: float | None = None
+        self._step_began = 0.0  # monotonic: when the thread's step under way began
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Worker:
         while not self._stop.is_set():
             self._wake.clear()  # before the step: a wake() during the step is not lost
             with self._lock:
-                self._in_step = True
+                self._in_step, self._step_began = True, time.monotonic()
                 if not self._stop.is_set():
                     self._interrupt.clear()
             try:
@@ -197,7 +198,9 @@ class Worker:
         with self._lock:
             self._answered_in_step = False
             if not answered or status is not None:  # else central answered the request itself (200)
-                self._unanswered_at = time.monotonic()
+                # as of the step's start: a request sent before central answered another part of
+                # the lane (a pull to the central that was down, timing out after) is old news
+                self._unanswered_at = self._step_began if self._in_step else time.monotonic()
             self._state, self._last_error = "backoff", error
             self._central_answered, self._failed_status = answered, status
             self._failed_retry_after = bool(retry_after)  # a floor central set: kept (a 503 shedding load)

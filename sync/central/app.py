@@ -244,15 +244,16 @@ def _database_unavailable(exc: BaseException) -> None:
 _said_lost = [0.0]  # when the last "lost to concurrent writes" line was logged (monotonic)
 
 
-def _writes_lost(exc: BaseException, tries: int) -> None:
+def _writes_lost(exc: BaseException) -> None:
     """One log line, at most every 10 s: a write the database gave up (a deadlock, a serialisation
-    failure) on every one of its tries. Not an outage: the database answers; writers contend."""
+    failure) on its last try (batches, authorisations and releases get several: store_sql._again).
+    Not an outage: the database answers; writers contend."""
     now = time.monotonic()
     if now - _said_lost[0] >= 10.0:
         _said_lost[0] = now
         reason = " ".join(str(exc).split())[:300]
-        log.warning("a write lost to concurrent writes %d times in a row (%s: %s); its lane is answered 503 and "
-                    "sends it again", tries, type(exc).__name__, reason, extra={"event": "central.writes_lost"})
+        log.warning("a write lost to concurrent writes on its last try (%s: %s); its lane is answered 503 and "
+                    "sends it again", type(exc).__name__, reason, extra={"event": "central.writes_lost"})
 
 
 class _Request:
@@ -289,7 +290,7 @@ class _Request:
             if getattr(store, "is_transient", lambda _: False)(exc):
                 lost = getattr(store, "is_conflict", lambda _: False)(exc)
                 if lost:  # the database answers: it gave this write up for others' sake, every try
-                    _writes_lost(exc, getattr(store, "CONFLICT_TRIES", 1))
+                    _writes_lost(exc)
                 else:
                     _database_unavailable(exc)
                 await self._json(503, {"code": "unavailable", "message": (

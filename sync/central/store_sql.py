@@ -648,10 +648,10 @@ class SqlStore:
 
     # A write whose transaction the database gave up for another's sake (a deadlock, a serialisation
     # failure; rolled back whole: a batch, an authorisation, a release) is made again here, up to this
-    # many times, rather than answered 503 for its lane to send again: the database is answering, and
-    # the next try sees what won. Each try after the first waits a random moment, up to twice the last
-    # (from CONFLICT_WAIT_S, at most CONFLICT_WAIT_MAX_S): writers that deadlocked once, tried again at
-    # the same instant, would meet again in the same order.
+    # many tries in all, rather than answered 503 for its lane to send again: the database is answering,
+    # and the next try sees what won. Each try after the first waits a random moment below a ceiling
+    # that doubles from CONFLICT_WAIT_S up to CONFLICT_WAIT_MAX_S: writers that deadlocked once, tried
+    # again at the same instant, would meet again in the same order.
     CONFLICT_TRIES = 8
     CONFLICT_WAIT_S = 0.005
     CONFLICT_WAIT_MAX_S = 0.25

@@ -177,27 +177,30 @@ def test_503_backs_off_and_counts_failures_then_recovers(central, client):
     assert not relay.failing()
 
 
-def test_central_answering_a_push_ends_the_offline_flag_before_its_answers_free_the_caps(central, client):
+def test_central_answering_a_push_ends_the_offline_flag_before_its_answers_free_the_caps(central):
     """A push's answers free the offline caps its burns held. The relay still counted its failures
-    while it wrote them, so a burn deciding then went offline and spent the caps just freed."""
-    outbox = MemoryOutbox()
-    outbox.add()
-    central.inject("push", "503")
-    relay = OutboxRelay(client, outbox, backoff_base=0.01)
-    assert relay.run_once() == "backoff" and relay.failing()
-    flag_while_acked = []
-    record = outbox.record_results
+    while it wrote them, so a burn deciding then went offline and spent the caps just freed. The
+    client's on_answer (the daemon's) comes with the answer, before the acks are written."""
+    answered = []
+    with make_client(central, timeout=(1.0, 0.5), on_answer=lambda: answered.append(time.monotonic())) as c:
+        outbox = MemoryOutbox()
+        outbox.add()
+        central.inject("push", "503")
+        relay = OutboxRelay(c, outbox, backoff_base=0.01)
+        assert relay.run_once() == "backoff" and relay.out_of_reach(None)
+        flag_while_acked = []
+        record = outbox.record_results
 
-    def recording(results):
-        flag_while_acked.append(relay.failing())  # what a burn asks while the answers are written
-        record(results)
+        def recording(results):
+            flag_while_acked.append(relay.out_of_reach(answered[-1]))  # what a burn asks while they are written
+            record(results)
 
-    outbox.record_results = recording
-    assert relay.run_once() == "sent"
-    assert flag_while_acked == [False] and not relay.failing()
-    central.inject("push", "503")
-    outbox.add()
-    assert relay.run_once() == "backoff" and relay.failing()  # a later failure counts again
+        outbox.record_results = recording
+        assert relay.run_once() == "sent"
+        assert flag_while_acked == [False] and not relay.out_of_reach(answered[-1])
+        central.inject("push", "503")
+        outbox.add()
+        assert relay.run_once() == "backoff" and relay.out_of_reach(answered[-1])  # a later failure counts again
 
 
 class AnswersFirstOnly:

@@ -128,7 +128,6 @@ class OutboxRelay(Worker):
             self._pushed(None, len(events), False)
             return self._sync_error(exc)
         self._pushed(push.seconds, len(events), True)
-        self._answered()  # before its answers free the offline caps: burns ask central from here
         if following is not None and _complete(events, results):
             self._inflight = self._launch(following)  # central applies it while these answers are written
         outcome = self._record(events, results)

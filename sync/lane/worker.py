@@ -71,7 +71,6 @@ class Worker:
         self._failed_retry_after = False  # the last failure came with a Retry-After: its wait is central's
         self._brought_forward = False  # a backoff is cut once per outage, not on every answer elsewhere
         self._in_step = False
-        self._answered_in_step = False  # this step's request was answered; its outcome is not recorded yet
         # monotonic time of the last failure that says central may be out of reach (no answer, a 5xx,
         # 429, 401...), not one central answered 200 to (a retryable refusal, a partial answer)
         self._unanswered_at: float | None = None
@@ -166,17 +165,8 @@ class Worker:
     def _failures(self) -> int:
         return self._policy.failures
 
-    def _answered(self) -> None:
-        """Central answered this step's request: the lane is not offline from here, before the step
-        records what central answered. A push's answer frees the offline caps its burns held, so a
-        burn deciding meanwhile asks central rather than spend the caps freed (its outcome, a moment
-        later, settles the state: success, or a failure central answered)."""
-        with self._lock:
-            self._answered_in_step = True
-
     def _succeeded(self, state: str, delay: float, *, wake_cuts: bool = True) -> None:
         with self._lock:
-            self._answered_in_step = False
             self._policy.succeeded()
             self._state, self._last_error = state, None
             self._brought_forward = False
@@ -187,7 +177,6 @@ class Worker:
     def _wait(self, state: str, delay: float) -> None:
         """Nothing to do: not a contact with central, so last_success_at stays."""
         with self._lock:
-            self._answered_in_step = False
             self._policy.succeeded()
             self._state, self._last_error = state, None
             self._delay, self._wake_cuts_delay = delay, True
@@ -196,7 +185,6 @@ class Worker:
     def _failed(self, error: str, retry_after: float | None, status: int | None = None, *,
                 answered: bool = False) -> str:
         with self._lock:
-            self._answered_in_step = False
             if not answered or status is not None:  # else central answered the request itself (200)
                 # as of the step's start: a request sent before central answered another part of
                 # the lane (a pull to the central that was down, timing out after) is old news
@@ -222,7 +210,6 @@ class Worker:
         health check names the disk), and the step is tried again every LOCAL_RETRY_S, not after a
         backoff meant for a central in trouble, so sync resumes as soon as the disk has room."""
         with self._lock:
-            self._answered_in_step = False
             self._state, self._last_error = "local_error", error
             self._delay, self._wake_cuts_delay = LOCAL_RETRY_S, False
             self._next_at = time.monotonic() + LOCAL_RETRY_S
@@ -232,7 +219,6 @@ class Worker:
 
     def _auth_failed(self, exc: CentralAuthError) -> str:
         with self._lock:
-            self._answered_in_step = False
             first = self._state != "auth_failed"
             self._state, self._last_error = "auth_failed", f"auth: HTTP {exc.status} {exc.code or ''}".strip()
             self._delay, self._wake_cuts_delay = self._policy.parked(), False
@@ -249,7 +235,6 @@ class Worker:
 
     def _identity_conflict(self, exc: LaneIdentityConflict) -> str:
         with self._lock:
-            self._answered_in_step = False
             first = self._state != "identity_conflict"
             self._state, self._last_error = "identity_conflict", str(exc)
             self._delay, self._wake_cuts_delay = self._policy.parked(), False
@@ -285,17 +270,19 @@ class Worker:
     def failing(self) -> bool:
         """Did the last contact with central fail?"""
         with self._lock:
-            return self._failures > 0 and not self._answered_in_step
+            return self._failures > 0
 
     def out_of_reach(self, answered_at: float | None) -> bool:
         """Is central out of reach as far as this worker knows? (Asked on every sale and burn: the offline
         flag.) Failing, and its last failure that got no answer from central came after ``answered_at``,
-        the monotonic time any part of the lane last had one (None: never). A push central answered frees
-        the offline caps its burns held: from that answer on, burns ask central again, whatever another
-        worker's wait (a pull under way, a backoff cut once already, a slot). A worker stopped for a
-        person (credentials refused, another history under the lane id) is out of reach throughout."""
+        the monotonic time any part of the lane last had one (None: never; the clients' ``on_answer``,
+        called as the answer arrives). A push central answered frees the offline caps its burns held:
+        from that answer on, before the acks are written, burns ask central again, whatever this or
+        another worker's own state (its outcome not recorded yet, a pull under way, a backoff cut once
+        already, a slot). A worker stopped for a person (credentials refused, another history under
+        the lane id) is out of reach throughout."""
         with self._lock:
-            if self._failures == 0 or self._answered_in_step:
+            if self._failures == 0:
                 return False
             if self._state in ("auth_failed", "identity_conflict"):
                 return True

@@ -41,11 +41,6 @@ class Decision:
     def online(self) -> bool:
         return self.status != "unavailable"
 
-    @property
-    def unasked(self) -> bool:
-        """Unavailable without asking: the lane knew central was out of reach (NOT_ASKED)."""
-        return self.status == "unavailable" and self.asked is None and self.authorisation_id is None
-
 
 # What a burn gets when the lane knows central is out of reach: nobody was asked, the offline path.
 NOT_ASKED = Decision("unavailable")

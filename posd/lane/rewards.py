@@ -79,7 +79,6 @@ class _Redemption:
     reward: Reward
     decision: Decision
     code: str  # the voucher's code, made before central was asked: registered there as pending
-    final: bool = True  # False: an offline decision made without asking is asked again if central is back
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,6 @@ class _Use:
     decision: Decision
     effect: dict[str, Any] | None
     request_hash: str | None = None
-    final: bool = True  # as _Redemption.final
 
     @property
     def member_id(self) -> str | None:
@@ -175,18 +173,18 @@ class Rewards:
         # Made before asking: central registers the voucher with its approval, so it is good at every
         # lane at once, before this lane's redemption event reaches central.
         code = new_voucher_code()
-        for final in (False, True):
+        for back in (False, True):  # back: central answered the lane after this burn had not asked it
             decision = await self._ask_central(view, member, reward, req, now,
                                                voucher_wire(code, member.member_id, reward, now,
-                                                            now + timedelta(days=reward.valid_days)))
+                                                            now + timedelta(days=reward.valid_days)), back)
             if decision.status == "declined":
                 raise redemption_declined(decision)
-            redemption = _Redemption(req, member, ident, program, reward, decision, code, final)
+            redemption = _Redemption(req, member, ident, program, reward, decision, code)
             try:
                 return await self._record(decision, lambda unit, r=redemption: self._write_redemption(unit, r))
             except _CentralBack:  # central answered the lane meanwhile: it is asked after all,
                 await self.members.aclaim_at_central(ident)  # the member's token first, as online
-        raise AssertionError("unreachable: the last attempt never asks again")
+        raise AssertionError("unreachable: the second attempt asked central")
 
     @raises("storage_failed", "storage_full")
     async def _record(self, decision: Decision, write: Callable[[LedgerTx], Recorded]) -> Recorded:
@@ -228,9 +226,10 @@ class Rewards:
             raise LaneError("reward_limit_reached", "the member has had this reward as often as allowed today")
 
     async def _ask_central(self, view: LedgerView, member: CachedMember, reward: Reward, req: RedemptionInput,
-                           now: datetime, voucher: dict[str, Any]) -> Decision:
-        """Central's decision; unavailable at once when the lane knows central is out of reach."""
-        if self.ctx.is_offline():
+                           now: datetime, voucher: dict[str, Any], back: bool = False) -> Decision:
+        """Central's decision; unavailable at once when the lane knows central is out of reach (unless
+        ``back``: central answered the lane since this burn last looked)."""
+        if not back and self.ctx.is_offline():
             return NOT_ASKED
         limit = reward.limit_per_member_per_day
         return await self.authority.authorise(authorisation_request(
@@ -254,7 +253,7 @@ class Rewards:
         self._check_redemption(unit, member, reward, now)  # again: another till of this lane may have spent
         offline = r.decision.status != "approved"
         if offline:
-            self._still_out_of_reach(r.decision, r.final)
+            self._still_out_of_reach(r.decision)
             self._check_offline_caps(unit, member, price, now)
         code = r.code
         expires = now + timedelta(days=reward.valid_days)
@@ -294,11 +293,11 @@ class Rewards:
             authorisation_id=f"redemption:{req.redemption_id}", reservation_id=r.decision.reservation_id)
         return Recorded(response, replayed=False)
 
-    def _still_out_of_reach(self, decision: Decision, final: bool) -> None:
+    def _still_out_of_reach(self, decision: Decision) -> None:
         """Inside the burn's unit, before the offline caps: a burn that did not ask central because the
         lane knew it out of reach is asked again (_CentralBack) when central answered the lane since.
         Its push answered may have just freed the caps: the burn is central's to decide, not theirs."""
-        if decision.unasked and not final and not self.ctx.is_offline():
+        if decision is NOT_ASKED and not self.ctx.is_offline():
             raise _CentralBack()
 
     @raises("offline_too_long", "offline_cap_member", "offline_cap_lane")
@@ -483,7 +482,7 @@ class Rewards:
             raise LaneError("voucher_not_applicable", f"{code} takes nothing off this basket: "
                                                       f"{REASONS.get(effect['reason'], effect['reason'])}")
         await self.members.aclaim_at_central(ident)
-        for final in (False, True):
+        for _ in range(2):  # the second time, central answered the lane since: it is asked
             decision = NOT_ASKED if offline else await self.authority.authorise(authorisation_request(
                 "voucher_use", f"voucher_use:{code}:{transaction_id}", v.member_id or member_id, iso(now),
                 voucher_code=code, voucher_once_per="member" if v.campaign else "code"))
@@ -492,13 +491,13 @@ class Rewards:
             if decision.status != "approved" and self._gone(view, v):
                 await self.authority.release(decision)  # a question central answered too late
                 raise LaneError("voucher_used", "already used, or being used, at another lane")
-            use = _Use(v, transaction_id, ident, decision, effect, request_hash, final)
+            use = _Use(v, transaction_id, ident, decision, effect, request_hash)
             try:
                 return await self._record(decision, lambda unit, u=use: self._write_use(unit, u))
             except _CentralBack:  # central answered the lane meanwhile: it is asked after all,
                 offline = False
                 await self.members.aclaim_at_central(ident)  # the member's token first, as online
-        raise AssertionError("unreachable: the last attempt never asks again")
+        raise AssertionError("unreachable: the second attempt asked central")
 
     @staticmethod
     @raises("voucher_used")
@@ -541,7 +540,7 @@ class Rewards:
         holder = v.member_id or u.member_id
         offline = u.decision.status != "approved"
         if offline:
-            self._still_out_of_reach(u.decision, u.final)
+            self._still_out_of_reach(u.decision)
             self._check_offline_uses(unit, holder, now)
         program = self.ctx.program()
         seq = unit.append_event("voucher_use", {

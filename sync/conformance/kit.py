@@ -158,18 +158,26 @@ def feed_page(ctx: Context, cursor: str, limit: int) -> tuple[list[dict], str, b
     return doc["members"], doc["next_cursor"], doc["has_more"]
 
 
+def feed_pages(ctx: Context, cursor: str, limit: int = 1000) -> Iterator[tuple[list[dict], str]]:
+    """The pages from ``cursor`` to the feed's end, each (members, next_cursor), followed until
+    has_more is false, as a lane does; Skipped after --max-pages."""
+    for _ in range(ctx.max_pages):
+        members, cursor, has_more = feed_page(ctx, cursor, limit)
+        yield members, cursor
+        if not has_more:
+            return
+    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
+
+
 def follow_feed(ctx: Context, cursor: str = "") -> str:
     """Page from ``cursor`` to the feed's end (at most --max-pages): the kit's members' latest states
     go to notes["seen"]; the cursor at the end is returned and kept in notes["cursor"]."""
     seen = ctx.notes.setdefault("seen", {})
-    for _ in range(ctx.max_pages):
-        members, cursor, has_more = feed_page(ctx, cursor, 1000)
+    for members, cursor in feed_pages(ctx, cursor):
         seen.update({m["member_id"]: m for m in members
                      if isinstance(m, dict) and m.get("member_id") in ctx.expected})
-        if not has_more:
-            ctx.notes["cursor"] = cursor
-            return cursor
-    raise Skipped(f"the feed did not end within {ctx.max_pages} pages (--max-pages)")
+    ctx.notes["cursor"] = cursor
+    return cursor
 
 
 def balance_in_feed(ctx: Context, member: str) -> int | None:

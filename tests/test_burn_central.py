@@ -853,7 +853,7 @@ def test_an_authorisation_or_release_the_database_gives_up_for_another_is_made_a
 def test_a_write_lost_on_every_try_is_a_503_that_names_the_contention(central, clock, monkeypatch, caplog):
     from posd.sync.central import app
 
-    monkeypatch.setattr(app, "_said_lost", [0.0])  # said at most every 10 s: the other engine's run said it
+    monkeypatch.setitem(app._said, "lost", 0.0)  # said at most every 10 s: the other engine's run said it
     calls = _losing(central, monkeypatch, "_authorise", 100)
     with make_client(central, clock=clock) as lane:
         with pytest.raises(CentralUnavailable) as err:

@@ -222,38 +222,32 @@ def _end_with_parent() -> None:
 
 PR_SET_PDEATHSIG = 1
 UNAVAILABLE_RETRY_S = 5
-_said_unavailable = [0.0]  # when the last "database not answering" line was logged (monotonic)
+# when the last line of each kind below was logged (monotonic): each at most every 10 s
+_said = {"unavailable": 0.0, "lost": 0.0}
 # when the outage whose start was logged began (monotonic): its end is logged once, by the first call
 # that gets an answer; an outage whose start the 10 s limit left unsaid has no end line either
 _down_since: list[float | None] = [None]
 
 
-def _database_unavailable(exc: BaseException) -> None:
-    """One log line, at most every 10 s, however many requests find the database down: the reason,
-    no traceback (it is the database's state, not a fault of central's)."""
-    now = time.monotonic()
-    if now - _said_unavailable[0] >= 10.0:
-        _said_unavailable[0] = now
-        if _down_since[0] is None:
-            _down_since[0] = now
-        reason = " ".join(str(exc).split())[:300]
-        log.warning("database not answering (%s: %s); requests are answered 503 until it does",
-                    type(exc).__name__, reason)
-
-
-_said_lost = [0.0]  # when the last "lost to concurrent writes" line was logged (monotonic)
-
-
-def _writes_lost(exc: BaseException) -> None:
-    """One log line, at most every 10 s: a write the database gave up (a deadlock, a serialisation
-    failure) on its last try (batches, authorisations and releases get several: store_sql._again).
-    Not an outage: the database answers; writers contend."""
-    now = time.monotonic()
-    if now - _said_lost[0] >= 10.0:
-        _said_lost[0] = now
-        reason = " ".join(str(exc).split())[:300]
+def _database_trouble(exc: BaseException, lost: bool) -> None:
+    """One log line of each kind, at most every 10 s, however many requests meet it: the reason, no
+    traceback (it is the database's state, not a fault of central's). ``lost``: a write the database
+    gave up (a deadlock, a serialisation failure) on its last try (batches, authorisations and
+    releases get several: store_sql._again); not an outage, the database answers and writers
+    contend. Else the database does not answer."""
+    now, kind = time.monotonic(), "lost" if lost else "unavailable"
+    if now - _said[kind] < 10.0:
+        return
+    _said[kind] = now
+    reason = " ".join(str(exc).split())[:300]
+    if lost:
         log.warning("a write lost to concurrent writes on its last try (%s: %s); its lane is answered 503 and "
                     "sends it again", type(exc).__name__, reason, extra={"event": "central.writes_lost"})
+        return
+    if _down_since[0] is None:
+        _down_since[0] = now
+    log.warning("database not answering (%s: %s); requests are answered 503 until it does",
+                type(exc).__name__, reason)
 
 
 class _Request:
@@ -288,11 +282,8 @@ class _Request:
         except Exception as exc:
             store = self.app.store
             if getattr(store, "is_transient", lambda _: False)(exc):
-                lost = getattr(store, "is_conflict", lambda _: False)(exc)
-                if lost:  # the database answers: it gave this write up for others' sake, every try
-                    _writes_lost(exc)
-                else:
-                    _database_unavailable(exc)
+                lost = getattr(store, "is_conflict", lambda _: False)(exc)  # the database answers
+                _database_trouble(exc, lost)
                 await self._json(503, {"code": "unavailable", "message": (
                     "central's database gave this write up for concurrent ones; try again after Retry-After"
                     if lost else "central's database is not answering; try again after Retry-After")},

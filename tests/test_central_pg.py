@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from psycopg_pool import PoolTimeout
 
 from posd.sync.central.burns import reservation_id
 from posd.sync.central.store_pg import PgStore
@@ -450,6 +452,41 @@ def test_connections_the_server_dropped_are_replaced_not_handed_out(store, pg_db
             for _ in range(2):  # more than the one connection the pool kept
                 assert store.lane_head(STORE_ID, LANE_ID)[0] in (0, 1)  # every call answered
             store.apply_batch(STORE_ID, LANE_ID, "b", [make_event(1)], "2026-11-24T09:15:00Z")
+
+
+def test_a_server_that_takes_no_further_connection_is_said_once(pg_db, caplog):
+    """The server refuses central more connections than it holds (here a role's CONNECTION LIMIT;
+    in a fleet, max_connections below workers x pool size): requests are served, in turn, on the
+    connections central holds, and central logged nothing at all of why (the pool's own lines were
+    silenced), so the operator could not find what held the fleet's pushes."""
+    role = f"lim_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    with psycopg.connect(pg_db, autocommit=True) as admin:
+        owner = admin.execute("SELECT current_user").fetchone()[0]
+        admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+        admin.execute(f'GRANT "{owner}" TO "{role}"')  # the tables' privileges, not the superuser's limits
+    base, name = pg_db.rsplit("/", 1)
+    url = base.replace("://" + owner + "@", "://" + role + "@") + "/" + name
+    assert url != pg_db
+    try:
+        caplog.set_level(logging.INFO)
+        store = PgStore(url, pool_size=3)
+        try:
+            assert store.lane_head(STORE_ID, LANE_ID)[0] == 0  # served on the one connection it has
+            for _ in range(2):
+                with store._pool.connection(), pytest.raises(PoolTimeout):  # a second one is asked for
+                    with store._pool.connection(timeout=2):
+                        pass
+            assert store.lane_head(STORE_ID, LANE_ID)[0] == 0
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(pg_db, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+    said = [r for r in caplog.records if "refuses central a further connection" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]  # once, though asked again
+    assert said[0].levelno == logging.WARNING and said[0].name == "posd.sync.central"
+    assert "too many connections for role" in said[0].getMessage() and "--pool-size 3" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.name == "psycopg.pool" and r.levelno >= logging.WARNING]
 
 
 @pytest.mark.fault

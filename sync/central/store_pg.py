@@ -96,6 +96,50 @@ _NOT_YET = ("starting up", "shutting down", "in recovery", "too many", "remainin
 _RETRYABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "53200", "40P01", "40001"})
 
 
+# The server's words when it takes no further connection (max_connections, a role's or a database's
+# CONNECTION LIMIT, the slots kept for superusers).
+_FULL = ("too many clients", "too many connections", "connection slots are reserved")
+FULL_SAID_EVERY_S = 60.0
+
+
+class _PoolLog(logging.Filter):
+    """psycopg_pool's own lines. It logs every failed attempt to connect with the server's whole
+    answer, and a connection it dropped: central says once what that means for requests
+    (posd.sync.central.app: "database not answering"), and that is enough. One thing only the pool
+    sees: the server refusing central a further connection while it answers on the ones central
+    holds. Requests are then served, on fewer connections than --pool-size, and wait for one in
+    turn; nothing fails, so nothing else would tell the operator why central is slow. That is said
+    as central's own warning, at most every FULL_SAID_EVERY_S."""
+
+    def __init__(self, pool_size: int) -> None:
+        super().__init__()
+        self.pool_size = pool_size
+        self._said = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        reason = " ".join(str(record.args[-1]).split()) if isinstance(record.args, tuple) and record.args else ""
+        if record.levelno == logging.WARNING and any(words in reason for words in _FULL):
+            now = time.monotonic()
+            if now - self._said >= FULL_SAID_EVERY_S:
+                self._said = now
+                log.warning("PostgreSQL refuses central a further connection (%s); requests share the "
+                            "connections central holds, fewer than its --pool-size %d, and wait for one. "
+                            "Raise the server's max_connections (or the role's or database's CONNECTION "
+                            "LIMIT) to at least --workers x --pool-size of every central, or lower "
+                            "--pool-size", reason[:300], self.pool_size, extra={"event": "central.pool_short"})
+        return False
+
+
+def _quiet_pool_log(pool_size: int) -> None:
+    """psycopg.pool's lines through one _PoolLog (a process opens its store once; tests, many)."""
+    pool_log = logging.getLogger("psycopg.pool")
+    for old in [f for f in pool_log.filters if isinstance(f, _PoolLog)]:
+        pool_log.removeFilter(old)
+    pool_log.addFilter(_PoolLog(pool_size))
+
+
 def _wait_for_server(url: str, wait_s: float) -> None:
     """Return once the server takes a connection; raise at once when it answered and refused for
     good (no such database or role, wrong password, an unknown URL parameter), or with the last
@@ -145,9 +189,7 @@ class PgStore(SqlStore):
     def __init__(self, url: str, clock: Any = time.time, pool_size: int = 8) -> None:
         self.url = url
         self._clock = clock
-        # The pool logs every failed reconnection with the server's whole answer; central says once
-        # what it means for requests (posd.sync.central.app), and that is enough.
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        _quiet_pool_log(pool_size)
         # check: a connection the server dropped (it restarted) is replaced before a request gets it,
         # not handed out to fail; timeout: a request waits that long for a connection, then central
         # answers 503 with Retry-After (TRANSIENT) instead of holding the lane past its read timeout.

@@ -30,6 +30,9 @@ MIGRATIONS: list[tuple[str, Migration]] = []
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)",
+    # The numbers of the members central names (M0000042): nextval takes no lock, so enrolling
+    # writers do not queue on one row. A number a rolled-back write took is not given again.
+    "CREATE SEQUENCE IF NOT EXISTS member_numbers",
     "CREATE TABLE IF NOT EXISTS stores (store_id text PRIMARY KEY, secret bytea NOT NULL)",
     """CREATE TABLE IF NOT EXISTS lanes (
         store_id text NOT NULL, lane_id text NOT NULL, last_seq bigint NOT NULL,
@@ -137,3 +140,12 @@ def reservations_release_from(conn: Any) -> None:
     """A reservation keeps the earliest signed timestamp (the lane's clock) a release of it may carry:
     one signed before gave back an earlier reservation of the same id, and leaves this one open."""
     conn.execute("ALTER TABLE reservations ADD COLUMN IF NOT EXISTS release_from double precision")
+
+
+@migration("member_numbers_v1")
+def member_numbers(conn: Any) -> None:
+    """Member numbers from the sequence, which goes on from the count a database before it kept in
+    meta (that row is no longer written)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
+    if row is not None:
+        conn.execute("SELECT setval('member_numbers', %s, false)", (int(row[0] if isinstance(row, tuple) else row["value"]),))

@@ -9,14 +9,18 @@ own is here:
   lane apply one after the other; lanes never wait for each other);
 - a batch's members are locked before anything of theirs changes, always in
   one order, by every writer (batches, the expiry sweep, upserts, seeds):
-  first an advisory transaction lock per bucket (MEMBER_LOCK_BUCKETS of them,
-  by hash) in ascending order of the keys with no member row yet (a member a
-  ``member_enrolled`` is about to create, a card or phone it claims, a voucher
-  code), then the rows, ``FOR UPDATE`` in member_id order (so an UPDATE from
-  outside this code waits or is waited for). Two lanes of one member never
-  deadlock and never lose an update, and batches of different members that
-  exist never wait for each other (enrolments, cards and voucher codes share
-  the buckets);
+  first advisory transaction locks for the keys with no member row yet (a
+  member a ``member_enrolled`` is about to create, a card or phone it claims,
+  a voucher code, a reservation): their buckets (MEMBER_LOCK_BUCKETS of them,
+  by hash) in ascending order, shared, then each key's own lock in ascending
+  order (a write of more than KEYS_ONE_BY_ONE such keys takes their buckets
+  exclusive instead); then the rows, ``FOR UPDATE`` in member_id order (so an
+  UPDATE from outside this code waits or is waited for). Two lanes of one
+  member never deadlock and never lose an update, batches of different members
+  that exist never wait for each other, nor do writers of different new keys;
+- the numbers of the members central names come from a sequence, and the new
+  id's key is taken with a try-lock (a number another writer holds is passed
+  over): no enrolling writer waits for another's;
 - a page of the member change feed is read in one REPEATABLE READ transaction: its members,
   their watermarks, aliases and vouchers all as of one snapshot;
 - the member change feed: a change's version is ``xid << 20 | n`` (the
@@ -56,6 +60,12 @@ SWEEP_LOCK = (0x706F7364, 1)  # ("posd", 1): one expiry sweep at a time, the oth
 # shared memory": their pushes answered 500). Two writers of members in one bucket take turns.
 MEMBER_LOCKS = 0x706F736D
 MEMBER_LOCK_BUCKETS = 128
+# A write of up to this many keys with no row (an enrolment's card, phone and provisional id, a
+# voucher code, a reservation) locks each key itself (a 64-bit advisory lock) and holds its bucket
+# shared: writers of different keys in one bucket go on at once, where with the bucket alone every
+# voucher and enrolment of a fleet queued on 128 locks. A write of more takes their buckets whole
+# (exclusive), so no write holds more than 2 x KEYS_ONE_BY_ONE or MEMBER_LOCK_BUCKETS entries.
+KEYS_ONE_BY_ONE = 32
 
 
 @functools.lru_cache(maxsize=512)
@@ -271,11 +281,27 @@ class PgStore(SqlStore):
         existing = {r["member_id"] for r in conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?)",
                                                          (ids,)).fetchall()}
         fresh = [m for m in ids if m not in existing]
-        if fresh:
+        if len(fresh) > KEYS_ONE_BY_ONE:  # their buckets, whole: at most MEMBER_LOCK_BUCKETS entries
             conn.execute("SELECT count(pg_advisory_xact_lock(?, b)) FROM (SELECT DISTINCT (hashtextextended(m, 0) "
                          "& ?)::int AS b FROM unnest(?::text[]) AS m ORDER BY b OFFSET 0) AS ordered",
                          (MEMBER_LOCKS, MEMBER_LOCK_BUCKETS - 1, fresh))
+        elif fresh:  # their buckets shared (only a whole-bucket writer waits), then each key's own lock
+            conn.execute("SELECT count(pg_advisory_xact_lock_shared(?, b)) FROM (SELECT DISTINCT (hashtextextended(m, 0) "
+                         "& ?)::int AS b FROM unnest(?::text[]) AS m ORDER BY b OFFSET 0) AS ordered",
+                         (MEMBER_LOCKS, MEMBER_LOCK_BUCKETS - 1, fresh))
+            conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(m, 1) AS k "
+                         "FROM unnest(?::text[]) AS m ORDER BY k OFFSET 0) AS ordered", (fresh,))
         conn.execute("SELECT member_id FROM members WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", (ids,))
+
+    def _member_number(self, conn: _Conn) -> int:
+        return conn.execute("SELECT nextval('member_numbers') AS n").fetchone()["n"]
+
+    def _claim_new(self, conn: _Conn, member_id: str) -> bool:
+        # As _lock_members locks one fresh key, but trying: a lock that waited here, out of the
+        # sorted order, is what deadlocked enrolling writers.
+        return conn.execute("SELECT CASE WHEN pg_try_advisory_xact_lock_shared(?, (hashtextextended(?, 0) & ?)::int) "
+                            "THEN pg_try_advisory_xact_lock(hashtextextended(?, 1)) ELSE false END AS ok",
+                            (MEMBER_LOCKS, member_id, MEMBER_LOCK_BUCKETS - 1, member_id)).fetchone()["ok"]
 
     SALE_OF_SQL = "body->>'transaction_id'"
     HOLDER_SQL = ("SELECT member_id FROM members WHERE identifiers @> jsonb_build_array(?::text) "

@@ -106,6 +106,20 @@ class SqlStore:
     def _lock_members(self, conn: Any, member_ids: list[str]) -> None:
         """Lock the members a write is about to change, always in one order (no deadlocks)."""
 
+    def _member_number(self, conn: Any) -> int:
+        """The next number for a member central names (M0000042): each asked once, by any writer.
+        Here the count kept in meta (one writer at a time)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
+        number = int(row["value"]) if row else 1
+        conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number + 1),))
+        return number
+
+    def _claim_new(self, conn: Any, member_id: str) -> bool:
+        """Lock the key of a member id central is about to give, without waiting: False when another
+        writer holds it (that writer is creating a member of that id; the next number is taken)."""
+        return True
+
     def _sweep_guard(self, conn: Any) -> bool:
         """False when another writer is sweeping right now (it will do the work)."""
         return True
@@ -705,6 +719,7 @@ class SqlStore:
             program = self._program_in(conn)[0]
             work = _BatchWork(conn, program or {}, now, store_id, lane_id, holder_sql=self.HOLDER_SQL,
                               sale_of=self.SALE_OF_SQL, lock=lambda m: self._lock_members(conn, [m]),
+                              number=lambda: self._member_number(conn), claim=lambda m: self._claim_new(conn, m),
                               currencies=self._currencies_in(conn, program))
             touched = work.members_of([e for e in run if e["seq"] in inserted and not inserted[e["seq"]]])
             self._lock_members(conn, touched)
@@ -852,11 +867,14 @@ class _BatchWork:
     Lots are changed in place (same transaction); balances are recomputed from them at flush."""
 
     def __init__(self, conn: Any, program: dict[str, Any], now: float, store_id: str, lane_id: str, *,
-                 holder_sql: str, sale_of: str, lock: Any, currencies: set[str] | None) -> None:
+                 holder_sql: str, sale_of: str, lock: Any, number: Any, claim: Any,
+                 currencies: set[str] | None) -> None:
         self.conn = conn
         self.holder_sql = holder_sql  # the engine's query for the member holding an identifier
         self.sale_of = sale_of  # the engine's expression for a stored event's transaction_id
         self.lock = lock  # lock one more member (one an enrolment found by its identifier)
+        self.number = number  # the next number for a member central names
+        self.claim = claim  # lock a new member id's key if no writer holds it, without waiting
         self.locked: set[str] = set()
         self.enrolled: dict[int, str] = {}  # seq of a provisional enrolment -> central's member id
         self.aliases: dict[str, str] = {}  # provisional id -> central's member id, for this batch's ids
@@ -1174,18 +1192,18 @@ class _BatchWork:
         return None
 
     def _new_member_id(self) -> str:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'next_member_no'").fetchone()
-        number = int(row["value"]) if row else 1
+        """Central's next member id. Its key is claimed without waiting: a lock taken here, after the
+        batch's sorted first set, waited on another enrolling batch that waited on this one's (two
+        batches read the same next number), and fleets of enrolling lanes deadlocked by the hundred.
+        A number another writer holds is passed over; no two writers are given one number."""
         while True:
-            member_id = f"M{number:07d}"
-            number += 1
-            if member_id not in self.members and self._load(member_id) is None \
-                    and resolve_alias(self.conn, member_id) == member_id \
+            member_id = f"M{self.number():07d}"
+            if member_id in self.members or member_id in self.locked or not self.claim(member_id):
+                continue
+            self.locked.add(member_id)
+            if self._load(member_id) is None and resolve_alias(self.conn, member_id) == member_id \
                     and self._holder([member_id]) is None:  # a lane's provisional id, or a card, may look like ours
-                break
-        self.conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', ?) "
-                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(number),))
-        return member_id
+                return member_id
 
     def _use_token(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
         """A member token accepted at a lane: every lane refuses it a second time itself, so the

@@ -334,7 +334,7 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
 
     from posd.config import live_storage_files, protected_files
     from posd.storage.db import StorageError
-    from posd.storage.inspect import backup_ledger, remove_partial
+    from posd.storage.inspect import BackupGate, backup_ledger, remove_partial
 
     config = _load(args.config)
     source = config.storage_dir / "ledger.db"
@@ -380,7 +380,13 @@ def cmd_ledger_backup(args: argparse.Namespace) -> int:
         print(f"posd ledger backup: {exc.filename or dest}: {exc.strerror}", file=sys.stderr)
         return 1
     try:
-        done = _stoppable(lambda: backup_ledger(source, dest, replace=args.force), lambda: remove_partial(dest))
+        gate = BackupGate()
+
+        def stopped() -> None:  # the copy's thread runs on: it is told first, then what it left removed
+            gate.close()
+            remove_partial(dest)
+
+        done = _stoppable(lambda: backup_ledger(source, dest, replace=args.force, gate=gate), stopped)
     except FileExistsError:  # it appeared while the copy was taken
         print(f"posd ledger backup: {dest} exists: give --force to replace it", file=sys.stderr)
         return 2

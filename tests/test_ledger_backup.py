@@ -435,3 +435,36 @@ def test_a_partial_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path
     assert run.returncode == 0, run.stderr
     assert not dead.exists() and running.exists() and theirs.exists()
     assert len(list(out.glob("ledger-S001-L01-*.db"))) == 1
+
+
+@pytest.mark.parametrize("stopped_at", [2, 3, 4])
+def test_a_backup_called_off_puts_no_file_in_its_folder_after(tmp_path, stopped_at):
+    """`posd ledger backup` copies on a thread of its own and, stopped (SIGTERM), removes the partial
+    copy while that thread runs on. A stop between the copy's creation and its opening left a
+    ledger-sized .NAME.partial behind (the thread opened it again by name). Called off before its
+    opening (2), after its pages went in (3) or before it is put in place (4), the backup puts no
+    file in the folder after the stop."""
+    from posd.storage.db import StorageError
+    from posd.storage.inspect import BackupGate, backup_ledger, remove_partial
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(50)])
+    ledger.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "copy.db"
+
+    class StoppedThere(BackupGate):
+        entered = 0
+
+        def step(self):  # type: ignore[override]
+            self.entered += 1
+            if self.entered == stopped_at:  # the signal's handler, on the command's main thread
+                self.close()
+                remove_partial(dest)
+            return super().step()
+
+    with pytest.raises(StorageError, match="stopped"):
+        backup_ledger(tmp_path / "ledger.db", dest, gate=StoppedThere())
+    assert list(out.iterdir()) == []

@@ -14,6 +14,9 @@ import logging
 import os
 import pwd
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -269,7 +272,32 @@ class Backup:
     pages: int
 
 
-def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
+class BackupGate:
+    """The steps of a backup that put a name in the copy's folder (the copy created and opened, its
+    journal, the copy moved into place), each one at a time with the backup's being called off.
+    ``posd ledger backup`` copies on a thread of its own so that a stop signal is taken at once; the
+    thread runs on until the process ends. Once ``close()`` returns, the backup puts no file in the
+    folder: its partial copy can be removed and stays removed (a copy opened again after its removal
+    was left behind, ledger-sized)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise StorageError("the backup was stopped")
+            yield
+
+    def close(self) -> None:
+        """Wait for a step under way, then refuse every later one."""
+        with self._lock:
+            self._closed = True
+
+
+def backup_ledger(source: Path, dest: Path, *, replace: bool = False, gate: BackupGate | None = None) -> Backup:
     """A consistent copy of ``source`` at ``dest``, taken while the daemon may be writing.
 
     SQLite's online backup copies every page in one step, inside one read
@@ -297,16 +325,19 @@ def backup_ledger(source: Path, dest: Path, *, replace: bool = False) -> Backup:
     partial = partial_of(dest)
     _remove_stale_partials(dest.parent)
     partial.unlink(missing_ok=True)
+    gate = gate or BackupGate()
     held = -1
     try:
         try:  # an empty file is an empty database; SQLite gives its journal the file's mode
-            held = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with gate.step():
+                held = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:  # named as the user wrote it, not as the hidden partial file
             raise OSError(exc.errno, exc.strerror, str(dest)) from exc
         fcntl.flock(held, fcntl.LOCK_EX)  # while it is held, no other backup takes this copy for a dead one's
-        done = _backup(source, partial, dest)
-        sync_to_disk(partial)
-        _put_in_place(partial, dest, replace)
+        done = _backup(source, partial, dest, gate)
+        with gate.step():
+            sync_to_disk(partial)
+            _put_in_place(partial, dest, replace)
         sync_to_disk(dest.parent)
     except BaseException:
         remove_partial(dest)
@@ -356,7 +387,7 @@ def remove_partial(dest: Path) -> None:
         Path(f"{partial_of(dest)}{leftover}").unlink(missing_ok=True)
 
 
-def _backup(source: Path, partial: Path, dest: Path) -> Backup:
+def _backup(source: Path, partial: Path, dest: Path, gate: BackupGate) -> Backup:
     try:
         src = open_readonly(source)
     except sqlite3.Error as exc:
@@ -366,15 +397,21 @@ def _backup(source: Path, partial: Path, dest: Path) -> Backup:
             _must_be_ledger(src, source)  # an empty file copied would be a backup of nothing, taken as whole
         except sqlite3.Error as exc:
             raise StorageError(f"{source}: {_sqlite_problem(source, exc)}") from exc
-        out = sqlite3.connect(partial, isolation_level=None)
+        with gate.step():  # the file made above, never made again (mode=rw): it may be gone, the backup stopped
+            out = sqlite3.connect(partial.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
         try:
+            # No journal file beside the copy while its pages go in: the copy is thrown away whole if
+            # anything cuts it short, and the long step puts no name in the folder (the gate's promise).
+            out.execute("PRAGMA journal_mode=MEMORY")
             src.backup(out)  # all pages in one step: one read transaction, the writer is never held
-            out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-            # Print jobs still waiting in the copy were printed by the ledger it was taken from, moments
-            # after: restored, they would print again (a voucher slip for the next customer). Expired.
-            if out.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'print_jobs'").fetchone():
-                out.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' "
-                            "WHERE state IN ('queued', 'printing')")  # (an old ledger may have no print queue)
+            with gate.step():
+                out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+                out.execute("PRAGMA journal_mode=MEMORY")
+                # Print jobs still waiting in the copy were printed by the ledger it was taken from, moments
+                # after: restored, they would print again (a voucher slip for the next customer). Expired.
+                if out.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'print_jobs'").fetchone():
+                    out.execute("UPDATE print_jobs SET state = 'expired', last_error = 'ttl' "
+                                "WHERE state IN ('queued', 'printing')")  # (an old ledger may have no print queue)
             problem = quick_check(out)
             if problem is not None:
                 raise StorageError(f"{dest}: the copy failed its integrity check: {problem}")

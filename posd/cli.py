@@ -437,9 +437,10 @@ def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
     """``work()`` on a thread of its own, so a stop signal (a service manager, a timeout) is taken at
     once even while the work sits in one long SQLite call: ``undo()`` then removes what it left and
     the command exits 128 + the signal. The work's own outcome otherwise, as if called here."""
+    import signal
     import threading
 
-    from posd.stop_signals import stops_unwind
+    from posd.stop_signals import STOP_SIGNALS, stops_unwind
 
     outcome: list[Any] = []
 
@@ -456,6 +457,8 @@ def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
         while worker.is_alive():
             worker.join(0.1)
     except SystemExit:
+        for sig in STOP_SIGNALS:  # a second stop would cut the undo short, and leave what it removes
+            signal.signal(sig, signal.SIG_IGN)
         undo()  # the worker dies with the process, in the middle of whatever it was writing
         raise
     ok, value = outcome[0]

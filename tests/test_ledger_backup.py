@@ -468,3 +468,32 @@ def test_a_backup_called_off_puts_no_file_in_its_folder_after(tmp_path, stopped_
     with pytest.raises(StorageError, match="stopped"):
         backup_ledger(tmp_path / "ledger.db", dest, gate=StoppedThere())
     assert list(out.iterdir()) == []
+
+
+def test_a_copy_removed_before_its_opening_is_not_made_again(tmp_path):
+    """The partial copy gone before SQLite opens it (a stop's cleanup, another backup's sweep of
+    stale copies): the backup fails with nothing left, where SQLite made the file again by name."""
+    from posd.storage.db import StorageError
+    from posd.storage.inspect import BackupGate, backup_ledger, remove_partial
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    ledger.close()
+    out = tmp_path / "out #1 50%?"  # a folder name a URI must quote
+    out.mkdir()
+    dest = out / "copy.db"
+
+    class RemovedFirst(BackupGate):
+        entered = 0
+
+        def step(self):  # type: ignore[override]
+            self.entered += 1
+            if self.entered == 2:
+                remove_partial(dest)
+            return super().step()
+
+    with pytest.raises(StorageError):
+        backup_ledger(tmp_path / "ledger.db", dest, gate=RemovedFirst())
+    assert list(out.iterdir()) == []
+    assert backup_ledger(tmp_path / "ledger.db", dest).last_seq == 1  # the same folder, not stopped

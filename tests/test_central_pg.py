@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -275,6 +276,51 @@ def test_writers_of_different_new_keys_never_wait_for_each_other(store, pg_db):
                 store._lock_members(_Conn(other), waiting)
 
 
+def test_a_batch_enrolling_many_members_takes_a_bounded_number_of_shared_locks(store, pg_db):
+    """Each new member id central gives is claimed with a lock of its own: a batch of a hundred
+    enrolments held a hundred of them beside its buckets, and lanes catching up on such batches
+    could run PostgreSQL's shared lock table out again. Past 32 claims a batch takes the bucket."""
+    from posd.sync.central.store_pg import KEYS_ONE_BY_ONE, MEMBER_LOCK_BUCKETS
+
+    events = []
+    for i in range(100):
+        provisional = f"P-{os.urandom(8).hex()}"
+        events.append(make_event(2 * i + 1, member_id=provisional, lane_id="LENR", type="member_enrolled",
+                                 transaction_id=None, identifiers=[f"+4868{i:07d}"], points={"points": 0},
+                                 provisional=True))
+        events.append(make_event(2 * i + 2, member_id=provisional, lane_id="LENR", points={"points": 5}))
+    with psycopg.connect(pg_db, autocommit=True) as watcher:
+        held = []
+
+        def counted(conn, member_id):
+            claimed = PgStore._claim_new(store, conn, member_id)
+            conn.execute("SELECT 1").fetchone()
+            held.append(watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                                        (conn.raw.info.backend_pid,)).fetchone()[0])
+            return claimed
+
+        store._claim_new = counted
+        try:
+            results = store.apply_batch(STORE_ID, "LENR", "enr", events, "2026-11-24T09:15:00Z")
+        finally:
+            del store._claim_new
+    assert [r["status"] for r in results] == ["accepted"] * 200
+    assert len(held) >= 100 and max(held) <= MEMBER_LOCK_BUCKETS + 2 * KEYS_ONE_BY_ONE, max(held)
+
+
+def test_a_member_number_in_use_is_passed_over(store):
+    """Members seeded with ids of central's own form (M0000001, M0000002): the next enrolment is named
+    after them, and neither is taken for the new member."""
+    store.seed({**default_seed(), "members": [{"member_id": m, "display_name": m, "identifiers": []}
+                                              for m in ("M0000001", "M0000002")]})
+    enrolment = make_event(1, member_id=f"P-{os.urandom(8).hex()}", lane_id="LNUM", type="member_enrolled",
+                           transaction_id=None, points={"points": 7}, provisional=True)
+    results = store.apply_batch(STORE_ID, "LNUM", "n", [enrolment], "2026-11-24T09:15:00Z")
+    assert (results[0]["status"], results[0]["member_id"]) == ("accepted", "M0000003"), results
+    assert store.member("M0000001")["balances"] == store.member("M0000002")["balances"] == {}
+    assert store.member("M0000003")["balances"] == {"points": 7}
+
+
 def test_lanes_enrolling_at_once_never_deadlock(store, caplog):
     """Eight lanes at once, each pushing batches that enrol new members and credit them. Central's next
     member id was read from one row and its key locked after the batch's sorted locks: two batches
@@ -319,6 +365,31 @@ def test_lanes_enrolling_at_once_never_deadlock(store, caplog):
     assert all(store.member(m)["balances"] == {"points": 5} for m in ids)
 
 
+def test_the_expiry_sweeps_probe_reads_one_index_entry_however_many_lots(store, pg_db):
+    """Before every batch, authorisation and member page, central asks whether any lot or reservation
+    is due. Asked with now as a parameter, the prepared statement's generic plan guessed a third of
+    the lots due and read the whole table (240 ms a push at 230,000 lots, most of central's time in
+    a fleet run). The probe has no parameter now: one step into the partial index, whatever the plan."""
+    from posd.sync.central import burns
+    from posd.sync.central.lots import NEXT_DUE_LOT
+
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO lots (member_id, currency, points, remaining, expires_ts, source) "
+                     "SELECT 'M' || (n % 500), 'points', 10, 10, 4e9 + n, 'seed' FROM generate_series(1, 30000) AS n")
+        conn.execute("INSERT INTO reservations (reservation_id, store_id, lane_id, authorisation_id, request_hash, kind, "
+                     "member_id, points, occurred_at, created_ts, expires_ts, state) SELECT 'r' || n, 'S001', 'L01', "
+                     "'a' || n, 'h', 'redemption', 'M1', '{}', '', 0, 4e9 + n, CASE WHEN n % 10 = 0 THEN 'open' "
+                     "ELSE 'released' END FROM generate_series(1, 30000) AS n")
+        conn.execute("ANALYZE lots")
+        conn.execute("ANALYZE reservations")
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # as a statement prepared and run often is
+        for probe, index in ((NEXT_DUE_LOT, "lots_to_sweep"), (burns.NEXT_DUE, "reservations_due")):
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + probe).fetchall())
+            assert "Seq Scan" not in plan and index in plan, plan
+            assert re.search(r"Index (Only )?Scan using " + index + r" on \w+ \(actual rows=[01] ", plan), plan
+    assert store.sweep_expired() == 0  # nothing due: no write
+
+
 def test_events_are_hash_partitioned_by_lane(store, pg_db):
     for lane in ("L01", "L02", "L03", "L04"):
         store.apply_batch(STORE_ID, lane, "B", [make_event(1, lane_id=lane)], "2026-11-24T09:15:00Z")
@@ -361,9 +432,11 @@ def test_a_database_from_before_member_numbers_goes_on_from_its_count(store, pg_
         conn.execute("DROP SEQUENCE member_numbers")
         conn.execute("DELETE FROM meta WHERE key = 'member_numbers_v1'")
         conn.execute("INSERT INTO meta (key, value) VALUES ('next_member_no', '57')")
-    for seq, expected in ((1, "M0000057"), (2, "M0000058")):  # opening again does not set the count back
+    for seq, expected, state in ((1, "M0000057", (57, False)), (2, "M0000058", (57, True))):
         again = PgStore(pg_db, pool_size=2)
         try:
+            with psycopg.connect(pg_db) as conn:  # opening again does not set the count back
+                assert conn.execute("SELECT last_value, is_called FROM member_numbers").fetchone() == state
             enrolment = make_event(seq, member_id=f"P-{os.urandom(8).hex()}", type="member_enrolled",
                                    transaction_id=None, points={"points": 0}, provisional=True)
             results = again.apply_batch(STORE_ID, "MN", expected, [enrolment], "2026-11-24T09:15:00Z")
@@ -578,6 +651,18 @@ def test_a_server_that_takes_no_further_connection_is_said_once(pg_db, caplog):
     assert said[0].levelno == logging.WARNING and said[0].name == "posd.sync.central"
     assert "too many connections for role" in said[0].getMessage() and "--pool-size 3" in said[0].getMessage()
     assert not [r for r in caplog.records if r.name == "psycopg.pool" and r.levelno >= logging.WARNING]
+
+
+def test_a_connection_lost_mid_write_is_not_logged_by_psycopg(store, pg_db, caplog):
+    """PostgreSQL restarted under load: each write cut short in its pipeline had psycopg log
+    "error ignored terminating <psycopg.Pipeline [BAD]>: the connection is lost" over three lines, 65
+    of them beside central's one line for the outage, which is what it means."""
+    caplog.set_level(logging.INFO)
+    with pytest.raises(psycopg.OperationalError):
+        with store._write() as conn:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())").fetchone()
+    assert store.lane_head(STORE_ID, LANE_ID)[0] == 0  # the next request, on a working connection
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
 
 
 @pytest.mark.fault

@@ -37,7 +37,8 @@ from posd.sync.central.lots import lot_balances, maturing
 from posd.sync.protocol import approved, check_voucher, declined, issuable_code, parse_utc
 from posd.sync.protocol.burn import canonical_code
 
-DUE = "SELECT 1 FROM reservations WHERE state = 'open' AND expires_ts <= ? LIMIT 1"
+# The soonest expiry of an open reservation (one step into reservations_due; as lots.NEXT_DUE_LOT).
+NEXT_DUE = "SELECT expires_ts FROM reservations WHERE state = 'open' ORDER BY expires_ts LIMIT 1"
 _REPLACE_USE = (" ON CONFLICT (code, member_key) DO UPDATE SET source = excluded.source, state = excluded.state, "
                 "reservation_id = excluded.reservation_id, expires_ts = excluded.expires_ts")
 

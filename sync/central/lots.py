@@ -24,7 +24,11 @@ from typing import Any
 
 from posd.sync.protocol import parse_utc
 
-DUE_LOT = "SELECT 1 FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL AND expires_ts <= ? LIMIT 1"
+# The soonest expiry not swept yet, compared with now by the caller. No parameter: with one
+# (expires_ts <= ?), PostgreSQL's generic plan for the prepared statement guessed a third of the
+# rows due and read the whole table instead of the partial index, on every push (a 240 ms probe at
+# 230,000 lots). Read this way it is one step into lots_to_sweep on both engines.
+NEXT_DUE_LOT = "SELECT expires_ts FROM lots WHERE swept = 0 AND expires_ts IS NOT NULL ORDER BY expires_ts LIMIT 1"
 
 
 def lot_dates(event: dict[str, Any]) -> dict[str, tuple[str | None, str | None]] | None:

@@ -17,7 +17,8 @@ own is here:
   exclusive instead); then the rows, ``FOR UPDATE`` in member_id order (so an
   UPDATE from outside this code waits or is waited for). Two lanes of one
   member never deadlock and never lose an update, batches of different members
-  that exist never wait for each other, nor do writers of different new keys;
+  that exist never wait for each other, nor do writers of a few new keys each
+  (a writer of many waits for those in its buckets, and they for it);
 - the numbers of the members central names come from a sequence, and the new
   id's key is taken with a try-lock (a number another writer holds is passed
   over): no enrolling writer waits for another's;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +48,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from posd.sync.central.schema_pg import MIGRATE_LOCK, migrate
-from posd.sync.central.store_sql import EVENT_COLUMNS, SqlStore
+from posd.sync.central.store_sql import EVENT_COLUMNS, Contended, SqlStore
 
 log = logging.getLogger("posd.sync.central")
 
@@ -64,7 +66,9 @@ MEMBER_LOCK_BUCKETS = 128
 # voucher code, a reservation) locks each key itself (a 64-bit advisory lock) and holds its bucket
 # shared: writers of different keys in one bucket go on at once, where with the bucket alone every
 # voucher and enrolment of a fleet queued on 128 locks. A write of more takes their buckets whole
-# (exclusive), so no write holds more than 2 x KEYS_ONE_BY_ONE or MEMBER_LOCK_BUCKETS entries.
+# (exclusive); so do the new member ids a transaction claims past this many. A transaction thus
+# holds at most MEMBER_LOCK_BUCKETS + 2 x KEYS_ONE_BY_ONE advisory locks (192), plus one for a key
+# it finds only as it applies its events (rare: _BatchWork._load).
 KEYS_ONE_BY_ONE = 32
 
 
@@ -81,6 +85,7 @@ class _Conn:
         self.raw = conn
         self.xid: int | None = None
         self.changes = 0
+        self.claims = 0  # new member ids claimed in this transaction (_claim_new)
 
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         return self.raw.execute(_pg_sql(sql), params)
@@ -125,15 +130,19 @@ class _PoolLog(logging.Filter):
         super().__init__()
         self.pool_size = pool_size
         self._said = float("-inf")
+        self._lock = threading.Lock()  # the pool's threads log at once
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
             return True
         reason = " ".join(str(record.args[-1]).split()) if isinstance(record.args, tuple) and record.args else ""
         if record.levelno == logging.WARNING and any(words in reason for words in _FULL):
-            now = time.monotonic()
-            if now - self._said >= FULL_SAID_EVERY_S:
-                self._said = now
+            with self._lock:
+                now = time.monotonic()
+                due = now - self._said >= FULL_SAID_EVERY_S
+                if due:
+                    self._said = now
+            if due:
                 log.warning("PostgreSQL refuses central a further connection (%s); requests share the "
                             "connections central holds, fewer than its --pool-size %d, and wait for one. "
                             "Raise the server's max_connections (or the role's or database's CONNECTION "
@@ -144,7 +153,12 @@ class _PoolLog(logging.Filter):
 
 def _quiet_pool_log(pool_size: int) -> None:
     """psycopg.pool's lines through one _PoolLog (a process opens its store once; tests, many)."""
+    # psycopg's own warnings are about cleaning up after a connection the server dropped ("error
+    # ignored terminating <psycopg.Pipeline [BAD]>: the connection is lost", over three lines): a
+    # restart of PostgreSQL under load wrote 65 of them beside central's one "database not answering".
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     pool_log = logging.getLogger("psycopg.pool")
+    pool_log.setLevel(logging.WARNING)  # its info lines, one per connection handed out, never made
     for old in [f for f in pool_log.filters if isinstance(f, _PoolLog)]:
         pool_log.removeFilter(old)
     pool_log.addFilter(_PoolLog(pool_size))
@@ -181,7 +195,7 @@ class PgStore(SqlStore):
         no connection free in time) or gave up on this transaction for another's sake (a deadlock, a
         serialisation failure, out of shared memory, too many connections). Anything else (a
         statement it refused, disk full) is a fault: 500 with its traceback."""
-        if isinstance(exc, PoolTimeout):
+        if isinstance(exc, (PoolTimeout, Contended)):
             return True
         if not isinstance(exc, psycopg.OperationalError):
             return False
@@ -190,7 +204,7 @@ class PgStore(SqlStore):
 
     @staticmethod
     def is_conflict(exc: BaseException) -> bool:
-        return isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+        return isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, Contended))
 
     FOR_UPDATE = " FOR UPDATE"
     SEED_CHUNK = 100_000
@@ -297,8 +311,13 @@ class PgStore(SqlStore):
         return conn.execute("SELECT nextval('member_numbers') AS n").fetchone()["n"]
 
     def _claim_new(self, conn: _Conn, member_id: str) -> bool:
-        # As _lock_members locks one fresh key, but trying: a lock that waited here, out of the
-        # sorted order, is what deadlocked enrolling writers.
+        # As _lock_members locks a fresh key, but trying: a lock that waited here, out of the sorted
+        # order, is what deadlocked enrolling writers. Past KEYS_ONE_BY_ONE claims in a transaction,
+        # the key's bucket whole, so a batch of a thousand enrolments stays within the lock table's bound.
+        conn.claims += 1
+        if conn.claims > KEYS_ONE_BY_ONE:
+            return conn.execute("SELECT pg_try_advisory_xact_lock(?, (hashtextextended(?, 0) & ?)::int) AS ok",
+                                (MEMBER_LOCKS, member_id, MEMBER_LOCK_BUCKETS - 1)).fetchone()["ok"]
         return conn.execute("SELECT CASE WHEN pg_try_advisory_xact_lock_shared(?, (hashtextextended(?, 0) & ?)::int) "
                             "THEN pg_try_advisory_xact_lock(hashtextextended(?, 1)) ELSE false END AS ok",
                             (MEMBER_LOCKS, member_id, MEMBER_LOCK_BUCKETS - 1, member_id)).fetchone()["ok"]

@@ -36,7 +36,7 @@ from posd.sync.central.faults import ROUTES, check_fault
 from posd.sync.central.identities import (COUNTED, accrual_counted, earlier_lane_ids, redemption_counted, same_instant,
                                           sales_rung)
 from posd.sync.central.codec import json_text, loads
-from posd.sync.central.lots import (DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
+from posd.sync.central.lots import (NEXT_DUE_LOT, credit, debit, insert_lots, lot_balances, lot_dates, lot_row,
                                    maturing_lots, reset_lots)
 from posd.sync.central.members import (enrolment_profile, given_member_row, lookup_form, member_row, member_wire,
                                        tier_currency, upgraded_tier)
@@ -50,6 +50,14 @@ from posd.sync.protocol.ids import UuidV7, hyphenated
 from posd.sync.protocol.shapes import card_forms
 
 log = logging.getLogger("posd.sync.central")
+
+# How many member numbers a batch tries to claim while other writers hold their keys, before it is
+# made again: a whole-bucket writer (a seed, a lane with many new keys) holds a 128th of them.
+CLAIM_TRIES = 256
+
+
+class Contended(Exception):
+    """A write that could not go on for other writers' locks, without waiting on them: made again."""
 
 
 class UnknownCursor(Exception):
@@ -409,7 +417,8 @@ class SqlStore:
         probe of each partial index, no write transaction."""
         now = self._clock()
         with self._read() as conn:
-            if not (conn.execute(DUE_LOT, (now,)).fetchone() or conn.execute(burns.DUE, (now,)).fetchone()):
+            if not any(row is not None and row["expires_ts"] <= now
+                       for row in (conn.execute(NEXT_DUE_LOT).fetchone(), conn.execute(burns.NEXT_DUE).fetchone())):
                 return 0
         with self._write() as conn:
             if not self._sweep_guard(conn):
@@ -1195,15 +1204,26 @@ class _BatchWork:
         """Central's next member id. Its key is claimed without waiting: a lock taken here, after the
         batch's sorted first set, waited on another enrolling batch that waited on this one's (two
         batches read the same next number), and fleets of enrolling lanes deadlocked by the hundred.
-        A number another writer holds is passed over; no two writers are given one number."""
+        A number in use (a member, a lane's provisional id or a card that looks like ours) is passed
+        over before its key is claimed, and again after (made meanwhile by the writer that held it);
+        so is one whose key another writer holds. No two writers are given one number."""
+        refused = 0
         while True:
             member_id = f"M{self.number():07d}"
-            if member_id in self.members or member_id in self.locked or not self.claim(member_id):
+            if member_id in self.members or member_id in self.locked or self._in_use(member_id):
                 continue
-            self.locked.add(member_id)
-            if self._load(member_id) is None and resolve_alias(self.conn, member_id) == member_id \
-                    and self._holder([member_id]) is None:  # a lane's provisional id, or a card, may look like ours
+            if not self.claim(member_id):
+                refused += 1
+                if refused >= CLAIM_TRIES:  # every number's key held: the batch is made again (apply_batch)
+                    raise Contended(f"no member number claimed in {CLAIM_TRIES} tries")
+                continue
+            if not self._in_use(member_id):
+                self.locked.add(member_id)  # its key is this batch's: _load locks nothing more for it
                 return member_id
+
+    def _in_use(self, member_id: str) -> bool:
+        return _load_member(self.conn, member_id) is not None or resolve_alias(self.conn, member_id) != member_id \
+            or self._holder([member_id]) is not None
 
     def _use_token(self, event: dict[str, Any], member_id: str, seq: int) -> str | None:
         """A member token accepted at a lane: every lane refuses it a second time itself, so the

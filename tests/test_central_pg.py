@@ -192,6 +192,27 @@ def test_a_feed_page_reads_balances_and_watermarks_from_one_snapshot(store, pg_d
     assert page["balances"]["points"] == seeded + held[page["applied_seq"][LANE_ID]]
 
 
+def _counting_advisory_locks(store, pg_db: str, method: str, lane_id: str, events: list[dict]) -> tuple[list, list[int]]:
+    """One batch of ``events`` from ``lane_id``; its answers, and the advisory locks its transaction
+    held after each call of the store's ``method`` (a way it takes locks)."""
+    taking = getattr(PgStore, method)
+    held: list[int] = []
+    with psycopg.connect(pg_db, autocommit=True) as watcher:
+        def counted(conn, *args):
+            outcome = taking(store, conn, *args)
+            conn.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
+            held.append(watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                                        (conn.raw.info.backend_pid,)).fetchone()[0])
+            return outcome
+
+        setattr(store, method, counted)
+        try:
+            results = store.apply_batch(STORE_ID, lane_id, f"{lane_id}-1", events, "2026-11-24T09:15:00Z")
+        finally:
+            delattr(store, method)
+    return results, held
+
+
 def test_writing_many_members_takes_a_bounded_number_of_shared_locks(store, pg_db):
     """Each advisory lock is an entry of PostgreSQL's shared lock table (64 x max_connections by
     default): one per member ran it out when a few lanes pushed 1000-member batches at once, and
@@ -200,22 +221,34 @@ def test_writing_many_members_takes_a_bounded_number_of_shared_locks(store, pg_d
                for i in range(3000)]
     store.seed({**default_seed(), "members": members})
     events = [make_event(i + 1, member_id=f"LK{i:05d}", lane_id="LBIG") for i in range(1000)]
-    with psycopg.connect(pg_db, autocommit=True) as watcher:
-        held = []
-
-        def count_locks(conn, ids):
-            PgStore._lock_members(store, conn, ids)
-            conn.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
-            held.append(watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
-                                        (conn.raw.info.backend_pid,)).fetchone()[0])
-
-        store._lock_members = count_locks
-        try:
-            results = store.apply_batch(STORE_ID, "LBIG", "big", events, "2026-11-24T09:15:00Z")
-        finally:
-            del store._lock_members
+    results, held = _counting_advisory_locks(store, pg_db, "_lock_members", "LBIG", events)
     assert [r["status"] for r in results] == ["accepted"] * 1000
     assert held and max(held) <= 128
+
+
+def _by_bucket(pg_db: str, keys: list[str]) -> dict[int, list[str]]:
+    """The keys in each of the 128 lock buckets, as store_pg hashes them."""
+    buckets: dict[int, list[str]] = {}
+    with psycopg.connect(pg_db, autocommit=True) as admin:
+        for key, bucket in admin.execute("SELECT k, (hashtextextended(k, 0) & 127)::int FROM unnest(%s::text[]) AS k "
+                                         "ORDER BY k", (keys,)):
+            buckets.setdefault(bucket, []).append(key)
+    return buckets
+
+
+@contextlib.contextmanager
+def _held_by_another(store, pg_db: str, keys: list[str]):
+    """``keys`` locked by a write under way; a second connection (lock_timeout 3 s, so a lock it
+    would wait for raises LockNotAvailable) and its _Conn, to lock with."""
+    from psycopg.rows import dict_row
+
+    from posd.sync.central.store_pg import _Conn
+
+    with store._write() as holding, psycopg.connect(pg_db, autocommit=True, row_factory=dict_row) as other:
+        store._lock_members(holding, keys)
+        holding.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
+        other.execute("SET lock_timeout = '3s'")
+        yield other, _Conn(other)
 
 
 def test_writers_of_different_members_never_wait_for_each_other(store, pg_db):
@@ -226,25 +259,14 @@ def test_writers_of_different_members_never_wait_for_each_other(store, pg_db):
     members = [{"member_id": f"BK{i:04d}", "display_name": f"Member {i}", "identifiers": [f"98{i:011d}"]}
                for i in range(300)]
     store.seed({**default_seed(), "members": members})
-    with psycopg.connect(pg_db, autocommit=True) as admin:
-        buckets: dict[int, list[str]] = {}
-        for member_id, bucket in admin.execute("SELECT member_id, (hashtextextended(member_id, 0) & 127)::int "
-                                               "FROM members WHERE member_id LIKE 'BK%' ORDER BY member_id"):
-            buckets.setdefault(bucket, []).append(member_id)
-        first, second = next(ids for ids in buckets.values() if len(ids) >= 2)[:2]
-    from psycopg.rows import dict_row
-
-    from posd.sync.central.store_pg import _Conn
-
-    with store._write() as holding, psycopg.connect(pg_db, autocommit=True, row_factory=dict_row) as other:
-        store._lock_members(holding, [first])
-        holding.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
-        other.execute("SET lock_timeout = '3s'")
+    buckets = _by_bucket(pg_db, [m["member_id"] for m in members])
+    first, second = next(ids for ids in buckets.values() if len(ids) >= 2)[:2]
+    with _held_by_another(store, pg_db, [first]) as (other, conn):
         with other.transaction():
-            store._lock_members(_Conn(other), [second])  # lock_timeout would raise, were it made to wait
+            store._lock_members(conn, [second])  # lock_timeout would raise, were it made to wait
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 with other.transaction():  # a savepoint: the same member is still one at a time
-                    store._lock_members(_Conn(other), [first])
+                    store._lock_members(conn, [first])
 
 
 def test_writers_of_different_new_keys_never_wait_for_each_other(store, pg_db):
@@ -253,27 +275,17 @@ def test_writers_of_different_new_keys_never_wait_for_each_other(store, pg_db):
     voucher uses queued on them (every connection waiting, pushes 25 s at the 99th percentile). Each
     key is locked itself now, its bucket held shared; a write of more keys than KEYS_ONE_BY_ONE takes
     the buckets whole and still waits for a writer of one key in them."""
-    from psycopg.rows import dict_row
+    from posd.sync.central.store_pg import KEYS_ONE_BY_ONE
 
-    from posd.sync.central.store_pg import KEYS_ONE_BY_ONE, _Conn
-
-    keys = [f"V:{i:05d}" for i in range(2000)]
-    with psycopg.connect(pg_db, autocommit=True) as admin:
-        buckets: dict[int, list[str]] = {}
-        for key, bucket in admin.execute("SELECT k, (hashtextextended(k, 0) & 127)::int FROM unnest(%s::text[]) AS k",
-                                         (keys,)):
-            buckets.setdefault(bucket, []).append(key)
+    buckets = _by_bucket(pg_db, [f"V:{i:05d}" for i in range(2000)])
     first, second = next(ids for ids in buckets.values() if len(ids) >= 2)[:2]
     many = sorted({ids[0] for ids in buckets.values()} - {first})[:KEYS_ONE_BY_ONE] + [second]
-    with store._write() as holding, psycopg.connect(pg_db, autocommit=True, row_factory=dict_row) as other:
-        store._lock_members(holding, [first])
-        holding.execute("SELECT 1").fetchone()  # the pipeline's statements before it have run
-        other.execute("SET lock_timeout = '3s'")
+    with _held_by_another(store, pg_db, [first]) as (other, conn):
         with other.transaction():
-            store._lock_members(_Conn(other), [second])  # lock_timeout would raise, were it made to wait
+            store._lock_members(conn, [second])  # lock_timeout would raise, were it made to wait
         for waiting in ([first], many):  # the same key; a whole-bucket writer of a key in its bucket
             with pytest.raises(psycopg.errors.LockNotAvailable), other.transaction():
-                store._lock_members(_Conn(other), waiting)
+                store._lock_members(conn, waiting)
 
 
 def test_a_batch_enrolling_many_members_takes_a_bounded_number_of_shared_locks(store, pg_db):
@@ -289,21 +301,7 @@ def test_a_batch_enrolling_many_members_takes_a_bounded_number_of_shared_locks(s
                                  transaction_id=None, identifiers=[f"+4868{i:07d}"], points={"points": 0},
                                  provisional=True))
         events.append(make_event(2 * i + 2, member_id=provisional, lane_id="LENR", points={"points": 5}))
-    with psycopg.connect(pg_db, autocommit=True) as watcher:
-        held = []
-
-        def counted(conn, member_id):
-            claimed = PgStore._claim_new(store, conn, member_id)
-            conn.execute("SELECT 1").fetchone()
-            held.append(watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
-                                        (conn.raw.info.backend_pid,)).fetchone()[0])
-            return claimed
-
-        store._claim_new = counted
-        try:
-            results = store.apply_batch(STORE_ID, "LENR", "enr", events, "2026-11-24T09:15:00Z")
-        finally:
-            del store._claim_new
+    results, held = _counting_advisory_locks(store, pg_db, "_claim_new", "LENR", events)
     assert [r["status"] for r in results] == ["accepted"] * 200
     assert len(held) >= 100 and max(held) <= MEMBER_LOCK_BUCKETS + 2 * KEYS_ONE_BY_ONE, max(held)
 

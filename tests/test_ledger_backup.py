@@ -437,6 +437,33 @@ def test_a_partial_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path
     assert len(list(out.glob("ledger-S001-L01-*.db"))) == 1
 
 
+def _ledger_and_folder(tmp_path: Path, folder: str) -> tuple[Path, Path]:
+    """A small ledger.db, and the empty folder a backup of it is to go in: (ledger, the copy's name)."""
+    from posd.storage.ledger import LaneIdentity, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
+    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
+    ledger.close()
+    (tmp_path / folder).mkdir()
+    return tmp_path / "ledger.db", tmp_path / folder / "copy.db"
+
+
+def _gate_that(at_step: int, then):
+    """A BackupGate that calls ``then()`` as the backup enters its ``at_step``-th step, before the step."""
+    from posd.storage.inspect import BackupGate
+
+    class Gate(BackupGate):
+        entered = 0
+
+        def step(self):  # type: ignore[override]
+            self.entered += 1
+            if self.entered == at_step:
+                then(self)
+            return super().step()
+
+    return Gate()
+
+
 @pytest.mark.parametrize("stopped_at", [2, 3, 4])
 def test_a_backup_called_off_puts_no_file_in_its_folder_after(tmp_path, stopped_at):
     """`posd ledger backup` copies on a thread of its own and, stopped (SIGTERM), removes the partial
@@ -445,55 +472,27 @@ def test_a_backup_called_off_puts_no_file_in_its_folder_after(tmp_path, stopped_
     opening (2), after its pages went in (3) or before it is put in place (4), the backup puts no
     file in the folder after the stop."""
     from posd.storage.db import StorageError
-    from posd.storage.inspect import BackupGate, backup_ledger, remove_partial
-    from posd.storage.ledger import LaneIdentity, Ledger
+    from posd.storage.inspect import backup_ledger, remove_partial
 
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
-    ledger.write(lambda tx: [tx.append_event("accrual", {"member_id": "M1", "points": {}}) for _ in range(50)])
-    ledger.close()
-    out = tmp_path / "out"
-    out.mkdir()
-    dest = out / "copy.db"
+    source, dest = _ledger_and_folder(tmp_path, "out")
 
-    class StoppedThere(BackupGate):
-        entered = 0
-
-        def step(self):  # type: ignore[override]
-            self.entered += 1
-            if self.entered == stopped_at:  # the signal's handler, on the command's main thread
-                self.close()
-                remove_partial(dest)
-            return super().step()
+    def stop(gate):  # the signal's handler, on the command's main thread
+        gate.close()
+        remove_partial(dest)
 
     with pytest.raises(StorageError, match="stopped"):
-        backup_ledger(tmp_path / "ledger.db", dest, gate=StoppedThere())
-    assert list(out.iterdir()) == []
+        backup_ledger(source, dest, gate=_gate_that(stopped_at, stop))
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_a_copy_removed_before_its_opening_is_not_made_again(tmp_path):
     """The partial copy gone before SQLite opens it (a stop's cleanup, another backup's sweep of
     stale copies): the backup fails with nothing left, where SQLite made the file again by name."""
     from posd.storage.db import StorageError
-    from posd.storage.inspect import BackupGate, backup_ledger, remove_partial
-    from posd.storage.ledger import LaneIdentity, Ledger
+    from posd.storage.inspect import backup_ledger, remove_partial
 
-    ledger = Ledger(tmp_path / "ledger.db", LaneIdentity("S001", "L01"))
-    ledger.write(lambda tx: tx.append_event("accrual", {"member_id": "M1", "points": {}}))
-    ledger.close()
-    out = tmp_path / "out #1 50%?"  # a folder name a URI must quote
-    out.mkdir()
-    dest = out / "copy.db"
-
-    class RemovedFirst(BackupGate):
-        entered = 0
-
-        def step(self):  # type: ignore[override]
-            self.entered += 1
-            if self.entered == 2:
-                remove_partial(dest)
-            return super().step()
-
+    source, dest = _ledger_and_folder(tmp_path, "out #1 50%?")  # a folder name a URI must quote
     with pytest.raises(StorageError):
-        backup_ledger(tmp_path / "ledger.db", dest, gate=RemovedFirst())
-    assert list(out.iterdir()) == []
-    assert backup_ledger(tmp_path / "ledger.db", dest).last_seq == 1  # the same folder, not stopped
+        backup_ledger(source, dest, gate=_gate_that(2, lambda _gate: remove_partial(dest)))
+    assert list(dest.parent.iterdir()) == []
+    assert backup_ledger(source, dest).last_seq == 1  # the same folder, not stopped

@@ -436,7 +436,13 @@ def _acknowledge_quarantine(folder: Path, found: list[Any], before: int, as_json
 def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
     """``work()`` on a thread of its own, so a stop signal (a service manager, a timeout) is taken at
     once even while the work sits in one long SQLite call: ``undo()`` then removes what it left and
-    the command exits 128 + the signal. The work's own outcome otherwise, as if called here."""
+    the command exits 128 + the signal. The work's own outcome otherwise, as if called here.
+
+    The stop signals are blocked, in this thread and the worker (which inherits the mask), and taken
+    here by ``sigtimedwait`` alone: a handler's exception could come anywhere, inside ``start()`` or
+    a lock's release, where it skipped ``undo()`` or ended in a RuntimeError. A second stop during
+    ``undo()`` stays blocked and cannot cut it short. One that comes after the work is done ends the
+    command as it returns (128 + the signal; what the work made stays, whole)."""
     import signal
     import threading
 
@@ -450,17 +456,16 @@ def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
         except BaseException as exc:  # handed to the caller's thread, as raised
             outcome.append((False, exc))
 
-    stops_unwind()
+    stops_unwind()  # for a stop still pending when the mask is restored below
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     worker = threading.Thread(target=run, name="stoppable", daemon=True)
     worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except SystemExit:
-        for sig in STOP_SIGNALS:  # a second stop would cut the undo short, and leave what it removes
-            signal.signal(sig, signal.SIG_IGN)
-        undo()  # the worker dies with the process, in the middle of whatever it was writing
-        raise
+    while worker.is_alive():
+        taken = signal.sigtimedwait(STOP_SIGNALS, 0.1)
+        if taken is not None:
+            undo()  # the worker dies with the process, in the middle of whatever it was writing
+            raise SystemExit(128 + taken.si_signo)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     ok, value = outcome[0]
     if not ok:
         raise value

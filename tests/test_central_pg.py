@@ -744,3 +744,46 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].splitlines()[0]
     except (OSError, IndexError):
         return "zombie"
+
+
+def test_a_burns_question_is_answered_while_every_push_thread_waits(tmp_path, pg_db):
+    """A worker ran every store call on one set of threads. Under a fleet's pushes a burn's
+    authorisation waited in their queue, seconds past the lane's 800 ms budget, and the burn went the
+    offline way. A quarter of the threads now serve only a lane's questions: with every other thread
+    held by a push that waits for the database, and more pushes queued behind them, an
+    authorisation and a voucher lookup are answered, and the pushes all go through after."""
+    from tests.support.central_fixture import running_central
+
+    pushed: dict[str, list[str]] = {}
+
+    def push(central, lane: str) -> None:
+        with CentralClient(central.url, STORE_ID, lane, SECRET, timeout=(5, 120)) as client:
+            pushed[lane] = [r.status for r in client.push_batch(f"B-{lane}", [make_event(1, lane_id=lane)])]
+
+    with psycopg.connect(pg_db, autocommit=True) as holder, \
+            running_central(tmp_path, db_path=pg_db, pool_size=4) as central:  # 3 threads for pushes, 1 kept
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE events IN SHARE MODE")  # every push waits for it to insert its events
+        lanes = [f"L{n:02d}" for n in range(6)]
+        threads = [threading.Thread(target=push, args=(central, lane)) for lane in lanes]
+        for t in threads:
+            t.start()
+        try:
+            with psycopg.connect(pg_db, autocommit=True) as watch:
+                def pushes_waiting() -> int:
+                    return watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database()").fetchone()[0]
+
+                wait_until(lambda: pushes_waiting() >= 3, 60, "every push thread waiting for the lock")
+                with CentralClient(central.url, STORE_ID, "L99", SECRET, timeout=(5, 15)) as lane:
+                    answer = lane.authorise({"authorisation_id": "redemption:R1", "kind": "redemption",
+                                             "member_id": "M0001", "occurred_at": "2026-11-24T09:15:00Z",
+                                             "points": {"points": 100}, "reward_id": "free-coffee"})
+                    assert answer["status"] == "approved"
+                    assert lane.voucher("NO-SUCH-CODE", None) is None
+                assert pushes_waiting() >= 3 and not pushed  # answered while the pushes still wait
+        finally:
+            holder.execute("ROLLBACK")
+            for t in threads:
+                t.join(120)
+    assert pushed == {lane: ["accepted"] for lane in lanes}

@@ -87,6 +87,8 @@ log = logging.getLogger("posd.sync.central")
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
 MAX_CURSOR = 2**63 - 1
 RESERVATION_TTL_S = 900.0  # an approved burn the lane never confirms frees its points after this
+QUICK_SHARE = 4  # one in this many of a worker's threads and connections is kept for the questions below
+QUICK_ROUTES = frozenset({"_authorise", "_release", "_token_use", "_birthday_award", "_voucher"})
 DISCARD_LIMIT = 16 * 2**20  # a body over the limit but under this is read away before the 413
 # what create_app() reads in a worker process
 ENV_DB, ENV_POOL, ENV_ADMISSION = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL", "POSD_CENTRAL_ADMISSION"
@@ -127,7 +129,7 @@ class CentralApp:
         self.threads = threads
         self.on_started = on_started
         self.counts: collections.Counter[str] = collections.Counter()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: dict[bool, ThreadPoolExecutor] = {}  # quick or not: see quick_threads
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -145,17 +147,22 @@ class CentralApp:
             if message["type"] == "lifespan.startup":
                 self._loop = asyncio.get_running_loop()
                 self._stopping = asyncio.Event()
-                self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="central-store")
+                quick = quick_threads(self.threads)
+                bulk = ThreadPoolExecutor(self.threads - quick, thread_name_prefix="central-store")
+                self._executors = {False: bulk, True: ThreadPoolExecutor(quick, thread_name_prefix="central-quick")
+                                   if quick else bulk}
                 # Every thread of the pool now, not one by one under load: a central is its threads
                 # from start to stop (and the tests' guard sees no thread appear mid-test).
-                await asyncio.get_running_loop().run_in_executor(None, _start_all, self._executor, self.threads)
+                for executor in set(self._executors.values()):
+                    await asyncio.get_running_loop().run_in_executor(None, _start_all, executor,
+                                                                     executor._max_workers)
                 await send({"type": "lifespan.startup.complete"})
                 if self.on_started is not None:
                     self.on_started()
             elif message["type"] == "lifespan.shutdown":
                 self.stop_waiting()
-                if self._executor is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+                for executor in set(self._executors.values()):
+                    await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -164,9 +171,9 @@ class CentralApp:
         if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stopping.set)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A store call, in the app's thread pool."""
-        result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def call(self, fn: Callable[..., Any], *args: Any, quick: bool = False) -> Any:
+        """A store call, in the app's thread pool: the threads kept for questions when ``quick``."""
+        result = await asyncio.get_running_loop().run_in_executor(self._executors[quick], fn, *args)
         if _down_since[0] is not None:  # the outage's end, in the log beside its start
             log.warning("database answering again after %.0f s", time.monotonic() - _down_since[0])
             _down_since[0] = None
@@ -179,6 +186,16 @@ class CentralApp:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
+
+
+def quick_threads(threads: int) -> int:
+    """Of a worker's ``threads`` (one database connection each, --pool-size), those kept for the
+    questions a lane asks while its cashier waits: a burn's authorisation and release, a token's or a
+    birthday's claim, a voucher's lookup (QUICK_ROUTES). Pushes and member pages, long and many under a
+    fleet's load, run on the others and never take these: an authorisation queued behind them waited
+    seconds, past the lane's budget, and the burn went the offline way. A quarter, at least one; none
+    with a single thread, which serves everything in turn."""
+    return max(1, threads // QUICK_SHARE) if threads > 1 else 0
 
 
 def _start_all(executor: ThreadPoolExecutor, threads: int) -> None:
@@ -267,6 +284,11 @@ class _Request:
         self.path = scope["path"]
         self.query = parse_qs(query.decode("latin-1"))
         self.client_host = (scope.get("client") or ("", 0))[0]
+        self.quick = False  # a question a cashier waits on: served on the threads kept for them
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store call for this request (its authentication and fault plan too), on its threads."""
+        return await self.app.call(fn, *args, quick=self.quick)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -274,6 +296,7 @@ class _Request:
     async def serve(self) -> None:
         try:
             handler, args = self._route()
+            self.quick = handler.__name__ in QUICK_ROUTES
             await handler(*args)
         except _Drop:
             self._abort()
@@ -359,7 +382,7 @@ class _Request:
                 raise HttpError(429, "rate_limited", "central is busy: come back at the slot in Retry-After",
                                 headers={"Retry-After": str(int(retry_after))})
         received_at = _iso(app.clock())
-        results = await app.call(app.store.apply_batch, store_id, lane_id, batch_id, events, received_at)
+        results = await self.call(app.store.apply_batch, store_id, lane_id, batch_id, events, received_at)
         if fault == "applied_then_lost":
             raise _Drop()
         await self._json(200, {"batch_id": batch_id, "results": results})
@@ -370,7 +393,7 @@ class _Request:
         request, fault = await self._question("authorise", MAX_AUTHORISATION_BYTES, store_id, lane_id,
                                               parse_authorisation)
         try:  # the store refuses what only the program tells apart (a voucher under a coupon's code)
-            answer = await app.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s,
+            answer = await self.call(app.store.authorise, store_id, lane_id, request, app.reservation_ttl_s,
                                     self._signed_at())
         except RequestRejected as err:
             raise HttpError(err.status, err.code, str(err)) from err
@@ -380,7 +403,7 @@ class _Request:
         """A lane giving back a reservation it will not record a burn for."""
         app = self.app
         request, fault = await self._question("release", MAX_AUTHORISATION_BYTES, store_id, lane_id, parse_release)
-        state = await app.call(app.store.release, store_id, lane_id, request["authorisation_id"], self._signed_at())
+        state = await self.call(app.store.release, store_id, lane_id, request["authorisation_id"], self._signed_at())
         await self._reply(fault, release_answer(request["authorisation_id"], state))
 
     def _signed_at(self) -> int | None:
@@ -392,7 +415,7 @@ class _Request:
         """A lane asking before it accepts a member token: is it unused, chain-wide? The first lane owns it."""
         app = self.app
         claim, fault = await self._question("token_uses", MAX_TOKEN_CLAIM_BYTES, store_id, lane_id, parse_token_claim)
-        mine = await app.call(app.store.claim_token, store_id, lane_id, claim["token_id"], claim["member_id"])
+        mine = await self.call(app.store.claim_token, store_id, lane_id, claim["token_id"], claim["member_id"])
         await self._reply(fault, token_claim_answer(claim["token_id"], mine))
 
     async def _birthday_award(self, store_id: str, lane_id: str) -> None:
@@ -400,7 +423,7 @@ class _Request:
         app = self.app
         claim, fault = await self._question("birthday_awards", MAX_BIRTHDAY_CLAIM_BYTES, store_id, lane_id,
                                             parse_birthday_claim)
-        mine = await app.call(app.store.claim_birthday, store_id, lane_id, claim["member_id"], claim["year"],
+        mine = await self.call(app.store.claim_birthday, store_id, lane_id, claim["member_id"], claim["year"],
                               claim["transaction_id"])
         await self._reply(fault, birthday_claim_answer(claim["member_id"], claim["year"], mine))
 
@@ -422,7 +445,7 @@ class _Request:
         """A lane asking about a code it does not know, or whether a use is still free."""
         app = self.app
         _, fault = await self._begin("vouchers", 0, store_id)
-        found = await app.call(app.store.voucher, store_id, code, self._one_id("member_id") or None)
+        found = await self.call(app.store.voucher, store_id, code, self._one_id("member_id") or None)
         if found is None:
             raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
         if fault == "applied_then_lost":
@@ -433,7 +456,7 @@ class _Request:
         """Where central's history of a lane ends, so a starting lane can tell whether it is its own."""
         app = self.app
         _, fault = await self._begin("lane", 0, store_id, lane=lane_id)
-        last_seq, last_event_id = await app.call(app.store.lane_head, store_id, lane_id)
+        last_seq, last_event_id = await self.call(app.store.lane_head, store_id, lane_id)
         if fault == "applied_then_lost":
             raise _Drop()
         await self._json(200, {"store_id": store_id, "lane_id": lane_id, "last_seq": last_seq,
@@ -451,7 +474,7 @@ class _Request:
         digits = limit_text.lstrip("0")  # any length: larger than a page is a page
         limit = MAX_MEMBER_PAGE if len(digits) > 6 else min(int(digits), MAX_MEMBER_PAGE)
         try:
-            members, next_cursor, has_more = await app.call(app.store.member_changes, store_id,
+            members, next_cursor, has_more = await self.call(app.store.member_changes, store_id,
                                                             int(cursor_text or 0), limit)
         except UnknownCursor:
             raise HttpError(400, "bad_cursor", "this cursor is past any central has handed out: "
@@ -463,7 +486,7 @@ class _Request:
     async def _program(self) -> None:
         app = self.app
         _, fault = await self._begin("program", 0, None)
-        program, etag = await app.call(app.store.program)
+        program, etag = await self.call(app.store.program)
         if program is None or etag is None:
             raise HttpError(404, "no_program", "central has no program yet")
         if fault == "applied_then_lost":
@@ -478,7 +501,7 @@ class _Request:
         store_id = self.header(HEADER_STORE)
         if not store_id:
             raise HttpError(401, "missing_signature", "X-Posd-Store is required")
-        secret = await app.call(app.store.store_secret, store_id)
+        secret = await self.call(app.store.store_secret, store_id)
         if secret is None:
             raise HttpError(401, "unknown_store", "no such store")
         try:
@@ -497,7 +520,7 @@ class _Request:
     async def _fault(self, route: str) -> str | None:
         """Act out the next queued fault for the route; return it if the handler must finish it."""
         app = self.app
-        taken = await app.call(app.store.take_fault, route)
+        taken = await self.call(app.store.take_fault, route)
         if taken is None:
             return None
         fault, delay = taken
@@ -538,22 +561,22 @@ class _Request:
         except ValueError as err:
             raise HttpError(400, "bad_fault", f"expected JSON {{route, fault, count?, delay?}}: {err}") from err
         if fault is None:
-            await self.app.call(store.clear_faults)
+            await self.call(store.clear_faults)
         else:
-            await self.app.call(store.add_fault, *fault)
+            await self.call(store.add_fault, *fault)
         await self._json(200, {"ok": True})
 
     async def _admin_events(self) -> None:
         self._admin_guard()
         store_id, lane_id = self._one_id("store"), self._one_id("lane")
         store = self.app.store
-        events = await self.app.call(store.events, store_id, lane_id)
-        last_seq = await self.app.call(store.last_seq, store_id, lane_id)
+        events = await self.call(store.events, store_id, lane_id)
+        last_seq = await self.call(store.last_seq, store_id, lane_id)
         await self._json(200, {"events": events, "last_seq": last_seq})
 
     async def _admin_member(self, member_id: str) -> None:
         self._admin_guard()
-        member = await self.app.call(self.app.store.member, member_id, self._one_id("store") or None)
+        member = await self.call(self.app.store.member, member_id, self._one_id("store") or None)
         if member is None:
             raise HttpError(404, "unknown_member", "no such member")
         await self._json(200, member)
@@ -561,7 +584,7 @@ class _Request:
     async def _admin_reservations(self) -> None:
         self._admin_guard()
         member_id = self._one_id("member")
-        reservations = await self.app.call(self.app.store.reservations, member_id)
+        reservations = await self.call(self.app.store.reservations, member_id)
         await self._json(200, {"member_id": member_id, "reservations": reservations})
 
     async def _admin_member_token(self, member_id: str) -> None:
@@ -573,7 +596,7 @@ class _Request:
             raise HttpError(400, "bad_admin_request", f"validity_s must be an integer 1-{MAX_VALIDITY_S}")
         app = self.app
         member = await self._active_member(member_id)
-        key = signing_key(await app.call(app.store.member_token_keys), app.clock())
+        key = signing_key(await self.call(app.store.member_token_keys), app.clock())
         if key is None:
             raise HttpError(409, "no_signing_key", "every member-token key is retired; add one")
         issued_at = int(app.clock())
@@ -587,10 +610,10 @@ class _Request:
         await self._admin_body()
         app = self.app
         member = await self._active_member(member_id)
-        secret = await app.call(app.store.wallet_secret, member["member_id"], new_wallet_secret())
+        secret = await self.call(app.store.wallet_secret, member["member_id"], new_wallet_secret())
         if secret is None:
             raise HttpError(404, "unknown_member", "no such member")
-        program, _ = await app.call(app.store.program)
+        program, _ = await self.call(app.store.program)
         await self._json(200, wallet_pass(member["member_id"], secret, program))
 
     async def _admin_token_keys(self) -> None:
@@ -600,16 +623,16 @@ class _Request:
         if self.method == "POST":
             doc = await self._admin_body()
             if doc.get("rotate") is True:
-                await app.call(app.store.add_member_token_key, new_kid(), new_signing_key())
+                await self.call(app.store.add_member_token_key, new_kid(), new_signing_key())
             elif isinstance(doc.get("retire"), str):
-                if UNSTORABLE.search(doc["retire"]) or not await app.call(app.store.retire_member_token_key,
+                if UNSTORABLE.search(doc["retire"]) or not await self.call(app.store.retire_member_token_key,
                                                                            doc["retire"]):  # no key holds a NUL
                     raise HttpError(404, "unknown_key", "no such key, or it is retired already")
             else:
                 raise HttpError(400, "bad_admin_request", 'expected {"rotate": true} or {"retire": "<kid>"}')
         keys = [{"kid": k["kid"], "public_key": k["public_key"], "created_at": iso_seconds(k["created_at"]),
                  "retired_at": iso_seconds(k["retired_at"]) if k["retired_at"] is not None else None}
-                for k in await app.call(app.store.member_token_keys)]
+                for k in await self.call(app.store.member_token_keys)]
         await self._json(200, {"keys": keys})
 
     async def _admin_body(self) -> dict[str, Any]:
@@ -622,7 +645,7 @@ class _Request:
         return doc
 
     async def _active_member(self, member_id: str) -> dict[str, Any]:
-        member = await self.app.call(self.app.store.member, member_id)
+        member = await self.call(self.app.store.member, member_id)
         if member is None or member["status"] == "deleted":
             raise HttpError(404, "unknown_member", "no such member")
         if member["status"] != "active":

@@ -6,6 +6,12 @@ push B batches of E accruals each to ``posd central --workers K`` over a
 throwaway PostgreSQL cluster (tests.support.postgres). Measured: accepted
 events per second over the whole run, each batch's round trip (p50/p99).
 
+Beside the pushes, a lane's questions: a burn's authorisation (and its
+release) asked every 100 ms while the pushers run, and the same questions
+asked of the same central before they start, with nothing else running.
+The ratio of the two p50s says how much a fleet's pushes delay a burn (the
+lane's budget for the answer is 800 ms).
+
 In the same run, the floor: a bare ``INSERT INTO events ... ON CONFLICT DO
 NOTHING`` of the same rows into the same table of a fresh database, one
 transaction per batch, from N connections at once. The ratio says how much
@@ -33,11 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import summary  # noqa: E402
+from bench.common import ratio, summary  # noqa: E402
 from posd.sync.protocol import encode_batch, secret_from_text, signed_headers  # noqa: E402
 
 STORE, SECRET = "S001", "bench-secret-S001"
 MEMBERS = 5000
+ASKED_IDLE = 100  # authorisations asked of the idle central, before the pushes
 
 
 def make_events(lane: str, first_seq: int, count: int, rng: random.Random) -> list[dict]:
@@ -79,6 +86,34 @@ def pusher(url: str, lane: str, batches: int, events: int, out: str) -> None:
     Path(out).write_text(json.dumps({"ms": times, "accepted": accepted}))
 
 
+class Asker:
+    """A lane asking central's authorisation for one-point burns, each released after: the round trip
+    of each authorisation (ms), until ``stop`` is set or ``count`` were asked."""
+
+    def __init__(self, url: str) -> None:
+        from posd.sync.lane.client import CentralClient
+
+        self.client = CentralClient(url, STORE, "ASK", secret_from_text(SECRET), timeout=(5, 30))
+        self.asked = 0
+        self.stop = threading.Event()
+
+    def ask(self, count: int, every_s: float = 0.0) -> list[float]:
+        times = []
+        while len(times) < count and not self.stop.is_set():
+            self.asked += 1
+            auth = f"redemption:bench-{self.asked}"
+            request = {"authorisation_id": auth, "kind": "redemption", "member_id": f"M{self.asked % MEMBERS:06d}",
+                       "occurred_at": "2026-11-24T09:15:00Z", "points": {"points": 1}, "reward_id": "bench"}
+            t0 = time.perf_counter()
+            answer = self.client.authorise(request)
+            times.append((time.perf_counter() - t0) * 1000)
+            if answer["status"] != "approved":
+                raise RuntimeError(f"authorisation {auth}: {answer}")
+            self.client.release(auth)
+            self.stop.wait(every_s)
+        return times
+
+
 # --- the central run and the floor ------------------------------------------------------------------
 
 
@@ -92,13 +127,23 @@ def run_central(cluster, lanes: int, workers: int, batches: int, events: int, tm
         url = central.stdout.readline().split()[-1]
         warm = [sys.executable, "-m", "bench.central", "pusher", url, "warmup", "2", "10", str(tmp / "warm.json")]
         subprocess.run(warm, check=True, cwd=ROOT, timeout=300)  # every worker imported, pools open
+        asker = Asker(url)
+        idle = asker.ask(ASKED_IDLE)
         outs = [tmp / f"lane-{n}.json" for n in range(lanes)]
         t0 = time.perf_counter()
         procs = [subprocess.Popen([sys.executable, "-m", "bench.central", "pusher", url, f"L{n:03d}", str(batches),
                                    str(events), str(out)], cwd=ROOT) for n, out in enumerate(outs)]
-        for proc in procs:
-            if proc.wait(timeout=1800):
-                raise RuntimeError("a pusher failed")
+        loaded: list[float] = []
+        asking = threading.Thread(target=lambda: loaded.extend(asker.ask(10**9, every_s=0.1)))
+        asking.start()
+        try:
+            for proc in procs:
+                if proc.wait(timeout=1800):
+                    raise RuntimeError("a pusher failed")
+        finally:
+            asker.stop.set()
+            asking.join(60)
+            asker.client.close()
         elapsed = time.perf_counter() - t0
     finally:
         central.terminate()
@@ -108,7 +153,9 @@ def run_central(cluster, lanes: int, workers: int, batches: int, events: int, tm
     accepted = sum(r["accepted"] for r in results)
     return {"workers": workers, "lanes": lanes, "batches_per_lane": batches, "events_per_batch": events,
             "accepted_events": accepted, "elapsed_s": round(elapsed, 2),
-            "accepted_events_s": round(accepted / elapsed, 1), "batch": summary(ms)}
+            "accepted_events_s": round(accepted / elapsed, 1), "batch": summary(ms),
+            "authorise_idle": summary(idle), "authorise_under_pushes": summary(loaded),
+            "authorise_p50_over_idle": ratio(summary(loaded).get("p50_ms", 0.0), summary(idle)["p50_ms"])}
 
 
 def run_floor(cluster, lanes: int, batches: int, events: int) -> dict:

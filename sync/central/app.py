@@ -87,8 +87,8 @@ log = logging.getLogger("posd.sync.central")
 MAX_BODY = MAX_BATCH_BYTES + 65536  # gzip of incompressible JSON is slightly larger than the JSON
 MAX_CURSOR = 2**63 - 1
 RESERVATION_TTL_S = 900.0  # an approved burn the lane never confirms frees its points after this
-QUICK_SHARE = 4  # one in this many of a worker's threads and connections is kept for the questions below
-QUICK_ROUTES = frozenset({"_authorise", "_release", "_token_use", "_birthday_award", "_voucher"})
+QUICK, BULK = True, False  # a route's threads: those kept for a lane's questions, or the others
+QUICK_SHARE = 4  # one in this many of a worker's threads is kept for a lane's questions (the route table's QUICK)
 DISCARD_LIMIT = 16 * 2**20  # a body over the limit but under this is read away before the 413
 # what create_app() reads in a worker process
 ENV_DB, ENV_POOL, ENV_ADMISSION = "POSD_CENTRAL_DB", "POSD_CENTRAL_POOL", "POSD_CENTRAL_ADMISSION"
@@ -191,7 +191,7 @@ class CentralApp:
 def quick_threads(threads: int) -> int:
     """Of a worker's ``threads`` (one database connection each, --pool-size), those kept for the
     questions a lane asks while its cashier waits: a burn's authorisation and release, a token's or a
-    birthday's claim, a voucher's lookup (QUICK_ROUTES). Pushes and member pages, long and many under a
+    birthday's claim, a voucher's lookup (QUICK in the route table). Pushes and member pages, long and many under a
     fleet's load, run on the others and never take these: an authorisation queued behind them waited
     seconds, past the lane's budget, and the burn went the offline way. A quarter, at least one; none
     with a single thread, which serves everything in turn."""
@@ -295,8 +295,7 @@ class _Request:
 
     async def serve(self) -> None:
         try:
-            handler, args = self._route()
-            self.quick = handler.__name__ in QUICK_ROUTES
+            handler, args, self.quick = self._route()
             await handler(*args)
         except _Drop:
             self._abort()
@@ -315,30 +314,31 @@ class _Request:
             log.exception("central handler failed", extra={"path": self.path})
             await self._json(500, {"code": "internal", "message": "internal error"}, close=True)
 
-    def _route(self) -> tuple[Callable[..., Awaitable[None]], tuple[str, ...]]:
+    def _route(self) -> tuple[Callable[..., Awaitable[None]], tuple[str, ...], bool]:
+        """(handler, its URL's parts, whether it is a question a cashier waits on: QUICK)."""
         table = [
-            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push),
-            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise),
-            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/releases", self._release),
-            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/token-uses", self._token_use),
-            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/birthday-awards", self._birthday_award),
-            ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher),
-            ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane),
-            ("GET", r"/v1/stores/([^/]+)/members/changes", self._members),
-            ("GET", r"/v1/program", self._program),
-            ("POST", r"/_admin/faults", self._admin_faults),
-            ("GET", r"/_admin/events", self._admin_events),
-            ("GET", r"/_admin/members/([^/]+)", self._admin_member),
-            ("GET", r"/_admin/reservations", self._admin_reservations),
-            ("POST", r"/_admin/members/([^/]+)/token", self._admin_member_token),
-            ("POST", r"/_admin/members/([^/]+)/wallet-pass", self._admin_wallet_pass),
-            ("GET", r"/_admin/member-token-keys", self._admin_token_keys),
-            ("POST", r"/_admin/member-token-keys", self._admin_token_keys),
-            ("GET", r"/_admin/stats", self._admin_stats),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/batches", self._push, BULK),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/authorisations", self._authorise, QUICK),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/releases", self._release, QUICK),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/token-uses", self._token_use, QUICK),
+            ("POST", r"/v1/lanes/([^/]+)/([^/]+)/birthday-awards", self._birthday_award, QUICK),
+            ("GET", r"/v1/stores/([^/]+)/vouchers/([^/]+)", self._voucher, QUICK),
+            ("GET", r"/v1/lanes/([^/]+)/([^/]+)", self._lane, BULK),
+            ("GET", r"/v1/stores/([^/]+)/members/changes", self._members, BULK),
+            ("GET", r"/v1/program", self._program, BULK),
+            ("POST", r"/_admin/faults", self._admin_faults, BULK),
+            ("GET", r"/_admin/events", self._admin_events, BULK),
+            ("GET", r"/_admin/members/([^/]+)", self._admin_member, BULK),
+            ("GET", r"/_admin/reservations", self._admin_reservations, BULK),
+            ("POST", r"/_admin/members/([^/]+)/token", self._admin_member_token, BULK),
+            ("POST", r"/_admin/members/([^/]+)/wallet-pass", self._admin_wallet_pass, BULK),
+            ("GET", r"/_admin/member-token-keys", self._admin_token_keys, BULK),
+            ("POST", r"/_admin/member-token-keys", self._admin_token_keys, BULK),
+            ("GET", r"/_admin/stats", self._admin_stats, BULK),
         ]
         raw = self.target.split("?", 1)[0]
         path_known = False
-        for want, pattern, handler in table:
+        for want, pattern, handler, quick in table:
             match = re.fullmatch(pattern, raw)
             if match:
                 path_known = True
@@ -348,7 +348,7 @@ class _Request:
                         if handler == self._voucher:  # what a lane asking about a code understands
                             raise HttpError(404, "unknown_voucher", "central knows no voucher or coupon with that code")
                         raise HttpError(404, "not_found", "no such store, lane or member")
-                    return handler, args
+                    return handler, args, quick
         if path_known:
             raise HttpError(405, "method_not_allowed", close=True)
         raise HttpError(404, "not_found", f"no route for {self.path}", close=self.method != "GET")

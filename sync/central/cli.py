@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes sharing the socket (more than 1 needs PostgreSQL)")
     parser.add_argument("--pool-size", type=int, default=8,
-                        help="database connections (and request threads) per worker; a quarter of them "
+                        help="database connections (and request threads) per worker; a quarter of the threads "
                              "(at least one, from 2) kept for authorisations, releases and claims")
     parser.add_argument("--admission", type=float, default=0.0, metavar="EVENTS_PER_S",
                         help="central-paced admission: past this rate a push gets 429 and a Retry-After slot "

@@ -459,12 +459,15 @@ def _stoppable(work: Callable[[], T], undo: Callable[[], None]) -> T:
     stops_unwind()  # for a stop still pending when the mask is restored below
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     worker = threading.Thread(target=run, name="stoppable", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        taken = signal.sigtimedwait(STOP_SIGNALS, 0.1)
-        if taken is not None:
-            undo()  # the worker dies with the process, in the middle of whatever it was writing
-            raise SystemExit(128 + taken.si_signo)
+    try:
+        worker.start()
+        while worker.is_alive():
+            taken = signal.sigtimedwait(STOP_SIGNALS, 0.1)
+            if taken is not None:
+                raise SystemExit(128 + taken.si_signo)
+    except BaseException:  # also a stop another thread of the process took, raised here by its handler
+        undo()  # the worker dies with the process, in the middle of whatever it was writing
+        raise
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     ok, value = outcome[0]
     if not ok:

@@ -10,7 +10,8 @@ Beside the pushes, a lane's questions: a burn's authorisation (and its
 release) asked every 100 ms while the pushers run, and the same questions
 asked of the same central before they start, with nothing else running.
 The ratio of the two p50s says how much a fleet's pushes delay a burn (the
-lane's budget for the answer is 800 ms).
+lane's budget for the answer is 800 ms). The questions, ten a second, are
+part of the load the push rate is measured under.
 
 In the same run, the floor: a bare ``INSERT INTO events ... ON CONFLICT DO
 NOTHING`` of the same rows into the same table of a fresh database, one
@@ -97,8 +98,9 @@ class Asker:
         self.asked = 0
         self.stop = threading.Event()
 
-    def ask(self, count: int, every_s: float = 0.0) -> list[float]:
-        times = []
+    def ask(self, count: int, every_s: float = 0.0, times: list[float] | None = None) -> list[float]:
+        """``times``: the list each round trip is added to as it is measured (kept if one fails)."""
+        times = [] if times is None else times
         while len(times) < count and not self.stop.is_set():
             self.asked += 1
             auth = f"redemption:bench-{self.asked}"
@@ -134,17 +136,27 @@ def run_central(cluster, lanes: int, workers: int, batches: int, events: int, tm
         procs = [subprocess.Popen([sys.executable, "-m", "bench.central", "pusher", url, f"L{n:03d}", str(batches),
                                    str(events), str(out)], cwd=ROOT) for n, out in enumerate(outs)]
         loaded: list[float] = []
-        asking = threading.Thread(target=lambda: loaded.extend(asker.ask(10**9, every_s=0.1)))
+        failed: list[BaseException] = []
+
+        def ask_under_load() -> None:
+            try:
+                asker.ask(10**9, every_s=0.1, times=loaded)
+            except BaseException as exc:  # raised below: a failed question is no figure
+                failed.append(exc)
+
+        asking = threading.Thread(target=ask_under_load)
         asking.start()
         try:
             for proc in procs:
                 if proc.wait(timeout=1800):
                     raise RuntimeError("a pusher failed")
+            elapsed = time.perf_counter() - t0
         finally:
             asker.stop.set()
             asking.join(60)
             asker.client.close()
-        elapsed = time.perf_counter() - t0
+        if failed:
+            raise RuntimeError("an authorisation asked while the pushers ran failed") from failed[0]
     finally:
         central.terminate()
         central.communicate(timeout=60)
@@ -155,7 +167,7 @@ def run_central(cluster, lanes: int, workers: int, batches: int, events: int, tm
             "accepted_events": accepted, "elapsed_s": round(elapsed, 2),
             "accepted_events_s": round(accepted / elapsed, 1), "batch": summary(ms),
             "authorise_idle": summary(idle), "authorise_under_pushes": summary(loaded),
-            "authorise_p50_over_idle": ratio(summary(loaded).get("p50_ms", 0.0), summary(idle)["p50_ms"])}
+            "authorise_p50_over_idle": ratio(summary(loaded)["p50_ms"], summary(idle)["p50_ms"]) if loaded else None}
 
 
 def run_floor(cluster, lanes: int, batches: int, events: int) -> dict:

@@ -149,13 +149,13 @@ class CentralApp:
                 self._stopping = asyncio.Event()
                 quick = quick_threads(self.threads)
                 bulk = ThreadPoolExecutor(self.threads - quick, thread_name_prefix="central-store")
-                self._executors = {False: bulk, True: ThreadPoolExecutor(quick, thread_name_prefix="central-quick")
+                self._executors = {BULK: bulk, QUICK: ThreadPoolExecutor(quick, thread_name_prefix="central-quick")
                                    if quick else bulk}
                 # Every thread of the pool now, not one by one under load: a central is its threads
                 # from start to stop (and the tests' guard sees no thread appear mid-test).
-                for executor in set(self._executors.values()):
-                    await asyncio.get_running_loop().run_in_executor(None, _start_all, executor,
-                                                                     executor._max_workers)
+                await asyncio.get_running_loop().run_in_executor(None, _start_all, bulk, self.threads - quick)
+                if quick:
+                    await asyncio.get_running_loop().run_in_executor(None, _start_all, self._executors[QUICK], quick)
                 await send({"type": "lifespan.startup.complete"})
                 if self.on_started is not None:
                     self.on_started()
